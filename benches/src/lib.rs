@@ -1,0 +1,175 @@
+//! The harness of palisade's benchmarks.
+//!
+//! Every layer is measured the same way, in the same run as its references:
+//!
+//! - **overhead**: one call through the layer, driven to completion on the
+//!   bench thread (readiness, call, one poll of the response future), against
+//!   a bare, always-ready `service_fn` and against tower's `ConcurrencyLimit`
+//!   and `Retry` (with a policy that never retries). The figure a layer's docs
+//!   report is its time minus the bare service's.
+//! - **allocations**: heap allocations per call, counted by a counting global
+//!   allocator over many calls after warm-up.
+//! - **two threads**: two threads driving clones of one service, for the
+//!   throughput of shared state under contention.
+//!
+//! A layer adds itself as one entry in `benches/overhead.rs`:
+//! `harness.overhead("my_layer", layer.layer(bare()), || 1)`.
+
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::pin::pin;
+use std::sync::{Arc, Barrier};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tower::Service;
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+
+/// The bare service every layer is compared with: always ready, answers at once.
+pub type Bare = tower::util::ServiceFn<fn(u64) -> Ready<Result<u64, Infallible>>>;
+
+/// Makes the bare service.
+pub fn bare() -> Bare {
+    fn echo(req: u64) -> Ready<Result<u64, Infallible>> {
+        ready(Ok(req))
+    }
+    tower::service_fn(echo as fn(u64) -> Ready<Result<u64, Infallible>>)
+}
+
+/// A `tower::retry::Policy` that never retries: tower's `Retry` at its cheapest.
+#[derive(Debug, Clone, Copy)]
+pub struct NeverRetry;
+
+impl<Req, Res, E> tower::retry::Policy<Req, Res, E> for NeverRetry {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _req: &mut Req, _result: &mut Result<Res, E>) -> Option<Self::Future> {
+        None
+    }
+
+    fn clone_request(&mut self, _req: &Req) -> Option<Req> {
+        None
+    }
+}
+
+/// Drives one call through `svc` on this thread: readiness, the call, and the
+/// response future, each polled with a no-op waker.
+///
+/// # Panics
+///
+/// When the service or its future is not ready at once: benchmarked stacks
+/// must complete without waiting, so the figures measure the layer alone.
+pub fn drive<S: Service<Req>, Req>(svc: &mut S, req: Req) -> Result<S::Response, S::Error> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(e)) => return Err(e),
+        Poll::Pending => panic!("benchmarked service was not ready"),
+    }
+    let fut = pin!(svc.call(req));
+    match fut.poll(&mut cx) {
+        Poll::Ready(result) => result,
+        Poll::Pending => panic!("benchmarked response future was not ready"),
+    }
+}
+
+/// Heap allocations per call through `svc`, after a warm-up.
+pub fn allocations_per_call<S: Service<Req>, Req>(svc: &mut S, mut make_req: impl FnMut() -> Req) -> f64 {
+    const WARM_UP: usize = 1_000;
+    const CALLS: usize = 10_000;
+    for _ in 0..WARM_UP {
+        let _ = std::hint::black_box(drive(svc, make_req()));
+    }
+    let region = Region::new(GLOBAL);
+    for _ in 0..CALLS {
+        let _ = std::hint::black_box(drive(svc, make_req()));
+    }
+    region.change().allocations as f64 / CALLS as f64
+}
+
+/// One benchmark group: the bare service and tower's references first, then
+/// the layers added by the caller; allocation counts are printed when it ends.
+pub struct Harness<'c> {
+    group: BenchmarkGroup<'c, WallTime>,
+    allocations: Vec<(String, f64)>,
+}
+
+impl std::fmt::Debug for Harness<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness").field("allocations", &self.allocations).finish_non_exhaustive()
+    }
+}
+
+impl<'c> Harness<'c> {
+    /// A group named `name` with the bare service and tower's `ConcurrencyLimit`
+    /// and `Retry` already measured in it.
+    pub fn new(c: &'c mut Criterion, name: &str) -> Self {
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Elements(1));
+        let mut harness = Self { group, allocations: Vec::new() };
+        harness.overhead("bare", bare(), || 1);
+        harness.overhead("tower_concurrency_limit", tower::limit::ConcurrencyLimit::new(bare(), 1_000_000), || 1);
+        harness.overhead("tower_retry_never", tower::retry::Retry::new(NeverRetry, bare()), || 1);
+        harness
+    }
+
+    /// Measures one call at a time through `svc` on the bench thread, and its
+    /// allocations per call.
+    pub fn overhead<S: Service<Req>, Req>(&mut self, name: &str, mut svc: S, mut make_req: impl FnMut() -> Req) {
+        self.group.bench_function(name, |b| b.iter(|| std::hint::black_box(drive(&mut svc, make_req()))));
+        let allocations = allocations_per_call(&mut svc, make_req);
+        self.allocations.push((name.to_owned(), allocations));
+    }
+
+    /// Measures the throughput of two threads driving clones of `svc` at once.
+    /// The time criterion reports is per call; its element rate is calls/s.
+    pub fn two_threads<S, Req>(&mut self, name: &str, svc: S, make_req: fn() -> Req)
+    where
+        S: Service<Req> + Clone + Send + 'static,
+    {
+        self.group.bench_function(format!("{name}/2_threads"), |b| {
+            b.iter_custom(|iters| {
+                let per_thread = iters.div_ceil(2);
+                let barrier = Arc::new(Barrier::new(3));
+                let workers: Vec<_> = (0..2)
+                    .map(|_| {
+                        let mut svc = svc.clone();
+                        let barrier = barrier.clone();
+                        std::thread::spawn(move || {
+                            barrier.wait();
+                            #[allow(clippy::disallowed_types)] // wall time is what a bench measures
+                            let start = std::time::Instant::now();
+                            for _ in 0..per_thread {
+                                let _ = std::hint::black_box(drive(&mut svc, make_req()));
+                            }
+                            start.elapsed()
+                        })
+                    })
+                    .collect();
+                barrier.wait();
+                // The threads ran side by side: the slower one is the wall time.
+                let slowest: Duration = workers.into_iter().map(|w| w.join().expect("bench thread")).max().unwrap();
+                slowest.mul_f64(iters as f64 / (2 * per_thread) as f64)
+            })
+        });
+    }
+
+    /// Adds the two-thread references (bare and `ConcurrencyLimit`).
+    pub fn two_thread_references(&mut self) {
+        self.two_threads("bare", bare(), || 1);
+        self.two_threads("tower_concurrency_limit", tower::limit::ConcurrencyLimit::new(bare(), 1_000_000), || 1);
+    }
+
+    /// Ends the group and prints the allocations per call of every entry.
+    pub fn finish(self) {
+        self.group.finish();
+        println!("\nallocations per call:");
+        for (name, allocations) in &self.allocations {
+            println!("  {name:<40} {allocations:>6.2}");
+        }
+    }
+}

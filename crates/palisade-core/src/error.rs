@@ -1,0 +1,328 @@
+//! Errors shared by every palisade layer and helpers to find them.
+//!
+//! The protocol-agnostic layers (circuit breaker, bulkhead, retry) return
+//! [`BoxError`], as tower's own middleware does. Their rejections are the small
+//! types defined here, so a caller can `downcast_ref` them, whichever layer
+//! crate produced them, and so [`crate::problem`] can turn any of them into an
+//! HTTP response without depending on the layer crates.
+
+use std::error::Error;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The error type of the protocol-agnostic layers, as in tower.
+pub type BoxError = Box<dyn Error + Send + Sync>;
+
+/// Gives a `&dyn Error` view of an error value, so classifiers can walk its
+/// [`source()`](Error::source) chain.
+///
+/// `BoxError` does not implement [`Error`] itself, so a blanket implementation
+/// for every `E: Error` could not also cover it; this trait is implemented for
+/// the boxed error types tower stacks use and for the common concrete ones.
+/// Other error types can be mapped into [`BoxError`] (`map_err(Into::into)`)
+/// or implement this trait in one line.
+pub trait AsError {
+    /// The error as a trait object.
+    fn as_error(&self) -> &(dyn Error + 'static);
+}
+
+impl AsError for Box<dyn Error + Send + Sync> {
+    fn as_error(&self) -> &(dyn Error + 'static) {
+        &**self
+    }
+}
+
+impl AsError for Box<dyn Error + Send> {
+    fn as_error(&self) -> &(dyn Error + 'static) {
+        &**self
+    }
+}
+
+impl AsError for Box<dyn Error> {
+    fn as_error(&self) -> &(dyn Error + 'static) {
+        &**self
+    }
+}
+
+impl AsError for std::io::Error {
+    fn as_error(&self) -> &(dyn Error + 'static) {
+        self
+    }
+}
+
+impl AsError for std::convert::Infallible {
+    fn as_error(&self) -> &(dyn Error + 'static) {
+        match *self {}
+    }
+}
+
+macro_rules! as_error_for {
+    ($($ty:ty),* $(,)?) => {
+        $(impl AsError for $ty {
+            fn as_error(&self) -> &(dyn Error + 'static) {
+                self
+            }
+        })*
+    };
+}
+
+as_error_for!(
+    CircuitOpen,
+    BulkheadFull,
+    BulkheadTimeout,
+    tower::timeout::error::Elapsed,
+    tokio::time::error::Elapsed,
+);
+
+/// Finds the first error of type `E` in `error` or anywhere in its
+/// [`source()`](Error::source) chain.
+///
+/// Layers wrap and box errors; this finds a palisade rejection (or any other
+/// typed error) however deep it was wrapped.
+///
+/// ```
+/// use palisade_core::error::{find, BoxError, CircuitOpen};
+/// use std::time::Duration;
+///
+/// let err: BoxError = CircuitOpen::new("payments", Duration::from_secs(3)).into();
+/// let open = find::<CircuitOpen>(&*err).expect("a CircuitOpen");
+/// assert_eq!(open.name(), "payments");
+/// ```
+pub fn find<'a, E: Error + 'static>(error: &'a (dyn Error + 'static)) -> Option<&'a E> {
+    chain(error).find_map(|e| e.downcast_ref::<E>())
+}
+
+/// Iterates over `error` and its [`source()`](Error::source) chain.
+pub fn chain<'a>(error: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    std::iter::successors(Some(error), |&e: &&'a (dyn Error + 'static)| e.source())
+}
+
+/// True when the error is one of palisade's own local rejections
+/// ([`CircuitOpen`], [`BulkheadFull`], [`BulkheadTimeout`]) anywhere in its chain.
+///
+/// A local rejection says nothing about the health of the downstream: the
+/// breaker does not count it as a failure and the retry policy does not retry it.
+pub fn is_local_rejection(error: &(dyn Error + 'static)) -> bool {
+    chain(error).any(|e| e.is::<CircuitOpen>() || e.is::<BulkheadFull>() || e.is::<BulkheadTimeout>())
+}
+
+/// True when the error is a timeout anywhere in its chain: tower's
+/// `timeout::error::Elapsed`, tokio's `time::error::Elapsed`, or an I/O error of
+/// kind `TimedOut`.
+pub fn is_timeout(error: &(dyn Error + 'static)) -> bool {
+    chain(error).any(|e| {
+        e.is::<tower::timeout::error::Elapsed>()
+            || e.is::<tokio::time::error::Elapsed>()
+            || e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    })
+}
+
+/// True when the error shows that a connection could not be established, so
+/// the request was never sent: an I/O error of kind `ConnectionRefused`,
+/// `AddrNotAvailable`, `HostUnreachable` or `NetworkUnreachable` anywhere in its
+/// chain. hyper-util's and reqwest's connect errors carry such an I/O error as
+/// their source.
+pub fn is_connect_error(error: &(dyn Error + 'static)) -> bool {
+    use std::io::ErrorKind::*;
+    chain(error).any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(io.kind(), ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable)
+        })
+    })
+}
+
+/// A circuit breaker rejected the call without calling the downstream.
+///
+/// Carries the breaker's name and how long until it may admit a call again;
+/// [`crate::problem`] maps it to `503 Service Unavailable` with `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircuitOpen {
+    name: Arc<str>,
+    retry_after: Duration,
+}
+
+impl CircuitOpen {
+    /// A rejection by the breaker `name`, which may admit again after `retry_after`.
+    pub fn new(name: impl Into<Arc<str>>, retry_after: Duration) -> Self {
+        Self { name: name.into(), retry_after }
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How long until the breaker may admit a call (zero when it admits probes
+    /// now but all half-open slots are taken, or when forced open).
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for CircuitOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "circuit breaker `{}` is open", self.name)
+    }
+}
+
+impl Error for CircuitOpen {}
+
+/// A bulkhead rejected the call at once: every permit was taken and the queue
+/// was full (or queueing is off).
+///
+/// Carries the bulkhead's name and a hint for when to retry; mapped to
+/// `503 Service Unavailable` with `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkheadFull {
+    name: Arc<str>,
+    retry_after: Duration,
+}
+
+impl BulkheadFull {
+    /// A rejection by the bulkhead `name`; `retry_after` is the hint given to callers.
+    pub fn new(name: impl Into<Arc<str>>, retry_after: Duration) -> Self {
+        Self { name: name.into(), retry_after }
+    }
+
+    /// The bulkhead's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The hint for when to try again.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for BulkheadFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bulkhead `{}` is full", self.name)
+    }
+}
+
+impl Error for BulkheadFull {}
+
+/// A call waited in a bulkhead's queue longer than its `max_wait` and was
+/// rejected without calling the downstream.
+///
+/// Mapped to `503 Service Unavailable` with `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkheadTimeout {
+    name: Arc<str>,
+    waited: Duration,
+    retry_after: Duration,
+}
+
+impl BulkheadTimeout {
+    /// A rejection by the bulkhead `name` after waiting `waited`.
+    pub fn new(name: impl Into<Arc<str>>, waited: Duration, retry_after: Duration) -> Self {
+        Self { name: name.into(), waited, retry_after }
+    }
+
+    /// The bulkhead's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How long the call waited for a permit.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// The hint for when to try again.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for BulkheadTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bulkhead `{}` timed out after waiting {:?} for a permit", self.name, self.waited)
+    }
+}
+
+impl Error for BulkheadTimeout {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Wrapper(BoxError);
+
+    impl fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("wrapped")
+        }
+    }
+
+    impl Error for Wrapper {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    #[test]
+    fn find_walks_the_source_chain() {
+        let inner: BoxError = BulkheadFull::new("inventory", Duration::from_secs(1)).into();
+        let outer: BoxError = Box::new(Wrapper(Box::new(Wrapper(inner))));
+        let full = find::<BulkheadFull>(&*outer).expect("found two levels down");
+        assert_eq!(full.name(), "inventory");
+        assert_eq!(full.retry_after(), Duration::from_secs(1));
+        assert!(find::<CircuitOpen>(&*outer).is_none());
+        assert_eq!(chain(&*outer).count(), 3);
+    }
+
+    #[test]
+    fn local_rejections_are_recognised_when_wrapped() {
+        let cases: Vec<BoxError> = vec![
+            CircuitOpen::new("a", Duration::ZERO).into(),
+            BulkheadFull::new("b", Duration::ZERO).into(),
+            BulkheadTimeout::new("c", Duration::from_millis(5), Duration::ZERO).into(),
+        ];
+        for err in cases {
+            let wrapped: BoxError = Box::new(Wrapper(err));
+            assert!(is_local_rejection(&*wrapped));
+        }
+        let other: BoxError = "connection reset".into();
+        assert!(!is_local_rejection(&*other));
+    }
+
+    #[test]
+    fn timeouts_and_connect_errors() {
+        let elapsed: BoxError = tower::timeout::error::Elapsed::new().into();
+        assert!(is_timeout(&*elapsed));
+        let io_timeout: BoxError = std::io::Error::from(std::io::ErrorKind::TimedOut).into();
+        assert!(is_timeout(&*io_timeout));
+        assert!(!is_connect_error(&*io_timeout));
+
+        for kind in [
+            std::io::ErrorKind::ConnectionRefused,
+            std::io::ErrorKind::AddrNotAvailable,
+            std::io::ErrorKind::HostUnreachable,
+            std::io::ErrorKind::NetworkUnreachable,
+        ] {
+            let err: BoxError = Box::new(Wrapper(std::io::Error::from(kind).into()));
+            assert!(is_connect_error(&*err), "{kind:?}");
+            assert!(!is_timeout(&*err), "{kind:?}");
+        }
+        let reset: BoxError = std::io::Error::from(std::io::ErrorKind::ConnectionReset).into();
+        assert!(!is_connect_error(&*reset));
+    }
+
+    #[test]
+    fn displays_name_the_layer() {
+        assert_eq!(
+            CircuitOpen::new("payments", Duration::from_secs(2)).to_string(),
+            "circuit breaker `payments` is open"
+        );
+        assert_eq!(BulkheadFull::new("db", Duration::ZERO).to_string(), "bulkhead `db` is full");
+        assert_eq!(
+            BulkheadTimeout::new("db", Duration::from_millis(250), Duration::ZERO).to_string(),
+            "bulkhead `db` timed out after waiting 250ms for a permit"
+        );
+    }
+}

@@ -1,0 +1,371 @@
+//! RFC 9457 `application/problem+json` rejections, and the mapping from
+//! palisade's layer errors to HTTP responses.
+//!
+//! | error (anywhere in the `source()` chain) | status | `type` | `Retry-After` |
+//! |---|---|---|---|
+//! | [`CircuitOpen`] | 503 | [`types::CIRCUIT_OPEN`] | time until the breaker may admit |
+//! | [`BulkheadFull`] | 503 | [`types::BULKHEAD_FULL`] | the bulkhead's hint |
+//! | [`BulkheadTimeout`] | 503 | [`types::BULKHEAD_TIMEOUT`] | the bulkhead's hint |
+//! | tower's `load_shed::error::Overloaded` | 503 | [`types::OVERLOADED`] | none |
+//! | tower's or tokio's `Elapsed` | 504 | [`types::TIMEOUT`] | none |
+//! | anything else | 500 | `about:blank` | none |
+//!
+//! Bodies never carry an error's text: a rejection's `detail` is a fixed
+//! sentence, and an unknown error becomes a plain 500 without `detail`.
+//! `Retry-After` is given in whole seconds, rounded up, at least 1.
+//!
+//! # With axum
+//!
+//! ```
+//! use axum::{error_handling::HandleErrorLayer, routing::get, Router};
+//! use tower::ServiceBuilder;
+//!
+//! let app: Router = Router::new().route("/", get(|| async { "hi" })).layer(
+//!     ServiceBuilder::new()
+//!         .layer(HandleErrorLayer::new(palisade_core::problem::handle_error))
+//!         .load_shed()
+//!         .concurrency_limit(64),
+//! );
+//! # let _ = app;
+//! ```
+//!
+//! # With a plain hyper service
+//!
+//! Put [`ProblemResponseLayer`](crate::response::ProblemResponseLayer) on top
+//! of the stack: it turns errors into these responses, so the service hyper
+//! serves is infallible.
+
+use std::borrow::Cow;
+use std::error::Error;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use serde::Serialize;
+
+use crate::error::{BoxError, BulkheadFull, BulkheadTimeout, CircuitOpen, chain};
+
+/// The media type of problem details.
+pub const CONTENT_TYPE: &str = "application/problem+json";
+
+/// The `type` URIs palisade's rejections use.
+pub mod types {
+    /// No more specific type: the status says it all.
+    pub const ABOUT_BLANK: &str = "about:blank";
+    /// A circuit breaker is open.
+    pub const CIRCUIT_OPEN: &str = "urn:palisade:problem:circuit-open";
+    /// A bulkhead is full.
+    pub const BULKHEAD_FULL: &str = "urn:palisade:problem:bulkhead-full";
+    /// A call waited too long for a bulkhead permit.
+    pub const BULKHEAD_TIMEOUT: &str = "urn:palisade:problem:bulkhead-timeout";
+    /// A load shedder rejected the call.
+    pub const OVERLOADED: &str = "urn:palisade:problem:overloaded";
+    /// The call took longer than its timeout.
+    pub const TIMEOUT: &str = "urn:palisade:problem:timeout";
+}
+
+/// An RFC 9457 problem details object, with an optional `Retry-After`.
+///
+/// ```
+/// use http::StatusCode;
+/// use palisade_core::problem::Problem;
+///
+/// let res: http::Response<String> = Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
+///     .with_type("urn:example:problem:key-reused")
+///     .with_title("Idempotency key reused")
+///     .with_detail("The key was first used with another request body.")
+///     .into_response_with(|bytes| String::from_utf8(bytes.to_vec()).unwrap());
+/// assert_eq!(res.status(), 422);
+/// assert_eq!(res.headers()["content-type"], "application/problem+json");
+/// assert_eq!(
+///     res.body(),
+///     r#"{"type":"urn:example:problem:key-reused","title":"Idempotency key reused","status":422,"detail":"The key was first used with another request body."}"#
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    kind: Cow<'static, str>,
+    title: Cow<'static, str>,
+    #[serde(serialize_with = "serialize_status")]
+    status: StatusCode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<Cow<'static, str>>,
+    #[serde(skip)]
+    retry_after: Option<Duration>,
+}
+
+fn serialize_status<S: serde::Serializer>(status: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u16(status.as_u16())
+}
+
+impl Problem {
+    /// A problem of type `about:blank` whose title is the status's reason phrase.
+    pub fn new(status: StatusCode) -> Self {
+        Self {
+            kind: Cow::Borrowed(types::ABOUT_BLANK),
+            title: Cow::Borrowed(status.canonical_reason().unwrap_or("Error")),
+            status,
+            detail: None,
+            retry_after: None,
+        }
+    }
+
+    /// Sets the `type` URI.
+    pub fn with_type(mut self, kind: impl Into<Cow<'static, str>>) -> Self {
+        self.kind = kind.into();
+        self
+    }
+
+    /// Sets the short, human-readable `title`.
+    pub fn with_title(mut self, title: impl Into<Cow<'static, str>>) -> Self {
+        self.title = title.into();
+        self
+    }
+
+    /// Sets the `detail` explaining this occurrence. Never put internal error
+    /// text here: it goes to the client.
+    pub fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Adds a `Retry-After` header to the response.
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The `type` URI.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The title.
+    pub fn title(&self) -> &str {
+        &self.title
+    }
+
+    /// The detail, if any.
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
+    }
+
+    /// The `Retry-After` duration, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The JSON body.
+    pub fn to_json(&self) -> Bytes {
+        // Serialising strings and a number into a Vec cannot fail.
+        serde_json::to_vec(self).map(Bytes::from).unwrap_or_default()
+    }
+
+    /// The HTTP response, with a body type that can be made from bytes
+    /// (`axum::body::Body`, `http_body_util::Full<Bytes>`, ...).
+    pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
+        self.into_response_with(B::from)
+    }
+
+    /// The HTTP response, with the body made by `body` from the JSON bytes.
+    pub fn into_response_with<B>(self, body: impl FnOnce(Bytes) -> B) -> Response<B> {
+        let mut res = Response::new(body(self.to_json()));
+        *res.status_mut() = self.status;
+        let headers = res.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        if let Some(after) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));
+        }
+        res
+    }
+}
+
+impl From<Problem> for Response<Full<Bytes>> {
+    fn from(problem: Problem) -> Self {
+        problem.into_response()
+    }
+}
+
+/// `Retry-After` in whole seconds: rounded up, at least 1, so a client never
+/// comes back before the layer can admit it, nor at once.
+pub fn retry_after_secs(after: Duration) -> u64 {
+    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// The problem for an error: palisade's rejections and tower's timeouts and
+/// load shedding by the table above, anything else a plain 500.
+pub fn problem_for_error(error: &(dyn Error + 'static)) -> Problem {
+    chain(error).find_map(known_problem).unwrap_or_else(|| Problem::new(StatusCode::INTERNAL_SERVER_ERROR))
+}
+
+fn known_problem(error: &(dyn Error + 'static)) -> Option<Problem> {
+    let unavailable = Problem::new(StatusCode::SERVICE_UNAVAILABLE);
+    if let Some(open) = error.downcast_ref::<CircuitOpen>() {
+        return Some(
+            unavailable
+                .with_type(types::CIRCUIT_OPEN)
+                .with_title("Dependency unavailable")
+                .with_detail("A dependency of this service is failing; calls to it are paused.")
+                .with_retry_after(open.retry_after()),
+        );
+    }
+    if let Some(full) = error.downcast_ref::<BulkheadFull>() {
+        return Some(
+            unavailable
+                .with_type(types::BULKHEAD_FULL)
+                .with_title("Too many concurrent requests")
+                .with_detail("The service is at its concurrency limit for this kind of request.")
+                .with_retry_after(full.retry_after()),
+        );
+    }
+    if let Some(timeout) = error.downcast_ref::<BulkheadTimeout>() {
+        return Some(
+            unavailable
+                .with_type(types::BULKHEAD_TIMEOUT)
+                .with_title("Too many concurrent requests")
+                .with_detail("The request waited too long for a free slot.")
+                .with_retry_after(timeout.retry_after()),
+        );
+    }
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        return Some(
+            unavailable
+                .with_type(types::OVERLOADED)
+                .with_title("Service overloaded")
+                .with_detail("The service is shedding load."),
+        );
+    }
+    if error.is::<tower::timeout::error::Elapsed>() || error.is::<tokio::time::error::Elapsed>() {
+        return Some(
+            Problem::new(StatusCode::GATEWAY_TIMEOUT)
+                .with_type(types::TIMEOUT)
+                .with_title("Request timed out")
+                .with_detail("The request took longer than its time limit."),
+        );
+    }
+    None
+}
+
+/// The response for an error, per the table above.
+pub fn error_response<B: From<Bytes>>(error: &(dyn Error + 'static)) -> Response<B> {
+    problem_for_error(error).into_response()
+}
+
+/// For axum's `HandleErrorLayer`: turns a layer error into its problem response.
+pub async fn handle_error(error: BoxError) -> Response<Full<Bytes>> {
+    error_response(&*error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[derive(Debug)]
+    struct Wrapper(BoxError);
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("wrapper: secret internals")
+        }
+    }
+    impl Error for Wrapper {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    async fn parts(res: Response<Full<Bytes>>) -> (StatusCode, Option<String>, String, serde_json::Value) {
+        let status = res.status();
+        let retry_after = res.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+        let content_type = res.headers()["content-type"].to_str().unwrap().to_owned();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, retry_after, content_type, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn circuit_open_is_503_with_retry_after() {
+        let err: BoxError = CircuitOpen::new("payments", Duration::from_millis(2_500)).into();
+        let (status, retry_after, ct, body) = parts(handle_error(err).await).await;
+        assert_eq!(status, 503);
+        assert_eq!(retry_after.as_deref(), Some("3"));
+        assert_eq!(ct, "application/problem+json");
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "type": "urn:palisade:problem:circuit-open",
+                "title": "Dependency unavailable",
+                "status": 503,
+                "detail": "A dependency of this service is failing; calls to it are paused."
+            })
+        );
+        // The breaker's name is internal: it is not in the body.
+        assert!(!body.to_string().contains("payments"));
+    }
+
+    #[tokio::test]
+    async fn bulkhead_rejections_are_503_with_retry_after_when_wrapped() {
+        let full: BoxError = Box::new(Wrapper(BulkheadFull::new("db", Duration::from_secs(1)).into()));
+        let (status, retry_after, _, body) = parts(handle_error(full).await).await;
+        assert_eq!((status.as_u16(), retry_after.as_deref()), (503, Some("1")));
+        assert_eq!(body["type"], types::BULKHEAD_FULL);
+
+        let timeout: BoxError = BulkheadTimeout::new("db", Duration::from_secs(2), Duration::from_secs(4)).into();
+        let (status, retry_after, _, body) = parts(handle_error(timeout).await).await;
+        assert_eq!((status.as_u16(), retry_after.as_deref()), (503, Some("4")));
+        assert_eq!(body["type"], types::BULKHEAD_TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn timeouts_and_load_shedding() {
+        let elapsed: BoxError = tower::timeout::error::Elapsed::new().into();
+        let (status, retry_after, _, body) = parts(handle_error(elapsed).await).await;
+        assert_eq!((status.as_u16(), retry_after), (504, None));
+        assert_eq!(body["type"], types::TIMEOUT);
+
+        let overloaded: BoxError = tower::load_shed::error::Overloaded::new().into();
+        let (status, retry_after, _, body) = parts(handle_error(overloaded).await).await;
+        assert_eq!((status.as_u16(), retry_after), (503, None));
+        assert_eq!(body["type"], types::OVERLOADED);
+    }
+
+    #[tokio::test]
+    async fn unknown_errors_are_a_plain_500_without_detail() {
+        let err: BoxError = Box::new(Wrapper("password=hunter2".into()));
+        let (status, retry_after, ct, body) = parts(handle_error(err).await).await;
+        assert_eq!((status.as_u16(), retry_after), (500, None));
+        assert_eq!(ct, "application/problem+json");
+        assert_eq!(
+            body,
+            serde_json::json!({"type": "about:blank", "title": "Internal Server Error", "status": 500})
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1_001)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(30)), 30);
+    }
+
+    #[test]
+    fn problem_escapes_json() {
+        let p = Problem::new(StatusCode::BAD_REQUEST).with_detail("header \"x\" is\nbad");
+        assert_eq!(
+            p.to_json(),
+            Bytes::from_static(br#"{"type":"about:blank","title":"Bad Request","status":400,"detail":"header \"x\" is\nbad"}"#)
+        );
+        let res: Response<Full<Bytes>> = p.into();
+        assert_eq!(res.status(), 400);
+        assert!(res.headers().get("retry-after").is_none());
+    }
+}

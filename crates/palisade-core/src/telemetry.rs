@@ -1,0 +1,127 @@
+//! The metric names, labels and tracing targets every palisade layer uses.
+//!
+//! Metrics go through the [`metrics`](https://docs.rs/metrics) facade, so any
+//! exporter (Prometheus, StatsD, OpenTelemetry) picks them up; with no
+//! recorder installed they cost a few nanoseconds. Every metric carries the
+//! layer instance's [`LABEL_NAME`]; every rejection carries a [`LABEL_REASON`].
+//! Names follow Prometheus conventions: `palisade_<layer>_<what>`, counters end
+//! in `_total`, durations are histograms in seconds.
+//!
+//! | metric | kind | labels | meaning |
+//! |---|---|---|---|
+//! | `palisade_circuit_breaker_calls_total` | counter | name, outcome (`success`, `failure`, `ignored`, `slow`, `rejected`) | calls seen by a breaker |
+//! | `palisade_circuit_breaker_state` | gauge | name | 0 closed, 1 open, 2 half-open, 3 disabled, 4 forced open, 5 metrics only |
+//! | `palisade_circuit_breaker_transitions_total` | counter | name, from, to | state changes |
+//! | `palisade_bulkhead_in_flight` | gauge | name | calls holding a permit |
+//! | `palisade_bulkhead_queued` | gauge | name | calls waiting for a permit |
+//! | `palisade_bulkhead_limit` | gauge | name | the current concurrency limit |
+//! | `palisade_bulkhead_rejections_total` | counter | name, reason (`full`, `timeout`) | rejected calls |
+//! | `palisade_bulkhead_wait_seconds` | histogram | name | time waited for a permit |
+//! | `palisade_retry_attempts_total` | counter | name | attempts, the first included |
+//! | `palisade_retry_retries_total` | counter | name, reason | retries, by what made them retry |
+//! | `palisade_retry_budget_exhausted_total` | counter | name | retries refused by the budget |
+//! | `palisade_idempotency_requests_total` | counter | name, outcome (`first`, `replayed`, `conflict`, `mismatch`, `invalid`, `store_error`) | requests carrying a key |
+//! | `palisade_webhook_verifications_total` | counter | name, scheme, outcome (`verified`, `duplicate`, reject reasons) | inbound webhooks |
+//! | `palisade_outbox_pending` | gauge | name | events not yet published |
+//! | `palisade_outbox_lag_seconds` | gauge | name | age of the oldest pending event |
+//! | `palisade_outbox_published_total` | counter | name | events published |
+//! | `palisade_outbox_failed_total` | counter | name | failed publish attempts |
+//! | `palisade_outbox_dead_lettered_total` | counter | name | events moved to the dead-letter state |
+//!
+//! Tracing: each layer logs under its own target (`palisade::circuit_breaker`,
+//! ...), so `RUST_LOG=palisade::bulkhead=debug` selects one layer; events use
+//! the field names [`FIELD_NAME`], [`FIELD_REASON`] and friends.
+
+/// Label: the layer instance's name (the breaker, bulkhead or retry policy it came from).
+pub const LABEL_NAME: &str = "name";
+/// Label: a call's outcome.
+pub const LABEL_OUTCOME: &str = "outcome";
+/// Label: why a call was rejected or retried.
+pub const LABEL_REASON: &str = "reason";
+/// Label: the webhook scheme.
+pub const LABEL_SCHEME: &str = "scheme";
+/// Label: the state a transition left.
+pub const LABEL_FROM: &str = "from";
+/// Label: the state a transition entered.
+pub const LABEL_TO: &str = "to";
+
+/// Tracing field: the layer instance's name.
+pub const FIELD_NAME: &str = "name";
+/// Tracing field: the reason of a rejection or retry.
+pub const FIELD_REASON: &str = "reason";
+/// Tracing field: the attempt number (1 for the first).
+pub const FIELD_ATTEMPT: &str = "attempt";
+/// Tracing field: a wait, in milliseconds.
+pub const FIELD_WAIT_MS: &str = "wait_ms";
+
+/// Metric and target names of the circuit breaker.
+pub mod circuit_breaker {
+    /// Tracing target.
+    pub const TARGET: &str = "palisade::circuit_breaker";
+    /// Counter of calls by outcome.
+    pub const CALLS_TOTAL: &str = "palisade_circuit_breaker_calls_total";
+    /// Gauge of the state.
+    pub const STATE: &str = "palisade_circuit_breaker_state";
+    /// Counter of state transitions.
+    pub const TRANSITIONS_TOTAL: &str = "palisade_circuit_breaker_transitions_total";
+}
+
+/// Metric and target names of the bulkhead.
+pub mod bulkhead {
+    /// Tracing target.
+    pub const TARGET: &str = "palisade::bulkhead";
+    /// Gauge of calls in flight.
+    pub const IN_FLIGHT: &str = "palisade_bulkhead_in_flight";
+    /// Gauge of calls queued.
+    pub const QUEUED: &str = "palisade_bulkhead_queued";
+    /// Gauge of the concurrency limit.
+    pub const LIMIT: &str = "palisade_bulkhead_limit";
+    /// Counter of rejections by reason.
+    pub const REJECTIONS_TOTAL: &str = "palisade_bulkhead_rejections_total";
+    /// Histogram of time waited for a permit, in seconds.
+    pub const WAIT_SECONDS: &str = "palisade_bulkhead_wait_seconds";
+}
+
+/// Metric and target names of the retry policy.
+pub mod retry {
+    /// Tracing target.
+    pub const TARGET: &str = "palisade::retry";
+    /// Counter of attempts.
+    pub const ATTEMPTS_TOTAL: &str = "palisade_retry_attempts_total";
+    /// Counter of retries by reason.
+    pub const RETRIES_TOTAL: &str = "palisade_retry_retries_total";
+    /// Counter of retries refused by the budget.
+    pub const BUDGET_EXHAUSTED_TOTAL: &str = "palisade_retry_budget_exhausted_total";
+}
+
+/// Metric and target names of the Idempotency-Key layer.
+pub mod idempotency {
+    /// Tracing target.
+    pub const TARGET: &str = "palisade::idempotency";
+    /// Counter of keyed requests by outcome.
+    pub const REQUESTS_TOTAL: &str = "palisade_idempotency_requests_total";
+}
+
+/// Metric and target names of the webhook layers.
+pub mod webhook {
+    /// Tracing target.
+    pub const TARGET: &str = "palisade::webhook";
+    /// Counter of verifications by scheme and outcome.
+    pub const VERIFICATIONS_TOTAL: &str = "palisade_webhook_verifications_total";
+}
+
+/// Metric and target names of the outbox.
+pub mod outbox {
+    /// Tracing target.
+    pub const TARGET: &str = "palisade::outbox";
+    /// Gauge of pending events.
+    pub const PENDING: &str = "palisade_outbox_pending";
+    /// Gauge of the oldest pending event's age, in seconds.
+    pub const LAG_SECONDS: &str = "palisade_outbox_lag_seconds";
+    /// Counter of published events.
+    pub const PUBLISHED_TOTAL: &str = "palisade_outbox_published_total";
+    /// Counter of failed publish attempts.
+    pub const FAILED_TOTAL: &str = "palisade_outbox_failed_total";
+    /// Counter of dead-lettered events.
+    pub const DEAD_LETTERED_TOTAL: &str = "palisade_outbox_dead_lettered_total";
+}

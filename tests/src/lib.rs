@@ -1,0 +1,257 @@
+//! Support for palisade's integration tests: connections to the real services
+//! the backend tests use, each isolated per test.
+//!
+//! | service | environment variable | default |
+//! |---|---|---|
+//! | PostgreSQL | `DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/test` |
+//! | Redis | `REDIS_URL` | `redis://127.0.0.1:6379` |
+//! | NATS (JetStream) | `NATS_URL` | `nats://127.0.0.1:4222` |
+//! | RabbitMQ | `AMQP_URL` | `amqp://guest:guest@127.0.0.1:5672/%2f` |
+//!
+//! Each fixture gets a name no other test uses: a Postgres schema (set as the
+//! pool's `search_path`), a Redis key prefix, a NATS subject prefix, a
+//! RabbitMQ queue. When a service is unreachable the fixture constructor
+//! prints why and returns `None`, so the test returns early as skipped;
+//! with `PALISADE_REQUIRE_SERVICES=1` (as CI sets) it panics instead, so a
+//! missing service fails the run.
+//!
+//! ```no_run
+//! # async fn example() {
+//! let Some(pg) = palisade_tests::Postgres::connect("my_test").await else { return };
+//! sqlx::query("CREATE TABLE t (id int)").execute(&pg.pool).await.unwrap();
+//! pg.cleanup().await;
+//! # }
+//! ```
+
+use std::fmt::Display;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sqlx::Executor;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+/// How long a fixture waits for its service before calling it unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The variable that turns "skip when a service is down" into "fail".
+pub const REQUIRE_SERVICES: &str = "PALISADE_REQUIRE_SERVICES";
+
+/// True when `PALISADE_REQUIRE_SERVICES=1`: a missing service fails the test.
+pub fn services_required() -> bool {
+    std::env::var(REQUIRE_SERVICES).is_ok_and(|v| v == "1")
+}
+
+/// A name unique to this process and call, usable as an SQL identifier, a
+/// Redis key part, a NATS subject token and a queue name.
+pub fn unique_name(test: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let test: String = test
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .collect();
+    format!("palisade_{test}_{}_{n}_{nanos}", std::process::id())
+}
+
+fn url(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}
+
+/// Reports a service that could not be reached: a skip, or a panic when
+/// services are required.
+fn unreachable<T>(service: &str, url: &str, error: impl Display) -> Option<T> {
+    if services_required() {
+        panic!("{service} at {url} is unreachable ({error}) and {REQUIRE_SERVICES}=1");
+    }
+    eprintln!("skipping: {service} at {url} is unreachable: {error}");
+    None
+}
+
+async fn within<T, E: Display>(
+    service: &str,
+    url: &str,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Option<T> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, fut).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(e)) => unreachable(service, url, e),
+        Err(_) => unreachable(service, url, format!("no answer within {CONNECT_TIMEOUT:?}")),
+    }
+}
+
+/// A PostgreSQL pool whose connections use a schema of their own.
+#[derive(Debug)]
+pub struct Postgres {
+    /// Connections with `search_path` set to [`Postgres::schema`].
+    pub pool: PgPool,
+    /// The test's own schema.
+    pub schema: String,
+    /// The server's URL.
+    pub url: String,
+}
+
+impl Postgres {
+    /// Connects to `DATABASE_URL` and creates a fresh schema for `test`.
+    pub async fn connect(test: &str) -> Option<Self> {
+        let url = url("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test");
+        let schema = unique_name(test);
+        let search_path = format!("SET search_path TO {schema}");
+        let connect = async {
+            let admin = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(CONNECT_TIMEOUT)
+                .connect(&url)
+                .await?;
+            admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await?;
+            admin.close().await;
+            PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(CONNECT_TIMEOUT)
+                .after_connect(move |conn, _| {
+                    let search_path = search_path.clone();
+                    Box::pin(async move {
+                        conn.execute(search_path.as_str()).await?;
+                        Ok(())
+                    })
+                })
+                .connect(&url)
+                .await
+        };
+        let pool = within("PostgreSQL", &url, connect).await?;
+        Some(Self { pool, schema, url })
+    }
+
+    /// Drops the schema and everything in it.
+    pub async fn cleanup(self) {
+        let drop = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
+        self.pool.execute(drop.as_str()).await.expect("drop the test schema");
+        self.pool.close().await;
+    }
+}
+
+/// A Redis connection and a key prefix of the test's own.
+#[derive(Clone)]
+pub struct Redis {
+    /// A multiplexed connection, cheap to clone.
+    pub conn: redis::aio::MultiplexedConnection,
+    /// The client, for opening more connections.
+    pub client: redis::Client,
+    /// Every key the test writes starts with this (it ends in `:`).
+    pub prefix: String,
+    /// The server's URL.
+    pub url: String,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis").field("prefix", &self.prefix).field("url", &self.url).finish()
+    }
+}
+
+impl Redis {
+    /// Connects to `REDIS_URL` with a fresh key prefix for `test`.
+    pub async fn connect(test: &str) -> Option<Self> {
+        let url = url("REDIS_URL", "redis://127.0.0.1:6379");
+        let connect = async {
+            let client = redis::Client::open(url.as_str())?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await?;
+            Ok::<_, redis::RedisError>((client, conn))
+        };
+        let (client, conn) = within("Redis", &url, connect).await?;
+        Some(Self { conn, client, prefix: format!("{}:", unique_name(test)), url })
+    }
+
+    /// The test's key for `name`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Deletes every key under the prefix; returns how many there were.
+    pub async fn cleanup(mut self) -> usize {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query_async(&mut self.conn)
+            .await
+            .expect("list the test's keys");
+        if keys.is_empty() {
+            return 0;
+        }
+        redis::cmd("DEL").arg(&keys).query_async::<usize>(&mut self.conn).await.expect("delete the test's keys")
+    }
+}
+
+/// A NATS client and a subject prefix of the test's own.
+#[derive(Debug, Clone)]
+pub struct Nats {
+    /// The client.
+    pub client: async_nats::Client,
+    /// Every subject the test uses starts with this (it ends in `.`).
+    pub prefix: String,
+    /// A name for the test's JetStream stream.
+    pub stream: String,
+    /// The server's URL.
+    pub url: String,
+}
+
+impl Nats {
+    /// Connects to `NATS_URL` with a fresh subject prefix for `test`.
+    pub async fn connect(test: &str) -> Option<Self> {
+        let url = url("NATS_URL", "nats://127.0.0.1:4222");
+        let name = unique_name(test);
+        let connect = async {
+            let client = async_nats::ConnectOptions::new()
+                .connection_timeout(CONNECT_TIMEOUT)
+                .retry_on_initial_connect()
+                .connect(url.as_str())
+                .await?;
+            client.flush().await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client)
+        };
+        let client = within("NATS", &url, connect).await?;
+        Some(Self { client, prefix: format!("{name}."), stream: name.to_uppercase(), url })
+    }
+
+    /// The test's subject for `name`.
+    pub fn subject(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Deletes the test's JetStream stream if it made one.
+    pub async fn cleanup(self) {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let _ = js.delete_stream(&self.stream).await;
+        self.client.flush().await.expect("flush NATS");
+    }
+}
+
+/// A RabbitMQ connection and a queue name of the test's own.
+#[derive(Debug)]
+pub struct RabbitMq {
+    /// The connection.
+    pub connection: lapin::Connection,
+    /// A queue name no other test uses (declare it as the test needs).
+    pub queue: String,
+    /// The server's URL.
+    pub url: String,
+}
+
+impl RabbitMq {
+    /// Connects to `AMQP_URL` with a fresh queue name for `test`.
+    pub async fn connect(test: &str) -> Option<Self> {
+        let url = url("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+        let connect = lapin::Connection::connect(&url, lapin::ConnectionProperties::default());
+        let connection = within("RabbitMQ", &url, connect).await?;
+        Some(Self { connection, queue: unique_name(&format!("{test}_q")), url })
+    }
+
+    /// Deletes the test's queue and closes the connection.
+    pub async fn cleanup(self) {
+        let channel = self.connection.create_channel().await.expect("open a channel");
+        let _ = channel.queue_delete(&self.queue, lapin::options::QueueDeleteOptions::default()).await;
+        self.connection.close(200, "done").await.expect("close the connection");
+    }
+}
