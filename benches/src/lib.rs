@@ -18,9 +18,8 @@
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
 use std::pin::pin;
-use std::sync::{Arc, Barrier};
+use std::sync::Barrier;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -100,7 +99,9 @@ pub struct Harness<'c> {
 
 impl std::fmt::Debug for Harness<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Harness").field("allocations", &self.allocations).finish_non_exhaustive()
+        f.debug_struct("Harness")
+            .field("allocations", &self.allocations)
+            .finish_non_exhaustive()
     }
 }
 
@@ -110,9 +111,16 @@ impl<'c> Harness<'c> {
     pub fn new(c: &'c mut Criterion, name: &str) -> Self {
         let mut group = c.benchmark_group(name);
         group.throughput(Throughput::Elements(1));
-        let mut harness = Self { group, allocations: Vec::new() };
+        let mut harness = Self {
+            group,
+            allocations: Vec::new(),
+        };
         harness.overhead("bare", bare(), || 1);
-        harness.overhead("tower_concurrency_limit", tower::limit::ConcurrencyLimit::new(bare(), 1_000_000), || 1);
+        harness.overhead(
+            "tower_concurrency_limit",
+            tower::limit::ConcurrencyLimit::new(bare(), 1_000_000),
+            || 1,
+        );
         harness.overhead("tower_retry_never", tower::retry::Retry::new(NeverRetry, bare()), || 1);
         harness
     }
@@ -120,7 +128,8 @@ impl<'c> Harness<'c> {
     /// Measures one call at a time through `svc` on the bench thread, and its
     /// allocations per call.
     pub fn overhead<S: Service<Req>, Req>(&mut self, name: &str, mut svc: S, mut make_req: impl FnMut() -> Req) {
-        self.group.bench_function(name, |b| b.iter(|| std::hint::black_box(drive(&mut svc, make_req()))));
+        self.group
+            .bench_function(name, |b| b.iter(|| std::hint::black_box(drive(&mut svc, make_req()))));
         let allocations = allocations_per_call(&mut svc, make_req);
         self.allocations.push((name.to_owned(), allocations));
     }
@@ -129,30 +138,35 @@ impl<'c> Harness<'c> {
     /// The time criterion reports is per call; its element rate is calls/s.
     pub fn two_threads<S, Req>(&mut self, name: &str, svc: S, make_req: fn() -> Req)
     where
-        S: Service<Req> + Clone + Send + 'static,
+        S: Service<Req> + Clone + Send,
     {
         self.group.bench_function(format!("{name}/2_threads"), |b| {
             b.iter_custom(|iters| {
                 let per_thread = iters.div_ceil(2);
-                let barrier = Arc::new(Barrier::new(3));
-                let workers: Vec<_> = (0..2)
-                    .map(|_| {
-                        let mut svc = svc.clone();
-                        let barrier = barrier.clone();
-                        std::thread::spawn(move || {
-                            barrier.wait();
-                            #[allow(clippy::disallowed_types)] // wall time is what a bench measures
-                            let start = std::time::Instant::now();
-                            for _ in 0..per_thread {
-                                let _ = std::hint::black_box(drive(&mut svc, make_req()));
-                            }
-                            start.elapsed()
+                let barrier = Barrier::new(2);
+                let slowest = std::thread::scope(|scope| {
+                    let workers: Vec<_> = (0..2)
+                        .map(|_| {
+                            let mut svc = svc.clone();
+                            let barrier = &barrier;
+                            scope.spawn(move || {
+                                barrier.wait();
+                                #[allow(clippy::disallowed_types)] // wall time is what a bench measures
+                                let start = std::time::Instant::now();
+                                for _ in 0..per_thread {
+                                    let _ = std::hint::black_box(drive(&mut svc, make_req()));
+                                }
+                                start.elapsed()
+                            })
                         })
-                    })
-                    .collect();
-                barrier.wait();
-                // The threads ran side by side: the slower one is the wall time.
-                let slowest: Duration = workers.into_iter().map(|w| w.join().expect("bench thread")).max().unwrap();
+                        .collect();
+                    // The threads ran side by side: the slower one is the wall time.
+                    workers
+                        .into_iter()
+                        .map(|w| w.join().expect("bench thread"))
+                        .max()
+                        .unwrap_or_default()
+                });
                 slowest.mul_f64(iters as f64 / (2 * per_thread) as f64)
             })
         });
@@ -161,7 +175,11 @@ impl<'c> Harness<'c> {
     /// Adds the two-thread references (bare and `ConcurrencyLimit`).
     pub fn two_thread_references(&mut self) {
         self.two_threads("bare", bare(), || 1);
-        self.two_threads("tower_concurrency_limit", tower::limit::ConcurrencyLimit::new(bare(), 1_000_000), || 1);
+        self.two_threads(
+            "tower_concurrency_limit",
+            tower::limit::ConcurrencyLimit::new(bare(), 1_000_000),
+            || 1,
+        );
     }
 
     /// Ends the group and prints the allocations per call of every entry.

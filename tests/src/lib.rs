@@ -51,7 +51,13 @@ pub fn unique_name(test: &str) -> String {
         .map_or(0, |d| d.subsec_nanos());
     let test: String = test
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("palisade_{test}_{}_{n}_{nanos}", std::process::id())
 }
@@ -70,11 +76,7 @@ fn unreachable<T>(service: &str, url: &str, error: impl Display) -> Option<T> {
     None
 }
 
-async fn within<T, E: Display>(
-    service: &str,
-    url: &str,
-    fut: impl Future<Output = Result<T, E>>,
-) -> Option<T> {
+async fn within<T, E: Display>(service: &str, url: &str, fut: impl Future<Output = Result<T, E>>) -> Option<T> {
     match tokio::time::timeout(CONNECT_TIMEOUT, fut).await {
         Ok(Ok(value)) => Some(value),
         Ok(Err(e)) => unreachable(service, url, e),
@@ -147,7 +149,10 @@ pub struct Redis {
 
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redis").field("prefix", &self.prefix).field("url", &self.url).finish()
+        f.debug_struct("Redis")
+            .field("prefix", &self.prefix)
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -162,7 +167,12 @@ impl Redis {
             Ok::<_, redis::RedisError>((client, conn))
         };
         let (client, conn) = within("Redis", &url, connect).await?;
-        Some(Self { conn, client, prefix: format!("{}:", unique_name(test)), url })
+        Some(Self {
+            conn,
+            client,
+            prefix: format!("{}:", unique_name(test)),
+            url,
+        })
     }
 
     /// The test's key for `name`.
@@ -180,7 +190,11 @@ impl Redis {
         if keys.is_empty() {
             return 0;
         }
-        redis::cmd("DEL").arg(&keys).query_async::<usize>(&mut self.conn).await.expect("delete the test's keys")
+        redis::cmd("DEL")
+            .arg(&keys)
+            .query_async::<usize>(&mut self.conn)
+            .await
+            .expect("delete the test's keys")
     }
 }
 
@@ -212,7 +226,12 @@ impl Nats {
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client)
         };
         let client = within("NATS", &url, connect).await?;
-        Some(Self { client, prefix: format!("{name}."), stream: name.to_uppercase(), url })
+        Some(Self {
+            client,
+            prefix: format!("{name}."),
+            stream: name.to_uppercase(),
+            url,
+        })
     }
 
     /// The test's subject for `name`.
@@ -245,13 +264,19 @@ impl RabbitMq {
         let url = url("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
         let connect = lapin::Connection::connect(&url, lapin::ConnectionProperties::default());
         let connection = within("RabbitMQ", &url, connect).await?;
-        Some(Self { connection, queue: unique_name(&format!("{test}_q")), url })
+        Some(Self {
+            connection,
+            queue: unique_name(&format!("{test}_q")),
+            url,
+        })
     }
 
     /// Deletes the test's queue and closes the connection.
     pub async fn cleanup(self) {
         let channel = self.connection.create_channel().await.expect("open a channel");
-        let _ = channel.queue_delete(&self.queue, lapin::options::QueueDeleteOptions::default()).await;
+        let _ = channel
+            .queue_delete(&self.queue, lapin::options::QueueDeleteOptions::default())
+            .await;
         self.connection.close(200, "done").await.expect("close the connection");
     }
 }

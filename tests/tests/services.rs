@@ -11,23 +11,44 @@ fn unique_names_are_unique_and_identifier_safe() {
     let b = unique_name("Some Test-Name");
     assert_ne!(a, b);
     assert!(a.starts_with("palisade_some_test_name_"), "{a}");
-    assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'), "{a}");
+    assert!(
+        a.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+        "{a}"
+    );
 }
 
 #[tokio::test]
 async fn postgres_schemas_isolate_tests() {
-    let Some(first) = Postgres::connect("pg_isolation").await else { return };
-    let Some(second) = Postgres::connect("pg_isolation").await else { return };
+    let Some(first) = Postgres::connect("pg_isolation").await else {
+        return;
+    };
+    let Some(second) = Postgres::connect("pg_isolation").await else {
+        return;
+    };
     assert_ne!(first.schema, second.schema);
 
     for (pg, value) in [(&first, 1_i32), (&second, 2)] {
-        sqlx::query("CREATE TABLE items (value int NOT NULL)").execute(&pg.pool).await.unwrap();
-        sqlx::query("INSERT INTO items VALUES ($1)").bind(value).execute(&pg.pool).await.unwrap();
+        sqlx::query("CREATE TABLE items (value int NOT NULL)")
+            .execute(&pg.pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO items VALUES ($1)")
+            .bind(value)
+            .execute(&pg.pool)
+            .await
+            .unwrap();
     }
     // Same unqualified table name, each test sees only its own row, on every pooled connection.
     for _ in 0..4 {
-        let a: Vec<i32> = sqlx::query_scalar("SELECT value FROM items").fetch_all(&first.pool).await.unwrap();
-        let b: Vec<i32> = sqlx::query_scalar("SELECT value FROM items").fetch_all(&second.pool).await.unwrap();
+        let a: Vec<i32> = sqlx::query_scalar("SELECT value FROM items")
+            .fetch_all(&first.pool)
+            .await
+            .unwrap();
+        let b: Vec<i32> = sqlx::query_scalar("SELECT value FROM items")
+            .fetch_all(&second.pool)
+            .await
+            .unwrap();
         assert_eq!((a, b), (vec![1], vec![2]));
     }
 
@@ -46,8 +67,12 @@ async fn postgres_schemas_isolate_tests() {
 
 #[tokio::test]
 async fn redis_prefixes_isolate_tests() {
-    let Some(redis) = Redis::connect("redis_isolation").await else { return };
-    let Some(other) = Redis::connect("redis_isolation").await else { return };
+    let Some(redis) = Redis::connect("redis_isolation").await else {
+        return;
+    };
+    let Some(other) = Redis::connect("redis_isolation").await else {
+        return;
+    };
     assert_ne!(redis.prefix, other.prefix);
 
     let mut conn = redis.conn.clone();
@@ -66,11 +91,16 @@ async fn redis_prefixes_isolate_tests() {
 
 #[tokio::test]
 async fn nats_subjects_deliver_within_a_test() {
-    let Some(nats) = Nats::connect("nats_roundtrip").await else { return };
+    let Some(nats) = Nats::connect("nats_roundtrip").await else {
+        return;
+    };
     let subject = nats.subject("ping");
     let mut sub = nats.client.subscribe(subject.clone()).await.unwrap();
     nats.client.publish(subject.clone(), "hello".into()).await.unwrap();
-    let msg = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
+    let msg = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(msg.subject.as_str(), subject);
     assert_eq!(&msg.payload[..], b"hello");
     nats.cleanup().await;
@@ -81,19 +111,31 @@ async fn rabbitmq_queue_roundtrip() {
     use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
     use lapin::{BasicProperties, types::FieldTable};
 
-    let Some(amqp) = RabbitMq::connect("amqp_roundtrip").await else { return };
+    let Some(amqp) = RabbitMq::connect("amqp_roundtrip").await else {
+        return;
+    };
     let channel = amqp.connection.create_channel().await.unwrap();
     channel
         .queue_declare(&amqp.queue, QueueDeclareOptions::default(), FieldTable::default())
         .await
         .unwrap();
     channel
-        .basic_publish("", &amqp.queue, BasicPublishOptions::default(), b"hello", BasicProperties::default())
+        .basic_publish(
+            "",
+            &amqp.queue,
+            BasicPublishOptions::default(),
+            b"hello",
+            BasicProperties::default(),
+        )
         .await
         .unwrap()
         .await
         .unwrap();
-    let got = channel.basic_get(&amqp.queue, BasicGetOptions { no_ack: true }).await.unwrap().expect("a message");
+    let got = channel
+        .basic_get(&amqp.queue, BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("a message");
     assert_eq!(got.delivery.data, b"hello");
     amqp.cleanup().await;
 }

@@ -100,9 +100,7 @@ pub struct HttpClassifier;
 impl HttpClassifier {
     /// True for the statuses that count as failures of the downstream.
     pub fn is_failure_status(status: StatusCode) -> bool {
-        status.is_server_error()
-            || status == StatusCode::REQUEST_TIMEOUT
-            || status == StatusCode::TOO_MANY_REQUESTS
+        status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS
     }
 
     /// True for the statuses a retry may cure.
@@ -315,7 +313,11 @@ mod tests {
     }
 
     fn grpc(code: &str) -> Response<()> {
-        Response::builder().status(200).header("grpc-status", code).body(()).unwrap()
+        Response::builder()
+            .status(200)
+            .header("grpc-status", code)
+            .body(())
+            .unwrap()
     }
 
     fn err(e: impl Into<BoxError>) -> BoxError {
@@ -326,7 +328,11 @@ mod tests {
         vec![
             err(CircuitOpen::new("cb", Duration::from_secs(1))),
             err(BulkheadFull::new("bh", Duration::from_secs(1))),
-            err(BulkheadTimeout::new("bh", Duration::from_millis(10), Duration::from_secs(1))),
+            err(BulkheadTimeout::new(
+                "bh",
+                Duration::from_millis(10),
+                Duration::from_secs(1),
+            )),
         ]
     }
 
@@ -385,7 +391,10 @@ mod tests {
         // The request may have reached the server: not retryable.
         assert!(!Classify::<Response<()>>::retryable(&c, Err(&*reset)));
         for rejection in local_rejections() {
-            assert_eq!(Classify::<Response<()>>::classify(&c, Err(&*rejection)), Outcome::Ignored);
+            assert_eq!(
+                Classify::<Response<()>>::classify(&c, Err(&*rejection)),
+                Outcome::Ignored
+            );
             assert!(!Classify::<Response<()>>::retryable(&c, Err(&*rejection)));
         }
     }

@@ -128,7 +128,10 @@ pub fn is_connect_error(error: &(dyn Error + 'static)) -> bool {
     use std::io::ErrorKind::*;
     chain(error).any(|e| {
         e.downcast_ref::<std::io::Error>().is_some_and(|io| {
-            matches!(io.kind(), ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable)
+            matches!(
+                io.kind(),
+                ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable
+            )
         })
     })
 }
@@ -146,7 +149,10 @@ pub struct CircuitOpen {
 impl CircuitOpen {
     /// A rejection by the breaker `name`, which may admit again after `retry_after`.
     pub fn new(name: impl Into<Arc<str>>, retry_after: Duration) -> Self {
-        Self { name: name.into(), retry_after }
+        Self {
+            name: name.into(),
+            retry_after,
+        }
     }
 
     /// The breaker's name.
@@ -183,7 +189,10 @@ pub struct BulkheadFull {
 impl BulkheadFull {
     /// A rejection by the bulkhead `name`; `retry_after` is the hint given to callers.
     pub fn new(name: impl Into<Arc<str>>, retry_after: Duration) -> Self {
-        Self { name: name.into(), retry_after }
+        Self {
+            name: name.into(),
+            retry_after,
+        }
     }
 
     /// The bulkhead's name.
@@ -219,7 +228,11 @@ pub struct BulkheadTimeout {
 impl BulkheadTimeout {
     /// A rejection by the bulkhead `name` after waiting `waited`.
     pub fn new(name: impl Into<Arc<str>>, waited: Duration, retry_after: Duration) -> Self {
-        Self { name: name.into(), waited, retry_after }
+        Self {
+            name: name.into(),
+            waited,
+            retry_after,
+        }
     }
 
     /// The bulkhead's name.
@@ -240,7 +253,11 @@ impl BulkheadTimeout {
 
 impl fmt::Display for BulkheadTimeout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bulkhead `{}` timed out after waiting {:?} for a permit", self.name, self.waited)
+        write!(
+            f,
+            "bulkhead `{}` timed out after waiting {:?} for a permit",
+            self.name, self.waited
+        )
     }
 }
 
@@ -319,7 +336,10 @@ mod tests {
             CircuitOpen::new("payments", Duration::from_secs(2)).to_string(),
             "circuit breaker `payments` is open"
         );
-        assert_eq!(BulkheadFull::new("db", Duration::ZERO).to_string(), "bulkhead `db` is full");
+        assert_eq!(
+            BulkheadFull::new("db", Duration::ZERO).to_string(),
+            "bulkhead `db` is full"
+        );
         assert_eq!(
             BulkheadTimeout::new("db", Duration::from_millis(250), Duration::ZERO).to_string(),
             "bulkhead `db` timed out after waiting 250ms for a permit"

@@ -38,8 +38,7 @@ pub mod response;
 pub mod telemetry;
 
 pub use classify::{
-    CallResult, Classify, ClassifyFn, ErrorClassifier, GrpcClassifier, GrpcCode, HttpClassifier, Outcome,
-    classify_fn,
+    CallResult, Classify, ClassifyFn, ErrorClassifier, GrpcClassifier, GrpcCode, HttpClassifier, Outcome, classify_fn,
 };
 pub use error::{AsError, BoxError, BulkheadFull, BulkheadTimeout, CircuitOpen};
 pub use problem::Problem;

@@ -203,7 +203,9 @@ pub fn retry_after_secs(after: Duration) -> u64 {
 /// The problem for an error: palisade's rejections and tower's timeouts and
 /// load shedding by the table above, anything else a plain 500.
 pub fn problem_for_error(error: &(dyn Error + 'static)) -> Problem {
-    chain(error).find_map(known_problem).unwrap_or_else(|| Problem::new(StatusCode::INTERNAL_SERVER_ERROR))
+    chain(error)
+        .find_map(known_problem)
+        .unwrap_or_else(|| Problem::new(StatusCode::INTERNAL_SERVER_ERROR))
 }
 
 fn known_problem(error: &(dyn Error + 'static)) -> Option<Problem> {
@@ -287,7 +289,12 @@ mod tests {
         let retry_after = res.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
         let content_type = res.headers()["content-type"].to_str().unwrap().to_owned();
         let body = res.into_body().collect().await.unwrap().to_bytes();
-        (status, retry_after, content_type, serde_json::from_slice(&body).unwrap())
+        (
+            status,
+            retry_after,
+            content_type,
+            serde_json::from_slice(&body).unwrap(),
+        )
     }
 
     #[tokio::test]
@@ -362,7 +369,9 @@ mod tests {
         let p = Problem::new(StatusCode::BAD_REQUEST).with_detail("header \"x\" is\nbad");
         assert_eq!(
             p.to_json(),
-            Bytes::from_static(br#"{"type":"about:blank","title":"Bad Request","status":400,"detail":"header \"x\" is\nbad"}"#)
+            Bytes::from_static(
+                br#"{"type":"about:blank","title":"Bad Request","status":400,"detail":"header \"x\" is\nbad"}"#
+            )
         );
         let res: Response<Full<Bytes>> = p.into();
         assert_eq!(res.status(), 400);

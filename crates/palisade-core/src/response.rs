@@ -67,7 +67,10 @@ pub struct ProblemResponse<S> {
 
 impl<S: Clone> Clone for ProblemResponse<S> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), not_ready: None }
+        Self {
+            inner: self.inner.clone(),
+            not_ready: None,
+        }
     }
 }
 
@@ -93,7 +96,9 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         match self.not_ready.take() {
             Some(error) => ProblemResponseFuture::Rejected { error: Some(error) },
-            None => ProblemResponseFuture::Called { future: self.inner.call(req) },
+            None => ProblemResponseFuture::Called {
+                future: self.inner.call(req),
+            },
         }
     }
 }
