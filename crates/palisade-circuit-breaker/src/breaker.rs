@@ -1,0 +1,502 @@
+//! The shared state of one breaker: a lock-free closed path, and transitions
+//! made by exactly one caller.
+//!
+//! The state lives in one `AtomicU64`: the state kind (3 bits), the half-open
+//! probes taken (16 bits) and succeeded (16 bits), and an epoch (29 bits,
+//! wrapping) bumped by every transition. A call remembers the epoch it was
+//! admitted in, so an outcome that arrives after the breaker moved on is not
+//! counted against the new state. Transitions happen under a mutex (they are
+//! rare) but only ever through a compare-exchange on the word, so probe-slot
+//! accounting, which runs without the mutex, can never be lost.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::time::Duration;
+
+use palisade_core::{CircuitOpen, Outcome};
+use tokio::time::Instant;
+
+use crate::config::{Config, Window};
+use crate::handle::{Snapshot, State};
+use crate::sync::{AtomicU32, AtomicU64, Mutex, lock};
+use crate::telemetry::{CallCounters, StateGauge};
+use crate::window::{CountWindow, TimeWindow, Totals};
+
+const KIND_MASK: u64 = 0b111;
+const TAKEN_SHIFT: u32 = 3;
+const SUCCESS_SHIFT: u32 = 19;
+const EPOCH_SHIFT: u32 = 35;
+const FIELD_MASK: u64 = 0xFFFF;
+const EPOCH_MASK: u64 = (1 << (64 - EPOCH_SHIFT)) - 1;
+const TAKEN_ONE: u64 = 1 << TAKEN_SHIFT;
+const SUCCESS_ONE: u64 = 1 << SUCCESS_SHIFT;
+
+fn kind(word: u64) -> State {
+    State::from_bits(word & KIND_MASK)
+}
+
+fn epoch(word: u64) -> u64 {
+    word >> EPOCH_SHIFT
+}
+
+fn taken(word: u64) -> u32 {
+    ((word >> TAKEN_SHIFT) & FIELD_MASK) as u32
+}
+
+fn successes(word: u64) -> u32 {
+    ((word >> SUCCESS_SHIFT) & FIELD_MASK) as u32
+}
+
+/// The word of a fresh state after `word`: next epoch, no probes.
+fn next_word(word: u64, to: State) -> u64 {
+    (((epoch(word) + 1) & EPOCH_MASK) << EPOCH_SHIFT) | to.bits()
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Why the breaker opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    FailureRate,
+    SlowCallRate,
+    ConsecutiveFailures,
+    ProbeFailed,
+    HalfOpenTimeout,
+    OpenDurationElapsed,
+    ProbesSucceeded,
+    Operator,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::FailureRate => "failure_rate",
+            Reason::SlowCallRate => "slow_call_rate",
+            Reason::ConsecutiveFailures => "consecutive_failures",
+            Reason::ProbeFailed => "probe_failed",
+            Reason::HalfOpenTimeout => "half_open_timeout",
+            Reason::OpenDurationElapsed => "open_duration_elapsed",
+            Reason::ProbesSucceeded => "probes_succeeded",
+            Reason::Operator => "operator",
+        }
+    }
+}
+
+/// One breaker's shared state.
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    config: Arc<Config>,
+    name: Arc<str>,
+    base: Instant,
+    state: AtomicU64,
+    /// When an open breaker may half-open, in nanoseconds since `base`; written
+    /// before the word that makes it current is published.
+    open_until: AtomicU64,
+    half_open_since: AtomicU64,
+    consecutive: AtomicU32,
+    count_window: Option<CountWindow>,
+    time_window: Option<TimeWindow>,
+    /// The transition lock; holds how many times in a row the breaker tripped.
+    trips: Mutex<u32>,
+    /// When a keyed breaker was last used, in nanoseconds since `base`.
+    last_used: AtomicU64,
+    calls: Arc<CallCounters>,
+    gauge: StateGauge,
+}
+
+/// What a call may do, decided before it is sent.
+#[derive(Debug)]
+pub(crate) enum Admission {
+    /// The breaker is disabled: call, record nothing.
+    Pass,
+    /// Call, and record the outcome.
+    Admit(Recorder),
+    /// Fail fast.
+    Reject(CircuitOpen),
+}
+
+impl Breaker {
+    pub(crate) fn new(config: Arc<Config>, name: Arc<str>, calls: Arc<CallCounters>) -> Self {
+        let (count_window, time_window) = match config.window {
+            Some(Window::Count(size)) => (Some(CountWindow::new(size)), None),
+            Some(Window::Time { length, buckets }) => (None, Some(TimeWindow::new(length, buckets))),
+            None => (None, None),
+        };
+        let gauge = StateGauge::new(&name);
+        gauge.set(State::Closed);
+        Self {
+            config,
+            name,
+            base: Instant::now(),
+            state: AtomicU64::new(State::Closed.bits()),
+            open_until: AtomicU64::new(0),
+            half_open_since: AtomicU64::new(0),
+            consecutive: AtomicU32::new(0),
+            count_window,
+            time_window,
+            trips: Mutex::new(0),
+            last_used: AtomicU64::new(0),
+            calls,
+            gauge,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn now_nanos(&self) -> u64 {
+        nanos(Instant::now().saturating_duration_since(self.base))
+    }
+
+    pub(crate) fn touch(&self, now_nanos: u64) {
+        self.last_used.store(now_nanos, Relaxed);
+    }
+
+    pub(crate) fn last_used(&self) -> u64 {
+        self.last_used.load(Relaxed)
+    }
+
+    fn reject(&self, retry_after: Duration) -> Admission {
+        self.calls.rejected.increment(1);
+        Admission::Reject(CircuitOpen::new(self.name.clone(), retry_after))
+    }
+
+    /// Decides whether a call may go through now.
+    pub(crate) fn admit(self: &Arc<Self>) -> Admission {
+        let mut word = self.state.load(Acquire);
+        loop {
+            match kind(word) {
+                State::Closed | State::MetricsOnly => return Admission::Admit(Recorder::new(self, epoch(word), false)),
+                State::Disabled => return Admission::Pass,
+                State::ForcedOpen => return self.reject(Duration::ZERO),
+                State::Open => {
+                    let now = self.now_nanos();
+                    let until = self.open_until.load(Acquire);
+                    if now < until {
+                        return self.reject(Duration::from_nanos(until - now));
+                    }
+                    self.enter_half_open(word, now);
+                    word = self.state.load(Acquire);
+                }
+                State::HalfOpen => {
+                    if let Some(max) = self.config.max_half_open {
+                        let now = self.now_nanos();
+                        if now.saturating_sub(self.half_open_since.load(Acquire)) >= nanos(max) {
+                            self.trip(word, now, Reason::HalfOpenTimeout);
+                            word = self.state.load(Acquire);
+                            continue;
+                        }
+                    }
+                    if taken(word) >= self.config.half_open_calls {
+                        return self.reject(Duration::ZERO);
+                    }
+                    match self.state.compare_exchange_weak(word, word + TAKEN_ONE, AcqRel, Acquire) {
+                        Ok(_) => return Admission::Admit(Recorder::new(self, epoch(word), true)),
+                        Err(current) => word = current,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the word from `expected`'s state and epoch to `to`; called with the
+    /// transition lock held, so only probe counts can change under it.
+    fn replace(&self, expected: u64, to: State) -> bool {
+        let mut word = self.state.load(Acquire);
+        loop {
+            if epoch(word) != epoch(expected) || kind(word) != kind(expected) {
+                return false;
+            }
+            match self.state.compare_exchange_weak(word, next_word(word, to), AcqRel, Acquire) {
+                Ok(_) => return true,
+                Err(current) => word = current,
+            }
+        }
+    }
+
+    fn still(&self, expected: u64) -> bool {
+        let word = self.state.load(Acquire);
+        epoch(word) == epoch(expected) && kind(word) == kind(expected)
+    }
+
+    fn enter_half_open(&self, expected: u64, now: u64) {
+        let _trips = lock(&self.trips);
+        if !self.still(expected) || now < self.open_until.load(Acquire) {
+            return;
+        }
+        self.half_open_since.store(now, Release);
+        if self.replace(expected, State::HalfOpen) {
+            self.transitioned(State::Open, State::HalfOpen, Reason::OpenDurationElapsed);
+        }
+    }
+
+    /// Opens the breaker if it is still in `expected`'s state and epoch.
+    fn trip(&self, expected: u64, now: u64, reason: Reason) {
+        let mut trips = lock(&self.trips);
+        if !self.still(expected) {
+            return;
+        }
+        let in_a_row = if kind(expected) == State::Closed { 0 } else { *trips };
+        let duration = self.config.open.for_trip(in_a_row, (self.config.jitter)());
+        *trips = in_a_row.saturating_add(1);
+        self.open_until.store(now.saturating_add(nanos(duration)), Release);
+        if self.replace(expected, State::Open) {
+            self.transitioned(kind(expected), State::Open, reason);
+        }
+    }
+
+    fn close(&self, expected: u64) {
+        let mut trips = lock(&self.trips);
+        if !self.still(expected) {
+            return;
+        }
+        self.clear_counts();
+        *trips = 0;
+        if self.replace(expected, State::Closed) {
+            self.transitioned(State::HalfOpen, State::Closed, Reason::ProbesSucceeded);
+        }
+    }
+
+    fn clear_counts(&self) {
+        if let Some(window) = &self.count_window {
+            window.clear();
+        }
+        if let Some(window) = &self.time_window {
+            window.clear();
+        }
+        self.consecutive.store(0, Relaxed);
+    }
+
+    /// Puts the breaker into `to` whatever state it is in (operator control).
+    pub(crate) fn force(&self, to: State) {
+        let mut trips = lock(&self.trips);
+        let from = kind(self.state.load(Acquire));
+        if from == to && to != State::Closed {
+            return;
+        }
+        if matches!(to, State::Closed | State::MetricsOnly) {
+            self.clear_counts();
+            *trips = 0;
+        }
+        let mut word = self.state.load(Acquire);
+        while let Err(current) = self.state.compare_exchange_weak(word, next_word(word, to), AcqRel, Acquire) {
+            word = current;
+        }
+        if from != to {
+            self.transitioned(from, to, Reason::Operator);
+        }
+    }
+
+    fn transitioned(&self, from: State, to: State, reason: Reason) {
+        self.gauge.set(to);
+        crate::telemetry::transition(&self.name, from, to);
+        if to == State::Open {
+            tracing::warn!(
+                target: palisade_core::telemetry::circuit_breaker::TARGET,
+                name = %self.name,
+                from = from.as_str(),
+                to = to.as_str(),
+                reason = reason.as_str(),
+                "circuit breaker opened"
+            );
+        } else {
+            tracing::info!(
+                target: palisade_core::telemetry::circuit_breaker::TARGET,
+                name = %self.name,
+                from = from.as_str(),
+                to = to.as_str(),
+                reason = reason.as_str(),
+                "circuit breaker changed state"
+            );
+        }
+    }
+
+    fn release_probe(&self, probe_epoch: u64) {
+        let mut word = self.state.load(Acquire);
+        loop {
+            if epoch(word) != probe_epoch || kind(word) != State::HalfOpen || taken(word) == 0 {
+                return;
+            }
+            match self.state.compare_exchange_weak(word, word - TAKEN_ONE, AcqRel, Acquire) {
+                Ok(_) => return,
+                Err(current) => word = current,
+            }
+        }
+    }
+
+    fn probe_succeeded(&self, probe_epoch: u64) {
+        let mut word = self.state.load(Acquire);
+        loop {
+            if epoch(word) != probe_epoch || kind(word) != State::HalfOpen {
+                return;
+            }
+            match self.state.compare_exchange_weak(word, word + SUCCESS_ONE, AcqRel, Acquire) {
+                Ok(_) => {
+                    if successes(word) + 1 >= self.config.half_open_calls {
+                        self.close(word + SUCCESS_ONE);
+                    }
+                    return;
+                }
+                Err(current) => word = current,
+            }
+        }
+    }
+
+    /// Judges the rate rules on `totals`.
+    fn rates_exceeded(&self, totals: Totals) -> Option<Reason> {
+        if totals.calls < u64::from(self.config.minimum_calls) {
+            return None;
+        }
+        let calls = totals.calls as f64;
+        if self.config.failure_rate.is_some_and(|rate| totals.failures as f64 * 100.0 >= rate * calls) {
+            return Some(Reason::FailureRate);
+        }
+        if self.config.slow.is_some_and(|slow| totals.slow as f64 * 100.0 >= slow.rate * calls) {
+            return Some(Reason::SlowCallRate);
+        }
+        None
+    }
+
+    /// Records a finished call admitted in `call_epoch`. `now` is the time it
+    /// finished when the configuration reads the clock, else zero.
+    fn record(&self, call_epoch: u64, probe: bool, outcome: Outcome, slow: bool, now: u64) {
+        match outcome {
+            Outcome::Success => self.calls.success.increment(1),
+            Outcome::Failure => self.calls.failure.increment(1),
+            Outcome::Ignored => self.calls.ignored.increment(1),
+        }
+        if slow {
+            self.calls.slow.increment(1);
+        }
+        let failed = match outcome {
+            Outcome::Ignored => {
+                if probe {
+                    self.release_probe(call_epoch);
+                }
+                return;
+            }
+            Outcome::Failure => true,
+            Outcome::Success => false,
+        };
+        if probe {
+            if failed || slow {
+                let word = self.state.load(Acquire);
+                if epoch(word) == call_epoch && kind(word) == State::HalfOpen {
+                    let now = if self.config.needs_clock { now } else { self.now_nanos() };
+                    self.trip(word, now, Reason::ProbeFailed);
+                }
+            } else {
+                self.probe_succeeded(call_epoch);
+            }
+            return;
+        }
+        let word = self.state.load(Acquire);
+        if epoch(word) != call_epoch {
+            // Admitted before the breaker last changed state: says nothing about this one.
+            return;
+        }
+        let mut reason = None;
+        if let Some(limit) = self.config.consecutive {
+            if failed {
+                if self.consecutive.fetch_add(1, Relaxed).saturating_add(1) >= limit {
+                    reason = Some(Reason::ConsecutiveFailures);
+                }
+            } else if self.consecutive.load(Relaxed) != 0 {
+                self.consecutive.store(0, Relaxed);
+            }
+        }
+        if let Some(window) = &self.count_window {
+            if failed || slow {
+                reason = reason.or_else(|| self.rates_exceeded(window.record(failed, slow)));
+            } else if window.record_success(self.config.minimum_calls) {
+                reason = reason.or_else(|| self.rates_exceeded(window.totals()));
+            }
+        } else if let Some(window) = &self.time_window {
+            reason = reason.or_else(|| self.rates_exceeded(window.record(now, failed, slow)));
+        }
+        if let Some(reason) = reason
+            && kind(word) == State::Closed
+        {
+            let now = if self.config.needs_clock { now } else { self.now_nanos() };
+            self.trip(word, now, reason);
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let word = self.state.load(Acquire);
+        let now = self.now_nanos();
+        let totals = match (&self.count_window, &self.time_window) {
+            (Some(window), _) => window.totals(),
+            (None, Some(window)) => window.totals(now),
+            (None, None) => Totals::default(),
+        };
+        let rate = |n: u64| if totals.calls == 0 { 0.0 } else { n as f64 * 100.0 / totals.calls as f64 };
+        let state = kind(word);
+        Snapshot {
+            name: self.name.clone(),
+            state,
+            failure_rate: rate(totals.failures),
+            slow_call_rate: rate(totals.slow),
+            calls_in_window: totals.calls,
+            failed_calls: totals.failures,
+            slow_calls: totals.slow,
+            consecutive_failures: self.consecutive.load(Relaxed),
+            time_until_half_open: (state == State::Open)
+                .then(|| Duration::from_nanos(self.open_until.load(Acquire).saturating_sub(now))),
+            half_open_probes: if state == State::HalfOpen { taken(word) } else { 0 },
+        }
+    }
+}
+
+/// Records the outcome of one admitted call into the breaker that admitted it.
+/// Dropped before [`finish`](Self::finish) (a cancelled call), it records
+/// nothing and gives a half-open probe slot back.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    breaker: Arc<Breaker>,
+    epoch: u64,
+    probe: bool,
+    settled: bool,
+    start: u64,
+}
+
+impl Recorder {
+    fn new(breaker: &Arc<Breaker>, epoch: u64, probe: bool) -> Self {
+        Self { breaker: breaker.clone(), epoch, probe, settled: false, start: 0 }
+    }
+
+    /// Marks the moment the call was sent, when a rule needs call durations.
+    pub(crate) fn started(&mut self) {
+        if self.breaker.config.needs_clock {
+            self.start = self.breaker.now_nanos();
+        }
+    }
+
+    pub(crate) fn finish(mut self, outcome: Outcome) {
+        self.settled = true;
+        let breaker = &self.breaker;
+        let (slow, now) = if breaker.config.needs_clock {
+            let now = breaker.now_nanos();
+            let slow = breaker.config.slow.is_some_and(|rule| now.saturating_sub(self.start) >= nanos(rule.duration));
+            (slow, now)
+        } else {
+            (false, 0)
+        };
+        breaker.record(self.epoch, self.probe, outcome, slow, now);
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if !self.settled && self.probe {
+            self.breaker.release_probe(self.epoch);
+        }
+    }
+}

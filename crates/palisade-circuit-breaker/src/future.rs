@@ -1,0 +1,76 @@
+//! The breaker's response future.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use palisade_core::{AsError, BoxError, CircuitOpen, Classify};
+use pin_project_lite::pin_project;
+
+use crate::breaker::Recorder;
+
+pin_project! {
+    /// The response future of [`CircuitBreaker`](crate::CircuitBreaker) and
+    /// [`KeyedCircuitBreaker`](crate::KeyedCircuitBreaker): the inner call,
+    /// whose outcome it records when it completes, or a rejection.
+    ///
+    /// Dropped before completion it records nothing and gives a half-open
+    /// probe slot back.
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        kind: Kind<F>,
+        classifier: C,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Called { #[pin] future: F, recorder: Option<Recorder> },
+        Rejected { error: CircuitOpen },
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn called(future: F, recorder: Option<Recorder>, classifier: C) -> Self {
+        Self { kind: Kind::Called { future, recorder }, classifier }
+    }
+
+    pub(crate) fn rejected(error: CircuitOpen, classifier: C) -> Self {
+        Self { kind: Kind::Rejected { error }, classifier }
+    }
+}
+
+impl<F, C> fmt::Debug for ResponseFuture<F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Called { .. } => "called",
+            Kind::Rejected { .. } => "rejected",
+        };
+        f.debug_struct("ResponseFuture").field("kind", &kind).finish_non_exhaustive()
+    }
+}
+
+impl<F, C, T, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: Classify<T>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.kind.project() {
+            KindProj::Called { future, recorder } => {
+                let result = ready!(future.poll(cx)).map_err(Into::into);
+                if let Some(recorder) = recorder.take() {
+                    recorder.finish(this.classifier.classify(result.as_ref().map_err(AsError::as_error)));
+                }
+                Poll::Ready(result)
+            }
+            KindProj::Rejected { error } => Poll::Ready(Err(Box::new(error.clone()))),
+        }
+    }
+}

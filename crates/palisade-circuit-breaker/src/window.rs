@@ -1,0 +1,231 @@
+//! The sliding windows the rate rules judge: the last N calls, or the calls of
+//! the last N seconds.
+
+use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+use std::time::Duration;
+
+use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Mutex, lock};
+
+/// A recorded call in a window slot.
+const RECORDED: u8 = 0b001;
+const FAILED: u8 = 0b010;
+const SLOW: u8 = 0b100;
+
+/// What the window holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Totals {
+    pub(crate) calls: u64,
+    pub(crate) failures: u64,
+    pub(crate) slow: u64,
+}
+
+/// The last N calls: a ring of atomic outcome slots written at an index taken
+/// by `fetch_add`, with running failure and slow counts adjusted by the
+/// difference between the new outcome and the one it replaced. No lock.
+#[derive(Debug)]
+pub(crate) struct CountWindow {
+    slots: Box<[AtomicU8]>,
+    next: AtomicU64,
+    failures: AtomicU32,
+    slow: AtomicU32,
+}
+
+fn adjust(counter: &AtomicU32, old: bool, new: bool) {
+    match (old, new) {
+        (false, true) => {
+            counter.fetch_add(1, Relaxed);
+        }
+        (true, false) => {
+            // Saturating: a reset racing with a straggler must not wrap the count.
+            let _ = counter.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        }
+        _ => {}
+    }
+}
+
+impl CountWindow {
+    pub(crate) fn new(size: u32) -> Self {
+        Self {
+            slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
+            next: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            slow: AtomicU32::new(0),
+        }
+    }
+
+    fn size(&self) -> u64 {
+        self.slots.len() as u64
+    }
+
+    /// Records one call and returns the window's totals after it.
+    pub(crate) fn record(&self, failed: bool, slow: bool) -> Totals {
+        let bits = RECORDED | if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
+        let index = self.next.fetch_add(1, Relaxed);
+        // The slot count is never zero (validated), and the index fits: the
+        // remainder is below the slice's length.
+        let slot = (index % self.size()) as usize;
+        let old = self.slots[slot].swap(bits, AcqRel);
+        if old != bits {
+            adjust(&self.failures, old & FAILED != 0, failed);
+            adjust(&self.slow, old & SLOW != 0, slow);
+        }
+        Totals {
+            calls: (index + 1).min(self.size()),
+            failures: u64::from(self.failures.load(Relaxed)),
+            slow: u64::from(self.slow.load(Relaxed)),
+        }
+    }
+
+    /// Records one successful, fast call without reading the totals back; true
+    /// when this call brought the window to `minimum` calls.
+    pub(crate) fn record_success(&self, minimum: u32) -> bool {
+        let index = self.next.fetch_add(1, Relaxed);
+        let slot = (index % self.size()) as usize;
+        let old = self.slots[slot].swap(RECORDED, AcqRel);
+        if old & (FAILED | SLOW) != 0 {
+            adjust(&self.failures, old & FAILED != 0, false);
+            adjust(&self.slow, old & SLOW != 0, false);
+        }
+        index + 1 == u64::from(minimum)
+    }
+
+    pub(crate) fn totals(&self) -> Totals {
+        Totals {
+            calls: self.next.load(Relaxed).min(self.size()),
+            failures: u64::from(self.failures.load(Relaxed)),
+            slow: u64::from(self.slow.load(Relaxed)),
+        }
+    }
+
+    /// Empties the window. Called only while no call of the current state records into it.
+    pub(crate) fn clear(&self) {
+        for slot in self.slots.iter() {
+            slot.store(0, Relaxed);
+        }
+        self.next.store(0, Relaxed);
+        self.failures.store(0, Relaxed);
+        self.slow.store(0, Relaxed);
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    calls: u64,
+    failures: u64,
+    slow: u64,
+}
+
+#[derive(Debug)]
+struct Buckets {
+    buckets: Box<[Bucket]>,
+    /// The newest tick recorded or read; buckets of older ticks are expired lazily.
+    head: u64,
+    totals: Totals,
+}
+
+/// The calls of the last `length`, in buckets of `length / n` keyed by the
+/// tick (`elapsed / bucket length`) of tokio time. Behind a short mutex: it
+/// is used only when calls read the clock anyway.
+#[derive(Debug)]
+pub(crate) struct TimeWindow {
+    bucket_nanos: u64,
+    inner: Mutex<Buckets>,
+}
+
+impl TimeWindow {
+    pub(crate) fn new(length: Duration, buckets: u32) -> Self {
+        let bucket_nanos = u64::try_from(length.as_nanos() / u128::from(buckets)).unwrap_or(u64::MAX).max(1);
+        Self {
+            bucket_nanos,
+            inner: Mutex::new(Buckets {
+                buckets: vec![Bucket::default(); buckets as usize].into_boxed_slice(),
+                head: 0,
+                totals: Totals::default(),
+            }),
+        }
+    }
+
+    fn tick(&self, now_nanos: u64) -> u64 {
+        now_nanos / self.bucket_nanos
+    }
+
+    /// Records one call at `now_nanos` and returns the totals after it.
+    pub(crate) fn record(&self, now_nanos: u64, failed: bool, slow: bool) -> Totals {
+        let tick = self.tick(now_nanos);
+        let mut inner = lock(&self.inner);
+        inner.advance(tick);
+        let n = inner.buckets.len() as u64;
+        let bucket = &mut inner.buckets[(tick % n) as usize];
+        bucket.calls += 1;
+        bucket.failures += u64::from(failed);
+        bucket.slow += u64::from(slow);
+        inner.totals.calls += 1;
+        inner.totals.failures += u64::from(failed);
+        inner.totals.slow += u64::from(slow);
+        inner.totals
+    }
+
+    pub(crate) fn totals(&self, now_nanos: u64) -> Totals {
+        let mut inner = lock(&self.inner);
+        inner.advance(self.tick(now_nanos));
+        inner.totals
+    }
+
+    pub(crate) fn clear(&self) {
+        let mut inner = lock(&self.inner);
+        inner.buckets.fill(Bucket::default());
+        inner.totals = Totals::default();
+    }
+}
+
+impl Buckets {
+    /// Expires the buckets that the ticks after `head` up to `tick` reuse.
+    fn advance(&mut self, tick: u64) {
+        if tick <= self.head {
+            return;
+        }
+        let n = self.buckets.len() as u64;
+        let span = (tick - self.head).min(n);
+        for t in (tick + 1 - span)..=tick {
+            let bucket = std::mem::take(&mut self.buckets[(t % n) as usize]);
+            self.totals.calls -= bucket.calls;
+            self.totals.failures -= bucket.failures;
+            self.totals.slow -= bucket.slow;
+        }
+        self.head = tick;
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_window_keeps_the_last_n_calls() {
+        let w = CountWindow::new(3);
+        assert_eq!(w.record(true, false), Totals { calls: 1, failures: 1, slow: 0 });
+        assert_eq!(w.record(true, true), Totals { calls: 2, failures: 2, slow: 1 });
+        assert!(w.record_success(3));
+        // The fourth call replaces the first failure.
+        assert_eq!(w.record(false, false), Totals { calls: 3, failures: 1, slow: 1 });
+        // The fifth replaces the slow failure.
+        assert!(!w.record_success(3));
+        assert_eq!(w.totals(), Totals { calls: 3, failures: 0, slow: 0 });
+        w.clear();
+        assert_eq!(w.totals(), Totals::default());
+    }
+
+    #[test]
+    fn time_window_expires_whole_buckets() {
+        let second = 1_000_000_000;
+        let w = TimeWindow::new(Duration::from_secs(3), 3);
+        w.record(0, true, false);
+        w.record(second, false, true);
+        assert_eq!(w.totals(2 * second), Totals { calls: 2, failures: 1, slow: 1 });
+        // At 3 s the bucket of second 0 is reused.
+        assert_eq!(w.totals(3 * second), Totals { calls: 1, failures: 0, slow: 1 });
+        assert_eq!(w.record(3 * second + 1, true, false), Totals { calls: 2, failures: 1, slow: 1 });
+        // A long gap empties everything.
+        assert_eq!(w.totals(100 * second), Totals::default());
+    }
+}
