@@ -23,6 +23,7 @@ use crate::telemetry::{CallCounters, StateGauge};
 use crate::window::{CountWindow, TimeWindow, Totals};
 
 const KIND_MASK: u64 = 0b111;
+const CLOSED_BITS: u64 = 0;
 const TAKEN_SHIFT: u32 = 3;
 const SUCCESS_SHIFT: u32 = 19;
 const EPOCH_SHIFT: u32 = 35;
@@ -85,7 +86,11 @@ impl Reason {
 }
 
 /// One breaker's shared state.
+///
+/// Aligned to a cache line pair so the `Arc`'s reference count, which every
+/// call bumps, does not share a line with the state every call reads.
 #[derive(Debug)]
+#[repr(align(128))]
 pub(crate) struct Breaker {
     config: Arc<Config>,
     name: Arc<str>,
@@ -96,6 +101,11 @@ pub(crate) struct Breaker {
     open_until: AtomicU64,
     half_open_since: AtomicU64,
     consecutive: AtomicU32,
+    /// The consecutive-failures limit, 0 when the rule is off (copied out of
+    /// the configuration for the hot path).
+    consecutive_limit: u32,
+    /// Whether calls read the clock (copied out of the configuration).
+    needs_clock: bool,
     count_window: Option<CountWindow>,
     time_window: Option<TimeWindow>,
     /// The transition lock; holds how many times in a row the breaker tripped.
@@ -126,6 +136,8 @@ impl Breaker {
         };
         let gauge = StateGauge::new(&name);
         gauge.set(State::Closed);
+        let consecutive_limit = config.consecutive.unwrap_or(0);
+        let needs_clock = config.needs_clock;
         Self {
             config,
             name,
@@ -134,6 +146,8 @@ impl Breaker {
             open_until: AtomicU64::new(0),
             half_open_since: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
+            consecutive_limit,
+            needs_clock,
             count_window,
             time_window,
             trips: Mutex::new(0),
@@ -151,6 +165,7 @@ impl Breaker {
         &self.config
     }
 
+    #[inline]
     pub(crate) fn now_nanos(&self) -> u64 {
         nanos(Instant::now().saturating_duration_since(self.base))
     }
@@ -169,8 +184,30 @@ impl Breaker {
     }
 
     /// Decides whether a call may go through now.
+    #[inline]
     pub(crate) fn admit(self: &Arc<Self>) -> Admission {
-        let mut word = self.state.load(Acquire);
+        let word = self.state.load(Acquire);
+        if word & KIND_MASK == CLOSED_BITS {
+            return Admission::Admit(Recorder::new(self, epoch(word), false));
+        }
+        self.admit_slow(word)
+    }
+
+    /// The epoch when the breaker is closed (the hot path of `poll_ready`).
+    #[inline]
+    pub(crate) fn closed_epoch(&self) -> Option<u64> {
+        let word = self.state.load(Acquire);
+        (word & KIND_MASK == CLOSED_BITS).then_some(epoch(word))
+    }
+
+    /// A recorder for a call admitted closed in `epoch`.
+    #[inline]
+    pub(crate) fn closed_recorder(self: &Arc<Self>, epoch: u64) -> Recorder {
+        Recorder::new(self, epoch, false)
+    }
+
+    #[inline(never)]
+    fn admit_slow(self: &Arc<Self>, mut word: u64) -> Admission {
         loop {
             match kind(word) {
                 State::Closed | State::MetricsOnly => return Admission::Admit(Recorder::new(self, epoch(word), false)),
@@ -197,7 +234,10 @@ impl Breaker {
                     if taken(word) >= self.config.half_open_calls {
                         return self.reject(Duration::ZERO);
                     }
-                    match self.state.compare_exchange_weak(word, word + TAKEN_ONE, AcqRel, Acquire) {
+                    match self
+                        .state
+                        .compare_exchange_weak(word, word + TAKEN_ONE, AcqRel, Acquire)
+                    {
                         Ok(_) => return Admission::Admit(Recorder::new(self, epoch(word), true)),
                         Err(current) => word = current,
                     }
@@ -214,7 +254,10 @@ impl Breaker {
             if epoch(word) != epoch(expected) || kind(word) != kind(expected) {
                 return false;
             }
-            match self.state.compare_exchange_weak(word, next_word(word, to), AcqRel, Acquire) {
+            match self
+                .state
+                .compare_exchange_weak(word, next_word(word, to), AcqRel, Acquire)
+            {
                 Ok(_) => return true,
                 Err(current) => word = current,
             }
@@ -286,7 +329,10 @@ impl Breaker {
             *trips = 0;
         }
         let mut word = self.state.load(Acquire);
-        while let Err(current) = self.state.compare_exchange_weak(word, next_word(word, to), AcqRel, Acquire) {
+        while let Err(current) = self
+            .state
+            .compare_exchange_weak(word, next_word(word, to), AcqRel, Acquire)
+        {
             word = current;
         }
         if from != to {
@@ -324,7 +370,10 @@ impl Breaker {
             if epoch(word) != probe_epoch || kind(word) != State::HalfOpen || taken(word) == 0 {
                 return;
             }
-            match self.state.compare_exchange_weak(word, word - TAKEN_ONE, AcqRel, Acquire) {
+            match self
+                .state
+                .compare_exchange_weak(word, word - TAKEN_ONE, AcqRel, Acquire)
+            {
                 Ok(_) => return,
                 Err(current) => word = current,
             }
@@ -337,7 +386,10 @@ impl Breaker {
             if epoch(word) != probe_epoch || kind(word) != State::HalfOpen {
                 return;
             }
-            match self.state.compare_exchange_weak(word, word + SUCCESS_ONE, AcqRel, Acquire) {
+            match self
+                .state
+                .compare_exchange_weak(word, word + SUCCESS_ONE, AcqRel, Acquire)
+            {
                 Ok(_) => {
                     if successes(word) + 1 >= self.config.half_open_calls {
                         self.close(word + SUCCESS_ONE);
@@ -355,17 +407,56 @@ impl Breaker {
             return None;
         }
         let calls = totals.calls as f64;
-        if self.config.failure_rate.is_some_and(|rate| totals.failures as f64 * 100.0 >= rate * calls) {
+        if self
+            .config
+            .failure_rate
+            .is_some_and(|rate| totals.failures as f64 * 100.0 >= rate * calls)
+        {
             return Some(Reason::FailureRate);
         }
-        if self.config.slow.is_some_and(|slow| totals.slow as f64 * 100.0 >= slow.rate * calls) {
+        if self
+            .config
+            .slow
+            .is_some_and(|slow| totals.slow as f64 * 100.0 >= slow.rate * calls)
+        {
             return Some(Reason::SlowCallRate);
         }
         None
     }
 
+    /// Records a fast success of a call admitted closed, when no rule reads the
+    /// clock: the hot path.
+    #[inline]
+    fn record_success(&self, call_epoch: u64) {
+        self.calls.success.increment(1);
+        let word = self.state.load(Acquire);
+        if epoch(word) != call_epoch {
+            return;
+        }
+        if self.consecutive_limit != 0 && self.consecutive.load(Relaxed) != 0 {
+            self.consecutive.store(0, Relaxed);
+        }
+        if let Some(window) = &self.count_window
+            && window.record_success(self.config.minimum_calls)
+        {
+            self.reached_minimum(word);
+        }
+    }
+
+    /// The window just reached `minimum_calls`: judge it.
+    #[cold]
+    fn reached_minimum(&self, word: u64) {
+        if let Some(window) = &self.count_window
+            && let Some(reason) = self.rates_exceeded(window.totals())
+            && kind(word) == State::Closed
+        {
+            self.trip(word, self.now_nanos(), reason);
+        }
+    }
+
     /// Records a finished call admitted in `call_epoch`. `now` is the time it
     /// finished when the configuration reads the clock, else zero.
+    #[inline(never)]
     fn record(&self, call_epoch: u64, probe: bool, outcome: Outcome, slow: bool, now: u64) {
         match outcome {
             Outcome::Success => self.calls.success.increment(1),
@@ -437,7 +528,13 @@ impl Breaker {
             (None, Some(window)) => window.totals(now),
             (None, None) => Totals::default(),
         };
-        let rate = |n: u64| if totals.calls == 0 { 0.0 } else { n as f64 * 100.0 / totals.calls as f64 };
+        let rate = |n: u64| {
+            if totals.calls == 0 {
+                0.0
+            } else {
+                n as f64 * 100.0 / totals.calls as f64
+            }
+        };
         let state = kind(word);
         Snapshot {
             name: self.name.clone(),
@@ -468,23 +565,43 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
+    #[inline]
     fn new(breaker: &Arc<Breaker>, epoch: u64, probe: bool) -> Self {
-        Self { breaker: breaker.clone(), epoch, probe, settled: false, start: 0 }
+        Self {
+            breaker: breaker.clone(),
+            epoch,
+            probe,
+            settled: false,
+            start: 0,
+        }
     }
 
     /// Marks the moment the call was sent, when a rule needs call durations.
+    #[inline]
     pub(crate) fn started(&mut self) {
-        if self.breaker.config.needs_clock {
+        if self.breaker.needs_clock {
             self.start = self.breaker.now_nanos();
         }
     }
 
-    pub(crate) fn finish(mut self, outcome: Outcome) {
+    /// Records the call's outcome; a second call records nothing.
+    #[inline]
+    pub(crate) fn finish(&mut self, outcome: Outcome) {
+        if self.settled {
+            return;
+        }
         self.settled = true;
         let breaker = &self.breaker;
-        let (slow, now) = if breaker.config.needs_clock {
+        if !breaker.needs_clock && !self.probe && outcome == Outcome::Success {
+            breaker.record_success(self.epoch);
+            return;
+        }
+        let (slow, now) = if breaker.needs_clock {
             let now = breaker.now_nanos();
-            let slow = breaker.config.slow.is_some_and(|rule| now.saturating_sub(self.start) >= nanos(rule.duration));
+            let slow = breaker
+                .config
+                .slow
+                .is_some_and(|rule| now.saturating_sub(self.start) >= nanos(rule.duration));
             (slow, now)
         } else {
             (false, 0)

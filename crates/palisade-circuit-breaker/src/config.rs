@@ -58,7 +58,12 @@ impl OpenDuration {
     pub(crate) fn for_trip(&self, trip: u32, random: f64) -> Duration {
         match *self {
             OpenDuration::Fixed(d) => d,
-            OpenDuration::Growing { base, max, multiplier, jitter } => {
+            OpenDuration::Growing {
+                base,
+                max,
+                multiplier,
+                jitter,
+            } => {
                 let exponent = i32::try_from(trip).unwrap_or(i32::MAX).min(1_024);
                 let grown = (base.as_secs_f64() * multiplier.powi(exponent)).min(max.as_secs_f64());
                 let cut = 1.0 - jitter * random.clamp(0.0, 1.0);
@@ -219,7 +224,10 @@ impl<C> CircuitBreakerBuilder<C> {
     /// Trips when at least `percent` of the calls in the window took `duration`
     /// or longer, whatever their outcome. A slow probe in half-open counts as failed.
     pub fn slow_calls(mut self, percent: f64, duration: Duration) -> Self {
-        self.slow = Some(SlowRule { rate: percent, duration });
+        self.slow = Some(SlowRule {
+            rate: percent,
+            duration,
+        });
         self
     }
 
@@ -262,7 +270,12 @@ impl<C> CircuitBreakerBuilder<C> {
     /// Stays open `base` after a trip from closed, doubling on each trip in a row
     /// up to `max`, with up to 20 % jitter (see [`OpenDuration::Growing`]).
     pub fn open_duration_growing(mut self, base: Duration, max: Duration) -> Self {
-        self.open = OpenDuration::Growing { base, max, multiplier: 2.0, jitter: 0.2 };
+        self.open = OpenDuration::Growing {
+            base,
+            max,
+            multiplier: 2.0,
+            jitter: 0.2,
+        };
         self
     }
 
@@ -361,19 +374,30 @@ impl<C> CircuitBreakerBuilder<C> {
         match self.window {
             Window::Count(0) => return Err(ConfigError::Zero("count_window")),
             Window::Count(window) if self.minimum_calls > window => {
-                return Err(ConfigError::MinimumCallsAboveWindow { minimum_calls: self.minimum_calls, window });
+                return Err(ConfigError::MinimumCallsAboveWindow {
+                    minimum_calls: self.minimum_calls,
+                    window,
+                });
             }
             Window::Count(_) => {}
             Window::Time { length, buckets } => {
                 if buckets == 0 || length < Duration::from_millis(1) * buckets {
-                    return Err(ConfigError::Buckets { window: length, buckets });
+                    return Err(ConfigError::Buckets {
+                        window: length,
+                        buckets,
+                    });
                 }
             }
         }
         match self.open {
             OpenDuration::Fixed(d) if d.is_zero() => return Err(ConfigError::ZeroDuration("open_duration")),
             OpenDuration::Fixed(_) => {}
-            OpenDuration::Growing { base, max, multiplier, jitter } => {
+            OpenDuration::Growing {
+                base,
+                max,
+                multiplier,
+                jitter,
+            } => {
                 if base.is_zero() {
                     return Err(ConfigError::ZeroDuration("open_duration"));
                 }
@@ -392,7 +416,10 @@ impl<C> CircuitBreakerBuilder<C> {
             return Err(ConfigError::Zero("permitted_calls_in_half_open"));
         }
         if self.half_open_calls > MAX_HALF_OPEN_CALLS {
-            return Err(ConfigError::TooManyProbes { value: self.half_open_calls, max: MAX_HALF_OPEN_CALLS });
+            return Err(ConfigError::TooManyProbes {
+                value: self.half_open_calls,
+                max: MAX_HALF_OPEN_CALLS,
+            });
         }
         if self.max_half_open.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::ZeroDuration("max_half_open_duration"));

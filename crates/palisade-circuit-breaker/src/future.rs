@@ -27,18 +27,32 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F> {
-        Called { #[pin] future: F, recorder: Option<Recorder> },
+        Called { #[pin] future: F, recorder: Recorder },
+        Passed { #[pin] future: F },
         Rejected { error: CircuitOpen },
     }
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn called(future: F, recorder: Option<Recorder>, classifier: C) -> Self {
-        Self { kind: Kind::Called { future, recorder }, classifier }
+    pub(crate) fn called(future: F, recorder: Recorder, classifier: C) -> Self {
+        Self {
+            kind: Kind::Called { future, recorder },
+            classifier,
+        }
+    }
+
+    pub(crate) fn passed(future: F, classifier: C) -> Self {
+        Self {
+            kind: Kind::Passed { future },
+            classifier,
+        }
     }
 
     pub(crate) fn rejected(error: CircuitOpen, classifier: C) -> Self {
-        Self { kind: Kind::Rejected { error }, classifier }
+        Self {
+            kind: Kind::Rejected { error },
+            classifier,
+        }
     }
 }
 
@@ -46,9 +60,12 @@ impl<F, C> fmt::Debug for ResponseFuture<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Called { .. } => "called",
+            Kind::Passed { .. } => "passed",
             Kind::Rejected { .. } => "rejected",
         };
-        f.debug_struct("ResponseFuture").field("kind", &kind).finish_non_exhaustive()
+        f.debug_struct("ResponseFuture")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -65,11 +82,10 @@ where
         match this.kind.project() {
             KindProj::Called { future, recorder } => {
                 let result = ready!(future.poll(cx)).map_err(Into::into);
-                if let Some(recorder) = recorder.take() {
-                    recorder.finish(this.classifier.classify(result.as_ref().map_err(AsError::as_error)));
-                }
+                recorder.finish(this.classifier.classify(result.as_ref().map_err(AsError::as_error)));
                 Poll::Ready(result)
             }
+            KindProj::Passed { future } => future.poll(cx).map_err(Into::into),
             KindProj::Rejected { error } => Poll::Ready(Err(Box::new(error.clone()))),
         }
     }

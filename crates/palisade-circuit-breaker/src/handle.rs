@@ -111,7 +111,9 @@ pub struct CircuitBreakerHandle {
 
 impl fmt::Debug for CircuitBreakerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CircuitBreakerHandle").field("name", self.breaker.name()).finish_non_exhaustive()
+        f.debug_struct("CircuitBreakerHandle")
+            .field("name", self.breaker.name())
+            .finish_non_exhaustive()
     }
 }
 

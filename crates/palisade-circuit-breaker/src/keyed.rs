@@ -86,13 +86,7 @@ pub struct KeyedCircuitBreakerLayer<K, F, C = ErrorClassifier> {
 }
 
 impl<K, F, C> KeyedCircuitBreakerLayer<K, F, C> {
-    pub(crate) fn from_config(
-        config: Arc<Config>,
-        classifier: C,
-        key: F,
-        max_keys: usize,
-        idle: Duration,
-    ) -> Self {
+    pub(crate) fn from_config(config: Arc<Config>, classifier: C, key: F, max_keys: usize, idle: Duration) -> Self {
         let calls = Arc::new(CallCounters::new(&config.name));
         let registry = Registry {
             config,
@@ -102,18 +96,28 @@ impl<K, F, C> KeyedCircuitBreakerLayer<K, F, C> {
             idle_nanos: u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX),
             base: Instant::now(),
         };
-        Self { registry: Arc::new(registry), key, classifier }
+        Self {
+            registry: Arc::new(registry),
+            key,
+            classifier,
+        }
     }
 
     /// The handle of this layer's breakers.
     pub fn handle(&self) -> KeyedCircuitBreakerHandle<K> {
-        KeyedCircuitBreakerHandle { registry: self.registry.clone() }
+        KeyedCircuitBreakerHandle {
+            registry: self.registry.clone(),
+        }
     }
 }
 
 impl<K, F: Clone, C: Clone> Clone for KeyedCircuitBreakerLayer<K, F, C> {
     fn clone(&self) -> Self {
-        Self { registry: self.registry.clone(), key: self.key.clone(), classifier: self.classifier.clone() }
+        Self {
+            registry: self.registry.clone(),
+            key: self.key.clone(),
+            classifier: self.classifier.clone(),
+        }
     }
 }
 
@@ -154,7 +158,9 @@ pub struct KeyedCircuitBreaker<S, K, F, C = ErrorClassifier> {
 impl<S, K, F, C> KeyedCircuitBreaker<S, K, F, C> {
     /// The handle of the breakers this service shares.
     pub fn handle(&self) -> KeyedCircuitBreakerHandle<K> {
-        KeyedCircuitBreakerHandle { registry: self.registry.clone() }
+        KeyedCircuitBreakerHandle {
+            registry: self.registry.clone(),
+        }
     }
 
     /// The inner service.
@@ -213,13 +219,17 @@ pub struct KeyedCircuitBreakerHandle<K> {
 
 impl<K> Clone for KeyedCircuitBreakerHandle<K> {
     fn clone(&self) -> Self {
-        Self { registry: self.registry.clone() }
+        Self {
+            registry: self.registry.clone(),
+        }
     }
 }
 
 impl<K> fmt::Debug for KeyedCircuitBreakerHandle<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedCircuitBreakerHandle").field("name", &self.registry.config.name).finish_non_exhaustive()
+        f.debug_struct("KeyedCircuitBreakerHandle")
+            .field("name", &self.registry.config.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -232,12 +242,22 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedCircuitBreakerHandle<K> {
 
     /// The keys kept now.
     pub fn keys(&self) -> Vec<K> {
-        self.registry.breakers.read().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect()
+        self.registry
+            .breakers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// How many keys are kept.
     pub fn len(&self) -> usize {
-        self.registry.breakers.read().unwrap_or_else(PoisonError::into_inner).len()
+        self.registry
+            .breakers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// True when no key is kept.

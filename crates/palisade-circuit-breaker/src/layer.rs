@@ -34,7 +34,10 @@ impl<C> CircuitBreakerLayer<C> {
     pub(crate) fn from_config(config: Arc<Config>, classifier: C) -> Self {
         let name = config.name.clone();
         let calls = Arc::new(CallCounters::new(&name));
-        Self { breaker: Arc::new(Breaker::new(config, name, calls)), classifier }
+        Self {
+            breaker: Arc::new(Breaker::new(config, name, calls)),
+            classifier,
+        }
     }
 
     /// The handle of this layer's breaker.

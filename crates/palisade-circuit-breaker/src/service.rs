@@ -20,12 +20,24 @@ pub struct CircuitBreaker<S, C = ErrorClassifier> {
     inner: S,
     breaker: Arc<Breaker>,
     classifier: C,
+    /// The closed epoch `poll_ready` admitted the next call in, or [`NO_EPOCH`]:
+    /// the hot path keeps a plain integer rather than a recorder.
+    closed_epoch: u64,
+    /// Any other admission `poll_ready` decided (a reserved probe slot, a rejection).
     admission: Option<Admission>,
 }
 
+const NO_EPOCH: u64 = u64::MAX;
+
 impl<S, C> CircuitBreaker<S, C> {
     pub(crate) fn new(inner: S, breaker: Arc<Breaker>, classifier: C) -> Self {
-        Self { inner, breaker, classifier, admission: None }
+        Self {
+            inner,
+            breaker,
+            classifier,
+            closed_epoch: NO_EPOCH,
+            admission: None,
+        }
     }
 
     /// The handle of the breaker this service shares.
@@ -76,24 +88,37 @@ where
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // A stale rejection is decided again: the breaker may have half-opened since.
-        if matches!(self.admission, None | Some(Admission::Reject(_))) {
-            self.admission = Some(self.breaker.admit());
-        }
-        if let Some(Admission::Reject(_)) = self.admission {
-            // Fail fast without waiting for the inner service's readiness.
-            return Poll::Ready(Ok(()));
+        if self.closed_epoch == NO_EPOCH {
+            // A stale rejection is decided again: the breaker may have half-opened since.
+            if matches!(self.admission, None | Some(Admission::Reject(_))) {
+                match self.breaker.closed_epoch() {
+                    Some(epoch) => self.closed_epoch = epoch,
+                    None => self.admission = Some(self.breaker.admit()),
+                }
+            }
+            if let Some(Admission::Reject(_)) = self.admission {
+                // Fail fast without waiting for the inner service's readiness.
+                return Poll::Ready(Ok(()));
+            }
         }
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let admission = self.admission.take().unwrap_or_else(|| self.breaker.admit());
+        let admission = if self.closed_epoch != NO_EPOCH {
+            Admission::Admit(
+                self.breaker
+                    .closed_recorder(std::mem::replace(&mut self.closed_epoch, NO_EPOCH)),
+            )
+        } else {
+            self.admission.take().unwrap_or_else(|| self.breaker.admit())
+        };
         dispatch(&mut self.inner, req, admission, &self.classifier)
     }
 }
 
 /// Sends or rejects one call according to its admission.
+#[inline]
 pub(crate) fn dispatch<S, C, Req>(
     inner: &mut S,
     req: Req,
@@ -105,10 +130,10 @@ where
     C: Clone,
 {
     match admission {
-        Admission::Pass => ResponseFuture::called(inner.call(req), None, classifier.clone()),
+        Admission::Pass => ResponseFuture::passed(inner.call(req), classifier.clone()),
         Admission::Admit(mut recorder) => {
             recorder.started();
-            ResponseFuture::called(inner.call(req), Some(recorder), classifier.clone())
+            ResponseFuture::called(inner.call(req), recorder, classifier.clone())
         }
         Admission::Reject(open) => ResponseFuture::rejected(open, classifier.clone()),
     }

@@ -18,9 +18,7 @@ pub(crate) struct CallCounters {
 
 impl CallCounters {
     pub(crate) fn new(name: &str) -> Self {
-        let counter = |outcome: &'static str| {
-            metrics::counter!(CALLS_TOTAL, LABEL_NAME => name.to_owned(), LABEL_OUTCOME => outcome)
-        };
+        let counter = |outcome: &'static str| metrics::counter!(CALLS_TOTAL, LABEL_NAME => name.to_owned(), LABEL_OUTCOME => outcome);
         Self {
             success: counter("success"),
             failure: counter("failure"),

@@ -11,6 +11,11 @@ const RECORDED: u8 = 0b001;
 const FAILED: u8 = 0b010;
 const SLOW: u8 = 0b100;
 
+/// A value on a cache line of its own, so writes to it do not slow readers of its neighbours.
+#[derive(Debug)]
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
 /// What the window holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Totals {
@@ -25,7 +30,8 @@ pub(crate) struct Totals {
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
-    next: AtomicU64,
+    /// On its own cache line: every call bumps it.
+    next: Padded<AtomicU64>,
     failures: AtomicU32,
     slow: AtomicU32,
 }
@@ -47,7 +53,7 @@ impl CountWindow {
     pub(crate) fn new(size: u32) -> Self {
         Self {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
-            next: AtomicU64::new(0),
+            next: Padded(AtomicU64::new(0)),
             failures: AtomicU32::new(0),
             slow: AtomicU32::new(0),
         }
@@ -60,7 +66,7 @@ impl CountWindow {
     /// Records one call and returns the window's totals after it.
     pub(crate) fn record(&self, failed: bool, slow: bool) -> Totals {
         let bits = RECORDED | if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
-        let index = self.next.fetch_add(1, Relaxed);
+        let index = self.next.0.fetch_add(1, Relaxed);
         // The slot count is never zero (validated), and the index fits: the
         // remainder is below the slice's length.
         let slot = (index % self.size()) as usize;
@@ -78,20 +84,28 @@ impl CountWindow {
 
     /// Records one successful, fast call without reading the totals back; true
     /// when this call brought the window to `minimum` calls.
+    ///
+    /// The hot path: one read-modify-write (the index). The slot is read and
+    /// written only when it held something else, with a plain store: only a
+    /// writer a whole window of calls behind could race it, and the running
+    /// counts saturate.
     pub(crate) fn record_success(&self, minimum: u32) -> bool {
-        let index = self.next.fetch_add(1, Relaxed);
-        let slot = (index % self.size()) as usize;
-        let old = self.slots[slot].swap(RECORDED, AcqRel);
-        if old & (FAILED | SLOW) != 0 {
-            adjust(&self.failures, old & FAILED != 0, false);
-            adjust(&self.slow, old & SLOW != 0, false);
+        let index = self.next.0.fetch_add(1, Relaxed);
+        let slot = &self.slots[(index % self.size()) as usize];
+        let old = slot.load(Relaxed);
+        if old != RECORDED {
+            slot.store(RECORDED, Relaxed);
+            if old & (FAILED | SLOW) != 0 {
+                adjust(&self.failures, old & FAILED != 0, false);
+                adjust(&self.slow, old & SLOW != 0, false);
+            }
         }
         index + 1 == u64::from(minimum)
     }
 
     pub(crate) fn totals(&self) -> Totals {
         Totals {
-            calls: self.next.load(Relaxed).min(self.size()),
+            calls: self.next.0.load(Relaxed).min(self.size()),
             failures: u64::from(self.failures.load(Relaxed)),
             slow: u64::from(self.slow.load(Relaxed)),
         }
@@ -102,7 +116,7 @@ impl CountWindow {
         for slot in self.slots.iter() {
             slot.store(0, Relaxed);
         }
-        self.next.store(0, Relaxed);
+        self.next.0.store(0, Relaxed);
         self.failures.store(0, Relaxed);
         self.slow.store(0, Relaxed);
     }
@@ -134,7 +148,9 @@ pub(crate) struct TimeWindow {
 
 impl TimeWindow {
     pub(crate) fn new(length: Duration, buckets: u32) -> Self {
-        let bucket_nanos = u64::try_from(length.as_nanos() / u128::from(buckets)).unwrap_or(u64::MAX).max(1);
+        let bucket_nanos = u64::try_from(length.as_nanos() / u128::from(buckets))
+            .unwrap_or(u64::MAX)
+            .max(1);
         Self {
             bucket_nanos,
             inner: Mutex::new(Buckets {
@@ -203,14 +219,42 @@ mod tests {
     #[test]
     fn count_window_keeps_the_last_n_calls() {
         let w = CountWindow::new(3);
-        assert_eq!(w.record(true, false), Totals { calls: 1, failures: 1, slow: 0 });
-        assert_eq!(w.record(true, true), Totals { calls: 2, failures: 2, slow: 1 });
+        assert_eq!(
+            w.record(true, false),
+            Totals {
+                calls: 1,
+                failures: 1,
+                slow: 0
+            }
+        );
+        assert_eq!(
+            w.record(true, true),
+            Totals {
+                calls: 2,
+                failures: 2,
+                slow: 1
+            }
+        );
         assert!(w.record_success(3));
         // The fourth call replaces the first failure.
-        assert_eq!(w.record(false, false), Totals { calls: 3, failures: 1, slow: 1 });
+        assert_eq!(
+            w.record(false, false),
+            Totals {
+                calls: 3,
+                failures: 1,
+                slow: 1
+            }
+        );
         // The fifth replaces the slow failure.
         assert!(!w.record_success(3));
-        assert_eq!(w.totals(), Totals { calls: 3, failures: 0, slow: 0 });
+        assert_eq!(
+            w.totals(),
+            Totals {
+                calls: 3,
+                failures: 0,
+                slow: 0
+            }
+        );
         w.clear();
         assert_eq!(w.totals(), Totals::default());
     }
@@ -221,10 +265,31 @@ mod tests {
         let w = TimeWindow::new(Duration::from_secs(3), 3);
         w.record(0, true, false);
         w.record(second, false, true);
-        assert_eq!(w.totals(2 * second), Totals { calls: 2, failures: 1, slow: 1 });
+        assert_eq!(
+            w.totals(2 * second),
+            Totals {
+                calls: 2,
+                failures: 1,
+                slow: 1
+            }
+        );
         // At 3 s the bucket of second 0 is reused.
-        assert_eq!(w.totals(3 * second), Totals { calls: 1, failures: 0, slow: 1 });
-        assert_eq!(w.record(3 * second + 1, true, false), Totals { calls: 2, failures: 1, slow: 1 });
+        assert_eq!(
+            w.totals(3 * second),
+            Totals {
+                calls: 1,
+                failures: 0,
+                slow: 1
+            }
+        );
+        assert_eq!(
+            w.record(3 * second + 1, true, false),
+            Totals {
+                calls: 2,
+                failures: 1,
+                slow: 1
+            }
+        );
         // A long gap empties everything.
         assert_eq!(w.totals(100 * second), Totals::default());
     }
