@@ -1,0 +1,96 @@
+//! Keyed mode: one breaker per key, isolated, with a bounded number of keys.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Call, Downstream, assert_rejected};
+use palisade_circuit_breaker::{CircuitBreakerBuilder, State};
+use palisade_core::BoxError;
+use tokio::time::advance;
+use tower::{Layer, Service, ServiceExt};
+
+/// Requests carry their key: a host name and what the downstream does.
+#[derive(Debug, Clone)]
+struct Req(&'static str, Call);
+
+#[derive(Clone, Default)]
+struct ByHost(Downstream);
+
+impl Service<Req> for ByHost {
+    type Response = &'static str;
+    type Error = BoxError;
+    type Future = <Downstream as Service<Call>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.0.call(req.1)
+    }
+}
+
+async fn send<S>(svc: &mut S, host: &'static str, c: Call) -> Result<&'static str, BoxError>
+where
+    S: Service<Req, Response = &'static str, Error = BoxError>,
+{
+    svc.ready().await?.call(Req(host, c)).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_key_has_its_own_breaker() {
+    let layer = CircuitBreakerBuilder::consecutive("hosts")
+        .consecutive_failures(2)
+        .build_keyed(|req: &Req| req.0.to_owned())
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(ByHost::default());
+    send(&mut svc, "a.example", Call::Fail).await.unwrap_err();
+    send(&mut svc, "a.example", Call::Fail).await.unwrap_err();
+    let rejected = send(&mut svc, "a.example", Call::Ok).await;
+    assert_rejected(&rejected, Duration::from_secs(30));
+    let open = common::rejection(&rejected).unwrap();
+    assert_eq!(open.name(), "hosts[a.example]");
+    // The other host is untouched.
+    send(&mut svc, "b.example", Call::Ok).await.unwrap();
+    assert_eq!(handle.get(&"a.example".to_owned()).unwrap().state(), State::Open);
+    assert_eq!(handle.get(&"b.example".to_owned()).unwrap().state(), State::Closed);
+    assert_eq!(handle.len(), 2);
+    // A clone of the service shares the breakers.
+    let mut clone = svc.clone();
+    assert!(common::rejection(&send(&mut clone, "a.example", Call::Ok).await).is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_are_bounded_and_idle_ones_evicted() {
+    let layer = CircuitBreakerBuilder::consecutive("bounded")
+        .consecutive_failures(1)
+        .max_keys(2)
+        .key_idle_timeout(Duration::from_secs(60))
+        .build_keyed(|req: &Req| req.0)
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(ByHost::default());
+    send(&mut svc, "open", Call::Fail).await.unwrap_err();
+    advance(Duration::from_secs(1)).await;
+    send(&mut svc, "closed", Call::Ok).await.unwrap();
+    advance(Duration::from_secs(1)).await;
+    // A third key makes room: the least recently used closed breaker goes,
+    // not the open one, whose outage would otherwise be forgotten.
+    send(&mut svc, "new", Call::Ok).await.unwrap();
+    assert_eq!(handle.len(), 2);
+    let mut keys = handle.keys();
+    keys.sort_unstable();
+    assert_eq!(keys, ["new", "open"]);
+    assert!(handle.get(&"open").is_some_and(|h| h.state() == State::Open));
+
+    // Idle keys go first when room is needed, open or not.
+    advance(Duration::from_secs(61)).await;
+    send(&mut svc, "fresh", Call::Ok).await.unwrap();
+    assert_eq!(handle.keys(), ["fresh"]);
+
+    advance(Duration::from_secs(61)).await;
+    assert_eq!(handle.evict_idle(), 1);
+    assert!(handle.is_empty());
+}
