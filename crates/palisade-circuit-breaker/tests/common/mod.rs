@@ -22,6 +22,8 @@ pub enum Call {
     Slow(Duration, bool),
     /// Waits for the notify, then succeeds.
     Gate(Arc<Notify>),
+    /// Waits for the notify, then fails if the flag is set.
+    Until(Arc<Notify>, Arc<std::sync::atomic::AtomicBool>),
 }
 
 /// The downstream's error.
@@ -71,6 +73,10 @@ impl Service<Call> for Downstream {
                 Call::Gate(notify) => {
                     notify.notified().await;
                     Ok("ok")
+                }
+                Call::Until(notify, fail) => {
+                    notify.notified().await;
+                    if fail.load(Ordering::SeqCst) { Err(Boom.into()) } else { Ok("ok") }
                 }
             }
         })
