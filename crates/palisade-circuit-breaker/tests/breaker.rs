@@ -40,7 +40,11 @@ async fn consecutive_preset_trips_waits_probes_and_closes() {
     let open = rejection(&rejected).expect("rejected");
     assert_eq!(open.name(), "payments");
     assert_eq!(open.retry_after(), 30 * SECOND);
-    assert_eq!(downstream.reached(), reached, "a rejected call never reaches the downstream");
+    assert_eq!(
+        downstream.reached(),
+        reached,
+        "a rejected call never reaches the downstream"
+    );
     assert_eq!(handle.snapshot().time_until_half_open, Some(30 * SECOND));
 
     advance(29 * SECOND).await;
@@ -211,7 +215,12 @@ async fn open_duration_grows_on_repeated_trips_with_injected_jitter() {
     let layer = CircuitBreakerBuilder::consecutive("growing")
         .consecutive_failures(1)
         .permitted_calls_in_half_open(1)
-        .open_duration_with(OpenDuration::Growing { base: SECOND, max: 4 * SECOND, multiplier: 2.0, jitter: 0.5 })
+        .open_duration_with(OpenDuration::Growing {
+            base: SECOND,
+            max: 4 * SECOND,
+            multiplier: 2.0,
+            jitter: 0.5,
+        })
         .jitter_source(|| 0.5)
         .build()
         .unwrap();
@@ -383,12 +392,18 @@ async fn a_dropped_call_counts_as_neither_success_nor_failure() {
 
 #[tokio::test(start_paused = true)]
 async fn local_rejections_are_not_counted() {
-    let layer = CircuitBreakerBuilder::consecutive("ignores").consecutive_failures(1).build().unwrap();
+    let layer = CircuitBreakerBuilder::consecutive("ignores")
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
     let handle = layer.handle();
     let mut svc = layer.layer(Downstream::default());
     for _ in 0..10 {
         let err = call(&mut svc, Call::Ignore).await.unwrap_err();
-        assert!(err.is::<palisade_core::BulkheadFull>(), "the inner error comes back as it was");
+        assert!(
+            err.is::<palisade_core::BulkheadFull>(),
+            "the inner error comes back as it was"
+        );
     }
     assert_state(&handle, State::Closed);
     assert_eq!(handle.snapshot().consecutive_failures, 0);
@@ -428,7 +443,10 @@ async fn an_outcome_from_before_a_transition_does_not_count_after_it() {
 
 #[tokio::test(start_paused = true)]
 async fn operator_states() {
-    let layer = CircuitBreakerBuilder::consecutive("operated").consecutive_failures(1).build().unwrap();
+    let layer = CircuitBreakerBuilder::consecutive("operated")
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
     let handle = layer.handle();
     let downstream = Downstream::default();
     let mut svc = layer.layer(downstream.clone());
@@ -481,7 +499,9 @@ async fn an_open_breaker_does_not_wait_for_the_inner_readiness() {
     let layer = CircuitBreakerBuilder::consecutive("fast-fail").build().unwrap();
     layer.handle().force_open();
     let mut svc = layer.layer(NeverReady);
-    let result = tokio::time::timeout(SECOND, call(&mut svc, Call::Ok)).await.expect("ready at once");
+    let result = tokio::time::timeout(SECOND, call(&mut svc, Call::Ok))
+        .await
+        .expect("ready at once");
     assert_rejected(&result, Duration::ZERO);
     // Closed, it waits for the inner service like any middleware.
     layer.handle().reset();
@@ -492,31 +512,81 @@ async fn an_open_breaker_does_not_wait_for_the_inner_readiness() {
 fn builders_reject_impossible_settings() {
     let base = || CircuitBreakerBuilder::rate_based("cfg");
     let err = |b: CircuitBreakerBuilder| b.build().unwrap_err();
-    assert_eq!(err(base().failure_rate(0.0)), ConfigError::Threshold { what: "failure_rate", value: 0.0 });
+    assert_eq!(
+        err(base().failure_rate(0.0)),
+        ConfigError::Threshold {
+            what: "failure_rate",
+            value: 0.0
+        }
+    );
     assert!(matches!(err(base().failure_rate(100.5)), ConfigError::Threshold { .. }));
-    assert!(matches!(err(base().failure_rate(f64::NAN)), ConfigError::Threshold { .. }));
-    assert!(matches!(err(base().slow_calls(120.0, SECOND)), ConfigError::Threshold { .. }));
-    assert_eq!(err(base().slow_calls(50.0, Duration::ZERO)), ConfigError::ZeroDuration("slow_call_duration"));
+    assert!(matches!(
+        err(base().failure_rate(f64::NAN)),
+        ConfigError::Threshold { .. }
+    ));
+    assert!(matches!(
+        err(base().slow_calls(120.0, SECOND)),
+        ConfigError::Threshold { .. }
+    ));
+    assert_eq!(
+        err(base().slow_calls(50.0, Duration::ZERO)),
+        ConfigError::ZeroDuration("slow_call_duration")
+    );
     assert_eq!(err(base().count_window(0)), ConfigError::Zero("count_window"));
     assert_eq!(err(base().minimum_calls(0)), ConfigError::Zero("minimum_calls"));
     assert_eq!(
         err(base().count_window(10).minimum_calls(11)),
-        ConfigError::MinimumCallsAboveWindow { minimum_calls: 11, window: 10 }
+        ConfigError::MinimumCallsAboveWindow {
+            minimum_calls: 11,
+            window: 10
+        }
     );
-    assert!(matches!(err(base().time_window(Duration::from_millis(5), 10)), ConfigError::Buckets { .. }));
-    assert!(matches!(err(base().time_window(SECOND, 0)), ConfigError::Buckets { .. }));
+    assert!(matches!(
+        err(base().time_window(Duration::from_millis(5), 10)),
+        ConfigError::Buckets { .. }
+    ));
+    assert!(matches!(
+        err(base().time_window(SECOND, 0)),
+        ConfigError::Buckets { .. }
+    ));
     assert_eq!(err(base().no_failure_rate()), ConfigError::NoRule);
-    assert_eq!(err(base().consecutive_failures(0)), ConfigError::Zero("consecutive_failures"));
-    assert_eq!(err(base().open_duration(Duration::ZERO)), ConfigError::ZeroDuration("open_duration"));
+    assert_eq!(
+        err(base().consecutive_failures(0)),
+        ConfigError::Zero("consecutive_failures")
+    );
+    assert_eq!(
+        err(base().open_duration(Duration::ZERO)),
+        ConfigError::ZeroDuration("open_duration")
+    );
     assert_eq!(
         err(base().open_duration_growing(4 * SECOND, SECOND)),
-        ConfigError::OpenDurationOrder { base: 4 * SECOND, max: SECOND }
+        ConfigError::OpenDurationOrder {
+            base: 4 * SECOND,
+            max: SECOND
+        }
     );
-    let growing = |multiplier, jitter| OpenDuration::Growing { base: SECOND, max: SECOND, multiplier, jitter };
-    assert_eq!(err(base().open_duration_with(growing(0.5, 0.0))), ConfigError::Multiplier(0.5));
-    assert_eq!(err(base().open_duration_with(growing(2.0, 1.5))), ConfigError::Jitter(1.5));
-    assert_eq!(err(base().permitted_calls_in_half_open(0)), ConfigError::Zero("permitted_calls_in_half_open"));
-    assert!(matches!(err(base().permitted_calls_in_half_open(70_000)), ConfigError::TooManyProbes { .. }));
+    let growing = |multiplier, jitter| OpenDuration::Growing {
+        base: SECOND,
+        max: SECOND,
+        multiplier,
+        jitter,
+    };
+    assert_eq!(
+        err(base().open_duration_with(growing(0.5, 0.0))),
+        ConfigError::Multiplier(0.5)
+    );
+    assert_eq!(
+        err(base().open_duration_with(growing(2.0, 1.5))),
+        ConfigError::Jitter(1.5)
+    );
+    assert_eq!(
+        err(base().permitted_calls_in_half_open(0)),
+        ConfigError::Zero("permitted_calls_in_half_open")
+    );
+    assert!(matches!(
+        err(base().permitted_calls_in_half_open(70_000)),
+        ConfigError::TooManyProbes { .. }
+    ));
     assert_eq!(
         err(base().max_half_open_duration(Duration::ZERO)),
         ConfigError::ZeroDuration("max_half_open_duration")

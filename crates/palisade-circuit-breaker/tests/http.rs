@@ -1,6 +1,8 @@
 //! The breaker in HTTP stacks: an axum route answering 503 + Retry-After
 //! problem+json while open, and around a hyper-util client calling a local server.
 
+#![cfg(not(loom))]
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +36,11 @@ async fn axum_route_answers_503_with_retry_after_while_open() {
             get(move || {
                 let failing = handler_failing.clone();
                 async move {
-                    if failing.load(Ordering::SeqCst) { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK }
+                    if failing.load(Ordering::SeqCst) {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::OK
+                    }
                 }
             }),
         )
@@ -55,10 +61,12 @@ async fn axum_route_answers_503_with_retry_after_while_open() {
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.headers()["retry-after"], "18", "17.5 s left, rounded up");
     assert_eq!(res.headers()["content-type"], "application/problem+json");
-    let body: serde_json::Value =
-        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(body["status"], 503);
-    assert!(!body.to_string().contains("orders-db"), "the breaker's name stays internal");
+    assert!(
+        !body.to_string().contains("orders-db"),
+        "the breaker's name stays internal"
+    );
 
     // Healthy again: after the open duration, three good probes close it.
     failing.store(false, Ordering::SeqCst);
@@ -75,13 +83,22 @@ async fn server() -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
                     let status = if req.uri().path() == "/fail" { 503 } else { 200 };
-                    Ok::<_, Infallible>(Response::builder().status(status).body(Full::new(Bytes::new())).unwrap())
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .status(status)
+                            .body(Full::new(Bytes::new()))
+                            .unwrap(),
+                    )
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
@@ -101,7 +118,14 @@ async fn around_an_http_client() {
     let svc = ServiceBuilder::new().layer(breaker).service(client);
     let get = |uri: String| Request::get(uri).body(Empty::<Bytes>::new()).unwrap();
 
-    assert_eq!(svc.clone().oneshot(get(format!("http://{addr}/ok"))).await.unwrap().status(), 200);
+    assert_eq!(
+        svc.clone()
+            .oneshot(get(format!("http://{addr}/ok")))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     for _ in 0..2 {
         let res = svc.clone().oneshot(get(format!("http://{addr}/fail"))).await.unwrap();
         assert_eq!(res.status(), 503, "a 503 response is passed through, and counted");

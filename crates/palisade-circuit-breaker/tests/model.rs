@@ -87,18 +87,29 @@ fn cfg() -> impl Strategy<Value = Cfg> {
         1u32..=3,
         proptest::option::of(Just(Duration::from_secs(4))),
     )
-        .prop_map(|(consecutive, failure_rate, slow_rate, window, minimum_calls, open, half_open_calls, max_half_open)| {
-            let minimum_calls = match window {
-                WindowCfg::Count(n) => minimum_calls.min(n),
-                WindowCfg::Time { .. } => minimum_calls,
-            };
-            let consecutive = if consecutive.is_none() && failure_rate.is_none() && slow_rate.is_none() {
-                Some(2)
-            } else {
-                consecutive
-            };
-            Cfg { consecutive, failure_rate, slow_rate, window, minimum_calls, open, half_open_calls, max_half_open }
-        })
+        .prop_map(
+            |(consecutive, failure_rate, slow_rate, window, minimum_calls, open, half_open_calls, max_half_open)| {
+                let minimum_calls = match window {
+                    WindowCfg::Count(n) => minimum_calls.min(n),
+                    WindowCfg::Time { .. } => minimum_calls,
+                };
+                let consecutive = if consecutive.is_none() && failure_rate.is_none() && slow_rate.is_none() {
+                    Some(2)
+                } else {
+                    consecutive
+                };
+                Cfg {
+                    consecutive,
+                    failure_rate,
+                    slow_rate,
+                    window,
+                    minimum_calls,
+                    open,
+                    half_open_calls,
+                    max_half_open,
+                }
+            },
+        )
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -161,7 +172,12 @@ impl Model {
     fn open_duration(&self, trip: u32) -> Duration {
         match self.cfg.open {
             OpenDuration::Fixed(d) => d,
-            OpenDuration::Growing { base, max, multiplier, jitter } => {
+            OpenDuration::Growing {
+                base,
+                max,
+                multiplier,
+                jitter,
+            } => {
                 let grown = (base.as_secs_f64() * multiplier.powi(trip as i32)).min(max.as_secs_f64());
                 Duration::try_from_secs_f64(grown * (1.0 - jitter * JITTER)).unwrap()
             }
@@ -187,7 +203,12 @@ impl Model {
     fn admit(&mut self) -> Decision {
         loop {
             match self.state {
-                State::Closed => return Decision::Admit { probe: false, epoch: self.epoch },
+                State::Closed => {
+                    return Decision::Admit {
+                        probe: false,
+                        epoch: self.epoch,
+                    };
+                }
                 State::Open if self.now < self.open_until => {
                     return Decision::Reject(Duration::from_nanos(self.open_until - self.now));
                 }
@@ -209,7 +230,10 @@ impl Model {
                         return Decision::Reject(Duration::ZERO);
                     }
                     self.taken += 1;
-                    return Decision::Admit { probe: true, epoch: self.epoch };
+                    return Decision::Admit {
+                        probe: true,
+                        epoch: self.epoch,
+                    };
                 }
                 other => unreachable!("{other:?}"),
             }
@@ -339,7 +363,11 @@ async fn run(cfg: Cfg, steps: Vec<Step>) -> Result<(), TestCaseError> {
                     Outcome::Fail => Call::Slow(took, true),
                     Outcome::Ignore => Call::Ignore,
                 };
-                let took = if outcome == Outcome::Ignore { Duration::ZERO } else { took };
+                let took = if outcome == Outcome::Ignore {
+                    Duration::ZERO
+                } else {
+                    took
+                };
                 let result = svc.ready().await.unwrap().call(call).await;
                 match (rejection(&result), &expected) {
                     (Some(open), Decision::Reject(after)) => prop_assert_eq!(open.retry_after(), *after, "step {}", i),
@@ -352,7 +380,11 @@ async fn run(cfg: Cfg, steps: Vec<Step>) -> Result<(), TestCaseError> {
             }
             Step::Drop(ms) => {
                 let expected = model.admit();
-                let fut = svc.ready().await.unwrap().call(Call::Slow(Duration::from_secs(3_600), false));
+                let fut = svc
+                    .ready()
+                    .await
+                    .unwrap()
+                    .call(Call::Slow(Duration::from_secs(3_600), false));
                 let dropped = tokio::time::timeout(Duration::from_millis(ms), fut).await;
                 match (dropped, &expected) {
                     (Ok(result), Decision::Reject(after)) => {
@@ -381,7 +413,14 @@ async fn run(cfg: Cfg, steps: Vec<Step>) -> Result<(), TestCaseError> {
                     }
                     Decision::Admit { probe, epoch } => {
                         prop_assert!(!task.is_finished(), "step {}: the model admits", i);
-                        held.push(Held { task, gate, fail, probe, epoch, start: model.now });
+                        held.push(Held {
+                            task,
+                            gate,
+                            fail,
+                            probe,
+                            epoch,
+                            start: model.now,
+                        });
                     }
                 }
             }
@@ -392,7 +431,12 @@ async fn run(cfg: Cfg, steps: Vec<Step>) -> Result<(), TestCaseError> {
                 let result = call.task.await.unwrap();
                 prop_assert_eq!(result.is_err(), failed, "step {}", i);
                 let outcome = if failed { Outcome::Fail } else { Outcome::Ok };
-                model.finish(call.probe, call.epoch, outcome, Duration::from_nanos(model.now - call.start));
+                model.finish(
+                    call.probe,
+                    call.epoch,
+                    outcome,
+                    Duration::from_nanos(model.now - call.start),
+                );
             }
             Step::Cancel(index) if !held.is_empty() => {
                 let call = held.remove(index % held.len());

@@ -76,7 +76,11 @@ impl Service<Call> for Downstream {
                 }
                 Call::Until(notify, fail) => {
                     notify.notified().await;
-                    if fail.load(Ordering::SeqCst) { Err(Boom.into()) } else { Ok("ok") }
+                    if fail.load(Ordering::SeqCst) {
+                        Err(Boom.into())
+                    } else {
+                        Ok("ok")
+                    }
                 }
             }
         })
@@ -93,7 +97,11 @@ where
 
 /// The rejection in `result`, if the breaker rejected it.
 pub fn rejection(result: &Result<&'static str, BoxError>) -> Option<CircuitOpen> {
-    result.as_ref().err().and_then(|e| e.downcast_ref::<CircuitOpen>()).cloned()
+    result
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<CircuitOpen>())
+        .cloned()
 }
 
 /// Asserts the call was rejected with exactly `retry_after`.
