@@ -1,3 +1,6 @@
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 //! Per-call overhead of the circuit breaker, closed, against a bare service
 //! and tower's references in the same run.
 //!

@@ -104,16 +104,22 @@ pub(crate) struct Breaker {
     /// The consecutive-failures limit, 0 when the rule is off (copied out of
     /// the configuration for the hot path).
     consecutive_limit: u32,
-    /// Whether calls read the clock (copied out of the configuration).
+    /// Whether calls read the clock when they end (copied out of the configuration).
     needs_clock: bool,
+    /// Whether calls read the clock when they start too: only to time slow calls.
+    times_calls: bool,
     count_window: Option<CountWindow>,
     time_window: Option<TimeWindow>,
     /// The transition lock; holds how many times in a row the breaker tripped.
     trips: Mutex<u32>,
     /// When a keyed breaker was last used, in nanoseconds since `base`.
     last_used: AtomicU64,
-    calls: Arc<CallCounters>,
+    /// Held inline, not behind another pointer, so the hot path reads only
+    /// this allocation's read-mostly lines.
+    calls: CallCounters,
     gauge: StateGauge,
+    /// `minimum_calls`, copied out of the configuration for the hot path.
+    minimum_calls: u32,
 }
 
 /// What a call may do, decided before it is sent.
@@ -128,7 +134,7 @@ pub(crate) enum Admission {
 }
 
 impl Breaker {
-    pub(crate) fn new(config: Arc<Config>, name: Arc<str>, calls: Arc<CallCounters>) -> Self {
+    pub(crate) fn new(config: Arc<Config>, name: Arc<str>, calls: CallCounters) -> Self {
         let (count_window, time_window) = match config.window {
             Some(Window::Count(size)) => (Some(CountWindow::new(size)), None),
             Some(Window::Time { length, buckets }) => (None, Some(TimeWindow::new(length, buckets))),
@@ -138,6 +144,8 @@ impl Breaker {
         gauge.set(State::Closed);
         let consecutive_limit = config.consecutive.unwrap_or(0);
         let needs_clock = config.needs_clock;
+        let times_calls = config.slow.is_some();
+        let minimum_calls = config.minimum_calls;
         Self {
             config,
             name,
@@ -148,12 +156,14 @@ impl Breaker {
             consecutive: AtomicU32::new(0),
             consecutive_limit,
             needs_clock,
+            times_calls,
             count_window,
             time_window,
             trips: Mutex::new(0),
             last_used: AtomicU64::new(0),
             calls,
             gauge,
+            minimum_calls,
         }
     }
 
@@ -437,7 +447,7 @@ impl Breaker {
             self.consecutive.store(0, Relaxed);
         }
         if let Some(window) = &self.count_window
-            && window.record_success(self.config.minimum_calls)
+            && window.record_success(self.minimum_calls)
         {
             self.reached_minimum(word);
         }
@@ -579,7 +589,7 @@ impl Recorder {
     /// Marks the moment the call was sent, when a rule needs call durations.
     #[inline]
     pub(crate) fn started(&mut self) {
-        if self.breaker.needs_clock {
+        if self.breaker.times_calls {
             self.start = self.breaker.now_nanos();
         }
     }

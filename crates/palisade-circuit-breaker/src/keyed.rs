@@ -23,7 +23,7 @@ use crate::telemetry::CallCounters;
 /// The breakers of a keyed layer, shared by every service it makes.
 struct Registry<K> {
     config: Arc<Config>,
-    calls: Arc<CallCounters>,
+    calls: CallCounters,
     breakers: RwLock<HashMap<K, Arc<Breaker>>>,
     max_keys: usize,
     idle_nanos: u64,
@@ -87,7 +87,7 @@ pub struct KeyedCircuitBreakerLayer<K, F, C = ErrorClassifier> {
 
 impl<K, F, C> KeyedCircuitBreakerLayer<K, F, C> {
     pub(crate) fn from_config(config: Arc<Config>, classifier: C, key: F, max_keys: usize, idle: Duration) -> Self {
-        let calls = Arc::new(CallCounters::new(&config.name));
+        let calls = CallCounters::new(&config.name);
         let registry = Registry {
             config,
             calls,

@@ -33,7 +33,7 @@ impl CircuitBreakerLayer {
 impl<C> CircuitBreakerLayer<C> {
     pub(crate) fn from_config(config: Arc<Config>, classifier: C) -> Self {
         let name = config.name.clone();
-        let calls = Arc::new(CallCounters::new(&name));
+        let calls = CallCounters::new(&name);
         Self {
             breaker: Arc::new(Breaker::new(config, name, calls)),
             classifier,

@@ -1,4 +1,216 @@
-//! A circuit breaker for any tower Service.
+//! A circuit breaker for any tower `Service`: it fails calls fast while the
+//! downstream behind it is failing, instead of tying callers up, and probes
+//! it back to health.
+//!
+//! Put it around a dependency you call (a client stack) or around routes (a
+//! server stack). While **closed** it lets calls through and judges their
+//! outcomes; when a trip rule fires it **opens** and rejects every call at
+//! once with [`CircuitOpen`] (the breaker's name and the time left); after the
+//! open duration the next call **half-opens** it, which lets a few probes
+//! through: if they all succeed it closes, if one fails it opens again.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade_circuit_breaker::{CircuitBreakerBuilder, CircuitOpen, State};
+//! use palisade_core::BoxError;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! // 5 failures in a row open it for 30 s; 3 successful probes close it.
+//! let breaker = CircuitBreakerBuilder::consecutive("payments").build()?;
+//! let handle = breaker.handle();
+//! let payments = ServiceBuilder::new()
+//!     .layer(breaker)
+//!     .service_fn(|amount: u32| async move {
+//!         if amount > 100 { Err::<u32, BoxError>("declined upstream".into()) } else { Ok(amount) }
+//!     });
+//!
+//! for _ in 0..5 {
+//!     assert!(payments.clone().oneshot(500).await.is_err());
+//! }
+//! assert_eq!(handle.state(), State::Open);
+//! let err = payments.clone().oneshot(10).await.unwrap_err();
+//! let open = err.downcast_ref::<CircuitOpen>().expect("failed fast");
+//! assert_eq!(open.name(), "payments");
+//! assert!(open.retry_after() <= Duration::from_secs(30));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A failure-rate breaker for HTTP responses, in one call:
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade_circuit_breaker::CircuitBreakerBuilder;
+//! use palisade_core::HttpClassifier;
+//!
+//! let breaker = CircuitBreakerBuilder::rate_based("inventory")
+//!     .classifier(HttpClassifier)          // 5xx, 408, 429 and transport errors fail
+//!     .slow_calls(80.0, Duration::from_secs(2))
+//!     .open_duration_growing(Duration::from_secs(5), Duration::from_secs(120))
+//!     .build()
+//!     .expect("valid configuration");
+//! # let _ = breaker;
+//! ```
+//!
+//! # Trip rules
+//!
+//! Any combination of these; the first to fire opens the breaker.
+//!
+//! - **Failure rate**: at least `failure_rate` percent of the calls in the
+//!   window failed.
+//! - **Slow-call rate**: at least the given percent of the calls in the window
+//!   took `slow_call_duration` or longer, whatever their outcome.
+//! - **Consecutive failures**: `n` failures in a row; any success resets the count.
+//!
+//! Rates are judged only once the window holds `minimum_calls` calls, so one
+//! early failure is not a 100 % failure rate. The window is either the last N
+//! calls ([`Window::Count`]) or the calls of the last N seconds, kept in
+//! buckets that expire whole ([`Window::Time`]). The window and the
+//! consecutive count start empty each time the breaker closes.
+//!
+//! What fails is decided by a [`palisade_core::Classify`]er: by default
+//! [`ErrorClassifier`](palisade_core::ErrorClassifier) (any error fails);
+//! [`HttpClassifier`](palisade_core::HttpClassifier) and
+//! [`GrpcClassifier`](palisade_core::GrpcClassifier) judge responses. palisade's
+//! own local rejections (`BulkheadFull`, `BulkheadTimeout`, another breaker's
+//! `CircuitOpen`) are [`Ignored`](palisade_core::Outcome::Ignored): they say
+//! nothing about the downstream and are not counted at all.
+//!
+//! # Defaults
+//!
+//! [`CircuitBreakerBuilder::rate_based`] (also [`CircuitBreakerLayer::builder`])
+//! takes resilience4j's defaults, so a team moving from it sees the same behaviour:
+//!
+//! | setting | default | why |
+//! |---|---|---|
+//! | failure rate | 50 % | half the recent calls failing is an outage, not noise |
+//! | window | last 100 calls | long enough to smooth noise, short enough to react within seconds at moderate traffic |
+//! | `minimum_calls` | 100 | the rate of a full window; lower it for low-traffic downstreams |
+//! | slow-call rate | off | it needs a clock read per call; a timeout inside the breaker turns hangs into failures anyway |
+//! | consecutive failures | off | the rate rule covers it at volume |
+//! | open duration | 60 s, fixed | long enough for a restarted dependency to come back |
+//! | probes in half-open | 10 | enough successes to trust recovery, few enough not to hammer it |
+//! | max time in half-open | none | probes that never finish are the timeout layer's business |
+//! | jitter source | `fastrand::f64` | injectable with [`CircuitBreakerBuilder::jitter_source`] |
+//! | keyed: max keys, idle timeout | 1024, 10 min | bounded memory for clients calling many hosts |
+//!
+//! [`CircuitBreakerBuilder::consecutive`] is the classic breaker: 5 failures in
+//! a row open it for 30 s, then 3 successful probes close it.
+//!
+//! `build()` validates: thresholds within (0, 100] %, non-zero windows and
+//! counts, `minimum_calls` no larger than a count window, buckets of at least
+//! 1 ms, at least one rule, a growing open duration's base below its cap, a
+//! multiplier of at least 1 and jitter within [0, 1]. Nothing panics at run time.
+//!
+//! # Open and half-open
+//!
+//! The open duration is fixed ([`CircuitBreakerBuilder::open_duration`]) or
+//! grows on trips in a row, as Envoy and Finagle eject hosts
+//! ([`CircuitBreakerBuilder::open_duration_growing`]: doubling from a base up
+//! to a cap, shortened by up to 20 % jitter so many clients do not probe in
+//! lockstep; [`OpenDuration::Growing`] sets each part). A trip from closed
+//! uses the base again.
+//!
+//! No timer task runs: the first call after the open duration half-opens the
+//! breaker. Half-open admits exactly `permitted_calls_in_half_open` probes and
+//! rejects the rest (with a `Retry-After` of zero); it closes when all of them
+//! succeed and reopens on the first failure (or slow call, with the slow-call
+//! rule on). With [`CircuitBreakerBuilder::max_half_open_duration`], a
+//! half-open breaker whose probes have not closed it in time reopens.
+//!
+//! # Errors
+//!
+//! The service's error is [`BoxError`](palisade_core::BoxError). A rejection is
+//! a [`CircuitOpen`] (re-exported from palisade-core), which palisade-core maps
+//! to `503 Service Unavailable` with `Retry-After` and an RFC 9457 body
+//! (`palisade_core::problem::handle_error` for axum's `HandleErrorLayer`,
+//! `ProblemResponseLayer` for hyper). Errors of the inner service come back as
+//! they were, boxed: `downcast_ref` and `source()` still find them.
+//!
+//! # Sharing, readiness and cancellation
+//!
+//! Every service made by one layer, and every clone of them, shares one
+//! breaker (axum and hyper clone services per connection and per request):
+//! build one layer per downstream. `poll_ready` decides admission: while
+//! rejecting it is ready at once without waiting for the inner service, so
+//! callers fail fast; otherwise it waits for the inner service. A half-open
+//! probe slot reserved in `poll_ready` belongs to that service value: a clone
+//! does not share it, and dropping the service gives it back.
+//!
+//! A response future dropped before it completes records nothing, neither
+//! success nor failure, and gives its half-open probe slot back. An outcome
+//! that arrives after the breaker changed state (a slow call admitted while
+//! closed that ends after the breaker half-opened) is not counted against the
+//! new state.
+//!
+//! # Keyed mode
+//!
+//! [`CircuitBreakerBuilder::build_keyed`] makes one breaker per key computed
+//! from the request (authority, route, tenant), so a client calling many hosts
+//! isolates them. At most `max_keys` are kept: when a new key needs room, keys
+//! idle for longer than `key_idle_timeout` go first, then the least recently
+//! used closed breaker (an open one is kept while another can go, so an
+//! outage is not forgotten). Each key's breaker is named `name[key]`;
+//! [`KeyedCircuitBreakerHandle`] reports and controls them.
+//!
+//! # Operator control and health
+//!
+//! A [`CircuitBreakerHandle`] (from the layer or the service) gives a
+//! [`Snapshot`] (state, failure and slow-call rates, calls in the window,
+//! consecutive failures, time until half-open, probes taken) for health
+//! endpoints, and switches operator states at run time:
+//! [`disable`](CircuitBreakerHandle::disable) (every call passes, nothing is
+//! recorded), [`force_open`](CircuitBreakerHandle::force_open) (every call is
+//! rejected), [`metrics_only`](CircuitBreakerHandle::metrics_only) (outcomes
+//! are recorded and reported, the breaker never opens), and
+//! [`reset`](CircuitBreakerHandle::reset) (closed, counts forgotten; also the
+//! way out of an operator state).
+//!
+//! # Ordering with other layers
+//!
+//! Client stack, outermost first: total deadline → retry (with budget) →
+//! **circuit breaker** → bulkhead → per-attempt timeout → HTTP client. The
+//! retry policy sees the breaker's `CircuitOpen` and does not retry it; the
+//! breaker sees the timeout's errors as failures and the bulkhead's
+//! rejections as ignored. On a server, put the breaker around the routes that
+//! depend on a fragile downstream, inside `HandleErrorLayer`.
+//!
+//! # Telemetry
+//!
+//! Metrics through the `metrics` facade, registered when the layer is built
+//! (install the recorder first), named in `palisade_core::telemetry`:
+//!
+//! - `palisade_circuit_breaker_calls_total{name, outcome}`: `success`,
+//!   `failure`, `ignored`, `rejected`, and `slow` (a slow call also counts
+//!   under its outcome);
+//! - `palisade_circuit_breaker_state{name}`: 0 closed, 1 open, 2 half-open,
+//!   3 disabled, 4 forced open, 5 metrics only;
+//! - `palisade_circuit_breaker_transitions_total{name, from, to}`.
+//!
+//! Keyed breakers count calls under the layer's name and report the state of
+//! each key under `name[key]`. Every transition is a `tracing` event under the
+//! target `palisade::circuit_breaker` with the fields `name`, `from`, `to` and
+//! `reason` (`failure_rate`, `slow_call_rate`, `consecutive_failures`,
+//! `probe_failed`, `half_open_timeout`, `open_duration_elapsed`,
+//! `probes_succeeded`, `operator`): `WARN` when it opens, `INFO` otherwise.
+//!
+//! # Performance
+//!
+//! The closed path takes no lock, allocates nothing and reads no clock unless
+//! a rule needs time (the slow-call rule or the time-based window). The state
+//! is one `AtomicU64` (kind, half-open probe counts and an epoch); the
+//! count-based window is a ring of atomic outcome slots indexed by a
+//! `fetch_add` counter with running failure and slow counts, so a successful
+//! call costs one read-modify-write beyond the `Arc` its response future
+//! holds. Transitions are rare and happen under a mutex, through a
+//! compare-exchange, so exactly one caller trips, half-opens or closes the
+//! breaker. The time-based window keeps its buckets behind a short mutex.
+//!
+//! PERF_FIGURES
 
 mod breaker;
 mod config;

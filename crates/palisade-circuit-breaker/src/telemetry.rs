@@ -6,8 +6,8 @@ use palisade_core::telemetry::{LABEL_FROM, LABEL_NAME, LABEL_OUTCOME, LABEL_TO};
 
 use crate::handle::State;
 
-/// `palisade_circuit_breaker_calls_total` by outcome.
-#[derive(Debug)]
+/// `palisade_circuit_breaker_calls_total` by outcome. Cloning shares the counters.
+#[derive(Debug, Clone)]
 pub(crate) struct CallCounters {
     pub(crate) success: Counter,
     pub(crate) failure: Counter,
