@@ -297,7 +297,7 @@ impl Breaker {
             return;
         }
         let in_a_row = if kind(expected) == State::Closed { 0 } else { *trips };
-        let duration = self.config.open.for_trip(in_a_row, (self.config.jitter)());
+        let duration = self.config.open.for_trip(in_a_row, (self.config.jitter.0)());
         *trips = in_a_row.saturating_add(1);
         self.open_until.store(now.saturating_add(nanos(duration)), Release);
         if self.replace(expected, State::Open) {
@@ -374,40 +374,31 @@ impl Breaker {
         }
     }
 
-    fn release_probe(&self, probe_epoch: u64) {
+    /// Applies `change` to the word while it is still the half-open state of
+    /// `probe_epoch`; returns the word it changed.
+    fn update_half_open(&self, probe_epoch: u64, change: impl Fn(u64) -> Option<u64>) -> Option<u64> {
         let mut word = self.state.load(Acquire);
         loop {
-            if epoch(word) != probe_epoch || kind(word) != State::HalfOpen || taken(word) == 0 {
-                return;
+            if epoch(word) != probe_epoch || kind(word) != State::HalfOpen {
+                return None;
             }
-            match self
-                .state
-                .compare_exchange_weak(word, word - TAKEN_ONE, AcqRel, Acquire)
-            {
-                Ok(_) => return,
+            let next = change(word)?;
+            match self.state.compare_exchange_weak(word, next, AcqRel, Acquire) {
+                Ok(_) => return Some(word),
                 Err(current) => word = current,
             }
         }
     }
 
+    fn release_probe(&self, probe_epoch: u64) {
+        self.update_half_open(probe_epoch, |word| (taken(word) > 0).then(|| word - TAKEN_ONE));
+    }
+
     fn probe_succeeded(&self, probe_epoch: u64) {
-        let mut word = self.state.load(Acquire);
-        loop {
-            if epoch(word) != probe_epoch || kind(word) != State::HalfOpen {
-                return;
-            }
-            match self
-                .state
-                .compare_exchange_weak(word, word + SUCCESS_ONE, AcqRel, Acquire)
-            {
-                Ok(_) => {
-                    if successes(word) + 1 >= self.config.half_open_calls {
-                        self.close(word + SUCCESS_ONE);
-                    }
-                    return;
-                }
-                Err(current) => word = current,
-            }
+        if let Some(word) = self.update_half_open(probe_epoch, |word| Some(word + SUCCESS_ONE))
+            && successes(word) + 1 >= self.config.half_open_calls
+        {
+            self.close(word + SUCCESS_ONE);
         }
     }
 

@@ -79,7 +79,18 @@ pub(crate) struct SlowRule {
     pub(crate) duration: Duration,
 }
 
+/// The jitter source, shown by name in `Debug` output.
+#[derive(Clone)]
+pub(crate) struct Jitter(pub(crate) JitterSource);
+
+impl fmt::Debug for Jitter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JitterSource")
+    }
+}
+
 /// The validated configuration one breaker (or every breaker of a keyed layer) runs with.
+#[derive(Debug)]
 pub(crate) struct Config {
     pub(crate) name: Arc<str>,
     pub(crate) failure_rate: Option<f64>,
@@ -91,25 +102,9 @@ pub(crate) struct Config {
     pub(crate) open: OpenDuration,
     pub(crate) half_open_calls: u32,
     pub(crate) max_half_open: Option<Duration>,
-    pub(crate) jitter: JitterSource,
+    pub(crate) jitter: Jitter,
     /// Whether a call must read the clock: only for the slow-call rule and the time-based window.
     pub(crate) needs_clock: bool,
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("name", &self.name)
-            .field("failure_rate", &self.failure_rate)
-            .field("slow", &self.slow)
-            .field("consecutive", &self.consecutive)
-            .field("window", &self.window)
-            .field("minimum_calls", &self.minimum_calls)
-            .field("open", &self.open)
-            .field("half_open_calls", &self.half_open_calls)
-            .field("max_half_open", &self.max_half_open)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Builds a [`CircuitBreakerLayer`] (or a [`KeyedCircuitBreakerLayer`]).
@@ -117,7 +112,7 @@ impl fmt::Debug for Config {
 /// Start from [`CircuitBreakerBuilder::rate_based`] (also
 /// [`CircuitBreakerLayer::builder`]) or [`CircuitBreakerBuilder::consecutive`];
 /// the crate docs list every default and why.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct CircuitBreakerBuilder<C = ErrorClassifier> {
     name: Arc<str>,
     classifier: C,
@@ -129,28 +124,9 @@ pub struct CircuitBreakerBuilder<C = ErrorClassifier> {
     open: OpenDuration,
     half_open_calls: u32,
     max_half_open: Option<Duration>,
-    jitter: JitterSource,
+    jitter: Jitter,
     max_keys: usize,
     key_idle_timeout: Duration,
-}
-
-impl<C: fmt::Debug> fmt::Debug for CircuitBreakerBuilder<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CircuitBreakerBuilder")
-            .field("name", &self.name)
-            .field("classifier", &self.classifier)
-            .field("failure_rate", &self.failure_rate)
-            .field("slow", &self.slow)
-            .field("consecutive", &self.consecutive)
-            .field("window", &self.window)
-            .field("minimum_calls", &self.minimum_calls)
-            .field("open", &self.open)
-            .field("half_open_calls", &self.half_open_calls)
-            .field("max_half_open", &self.max_half_open)
-            .field("max_keys", &self.max_keys)
-            .field("key_idle_timeout", &self.key_idle_timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 impl CircuitBreakerBuilder<ErrorClassifier> {
@@ -169,7 +145,7 @@ impl CircuitBreakerBuilder<ErrorClassifier> {
             open: OpenDuration::Fixed(Duration::from_secs(60)),
             half_open_calls: 10,
             max_half_open: None,
-            jitter: Arc::new(fastrand::f64),
+            jitter: Jitter(Arc::new(fastrand::f64)),
             max_keys: 1_024,
             key_idle_timeout: Duration::from_secs(600),
         }
@@ -288,7 +264,7 @@ impl<C> CircuitBreakerBuilder<C> {
     /// Where jitter's random numbers in `[0, 1)` come from (default `fastrand::f64`);
     /// tests pass a fixed source.
     pub fn jitter_source(mut self, source: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
-        self.jitter = Arc::new(source);
+        self.jitter = Jitter(Arc::new(source));
         self
     }
 

@@ -8,7 +8,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use common::{Boom, Call, Downstream, assert_rejected, assert_state, call, rejection};
-use palisade_circuit_breaker::{CircuitBreakerBuilder, ConfigError, OpenDuration, State};
+use palisade_circuit_breaker::{
+    CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerHandle, ConfigError, OpenDuration, State,
+};
 use tokio::sync::Notify;
 use tokio::time::advance;
 use tower::{Layer, Service, ServiceExt};
@@ -273,17 +275,7 @@ async fn half_open_that_does_not_close_in_time_reopens() {
 
 #[tokio::test(start_paused = true)]
 async fn half_open_admits_exactly_the_permitted_probes_under_concurrency() {
-    let layer = CircuitBreakerBuilder::consecutive("probes")
-        .consecutive_failures(1)
-        .permitted_calls_in_half_open(2)
-        .open_duration(SECOND)
-        .build()
-        .unwrap();
-    let handle = layer.handle();
-    let downstream = Downstream::default();
-    let svc = layer.layer(downstream.clone());
-    call(&mut svc.clone(), Call::Fail).await.unwrap_err();
-    advance(SECOND).await;
+    let (handle, svc, downstream) = past_open("probes", 2).await;
 
     let gate = Arc::new(Notify::new());
     let callers: Vec<_> = (0..6)
@@ -312,16 +304,7 @@ async fn half_open_admits_exactly_the_permitted_probes_under_concurrency() {
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_probe_gives_its_slot_back_and_records_nothing() {
-    let layer = CircuitBreakerBuilder::consecutive("cancel")
-        .consecutive_failures(1)
-        .permitted_calls_in_half_open(1)
-        .open_duration(SECOND)
-        .build()
-        .unwrap();
-    let handle = layer.handle();
-    let mut svc = layer.layer(Downstream::default());
-    call(&mut svc, Call::Fail).await.unwrap_err();
-    advance(SECOND).await;
+    let (handle, mut svc, _) = past_open("cancel", 1).await;
 
     // Poll the probe once (it reaches the gate), then drop it.
     let gate = Arc::new(Notify::new());
@@ -341,16 +324,7 @@ async fn a_dropped_probe_gives_its_slot_back_and_records_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn a_probe_slot_reserved_in_poll_ready_is_released_with_the_service() {
-    let layer = CircuitBreakerBuilder::consecutive("reserved")
-        .consecutive_failures(1)
-        .permitted_calls_in_half_open(1)
-        .open_duration(SECOND)
-        .build()
-        .unwrap();
-    let handle = layer.handle();
-    let mut svc = layer.layer(Downstream::default());
-    call(&mut svc, Call::Fail).await.unwrap_err();
-    advance(SECOND).await;
+    let (handle, mut svc, _) = past_open("reserved", 1).await;
 
     let mut reserving = svc.clone();
     std::future::poll_fn(|cx| reserving.poll_ready(cx)).await.unwrap();
@@ -598,6 +572,21 @@ fn builders_reject_impossible_settings() {
     // The presets are valid as they are.
     CircuitBreakerBuilder::rate_based("a").build().unwrap();
     CircuitBreakerBuilder::consecutive("b").build().unwrap();
+}
+
+/// A breaker opened by one failure for 1 s, and now past it: the next call half-opens it.
+async fn past_open(name: &'static str, probes: u32) -> (CircuitBreakerHandle, CircuitBreaker<Downstream>, Downstream) {
+    let layer = CircuitBreakerBuilder::consecutive(name)
+        .consecutive_failures(1)
+        .permitted_calls_in_half_open(probes)
+        .open_duration(SECOND)
+        .build()
+        .unwrap();
+    let downstream = Downstream::default();
+    let mut svc = layer.layer(downstream.clone());
+    call(&mut svc, Call::Fail).await.unwrap_err();
+    advance(SECOND).await;
+    (layer.handle(), svc, downstream)
 }
 
 fn futures_poll_once<F: Future>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
