@@ -11,11 +11,6 @@ const RECORDED: u8 = 0b001;
 const FAILED: u8 = 0b010;
 const SLOW: u8 = 0b100;
 
-/// A value on a cache line of its own, so writes to it do not slow readers of its neighbours.
-#[derive(Debug)]
-#[repr(align(128))]
-pub(crate) struct Padded<T>(pub(crate) T);
-
 /// What the window holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Totals {
@@ -28,10 +23,11 @@ pub(crate) struct Totals {
 /// by `fetch_add`, with running failure and slow counts adjusted by the
 /// difference between the new outcome and the one it replaced. No lock.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct CountWindow {
+    /// First: the breaker keeps it on the cache line of its `Arc`'s count.
+    next: AtomicU64,
     slots: Box<[AtomicU8]>,
-    /// On its own cache line: every call bumps it.
-    next: Padded<AtomicU64>,
     failures: AtomicU32,
     slow: AtomicU32,
 }
@@ -53,7 +49,7 @@ impl CountWindow {
     pub(crate) fn new(size: u32) -> Self {
         Self {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
-            next: Padded(AtomicU64::new(0)),
+            next: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             slow: AtomicU32::new(0),
         }
@@ -66,7 +62,7 @@ impl CountWindow {
     /// Records one call and returns the window's totals after it.
     pub(crate) fn record(&self, failed: bool, slow: bool) -> Totals {
         let bits = RECORDED | if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
-        let index = self.next.0.fetch_add(1, Relaxed);
+        let index = self.next.fetch_add(1, Relaxed);
         // The slot count is never zero (validated), and the index fits: the
         // remainder is below the slice's length.
         let slot = (index % self.size()) as usize;
@@ -90,7 +86,7 @@ impl CountWindow {
     /// writer a whole window of calls behind could race it, and the running
     /// counts saturate.
     pub(crate) fn record_success(&self, minimum: u32) -> bool {
-        let index = self.next.0.fetch_add(1, Relaxed);
+        let index = self.next.fetch_add(1, Relaxed);
         let slot = &self.slots[(index % self.size()) as usize];
         let old = slot.load(Relaxed);
         if old != RECORDED {
@@ -105,7 +101,7 @@ impl CountWindow {
 
     pub(crate) fn totals(&self) -> Totals {
         Totals {
-            calls: self.next.0.load(Relaxed).min(self.size()),
+            calls: self.next.load(Relaxed).min(self.size()),
             failures: u64::from(self.failures.load(Relaxed)),
             slow: u64::from(self.slow.load(Relaxed)),
         }
@@ -116,7 +112,7 @@ impl CountWindow {
         for slot in self.slots.iter() {
             slot.store(0, Relaxed);
         }
-        self.next.0.store(0, Relaxed);
+        self.next.store(0, Relaxed);
         self.failures.store(0, Relaxed);
         self.slow.store(0, Relaxed);
     }
