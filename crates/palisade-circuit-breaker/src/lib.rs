@@ -210,7 +210,25 @@
 //! compare-exchange, so exactly one caller trips, half-opens or closes the
 //! breaker. The time-based window keeps its buckets behind a short mutex.
 //!
-//! PERF_FIGURES
+//! Measured on 2026-11-21, 2-core x86_64 VM (AMD EPYC), with
+//! `cargo bench -p palisade-benches --bench circuit_breaker -- --quick`, in one
+//! run beside tower's `ConcurrencyLimit`. The machine was shared and busy
+//! (load average about 10), which inflates every figure alike, the bare
+//! service's included (3.9 ns here, 1.7 ns on an idle machine): compare the
+//! rows with each other, not with other runs.
+//!
+//! | stack (closed) | ns/call over bare | allocations/call | 2 threads, calls/s |
+//! |---|---|---|---|
+//! | tower `ConcurrencyLimit` (reference) | 107 | 0 | 7.0 M |
+//! | breaker, count window (100 calls) + consecutive failures | 81 | 0 | 10.5 M |
+//! | breaker, consecutive failures only | 72 | 0 | 11.3 M |
+//! | breaker, time window (10 s, 10 buckets) | 179 | 0 | |
+//! | keyed breaker (4 keys), count window | 227 | 0 | |
+//!
+//! Most of a closed call's cost is the two atomic operations on the `Arc`
+//! its response future holds, and the window index; the time window adds a
+//! clock read and its mutex, the keyed breaker a map lookup under a read lock
+//! and a clock read for idle eviction.
 
 mod breaker;
 mod config;
