@@ -195,14 +195,20 @@ impl Breaker {
         Admission::Reject(CircuitOpen::new(self.name.clone(), retry_after))
     }
 
-    /// Decides whether a call may go through now.
+    /// Decides whether a call may go through now; an admitted call's recorder
+    /// keeps the reference.
     #[inline]
-    pub(crate) fn admit(self: &Arc<Self>) -> Admission {
+    pub(crate) fn admit_owned(self: Arc<Self>) -> Admission {
         let word = self.state.load(Acquire);
         if word & KIND_MASK == CLOSED_BITS {
-            return Admission::Admit(Recorder::new(self, epoch(word), false));
+            return Admission::Admit(Recorder::owned(self, epoch(word), false));
         }
         self.admit_slow(word)
+    }
+
+    /// Decides whether a call may go through now.
+    pub(crate) fn admit(self: &Arc<Self>) -> Admission {
+        self.clone().admit_owned()
     }
 
     /// The epoch when the breaker is closed (the hot path of `poll_ready`).
@@ -570,8 +576,13 @@ pub(crate) struct Recorder {
 impl Recorder {
     #[inline]
     fn new(breaker: &Arc<Breaker>, epoch: u64, probe: bool) -> Self {
+        Self::owned(breaker.clone(), epoch, probe)
+    }
+
+    #[inline]
+    fn owned(breaker: Arc<Breaker>, epoch: u64, probe: bool) -> Self {
         Self {
-            breaker: breaker.clone(),
+            breaker,
             epoch,
             probe,
             settled: false,

@@ -208,7 +208,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let breaker = self.registry.breaker((self.key)(&req));
-        dispatch(&mut self.inner, req, breaker.admit(), &self.classifier)
+        dispatch(&mut self.inner, req, breaker.admit_owned(), &self.classifier)
     }
 }
 
