@@ -15,7 +15,7 @@ use crate::layer::CircuitBreakerLayer;
 pub const MAX_HALF_OPEN_CALLS: u32 = 0xFFFF;
 
 /// A source of uniformly distributed numbers in `[0, 1)` for the open duration's jitter.
-pub type JitterSource = Arc<dyn Fn() -> f64 + Send + Sync>;
+pub(crate) type JitterSource = Arc<dyn Fn() -> f64 + Send + Sync>;
 
 /// How the breaker remembers recent calls for its rate rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +228,12 @@ impl<C> CircuitBreakerBuilder<C> {
     /// Judges rates over the calls of the last `length`, kept in `buckets` buckets.
     pub fn time_window(mut self, length: Duration, buckets: u32) -> Self {
         self.window = Window::Time { length, buckets };
+        self
+    }
+
+    /// Sets the window exactly.
+    pub fn window(mut self, window: Window) -> Self {
+        self.window = window;
         self
     }
 

@@ -155,7 +155,9 @@
 //! idle for longer than `key_idle_timeout` go first, then the least recently
 //! used closed breaker (an open one is kept while another can go, so an
 //! outage is not forgotten). Each key's breaker is named `name[key]`;
-//! [`KeyedCircuitBreakerHandle`] reports and controls them.
+//! [`KeyedCircuitBreakerHandle`] reports and controls them. The key is known
+//! only with the request, so a keyed breaker decides admission in `call`
+//! (a rejection then leaves the inner service's readiness unused).
 //!
 //! # Operator control and health
 //!
@@ -242,7 +244,7 @@ mod sync;
 mod telemetry;
 mod window;
 
-pub use config::{CircuitBreakerBuilder, JitterSource, MAX_HALF_OPEN_CALLS, OpenDuration, Window};
+pub use config::{CircuitBreakerBuilder, MAX_HALF_OPEN_CALLS, OpenDuration, Window};
 pub use error::{CircuitOpen, ConfigError};
 pub use handle::{CircuitBreakerHandle, Snapshot, State};
 pub use keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerHandle, KeyedCircuitBreakerLayer};

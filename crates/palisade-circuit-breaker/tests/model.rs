@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{Call, Downstream, rejection};
-use palisade_circuit_breaker::{CircuitBreakerBuilder, OpenDuration, State};
+use palisade_circuit_breaker::{CircuitBreakerBuilder, OpenDuration, State, Window};
 use proptest::prelude::*;
 use tokio::sync::Notify;
 use tower::{Layer, Service, ServiceExt};
@@ -316,7 +316,7 @@ fn build(cfg: &Cfg) -> palisade_circuit_breaker::CircuitBreakerLayer {
         .permitted_calls_in_half_open(cfg.half_open_calls)
         .minimum_calls(cfg.minimum_calls);
     b = match cfg.window {
-        WindowCfg::Count(n) => b.count_window(n),
+        WindowCfg::Count(n) => b.window(Window::Count(n)),
         WindowCfg::Time { length_ms, buckets } => b.time_window(Duration::from_millis(length_ms), buckets),
     };
     if let Some(n) = cfg.consecutive {
