@@ -210,7 +210,10 @@
 //! call costs one read-modify-write beyond the `Arc` its response future
 //! holds. Transitions are rare and happen under a mutex, through a
 //! compare-exchange, so exactly one caller trips, half-opens or closes the
-//! breaker. The time-based window keeps its buckets behind a short mutex.
+//! breaker. The time-based window is a ring of buckets of atomic counters,
+//! each claimed by the first call of its tick through a compare-exchange (a
+//! call racing that claim may go uncounted; a window of many calls does not
+//! notice).
 //!
 //! Measured on 2026-11-21, 2-core x86_64 VM (AMD EPYC), with
 //! `cargo bench -p palisade-benches --bench circuit_breaker -- --quick`, in one

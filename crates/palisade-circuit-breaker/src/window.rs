@@ -1,10 +1,10 @@
 //! The sliding windows the rate rules judge: the last N calls, or the calls of
 //! the last N seconds.
 
-use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use std::time::Duration;
 
-use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Mutex, lock};
+use crate::sync::{AtomicU8, AtomicU32, AtomicU64};
 
 /// A recorded call in a window slot.
 const RECORDED: u8 = 0b001;
@@ -118,28 +118,24 @@ impl CountWindow {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+/// One bucket of the time-based window: the calls of one tick.
+#[derive(Debug, Default)]
 struct Bucket {
-    calls: u64,
-    failures: u64,
-    slow: u64,
-}
-
-#[derive(Debug)]
-struct Buckets {
-    buckets: Box<[Bucket]>,
-    /// The newest tick recorded or read; buckets of older ticks are expired lazily.
-    head: u64,
-    totals: Totals,
+    tick: AtomicU64,
+    calls: AtomicU64,
+    failures: AtomicU64,
+    slow: AtomicU64,
 }
 
 /// The calls of the last `length`, in buckets of `length / n` keyed by the
-/// tick (`elapsed / bucket length`) of tokio time. Behind a short mutex: it
-/// is used only when calls read the clock anyway.
+/// tick (`elapsed / bucket length`) of tokio time. No lock: the first call of
+/// a new tick claims the bucket by compare-exchange on its tick and empties
+/// it; totals add up the buckets of the last `n` ticks. A call racing that
+/// claim may go uncounted, at a bucket's start only.
 #[derive(Debug)]
 pub(crate) struct TimeWindow {
     bucket_nanos: u64,
-    inner: Mutex<Buckets>,
+    buckets: Box<[Bucket]>,
 }
 
 impl TimeWindow {
@@ -149,11 +145,7 @@ impl TimeWindow {
             .max(1);
         Self {
             bucket_nanos,
-            inner: Mutex::new(Buckets {
-                buckets: vec![Bucket::default(); buckets as usize].into_boxed_slice(),
-                head: 0,
-                totals: Totals::default(),
-            }),
+            buckets: (0..buckets).map(|_| Bucket::default()).collect(),
         }
     }
 
@@ -164,47 +156,49 @@ impl TimeWindow {
     /// Records one call at `now_nanos` and returns the totals after it.
     pub(crate) fn record(&self, now_nanos: u64, failed: bool, slow: bool) -> Totals {
         let tick = self.tick(now_nanos);
-        let mut inner = lock(&self.inner);
-        inner.advance(tick);
-        let n = inner.buckets.len() as u64;
-        let bucket = &mut inner.buckets[(tick % n) as usize];
-        bucket.calls += 1;
-        bucket.failures += u64::from(failed);
-        bucket.slow += u64::from(slow);
-        inner.totals.calls += 1;
-        inner.totals.failures += u64::from(failed);
-        inner.totals.slow += u64::from(slow);
-        inner.totals
+        let bucket = &self.buckets[(tick % self.buckets.len() as u64) as usize];
+        let claimed = bucket.tick.load(Acquire);
+        if claimed < tick && bucket.tick.compare_exchange(claimed, tick, AcqRel, Acquire).is_ok() {
+            // Its calls are a whole window old.
+            bucket.calls.store(0, Relaxed);
+            bucket.failures.store(0, Relaxed);
+            bucket.slow.store(0, Relaxed);
+        }
+        bucket.calls.fetch_add(1, Relaxed);
+        if failed {
+            bucket.failures.fetch_add(1, Relaxed);
+        }
+        if slow {
+            bucket.slow.fetch_add(1, Relaxed);
+        }
+        self.totals_at(tick)
     }
 
     pub(crate) fn totals(&self, now_nanos: u64) -> Totals {
-        let mut inner = lock(&self.inner);
-        inner.advance(self.tick(now_nanos));
-        inner.totals
+        self.totals_at(self.tick(now_nanos))
     }
 
-    pub(crate) fn clear(&self) {
-        let mut inner = lock(&self.inner);
-        inner.buckets.fill(Bucket::default());
-        inner.totals = Totals::default();
-    }
-}
-
-impl Buckets {
-    /// Expires the buckets that the ticks after `head` up to `tick` reuse.
-    fn advance(&mut self, tick: u64) {
-        if tick <= self.head {
-            return;
-        }
+    fn totals_at(&self, tick: u64) -> Totals {
         let n = self.buckets.len() as u64;
-        let span = (tick - self.head).min(n);
-        for t in (tick + 1 - span)..=tick {
-            let bucket = std::mem::take(&mut self.buckets[(t % n) as usize]);
-            self.totals.calls -= bucket.calls;
-            self.totals.failures -= bucket.failures;
-            self.totals.slow -= bucket.slow;
+        let mut totals = Totals::default();
+        for bucket in self.buckets.iter() {
+            let t = bucket.tick.load(Acquire);
+            if t <= tick && t + n > tick {
+                totals.calls += bucket.calls.load(Relaxed);
+                totals.failures += bucket.failures.load(Relaxed);
+                totals.slow += bucket.slow.load(Relaxed);
+            }
         }
-        self.head = tick;
+        totals
+    }
+
+    /// Empties the window. Called only while no call of the current state records into it.
+    pub(crate) fn clear(&self) {
+        for bucket in self.buckets.iter() {
+            bucket.calls.store(0, Relaxed);
+            bucket.failures.store(0, Relaxed);
+            bucket.slow.store(0, Relaxed);
+        }
     }
 }
 
