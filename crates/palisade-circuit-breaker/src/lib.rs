@@ -218,22 +218,22 @@
 //! Measured on 2026-11-21, 2-core x86_64 VM (AMD EPYC), with
 //! `cargo bench -p palisade-benches --bench circuit_breaker -- --quick`, in one
 //! run beside tower's `ConcurrencyLimit`. The machine was shared and busy
-//! (load average about 10), which inflates every figure alike, the bare
-//! service's included (3.9 ns here, 1.7 ns on an idle machine): compare the
+//! (load average about 9), which inflates every figure alike, the bare
+//! service's included (3.6 ns here, 1.7 ns on an idle machine): compare the
 //! rows with each other, not with other runs.
 //!
 //! | stack (closed) | ns/call over bare | allocations/call | 2 threads, calls/s |
 //! |---|---|---|---|
-//! | tower `ConcurrencyLimit` (reference) | 107 | 0 | 7.0 M |
-//! | breaker, count window (100 calls) + consecutive failures | 81 | 0 | 10.5 M |
-//! | breaker, consecutive failures only | 72 | 0 | 11.3 M |
-//! | breaker, time window (10 s, 10 buckets) | 179 | 0 | |
-//! | keyed breaker (4 keys), count window | 227 | 0 | |
+//! | tower `ConcurrencyLimit` (reference) | 124 | 0 | 9.9 M |
+//! | breaker, count window (100 calls) + consecutive failures | 99 | 0 | 11.0 M |
+//! | breaker, consecutive failures only | 67 | 0 | 18.4 M |
+//! | breaker, time window (10 s, 10 buckets) | 176 | 0 | |
+//! | keyed breaker (4 keys), count window | 169 | 0 | |
 //!
 //! Most of a closed call's cost is the two atomic operations on the `Arc`
 //! its response future holds, and the window index; the time window adds a
-//! clock read and its mutex, the keyed breaker a map lookup under a read lock
-//! and a clock read for idle eviction.
+//! clock read and the sum of its buckets, the keyed breaker a map lookup under
+//! a read lock and a clock read for idle eviction.
 
 mod breaker;
 mod config;

@@ -119,7 +119,7 @@ impl CountWindow {
 }
 
 /// One bucket of the time-based window: the calls of one tick.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Bucket {
     tick: AtomicU64,
     calls: AtomicU64,
@@ -143,9 +143,15 @@ impl TimeWindow {
         let bucket_nanos = u64::try_from(length.as_nanos() / u128::from(buckets))
             .unwrap_or(u64::MAX)
             .max(1);
+        let bucket = |_| Bucket {
+            tick: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            slow: AtomicU64::new(0),
+        };
         Self {
             bucket_nanos,
-            buckets: (0..buckets).map(|_| Bucket::default()).collect(),
+            buckets: (0..buckets).map(bucket).collect(),
         }
     }
 
