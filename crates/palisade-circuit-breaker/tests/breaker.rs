@@ -482,6 +482,45 @@ async fn an_open_breaker_does_not_wait_for_the_inner_readiness() {
     assert!(tokio::time::timeout(SECOND, call(&mut svc, Call::Ok)).await.is_err());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_pending_inner_readiness_wakes_the_caller() {
+    /// Ready once opened; until then it parks the caller's waker.
+    #[derive(Clone, Default)]
+    struct Gate {
+        open: Arc<std::sync::atomic::AtomicBool>,
+        waker: Arc<std::sync::Mutex<Option<std::task::Waker>>>,
+    }
+    impl Service<Call> for Gate {
+        type Response = &'static str;
+        type Error = palisade_core::BoxError;
+        type Future = std::future::Ready<Result<&'static str, palisade_core::BoxError>>;
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            if self.open.load(std::sync::atomic::Ordering::SeqCst) {
+                return Poll::Ready(Ok(()));
+            }
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+        fn call(&mut self, _: Call) -> Self::Future {
+            std::future::ready(Ok("ok"))
+        }
+    }
+    let gate = Gate::default();
+    let layer = CircuitBreakerBuilder::consecutive("readiness").build().unwrap();
+    let mut svc = layer.layer(gate.clone());
+    let caller = tokio::spawn(async move { call(&mut svc, Call::Ok).await });
+    tokio::task::yield_now().await;
+    assert!(!caller.is_finished());
+    gate.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    gate.waker
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the caller's waker was registered")
+        .wake();
+    assert_eq!(caller.await.unwrap().unwrap(), "ok");
+}
+
 #[test]
 fn builders_reject_impossible_settings() {
     let base = || CircuitBreakerBuilder::rate_based("cfg");
