@@ -35,14 +35,24 @@ pub struct Backoff {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Constant(Duration),
-    Linear { base: Duration, step: Duration, cap: Duration },
-    Exponential { base: Duration, multiplier: f64, cap: Duration },
+    Linear {
+        base: Duration,
+        step: Duration,
+        cap: Duration,
+    },
+    Exponential {
+        base: Duration,
+        multiplier: f64,
+        cap: Duration,
+    },
 }
 
 impl Backoff {
     /// The same wait before every retry (zero retries at once).
     pub const fn constant(wait: Duration) -> Self {
-        Self { kind: Kind::Constant(wait) }
+        Self {
+            kind: Kind::Constant(wait),
+        }
     }
 
     /// Retries at once, with no wait.
@@ -52,12 +62,16 @@ impl Backoff {
 
     /// `base`, then `base + step`, `base + 2 × step`, ..., never above `cap`.
     pub const fn linear(base: Duration, step: Duration, cap: Duration) -> Self {
-        Self { kind: Kind::Linear { base, step, cap } }
+        Self {
+            kind: Kind::Linear { base, step, cap },
+        }
     }
 
     /// `base`, then `base × multiplier`, `base × multiplier²`, ..., never above `cap`.
     pub const fn exponential(base: Duration, multiplier: f64, cap: Duration) -> Self {
-        Self { kind: Kind::Exponential { base, multiplier, cap } }
+        Self {
+            kind: Kind::Exponential { base, multiplier, cap },
+        }
     }
 
     /// The first wait.
@@ -81,10 +95,18 @@ impl Backoff {
         let steps = retry.saturating_sub(1);
         match self.kind {
             Kind::Constant(wait) => wait,
-            Kind::Linear { base, step, cap } => step.checked_mul(steps).and_then(|s| base.checked_add(s)).unwrap_or(cap).min(cap),
+            Kind::Linear { base, step, cap } => step
+                .checked_mul(steps)
+                .and_then(|s| base.checked_add(s))
+                .unwrap_or(cap)
+                .min(cap),
             Kind::Exponential { base, multiplier, cap } => {
                 let nanos = base.as_nanos() as f64 * multiplier.powi(steps.min(i32::MAX as u32) as i32);
-                if nanos.is_finite() && nanos < cap.as_nanos() as f64 { nanos_to_duration(nanos) } else { cap }
+                if nanos.is_finite() && nanos < cap.as_nanos() as f64 {
+                    nanos_to_duration(nanos)
+                } else {
+                    cap
+                }
             }
         }
     }
@@ -149,7 +171,11 @@ fn nanos_to_duration(nanos: f64) -> Duration {
     // Rounding to whole nanoseconds keeps exact schedules exact
     // (100 ms × 2 is 200 ms, not 199.999999 ms).
     let nanos = nanos.round();
-    if nanos >= u64::MAX as f64 { Duration::from_nanos(u64::MAX) } else { Duration::from_nanos(nanos as u64) }
+    if nanos >= u64::MAX as f64 {
+        Duration::from_nanos(u64::MAX)
+    } else {
+        Duration::from_nanos(nanos as u64)
+    }
 }
 
 #[cfg(test)]
@@ -183,7 +209,14 @@ mod tests {
         );
         assert_eq!(
             waits(Backoff::exponential(100 * MS, 1.5, S), Jitter::None, 0.0, 6),
-            [100 * MS, 150 * MS, 225 * MS, 337_500 * Duration::from_micros(1), 506_250 * Duration::from_micros(1), 759_375 * Duration::from_micros(1)]
+            [
+                100 * MS,
+                150 * MS,
+                225 * MS,
+                337_500 * Duration::from_micros(1),
+                506_250 * Duration::from_micros(1),
+                759_375 * Duration::from_micros(1)
+            ]
         );
     }
 
@@ -192,10 +225,16 @@ mod tests {
         let exp = Backoff::exponential(S, 2.0, 8 * S);
         assert_eq!(waits(exp, Jitter::Full, 0.5, 5), [500 * MS, S, 2 * S, 4 * S, 4 * S]);
         assert_eq!(waits(exp, Jitter::Full, 0.0, 2), [Duration::ZERO; 2]);
-        assert_eq!(waits(exp, Jitter::Equal, 0.5, 5), [750 * MS, 1500 * MS, 3 * S, 6 * S, 6 * S]);
+        assert_eq!(
+            waits(exp, Jitter::Equal, 0.5, 5),
+            [750 * MS, 1500 * MS, 3 * S, 6 * S, 6 * S]
+        );
         assert_eq!(waits(exp, Jitter::Equal, 0.0, 3), [500 * MS, S, 2 * S]);
         // base 1 s: uniform in [1 s, 3 × previous), capped at 8 s.
-        assert_eq!(waits(exp, Jitter::Decorrelated, 0.5, 5), [2 * S, 3500 * MS, 5750 * MS, 8 * S, 8 * S]);
+        assert_eq!(
+            waits(exp, Jitter::Decorrelated, 0.5, 5),
+            [2 * S, 3500 * MS, 5750 * MS, 8 * S, 8 * S]
+        );
         assert_eq!(waits(exp, Jitter::Decorrelated, 0.0, 3), [S, S, S]);
     }
 
@@ -216,8 +255,14 @@ mod tests {
             Backoff::exponential(2 * S, 2.0, S).validate(),
             Err(ConfigError::CapBelowBase { base: 2 * S, cap: S })
         );
-        assert_eq!(Backoff::linear(2 * S, S, S).validate(), Err(ConfigError::CapBelowBase { base: 2 * S, cap: S }));
-        assert_eq!(Backoff::exponential(S, 0.5, 2 * S).validate(), Err(ConfigError::Multiplier(0.5)));
+        assert_eq!(
+            Backoff::linear(2 * S, S, S).validate(),
+            Err(ConfigError::CapBelowBase { base: 2 * S, cap: S })
+        );
+        assert_eq!(
+            Backoff::exponential(S, 0.5, 2 * S).validate(),
+            Err(ConfigError::Multiplier(0.5))
+        );
         assert!(Backoff::exponential(S, f64::NAN, 2 * S).validate().is_err());
         assert!(Backoff::exponential(S, 1.0, S).validate().is_ok());
     }

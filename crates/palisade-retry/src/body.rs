@@ -114,9 +114,13 @@ impl<B> ReplayBody<B> {
             Kind::Empty => Some(Self { kind: Kind::Empty }),
             Kind::Once { .. } => None,
             Kind::Replay { shared, .. } if lock(shared).unavailable => None,
-            Kind::Replay { shared, .. } => {
-                Some(Self { kind: Kind::Replay { shared: shared.clone(), cursor: 0, trailers_sent: false } })
-            }
+            Kind::Replay { shared, .. } => Some(Self {
+                kind: Kind::Replay {
+                    shared: shared.clone(),
+                    cursor: 0,
+                    trailers_sent: false,
+                },
+            }),
         }
     }
 }
@@ -138,11 +142,17 @@ where
         match self.project().kind.project() {
             KindProj::Empty => Poll::Ready(None),
             KindProj::Once { body } => match ready!(body.poll_frame(cx)) {
-                Some(Ok(frame)) => Poll::Ready(Some(Ok(frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))))),
+                Some(Ok(frame)) => Poll::Ready(Some(Ok(
+                    frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
+                ))),
                 Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
                 None => Poll::Ready(None),
             },
-            KindProj::Replay { shared, cursor, trailers_sent } => {
+            KindProj::Replay {
+                shared,
+                cursor,
+                trailers_sent,
+            } => {
                 let mut shared = lock(shared);
                 if *cursor < shared.read {
                     if shared.unavailable {
@@ -170,7 +180,11 @@ where
         match &self.kind {
             Kind::Empty => true,
             Kind::Once { body } => body.is_end_stream(),
-            Kind::Replay { shared, cursor, trailers_sent } => {
+            Kind::Replay {
+                shared,
+                cursor,
+                trailers_sent,
+            } => {
                 let shared = lock(shared);
                 shared.complete && *cursor >= shared.read && (*trailers_sent || shared.trailers.is_none())
             }
@@ -184,7 +198,7 @@ where
             Kind::Replay { shared, cursor, .. } => {
                 let shared = lock(shared);
                 if *cursor == 0 {
-                    shared.hint.clone()
+                    shared.hint
                 } else if shared.complete && !shared.unavailable {
                     SizeHint::with_exact(shared.chunks[*cursor..].iter().map(|c| c.len() as u64).sum())
                 } else {
@@ -263,6 +277,8 @@ impl<B> fmt::Debug for ReplayBody<B> {
             Kind::Once { .. } => "once",
             Kind::Replay { .. } => "replay",
         };
-        f.debug_struct("ReplayBody").field("kind", &kind).finish_non_exhaustive()
+        f.debug_struct("ReplayBody")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
     }
 }

@@ -98,7 +98,11 @@ pub struct RetryBudgetBuilder {
 
 impl Default for RetryBudgetBuilder {
     fn default() -> Self {
-        Self { window: Duration::from_secs(10), ratio: 0.2, min_per_sec: 10 }
+        Self {
+            window: Duration::from_secs(10),
+            ratio: 0.2,
+            min_per_sec: 10,
+        }
     }
 }
 
@@ -148,7 +152,10 @@ impl RetryBudget {
         Self {
             inner: Arc::new(Inner {
                 pending: AtomicU64::new(0),
-                ring: Mutex::new(Ring { slots: [0; SLOTS], epoch: 0 }),
+                ring: Mutex::new(Ring {
+                    slots: [0; SLOTS],
+                    epoch: 0,
+                }),
                 deposit_units: (settings.ratio * UNIT as f64).round() as i64,
                 reserve,
                 slot: settings.window / SLOTS as u32,
@@ -228,7 +235,9 @@ impl Inner {
     }
 
     fn balance(&self, ring: &Ring) -> i64 {
-        ring.slots.iter().fold(self.reserve, |sum, slot| sum.saturating_add(*slot))
+        ring.slots
+            .iter()
+            .fold(self.reserve, |sum, slot| sum.saturating_add(*slot))
     }
 
     /// Ages the ring to `now`, places the pending deposits, and returns the
@@ -276,11 +285,18 @@ mod tests {
     use super::*;
 
     fn budget(ratio: f64, min_per_sec: u32, window_secs: u64) -> RetryBudget {
-        RetryBudget::builder().ratio(ratio).min_per_sec(min_per_sec).window(Duration::from_secs(window_secs)).build().unwrap()
+        RetryBudget::builder()
+            .ratio(ratio)
+            .min_per_sec(min_per_sec)
+            .window(Duration::from_secs(window_secs))
+            .build()
+            .unwrap()
     }
 
     fn withdrawals(budget: &RetryBudget) -> usize {
-        std::iter::from_fn(|| budget.withdraw().then_some(())).take(1_000_000).count()
+        std::iter::from_fn(|| budget.withdraw().then_some(()))
+            .take(1_000_000)
+            .count()
     }
 
     #[tokio::test(start_paused = true)]
@@ -369,16 +385,25 @@ mod tests {
             ConfigError::BudgetWindow(Duration::from_secs(61))
         );
         assert_eq!(err(RetryBudget::builder().ratio(-0.1)), ConfigError::BudgetRatio(-0.1));
-        assert_eq!(err(RetryBudget::builder().ratio(1000.5)), ConfigError::BudgetRatio(1000.5));
+        assert_eq!(
+            err(RetryBudget::builder().ratio(1000.5)),
+            ConfigError::BudgetRatio(1000.5)
+        );
         assert!(RetryBudget::builder().ratio(f64::NAN).build().is_err());
-        assert_eq!(err(RetryBudget::builder().min_per_sec(1_000_001)), ConfigError::BudgetFloor(1_000_001));
+        assert_eq!(
+            err(RetryBudget::builder().min_per_sec(1_000_001)),
+            ConfigError::BudgetFloor(1_000_001)
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn default_matches_the_builder_defaults() {
         let b = RetryBudget::default();
         assert_eq!(b.available(), 100);
-        assert_eq!((b.window(), b.ratio(), b.min_per_sec()), (Duration::from_secs(10), 0.2, 10));
+        assert_eq!(
+            (b.window(), b.ratio(), b.min_per_sec()),
+            (Duration::from_secs(10), 0.2, 10)
+        );
         for _ in 0..50 {
             b.deposit();
         }

@@ -13,11 +13,8 @@ use crate::budget::RetryBudget;
 
 /// The response future of [`HttpRetry`](crate::HttpRetry): tower's own
 /// `Retry` future over the request with a [`ReplayBody`](crate::ReplayBody).
-pub type ResponseFuture<C, S, B> = tower::retry::future::ResponseFuture<
-    crate::HttpRetryPolicy<C>,
-    S,
-    http::Request<crate::ReplayBody<B>>,
->;
+pub type ResponseFuture<C, S, B> =
+    tower::retry::future::ResponseFuture<crate::HttpRetryPolicy<C>, S, http::Request<crate::ReplayBody<B>>>;
 
 pin_project! {
     /// The wait before a retry (the policy's `Policy::Future`).
@@ -34,7 +31,10 @@ pin_project! {
 impl Wait {
     pub(crate) fn new(wait: Duration, budget: Option<RetryBudget>) -> Self {
         let sleep = (!wait.is_zero()).then(|| tokio::time::sleep(wait));
-        Self { sleep, refund: Refund(budget) }
+        Self {
+            sleep,
+            refund: Refund(budget),
+        }
     }
 }
 
@@ -54,7 +54,9 @@ impl Future for Wait {
 
 impl fmt::Debug for Wait {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Wait").field("deadline", &self.sleep.as_ref().map(|s| s.deadline())).finish()
+        f.debug_struct("Wait")
+            .field("deadline", &self.sleep.as_ref().map(|s| s.deadline()))
+            .finish()
     }
 }
 

@@ -17,5 +17,7 @@ pub use budget::{RetryBudget, RetryBudgetBuilder};
 pub use error::{ConfigError, ReplayUnavailable};
 pub use layer::RetryLayer;
 pub use palisade_core::{AsError, BoxError, BulkheadFull, BulkheadTimeout, CircuitOpen};
-pub use policy::{AnyRequest, HttpRequest, HttpRetryPolicy, IDEMPOTENCY_KEY, RetryBuilder, RetryPolicy, X_RETRY_ATTEMPT};
+pub use policy::{
+    AnyRequest, HttpRequest, HttpRetryPolicy, IDEMPOTENCY_KEY, RetryBuilder, RetryPolicy, X_RETRY_ATTEMPT,
+};
 pub use service::HttpRetry;

@@ -130,7 +130,11 @@ impl<C> Config<C> {
         if is_local_rejection(error) {
             return None;
         }
-        let retryable = self.error_override.as_ref().and_then(|f| f(error)).unwrap_or_else(classify);
+        let retryable = self
+            .error_override
+            .as_ref()
+            .and_then(|f| f(error))
+            .unwrap_or_else(classify);
         retryable.then(|| Reason::of_error(error))
     }
 
@@ -143,7 +147,9 @@ impl<C> Config<C> {
         }
         let wait = match retry_after {
             Some(wait) => wait.min(self.max_retry_after),
-            None => self.jitter.apply(&self.backoff, attempts.done, attempts.previous_wait, (self.random)()),
+            None => self
+                .jitter
+                .apply(&self.backoff, attempts.done, attempts.previous_wait, (self.random)()),
         };
         if let (Some(deadline), Some(started)) = (self.deadline, attempts.started)
             && Instant::now() + wait >= started + deadline
@@ -163,14 +169,18 @@ impl<C> Config<C> {
             return None;
         }
         attempts.previous_wait = wait;
-        metrics::counter!(names::RETRIES_TOTAL, LABEL_NAME => self.name.clone(), LABEL_REASON => reason.label()).increment(1);
+        metrics::counter!(names::RETRIES_TOTAL, LABEL_NAME => self.name.clone(), LABEL_REASON => reason.label())
+            .increment(1);
         tracing::debug!(target: names::TARGET, name, attempt = attempts.done + 1, reason = reason.label(), wait_ms = wait.as_millis() as u64, "retrying");
         Some(Wait::new(wait, self.budget.clone()))
     }
 
     fn is_safe<B>(&self, req: &Request<B>) -> bool {
         self.methods.contains(req.method())
-            || self.idempotency_key.as_ref().is_some_and(|key| req.headers().contains_key(key))
+            || self
+                .idempotency_key
+                .as_ref()
+                .is_some_and(|key| req.headers().contains_key(key))
     }
 }
 
@@ -212,7 +222,10 @@ macro_rules! policy_common {
     ($policy:ident) => {
         impl<C> Clone for $policy<C> {
             fn clone(&self) -> Self {
-                Self { config: self.config.clone(), attempts: self.attempts }
+                Self {
+                    config: self.config.clone(),
+                    attempts: self.attempts,
+                }
             }
         }
 
@@ -325,7 +338,8 @@ where
         }
         let wait = config.decide(&mut self.attempts, reason, retry_after)?;
         if let Some(header) = &config.attempt_header {
-            req.headers_mut().insert(header.clone(), HeaderValue::from(self.attempts.done + 1));
+            req.headers_mut()
+                .insert(header.clone(), HeaderValue::from(self.attempts.done + 1));
         }
         Some(wait)
     }
@@ -395,7 +409,14 @@ impl<C, K> RetryBuilder<C, K> {
             classifier,
             error_override: None,
             status_overrides: Vec::new(),
-            methods: vec![Method::GET, Method::HEAD, Method::OPTIONS, Method::PUT, Method::DELETE, Method::TRACE],
+            methods: vec![
+                Method::GET,
+                Method::HEAD,
+                Method::OPTIONS,
+                Method::PUT,
+                Method::DELETE,
+                Method::TRACE,
+            ],
             idempotency_key: Some(IDEMPOTENCY_KEY),
             replay_limit: DEFAULT_REPLAY_LIMIT,
             max_retry_after: Duration::from_secs(30),
@@ -433,7 +454,11 @@ impl<C, K> RetryBuilder<C, K> {
     /// jitter. Add [`jitter`](Self::jitter) afterwards to spread them.
     pub fn exponential_1s_to_8s(self) -> Self {
         self.max_attempts(5)
-            .backoff(Backoff::exponential(Duration::from_secs(1), 2.0, Duration::from_secs(8)))
+            .backoff(Backoff::exponential(
+                Duration::from_secs(1),
+                2.0,
+                Duration::from_secs(8),
+            ))
             .jitter(Jitter::None)
     }
 
@@ -538,7 +563,10 @@ impl<C, K> RetryBuilder<C, K> {
 impl<C> RetryBuilder<C, AnyRequest> {
     /// Validates the settings and makes the policy.
     pub fn build(self) -> Result<RetryPolicy<C>, ConfigError> {
-        Ok(RetryPolicy { config: self.into_config()?, attempts: Attempts::default() })
+        Ok(RetryPolicy {
+            config: self.into_config()?,
+            attempts: Attempts::default(),
+        })
     }
 }
 
@@ -589,7 +617,10 @@ impl<C> RetryBuilder<C, HttpRequest> {
 
     /// Validates the settings and makes the policy.
     pub fn build(self) -> Result<HttpRetryPolicy<C>, ConfigError> {
-        Ok(HttpRetryPolicy { config: self.into_config()?, attempts: Attempts::default() })
+        Ok(HttpRetryPolicy {
+            config: self.into_config()?,
+            attempts: Attempts::default(),
+        })
     }
 }
 

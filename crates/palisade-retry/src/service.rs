@@ -27,7 +27,10 @@ impl<S, C> HttpRetry<S, C> {
     /// Retries `inner` with `policy`.
     pub fn new(inner: S, policy: HttpRetryPolicy<C>) -> Self {
         let replay_limit = policy.replay_limit();
-        Self { retry: Retry::new(policy, inner), replay_limit }
+        Self {
+            retry: Retry::new(policy, inner),
+            replay_limit,
+        }
     }
 
     /// The inner service.
@@ -48,13 +51,19 @@ impl<S, C> HttpRetry<S, C> {
 
 impl<S: Clone, C> Clone for HttpRetry<S, C> {
     fn clone(&self) -> Self {
-        Self { retry: self.retry.clone(), replay_limit: self.replay_limit }
+        Self {
+            retry: self.retry.clone(),
+            replay_limit: self.replay_limit,
+        }
     }
 }
 
 impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for HttpRetry<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpRetry").field("retry", &self.retry).field("replay_limit", &self.replay_limit).finish()
+        f.debug_struct("HttpRetry")
+            .field("retry", &self.retry)
+            .field("replay_limit", &self.replay_limit)
+            .finish()
     }
 }
 

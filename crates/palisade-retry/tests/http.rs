@@ -83,7 +83,11 @@ where
     fn call(&mut self, req: Request<ReplayBody<B>>) -> Self::Future {
         let reply = {
             let mut script = self.script.lock().unwrap();
-            if script.len() > 1 { script.pop_front().unwrap() } else { script[0] }
+            if script.len() > 1 {
+                script.pop_front().unwrap()
+            } else {
+                script[0]
+            }
         };
         let at = self.origin.elapsed();
         let seen = self.seen.clone();
@@ -96,14 +100,23 @@ where
                 let trailers = collected.trailers().cloned();
                 (collected.to_bytes(), trailers)
             };
-            seen.lock().unwrap().push(Seen { at, method: parts.method, headers: parts.headers, body, trailers });
+            seen.lock().unwrap().push(Seen {
+                at,
+                method: parts.method,
+                headers: parts.headers,
+                body,
+                trailers,
+            });
             match reply {
-                Reply::Status(status) | Reply::StatusUnread(status) => {
-                    Ok(Response::builder().status(status).body(Full::<Bytes>::default()).unwrap())
-                }
-                Reply::StatusWith(status, name, value) => {
-                    Ok(Response::builder().status(status).header(name, value()).body(Full::<Bytes>::default()).unwrap())
-                }
+                Reply::Status(status) | Reply::StatusUnread(status) => Ok(Response::builder()
+                    .status(status)
+                    .body(Full::<Bytes>::default())
+                    .unwrap()),
+                Reply::StatusWith(status, name, value) => Ok(Response::builder()
+                    .status(status)
+                    .header(name, value())
+                    .body(Full::<Bytes>::default())
+                    .unwrap()),
                 Reply::Error(error) => Err(error()),
             }
         })
@@ -111,7 +124,10 @@ where
 }
 
 fn policy() -> palisade_retry::RetryBuilder<palisade_core::HttpClassifier, palisade_retry::HttpRequest> {
-    HttpRetryPolicy::builder().no_budget().backoff(Backoff::constant(100 * MS)).jitter(Jitter::None)
+    HttpRetryPolicy::builder()
+        .no_budget()
+        .backoff(Backoff::constant(100 * MS))
+        .jitter(Jitter::None)
 }
 
 fn get(uri: &str) -> Request<Full<Bytes>> {
@@ -124,24 +140,38 @@ where
     B::Error: Into<BoxError>,
     B::Data: Send,
 {
-    RetryLayer::new(policy).layer(downstream.clone()).oneshot(req).await.map(|res| res.status())
+    RetryLayer::new(policy)
+        .layer(downstream.clone())
+        .oneshot(req)
+        .await
+        .map(|res| res.status())
 }
 
 #[tokio::test(start_paused = true)]
 async fn retryable_statuses_are_retried_and_others_returned() {
     for status in [408u16, 429, 500, 502, 503, 504] {
         let downstream = Downstream::new(&[Reply::Status(status), Reply::Status(200)]);
-        assert_eq!(send(policy().build().unwrap(), &downstream, get("/")).await.unwrap(), 200, "{status}");
+        assert_eq!(
+            send(policy().build().unwrap(), &downstream, get("/")).await.unwrap(),
+            200,
+            "{status}"
+        );
         assert_eq!(downstream.times(), [Duration::ZERO, 100 * MS], "{status}");
     }
     for status in [400u16, 401, 403, 404, 409, 422, 501, 505] {
         let downstream = Downstream::new(&[Reply::Status(status), Reply::Status(200)]);
-        assert_eq!(send(policy().build().unwrap(), &downstream, get("/")).await.unwrap(), status);
+        assert_eq!(
+            send(policy().build().unwrap(), &downstream, get("/")).await.unwrap(),
+            status
+        );
         assert_eq!(downstream.seen().len(), 1, "{status} is not retried");
     }
     // After the last attempt the last response comes back.
     let downstream = Downstream::new(&[Reply::Status(503)]);
-    assert_eq!(send(policy().build().unwrap(), &downstream, get("/")).await.unwrap(), 503);
+    assert_eq!(
+        send(policy().build().unwrap(), &downstream, get("/")).await.unwrap(),
+        503
+    );
     assert_eq!(downstream.seen().len(), 3);
 }
 
@@ -153,7 +183,10 @@ async fn per_status_overrides() {
     assert_eq!(downstream.seen().len(), 2);
 
     let downstream = Downstream::new(&[Reply::Status(503), Reply::Status(200)]);
-    let p = policy().retry_status(StatusCode::SERVICE_UNAVAILABLE, false).build().unwrap();
+    let p = policy()
+        .retry_status(StatusCode::SERVICE_UNAVAILABLE, false)
+        .build()
+        .unwrap();
     assert_eq!(send(p, &downstream, get("/")).await.unwrap(), 503);
     assert_eq!(downstream.seen().len(), 1);
 }
@@ -164,49 +197,99 @@ async fn transport_errors_connect_and_timeout_are_retried_others_not() {
     let timed_out: fn() -> BoxError = || tower::timeout::error::Elapsed::new().into();
     for error in [refused, timed_out] {
         let downstream = Downstream::new(&[Reply::Error(error), Reply::Status(200)]);
-        assert_eq!(send(policy().build().unwrap(), &downstream, get("/")).await.unwrap(), 200);
+        assert_eq!(
+            send(policy().build().unwrap(), &downstream, get("/")).await.unwrap(),
+            200
+        );
     }
     // A reset may have reached the server: returned as it is.
-    let downstream =
-        Downstream::new(&[Reply::Error(|| std::io::Error::from(std::io::ErrorKind::ConnectionReset).into())]);
-    let err = send(policy().build().unwrap(), &downstream, get("/")).await.unwrap_err();
-    assert_eq!(err.downcast_ref::<std::io::Error>().unwrap().kind(), std::io::ErrorKind::ConnectionReset);
+    let downstream = Downstream::new(&[Reply::Error(|| {
+        std::io::Error::from(std::io::ErrorKind::ConnectionReset).into()
+    })]);
+    let err = send(policy().build().unwrap(), &downstream, get("/"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<std::io::Error>().unwrap().kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
     assert_eq!(downstream.seen().len(), 1);
     // The breaker's fast rejection is never retried.
     let downstream = Downstream::new(&[Reply::Error(|| CircuitOpen::new("payments", S).into())]);
-    let err = send(policy().build().unwrap(), &downstream, get("/")).await.unwrap_err();
+    let err = send(policy().build().unwrap(), &downstream, get("/"))
+        .await
+        .unwrap_err();
     assert_eq!(err.downcast_ref::<CircuitOpen>().unwrap().name(), "payments");
     assert_eq!(downstream.seen().len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn only_safe_methods_or_idempotency_keys_are_retried() {
-    for method in [Method::GET, Method::HEAD, Method::OPTIONS, Method::PUT, Method::DELETE, Method::TRACE] {
+    for method in [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PUT,
+        Method::DELETE,
+        Method::TRACE,
+    ] {
         let downstream = Downstream::new(&[Reply::Status(503), Reply::Status(200)]);
-        let req = Request::builder().method(method.clone()).body(Full::<Bytes>::default()).unwrap();
-        assert_eq!(send(policy().build().unwrap(), &downstream, req).await.unwrap(), 200, "{method}");
+        let req = Request::builder()
+            .method(method.clone())
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        assert_eq!(
+            send(policy().build().unwrap(), &downstream, req).await.unwrap(),
+            200,
+            "{method}"
+        );
     }
     for method in [Method::POST, Method::PATCH, Method::CONNECT] {
         let downstream = Downstream::new(&[Reply::Status(503), Reply::Status(200)]);
-        let req = Request::builder().method(method.clone()).body(Full::<Bytes>::default()).unwrap();
-        assert_eq!(send(policy().build().unwrap(), &downstream, req).await.unwrap(), 503, "{method}");
+        let req = Request::builder()
+            .method(method.clone())
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        assert_eq!(
+            send(policy().build().unwrap(), &downstream, req).await.unwrap(),
+            503,
+            "{method}"
+        );
         assert_eq!(downstream.seen().len(), 1, "{method} is not retried");
     }
     // An Idempotency-Key makes a POST safe to repeat.
     let downstream = Downstream::new(&[Reply::Status(503), Reply::Status(201)]);
-    let req = Request::post("/orders").header("idempotency-key", "order-42").body(Full::new(Bytes::from_static(b"{}"))).unwrap();
+    let req = Request::post("/orders")
+        .header("idempotency-key", "order-42")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
     assert_eq!(send(policy().build().unwrap(), &downstream, req).await.unwrap(), 201);
     let seen = downstream.seen();
     assert_eq!(seen.len(), 2);
-    assert!(seen.iter().all(|s| s.method == Method::POST && s.headers["idempotency-key"] == "order-42"));
+    assert!(
+        seen.iter()
+            .all(|s| s.method == Method::POST && s.headers["idempotency-key"] == "order-42")
+    );
 
     // Configurable: POST allowed outright, or keys ignored.
     let downstream = Downstream::new(&[Reply::Status(503), Reply::Status(200)]);
     let p = policy().retry_methods([Method::POST]).build().unwrap();
-    assert_eq!(send(p, &downstream, Request::post("/").body(Full::<Bytes>::default()).unwrap()).await.unwrap(), 200);
+    assert_eq!(
+        send(
+            p,
+            &downstream,
+            Request::post("/").body(Full::<Bytes>::default()).unwrap()
+        )
+        .await
+        .unwrap(),
+        200
+    );
     let downstream = Downstream::new(&[Reply::Status(503), Reply::Status(200)]);
     let p = policy().idempotency_key_header(None).build().unwrap();
-    let req = Request::post("/").header("idempotency-key", "k").body(Full::<Bytes>::default()).unwrap();
+    let req = Request::post("/")
+        .header("idempotency-key", "k")
+        .body(Full::<Bytes>::default())
+        .unwrap();
     assert_eq!(send(p, &downstream, req).await.unwrap(), 503);
 }
 
@@ -214,17 +297,28 @@ async fn only_safe_methods_or_idempotency_keys_are_retried() {
 async fn retry_after_in_seconds_and_as_a_date_capped() {
     // Seconds, instead of the 100 ms backoff.
     let downstream = Downstream::new(&[Reply::StatusWith(503, "retry-after", || "3".into()), Reply::Status(200)]);
-    assert_eq!(send(policy().build().unwrap(), &downstream, get("/")).await.unwrap(), 200);
+    assert_eq!(
+        send(policy().build().unwrap(), &downstream, get("/")).await.unwrap(),
+        200
+    );
     assert_eq!(downstream.times(), [Duration::ZERO, 3 * S]);
 
     // An HTTP-date ten whole seconds ahead: the wait is what is left of them.
     fn in_ten_seconds() -> String {
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(now + 10))
     }
-    let downstream =
-        Downstream::new(&[Reply::StatusWith(429, "retry-after", in_ten_seconds), Reply::Status(200)]);
-    assert_eq!(send(policy().build().unwrap(), &downstream, get("/")).await.unwrap(), 200);
+    let downstream = Downstream::new(&[
+        Reply::StatusWith(429, "retry-after", in_ten_seconds),
+        Reply::Status(200),
+    ]);
+    assert_eq!(
+        send(policy().build().unwrap(), &downstream, get("/")).await.unwrap(),
+        200
+    );
     let waited = downstream.times()[1];
     assert!(waited > 9 * S && waited <= 10 * S, "{waited:?}");
 
@@ -233,31 +327,51 @@ async fn retry_after_in_seconds_and_as_a_date_capped() {
         Reply::StatusWith(503, "retry-after", || "Sun, 06 Nov 1994 08:49:37 GMT".into()),
         Reply::Status(200),
     ]);
-    assert_eq!(send(policy().build().unwrap(), &downstream, get("/")).await.unwrap(), 200);
+    assert_eq!(
+        send(policy().build().unwrap(), &downstream, get("/")).await.unwrap(),
+        200
+    );
     assert_eq!(downstream.times(), [Duration::ZERO, Duration::ZERO]);
 
     // Capped by the configured maximum.
-    let downstream = Downstream::new(&[Reply::StatusWith(503, "retry-after", || "120".into()), Reply::Status(200)]);
+    let downstream = Downstream::new(&[
+        Reply::StatusWith(503, "retry-after", || "120".into()),
+        Reply::Status(200),
+    ]);
     let p = policy().max_retry_after(5 * S).build().unwrap();
     assert_eq!(send(p, &downstream, get("/")).await.unwrap(), 200);
     assert_eq!(downstream.times(), [Duration::ZERO, 5 * S]);
 
     // Past the deadline: the response comes back at once instead.
-    let downstream = Downstream::new(&[Reply::StatusWith(503, "retry-after", || "20".into()), Reply::Status(200)]);
+    let downstream = Downstream::new(&[
+        Reply::StatusWith(503, "retry-after", || "20".into()),
+        Reply::Status(200),
+    ]);
     let p = policy().deadline(10 * S).build().unwrap();
     let started = Instant::now();
     assert_eq!(send(p, &downstream, get("/")).await.unwrap(), 503);
     assert_eq!(started.elapsed(), Duration::ZERO);
 
     // Malformed: the backoff applies.
-    let downstream = Downstream::new(&[Reply::StatusWith(503, "retry-after", || "soon".into()), Reply::Status(200)]);
-    assert_eq!(send(policy().build().unwrap(), &downstream, get("/")).await.unwrap(), 200);
+    let downstream = Downstream::new(&[
+        Reply::StatusWith(503, "retry-after", || "soon".into()),
+        Reply::Status(200),
+    ]);
+    assert_eq!(
+        send(policy().build().unwrap(), &downstream, get("/")).await.unwrap(),
+        200
+    );
     assert_eq!(downstream.times(), [Duration::ZERO, 100 * MS]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_503_or_429_without_retry_after_uses_the_backoff() {
-    let downstream = Downstream::new(&[Reply::Status(503), Reply::Status(429), Reply::Status(503), Reply::Status(200)]);
+    let downstream = Downstream::new(&[
+        Reply::Status(503),
+        Reply::Status(429),
+        Reply::Status(503),
+        Reply::Status(200),
+    ]);
     let p = policy().exponential_1s_to_8s().build().unwrap();
     assert_eq!(send(p, &downstream, get("/")).await.unwrap(), 200);
     assert_eq!(downstream.times(), [Duration::ZERO, S, 3 * S, 7 * S]);
@@ -277,7 +391,12 @@ async fn the_attempt_header_numbers_retries() {
     // Off by default.
     let downstream = Downstream::new(&[Reply::Status(503)]);
     send(policy().build().unwrap(), &downstream, get("/")).await.unwrap();
-    assert!(downstream.seen().iter().all(|s| !s.headers.contains_key("x-retry-attempt")));
+    assert!(
+        downstream
+            .seen()
+            .iter()
+            .all(|s| !s.headers.contains_key("x-retry-attempt"))
+    );
 }
 
 /// A body of known length sent in several chunks, with trailers.
@@ -297,7 +416,11 @@ impl Chunked {
             t.insert("checksum", "abc".parse().unwrap());
             t
         });
-        Self { chunks, trailers, claimed }
+        Self {
+            chunks,
+            trailers,
+            claimed,
+        }
     }
 }
 
@@ -334,7 +457,12 @@ async fn bodies_are_replayed_identically_on_every_attempt() {
     let downstream = Downstream::new(&[Reply::Status(503)]);
     let payload = Bytes::from(vec![7u8; 1024]);
     let req = Request::put("/").body(Full::new(payload.clone())).unwrap();
-    assert_eq!(send(policy().replay_limit(1024).build().unwrap(), &downstream, req).await.unwrap(), 503);
+    assert_eq!(
+        send(policy().replay_limit(1024).build().unwrap(), &downstream, req)
+            .await
+            .unwrap(),
+        503
+    );
     assert_eq!(downstream.seen().len(), 3);
     assert!(downstream.seen().iter().all(|s| s.body == payload));
 }
@@ -361,9 +489,13 @@ async fn bodies_over_the_cap_or_of_unknown_length_are_sent_once() {
 
     // A stream of unknown length.
     let downstream = Downstream::new(&[Reply::Status(503), Reply::Status(200)]);
-    let frames: Vec<Result<Frame<Bytes>, Infallible>> =
-        vec![Ok(Frame::data(Bytes::from_static(b"x"))), Ok(Frame::data(Bytes::from_static(b"y")))];
-    let req = Request::put("/").body(StreamBody::new(futures_util::stream::iter(frames))).unwrap();
+    let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
+        Ok(Frame::data(Bytes::from_static(b"x"))),
+        Ok(Frame::data(Bytes::from_static(b"y"))),
+    ];
+    let req = Request::put("/")
+        .body(StreamBody::new(futures_util::stream::iter(frames)))
+        .unwrap();
     assert_eq!(send(policy().build().unwrap(), &downstream, req).await.unwrap(), 503);
     assert_eq!(downstream.seen().len(), 1);
     assert_eq!(downstream.seen()[0].body, "xy");
@@ -373,7 +505,12 @@ async fn bodies_over_the_cap_or_of_unknown_length_are_sent_once() {
     let mut liar = Chunked::new(&["0123456789", "0123456789"], false);
     liar.claimed = 5;
     let req = Request::put("/").body(liar).unwrap();
-    assert_eq!(send(policy().replay_limit(16).build().unwrap(), &downstream, req).await.unwrap(), 503);
+    assert_eq!(
+        send(policy().replay_limit(16).build().unwrap(), &downstream, req)
+            .await
+            .unwrap(),
+        503
+    );
     assert_eq!(downstream.seen().len(), 1);
     assert_eq!(downstream.seen()[0].body, "01234567890123456789");
 }

@@ -27,7 +27,9 @@ async fn flaky_server() -> (SocketAddr, Arc<AtomicUsize>) {
     let counter = requests.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let counter = counter.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -47,7 +49,9 @@ async fn flaky_server() -> (SocketAddr, Arc<AtomicUsize>) {
                         Ok::<_, Infallible>(res.body(Full::new(body)).unwrap())
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
@@ -63,9 +67,18 @@ fn client() -> HttpClient {
 #[tokio::test(start_paused = true)]
 async fn retries_a_flaky_server_and_replays_the_body() {
     let (addr, requests) = flaky_server().await;
-    let policy = HttpRetryPolicy::builder().max_attempts(3).attempt_header(X_RETRY_ATTEMPT).build().unwrap();
-    let svc = ServiceBuilder::new().layer(RetryLayer::new(policy)).map_err(BoxError::from).service(client());
-    let req = Request::put(format!("http://{addr}/orders/42")).body(Full::new(Bytes::from_static(b"qty=3"))).unwrap();
+    let policy = HttpRetryPolicy::builder()
+        .max_attempts(3)
+        .attempt_header(X_RETRY_ATTEMPT)
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(RetryLayer::new(policy))
+        .map_err(BoxError::from)
+        .service(client());
+    let req = Request::put(format!("http://{addr}/orders/42"))
+        .body(Full::new(Bytes::from_static(b"qty=3")))
+        .unwrap();
     let res = svc.oneshot(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["x-seen-attempt"], "3");
@@ -77,9 +90,17 @@ async fn retries_a_flaky_server_and_replays_the_body() {
 async fn a_post_without_a_key_reaches_the_server_once() {
     let (addr, requests) = flaky_server().await;
     let policy = HttpRetryPolicy::builder().build().unwrap();
-    let svc = ServiceBuilder::new().layer(RetryLayer::new(policy)).map_err(BoxError::from).service(client());
-    let req = Request::post(format!("http://{addr}/orders")).body(Full::new(Bytes::from_static(b"{}"))).unwrap();
-    assert_eq!(svc.oneshot(req).await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    let svc = ServiceBuilder::new()
+        .layer(RetryLayer::new(policy))
+        .map_err(BoxError::from)
+        .service(client());
+    let req = Request::post(format!("http://{addr}/orders"))
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    assert_eq!(
+        svc.oneshot(req).await.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     assert_eq!(requests.load(Ordering::SeqCst), 1);
 }
 
@@ -97,7 +118,10 @@ async fn connection_refused_is_retried_then_returned_with_its_source() {
         })
         .map_err(BoxError::from)
         .service(client());
-    let err = svc.oneshot(Request::get(format!("http://{closed}/")).body(Full::default()).unwrap()).await.unwrap_err();
+    let err = svc
+        .oneshot(Request::get(format!("http://{closed}/")).body(Full::default()).unwrap())
+        .await
+        .unwrap_err();
     assert!(palisade_core::error::is_connect_error(&*err), "{err:?}");
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_core::{BoxError, BulkheadFull, CircuitOpen, classify_fn, Outcome};
+use palisade_core::{BoxError, BulkheadFull, CircuitOpen, Outcome, classify_fn};
 use palisade_retry::{Backoff, Jitter, RetryBudget, RetryLayer, RetryPolicy};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
@@ -36,7 +36,10 @@ struct State {
 impl Downstream {
     fn new(script: &[fn() -> Answer]) -> Self {
         Self {
-            state: Arc::new(Mutex::new(State { script: script.iter().copied().collect(), calls: Vec::new() })),
+            state: Arc::new(Mutex::new(State {
+                script: script.iter().copied().collect(),
+                calls: Vec::new(),
+            })),
             ready: false,
             origin: Instant::now(),
             latency: Duration::ZERO,
@@ -66,7 +69,11 @@ impl Service<u32> for Downstream {
         assert!(std::mem::take(&mut self.ready), "called without poll_ready");
         let mut state = self.state.lock().unwrap();
         state.calls.push(self.origin.elapsed());
-        let answer = if state.script.len() > 1 { state.script.pop_front().unwrap() } else { state.script[0] };
+        let answer = if state.script.len() > 1 {
+            state.script.pop_front().unwrap()
+        } else {
+            state.script[0]
+        };
         let latency = self.latency;
         Box::pin(async move {
             tokio::time::sleep(latency).await;
@@ -95,18 +102,43 @@ async fn the_1_2_4_8_schedule_is_one_builder_call() {
 async fn exact_schedules_per_backoff_and_jitter() {
     let cases = [
         (Backoff::constant(200 * MS), Jitter::None, vec![0, 200, 400, 600]),
-        (Backoff::linear(100 * MS, 100 * MS, 250 * MS), Jitter::None, vec![0, 100, 300, 550]),
-        (Backoff::exponential(100 * MS, 2.0, S), Jitter::None, vec![0, 100, 300, 700]),
+        (
+            Backoff::linear(100 * MS, 100 * MS, 250 * MS),
+            Jitter::None,
+            vec![0, 100, 300, 550],
+        ),
+        (
+            Backoff::exponential(100 * MS, 2.0, S),
+            Jitter::None,
+            vec![0, 100, 300, 700],
+        ),
         // Full jitter with u = 0.5: half of 100, 200, 400 ms.
-        (Backoff::exponential(100 * MS, 2.0, S), Jitter::Full, vec![0, 50, 150, 350]),
+        (
+            Backoff::exponential(100 * MS, 2.0, S),
+            Jitter::Full,
+            vec![0, 50, 150, 350],
+        ),
         // Equal jitter: 75, 150, 300 ms.
-        (Backoff::exponential(100 * MS, 2.0, S), Jitter::Equal, vec![0, 75, 225, 525]),
+        (
+            Backoff::exponential(100 * MS, 2.0, S),
+            Jitter::Equal,
+            vec![0, 75, 225, 525],
+        ),
         // Decorrelated: 200, 350, 575 ms, each drawn from the previous wait.
-        (Backoff::exponential(100 * MS, 2.0, S), Jitter::Decorrelated, vec![0, 200, 550, 1125]),
+        (
+            Backoff::exponential(100 * MS, 2.0, S),
+            Jitter::Decorrelated,
+            vec![0, 200, 550, 1125],
+        ),
     ];
     for (backoff, jitter, expected) in cases {
         let downstream = Downstream::failing();
-        let policy = no_budget().max_attempts(4).backoff(backoff).jitter(jitter).build().unwrap();
+        let policy = no_budget()
+            .max_attempts(4)
+            .backoff(backoff)
+            .jitter(jitter)
+            .build()
+            .unwrap();
         assert!(run(policy, &downstream).await.is_err());
         let expected: Vec<Duration> = expected.into_iter().map(|ms| ms * MS).collect();
         assert_eq!(downstream.calls(), expected, "{backoff:?} {jitter:?}");
@@ -143,7 +175,11 @@ async fn success_and_unretryable_results_stop_at_once() {
         Err(_) => Outcome::Failure,
     });
     let policy = no_budget().classifier(odd_fails).max_attempts(10).build().unwrap();
-    let answer = RetryLayer::new(policy).layer(downstream.clone()).oneshot(1).await.unwrap();
+    let answer = RetryLayer::new(policy)
+        .layer(downstream.clone())
+        .oneshot(1)
+        .await
+        .unwrap();
     assert_eq!(answer, 8);
     assert_eq!(downstream.calls().len(), 3);
 }
@@ -152,7 +188,9 @@ async fn success_and_unretryable_results_stop_at_once() {
 async fn max_attempts_counts_the_first() {
     for (max, calls) in [(1, 1), (2, 2), (3, 3)] {
         let downstream = Downstream::failing();
-        let err = run(no_budget().max_attempts(max).build().unwrap(), &downstream).await.unwrap_err();
+        let err = run(no_budget().max_attempts(max).build().unwrap(), &downstream)
+            .await
+            .unwrap_err();
         assert_eq!(err.to_string(), "boom");
         assert_eq!(downstream.calls().len(), calls);
     }
@@ -179,13 +217,18 @@ async fn the_deadline_cuts_attempts_short() {
 
 #[tokio::test(start_paused = true)]
 async fn local_rejections_are_never_retried_even_when_overridden() {
-    let rejections: [fn() -> Answer; 2] =
-        [|| Err(CircuitOpen::new("payments", S).into()), || Err(BulkheadFull::new("payments", S).into())];
+    let rejections: [fn() -> Answer; 2] = [
+        || Err(CircuitOpen::new("payments", S).into()),
+        || Err(BulkheadFull::new("payments", S).into()),
+    ];
     for rejection in rejections {
         let downstream = Downstream::new(&[rejection]);
         let policy = no_budget().retry_error(|_| Some(true)).build().unwrap();
         let err = run(policy, &downstream).await.unwrap_err();
-        assert!(err.is::<CircuitOpen>() || err.is::<BulkheadFull>(), "the rejection comes back as it was");
+        assert!(
+            err.is::<CircuitOpen>() || err.is::<BulkheadFull>(),
+            "the rejection comes back as it was"
+        );
         assert_eq!(downstream.calls().len(), 1);
     }
 }
@@ -194,24 +237,39 @@ async fn local_rejections_are_never_retried_even_when_overridden() {
 async fn per_error_overrides() {
     // Not retried: the override says so for this error.
     let downstream = Downstream::new(&[|| Err("fatal".into())]);
-    let policy = no_budget().retry_error(|e| (e.to_string() == "fatal").then_some(false)).build().unwrap();
+    let policy = no_budget()
+        .retry_error(|e| (e.to_string() == "fatal").then_some(false))
+        .build()
+        .unwrap();
     assert!(run(policy, &downstream).await.is_err());
     assert_eq!(downstream.calls().len(), 1);
     // Other errors fall back to the classifier (every error is retryable).
     let downstream = Downstream::failing();
-    let policy = no_budget().retry_error(|e| (e.to_string() == "fatal").then_some(false)).build().unwrap();
+    let policy = no_budget()
+        .retry_error(|e| (e.to_string() == "fatal").then_some(false))
+        .build()
+        .unwrap();
     assert!(run(policy, &downstream).await.is_err());
     assert_eq!(downstream.calls().len(), 3);
 }
 
 fn tight_budget(ratio: f64, min_per_sec: u32) -> RetryBudget {
-    RetryBudget::builder().ratio(ratio).min_per_sec(min_per_sec).window(S).build().unwrap()
+    RetryBudget::builder()
+        .ratio(ratio)
+        .min_per_sec(min_per_sec)
+        .window(S)
+        .build()
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_empty_budget_returns_the_failure_and_refills() {
     let budget = tight_budget(0.0, 2);
-    let policy = RetryPolicy::builder().budget(budget.clone()).backoff(Backoff::immediate()).build().unwrap();
+    let policy = RetryPolicy::builder()
+        .budget(budget.clone())
+        .backoff(Backoff::immediate())
+        .build()
+        .unwrap();
     let downstream = Downstream::failing();
     // The floor (2 per second over a 1 s window) allows two retries...
     assert!(run(policy.clone(), &downstream).await.is_err());
@@ -230,7 +288,11 @@ async fn an_empty_budget_returns_the_failure_and_refills() {
 #[tokio::test(start_paused = true)]
 async fn requests_fund_retries_at_the_ratio() {
     let budget = tight_budget(0.5, 0);
-    let policy = RetryPolicy::builder().budget(budget.clone()).backoff(Backoff::immediate()).build().unwrap();
+    let policy = RetryPolicy::builder()
+        .budget(budget.clone())
+        .backoff(Backoff::immediate())
+        .build()
+        .unwrap();
     // Ten requests that succeed deposit five retries.
     let healthy = Downstream::new(&[|| Ok(1)]);
     for _ in 0..10 {
@@ -258,13 +320,22 @@ async fn the_budget_bounds_amplification_against_a_dead_downstream() {
     }
     let attempts = dead.calls().len();
     let bound = (REQUESTS as f64 * 1.2) as usize + 10 * 10;
-    assert!(attempts <= bound, "{attempts} attempts for {REQUESTS} requests, bound {bound}");
+    assert!(
+        attempts <= bound,
+        "{attempts} attempts for {REQUESTS} requests, bound {bound}"
+    );
     assert!(attempts >= bound - 2, "the budget was spent: {attempts}");
 
     // Without a budget the same outage triples the load.
     let dead = Downstream::failing();
-    let svc = RetryLayer::new(RetryPolicy::builder().no_budget().backoff(Backoff::immediate()).build().unwrap())
-        .layer(dead.clone());
+    let svc = RetryLayer::new(
+        RetryPolicy::builder()
+            .no_budget()
+            .backoff(Backoff::immediate())
+            .build()
+            .unwrap(),
+    )
+    .layer(dead.clone());
     for _ in 0..REQUESTS {
         assert!(svc.clone().oneshot(1).await.is_err());
     }
@@ -280,14 +351,21 @@ async fn clones_of_a_policy_share_its_default_budget() {
     assert!(clone.budget().unwrap().withdraw());
     assert_eq!(budget.available(), 99);
     // A second policy built separately has its own.
-    assert_eq!(RetryPolicy::builder().build().unwrap().budget().unwrap().available(), 100);
+    assert_eq!(
+        RetryPolicy::builder().build().unwrap().budget().unwrap().available(),
+        100
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn cancelling_during_the_backoff_stops_and_refunds() {
     let budget = tight_budget(0.0, 1);
     let downstream = Downstream::failing();
-    let policy = RetryPolicy::builder().budget(budget.clone()).exponential_1s_to_8s().build().unwrap();
+    let policy = RetryPolicy::builder()
+        .budget(budget.clone())
+        .exponential_1s_to_8s()
+        .build()
+        .unwrap();
     let mut svc = RetryLayer::new(policy).layer(downstream.clone());
     svc.ready().await.unwrap();
     let mut call = Box::pin(svc.call(1));
@@ -315,9 +393,16 @@ async fn pending_readiness_before_a_retry_is_woken_not_polled_in_a_loop() {
     assert!(poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx).is_pending())).await);
     assert_eq!(gate.state.lock().unwrap().calls, 1);
     assert!(poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx).is_pending())).await);
-    assert_eq!(gate.state.lock().unwrap().polls_pending, 2, "polled only when the task was polled");
+    assert_eq!(
+        gate.state.lock().unwrap().polls_pending,
+        2,
+        "polled only when the task was polled"
+    );
     gate.open(2);
-    let err = tokio::time::timeout(S, call.as_mut()).await.expect("woken by readiness").unwrap_err();
+    let err = tokio::time::timeout(S, call.as_mut())
+        .await
+        .expect("woken by readiness")
+        .unwrap_err();
     assert_eq!(err.to_string(), "boom");
     assert_eq!(gate.state.lock().unwrap().calls, 3);
 }
@@ -378,14 +463,26 @@ impl Service<u32> for Gated {
 #[test]
 fn builders_reject_impossible_settings() {
     use palisade_retry::ConfigError;
-    assert_eq!(RetryPolicy::builder().max_attempts(0).build().unwrap_err(), ConfigError::ZeroAttempts);
-    assert_eq!(RetryPolicy::builder().deadline(Duration::ZERO).build().unwrap_err(), ConfigError::ZeroDeadline);
     assert_eq!(
-        RetryPolicy::builder().backoff(Backoff::exponential(2 * S, 2.0, S)).build().unwrap_err(),
+        RetryPolicy::builder().max_attempts(0).build().unwrap_err(),
+        ConfigError::ZeroAttempts
+    );
+    assert_eq!(
+        RetryPolicy::builder().deadline(Duration::ZERO).build().unwrap_err(),
+        ConfigError::ZeroDeadline
+    );
+    assert_eq!(
+        RetryPolicy::builder()
+            .backoff(Backoff::exponential(2 * S, 2.0, S))
+            .build()
+            .unwrap_err(),
         ConfigError::CapBelowBase { base: 2 * S, cap: S }
     );
     assert_eq!(
-        RetryPolicy::builder().backoff(Backoff::exponential(S, 0.0, 2 * S)).build().unwrap_err(),
+        RetryPolicy::builder()
+            .backoff(Backoff::exponential(S, 0.0, 2 * S))
+            .build()
+            .unwrap_err(),
         ConfigError::Multiplier(0.0)
     );
 }
