@@ -19,8 +19,10 @@
 //!
 //! # Cost
 //!
-//! A deposit is one relaxed atomic add on the request path; the clock is read
-//! only on every 64th deposit and when a retry asks the budget. Deposits
+//! A deposit is one relaxed atomic add; the policies batch them, so the
+//! request path pays it once per 16 requests on a service (and when the
+//! service is dropped). The clock is read once per 64 deposits and when a
+//! retry asks the budget. Deposits
 //! between two clock readings are spread evenly over the time in between, so
 //! a burst after a long quiet spell counts from its 64th request on: an
 //! error that only ever makes the budget smaller. Time comes from
@@ -169,8 +171,13 @@ impl RetryBudget {
 
     /// Records one logical request.
     pub fn deposit(&self) {
-        let before = self.inner.pending.fetch_add(1, Ordering::Relaxed);
-        if before % PLACE_EVERY == PLACE_EVERY - 1 {
+        self.deposit_many(1);
+    }
+
+    /// Records `requests` logical requests at once.
+    pub fn deposit_many(&self, requests: u32) {
+        let before = self.inner.pending.fetch_add(u64::from(requests), Ordering::Relaxed);
+        if before / PLACE_EVERY != (before + u64::from(requests)) / PLACE_EVERY {
             // Place the deposits in time now and then so a long run without
             // retries does not leave them undated. Skip when contended: the
             // holder of the lock places them.

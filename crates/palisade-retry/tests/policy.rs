@@ -343,6 +343,29 @@ async fn the_budget_bounds_amplification_against_a_dead_downstream() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_service_deposits_its_requests_in_batches_of_16_and_when_dropped() {
+    let budget = tight_budget(1.0, 0);
+    let policy = RetryPolicy::builder().budget(budget.clone()).build().unwrap();
+    let mut svc = RetryLayer::new(policy).layer(Downstream::new(&[|| Ok(1)]));
+    for _ in 0..15 {
+        svc.ready().await.unwrap().call(1).await.unwrap();
+    }
+    assert_eq!(budget.available(), 0);
+    svc.ready().await.unwrap().call(1).await.unwrap();
+    assert_eq!(budget.available(), 16);
+    for _ in 0..4 {
+        svc.ready().await.unwrap().call(1).await.unwrap();
+    }
+    // A clone starts its own count; the original keeps its four.
+    let mut clone = svc.clone();
+    clone.ready().await.unwrap().call(1).await.unwrap();
+    drop(clone);
+    assert_eq!(budget.available(), 17);
+    drop(svc);
+    assert_eq!(budget.available(), 21);
+}
+
+#[tokio::test(start_paused = true)]
 async fn clones_of_a_policy_share_its_default_budget() {
     let policy = RetryPolicy::builder().build().unwrap();
     let clone = policy.clone();
