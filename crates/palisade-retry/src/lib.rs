@@ -226,6 +226,7 @@ pub mod future;
 mod layer;
 mod policy;
 mod service;
+mod sync;
 
 pub use backoff::{Backoff, Jitter};
 pub use body::{DEFAULT_REPLAY_LIMIT, ReplayBody};

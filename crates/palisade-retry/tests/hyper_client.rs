@@ -1,5 +1,6 @@
 //! A client stack (retry around hyper's client) against a flaky local hyper
 //! server and a closed port.
+#![cfg(not(loom))]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
