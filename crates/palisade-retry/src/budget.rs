@@ -1,48 +1,4 @@
-//! The retry budget: a cap on retries as a share of recent traffic, so a
-//! failing downstream sees a bounded amplification instead of a retry storm.
-//!
-//! Every logical request deposits once; every retry withdraws once. A retry
-//! is allowed while, over the last [`window`](RetryBudgetBuilder::window):
-//!
-//! ```text
-//! retries ≤ ratio × requests + min_per_sec × window
-//! ```
-//!
-//! This is the budget of Finagle and linkerd (Envoy's `retry_budget` is the
-//! same idea over active requests). The floor (`min_per_sec × window`) keeps a
-//! client with little traffic able to retry at all; like theirs it is a
-//! reserve that refills as withdrawals age out of the window, so a burst may
-//! spend it at once.
-//!
-//! Defaults: window 10 s, ratio 0.2, floor 10 retries per second — the
-//! defaults of Finagle, linkerd and tower's `TpsBudget`.
-//!
-//! # Cost
-//!
-//! A deposit is one relaxed atomic add; the policies batch them, so the
-//! request path pays it once per 16 requests on a service (and when the
-//! service is dropped). The clock is read once per 64 deposits and when a
-//! retry asks the budget. Deposits
-//! between two clock readings are spread evenly over the time in between, so
-//! a burst after a long quiet spell counts from its 64th request on: an
-//! error that only ever makes the budget smaller. Time comes from
-//! `tokio::time`, so paused-time tests see the budget age.
-//!
-//! # Example
-//!
-//! One budget shared by two stacks that call the same downstream:
-//!
-//! ```
-//! use std::time::Duration;
-//! use palisade_retry::{HttpRetryPolicy, RetryBudget, RetryPolicy};
-//!
-//! let budget = RetryBudget::builder().ratio(0.1).min_per_sec(5).window(Duration::from_secs(5)).build()?;
-//! let reads = RetryPolicy::builder().name("reads").budget(budget.clone()).build()?;
-//! let writes = HttpRetryPolicy::builder().name("writes").budget(budget.clone()).build()?;
-//! assert_eq!(budget.available(), 25); // the floor: 5 per second over 5 s
-//! # let _ = (reads, writes);
-//! # Ok::<(), palisade_retry::ConfigError>(())
-//! ```
+//! The retry budget: see [`RetryBudget`].
 
 use std::fmt;
 use std::sync::PoisonError;
@@ -61,10 +17,53 @@ const UNIT: i64 = 1000;
 /// Deposits between two placements in time on the request path.
 const PLACE_EVERY: u64 = 64;
 
-/// A retry budget shared by every clone of the policies it is given to.
+/// The retry budget: a cap on retries as a share of recent traffic, so a
+/// failing downstream sees a bounded amplification instead of a retry storm.
 ///
-/// Cheap to clone (one `Arc`); clones share the same balance. See the
-/// [module documentation](self).
+/// Every logical request deposits once; every retry withdraws once. A retry
+/// is allowed while, over the last [`window`](RetryBudgetBuilder::window):
+///
+/// ```text
+/// retries ≤ ratio × requests + min_per_sec × window
+/// ```
+///
+/// This is the budget of Finagle and linkerd (Envoy's `retry_budget` is the
+/// same idea over active requests). The floor (`min_per_sec × window`) keeps a
+/// client with little traffic able to retry at all; like theirs it is a
+/// reserve that refills as withdrawals age out of the window, so a burst may
+/// spend it at once.
+///
+/// Defaults: window 10 s, ratio 0.2, floor 10 retries per second — the
+/// defaults of Finagle, linkerd and tower's `TpsBudget`.
+///
+/// # Cost
+///
+/// A deposit is one relaxed atomic add; the policies batch them, so the
+/// request path pays it once per 16 requests on a service (and when the
+/// service is dropped). The clock is read once per 64 deposits and when a
+/// retry asks the budget. Deposits
+/// between two clock readings are spread evenly over the time in between, so
+/// a burst after a long quiet spell counts from its 64th request on: an
+/// error that only ever makes the budget smaller. Time comes from
+/// `tokio::time`, so paused-time tests see the budget age.
+///
+/// # Example
+///
+/// One budget shared by two stacks that call the same downstream:
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_retry::{HttpRetryPolicy, RetryBudget, RetryPolicy};
+///
+/// let budget = RetryBudget::builder().ratio(0.1).min_per_sec(5).window(Duration::from_secs(5)).build()?;
+/// let reads = RetryPolicy::builder().name("reads").budget(budget.clone()).build()?;
+/// let writes = HttpRetryPolicy::builder().name("writes").budget(budget.clone()).build()?;
+/// assert_eq!(budget.available(), 25); // the floor: 5 per second over 5 s
+/// # let _ = (reads, writes);
+/// # Ok::<(), palisade_retry::ConfigError>(())
+/// ```
+///
+/// Cheap to clone (one `Arc`); clones share the same balance.
 #[derive(Clone)]
 pub struct RetryBudget {
     inner: Arc<Inner>,
