@@ -169,7 +169,8 @@ impl<C> Config<C> {
                 .apply(&self.backoff, attempts.done, attempts.previous_wait, (self.random)()),
         };
         if let (Some(deadline), Some(started)) = (self.deadline, attempts.started)
-            && Instant::now() + wait >= started + deadline
+            && let Some(deadline_at) = started.checked_add(deadline)
+            && Instant::now().checked_add(wait).is_none_or(|end| end >= deadline_at)
         {
             tracing::debug!(target: names::TARGET, name, attempt = attempts.done, reason = reason.label(), wait_ms = wait.as_millis() as u64, "not retrying: the wait would end past the deadline");
             return None;

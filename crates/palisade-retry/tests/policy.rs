@@ -483,6 +483,31 @@ impl Service<u32> for Gated {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn enormous_waits_and_deadlines_do_not_overflow() {
+    let downstream = Downstream::failing();
+    let policy = no_budget()
+        .backoff(Backoff::constant(Duration::MAX))
+        .jitter(Jitter::None)
+        .deadline(Duration::MAX)
+        .build()
+        .unwrap();
+    let mut call = pin!(RetryLayer::new(policy).layer(downstream.clone()).oneshot(1));
+    assert!(poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx).is_pending())).await);
+    assert_eq!(downstream.calls().len(), 1, "waiting practically forever");
+
+    // A wait that cannot even be represented ends past any deadline.
+    let downstream = Downstream::failing();
+    let policy = no_budget()
+        .backoff(Backoff::constant(Duration::MAX))
+        .jitter(Jitter::None)
+        .deadline(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    assert!(run(policy, &downstream).await.is_err());
+    assert_eq!(downstream.calls().len(), 1);
+}
+
 #[test]
 fn builders_reject_impossible_settings() {
     use palisade_retry::ConfigError;
