@@ -508,6 +508,32 @@ async fn enormous_waits_and_deadlines_do_not_overflow() {
     assert_eq!(downstream.calls().len(), 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn readiness_errors_come_back_unchanged() {
+    /// Never ready: rejects in `poll_ready`, as a breaker in front would.
+    #[derive(Clone)]
+    struct Rejecting;
+
+    impl Service<u32> for Rejecting {
+        type Response = u32;
+        type Error = BoxError;
+        type Future = std::future::Ready<Answer>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Err(CircuitOpen::new("payments", 3 * S).into()))
+        }
+
+        fn call(&mut self, _req: u32) -> Self::Future {
+            unreachable!("never ready")
+        }
+    }
+
+    let policy = no_budget().build().unwrap();
+    let err = RetryLayer::new(policy).layer(Rejecting).oneshot(1).await.unwrap_err();
+    let open = palisade_core::error::find::<CircuitOpen>(&*err).expect("the breaker's rejection");
+    assert_eq!(open.retry_after(), 3 * S);
+}
+
 #[test]
 fn builders_reject_impossible_settings() {
     use palisade_retry::ConfigError;
