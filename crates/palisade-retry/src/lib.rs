@@ -122,9 +122,10 @@
 //! On by default: every logical request deposits once (when its first
 //! attempt is sent; a service hands its deposits over in batches of 16 and
 //! when it is dropped), every retry withdraws once, and while the budget is
-//! empty failures come back instead of being retried. Over its window (10 s) retries stay within 20 % of the
-//! requests plus a floor of 10 per second, so a dead downstream sees at most
-//! about 1.2 times the load instead of `max_attempts` times. Clones of a
+//! empty failures come back instead of being retried. Over its window
+//! (10 s) retries stay within 20 % of the requests plus a floor of 10 per
+//! second, so a dead downstream sees about 1.2 times the load (plus the
+//! floor) instead of `max_attempts` times. Clones of a
 //! policy share its budget; pass one [`RetryBudget`] to several policies to
 //! share it across stacks. See [`RetryBudget`] for the details.
 //!
@@ -136,7 +137,9 @@
 //! its chunks are kept, and every retry sends exactly the same bytes and
 //! trailers, even when the first attempt was answered before it read the
 //! body. A longer body, or one of unknown length (a stream), is sent once,
-//! never buffered whole, and that request is not retried.
+//! never buffered whole, and that request is not retried. tonic's request
+//! bodies are such streams: retry gRPC calls with [`RetryPolicy`] around a
+//! service taking the (cloneable) request message instead.
 //!
 //! # Cancellation
 //!
