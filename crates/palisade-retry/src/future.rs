@@ -1,0 +1,72 @@
+//! The futures of the retry policy and the HTTP retry service.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+use crate::budget::RetryBudget;
+
+/// The response future of [`HttpRetry`](crate::HttpRetry): tower's own
+/// `Retry` future over the request with a [`ReplayBody`](crate::ReplayBody).
+pub type ResponseFuture<C, S, B> =
+    tower::retry::future::ResponseFuture<crate::HttpRetryPolicy<C>, S, http::Request<crate::ReplayBody<B>>>;
+
+pin_project! {
+    /// The wait before a retry (the policy's `Policy::Future`).
+    ///
+    /// Dropping it before it completes (the caller gave up during the
+    /// backoff) gives the retry it took back to the budget.
+    pub struct Wait {
+        #[pin]
+        sleep: Option<Sleep>,
+        refund: Refund,
+    }
+}
+
+impl Wait {
+    pub(crate) fn new(wait: Duration, budget: Option<RetryBudget>) -> Self {
+        let sleep = (!wait.is_zero()).then(|| tokio::time::sleep(wait));
+        Self {
+            sleep,
+            refund: Refund(budget),
+        }
+    }
+}
+
+impl Future for Wait {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if let Some(sleep) = this.sleep.as_pin_mut() {
+            ready!(sleep.poll(cx));
+        }
+        // The retry goes ahead: its withdrawal stands.
+        this.refund.0 = None;
+        Poll::Ready(())
+    }
+}
+
+impl fmt::Debug for Wait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wait")
+            .field("deadline", &self.sleep.as_ref().map(|s| s.deadline()))
+            .finish()
+    }
+}
+
+/// Gives a budget withdrawal back when dropped armed.
+struct Refund(Option<RetryBudget>);
+
+impl Drop for Refund {
+    fn drop(&mut self) {
+        if let Some(budget) = self.0.take() {
+            budget.refund();
+        }
+    }
+}
