@@ -273,7 +273,6 @@ where
                     }
                     self.lease = None;
                     state.set(State::Done);
-                    return Poll::Ready(self.take_answer());
                 }
                 StateProj::Release { future } => {
                     if let Err(error) = ready!(future.poll(cx)) {
@@ -281,9 +280,9 @@ where
                     }
                     self.lease = None;
                     state.set(State::Done);
-                    return Poll::Ready(self.take_answer());
                 }
-                StateProj::Done => panic!("idempotency ResponseFuture polled after completion"),
+                // The answer is ready: the response, or the inner error, with the key settled.
+                StateProj::Done => return Poll::Ready(self.take_answer()),
             }
         }
     }
