@@ -494,7 +494,9 @@ pub async fn a_response_over_the_cap_passes_through_unstored<St: IdempotencyStor
 
 pub async fn two_hundred_concurrent_requests_run_once<St: IdempotencyStore + Clone>(fixture: Fixture<St>) {
     let orders = Orders::new();
-    let svc = stack(&fixture, &orders, |b| b);
+    // 200 requests queue for the store's connections: the first one's
+    // completion must not wait longer than its lock, or a takeover is right.
+    let svc = stack(&fixture, &orders, |b| b.lock_expiry(Duration::from_secs(60)));
     let requests: Vec<_> = (0..200)
         .map(|_| {
             let svc = svc.clone();
