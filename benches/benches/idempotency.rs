@@ -26,9 +26,14 @@ type HttpBare = tower::util::ServiceFn<fn(Request<Full<Bytes>>) -> Ready<Result<
 /// An always-ready HTTP service answering 201 with a small JSON body.
 fn http_bare() -> HttpBare {
     fn created(_req: Request<Full<Bytes>>) -> Ready<Result<Response<Full<Bytes>>, Infallible>> {
-        let mut res = Response::new(Full::new(Bytes::from_static(b"{\"order\":\"ord_8e03978e\",\"status\":\"created\"}")));
+        let mut res = Response::new(Full::new(Bytes::from_static(
+            b"{\"order\":\"ord_8e03978e\",\"status\":\"created\"}",
+        )));
         *res.status_mut() = http::StatusCode::CREATED;
-        res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        res.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
         ready(Ok(res))
     }
     tower::service_fn(created as fn(Request<Full<Bytes>>) -> Ready<Result<Response<Full<Bytes>>, Infallible>>)
@@ -40,13 +45,19 @@ fn order(key: http::HeaderValue) -> Request<Full<Bytes>> {
     let mut req = Request::new(Full::new(Bytes::from_static(BODY)));
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = http::Uri::from_static("/orders");
-    req.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    req.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     req.headers_mut().insert("idempotency-key", key);
     req
 }
 
 fn memory(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
     let _guard = rt.enter();
     let mut harness = Harness::new(c, "idempotency");
     harness.overhead("http_bare", http_bare(), || order(http::HeaderValue::from_static("k")));
@@ -54,7 +65,9 @@ fn memory(c: &mut Criterion) {
     // Every call replays the response stored by the first.
     let layer = IdempotencyLayer::new();
     harness.overhead("memory_replay", layer.layer(http_bare()), || {
-        order(http::HeaderValue::from_static("\"8e03978e-40d5-43e8-bc93-6894a57f9324\""))
+        order(http::HeaderValue::from_static(
+            "\"8e03978e-40d5-43e8-bc93-6894a57f9324\"",
+        ))
     });
 
     // Every call is a first request: a retention of 1 µs makes each key free
@@ -84,7 +97,10 @@ fn memory(c: &mut Criterion) {
 }
 
 fn redis(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let conn = rt.block_on(async {
         let client = redis::Client::open(url.as_str())?;
@@ -165,7 +181,11 @@ fn redis(c: &mut Criterion) {
 
     rt.block_on(async {
         let mut conn = conn;
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap_or_default();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
         if !keys.is_empty() {
             let _: Result<usize, _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
         }

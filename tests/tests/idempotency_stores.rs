@@ -20,14 +20,26 @@ const LIVE_LOCK: Duration = Duration::from_millis(400);
 async fn redis_fixture(test: &str) -> Option<(Fixture<RedisStore>, Redis)> {
     let redis = Redis::connect(test).await?;
     let store = RedisStore::with_prefix(redis.conn.clone(), redis.prefix.clone()).unwrap();
-    Some((Fixture { store, lock_expiry: LIVE_LOCK }, redis))
+    Some((
+        Fixture {
+            store,
+            lock_expiry: LIVE_LOCK,
+        },
+        redis,
+    ))
 }
 
 async fn postgres_fixture(test: &str) -> Option<(Fixture<PostgresStore>, Postgres)> {
     let pg = Postgres::connect(test).await?;
     let store = PostgresStore::new(pg.pool.clone());
     store.migrate().await.unwrap();
-    Some((Fixture { store, lock_expiry: LIVE_LOCK }, pg))
+    Some((
+        Fixture {
+            store,
+            lock_expiry: LIVE_LOCK,
+        },
+        pg,
+    ))
 }
 
 macro_rules! live_suite {
@@ -73,7 +85,11 @@ live_suite!(
 fn response() -> StoredResponse {
     let mut headers = http::HeaderMap::new();
     headers.insert("content-type", "application/json".parse().unwrap());
-    StoredResponse { status: http::StatusCode::CREATED, headers, body: "{\"id\":1}".into() }
+    StoredResponse {
+        status: http::StatusCode::CREATED,
+        headers,
+        body: "{\"id\":1}".into(),
+    }
 }
 
 /// Fencing at the store level: a lease taken over cannot complete or
@@ -81,39 +97,70 @@ fn response() -> StoredResponse {
 async fn fencing<St: IdempotencyStore>(store: &St) {
     let key = StoreKey::from_bytes([7; 32]);
     let fp = Fingerprint::from_bytes([1; 32]);
-    let Begin::Acquired(stale) = store.begin(&key, &fp, LIVE_LOCK).await.unwrap() else { panic!("acquire") };
+    let Begin::Acquired(stale) = store.begin(&key, &fp, LIVE_LOCK).await.unwrap() else {
+        panic!("acquire")
+    };
     tokio::time::sleep(LIVE_LOCK * 2).await;
-    let Begin::Acquired(fresh) = store.begin(&key, &fp, LIVE_LOCK * 20).await.unwrap() else { panic!("take over") };
+    let Begin::Acquired(fresh) = store.begin(&key, &fp, LIVE_LOCK * 20).await.unwrap() else {
+        panic!("take over")
+    };
     assert_ne!(stale, fresh);
     let retention = Duration::from_secs(60);
-    assert_eq!(store.complete(&key, &fp, &stale, &response(), retention).await.unwrap(), Completion::LeaseLost);
+    assert_eq!(
+        store.complete(&key, &fp, &stale, &response(), retention).await.unwrap(),
+        Completion::LeaseLost
+    );
     store.release(&key, &stale).await.unwrap();
-    assert_eq!(store.begin(&key, &fp, LIVE_LOCK).await.unwrap(), Begin::InFlight { fingerprint: fp });
-    assert_eq!(store.complete(&key, &fp, &fresh, &response(), retention).await.unwrap(), Completion::Stored);
+    assert_eq!(
+        store.begin(&key, &fp, LIVE_LOCK).await.unwrap(),
+        Begin::InFlight { fingerprint: fp }
+    );
+    assert_eq!(
+        store.complete(&key, &fp, &fresh, &response(), retention).await.unwrap(),
+        Completion::Stored
+    );
     store.release(&key, &fresh).await.unwrap();
     assert_eq!(
         store.begin(&key, &fp, LIVE_LOCK).await.unwrap(),
-        Begin::Completed { fingerprint: fp, response: response() },
+        Begin::Completed {
+            fingerprint: fp,
+            response: response()
+        },
         "a release never removes a stored response"
     );
 }
 
 #[tokio::test]
 async fn redis_fences_stale_owners_and_keeps_keys_under_its_prefix() {
-    let Some((fixture, mut redis)) = redis_fixture("redis_fencing").await else { return };
+    let Some((fixture, mut redis)) = redis_fixture("redis_fencing").await else {
+        return;
+    };
     fencing(&fixture.store).await;
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", redis.prefix)).query_async(&mut redis.conn).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", redis.prefix))
+        .query_async(&mut redis.conn)
+        .await
+        .unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].len(), redis.prefix.len() + 64);
-    let ttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query_async(&mut redis.conn).await.unwrap();
-    assert!(ttl > 50_000 && ttl <= 60_000, "the response keeps the retention as TTL: {ttl}");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&keys[0])
+        .query_async(&mut redis.conn)
+        .await
+        .unwrap();
+    assert!(
+        ttl > 50_000 && ttl <= 60_000,
+        "the response keeps the retention as TTL: {ttl}"
+    );
     assert!(RedisStore::with_prefix(redis.conn.clone(), "").is_err());
     redis.cleanup().await;
 }
 
 #[tokio::test]
 async fn postgres_fences_stale_owners_and_cleans_up_expired_rows() {
-    let Some((fixture, pg)) = postgres_fixture("pg_fencing").await else { return };
+    let Some((fixture, pg)) = postgres_fixture("pg_fencing").await else {
+        return;
+    };
     fencing(&fixture.store).await;
     // The migration is safe to run again.
     fixture.store.migrate().await.unwrap();
@@ -121,10 +168,24 @@ async fn postgres_fences_stale_owners_and_cleans_up_expired_rows() {
 
     let expired = StoreKey::from_bytes([8; 32]);
     let fp = Fingerprint::from_bytes([2; 32]);
-    assert!(matches!(fixture.store.begin(&expired, &fp, Duration::from_millis(10)).await.unwrap(), Begin::Acquired(_)));
+    assert!(matches!(
+        fixture
+            .store
+            .begin(&expired, &fp, Duration::from_millis(10))
+            .await
+            .unwrap(),
+        Begin::Acquired(_)
+    ));
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(fixture.store.cleanup_expired().await.unwrap(), 1, "only the expired lock goes");
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM palisade_idempotency_keys").fetch_one(&pg.pool).await.unwrap();
+    assert_eq!(
+        fixture.store.cleanup_expired().await.unwrap(),
+        1,
+        "only the expired lock goes"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM palisade_idempotency_keys")
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap();
     assert_eq!(rows, 1, "the stored response stays");
     pg.cleanup().await;
 }

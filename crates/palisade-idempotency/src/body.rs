@@ -34,20 +34,26 @@ pin_project! {
 impl<B: Body> ResponseBody<B> {
     /// The inner service's body, passed through.
     pub fn new(body: B) -> Self {
-        Self { kind: Kind::Inner { body } }
+        Self {
+            kind: Kind::Inner { body },
+        }
     }
 
     /// A complete body held in memory.
     pub fn full(data: Bytes) -> Self {
         let data = (!data.is_empty()).then_some(data);
-        Self { kind: Kind::Full { data } }
+        Self {
+            kind: Kind::Full { data },
+        }
     }
 
     /// `prefix` already read from `rest`, then what `rest` read last
     /// (trailers or an error), then the remainder of `rest`.
     pub(crate) fn prefixed(prefix: Bytes, held: Option<Result<HeaderMap, B::Error>>, rest: B) -> Self {
         let prefix = (!prefix.is_empty()).then_some(prefix);
-        Self { kind: Kind::Prefixed { prefix, held, rest } }
+        Self {
+            kind: Kind::Prefixed { prefix, held, rest },
+        }
     }
 }
 
@@ -58,7 +64,9 @@ impl<B: Body> std::fmt::Debug for ResponseBody<B> {
             Kind::Full { .. } => "Full",
             Kind::Prefixed { .. } => "Prefixed",
         };
-        f.debug_struct("ResponseBody").field("kind", &kind).finish_non_exhaustive()
+        f.debug_struct("ResponseBody")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
     }
 }
 

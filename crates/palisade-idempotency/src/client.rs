@@ -16,7 +16,9 @@ type KeyFn = dyn Fn() -> HeaderValue + Send + Sync;
 pub fn uuid_v7_key() -> HeaderValue {
     let mut buf = [0_u8; 2 + uuid::fmt::Hyphenated::LENGTH];
     buf[0] = b'"';
-    uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf[1..=uuid::fmt::Hyphenated::LENGTH]);
+    uuid::Uuid::now_v7()
+        .hyphenated()
+        .encode_lower(&mut buf[1..=uuid::fmt::Hyphenated::LENGTH]);
     buf[uuid::fmt::Hyphenated::LENGTH + 1] = b'"';
     // A quoted lowercase UUID is visible ASCII, a valid header value.
     HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("\"\""))
@@ -79,7 +81,11 @@ impl Default for IdempotencyKeyLayer {
 impl IdempotencyKeyLayer {
     /// Keys from [`uuid_v7_key`] in `Idempotency-Key`, for POST and PATCH.
     pub fn new() -> Self {
-        Self { header: crate::IDEMPOTENCY_KEY, methods: vec![Method::POST, Method::PATCH], make_key: Arc::new(uuid_v7_key) }
+        Self {
+            header: crate::IDEMPOTENCY_KEY,
+            methods: vec![Method::POST, Method::PATCH],
+            make_key: Arc::new(uuid_v7_key),
+        }
     }
 
     /// The header to set (default `Idempotency-Key`).
@@ -105,8 +111,15 @@ impl<S> Layer<S> for IdempotencyKeyLayer {
     type Service = SetIdempotencyKey<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let config = Config { header: self.header.clone(), methods: self.methods.clone(), make_key: Arc::clone(&self.make_key) };
-        SetIdempotencyKey { inner, config: Arc::new(config) }
+        let config = Config {
+            header: self.header.clone(),
+            methods: self.methods.clone(),
+            make_key: Arc::clone(&self.make_key),
+        };
+        SetIdempotencyKey {
+            inner,
+            config: Arc::new(config),
+        }
     }
 }
 
@@ -183,7 +196,10 @@ mod tests {
         assert_eq!(call(Request::post("/").body(()).unwrap()).await.unwrap().unwrap(), "0");
         assert_eq!(call(Request::patch("/").body(()).unwrap()).await.unwrap().unwrap(), "1");
         for method in [Method::GET, Method::PUT, Method::DELETE, Method::HEAD, Method::OPTIONS] {
-            assert_eq!(call(Request::builder().method(method).body(()).unwrap()).await.unwrap(), None);
+            assert_eq!(
+                call(Request::builder().method(method).body(()).unwrap()).await.unwrap(),
+                None
+            );
         }
         let own = Request::post("/").header("idempotency-key", "mine").body(()).unwrap();
         assert_eq!(call(own).await.unwrap().unwrap(), "mine");

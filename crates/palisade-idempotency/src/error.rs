@@ -60,17 +60,26 @@ pub struct StoreError {
 impl StoreError {
     /// A backend failure caused by `source`.
     pub fn backend(source: impl Into<BoxError>) -> Self {
-        Self { kind: StoreErrorKind::Backend, source: Some(source.into()) }
+        Self {
+            kind: StoreErrorKind::Backend,
+            source: Some(source.into()),
+        }
     }
 
     /// The store has no room for another key.
     pub fn full() -> Self {
-        Self { kind: StoreErrorKind::Full, source: None }
+        Self {
+            kind: StoreErrorKind::Full,
+            source: None,
+        }
     }
 
     /// A stored record is not in the expected format.
     pub fn corrupt(what: &'static str) -> Self {
-        Self { kind: StoreErrorKind::Corrupt, source: Some(what.into()) }
+        Self {
+            kind: StoreErrorKind::Corrupt,
+            source: Some(what.into()),
+        }
     }
 
     /// The kind of failure.

@@ -22,6 +22,15 @@ use crate::{IDEMPOTENT_REPLAYED, problem};
 
 type Answer<ResB, E> = Result<Response<ResponseBody<ResB>>, E>;
 
+/// After the store answered `begin`: call the inner service, or answer now.
+// Made once per request and consumed at once: boxing the response would
+// only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Step<F, ResB: Body> {
+    Call(F),
+    Respond(Response<ResponseBody<ResB>>),
+}
+
 pin_project! {
     /// The response future of [`Idempotency`](crate::Idempotency).
     ///
@@ -120,11 +129,17 @@ where
     St: IdempotencyStore,
 {
     pub(crate) fn passthrough(future: S::Future) -> Self {
-        Self { kind: Kind::Passthrough { future } }
+        Self {
+            kind: Kind::Passthrough { future },
+        }
     }
 
     pub(crate) fn respond(response: Response<ResponseBody<ResB>>) -> Self {
-        Self { kind: Kind::Respond { response: Some(response) } }
+        Self {
+            kind: Kind::Respond {
+                response: Some(response),
+            },
+        }
     }
 
     pub(crate) fn body_too_large(shared: &Shared<St, Sc>) -> Self {
@@ -149,7 +164,12 @@ where
             lease: None,
             answer: None,
         };
-        Self { kind: Kind::Keyed { state: State::ReadRequest { body }, ctx } }
+        Self {
+            kind: Kind::Keyed {
+                state: State::ReadRequest { body },
+                ctx,
+            },
+        }
     }
 }
 
@@ -189,14 +209,16 @@ fn stored_headers(headers: &HeaderMap, store_set_cookie: bool) -> HeaderMap {
     ];
     let named_by_connection = |name: &HeaderName| {
         headers.get_all(header::CONNECTION).iter().any(|value| {
-            value.to_str().is_ok_and(|v| v.split(',').any(|token| token.trim().eq_ignore_ascii_case(name.as_str())))
+            value.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
+            })
         })
     };
     let mut kept = HeaderMap::with_capacity(headers.keys_len());
     for (name, value) in headers {
-        let dropped = HOP_BY_HOP.contains(name)
-            || (!store_set_cookie && name == header::SET_COOKIE)
-            || named_by_connection(name);
+        let dropped =
+            HOP_BY_HOP.contains(name) || (!store_set_cookie && name == header::SET_COOKIE) || named_by_connection(name);
         if !dropped {
             kept.append(name.clone(), value.clone());
         }
@@ -208,7 +230,9 @@ fn replay<B: Body>(stored: StoredResponse) -> Response<ResponseBody<B>> {
     let mut response = Response::new(ResponseBody::full(stored.body));
     *response.status_mut() = stored.status;
     *response.headers_mut() = stored.headers;
-    response.headers_mut().insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    response
+        .headers_mut()
+        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     response
 }
 
@@ -242,8 +266,8 @@ where
                 StateProj::Begin { future } => {
                     let begun = ready!(future.poll(cx));
                     match self.on_begin(begun) {
-                        Ok(future) => state.set(State::Call { future }),
-                        Err(answer) => {
+                        Step::Call(future) => state.set(State::Call { future }),
+                        Step::Respond(answer) => {
                             state.set(State::Done);
                             return Poll::Ready(Ok(answer));
                         }
@@ -330,11 +354,13 @@ where
     }
 
     fn begin(&self) -> St::BeginFuture {
-        self.shared.store.begin(&self.key, &self.fingerprint, self.shared.config.lock_expiry)
+        self.shared
+            .store
+            .begin(&self.key, &self.fingerprint, self.shared.config.lock_expiry)
     }
 
     /// Either the inner call to make, or the answer without calling it.
-    fn on_begin(&mut self, begun: Result<Begin, StoreError>) -> Result<S::Future, Response<ResponseBody<ResB>>> {
+    fn on_begin(&mut self, begun: Result<Begin, StoreError>) -> Step<S::Future, ResB> {
         let shared = &self.shared;
         let config = &shared.config;
         match begun {
@@ -348,17 +374,17 @@ where
             {
                 shared.metrics.mismatch.increment(1);
                 tracing::debug!(target: TARGET, name = %config.name, reason = "mismatch", "key reused with another request");
-                Err(problem::key_reused().into_response_with(ResponseBody::full))
+                Step::Respond(problem::key_reused().into_response_with(ResponseBody::full))
             }
             Ok(Begin::InFlight { .. }) => {
                 shared.metrics.conflict.increment(1);
                 tracing::debug!(target: TARGET, name = %config.name, reason = "in_flight", "key in flight");
-                Err(problem::in_flight(config.conflict_retry_after).into_response_with(ResponseBody::full))
+                Step::Respond(problem::in_flight(config.conflict_retry_after).into_response_with(ResponseBody::full))
             }
             Ok(Begin::Completed { response, .. }) => {
                 shared.metrics.replayed.increment(1);
                 tracing::debug!(target: TARGET, name = %config.name, "response replayed");
-                Err(replay(response))
+                Step::Respond(replay(response))
             }
             Err(error) if config.fail_open => {
                 shared.metrics.store_error_open.increment(1);
@@ -368,16 +394,16 @@ where
             Err(error) => {
                 shared.metrics.store_error_closed.increment(1);
                 tracing::warn!(target: TARGET, name = %config.name, reason = "fail_closed", %error, "idempotency store failed; request refused");
-                Err(problem::store_unavailable().into_response_with(ResponseBody::full))
+                Step::Respond(problem::store_unavailable().into_response_with(ResponseBody::full))
             }
         }
     }
 
-    fn call_inner(&mut self) -> Result<S::Future, Response<ResponseBody<ResB>>> {
+    fn call_inner(&mut self) -> Step<S::Future, ResB> {
         match (self.service.take(), self.request.take()) {
             (Some(mut service), Some(parts)) => {
                 let body = ReqB::from(self.collected.take());
-                Ok(service.call(Request::from_parts(parts, body)))
+                Step::Call(service.call(Request::from_parts(parts, body)))
             }
             _ => panic!("idempotency ResponseFuture polled after completion"),
         }
@@ -385,7 +411,9 @@ where
 
     fn release(&self) -> State<S::Future, ReqB, St> {
         match &self.lease {
-            Some(lease) => State::Release { future: self.shared.store.release(&self.key, lease) },
+            Some(lease) => State::Release {
+                future: self.shared.store.release(&self.key, lease),
+            },
             None => State::Done,
         }
     }
@@ -431,11 +459,12 @@ where
                             break None;
                         }
                     }
-                    Err(frame) => match frame.into_trailers() {
+                    Err(frame) => {
                         // Trailers cannot be replayed: pass the response through unstored.
-                        Ok(trailers) => break Some(Ok(trailers)),
-                        Err(_) => {}
-                    },
+                        if let Ok(trailers) = frame.into_trailers() {
+                            break Some(Ok(trailers));
+                        }
+                    }
                 },
                 Some(Err(error)) => break Some(Err(error)),
                 None => return Poll::Ready(self.complete()),
@@ -443,7 +472,10 @@ where
         };
         if let Some((parts, rest)) = self.response.take() {
             let read = self.collected.take();
-            self.answer = Some(Ok(Response::from_parts(parts, ResponseBody::prefixed(read, held, rest))));
+            self.answer = Some(Ok(Response::from_parts(
+                parts,
+                ResponseBody::prefixed(read, held, rest),
+            )));
         }
         Poll::Ready(self.release())
     }
@@ -459,7 +491,10 @@ where
             headers: stored_headers(&parts.headers, config.store_set_cookie),
             body: body.clone(),
         };
-        let future = self.shared.store.complete(&self.key, &self.fingerprint, &lease, &stored, config.retention);
+        let future = self
+            .shared
+            .store
+            .complete(&self.key, &self.fingerprint, &lease, &stored, config.retention);
         self.answer = Some(Ok(Response::from_parts(parts, ResponseBody::full(body))));
         State::Complete { future }
     }
@@ -494,6 +529,9 @@ mod tests {
         assert_eq!(kept.get_all("x-multi").iter().collect::<Vec<_>>(), ["1", "2"]);
 
         let with_cookies = stored_headers(&headers, true);
-        assert_eq!(with_cookies.get_all(header::SET_COOKIE).iter().collect::<Vec<_>>(), ["a=1", "b=2"]);
+        assert_eq!(
+            with_cookies.get_all(header::SET_COOKIE).iter().collect::<Vec<_>>(),
+            ["a=1", "b=2"]
+        );
     }
 }

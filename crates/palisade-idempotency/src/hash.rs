@@ -102,7 +102,10 @@ mod tests {
         let a = store_key(b"ab", &Method::POST, "/c", b"k");
         let b = store_key(b"a", &Method::POST, "b/c", b"k");
         assert_ne!(a, b);
-        assert_ne!(store_key(b"", &Method::POST, "/", b"k"), store_key(b"", &Method::PATCH, "/", b"k"));
+        assert_ne!(
+            store_key(b"", &Method::POST, "/", b"k"),
+            store_key(b"", &Method::PATCH, "/", b"k")
+        );
         assert_ne!(
             fingerprint(&Method::POST, "/o", None, b""),
             fingerprint(&Method::POST, "/o", Some(""), b"")
@@ -111,7 +114,10 @@ mod tests {
             fingerprint(&Method::POST, "/o", Some("a=1"), b"x"),
             fingerprint(&Method::POST, "/o", Some("a=1x"), b"")
         );
-        assert_eq!(fingerprint(&Method::POST, "/o", None, b"{}"), fingerprint(&Method::POST, "/o", None, b"{}"));
+        assert_eq!(
+            fingerprint(&Method::POST, "/o", None, b"{}"),
+            fingerprint(&Method::POST, "/o", None, b"{}")
+        );
     }
 
     #[test]

@@ -133,9 +133,7 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     fn new(name: &str) -> Self {
-        let outcome = |outcome: &'static str| {
-            metrics::counter!(REQUESTS_TOTAL, LABEL_NAME => name.to_owned(), LABEL_OUTCOME => outcome)
-        };
+        let outcome = |outcome: &'static str| metrics::counter!(REQUESTS_TOTAL, LABEL_NAME => name.to_owned(), LABEL_OUTCOME => outcome);
         let rejected = |outcome: &'static str, reason: &'static str| {
             metrics::counter!(
                 REQUESTS_TOTAL,
@@ -177,7 +175,9 @@ pub struct IdempotencyLayer<St = MemoryStore, Sc = GlobalScope> {
 
 impl<St, Sc> Clone for IdempotencyLayer<St, Sc> {
     fn clone(&self) -> Self {
-        Self { shared: Arc::clone(&self.shared) }
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
     }
 }
 
@@ -432,7 +432,14 @@ impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
             fail_open: self.fail_open,
             conflict_retry_after: self.conflict_retry_after,
         };
-        IdempotencyLayer { shared: Arc::new(Shared { config, store: self.store, scope: self.scope, metrics }) }
+        IdempotencyLayer {
+            shared: Arc::new(Shared {
+                config,
+                store: self.store,
+                scope: self.scope,
+                metrics,
+            }),
+        }
     }
 }
 
@@ -443,10 +450,18 @@ mod tests {
     #[test]
     fn impossible_settings_fail_to_build() {
         let err = |b: IdempotencyLayerBuilder| b.build().unwrap_err();
-        assert_eq!(err(IdempotencyLayer::builder().lock_expiry(Duration::ZERO)), ConfigError::ZeroLockExpiry);
-        assert_eq!(err(IdempotencyLayer::builder().retention(Duration::ZERO)), ConfigError::ZeroRetention);
         assert_eq!(
-            err(IdempotencyLayer::builder().lock_expiry(Duration::from_secs(10)).retention(Duration::from_secs(5))),
+            err(IdempotencyLayer::builder().lock_expiry(Duration::ZERO)),
+            ConfigError::ZeroLockExpiry
+        );
+        assert_eq!(
+            err(IdempotencyLayer::builder().retention(Duration::ZERO)),
+            ConfigError::ZeroRetention
+        );
+        assert_eq!(
+            err(IdempotencyLayer::builder()
+                .lock_expiry(Duration::from_secs(10))
+                .retention(Duration::from_secs(5))),
             ConfigError::RetentionShorterThanLock {
                 retention: Duration::from_secs(5),
                 lock_expiry: Duration::from_secs(10)
@@ -458,8 +473,19 @@ mod tests {
 
     #[test]
     fn default_policy_stores_2xx_and_4xx_but_not_429_or_5xx() {
-        for (status, stored) in [(200, true), (201, true), (400, true), (404, true), (409, true), (422, true)] {
-            assert_eq!(default_store_status(StatusCode::from_u16(status).unwrap()), stored, "{status}");
+        for (status, stored) in [
+            (200, true),
+            (201, true),
+            (400, true),
+            (404, true),
+            (409, true),
+            (422, true),
+        ] {
+            assert_eq!(
+                default_store_status(StatusCode::from_u16(status).unwrap()),
+                stored,
+                "{status}"
+            );
         }
         for status in [101, 302, 429, 500, 502, 503] {
             assert!(!default_store_status(StatusCode::from_u16(status).unwrap()), "{status}");

@@ -52,13 +52,19 @@ impl<S, St, Sc> Idempotency<S, St, Sc> {
 
 impl<S: Clone, St, Sc> Clone for Idempotency<S, St, Sc> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), layer: self.layer.clone() }
+        Self {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
     }
 }
 
 impl<S: fmt::Debug, St: fmt::Debug, Sc> fmt::Debug for Idempotency<S, St, Sc> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Idempotency").field("inner", &self.inner).field("layer", &self.layer).finish()
+        f.debug_struct("Idempotency")
+            .field("inner", &self.inner)
+            .field("layer", &self.layer)
+            .finish()
     }
 }
 
@@ -115,9 +121,7 @@ where
     }
 }
 
-fn invalid_key<S, St, Sc, ReqB, ResB>(
-    shared: &crate::layer::Shared<St, Sc>,
-) -> ResponseFuture<S, ReqB, ResB, St, Sc>
+fn invalid_key<S, St, Sc, ReqB, ResB>(shared: &crate::layer::Shared<St, Sc>) -> ResponseFuture<S, ReqB, ResB, St, Sc>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     ResB: Body,

@@ -24,7 +24,10 @@ struct Payments {
 
 async fn create_order(State(payments): State<Payments>, body: Bytes) -> (StatusCode, String) {
     let charge = payments.charges.fetch_add(1, Ordering::SeqCst) + 1;
-    (StatusCode::CREATED, format!("{{\"order\":{charge},\"request\":{}}}", String::from_utf8_lossy(&body)))
+    (
+        StatusCode::CREATED,
+        format!("{{\"order\":{charge},\"request\":{}}}", String::from_utf8_lossy(&body)),
+    )
 }
 
 /// Retries any error up to `left` more times, resending the same request.
@@ -83,7 +86,10 @@ where
             let Ok(res) = server.oneshot(req.map(axum::body::Body::new)).await;
             let (parts, body) = res.into_parts();
             let body = body.collect().await?.to_bytes();
-            if losses.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            if losses
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
                 return Err("response lost: timed out".into());
             }
             Ok((parts.status, parts.headers, body))
@@ -104,18 +110,32 @@ async fn an_order_is_charged_once_under_client_retries() {
         // Outside the retry layer: one key per logical request, reused by every attempt.
         .layer(IdempotencyKeyLayer::new())
         .retry(RetryErrors { left: 3 })
-        .service(LossyNetwork { server: app.clone(), losses: Arc::clone(&losses) });
+        .service(LossyNetwork {
+            server: app.clone(),
+            losses: Arc::clone(&losses),
+        });
 
-    let order = Request::post("/orders").body(Full::new(Bytes::from_static(b"{\"sku\":\"A\"}"))).unwrap();
+    let order = Request::post("/orders")
+        .body(Full::new(Bytes::from_static(b"{\"sku\":\"A\"}")))
+        .unwrap();
     let (status, headers, body) = client.ready().await.unwrap().call(order).await.unwrap();
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(body, "{\"order\":1,\"request\":{\"sku\":\"A\"}}");
-    assert_eq!(headers["idempotent-replayed"], "true", "the third attempt got the first attempt's response");
-    assert_eq!(payments.charges.load(Ordering::SeqCst), 1, "charged once for three attempts");
+    assert_eq!(
+        headers["idempotent-replayed"], "true",
+        "the third attempt got the first attempt's response"
+    );
+    assert_eq!(
+        payments.charges.load(Ordering::SeqCst),
+        1,
+        "charged once for three attempts"
+    );
     assert_eq!(losses.load(Ordering::SeqCst), 0);
 
     // A new logical request gets a new key and a new charge.
-    let next = Request::post("/orders").body(Full::new(Bytes::from_static(b"{\"sku\":\"B\"}"))).unwrap();
+    let next = Request::post("/orders")
+        .body(Full::new(Bytes::from_static(b"{\"sku\":\"B\"}")))
+        .unwrap();
     let (status, headers, _) = client.ready().await.unwrap().call(next).await.unwrap();
     assert_eq!(status, StatusCode::CREATED);
     assert!(headers.get("idempotent-replayed").is_none());

@@ -34,7 +34,11 @@ struct RemoteStore {
 
 impl RemoteStore {
     fn new() -> Self {
-        Self { inner: MemoryStore::new(), slow_begin: Arc::new(AtomicBool::new(false)), gate: Arc::new(Notify::new()) }
+        Self {
+            inner: MemoryStore::new(),
+            slow_begin: Arc::new(AtomicBool::new(false)),
+            gate: Arc::new(Notify::new()),
+        }
     }
 }
 
@@ -116,7 +120,10 @@ impl Service<Request<Full<Bytes>>> for Strict {
         assert!(std::mem::take(&mut self.ready), "called without poll_ready");
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.fail.load(Ordering::SeqCst) {
-            return std::future::ready(Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upstream reset")));
+            return std::future::ready(Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "upstream reset",
+            )));
         }
         let mut res = Response::new(Full::new(Bytes::from_static(b"created")));
         *res.status_mut() = StatusCode::CREATED;
@@ -134,7 +141,12 @@ async fn the_instance_polled_ready_is_the_one_called() {
     let strict = Strict::new();
     let mut svc = IdempotencyLayer::new().layer(strict.clone());
     // Keyed (deferred call), passthrough and rejected requests, interleaved.
-    for req in [post(Some("a"), "{}"), post(None, "{}"), post(Some("bad key"), "{}"), post(Some("b"), "{}")] {
+    for req in [
+        post(Some("a"), "{}"),
+        post(None, "{}"),
+        post(Some("bad key"), "{}"),
+        post(Some("b"), "{}"),
+    ] {
         svc.ready().await.unwrap();
         let _ = svc.call(req).await.unwrap();
     }
@@ -163,16 +175,24 @@ async fn an_inner_error_is_returned_with_its_source_and_releases_the_key() {
     assert_eq!(strict.calls.load(Ordering::SeqCst), 2);
 }
 
-fn remote_stack(store: &RemoteStore, strict: &Strict) -> impl Service<
+fn remote_stack(
+    store: &RemoteStore,
+    strict: &Strict,
+) -> impl Service<
     Request<Full<Bytes>>,
     Response = Response<palisade_idempotency::ResponseBody<Full<Bytes>>>,
     Error = std::io::Error,
     Future: Send + 'static,
-> + Clone
+>
++ Clone
 + Send
 + 'static
 + use<> {
-    IdempotencyLayer::builder().store(store.clone()).build().unwrap().layer(strict.clone())
+    IdempotencyLayer::builder()
+        .store(store.clone())
+        .build()
+        .unwrap()
+        .layer(strict.clone())
 }
 
 #[tokio::test(start_paused = true)]
@@ -221,7 +241,11 @@ fn without_a_runtime_a_dropped_lock_expires() {
     let store = RemoteStore::new();
     let strict = Strict::new();
     let svc = remote_stack(&store, &strict);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
     let mut first = Box::pin(svc.clone().oneshot(post(Some("k"), "{}")));
     rt.block_on(async { assert!(poll_once(first.as_mut()).await.is_pending()) });
     // Dropped outside any runtime: nothing can run the release.

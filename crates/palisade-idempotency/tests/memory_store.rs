@@ -8,7 +8,10 @@ use palisade_idempotency::MemoryStore;
 use suite::Fixture;
 
 fn fixture() -> Fixture<MemoryStore> {
-    Fixture { store: MemoryStore::new(), lock_expiry: Duration::from_secs(60) }
+    Fixture {
+        store: MemoryStore::new(),
+        lock_expiry: Duration::from_secs(60),
+    }
 }
 
 macro_rules! memory_suite {

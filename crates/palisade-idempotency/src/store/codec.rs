@@ -11,7 +11,11 @@ use crate::error::StoreError;
 const VERSION: u8 = 1;
 
 pub(crate) fn encode(response: &StoredResponse) -> Vec<u8> {
-    let headers_len: usize = response.headers.iter().map(|(n, v)| 6 + n.as_str().len() + v.len()).sum();
+    let headers_len: usize = response
+        .headers
+        .iter()
+        .map(|(n, v)| 6 + n.as_str().len() + v.len())
+        .sum();
     let mut out = BytesMut::with_capacity(5 + headers_len + response.body.len());
     out.put_u8(VERSION);
     out.put_u16(response.status.as_u16());
@@ -53,7 +57,11 @@ pub(crate) fn decode(bytes: Bytes) -> Result<StoredResponse, StoreError> {
         let value = HeaderValue::from_maybe_shared(buf.split_to(len)).map_err(|_| corrupt())?;
         headers.append(name, value);
     }
-    Ok(StoredResponse { status, headers, body: buf })
+    Ok(StoredResponse {
+        status,
+        headers,
+        body: buf,
+    })
 }
 
 #[cfg(test)]
@@ -67,9 +75,17 @@ mod tests {
         headers.append("content-type", HeaderValue::from_static("application/json"));
         headers.append("x-multi", HeaderValue::from_static("1"));
         headers.append("x-multi", HeaderValue::from_static("2"));
-        let response = StoredResponse { status: StatusCode::ACCEPTED, headers, body: Bytes::from_static(&[0, 255, 1]) };
+        let response = StoredResponse {
+            status: StatusCode::ACCEPTED,
+            headers,
+            body: Bytes::from_static(&[0, 255, 1]),
+        };
         assert_eq!(decode(encode(&response).into()).unwrap(), response);
-        let empty = StoredResponse { status: StatusCode::NO_CONTENT, headers: HeaderMap::new(), body: Bytes::new() };
+        let empty = StoredResponse {
+            status: StatusCode::NO_CONTENT,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        };
         assert_eq!(decode(encode(&empty).into()).unwrap(), empty);
     }
 
@@ -77,10 +93,18 @@ mod tests {
     fn truncated_or_foreign_bytes_are_corrupt_not_a_panic() {
         let mut headers = HeaderMap::new();
         headers.append("x-a", HeaderValue::from_static("value"));
-        let encoded = encode(&StoredResponse { status: StatusCode::OK, headers, body: Bytes::new() });
+        let encoded = encode(&StoredResponse {
+            status: StatusCode::OK,
+            headers,
+            body: Bytes::new(),
+        });
         for len in 0..encoded.len() {
             let result = decode(Bytes::copy_from_slice(&encoded[..len]));
-            assert_eq!(result.unwrap_err().kind(), StoreErrorKind::Corrupt, "truncated at {len}");
+            assert_eq!(
+                result.unwrap_err().kind(),
+                StoreErrorKind::Corrupt,
+                "truncated at {len}"
+            );
         }
         assert!(decode(Bytes::from_static(b"\x02\x00\xc8\x00\x00")).is_err());
     }

@@ -100,12 +100,22 @@ impl MemoryStore {
 
     /// A builder, to choose the bound.
     pub fn builder() -> MemoryStoreBuilder {
-        MemoryStoreBuilder { max_keys: DEFAULT_MAX_KEYS }
+        MemoryStoreBuilder {
+            max_keys: DEFAULT_MAX_KEYS,
+        }
     }
 
     fn with_max_keys(max_keys: usize) -> Self {
-        let state = State { entries: HashMap::new(), next_token: 0 };
-        Self { shared: Arc::new(Shared { max_keys, state: Mutex::new(state) }) }
+        let state = State {
+            entries: HashMap::new(),
+            next_token: 0,
+        };
+        Self {
+            shared: Arc::new(Shared {
+                max_keys,
+                state: Mutex::new(state),
+            }),
+        }
     }
 
     /// How many keys are held, expired ones not yet dropped included.
@@ -130,10 +140,13 @@ impl MemoryStore {
         match state.entries.get(key) {
             Some(entry) if entry.expires_at > now => {
                 return Ok(match &entry.kind {
-                    EntryKind::InFlight(_) => Begin::InFlight { fingerprint: entry.fingerprint },
-                    EntryKind::Completed(response) => {
-                        Begin::Completed { fingerprint: entry.fingerprint, response: response.clone() }
-                    }
+                    EntryKind::InFlight(_) => Begin::InFlight {
+                        fingerprint: entry.fingerprint,
+                    },
+                    EntryKind::Completed(response) => Begin::Completed {
+                        fingerprint: entry.fingerprint,
+                        response: response.clone(),
+                    },
                 });
             }
             Some(_) => {}
@@ -141,12 +154,22 @@ impl MemoryStore {
         }
         state.next_token += 1;
         let lease = Lease::new(state.next_token);
-        let entry = Entry { fingerprint: *fingerprint, expires_at: now + lock_expiry, kind: EntryKind::InFlight(lease) };
+        let entry = Entry {
+            fingerprint: *fingerprint,
+            expires_at: now + lock_expiry,
+            kind: EntryKind::InFlight(lease),
+        };
         state.entries.insert(*key, entry);
         Ok(Begin::Acquired(lease))
     }
 
-    fn complete_now(&self, key: &StoreKey, lease: &Lease, response: &StoredResponse, retention: Duration) -> Completion {
+    fn complete_now(
+        &self,
+        key: &StoreKey,
+        lease: &Lease,
+        response: &StoredResponse,
+        retention: Duration,
+    ) -> Completion {
         let mut state = self.lock();
         match state.entries.get_mut(key) {
             Some(entry) if matches!(entry.kind, EntryKind::InFlight(held) if held == *lease) => {
@@ -239,7 +262,11 @@ mod tests {
     }
 
     fn response() -> StoredResponse {
-        StoredResponse { status: StatusCode::CREATED, headers: HeaderMap::new(), body: "ok".into() }
+        StoredResponse {
+            status: StatusCode::CREATED,
+            headers: HeaderMap::new(),
+            body: "ok".into(),
+        }
     }
 
     fn acquire(store: &MemoryStore, n: u8) -> Lease {
@@ -253,14 +280,26 @@ mod tests {
     async fn begin_complete_replay_and_expiry() {
         let store = MemoryStore::new();
         let lease = acquire(&store, 1);
-        assert_eq!(store.begin_now(&key(1), &fp(9), LOCK).unwrap(), Begin::InFlight { fingerprint: fp(1) });
-        assert_eq!(store.complete_now(&key(1), &lease, &response(), KEEP), Completion::Stored);
+        assert_eq!(
+            store.begin_now(&key(1), &fp(9), LOCK).unwrap(),
+            Begin::InFlight { fingerprint: fp(1) }
+        );
+        assert_eq!(
+            store.complete_now(&key(1), &lease, &response(), KEEP),
+            Completion::Stored
+        );
         assert_eq!(
             store.begin_now(&key(1), &fp(1), LOCK).unwrap(),
-            Begin::Completed { fingerprint: fp(1), response: response() }
+            Begin::Completed {
+                fingerprint: fp(1),
+                response: response()
+            }
         );
         tokio::time::advance(KEEP).await;
-        assert!(matches!(store.begin_now(&key(1), &fp(2), LOCK).unwrap(), Begin::Acquired(_)));
+        assert!(matches!(
+            store.begin_now(&key(1), &fp(2), LOCK).unwrap(),
+            Begin::Acquired(_)
+        ));
     }
 
     #[tokio::test(start_paused = true)]
@@ -270,9 +309,15 @@ mod tests {
         tokio::time::advance(LOCK).await;
         let fresh = acquire(&store, 1);
         assert_ne!(stale, fresh);
-        assert_eq!(store.complete_now(&key(1), &stale, &response(), KEEP), Completion::LeaseLost);
+        assert_eq!(
+            store.complete_now(&key(1), &stale, &response(), KEEP),
+            Completion::LeaseLost
+        );
         store.release_now(&key(1), &stale);
-        assert_eq!(store.begin_now(&key(1), &fp(1), LOCK).unwrap(), Begin::InFlight { fingerprint: fp(1) });
+        assert_eq!(
+            store.begin_now(&key(1), &fp(1), LOCK).unwrap(),
+            Begin::InFlight { fingerprint: fp(1) }
+        );
         store.release_now(&key(1), &fresh);
         assert!(store.is_empty());
     }
@@ -282,7 +327,10 @@ mod tests {
         let store = MemoryStore::new();
         let lease = acquire(&store, 1);
         tokio::time::advance(LOCK * 2).await;
-        assert_eq!(store.complete_now(&key(1), &lease, &response(), KEEP), Completion::Stored);
+        assert_eq!(
+            store.complete_now(&key(1), &lease, &response(), KEEP),
+            Completion::Stored
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -291,7 +339,10 @@ mod tests {
         let lease = acquire(&store, 1);
         store.complete_now(&key(1), &lease, &response(), KEEP);
         store.release_now(&key(1), &lease);
-        assert!(matches!(store.begin_now(&key(1), &fp(1), LOCK).unwrap(), Begin::Completed { .. }));
+        assert!(matches!(
+            store.begin_now(&key(1), &fp(1), LOCK).unwrap(),
+            Begin::Completed { .. }
+        ));
     }
 
     #[tokio::test(start_paused = true)]
@@ -305,7 +356,10 @@ mod tests {
         // Full of responses: the one closest to expiry (key 1) goes.
         acquire(&store, 3);
         assert_eq!(store.len(), 2);
-        assert!(matches!(store.begin_now(&key(2), &fp(2), LOCK).unwrap(), Begin::Completed { .. }));
+        assert!(matches!(
+            store.begin_now(&key(2), &fp(2), LOCK).unwrap(),
+            Begin::Completed { .. }
+        ));
         // Key 2's response goes for key 1; then both keys are in flight.
         acquire(&store, 1);
         let err = store.begin_now(&key(4), &fp(4), LOCK).unwrap_err();
@@ -318,6 +372,9 @@ mod tests {
 
     #[test]
     fn zero_keys_is_a_config_error() {
-        assert_eq!(MemoryStore::builder().max_keys(0).build().unwrap_err(), ConfigError::ZeroCapacity);
+        assert_eq!(
+            MemoryStore::builder().max_keys(0).build().unwrap_err(),
+            ConfigError::ZeroCapacity
+        );
     }
 }

@@ -28,6 +28,9 @@ use crate::hash::{Fingerprint, StoreKey};
 /// The SQL that creates the store's table; [`PostgresStore::migrate`] runs it.
 pub const MIGRATION: &str = include_str!("../../migrations/postgres.sql");
 
+/// `begin`'s row: acquired, and otherwise the existing fingerprint and response.
+type BeginRow = (bool, Option<Vec<u8>>, Option<Vec<u8>>);
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
 
 const BEGIN: &str = "
@@ -74,13 +77,19 @@ impl PostgresStore {
 
     /// Creates the table and its index if they do not exist ([`MIGRATION`]).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::raw_sql(MIGRATION).execute(&self.pool).await.map_err(StoreError::backend)?;
+        sqlx::raw_sql(MIGRATION)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::backend)?;
         Ok(())
     }
 
     /// Deletes every row whose lock or response has expired; returns how many.
     pub async fn cleanup_expired(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query(CLEANUP).execute(&self.pool).await.map_err(StoreError::backend)?;
+        let done = sqlx::query(CLEANUP)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::backend)?;
         Ok(done.rows_affected())
     }
 }
@@ -104,7 +113,7 @@ impl IdempotencyStore for PostgresStore {
         let token = uuid::Uuid::now_v7().as_u128();
         Box::pin(async move {
             for _ in 0..BEGIN_ATTEMPTS {
-                let row: Option<(bool, Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(BEGIN)
+                let row: Option<BeginRow> = sqlx::query_as(BEGIN)
                     .bind(&key)
                     .bind(&fingerprint)
                     .bind(&token.to_be_bytes()[..])
@@ -115,7 +124,9 @@ impl IdempotencyStore for PostgresStore {
                 match row {
                     Some((true, _, _)) => return Ok(Begin::Acquired(Lease::new(token))),
                     Some((false, fingerprint, None)) => {
-                        return Ok(Begin::InFlight { fingerprint: fingerprint_from(fingerprint)? });
+                        return Ok(Begin::InFlight {
+                            fingerprint: fingerprint_from(fingerprint)?,
+                        });
                     }
                     Some((false, fingerprint, Some(response))) => {
                         let fingerprint = fingerprint_from(fingerprint)?;
@@ -125,7 +136,9 @@ impl IdempotencyStore for PostgresStore {
                     None => continue,
                 }
             }
-            Err(StoreError::backend("postgres idempotency begin kept racing a concurrent insert"))
+            Err(StoreError::backend(
+                "postgres idempotency begin kept racing a concurrent insert",
+            ))
         })
     }
 
@@ -152,7 +165,11 @@ impl IdempotencyStore for PostgresStore {
                 .execute(&pool)
                 .await
                 .map_err(StoreError::backend)?;
-            Ok(if done.rows_affected() == 1 { Completion::Stored } else { Completion::LeaseLost })
+            Ok(if done.rows_affected() == 1 {
+                Completion::Stored
+            } else {
+                Completion::LeaseLost
+            })
         })
     }
 
@@ -161,7 +178,12 @@ impl IdempotencyStore for PostgresStore {
         let key = key.to_hex();
         let token = lease.token().to_be_bytes();
         Box::pin(async move {
-            sqlx::query(RELEASE).bind(key).bind(&token[..]).execute(&pool).await.map_err(StoreError::backend)?;
+            sqlx::query(RELEASE)
+                .bind(key)
+                .bind(&token[..])
+                .execute(&pool)
+                .await
+                .map_err(StoreError::backend)?;
             Ok(())
         })
     }

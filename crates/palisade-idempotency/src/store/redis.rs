@@ -76,14 +76,19 @@ pub struct RedisStore<C = redis::aio::MultiplexedConnection> {
 
 impl<C> std::fmt::Debug for RedisStore<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
 impl<C> RedisStore<C> {
     /// A store on `conn` with the [`DEFAULT_PREFIX`].
     pub fn new(conn: C) -> Self {
-        Self { conn, prefix: Arc::from(DEFAULT_PREFIX) }
+        Self {
+            conn,
+            prefix: Arc::from(DEFAULT_PREFIX),
+        }
     }
 
     /// A store on `conn` whose keys start with `prefix`.
@@ -92,7 +97,10 @@ impl<C> RedisStore<C> {
         if prefix.is_empty() {
             return Err(ConfigError::EmptyPrefix);
         }
-        Ok(Self { conn, prefix: Arc::from(prefix) })
+        Ok(Self {
+            conn,
+            prefix: Arc::from(prefix),
+        })
     }
 
     /// The key prefix.
@@ -184,7 +192,11 @@ where
                 .invoke_async(&mut conn)
                 .await
                 .map_err(StoreError::backend)?;
-            Ok(if stored == 1 { Completion::Stored } else { Completion::LeaseLost })
+            Ok(if stored == 1 {
+                Completion::Stored
+            } else {
+                Completion::LeaseLost
+            })
         })
     }
 
@@ -193,7 +205,12 @@ where
         let key = self.redis_key(key);
         let token = lease.token().to_be_bytes();
         Box::pin(async move {
-            let _: i64 = RELEASE.key(key).arg(&token[..]).invoke_async(&mut conn).await.map_err(StoreError::backend)?;
+            let _: i64 = RELEASE
+                .key(key)
+                .arg(&token[..])
+                .invoke_async(&mut conn)
+                .await
+                .map_err(StoreError::backend)?;
             Ok(())
         })
     }

@@ -42,7 +42,10 @@ pub struct Faulty<St> {
 
 impl<St> Faulty<St> {
     pub fn new(inner: St) -> Self {
-        Self { inner, failing: Arc::new(AtomicBool::new(false)) }
+        Self {
+            inner,
+            failing: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     pub fn fail(&self, failing: bool) {
@@ -139,7 +142,12 @@ impl Orders {
                 {
                     permit.forget();
                 }
-                let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
                 let padding = orders.response_bytes.load(Ordering::SeqCst);
                 let text = format!("order {n} for {} bytes{}", body.len(), "x".repeat(padding));
                 let res = Response::builder()
@@ -207,19 +215,30 @@ pub fn stack<St: IdempotencyStore + Clone>(
         .lock_expiry(fixture.lock_expiry)
         .retention(Duration::from_secs(3600));
     let layer = configure(builder).build().unwrap();
-    let svc = layer.layer(orders.service()).then(|res: Result<Response<_>, Infallible>| async move {
-        let res = res?;
-        let (parts, body) = res.into_parts();
-        let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-        Ok::<_, Infallible>(Got { status: parts.status, headers: parts.headers, body })
-    });
+    let svc = layer
+        .layer(orders.service())
+        .then(|res: Result<Response<_>, Infallible>| async move {
+            let res = res?;
+            let (parts, body) = res.into_parts();
+            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            Ok::<_, Infallible>(Got {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        });
     tower::util::BoxCloneSyncService::new(svc)
 }
 
 pub type PrincipalScope = fn(&http::request::Parts) -> String;
 
 fn principal(parts: &http::request::Parts) -> String {
-    parts.headers.get("x-principal").and_then(|v| v.to_str().ok()).unwrap_or("anonymous").to_owned()
+    parts
+        .headers
+        .get("x-principal")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("anonymous")
+        .to_owned()
 }
 
 pub async fn send(svc: &Svc, req: Request<Full<Bytes>>) -> Got {
@@ -265,7 +284,10 @@ pub async fn first_request_runs_and_repeats_replay_it<St: IdempotencyStore + Clo
     let first = send(&svc, post(Some("\"order-1\""), r#"{"sku":"A"}"#)).await;
     assert_eq!(first.status, StatusCode::CREATED);
     assert_eq!(first.body, "order 1 for 11 bytes");
-    assert_eq!(first.headers["set-cookie"], "session=1", "the first response is untouched");
+    assert_eq!(
+        first.headers["set-cookie"], "session=1",
+        "the first response is untouched"
+    );
     assert!(!first.replayed());
 
     // Quoted or bare, the key is the same.
@@ -290,7 +312,9 @@ pub async fn first_request_runs_and_repeats_replay_it<St: IdempotencyStore + Clo
 
 pub async fn a_repeat_while_in_flight_gets_409<St: IdempotencyStore + Clone>(fixture: Fixture<St>) {
     let orders = Orders::new();
-    let svc = stack(&fixture, &orders, |b| b.conflict_retry_after(Duration::from_millis(1_500)));
+    let svc = stack(&fixture, &orders, |b| {
+        b.conflict_retry_after(Duration::from_millis(1_500))
+    });
     orders.close();
     let first = tokio::spawn({
         let svc = svc.clone();
@@ -317,10 +341,16 @@ pub async fn a_repeat_while_in_flight_gets_409<St: IdempotencyStore + Clone>(fix
 pub async fn a_key_reused_with_another_request_gets_422<St: IdempotencyStore + Clone>(fixture: Fixture<St>) {
     let orders = Orders::new();
     let svc = stack(&fixture, &orders, |b| b);
-    assert_eq!(send(&svc, post(Some("k"), r#"{"amount":10}"#)).await.status, StatusCode::CREATED);
+    assert_eq!(
+        send(&svc, post(Some("k"), r#"{"amount":10}"#)).await.status,
+        StatusCode::CREATED
+    );
     let other_body = send(&svc, post(Some("k"), r#"{"amount":99}"#)).await;
     assert_eq!(other_body.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(other_body.problem_type(), palisade_idempotency::problem::types::KEY_REUSED);
+    assert_eq!(
+        other_body.problem_type(),
+        palisade_idempotency::problem::types::KEY_REUSED
+    );
     let mut other_query = post(Some("k"), r#"{"amount":10}"#);
     *other_query.uri_mut() = "/orders?region=us".parse().unwrap();
     assert_eq!(send(&svc, other_query).await.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -340,10 +370,20 @@ pub async fn missing_and_invalid_keys<St: IdempotencyStore + Clone>(fixture: Fix
     let required = stack(&fixture, &orders, |b| b.require_key(true));
     let missing = send(&required, post(None, "{}")).await;
     assert_eq!(missing.status, StatusCode::BAD_REQUEST);
-    assert_eq!(missing.problem_type(), palisade_idempotency::problem::types::KEY_MISSING);
+    assert_eq!(
+        missing.problem_type(),
+        palisade_idempotency::problem::types::KEY_MISSING
+    );
 
     let long = "k".repeat(256);
-    for bad in ["", "\"\"", "\"unterminated", "has space", "\"tab\there\"", long.as_str()] {
+    for bad in [
+        "",
+        "\"\"",
+        "\"unterminated",
+        "has space",
+        "\"tab\there\"",
+        long.as_str(),
+    ] {
         let got = send(&optional, post(Some(bad), "{}")).await;
         assert_eq!(got.status, StatusCode::BAD_REQUEST, "{bad:?}");
         assert_eq!(got.problem_type(), palisade_idempotency::problem::types::KEY_INVALID);
@@ -369,7 +409,10 @@ pub async fn an_oversized_body_gets_413<St: IdempotencyStore + Clone>(fixture: F
     assert_eq!(big.problem_type(), palisade_idempotency::problem::types::BODY_TOO_LARGE);
     assert_eq!(orders.calls(), 0);
     // The key was not taken: a fitting request with it runs.
-    assert_eq!(send(&svc, post(Some("k"), "12345678")).await.status, StatusCode::CREATED);
+    assert_eq!(
+        send(&svc, post(Some("k"), "12345678")).await.status,
+        StatusCode::CREATED
+    );
     assert_eq!(orders.calls(), 1);
 }
 
@@ -412,7 +455,11 @@ pub async fn a_dropped_request_releases_its_key<St: IdempotencyStore + Clone>(fi
     let got = until_not_in_flight(&svc, || post(Some("k"), "{}")).await;
     assert_eq!(got.status, StatusCode::CREATED);
     assert!(!got.replayed());
-    assert_eq!(orders.calls(), 2, "the cancelled request's key was freed and the retry ran");
+    assert_eq!(
+        orders.calls(),
+        2,
+        "the cancelled request's key was freed and the retry ran"
+    );
 }
 
 pub async fn an_expired_lock_is_taken_over_and_the_stale_owner_cannot_overwrite<St: IdempotencyStore + Clone>(
@@ -437,26 +484,42 @@ pub async fn an_expired_lock_is_taken_over_and_the_stale_owner_cannot_overwrite<
     orders.open(1);
     let stale = stale.await.unwrap();
     assert_eq!(stale.headers["x-order"], "1");
-    assert_eq!(send(&svc, post(Some("k"), "{}")).await.status, StatusCode::CONFLICT, "the new owner still holds it");
+    assert_eq!(
+        send(&svc, post(Some("k"), "{}")).await.status,
+        StatusCode::CONFLICT,
+        "the new owner still holds it"
+    );
     orders.open(1);
     let fresh = takeover.await.unwrap();
     assert_eq!(fresh.headers["x-order"], "2");
     let replay = send(&svc, post(Some("k"), "{}")).await;
     assert!(replay.replayed());
-    assert_eq!(replay.headers["x-order"], "2", "the new owner's response is the one kept");
+    assert_eq!(
+        replay.headers["x-order"], "2",
+        "the new owner's response is the one kept"
+    );
     assert_eq!(orders.calls(), 2);
 }
 
 pub async fn store_failures_fail_closed_or_open<St: IdempotencyStore + Clone>(fixture: Fixture<St>) {
-    let faulty = Fixture { store: Faulty::new(fixture.store.clone()), lock_expiry: fixture.lock_expiry };
+    let faulty = Fixture {
+        store: Faulty::new(fixture.store.clone()),
+        lock_expiry: fixture.lock_expiry,
+    };
     let orders = Orders::new();
     let closed = stack(&faulty, &orders, |b| b);
     let open = stack(&faulty, &orders, |b| b.fail_open(true));
     faulty.store.fail(true);
     let refused = send(&closed, post(Some("k"), "{}")).await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(refused.problem_type(), palisade_idempotency::problem::types::STORE_UNAVAILABLE);
-    assert!(!String::from_utf8_lossy(&refused.body).contains("store down"), "no internals in the body");
+    assert_eq!(
+        refused.problem_type(),
+        palisade_idempotency::problem::types::STORE_UNAVAILABLE
+    );
+    assert!(
+        !String::from_utf8_lossy(&refused.body).contains("store down"),
+        "no internals in the body"
+    );
     assert_eq!(orders.calls(), 0);
     let passed = send(&open, post(Some("k"), "{}")).await;
     assert_eq!(passed.status, StatusCode::CREATED);
@@ -475,8 +538,14 @@ pub async fn principals_never_see_each_others_responses<St: IdempotencyStore + C
     assert!(!bob.replayed());
     assert_ne!(alice.body, bob.body);
     assert_eq!(orders.calls(), 2);
-    assert_eq!(send(&svc, as_principal(post(Some("k"), "{}"), "alice")).await.body, alice.body);
-    assert_eq!(send(&svc, as_principal(post(Some("k"), "{}"), "bob")).await.body, bob.body);
+    assert_eq!(
+        send(&svc, as_principal(post(Some("k"), "{}"), "alice")).await.body,
+        alice.body
+    );
+    assert_eq!(
+        send(&svc, as_principal(post(Some("k"), "{}"), "bob")).await.body,
+        bob.body
+    );
     assert_eq!(orders.calls(), 2);
 }
 
@@ -486,7 +555,11 @@ pub async fn a_response_over_the_cap_passes_through_unstored<St: IdempotencyStor
     orders.response_bytes.store(100, Ordering::SeqCst);
     let big = send(&svc, post(Some("k"), "{}")).await;
     assert_eq!(big.status, StatusCode::CREATED);
-    assert_eq!(big.body.len(), "order 1 for 2 bytes".len() + 100, "the whole body reaches the client");
+    assert_eq!(
+        big.body.len(),
+        "order 1 for 2 bytes".len() + 100,
+        "the whole body reaches the client"
+    );
     let again = send(&svc, post(Some("k"), "{}")).await;
     assert!(!again.replayed(), "nothing was stored, the key was released");
     assert_eq!(orders.calls(), 2);
