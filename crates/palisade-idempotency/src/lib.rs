@@ -170,7 +170,25 @@
 //!
 //! # Performance
 //!
-//! BENCHMARK_FIGURES
+//! Measured 2026-11-21 on a 2-core x86_64 VM (shared with other builds, so
+//! take them as orders of magnitude) with `cargo bench -p palisade-benches
+//! --bench idempotency -- --quick`. The memory-store entries are one call
+//! driven to completion on the bench thread, against an always-ready HTTP
+//! service in the same run (building the request and response, with its
+//! headers, is in every figure):
+//!
+//! | entry | time per request | overhead | allocations per request |
+//! |---|---|---|---|
+//! | bare HTTP service | 504 ns | - | 5 |
+//! | a method the layer does not protect (GET) | 433 ns | none measurable | 5 (+0) |
+//! | replay from the memory store | 1.06 µs | +0.56 µs | 6 (+1) |
+//! | first request, memory store (read body, two SHA-256, lock, store) | 1.47 µs | +0.97 µs | 9 (+4) |
+//!
+//! Through a live Redis on the same machine (loopback), one request at a
+//! time: a replay costs one round trip, 26.5 µs (37,700 requests/s); a
+//! first request costs two (`begin` and `complete`), 61 µs (16,400
+//! requests/s). With 32 replays in flight on one thread: 6.7 µs per request,
+//! 150,000 requests/s.
 
 mod body;
 pub mod client;
@@ -182,6 +200,7 @@ mod layer;
 pub mod problem;
 mod service;
 pub mod store;
+mod sync;
 
 pub use body::ResponseBody;
 pub use error::{ConfigError, StoreError, StoreErrorKind};

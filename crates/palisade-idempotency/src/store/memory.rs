@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::{Ready, ready};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::{Begin, Completion, IdempotencyStore, Lease, StoredResponse};
 use crate::error::{ConfigError, StoreError};
 use crate::hash::{Fingerprint, StoreKey};
+use crate::sync::{Arc, Mutex, MutexGuard};
 
 /// The default bound on the keys a [`MemoryStore`] holds.
 pub const DEFAULT_MAX_KEYS: usize = 10_000;
