@@ -198,10 +198,8 @@ impl IdempotencyLayer {
 
     /// A builder, starting from the defaults.
     pub fn builder() -> IdempotencyLayerBuilder {
-        IdempotencyLayerBuilder {
+        let config = Config {
             name: "idempotency".to_owned(),
-            store: MemoryStore::new(),
-            scope: GlobalScope,
             methods: vec![Method::POST, Method::PATCH],
             header: crate::IDEMPOTENCY_KEY,
             require_key: false,
@@ -213,6 +211,11 @@ impl IdempotencyLayer {
             store_set_cookie: false,
             fail_open: false,
             conflict_retry_after: DEFAULT_CONFLICT_RETRY_AFTER,
+        };
+        IdempotencyLayerBuilder {
+            config,
+            store: MemoryStore::new(),
+            scope: GlobalScope,
         }
     }
 }
@@ -245,29 +248,16 @@ impl<S, St, Sc> Layer<S> for IdempotencyLayer<St, Sc> {
 /// Configures an [`IdempotencyLayer`]; every setting has a default (see the
 /// [crate docs](crate#defaults)).
 pub struct IdempotencyLayerBuilder<St = MemoryStore, Sc = GlobalScope> {
-    name: String,
+    config: Config,
     store: St,
     scope: Sc,
-    methods: Vec<Method>,
-    header: HeaderName,
-    require_key: bool,
-    lock_expiry: Duration,
-    retention: Duration,
-    max_request_body: usize,
-    max_response_body: usize,
-    store_status: StatusPolicy,
-    store_set_cookie: bool,
-    fail_open: bool,
-    conflict_retry_after: Duration,
 }
 
 impl<St: fmt::Debug, Sc> fmt::Debug for IdempotencyLayerBuilder<St, Sc> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdempotencyLayerBuilder")
-            .field("name", &self.name)
+            .field("config", &self.config)
             .field("store", &self.store)
-            .field("methods", &self.methods)
-            .field("header", &self.header)
             .finish_non_exhaustive()
     }
 }
@@ -275,27 +265,16 @@ impl<St: fmt::Debug, Sc> fmt::Debug for IdempotencyLayerBuilder<St, Sc> {
 impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
     /// The name in metrics and logs (default `idempotency`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.config.name = name.into();
         self
     }
 
     /// Where keys and responses live (default: a [`MemoryStore`] of its own).
     pub fn store<T: IdempotencyStore>(self, store: T) -> IdempotencyLayerBuilder<T, Sc> {
         IdempotencyLayerBuilder {
-            name: self.name,
+            config: self.config,
             store,
             scope: self.scope,
-            methods: self.methods,
-            header: self.header,
-            require_key: self.require_key,
-            lock_expiry: self.lock_expiry,
-            retention: self.retention,
-            max_request_body: self.max_request_body,
-            max_response_body: self.max_response_body,
-            store_status: self.store_status,
-            store_set_cookie: self.store_set_cookie,
-            fail_open: self.fail_open,
-            conflict_retry_after: self.conflict_retry_after,
         }
     }
 
@@ -303,40 +282,29 @@ impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
     /// [`GlobalScope`], one scope for all).
     pub fn scope<T: Scope>(self, scope: T) -> IdempotencyLayerBuilder<St, T> {
         IdempotencyLayerBuilder {
-            name: self.name,
+            config: self.config,
             store: self.store,
             scope,
-            methods: self.methods,
-            header: self.header,
-            require_key: self.require_key,
-            lock_expiry: self.lock_expiry,
-            retention: self.retention,
-            max_request_body: self.max_request_body,
-            max_response_body: self.max_response_body,
-            store_status: self.store_status,
-            store_set_cookie: self.store_set_cookie,
-            fail_open: self.fail_open,
-            conflict_retry_after: self.conflict_retry_after,
         }
     }
 
     /// The methods the layer protects (default POST and PATCH); other
     /// requests pass through untouched.
     pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
-        self.methods = methods.into_iter().collect();
+        self.config.methods = methods.into_iter().collect();
         self
     }
 
     /// The key's header (default `Idempotency-Key`).
     pub fn header_name(mut self, header: HeaderName) -> Self {
-        self.header = header;
+        self.config.header = header;
         self
     }
 
     /// Whether a protected request without a key is refused with 400
     /// (default false: it passes through, unprotected).
     pub fn require_key(mut self, require: bool) -> Self {
-        self.require_key = require;
+        self.config.require_key = require;
         self
     }
 
@@ -344,27 +312,27 @@ impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
     /// Set it above the longest time the inner service may take: after it,
     /// another request with the key may take the key over and run again.
     pub fn lock_expiry(mut self, expiry: Duration) -> Self {
-        self.lock_expiry = expiry;
+        self.config.lock_expiry = expiry;
         self
     }
 
     /// How long a stored response is replayed (default 24 h).
     pub fn retention(mut self, retention: Duration) -> Self {
-        self.retention = retention;
+        self.config.retention = retention;
         self
     }
 
     /// The largest request body read for the fingerprint (default 1 MiB);
     /// a larger one is refused with 413.
     pub fn max_request_body(mut self, bytes: usize) -> Self {
-        self.max_request_body = bytes;
+        self.config.max_request_body = bytes;
         self
     }
 
     /// The largest response body stored (default 1 MiB); a larger response
     /// is passed through, not stored, and its key released.
     pub fn max_response_body(mut self, bytes: usize) -> Self {
-        self.max_response_body = bytes;
+        self.config.max_response_body = bytes;
         self
     }
 
@@ -372,73 +340,61 @@ impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
     /// [`default_store_status`]: 2xx and 4xx except 429). A response not
     /// stored releases its key, so the client may retry.
     pub fn store_status(mut self, policy: impl Fn(StatusCode) -> bool + Send + Sync + 'static) -> Self {
-        self.store_status = Box::new(policy);
+        self.config.store_status = Box::new(policy);
         self
     }
 
     /// Whether `Set-Cookie` headers are stored and replayed (default false:
     /// a session cookie must not be handed to whoever holds the key).
     pub fn store_set_cookie(mut self, store: bool) -> Self {
-        self.store_set_cookie = store;
+        self.config.store_set_cookie = store;
         self
     }
 
     /// Whether a failing store lets requests through unprotected (default
     /// false: they are refused with 503).
     pub fn fail_open(mut self, fail_open: bool) -> Self {
-        self.fail_open = fail_open;
+        self.config.fail_open = fail_open;
         self
     }
 
     /// The `Retry-After` of a 409 for a request still in flight (default 1 s).
     pub fn conflict_retry_after(mut self, after: Duration) -> Self {
-        self.conflict_retry_after = after;
+        self.config.conflict_retry_after = after;
         self
     }
 
     /// The layer, or why the configuration is impossible.
     pub fn build(self) -> Result<IdempotencyLayer<St, Sc>, ConfigError> {
-        if self.lock_expiry.is_zero() {
+        let config = &self.config;
+        if config.lock_expiry.is_zero() {
             return Err(ConfigError::ZeroLockExpiry);
         }
-        if self.retention.is_zero() {
+        if config.retention.is_zero() {
             return Err(ConfigError::ZeroRetention);
         }
-        if self.retention < self.lock_expiry {
+        if config.retention < config.lock_expiry {
             return Err(ConfigError::RetentionShorterThanLock {
-                retention: self.retention,
-                lock_expiry: self.lock_expiry,
+                retention: config.retention,
+                lock_expiry: config.lock_expiry,
             });
         }
-        if self.methods.is_empty() {
+        if config.methods.is_empty() {
             return Err(ConfigError::NoMethods);
         }
         Ok(self.into_layer())
     }
 
     fn into_layer(self) -> IdempotencyLayer<St, Sc> {
-        let metrics = Metrics::new(&self.name);
-        let config = Config {
-            name: self.name,
-            methods: self.methods,
-            header: self.header,
-            require_key: self.require_key,
-            lock_expiry: self.lock_expiry,
-            retention: self.retention,
-            max_request_body: self.max_request_body,
-            max_response_body: self.max_response_body,
-            store_status: self.store_status,
-            store_set_cookie: self.store_set_cookie,
-            fail_open: self.fail_open,
-            conflict_retry_after: self.conflict_retry_after,
+        let metrics = Metrics::new(&self.config.name);
+        let shared = Shared {
+            config: self.config,
+            store: self.store,
+            scope: self.scope,
+            metrics,
         };
         IdempotencyLayer {
-            shared: Arc::new(Shared {
-                config,
-                store: self.store,
-                scope: self.scope,
-                metrics,
-            }),
+            shared: Arc::new(shared),
         }
     }
 }

@@ -24,6 +24,31 @@ use palisade_idempotency::{
 use tokio::sync::Semaphore;
 use tower::{Layer, Service, ServiceExt};
 
+/// Calls `$run!` with the name of every test of the suite, so each store's
+/// test file runs them all. (Files that include the suite for its helpers
+/// only do not use it.)
+#[allow(unused_macros)]
+macro_rules! all_tests {
+    ($run:ident) => {
+        $run!(
+            first_request_runs_and_repeats_replay_it,
+            a_repeat_while_in_flight_gets_409,
+            a_key_reused_with_another_request_gets_422,
+            missing_and_invalid_keys,
+            an_oversized_body_gets_413,
+            server_errors_are_not_stored_and_may_be_retried,
+            a_dropped_request_releases_its_key,
+            an_expired_lock_is_taken_over_and_the_stale_owner_cannot_overwrite,
+            store_failures_fail_closed_or_open,
+            principals_never_see_each_others_responses,
+            a_response_over_the_cap_passes_through_unstored,
+            two_hundred_concurrent_requests_run_once,
+        );
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use all_tests;
+
 /// A store under test, with the clock the test must wait on.
 #[derive(Clone)]
 pub struct Fixture<St> {
