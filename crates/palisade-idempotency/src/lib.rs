@@ -32,7 +32,8 @@
 //!   another's response. The default [`GlobalScope`] is one scope for all.
 //! - **Fingerprint.** SHA-256 of method, path, query and body. The body is
 //!   read into memory (up to the cap) before the store is asked, and handed
-//!   to the inner service as `ReqB::from(bytes)`.
+//!   to the inner service as `ReqB::from(bytes)` (request trailers are
+//!   neither fingerprinted nor forwarded).
 //! - **Lock.** The first request takes an in-flight lock in the store
 //!   (atomic `begin`) that expires after [`lock_expiry`](IdempotencyLayerBuilder::lock_expiry)
 //!   (default 60 s), so a crashed instance frees its keys. After expiry a

@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use loom::thread;
-use palisade_idempotency::{Begin, Completion, Fingerprint, IdempotencyStore, MemoryStore, StoreKey, StoredResponse};
+use palisade_idempotency::{
+    Begin, Completion, Fingerprint, IdempotencyStore, Lease, MemoryStore, StoreKey, StoredResponse,
+};
 
 const LOCK: Duration = Duration::from_secs(60);
 const KEY: StoreKey = StoreKey::from_bytes([1; 32]);
@@ -26,6 +28,17 @@ fn response() -> StoredResponse {
     }
 }
 
+/// A store whose key this thread holds, and another thread's `begin` racing
+/// whatever this thread does next.
+fn held_key_and_a_racing_begin() -> (MemoryStore, Lease, thread::JoinHandle<Begin>) {
+    let store = MemoryStore::new();
+    let Begin::Acquired(lease) = begin(&store) else {
+        panic!("the first begin acquires")
+    };
+    let other = store.clone();
+    (store, lease, thread::spawn(move || begin(&other)))
+}
+
 #[test]
 fn two_concurrent_begins_acquire_once() {
     loom::model(|| {
@@ -41,12 +54,7 @@ fn two_concurrent_begins_acquire_once() {
 #[test]
 fn a_begin_racing_completion_sees_the_lock_or_the_response() {
     loom::model(|| {
-        let store = MemoryStore::new();
-        let Begin::Acquired(lease) = begin(&store) else {
-            panic!("the first begin acquires")
-        };
-        let other = store.clone();
-        let racer = thread::spawn(move || begin(&other));
+        let (store, lease, racer) = held_key_and_a_racing_begin();
         let completion = store
             .complete(&KEY, &FP, &lease, &response(), LOCK)
             .into_inner()
@@ -63,12 +71,7 @@ fn a_begin_racing_completion_sees_the_lock_or_the_response() {
 #[test]
 fn a_release_racing_begin_never_loses_the_new_owner() {
     loom::model(|| {
-        let store = MemoryStore::new();
-        let Begin::Acquired(lease) = begin(&store) else {
-            panic!("the first begin acquires")
-        };
-        let other = store.clone();
-        let racer = thread::spawn(move || begin(&other));
+        let (store, lease, racer) = held_key_and_a_racing_begin();
         store.release(&KEY, &lease).into_inner().expect("release");
         match racer.join().expect("racer") {
             // It ran after the release: it owns the key now, and keeps it.
