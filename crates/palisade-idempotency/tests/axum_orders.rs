@@ -1,6 +1,7 @@
 //! Through axum: an order-creating handler behind the layer charges a
 //! customer once, however often a client retries a request whose response
 //! was lost on the way back.
+#![cfg(not(loom))]
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
