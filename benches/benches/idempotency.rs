@@ -1,3 +1,6 @@
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 //! The Idempotency-Key layer's cost: a replay and a first request through the
 //! memory store against the bare HTTP service in the same run, and requests/s
 //! through a live Redis store.
@@ -19,7 +22,7 @@ use http_body_util::Full;
 use palisade_benches::Harness;
 use palisade_idempotency::store::redis::RedisStore;
 use palisade_idempotency::{IdempotencyLayer, MemoryStore};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, ServiceExt};
 
 type HttpBare = tower::util::ServiceFn<fn(Request<Full<Bytes>>) -> Ready<Result<Response<Full<Bytes>>, Infallible>>>;
 
