@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{HeaderName, Method, StatusCode};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
 use metrics::Counter;
 use palisade_core::telemetry::{LABEL_NAME, LABEL_OUTCOME, LABEL_REASON, idempotency::REQUESTS_TOTAL};
 use tower_layer::Layer;
@@ -77,6 +77,25 @@ impl Scope for GlobalScope {
 
     fn scope(&self, _parts: &Parts) -> [u8; 0] {
         []
+    }
+}
+
+/// The scope is the value of one request header, for example
+/// `Authorization`: requests with different credentials never share keys.
+/// The value only goes into the store key's SHA-256, so credentials are
+/// never stored. A request without the header has the empty scope.
+#[derive(Debug, Clone)]
+pub struct HeaderScope(pub HeaderName);
+
+impl Scope for HeaderScope {
+    type Output = HeaderValue;
+
+    fn scope(&self, parts: &Parts) -> HeaderValue {
+        parts
+            .headers
+            .get(&self.0)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static(""))
     }
 }
 
@@ -425,6 +444,19 @@ mod tests {
         );
         assert_eq!(err(IdempotencyLayer::builder().methods([])), ConfigError::NoMethods);
         assert!(IdempotencyLayer::builder().build().is_ok());
+    }
+
+    #[test]
+    fn header_scope_is_the_header_value_or_empty() {
+        let scope = HeaderScope(http::header::AUTHORIZATION);
+        let (with, ()) = http::Request::post("/")
+            .header("authorization", "Bearer a")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let (without, ()) = http::Request::post("/").body(()).unwrap().into_parts();
+        assert_eq!(scope.scope(&with).as_bytes(), b"Bearer a");
+        assert_eq!(scope.scope(&without).as_bytes(), b"");
     }
 
     #[test]

@@ -29,7 +29,8 @@
 //! - **Key scope.** The stored key is SHA-256 of the request's
 //!   [`Scope`] (e.g. the authenticated principal from request extensions),
 //!   method, path and the client's key, so one tenant can never replay
-//!   another's response. The default [`GlobalScope`] is one scope for all.
+//!   another's response. [`HeaderScope`] scopes by a header such as
+//!   `Authorization`; the default [`GlobalScope`] is one scope for all.
 //! - **Fingerprint.** SHA-256 of method, path, query and body. The body is
 //!   read into memory (up to the cap) before the store is asked, and handed
 //!   to the inner service as `ReqB::from(bytes)` (request trailers are
@@ -209,7 +210,8 @@ pub use hash::{Fingerprint, StoreKey};
 pub use key::MAX_KEY_LEN;
 pub use layer::{
     DEFAULT_CONFLICT_RETRY_AFTER, DEFAULT_LOCK_EXPIRY, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY,
-    DEFAULT_RETENTION, GlobalScope, IdempotencyLayer, IdempotencyLayerBuilder, Scope, default_store_status,
+    DEFAULT_RETENTION, GlobalScope, HeaderScope, IdempotencyLayer, IdempotencyLayerBuilder, Scope,
+    default_store_status,
 };
 pub use service::Idempotency;
 pub use store::{Begin, Completion, IdempotencyStore, Lease, MemoryStore, StoredResponse};
