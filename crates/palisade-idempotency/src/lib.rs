@@ -48,7 +48,8 @@
 //!   2xx and 4xx except 429). Hop-by-hop headers are never stored, nor
 //!   `Set-Cookie` unless [`store_set_cookie`](IdempotencyLayerBuilder::store_set_cookie).
 //!   The layer waits for the store to confirm before answering, so a retry
-//!   that arrives after the first answer is always a replay.
+//!   that arrives after the first answer is a replay (unless storing failed,
+//!   which is logged and releases the key).
 //! - **What releases the key.** A response not to be stored (5xx, 429), a
 //!   response body over the cap (passed through whole, not stored), an error
 //!   of the inner service, and a dropped response future: the client may then
