@@ -1,0 +1,199 @@
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
+//! The Idempotency-Key layer's cost: a replay and a first request through the
+//! memory store against the bare HTTP service in the same run, and requests/s
+//! through a live Redis store.
+//!
+//! Run with `cargo bench -p palisade-benches --bench idempotency` (add
+//! `-- --quick` for a fast pass). Redis comes from `REDIS_URL` (default
+//! `redis://127.0.0.1:6379`); when it is unreachable the Redis entries are
+//! skipped with a printed reason.
+
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use http::{Request, Response};
+use http_body_util::Full;
+use palisade_benches::Harness;
+use palisade_idempotency::store::redis::RedisStore;
+use palisade_idempotency::{IdempotencyLayer, MemoryStore};
+use tower::{Layer, ServiceExt};
+
+type HttpBare = tower::util::ServiceFn<fn(Request<Full<Bytes>>) -> Ready<Result<Response<Full<Bytes>>, Infallible>>>;
+
+/// An always-ready HTTP service answering 201 with a small JSON body.
+fn http_bare() -> HttpBare {
+    fn created(_req: Request<Full<Bytes>>) -> Ready<Result<Response<Full<Bytes>>, Infallible>> {
+        let mut res = Response::new(Full::new(Bytes::from_static(
+            b"{\"order\":\"ord_8e03978e\",\"status\":\"created\"}",
+        )));
+        *res.status_mut() = http::StatusCode::CREATED;
+        res.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        ready(Ok(res))
+    }
+    tower::service_fn(created as fn(Request<Full<Bytes>>) -> Ready<Result<Response<Full<Bytes>>, Infallible>>)
+}
+
+const BODY: &[u8] = b"{\"sku\":\"A-1\",\"quantity\":2,\"customer\":\"cus_42\"}";
+
+fn order(key: http::HeaderValue) -> Request<Full<Bytes>> {
+    let mut req = Request::new(Full::new(Bytes::from_static(BODY)));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = http::Uri::from_static("/orders");
+    req.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    req.headers_mut().insert("idempotency-key", key);
+    req
+}
+
+fn memory(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let mut harness = Harness::new(c, "idempotency");
+    harness.overhead("http_bare", http_bare(), || order(http::HeaderValue::from_static("k")));
+
+    // Every call replays the response stored by the first.
+    let layer = IdempotencyLayer::new();
+    harness.overhead("memory_replay", layer.layer(http_bare()), || {
+        order(http::HeaderValue::from_static(
+            "\"8e03978e-40d5-43e8-bc93-6894a57f9324\"",
+        ))
+    });
+
+    // Every call is a first request: a retention of 1 µs makes each key free
+    // again at once, so the store stays small and every call acquires,
+    // runs the service, and stores its response.
+    let layer = IdempotencyLayer::builder()
+        .store(MemoryStore::new())
+        .lock_expiry(Duration::from_nanos(1))
+        .retention(Duration::from_micros(1))
+        .build()
+        .expect("layer");
+    let keys: Vec<http::HeaderValue> = (0..64).map(|i| http::HeaderValue::from(i as u64)).collect();
+    let mut i = 0;
+    harness.overhead("memory_first", layer.layer(http_bare()), move || {
+        i = (i + 1) % keys.len();
+        order(keys[i].clone())
+    });
+
+    // A method the layer does not protect: the pass-through cost.
+    let layer = IdempotencyLayer::new();
+    harness.overhead("passthrough_get", layer.layer(http_bare()), || {
+        let mut req = order(http::HeaderValue::from_static("k"));
+        *req.method_mut() = http::Method::GET;
+        req
+    });
+    harness.finish();
+}
+
+fn redis(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let conn = rt.block_on(async {
+        let client = redis::Client::open(url.as_str())?;
+        tokio::time::timeout(Duration::from_secs(3), client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "connect timed out")))?
+    });
+    let conn = match conn {
+        Ok(conn) => conn,
+        Err(e) => {
+            println!("skipping the Redis benchmarks: Redis at {url} is unreachable: {e}");
+            return;
+        }
+    };
+    let prefix = format!("palisade:bench:{}:", std::process::id());
+    let store = RedisStore::with_prefix(conn.clone(), prefix.clone()).expect("prefix");
+    let layer = IdempotencyLayer::builder().store(store).build().expect("layer");
+    let svc = layer.layer(http_bare());
+
+    let mut group = c.benchmark_group("idempotency_redis");
+    group.throughput(Throughput::Elements(1));
+    // One request at a time: the latency of one round trip (replay) or two (first).
+    group.bench_function("replay/sequential", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let key = http::HeaderValue::from_static("replayed-key");
+                let _ = svc.clone().oneshot(order(key.clone())).await;
+                #[allow(clippy::disallowed_types)] // wall time is what a bench measures
+                let start = std::time::Instant::now();
+                for _ in 0..iters {
+                    let _ = std::hint::black_box(svc.clone().oneshot(order(key.clone())).await);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    group.bench_function("first/sequential", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                #[allow(clippy::disallowed_types)] // wall time is what a bench measures
+                let start = std::time::Instant::now();
+                for _ in 0..iters {
+                    let key = http::HeaderValue::from(NEXT.fetch_add(1, Ordering::Relaxed));
+                    let _ = std::hint::black_box(svc.clone().oneshot(order(key)).await);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    // 32 requests in flight on the bench thread: throughput.
+    group.bench_function("replay/32_in_flight", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let key = http::HeaderValue::from_static("replayed-key");
+                #[allow(clippy::disallowed_types)] // wall time is what a bench measures
+                let start = std::time::Instant::now();
+                let tasks: Vec<_> = (0..32)
+                    .map(|t| {
+                        let svc = svc.clone();
+                        let key = key.clone();
+                        let n = iters / 32 + u64::from(t < iters % 32);
+                        tokio::spawn(async move {
+                            for _ in 0..n {
+                                let _ = std::hint::black_box(svc.clone().oneshot(order(key.clone())).await);
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    let _ = task.await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+
+    rt.block_on(async {
+        let mut conn = conn;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<usize, _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+        }
+    });
+}
+
+criterion_group!(benches, memory, redis);
+criterion_main!(benches);

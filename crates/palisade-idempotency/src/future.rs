@@ -1,0 +1,537 @@
+//! The response future of [`Idempotency`](crate::Idempotency).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, request, response};
+use http_body::Body;
+use palisade_core::telemetry::idempotency::TARGET;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::body::{Collected, ResponseBody};
+use crate::error::StoreError;
+use crate::hash::{self, Fingerprint, StoreKey};
+use crate::layer::Shared;
+use crate::store::{Begin, Completion, IdempotencyStore, Lease, StoredResponse};
+use crate::{IDEMPOTENT_REPLAYED, problem};
+
+type Answer<ResB, E> = Result<Response<ResponseBody<ResB>>, E>;
+
+/// After the store answered `begin`: call the inner service, or answer now.
+// Made once per request and consumed at once: boxing the response would
+// only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Step<F, ResB: Body> {
+    Call(F),
+    Respond(Response<ResponseBody<ResB>>),
+}
+
+pin_project! {
+    /// The response future of [`Idempotency`](crate::Idempotency).
+    ///
+    /// Dropping it while it holds a key's in-flight lock releases the key:
+    /// the release is spawned on the current tokio runtime. Without a
+    /// runtime (or if the release fails) the lock simply expires.
+    pub struct ResponseFuture<S, ReqB, ResB, St, Sc>
+    where
+        S: Service<Request<ReqB>>,
+        ResB: http_body::Body,
+        St: IdempotencyStore,
+    {
+        #[pin]
+        kind: Kind<S, ReqB, ResB, St, Sc>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, ReqB, ResB, St, Sc>
+    where
+        S: Service<Request<ReqB>>,
+        ResB: http_body::Body,
+        St: IdempotencyStore,
+    {
+        Passthrough { #[pin] future: S::Future },
+        Respond { response: Option<Response<ResponseBody<ResB>>> },
+        Keyed { #[pin] state: State<S::Future, ReqB, St>, ctx: Keyed<S, ReqB, ResB, St, Sc> },
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, ReqB, St>
+    where
+        St: IdempotencyStore,
+    {
+        ReadRequest { #[pin] body: ReqB },
+        Begin { #[pin] future: St::BeginFuture },
+        Call { #[pin] future: F },
+        ReadResponse,
+        Complete { #[pin] future: St::CompleteFuture },
+        Release { #[pin] future: St::ReleaseFuture },
+        Done,
+    }
+}
+
+/// What a keyed request carries from state to state. Dropping it while it
+/// holds a lease releases the key.
+struct Keyed<S, ReqB, ResB, St, Sc>
+where
+    S: Service<Request<ReqB>>,
+    ResB: Body,
+    St: IdempotencyStore,
+{
+    shared: Arc<Shared<St, Sc>>,
+    service: Option<S>,
+    request: Option<request::Parts>,
+    key: StoreKey,
+    fingerprint: Fingerprint,
+    collected: Collected,
+    response: Option<(response::Parts, ResB)>,
+    lease: Option<Lease>,
+    answer: Option<Answer<ResB, S::Error>>,
+}
+
+impl<S, ReqB, ResB, St, Sc> Drop for Keyed<S, ReqB, ResB, St, Sc>
+where
+    S: Service<Request<ReqB>>,
+    ResB: Body,
+    St: IdempotencyStore,
+{
+    fn drop(&mut self) {
+        let Some(lease) = self.lease.take() else { return };
+        let release = self.shared.store.release(&self.key, &lease);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let name = self.shared.config.name.clone();
+                runtime.spawn(async move {
+                    if let Err(error) = release.await {
+                        tracing::warn!(target: TARGET, name = %name, %error, "releasing a dropped request's key failed; its lock will expire");
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::debug!(target: TARGET, name = %self.shared.config.name, "no runtime to release a dropped request's key; its lock will expire");
+            }
+        }
+    }
+}
+
+impl<S, ReqB, ResB, St, Sc> ResponseFuture<S, ReqB, ResB, St, Sc>
+where
+    S: Service<Request<ReqB>>,
+    ResB: Body,
+    St: IdempotencyStore,
+{
+    pub(crate) fn passthrough(future: S::Future) -> Self {
+        Self {
+            kind: Kind::Passthrough { future },
+        }
+    }
+
+    pub(crate) fn respond(response: Response<ResponseBody<ResB>>) -> Self {
+        Self {
+            kind: Kind::Respond {
+                response: Some(response),
+            },
+        }
+    }
+
+    pub(crate) fn body_too_large(shared: &Shared<St, Sc>) -> Self {
+        Self::respond(body_too_large(shared))
+    }
+
+    pub(crate) fn keyed(
+        shared: Arc<Shared<St, Sc>>,
+        service: S,
+        request: request::Parts,
+        body: ReqB,
+        key: StoreKey,
+    ) -> Self {
+        let ctx = Keyed {
+            shared,
+            service: Some(service),
+            request: Some(request),
+            key,
+            fingerprint: Fingerprint::from_bytes([0; 32]),
+            collected: Collected::default(),
+            response: None,
+            lease: None,
+            answer: None,
+        };
+        Self {
+            kind: Kind::Keyed {
+                state: State::ReadRequest { body },
+                ctx,
+            },
+        }
+    }
+}
+
+impl<S, ReqB, ResB, St, Sc> Future for ResponseFuture<S, ReqB, ResB, St, Sc>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ReqB: Body + From<Bytes>,
+    ResB: Body + Unpin,
+    St: IdempotencyStore,
+{
+    type Output = Answer<ResB, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Passthrough { future } => future.poll(cx).map_ok(|res| res.map(ResponseBody::new)),
+            KindProj::Respond { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => panic!("idempotency ResponseFuture polled after completion"),
+            },
+            KindProj::Keyed { state, ctx } => ctx.poll(state, cx),
+        }
+    }
+}
+
+/// A header the layer never stores: hop-by-hop headers (RFC 9110 §7.6.1),
+/// the headers the `Connection` header names, and `Set-Cookie` unless asked.
+fn stored_headers(headers: &HeaderMap, store_set_cookie: bool) -> HeaderMap {
+    const HOP_BY_HOP: [HeaderName; 8] = [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ];
+    let named_by_connection = |name: &HeaderName| {
+        headers.get_all(header::CONNECTION).iter().any(|value| {
+            value.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
+            })
+        })
+    };
+    let mut kept = HeaderMap::with_capacity(headers.keys_len());
+    for (name, value) in headers {
+        let dropped =
+            HOP_BY_HOP.contains(name) || (!store_set_cookie && name == header::SET_COOKIE) || named_by_connection(name);
+        if !dropped {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
+
+fn replay<B: Body>(stored: StoredResponse) -> Response<ResponseBody<B>> {
+    let mut response = Response::new(ResponseBody::full(stored.body));
+    *response.status_mut() = stored.status;
+    *response.headers_mut() = stored.headers;
+    response
+        .headers_mut()
+        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    response
+}
+
+impl<S, ReqB, ResB, St, Sc> Keyed<S, ReqB, ResB, St, Sc>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ReqB: Body + From<Bytes>,
+    ResB: Body + Unpin,
+    St: IdempotencyStore,
+{
+    fn poll(
+        &mut self,
+        mut state: Pin<&mut State<S::Future, ReqB, St>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Answer<ResB, S::Error>> {
+        loop {
+            match state.as_mut().project() {
+                StateProj::ReadRequest { body } => {
+                    let next = ready!(self.poll_request_body(body, cx));
+                    match next {
+                        Ok(()) => {
+                            let begin = self.begin();
+                            state.set(State::Begin { future: begin });
+                        }
+                        Err(rejection) => {
+                            state.set(State::Done);
+                            return Poll::Ready(Ok(rejection));
+                        }
+                    }
+                }
+                StateProj::Begin { future } => {
+                    let begun = ready!(future.poll(cx));
+                    match self.on_begin(begun) {
+                        Step::Call(future) => state.set(State::Call { future }),
+                        Step::Respond(answer) => {
+                            state.set(State::Done);
+                            return Poll::Ready(Ok(answer));
+                        }
+                    }
+                }
+                StateProj::Call { future } => {
+                    let result = ready!(future.poll(cx));
+                    let next = self.on_response(result);
+                    state.set(next);
+                }
+                StateProj::ReadResponse => {
+                    let next = ready!(self.poll_response_body(cx));
+                    state.set(next);
+                }
+                StateProj::Complete { future } => {
+                    let completed = ready!(future.poll(cx));
+                    match completed {
+                        Ok(Completion::Stored) => {}
+                        Ok(Completion::LeaseLost) => {
+                            tracing::warn!(target: TARGET, name = %self.shared.config.name, "the key's lock expired and was taken over before the response was ready; response not stored");
+                        }
+                        Err(error) => {
+                            tracing::warn!(target: TARGET, name = %self.shared.config.name, %error, "storing the response failed; releasing the key");
+                            state.set(self.release());
+                            continue;
+                        }
+                    }
+                    self.lease = None;
+                    state.set(State::Done);
+                }
+                StateProj::Release { future } => {
+                    if let Err(error) = ready!(future.poll(cx)) {
+                        tracing::warn!(target: TARGET, name = %self.shared.config.name, %error, "releasing the key failed; its lock will expire");
+                    }
+                    self.lease = None;
+                    state.set(State::Done);
+                }
+                // The answer is ready: the response, or the inner error, with the key settled.
+                StateProj::Done => return Poll::Ready(self.take_answer()),
+            }
+        }
+    }
+
+    fn take_answer(&mut self) -> Answer<ResB, S::Error> {
+        match self.answer.take() {
+            Some(answer) => answer,
+            None => panic!("idempotency ResponseFuture polled after completion"),
+        }
+    }
+
+    /// Reads the request body up to the cap; on success the fingerprint is set.
+    fn poll_request_body(
+        &mut self,
+        mut body: Pin<&mut ReqB>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Response<ResponseBody<ResB>>>> {
+        let config = &self.shared.config;
+        loop {
+            match ready!(body.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    // Request trailers are not part of the fingerprint, and are not forwarded.
+                    if let Ok(data) = frame.into_data() {
+                        if self.collected.len().saturating_add(bytes::Buf::remaining(&data)) > config.max_request_body {
+                            return Poll::Ready(Err(body_too_large(&self.shared)));
+                        }
+                        self.collected.push(data);
+                    }
+                }
+                Some(Err(_)) => {
+                    self.shared.metrics.unreadable_body.increment(1);
+                    tracing::debug!(target: TARGET, name = %config.name, reason = "unreadable_body", "request refused");
+                    return Poll::Ready(Err(problem::unreadable_body().into_response_with(ResponseBody::full)));
+                }
+                None => {
+                    if let Some(parts) = &self.request {
+                        let body = self.collected.take();
+                        self.fingerprint = hash::fingerprint(&parts.method, parts.uri.path(), parts.uri.query(), &body);
+                        self.collected.push(body);
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+
+    fn begin(&self) -> St::BeginFuture {
+        self.shared
+            .store
+            .begin(&self.key, &self.fingerprint, self.shared.config.lock_expiry)
+    }
+
+    /// Either the inner call to make, or the answer without calling it.
+    fn on_begin(&mut self, begun: Result<Begin, StoreError>) -> Step<S::Future, ResB> {
+        let shared = &self.shared;
+        let config = &shared.config;
+        match begun {
+            Ok(Begin::Acquired(lease)) => {
+                shared.metrics.first.increment(1);
+                self.lease = Some(lease);
+                self.call_inner()
+            }
+            Ok(Begin::InFlight { fingerprint } | Begin::Completed { fingerprint, .. })
+                if fingerprint != self.fingerprint =>
+            {
+                shared.metrics.mismatch.increment(1);
+                tracing::debug!(target: TARGET, name = %config.name, reason = "mismatch", "key reused with another request");
+                Step::Respond(problem::key_reused().into_response_with(ResponseBody::full))
+            }
+            Ok(Begin::InFlight { .. }) => {
+                shared.metrics.conflict.increment(1);
+                tracing::debug!(target: TARGET, name = %config.name, reason = "in_flight", "key in flight");
+                Step::Respond(problem::in_flight(config.conflict_retry_after).into_response_with(ResponseBody::full))
+            }
+            Ok(Begin::Completed { response, .. }) => {
+                shared.metrics.replayed.increment(1);
+                tracing::debug!(target: TARGET, name = %config.name, "response replayed");
+                Step::Respond(replay(response))
+            }
+            Err(error) if config.fail_open => {
+                shared.metrics.store_error_open.increment(1);
+                tracing::warn!(target: TARGET, name = %config.name, reason = "fail_open", %error, "idempotency store failed; request passed through unprotected");
+                self.call_inner()
+            }
+            Err(error) => {
+                shared.metrics.store_error_closed.increment(1);
+                tracing::warn!(target: TARGET, name = %config.name, reason = "fail_closed", %error, "idempotency store failed; request refused");
+                Step::Respond(problem::store_unavailable().into_response_with(ResponseBody::full))
+            }
+        }
+    }
+
+    fn call_inner(&mut self) -> Step<S::Future, ResB> {
+        match (self.service.take(), self.request.take()) {
+            (Some(mut service), Some(parts)) => {
+                let body = ReqB::from(self.collected.take());
+                Step::Call(service.call(Request::from_parts(parts, body)))
+            }
+            _ => panic!("idempotency ResponseFuture polled after completion"),
+        }
+    }
+
+    fn release(&self) -> State<S::Future, ReqB, St> {
+        match &self.lease {
+            Some(lease) => State::Release {
+                future: self.shared.store.release(&self.key, lease),
+            },
+            None => State::Done,
+        }
+    }
+
+    /// Decides what happens to the inner service's answer.
+    fn on_response(&mut self, result: Result<Response<ResB>, S::Error>) -> State<S::Future, ReqB, St> {
+        let config = &self.shared.config;
+        let response = match result {
+            Ok(response) if self.lease.is_some() => response,
+            Ok(response) => {
+                // Fail-open: nothing is held, nothing to store.
+                self.answer = Some(Ok(response.map(ResponseBody::new)));
+                return State::Done;
+            }
+            Err(error) => {
+                self.answer = Some(Err(error));
+                return self.release();
+            }
+        };
+        let storable = (config.store_status)(response.status())
+            && response.body().size_hint().lower() <= config.max_response_body as u64;
+        if !storable {
+            self.answer = Some(Ok(response.map(ResponseBody::new)));
+            return self.release();
+        }
+        self.response = Some(response.into_parts());
+        State::ReadResponse
+    }
+
+    /// Reads the response body up to the cap, then stores it, or gives up
+    /// storing it and releases the key.
+    fn poll_response_body(&mut self, cx: &mut Context<'_>) -> Poll<State<S::Future, ReqB, St>> {
+        let max = self.shared.config.max_response_body;
+        let Some((_, body)) = &mut self.response else {
+            panic!("idempotency ResponseFuture polled after completion");
+        };
+        let held = loop {
+            match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        self.collected.push(data);
+                        if self.collected.len() > max {
+                            break None;
+                        }
+                    }
+                    Err(frame) => {
+                        // Trailers cannot be replayed: pass the response through unstored.
+                        if let Ok(trailers) = frame.into_trailers() {
+                            break Some(Ok(trailers));
+                        }
+                    }
+                },
+                Some(Err(error)) => break Some(Err(error)),
+                None => return Poll::Ready(self.complete()),
+            }
+        };
+        if let Some((parts, rest)) = self.response.take() {
+            let read = self.collected.take();
+            self.answer = Some(Ok(Response::from_parts(
+                parts,
+                ResponseBody::prefixed(read, held, rest),
+            )));
+        }
+        Poll::Ready(self.release())
+    }
+
+    fn complete(&mut self) -> State<S::Future, ReqB, St> {
+        let (Some((parts, _)), Some(lease)) = (self.response.take(), self.lease) else {
+            return State::Done;
+        };
+        let body = self.collected.take();
+        let config = &self.shared.config;
+        let stored = StoredResponse {
+            status: parts.status,
+            headers: stored_headers(&parts.headers, config.store_set_cookie),
+            body: body.clone(),
+        };
+        let future = self
+            .shared
+            .store
+            .complete(&self.key, &self.fingerprint, &lease, &stored, config.retention);
+        self.answer = Some(Ok(Response::from_parts(parts, ResponseBody::full(body))));
+        State::Complete { future }
+    }
+}
+
+fn body_too_large<B: Body, St, Sc>(shared: &Shared<St, Sc>) -> Response<ResponseBody<B>> {
+    shared.metrics.body_too_large.increment(1);
+    tracing::debug!(target: TARGET, name = %shared.config.name, reason = "body_too_large", "request refused");
+    problem::body_too_large().into_response_with(ResponseBody::full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_cookies_are_not_stored() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.append(header::SET_COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(header::SET_COOKIE, HeaderValue::from_static("b=2"));
+        headers.append("x-multi", HeaderValue::from_static("1"));
+        headers.append("x-multi", HeaderValue::from_static("2"));
+
+        let kept = stored_headers(&headers, false);
+        let names: Vec<_> = kept.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["content-type", "x-multi"]);
+        assert_eq!(kept.get_all("x-multi").iter().collect::<Vec<_>>(), ["1", "2"]);
+
+        let with_cookies = stored_headers(&headers, true);
+        assert_eq!(
+            with_cookies.get_all(header::SET_COOKIE).iter().collect::<Vec<_>>(),
+            ["a=1", "b=2"]
+        );
+    }
+}

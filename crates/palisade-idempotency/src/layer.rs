@@ -1,0 +1,482 @@
+//! [`IdempotencyLayer`] and its builder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use metrics::Counter;
+use palisade_core::telemetry::{LABEL_NAME, LABEL_OUTCOME, LABEL_REASON, idempotency::REQUESTS_TOTAL};
+use tower_layer::Layer;
+
+use crate::error::ConfigError;
+use crate::service::Idempotency;
+use crate::store::{IdempotencyStore, MemoryStore};
+
+/// The default in-flight lock expiry: a crashed instance frees its keys after this.
+pub const DEFAULT_LOCK_EXPIRY: Duration = Duration::from_secs(60);
+/// The default retention of stored responses.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+/// The default cap on a request body read for the fingerprint (1 MiB).
+pub const DEFAULT_MAX_REQUEST_BODY: usize = 1024 * 1024;
+/// The default cap on a response body stored for replay (1 MiB).
+pub const DEFAULT_MAX_RESPONSE_BODY: usize = 1024 * 1024;
+/// The default `Retry-After` of a 409 for a request still in flight.
+pub const DEFAULT_CONFLICT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The default of which responses are stored: 2xx and 4xx except 429.
+/// 5xx and 429 say "try again", so their key is released instead.
+pub fn default_store_status(status: StatusCode) -> bool {
+    (status.is_success() || status.is_client_error()) && status != StatusCode::TOO_MANY_REQUESTS
+}
+
+/// Derives a request's scope: the part of the store key that keeps one
+/// principal's keys (and responses) apart from another's.
+///
+/// Implemented for closures `Fn(&http::request::Parts) -> impl AsRef<[u8]>`,
+/// for example the authenticated principal an earlier layer put in the
+/// request extensions:
+///
+/// ```
+/// # #[derive(Clone)] struct Principal(String);
+/// let scope = |parts: &http::request::Parts| {
+///     parts.extensions.get::<Principal>().map(|p| p.0.clone()).unwrap_or_default()
+/// };
+/// let layer = palisade_idempotency::IdempotencyLayer::builder().scope(scope).build().unwrap();
+/// # let _ = layer;
+/// ```
+pub trait Scope: Send + Sync + 'static {
+    /// The scope's bytes.
+    type Output: AsRef<[u8]>;
+
+    /// The scope of a request.
+    fn scope(&self, parts: &Parts) -> Self::Output;
+}
+
+impl<F, R> Scope for F
+where
+    F: Fn(&Parts) -> R + Send + Sync + 'static,
+    R: AsRef<[u8]>,
+{
+    type Output = R;
+
+    fn scope(&self, parts: &Parts) -> R {
+        self(parts)
+    }
+}
+
+/// One scope for every request: right only when the service has a single
+/// principal, or when an outer layer already separates tenants (keys still
+/// differ by method and path).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GlobalScope;
+
+impl Scope for GlobalScope {
+    type Output = [u8; 0];
+
+    fn scope(&self, _parts: &Parts) -> [u8; 0] {
+        []
+    }
+}
+
+/// The scope is the value of one request header, for example
+/// `Authorization`: requests with different credentials never share keys.
+/// The value only goes into the store key's SHA-256, so credentials are
+/// never stored. A request without the header has the empty scope.
+#[derive(Debug, Clone)]
+pub struct HeaderScope(pub HeaderName);
+
+impl Scope for HeaderScope {
+    type Output = HeaderValue;
+
+    fn scope(&self, parts: &Parts) -> HeaderValue {
+        parts
+            .headers
+            .get(&self.0)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static(""))
+    }
+}
+
+type StatusPolicy = Box<dyn Fn(StatusCode) -> bool + Send + Sync>;
+
+pub(crate) struct Config {
+    pub(crate) name: String,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) header: HeaderName,
+    pub(crate) require_key: bool,
+    pub(crate) lock_expiry: Duration,
+    pub(crate) retention: Duration,
+    pub(crate) max_request_body: usize,
+    pub(crate) max_response_body: usize,
+    pub(crate) store_status: StatusPolicy,
+    pub(crate) store_set_cookie: bool,
+    pub(crate) fail_open: bool,
+    pub(crate) conflict_retry_after: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("name", &self.name)
+            .field("methods", &self.methods)
+            .field("header", &self.header)
+            .field("require_key", &self.require_key)
+            .field("lock_expiry", &self.lock_expiry)
+            .field("retention", &self.retention)
+            .field("max_request_body", &self.max_request_body)
+            .field("max_response_body", &self.max_response_body)
+            .field("store_set_cookie", &self.store_set_cookie)
+            .field("fail_open", &self.fail_open)
+            .field("conflict_retry_after", &self.conflict_retry_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcomes counted in `palisade_idempotency_requests_total`, registered
+/// once when the layer is built so counting costs no allocation per request.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    pub(crate) first: Counter,
+    pub(crate) replayed: Counter,
+    pub(crate) conflict: Counter,
+    pub(crate) mismatch: Counter,
+    pub(crate) missing_key: Counter,
+    pub(crate) malformed_key: Counter,
+    pub(crate) body_too_large: Counter,
+    pub(crate) unreadable_body: Counter,
+    pub(crate) store_error_closed: Counter,
+    pub(crate) store_error_open: Counter,
+}
+
+impl Metrics {
+    fn new(name: &str) -> Self {
+        let outcome = |outcome: &'static str| metrics::counter!(REQUESTS_TOTAL, LABEL_NAME => name.to_owned(), LABEL_OUTCOME => outcome);
+        let rejected = |outcome: &'static str, reason: &'static str| {
+            metrics::counter!(
+                REQUESTS_TOTAL,
+                LABEL_NAME => name.to_owned(),
+                LABEL_OUTCOME => outcome,
+                LABEL_REASON => reason
+            )
+        };
+        Self {
+            first: outcome("first"),
+            replayed: outcome("replayed"),
+            conflict: outcome("conflict"),
+            mismatch: outcome("mismatch"),
+            missing_key: rejected("invalid", "missing_key"),
+            malformed_key: rejected("invalid", "malformed_key"),
+            body_too_large: rejected("invalid", "body_too_large"),
+            unreadable_body: rejected("invalid", "unreadable_body"),
+            store_error_closed: rejected("store_error", "fail_closed"),
+            store_error_open: rejected("store_error", "fail_open"),
+        }
+    }
+}
+
+pub(crate) struct Shared<St, Sc> {
+    pub(crate) config: Config,
+    pub(crate) store: St,
+    pub(crate) scope: Sc,
+    pub(crate) metrics: Metrics,
+}
+
+/// A [`Layer`] that makes state-changing requests carrying an
+/// `Idempotency-Key` run once: see the [crate docs](crate).
+///
+/// Cheap to clone: every clone (and every service it makes) shares one
+/// configuration and one store.
+pub struct IdempotencyLayer<St = MemoryStore, Sc = GlobalScope> {
+    shared: Arc<Shared<St, Sc>>,
+}
+
+impl<St, Sc> Clone for IdempotencyLayer<St, Sc> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<St: fmt::Debug, Sc> fmt::Debug for IdempotencyLayer<St, Sc> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdempotencyLayer")
+            .field("config", &self.shared.config)
+            .field("store", &self.shared.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdempotencyLayer {
+    /// A layer with every default and a fresh [`MemoryStore`].
+    pub fn new() -> Self {
+        Self::builder().into_layer()
+    }
+
+    /// A builder, starting from the defaults.
+    pub fn builder() -> IdempotencyLayerBuilder {
+        let config = Config {
+            name: "idempotency".to_owned(),
+            methods: vec![Method::POST, Method::PATCH],
+            header: crate::IDEMPOTENCY_KEY,
+            require_key: false,
+            lock_expiry: DEFAULT_LOCK_EXPIRY,
+            retention: DEFAULT_RETENTION,
+            max_request_body: DEFAULT_MAX_REQUEST_BODY,
+            max_response_body: DEFAULT_MAX_RESPONSE_BODY,
+            store_status: Box::new(default_store_status),
+            store_set_cookie: false,
+            fail_open: false,
+            conflict_retry_after: DEFAULT_CONFLICT_RETRY_AFTER,
+        };
+        IdempotencyLayerBuilder {
+            config,
+            store: MemoryStore::new(),
+            scope: GlobalScope,
+        }
+    }
+}
+
+impl Default for IdempotencyLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<St, Sc> IdempotencyLayer<St, Sc> {
+    /// The layer's store.
+    pub fn store(&self) -> &St {
+        &self.shared.store
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared<St, Sc>> {
+        &self.shared
+    }
+}
+
+impl<S, St, Sc> Layer<S> for IdempotencyLayer<St, Sc> {
+    type Service = Idempotency<S, St, Sc>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Idempotency::new(inner, self.clone())
+    }
+}
+
+/// Configures an [`IdempotencyLayer`]; every setting has a default (see the
+/// [crate docs](crate#defaults)).
+pub struct IdempotencyLayerBuilder<St = MemoryStore, Sc = GlobalScope> {
+    config: Config,
+    store: St,
+    scope: Sc,
+}
+
+impl<St: fmt::Debug, Sc> fmt::Debug for IdempotencyLayerBuilder<St, Sc> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdempotencyLayerBuilder")
+            .field("config", &self.config)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
+    /// The name in metrics and logs (default `idempotency`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// Where keys and responses live (default: a [`MemoryStore`] of its own).
+    pub fn store<T: IdempotencyStore>(self, store: T) -> IdempotencyLayerBuilder<T, Sc> {
+        IdempotencyLayerBuilder {
+            config: self.config,
+            store,
+            scope: self.scope,
+        }
+    }
+
+    /// How a request's scope (principal, tenant) is derived (default:
+    /// [`GlobalScope`], one scope for all).
+    pub fn scope<T: Scope>(self, scope: T) -> IdempotencyLayerBuilder<St, T> {
+        IdempotencyLayerBuilder {
+            config: self.config,
+            store: self.store,
+            scope,
+        }
+    }
+
+    /// The methods the layer protects (default POST and PATCH); other
+    /// requests pass through untouched.
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.config.methods = methods.into_iter().collect();
+        self
+    }
+
+    /// The key's header (default `Idempotency-Key`).
+    pub fn header_name(mut self, header: HeaderName) -> Self {
+        self.config.header = header;
+        self
+    }
+
+    /// Whether a protected request without a key is refused with 400
+    /// (default false: it passes through, unprotected).
+    pub fn require_key(mut self, require: bool) -> Self {
+        self.config.require_key = require;
+        self
+    }
+
+    /// How long a request holds its key's in-flight lock (default 60 s).
+    /// Set it above the longest time the inner service may take: after it,
+    /// another request with the key may take the key over and run again.
+    pub fn lock_expiry(mut self, expiry: Duration) -> Self {
+        self.config.lock_expiry = expiry;
+        self
+    }
+
+    /// How long a stored response is replayed (default 24 h).
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.config.retention = retention;
+        self
+    }
+
+    /// The largest request body read for the fingerprint (default 1 MiB);
+    /// a larger one is refused with 413.
+    pub fn max_request_body(mut self, bytes: usize) -> Self {
+        self.config.max_request_body = bytes;
+        self
+    }
+
+    /// The largest response body stored (default 1 MiB); a larger response
+    /// is passed through, not stored, and its key released.
+    pub fn max_response_body(mut self, bytes: usize) -> Self {
+        self.config.max_response_body = bytes;
+        self
+    }
+
+    /// Which responses are stored, by status (default
+    /// [`default_store_status`]: 2xx and 4xx except 429). A response not
+    /// stored releases its key, so the client may retry.
+    pub fn store_status(mut self, policy: impl Fn(StatusCode) -> bool + Send + Sync + 'static) -> Self {
+        self.config.store_status = Box::new(policy);
+        self
+    }
+
+    /// Whether `Set-Cookie` headers are stored and replayed (default false:
+    /// a session cookie must not be handed to whoever holds the key).
+    pub fn store_set_cookie(mut self, store: bool) -> Self {
+        self.config.store_set_cookie = store;
+        self
+    }
+
+    /// Whether a failing store lets requests through unprotected (default
+    /// false: they are refused with 503).
+    pub fn fail_open(mut self, fail_open: bool) -> Self {
+        self.config.fail_open = fail_open;
+        self
+    }
+
+    /// The `Retry-After` of a 409 for a request still in flight (default 1 s).
+    pub fn conflict_retry_after(mut self, after: Duration) -> Self {
+        self.config.conflict_retry_after = after;
+        self
+    }
+
+    /// The layer, or why the configuration is impossible.
+    pub fn build(self) -> Result<IdempotencyLayer<St, Sc>, ConfigError> {
+        let config = &self.config;
+        if config.lock_expiry.is_zero() {
+            return Err(ConfigError::ZeroLockExpiry);
+        }
+        if config.retention.is_zero() {
+            return Err(ConfigError::ZeroRetention);
+        }
+        if config.retention < config.lock_expiry {
+            return Err(ConfigError::RetentionShorterThanLock {
+                retention: config.retention,
+                lock_expiry: config.lock_expiry,
+            });
+        }
+        if config.methods.is_empty() {
+            return Err(ConfigError::NoMethods);
+        }
+        Ok(self.into_layer())
+    }
+
+    fn into_layer(self) -> IdempotencyLayer<St, Sc> {
+        let metrics = Metrics::new(&self.config.name);
+        let shared = Shared {
+            config: self.config,
+            store: self.store,
+            scope: self.scope,
+            metrics,
+        };
+        IdempotencyLayer {
+            shared: Arc::new(shared),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn impossible_settings_fail_to_build() {
+        let err = |b: IdempotencyLayerBuilder| b.build().unwrap_err();
+        assert_eq!(
+            err(IdempotencyLayer::builder().lock_expiry(Duration::ZERO)),
+            ConfigError::ZeroLockExpiry
+        );
+        assert_eq!(
+            err(IdempotencyLayer::builder().retention(Duration::ZERO)),
+            ConfigError::ZeroRetention
+        );
+        assert_eq!(
+            err(IdempotencyLayer::builder()
+                .lock_expiry(Duration::from_secs(10))
+                .retention(Duration::from_secs(5))),
+            ConfigError::RetentionShorterThanLock {
+                retention: Duration::from_secs(5),
+                lock_expiry: Duration::from_secs(10)
+            }
+        );
+        assert_eq!(err(IdempotencyLayer::builder().methods([])), ConfigError::NoMethods);
+        assert!(IdempotencyLayer::builder().build().is_ok());
+    }
+
+    #[test]
+    fn header_scope_is_the_header_value_or_empty() {
+        let scope = HeaderScope(http::header::AUTHORIZATION);
+        let (with, ()) = http::Request::post("/")
+            .header("authorization", "Bearer a")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let (without, ()) = http::Request::post("/").body(()).unwrap().into_parts();
+        assert_eq!(scope.scope(&with).as_bytes(), b"Bearer a");
+        assert_eq!(scope.scope(&without).as_bytes(), b"");
+    }
+
+    #[test]
+    fn default_policy_stores_2xx_and_4xx_but_not_429_or_5xx() {
+        for (status, stored) in [
+            (200, true),
+            (201, true),
+            (400, true),
+            (404, true),
+            (409, true),
+            (422, true),
+        ] {
+            assert_eq!(
+                default_store_status(StatusCode::from_u16(status).unwrap()),
+                stored,
+                "{status}"
+            );
+        }
+        for status in [101, 302, 429, 500, 502, 503] {
+            assert!(!default_store_status(StatusCode::from_u16(status).unwrap()), "{status}");
+        }
+    }
+}

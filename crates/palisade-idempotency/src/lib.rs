@@ -1,0 +1,224 @@
+//! Idempotency-Key middleware for tower HTTP services: a client that retries
+//! a state-changing request (after a timeout, a dropped connection, a 503)
+//! gets the original result instead of a second charge, across several server
+//! instances when the store is shared.
+//!
+//! It follows the IETF httpapi draft "The Idempotency-Key HTTP Header Field"
+//! and Stripe's practice.
+//!
+//! # What it does
+//!
+//! For requests with a protected method (default POST and PATCH):
+//!
+//! | request | answer | inner service called |
+//! |---|---|---|
+//! | no `Idempotency-Key` | passes through, unprotected (default), or **400** with [`require_key`](IdempotencyLayerBuilder::require_key) | yes / no |
+//! | key not 1–255 visible ASCII (as an sf-string `"abc"` or a bare `abc`), or the header twice | **400** | no |
+//! | body larger than [`max_request_body`](IdempotencyLayerBuilder::max_request_body) | **413** | no |
+//! | first use of the key | runs; the response is stored (see below) | yes |
+//! | repeat after completion | the stored response, byte for byte, plus `Idempotent-Replayed: true` | no |
+//! | repeat while the first is in flight | **409** with `Retry-After` | no |
+//! | same key, different method/path/query/body | **422** | no |
+//! | the store fails | **503** (fail closed, default) or passes through unprotected ([`fail_open`](IdempotencyLayerBuilder::fail_open)) | no / yes |
+//!
+//! Every rejection is an RFC 9457 `application/problem+json` response built
+//! with [`palisade_core::Problem`]; its `type` is one of [`problem::types`],
+//! and it never carries internal details. Other methods pass through
+//! untouched.
+//!
+//! - **Key scope.** The stored key is SHA-256 of the request's
+//!   [`Scope`] (e.g. the authenticated principal from request extensions),
+//!   method, path and the client's key, so one tenant can never replay
+//!   another's response. [`HeaderScope`] scopes by a header such as
+//!   `Authorization`; the default [`GlobalScope`] is one scope for all.
+//! - **Fingerprint.** SHA-256 of method, path, query and body. The body is
+//!   read into memory (up to the cap) before the store is asked, and handed
+//!   to the inner service as `ReqB::from(bytes)` (request trailers are
+//!   neither fingerprinted nor forwarded).
+//! - **Lock.** The first request takes an in-flight lock in the store
+//!   (atomic `begin`) that expires after [`lock_expiry`](IdempotencyLayerBuilder::lock_expiry)
+//!   (default 60 s), so a crashed instance frees its keys. After expiry a
+//!   new request may take the key over; each lock carries a fencing token
+//!   ([`Lease`]), so the stale owner's late completion is not stored over
+//!   the new owner's. Set the expiry above your handler's timeout.
+//! - **What is stored.** Status, headers and body (up to
+//!   [`max_response_body`](IdempotencyLayerBuilder::max_response_body)) for
+//!   [`retention`](IdempotencyLayerBuilder::retention) (default 24 h), when
+//!   [`store_status`](IdempotencyLayerBuilder::store_status) says so (default
+//!   2xx and 4xx except 429). Hop-by-hop headers are never stored, nor
+//!   `Set-Cookie` unless [`store_set_cookie`](IdempotencyLayerBuilder::store_set_cookie).
+//!   The layer waits for the store to confirm before answering, so a retry
+//!   that arrives after the first answer is a replay (unless storing failed,
+//!   which is logged and releases the key).
+//! - **What releases the key.** A response not to be stored (5xx, 429), a
+//!   response body over the cap (passed through whole, not stored), an error
+//!   of the inner service, and a dropped response future: the client may then
+//!   retry and the request runs again.
+//!
+//! # Dropped requests
+//!
+//! Releasing is a store round trip, and `Drop` cannot wait. When the response
+//! future is dropped while holding a lock (client gone, timeout layer fired),
+//! it spawns the release on the current tokio runtime; the release is fenced
+//! by the lease, so it never frees a key someone else took over nor removes a
+//! stored response. Without a runtime, or if the release fails, the lock
+//! expires after `lock_expiry`, which is the same recovery as a crashed
+//! instance. The [`MemoryStore`] releases synchronously when asked, so with
+//! it the key is free as soon as the future is dropped.
+//!
+//! # Defaults
+//!
+//! | setting | default | why |
+//! |---|---|---|
+//! | methods | POST, PATCH | the non-idempotent methods; PUT and DELETE are idempotent by definition |
+//! | header | `Idempotency-Key` | the draft's name |
+//! | key required | no | adding the layer must not break clients that send none |
+//! | lock expiry | [`DEFAULT_LOCK_EXPIRY`] (60 s) | longer than almost any handler, short enough to recover from a crash |
+//! | retention | [`DEFAULT_RETENTION`] (24 h) | Stripe's; covers client retries across a day |
+//! | request body cap | [`DEFAULT_MAX_REQUEST_BODY`] (1 MiB) | the body is held in memory for the fingerprint |
+//! | response body cap | [`DEFAULT_MAX_RESPONSE_BODY`] (1 MiB) | stored responses are held in the store |
+//! | stored statuses | [`default_store_status`]: 2xx, 4xx except 429 | 5xx and 429 mean "try again": the key is released |
+//! | `Set-Cookie` stored | no | a session cookie must not go to whoever holds the key |
+//! | store failure | fail closed (503) | running a payment twice is worse than refusing it |
+//! | 409 `Retry-After` | [`DEFAULT_CONFLICT_RETRY_AFTER`] (1 s) | a request in flight usually ends within a second |
+//! | store | [`MemoryStore`], at most [`store::DEFAULT_MAX_KEYS`] keys | no infrastructure; use Redis or Postgres with several instances |
+//!
+//! # Stores
+//!
+//! One trait, [`IdempotencyStore`], with atomic `begin` / `complete` /
+//! `release`: [`MemoryStore`] (default), [`store::redis::RedisStore`]
+//! (feature `redis`: one round trip per operation, Lua scripts, configurable
+//! key prefix) and [`store::postgres::PostgresStore`] (feature `postgres`,
+//! sqlx: `INSERT .. ON CONFLICT`, a shipped migration applied by
+//! `migrate()`, and `cleanup_expired()` to schedule). See [`store`].
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{Router, routing::post};
+//! use palisade_idempotency::IdempotencyLayer;
+//! use tower::ServiceExt;
+//!
+//! # #[derive(Clone)] struct Principal(String);
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let idempotency = IdempotencyLayer::builder()
+//!     .scope(|parts: &http::request::Parts| {
+//!         parts.extensions.get::<Principal>().map(|p| p.0.clone()).unwrap_or_default()
+//!     })
+//!     .require_key(true)
+//!     .build()
+//!     .expect("valid configuration");
+//! let app: Router = Router::new()
+//!     .route("/orders", post(|body: String| async move { (http::StatusCode::CREATED, body) }))
+//!     .layer(idempotency);
+//!
+//! let order = || {
+//!     http::Request::post("/orders")
+//!         .header("idempotency-key", "\"8e03978e-40d5-43e8-bc93-6894a57f9324\"")
+//!         .body(axum::body::Body::from("{\"sku\":\"A\"}"))
+//!         .unwrap()
+//! };
+//! let first = app.clone().oneshot(order()).await.unwrap();
+//! assert_eq!(first.status(), 201);
+//! let retry = app.oneshot(order()).await.unwrap();
+//! assert_eq!(retry.status(), 201);
+//! assert_eq!(retry.headers()["idempotent-replayed"], "true");
+//! # }
+//! ```
+//!
+//! With a shared store (feature `redis`):
+//!
+//! ```no_run
+//! # #[cfg(feature = "redis")]
+//! # async fn shared() -> Result<(), Box<dyn std::error::Error>> {
+//! use palisade_idempotency::{IdempotencyLayer, store::redis::RedisStore};
+//!
+//! let conn = redis::Client::open("redis://127.0.0.1/")?.get_multiplexed_async_connection().await?;
+//! let layer = IdempotencyLayer::builder().store(RedisStore::new(conn)).build()?;
+//! # let _ = layer; Ok(()) }
+//! ```
+//!
+//! # Types the layer needs
+//!
+//! The request body must implement `From<Bytes>` (axum's `Body` and
+//! `http_body_util::Full<Bytes>` do; map hyper's `Incoming` into one first),
+//! the response body must be `Unpin` (axum's, hyper's and http-body-util's
+//! are; box others), and the inner service `Clone` (the response future
+//! calls the instance that was polled ready, as tower's contract wants).
+//! Responses come back as `Response<`[`ResponseBody`]`<B>>`.
+//!
+//! # Ordering with other layers
+//!
+//! Server stack, outermost first: tracing / request id → webhook verify →
+//! **idempotency** → outbox hook → bulkhead → timeout → handler. Anything
+//! that establishes the principal (authentication) goes outside it, so the
+//! scope can read it. A replay is cheap and skips everything inside, and a
+//! 503 from a bulkhead inside it is not stored, so the retry runs.
+//!
+//! Client stack: [`client::IdempotencyKeyLayer`] goes outside the retry
+//! layer, so every attempt of one logical request carries the same key:
+//! key → total deadline → retry → circuit breaker → bulkhead → timeout → client.
+//!
+//! # Telemetry
+//!
+//! - Metric `palisade_idempotency_requests_total` (counter), labels `name`
+//!   and `outcome`: `first`, `replayed`, `conflict` (409), `mismatch` (422),
+//!   `invalid` (with `reason` `missing_key`, `malformed_key`,
+//!   `body_too_large`, `unreadable_body`), `store_error` (with `reason`
+//!   `fail_closed` or `fail_open`). Counters are registered when the layer
+//!   is built, so install the metrics recorder first.
+//! - Tracing target `palisade::idempotency`: debug events for rejections and
+//!   replays, warnings for store failures, lost leases and failed releases,
+//!   with the fields `name` and `reason`.
+//!
+//! # Performance
+//!
+//! Measured 2026-11-21 on a 2-core x86_64 VM (shared with other builds, so
+//! take them as orders of magnitude) with `cargo bench -p palisade-benches
+//! --bench idempotency -- --quick`. The memory-store entries are one call
+//! driven to completion on the bench thread, against an always-ready HTTP
+//! service in the same run (building the request and response, with its
+//! headers, is in every figure):
+//!
+//! | entry | time per request | overhead | allocations per request |
+//! |---|---|---|---|
+//! | bare HTTP service | 504 ns | - | 5 |
+//! | a method the layer does not protect (GET) | 433 ns | none measurable | 5 (+0) |
+//! | replay from the memory store | 1.06 µs | +0.56 µs | 6 (+1) |
+//! | first request, memory store (read body, two SHA-256, lock, store) | 1.47 µs | +0.97 µs | 9 (+4) |
+//!
+//! Through a live Redis on the same machine (loopback), one request at a
+//! time: a replay costs one round trip, 26.5 µs (37,700 requests/s); a
+//! first request costs two (`begin` and `complete`), 61 µs (16,400
+//! requests/s). With 32 replays in flight on one thread: 6.7 µs per request,
+//! 150,000 requests/s.
+
+mod body;
+pub mod client;
+pub mod error;
+pub mod future;
+mod hash;
+mod key;
+mod layer;
+pub mod problem;
+mod service;
+pub mod store;
+mod sync;
+
+pub use body::ResponseBody;
+pub use error::{ConfigError, StoreError, StoreErrorKind};
+pub use hash::{Fingerprint, StoreKey};
+pub use key::MAX_KEY_LEN;
+pub use layer::{
+    DEFAULT_CONFLICT_RETRY_AFTER, DEFAULT_LOCK_EXPIRY, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY,
+    DEFAULT_RETENTION, GlobalScope, HeaderScope, IdempotencyLayer, IdempotencyLayerBuilder, Scope,
+    default_store_status,
+};
+pub use service::Idempotency;
+pub use store::{Begin, Completion, IdempotencyStore, Lease, MemoryStore, StoredResponse};
+
+/// The request header carrying the key.
+pub const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+
+/// The response header marking a replay.
+pub const IDEMPOTENT_REPLAYED: http::HeaderName = http::HeaderName::from_static("idempotent-replayed");

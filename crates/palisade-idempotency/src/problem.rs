@@ -1,0 +1,74 @@
+//! The layer's rejections, as RFC 9457 problem responses.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use palisade_core::Problem;
+
+/// The `type` URIs of the layer's rejections.
+pub mod types {
+    /// The route requires an `Idempotency-Key` and the request has none.
+    pub const KEY_MISSING: &str = "urn:palisade:problem:idempotency-key-missing";
+    /// The `Idempotency-Key` header is not a valid key.
+    pub const KEY_INVALID: &str = "urn:palisade:problem:idempotency-key-invalid";
+    /// The request body could not be read.
+    pub const BODY_UNREADABLE: &str = "urn:palisade:problem:idempotency-body-unreadable";
+    /// The request body is larger than the layer reads.
+    pub const BODY_TOO_LARGE: &str = "urn:palisade:problem:idempotency-body-too-large";
+    /// A request with the same key is still being processed.
+    pub const IN_FLIGHT: &str = "urn:palisade:problem:idempotency-key-in-flight";
+    /// The key was first used with a different request.
+    pub const KEY_REUSED: &str = "urn:palisade:problem:idempotency-key-reused";
+    /// The idempotency store is unavailable.
+    pub const STORE_UNAVAILABLE: &str = "urn:palisade:problem:idempotency-store-unavailable";
+}
+
+pub(crate) fn missing_key() -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST)
+        .with_type(types::KEY_MISSING)
+        .with_title("Idempotency key required")
+        .with_detail("This request must carry an Idempotency-Key header.")
+}
+
+pub(crate) fn invalid_key() -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST)
+        .with_type(types::KEY_INVALID)
+        .with_title("Invalid idempotency key")
+        .with_detail("The Idempotency-Key header must be one value of 1 to 255 visible ASCII characters.")
+}
+
+pub(crate) fn unreadable_body() -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST)
+        .with_type(types::BODY_UNREADABLE)
+        .with_title("Request body unreadable")
+        .with_detail("The request body could not be read.")
+}
+
+pub(crate) fn body_too_large() -> Problem {
+    Problem::new(StatusCode::PAYLOAD_TOO_LARGE)
+        .with_type(types::BODY_TOO_LARGE)
+        .with_title("Request body too large")
+        .with_detail("The request body is larger than this service accepts for idempotent requests.")
+}
+
+pub(crate) fn in_flight(retry_after: Duration) -> Problem {
+    Problem::new(StatusCode::CONFLICT)
+        .with_type(types::IN_FLIGHT)
+        .with_title("Request in progress")
+        .with_detail("A request with this Idempotency-Key is still being processed; retry later.")
+        .with_retry_after(retry_after)
+}
+
+pub(crate) fn key_reused() -> Problem {
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
+        .with_type(types::KEY_REUSED)
+        .with_title("Idempotency key reused")
+        .with_detail("This Idempotency-Key was already used with a different request.")
+}
+
+pub(crate) fn store_unavailable() -> Problem {
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+        .with_type(types::STORE_UNAVAILABLE)
+        .with_title("Idempotency store unavailable")
+        .with_detail("The request could not be checked for duplicates; retry later.")
+}

@@ -1,0 +1,263 @@
+//! The tower contract and cancellation: readiness, inner errors, dropped
+//! futures at every await point, and the spawned release.
+
+mod suite;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use palisade_idempotency::{
+    Begin, Completion, Fingerprint, IdempotencyLayer, IdempotencyStore, Lease, MemoryStore, StoreError, StoreKey,
+    StoredResponse,
+};
+use suite::post;
+use tokio::sync::Notify;
+use tower::{Layer, Service, ServiceExt};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
+
+/// A memory store whose operations do their work only when their future is
+/// polled, after `gate` is notified, like a store behind a network.
+#[derive(Clone)]
+struct RemoteStore {
+    inner: MemoryStore,
+    slow_begin: Arc<AtomicBool>,
+    gate: Arc<Notify>,
+}
+
+impl RemoteStore {
+    fn new() -> Self {
+        Self {
+            inner: MemoryStore::new(),
+            slow_begin: Arc::new(AtomicBool::new(false)),
+            gate: Arc::new(Notify::new()),
+        }
+    }
+}
+
+impl IdempotencyStore for RemoteStore {
+    type BeginFuture = BoxFuture<Begin>;
+    type CompleteFuture = BoxFuture<Completion>;
+    type ReleaseFuture = BoxFuture<()>;
+
+    fn begin(&self, key: &StoreKey, fingerprint: &Fingerprint, lock_expiry: Duration) -> Self::BeginFuture {
+        let (inner, key, fingerprint) = (self.inner.clone(), *key, *fingerprint);
+        let (slow, gate) = (self.slow_begin.load(Ordering::SeqCst), Arc::clone(&self.gate));
+        Box::pin(async move {
+            if slow {
+                gate.notified().await;
+            }
+            inner.begin(&key, &fingerprint, lock_expiry).await
+        })
+    }
+
+    fn complete(
+        &self,
+        key: &StoreKey,
+        fingerprint: &Fingerprint,
+        lease: &Lease,
+        response: &StoredResponse,
+        retention: Duration,
+    ) -> Self::CompleteFuture {
+        let (inner, key, fingerprint, lease, response) =
+            (self.inner.clone(), *key, *fingerprint, *lease, response.clone());
+        let gate = Arc::clone(&self.gate);
+        Box::pin(async move {
+            gate.notified().await;
+            inner.complete(&key, &fingerprint, &lease, &response, retention).await
+        })
+    }
+
+    fn release(&self, key: &StoreKey, lease: &Lease) -> Self::ReleaseFuture {
+        let (inner, key, lease) = (self.inner.clone(), *key, *lease);
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            inner.release(&key, &lease).await
+        })
+    }
+}
+
+/// An inner service that fails the test when called without being polled
+/// ready first, per instance (so clones are not ready by inheritance).
+#[derive(Clone)]
+struct Strict {
+    ready: bool,
+    polls: Arc<AtomicUsize>,
+    calls: Arc<AtomicUsize>,
+    fail: Arc<AtomicBool>,
+}
+
+impl Strict {
+    fn new() -> Self {
+        Self {
+            ready: false,
+            polls: Arc::new(AtomicUsize::new(0)),
+            calls: Arc::new(AtomicUsize::new(0)),
+            fail: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl Service<Request<Full<Bytes>>> for Strict {
+    type Response = Response<Full<Bytes>>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Response<Full<Bytes>>, std::io::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        self.ready = true;
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<Full<Bytes>>) -> Self::Future {
+        assert!(std::mem::take(&mut self.ready), "called without poll_ready");
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.fail.load(Ordering::SeqCst) {
+            return std::future::ready(Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "upstream reset",
+            )));
+        }
+        let mut res = Response::new(Full::new(Bytes::from_static(b"created")));
+        *res.status_mut() = StatusCode::CREATED;
+        std::future::ready(Ok(res))
+    }
+}
+
+/// Polls `fut` once.
+async fn poll_once<F: Future>(mut fut: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_instance_polled_ready_is_the_one_called() {
+    let strict = Strict::new();
+    let mut svc = IdempotencyLayer::new().layer(strict.clone());
+    // Keyed (deferred call), passthrough and rejected requests, interleaved.
+    for req in [
+        post(Some("a"), "{}"),
+        post(None, "{}"),
+        post(Some("bad key"), "{}"),
+        post(Some("b"), "{}"),
+    ] {
+        svc.ready().await.unwrap();
+        let _ = svc.call(req).await.unwrap();
+    }
+    assert_eq!(strict.calls.load(Ordering::SeqCst), 3);
+    // A clone made after readiness is not ready itself.
+    svc.ready().await.unwrap();
+    let mut clone = svc.clone();
+    let polls = strict.polls.load(Ordering::SeqCst);
+    clone.ready().await.unwrap();
+    assert_eq!(strict.polls.load(Ordering::SeqCst), polls + 1);
+    let _ = clone.call(post(Some("c"), "{}")).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_inner_error_is_returned_with_its_source_and_releases_the_key() {
+    let strict = Strict::new();
+    let layer = IdempotencyLayer::new();
+    let svc = layer.layer(strict.clone());
+    strict.fail.store(true, Ordering::SeqCst);
+    let err = svc.clone().oneshot(post(Some("k"), "{}")).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
+    assert!(layer.store().is_empty(), "the key was released");
+    strict.fail.store(false, Ordering::SeqCst);
+    let res = svc.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(strict.calls.load(Ordering::SeqCst), 2);
+}
+
+fn remote_stack(
+    store: &RemoteStore,
+    strict: &Strict,
+) -> impl Service<
+    Request<Full<Bytes>>,
+    Response = Response<palisade_idempotency::ResponseBody<Full<Bytes>>>,
+    Error = std::io::Error,
+    Future: Send + 'static,
+>
++ Clone
++ Send
++ 'static
++ use<> {
+    IdempotencyLayer::builder()
+        .store(store.clone())
+        .build()
+        .unwrap()
+        .layer(strict.clone())
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_while_storing_spawns_a_release() {
+    let store = RemoteStore::new();
+    let strict = Strict::new();
+    let svc = remote_stack(&store, &strict);
+    let mut first = Box::pin(svc.clone().oneshot(post(Some("k"), "{}")));
+    // Runs up to the store's `complete`, which waits on the gate.
+    assert!(poll_once(first.as_mut()).await.is_pending());
+    assert_eq!(strict.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(store.inner.len(), 1, "the lock is held while storing");
+    drop(first);
+    // The release is a task of its own: it runs once the runtime gets to it.
+    for _ in 0..100 {
+        if store.inner.is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(store.inner.is_empty(), "the spawned release freed the key");
+    store.gate.notify_waiters();
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_before_the_lock_is_taken_holds_nothing() {
+    let store = RemoteStore::new();
+    store.slow_begin.store(true, Ordering::SeqCst);
+    let strict = Strict::new();
+    let svc = remote_stack(&store, &strict);
+    let first = tokio::spawn(svc.clone().oneshot(post(Some("k"), "{}")));
+    tokio::task::yield_now().await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    // Had the begin survived, it would take the lock and call the service now.
+    store.gate.notify_waiters();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(store.inner.is_empty());
+    assert_eq!(strict.calls.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn without_a_runtime_a_dropped_lock_expires() {
+    let store = RemoteStore::new();
+    let strict = Strict::new();
+    let svc = remote_stack(&store, &strict);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let mut first = Box::pin(svc.clone().oneshot(post(Some("k"), "{}")));
+    rt.block_on(async { assert!(poll_once(first.as_mut()).await.is_pending()) });
+    // Dropped outside any runtime: nothing can run the release.
+    drop(first);
+    assert_eq!(store.inner.len(), 1, "the lock is still held");
+    rt.block_on(async {
+        let conflict = svc.clone().oneshot(post(Some("k"), "{}")).await.unwrap();
+        assert_eq!(conflict.status(), StatusCode::CONFLICT);
+        tokio::time::advance(palisade_idempotency::DEFAULT_LOCK_EXPIRY).await;
+        store.gate.notify_one();
+        let takeover = svc.oneshot(post(Some("k"), "{}")).await.unwrap();
+        assert_eq!(takeover.status(), StatusCode::CREATED);
+    });
+    assert_eq!(strict.calls.load(Ordering::SeqCst), 2);
+}

@@ -1,0 +1,178 @@
+//! The Idempotency-Key layer's store suite against live Redis and Postgres:
+//! the same test bodies the memory store runs in the crate's own tests
+//! (`crates/palisade-idempotency/tests/suite`), each with a key prefix or
+//! schema of its own. Locks are short (the servers expire them on their own
+//! clocks), so these tests really wait for an expiry.
+
+#[path = "../../crates/palisade-idempotency/tests/suite/mod.rs"]
+mod suite;
+
+use std::time::Duration;
+
+use palisade_idempotency::store::postgres::{MIGRATION, PostgresStore};
+use palisade_idempotency::store::redis::RedisStore;
+use palisade_idempotency::{Begin, Completion, Fingerprint, IdempotencyStore, StoreKey, StoredResponse};
+use palisade_tests::{Postgres, Redis};
+use suite::Fixture;
+
+const LIVE_LOCK: Duration = Duration::from_millis(400);
+
+async fn redis_fixture(test: &str) -> Option<(Fixture<RedisStore>, Redis)> {
+    let redis = Redis::connect(test).await?;
+    let store = RedisStore::with_prefix(redis.conn.clone(), redis.prefix.clone()).unwrap();
+    Some((
+        Fixture {
+            store,
+            lock_expiry: LIVE_LOCK,
+        },
+        redis,
+    ))
+}
+
+async fn postgres_fixture(test: &str) -> Option<(Fixture<PostgresStore>, Postgres)> {
+    let pg = Postgres::connect(test).await?;
+    let store = PostgresStore::new(pg.pool.clone());
+    store.migrate().await.unwrap();
+    Some((
+        Fixture {
+            store,
+            lock_expiry: LIVE_LOCK,
+        },
+        pg,
+    ))
+}
+
+macro_rules! live_suite {
+    ($($test:ident),* $(,)?) => {
+        mod redis_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let Some((fixture, redis)) = super::redis_fixture(stringify!($test)).await else { return };
+                    super::suite::$test(fixture).await;
+                    redis.cleanup().await;
+                }
+            )*
+        }
+        mod postgres_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let Some((fixture, pg)) = super::postgres_fixture(stringify!($test)).await else { return };
+                    super::suite::$test(fixture).await;
+                    pg.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+
+suite::all_tests!(live_suite);
+
+fn response() -> StoredResponse {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("content-type", "application/json".parse().unwrap());
+    StoredResponse {
+        status: http::StatusCode::CREATED,
+        headers,
+        body: "{\"id\":1}".into(),
+    }
+}
+
+/// Fencing at the store level: a lease taken over cannot complete or
+/// release; the new owner's can.
+async fn fencing<St: IdempotencyStore>(store: &St) {
+    let key = StoreKey::from_bytes([7; 32]);
+    let fp = Fingerprint::from_bytes([1; 32]);
+    let Begin::Acquired(stale) = store.begin(&key, &fp, LIVE_LOCK).await.unwrap() else {
+        panic!("acquire")
+    };
+    tokio::time::sleep(LIVE_LOCK * 2).await;
+    let Begin::Acquired(fresh) = store.begin(&key, &fp, LIVE_LOCK * 20).await.unwrap() else {
+        panic!("take over")
+    };
+    assert_ne!(stale, fresh);
+    let retention = Duration::from_secs(60);
+    assert_eq!(
+        store.complete(&key, &fp, &stale, &response(), retention).await.unwrap(),
+        Completion::LeaseLost
+    );
+    store.release(&key, &stale).await.unwrap();
+    assert_eq!(
+        store.begin(&key, &fp, LIVE_LOCK).await.unwrap(),
+        Begin::InFlight { fingerprint: fp }
+    );
+    assert_eq!(
+        store.complete(&key, &fp, &fresh, &response(), retention).await.unwrap(),
+        Completion::Stored
+    );
+    store.release(&key, &fresh).await.unwrap();
+    assert_eq!(
+        store.begin(&key, &fp, LIVE_LOCK).await.unwrap(),
+        Begin::Completed {
+            fingerprint: fp,
+            response: response()
+        },
+        "a release never removes a stored response"
+    );
+}
+
+#[tokio::test]
+async fn redis_fences_stale_owners_and_keeps_keys_under_its_prefix() {
+    let Some((fixture, mut redis)) = redis_fixture("redis_fencing").await else {
+        return;
+    };
+    fencing(&fixture.store).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", redis.prefix))
+        .query_async(&mut redis.conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].len(), redis.prefix.len() + 64);
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&keys[0])
+        .query_async(&mut redis.conn)
+        .await
+        .unwrap();
+    assert!(
+        ttl > 50_000 && ttl <= 60_000,
+        "the response keeps the retention as TTL: {ttl}"
+    );
+    assert!(RedisStore::with_prefix(redis.conn.clone(), "").is_err());
+    redis.cleanup().await;
+}
+
+#[tokio::test]
+async fn postgres_fences_stale_owners_and_cleans_up_expired_rows() {
+    let Some((fixture, pg)) = postgres_fixture("pg_fencing").await else {
+        return;
+    };
+    fencing(&fixture.store).await;
+    // The migration is safe to run again.
+    fixture.store.migrate().await.unwrap();
+    sqlx::raw_sql(MIGRATION).execute(&pg.pool).await.unwrap();
+
+    let expired = StoreKey::from_bytes([8; 32]);
+    let fp = Fingerprint::from_bytes([2; 32]);
+    assert!(matches!(
+        fixture
+            .store
+            .begin(&expired, &fp, Duration::from_millis(10))
+            .await
+            .unwrap(),
+        Begin::Acquired(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        fixture.store.cleanup_expired().await.unwrap(),
+        1,
+        "only the expired lock goes"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM palisade_idempotency_keys")
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "the stored response stays");
+    pg.cleanup().await;
+}
