@@ -23,12 +23,14 @@ use uuid::Uuid;
 use crate::envelope::{Event, Metadata};
 use crate::error::OutboxError;
 use crate::inbox::Seen;
+use crate::relay::Wakeup;
 use crate::store::{Backlog, Claimed, DeadLetter, Disposition, OutboxStore, millis};
+use palisade_core::telemetry::outbox as names;
 
 /// The schema migrations, in order: (version, SQL).
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_outbox.sql"))];
 
-/// The channel [`notify`] and [`PgStore::listen`] use unless told otherwise.
+/// A channel name for [`forward_wakeups`] and [`wake_on_notify`].
 pub const DEFAULT_CHANNEL: &str = "palisade_outbox";
 
 /// Creates or upgrades the outbox tables in the current schema. Safe to call from several
@@ -100,6 +102,57 @@ pub async fn notify(pool: &PgPool, channel: &str) -> Result<(), OutboxError> {
     Ok(())
 }
 
+/// How long the wake-up helpers pause after a database error before trying again.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+
+/// Sends `NOTIFY channel` after every [`Wakeup::wake`] (what the publish hook does after each
+/// response), so relays of other instances running [`wake_on_notify`] claim at once. Wakes that
+/// arrive while a NOTIFY is being sent coalesce into one more. Runs until dropped: spawn it.
+pub async fn forward_wakeups(pool: PgPool, channel: String, wakeup: Wakeup) {
+    loop {
+        wakeup.remote_wanted().await;
+        if let Err(error) = notify(&pool, &channel).await {
+            tracing::warn!(target: names::TARGET, channel = %channel, error = %error, "outbox NOTIFY failed");
+            tokio::time::sleep(RECONNECT_PAUSE).await;
+        }
+    }
+}
+
+/// Listens on `channel` and wakes the local relay for every notification (see
+/// [`forward_wakeups`]); reconnects after connection loss. Runs until dropped: spawn it.
+pub async fn wake_on_notify(pool: PgPool, channel: String, wakeup: Wakeup) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(target: names::TARGET, channel = %channel, error = %error, "outbox LISTEN connect failed");
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen(&channel).await {
+            tracing::warn!(target: names::TARGET, channel = %channel, error = %error, "outbox LISTEN failed");
+            tokio::time::sleep(RECONNECT_PAUSE).await;
+            continue;
+        }
+        // Relays may have missed notifications while the listener was away.
+        wakeup.wake_local();
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(_)) => wakeup.wake_local(),
+                // The connection dropped; the listener reconnects on the next call, and anything
+                // sent meanwhile is caught by waking now.
+                Ok(None) => wakeup.wake_local(),
+                Err(error) => {
+                    tracing::warn!(target: names::TARGET, channel = %channel, error = %error, "outbox LISTEN failed");
+                    tokio::time::sleep(RECONNECT_PAUSE).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// The relay's view of a PostgreSQL outbox.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -115,14 +168,6 @@ impl PgStore {
     /// The pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
-    }
-
-    /// A listener on `channel` for [`Relay::wake_on`](crate::Relay) style wake-ups: resolves each
-    /// time any instance sends [`notify`].
-    pub async fn listen(&self, channel: &str) -> Result<PgListener, OutboxError> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(channel).await?;
-        Ok(listener)
     }
 }
 
