@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 const BACKLOG: usize = 20_000;
 const AGGREGATES: usize = 100;
+const STAGERS: usize = 8;
 
 struct Services {
     pool: PgPool,
@@ -48,7 +49,7 @@ async fn connect() -> Option<Services> {
     admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.ok()?;
     let search_path = format!("SET search_path TO {schema}");
     let pool = PgPoolOptions::new()
-        .max_connections(8)
+        .max_connections(16)
         .after_connect(move |conn, _| {
             let search_path = search_path.clone();
             Box::pin(async move {
@@ -150,55 +151,63 @@ async fn latency(s: &Services, hook: bool, seconds: u64) -> (f64, Duration, Dura
         .build()
         .unwrap();
     let committed: Arc<Mutex<HashMap<Uuid, Instant>>> = Arc::default();
-    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let received: Arc<Mutex<HashMap<Uuid, Instant>>> = Arc::default();
     let mut subscriber = s.client.subscribe(format!("{}.>", s.schema)).await.unwrap();
     s.client.flush().await.unwrap();
     let consumer = {
-        let committed = committed.clone();
-        let latencies = latencies.clone();
+        let received = received.clone();
         tokio::spawn(async move {
             while let Some(message) = subscriber.next().await {
-                let received = Instant::now();
+                let at = Instant::now();
                 let event: Event = serde_json::from_slice(&message.payload).unwrap();
-                if let Some(at) = committed.lock().unwrap().get(&event.event_id) {
-                    latencies.lock().unwrap().push(received - *at);
-                }
+                received.lock().unwrap().insert(event.event_id, at);
             }
         })
     };
     let handle = relay.spawn();
-    let wakeup = relay.wakeup();
     let started = Instant::now();
-    let mut ticker = tokio::time::interval(Duration::from_millis(1));
-    let mut staged = 0usize;
-    while started.elapsed() < Duration::from_secs(seconds) {
-        ticker.tick().await;
-        for _ in 0..2 {
-            let e = Event::new(
-                "Moved",
-                "Parcel",
-                format!("p{}", staged % AGGREGATES),
-                json!({"i": staged}),
-            );
-            let mut tx = s.pool.begin().await.unwrap();
-            stage(&mut tx, &e).await.unwrap();
-            tx.commit().await.unwrap();
-            committed.lock().unwrap().insert(e.event_id, Instant::now());
-            if hook {
-                wakeup.wake();
-            }
-            staged += 1;
-        }
+    // Eight stagers at 250 events/s each, one event per transaction.
+    let stagers: Vec<_> = (0..STAGERS)
+        .map(|stager| {
+            let pool = s.pool.clone();
+            let committed = committed.clone();
+            let wakeup = relay.wakeup();
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(Duration::from_millis(4));
+                let mut staged = 0usize;
+                while started.elapsed() < Duration::from_secs(seconds) {
+                    ticker.tick().await;
+                    let aggregate = format!("p{}", (staged * STAGERS + stager) % AGGREGATES);
+                    let e = Event::new("Moved", "Parcel", aggregate, json!({"i": staged}));
+                    let mut tx = pool.begin().await.unwrap();
+                    stage(&mut tx, &e).await.unwrap();
+                    tx.commit().await.unwrap();
+                    committed.lock().unwrap().insert(e.event_id, Instant::now());
+                    if hook {
+                        wakeup.wake();
+                    }
+                    staged += 1;
+                }
+                staged
+            })
+        })
+        .collect();
+    let mut staged = 0;
+    for stager in stagers {
+        staged += stager.await.unwrap();
     }
     let rate = staged as f64 / started.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while latencies.lock().unwrap().len() < staged && Instant::now() < deadline {
+    while received.lock().unwrap().len() < staged && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     handle.shutdown().await;
     consumer.abort();
-    let mut samples = latencies.lock().unwrap().clone();
-    assert_eq!(samples.len(), staged, "every staged event reached the consumer");
+    let committed = committed.lock().unwrap();
+    let received = received.lock().unwrap();
+    assert_eq!(received.len(), staged, "every staged event reached the consumer");
+    let mut samples: Vec<Duration> =
+        committed.iter().map(|(id, at)| received[id].saturating_duration_since(*at)).collect();
     samples.sort();
     (rate, percentile(&samples, 0.5), percentile(&samples, 0.99))
 }

@@ -7,6 +7,9 @@ use palisade_outbox::{Encoding, Event, Publisher};
 use palisade_tests::{RabbitMq, Redis, unique_name};
 use serde_json::json;
 
+/// An `XRANGE` entry: its id and its field/value pairs.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_publishes_persistent_confirmed_messages_with_the_event_id() {
     let Some(rabbit) = RabbitMq::connect("outbox_rabbitmq").await else {
@@ -79,7 +82,7 @@ async fn redis_appends_to_the_stream_with_the_event_id_as_a_field() {
     publisher.publish(&second).await.unwrap();
 
     let mut conn = redis.conn.clone();
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
         .arg(redis.key("Order"))
         .arg("-")
         .arg("+")

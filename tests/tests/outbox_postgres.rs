@@ -158,7 +158,7 @@ async fn two_relays_publish_ten_thousand_events_once_each_in_aggregate_order() {
     for relay in relays {
         relay.shutdown().await;
     }
-    let log = log.lock().unwrap();
+    let log = std::mem::take(&mut *log.lock().unwrap());
     assert_eq!(log.len(), total, "no event published twice");
     let ids: HashSet<Uuid> = log.iter().map(|e| e.event_id).collect();
     assert_eq!(ids.len(), total);
@@ -170,7 +170,6 @@ async fn two_relays_publish_ten_thousand_events_once_each_in_aggregate_order() {
     }
     assert_eq!(next.len(), AGGREGATES);
     assert_eq!(pending(&pg.pool).await, 0);
-    drop(log);
     pg.cleanup().await;
 }
 

@@ -46,18 +46,30 @@
 //! request's [`OutboxContext`] from the extensions (axum: `Extension<OutboxContext>`), so the
 //! events carry the request's correlation id, causation id and trace context:
 //!
-//! ```ignore
-//! let app = Router::new()
-//!     .route("/orders", post(create_order))
-//!     .layer(PublishHookLayer::new(relay.wakeup()).source("order-service"));
+//! ```no_run
+//! # #[cfg(feature = "sqlite")] mod example {
+//! use axum::{Extension, Router, extract::State, http::StatusCode, routing::post};
+//! use palisade_outbox::{ChannelPublisher, OutboxContext, PublishHookLayer, Relay, sqlite::SqliteStore, stage};
+//! use serde_json::json;
+//! use sqlx::SqlitePool;
 //!
-//! async fn create_order(Extension(ctx): Extension<OutboxContext>, State(db): State<PgPool>) -> StatusCode {
-//!     let mut tx = db.begin().await.unwrap();
+//! async fn create_order(Extension(ctx): Extension<OutboxContext>, State(db): State<SqlitePool>) -> StatusCode {
+//!     let Ok(mut tx) = db.begin().await else { return StatusCode::SERVICE_UNAVAILABLE };
 //!     // ... insert the order ...
-//!     stage(&mut tx, &ctx.event("OrderCreated", "Order", "ord_123", json!({}))).await.unwrap();
-//!     tx.commit().await.unwrap();
+//!     let event = ctx.event("OrderCreated", "Order", "ord_123", json!({}));
+//!     if stage(&mut tx, &event).await.is_err() || tx.commit().await.is_err() {
+//!         return StatusCode::SERVICE_UNAVAILABLE;
+//!     }
 //!     StatusCode::CREATED
 //! }
+//!
+//! fn app(db: SqlitePool, relay: &Relay<SqliteStore, ChannelPublisher>) -> Router {
+//!     Router::new()
+//!         .route("/orders", post(create_order))
+//!         .layer(PublishHookLayer::new(relay.wakeup()).source("order-service"))
+//!         .with_state(db)
+//! }
+//! # }
 //! ```
 //!
 //! # The event

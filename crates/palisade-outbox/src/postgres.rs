@@ -190,11 +190,17 @@ fn claim_sql() -> String {
         ), spans AS (
             SELECT aggregate_type, aggregate_id, max(seq) AS last_seq FROM locked GROUP BY 1, 2
         ), blockers AS (
-            SELECT s.aggregate_type, s.aggregate_id, min(o.seq) AS blocker
-            FROM spans s JOIN palisade_outbox o
-              ON o.aggregate_type = s.aggregate_type AND o.aggregate_id = s.aggregate_id AND o.seq < s.last_seq
-            WHERE o.dead_lettered_at IS NULL AND o.seq NOT IN (SELECT seq FROM locked)
-            GROUP BY 1, 2
+            -- Per aggregate, the oldest pending event this claim did not lock (walks the
+            -- aggregate index from its oldest event, stopping at the first such one).
+            SELECT s.aggregate_type, s.aggregate_id, b.seq AS blocker
+            FROM spans s CROSS JOIN LATERAL (
+                SELECT o.seq FROM palisade_outbox o
+                WHERE o.aggregate_type = s.aggregate_type AND o.aggregate_id = s.aggregate_id
+                  AND o.seq < s.last_seq AND o.dead_lettered_at IS NULL
+                  AND o.seq NOT IN (SELECT seq FROM locked)
+                ORDER BY o.seq
+                LIMIT 1
+            ) b
         )
         SELECT l.*, b.blocker FROM locked l LEFT JOIN blockers b USING (aggregate_type, aggregate_id)
         ORDER BY l.seq"
@@ -231,6 +237,9 @@ impl OutboxStore for PgStore {
 
     async fn claim(&self, limit: usize, _lease: Duration) -> Result<(Self::Claim, Vec<Claimed>), OutboxError> {
         let mut tx = self.pool.begin().await?;
+        // Losing the relay's own commit in a database crash only means publishing again (at
+        // least once, de-duplicated by event id), so it need not wait for the WAL flush.
+        tx.execute("SET LOCAL synchronous_commit TO off").await?;
         let rows = sqlx::query(&claim_sql())
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .persistent(false)

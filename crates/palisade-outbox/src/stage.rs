@@ -27,6 +27,7 @@ pub trait OutboxConnection: sealed::Sealed + Send {
     ) -> impl Future<Output = Result<Seen, OutboxError>> + Send + 'a;
 }
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 macro_rules! connection {
     ($module:ident, $conn:ty, $db:ty) => {
         impl sealed::Sealed for $conn {}

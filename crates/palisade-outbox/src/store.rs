@@ -108,6 +108,7 @@ pub trait OutboxStore: Clone + Send + Sync + 'static {
 }
 
 /// Milliseconds in `d`, saturating, for SQL parameters.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
