@@ -206,8 +206,10 @@ async fn latency(s: &Services, hook: bool, seconds: u64) -> (f64, Duration, Dura
     let committed = committed.lock().unwrap();
     let received = received.lock().unwrap();
     assert_eq!(received.len(), staged, "every staged event reached the consumer");
-    let mut samples: Vec<Duration> =
-        committed.iter().map(|(id, at)| received[id].saturating_duration_since(*at)).collect();
+    let mut samples: Vec<Duration> = committed
+        .iter()
+        .map(|(id, at)| received[id].saturating_duration_since(*at))
+        .collect();
     samples.sort();
     (rate, percentile(&samples, 0.5), percentile(&samples, 0.99))
 }

@@ -432,3 +432,74 @@ async fn inbox_applies_each_event_once() {
     );
     tx.commit().await.unwrap();
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn batches_report_metrics_under_the_core_names() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use palisade_core::telemetry::outbox as names;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let db = db().await;
+    let publisher = Flaky {
+        failing: Arc::new(AtomicBool::new(false)),
+        ..Flaky::default()
+    };
+    let relay = Relay::builder(SqliteStore::new(db.pool.clone()), publisher.clone())
+        .name("orders")
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    stage_all(&db.pool, &[order_event("a", 1), order_event("b", 1)]).await;
+    assert_eq!(relay.run_batch().await.unwrap().published, 2);
+    publisher.failing.store(true, Ordering::SeqCst);
+    stage_all(&db.pool, &[order_event("c", 1)]).await;
+    assert_eq!(relay.run_batch().await.unwrap().dead_lettered, 1);
+    publisher.failing.store(false, Ordering::SeqCst);
+    stage_all(&db.pool, &[order_event("d", 1)]).await;
+    // The running relay refreshes the backlog gauges right after its first batch.
+    let handle = relay.spawn();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    // Snapshots hand out counters' increments since the last one: add them up.
+    let mut counters: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let mut gauges: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+    let collect = |counters: &mut std::collections::HashMap<String, u64>,
+                   gauges: &mut std::collections::HashMap<String, f64>| {
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let key = key.key();
+            if !key.labels().any(|l| l.key() == "name" && l.value() == "orders") {
+                continue;
+            }
+            match value {
+                DebugValue::Counter(n) => *counters.entry(key.name().to_owned()).or_default() += n,
+                DebugValue::Gauge(g) => {
+                    gauges.insert(key.name().to_owned(), g.into_inner());
+                }
+                DebugValue::Histogram(_) => {}
+            }
+        }
+    };
+    loop {
+        collect(&mut counters, &mut gauges);
+        if gauges.contains_key(names::LAG_SECONDS) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "backlog gauges in time");
+        tokio::task::yield_now().await;
+    }
+    handle.shutdown().await;
+    collect(&mut counters, &mut gauges);
+    assert_eq!(counters.get(names::PUBLISHED_TOTAL), Some(&3));
+    assert_eq!(counters.get(names::FAILED_TOTAL), Some(&1));
+    assert_eq!(counters.get(names::DEAD_LETTERED_TOTAL), Some(&1));
+    assert_eq!(gauges.get(names::PENDING), Some(&0.0), "the dead letter is not pending");
+}
+
+async fn stage_all(pool: &SqlitePool, events: &[Event]) {
+    let mut tx = pool.begin().await.unwrap();
+    for e in events {
+        stage(&mut tx, e).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
