@@ -23,7 +23,7 @@ const MAX_ID_LEN: usize = 256;
 /// `traceparent`, else a fresh UUIDv7. The causation id is the request's `X-Request-ID`, if any.
 ///
 /// In an axum handler: `Extension(ctx): Extension<OutboxContext>`, then
-/// `ctx.event("OrderCreated", "Order", &id, payload)` and [`stage`](crate::stage) it.
+/// `ctx.event("OrderCreated", "Order", &id, payload)` and [`stage`](crate::stage()) it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxContext {
     correlation_id: String,

@@ -2,7 +2,7 @@
 //! transaction as the business change, published by a background relay, and a publish-hook
 //! layer that wakes the relay as soon as a response is produced.
 //!
-//! A handler [`stage`]s an [`Event`] through its own sqlx transaction (PostgreSQL or SQLite).
+//! A handler [`stage`](stage())s an [`Event`] through its own sqlx transaction (PostgreSQL or SQLite).
 //! Nothing is published unless that transaction commits, and nothing committed is lost when
 //! the broker or the process fails: the [`Relay`] claims committed events in batches,
 //! publishes them through a [`Publisher`] (NATS JetStream, RabbitMQ, Redis Streams or an

@@ -24,7 +24,7 @@ use crate::envelope::{Event, Metadata};
 use crate::error::OutboxError;
 use crate::inbox::Seen;
 use crate::relay::Wakeup;
-use crate::store::{Backlog, Claimed, DeadLetter, Disposition, OutboxStore, millis};
+use crate::store::{BACKLOG_SQL, Backlog, Claimed, DeadLetter, Disposition, OutboxStore, millis};
 use palisade_core::telemetry::outbox as names;
 
 /// The schema migrations, in order: (version, SQL).
@@ -316,14 +316,7 @@ impl OutboxStore for PgStore {
     }
 
     async fn backlog(&self) -> Result<Backlog, OutboxError> {
-        let row = sqlx::query(
-            "SELECT count(*) FILTER (WHERE dead_lettered_at IS NULL) AS pending,
-                    min(staged_at) FILTER (WHERE dead_lettered_at IS NULL) AS oldest,
-                    count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS dead
-             FROM palisade_outbox",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query(BACKLOG_SQL).fetch_one(&self.pool).await?;
         let oldest: Option<OffsetDateTime> = row.try_get("oldest")?;
         Ok(Backlog {
             pending: u64::try_from(row.try_get::<i64, _>("pending")?).unwrap_or(0),
@@ -352,13 +345,11 @@ impl OutboxStore for PgStore {
         .await?;
         rows.iter()
             .map(|row| {
-                let claimed = event_from_row(row)?;
-                Ok(DeadLetter {
-                    event: claimed.event,
-                    attempts: claimed.attempts,
-                    last_error: row.try_get("last_error")?,
-                    dead_lettered_at: row.try_get("dead_lettered_at")?,
-                })
+                Ok(DeadLetter::new(
+                    event_from_row(row)?,
+                    row.try_get("last_error")?,
+                    row.try_get("dead_lettered_at")?,
+                ))
             })
             .collect()
     }

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::envelope::{Event, Metadata};
 use crate::error::OutboxError;
 use crate::inbox::Seen;
-use crate::store::{Backlog, Claimed, DeadLetter, Disposition, OutboxStore, millis};
+use crate::store::{BACKLOG_SQL, Backlog, Claimed, DeadLetter, Disposition, OutboxStore, millis};
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_outbox.sql"))];
 
@@ -268,14 +268,7 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn backlog(&self) -> Result<Backlog, OutboxError> {
-        let row = sqlx::query(
-            "SELECT count(*) FILTER (WHERE dead_lettered_at IS NULL) AS pending,
-                    min(staged_at) FILTER (WHERE dead_lettered_at IS NULL) AS oldest,
-                    count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS dead
-             FROM palisade_outbox",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query(BACKLOG_SQL).fetch_one(&self.pool).await?;
         let oldest: Option<i64> = row.try_get("oldest")?;
         Ok(Backlog {
             pending: u64::try_from(row.try_get::<i64, _>("pending")?).unwrap_or(0),
@@ -302,13 +295,11 @@ impl OutboxStore for SqliteStore {
         .await?;
         rows.iter()
             .map(|row| {
-                let claimed = event_from_row(row)?;
-                Ok(DeadLetter {
-                    event: claimed.event,
-                    attempts: claimed.attempts,
-                    last_error: row.try_get("last_error")?,
-                    dead_lettered_at: from_ms(row.try_get("dead_lettered_at")?),
-                })
+                Ok(DeadLetter::new(
+                    event_from_row(row)?,
+                    row.try_get("last_error")?,
+                    from_ms(row.try_get("dead_lettered_at")?),
+                ))
             })
             .collect()
     }

@@ -30,26 +30,12 @@ pub trait OutboxConnection: sealed::Sealed + Send {
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 macro_rules! connection {
     ($module:ident, $conn:ty, $db:ty) => {
-        impl sealed::Sealed for $conn {}
-        impl OutboxConnection for $conn {
-            fn insert_event<'a>(
-                &'a mut self,
-                event: &'a Event,
-            ) -> impl Future<Output = Result<(), OutboxError>> + Send + 'a {
-                crate::$module::insert(self, event)
-            }
-
-            fn record_inbox<'a>(
-                &'a mut self,
-                consumer: &'a str,
-                event_id: Uuid,
-            ) -> impl Future<Output = Result<Seen, OutboxError>> + Send + 'a {
-                crate::$module::record_inbox(self, consumer, event_id)
-            }
-        }
-
-        impl sealed::Sealed for sqlx::Transaction<'_, $db> {}
-        impl OutboxConnection for sqlx::Transaction<'_, $db> {
+        connection!(@impl $module, $conn);
+        connection!(@impl $module, sqlx::Transaction<'_, $db>);
+    };
+    (@impl $module:ident, $target:ty) => {
+        impl sealed::Sealed for $target {}
+        impl OutboxConnection for $target {
             fn insert_event<'a>(
                 &'a mut self,
                 event: &'a Event,

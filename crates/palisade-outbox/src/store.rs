@@ -112,3 +112,22 @@ pub trait OutboxStore: Clone + Send + Sync + 'static {
 pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
+
+/// The backlog query, the same on both databases.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) const BACKLOG_SQL: &str = "SELECT count(*) FILTER (WHERE dead_lettered_at IS NULL) AS pending,
+        min(staged_at) FILTER (WHERE dead_lettered_at IS NULL) AS oldest,
+        count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS dead
+    FROM palisade_outbox";
+
+impl DeadLetter {
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
+    pub(crate) fn new(claimed: Claimed, last_error: Option<String>, dead_lettered_at: OffsetDateTime) -> Self {
+        Self {
+            event: claimed.event,
+            attempts: claimed.attempts,
+            last_error,
+            dead_lettered_at,
+        }
+    }
+}

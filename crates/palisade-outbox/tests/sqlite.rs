@@ -160,9 +160,7 @@ async fn a_claimed_or_retrying_aggregate_is_skipped_not_overtaken() {
 async fn an_expired_lease_is_taken_over() {
     let db = db().await;
     let store = SqliteStore::new(db.pool.clone());
-    let mut tx = db.pool.begin().await.unwrap();
-    stage(&mut tx, &order_event("a", 1)).await.unwrap();
-    tx.commit().await.unwrap();
+    stage_all(&db.pool, &[order_event("a", 1)]).await;
 
     // A relay that claimed and vanished: a zero lease is already expired.
     let (abandoned, claimed) = store.claim(10, Duration::ZERO).await.unwrap();
@@ -276,10 +274,7 @@ async fn failing_publishes_dead_letter_after_the_cap_and_requeue_delivers() {
         .unwrap();
     let poison = order_event("a", 1);
     let behind = order_event("a", 2);
-    let mut tx = db.pool.begin().await.unwrap();
-    stage(&mut tx, &poison).await.unwrap();
-    stage(&mut tx, &behind).await.unwrap();
-    tx.commit().await.unwrap();
+    stage_all(&db.pool, &[poison.clone(), behind.clone()]).await;
 
     // Drive batches by hand until the head is dead-lettered.
     let mut attempts = 0;
@@ -334,9 +329,7 @@ async fn permanent_errors_dead_letter_at_once() {
     let db = db().await;
     let store = SqliteStore::new(db.pool.clone());
     let relay = Relay::builder(store.clone(), Rejecting).build().unwrap();
-    let mut tx = db.pool.begin().await.unwrap();
-    stage(&mut tx, &order_event("a", 1)).await.unwrap();
-    tx.commit().await.unwrap();
+    stage_all(&db.pool, &[order_event("a", 1)]).await;
     let report = relay.run_batch().await.unwrap();
     assert_eq!((report.claimed, report.failed, report.dead_lettered), (1, 1, 1));
     assert_eq!(store.dead_letters(10).await.unwrap()[0].attempts, 1);
@@ -351,9 +344,7 @@ async fn published_events_are_archived_for_the_retention_then_purged() {
         .retention(Duration::from_secs(3600))
         .build()
         .unwrap();
-    let mut tx = db.pool.begin().await.unwrap();
-    stage(&mut tx, &order_event("a", 1)).await.unwrap();
-    tx.commit().await.unwrap();
+    stage_all(&db.pool, &[order_event("a", 1)]).await;
     assert_eq!(relay.run_batch().await.unwrap().published, 1);
     receive(&mut rx).await;
     let archived: i64 = sqlx::query_scalar("SELECT count(*) FROM palisade_outbox_published")
