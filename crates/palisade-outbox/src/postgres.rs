@@ -10,7 +10,9 @@
 //! would overtake one are left for later. Published rows are deleted (or moved to the
 //! published table for the retention period), never updated: that drains about twice as fast
 //! as flagging them. The claim is sent as an unnamed statement, planned on every run, so a plan
-//! made while the table was empty (a sequential scan) never sticks once it has grown.
+//! made while the table was empty (a sequential scan) never sticks once it has grown. The
+//! relay's transaction commits without waiting for the WAL flush (`synchronous_commit = off`):
+//! if the database crashes before the flush, the events are published again (at least once).
 
 use std::time::Duration;
 

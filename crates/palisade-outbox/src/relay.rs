@@ -349,7 +349,8 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
             }
             let wait = match self.run_batch().await {
                 Ok(report) if report.claimed == config.batch_size => Duration::ZERO,
-                // Rows were due but held for order behind another relay: look again soon.
+                // Events are arriving (or waiting behind another relay's claim): look again soon
+                // rather than a whole poll interval later.
                 Ok(report) if report.claimed > 0 => config.poll_interval.min(Duration::from_millis(10)),
                 Ok(_) => config.poll_interval,
                 Err(error) => {
