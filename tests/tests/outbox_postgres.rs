@@ -424,3 +424,36 @@ async fn notify_wakes_a_relay_in_another_instance() {
     listener.abort();
     pg.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_events_are_archived_for_the_retention_then_purged() {
+    let Some((pg, store)) = setup("outbox_retention").await else {
+        return;
+    };
+    let (publisher, mut rx) = ChannelPublisher::new(8);
+    let relay = Relay::builder(store.clone(), publisher)
+        .retention(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let events = [event("a", 1), event("a", 2)];
+    stage_committed(&pg.pool, &events).await;
+    assert_eq!(relay.run_batch().await.unwrap().published, 2);
+    assert_eq!([receive(&mut rx).await, receive(&mut rx).await], events);
+    assert_eq!(pending(&pg.pool).await, 0);
+    let archived: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM palisade_outbox_published ORDER BY seq")
+        .fetch_all(&pg.pool)
+        .await
+        .unwrap();
+    assert_eq!(archived, [events[0].event_id, events[1].event_id]);
+    assert_eq!(
+        store.purge_published(Duration::from_secs(3600)).await.unwrap(),
+        0,
+        "still within retention"
+    );
+    sqlx::query("UPDATE palisade_outbox_published SET published_at = published_at - interval '2 hours'")
+        .execute(&pg.pool)
+        .await
+        .unwrap();
+    assert_eq!(store.purge_published(Duration::from_secs(3600)).await.unwrap(), 2);
+    pg.cleanup().await;
+}

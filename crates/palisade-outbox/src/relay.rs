@@ -589,6 +589,149 @@ impl RelayHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::Event;
+    use crate::publisher::ChannelPublisher;
+    use crate::store::{Backlog, DeadLetter};
+
+    /// An empty store counting the claims made on it.
+    #[derive(Clone, Default)]
+    struct Empty {
+        claims: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Empty {
+        fn claims(&self) -> usize {
+            self.claims.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl OutboxStore for Empty {
+        type Claim = ();
+
+        async fn claim(&self, _: usize, _: Duration) -> Result<((), Vec<Claimed>), OutboxError> {
+            self.claims.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(((), Vec::new()))
+        }
+
+        async fn complete(&self, (): (), _: &[(i64, Disposition)], _: bool) -> Result<(), OutboxError> {
+            Ok(())
+        }
+
+        async fn backlog(&self) -> Result<Backlog, OutboxError> {
+            Ok(Backlog::default())
+        }
+
+        async fn purge_published(&self, _: Duration) -> Result<u64, OutboxError> {
+            Ok(0)
+        }
+
+        async fn dead_letters(&self, _: usize) -> Result<Vec<DeadLetter>, OutboxError> {
+            Ok(Vec::new())
+        }
+
+        async fn requeue(&self, _: uuid::Uuid) -> Result<bool, OutboxError> {
+            Ok(false)
+        }
+    }
+
+    fn builder() -> RelayBuilder<Empty, ChannelPublisher> {
+        Relay::builder(Empty::default(), ChannelPublisher::new(1).0)
+    }
+
+    #[test]
+    fn impossible_settings_fail_at_build() {
+        let ms = Duration::from_millis;
+        assert_eq!(builder().batch_size(0).build().unwrap_err(), ConfigError::ZeroBatchSize);
+        assert_eq!(
+            builder().concurrency(0).build().unwrap_err(),
+            ConfigError::ZeroConcurrency
+        );
+        assert_eq!(
+            builder().poll_interval(ms(0)).build().unwrap_err(),
+            ConfigError::ZeroPollInterval
+        );
+        assert_eq!(
+            builder().cleanup_interval(ms(0)).build().unwrap_err(),
+            ConfigError::ZeroPollInterval
+        );
+        assert_eq!(
+            builder().max_attempts(0).build().unwrap_err(),
+            ConfigError::ZeroMaxAttempts
+        );
+        assert_eq!(
+            builder().backoff(ms(10), ms(5), 2.0).build().unwrap_err(),
+            ConfigError::BackoffOrder {
+                initial: ms(10),
+                max: ms(5)
+            }
+        );
+        assert!(matches!(
+            builder().backoff(ms(1), ms(5), 0.5).build().unwrap_err(),
+            ConfigError::BackoffMultiplier(m) if m == 0.5
+        ));
+        assert!(matches!(
+            builder().backoff(ms(1), ms(5), f64::NAN).build(),
+            Err(ConfigError::BackoffMultiplier(_))
+        ));
+        assert_eq!(
+            builder().publish_timeout(ms(0)).build().unwrap_err(),
+            ConfigError::ZeroPublishTimeout
+        );
+        assert_eq!(
+            builder().lease(Duration::from_secs(20)).build().unwrap_err(),
+            ConfigError::LeaseTooShort {
+                lease: Duration::from_secs(20),
+                publish_timeout: Duration::from_secs(10)
+            }
+        );
+        assert!(builder().build().is_ok(), "the defaults are valid");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_relay_polls_at_the_interval_wakes_at_once_and_stops_at_once() {
+        let store = Empty::default();
+        let (publisher, _rx) = ChannelPublisher::new(1);
+        let relay = Relay::builder(store.clone(), publisher)
+            .poll_interval(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = tokio::spawn({
+            let relay = relay.clone();
+            async move { relay.run(stopped.map(drop)).await }
+        });
+        let settle = || tokio::time::sleep(Duration::from_millis(1));
+        settle().await;
+        assert_eq!(store.claims(), 1, "claims at start");
+        tokio::time::advance(Duration::from_millis(990)).await;
+        assert_eq!(store.claims(), 1, "idle until the poll interval");
+        tokio::time::advance(Duration::from_millis(10)).await;
+        settle().await;
+        assert_eq!(store.claims(), 2, "claims again at the poll interval");
+        relay.wakeup().wake();
+        settle().await;
+        assert_eq!(store.claims(), 3, "a wake-up claims at once");
+        let started = Instant::now();
+        stop.send(()).unwrap();
+        running.await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(1),
+            "an idle relay stops without waiting for its poll"
+        );
+        assert_eq!(store.claims(), 3);
+    }
+
+    #[test]
+    fn batches_are_grouped_per_aggregate_in_order() {
+        let claimed = |seq: i64, aggregate: &str| Claimed {
+            seq,
+            attempts: 0,
+            event: Event::new("E", "Order", aggregate, serde_json::Value::Null),
+        };
+        let groups = group_by_aggregate(vec![claimed(1, "a"), claimed(2, "b"), claimed(3, "a"), claimed(4, "c")]);
+        let seqs: Vec<Vec<i64>> = groups.iter().map(|g| g.iter().map(|c| c.seq).collect()).collect();
+        assert_eq!(seqs, [vec![1, 3], vec![2], vec![4]]);
+    }
 
     #[test]
     fn backoff_grows_caps_and_jitters() {
