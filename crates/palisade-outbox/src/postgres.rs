@@ -238,10 +238,10 @@ impl OutboxStore for PgStore {
     type Claim = Transaction<'static, Postgres>;
 
     async fn claim(&self, limit: usize, _lease: Duration) -> Result<(Self::Claim, Vec<Claimed>), OutboxError> {
-        let mut tx = self.pool.begin().await?;
         // Losing the relay's own commit in a database crash only means publishing again (at
-        // least once, de-duplicated by event id), so it need not wait for the WAL flush.
-        tx.execute("SET LOCAL synchronous_commit TO off").await?;
+        // least once, de-duplicated by event id), so it need not wait for the WAL flush. One
+        // round trip opens the transaction and sets that.
+        let mut tx = self.pool.begin_with("BEGIN; SET LOCAL synchronous_commit TO off").await?;
         let rows = sqlx::query(&claim_sql())
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .persistent(false)
