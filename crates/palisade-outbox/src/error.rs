@@ -12,8 +12,8 @@ pub enum ConfigError {
     /// A batch must hold at least one event.
     #[error("batch size must be at least 1")]
     ZeroBatchSize,
-    /// At least one publish must be allowed in flight.
-    #[error("concurrency must be at least 1")]
+    /// At least one batch loop and one publish must be allowed in flight.
+    #[error("concurrency and workers must be at least 1")]
     ZeroConcurrency,
     /// A zero poll interval would spin.
     #[error("poll interval must be greater than zero")]

@@ -134,6 +134,7 @@
 //! | setting | default | why |
 //! |---|---|---|
 //! | `batch_size` | 100 | one round trip claims enough to keep a broker busy; 1000 drains backlogs faster |
+//! | `workers` | 2 | one loop claims new commits while the other publishes, so a commit never waits behind a whole batch |
 //! | `concurrency` | 64 | aggregates published at once: hides broker round trips without flooding it |
 //! | `poll_interval` | 1 s | the safety net only; wake-ups carry the normal path |
 //! | `max_attempts` | 10 | with the backoff below, 2 to 4 minutes of trying before a human looks |

@@ -241,7 +241,10 @@ impl OutboxStore for PgStore {
         // Losing the relay's own commit in a database crash only means publishing again (at
         // least once, de-duplicated by event id), so it need not wait for the WAL flush. One
         // round trip opens the transaction and sets that.
-        let mut tx = self.pool.begin_with("BEGIN; SET LOCAL synchronous_commit TO off").await?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN; SET LOCAL synchronous_commit TO off")
+            .await?;
         let rows = sqlx::query(&claim_sql())
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .persistent(false)

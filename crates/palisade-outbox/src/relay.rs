@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt, stream};
 use palisade_core::telemetry::{self, outbox as names};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -83,6 +83,7 @@ pub struct RelayBuilder<S, P> {
 struct Config {
     name: String,
     batch_size: usize,
+    workers: usize,
     concurrency: usize,
     poll_interval: Duration,
     max_attempts: u32,
@@ -101,6 +102,7 @@ impl Default for Config {
         Self {
             name: "outbox".to_owned(),
             batch_size: 100,
+            workers: 2,
             concurrency: 64,
             poll_interval: Duration::from_secs(1),
             max_attempts: 10,
@@ -134,6 +136,14 @@ impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
     /// Events claimed per batch (default 100).
     pub fn batch_size(mut self, batch_size: usize) -> Self {
         self.config.batch_size = batch_size;
+        self
+    }
+
+    /// Batch loops [`spawn`](Relay::spawn) runs side by side (default 2): while one publishes and
+    /// records its batch, another claims what was committed meanwhile, so a commit never waits
+    /// behind a whole batch. They claim like separate relays, so order per aggregate holds.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.config.workers = workers;
         self
     }
 
@@ -216,7 +226,7 @@ impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
         if c.batch_size == 0 {
             return Err(ConfigError::ZeroBatchSize);
         }
-        if c.concurrency == 0 {
+        if c.concurrency == 0 || c.workers == 0 {
             return Err(ConfigError::ZeroConcurrency);
         }
         if c.poll_interval.is_zero() || c.cleanup_interval.is_zero() || c.backlog_interval.is_zero() {
@@ -323,22 +333,35 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
         &self.shared.store
     }
 
-    /// Runs on a new tokio task until [`RelayHandle::shutdown`].
+    /// Runs its batch loops (see [`workers`](RelayBuilder::workers)) on new tokio tasks until
+    /// [`RelayHandle::shutdown`].
     pub fn spawn(&self) -> RelayHandle {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let relay = self.clone();
-        let task = tokio::spawn(async move {
-            relay.run(stopped.map(drop)).await;
-        });
+        let (stop, stopped) = watch::channel(false);
+        let tasks = (0..self.shared.config.workers)
+            .map(|worker| {
+                let relay = self.clone();
+                let mut stopped = stopped.clone();
+                tokio::spawn(async move {
+                    // A dropped handle (an error here) stops the relay too.
+                    let shutdown = async move { drop(stopped.wait_for(|stop| *stop).await) };
+                    relay.run_loop(shutdown, worker == 0).await;
+                })
+            })
+            .collect();
         RelayHandle {
-            stop: Some(stop),
-            task,
+            stop,
+            tasks,
             wakeup: self.wakeup.clone(),
         }
     }
 
-    /// Runs until `shutdown` resolves, then returns after finishing the batch in flight.
+    /// Runs one batch loop until `shutdown` resolves, then returns after finishing the batch in
+    /// flight. Run it on several tasks for more than one loop.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        self.run_loop(shutdown, true).await;
+    }
+
+    async fn run_loop(&self, shutdown: impl Future<Output = ()>, housekeeping: bool) {
         let config = &self.shared.config;
         let mut shutdown = pin!(shutdown.fuse());
         let mut next_backlog = Instant::now();
@@ -359,11 +382,11 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
                 }
             };
             let now = Instant::now();
-            if now >= next_backlog {
+            if housekeeping && now >= next_backlog {
                 next_backlog = now + config.backlog_interval;
                 self.report_backlog().await;
             }
-            if now >= next_cleanup {
+            if housekeeping && now >= next_cleanup {
                 next_cleanup = now + config.cleanup_interval;
                 self.purge().await;
             }
@@ -557,11 +580,12 @@ fn group_by_aggregate(events: Vec<Claimed>) -> Vec<Vec<Claimed>> {
     groups
 }
 
-/// A spawned relay: stop it gracefully, or wake it.
+/// A spawned relay: stop it gracefully, or wake it. Dropping the handle also stops the relay
+/// gracefully (after its batch in flight), without waiting for it.
 #[derive(Debug)]
 pub struct RelayHandle {
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
     wakeup: Wakeup,
 }
 
@@ -571,18 +595,20 @@ impl RelayHandle {
         self.wakeup.wake_local();
     }
 
-    /// Asks the relay to stop and waits until it has finished its batch in flight.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+    /// Asks the relay to stop and waits until it has finished its batches in flight.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
         }
-        let _ = (&mut self.task).await;
     }
 
     /// Stops the relay at once, wherever it is (what a crash does): a batch in flight is
     /// neither finished nor recorded, so its events are published again later.
     pub fn abort(self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -592,6 +618,7 @@ mod tests {
     use crate::envelope::Event;
     use crate::publisher::ChannelPublisher;
     use crate::store::{Backlog, DeadLetter};
+    use tokio::sync::oneshot;
 
     /// An empty store counting the claims made on it.
     #[derive(Clone, Default)]
