@@ -184,15 +184,15 @@
 //! Measured on 2026-11-21 on a 2-core x86_64 VM with `cargo bench -p palisade-benches --bench
 //! outbox`: PostgreSQL 15 and NATS 2.9 (JetStream, file storage) with default settings on the
 //! same machine, 100 aggregates, every publish waiting for its JetStream ack. Other builds
-//! shared the two cores during the runs (load average 5 to 10), so the ranges below (three
+//! shared the two cores during the runs (load average 5 to 10), so the ranges below (four
 //! runs) are lower bounds rather than what an idle machine gives.
 //!
 //! | measurement | figure |
 //! |---|---|
-//! | drain a 20,000-event backlog, one batch loop, batches of 100 | 12,800 – 14,100 events/s |
-//! | the same, batches of 1000 | 25,300 – 32,400 events/s |
-//! | commit → consumer with the hook (two loops, 1,150 – 1,830 events/s staged) | median 4.9 – 7.7 ms, p99 28 – 33 ms |
-//! | commit → consumer with 1 s polling alone (1,430 – 2,000 events/s staged) | median 17 – 20 ms, p99 0.94 – 0.99 s |
+//! | drain a 20,000-event backlog, one batch loop, batches of 100 | 8,800 – 14,100 events/s |
+//! | the same, batches of 1000 | 13,000 – 32,400 events/s |
+//! | commit → consumer with the hook (880 – 1,830 events/s staged) | median 4.9 – 13.3 ms, p99 28 – 40 ms |
+//! | commit → consumer with 1 s polling alone (1,430 – 2,000 events/s staged) | median 13 – 20 ms, p99 0.94 – 0.99 s |
 //!
 //! Polling alone has a low median only because a busy relay re-claims 10 ms after a non-empty
 //! batch; every event committed after a quiet spell waits for the poll (the p99). The hook
