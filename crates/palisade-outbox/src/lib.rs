@@ -192,7 +192,7 @@
 //! | drain a 20,000-event backlog, one batch loop, batches of 100 | 8,800 – 14,100 events/s |
 //! | the same, batches of 1000 | 13,000 – 32,400 events/s |
 //! | commit → consumer with the hook (880 – 1,830 events/s staged) | median 4.9 – 13.3 ms, p99 28 – 40 ms |
-//! | commit → consumer with 1 s polling alone (1,430 – 2,000 events/s staged) | median 13 – 20 ms, p99 0.94 – 0.99 s |
+//! | commit → consumer with 1 s polling alone (1,430 – 2,000 events/s staged) | median 16 – 20 ms, p99 0.94 – 0.99 s |
 //!
 //! Polling alone has a low median only because a busy relay re-claims 10 ms after a non-empty
 //! batch; every event committed after a quiet spell waits for the poll (the p99). The hook
