@@ -357,6 +357,8 @@ async fn the_hook_publishes_well_before_the_poll_interval() {
     let mut service = PublishHookLayer::new(relay.wakeup()).layer(handler);
     let mut latencies = Vec::new();
     for i in 0..REQUESTS {
+        // A quiet spell: a relay that found nothing new idles until its poll or a wake-up.
+        tokio::time::sleep(Duration::from_millis(30)).await;
         let request = http::Request::builder()
             .header("x-correlation-id", format!("req-{i}"))
             .body(())
@@ -369,11 +371,12 @@ async fn the_hook_publishes_well_before_the_poll_interval() {
     handle.shutdown().await;
     let (median, max) = median_and_max(latencies);
     eprintln!("commit-to-consumer latency with the hook: median {median:?}, max {max:?}");
+    // Without the hook every event would wait for the 1 s poll: the relay idles between requests.
     assert!(
-        max < Duration::from_millis(250),
+        max < Duration::from_millis(500),
         "every event well before the 1 s poll: max {max:?}"
     );
-    assert!(median < Duration::from_millis(50), "median {median:?}");
+    assert!(median < Duration::from_millis(100), "median {median:?}");
     pg.cleanup().await;
 }
 
@@ -408,6 +411,8 @@ async fn notify_wakes_a_relay_in_another_instance() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for v in 1..=3 {
+        // A quiet spell: relay B found nothing new and idles until its poll or a wake-up.
+        tokio::time::sleep(Duration::from_millis(30)).await;
         let e = event("a", v);
         stage_committed(&pg.pool, std::slice::from_ref(&e)).await;
         let committed = Instant::now();
