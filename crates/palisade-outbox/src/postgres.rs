@@ -13,6 +13,25 @@
 //! made while the table was empty (a sequential scan) never sticks once it has grown. The
 //! relay's transaction commits without waiting for the WAL flush (`synchronous_commit = off`):
 //! if the database crashes before the flush, the events are published again (at least once).
+//!
+//! In every instance, wire the publish hook's wake-ups to the other instances:
+//!
+//! ```no_run
+//! use palisade_outbox::postgres::{DEFAULT_CHANNEL, PgStore, forward_wakeups, migrate, wake_on_notify};
+//! use palisade_outbox::{ChannelPublisher, Relay};
+//!
+//! # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+//! migrate(&pool).await?;
+//! let (publisher, _events) = ChannelPublisher::new(1024);
+//! let relay = Relay::builder(PgStore::new(pool.clone()), publisher).build()?;
+//! tokio::spawn(forward_wakeups(pool.clone(), DEFAULT_CHANNEL.to_owned(), relay.wakeup()));
+//! tokio::spawn(wake_on_notify(pool.clone(), DEFAULT_CHANNEL.to_owned(), relay.wakeup()));
+//! let running = relay.spawn();
+//! // ... serve, with PublishHookLayer::new(relay.wakeup()) ...
+//! running.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::time::Duration;
 
@@ -32,7 +51,8 @@ use palisade_core::telemetry::outbox as names;
 /// The schema migrations, in order: (version, SQL).
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_outbox.sql"))];
 
-/// A channel name for [`forward_wakeups`] and [`wake_on_notify`].
+/// A channel name for [`forward_wakeups`] and [`wake_on_notify`]. Channels are per database:
+/// outboxes in several schemas of one database should each use their own.
 pub const DEFAULT_CHANNEL: &str = "palisade_outbox";
 
 /// Creates or upgrades the outbox tables in the current schema. Safe to call from several
