@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use palisade_outbox::postgres::{PgStore, forward_wakeups, migrate, wake_on_notify};
 use palisade_outbox::{
-    ChannelPublisher, Event, OutboxContext, OutboxStore, PublishError, PublishHookLayer, Publisher, Relay, Seen,
-    Wakeup, process_once, stage,
+    ChannelPublisher, Disposition, Event, OutboxContext, OutboxStore, PublishError, PublishHookLayer, Publisher, Relay,
+    Seen, Wakeup, process_once, stage,
 };
 use palisade_tests::Postgres;
 use serde_json::json;
@@ -460,5 +460,59 @@ async fn published_events_are_archived_for_the_retention_then_purged() {
         .await
         .unwrap();
     assert_eq!(store.purge_published(Duration::from_secs(3600)).await.unwrap(), 2);
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_skip_held_and_retrying_aggregates() {
+    let Some((pg, store)) = setup("outbox_claims").await else {
+        return;
+    };
+    let staged = [
+        event("a", 1),
+        event("b", 1),
+        event("a", 2),
+        event("b", 2),
+        event("a", 3),
+        event("b", 3),
+        event("c", 1),
+    ];
+    stage_committed(&pg.pool, &staged).await;
+    let names = |claimed: &[palisade_outbox::Claimed]| -> Vec<(String, i64)> {
+        claimed
+            .iter()
+            .map(|c| (c.event.aggregate_id.clone(), c.event.version))
+            .collect()
+    };
+    let lease = Duration::from_secs(30);
+    let (first, held) = store.claim(3, lease).await.unwrap();
+    assert_eq!(names(&held), [("a".into(), 1), ("b".into(), 1), ("a".into(), 2)]);
+    // While the first claim is open, a second one must not take anything of a or b.
+    let (second, other) = store.claim(10, lease).await.unwrap();
+    assert_eq!(names(&other), [("c".into(), 1)]);
+    let retry = Disposition::Retry {
+        delay: Duration::from_secs(60),
+        error: "down".into(),
+    };
+    let outcomes = [
+        (held[0].seq, retry),
+        (held[1].seq, Disposition::Published),
+        (held[2].seq, Disposition::Released),
+    ];
+    store.complete(first, &outcomes, false).await.unwrap();
+    store
+        .complete(second, &[(other[0].seq, Disposition::Published)], false)
+        .await
+        .unwrap();
+    // a waits behind its retrying head; b goes on.
+    let (third, next) = store.claim(10, lease).await.unwrap();
+    assert_eq!(names(&next), [("b".into(), 2), ("b".into(), 3)]);
+    store.complete(third, &[], false).await.unwrap();
+    let last_error: Option<String> = sqlx::query_scalar("SELECT last_error FROM palisade_outbox WHERE event_id = $1")
+        .bind(staged[0].event_id)
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap();
+    assert_eq!(last_error.as_deref(), Some("down"));
     pg.cleanup().await;
 }
