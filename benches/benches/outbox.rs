@@ -5,7 +5,8 @@
 //! - throughput: events per second drained from a 20,000-event backlog (100 aggregates) at
 //!   batches of 100 and 1000, the relay publishing with JetStream acks;
 //! - latency: commit-to-consumer median and p99 while staging about 2,000 events/s, with the
-//!   publish hook waking the relay after each commit, and with polling (every second) alone.
+//!   publish hook waking the relay after each commit, and with polling (every second) alone;
+//!   then the same with one event every 20 ms, so the relay is idle when each one commits.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -143,7 +144,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// Stages ~2,000 events/s for `seconds`, one per transaction, and measures commit to delivery
 /// at a core NATS subscriber.
-async fn latency(s: &Services, hook: bool, seconds: u64) -> (f64, Duration, Duration) {
+async fn latency(s: &Services, hook: bool, stagers: usize, gap: Duration, seconds: u64) -> (f64, Duration, Duration) {
     let publisher = NatsPublisher::new(s.client.clone()).with_prefix(format!("{}.", s.schema));
     let relay = Relay::builder(PgStore::new(s.pool.clone()), publisher)
         .concurrency(AGGREGATES)
@@ -166,14 +167,14 @@ async fn latency(s: &Services, hook: bool, seconds: u64) -> (f64, Duration, Dura
     };
     let handle = relay.spawn();
     let started = Instant::now();
-    // Eight stagers at 250 events/s each, one event per transaction.
-    let stagers: Vec<_> = (0..STAGERS)
+    // `stagers` tasks, each staging one event per transaction every `gap`.
+    let stagers: Vec<_> = (0..stagers)
         .map(|stager| {
             let pool = s.pool.clone();
             let committed = committed.clone();
             let wakeup = relay.wakeup();
             tokio::spawn(async move {
-                let mut ticker = tokio::time::interval(Duration::from_millis(4));
+                let mut ticker = tokio::time::interval(gap);
                 let mut staged = 0usize;
                 while started.elapsed() < Duration::from_secs(seconds) {
                     ticker.tick().await;
@@ -226,10 +227,17 @@ fn main() {
             let rate = throughput(&s, batch_size).await;
             println!("outbox throughput, batch {batch_size:>4}: {rate:>8.0} events/s (PostgreSQL -> JetStream acked)");
         }
-        for (hook, seconds) in [(true, 5), (false, 5)] {
-            let (rate, median, p99) = latency(&s, hook, seconds).await;
+        // Eight stagers at 250 events/s each: about 2,000 events/s.
+        for hook in [true, false] {
+            let (rate, median, p99) = latency(&s, hook, STAGERS, Duration::from_millis(4), 5).await;
             let mode = if hook { "hook + 1 s poll" } else { "1 s poll alone" };
             println!("outbox latency, {mode:<15} at {rate:>5.0} events/s: median {median:?}, p99 {p99:?}");
+        }
+        // One event every 20 ms: the relay is idle when each commits.
+        for hook in [true, false] {
+            let (rate, median, p99) = latency(&s, hook, 1, Duration::from_millis(20), 4).await;
+            let mode = if hook { "hook, idle relay" } else { "poll, idle relay" };
+            println!("outbox latency, {mode:<16} at {rate:>4.0} events/s: median {median:?}, p99 {p99:?}");
         }
         let _ = s.js.delete_stream(&s.stream).await;
         s.admin

@@ -184,19 +184,22 @@
 //! Measured on 2026-11-21 on a 2-core x86_64 VM with `cargo bench -p palisade-benches --bench
 //! outbox`: PostgreSQL 15 and NATS 2.9 (JetStream, file storage) with default settings on the
 //! same machine, 100 aggregates, every publish waiting for its JetStream ack. Other builds
-//! shared the two cores during the runs (load average 5 to 10), so the ranges below (four
-//! runs) are lower bounds rather than what an idle machine gives.
+//! shared the two cores during the runs (load average 4 to 10), so the ranges below (five
+//! runs for the steady figures, two for the idle ones) are lower bounds rather than what an
+//! idle machine gives.
 //!
 //! | measurement | figure |
 //! |---|---|
-//! | drain a 20,000-event backlog, one batch loop, batches of 100 | 8,800 – 14,100 events/s |
+//! | drain a 20,000-event backlog, one batch loop, batches of 100 | 8,800 – 19,700 events/s |
 //! | the same, batches of 1000 | 13,000 – 32,400 events/s |
-//! | commit → consumer with the hook (880 – 1,830 events/s staged) | median 4.9 – 13.3 ms, p99 28 – 40 ms |
-//! | commit → consumer with 1 s polling alone (1,430 – 2,000 events/s staged) | median 16 – 20 ms, p99 0.94 – 0.99 s |
+//! | commit → consumer with the hook, about 2,000 events/s staged | median 2.9 – 13 ms, p99 14 – 40 ms |
+//! | commit → consumer with 1 s polling alone, about 2,000 events/s staged | median 12 – 20 ms, p99 24 ms – 0.99 s |
+//! | commit → consumer with the hook, relay idle (one event every 20 ms) | median 1.9 ms, p99 6.2 – 6.6 ms |
+//! | commit → consumer with 1 s polling alone, relay idle | median 506 ms, p99 989 ms |
 //!
-//! Polling alone has a low median only because a busy relay re-claims 10 ms after a non-empty
-//! batch; every event committed after a quiet spell waits for the poll (the p99). The hook
-//! removes that wait. The live test `the_hook_publishes_well_before_the_poll_interval` checks
+//! Polling alone keeps up under a steady stream only because a busy relay re-claims 10 ms
+//! after a non-empty batch; an event committed after a quiet spell waits for the poll, as the
+//! idle rows show. The hook removes that wait. The live test `the_hook_publishes_well_before_the_poll_interval` checks
 //! it on every run: with a 1 s poll, events staged in requests reach the consumer within
 //! 500 ms, median under 100 ms (about 1.5 ms in a debug build), where each would wait
 //! about a second without it.
