@@ -1,0 +1,248 @@
+//! The outbox relay end to end: PostgreSQL → NATS JetStream.
+//!
+//! Run with `cargo bench -p palisade-benches --bench outbox` against the services of
+//! `palisade_tests` (`DATABASE_URL`, `NATS_URL`; skipped when either is unreachable). Prints:
+//! - throughput: events per second drained from a 20,000-event backlog (100 aggregates) at
+//!   batches of 100 and 1000, the relay publishing with JetStream acks;
+//! - latency: commit-to-consumer median and p99 while staging about 2,000 events/s, with the
+//!   publish hook waking the relay after each commit, and with polling (every second) alone;
+//!   then the same with one event every 20 ms, so the relay is idle when each one commits.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use futures_util::StreamExt;
+use palisade_outbox::postgres::{PgStore, migrate};
+use palisade_outbox::publisher::NatsPublisher;
+use palisade_outbox::{Event, Relay, stage};
+use serde_json::json;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Executor, QueryBuilder};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+const BACKLOG: usize = 20_000;
+const AGGREGATES: usize = 100;
+const STAGERS: usize = 8;
+
+struct Services {
+    pool: PgPool,
+    admin: PgPool,
+    schema: String,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: String,
+}
+
+async fn connect() -> Option<Services> {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let nats_url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let schema = format!("palisade_bench_outbox_{}", std::process::id());
+    let admin = match PgPoolOptions::new().max_connections(1).connect(&url).await {
+        Ok(admin) => admin,
+        Err(e) => {
+            eprintln!("skipping: PostgreSQL at {url}: {e}");
+            return None;
+        }
+    };
+    admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.ok()?;
+    let search_path = format!("SET search_path TO {schema}");
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .after_connect(move |conn, _| {
+            let search_path = search_path.clone();
+            Box::pin(async move {
+                conn.execute(search_path.as_str()).await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await
+        .ok()?;
+    migrate(&pool).await.ok()?;
+    let client = match async_nats::connect(&nats_url).await {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("skipping: NATS at {nats_url}: {e}");
+            return None;
+        }
+    };
+    let js = jetstream::new(client.clone());
+    let stream = schema.to_uppercase();
+    js.create_stream(stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{schema}.>")],
+        ..Default::default()
+    })
+    .await
+    .ok()?;
+    Some(Services {
+        pool,
+        admin,
+        schema,
+        client,
+        js,
+        stream,
+    })
+}
+
+/// Stages `count` events round-robin over the aggregates, 1,000 per transaction.
+async fn stage_backlog(pool: &PgPool, count: usize) {
+    for chunk in 0..count.div_ceil(1000) {
+        let mut tx = pool.begin().await.unwrap();
+        let mut builder = QueryBuilder::new(
+            "INSERT INTO palisade_outbox
+                (event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version, payload, metadata) ",
+        );
+        let rows = (chunk * 1000..((chunk + 1) * 1000).min(count)).map(|i| {
+            Event::new("Moved", "Parcel", format!("p{}", i % AGGREGATES), json!({"i": i}))
+                .with_version(i64::try_from(i / AGGREGATES + 1).unwrap())
+        });
+        builder.push_values(rows, |mut b, e| {
+            b.push_bind(e.event_id)
+                .push_bind(e.event_type)
+                .push_bind(e.aggregate_type)
+                .push_bind(e.aggregate_id)
+                .push_bind(e.destination)
+                .push_bind(e.timestamp)
+                .push_bind(e.version)
+                .push_bind(sqlx::types::Json(e.payload))
+                .push_bind(sqlx::types::Json(e.metadata));
+        });
+        builder.build().execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    sqlx::query("ANALYZE palisade_outbox").execute(pool).await.unwrap();
+}
+
+async fn throughput(s: &Services, batch_size: usize) -> f64 {
+    stage_backlog(&s.pool, BACKLOG).await;
+    let publisher = NatsPublisher::new(s.client.clone()).with_prefix(format!("{}.", s.schema));
+    let relay = Relay::builder(PgStore::new(s.pool.clone()), publisher)
+        .batch_size(batch_size)
+        .concurrency(AGGREGATES)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let mut published = 0;
+    loop {
+        let report = relay.run_batch().await.unwrap();
+        if report.claimed == 0 {
+            break;
+        }
+        published += report.published;
+    }
+    assert_eq!(published, BACKLOG);
+    BACKLOG as f64 / started.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Stages ~2,000 events/s for `seconds`, one per transaction, and measures commit to delivery
+/// at a core NATS subscriber.
+async fn latency(s: &Services, hook: bool, stagers: usize, gap: Duration, seconds: u64) -> (f64, Duration, Duration) {
+    let publisher = NatsPublisher::new(s.client.clone()).with_prefix(format!("{}.", s.schema));
+    let relay = Relay::builder(PgStore::new(s.pool.clone()), publisher)
+        .concurrency(AGGREGATES)
+        .poll_interval(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let committed: Arc<Mutex<HashMap<Uuid, Instant>>> = Arc::default();
+    let received: Arc<Mutex<HashMap<Uuid, Instant>>> = Arc::default();
+    let mut subscriber = s.client.subscribe(format!("{}.>", s.schema)).await.unwrap();
+    s.client.flush().await.unwrap();
+    let consumer = {
+        let received = received.clone();
+        tokio::spawn(async move {
+            while let Some(message) = subscriber.next().await {
+                let at = Instant::now();
+                let event: Event = serde_json::from_slice(&message.payload).unwrap();
+                received.lock().unwrap().insert(event.event_id, at);
+            }
+        })
+    };
+    let handle = relay.spawn();
+    let started = Instant::now();
+    // `stagers` tasks, each staging one event per transaction every `gap`.
+    let stagers: Vec<_> = (0..stagers)
+        .map(|stager| {
+            let pool = s.pool.clone();
+            let committed = committed.clone();
+            let wakeup = relay.wakeup();
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(gap);
+                let mut staged = 0usize;
+                while started.elapsed() < Duration::from_secs(seconds) {
+                    ticker.tick().await;
+                    let aggregate = format!("p{}", (staged * STAGERS + stager) % AGGREGATES);
+                    let e = Event::new("Moved", "Parcel", aggregate, json!({"i": staged}));
+                    let mut tx = pool.begin().await.unwrap();
+                    stage(&mut tx, &e).await.unwrap();
+                    tx.commit().await.unwrap();
+                    committed.lock().unwrap().insert(e.event_id, Instant::now());
+                    if hook {
+                        wakeup.wake();
+                    }
+                    staged += 1;
+                }
+                staged
+            })
+        })
+        .collect();
+    let mut staged = 0;
+    for stager in stagers {
+        staged += stager.await.unwrap();
+    }
+    let rate = staged as f64 / started.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received.lock().unwrap().len() < staged && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle.shutdown().await;
+    consumer.abort();
+    let committed = committed.lock().unwrap();
+    let received = received.lock().unwrap();
+    assert_eq!(received.len(), staged, "every staged event reached the consumer");
+    let mut samples: Vec<Duration> = committed
+        .iter()
+        .map(|(id, at)| received[id].saturating_duration_since(*at))
+        .collect();
+    samples.sort();
+    (rate, percentile(&samples, 0.5), percentile(&samples, 0.99))
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let Some(s) = connect().await else { return };
+        for batch_size in [100, 1000] {
+            let rate = throughput(&s, batch_size).await;
+            println!("outbox throughput, batch {batch_size:>4}: {rate:>8.0} events/s (PostgreSQL -> JetStream acked)");
+        }
+        // Eight stagers at 250 events/s each: about 2,000 events/s.
+        for hook in [true, false] {
+            let (rate, median, p99) = latency(&s, hook, STAGERS, Duration::from_millis(4), 5).await;
+            let mode = if hook { "hook + 1 s poll" } else { "1 s poll alone" };
+            println!("outbox latency, {mode:<15} at {rate:>5.0} events/s: median {median:?}, p99 {p99:?}");
+        }
+        // One event every 20 ms: the relay is idle when each commits.
+        for hook in [true, false] {
+            let (rate, median, p99) = latency(&s, hook, 1, Duration::from_millis(20), 4).await;
+            let mode = if hook { "hook, idle relay" } else { "poll, idle relay" };
+            println!("outbox latency, {mode:<16} at {rate:>4.0} events/s: median {median:?}, p99 {p99:?}");
+        }
+        let _ = s.js.delete_stream(&s.stream).await;
+        s.admin
+            .execute(format!("DROP SCHEMA {} CASCADE", s.schema).as_str())
+            .await
+            .unwrap();
+    });
+}

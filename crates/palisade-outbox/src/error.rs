@@ -1,0 +1,159 @@
+//! The outbox's errors.
+
+use std::fmt;
+use std::time::Duration;
+
+use palisade_core::BoxError;
+
+/// An impossible relay or layer configuration, reported by `build()`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A batch must hold at least one event.
+    #[error("batch size must be at least 1")]
+    ZeroBatchSize,
+    /// At least one batch loop and one publish must be allowed in flight.
+    #[error("concurrency and workers must be at least 1")]
+    ZeroConcurrency,
+    /// A zero poll interval would spin.
+    #[error("poll interval must be greater than zero")]
+    ZeroPollInterval,
+    /// At least one attempt is needed before dead-lettering.
+    #[error("max attempts must be at least 1")]
+    ZeroMaxAttempts,
+    /// The first backoff is longer than the cap.
+    #[error("initial backoff {initial:?} exceeds the maximum backoff {max:?}")]
+    BackoffOrder {
+        /// The first backoff.
+        initial: Duration,
+        /// The cap.
+        max: Duration,
+    },
+    /// A backoff multiplier below 1 would shrink the delays.
+    #[error("backoff multiplier must be a finite number of at least 1, got {0}")]
+    BackoffMultiplier(f64),
+    /// The claim lease must outlast a publish, or another relay could take over an event still being sent.
+    #[error("lease {lease:?} must be longer than twice the publish timeout {publish_timeout:?}")]
+    LeaseTooShort {
+        /// The claim lease.
+        lease: Duration,
+        /// The per-event publish timeout.
+        publish_timeout: Duration,
+    },
+    /// A zero publish timeout fails every publish.
+    #[error("publish timeout must be greater than zero")]
+    ZeroPublishTimeout,
+}
+
+/// A database or stored-data error from staging, claiming, marking or querying events.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutboxError {
+    /// The database failed.
+    #[error("outbox database error")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("outbox migration {version} failed")]
+    Migration {
+        /// The migration's version.
+        version: i64,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A stored row could not be turned back into an event.
+    #[error("outbox row {seq} is malformed: {reason}")]
+    Malformed {
+        /// The row's sequence number.
+        seq: i64,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Whether a failed publish may succeed if tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishErrorKind {
+    /// Broker unreachable, timeout, negative acknowledgement: retried with backoff.
+    Transient,
+    /// The message can never be delivered (rejected as invalid): dead-lettered at once.
+    Permanent,
+}
+
+/// A failed publish, with its cause as `source()`.
+#[derive(Debug)]
+pub struct PublishError {
+    kind: PublishErrorKind,
+    source: BoxError,
+}
+
+impl PublishError {
+    /// A failure that a later attempt may not repeat.
+    pub fn transient(source: impl Into<BoxError>) -> Self {
+        Self {
+            kind: PublishErrorKind::Transient,
+            source: source.into(),
+        }
+    }
+
+    /// A failure no retry can fix; the event is dead-lettered at once.
+    pub fn permanent(source: impl Into<BoxError>) -> Self {
+        Self {
+            kind: PublishErrorKind::Permanent,
+            source: source.into(),
+        }
+    }
+
+    /// Transient or permanent.
+    pub fn kind(&self) -> PublishErrorKind {
+        self.kind
+    }
+
+    /// True when a retry may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.kind == PublishErrorKind::Transient
+    }
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            PublishErrorKind::Transient => "transient",
+            PublishErrorKind::Permanent => "permanent",
+        };
+        write!(f, "publish failed ({kind}): {}", self.source)
+    }
+}
+
+impl std::error::Error for PublishError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// The event took longer than the relay's publish timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("publish timed out after {0:?}")]
+pub struct PublishTimeout(pub Duration);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn publish_error_keeps_its_source() {
+        let error = PublishError::transient(PublishTimeout(Duration::from_secs(1)));
+        assert!(error.is_transient());
+        assert_eq!(
+            error.to_string(),
+            "publish failed (transient): publish timed out after 1s"
+        );
+        let source = error.source().unwrap();
+        assert_eq!(
+            source.downcast_ref::<PublishTimeout>(),
+            Some(&PublishTimeout(Duration::from_secs(1)))
+        );
+        assert_eq!(PublishError::permanent("bad").kind(), PublishErrorKind::Permanent);
+    }
+}

@@ -1,0 +1,40 @@
+use tokio::sync::mpsc;
+
+use super::Publisher;
+use crate::envelope::Event;
+use crate::error::PublishError;
+
+/// Publishes into an in-process channel: for tests, and for services that consume their own
+/// events. A full channel holds the relay back (backpressure); a dropped receiver fails the
+/// publish (transient, so events wait in the outbox until a receiver exists again).
+#[derive(Debug, Clone)]
+pub struct ChannelPublisher {
+    sender: mpsc::Sender<Event>,
+}
+
+/// The receiver is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the channel's receiver was dropped")]
+pub struct ChannelClosed;
+
+impl ChannelPublisher {
+    /// A publisher and the receiving end of a channel holding up to `capacity` events.
+    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Event>) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        (Self { sender }, receiver)
+    }
+
+    /// A publisher sending into an existing channel.
+    pub fn from_sender(sender: mpsc::Sender<Event>) -> Self {
+        Self { sender }
+    }
+}
+
+impl Publisher for ChannelPublisher {
+    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+        self.sender
+            .send(event.clone())
+            .await
+            .map_err(|_| PublishError::transient(ChannelClosed))
+    }
+}

@@ -1,0 +1,777 @@
+//! The relay: a background task that moves committed events from the outbox to a broker.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt, stream};
+use palisade_core::telemetry::{self, outbox as names};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::error::{ConfigError, OutboxError, PublishError, PublishTimeout};
+use crate::publisher::Publisher;
+use crate::store::{Claimed, Disposition, OutboxStore};
+
+/// Wakes relays the moment an event has been committed, instead of at their next poll.
+///
+/// Cheap to clone. [`wake`](Wakeup::wake) wakes one relay of this process (a relay busy with
+/// a batch claims again right after it) and, when a forwarder such as
+/// [`postgres::forward_wakeups`](crate::postgres::forward_wakeups) runs, relays of other
+/// instances too. Wakes coalesce: many wakes while a relay is busy cost one extra claim.
+#[derive(Clone, Default)]
+pub struct Wakeup {
+    inner: Arc<WakeupInner>,
+}
+
+#[derive(Default)]
+struct WakeupInner {
+    relay: Notify,
+    remote: Notify,
+}
+
+impl fmt::Debug for Wakeup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wakeup").finish_non_exhaustive()
+    }
+}
+
+impl Wakeup {
+    /// A new wake-up signal.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Wakes a local relay and asks forwarders to wake the other instances' relays.
+    pub fn wake(&self) {
+        self.inner.relay.notify_one();
+        self.inner.remote.notify_one();
+    }
+
+    /// Wakes a local relay only (what a notification from another instance does).
+    pub fn wake_local(&self) {
+        self.inner.relay.notify_one();
+    }
+
+    pub(crate) async fn relay_woken(&self) {
+        self.inner.relay.notified().await;
+    }
+
+    /// Resolves after the next [`wake`](Wakeup::wake): what a forwarder to other instances awaits.
+    pub async fn remote_wanted(&self) {
+        self.inner.remote.notified().await;
+    }
+}
+
+type Random = Arc<dyn Fn() -> f64 + Send + Sync>;
+
+/// Configures a [`Relay`]. Every setting has a default; [`build`](RelayBuilder::build) checks them.
+pub struct RelayBuilder<S, P> {
+    store: S,
+    publisher: P,
+    config: Config,
+    wakeup: Wakeup,
+    random: Random,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    name: String,
+    batch_size: usize,
+    workers: usize,
+    concurrency: usize,
+    poll_interval: Duration,
+    max_attempts: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    multiplier: f64,
+    publish_timeout: Duration,
+    lease: Duration,
+    retention: Duration,
+    cleanup_interval: Duration,
+    backlog_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            name: "outbox".to_owned(),
+            batch_size: 100,
+            workers: 2,
+            concurrency: 64,
+            poll_interval: Duration::from_secs(1),
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(300),
+            multiplier: 2.0,
+            publish_timeout: Duration::from_secs(10),
+            lease: Duration::from_secs(30),
+            retention: Duration::ZERO,
+            cleanup_interval: Duration::from_secs(60),
+            backlog_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl<S, P> fmt::Debug for RelayBuilder<S, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
+    /// The name in metrics labels and tracing fields (default `outbox`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// Events claimed per batch (default 100).
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.config.batch_size = batch_size;
+        self
+    }
+
+    /// Batch loops [`spawn`](Relay::spawn) runs side by side (default 2): while one publishes and
+    /// records its batch, another claims what was committed meanwhile, so a commit never waits
+    /// behind a whole batch. They claim like separate relays, so order per aggregate holds.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.config.workers = workers;
+        self
+    }
+
+    /// Aggregates published concurrently within a batch (default 64); one aggregate's events
+    /// are always published one after another.
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.config.concurrency = concurrency;
+        self
+    }
+
+    /// How often an idle relay looks for events it was not woken for (default 1 s): the safety
+    /// net for commits that happened without a wake-up, retries coming due, crashed peers.
+    pub fn poll_interval(mut self, poll_interval: Duration) -> Self {
+        self.config.poll_interval = poll_interval;
+        self
+    }
+
+    /// Attempts before an event is dead-lettered (default 10).
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.config.max_attempts = max_attempts;
+        self
+    }
+
+    /// Exponential backoff between attempts: the first delay, the cap and the growth factor
+    /// (defaults 500 ms, 5 min, 2). Each delay is jittered to between half and all of its value.
+    pub fn backoff(mut self, initial: Duration, max: Duration, multiplier: f64) -> Self {
+        self.config.initial_backoff = initial;
+        self.config.max_backoff = max;
+        self.config.multiplier = multiplier;
+        self
+    }
+
+    /// The source of randomness for jitter, returning values in `[0, 1)` (default `fastrand::f64`).
+    pub fn random(mut self, random: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
+        self.random = Arc::new(random);
+        self
+    }
+
+    /// How long one publish may take before it counts as failed (default 10 s).
+    pub fn publish_timeout(mut self, publish_timeout: Duration) -> Self {
+        self.config.publish_timeout = publish_timeout;
+        self
+    }
+
+    /// How long a claim lasts (default 30 s). A relay starts no publish that could end after its
+    /// lease, so another relay taking over an expired claim never races it.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.config.lease = lease;
+        self
+    }
+
+    /// How long published events are kept (default zero: deleted on publish, the fastest).
+    /// A non-zero retention moves them to `palisade_outbox_published`, purged every cleanup interval.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.config.retention = retention;
+        self
+    }
+
+    /// How often published events past their retention are purged (default 60 s).
+    pub fn cleanup_interval(mut self, cleanup_interval: Duration) -> Self {
+        self.config.cleanup_interval = cleanup_interval;
+        self
+    }
+
+    /// How often the backlog gauges (pending, lag) are refreshed (default 10 s; a count query).
+    pub fn backlog_interval(mut self, backlog_interval: Duration) -> Self {
+        self.config.backlog_interval = backlog_interval;
+        self
+    }
+
+    /// Shares a wake-up signal (default: a new one, see [`Relay::wakeup`]).
+    pub fn wakeup(mut self, wakeup: Wakeup) -> Self {
+        self.wakeup = wakeup;
+        self
+    }
+
+    /// Checks the configuration.
+    pub fn build(self) -> Result<Relay<S, P>, ConfigError> {
+        let c = &self.config;
+        if c.batch_size == 0 {
+            return Err(ConfigError::ZeroBatchSize);
+        }
+        if c.concurrency == 0 || c.workers == 0 {
+            return Err(ConfigError::ZeroConcurrency);
+        }
+        if c.poll_interval.is_zero() || c.cleanup_interval.is_zero() || c.backlog_interval.is_zero() {
+            return Err(ConfigError::ZeroPollInterval);
+        }
+        if c.max_attempts == 0 {
+            return Err(ConfigError::ZeroMaxAttempts);
+        }
+        if c.initial_backoff > c.max_backoff {
+            return Err(ConfigError::BackoffOrder {
+                initial: c.initial_backoff,
+                max: c.max_backoff,
+            });
+        }
+        if !c.multiplier.is_finite() || c.multiplier < 1.0 {
+            return Err(ConfigError::BackoffMultiplier(c.multiplier));
+        }
+        if c.publish_timeout.is_zero() {
+            return Err(ConfigError::ZeroPublishTimeout);
+        }
+        if c.lease <= c.publish_timeout * 2 {
+            return Err(ConfigError::LeaseTooShort {
+                lease: c.lease,
+                publish_timeout: c.publish_timeout,
+            });
+        }
+        Ok(Relay {
+            shared: Arc::new(Shared {
+                store: self.store,
+                publisher: self.publisher,
+                config: self.config,
+                random: self.random,
+            }),
+            wakeup: self.wakeup,
+        })
+    }
+}
+
+/// Moves committed events from an outbox store to a publisher; see the crate docs.
+///
+/// Start it with [`spawn`](Relay::spawn) (or drive [`run`](Relay::run) yourself) and stop it
+/// with [`RelayHandle::shutdown`]: the batch in flight finishes first.
+pub struct Relay<S, P> {
+    shared: Arc<Shared<S, P>>,
+    wakeup: Wakeup,
+}
+
+struct Shared<S, P> {
+    store: S,
+    publisher: P,
+    config: Config,
+    random: Random,
+}
+
+impl<S, P> Clone for Relay<S, P> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            wakeup: self.wakeup.clone(),
+        }
+    }
+}
+
+impl<S, P> fmt::Debug for Relay<S, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Relay")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Events claimed.
+    pub claimed: usize,
+    /// Events published.
+    pub published: usize,
+    /// Failed publishes (retried later or dead-lettered).
+    pub failed: usize,
+    /// Events dead-lettered.
+    pub dead_lettered: usize,
+}
+
+impl<S: OutboxStore, P: Publisher> Relay<S, P> {
+    /// A builder with the defaults.
+    pub fn builder(store: S, publisher: P) -> RelayBuilder<S, P> {
+        RelayBuilder {
+            store,
+            publisher,
+            config: Config::default(),
+            wakeup: Wakeup::new(),
+            random: Arc::new(fastrand::f64),
+        }
+    }
+
+    /// The signal that wakes this relay; give it to the [publish hook](crate::PublishHookLayer).
+    pub fn wakeup(&self) -> Wakeup {
+        self.wakeup.clone()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.shared.store
+    }
+
+    /// Runs its batch loops (see [`workers`](RelayBuilder::workers)) on new tokio tasks until
+    /// [`RelayHandle::shutdown`].
+    pub fn spawn(&self) -> RelayHandle {
+        let (stop, stopped) = watch::channel(false);
+        let tasks = (0..self.shared.config.workers)
+            .map(|worker| {
+                let relay = self.clone();
+                let mut stopped = stopped.clone();
+                tokio::spawn(async move {
+                    // A dropped handle (an error here) stops the relay too.
+                    let shutdown = async move { drop(stopped.wait_for(|stop| *stop).await) };
+                    relay.run_loop(shutdown, worker == 0).await;
+                })
+            })
+            .collect();
+        RelayHandle {
+            stop,
+            tasks,
+            wakeup: self.wakeup.clone(),
+        }
+    }
+
+    /// Runs one batch loop until `shutdown` resolves, then returns after finishing the batch in
+    /// flight. Run it on several tasks for more than one loop.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        self.run_loop(shutdown, true).await;
+    }
+
+    async fn run_loop(&self, shutdown: impl Future<Output = ()>, housekeeping: bool) {
+        let config = &self.shared.config;
+        let mut shutdown = pin!(shutdown.fuse());
+        let mut next_backlog = Instant::now();
+        let mut next_cleanup = Instant::now() + config.cleanup_interval;
+        loop {
+            if (&mut shutdown).now_or_never().is_some() {
+                break;
+            }
+            let wait = match self.run_batch().await {
+                Ok(report) if report.claimed == config.batch_size => Duration::ZERO,
+                // Events are arriving (or waiting behind another relay's claim): look again soon
+                // rather than a whole poll interval later.
+                Ok(report) if report.claimed > 0 => config.poll_interval.min(Duration::from_millis(10)),
+                Ok(_) => config.poll_interval,
+                Err(error) => {
+                    tracing::warn!(target: names::TARGET, name = %config.name, error = %error, "outbox batch failed");
+                    config.poll_interval
+                }
+            };
+            let now = Instant::now();
+            if housekeeping && now >= next_backlog {
+                next_backlog = now + config.backlog_interval;
+                self.report_backlog().await;
+            }
+            if housekeeping && now >= next_cleanup {
+                next_cleanup = now + config.cleanup_interval;
+                self.purge().await;
+            }
+            if wait.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = self.wakeup.relay_woken() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::debug!(target: names::TARGET, name = %config.name, "outbox relay stopped");
+    }
+
+    async fn report_backlog(&self) {
+        let name = self.shared.config.name.clone();
+        match self.shared.store.backlog().await {
+            Ok(backlog) => {
+                metrics::gauge!(names::PENDING, telemetry::LABEL_NAME => name.clone()).set(backlog.pending as f64);
+                let lag = backlog.oldest.unwrap_or_default().as_secs_f64();
+                metrics::gauge!(names::LAG_SECONDS, telemetry::LABEL_NAME => name).set(lag);
+            }
+            Err(error) => {
+                tracing::warn!(target: names::TARGET, name = %name, error = %error, "outbox backlog query failed")
+            }
+        }
+    }
+
+    async fn purge(&self) {
+        let config = &self.shared.config;
+        if config.retention.is_zero() {
+            return;
+        }
+        match self.shared.store.purge_published(config.retention).await {
+            Ok(purged) => {
+                tracing::debug!(target: names::TARGET, name = %config.name, purged, "purged published events")
+            }
+            Err(error) => {
+                tracing::warn!(target: names::TARGET, name = %config.name, error = %error, "outbox purge failed")
+            }
+        }
+    }
+
+    /// Claims, publishes and records one batch; what [`run`](Relay::run) does in a loop.
+    pub async fn run_batch(&self) -> Result<BatchReport, OutboxError> {
+        let config = &self.shared.config;
+        let span = tracing::info_span!(
+            target: names::TARGET,
+            "outbox_batch",
+            name = %config.name,
+            claimed = tracing::field::Empty,
+            published = tracing::field::Empty,
+            failed = tracing::field::Empty,
+        );
+        async {
+            let started = Instant::now();
+            let (claim, events) = self.shared.store.claim(config.batch_size, config.lease).await?;
+            let claimed = events.len();
+            tracing::Span::current().record("claimed", claimed);
+            let deadline = started + config.lease;
+            let outcomes: Vec<(i64, Disposition)> = stream::iter(group_by_aggregate(events))
+                .map(|group| self.publish_in_order(group, deadline))
+                .buffer_unordered(config.concurrency)
+                .flat_map(stream::iter)
+                .collect()
+                .await;
+            let mut report = BatchReport {
+                claimed,
+                ..BatchReport::default()
+            };
+            for (_, disposition) in &outcomes {
+                match disposition {
+                    Disposition::Published => report.published += 1,
+                    Disposition::Retry { .. } => report.failed += 1,
+                    Disposition::DeadLetter { .. } => {
+                        report.failed += 1;
+                        report.dead_lettered += 1;
+                    }
+                    Disposition::Released => {}
+                }
+            }
+            self.shared
+                .store
+                .complete(claim, &outcomes, !config.retention.is_zero())
+                .await?;
+            let span = tracing::Span::current();
+            span.record("published", report.published);
+            span.record("failed", report.failed);
+            let label = || config.name.clone();
+            metrics::counter!(names::PUBLISHED_TOTAL, telemetry::LABEL_NAME => label())
+                .increment(report.published as u64);
+            if report.failed > 0 {
+                metrics::counter!(names::FAILED_TOTAL, telemetry::LABEL_NAME => label())
+                    .increment(report.failed as u64);
+            }
+            if report.dead_lettered > 0 {
+                metrics::counter!(names::DEAD_LETTERED_TOTAL, telemetry::LABEL_NAME => label())
+                    .increment(report.dead_lettered as u64);
+            }
+            Ok(report)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Publishes one aggregate's claimed events in order, stopping at the first failure.
+    async fn publish_in_order(&self, group: Vec<Claimed>, deadline: Instant) -> Vec<(i64, Disposition)> {
+        let config = &self.shared.config;
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut stopped = false;
+        for claimed in group {
+            // After a failure the rest of the aggregate waits, so it cannot overtake the failed event;
+            // near the end of the lease nothing new starts.
+            if stopped || Instant::now() + config.publish_timeout > deadline {
+                stopped = true;
+                outcomes.push((claimed.seq, Disposition::Released));
+                continue;
+            }
+            let publish = self.shared.publisher.publish(&claimed.event);
+            let result = match tokio::time::timeout(config.publish_timeout, publish).await {
+                Ok(result) => result,
+                Err(_) => Err(PublishError::transient(PublishTimeout(config.publish_timeout))),
+            };
+            match result {
+                Ok(()) => outcomes.push((claimed.seq, Disposition::Published)),
+                Err(error) => {
+                    stopped = true;
+                    outcomes.push((claimed.seq, self.failure(&claimed, &error)));
+                }
+            }
+        }
+        outcomes
+    }
+
+    fn failure(&self, claimed: &Claimed, error: &PublishError) -> Disposition {
+        let config = &self.shared.config;
+        let attempt = claimed.attempts.saturating_add(1);
+        let message = error_chain(error);
+        if !error.is_transient() || attempt >= config.max_attempts {
+            tracing::warn!(
+                target: names::TARGET, name = %config.name, event_id = %claimed.event.event_id,
+                attempt, error = %message, "outbox event dead-lettered"
+            );
+            return Disposition::DeadLetter { error: message };
+        }
+        let delay = backoff(config, attempt, (self.shared.random)());
+        tracing::debug!(
+            target: names::TARGET, name = %config.name, event_id = %claimed.event.event_id,
+            attempt, wait_ms = delay.as_millis() as u64, error = %message, "outbox publish failed; will retry"
+        );
+        Disposition::Retry { delay, error: message }
+    }
+}
+
+/// The delay after failed attempt number `attempt` (1-based): exponential, capped, with equal
+/// jitter (between half and all of the computed delay) from `random` in `[0, 1)`.
+fn backoff(config: &Config, attempt: u32, random: f64) -> Duration {
+    let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+    let max = config.max_backoff.as_secs_f64();
+    let base = (config.initial_backoff.as_secs_f64() * config.multiplier.powi(exponent)).min(max);
+    let jittered = base / 2.0 + base / 2.0 * random.clamp(0.0, 1.0);
+    Duration::try_from_secs_f64(jittered).unwrap_or(config.max_backoff)
+}
+
+fn error_chain(error: &PublishError) -> String {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error).and_then(std::error::Error::source);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// Splits a batch (in staging order) into per-aggregate runs, each still in staging order.
+fn group_by_aggregate(events: Vec<Claimed>) -> Vec<Vec<Claimed>> {
+    let mut index: HashMap<(String, String), usize> = HashMap::new();
+    let mut groups: Vec<Vec<Claimed>> = Vec::new();
+    for claimed in events {
+        let key = (claimed.event.aggregate_type.clone(), claimed.event.aggregate_id.clone());
+        match index.get(&key) {
+            Some(&i) => groups[i].push(claimed),
+            None => {
+                index.insert(key, groups.len());
+                groups.push(vec![claimed]);
+            }
+        }
+    }
+    groups
+}
+
+/// A spawned relay: stop it gracefully, or wake it. Dropping the handle also stops the relay
+/// gracefully (after its batch in flight), without waiting for it.
+#[derive(Debug)]
+pub struct RelayHandle {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    wakeup: Wakeup,
+}
+
+impl RelayHandle {
+    /// Wakes the relay now.
+    pub fn wake(&self) {
+        self.wakeup.wake_local();
+    }
+
+    /// Asks the relay to stop and waits until it has finished its batches in flight.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Stops the relay at once, wherever it is (what a crash does): a batch in flight is
+    /// neither finished nor recorded, so its events are published again later.
+    pub fn abort(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Event;
+    use crate::publisher::ChannelPublisher;
+    use crate::store::{Backlog, DeadLetter};
+    use tokio::sync::oneshot;
+
+    /// An empty store counting the claims made on it.
+    #[derive(Clone, Default)]
+    struct Empty {
+        claims: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Empty {
+        fn claims(&self) -> usize {
+            self.claims.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl OutboxStore for Empty {
+        type Claim = ();
+
+        async fn claim(&self, _: usize, _: Duration) -> Result<((), Vec<Claimed>), OutboxError> {
+            self.claims.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(((), Vec::new()))
+        }
+
+        async fn complete(&self, (): (), _: &[(i64, Disposition)], _: bool) -> Result<(), OutboxError> {
+            Ok(())
+        }
+
+        async fn backlog(&self) -> Result<Backlog, OutboxError> {
+            Ok(Backlog::default())
+        }
+
+        async fn purge_published(&self, _: Duration) -> Result<u64, OutboxError> {
+            Ok(0)
+        }
+
+        async fn dead_letters(&self, _: usize) -> Result<Vec<DeadLetter>, OutboxError> {
+            Ok(Vec::new())
+        }
+
+        async fn requeue(&self, _: uuid::Uuid) -> Result<bool, OutboxError> {
+            Ok(false)
+        }
+    }
+
+    fn builder() -> RelayBuilder<Empty, ChannelPublisher> {
+        Relay::builder(Empty::default(), ChannelPublisher::new(1).0)
+    }
+
+    #[test]
+    fn impossible_settings_fail_at_build() {
+        let ms = Duration::from_millis;
+        assert_eq!(builder().batch_size(0).build().unwrap_err(), ConfigError::ZeroBatchSize);
+        assert_eq!(
+            builder().concurrency(0).build().unwrap_err(),
+            ConfigError::ZeroConcurrency
+        );
+        assert_eq!(
+            builder().poll_interval(ms(0)).build().unwrap_err(),
+            ConfigError::ZeroPollInterval
+        );
+        assert_eq!(
+            builder().cleanup_interval(ms(0)).build().unwrap_err(),
+            ConfigError::ZeroPollInterval
+        );
+        assert_eq!(
+            builder().max_attempts(0).build().unwrap_err(),
+            ConfigError::ZeroMaxAttempts
+        );
+        assert_eq!(
+            builder().backoff(ms(10), ms(5), 2.0).build().unwrap_err(),
+            ConfigError::BackoffOrder {
+                initial: ms(10),
+                max: ms(5)
+            }
+        );
+        assert!(matches!(
+            builder().backoff(ms(1), ms(5), 0.5).build().unwrap_err(),
+            ConfigError::BackoffMultiplier(m) if m == 0.5
+        ));
+        assert!(matches!(
+            builder().backoff(ms(1), ms(5), f64::NAN).build(),
+            Err(ConfigError::BackoffMultiplier(_))
+        ));
+        assert_eq!(
+            builder().publish_timeout(ms(0)).build().unwrap_err(),
+            ConfigError::ZeroPublishTimeout
+        );
+        assert_eq!(
+            builder().lease(Duration::from_secs(20)).build().unwrap_err(),
+            ConfigError::LeaseTooShort {
+                lease: Duration::from_secs(20),
+                publish_timeout: Duration::from_secs(10)
+            }
+        );
+        assert!(builder().build().is_ok(), "the defaults are valid");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_relay_polls_at_the_interval_wakes_at_once_and_stops_at_once() {
+        let store = Empty::default();
+        let (publisher, _rx) = ChannelPublisher::new(1);
+        let relay = Relay::builder(store.clone(), publisher)
+            .poll_interval(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = tokio::spawn({
+            let relay = relay.clone();
+            async move { relay.run(stopped.map(drop)).await }
+        });
+        let settle = || tokio::time::sleep(Duration::from_millis(1));
+        settle().await;
+        assert_eq!(store.claims(), 1, "claims at start");
+        tokio::time::advance(Duration::from_millis(990)).await;
+        assert_eq!(store.claims(), 1, "idle until the poll interval");
+        tokio::time::advance(Duration::from_millis(10)).await;
+        settle().await;
+        assert_eq!(store.claims(), 2, "claims again at the poll interval");
+        relay.wakeup().wake();
+        settle().await;
+        assert_eq!(store.claims(), 3, "a wake-up claims at once");
+        let started = Instant::now();
+        stop.send(()).unwrap();
+        running.await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(1),
+            "an idle relay stops without waiting for its poll"
+        );
+        assert_eq!(store.claims(), 3);
+    }
+
+    #[test]
+    fn batches_are_grouped_per_aggregate_in_order() {
+        let claimed = |seq: i64, aggregate: &str| Claimed {
+            seq,
+            attempts: 0,
+            event: Event::new("E", "Order", aggregate, serde_json::Value::Null),
+        };
+        let groups = group_by_aggregate(vec![claimed(1, "a"), claimed(2, "b"), claimed(3, "a"), claimed(4, "c")]);
+        let seqs: Vec<Vec<i64>> = groups.iter().map(|g| g.iter().map(|c| c.seq).collect()).collect();
+        assert_eq!(seqs, [vec![1, 3], vec![2], vec![4]]);
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let config = Config {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            ..Config::default()
+        };
+        assert_eq!(backoff(&config, 1, 1.0), Duration::from_millis(100));
+        assert_eq!(backoff(&config, 1, 0.0), Duration::from_millis(50));
+        assert_eq!(backoff(&config, 2, 1.0), Duration::from_millis(200));
+        assert_eq!(backoff(&config, 3, 0.5), Duration::from_millis(300));
+        assert_eq!(backoff(&config, 5, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(&config, u32::MAX, 1.0), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,50 @@
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use crate::context::OutboxContext;
+use crate::future::ResponseFuture;
+use crate::layer::PublishHookLayer;
+
+/// The publish-hook service; see [`PublishHookLayer`].
+///
+/// Readiness and errors are the inner service's, untouched. The relay is woken when the inner
+/// future completes, with a response or an error (a handler may have committed before
+/// failing); a request dropped before completing wakes nothing and its events go at the next poll.
+#[derive(Debug, Clone)]
+pub struct PublishHook<S> {
+    pub(crate) inner: S,
+    pub(crate) layer: PublishHookLayer,
+}
+
+impl<S> PublishHook<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Consumes the hook, returning the wrapped service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for PublishHook<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let context = OutboxContext::from_headers(request.headers(), self.layer.source.clone());
+        request.extensions_mut().insert(context);
+        ResponseFuture::new(self.inner.call(request), self.layer.wakeup.clone())
+    }
+}

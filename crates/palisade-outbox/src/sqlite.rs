@@ -1,0 +1,317 @@
+//! SQLite: migrations, staging, the relay's store and the inbox.
+//!
+//! SQLite has one writer at a time, so a relay must not hold a write transaction while it
+//! publishes (staging would wait behind the broker). A relay instead claims a batch with one
+//! `UPDATE … RETURNING` that stamps a lease (owner and expiry) on the rows, publishes, and then
+//! deletes or updates only rows still carrying its lease. A relay that dies leaves its rows
+//! claimed until the lease expires (30 s by default); then any relay takes them over. Times
+//! are stored as Unix epoch milliseconds.
+
+use std::time::Duration;
+
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::{Executor, Row, SqliteConnection};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::envelope::{Event, Metadata};
+use crate::error::OutboxError;
+use crate::inbox::Seen;
+use crate::store::{BACKLOG_SQL, Backlog, Claimed, DeadLetter, Disposition, OutboxStore, millis};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_outbox.sql"))];
+
+/// Creates or upgrades the outbox tables. Safe to call on every start.
+pub async fn migrate(pool: &SqlitePool) -> Result<(), OutboxError> {
+    let mut conn = pool.acquire().await?;
+    // BEGIN IMMEDIATE takes the write lock up front, so two processes migrating at once queue.
+    conn.execute("BEGIN IMMEDIATE").await?;
+    let result = apply_migrations(&mut conn).await;
+    match result {
+        Ok(()) => {
+            conn.execute("COMMIT").await?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = conn.execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+async fn apply_migrations(conn: &mut SqliteConnection) -> Result<(), OutboxError> {
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS palisade_outbox_migrations (
+            version INTEGER PRIMARY KEY,
+            applied_at INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)))",
+    )
+    .await?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM palisade_outbox_migrations")
+        .fetch_all(&mut *conn)
+        .await?;
+    for &(version, sql) in MIGRATIONS.iter().filter(|(v, _)| !applied.contains(v)) {
+        sqlx::raw_sql(sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(|source| OutboxError::Migration { version, source })?;
+        sqlx::query("INSERT INTO palisade_outbox_migrations (version) VALUES (?)")
+            .bind(version)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn from_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+pub(crate) async fn insert(conn: &mut SqliteConnection, event: &Event) -> Result<(), OutboxError> {
+    let occurred_at = event.timestamp.format(&Rfc3339).map_err(|e| OutboxError::Malformed {
+        seq: 0,
+        reason: format!("timestamp {}: {e}", event.timestamp),
+    })?;
+    sqlx::query(
+        "INSERT INTO palisade_outbox
+            (event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version, payload, metadata)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(event.event_id.to_string())
+    .bind(&event.event_type)
+    .bind(&event.aggregate_type)
+    .bind(&event.aggregate_id)
+    .bind(&event.destination)
+    .bind(occurred_at)
+    .bind(event.version)
+    .bind(event.payload.to_string())
+    .bind(serde_json::to_string(&event.metadata).unwrap_or_default())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn record_inbox(
+    conn: &mut SqliteConnection,
+    consumer: &str,
+    event_id: Uuid,
+) -> Result<Seen, OutboxError> {
+    let inserted = sqlx::query("INSERT INTO palisade_inbox (consumer, event_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
+        .bind(consumer)
+        .bind(event_id.to_string())
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(if inserted == 1 { Seen::First } else { Seen::Duplicate })
+}
+
+/// A claim on SQLite: the lease's owner token.
+#[derive(Debug)]
+pub struct Lease {
+    owner: String,
+}
+
+/// The relay's view of an SQLite outbox.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// A store on `pool`.
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+const EVENT_COLUMNS: &str = "seq, attempts, event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version, payload, metadata";
+
+fn event_from_row(row: &SqliteRow) -> Result<Claimed, OutboxError> {
+    let seq: i64 = row.try_get("seq")?;
+    let malformed = |what: &str, e: &dyn std::fmt::Display| OutboxError::Malformed {
+        seq,
+        reason: format!("{what}: {e}"),
+    };
+    let event_id: String = row.try_get("event_id")?;
+    let occurred_at: String = row.try_get("occurred_at")?;
+    let payload: String = row.try_get("payload")?;
+    let metadata: String = row.try_get("metadata")?;
+    let attempts: i64 = row.try_get("attempts")?;
+    Ok(Claimed {
+        seq,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        event: Event {
+            event_id: Uuid::parse_str(&event_id).map_err(|e| malformed("event_id", &e))?,
+            event_type: row.try_get("event_type")?,
+            aggregate_type: row.try_get("aggregate_type")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            destination: row.try_get("destination")?,
+            timestamp: OffsetDateTime::parse(&occurred_at, &Rfc3339).map_err(|e| malformed("occurred_at", &e))?,
+            version: row.try_get("version")?,
+            payload: serde_json::from_str(&payload).map_err(|e| malformed("payload", &e))?,
+            metadata: serde_json::from_str::<Metadata>(&metadata).map_err(|e| malformed("metadata", &e))?,
+        },
+    })
+}
+
+fn seq_list(seqs: impl Iterator<Item = i64>) -> String {
+    serde_json::Value::from(seqs.collect::<Vec<_>>()).to_string()
+}
+
+impl OutboxStore for SqliteStore {
+    type Claim = Lease;
+
+    async fn claim(&self, limit: usize, lease: Duration) -> Result<(Self::Claim, Vec<Claimed>), OutboxError> {
+        let owner = Uuid::now_v7().to_string();
+        let rows = sqlx::query(&format!(
+            "WITH blocked AS (
+                SELECT aggregate_type, aggregate_id FROM palisade_outbox
+                WHERE dead_lettered_at IS NULL AND (claimed_until > ?1 OR next_attempt_at > ?1)
+            ), due AS (
+                SELECT c.seq FROM palisade_outbox c
+                WHERE c.dead_lettered_at IS NULL
+                  AND (c.claimed_until IS NULL OR c.claimed_until <= ?1)
+                  AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= ?1)
+                  AND NOT EXISTS (SELECT 1 FROM blocked b
+                                  WHERE b.aggregate_type = c.aggregate_type AND b.aggregate_id = c.aggregate_id)
+                ORDER BY c.seq
+                LIMIT ?2
+            )
+            UPDATE palisade_outbox SET claimed_by = ?3, claimed_until = ?1 + ?4
+            WHERE seq IN (SELECT seq FROM due)
+            RETURNING {EVENT_COLUMNS}"
+        ))
+        .bind(now_ms())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(&owner)
+        .bind(millis(lease))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = rows.iter().map(event_from_row).collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_unstable_by_key(|c| c.seq);
+        Ok((Lease { owner }, claimed))
+    }
+
+    async fn complete(&self, lease: Lease, outcomes: &[(i64, Disposition)], archive: bool) -> Result<(), OutboxError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let published = seq_list(
+            outcomes
+                .iter()
+                .filter(|(_, d)| *d == Disposition::Published)
+                .map(|(s, _)| *s),
+        );
+        if archive {
+            sqlx::query(
+                "INSERT INTO palisade_outbox_published
+                    (seq, event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version,
+                     payload, metadata, staged_at, attempts, published_at)
+                 SELECT seq, event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version,
+                     payload, metadata, staged_at, attempts, ?3
+                 FROM palisade_outbox WHERE seq IN (SELECT value FROM json_each(?1)) AND claimed_by = ?2",
+            )
+            .bind(&published)
+            .bind(&lease.owner)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM palisade_outbox WHERE seq IN (SELECT value FROM json_each(?1)) AND claimed_by = ?2")
+            .bind(&published)
+            .bind(&lease.owner)
+            .execute(&mut *tx)
+            .await?;
+        for (seq, disposition) in outcomes {
+            let (next_attempt_at, dead_lettered_at, error) = match disposition {
+                Disposition::Retry { delay, error } => (Some(now.saturating_add(millis(*delay))), None, error),
+                Disposition::DeadLetter { error } => (None, Some(now), error),
+                Disposition::Published | Disposition::Released => continue,
+            };
+            sqlx::query(
+                "UPDATE palisade_outbox SET attempts = attempts + 1, last_error = ?1, next_attempt_at = ?2,
+                    dead_lettered_at = ?3, claimed_by = NULL, claimed_until = NULL
+                 WHERE seq = ?4 AND claimed_by = ?5",
+            )
+            .bind(error)
+            .bind(next_attempt_at)
+            .bind(dead_lettered_at)
+            .bind(seq)
+            .bind(&lease.owner)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let released = seq_list(
+            outcomes
+                .iter()
+                .filter(|(_, d)| *d == Disposition::Released)
+                .map(|(s, _)| *s),
+        );
+        sqlx::query(
+            "UPDATE palisade_outbox SET claimed_by = NULL, claimed_until = NULL
+             WHERE seq IN (SELECT value FROM json_each(?1)) AND claimed_by = ?2",
+        )
+        .bind(&released)
+        .bind(&lease.owner)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn backlog(&self) -> Result<Backlog, OutboxError> {
+        let row = sqlx::query(BACKLOG_SQL).fetch_one(&self.pool).await?;
+        let oldest: Option<i64> = row.try_get("oldest")?;
+        Ok(Backlog {
+            pending: u64::try_from(row.try_get::<i64, _>("pending")?).unwrap_or(0),
+            oldest: oldest.map(|ms| Duration::from_millis(u64::try_from(now_ms().saturating_sub(ms)).unwrap_or(0))),
+            dead_lettered: u64::try_from(row.try_get::<i64, _>("dead")?).unwrap_or(0),
+        })
+    }
+
+    async fn purge_published(&self, retention: Duration) -> Result<u64, OutboxError> {
+        let done = sqlx::query("DELETE FROM palisade_outbox_published WHERE published_at < ?")
+            .bind(now_ms().saturating_sub(millis(retention)))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, OutboxError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS}, last_error, dead_lettered_at FROM palisade_outbox
+             WHERE dead_lettered_at IS NOT NULL ORDER BY seq LIMIT ?"
+        ))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadLetter::new(
+                    event_from_row(row)?,
+                    row.try_get("last_error")?,
+                    from_ms(row.try_get("dead_lettered_at")?),
+                ))
+            })
+            .collect()
+    }
+
+    async fn requeue(&self, event_id: Uuid) -> Result<bool, OutboxError> {
+        let done = sqlx::query(
+            "UPDATE palisade_outbox SET dead_lettered_at = NULL, next_attempt_at = NULL, attempts = 0
+             WHERE event_id = ? AND dead_lettered_at IS NOT NULL",
+        )
+        .bind(event_id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

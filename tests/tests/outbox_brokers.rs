@@ -1,0 +1,116 @@
+//! The outbox's RabbitMQ and Redis Streams publishers against live brokers.
+
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use palisade_outbox::publisher::{RabbitMqPublisher, RabbitMqRejected, RedisPublisher};
+use palisade_outbox::{Encoding, Event, Publisher};
+use palisade_tests::{RabbitMq, Redis, unique_name};
+use serde_json::json;
+
+/// An `XRANGE` entry: its id and its field/value pairs.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_publishes_persistent_confirmed_messages_with_the_event_id() {
+    let Some(rabbit) = RabbitMq::connect("outbox_rabbitmq").await else {
+        return;
+    };
+    let channel = rabbit.connection.create_channel().await.unwrap();
+    channel
+        .queue_declare(&rabbit.queue, QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let publisher = RabbitMqPublisher::new(channel.clone(), "").await.unwrap();
+    let event = Event::new("OrderCreated", "Order", "o1", json!({"total": 5}))
+        .with_destination(rabbit.queue.clone())
+        .with_correlation_id("corr-1");
+    publisher.publish(&event).await.unwrap();
+
+    let message = channel
+        .basic_get(&rabbit.queue, BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the confirmed message is in the queue");
+    let properties = &message.delivery.properties;
+    assert_eq!(
+        properties.message_id().as_ref().unwrap().as_str(),
+        event.event_id.to_string()
+    );
+    assert_eq!(*properties.delivery_mode(), Some(2), "persistent");
+    assert_eq!(properties.kind().as_ref().unwrap().as_str(), "OrderCreated");
+    assert_eq!(properties.correlation_id().as_ref().unwrap().as_str(), "corr-1");
+    assert_eq!(properties.content_type().as_ref().unwrap().as_str(), "application/json");
+    assert_eq!(serde_json::from_slice::<Event>(&message.delivery.data).unwrap(), event);
+
+    // Mandatory publishing: a message no queue receives fails instead of vanishing.
+    let nowhere = event.clone().with_destination(unique_name("no_such_queue"));
+    let error = publisher.publish(&nowhere).await.unwrap_err();
+    assert!(error.is_transient());
+    let rejected = std::error::Error::source(&error)
+        .unwrap()
+        .downcast_ref::<RabbitMqRejected>();
+    assert!(matches!(rejected, Some(RabbitMqRejected::Unroutable(_))), "{error}");
+
+    let cloud = RabbitMqPublisher::new(channel.clone(), "")
+        .await
+        .unwrap()
+        .with_encoding(Encoding::CloudEvents);
+    cloud.publish(&event).await.unwrap();
+    let message = channel
+        .basic_get(&rabbit.queue, BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&message.delivery.data).unwrap();
+    assert_eq!(body["id"], event.event_id.to_string());
+    assert_eq!(
+        message.delivery.properties.content_type().as_ref().unwrap().as_str(),
+        "application/cloudevents+json"
+    );
+    rabbit.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_appends_to_the_stream_with_the_event_id_as_a_field() {
+    let Some(redis) = Redis::connect("outbox_redis").await else {
+        return;
+    };
+    let publisher = RedisPublisher::new(redis.conn.clone()).with_prefix(redis.prefix.clone());
+    let first = Event::new("OrderCreated", "Order", "o1", json!({"total": 5}));
+    let second = Event::new("OrderPaid", "Order", "o1", json!({})).with_version(2);
+    publisher.publish(&first).await.unwrap();
+    publisher.publish(&second).await.unwrap();
+
+    let mut conn = redis.conn.clone();
+    let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
+        .arg(redis.key("Order"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2, "appended in publish order");
+    for ((_, fields), event) in entries.iter().zip([&first, &second]) {
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(
+            String::from_utf8(field("event_id")).unwrap(),
+            event.event_id.to_string()
+        );
+        assert_eq!(String::from_utf8(field("event_type")).unwrap(), event.event_type);
+        assert_eq!(String::from_utf8(field("aggregate_id")).unwrap(), "o1");
+        assert_eq!(String::from_utf8(field("content_type")).unwrap(), "application/json");
+        assert_eq!(serde_json::from_slice::<Event>(&field("data")).unwrap(), *event);
+    }
+
+    let capped = RedisPublisher::new(redis.conn.clone())
+        .with_prefix(redis.prefix.clone())
+        .with_max_len(1);
+    capped.publish(&first.clone().with_destination("capped")).await.unwrap();
+    let len: usize = redis::cmd("XLEN")
+        .arg(redis.key("capped"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(len, 1);
+    assert_eq!(redis.cleanup().await, 2);
+}

@@ -1,0 +1,518 @@
+//! The outbox on a live PostgreSQL: staging, several relays, faults, the publish hook and
+//! wake-ups across instances.
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use palisade_outbox::postgres::{PgStore, forward_wakeups, migrate, wake_on_notify};
+use palisade_outbox::{
+    ChannelPublisher, Disposition, Event, OutboxContext, OutboxStore, PublishError, PublishHookLayer, Publisher, Relay,
+    Seen, Wakeup, process_once, stage,
+};
+use palisade_tests::Postgres;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt, service_fn};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn setup(test: &str) -> Option<(Postgres, PgStore)> {
+    let pg = Postgres::connect(test).await?;
+    migrate(&pg.pool).await.expect("migrate");
+    migrate(&pg.pool).await.expect("migrating again is harmless");
+    let store = PgStore::new(pg.pool.clone());
+    Some((pg, store))
+}
+
+fn event(aggregate: &str, version: i64) -> Event {
+    Event::new("Updated", "Account", aggregate, json!({ "v": version })).with_version(version)
+}
+
+async fn stage_committed(pool: &PgPool, events: &[Event]) {
+    let mut tx = pool.begin().await.unwrap();
+    for e in events {
+        stage(&mut tx, e).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+async fn receive(rx: &mut mpsc::Receiver<Event>) -> Event {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("an event in time")
+        .expect("channel open")
+}
+
+async fn pending(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM palisade_outbox")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_events_are_claimable_rolled_back_ones_never() {
+    let Some((pg, store)) = setup("outbox_commit").await else {
+        return;
+    };
+    let kept = event("a", 1).with_correlation_id("corr").with_source("accounts");
+    let mut tx = pg.pool.begin().await.unwrap();
+    stage(&mut tx, &kept).await.unwrap();
+    let (claim, before) = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    assert!(before.is_empty(), "uncommitted events are invisible");
+    store.complete(claim, &[], false).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = pg.pool.begin().await.unwrap();
+    stage(&mut tx, &event("b", 1)).await.unwrap();
+    tx.rollback().await.unwrap();
+
+    let (claim, claimed) = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].event, kept);
+    store.complete(claim, &[], false).await.unwrap();
+
+    let (publisher, mut rx) = ChannelPublisher::new(8);
+    let relay = Relay::builder(store.clone(), publisher).build().unwrap();
+    assert_eq!(relay.run_batch().await.unwrap().published, 1);
+    assert_eq!(receive(&mut rx).await, kept);
+    assert_eq!(pending(&pg.pool).await, 0);
+    assert!(rx.try_recv().is_err(), "the rolled-back event is never published");
+    pg.cleanup().await;
+}
+
+/// Records every publish in one shared log.
+#[derive(Clone)]
+struct Recorder {
+    log: Arc<Mutex<Vec<Event>>>,
+}
+
+impl Publisher for Recorder {
+    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+        tokio::task::yield_now().await;
+        self.log.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_publish_ten_thousand_events_once_each_in_aggregate_order() {
+    const AGGREGATES: usize = 100;
+    const VERSIONS: i64 = 100;
+    const STAGERS: usize = 4;
+    let Some((pg, store)) = setup("outbox_two_relays").await else {
+        return;
+    };
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let wakeup = Wakeup::new();
+    let relays: Vec<_> = (0..2)
+        .map(|i| {
+            Relay::builder(store.clone(), Recorder { log: log.clone() })
+                .name(format!("relay-{i}"))
+                .batch_size(250)
+                .poll_interval(Duration::from_millis(20))
+                .wakeup(wakeup.clone())
+                .build()
+                .unwrap()
+                .spawn()
+        })
+        .collect();
+
+    let stagers: Vec<_> = (0..STAGERS)
+        .map(|s| {
+            let pool = pg.pool.clone();
+            let wakeup = wakeup.clone();
+            tokio::spawn(async move {
+                let mine: Vec<String> = (0..AGGREGATES)
+                    .filter(|a| a % STAGERS == s)
+                    .map(|a| format!("acct-{a}"))
+                    .collect();
+                for v in 1..=VERSIONS {
+                    let events: Vec<Event> = mine.iter().map(|a| event(a, v)).collect();
+                    stage_committed(&pool, &events).await;
+                    wakeup.wake();
+                }
+            })
+        })
+        .collect();
+    for s in stagers {
+        s.await.unwrap();
+    }
+
+    let total = AGGREGATES * VERSIONS as usize;
+    let deadline = Instant::now() + WAIT;
+    while log.lock().unwrap().len() < total {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {total} published in time",
+            log.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for relay in relays {
+        relay.shutdown().await;
+    }
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    assert_eq!(log.len(), total, "no event published twice");
+    let ids: HashSet<Uuid> = log.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), total);
+    let mut next: HashMap<&str, i64> = HashMap::new();
+    for e in log.iter() {
+        let expected = next.entry(e.aggregate_id.as_str()).or_insert(1);
+        assert_eq!(e.version, *expected, "aggregate {} out of order", e.aggregate_id);
+        *expected += 1;
+    }
+    assert_eq!(next.len(), AGGREGATES);
+    assert_eq!(pending(&pg.pool).await, 0);
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_aborted_mid_batch_loses_nothing_and_the_inbox_drops_redeliveries() {
+    const EVENTS: i64 = 40;
+    let Some((pg, store)) = setup("outbox_abort").await else {
+        return;
+    };
+    sqlx::query("CREATE TABLE applied (event_id UUID PRIMARY KEY)")
+        .execute(&pg.pool)
+        .await
+        .unwrap();
+    let events: Vec<Event> = (1..=EVENTS).map(|v| event(&format!("acct-{}", v % 4), v)).collect();
+    stage_committed(&pg.pool, &events).await;
+
+    // The consumer applies each event once, whatever is redelivered.
+    let apply = |pool: PgPool, e: Event| async move {
+        let mut tx = pool.begin().await.unwrap();
+        let seen = process_once(&mut tx, "ledger", e.event_id).await.unwrap();
+        if seen == Seen::First {
+            sqlx::query("INSERT INTO applied (event_id) VALUES ($1)")
+                .bind(e.event_id)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        seen
+    };
+
+    // A one-slot channel stalls the relay mid-batch; abort it there.
+    let (publisher, mut rx) = ChannelPublisher::new(1);
+    let first = Relay::builder(store.clone(), publisher)
+        .batch_size(100)
+        .build()
+        .unwrap()
+        .spawn();
+    let mut delivered = Vec::new();
+    for _ in 0..5 {
+        delivered.push(receive(&mut rx).await);
+    }
+    first.abort();
+    while let Ok(e) = rx.try_recv() {
+        delivered.push(e);
+    }
+    assert_eq!(pending(&pg.pool).await, EVENTS, "an aborted batch records nothing");
+
+    let (publisher, mut rx) = ChannelPublisher::new(64);
+    let second = Relay::builder(store.clone(), publisher).build().unwrap().spawn();
+    let mut ids: HashSet<Uuid> = delivered.iter().map(|e| e.event_id).collect();
+    let before_restart = ids.clone();
+    let mut duplicates = 0;
+    for e in &delivered {
+        assert_eq!(apply(pg.pool.clone(), e.clone()).await, Seen::First);
+    }
+    while ids.len() < EVENTS as usize {
+        let e = receive(&mut rx).await;
+        if apply(pg.pool.clone(), e.clone()).await.is_duplicate() {
+            duplicates += 1;
+            assert!(
+                before_restart.contains(&e.event_id),
+                "only the aborted batch's events come twice"
+            );
+        }
+        ids.insert(e.event_id);
+    }
+    second.shutdown().await;
+    while let Ok(e) = rx.try_recv() {
+        assert!(apply(pg.pool.clone(), e.clone()).await.is_duplicate());
+        assert!(
+            before_restart.contains(&e.event_id),
+            "only the aborted batch's events come twice"
+        );
+        duplicates += 1;
+    }
+    assert_eq!(
+        duplicates,
+        before_restart.len(),
+        "the aborted batch is published again in full"
+    );
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM applied")
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, EVENTS, "every event applied exactly once");
+    assert_eq!(pending(&pg.pool).await, 0);
+    pg.cleanup().await;
+}
+
+/// Fails every publish while `failing` is set.
+#[derive(Clone)]
+struct Flaky {
+    failing: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+    sender: mpsc::Sender<Event>,
+}
+
+impl Publisher for Flaky {
+    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(PublishError::transient(std::io::Error::other("broker unreachable")));
+        }
+        self.sender.send(event.clone()).await.map_err(PublishError::transient)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_failing_every_call_dead_letters_after_the_cap_then_requeue_delivers() {
+    let Some((pg, store)) = setup("outbox_dead_letter").await else {
+        return;
+    };
+    let (sender, mut rx) = mpsc::channel(8);
+    let publisher = Flaky {
+        failing: Arc::new(AtomicBool::new(true)),
+        calls: Arc::default(),
+        sender,
+    };
+    let relay = Relay::builder(store.clone(), publisher.clone())
+        .max_attempts(4)
+        .backoff(Duration::from_millis(1), Duration::from_millis(4), 2.0)
+        .poll_interval(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    let poison = event("a", 1);
+    stage_committed(&pg.pool, std::slice::from_ref(&poison)).await;
+    let handle = relay.spawn();
+    let deadline = Instant::now() + WAIT;
+    while store.dead_letters(10).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "dead-lettered in time");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let dead = store.dead_letters(10).await.unwrap();
+    assert_eq!(dead[0].event, poison);
+    assert_eq!(dead[0].attempts, 4);
+    assert_eq!(publisher.calls.load(Ordering::SeqCst), 4, "no attempt after the cap");
+    assert!(dead[0].last_error.as_deref().unwrap().contains("broker unreachable"));
+    let backlog = store.backlog().await.unwrap();
+    assert_eq!((backlog.pending, backlog.dead_lettered), (0, 1));
+
+    publisher.failing.store(false, Ordering::SeqCst);
+    assert!(store.requeue(poison.event_id).await.unwrap());
+    handle.wake();
+    assert_eq!(receive(&mut rx).await, poison);
+    handle.shutdown().await;
+    assert_eq!(pending(&pg.pool).await, 0);
+    pg.cleanup().await;
+}
+
+fn median_and_max(mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort();
+    (samples[samples.len() / 2], samples[samples.len() - 1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hook_publishes_well_before_the_poll_interval() {
+    const REQUESTS: usize = 20;
+    let Some((pg, store)) = setup("outbox_hook").await else {
+        return;
+    };
+    let (publisher, mut rx) = ChannelPublisher::new(64);
+    let relay = Relay::builder(store, publisher)
+        .poll_interval(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let handle = relay.spawn();
+    let committed: Arc<Mutex<HashMap<Uuid, Instant>>> = Arc::default();
+
+    let pool = pg.pool.clone();
+    let times = committed.clone();
+    let handler = service_fn(move |req: http::Request<()>| {
+        let pool = pool.clone();
+        let times = times.clone();
+        async move {
+            let ctx = req.extensions().get::<OutboxContext>().cloned().unwrap();
+            let event = ctx.event("Deposited", "Account", "acct-1", json!({"amount": 5}));
+            let mut tx = pool.begin().await.unwrap();
+            stage(&mut tx, &event).await.unwrap();
+            tx.commit().await.unwrap();
+            times.lock().unwrap().insert(event.event_id, Instant::now());
+            Ok::<_, Infallible>(http::Response::new(()))
+        }
+    });
+    let mut service = PublishHookLayer::new(relay.wakeup()).layer(handler);
+    let mut latencies = Vec::new();
+    for i in 0..REQUESTS {
+        // A quiet spell: a relay that found nothing new idles until its poll or a wake-up.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let request = http::Request::builder()
+            .header("x-correlation-id", format!("req-{i}"))
+            .body(())
+            .unwrap();
+        service.ready().await.unwrap().call(request).await.unwrap();
+        let e = receive(&mut rx).await;
+        assert_eq!(e.metadata.correlation_id, Some(format!("req-{i}")));
+        latencies.push(committed.lock().unwrap()[&e.event_id].elapsed());
+    }
+    handle.shutdown().await;
+    let (median, max) = median_and_max(latencies);
+    eprintln!("commit-to-consumer latency with the hook: median {median:?}, max {max:?}");
+    // Without the hook every event would wait for the 1 s poll: the relay idles between requests.
+    assert!(
+        max < Duration::from_millis(500),
+        "every event well before the 1 s poll: max {max:?}"
+    );
+    assert!(median < Duration::from_millis(100), "median {median:?}");
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_wakes_a_relay_in_another_instance() {
+    let Some((pg, store)) = setup("outbox_notify").await else {
+        return;
+    };
+    let channel = pg.schema.clone();
+    // Instance A stages and wakes; instance B runs the relay with a long poll.
+    let wakeup_a = Wakeup::new();
+    let forwarder = tokio::spawn(forward_wakeups(pg.pool.clone(), channel.clone(), wakeup_a.clone()));
+    let (publisher, mut rx) = ChannelPublisher::new(8);
+    let relay_b = Relay::builder(store, publisher)
+        .poll_interval(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let listener = tokio::spawn(wake_on_notify(pg.pool.clone(), channel.clone(), relay_b.wakeup()));
+    let handle = relay_b.spawn();
+    // Wait until the listener's LISTEN has reached the server.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let listening: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE query = $1")
+            .bind(format!("LISTEN \"{channel}\""))
+            .fetch_one(&pg.pool)
+            .await
+            .unwrap();
+        if listening > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "listener up in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for v in 1..=3 {
+        // A quiet spell: relay B found nothing new and idles until its poll or a wake-up.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let e = event("a", v);
+        stage_committed(&pg.pool, std::slice::from_ref(&e)).await;
+        let committed = Instant::now();
+        wakeup_a.wake();
+        assert_eq!(receive(&mut rx).await, e);
+        let latency = committed.elapsed();
+        assert!(
+            latency < Duration::from_secs(2),
+            "woken by NOTIFY, not the 30 s poll: {latency:?}"
+        );
+    }
+    handle.shutdown().await;
+    forwarder.abort();
+    listener.abort();
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_events_are_archived_for_the_retention_then_purged() {
+    let Some((pg, store)) = setup("outbox_retention").await else {
+        return;
+    };
+    let (publisher, mut rx) = ChannelPublisher::new(8);
+    let relay = Relay::builder(store.clone(), publisher)
+        .retention(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let events = [event("a", 1), event("a", 2)];
+    stage_committed(&pg.pool, &events).await;
+    assert_eq!(relay.run_batch().await.unwrap().published, 2);
+    assert_eq!([receive(&mut rx).await, receive(&mut rx).await], events);
+    assert_eq!(pending(&pg.pool).await, 0);
+    let archived: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM palisade_outbox_published ORDER BY seq")
+        .fetch_all(&pg.pool)
+        .await
+        .unwrap();
+    assert_eq!(archived, [events[0].event_id, events[1].event_id]);
+    assert_eq!(
+        store.purge_published(Duration::from_secs(3600)).await.unwrap(),
+        0,
+        "still within retention"
+    );
+    sqlx::query("UPDATE palisade_outbox_published SET published_at = published_at - interval '2 hours'")
+        .execute(&pg.pool)
+        .await
+        .unwrap();
+    assert_eq!(store.purge_published(Duration::from_secs(3600)).await.unwrap(), 2);
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_skip_held_and_retrying_aggregates() {
+    let Some((pg, store)) = setup("outbox_claims").await else {
+        return;
+    };
+    let staged = [
+        event("a", 1),
+        event("b", 1),
+        event("a", 2),
+        event("b", 2),
+        event("a", 3),
+        event("b", 3),
+        event("c", 1),
+    ];
+    stage_committed(&pg.pool, &staged).await;
+    let names = |claimed: &[palisade_outbox::Claimed]| -> Vec<(String, i64)> {
+        claimed
+            .iter()
+            .map(|c| (c.event.aggregate_id.clone(), c.event.version))
+            .collect()
+    };
+    let lease = Duration::from_secs(30);
+    let (first, held) = store.claim(3, lease).await.unwrap();
+    assert_eq!(names(&held), [("a".into(), 1), ("b".into(), 1), ("a".into(), 2)]);
+    // While the first claim is open, a second one must not take anything of a or b.
+    let (second, other) = store.claim(10, lease).await.unwrap();
+    assert_eq!(names(&other), [("c".into(), 1)]);
+    let retry = Disposition::Retry {
+        delay: Duration::from_secs(60),
+        error: "down".into(),
+    };
+    let outcomes = [
+        (held[0].seq, retry),
+        (held[1].seq, Disposition::Published),
+        (held[2].seq, Disposition::Released),
+    ];
+    store.complete(first, &outcomes, false).await.unwrap();
+    store
+        .complete(second, &[(other[0].seq, Disposition::Published)], false)
+        .await
+        .unwrap();
+    // a waits behind its retrying head; b goes on.
+    let (third, next) = store.claim(10, lease).await.unwrap();
+    assert_eq!(names(&next), [("b".into(), 2), ("b".into(), 3)]);
+    store.complete(third, &[], false).await.unwrap();
+    let last_error: Option<String> = sqlx::query_scalar("SELECT last_error FROM palisade_outbox WHERE event_id = $1")
+        .bind(staged[0].event_id)
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap();
+    assert_eq!(last_error.as_deref(), Some("down"));
+    pg.cleanup().await;
+}
