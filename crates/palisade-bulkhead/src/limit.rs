@@ -71,18 +71,48 @@ fn check_bounds(min: usize, initial: usize, max: usize) -> Result<(), ConfigErro
     Ok(())
 }
 
+/// Gathers samples into windows of about one round trip (as many samples
+/// as the current limit), so an algorithm adjusts once per round trip, as
+/// TCP does, rather than once per call: per-call updates react to one
+/// overload as many times as there were calls in flight, and oscillate.
+#[derive(Debug, Clone, Default)]
+struct Window {
+    samples: usize,
+    rtt_sum: Duration,
+    max_in_flight: usize,
+    dropped: bool,
+}
+
+impl Window {
+    /// Adds `sample`; once the window holds `size` samples, empties it and
+    /// returns their aggregate: mean round trip, most in flight, any drop.
+    fn add(&mut self, sample: &Sample, size: usize) -> Option<Sample> {
+        self.samples += 1;
+        self.rtt_sum += sample.rtt;
+        self.max_in_flight = self.max_in_flight.max(sample.in_flight);
+        self.dropped |= sample.dropped;
+        if self.samples < size.max(1) {
+            return None;
+        }
+        let window = std::mem::take(self);
+        Some(Sample::new(window.rtt_sum / window.samples as u32, window.max_in_flight, window.dropped))
+    }
+}
+
 /// Additive increase, multiplicative decrease.
 ///
-/// On a dropped call, or one slower than `timeout`, the limit becomes
-/// `limit × backoff_ratio` (at least `min`); on any other call, while at
-/// least half the limit is in use, it grows by one (at most `max`). Growing
-/// only when the limit is actually used keeps an idle bulkhead from
-/// inflating its limit.
+/// Samples are taken in windows of as many calls as the limit (about one
+/// round trip). After a window with a dropped call, or whose mean round trip
+/// is slower than `timeout`, the limit becomes `limit × backoff_ratio` (at
+/// least `min`); after any other window in which at least half the limit was
+/// in use, it grows by one (at most `max`). Growing only when the limit is
+/// actually used keeps an idle bulkhead from inflating its limit.
 ///
 /// Defaults (Netflix's, but a minimum of 1): initial 20, min 1, max 200,
 /// backoff ratio 0.9, timeout 5 s.
 #[derive(Debug, Clone)]
 pub struct Aimd {
+    window: Window,
     limit: usize,
     min: usize,
     max: usize,
@@ -103,6 +133,9 @@ impl Limit for Aimd {
     }
 
     fn update(&mut self, sample: &Sample) -> usize {
+        let Some(sample) = self.window.add(sample, self.limit) else {
+            return self.limit;
+        };
         if sample.dropped || sample.rtt > self.timeout {
             self.limit = ((self.limit as f64 * self.backoff_ratio) as usize).max(self.min);
         } else if sample.in_flight * 2 >= self.limit {
@@ -163,6 +196,7 @@ impl AimdBuilder {
             return Err(ConfigError::ZeroTimeout);
         }
         Ok(Aimd {
+            window: Window::default(),
             limit: self.initial,
             min: self.min,
             max: self.max,
@@ -186,6 +220,10 @@ impl ExpAverage {
         Self { value: 0.0, count: 0, window, warm_up }
     }
 
+    fn is_warming_up(&self) -> bool {
+        self.count < self.warm_up
+    }
+
     fn add(&mut self, sample: f64) -> f64 {
         if self.count < self.warm_up {
             self.count += 1;
@@ -201,11 +239,13 @@ impl ExpAverage {
 /// Gradient2: shrinks the limit as the recent round-trip time rises above its
 /// long-term average.
 ///
-/// For each sample: `gradient = clamp(tolerance × long_rtt / rtt, 0.5, 1)`,
+/// Samples are taken in windows of as many calls as the limit (about one
+/// round trip); for each window, with `rtt` its mean round trip:
+/// `gradient = clamp(tolerance × long_rtt / rtt, 0.5, 1)`,
 /// `new = limit × gradient + queue_size`, smoothed as
 /// `limit × (1 − smoothing) + new × smoothing`, kept within `[min, max]`.
 /// The long-term average is an exponential average over `long_window`
-/// samples; when it is more than twice the recent time (after an overload) it
+/// windows; when it is more than twice the recent time (after an overload) it
 /// decays faster so the limit can recover. A dropped call counts as the
 /// steepest gradient (0.5). While fewer than half the limit is in use, the
 /// limit holds: an idle bulkhead learns nothing about capacity.
@@ -214,6 +254,7 @@ impl ExpAverage {
 /// smoothing 0.2, tolerance 1.5, long window 600 samples, queue size 4.
 #[derive(Debug, Clone)]
 pub struct Gradient2 {
+    window: Window,
     estimate: f64,
     min: usize,
     max: usize,
@@ -244,13 +285,24 @@ impl Limit for Gradient2 {
     }
 
     fn update(&mut self, sample: &Sample) -> usize {
+        let Some(sample) = self.window.add(sample, self.limit()) else {
+            return self.limit();
+        };
         let short = sample.rtt.as_secs_f64().max(1e-9);
-        let mut long = self.long_rtt.add(short);
+        let app_limited = (sample.in_flight as f64) < self.estimate / 2.0;
+        // A saturated window's round trip includes queueing the limit itself
+        // caused; learning from it would let the baseline, and with it the
+        // limit, creep upwards for as long as the saturation lasts.
+        let mut long = if self.long_rtt.is_warming_up() || app_limited || short <= self.long_rtt.value {
+            self.long_rtt.add(short)
+        } else {
+            self.long_rtt.value
+        };
         if long / short > 2.0 {
             long *= 0.95;
             self.long_rtt.value = long;
         }
-        if (sample.in_flight as f64) < self.estimate / 2.0 && !sample.dropped {
+        if app_limited && !sample.dropped {
             return self.limit();
         }
         let gradient = if sample.dropped { 0.5 } else { (self.tolerance * long / short).clamp(0.5, 1.0) };
@@ -305,7 +357,7 @@ impl Gradient2Builder {
         self
     }
 
-    /// Samples in the long-term average (default 600).
+    /// Windows in the long-term average (default 600).
     pub fn long_window(mut self, samples: usize) -> Self {
         self.long_window = samples;
         self
@@ -331,6 +383,7 @@ impl Gradient2Builder {
             return Err(ConfigError::ZeroWindow);
         }
         Ok(Gradient2 {
+            window: Window::default(),
             estimate: self.initial as f64,
             min: self.min,
             max: self.max,
@@ -350,17 +403,29 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// Feeds one window (as many samples as the limit) of identical samples.
+    fn window(limit: &mut impl Limit, rtt: Duration, in_flight: usize, dropped: bool) -> usize {
+        let size = limit.limit();
+        (0..size).map(|_| limit.update(&Sample::new(rtt, in_flight, dropped))).last().unwrap()
+    }
+
     #[test]
-    fn aimd_grows_when_used_and_backs_off_on_drops() {
+    fn aimd_grows_when_used_and_backs_off_on_drops_once_per_window() {
         let mut aimd = Aimd::builder().initial_limit(10).min_limit(2).max_limit(12).build().unwrap();
-        assert_eq!(aimd.update(&Sample::new(ms(5), 4, false)), 10, "under half in use: holds");
-        assert_eq!(aimd.update(&Sample::new(ms(5), 5, false)), 11);
-        assert_eq!(aimd.update(&Sample::new(ms(5), 11, false)), 12);
-        assert_eq!(aimd.update(&Sample::new(ms(5), 12, false)), 12, "capped at max");
-        assert_eq!(aimd.update(&Sample::new(ms(5), 12, true)), 10, "12 × 0.9 rounded down");
-        assert_eq!(aimd.update(&Sample::new(Duration::from_secs(6), 10, false)), 9, "slower than the timeout");
+        assert_eq!(window(&mut aimd, ms(5), 4, false), 10, "under half in use: holds");
+        for _ in 0..9 {
+            assert_eq!(aimd.update(&Sample::new(ms(5), 5, false)), 10, "within a window: holds");
+        }
+        assert_eq!(aimd.update(&Sample::new(ms(5), 5, false)), 11, "a window ends: one more");
+        assert_eq!(window(&mut aimd, ms(5), 11, false), 12);
+        assert_eq!(window(&mut aimd, ms(5), 12, false), 12, "capped at max");
+        for _ in 0..11 {
+            aimd.update(&Sample::new(ms(5), 12, false));
+        }
+        assert_eq!(aimd.update(&Sample::new(ms(5), 12, true)), 10, "one drop in a window: 12 × 0.9 rounded down");
+        assert_eq!(window(&mut aimd, Duration::from_secs(6), 10, false), 9, "slower than the timeout");
         for _ in 0..50 {
-            aimd.update(&Sample::new(ms(5), 1, true));
+            window(&mut aimd, ms(5), 1, true);
         }
         assert_eq!(aimd.limit(), 2, "floored at min");
     }
@@ -369,17 +434,17 @@ mod tests {
     fn gradient2_shrinks_with_latency_and_holds_when_idle() {
         let mut g = Gradient2::builder().initial_limit(50).min_limit(5).max_limit(100).build().unwrap();
         for _ in 0..20 {
-            g.update(&Sample::new(ms(10), 50, false));
+            window(&mut g, ms(10), 50, false);
         }
         let grown = g.limit();
         assert!(grown > 50, "steady latency probes upwards: {grown}");
         for _ in 0..20 {
-            g.update(&Sample::new(ms(40), grown, false));
+            window(&mut g, ms(40), grown, false);
         }
         assert!(g.limit() < grown / 2, "4× latency shrinks it: {}", g.limit());
         let held = g.limit();
-        assert_eq!(g.update(&Sample::new(ms(100), 1, false)), held, "little in use: holds");
-        assert!(g.update(&Sample::new(ms(10), 1, true)) < held, "a drop shrinks it anyway");
+        assert_eq!(window(&mut g, ms(100), 1, false), held, "little in use: holds");
+        assert!(window(&mut g, ms(10), 1, true) < held, "a drop shrinks it anyway");
     }
 
     #[test]
