@@ -250,6 +250,16 @@ impl ExpAverage {
 /// steepest gradient (0.5). While fewer than half the limit is in use, the
 /// limit holds: an idle bulkhead learns nothing about capacity.
 ///
+/// Unlike Netflix's Gradient2, the long-term average learns only from its
+/// first windows, from windows in which less than half the limit was in use,
+/// and from windows faster than itself: a saturated window's round trip
+/// includes the queueing the limit itself causes, and learning from it lets
+/// the baseline and the limit creep upwards for as long as the saturation
+/// lasts. So start from an `initial_limit` the downstream handles without
+/// queueing: the first windows teach the unloaded round trip. Against a
+/// downstream whose latency grows with load past its capacity `C`, the limit
+/// settles near `tolerance × C + queue_size`.
+///
 /// Defaults (Netflix's, but a minimum of 1): initial 20, min 1, max 200,
 /// smoothing 0.2, tolerance 1.5, long window 600 samples, queue size 4.
 #[derive(Debug, Clone)]

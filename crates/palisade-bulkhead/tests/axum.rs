@@ -1,5 +1,6 @@
 //! Through axum: an overloaded route sheds load with 503 problem responses
 //! while a route behind its own bulkhead keeps answering.
+#![cfg(not(loom))]
 
 use std::sync::Arc;
 use std::time::Duration;
