@@ -21,7 +21,9 @@ pub enum ConfigError {
     #[error("max_keys must be at least 1")]
     ZeroMaxKeys,
     /// An adaptive limit needs `1 ≤ min ≤ initial ≤ max ≤ 2³¹ − 1`.
-    #[error("adaptive limits need 1 <= min <= initial <= max <= 2147483647, got min {min}, initial {initial}, max {max}")]
+    #[error(
+        "adaptive limits need 1 <= min <= initial <= max <= 2147483647, got min {min}, initial {initial}, max {max}"
+    )]
     LimitBounds {
         /// The minimum given.
         min: usize,

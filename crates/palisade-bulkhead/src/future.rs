@@ -134,7 +134,10 @@ impl Drop for Waiter {
 
 impl fmt::Debug for Waiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Waiter").field("slot", &self.slot).field("done", &self.done).finish()
+        f.debug_struct("Waiter")
+            .field("slot", &self.slot)
+            .field("done", &self.done)
+            .finish()
     }
 }
 
@@ -212,7 +215,9 @@ where
                 Queued::Waiting(slot) => {
                     let gate = gate.into_arc();
                     let deadline = match gate.settings.max_wait {
-                        Some(max_wait) => Deadline::At { sleep: tokio::time::sleep(max_wait) },
+                        Some(max_wait) => Deadline::At {
+                            sleep: tokio::time::sleep(max_wait),
+                        },
                         None => Deadline::Unbounded,
                     };
                     // The service polled ready goes with the call; the
@@ -220,7 +225,11 @@ where
                     let fresh = inner.clone();
                     let ready = std::mem::replace(inner, fresh);
                     State::Waiting {
-                        waiter: Waiter { gate, slot, done: false },
+                        waiter: Waiter {
+                            gate,
+                            slot,
+                            done: false,
+                        },
                         call: Some((ready, req)),
                         since: Instant::now(),
                         deadline,
@@ -228,7 +237,11 @@ where
                 }
             },
         };
-        Self { state, classifier: classifier.clone(), release: PhantomData }
+        Self {
+            state,
+            classifier: classifier.clone(),
+            release: PhantomData,
+        }
     }
 
     /// A call rejected before reaching any compartment (a keyed bulkhead
@@ -237,19 +250,30 @@ where
     where
         C: Clone,
     {
-        Self { state: State::Rejected { error: Rejection::Full(full) }, classifier: classifier.clone(), release: PhantomData }
+        Self {
+            state: State::Rejected {
+                error: Rejection::Full(full),
+            },
+            classifier: classifier.clone(),
+            release: PhantomData,
+        }
     }
 
     fn rejected_full(gate: &Gate) -> State<S, Req, S::Future> {
         tracing::debug!(target: TARGET, name = %gate.name(), reason = "full", "bulkhead rejected a call");
-        let full = BulkheadFull::new(Arc::clone(gate.name()), gate.settings.retry_after);
-        State::Rejected { error: Rejection::Full(full) }
+        let full = BulkheadFull::new(std::sync::Arc::clone(gate.name()), gate.settings.retry_after);
+        State::Rejected {
+            error: Rejection::Full(full),
+        }
     }
 }
 
 fn running<S: Service<Req>, Req>(gate: Arc<Gate>, before: u32, inner: &mut S, req: Req) -> State<S, Req, S::Future> {
     let permit = Permit::new(gate, before);
-    State::Running { future: inner.call(req), permit: Some(permit) }
+    State::Running {
+        future: inner.call(req),
+        permit: Some(permit),
+    }
 }
 
 impl<S, Req, C, M> Future for ResponseFuture<S, Req, C, M>
@@ -265,7 +289,12 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Waiting { waiter, call, since, deadline } => {
+                StateProj::Waiting {
+                    waiter,
+                    call,
+                    since,
+                    deadline,
+                } => {
                     let before = match waiter.poll(cx) {
                         Poll::Ready(before) => before,
                         Poll::Pending => {
@@ -284,7 +313,7 @@ where
                                         "bulkhead rejected a call"
                                     );
                                     let timeout = BulkheadTimeout::new(
-                                        Arc::clone(gate.name()),
+                                        std::sync::Arc::clone(gate.name()),
                                         waited,
                                         gate.settings.retry_after,
                                     );
@@ -300,7 +329,10 @@ where
                     let permit = Permit::new(Arc::clone(&waiter.gate), before);
                     let (mut svc, req) = call.take().expect("a queued call keeps its request until admitted");
                     let future = svc.call(req);
-                    this.state.set(State::Running { future, permit: Some(permit) });
+                    this.state.set(State::Running {
+                        future,
+                        permit: Some(permit),
+                    });
                 }
                 StateProj::Running { future, permit } => {
                     let result = ready!(future.poll(cx)).map_err(Into::into);
@@ -334,6 +366,8 @@ where
             State::Running { .. } => "running",
             State::Rejected { .. } => "rejected",
         };
-        f.debug_struct("ResponseFuture").field("state", &state).finish_non_exhaustive()
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
     }
 }

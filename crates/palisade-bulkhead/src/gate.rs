@@ -135,7 +135,10 @@ impl WaitList {
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
-                self.slots.push(Slot { state: SlotState::Free, waker: None });
+                self.slots.push(Slot {
+                    state: SlotState::Free,
+                    waker: None,
+                });
                 self.slots.len() - 1
             }
         };
@@ -145,7 +148,10 @@ impl WaitList {
     }
 
     fn release_slot(&mut self, slot: usize) {
-        self.slots[slot] = Slot { state: SlotState::Free, waker: None };
+        self.slots[slot] = Slot {
+            state: SlotState::Free,
+            waker: None,
+        };
         self.free.push(slot);
     }
 }
@@ -361,7 +367,10 @@ impl Gate {
     /// Feeds one completed call to the adaptive limit and applies its verdict.
     pub(crate) fn sample(&self, sample: &Sample) {
         if let Some(limit) = &self.adaptive {
-            let next = limit.lock().unwrap_or_else(std::sync::PoisonError::into_inner).update(sample);
+            let next = limit
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .update(sample);
             self.set_limit(next);
         }
     }
@@ -380,7 +389,9 @@ pub struct Permit {
 
 impl Permit {
     pub(crate) fn new(gate: Arc<Gate>, in_flight_before: u32) -> Self {
-        let started = gate.is_adaptive().then(|| (tokio::time::Instant::now(), in_flight_before + 1));
+        let started = gate
+            .is_adaptive()
+            .then(|| (tokio::time::Instant::now(), in_flight_before + 1));
         Self { gate, started }
     }
 
@@ -406,6 +417,8 @@ impl Drop for Permit {
 
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Permit").field("bulkhead", self.gate.name()).finish_non_exhaustive()
+        f.debug_struct("Permit")
+            .field("bulkhead", self.gate.name())
+            .finish_non_exhaustive()
     }
 }

@@ -117,13 +117,19 @@ impl<K: Hash + Eq> KeyedBulkheadHandle<K> {
 impl<K: Clone> KeyedBulkheadHandle<K> {
     /// The state of every compartment kept, in no particular order.
     pub fn snapshots(&self) -> Vec<(K, Snapshot)> {
-        self.compartments.read().iter().map(|(key, gate)| (key.clone(), Snapshot::of(gate))).collect()
+        self.compartments
+            .read()
+            .iter()
+            .map(|(key, gate)| (key.clone(), Snapshot::of(gate)))
+            .collect()
     }
 }
 
 impl<K> Clone for KeyedBulkheadHandle<K> {
     fn clone(&self) -> Self {
-        Self { compartments: Arc::clone(&self.compartments) }
+        Self {
+            compartments: Arc::clone(&self.compartments),
+        }
     }
 }
 

@@ -170,7 +170,11 @@ impl<C, M> Builder<C, M> {
             LimitConfig::Fixed(limit) => Gate::new(settings, *limit, None, metrics),
             LimitConfig::Adaptive(make) => Gate::new(settings, 0, Some(make()), metrics),
         };
-        Ok(BulkheadLayer { gate: Arc::new(gate), classifier: self.classifier, release: PhantomData })
+        Ok(BulkheadLayer {
+            gate: Arc::new(gate),
+            classifier: self.classifier,
+            release: PhantomData,
+        })
     }
 
     /// A layer with one compartment per key, `key(&request)`: each key (a
@@ -225,13 +229,19 @@ impl<C, M> BulkheadLayer<C, M> {
 
 impl<C: Clone, M> Clone for BulkheadLayer<C, M> {
     fn clone(&self) -> Self {
-        Self { gate: Arc::clone(&self.gate), classifier: self.classifier.clone(), release: PhantomData }
+        Self {
+            gate: Arc::clone(&self.gate),
+            classifier: self.classifier.clone(),
+            release: PhantomData,
+        }
     }
 }
 
 impl<C, M> fmt::Debug for BulkheadLayer<C, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BulkheadLayer").field("gate", &self.gate).finish_non_exhaustive()
+        f.debug_struct("BulkheadLayer")
+            .field("gate", &self.gate)
+            .finish_non_exhaustive()
     }
 }
 
@@ -272,7 +282,9 @@ impl<K, F: Clone, C: Clone, M> Clone for KeyedBulkheadLayer<K, F, C, M> {
 
 impl<K, F, C, M> fmt::Debug for KeyedBulkheadLayer<K, F, C, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedBulkheadLayer").field("compartments", &self.compartments).finish_non_exhaustive()
+        f.debug_struct("KeyedBulkheadLayer")
+            .field("compartments", &self.compartments)
+            .finish_non_exhaustive()
     }
 }
 
@@ -280,6 +292,11 @@ impl<S, K, F: Clone, C: Clone, M> Layer<S> for KeyedBulkheadLayer<K, F, C, M> {
     type Service = KeyedBulkhead<S, K, F, C, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        KeyedBulkhead::new(inner, Arc::clone(&self.compartments), self.key.clone(), self.classifier.clone())
+        KeyedBulkhead::new(
+            inner,
+            Arc::clone(&self.compartments),
+            self.key.clone(),
+            self.classifier.clone(),
+        )
     }
 }

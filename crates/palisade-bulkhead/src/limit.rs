@@ -33,7 +33,11 @@ impl Sample {
     /// A call that took `rtt` and started with `in_flight` calls in flight
     /// (itself included); `dropped` when its outcome was a failure.
     pub fn new(rtt: Duration, in_flight: usize, dropped: bool) -> Self {
-        Self { rtt, in_flight, dropped }
+        Self {
+            rtt,
+            in_flight,
+            dropped,
+        }
     }
 
     /// How long the call took from admission to its response.
@@ -95,7 +99,11 @@ impl Window {
             return None;
         }
         let window = std::mem::take(self);
-        Some(Sample::new(window.rtt_sum / window.samples as u32, window.max_in_flight, window.dropped))
+        Some(Sample::new(
+            window.rtt_sum / window.samples as u32,
+            window.max_in_flight,
+            window.dropped,
+        ))
     }
 }
 
@@ -123,7 +131,13 @@ pub struct Aimd {
 impl Aimd {
     /// A builder with the defaults.
     pub fn builder() -> AimdBuilder {
-        AimdBuilder { initial: 20, min: 1, max: 200, backoff_ratio: 0.9, timeout: Duration::from_secs(5) }
+        AimdBuilder {
+            initial: 20,
+            min: 1,
+            max: 200,
+            backoff_ratio: 0.9,
+            timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -217,7 +231,12 @@ struct ExpAverage {
 
 impl ExpAverage {
     fn new(window: usize, warm_up: usize) -> Self {
-        Self { value: 0.0, count: 0, window, warm_up }
+        Self {
+            value: 0.0,
+            count: 0,
+            window,
+            warm_up,
+        }
     }
 
     fn is_warming_up(&self) -> bool {
@@ -315,7 +334,11 @@ impl Limit for Gradient2 {
         if app_limited && !sample.dropped {
             return self.limit();
         }
-        let gradient = if sample.dropped { 0.5 } else { (self.tolerance * long / short).clamp(0.5, 1.0) };
+        let gradient = if sample.dropped {
+            0.5
+        } else {
+            (self.tolerance * long / short).clamp(0.5, 1.0)
+        };
         let target = self.estimate * gradient + self.queue_size as f64;
         let smoothed = self.estimate * (1.0 - self.smoothing) + target * self.smoothing;
         self.estimate = smoothed.clamp(self.min as f64, self.max as f64);
@@ -416,24 +439,44 @@ mod tests {
     /// Feeds one window (as many samples as the limit) of identical samples.
     fn window(limit: &mut impl Limit, rtt: Duration, in_flight: usize, dropped: bool) -> usize {
         let size = limit.limit();
-        (0..size).map(|_| limit.update(&Sample::new(rtt, in_flight, dropped))).last().unwrap()
+        (0..size)
+            .map(|_| limit.update(&Sample::new(rtt, in_flight, dropped)))
+            .last()
+            .unwrap()
     }
 
     #[test]
     fn aimd_grows_when_used_and_backs_off_on_drops_once_per_window() {
-        let mut aimd = Aimd::builder().initial_limit(10).min_limit(2).max_limit(12).build().unwrap();
+        let mut aimd = Aimd::builder()
+            .initial_limit(10)
+            .min_limit(2)
+            .max_limit(12)
+            .build()
+            .unwrap();
         assert_eq!(window(&mut aimd, ms(5), 4, false), 10, "under half in use: holds");
         for _ in 0..9 {
             assert_eq!(aimd.update(&Sample::new(ms(5), 5, false)), 10, "within a window: holds");
         }
-        assert_eq!(aimd.update(&Sample::new(ms(5), 5, false)), 11, "a window ends: one more");
+        assert_eq!(
+            aimd.update(&Sample::new(ms(5), 5, false)),
+            11,
+            "a window ends: one more"
+        );
         assert_eq!(window(&mut aimd, ms(5), 11, false), 12);
         assert_eq!(window(&mut aimd, ms(5), 12, false), 12, "capped at max");
         for _ in 0..11 {
             aimd.update(&Sample::new(ms(5), 12, false));
         }
-        assert_eq!(aimd.update(&Sample::new(ms(5), 12, true)), 10, "one drop in a window: 12 × 0.9 rounded down");
-        assert_eq!(window(&mut aimd, Duration::from_secs(6), 10, false), 9, "slower than the timeout");
+        assert_eq!(
+            aimd.update(&Sample::new(ms(5), 12, true)),
+            10,
+            "one drop in a window: 12 × 0.9 rounded down"
+        );
+        assert_eq!(
+            window(&mut aimd, Duration::from_secs(6), 10, false),
+            9,
+            "slower than the timeout"
+        );
         for _ in 0..50 {
             window(&mut aimd, ms(5), 1, true);
         }
@@ -442,7 +485,12 @@ mod tests {
 
     #[test]
     fn gradient2_shrinks_with_latency_and_holds_when_idle() {
-        let mut g = Gradient2::builder().initial_limit(50).min_limit(5).max_limit(100).build().unwrap();
+        let mut g = Gradient2::builder()
+            .initial_limit(50)
+            .min_limit(5)
+            .max_limit(100)
+            .build()
+            .unwrap();
         for _ in 0..20 {
             window(&mut g, ms(10), 50, false);
         }
@@ -459,17 +507,45 @@ mod tests {
 
     #[test]
     fn builders_reject_impossible_settings() {
-        assert!(matches!(Aimd::builder().min_limit(0).build(), Err(ConfigError::LimitBounds { .. })));
-        assert!(matches!(Aimd::builder().initial_limit(300).build(), Err(ConfigError::LimitBounds { .. })));
-        assert!(matches!(Aimd::builder().min_limit(30).build(), Err(ConfigError::LimitBounds { .. })));
-        assert!(matches!(Aimd::builder().backoff_ratio(1.0).build(), Err(ConfigError::BackoffRatio(_))));
-        assert!(matches!(Aimd::builder().timeout(Duration::ZERO).build(), Err(ConfigError::ZeroTimeout)));
-        assert!(matches!(Gradient2::builder().smoothing(0.0).build(), Err(ConfigError::Smoothing(_))));
-        assert!(matches!(Gradient2::builder().rtt_tolerance(0.9).build(), Err(ConfigError::Tolerance(_))));
-        assert!(matches!(Gradient2::builder().long_window(0).build(), Err(ConfigError::ZeroWindow)));
+        assert!(matches!(
+            Aimd::builder().min_limit(0).build(),
+            Err(ConfigError::LimitBounds { .. })
+        ));
+        assert!(matches!(
+            Aimd::builder().initial_limit(300).build(),
+            Err(ConfigError::LimitBounds { .. })
+        ));
+        assert!(matches!(
+            Aimd::builder().min_limit(30).build(),
+            Err(ConfigError::LimitBounds { .. })
+        ));
+        assert!(matches!(
+            Aimd::builder().backoff_ratio(1.0).build(),
+            Err(ConfigError::BackoffRatio(_))
+        ));
+        assert!(matches!(
+            Aimd::builder().timeout(Duration::ZERO).build(),
+            Err(ConfigError::ZeroTimeout)
+        ));
+        assert!(matches!(
+            Gradient2::builder().smoothing(0.0).build(),
+            Err(ConfigError::Smoothing(_))
+        ));
+        assert!(matches!(
+            Gradient2::builder().rtt_tolerance(0.9).build(),
+            Err(ConfigError::Tolerance(_))
+        ));
+        assert!(matches!(
+            Gradient2::builder().long_window(0).build(),
+            Err(ConfigError::ZeroWindow)
+        ));
         assert!(matches!(
             Gradient2::builder().max_limit(10).build(),
-            Err(ConfigError::LimitBounds { min: 1, initial: 20, max: 10 })
+            Err(ConfigError::LimitBounds {
+                min: 1,
+                initial: 20,
+                max: 10
+            })
         ));
     }
 }

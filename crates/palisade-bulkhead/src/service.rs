@@ -31,7 +31,12 @@ pub struct Bulkhead<S, C, M> {
 
 impl<S, C, M> Bulkhead<S, C, M> {
     pub(crate) fn new(inner: S, gate: Arc<Gate>, classifier: C) -> Self {
-        Self { inner, gate, classifier, release: PhantomData }
+        Self {
+            inner,
+            gate,
+            classifier,
+            release: PhantomData,
+        }
     }
 
     /// The inner service.
@@ -58,7 +63,10 @@ impl<S: Clone, C: Clone, M> Clone for Bulkhead<S, C, M> {
 
 impl<S: fmt::Debug, C, M> fmt::Debug for Bulkhead<S, C, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Bulkhead").field("inner", &self.inner).field("gate", &self.gate).finish_non_exhaustive()
+        f.debug_struct("Bulkhead")
+            .field("inner", &self.inner)
+            .field("gate", &self.gate)
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,7 +108,14 @@ impl<K> Compartments<K> {
             LimitConfig::Fixed(limit) => *limit,
             LimitConfig::Adaptive(_) => 0,
         });
-        Self { map: RwLock::new(HashMap::new()), settings, limit, fixed_limit, max_keys, metrics }
+        Self {
+            map: RwLock::new(HashMap::new()),
+            settings,
+            limit,
+            fixed_limit,
+            max_keys,
+            metrics,
+        }
     }
 
     pub(crate) fn settings(&self) -> &Settings {
@@ -148,7 +163,12 @@ impl<K: Hash + Eq> Compartments<K> {
             LimitConfig::Fixed(_) => (self.fixed_limit.load(SeqCst), None),
             LimitConfig::Adaptive(make) => (0, Some(make())),
         };
-        let gate = Arc::new(Gate::new(std::sync::Arc::clone(&self.settings), limit, adaptive, self.metrics.clone()));
+        let gate = Arc::new(Gate::new(
+            std::sync::Arc::clone(&self.settings),
+            limit,
+            adaptive,
+            self.metrics.clone(),
+        ));
         map.insert(key, Arc::clone(&gate));
         Some(gate)
     }
@@ -176,7 +196,13 @@ pub struct KeyedBulkhead<S, K, F, C, M> {
 
 impl<S, K, F, C, M> KeyedBulkhead<S, K, F, C, M> {
     pub(crate) fn new(inner: S, compartments: Arc<Compartments<K>>, key: F, classifier: C) -> Self {
-        Self { inner, compartments, key, classifier, release: PhantomData }
+        Self {
+            inner,
+            compartments,
+            key,
+            classifier,
+            release: PhantomData,
+        }
     }
 
     /// The inner service.
@@ -197,7 +223,12 @@ impl<S, K, F, C, M> KeyedBulkhead<S, K, F, C, M> {
 
 impl<S: Clone, K, F: Clone, C: Clone, M> Clone for KeyedBulkhead<S, K, F, C, M> {
     fn clone(&self) -> Self {
-        Self::new(self.inner.clone(), Arc::clone(&self.compartments), self.key.clone(), self.classifier.clone())
+        Self::new(
+            self.inner.clone(),
+            Arc::clone(&self.compartments),
+            self.key.clone(),
+            self.classifier.clone(),
+        )
     }
 }
 

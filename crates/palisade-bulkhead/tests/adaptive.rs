@@ -69,7 +69,10 @@ impl Run {
 /// 100 clients call in a closed loop (backing off 1 ms when rejected) while
 /// the downstream's capacity goes through `capacities`, each for `seconds`.
 async fn simulate<L: Limit + Clone + Sync>(limit: L, capacities: &[(usize, u64)]) -> Run {
-    let downstream = Downstream { active: Arc::default(), capacity: Arc::new(AtomicUsize::new(capacities[0].0)) };
+    let downstream = Downstream {
+        active: Arc::default(),
+        capacity: Arc::new(AtomicUsize::new(capacities[0].0)),
+    };
     let layer = BulkheadLayer::builder("simulated").adaptive(limit).build().unwrap();
     let handle = layer.handle();
     let svc = layer.layer(downstream.clone());
@@ -124,20 +127,39 @@ async fn aimd_converges_near_capacity_and_recovers_after_an_overload() {
     let run = simulate(aimd, &PHASES).await;
     let (steady, degraded, recovered) = (run.settled(0, 5), run.settled(1, 2), run.settled(2, 5));
     assert!((10.0..=16.0).contains(&steady), "steady at {steady}");
-    assert!(run.phases[0][50..].iter().all(|&limit| (10..=16).contains(&limit)), "{:?}", run.phases[0]);
+    assert!(
+        run.phases[0][50..].iter().all(|&limit| (10..=16).contains(&limit)),
+        "{:?}",
+        run.phases[0]
+    );
     assert!((3.0..=5.5).contains(&degraded), "degraded at {degraded}");
-    assert!((steady - recovered).abs() <= 1.0, "recovered to {recovered}, was {steady}");
+    assert!(
+        (steady - recovered).abs() <= 1.0,
+        "recovered to {recovered}, was {steady}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn gradient2_converges_near_capacity_and_recovers_after_an_overload() {
     // Gradient2 keeps latency within its tolerance (1.5) of the unloaded
     // latency plus its queue size (4): the limit settles at 1.5 × capacity + 4.
-    let gradient = Gradient2::builder().initial_limit(5).min_limit(1).max_limit(200).build().unwrap();
+    let gradient = Gradient2::builder()
+        .initial_limit(5)
+        .min_limit(1)
+        .max_limit(200)
+        .build()
+        .unwrap();
     let run = simulate(gradient, &PHASES).await;
     let (steady, degraded, recovered) = (run.settled(0, 5), run.settled(1, 2), run.settled(2, 5));
     assert!((10.0..=19.0).contains(&steady), "steady at {steady}");
-    assert!(run.phases[0][50..].iter().all(|&limit| (10..=19).contains(&limit)), "no drift: {:?}", run.phases[0]);
+    assert!(
+        run.phases[0][50..].iter().all(|&limit| (10..=19).contains(&limit)),
+        "no drift: {:?}",
+        run.phases[0]
+    );
     assert!((3.0..=8.5).contains(&degraded), "degraded at {degraded}");
-    assert!((steady - recovered).abs() <= 1.0, "recovered to {recovered}, was {steady}");
+    assert!(
+        (steady - recovered).abs() <= 1.0,
+        "recovered to {recovered}, was {steady}"
+    );
 }

@@ -56,7 +56,9 @@ async fn an_overloaded_route_answers_503_while_another_stays_fast() {
             ),
         );
 
-    let busy: Vec<_> = (0..2).map(|_| tokio::spawn(app.clone().oneshot(get_request("/reports")))).collect();
+    let busy: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(app.clone().oneshot(get_request("/reports"))))
+        .collect();
     for _ in 0..20 {
         tokio::task::yield_now().await;
     }
@@ -77,7 +79,11 @@ async fn an_overloaded_route_answers_503_while_another_stays_fast() {
         assert_eq!(ok.status(), StatusCode::OK);
         assert_eq!(ok.into_body().collect().await.unwrap().to_bytes(), "ok");
     }
-    assert_eq!(started.elapsed(), Duration::ZERO, "the rejection and the other route took no time");
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "the rejection and the other route took no time"
+    );
 
     release.add_permits(2);
     for call in busy {

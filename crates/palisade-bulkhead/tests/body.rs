@@ -21,7 +21,9 @@ impl Body for Streamed {
     type Error = Infallible;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
     }
 }
 
@@ -38,7 +40,11 @@ fn streaming(
 
 #[tokio::test(start_paused = true)]
 async fn the_body_holds_the_permit_until_its_end() {
-    let layer = BulkheadLayer::builder("downloads").max_concurrent(1).hold_permit_until_body_end().build().unwrap();
+    let layer = BulkheadLayer::builder("downloads")
+        .max_concurrent(1)
+        .hold_permit_until_body_end()
+        .build()
+        .unwrap();
     let handle = layer.handle();
     let (tx, rx) = mpsc::channel(4);
     let svc = layer.layer(streaming(rx));
@@ -60,7 +66,11 @@ async fn the_body_holds_the_permit_until_its_end() {
 
 #[tokio::test(start_paused = true)]
 async fn dropping_the_body_releases_the_permit() {
-    let layer = BulkheadLayer::builder("downloads").max_concurrent(1).hold_permit_until_body_end().build().unwrap();
+    let layer = BulkheadLayer::builder("downloads")
+        .max_concurrent(1)
+        .hold_permit_until_body_end()
+        .build()
+        .unwrap();
     let handle = layer.handle();
     let (_tx, rx) = mpsc::channel(1);
     let svc = layer.layer(streaming(rx));
@@ -72,9 +82,15 @@ async fn dropping_the_body_releases_the_permit() {
 
 #[tokio::test(start_paused = true)]
 async fn an_empty_body_holds_nothing() {
-    let layer = BulkheadLayer::builder("heads").max_concurrent(1).hold_permit_until_body_end().build().unwrap();
+    let layer = BulkheadLayer::builder("heads")
+        .max_concurrent(1)
+        .hold_permit_until_body_end()
+        .build()
+        .unwrap();
     let handle = layer.handle();
-    let svc = layer.layer(service_fn(|_: ()| async { Ok::<_, Infallible>(http::Response::new(Empty::<Bytes>::new())) }));
+    let svc = layer.layer(service_fn(|_: ()| async {
+        Ok::<_, Infallible>(http::Response::new(Empty::<Bytes>::new()))
+    }));
     let response = svc.oneshot(()).await.unwrap();
     assert!(!response.body().holds_permit());
     assert_eq!(handle.snapshot().in_flight, 0);

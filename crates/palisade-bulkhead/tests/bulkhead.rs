@@ -114,20 +114,29 @@ impl Service<u32> for Probe {
 }
 
 fn full_of(err: &BoxError) -> &BulkheadFull {
-    err.downcast_ref::<BulkheadFull>().unwrap_or_else(|| panic!("expected BulkheadFull, got {err}"))
+    err.downcast_ref::<BulkheadFull>()
+        .unwrap_or_else(|| panic!("expected BulkheadFull, got {err}"))
 }
 
 #[tokio::test(start_paused = true)]
 async fn never_more_than_the_limit_in_flight() {
     let probe = Probe::new().holding(Duration::from_millis(10));
-    let layer = BulkheadLayer::builder("db").max_concurrent(3).max_queued(100).build().unwrap();
+    let layer = BulkheadLayer::builder("db")
+        .max_concurrent(3)
+        .max_queued(100)
+        .build()
+        .unwrap();
     let svc = layer.layer(probe.clone());
     let started = Instant::now();
     let calls: Vec<_> = (0..50).map(|i| tokio::spawn(svc.clone().oneshot(i))).collect();
     for (i, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap().unwrap(), i as u32);
     }
-    assert_eq!(probe.max_seen.load(Ordering::SeqCst), 3, "the inner service saw the limit, no more");
+    assert_eq!(
+        probe.max_seen.load(Ordering::SeqCst),
+        3,
+        "the inner service saw the limit, no more"
+    );
     // 50 calls, 3 at a time, 10 ms each: 17 rounds.
     assert_eq!(started.elapsed(), Duration::from_millis(170));
     let snapshot = layer.handle().snapshot();
@@ -152,7 +161,11 @@ async fn without_a_queue_a_full_bulkhead_rejects_at_once() {
     let full = full_of(&err);
     assert_eq!(full.name(), "payments");
     assert_eq!(full.retry_after(), Duration::from_secs(7));
-    assert_eq!(probe.calls(), vec![1, 2], "the rejected call never reached the inner service");
+    assert_eq!(
+        probe.calls(),
+        vec![1, 2],
+        "the rejected call never reached the inner service"
+    );
     release.add_permits(3);
     assert_eq!(first.await.unwrap().unwrap(), 1);
     assert_eq!(second.await.unwrap().unwrap(), 2);
@@ -162,7 +175,11 @@ async fn without_a_queue_a_full_bulkhead_rejects_at_once() {
 #[tokio::test(start_paused = true)]
 async fn a_full_queue_rejects_at_once_and_queued_calls_are_served() {
     let (probe, release) = Probe::new().gated();
-    let layer = BulkheadLayer::builder("inventory").max_concurrent(1).max_queued(2).build().unwrap();
+    let layer = BulkheadLayer::builder("inventory")
+        .max_concurrent(1)
+        .max_queued(2)
+        .build()
+        .unwrap();
     let handle = layer.handle();
     let svc = layer.layer(probe.clone());
     let calls: Vec<_> = (1..=3).map(|i| tokio::spawn(svc.clone().oneshot(i))).collect();
@@ -218,14 +235,22 @@ async fn a_call_served_within_max_wait_runs() {
     settle().await;
     let started = Instant::now();
     assert_eq!(svc.oneshot(2).await.unwrap(), 2);
-    assert_eq!(started.elapsed(), Duration::from_millis(60), "30 ms waiting, 30 ms running");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(60),
+        "30 ms waiting, 30 ms running"
+    );
     assert_eq!(holder.await.unwrap().unwrap(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn waiters_are_served_first_come_first_served() {
     let (probe, release) = Probe::new().gated();
-    let layer = BulkheadLayer::builder("fifo").max_concurrent(1).max_queued(10).build().unwrap();
+    let layer = BulkheadLayer::builder("fifo")
+        .max_concurrent(1)
+        .max_queued(10)
+        .build()
+        .unwrap();
     let mut svc = layer.layer(probe.clone());
     // Calls join the queue in the order they are made; the tasks run them in
     // another order.
@@ -251,7 +276,11 @@ async fn waiters_are_served_first_come_first_served() {
 #[tokio::test(start_paused = true)]
 async fn new_callers_do_not_overtake_the_queue() {
     let (probe, release) = Probe::new().gated();
-    let layer = BulkheadLayer::builder("fair").max_concurrent(1).max_queued(1).build().unwrap();
+    let layer = BulkheadLayer::builder("fair")
+        .max_concurrent(1)
+        .max_queued(1)
+        .build()
+        .unwrap();
     let svc = layer.layer(probe.clone());
     let first = tokio::spawn(svc.clone().oneshot(1));
     settle().await;
@@ -278,7 +307,11 @@ async fn errors_release_the_permit_and_keep_their_source() {
         let result = svc.clone().oneshot(i).await;
         if i % 2 == 1 {
             let err = result.unwrap_err();
-            assert_eq!(err.downcast_ref::<OddRequest>().map(|e| e.0), Some(i), "the inner error, unchanged");
+            assert_eq!(
+                err.downcast_ref::<OddRequest>().map(|e| e.0),
+                Some(i),
+                "the inner error, unchanged"
+            );
         } else {
             assert_eq!(result.unwrap(), i);
         }
@@ -307,7 +340,11 @@ async fn dropping_a_running_call_releases_its_permit() {
 #[tokio::test(start_paused = true)]
 async fn dropping_a_queued_call_gives_its_place_to_the_next() {
     let (probe, release) = Probe::new().gated();
-    let layer = BulkheadLayer::builder("drop").max_concurrent(1).max_queued(2).build().unwrap();
+    let layer = BulkheadLayer::builder("drop")
+        .max_concurrent(1)
+        .max_queued(2)
+        .build()
+        .unwrap();
     let handle = layer.handle();
     let mut svc = layer.layer(probe.clone());
     let holder = tokio::spawn(svc.ready().await.unwrap().call(1));
@@ -330,7 +367,11 @@ async fn dropping_a_queued_call_gives_its_place_to_the_next() {
 #[tokio::test(start_paused = true)]
 async fn dropping_a_call_granted_a_permit_before_it_ran_passes_the_permit_on() {
     let (probe, release) = Probe::new().gated();
-    let layer = BulkheadLayer::builder("drop").max_concurrent(1).max_queued(2).build().unwrap();
+    let layer = BulkheadLayer::builder("drop")
+        .max_concurrent(1)
+        .max_queued(2)
+        .build()
+        .unwrap();
     let handle = layer.handle();
     let mut svc = layer.layer(probe.clone());
     let holder = tokio::spawn(svc.ready().await.unwrap().call(1));
@@ -377,7 +418,12 @@ async fn dropping_a_call_waiting_with_a_deadline_leaves_the_queue() {
 #[tokio::test(start_paused = true)]
 async fn dropped_calls_are_not_sampled_by_an_adaptive_limit() {
     let (probe, _release) = Probe::new().gated();
-    let aimd = Aimd::builder().initial_limit(4).min_limit(1).max_limit(8).build().unwrap();
+    let aimd = Aimd::builder()
+        .initial_limit(4)
+        .min_limit(1)
+        .max_limit(8)
+        .build()
+        .unwrap();
     let layer = BulkheadLayer::builder("adaptive").adaptive(aimd).build().unwrap();
     let mut svc = layer.layer(probe);
     for i in 0..4 {
@@ -394,7 +440,11 @@ async fn dropped_calls_are_not_sampled_by_an_adaptive_limit() {
 #[tokio::test(start_paused = true)]
 async fn resizing_admits_queued_calls_and_shrinking_waits_for_calls_to_finish() {
     let (probe, release) = Probe::new().gated();
-    let layer = BulkheadLayer::builder("resize").max_concurrent(1).max_queued(10).build().unwrap();
+    let layer = BulkheadLayer::builder("resize")
+        .max_concurrent(1)
+        .max_queued(10)
+        .build()
+        .unwrap();
     let handle = layer.handle();
     let svc = layer.layer(probe.clone());
     let mut tasks: Vec<_> = (1..=3).map(|i| tokio::spawn(svc.clone().oneshot(i))).collect();
@@ -408,7 +458,14 @@ async fn resizing_admits_queued_calls_and_shrinking_waits_for_calls_to_finish() 
     handle.set_max_concurrent(1).unwrap();
     tasks.extend((4..=5).map(|i| tokio::spawn(svc.clone().oneshot(i))));
     settle().await;
-    assert_eq!((handle.snapshot().in_flight, handle.snapshot().queued, handle.snapshot().limit), (3, 2, 1));
+    assert_eq!(
+        (
+            handle.snapshot().in_flight,
+            handle.snapshot().queued,
+            handle.snapshot().limit
+        ),
+        (3, 2, 1)
+    );
     // Two of three finish: still one in flight, at the new limit.
     release.add_permits(2);
     settle().await;
@@ -421,7 +478,10 @@ async fn resizing_admits_queued_calls_and_shrinking_waits_for_calls_to_finish() 
     assert_eq!(probe.calls(), vec![1, 2, 3, 4, 5]);
 
     assert_eq!(handle.set_max_concurrent(0), Err(ConfigError::MaxConcurrent(0)));
-    let adaptive = BulkheadLayer::builder("adaptive").adaptive(Aimd::builder().build().unwrap()).build().unwrap();
+    let adaptive = BulkheadLayer::builder("adaptive")
+        .adaptive(Aimd::builder().build().unwrap())
+        .build()
+        .unwrap();
     assert_eq!(adaptive.handle().set_max_concurrent(5), Err(ConfigError::AdaptiveLimit));
 }
 
@@ -438,7 +498,10 @@ async fn keyed_compartments_are_isolated_and_their_number_bounded() {
     let svc = layer.layer(probe.clone());
     let other = tokio::spawn(svc.clone().oneshot(201));
     settle().await;
-    let busy: Vec<_> = [101, 102].into_iter().map(|r| tokio::spawn(svc.clone().oneshot(r))).collect();
+    let busy: Vec<_> = [101, 102]
+        .into_iter()
+        .map(|r| tokio::spawn(svc.clone().oneshot(r)))
+        .collect();
     settle().await;
     let err = svc.clone().oneshot(103).await.unwrap_err();
     assert_eq!(full_of(&err).name(), "tenants");
@@ -498,7 +561,10 @@ async fn poll_ready_drives_the_inner_service_and_keeps_its_errors() {
     let mut svc = layer.layer(NotReady(Arc::clone(&polls)));
     let err = svc.ready().await.err().expect("a readiness error");
     assert_eq!(polls.load(Ordering::SeqCst), 2, "pending once, woken, then the error");
-    assert_eq!(err.downcast_ref::<std::io::Error>().map(|e| e.to_string()).as_deref(), Some("downstream gone"));
+    assert_eq!(
+        err.downcast_ref::<std::io::Error>().map(|e| e.to_string()).as_deref(),
+        Some("downstream gone")
+    );
     assert_eq!(layer.handle().snapshot().in_flight, 0, "readiness takes no permit");
 }
 
@@ -511,7 +577,10 @@ async fn queued_calls_run_on_the_service_that_was_polled_ready() {
     }
     impl Clone for OneCallPerReady {
         fn clone(&self) -> Self {
-            Self { ready: false, inner: self.inner.clone() }
+            Self {
+                ready: false,
+                inner: self.inner.clone(),
+            }
         }
     }
     impl Service<u32> for OneCallPerReady {
@@ -528,8 +597,15 @@ async fn queued_calls_run_on_the_service_that_was_polled_ready() {
         }
     }
     let (probe, release) = Probe::new().gated();
-    let layer = BulkheadLayer::builder("contract").max_concurrent(1).max_queued(5).build().unwrap();
-    let mut svc = layer.layer(OneCallPerReady { ready: false, inner: probe.clone() });
+    let layer = BulkheadLayer::builder("contract")
+        .max_concurrent(1)
+        .max_queued(5)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(OneCallPerReady {
+        ready: false,
+        inner: probe.clone(),
+    });
     let mut futures = Vec::new();
     for i in 0..4 {
         futures.push(tokio::spawn(svc.ready().await.unwrap().call(i)));

@@ -44,7 +44,9 @@ impl Service<()> for Exclusive {
     fn call(&mut self, _req: ()) -> Finish {
         let before = self.in_flight.fetch_add(1, Ordering::SeqCst);
         assert_eq!(before, 0, "two calls in flight behind a limit of one");
-        Finish { in_flight: Arc::clone(&self.in_flight) }
+        Finish {
+            in_flight: Arc::clone(&self.in_flight),
+        }
     }
 }
 
@@ -57,9 +59,15 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 #[test]
 fn permits_and_queue_places_are_never_lost_or_doubled() {
     model(|| {
-        let layer = BulkheadLayer::builder("loom").max_concurrent(1).max_queued(1).build().unwrap();
+        let layer = BulkheadLayer::builder("loom")
+            .max_concurrent(1)
+            .max_queued(1)
+            .build()
+            .unwrap();
         let handle = layer.handle();
-        let svc = layer.layer(Exclusive { in_flight: Arc::new(AtomicUsize::new(0)) });
+        let svc = layer.layer(Exclusive {
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        });
         let threads: Vec<_> = (0..2)
             .map(|_| {
                 let svc = svc.clone();
@@ -84,9 +92,15 @@ fn permits_and_queue_places_are_never_lost_or_doubled() {
 #[test]
 fn a_waiter_dropped_while_the_permit_is_released_loses_nothing() {
     model(|| {
-        let layer = BulkheadLayer::builder("loom").max_concurrent(1).max_queued(1).build().unwrap();
+        let layer = BulkheadLayer::builder("loom")
+            .max_concurrent(1)
+            .max_queued(1)
+            .build()
+            .unwrap();
         let handle = layer.handle();
-        let mut svc = layer.layer(Exclusive { in_flight: Arc::new(AtomicUsize::new(0)) });
+        let mut svc = layer.layer(Exclusive {
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        });
         let mut cx = Context::from_waker(Waker::noop());
         // Holds the permit, not yet polled.
         let holder = svc.call(());
@@ -109,7 +123,11 @@ fn a_waiter_dropped_while_the_permit_is_released_loses_nothing() {
 #[test]
 fn a_raised_limit_wakes_a_waiter_racing_a_release() {
     model(|| {
-        let layer = BulkheadLayer::builder("loom").max_concurrent(1).max_queued(2).build().unwrap();
+        let layer = BulkheadLayer::builder("loom")
+            .max_concurrent(1)
+            .max_queued(2)
+            .build()
+            .unwrap();
         let handle = layer.handle();
         let mut svc = layer.layer(Immediate);
         let holder = svc.call(());

@@ -18,7 +18,10 @@ fn snapshot(recorder: &DebuggingRecorder) -> Metrics {
         .into_iter()
         .map(|(key, _, _, value)| {
             let key = key.key();
-            let mut labels: Vec<_> = key.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
+            let mut labels: Vec<_> = key
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
             labels.sort();
             ((key.name().to_owned(), labels), value)
         })
@@ -28,7 +31,9 @@ fn snapshot(recorder: &DebuggingRecorder) -> Metrics {
 fn get<'a>(metrics: &'a Metrics, name: &str, labels: &[(&str, &str)]) -> &'a DebugValue {
     let mut labels: Vec<_> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     labels.sort();
-    metrics.get(&(name.to_owned(), labels.clone())).unwrap_or_else(|| panic!("no {name} {labels:?} in {metrics:?}"))
+    metrics
+        .get(&(name.to_owned(), labels.clone()))
+        .unwrap_or_else(|| panic!("no {name} {labels:?} in {metrics:?}"))
 }
 
 fn gauge(value: &DebugValue) -> f64 {
@@ -76,13 +81,27 @@ async fn gauges_counters_and_waits_are_reported_under_the_bulkhead_name() {
     let metrics = snapshot(&recorder);
     let full = [("name", "orders"), ("reason", "full")];
     let timeout = [("name", "orders"), ("reason", "timeout")];
-    assert!(matches!(get(&metrics, "palisade_bulkhead_rejections_total", &full), DebugValue::Counter(1)));
-    assert!(matches!(get(&metrics, "palisade_bulkhead_rejections_total", &timeout), DebugValue::Counter(1)));
+    assert!(matches!(
+        get(&metrics, "palisade_bulkhead_rejections_total", &full),
+        DebugValue::Counter(1)
+    ));
+    assert!(matches!(
+        get(&metrics, "palisade_bulkhead_rejections_total", &timeout),
+        DebugValue::Counter(1)
+    ));
     match get(&metrics, "palisade_bulkhead_wait_seconds", &name) {
         DebugValue::Histogram(waits) => assert_eq!(waits.iter().map(|w| w.into_inner()).collect::<Vec<_>>(), [0.04]),
         other => panic!("not a histogram: {other:?}"),
     }
-    assert_eq!(gauge(get(&metrics, "palisade_bulkhead_in_flight", &name)), -1.0, "the holder finished");
-    assert_eq!(gauge(get(&metrics, "palisade_bulkhead_queued", &name)), -1.0, "the waiter left");
+    assert_eq!(
+        gauge(get(&metrics, "palisade_bulkhead_in_flight", &name)),
+        -1.0,
+        "the holder finished"
+    );
+    assert_eq!(
+        gauge(get(&metrics, "palisade_bulkhead_queued", &name)),
+        -1.0,
+        "the waiter left"
+    );
     assert_eq!(gauge(get(&metrics, "palisade_bulkhead_limit", &name)), 4.0);
 }
