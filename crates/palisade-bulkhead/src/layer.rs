@@ -114,22 +114,17 @@ impl<C, M> Builder<C, M> {
     /// Decides which outcomes an adaptive limit counts as drops (default:
     /// any error). Local rejections of other palisade layers never count.
     pub fn classifier<C2>(self, classifier: C2) -> Builder<C2, M> {
-        Builder {
-            name: self.name,
-            limit: self.limit,
-            max_queued: self.max_queued,
-            max_wait: self.max_wait,
-            retry_after: self.retry_after,
-            max_keys: self.max_keys,
-            classifier,
-            release: PhantomData,
-        }
+        self.retype(|_| classifier)
     }
 
     /// Holds each permit until the `http::Response` body has been sent, not
     /// just until the response head is there: streamed responses then count
     /// against the limit while they stream.
     pub fn hold_permit_until_body_end(self) -> Builder<C, OnBodyEnd> {
+        self.retype(|classifier| classifier)
+    }
+
+    fn retype<C2, M2>(self, classifier: impl FnOnce(C) -> C2) -> Builder<C2, M2> {
         Builder {
             name: self.name,
             limit: self.limit,
@@ -137,7 +132,7 @@ impl<C, M> Builder<C, M> {
             max_wait: self.max_wait,
             retry_after: self.retry_after,
             max_keys: self.max_keys,
-            classifier: self.classifier,
+            classifier: classifier(self.classifier),
             release: PhantomData,
         }
     }

@@ -7,8 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_bulkhead::{Aimd, BoxError, BulkheadFull, BulkheadLayer, BulkheadTimeout, ConfigError};
+use palisade_bulkhead::future::ResponseFuture;
+use palisade_bulkhead::{
+    Aimd, BoxError, Builder, Bulkhead, BulkheadFull, BulkheadHandle, BulkheadLayer, BulkheadTimeout, ConfigError,
+    OnResponse,
+};
+use palisade_core::ErrorClassifier;
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
@@ -118,6 +124,59 @@ fn full_of(err: &BoxError) -> &BulkheadFull {
         .unwrap_or_else(|| panic!("expected BulkheadFull, got {err}"))
 }
 
+/// A bulkhead of one permit, held by call 1 until `release` gets a permit.
+struct Held {
+    svc: Bulkhead<Probe, ErrorClassifier, OnResponse>,
+    probe: Probe,
+    release: Arc<Semaphore>,
+    handle: BulkheadHandle,
+    holder: JoinHandle<Result<u32, BoxError>>,
+}
+
+impl Held {
+    async fn new(builder: Builder) -> Self {
+        let (probe, release) = Probe::new().gated();
+        let layer = builder.max_concurrent(1).build().unwrap();
+        let mut svc = layer.layer(probe.clone());
+        let holder = tokio::spawn(svc.ready().await.unwrap().call(1));
+        settle().await;
+        Self {
+            svc,
+            probe,
+            release,
+            handle: layer.handle(),
+            holder,
+        }
+    }
+
+    /// Makes call `req` (joining the queue), polled once.
+    async fn queued(&mut self, req: u32) -> Pin<Box<ResponseFuture<Probe, u32, ErrorClassifier, OnResponse>>> {
+        let mut call = Box::pin(self.svc.ready().await.unwrap().call(req));
+        assert!(futures_poll(&mut call).is_pending());
+        call
+    }
+
+    /// Lets the holder finish.
+    async fn finish_holder(self) -> Self {
+        self.release.add_permits(1);
+        let Self {
+            svc,
+            probe,
+            release,
+            handle,
+            holder,
+        } = self;
+        assert_eq!(holder.await.unwrap().unwrap(), 1);
+        Self {
+            svc,
+            probe,
+            release,
+            handle,
+            holder: tokio::spawn(async { Ok(1) }),
+        }
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn never_more_than_the_limit_in_flight() {
     let probe = Probe::new().holding(Duration::from_millis(10));
@@ -198,27 +257,21 @@ async fn a_full_queue_rejects_at_once_and_queued_calls_are_served() {
 
 #[tokio::test(start_paused = true)]
 async fn a_wait_past_max_wait_is_rejected() {
-    let probe = Probe::new().holding(Duration::from_secs(1));
-    let layer = BulkheadLayer::builder("search")
-        .max_concurrent(1)
+    let builder = BulkheadLayer::builder("search")
         .max_queued(1)
         .max_wait(Duration::from_millis(50))
-        .retry_after(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let svc = layer.layer(probe.clone());
-    let holder = tokio::spawn(svc.clone().oneshot(1));
-    settle().await;
+        .retry_after(Duration::from_secs(2));
+    let held = Held::new(builder).await;
     let started = Instant::now();
-    let err = svc.clone().oneshot(2).await.unwrap_err();
+    let err = held.svc.clone().oneshot(2).await.unwrap_err();
     assert_eq!(started.elapsed(), Duration::from_millis(50));
     let timeout = err.downcast_ref::<BulkheadTimeout>().expect("a BulkheadTimeout");
     assert_eq!(timeout.name(), "search");
     assert_eq!(timeout.waited(), Duration::from_millis(50));
     assert_eq!(timeout.retry_after(), Duration::from_secs(2));
-    assert_eq!(layer.handle().snapshot().queued, 0, "the timed-out call left the queue");
-    assert_eq!(probe.calls(), vec![1]);
-    assert_eq!(holder.await.unwrap().unwrap(), 1);
+    assert_eq!(held.handle.snapshot().queued, 0, "the timed-out call left the queue");
+    assert_eq!(held.probe.calls(), vec![1]);
+    held.finish_holder().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -275,26 +328,20 @@ async fn waiters_are_served_first_come_first_served() {
 
 #[tokio::test(start_paused = true)]
 async fn new_callers_do_not_overtake_the_queue() {
-    let (probe, release) = Probe::new().gated();
-    let layer = BulkheadLayer::builder("fair")
-        .max_concurrent(1)
-        .max_queued(1)
-        .build()
-        .unwrap();
-    let svc = layer.layer(probe.clone());
-    let first = tokio::spawn(svc.clone().oneshot(1));
+    let mut held = Held::new(BulkheadLayer::builder("fair").max_queued(2)).await;
+    let queued = tokio::spawn(held.queued(2).await);
+    let held = held.finish_holder().await;
+    // The permit went to the queued call; a newcomer queues behind it.
+    let newcomer = tokio::spawn(held.svc.clone().oneshot(3));
     settle().await;
-    let queued = tokio::spawn(svc.clone().oneshot(2));
-    settle().await;
-    // The permit goes to the queued call; a newcomer finds the queue full.
-    release.add_permits(1);
-    let err = svc.clone().oneshot(3).await.unwrap_err();
-    full_of(&err);
-    settle().await;
-    assert_eq!(probe.calls(), vec![1, 2]);
-    release.add_permits(1);
-    first.await.unwrap().unwrap();
-    queued.await.unwrap().unwrap();
+    assert_eq!(
+        (held.handle.snapshot().in_flight, held.handle.snapshot().queued),
+        (1, 1)
+    );
+    assert_eq!(held.probe.calls(), vec![1, 2]);
+    held.release.add_permits(2);
+    assert_eq!(queued.await.unwrap().unwrap(), 2);
+    assert_eq!(newcomer.await.unwrap().unwrap(), 3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -339,80 +386,51 @@ async fn dropping_a_running_call_releases_its_permit() {
 
 #[tokio::test(start_paused = true)]
 async fn dropping_a_queued_call_gives_its_place_to_the_next() {
-    let (probe, release) = Probe::new().gated();
-    let layer = BulkheadLayer::builder("drop")
-        .max_concurrent(1)
-        .max_queued(2)
-        .build()
-        .unwrap();
-    let handle = layer.handle();
-    let mut svc = layer.layer(probe.clone());
-    let holder = tokio::spawn(svc.ready().await.unwrap().call(1));
-    settle().await;
-    let mut waiting = Box::pin(svc.ready().await.unwrap().call(2));
-    assert!(futures_poll(&mut waiting).is_pending());
-    let next = tokio::spawn(svc.ready().await.unwrap().call(3));
-    settle().await;
-    assert_eq!(handle.snapshot().queued, 2);
+    let mut held = Held::new(BulkheadLayer::builder("drop").max_queued(2)).await;
+    let waiting = held.queued(2).await;
+    let next = tokio::spawn(held.queued(3).await);
+    assert_eq!(held.handle.snapshot().queued, 2);
     drop(waiting);
-    assert_eq!(handle.snapshot().queued, 1);
-    release.add_permits(2);
-    holder.await.unwrap().unwrap();
+    assert_eq!(held.handle.snapshot().queued, 1);
+    let held = held.finish_holder().await;
+    held.release.add_permits(1);
     assert_eq!(next.await.unwrap().unwrap(), 3);
-    assert_eq!(probe.calls(), vec![1, 3], "the dropped call never ran");
-    let snapshot = handle.snapshot();
+    assert_eq!(held.probe.calls(), vec![1, 3], "the dropped call never ran");
+    let snapshot = held.handle.snapshot();
     assert_eq!((snapshot.in_flight, snapshot.queued), (0, 0));
 }
 
 #[tokio::test(start_paused = true)]
 async fn dropping_a_call_granted_a_permit_before_it_ran_passes_the_permit_on() {
-    let (probe, release) = Probe::new().gated();
-    let layer = BulkheadLayer::builder("drop")
-        .max_concurrent(1)
-        .max_queued(2)
-        .build()
-        .unwrap();
-    let handle = layer.handle();
-    let mut svc = layer.layer(probe.clone());
-    let holder = tokio::spawn(svc.ready().await.unwrap().call(1));
-    settle().await;
-    let mut granted = Box::pin(svc.ready().await.unwrap().call(2));
-    assert!(futures_poll(&mut granted).is_pending());
-    let next = tokio::spawn(svc.ready().await.unwrap().call(3));
-    settle().await;
-    release.add_permits(1);
-    holder.await.unwrap().unwrap();
+    let mut held = Held::new(BulkheadLayer::builder("drop").max_queued(2)).await;
+    let granted = held.queued(2).await;
+    let next = tokio::spawn(held.queued(3).await);
+    let held = held.finish_holder().await;
     // The permit was handed to `granted`, which has not run since.
-    assert_eq!((handle.snapshot().in_flight, handle.snapshot().queued), (1, 1));
+    assert_eq!(
+        (held.handle.snapshot().in_flight, held.handle.snapshot().queued),
+        (1, 1)
+    );
     drop(granted);
-    release.add_permits(1);
+    held.release.add_permits(1);
     assert_eq!(next.await.unwrap().unwrap(), 3);
-    assert_eq!(probe.calls(), vec![1, 3]);
-    assert_eq!(handle.snapshot().in_flight, 0);
+    assert_eq!(held.probe.calls(), vec![1, 3]);
+    assert_eq!(held.handle.snapshot().in_flight, 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn dropping_a_call_waiting_with_a_deadline_leaves_the_queue() {
-    let (probe, release) = Probe::new().gated();
-    let layer = BulkheadLayer::builder("drop")
-        .max_concurrent(1)
+    let builder = BulkheadLayer::builder("drop")
         .max_queued(1)
-        .max_wait(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let handle = layer.handle();
-    let mut svc = layer.layer(probe.clone());
-    let holder = tokio::spawn(svc.ready().await.unwrap().call(1));
-    settle().await;
-    let mut waiting = Box::pin(svc.ready().await.unwrap().call(2));
-    assert!(futures_poll(&mut waiting).is_pending());
+        .max_wait(Duration::from_secs(1));
+    let mut held = Held::new(builder).await;
+    let mut waiting = held.queued(2).await;
     tokio::time::advance(Duration::from_millis(500)).await;
     assert!(futures_poll(&mut waiting).is_pending());
     drop(waiting);
-    assert_eq!(handle.snapshot().queued, 0);
-    release.add_permits(1);
-    holder.await.unwrap().unwrap();
-    assert_eq!(handle.snapshot().in_flight, 0);
+    assert_eq!(held.handle.snapshot().queued, 0);
+    let held = held.finish_holder().await;
+    assert_eq!(held.handle.snapshot().in_flight, 0);
 }
 
 #[tokio::test(start_paused = true)]
