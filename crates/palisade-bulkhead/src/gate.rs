@@ -162,6 +162,8 @@ pub(crate) struct Gate {
     /// In flight (low 32 bits) and queued (high 32 bits).
     state: AtomicU64,
     limit: AtomicUsize,
+    /// A copy of the setting, next to the counters the fast path reads.
+    max_queued: u64,
     waiters: Mutex<WaitList>,
     adaptive: Option<Mutex<Box<dyn Limit>>>,
     pub(crate) metrics: GateMetrics,
@@ -190,6 +192,7 @@ impl Gate {
         let limit = adaptive.as_ref().map_or(limit, |l| l.limit()).clamp(1, MAX_COUNT);
         metrics.limit.set(limit as f64);
         Self {
+            max_queued: settings.max_queued as u64,
             settings,
             state: AtomicU64::new(0),
             limit: AtomicUsize::new(limit),
@@ -228,12 +231,11 @@ impl Gate {
     /// place if the queue has room.
     pub(crate) fn try_admit(&self) -> Admission {
         let limit = self.limit.load(SeqCst) as u64;
-        let max_queued = self.settings.max_queued as u64;
         let mut current = self.state.load(SeqCst);
         loop {
             let (next, admission) = if queued(current) == 0 && in_flight(current) < limit {
                 (current + 1, Admission::Acquired(in_flight(current) as u32))
-            } else if queued(current) < max_queued {
+            } else if queued(current) < self.max_queued {
                 (current + QUEUED_ONE, Admission::Enqueue)
             } else {
                 self.metrics.rejected_full();
