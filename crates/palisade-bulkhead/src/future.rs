@@ -16,7 +16,7 @@ use tower_service::Service;
 
 use crate::body::PermitBody;
 use crate::error::{BoxError, BulkheadFull, BulkheadTimeout};
-use crate::gate::{Admission, Gate, Permit, Queued};
+use crate::gate::{Admission, Gate, Permit, Queued, Started};
 use crate::sync::Arc;
 
 /// Decides how long a call keeps its permit once its response is there.
@@ -172,6 +172,7 @@ pin_project! {
             #[pin]
             future: F,
             permit: Option<Permit>,
+            started: Option<Started>,
         },
         Rejected {
             error: Rejection,
@@ -269,10 +270,12 @@ where
 }
 
 fn running<S: Service<Req>, Req>(gate: Arc<Gate>, before: u32, inner: &mut S, req: Req) -> State<S, Req, S::Future> {
-    let permit = Permit::new(gate, before);
+    let started = Started::of(&gate, before);
+    let permit = Some(Permit::new(gate));
     State::Running {
         future: inner.call(req),
-        permit: Some(permit),
+        permit,
+        started,
     }
 }
 
@@ -326,26 +329,29 @@ where
                         }
                     };
                     waiter.gate.metrics.waited(since.elapsed());
-                    let permit = Permit::new(Arc::clone(&waiter.gate), before);
+                    let gate = Arc::clone(&waiter.gate);
                     let (mut svc, req) = call.take().expect("a queued call keeps its request until admitted");
-                    let future = svc.call(req);
-                    this.state.set(State::Running {
-                        future,
-                        permit: Some(permit),
-                    });
+                    this.state.set(running(gate, before, &mut svc, req));
                 }
-                StateProj::Running { future, permit } => {
+                StateProj::Running {
+                    future,
+                    permit,
+                    started,
+                } => {
                     let result = ready!(future.poll(cx)).map_err(Into::into);
-                    let mut permit = permit.take().expect("response future polled after completion");
-                    if permit.is_sampled() {
+                    let permit = permit.take().expect("response future polled after completion");
+                    if let Some(started) = *started {
                         let view = match &result {
                             Ok(response) => Ok(response),
                             Err(error) => Err(&**error as &(dyn Error + 'static)),
                         };
-                        match this.classifier.classify(view) {
-                            Outcome::Success => permit.record(false),
-                            Outcome::Failure => permit.record(true),
-                            Outcome::Ignored => {}
+                        let dropped = match this.classifier.classify(view) {
+                            Outcome::Success => Some(false),
+                            Outcome::Failure => Some(true),
+                            Outcome::Ignored => None,
+                        };
+                        if let Some(dropped) = dropped {
+                            permit.gate().sample(&started.sample(dropped));
                         }
                     }
                     return Poll::Ready(result.map(|response| M::attach(response, permit)));

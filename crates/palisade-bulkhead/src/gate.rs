@@ -385,29 +385,15 @@ impl Gate {
 /// has been sent.
 pub struct Permit {
     gate: Arc<Gate>,
-    /// When the call was admitted and the count in flight then, for adaptive limits.
-    started: Option<(tokio::time::Instant, u32)>,
 }
 
 impl Permit {
-    pub(crate) fn new(gate: Arc<Gate>, in_flight_before: u32) -> Self {
-        let started = gate
-            .is_adaptive()
-            .then(|| (tokio::time::Instant::now(), in_flight_before + 1));
-        Self { gate, started }
+    pub(crate) fn new(gate: Arc<Gate>) -> Self {
+        Self { gate }
     }
 
-    /// True when the outcome of the call should be fed to an adaptive limit.
-    pub(crate) fn is_sampled(&self) -> bool {
-        self.started.is_some()
-    }
-
-    /// Reports the call's outcome to an adaptive limit (once).
-    pub(crate) fn record(&mut self, dropped: bool) {
-        if let Some((started, in_flight)) = self.started.take() {
-            let sample = Sample::new(started.elapsed(), in_flight as usize, dropped);
-            self.gate.sample(&sample);
-        }
+    pub(crate) fn gate(&self) -> &Gate {
+        &self.gate
     }
 }
 
@@ -422,5 +408,29 @@ impl fmt::Debug for Permit {
         f.debug_struct("Permit")
             .field("bulkhead", self.gate.name())
             .finish_non_exhaustive()
+    }
+}
+
+/// When a call of an adaptive bulkhead was admitted, and the calls in flight
+/// then (itself included), for its sample.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Started {
+    at: tokio::time::Instant,
+    in_flight: u32,
+}
+
+impl Started {
+    /// Starts the clock for a call admitted with `in_flight_before` others
+    /// in flight, if `gate` is adaptive.
+    pub(crate) fn of(gate: &Gate, in_flight_before: u32) -> Option<Self> {
+        gate.is_adaptive().then(|| Self {
+            at: tokio::time::Instant::now(),
+            in_flight: in_flight_before + 1,
+        })
+    }
+
+    /// The sample of the call that started here and ended now.
+    pub(crate) fn sample(self, dropped: bool) -> Sample {
+        Sample::new(self.at.elapsed(), self.in_flight as usize, dropped)
     }
 }
