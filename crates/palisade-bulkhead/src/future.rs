@@ -1,0 +1,379 @@
+//! The response future of the bulkhead services, and what holds the permit
+//! once the response is there.
+
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use palisade_core::telemetry::bulkhead::TARGET;
+use palisade_core::{Classify, Outcome};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use crate::body::PermitBody;
+use crate::error::{BoxError, BulkheadFull, BulkheadTimeout};
+use crate::gate::{Admission, Gate, Permit, Queued, Started};
+use crate::sync::Arc;
+
+/// Decides how long a call keeps its permit once its response is there.
+///
+/// [`OnResponse`] releases it with the response; [`OnBodyEnd`] moves it into
+/// an `http::Response`'s body, released when the body has been sent.
+pub trait PermitRelease<Res>: sealed::Sealed {
+    /// The response the bulkhead returns.
+    type Response;
+
+    /// Hands `permit` over to the response, or drops it.
+    fn attach(response: Res, permit: Permit) -> Self::Response;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::OnResponse {}
+    impl Sealed for super::OnBodyEnd {}
+}
+
+/// The permit is released as soon as the inner service has answered (the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OnResponse;
+
+impl<Res> PermitRelease<Res> for OnResponse {
+    type Response = Res;
+
+    fn attach(response: Res, permit: Permit) -> Res {
+        drop(permit);
+        response
+    }
+}
+
+/// The permit is held by the `http::Response` body until it reaches its end,
+/// fails, or is dropped, so a streamed response counts against the limit
+/// while it streams.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OnBodyEnd;
+
+impl<B: http_body::Body> PermitRelease<http::Response<B>> for OnBodyEnd {
+    type Response = http::Response<PermitBody<B>>;
+
+    fn attach(response: http::Response<B>, permit: Permit) -> Self::Response {
+        response.map(|body| PermitBody::new(body, permit))
+    }
+}
+
+/// The compartment a call goes to: borrowed from a single bulkhead, or
+/// looked up (and so owned) by a keyed one.
+pub(crate) enum GateRef<'a> {
+    Shared(&'a Arc<Gate>),
+    Owned(Arc<Gate>),
+}
+
+impl GateRef<'_> {
+    fn gate(&self) -> &Gate {
+        match self {
+            GateRef::Shared(gate) => gate,
+            GateRef::Owned(gate) => gate,
+        }
+    }
+
+    fn into_arc(self) -> Arc<Gate> {
+        match self {
+            GateRef::Shared(gate) => Arc::clone(gate),
+            GateRef::Owned(gate) => gate,
+        }
+    }
+}
+
+/// A rejection, kept so that polling again answers the same.
+#[derive(Debug, Clone)]
+enum Rejection {
+    Full(BulkheadFull),
+    Timeout(BulkheadTimeout),
+}
+
+impl Rejection {
+    fn to_error(&self) -> BoxError {
+        match self {
+            Rejection::Full(full) => Box::new(full.clone()),
+            Rejection::Timeout(timeout) => Box::new(timeout.clone()),
+        }
+    }
+}
+
+/// A call's place in a queue; leaves it when dropped before being served.
+struct Waiter {
+    gate: Arc<Gate>,
+    slot: usize,
+    done: bool,
+}
+
+impl Waiter {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<u32> {
+        let before = ready!(self.gate.poll_granted(self.slot, cx));
+        self.done = true;
+        Poll::Ready(before)
+    }
+
+    /// The wait is over: keeps a permit handed over meanwhile, if any.
+    fn time_out(&mut self) -> Option<u32> {
+        self.done = true;
+        self.gate.leave_queue(self.slot, true)
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if !self.done {
+            self.gate.leave_queue(self.slot, false);
+        }
+    }
+}
+
+impl fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waiter")
+            .field("slot", &self.slot)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+pin_project! {
+    #[project = DeadlineProj]
+    enum Deadline {
+        Unbounded,
+        At { #[pin] sleep: Sleep },
+    }
+}
+
+impl Deadline {
+    fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.project() {
+            DeadlineProj::Unbounded => Poll::Pending,
+            DeadlineProj::At { sleep } => sleep.poll(cx),
+        }
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, Req, F> {
+        Waiting {
+            waiter: Waiter,
+            call: Option<(S, Req)>,
+            since: Instant,
+            #[pin]
+            deadline: Deadline,
+        },
+        Running {
+            #[pin]
+            future: F,
+            permit: Option<Permit>,
+            started: Option<Started>,
+        },
+        Rejected {
+            error: Rejection,
+        },
+    }
+}
+
+pin_project! {
+    /// The response future of [`Bulkhead`](crate::Bulkhead) and
+    /// [`KeyedBulkhead`](crate::KeyedBulkhead).
+    ///
+    /// It waits for a permit when the call was queued, calls the inner
+    /// service, and holds the permit until the inner future completes (or
+    /// hands it to the response body with [`OnBodyEnd`]). Dropping it at any
+    /// point gives back its queue place or its permit.
+    pub struct ResponseFuture<S, Req, C, M>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S, Req, S::Future>,
+        classifier: C,
+        release: PhantomData<fn() -> M>,
+    }
+}
+
+impl<S, Req, C, M> ResponseFuture<S, Req, C, M>
+where
+    S: Service<Req> + Clone,
+{
+    /// Starts a call: takes a permit at once, joins the queue, or rejects.
+    pub(crate) fn start(gate: GateRef<'_>, inner: &mut S, req: Req, classifier: &C) -> Self
+    where
+        C: Clone,
+    {
+        let state = match gate.gate().try_admit() {
+            Admission::Acquired(before) => running(gate.into_arc(), before, inner, req),
+            Admission::Full => Self::rejected_full(gate.gate()),
+            Admission::Enqueue => match gate.gate().enqueue() {
+                Queued::Granted(before) => running(gate.into_arc(), before, inner, req),
+                Queued::Waiting(slot) => {
+                    let gate = gate.into_arc();
+                    let deadline = match gate.settings.max_wait {
+                        Some(max_wait) => Deadline::At {
+                            sleep: tokio::time::sleep(max_wait),
+                        },
+                        None => Deadline::Unbounded,
+                    };
+                    // The service polled ready goes with the call; the
+                    // bulkhead keeps a fresh clone to poll next time.
+                    let fresh = inner.clone();
+                    let ready = std::mem::replace(inner, fresh);
+                    State::Waiting {
+                        waiter: Waiter {
+                            gate,
+                            slot,
+                            done: false,
+                        },
+                        call: Some((ready, req)),
+                        since: Instant::now(),
+                        deadline,
+                    }
+                }
+            },
+        };
+        Self {
+            state,
+            classifier: classifier.clone(),
+            release: PhantomData,
+        }
+    }
+
+    /// A call rejected before reaching any compartment (a keyed bulkhead
+    /// keeping as many busy keys as it may).
+    pub(crate) fn rejected(full: BulkheadFull, classifier: &C) -> Self
+    where
+        C: Clone,
+    {
+        Self {
+            state: State::Rejected {
+                error: Rejection::Full(full),
+            },
+            classifier: classifier.clone(),
+            release: PhantomData,
+        }
+    }
+
+    fn rejected_full(gate: &Gate) -> State<S, Req, S::Future> {
+        tracing::debug!(target: TARGET, name = %gate.name(), reason = "full", "bulkhead rejected a call");
+        let full = BulkheadFull::new(std::sync::Arc::clone(gate.name()), gate.settings.retry_after);
+        State::Rejected {
+            error: Rejection::Full(full),
+        }
+    }
+}
+
+fn running<S: Service<Req>, Req>(gate: Arc<Gate>, before: u32, inner: &mut S, req: Req) -> State<S, Req, S::Future> {
+    let started = Started::of(&gate, before);
+    let permit = Some(Permit::new(gate));
+    State::Running {
+        future: inner.call(req),
+        permit,
+        started,
+    }
+}
+
+impl<S, Req, C, M> Future for ResponseFuture<S, Req, C, M>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response>,
+    M: PermitRelease<S::Response>,
+{
+    type Output = Result<M::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Waiting {
+                    waiter,
+                    call,
+                    since,
+                    deadline,
+                } => {
+                    let before = match waiter.poll(cx) {
+                        Poll::Ready(before) => before,
+                        Poll::Pending => {
+                            ready!(deadline.poll_expired(cx));
+                            match waiter.time_out() {
+                                Some(before) => before,
+                                None => {
+                                    let gate = &waiter.gate;
+                                    let waited = since.elapsed();
+                                    gate.metrics.rejected_timeout(waited);
+                                    tracing::debug!(
+                                        target: TARGET,
+                                        name = %gate.name(),
+                                        reason = "timeout",
+                                        wait_ms = waited.as_millis() as u64,
+                                        "bulkhead rejected a call"
+                                    );
+                                    let timeout = BulkheadTimeout::new(
+                                        std::sync::Arc::clone(gate.name()),
+                                        waited,
+                                        gate.settings.retry_after,
+                                    );
+                                    let error = Rejection::Timeout(timeout);
+                                    let boxed = error.to_error();
+                                    this.state.set(State::Rejected { error });
+                                    return Poll::Ready(Err(boxed));
+                                }
+                            }
+                        }
+                    };
+                    waiter.gate.metrics.waited(since.elapsed());
+                    let gate = Arc::clone(&waiter.gate);
+                    let (mut svc, req) = call.take().expect("a queued call keeps its request until admitted");
+                    this.state.set(running(gate, before, &mut svc, req));
+                }
+                StateProj::Running {
+                    future,
+                    permit,
+                    started,
+                } => {
+                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    let permit = permit.take().expect("response future polled after completion");
+                    if let Some(started) = *started {
+                        let view = match &result {
+                            Ok(response) => Ok(response),
+                            Err(error) => Err(&**error as &(dyn Error + 'static)),
+                        };
+                        let dropped = match this.classifier.classify(view) {
+                            Outcome::Success => Some(false),
+                            Outcome::Failure => Some(true),
+                            Outcome::Ignored => None,
+                        };
+                        if let Some(dropped) = dropped {
+                            permit.gate().sample(&started.sample(dropped));
+                        }
+                    }
+                    return Poll::Ready(result.map(|response| M::attach(response, permit)));
+                }
+                StateProj::Rejected { error } => return Poll::Ready(Err(error.to_error())),
+            }
+        }
+    }
+}
+
+impl<S, Req, C, M> fmt::Debug for ResponseFuture<S, Req, C, M>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Waiting { .. } => "waiting",
+            State::Running { .. } => "running",
+            State::Rejected { .. } => "rejected",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}

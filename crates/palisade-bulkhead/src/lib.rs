@@ -1,0 +1,190 @@
+//! A bulkhead for tower services: each downstream, route or tenant gets its
+//! own compartment of concurrency, so one slow dependency cannot take the
+//! workers and connections every other request needs.
+//!
+//! A compartment lets at most `max_concurrent` calls in flight. A call that
+//! finds every permit taken waits in a first-come first-served queue of at
+//! most `max_queued` calls, for at most `max_wait`; when the queue is full
+//! the call fails at once with [`BulkheadFull`], and when its wait runs out
+//! it fails with [`BulkheadTimeout`]. Both carry the bulkhead's name and a
+//! retry hint, and palisade-core maps both to `503 Service Unavailable` with
+//! `Retry-After` and an RFC 9457 problem body.
+//!
+//! The permit is taken by the response future, not in `poll_ready`: axum
+//! and hyper call a service without waiting for readiness, so a limit taken
+//! in `poll_ready` would not limit them. `poll_ready` drives the inner
+//! service's readiness only. The permit is released when the call completes,
+//! fails, or its future is dropped at any point, queued or running; with
+//! [`Builder::hold_permit_until_body_end`] an `http::Response`'s body holds it
+//! until the body has been sent.
+//!
+//! # Modes
+//!
+//! - **Fixed** ([`Builder::max_concurrent`]): a limit an operator can change
+//!   at run time through [`BulkheadHandle::set_max_concurrent`]. A larger
+//!   limit admits queued calls at once; a smaller one lets the calls in
+//!   flight finish and admits no new call until fewer than the new limit run.
+//! - **Keyed** ([`Builder::build_keyed`]): one compartment per key of the
+//!   request (downstream host, tenant, route), each with the full limit and
+//!   queue, at most `max_keys` kept. At that bound, compartments nobody is
+//!   using are forgotten to make room; if every kept key is busy, a new key
+//!   is rejected with [`BulkheadFull`], so the memory a flood of keys can take
+//!   stays bounded.
+//! - **Adaptive** ([`Builder::adaptive`]): the limit follows the downstream,
+//!   set after every completed call by a [`Limit`] algorithm between its
+//!   minimum and maximum: [`Aimd`] or [`Gradient2`] (after Netflix's
+//!   concurrency-limits), or your own. The [classifier](Builder::classifier)
+//!   decides which outcomes are drops (default: any error; use
+//!   `palisade_core::HttpClassifier` to count 5xx, 408 and 429 responses);
+//!   local rejections of other palisade layers and cancelled calls are not
+//!   sampled at all. The current limit is in the handle and the
+//!   `palisade_bulkhead_limit` gauge.
+//!
+//! # Defaults, and why
+//!
+//! | setting | default | why |
+//! |---|---|---|
+//! | `max_concurrent` | 10 | a small compartment; size it from the downstream's capacity (its pool, its workers) |
+//! | `max_queued` | 0 | a server sheds load at once instead of piling up requests that will time out anyway; give clients a short queue |
+//! | `max_wait` | none | only matters with a queue; set it below the caller's own timeout |
+//! | `retry_after` | 1 s | the hint sent as `Retry-After`: a compartment drains in about a call's duration |
+//! | `max_keys` | 1024 | enough for hosts or routes; raise it for tenants |
+//! | classifier | `ErrorClassifier` | only used by adaptive limits |
+//! | `Aimd` | initial 20, min 1, max 200, backoff 0.9, timeout 5 s | Netflix's values, with a minimum of 1 so a failing downstream is probed by one call |
+//! | `Gradient2` | initial 20, min 1, max 200, smoothing 0.2, tolerance 1.5, long window 600, queue size 4 | Netflix's values, same minimum |
+//!
+//! `build()` rejects impossible settings with a [`ConfigError`]: a limit of
+//! 0, a zero `max_wait` (use `max_queued(0)` to never wait), zero
+//! `max_keys`, adaptive bounds outside `1 ≤ min ≤ initial ≤ max`.
+//! `max_wait` uses a Tokio timer, so a bulkhead with a `max_wait` must run
+//! inside a Tokio runtime with its timer enabled.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade_bulkhead::{BulkheadFull, BulkheadLayer};
+//! use tower::{service_fn, Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), palisade_bulkhead::BoxError> {
+//! let payments = BulkheadLayer::builder("payments")
+//!     .max_concurrent(2)
+//!     .max_queued(4)
+//!     .max_wait(Duration::from_millis(100))
+//!     .build()?;
+//! let handle = payments.handle();
+//! let charge = payments.layer(service_fn(|cents: u64| async move {
+//!     Ok::<_, std::io::Error>(format!("charged {cents}"))
+//! }));
+//!
+//! assert_eq!(charge.clone().oneshot(250).await?, "charged 250");
+//! assert_eq!(handle.snapshot().in_flight, 0);
+//!
+//! // Callers find the rejections by type, wherever they were wrapped.
+//! let no_queue = BulkheadLayer::builder("reports").max_concurrent(1).build()?;
+//! let report = no_queue.layer(service_fn(|_: ()| std::future::pending::<Result<(), std::io::Error>>()));
+//! let running = tokio::spawn(report.clone().oneshot(()));
+//! tokio::task::yield_now().await;
+//! let err = report.oneshot(()).await.unwrap_err();
+//! assert_eq!(err.downcast_ref::<BulkheadFull>().unwrap().name(), "reports");
+//! # running.abort();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! With axum, one bulkhead per route, rejections answered as problem+json:
+//!
+//! ```
+//! use axum::{error_handling::HandleErrorLayer, routing::get, Router};
+//! use palisade_bulkhead::BulkheadLayer;
+//! use tower::ServiceBuilder;
+//!
+//! let reports = BulkheadLayer::builder("reports").max_concurrent(8).build().unwrap();
+//! let app: Router = Router::new().route(
+//!     "/reports",
+//!     get(|| async { "report" }).layer(
+//!         ServiceBuilder::new()
+//!             .layer(HandleErrorLayer::new(palisade_core::problem::handle_error))
+//!             .layer(reports),
+//!     ),
+//! );
+//! # let _ = app;
+//! ```
+//!
+//! Keyed by tenant, adaptive:
+//!
+//! ```
+//! use palisade_bulkhead::{BulkheadLayer, Gradient2};
+//!
+//! let limit = Gradient2::builder().min_limit(2).initial_limit(10).max_limit(100).build().unwrap();
+//! let per_tenant = BulkheadLayer::builder("tenants")
+//!     .adaptive(limit)
+//!     .max_keys(10_000)
+//!     .build_keyed(|req: &http::Request<()>| {
+//!         req.headers().get("x-tenant").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+//!     })
+//!     .unwrap();
+//! # let _ = per_tenant;
+//! ```
+//!
+//! # Order with the other layers
+//!
+//! - Client stack: total deadline → retry → circuit breaker → **bulkhead** →
+//!   per-attempt timeout → the HTTP client. Each attempt takes its own
+//!   permit, so a request waiting in retry backoff holds none; the breaker
+//!   and the retry policy treat [`BulkheadFull`] and [`BulkheadTimeout`] as
+//!   local rejections (not a downstream failure, not retried).
+//! - Server stack: tracing → webhook verify → idempotency → outbox hook →
+//!   **bulkhead** (per route or tenant) → timeout → handler. Put axum's
+//!   `HandleErrorLayer::new(palisade_core::problem::handle_error)` directly
+//!   above it. A timeout inside the bulkhead bounds how long a permit is
+//!   held; a replayed idempotent response, outside it, takes no permit.
+//!
+//! # Telemetry
+//!
+//! Metrics, through the `metrics` facade (names in
+//! `palisade_core::telemetry::bulkhead`), labelled with the bulkhead's
+//! `name`: `palisade_bulkhead_in_flight` and `palisade_bulkhead_queued`
+//! (gauges), `palisade_bulkhead_limit` (gauge), `palisade_bulkhead_rejections_total`
+//! (counter, `reason` = `full` or `timeout`) and `palisade_bulkhead_wait_seconds`
+//! (histogram of the time queued calls waited, admitted or not). Handles are
+//! registered when the layer is built, so install the recorder first. A
+//! keyed bulkhead reports the sums over its keys; its limit gauge shows the
+//! last limit set on any key. Rejections are logged at `debug` under the
+//! target `palisade::bulkhead` with the fields `name`, `reason` and `wait_ms`.
+//!
+//! [`BulkheadHandle::snapshot`] and [`KeyedBulkheadHandle::snapshots`] give
+//! the limit, calls in flight and queued, for a health endpoint.
+//!
+//! # Performance
+//!
+//! BENCHMARK_FIGURES
+//!
+//! # Cost model
+//!
+//! An admitted call costs one compare-and-swap on a word holding both the
+//! in-flight and the queued count, one reference-count increment, and one
+//! `fetch_sub` when it ends; it allocates nothing. The queue (a mutex and a
+//! FIFO of reusable slots) is touched only when someone waits. A keyed
+//! bulkhead adds a read-locked hash lookup; an adaptive one reads the clock
+//! twice and updates its limit under a mutex when a call ends.
+
+mod body;
+mod error;
+pub mod future;
+mod gate;
+mod handle;
+mod layer;
+pub mod limit;
+mod service;
+mod sync;
+
+pub use body::PermitBody;
+pub use error::{BoxError, BulkheadFull, BulkheadTimeout, ConfigError};
+pub use future::{OnBodyEnd, OnResponse, PermitRelease};
+pub use gate::Permit;
+pub use handle::{BulkheadHandle, KeyedBulkheadHandle, Snapshot};
+pub use layer::{Builder, BulkheadLayer, KeyedBulkheadLayer};
+pub use limit::{Aimd, Gradient2, Limit, Sample};
+pub use service::{Bulkhead, KeyedBulkhead};
