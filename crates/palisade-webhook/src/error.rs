@@ -2,10 +2,9 @@
 //!
 //! None of them ever carries a secret, a key or a signature.
 
-use std::borrow::Cow;
 use std::fmt;
 
-use http::StatusCode;
+use http::{HeaderName, StatusCode};
 use palisade_core::Problem;
 
 /// An impossible configuration, reported by the builders' `build()`.
@@ -81,6 +80,17 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order.
+    pub(crate) const ALL: [Self; 7] = [
+        Self::MissingHeader,
+        Self::MalformedHeader,
+        Self::StaleTimestamp,
+        Self::BadSignature,
+        Self::BodyTooLarge,
+        Self::BodyUnreadable,
+        Self::ReplayStoreUnavailable,
+    ];
+
     /// The label used in metrics (`outcome`) and logs (`reason`).
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -133,7 +143,7 @@ impl Reason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     reason: Reason,
-    header: Option<Cow<'static, str>>,
+    header: Option<HeaderName>,
 }
 
 impl Rejection {
@@ -141,17 +151,10 @@ impl Rejection {
         Self { reason, header: None }
     }
 
-    pub(crate) fn header(reason: Reason, header: &http::HeaderName) -> Self {
+    pub(crate) fn header(reason: Reason, header: &HeaderName) -> Self {
         Self {
             reason,
-            header: Some(Cow::Owned(header.as_str().to_owned())),
-        }
-    }
-
-    pub(crate) const fn static_header(reason: Reason, header: &'static str) -> Self {
-        Self {
-            reason,
-            header: Some(Cow::Borrowed(header)),
+            header: Some(header.clone()),
         }
     }
 
@@ -162,7 +165,7 @@ impl Rejection {
 
     /// The header at fault, for missing and malformed headers.
     pub fn header_name(&self) -> Option<&str> {
-        self.header.as_deref()
+        self.header.as_ref().map(HeaderName::as_str)
     }
 
     /// The HTTP status: 400, 401, 413 or 503.
@@ -177,7 +180,7 @@ impl Rejection {
             .with_type(self.reason.problem_type())
             .with_title(self.reason.title());
         match &self.header {
-            Some(name) => problem.with_detail(format!("Check the {name} header.")),
+            Some(name) => problem.with_detail(format!("Check the {} header.", name.as_str())),
             None => problem,
         }
     }

@@ -11,13 +11,13 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Full;
 use palisade_core::BoxError;
-use palisade_core::telemetry::{LABEL_NAME, LABEL_OUTCOME, LABEL_SCHEME, webhook};
+use palisade_core::telemetry::webhook;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::{CollectError, Collector};
 use crate::error::{Reason, Rejection};
-use crate::layer::Shared;
+use crate::layer::{Outcome, Shared};
 use crate::replay::{ClaimFuture, ReplayStore};
 use crate::scheme::SchemeKind;
 use crate::sign::Signer;
@@ -127,27 +127,17 @@ where
 }
 
 impl Shared {
-    fn record(&self, outcome: &'static str) {
-        metrics::counter!(
-            webhook::VERIFICATIONS_TOTAL,
-            LABEL_NAME => self.name.clone(),
-            LABEL_SCHEME => self.verifier.scheme().as_str(),
-            LABEL_OUTCOME => outcome,
-        )
-        .increment(1);
-    }
-
     fn answer<ResBody: From<Bytes>>(&self, answer: Answer) -> Response<ResBody> {
         let scheme = self.verifier.scheme().as_str();
         match answer {
             Answer::Rejected(rejection) => {
+                self.counters.increment(Outcome::Rejected(rejection.reason()));
                 let reason = rejection.reason().as_str();
-                self.record(reason);
                 tracing::info!(target: webhook::TARGET, name = &*self.name, scheme, reason, "webhook rejected");
                 rejection.to_problem().into_response()
             }
             Answer::Duplicate => {
-                self.record("duplicate");
+                self.counters.increment(Outcome::Duplicate);
                 tracing::debug!(target: webhook::TARGET, name = &*self.name, scheme, "webhook already accepted");
                 let mut res = Response::new(ResBody::from(Bytes::new()));
                 *res.status_mut() = StatusCode::OK;
@@ -205,11 +195,14 @@ where
                         Err(rejection) => return Poll::Ready(Ok(this.shared.answer(Answer::Rejected(rejection)))),
                     };
                     let replay = this.shared.replay.as_ref();
-                    if replay.is_some() && verified.scheme == SchemeKind::Stripe {
-                        verified.id = stripe_event_id(&bytes);
+                    if replay.is_some()
+                        && verified.scheme() == SchemeKind::Stripe
+                        && let Some(id) = stripe_event_id(&bytes)
+                    {
+                        verified.set_id(&id);
                     }
-                    let key = match (replay, &verified.id) {
-                        (Some(_), Some(id)) => Some(format!("{}:{id}", verified.scheme.as_str())),
+                    let key = match (replay, verified.id()) {
+                        (Some(_), Some(id)) => Some(format!("{}:{id}", verified.scheme().as_str())),
                         _ => None,
                     };
                     parts.extensions.insert(verified);
@@ -223,7 +216,7 @@ where
                             inner: Some(inner),
                         },
                         _ => {
-                            this.shared.record("verified");
+                            this.shared.counters.increment(Outcome::Verified);
                             let mut inner = inner;
                             VerifyState::Call {
                                 future: inner.call(request),
@@ -249,7 +242,7 @@ where
                     };
                     match first {
                         Ok(true) => {
-                            this.shared.record("verified");
+                            this.shared.counters.increment(Outcome::Verified);
                             let claimed = Claimed {
                                 store,
                                 key,

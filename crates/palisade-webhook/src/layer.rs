@@ -4,11 +4,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::SharedString;
+use metrics::{Key, Label, Metadata, SharedString};
+use palisade_core::telemetry::{LABEL_NAME, LABEL_OUTCOME, LABEL_SCHEME, webhook};
 use tower_layer::Layer;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, Reason};
 use crate::replay::ReplayStore;
+use crate::scheme::SchemeKind;
 use crate::service::{SignService, VerifyService};
 use crate::sign::Signer;
 use crate::verify::Verifier;
@@ -31,6 +33,52 @@ pub(crate) struct Shared {
     pub(crate) replay: Option<Arc<dyn ReplayStore>>,
     pub(crate) replay_window: Duration,
     pub(crate) name: SharedString,
+    pub(crate) counters: Counters,
+}
+
+/// The counter keys of every outcome, built once so a request allocates no labels.
+pub(crate) struct Counters {
+    verified: Key,
+    duplicate: Key,
+    rejected: [Key; Reason::ALL.len()],
+}
+
+/// The outcome a request is counted under.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outcome {
+    Verified,
+    Duplicate,
+    Rejected(Reason),
+}
+
+impl Counters {
+    fn new(name: &SharedString, scheme: SchemeKind) -> Self {
+        let key = |outcome: &'static str| {
+            Key::from_parts(
+                webhook::VERIFICATIONS_TOTAL,
+                vec![
+                    Label::new(LABEL_NAME, name.clone()),
+                    Label::from_static_parts(LABEL_SCHEME, scheme.as_str()),
+                    Label::from_static_parts(LABEL_OUTCOME, outcome),
+                ],
+            )
+        };
+        Self {
+            verified: key("verified"),
+            duplicate: key("duplicate"),
+            rejected: Reason::ALL.map(|reason| key(reason.as_str())),
+        }
+    }
+
+    pub(crate) fn increment(&self, outcome: Outcome) {
+        static METADATA: Metadata<'static> = Metadata::new(webhook::TARGET, metrics::Level::INFO, Some(module_path!()));
+        let key = match outcome {
+            Outcome::Verified => &self.verified,
+            Outcome::Duplicate => &self.duplicate,
+            Outcome::Rejected(reason) => &self.rejected[reason as usize],
+        };
+        metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA).increment(1));
+    }
 }
 
 impl fmt::Debug for VerifyLayer {
@@ -156,6 +204,7 @@ impl VerifyLayerBuilder {
             Some(name) => SharedString::from_shared(Arc::<str>::from(name)),
             None => SharedString::const_str(verifier.scheme().as_str()),
         };
+        let counters = Counters::new(&name, verifier.scheme());
         VerifyLayer {
             shared: Arc::new(Shared {
                 verifier,
@@ -163,6 +212,7 @@ impl VerifyLayerBuilder {
                 replay: self.replay,
                 replay_window,
                 name,
+                counters,
             }),
         }
     }

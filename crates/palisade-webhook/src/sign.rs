@@ -63,7 +63,7 @@ pub struct Signed {
 ///
 /// let verifier = Verifier::builder(Scheme::StandardWebhooks).secret(secret).build()?;
 /// let verified = verifier.verify(&headers, b"{\"event\":\"ping\"}")?;
-/// assert_eq!(verified.id, signed.id);
+/// assert_eq!(verified.id(), signed.id.as_deref());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
@@ -250,9 +250,9 @@ impl Signer {
 
     fn id_header(&self) -> Option<HeaderName> {
         match &self.inner.scheme {
-            Compiled::StandardWebhooks => Some(HeaderName::from_static(headers::WEBHOOK_ID)),
-            Compiled::GitHub => Some(HeaderName::from_static(headers::GITHUB_DELIVERY)),
-            Compiled::Shopify => Some(HeaderName::from_static(headers::SHOPIFY_WEBHOOK_ID)),
+            Compiled::StandardWebhooks => Some(headers::WEBHOOK_ID.clone()),
+            Compiled::GitHub => Some(headers::GITHUB_DELIVERY.clone()),
+            Compiled::Shopify => Some(headers::SHOPIFY_WEBHOOK_ID.clone()),
             Compiled::Stripe | Compiled::Slack => None,
             Compiled::Generic(g) => g.id_header.clone(),
         }
@@ -282,8 +282,8 @@ impl Signer {
                         push_item(&mut value, " ", "v1a,", &STANDARD.encode(key.sign(&message).to_bytes()));
                     }
                 }
-                headers.insert(headers::WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
-                Some((HeaderName::from_static(headers::WEBHOOK_SIGNATURE), value))
+                headers.insert(headers::WEBHOOK_TIMESTAMP.clone(), HeaderValue::from(timestamp));
+                Some((headers::WEBHOOK_SIGNATURE.clone(), value))
             }
             Compiled::Stripe => {
                 let mut value = format!("t={ts}");
@@ -295,27 +295,20 @@ impl Signer {
                         &hex::encode(mac(key, &[ts.as_bytes(), b".", body])),
                     );
                 }
-                Some((HeaderName::from_static(headers::STRIPE_SIGNATURE), value))
+                Some((headers::STRIPE_SIGNATURE.clone(), value))
             }
-            Compiled::GitHub => first_hex().map(|sig| {
-                (
-                    HeaderName::from_static(headers::GITHUB_SIGNATURE),
-                    format!("sha256={sig}"),
-                )
-            }),
+            Compiled::GitHub => first_hex().map(|sig| (headers::GITHUB_SIGNATURE.clone(), format!("sha256={sig}"))),
             Compiled::Slack => {
-                headers.insert(headers::SLACK_TIMESTAMP, HeaderValue::from(timestamp));
+                headers.insert(headers::SLACK_TIMESTAMP.clone(), HeaderValue::from(timestamp));
                 inner.hmac_keys.first().map(|key| {
                     let sig = hex::encode(mac(key, &[b"v0:", ts.as_bytes(), b":", body]));
-                    (HeaderName::from_static(headers::SLACK_SIGNATURE), format!("v0={sig}"))
+                    (headers::SLACK_SIGNATURE.clone(), format!("v0={sig}"))
                 })
             }
-            Compiled::Shopify => inner.hmac_keys.first().map(|key| {
-                (
-                    HeaderName::from_static(headers::SHOPIFY_HMAC),
-                    STANDARD.encode(mac(key, &[body])),
-                )
-            }),
+            Compiled::Shopify => inner
+                .hmac_keys
+                .first()
+                .map(|key| (headers::SHOPIFY_HMAC.clone(), STANDARD.encode(mac(key, &[body])))),
             Compiled::Generic(g) => {
                 let content: Vec<&[u8]> = g
                     .template

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::Mac;
-use http::{HeaderMap, HeaderName};
+use http::header::GetAll;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use subtle::ConstantTimeEq;
 
 use crate::clock::{Clock, ClockDebug, SystemClock};
@@ -22,36 +23,65 @@ pub const MAX_SIGNATURES: usize = 16;
 
 const MAX_ED25519_SIGNATURES: usize = 4;
 
+/// The schemes' header names, parsed once: a lookup by `HeaderName` skips
+/// the parsing a lookup by `&str` does on every request.
 pub(crate) mod headers {
-    pub(crate) const WEBHOOK_ID: &str = "webhook-id";
-    pub(crate) const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
-    pub(crate) const WEBHOOK_SIGNATURE: &str = "webhook-signature";
-    pub(crate) const SVIX_ID: &str = "svix-id";
-    pub(crate) const SVIX_TIMESTAMP: &str = "svix-timestamp";
-    pub(crate) const SVIX_SIGNATURE: &str = "svix-signature";
-    pub(crate) const STRIPE_SIGNATURE: &str = "stripe-signature";
-    pub(crate) const GITHUB_SIGNATURE: &str = "x-hub-signature-256";
-    pub(crate) const GITHUB_DELIVERY: &str = "x-github-delivery";
-    pub(crate) const SLACK_SIGNATURE: &str = "x-slack-signature";
-    pub(crate) const SLACK_TIMESTAMP: &str = "x-slack-request-timestamp";
-    pub(crate) const SHOPIFY_HMAC: &str = "x-shopify-hmac-sha256";
-    pub(crate) const SHOPIFY_WEBHOOK_ID: &str = "x-shopify-webhook-id";
+    use http::HeaderName;
+
+    pub(crate) static WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+    pub(crate) static WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+    pub(crate) static WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+    pub(crate) static SVIX_ID: HeaderName = HeaderName::from_static("svix-id");
+    pub(crate) static SVIX_TIMESTAMP: HeaderName = HeaderName::from_static("svix-timestamp");
+    pub(crate) static SVIX_SIGNATURE: HeaderName = HeaderName::from_static("svix-signature");
+    pub(crate) static STRIPE_SIGNATURE: HeaderName = HeaderName::from_static("stripe-signature");
+    pub(crate) static GITHUB_SIGNATURE: HeaderName = HeaderName::from_static("x-hub-signature-256");
+    pub(crate) static GITHUB_DELIVERY: HeaderName = HeaderName::from_static("x-github-delivery");
+    pub(crate) static SLACK_SIGNATURE: HeaderName = HeaderName::from_static("x-slack-signature");
+    pub(crate) static SLACK_TIMESTAMP: HeaderName = HeaderName::from_static("x-slack-request-timestamp");
+    pub(crate) static SHOPIFY_HMAC: HeaderName = HeaderName::from_static("x-shopify-hmac-sha256");
+    pub(crate) static SHOPIFY_WEBHOOK_ID: HeaderName = HeaderName::from_static("x-shopify-webhook-id");
 }
 
 /// What verification established; the layer puts it in the request's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
+    scheme: SchemeKind,
+    // The header's own value: cloning it shares the request's bytes instead of copying.
+    id: Option<HeaderValue>,
+    timestamp: Option<u64>,
+    key_index: usize,
+}
+
+impl Verified {
     /// The scheme that verified the message.
-    pub scheme: SchemeKind,
-    /// The message id, where the scheme has one in a header (Stripe's event
-    /// id is in the body: see [`stripe_event_id`]; the layer fills it in when
-    /// replay protection is on).
-    pub id: Option<String>,
+    pub fn scheme(&self) -> SchemeKind {
+        self.scheme
+    }
+
+    /// The message id, where the scheme has one in a header (`webhook-id`,
+    /// `X-GitHub-Delivery`, `X-Shopify-Webhook-Id`, a generic id header).
+    /// Stripe's event id is in the body (see [`stripe_event_id`]); the layer
+    /// fills it in when replay protection is on.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_ref().and_then(|id| id.to_str().ok())
+    }
+
     /// The signed Unix timestamp, where the scheme signs one.
-    pub timestamp: Option<u64>,
-    /// Which configured secret or public key verified it (0 is the first
-    /// configured), to see when an old secret can be retired.
-    pub key_index: usize,
+    pub fn timestamp(&self) -> Option<u64> {
+        self.timestamp
+    }
+
+    /// Which configured key verified the message: secrets count from 0 in the
+    /// order they were added, then public keys after them. Shows when an old
+    /// secret stops being used and can be retired.
+    pub fn key_index(&self) -> usize {
+        self.key_index
+    }
+
+    pub(crate) fn set_id(&mut self, id: &str) {
+        self.id = HeaderValue::from_str(id).ok();
+    }
 }
 
 /// Verifies webhook signatures of one scheme against one or more secrets or keys.
@@ -71,7 +101,7 @@ pub struct Verified {
 ///     "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17".parse()?,
 /// );
 /// let verified = verifier.verify(&headers, b"Hello, World!")?;
-/// assert_eq!(verified.key_index, 0);
+/// assert_eq!(verified.key_index(), 0);
 /// assert!(verifier.verify(&headers, b"Hello, World?").is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -242,11 +272,12 @@ impl VerifierBuilder {
 }
 
 /// The parts of the headers verification needs, borrowed from them.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct HeaderFacts<'h> {
-    id: Option<&'h [u8]>,
-    timestamp: Option<(&'h [u8], u64)>,
-    signature: &'static str,
+#[derive(Debug)]
+pub(crate) struct HeaderFacts<'a> {
+    id: Option<&'a HeaderValue>,
+    timestamp: Option<(&'a [u8], u64)>,
+    signatures: GetAll<'a, HeaderValue>,
+    signature_name: &'a HeaderName,
 }
 
 /// The signatures found in a header, decoded into fixed arrays.
@@ -370,9 +401,9 @@ impl Verifier {
     pub fn verify_at(&self, headers: &HeaderMap, body: &[u8], now: u64) -> Result<Verified, Rejection> {
         let facts = self.check_headers(headers, now)?;
         let mut candidates = Candidates::new();
-        self.collect_signatures(headers, &facts, &mut candidates)?;
+        self.collect_signatures(&facts, &mut candidates)?;
         let timestamp_text = facts.timestamp.map_or(&[][..], |(text, _)| text);
-        let id = facts.id.unwrap_or_default();
+        let id = facts.id.map_or(&[][..], HeaderValue::as_bytes);
         let mut content = Content::new();
         match &self.inner.scheme {
             Compiled::StandardWebhooks => {
@@ -404,14 +435,14 @@ impl Verifier {
         }
         let key_index = self.matching_key(&content, &candidates).ok_or_else(|| {
             if candidates.is_empty() && candidates.malformed {
-                self.malformed_signature(&facts)
+                Rejection::header(Reason::MalformedHeader, facts.signature_name)
             } else {
                 Rejection::new(Reason::BadSignature)
             }
         })?;
         Ok(Verified {
             scheme: self.scheme(),
-            id: facts.id.map(|id| String::from_utf8_lossy(id).into_owned()),
+            id: facts.id.cloned(),
             timestamp: facts.timestamp.map(|(_, ts)| ts),
             key_index,
         })
@@ -419,122 +450,113 @@ impl Verifier {
 
     /// Checks what can be checked before the body arrives: the headers are
     /// there and the timestamp is an integer within the tolerance.
-    pub(crate) fn check_headers<'h>(&self, headers: &'h HeaderMap, now: u64) -> Result<HeaderFacts<'h>, Rejection> {
+    pub(crate) fn check_headers<'a>(&'a self, headers: &'a HeaderMap, now: u64) -> Result<HeaderFacts<'a>, Rejection> {
         use self::headers::*;
-        let required = |name: &'static str| {
+        let signatures = |name: &'a HeaderName| {
+            let all = headers.get_all(name);
+            if all.iter().next().is_none() {
+                Err(Rejection::header(Reason::MissingHeader, name))
+            } else {
+                Ok(all)
+            }
+        };
+        let required = |name: &'a HeaderName| {
             headers
                 .get(name)
-                .map(|v| v.as_bytes())
-                .ok_or(Rejection::static_header(Reason::MissingHeader, name))
+                .ok_or_else(|| Rejection::header(Reason::MissingHeader, name))
+        };
+        // An id must be visible ASCII to be compared, stored and shown.
+        let id_text = |value: &'a HeaderValue, name: &HeaderName| {
+            if value.is_empty() || value.to_str().is_err() {
+                Err(Rejection::header(Reason::MalformedHeader, name))
+            } else {
+                Ok(value)
+            }
+        };
+        let optional_id = |name: &HeaderName| headers.get(name).filter(|v| !v.is_empty() && v.to_str().is_ok());
+        let timestamp = |value: &'a HeaderValue, name: &HeaderName| {
+            let text = value.as_bytes();
+            parse_timestamp(text)
+                .map(|ts| (text, ts))
+                .ok_or_else(|| Rejection::header(Reason::MalformedHeader, name))
         };
         let facts = match &self.inner.scheme {
             Compiled::StandardWebhooks => {
-                let (id, ts, sig) = if headers.contains_key(WEBHOOK_SIGNATURE) || !headers.contains_key(SVIX_SIGNATURE)
-                {
-                    (WEBHOOK_ID, WEBHOOK_TIMESTAMP, WEBHOOK_SIGNATURE)
-                } else {
-                    (SVIX_ID, SVIX_TIMESTAMP, SVIX_SIGNATURE)
-                };
-                required(sig)?;
-                let id_value = required(id)?;
-                if id_value.is_empty() {
-                    return Err(Rejection::static_header(Reason::MalformedHeader, id));
-                }
-                let ts_value = required(ts)?;
-                let parsed = parse_timestamp(ts_value).ok_or(Rejection::static_header(Reason::MalformedHeader, ts))?;
+                let (id_name, ts_name, sig_name) =
+                    if !headers.contains_key(&WEBHOOK_SIGNATURE) && headers.contains_key(&SVIX_SIGNATURE) {
+                        (&SVIX_ID, &SVIX_TIMESTAMP, &SVIX_SIGNATURE)
+                    } else {
+                        (&WEBHOOK_ID, &WEBHOOK_TIMESTAMP, &WEBHOOK_SIGNATURE)
+                    };
+                let signatures = signatures(sig_name)?;
+                let id = id_text(required(id_name)?, id_name)?;
+                let timestamp = timestamp(required(ts_name)?, ts_name)?;
                 HeaderFacts {
-                    id: Some(id_value),
-                    timestamp: Some((ts_value, parsed)),
-                    signature: sig,
+                    id: Some(id),
+                    timestamp: Some(timestamp),
+                    signatures,
+                    signature_name: sig_name,
                 }
             }
             Compiled::Stripe => {
-                required(STRIPE_SIGNATURE)?;
-                let mut timestamp = None;
-                for value in headers.get_all(STRIPE_SIGNATURE) {
+                let signatures = signatures(&STRIPE_SIGNATURE)?;
+                let malformed = || Rejection::header(Reason::MalformedHeader, &STRIPE_SIGNATURE);
+                let mut found = None;
+                for value in signatures.iter() {
                     for item in value.as_bytes().split(|&b| b == b',') {
                         if let Some(ts) = item.trim_ascii().strip_prefix(b"t=") {
-                            let parsed = parse_timestamp(ts)
-                                .ok_or(Rejection::static_header(Reason::MalformedHeader, STRIPE_SIGNATURE))?;
-                            if timestamp.replace((ts, parsed)).is_some() {
-                                return Err(Rejection::static_header(Reason::MalformedHeader, STRIPE_SIGNATURE));
+                            let parsed = parse_timestamp(ts).ok_or_else(malformed)?;
+                            if found.replace((ts, parsed)).is_some() {
+                                return Err(malformed());
                             }
                         }
                     }
                 }
-                let timestamp = timestamp.ok_or(Rejection::static_header(Reason::MalformedHeader, STRIPE_SIGNATURE))?;
+                let timestamp = found.ok_or_else(malformed)?;
                 HeaderFacts {
                     id: None,
                     timestamp: Some(timestamp),
-                    signature: STRIPE_SIGNATURE,
+                    signatures,
+                    signature_name: &STRIPE_SIGNATURE,
                 }
             }
-            Compiled::GitHub => {
-                required(GITHUB_SIGNATURE)?;
-                let id = headers
-                    .get(GITHUB_DELIVERY)
-                    .map(|v| v.as_bytes())
-                    .filter(|v| !v.is_empty());
-                HeaderFacts {
-                    id,
-                    timestamp: None,
-                    signature: GITHUB_SIGNATURE,
-                }
-            }
+            Compiled::GitHub => HeaderFacts {
+                signatures: signatures(&GITHUB_SIGNATURE)?,
+                id: optional_id(&GITHUB_DELIVERY),
+                timestamp: None,
+                signature_name: &GITHUB_SIGNATURE,
+            },
             Compiled::Slack => {
-                required(SLACK_SIGNATURE)?;
-                let ts_value = required(SLACK_TIMESTAMP)?;
-                let parsed = parse_timestamp(ts_value)
-                    .ok_or(Rejection::static_header(Reason::MalformedHeader, SLACK_TIMESTAMP))?;
+                let signatures = signatures(&SLACK_SIGNATURE)?;
+                let timestamp = timestamp(required(&SLACK_TIMESTAMP)?, &SLACK_TIMESTAMP)?;
                 HeaderFacts {
                     id: None,
-                    timestamp: Some((ts_value, parsed)),
-                    signature: SLACK_SIGNATURE,
+                    timestamp: Some(timestamp),
+                    signatures,
+                    signature_name: &SLACK_SIGNATURE,
                 }
             }
-            Compiled::Shopify => {
-                required(SHOPIFY_HMAC)?;
-                let id = headers
-                    .get(SHOPIFY_WEBHOOK_ID)
-                    .map(|v| v.as_bytes())
-                    .filter(|v| !v.is_empty());
-                HeaderFacts {
-                    id,
-                    timestamp: None,
-                    signature: SHOPIFY_HMAC,
-                }
-            }
+            Compiled::Shopify => HeaderFacts {
+                signatures: signatures(&SHOPIFY_HMAC)?,
+                id: optional_id(&SHOPIFY_WEBHOOK_ID),
+                timestamp: None,
+                signature_name: &SHOPIFY_HMAC,
+            },
             Compiled::Generic(g) => {
-                let generic_required = |name: &HeaderName| {
-                    headers
-                        .get(name)
-                        .map(|v| v.as_bytes())
-                        .ok_or_else(|| Rejection::header(Reason::MissingHeader, name))
-                };
-                generic_required(&g.signature_header)?;
+                let signatures = signatures(&g.signature_header)?;
                 let id = match &g.id_header {
-                    Some(name) => {
-                        let id = generic_required(name)?;
-                        if id.is_empty() {
-                            return Err(Rejection::header(Reason::MalformedHeader, name));
-                        }
-                        Some(id)
-                    }
+                    Some(name) => Some(id_text(required(name)?, name)?),
                     None => None,
                 };
                 let timestamp = match &g.timestamp_header {
-                    Some(name) => {
-                        let text = generic_required(name)?;
-                        let parsed =
-                            parse_timestamp(text).ok_or_else(|| Rejection::header(Reason::MalformedHeader, name))?;
-                        Some((text, parsed))
-                    }
+                    Some(name) => Some(timestamp(required(name)?, name)?),
                     None => None,
                 };
                 HeaderFacts {
                     id,
                     timestamp,
-                    signature: "",
+                    signatures,
+                    signature_name: &g.signature_header,
                 }
             }
         };
@@ -546,19 +568,10 @@ impl Verifier {
         Ok(facts)
     }
 
-    fn collect_signatures(
-        &self,
-        headers: &HeaderMap,
-        facts: &HeaderFacts<'_>,
-        out: &mut Candidates,
-    ) -> Result<(), Rejection> {
-        let name: &str = match &self.inner.scheme {
-            Compiled::Generic(g) => g.signature_header.as_str(),
-            _ => facts.signature,
-        };
-        let malformed = || self.malformed_signature(facts);
+    fn collect_signatures(&self, facts: &HeaderFacts<'_>, out: &mut Candidates) -> Result<(), Rejection> {
+        let malformed = || Rejection::header(Reason::MalformedHeader, facts.signature_name);
         let mut tokens = 0usize;
-        for value in headers.get_all(name) {
+        for value in facts.signatures.iter() {
             let text = value.to_str().map_err(|_| malformed())?;
             match &self.inner.scheme {
                 Compiled::StandardWebhooks => {
@@ -621,13 +634,6 @@ impl Verifier {
             return Err(malformed());
         }
         Ok(())
-    }
-
-    fn malformed_signature(&self, facts: &HeaderFacts<'_>) -> Rejection {
-        match &self.inner.scheme {
-            Compiled::Generic(g) => Rejection::header(Reason::MalformedHeader, &g.signature_header),
-            _ => Rejection::static_header(Reason::MalformedHeader, facts.signature),
-        }
     }
 
     fn matching_key(&self, content: &Content<'_>, candidates: &Candidates) -> Option<usize> {

@@ -65,9 +65,9 @@ fn standard_webhooks_v1_vectors() {
         for prefix in ["webhook", "svix"] {
             for sig in &valid {
                 let verified = verifier.verify(&standard_headers(prefix, &v, sig), body).unwrap();
-                assert_eq!(verified.scheme, SchemeKind::StandardWebhooks);
-                assert_eq!(verified.id.as_deref(), Some(text(&v, "id")));
-                assert_eq!(verified.timestamp, Some(ts));
+                assert_eq!(verified.scheme(), SchemeKind::StandardWebhooks);
+                assert_eq!(verified.id(), Some(text(&v, "id")));
+                assert_eq!(verified.timestamp(), Some(ts));
                 // Any change to the body breaks it.
                 let mut tampered = body.to_vec();
                 tampered[0] ^= 1;
@@ -133,7 +133,7 @@ fn standard_webhooks_v1a_ed25519_vectors() {
             .unwrap();
         for sig in strings(&v, "valid") {
             let verified = verifier.verify(&standard_headers("webhook", &v, &sig), body).unwrap();
-            assert_eq!(verified.key_index, 0);
+            assert_eq!(verified.key_index(), 0);
             let err = verifier
                 .verify(&standard_headers("webhook", &v, &sig), b"{\"test\": 2432232315}")
                 .unwrap_err();
@@ -164,7 +164,7 @@ fn github_vectors() {
         for sig in strings(&v, "valid") {
             let h = headers(&[(text(&v, "header"), &sig)]);
             let verified = verifier.verify(&h, body).unwrap();
-            assert_eq!((verified.id, verified.timestamp), (None, None));
+            assert_eq!((verified.id(), verified.timestamp()), (None, None));
             assert_eq!(
                 verifier.verify(&h, b"Hello, World").unwrap_err().reason(),
                 Reason::BadSignature
@@ -199,7 +199,7 @@ fn slack_vectors() {
                 (text(&v, "header"), &sig),
                 ("x-slack-request-timestamp", &ts.to_string()),
             ]);
-            assert_eq!(verifier.verify(&h, body).unwrap().timestamp, Some(ts));
+            assert_eq!(verifier.verify(&h, body).unwrap().timestamp(), Some(ts));
             let moved = headers(&[
                 (text(&v, "header"), &sig),
                 ("x-slack-request-timestamp", &(ts + 1).to_string()),
