@@ -89,6 +89,13 @@ fn webhook(c: &mut Criterion) {
         let v = verifier();
         group.bench_function("verifier", |b| b.iter(|| std::hint::black_box(v.verify(&headers, &body).unwrap())));
 
+        // The handler alone with the same request: what any route pays to take
+        // a request and answer it. The verify path costs `layer` minus this.
+        let mut bare = handler();
+        group.bench_function("handler_alone", |b| {
+            b.iter_batched(|| request(&headers, &body), |req| drive(&mut bare, req).unwrap(), BatchSize::SmallInput)
+        });
+
         let mut svc = VerifyLayer::new(verifier()).layer(handler());
         group.bench_function("layer", |b| {
             b.iter_batched(

@@ -17,6 +17,9 @@ use crate::future::{SignFuture, VerifyFuture};
 use crate::layer::Shared;
 use crate::sign::Signer;
 
+/// Bodies announced above this size have their headers checked before they are read.
+const EARLY_CHECK_ABOVE: u64 = 16 * 1024;
+
 /// Verifies inbound webhooks, then calls the inner service with the exact
 /// verified bytes as a `Full<Bytes>` body. Made by [`VerifyLayer`](crate::VerifyLayer).
 pub struct VerifyService<S> {
@@ -70,13 +73,21 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = self.shared.clone();
         let now = shared.verifier.now();
-        // Headers and timestamp first: a forged or stale message is turned
-        // away before its body is read.
-        if let Err(rejection) = shared.verifier.check_headers(req.headers(), now) {
-            return VerifyFuture::rejected(shared, rejection);
-        }
         if Collector::precheck(req.body(), shared.max_body).is_err() {
             return VerifyFuture::rejected(shared, Rejection::new(Reason::BodyTooLarge));
+        }
+        // A forged or stale message is turned away before a large or
+        // unannounced body is read. A small announced body is cheaper to read
+        // than the headers are to check twice, so its headers are checked once,
+        // with the body.
+        if req
+            .body()
+            .size_hint()
+            .upper()
+            .is_none_or(|upper| upper > EARLY_CHECK_ABOVE)
+            && let Err(rejection) = shared.verifier.check_headers(req.headers(), now)
+        {
+            return VerifyFuture::rejected(shared, rejection);
         }
         // The body arrives later; the service that was driven ready goes with
         // the request and a fresh clone stays for the next poll_ready.

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::Mac;
+use hmac::digest::CtOutput;
 use http::header::GetAll;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use subtle::ConstantTimeEq;
 
 use crate::clock::{Clock, ClockDebug, SystemClock};
 use crate::error::{ConfigError, Reason, Rejection};
@@ -482,13 +482,17 @@ impl Verifier {
         };
         let facts = match &self.inner.scheme {
             Compiled::StandardWebhooks => {
-                let (id_name, ts_name, sig_name) =
-                    if !headers.contains_key(&WEBHOOK_SIGNATURE) && headers.contains_key(&SVIX_SIGNATURE) {
-                        (&SVIX_ID, &SVIX_TIMESTAMP, &SVIX_SIGNATURE)
-                    } else {
-                        (&WEBHOOK_ID, &WEBHOOK_TIMESTAMP, &WEBHOOK_SIGNATURE)
-                    };
-                let signatures = signatures(sig_name)?;
+                let webhook = headers.get_all(&WEBHOOK_SIGNATURE);
+                let (id_name, ts_name, sig_name, signatures) = if webhook.iter().next().is_some() {
+                    (&WEBHOOK_ID, &WEBHOOK_TIMESTAMP, &WEBHOOK_SIGNATURE, webhook)
+                } else {
+                    // Svix's own header names, when the standard ones are absent.
+                    let svix = headers.get_all(&SVIX_SIGNATURE);
+                    if svix.iter().next().is_none() {
+                        return Err(Rejection::header(Reason::MissingHeader, &WEBHOOK_SIGNATURE));
+                    }
+                    (&SVIX_ID, &SVIX_TIMESTAMP, &SVIX_SIGNATURE, svix)
+                };
                 let id = id_text(required(id_name)?, id_name)?;
                 let timestamp = timestamp(required(ts_name)?, ts_name)?;
                 HeaderFacts {
@@ -644,12 +648,13 @@ impl Verifier {
                 for part in content.slices() {
                     mac.update(part);
                 }
-                let tag: [u8; 32] = mac.finalize().into_bytes().into();
-                // Each comparison takes the same time whatever the bytes; which
-                // candidate matched is no secret, so the loop may stop early.
+                // `CtOutput` compares in constant time. Each comparison takes the
+                // same time whatever the bytes; which candidate matched is no
+                // secret, so the loop may stop early.
+                let tag = mac.finalize();
                 if hmac_candidates
                     .iter()
-                    .any(|candidate| bool::from(candidate.ct_eq(&tag)))
+                    .any(|candidate| tag == CtOutput::new((*candidate).into()))
                 {
                     return Some(index);
                 }

@@ -687,6 +687,37 @@ async fn bodies_over_the_limit_are_413_without_reading_the_rest() {
     assert_eq!(seen.calls(), 1);
 }
 
+#[tokio::test]
+async fn bad_headers_on_large_or_unannounced_bodies_are_rejected_before_reading() {
+    let seen = Seen::default();
+    let svc = VerifyLayer::new(verifier(Scheme::StandardWebhooks, SW_SECRET)).layer(handler(&seen, StatusCode::OK));
+    let stale = Signer::builder(Scheme::StandardWebhooks)
+        .secret(SW_SECRET)
+        .clock(FixedClock(NOW - 3600))
+        .build()
+        .unwrap();
+    for announced in [None, Some(40_000)] {
+        for signed in [false, true] {
+            let read = Arc::new(AtomicUsize::new(0));
+            let chunks = std::iter::repeat_n(Bytes::from(vec![b'a'; 4000]), 10).collect();
+            let mut req = Request::post("/hook")
+                .body(Chunks {
+                    chunks,
+                    read: read.clone(),
+                    announced,
+                })
+                .unwrap();
+            if signed {
+                stale.sign(req.headers_mut(), &[b'a'; 40_000]).unwrap();
+            }
+            let res = svc.clone().oneshot(req).await.unwrap();
+            assert_eq!(res.status(), if signed { 401 } else { 400 });
+            assert_eq!(read.load(Ordering::SeqCst), 0, "announced {announced:?}");
+        }
+    }
+    assert_eq!(seen.calls(), 0);
+}
+
 /// A service that must be driven ready before each call, as tower requires.
 struct NeedsReady {
     ready: bool,
