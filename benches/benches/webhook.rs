@@ -39,12 +39,21 @@ fn handler() -> Handler {
 
 fn verifier() -> Verifier {
     // A day of tolerance so a long run never goes stale; the clock is the system's.
-    Verifier::builder(Scheme::StandardWebhooks).secret(SECRET).tolerance(Duration::from_secs(86_400)).build().unwrap()
+    Verifier::builder(Scheme::StandardWebhooks)
+        .secret(SECRET)
+        .tolerance(Duration::from_secs(86_400))
+        .build()
+        .unwrap()
 }
 
 fn signed(body: &Bytes) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    Signer::builder(Scheme::StandardWebhooks).secret(SECRET).build().unwrap().sign(&mut headers, body).unwrap();
+    Signer::builder(Scheme::StandardWebhooks)
+        .secret(SECRET)
+        .build()
+        .unwrap()
+        .sign(&mut headers, body)
+        .unwrap();
     headers
 }
 
@@ -83,17 +92,26 @@ fn webhook(c: &mut Criterion) {
         for part in [&id[..], b".", &ts[..], b".", &body[..]] {
             mac.update(part);
         }
-        let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+        let expected = format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        );
         assert_eq!(headers["webhook-signature"], expected.as_str());
 
         let v = verifier();
-        group.bench_function("verifier", |b| b.iter(|| std::hint::black_box(v.verify(&headers, &body).unwrap())));
+        group.bench_function("verifier", |b| {
+            b.iter(|| std::hint::black_box(v.verify(&headers, &body).unwrap()))
+        });
 
         // The handler alone with the same request: what any route pays to take
         // a request and answer it. The verify path costs `layer` minus this.
         let mut bare = handler();
         group.bench_function("handler_alone", |b| {
-            b.iter_batched(|| request(&headers, &body), |req| drive(&mut bare, req).unwrap(), BatchSize::SmallInput)
+            b.iter_batched(
+                || request(&headers, &body),
+                |req| drive(&mut bare, req).unwrap(),
+                BatchSize::SmallInput,
+            )
         });
 
         let mut svc = VerifyLayer::new(verifier()).layer(handler());
@@ -114,13 +132,19 @@ fn webhook(c: &mut Criterion) {
     let body = Bytes::from_static(&[b'x'; 64]);
     let headers = signed(&body);
     let mut harness = Harness::new(c, "webhook_overhead");
-    harness.overhead("verify_layer_64B", VerifyLayer::new(verifier()).layer(handler()), || request(&headers, &body));
+    harness.overhead(
+        "verify_layer_64B",
+        VerifyLayer::new(verifier()).layer(handler()),
+        || request(&headers, &body),
+    );
     harness.finish();
 }
 
 /// The decoded key behind `SECRET` (base64 after `whsec_`).
 fn palisade_webhook_key() -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD.decode(SECRET.trim_start_matches("whsec_")).unwrap()
+    base64::engine::general_purpose::STANDARD
+        .decode(SECRET.trim_start_matches("whsec_"))
+        .unwrap()
 }
 
 criterion_group!(benches, webhook);

@@ -27,16 +27,19 @@ const SIGNING_KEY: &str =
     "whsk_6Xb/dCcHpPea21PS1N9VY/NZW723CEc77N4rJCubMbfVKIDij2HKpMKkioLlX0dRqSKJp4AJ6p9lMicMFs6Kvg==";
 const PUBLIC_KEY: &str = "whpk_1SiA4o9hyqTCpIqC5V9HUakiiaeACeqfZTInDBbOir4=";
 
+/// One request as the handler saw it: headers, body, verification.
+type Received = (HeaderMap, Bytes, Option<Verified>);
+
 /// What the handler saw.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(HeaderMap, Bytes, Option<Verified>)>>>);
+struct Seen(Arc<Mutex<Vec<Received>>>);
 
 impl Seen {
     fn calls(&self) -> usize {
         self.0.lock().unwrap().len()
     }
 
-    fn last(&self) -> (HeaderMap, Bytes, Option<Verified>) {
+    fn last(&self) -> Received {
         self.0.lock().unwrap().last().cloned().expect("the handler was called")
     }
 }
