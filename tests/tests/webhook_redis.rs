@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use palisade_tests::Redis;
-use palisade_webhook::{RedisReplayStore, ReplayStore, Scheme, Signer, Verifier, VerifyLayer};
+use palisade_webhook::{RedisReplayStore, ReplayStore, Scheme, Signed, Signer, Verifier, VerifyLayer};
 use tower::{Layer, ServiceExt, service_fn};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -32,6 +32,17 @@ fn instance(
         *res.status_mut() = status;
         async move { Ok::<_, Infallible>(res) }
     }))
+}
+
+/// The headers of a freshly signed delivery of `{"n":1}`.
+fn signed_delivery() -> (http::HeaderMap, Signed) {
+    let mut headers = http::HeaderMap::new();
+    let signer = Signer::builder(Scheme::StandardWebhooks)
+        .secret(SECRET)
+        .build()
+        .unwrap();
+    let signed = signer.sign(&mut headers, b"{\"n\":1}").unwrap();
+    (headers, signed)
 }
 
 fn delivery(headers: &http::HeaderMap) -> Request<Full<Bytes>> {
@@ -60,12 +71,7 @@ async fn redeliveries_reach_the_handler_once_across_instances() {
     let first_instance = instance(store.clone(), calls.clone(), StatusCode::OK);
     let second_instance = instance(store.clone(), calls.clone(), StatusCode::OK);
 
-    let mut headers = http::HeaderMap::new();
-    let signed = Signer::builder(Scheme::StandardWebhooks)
-        .secret(SECRET)
-        .build()
-        .unwrap();
-    let signed = signed.sign(&mut headers, b"{\"n\":1}").unwrap();
+    let (headers, signed) = signed_delivery();
 
     assert_eq!(
         status_and_body(first_instance.clone(), delivery(&headers)).await,
@@ -99,13 +105,7 @@ async fn a_failed_delivery_releases_its_id() {
     };
     let store = RedisReplayStore::new(redis.conn.clone(), redis.prefix.clone());
     let calls = Arc::new(AtomicUsize::new(0));
-    let mut headers = http::HeaderMap::new();
-    Signer::builder(Scheme::StandardWebhooks)
-        .secret(SECRET)
-        .build()
-        .unwrap()
-        .sign(&mut headers, b"{\"n\":1}")
-        .unwrap();
+    let (headers, _) = signed_delivery();
 
     let failing = instance(store.clone(), calls.clone(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(
@@ -176,13 +176,7 @@ async fn an_unreachable_store_answers_503_and_spares_the_handler() {
         calls.clone(),
         StatusCode::OK,
     );
-    let mut headers = http::HeaderMap::new();
-    Signer::builder(Scheme::StandardWebhooks)
-        .secret(SECRET)
-        .build()
-        .unwrap()
-        .sign(&mut headers, b"{\"n\":1}")
-        .unwrap();
+    let (headers, _) = signed_delivery();
     let (status, body) = status_and_body(svc, delivery(&headers)).await;
     assert_eq!(
         status,

@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::clock::{Clock, ClockDebug, SystemClock};
 use crate::error::ConfigError;
-use crate::key::{HmacKey, MAX_KEYS, SecretInput, decode_signing_key};
+use crate::key::{HmacKey, SecretInput, decode_signing_key};
 use crate::scheme::{Encoding, Part, Scheme, SchemeKind};
 use crate::verify::{Compiled, headers};
 
@@ -156,22 +156,7 @@ impl SignerBuilder {
     /// No keys, too many, an empty or undecodable secret or key, signing keys
     /// outside Standard Webhooks, a bad generic scheme.
     pub fn build(self) -> Result<Signer, ConfigError> {
-        let scheme = Compiled::new(&self.scheme)?;
-        let kind = scheme.kind();
-        if self.secrets.is_empty() && self.signing_keys.is_empty() {
-            return Err(ConfigError::NoKeys);
-        }
-        if self.secrets.len() + self.signing_keys.len() > MAX_KEYS {
-            return Err(ConfigError::TooManyKeys { max: MAX_KEYS });
-        }
-        if !self.signing_keys.is_empty() && kind != SchemeKind::StandardWebhooks {
-            return Err(ConfigError::KeysNotSupported);
-        }
-        let hmac_keys = self
-            .secrets
-            .iter()
-            .map(|s| HmacKey::decode(kind, s))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (scheme, hmac_keys) = Compiled::with_secrets(&self.scheme, &self.secrets, self.signing_keys.len())?;
         let signing_keys = self
             .signing_keys
             .iter()

@@ -153,6 +153,32 @@ impl Compiled {
         })
     }
 
+    /// Checks a scheme, how many keys it is given (`ed25519_keys` public or
+    /// signing keys beside the secrets), and decodes the secrets; shared by
+    /// the verifier and the signer.
+    pub(crate) fn with_secrets(
+        scheme: &Scheme,
+        secrets: &[SecretInput],
+        ed25519_keys: usize,
+    ) -> Result<(Self, Vec<HmacKey>), ConfigError> {
+        let compiled = Self::new(scheme)?;
+        let kind = compiled.kind();
+        if secrets.is_empty() && ed25519_keys == 0 {
+            return Err(ConfigError::NoKeys);
+        }
+        if secrets.len() + ed25519_keys > MAX_KEYS {
+            return Err(ConfigError::TooManyKeys { max: MAX_KEYS });
+        }
+        if ed25519_keys > 0 && kind != SchemeKind::StandardWebhooks {
+            return Err(ConfigError::KeysNotSupported);
+        }
+        let keys = secrets
+            .iter()
+            .map(|s| HmacKey::decode(kind, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((compiled, keys))
+    }
+
     pub(crate) fn signs_timestamp(&self) -> bool {
         match self {
             Self::StandardWebhooks | Self::Stripe | Self::Slack => true,
@@ -234,22 +260,7 @@ impl VerifierBuilder {
     /// No keys, too many, an empty or undecodable secret or key, ed25519 keys
     /// outside Standard Webhooks, a bad generic scheme, a zero tolerance.
     pub fn build(self) -> Result<Verifier, ConfigError> {
-        let scheme = Compiled::new(&self.scheme)?;
-        let kind = scheme.kind();
-        if self.secrets.is_empty() && self.public_keys.is_empty() {
-            return Err(ConfigError::NoKeys);
-        }
-        if self.secrets.len() + self.public_keys.len() > MAX_KEYS {
-            return Err(ConfigError::TooManyKeys { max: MAX_KEYS });
-        }
-        if !self.public_keys.is_empty() && kind != SchemeKind::StandardWebhooks {
-            return Err(ConfigError::KeysNotSupported);
-        }
-        let hmac_keys = self
-            .secrets
-            .iter()
-            .map(|s| HmacKey::decode(kind, s))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (scheme, hmac_keys) = Compiled::with_secrets(&self.scheme, &self.secrets, self.public_keys.len())?;
         let public_keys = self
             .public_keys
             .iter()
