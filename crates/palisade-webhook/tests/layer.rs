@@ -963,3 +963,74 @@ fn secrets_never_show_in_debug_output() {
         assert!(!shown.contains(needle), "{shown}");
     }
 }
+
+/// A body that fails on its first frame.
+struct Broken;
+
+impl Body for Broken {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(Some(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "peer went away",
+        ))))
+    }
+}
+
+#[tokio::test]
+async fn broken_bodies_are_400_inbound_and_the_error_itself_outbound() {
+    let seen = Seen::default();
+    let mut req = Request::post("/hook").body(Broken).unwrap();
+    signer(Scheme::GitHub, "gh").sign(req.headers_mut(), b"{}").unwrap();
+    let res = VerifyLayer::new(verifier(Scheme::GitHub, "gh"))
+        .layer(handler(&seen, StatusCode::OK))
+        .oneshot(req)
+        .await;
+    let res = res.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+
+    // The sign layer hands the body's error back, still findable by downcast.
+    let sign = SignLayer::new(signer(Scheme::GitHub, "gh")).layer(handler(&seen, StatusCode::OK));
+    let err = sign
+        .oneshot(Request::post("/out").body(Broken).unwrap())
+        .await
+        .unwrap_err();
+    let io = err.downcast_ref::<std::io::Error>().expect("the body's own error");
+    assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset);
+    assert_eq!(seen.calls(), 0);
+}
+
+#[tokio::test]
+async fn the_sign_layer_keeps_an_existing_id_for_redeliveries() {
+    let seen = Seen::default();
+    let sign = SignLayer::new(signer(Scheme::StandardWebhooks, SW_SECRET)).layer(handler(&seen, StatusCode::OK));
+    let mut req = Request::post("/out")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    req.headers_mut()
+        .insert("webhook-id", HeaderValue::from_static("evt_0192"));
+    sign.clone().oneshot(req).await.unwrap();
+    sign.oneshot(
+        Request::post("/out")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let received = seen.0.lock().unwrap().clone();
+    assert_eq!(received[0].0["webhook-id"], "evt_0192");
+    let fresh = received[1].0["webhook-id"].to_str().unwrap().to_owned();
+    assert!(uuid_like(&fresh), "{fresh}");
+    for (headers, body, _) in &received {
+        verifier(Scheme::StandardWebhooks, SW_SECRET)
+            .verify(headers, body)
+            .unwrap();
+    }
+}
+
+fn uuid_like(id: &str) -> bool {
+    id.len() == 36 && id.chars().filter(|&c| c == '-').count() == 4 && id.as_bytes()[14] == b'7'
+}
