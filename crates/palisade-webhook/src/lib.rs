@@ -108,7 +108,7 @@
 //! | replay window ([`VerifyLayerBuilder::replay_window`]) | twice the tolerance; 24 h for GitHub and Shopify | older or newer messages already fail the timestamp check; schemes without a signed timestamp are redelivered for about a day |
 //! | in-memory store capacity | 100 000 ids ([`replay::DEFAULT_MEMORY_CAPACITY`]) | bounded memory (a few MB); the oldest id goes first when full |
 //! | keys per verifier | at most 8 ([`MAX_KEYS`]) | rotation needs two or three; bounds the work a forged request can cause |
-//! | signatures checked per header | 16 ([`MAX_SIGNATURES`]) | the same bound; more are ignored |
+//! | signatures checked per header | 8 HMAC and 2 ed25519 ([`MAX_SIGNATURES`]) | a sender puts one per active secret; the bound keeps the work per request small; more are ignored |
 //! | clock | [`SystemClock`] | webhook timestamps are calendar time; tests inject a [`FixedClock`] or a closure |
 //!
 //! Headers and timestamp are checked before a body larger than 16 KiB (or of

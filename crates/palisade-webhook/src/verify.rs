@@ -19,9 +19,9 @@ use crate::scheme::{CompiledGeneric, Encoding, MAX_TEMPLATE_PARTS, Part, Scheme,
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
 /// The most signatures of one header that are checked; more are ignored.
-pub const MAX_SIGNATURES: usize = 16;
+pub const MAX_SIGNATURES: usize = 8;
 
-const MAX_ED25519_SIGNATURES: usize = 4;
+const MAX_ED25519_SIGNATURES: usize = 2;
 
 /// The schemes' header names, parsed once: a lookup by `HeaderName` skips
 /// the parsing a lookup by `&str` does on every request.
