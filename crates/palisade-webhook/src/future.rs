@@ -52,8 +52,7 @@ pin_project! {
         },
         Claim {
             claim: ClaimFuture,
-            store: Option<Arc<dyn ReplayStore>>,
-            key: Option<String>,
+            claimed: Option<Claimed>,
             request: Option<Request<Full<Bytes>>>,
             inner: Option<S>,
         },
@@ -210,8 +209,15 @@ where
                     match (replay, key) {
                         (Some(store), Some(key)) => VerifyState::Claim {
                             claim: store.claim(&key, this.shared.replay_window),
-                            store: Some(Arc::clone(store)),
-                            key: Some(key),
+                            // Dropped before the store answers, the claim may or
+                            // may not have been recorded: it is released, so the
+                            // sender's retry is processed rather than lost (at
+                            // worst a concurrent duplicate runs twice).
+                            claimed: Some(Claimed {
+                                store: Arc::clone(store),
+                                key,
+                                keep: false,
+                            }),
                             request: Some(request),
                             inner: Some(inner),
                         },
@@ -227,14 +233,13 @@ where
                 }
                 VerifyStateProj::Claim {
                     claim,
-                    store,
-                    key,
+                    claimed,
                     request,
                     inner,
                 } => {
                     let first = ready!(claim.as_mut().poll(cx));
-                    let (Some(store), Some(key), Some(request), Some(mut inner)) =
-                        (store.take(), key.take(), request.take(), inner.take())
+                    let (Some(mut guard), Some(request), Some(mut inner)) =
+                        (claimed.take(), request.take(), inner.take())
                     else {
                         return Poll::Ready(Ok(this
                             .shared
@@ -243,18 +248,19 @@ where
                     match first {
                         Ok(true) => {
                             this.shared.counters.increment(Outcome::Verified);
-                            let claimed = Claimed {
-                                store,
-                                key,
-                                keep: false,
-                            };
                             VerifyState::Call {
                                 future: inner.call(request),
-                                claimed: Some(claimed),
+                                claimed: Some(guard),
                             }
                         }
-                        Ok(false) => return Poll::Ready(Ok(this.shared.answer(Answer::Duplicate))),
+                        // The id belongs to an earlier delivery, or the store is
+                        // down: either way this call leaves it alone.
+                        Ok(false) => {
+                            guard.keep = true;
+                            return Poll::Ready(Ok(this.shared.answer(Answer::Duplicate)));
+                        }
                         Err(_) => {
+                            guard.keep = true;
                             return Poll::Ready(Ok(this
                                 .shared
                                 .answer(Answer::Rejected(Rejection::new(Reason::ReplayStoreUnavailable)))));

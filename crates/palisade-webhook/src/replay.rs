@@ -5,7 +5,10 @@
 //! answered 200 with no body and never reaches the handler again. When the
 //! handler fails (non-2xx, an error, or the call is dropped), the claim is
 //! released so the sender's retry is processed. Two deliveries of one id
-//! arriving together: the second is answered 200 while the first runs.
+//! arriving together: the second is answered 200 while the first runs. A call
+//! dropped while its claim is still on its way to the store releases it too:
+//! the layer cannot tell whether the store recorded it, and a retry that runs
+//! is better than one that is lost.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;

@@ -1034,3 +1034,69 @@ async fn the_sign_layer_keeps_an_existing_id_for_redeliveries() {
 fn uuid_like(id: &str) -> bool {
     id.len() == 36 && id.chars().filter(|&c| c == '-').count() == 4 && id.as_bytes()[14] == b'7'
 }
+
+/// A replay store that answers claims as told (or never) and records releases.
+#[derive(Clone, Default)]
+struct ScriptedStore {
+    answer: Option<bool>,
+    released: Arc<Mutex<Vec<String>>>,
+}
+
+impl palisade_webhook::ReplayStore for ScriptedStore {
+    fn claim(&self, _: &str, _: Duration) -> palisade_webhook::replay::ClaimFuture {
+        match self.answer {
+            Some(first) => Box::pin(std::future::ready(Ok(first))),
+            None => Box::pin(std::future::pending()),
+        }
+    }
+
+    fn release(&self, key: &str) {
+        self.released.lock().unwrap().push(key.to_owned());
+    }
+}
+
+#[tokio::test]
+async fn a_claim_in_flight_is_released_when_dropped_and_a_duplicate_never_is() {
+    let signer = signer(Scheme::GitHub, "gh");
+    let signed = || {
+        let mut req = signed_request(&signer, b"{}");
+        req.headers_mut()
+            .insert("x-github-delivery", HeaderValue::from_static("d-1"));
+        req
+    };
+    let seen = Seen::default();
+
+    let in_flight = ScriptedStore::default();
+    let mut svc = VerifyLayer::builder(verifier(Scheme::GitHub, "gh"))
+        .replay_store(in_flight.clone())
+        .build()
+        .unwrap()
+        .layer(handler(&seen, StatusCode::OK));
+    let mut fut = Box::pin(
+        ServiceExt::<Request<Full<Bytes>>>::ready(&mut svc)
+            .await
+            .unwrap()
+            .call(signed()),
+    );
+    assert!(futures_poll_once(fut.as_mut()).is_pending());
+    assert!(in_flight.released.lock().unwrap().is_empty());
+    drop(fut);
+    assert_eq!(*in_flight.released.lock().unwrap(), ["github:d-1"]);
+
+    let duplicate = ScriptedStore {
+        answer: Some(false),
+        ..ScriptedStore::default()
+    };
+    let svc = VerifyLayer::builder(verifier(Scheme::GitHub, "gh"))
+        .replay_store(duplicate.clone())
+        .build()
+        .unwrap()
+        .layer(handler(&seen, StatusCode::OK));
+    let (status, _, body) = send(svc, signed()).await;
+    assert_eq!((status, body.len()), (StatusCode::OK, 0));
+    assert!(
+        duplicate.released.lock().unwrap().is_empty(),
+        "the first delivery keeps its claim"
+    );
+    assert_eq!(seen.calls(), 0);
+}
