@@ -214,3 +214,24 @@ impl StoreError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_counter_slot_status_and_problem_type() {
+        for (index, reason) in Reason::ALL.into_iter().enumerate() {
+            // The layer indexes its prebuilt counters by discriminant.
+            assert_eq!(reason as usize, index);
+            let problem = Rejection::new(reason).to_problem();
+            assert_eq!(problem.status(), reason.status());
+            assert!(problem.kind().starts_with("urn:palisade:problem:webhook-"));
+            assert!(problem.detail().is_none());
+        }
+        let named = Rejection::header(Reason::MalformedHeader, &HeaderName::from_static("webhook-timestamp"));
+        assert_eq!(named.header_name(), Some("webhook-timestamp"));
+        assert_eq!(named.to_problem().detail(), Some("Check the webhook-timestamp header."));
+        assert_eq!(named.to_string(), "Malformed webhook header (webhook-timestamp)");
+    }
+}
