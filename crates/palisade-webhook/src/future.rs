@@ -1,0 +1,390 @@
+//! Response futures of the verify and sign services.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::Full;
+use palisade_core::BoxError;
+use palisade_core::telemetry::webhook;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::body::{CollectError, Collector};
+use crate::error::{Reason, Rejection};
+use crate::layer::{Outcome, Shared};
+use crate::replay::{ClaimFuture, ReplayStore};
+use crate::scheme::SchemeKind;
+use crate::sign::Signer;
+use crate::verify::stripe_event_id;
+
+pin_project! {
+    /// The response future of [`VerifyService`](crate::VerifyService).
+    pub struct VerifyFuture<S, B>
+    where
+        S: Service<Request<Full<Bytes>>>,
+    {
+        #[pin]
+        state: VerifyState<S, B>,
+        shared: Arc<Shared>,
+    }
+}
+
+pin_project! {
+    #[project = VerifyStateProj]
+    enum VerifyState<S, B>
+    where
+        S: Service<Request<Full<Bytes>>>,
+    {
+        Answer { answer: Option<Answer> },
+        Collect {
+            #[pin]
+            body: B,
+            collector: Collector,
+            parts: Option<Parts>,
+            inner: Option<S>,
+            now: u64,
+        },
+        Claim {
+            claim: ClaimFuture,
+            claimed: Option<Claimed>,
+            request: Option<Request<Full<Bytes>>>,
+            inner: Option<S>,
+        },
+        Call {
+            #[pin]
+            future: S::Future,
+            claimed: Option<Claimed>,
+        },
+    }
+}
+
+/// An answer made by the layer itself.
+#[derive(Debug)]
+enum Answer {
+    Rejected(Rejection),
+    Duplicate,
+}
+
+/// An id claimed in the replay store: released unless the handler accepts
+/// the message, including when the call is dropped.
+struct Claimed {
+    store: Arc<dyn ReplayStore>,
+    key: String,
+    keep: bool,
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.store.release(&self.key);
+        }
+    }
+}
+
+impl<S, B> std::fmt::Debug for VerifyFuture<S, B>
+where
+    S: Service<Request<Full<Bytes>>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyFuture")
+            .field("name", &&*self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> VerifyFuture<S, B>
+where
+    S: Service<Request<Full<Bytes>>>,
+{
+    pub(crate) fn rejected(shared: Arc<Shared>, rejection: Rejection) -> Self {
+        Self {
+            state: VerifyState::Answer {
+                answer: Some(Answer::Rejected(rejection)),
+            },
+            shared,
+        }
+    }
+
+    pub(crate) fn collecting(shared: Arc<Shared>, inner: S, parts: Parts, body: B, now: u64) -> Self {
+        Self {
+            state: VerifyState::Collect {
+                body,
+                collector: Collector::default(),
+                parts: Some(parts),
+                inner: Some(inner),
+                now,
+            },
+            shared,
+        }
+    }
+}
+
+impl Shared {
+    fn answer<ResBody: From<Bytes>>(&self, answer: Answer) -> Response<ResBody> {
+        let scheme = self.verifier.scheme().as_str();
+        match answer {
+            Answer::Rejected(rejection) => {
+                self.counters.increment(Outcome::Rejected(rejection.reason()));
+                let reason = rejection.reason().as_str();
+                tracing::info!(target: webhook::TARGET, name = &*self.name, scheme, reason, "webhook rejected");
+                rejection.to_problem().into_response()
+            }
+            Answer::Duplicate => {
+                self.counters.increment(Outcome::Duplicate);
+                tracing::debug!(target: webhook::TARGET, name = &*self.name, scheme, "webhook already accepted");
+                let mut res = Response::new(ResBody::from(Bytes::new()));
+                *res.status_mut() = StatusCode::OK;
+                res
+            }
+        }
+    }
+}
+
+impl<S, B, ResBody> Future for VerifyFuture<S, B>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>>,
+    B: Body,
+    ResBody: From<Bytes>,
+{
+    type Output = Result<Response<ResBody>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                VerifyStateProj::Answer { answer } => {
+                    let answer = answer
+                        .take()
+                        .unwrap_or(Answer::Rejected(Rejection::new(Reason::BodyUnreadable)));
+                    return Poll::Ready(Ok(this.shared.answer(answer)));
+                }
+                VerifyStateProj::Collect {
+                    body,
+                    collector,
+                    parts,
+                    inner,
+                    now,
+                } => {
+                    let bytes = match ready!(collector.poll_collect(body, this.shared.max_body, cx)) {
+                        Ok(bytes) => bytes,
+                        Err(CollectError::TooLarge) => {
+                            return Poll::Ready(Ok(this
+                                .shared
+                                .answer(Answer::Rejected(Rejection::new(Reason::BodyTooLarge)))));
+                        }
+                        Err(CollectError::Failed(_)) => {
+                            return Poll::Ready(Ok(this
+                                .shared
+                                .answer(Answer::Rejected(Rejection::new(Reason::BodyUnreadable)))));
+                        }
+                    };
+                    let (Some(mut parts), Some(inner)) = (parts.take(), inner.take()) else {
+                        return Poll::Ready(Ok(this
+                            .shared
+                            .answer(Answer::Rejected(Rejection::new(Reason::BodyUnreadable)))));
+                    };
+                    let mut verified = match this.shared.verifier.verify_at(&parts.headers, &bytes, *now) {
+                        Ok(verified) => verified,
+                        Err(rejection) => return Poll::Ready(Ok(this.shared.answer(Answer::Rejected(rejection)))),
+                    };
+                    let replay = this.shared.replay.as_ref();
+                    if replay.is_some()
+                        && verified.scheme() == SchemeKind::Stripe
+                        && let Some(id) = stripe_event_id(&bytes)
+                    {
+                        verified.set_id(&id);
+                    }
+                    let key = match (replay, verified.id()) {
+                        (Some(_), Some(id)) => Some(format!("{}:{id}", verified.scheme().as_str())),
+                        _ => None,
+                    };
+                    parts.extensions.insert(verified);
+                    let request = Request::from_parts(parts, Full::new(bytes));
+                    match (replay, key) {
+                        (Some(store), Some(key)) => VerifyState::Claim {
+                            claim: store.claim(&key, this.shared.replay_window),
+                            // Dropped before the store answers, the claim may or
+                            // may not have been recorded: it is released, so the
+                            // sender's retry is processed rather than lost (at
+                            // worst a concurrent duplicate runs twice).
+                            claimed: Some(Claimed {
+                                store: Arc::clone(store),
+                                key,
+                                keep: false,
+                            }),
+                            request: Some(request),
+                            inner: Some(inner),
+                        },
+                        _ => {
+                            this.shared.counters.increment(Outcome::Verified);
+                            let mut inner = inner;
+                            VerifyState::Call {
+                                future: inner.call(request),
+                                claimed: None,
+                            }
+                        }
+                    }
+                }
+                VerifyStateProj::Claim {
+                    claim,
+                    claimed,
+                    request,
+                    inner,
+                } => {
+                    let first = ready!(claim.as_mut().poll(cx));
+                    let (Some(mut guard), Some(request), Some(mut inner)) =
+                        (claimed.take(), request.take(), inner.take())
+                    else {
+                        return Poll::Ready(Ok(this
+                            .shared
+                            .answer(Answer::Rejected(Rejection::new(Reason::ReplayStoreUnavailable)))));
+                    };
+                    match first {
+                        Ok(true) => {
+                            this.shared.counters.increment(Outcome::Verified);
+                            VerifyState::Call {
+                                future: inner.call(request),
+                                claimed: Some(guard),
+                            }
+                        }
+                        // The id belongs to an earlier delivery, or the store is
+                        // down: either way this call leaves it alone.
+                        Ok(false) => {
+                            guard.keep = true;
+                            return Poll::Ready(Ok(this.shared.answer(Answer::Duplicate)));
+                        }
+                        Err(_) => {
+                            guard.keep = true;
+                            return Poll::Ready(Ok(this
+                                .shared
+                                .answer(Answer::Rejected(Rejection::new(Reason::ReplayStoreUnavailable)))));
+                        }
+                    }
+                }
+                VerifyStateProj::Call { future, claimed } => {
+                    let result = ready!(future.poll(cx));
+                    if let (Ok(response), Some(claimed)) = (&result, claimed.as_mut()) {
+                        claimed.keep = response.status().is_success();
+                    }
+                    drop(claimed.take());
+                    return Poll::Ready(result);
+                }
+            };
+            this.state.set(next);
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`SignService`](crate::SignService).
+    pub struct SignFuture<S, B>
+    where
+        S: Service<Request<Full<Bytes>>>,
+    {
+        #[pin]
+        state: SignState<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = SignStateProj]
+    enum SignState<S, B>
+    where
+        S: Service<Request<Full<Bytes>>>,
+    {
+        Collect {
+            #[pin]
+            body: B,
+            collector: Collector,
+            parts: Option<Parts>,
+            inner: Option<S>,
+            signer: Signer,
+        },
+        Call {
+            #[pin]
+            future: S::Future,
+        },
+    }
+}
+
+impl<S, B> SignFuture<S, B>
+where
+    S: Service<Request<Full<Bytes>>>,
+{
+    pub(crate) fn new(signer: Signer, inner: S, parts: Parts, body: B) -> Self {
+        Self {
+            state: SignState::Collect {
+                body,
+                collector: Collector::default(),
+                parts: Some(parts),
+                inner: Some(inner),
+                signer,
+            },
+        }
+    }
+}
+
+impl<S, B> std::fmt::Debug for SignFuture<S, B>
+where
+    S: Service<Request<Full<Bytes>>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignFuture").finish_non_exhaustive()
+    }
+}
+
+/// The sign service's future was polled after it completed.
+#[derive(Debug, thiserror::Error)]
+#[error("webhook sign future polled after completion")]
+struct PolledAfterCompletion;
+
+impl<S, B> Future for SignFuture<S, B>
+where
+    S: Service<Request<Full<Bytes>>>,
+    S::Error: Into<BoxError>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                SignStateProj::Collect {
+                    body,
+                    collector,
+                    parts,
+                    inner,
+                    signer,
+                } => {
+                    let bytes = match ready!(collector.poll_collect(body, usize::MAX, cx)) {
+                        Ok(bytes) => bytes,
+                        Err(CollectError::Failed(error)) => return Poll::Ready(Err(error.into())),
+                        // The sign service reads without a limit; kept for completeness of the match.
+                        Err(CollectError::TooLarge) => {
+                            return Poll::Ready(Err(Rejection::new(Reason::BodyTooLarge).into()));
+                        }
+                    };
+                    let (Some(mut parts), Some(mut inner)) = (parts.take(), inner.take()) else {
+                        return Poll::Ready(Err(PolledAfterCompletion.into()));
+                    };
+                    if let Err(error) = signer.sign(&mut parts.headers, &bytes) {
+                        return Poll::Ready(Err(error.into()));
+                    }
+                    SignState::Call {
+                        future: inner.call(Request::from_parts(parts, Full::new(bytes))),
+                    }
+                }
+                SignStateProj::Call { future } => return future.poll(cx).map_err(Into::into),
+            };
+            this.state.set(next);
+        }
+    }
+}

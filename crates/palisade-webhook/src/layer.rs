@@ -1,0 +1,244 @@
+//! The verify and sign layers.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{Key, Label, Metadata, SharedString};
+use palisade_core::telemetry::{LABEL_NAME, LABEL_OUTCOME, LABEL_SCHEME, webhook};
+use tower_layer::Layer;
+
+use crate::error::{ConfigError, Reason};
+use crate::replay::ReplayStore;
+use crate::scheme::SchemeKind;
+use crate::service::{SignService, VerifyService};
+use crate::sign::Signer;
+use crate::verify::Verifier;
+
+/// The default body limit: 1 MiB, above every major sender's payload cap
+/// (GitHub 25 MB is the outlier; raise it for GitHub).
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
+/// Verifies inbound webhooks before the handler sees them.
+///
+/// See the [crate docs](crate) for the full behaviour. Cheap to clone.
+#[derive(Clone)]
+pub struct VerifyLayer {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) verifier: Verifier,
+    pub(crate) max_body: usize,
+    pub(crate) replay: Option<Arc<dyn ReplayStore>>,
+    pub(crate) replay_window: Duration,
+    pub(crate) name: SharedString,
+    pub(crate) counters: Counters,
+}
+
+/// The counter keys of every outcome, built once so a request allocates no labels.
+pub(crate) struct Counters {
+    verified: Key,
+    duplicate: Key,
+    rejected: [Key; Reason::ALL.len()],
+}
+
+/// The outcome a request is counted under.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outcome {
+    Verified,
+    Duplicate,
+    Rejected(Reason),
+}
+
+impl Counters {
+    fn new(name: &SharedString, scheme: SchemeKind) -> Self {
+        let key = |outcome: &'static str| {
+            Key::from_parts(
+                webhook::VERIFICATIONS_TOTAL,
+                vec![
+                    Label::new(LABEL_NAME, name.clone()),
+                    Label::from_static_parts(LABEL_SCHEME, scheme.as_str()),
+                    Label::from_static_parts(LABEL_OUTCOME, outcome),
+                ],
+            )
+        };
+        Self {
+            verified: key("verified"),
+            duplicate: key("duplicate"),
+            rejected: Reason::ALL.map(|reason| key(reason.as_str())),
+        }
+    }
+
+    pub(crate) fn increment(&self, outcome: Outcome) {
+        static METADATA: Metadata<'static> = Metadata::new(webhook::TARGET, metrics::Level::INFO, Some(module_path!()));
+        let key = match outcome {
+            Outcome::Verified => &self.verified,
+            Outcome::Duplicate => &self.duplicate,
+            Outcome::Rejected(reason) => &self.rejected[reason as usize],
+        };
+        metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA).increment(1));
+    }
+}
+
+impl fmt::Debug for VerifyLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = &*self.shared;
+        f.debug_struct("VerifyLayer")
+            .field("name", &&*shared.name)
+            .field("verifier", &shared.verifier)
+            .field("max_body", &shared.max_body)
+            .field("replay", &shared.replay.is_some())
+            .field("replay_window", &shared.replay_window)
+            .finish()
+    }
+}
+
+impl VerifyLayer {
+    /// A layer with the defaults: 1 MiB body limit, no replay protection,
+    /// named after the scheme.
+    pub fn new(verifier: Verifier) -> Self {
+        Self::builder(verifier).build_defaults()
+    }
+
+    /// Configures a layer around `verifier`.
+    pub fn builder(verifier: Verifier) -> VerifyLayerBuilder {
+        VerifyLayerBuilder {
+            verifier,
+            max_body: DEFAULT_MAX_BODY,
+            replay: None,
+            replay_window: None,
+            name: None,
+        }
+    }
+
+    /// The verifier.
+    pub fn verifier(&self) -> &Verifier {
+        &self.shared.verifier
+    }
+}
+
+impl<S> Layer<S> for VerifyLayer {
+    type Service = VerifyService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        VerifyService::new(inner, self.shared.clone())
+    }
+}
+
+/// Configures a [`VerifyLayer`].
+pub struct VerifyLayerBuilder {
+    verifier: Verifier,
+    max_body: usize,
+    replay: Option<Arc<dyn ReplayStore>>,
+    replay_window: Option<Duration>,
+    name: Option<String>,
+}
+
+impl fmt::Debug for VerifyLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyLayerBuilder")
+            .field("verifier", &self.verifier)
+            .field("max_body", &self.max_body)
+            .field("replay", &self.replay.is_some())
+            .field("replay_window", &self.replay_window)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl VerifyLayerBuilder {
+    /// The largest body read (default 1 MiB). Longer bodies are answered 413
+    /// without reading the rest.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Turns on replay protection with `store`.
+    pub fn replay_store(mut self, store: impl ReplayStore) -> Self {
+        self.replay = Some(Arc::new(store));
+        self
+    }
+
+    /// How long an accepted id is remembered. Default: twice the timestamp
+    /// tolerance, since older or newer messages fail the timestamp check
+    /// anyway; 24 hours for schemes that sign no timestamp (GitHub, Shopify),
+    /// whose senders redeliver for about that long.
+    pub fn replay_window(mut self, window: Duration) -> Self {
+        self.replay_window = Some(window);
+        self
+    }
+
+    /// The instance name in metrics and logs (default: the scheme's label).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    ///
+    /// A zero body limit or replay window.
+    pub fn build(self) -> Result<VerifyLayer, ConfigError> {
+        if self.max_body == 0 {
+            return Err(ConfigError::ZeroBodyLimit);
+        }
+        if self.replay_window.is_some_and(|w| w.as_secs() == 0) {
+            return Err(ConfigError::ZeroReplayWindow);
+        }
+        Ok(self.build_defaults())
+    }
+
+    fn build_defaults(self) -> VerifyLayer {
+        let verifier = self.verifier;
+        let replay_window = self.replay_window.unwrap_or_else(|| {
+            if verifier.signs_timestamp() {
+                verifier.tolerance() * 2
+            } else {
+                Duration::from_secs(24 * 60 * 60)
+            }
+        });
+        let name = match self.name {
+            Some(name) => SharedString::from_shared(Arc::<str>::from(name)),
+            None => SharedString::const_str(verifier.scheme().as_str()),
+        };
+        let counters = Counters::new(&name, verifier.scheme());
+        VerifyLayer {
+            shared: Arc::new(Shared {
+                verifier,
+                max_body: self.max_body,
+                replay: self.replay,
+                replay_window,
+                name,
+                counters,
+            }),
+        }
+    }
+}
+
+/// Signs outbound webhook requests: reads the body, signs it, and sends the
+/// request on with the scheme's headers and the same bytes.
+///
+/// For senders that do not use tower, [`Signer::sign`] does the same on a
+/// header map and a byte slice.
+#[derive(Debug, Clone)]
+pub struct SignLayer {
+    signer: Signer,
+}
+
+impl SignLayer {
+    /// A layer signing with `signer`.
+    pub fn new(signer: Signer) -> Self {
+        Self { signer }
+    }
+}
+
+impl<S> Layer<S> for SignLayer {
+    type Service = SignService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SignService::new(inner, self.signer.clone())
+    }
+}

@@ -1,0 +1,226 @@
+//! Webhook signatures for tower: [`VerifyLayer`] checks inbound webhooks
+//! before the handler runs; [`SignLayer`] and [`Signer`] sign outbound ones.
+//!
+//! Mount the verify layer on the routes that receive webhooks from Stripe,
+//! GitHub, Slack, Shopify or any [Standard Webhooks](https://www.standardwebhooks.com/)
+//! / Svix sender. The handler then only ever sees messages that are
+//! authentic (a valid signature by one of the configured secrets), fresh
+//! (signed timestamp within the tolerance), not replayed (optional id
+//! de-duplication), and exactly the bytes that were signed.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{Extension, Router, body::Bytes, routing::post};
+//! use palisade_webhook::{MemoryReplayStore, Scheme, Signer, Verified, Verifier, VerifyLayer};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+//! let verify = VerifyLayer::builder(Verifier::builder(Scheme::StandardWebhooks).secret(secret).build()?)
+//!     .replay_store(MemoryReplayStore::new())
+//!     .build()?;
+//! let app = Router::new()
+//!     .route(
+//!         "/hooks/payments",
+//!         post(|Extension(hook): Extension<Verified>, body: Bytes| async move {
+//!             format!("{} bytes of {}", body.len(), hook.id().unwrap_or("?"))
+//!         }),
+//!     )
+//!     .route_layer(verify);
+//!
+//! // A sender signs with the same secret (the `SignLayer` does this for a tower client).
+//! let body = br#"{"type":"payment.succeeded"}"#;
+//! let mut request = http::Request::post("/hooks/payments").body(axum::body::Body::from(&body[..]))?;
+//! let signed = Signer::builder(Scheme::StandardWebhooks).secret(secret).build()?.sign(request.headers_mut(), body)?;
+//!
+//! let response = app.clone().oneshot(request).await?;
+//! assert_eq!(response.status(), 200);
+//!
+//! // A request without a valid signature never reaches the handler.
+//! let forged = http::Request::post("/hooks/payments").body(axum::body::Body::from(&body[..]))?;
+//! let response = app.oneshot(forged).await?;
+//! assert_eq!(response.status(), 400);
+//! assert_eq!(response.headers()["content-type"], "application/problem+json");
+//! # let _ = signed;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Schemes
+//!
+//! | scheme | signature | signed content | timestamp | id for replay protection |
+//! |---|---|---|---|---|
+//! | Standard Webhooks / Svix | `webhook-signature` (or `svix-signature`): `v1,<base64>` HMAC-SHA256, `v1a,<base64>` ed25519 | `{id}.{timestamp}.{body}` | `webhook-timestamp` | `webhook-id` |
+//! | Stripe | `Stripe-Signature: t=<ts>,v1=<hex>` | `{timestamp}.{body}` | `t=` | the event `id` in the body |
+//! | GitHub | `X-Hub-Signature-256: sha256=<hex>` | `{body}` | none | `X-GitHub-Delivery` |
+//! | Slack | `X-Slack-Signature: v0=<hex>` | `v0:{timestamp}:{body}` | `X-Slack-Request-Timestamp` | none |
+//! | Shopify | `X-Shopify-Hmac-Sha256: <base64>` | `{body}` | none | `X-Shopify-Webhook-Id` |
+//! | generic | configured header, prefix, hex or base64 | configured template | optional header | optional header |
+//!
+//! Secrets are given as the sender shows them: Standard Webhooks' `whsec_` +
+//! base64 is decoded, Stripe's whole `whsec_...` string is the key, the others
+//! are used as text; [`VerifierBuilder::secret_bytes`] takes raw key bytes.
+//! Standard Webhooks `v1a` signatures are checked against `whpk_` public keys
+//! ([`VerifierBuilder::public_key`]) with strict ed25519 verification.
+//!
+//! **Rotation**: add the new secret next to the old one. Any configured secret
+//! or key verifying is enough, and [`Verified::key_index`] tells which one did,
+//! so the old one can be removed once it stops showing up. A header carrying
+//! several signatures (space- or comma-separated, or the header repeated) is
+//! checked signature by signature; signatures of unknown versions (`v2,...`,
+//! `sha1=...`) are skipped, not errors.
+//!
+//! # What the handler gets
+//!
+//! The request with its body replaced by a [`Full<Bytes>`](http_body_util::Full)
+//! holding exactly the bytes received (no re-encoding, any bytes, UTF-8 or
+//! not), and a [`Verified`] in its extensions: the scheme, the message id, the
+//! signed timestamp and the index of the key that verified it.
+//!
+//! # Rejections
+//!
+//! The layer answers these itself, as RFC 9457 `application/problem+json`
+//! ([`palisade_core::Problem`]); the handler is not called. The body names
+//! the header at fault, never a signature, a secret or the payload.
+//!
+//! | cause | status | `type` |
+//! |---|---|---|
+//! | a header the scheme needs is missing | 400 | `urn:palisade:problem:webhook-missing-header` |
+//! | a header is malformed: non-ASCII, a non-integer or overflowing timestamp, `v1` without a signature, undecodable base64 or hex, a duplicate Stripe `t=` | 400 | `urn:palisade:problem:webhook-malformed-header` |
+//! | the timestamp is more than the tolerance away from now, either way | 401 | `urn:palisade:problem:webhook-stale-timestamp` |
+//! | no signature verifies with any key | 401 | `urn:palisade:problem:webhook-bad-signature` |
+//! | the body is over the limit | 413 | `urn:palisade:problem:webhook-body-too-large` |
+//! | the body failed mid-read | 400 | `urn:palisade:problem:webhook-body-unreadable` |
+//! | the replay store failed | 503 | `urn:palisade:problem:webhook-replay-store-unavailable` |
+//!
+//! A redelivered message whose id was already accepted is answered **200 with
+//! an empty body**, so the sender stops retrying, and the handler is not called.
+//!
+//! # Defaults, and why
+//!
+//! | setting | default | why |
+//! |---|---|---|
+//! | timestamp tolerance ([`VerifierBuilder::tolerance`]) | 300 s, both directions | what Stripe, Slack and Standard Webhooks recommend; both ways because a clock ahead is as suspicious as one behind |
+//! | body limit ([`VerifyLayerBuilder::max_body`]) | 1 MiB ([`DEFAULT_MAX_BODY`]) | above the payloads of the common senders (raise it for GitHub, which sends up to 25 MB); a larger body is answered 413 at once when announced, or as soon as the limit is passed, without reading the rest |
+//! | replay protection | off | it needs a store; turn it on with [`VerifyLayerBuilder::replay_store`] |
+//! | replay window ([`VerifyLayerBuilder::replay_window`]) | twice the tolerance; 24 h for GitHub and Shopify | older or newer messages already fail the timestamp check; schemes without a signed timestamp are redelivered for about a day |
+//! | in-memory store capacity | 100 000 ids ([`replay::DEFAULT_MEMORY_CAPACITY`]) | bounded memory (a few MB); the oldest id goes first when full |
+//! | keys per verifier | at most 8 ([`MAX_KEYS`]) | rotation needs two or three; bounds the work a forged request can cause |
+//! | signatures checked per header | 8 HMAC and 2 ed25519 ([`MAX_SIGNATURES`]) | a sender puts one per active secret; the bound keeps the work per request small; more are ignored |
+//! | clock | [`SystemClock`] | webhook timestamps are calendar time; tests inject a [`FixedClock`] or a closure |
+//!
+//! Headers and timestamp are checked before a body larger than 16 KiB (or of
+//! unannounced size) is read, so a forged or stale message costs no body
+//! read; a smaller announced body is read first and everything is checked once.
+//!
+//! # Replay protection
+//!
+//! With a [`ReplayStore`] the layer claims `<scheme>:<id>` before calling the
+//! handler. A 2xx answer keeps the claim for the replay window; any other
+//! status, an error, or a dropped call releases it, so the sender's retry is
+//! processed. A delivery arriving while the first one with its id is still
+//! running is answered 200 too. [`MemoryReplayStore`] protects one process;
+//! `RedisReplayStore` (feature `redis`: `SET NX PX` to claim, `DEL` to
+//! release) protects every instance sharing the Redis. A store failure is a
+//! 503 so the sender retries later. Messages without an id (Slack, or GitHub
+//! and Shopify without their delivery header) pass unchecked.
+//!
+//! # Signing
+//!
+//! [`Signer`] writes the scheme's headers for a body (Standard Webhooks `v1`
+//! and `v1a`, Stripe, GitHub, Slack, Shopify, generic), stamping the current
+//! time and a fresh UUID v7 id ([`IdGenerator`] to change it). An id already in
+//! the headers is kept, so a redelivery carries its first id and the receiver
+//! drops the duplicate. [`SignLayer`] does the same for a tower HTTP client:
+//! it reads the request body, signs it, and sends the same bytes on as a
+//! `Full<Bytes>`. With several secrets, Standard Webhooks, Stripe and generic
+//! schemes carry one signature per secret; GitHub, Slack and Shopify carry one,
+//! by the first secret.
+//!
+//! # Order with other layers
+//!
+//! Server side, outermost first: tracing / request id → **webhook verify** →
+//! idempotency → outbox hook → bulkhead → timeout → handler. Verify early: a
+//! forged request should cost nothing further, and nothing inside should see
+//! unverified bytes. Put it on the webhook routes only (axum's
+//! `Router::route_layer` or a nested router), not on the whole application.
+//! Client side, put [`SignLayer`] innermost, right above the HTTP client, so
+//! each retry attempt is stamped and signed afresh while keeping its id.
+//!
+//! # Telemetry
+//!
+//! - Counter `palisade_webhook_verifications_total{name, scheme, outcome}`,
+//!   outcome `verified`, `duplicate` or a rejection reason (`missing_header`,
+//!   `malformed_header`, `stale_timestamp`, `bad_signature`, `body_too_large`,
+//!   `body_unreadable`, `replay_store_unavailable`). `name` defaults to the
+//!   scheme label ([`VerifyLayerBuilder::name`]).
+//! - A tracing event per rejection at `INFO` under target `palisade::webhook`,
+//!   with fields `name`, `scheme` and `reason` (never a secret, a signature or
+//!   the body); duplicates at `DEBUG`.
+//!
+//! # Security notes
+//!
+//! MACs are compared in constant time. Secrets and keys are decoded once at
+//! build time and never appear in `Debug` output, logs, errors or responses.
+//! Timestamps must be plain integers (no sign, fraction or exponent) that fit
+//! in 64 bits. Header values that are not visible ASCII are rejected as
+//! malformed; bodies may be any bytes. Nothing in the verify path panics on
+//! input: a proptest run over arbitrary headers and bodies is part of the suite.
+//!
+//! # Performance
+//!
+//! Verification costs what HMAC-SHA256 of the body costs, plus a fixed part.
+//! The key's inner and outer pads are hashed once at build time, so each
+//! message saves two SHA-256 blocks over a plain `Hmac::new_from_slice`;
+//! signatures decode into fixed arrays; a body that arrives in one frame (a
+//! `Full<Bytes>`, a small hyper body) is handed on without a copy.
+//!
+//! Measured 2026-11-21 on a 2-core x86_64 VM (SHA-NI) with
+//! `cargo bench -p palisade-benches --bench webhook`: Standard Webhooks `v1`,
+//! one secret, the system clock. Other builds shared the VM during the run
+//! (load average 4 to 9), so absolute times are above those of a quiet
+//! machine. The ratios come from paired rounds (raw HMAC, layer and bare
+//! handler timed back to back, median of the rounds), which load drift
+//! affects least. "Verify path" is the layer minus the same handler without
+//! it: header parsing, decoding, body collection, comparison and the request
+//! extension.
+//!
+//! | body | raw HMAC-SHA256 | [`Verifier::verify`] | whole layer (handler alone) | verify path ÷ raw HMAC, plain `http::Request` | same, request already carrying extensions (as from hyper / axum) |
+//! |---|---|---|---|---|---|
+//! | 64 B | 328 ns | 584 ns | 1.98 µs (441 ns) | 2.28× | 2.20× |
+//! | 1 KiB | 1.26 µs, 777 MiB/s | 1.64 µs, 596 MiB/s | 2.23 µs (553 ns) | 1.59× (1.45× to 1.63× over five runs) | 1.38× (1.33× to 1.38× over three runs) |
+//! | 1 MiB | 648 µs, 1.51 GiB/s | 901 µs, 1.08 GiB/s | 954 µs, 1.02 GiB/s | 1.05× (0.98× to 1.05×) | 1.02× |
+//!
+//! At 1 MiB the layer runs at SHA-256 speed (within 5 % of the raw HMAC). At
+//! 1 KiB the fixed part is about 0.4× of the HMAC; a third of it is the
+//! request extension holding [`Verified`] (http allocates the extension map
+//! on first use: three allocations, one when the request already has
+//! extensions). Without replay protection a verified request allocates only
+//! for that extension and copies nothing; a body arriving in several frames
+//! is gathered into one buffer sized from its announced length.
+
+mod body;
+pub mod clock;
+pub mod error;
+pub mod future;
+mod key;
+mod layer;
+pub mod replay;
+pub mod scheme;
+mod service;
+mod sign;
+mod verify;
+
+pub use clock::{Clock, FixedClock, SystemClock};
+pub use error::{ConfigError, Reason, Rejection, StoreError};
+pub use key::MAX_KEYS;
+pub use layer::{DEFAULT_MAX_BODY, SignLayer, VerifyLayer, VerifyLayerBuilder};
+#[cfg(feature = "redis")]
+pub use replay::RedisReplayStore;
+pub use replay::{MemoryReplayStore, ReplayStore};
+pub use scheme::{Encoding, GenericScheme, Scheme, SchemeKind};
+pub use service::{SignService, VerifyService};
+pub use sign::{IdGenerator, InvalidId, Signed, Signer, SignerBuilder, UuidV7};
+pub use verify::{DEFAULT_TOLERANCE, MAX_SIGNATURES, Verified, Verifier, VerifierBuilder, stripe_event_id};

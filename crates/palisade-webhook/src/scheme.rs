@@ -1,0 +1,330 @@
+//! The signature schemes: which headers carry what, and which bytes are signed.
+//!
+//! | scheme | signature header | signed content | encoding | timestamp | message id |
+//! |---|---|---|---|---|---|
+//! | [`StandardWebhooks`](Scheme::StandardWebhooks) | `webhook-signature` (or `svix-signature`): `v1,<sig> v1a,<sig>` | `{id}.{timestamp}.{body}` | base64 | `webhook-timestamp` | `webhook-id` |
+//! | [`Stripe`](Scheme::Stripe) | `Stripe-Signature`: `t=<ts>,v1=<sig>,v1=<sig>` | `{timestamp}.{body}` | hex | `t=` | the event's `id` in the JSON body |
+//! | [`GitHub`](Scheme::GitHub) | `X-Hub-Signature-256`: `sha256=<sig>` | `{body}` | hex | none | `X-GitHub-Delivery` |
+//! | [`Slack`](Scheme::Slack) | `X-Slack-Signature`: `v0=<sig>` | `v0:{timestamp}:{body}` | hex | `X-Slack-Request-Timestamp` | none |
+//! | [`Shopify`](Scheme::Shopify) | `X-Shopify-Hmac-Sha256`: `<sig>` | `{body}` | base64 | none | `X-Shopify-Webhook-Id` |
+//! | [`Generic`](Scheme::Generic) | configured | configured template | hex or base64 | optional header | optional header |
+//!
+//! Every HMAC is HMAC-SHA256. Standard Webhooks also defines `v1a`, an
+//! ed25519 signature over the same content, verified against `whpk_` public keys.
+
+use http::HeaderName;
+
+use crate::error::ConfigError;
+
+/// Which scheme verified or signed a message; also the `scheme` metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SchemeKind {
+    /// Standard Webhooks / Svix.
+    StandardWebhooks,
+    /// Stripe.
+    Stripe,
+    /// GitHub.
+    GitHub,
+    /// Slack.
+    Slack,
+    /// Shopify.
+    Shopify,
+    /// A configured generic HMAC scheme.
+    Generic,
+}
+
+impl SchemeKind {
+    /// The label used in metrics and logs: `standard_webhooks`, `stripe`, `github`, `slack`, `shopify`, `generic`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::StandardWebhooks => "standard_webhooks",
+            Self::Stripe => "stripe",
+            Self::GitHub => "github",
+            Self::Slack => "slack",
+            Self::Shopify => "shopify",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+/// A signature scheme, for the verifier and the signer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scheme {
+    /// [Standard Webhooks](https://www.standardwebhooks.com/) (and Svix, with `svix-` headers).
+    /// Secrets are `whsec_` + base64; public keys `whpk_` + base64; signing keys `whsk_` + base64.
+    StandardWebhooks,
+    /// Stripe. The whole `whsec_...` string is the HMAC key.
+    Stripe,
+    /// GitHub (`X-Hub-Signature-256`). The secret string is the key.
+    GitHub,
+    /// Slack (signing secret, `v0` signatures).
+    Slack,
+    /// Shopify (`X-Shopify-Hmac-Sha256`). The app's client secret is the key.
+    Shopify,
+    /// An HMAC-SHA256 scheme described by its headers, template, encoding and prefix.
+    Generic(GenericScheme),
+}
+
+impl Scheme {
+    /// The kind of scheme.
+    pub fn kind(&self) -> SchemeKind {
+        match self {
+            Self::StandardWebhooks => SchemeKind::StandardWebhooks,
+            Self::Stripe => SchemeKind::Stripe,
+            Self::GitHub => SchemeKind::GitHub,
+            Self::Slack => SchemeKind::Slack,
+            Self::Shopify => SchemeKind::Shopify,
+            Self::Generic(_) => SchemeKind::Generic,
+        }
+    }
+}
+
+/// How signatures are written in a generic scheme's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoding {
+    /// Lower-case hex (upper case is accepted when verifying).
+    #[default]
+    Hex,
+    /// Standard base64 with padding.
+    Base64,
+}
+
+/// A generic HMAC-SHA256 scheme.
+///
+/// The signed content is a template over `{id}`, `{timestamp}` and `{body}`
+/// (default `{body}`); every other character is literal, and `{{` / `}}`
+/// stand for braces. The signature header may carry several signatures
+/// separated by spaces or commas, each `prefix + encoded MAC`; values without
+/// the prefix are skipped as another version.
+///
+/// ```
+/// use palisade_webhook::{Encoding, GenericScheme};
+///
+/// let acme = GenericScheme::new("X-Acme-Signature")
+///     .timestamp_header("X-Acme-Timestamp")
+///     .id_header("X-Acme-Delivery")
+///     .template("{timestamp}.{body}")
+///     .encoding(Encoding::Base64)
+///     .prefix("v1=");
+/// # let _ = acme;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenericScheme {
+    pub(crate) signature_header: String,
+    pub(crate) timestamp_header: Option<String>,
+    pub(crate) id_header: Option<String>,
+    pub(crate) template: String,
+    pub(crate) encoding: Encoding,
+    pub(crate) prefix: String,
+}
+
+impl GenericScheme {
+    /// A scheme whose signatures are in `signature_header`, over the body alone, hex, no prefix.
+    pub fn new(signature_header: impl Into<String>) -> Self {
+        Self {
+            signature_header: signature_header.into(),
+            timestamp_header: None,
+            id_header: None,
+            template: "{body}".to_owned(),
+            encoding: Encoding::Hex,
+            prefix: String::new(),
+        }
+    }
+
+    /// The header carrying the Unix timestamp (checked against the tolerance).
+    pub fn timestamp_header(mut self, name: impl Into<String>) -> Self {
+        self.timestamp_header = Some(name.into());
+        self
+    }
+
+    /// The header carrying the message id (for `{id}` and replay protection).
+    pub fn id_header(mut self, name: impl Into<String>) -> Self {
+        self.id_header = Some(name.into());
+        self
+    }
+
+    /// The signed-content template, e.g. `{timestamp}.{body}`.
+    pub fn template(mut self, template: impl Into<String>) -> Self {
+        self.template = template.into();
+        self
+    }
+
+    /// How the MAC is encoded.
+    pub fn encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// The text before each encoded MAC, e.g. `sha256=`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    pub(crate) fn compile(&self) -> Result<CompiledGeneric, ConfigError> {
+        let header = |name: &str| {
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConfigError::InvalidHeaderName(name.to_owned()))
+        };
+        let signature_header = header(&self.signature_header)?;
+        let timestamp_header = self.timestamp_header.as_deref().map(header).transpose()?;
+        let id_header = self.id_header.as_deref().map(header).transpose()?;
+        let template = Template::parse(&self.template)?;
+        if template.uses(Part::Timestamp) && timestamp_header.is_none() {
+            return Err(ConfigError::InvalidTemplate("{timestamp} needs a timestamp header"));
+        }
+        if template.uses(Part::Id) && id_header.is_none() {
+            return Err(ConfigError::InvalidTemplate("{id} needs an id header"));
+        }
+        if self
+            .prefix
+            .bytes()
+            .any(|b| b == b' ' || b == b',' || !b.is_ascii_graphic())
+        {
+            return Err(ConfigError::InvalidPrefix);
+        }
+        Ok(CompiledGeneric {
+            signature_header,
+            timestamp_header,
+            id_header,
+            template,
+            encoding: self.encoding,
+            prefix: self.prefix.clone(),
+        })
+    }
+}
+
+/// A generic scheme with its header names and template checked.
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledGeneric {
+    pub(crate) signature_header: HeaderName,
+    pub(crate) timestamp_header: Option<HeaderName>,
+    pub(crate) id_header: Option<HeaderName>,
+    pub(crate) template: Template,
+    pub(crate) encoding: Encoding,
+    pub(crate) prefix: String,
+}
+
+/// The most parts a template may have, so signed content fits a fixed array.
+pub(crate) const MAX_TEMPLATE_PARTS: usize = 15;
+
+/// One piece of a signed-content template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Part {
+    Literal(Box<[u8]>),
+    Id,
+    Timestamp,
+    Body,
+}
+
+/// A parsed signed-content template: exactly one `{body}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Template {
+    pub(crate) parts: Vec<Part>,
+}
+
+impl Template {
+    pub(crate) fn parse(text: &str) -> Result<Self, ConfigError> {
+        let mut parts = Vec::new();
+        let mut literal = Vec::new();
+        let mut rest = text;
+        while let Some(c) = rest.chars().next() {
+            if let Some(after) = rest.strip_prefix("{{") {
+                literal.push(b'{');
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix("}}") {
+                literal.push(b'}');
+                rest = after;
+            } else if c == '{' {
+                let end = rest.find('}').ok_or(ConfigError::InvalidTemplate("unclosed `{`"))?;
+                let part = match &rest[1..end] {
+                    "id" => Part::Id,
+                    "timestamp" => Part::Timestamp,
+                    "body" => Part::Body,
+                    _ => {
+                        return Err(ConfigError::InvalidTemplate(
+                            "unknown placeholder; use {id}, {timestamp} or {body}",
+                        ));
+                    }
+                };
+                if !literal.is_empty() {
+                    parts.push(Part::Literal(std::mem::take(&mut literal).into_boxed_slice()));
+                }
+                parts.push(part);
+                rest = &rest[end + 1..];
+            } else if c == '}' {
+                return Err(ConfigError::InvalidTemplate("unmatched `}`"));
+            } else {
+                let mut buf = [0; 4];
+                literal.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+        if !literal.is_empty() {
+            parts.push(Part::Literal(literal.into_boxed_slice()));
+        }
+        if parts.iter().filter(|p| **p == Part::Body).count() != 1 {
+            return Err(ConfigError::InvalidTemplate("the template needs exactly one {body}"));
+        }
+        if parts.len() > MAX_TEMPLATE_PARTS {
+            return Err(ConfigError::InvalidTemplate("the template has too many parts"));
+        }
+        Ok(Self { parts })
+    }
+
+    pub(crate) fn uses(&self, part: Part) -> bool {
+        self.parts.contains(&part)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_parse_placeholders_literals_and_escapes() {
+        let t = Template::parse("v0:{timestamp}:{{{body}}}").unwrap();
+        assert_eq!(
+            t.parts,
+            vec![
+                Part::Literal(b"v0:".to_vec().into()),
+                Part::Timestamp,
+                Part::Literal(b":{".to_vec().into()),
+                Part::Body,
+                Part::Literal(b"}".to_vec().into()),
+            ]
+        );
+        for bad in [
+            "",
+            "{id}",
+            "{body}{body}",
+            "{bod}",
+            "{body",
+            "}{body}",
+            "{timestamp}.{body}.{unknown}",
+        ] {
+            assert!(
+                matches!(Template::parse(bad), Err(ConfigError::InvalidTemplate(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn generic_schemes_validate_headers_and_placeholders() {
+        assert!(
+            GenericScheme::new("x-sig")
+                .template("{timestamp}.{body}")
+                .compile()
+                .is_err()
+        );
+        assert!(GenericScheme::new("x-sig").template("{id}.{body}").compile().is_err());
+        assert!(GenericScheme::new("bad header").compile().is_err());
+        assert!(GenericScheme::new("x-sig").prefix("a b").compile().is_err());
+        let ok = GenericScheme::new("X-Sig")
+            .timestamp_header("x-ts")
+            .template("{timestamp}.{body}")
+            .compile()
+            .unwrap();
+        assert_eq!(ok.signature_header, "x-sig");
+    }
+}

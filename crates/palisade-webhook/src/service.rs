@@ -1,0 +1,157 @@
+//! The verify and sign services.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::Full;
+use palisade_core::BoxError;
+use tower_service::Service;
+
+use crate::body::Collector;
+use crate::error::{Reason, Rejection};
+use crate::future::{SignFuture, VerifyFuture};
+use crate::layer::Shared;
+use crate::sign::Signer;
+
+/// Bodies announced above this size have their headers checked before they are read.
+const EARLY_CHECK_ABOVE: u64 = 16 * 1024;
+
+/// Verifies inbound webhooks, then calls the inner service with the exact
+/// verified bytes as a `Full<Bytes>` body. Made by [`VerifyLayer`](crate::VerifyLayer).
+pub struct VerifyService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> VerifyService<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: Clone> Clone for VerifyService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for VerifyService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyService")
+            .field("inner", &self.inner)
+            .field("name", &&*self.shared.name)
+            .finish()
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for VerifyService<S>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone,
+    B: Body,
+    ResBody: From<Bytes>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = VerifyFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let shared = self.shared.clone();
+        let now = shared.verifier.now();
+        if Collector::precheck(req.body(), shared.max_body).is_err() {
+            return VerifyFuture::rejected(shared, Rejection::new(Reason::BodyTooLarge));
+        }
+        // A forged or stale message is turned away before a large or
+        // unannounced body is read. A small announced body is cheaper to read
+        // than the headers are to check twice, so its headers are checked once,
+        // with the body.
+        if req
+            .body()
+            .size_hint()
+            .upper()
+            .is_none_or(|upper| upper > EARLY_CHECK_ABOVE)
+            && let Err(rejection) = shared.verifier.check_headers(req.headers(), now)
+        {
+            return VerifyFuture::rejected(shared, rejection);
+        }
+        // The body arrives later; the service that was driven ready goes with
+        // the request and a fresh clone stays for the next poll_ready.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        let (parts, body) = req.into_parts();
+        VerifyFuture::collecting(shared, ready, parts, body, now)
+    }
+}
+
+/// Signs outbound webhook requests. Made by [`SignLayer`](crate::SignLayer).
+pub struct SignService<S> {
+    inner: S,
+    signer: Signer,
+}
+
+impl<S> SignService<S> {
+    pub(crate) fn new(inner: S, signer: Signer) -> Self {
+        Self { inner, signer }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: Clone> Clone for SignService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            signer: self.signer.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for SignService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignService")
+            .field("inner", &self.inner)
+            .field("signer", &self.signer)
+            .finish()
+    }
+}
+
+impl<S, B> Service<Request<B>> for SignService<S>
+where
+    S: Service<Request<Full<Bytes>>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = SignFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        let (parts, body) = req.into_parts();
+        SignFuture::new(self.signer.clone(), ready, parts, body)
+    }
+}

@@ -1,0 +1,355 @@
+//! Signing outbound webhooks, usable without the tower layer.
+
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::Signer as _;
+use hmac::Mac;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::clock::{Clock, ClockDebug, SystemClock};
+use crate::error::ConfigError;
+use crate::key::{HmacKey, SecretInput, decode_signing_key};
+use crate::scheme::{Encoding, Part, Scheme, SchemeKind};
+use crate::verify::{Compiled, headers};
+
+/// A source of fresh message ids.
+pub trait IdGenerator: Send + Sync + 'static {
+    /// A new, unique message id (visible ASCII).
+    fn next_id(&self) -> String;
+}
+
+/// The default id generator: UUID v7 (time-ordered, with 74 random bits).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UuidV7;
+
+impl IdGenerator for UuidV7 {
+    fn next_id(&self) -> String {
+        uuid::Uuid::now_v7().to_string()
+    }
+}
+
+impl<F> IdGenerator for F
+where
+    F: Fn() -> String + Send + Sync + 'static,
+{
+    fn next_id(&self) -> String {
+        self()
+    }
+}
+
+/// What a signature covered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// The message id sent in a header, where the scheme has one.
+    pub id: Option<String>,
+    /// The signed timestamp, where the scheme signs one.
+    pub timestamp: Option<u64>,
+}
+
+/// Signs outbound webhooks so that the receiver's verifier (palisade's or
+/// the scheme's own library) accepts them.
+///
+/// ```
+/// use palisade_webhook::{FixedClock, Scheme, Signer, Verifier};
+///
+/// let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// let signer = Signer::builder(Scheme::StandardWebhooks).secret(secret).build()?;
+/// let mut headers = http::HeaderMap::new();
+/// let signed = signer.sign(&mut headers, b"{\"event\":\"ping\"}")?;
+/// assert!(headers["webhook-signature"].to_str()?.starts_with("v1,"));
+///
+/// let verifier = Verifier::builder(Scheme::StandardWebhooks).secret(secret).build()?;
+/// let verified = verifier.verify(&headers, b"{\"event\":\"ping\"}")?;
+/// assert_eq!(verified.id(), signed.id.as_deref());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Signer {
+    inner: Arc<SignerInner>,
+}
+
+struct SignerInner {
+    scheme: Compiled,
+    hmac_keys: Vec<HmacKey>,
+    signing_keys: Vec<ed25519_dalek::SigningKey>,
+    clock: Box<dyn Clock>,
+    ids: Box<dyn IdGenerator>,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("scheme", &self.inner.scheme)
+            .field("secrets", &self.inner.hmac_keys.len())
+            .field("signing_keys", &self.inner.signing_keys.len())
+            .field("clock", &ClockDebug)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Signer`].
+pub struct SignerBuilder {
+    scheme: Scheme,
+    secrets: Vec<SecretInput>,
+    signing_keys: Vec<String>,
+    clock: Box<dyn Clock>,
+    ids: Box<dyn IdGenerator>,
+}
+
+impl fmt::Debug for SignerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignerBuilder")
+            .field("scheme", &self.scheme)
+            .field("secrets", &self.secrets.len())
+            .field("signing_keys", &self.signing_keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A signing failure: a header value that cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the message id is not a valid header value")]
+pub struct InvalidId;
+
+impl SignerBuilder {
+    /// Adds an HMAC secret, written as for [`VerifierBuilder::secret`](crate::VerifierBuilder::secret).
+    /// Standard Webhooks, Stripe and generic schemes sign with every secret
+    /// (one signature each, for receivers mid-rotation); GitHub, Slack and
+    /// Shopify carry one signature, made with the first secret.
+    pub fn secret(mut self, secret: impl Into<String>) -> Self {
+        self.secrets.push(SecretInput::Text(secret.into()));
+        self
+    }
+
+    /// Adds a raw HMAC key, used as given.
+    pub fn secret_bytes(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.secrets.push(SecretInput::Bytes(key.into()));
+        self
+    }
+
+    /// Adds an ed25519 signing key (`whsk_` + base64 of the 32-byte seed or
+    /// the 64-byte seed and public key) for Standard Webhooks `v1a` signatures.
+    pub fn signing_key(mut self, key: impl Into<String>) -> Self {
+        self.signing_keys.push(key.into());
+        self
+    }
+
+    /// The clock that stamps messages (default [`SystemClock`]).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// Where fresh message ids come from (default [`UuidV7`]).
+    pub fn id_generator(mut self, ids: impl IdGenerator) -> Self {
+        self.ids = Box::new(ids);
+        self
+    }
+
+    /// Checks and decodes the configuration.
+    ///
+    /// # Errors
+    ///
+    /// No keys, too many, an empty or undecodable secret or key, signing keys
+    /// outside Standard Webhooks, a bad generic scheme.
+    pub fn build(self) -> Result<Signer, ConfigError> {
+        let (scheme, hmac_keys) = Compiled::with_secrets(&self.scheme, &self.secrets, self.signing_keys.len())?;
+        let signing_keys = self
+            .signing_keys
+            .iter()
+            .map(|k| decode_signing_key(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Signer {
+            inner: Arc::new(SignerInner {
+                scheme,
+                hmac_keys,
+                signing_keys,
+                clock: self.clock,
+                ids: self.ids,
+            }),
+        })
+    }
+}
+
+impl Signer {
+    /// Starts configuring a signer for `scheme`.
+    pub fn builder(scheme: Scheme) -> SignerBuilder {
+        SignerBuilder {
+            scheme,
+            secrets: Vec::new(),
+            signing_keys: Vec::new(),
+            clock: Box::new(SystemClock),
+            ids: Box::new(UuidV7),
+        }
+    }
+
+    /// The scheme signed.
+    pub fn scheme(&self) -> SchemeKind {
+        self.inner.scheme.kind()
+    }
+
+    /// Signs `body` now and writes the scheme's headers into `headers`.
+    ///
+    /// A message id already in `headers` (`webhook-id`, `X-GitHub-Delivery`,
+    /// ...) is kept and signed, so a redelivery carries its original id and
+    /// the receiver can drop the duplicate; otherwise a fresh id is made.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidId`] when the id generator makes an id that is not a valid header value.
+    pub fn sign(&self, headers: &mut HeaderMap, body: &[u8]) -> Result<Signed, InvalidId> {
+        let id = match self.id_header() {
+            Some(name) => Some(match headers.get(&name) {
+                Some(existing) if !existing.is_empty() => existing.clone(),
+                _ => HeaderValue::try_from(self.inner.ids.next_id()).map_err(|_| InvalidId)?,
+            }),
+            None => None,
+        };
+        let timestamp = self.inner.clock.now_unix();
+        self.write(headers, id, timestamp, body)
+    }
+
+    /// Signs `body` with the given id and timestamp (Unix seconds), writing the
+    /// scheme's headers into `headers`. The id is ignored by schemes without
+    /// an id header (Stripe, Slack, generic schemes without one).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidId`] when `id` is not a valid header value.
+    pub fn sign_with(
+        &self,
+        headers: &mut HeaderMap,
+        id: &str,
+        timestamp: u64,
+        body: &[u8],
+    ) -> Result<Signed, InvalidId> {
+        let id = match self.id_header() {
+            Some(_) => Some(HeaderValue::try_from(id).map_err(|_| InvalidId)?),
+            None => None,
+        };
+        self.write(headers, id, timestamp, body)
+    }
+
+    fn id_header(&self) -> Option<HeaderName> {
+        match &self.inner.scheme {
+            Compiled::StandardWebhooks => Some(headers::WEBHOOK_ID.clone()),
+            Compiled::GitHub => Some(headers::GITHUB_DELIVERY.clone()),
+            Compiled::Shopify => Some(headers::SHOPIFY_WEBHOOK_ID.clone()),
+            Compiled::Stripe | Compiled::Slack => None,
+            Compiled::Generic(g) => g.id_header.clone(),
+        }
+    }
+
+    fn write(
+        &self,
+        headers: &mut HeaderMap,
+        id: Option<HeaderValue>,
+        timestamp: u64,
+        body: &[u8],
+    ) -> Result<Signed, InvalidId> {
+        let ts = timestamp.to_string();
+        let id_bytes = id.as_ref().map_or(&[][..], HeaderValue::as_bytes);
+        let inner = &*self.inner;
+        let first_hex = || inner.hmac_keys.first().map(|key| hex::encode(mac(key, &[body])));
+        let value = match &inner.scheme {
+            Compiled::StandardWebhooks => {
+                let content: [&[u8]; 5] = [id_bytes, b".", ts.as_bytes(), b".", body];
+                let mut value = String::new();
+                for key in &inner.hmac_keys {
+                    push_item(&mut value, " ", "v1,", &STANDARD.encode(mac(key, &content)));
+                }
+                if !inner.signing_keys.is_empty() {
+                    let message = content.concat();
+                    for key in &inner.signing_keys {
+                        push_item(&mut value, " ", "v1a,", &STANDARD.encode(key.sign(&message).to_bytes()));
+                    }
+                }
+                headers.insert(headers::WEBHOOK_TIMESTAMP.clone(), HeaderValue::from(timestamp));
+                Some((headers::WEBHOOK_SIGNATURE.clone(), value))
+            }
+            Compiled::Stripe => {
+                let mut value = format!("t={ts}");
+                for key in &inner.hmac_keys {
+                    push_item(
+                        &mut value,
+                        ",",
+                        "v1=",
+                        &hex::encode(mac(key, &[ts.as_bytes(), b".", body])),
+                    );
+                }
+                Some((headers::STRIPE_SIGNATURE.clone(), value))
+            }
+            Compiled::GitHub => first_hex().map(|sig| (headers::GITHUB_SIGNATURE.clone(), format!("sha256={sig}"))),
+            Compiled::Slack => {
+                headers.insert(headers::SLACK_TIMESTAMP.clone(), HeaderValue::from(timestamp));
+                inner.hmac_keys.first().map(|key| {
+                    let sig = hex::encode(mac(key, &[b"v0:", ts.as_bytes(), b":", body]));
+                    (headers::SLACK_SIGNATURE.clone(), format!("v0={sig}"))
+                })
+            }
+            Compiled::Shopify => inner
+                .hmac_keys
+                .first()
+                .map(|key| (headers::SHOPIFY_HMAC.clone(), STANDARD.encode(mac(key, &[body])))),
+            Compiled::Generic(g) => {
+                let content: Vec<&[u8]> = g
+                    .template
+                    .parts
+                    .iter()
+                    .map(|part| match part {
+                        Part::Literal(bytes) => &bytes[..],
+                        Part::Id => id_bytes,
+                        Part::Timestamp => ts.as_bytes(),
+                        Part::Body => body,
+                    })
+                    .collect();
+                let mut value = String::new();
+                for key in &inner.hmac_keys {
+                    let tag = mac(key, &content);
+                    let encoded = match g.encoding {
+                        Encoding::Hex => hex::encode(tag),
+                        Encoding::Base64 => STANDARD.encode(tag),
+                    };
+                    push_item(&mut value, " ", &g.prefix, &encoded);
+                }
+                if let Some(name) = &g.timestamp_header {
+                    headers.insert(name.clone(), HeaderValue::from(timestamp));
+                }
+                Some((g.signature_header.clone(), value))
+            }
+        };
+        if let Some((name, value)) = value {
+            // Hex, base64 and the checked prefix are all visible ASCII.
+            let value = HeaderValue::try_from(value).map_err(|_| InvalidId)?;
+            headers.insert(name, value);
+        }
+        let signs_timestamp = inner.scheme.signs_timestamp();
+        let id_text = id.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        if let (Some(name), Some(value)) = (self.id_header(), id) {
+            headers.insert(name, value);
+        }
+        Ok(Signed {
+            id: id_text,
+            timestamp: signs_timestamp.then_some(timestamp),
+        })
+    }
+}
+
+fn mac(key: &HmacKey, parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = key.0.clone();
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+fn push_item(out: &mut String, separator: &str, prefix: &str, encoded: &str) {
+    if !out.is_empty() {
+        out.push_str(separator);
+    }
+    out.push_str(prefix);
+    out.push_str(encoded);
+}

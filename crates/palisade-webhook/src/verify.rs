@@ -1,0 +1,792 @@
+//! Signature verification over raw bytes, usable without the tower layer.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::Mac;
+use hmac::digest::CtOutput;
+use http::header::GetAll;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::clock::{Clock, ClockDebug, SystemClock};
+use crate::error::{ConfigError, Reason, Rejection};
+use crate::key::{HmacKey, MAX_KEYS, SecretInput, decode_base64_array, decode_hex_32, decode_public_key};
+use crate::scheme::{CompiledGeneric, Encoding, MAX_TEMPLATE_PARTS, Part, Scheme, SchemeKind};
+
+/// The default timestamp tolerance: five minutes either way, as Stripe,
+/// Slack and Standard Webhooks recommend.
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// The most signatures of one header that are checked; more are ignored.
+pub const MAX_SIGNATURES: usize = 8;
+
+const MAX_ED25519_SIGNATURES: usize = 2;
+
+/// The schemes' header names, parsed once: a lookup by `HeaderName` skips
+/// the parsing a lookup by `&str` does on every request.
+pub(crate) mod headers {
+    use http::HeaderName;
+
+    pub(crate) static WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+    pub(crate) static WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+    pub(crate) static WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+    pub(crate) static SVIX_ID: HeaderName = HeaderName::from_static("svix-id");
+    pub(crate) static SVIX_TIMESTAMP: HeaderName = HeaderName::from_static("svix-timestamp");
+    pub(crate) static SVIX_SIGNATURE: HeaderName = HeaderName::from_static("svix-signature");
+    pub(crate) static STRIPE_SIGNATURE: HeaderName = HeaderName::from_static("stripe-signature");
+    pub(crate) static GITHUB_SIGNATURE: HeaderName = HeaderName::from_static("x-hub-signature-256");
+    pub(crate) static GITHUB_DELIVERY: HeaderName = HeaderName::from_static("x-github-delivery");
+    pub(crate) static SLACK_SIGNATURE: HeaderName = HeaderName::from_static("x-slack-signature");
+    pub(crate) static SLACK_TIMESTAMP: HeaderName = HeaderName::from_static("x-slack-request-timestamp");
+    pub(crate) static SHOPIFY_HMAC: HeaderName = HeaderName::from_static("x-shopify-hmac-sha256");
+    pub(crate) static SHOPIFY_WEBHOOK_ID: HeaderName = HeaderName::from_static("x-shopify-webhook-id");
+}
+
+/// What verification established; the layer puts it in the request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    scheme: SchemeKind,
+    // The header's own value: cloning it shares the request's bytes instead of copying.
+    id: Option<HeaderValue>,
+    timestamp: Option<u64>,
+    key_index: usize,
+}
+
+impl Verified {
+    /// The scheme that verified the message.
+    pub fn scheme(&self) -> SchemeKind {
+        self.scheme
+    }
+
+    /// The message id, where the scheme has one in a header (`webhook-id`,
+    /// `X-GitHub-Delivery`, `X-Shopify-Webhook-Id`, a generic id header).
+    /// Stripe's event id is in the body (see [`stripe_event_id`]); the layer
+    /// fills it in when replay protection is on.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_ref().and_then(|id| id.to_str().ok())
+    }
+
+    /// The signed Unix timestamp, where the scheme signs one.
+    pub fn timestamp(&self) -> Option<u64> {
+        self.timestamp
+    }
+
+    /// Which configured key verified the message: secrets count from 0 in the
+    /// order they were added, then public keys after them. Shows when an old
+    /// secret stops being used and can be retired.
+    pub fn key_index(&self) -> usize {
+        self.key_index
+    }
+
+    pub(crate) fn set_id(&mut self, id: &str) {
+        self.id = HeaderValue::from_str(id).ok();
+    }
+}
+
+/// Verifies webhook signatures of one scheme against one or more secrets or keys.
+///
+/// Cheap to clone. [`verify`](Self::verify) works on any headers and body, so
+/// it serves frameworks other than tower too.
+///
+/// ```
+/// use palisade_webhook::{FixedClock, Scheme, Verifier};
+///
+/// let verifier = Verifier::builder(Scheme::GitHub)
+///     .secret("It's a Secret to Everybody")
+///     .build()?;
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert(
+///     "x-hub-signature-256",
+///     "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17".parse()?,
+/// );
+/// let verified = verifier.verify(&headers, b"Hello, World!")?;
+/// assert_eq!(verified.key_index(), 0);
+/// assert!(verifier.verify(&headers, b"Hello, World?").is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<VerifierInner>,
+}
+
+struct VerifierInner {
+    scheme: Compiled,
+    hmac_keys: Vec<HmacKey>,
+    public_keys: Vec<ed25519_dalek::VerifyingKey>,
+    tolerance: u64,
+    clock: Box<dyn Clock>,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("scheme", &self.inner.scheme)
+            .field("secrets", &self.inner.hmac_keys.len())
+            .field("public_keys", &self.inner.public_keys.len())
+            .field("tolerance_secs", &self.inner.tolerance)
+            .field("clock", &ClockDebug)
+            .finish()
+    }
+}
+
+/// A scheme with its configuration checked.
+#[derive(Debug, Clone)]
+pub(crate) enum Compiled {
+    StandardWebhooks,
+    Stripe,
+    GitHub,
+    Slack,
+    Shopify,
+    Generic(CompiledGeneric),
+}
+
+impl Compiled {
+    pub(crate) fn new(scheme: &Scheme) -> Result<Self, ConfigError> {
+        Ok(match scheme {
+            Scheme::StandardWebhooks => Self::StandardWebhooks,
+            Scheme::Stripe => Self::Stripe,
+            Scheme::GitHub => Self::GitHub,
+            Scheme::Slack => Self::Slack,
+            Scheme::Shopify => Self::Shopify,
+            Scheme::Generic(generic) => Self::Generic(generic.compile()?),
+        })
+    }
+
+    /// Checks a scheme, how many keys it is given (`ed25519_keys` public or
+    /// signing keys beside the secrets), and decodes the secrets; shared by
+    /// the verifier and the signer.
+    pub(crate) fn with_secrets(
+        scheme: &Scheme,
+        secrets: &[SecretInput],
+        ed25519_keys: usize,
+    ) -> Result<(Self, Vec<HmacKey>), ConfigError> {
+        let compiled = Self::new(scheme)?;
+        let kind = compiled.kind();
+        if secrets.is_empty() && ed25519_keys == 0 {
+            return Err(ConfigError::NoKeys);
+        }
+        if secrets.len() + ed25519_keys > MAX_KEYS {
+            return Err(ConfigError::TooManyKeys { max: MAX_KEYS });
+        }
+        if ed25519_keys > 0 && kind != SchemeKind::StandardWebhooks {
+            return Err(ConfigError::KeysNotSupported);
+        }
+        let keys = secrets
+            .iter()
+            .map(|s| HmacKey::decode(kind, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((compiled, keys))
+    }
+
+    pub(crate) fn signs_timestamp(&self) -> bool {
+        match self {
+            Self::StandardWebhooks | Self::Stripe | Self::Slack => true,
+            Self::GitHub | Self::Shopify => false,
+            Self::Generic(g) => g.timestamp_header.is_some(),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> SchemeKind {
+        match self {
+            Self::StandardWebhooks => SchemeKind::StandardWebhooks,
+            Self::Stripe => SchemeKind::Stripe,
+            Self::GitHub => SchemeKind::GitHub,
+            Self::Slack => SchemeKind::Slack,
+            Self::Shopify => SchemeKind::Shopify,
+            Self::Generic(_) => SchemeKind::Generic,
+        }
+    }
+}
+
+/// Configures a [`Verifier`].
+pub struct VerifierBuilder {
+    scheme: Scheme,
+    secrets: Vec<SecretInput>,
+    public_keys: Vec<String>,
+    tolerance: Duration,
+    clock: Box<dyn Clock>,
+}
+
+impl fmt::Debug for VerifierBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifierBuilder")
+            .field("scheme", &self.scheme)
+            .field("secrets", &self.secrets.len())
+            .field("public_keys", &self.public_keys.len())
+            .field("tolerance", &self.tolerance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifierBuilder {
+    /// Adds a secret, as the sender shows it (`whsec_...` for Standard
+    /// Webhooks and Stripe, the plain secret for the others). Add the old and
+    /// the new secret while rotating: either verifying is enough.
+    pub fn secret(mut self, secret: impl Into<String>) -> Self {
+        self.secrets.push(SecretInput::Text(secret.into()));
+        self
+    }
+
+    /// Adds a raw HMAC key, used as given.
+    pub fn secret_bytes(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.secrets.push(SecretInput::Bytes(key.into()));
+        self
+    }
+
+    /// Adds an ed25519 public key (`whpk_...`) for Standard Webhooks `v1a` signatures.
+    pub fn public_key(mut self, key: impl Into<String>) -> Self {
+        self.public_keys.push(key.into());
+        self
+    }
+
+    /// How far the signed timestamp may be from now, either way (default 300 s).
+    /// Whole seconds; a fraction is dropped.
+    pub fn tolerance(mut self, tolerance: Duration) -> Self {
+        self.tolerance = tolerance;
+        self
+    }
+
+    /// The wall clock timestamps are checked against (default [`SystemClock`]).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// Checks and decodes the configuration.
+    ///
+    /// # Errors
+    ///
+    /// No keys, too many, an empty or undecodable secret or key, ed25519 keys
+    /// outside Standard Webhooks, a bad generic scheme, a zero tolerance.
+    pub fn build(self) -> Result<Verifier, ConfigError> {
+        let (scheme, hmac_keys) = Compiled::with_secrets(&self.scheme, &self.secrets, self.public_keys.len())?;
+        let public_keys = self
+            .public_keys
+            .iter()
+            .map(|k| decode_public_key(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tolerance = self.tolerance.as_secs();
+        if tolerance == 0 {
+            return Err(ConfigError::ZeroTolerance);
+        }
+        Ok(Verifier {
+            inner: Arc::new(VerifierInner {
+                scheme,
+                hmac_keys,
+                public_keys,
+                tolerance,
+                clock: self.clock,
+            }),
+        })
+    }
+}
+
+/// The parts of the headers verification needs, borrowed from them.
+#[derive(Debug)]
+pub(crate) struct HeaderFacts<'a> {
+    id: Option<&'a HeaderValue>,
+    timestamp: Option<(&'a [u8], u64)>,
+    signatures: GetAll<'a, HeaderValue>,
+    signature_name: &'a HeaderName,
+}
+
+/// The signatures found in a header, decoded into fixed arrays.
+struct Candidates {
+    hmac: [[u8; 32]; MAX_SIGNATURES],
+    hmac_len: usize,
+    ed25519: [[u8; 64]; MAX_ED25519_SIGNATURES],
+    ed25519_len: usize,
+    malformed: bool,
+}
+
+impl Candidates {
+    fn new() -> Self {
+        Self {
+            hmac: [[0; 32]; MAX_SIGNATURES],
+            hmac_len: 0,
+            ed25519: [[0; 64]; MAX_ED25519_SIGNATURES],
+            ed25519_len: 0,
+            malformed: false,
+        }
+    }
+
+    fn push_hmac(&mut self, tag: Option<[u8; 32]>) {
+        match tag {
+            Some(tag) if self.hmac_len < MAX_SIGNATURES => {
+                self.hmac[self.hmac_len] = tag;
+                self.hmac_len += 1;
+            }
+            Some(_) => {}
+            None => self.malformed = true,
+        }
+    }
+
+    fn push_ed25519(&mut self, sig: Option<[u8; 64]>) {
+        match sig {
+            Some(sig) if self.ed25519_len < MAX_ED25519_SIGNATURES => {
+                self.ed25519[self.ed25519_len] = sig;
+                self.ed25519_len += 1;
+            }
+            Some(_) => {}
+            None => self.malformed = true,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.hmac_len == 0 && self.ed25519_len == 0
+    }
+}
+
+/// The signed content as a list of slices, fed to the MAC one after another.
+struct Content<'a> {
+    parts: [&'a [u8]; MAX_TEMPLATE_PARTS],
+    len: usize,
+}
+
+impl<'a> Content<'a> {
+    fn new() -> Self {
+        Self {
+            parts: [&[]; MAX_TEMPLATE_PARTS],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, part: &'a [u8]) {
+        self.parts[self.len] = part;
+        self.len += 1;
+    }
+
+    fn slices(&self) -> &[&'a [u8]] {
+        &self.parts[..self.len]
+    }
+}
+
+impl Verifier {
+    /// Starts configuring a verifier for `scheme`.
+    pub fn builder(scheme: Scheme) -> VerifierBuilder {
+        VerifierBuilder {
+            scheme,
+            secrets: Vec::new(),
+            public_keys: Vec::new(),
+            tolerance: DEFAULT_TOLERANCE,
+            clock: Box::new(SystemClock),
+        }
+    }
+
+    /// The scheme verified.
+    pub fn scheme(&self) -> SchemeKind {
+        self.inner.scheme.kind()
+    }
+
+    /// The timestamp tolerance.
+    pub fn tolerance(&self) -> Duration {
+        Duration::from_secs(self.inner.tolerance)
+    }
+
+    /// Whether the scheme signs a timestamp.
+    pub fn signs_timestamp(&self) -> bool {
+        self.inner.scheme.signs_timestamp()
+    }
+
+    /// The current time by the configured clock, in Unix seconds.
+    pub(crate) fn now(&self) -> u64 {
+        self.inner.clock.now_unix()
+    }
+
+    /// Verifies `body` against the signatures in `headers`, at the clock's current time.
+    ///
+    /// # Errors
+    ///
+    /// A [`Rejection`] saying why: a missing or malformed header, a timestamp
+    /// outside the tolerance, or no signature matching any key.
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Verified, Rejection> {
+        self.verify_at(headers, body, self.now())
+    }
+
+    /// Verifies as [`verify`](Self::verify), with `now` (Unix seconds) as the current time.
+    ///
+    /// # Errors
+    ///
+    /// As [`verify`](Self::verify).
+    pub fn verify_at(&self, headers: &HeaderMap, body: &[u8], now: u64) -> Result<Verified, Rejection> {
+        let facts = self.check_headers(headers, now)?;
+        let mut candidates = Candidates::new();
+        self.collect_signatures(&facts, &mut candidates)?;
+        let timestamp_text = facts.timestamp.map_or(&[][..], |(text, _)| text);
+        let id = facts.id.map_or(&[][..], HeaderValue::as_bytes);
+        let mut content = Content::new();
+        match &self.inner.scheme {
+            Compiled::StandardWebhooks => {
+                for part in [id, b".", timestamp_text, b".", body] {
+                    content.push(part);
+                }
+            }
+            Compiled::Stripe => {
+                for part in [timestamp_text, b".", body] {
+                    content.push(part);
+                }
+            }
+            Compiled::Slack => {
+                for part in [b"v0:", timestamp_text, b":", body] {
+                    content.push(part);
+                }
+            }
+            Compiled::GitHub | Compiled::Shopify => content.push(body),
+            Compiled::Generic(g) => {
+                for part in &g.template.parts {
+                    content.push(match part {
+                        Part::Literal(bytes) => bytes,
+                        Part::Id => id,
+                        Part::Timestamp => timestamp_text,
+                        Part::Body => body,
+                    });
+                }
+            }
+        }
+        let key_index = self.matching_key(&content, &candidates).ok_or_else(|| {
+            if candidates.is_empty() && candidates.malformed {
+                Rejection::header(Reason::MalformedHeader, facts.signature_name)
+            } else {
+                Rejection::new(Reason::BadSignature)
+            }
+        })?;
+        Ok(Verified {
+            scheme: self.scheme(),
+            id: facts.id.cloned(),
+            timestamp: facts.timestamp.map(|(_, ts)| ts),
+            key_index,
+        })
+    }
+
+    /// Checks what can be checked before the body arrives: the headers are
+    /// there and the timestamp is an integer within the tolerance.
+    pub(crate) fn check_headers<'a>(&'a self, headers: &'a HeaderMap, now: u64) -> Result<HeaderFacts<'a>, Rejection> {
+        use self::headers::*;
+        let signatures = |name: &'a HeaderName| {
+            let all = headers.get_all(name);
+            if all.iter().next().is_none() {
+                Err(Rejection::header(Reason::MissingHeader, name))
+            } else {
+                Ok(all)
+            }
+        };
+        let required = |name: &'a HeaderName| {
+            headers
+                .get(name)
+                .ok_or_else(|| Rejection::header(Reason::MissingHeader, name))
+        };
+        // An id must be visible ASCII to be compared, stored and shown.
+        let id_text = |value: &'a HeaderValue, name: &HeaderName| {
+            if value.is_empty() || value.to_str().is_err() {
+                Err(Rejection::header(Reason::MalformedHeader, name))
+            } else {
+                Ok(value)
+            }
+        };
+        let optional_id = |name: &HeaderName| headers.get(name).filter(|v| !v.is_empty() && v.to_str().is_ok());
+        let timestamp = |value: &'a HeaderValue, name: &HeaderName| {
+            let text = value.as_bytes();
+            parse_timestamp(text)
+                .map(|ts| (text, ts))
+                .ok_or_else(|| Rejection::header(Reason::MalformedHeader, name))
+        };
+        let facts = match &self.inner.scheme {
+            Compiled::StandardWebhooks => {
+                let webhook = headers.get_all(&WEBHOOK_SIGNATURE);
+                let (id_name, ts_name, sig_name, signatures) = if webhook.iter().next().is_some() {
+                    (&WEBHOOK_ID, &WEBHOOK_TIMESTAMP, &WEBHOOK_SIGNATURE, webhook)
+                } else {
+                    // Svix's own header names, when the standard ones are absent.
+                    let svix = headers.get_all(&SVIX_SIGNATURE);
+                    if svix.iter().next().is_none() {
+                        return Err(Rejection::header(Reason::MissingHeader, &WEBHOOK_SIGNATURE));
+                    }
+                    (&SVIX_ID, &SVIX_TIMESTAMP, &SVIX_SIGNATURE, svix)
+                };
+                let id = id_text(required(id_name)?, id_name)?;
+                let timestamp = timestamp(required(ts_name)?, ts_name)?;
+                HeaderFacts {
+                    id: Some(id),
+                    timestamp: Some(timestamp),
+                    signatures,
+                    signature_name: sig_name,
+                }
+            }
+            Compiled::Stripe => {
+                let signatures = signatures(&STRIPE_SIGNATURE)?;
+                let malformed = || Rejection::header(Reason::MalformedHeader, &STRIPE_SIGNATURE);
+                let mut found = None;
+                for value in signatures.iter() {
+                    for item in value.as_bytes().split(|&b| b == b',') {
+                        if let Some(ts) = item.trim_ascii().strip_prefix(b"t=") {
+                            let parsed = parse_timestamp(ts).ok_or_else(malformed)?;
+                            if found.replace((ts, parsed)).is_some() {
+                                return Err(malformed());
+                            }
+                        }
+                    }
+                }
+                let timestamp = found.ok_or_else(malformed)?;
+                HeaderFacts {
+                    id: None,
+                    timestamp: Some(timestamp),
+                    signatures,
+                    signature_name: &STRIPE_SIGNATURE,
+                }
+            }
+            Compiled::GitHub => HeaderFacts {
+                signatures: signatures(&GITHUB_SIGNATURE)?,
+                id: optional_id(&GITHUB_DELIVERY),
+                timestamp: None,
+                signature_name: &GITHUB_SIGNATURE,
+            },
+            Compiled::Slack => {
+                let signatures = signatures(&SLACK_SIGNATURE)?;
+                let timestamp = timestamp(required(&SLACK_TIMESTAMP)?, &SLACK_TIMESTAMP)?;
+                HeaderFacts {
+                    id: None,
+                    timestamp: Some(timestamp),
+                    signatures,
+                    signature_name: &SLACK_SIGNATURE,
+                }
+            }
+            Compiled::Shopify => HeaderFacts {
+                signatures: signatures(&SHOPIFY_HMAC)?,
+                id: optional_id(&SHOPIFY_WEBHOOK_ID),
+                timestamp: None,
+                signature_name: &SHOPIFY_HMAC,
+            },
+            Compiled::Generic(g) => {
+                let signatures = signatures(&g.signature_header)?;
+                let id = match &g.id_header {
+                    Some(name) => Some(id_text(required(name)?, name)?),
+                    None => None,
+                };
+                let timestamp = match &g.timestamp_header {
+                    Some(name) => Some(timestamp(required(name)?, name)?),
+                    None => None,
+                };
+                HeaderFacts {
+                    id,
+                    timestamp,
+                    signatures,
+                    signature_name: &g.signature_header,
+                }
+            }
+        };
+        if let Some((_, ts)) = facts.timestamp
+            && ts.abs_diff(now) > self.inner.tolerance
+        {
+            return Err(Rejection::new(Reason::StaleTimestamp));
+        }
+        Ok(facts)
+    }
+
+    fn collect_signatures(&self, facts: &HeaderFacts<'_>, out: &mut Candidates) -> Result<(), Rejection> {
+        let malformed = || Rejection::header(Reason::MalformedHeader, facts.signature_name);
+        let mut tokens = 0usize;
+        for value in facts.signatures.iter() {
+            let text = value.to_str().map_err(|_| malformed())?;
+            match &self.inner.scheme {
+                Compiled::StandardWebhooks => {
+                    for token in text.split_ascii_whitespace() {
+                        tokens += 1;
+                        match token.split_once(',') {
+                            Some(("v1", sig)) => out.push_hmac(decode_base64_array(sig)),
+                            Some(("v1a", sig)) => out.push_ed25519(decode_base64_array(sig)),
+                            Some((version, _)) if !version.is_empty() => {}
+                            _ => out.malformed = true,
+                        }
+                    }
+                }
+                Compiled::Stripe => {
+                    for item in text.split(',') {
+                        let item = item.trim_ascii();
+                        tokens += 1;
+                        match item.split_once('=') {
+                            Some(("v1", sig)) => out.push_hmac(decode_hex_32(sig)),
+                            Some((key, _)) if !key.is_empty() => {}
+                            _ => out.malformed = true,
+                        }
+                    }
+                }
+                Compiled::GitHub | Compiled::Slack => {
+                    let version = if matches!(self.inner.scheme, Compiled::GitHub) {
+                        "sha256"
+                    } else {
+                        "v0"
+                    };
+                    for token in list_tokens(text) {
+                        tokens += 1;
+                        match token.split_once('=') {
+                            Some((v, sig)) if v == version => out.push_hmac(decode_hex_32(sig)),
+                            Some((v, _)) if !v.is_empty() => {}
+                            _ => out.malformed = true,
+                        }
+                    }
+                }
+                Compiled::Shopify => {
+                    for token in list_tokens(text) {
+                        tokens += 1;
+                        out.push_hmac(decode_base64_array(token));
+                    }
+                }
+                Compiled::Generic(g) => {
+                    for token in list_tokens(text) {
+                        tokens += 1;
+                        if let Some(encoded) = token.strip_prefix(g.prefix.as_str()) {
+                            out.push_hmac(match g.encoding {
+                                Encoding::Hex => decode_hex_32(encoded),
+                                Encoding::Base64 => decode_base64_array(encoded),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        if tokens == 0 {
+            return Err(malformed());
+        }
+        Ok(())
+    }
+
+    fn matching_key(&self, content: &Content<'_>, candidates: &Candidates) -> Option<usize> {
+        let hmac_candidates = &candidates.hmac[..candidates.hmac_len];
+        if !hmac_candidates.is_empty() {
+            for (index, key) in self.inner.hmac_keys.iter().enumerate() {
+                let mut mac = key.0.clone();
+                for part in content.slices() {
+                    mac.update(part);
+                }
+                // `CtOutput` compares in constant time. Each comparison takes the
+                // same time whatever the bytes; which candidate matched is no
+                // secret, so the loop may stop early.
+                let tag = mac.finalize();
+                if hmac_candidates
+                    .iter()
+                    .any(|candidate| tag == CtOutput::new((*candidate).into()))
+                {
+                    return Some(index);
+                }
+            }
+        }
+        let ed_candidates = &candidates.ed25519[..candidates.ed25519_len];
+        if !ed_candidates.is_empty() && !self.inner.public_keys.is_empty() {
+            // ed25519 signs the message as one slice, so the parts are joined once.
+            let message = content.slices().concat();
+            for (index, key) in self.inner.public_keys.iter().enumerate() {
+                for sig in ed_candidates {
+                    let signature = ed25519_dalek::Signature::from_bytes(sig);
+                    if key.verify_strict(&message, &signature).is_ok() {
+                        return Some(self.inner.hmac_keys.len() + index);
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Signatures in a list: separated by spaces or commas, empty items skipped.
+fn list_tokens(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| c == ',' || c.is_ascii_whitespace())
+        .filter(|t| !t.is_empty())
+}
+
+/// An integer Unix timestamp: ASCII digits only, no sign, no fraction, fits in u64.
+pub(crate) fn parse_timestamp(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 20 {
+        return None;
+    }
+    text.iter().try_fold(0u64, |acc, &b| {
+        if b.is_ascii_digit() {
+            acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// The `id` of a Stripe event: the top-level `id` field of the JSON body.
+///
+/// Stripe puts its event id in the body, not in a header; the layer reads it
+/// this way for replay protection.
+pub fn stripe_event_id(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Event {
+        id: String,
+    }
+    serde_json::from_slice::<Event>(body)
+        .ok()
+        .map(|event| event.id)
+        .filter(|id| !id.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_plain_integers() {
+        assert_eq!(parse_timestamp(b"1614265330"), Some(1_614_265_330));
+        assert_eq!(parse_timestamp(b"0"), Some(0));
+        assert_eq!(parse_timestamp(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"18446744073709551616",
+            b"99999999999999999999999",
+            b"-1",
+            b"+1",
+            b"1.5",
+            b" 1",
+            b"1e9",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn stripe_event_ids_come_from_the_body() {
+        assert_eq!(
+            stripe_event_id(br#"{"id":"evt_1","object":"event","data":{}}"#).as_deref(),
+            Some("evt_1")
+        );
+        assert_eq!(stripe_event_id(br#"{"object":"event"}"#), None);
+        assert_eq!(stripe_event_id(b"\xff\xfe"), None);
+        assert_eq!(stripe_event_id(br#"{"id":""}"#), None);
+    }
+
+    #[test]
+    fn builder_rejects_impossible_configurations() {
+        let build = |b: VerifierBuilder| b.build().unwrap_err();
+        assert_eq!(build(Verifier::builder(Scheme::Stripe)), ConfigError::NoKeys);
+        assert_eq!(
+            build(Verifier::builder(Scheme::Stripe).secret("")),
+            ConfigError::EmptySecret
+        );
+        assert_eq!(
+            build(Verifier::builder(Scheme::Stripe).secret("s").tolerance(Duration::ZERO)),
+            ConfigError::ZeroTolerance
+        );
+        assert_eq!(
+            build(Verifier::builder(Scheme::Stripe).public_key("whpk_1SiA4o9hyqTCpIqC5V9HUakiiaeACeqfZTInDBbOir4=")),
+            ConfigError::KeysNotSupported
+        );
+        let mut many = Verifier::builder(Scheme::GitHub);
+        for i in 0..=MAX_KEYS {
+            many = many.secret(format!("s{i}"));
+        }
+        assert_eq!(build(many), ConfigError::TooManyKeys { max: MAX_KEYS });
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let builder = Verifier::builder(Scheme::GitHub).secret("hunter2-secret");
+        assert!(!format!("{builder:?}").contains("hunter2"));
+        let verifier = builder.build().unwrap();
+        let shown = format!("{verifier:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("secrets: 1"), "{shown}");
+    }
+}
