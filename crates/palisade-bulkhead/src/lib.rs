@@ -51,8 +51,8 @@
 //! | `retry_after` | 1 s | the hint sent as `Retry-After`: a compartment drains in about a call's duration |
 //! | `max_keys` | 1024 | enough for hosts or routes; raise it for tenants |
 //! | classifier | `ErrorClassifier` | only used by adaptive limits |
-//! | `Aimd` | initial 20, min 1, max 200, backoff 0.9, timeout 5 s | Netflix's values, with a minimum of 1 so a failing downstream is probed by one call |
-//! | `Gradient2` | initial 20, min 1, max 200, smoothing 0.2, tolerance 1.5, long window 600, queue size 4 | Netflix's values, same minimum |
+//! | `Aimd` | initial 20, min 1, max 200, backoff 0.9, timeout 5 s | Netflix's values, with a minimum of 1 so a failing downstream is probed by one call; it adjusts once per window of about one round trip, as TCP does |
+//! | `Gradient2` | initial 20, min 1, max 200, smoothing 0.2, tolerance 1.5, long window 600, queue size 4 | Netflix's values, same minimum and windows; start it at or below the downstream's capacity (see [`Gradient2`]) |
 //!
 //! `build()` rejects impossible settings with a [`ConfigError`]: a limit of
 //! 0, a zero `max_wait` (use `max_queued(0)` to never wait), zero
