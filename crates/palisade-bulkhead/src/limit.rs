@@ -68,6 +68,29 @@ pub trait Limit: fmt::Debug + Send + 'static {
     fn update(&mut self, sample: &Sample) -> usize;
 }
 
+/// The setters of the bounds both builders share.
+macro_rules! bounds_setters {
+    () => {
+        /// The limit to start from (default 20).
+        pub fn initial_limit(mut self, initial: usize) -> Self {
+            self.initial = initial;
+            self
+        }
+
+        /// The lowest limit (default 1).
+        pub fn min_limit(mut self, min: usize) -> Self {
+            self.min = min;
+            self
+        }
+
+        /// The highest limit (default 200).
+        pub fn max_limit(mut self, max: usize) -> Self {
+            self.max = max;
+            self
+        }
+    };
+}
+
 fn check_bounds(min: usize, initial: usize, max: usize) -> Result<(), ConfigError> {
     if min == 0 || min > initial || initial > max || max > MAX_COUNT {
         return Err(ConfigError::LimitBounds { min, initial, max });
@@ -170,23 +193,7 @@ pub struct AimdBuilder {
 }
 
 impl AimdBuilder {
-    /// The limit to start from (default 20).
-    pub fn initial_limit(mut self, initial: usize) -> Self {
-        self.initial = initial;
-        self
-    }
-
-    /// The lowest limit (default 1).
-    pub fn min_limit(mut self, min: usize) -> Self {
-        self.min = min;
-        self
-    }
-
-    /// The highest limit (default 200).
-    pub fn max_limit(mut self, max: usize) -> Self {
-        self.max = max;
-        self
-    }
+    bounds_setters!();
 
     /// The factor applied on a drop, in (0, 1) (default 0.9).
     pub fn backoff_ratio(mut self, ratio: f64) -> Self {
@@ -359,23 +366,7 @@ pub struct Gradient2Builder {
 }
 
 impl Gradient2Builder {
-    /// The limit to start from (default 20).
-    pub fn initial_limit(mut self, initial: usize) -> Self {
-        self.initial = initial;
-        self
-    }
-
-    /// The lowest limit (default 1).
-    pub fn min_limit(mut self, min: usize) -> Self {
-        self.min = min;
-        self
-    }
-
-    /// The highest limit (default 200).
-    pub fn max_limit(mut self, max: usize) -> Self {
-        self.max = max;
-        self
-    }
+    bounds_setters!();
 
     /// How much of each new estimate is taken, in (0, 1] (default 0.2).
     pub fn smoothing(mut self, smoothing: f64) -> Self {
