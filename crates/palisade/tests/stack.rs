@@ -31,7 +31,7 @@ async fn retry_stops_at_an_open_breaker_instead_of_retrying_it() {
             RetryPolicy::builder()
                 .name("inventory")
                 .max_attempts(5)
-                .backoff(Backoff::Constant(Duration::from_millis(100)))
+                .backoff(Backoff::constant(Duration::from_millis(100)))
                 .jitter(Jitter::None)
                 .no_budget()
                 .build()
