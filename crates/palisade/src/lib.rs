@@ -103,7 +103,10 @@ mod sealed {
 pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// Server: verifies inbound webhook signatures; outermost on webhook routes.
     #[cfg(feature = "webhook")]
-    fn webhook_verify(self, layer: palisade_webhook::VerifyLayer) -> ServiceBuilder<Stack<palisade_webhook::VerifyLayer, L>>;
+    fn webhook_verify(
+        self,
+        layer: palisade_webhook::VerifyLayer,
+    ) -> ServiceBuilder<Stack<palisade_webhook::VerifyLayer, L>>;
 
     /// Server: answers a repeated `Idempotency-Key` with the first response;
     /// after webhook verify, before the outbox hook.
@@ -169,7 +172,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     #[cfg(feature = "webhook")]
-    fn webhook_verify(self, layer: palisade_webhook::VerifyLayer) -> ServiceBuilder<Stack<palisade_webhook::VerifyLayer, L>> {
+    fn webhook_verify(
+        self,
+        layer: palisade_webhook::VerifyLayer,
+    ) -> ServiceBuilder<Stack<palisade_webhook::VerifyLayer, L>> {
         self.layer(layer)
     }
 

@@ -24,7 +24,10 @@ fn failing(calls: Arc<AtomicU32>) -> impl tower::Service<u32, Response = u32, Er
 #[tokio::test(start_paused = true)]
 async fn retry_stops_at_an_open_breaker_instead_of_retrying_it() {
     let calls = Arc::new(AtomicU32::new(0));
-    let breaker = CircuitBreakerBuilder::consecutive("inventory").consecutive_failures(2).build().unwrap();
+    let breaker = CircuitBreakerBuilder::consecutive("inventory")
+        .consecutive_failures(2)
+        .build()
+        .unwrap();
     let breaker_handle = breaker.handle();
     let client = ServiceBuilder::new()
         .retry(
@@ -52,7 +55,10 @@ async fn retry_stops_at_an_open_breaker_instead_of_retrying_it() {
 
 #[tokio::test(start_paused = true)]
 async fn the_breaker_does_not_count_bulkhead_rejections() {
-    let breaker = CircuitBreakerBuilder::consecutive("reports").consecutive_failures(1).build().unwrap();
+    let breaker = CircuitBreakerBuilder::consecutive("reports")
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
     let breaker_handle = breaker.handle();
     let bulkhead = BulkheadLayer::builder("reports").max_concurrent(1).build().unwrap();
     let client = ServiceBuilder::new()
