@@ -31,6 +31,7 @@ pub struct FlakyControl {
 struct State {
     failures_per_mille: AtomicU32,
     slow_per_mille: AtomicU32,
+    latency_ms: AtomicU64,
     requests: AtomicU64,
     rng: Mutex<fastrand::Rng>,
 }
@@ -41,6 +42,7 @@ impl FlakyControl {
             state: Arc::new(State {
                 failures_per_mille: AtomicU32::new(0),
                 slow_per_mille: AtomicU32::new(0),
+                latency_ms: AtomicU64::new(0),
                 requests: AtomicU64::new(0),
                 rng: Mutex::new(fastrand::Rng::with_seed(seed)),
             }),
@@ -55,6 +57,12 @@ impl FlakyControl {
     /// The share of requests answered after [`SLOW_ANSWER`] (0.0 to 1.0).
     pub fn set_slow_rate(&self, rate: f64) {
         self.state.slow_per_mille.store(per_mille(rate), Ordering::Relaxed);
+    }
+
+    /// How long a `200` that is not slow takes (default none).
+    pub fn set_latency(&self, latency: Duration) {
+        let millis = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        self.state.latency_ms.store(millis, Ordering::Relaxed);
     }
 
     /// Requests received so far.
@@ -75,9 +83,9 @@ impl FlakyControl {
         if roll < failures {
             Answer::Unavailable
         } else if roll < failures.saturating_add(slow) {
-            Answer::Slow
+            Answer::After(SLOW_ANSWER)
         } else {
-            Answer::Ok
+            Answer::After(Duration::from_millis(self.state.latency_ms.load(Ordering::Relaxed)))
         }
     }
 }
@@ -88,8 +96,7 @@ fn per_mille(rate: f64) -> u32 {
 }
 
 enum Answer {
-    Ok,
-    Slow,
+    After(Duration),
     Unavailable,
 }
 
@@ -143,9 +150,10 @@ impl Drop for FlakyServer {
 
 async fn answer(control: FlakyControl, _req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let status = match control.decide() {
-        Answer::Ok => StatusCode::OK,
-        Answer::Slow => {
-            tokio::time::sleep(SLOW_ANSWER).await;
+        Answer::After(latency) => {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
             StatusCode::OK
         }
         Answer::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -36,12 +36,15 @@
 //!
 //! `cargo run -p client-stack -- --seconds 10` starts two local servers,
 //! `steady` (5 % of answers 503) and `flaky` (20 % 503 and 5 % slow, then an
-//! outage of 100 % 503 during seconds 3 to 5, then 5 %), sends
+//! outage of 100 % 503 during seconds 3 to 5, then 5 %, and every answer
+//! taking 200 ms during seconds 8 and 9), sends
 //! [`DriveConfig::rate`] POSTs a second alternately to each, and prints a
 //! line per second: requests sent, answered 2xx, retries, failures by kind
 //! (the breaker's and the bulkhead's rejections, timeouts, 5xx after the
 //! retries) and both breakers' states. During the outage the `flaky` breaker
-//! opens while `steady` stays closed.
+//! opens while `steady` stays closed; during the slowdown the answers,
+//! though within the timeout, hold the bulkhead's permits longer and the
+//! bulkhead turns the excess away.
 //!
 //! # Example
 //!
@@ -102,7 +105,9 @@ pub struct StackConfig {
     /// How long a host's breaker stays open before probing (default 2 s:
     /// short, so a ten-second run shows it close again).
     pub breaker_open: Duration,
-    /// Attempts in flight at once, all hosts together (default 16).
+    /// Attempts in flight at once, all hosts together (default 8: far above
+    /// what healthy hosts need at the demo's rate, below what a slowdown of
+    /// one host takes).
     pub max_concurrent: usize,
     /// Time allowed to one attempt (default 250 ms).
     pub attempt_timeout: Duration,
@@ -115,7 +120,7 @@ impl Default for StackConfig {
             retry_backoff: Duration::from_millis(20),
             breaker_failures: 5,
             breaker_open: Duration::from_secs(2),
-            max_concurrent: 16,
+            max_concurrent: 8,
             attempt_timeout: Duration::from_millis(250),
         }
     }

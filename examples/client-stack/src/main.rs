@@ -2,6 +2,7 @@
 //! servers, one steady and one flaky, and prints what the layers do.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use client_stack::flaky::FlakyServer;
@@ -44,7 +45,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     flaky.control().set_slow_rate(0.05);
     println!("steady server on {} (5 % 503)", steady.addr());
     println!(
-        "flaky server on {} (20 % 503, 5 % slow; down during seconds 3 to 5, then 5 % 503)",
+        "flaky server on {} (20 % 503, 5 % slow; down during seconds 3 to 5, then 5 % 503; \
+         every answer takes 200 ms during seconds 8 and 9)",
         flaky.addr()
     );
     let targets = vec![
@@ -67,6 +69,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
                 control.set_failure_rate(0.05);
                 control.set_slow_rate(0.0);
             }
+            7 => control.set_latency(Duration::from_millis(200)),
+            9 => control.set_latency(Duration::ZERO),
             _ => {}
         }
     })

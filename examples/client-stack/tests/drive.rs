@@ -3,11 +3,22 @@
 
 use client_stack::flaky::FlakyServer;
 use client_stack::{DriveConfig, StackConfig, drive};
+use std::time::Duration;
+
 use http::Uri;
 use tokio::net::TcpListener;
 
 async fn server(seed: u64) -> FlakyServer {
     FlakyServer::start(TcpListener::bind("127.0.0.1:0").await.unwrap(), seed).unwrap()
+}
+
+/// The default stack with an attempt timeout no busy test machine reaches,
+/// for tests that count exact attempts.
+fn patient() -> StackConfig {
+    StackConfig {
+        attempt_timeout: Duration::from_secs(5),
+        ..StackConfig::default()
+    }
 }
 
 fn url(server: &FlakyServer) -> Uri {
@@ -54,7 +65,7 @@ async fn a_down_host_opens_its_own_breaker_only() {
     down.control().set_failure_rate(1.0);
     let mut last_line = String::new();
     let report = drive(
-        &StackConfig::default(),
+        &patient(),
         &DriveConfig { seconds: 1, rate: 100 },
         vec![("up".to_owned(), url(&up)), ("down".to_owned(), url(&down))],
         |_, line| last_line = line,
@@ -71,4 +82,27 @@ async fn a_down_host_opens_its_own_breaker_only() {
     // the run, so the down host sees a handful of attempts, not 150.
     assert!(down.control().requests() < 20, "{}", down.control().requests());
     assert!(last_line.ends_with("breakers: up=closed down=open"), "{last_line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_host_fills_the_bulkhead_and_the_excess_is_rejected_not_retried() {
+    let slow = server(3).await;
+    // Within the attempt timeout, but 100 requests a second at 200 ms each
+    // need about 20 permits; the bulkhead has 8.
+    slow.control().set_latency(Duration::from_millis(200));
+    let report = drive(
+        &patient(),
+        &DriveConfig { seconds: 1, rate: 100 },
+        vec![("slow".to_owned(), url(&slow))],
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(report.sent, 100);
+    assert!(report.bulkhead_full > 0, "{report:?}");
+    assert_eq!(report.ok + report.bulkhead_full, 100, "{report:?}");
+    // Local rejections are not retried and never reach the server.
+    assert_eq!(report.retries(), 0, "{report:?}");
+    assert_eq!(slow.control().requests(), report.ok);
 }

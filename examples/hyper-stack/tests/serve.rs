@@ -107,6 +107,15 @@ async fn a_signed_webhook_is_handled_and_a_tampered_one_is_rejected() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(json(&body), serde_json::json!({ "id": id, "bytes": payload.len() }));
 
+    // A redelivery of the same message is acknowledged, not handled again.
+    let mut again = Request::post(server.url("/webhooks"))
+        .body(Full::new(Bytes::from_static(payload)))
+        .unwrap();
+    *again.headers_mut() = headers.clone();
+    let (res, body) = server.send(again).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(body.is_empty(), "the handler did not run again");
+
     // The same signature over different bytes.
     let tampered_payload = br#"{"type":"payment.succeeded","data":{"order_id":"ord_2"}}"#;
     let mut tampered = Request::post(server.url("/webhooks"))
