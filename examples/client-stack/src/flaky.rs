@@ -33,6 +33,7 @@ struct State {
     slow_per_mille: AtomicU32,
     latency_ms: AtomicU64,
     requests: AtomicU64,
+    keyed_requests: AtomicU64,
     rng: Mutex<fastrand::Rng>,
 }
 
@@ -44,6 +45,7 @@ impl FlakyControl {
                 slow_per_mille: AtomicU32::new(0),
                 latency_ms: AtomicU64::new(0),
                 requests: AtomicU64::new(0),
+                keyed_requests: AtomicU64::new(0),
                 rng: Mutex::new(fastrand::Rng::with_seed(seed)),
             }),
         }
@@ -70,8 +72,16 @@ impl FlakyControl {
         self.state.requests.load(Ordering::Relaxed)
     }
 
-    fn decide(&self) -> Answer {
+    /// Requests received so far that carried an `Idempotency-Key`.
+    pub fn keyed_requests(&self) -> u64 {
+        self.state.keyed_requests.load(Ordering::Relaxed)
+    }
+
+    fn decide(&self, req: &Request<Incoming>) -> Answer {
         self.state.requests.fetch_add(1, Ordering::Relaxed);
+        if req.headers().contains_key("idempotency-key") {
+            self.state.keyed_requests.fetch_add(1, Ordering::Relaxed);
+        }
         let roll = self
             .state
             .rng
@@ -148,8 +158,8 @@ impl Drop for FlakyServer {
     }
 }
 
-async fn answer(control: FlakyControl, _req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let status = match control.decide() {
+async fn answer(control: FlakyControl, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let status = match control.decide(&req) {
         Answer::After(latency) => {
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;

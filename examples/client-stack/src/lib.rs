@@ -27,7 +27,9 @@
 //! 5. **Timeout per attempt** ([`StackConfig::attempt_timeout`]): a slow
 //!    attempt becomes a timeout, which the breaker counts and the retry
 //!    layer retries.
-//! 6. hyper-util's legacy `Client`, reading each answer's whole body.
+//! 6. hyper-util's legacy `Client`, reading each answer's whole body; with
+//!    the `reqwest` feature, `reqwest::Client` through a small adapter
+//!    (`reqwest` module) instead, with the same layers above it.
 //!
 //! Between the retry layer and the breaker a `map_request` counts attempts,
 //! so the report shows retries as attempts minus requests.
@@ -49,14 +51,15 @@
 //! # Example
 //!
 //! ```no_run
-//! use client_stack::{DriveConfig, StackConfig, drive, flaky::FlakyServer};
+//! use client_stack::{DriveConfig, StackConfig, client_stack, drive, flaky::FlakyServer};
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let server = FlakyServer::start(tokio::net::TcpListener::bind("127.0.0.1:0").await?, 7)?;
 //! server.control().set_failure_rate(0.3);
 //! let targets = vec![("flaky".to_owned(), format!("http://{}/charges", server.addr()).parse()?)];
-//! let report = drive(&StackConfig::default(), &DriveConfig { seconds: 3, rate: 50 }, targets, |_, line| {
+//! let stack = client_stack(&StackConfig::default())?;
+//! let report = drive(stack, &DriveConfig { seconds: 3, rate: 50 }, targets, |_, line| {
 //!     println!("{line}")
 //! })
 //! .await?;
@@ -66,6 +69,8 @@
 //! ```
 
 pub mod flaky;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 
 use std::fmt;
 use std::sync::Arc;
@@ -139,11 +144,30 @@ impl Counters {
     }
 }
 
-/// Builds the stack over a fresh hyper-util client; returns it with the
-/// handle of its per-host breakers and its attempt counter.
-pub fn client_stack(
-    config: &StackConfig,
-) -> Result<(ClientStack, KeyedCircuitBreakerHandle<String>, Arc<Counters>), BoxError> {
+/// A built stack, with what the driver reads from it.
+#[derive(Debug, Clone)]
+pub struct BuiltStack {
+    /// The stack.
+    pub service: ClientStack,
+    /// Its per-host breakers.
+    pub breakers: KeyedCircuitBreakerHandle<String>,
+    /// Its attempt counter.
+    pub counters: Arc<Counters>,
+}
+
+/// Builds the stack over a fresh hyper-util client.
+pub fn client_stack(config: &StackConfig) -> Result<BuiltStack, BoxError> {
+    client_stack_over(config, http_client())
+}
+
+/// Builds the stack over any transport taking the retry layer's replayable
+/// requests (hyper-util's client in [`client_stack`]; `reqwest`'s through
+/// the `reqwest` feature's adapter).
+pub fn client_stack_over<T>(config: &StackConfig, transport: T) -> Result<BuiltStack, BoxError>
+where
+    T: tower::Service<Request<ReplayBody<Body>>, Response = Response<Bytes>, Error = BoxError> + Clone + Send + 'static,
+    T::Future: Send + 'static,
+{
     let breakers: KeyedCircuitBreakerLayer<String, _, HttpClassifier> = CircuitBreakerBuilder::consecutive("client")
         .classifier(HttpClassifier)
         .consecutive_failures(config.breaker_failures)
@@ -180,8 +204,12 @@ pub fn client_stack(
                 .build()?,
         )
         .timeout(config.attempt_timeout)
-        .service(http_client());
-    Ok((BoxCloneService::new(stack), breaker_handle, counters))
+        .service(transport);
+    Ok(BuiltStack {
+        service: BoxCloneService::new(stack),
+        breakers: breaker_handle,
+        counters,
+    })
 }
 
 fn host_of(req: &Request<ReplayBody<Body>>) -> String {
@@ -318,13 +346,12 @@ impl Outcomes {
     }
 }
 
-/// Sends `rate` POSTs a second through a fresh [`client_stack`] for
-/// `seconds`, alternating between the `targets` (name, URL). After each
+/// Sends `rate` POSTs a second through `stack` for `seconds`, alternating between the `targets` (name, URL). After each
 /// second, calls `each_second(second, line)` with that second's counts and
 /// the breakers' states (`each_second` may also change the servers, to stage
 /// an outage). Waits for the requests in flight, and returns the totals.
 pub async fn drive(
-    stack: &StackConfig,
+    stack: BuiltStack,
     config: &DriveConfig,
     targets: Vec<(String, Uri)>,
     mut each_second: impl FnMut(u64, String),
@@ -332,7 +359,11 @@ pub async fn drive(
     if targets.is_empty() || config.rate == 0 {
         return Err("drive needs a target and a rate above zero".into());
     }
-    let (client, breakers, counters) = client_stack(stack)?;
+    let BuiltStack {
+        service: client,
+        breakers,
+        counters,
+    } = stack;
     let outcomes = Arc::new(Outcomes::default());
     let mut in_flight = JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1) / config.rate);

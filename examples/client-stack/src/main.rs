@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use client_stack::flaky::FlakyServer;
-use client_stack::{DriveConfig, StackConfig, drive};
+use client_stack::{BuiltStack, DriveConfig, StackConfig, client_stack, drive};
 use tokio::net::TcpListener;
 
 /// Runs the client stack (idempotency key → retry with budget → circuit
@@ -24,6 +24,10 @@ struct Args {
     /// Seed of the servers' choices, for repeatable runs.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Send through reqwest (the adapter) instead of hyper-util's client.
+    #[cfg(feature = "reqwest")]
+    #[arg(long)]
+    reqwest: bool,
 }
 
 #[tokio::main]
@@ -61,7 +65,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         seconds: args.seconds,
         rate: args.rate,
     };
-    let total = drive(&StackConfig::default(), &config, targets, |second, line| {
+    let stack = build_stack(&args)?;
+    let total = drive(stack, &config, targets, |second, line| {
         println!("{line}");
         match second {
             2 => control.set_failure_rate(1.0),
@@ -82,4 +87,18 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         flaky.control().requests()
     );
     Ok(())
+}
+
+#[cfg(feature = "reqwest")]
+fn build_stack(args: &Args) -> Result<BuiltStack, palisade::BoxError> {
+    if args.reqwest {
+        let transport = client_stack::reqwest::ReqwestTransport::new(reqwest::Client::new());
+        return client_stack::client_stack_over(&StackConfig::default(), transport);
+    }
+    client_stack(&StackConfig::default())
+}
+
+#[cfg(not(feature = "reqwest"))]
+fn build_stack(_args: &Args) -> Result<BuiltStack, palisade::BoxError> {
+    client_stack(&StackConfig::default())
 }

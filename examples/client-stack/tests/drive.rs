@@ -2,7 +2,7 @@
 //! are real sockets), for a second or two.
 
 use client_stack::flaky::FlakyServer;
-use client_stack::{DriveConfig, StackConfig, drive};
+use client_stack::{DriveConfig, StackConfig, client_stack, drive};
 use std::time::Duration;
 
 use http::Uri;
@@ -33,7 +33,7 @@ async fn every_request_ends_counted_and_a_flaky_server_gets_retries() {
     let mut lines = Vec::new();
     let config = DriveConfig { seconds: 2, rate: 100 };
     let report = drive(
-        &StackConfig::default(),
+        client_stack(&StackConfig::default()).unwrap(),
         &config,
         vec![("flaky".to_owned(), url(&flaky))],
         |second, line| lines.push((second, line)),
@@ -45,6 +45,8 @@ async fn every_request_ends_counted_and_a_flaky_server_gets_retries() {
     assert_eq!(report.sent, report.ok + report.failed(), "{report:?}");
     assert!(report.retries() > 0, "{report:?}");
     assert!(report.ok > 0, "{report:?}");
+    // Every attempt of every POST carries the key the stack added.
+    assert_eq!(flaky.control().keyed_requests(), flaky.control().requests());
     // Attempts rejected inside the client never reach the server.
     assert!(flaky.control().requests() <= report.attempts, "{report:?}");
     assert!(
@@ -65,7 +67,7 @@ async fn a_down_host_opens_its_own_breaker_only() {
     down.control().set_failure_rate(1.0);
     let mut last_line = String::new();
     let report = drive(
-        &patient(),
+        client_stack(&patient()).unwrap(),
         &DriveConfig { seconds: 1, rate: 100 },
         vec![("up".to_owned(), url(&up)), ("down".to_owned(), url(&down))],
         |_, line| last_line = line,
@@ -91,7 +93,7 @@ async fn a_slow_host_fills_the_bulkhead_and_the_excess_is_rejected_not_retried()
     // need about 20 permits; the bulkhead has 8.
     slow.control().set_latency(Duration::from_millis(200));
     let report = drive(
-        &patient(),
+        client_stack(&patient()).unwrap(),
         &DriveConfig { seconds: 1, rate: 100 },
         vec![("slow".to_owned(), url(&slow))],
         |_, _| {},
