@@ -1,15 +1,17 @@
 //! A small built-in upstream for the proxy route, so the example runs with no
 //! other service: `GET`/`POST` on any path answers `200` with
-//! `{"upstream": "demo", "method": ..., "path": ...}`, or `500` while it is
-//! told to fail through its [`UpstreamControl`].
+//! `{"upstream": "demo", "method": ..., "path": ...}` after an adjustable
+//! latency, or `500` while it is told to fail through its [`UpstreamControl`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use tokio::sync::Notify;
 use tower::util::BoxCloneService;
 
 use crate::{Route, json_response};
@@ -24,7 +26,9 @@ pub struct UpstreamControl {
 #[derive(Debug, Default)]
 struct State {
     failing: AtomicBool,
+    latency_ms: AtomicU64,
     requests: AtomicU64,
+    received: Notify,
 }
 
 impl UpstreamControl {
@@ -33,9 +37,29 @@ impl UpstreamControl {
         self.state.failing.store(failing, Ordering::SeqCst);
     }
 
+    /// How long each answer takes (default none).
+    pub fn set_latency(&self, latency: Duration) {
+        let millis = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        self.state.latency_ms.store(millis, Ordering::SeqCst);
+    }
+
     /// Requests received so far.
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Completes once `n` requests have been received.
+    pub async fn received(&self, n: u64) {
+        loop {
+            let mut notified = std::pin::pin!(self.state.received.notified());
+            // Registered before the check, so a request arriving in between
+            // still wakes it.
+            notified.as_mut().enable();
+            if self.requests() >= n {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -46,13 +70,18 @@ pub fn service() -> (UpstreamControl, Route<Incoming>) {
     let state = control.state.clone();
     let service = tower::service_fn(move |req: Request<Incoming>| {
         state.requests.fetch_add(1, Ordering::SeqCst);
+        state.received.notify_waiters();
         let failing = state.failing.load(Ordering::SeqCst);
+        let latency = Duration::from_millis(state.latency_ms.load(Ordering::SeqCst));
         let answer = serde_json::json!({
             "upstream": "demo",
             "method": req.method().as_str(),
             "path": req.uri().path(),
         });
         async move {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
             if failing {
                 let mut res = Response::new(Full::new(Bytes::from_static(b"upstream failing")));
                 *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;

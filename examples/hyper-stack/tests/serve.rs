@@ -202,3 +202,22 @@ async fn shutdown_completes_and_closes_the_listener() {
         "the listener is closed"
     );
 }
+
+#[tokio::test]
+async fn shutdown_lets_a_request_in_flight_finish() {
+    let server = start().await;
+    server.upstream.set_latency(Duration::from_millis(300));
+    let client = server.client.clone();
+    let in_flight =
+        tokio::spawn(client.request(Request::get(server.url("/proxy/slow")).body(Full::default()).unwrap()));
+    server.upstream.received(1).await;
+    server.stop.send(()).unwrap();
+
+    let res = in_flight.await.unwrap().unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(json(&body)["path"], "/slow");
+    let finished = tokio::time::timeout(Duration::from_secs(10), server.server).await;
+    finished.expect("the server shuts down").unwrap().unwrap();
+    let _ = server.stop_upstream.send(());
+}
