@@ -50,7 +50,7 @@ use tower::{service_fn, ServiceBuilder, ServiceExt};
 # #[tokio::main(flavor = "current_thread")]
 # async fn main() -> Result<(), BoxError> {
 let client = ServiceBuilder::new()
-    .retry(RetryPolicy::builder().name("inventory").build()?)
+    .retry_policy(RetryPolicy::builder().name("inventory").build()?)
     .circuit_breaker(CircuitBreakerLayer::builder("inventory").build()?)
     .bulkhead(BulkheadLayer::builder("inventory").max_concurrent(16).build()?)
     .timeout(Duration::from_secs(2))
@@ -131,8 +131,12 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
 
     /// Client: retries with a palisade policy (`RetryPolicy` or
     /// `HttpRetryPolicy`); outside the circuit breaker.
+    ///
+    /// Not named `retry`: tower's own `ServiceBuilder::retry` would take
+    /// precedence and build tower's `Retry` without the request-body replay an
+    /// HTTP policy needs.
     #[cfg(feature = "retry")]
-    fn retry<P>(self, policy: P) -> ServiceBuilder<Stack<palisade_retry::RetryLayer<P>, L>>;
+    fn retry_policy<P>(self, policy: P) -> ServiceBuilder<Stack<palisade_retry::RetryLayer<P>, L>>;
 
     /// Client: fails calls fast while the downstream fails; inside retry,
     /// outside the bulkhead.
@@ -201,7 +205,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     #[cfg(feature = "retry")]
-    fn retry<P>(self, policy: P) -> ServiceBuilder<Stack<palisade_retry::RetryLayer<P>, L>> {
+    fn retry_policy<P>(self, policy: P) -> ServiceBuilder<Stack<palisade_retry::RetryLayer<P>, L>> {
         self.layer(palisade_retry::RetryLayer::new(policy))
     }
 

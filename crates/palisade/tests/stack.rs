@@ -30,7 +30,7 @@ async fn retry_stops_at_an_open_breaker_instead_of_retrying_it() {
         .unwrap();
     let breaker_handle = breaker.handle();
     let client = ServiceBuilder::new()
-        .retry(
+        .retry_policy(
             RetryPolicy::builder()
                 .name("inventory")
                 .max_attempts(5)

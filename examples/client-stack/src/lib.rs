@@ -87,7 +87,7 @@ use palisade::bulkhead::BulkheadLayer;
 use palisade::circuit_breaker::{CircuitBreakerBuilder, KeyedCircuitBreakerHandle, KeyedCircuitBreakerLayer};
 use palisade::core::error::{find, is_timeout};
 use palisade::prelude::*;
-use palisade::retry::{Backoff, HttpRetryPolicy, Jitter, ReplayBody, RetryLayer};
+use palisade::retry::{Backoff, HttpRetryPolicy, Jitter, ReplayBody};
 use tokio::task::JoinSet;
 use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt as _};
@@ -178,10 +178,7 @@ where
     let counted = counters.clone();
     let stack = ServiceBuilder::new()
         .idempotency_key()
-        // `RetryLayer`, not `.retry(..)`: tower's inherent
-        // `ServiceBuilder::retry` would take precedence over the extension
-        // method and skip the request-body replay an HTTP policy needs.
-        .layer(RetryLayer::new(
+        .retry_policy(
             HttpRetryPolicy::builder()
                 .name("client")
                 .max_attempts(config.max_attempts)
@@ -192,7 +189,7 @@ where
                 ))
                 .jitter(Jitter::Full)
                 .build()?,
-        ))
+        )
         .map_request(move |req: Request<ReplayBody<Body>>| {
             counted.attempts.fetch_add(1, Ordering::Relaxed);
             req

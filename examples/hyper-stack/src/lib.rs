@@ -101,7 +101,7 @@ use hyper_util::service::TowerToHyperService;
 use palisade::bulkhead::BulkheadLayer;
 use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerHandle};
 use palisade::prelude::*;
-use palisade::retry::{Backoff, HttpRetryPolicy, Jitter, ReplayBody, RetryLayer};
+use palisade::retry::{Backoff, HttpRetryPolicy, Jitter, ReplayBody};
 use palisade::webhook::{MemoryReplayStore, Scheme, Verified, Verifier, VerifyLayer};
 use palisade_core::problem::Problem;
 use palisade_core::response::ProblemResponseLayer;
@@ -211,17 +211,14 @@ impl App {
         let upstream = ServiceBuilder::new()
             .layer(ProblemResponseLayer::new())
             .map_response(bad_gateway_on_server_error)
-            // `RetryLayer`, not `.retry(..)`: tower's own inherent
-            // `ServiceBuilder::retry` would take precedence over the extension
-            // method and skip the request-body replay an HTTP policy needs.
-            .layer(RetryLayer::new(
+            .retry_policy(
                 HttpRetryPolicy::builder()
                     .name("upstream")
                     .max_attempts(config.max_attempts)
                     .backoff(Backoff::constant(config.retry_backoff))
                     .jitter(Jitter::Equal)
                     .build()?,
-            ))
+            )
             .circuit_breaker(breaker)
             .bulkhead(
                 BulkheadLayer::builder("upstream")
