@@ -12,6 +12,8 @@ use crate::envelope::Event;
 use crate::error::PublishError;
 
 mod channel;
+#[cfg(feature = "http")]
+mod http;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "rabbitmq")]
@@ -20,6 +22,8 @@ mod rabbitmq;
 mod redis;
 
 pub use channel::{ChannelClosed, ChannelPublisher};
+#[cfg(feature = "http")]
+pub use http::{HttpPublishError, HttpPublisher, HttpPublisherBuilder};
 #[cfg(feature = "nats")]
 pub use nats::NatsPublisher;
 #[cfg(feature = "rabbitmq")]

@@ -1,0 +1,353 @@
+use std::borrow::Cow;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+use http::uri::Scheme;
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use palisade_webhook::{InvalidId, SchemeKind, Signer};
+use tokio::time::{Instant, error::Elapsed, timeout_at};
+
+use super::Publisher;
+use crate::envelope::{Encoding, Event};
+use crate::error::{ConfigError, PublishError};
+
+/// How much of a refusing receiver's answer is kept in the error (and so in the dead letter).
+const ERROR_BODY_LIMIT: usize = 512;
+
+/// How much of a response body is read so its connection can be reused.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+const EVENT_TYPE: HeaderName = HeaderName::from_static("palisade-event-type");
+
+/// POSTs events as webhooks, signed by a [`Signer`], and waits for the receiver's answer.
+///
+/// The URL is the event's destination when that is an absolute `http://` or `https://` URL,
+/// else the builder's [base URL](HttpPublisherBuilder::base_url) joined with the destination
+/// by one `/` (base `http://hooks.internal/events` and destination `Order` give
+/// `http://hooks.internal/events/Order`). The body is the [encoded](Encoding) event, with its
+/// `Content-Type`, a `Palisade-Event-Type` header, and the signer's headers. The event id is
+/// the webhook id (`webhook-id` for Standard Webhooks, `X-GitHub-Delivery`,
+/// `X-Shopify-Webhook-Id`), so every redelivery of an event carries the same id and a
+/// receiver with replay protection drops the duplicate; each attempt is stamped and signed
+/// afresh, so a retry after a long backoff is not rejected as stale.
+///
+/// | answer | result |
+/// |---|---|
+/// | 2xx | delivered |
+/// | 408, 429, 5xx | transient: retried with the relay's backoff |
+/// | any other status (4xx, an unfollowed 3xx) | permanent: dead-lettered at once |
+/// | connection refused or reset, a protocol error, no answer within the timeout | transient |
+/// | a destination that is no http(s) URL, a relative one without a base URL | permanent |
+///
+/// `Retry-After` is not read: the relay's backoff decides when to try again. Redirects are
+/// not followed: point the destination at the final URL.
+///
+/// The default connector speaks plain `http://` (HTTP/1.1 with keep-alive; the connection
+/// pool is shared by clones). For `https://`, pass a TLS connector with
+/// [`connector`](HttpPublisherBuilder::connector) (e.g. `hyper-rustls`'s `HttpsConnector`),
+/// or send through a TLS-terminating proxy; without one, an `https` base URL is refused by
+/// `build()` and an `https` destination is dead-lettered.
+#[derive(Debug, Clone)]
+pub struct HttpPublisher<C = HttpConnector> {
+    client: Client<C, Full<Bytes>>,
+    signer: Signer,
+    base_url: Option<String>,
+    encoding: Encoding,
+    timeout: Duration,
+    tls: bool,
+}
+
+/// Configures an [`HttpPublisher`].
+#[derive(Debug)]
+pub struct HttpPublisherBuilder<C = HttpConnector> {
+    connector: C,
+    signer: Signer,
+    base_url: Option<String>,
+    encoding: Encoding,
+    timeout: Duration,
+    tls: bool,
+}
+
+/// Why a webhook was not delivered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpPublishError {
+    /// The receiver answered with a status other than 2xx.
+    #[error("the receiver answered {status}{}", body_suffix(.body))]
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// The start of the response body (lossy UTF-8, at most 512 bytes), for the dead letter.
+        body: String,
+    },
+    /// No complete answer arrived within the publisher's timeout.
+    #[error("no answer within {after:?}")]
+    Timeout {
+        /// The timeout.
+        after: Duration,
+        /// The elapsed timer.
+        #[source]
+        source: Elapsed,
+    },
+    /// Connecting, sending or receiving failed.
+    #[error("webhook request failed")]
+    Transport(#[source] hyper_util::client::legacy::Error),
+    /// The event's destination does not give a URL this publisher can send to.
+    #[error("cannot send to destination {destination:?}: {reason}")]
+    Destination {
+        /// The event's destination.
+        destination: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The webhook id could not be signed (the signer's id generator made an invalid one).
+    #[error("webhook signing failed")]
+    Signing(#[source] InvalidId),
+    /// The event type is not a valid header value.
+    #[error("event type {0:?} is not a valid header value")]
+    EventType(String),
+}
+
+fn body_suffix(body: &str) -> String {
+    if body.is_empty() {
+        String::new()
+    } else {
+        format!(": {body}")
+    }
+}
+
+impl HttpPublisher {
+    /// Starts configuring a publisher that signs with `signer`, over plain HTTP.
+    pub fn builder(signer: Signer) -> HttpPublisherBuilder {
+        HttpPublisherBuilder {
+            connector: HttpConnector::new(),
+            signer,
+            base_url: None,
+            encoding: Encoding::default(),
+            timeout: Duration::from_secs(5),
+            tls: false,
+        }
+    }
+}
+
+impl<C> HttpPublisherBuilder<C> {
+    /// The URL that relative destinations are joined to (e.g. `http://hooks.internal/events`).
+    /// Without one, only events whose destination is an absolute URL can be delivered.
+    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.base_url = Some(base_url.into());
+        self
+    }
+
+    /// Sets the body encoding (default the palisade envelope as JSON).
+    pub fn encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// How long one attempt may take, from connecting to the end of the response (default
+    /// 5 s: below the relay's 10 s publish timeout, so the error says what timed out).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends through `connector` instead of the plain-HTTP one: a TLS connector for `https`
+    /// URLs, a proxying one, or one with tuned DNS and socket options. It is trusted with
+    /// `https` URLs.
+    pub fn connector<D>(self, connector: D) -> HttpPublisherBuilder<D> {
+        HttpPublisherBuilder {
+            connector,
+            signer: self.signer,
+            base_url: self.base_url,
+            encoding: self.encoding,
+            timeout: self.timeout,
+            tls: true,
+        }
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroPublishTimeout`] for a zero timeout; [`ConfigError::BaseUrl`] for a
+    /// base URL that is not an absolute http(s) URL without query, or `https` without a TLS
+    /// connector.
+    pub fn build(self) -> Result<HttpPublisher<C>, ConfigError>
+    where
+        C: Connect + Clone + Send + Sync + 'static,
+    {
+        if self.timeout.is_zero() {
+            return Err(ConfigError::ZeroPublishTimeout);
+        }
+        if let Some(base) = &self.base_url {
+            check_base_url(base, self.tls).map_err(|reason| ConfigError::BaseUrl {
+                url: base.clone(),
+                reason,
+            })?;
+        }
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .build(self.connector);
+        Ok(HttpPublisher {
+            client,
+            signer: self.signer,
+            base_url: self.base_url,
+            encoding: self.encoding,
+            timeout: self.timeout,
+            tls: self.tls,
+        })
+    }
+}
+
+fn check_base_url(base: &str, tls: bool) -> Result<(), &'static str> {
+    let uri: Uri = base.parse().map_err(|_| "not a valid URL")?;
+    check_scheme(&uri, tls)?;
+    if uri.query().is_some() {
+        return Err("destinations are appended to its path, so it cannot have a query");
+    }
+    Ok(())
+}
+
+fn check_scheme(uri: &Uri, tls: bool) -> Result<(), &'static str> {
+    if uri.authority().is_none() {
+        return Err("not an absolute URL");
+    }
+    match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP => Ok(()),
+        Some(s) if *s == Scheme::HTTPS && tls => Ok(()),
+        Some(s) if *s == Scheme::HTTPS => Err("https needs a TLS connector"),
+        _ => Err("not an http or https URL"),
+    }
+}
+
+fn is_absolute(destination: &str) -> bool {
+    let has_prefix = |prefix: &str| {
+        destination
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    has_prefix("http://") || has_prefix("https://")
+}
+
+/// The header that carries the message id in `scheme`, where palisade-webhook's signer writes one.
+fn id_header(scheme: SchemeKind) -> Option<HeaderName> {
+    match scheme {
+        SchemeKind::StandardWebhooks => Some(HeaderName::from_static("webhook-id")),
+        SchemeKind::GitHub => Some(HeaderName::from_static("x-github-delivery")),
+        SchemeKind::Shopify => Some(HeaderName::from_static("x-shopify-webhook-id")),
+        _ => None,
+    }
+}
+
+impl<C> HttpPublisher<C> {
+    /// The URL `destination` is sent to.
+    fn target(&self, destination: &str) -> Result<Uri, HttpPublishError> {
+        let invalid = |reason| HttpPublishError::Destination {
+            destination: destination.to_owned(),
+            reason,
+        };
+        let url = if is_absolute(destination) {
+            Cow::Borrowed(destination)
+        } else {
+            let base = self
+                .base_url
+                .as_deref()
+                .ok_or_else(|| invalid("not an absolute URL and no base URL is set"))?;
+            Cow::Owned(format!(
+                "{}/{}",
+                base.trim_end_matches('/'),
+                destination.trim_start_matches('/')
+            ))
+        };
+        let uri: Uri = url.parse().map_err(|_| invalid("not a valid URL"))?;
+        check_scheme(&uri, self.tls).map_err(invalid)?;
+        Ok(uri)
+    }
+
+    /// The signed request for `event`.
+    fn request(&self, event: &Event) -> Result<Request<Full<Bytes>>, HttpPublishError> {
+        let uri = self.target(&event.destination)?;
+        let body = Bytes::from(self.encoding.encode(event));
+        let mut headers = HeaderMap::with_capacity(8);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.encoding.content_type()));
+        headers.insert(USER_AGENT, HeaderValue::from_static("palisade-outbox"));
+        let event_type = HeaderValue::try_from(event.event_type.as_str())
+            .map_err(|_| HttpPublishError::EventType(event.event_type.clone()))?;
+        headers.insert(EVENT_TYPE, event_type);
+        if let Some(name) = id_header(self.signer.scheme()) {
+            // The signer keeps an id it finds, so every attempt carries the event id.
+            let id =
+                HeaderValue::try_from(event.event_id.to_string()).map_err(|_| HttpPublishError::Signing(InvalidId))?;
+            headers.insert(name, id);
+        }
+        self.signer
+            .sign(&mut headers, &body)
+            .map_err(HttpPublishError::Signing)?;
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        Ok(request)
+    }
+}
+
+impl<C> HttpPublisher<C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    async fn deliver(&self, request: Request<Full<Bytes>>) -> Result<(), PublishError> {
+        let deadline = Instant::now() + self.timeout;
+        let timed_out = |source| {
+            PublishError::transient(HttpPublishError::Timeout {
+                after: self.timeout,
+                source,
+            })
+        };
+        let response = timeout_at(deadline, self.client.request(request))
+            .await
+            .map_err(timed_out)?
+            .map_err(|error| PublishError::transient(HttpPublishError::Transport(error)))?;
+        let status = response.status();
+        if status.is_success() {
+            // Reading the rest of a small answer lets the connection go back to the pool; the
+            // event is delivered whatever happens to it.
+            let _ = timeout_at(deadline, Limited::new(response.into_body(), DRAIN_LIMIT).collect()).await;
+            return Ok(());
+        }
+        let body = match timeout_at(deadline, Limited::new(response.into_body(), DRAIN_LIMIT).collect()).await {
+            Ok(Ok(collected)) => {
+                let bytes = collected.to_bytes();
+                String::from_utf8_lossy(&bytes[..bytes.len().min(ERROR_BODY_LIMIT)])
+                    .trim()
+                    .to_owned()
+            }
+            _ => String::new(),
+        };
+        let error = HttpPublishError::Status { status, body };
+        if is_retryable(status) {
+            Err(PublishError::transient(error))
+        } else {
+            Err(PublishError::permanent(error))
+        }
+    }
+}
+
+/// Statuses a later attempt may turn into a success.
+fn is_retryable(status: StatusCode) -> bool {
+    status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+impl<C> Publisher for HttpPublisher<C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+        let request = self.request(event).map_err(PublishError::permanent)?;
+        self.deliver(request).await
+    }
+}
