@@ -52,6 +52,35 @@ const EVENT_TYPE: HeaderName = HeaderName::from_static("palisade-event-type");
 /// [`connector`](HttpPublisherBuilder::connector) (e.g. `hyper-rustls`'s `HttpsConnector`),
 /// or send through a TLS-terminating proxy; without one, an `https` base URL is refused by
 /// `build()` and an `https` destination is dead-lettered.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")] {
+/// use std::time::Duration;
+/// use palisade_outbox::{ConfigError, Relay, publisher::HttpPublisher, sqlite::SqliteStore};
+/// use palisade_webhook::{Scheme, Signer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+/// // The receiver verifies with the same secret (palisade-webhook's VerifyLayer, or any
+/// // Standard Webhooks library).
+/// let signer = Signer::builder(Scheme::StandardWebhooks)
+///     .secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+///     .build()?;
+/// let publisher = HttpPublisher::builder(signer.clone())
+///     .base_url("http://billing.internal/webhooks") // event `Order` goes to .../webhooks/Order
+///     .timeout(Duration::from_secs(3))
+///     .build()?;
+/// let relay = Relay::builder(SqliteStore::new(pool), publisher).max_attempts(8).build()?;
+/// # let _ = relay;
+///
+/// // https needs a TLS connector (`.connector(...)`) or a proxy.
+/// let refused = HttpPublisher::builder(signer).base_url("https://billing.example.com/webhooks").build();
+/// assert!(matches!(refused, Err(ConfigError::BaseUrl { .. })));
+/// # Ok(())
+/// # }
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct HttpPublisher<C = HttpConnector> {
     client: Client<C, Full<Bytes>>,
@@ -349,5 +378,118 @@ where
     async fn publish(&self, event: &Event) -> Result<(), PublishError> {
         let request = self.request(event).map_err(PublishError::permanent)?;
         self.deliver(request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> Signer {
+        Signer::builder(palisade_webhook::Scheme::StandardWebhooks)
+            .secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .build()
+            .unwrap()
+    }
+
+    fn base_url_error(base: &str) -> Option<&'static str> {
+        match HttpPublisher::builder(signer()).base_url(base).build() {
+            Err(ConfigError::BaseUrl { url, reason }) => {
+                assert_eq!(url, base);
+                Some(reason)
+            }
+            Err(other) => panic!("{other}"),
+            Ok(_) => None,
+        }
+    }
+
+    #[test]
+    fn build_checks_the_base_url_and_timeout() {
+        assert_eq!(base_url_error("http://hooks.internal:8080/events/"), None);
+        assert_eq!(
+            base_url_error("https://hooks.example.com"),
+            Some("https needs a TLS connector")
+        );
+        assert_eq!(base_url_error("ftp://hooks.internal"), Some("not an http or https URL"));
+        assert_eq!(base_url_error("/events"), Some("not an absolute URL"));
+        assert_eq!(base_url_error("http://hooks internal"), Some("not a valid URL"));
+        assert_eq!(
+            base_url_error("http://hooks.internal/events?tenant=1"),
+            Some("destinations are appended to its path, so it cannot have a query")
+        );
+        let zero = HttpPublisher::builder(signer()).timeout(Duration::ZERO).build();
+        assert_eq!(zero.unwrap_err(), ConfigError::ZeroPublishTimeout);
+        let with_connector = HttpPublisher::builder(signer())
+            .base_url("https://hooks.example.com")
+            .connector(HttpConnector::new())
+            .build();
+        assert!(with_connector.is_ok(), "a given connector is trusted with https");
+    }
+
+    #[test]
+    fn destinations_join_the_base_url_with_one_slash() {
+        let target = |base: &str, destination: &str| {
+            let publisher = HttpPublisher::builder(signer()).base_url(base).build().unwrap();
+            publisher.target(destination).map(|uri| uri.to_string())
+        };
+        for base in ["http://h/events", "http://h/events/"] {
+            for destination in ["Order", "/Order"] {
+                assert_eq!(target(base, destination).unwrap(), "http://h/events/Order");
+            }
+        }
+        assert_eq!(target("http://h", "orders/created").unwrap(), "http://h/orders/created");
+        assert_eq!(target("http://h/x", "HTTP://other:81/y").unwrap(), "http://other:81/y");
+        assert_eq!(
+            target("http://h/x", "http://other/y?a=1").unwrap(),
+            "http://other/y?a=1"
+        );
+        let error = target("http://h", "order created").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "cannot send to destination \"order created\": not a valid URL"
+        );
+    }
+
+    #[test]
+    fn retryable_statuses() {
+        for code in [408, 429, 500, 501, 502, 503, 504, 599] {
+            assert!(is_retryable(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+        for code in [300, 301, 304, 400, 401, 403, 404, 405, 409, 410, 413, 415, 422, 451] {
+            assert!(!is_retryable(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+    }
+
+    #[test]
+    fn requests_carry_the_event_id_as_the_signed_webhook_id() {
+        let publisher = HttpPublisher::builder(signer()).base_url("http://h").build().unwrap();
+        let event = Event::new("OrderCreated", "Order", "o1", serde_json::json!({}));
+        let request = publisher.request(&event).unwrap();
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(request.uri(), "http://h/Order");
+        let headers = request.headers();
+        assert_eq!(headers["webhook-id"], event.event_id.to_string().as_str());
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(headers["palisade-event-type"], "OrderCreated");
+        let verifier = palisade_webhook::Verifier::builder(palisade_webhook::Scheme::StandardWebhooks)
+            .secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .build()
+            .unwrap();
+        let verified = verifier.verify(headers, &event.to_json()).unwrap();
+        assert_eq!(verified.id(), Some(event.event_id.to_string().as_str()));
+
+        let cloud = HttpPublisher::builder(signer())
+            .base_url("http://h")
+            .encoding(Encoding::CloudEvents)
+            .build()
+            .unwrap();
+        let request = cloud.request(&event).unwrap();
+        assert_eq!(request.headers()["content-type"], "application/cloudevents+json");
+
+        let bad_type = Event::new("Order\nCreated", "Order", "o1", serde_json::json!({}));
+        assert!(matches!(
+            publisher.request(&bad_type),
+            Err(HttpPublishError::EventType(_))
+        ));
     }
 }
