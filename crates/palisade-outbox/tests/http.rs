@@ -1,9 +1,10 @@
 //! The HTTP webhook publisher against a receiver behind palisade-webhook's verify layer.
 #![cfg(all(feature = "http", feature = "sqlite"))]
 
+mod support;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,11 +12,12 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::{Extension, Router};
 use palisade_outbox::publisher::{HttpPublishError, HttpPublisher};
-use palisade_outbox::sqlite::{SqliteStore, migrate};
+use palisade_outbox::sqlite::SqliteStore;
 use palisade_outbox::{Event, OutboxStore, PublishError, Publisher, Relay, stage};
 use palisade_webhook::{MemoryReplayStore, Scheme, Signer, Verified, Verifier, VerifyLayer};
 use serde_json::json;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::SqlitePool;
+use support::db;
 use tokio::sync::mpsc;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -122,40 +124,6 @@ fn signer() -> Signer {
         .secret(SECRET)
         .build()
         .unwrap()
-}
-
-/// A fresh database file, removed when dropped.
-struct Db {
-    pool: SqlitePool,
-    path: std::path::PathBuf,
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
-        }
-    }
-}
-
-async fn db() -> Db {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "palisade-outbox-http-{}-{}.db",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let options = SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true)
-        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options)
-        .await
-        .unwrap();
-    migrate(&pool).await.unwrap();
-    Db { pool, path }
 }
 
 async fn stage_committed(pool: &SqlitePool, event: &Event) {
