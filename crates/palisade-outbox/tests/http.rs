@@ -40,6 +40,17 @@ struct Receiver {
     addr: SocketAddr,
     hits: mpsc::UnboundedReceiver<Hit>,
     script: Arc<Mutex<VecDeque<StatusCode>>>,
+    /// Signalled when a request the receiver never answers is abandoned by its sender.
+    abandoned: mpsc::UnboundedReceiver<()>,
+}
+
+/// Held by a handler that never answers; dropped when the server gives up on the request.
+struct Hanging(mpsc::UnboundedSender<()>);
+
+impl Drop for Hanging {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
 }
 
 impl Receiver {
@@ -49,6 +60,7 @@ impl Receiver {
 
     async fn start_with(never_answer: bool) -> Self {
         let (sender, hits) = mpsc::unbounded_channel();
+        let (abandon, abandoned) = mpsc::unbounded_channel();
         let script: Arc<Mutex<VecDeque<StatusCode>>> = Arc::default();
         let verify = VerifyLayer::builder(
             Verifier::builder(Scheme::StandardWebhooks)
@@ -79,8 +91,9 @@ impl Receiver {
                 None => script_in_handler.lock().unwrap().pop_front().unwrap_or(StatusCode::OK),
             };
             let _ = sender.send(hit);
+            let hanging = never_answer.then(|| Hanging(abandon.clone()));
             async move {
-                if never_answer {
+                if let Some(_hanging) = hanging {
                     std::future::pending::<()>().await;
                 }
                 (
@@ -97,7 +110,12 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { addr, hits, script }
+        Self {
+            addr,
+            hits,
+            script,
+            abandoned,
+        }
     }
 
     fn base_url(&self) -> String {
@@ -333,4 +351,22 @@ async fn a_receiver_that_never_answers_times_out_as_transient() {
     assert!(error.is_transient(), "{error}");
     assert!(palisade_core::error::is_timeout(&error), "{error:?}");
     assert_eq!(error.to_string(), "publish failed (transient): no answer within 2s");
+}
+
+#[tokio::test]
+async fn a_dropped_publish_abandons_its_request() {
+    let mut receiver = Receiver::start_with(true).await;
+    let publisher = receiver.publisher();
+    let event = order_event();
+    {
+        let publish = publisher.publish(&event);
+        tokio::select! {
+            result = publish => panic!("the receiver never answers, yet got {result:?}"),
+            hit = receiver.next_hit() => assert_eq!(hit.webhook_id, event.event_id.to_string()),
+        }
+    }
+    // The publish future is gone: its connection closes and the receiver drops the request.
+    tokio::time::timeout(WAIT, receiver.abandoned.recv())
+        .await
+        .expect("the request is abandoned within the wait");
 }
