@@ -33,8 +33,10 @@ const EVENT_TYPE: HeaderName = HeaderName::from_static("palisade-event-type");
 /// `Content-Type`, a `Palisade-Event-Type` header, and the signer's headers. The event id is
 /// the webhook id (`webhook-id` for Standard Webhooks, `X-GitHub-Delivery`,
 /// `X-Shopify-Webhook-Id`), so every redelivery of an event carries the same id and a
-/// receiver with replay protection drops the duplicate; each attempt is stamped and signed
-/// afresh, so a retry after a long backoff is not rejected as stale.
+/// receiver with replay protection drops the duplicate; each attempt is stamped by the
+/// signer's clock and signed afresh, so a retry after a long backoff is not rejected as
+/// stale. (Stripe and Slack signatures carry no id; a generic scheme with an id header gets
+/// a fresh one from the signer per attempt, so prefer Standard Webhooks.)
 ///
 /// | answer | result |
 /// |---|---|
@@ -179,7 +181,8 @@ impl<C> HttpPublisherBuilder<C> {
     }
 
     /// How long one attempt may take, from connecting to the end of the response (default
-    /// 5 s: below the relay's 10 s publish timeout, so the error says what timed out).
+    /// 5 s). Keep it below the relay's `publish_timeout` (default 10 s), so the dead letter
+    /// names the HTTP timeout and a slow answer after a 2xx status is not counted as a failure.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -342,13 +345,13 @@ where
             .map_err(timed_out)?
             .map_err(|error| PublishError::transient(HttpPublishError::Transport(error)))?;
         let status = response.status();
+        // Reading a small answer to its end lets the connection go back to the pool; after a
+        // 2xx the event is delivered whatever happens to the rest.
+        let body = timeout_at(deadline, Limited::new(response.into_body(), DRAIN_LIMIT).collect()).await;
         if status.is_success() {
-            // Reading the rest of a small answer lets the connection go back to the pool; the
-            // event is delivered whatever happens to it.
-            let _ = timeout_at(deadline, Limited::new(response.into_body(), DRAIN_LIMIT).collect()).await;
             return Ok(());
         }
-        let body = match timeout_at(deadline, Limited::new(response.into_body(), DRAIN_LIMIT).collect()).await {
+        let body = match body {
             Ok(Ok(collected)) => {
                 let bytes = collected.to_bytes();
                 String::from_utf8_lossy(&bytes[..bytes.len().min(ERROR_BODY_LIMIT)])
