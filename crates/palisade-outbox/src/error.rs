@@ -43,6 +43,15 @@ pub enum ConfigError {
     /// A zero publish timeout fails every publish.
     #[error("publish timeout must be greater than zero")]
     ZeroPublishTimeout,
+    /// The HTTP publisher's base URL cannot take destinations.
+    #[cfg(feature = "http")]
+    #[error("base URL {url:?} is unusable: {reason}")]
+    BaseUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 /// A database or stored-data error from staging, claiming, marking or querying events.

@@ -5,8 +5,8 @@
 //! A handler [`stage`](stage())s an [`Event`] through its own sqlx transaction (PostgreSQL or SQLite).
 //! Nothing is published unless that transaction commits, and nothing committed is lost when
 //! the broker or the process fails: the [`Relay`] claims committed events in batches,
-//! publishes them through a [`Publisher`] (NATS JetStream, RabbitMQ, Redis Streams or an
-//! in-process channel), and only then deletes them. Delivery is at least once, with the event
+//! publishes them through a [`Publisher`] (NATS JetStream, RabbitMQ, Redis Streams, signed
+//! HTTP webhooks or an in-process channel), and only then deletes them. Delivery is at least once, with the event
 //! id as the broker's de-duplication id; consumers apply each event once with [`process_once`].
 //!
 //! # Example
@@ -152,7 +152,27 @@
 //! | [`publisher::NatsPublisher`] | `nats` | JetStream publish ack | `Nats-Msg-Id` header |
 //! | [`publisher::RabbitMqPublisher`] | `rabbitmq` | publisher confirm; persistent, mandatory | `message_id` property |
 //! | [`publisher::RedisPublisher`] | `redis` | `XADD` reply | `event_id` field |
+//! | [`publisher::HttpPublisher`] | `http` | a 2xx answer; 408, 429, 5xx and transport errors are retried, other statuses dead-lettered at once | signed `webhook-id` header (Standard Webhooks) |
 //! | [`ChannelPublisher`] | — | channel send | — |
+//!
+//! The HTTP publisher POSTs each event to its destination (an absolute `http://` URL, or a
+//! path joined to the publisher's base URL), signed by a palisade-webhook
+//! [`Signer`](palisade_webhook::Signer) so the receiver's `VerifyLayer` (or any Standard
+//! Webhooks library) checks it; every attempt is signed afresh under the event id, so a
+//! receiver with replay protection drops redeliveries. It uses hyper's pooled HTTP/1.1 client
+//! over plain TCP, bounded by its own timeout (5 s); `https` destinations need a TLS connector
+//! given to its builder, or a TLS-terminating proxy.
+//!
+//! # Cargo features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `sqlite` | yes | [`sqlite::SqliteStore`], staging and the inbox on SQLite |
+//! | `postgres` | no | [`postgres::PgStore`], staging and the inbox on PostgreSQL, `LISTEN`/`NOTIFY` wake-ups |
+//! | `nats` | no | [`publisher::NatsPublisher`] (async-nats) |
+//! | `rabbitmq` | no | [`publisher::RabbitMqPublisher`] (lapin) |
+//! | `redis` | no | [`publisher::RedisPublisher`] (redis) |
+//! | `http` | no | [`publisher::HttpPublisher`] (hyper-util's client, palisade-webhook's signing) |
 //!
 //! # The publish hook and layer order
 //!

@@ -1,6 +1,8 @@
 //! The outbox on SQLite: staging, claiming, the relay, dead letters and the inbox.
 #![cfg(feature = "sqlite")]
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -10,42 +12,9 @@ use palisade_outbox::{
     ChannelPublisher, Disposition, Event, OutboxStore, PublishError, Publisher, Relay, Seen, process_once, stage,
 };
 use serde_json::json;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::SqlitePool;
+use support::db;
 use tokio::sync::mpsc;
-
-/// A fresh database file, removed when dropped.
-struct Db {
-    pool: SqlitePool,
-    path: std::path::PathBuf,
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
-        }
-    }
-}
-
-async fn db() -> Db {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "palisade-outbox-{}-{}.db",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let options = SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true)
-        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options)
-        .await
-        .unwrap();
-    migrate(&pool).await.unwrap();
-    Db { pool, path }
-}
 
 fn order_event(aggregate: &str, n: i64) -> Event {
     Event::new("OrderUpdated", "Order", aggregate, json!({ "n": n })).with_version(n)

@@ -1,9 +1,10 @@
 //! Where the relay sends events: one trait, a publisher per broker.
 //!
 //! Every publisher returns only once the broker has taken responsibility for the message
-//! (a JetStream ack, a RabbitMQ publisher confirm, a Redis reply, a channel send), so the
-//! relay deletes an event only after it is safe elsewhere. Each passes the event id as the
-//! broker's de-duplication or message id.
+//! (a JetStream ack, a RabbitMQ publisher confirm, a Redis reply, a webhook receiver's 2xx
+//! answer, a channel send), so the relay deletes an event only after it is safe elsewhere.
+//! Each passes the event id as the broker's de-duplication or message id (the webhook id for
+//! HTTP).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use crate::envelope::Event;
 use crate::error::PublishError;
 
 mod channel;
+#[cfg(feature = "http")]
+mod http;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "rabbitmq")]
@@ -20,6 +23,8 @@ mod rabbitmq;
 mod redis;
 
 pub use channel::{ChannelClosed, ChannelPublisher};
+#[cfg(feature = "http")]
+pub use http::{HttpPublishError, HttpPublisher, HttpPublisherBuilder};
 #[cfg(feature = "nats")]
 pub use nats::NatsPublisher;
 #[cfg(feature = "rabbitmq")]
