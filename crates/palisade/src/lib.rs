@@ -19,7 +19,7 @@
 //!
 //! Backend features: `idempotency-redis`, `idempotency-postgres`,
 //! `webhook-redis`, `outbox-postgres`, `outbox-nats`, `outbox-rabbitmq`,
-//! `outbox-redis`.
+//! `outbox-redis`, `outbox-http`.
 //!
 //! # Canonical order (outermost first)
 //!
