@@ -189,39 +189,39 @@
 //!
 //! # Performance
 //!
-//! Measured 2026-11-21 on a 2-core x86_64 VM with `cargo bench -p
+//! Measured 2026-11-22 on a 2-core x86_64 VM with `cargo bench -p
 //! palisade-benches --bench retry -- --quick`: one call driven to
 //! completion on the bench thread, the first attempt succeeding, in the same
-//! run as the bare service and tower's `Retry` with a policy that never
-//! retries. The VM was shared with other builds (load average 7 to 10), so
-//! all figures carry some noise; the cleanest of four runs is shown.
+//! run as the bare service, tower's `ConcurrencyLimit` and tower's `Retry`
+//! with a policy that never retries (load average under 4).
 //!
 //! | stack | time per call | over bare | heap allocations per call |
 //! |---|---|---|---|
-//! | bare service | 2.8 ns | | 0 |
-//! | tower `Retry`, never retrying | 3.8 ns | +1.0 ns | 0 |
-//! | `RetryPolicy`, budget on (default) | 37 ns | +34 ns | 0 |
-//! | `RetryPolicy`, no budget | 37 ns | +34 ns | 0 |
-//! | `RetryPolicy`, budget and a deadline | 100 ns | +97 ns | 0 |
-//! | `RetryPolicy`, budget on, two threads on one budget | 50 ns per call (bare: 6.8 ns) | | 0 |
+//! | bare service | 1.7 ns | | 0 |
+//! | tower `ConcurrencyLimit` (reference) | 42.9 ns | +41.2 ns | 0 |
+//! | tower `Retry`, never retrying | 1.6 ns | ±0 | 0 |
+//! | `RetryPolicy`, budget on (default) | 19.3 ns | +17.6 ns | 0 |
+//! | `RetryPolicy`, no budget | 20.8 ns | +19.1 ns | 0 |
+//! | `RetryPolicy`, budget and a deadline | 44.6 ns | +42.9 ns | 0 |
+//! | two threads, clones sharing one budget | 19.2 ns per call (bare: 3.2 ns; `ConcurrencyLimit`: 69.2 ns) | | 0 |
 //!
-//! Most of it is the hardware's floor: tower's
-//! `Retry` clones the policy for every request, and the policy reaches its
-//! shared settings through one `Arc`, an atomic increment and decrement.
-//! On this VM one atomic read-modify-write costs about 12 ns (an `Arc` clone
-//! and drop alone measures 24 ns). The budget adds almost nothing on top:
-//! a service deposits its requests in batches of 16, so the deposit's atomic
-//! add is paid once per 16 requests instead of on each (about 12 ns).
-//! A deadline adds one clock reading per request (about 56 ns here, plus
-//! the larger per-request state).
+//! Most of it is the hardware's floor: tower's `Retry` clones the policy
+//! for every request, and the policy reaches its shared settings through one
+//! `Arc`, an atomic increment and decrement. The budget adds nothing
+//! measurable on top: a service deposits its requests in batches of 16, so
+//! the deposit's atomic add is paid once per 16 requests instead of on each.
+//! A deadline adds one clock reading per request and the larger
+//! per-request state. An earlier run on the same VM under heavy load (load
+//! average 7 to 10) measured +34 ns for the budget: atomics slow down most
+//! when the cores are shared.
 //!
 //! HTTP, through [`HttpRetry`], with a downstream that reads the request
 //! body to its end:
 //!
 //! | request | bare HTTP service | with the retry policy | over bare | allocations over bare |
 //! |---|---|---|---|---|
-//! | GET, empty body | 450 ns | 0.93 µs | +0.48 µs | +1 |
-//! | PUT, 70-byte body kept for replay | 507 ns | 1.20 µs | +0.69 µs | +4 |
+//! | GET, empty body | 220 ns | 385 ns | +165 ns | +1 |
+//! | PUT, 70-byte body kept for replay | 211 ns | 625 ns | +414 ns | +4 |
 //!
 //! An empty body costs nothing to replay; the GET pays for the spare request
 //! tower's `Retry` keeps for a retry (method, URI, headers and extensions
