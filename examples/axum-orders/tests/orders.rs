@@ -1,0 +1,245 @@
+//! The orders routes over `oneshot`, charging a simulator on a real socket.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum_orders::{App, Config, Mode, PaymentsSim, app, generate_secret};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+
+/// An app on a fresh SQLite file, charging a fresh simulator.
+struct Fixture {
+    app: App,
+    sim: PaymentsSim,
+    db: PathBuf,
+}
+
+impl Fixture {
+    async fn start(tune: impl FnOnce(&mut Config)) -> Self {
+        let sim = PaymentsSim::with_seed(7);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(axum::serve(listener, sim.router()).into_future());
+        let db = std::env::temp_dir().join(format!("axum-orders-test-{}.db", uuid::Uuid::now_v7().simple()));
+        let mut config = Config::new(
+            format!("sqlite:{}", db.display()),
+            format!("http://{addr}").parse().unwrap(),
+            generate_secret().unwrap(),
+            generate_secret().unwrap(),
+        );
+        config.payments.retry_backoff = Duration::from_millis(1);
+        tune(&mut config);
+        let app = app(&config).await.unwrap();
+        Self { app, sim, db }
+    }
+
+    async fn send(&self, req: Request<Body>) -> (Response<()>, Bytes) {
+        let res = self.app.router.clone().oneshot(req).await.unwrap();
+        let (parts, body) = res.into_parts();
+        (
+            Response::from_parts(parts, ()),
+            body.collect().await.unwrap().to_bytes(),
+        )
+    }
+
+    async fn orders(&self) -> Vec<serde_json::Value> {
+        let (res, body) = self.send(Request::get("/orders").body(Body::empty()).unwrap()).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    async fn finish(self) {
+        self.app.pool.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.db.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+const ORDER: &str =
+    r#"{"customer_id":"cus_1","items":[{"product_id":"sku_1","quantity":2}],"total_amount":5999,"currency":"EUR"}"#;
+
+fn post_order(key: Option<&str>, body: &str) -> Request<Body> {
+    let mut req = Request::post("/orders").header("content-type", "application/json");
+    if let Some(key) = key {
+        req = req.header("idempotency-key", key);
+    }
+    req.body(Body::from(body.to_owned())).unwrap()
+}
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap()
+}
+
+fn assert_problem(res: &Response<()>, status: StatusCode) {
+    assert_eq!(res.status(), status);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn an_order_is_created_once_per_key_and_its_event_published() {
+    let mut fx = Fixture::start(|_| {}).await;
+    let (res, body) = fx.send(post_order(Some("order-1"), ORDER)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let order = json(&body);
+    let id = order["id"].as_str().unwrap().to_owned();
+    assert_eq!(order["status"], "pending");
+    assert_eq!(order["customer_id"], "cus_1");
+    assert_eq!(order["items"][0]["quantity"], 2);
+    assert_eq!(order["total_amount"], 5999);
+    assert_eq!(order["currency"], "EUR");
+    assert!(order["created_at"].as_str().unwrap().len() >= 20);
+
+    let (replay, replay_body) = fx.send(post_order(Some("order-1"), ORDER)).await;
+    assert_eq!(replay.status(), StatusCode::CREATED);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay_body, body);
+    assert_eq!(fx.sim.charges(), 1);
+    assert_eq!(fx.orders().await.len(), 1);
+
+    let (got, got_body) = fx
+        .send(Request::get(format!("/orders/{id}")).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(json(&got_body), order);
+
+    let mut events = fx.app.events.take().unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.event_type, "OrderCreated");
+    assert_eq!(event.aggregate_type, "Order");
+    assert_eq!(event.aggregate_id, id);
+    assert_eq!(event.payload, order);
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_second_key_is_a_second_order_and_charge() {
+    let fx = Fixture::start(|_| {}).await;
+    assert_eq!(
+        fx.send(post_order(Some("a"), ORDER)).await.0.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        fx.send(post_order(Some("b"), ORDER)).await.0.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(fx.sim.charges(), 2);
+    assert_eq!(fx.orders().await.len(), 2);
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn an_unknown_order_is_404() {
+    let fx = Fixture::start(|_| {}).await;
+    let (res, _) = fx
+        .send(Request::get("/orders/ord_missing").body(Body::empty()).unwrap())
+        .await;
+    assert_problem(&res, StatusCode::NOT_FOUND);
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_missing_key_is_400_and_charges_nothing() {
+    let fx = Fixture::start(|_| {}).await;
+    let (res, _) = fx.send(post_order(None, ORDER)).await;
+    assert_problem(&res, StatusCode::BAD_REQUEST);
+    assert_eq!(fx.sim.charges(), 0);
+    assert!(fx.orders().await.is_empty());
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn invalid_orders_are_problems_and_charge_nothing() {
+    let fx = Fixture::start(|_| {}).await;
+    let cases = [
+        ("{not json", StatusCode::BAD_REQUEST),
+        (
+            r#"{"customer_id":"c","items":[{"product_id":"p","quantity":1}],"total_amount":1}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            r#"{"customer_id":"c","items":[{"product_id":"p","quantity":0}],"total_amount":1,"currency":"EUR"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            r#"{"customer_id":"c","items":[{"product_id":"p","quantity":1}],"total_amount":-1,"currency":"EUR"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            r#"{"customer_id":"c","items":[],"total_amount":1,"currency":"EUR"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            r#"{"customer_id":"c","items":[{"product_id":"p","quantity":1}],"total_amount":"1","currency":"EUR"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    for (i, (body, status)) in cases.into_iter().enumerate() {
+        let (res, _) = fx.send(post_order(Some(&format!("invalid-{i}")), body)).await;
+        assert_problem(&res, status);
+    }
+    assert_eq!(fx.sim.charges(), 0);
+    assert!(fx.orders().await.is_empty());
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn payments_failing_after_the_retries_is_502_and_stores_nothing() {
+    let fx = Fixture::start(|_| {}).await;
+    fx.sim
+        .set_mode(Mode {
+            failure_rate: 1.0,
+            latency_ms: 0,
+            status: 503,
+        })
+        .unwrap();
+    let (res, _) = fx.send(post_order(Some("fails"), ORDER)).await;
+    assert_problem(&res, StatusCode::BAD_GATEWAY);
+    assert!(fx.orders().await.is_empty());
+
+    // The 502 was not stored: once payments recover, the same key charges and creates the order.
+    fx.sim.set_mode(Mode::default()).unwrap();
+    let (res, _) = fx.send(post_order(Some("fails"), ORDER)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(fx.sim.charges(), 1);
+    assert_eq!(fx.orders().await.len(), 1);
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn an_open_breaker_is_503_with_retry_after() {
+    let fx = Fixture::start(|config| {
+        config.payments.breaker_failures = 2;
+        config.payments.max_attempts = 2;
+        config.payments.breaker_open = Duration::from_secs(30);
+    })
+    .await;
+    fx.sim
+        .set_mode(Mode {
+            failure_rate: 1.0,
+            latency_ms: 0,
+            status: 503,
+        })
+        .unwrap();
+    let (res, _) = fx.send(post_order(Some("first"), ORDER)).await;
+    assert_problem(&res, StatusCode::BAD_GATEWAY);
+
+    fx.sim.set_mode(Mode::default()).unwrap();
+    let (res, body) = fx.send(post_order(Some("second"), ORDER)).await;
+    assert_problem(&res, StatusCode::SERVICE_UNAVAILABLE);
+    let retry_after: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(json(&body)["status"], 503);
+    assert_eq!(fx.sim.charges(), 0);
+    assert!(fx.orders().await.is_empty());
+    fx.finish().await;
+}
