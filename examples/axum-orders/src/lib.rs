@@ -14,6 +14,15 @@
 //!   A repeat with the same key answers the stored response with
 //!   `Idempotent-Replayed: true` and charges nothing.
 //! - `GET /orders/{id}` (200 or 404) and `GET /orders`.
+//! - `POST /webhooks/payments`: Standard Webhooks, verified by the webhook
+//!   layer with a memory replay store; `{"type": "payment.succeeded" |
+//!   "payment.failed", "data": {"order_id"}}` sets the order's status to
+//!   `paid` / `payment_failed` and answers 204. A redelivered message id is
+//!   answered 200 and not applied again; a forged or tampered one is a 401,
+//!   an unsigned one a 400, an unknown order a 404.
+//! - `POST /webhooks/stripe`: the same for Stripe's `Stripe-Signature` and
+//!   `payment_intent.succeeded` / `payment_intent.payment_failed` with
+//!   `data.object.metadata.order_id` (the event's `id` is the replay key).
 //!
 //! # The server stack on `POST /orders`, outermost first
 //!
@@ -86,6 +95,7 @@ use palisade::outbox::sqlite::SqliteStore;
 use palisade::outbox::{ChannelPublisher, Event, OutboxContext, PublishHookLayer, Relay, RelayHandle, stage};
 use palisade::prelude::*;
 use palisade::retry::{Backoff, HttpRetryPolicy, Jitter, ReplayBody};
+use palisade::webhook::{MemoryReplayStore, Scheme, Verifier, VerifyLayer};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::SqlitePool;
@@ -250,6 +260,19 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
                 .get(list_orders),
         )
         .route("/orders/{id}", get(get_order))
+        .route_service(
+            "/webhooks/payments",
+            webhook_route(
+                Scheme::StandardWebhooks,
+                &config.webhook_secret,
+                pool.clone(),
+                payments_event,
+            )?,
+        )
+        .route_service(
+            "/webhooks/stripe",
+            webhook_route(Scheme::Stripe, &config.stripe_secret, pool.clone(), stripe_event)?,
+        )
         .with_state(state);
     Ok(App {
         router,
@@ -469,6 +492,94 @@ async fn store_order(pool: &SqlitePool, ctx: &OutboxContext, order: &Order) -> R
     stage(&mut *tx, &event).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// What a payment webhook says happened to an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PaymentOutcome {
+    /// The order's status becomes this.
+    Status { order_id: String, status: &'static str },
+    /// An event this service does not act on.
+    Ignored,
+}
+
+/// Reads a Standard Webhooks payment event: `{"type": "payment.succeeded" | "payment.failed", "data": {"order_id"}}`.
+fn payments_event(event: &serde_json::Value) -> Option<PaymentOutcome> {
+    let status = match event.get("type")?.as_str()? {
+        "payment.succeeded" => "paid",
+        "payment.failed" => "payment_failed",
+        _ => return Some(PaymentOutcome::Ignored),
+    };
+    let order_id = event.pointer("/data/order_id")?.as_str()?.to_owned();
+    Some(PaymentOutcome::Status { order_id, status })
+}
+
+/// Reads a Stripe event: `payment_intent.succeeded` / `payment_intent.payment_failed`
+/// with the order in `data.object.metadata.order_id`.
+fn stripe_event(event: &serde_json::Value) -> Option<PaymentOutcome> {
+    let status = match event.get("type")?.as_str()? {
+        "payment_intent.succeeded" => "paid",
+        "payment_intent.payment_failed" => "payment_failed",
+        _ => return Some(PaymentOutcome::Ignored),
+    };
+    let order_id = event.pointer("/data/object/metadata/order_id")?.as_str()?.to_owned();
+    Some(PaymentOutcome::Status { order_id, status })
+}
+
+/// A webhook receiver behind the verify layer (with replay protection, so a
+/// redelivered message is answered without being applied again) that sets
+/// the order's status from the event.
+fn webhook_route(
+    scheme: Scheme,
+    secret: &str,
+    pool: SqlitePool,
+    read: fn(&serde_json::Value) -> Option<PaymentOutcome>,
+) -> Result<BoxCloneSyncService<Request<axum::body::Body>, Response, Infallible>, BoxError> {
+    let verify = VerifyLayer::builder(Verifier::builder(scheme).secret(secret).build()?)
+        .replay_store(MemoryReplayStore::new())
+        .build()?;
+    let receiver = tower::service_fn(move |req: Request<Full<Bytes>>| {
+        let pool = pool.clone();
+        async move { Ok::<_, Infallible>(apply_webhook(&pool, req, read).await) }
+    });
+    Ok(BoxCloneSyncService::new(
+        ServiceBuilder::new().webhook_verify(verify).service(receiver),
+    ))
+}
+
+async fn apply_webhook(
+    pool: &SqlitePool,
+    req: Request<Full<Bytes>>,
+    read: fn(&serde_json::Value) -> Option<PaymentOutcome>,
+) -> Response {
+    let body = match req.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(never) => match never {},
+    };
+    let event: Option<PaymentOutcome> = serde_json::from_slice(&body).ok().as_ref().and_then(read);
+    let (order_id, status) = match event {
+        Some(PaymentOutcome::Status { order_id, status }) => (order_id, status),
+        Some(PaymentOutcome::Ignored) => return StatusCode::NO_CONTENT.into_response(),
+        None => {
+            return Problem::new(StatusCode::BAD_REQUEST)
+                .with_title("Invalid payment event")
+                .with_detail("the event needs a known type and the order id")
+                .into_response();
+        }
+    };
+    match sqlx::query("UPDATE orders SET status = ? WHERE id = ?")
+        .bind(status)
+        .bind(&order_id)
+        .execute(pool)
+        .await
+    {
+        Ok(done) if done.rows_affected() == 1 => StatusCode::NO_CONTENT.into_response(),
+        Ok(_) => Problem::new(StatusCode::NOT_FOUND)
+            .with_title("No such order")
+            .with_detail(format!("there is no order {order_id}"))
+            .into_response(),
+        Err(e) => internal(e),
+    }
 }
 
 type OrderRow = (String, String, String, String, i64, String, String);

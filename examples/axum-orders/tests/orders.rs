@@ -8,12 +8,14 @@ use axum_orders::{App, Config, Mode, PaymentsSim, app, generate_secret};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
+use palisade::webhook::{Scheme, Signer};
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
 /// An app on a fresh SQLite file, charging a fresh simulator.
 struct Fixture {
     app: App,
+    config: Config,
     sim: PaymentsSim,
     db: PathBuf,
 }
@@ -34,7 +36,7 @@ impl Fixture {
         config.payments.retry_backoff = Duration::from_millis(1);
         tune(&mut config);
         let app = app(&config).await.unwrap();
-        Self { app, sim, db }
+        Self { app, config, sim, db }
     }
 
     async fn send(&self, req: Request<Body>) -> (Response<()>, Bytes) {
@@ -241,5 +243,162 @@ async fn an_open_breaker_is_503_with_retry_after() {
     assert_eq!(json(&body)["status"], 503);
     assert_eq!(fx.sim.charges(), 0);
     assert!(fx.orders().await.is_empty());
+    fx.finish().await;
+}
+
+impl Fixture {
+    async fn create_order(&self, key: &str) -> String {
+        let (res, body) = self.send(post_order(Some(key), ORDER)).await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        json(&body)["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn status_of(&self, id: &str) -> String {
+        let (res, body) = self
+            .send(Request::get(format!("/orders/{id}")).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        json(&body)["status"].as_str().unwrap().to_owned()
+    }
+}
+
+fn signed_webhook(path: &str, scheme: Scheme, secret: &str, id: &str, body: &serde_json::Value) -> Request<Body> {
+    let body = body.to_string();
+    let mut headers = http::HeaderMap::new();
+    let signer = Signer::builder(scheme).secret(secret).build().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    signer.sign_with(&mut headers, id, now, body.as_bytes()).unwrap();
+    let mut req = Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    req.headers_mut().extend(headers);
+    req
+}
+
+fn payment_event(kind: &str, order_id: &str) -> serde_json::Value {
+    serde_json::json!({ "type": kind, "data": { "order_id": order_id } })
+}
+
+#[tokio::test]
+async fn a_payments_webhook_sets_the_status_once_per_message() {
+    let fx = Fixture::start(|_| {}).await;
+    let id = fx.create_order("webhooks").await;
+    let secret = fx.config.webhook_secret.clone();
+    let paid = || {
+        signed_webhook(
+            "/webhooks/payments",
+            Scheme::StandardWebhooks,
+            &secret,
+            "msg_1",
+            &payment_event("payment.succeeded", &id),
+        )
+    };
+
+    let (res, _) = fx.send(paid()).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(fx.status_of(&id).await, "paid");
+
+    let failed = signed_webhook(
+        "/webhooks/payments",
+        Scheme::StandardWebhooks,
+        &secret,
+        "msg_2",
+        &payment_event("payment.failed", &id),
+    );
+    assert_eq!(fx.send(failed).await.0.status(), StatusCode::NO_CONTENT);
+    assert_eq!(fx.status_of(&id).await, "payment_failed");
+
+    // The redelivered first message is acknowledged but not applied again.
+    let (res, _) = fx.send(paid()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(fx.status_of(&id).await, "payment_failed");
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_tampered_or_unsigned_webhook_is_rejected() {
+    let fx = Fixture::start(|_| {}).await;
+    let id = fx.create_order("tampered").await;
+    let mut tampered = signed_webhook(
+        "/webhooks/payments",
+        Scheme::StandardWebhooks,
+        &fx.config.webhook_secret,
+        "msg_1",
+        &payment_event("payment.failed", "ord_other"),
+    );
+    *tampered.body_mut() = Body::from(payment_event("payment.failed", &id).to_string());
+    let (res, _) = fx.send(tampered).await;
+    assert_problem(&res, StatusCode::UNAUTHORIZED);
+
+    let wrong_secret = generate_secret().unwrap();
+    let forged = signed_webhook(
+        "/webhooks/payments",
+        Scheme::StandardWebhooks,
+        &wrong_secret,
+        "msg_2",
+        &payment_event("payment.failed", &id),
+    );
+    assert_problem(&fx.send(forged).await.0, StatusCode::UNAUTHORIZED);
+
+    let unsigned = Request::post("/webhooks/payments")
+        .body(Body::from(payment_event("payment.failed", &id).to_string()))
+        .unwrap();
+    assert_problem(&fx.send(unsigned).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(fx.status_of(&id).await, "pending");
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_webhook_for_an_unknown_order_is_404() {
+    let fx = Fixture::start(|_| {}).await;
+    let req = signed_webhook(
+        "/webhooks/payments",
+        Scheme::StandardWebhooks,
+        &fx.config.webhook_secret,
+        "msg_1",
+        &payment_event("payment.succeeded", "ord_missing"),
+    );
+    assert_problem(&fx.send(req).await.0, StatusCode::NOT_FOUND);
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_stripe_webhook_sets_the_status() {
+    let fx = Fixture::start(|_| {}).await;
+    let id = fx.create_order("stripe").await;
+    let event = serde_json::json!({
+        "id": "evt_1",
+        "type": "payment_intent.payment_failed",
+        "data": { "object": { "metadata": { "order_id": id } } },
+    });
+    let req = signed_webhook(
+        "/webhooks/stripe",
+        Scheme::Stripe,
+        &fx.config.stripe_secret,
+        "evt_1",
+        &event,
+    );
+    assert_eq!(fx.send(req).await.0.status(), StatusCode::NO_CONTENT);
+    assert_eq!(fx.status_of(&id).await, "payment_failed");
+
+    // Signed with the Standard Webhooks secret instead: rejected.
+    let event = serde_json::json!({
+        "id": "evt_2",
+        "type": "payment_intent.succeeded",
+        "data": { "object": { "metadata": { "order_id": id } } },
+    });
+    let req = signed_webhook(
+        "/webhooks/stripe",
+        Scheme::Stripe,
+        &fx.config.webhook_secret,
+        "evt_2",
+        &event,
+    );
+    assert_problem(&fx.send(req).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(fx.status_of(&id).await, "payment_failed");
     fx.finish().await;
 }
