@@ -23,6 +23,13 @@
 //! - `POST /webhooks/stripe`: the same for Stripe's `Stripe-Signature` and
 //!   `payment_intent.succeeded` / `payment_intent.payment_failed` with
 //!   `data.object.metadata.order_id` (the event's `id` is the replay key).
+//! - `GET /health`: JSON with `status`, the payments breaker (state, failure
+//!   rate, consecutive failures, time until half-open), the payments bulkhead
+//!   (in flight, queued, limit), the outbox (pending, published by this
+//!   process, dead-lettered) and the stores in use; 200, or 503 when the
+//!   database does not answer.
+//! - `GET /metrics`: Prometheus text exposition of every palisade metric
+//!   (metrics-exporter-prometheus, installed as the global `metrics` recorder).
 //!
 //! # The server stack on `POST /orders`, outermost first
 //!
@@ -72,6 +79,8 @@ pub mod payments_sim;
 
 use std::convert::Infallible;
 use std::str::FromStr as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -85,14 +94,18 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use palisade::Problem;
-use palisade::bulkhead::BulkheadLayer;
+use palisade::bulkhead::{BulkheadHandle, BulkheadLayer};
 use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerHandle};
 use palisade::core::error::is_local_rejection;
 use palisade::core::problem::problem_for_error;
 use palisade::idempotency::IdempotencyLayer;
 use palisade::outbox::sqlite::SqliteStore;
-use palisade::outbox::{ChannelPublisher, Event, OutboxContext, PublishHookLayer, Relay, RelayHandle, stage};
+use palisade::outbox::{
+    ChannelPublisher, Event, OutboxContext, OutboxStore as _, PublishError, PublishHookLayer, Publisher, Relay,
+    RelayHandle, stage,
+};
 use palisade::prelude::*;
 use palisade::retry::{Backoff, HttpRetryPolicy, Jitter, ReplayBody};
 use palisade::webhook::{MemoryReplayStore, Scheme, Verifier, VerifyLayer};
@@ -208,6 +221,43 @@ struct AppState {
     pool: SqlitePool,
     payments: PaymentsClient,
     charges_uri: Uri,
+    breaker: CircuitBreakerHandle,
+    bulkhead: BulkheadHandle,
+    outbox: SqliteStore,
+    published: Arc<AtomicU64>,
+    metrics: PrometheusHandle,
+}
+
+/// The in-process publisher, counting what it published for `/health`.
+#[derive(Debug, Clone)]
+struct CountingPublisher {
+    inner: ChannelPublisher,
+    published: Arc<AtomicU64>,
+}
+
+impl Publisher for CountingPublisher {
+    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+        self.inner.publish(event).await?;
+        self.published.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The process's Prometheus recorder, installed as the global `metrics`
+/// recorder on first use. When the embedding program installed another
+/// recorder first, the metrics go there and this exposition stays empty.
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                eprintln!("axum-orders: a metrics recorder was already installed; /metrics stays empty");
+            }
+            handle
+        })
+        .clone()
 }
 
 /// Opens the database (creating the file and tables when missing), builds the
@@ -236,14 +286,19 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
     .execute(&pool)
     .await?;
 
-    let (publisher, events) = ChannelPublisher::new(1024);
-    let relay = Relay::builder(SqliteStore::new(pool.clone()), publisher)
-        .name("orders")
-        .build()?;
+    let metrics = prometheus();
+    let (channel, events) = ChannelPublisher::new(1024);
+    let published = Arc::new(AtomicU64::new(0));
+    let publisher = CountingPublisher {
+        inner: channel,
+        published: published.clone(),
+    };
+    let outbox = SqliteStore::new(pool.clone());
+    let relay = Relay::builder(outbox.clone(), publisher).name("orders").build()?;
     let hook = PublishHookLayer::new(relay.wakeup()).source("axum-orders");
     let relay_handle = relay.spawn();
 
-    let (payments, breaker) = payments_client(&config.payments)?;
+    let (payments, breaker, bulkhead) = payments_client(&config.payments)?;
     let charges_uri = format!("{}/charges", config.payments_url.to_string().trim_end_matches('/')).parse()?;
     let idempotency = IdempotencyLayer::builder().require_key(true).build()?;
 
@@ -251,6 +306,11 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         pool: pool.clone(),
         payments,
         charges_uri,
+        breaker: breaker.clone(),
+        bulkhead,
+        outbox,
+        published,
+        metrics,
     };
     let router = Router::new()
         .route(
@@ -260,6 +320,8 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
                 .get(list_orders),
         )
         .route("/orders/{id}", get(get_order))
+        .route("/health", get(health))
+        .route("/metrics", get(render_metrics))
         .route_service(
             "/webhooks/payments",
             webhook_route(
@@ -307,14 +369,21 @@ pub fn generate_secret() -> Result<String, BoxError> {
     ))
 }
 
-/// Builds the payments client stack over hyper-util's client.
-pub fn payments_client(config: &PaymentsConfig) -> Result<(PaymentsClient, CircuitBreakerHandle), BoxError> {
+/// Builds the payments client stack over hyper-util's client; with it the
+/// handles of its breaker and bulkhead.
+pub fn payments_client(
+    config: &PaymentsConfig,
+) -> Result<(PaymentsClient, CircuitBreakerHandle, BulkheadHandle), BoxError> {
     let breaker = CircuitBreakerBuilder::consecutive(PAYMENTS)
         .classifier(HttpClassifier)
         .consecutive_failures(config.breaker_failures)
         .open_duration(config.breaker_open)
         .build()?;
     let handle = breaker.handle();
+    let bulkhead = BulkheadLayer::builder(PAYMENTS)
+        .max_concurrent(config.max_concurrent)
+        .build()?;
+    let bulkhead_handle = bulkhead.handle();
     let client: Client<HttpConnector, ReplayBody<Full<Bytes>>> = Client::builder(TokioExecutor::new()).build_http();
     let transport = tower::service_fn(move |req: Request<ReplayBody<Full<Bytes>>>| {
         let sent = client.request(req);
@@ -345,7 +414,7 @@ pub fn payments_client(config: &PaymentsConfig) -> Result<(PaymentsClient, Circu
         )
         .timeout(config.attempt_timeout)
         .service(transport);
-    Ok((BoxCloneSyncService::new(stack), handle))
+    Ok((BoxCloneSyncService::new(stack), handle, bulkhead_handle))
 }
 
 /// An order as the client sends it.
@@ -580,6 +649,59 @@ async fn apply_webhook(
             .into_response(),
         Err(e) => internal(e),
     }
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let breaker = state.breaker.snapshot();
+    let bulkhead = state.bulkhead.snapshot();
+    let database = sqlx::query("SELECT 1").execute(&state.pool).await;
+    let backlog = state.outbox.backlog().await;
+    let healthy = database.is_ok() && backlog.is_ok();
+    let backlog = backlog.ok();
+    let body = json!({
+        "status": if healthy { "ok" } else { "unavailable" },
+        "payments": {
+            "breaker": {
+                "state": breaker.state.as_str(),
+                "failure_rate": breaker.failure_rate,
+                "consecutive_failures": breaker.consecutive_failures,
+                "time_until_half_open_ms": breaker
+                    .time_until_half_open
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            },
+            "bulkhead": {
+                "in_flight": bulkhead.in_flight,
+                "queued": bulkhead.queued,
+                "limit": bulkhead.limit,
+            },
+        },
+        "outbox": {
+            "pending": backlog.map(|b| b.pending),
+            "published": state.published.load(Ordering::Relaxed),
+            "dead": backlog.map(|b| b.dead_lettered),
+        },
+        "stores": {
+            "database": { "backend": "sqlite", "up": database.is_ok() },
+            "idempotency": "memory",
+            "webhook_replay": "memory",
+            "outbox_publisher": "in-process channel",
+        },
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    state.metrics.run_upkeep();
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 type OrderRow = (String, String, String, String, i64, String, String);

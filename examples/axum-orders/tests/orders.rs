@@ -402,3 +402,71 @@ async fn a_stripe_webhook_sets_the_status() {
     assert_eq!(fx.status_of(&id).await, "payment_failed");
     fx.finish().await;
 }
+
+async fn health(fx: &Fixture) -> serde_json::Value {
+    let (res, body) = fx.send(Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    json(&body)
+}
+
+#[tokio::test]
+async fn health_reports_the_breaker_bulkhead_outbox_and_stores() {
+    let fx = Fixture::start(|config| {
+        config.payments.breaker_failures = 1;
+        config.payments.max_attempts = 1;
+        config.payments.max_concurrent = 7;
+    })
+    .await;
+    let report = health(&fx).await;
+    assert_eq!(report["status"], "ok");
+    assert_eq!(report["payments"]["breaker"]["state"], "closed");
+    assert_eq!(
+        report["payments"]["breaker"]["time_until_half_open_ms"],
+        serde_json::Value::Null
+    );
+    assert_eq!(report["payments"]["bulkhead"]["limit"], 7);
+    assert_eq!(report["payments"]["bulkhead"]["in_flight"], 0);
+    assert_eq!(report["outbox"]["dead"], 0);
+    assert!(report["outbox"]["pending"].is_u64());
+    assert_eq!(report["stores"]["database"]["backend"], "sqlite");
+    assert_eq!(report["stores"]["idempotency"], "memory");
+
+    fx.sim
+        .set_mode(Mode {
+            failure_rate: 1.0,
+            latency_ms: 0,
+            status: 500,
+        })
+        .unwrap();
+    assert_problem(
+        &fx.send(post_order(Some("opens"), ORDER)).await.0,
+        StatusCode::BAD_GATEWAY,
+    );
+    let report = health(&fx).await;
+    assert_eq!(report["status"], "ok");
+    assert_eq!(report["payments"]["breaker"]["state"], "open");
+    assert!(
+        report["payments"]["breaker"]["time_until_half_open_ms"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn metrics_expose_the_palisade_layers() {
+    let fx = Fixture::start(|_| {}).await;
+    fx.create_order("metrics").await;
+    let (res, body) = fx.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    for metric in [
+        "palisade_circuit_breaker_calls_total",
+        "palisade_retry_attempts_total",
+        "palisade_idempotency_requests_total",
+    ] {
+        assert!(text.contains(metric), "{metric} missing from:\n{text}");
+    }
+    fx.finish().await;
+}
