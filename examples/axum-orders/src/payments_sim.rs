@@ -42,6 +42,8 @@ struct SimState {
     mode: Mode,
     /// Charges made, by idempotency key (a charge without a key gets a fresh one).
     charges: HashMap<String, String>,
+    /// `POST /charges` requests received, failed and repeated ones included.
+    requests: u64,
     rng: fastrand::Rng,
 }
 
@@ -64,6 +66,7 @@ impl PaymentsSim {
             state: Arc::new(Mutex::new(SimState {
                 mode: Mode::default(),
                 charges: HashMap::new(),
+                requests: 0,
                 rng: fastrand::Rng::with_seed(seed),
             })),
         }
@@ -98,6 +101,12 @@ impl PaymentsSim {
         self.lock().charges.len()
     }
 
+    /// `POST /charges` requests received so far, failed and repeated ones
+    /// included (counted on arrival, before the simulated latency).
+    pub fn requests(&self) -> u64 {
+        self.lock().requests
+    }
+
     /// The simulator's routes: `POST /charges`, `GET /charges`, `GET /mode`, `PUT /mode`.
     pub fn router(&self) -> Router {
         Router::new()
@@ -108,7 +117,11 @@ impl PaymentsSim {
 }
 
 async fn charge(State(sim): State<PaymentsSim>, headers: HeaderMap, body: Bytes) -> Response {
-    let mode = sim.mode();
+    let mode = {
+        let mut state = sim.lock();
+        state.requests += 1;
+        state.mode
+    };
     if mode.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(mode.latency_ms)).await;
     }
@@ -132,7 +145,7 @@ async fn charge(State(sim): State<PaymentsSim>, headers: HeaderMap, body: Bytes)
 }
 
 async fn count_charges(State(sim): State<PaymentsSim>) -> Json<serde_json::Value> {
-    Json(json!({ "charges": sim.charges() }))
+    Json(json!({ "charges": sim.charges(), "requests": sim.requests() }))
 }
 
 async fn get_mode(State(sim): State<PaymentsSim>) -> Json<Mode> {
@@ -142,10 +155,17 @@ async fn get_mode(State(sim): State<PaymentsSim>) -> Json<Mode> {
 async fn put_mode(State(sim): State<PaymentsSim>, body: Bytes) -> Response {
     let mode = match serde_json::from_slice::<Mode>(&body) {
         Ok(mode) => mode,
-        Err(e) => return (StatusCode::UNPROCESSABLE_ENTITY, format!("invalid mode: {e}")).into_response(),
+        Err(e) => return invalid_mode(format!("invalid mode: {e}")),
     };
     match sim.set_mode(mode) {
         Ok(()) => Json(mode).into_response(),
-        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, e).into_response(),
+        Err(e) => invalid_mode(e),
     }
+}
+
+fn invalid_mode(detail: String) -> Response {
+    palisade::Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
+        .with_title("Invalid mode")
+        .with_detail(detail)
+        .into_response()
 }

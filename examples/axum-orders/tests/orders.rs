@@ -470,3 +470,86 @@ async fn metrics_expose_the_palisade_layers() {
     }
     fx.finish().await;
 }
+
+#[tokio::test]
+async fn a_full_payments_bulkhead_is_503_with_retry_after() {
+    let fx = std::sync::Arc::new(
+        Fixture::start(|config| {
+            config.payments.max_concurrent = 1;
+            config.payments.attempt_timeout = Duration::from_secs(60);
+        })
+        .await,
+    );
+    fx.sim
+        .set_mode(Mode {
+            failure_rate: 0.0,
+            latency_ms: 60_000,
+            status: 503,
+        })
+        .unwrap();
+    let slow = tokio::spawn({
+        let fx = fx.clone();
+        async move { fx.send(post_order(Some("slow"), ORDER)).await }
+    });
+    // Once the simulator holds the slow charge, its attempt holds the only permit.
+    while fx.sim.requests() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let (res, body) = fx.send(post_order(Some("rejected"), ORDER)).await;
+    assert_problem(&res, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(json(&body)["type"], "urn:palisade:problem:bulkhead-full");
+    assert_eq!(fx.sim.requests(), 1);
+    slow.abort();
+    assert!(slow.await.unwrap_err().is_cancelled());
+    assert!(fx.orders().await.is_empty());
+    std::sync::Arc::into_inner(fx).unwrap().finish().await;
+}
+
+#[tokio::test]
+async fn the_simulator_charges_once_per_key_and_switches_modes() {
+    let sim = PaymentsSim::with_seed(1);
+    let router = sim.router();
+    let call = |req: Request<Body>| {
+        let router = router.clone();
+        async move {
+            let res = router.oneshot(req).await.unwrap();
+            let status = res.status();
+            (status, json(&res.into_body().collect().await.unwrap().to_bytes()))
+        }
+    };
+    let charge = |key: &str| {
+        Request::post("/charges")
+            .header("idempotency-key", key)
+            .body(Body::from("{}"))
+            .unwrap()
+    };
+    let (status, first) = call(charge("k1")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, again) = call(charge("k1")).await;
+    assert_eq!(again["id"], first["id"]);
+    call(charge("k2")).await;
+    let (_, count) = call(Request::get("/charges").body(Body::empty()).unwrap()).await;
+    assert_eq!(count, serde_json::json!({ "charges": 2, "requests": 3 }));
+
+    let mode = r#"{"failure_rate": 1.0, "latency_ms": 0, "status": 502}"#;
+    let (status, _) = call(Request::put("/mode").body(Body::from(mode)).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, got) = call(Request::get("/mode").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        got,
+        serde_json::json!({ "failure_rate": 1.0, "latency_ms": 0, "status": 502 })
+    );
+    let (status, _) = call(charge("k3")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(sim.charges(), 2);
+
+    let (status, _) = call(
+        Request::put("/mode")
+            .body(Body::from(r#"{"failure_rate": 1.5}"#))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(sim.mode().failure_rate, 1.0);
+}
