@@ -7,7 +7,7 @@
 //! - `POST /orders`: JSON `{"customer_id", "items": [{"product_id", "quantity" ≥ 1}],
 //!   "total_amount" ≥ 0, "currency"}` with a required `Idempotency-Key`. Charges the
 //!   payment through the client stack, then stores the order and its `OrderCreated`
-//!   event in one SQLite transaction ([`palisade::outbox::stage`]) and answers 201
+//!   event in one SQLite transaction ([`palisade::outbox::stage()`]) and answers 201
 //!   with the order. Malformed JSON is a 400, invalid fields a 422, payments failing
 //!   after the retries a 502, the payments breaker open or bulkhead full a 503 with
 //!   `Retry-After`, all `application/problem+json`; in none of those is an order stored.

@@ -553,3 +553,28 @@ async fn the_simulator_charges_once_per_key_and_switches_modes() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(sim.mode().failure_rate, 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_retries_of_one_key_make_one_order_and_one_charge() {
+    let fx = std::sync::Arc::new(Fixture::start(|_| {}).await);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let fx = fx.clone();
+            tokio::spawn(async move { fx.send(post_order(Some("concurrent"), ORDER)).await })
+        })
+        .collect();
+    let mut created = Vec::new();
+    for task in tasks {
+        let (res, body) = task.await.unwrap();
+        match res.status() {
+            StatusCode::CREATED => created.push(body),
+            StatusCode::CONFLICT => assert!(res.headers().contains_key("retry-after")),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(!created.is_empty());
+    assert!(created.iter().all(|body| *body == created[0]));
+    assert_eq!(fx.sim.charges(), 1);
+    assert_eq!(fx.orders().await.len(), 1);
+    std::sync::Arc::into_inner(fx).unwrap().finish().await;
+}
