@@ -328,12 +328,12 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
                 Scheme::StandardWebhooks,
                 &config.webhook_secret,
                 pool.clone(),
-                payments_event,
+                PAYMENTS_EVENTS,
             )?,
         )
         .route_service(
             "/webhooks/stripe",
-            webhook_route(Scheme::Stripe, &config.stripe_secret, pool.clone(), stripe_event)?,
+            webhook_route(Scheme::Stripe, &config.stripe_secret, pool.clone(), STRIPE_EVENTS)?,
         )
         .with_state(state);
     Ok(App {
@@ -572,27 +572,45 @@ enum PaymentOutcome {
     Ignored,
 }
 
-/// Reads a Standard Webhooks payment event: `{"type": "payment.succeeded" | "payment.failed", "data": {"order_id"}}`.
-fn payments_event(event: &serde_json::Value) -> Option<PaymentOutcome> {
-    let status = match event.get("type")?.as_str()? {
-        "payment.succeeded" => "paid",
-        "payment.failed" => "payment_failed",
-        _ => return Some(PaymentOutcome::Ignored),
-    };
-    let order_id = event.pointer("/data/order_id")?.as_str()?.to_owned();
-    Some(PaymentOutcome::Status { order_id, status })
+/// Where a sender's payment events say what happened to which order.
+#[derive(Debug, Clone, Copy)]
+struct EventShape {
+    /// The event type of a successful payment.
+    succeeded: &'static str,
+    /// The event type of a failed payment.
+    failed: &'static str,
+    /// JSON pointer to the order id.
+    order_id_at: &'static str,
 }
 
-/// Reads a Stripe event: `payment_intent.succeeded` / `payment_intent.payment_failed`
+/// Standard Webhooks payment events: `{"type": "payment.succeeded" | "payment.failed", "data": {"order_id"}}`.
+const PAYMENTS_EVENTS: EventShape = EventShape {
+    succeeded: "payment.succeeded",
+    failed: "payment.failed",
+    order_id_at: "/data/order_id",
+};
+
+/// Stripe events: `payment_intent.succeeded` / `payment_intent.payment_failed`
 /// with the order in `data.object.metadata.order_id`.
-fn stripe_event(event: &serde_json::Value) -> Option<PaymentOutcome> {
-    let status = match event.get("type")?.as_str()? {
-        "payment_intent.succeeded" => "paid",
-        "payment_intent.payment_failed" => "payment_failed",
-        _ => return Some(PaymentOutcome::Ignored),
-    };
-    let order_id = event.pointer("/data/object/metadata/order_id")?.as_str()?.to_owned();
-    Some(PaymentOutcome::Status { order_id, status })
+const STRIPE_EVENTS: EventShape = EventShape {
+    succeeded: "payment_intent.succeeded",
+    failed: "payment_intent.payment_failed",
+    order_id_at: "/data/object/metadata/order_id",
+};
+
+impl EventShape {
+    fn read(self, event: &serde_json::Value) -> Option<PaymentOutcome> {
+        let kind = event.get("type")?.as_str()?;
+        let status = if kind == self.succeeded {
+            "paid"
+        } else if kind == self.failed {
+            "payment_failed"
+        } else {
+            return Some(PaymentOutcome::Ignored);
+        };
+        let order_id = event.pointer(self.order_id_at)?.as_str()?.to_owned();
+        Some(PaymentOutcome::Status { order_id, status })
+    }
 }
 
 /// A webhook receiver behind the verify layer (with replay protection, so a
@@ -602,30 +620,29 @@ fn webhook_route(
     scheme: Scheme,
     secret: &str,
     pool: SqlitePool,
-    read: fn(&serde_json::Value) -> Option<PaymentOutcome>,
+    shape: EventShape,
 ) -> Result<BoxCloneSyncService<Request<axum::body::Body>, Response, Infallible>, BoxError> {
     let verify = VerifyLayer::builder(Verifier::builder(scheme).secret(secret).build()?)
         .replay_store(MemoryReplayStore::new())
         .build()?;
     let receiver = tower::service_fn(move |req: Request<Full<Bytes>>| {
         let pool = pool.clone();
-        async move { Ok::<_, Infallible>(apply_webhook(&pool, req, read).await) }
+        async move { Ok::<_, Infallible>(apply_webhook(&pool, req, shape).await) }
     });
     Ok(BoxCloneSyncService::new(
         ServiceBuilder::new().webhook_verify(verify).service(receiver),
     ))
 }
 
-async fn apply_webhook(
-    pool: &SqlitePool,
-    req: Request<Full<Bytes>>,
-    read: fn(&serde_json::Value) -> Option<PaymentOutcome>,
-) -> Response {
+async fn apply_webhook(pool: &SqlitePool, req: Request<Full<Bytes>>, shape: EventShape) -> Response {
     let body = match req.into_body().collect().await {
         Ok(body) => body.to_bytes(),
         Err(never) => match never {},
     };
-    let event: Option<PaymentOutcome> = serde_json::from_slice(&body).ok().as_ref().and_then(read);
+    let event: Option<PaymentOutcome> = serde_json::from_slice(&body)
+        .ok()
+        .as_ref()
+        .and_then(|event| shape.read(event));
     let (order_id, status) = match event {
         Some(PaymentOutcome::Status { order_id, status }) => (order_id, status),
         Some(PaymentOutcome::Ignored) => return StatusCode::NO_CONTENT.into_response(),

@@ -366,47 +366,28 @@ async fn a_webhook_for_an_unknown_order_is_404() {
     fx.finish().await;
 }
 
+fn stripe_webhook(secret: &str, event_id: &str, kind: &str, order_id: &str) -> Request<Body> {
+    let event = serde_json::json!({
+        "id": event_id,
+        "type": kind,
+        "data": { "object": { "metadata": { "order_id": order_id } } },
+    });
+    signed_webhook("/webhooks/stripe", Scheme::Stripe, secret, event_id, &event)
+}
+
 #[tokio::test]
 async fn a_stripe_webhook_sets_the_status() {
     let fx = Fixture::start(|_| {}).await;
     let id = fx.create_order("stripe").await;
-    let event = serde_json::json!({
-        "id": "evt_1",
-        "type": "payment_intent.payment_failed",
-        "data": { "object": { "metadata": { "order_id": id } } },
-    });
-    let req = signed_webhook(
-        "/webhooks/stripe",
-        Scheme::Stripe,
-        &fx.config.stripe_secret,
-        "evt_1",
-        &event,
-    );
+    let req = stripe_webhook(&fx.config.stripe_secret, "evt_1", "payment_intent.payment_failed", &id);
     assert_eq!(fx.send(req).await.0.status(), StatusCode::NO_CONTENT);
     assert_eq!(fx.status_of(&id).await, "payment_failed");
 
     // Signed with the Standard Webhooks secret instead: rejected.
-    let event = serde_json::json!({
-        "id": "evt_2",
-        "type": "payment_intent.succeeded",
-        "data": { "object": { "metadata": { "order_id": id } } },
-    });
-    let req = signed_webhook(
-        "/webhooks/stripe",
-        Scheme::Stripe,
-        &fx.config.webhook_secret,
-        "evt_2",
-        &event,
-    );
+    let req = stripe_webhook(&fx.config.webhook_secret, "evt_2", "payment_intent.succeeded", &id);
     assert_problem(&fx.send(req).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(fx.status_of(&id).await, "payment_failed");
     fx.finish().await;
-}
-
-async fn health(fx: &Fixture) -> serde_json::Value {
-    let (res, body) = fx.send(Request::get("/health").body(Body::empty()).unwrap()).await;
-    assert_eq!(res.status(), StatusCode::OK);
-    json(&body)
 }
 
 #[tokio::test]
@@ -577,4 +558,10 @@ async fn concurrent_retries_of_one_key_make_one_order_and_one_charge() {
     assert_eq!(fx.sim.charges(), 1);
     assert_eq!(fx.orders().await.len(), 1);
     std::sync::Arc::into_inner(fx).unwrap().finish().await;
+}
+
+async fn health(fx: &Fixture) -> serde_json::Value {
+    let (res, body) = fx.send(Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    json(&body)
 }
