@@ -48,6 +48,17 @@ impl Fixture {
         )
     }
 
+    /// Makes every charge fail with `status`.
+    fn fail_payments(&self, status: u16) {
+        self.sim
+            .set_mode(Mode {
+                failure_rate: 1.0,
+                latency_ms: 0,
+                status,
+            })
+            .unwrap();
+    }
+
     async fn orders(&self) -> Vec<serde_json::Value> {
         let (res, body) = self.send(Request::get("/orders").body(Body::empty()).unwrap()).await;
         assert_eq!(res.status(), StatusCode::OK);
@@ -197,13 +208,7 @@ async fn invalid_orders_are_problems_and_charge_nothing() {
 #[tokio::test]
 async fn payments_failing_after_the_retries_is_502_and_stores_nothing() {
     let fx = Fixture::start(|_| {}).await;
-    fx.sim
-        .set_mode(Mode {
-            failure_rate: 1.0,
-            latency_ms: 0,
-            status: 503,
-        })
-        .unwrap();
+    fx.fail_payments(503);
     let (res, _) = fx.send(post_order(Some("fails"), ORDER)).await;
     assert_problem(&res, StatusCode::BAD_GATEWAY);
     assert!(fx.orders().await.is_empty());
@@ -225,13 +230,7 @@ async fn an_open_breaker_is_503_with_retry_after() {
         config.payments.breaker_open = Duration::from_secs(30);
     })
     .await;
-    fx.sim
-        .set_mode(Mode {
-            failure_rate: 1.0,
-            latency_ms: 0,
-            status: 503,
-        })
-        .unwrap();
+    fx.fail_payments(503);
     let (res, _) = fx.send(post_order(Some("first"), ORDER)).await;
     assert_problem(&res, StatusCode::BAD_GATEWAY);
 
@@ -412,13 +411,7 @@ async fn health_reports_the_breaker_bulkhead_outbox_and_stores() {
     assert_eq!(report["stores"]["database"]["backend"], "sqlite");
     assert_eq!(report["stores"]["idempotency"], "memory");
 
-    fx.sim
-        .set_mode(Mode {
-            failure_rate: 1.0,
-            latency_ms: 0,
-            status: 500,
-        })
-        .unwrap();
+    fx.fail_payments(500);
     assert_problem(
         &fx.send(post_order(Some("opens"), ORDER)).await.0,
         StatusCode::BAD_GATEWAY,
