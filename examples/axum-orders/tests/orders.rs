@@ -558,3 +558,16 @@ async fn health(fx: &Fixture) -> serde_json::Value {
     assert_eq!(res.status(), StatusCode::OK);
     json(&body)
 }
+
+#[tokio::test]
+async fn health_is_503_when_the_database_is_down() {
+    let fx = Fixture::start(|_| {}).await;
+    fx.app.pool.close().await;
+    let (res, body) = fx.send(Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let report = json(&body);
+    assert_eq!(report["status"], "unavailable");
+    assert_eq!(report["stores"]["database"]["up"], false);
+    assert_eq!(report["outbox"]["pending"], serde_json::Value::Null);
+    fx.finish().await;
+}
