@@ -1,0 +1,778 @@
+//! An orders service on axum with palisade's layers, the way a user would
+//! build one: idempotent order creation, payments charged through a
+//! resilient client stack, events published through a transactional outbox.
+//!
+//! # Routes
+//!
+//! - `POST /orders`: JSON `{"customer_id", "items": [{"product_id", "quantity" ≥ 1}],
+//!   "total_amount" ≥ 0, "currency"}` with a required `Idempotency-Key`. Charges the
+//!   payment through the client stack, then stores the order and its `OrderCreated`
+//!   event in one SQLite transaction ([`palisade::outbox::stage()`]) and answers 201
+//!   with the order. Malformed JSON is a 400, invalid fields a 422, payments failing
+//!   after the retries a 502, the payments breaker open or bulkhead full a 503 with
+//!   `Retry-After`, all `application/problem+json`; in none of those is an order stored.
+//!   A repeat with the same key answers the stored response with
+//!   `Idempotent-Replayed: true` and charges nothing.
+//! - `GET /orders/{id}` (200 or 404) and `GET /orders`.
+//! - `POST /webhooks/payments`: Standard Webhooks, verified by the webhook
+//!   layer with a memory replay store; `{"type": "payment.succeeded" |
+//!   "payment.failed", "data": {"order_id"}}` sets the order's status to
+//!   `paid` / `payment_failed` and answers 204. A redelivered message id is
+//!   answered 200 and not applied again; a forged or tampered one is a 401,
+//!   an unsigned one a 400, an unknown order a 404.
+//! - `POST /webhooks/stripe`: the same for Stripe's `Stripe-Signature` and
+//!   `payment_intent.succeeded` / `payment_intent.payment_failed` with
+//!   `data.object.metadata.order_id` (the event's `id` is the replay key).
+//! - `GET /health`: JSON with `status`, the payments breaker (state, failure
+//!   rate, consecutive failures, time until half-open), the payments bulkhead
+//!   (in flight, queued, limit), the outbox (pending, published by this
+//!   process, dead-lettered) and the stores in use; 200, or 503 when the
+//!   database does not answer.
+//! - `GET /metrics`: Prometheus text exposition of every palisade metric
+//!   (metrics-exporter-prometheus, installed as the global `metrics` recorder).
+//!
+//! # The server stack on `POST /orders`, outermost first
+//!
+//! 1. **Idempotency** (memory store, key required): a replay skips everything
+//!    inside, so it neither charges nor stages an event. 5xx answers are not
+//!    stored, so a client may retry after a payments failure.
+//! 2. **Outbox publish hook**: gives the handler the request's
+//!    [`OutboxContext`] and wakes the relay when the response is ready, so the
+//!    `OrderCreated` event leaves at once instead of at the next poll.
+//! 3. The handler.
+//!
+//! # The payments client stack, outermost first
+//!
+//! The client's `Idempotency-Key` is forwarded to the payments service, so a
+//! retried charge (by the stack or by the client) charges once.
+//!
+//! 1. **Idempotency key** (the forwarded one; a fresh one if none).
+//! 2. **Retry** ([`HttpRetryPolicy`]): 503, 429, 408, timeouts and connect
+//!    errors, [`PaymentsConfig::max_attempts`] attempts with exponential backoff
+//!    and full jitter. Outside the breaker, so an open breaker is never retried.
+//! 3. **Circuit breaker**: opens after [`PaymentsConfig::breaker_failures`]
+//!    failed attempts in a row, probes after [`PaymentsConfig::breaker_open`].
+//! 4. **Bulkhead**: at most [`PaymentsConfig::max_concurrent`] charges in
+//!    flight, no queue: a slow payments service rejects the excess at once.
+//! 5. **Timeout per attempt** ([`PaymentsConfig::attempt_timeout`]).
+//! 6. hyper-util's pooled client.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use axum_orders::{Config, PaymentsSim, app, generate_secret, serve};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let sim = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let payments_url = format!("http://{}", sim.local_addr()?).parse()?;
+//! tokio::spawn(axum::serve(sim, PaymentsSim::default().router()).into_future());
+//! let config = Config::new("sqlite:orders-example.db", payments_url, generate_secret()?, generate_secret()?);
+//! let app = app(&config).await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! serve(listener, app, std::future::pending()).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod payments_sim;
+
+use std::convert::Infallible;
+use std::str::FromStr as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use palisade::Problem;
+use palisade::bulkhead::{BulkheadHandle, BulkheadLayer};
+use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerHandle};
+use palisade::core::error::is_local_rejection;
+use palisade::core::problem::problem_for_error;
+use palisade::idempotency::IdempotencyLayer;
+use palisade::outbox::sqlite::SqliteStore;
+use palisade::outbox::{
+    ChannelPublisher, Event, OutboxContext, OutboxStore as _, PublishError, PublishHookLayer, Publisher, Relay,
+    RelayHandle, stage,
+};
+use palisade::prelude::*;
+use palisade::retry::{Backoff, HttpRetryPolicy, Jitter, ReplayBody};
+use palisade::webhook::{MemoryReplayStore, Scheme, Verifier, VerifyLayer};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tower::ServiceBuilder;
+use tower::ServiceExt as _;
+use tower::util::BoxCloneSyncService;
+
+pub use payments_sim::{Mode, PaymentsSim};
+
+/// The default database: an SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite:axum-orders.db";
+
+/// The name of the payments breaker, bulkhead and retry policy in metrics and logs.
+pub const PAYMENTS: &str = "payments";
+
+/// The service's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where orders and the outbox live (`sqlite:` URL; created when missing).
+    pub database_url: String,
+    /// The payments service's base URL; charges go to `{payments_url}/charges`.
+    pub payments_url: Uri,
+    /// Standard Webhooks secret (`whsec_...`) of `POST /webhooks/payments`.
+    pub webhook_secret: String,
+    /// Stripe endpoint secret (`whsec_...`) of `POST /webhooks/stripe`.
+    pub stripe_secret: String,
+    /// The payments client stack's settings.
+    pub payments: PaymentsConfig,
+}
+
+impl Config {
+    /// The settings for a database and a payments service, with the default
+    /// client stack and the given webhook secrets.
+    pub fn new(
+        database_url: impl Into<String>,
+        payments_url: Uri,
+        webhook_secret: String,
+        stripe_secret: String,
+    ) -> Self {
+        Self {
+            database_url: database_url.into(),
+            payments_url,
+            webhook_secret,
+            stripe_secret,
+            payments: PaymentsConfig::default(),
+        }
+    }
+}
+
+/// The payments client stack's settings.
+#[derive(Debug, Clone)]
+pub struct PaymentsConfig {
+    /// Attempts per charge, the first included (default 3).
+    pub max_attempts: u32,
+    /// First backoff wait, doubling up to 500 ms (default 50 ms).
+    pub retry_backoff: Duration,
+    /// Failed attempts in a row that open the breaker (default 5).
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before probing (default 10 s).
+    pub breaker_open: Duration,
+    /// Charges in flight at once (default 32; no queue, the excess is rejected).
+    pub max_concurrent: usize,
+    /// Time allowed to one attempt (default 2 s).
+    pub attempt_timeout: Duration,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            retry_backoff: Duration::from_millis(50),
+            breaker_failures: 5,
+            breaker_open: Duration::from_secs(10),
+            max_concurrent: 32,
+            attempt_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The payments client stack: a charge request in, the answer with its whole body out.
+pub type PaymentsClient = BoxCloneSyncService<Request<Full<Bytes>>, http::Response<Bytes>, BoxError>;
+
+/// The running service: its routes and what runs beside them.
+#[derive(Debug)]
+pub struct App {
+    /// The routes, ready for `axum::serve` or `tower::ServiceExt::oneshot`.
+    pub router: Router,
+    /// Events the outbox relay published (the in-process publisher's
+    /// channel); take it to read them, or they stop flowing once it is full.
+    pub events: Option<mpsc::Receiver<Event>>,
+    /// The payments circuit breaker.
+    pub breaker: CircuitBreakerHandle,
+    /// The database pool.
+    pub pool: SqlitePool,
+    relay: RelayHandle,
+}
+
+impl App {
+    /// Stops the outbox relay after the batch in flight.
+    pub async fn shutdown(self) {
+        self.relay.shutdown().await;
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    pool: SqlitePool,
+    payments: PaymentsClient,
+    charges_uri: Uri,
+    breaker: CircuitBreakerHandle,
+    bulkhead: BulkheadHandle,
+    outbox: SqliteStore,
+    published: Arc<AtomicU64>,
+    metrics: PrometheusHandle,
+}
+
+/// The in-process publisher, counting what it published for `/health`.
+#[derive(Debug, Clone)]
+struct CountingPublisher {
+    inner: ChannelPublisher,
+    published: Arc<AtomicU64>,
+}
+
+impl Publisher for CountingPublisher {
+    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+        self.inner.publish(event).await?;
+        self.published.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The process's Prometheus recorder, installed as the global `metrics`
+/// recorder on first use. When the embedding program installed another
+/// recorder first, the metrics go there and this exposition stays empty.
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                eprintln!("axum-orders: a metrics recorder was already installed; /metrics stays empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Opens the database (creating the file and tables when missing), builds the
+/// payments client stack, starts the outbox relay and returns the routes.
+pub async fn app(config: &Config) -> Result<App, BoxError> {
+    let options = SqliteConnectOptions::from_str(&config.database_url)?
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await?;
+    palisade::outbox::sqlite::migrate(&pool).await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS orders (
+            id TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            items TEXT NOT NULL,
+            total_amount INTEGER NOT NULL,
+            currency TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )",
+    )
+    .execute(&pool)
+    .await?;
+
+    let metrics = prometheus();
+    let (channel, events) = ChannelPublisher::new(1024);
+    let published = Arc::new(AtomicU64::new(0));
+    let publisher = CountingPublisher {
+        inner: channel,
+        published: published.clone(),
+    };
+    let outbox = SqliteStore::new(pool.clone());
+    let relay = Relay::builder(outbox.clone(), publisher).name("orders").build()?;
+    let hook = PublishHookLayer::new(relay.wakeup()).source("axum-orders");
+    let relay_handle = relay.spawn();
+
+    let (payments, breaker, bulkhead) = payments_client(&config.payments)?;
+    let charges_uri = format!("{}/charges", config.payments_url.to_string().trim_end_matches('/')).parse()?;
+    let idempotency = IdempotencyLayer::builder().require_key(true).build()?;
+
+    let state = AppState {
+        pool: pool.clone(),
+        payments,
+        charges_uri,
+        breaker: breaker.clone(),
+        bulkhead,
+        outbox,
+        published,
+        metrics,
+    };
+    let router = Router::new()
+        .route(
+            "/orders",
+            post(create_order)
+                .layer::<_, Infallible>(ServiceBuilder::new().layer(idempotency).layer(hook))
+                .get(list_orders),
+        )
+        .route("/orders/{id}", get(get_order))
+        .route("/health", get(health))
+        .route("/metrics", get(render_metrics))
+        .route_service(
+            "/webhooks/payments",
+            webhook_route(
+                Scheme::StandardWebhooks,
+                &config.webhook_secret,
+                pool.clone(),
+                PAYMENTS_EVENTS,
+            )?,
+        )
+        .route_service(
+            "/webhooks/stripe",
+            webhook_route(Scheme::Stripe, &config.stripe_secret, pool.clone(), STRIPE_EVENTS)?,
+        )
+        .with_state(state);
+    Ok(App {
+        router,
+        events: Some(events),
+        breaker,
+        pool,
+        relay: relay_handle,
+    })
+}
+
+/// Serves the app on the listener until `shutdown` completes, then stops the relay.
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BoxError> {
+    axum::serve(listener, app.router.clone())
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    app.shutdown().await;
+    Ok(())
+}
+
+/// A fresh webhook secret: `whsec_` and 24 random bytes in base64.
+pub fn generate_secret() -> Result<String, BoxError> {
+    use base64::Engine as _;
+    let mut key = [0_u8; 24];
+    getrandom::fill(&mut key).map_err(|e| format!("no randomness for a webhook secret: {e}"))?;
+    Ok(format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    ))
+}
+
+/// Builds the payments client stack over hyper-util's client; with it the
+/// handles of its breaker and bulkhead.
+pub fn payments_client(
+    config: &PaymentsConfig,
+) -> Result<(PaymentsClient, CircuitBreakerHandle, BulkheadHandle), BoxError> {
+    let breaker = CircuitBreakerBuilder::consecutive(PAYMENTS)
+        .classifier(HttpClassifier)
+        .consecutive_failures(config.breaker_failures)
+        .open_duration(config.breaker_open)
+        .build()?;
+    let handle = breaker.handle();
+    let bulkhead = BulkheadLayer::builder(PAYMENTS)
+        .max_concurrent(config.max_concurrent)
+        .build()?;
+    let bulkhead_handle = bulkhead.handle();
+    let client: Client<HttpConnector, ReplayBody<Full<Bytes>>> = Client::builder(TokioExecutor::new()).build_http();
+    let transport = tower::service_fn(move |req: Request<ReplayBody<Full<Bytes>>>| {
+        let sent = client.request(req);
+        async move {
+            let (parts, body) = sent.await?.into_parts();
+            Ok::<_, BoxError>(http::Response::from_parts(parts, body.collect().await?.to_bytes()))
+        }
+    });
+    let stack = ServiceBuilder::new()
+        .idempotency_key()
+        .retry_policy(
+            HttpRetryPolicy::builder()
+                .name(PAYMENTS)
+                .max_attempts(config.max_attempts)
+                .backoff(Backoff::exponential(
+                    config.retry_backoff,
+                    2.0,
+                    Duration::from_millis(500),
+                ))
+                .jitter(Jitter::Full)
+                .build()?,
+        )
+        .circuit_breaker(breaker)
+        .bulkhead(
+            BulkheadLayer::builder(PAYMENTS)
+                .max_concurrent(config.max_concurrent)
+                .build()?,
+        )
+        .timeout(config.attempt_timeout)
+        .service(transport);
+    Ok((BoxCloneSyncService::new(stack), handle, bulkhead_handle))
+}
+
+/// An order as the client sends it.
+#[derive(Debug, Clone, Deserialize)]
+struct NewOrder {
+    customer_id: String,
+    items: Vec<Item>,
+    total_amount: i64,
+    currency: String,
+}
+
+/// One line of an order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Item {
+    product_id: String,
+    quantity: i64,
+}
+
+/// An order as stored and answered.
+#[derive(Debug, Clone, Serialize)]
+struct Order {
+    id: String,
+    status: String,
+    customer_id: String,
+    items: Vec<Item>,
+    total_amount: i64,
+    currency: String,
+    created_at: String,
+}
+
+fn parse_order(body: &[u8]) -> Result<NewOrder, Problem> {
+    let order: NewOrder = serde_json::from_slice(body).map_err(|e| {
+        let status = if e.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        Problem::new(status)
+            .with_title("Invalid order")
+            .with_detail(e.to_string())
+    })?;
+    let invalid = |detail: &'static str| {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
+            .with_title("Invalid order")
+            .with_detail(detail)
+    };
+    if order.customer_id.trim().is_empty() {
+        return Err(invalid("customer_id must not be empty"));
+    }
+    if order.items.is_empty() {
+        return Err(invalid("items must not be empty"));
+    }
+    if order.items.iter().any(|item| item.product_id.trim().is_empty()) {
+        return Err(invalid("every item needs a product_id"));
+    }
+    if order.items.iter().any(|item| item.quantity < 1) {
+        return Err(invalid("every item's quantity must be at least 1"));
+    }
+    if order.total_amount < 0 {
+        return Err(invalid("total_amount must not be negative"));
+    }
+    if order.currency.len() != 3 || !order.currency.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(invalid("currency must be a three-letter ISO 4217 code"));
+    }
+    Ok(order)
+}
+
+async fn create_order(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<OutboxContext>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let new = match parse_order(&body) {
+        Ok(new) => new,
+        Err(problem) => return problem.into_response(),
+    };
+    let id = format!("ord_{}", uuid::Uuid::now_v7().simple());
+    if let Err(problem) = charge(&state, &headers, &id, &new).await {
+        return problem.into_response();
+    }
+    let order = Order {
+        id,
+        status: "pending".to_owned(),
+        customer_id: new.customer_id,
+        items: new.items,
+        total_amount: new.total_amount,
+        currency: new.currency.to_ascii_uppercase(),
+        created_at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    };
+    match store_order(&state.pool, &ctx, &order).await {
+        Ok(()) => (StatusCode::CREATED, Json(order)).into_response(),
+        Err(e) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR)
+            .with_title("The order could not be stored")
+            .with_detail(e.to_string())
+            .into_response(),
+    }
+}
+
+/// Charges the order through the payments stack, forwarding the client's idempotency key.
+async fn charge(state: &AppState, headers: &HeaderMap, order_id: &str, order: &NewOrder) -> Result<(), Problem> {
+    let body = json!({ "order_id": order_id, "amount": order.total_amount, "currency": order.currency });
+    let mut req = Request::post(state.charges_uri.clone())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR).with_detail(e.to_string()))?;
+    if let Some(key) = headers.get(palisade::retry::IDEMPOTENCY_KEY) {
+        req.headers_mut().insert(palisade::retry::IDEMPOTENCY_KEY, key.clone());
+    }
+    let failed = |detail: String| {
+        Problem::new(StatusCode::BAD_GATEWAY)
+            .with_title("The payment failed")
+            .with_detail(detail)
+    };
+    match state.payments.clone().oneshot(req).await {
+        Ok(res) if res.status().is_success() => Ok(()),
+        Ok(res) => Err(failed(format!(
+            "the payments service answered {} after the retries",
+            res.status().as_u16()
+        ))),
+        Err(e) if is_local_rejection(&*e) => Err(problem_for_error(&*e)),
+        Err(e) => Err(failed(format!("the payments service could not be reached: {e}"))),
+    }
+}
+
+async fn store_order(pool: &SqlitePool, ctx: &OutboxContext, order: &Order) -> Result<(), BoxError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO orders (id, status, customer_id, items, total_amount, currency, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&order.id)
+    .bind(&order.status)
+    .bind(&order.customer_id)
+    .bind(serde_json::to_string(&order.items)?)
+    .bind(order.total_amount)
+    .bind(&order.currency)
+    .bind(&order.created_at)
+    .execute(&mut *tx)
+    .await?;
+    let event = ctx.event("OrderCreated", "Order", order.id.clone(), serde_json::to_value(order)?);
+    stage(&mut *tx, &event).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What a payment webhook says happened to an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PaymentOutcome {
+    /// The order's status becomes this.
+    Status { order_id: String, status: &'static str },
+    /// An event this service does not act on.
+    Ignored,
+}
+
+/// Where a sender's payment events say what happened to which order.
+#[derive(Debug, Clone, Copy)]
+struct EventShape {
+    /// The event type of a successful payment.
+    succeeded: &'static str,
+    /// The event type of a failed payment.
+    failed: &'static str,
+    /// JSON pointer to the order id.
+    order_id_at: &'static str,
+}
+
+/// Standard Webhooks payment events: `{"type": "payment.succeeded" | "payment.failed", "data": {"order_id"}}`.
+const PAYMENTS_EVENTS: EventShape = EventShape {
+    succeeded: "payment.succeeded",
+    failed: "payment.failed",
+    order_id_at: "/data/order_id",
+};
+
+/// Stripe events: `payment_intent.succeeded` / `payment_intent.payment_failed`
+/// with the order in `data.object.metadata.order_id`.
+const STRIPE_EVENTS: EventShape = EventShape {
+    succeeded: "payment_intent.succeeded",
+    failed: "payment_intent.payment_failed",
+    order_id_at: "/data/object/metadata/order_id",
+};
+
+impl EventShape {
+    fn read(self, event: &serde_json::Value) -> Option<PaymentOutcome> {
+        let kind = event.get("type")?.as_str()?;
+        let status = if kind == self.succeeded {
+            "paid"
+        } else if kind == self.failed {
+            "payment_failed"
+        } else {
+            return Some(PaymentOutcome::Ignored);
+        };
+        let order_id = event.pointer(self.order_id_at)?.as_str()?.to_owned();
+        Some(PaymentOutcome::Status { order_id, status })
+    }
+}
+
+/// A webhook receiver behind the verify layer (with replay protection, so a
+/// redelivered message is answered without being applied again) that sets
+/// the order's status from the event.
+fn webhook_route(
+    scheme: Scheme,
+    secret: &str,
+    pool: SqlitePool,
+    shape: EventShape,
+) -> Result<BoxCloneSyncService<Request<axum::body::Body>, Response, Infallible>, BoxError> {
+    let verify = VerifyLayer::builder(Verifier::builder(scheme).secret(secret).build()?)
+        .replay_store(MemoryReplayStore::new())
+        .build()?;
+    let receiver = tower::service_fn(move |req: Request<Full<Bytes>>| {
+        let pool = pool.clone();
+        async move { Ok::<_, Infallible>(apply_webhook(&pool, req, shape).await) }
+    });
+    Ok(BoxCloneSyncService::new(
+        ServiceBuilder::new().webhook_verify(verify).service(receiver),
+    ))
+}
+
+async fn apply_webhook(pool: &SqlitePool, req: Request<Full<Bytes>>, shape: EventShape) -> Response {
+    let body = match req.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(never) => match never {},
+    };
+    let event: Option<PaymentOutcome> = serde_json::from_slice(&body)
+        .ok()
+        .as_ref()
+        .and_then(|event| shape.read(event));
+    let (order_id, status) = match event {
+        Some(PaymentOutcome::Status { order_id, status }) => (order_id, status),
+        Some(PaymentOutcome::Ignored) => return StatusCode::NO_CONTENT.into_response(),
+        None => {
+            return Problem::new(StatusCode::BAD_REQUEST)
+                .with_title("Invalid payment event")
+                .with_detail("the event needs a known type and the order id")
+                .into_response();
+        }
+    };
+    match sqlx::query("UPDATE orders SET status = ? WHERE id = ?")
+        .bind(status)
+        .bind(&order_id)
+        .execute(pool)
+        .await
+    {
+        Ok(done) if done.rows_affected() == 1 => StatusCode::NO_CONTENT.into_response(),
+        Ok(_) => Problem::new(StatusCode::NOT_FOUND)
+            .with_title("No such order")
+            .with_detail(format!("there is no order {order_id}"))
+            .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let breaker = state.breaker.snapshot();
+    let bulkhead = state.bulkhead.snapshot();
+    let database = sqlx::query("SELECT 1").execute(&state.pool).await;
+    let backlog = state.outbox.backlog().await;
+    let healthy = database.is_ok() && backlog.is_ok();
+    let backlog = backlog.ok();
+    let body = json!({
+        "status": if healthy { "ok" } else { "unavailable" },
+        "payments": {
+            "breaker": {
+                "state": breaker.state.as_str(),
+                "failure_rate": breaker.failure_rate,
+                "consecutive_failures": breaker.consecutive_failures,
+                "time_until_half_open_ms": breaker
+                    .time_until_half_open
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            },
+            "bulkhead": {
+                "in_flight": bulkhead.in_flight,
+                "queued": bulkhead.queued,
+                "limit": bulkhead.limit,
+            },
+        },
+        "outbox": {
+            "pending": backlog.map(|b| b.pending),
+            "published": state.published.load(Ordering::Relaxed),
+            "dead": backlog.map(|b| b.dead_lettered),
+        },
+        "stores": {
+            "database": { "backend": "sqlite", "up": database.is_ok() },
+            "idempotency": "memory",
+            "webhook_replay": "memory",
+            "outbox_publisher": "in-process channel",
+        },
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    state.metrics.run_upkeep();
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+type OrderRow = (String, String, String, String, i64, String, String);
+
+fn order_from_row(row: OrderRow) -> Result<Order, serde_json::Error> {
+    let (id, status, customer_id, items, total_amount, currency, created_at) = row;
+    Ok(Order {
+        id,
+        status,
+        customer_id,
+        items: serde_json::from_str(&items)?,
+        total_amount,
+        currency,
+        created_at,
+    })
+}
+
+const SELECT_ORDER: &str = "SELECT id, status, customer_id, items, total_amount, currency, created_at FROM orders";
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR)
+        .with_detail(e.to_string())
+        .into_response()
+}
+
+async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let row: Option<OrderRow> = match sqlx::query_as(&format!("{SELECT_ORDER} WHERE id = ?"))
+        .bind(&id)
+        .fetch_optional(&state.pool)
+        .await
+    {
+        Ok(row) => row,
+        Err(e) => return internal(e),
+    };
+    match row.map(order_from_row) {
+        Some(Ok(order)) => Json(order).into_response(),
+        Some(Err(e)) => internal(e),
+        None => Problem::new(StatusCode::NOT_FOUND)
+            .with_title("No such order")
+            .with_detail(format!("there is no order {id}"))
+            .into_response(),
+    }
+}
+
+async fn list_orders(State(state): State<AppState>) -> Response {
+    let rows: Vec<OrderRow> = match sqlx::query_as(&format!("{SELECT_ORDER} ORDER BY id"))
+        .fetch_all(&state.pool)
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => return internal(e),
+    };
+    match rows.into_iter().map(order_from_row).collect::<Result<Vec<_>, _>>() {
+        Ok(orders) => Json(orders).into_response(),
+        Err(e) => internal(e),
+    }
+}

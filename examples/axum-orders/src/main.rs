@@ -1,0 +1,109 @@
+//! `axum-orders`: the palisade orders service; `--help` lists the flags.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use axum_orders::{Config, DEFAULT_DATABASE_URL, PaymentsSim, app, generate_secret, serve};
+use clap::Parser;
+use http::Uri;
+use tokio::net::TcpListener;
+
+/// An orders service: idempotent `POST /orders` charging a payments service
+/// through retry, a circuit breaker, a bulkhead and a timeout, with its events
+/// published through a transactional outbox.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Database URL (`sqlite:` file, created when missing).
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    database_url: String,
+    /// Base URL of a real payments service; when absent the built-in simulator
+    /// is started on `--payments-sim-listen`.
+    #[arg(long, env = "PAYMENTS_URL")]
+    payments_url: Option<Uri>,
+    /// Address of the built-in payments simulator.
+    #[arg(long, env = "PAYMENTS_SIM_LISTEN", default_value = "127.0.0.1:3001")]
+    payments_sim_listen: SocketAddr,
+    /// Standard Webhooks secret (`whsec_...`) for `POST /webhooks/payments`; generated and printed when absent.
+    #[arg(long, env = "WEBHOOK_SECRET")]
+    webhook_secret: Option<String>,
+    /// Stripe endpoint secret (`whsec_...`) for `POST /webhooks/stripe`; generated and printed when absent.
+    #[arg(long, env = "STRIPE_SECRET")]
+    stripe_secret: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("axum-orders: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if !args.database_url.starts_with("sqlite:") {
+        return Err(format!("--database-url must be a sqlite: URL, not {:?}", args.database_url).into());
+    }
+    let payments_url = match args.payments_url {
+        Some(url) => url,
+        None => {
+            let listener = TcpListener::bind(args.payments_sim_listen).await.map_err(|e| {
+                format!(
+                    "cannot listen on {} for the payments simulator: {e}",
+                    args.payments_sim_listen
+                )
+            })?;
+            let addr = listener.local_addr()?;
+            // Ends with the process.
+            tokio::spawn(axum::serve(listener, PaymentsSim::default().router()).into_future());
+            println!("payments simulator on http://{addr} (POST /charges, GET /charges, GET|PUT /mode)");
+            format!("http://{addr}").parse()?
+        }
+    };
+    let webhook_secret = secret_or_generated(args.webhook_secret, "webhook secret")?;
+    let stripe_secret = secret_or_generated(args.stripe_secret, "stripe secret")?;
+    let config = Config::new(args.database_url, payments_url, webhook_secret, stripe_secret);
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let mut app = app(&config).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    println!("database {}, payments at {}", config.database_url, config.payments_url);
+    let mut events = app.events.take().ok_or("the outbox channel was taken")?;
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            println!(
+                "published {} for {} {}",
+                event.event_type, event.aggregate_type, event.aggregate_id
+            );
+        }
+    });
+    serve(listener, app, async {
+        // Without a signal handler the server runs until killed.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        println!("shutting down: finishing the requests in flight");
+    })
+    .await?;
+    Ok(())
+}
+
+fn secret_or_generated(secret: Option<String>, what: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    match secret {
+        Some(secret) if secret.starts_with("whsec_") => Ok(secret),
+        Some(_) => Err(format!("the {what} must start with whsec_").into()),
+        None => {
+            let secret = generate_secret()?;
+            println!("{what} (generated): {secret}");
+            Ok(secret)
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! The orders routes over `oneshot`, charging a simulator on a real socket.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum_orders::{App, Config, Mode, PaymentsSim, app, generate_secret};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use palisade::webhook::{Scheme, Signer};
+use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+
+/// An app on a fresh SQLite file, charging a fresh simulator.
+struct Fixture {
+    app: App,
+    config: Config,
+    sim: PaymentsSim,
+    db: PathBuf,
+}
+
+impl Fixture {
+    async fn start(tune: impl FnOnce(&mut Config)) -> Self {
+        let sim = PaymentsSim::with_seed(7);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(axum::serve(listener, sim.router()).into_future());
+        let db = std::env::temp_dir().join(format!("axum-orders-test-{}.db", uuid::Uuid::now_v7().simple()));
+        let mut config = Config::new(
+            format!("sqlite:{}", db.display()),
+            format!("http://{addr}").parse().unwrap(),
+            generate_secret().unwrap(),
+            generate_secret().unwrap(),
+        );
+        config.payments.retry_backoff = Duration::from_millis(1);
+        tune(&mut config);
+        let app = app(&config).await.unwrap();
+        Self { app, config, sim, db }
+    }
+
+    async fn send(&self, req: Request<Body>) -> (Response<()>, Bytes) {
+        let res = self.app.router.clone().oneshot(req).await.unwrap();
+        let (parts, body) = res.into_parts();
+        (
+            Response::from_parts(parts, ()),
+            body.collect().await.unwrap().to_bytes(),
+        )
+    }
+
+    /// Makes every charge fail with `status`.
+    fn fail_payments(&self, status: u16) {
+        self.sim
+            .set_mode(Mode {
+                failure_rate: 1.0,
+                latency_ms: 0,
+                status,
+            })
+            .unwrap();
+    }
+
+    async fn orders(&self) -> Vec<serde_json::Value> {
+        let (res, body) = self.send(Request::get("/orders").body(Body::empty()).unwrap()).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    async fn finish(self) {
+        self.app.pool.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.db.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+const ORDER: &str =
+    r#"{"customer_id":"cus_1","items":[{"product_id":"sku_1","quantity":2}],"total_amount":5999,"currency":"EUR"}"#;
+
+fn post_order(key: Option<&str>, body: &str) -> Request<Body> {
+    let mut req = Request::post("/orders").header("content-type", "application/json");
+    if let Some(key) = key {
+        req = req.header("idempotency-key", key);
+    }
+    req.body(Body::from(body.to_owned())).unwrap()
+}
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap()
+}
+
+fn assert_problem(res: &Response<()>, status: StatusCode) {
+    assert_eq!(res.status(), status);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn an_order_is_created_once_per_key_and_its_event_published() {
+    let mut fx = Fixture::start(|_| {}).await;
+    let (res, body) = fx.send(post_order(Some("order-1"), ORDER)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let order = json(&body);
+    let id = order["id"].as_str().unwrap().to_owned();
+    assert_eq!(order["status"], "pending");
+    assert_eq!(order["customer_id"], "cus_1");
+    assert_eq!(order["items"][0]["quantity"], 2);
+    assert_eq!(order["total_amount"], 5999);
+    assert_eq!(order["currency"], "EUR");
+    assert!(order["created_at"].as_str().unwrap().len() >= 20);
+
+    let (replay, replay_body) = fx.send(post_order(Some("order-1"), ORDER)).await;
+    assert_eq!(replay.status(), StatusCode::CREATED);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay_body, body);
+    assert_eq!(fx.sim.charges(), 1);
+    assert_eq!(fx.orders().await.len(), 1);
+
+    let (got, got_body) = fx
+        .send(Request::get(format!("/orders/{id}")).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(json(&got_body), order);
+
+    let mut events = fx.app.events.take().unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.event_type, "OrderCreated");
+    assert_eq!(event.aggregate_type, "Order");
+    assert_eq!(event.aggregate_id, id);
+    assert_eq!(event.payload, order);
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_second_key_is_a_second_order_and_charge() {
+    let fx = Fixture::start(|_| {}).await;
+    assert_eq!(
+        fx.send(post_order(Some("a"), ORDER)).await.0.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        fx.send(post_order(Some("b"), ORDER)).await.0.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(fx.sim.charges(), 2);
+    assert_eq!(fx.orders().await.len(), 2);
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn an_unknown_order_is_404() {
+    let fx = Fixture::start(|_| {}).await;
+    let (res, _) = fx
+        .send(Request::get("/orders/ord_missing").body(Body::empty()).unwrap())
+        .await;
+    assert_problem(&res, StatusCode::NOT_FOUND);
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_missing_key_is_400_and_charges_nothing() {
+    let fx = Fixture::start(|_| {}).await;
+    let (res, _) = fx.send(post_order(None, ORDER)).await;
+    assert_problem(&res, StatusCode::BAD_REQUEST);
+    assert_eq!(fx.sim.charges(), 0);
+    assert!(fx.orders().await.is_empty());
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn invalid_orders_are_problems_and_charge_nothing() {
+    let fx = Fixture::start(|_| {}).await;
+    let cases = [
+        ("{not json", StatusCode::BAD_REQUEST),
+        (
+            r#"{"customer_id":"c","items":[{"product_id":"p","quantity":1}],"total_amount":1}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            r#"{"customer_id":"c","items":[{"product_id":"p","quantity":0}],"total_amount":1,"currency":"EUR"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            r#"{"customer_id":"c","items":[{"product_id":"p","quantity":1}],"total_amount":-1,"currency":"EUR"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            r#"{"customer_id":"c","items":[],"total_amount":1,"currency":"EUR"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            r#"{"customer_id":"c","items":[{"product_id":"p","quantity":1}],"total_amount":"1","currency":"EUR"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    for (i, (body, status)) in cases.into_iter().enumerate() {
+        let (res, _) = fx.send(post_order(Some(&format!("invalid-{i}")), body)).await;
+        assert_problem(&res, status);
+    }
+    assert_eq!(fx.sim.charges(), 0);
+    assert!(fx.orders().await.is_empty());
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn payments_failing_after_the_retries_is_502_and_stores_nothing() {
+    let fx = Fixture::start(|_| {}).await;
+    fx.fail_payments(503);
+    let (res, _) = fx.send(post_order(Some("fails"), ORDER)).await;
+    assert_problem(&res, StatusCode::BAD_GATEWAY);
+    assert!(fx.orders().await.is_empty());
+
+    // The 502 was not stored: once payments recover, the same key charges and creates the order.
+    fx.sim.set_mode(Mode::default()).unwrap();
+    let (res, _) = fx.send(post_order(Some("fails"), ORDER)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(fx.sim.charges(), 1);
+    assert_eq!(fx.orders().await.len(), 1);
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn an_open_breaker_is_503_with_retry_after() {
+    let fx = Fixture::start(|config| {
+        config.payments.breaker_failures = 2;
+        config.payments.max_attempts = 2;
+        config.payments.breaker_open = Duration::from_secs(30);
+    })
+    .await;
+    fx.fail_payments(503);
+    let (res, _) = fx.send(post_order(Some("first"), ORDER)).await;
+    assert_problem(&res, StatusCode::BAD_GATEWAY);
+
+    fx.sim.set_mode(Mode::default()).unwrap();
+    let (res, body) = fx.send(post_order(Some("second"), ORDER)).await;
+    assert_problem(&res, StatusCode::SERVICE_UNAVAILABLE);
+    let retry_after: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(json(&body)["status"], 503);
+    assert_eq!(fx.sim.charges(), 0);
+    assert!(fx.orders().await.is_empty());
+    fx.finish().await;
+}
+
+impl Fixture {
+    async fn create_order(&self, key: &str) -> String {
+        let (res, body) = self.send(post_order(Some(key), ORDER)).await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        json(&body)["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn status_of(&self, id: &str) -> String {
+        let (res, body) = self
+            .send(Request::get(format!("/orders/{id}")).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        json(&body)["status"].as_str().unwrap().to_owned()
+    }
+}
+
+fn signed_webhook(path: &str, scheme: Scheme, secret: &str, id: &str, body: &serde_json::Value) -> Request<Body> {
+    let body = body.to_string();
+    let mut headers = http::HeaderMap::new();
+    let signer = Signer::builder(scheme).secret(secret).build().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    signer.sign_with(&mut headers, id, now, body.as_bytes()).unwrap();
+    let mut req = Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    req.headers_mut().extend(headers);
+    req
+}
+
+fn payment_event(kind: &str, order_id: &str) -> serde_json::Value {
+    serde_json::json!({ "type": kind, "data": { "order_id": order_id } })
+}
+
+#[tokio::test]
+async fn a_payments_webhook_sets_the_status_once_per_message() {
+    let fx = Fixture::start(|_| {}).await;
+    let id = fx.create_order("webhooks").await;
+    let secret = fx.config.webhook_secret.clone();
+    let paid = || {
+        signed_webhook(
+            "/webhooks/payments",
+            Scheme::StandardWebhooks,
+            &secret,
+            "msg_1",
+            &payment_event("payment.succeeded", &id),
+        )
+    };
+
+    let (res, _) = fx.send(paid()).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(fx.status_of(&id).await, "paid");
+
+    let failed = signed_webhook(
+        "/webhooks/payments",
+        Scheme::StandardWebhooks,
+        &secret,
+        "msg_2",
+        &payment_event("payment.failed", &id),
+    );
+    assert_eq!(fx.send(failed).await.0.status(), StatusCode::NO_CONTENT);
+    assert_eq!(fx.status_of(&id).await, "payment_failed");
+
+    // The redelivered first message is acknowledged but not applied again.
+    let (res, _) = fx.send(paid()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(fx.status_of(&id).await, "payment_failed");
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_tampered_or_unsigned_webhook_is_rejected() {
+    let fx = Fixture::start(|_| {}).await;
+    let id = fx.create_order("tampered").await;
+    let mut tampered = signed_webhook(
+        "/webhooks/payments",
+        Scheme::StandardWebhooks,
+        &fx.config.webhook_secret,
+        "msg_1",
+        &payment_event("payment.failed", "ord_other"),
+    );
+    *tampered.body_mut() = Body::from(payment_event("payment.failed", &id).to_string());
+    let (res, _) = fx.send(tampered).await;
+    assert_problem(&res, StatusCode::UNAUTHORIZED);
+
+    let wrong_secret = generate_secret().unwrap();
+    let forged = signed_webhook(
+        "/webhooks/payments",
+        Scheme::StandardWebhooks,
+        &wrong_secret,
+        "msg_2",
+        &payment_event("payment.failed", &id),
+    );
+    assert_problem(&fx.send(forged).await.0, StatusCode::UNAUTHORIZED);
+
+    let unsigned = Request::post("/webhooks/payments")
+        .body(Body::from(payment_event("payment.failed", &id).to_string()))
+        .unwrap();
+    assert_problem(&fx.send(unsigned).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(fx.status_of(&id).await, "pending");
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_webhook_for_an_unknown_order_is_404() {
+    let fx = Fixture::start(|_| {}).await;
+    let req = signed_webhook(
+        "/webhooks/payments",
+        Scheme::StandardWebhooks,
+        &fx.config.webhook_secret,
+        "msg_1",
+        &payment_event("payment.succeeded", "ord_missing"),
+    );
+    assert_problem(&fx.send(req).await.0, StatusCode::NOT_FOUND);
+    fx.finish().await;
+}
+
+fn stripe_webhook(secret: &str, event_id: &str, kind: &str, order_id: &str) -> Request<Body> {
+    let event = serde_json::json!({
+        "id": event_id,
+        "type": kind,
+        "data": { "object": { "metadata": { "order_id": order_id } } },
+    });
+    signed_webhook("/webhooks/stripe", Scheme::Stripe, secret, event_id, &event)
+}
+
+#[tokio::test]
+async fn a_stripe_webhook_sets_the_status() {
+    let fx = Fixture::start(|_| {}).await;
+    let id = fx.create_order("stripe").await;
+    let req = stripe_webhook(&fx.config.stripe_secret, "evt_1", "payment_intent.payment_failed", &id);
+    assert_eq!(fx.send(req).await.0.status(), StatusCode::NO_CONTENT);
+    assert_eq!(fx.status_of(&id).await, "payment_failed");
+
+    // Signed with the Standard Webhooks secret instead: rejected.
+    let req = stripe_webhook(&fx.config.webhook_secret, "evt_2", "payment_intent.succeeded", &id);
+    assert_problem(&fx.send(req).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(fx.status_of(&id).await, "payment_failed");
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn health_reports_the_breaker_bulkhead_outbox_and_stores() {
+    let fx = Fixture::start(|config| {
+        config.payments.breaker_failures = 1;
+        config.payments.max_attempts = 1;
+        config.payments.max_concurrent = 7;
+    })
+    .await;
+    let report = health(&fx).await;
+    assert_eq!(report["status"], "ok");
+    assert_eq!(report["payments"]["breaker"]["state"], "closed");
+    assert_eq!(
+        report["payments"]["breaker"]["time_until_half_open_ms"],
+        serde_json::Value::Null
+    );
+    assert_eq!(report["payments"]["bulkhead"]["limit"], 7);
+    assert_eq!(report["payments"]["bulkhead"]["in_flight"], 0);
+    assert_eq!(report["outbox"]["dead"], 0);
+    assert!(report["outbox"]["pending"].is_u64());
+    assert_eq!(report["stores"]["database"]["backend"], "sqlite");
+    assert_eq!(report["stores"]["idempotency"], "memory");
+
+    fx.fail_payments(500);
+    assert_problem(
+        &fx.send(post_order(Some("opens"), ORDER)).await.0,
+        StatusCode::BAD_GATEWAY,
+    );
+    let report = health(&fx).await;
+    assert_eq!(report["status"], "ok");
+    assert_eq!(report["payments"]["breaker"]["state"], "open");
+    assert!(
+        report["payments"]["breaker"]["time_until_half_open_ms"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn metrics_expose_the_palisade_layers() {
+    let fx = Fixture::start(|_| {}).await;
+    fx.create_order("metrics").await;
+    let (res, body) = fx.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    for metric in [
+        "palisade_circuit_breaker_calls_total",
+        "palisade_retry_attempts_total",
+        "palisade_idempotency_requests_total",
+    ] {
+        assert!(text.contains(metric), "{metric} missing from:\n{text}");
+    }
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_full_payments_bulkhead_is_503_with_retry_after() {
+    let fx = std::sync::Arc::new(
+        Fixture::start(|config| {
+            config.payments.max_concurrent = 1;
+            config.payments.attempt_timeout = Duration::from_secs(60);
+        })
+        .await,
+    );
+    fx.sim
+        .set_mode(Mode {
+            failure_rate: 0.0,
+            latency_ms: 60_000,
+            status: 503,
+        })
+        .unwrap();
+    let slow = tokio::spawn({
+        let fx = fx.clone();
+        async move { fx.send(post_order(Some("slow"), ORDER)).await }
+    });
+    // Once the simulator holds the slow charge, its attempt holds the only permit.
+    while fx.sim.requests() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let (res, body) = fx.send(post_order(Some("rejected"), ORDER)).await;
+    assert_problem(&res, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(json(&body)["type"], "urn:palisade:problem:bulkhead-full");
+    assert_eq!(fx.sim.requests(), 1);
+    slow.abort();
+    assert!(slow.await.unwrap_err().is_cancelled());
+    assert!(fx.orders().await.is_empty());
+    std::sync::Arc::into_inner(fx).unwrap().finish().await;
+}
+
+#[tokio::test]
+async fn the_simulator_charges_once_per_key_and_switches_modes() {
+    let sim = PaymentsSim::with_seed(1);
+    let router = sim.router();
+    let call = |req: Request<Body>| {
+        let router = router.clone();
+        async move {
+            let res = router.oneshot(req).await.unwrap();
+            let status = res.status();
+            (status, json(&res.into_body().collect().await.unwrap().to_bytes()))
+        }
+    };
+    let charge = |key: &str| {
+        Request::post("/charges")
+            .header("idempotency-key", key)
+            .body(Body::from("{}"))
+            .unwrap()
+    };
+    let (status, first) = call(charge("k1")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, again) = call(charge("k1")).await;
+    assert_eq!(again["id"], first["id"]);
+    call(charge("k2")).await;
+    let (_, count) = call(Request::get("/charges").body(Body::empty()).unwrap()).await;
+    assert_eq!(count, serde_json::json!({ "charges": 2, "requests": 3 }));
+
+    let mode = r#"{"failure_rate": 1.0, "latency_ms": 0, "status": 502}"#;
+    let (status, _) = call(Request::put("/mode").body(Body::from(mode)).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, got) = call(Request::get("/mode").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        got,
+        serde_json::json!({ "failure_rate": 1.0, "latency_ms": 0, "status": 502 })
+    );
+    let (status, _) = call(charge("k3")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(sim.charges(), 2);
+
+    let (status, _) = call(
+        Request::put("/mode")
+            .body(Body::from(r#"{"failure_rate": 1.5}"#))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(sim.mode().failure_rate, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_retries_of_one_key_make_one_order_and_one_charge() {
+    let fx = std::sync::Arc::new(Fixture::start(|_| {}).await);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let fx = fx.clone();
+            tokio::spawn(async move { fx.send(post_order(Some("concurrent"), ORDER)).await })
+        })
+        .collect();
+    let mut created = Vec::new();
+    for task in tasks {
+        let (res, body) = task.await.unwrap();
+        match res.status() {
+            StatusCode::CREATED => created.push(body),
+            StatusCode::CONFLICT => assert!(res.headers().contains_key("retry-after")),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(!created.is_empty());
+    assert!(created.iter().all(|body| *body == created[0]));
+    assert_eq!(fx.sim.charges(), 1);
+    assert_eq!(fx.orders().await.len(), 1);
+    std::sync::Arc::into_inner(fx).unwrap().finish().await;
+}
+
+async fn health(fx: &Fixture) -> serde_json::Value {
+    let (res, body) = fx.send(Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    json(&body)
+}
+
+#[tokio::test]
+async fn health_is_503_when_the_database_is_down() {
+    let fx = Fixture::start(|_| {}).await;
+    fx.app.pool.close().await;
+    let (res, body) = fx.send(Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let report = json(&body);
+    assert_eq!(report["status"], "unavailable");
+    assert_eq!(report["stores"]["database"]["up"], false);
+    assert_eq!(report["outbox"]["pending"], serde_json::Value::Null);
+    fx.finish().await;
+}
