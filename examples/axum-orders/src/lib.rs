@@ -407,11 +407,7 @@ pub fn payments_client(
                 .build()?,
         )
         .circuit_breaker(breaker)
-        .bulkhead(
-            BulkheadLayer::builder(PAYMENTS)
-                .max_concurrent(config.max_concurrent)
-                .build()?,
-        )
+        .bulkhead(bulkhead)
         .timeout(config.attempt_timeout)
         .service(transport);
     Ok((BoxCloneSyncService::new(stack), handle, bulkhead_handle))

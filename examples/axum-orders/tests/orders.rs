@@ -474,6 +474,12 @@ async fn a_full_payments_bulkhead_is_503_with_retry_after() {
     assert!(res.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
     assert_eq!(json(&body)["type"], "urn:palisade:problem:bulkhead-full");
     assert_eq!(fx.sim.requests(), 1);
+    let report = health(&fx).await;
+    assert_eq!(
+        report["payments"]["bulkhead"]["in_flight"], 1,
+        "the slow charge holds the permit"
+    );
+    assert_eq!(report["payments"]["bulkhead"]["limit"], 1);
     slow.abort();
     assert!(slow.await.unwrap_err().is_cancelled());
     assert!(fx.orders().await.is_empty());
