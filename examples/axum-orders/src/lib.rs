@@ -15,7 +15,7 @@
 //!   `Idempotent-Replayed: true` and charges nothing.
 //! - `GET /orders/{id}` (200 or 404) and `GET /orders`.
 //! - `POST /webhooks/payments`: Standard Webhooks, verified by the webhook
-//!   layer with a memory replay store; `{"type": "payment.succeeded" |
+//!   layer with a replay store (memory, or Redis with [`Config::redis_url`]); `{"type": "payment.succeeded" |
 //!   "payment.failed", "data": {"order_id"}}` sets the order's status to
 //!   `paid` / `payment_failed` and answers 204. A redelivered message id is
 //!   answered 200 and not applied again; a forged or tampered one is a 401,
@@ -26,14 +26,17 @@
 //! - `GET /health`: JSON with `status`, the payments breaker (state, failure
 //!   rate, consecutive failures, time until half-open), the payments bulkhead
 //!   (in flight, queued, limit), the outbox (pending, published by this
-//!   process, dead-lettered) and the stores in use; 200, or 503 when the
-//!   database does not answer.
+//!   process, dead-lettered) and the stores in use (`"idempotency"` and
+//!   `"webhook_replay"` are `"memory"` or `"redis"`); 200, or 503 when the
+//!   database does not answer or, with Redis, Redis does not answer a `PING`.
 //! - `GET /metrics`: Prometheus text exposition of every palisade metric
 //!   (metrics-exporter-prometheus, installed as the global `metrics` recorder).
 //!
 //! # The server stack on `POST /orders`, outermost first
 //!
-//! 1. **Idempotency** (memory store, key required): a replay skips everything
+//! 1. **Idempotency** (key required; memory store, or with
+//!    [`Config::redis_url`] a Redis store shared by every instance, so a retry
+//!    landing on another instance is replayed too): a replay skips everything
 //!    inside, so it neither charges nor stages an event. 5xx answers are not
 //!    stored, so a client may retry after a payments failure.
 //! 2. **Outbox publish hook**: gives the handler the request's
@@ -56,6 +59,16 @@
 //!    flight, no queue: a slow payments service rejects the excess at once.
 //! 5. **Timeout per attempt** ([`PaymentsConfig::attempt_timeout`]).
 //! 6. hyper-util's pooled client.
+//!
+//! # Shared stores
+//!
+//! With [`Config::redis_url`] (`--redis-url`, env `REDIS_URL`) the idempotency
+//! records and the webhook replay ids live in Redis under
+//! [`Config::redis_prefix`] (default [`DEFAULT_REDIS_PREFIX`]), so several
+//! instances behind a load balancer answer a repeated key or a redelivered
+//! webhook the same way. Without it both stores are in memory, per process.
+//! The connection is made and checked with a `PING` at start-up: a service
+//! configured for Redis does not start without it.
 //!
 //! # Example
 //!
@@ -101,6 +114,7 @@ use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerHandle};
 use palisade::core::error::is_local_rejection;
 use palisade::core::problem::problem_for_error;
 use palisade::idempotency::IdempotencyLayer;
+use palisade::idempotency::store::redis::RedisStore;
 use palisade::outbox::sqlite::SqliteStore;
 use palisade::outbox::{
     ChannelPublisher, Event, OutboxContext, OutboxStore as _, PublishError, PublishHookLayer, Publisher, Relay,
@@ -108,7 +122,8 @@ use palisade::outbox::{
 };
 use palisade::prelude::*;
 use palisade::retry::{Backoff, HttpRetryPolicy, Jitter, ReplayBody};
-use palisade::webhook::{MemoryReplayStore, Scheme, Verifier, VerifyLayer};
+use palisade::webhook::{MemoryReplayStore, RedisReplayStore, Scheme, Verifier, VerifyLayer};
+use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::SqlitePool;
@@ -123,6 +138,10 @@ pub use payments_sim::{Mode, PaymentsSim};
 
 /// The default database: an SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:axum-orders.db";
+
+/// The default key prefix in Redis: `axum-orders:`, then the idempotency
+/// store's and the replay stores' own keys.
+pub const DEFAULT_REDIS_PREFIX: &str = "axum-orders:";
 
 /// The name of the payments breaker, bulkhead and retry policy in metrics and logs.
 pub const PAYMENTS: &str = "payments";
@@ -140,6 +159,12 @@ pub struct Config {
     pub stripe_secret: String,
     /// The payments client stack's settings.
     pub payments: PaymentsConfig,
+    /// Redis URL (`redis://...`) for the idempotency and webhook replay
+    /// stores; `None` (the default) keeps both in memory.
+    pub redis_url: Option<String>,
+    /// What every key this service writes in Redis starts with (default
+    /// [`DEFAULT_REDIS_PREFIX`]); instances sharing state must share it.
+    pub redis_prefix: String,
 }
 
 impl Config {
@@ -157,6 +182,8 @@ impl Config {
             webhook_secret,
             stripe_secret,
             payments: PaymentsConfig::default(),
+            redis_url: None,
+            redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
         }
     }
 }
@@ -226,6 +253,7 @@ struct AppState {
     outbox: SqliteStore,
     published: Arc<AtomicU64>,
     metrics: PrometheusHandle,
+    redis: Option<MultiplexedConnection>,
 }
 
 /// The in-process publisher, counting what it published for `/health`.
@@ -300,7 +328,26 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
 
     let (payments, breaker, bulkhead) = payments_client(&config.payments)?;
     let charges_uri = format!("{}/charges", config.payments_url.to_string().trim_end_matches('/')).parse()?;
-    let idempotency = IdempotencyLayer::builder().require_key(true).build()?;
+    let redis = match &config.redis_url {
+        Some(url) => Some(connect_redis(url).await?),
+        None => None,
+    };
+    let orders = match &redis {
+        Some(conn) => {
+            let store = RedisStore::with_prefix(conn.clone(), format!("{}idempotency:", config.redis_prefix))?;
+            let idempotency = IdempotencyLayer::builder().require_key(true).store(store).build()?;
+            post(create_order).layer::<_, Infallible>(ServiceBuilder::new().layer(idempotency).layer(hook))
+        }
+        None => {
+            let idempotency = IdempotencyLayer::builder().require_key(true).build()?;
+            post(create_order).layer::<_, Infallible>(ServiceBuilder::new().layer(idempotency).layer(hook))
+        }
+    };
+    let replay = |sender: &str| {
+        redis
+            .as_ref()
+            .map(|conn| RedisReplayStore::new(conn.clone(), format!("{}webhook:{sender}:", config.redis_prefix)))
+    };
 
     let state = AppState {
         pool: pool.clone(),
@@ -311,14 +358,10 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         outbox,
         published,
         metrics,
+        redis: redis.clone(),
     };
     let router = Router::new()
-        .route(
-            "/orders",
-            post(create_order)
-                .layer::<_, Infallible>(ServiceBuilder::new().layer(idempotency).layer(hook))
-                .get(list_orders),
-        )
+        .route("/orders", orders.get(list_orders))
         .route("/orders/{id}", get(get_order))
         .route("/health", get(health))
         .route("/metrics", get(render_metrics))
@@ -327,13 +370,20 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
             webhook_route(
                 Scheme::StandardWebhooks,
                 &config.webhook_secret,
+                replay("payments"),
                 pool.clone(),
                 PAYMENTS_EVENTS,
             )?,
         )
         .route_service(
             "/webhooks/stripe",
-            webhook_route(Scheme::Stripe, &config.stripe_secret, pool.clone(), STRIPE_EVENTS)?,
+            webhook_route(
+                Scheme::Stripe,
+                &config.stripe_secret,
+                replay("stripe"),
+                pool.clone(),
+                STRIPE_EVENTS,
+            )?,
         )
         .with_state(state);
     Ok(App {
@@ -343,6 +393,31 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         pool,
         relay: relay_handle,
     })
+}
+
+/// Opens a multiplexed connection to Redis and checks it answers a `PING`.
+async fn connect_redis(url: &str) -> Result<MultiplexedConnection, BoxError> {
+    let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL {url:?}: {e}"))?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| format!("cannot connect to Redis at {url}: {e}"))?;
+    redis_ping(&mut conn)
+        .await
+        .map_err(|e| format!("Redis at {url} does not answer PING: {e}"))?;
+    Ok(conn)
+}
+
+/// Whether Redis answers a `PING` within a second (a dead server must not
+/// hold `/health` for the client's whole response timeout).
+async fn redis_ping(conn: &mut MultiplexedConnection) -> Result<(), BoxError> {
+    let ping = redis::cmd("PING");
+    let ping = ping.query_async::<String>(conn);
+    match tokio::time::timeout(Duration::from_secs(1), ping).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err("no answer within 1 s".into()),
+    }
 }
 
 /// Serves the app on the listener until `shutdown` completes, then stops the relay.
@@ -610,17 +685,22 @@ impl EventShape {
 }
 
 /// A webhook receiver behind the verify layer (with replay protection, so a
-/// redelivered message is answered without being applied again) that sets
+/// redelivered message is answered without being applied again; in Redis
+/// when `replay` is given, else in memory) that sets
 /// the order's status from the event.
 fn webhook_route(
     scheme: Scheme,
     secret: &str,
+    replay: Option<RedisReplayStore>,
     pool: SqlitePool,
     shape: EventShape,
 ) -> Result<BoxCloneSyncService<Request<axum::body::Body>, Response, Infallible>, BoxError> {
-    let verify = VerifyLayer::builder(Verifier::builder(scheme).secret(secret).build()?)
-        .replay_store(MemoryReplayStore::new())
-        .build()?;
+    let verify = VerifyLayer::builder(Verifier::builder(scheme).secret(secret).build()?);
+    let verify = match replay {
+        Some(store) => verify.replay_store(store),
+        None => verify.replay_store(MemoryReplayStore::new()),
+    }
+    .build()?;
     let receiver = tower::service_fn(move |req: Request<Full<Bytes>>| {
         let pool = pool.clone();
         async move { Ok::<_, Infallible>(apply_webhook(&pool, req, shape).await) }
@@ -669,7 +749,12 @@ async fn health(State(state): State<AppState>) -> Response {
     let bulkhead = state.bulkhead.snapshot();
     let database = sqlx::query("SELECT 1").execute(&state.pool).await;
     let backlog = state.outbox.backlog().await;
-    let healthy = database.is_ok() && backlog.is_ok();
+    let redis_up = match state.redis.clone() {
+        Some(mut conn) => Some(redis_ping(&mut conn).await.is_ok()),
+        None => None,
+    };
+    let healthy = database.is_ok() && backlog.is_ok() && redis_up != Some(false);
+    let shared = if redis_up.is_some() { "redis" } else { "memory" };
     let backlog = backlog.ok();
     let body = json!({
         "status": if healthy { "ok" } else { "unavailable" },
@@ -695,8 +780,9 @@ async fn health(State(state): State<AppState>) -> Response {
         },
         "stores": {
             "database": { "backend": "sqlite", "up": database.is_ok() },
-            "idempotency": "memory",
-            "webhook_replay": "memory",
+            "redis": redis_up.map(|up| json!({ "up": up })),
+            "idempotency": shared,
+            "webhook_replay": shared,
             "outbox_publisher": "in-process channel",
         },
     });

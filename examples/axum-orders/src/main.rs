@@ -33,6 +33,11 @@ struct Args {
     /// Stripe endpoint secret (`whsec_...`) for `POST /webhooks/stripe`; generated and printed when absent.
     #[arg(long, env = "STRIPE_SECRET")]
     stripe_secret: Option<String>,
+    /// Redis URL (`redis://host:6379`) for the idempotency and webhook replay
+    /// stores, shared by every instance (keys start with `axum-orders:`);
+    /// when absent both are in memory, per process.
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
 }
 
 #[tokio::main]
@@ -68,7 +73,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     };
     let webhook_secret = secret_or_generated(args.webhook_secret, "webhook secret")?;
     let stripe_secret = secret_or_generated(args.stripe_secret, "stripe secret")?;
-    let config = Config::new(args.database_url, payments_url, webhook_secret, stripe_secret);
+    let mut config = Config::new(args.database_url, payments_url, webhook_secret, stripe_secret);
+    config.redis_url = args.redis_url;
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -76,6 +82,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     let mut app = app(&config).await?;
     println!("listening on http://{}", listener.local_addr()?);
     println!("database {}, payments at {}", config.database_url, config.payments_url);
+    if let Some(redis) = &config.redis_url {
+        println!("idempotency and webhook replay stores in Redis at {redis}");
+    }
     let mut events = app.events.take().ok_or("the outbox channel was taken")?;
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
