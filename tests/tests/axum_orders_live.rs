@@ -1,13 +1,15 @@
 //! The orders service against a live Redis: two instances sharing the
 //! idempotency store answer a repeated key once (one charge), and `/health`
-//! reports the shared stores.
+//! reports the shared stores; against a live NATS: an order's `OrderCreated`
+//! event arrives on its JetStream subject.
 
 use axum::body::Body;
 use axum_orders::{App, Config, PaymentsSim, app, generate_secret};
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
-use palisade_tests::Redis;
+use palisade_tests::{Nats, Redis};
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
@@ -20,7 +22,7 @@ fn database() -> (String, std::path::PathBuf) {
     (format!("sqlite:{}", db.display()), db)
 }
 
-async fn instance(redis: &Redis, payments: &str) -> (App, std::path::PathBuf) {
+async fn instance(payments: &str, tune: impl FnOnce(&mut Config)) -> (App, std::path::PathBuf) {
     let (url, db) = database();
     let mut config = Config::new(
         url,
@@ -28,9 +30,17 @@ async fn instance(redis: &Redis, payments: &str) -> (App, std::path::PathBuf) {
         generate_secret().unwrap(),
         generate_secret().unwrap(),
     );
-    config.redis_url = Some(redis.url.clone());
-    config.redis_prefix = redis.prefix.clone();
+    tune(&mut config);
     (app(&config).await.unwrap(), db)
+}
+
+/// A payments simulator on a real socket, and its base URL.
+async fn payments() -> (PaymentsSim, String) {
+    let sim = PaymentsSim::with_seed(3);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, sim.router()).into_future());
+    (sim, url)
 }
 
 async fn send(app: &App, req: Request<Body>) -> (StatusCode, http::HeaderMap, Bytes) {
@@ -62,12 +72,13 @@ async fn a_repeated_order_on_another_instance_is_replayed_and_charged_once() {
     let Some(redis) = Redis::connect("axum_orders_replay").await else {
         return;
     };
-    let sim = PaymentsSim::with_seed(3);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let payments = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(axum::serve(listener, sim.router()).into_future());
-    let (first, first_db) = instance(&redis, &payments).await;
-    let (second, second_db) = instance(&redis, &payments).await;
+    let (sim, payments) = payments().await;
+    let shared = |config: &mut Config| {
+        config.redis_url = Some(redis.url.clone());
+        config.redis_prefix = redis.prefix.clone();
+    };
+    let (first, first_db) = instance(&payments, shared).await;
+    let (second, second_db) = instance(&payments, shared).await;
 
     let (status, headers, body) = send(&first, post_order("live-order-1")).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -87,4 +98,44 @@ async fn a_repeated_order_on_another_instance_is_replayed_and_charged_once() {
 
     finish(first, first_db).await;
     finish(second, second_db).await;
+}
+
+#[tokio::test]
+async fn an_orders_event_arrives_on_its_jetstream_subject() {
+    let Some(nats) = Nats::connect("axum_orders_events").await else {
+        return;
+    };
+    let subject = nats.subject("OrderCreated");
+    let mut received = nats.client.subscribe(subject.clone()).await.unwrap();
+    nats.client.flush().await.unwrap();
+    let (_sim, payments) = payments().await;
+    let (orders, db) = instance(&payments, |config| {
+        config.nats_url = Some(nats.url.clone());
+        config.nats_subject_prefix = nats.prefix.clone();
+        config.nats_stream = nats.stream.clone();
+    })
+    .await;
+    assert!(orders.events.is_none());
+
+    let (status, _, body) = send(&orders, post_order("live-event-1")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let order: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let message = tokio::time::timeout(std::time::Duration::from_secs(10), received.next())
+        .await
+        .expect("no OrderCreated event within 10 s")
+        .unwrap();
+    assert_eq!(message.subject.as_str(), subject);
+    let event: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(event["event_type"], "OrderCreated");
+    assert_eq!(event["aggregate_id"], order["id"]);
+    assert_eq!(event["payload"]["total_amount"], 1200);
+
+    let (status, _, health) = send(&orders, Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let health: serde_json::Value = serde_json::from_slice(&health).unwrap();
+    assert_eq!(health["stores"]["outbox_publisher"], "nats");
+    assert_eq!(health["stores"]["idempotency"], "memory");
+
+    finish(orders, db).await;
+    nats.cleanup().await;
 }

@@ -70,6 +70,17 @@
 //! The connection is made and checked with a `PING` at start-up: a service
 //! configured for Redis does not start without it.
 //!
+//! # Event publishing
+//!
+//! The outbox relay publishes every staged event to the in-process channel
+//! [`App::events`] by default. With [`Config::nats_url`] (`--nats-url`, env
+//! `NATS_URL`) it publishes to NATS JetStream instead, on
+//! [`Config::nats_subject_prefix`] followed by the event type (default
+//! `orders.events.OrderCreated`), waiting for the stream's ack; the stream
+//! [`Config::nats_stream`] (default `ORDERS`) capturing `orders.events.>` is
+//! created at start-up when missing. `/health` names the publisher in
+//! `stores.outbox_publisher` (`"nats"` or `"in-process channel"`).
+//!
 //! # Example
 //!
 //! ```no_run
@@ -115,6 +126,7 @@ use palisade::core::error::is_local_rejection;
 use palisade::core::problem::problem_for_error;
 use palisade::idempotency::IdempotencyLayer;
 use palisade::idempotency::store::redis::RedisStore;
+use palisade::outbox::publisher::NatsPublisher;
 use palisade::outbox::sqlite::SqliteStore;
 use palisade::outbox::{
     ChannelPublisher, Event, OutboxContext, OutboxStore as _, PublishError, PublishHookLayer, Publisher, Relay,
@@ -143,6 +155,12 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite:axum-orders.db";
 /// store's and the replay stores' own keys.
 pub const DEFAULT_REDIS_PREFIX: &str = "axum-orders:";
 
+/// The default NATS subject prefix: events go to `orders.events.<event type>`.
+pub const DEFAULT_NATS_SUBJECT_PREFIX: &str = "orders.events.";
+
+/// The default JetStream stream for the events.
+pub const DEFAULT_NATS_STREAM: &str = "ORDERS";
+
 /// The name of the payments breaker, bulkhead and retry policy in metrics and logs.
 pub const PAYMENTS: &str = "payments";
 
@@ -165,6 +183,15 @@ pub struct Config {
     /// What every key this service writes in Redis starts with (default
     /// [`DEFAULT_REDIS_PREFIX`]); instances sharing state must share it.
     pub redis_prefix: String,
+    /// NATS URL (`nats://...`): the outbox publishes to JetStream instead of
+    /// the in-process channel. `None` by default.
+    pub nats_url: Option<String>,
+    /// The subject of an event is this followed by its type (default
+    /// [`DEFAULT_NATS_SUBJECT_PREFIX`]); ends in `.`.
+    pub nats_subject_prefix: String,
+    /// The JetStream stream capturing `{nats_subject_prefix}>`, created when
+    /// missing (default [`DEFAULT_NATS_STREAM`]).
+    pub nats_stream: String,
 }
 
 impl Config {
@@ -184,6 +211,9 @@ impl Config {
             payments: PaymentsConfig::default(),
             redis_url: None,
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
+            nats_url: None,
+            nats_subject_prefix: DEFAULT_NATS_SUBJECT_PREFIX.to_owned(),
+            nats_stream: DEFAULT_NATS_STREAM.to_owned(),
         }
     }
 }
@@ -228,6 +258,7 @@ pub struct App {
     pub router: Router,
     /// Events the outbox relay published (the in-process publisher's
     /// channel); take it to read them, or they stop flowing once it is full.
+    /// `None` when the events go to NATS.
     pub events: Option<mpsc::Receiver<Event>>,
     /// The payments circuit breaker.
     pub breaker: CircuitBreakerHandle,
@@ -252,18 +283,19 @@ struct AppState {
     bulkhead: BulkheadHandle,
     outbox: SqliteStore,
     published: Arc<AtomicU64>,
+    publisher: &'static str,
     metrics: PrometheusHandle,
     redis: Option<MultiplexedConnection>,
 }
 
-/// The in-process publisher, counting what it published for `/health`.
+/// The outbox publisher, counting what it published for `/health`.
 #[derive(Debug, Clone)]
-struct CountingPublisher {
-    inner: ChannelPublisher,
+struct CountingPublisher<P> {
+    inner: P,
     published: Arc<AtomicU64>,
 }
 
-impl Publisher for CountingPublisher {
+impl<P: Publisher> Publisher for CountingPublisher<P> {
     async fn publish(&self, event: &Event) -> Result<(), PublishError> {
         self.inner.publish(event).await?;
         self.published.fetch_add(1, Ordering::Relaxed);
@@ -315,16 +347,28 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
     .await?;
 
     let metrics = prometheus();
-    let (channel, events) = ChannelPublisher::new(1024);
     let published = Arc::new(AtomicU64::new(0));
-    let publisher = CountingPublisher {
-        inner: channel,
-        published: published.clone(),
-    };
     let outbox = SqliteStore::new(pool.clone());
-    let relay = Relay::builder(outbox.clone(), publisher).name("orders").build()?;
-    let hook = PublishHookLayer::new(relay.wakeup()).source("axum-orders");
-    let relay_handle = relay.spawn();
+    let (wakeup, relay_handle, events, publisher_name) = match &config.nats_url {
+        Some(url) => {
+            let publisher = CountingPublisher {
+                inner: nats_publisher(url, &config.nats_subject_prefix, &config.nats_stream).await?,
+                published: published.clone(),
+            };
+            let relay = Relay::builder(outbox.clone(), publisher).name("orders").build()?;
+            (relay.wakeup(), relay.spawn(), None, "nats")
+        }
+        None => {
+            let (channel, events) = ChannelPublisher::new(1024);
+            let publisher = CountingPublisher {
+                inner: channel,
+                published: published.clone(),
+            };
+            let relay = Relay::builder(outbox.clone(), publisher).name("orders").build()?;
+            (relay.wakeup(), relay.spawn(), Some(events), "in-process channel")
+        }
+    };
+    let hook = PublishHookLayer::new(wakeup).source("axum-orders");
 
     let (payments, breaker, bulkhead) = payments_client(&config.payments)?;
     let charges_uri = format!("{}/charges", config.payments_url.to_string().trim_end_matches('/')).parse()?;
@@ -357,6 +401,7 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         bulkhead,
         outbox,
         published,
+        publisher: publisher_name,
         metrics,
         redis: redis.clone(),
     };
@@ -388,11 +433,29 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         .with_state(state);
     Ok(App {
         router,
-        events: Some(events),
+        events,
         breaker,
         pool,
         relay: relay_handle,
     })
+}
+
+/// Connects to NATS, makes sure the stream capturing `{subject_prefix}>`
+/// exists, and returns a JetStream publisher on `subject_prefix`.
+async fn nats_publisher(url: &str, subject_prefix: &str, stream: &str) -> Result<NatsPublisher, BoxError> {
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))?;
+    let jetstream = async_nats::jetstream::new(client);
+    jetstream
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: stream.to_owned(),
+            subjects: vec![format!("{subject_prefix}>")],
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("cannot create the JetStream stream {stream}: {e}"))?;
+    Ok(NatsPublisher::from_context(jetstream).with_prefix(subject_prefix))
 }
 
 /// Opens a multiplexed connection to Redis and checks it answers a `PING`.
@@ -628,7 +691,10 @@ async fn store_order(pool: &SqlitePool, ctx: &OutboxContext, order: &Order) -> R
     .bind(&order.created_at)
     .execute(&mut *tx)
     .await?;
-    let event = ctx.event("OrderCreated", "Order", order.id.clone(), serde_json::to_value(order)?);
+    // Published on the event type (NATS: `orders.events.OrderCreated`).
+    let event = ctx
+        .event("OrderCreated", "Order", order.id.clone(), serde_json::to_value(order)?)
+        .with_destination("OrderCreated");
     stage(&mut *tx, &event).await?;
     tx.commit().await?;
     Ok(())
@@ -783,7 +849,7 @@ async fn health(State(state): State<AppState>) -> Response {
             "redis": redis_up.map(|up| json!({ "up": up })),
             "idempotency": shared,
             "webhook_replay": shared,
-            "outbox_publisher": "in-process channel",
+            "outbox_publisher": state.publisher,
         },
     });
     let status = if healthy {

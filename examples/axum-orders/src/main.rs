@@ -38,6 +38,11 @@ struct Args {
     /// when absent both are in memory, per process.
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
+    /// NATS URL (`nats://host:4222`): the outbox publishes to JetStream on
+    /// `orders.events.<event type>` in stream `ORDERS` (created when missing);
+    /// when absent events go to an in-process channel and are printed.
+    #[arg(long, env = "NATS_URL")]
+    nats_url: Option<String>,
 }
 
 #[tokio::main]
@@ -75,6 +80,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     let stripe_secret = secret_or_generated(args.stripe_secret, "stripe secret")?;
     let mut config = Config::new(args.database_url, payments_url, webhook_secret, stripe_secret);
     config.redis_url = args.redis_url;
+    config.nats_url = args.nats_url;
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -85,15 +91,22 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     if let Some(redis) = &config.redis_url {
         println!("idempotency and webhook replay stores in Redis at {redis}");
     }
-    let mut events = app.events.take().ok_or("the outbox channel was taken")?;
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            println!(
-                "published {} for {} {}",
-                event.event_type, event.aggregate_type, event.aggregate_id
-            );
+    match app.events.take() {
+        Some(mut events) => {
+            tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    println!(
+                        "published {} for {} {}",
+                        event.event_type, event.aggregate_type, event.aggregate_id
+                    );
+                }
+            });
         }
-    });
+        None => println!(
+            "events published to NATS on {}<event type> (stream {})",
+            config.nats_subject_prefix, config.nats_stream
+        ),
+    }
     serve(listener, app, async {
         // Without a signal handler the server runs until killed.
         if tokio::signal::ctrl_c().await.is_err() {
