@@ -1,6 +1,6 @@
 //! The orders service against a live Redis: two instances sharing the
 //! idempotency store answer a repeated key once (one charge), and `/health`
-//! reports the shared stores; against a live NATS: an order's `OrderCreated`
+//! reports the shared stores (503 once Redis stops answering); against a live NATS: an order's `OrderCreated`
 //! event arrives on its JetStream subject.
 
 use axum::body::Body;
@@ -138,4 +138,45 @@ async fn an_orders_event_arrives_on_its_jetstream_subject() {
 
     finish(orders, db).await;
     nats.cleanup().await;
+}
+
+#[tokio::test]
+async fn health_answers_503_when_redis_stops_answering() {
+    let Some(redis) = Redis::connect("axum_orders_health").await else {
+        return;
+    };
+    // A proxy in front of Redis: aborting it cuts the app off from Redis.
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("redis://{}", proxy.local_addr().unwrap());
+    let upstream = redis
+        .url
+        .trim_start_matches("redis://")
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let forwarding = tokio::spawn(async move {
+        let (mut client, _) = proxy.accept().await.unwrap();
+        let mut server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    });
+    let (_sim, payments) = payments().await;
+    let (orders, db) = instance(&payments, |config| {
+        config.redis_url = Some(proxy_url);
+        config.redis_prefix = redis.prefix.clone();
+    })
+    .await;
+    let health = || Request::get("/health").body(Body::empty()).unwrap();
+    let (status, _, _) = send(&orders, health()).await;
+    assert_eq!(status, StatusCode::OK);
+
+    forwarding.abort();
+    let _ = forwarding.await;
+    let (status, _, body) = send(&orders, health()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["stores"]["redis"]["up"], false);
+
+    finish(orders, db).await;
 }
