@@ -359,7 +359,7 @@ async fn the_hook_publishes_well_before_the_poll_interval() {
     for i in 0..REQUESTS {
         // A quiet spell: a relay that found nothing new idles until its poll or a wake-up.
         tokio::time::sleep(Duration::from_millis(30)).await;
-        let request = http::Request::builder()
+        let request = http::Request::post("/deposits")
             .header("x-correlation-id", format!("req-{i}"))
             .body(())
             .unwrap();

@@ -9,7 +9,7 @@ use pin_project_lite::pin_project;
 use crate::relay::Wakeup;
 
 pin_project! {
-    /// Resolves to the inner service's result, waking the relay first.
+    /// Resolves to the inner service's result, waking the relay first (when the request's method asks for it).
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
@@ -19,11 +19,8 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, wakeup: Wakeup) -> Self {
-        Self {
-            inner,
-            wakeup: Some(wakeup),
-        }
+    pub(crate) fn new(inner: F, wakeup: Option<Wakeup>) -> Self {
+        Self { inner, wakeup }
     }
 }
 

@@ -179,8 +179,10 @@
 //! [`PublishHookLayer`] inserts an [`OutboxContext`] into each request's extensions: the
 //! correlation id from `X-Correlation-ID`, else the `traceparent`'s trace id, else a fresh
 //! UUIDv7; the causation id from `X-Request-ID`; the trace context. When the inner service's
-//! future completes (response or error) it wakes the relay, so events leave within
-//! milliseconds rather than a poll interval; a request dropped before completing wakes
+//! future completes (response or error) for a request with an unsafe method (`POST`, `PUT`,
+//! `PATCH`, `DELETE`) it wakes the relay, so events leave within milliseconds rather than a
+//! poll interval; safe methods (`GET`, `HEAD`, ...) stage nothing and wake nothing unless
+//! [`PublishHookLayer::wake_on_safe_methods`] says otherwise. A request dropped before completing wakes
 //! nothing and its events go with the next poll. It adds no latency to the response: waking is
 //! a notification, the relay does the work on its own task.
 //!

@@ -9,9 +9,10 @@ use crate::layer::PublishHookLayer;
 
 /// The publish-hook service; see [`PublishHookLayer`].
 ///
-/// Readiness and errors are the inner service's, untouched. The relay is woken when the inner
-/// future completes, with a response or an error (a handler may have committed before
-/// failing); a request dropped before completing wakes nothing and its events go at the next poll.
+/// Readiness and errors are the inner service's, untouched. For a request with an unsafe method
+/// the relay is woken when the inner future completes, with a response or an error (a handler
+/// may have committed before failing); a request dropped before completing wakes nothing and
+/// its events go at the next poll.
 #[derive(Debug, Clone)]
 pub struct PublishHook<S> {
     pub(crate) inner: S,
@@ -44,7 +45,9 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let context = OutboxContext::from_headers(request.headers(), self.layer.source.clone());
+        let wakeup =
+            (self.layer.wake_on_safe_methods || !request.method().is_safe()).then(|| self.layer.wakeup.clone());
         request.extensions_mut().insert(context);
-        ResponseFuture::new(self.inner.call(request), self.layer.wakeup.clone())
+        ResponseFuture::new(self.inner.call(request), wakeup)
     }
 }

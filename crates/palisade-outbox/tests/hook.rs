@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 
 use futures_util::FutureExt;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use palisade_outbox::{OutboxContext, PublishHookLayer, Wakeup};
 use tokio::sync::oneshot;
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -30,7 +30,7 @@ async fn handler_sees_the_context_and_the_relay_wakes_after_the_response() {
         }
     });
     let mut svc = PublishHookLayer::new(wakeup.clone()).source("orders").layer(handler);
-    let request = Request::builder()
+    let request = Request::post("/orders")
         .header("x-correlation-id", "corr-7")
         .body(())
         .unwrap();
@@ -48,7 +48,7 @@ async fn errors_pass_through_and_still_wake() {
     let wakeup = Wakeup::new();
     let handler = service_fn(|_: Request<()>| async { Err::<Response<()>, _>(std::io::Error::other("boom")) });
     let mut svc = PublishHookLayer::new(wakeup.clone()).layer(handler);
-    let error = svc.ready().await.unwrap().call(Request::new(())).await.unwrap_err();
+    let error = svc.ready().await.unwrap().call(post()).await.unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::Other);
     assert_eq!(error.to_string(), "boom");
     assert!(woken(&wakeup));
@@ -59,10 +59,38 @@ async fn a_dropped_request_wakes_nothing() {
     let wakeup = Wakeup::new();
     let handler = service_fn(|_: Request<()>| std::future::pending::<Result<Response<()>, Infallible>>());
     let mut svc = PublishHookLayer::new(wakeup.clone()).layer(handler);
-    let mut response = svc.ready().await.unwrap().call(Request::new(()));
+    let mut response = svc.ready().await.unwrap().call(post());
     assert!((&mut response).now_or_never().is_none());
     drop(response);
     assert!(!woken(&wakeup));
+}
+
+#[tokio::test]
+async fn safe_methods_wake_nothing_unless_asked_to() {
+    let handler = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    let wakeup = Wakeup::new();
+    let mut svc = PublishHookLayer::new(wakeup.clone()).layer(handler);
+    for method in [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE] {
+        let request = Request::builder().method(method.clone()).body(()).unwrap();
+        svc.ready().await.unwrap().call(request).await.unwrap();
+        assert!(!woken(&wakeup), "{method} wakes nothing");
+    }
+    for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+        let request = Request::builder().method(method.clone()).body(()).unwrap();
+        svc.ready().await.unwrap().call(request).await.unwrap();
+        assert!(woken(&wakeup), "{method} wakes the relay");
+    }
+
+    let wakeup = Wakeup::new();
+    let mut svc = PublishHookLayer::new(wakeup.clone())
+        .wake_on_safe_methods(true)
+        .layer(handler);
+    svc.ready().await.unwrap().call(Request::new(())).await.unwrap();
+    assert!(woken(&wakeup), "GET wakes the relay when asked to");
+}
+
+fn post() -> Request<()> {
+    Request::post("/").body(()).unwrap()
 }
 
 #[tokio::test]
