@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Load benchmark of the reference service: the cost of palisade's layers over HTTP.
+#
+# Starts two release builds of examples/axum-orders side by side, one with every layer on and
+# one with `--layers off` (the same handlers without any palisade layer), and drives both with
+# oha in alternating rounds, so both see the same machine:
+#   - GET /orders/{id}: the layers on a read (idempotency passes it through, the hook wakes
+#     nothing because nothing was staged);
+#   - POST /orders replayed with one Idempotency-Key: with the layers on, every request after the
+#     first is answered from the idempotency store; with them off, each one runs the handler
+#     (charge, insert, stage the event).
+# Prints requests per second and latency per route and build, the median over the rounds, and
+# the ratio of the two builds.
+#
+# Settings (environment): DURATION (per run, default 10s), CONNECTIONS (default 16),
+# ROUNDS (default 3), PORT (first of four ports, default 3400).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-16}
+ROUNDS=${ROUNDS:-3}
+PORT=${PORT:-3400}
+OHA_VERSION=1.16.0
+
+if ! command -v oha >/dev/null; then
+  cargo install --locked oha --version "$OHA_VERSION"
+fi
+cargo build --release -p axum-orders
+BIN="${CARGO_TARGET_DIR:-target}/release/axum-orders"
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ORDER='{"customer_id":"c1","items":[{"product_id":"p1","quantity":2}],"total_amount":4200,"currency":"EUR"}'
+
+# start NAME PORT LAYERS: the service on PORT, its payments simulator on PORT+1.
+start() {
+  "$BIN" --listen "127.0.0.1:$2" --payments-sim-listen "127.0.0.1:$(($2 + 1))" \
+    --database-url "sqlite:$WORK/$1.db" --layers "$3" >"$WORK/$1.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$2/health" >/dev/null && return
+    sleep 0.1
+  done
+  echo "axum-orders ($1) did not start:" >&2
+  cat "$WORK/$1.log" >&2
+  exit 1
+}
+
+start on "$PORT" on
+start off "$((PORT + 2))" off
+
+# One order per instance for the GET route.
+order_id() {
+  curl -sf "http://127.0.0.1:$1/orders" -H 'content-type: application/json' \
+    -H 'Idempotency-Key: load-get' -d "$ORDER" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])'
+}
+ID_ON=$(order_id "$PORT")
+ID_OFF=$(order_id "$((PORT + 2))")
+
+# run ROUTE BUILD PORT ID ROUND: one oha run, its JSON summary kept in $WORK.
+run() {
+  local args=(-z "$DURATION" -c "$CONNECTIONS" --no-tui --output-format json)
+  case "$1" in
+    get) args+=("http://127.0.0.1:$3/orders/$4") ;;
+    replay) args+=(-m POST -H 'content-type: application/json' -H 'Idempotency-Key: load-replay' -d "$ORDER"
+      "http://127.0.0.1:$3/orders") ;;
+  esac
+  oha "${args[@]}" >"$WORK/$1-$2-$5.json"
+}
+
+for round in $(seq "$ROUNDS"); do
+  for route in get replay; do
+    run "$route" on "$PORT" "$ID_ON" "$round"
+    run "$route" off "$((PORT + 2))" "$ID_OFF" "$round"
+  done
+done
+
+python3 - "$WORK" "$ROUNDS" "$DURATION" "$CONNECTIONS" <<'EOF'
+import json, statistics, sys
+
+work, rounds, duration, connections = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+routes = {"get": "GET /orders/{id}", "replay": "POST /orders, replayed key"}
+
+def load(route, build):
+    runs = [json.load(open(f"{work}/{route}-{build}-{r}.json")) for r in range(1, rounds + 1)]
+    for run in runs:
+        codes = run["statusCodeDistribution"]
+        bad = {code: n for code, n in codes.items() if not code.startswith("2")}
+        if bad:
+            sys.exit(f"{route} ({build}): non-2xx answers {bad}")
+    median = lambda key: statistics.median(key(run) for run in runs)
+    return {
+        "rps": median(lambda run: run["summary"]["requestsPerSec"]),
+        "p50": median(lambda run: run["latencyPercentiles"]["p50"]) * 1000,
+        "p99": median(lambda run: run["latencyPercentiles"]["p99"]) * 1000,
+    }
+
+print(f"axum-orders under oha: {connections} connections, {duration} per run, median of {rounds} rounds\n")
+print("| route | layers | requests/s | p50 | p99 | on / off rps | p99 on − off |")
+print("|---|---|---|---|---|---|---|")
+for route, label in routes.items():
+    on, off = load(route, "on"), load(route, "off")
+    for build, r in (("on", on), ("off", off)):
+        extra = (f"{on['rps'] / off['rps']:.0%} | {on['p99'] - off['p99']:+.2f} ms" if build == "on" else " | ")
+        print(f"| {label} | {build} | {r['rps']:,.0f} | {r['p50']:.2f} ms | {r['p99']:.2f} ms | {extra} |")
+EOF
