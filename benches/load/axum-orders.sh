@@ -94,8 +94,8 @@ def load(route, build):
     for run in runs:
         codes = run["statusCodeDistribution"]
         bad = {code: n for code, n in codes.items() if not code.startswith("2")}
-        if bad:
-            sys.exit(f"{route} ({build}): non-2xx answers {bad}")
+        if bad or run["errorDistribution"]:
+            sys.exit(f"{route} ({build}): non-2xx answers {bad}, errors {run['errorDistribution']}")
     median = lambda key: statistics.median(key(run) for run in runs)
     return {
         "rps": median(lambda run: run["summary"]["requestsPerSec"]),
