@@ -57,17 +57,21 @@ start() {
 start on "$PORT" on
 start off "$((PORT + 2))" off
 
-# One order per instance for the GET route.
-order_id() {
+# create PORT KEY: one order, its id printed.
+create() {
   curl -sf "http://127.0.0.1:$1/orders" -H 'content-type: application/json' \
-    -H 'Idempotency-Key: load-get' -d "$ORDER" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])'
+    -H "Idempotency-Key: $2" -d "$ORDER" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])'
 }
-ID_ON=$(order_id "$PORT")
-ID_OFF=$(order_id "$((PORT + 2))")
+# Per instance: the order the GET route reads, and the first request of the replayed key (so the
+# load replays a completed request instead of racing it for the key's lock).
+ID_ON=$(create "$PORT" load-get)
+ID_OFF=$(create "$((PORT + 2))" load-get)
+create "$PORT" load-replay >/dev/null
+create "$((PORT + 2))" load-replay >/dev/null
 
 # run ROUTE BUILD PORT ID ROUND: one oha run, its JSON summary kept in $WORK.
 run() {
-  local args=(-z "$DURATION" -c "$CONNECTIONS" --no-tui --output-format json)
+  local args=(-z "$DURATION" -w -c "$CONNECTIONS" --no-tui --output-format json)
   case "$1" in
     get) args+=("http://127.0.0.1:$3/orders/$4") ;;
     replay) args+=(-m POST -H 'content-type: application/json' -H 'Idempotency-Key: load-replay' -d "$ORDER"
