@@ -179,12 +179,7 @@ impl Database {
                 Ok((relay.spawn(), Vec::new()))
             }
             Self::Postgres(pool) => {
-                // Channels are per database, not per schema: a channel named after the
-                // schema keeps instances on other schemas (other tests, other tenants)
-                // from waking this relay. md5 keeps the name under the 63-byte limit.
-                let channel: String = sqlx::query_scalar("SELECT 'orders_outbox_' || md5(current_schema())")
-                    .fetch_one(pool)
-                    .await?;
+                let channel = Self::wakeup_channel(pool).await?;
                 let relay = Relay::builder(PgStore::new(pool.clone()), publisher)
                     .name("orders")
                     .wakeup(wakeup.clone())
@@ -200,6 +195,17 @@ impl Database {
                 Ok((relay.spawn(), tasks))
             }
         }
+    }
+
+    /// The `NOTIFY` channel the relays of every instance on this PostgreSQL
+    /// schema wake each other on: `orders_outbox_` and the md5 of the schema's
+    /// name. Channels are per database, not per schema: one named after the
+    /// schema keeps instances on other schemas (other tests, other tenants)
+    /// from waking these relays; md5 keeps the name under the 63-byte limit.
+    pub async fn wakeup_channel(pool: &PgPool) -> Result<String, sqlx::Error> {
+        sqlx::query_scalar("SELECT 'orders_outbox_' || md5(current_schema())")
+            .fetch_one(pool)
+            .await
     }
 
     /// Stores the order and stages its `OrderCreated` event in one transaction.

@@ -112,7 +112,8 @@
 //! its own schema, by naming it in the URL:
 //! `postgres://host/db?options=-c%20search_path%3Dorders_eu`. Every instance on
 //! the same schema wakes the others' relays through `NOTIFY` on a channel named
-//! after the schema, so an event leaves at once whichever instance committed it.
+//! after the schema ([`Database::wakeup_channel`]), so an event leaves at once
+//! whichever instance committed it.
 //!
 //! # Shared stores
 //!
@@ -375,11 +376,9 @@ struct AppState {
 
 /// The handles of the payments stack's breaker and bulkhead, for `/health`.
 #[derive(Debug, Clone)]
-pub struct PaymentsGuards {
-    /// The circuit breaker.
-    pub breaker: CircuitBreakerHandle,
-    /// The bulkhead.
-    pub bulkhead: BulkheadHandle,
+struct PaymentsGuards {
+    breaker: CircuitBreakerHandle,
+    bulkhead: BulkheadHandle,
 }
 
 /// Where the relay publishes: the in-process channel or NATS JetStream,
