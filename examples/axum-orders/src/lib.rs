@@ -49,7 +49,8 @@
 //!   the outbox (pending, published by this process, dead-lettered) and the stores
 //!   in use: `"database": {"backend": "sqlite" | "postgres", "up"}`, `"redis": {"up"}`
 //!   with Redis, `"nats": {"up", "state"}` with NATS, `"idempotency"` and
-//!   `"webhook_replay"` (`"memory"` or `"redis"`), `"outbox_publisher"`. The status:
+//!   `"webhook_replay"` (`"memory"`, `"redis"`, or `"none"` with the layers off),
+//!   `"outbox_publisher"`. The status:
 //!   - 200 `"ok"`: everything answers;
 //!   - 200 `"degraded"`: the NATS broker is unreachable. Orders are still taken:
 //!     their events wait in the outbox (`outbox.pending` grows) and leave once the
@@ -954,7 +955,12 @@ async fn health(State(state): State<AppState>) -> Response {
     } else {
         ("ok", StatusCode::OK)
     };
-    let shared = if redis_up.is_some() { "redis" } else { "memory" };
+    // Where idempotency records and webhook replay ids are kept, if anywhere.
+    let shared = match (state.layers, redis_up) {
+        (Layers::Off, _) => "none",
+        (Layers::On, Some(_)) => "redis",
+        (Layers::On, None) => "memory",
+    };
     let backlog = backlog.ok();
     let breaker = state.guards.as_ref().map(|guards| {
         let breaker = guards.breaker.snapshot();

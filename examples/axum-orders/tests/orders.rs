@@ -671,6 +671,8 @@ async fn with_the_layers_off_a_replayed_order_is_a_second_order() {
     assert_eq!(report["layers"], "off");
     assert_eq!(report["payments"]["breaker"], serde_json::Value::Null);
     assert_eq!(report["payments"]["bulkhead"], serde_json::Value::Null);
+    assert_eq!(report["stores"]["idempotency"], "none");
+    assert_eq!(report["stores"]["webhook_replay"], "none");
     assert!(fx.app.breaker.is_none());
     let mut events = fx.app.events.take().unwrap();
     let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
