@@ -312,6 +312,16 @@ async fn on_postgres_redis_and_nats_an_order_is_stored_published_and_charged_onc
     assert_eq!(report["stores"]["outbox_publisher"], "nats");
     assert_eq!(report["outbox"]["dead"], 0);
 
+    // With its pool closed, an instance reports the database down: 503.
+    first.database.close().await;
+    let (status, report) = health(&first).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(report["status"], "unavailable");
+    assert_eq!(
+        report["stores"]["database"],
+        serde_json::json!({ "backend": "postgres", "up": false })
+    );
+
     for orders in [first, second] {
         orders.database.close().await;
         orders.shutdown().await;
