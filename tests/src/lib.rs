@@ -126,6 +126,13 @@ impl Postgres {
         Some(Self { pool, schema, url })
     }
 
+    /// The server's URL with [`Postgres::schema`] as the `search_path` of every
+    /// connection (`options=-c search_path=...`), for code that opens its own pool.
+    pub fn url_in_schema(&self) -> String {
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{separator}options=-c%20search_path%3D{}", self.url, self.schema)
+    }
+
     /// Drops the schema and everything in it.
     pub async fn cleanup(self) {
         let drop = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);

@@ -1,7 +1,11 @@
-//! The orders service against a live Redis: two instances sharing the
-//! idempotency store answer a repeated key once (one charge), and `/health`
-//! reports the shared stores (503 once Redis stops answering); against a live NATS: an order's `OrderCreated`
-//! event arrives on its JetStream subject.
+//! The orders service against live services: two instances sharing the
+//! Redis idempotency store answer a repeated key once (one charge), and
+//! `/health` reports the shared stores (503 once Redis stops answering); an
+//! order's `OrderCreated` event arrives on its JetStream subject; on
+//! PostgreSQL + Redis + NATS together the order is stored in Postgres, seen by
+//! a second instance, updated by a webhook, and its event published; with a
+//! private `nats-server` stopped mid-test the service stays up ("degraded")
+//! and the events wait in the outbox until the broker is back.
 
 use axum::body::Body;
 use axum_orders::{App, Config, PaymentsSim, app, generate_secret};
@@ -9,7 +13,8 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
-use palisade_tests::{Nats, Redis};
+use palisade_tests::{Nats, Postgres, Redis};
+use palisade_webhook::{Scheme, Signer};
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
@@ -58,7 +63,7 @@ fn post_order(key: &str) -> Request<Body> {
 }
 
 async fn finish(app: App, db: std::path::PathBuf) {
-    app.pool.close().await;
+    app.database.close().await;
     app.shutdown().await;
     for suffix in ["", "-wal", "-shm"] {
         let mut path = db.clone().into_os_string();
@@ -179,4 +184,355 @@ async fn health_answers_503_when_redis_stops_answering() {
     assert_eq!(body["stores"]["redis"]["up"], false);
 
     finish(orders, db).await;
+}
+
+async fn health(app: &App) -> (StatusCode, serde_json::Value) {
+    let (status, _, body) = send(app, Request::get("/health").body(Body::empty()).unwrap()).await;
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+/// A Standard Webhooks `payment.succeeded` for `order_id`, signed with `secret`.
+fn paid_webhook(secret: &str, message_id: &str, order_id: &str) -> Request<Body> {
+    let body = serde_json::json!({ "type": "payment.succeeded", "data": { "order_id": order_id } }).to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut headers = http::HeaderMap::new();
+    Signer::builder(Scheme::StandardWebhooks)
+        .secret(secret)
+        .build()
+        .unwrap()
+        .sign_with(&mut headers, message_id, now, body.as_bytes())
+        .unwrap();
+    let mut req = Request::post("/webhooks/payments")
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    req.headers_mut().extend(headers);
+    req
+}
+
+#[tokio::test]
+async fn on_postgres_redis_and_nats_an_order_is_stored_published_and_charged_once() {
+    let Some(pg) = Postgres::connect("axum_orders_pg").await else {
+        return;
+    };
+    let Some(redis) = Redis::connect("axum_orders_pg").await else {
+        return;
+    };
+    let Some(nats) = Nats::connect("axum_orders_pg").await else {
+        return;
+    };
+    let subject = nats.subject("OrderCreated");
+    let mut received = nats.client.subscribe(subject.clone()).await.unwrap();
+    nats.client.flush().await.unwrap();
+    let (sim, payments) = payments().await;
+    let webhook_secret = generate_secret().unwrap();
+    let config = |database_url: String| {
+        let mut config = Config::new(
+            database_url,
+            payments.parse().unwrap(),
+            webhook_secret.clone(),
+            generate_secret().unwrap(),
+        );
+        config.redis_url = Some(redis.url.clone());
+        config.redis_prefix = redis.prefix.clone();
+        config.nats_url = Some(nats.url.clone());
+        config.nats_subject_prefix = nats.prefix.clone();
+        config.nats_stream = nats.stream.clone();
+        config
+    };
+    let first = app(&config(pg.url_in_schema())).await.unwrap();
+    let second = app(&config(pg.url_in_schema())).await.unwrap();
+
+    let (status, _, body) = send(&first, post_order("pg-order-1")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let order: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let id = order["id"].as_str().unwrap().to_owned();
+
+    // The event, on the test's own subject of its own stream.
+    let message = tokio::time::timeout(std::time::Duration::from_secs(10), received.next())
+        .await
+        .expect("no OrderCreated event within 10 s")
+        .unwrap();
+    assert_eq!(message.subject.as_str(), subject);
+    let event: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(event["event_type"], "OrderCreated");
+    assert_eq!(event["aggregate_id"], id);
+    assert_eq!(event["payload"], order);
+
+    // The order, in the test's schema.
+    let row: (String, i64, String) = sqlx::query_as("SELECT status, total_amount, currency FROM orders WHERE id = $1")
+        .bind(&id)
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap();
+    assert_eq!(row, ("pending".to_owned(), 1200, "EUR".to_owned()));
+
+    // The replay, on the other instance: the stored answer, no second charge or order.
+    let (status, headers, replayed) = send(&second, post_order("pg-order-1")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(replayed, body);
+    assert_eq!(sim.charges(), 1);
+    let (status, _, listed) = send(&second, Request::get("/orders").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&listed).unwrap(),
+        serde_json::json!([order])
+    );
+
+    // A webhook on the second instance updates the row the first one wrote.
+    let (status, _, _) = send(&second, paid_webhook(&webhook_secret, "msg_pg_1", &id)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, got) = send(
+        &first,
+        Request::get(format!("/orders/{id}")).body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&got).unwrap()["status"],
+        "paid"
+    );
+
+    let (status, report) = health(&first).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(report["status"], "ok");
+    assert_eq!(
+        report["stores"]["database"],
+        serde_json::json!({ "backend": "postgres", "up": true })
+    );
+    assert_eq!(report["stores"]["redis"]["up"], true);
+    assert_eq!(
+        report["stores"]["nats"],
+        serde_json::json!({ "up": true, "state": "connected" })
+    );
+    assert_eq!(report["stores"]["outbox_publisher"], "nats");
+    assert_eq!(report["outbox"]["dead"], 0);
+
+    // With its pool closed, an instance reports the database down: 503.
+    first.database.close().await;
+    let (status, report) = health(&first).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(report["status"], "unavailable");
+    assert_eq!(
+        report["stores"]["database"],
+        serde_json::json!({ "backend": "postgres", "up": false })
+    );
+
+    for orders in [first, second] {
+        orders.database.close().await;
+        orders.shutdown().await;
+    }
+    nats.cleanup().await;
+    redis.cleanup().await;
+    pg.cleanup().await;
+}
+
+/// A `nats-server` of the test's own, on a port and store directory of its
+/// own, so the test can stop the broker without touching the shared one.
+struct PrivateNats {
+    child: std::process::Child,
+    port: u16,
+    store: std::path::PathBuf,
+}
+
+impl PrivateNats {
+    /// Starts `nats-server` with JetStream on a free port; `None` (a skip, or a
+    /// panic with `PALISADE_REQUIRE_SERVICES=1`) when it is not installed.
+    async fn start() -> Option<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = std::env::temp_dir().join(format!("axum-orders-nats-{}", uuid::Uuid::now_v7().simple()));
+        let child = match Self::spawn(port, &store) {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !palisade_tests::services_required() => {
+                eprintln!("skipping: nats-server is not on PATH");
+                return None;
+            }
+            Err(e) => panic!("cannot start nats-server: {e}"),
+        };
+        let server = Self { child, port, store };
+        server.wait_until_listening().await;
+        Some(server)
+    }
+
+    fn spawn(port: u16, store: &std::path::Path) -> std::io::Result<std::process::Child> {
+        std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+    }
+
+    async fn wait_until_listening(&self) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server did not listen within 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Starts it again on the same port and store (the stream survives).
+    async fn restart(&mut self) {
+        self.child = Self::spawn(self.port, &self.store).unwrap();
+        self.wait_until_listening().await;
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// Polls `/health` until `done` holds for it, for at most `secs` seconds.
+async fn health_until(
+    app: &App,
+    secs: u64,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> (StatusCode, serde_json::Value) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let (status, report) = health(app).await;
+        if done(&report) {
+            return (status, report);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not reached within {secs} s: {report}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn while_the_broker_is_down_orders_are_taken_and_their_events_wait_in_the_outbox() {
+    let Some(mut broker) = PrivateNats::start().await else {
+        return;
+    };
+    let (_sim, payments) = payments().await;
+    let url = broker.url();
+    // The defaults: stream ORDERS on orders.events.>, on a broker of the test's own.
+    let (orders, db) = instance(&payments, |config| config.nats_url = Some(url)).await;
+    let (status, report) = health(&orders).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(report["status"], "ok");
+    assert_eq!(
+        report["stores"]["nats"],
+        serde_json::json!({ "up": true, "state": "connected" })
+    );
+    let (status, _, _) = send(&orders, post_order("before-outage")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    health_until(&orders, 10, |r| {
+        r["outbox"]["published"] == 1 && r["outbox"]["pending"] == 0
+    })
+    .await;
+
+    broker.stop();
+    // The client notices the closed connection on its own; no order needed for that.
+    let (status, report) = health_until(&orders, 10, |r| r["stores"]["nats"]["up"] == false).await;
+    assert_eq!(status, StatusCode::OK, "a broker outage does not take the service out");
+    assert_eq!(report["status"], "degraded");
+    assert_eq!(report["stores"]["nats"]["state"], "disconnected");
+
+    let (status, _, body) = send(&orders, post_order("during-outage")).await;
+    assert_eq!(status, StatusCode::CREATED, "orders are still taken");
+    let during: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let (_, report) = health(&orders).await;
+    assert_eq!(report["outbox"]["pending"], 1, "the event waits in the outbox");
+    assert_eq!(report["outbox"]["published"], 1);
+
+    broker.restart().await;
+    // The client reconnects (backing off up to 4 s) and the relay retries the
+    // event (backing off from 500 ms): real waits, bounded by the deadline.
+    // (Counted as published on the broker's ack; the row goes right after.)
+    let (status, report) = health_until(&orders, 60, |r| {
+        r["outbox"]["published"] == 2 && r["outbox"]["pending"] == 0
+    })
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(report["status"], "ok");
+    assert_eq!(report["stores"]["nats"]["state"], "connected");
+
+    // Both events are in the stream, the second being the order taken during the outage.
+    let client = async_nats::connect(broker.url()).await.unwrap();
+    let mut stream = async_nats::jetstream::new(client).get_stream("ORDERS").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 2);
+    let last = stream
+        .get_last_raw_message_by_subject("orders.events.OrderCreated")
+        .await
+        .unwrap();
+    let event: serde_json::Value = serde_json::from_slice(&last.payload).unwrap();
+    assert_eq!(event["aggregate_id"], during["id"]);
+
+    finish(orders, db).await;
+}
+
+#[tokio::test]
+async fn on_postgres_a_notify_from_another_instance_wakes_the_relay_at_once() {
+    let Some(pg) = Postgres::connect("axum_orders_notify").await else {
+        return;
+    };
+    let (_sim, payments) = payments().await;
+    let config = Config::new(
+        pg.url_in_schema(),
+        payments.parse().unwrap(),
+        generate_secret().unwrap(),
+        generate_secret().unwrap(),
+    );
+    let mut orders = app(&config).await.unwrap();
+    let mut events = orders.events.take().unwrap();
+    let channel = axum_orders::Database::wakeup_channel(&pg.pool).await.unwrap();
+    let poll_interval = std::time::Duration::from_secs(1);
+    for round in 0..3 {
+        // Let the relay fall asleep for its poll interval (after an event it
+        // claims once more 10 ms later, and at start-up it claims when LISTEN
+        // connects), so only the notification can bring it back quickly.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // What another instance does: commit an event, then NOTIFY.
+        let event = palisade_outbox::Event::new(
+            "OrderCreated",
+            "Order",
+            format!("ord_notify_{round}"),
+            serde_json::json!({}),
+        )
+        .with_destination("OrderCreated");
+        let mut tx = pg.pool.begin().await.unwrap();
+        palisade_outbox::stage(&mut *tx, &event).await.unwrap();
+        tx.commit().await.unwrap();
+        let notified = tokio::time::Instant::now();
+        palisade_outbox::postgres::notify(&pg.pool, &channel).await.unwrap();
+        let published = tokio::time::timeout(poll_interval, events.recv())
+            .await
+            .expect("the event waited for the next poll")
+            .unwrap();
+        assert_eq!(published.event_id, event.event_id);
+        let waited = notified.elapsed();
+        assert!(waited < poll_interval / 3, "round {round}: {waited:?} after the NOTIFY");
+    }
+    orders.database.close().await;
+    orders.shutdown().await;
+    pg.cleanup().await;
 }

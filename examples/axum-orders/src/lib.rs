@@ -2,12 +2,32 @@
 //! build one: idempotent order creation, payments charged through a
 //! resilient client stack, events published through a transactional outbox.
 //!
+//! # Flags
+//!
+//! The `axum-orders` binary takes these flags (each also an environment
+//! variable; `axum-orders --help` says the same):
+//!
+//! | flag | env | default | effect |
+//! |---|---|---|---|
+//! | `--listen` | `LISTEN` | `127.0.0.1:3000` | the service's address |
+//! | `--database-url` | `DATABASE_URL` | `sqlite:axum-orders.db` | `sqlite:<file>` or `postgres://…` ([`Database`]); any other scheme is refused |
+//! | `--redis-url` | `REDIS_URL` | none (memory) | idempotency and webhook replay stores in Redis |
+//! | `--nats-url` | `NATS_URL` | none (in-process channel) | outbox publishes to JetStream `orders.events.<type>`, stream `ORDERS` |
+//! | `--payments-url` | `PAYMENTS_URL` | none (simulator) | a real payments service |
+//! | `--payments-sim-listen` | `PAYMENTS_SIM_LISTEN` | `127.0.0.1:3001` | the built-in simulator's address |
+//! | `--webhook-secret` | `WEBHOOK_SECRET` | generated, printed | Standard Webhooks `whsec_` secret |
+//! | `--stripe-secret` | `STRIPE_SECRET` | generated, printed | Stripe `whsec_` secret |
+//! | `--layers` | `PALISADE_LAYERS` | `on` | `off` drops every palisade layer ([`Layers`]), to measure their cost |
+//!
+//! A bad flag (an unsupported database URL, a secret without `whsec_`, an
+//! unreachable Redis or NATS) stops the start with a message and exit code 1.
+//!
 //! # Routes
 //!
 //! - `POST /orders`: JSON `{"customer_id", "items": [{"product_id", "quantity" ≥ 1}],
 //!   "total_amount" ≥ 0, "currency"}` with a required `Idempotency-Key`. Charges the
 //!   payment through the client stack, then stores the order and its `OrderCreated`
-//!   event in one SQLite transaction ([`palisade::outbox::stage()`]) and answers 201
+//!   event in one database transaction ([`palisade::outbox::stage()`]) and answers 201
 //!   with the order. Malformed JSON is a 400, invalid fields a 422, payments failing
 //!   after the retries a 502, the payments breaker open or bulkhead full a 503 with
 //!   `Retry-After`, all `application/problem+json`; in none of those is an order stored.
@@ -23,12 +43,19 @@
 //! - `POST /webhooks/stripe`: the same for Stripe's `Stripe-Signature` and
 //!   `payment_intent.succeeded` / `payment_intent.payment_failed` with
 //!   `data.object.metadata.order_id` (the event's `id` is the replay key).
-//! - `GET /health`: JSON with `status`, the payments breaker (state, failure
-//!   rate, consecutive failures, time until half-open), the payments bulkhead
-//!   (in flight, queued, limit), the outbox (pending, published by this
-//!   process, dead-lettered) and the stores in use (`"idempotency"` and
-//!   `"webhook_replay"` are `"memory"` or `"redis"`); 200, or 503 when the
-//!   database does not answer or, with Redis, Redis does not answer a `PING`.
+//! - `GET /health`: JSON with `status`, `layers` (`"on"` / `"off"`), the payments
+//!   breaker (state, failure rate, consecutive failures, time until half-open), the
+//!   payments bulkhead (in flight, queued, limit; both `null` with the layers off),
+//!   the outbox (pending, published by this process, dead-lettered) and the stores
+//!   in use: `"database": {"backend": "sqlite" | "postgres", "up"}`, `"redis": {"up"}`
+//!   with Redis, `"nats": {"up", "state"}` with NATS, `"idempotency"` and
+//!   `"webhook_replay"` (`"memory"`, `"redis"`, or `"none"` with the layers off),
+//!   `"outbox_publisher"`. The status:
+//!   - 200 `"ok"`: everything answers;
+//!   - 200 `"degraded"`: the NATS broker is unreachable. Orders are still taken:
+//!     their events wait in the outbox (`outbox.pending` grows) and leave once the
+//!     client has reconnected, so a load balancer must keep sending traffic;
+//!   - 503 `"unavailable"`: the database, or Redis, does not answer; orders fail.
 //! - `GET /metrics`: Prometheus text exposition of every palisade metric
 //!   (metrics-exporter-prometheus, installed as the global `metrics` recorder).
 //!
@@ -54,11 +81,40 @@
 //!    errors, [`PaymentsConfig::max_attempts`] attempts with exponential backoff
 //!    and full jitter. Outside the breaker, so an open breaker is never retried.
 //! 3. **Circuit breaker**: opens after [`PaymentsConfig::breaker_failures`]
-//!    failed attempts in a row, probes after [`PaymentsConfig::breaker_open`].
+//!    failed attempts in a row, probes after [`PaymentsConfig::breaker_open`]
+//!    and closes after three probes in a row succeed.
 //! 4. **Bulkhead**: at most [`PaymentsConfig::max_concurrent`] charges in
 //!    flight, no queue: a slow payments service rejects the excess at once.
 //! 5. **Timeout per attempt** ([`PaymentsConfig::attempt_timeout`]).
 //! 6. hyper-util's pooled client.
+//!
+//! # Without the layers
+//!
+//! [`Config::layers`] = [`Layers::Off`] (`--layers off`, env `PALISADE_LAYERS=off`)
+//! serves the same routes with the same handlers and no palisade layer, so a load
+//! benchmark can compare the cost of the layers against the bare service:
+//!
+//! - no idempotency layer: `Idempotency-Key` is neither required nor remembered,
+//!   so a repeated `POST /orders` creates (and charges) another order;
+//! - no outbox publish hook: events are still staged in the order's transaction,
+//!   and the relay finds them at its next poll (every second) instead of at once;
+//! - no webhook verify layer: both webhook routes **accept unsigned bodies** and
+//!   apply redelivered ones again. Never expose a service running this way;
+//! - the payments client is the plain hyper client with only the per-attempt
+//!   timeout: no retry, no circuit breaker, no bulkhead (`/health` reports the
+//!   breaker and bulkhead as `null`).
+//!
+//! # Databases
+//!
+//! [`Config::database_url`] picks the [`Database`]: `sqlite:<file>` (created
+//! when missing) or `postgres://…`. With PostgreSQL the orders table and the
+//! outbox ([`palisade::outbox::postgres`]) live in the connections'
+//! `search_path`, so several services (or tests) can share one database, each in
+//! its own schema, by naming it in the URL:
+//! `postgres://host/db?options=-c%20search_path%3Dorders_eu`. Every instance on
+//! the same schema wakes the others' relays through `NOTIFY` on a channel named
+//! after the schema ([`Database::wakeup_channel`]), so an event leaves at once
+//! whichever instance committed it.
 //!
 //! # Shared stores
 //!
@@ -79,7 +135,10 @@
 //! `orders.events.OrderCreated`), waiting for the stream's ack; the stream
 //! [`Config::nats_stream`] (default `ORDERS`) capturing `orders.events.>` is
 //! created at start-up when missing. `/health` names the publisher in
-//! `stores.outbox_publisher` (`"nats"` or `"in-process channel"`).
+//! `stores.outbox_publisher` (`"nats"` or `"in-process channel"`) and, with
+//! NATS, the client's connection in `stores.nats`. The broker must answer at
+//! start-up; once running, the client reconnects on its own after an outage,
+//! and the relay retries the events it could not publish meanwhile.
 //!
 //! # Example
 //!
@@ -99,10 +158,10 @@
 //! # }
 //! ```
 
+mod database;
 pub mod payments_sim;
 
 use std::convert::Infallible;
-use std::str::FromStr as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -110,7 +169,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use http::Request;
@@ -127,10 +186,8 @@ use palisade::core::problem::problem_for_error;
 use palisade::idempotency::IdempotencyLayer;
 use palisade::idempotency::store::redis::RedisStore;
 use palisade::outbox::publisher::NatsPublisher;
-use palisade::outbox::sqlite::SqliteStore;
 use palisade::outbox::{
-    ChannelPublisher, Event, OutboxContext, OutboxStore as _, PublishError, PublishHookLayer, Publisher, Relay,
-    RelayHandle, stage,
+    ChannelPublisher, Event, OutboxContext, PublishError, PublishHookLayer, Publisher, RelayHandle, Wakeup,
 };
 use palisade::prelude::*;
 use palisade::retry::{Backoff, HttpRetryPolicy, Jitter, ReplayBody};
@@ -138,14 +195,14 @@ use palisade::webhook::{MemoryReplayStore, RedisReplayStore, Scheme, Verifier, V
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
 use tower::ServiceExt as _;
 use tower::util::BoxCloneSyncService;
 
+pub use database::{Backend, Database, UnsupportedDatabase};
 pub use payments_sim::{Mode, PaymentsSim};
 
 /// The default database: an SQLite file in the working directory.
@@ -164,10 +221,33 @@ pub const DEFAULT_NATS_STREAM: &str = "ORDERS";
 /// The name of the payments breaker, bulkhead and retry policy in metrics and logs.
 pub const PAYMENTS: &str = "payments";
 
+/// Whether the service runs with its palisade layers (see the crate docs,
+/// "Without the layers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Layers {
+    /// Every layer: idempotency, outbox publish hook, webhook verification,
+    /// and retry, circuit breaker and bulkhead around payments.
+    #[default]
+    On,
+    /// No palisade layer, for measuring what they cost: not for production.
+    Off,
+}
+
+impl Layers {
+    /// `"on"` or `"off"`, as `/health` reports it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::On => "on",
+            Self::Off => "off",
+        }
+    }
+}
+
 /// The service's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where orders and the outbox live (`sqlite:` URL; created when missing).
+    /// Where orders and the outbox live: `sqlite:<file>` (created when
+    /// missing) or `postgres://…` (see [`Database`]).
     pub database_url: String,
     /// The payments service's base URL; charges go to `{payments_url}/charges`.
     pub payments_url: Uri,
@@ -192,6 +272,8 @@ pub struct Config {
     /// The JetStream stream capturing `{nats_subject_prefix}>`, created when
     /// missing (default [`DEFAULT_NATS_STREAM`]).
     pub nats_stream: String,
+    /// With or without the palisade layers (default [`Layers::On`]).
+    pub layers: Layers,
 }
 
 impl Config {
@@ -214,6 +296,7 @@ impl Config {
             nats_url: None,
             nats_subject_prefix: DEFAULT_NATS_SUBJECT_PREFIX.to_owned(),
             nats_stream: DEFAULT_NATS_STREAM.to_owned(),
+            layers: Layers::On,
         }
     }
 }
@@ -260,44 +343,66 @@ pub struct App {
     /// channel); take it to read them, or they stop flowing once it is full.
     /// `None` when the events go to NATS.
     pub events: Option<mpsc::Receiver<Event>>,
-    /// The payments circuit breaker.
-    pub breaker: CircuitBreakerHandle,
-    /// The database pool.
-    pub pool: SqlitePool,
+    /// The payments circuit breaker; `None` with [`Layers::Off`].
+    pub breaker: Option<CircuitBreakerHandle>,
+    /// The orders database.
+    pub database: Database,
     relay: RelayHandle,
+    wakeup_tasks: Vec<JoinHandle<()>>,
 }
 
 impl App {
     /// Stops the outbox relay after the batch in flight.
     pub async fn shutdown(self) {
+        for task in &self.wakeup_tasks {
+            task.abort();
+        }
         self.relay.shutdown().await;
     }
 }
 
 #[derive(Clone)]
 struct AppState {
-    pool: SqlitePool,
+    database: Database,
     payments: PaymentsClient,
     charges_uri: Uri,
-    breaker: CircuitBreakerHandle,
-    bulkhead: BulkheadHandle,
-    outbox: SqliteStore,
+    guards: Option<PaymentsGuards>,
+    layers: Layers,
     published: Arc<AtomicU64>,
     publisher: &'static str,
     metrics: PrometheusHandle,
     redis: Option<MultiplexedConnection>,
+    nats: Option<async_nats::Client>,
 }
 
-/// The outbox publisher, counting what it published for `/health`.
+/// The handles of the payments stack's breaker and bulkhead, for `/health`.
 #[derive(Debug, Clone)]
-struct CountingPublisher<P> {
-    inner: P,
+struct PaymentsGuards {
+    breaker: CircuitBreakerHandle,
+    bulkhead: BulkheadHandle,
+}
+
+/// Where the relay publishes: the in-process channel or NATS JetStream,
+/// counting what it published for `/health`.
+#[derive(Debug, Clone)]
+struct EventPublisher {
+    target: PublishTarget,
     published: Arc<AtomicU64>,
 }
 
-impl<P: Publisher> Publisher for CountingPublisher<P> {
+#[derive(Debug, Clone)]
+enum PublishTarget {
+    Channel(ChannelPublisher),
+    // Boxed: the JetStream context is large and the channel small.
+    Nats(Box<NatsPublisher>),
+}
+
+impl Publisher for EventPublisher {
     async fn publish(&self, event: &Event) -> Result<(), PublishError> {
-        self.inner.publish(event).await?;
+        match &self.target {
+            PublishTarget::Channel(channel) => channel.publish(event).await?,
+            PublishTarget::Nats(nats) => nats.publish(event).await?,
+        }
         self.published.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -320,133 +425,125 @@ fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
-/// Opens the database (creating the file and tables when missing), builds the
+/// Opens the database (creating the tables when missing), builds the
 /// payments client stack, starts the outbox relay and returns the routes.
 pub async fn app(config: &Config) -> Result<App, BoxError> {
-    let options = SqliteConnectOptions::from_str(&config.database_url)?
-        .create_if_missing(true)
-        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-        .busy_timeout(Duration::from_secs(5));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options)
-        .await?;
-    palisade::outbox::sqlite::migrate(&pool).await?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS orders (
-            id TEXT PRIMARY KEY,
-            status TEXT NOT NULL,
-            customer_id TEXT NOT NULL,
-            items TEXT NOT NULL,
-            total_amount INTEGER NOT NULL,
-            currency TEXT NOT NULL,
-            created_at TEXT NOT NULL
-        )",
-    )
-    .execute(&pool)
-    .await?;
-
+    let database = Database::connect(&config.database_url).await?;
     let metrics = prometheus();
     let published = Arc::new(AtomicU64::new(0));
-    let outbox = SqliteStore::new(pool.clone());
-    let (wakeup, relay_handle, events, publisher_name) = match &config.nats_url {
+    let (target, events, nats) = match &config.nats_url {
         Some(url) => {
-            let publisher = CountingPublisher {
-                inner: nats_publisher(url, &config.nats_subject_prefix, &config.nats_stream).await?,
-                published: published.clone(),
-            };
-            let relay = Relay::builder(outbox.clone(), publisher).name("orders").build()?;
-            (relay.wakeup(), relay.spawn(), None, "nats")
+            let (client, publisher) = nats_publisher(url, &config.nats_subject_prefix, &config.nats_stream).await?;
+            (PublishTarget::Nats(Box::new(publisher)), None, Some(client))
         }
         None => {
             let (channel, events) = ChannelPublisher::new(1024);
-            let publisher = CountingPublisher {
-                inner: channel,
-                published: published.clone(),
-            };
-            let relay = Relay::builder(outbox.clone(), publisher).name("orders").build()?;
-            (relay.wakeup(), relay.spawn(), Some(events), "in-process channel")
+            (PublishTarget::Channel(channel), Some(events), None)
         }
     };
-    let hook = PublishHookLayer::new(wakeup).source("axum-orders");
+    let publisher_name = if nats.is_some() { "nats" } else { "in-process channel" };
+    let publisher = EventPublisher {
+        target,
+        published: published.clone(),
+    };
+    let wakeup = Wakeup::new();
+    let (relay, wakeup_tasks) = database.spawn_relay(publisher, wakeup.clone()).await?;
 
-    let (payments, breaker, bulkhead) = payments_client(&config.payments)?;
+    let (payments, guards) = match config.layers {
+        Layers::On => {
+            let (client, breaker, bulkhead) = payments_client(&config.payments)?;
+            (client, Some(PaymentsGuards { breaker, bulkhead }))
+        }
+        Layers::Off => (plain_payments_client(&config.payments), None),
+    };
     let charges_uri = format!("{}/charges", config.payments_url.to_string().trim_end_matches('/')).parse()?;
     let redis = match &config.redis_url {
         Some(url) => Some(connect_redis(url).await?),
         None => None,
     };
-    let orders = match &redis {
-        Some(conn) => {
-            let store = RedisStore::with_prefix(conn.clone(), format!("{}idempotency:", config.redis_prefix))?;
-            let idempotency = IdempotencyLayer::builder().require_key(true).store(store).build()?;
-            post(create_order).layer::<_, Infallible>(ServiceBuilder::new().layer(idempotency).layer(hook))
-        }
-        None => {
-            let idempotency = IdempotencyLayer::builder().require_key(true).build()?;
-            post(create_order).layer::<_, Infallible>(ServiceBuilder::new().layer(idempotency).layer(hook))
-        }
-    };
-    let replay = |sender: &str| {
-        redis
+    let orders = orders_route(config, redis.as_ref(), wakeup)?;
+    let webhooks = |scheme: Scheme, secret: &str, sender: &str, shape: EventShape| {
+        let replay = redis
             .as_ref()
-            .map(|conn| RedisReplayStore::new(conn.clone(), format!("{}webhook:{sender}:", config.redis_prefix)))
+            .map(|conn| RedisReplayStore::new(conn.clone(), format!("{}webhook:{sender}:", config.redis_prefix)));
+        webhook_route(config.layers, scheme, secret, replay, database.clone(), shape)
     };
+    let payments_webhooks = webhooks(
+        Scheme::StandardWebhooks,
+        &config.webhook_secret,
+        "payments",
+        PAYMENTS_EVENTS,
+    )?;
+    let stripe_webhooks = webhooks(Scheme::Stripe, &config.stripe_secret, "stripe", STRIPE_EVENTS)?;
 
     let state = AppState {
-        pool: pool.clone(),
+        database: database.clone(),
         payments,
         charges_uri,
-        breaker: breaker.clone(),
-        bulkhead,
-        outbox,
+        guards: guards.clone(),
+        layers: config.layers,
         published,
         publisher: publisher_name,
         metrics,
-        redis: redis.clone(),
+        redis,
+        nats,
     };
     let router = Router::new()
         .route("/orders", orders.get(list_orders))
         .route("/orders/{id}", get(get_order))
         .route("/health", get(health))
         .route("/metrics", get(render_metrics))
-        .route_service(
-            "/webhooks/payments",
-            webhook_route(
-                Scheme::StandardWebhooks,
-                &config.webhook_secret,
-                replay("payments"),
-                pool.clone(),
-                PAYMENTS_EVENTS,
-            )?,
-        )
-        .route_service(
-            "/webhooks/stripe",
-            webhook_route(
-                Scheme::Stripe,
-                &config.stripe_secret,
-                replay("stripe"),
-                pool.clone(),
-                STRIPE_EVENTS,
-            )?,
-        )
+        .route_service("/webhooks/payments", payments_webhooks)
+        .route_service("/webhooks/stripe", stripe_webhooks)
         .with_state(state);
     Ok(App {
         router,
         events,
-        breaker,
-        pool,
-        relay: relay_handle,
+        breaker: guards.map(|guards| guards.breaker),
+        database,
+        relay,
+        wakeup_tasks,
     })
 }
 
+/// `POST /orders`: with the layers, behind the idempotency layer (in Redis
+/// when connected, else in memory) and the outbox publish hook waking the relay.
+fn orders_route(
+    config: &Config,
+    redis: Option<&MultiplexedConnection>,
+    wakeup: Wakeup,
+) -> Result<MethodRouter<AppState>, BoxError> {
+    if config.layers == Layers::Off {
+        return Ok(post(create_order));
+    }
+    let hook = PublishHookLayer::new(wakeup).source("axum-orders");
+    let idempotency = IdempotencyLayer::builder().require_key(true);
+    let route = match redis {
+        Some(conn) => {
+            let store = RedisStore::with_prefix(conn.clone(), format!("{}idempotency:", config.redis_prefix))?;
+            let idempotency = idempotency.store(store).build()?;
+            post(create_order).layer::<_, Infallible>(ServiceBuilder::new().layer(idempotency).layer(hook))
+        }
+        None => {
+            let idempotency = idempotency.build()?;
+            post(create_order).layer::<_, Infallible>(ServiceBuilder::new().layer(idempotency).layer(hook))
+        }
+    };
+    Ok(route)
+}
+
 /// Connects to NATS, makes sure the stream capturing `{subject_prefix}>`
-/// exists, and returns a JetStream publisher on `subject_prefix`.
-async fn nats_publisher(url: &str, subject_prefix: &str, stream: &str) -> Result<NatsPublisher, BoxError> {
+/// exists, and returns the client (for `/health`) and a JetStream publisher
+/// on `subject_prefix`.
+async fn nats_publisher(
+    url: &str,
+    subject_prefix: &str,
+    stream: &str,
+) -> Result<(async_nats::Client, NatsPublisher), BoxError> {
     let client = async_nats::connect(url)
         .await
         .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))?;
-    let jetstream = async_nats::jetstream::new(client);
+    let jetstream = async_nats::jetstream::new(client.clone());
     jetstream
         .get_or_create_stream(async_nats::jetstream::stream::Config {
             name: stream.to_owned(),
@@ -455,7 +552,10 @@ async fn nats_publisher(url: &str, subject_prefix: &str, stream: &str) -> Result
         })
         .await
         .map_err(|e| format!("cannot create the JetStream stream {stream}: {e}"))?;
-    Ok(NatsPublisher::from_context(jetstream).with_prefix(subject_prefix))
+    Ok((
+        client,
+        NatsPublisher::from_context(jetstream).with_prefix(subject_prefix),
+    ))
 }
 
 /// Opens a multiplexed connection to Redis and checks it answers a `PING`.
@@ -507,6 +607,30 @@ pub fn generate_secret() -> Result<String, BoxError> {
     ))
 }
 
+/// Sends a request through hyper-util's pooled client and collects the answer's body.
+fn transport<B>() -> impl tower::Service<
+    Request<B>,
+    Response = http::Response<Bytes>,
+    Error = BoxError,
+    Future = impl Future<Output = Result<http::Response<Bytes>, BoxError>> + Send,
+> + Clone
++ Send
++ Sync
++ 'static
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let client: Client<HttpConnector, B> = Client::builder(TokioExecutor::new()).build_http();
+    tower::service_fn(move |req: Request<B>| {
+        let sent = client.request(req);
+        async move {
+            let (parts, body) = sent.await?.into_parts();
+            Ok::<_, BoxError>(http::Response::from_parts(parts, body.collect().await?.to_bytes()))
+        }
+    })
+}
+
 /// Builds the payments client stack over hyper-util's client; with it the
 /// handles of its breaker and bulkhead.
 pub fn payments_client(
@@ -522,14 +646,6 @@ pub fn payments_client(
         .max_concurrent(config.max_concurrent)
         .build()?;
     let bulkhead_handle = bulkhead.handle();
-    let client: Client<HttpConnector, ReplayBody<Full<Bytes>>> = Client::builder(TokioExecutor::new()).build_http();
-    let transport = tower::service_fn(move |req: Request<ReplayBody<Full<Bytes>>>| {
-        let sent = client.request(req);
-        async move {
-            let (parts, body) = sent.await?.into_parts();
-            Ok::<_, BoxError>(http::Response::from_parts(parts, body.collect().await?.to_bytes()))
-        }
-    });
     let stack = ServiceBuilder::new()
         .idempotency_key()
         .retry_policy(
@@ -547,8 +663,17 @@ pub fn payments_client(
         .circuit_breaker(breaker)
         .bulkhead(bulkhead)
         .timeout(config.attempt_timeout)
-        .service(transport);
+        .service(transport::<ReplayBody<Full<Bytes>>>());
     Ok((BoxCloneSyncService::new(stack), handle, bulkhead_handle))
+}
+
+/// The payments client without palisade's layers ([`Layers::Off`]): hyper-util's
+/// client with only the per-attempt timeout, one attempt per charge.
+pub fn plain_payments_client(config: &PaymentsConfig) -> PaymentsClient {
+    let stack = ServiceBuilder::new()
+        .timeout(config.attempt_timeout)
+        .service(transport::<Full<Bytes>>());
+    BoxCloneSyncService::new(stack)
 }
 
 /// An order as the client sends it.
@@ -618,10 +743,15 @@ fn parse_order(body: &[u8]) -> Result<NewOrder, Problem> {
 
 async fn create_order(
     State(state): State<AppState>,
-    Extension(ctx): Extension<OutboxContext>,
+    hooked: Option<Extension<OutboxContext>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // The publish hook gives the context; without the layers it is read from the headers here.
+    let ctx = match hooked {
+        Some(Extension(ctx)) => ctx,
+        None => OutboxContext::from_headers(&headers, Some(Arc::from("axum-orders"))),
+    };
     let new = match parse_order(&body) {
         Ok(new) => new,
         Err(problem) => return problem.into_response(),
@@ -641,7 +771,7 @@ async fn create_order(
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
     };
-    match store_order(&state.pool, &ctx, &order).await {
+    match state.database.insert_order(&ctx, &order).await {
         Ok(()) => (StatusCode::CREATED, Json(order)).into_response(),
         Err(e) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR)
             .with_title("The order could not be stored")
@@ -674,30 +804,6 @@ async fn charge(state: &AppState, headers: &HeaderMap, order_id: &str, order: &N
         Err(e) if is_local_rejection(&*e) => Err(problem_for_error(&*e)),
         Err(e) => Err(failed(format!("the payments service could not be reached: {e}"))),
     }
-}
-
-async fn store_order(pool: &SqlitePool, ctx: &OutboxContext, order: &Order) -> Result<(), BoxError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO orders (id, status, customer_id, items, total_amount, currency, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&order.id)
-    .bind(&order.status)
-    .bind(&order.customer_id)
-    .bind(serde_json::to_string(&order.items)?)
-    .bind(order.total_amount)
-    .bind(&order.currency)
-    .bind(&order.created_at)
-    .execute(&mut *tx)
-    .await?;
-    // Published on the event type (NATS: `orders.events.OrderCreated`).
-    let event = ctx
-        .event("OrderCreated", "Order", order.id.clone(), serde_json::to_value(order)?)
-        .with_destination("OrderCreated");
-    stage(&mut *tx, &event).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 /// What a payment webhook says happened to an order.
@@ -750,17 +856,33 @@ impl EventShape {
     }
 }
 
-/// A webhook receiver behind the verify layer (with replay protection, so a
-/// redelivered message is answered without being applied again; in Redis
-/// when `replay` is given, else in memory) that sets
-/// the order's status from the event.
+/// A webhook route: with the layers, the receiver behind the verify layer
+/// (with replay protection, so a redelivered message is answered without
+/// being applied again; in Redis when `replay` is given, else in memory);
+/// without them, the bare receiver, which applies any body it is sent.
 fn webhook_route(
+    layers: Layers,
     scheme: Scheme,
     secret: &str,
     replay: Option<RedisReplayStore>,
-    pool: SqlitePool,
+    database: Database,
     shape: EventShape,
 ) -> Result<BoxCloneSyncService<Request<axum::body::Body>, Response, Infallible>, BoxError> {
+    if layers == Layers::Off {
+        let receiver = tower::service_fn(move |req: Request<axum::body::Body>| {
+            let database = database.clone();
+            async move {
+                Ok::<_, Infallible>(match req.into_body().collect().await {
+                    Ok(body) => apply_webhook(&database, &body.to_bytes(), shape).await,
+                    Err(e) => Problem::new(StatusCode::BAD_REQUEST)
+                        .with_title("Unreadable body")
+                        .with_detail(e.to_string())
+                        .into_response(),
+                })
+            }
+        });
+        return Ok(BoxCloneSyncService::new(receiver));
+    }
     let verify = VerifyLayer::builder(Verifier::builder(scheme).secret(secret).build()?);
     let verify = match replay {
         Some(store) => verify.replay_store(store),
@@ -768,20 +890,22 @@ fn webhook_route(
     }
     .build()?;
     let receiver = tower::service_fn(move |req: Request<Full<Bytes>>| {
-        let pool = pool.clone();
-        async move { Ok::<_, Infallible>(apply_webhook(&pool, req, shape).await) }
+        let database = database.clone();
+        async move {
+            let body = match req.into_body().collect().await {
+                Ok(body) => body.to_bytes(),
+                Err(never) => match never {},
+            };
+            Ok::<_, Infallible>(apply_webhook(&database, &body, shape).await)
+        }
     });
     Ok(BoxCloneSyncService::new(
         ServiceBuilder::new().webhook_verify(verify).service(receiver),
     ))
 }
 
-async fn apply_webhook(pool: &SqlitePool, req: Request<Full<Bytes>>, shape: EventShape) -> Response {
-    let body = match req.into_body().collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(never) => match never {},
-    };
-    let event: Option<PaymentOutcome> = serde_json::from_slice(&body)
+async fn apply_webhook(database: &Database, body: &[u8], shape: EventShape) -> Response {
+    let event: Option<PaymentOutcome> = serde_json::from_slice(body)
         .ok()
         .as_ref()
         .and_then(|event| shape.read(event));
@@ -795,14 +919,9 @@ async fn apply_webhook(pool: &SqlitePool, req: Request<Full<Bytes>>, shape: Even
                 .into_response();
         }
     };
-    match sqlx::query("UPDATE orders SET status = ? WHERE id = ?")
-        .bind(status)
-        .bind(&order_id)
-        .execute(pool)
-        .await
-    {
-        Ok(done) if done.rows_affected() == 1 => StatusCode::NO_CONTENT.into_response(),
-        Ok(_) => Problem::new(StatusCode::NOT_FOUND)
+    match database.set_status(&order_id, status).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => Problem::new(StatusCode::NOT_FOUND)
             .with_title("No such order")
             .with_detail(format!("there is no order {order_id}"))
             .into_response(),
@@ -810,54 +929,77 @@ async fn apply_webhook(pool: &SqlitePool, req: Request<Full<Bytes>>, shape: Even
     }
 }
 
+/// The NATS client's connection state, as `/health` reports it.
+fn nats_state(client: &async_nats::Client) -> (bool, &'static str) {
+    match client.connection_state() {
+        async_nats::connection::State::Connected => (true, "connected"),
+        async_nats::connection::State::Disconnected => (false, "disconnected"),
+        async_nats::connection::State::Pending => (false, "pending"),
+    }
+}
+
 async fn health(State(state): State<AppState>) -> Response {
-    let breaker = state.breaker.snapshot();
-    let bulkhead = state.bulkhead.snapshot();
-    let database = sqlx::query("SELECT 1").execute(&state.pool).await;
-    let backlog = state.outbox.backlog().await;
+    let database_up = state.database.ping().await;
+    let backlog = state.database.backlog().await;
     let redis_up = match state.redis.clone() {
         Some(mut conn) => Some(redis_ping(&mut conn).await.is_ok()),
         None => None,
     };
-    let healthy = database.is_ok() && backlog.is_ok() && redis_up != Some(false);
-    let shared = if redis_up.is_some() { "redis" } else { "memory" };
+    let nats = state.nats.as_ref().map(nats_state);
+    // The stores orders are written to decide availability; the broker only
+    // delays events, which wait in the outbox meanwhile.
+    let (status, code) = if !database_up || backlog.is_err() || redis_up == Some(false) {
+        ("unavailable", StatusCode::SERVICE_UNAVAILABLE)
+    } else if nats.is_some_and(|(up, _)| !up) {
+        ("degraded", StatusCode::OK)
+    } else {
+        ("ok", StatusCode::OK)
+    };
+    // Where idempotency records and webhook replay ids are kept, if anywhere.
+    let shared = match (state.layers, redis_up) {
+        (Layers::Off, _) => "none",
+        (Layers::On, Some(_)) => "redis",
+        (Layers::On, None) => "memory",
+    };
     let backlog = backlog.ok();
+    let breaker = state.guards.as_ref().map(|guards| {
+        let breaker = guards.breaker.snapshot();
+        json!({
+            "state": breaker.state.as_str(),
+            "failure_rate": breaker.failure_rate,
+            "consecutive_failures": breaker.consecutive_failures,
+            "time_until_half_open_ms": breaker
+                .time_until_half_open
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        })
+    });
+    let bulkhead = state.guards.as_ref().map(|guards| {
+        let bulkhead = guards.bulkhead.snapshot();
+        json!({
+            "in_flight": bulkhead.in_flight,
+            "queued": bulkhead.queued,
+            "limit": bulkhead.limit,
+        })
+    });
     let body = json!({
-        "status": if healthy { "ok" } else { "unavailable" },
-        "payments": {
-            "breaker": {
-                "state": breaker.state.as_str(),
-                "failure_rate": breaker.failure_rate,
-                "consecutive_failures": breaker.consecutive_failures,
-                "time_until_half_open_ms": breaker
-                    .time_until_half_open
-                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            },
-            "bulkhead": {
-                "in_flight": bulkhead.in_flight,
-                "queued": bulkhead.queued,
-                "limit": bulkhead.limit,
-            },
-        },
+        "status": status,
+        "layers": state.layers.as_str(),
+        "payments": { "breaker": breaker, "bulkhead": bulkhead },
         "outbox": {
             "pending": backlog.map(|b| b.pending),
             "published": state.published.load(Ordering::Relaxed),
             "dead": backlog.map(|b| b.dead_lettered),
         },
         "stores": {
-            "database": { "backend": "sqlite", "up": database.is_ok() },
+            "database": { "backend": state.database.backend().as_str(), "up": database_up },
             "redis": redis_up.map(|up| json!({ "up": up })),
+            "nats": nats.map(|(up, state)| json!({ "up": up, "state": state })),
             "idempotency": shared,
             "webhook_replay": shared,
             "outbox_publisher": state.publisher,
         },
     });
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
+    (code, Json(body)).into_response()
 }
 
 async fn render_metrics(State(state): State<AppState>) -> Response {
@@ -869,6 +1011,7 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// An order's columns as stored: `items` is JSON text.
 type OrderRow = (String, String, String, String, i64, String, String);
 
 fn order_from_row(row: OrderRow) -> Result<Order, serde_json::Error> {
@@ -884,8 +1027,6 @@ fn order_from_row(row: OrderRow) -> Result<Order, serde_json::Error> {
     })
 }
 
-const SELECT_ORDER: &str = "SELECT id, status, customer_id, items, total_amount, currency, created_at FROM orders";
-
 fn internal(e: impl std::fmt::Display) -> Response {
     Problem::new(StatusCode::INTERNAL_SERVER_ERROR)
         .with_detail(e.to_string())
@@ -893,11 +1034,7 @@ fn internal(e: impl std::fmt::Display) -> Response {
 }
 
 async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let row: Option<OrderRow> = match sqlx::query_as(&format!("{SELECT_ORDER} WHERE id = ?"))
-        .bind(&id)
-        .fetch_optional(&state.pool)
-        .await
-    {
+    let row = match state.database.order(&id).await {
         Ok(row) => row,
         Err(e) => return internal(e),
     };
@@ -912,10 +1049,7 @@ async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> Res
 }
 
 async fn list_orders(State(state): State<AppState>) -> Response {
-    let rows: Vec<OrderRow> = match sqlx::query_as(&format!("{SELECT_ORDER} ORDER BY id"))
-        .fetch_all(&state.pool)
-        .await
-    {
+    let rows = match state.database.orders().await {
         Ok(rows) => rows,
         Err(e) => return internal(e),
     };

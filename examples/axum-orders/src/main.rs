@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use axum_orders::{Config, DEFAULT_DATABASE_URL, PaymentsSim, app, generate_secret, serve};
+use axum_orders::{Backend, Config, DEFAULT_DATABASE_URL, Layers, PaymentsSim, app, generate_secret, serve};
 use clap::Parser;
 use http::Uri;
 use tokio::net::TcpListener;
@@ -17,7 +17,10 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
-    /// Database URL (`sqlite:` file, created when missing).
+    /// Database URL: `sqlite:<file>` (created when missing) or
+    /// `postgres://user@host:port/db` (tables in the connection's `search_path`;
+    /// pick a schema with `?options=-c%20search_path%3D<schema>`). Other schemes
+    /// are refused.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     database_url: String,
     /// Base URL of a real payments service; when absent the built-in simulator
@@ -41,8 +44,18 @@ struct Args {
     /// NATS URL (`nats://host:4222`): the outbox publishes to JetStream on
     /// `orders.events.<event type>` in stream `ORDERS` (created when missing);
     /// when absent events go to an in-process channel and are printed.
+    /// `/health` reports the broker's connection ("degraded", still 200, while
+    /// it is down: orders are taken and their events wait in the outbox).
     #[arg(long, env = "NATS_URL")]
     nats_url: Option<String>,
+    /// `off` serves the same routes without any palisade layer, to compare
+    /// their cost in a load benchmark: no idempotency (a repeated key creates
+    /// another order), no outbox publish hook (events leave at the relay's
+    /// next poll), no webhook verification (unsigned webhooks are applied),
+    /// and payments with only a timeout (no retry, breaker or bulkhead).
+    /// Never run `off` where anyone else can reach it.
+    #[arg(long, env = "PALISADE_LAYERS", value_enum, default_value = "on")]
+    layers: Layers,
 }
 
 #[tokio::main]
@@ -57,9 +70,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    if !args.database_url.starts_with("sqlite:") {
-        return Err(format!("--database-url must be a sqlite: URL, not {:?}", args.database_url).into());
-    }
+    // Refused before anything listens or connects.
+    Backend::of(&args.database_url).map_err(|e| format!("--database-url: {e}"))?;
     let payments_url = match args.payments_url {
         Some(url) => url,
         None => {
@@ -81,6 +93,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     let mut config = Config::new(args.database_url, payments_url, webhook_secret, stripe_secret);
     config.redis_url = args.redis_url;
     config.nats_url = args.nats_url;
+    config.layers = args.layers;
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -88,6 +101,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     let mut app = app(&config).await?;
     println!("listening on http://{}", listener.local_addr()?);
     println!("database {}, payments at {}", config.database_url, config.payments_url);
+    if config.layers == Layers::Off {
+        println!("palisade layers OFF: no idempotency, no webhook verification, payments without retry or breaker");
+    }
     if let Some(redis) = &config.redis_url {
         println!("idempotency and webhook replay stores in Redis at {redis}");
     }

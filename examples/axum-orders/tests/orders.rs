@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum_orders::{App, Config, Mode, PaymentsSim, app, generate_secret};
+use axum_orders::{App, Backend, Config, Layers, Mode, PaymentsSim, app, generate_secret};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
@@ -66,7 +66,7 @@ impl Fixture {
     }
 
     async fn finish(self) {
-        self.app.pool.close().await;
+        self.app.database.close().await;
         for suffix in ["", "-wal", "-shm"] {
             let mut path = self.db.clone().into_os_string();
             path.push(suffix);
@@ -568,7 +568,7 @@ async fn health(fx: &Fixture) -> serde_json::Value {
 #[tokio::test]
 async fn health_is_503_when_the_database_is_down() {
     let fx = Fixture::start(|_| {}).await;
-    fx.app.pool.close().await;
+    fx.app.database.close().await;
     let (res, body) = fx.send(Request::get("/health").body(Body::empty()).unwrap()).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     let report = json(&body);
@@ -576,4 +576,148 @@ async fn health_is_503_when_the_database_is_down() {
     assert_eq!(report["stores"]["database"]["up"], false);
     assert_eq!(report["outbox"]["pending"], serde_json::Value::Null);
     fx.finish().await;
+}
+
+#[tokio::test]
+async fn the_breaker_opens_on_failures_and_closes_after_the_simulator_recovers() {
+    let fx = Fixture::start(|config| {
+        config.payments.breaker_failures = 2;
+        config.payments.max_attempts = 2;
+        config.payments.breaker_open = Duration::from_secs(30);
+    })
+    .await;
+    let breaker = |report: &serde_json::Value| report["payments"]["breaker"].clone();
+    assert_eq!(breaker(&health(&fx).await)["state"], "closed");
+
+    // Two failed attempts in a row (one order, retried once) open it.
+    fx.fail_payments(503);
+    assert_problem(
+        &fx.send(post_order(Some("fails"), ORDER)).await.0,
+        StatusCode::BAD_GATEWAY,
+    );
+    let open = breaker(&health(&fx).await);
+    assert_eq!(open["state"], "open");
+    assert_eq!(open["consecutive_failures"], 2);
+    let until_probe = open["time_until_half_open_ms"].as_u64().unwrap();
+    assert!((29_000..=30_000).contains(&until_probe), "{until_probe} ms");
+
+    // Recovered, but still open: orders are refused without reaching the simulator.
+    fx.sim.set_mode(Mode::default()).unwrap();
+    let requests = fx.sim.requests();
+    assert_problem(
+        &fx.send(post_order(Some("refused"), ORDER)).await.0,
+        StatusCode::SERVICE_UNAVAILABLE,
+    );
+    assert_eq!(fx.sim.requests(), requests);
+    assert_eq!(breaker(&health(&fx).await)["state"], "open");
+
+    // The breaker reads tokio's clock: jump it over the open duration instead
+    // of waiting 30 s. Only the clock is paused, never across I/O, so no
+    // socket or database wait is cut short by auto-advance.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    tokio::time::resume();
+    let due = breaker(&health(&fx).await);
+    assert_eq!(due["state"], "open", "half-open begins with the next call");
+    assert_eq!(due["time_until_half_open_ms"], 0);
+
+    // The first call is a probe: it succeeds, two more probes are needed.
+    fx.create_order("probe-1").await;
+    let probing = breaker(&health(&fx).await);
+    assert_eq!(probing["state"], "half_open");
+    assert_eq!(probing["time_until_half_open_ms"], serde_json::Value::Null);
+    fx.create_order("probe-2").await;
+    assert_eq!(breaker(&health(&fx).await)["state"], "half_open");
+    fx.create_order("probe-3").await;
+    let closed = breaker(&health(&fx).await);
+    assert_eq!(closed["state"], "closed");
+    assert_eq!(closed["consecutive_failures"], 0);
+    assert_eq!(fx.sim.charges(), 3);
+    assert_eq!(fx.orders().await.len(), 3);
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn with_the_layers_on_a_replayed_order_is_answered_from_the_store() {
+    let fx = Fixture::start(|config| config.layers = Layers::On).await;
+    let first = fx.create_order("same-key").await;
+    let (res, body) = fx.send(post_order(Some("same-key"), ORDER)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(res.headers()["idempotent-replayed"], "true");
+    assert_eq!(json(&body)["id"], first);
+    assert_eq!(fx.sim.charges(), 1);
+    assert_eq!(fx.orders().await.len(), 1);
+    assert_eq!(health(&fx).await["layers"], "on");
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn with_the_layers_off_a_replayed_order_is_a_second_order() {
+    let mut fx = Fixture::start(|config| config.layers = Layers::Off).await;
+    let first = fx.create_order("same-key").await;
+    let (res, body) = fx.send(post_order(Some("same-key"), ORDER)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert!(res.headers().get("idempotent-replayed").is_none());
+    let second = json(&body)["id"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    // The simulator still charges once per key: only the service's own layer is gone.
+    assert_eq!(fx.sim.requests(), 2);
+    let ids: Vec<_> = fx.orders().await.iter().map(|o| o["id"].clone()).collect();
+    assert_eq!(ids, [first.clone(), second]);
+
+    // No key required, no breaker or bulkhead, and the events still leave (by polling).
+    assert_eq!(fx.send(post_order(None, ORDER)).await.0.status(), StatusCode::CREATED);
+    let report = health(&fx).await;
+    assert_eq!(report["layers"], "off");
+    assert_eq!(report["payments"]["breaker"], serde_json::Value::Null);
+    assert_eq!(report["payments"]["bulkhead"], serde_json::Value::Null);
+    assert_eq!(report["stores"]["idempotency"], "none");
+    assert_eq!(report["stores"]["webhook_replay"], "none");
+    assert!(fx.app.breaker.is_none());
+    let mut events = fx.app.events.take().unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.aggregate_id, first);
+
+    // Webhooks are not verified: an unsigned one is applied.
+    let unsigned = Request::post("/webhooks/payments")
+        .body(Body::from(payment_event("payment.succeeded", &first).to_string()))
+        .unwrap();
+    assert_eq!(fx.send(unsigned).await.0.status(), StatusCode::NO_CONTENT);
+    assert_eq!(fx.status_of(&first).await, "paid");
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn with_the_layers_off_a_failing_payment_is_not_retried() {
+    let fx = Fixture::start(|config| config.layers = Layers::Off).await;
+    fx.fail_payments(503);
+    assert_problem(
+        &fx.send(post_order(Some("once"), ORDER)).await.0,
+        StatusCode::BAD_GATEWAY,
+    );
+    assert_eq!(fx.sim.requests(), 1);
+    assert!(fx.orders().await.is_empty());
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn an_unsupported_database_url_is_refused() {
+    let err = app(&Config::new(
+        "mysql://127.0.0.1/orders",
+        "http://127.0.0.1:9".parse().unwrap(),
+        generate_secret().unwrap(),
+        generate_secret().unwrap(),
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"unsupported database URL "mysql://127.0.0.1/orders": use sqlite:<file> or postgres://user@host:port/database"#
+    );
+    assert_eq!(Backend::of("sqlite:orders.db").unwrap(), Backend::Sqlite);
+    assert_eq!(Backend::of("postgres://localhost/test").unwrap(), Backend::Postgres);
+    assert_eq!(Backend::of("postgresql://localhost/test").unwrap(), Backend::Postgres);
 }

@@ -82,3 +82,44 @@ async fn serves_orders_over_a_socket_and_shuts_down() {
         let _ = std::fs::remove_file(path);
     }
 }
+
+#[test]
+fn the_binary_refuses_an_unsupported_database_url() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_axum-orders"))
+        .args(["--database-url", "mysql://127.0.0.1/orders", "--listen", "127.0.0.1:0"])
+        .args(["--payments-sim-listen", "127.0.0.1:0"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout.is_empty(),
+        "nothing started: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "axum-orders: --database-url: unsupported database URL \"mysql://127.0.0.1/orders\": \
+         use sqlite:<file> or postgres://user@host:port/database\n"
+    );
+}
+
+#[test]
+fn the_binary_documents_its_flags() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_axum-orders"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--database-url",
+        "postgres://",
+        "--nats-url",
+        "--layers",
+        "PALISADE_LAYERS",
+        "- off:",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+}
