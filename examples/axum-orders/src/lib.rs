@@ -43,7 +43,8 @@
 //! - `POST /webhooks/stripe`: the same for Stripe's `Stripe-Signature` and
 //!   `payment_intent.succeeded` / `payment_intent.payment_failed` with
 //!   `data.object.metadata.order_id` (the event's `id` is the replay key).
-//! - `GET /health`: JSON with `status`, `layers` (`"on"` / `"off"`), the payments
+//! - `GET /health`: JSON with `status`, `layers` (`"on"` / `"off"`), the server
+//!   bulkhead (`api.bulkhead`: in flight, limit; `null` with the layers off), the payments
 //!   breaker (state, failure rate, consecutive failures, time until half-open), the
 //!   payments bulkhead (in flight, queued, limit; both `null` with the layers off),
 //!   the outbox (pending, published by this process, dead-lettered) and the stores
@@ -59,17 +60,29 @@
 //! - `GET /metrics`: Prometheus text exposition of every palisade metric
 //!   (metrics-exporter-prometheus, installed as the global `metrics` recorder).
 //!
-//! # The server stack on `POST /orders`, outermost first
+//! # The server stack on the orders routes, outermost first
 //!
-//! 1. **Idempotency** (key required; memory store, or with
+//! `POST /orders`, `GET /orders` and `GET /orders/{id}` share one stack, in
+//! palisade's canonical server order:
+//!
+//! 1. **Idempotency** (`POST` only; key required; memory store, or with
 //!    [`Config::redis_url`] a Redis store shared by every instance, so a retry
 //!    landing on another instance is replayed too): a replay skips everything
-//!    inside, so it neither charges nor stages an event. 5xx answers are not
-//!    stored, so a client may retry after a payments failure.
+//!    inside, so it neither charges, stages an event nor takes a bulkhead permit.
+//!    5xx answers are not stored, so a client may retry after a payments failure.
 //! 2. **Outbox publish hook**: gives the handler the request's
-//!    [`OutboxContext`] and wakes the relay when the response is ready, so the
-//!    `OrderCreated` event leaves at once instead of at the next poll.
-//! 3. The handler.
+//!    [`OutboxContext`] and, after a `POST`, wakes the relay when the response is
+//!    ready, so the `OrderCreated` event leaves at once instead of at the next poll.
+//! 3. **Server bulkhead** ([`API`]): at most [`Config::max_concurrent_requests`]
+//!    requests in the handlers, no queue: the excess is a 503 problem+json with
+//!    `Retry-After` at once, so an overload sheds instead of piling up. `/health`
+//!    reports it under `api.bulkhead`.
+//! 4. **Timeout** ([`Config::request_timeout`]): a 504 problem+json; a request
+//!    cut off never stores its order (the transaction is dropped uncommitted).
+//! 5. The handler.
+//!
+//! The webhook routes are verified first (see the routes above); `/health` and
+//! `/metrics` have no layer, so they answer under overload.
 //!
 //! # The payments client stack, outermost first
 //!
@@ -98,6 +111,7 @@
 //!   so a repeated `POST /orders` creates (and charges) another order;
 //! - no outbox publish hook: events are still staged in the order's transaction,
 //!   and the relay finds them at its next poll (every second) instead of at once;
+//! - no server bulkhead: the orders routes keep only the request timeout;
 //! - no webhook verify layer: both webhook routes **accept unsigned bodies** and
 //!   apply redelivered ones again. Never expose a service running this way;
 //! - the payments client is the plain hyper client with only the per-attempt
@@ -166,10 +180,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use http::Request;
@@ -220,6 +235,9 @@ pub const DEFAULT_NATS_STREAM: &str = "ORDERS";
 
 /// The name of the payments breaker, bulkhead and retry policy in metrics and logs.
 pub const PAYMENTS: &str = "payments";
+
+/// The name of the server bulkhead of the orders routes in metrics and logs.
+pub const API: &str = "orders-api";
 
 /// Whether the service runs with its palisade layers (see the crate docs,
 /// "Without the layers").
@@ -274,6 +292,12 @@ pub struct Config {
     pub nats_stream: String,
     /// With or without the palisade layers (default [`Layers::On`]).
     pub layers: Layers,
+    /// Requests the orders routes serve at once (default 256): the server
+    /// bulkhead, which answers the excess 503 at once instead of queueing it.
+    pub max_concurrent_requests: usize,
+    /// Time allowed to one request on the orders routes (default 10 s, above
+    /// the payments stack's worst case of three 2 s attempts and their backoff).
+    pub request_timeout: Duration,
 }
 
 impl Config {
@@ -297,6 +321,8 @@ impl Config {
             nats_subject_prefix: DEFAULT_NATS_SUBJECT_PREFIX.to_owned(),
             nats_stream: DEFAULT_NATS_STREAM.to_owned(),
             layers: Layers::On,
+            max_concurrent_requests: 256,
+            request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -367,6 +393,7 @@ struct AppState {
     payments: PaymentsClient,
     charges_uri: Uri,
     guards: Option<PaymentsGuards>,
+    api_bulkhead: Option<BulkheadHandle>,
     layers: Layers,
     published: Arc<AtomicU64>,
     publisher: &'static str,
@@ -461,7 +488,7 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         Some(url) => Some(connect_redis(url).await?),
         None => None,
     };
-    let orders = orders_route(config, redis.as_ref(), wakeup)?;
+    let (orders_api, api_bulkhead) = orders_api(config, redis.as_ref(), wakeup)?;
     let webhooks = |scheme: Scheme, secret: &str, sender: &str, shape: EventShape| {
         let replay = redis
             .as_ref()
@@ -481,6 +508,7 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         payments,
         charges_uri,
         guards: guards.clone(),
+        api_bulkhead,
         layers: config.layers,
         published,
         publisher: publisher_name,
@@ -488,9 +516,7 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         redis,
         nats,
     };
-    let router = Router::new()
-        .route("/orders", orders.get(list_orders))
-        .route("/orders/{id}", get(get_order))
+    let router = orders_api
         .route("/health", get(health))
         .route("/metrics", get(render_metrics))
         .route_service("/webhooks/payments", payments_webhooks)
@@ -506,30 +532,47 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
     })
 }
 
-/// `POST /orders`: with the layers, behind the idempotency layer (in Redis
-/// when connected, else in memory) and the outbox publish hook waking the relay.
-fn orders_route(
+/// The orders routes behind the server stack, outermost first: idempotency
+/// (in Redis when connected, else in memory; `POST` only, other methods pass
+/// through), the outbox publish hook (waking the relay after a `POST`), the
+/// server bulkhead, the request timeout. With the layers off, the timeout alone.
+/// Returns the bulkhead's handle for `/health`.
+fn orders_api(
     config: &Config,
     redis: Option<&MultiplexedConnection>,
     wakeup: Wakeup,
-) -> Result<MethodRouter<AppState>, BoxError> {
+) -> Result<(Router<AppState>, Option<BulkheadHandle>), BoxError> {
+    let routes = Router::new()
+        .route("/orders", post(create_order).get(list_orders))
+        .route("/orders/{id}", get(get_order));
+    let bulkhead = match config.layers {
+        Layers::On => Some(
+            BulkheadLayer::builder(API)
+                .max_concurrent(config.max_concurrent_requests)
+                .build()?,
+        ),
+        Layers::Off => None,
+    };
+    let handle = bulkhead.as_ref().map(BulkheadLayer::handle);
+    let routes = routes.layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(palisade::core::problem::handle_error))
+            .option_layer(bulkhead)
+            .timeout(config.request_timeout),
+    );
     if config.layers == Layers::Off {
-        return Ok(post(create_order));
+        return Ok((routes, None));
     }
-    let hook = PublishHookLayer::new(wakeup).source("axum-orders");
+    let routes = routes.layer(PublishHookLayer::new(wakeup).source("axum-orders"));
     let idempotency = IdempotencyLayer::builder().require_key(true);
-    let route = match redis {
+    let routes = match redis {
         Some(conn) => {
             let store = RedisStore::with_prefix(conn.clone(), format!("{}idempotency:", config.redis_prefix))?;
-            let idempotency = idempotency.store(store).build()?;
-            post(create_order).layer::<_, Infallible>(ServiceBuilder::new().layer(idempotency).layer(hook))
+            routes.layer(idempotency.store(store).build()?)
         }
-        None => {
-            let idempotency = idempotency.build()?;
-            post(create_order).layer::<_, Infallible>(ServiceBuilder::new().layer(idempotency).layer(hook))
-        }
+        None => routes.layer(idempotency.build()?),
     };
-    Ok(route)
+    Ok((routes, handle))
 }
 
 /// Connects to NATS, makes sure the stream capturing `{subject_prefix}>`
@@ -981,9 +1024,14 @@ async fn health(State(state): State<AppState>) -> Response {
             "limit": bulkhead.limit,
         })
     });
+    let api_bulkhead = state.api_bulkhead.as_ref().map(|bulkhead| {
+        let bulkhead = bulkhead.snapshot();
+        json!({ "in_flight": bulkhead.in_flight, "limit": bulkhead.limit })
+    });
     let body = json!({
         "status": status,
         "layers": state.layers.as_str(),
+        "api": { "bulkhead": api_bulkhead },
         "payments": { "breaker": breaker, "bulkhead": bulkhead },
         "outbox": {
             "pending": backlog.map(|b| b.pending),

@@ -486,6 +486,109 @@ async fn a_full_payments_bulkhead_is_503_with_retry_after() {
     std::sync::Arc::into_inner(fx).unwrap().finish().await;
 }
 
+/// Holds one `POST /orders` in a charge the simulator never answers; returns its task.
+async fn hold_an_order(fx: &std::sync::Arc<Fixture>) -> tokio::task::JoinHandle<(Response<()>, Bytes)> {
+    fx.sim
+        .set_mode(Mode {
+            failure_rate: 0.0,
+            latency_ms: 60_000,
+            status: 503,
+        })
+        .unwrap();
+    let slow = tokio::spawn({
+        let fx = fx.clone();
+        async move { fx.send(post_order(Some("slow"), ORDER)).await }
+    });
+    while fx.sim.requests() == 0 {
+        tokio::task::yield_now().await;
+    }
+    slow
+}
+
+#[tokio::test]
+async fn a_full_server_bulkhead_is_503_on_every_orders_route() {
+    let fx = std::sync::Arc::new(
+        Fixture::start(|config| {
+            config.max_concurrent_requests = 1;
+            config.payments.attempt_timeout = Duration::from_secs(60);
+        })
+        .await,
+    );
+    let slow = hold_an_order(&fx).await;
+    let report = health(&fx).await;
+    assert_eq!(
+        report["api"]["bulkhead"],
+        serde_json::json!({"in_flight": 1, "limit": 1})
+    );
+    for req in [
+        Request::get("/orders").body(Body::empty()).unwrap(),
+        Request::get("/orders/ord_1").body(Body::empty()).unwrap(),
+        post_order(Some("second"), ORDER),
+    ] {
+        let (res, body) = fx.send(req).await;
+        assert_problem(&res, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(res.headers().contains_key("retry-after"));
+        assert_eq!(json(&body)["type"], "urn:palisade:problem:bulkhead-full");
+    }
+    assert_eq!(fx.sim.requests(), 1, "a rejected order charges nothing");
+    slow.abort();
+    assert!(slow.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        health(&fx).await["api"]["bulkhead"]["in_flight"],
+        0,
+        "the aborted request's permit is back"
+    );
+    assert!(fx.orders().await.is_empty());
+    std::sync::Arc::into_inner(fx).unwrap().finish().await;
+}
+
+#[tokio::test]
+async fn with_the_layers_off_there_is_no_server_bulkhead() {
+    let fx = std::sync::Arc::new(
+        Fixture::start(|config| {
+            config.layers = Layers::Off;
+            config.max_concurrent_requests = 1;
+            config.payments.attempt_timeout = Duration::from_secs(60);
+        })
+        .await,
+    );
+    let slow = hold_an_order(&fx).await;
+    assert_eq!(health(&fx).await["api"]["bulkhead"], serde_json::Value::Null);
+    let (res, body) = fx.send(Request::get("/orders").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(json(&body), serde_json::json!([]));
+    slow.abort();
+    assert!(slow.await.unwrap_err().is_cancelled());
+    std::sync::Arc::into_inner(fx).unwrap().finish().await;
+}
+
+// The charge crosses a real socket, so this waits 100 ms of real time: paused time would
+// advance while sqlx's SQLite worker thread holds the runtime idle. The simulator holds the
+// charge for 60 s, so the request timeout is the only deadline that can expire.
+#[tokio::test]
+async fn a_request_past_its_timeout_is_504_and_stores_nothing() {
+    let fx = std::sync::Arc::new(
+        Fixture::start(|config| {
+            config.request_timeout = Duration::from_millis(100);
+            config.payments.attempt_timeout = Duration::from_secs(60);
+        })
+        .await,
+    );
+    fx.sim
+        .set_mode(Mode {
+            failure_rate: 0.0,
+            latency_ms: 60_000,
+            status: 503,
+        })
+        .unwrap();
+    let (res, body) = fx.send(post_order(Some("late"), ORDER)).await;
+    assert_problem(&res, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(json(&body)["type"], "urn:palisade:problem:timeout");
+    assert_eq!(health(&fx).await["api"]["bulkhead"]["in_flight"], 0);
+    assert!(fx.orders().await.is_empty());
+    std::sync::Arc::into_inner(fx).unwrap().finish().await;
+}
+
 #[tokio::test]
 async fn the_simulator_charges_once_per_key_and_switches_modes() {
     let sim = PaymentsSim::with_seed(1);
