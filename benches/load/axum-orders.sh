@@ -4,8 +4,8 @@
 # Starts two release builds of examples/axum-orders side by side, one with every layer on and
 # one with `--layers off` (the same handlers without any palisade layer), and drives both with
 # oha in alternating rounds, so both see the same machine:
-#   - GET /orders/{id}: the layers on a read (idempotency passes it through, the hook wakes
-#     nothing because nothing was staged);
+#   - GET /orders/{id}: the server stack on a read (idempotency passes the GET through, the
+#     outbox hook puts its context in and wakes nothing, the server bulkhead takes a permit);
 #   - POST /orders replayed with one Idempotency-Key: with the layers on, every request after the
 #     first is answered from the idempotency store; with them off, each one runs the handler
 #     (charge, insert, stage the event).
