@@ -110,8 +110,12 @@
 //!
 //! - **Order**: events of one aggregate are published in staging order. An aggregate whose
 //!   oldest pending event is claimed by another relay or waiting for a retry is skipped, never
-//!   overtaken; within a batch, one aggregate's events are published one after another, while
-//!   different aggregates are published concurrently (up to `concurrency`). Order is staging
+//!   overtaken; within a batch, one aggregate's events go to the publisher as one run in
+//!   staging order, and different aggregates' runs are published concurrently (up to
+//!   `concurrency`). The NATS, RabbitMQ and Redis publishers pipeline a run (send it all, then
+//!   read the acknowledgements in order); the others publish it one event at a time. A failure
+//!   in a run publishes the events acknowledged before it, fails that one, and releases the
+//!   rest; see [`Publisher`] for what a pipelined run may have sent by then. Order is staging
 //!   order: concurrent transactions writing the same aggregate should be serialized by the
 //!   aggregate's own row lock, as they normally are. Several relays give availability, and
 //!   throughput only across aggregates.
@@ -149,9 +153,9 @@
 //!
 //! | publisher | feature | acknowledgement | de-duplication id |
 //! |---|---|---|---|
-//! | [`publisher::NatsPublisher`] | `nats` | JetStream publish ack | `Nats-Msg-Id` header |
-//! | [`publisher::RabbitMqPublisher`] | `rabbitmq` | publisher confirm; persistent, mandatory | `message_id` property |
-//! | [`publisher::RedisPublisher`] | `redis` | `XADD` reply | `event_id` field |
+//! | [`publisher::NatsPublisher`] | `nats` | JetStream publish ack (runs pipelined) | `Nats-Msg-Id` header |
+//! | [`publisher::RabbitMqPublisher`] | `rabbitmq` | publisher confirm; persistent, mandatory (runs pipelined) | `message_id` property |
+//! | [`publisher::RedisPublisher`] | `redis` | `XADD` reply (a run in one pipeline) | `event_id` field |
 //! | [`publisher::HttpPublisher`] | `http` | a 2xx answer; 408, 429, 5xx and transport errors are retried, other statuses dead-lettered at once | signed `webhook-id` header (Standard Webhooks) |
 //! | [`ChannelPublisher`] | — | channel send | — |
 //!
