@@ -102,7 +102,7 @@
 //! `published_at` column that a partial index's condition depends on, so published rows never
 //! stay in the outbox table; and a prepared claim query first planned while the table was
 //! empty kept a sequential-scan plan (1.2 ms per poll at 20k rows) until the table was
-//! analyzed, so the claim is sent unnamed and planned on every run against the table's real size.
+//! analyzed, so the claim, though prepared, is planned on every run against the table's real size.
 //! The relay's own transaction commits with `synchronous_commit = off`: losing it in a
 //! database crash only means publishing those events again, which delivery allows.
 //!

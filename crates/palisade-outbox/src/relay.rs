@@ -447,16 +447,25 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
         );
         async {
             let started = Instant::now();
-            let (claim, events) = self.shared.store.claim(config.batch_size, config.lease).await?;
+            let (mut claim, events) = self.shared.store.claim(config.batch_size, config.lease).await?;
             let claimed = events.len();
             tracing::Span::current().record("claimed", claimed);
             let deadline = started + config.lease;
-            let outcomes: Vec<(i64, Disposition)> = stream::iter(group_by_aggregate(events))
+            let archive = !config.retention.is_zero();
+            let seqs: Vec<i64> = events.iter().map(|claimed| claimed.seq).collect();
+            let publishing = stream::iter(group_by_aggregate(events))
                 .map(|run| self.publish_run(run, deadline))
                 .buffer_unordered(config.concurrency)
                 .flat_map(stream::iter)
-                .collect()
-                .await;
+                .collect::<Vec<(i64, Disposition)>>();
+            // The store records the batch as published while the broker works; nothing to
+            // record for an empty poll.
+            let (outcomes, recorded) = if seqs.is_empty() {
+                (publishing.await, Ok(()))
+            } else {
+                tokio::join!(publishing, self.shared.store.record_ahead(&mut claim, &seqs, archive))
+            };
+            recorded?;
             let mut report = BatchReport {
                 claimed,
                 ..BatchReport::default()
@@ -472,10 +481,7 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
                     Disposition::Released => {}
                 }
             }
-            self.shared
-                .store
-                .complete(claim, &outcomes, !config.retention.is_zero())
-                .await?;
+            self.shared.store.complete(claim, &outcomes, archive).await?;
             let span = tracing::Span::current();
             span.record("published", report.published);
             span.record("failed", report.failed);
@@ -689,11 +695,13 @@ mod tests {
         }
     }
 
-    /// A store handing out one batch, then nothing, and keeping the outcomes recorded.
+    /// A store handing out one batch, then nothing, and keeping the outcomes recorded (and
+    /// the sequence numbers of each call to record ahead).
     #[derive(Clone, Default)]
     struct OneBatch {
         batch: Arc<std::sync::Mutex<Vec<Claimed>>>,
         recorded: Arc<std::sync::Mutex<Vec<(i64, Disposition)>>>,
+        recorded_ahead: Arc<std::sync::Mutex<Vec<Vec<i64>>>>,
     }
 
     impl OneBatch {
@@ -710,6 +718,7 @@ mod tests {
             Self {
                 batch: Arc::new(std::sync::Mutex::new(batch.collect())),
                 recorded: Arc::default(),
+                recorded_ahead: Arc::default(),
             }
         }
 
@@ -725,6 +734,11 @@ mod tests {
 
         async fn claim(&self, _: usize, _: Duration) -> Result<((), Vec<Claimed>), OutboxError> {
             Ok(((), std::mem::take(&mut *self.batch.lock().unwrap())))
+        }
+
+        async fn record_ahead(&self, (): &mut (), seqs: &[i64], _: bool) -> Result<(), OutboxError> {
+            self.recorded_ahead.lock().unwrap().push(seqs.to_vec());
+            Ok(())
         }
 
         async fn complete(&self, (): (), outcomes: &[(i64, Disposition)], _: bool) -> Result<(), OutboxError> {
@@ -840,6 +854,16 @@ mod tests {
         let store = OneBatch::new();
         let relay = Relay::builder(store.clone(), publisher).random(|| 1.0).build().unwrap();
         let report = relay.run_batch().await.unwrap();
+        assert_eq!(
+            relay.run_batch().await.unwrap(),
+            BatchReport::default(),
+            "the batch was claimed once"
+        );
+        assert_eq!(
+            *store.recorded_ahead.lock().unwrap(),
+            [vec![1, 2, 3, 4, 5, 6, 7]],
+            "the whole batch is recorded ahead while it is published; an empty poll records nothing"
+        );
         (report, store.recorded())
     }
 
