@@ -110,8 +110,8 @@ pub trait OutboxStore: Clone + Send + Sync + 'static {
 
     /// Reclaims the space of removed rows, so claims need not step over them; the relay calls
     /// it every `vacuum_interval` when it published since the last call. PostgreSQL runs
-    /// `VACUUM` on the outbox table (skipped while autovacuum works on it, never truncating
-    /// it); the default does nothing.
+    /// `VACUUM` on the outbox table (skipped while autovacuum works on it); the default
+    /// does nothing.
     fn vacuum(&self) -> impl Future<Output = Result<(), OutboxError>> + Send {
         async { Ok(()) }
     }
