@@ -148,7 +148,6 @@
 //! | `retention` | 0 | deleting on publish is the fastest drain; set it to keep an audit trail |
 //! | `cleanup_interval` | 60 s | purging is cheap and not urgent |
 //! | `backlog_interval` | 10 s | the backlog gauges need a count over the table |
-//! | `vacuum_interval` | 1 s | PostgreSQL claims step over published (deleted) rows until a vacuum removes them; autovacuum comes about once a minute |
 //!
 //! # Publishers
 //!

@@ -17,12 +17,6 @@
 //! the table was empty (a sequential scan) never sticks once it has grown. The relay's
 //! transaction commits without waiting for the WAL flush (`synchronous_commit = off`): if the
 //! database crashes before the flush, the events are published again (at least once).
-//! Deleted rows stay in the table and its indexes until a vacuum, and every claim walks the
-//! outbox from its oldest row, stepping over them: after a drain of 40,000 events a claim of
-//! one event took 2 to 9 ms instead of 0.5 ms. Autovacuum comes about once a minute, so the
-//! relay runs `VACUUM (SKIP_LOCKED)` on the table itself every `vacuum_interval` (1 s) in
-//! which it published; the connection's role must own the table (it does if it ran
-//! [`migrate`]).
 //!
 //! In every instance, wire the publish hook's wake-ups to the other instances:
 //!
@@ -388,13 +382,6 @@ impl OutboxStore for PgStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
-    }
-
-    async fn vacuum(&self) -> Result<(), OutboxError> {
-        sqlx::raw_sql("VACUUM (SKIP_LOCKED) palisade_outbox")
-            .execute(&self.pool)
-            .await?;
         Ok(())
     }
 

@@ -5,7 +5,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt, stream};
@@ -97,7 +96,6 @@ struct Config {
     retention: Duration,
     cleanup_interval: Duration,
     backlog_interval: Duration,
-    vacuum_interval: Duration,
 }
 
 impl Default for Config {
@@ -117,7 +115,6 @@ impl Default for Config {
             retention: Duration::ZERO,
             cleanup_interval: Duration::from_secs(60),
             backlog_interval: Duration::from_secs(10),
-            vacuum_interval: Duration::from_secs(1),
         }
     }
 }
@@ -220,15 +217,6 @@ impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
         self
     }
 
-    /// How often the store reclaims the rows of published events (default 1 s; zero turns it
-    /// off), when events were published since: see [`OutboxStore::vacuum`]. On PostgreSQL
-    /// every claim walks the outbox from its oldest row, dead ones included, until a vacuum
-    /// removes them; autovacuum alone comes only every minute or so.
-    pub fn vacuum_interval(mut self, vacuum_interval: Duration) -> Self {
-        self.config.vacuum_interval = vacuum_interval;
-        self
-    }
-
     /// Shares a wake-up signal (default: a new one, see [`Relay::wakeup`]).
     pub fn wakeup(mut self, wakeup: Wakeup) -> Self {
         self.wakeup = wakeup;
@@ -274,7 +262,6 @@ impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
                 publisher: self.publisher,
                 config: self.config,
                 random: self.random,
-                published_since_vacuum: AtomicBool::new(false),
             }),
             wakeup: self.wakeup,
         })
@@ -295,8 +282,6 @@ struct Shared<S, P> {
     publisher: P,
     config: Config,
     random: Random,
-    /// Set by any batch loop that published, cleared by the vacuum.
-    published_since_vacuum: AtomicBool,
 }
 
 impl<S, P> Clone for Relay<S, P> {
@@ -384,7 +369,6 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
         let mut shutdown = pin!(shutdown.fuse());
         let mut next_backlog = Instant::now();
         let mut next_cleanup = Instant::now() + config.cleanup_interval;
-        let mut next_vacuum = Instant::now() + config.vacuum_interval;
         loop {
             if (&mut shutdown).now_or_never().is_some() {
                 break;
@@ -409,10 +393,6 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
                 next_cleanup = now + config.cleanup_interval;
                 self.purge().await;
             }
-            if housekeeping && !config.vacuum_interval.is_zero() && now >= next_vacuum {
-                next_vacuum = now + config.vacuum_interval;
-                self.vacuum().await;
-            }
             if wait.is_zero() {
                 continue;
             }
@@ -436,16 +416,6 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
             Err(error) => {
                 tracing::warn!(target: names::TARGET, name = %name, error = %error, "outbox backlog query failed")
             }
-        }
-    }
-
-    async fn vacuum(&self) {
-        let shared = &self.shared;
-        if !shared.published_since_vacuum.swap(false, Ordering::Relaxed) {
-            return;
-        }
-        if let Err(error) = shared.store.vacuum().await {
-            tracing::warn!(target: names::TARGET, name = %shared.config.name, error = %error, "outbox vacuum failed");
         }
     }
 
@@ -512,9 +482,6 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
                 }
             }
             self.shared.store.complete(claim, &outcomes, archive).await?;
-            if report.published > 0 {
-                self.shared.published_since_vacuum.store(true, Ordering::Relaxed);
-            }
             let span = tracing::Span::current();
             span.record("published", report.published);
             span.record("failed", report.failed);
@@ -735,7 +702,6 @@ mod tests {
         batch: Arc<std::sync::Mutex<Vec<Claimed>>>,
         recorded: Arc<std::sync::Mutex<Vec<(i64, Disposition)>>>,
         recorded_ahead: Arc<std::sync::Mutex<Vec<Vec<i64>>>>,
-        vacuums: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     impl OneBatch {
@@ -753,7 +719,6 @@ mod tests {
                 batch: Arc::new(std::sync::Mutex::new(batch.collect())),
                 recorded: Arc::default(),
                 recorded_ahead: Arc::default(),
-                vacuums: Arc::default(),
             }
         }
 
@@ -769,11 +734,6 @@ mod tests {
 
         async fn claim(&self, _: usize, _: Duration) -> Result<((), Vec<Claimed>), OutboxError> {
             Ok(((), std::mem::take(&mut *self.batch.lock().unwrap())))
-        }
-
-        async fn vacuum(&self) -> Result<(), OutboxError> {
-            self.vacuums.fetch_add(1, Ordering::SeqCst);
-            Ok(())
         }
 
         async fn record_ahead(&self, (): &mut (), seqs: &[i64], _: bool) -> Result<(), OutboxError> {
@@ -1147,30 +1107,6 @@ mod tests {
             "an idle relay stops without waiting for its poll"
         );
         assert_eq!(store.claims(), 3);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_store_is_vacuumed_at_the_interval_only_after_publishing() {
-        let store = OneBatch::new();
-        let relay = Relay::builder(store.clone(), OneAtATime::default())
-            .vacuum_interval(Duration::from_secs(1))
-            .build()
-            .unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let running = tokio::spawn({
-            let relay = relay.clone();
-            async move { relay.run(stopped.map(drop)).await }
-        });
-        let vacuums = || store.vacuums.load(Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(900)).await;
-        assert_eq!(store.recorded().len(), 7, "the batch was published");
-        assert_eq!(vacuums(), 0, "not before the interval");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(vacuums(), 1, "at the first housekeeping after the interval");
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        assert_eq!(vacuums(), 1, "nothing published since: no vacuum");
-        stop.send(()).unwrap();
-        running.await.unwrap();
     }
 
     #[test]

@@ -108,14 +108,6 @@ pub trait OutboxStore: Clone + Send + Sync + 'static {
         archive: bool,
     ) -> impl Future<Output = Result<(), OutboxError>> + Send;
 
-    /// Reclaims the space of removed rows, so claims need not step over them; the relay calls
-    /// it every `vacuum_interval` when it published since the last call. PostgreSQL runs
-    /// `VACUUM` on the outbox table (skipped while autovacuum works on it); the default
-    /// does nothing.
-    fn vacuum(&self) -> impl Future<Output = Result<(), OutboxError>> + Send {
-        async { Ok(()) }
-    }
-
     /// Counts the backlog.
     fn backlog(&self) -> impl Future<Output = Result<Backlog, OutboxError>> + Send;
 
