@@ -49,8 +49,9 @@ pub use redis::RedisPublisher;
 /// - every event before the first error: published;
 /// - the event whose result is the error (or that timed out): failed, retried after a
 ///   backoff or dead-lettered, its attempt counted;
-/// - every event after it: released, not attempted as far as the outbox is concerned (no
-///   attempt counted), and claimed again behind the failed event once that one succeeds.
+/// - every event after it: released, no attempt counted. The claim skips an aggregate whose
+///   oldest event waits for a retry, so these are claimed again only once the failed event
+///   has been published (or dead-lettered).
 ///
 /// The default implementation publishes one event at a time, each once the previous one was
 /// acknowledged, and sends nothing after a failure: the broker never holds a later event of
@@ -62,7 +63,9 @@ pub use redis::RedisPublisher;
 /// per-message rejection rather than a lost connection), that later event reaches consumers
 /// before the failed one; it is published again after the retried event, where a
 /// de-duplicating broker (JetStream within its duplicate window) drops the copy. A lost
-/// connection or a timeout fails the rest of the run as well, and order holds.
+/// connection loses everything sent after the failed event too, and order holds; a late
+/// acknowledgement (a timeout) may leave the event and the ones after it stored, in order,
+/// and their re-sends are duplicates rather than reorderings.
 pub trait Publisher: Send + Sync + 'static {
     /// Publishes `event` to `event.destination` (under the publisher's own prefix).
     fn publish(&self, event: &Event) -> impl Future<Output = Result<(), PublishError>> + Send;
