@@ -208,18 +208,17 @@
 //! Measured on 2026-11-22 on a 2-core x86_64 VM with `cargo bench -p palisade-benches --bench
 //! outbox`: PostgreSQL 15 and NATS 2.9.10 (JetStream, file storage) with default settings on
 //! the same machine, 100 aggregates, every event acknowledged by JetStream (runs pipelined).
-//! Four runs, started at 1-minute load averages of 1.1 to 2.2 (the benchmark itself keeps
-//! both cores busy; other builds ran on the machine in between, and it was never quieter
-//! than that for long).
+//! Six runs, started at 1-minute load averages of 0.8 to 2.2 (the benchmark itself keeps both
+//! cores busy while it runs; other builds ran on the machine between runs).
 //!
 //! | measurement | target | figure |
 //! |---|---|---|
 //! | drain a 20,000-event backlog, one batch loop, batches of 100 | — | 17,600 – 24,200 events/s |
 //! | the same, batches of 1000 | ≥ 40,000 events/s | 42,600 – 55,400 events/s |
-//! | commit → consumer with the hook, about 2,000 events/s staged | median < 1 ms, p99 < 5 ms | median 1.4 – 3.0 ms, p99 4.6 – 12 ms |
-//! | commit → consumer with 1 s polling alone, about 2,000 events/s staged | — | median 12 – 144 ms, p99 0.96 – 0.98 s |
+//! | commit → consumer with the hook, about 2,000 events/s staged | median < 1 ms, p99 < 5 ms | median 1.4 – 3.0 ms, p99 4.6 – 15 ms |
+//! | commit → consumer with 1 s polling alone, about 2,000 events/s staged | — | median 12 – 144 ms, p99 22 ms – 0.98 s |
 //! | commit → consumer with the hook, relay idle (one event every 20 ms) | — | median 1.2 – 3.1 ms, p99 1.9 – 8.2 ms |
-//! | commit → consumer with 1 s polling alone, relay idle | — | median 487 – 504 ms, p99 0.98 – 0.99 s |
+//! | commit → consumer with 1 s polling alone, relay idle | — | median 487 – 507 ms, p99 0.98 – 0.99 s |
 //!
 //! Where a batch of 1000 spends its time (timed per phase): the claim about 5.5 ms (the
 //! claim statement alone takes about 4.5 ms in `psql`, 1.5 to 2 ms of it the per-aggregate
@@ -232,7 +231,8 @@
 //! The hook's latency target is missed. One event's way from commit to consumer, on a quiet
 //! table: the pool's health check on acquire and `BEGIN` 0.1 to 0.2 ms, the claim statement
 //! 0.5 to 0.9 ms (about 0.2 ms planning, 0.2 ms the order check), the JetStream publish to
-//! the subscriber about 0.3 ms: 1.2 ms at best. The spread comes from the table's dead rows:
+//! the subscriber about 0.3 ms: 1.2 ms at best. The spread does not follow the load (the two
+//! quietest runs gave medians of 2.4 to 2.9 ms); it comes mostly from the table's dead rows:
 //! every claim walks the outbox from its oldest row, stepping over rows deleted since the
 //! last vacuum, and right after the benchmark's 40,000-event drains (before autovacuum
 //! passes) a one-event claim takes 2 to 9 ms instead of 0.5 ms. Vacuuming from the relay
