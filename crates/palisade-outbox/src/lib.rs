@@ -236,8 +236,8 @@
 //! every claim walks the outbox from its oldest row, stepping over rows deleted since the
 //! last vacuum, and right after the benchmark's 40,000-event drains (before autovacuum
 //! passes) a one-event claim takes 2 to 9 ms instead of 0.5 ms; with the table vacuumed
-//! before each latency run, four runs gave hook medians of 1.2 to 1.3 ms (p99 3.8 to 4.5 ms,
-//! at 2,000 events/s). Vacuuming from the relay
+//! before each latency run, three runs gave hook medians of 1.3 ms (p99 3.9 to 4.2 ms, at
+//! 2,000 events/s). Vacuuming from the relay
 //! every second was tried and dropped: a vacuum of the (usually empty) table records it as
 //! empty, and with a few thousand rows pending the planner then chose a claim plan that took
 //! 0.9 s. A pool with `test_before_acquire(false)` for the relay saves one round trip.
