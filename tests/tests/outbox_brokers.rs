@@ -114,3 +114,93 @@ async fn redis_appends_to_the_stream_with_the_event_id_as_a_field() {
     assert_eq!(len, 1);
     assert_eq!(redis.cleanup().await, 2);
 }
+
+/// The results of publishing `events` as one run.
+async fn run_results<P: Publisher>(publisher: &P, events: &[Event]) -> Vec<Result<(), palisade_outbox::PublishError>> {
+    use futures_util::StreamExt;
+    publisher.publish_run(events).collect().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_pipelines_a_run_and_yields_each_confirm_in_order() {
+    let Some(rabbit) = RabbitMq::connect("outbox_rabbitmq_run").await else {
+        return;
+    };
+    let channel = rabbit.connection.create_channel().await.unwrap();
+    channel
+        .queue_declare(&rabbit.queue, QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let publisher = RabbitMqPublisher::new(channel.clone(), "").await.unwrap();
+    let event = |version: i64| {
+        Event::new("OrderChanged", "Order", "o1", json!({}))
+            .with_version(version)
+            .with_destination(rabbit.queue.clone())
+    };
+    // The second is unroutable: the broker refuses it but routes the third, already sent.
+    let run = [
+        event(1),
+        event(2).with_destination(unique_name("no_such_queue")),
+        event(3),
+    ];
+    let results = run_results(&publisher, &run).await;
+    assert_eq!(results.len(), 3, "one result per event");
+    assert!(results[0].is_ok());
+    let refused = results[1].as_ref().unwrap_err();
+    let rejected = std::error::Error::source(refused)
+        .unwrap()
+        .downcast_ref::<RabbitMqRejected>();
+    assert!(matches!(rejected, Some(RabbitMqRejected::Unroutable(_))), "{refused}");
+    assert!(results[2].is_ok());
+    let mut versions = Vec::new();
+    while let Some(message) = channel
+        .basic_get(&rabbit.queue, BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        versions.push(serde_json::from_slice::<Event>(&message.delivery.data).unwrap().version);
+    }
+    assert_eq!(versions, [1, 3], "sent in order; the refused one is missing");
+    rabbit.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_pipelines_a_run_and_yields_each_reply_in_order() {
+    let Some(redis) = Redis::connect("outbox_redis_run").await else {
+        return;
+    };
+    let mut conn = redis.conn.clone();
+    // A plain string where the second event's stream would be: its XADD fails, the rest do not.
+    redis::cmd("SET")
+        .arg(redis.key("taken"))
+        .arg("not a stream")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let publisher = RedisPublisher::new(redis.conn.clone()).with_prefix(redis.prefix.clone());
+    let event = |version: i64| Event::new("OrderChanged", "Order", "o1", json!({})).with_version(version);
+    let run = [event(1), event(2).with_destination("taken"), event(3), event(4)];
+    let results = run_results(&publisher, &run).await;
+    assert_eq!(results.len(), 4, "one result per event");
+    assert!(results[0].is_ok() && results[2].is_ok() && results[3].is_ok());
+    let wrong_type = results[1].as_ref().unwrap_err();
+    assert!(wrong_type.is_transient());
+    assert!(wrong_type.to_string().contains("WRONGTYPE"), "{wrong_type}");
+    let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
+        .arg(redis.key("Order"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let ids: Vec<String> = entries
+        .iter()
+        .map(|(_, fields)| String::from_utf8(fields.iter().find(|(k, _)| k == "event_id").unwrap().1.clone()).unwrap())
+        .collect();
+    let expected: Vec<String> = [&run[0], &run[2], &run[3]]
+        .iter()
+        .map(|e| e.event_id.to_string())
+        .collect();
+    assert_eq!(ids, expected, "appended in run order");
+    assert_eq!(redis.cleanup().await, 2);
+}

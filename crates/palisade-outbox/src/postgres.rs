@@ -9,10 +9,14 @@
 //! per aggregate, that no older pending event of that aggregate is held elsewhere; rows that
 //! would overtake one are left for later. Published rows are deleted (or moved to the
 //! published table for the retention period), never updated: that drains about twice as fast
-//! as flagging them. The claim is sent as an unnamed statement, planned on every run, so a plan
-//! made while the table was empty (a sequential scan) never sticks once it has grown. The
-//! relay's transaction commits without waiting for the WAL flush (`synchronous_commit = off`):
-//! if the database crashes before the flush, the events are published again (at least once).
+//! as flagging them. While the relay publishes a batch, the same transaction already deletes
+//! it after a savepoint (the database's work overlaps the broker's); the commit keeps that
+//! when every event was published, and otherwise the transaction rolls back to the savepoint
+//! and records each outcome. The claim is prepared once per connection but planned on every run
+//! (`plan_cache_mode = force_custom_plan` in the relay's transaction), so a plan made while
+//! the table was empty (a sequential scan) never sticks once it has grown. The relay's
+//! transaction commits without waiting for the WAL flush (`synchronous_commit = off`): if the
+//! database crashes before the flush, the events are published again (at least once).
 //!
 //! In every instance, wire the publish hook's wake-ups to the other instances:
 //!
@@ -33,6 +37,7 @@
 //! # }
 //! ```
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPool, PgRow};
@@ -195,7 +200,8 @@ impl PgStore {
 
 const EVENT_COLUMNS: &str = "seq, attempts, event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version, payload, metadata";
 
-fn claim_sql() -> String {
+/// The claim, built once: prepared statements are cached per connection by their text.
+static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH retrying AS (
             SELECT DISTINCT aggregate_type, aggregate_id FROM palisade_outbox
@@ -227,7 +233,7 @@ fn claim_sql() -> String {
         SELECT l.*, b.blocker FROM locked l LEFT JOIN blockers b USING (aggregate_type, aggregate_id)
         ORDER BY l.seq"
     )
-}
+});
 
 fn event_from_row(row: &PgRow) -> Result<Claimed, OutboxError> {
     let seq: i64 = row.try_get("seq")?;
@@ -254,20 +260,43 @@ fn event_from_row(row: &PgRow) -> Result<Claimed, OutboxError> {
     })
 }
 
+/// A PostgreSQL claim: the transaction holding the claimed rows' locks until the relay has
+/// recorded the outcome. Dropping it rolls the transaction back, which frees the rows.
+#[derive(Debug)]
+pub struct PgClaim {
+    tx: Transaction<'static, Postgres>,
+    /// Whether the claimed rows were removed ahead of the outcome, after the savepoint.
+    recorded_ahead: bool,
+}
+
+/// Where [`OutboxStore::record_ahead`] starts, so its removal can be undone.
+const RECORDED_AHEAD: &str = "SAVEPOINT palisade_recorded_ahead";
+
+/// Deletes published rows (`$1`).
+const DELETE_PUBLISHED: &str = "DELETE FROM palisade_outbox WHERE seq = ANY($1)";
+
+/// Moves published rows (`$1`) to the published table.
+const ARCHIVE_PUBLISHED: &str = "WITH moved AS (DELETE FROM palisade_outbox WHERE seq = ANY($1) RETURNING *)
+     INSERT INTO palisade_outbox_published
+        (seq, event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version,
+         payload, metadata, staged_at, attempts)
+     SELECT seq, event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version,
+         payload, metadata, staged_at, attempts FROM moved";
+
 impl OutboxStore for PgStore {
-    type Claim = Transaction<'static, Postgres>;
+    type Claim = PgClaim;
 
     async fn claim(&self, limit: usize, _lease: Duration) -> Result<(Self::Claim, Vec<Claimed>), OutboxError> {
         // Losing the relay's own commit in a database crash only means publishing again (at
-        // least once, de-duplicated by event id), so it need not wait for the WAL flush. One
-        // round trip opens the transaction and sets that.
+        // least once, de-duplicated by event id), so it need not wait for the WAL flush. The
+        // prepared claim is planned afresh on every run, for the table's current size. One
+        // round trip opens the transaction and sets both.
         let mut tx = self
             .pool
-            .begin_with("BEGIN; SET LOCAL synchronous_commit TO off")
+            .begin_with("BEGIN; SET LOCAL synchronous_commit TO off; SET LOCAL plan_cache_mode TO force_custom_plan")
             .await?;
-        let rows = sqlx::query(&claim_sql())
+        let rows = sqlx::query(CLAIM_SQL.as_str())
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .persistent(false)
             .fetch_all(&mut *tx)
             .await?;
         let mut claimed = Vec::with_capacity(rows.len());
@@ -280,31 +309,47 @@ impl OutboxStore for PgStore {
                 claimed.push(event_from_row(row)?);
             }
         }
-        Ok((tx, claimed))
+        let claim = PgClaim {
+            tx,
+            recorded_ahead: false,
+        };
+        Ok((claim, claimed))
+    }
+
+    /// Removes (or archives) the whole claim after a savepoint while the relay publishes;
+    /// [`complete`](OutboxStore::complete) commits that when everything was published and
+    /// rolls back to the savepoint otherwise. Usually every event is published, so the
+    /// deletion costs the batch no time of its own.
+    async fn record_ahead(&self, claim: &mut PgClaim, seqs: &[i64], archive: bool) -> Result<(), OutboxError> {
+        claim.tx.execute(RECORDED_AHEAD).await?;
+        claim.recorded_ahead = true;
+        let sql = if archive { ARCHIVE_PUBLISHED } else { DELETE_PUBLISHED };
+        sqlx::query(sql).bind(seqs).execute(&mut *claim.tx).await?;
+        Ok(())
     }
 
     async fn complete(
         &self,
-        mut tx: Self::Claim,
+        claim: PgClaim,
         outcomes: &[(i64, Disposition)],
         archive: bool,
     ) -> Result<(), OutboxError> {
+        let PgClaim { mut tx, recorded_ahead } = claim;
+        if recorded_ahead {
+            if outcomes.iter().all(|(_, d)| matches!(d, Disposition::Published)) {
+                tx.commit().await?;
+                return Ok(());
+            }
+            // Some event was not published: undo the removal and record each outcome.
+            tx.execute("ROLLBACK TO SAVEPOINT palisade_recorded_ahead").await?;
+        }
         let published: Vec<i64> = outcomes
             .iter()
             .filter(|(_, d)| matches!(d, Disposition::Published))
             .map(|(s, _)| *s)
             .collect();
         if !published.is_empty() {
-            let sql = if archive {
-                "WITH moved AS (DELETE FROM palisade_outbox WHERE seq = ANY($1) RETURNING *)
-                 INSERT INTO palisade_outbox_published
-                    (seq, event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version,
-                     payload, metadata, staged_at, attempts)
-                 SELECT seq, event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version,
-                     payload, metadata, staged_at, attempts FROM moved"
-            } else {
-                "DELETE FROM palisade_outbox WHERE seq = ANY($1)"
-            };
+            let sql = if archive { ARCHIVE_PUBLISHED } else { DELETE_PUBLISHED };
             sqlx::query(sql).bind(&published).execute(&mut *tx).await?;
         }
         let mut seqs = Vec::new();

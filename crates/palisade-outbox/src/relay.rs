@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::envelope::Event;
 use crate::error::{ConfigError, OutboxError, PublishError, PublishTimeout};
 use crate::publisher::Publisher;
 use crate::store::{Claimed, Disposition, OutboxStore};
@@ -147,8 +148,8 @@ impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
         self
     }
 
-    /// Aggregates published concurrently within a batch (default 64); one aggregate's events
-    /// are always published one after another.
+    /// Aggregates published concurrently within a batch (default 64). One aggregate's events
+    /// go to the publisher as one run, in staging order (see [`Publisher`]'s runs).
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.config.concurrency = concurrency;
         self
@@ -182,14 +183,16 @@ impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
         self
     }
 
-    /// How long one publish may take before it counts as failed (default 10 s).
+    /// How long the relay waits for one event's result before it counts as failed (default
+    /// 10 s): a whole publish, or the acknowledgement of a pipelined one.
     pub fn publish_timeout(mut self, publish_timeout: Duration) -> Self {
         self.config.publish_timeout = publish_timeout;
         self
     }
 
-    /// How long a claim lasts (default 30 s). A relay starts no publish that could end after its
-    /// lease, so another relay taking over an expired claim never races it.
+    /// How long a claim lasts (default 30 s). A relay waits for no result that could come after
+    /// its lease (the rest of the batch is released), so another relay taking over an expired
+    /// claim never races it.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.config.lease = lease;
         self
@@ -444,16 +447,25 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
         );
         async {
             let started = Instant::now();
-            let (claim, events) = self.shared.store.claim(config.batch_size, config.lease).await?;
+            let (mut claim, events) = self.shared.store.claim(config.batch_size, config.lease).await?;
             let claimed = events.len();
             tracing::Span::current().record("claimed", claimed);
             let deadline = started + config.lease;
-            let outcomes: Vec<(i64, Disposition)> = stream::iter(group_by_aggregate(events))
-                .map(|group| self.publish_in_order(group, deadline))
+            let archive = !config.retention.is_zero();
+            let seqs: Vec<i64> = events.iter().map(|claimed| claimed.seq).collect();
+            let publishing = stream::iter(group_by_aggregate(events))
+                .map(|run| self.publish_run(run, deadline))
                 .buffer_unordered(config.concurrency)
                 .flat_map(stream::iter)
-                .collect()
-                .await;
+                .collect::<Vec<(i64, Disposition)>>();
+            // The store records the batch as published while the broker works; nothing to
+            // record for an empty poll.
+            let (outcomes, recorded) = if seqs.is_empty() {
+                (publishing.await, Ok(()))
+            } else {
+                tokio::join!(publishing, self.shared.store.record_ahead(&mut claim, &seqs, archive))
+            };
+            recorded?;
             let mut report = BatchReport {
                 claimed,
                 ..BatchReport::default()
@@ -469,10 +481,7 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
                     Disposition::Released => {}
                 }
             }
-            self.shared
-                .store
-                .complete(claim, &outcomes, !config.retention.is_zero())
-                .await?;
+            self.shared.store.complete(claim, &outcomes, archive).await?;
             let span = tracing::Span::current();
             span.record("published", report.published);
             span.record("failed", report.failed);
@@ -493,49 +502,52 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
         .await
     }
 
-    /// Publishes one aggregate's claimed events in order, stopping at the first failure.
-    async fn publish_in_order(&self, group: Vec<Claimed>, deadline: Instant) -> Vec<(i64, Disposition)> {
+    /// Publishes one aggregate's run, stopping at the first failure: published, then at most
+    /// one failed, then released events (see [`Publisher`]'s runs).
+    async fn publish_run(&self, run: Run, deadline: Instant) -> Vec<(i64, Disposition)> {
         let config = &self.shared.config;
-        let mut outcomes = Vec::with_capacity(group.len());
-        let mut stopped = false;
-        for claimed in group {
-            // After a failure the rest of the aggregate waits, so it cannot overtake the failed event;
-            // near the end of the lease nothing new starts.
-            if stopped || Instant::now() + config.publish_timeout > deadline {
-                stopped = true;
-                outcomes.push((claimed.seq, Disposition::Released));
-                continue;
+        let mut outcomes = Vec::with_capacity(run.events.len());
+        let mut results = pin!(self.shared.publisher.publish_run(&run.events));
+        for (&(seq, attempts), event) in run.claims.iter().zip(&run.events) {
+            // Near the end of the lease the relay waits for nothing more.
+            if Instant::now() + config.publish_timeout > deadline {
+                break;
             }
-            let publish = self.shared.publisher.publish(&claimed.event);
-            let result = match tokio::time::timeout(config.publish_timeout, publish).await {
-                Ok(result) => result,
+            let result = match tokio::time::timeout(config.publish_timeout, results.next()).await {
+                Ok(Some(result)) => result,
+                Ok(None) => break,
                 Err(_) => Err(PublishError::transient(PublishTimeout(config.publish_timeout))),
             };
             match result {
-                Ok(()) => outcomes.push((claimed.seq, Disposition::Published)),
+                Ok(()) => outcomes.push((seq, Disposition::Published)),
                 Err(error) => {
-                    stopped = true;
-                    outcomes.push((claimed.seq, self.failure(&claimed, &error)));
+                    outcomes.push((seq, self.failure(event, attempts, &error)));
+                    break;
                 }
             }
         }
+        // The rest of the aggregate waits, so it cannot overtake an event that failed.
+        let released = run.claims[outcomes.len()..]
+            .iter()
+            .map(|&(seq, _)| (seq, Disposition::Released));
+        outcomes.extend(released);
         outcomes
     }
 
-    fn failure(&self, claimed: &Claimed, error: &PublishError) -> Disposition {
+    fn failure(&self, event: &Event, attempts: u32, error: &PublishError) -> Disposition {
         let config = &self.shared.config;
-        let attempt = claimed.attempts.saturating_add(1);
+        let attempt = attempts.saturating_add(1);
         let message = error_chain(error);
         if !error.is_transient() || attempt >= config.max_attempts {
             tracing::warn!(
-                target: names::TARGET, name = %config.name, event_id = %claimed.event.event_id,
+                target: names::TARGET, name = %config.name, event_id = %event.event_id,
                 attempt, error = %message, "outbox event dead-lettered"
             );
             return Disposition::DeadLetter { error: message };
         }
         let delay = backoff(config, attempt, (self.shared.random)());
         tracing::debug!(
-            target: names::TARGET, name = %config.name, event_id = %claimed.event.event_id,
+            target: names::TARGET, name = %config.name, event_id = %event.event_id,
             attempt, wait_ms = delay.as_millis() as u64, error = %message, "outbox publish failed; will retry"
         );
         Disposition::Retry { delay, error: message }
@@ -563,21 +575,44 @@ fn error_chain(error: &PublishError) -> String {
     message
 }
 
+/// One aggregate's claimed events, in staging order.
+struct Run {
+    /// Each event's sequence number and failed attempts so far.
+    claims: Vec<(i64, u32)>,
+    events: Vec<Event>,
+}
+
 /// Splits a batch (in staging order) into per-aggregate runs, each still in staging order.
-fn group_by_aggregate(events: Vec<Claimed>) -> Vec<Vec<Claimed>> {
-    let mut index: HashMap<(String, String), usize> = HashMap::new();
-    let mut groups: Vec<Vec<Claimed>> = Vec::new();
-    for claimed in events {
-        let key = (claimed.event.aggregate_type.clone(), claimed.event.aggregate_id.clone());
-        match index.get(&key) {
-            Some(&i) => groups[i].push(claimed),
-            None => {
-                index.insert(key, groups.len());
-                groups.push(vec![claimed]);
-            }
-        }
+fn group_by_aggregate(batch: Vec<Claimed>) -> Vec<Run> {
+    // Find each event's run with borrowed keys first, then move the events into their runs.
+    let mut run_of = Vec::with_capacity(batch.len());
+    let mut sizes: Vec<usize> = Vec::new();
+    let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+    for claimed in &batch {
+        let key = (
+            claimed.event.aggregate_type.as_str(),
+            claimed.event.aggregate_id.as_str(),
+        );
+        let run = *index.entry(key).or_insert_with(|| {
+            sizes.push(0);
+            sizes.len() - 1
+        });
+        sizes[run] += 1;
+        run_of.push(run);
     }
-    groups
+    drop(index);
+    let mut runs: Vec<Run> = sizes
+        .into_iter()
+        .map(|size| Run {
+            claims: Vec::with_capacity(size),
+            events: Vec::with_capacity(size),
+        })
+        .collect();
+    for (claimed, run) in batch.into_iter().zip(run_of) {
+        runs[run].claims.push((claimed.seq, claimed.attempts));
+        runs[run].events.push(claimed.event);
+    }
+    runs
 }
 
 /// A spawned relay: stop it gracefully, or wake it. Dropping the handle also stops the relay
@@ -615,7 +650,6 @@ impl RelayHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::Event;
     use crate::publisher::ChannelPublisher;
     use crate::store::{Backlog, DeadLetter};
     use tokio::sync::oneshot;
@@ -659,6 +693,333 @@ mod tests {
         async fn requeue(&self, _: uuid::Uuid) -> Result<bool, OutboxError> {
             Ok(false)
         }
+    }
+
+    /// A store handing out one batch, then nothing, and keeping the outcomes recorded (and
+    /// the sequence numbers of each call to record ahead).
+    #[derive(Clone, Default)]
+    struct OneBatch {
+        batch: Arc<std::sync::Mutex<Vec<Claimed>>>,
+        recorded: Arc<std::sync::Mutex<Vec<(i64, Disposition)>>>,
+        recorded_ahead: Arc<std::sync::Mutex<Vec<Vec<i64>>>>,
+    }
+
+    impl OneBatch {
+        /// Events of aggregate `a` with versions (and sequence numbers) 1 to 5, then two of `b`.
+        fn new() -> Self {
+            let claimed = |seq: i64, aggregate: &str| Claimed {
+                seq,
+                attempts: 0,
+                event: Event::new("E", "Order", aggregate, serde_json::Value::Null).with_version(seq),
+            };
+            let batch = (1..=5)
+                .map(|seq| claimed(seq, "a"))
+                .chain([claimed(6, "b"), claimed(7, "b")]);
+            Self {
+                batch: Arc::new(std::sync::Mutex::new(batch.collect())),
+                recorded: Arc::default(),
+                recorded_ahead: Arc::default(),
+            }
+        }
+
+        fn recorded(&self) -> Vec<(i64, Disposition)> {
+            let mut recorded = self.recorded.lock().unwrap().clone();
+            recorded.sort_by_key(|(seq, _)| *seq);
+            recorded
+        }
+    }
+
+    impl OutboxStore for OneBatch {
+        type Claim = ();
+
+        async fn claim(&self, _: usize, _: Duration) -> Result<((), Vec<Claimed>), OutboxError> {
+            Ok(((), std::mem::take(&mut *self.batch.lock().unwrap())))
+        }
+
+        async fn record_ahead(&self, (): &mut (), seqs: &[i64], _: bool) -> Result<(), OutboxError> {
+            self.recorded_ahead.lock().unwrap().push(seqs.to_vec());
+            Ok(())
+        }
+
+        async fn complete(&self, (): (), outcomes: &[(i64, Disposition)], _: bool) -> Result<(), OutboxError> {
+            self.recorded.lock().unwrap().extend_from_slice(outcomes);
+            Ok(())
+        }
+
+        async fn backlog(&self) -> Result<Backlog, OutboxError> {
+            Ok(Backlog::default())
+        }
+
+        async fn purge_published(&self, _: Duration) -> Result<u64, OutboxError> {
+            Ok(0)
+        }
+
+        async fn dead_letters(&self, _: usize) -> Result<Vec<DeadLetter>, OutboxError> {
+            Ok(Vec::new())
+        }
+
+        async fn requeue(&self, _: uuid::Uuid) -> Result<bool, OutboxError> {
+            Ok(false)
+        }
+    }
+
+    /// Where a test publisher fails: the send or the acknowledgement of the event of aggregate
+    /// `a` with this version.
+    #[derive(Clone, Copy)]
+    enum FailAt {
+        Send(i64),
+        Ack(i64, crate::PublishErrorKind),
+    }
+
+    impl FailAt {
+        fn error(self) -> PublishError {
+            match self {
+                Self::Send(_) => PublishError::transient("send failed"),
+                Self::Ack(_, crate::PublishErrorKind::Transient) => PublishError::transient("ack failed"),
+                Self::Ack(_, crate::PublishErrorKind::Permanent) => PublishError::permanent("rejected"),
+            }
+        }
+    }
+
+    /// Pipelines like the broker publishers: sends a whole run, then yields the acks in order.
+    /// Keeps the (aggregate, version) of every event sent, and of every ack read.
+    #[derive(Clone)]
+    struct Pipelined {
+        fail: FailAt,
+        sent: Arc<std::sync::Mutex<Vec<(String, i64)>>>,
+        acks_read: Arc<std::sync::Mutex<Vec<(String, i64)>>>,
+    }
+
+    impl Pipelined {
+        fn new(fail: FailAt) -> Self {
+            Self {
+                fail,
+                sent: Arc::default(),
+                acks_read: Arc::default(),
+            }
+        }
+
+        fn failing(&self, event: &Event) -> bool {
+            event.aggregate_id == "a"
+        }
+    }
+
+    impl Publisher for Pipelined {
+        async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+            let mut results = pin!(self.publish_run(std::slice::from_ref(event)));
+            results.next().await.unwrap_or(Ok(()))
+        }
+
+        fn publish_run<'a>(
+            &'a self,
+            events: &'a [Event],
+        ) -> impl futures_util::Stream<Item = Result<(), PublishError>> + Send + 'a {
+            stream::once(async move {
+                let mut acks = Vec::new();
+                for event in events {
+                    if matches!(self.fail, FailAt::Send(v) if self.failing(event) && v == event.version) {
+                        acks.push(Err(self.fail.error()));
+                        break;
+                    }
+                    let key = (event.aggregate_id.clone(), event.version);
+                    self.sent.lock().unwrap().push(key.clone());
+                    acks.push(Ok((event, key)));
+                }
+                stream::iter(acks).map(move |sent| {
+                    let (event, key) = sent?;
+                    self.acks_read.lock().unwrap().push(key);
+                    match self.fail {
+                        FailAt::Ack(v, _) if self.failing(event) && v == event.version => Err(self.fail.error()),
+                        _ => Ok(()),
+                    }
+                })
+            })
+            .flatten()
+        }
+    }
+
+    fn sent_of(log: &std::sync::Mutex<Vec<(String, i64)>>, aggregate: &str) -> Vec<i64> {
+        let log = log.lock().unwrap();
+        log.iter().filter(|(a, _)| a == aggregate).map(|(_, v)| *v).collect()
+    }
+
+    fn retry(error: &str) -> Disposition {
+        Disposition::Retry {
+            delay: Duration::from_millis(500),
+            error: error.to_owned(),
+        }
+    }
+
+    async fn run_one_batch<P: Publisher>(publisher: P) -> (BatchReport, Vec<(i64, Disposition)>) {
+        let store = OneBatch::new();
+        let relay = Relay::builder(store.clone(), publisher).random(|| 1.0).build().unwrap();
+        let report = relay.run_batch().await.unwrap();
+        assert_eq!(
+            relay.run_batch().await.unwrap(),
+            BatchReport::default(),
+            "the batch was claimed once"
+        );
+        assert_eq!(
+            *store.recorded_ahead.lock().unwrap(),
+            [vec![1, 2, 3, 4, 5, 6, 7]],
+            "the whole batch is recorded ahead while it is published; an empty poll records nothing"
+        );
+        (report, store.recorded())
+    }
+
+    #[tokio::test]
+    async fn a_failed_ack_mid_run_publishes_the_acked_prefix_and_releases_the_rest() {
+        let publisher = Pipelined::new(FailAt::Ack(3, crate::PublishErrorKind::Transient));
+        let (report, recorded) = run_one_batch(publisher.clone()).await;
+        use Disposition::{Published, Released};
+        assert_eq!(
+            recorded,
+            [
+                (1, Published),
+                (2, Published),
+                (3, retry("publish failed (transient): ack failed")),
+                (4, Released),
+                (5, Released),
+                (6, Published),
+                (7, Published),
+            ]
+        );
+        assert_eq!(
+            sent_of(&publisher.sent, "a"),
+            [1, 2, 3, 4, 5],
+            "the whole run was sent first"
+        );
+        assert_eq!(
+            sent_of(&publisher.acks_read, "a"),
+            [1, 2, 3],
+            "no ack is awaited after a failed one"
+        );
+        assert_eq!(sent_of(&publisher.sent, "b"), [6, 7]);
+        assert_eq!(
+            report,
+            BatchReport {
+                claimed: 7,
+                published: 4,
+                failed: 1,
+                dead_lettered: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rejected_ack_mid_run_dead_letters_that_event_only() {
+        let publisher = Pipelined::new(FailAt::Ack(1, crate::PublishErrorKind::Permanent));
+        let (report, recorded) = run_one_batch(publisher).await;
+        use Disposition::{DeadLetter, Published, Released};
+        let dead = DeadLetter {
+            error: "publish failed (permanent): rejected".to_owned(),
+        };
+        assert_eq!(
+            recorded,
+            [
+                (1, dead),
+                (2, Released),
+                (3, Released),
+                (4, Released),
+                (5, Released),
+                (6, Published),
+                (7, Published)
+            ]
+        );
+        assert_eq!((report.published, report.failed, report.dead_lettered), (2, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_failed_send_mid_run_sends_nothing_after_it() {
+        let publisher = Pipelined::new(FailAt::Send(4));
+        let (_, recorded) = run_one_batch(publisher.clone()).await;
+        use Disposition::{Published, Released};
+        assert_eq!(
+            recorded,
+            [
+                (1, Published),
+                (2, Published),
+                (3, Published),
+                (4, retry("publish failed (transient): send failed")),
+                (5, Released),
+                (6, Published),
+                (7, Published),
+            ]
+        );
+        assert_eq!(sent_of(&publisher.sent, "a"), [1, 2, 3]);
+    }
+
+    /// Publishes one event at a time through the default run, failing event `a`/3.
+    #[derive(Clone, Default)]
+    struct OneAtATime {
+        published: Arc<std::sync::Mutex<Vec<(String, i64)>>>,
+    }
+
+    impl Publisher for OneAtATime {
+        async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+            self.published
+                .lock()
+                .unwrap()
+                .push((event.aggregate_id.clone(), event.version));
+            if event.aggregate_id == "a" && event.version == 3 {
+                return Err(PublishError::transient("refused"));
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_default_run_publishes_one_at_a_time_and_nothing_after_a_failure() {
+        let publisher = OneAtATime::default();
+        let (_, recorded) = run_one_batch(publisher.clone()).await;
+        use Disposition::{Published, Released};
+        assert_eq!(
+            recorded,
+            [
+                (1, Published),
+                (2, Published),
+                (3, retry("publish failed (transient): refused")),
+                (4, Released),
+                (5, Released),
+                (6, Published),
+                (7, Published),
+            ]
+        );
+        assert_eq!(sent_of(&publisher.published, "a"), [1, 2, 3]);
+    }
+
+    /// Never answers: every publish hangs.
+    struct Silent;
+
+    impl Publisher for Silent {
+        async fn publish(&self, _: &Event) -> Result<(), PublishError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_result_that_does_not_come_in_time_fails_the_event_and_releases_the_rest() {
+        let started = Instant::now();
+        let (_, recorded) = run_one_batch(Silent).await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(10),
+            "one publish timeout per aggregate, concurrently"
+        );
+        let timed_out = retry("publish failed (transient): publish timed out after 10s");
+        use Disposition::Released;
+        assert_eq!(
+            recorded,
+            [
+                (1, timed_out.clone()),
+                (2, Released),
+                (3, Released),
+                (4, Released),
+                (5, Released),
+                (6, timed_out),
+                (7, Released),
+            ]
+        );
     }
 
     fn builder() -> RelayBuilder<Empty, ChannelPublisher> {
@@ -755,9 +1116,14 @@ mod tests {
             attempts: 0,
             event: Event::new("E", "Order", aggregate, serde_json::Value::Null),
         };
-        let groups = group_by_aggregate(vec![claimed(1, "a"), claimed(2, "b"), claimed(3, "a"), claimed(4, "c")]);
-        let seqs: Vec<Vec<i64>> = groups.iter().map(|g| g.iter().map(|c| c.seq).collect()).collect();
+        let runs = group_by_aggregate(vec![claimed(1, "a"), claimed(2, "b"), claimed(3, "a"), claimed(4, "c")]);
+        let seqs: Vec<Vec<i64>> = runs.iter().map(|r| r.claims.iter().map(|c| c.0).collect()).collect();
         assert_eq!(seqs, [vec![1, 3], vec![2], vec![4]]);
+        let ids: Vec<Vec<&str>> = runs
+            .iter()
+            .map(|r| r.events.iter().map(|e| e.aggregate_id.as_str()).collect())
+            .collect();
+        assert_eq!(ids, [vec!["a", "a"], vec!["b"], vec!["c"]]);
     }
 
     #[test]

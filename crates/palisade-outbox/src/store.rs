@@ -85,6 +85,20 @@ pub trait OutboxStore: Clone + Send + Sync + 'static {
         lease: Duration,
     ) -> impl Future<Output = Result<(Self::Claim, Vec<Claimed>), OutboxError>> + Send;
 
+    /// Called while the claimed events (`seqs`, the whole claim) are being published, so the
+    /// store's own work overlaps the broker's: a store may record them all as published
+    /// ahead of the outcome, provisionally, and [`complete`](OutboxStore::complete) then
+    /// keeps that record when every event was published and undoes it otherwise. The default
+    /// does nothing.
+    fn record_ahead(
+        &self,
+        _claim: &mut Self::Claim,
+        _seqs: &[i64],
+        _archive: bool,
+    ) -> impl Future<Output = Result<(), OutboxError>> + Send {
+        async { Ok(()) }
+    }
+
     /// Records what happened to the claimed events and ends the claim. `archive` keeps
     /// published events in the published table (for the retention period) instead of deleting them.
     fn complete(

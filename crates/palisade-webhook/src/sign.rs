@@ -233,7 +233,35 @@ impl Signer {
         self.write(headers, id, timestamp, body)
     }
 
-    fn id_header(&self) -> Option<HeaderName> {
+    /// The header that carries the message id in this signer's scheme (`webhook-id`,
+    /// `X-GitHub-Delivery`, `X-Shopify-Webhook-Id`, or a generic scheme's configured one);
+    /// `None` for schemes without one (Stripe, Slack, generic schemes without an id header).
+    ///
+    /// A sender that redelivers a message puts its own id in this header before
+    /// [`sign`](Signer::sign), which keeps it, so every attempt carries the same id.
+    ///
+    /// ```
+    /// use palisade_webhook::{GenericScheme, Scheme, Signer};
+    ///
+    /// let scheme = GenericScheme::new("X-Acme-Signature").id_header("X-Acme-Delivery");
+    /// let signer = Signer::builder(Scheme::Generic(scheme)).secret("s3cret").build()?;
+    /// let name = signer.id_header().expect("the scheme has an id header");
+    /// assert_eq!(name, "x-acme-delivery");
+    /// let attempt = || {
+    ///     let mut headers = http::HeaderMap::new();
+    ///     headers.insert(name.clone(), http::HeaderValue::from_static("evt_1"));
+    ///     signer.sign(&mut headers, b"{}").map(|signed| (signed.id, headers))
+    /// };
+    /// let (first, second) = (attempt()?, attempt()?);
+    /// assert_eq!(first.0.as_deref(), Some("evt_1"));
+    /// assert_eq!(second.0, first.0);
+    /// assert_eq!(second.1["x-acme-delivery"], "evt_1");
+    ///
+    /// let stripe = Signer::builder(Scheme::Stripe).secret("whsec_abc").build()?;
+    /// assert_eq!(stripe.id_header(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn id_header(&self) -> Option<HeaderName> {
         match &self.inner.scheme {
             Compiled::StandardWebhooks => Some(headers::WEBHOOK_ID.clone()),
             Compiled::GitHub => Some(headers::GITHUB_DELIVERY.clone()),

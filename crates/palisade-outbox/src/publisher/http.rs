@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use palisade_webhook::{InvalidId, SchemeKind, Signer};
+use palisade_webhook::{InvalidId, Signer};
 use tokio::time::{Instant, error::Elapsed, timeout_at};
 
 use super::Publisher;
@@ -35,8 +35,8 @@ const EVENT_TYPE: HeaderName = HeaderName::from_static("palisade-event-type");
 /// `X-Shopify-Webhook-Id`), so every redelivery of an event carries the same id and a
 /// receiver with replay protection drops the duplicate; each attempt is stamped by the
 /// signer's clock and signed afresh, so a retry after a long backoff is not rejected as
-/// stale. (Stripe and Slack signatures carry no id; a generic scheme with an id header gets
-/// a fresh one from the signer per attempt, so prefer Standard Webhooks.)
+/// stale. A generic scheme carries the event id in its configured id header; Stripe and
+/// Slack signatures carry no id.
 ///
 /// | answer | result |
 /// |---|---|
@@ -266,16 +266,6 @@ fn is_absolute(destination: &str) -> bool {
     has_prefix("http://") || has_prefix("https://")
 }
 
-/// The header that carries the message id in `scheme`, where palisade-webhook's signer writes one.
-fn id_header(scheme: SchemeKind) -> Option<HeaderName> {
-    match scheme {
-        SchemeKind::StandardWebhooks => Some(HeaderName::from_static("webhook-id")),
-        SchemeKind::GitHub => Some(HeaderName::from_static("x-github-delivery")),
-        SchemeKind::Shopify => Some(HeaderName::from_static("x-shopify-webhook-id")),
-        _ => None,
-    }
-}
-
 impl<C> HttpPublisher<C> {
     /// The URL `destination` is sent to.
     fn target(&self, destination: &str) -> Result<Uri, HttpPublishError> {
@@ -311,7 +301,7 @@ impl<C> HttpPublisher<C> {
         let event_type = HeaderValue::try_from(event.event_type.as_str())
             .map_err(|_| HttpPublishError::EventType(event.event_type.clone()))?;
         headers.insert(EVENT_TYPE, event_type);
-        if let Some(name) = id_header(self.signer.scheme()) {
+        if let Some(name) = self.signer.id_header() {
             // The signer keeps an id it finds, so every attempt carries the event id.
             let id =
                 HeaderValue::try_from(event.event_id.to_string()).map_err(|_| HttpPublishError::Signing(InvalidId))?;
@@ -494,5 +484,33 @@ mod tests {
             publisher.request(&bad_type),
             Err(HttpPublishError::EventType(_))
         ));
+    }
+
+    #[test]
+    fn every_attempt_of_an_event_carries_its_id_in_a_generic_schemes_id_header() {
+        let scheme = || {
+            palisade_webhook::Scheme::Generic(
+                palisade_webhook::GenericScheme::new("X-Acme-Signature")
+                    .id_header("X-Acme-Delivery")
+                    .timestamp_header("X-Acme-Timestamp")
+                    .template("{id}.{timestamp}.{body}"),
+            )
+        };
+        let signer = Signer::builder(scheme()).secret("acme-secret").build().unwrap();
+        let publisher = HttpPublisher::builder(signer).base_url("http://h").build().unwrap();
+        let event = Event::new("OrderCreated", "Order", "o1", serde_json::json!({}));
+        let first = publisher.request(&event).unwrap();
+        let second = publisher.request(&event).unwrap();
+        let id = event.event_id.to_string();
+        assert_eq!(first.headers()["x-acme-delivery"], id.as_str());
+        assert_eq!(second.headers()["x-acme-delivery"], id.as_str());
+        let verifier = palisade_webhook::Verifier::builder(scheme())
+            .secret("acme-secret")
+            .build()
+            .unwrap();
+        for request in [&first, &second] {
+            let verified = verifier.verify(request.headers(), &event.to_json()).unwrap();
+            assert_eq!(verified.id(), Some(id.as_str()), "the signed id is the event id");
+        }
     }
 }

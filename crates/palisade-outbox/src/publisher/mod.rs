@@ -9,6 +9,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use futures_util::{Stream, StreamExt, stream};
+
 use crate::envelope::Event;
 use crate::error::PublishError;
 
@@ -32,18 +34,59 @@ pub use rabbitmq::{RabbitMqPublisher, RabbitMqRejected};
 #[cfg(feature = "redis")]
 pub use redis::RedisPublisher;
 
-/// Sends one event to a broker and resolves once the broker has accepted it.
+/// Sends events to a broker and resolves once the broker has accepted them.
 ///
-/// The relay calls it concurrently for different aggregates and one at a time within an
-/// aggregate. Return [`PublishError::transient`] for failures worth retrying and
+/// The relay hands it one aggregate's claimed events at a time, as a *run* in staging order
+/// ([`publish_run`](Publisher::publish_run)), runs of different aggregates concurrently.
+/// Return [`PublishError::transient`] for failures worth retrying and
 /// [`PublishError::permanent`] for messages the broker will never accept.
+///
+/// # Runs
+///
+/// [`publish_run`](Publisher::publish_run) yields one result per event, in the run's order.
+/// The relay reads them until the first error and then drops the stream, and records:
+///
+/// - every event before the first error: published;
+/// - the event whose result is the error (or that timed out): failed, retried after a
+///   backoff or dead-lettered, its attempt counted;
+/// - every event after it: released, no attempt counted. The claim skips an aggregate whose
+///   oldest event waits for a retry, so these are claimed again only once the failed event
+///   has been published (or dead-lettered).
+///
+/// The default implementation publishes one event at a time, each once the previous one was
+/// acknowledged, and sends nothing after a failure: the broker never holds a later event of
+/// the aggregate before an earlier one. Publishers for brokers that keep one connection's
+/// messages in order (NATS JetStream, RabbitMQ, Redis) override it to *pipeline*: send the
+/// whole run in order, then wait for the acknowledgements in order, so a run costs one round
+/// trip instead of one per event. The price is at a failure: events sent after the failed one are
+/// already on their way. If the broker refuses the failed event but accepts a later one (a
+/// per-message rejection rather than a lost connection), that later event reaches consumers
+/// before the failed one; it is published again after the retried event, where a
+/// de-duplicating broker (JetStream within its duplicate window) drops the copy. A lost
+/// connection loses everything sent after the failed event too, and order holds; a late
+/// acknowledgement (a timeout) may leave the event and the ones after it stored, in order,
+/// and their re-sends are duplicates rather than reorderings.
 pub trait Publisher: Send + Sync + 'static {
     /// Publishes `event` to `event.destination` (under the publisher's own prefix).
     fn publish(&self, event: &Event) -> impl Future<Output = Result<(), PublishError>> + Send;
+
+    /// Publishes one aggregate's run of `events` in order, yielding each event's result in
+    /// that order; see [runs](Publisher#runs). A stream that ends early leaves the events it
+    /// gave no result for released.
+    ///
+    /// The default calls [`publish`](Publisher::publish) for one event at a time, starting
+    /// each only when the stream is polled for its result.
+    fn publish_run<'a>(&'a self, events: &'a [Event]) -> impl Stream<Item = Result<(), PublishError>> + Send + 'a {
+        stream::iter(events).then(move |event| self.publish(event))
+    }
 }
 
 impl<P: Publisher> Publisher for Arc<P> {
     fn publish(&self, event: &Event) -> impl Future<Output = Result<(), PublishError>> + Send {
         (**self).publish(event)
+    }
+
+    fn publish_run<'a>(&'a self, events: &'a [Event]) -> impl Stream<Item = Result<(), PublishError>> + Send + 'a {
+        (**self).publish_run(events)
     }
 }

@@ -1,5 +1,6 @@
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, context::PublishErrorKind};
+use async_nats::jetstream::{self, context::PublishAckFuture, context::PublishErrorKind};
+use futures_util::{Stream, StreamExt, stream};
 
 use super::Publisher;
 use crate::envelope::{Encoding, Event};
@@ -46,21 +47,48 @@ impl NatsPublisher {
     }
 }
 
-impl Publisher for NatsPublisher {
-    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+impl NatsPublisher {
+    /// Sends `event` and returns the future of its ack (without waiting for it).
+    async fn send(&self, event: &Event) -> Result<PublishAckFuture, PublishError> {
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, event.event_id.to_string().as_str());
         headers.insert("Content-Type", self.encoding.content_type());
         headers.insert("Palisade-Event-Type", event.event_type.as_str());
         let subject = format!("{}{}", self.prefix, event.destination);
         let body = self.encoding.encode(event);
-        let ack = self
-            .jetstream
+        self.jetstream
             .publish_with_headers(subject, headers, body.into())
             .await
-            .map_err(classify)?;
-        ack.await.map_err(classify)?;
-        Ok(())
+            .map_err(classify)
+    }
+}
+
+async fn acked(ack: PublishAckFuture) -> Result<(), PublishError> {
+    ack.await.map_err(classify)?;
+    Ok(())
+}
+
+impl Publisher for NatsPublisher {
+    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+        acked(self.send(event).await?).await
+    }
+
+    /// Pipelined: sends the whole run on the connection (which the server keeps in order),
+    /// then yields the acks in order. A send that fails ends the run there.
+    fn publish_run<'a>(&'a self, events: &'a [Event]) -> impl Stream<Item = Result<(), PublishError>> + Send + 'a {
+        stream::once(async move {
+            let mut acks = Vec::with_capacity(events.len());
+            for event in events {
+                let sent = self.send(event).await;
+                let failed = sent.is_err();
+                acks.push(sent);
+                if failed {
+                    break;
+                }
+            }
+            stream::iter(acks).then(|sent| async move { acked(sent?).await })
+        })
+        .flatten()
     }
 }
 

@@ -1,5 +1,6 @@
+use futures_util::{Stream, StreamExt, stream};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::publisher_confirm::Confirmation;
+use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
 
@@ -66,8 +67,9 @@ impl RabbitMqPublisher {
     }
 }
 
-impl Publisher for RabbitMqPublisher {
-    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+impl RabbitMqPublisher {
+    /// Sends `event` and returns its routing key and the pending publisher confirm.
+    async fn send(&self, event: &Event) -> Result<(String, PublisherConfirm), PublishError> {
         let routing_key = format!("{}{}", self.prefix, event.destination);
         let mut headers = FieldTable::default();
         headers.insert(
@@ -98,10 +100,38 @@ impl Publisher for RabbitMqPublisher {
             .basic_publish(&self.exchange, &routing_key, options, &body, properties)
             .await
             .map_err(PublishError::transient)?;
-        match confirm.await.map_err(PublishError::transient)? {
-            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-            Confirmation::Ack(Some(_)) => Err(PublishError::transient(RabbitMqRejected::Unroutable(routing_key))),
-            Confirmation::Nack(_) => Err(PublishError::transient(RabbitMqRejected::Nacked)),
-        }
+        Ok((routing_key, confirm))
+    }
+}
+
+async fn confirmed((routing_key, confirm): (String, PublisherConfirm)) -> Result<(), PublishError> {
+    match confirm.await.map_err(PublishError::transient)? {
+        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+        Confirmation::Ack(Some(_)) => Err(PublishError::transient(RabbitMqRejected::Unroutable(routing_key))),
+        Confirmation::Nack(_) => Err(PublishError::transient(RabbitMqRejected::Nacked)),
+    }
+}
+
+impl Publisher for RabbitMqPublisher {
+    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+        confirmed(self.send(event).await?).await
+    }
+
+    /// Pipelined: publishes the whole run on the channel (which the broker keeps in order),
+    /// then yields the confirms in order. A publish that fails ends the run there.
+    fn publish_run<'a>(&'a self, events: &'a [Event]) -> impl Stream<Item = Result<(), PublishError>> + Send + 'a {
+        stream::once(async move {
+            let mut confirms = Vec::with_capacity(events.len());
+            for event in events {
+                let sent = self.send(event).await;
+                let failed = sent.is_err();
+                confirms.push(sent);
+                if failed {
+                    break;
+                }
+            }
+            stream::iter(confirms).then(|sent| async move { confirmed(sent?).await })
+        })
+        .flatten()
     }
 }

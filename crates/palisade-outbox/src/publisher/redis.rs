@@ -1,4 +1,6 @@
+use futures_util::{Stream, StreamExt, stream};
 use redis::aio::ConnectionLike;
+use redis::{RedisError, Value};
 
 use super::Publisher;
 use crate::envelope::{Encoding, Event};
@@ -47,8 +49,9 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisPublisher<C> {
     }
 }
 
-impl<C: ConnectionLike + Clone + Send + Sync + 'static> Publisher for RedisPublisher<C> {
-    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+impl<C> RedisPublisher<C> {
+    /// The `XADD` for `event`.
+    fn xadd(&self, event: &Event) -> redis::Cmd {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(format!("{}{}", self.prefix, event.destination));
         if let Some(max_len) = self.max_len {
@@ -67,10 +70,43 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Publisher for RedisPubli
             .arg(self.encoding.content_type())
             .arg("data")
             .arg(self.encoding.encode(event));
+        cmd
+    }
+}
+
+impl<C: ConnectionLike + Clone + Send + Sync + 'static> Publisher for RedisPublisher<C> {
+    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
         let mut connection = self.connection.clone();
-        cmd.query_async::<String>(&mut connection)
+        self.xadd(event)
+            .query_async::<String>(&mut connection)
             .await
             .map_err(PublishError::transient)?;
         Ok(())
+    }
+
+    /// Pipelined: sends the run's `XADD`s in one pipeline (executed in order, not as a
+    /// transaction) and yields each command's reply. A connection failure fails the first
+    /// event and ends the run.
+    fn publish_run<'a>(&'a self, events: &'a [Event]) -> impl Stream<Item = Result<(), PublishError>> + Send + 'a {
+        stream::once(async move {
+            let mut pipeline = redis::pipe();
+            for event in events {
+                pipeline.add_command(self.xadd(event));
+            }
+            let mut connection = self.connection.clone();
+            let replies: Vec<Result<(), PublishError>> =
+                match connection.req_packed_commands(&pipeline, 0, events.len()).await {
+                    Ok(replies) => replies
+                        .into_iter()
+                        .map(|reply| match reply {
+                            Value::ServerError(error) => Err(PublishError::transient(RedisError::from(error))),
+                            _ => Ok(()),
+                        })
+                        .collect(),
+                    Err(error) => vec![Err(PublishError::transient(error))],
+                };
+            stream::iter(replies)
+        })
+        .flatten()
     }
 }
