@@ -187,6 +187,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
+use futures_util::future::Either;
+use futures_util::{Stream, StreamExt as _};
 use http::Request;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
@@ -432,6 +434,19 @@ impl Publisher for EventPublisher {
         }
         self.published.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    // Forwarded so NATS pipelines an aggregate's run instead of one ack at a time.
+    fn publish_run<'a>(&'a self, events: &'a [Event]) -> impl Stream<Item = Result<(), PublishError>> + Send + 'a {
+        let run = match &self.target {
+            PublishTarget::Channel(channel) => Either::Left(channel.publish_run(events)),
+            PublishTarget::Nats(nats) => Either::Right(nats.publish_run(events)),
+        };
+        run.inspect(|result| {
+            if result.is_ok() {
+                self.published.fetch_add(1, Ordering::Relaxed);
+            }
+        })
     }
 }
 
