@@ -454,21 +454,8 @@ async fn a_full_payments_bulkhead_is_503_with_retry_after() {
         })
         .await,
     );
-    fx.sim
-        .set_mode(Mode {
-            failure_rate: 0.0,
-            latency_ms: 60_000,
-            status: 503,
-        })
-        .unwrap();
-    let slow = tokio::spawn({
-        let fx = fx.clone();
-        async move { fx.send(post_order(Some("slow"), ORDER)).await }
-    });
     // Once the simulator holds the slow charge, its attempt holds the only permit.
-    while fx.sim.requests() == 0 {
-        tokio::task::yield_now().await;
-    }
+    let slow = hold_an_order(&fx).await;
     let (res, body) = fx.send(post_order(Some("rejected"), ORDER)).await;
     assert_problem(&res, StatusCode::SERVICE_UNAVAILABLE);
     assert!(res.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
