@@ -238,7 +238,7 @@
 //! Against the breaker's targets: with a count window the closed path costs
 //! no more than `ConcurrencyLimit` (met, by 2 to 3 ns in both runs), allocates
 //! nothing (met), and two threads on one breaker exceed `ConcurrencyLimit`'s
-//! throughput (met, 1.25× to 1.5×). The aim of under 20 ns over bare is
+//! throughput (met, 1.47× and 1.25×). The aim of under 20 ns over bare is
 //! missed: 36.7 ns with a count window, 29.1 ns with consecutive failures
 //! only.
 //!
