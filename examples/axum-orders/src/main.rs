@@ -100,12 +100,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let mut app = app(&config).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    println!("database {}, payments at {}", config.database_url, config.payments_url);
+    println!(
+        "database {}, payments at {}",
+        without_password(&config.database_url),
+        config.payments_url
+    );
     if config.layers == Layers::Off {
         println!("palisade layers OFF: no idempotency, no webhook verification, payments without retry or breaker");
     }
     if let Some(redis) = &config.redis_url {
-        println!("idempotency and webhook replay stores in Redis at {redis}");
+        println!(
+            "idempotency and webhook replay stores in Redis at {}",
+            without_password(redis)
+        );
     }
     match app.events.take() {
         Some(mut events) => {
@@ -143,5 +150,48 @@ fn secret_or_generated(secret: Option<String>, what: &str) -> Result<String, Box
             println!("{what} (generated): {secret}");
             Ok(secret)
         }
+    }
+}
+
+/// `url` with the password of its user info, if any, replaced by `***`, for printing.
+fn without_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let Some(at) = url[scheme_end..authority_end].rfind('@').map(|i| scheme_end + i) else {
+        return url.to_owned();
+    };
+    match url[scheme_end..at].find(':').map(|i| scheme_end + i) {
+        Some(colon) => format!("{}:***{}", &url[..colon], &url[at..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn printed_urls_hide_passwords_only() {
+        assert_eq!(
+            without_password("postgres://orders:s3cr@t:x@db.internal:5432/shop?sslmode=require"),
+            "postgres://orders:***@db.internal:5432/shop?sslmode=require"
+        );
+        assert_eq!(
+            without_password("redis://:pw@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            without_password("postgres://postgres@127.0.0.1/test"),
+            "postgres://postgres@127.0.0.1/test"
+        );
+        assert_eq!(without_password("sqlite:axum-orders.db"), "sqlite:axum-orders.db");
+        assert_eq!(
+            without_password("postgres://127.0.0.1/test?options=-c%20search_path%3Da@b"),
+            "postgres://127.0.0.1/test?options=-c%20search_path%3Da@b"
+        );
     }
 }
