@@ -2,7 +2,7 @@
 //! first attempt succeeds (the common case), against the bare service and
 //! tower's `Retry` with a policy that never retries.
 //!
-//! Run with `cargo bench -p palisade-benches --bench retry -- --quick`.
+//! Run with `cargo bench -p palisade-benches --bench retry` (add `-- --quick` for a rough pass).
 
 // criterion_group! generates an undocumented function.
 #![allow(missing_docs)]
