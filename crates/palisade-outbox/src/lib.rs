@@ -34,7 +34,7 @@
 //! let event = Event::new("OrderCreated", "Order", "ord_123", json!({ "total_amount": 5999 }));
 //! stage(&mut tx, &event).await?;
 //! tx.commit().await?;
-//! relay.wakeup().wake(); // what PublishHookLayer does after every response
+//! relay.wakeup().wake(); // what PublishHookLayer does after every POST, PUT, PATCH or DELETE
 //!
 //! assert_eq!(events.recv().await.unwrap(), event);
 //! running.shutdown().await; // finishes the batch in flight

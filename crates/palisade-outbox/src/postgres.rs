@@ -133,7 +133,7 @@ pub async fn notify(pool: &PgPool, channel: &str) -> Result<(), OutboxError> {
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
 /// Sends `NOTIFY channel` after every [`Wakeup::wake`] (what the publish hook does after each
-/// response), so relays of other instances running [`wake_on_notify`] claim at once. Wakes that
+/// response to an unsafe method), so relays of other instances running [`wake_on_notify`] claim at once. Wakes that
 /// arrive while a NOTIFY is being sent coalesce into one more. Runs until dropped: spawn it.
 pub async fn forward_wakeups(pool: PgPool, channel: String, wakeup: Wakeup) {
     loop {
