@@ -81,6 +81,38 @@ pub trait Publisher: Send + Sync + 'static {
     }
 }
 
+/// A pipelined run for brokers that keep one connection's messages in order: `send`s every
+/// event in order (ending the run at the first send that fails), then yields each send's
+/// acknowledgement, awaited with `acknowledged`, in order.
+#[cfg(any(feature = "nats", feature = "rabbitmq"))]
+fn pipelined<'a, Sent, SendFuture, AckFuture>(
+    events: &'a [Event],
+    send: impl Fn(&'a Event) -> SendFuture + Send + 'a,
+    acknowledged: impl Fn(Sent) -> AckFuture + Send + 'a,
+) -> impl Stream<Item = Result<(), PublishError>> + Send + 'a
+where
+    Sent: Send + 'a,
+    SendFuture: Future<Output = Result<Sent, PublishError>> + Send + 'a,
+    AckFuture: Future<Output = Result<(), PublishError>> + Send + 'a,
+{
+    stream::once(async move {
+        let mut sent = Vec::with_capacity(events.len());
+        for event in events {
+            let result = send(event).await;
+            let failed = result.is_err();
+            sent.push(result);
+            if failed {
+                break;
+            }
+        }
+        stream::iter(sent).then(move |result| {
+            let ack = result.map(&acknowledged);
+            async move { ack?.await }
+        })
+    })
+    .flatten()
+}
+
 impl<P: Publisher> Publisher for Arc<P> {
     fn publish(&self, event: &Event) -> impl Future<Output = Result<(), PublishError>> + Send {
         (**self).publish(event)

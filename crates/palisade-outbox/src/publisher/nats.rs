@@ -1,6 +1,6 @@
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishAckFuture, context::PublishErrorKind};
-use futures_util::{Stream, StreamExt, stream};
+use futures_util::Stream;
 
 use super::Publisher;
 use crate::envelope::{Encoding, Event};
@@ -76,19 +76,7 @@ impl Publisher for NatsPublisher {
     /// Pipelined: sends the whole run on the connection (which the server keeps in order),
     /// then yields the acks in order. A send that fails ends the run there.
     fn publish_run<'a>(&'a self, events: &'a [Event]) -> impl Stream<Item = Result<(), PublishError>> + Send + 'a {
-        stream::once(async move {
-            let mut acks = Vec::with_capacity(events.len());
-            for event in events {
-                let sent = self.send(event).await;
-                let failed = sent.is_err();
-                acks.push(sent);
-                if failed {
-                    break;
-                }
-            }
-            stream::iter(acks).then(|sent| async move { acked(sent?).await })
-        })
-        .flatten()
+        super::pipelined(events, |event| self.send(event), acked)
     }
 }
 

@@ -1,4 +1,4 @@
-use futures_util::{Stream, StreamExt, stream};
+use futures_util::Stream;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -120,18 +120,6 @@ impl Publisher for RabbitMqPublisher {
     /// Pipelined: publishes the whole run on the channel (which the broker keeps in order),
     /// then yields the confirms in order. A publish that fails ends the run there.
     fn publish_run<'a>(&'a self, events: &'a [Event]) -> impl Stream<Item = Result<(), PublishError>> + Send + 'a {
-        stream::once(async move {
-            let mut confirms = Vec::with_capacity(events.len());
-            for event in events {
-                let sent = self.send(event).await;
-                let failed = sent.is_err();
-                confirms.push(sent);
-                if failed {
-                    break;
-                }
-            }
-            stream::iter(confirms).then(|sent| async move { confirmed(sent?).await })
-        })
-        .flatten()
+        super::pipelined(events, |event| self.send(event), confirmed)
     }
 }
