@@ -654,51 +654,12 @@ mod tests {
     use crate::store::{Backlog, DeadLetter};
     use tokio::sync::oneshot;
 
-    /// An empty store counting the claims made on it.
-    #[derive(Clone, Default)]
-    struct Empty {
-        claims: Arc<std::sync::atomic::AtomicUsize>,
-    }
-
-    impl Empty {
-        fn claims(&self) -> usize {
-            self.claims.load(std::sync::atomic::Ordering::SeqCst)
-        }
-    }
-
-    impl OutboxStore for Empty {
-        type Claim = ();
-
-        async fn claim(&self, _: usize, _: Duration) -> Result<((), Vec<Claimed>), OutboxError> {
-            self.claims.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(((), Vec::new()))
-        }
-
-        async fn complete(&self, (): (), _: &[(i64, Disposition)], _: bool) -> Result<(), OutboxError> {
-            Ok(())
-        }
-
-        async fn backlog(&self) -> Result<Backlog, OutboxError> {
-            Ok(Backlog::default())
-        }
-
-        async fn purge_published(&self, _: Duration) -> Result<u64, OutboxError> {
-            Ok(0)
-        }
-
-        async fn dead_letters(&self, _: usize) -> Result<Vec<DeadLetter>, OutboxError> {
-            Ok(Vec::new())
-        }
-
-        async fn requeue(&self, _: uuid::Uuid) -> Result<bool, OutboxError> {
-            Ok(false)
-        }
-    }
-
-    /// A store handing out one batch, then nothing, and keeping the outcomes recorded (and
-    /// the sequence numbers of each call to record ahead).
+    /// A store handing out one batch (none for [`Default`]), then nothing, counting the claims
+    /// made on it and keeping the outcomes recorded (and the sequence numbers of each call to
+    /// record ahead).
     #[derive(Clone, Default)]
     struct OneBatch {
+        claims: Arc<std::sync::atomic::AtomicUsize>,
         batch: Arc<std::sync::Mutex<Vec<Claimed>>>,
         recorded: Arc<std::sync::Mutex<Vec<(i64, Disposition)>>>,
         recorded_ahead: Arc<std::sync::Mutex<Vec<Vec<i64>>>>,
@@ -717,9 +678,12 @@ mod tests {
                 .chain([claimed(6, "b"), claimed(7, "b")]);
             Self {
                 batch: Arc::new(std::sync::Mutex::new(batch.collect())),
-                recorded: Arc::default(),
-                recorded_ahead: Arc::default(),
+                ..Self::default()
             }
+        }
+
+        fn claims(&self) -> usize {
+            self.claims.load(std::sync::atomic::Ordering::SeqCst)
         }
 
         fn recorded(&self) -> Vec<(i64, Disposition)> {
@@ -733,6 +697,7 @@ mod tests {
         type Claim = ();
 
         async fn claim(&self, _: usize, _: Duration) -> Result<((), Vec<Claimed>), OutboxError> {
+            self.claims.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(((), std::mem::take(&mut *self.batch.lock().unwrap())))
         }
 
@@ -1022,8 +987,8 @@ mod tests {
         );
     }
 
-    fn builder() -> RelayBuilder<Empty, ChannelPublisher> {
-        Relay::builder(Empty::default(), ChannelPublisher::new(1).0)
+    fn builder() -> RelayBuilder<OneBatch, ChannelPublisher> {
+        Relay::builder(OneBatch::default(), ChannelPublisher::new(1).0)
     }
 
     #[test]
@@ -1077,7 +1042,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_relay_polls_at_the_interval_wakes_at_once_and_stops_at_once() {
-        let store = Empty::default();
+        let store = OneBatch::default();
         let (publisher, _rx) = ChannelPublisher::new(1);
         let relay = Relay::builder(store.clone(), publisher)
             .poll_interval(Duration::from_secs(1))
