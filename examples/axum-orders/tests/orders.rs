@@ -222,29 +222,6 @@ async fn payments_failing_after_the_retries_is_502_and_stores_nothing() {
     fx.finish().await;
 }
 
-#[tokio::test]
-async fn an_open_breaker_is_503_with_retry_after() {
-    let fx = Fixture::start(|config| {
-        config.payments.breaker_failures = 2;
-        config.payments.max_attempts = 2;
-        config.payments.breaker_open = Duration::from_secs(30);
-    })
-    .await;
-    fx.fail_payments(503);
-    let (res, _) = fx.send(post_order(Some("first"), ORDER)).await;
-    assert_problem(&res, StatusCode::BAD_GATEWAY);
-
-    fx.sim.set_mode(Mode::default()).unwrap();
-    let (res, body) = fx.send(post_order(Some("second"), ORDER)).await;
-    assert_problem(&res, StatusCode::SERVICE_UNAVAILABLE);
-    let retry_after: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((1..=30).contains(&retry_after), "Retry-After {retry_after}");
-    assert_eq!(json(&body)["status"], 503);
-    assert_eq!(fx.sim.charges(), 0);
-    assert!(fx.orders().await.is_empty());
-    fx.finish().await;
-}
-
 impl Fixture {
     async fn create_order(&self, key: &str) -> String {
         let (res, body) = self.send(post_order(Some(key), ORDER)).await;
@@ -691,14 +668,18 @@ async fn the_breaker_opens_on_failures_and_closes_after_the_simulator_recovers()
     let until_probe = open["time_until_half_open_ms"].as_u64().unwrap();
     assert!((29_000..=30_000).contains(&until_probe), "{until_probe} ms");
 
-    // Recovered, but still open: orders are refused without reaching the simulator.
+    // Recovered, but still open: orders are refused with Retry-After without reaching the
+    // simulator, and none is stored.
     fx.sim.set_mode(Mode::default()).unwrap();
     let requests = fx.sim.requests();
-    assert_problem(
-        &fx.send(post_order(Some("refused"), ORDER)).await.0,
-        StatusCode::SERVICE_UNAVAILABLE,
-    );
+    let (res, body) = fx.send(post_order(Some("refused"), ORDER)).await;
+    assert_problem(&res, StatusCode::SERVICE_UNAVAILABLE);
+    let retry_after: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(json(&body)["status"], 503);
     assert_eq!(fx.sim.requests(), requests);
+    assert_eq!(fx.sim.charges(), 0);
+    assert!(fx.orders().await.is_empty());
     assert_eq!(breaker(&health(&fx).await)["state"], "open");
 
     // The breaker reads tokio's clock: jump it over the open duration instead
