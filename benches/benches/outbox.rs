@@ -29,6 +29,9 @@ const STAGERS: usize = 8;
 
 struct Services {
     pool: PgPool,
+    /// One store for every relay, as in a long-running service: where its claims start
+    /// looking carries over from one run to the next.
+    store: PgStore,
     admin: PgPool,
     schema: String,
     client: async_nats::Client,
@@ -79,6 +82,7 @@ async fn connect() -> Option<Services> {
     .await
     .ok()?;
     Some(Services {
+        store: PgStore::new(pool.clone()),
         pool,
         admin,
         schema,
@@ -120,7 +124,7 @@ async fn stage_backlog(pool: &PgPool, count: usize) {
 async fn throughput(s: &Services, batch_size: usize) -> f64 {
     stage_backlog(&s.pool, BACKLOG).await;
     let publisher = NatsPublisher::new(s.client.clone()).with_prefix(format!("{}.", s.schema));
-    let relay = Relay::builder(PgStore::new(s.pool.clone()), publisher)
+    let relay = Relay::builder(s.store.clone(), publisher)
         .batch_size(batch_size)
         .concurrency(AGGREGATES)
         .build()
@@ -146,7 +150,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// at a core NATS subscriber.
 async fn latency(s: &Services, hook: bool, stagers: usize, gap: Duration, seconds: u64) -> (f64, Duration, Duration) {
     let publisher = NatsPublisher::new(s.client.clone()).with_prefix(format!("{}.", s.schema));
-    let relay = Relay::builder(PgStore::new(s.pool.clone()), publisher)
+    let relay = Relay::builder(s.store.clone(), publisher)
         .concurrency(AGGREGATES)
         .poll_interval(Duration::from_secs(1))
         .build()

@@ -12,9 +12,10 @@
 //! as flagging them. While the relay publishes a batch, the same transaction already deletes
 //! it after a savepoint (the database's work overlaps the broker's); the commit keeps that
 //! when every event was published, and otherwise the transaction rolls back to the savepoint
-//! and records each outcome. The claim is prepared once per connection but planned on every run
-//! (`plan_cache_mode = force_custom_plan` in the relay's transaction), so a plan made while
-//! the table was empty (a sequential scan) never sticks once it has grown. The relay's
+//! and records each outcome. The claim is planned once per connection, in a shape whose plan
+//! does not depend on the table's statistics, and it usually starts at the sequence where
+//! recent claims found events rather than at the oldest row (`ScanStart` in the source explains
+//! why that misses nothing for longer than a second). The relay's
 //! transaction commits without waiting for the WAL flush (`synchronous_commit = off`): if the
 //! database crashes before the flush, the events are published again (at least once).
 //!
@@ -37,13 +38,15 @@
 //! # }
 //! ```
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPool, PgRow};
 use sqlx::types::Json;
 use sqlx::{Executor, PgConnection, Postgres, Row, Transaction};
 use time::OffsetDateTime;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::envelope::{Event, Metadata};
@@ -181,15 +184,22 @@ pub async fn wake_on_notify(pool: PgPool, channel: String, wakeup: Wakeup) {
 }
 
 /// The relay's view of a PostgreSQL outbox.
+///
+/// Clones share where their claims start looking (see the module docs), so give every relay
+/// task of one process clones of one store.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    scan_start: Arc<Mutex<ScanStart>>,
 }
 
 impl PgStore {
     /// A store on `pool` (whose `search_path` holds the outbox tables).
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            scan_start: Arc::new(Mutex::new(ScanStart::new(Instant::now()))),
+        }
     }
 
     /// The pool.
@@ -201,39 +211,104 @@ impl PgStore {
 const EVENT_COLUMNS: &str = "seq, attempts, event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version, payload, metadata";
 
 /// The claim, built once: prepared statements are cached per connection by their text.
+///
+/// `$1` is the batch size, `$2` the lowest sequence to look at (see [`ScanStart`]). Every step
+/// is shaped so that its plan is the same whatever the statistics say (the relay's transaction
+/// also turns sequential and bitmap scans off): the retrying aggregates are read once through
+/// their partial index, the batch comes from the primary key in order, and each aggregate's
+/// order check is one probe of the aggregate index, made for the first of its rows only. So
+/// the statement is planned once per connection, and a plan made while the table was empty
+/// stays right when it has grown.
 static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH retrying AS (
-            SELECT DISTINCT aggregate_type, aggregate_id FROM palisade_outbox
+        "WITH retrying AS MATERIALIZED (
+            SELECT aggregate_type, aggregate_id FROM palisade_outbox
             WHERE next_attempt_at > now() AND dead_lettered_at IS NULL
         ), locked AS MATERIALIZED (
             SELECT {EVENT_COLUMNS} FROM palisade_outbox c
-            WHERE c.dead_lettered_at IS NULL
+            WHERE c.seq >= $2 AND c.dead_lettered_at IS NULL
               AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= now())
               AND NOT EXISTS (SELECT 1 FROM retrying r
                               WHERE r.aggregate_type = c.aggregate_type AND r.aggregate_id = c.aggregate_id)
             ORDER BY c.seq
             LIMIT $1
             FOR UPDATE SKIP LOCKED
-        ), spans AS (
-            SELECT aggregate_type, aggregate_id, max(seq) AS last_seq FROM locked GROUP BY 1, 2
-        ), blockers AS (
-            -- Per aggregate, the oldest pending event this claim did not lock (walks the
-            -- aggregate index from its oldest event, stopping at the first such one).
-            SELECT s.aggregate_type, s.aggregate_id, b.seq AS blocker
-            FROM spans s CROSS JOIN LATERAL (
-                SELECT o.seq FROM palisade_outbox o
-                WHERE o.aggregate_type = s.aggregate_type AND o.aggregate_id = s.aggregate_id
-                  AND o.seq < s.last_seq AND o.dead_lettered_at IS NULL
-                  AND o.seq NOT IN (SELECT seq FROM locked)
-                ORDER BY o.seq
-                LIMIT 1
-            ) b
+        ), runs AS (
+            SELECT l.*, min(l.seq) OVER run AS first_seq, max(l.seq) OVER run AS last_seq,
+                array_agg(l.seq) OVER run AS run_seqs
+            FROM locked l
+            WINDOW run AS (PARTITION BY l.aggregate_type, l.aggregate_id)
         )
-        SELECT l.*, b.blocker FROM locked l LEFT JOIN blockers b USING (aggregate_type, aggregate_id)
-        ORDER BY l.seq"
+        -- On each aggregate's first row: its oldest pending event before the last one locked
+        -- that this claim did not lock (held by another relay, or committed late).
+        SELECT {EVENT_COLUMNS}, CASE WHEN seq = first_seq THEN (
+            SELECT o.seq FROM palisade_outbox o
+            WHERE o.aggregate_type = runs.aggregate_type AND o.aggregate_id = runs.aggregate_id
+              AND o.seq < runs.last_seq AND o.dead_lettered_at IS NULL AND o.seq <> ALL (runs.run_seqs)
+            ORDER BY o.seq
+            LIMIT 1
+        ) END AS blocker
+        FROM runs"
     )
 });
+
+/// How often a claim looks at the whole table, and how far back the claims in between look.
+const FULL_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where a claim starts looking.
+///
+/// Published rows are deleted, but their primary-key entries stay until vacuum removes them,
+/// and a claim that starts at the oldest entry steps over all of them: after a few tens of
+/// thousands of events a one-event claim costs milliseconds. So most claims start at the
+/// highest sequence this store's claims had seen one interval earlier: any event staged since
+/// then has a higher sequence, and an event staged earlier whose transaction committed within
+/// the interval was found by a claim made after its commit (the publish hook wakes the relay at
+/// each commit). What such claims can miss (an event waiting for a retry, one another relay
+/// gave back, one whose transaction stayed open longer than the interval) is found by the
+/// claim that looks at the whole table, at most one interval (or one poll) later.
+#[derive(Debug)]
+struct ScanStart {
+    /// When the last whole-table claim started.
+    last_full_scan: Option<Instant>,
+    /// The highest sequence any claim has returned.
+    seen: i64,
+    /// When the current period started, and `seen` at that moment.
+    period_started: Instant,
+    seen_at_period_start: i64,
+    /// `seen` at the start of the previous period: at least one interval old.
+    seen_a_period_ago: i64,
+}
+
+impl ScanStart {
+    fn new(now: Instant) -> Self {
+        Self {
+            last_full_scan: None,
+            seen: 0,
+            period_started: now,
+            seen_at_period_start: 0,
+            seen_a_period_ago: 0,
+        }
+    }
+
+    /// The lowest sequence the claim starting `now` looks at.
+    fn next(&mut self, now: Instant, interval: Duration) -> i64 {
+        if self.last_full_scan.is_none_or(|at| now.duration_since(at) >= interval) {
+            self.last_full_scan = Some(now);
+            return i64::MIN;
+        }
+        if now.duration_since(self.period_started) >= interval {
+            self.seen_a_period_ago = self.seen_at_period_start;
+            self.seen_at_period_start = self.seen;
+            self.period_started = now;
+        }
+        self.seen_a_period_ago.saturating_add(1)
+    }
+
+    /// Records the highest sequence a claim returned.
+    fn saw(&mut self, seq: i64) {
+        self.seen = self.seen.max(seq);
+    }
+}
 
 fn event_from_row(row: &PgRow) -> Result<Claimed, OutboxError> {
     let seq: i64 = row.try_get("seq")?;
@@ -269,6 +344,18 @@ pub struct PgClaim {
     recorded_ahead: bool,
 }
 
+/// Opens the relay's transaction. Losing its commit in a database crash only means publishing
+/// again (at least once, de-duplicated by event id), so it does not wait for the WAL flush.
+/// The claim is planned once per connection, with scans that keep its plan right whatever the
+/// statistics (see `CLAIM_SQL`).
+const RELAY_BEGIN: &str = "BEGIN; SET LOCAL synchronous_commit TO off; SET LOCAL plan_cache_mode TO force_generic_plan;
+     SET LOCAL enable_seqscan TO off; SET LOCAL enable_bitmapscan TO off";
+
+/// The scan start, whose state stays consistent even if a holder panicked.
+fn lock(scan_start: &Mutex<ScanStart>) -> std::sync::MutexGuard<'_, ScanStart> {
+    scan_start.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Where [`OutboxStore::record_ahead`] starts, so its removal can be undone.
 const RECORDED_AHEAD: &str = "SAVEPOINT palisade_recorded_ahead";
 
@@ -287,25 +374,32 @@ impl OutboxStore for PgStore {
     type Claim = PgClaim;
 
     async fn claim(&self, limit: usize, _lease: Duration) -> Result<(Self::Claim, Vec<Claimed>), OutboxError> {
-        // Losing the relay's own commit in a database crash only means publishing again (at
-        // least once, de-duplicated by event id), so it need not wait for the WAL flush. The
-        // prepared claim is planned afresh on every run, for the table's current size. One
-        // round trip opens the transaction and sets both.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN; SET LOCAL synchronous_commit TO off; SET LOCAL plan_cache_mode TO force_custom_plan")
-            .await?;
+        let scan_from = lock(&self.scan_start).next(Instant::now(), FULL_SCAN_INTERVAL);
+        let mut tx = self.pool.begin_with(RELAY_BEGIN).await?;
         let rows = sqlx::query(CLAIM_SQL.as_str())
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(scan_from)
             .fetch_all(&mut *tx)
             .await?;
-        let mut claimed = Vec::with_capacity(rows.len());
+        // Each aggregate's blocker comes on its first row; rows come grouped by aggregate.
+        let mut blockers: HashMap<(&str, &str), i64> = HashMap::new();
+        let mut locked = Vec::with_capacity(rows.len());
         for row in &rows {
-            let seq: i64 = row.try_get("seq")?;
-            let blocker: Option<i64> = row.try_get("blocker")?;
-            // An older event of this aggregate is held by another relay (or was staged later
-            // with a smaller sequence): leave this one locked but untouched until commit.
-            if blocker.is_none_or(|b| seq < b) {
+            let aggregate = (row.try_get("aggregate_type")?, row.try_get("aggregate_id")?);
+            if let Some(blocker) = row.try_get::<Option<i64>, _>("blocker")? {
+                blockers.insert(aggregate, blocker);
+            }
+            locked.push((row.try_get::<i64, _>("seq")?, aggregate, row));
+        }
+        if let Some(highest) = locked.iter().map(|(seq, _, _)| *seq).max() {
+            lock(&self.scan_start).saw(highest);
+        }
+        locked.sort_unstable_by_key(|(seq, _, _)| *seq);
+        let mut claimed = Vec::with_capacity(locked.len());
+        for (seq, aggregate, row) in locked {
+            // An older event of this aggregate is held by another relay (or was committed
+            // after a later one): leave this one locked but untouched until commit.
+            if blockers.get(&aggregate).is_none_or(|&blocker| seq < blocker) {
                 claimed.push(event_from_row(row)?);
             }
         }
@@ -439,4 +533,57 @@ impl OutboxStore for PgStore {
 /// The elapsed time since `t`, zero if `t` is in the future.
 fn age(t: OffsetDateTime) -> Duration {
     Duration::try_from(OffsetDateTime::now_utc() - t).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn claims_start_where_claims_had_seen_one_interval_earlier_and_look_everywhere_each_interval() {
+        let t0 = Instant::now();
+        let mut start = ScanStart::new(t0);
+        assert_eq!(
+            start.next(t0, SECOND),
+            i64::MIN,
+            "the first claim looks at the whole table"
+        );
+        start.saw(100);
+        let ms = Duration::from_millis;
+        // Nothing is known to be a whole interval old yet: from the first sequence on.
+        assert_eq!(start.next(t0 + ms(400), SECOND), 1);
+        start.saw(150);
+        // One interval in, a new period starts at 150; what was seen before it is not yet
+        // an interval old.
+        assert_eq!(
+            start.next(t0 + ms(1000), SECOND),
+            i64::MIN,
+            "whole table, one interval after the last"
+        );
+        assert_eq!(start.next(t0 + ms(1100), SECOND), 1);
+        start.saw(300);
+        // The period that started at 1100 ms (having seen 150) is an interval old at 2100 ms.
+        assert_eq!(start.next(t0 + ms(1500), SECOND), 1);
+        assert_eq!(start.next(t0 + ms(2000), SECOND), i64::MIN);
+        assert_eq!(start.next(t0 + ms(2100), SECOND), 151);
+        start.saw(200); // a lower sequence seen later never moves the start back
+        assert_eq!(start.next(t0 + ms(2500), SECOND), 151);
+        assert_eq!(start.next(t0 + ms(3000), SECOND), i64::MIN);
+        assert_eq!(start.next(t0 + ms(3200), SECOND), 301);
+    }
+
+    #[test]
+    fn a_zero_interval_makes_every_claim_look_at_the_whole_table() {
+        let t0 = Instant::now();
+        let mut start = ScanStart::new(t0);
+        for n in 0..3 {
+            start.saw(10 * (n + 1));
+            assert_eq!(
+                start.next(t0 + Duration::from_millis(n as u64), Duration::ZERO),
+                i64::MIN
+            );
+        }
+    }
 }
