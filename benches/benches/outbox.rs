@@ -51,19 +51,14 @@ async fn connect() -> Option<Services> {
         }
     };
     admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.ok()?;
-    let search_path = format!("SET search_path TO {schema}");
-    let pool = PgPoolOptions::new()
-        .max_connections(16)
-        .after_connect(move |conn, _| {
-            let search_path = search_path.clone();
-            Box::pin(async move {
-                conn.execute(search_path.as_str()).await?;
-                Ok(())
-            })
-        })
-        .connect(&url)
-        .await
-        .ok()?;
+    // The application's pool, and the relay's own (see `PgStore`'s docs).
+    let pool = schema_pool(&url, &schema, PgPoolOptions::new().max_connections(16)).await?;
+    let relay_pool = schema_pool(
+        &url,
+        &schema,
+        PgPoolOptions::new().max_connections(4).test_before_acquire(false),
+    )
+    .await?;
     migrate(&pool).await.ok()?;
     let client = match async_nats::connect(&nats_url).await {
         Ok(client) => client,
@@ -82,7 +77,7 @@ async fn connect() -> Option<Services> {
     .await
     .ok()?;
     Some(Services {
-        store: PgStore::new(pool.clone()),
+        store: PgStore::new(relay_pool),
         pool,
         admin,
         schema,
@@ -90,6 +85,22 @@ async fn connect() -> Option<Services> {
         js,
         stream,
     })
+}
+
+/// A pool whose connections use `schema`.
+async fn schema_pool(url: &str, schema: &str, options: PgPoolOptions) -> Option<PgPool> {
+    let search_path = format!("SET search_path TO {schema}");
+    options
+        .after_connect(move |conn, _| {
+            let search_path = search_path.clone();
+            Box::pin(async move {
+                conn.execute(search_path.as_str()).await?;
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+        .ok()
 }
 
 /// Stages `count` events round-robin over the aggregates, 1,000 per transaction.

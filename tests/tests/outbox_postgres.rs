@@ -516,3 +516,117 @@ async fn concurrent_claims_skip_held_and_retrying_aggregates() {
     assert_eq!(last_error.as_deref(), Some("down"));
     pg.cleanup().await;
 }
+
+/// A one-connection pool on the test's schema, so a test can see what state the relay's
+/// connection goes back to the pool in.
+async fn single_connection_pool(pg: &Postgres) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&pg.url_in_schema())
+        .await
+        .expect("a one-connection pool")
+}
+
+/// The id of the transaction the next statement on `pool` runs in, if one is still open with writes.
+async fn open_transaction(pool: &PgPool) -> Option<String> {
+    sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned()::text")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_claim_never_returns_its_transaction_to_the_pool() {
+    let Some((pg, _)) = setup("outbox_dropped_claim").await else {
+        return;
+    };
+    let pool = single_connection_pool(&pg).await;
+    let store = PgStore::new(pool.clone());
+    stage_committed(&pg.pool, &[event("a", 1)]).await;
+
+    let (claim, claimed) = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    // What an aborted relay does: the claim goes away mid-batch.
+    drop(claim);
+    assert_eq!(
+        open_transaction(&pool).await,
+        None,
+        "the pool's connection is outside any transaction"
+    );
+    let (claim, again) = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(again, claimed, "the rows were released");
+    store
+        .complete(claim, &[(again[0].seq, Disposition::Published)], false)
+        .await
+        .unwrap();
+    assert_eq!(open_transaction(&pool).await, None, "a completed claim commits");
+    assert_eq!(pending(&pg.pool).await, 0);
+    pool.close().await;
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claim_prepares_itself_again_on_a_connection_that_lost_it() {
+    let Some((pg, _)) = setup("outbox_reprepare").await else {
+        return;
+    };
+    let pool = single_connection_pool(&pg).await;
+    let store = PgStore::new(pool.clone());
+    let staged = [event("a", 1), event("b", 1)];
+    stage_committed(&pg.pool, &staged).await;
+
+    let (claim, first) = store.claim(1, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(first[0].event, staged[0]);
+    store
+        .complete(claim, &[(first[0].seq, Disposition::Published)], false)
+        .await
+        .unwrap();
+    // Whatever dropped it (`DEALLOCATE`, a session reset), the claim prepares it again.
+    sqlx::raw_sql("DEALLOCATE palisade_outbox_claim")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (claim, second) = store.claim(1, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(second[0].event, staged[1]);
+    store
+        .complete(claim, &[(second[0].seq, Disposition::Published)], false)
+        .await
+        .unwrap();
+    assert_eq!(pending(&pg.pool).await, 0);
+    pool.close().await;
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_vacuums_the_outbox_after_the_set_number_of_published_rows() {
+    let Some((pg, _)) = setup("outbox_vacuum").await else {
+        return;
+    };
+    let vacuums = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname = 'palisade_outbox'",
+        )
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(vacuums().await, 0);
+    let store = PgStore::new(pg.pool.clone()).vacuum_after(3);
+    let (publisher, mut rx) = ChannelPublisher::new(8);
+    let relay = Relay::builder(store, publisher).build().unwrap();
+    stage_committed(&pg.pool, &[event("a", 1), event("a", 2)]).await;
+    assert_eq!(relay.run_batch().await.unwrap().published, 2);
+    stage_committed(&pg.pool, &[event("a", 3)]).await;
+    assert_eq!(relay.run_batch().await.unwrap().published, 1);
+    for _ in 0..3 {
+        receive(&mut rx).await;
+    }
+    // The vacuum runs in the background once the third row is gone.
+    let deadline = Instant::now() + WAIT;
+    while vacuums().await == 0 {
+        assert!(Instant::now() < deadline, "the outbox was vacuumed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(vacuums().await, 1);
+    pg.cleanup().await;
+}

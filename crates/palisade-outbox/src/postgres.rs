@@ -12,12 +12,37 @@
 //! as flagging them. While the relay publishes a batch, the same transaction already deletes
 //! it after a savepoint (the database's work overlaps the broker's); the commit keeps that
 //! when every event was published, and otherwise the transaction rolls back to the savepoint
-//! and records each outcome. The claim is planned once per connection, in a shape whose plan
-//! does not depend on the table's statistics, and it usually starts at the sequence where
-//! recent claims found events rather than at the oldest row (`ScanStart` in the source explains
-//! why that misses nothing for longer than a second). The relay's
-//! transaction commits without waiting for the WAL flush (`synchronous_commit = off`): if the
-//! database crashes before the flush, the events are published again (at least once).
+//! and records each outcome. The relay's transaction commits without waiting for the WAL
+//! flush (`synchronous_commit = off`): if the database crashes before the flush, the events
+//! are published again (at least once).
+//!
+//! What keeps a claim cheap (a fraction of a millisecond for a few events, see the crate's
+//! performance figures):
+//! - **One round trip.** Opening the transaction and claiming go to the server together, and
+//!   the claim is a statement prepared once per connection (`palisade_outbox_claim`; a
+//!   connection that lost it prepares it again).
+//! - **One plan, whatever the statistics.** The claim runs on its generic plan, made with
+//!   sequential and bitmap scans off and shaped so that every step has one sensible plan: the
+//!   aggregates waiting for a retry are read once through their partial index, the batch comes
+//!   from the primary key in order, and each aggregate's order check is one probe of the
+//!   aggregate index. A plan made while the table was empty stays right when it has grown.
+//! - **Not from the oldest row.** A deleted row's index entries stay until vacuum removes
+//!   them, and a claim that starts at the table's oldest entry steps over all of them. So a
+//!   claim starts at the highest sequence the store's claims had seen one second earlier: an
+//!   event staged since then has a higher sequence, and one staged earlier whose transaction
+//!   committed within that second was found by a claim made after its commit (the publish hook
+//!   wakes the relay at every commit). Once a second (and at every poll of an idle relay) a
+//!   claim looks at the whole table, which finds what the others can miss: an event whose
+//!   retry is due, one another relay gave back, one whose staging transaction stayed open for
+//!   more than a second. Such an event is published at most about a second late, and never
+//!   out of order: the per-aggregate check looks at the whole table on every claim.
+//! - **Vacuumed often.** The store vacuums the table after every 1,000 published events, at
+//!   most once a second ([`PgStore::vacuum_after`]), so the order check does not step over
+//!   thousands of dead entries between autovacuum's visits.
+//!
+//! Give the relay a pool of its own, without `test_before_acquire`: the health check costs a
+//! round trip on every claim, and a claim on a broken connection fails like any other claim
+//! (the connection is closed and the relay tries again at its next poll).
 //!
 //! In every instance, wire the publish hook's wake-ups to the other instances:
 //!
@@ -42,9 +67,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgListener, PgPool, PgRow};
 use sqlx::types::Json;
-use sqlx::{Executor, PgConnection, Postgres, Row, Transaction};
+use sqlx::{Executor, PgConnection, Postgres, Row};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -185,12 +211,29 @@ pub async fn wake_on_notify(pool: PgPool, channel: String, wakeup: Wakeup) {
 
 /// The relay's view of a PostgreSQL outbox.
 ///
-/// Clones share where their claims start looking (see the module docs), so give every relay
-/// task of one process clones of one store.
+/// Clones share where their claims start looking and when the table was last vacuumed (see
+/// the [module docs](self)), so give every relay of one process clones of one store.
+///
+/// ```no_run
+/// use palisade_outbox::postgres::PgStore;
+/// use sqlx::postgres::PgPoolOptions;
+///
+/// # async fn example() -> Result<(), sqlx::Error> {
+/// // The relay's own pool: two workers claim at a time, plus the background vacuum.
+/// let relay_pool = PgPoolOptions::new()
+///     .max_connections(4)
+///     .test_before_acquire(false)
+///     .connect("postgres://app@db/orders")
+///     .await?;
+/// let store = PgStore::new(relay_pool);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
     scan_start: Arc<Mutex<ScanStart>>,
+    vacuum: Arc<Vacuum>,
 }
 
 impl PgStore {
@@ -199,7 +242,23 @@ impl PgStore {
         Self {
             pool,
             scan_start: Arc::new(Mutex::new(ScanStart::new(Instant::now()))),
+            vacuum: Arc::new(Vacuum::new(DEFAULT_VACUUM_AFTER)),
         }
+    }
+
+    /// Vacuums the outbox table, in the background, once `removed_rows` events have been
+    /// published (deleted or archived) through this store since its last vacuum, at most once
+    /// a second (default 1,000; 0 never vacuums).
+    ///
+    /// Every published event leaves a dead row and index entries behind until vacuum removes
+    /// them, and each claim's per-aggregate order check steps over that aggregate's dead
+    /// entries. Autovacuum's default schedule (a check a minute) lets a busy outbox collect
+    /// tens of thousands of them, which makes a claim cost milliseconds instead of a fraction
+    /// of one. Vacuuming needs the relay's role to own the table (PostgreSQL 17: or hold
+    /// `MAINTAIN` on it); otherwise PostgreSQL skips it with a warning.
+    pub fn vacuum_after(mut self, removed_rows: u64) -> Self {
+        self.vacuum = Arc::new(Vacuum::new(removed_rows));
+        self
     }
 
     /// The pool.
@@ -210,15 +269,9 @@ impl PgStore {
 
 const EVENT_COLUMNS: &str = "seq, attempts, event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version, payload, metadata";
 
-/// The claim, built once: prepared statements are cached per connection by their text.
-///
-/// `$1` is the batch size, `$2` the lowest sequence to look at (see [`ScanStart`]). Every step
-/// is shaped so that its plan is the same whatever the statistics say (the relay's transaction
-/// also turns sequential and bitmap scans off): the retrying aggregates are read once through
-/// their partial index, the batch comes from the primary key in order, and each aggregate's
-/// order check is one probe of the aggregate index, made for the first of its rows only. So
-/// the statement is planned once per connection, and a plan made while the table was empty
-/// stays right when it has grown.
+/// The claim (prepared as [`CLAIM_STATEMENT`]). `$1` is the batch size, `$2` the lowest
+/// sequence to look at (see [`ScanStart`]). Each step is shaped so that its plan does not
+/// depend on the statistics (see the module docs); rows come grouped by aggregate.
 static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH retrying AS MATERIALIZED (
@@ -255,17 +308,7 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
 /// How often a claim looks at the whole table, and how far back the claims in between look.
 const FULL_SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Where a claim starts looking.
-///
-/// Published rows are deleted, but their primary-key entries stay until vacuum removes them,
-/// and a claim that starts at the oldest entry steps over all of them: after a few tens of
-/// thousands of events a one-event claim costs milliseconds. So most claims start at the
-/// highest sequence this store's claims had seen one interval earlier: any event staged since
-/// then has a higher sequence, and an event staged earlier whose transaction committed within
-/// the interval was found by a claim made after its commit (the publish hook wakes the relay at
-/// each commit). What such claims can miss (an event waiting for a retry, one another relay
-/// gave back, one whose transaction stayed open longer than the interval) is found by the
-/// claim that looks at the whole table, at most one interval (or one poll) later.
+/// Where a claim starts looking (see the module docs for why that misses nothing for long).
 #[derive(Debug)]
 struct ScanStart {
     /// When the last whole-table claim started.
@@ -335,25 +378,127 @@ fn event_from_row(row: &PgRow) -> Result<Claimed, OutboxError> {
     })
 }
 
-/// A PostgreSQL claim: the transaction holding the claimed rows' locks until the relay has
-/// recorded the outcome. Dropping it rolls the transaction back, which frees the rows.
+/// A PostgreSQL claim: the connection whose transaction holds the claimed rows' locks until
+/// the relay has recorded the outcome. Dropping it closes the connection (rather than giving
+/// it back to the pool inside the transaction), which rolls back and frees the rows.
 #[derive(Debug)]
 pub struct PgClaim {
-    tx: Transaction<'static, Postgres>,
+    conn: PoolConnection<Postgres>,
+    /// Whether the transaction is still open (until `complete` commits it).
+    open: bool,
     /// Whether the claimed rows were removed ahead of the outcome, after the savepoint.
     recorded_ahead: bool,
 }
 
-/// Opens the relay's transaction. Losing its commit in a database crash only means publishing
-/// again (at least once, de-duplicated by event id), so it does not wait for the WAL flush.
-/// The claim is planned once per connection, with scans that keep its plan right whatever the
-/// statistics (see `CLAIM_SQL`).
-const RELAY_BEGIN: &str = "BEGIN; SET LOCAL synchronous_commit TO off; SET LOCAL plan_cache_mode TO force_generic_plan;
-     SET LOCAL enable_seqscan TO off; SET LOCAL enable_bitmapscan TO off";
+impl Drop for PgClaim {
+    fn drop(&mut self) {
+        if self.open {
+            self.conn.close_on_drop();
+        }
+    }
+}
 
-/// The scan start, whose state stays consistent even if a holder panicked.
-fn lock(scan_start: &Mutex<ScanStart>) -> std::sync::MutexGuard<'_, ScanStart> {
-    scan_start.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The claim's name as a prepared statement on the relay's connections.
+const CLAIM_STATEMENT: &str = "palisade_outbox_claim";
+
+/// Prepares the claim on a connection that has not run it yet.
+static PREPARE_CLAIM: LazyLock<String> =
+    LazyLock::new(|| format!("PREPARE {CLAIM_STATEMENT}(bigint, bigint) AS {}", CLAIM_SQL.as_str()));
+
+/// Opens the relay's transaction and claims, in one round trip (a simple query: both numbers
+/// are integers written by this code). The transaction commits without waiting for the WAL
+/// flush: losing that commit in a database crash only means publishing again (at least once,
+/// de-duplicated by event id). The claim runs on its generic plan, made once per connection
+/// with the scans that keep it right whatever the statistics (see `CLAIM_SQL`). Timestamps
+/// come back as UTC text.
+fn claim_query(limit: i64, scan_from: i64) -> String {
+    format!(
+        "BEGIN; SET LOCAL synchronous_commit TO off; SET LOCAL plan_cache_mode TO force_generic_plan;
+         SET LOCAL enable_seqscan TO off; SET LOCAL enable_bitmapscan TO off; SET LOCAL TimeZone TO 'UTC';
+         EXECUTE {CLAIM_STATEMENT}({limit}, {scan_from})"
+    )
+}
+
+/// Runs the claim on `conn`, preparing it first on a connection that has not run it yet.
+/// (A query without arguments goes as a simple query, which may hold several statements.)
+async fn run_claim(conn: &mut PgConnection, limit: i64, scan_from: i64) -> Result<Vec<PgRow>, sqlx::Error> {
+    let query = claim_query(limit, scan_from);
+    match conn.fetch_all(query.as_str()).await {
+        // 26000: no such prepared statement.
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("26000") => {
+            conn.execute("ROLLBACK").await?;
+            conn.execute(PREPARE_CLAIM.as_str()).await?;
+            conn.fetch_all(query.as_str()).await
+        }
+        rows => rows,
+    }
+}
+
+/// Vacuums after this many removed rows unless [`PgStore::vacuum_after`] says otherwise.
+const DEFAULT_VACUUM_AFTER: u64 = 1000;
+
+/// The shortest time between the starts of two vacuums.
+const VACUUM_INTERVAL: Duration = Duration::from_secs(1);
+
+/// When the store vacuums the outbox table (see [`PgStore::vacuum_after`]).
+#[derive(Debug)]
+struct Vacuum {
+    after: u64,
+    state: Mutex<VacuumState>,
+}
+
+#[derive(Debug, Default)]
+struct VacuumState {
+    /// Rows removed since the last vacuum started.
+    removed: u64,
+    /// When the last vacuum started.
+    started: Option<Instant>,
+    running: bool,
+}
+
+impl Vacuum {
+    fn new(after: u64) -> Self {
+        Self {
+            after,
+            state: Mutex::default(),
+        }
+    }
+
+    /// Counts `rows` removed rows; true when a vacuum should start now (it is then running).
+    fn due(&self, rows: u64, now: Instant) -> bool {
+        let mut state = lock(&self.state);
+        state.removed += rows;
+        let due = self.after > 0
+            && state.removed >= self.after
+            && !state.running
+            && state.started.is_none_or(|at| now.duration_since(at) >= VACUUM_INTERVAL);
+        if due {
+            *state = VacuumState {
+                removed: 0,
+                started: Some(now),
+                running: true,
+            };
+        }
+        due
+    }
+
+    fn finished(&self) {
+        lock(&self.state).running = false;
+    }
+}
+
+/// Vacuums the outbox table on its own connection (VACUUM cannot run in a transaction),
+/// without truncating the file: truncation takes a lock that would stall staging and claims.
+async fn vacuum(pool: PgPool, vacuum: Arc<Vacuum>) {
+    if let Err(error) = pool.execute("VACUUM (TRUNCATE false) palisade_outbox").await {
+        tracing::warn!(target: names::TARGET, error = %error, "outbox VACUUM failed");
+    }
+    vacuum.finished();
+}
+
+/// Locks state that stays consistent even if a holder panicked.
+fn lock<T>(state: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Where [`OutboxStore::record_ahead`] starts, so its removal can be undone.
@@ -375,12 +520,15 @@ impl OutboxStore for PgStore {
 
     async fn claim(&self, limit: usize, _lease: Duration) -> Result<(Self::Claim, Vec<Claimed>), OutboxError> {
         let scan_from = lock(&self.scan_start).next(Instant::now(), FULL_SCAN_INTERVAL);
-        let mut tx = self.pool.begin_with(RELAY_BEGIN).await?;
-        let rows = sqlx::query(CLAIM_SQL.as_str())
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(scan_from)
-            .fetch_all(&mut *tx)
-            .await?;
+        let mut conn = self.pool.acquire().await?;
+        let rows = match run_claim(&mut conn, i64::try_from(limit).unwrap_or(i64::MAX), scan_from).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                // The connection may be inside the failed transaction: never reuse it.
+                conn.close_on_drop();
+                return Err(error.into());
+            }
+        };
         // Each aggregate's blocker comes on its first row; rows come grouped by aggregate.
         let mut blockers: HashMap<(&str, &str), i64> = HashMap::new();
         let mut locked = Vec::with_capacity(rows.len());
@@ -404,7 +552,8 @@ impl OutboxStore for PgStore {
             }
         }
         let claim = PgClaim {
-            tx,
+            conn,
+            open: true,
             recorded_ahead: false,
         };
         Ok((claim, claimed))
@@ -415,67 +564,33 @@ impl OutboxStore for PgStore {
     /// rolls back to the savepoint otherwise. Usually every event is published, so the
     /// deletion costs the batch no time of its own.
     async fn record_ahead(&self, claim: &mut PgClaim, seqs: &[i64], archive: bool) -> Result<(), OutboxError> {
-        claim.tx.execute(RECORDED_AHEAD).await?;
+        claim.conn.execute(RECORDED_AHEAD).await?;
         claim.recorded_ahead = true;
         let sql = if archive { ARCHIVE_PUBLISHED } else { DELETE_PUBLISHED };
-        sqlx::query(sql).bind(seqs).execute(&mut *claim.tx).await?;
+        sqlx::query(sql).bind(seqs).execute(&mut *claim.conn).await?;
         Ok(())
     }
 
     async fn complete(
         &self,
-        claim: PgClaim,
+        mut claim: PgClaim,
         outcomes: &[(i64, Disposition)],
         archive: bool,
     ) -> Result<(), OutboxError> {
-        let PgClaim { mut tx, recorded_ahead } = claim;
-        if recorded_ahead {
-            if outcomes.iter().all(|(_, d)| matches!(d, Disposition::Published)) {
-                tx.commit().await?;
-                return Ok(());
-            }
-            // Some event was not published: undo the removal and record each outcome.
-            tx.execute("ROLLBACK TO SAVEPOINT palisade_recorded_ahead").await?;
+        let all_published = outcomes.iter().all(|(_, d)| matches!(d, Disposition::Published));
+        if !(claim.recorded_ahead && all_published) {
+            record(&mut claim.conn, outcomes, claim.recorded_ahead, archive).await?;
         }
-        let published: Vec<i64> = outcomes
+        claim.conn.execute("COMMIT").await?;
+        // Ended cleanly: the connection can go back to the pool.
+        claim.open = false;
+        let published = outcomes
             .iter()
             .filter(|(_, d)| matches!(d, Disposition::Published))
-            .map(|(s, _)| *s)
-            .collect();
-        if !published.is_empty() {
-            let sql = if archive { ARCHIVE_PUBLISHED } else { DELETE_PUBLISHED };
-            sqlx::query(sql).bind(&published).execute(&mut *tx).await?;
+            .count();
+        if self.vacuum.due(published as u64, Instant::now()) {
+            tokio::spawn(vacuum(self.pool.clone(), self.vacuum.clone()));
         }
-        let mut seqs = Vec::new();
-        let mut delays: Vec<Option<i64>> = Vec::new();
-        let mut errors = Vec::new();
-        for (seq, disposition) in outcomes {
-            let (delay, error) = match disposition {
-                Disposition::Retry { delay, error } => (Some(millis(*delay)), error),
-                Disposition::DeadLetter { error } => (None, error),
-                Disposition::Published | Disposition::Released => continue,
-            };
-            seqs.push(*seq);
-            delays.push(delay);
-            errors.push(error.as_str());
-        }
-        if !seqs.is_empty() {
-            sqlx::query(
-                "UPDATE palisade_outbox o SET
-                    attempts = o.attempts + 1,
-                    last_error = f.error,
-                    next_attempt_at = now() + f.delay_ms * interval '1 millisecond',
-                    dead_lettered_at = CASE WHEN f.delay_ms IS NULL THEN now() END
-                 FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS f(seq, delay_ms, error)
-                 WHERE o.seq = f.seq",
-            )
-            .bind(&seqs)
-            .bind(&delays)
-            .bind(&errors)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -530,6 +645,60 @@ impl OutboxStore for PgStore {
     }
 }
 
+/// Records a claim's outcomes in its transaction: undoes the removal made ahead (if any),
+/// then removes the published events and marks the failed ones.
+async fn record(
+    conn: &mut PgConnection,
+    outcomes: &[(i64, Disposition)],
+    recorded_ahead: bool,
+    archive: bool,
+) -> Result<(), OutboxError> {
+    if recorded_ahead {
+        // Some event was not published: undo the removal and record each outcome.
+        conn.execute("ROLLBACK TO SAVEPOINT palisade_recorded_ahead").await?;
+    }
+
+    let published: Vec<i64> = outcomes
+        .iter()
+        .filter(|(_, d)| matches!(d, Disposition::Published))
+        .map(|(s, _)| *s)
+        .collect();
+    if !published.is_empty() {
+        let sql = if archive { ARCHIVE_PUBLISHED } else { DELETE_PUBLISHED };
+        sqlx::query(sql).bind(&published).execute(&mut *conn).await?;
+    }
+    let mut seqs = Vec::new();
+    let mut delays: Vec<Option<i64>> = Vec::new();
+    let mut errors = Vec::new();
+    for (seq, disposition) in outcomes {
+        let (delay, error) = match disposition {
+            Disposition::Retry { delay, error } => (Some(millis(*delay)), error),
+            Disposition::DeadLetter { error } => (None, error),
+            Disposition::Published | Disposition::Released => continue,
+        };
+        seqs.push(*seq);
+        delays.push(delay);
+        errors.push(error.as_str());
+    }
+    if !seqs.is_empty() {
+        sqlx::query(
+            "UPDATE palisade_outbox o SET
+                attempts = o.attempts + 1,
+                last_error = f.error,
+                next_attempt_at = now() + f.delay_ms * interval '1 millisecond',
+                dead_lettered_at = CASE WHEN f.delay_ms IS NULL THEN now() END
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS f(seq, delay_ms, error)
+             WHERE o.seq = f.seq",
+        )
+        .bind(&seqs)
+        .bind(&delays)
+        .bind(&errors)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 /// The elapsed time since `t`, zero if `t` is in the future.
 fn age(t: OffsetDateTime) -> Duration {
     Duration::try_from(OffsetDateTime::now_utc() - t).unwrap_or_default()
@@ -572,6 +741,28 @@ mod tests {
         assert_eq!(start.next(t0 + ms(2500), SECOND), 151);
         assert_eq!(start.next(t0 + ms(3000), SECOND), i64::MIN);
         assert_eq!(start.next(t0 + ms(3200), SECOND), 301);
+    }
+
+    #[test]
+    fn a_vacuum_is_due_after_the_set_rows_one_at_a_time_and_at_most_once_a_second() {
+        let t0 = Instant::now();
+        let vacuum = Vacuum::new(10);
+        assert!(!vacuum.due(9, t0));
+        assert!(vacuum.due(1, t0), "the tenth removed row");
+        assert!(!vacuum.due(50, t0 + SECOND), "not while one runs");
+        vacuum.finished();
+        assert!(
+            vacuum.due(0, t0 + SECOND),
+            "rows counted while it ran count for the next"
+        );
+        vacuum.finished();
+        assert!(
+            !vacuum.due(10, t0 + SECOND + Duration::from_millis(999)),
+            "within a second of the last start"
+        );
+        assert!(vacuum.due(0, t0 + 2 * SECOND));
+        vacuum.finished();
+        assert!(!Vacuum::new(0).due(u64::MAX, t0), "0 never vacuums");
     }
 
     #[test]
