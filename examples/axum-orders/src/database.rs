@@ -180,7 +180,13 @@ impl Database {
             }
             Self::Postgres(pool) => {
                 let channel = Self::wakeup_channel(pool).await?;
-                let relay = Relay::builder(PgStore::new(pool.clone()), publisher)
+                // The relay's own pool, without a health check on every claim (see `PgStore`).
+                let relay_pool = PgPoolOptions::new()
+                    .max_connections(4)
+                    .test_before_acquire(false)
+                    .connect_with(pool.connect_options().as_ref().clone())
+                    .await?;
+                let relay = Relay::builder(PgStore::new(relay_pool), publisher)
                     .name("orders")
                     .wakeup(wakeup.clone())
                     .build()?;
