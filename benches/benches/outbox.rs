@@ -7,6 +7,9 @@
 //! - latency: commit-to-consumer median and p99 while staging about 2,000 events/s, with the
 //!   publish hook waking the relay after each commit, and with polling (every second) alone;
 //!   then the same with one event every 20 ms, so the relay is idle when each one commits.
+//!
+//! The relay runs as `PgStore`'s docs recommend: on a pool of its own without
+//! `test_before_acquire`, with one store for all runs as in a long-running service.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -208,41 +208,50 @@
 //! # Performance
 //!
 //! Measured on 2026-11-22 on a 2-core x86_64 VM with `cargo bench -p palisade-benches --bench
-//! outbox`: PostgreSQL 15 and NATS 2.9.10 (JetStream, file storage) with default settings on
-//! the same machine, 100 aggregates, every event acknowledged by JetStream (runs pipelined).
-//! Six runs, started at 1-minute load averages of 0.8 to 2.2 (the benchmark itself keeps both
-//! cores busy while it runs; other builds ran on the machine between runs).
+//! outbox`: PostgreSQL 15 (default settings except that autovacuum is off on this machine)
+//! and NATS 2.9.10 (JetStream, file storage) on the same machine, 100 aggregates, every event
+//! acknowledged by JetStream (runs pipelined), the relay on its own pool without
+//! `test_before_acquire` and its default two workers. Six runs back to back, started at
+//! 1-minute load averages of 1.8 to 2.8 (the benchmark itself keeps both cores busy).
 //!
 //! | measurement | target | figure |
 //! |---|---|---|
-//! | drain a 20,000-event backlog, one batch loop, batches of 100 | — | 17,600 – 24,200 events/s |
-//! | the same, batches of 1000 | ≥ 40,000 events/s | 42,600 – 55,400 events/s |
-//! | commit → consumer with the hook, about 2,000 events/s staged | median < 1 ms, p99 < 5 ms | median 1.4 – 3.0 ms, p99 4.6 – 15 ms |
-//! | commit → consumer with 1 s polling alone, about 2,000 events/s staged | — | median 12 – 144 ms, p99 22 ms – 0.98 s |
-//! | commit → consumer with the hook, relay idle (one event every 20 ms) | — | median 1.2 – 3.1 ms, p99 1.9 – 8.2 ms |
-//! | commit → consumer with 1 s polling alone, relay idle | — | median 487 – 507 ms, p99 0.98 – 0.99 s |
+//! | drain a 20,000-event backlog, one batch loop, batches of 100 | — | 15,400 – 23,100 events/s |
+//! | the same, batches of 1000 | ≥ 40,000 events/s | 33,800 – 51,800 events/s (five runs of six above 40,000) |
+//! | commit → consumer with the hook, about 2,000 events/s staged | median < 1 ms, p99 < 5 ms | median 1.05 – 1.98 ms, p99 5.2 – 7.4 ms |
+//! | commit → consumer with 1 s polling alone, about 2,000 events/s staged | — | median 12 – 14 ms, p99 0.96 – 0.97 s |
+//! | commit → consumer with the hook, relay idle (one event every 20 ms) | — | median 1.00 – 1.24 ms, p99 1.6 – 2.7 ms |
+//! | commit → consumer with 1 s polling alone, relay idle | — | median 463 – 505 ms, p99 0.97 – 0.99 s |
 //!
-//! Where a batch of 1000 spends its time (timed per phase): the claim about 5.5 ms (the
-//! claim statement alone takes about 4.5 ms in `psql`, 1.5 to 2 ms of it the per-aggregate
-//! order check), publishing 7.5 to 10 ms (100 pipelined runs, 1000 JetStream acks), recording
-//! 0.3 ms (the deletion ran while publishing; before that overlap it took 1.2 to 7 ms after
-//! it). A system-wide profile puts PostgreSQL first in CPU; the relay's own process spends
-//! most of its samples in the kernel's socket and scheduler paths, about 6% in the allocator,
-//! and no relay function above 1%, so encoding and grouping are not where the time goes.
+//! The hook's latency target is met in some runs and missed in most, by a fraction of a
+//! millisecond. The best runs of the day gave a median of 0.91 ms with a p99 of 3.4 ms at
+//! 2,000 events/s (0.87 ms idle; a run that also recorded the per-event timestamps below);
+//! with three workers (`RelayBuilder::workers(3)`) six runs gave medians of 0.98 to 1.35 ms and
+//! p99s of 3.8 to 5.6 ms. Where one event's time goes with the hook (medians of
+//! per-event timestamps taken in the relay at 2,000 events/s): the claim 0.42 to 0.57 ms from
+//! request to rows (one round trip; PostgreSQL's log gives 0.35 to 0.45 ms of it inside the
+//! server while the stagers keep both cores busy, against 0.11 ms for the same statement on a
+//! quiet server), and 0.39 to 0.65 ms from the claimed rows to the subscriber (grouping,
+//! encoding, the JetStream publish, the server's delivery). Taking a connection from the
+//! relay's pool costs 2 to 6 µs; with `test_before_acquire` it was 85 to 105 µs.
 //!
-//! The hook's latency target is missed. One event's way from commit to consumer, on a quiet
-//! table: the pool's health check on acquire and `BEGIN` 0.1 to 0.2 ms, the claim statement
-//! 0.5 to 0.9 ms (about 0.2 ms planning, 0.2 ms the order check), the JetStream publish to
-//! the subscriber about 0.3 ms: 1.2 ms at best. The spread does not follow the load (the two
-//! quietest runs gave medians of 2.4 to 2.9 ms); it comes mostly from the table's dead rows:
-//! every claim walks the outbox from its oldest row, stepping over rows deleted since the
-//! last vacuum, and right after the benchmark's 40,000-event drains (before autovacuum
-//! passes) a one-event claim takes 2 to 9 ms instead of 0.5 ms; with the table vacuumed
-//! before each latency run, three runs gave hook medians of 1.3 ms (p99 3.9 to 4.2 ms, at
-//! 2,000 events/s). Vacuuming from the relay
-//! every second was tried and dropped: a vacuum of the (usually empty) table records it as
-//! empty, and with a few thousand rows pending the planner then chose a claim plan that took
-//! 0.9 s. A pool with `test_before_acquire(false)` for the relay saves one round trip.
+//! What changed since the previous measurement (median 1.4 – 3.0 ms, p99 4.6 – 15 ms; the
+//! idle relay 1.2 – 3.1 ms), each measured on its own before it was kept:
+//! - Claims started at the table's oldest row and stepped over every published row's index
+//!   entries since the last vacuum: after the benchmark's drains, 2,600 buffers and 2 to 3 ms
+//!   per claim. Claims now start where recent claims found events; the idle relay's median
+//!   went from 4.4 – 4.8 ms (this machine, autovacuum off) to about 2 ms.
+//! - The claim was planned on every run (0.5 to 0.9 ms) so that a plan made on an empty table
+//!   would not stick; the statement is now shaped so that its one generic plan is right at any
+//!   size. A generic plan of the old statement, made on an empty table, took 138 s to claim
+//!   1000 of 20,000 events in `psql`; the new one takes 3.5 ms.
+//! - `BEGIN` and the claim now share one round trip.
+//! - The store vacuums the table after every 1,000 published events: without it the
+//!   per-aggregate order check read 70 to 80 buffers per aggregate after the drains, with it
+//!   9 to 16.
+//! - Tried and dropped: committing the relay's transaction synchronously (so that index
+//!   entries of published rows can be marked dead sooner) made the median 2.0 – 2.1 ms; a
+//!   shorter window for the claims' starting point (250 ms) did not help.
 //!
 //! Polling alone keeps up under a steady stream only because a busy relay re-claims 10 ms
 //! after a non-empty batch; an event committed after a quiet spell waits for the poll, as the
