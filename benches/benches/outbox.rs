@@ -6,7 +6,12 @@
 //!   batches of 100 and 1000, the relay publishing with JetStream acks;
 //! - latency: commit-to-consumer median and p99 while staging about 2,000 events/s, with the
 //!   publish hook waking the relay after each commit, and with polling (every second) alone;
-//!   then the same with one event every 20 ms, so the relay is idle when each one commits.
+//!   then the same with one event every 20 ms, so the relay is idle when each one commits;
+//! - the reference for both latencies: `plain_relay`, the serial loop in plain sqlx and
+//!   async-nats that the targets come from, woken the same way.
+//!
+//! A subscriber in this process timestamps each arrival and reads the event id from the
+//! `Nats-Msg-Id` header (both relays set it).
 //!
 //! The relay runs as `PgStore`'s docs recommend: on a pool of its own without
 //! `test_before_acquire`, with one store for all runs as in a long-running service.
@@ -23,6 +28,7 @@ use palisade_outbox::{Event, Relay, stage};
 use serde_json::json;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Executor, QueryBuilder};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -160,15 +166,122 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Which relay a latency run measures.
+#[derive(Clone, Copy, PartialEq)]
+enum Relayer {
+    /// palisade's relay (two workers, per-aggregate order, retries, dead letters).
+    Palisade,
+    /// The reference: [`plain_relay`].
+    Plain,
+}
+
+/// A relay running for one latency run.
+enum Running {
+    Palisade(palisade_outbox::RelayHandle),
+    Plain(tokio::task::JoinHandle<()>, watch::Sender<bool>),
+}
+
+impl Running {
+    async fn stop(self) {
+        match self {
+            Self::Palisade(handle) => handle.shutdown().await,
+            Self::Plain(task, stop) => {
+                stop.send_replace(true);
+                task.await.unwrap();
+            }
+        }
+    }
+}
+
+/// The reference the latency targets come from: a serial relay loop in plain sqlx and
+/// async-nats. Woken (or every second) it claims up to 100 events with `SKIP LOCKED`,
+/// publishes them with pipelined JetStream acks, deletes them and commits, until none is
+/// left. No per-aggregate order check, retries or dead letters.
+async fn plain_relay(
+    pool: PgPool,
+    js: jetstream::Context,
+    prefix: String,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        loop {
+            let mut tx = pool.begin().await.unwrap();
+            let rows: Vec<(i64, Uuid, String, sqlx::types::Json<serde_json::Value>)> = sqlx::query_as(
+                "SELECT seq, event_id, destination, payload FROM palisade_outbox
+                 ORDER BY seq LIMIT 100 FOR UPDATE SKIP LOCKED",
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+            let mut acks = Vec::with_capacity(rows.len());
+            for (_, event_id, destination, payload) in &rows {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.to_string().as_str());
+                let body = serde_json::to_vec(&payload.0).unwrap();
+                acks.push(
+                    js.publish_with_headers(format!("{prefix}{destination}"), headers, body.into())
+                        .await
+                        .unwrap(),
+                );
+            }
+            for ack in acks {
+                ack.await.unwrap();
+            }
+            let seqs: Vec<i64> = rows.iter().map(|row| row.0).collect();
+            sqlx::query("DELETE FROM palisade_outbox WHERE seq = ANY($1)")
+                .bind(&seqs)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            if rows.is_empty() {
+                break;
+            }
+        }
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
 /// Stages ~2,000 events/s for `seconds`, one per transaction, and measures commit to delivery
 /// at a core NATS subscriber.
-async fn latency(s: &Services, hook: bool, stagers: usize, gap: Duration, seconds: u64) -> (f64, Duration, Duration) {
-    let publisher = NatsPublisher::new(s.client.clone()).with_prefix(format!("{}.", s.schema));
-    let relay = Relay::builder(s.store.clone(), publisher)
-        .concurrency(AGGREGATES)
-        .poll_interval(Duration::from_secs(1))
-        .build()
-        .unwrap();
+async fn latency(
+    s: &Services,
+    relayer: Relayer,
+    hook: bool,
+    stagers: usize,
+    gap: Duration,
+    seconds: u64,
+) -> (f64, Duration, Duration) {
+    let prefix = format!("{}.", s.schema);
+    let (running, wake): (Running, Arc<dyn Fn() + Send + Sync>) = match relayer {
+        Relayer::Palisade => {
+            let publisher = NatsPublisher::new(s.client.clone()).with_prefix(prefix);
+            let relay = Relay::builder(s.store.clone(), publisher)
+                .concurrency(AGGREGATES)
+                .poll_interval(Duration::from_secs(1))
+                .build()
+                .unwrap();
+            let wakeup = relay.wakeup();
+            (Running::Palisade(relay.spawn()), Arc::new(move || wakeup.wake()))
+        }
+        Relayer::Plain => {
+            let notify = Arc::new(Notify::new());
+            let (stop, stopped) = watch::channel(false);
+            let task = tokio::spawn(plain_relay(
+                s.store.pool().clone(),
+                s.js.clone(),
+                prefix,
+                notify.clone(),
+                stopped,
+            ));
+            (Running::Plain(task, stop), Arc::new(move || notify.notify_one()))
+        }
+    };
     let committed: Arc<Mutex<HashMap<Uuid, Instant>>> = Arc::default();
     let received: Arc<Mutex<HashMap<Uuid, Instant>>> = Arc::default();
     let mut subscriber = s.client.subscribe(format!("{}.>", s.schema)).await.unwrap();
@@ -178,19 +291,20 @@ async fn latency(s: &Services, hook: bool, stagers: usize, gap: Duration, second
         tokio::spawn(async move {
             while let Some(message) = subscriber.next().await {
                 let at = Instant::now();
-                let event: Event = serde_json::from_slice(&message.payload).unwrap();
-                received.lock().unwrap().insert(event.event_id, at);
+                // Both relays put the event id in `Nats-Msg-Id`.
+                let headers = message.headers.expect("headers");
+                let id = headers.get(async_nats::header::NATS_MESSAGE_ID).expect("Nats-Msg-Id");
+                received.lock().unwrap().insert(id.as_str().parse().unwrap(), at);
             }
         })
     };
-    let handle = relay.spawn();
     let started = Instant::now();
     // `stagers` tasks, each staging one event per transaction every `gap`.
     let stagers: Vec<_> = (0..stagers)
         .map(|stager| {
             let pool = s.pool.clone();
             let committed = committed.clone();
-            let wakeup = relay.wakeup();
+            let wake = wake.clone();
             tokio::spawn(async move {
                 let mut ticker = tokio::time::interval(gap);
                 let mut staged = 0usize;
@@ -203,7 +317,7 @@ async fn latency(s: &Services, hook: bool, stagers: usize, gap: Duration, second
                     tx.commit().await.unwrap();
                     committed.lock().unwrap().insert(e.event_id, Instant::now());
                     if hook {
-                        wakeup.wake();
+                        wake();
                     }
                     staged += 1;
                 }
@@ -220,7 +334,7 @@ async fn latency(s: &Services, hook: bool, stagers: usize, gap: Duration, second
     while received.lock().unwrap().len() < staged && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    handle.shutdown().await;
+    running.stop().await;
     consumer.abort();
     let committed = committed.lock().unwrap();
     let received = received.lock().unwrap();
@@ -247,16 +361,20 @@ fn main() {
         }
         // Eight stagers at 250 events/s each: about 2,000 events/s.
         for hook in [true, false] {
-            let (rate, median, p99) = latency(&s, hook, STAGERS, Duration::from_millis(4), 5).await;
+            let (rate, median, p99) = latency(&s, Relayer::Palisade, hook, STAGERS, Duration::from_millis(4), 5).await;
             let mode = if hook { "hook + 1 s poll" } else { "1 s poll alone" };
             println!("outbox latency, {mode:<15} at {rate:>5.0} events/s: median {median:?}, p99 {p99:?}");
         }
+        let (rate, median, p99) = latency(&s, Relayer::Plain, true, STAGERS, Duration::from_millis(4), 5).await;
+        println!("  reference loop, woken   at {rate:>5.0} events/s: median {median:?}, p99 {p99:?}");
         // One event every 20 ms: the relay is idle when each commits.
         for hook in [true, false] {
-            let (rate, median, p99) = latency(&s, hook, 1, Duration::from_millis(20), 4).await;
+            let (rate, median, p99) = latency(&s, Relayer::Palisade, hook, 1, Duration::from_millis(20), 4).await;
             let mode = if hook { "hook, idle relay" } else { "poll, idle relay" };
             println!("outbox latency, {mode:<16} at {rate:>4.0} events/s: median {median:?}, p99 {p99:?}");
         }
+        let (rate, median, p99) = latency(&s, Relayer::Plain, true, 1, Duration::from_millis(20), 4).await;
+        println!("  reference loop, idle    at {rate:>4.0} events/s: median {median:?}, p99 {p99:?}");
         let _ = s.js.delete_stream(&s.stream).await;
         s.admin
             .execute(format!("DROP SCHEMA {} CASCADE", s.schema).as_str())
