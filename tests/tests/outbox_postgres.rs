@@ -630,3 +630,34 @@ async fn the_store_vacuums_the_outbox_after_the_set_number_of_published_rows() {
     assert_eq!(vacuums().await, 1);
     pg.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimed_events_come_back_exactly_as_staged_whatever_their_timestamp() {
+    let Some((pg, store)) = setup("outbox_timestamps").await else {
+        return;
+    };
+    let at = |unix: i64, micros: i64| {
+        time::OffsetDateTime::from_unix_timestamp(unix).unwrap() + time::Duration::microseconds(micros)
+    };
+    let staged: Vec<Event> = [
+        at(1_790_000_000, 0),       // a whole second
+        at(1_790_000_000, 120_000), // trailing zeros
+        at(1_790_000_000, 999_999),
+        at(0, 1), // the epoch
+        at(-1_000_000_000, 7),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, timestamp)| {
+        let mut e = event(&format!("t{i}"), 1);
+        e.timestamp = timestamp;
+        e
+    })
+    .collect();
+    stage_committed(&pg.pool, &staged).await;
+    let (claim, claimed) = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    let events: Vec<Event> = claimed.into_iter().map(|c| c.event).collect();
+    assert_eq!(events, staged);
+    store.complete(claim, &[], false).await.unwrap();
+    pg.cleanup().await;
+}

@@ -269,6 +269,12 @@ impl PgStore {
 
 const EVENT_COLUMNS: &str = "seq, attempts, event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version, payload, metadata";
 
+/// [`EVENT_COLUMNS`] as queries return them: the timestamp as microseconds since the epoch,
+/// which reads the same in the text format of the claim's simple query (sqlx cannot parse
+/// every `timestamptz` text, a whole second for one) and in the binary format.
+const EVENT_OUTPUT: &str = "seq, attempts, event_id, event_type, aggregate_type, aggregate_id, destination,
+    (extract(epoch FROM occurred_at) * 1000000)::int8 AS occurred_at_us, version, payload, metadata";
+
 /// The claim (prepared as [`CLAIM_STATEMENT`]). `$1` is the batch size, `$2` the lowest
 /// sequence to look at (see [`ScanStart`]). Each step is shaped so that its plan does not
 /// depend on the statistics (see the module docs); rows come grouped by aggregate.
@@ -294,7 +300,7 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
         )
         -- On each aggregate's first row: its oldest pending event before the last one locked
         -- that this claim did not lock (held by another relay, or committed late).
-        SELECT {EVENT_COLUMNS}, CASE WHEN seq = first_seq THEN (
+        SELECT {EVENT_OUTPUT}, CASE WHEN seq = first_seq THEN (
             SELECT o.seq FROM palisade_outbox o
             WHERE o.aggregate_type = runs.aggregate_type AND o.aggregate_id = runs.aggregate_id
               AND o.seq < runs.last_seq AND o.dead_lettered_at IS NULL AND o.seq <> ALL (runs.run_seqs)
@@ -353,6 +359,13 @@ impl ScanStart {
     }
 }
 
+fn timestamp_from_micros(seq: i64, micros: i64) -> Result<OffsetDateTime, OutboxError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).map_err(|e| OutboxError::Malformed {
+        seq,
+        reason: format!("occurred_at: {e}"),
+    })
+}
+
 fn event_from_row(row: &PgRow) -> Result<Claimed, OutboxError> {
     let seq: i64 = row.try_get("seq")?;
     let metadata: Json<serde_json::Value> = row.try_get("metadata")?;
@@ -370,7 +383,7 @@ fn event_from_row(row: &PgRow) -> Result<Claimed, OutboxError> {
             aggregate_type: row.try_get("aggregate_type")?,
             aggregate_id: row.try_get("aggregate_id")?,
             destination: row.try_get("destination")?,
-            timestamp: row.try_get("occurred_at")?,
+            timestamp: timestamp_from_micros(seq, row.try_get("occurred_at_us")?)?,
             version: row.try_get("version")?,
             payload: row.try_get::<Json<serde_json::Value>, _>("payload")?.0,
             metadata,
@@ -409,12 +422,12 @@ static PREPARE_CLAIM: LazyLock<String> =
 /// are integers written by this code). The transaction commits without waiting for the WAL
 /// flush: losing that commit in a database crash only means publishing again (at least once,
 /// de-duplicated by event id). The claim runs on its generic plan, made once per connection
-/// with the scans that keep it right whatever the statistics (see `CLAIM_SQL`). Timestamps
-/// come back as UTC text.
+/// with the scans that keep it right whatever the statistics (see `CLAIM_SQL`). Its rows come
+/// in the text format (see [`EVENT_OUTPUT`]).
 fn claim_query(limit: i64, scan_from: i64) -> String {
     format!(
         "BEGIN; SET LOCAL synchronous_commit TO off; SET LOCAL plan_cache_mode TO force_generic_plan;
-         SET LOCAL enable_seqscan TO off; SET LOCAL enable_bitmapscan TO off; SET LOCAL TimeZone TO 'UTC';
+         SET LOCAL enable_seqscan TO off; SET LOCAL enable_bitmapscan TO off;
          EXECUTE {CLAIM_STATEMENT}({limit}, {scan_from})"
     )
 }
@@ -616,7 +629,7 @@ impl OutboxStore for PgStore {
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, OutboxError> {
         let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS}, last_error, dead_lettered_at FROM palisade_outbox
+            "SELECT {EVENT_OUTPUT}, last_error, dead_lettered_at FROM palisade_outbox
              WHERE dead_lettered_at IS NOT NULL ORDER BY seq LIMIT $1"
         ))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
