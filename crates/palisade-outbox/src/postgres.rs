@@ -50,10 +50,11 @@
 //! use palisade_outbox::postgres::{DEFAULT_CHANNEL, PgStore, forward_wakeups, migrate, wake_on_notify};
 //! use palisade_outbox::{ChannelPublisher, Relay};
 //!
-//! # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+//! // `relay_pool`: the relay's own pool (see `PgStore`).
+//! # async fn example(pool: sqlx::PgPool, relay_pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
 //! migrate(&pool).await?;
 //! let (publisher, _events) = ChannelPublisher::new(1024);
-//! let relay = Relay::builder(PgStore::new(pool.clone()), publisher).build()?;
+//! let relay = Relay::builder(PgStore::new(relay_pool), publisher).build()?;
 //! tokio::spawn(forward_wakeups(pool.clone(), DEFAULT_CHANNEL.to_owned(), relay.wakeup()));
 //! tokio::spawn(wake_on_notify(pool.clone(), DEFAULT_CHANNEL.to_owned(), relay.wakeup()));
 //! let running = relay.spawn();
