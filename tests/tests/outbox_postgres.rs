@@ -10,7 +10,7 @@ use std::time::Duration;
 use palisade_outbox::postgres::{PgStore, forward_wakeups, migrate, wake_on_notify};
 use palisade_outbox::{
     ChannelPublisher, Disposition, Event, OutboxContext, OutboxStore, PublishError, PublishHookLayer, Publisher, Relay,
-    Seen, Wakeup, process_once, stage,
+    RelayHandle, Seen, Wakeup, process_once, stage,
 };
 use palisade_tests::Postgres;
 use serde_json::json;
@@ -111,28 +111,13 @@ async fn two_relays_publish_ten_thousand_events_once_each_in_aggregate_order() {
     };
     let log = Arc::new(Mutex::new(Vec::new()));
     let wakeup = Wakeup::new();
-    let relays: Vec<_> = (0..2)
-        .map(|i| {
-            Relay::builder(store.clone(), Recorder { log: log.clone() })
-                .name(format!("relay-{i}"))
-                .batch_size(250)
-                .poll_interval(Duration::from_millis(20))
-                .wakeup(wakeup.clone())
-                .build()
-                .unwrap()
-                .spawn()
-        })
-        .collect();
-
+    let relays = recording_relays([store.clone(), store], &log, &wakeup, 250, Duration::from_millis(20));
     let stagers: Vec<_> = (0..STAGERS)
         .map(|s| {
             let pool = pg.pool.clone();
             let wakeup = wakeup.clone();
             tokio::spawn(async move {
-                let mine: Vec<String> = (0..AGGREGATES)
-                    .filter(|a| a % STAGERS == s)
-                    .map(|a| format!("acct-{a}"))
-                    .collect();
+                let mine = owned_aggregates(s, STAGERS, AGGREGATES);
                 for v in 1..=VERSIONS {
                     let events: Vec<Event> = mine.iter().map(|a| event(a, v)).collect();
                     stage_committed(&pool, &events).await;
@@ -144,8 +129,53 @@ async fn two_relays_publish_ten_thousand_events_once_each_in_aggregate_order() {
     for s in stagers {
         s.await.unwrap();
     }
+    published_once_each_in_order(&pg.pool, &log, relays, AGGREGATES, VERSIONS).await;
+    pg.cleanup().await;
+}
 
-    let total = AGGREGATES * VERSIONS as usize;
+/// Two relays, one on each of `stores`, recording into `log` and woken by `wakeup`.
+fn recording_relays(
+    stores: [PgStore; 2],
+    log: &Arc<Mutex<Vec<Event>>>,
+    wakeup: &Wakeup,
+    batch_size: usize,
+    poll_interval: Duration,
+) -> Vec<RelayHandle> {
+    stores
+        .into_iter()
+        .enumerate()
+        .map(|(i, store)| {
+            Relay::builder(store, Recorder { log: log.clone() })
+                .name(format!("relay-{i}"))
+                .batch_size(batch_size)
+                .poll_interval(poll_interval)
+                .wakeup(wakeup.clone())
+                .build()
+                .unwrap()
+                .spawn()
+        })
+        .collect()
+}
+
+/// The aggregates (`acct-N`) that stager `stager` of `stagers` stages events for.
+fn owned_aggregates(stager: usize, stagers: usize, aggregates: usize) -> Vec<String> {
+    (0..aggregates)
+        .filter(|a| a % stagers == stager)
+        .map(|a| format!("acct-{a}"))
+        .collect()
+}
+
+/// Waits until every one of `aggregates` × `versions` events is in `log`, stops `relays`, and
+/// checks that each was published once, every aggregate's in version order, and that nothing
+/// is left pending.
+async fn published_once_each_in_order(
+    pool: &PgPool,
+    log: &Mutex<Vec<Event>>,
+    relays: Vec<RelayHandle>,
+    aggregates: usize,
+    versions: i64,
+) {
+    let total = aggregates * usize::try_from(versions).unwrap();
     let deadline = Instant::now() + WAIT;
     while log.lock().unwrap().len() < total {
         assert!(
@@ -153,7 +183,7 @@ async fn two_relays_publish_ten_thousand_events_once_each_in_aggregate_order() {
             "only {} of {total} published in time",
             log.lock().unwrap().len()
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for relay in relays {
         relay.shutdown().await;
@@ -168,9 +198,8 @@ async fn two_relays_publish_ten_thousand_events_once_each_in_aggregate_order() {
         assert_eq!(e.version, *expected, "aggregate {} out of order", e.aggregate_id);
         *expected += 1;
     }
-    assert_eq!(next.len(), AGGREGATES);
-    assert_eq!(pending(&pg.pool).await, 0);
-    pg.cleanup().await;
+    assert_eq!(next.len(), aggregates);
+    assert_eq!(pending(pool).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -659,5 +688,50 @@ async fn claimed_events_come_back_exactly_as_staged_whatever_their_timestamp() {
     let events: Vec<Event> = claimed.into_iter().map(|c| c.event).collect();
     assert_eq!(events, staged);
     store.complete(claim, &[], false).await.unwrap();
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_committed_late_are_published_once_and_in_order_by_claims_that_start_past_them() {
+    const AGGREGATES: usize = 24;
+    const VERSIONS: i64 = 30;
+    const STAGERS: usize = 4;
+    let Some((pg, _)) = setup("outbox_late_commits").await else {
+        return;
+    };
+    // Two instances, each with its own store whose claims start 10 ms back: staging
+    // transactions held open for 20 ms commit events that claims have already gone past,
+    // and only the whole-table claims (every 10 ms) find them.
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let wakeup = Wakeup::new();
+    let store = || PgStore::new(pg.pool.clone()).full_scan_interval(Duration::from_millis(10));
+    let relays = recording_relays([store(), store()], &log, &wakeup, 20, Duration::from_millis(5));
+    let stagers: Vec<_> = (0..STAGERS)
+        .map(|s| {
+            let pool = pg.pool.clone();
+            let wakeup = wakeup.clone();
+            tokio::spawn(async move {
+                let mine = owned_aggregates(s, STAGERS, AGGREGATES);
+                // An aggregate's next event is staged right after the last one commits, so it
+                // reaches a claim while a late one before it may still be pending.
+                for aggregate in &mine {
+                    for v in 1..=VERSIONS {
+                        let mut tx = pool.begin().await.unwrap();
+                        stage(&mut tx, &event(aggregate, v)).await.unwrap();
+                        // One transaction in five stays open while others commit after it.
+                        if (s as i64 + v) % 5 == 0 {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        tx.commit().await.unwrap();
+                        wakeup.wake();
+                    }
+                }
+            })
+        })
+        .collect();
+    for s in stagers {
+        s.await.unwrap();
+    }
+    published_once_each_in_order(&pg.pool, &log, relays, AGGREGATES, VERSIONS).await;
     pg.cleanup().await;
 }

@@ -28,14 +28,15 @@
 //!   aggregate index. A plan made while the table was empty stays right when it has grown.
 //! - **Not from the oldest row.** A deleted row's index entries stay until vacuum removes
 //!   them, and a claim that starts at the table's oldest entry steps over all of them. So a
-//!   claim starts at the highest sequence the store's claims had seen one second earlier: an
-//!   event staged since then has a higher sequence, and one staged earlier whose transaction
-//!   committed within that second was found by a claim made after its commit (the publish hook
-//!   wakes the relay at every commit). Once a second (and at every poll of an idle relay) a
-//!   claim looks at the whole table, which finds what the others can miss: an event whose
-//!   retry is due, one another relay gave back, one whose staging transaction stayed open for
-//!   more than a second. Such an event is published at most about a second late, and never
-//!   out of order: the per-aggregate check looks at the whole table on every claim.
+//!   claim starts at the highest sequence the store's claims had seen one interval earlier (a
+//!   second unless [`PgStore::full_scan_interval`] says otherwise): an event staged since then
+//!   has a higher sequence, and one staged earlier whose transaction committed within the
+//!   interval was found by a claim made after its commit (the publish hook wakes the relay at
+//!   every commit). Once an interval (and at every poll of an idle relay) a claim looks at the
+//!   whole table, which finds what the others can miss: an event whose retry is due, one
+//!   another relay gave back, one whose staging transaction stayed open for longer than the
+//!   interval. Such an event is published at most about an interval late, and never out of
+//!   order: the per-aggregate check looks at the whole table on every claim.
 //! - **Vacuumed often.** The store vacuums the table after every 1,000 published events, at
 //!   most once a second ([`PgStore::vacuum_after`]), so the order check does not step over
 //!   thousands of dead entries between autovacuum's visits.
@@ -234,6 +235,7 @@ pub async fn wake_on_notify(pool: PgPool, channel: String, wakeup: Wakeup) {
 pub struct PgStore {
     pool: PgPool,
     scan_start: Arc<Mutex<ScanStart>>,
+    full_scan_interval: Duration,
     vacuum: Arc<Vacuum>,
 }
 
@@ -243,8 +245,18 @@ impl PgStore {
         Self {
             pool,
             scan_start: Arc::new(Mutex::new(ScanStart::new(Instant::now()))),
+            full_scan_interval: DEFAULT_FULL_SCAN_INTERVAL,
             vacuum: Arc::new(Vacuum::new(DEFAULT_VACUUM_AFTER)),
         }
+    }
+
+    /// How often a claim looks at the whole table (default 1 s; see the [module docs](self)).
+    /// The claims in between start where this store's claims had got to one interval earlier,
+    /// so an event whose staging transaction stays open longer than the interval waits for the
+    /// next whole-table claim. Zero makes every claim look at the whole table.
+    pub fn full_scan_interval(mut self, interval: Duration) -> Self {
+        self.full_scan_interval = interval;
+        self
     }
 
     /// Vacuums the outbox table, in the background, once `removed_rows` events have been
@@ -312,8 +324,9 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// How often a claim looks at the whole table, and how far back the claims in between look.
-const FULL_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a claim looks at the whole table, and how far back the claims in between look,
+/// unless [`PgStore::full_scan_interval`] says otherwise.
+const DEFAULT_FULL_SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where a claim starts looking (see the module docs for why that misses nothing for long).
 #[derive(Debug)]
@@ -533,7 +546,7 @@ impl OutboxStore for PgStore {
     type Claim = PgClaim;
 
     async fn claim(&self, limit: usize, _lease: Duration) -> Result<(Self::Claim, Vec<Claimed>), OutboxError> {
-        let scan_from = lock(&self.scan_start).next(Instant::now(), FULL_SCAN_INTERVAL);
+        let scan_from = lock(&self.scan_start).next(Instant::now(), self.full_scan_interval);
         let mut conn = self.pool.acquire().await?;
         let rows = match run_claim(&mut conn, i64::try_from(limit).unwrap_or(i64::MAX), scan_from).await {
             Ok(rows) => rows,
