@@ -735,3 +735,32 @@ async fn events_committed_late_are_published_once_and_in_order_by_claims_that_st
     published_once_each_in_order(&pg.pool, &log, relays, AGGREGATES, VERSIONS).await;
     pg.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_cannot_read_a_row_fails_and_leaves_no_transaction_behind() {
+    let Some((pg, _)) = setup("outbox_unreadable").await else {
+        return;
+    };
+    let pool = single_connection_pool(&pg).await;
+    let store = PgStore::new(pool.clone());
+    let staged = event("a", 1);
+    stage_committed(&pg.pool, std::slice::from_ref(&staged)).await;
+    // Written by something other than `stage`: metadata that is not palisade's.
+    sqlx::query("UPDATE palisade_outbox SET metadata = '{\"correlation_id\": 5}'")
+        .execute(&pg.pool)
+        .await
+        .unwrap();
+    let error = store.claim(10, Duration::from_secs(30)).await.unwrap_err();
+    assert!(
+        matches!(error, palisade_outbox::OutboxError::Malformed { ref reason, .. } if reason.starts_with("metadata")),
+        "{error:?}"
+    );
+    assert_eq!(open_transaction(&pool).await, None, "the claim's transaction is gone");
+    let free: Vec<i64> = sqlx::query_scalar("SELECT seq FROM palisade_outbox FOR UPDATE SKIP LOCKED")
+        .fetch_all(&pg.pool)
+        .await
+        .unwrap();
+    assert_eq!(free.len(), 1, "the row is not held");
+    pool.close().await;
+    pg.cleanup().await;
+}

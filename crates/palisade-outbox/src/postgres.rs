@@ -547,15 +547,14 @@ impl OutboxStore for PgStore {
 
     async fn claim(&self, limit: usize, _lease: Duration) -> Result<(Self::Claim, Vec<Claimed>), OutboxError> {
         let scan_from = lock(&self.scan_start).next(Instant::now(), self.full_scan_interval);
-        let mut conn = self.pool.acquire().await?;
-        let rows = match run_claim(&mut conn, i64::try_from(limit).unwrap_or(i64::MAX), scan_from).await {
-            Ok(rows) => rows,
-            Err(error) => {
-                // The connection may be inside the failed transaction: never reuse it.
-                conn.close_on_drop();
-                return Err(error.into());
-            }
+        // From here on the connection may be inside the claim's transaction: the claim closes it
+        // when dropped, on every early return too, so it never goes back to the pool in one.
+        let mut claim = PgClaim {
+            conn: self.pool.acquire().await?,
+            open: true,
+            recorded_ahead: false,
         };
+        let rows = run_claim(&mut claim.conn, i64::try_from(limit).unwrap_or(i64::MAX), scan_from).await?;
         // Each aggregate's blocker comes on its first row; rows come grouped by aggregate.
         let mut blockers: HashMap<(&str, &str), i64> = HashMap::new();
         let mut locked = Vec::with_capacity(rows.len());
@@ -578,11 +577,6 @@ impl OutboxStore for PgStore {
                 claimed.push(event_from_row(row)?);
             }
         }
-        let claim = PgClaim {
-            conn,
-            open: true,
-            recorded_ahead: false,
-        };
         Ok((claim, claimed))
     }
 
