@@ -105,33 +105,46 @@ async fn a_repeated_order_on_another_instance_is_replayed_and_charged_once() {
     finish(second, second_db).await;
 }
 
+/// Subscribes to the test's `OrderCreated` subject.
+async fn order_created_events(nats: &Nats) -> async_nats::Subscriber {
+    let events = nats.client.subscribe(nats.subject("OrderCreated")).await.unwrap();
+    nats.client.flush().await.unwrap();
+    events
+}
+
+/// The next event on `events`, checked to be an `OrderCreated` on the test's subject.
+async fn next_order_created(nats: &Nats, events: &mut async_nats::Subscriber) -> serde_json::Value {
+    let message = tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+        .await
+        .expect("no OrderCreated event within 10 s")
+        .unwrap();
+    assert_eq!(message.subject.as_str(), nats.subject("OrderCreated"));
+    let event: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(event["event_type"], "OrderCreated");
+    event
+}
+
+/// Points `config` at the test's NATS stream and subject prefix.
+fn publish_to(config: &mut Config, nats: &Nats) {
+    config.nats_url = Some(nats.url.clone());
+    config.nats_subject_prefix = nats.prefix.clone();
+    config.nats_stream = nats.stream.clone();
+}
+
 #[tokio::test]
 async fn an_orders_event_arrives_on_its_jetstream_subject() {
     let Some(nats) = Nats::connect("axum_orders_events").await else {
         return;
     };
-    let subject = nats.subject("OrderCreated");
-    let mut received = nats.client.subscribe(subject.clone()).await.unwrap();
-    nats.client.flush().await.unwrap();
+    let mut received = order_created_events(&nats).await;
     let (_sim, payments) = payments().await;
-    let (orders, db) = instance(&payments, |config| {
-        config.nats_url = Some(nats.url.clone());
-        config.nats_subject_prefix = nats.prefix.clone();
-        config.nats_stream = nats.stream.clone();
-    })
-    .await;
+    let (orders, db) = instance(&payments, |config| publish_to(config, &nats)).await;
     assert!(orders.events.is_none());
 
     let (status, _, body) = send(&orders, post_order("live-event-1")).await;
     assert_eq!(status, StatusCode::CREATED);
     let order: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let message = tokio::time::timeout(std::time::Duration::from_secs(10), received.next())
-        .await
-        .expect("no OrderCreated event within 10 s")
-        .unwrap();
-    assert_eq!(message.subject.as_str(), subject);
-    let event: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
-    assert_eq!(event["event_type"], "OrderCreated");
+    let event = next_order_created(&nats, &mut received).await;
     assert_eq!(event["aggregate_id"], order["id"]);
     assert_eq!(event["payload"]["total_amount"], 1200);
 
@@ -224,9 +237,7 @@ async fn on_postgres_redis_and_nats_an_order_is_stored_published_and_charged_onc
     let Some(nats) = Nats::connect("axum_orders_pg").await else {
         return;
     };
-    let subject = nats.subject("OrderCreated");
-    let mut received = nats.client.subscribe(subject.clone()).await.unwrap();
-    nats.client.flush().await.unwrap();
+    let mut received = order_created_events(&nats).await;
     let (sim, payments) = payments().await;
     let webhook_secret = generate_secret().unwrap();
     let config = |database_url: String| {
@@ -238,9 +249,7 @@ async fn on_postgres_redis_and_nats_an_order_is_stored_published_and_charged_onc
         );
         config.redis_url = Some(redis.url.clone());
         config.redis_prefix = redis.prefix.clone();
-        config.nats_url = Some(nats.url.clone());
-        config.nats_subject_prefix = nats.prefix.clone();
-        config.nats_stream = nats.stream.clone();
+        publish_to(&mut config, &nats);
         config
     };
     let first = app(&config(pg.url_in_schema())).await.unwrap();
@@ -252,13 +261,7 @@ async fn on_postgres_redis_and_nats_an_order_is_stored_published_and_charged_onc
     let id = order["id"].as_str().unwrap().to_owned();
 
     // The event, on the test's own subject of its own stream.
-    let message = tokio::time::timeout(std::time::Duration::from_secs(10), received.next())
-        .await
-        .expect("no OrderCreated event within 10 s")
-        .unwrap();
-    assert_eq!(message.subject.as_str(), subject);
-    let event: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
-    assert_eq!(event["event_type"], "OrderCreated");
+    let event = next_order_created(&nats, &mut received).await;
     assert_eq!(event["aggregate_id"], id);
     assert_eq!(event["payload"], order);
 

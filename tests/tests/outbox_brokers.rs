@@ -10,17 +10,24 @@ use serde_json::json;
 /// An `XRANGE` entry: its id and its field/value pairs.
 type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rabbitmq_publishes_persistent_confirmed_messages_with_the_event_id() {
-    let Some(rabbit) = RabbitMq::connect("outbox_rabbitmq").await else {
-        return;
-    };
+/// A channel with the test's queue declared, and a publisher on the default exchange (so a
+/// destination names a queue).
+async fn queue_publisher(rabbit: &RabbitMq) -> (lapin::Channel, RabbitMqPublisher) {
     let channel = rabbit.connection.create_channel().await.unwrap();
     channel
         .queue_declare(&rabbit.queue, QueueDeclareOptions::default(), FieldTable::default())
         .await
         .unwrap();
     let publisher = RabbitMqPublisher::new(channel.clone(), "").await.unwrap();
+    (channel, publisher)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_publishes_persistent_confirmed_messages_with_the_event_id() {
+    let Some(rabbit) = RabbitMq::connect("outbox_rabbitmq").await else {
+        return;
+    };
+    let (channel, publisher) = queue_publisher(&rabbit).await;
     let event = Event::new("OrderCreated", "Order", "o1", json!({"total": 5}))
         .with_destination(rabbit.queue.clone())
         .with_correlation_id("corr-1");
@@ -126,12 +133,7 @@ async fn rabbitmq_pipelines_a_run_and_yields_each_confirm_in_order() {
     let Some(rabbit) = RabbitMq::connect("outbox_rabbitmq_run").await else {
         return;
     };
-    let channel = rabbit.connection.create_channel().await.unwrap();
-    channel
-        .queue_declare(&rabbit.queue, QueueDeclareOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
-    let publisher = RabbitMqPublisher::new(channel.clone(), "").await.unwrap();
+    let (channel, publisher) = queue_publisher(&rabbit).await;
     let event = |version: i64| {
         Event::new("OrderChanged", "Order", "o1", json!({}))
             .with_version(version)

@@ -598,17 +598,16 @@ impl OutboxStore for PgStore {
         outcomes: &[(i64, Disposition)],
         archive: bool,
     ) -> Result<(), OutboxError> {
-        let all_published = outcomes.iter().all(|(_, d)| matches!(d, Disposition::Published));
-        if !(claim.recorded_ahead && all_published) {
+        let published = outcomes
+            .iter()
+            .filter(|(_, d)| matches!(d, Disposition::Published))
+            .count();
+        if !(claim.recorded_ahead && published == outcomes.len()) {
             record(&mut claim.conn, outcomes, claim.recorded_ahead, archive).await?;
         }
         claim.conn.execute("COMMIT").await?;
         // Ended cleanly: the connection can go back to the pool.
         claim.open = false;
-        let published = outcomes
-            .iter()
-            .filter(|(_, d)| matches!(d, Disposition::Published))
-            .count();
         if self.vacuum.due(published as u64, Instant::now()) {
             tokio::spawn(vacuum(self.pool.clone(), self.vacuum.clone()));
         }

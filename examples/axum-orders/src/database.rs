@@ -221,37 +221,27 @@ impl Database {
         let event = ctx
             .event("OrderCreated", "Order", order.id.clone(), serde_json::to_value(order)?)
             .with_destination("OrderCreated");
+        // The same statements on either backend; only sqlx's transaction types differ.
+        macro_rules! insert_and_stage {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin().await?;
+                sqlx::query(INSERT_ORDER)
+                    .bind(&order.id)
+                    .bind(&order.status)
+                    .bind(&order.customer_id)
+                    .bind(&items)
+                    .bind(order.total_amount)
+                    .bind(&order.currency)
+                    .bind(&order.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                stage(&mut *tx, &event).await?;
+                tx.commit().await?;
+            }};
+        }
         match self {
-            Self::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query(INSERT_ORDER)
-                    .bind(&order.id)
-                    .bind(&order.status)
-                    .bind(&order.customer_id)
-                    .bind(&items)
-                    .bind(order.total_amount)
-                    .bind(&order.currency)
-                    .bind(&order.created_at)
-                    .execute(&mut *tx)
-                    .await?;
-                stage(&mut *tx, &event).await?;
-                tx.commit().await?;
-            }
-            Self::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query(INSERT_ORDER)
-                    .bind(&order.id)
-                    .bind(&order.status)
-                    .bind(&order.customer_id)
-                    .bind(&items)
-                    .bind(order.total_amount)
-                    .bind(&order.currency)
-                    .bind(&order.created_at)
-                    .execute(&mut *tx)
-                    .await?;
-                stage(&mut *tx, &event).await?;
-                tx.commit().await?;
-            }
+            Self::Sqlite(pool) => insert_and_stage!(pool),
+            Self::Postgres(pool) => insert_and_stage!(pool),
         }
         Ok(())
     }

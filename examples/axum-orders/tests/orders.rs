@@ -450,8 +450,8 @@ async fn a_full_payments_bulkhead_is_503_with_retry_after() {
     std::sync::Arc::into_inner(fx).unwrap().finish().await;
 }
 
-/// Holds one `POST /orders` in a charge the simulator never answers; returns its task.
-async fn hold_an_order(fx: &std::sync::Arc<Fixture>) -> tokio::task::JoinHandle<(Response<()>, Bytes)> {
+/// Makes the payments simulator hold every charge for 60 s.
+fn hold_charges(fx: &Fixture) {
     fx.sim
         .set_mode(Mode {
             failure_rate: 0.0,
@@ -459,6 +459,11 @@ async fn hold_an_order(fx: &std::sync::Arc<Fixture>) -> tokio::task::JoinHandle<
             status: 503,
         })
         .unwrap();
+}
+
+/// Holds one `POST /orders` in a charge the simulator never answers; returns its task.
+async fn hold_an_order(fx: &std::sync::Arc<Fixture>) -> tokio::task::JoinHandle<(Response<()>, Bytes)> {
+    hold_charges(fx);
     let slow = tokio::spawn({
         let fx = fx.clone();
         async move { fx.send(post_order(Some("slow"), ORDER)).await }
@@ -538,13 +543,7 @@ async fn a_request_past_its_timeout_is_504_and_stores_nothing() {
         })
         .await,
     );
-    fx.sim
-        .set_mode(Mode {
-            failure_rate: 0.0,
-            latency_ms: 60_000,
-            status: 503,
-        })
-        .unwrap();
+    hold_charges(&fx);
     let (res, body) = fx.send(post_order(Some("late"), ORDER)).await;
     assert_problem(&res, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(json(&body)["type"], "urn:palisade:problem:timeout");
