@@ -15,14 +15,11 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram};
 use palisade_core::telemetry::{LABEL_NAME, LABEL_REASON, bulkhead as names};
 
-use crate::limit::{Limit, Sample};
+use crate::limit::{Limit, MAX_COUNT, Sample};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering::SeqCst};
 
 const QUEUED_ONE: u64 = 1 << 32;
 const IN_FLIGHT_MASK: u64 = u32::MAX as u64;
-
-/// The largest limit and queue length: both counts share one 64-bit word.
-pub(crate) const MAX_COUNT: usize = (u32::MAX >> 1) as usize;
 
 fn in_flight(state: u64) -> u64 {
     state & IN_FLIGHT_MASK

@@ -4,9 +4,10 @@
 use std::fmt;
 use std::hash::Hash;
 
+use crate::compartments::Compartments;
 use crate::error::ConfigError;
-use crate::gate::{Gate, MAX_COUNT};
-use crate::service::Compartments;
+use crate::gate::Gate;
+use crate::limit::MAX_COUNT;
 use crate::sync::Arc;
 
 /// The state of one compartment at one instant.

@@ -8,32 +8,14 @@ use std::time::Duration;
 use palisade_core::ErrorClassifier;
 use tower_layer::Layer;
 
+use crate::compartments::Compartments;
 use crate::error::ConfigError;
 use crate::future::{OnBodyEnd, OnResponse};
-use crate::gate::{Gate, GateMetrics, MAX_COUNT, Settings};
+use crate::gate::{Gate, GateMetrics, Settings};
 use crate::handle::{BulkheadHandle, KeyedBulkheadHandle};
-use crate::limit::Limit;
-use crate::service::{Bulkhead, Compartments, KeyedBulkhead};
+use crate::limit::{Limit, LimitConfig, MAX_COUNT};
+use crate::service::{Bulkhead, KeyedBulkhead};
 use crate::sync::Arc;
-
-/// Makes a fresh adaptive limit for each compartment.
-pub(crate) type MakeLimit = std::sync::Arc<dyn Fn() -> Box<dyn Limit> + Send + Sync>;
-
-/// A fixed limit, or an adaptive one.
-#[derive(Clone)]
-pub(crate) enum LimitConfig {
-    Fixed(usize),
-    Adaptive(MakeLimit),
-}
-
-impl fmt::Debug for LimitConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LimitConfig::Fixed(limit) => f.debug_tuple("Fixed").field(limit).finish(),
-            LimitConfig::Adaptive(make) => f.debug_tuple("Adaptive").field(&make()).finish(),
-        }
-    }
-}
 
 /// Configures a bulkhead; [`build`](Builder::build) makes one compartment,
 /// [`build_keyed`](Builder::build_keyed) one per key.

@@ -206,6 +206,7 @@
 //! twice and updates its limit under a mutex when a call ends.
 
 mod body;
+mod compartments;
 mod error;
 pub mod future;
 mod gate;

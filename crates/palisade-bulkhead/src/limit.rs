@@ -19,7 +19,28 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::ConfigError;
-use crate::gate::MAX_COUNT;
+
+/// The largest limit and queue length: both counts share one 64-bit word.
+pub(crate) const MAX_COUNT: usize = (u32::MAX >> 1) as usize;
+
+/// Makes a fresh adaptive limit for each compartment.
+pub(crate) type MakeLimit = std::sync::Arc<dyn Fn() -> Box<dyn Limit> + Send + Sync>;
+
+/// A fixed limit, or an adaptive one.
+#[derive(Clone)]
+pub(crate) enum LimitConfig {
+    Fixed(usize),
+    Adaptive(MakeLimit),
+}
+
+impl fmt::Debug for LimitConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LimitConfig::Fixed(limit) => f.debug_tuple("Fixed").field(limit).finish(),
+            LimitConfig::Adaptive(make) => f.debug_tuple("Adaptive").field(&make()).finish(),
+        }
+    }
+}
 
 /// One completed call, as an adaptive [`Limit`] sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
