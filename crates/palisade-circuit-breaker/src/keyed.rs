@@ -18,12 +18,13 @@ use crate::config::Config;
 use crate::future::ResponseFuture;
 use crate::handle::{CircuitBreakerHandle, State};
 use crate::service::dispatch;
-use crate::telemetry::CallCounters;
+use crate::telemetry::{CallCounters, KeyStates, StateGauge};
 
 /// The breakers of a keyed layer, shared by every service it makes.
 struct Registry<K> {
     config: Arc<Config>,
     calls: CallCounters,
+    states: Arc<KeyStates>,
     breakers: RwLock<HashMap<K, Arc<Breaker>>>,
     max_keys: usize,
     idle_nanos: u64,
@@ -33,6 +34,17 @@ struct Registry<K> {
 impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
     fn now_nanos(&self) -> u64 {
         u64::try_from(Instant::now().saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Drops the keys idle at `now`.
+    fn retain_active(&self, breakers: &mut HashMap<K, Arc<Breaker>>, now: u64) {
+        breakers.retain(|_, b| {
+            let active = now.saturating_sub(b.last_used()) < self.idle_nanos;
+            if !active {
+                b.forget();
+            }
+            active
+        });
     }
 
     /// The key's breaker, made (and room made for it) when the key is new.
@@ -48,7 +60,7 @@ impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
             return breaker.clone();
         }
         if breakers.len() >= self.max_keys {
-            breakers.retain(|_, b| now.saturating_sub(b.last_used()) < self.idle_nanos);
+            self.retain_active(&mut breakers, now);
         }
         if breakers.len() >= self.max_keys {
             // Closed breakers go first: evicting an open one would forget an outage.
@@ -56,12 +68,13 @@ impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
                 .iter()
                 .min_by_key(|(_, b)| (b.snapshot().state == State::Open, b.last_used()))
                 .map(|(k, _)| k.clone());
-            if let Some(victim) = victim {
-                breakers.remove(&victim);
+            if let Some(victim) = victim.and_then(|victim| breakers.remove(&victim)) {
+                victim.forget();
             }
         }
         let name: Arc<str> = format!("{}[{key}]", self.config.name).into();
-        let breaker = Arc::new(Breaker::new(self.config.clone(), name, self.calls.clone()));
+        let gauge = StateGauge::key(&self.states);
+        let breaker = Arc::new(Breaker::new(self.config.clone(), name, self.calls.clone(), gauge));
         breaker.touch(now);
         breakers.insert(key, breaker.clone());
         breaker
@@ -71,7 +84,7 @@ impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
         let now = self.now_nanos();
         let mut breakers = self.breakers.write().unwrap_or_else(PoisonError::into_inner);
         let before = breakers.len();
-        breakers.retain(|_, b| now.saturating_sub(b.last_used()) < self.idle_nanos);
+        self.retain_active(&mut breakers, now);
         before - breakers.len()
     }
 }
@@ -88,9 +101,11 @@ pub struct KeyedCircuitBreakerLayer<K, F, C = ErrorClassifier> {
 impl<K, F, C> KeyedCircuitBreakerLayer<K, F, C> {
     pub(crate) fn from_config(config: Arc<Config>, classifier: C, key: F, max_keys: usize, idle: Duration) -> Self {
         let calls = CallCounters::new(&config.name);
+        let states = Arc::new(KeyStates::new(&config.name));
         let registry = Registry {
             config,
             calls,
+            states,
             breakers: RwLock::new(HashMap::new()),
             max_keys,
             idle_nanos: u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX),

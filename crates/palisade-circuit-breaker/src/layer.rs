@@ -10,7 +10,7 @@ use crate::breaker::Breaker;
 use crate::config::{CircuitBreakerBuilder, Config};
 use crate::handle::CircuitBreakerHandle;
 use crate::service::CircuitBreaker;
-use crate::telemetry::CallCounters;
+use crate::telemetry::{CallCounters, StateGauge};
 
 /// Wraps services in a [`CircuitBreaker`].
 ///
@@ -34,8 +34,9 @@ impl<C> CircuitBreakerLayer<C> {
     pub(crate) fn from_config(config: Arc<Config>, classifier: C) -> Self {
         let name = config.name.clone();
         let calls = CallCounters::new(&name);
+        let gauge = StateGauge::single(&name);
         Self {
-            breaker: Arc::new(Breaker::new(config, name, calls)),
+            breaker: Arc::new(Breaker::new(config, name, calls, gauge)),
             classifier,
         }
     }
