@@ -17,7 +17,7 @@ use palisade_core::{CircuitOpen, Outcome};
 use tokio::time::Instant;
 
 use crate::config::{Config, Window};
-use crate::handle::{Snapshot, State};
+use crate::state::{Snapshot, State};
 use crate::sync::{AtomicU32, AtomicU64, Mutex, lock};
 use crate::telemetry::{CallCounters, StateGauge};
 use crate::window::{CountWindow, TimeWindow, Totals};

@@ -7,7 +7,7 @@ use palisade_core::ErrorClassifier;
 use tower_layer::Layer;
 
 use crate::breaker::Breaker;
-use crate::config::{CircuitBreakerBuilder, Config};
+use crate::config::Config;
 use crate::handle::CircuitBreakerHandle;
 use crate::service::CircuitBreaker;
 use crate::telemetry::{CallCounters, StateGauge};
@@ -20,14 +20,6 @@ use crate::telemetry::{CallCounters, StateGauge};
 pub struct CircuitBreakerLayer<C = ErrorClassifier> {
     breaker: Arc<Breaker>,
     classifier: C,
-}
-
-impl CircuitBreakerLayer {
-    /// A builder with the failure-rate defaults (see
-    /// [`CircuitBreakerBuilder::rate_based`]).
-    pub fn builder(name: impl Into<Arc<str>>) -> CircuitBreakerBuilder {
-        CircuitBreakerBuilder::rate_based(name)
-    }
 }
 
 impl<C> CircuitBreakerLayer<C> {

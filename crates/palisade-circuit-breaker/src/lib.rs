@@ -280,20 +280,25 @@
 //! a read lock and a clock read for idle eviction.
 
 mod breaker;
+mod builder;
 mod config;
 pub mod error;
 pub mod future;
 mod handle;
 mod keyed;
 mod layer;
+mod registry;
 mod service;
+mod state;
 mod sync;
 mod telemetry;
 mod window;
 
-pub use config::{CircuitBreakerBuilder, MAX_HALF_OPEN_CALLS, OpenDuration, Window};
+pub use builder::CircuitBreakerBuilder;
+pub use config::{MAX_HALF_OPEN_CALLS, OpenDuration, Window};
 pub use error::{CircuitOpen, ConfigError};
-pub use handle::{CircuitBreakerHandle, Snapshot, State};
-pub use keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerHandle, KeyedCircuitBreakerLayer};
+pub use handle::{CircuitBreakerHandle, KeyedCircuitBreakerHandle};
+pub use keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use layer::CircuitBreakerLayer;
 pub use service::CircuitBreaker;
+pub use state::{Snapshot, State};

@@ -7,8 +7,8 @@ use std::task::{Context, Poll, ready};
 use palisade_core::{BoxError, Classify, ErrorClassifier};
 use tower_service::Service;
 
-use crate::breaker::{Admission, Breaker, Recorder};
-use crate::future::ResponseFuture;
+use crate::breaker::{Breaker, Recorder};
+use crate::future::{ResponseFuture, dispatch};
 use crate::handle::CircuitBreakerHandle;
 
 /// Fails calls fast while its downstream is failing; see the crate docs.
@@ -121,27 +121,5 @@ where
             Readiness::Inner | Readiness::Unready => self.breaker.admit(self.probe.take()),
         };
         dispatch(&mut self.inner, req, admission, &self.classifier)
-    }
-}
-
-/// Sends or rejects one call according to its admission.
-#[inline]
-pub(crate) fn dispatch<S, C, Req>(
-    inner: &mut S,
-    req: Req,
-    admission: Admission,
-    classifier: &C,
-) -> ResponseFuture<S::Future, C>
-where
-    S: Service<Req>,
-    C: Clone,
-{
-    match admission {
-        Admission::Pass => ResponseFuture::passed(inner.call(req), classifier.clone()),
-        Admission::Admit(mut recorder) => {
-            recorder.started();
-            ResponseFuture::called(inner.call(req), recorder, classifier.clone())
-        }
-        Admission::Reject(open) => ResponseFuture::rejected(open, classifier.clone()),
     }
 }

@@ -11,7 +11,7 @@ use metrics::{Counter, Gauge};
 use palisade_core::telemetry::circuit_breaker::{CALLS_TOTAL, KEYS, STATE, TRANSITIONS_TOTAL};
 use palisade_core::telemetry::{LABEL_FROM, LABEL_NAME, LABEL_OUTCOME, LABEL_STATE, LABEL_TO};
 
-use crate::handle::State;
+use crate::state::State;
 use crate::sync::AtomicBool;
 
 /// `palisade_circuit_breaker_calls_total` by outcome. Cloning shares the counters.
