@@ -236,8 +236,9 @@
 //!
 //! The closed path takes no lock, allocates nothing and reads no clock unless
 //! a rule needs time (the slow-call rule or the time-based window). The state
-//! is one `AtomicU64` (kind, half-open probe counts and an epoch); the
-//! count-based window is a ring of atomic outcome slots indexed by a
+//! is one `AtomicU64` (kind, half-open probe counts and an epoch), which
+//! `poll_ready` and `call` each load once (plain loads, no read-modify-write);
+//! the count-based window is a ring of atomic outcome slots indexed by a
 //! `fetch_add` counter with running failure and slow counts, so a successful
 //! call costs one read-modify-write beyond the `Arc` its response future
 //! holds. Transitions are rare and happen under a mutex, through a
