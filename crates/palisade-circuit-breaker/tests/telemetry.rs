@@ -168,3 +168,59 @@ async fn keyed_breakers_report_under_the_layer_name_and_forget_evicted_keys() {
     assert_eq!(change("open"), Some(&gauge(-1.0)));
     assert_eq!(change("half_open"), Some(&gauge(0.0)));
 }
+
+/// A key evicted while one of its calls is in flight: the call's outcome still
+/// trips that breaker (its callers see it), the transition is counted, but the
+/// key is no longer among the kept keys of any state.
+#[tokio::test(start_paused = true)]
+async fn an_evicted_key_whose_breaker_trips_later_is_not_counted_among_kept_keys() {
+    use std::sync::Arc;
+
+    use palisade_core::telemetry::circuit_breaker::KEYS;
+    use tokio::sync::Notify;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let layer = CircuitBreakerBuilder::consecutive("evicted")
+        .consecutive_failures(1)
+        .max_keys(1)
+        .build_keyed(|req: &(&'static str, Option<Arc<Notify>>)| req.0)
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(tower::service_fn(
+        |(_, gate): (&'static str, Option<Arc<Notify>>)| async move {
+            match gate {
+                Some(gate) => {
+                    gate.notified().await;
+                    Err::<(), BoxError>("boom".into())
+                }
+                None => Ok(()),
+            }
+        },
+    ));
+    let gate = Arc::new(Notify::new());
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let mut in_flight = Box::pin(svc.call(("a", Some(gate.clone()))));
+    assert!(in_flight.as_mut().poll(&mut cx).is_pending());
+    let a = handle.get(&"a").unwrap();
+    tokio::time::advance(std::time::Duration::from_millis(1)).await;
+    // A new key takes the only place: "a" is evicted.
+    drive(&mut svc, ("b", None)).unwrap();
+    assert_eq!(handle.keys(), ["b"]);
+    // The call of "a" fails and opens its breaker.
+    gate.notify_one();
+    in_flight.await.unwrap_err();
+    assert_eq!(a.state(), palisade_circuit_breaker::State::Open);
+
+    let all = series(&snapshotter);
+    let value = |name: &str, labels: &str| all.iter().find(|(n, l, _)| n == name && l == labels).map(|s| &s.2);
+    let gauge = |v: f64| DebugValue::Gauge(v.into());
+    assert_eq!(value(KEYS, "name=evicted,state=closed"), Some(&gauge(1.0)));
+    assert_eq!(value(KEYS, "name=evicted,state=open"), Some(&gauge(0.0)));
+    assert_eq!(
+        value(TRANSITIONS_TOTAL, "from=closed,name=evicted,to=open"),
+        Some(&DebugValue::Counter(1))
+    );
+}
