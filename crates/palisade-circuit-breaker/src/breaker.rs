@@ -17,7 +17,7 @@ use palisade_core::{CircuitOpen, Outcome};
 use tokio::time::Instant;
 
 use crate::config::{Config, Window};
-use crate::handle::{Snapshot, State};
+use crate::state::{Snapshot, State};
 use crate::sync::{AtomicU32, AtomicU64, Mutex, lock};
 use crate::telemetry::{CallCounters, StateGauge};
 use crate::window::{CountWindow, TimeWindow, Totals};
@@ -136,14 +136,14 @@ pub(crate) enum Admission {
 }
 
 impl Breaker {
-    pub(crate) fn new(config: Arc<Config>, name: Arc<str>, calls: CallCounters) -> Self {
+    /// A closed breaker named `name` (`layer[key]` for a key's), counting its
+    /// calls in `calls` and reporting its state through `gauge`.
+    pub(crate) fn new(config: Arc<Config>, name: Arc<str>, calls: CallCounters, gauge: StateGauge) -> Self {
         let (count_window, time_window) = match config.window {
             Some(Window::Count(size)) => (Some(CountWindow::new(size)), None),
             Some(Window::Time { length, buckets }) => (None, Some(TimeWindow::new(length, buckets))),
             None => (None, None),
         };
-        let gauge = StateGauge::new(&name);
-        gauge.set(State::Closed);
         let consecutive_limit = config.consecutive.unwrap_or(0);
         let needs_clock = config.needs_clock;
         let times_calls = config.slow.is_some();
@@ -195,47 +195,86 @@ impl Breaker {
         Admission::Reject(CircuitOpen::new(self.name.clone(), retry_after))
     }
 
-    /// Decides whether a call may go through now; an admitted call's recorder
-    /// keeps the reference.
+    /// Decides whether a call may go through now, against the state at this
+    /// moment; an admitted call's recorder keeps the reference.
     #[inline]
     pub(crate) fn admit_owned(self: Arc<Self>) -> Admission {
         let word = self.state.load(Acquire);
         if word & KIND_MASK == CLOSED_BITS {
             return Admission::Admit(Recorder::owned(self, epoch(word), false));
         }
-        self.admit_slow(word)
+        self.admit_slow(word, None)
     }
 
-    /// Decides whether a call may go through now.
-    pub(crate) fn admit(self: &Arc<Self>) -> Admission {
-        self.clone().admit_owned()
-    }
-
-    /// The epoch when the breaker is closed (the hot path of `poll_ready`).
+    /// Decides whether a call may go through now, against the state at this
+    /// moment. A probe slot `reserved` by [`gate`](Self::gate) is used only if
+    /// the half-open period it was reserved in is still the current one.
     #[inline]
-    pub(crate) fn closed_epoch(&self) -> Option<u64> {
-        let word = self.state.load(Acquire);
-        (word & KIND_MASK == CLOSED_BITS).then_some(epoch(word))
-    }
-
-    /// A recorder for a call admitted closed in `epoch`.
-    #[inline]
-    pub(crate) fn closed_recorder(self: &Arc<Self>, epoch: u64) -> Recorder {
-        Recorder::new(self, epoch, false)
+    pub(crate) fn admit(self: &Arc<Self>, reserved: Option<Recorder>) -> Admission {
+        match reserved {
+            None => self.clone().admit_owned(),
+            Some(_) => self.admit_slow(self.state.load(Acquire), reserved),
+        }
     }
 
     #[inline(never)]
-    fn admit_slow(self: &Arc<Self>, mut word: u64) -> Admission {
+    fn admit_slow(self: &Arc<Self>, word: u64, mut reserved: Option<Recorder>) -> Admission {
+        match self.settle(word, &mut reserved) {
+            Err(retry_after) => self.reject(retry_after),
+            // `settle` leaves a probe slot exactly when the call goes in half-open.
+            Ok(word) => match (kind(word), reserved) {
+                (State::Disabled, _) => Admission::Pass,
+                (_, Some(probe)) => Admission::Admit(probe),
+                (_, None) => Admission::Admit(Recorder::new(self, epoch(word), false)),
+            },
+        }
+    }
+
+    /// Whether a caller waits for the inner service's readiness (true) or is
+    /// ready at once, to be rejected by its call (false). In half-open, `probe`
+    /// keeps or takes the probe slot the call will use.
+    #[inline]
+    pub(crate) fn gate(self: &Arc<Self>, probe: &mut Option<Recorder>) -> bool {
+        let word = self.state.load(Acquire);
+        if word & KIND_MASK == CLOSED_BITS && probe.is_none() {
+            return true;
+        }
+        self.settle(word, probe).is_ok()
+    }
+
+    /// The rejection of a call readied without its inner service (the breaker
+    /// rejected then): whatever the state now, it is not sent, and a retry may
+    /// come after the time left open, if any.
+    pub(crate) fn reject_unready(&self) -> Admission {
+        let word = self.state.load(Acquire);
+        let retry_after = if kind(word) == State::Open {
+            Duration::from_nanos(self.open_until.load(Acquire).saturating_sub(self.now_nanos()))
+        } else {
+            Duration::ZERO
+        };
+        self.reject(retry_after)
+    }
+
+    /// Brings the state up to date from `word` (an open breaker past its
+    /// duration half-opens, a half-open one past its limit reopens) and decides
+    /// on it: the word a call may go in, or the time to wait when it may not.
+    /// In half-open the call goes with a probe slot: the one in `probe` if it
+    /// belongs to this half-open period, else a free one taken into `probe`.
+    /// Anything else in `probe` is given back.
+    fn settle(self: &Arc<Self>, mut word: u64, probe: &mut Option<Recorder>) -> Result<u64, Duration> {
         loop {
+            if kind(word) != State::HalfOpen {
+                // A slot of an earlier half-open period: giving it back changes nothing.
+                *probe = None;
+            }
             match kind(word) {
-                State::Closed | State::MetricsOnly => return Admission::Admit(Recorder::new(self, epoch(word), false)),
-                State::Disabled => return Admission::Pass,
-                State::ForcedOpen => return self.reject(Duration::ZERO),
+                State::Closed | State::MetricsOnly | State::Disabled => return Ok(word),
+                State::ForcedOpen => return Err(Duration::ZERO),
                 State::Open => {
                     let now = self.now_nanos();
                     let until = self.open_until.load(Acquire);
                     if now < until {
-                        return self.reject(Duration::from_nanos(until - now));
+                        return Err(Duration::from_nanos(until - now));
                     }
                     self.enter_half_open(word, now);
                     word = self.state.load(Acquire);
@@ -249,14 +288,21 @@ impl Breaker {
                             continue;
                         }
                     }
+                    if probe.as_ref().is_some_and(|p| p.epoch == epoch(word)) {
+                        return Ok(word);
+                    }
+                    *probe = None;
                     if taken(word) >= self.config.half_open_calls {
-                        return self.reject(Duration::ZERO);
+                        return Err(Duration::ZERO);
                     }
                     match self
                         .state
                         .compare_exchange_weak(word, word + TAKEN_ONE, AcqRel, Acquire)
                     {
-                        Ok(_) => return Admission::Admit(Recorder::new(self, epoch(word), true)),
+                        Ok(_) => {
+                            *probe = Some(Recorder::new(self, epoch(word), true));
+                            return Ok(word);
+                        }
                         Err(current) => word = current,
                     }
                 }
@@ -335,6 +381,13 @@ impl Breaker {
         self.consecutive.store(0, Relaxed);
     }
 
+    /// A keyed layer no longer keeps this breaker: it leaves the layer's
+    /// keys-by-state gauge, and nothing it does later is counted there.
+    pub(crate) fn forget(&self) {
+        let _trips = lock(&self.trips);
+        self.gauge.forget(kind(self.state.load(Acquire)));
+    }
+
     /// Puts the breaker into `to` whatever state it is in (operator control).
     pub(crate) fn force(&self, to: State) {
         let mut trips = lock(&self.trips);
@@ -358,9 +411,10 @@ impl Breaker {
         }
     }
 
+    /// Reports a transition; called with the transition lock held.
     fn transitioned(&self, from: State, to: State, reason: Reason) {
-        self.gauge.set(to);
-        crate::telemetry::transition(&self.name, from, to);
+        self.gauge.transition(from, to);
+        crate::telemetry::transition(&self.config.name, from, to);
         if to == State::Open {
             tracing::warn!(
                 target: palisade_core::telemetry::circuit_breaker::TARGET,

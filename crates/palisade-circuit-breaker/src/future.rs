@@ -1,4 +1,4 @@
-//! The breaker's response future.
+//! The breaker's response future, and how a call is sent (or rejected) by its admission.
 
 use std::fmt;
 use std::future::Future;
@@ -7,8 +7,9 @@ use std::task::{Context, Poll, ready};
 
 use palisade_core::{AsError, BoxError, CircuitOpen, Classify};
 use pin_project_lite::pin_project;
+use tower_service::Service;
 
-use crate::breaker::Recorder;
+use crate::breaker::{Admission, Recorder};
 
 pin_project! {
     /// The response future of [`CircuitBreaker`](crate::CircuitBreaker) and
@@ -88,5 +89,27 @@ where
             KindProj::Passed { future } => future.poll(cx).map_err(Into::into),
             KindProj::Rejected { error } => Poll::Ready(Err(Box::new(error.clone()))),
         }
+    }
+}
+
+/// Sends or rejects one call according to its admission.
+#[inline]
+pub(crate) fn dispatch<S, C, Req>(
+    inner: &mut S,
+    req: Req,
+    admission: Admission,
+    classifier: &C,
+) -> ResponseFuture<S::Future, C>
+where
+    S: Service<Req>,
+    C: Clone,
+{
+    match admission {
+        Admission::Pass => ResponseFuture::passed(inner.call(req), classifier.clone()),
+        Admission::Admit(mut recorder) => {
+            recorder.started();
+            ResponseFuture::called(inner.call(req), recorder, classifier.clone())
+        }
+        Admission::Reject(open) => ResponseFuture::rejected(open, classifier.clone()),
     }
 }

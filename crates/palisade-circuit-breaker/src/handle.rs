@@ -1,104 +1,12 @@
-//! Run-time view and control of a breaker.
+//! Run-time view and control of a breaker, and of a keyed layer's breakers.
 
 use std::fmt;
+use std::hash::Hash;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::breaker::Breaker;
-
-/// A breaker's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum State {
-    /// Calls go through; outcomes are recorded and judged.
-    Closed,
-    /// Calls fail fast with `CircuitOpen` until the open duration has passed.
-    Open,
-    /// A limited number of probes go through; the rest fail fast.
-    HalfOpen,
-    /// Operator state: every call goes through and nothing is recorded.
-    Disabled,
-    /// Operator state: every call fails fast.
-    ForcedOpen,
-    /// Operator state: every call goes through; outcomes are recorded and
-    /// reported but never open the breaker.
-    MetricsOnly,
-}
-
-impl State {
-    pub(crate) fn bits(self) -> u64 {
-        match self {
-            State::Closed => 0,
-            State::Open => 1,
-            State::HalfOpen => 2,
-            State::Disabled => 3,
-            State::ForcedOpen => 4,
-            State::MetricsOnly => 5,
-        }
-    }
-
-    pub(crate) fn from_bits(bits: u64) -> Self {
-        match bits {
-            1 => State::Open,
-            2 => State::HalfOpen,
-            3 => State::Disabled,
-            4 => State::ForcedOpen,
-            5 => State::MetricsOnly,
-            _ => State::Closed,
-        }
-    }
-
-    /// The value of the `palisade_circuit_breaker_state` gauge: 0 closed, 1 open,
-    /// 2 half-open, 3 disabled, 4 forced open, 5 metrics only.
-    pub fn gauge_value(self) -> u8 {
-        self.bits() as u8
-    }
-
-    /// The state's name in telemetry: `closed`, `open`, `half_open`, `disabled`,
-    /// `forced_open`, `metrics_only`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Closed => "closed",
-            State::Open => "open",
-            State::HalfOpen => "half_open",
-            State::Disabled => "disabled",
-            State::ForcedOpen => "forced_open",
-            State::MetricsOnly => "metrics_only",
-        }
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A breaker's state at one moment, for health endpoints and dashboards.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct Snapshot {
-    /// The breaker's name.
-    pub name: Arc<str>,
-    /// Its state.
-    pub state: State,
-    /// Failed calls in the window, in percent (0 for an empty window or without a rate rule).
-    pub failure_rate: f64,
-    /// Slow calls in the window, in percent.
-    pub slow_call_rate: f64,
-    /// Calls the window holds (0 without a rate rule).
-    pub calls_in_window: u64,
-    /// Failed calls the window holds.
-    pub failed_calls: u64,
-    /// Slow calls the window holds.
-    pub slow_calls: u64,
-    /// Failures in a row in the current closed state.
-    pub consecutive_failures: u32,
-    /// While open, the time until the next call may half-open it.
-    pub time_until_half_open: Option<Duration>,
-    /// While half-open, the probe slots taken (in flight or succeeded).
-    pub half_open_probes: u32,
-}
+use crate::registry::Registry;
+use crate::state::{Snapshot, State};
 
 /// Reports and controls one breaker at run time; cheap to clone.
 ///
@@ -157,5 +65,58 @@ impl CircuitBreakerHandle {
     /// ever opening, until [`reset`](Self::reset).
     pub fn metrics_only(&self) {
         self.breaker.force(State::MetricsOnly);
+    }
+}
+
+/// Reports and controls the breakers of a keyed layer.
+pub struct KeyedCircuitBreakerHandle<K> {
+    registry: Arc<Registry<K>>,
+}
+
+impl<K> KeyedCircuitBreakerHandle<K> {
+    pub(crate) fn new(registry: Arc<Registry<K>>) -> Self {
+        Self { registry }
+    }
+}
+
+impl<K> Clone for KeyedCircuitBreakerHandle<K> {
+    fn clone(&self) -> Self {
+        Self::new(self.registry.clone())
+    }
+}
+
+impl<K> fmt::Debug for KeyedCircuitBreakerHandle<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedCircuitBreakerHandle")
+            .field("name", &self.registry.config().name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Hash + Eq + Clone + fmt::Display> KeyedCircuitBreakerHandle<K> {
+    /// The handle of `key`'s breaker, if the key is kept.
+    pub fn get(&self, key: &K) -> Option<CircuitBreakerHandle> {
+        self.registry.get(key).map(CircuitBreakerHandle::new)
+    }
+
+    /// The keys kept now.
+    pub fn keys(&self) -> Vec<K> {
+        self.registry.keys()
+    }
+
+    /// How many keys are kept.
+    pub fn len(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// True when no key is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops the keys idle for longer than the idle timeout now (new keys do
+    /// this when the bound is reached); returns how many went.
+    pub fn evict_idle(&self) -> usize {
+        self.registry.evict_idle()
     }
 }

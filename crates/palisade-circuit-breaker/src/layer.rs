@@ -7,10 +7,10 @@ use palisade_core::ErrorClassifier;
 use tower_layer::Layer;
 
 use crate::breaker::Breaker;
-use crate::config::{CircuitBreakerBuilder, Config};
+use crate::config::Config;
 use crate::handle::CircuitBreakerHandle;
 use crate::service::CircuitBreaker;
-use crate::telemetry::CallCounters;
+use crate::telemetry::{CallCounters, StateGauge};
 
 /// Wraps services in a [`CircuitBreaker`].
 ///
@@ -22,20 +22,13 @@ pub struct CircuitBreakerLayer<C = ErrorClassifier> {
     classifier: C,
 }
 
-impl CircuitBreakerLayer {
-    /// A builder with the failure-rate defaults (see
-    /// [`CircuitBreakerBuilder::rate_based`]).
-    pub fn builder(name: impl Into<Arc<str>>) -> CircuitBreakerBuilder {
-        CircuitBreakerBuilder::rate_based(name)
-    }
-}
-
 impl<C> CircuitBreakerLayer<C> {
     pub(crate) fn from_config(config: Arc<Config>, classifier: C) -> Self {
         let name = config.name.clone();
         let calls = CallCounters::new(&name);
+        let gauge = StateGauge::single(&name);
         Self {
-            breaker: Arc::new(Breaker::new(config, name, calls)),
+            breaker: Arc::new(Breaker::new(config, name, calls, gauge)),
             classifier,
         }
     }

@@ -135,11 +135,31 @@
 //!
 //! Every service made by one layer, and every clone of them, shares one
 //! breaker (axum and hyper clone services per connection and per request):
-//! build one layer per downstream. `poll_ready` decides admission: while
-//! rejecting it is ready at once without waiting for the inner service, so
-//! callers fail fast; otherwise it waits for the inner service. A half-open
-//! probe slot reserved in `poll_ready` belongs to that service value: a clone
-//! does not share it, and dropping the service gives it back.
+//! build one layer per downstream.
+//!
+//! **Admission** is decided in `call`, against the breaker's state at that
+//! moment, never against the state a caller found when it started waiting for
+//! readiness. A caller that waited behind the inner service's backpressure
+//! (a `ConcurrencyLimit`, a `Buffer`, a rate limit, a tonic `Channel`) while
+//! the breaker opened is rejected with [`CircuitOpen`] when it calls, not
+//! forwarded; half-open never has more than `permitted_calls_in_half_open`
+//! probes reserved or in flight, whatever the inner service's readiness does.
+//!
+//! **Readiness**: `poll_ready` decides only whether to wait for the inner
+//! service. While the breaker rejects (open and not yet due to half-open,
+//! forced open, or half-open with every probe slot taken) it is ready at once
+//! without polling the inner service, so callers fail fast; the call that
+//! follows is rejected whatever the state has become meanwhile, since the
+//! inner service was not made ready for it. Otherwise it waits for the inner
+//! service, checking the breaker again each time it is polled. Once it has
+//! answered ready it stays ready until the call, as tower's contract asks:
+//! polling again returns ready at once and never turns into a wait.
+//!
+//! In half-open, `poll_ready` reserves a probe slot before waiting for the
+//! inner service, and the next `call` uses it if the breaker is still in the
+//! same half-open period (else that call is decided anew). The slot belongs
+//! to that service value: a clone does not share it, and dropping the service,
+//! waiting or readied, gives it back.
 //!
 //! A response future dropped before it completes records nothing, neither
 //! success nor failure, and gives its half-open probe slot back. An outcome
@@ -156,8 +176,10 @@
 //! used closed breaker (an open one is kept while another can go, so an
 //! outage is not forgotten). Each key's breaker is named `name[key]`;
 //! [`KeyedCircuitBreakerHandle`] reports and controls them. The key is known
-//! only with the request, so a keyed breaker decides admission in `call`
-//! (a rejection then leaves the inner service's readiness unused).
+//! only with the request, so a keyed breaker's `poll_ready` waits for the
+//! inner service alone; admission is decided in `call` by the same rule as
+//! above, against the key's state at that moment (a rejection then leaves the
+//! inner service's readiness unused).
 //!
 //! # Operator control and health
 //!
@@ -189,13 +211,23 @@
 //! - `palisade_circuit_breaker_calls_total{name, outcome}`: `success`,
 //!   `failure`, `ignored`, `rejected`, and `slow` (a slow call also counts
 //!   under its outcome);
-//! - `palisade_circuit_breaker_state{name}`: 0 closed, 1 open, 2 half-open,
-//!   3 disabled, 4 forced open, 5 metrics only;
-//! - `palisade_circuit_breaker_transitions_total{name, from, to}`.
+//! - `palisade_circuit_breaker_state{name}` (single breakers): 0 closed,
+//!   1 open, 2 half-open, 3 disabled, 4 forced open, 5 metrics only;
+//! - `palisade_circuit_breaker_transitions_total{name, from, to}`;
 //!
-//! Keyed breakers count calls under the layer's name and report the state of
-//! each key under `name[key]`. Every transition is a `tracing` event under the
-//! target `palisade::circuit_breaker` with the fields `name`, `from`, `to` and
+//! - `palisade_circuit_breaker_keys{name, state}` (keyed layers): how many
+//!   keys are kept in each state (`closed`, `open`, `half_open`, `disabled`,
+//!   `forced_open`, `metrics_only`).
+//!
+//! The `name` label is always the layer's name, and no label is taken from a
+//! request: a keyed layer counts calls and transitions of all its keys under
+//! its name, registers no series per key (it has no `state{name}` gauge), and
+//! an evicted key leaves the `keys` gauge. A keyed layer's series are thus
+//! bounded (5 call outcomes, 6 states, at most 36 transitions) however many
+//! keys its requests bring; a key's own state is in its handle's
+//! [`Snapshot`]. Every transition is a `tracing` event under the
+//! target `palisade::circuit_breaker` with the fields `name` (`name[key]` for a
+//! key's breaker), `from`, `to` and
 //! `reason` (`failure_rate`, `slow_call_rate`, `consecutive_failures`,
 //! `probe_failed`, `half_open_timeout`, `open_duration_elapsed`,
 //! `probes_succeeded`, `operator`): `WARN` when it opens, `INFO` otherwise.
@@ -204,8 +236,9 @@
 //!
 //! The closed path takes no lock, allocates nothing and reads no clock unless
 //! a rule needs time (the slow-call rule or the time-based window). The state
-//! is one `AtomicU64` (kind, half-open probe counts and an epoch); the
-//! count-based window is a ring of atomic outcome slots indexed by a
+//! is one `AtomicU64` (kind, half-open probe counts and an epoch), which
+//! `poll_ready` and `call` each load once (plain loads, no read-modify-write);
+//! the count-based window is a ring of atomic outcome slots indexed by a
 //! `fetch_add` counter with running failure and slow counts, so a successful
 //! call costs one read-modify-write beyond the `Arc` its response future
 //! holds. Transitions are rare and happen under a mutex, through a
@@ -248,20 +281,25 @@
 //! a read lock and a clock read for idle eviction.
 
 mod breaker;
+mod builder;
 mod config;
 pub mod error;
 pub mod future;
 mod handle;
 mod keyed;
 mod layer;
+mod registry;
 mod service;
+mod state;
 mod sync;
 mod telemetry;
 mod window;
 
-pub use config::{CircuitBreakerBuilder, MAX_HALF_OPEN_CALLS, OpenDuration, Window};
+pub use builder::CircuitBreakerBuilder;
+pub use config::{MAX_HALF_OPEN_CALLS, OpenDuration, Window};
 pub use error::{CircuitOpen, ConfigError};
-pub use handle::{CircuitBreakerHandle, Snapshot, State};
-pub use keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerHandle, KeyedCircuitBreakerLayer};
+pub use handle::{CircuitBreakerHandle, KeyedCircuitBreakerHandle};
+pub use keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use layer::CircuitBreakerLayer;
 pub use service::CircuitBreaker;
+pub use state::{Snapshot, State};

@@ -2,32 +2,42 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use palisade_core::{BoxError, Classify, ErrorClassifier};
 use tower_service::Service;
 
-use crate::breaker::{Admission, Breaker};
-use crate::future::ResponseFuture;
+use crate::breaker::{Breaker, Recorder};
+use crate::future::{ResponseFuture, dispatch};
 use crate::handle::CircuitBreakerHandle;
 
 /// Fails calls fast while its downstream is failing; see the crate docs.
 ///
-/// Every clone shares one breaker state. The admission decided in
-/// `poll_ready` (a reserved half-open probe slot included) belongs to this
-/// clone only and is spent by the next `call`.
+/// Every clone shares one breaker state. Admission is decided in `call`,
+/// against the breaker's state at that moment; `poll_ready` only decides
+/// whether to wait for the inner service, and in half-open reserves the probe
+/// slot the next `call` of this clone uses (a clone does not share it).
 pub struct CircuitBreaker<S, C = ErrorClassifier> {
     inner: S,
     breaker: Arc<Breaker>,
     classifier: C,
-    /// The closed epoch `poll_ready` admitted the next call in, or [`NO_EPOCH`]:
-    /// the hot path keeps a plain integer rather than a recorder.
-    closed_epoch: u64,
-    /// Any other admission `poll_ready` decided (a reserved probe slot, a rejection).
-    admission: Option<Admission>,
+    /// What `poll_ready` answered since the last `call`.
+    readiness: Readiness,
+    /// The half-open probe slot `poll_ready` reserved, given back on drop.
+    probe: Option<Recorder>,
 }
 
-const NO_EPOCH: u64 = u64::MAX;
+/// What `poll_ready` answered since the last `call`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    /// Not ready yet.
+    Unready,
+    /// The inner service is ready: the call is decided against the state then.
+    Inner,
+    /// Ready at once because the breaker rejected: the call is rejected,
+    /// since the inner service was never made ready for it.
+    Rejecting,
+}
 
 impl<S, C> CircuitBreaker<S, C> {
     pub(crate) fn new(inner: S, breaker: Arc<Breaker>, classifier: C) -> Self {
@@ -35,8 +45,8 @@ impl<S, C> CircuitBreaker<S, C> {
             inner,
             breaker,
             classifier,
-            closed_epoch: NO_EPOCH,
-            admission: None,
+            readiness: Readiness::Unready,
+            probe: None,
         }
     }
 
@@ -88,53 +98,28 @@ where
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.closed_epoch == NO_EPOCH {
-            // A stale rejection is decided again: the breaker may have half-opened since.
-            if matches!(self.admission, None | Some(Admission::Reject(_))) {
-                match self.breaker.closed_epoch() {
-                    Some(epoch) => self.closed_epoch = epoch,
-                    None => self.admission = Some(self.breaker.admit()),
-                }
-            }
-            if let Some(Admission::Reject(_)) = self.admission {
-                // Fail fast without waiting for the inner service's readiness.
-                return Poll::Ready(Ok(()));
-            }
+        if self.readiness != Readiness::Unready {
+            // Once ready, ready until the call.
+            return Poll::Ready(Ok(()));
         }
-        self.inner.poll_ready(cx).map_err(Into::into)
+        if !self.breaker.gate(&mut self.probe) {
+            // Fail fast without waiting for the inner service's readiness.
+            self.readiness = Readiness::Rejecting;
+            return Poll::Ready(Ok(()));
+        }
+        if let Err(err) = ready!(self.inner.poll_ready(cx)) {
+            self.probe = None;
+            return Poll::Ready(Err(err.into()));
+        }
+        self.readiness = Readiness::Inner;
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let admission = if self.closed_epoch != NO_EPOCH {
-            Admission::Admit(
-                self.breaker
-                    .closed_recorder(std::mem::replace(&mut self.closed_epoch, NO_EPOCH)),
-            )
-        } else {
-            self.admission.take().unwrap_or_else(|| self.breaker.admit())
+        let admission = match std::mem::replace(&mut self.readiness, Readiness::Unready) {
+            Readiness::Rejecting => self.breaker.reject_unready(),
+            Readiness::Inner | Readiness::Unready => self.breaker.admit(self.probe.take()),
         };
         dispatch(&mut self.inner, req, admission, &self.classifier)
-    }
-}
-
-/// Sends or rejects one call according to its admission.
-#[inline]
-pub(crate) fn dispatch<S, C, Req>(
-    inner: &mut S,
-    req: Req,
-    admission: Admission,
-    classifier: &C,
-) -> ResponseFuture<S::Future, C>
-where
-    S: Service<Req>,
-    C: Clone,
-{
-    match admission {
-        Admission::Pass => ResponseFuture::passed(inner.call(req), classifier.clone()),
-        Admission::Admit(mut recorder) => {
-            recorder.started();
-            ResponseFuture::called(inner.call(req), recorder, classifier.clone())
-        }
-        Admission::Reject(open) => ResponseFuture::rejected(open, classifier.clone()),
     }
 }

@@ -1,10 +1,18 @@
-//! Metric handles, registered once per breaker so a call only bumps a counter.
+//! Metric handles, registered once per layer so a call only bumps a counter.
+//!
+//! Every series is labelled with the layer's name and nothing taken from a
+//! request: a keyed layer registers nothing per key, so its series stay
+//! bounded however many keys its requests bring.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use metrics::{Counter, Gauge};
-use palisade_core::telemetry::circuit_breaker::{CALLS_TOTAL, STATE, TRANSITIONS_TOTAL};
-use palisade_core::telemetry::{LABEL_FROM, LABEL_NAME, LABEL_OUTCOME, LABEL_TO};
+use palisade_core::telemetry::circuit_breaker::{CALLS_TOTAL, KEYS, STATE, TRANSITIONS_TOTAL};
+use palisade_core::telemetry::{LABEL_FROM, LABEL_NAME, LABEL_OUTCOME, LABEL_STATE, LABEL_TO};
 
-use crate::handle::State;
+use crate::state::State;
+use crate::sync::AtomicBool;
 
 /// `palisade_circuit_breaker_calls_total` by outcome. Cloning shares the counters.
 #[derive(Debug, Clone)]
@@ -29,21 +37,85 @@ impl CallCounters {
     }
 }
 
-/// `palisade_circuit_breaker_state`.
-#[derive(Debug)]
-pub(crate) struct StateGauge(Gauge);
+/// Every state, in gauge-value order.
+const STATES: [State; 6] = [
+    State::Closed,
+    State::Open,
+    State::HalfOpen,
+    State::Disabled,
+    State::ForcedOpen,
+    State::MetricsOnly,
+];
 
-impl StateGauge {
+/// `palisade_circuit_breaker_keys{name, state}`: how many keys of a keyed
+/// layer are kept in each state.
+#[derive(Debug)]
+pub(crate) struct KeyStates([Gauge; 6]);
+
+impl KeyStates {
     pub(crate) fn new(name: &str) -> Self {
-        Self(metrics::gauge!(STATE, LABEL_NAME => name.to_owned()))
+        Self(STATES.map(|state| metrics::gauge!(KEYS, LABEL_NAME => name.to_owned(), LABEL_STATE => state.as_str())))
     }
 
-    pub(crate) fn set(&self, state: State) {
-        self.0.set(f64::from(state.gauge_value()));
+    fn gauge(&self, state: State) -> &Gauge {
+        &self.0[usize::from(state.gauge_value())]
     }
 }
 
-/// Counts a transition in `palisade_circuit_breaker_transitions_total`.
+/// Where a breaker reports its state.
+#[derive(Debug)]
+pub(crate) enum StateGauge {
+    /// A layer's one breaker: `palisade_circuit_breaker_state{name}`.
+    Single(Gauge),
+    /// A key's breaker: counted in its layer's [`KeyStates`] while the key is
+    /// kept. `kept` changes only under the breaker's transition lock, as the
+    /// state does.
+    Key { states: Arc<KeyStates>, kept: AtomicBool },
+}
+
+impl StateGauge {
+    /// The gauge of a layer's breaker, which starts closed.
+    pub(crate) fn single(name: &str) -> Self {
+        let gauge = metrics::gauge!(STATE, LABEL_NAME => name.to_owned());
+        gauge.set(f64::from(State::Closed.gauge_value()));
+        Self::Single(gauge)
+    }
+
+    /// A new key's breaker, which starts closed.
+    pub(crate) fn key(states: &Arc<KeyStates>) -> Self {
+        states.gauge(State::Closed).increment(1.0);
+        Self::Key {
+            states: states.clone(),
+            kept: AtomicBool::new(true),
+        }
+    }
+
+    /// The breaker moved from `from` to `to`; called under its transition lock.
+    pub(crate) fn transition(&self, from: State, to: State) {
+        match self {
+            Self::Single(gauge) => gauge.set(f64::from(to.gauge_value())),
+            Self::Key { states, kept } => {
+                if kept.load(Relaxed) {
+                    states.gauge(from).decrement(1.0);
+                    states.gauge(to).increment(1.0);
+                }
+            }
+        }
+    }
+
+    /// The key's breaker, now in `state`, is no longer kept; called under its
+    /// transition lock. Whatever it does later is not counted.
+    pub(crate) fn forget(&self, state: State) {
+        if let Self::Key { states, kept } = self
+            && kept.swap(false, Relaxed)
+        {
+            states.gauge(state).decrement(1.0);
+        }
+    }
+}
+
+/// Counts a transition of a breaker of layer `name` in
+/// `palisade_circuit_breaker_transitions_total`.
 pub(crate) fn transition(name: &str, from: State, to: State) {
     metrics::counter!(
         TRANSITIONS_TOTAL,

@@ -10,8 +10,9 @@
 //! | metric | kind | labels | meaning |
 //! |---|---|---|---|
 //! | `palisade_circuit_breaker_calls_total` | counter | name, outcome (`success`, `failure`, `ignored`, `slow`, `rejected`) | calls seen by a breaker |
-//! | `palisade_circuit_breaker_state` | gauge | name | 0 closed, 1 open, 2 half-open, 3 disabled, 4 forced open, 5 metrics only |
+//! | `palisade_circuit_breaker_state` | gauge | name | a single breaker's state: 0 closed, 1 open, 2 half-open, 3 disabled, 4 forced open, 5 metrics only |
 //! | `palisade_circuit_breaker_transitions_total` | counter | name, from, to | state changes |
+//! | `palisade_circuit_breaker_keys` | gauge | name, state | keys a keyed breaker keeps in each state |
 //! | `palisade_bulkhead_in_flight` | gauge | name | calls holding a permit |
 //! | `palisade_bulkhead_queued` | gauge | name | calls waiting for a permit |
 //! | `palisade_bulkhead_limit` | gauge | name | the current concurrency limit |
@@ -44,6 +45,8 @@ pub const LABEL_SCHEME: &str = "scheme";
 pub const LABEL_FROM: &str = "from";
 /// Label: the state a transition entered.
 pub const LABEL_TO: &str = "to";
+/// Label: a state (`closed`, `open`, ...).
+pub const LABEL_STATE: &str = "state";
 
 /// Tracing field: the layer instance's name.
 pub const FIELD_NAME: &str = "name";
@@ -64,6 +67,8 @@ pub mod circuit_breaker {
     pub const STATE: &str = "palisade_circuit_breaker_state";
     /// Counter of state transitions.
     pub const TRANSITIONS_TOTAL: &str = "palisade_circuit_breaker_transitions_total";
+    /// Gauge of the keys a keyed breaker keeps, by state.
+    pub const KEYS: &str = "palisade_circuit_breaker_keys";
 }
 
 /// Metric and target names of the bulkhead.
