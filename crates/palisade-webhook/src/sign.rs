@@ -243,7 +243,9 @@ impl Signer {
     /// ```
     /// use palisade_webhook::{GenericScheme, Scheme, Signer};
     ///
-    /// let scheme = GenericScheme::new("X-Acme-Signature").id_header("X-Acme-Delivery");
+    /// let scheme = GenericScheme::new("X-Acme-Signature")
+    ///     .id_header("X-Acme-Delivery")
+    ///     .template("{id}.{body}");
     /// let signer = Signer::builder(Scheme::Generic(scheme)).secret("s3cret").build()?;
     /// let name = signer.id_header().expect("the scheme has an id header");
     /// assert_eq!(name, "x-acme-delivery");

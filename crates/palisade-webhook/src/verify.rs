@@ -63,6 +63,11 @@ impl Verified {
     /// `X-GitHub-Delivery`, `X-Shopify-Webhook-Id`, a generic id header).
     /// Stripe's event id is in the body (see [`stripe_event_id`]); the layer
     /// fills it in when replay protection is on.
+    ///
+    /// GitHub's and Shopify's id headers are not covered by their
+    /// signatures: anyone relaying the message can change them. Use them for
+    /// logs, not to decide whether a message is new (the layer's replay
+    /// protection keys those schemes on the signature instead).
     pub fn id(&self) -> Option<&str> {
         self.id.as_ref().and_then(|id| id.to_str().ok())
     }
@@ -410,6 +415,17 @@ impl Verifier {
     ///
     /// As [`verify`](Self::verify).
     pub fn verify_at(&self, headers: &HeaderMap, body: &[u8], now: u64) -> Result<Verified, Rejection> {
+        self.verify_with_mac(headers, body, now).map(|(verified, _)| verified)
+    }
+
+    /// Verifies as [`verify_at`](Self::verify_at), and also hands back the
+    /// HMAC that matched (`None` when an ed25519 signature verified).
+    pub(crate) fn verify_with_mac(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: u64,
+    ) -> Result<(Verified, Option<[u8; 32]>), Rejection> {
         let facts = self.check_headers(headers, now)?;
         let mut candidates = Candidates::new();
         self.collect_signatures(&facts, &mut candidates)?;
@@ -444,19 +460,38 @@ impl Verifier {
                 }
             }
         }
-        let key_index = self.matching_key(&content, &candidates).ok_or_else(|| {
+        let (key_index, mac) = self.matching_key(&content, &candidates).ok_or_else(|| {
             if candidates.is_empty() && candidates.malformed {
                 Rejection::header(Reason::MalformedHeader, facts.signature_name)
             } else {
                 Rejection::new(Reason::BadSignature)
             }
         })?;
-        Ok(Verified {
+        let verified = Verified {
             scheme: self.scheme(),
             id: facts.id.cloned(),
             timestamp: facts.timestamp.map(|(_, ts)| ts),
             key_index,
-        })
+        };
+        Ok((verified, mac))
+    }
+
+    /// The key replay protection records a verified message under: what the
+    /// signature covers. The message id where it is signed (Standard
+    /// Webhooks, a generic scheme's id header, Stripe's event id in the
+    /// body, set on `verified` by the caller); for GitHub and Shopify, whose
+    /// id header is not signed, the HMAC that verified, so changing or
+    /// removing the id makes no new message. `None` when there is nothing to
+    /// key on (Slack, a generic scheme without an id, a Stripe body without one).
+    pub(crate) fn replay_key(&self, verified: &Verified, mac: Option<&[u8; 32]>) -> Option<String> {
+        let scheme = self.scheme().as_str();
+        match &self.inner.scheme {
+            Compiled::GitHub | Compiled::Shopify => mac.map(|mac| format!("{scheme}:hmac:{}", hex::encode(mac))),
+            Compiled::Slack => None,
+            Compiled::StandardWebhooks | Compiled::Stripe | Compiled::Generic(_) => {
+                verified.id().map(|id| format!("{scheme}:{id}"))
+            }
+        }
     }
 
     /// Checks what can be checked before the body arrives: the headers are
@@ -651,7 +686,8 @@ impl Verifier {
         Ok(())
     }
 
-    fn matching_key(&self, content: &Content<'_>, candidates: &Candidates) -> Option<usize> {
+    /// The index of the key that verifies, and the HMAC that matched.
+    fn matching_key(&self, content: &Content<'_>, candidates: &Candidates) -> Option<(usize, Option<[u8; 32]>)> {
         let hmac_candidates = &candidates.hmac[..candidates.hmac_len];
         if !hmac_candidates.is_empty() {
             for (index, key) in self.inner.hmac_keys.iter().enumerate() {
@@ -667,7 +703,7 @@ impl Verifier {
                     .iter()
                     .any(|candidate| tag == CtOutput::new((*candidate).into()))
                 {
-                    return Some(index);
+                    return Some((index, Some(tag.into_bytes().into())));
                 }
             }
         }
@@ -679,7 +715,7 @@ impl Verifier {
                 for sig in ed_candidates {
                     let signature = ed25519_dalek::Signature::from_bytes(sig);
                     if key.verify_strict(&message, &signature).is_ok() {
-                        return Some(self.inner.hmac_keys.len() + index);
+                        return Some((self.inner.hmac_keys.len() + index, None));
                     }
                 }
             }
