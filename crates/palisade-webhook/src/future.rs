@@ -7,24 +7,21 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Full;
+use palisade_core::BoxError;
 use palisade_core::telemetry::webhook;
-use palisade_core::{BoxError, Problem};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::{CollectError, Collector};
 use crate::error::{Reason, Rejection};
-use crate::layer::{IN_FLIGHT_RETRY_AFTER, Outcome, Shared};
 use crate::replay::{Claim, Lease, ReplayStore, StoreFuture};
 use crate::scheme::SchemeKind;
 use crate::sign::Signer;
+use crate::state::{Answer, Outcome, Shared};
 use crate::verify::stripe_event_id;
-
-/// The problem `type` of the 409 answered while a delivery of the message is being handled.
-const IN_FLIGHT_TYPE: &str = "urn:palisade:problem:webhook-in-flight";
 
 pin_project! {
     /// The response future of [`VerifyService`](crate::VerifyService).
@@ -69,17 +66,6 @@ pin_project! {
             response: Option<S::Response>,
         },
     }
-}
-
-/// An answer made by the layer itself.
-#[derive(Debug)]
-enum Answer {
-    Rejected(Rejection),
-    /// The message was accepted before: 200, so the sender stops.
-    Duplicate,
-    /// The message is being handled by another delivery, which may still
-    /// fail: 409, so the sender retries.
-    InFlight,
 }
 
 /// A message claimed in flight in the replay store: released unless the
@@ -133,37 +119,6 @@ where
                 now,
             },
             shared,
-        }
-    }
-}
-
-impl Shared {
-    fn answer<ResBody: From<Bytes>>(&self, answer: Answer) -> Response<ResBody> {
-        let scheme = self.verifier.scheme().as_str();
-        match answer {
-            Answer::Rejected(rejection) => {
-                self.counters.increment(Outcome::Rejected(rejection.reason()));
-                let reason = rejection.reason().as_str();
-                tracing::info!(target: webhook::TARGET, name = &*self.name, scheme, reason, "webhook rejected");
-                rejection.to_problem().into_response()
-            }
-            Answer::Duplicate => {
-                self.counters.increment(Outcome::Duplicate);
-                tracing::debug!(target: webhook::TARGET, name = &*self.name, scheme, "webhook already accepted");
-                let mut res = Response::new(ResBody::from(Bytes::new()));
-                *res.status_mut() = StatusCode::OK;
-                res
-            }
-            Answer::InFlight => {
-                self.counters.increment(Outcome::InFlight);
-                tracing::debug!(target: webhook::TARGET, name = &*self.name, scheme, "webhook still being handled");
-                Problem::new(StatusCode::CONFLICT)
-                    .with_type(IN_FLIGHT_TYPE)
-                    .with_title("Webhook still being handled")
-                    .with_detail("A delivery of this message is still being handled; retry later.")
-                    .with_retry_after(IN_FLIGHT_RETRY_AFTER)
-                    .into_response()
-            }
         }
     }
 }

@@ -4,15 +4,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Key, Label, Metadata, SharedString};
-use palisade_core::telemetry::{LABEL_NAME, LABEL_OUTCOME, LABEL_SCHEME, webhook};
+use metrics::SharedString;
 use tower_layer::Layer;
 
-use crate::error::{ConfigError, Reason};
+use crate::error::ConfigError;
 use crate::replay::ReplayStore;
-use crate::scheme::SchemeKind;
 use crate::service::{SignService, VerifyService};
 use crate::sign::Signer;
+use crate::state::{Counters, Shared};
 use crate::verify::Verifier;
 
 /// The default body limit: 1 MiB, above every major sender's payload cap
@@ -24,74 +23,12 @@ pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// enough that a message whose handler died with its process is retried soon.
 pub const DEFAULT_LOCK_EXPIRY: Duration = Duration::from_secs(60);
 
-/// The `Retry-After` of the 409 answered to a delivery whose message is still being handled.
-pub const IN_FLIGHT_RETRY_AFTER: Duration = Duration::from_secs(1);
-
 /// Verifies inbound webhooks before the handler sees them.
 ///
 /// See the [crate docs](crate) for the full behaviour. Cheap to clone.
 #[derive(Clone)]
 pub struct VerifyLayer {
     pub(crate) shared: Arc<Shared>,
-}
-
-pub(crate) struct Shared {
-    pub(crate) verifier: Verifier,
-    pub(crate) max_body: usize,
-    pub(crate) replay: Option<Arc<dyn ReplayStore>>,
-    pub(crate) replay_window: Duration,
-    pub(crate) lock_expiry: Duration,
-    pub(crate) name: SharedString,
-    pub(crate) counters: Counters,
-}
-
-/// The counter keys of every outcome, built once so a request allocates no labels.
-pub(crate) struct Counters {
-    verified: Key,
-    duplicate: Key,
-    in_flight: Key,
-    rejected: [Key; Reason::ALL.len()],
-}
-
-/// The outcome a request is counted under.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Outcome {
-    Verified,
-    Duplicate,
-    InFlight,
-    Rejected(Reason),
-}
-
-impl Counters {
-    fn new(name: &SharedString, scheme: SchemeKind) -> Self {
-        let key = |outcome: &'static str| {
-            Key::from_parts(
-                webhook::VERIFICATIONS_TOTAL,
-                vec![
-                    Label::new(LABEL_NAME, name.clone()),
-                    Label::from_static_parts(LABEL_SCHEME, scheme.as_str()),
-                    Label::from_static_parts(LABEL_OUTCOME, outcome),
-                ],
-            )
-        };
-        Self {
-            verified: key("verified"),
-            duplicate: key("duplicate"),
-            in_flight: key("in_flight"),
-            rejected: Reason::ALL.map(|reason| key(reason.as_str())),
-        }
-    }
-
-    pub(crate) fn increment(&self, outcome: Outcome) {
-        static METADATA: Metadata<'static> = Metadata::new(webhook::TARGET, metrics::Level::INFO, Some(module_path!()));
-        let key = match outcome {
-            Outcome::Verified => &self.verified,
-            Outcome::Duplicate => &self.duplicate,
-            Outcome::InFlight => &self.in_flight,
-            Outcome::Rejected(reason) => &self.rejected[reason as usize],
-        };
-        metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA).increment(1));
-    }
 }
 
 impl fmt::Debug for VerifyLayer {

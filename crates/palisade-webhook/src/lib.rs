@@ -262,6 +262,7 @@
 
 mod body;
 pub mod clock;
+mod compiled;
 pub mod error;
 pub mod future;
 mod key;
@@ -270,18 +271,18 @@ pub mod replay;
 pub mod scheme;
 mod service;
 mod sign;
+mod state;
 mod verify;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{ConfigError, Reason, Rejection, StoreError};
 pub use key::MAX_KEYS;
-pub use layer::{
-    DEFAULT_LOCK_EXPIRY, DEFAULT_MAX_BODY, IN_FLIGHT_RETRY_AFTER, SignLayer, VerifyLayer, VerifyLayerBuilder,
-};
+pub use layer::{DEFAULT_LOCK_EXPIRY, DEFAULT_MAX_BODY, SignLayer, VerifyLayer, VerifyLayerBuilder};
 #[cfg(feature = "redis")]
 pub use replay::RedisReplayStore;
 pub use replay::{Claim, Lease, MemoryReplayStore, ReplayStore};
 pub use scheme::{Encoding, GenericScheme, Scheme, SchemeKind};
 pub use service::{SignService, VerifyService};
 pub use sign::{IdGenerator, InvalidId, Signed, Signer, SignerBuilder, UuidV7};
+pub use state::IN_FLIGHT_RETRY_AFTER;
 pub use verify::{DEFAULT_TOLERANCE, MAX_SIGNATURES, Verified, Verifier, VerifierBuilder, stripe_event_id};

@@ -10,10 +10,10 @@ use hmac::Mac;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::clock::{Clock, ClockDebug, SystemClock};
+use crate::compiled::{Compiled, headers};
 use crate::error::ConfigError;
 use crate::key::{HmacKey, SecretInput, decode_signing_key};
 use crate::scheme::{Encoding, Part, Scheme, SchemeKind};
-use crate::verify::{Compiled, headers};
 
 /// A source of fresh message ids.
 pub trait IdGenerator: Send + Sync + 'static {
