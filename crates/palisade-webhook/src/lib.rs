@@ -127,10 +127,11 @@
 //! the body, a generic scheme's id header), and for GitHub and Shopify, whose
 //! id headers are not signed, the HMAC that verified it
 //! (`<scheme>:hmac:<hex>`). Changing or removing an unsigned id header thus
-//! makes no new message; the flip side is that two GitHub or Shopify
-//! deliveries with byte-identical bodies, signed by the same secret, count as
-//! one message. Slack messages, generic schemes without an id header and
-//! Stripe bodies without an `id` are not de-duplicated.
+//! makes no new message. The flip side: two GitHub or Shopify deliveries
+//! with byte-identical bodies signed by the same secret count as one message,
+//! and a redelivery signed by another secret (mid-rotation) counts as a new
+//! one. Slack messages, generic schemes without an id header and Stripe
+//! bodies without an `id` are not de-duplicated.
 //!
 //! A message is **accepted** when the handler answers it with a 2xx status.
 //! Before calling the handler the layer claims the key, marking it **in
@@ -150,9 +151,10 @@
 //!   duplicate. If the store cannot record it, the handler's answer still
 //!   goes out (logged at `WARN`) and the in-flight mark expires after the
 //!   lock expiry; a redelivery after that runs the handler again.
-//! - Any other status, an error from the handler, or a dropped call: the
-//!   in-flight mark is released, so the sender's next retry reaches the
-//!   handler.
+//! - Any other status, an error from the handler, or a call dropped before
+//!   the handler answered: the in-flight mark is released, so the sender's
+//!   next retry reaches the handler. A call dropped after a 2xx, while the
+//!   acceptance is being recorded, keeps the mark.
 //! - The process dies while the handler runs: nothing releases the mark; it
 //!   expires after the lock expiry (default 60 s), and the sender's next
 //!   retry after that reaches the handler. Set the lock expiry above the
@@ -164,11 +166,12 @@
 //! - The store fails when claiming: 503, the handler is not called, and the
 //!   sender retries later.
 //!
-//! [`MemoryReplayStore`] protects one process (bounded; the oldest key goes
-//! first when full). `RedisReplayStore` (feature `redis`) protects every
-//! instance sharing the Redis and prefix: a Lua script claims in one round
-//! trip, `SET PX` records the acceptance, and Redis expires both marks
-//! itself. Its releases run as a background task (a release cannot be
+//! [`MemoryReplayStore`] protects one process; it is bounded, and when full
+//! the oldest key goes first, in flight or accepted, so size it above the
+//! messages one replay window brings. `RedisReplayStore` (feature `redis`)
+//! protects every instance sharing the Redis and prefix: a Lua script claims
+//! in one round trip, `SET PX` records the acceptance, and Redis expires both
+//! marks itself. Its releases run as a background task (a release cannot be
 //! awaited from a dropped call), so a retry arriving right after a failure
 //! may still get a 409 for a moment. See [`replay`].
 //!
