@@ -1,6 +1,7 @@
-//! The webhook replay store against a live Redis: a redelivered id never
-//! reaches the handler twice, across layer instances sharing the store;
-//! failed deliveries release their id; ids expire.
+//! The webhook replay store against a live Redis: a redelivered message
+//! never reaches the handler twice, across layer instances sharing the
+//! store; a redelivery while the first is handled is answered 409, never
+//! 2xx; failed deliveries release their mark; marks expire.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use palisade_tests::Redis;
-use palisade_webhook::{RedisReplayStore, ReplayStore, Scheme, Signed, Signer, Verifier, VerifyLayer};
+use palisade_webhook::{Claim, Lease, RedisReplayStore, ReplayStore, Scheme, Signed, Signer, Verifier, VerifyLayer};
 use tower::{Layer, ServiceExt, service_fn};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -136,22 +137,107 @@ async fn a_failed_delivery_releases_its_id() {
 }
 
 #[tokio::test]
-async fn claims_carry_their_ttl_and_do_not_extend_it() {
+async fn marks_carry_their_ttl_and_only_their_own_lease_releases_them() {
     let Some(redis) = Redis::connect("webhook_expiry").await else {
         return;
     };
     let store = RedisReplayStore::new(redis.conn.clone(), redis.prefix.clone());
-    assert!(store.claim("github:a", Duration::from_secs(50)).await.unwrap());
-    assert!(!store.claim("github:a", Duration::from_secs(600)).await.unwrap());
-    // Redis expires the key itself; a refused claim leaves the first ttl alone.
+    let pttl = |name: &str| {
+        let key = redis.key(name);
+        let mut conn = redis.conn.clone();
+        async move {
+            redis::cmd("PTTL")
+                .arg(&key)
+                .query_async::<i64>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    let (first, second) = (Lease::new(1), Lease::new(2));
+    assert_eq!(
+        store.claim("github:a", first, Duration::from_secs(50)).await.unwrap(),
+        Claim::Acquired
+    );
+    assert_eq!(
+        store.claim("github:a", second, Duration::from_secs(600)).await.unwrap(),
+        Claim::InFlight
+    );
+    // Redis expires the in-flight mark itself; a refused claim leaves its ttl alone.
+    assert!((40_000..=50_000).contains(&pttl("github:a").await));
+
+    // Another attempt's release leaves the mark; the holder's own removes it.
+    store.release("github:a", second);
+    store.release("github:a", first);
+    let mut released = false;
+    for _ in 0..200 {
+        if pttl("github:a").await == -2 {
+            released = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(released, "the holder's release removes the mark");
+    assert_eq!(
+        store.claim("github:a", second, Duration::from_secs(50)).await.unwrap(),
+        Claim::Acquired
+    );
+
+    // Accepted: kept for the retention, and no release removes it.
+    store.accept("github:a", Duration::from_secs(600)).await.unwrap();
+    assert!((599_000..=600_000).contains(&pttl("github:a").await));
+    store.release("github:a", second);
+    assert_eq!(
+        store.claim("github:a", first, Duration::from_secs(50)).await.unwrap(),
+        Claim::Accepted
+    );
+    assert_eq!(
+        store.claim("github:b", first, Duration::from_secs(50)).await.unwrap(),
+        Claim::Acquired
+    );
+    assert_eq!(redis.cleanup().await, 2);
+}
+
+#[tokio::test]
+async fn a_message_whose_handler_died_stays_in_flight_until_the_lock_expiry() {
+    let Some(redis) = Redis::connect("webhook_dead_handler").await else {
+        return;
+    };
+    let store = RedisReplayStore::new(redis.conn.clone(), redis.prefix.clone());
+    let verifier = Verifier::builder(Scheme::StandardWebhooks)
+        .secret(SECRET)
+        .build()
+        .unwrap();
+    let layer = VerifyLayer::builder(verifier)
+        .replay_store(store.clone())
+        .lock_expiry(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let signal = entered.clone();
+    let stuck = layer.layer(service_fn(move |_: Request<Full<Bytes>>| {
+        signal.notify_one();
+        std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>()
+    }));
+    let (headers, signed) = signed_delivery();
+    // The process dies mid-handling: nothing ends the call, nothing releases its mark.
+    let mut call = Box::pin(stuck.oneshot(delivery(&headers)));
+    tokio::select! {
+        _ = &mut call => panic!("the handler never answers"),
+        () = entered.notified() => {}
+    }
+    std::mem::forget(call);
+
+    let key = redis.key(&format!("standard_webhooks:{}", signed.id.unwrap()));
     let ttl: i64 = redis::cmd("PTTL")
-        .arg(redis.key("github:a"))
+        .arg(&key)
         .query_async(&mut redis.conn.clone())
         .await
         .unwrap();
-    assert!((40_000..=50_000).contains(&ttl), "{ttl}");
-    assert!(store.claim("github:b", Duration::from_secs(50)).await.unwrap());
-    assert_eq!(redis.cleanup().await, 2);
+    assert!((29_000..=30_000).contains(&ttl), "{ttl}");
+    let calls = Arc::new(AtomicUsize::new(0));
+    assert_in_flight(instance(store, calls.clone(), StatusCode::OK), delivery(&headers)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    redis.cleanup().await;
 }
 
 #[tokio::test]
@@ -186,4 +272,92 @@ async fn an_unreachable_store_answers_503_and_spares_the_handler() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     redis.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_redelivery_while_the_first_runs_is_not_acknowledged_on_any_instance() {
+    let Some(redis) = Redis::connect("webhook_in_flight").await else {
+        return;
+    };
+    let store = RedisReplayStore::new(redis.conn.clone(), redis.prefix.clone());
+    let calls = Arc::new(AtomicUsize::new(0));
+    // The first attempt waits until told, then fails; later ones succeed.
+    let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+    let finished = Arc::new(tokio::sync::Mutex::new(Some(finished)));
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let verifier = Verifier::builder(Scheme::StandardWebhooks)
+        .secret(SECRET)
+        .build()
+        .unwrap();
+    let layer = VerifyLayer::builder(verifier).replay_store(store).build().unwrap();
+    let counted = calls.clone();
+    let signal = entered.clone();
+    let first_instance = layer.layer(service_fn(move |_: Request<Full<Bytes>>| {
+        let attempt = counted.fetch_add(1, Ordering::SeqCst);
+        let finished = finished.clone();
+        let signal = signal.clone();
+        async move {
+            let mut res = Response::new(Full::new(Bytes::from_static(b"handled")));
+            *res.status_mut() = if attempt == 0 {
+                signal.notify_one();
+                let gate = finished.lock().await.take().expect("one first attempt");
+                gate.await.expect("told to finish");
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::OK
+            };
+            Ok::<_, Infallible>(res)
+        }
+    }));
+    let second_instance = instance(
+        RedisReplayStore::new(redis.conn.clone(), redis.prefix.clone()),
+        calls.clone(),
+        StatusCode::OK,
+    );
+    let (headers, _) = signed_delivery();
+
+    let running = tokio::spawn(status_and_body(first_instance.clone(), delivery(&headers)));
+    entered.notified().await;
+    assert_in_flight(first_instance.clone(), delivery(&headers)).await;
+    assert_in_flight(second_instance.clone(), delivery(&headers)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    finish.send(()).unwrap();
+    assert_eq!(running.await.unwrap().0, StatusCode::INTERNAL_SERVER_ERROR);
+
+    // The failed attempt's mark is released in the background; the sender's
+    // retry is answered 409 until it is gone, then handled once. Bounded.
+    let mut handled = false;
+    for _ in 0..200 {
+        let (status, body) = status_and_body(second_instance.clone(), delivery(&headers)).await;
+        if status == StatusCode::OK {
+            assert_eq!(body, "handled");
+            handled = true;
+            break;
+        }
+        assert_eq!(status, StatusCode::CONFLICT);
+        tokio::task::yield_now().await;
+    }
+    assert!(handled, "the retry after the failure reached the handler");
+    assert_eq!(
+        status_and_body(first_instance, delivery(&headers)).await,
+        (StatusCode::OK, Bytes::new())
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    redis.cleanup().await;
+}
+
+/// A 409 problem+json saying the message is still being handled, retried after a second.
+async fn assert_in_flight<S>(svc: S, req: Request<Full<Bytes>>)
+where
+    S: tower::Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible>,
+{
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert_eq!(res.headers()["retry-after"], "1");
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["type"], "urn:palisade:problem:webhook-in-flight");
+    assert_eq!(problem["status"], 409);
 }

@@ -41,6 +41,11 @@ pub enum ConfigError {
     /// A generic scheme's template is unusable.
     #[error("invalid signed-content template: {0}")]
     InvalidTemplate(&'static str),
+    /// A generic scheme names an id or timestamp header that its template
+    /// does not sign: anyone could change that header, which would defeat
+    /// replay protection (id) or the freshness check (timestamp).
+    #[error("the header {0:?} is not covered by the signed-content template")]
+    UnsignedHeader(String),
     /// A generic scheme's prefix contains spaces, commas or control characters.
     #[error("a signature prefix must be visible ASCII without spaces or commas")]
     InvalidPrefix,
@@ -53,6 +58,9 @@ pub enum ConfigError {
     /// The replay window is zero.
     #[error("the replay window must be at least one second")]
     ZeroReplayWindow,
+    /// The in-flight lock expiry is zero.
+    #[error("the in-flight lock expiry must be at least one second")]
+    ZeroLockExpiry,
     /// A replay store's capacity is zero.
     #[error("a replay store needs room for at least one id")]
     ZeroCapacity,

@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Full;
 use palisade_core::BoxError;
@@ -17,10 +17,10 @@ use tower_service::Service;
 
 use crate::body::{CollectError, Collector};
 use crate::error::{Reason, Rejection};
-use crate::layer::{Outcome, Shared};
-use crate::replay::{ClaimFuture, ReplayStore};
+use crate::replay::{Claim, Lease, ReplayStore, StoreFuture};
 use crate::scheme::SchemeKind;
 use crate::sign::Signer;
+use crate::state::{Answer, Outcome, Shared};
 use crate::verify::stripe_event_id;
 
 pin_project! {
@@ -51,7 +51,7 @@ pin_project! {
             now: u64,
         },
         Claim {
-            claim: ClaimFuture,
+            claim: StoreFuture<Claim>,
             claimed: Option<Claimed>,
             request: Option<Request<Full<Bytes>>>,
             inner: Option<S>,
@@ -61,28 +61,26 @@ pin_project! {
             future: S::Future,
             claimed: Option<Claimed>,
         },
+        Accept {
+            accept: StoreFuture<()>,
+            response: Option<S::Response>,
+        },
     }
 }
 
-/// An answer made by the layer itself.
-#[derive(Debug)]
-enum Answer {
-    Rejected(Rejection),
-    Duplicate,
-}
-
-/// An id claimed in the replay store: released unless the handler accepts
-/// the message, including when the call is dropped.
+/// A message claimed in flight in the replay store: released unless the
+/// handler accepts it, including when the call is dropped.
 struct Claimed {
     store: Arc<dyn ReplayStore>,
     key: String,
+    lease: Lease,
     keep: bool,
 }
 
 impl Drop for Claimed {
     fn drop(&mut self) {
         if !self.keep {
-            self.store.release(&self.key);
+            self.store.release(&self.key, self.lease);
         }
     }
 }
@@ -121,27 +119,6 @@ where
                 now,
             },
             shared,
-        }
-    }
-}
-
-impl Shared {
-    fn answer<ResBody: From<Bytes>>(&self, answer: Answer) -> Response<ResBody> {
-        let scheme = self.verifier.scheme().as_str();
-        match answer {
-            Answer::Rejected(rejection) => {
-                self.counters.increment(Outcome::Rejected(rejection.reason()));
-                let reason = rejection.reason().as_str();
-                tracing::info!(target: webhook::TARGET, name = &*self.name, scheme, reason, "webhook rejected");
-                rejection.to_problem().into_response()
-            }
-            Answer::Duplicate => {
-                self.counters.increment(Outcome::Duplicate);
-                tracing::debug!(target: webhook::TARGET, name = &*self.name, scheme, "webhook already accepted");
-                let mut res = Response::new(ResBody::from(Bytes::new()));
-                *res.status_mut() = StatusCode::OK;
-                res
-            }
         }
     }
 }
@@ -189,7 +166,8 @@ where
                             .shared
                             .answer(Answer::Rejected(Rejection::new(Reason::BodyUnreadable)))));
                     };
-                    let mut verified = match this.shared.verifier.verify_at(&parts.headers, &bytes, *now) {
+                    let verifier = &this.shared.verifier;
+                    let (mut verified, mac) = match verifier.verify_with_mac(&parts.headers, &bytes, *now) {
                         Ok(verified) => verified,
                         Err(rejection) => return Poll::Ready(Ok(this.shared.answer(Answer::Rejected(rejection)))),
                     };
@@ -200,27 +178,28 @@ where
                     {
                         verified.set_id(&id);
                     }
-                    let key = match (replay, verified.id()) {
-                        (Some(_), Some(id)) => Some(format!("{}:{id}", verified.scheme().as_str())),
-                        _ => None,
-                    };
+                    let key = replay.and_then(|_| verifier.replay_key(&verified, mac.as_ref()));
                     parts.extensions.insert(verified);
                     let request = Request::from_parts(parts, Full::new(bytes));
                     match (replay, key) {
-                        (Some(store), Some(key)) => VerifyState::Claim {
-                            claim: store.claim(&key, this.shared.replay_window),
-                            // Dropped before the store answers, the claim may or
-                            // may not have been recorded: it is released, so the
-                            // sender's retry is processed rather than lost (at
-                            // worst a concurrent duplicate runs twice).
-                            claimed: Some(Claimed {
-                                store: Arc::clone(store),
-                                key,
-                                keep: false,
-                            }),
-                            request: Some(request),
-                            inner: Some(inner),
-                        },
+                        (Some(store), Some(key)) => {
+                            let lease = Lease::fresh();
+                            VerifyState::Claim {
+                                claim: store.claim(&key, lease, this.shared.lock_expiry),
+                                // Dropped before the store answers, the claim may or
+                                // may not have been recorded: it is released (only
+                                // this attempt's own mark), so the sender's retry is
+                                // processed rather than refused until the mark expires.
+                                claimed: Some(Claimed {
+                                    store: Arc::clone(store),
+                                    key,
+                                    lease,
+                                    keep: false,
+                                }),
+                                request: Some(request),
+                                inner: Some(inner),
+                            }
+                        }
                         _ => {
                             this.shared.counters.increment(Outcome::Verified);
                             let mut inner = inner;
@@ -246,21 +225,26 @@ where
                             .answer(Answer::Rejected(Rejection::new(Reason::ReplayStoreUnavailable)))));
                     };
                     match first {
-                        Ok(true) => {
+                        Ok(Claim::Acquired) => {
                             this.shared.counters.increment(Outcome::Verified);
                             VerifyState::Call {
                                 future: inner.call(request),
                                 claimed: Some(guard),
                             }
                         }
-                        // The id belongs to an earlier delivery, or the store is
-                        // down: either way this call leaves it alone.
-                        Ok(false) => {
+                        // The mark belongs to another delivery: this call leaves it alone.
+                        Ok(found) => {
                             guard.keep = true;
-                            return Poll::Ready(Ok(this.shared.answer(Answer::Duplicate)));
+                            let answer = match found {
+                                Claim::InFlight => Answer::InFlight,
+                                Claim::Accepted | Claim::Acquired => Answer::Duplicate,
+                            };
+                            return Poll::Ready(Ok(this.shared.answer(answer)));
                         }
+                        // The claim may have been recorded before the store failed;
+                        // the guard releases this attempt's own mark, if any.
                         Err(_) => {
-                            guard.keep = true;
+                            drop(guard);
                             return Poll::Ready(Ok(this
                                 .shared
                                 .answer(Answer::Rejected(Rejection::new(Reason::ReplayStoreUnavailable)))));
@@ -269,11 +253,42 @@ where
                 }
                 VerifyStateProj::Call { future, claimed } => {
                     let result = ready!(future.poll(cx));
-                    if let (Ok(response), Some(claimed)) = (&result, claimed.as_mut()) {
-                        claimed.keep = response.status().is_success();
+                    match (result, claimed.take()) {
+                        // Accepted: recorded before the sender hears 2xx, so a
+                        // redelivery after the answer is a duplicate. From here on
+                        // the mark is never released, even if this call is dropped.
+                        (Ok(response), Some(mut guard)) if response.status().is_success() => {
+                            guard.keep = true;
+                            VerifyState::Accept {
+                                accept: guard.store.accept(&guard.key, this.shared.replay_window),
+                                response: Some(response),
+                            }
+                        }
+                        // Anything else releases the mark (the guard's drop).
+                        (result, guard) => {
+                            drop(guard);
+                            return Poll::Ready(result);
+                        }
                     }
-                    drop(claimed.take());
-                    return Poll::Ready(result);
+                }
+                VerifyStateProj::Accept { accept, response } => {
+                    if let Err(error) = ready!(accept.as_mut().poll(cx)) {
+                        // The handler did its work: the sender is told so. The
+                        // in-flight mark stays until the lock expiry.
+                        tracing::warn!(
+                            target: webhook::TARGET,
+                            name = &*this.shared.name,
+                            scheme = this.shared.verifier.scheme().as_str(),
+                            %error,
+                            "could not record an accepted webhook"
+                        );
+                    }
+                    return Poll::Ready(Ok(match response.take() {
+                        Some(response) => response,
+                        None => this
+                            .shared
+                            .answer(Answer::Rejected(Rejection::new(Reason::ReplayStoreUnavailable))),
+                    }));
                 }
             };
             this.state.set(next);

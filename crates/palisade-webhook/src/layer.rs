@@ -4,20 +4,24 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Key, Label, Metadata, SharedString};
-use palisade_core::telemetry::{LABEL_NAME, LABEL_OUTCOME, LABEL_SCHEME, webhook};
+use metrics::SharedString;
 use tower_layer::Layer;
 
-use crate::error::{ConfigError, Reason};
+use crate::error::ConfigError;
 use crate::replay::ReplayStore;
-use crate::scheme::SchemeKind;
 use crate::service::{SignService, VerifyService};
 use crate::sign::Signer;
+use crate::state::{Counters, Shared};
 use crate::verify::Verifier;
 
 /// The default body limit: 1 MiB, above every major sender's payload cap
 /// (GitHub 25 MB is the outlier; raise it for GitHub).
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
+/// The default in-flight lock expiry: 60 s, longer than any sender waits for
+/// an answer (Standard Webhooks / Svix 15 s, GitHub 10 s, Shopify 5 s), short
+/// enough that a message whose handler died with its process is retried soon.
+pub const DEFAULT_LOCK_EXPIRY: Duration = Duration::from_secs(60);
 
 /// Verifies inbound webhooks before the handler sees them.
 ///
@@ -25,60 +29,6 @@ pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct VerifyLayer {
     pub(crate) shared: Arc<Shared>,
-}
-
-pub(crate) struct Shared {
-    pub(crate) verifier: Verifier,
-    pub(crate) max_body: usize,
-    pub(crate) replay: Option<Arc<dyn ReplayStore>>,
-    pub(crate) replay_window: Duration,
-    pub(crate) name: SharedString,
-    pub(crate) counters: Counters,
-}
-
-/// The counter keys of every outcome, built once so a request allocates no labels.
-pub(crate) struct Counters {
-    verified: Key,
-    duplicate: Key,
-    rejected: [Key; Reason::ALL.len()],
-}
-
-/// The outcome a request is counted under.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Outcome {
-    Verified,
-    Duplicate,
-    Rejected(Reason),
-}
-
-impl Counters {
-    fn new(name: &SharedString, scheme: SchemeKind) -> Self {
-        let key = |outcome: &'static str| {
-            Key::from_parts(
-                webhook::VERIFICATIONS_TOTAL,
-                vec![
-                    Label::new(LABEL_NAME, name.clone()),
-                    Label::from_static_parts(LABEL_SCHEME, scheme.as_str()),
-                    Label::from_static_parts(LABEL_OUTCOME, outcome),
-                ],
-            )
-        };
-        Self {
-            verified: key("verified"),
-            duplicate: key("duplicate"),
-            rejected: Reason::ALL.map(|reason| key(reason.as_str())),
-        }
-    }
-
-    pub(crate) fn increment(&self, outcome: Outcome) {
-        static METADATA: Metadata<'static> = Metadata::new(webhook::TARGET, metrics::Level::INFO, Some(module_path!()));
-        let key = match outcome {
-            Outcome::Verified => &self.verified,
-            Outcome::Duplicate => &self.duplicate,
-            Outcome::Rejected(reason) => &self.rejected[reason as usize],
-        };
-        metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA).increment(1));
-    }
 }
 
 impl fmt::Debug for VerifyLayer {
@@ -90,6 +40,7 @@ impl fmt::Debug for VerifyLayer {
             .field("max_body", &shared.max_body)
             .field("replay", &shared.replay.is_some())
             .field("replay_window", &shared.replay_window)
+            .field("lock_expiry", &shared.lock_expiry)
             .finish()
     }
 }
@@ -108,6 +59,7 @@ impl VerifyLayer {
             max_body: DEFAULT_MAX_BODY,
             replay: None,
             replay_window: None,
+            lock_expiry: DEFAULT_LOCK_EXPIRY,
             name: None,
         }
     }
@@ -132,6 +84,7 @@ pub struct VerifyLayerBuilder {
     max_body: usize,
     replay: Option<Arc<dyn ReplayStore>>,
     replay_window: Option<Duration>,
+    lock_expiry: Duration,
     name: Option<String>,
 }
 
@@ -142,6 +95,7 @@ impl fmt::Debug for VerifyLayerBuilder {
             .field("max_body", &self.max_body)
             .field("replay", &self.replay.is_some())
             .field("replay_window", &self.replay_window)
+            .field("lock_expiry", &self.lock_expiry)
             .field("name", &self.name)
             .finish()
     }
@@ -161,12 +115,23 @@ impl VerifyLayerBuilder {
         self
     }
 
-    /// How long an accepted id is remembered. Default: twice the timestamp
-    /// tolerance, since older or newer messages fail the timestamp check
-    /// anyway; 24 hours for schemes that sign no timestamp (GitHub, Shopify),
-    /// whose senders redeliver for about that long.
+    /// How long an accepted message is remembered. Default: twice the
+    /// timestamp tolerance, since older or newer messages fail the timestamp
+    /// check anyway; 24 hours for schemes that sign no timestamp (GitHub,
+    /// Shopify), whose senders redeliver for about that long.
     pub fn replay_window(mut self, window: Duration) -> Self {
         self.replay_window = Some(window);
+        self
+    }
+
+    /// How long a message stays marked in flight when nothing ends its
+    /// handling (default [`DEFAULT_LOCK_EXPIRY`], 60 s): the process died, or
+    /// the store could not be told. Until then its redeliveries are answered
+    /// 409; after it, the next one reaches the handler. Set it above the
+    /// longest time your handler runs: a handler still running past it may
+    /// run alongside a redelivery.
+    pub fn lock_expiry(mut self, expiry: Duration) -> Self {
+        self.lock_expiry = expiry;
         self
     }
 
@@ -180,13 +145,16 @@ impl VerifyLayerBuilder {
     ///
     /// # Errors
     ///
-    /// A zero body limit or replay window.
+    /// A zero body limit, replay window or lock expiry (under one second).
     pub fn build(self) -> Result<VerifyLayer, ConfigError> {
         if self.max_body == 0 {
             return Err(ConfigError::ZeroBodyLimit);
         }
         if self.replay_window.is_some_and(|w| w.as_secs() == 0) {
             return Err(ConfigError::ZeroReplayWindow);
+        }
+        if self.lock_expiry.as_secs() == 0 {
+            return Err(ConfigError::ZeroLockExpiry);
         }
         Ok(self.build_defaults())
     }
@@ -211,6 +179,7 @@ impl VerifyLayerBuilder {
                 max_body: self.max_body,
                 replay: self.replay,
                 replay_window,
+                lock_expiry: self.lock_expiry,
                 name,
                 counters,
             }),

@@ -5,8 +5,9 @@
 //! GitHub, Slack, Shopify or any [Standard Webhooks](https://www.standardwebhooks.com/)
 //! / Svix sender. The handler then only ever sees messages that are
 //! authentic (a valid signature by one of the configured secrets), fresh
-//! (signed timestamp within the tolerance), not replayed (optional id
-//! de-duplication), and exactly the bytes that were signed.
+//! (signed timestamp within the tolerance), not replayed (optional
+//! de-duplication through a replay store), and exactly the bytes that were
+//! signed.
 //!
 //! # Example
 //!
@@ -50,14 +51,14 @@
 //!
 //! # Schemes
 //!
-//! | scheme | signature | signed content | timestamp | id for replay protection |
+//! | scheme | signature | signed content | timestamp | replay protection keyed on |
 //! |---|---|---|---|---|
-//! | Standard Webhooks / Svix | `webhook-signature` (or `svix-signature`): `v1,<base64>` HMAC-SHA256, `v1a,<base64>` ed25519 | `{id}.{timestamp}.{body}` | `webhook-timestamp` | `webhook-id` |
-//! | Stripe | `Stripe-Signature: t=<ts>,v1=<hex>` | `{timestamp}.{body}` | `t=` | the event `id` in the body |
-//! | GitHub | `X-Hub-Signature-256: sha256=<hex>` | `{body}` | none | `X-GitHub-Delivery` |
-//! | Slack | `X-Slack-Signature: v0=<hex>` | `v0:{timestamp}:{body}` | `X-Slack-Request-Timestamp` | none |
-//! | Shopify | `X-Shopify-Hmac-Sha256: <base64>` | `{body}` | none | `X-Shopify-Webhook-Id` |
-//! | generic | configured header, prefix, hex or base64 | configured template | optional header | optional header |
+//! | Standard Webhooks / Svix | `webhook-signature` (or `svix-signature`): `v1,<base64>` HMAC-SHA256, `v1a,<base64>` ed25519 | `{id}.{timestamp}.{body}` | `webhook-timestamp` | `webhook-id` (signed) |
+//! | Stripe | `Stripe-Signature: t=<ts>,v1=<hex>` | `{timestamp}.{body}` | `t=` | the event `id` in the (signed) body |
+//! | GitHub | `X-Hub-Signature-256: sha256=<hex>` | `{body}` | none | the signature (`X-GitHub-Delivery` is not signed) |
+//! | Slack | `X-Slack-Signature: v0=<hex>` | `v0:{timestamp}:{body}` | `X-Slack-Request-Timestamp` | nothing: not de-duplicated |
+//! | Shopify | `X-Shopify-Hmac-Sha256: <base64>` | `{body}` | none | the signature (`X-Shopify-Webhook-Id` is not signed) |
+//! | generic | configured header, prefix, hex or base64 | configured template | optional header, which the template must sign | optional id header, which the template must sign |
 //!
 //! Secrets are given as the sender shows them: Standard Webhooks' `whsec_` +
 //! base64 is decoded, Stripe's whole `whsec_...` string is the key, the others
@@ -94,9 +95,11 @@
 //! | the body is over the limit | 413 | `urn:palisade:problem:webhook-body-too-large` |
 //! | the body failed mid-read | 400 | `urn:palisade:problem:webhook-body-unreadable` |
 //! | the replay store failed | 503 | `urn:palisade:problem:webhook-replay-store-unavailable` |
+//! | another delivery of the message is being handled right now | 409, `Retry-After: 1` | `urn:palisade:problem:webhook-in-flight` |
 //!
-//! A redelivered message whose id was already accepted is answered **200 with
-//! an empty body**, so the sender stops retrying, and the handler is not called.
+//! A redelivered message that was already accepted is answered **200 with
+//! an empty body**, so the sender stops retrying, and the handler is not
+//! called. See [Replay protection](#replay-protection).
 //!
 //! # Defaults, and why
 //!
@@ -105,8 +108,9 @@
 //! | timestamp tolerance ([`VerifierBuilder::tolerance`]) | 300 s, both directions | what Stripe, Slack and Standard Webhooks recommend; both ways because a clock ahead is as suspicious as one behind |
 //! | body limit ([`VerifyLayerBuilder::max_body`]) | 1 MiB ([`DEFAULT_MAX_BODY`]) | above the payloads of the common senders (raise it for GitHub, which sends up to 25 MB); a larger body is answered 413 at once when announced, or as soon as the limit is passed, without reading the rest |
 //! | replay protection | off | it needs a store; turn it on with [`VerifyLayerBuilder::replay_store`] |
-//! | replay window ([`VerifyLayerBuilder::replay_window`]) | twice the tolerance; 24 h for GitHub and Shopify | older or newer messages already fail the timestamp check; schemes without a signed timestamp are redelivered for about a day |
-//! | in-memory store capacity | 100 000 ids ([`replay::DEFAULT_MEMORY_CAPACITY`]) | bounded memory (a few MB); the oldest id goes first when full |
+//! | replay window ([`VerifyLayerBuilder::replay_window`]): how long an accepted message is remembered | twice the tolerance; 24 h for GitHub and Shopify | older or newer messages already fail the timestamp check; schemes without a signed timestamp are redelivered for about a day |
+//! | in-flight lock expiry ([`VerifyLayerBuilder::lock_expiry`]) | 60 s ([`DEFAULT_LOCK_EXPIRY`]) | longer than any sender waits for an answer (Svix 15 s, GitHub 10 s, Shopify 5 s); short enough that a message whose handler died with its process is retried soon |
+//! | in-memory store capacity | 100 000 keys ([`replay::DEFAULT_MEMORY_CAPACITY`]) | bounded memory (a few MB); the oldest key goes first when full |
 //! | keys per verifier | at most 8 ([`MAX_KEYS`]) | rotation needs two or three; bounds the work a forged request can cause |
 //! | signatures checked per header | 8 HMAC and 2 ed25519 ([`MAX_SIGNATURES`]) | a sender puts one per active secret; the bound keeps the work per request small; more are ignored |
 //! | clock | [`SystemClock`] | webhook timestamps are calendar time; tests inject a [`FixedClock`] or a closure |
@@ -117,15 +121,59 @@
 //!
 //! # Replay protection
 //!
-//! With a [`ReplayStore`] the layer claims `<scheme>:<id>` before calling the
-//! handler. A 2xx answer keeps the claim for the replay window; any other
-//! status, an error, or a dropped call releases it, so the sender's retry is
-//! processed. A delivery arriving while the first one with its id is still
-//! running is answered 200 too. [`MemoryReplayStore`] protects one process;
-//! `RedisReplayStore` (feature `redis`: `SET NX PX` to claim, `DEL` to
-//! release) protects every instance sharing the Redis. A store failure is a
-//! 503 so the sender retries later. Messages without an id (Slack, or GitHub
-//! and Shopify without their delivery header) pass unchecked.
+//! With a [`ReplayStore`] ([`VerifyLayerBuilder::replay_store`]) every
+//! verified message is keyed on something its signature covers: its id where
+//! the id is signed (`<scheme>:<id>`: Standard Webhooks, Stripe's event id in
+//! the body, a generic scheme's id header), and for GitHub and Shopify, whose
+//! id headers are not signed, the HMAC that verified it
+//! (`<scheme>:hmac:<hex>`). Changing or removing an unsigned id header thus
+//! makes no new message. The flip side: two GitHub or Shopify deliveries
+//! with byte-identical bodies signed by the same secret count as one message,
+//! and a redelivery signed by another secret (mid-rotation) counts as a new
+//! one. Slack messages, generic schemes without an id header and Stripe
+//! bodies without an `id` are not de-duplicated.
+//!
+//! A message is **accepted** when the handler answers it with a 2xx status.
+//! Before calling the handler the layer claims the key, marking it **in
+//! flight** for the lock expiry; the promises, for every store:
+//!
+//! | a delivery whose key is | answer | handler |
+//! |---|---|---|
+//! | new (or its mark has expired) | the handler's | called |
+//! | in flight: another delivery is being handled | **409** problem+json, `Retry-After: 1` | not called |
+//! | accepted, within the replay window | **200**, empty body | not called |
+//!
+//! - A redelivery is never acknowledged with 2xx before a delivery of the
+//!   message was accepted: while the first runs it may still fail, so the
+//!   duplicate gets a status the sender retries.
+//! - Handler 2xx: the key is recorded as accepted for the replay window
+//!   before the answer goes out, so a redelivery after the answer is a
+//!   duplicate. If the store cannot record it, the handler's answer still
+//!   goes out (logged at `WARN`) and the in-flight mark expires after the
+//!   lock expiry; a redelivery after that runs the handler again.
+//! - Any other status, an error from the handler, or a call dropped before
+//!   the handler answered: the in-flight mark is released, so the sender's
+//!   next retry reaches the handler. A call dropped after a 2xx, while the
+//!   acceptance is being recorded, keeps the mark.
+//! - The process dies while the handler runs: nothing releases the mark; it
+//!   expires after the lock expiry (default 60 s), and the sender's next
+//!   retry after that reaches the handler. Set the lock expiry above the
+//!   longest time your handler runs: a handler still running past it may
+//!   run alongside a redelivery.
+//! - Each claim carries a [`Lease`] unique to the delivery: a release only
+//!   removes that delivery's own in-flight mark, never an accepted one nor
+//!   the mark of a redelivery that took over after an expiry.
+//! - The store fails when claiming: 503, the handler is not called, and the
+//!   sender retries later.
+//!
+//! [`MemoryReplayStore`] protects one process; it is bounded, and when full
+//! the oldest key goes first, in flight or accepted, so size it above the
+//! messages one replay window brings. `RedisReplayStore` (feature `redis`)
+//! protects every instance sharing the Redis and prefix: a Lua script claims
+//! in one round trip, `SET PX` records the acceptance, and Redis expires both
+//! marks itself. Its releases run as a background task (a release cannot be
+//! awaited from a dropped call), so a retry arriving right after a failure
+//! may still get a 409 for a moment. See [`replay`].
 //!
 //! # Signing
 //!
@@ -133,7 +181,7 @@
 //! and `v1a`, Stripe, GitHub, Slack, Shopify, generic), stamping the current
 //! time and a fresh UUID v7 id ([`IdGenerator`] to change it). An id already in
 //! the headers is kept, so a redelivery carries its first id and the receiver
-//! drops the duplicate. [`SignLayer`] does the same for a tower HTTP client:
+//! drops the duplicate once the first was accepted. [`SignLayer`] does the same for a tower HTTP client:
 //! it reads the request body, signs it, and sends the same bytes on as a
 //! `Full<Bytes>`. With several secrets, Standard Webhooks, Stripe and generic
 //! schemes carry one signature per secret; GitHub, Slack and Shopify carry one,
@@ -152,13 +200,15 @@
 //! # Telemetry
 //!
 //! - Counter `palisade_webhook_verifications_total{name, scheme, outcome}`,
-//!   outcome `verified`, `duplicate` or a rejection reason (`missing_header`,
-//!   `malformed_header`, `stale_timestamp`, `bad_signature`, `body_too_large`,
-//!   `body_unreadable`, `replay_store_unavailable`). `name` defaults to the
-//!   scheme label ([`VerifyLayerBuilder::name`]).
+//!   outcome `verified`, `duplicate` (already accepted), `in_flight` (409)
+//!   or a rejection reason (`missing_header`, `malformed_header`,
+//!   `stale_timestamp`, `bad_signature`, `body_too_large`, `body_unreadable`,
+//!   `replay_store_unavailable`). `name` defaults to the scheme label
+//!   ([`VerifyLayerBuilder::name`]).
 //! - A tracing event per rejection at `INFO` under target `palisade::webhook`,
 //!   with fields `name`, `scheme` and `reason` (never a secret, a signature or
-//!   the body); duplicates at `DEBUG`.
+//!   the body); duplicates and in-flight answers at `DEBUG`; a store that
+//!   could not record an acceptance at `WARN`.
 //!
 //! # Security notes
 //!
@@ -215,6 +265,7 @@
 
 mod body;
 pub mod clock;
+mod compiled;
 pub mod error;
 pub mod future;
 mod key;
@@ -223,16 +274,18 @@ pub mod replay;
 pub mod scheme;
 mod service;
 mod sign;
+mod state;
 mod verify;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{ConfigError, Reason, Rejection, StoreError};
 pub use key::MAX_KEYS;
-pub use layer::{DEFAULT_MAX_BODY, SignLayer, VerifyLayer, VerifyLayerBuilder};
+pub use layer::{DEFAULT_LOCK_EXPIRY, DEFAULT_MAX_BODY, SignLayer, VerifyLayer, VerifyLayerBuilder};
 #[cfg(feature = "redis")]
 pub use replay::RedisReplayStore;
-pub use replay::{MemoryReplayStore, ReplayStore};
+pub use replay::{Claim, Lease, MemoryReplayStore, ReplayStore};
 pub use scheme::{Encoding, GenericScheme, Scheme, SchemeKind};
 pub use service::{SignService, VerifyService};
 pub use sign::{IdGenerator, InvalidId, Signed, Signer, SignerBuilder, UuidV7};
+pub use state::IN_FLIGHT_RETRY_AFTER;
 pub use verify::{DEFAULT_TOLERANCE, MAX_SIGNATURES, Verified, Verifier, VerifierBuilder, stripe_event_id};

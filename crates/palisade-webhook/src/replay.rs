@@ -1,14 +1,26 @@
-//! Replay protection: remember the ids of accepted messages for a while.
+//! Replay protection: remember which messages are being handled and which
+//! were accepted.
 //!
-//! The layer *claims* an id before calling the handler. When the handler
-//! answers 2xx the claim stays until it expires, so a redelivery of that id is
-//! answered 200 with no body and never reaches the handler again. When the
-//! handler fails (non-2xx, an error, or the call is dropped), the claim is
-//! released so the sender's retry is processed. Two deliveries of one id
-//! arriving together: the second is answered 200 while the first runs. A call
-//! dropped while its claim is still on its way to the store releases it too:
-//! the layer cannot tell whether the store recorded it, and a retry that runs
-//! is better than one that is lost.
+//! The layer *claims* a message's key before calling the handler, marking it
+//! **in flight** for the lock expiry. Then:
+//!
+//! - the handler answers 2xx: the message is **accepted**, and the key is
+//!   kept as accepted for the replay window. A redelivery is answered 200
+//!   with no body and never reaches the handler again;
+//! - the handler answers anything else, fails, or the call is dropped: the
+//!   claim is **released**, so the sender's next retry reaches the handler;
+//! - the process dies while the handler runs: nothing releases the claim,
+//!   and it expires after the lock expiry, so a retry after that reaches the
+//!   handler.
+//!
+//! A delivery that finds its key in flight is answered 409 with
+//! `Retry-After`, never 2xx: the first attempt may still fail, and the sender
+//! must keep the message until one attempt was accepted.
+//!
+//! Every claim carries a [`Lease`], a token unique to that attempt. A release
+//! only removes the key while it is still in flight under that lease, so an
+//! attempt whose claim expired and was taken over by a retry never frees the
+//! retry's claim, and a release never removes an accepted key.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -21,29 +33,74 @@ use tokio::time::Instant;
 
 use crate::error::{ConfigError, StoreError};
 
-/// The future a replay store's claim returns.
-pub type ClaimFuture = Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send + 'static>>;
+/// The future a replay store's operations return.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
-/// Where message ids are remembered.
-///
-/// Keys are already scoped by the layer (`<scheme>:<id>`); a store adds its own
-/// prefix if it shares a keyspace.
-pub trait ReplayStore: Send + Sync + 'static {
-    /// Records `key` for `ttl` if it is not recorded yet. `Ok(true)` when this
-    /// call recorded it (a first delivery), `Ok(false)` when it was already there.
-    fn claim(&self, key: &str, ttl: Duration) -> ClaimFuture;
-
-    /// Forgets `key`, so a redelivery is processed. Called when the handler
-    /// did not accept the message; runs in the background and cannot fail
-    /// loudly (a release that is lost only means a retry is answered 200).
-    fn release(&self, key: &str);
+/// The proof that an attempt holds a key's in-flight claim: a token unique
+/// to that attempt (a fencing token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    token: u128,
 }
 
-/// The default number of ids a [`MemoryReplayStore`] holds.
+impl Lease {
+    /// A lease with the given token. The layer makes a fresh one per attempt
+    /// (a UUID v7, unique across instances).
+    pub const fn new(token: u128) -> Self {
+        Self { token }
+    }
+
+    /// A fresh lease: a UUID v7 (time-ordered, 74 random bits).
+    pub(crate) fn fresh() -> Self {
+        Self::new(uuid::Uuid::now_v7().as_u128())
+    }
+
+    /// The token.
+    pub const fn token(&self) -> u128 {
+        self.token
+    }
+}
+
+/// What [`ReplayStore::claim`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The key was free (or its mark had expired): the attempt now holds it
+    /// in flight, under its lease.
+    Acquired,
+    /// Another attempt holds the key in flight.
+    InFlight,
+    /// A delivery with this key was accepted.
+    Accepted,
+}
+
+/// Where the keys of messages being handled and accepted are kept.
+///
+/// Keys are already scoped by the layer (`<scheme>:<id>`, or
+/// `<scheme>:hmac:<hex>` for schemes whose id is not signed); a store adds
+/// its own prefix if it shares a keyspace. `claim` must be atomic: two
+/// concurrent claims of one key never both acquire it.
+pub trait ReplayStore: Send + Sync + 'static {
+    /// Marks `key` in flight under `lease` for `lock_expiry` if nothing
+    /// (unexpired) is recorded for it; otherwise reports what is.
+    fn claim(&self, key: &str, lease: Lease, lock_expiry: Duration) -> StoreFuture<Claim>;
+
+    /// Records `key` as accepted for `retention`, whatever it held before.
+    fn accept(&self, key: &str, retention: Duration) -> StoreFuture<()>;
+
+    /// Forgets `key` if it is still in flight under `lease`, so a redelivery
+    /// is processed; otherwise does nothing. Called when the handler did not
+    /// accept the message, possibly from a `Drop`, so it returns nothing and
+    /// may run in the background: a release that is lost only means the
+    /// in-flight mark stays until its expiry.
+    fn release(&self, key: &str, lease: Lease);
+}
+
+/// The default number of keys a [`MemoryReplayStore`] holds.
 pub const DEFAULT_MEMORY_CAPACITY: usize = 100_000;
 
-/// An in-process replay store: ids expire after their ttl, and at most
-/// `capacity` are kept (the oldest go first when it is full).
+/// An in-process replay store: marks expire after their ttl, and at most
+/// `capacity` keys are kept (the oldest go first when it is full, in flight
+/// or not).
 ///
 /// Only protects one process; several instances behind a load balancer need a
 /// shared store such as the Redis one.
@@ -53,8 +110,21 @@ pub struct MemoryReplayStore {
     capacity: usize,
 }
 
+/// What a key holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    InFlight(Lease),
+    Accepted,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    mark: Mark,
+    expires: Instant,
+}
+
 struct MemoryInner {
-    expiry: HashMap<Box<str>, Instant>,
+    entries: HashMap<Box<str>, Entry>,
     order: VecDeque<(Box<str>, Instant)>,
 }
 
@@ -77,12 +147,12 @@ impl Default for MemoryReplayStore {
 }
 
 impl MemoryReplayStore {
-    /// A store holding up to [`DEFAULT_MEMORY_CAPACITY`] ids.
+    /// A store holding up to [`DEFAULT_MEMORY_CAPACITY`] keys.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// A store holding up to `capacity` ids.
+    /// A store holding up to `capacity` keys.
     ///
     /// # Errors
     ///
@@ -97,12 +167,13 @@ impl MemoryReplayStore {
         })
     }
 
-    /// How many ids are held, expired ones not yet swept included.
+    /// How many keys are held, in flight or accepted, expired ones not yet
+    /// swept included.
     pub fn len(&self) -> usize {
-        self.lock().expiry.len()
+        self.lock().entries.len()
     }
 
-    /// Whether no id is held.
+    /// Whether no key is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -113,57 +184,81 @@ impl MemoryReplayStore {
     }
 
     /// The synchronous claim behind [`ReplayStore::claim`].
-    pub fn claim_now(&self, key: &str, ttl: Duration) -> bool {
+    pub fn claim_now(&self, key: &str, lease: Lease, lock_expiry: Duration) -> Claim {
         let now = Instant::now();
         let mut inner = self.lock();
         inner.sweep(now);
-        if let Some(&expires) = inner.expiry.get(key)
-            && expires > now
-        {
-            return false;
-        }
-        while inner.expiry.len() >= self.capacity {
-            if !inner.evict_oldest() {
-                break;
+        match inner.entries.get(key) {
+            Some(entry) if entry.expires > now => match entry.mark {
+                Mark::InFlight(_) => Claim::InFlight,
+                Mark::Accepted => Claim::Accepted,
+            },
+            _ => {
+                inner.set(key, Mark::InFlight(lease), now + lock_expiry, self.capacity);
+                Claim::Acquired
             }
         }
-        let expires = now + ttl;
-        let key: Box<str> = key.into();
-        inner.expiry.insert(key.clone(), expires);
-        inner.order.push_back((key, expires));
-        true
+    }
+
+    /// The synchronous accept behind [`ReplayStore::accept`].
+    pub fn accept_now(&self, key: &str, retention: Duration) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.sweep(now);
+        inner.set(key, Mark::Accepted, now + retention, self.capacity);
     }
 }
 
 impl MemoryInner {
     fn new() -> Self {
         Self {
-            expiry: HashMap::new(),
+            entries: HashMap::new(),
             order: VecDeque::new(),
         }
     }
 
-    /// Drops expired ids from the front of the insertion order. Entries whose
-    /// id was released or re-claimed are skipped by comparing expiries.
+    /// Records `mark` for `key` until `expires`, making room first when a new key would not fit.
+    fn set(&mut self, key: &str, mark: Mark, expires: Instant, capacity: usize) {
+        if !self.entries.contains_key(key) {
+            while self.entries.len() >= capacity {
+                if !self.evict_oldest() {
+                    break;
+                }
+            }
+        }
+        let key: Box<str> = key.into();
+        self.entries.insert(key.clone(), Entry { mark, expires });
+        self.order.push_back((key, expires));
+    }
+
+    /// Drops expired keys from the front of the insertion order. Entries whose
+    /// key was released or set again are skipped by comparing expiries; an
+    /// expired key further back is dropped when the front reaches it, and
+    /// counts as absent until then.
     fn sweep(&mut self, now: Instant) {
         while let Some((_, expires)) = self.order.front() {
             if *expires > now {
                 break;
             }
-            self.evict_oldest();
+            if let Some((key, expires)) = self.order.pop_front()
+                && self.entries.get(&key).is_some_and(|entry| entry.expires == expires)
+            {
+                self.entries.remove(&key);
+            }
         }
-        // Released ids leave stale order entries behind; keep the queue bounded.
-        if self.order.len() > 2 * self.expiry.len() + 64 {
-            let expiry = &self.expiry;
-            self.order.retain(|(key, expires)| expiry.get(key) == Some(expires));
+        // Released and re-set keys leave stale order entries behind; keep the queue bounded.
+        if self.order.len() > 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.order
+                .retain(|(key, expires)| entries.get(key).is_some_and(|entry| entry.expires == *expires));
         }
     }
 
-    /// Removes the oldest live id; false when there is none.
+    /// Removes the oldest live key; false when there is none.
     fn evict_oldest(&mut self) -> bool {
         while let Some((key, expires)) = self.order.pop_front() {
-            if self.expiry.get(&key) == Some(&expires) {
-                self.expiry.remove(&key);
+            if self.entries.get(&key).is_some_and(|entry| entry.expires == expires) {
+                self.entries.remove(&key);
                 return true;
             }
         }
@@ -172,12 +267,24 @@ impl MemoryInner {
 }
 
 impl ReplayStore for MemoryReplayStore {
-    fn claim(&self, key: &str, ttl: Duration) -> ClaimFuture {
-        Box::pin(std::future::ready(Ok(self.claim_now(key, ttl))))
+    fn claim(&self, key: &str, lease: Lease, lock_expiry: Duration) -> StoreFuture<Claim> {
+        Box::pin(std::future::ready(Ok(self.claim_now(key, lease, lock_expiry))))
     }
 
-    fn release(&self, key: &str) {
-        self.lock().expiry.remove(key);
+    fn accept(&self, key: &str, retention: Duration) -> StoreFuture<()> {
+        self.accept_now(key, retention);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn release(&self, key: &str, lease: Lease) {
+        let mut inner = self.lock();
+        if inner
+            .entries
+            .get(key)
+            .is_some_and(|entry| entry.mark == Mark::InFlight(lease))
+        {
+            inner.entries.remove(key);
+        }
     }
 }
 
@@ -186,10 +293,45 @@ pub use self::redis_store::RedisReplayStore;
 
 #[cfg(feature = "redis")]
 mod redis_store {
+    use std::sync::LazyLock;
+
+    use redis::Script;
+
     use super::*;
 
-    /// A replay store in Redis: `SET key 1 NX PX ttl` claims, `DEL` releases.
-    /// Shared by every instance that uses the same prefix.
+    /// The first byte of an in-flight mark; the lease's 16 bytes follow.
+    const IN_FLIGHT: u8 = b'L';
+    /// An accepted mark.
+    const ACCEPTED: &[u8] = b"A";
+
+    /// Sets the in-flight mark unless the key holds one; returns what it held.
+    static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+        Script::new(
+            r"local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false",
+        )
+    });
+
+    /// Deletes the key only while it holds this attempt's in-flight mark.
+    static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+        Script::new(
+            r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0",
+        )
+    });
+
+    /// A replay store in Redis, shared by every instance that uses the same
+    /// prefix. A key holds `L` and the attempt's lease while in flight, with
+    /// the lock expiry as its TTL, and `A` once accepted, with the replay
+    /// window as its TTL; Redis expires both. `claim` is one round trip (a
+    /// Lua script: read, and set if absent), `accept` one `SET PX`, and
+    /// `release` a script that deletes the key only while it holds the
+    /// attempt's own in-flight mark. A key holding any other value counts as
+    /// accepted.
     #[derive(Clone)]
     pub struct RedisReplayStore {
         conn: redis::aio::MultiplexedConnection,
@@ -218,33 +360,63 @@ mod redis_store {
         }
     }
 
+    fn in_flight(lease: Lease) -> [u8; 17] {
+        let mut mark = [IN_FLIGHT; 17];
+        mark[1..].copy_from_slice(&lease.token().to_be_bytes());
+        mark
+    }
+
+    fn millis(ttl: Duration) -> u64 {
+        u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
     impl ReplayStore for RedisReplayStore {
-        fn claim(&self, key: &str, ttl: Duration) -> ClaimFuture {
+        fn claim(&self, key: &str, lease: Lease, lock_expiry: Duration) -> StoreFuture<Claim> {
             let mut conn = self.conn.clone();
             let key = self.key(key);
-            let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
             Box::pin(async move {
-                let set: Option<String> = redis::cmd("SET")
-                    .arg(&key)
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis)
-                    .query_async(&mut conn)
+                let existing: Option<Vec<u8>> = CLAIM
+                    .key(key)
+                    .arg(&in_flight(lease)[..])
+                    .arg(millis(lock_expiry))
+                    .invoke_async(&mut conn)
                     .await
                     .map_err(StoreError::new)?;
-                Ok(set.is_some())
+                Ok(match existing {
+                    None => Claim::Acquired,
+                    Some(mark) if mark.first() == Some(&IN_FLIGHT) => Claim::InFlight,
+                    Some(_) => Claim::Accepted,
+                })
             })
         }
 
-        fn release(&self, key: &str) {
+        fn accept(&self, key: &str, retention: Duration) -> StoreFuture<()> {
+            let mut conn = self.conn.clone();
+            let key = self.key(key);
+            Box::pin(async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(ACCEPTED)
+                    .arg("PX")
+                    .arg(millis(retention))
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(StoreError::new)
+            })
+        }
+
+        fn release(&self, key: &str, lease: Lease) {
             let mut conn = self.conn.clone();
             let key = self.key(key);
             // Release happens on the failure path, possibly in a Drop: spawn it
-            // when a runtime is there; without one the id simply expires.
+            // when a runtime is there; without one the mark simply expires.
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
-                    let deleted: Result<i64, _> = redis::cmd("DEL").arg(&key).query_async(&mut conn).await;
+                    let deleted: Result<i64, _> = RELEASE
+                        .key(&key)
+                        .arg(&in_flight(lease)[..])
+                        .invoke_async(&mut conn)
+                        .await;
                     if let Err(error) = deleted {
                         tracing::warn!(
                             target: palisade_core::telemetry::webhook::TARGET,
@@ -262,41 +434,67 @@ mod redis_store {
 mod tests {
     use super::*;
 
+    const A: Lease = Lease::new(1);
+    const B: Lease = Lease::new(2);
+
     #[tokio::test(start_paused = true)]
-    async fn ids_expire_after_their_ttl() {
+    async fn an_in_flight_mark_expires_after_the_lock_expiry() {
         let store = MemoryReplayStore::new();
-        let ttl = Duration::from_secs(600);
-        assert!(store.claim("a", ttl).await.unwrap());
-        assert!(!store.claim("a", ttl).await.unwrap());
-        tokio::time::advance(Duration::from_secs(599)).await;
-        assert!(!store.claim_now("a", ttl));
+        let lock = Duration::from_secs(60);
+        assert_eq!(store.claim("a", A, lock).await.unwrap(), Claim::Acquired);
+        assert_eq!(store.claim("a", B, lock).await.unwrap(), Claim::InFlight);
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(store.claim_now("a", B, lock), Claim::InFlight);
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(store.claim_now("a", ttl));
+        assert_eq!(store.claim_now("a", B, lock), Claim::Acquired);
         assert_eq!(store.len(), 1);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn released_ids_can_be_claimed_again() {
+    async fn an_accepted_mark_lasts_the_retention_and_is_never_released() {
         let store = MemoryReplayStore::new();
-        let ttl = Duration::from_secs(60);
-        assert!(store.claim_now("a", ttl));
-        store.release("a");
-        assert!(store.is_empty());
-        assert!(store.claim_now("a", ttl));
-        assert!(!store.claim_now("a", ttl));
+        let lock = Duration::from_secs(60);
+        assert_eq!(store.claim_now("a", A, lock), Claim::Acquired);
+        store.accept("a", Duration::from_secs(600)).await.unwrap();
+        store.release("a", A);
+        assert_eq!(store.claim_now("a", B, lock), Claim::Accepted);
+        tokio::time::advance(Duration::from_secs(599)).await;
+        assert_eq!(store.claim_now("a", B, lock), Claim::Accepted);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(store.claim_now("a", B, lock), Claim::Acquired);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_full_store_forgets_the_oldest_id() {
+    async fn only_the_holding_lease_releases_a_claim() {
+        let store = MemoryReplayStore::new();
+        let lock = Duration::from_secs(60);
+        assert_eq!(store.claim_now("a", A, lock), Claim::Acquired);
+        store.release("a", B);
+        assert_eq!(store.claim_now("a", B, lock), Claim::InFlight);
+        store.release("a", A);
+        assert!(store.is_empty());
+        // A's claim expired and B took the key over: A's late release leaves B's claim.
+        assert_eq!(store.claim_now("a", A, lock), Claim::Acquired);
+        tokio::time::advance(lock).await;
+        assert_eq!(store.claim_now("a", B, lock), Claim::Acquired);
+        store.release("a", A);
+        assert_eq!(store.claim_now("a", A, lock), Claim::InFlight);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_store_forgets_the_oldest_key() {
         let store = MemoryReplayStore::with_capacity(2).unwrap();
         let ttl = Duration::from_secs(60);
-        assert!(store.claim_now("a", ttl));
-        assert!(store.claim_now("b", ttl));
-        assert!(store.claim_now("c", ttl));
+        store.accept_now("a", ttl);
+        store.accept_now("b", ttl);
+        assert_eq!(store.claim_now("c", A, ttl), Claim::Acquired);
         assert_eq!(store.len(), 2);
-        assert!(!store.claim_now("b", ttl));
-        assert!(!store.claim_now("c", ttl));
-        assert!(store.claim_now("a", ttl));
+        assert_eq!(store.claim_now("b", A, ttl), Claim::Accepted);
+        assert_eq!(store.claim_now("c", B, ttl), Claim::InFlight);
+        // Accepting a held key takes no room.
+        store.accept_now("c", ttl);
+        assert_eq!(store.claim_now("b", A, ttl), Claim::Accepted);
+        assert_eq!(store.claim_now("a", A, ttl), Claim::Acquired);
         assert!(MemoryReplayStore::with_capacity(0).is_err());
     }
 
@@ -304,8 +502,8 @@ mod tests {
     async fn released_entries_do_not_grow_the_queue_without_bound() {
         let store = MemoryReplayStore::with_capacity(10).unwrap();
         for _ in 0..10_000 {
-            assert!(store.claim_now("same", Duration::from_secs(60)));
-            store.release("same");
+            assert_eq!(store.claim_now("same", A, Duration::from_secs(60)), Claim::Acquired);
+            store.release("same", A);
         }
         assert!(store.lock().order.len() < 200);
     }

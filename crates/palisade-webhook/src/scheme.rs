@@ -97,13 +97,20 @@ pub enum Encoding {
 /// separated by spaces or commas, each `prefix + encoded MAC`; values without
 /// the prefix are skipped as another version.
 ///
+/// An id or timestamp header must be signed: the template has to use
+/// `{id}` when there is an id header and `{timestamp}` when there is a
+/// timestamp header, or the verifier's and signer's `build()` fail with
+/// [`ConfigError::UnsignedHeader`]. An unsigned id could be changed to replay
+/// a captured message past replay protection, and an unsigned timestamp to
+/// pass the freshness check.
+///
 /// ```
 /// use palisade_webhook::{Encoding, GenericScheme};
 ///
 /// let acme = GenericScheme::new("X-Acme-Signature")
 ///     .timestamp_header("X-Acme-Timestamp")
 ///     .id_header("X-Acme-Delivery")
-///     .template("{timestamp}.{body}")
+///     .template("{id}.{timestamp}.{body}")
 ///     .encoding(Encoding::Base64)
 ///     .prefix("v1=");
 /// # let _ = acme;
@@ -132,12 +139,14 @@ impl GenericScheme {
     }
 
     /// The header carrying the Unix timestamp (checked against the tolerance).
+    /// The template must sign it with `{timestamp}`.
     pub fn timestamp_header(mut self, name: impl Into<String>) -> Self {
         self.timestamp_header = Some(name.into());
         self
     }
 
     /// The header carrying the message id (for `{id}` and replay protection).
+    /// The template must sign it with `{id}`.
     pub fn id_header(mut self, name: impl Into<String>) -> Self {
         self.id_header = Some(name.into());
         self
@@ -174,6 +183,14 @@ impl GenericScheme {
         }
         if template.uses(Part::Id) && id_header.is_none() {
             return Err(ConfigError::InvalidTemplate("{id} needs an id header"));
+        }
+        // A header the signature does not cover could be changed by anyone.
+        for (header, part) in [(&timestamp_header, Part::Timestamp), (&id_header, Part::Id)] {
+            if let Some(name) = header
+                && !template.uses(part)
+            {
+                return Err(ConfigError::UnsignedHeader(name.as_str().to_owned()));
+            }
         }
         if self
             .prefix
@@ -320,6 +337,19 @@ mod tests {
         assert!(GenericScheme::new("x-sig").template("{id}.{body}").compile().is_err());
         assert!(GenericScheme::new("bad header").compile().is_err());
         assert!(GenericScheme::new("x-sig").prefix("a b").compile().is_err());
+        assert_eq!(
+            GenericScheme::new("x-sig").id_header("X-Id").compile().unwrap_err(),
+            ConfigError::UnsignedHeader("x-id".to_owned())
+        );
+        assert_eq!(
+            GenericScheme::new("x-sig")
+                .timestamp_header("x-ts")
+                .id_header("x-id")
+                .template("{id}.{body}")
+                .compile()
+                .unwrap_err(),
+            ConfigError::UnsignedHeader("x-ts".to_owned())
+        );
         let ok = GenericScheme::new("X-Sig")
             .timestamp_header("x-ts")
             .template("{timestamp}.{body}")

@@ -14,8 +14,8 @@ use tower_service::Service;
 use crate::body::Collector;
 use crate::error::{Reason, Rejection};
 use crate::future::{SignFuture, VerifyFuture};
-use crate::layer::Shared;
 use crate::sign::Signer;
+use crate::state::Shared;
 
 /// Bodies announced above this size have their headers checked before they are read.
 const EARLY_CHECK_ABOVE: u64 = 16 * 1024;

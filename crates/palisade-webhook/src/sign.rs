@@ -10,10 +10,10 @@ use hmac::Mac;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::clock::{Clock, ClockDebug, SystemClock};
+use crate::compiled::{Compiled, headers};
 use crate::error::ConfigError;
 use crate::key::{HmacKey, SecretInput, decode_signing_key};
 use crate::scheme::{Encoding, Part, Scheme, SchemeKind};
-use crate::verify::{Compiled, headers};
 
 /// A source of fresh message ids.
 pub trait IdGenerator: Send + Sync + 'static {
@@ -243,7 +243,9 @@ impl Signer {
     /// ```
     /// use palisade_webhook::{GenericScheme, Scheme, Signer};
     ///
-    /// let scheme = GenericScheme::new("X-Acme-Signature").id_header("X-Acme-Delivery");
+    /// let scheme = GenericScheme::new("X-Acme-Signature")
+    ///     .id_header("X-Acme-Delivery")
+    ///     .template("{id}.{body}");
     /// let signer = Signer::builder(Scheme::Generic(scheme)).secret("s3cret").build()?;
     /// let name = signer.id_header().expect("the scheme has an id header");
     /// assert_eq!(name, "x-acme-delivery");

@@ -10,9 +10,10 @@ use http::header::GetAll;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::clock::{Clock, ClockDebug, SystemClock};
+use crate::compiled::{Compiled, headers};
 use crate::error::{ConfigError, Reason, Rejection};
-use crate::key::{HmacKey, MAX_KEYS, SecretInput, decode_base64_array, decode_hex_32, decode_public_key};
-use crate::scheme::{CompiledGeneric, Encoding, MAX_TEMPLATE_PARTS, Part, Scheme, SchemeKind};
+use crate::key::{HmacKey, SecretInput, decode_base64_array, decode_hex_32, decode_public_key};
+use crate::scheme::{Encoding, MAX_TEMPLATE_PARTS, Part, Scheme, SchemeKind};
 
 /// The default timestamp tolerance: five minutes either way, as Stripe,
 /// Slack and Standard Webhooks recommend.
@@ -22,26 +23,6 @@ pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 pub const MAX_SIGNATURES: usize = 8;
 
 const MAX_ED25519_SIGNATURES: usize = 2;
-
-/// The schemes' header names, parsed once: a lookup by `HeaderName` skips
-/// the parsing a lookup by `&str` does on every request.
-pub(crate) mod headers {
-    use http::HeaderName;
-
-    pub(crate) static WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
-    pub(crate) static WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
-    pub(crate) static WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
-    pub(crate) static SVIX_ID: HeaderName = HeaderName::from_static("svix-id");
-    pub(crate) static SVIX_TIMESTAMP: HeaderName = HeaderName::from_static("svix-timestamp");
-    pub(crate) static SVIX_SIGNATURE: HeaderName = HeaderName::from_static("svix-signature");
-    pub(crate) static STRIPE_SIGNATURE: HeaderName = HeaderName::from_static("stripe-signature");
-    pub(crate) static GITHUB_SIGNATURE: HeaderName = HeaderName::from_static("x-hub-signature-256");
-    pub(crate) static GITHUB_DELIVERY: HeaderName = HeaderName::from_static("x-github-delivery");
-    pub(crate) static SLACK_SIGNATURE: HeaderName = HeaderName::from_static("x-slack-signature");
-    pub(crate) static SLACK_TIMESTAMP: HeaderName = HeaderName::from_static("x-slack-request-timestamp");
-    pub(crate) static SHOPIFY_HMAC: HeaderName = HeaderName::from_static("x-shopify-hmac-sha256");
-    pub(crate) static SHOPIFY_WEBHOOK_ID: HeaderName = HeaderName::from_static("x-shopify-webhook-id");
-}
 
 /// What verification established; the layer puts it in the request's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +44,11 @@ impl Verified {
     /// `X-GitHub-Delivery`, `X-Shopify-Webhook-Id`, a generic id header).
     /// Stripe's event id is in the body (see [`stripe_event_id`]); the layer
     /// fills it in when replay protection is on.
+    ///
+    /// GitHub's and Shopify's id headers are not covered by their
+    /// signatures: anyone relaying the message can change them. Use them for
+    /// logs, not to decide whether a message is new (the layer's replay
+    /// protection keys those schemes on the signature instead).
     pub fn id(&self) -> Option<&str> {
         self.id.as_ref().and_then(|id| id.to_str().ok())
     }
@@ -127,75 +113,6 @@ impl fmt::Debug for Verifier {
             .field("tolerance_secs", &self.inner.tolerance)
             .field("clock", &ClockDebug)
             .finish()
-    }
-}
-
-/// A scheme with its configuration checked.
-#[derive(Debug, Clone)]
-pub(crate) enum Compiled {
-    StandardWebhooks,
-    Stripe,
-    GitHub,
-    Slack,
-    Shopify,
-    Generic(CompiledGeneric),
-}
-
-impl Compiled {
-    pub(crate) fn new(scheme: &Scheme) -> Result<Self, ConfigError> {
-        Ok(match scheme {
-            Scheme::StandardWebhooks => Self::StandardWebhooks,
-            Scheme::Stripe => Self::Stripe,
-            Scheme::GitHub => Self::GitHub,
-            Scheme::Slack => Self::Slack,
-            Scheme::Shopify => Self::Shopify,
-            Scheme::Generic(generic) => Self::Generic(generic.compile()?),
-        })
-    }
-
-    /// Checks a scheme, how many keys it is given (`ed25519_keys` public or
-    /// signing keys beside the secrets), and decodes the secrets; shared by
-    /// the verifier and the signer.
-    pub(crate) fn with_secrets(
-        scheme: &Scheme,
-        secrets: &[SecretInput],
-        ed25519_keys: usize,
-    ) -> Result<(Self, Vec<HmacKey>), ConfigError> {
-        let compiled = Self::new(scheme)?;
-        let kind = compiled.kind();
-        if secrets.is_empty() && ed25519_keys == 0 {
-            return Err(ConfigError::NoKeys);
-        }
-        if secrets.len() + ed25519_keys > MAX_KEYS {
-            return Err(ConfigError::TooManyKeys { max: MAX_KEYS });
-        }
-        if ed25519_keys > 0 && kind != SchemeKind::StandardWebhooks {
-            return Err(ConfigError::KeysNotSupported);
-        }
-        let keys = secrets
-            .iter()
-            .map(|s| HmacKey::decode(kind, s))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((compiled, keys))
-    }
-
-    pub(crate) fn signs_timestamp(&self) -> bool {
-        match self {
-            Self::StandardWebhooks | Self::Stripe | Self::Slack => true,
-            Self::GitHub | Self::Shopify => false,
-            Self::Generic(g) => g.timestamp_header.is_some(),
-        }
-    }
-
-    pub(crate) fn kind(&self) -> SchemeKind {
-        match self {
-            Self::StandardWebhooks => SchemeKind::StandardWebhooks,
-            Self::Stripe => SchemeKind::Stripe,
-            Self::GitHub => SchemeKind::GitHub,
-            Self::Slack => SchemeKind::Slack,
-            Self::Shopify => SchemeKind::Shopify,
-            Self::Generic(_) => SchemeKind::Generic,
-        }
     }
 }
 
@@ -410,6 +327,17 @@ impl Verifier {
     ///
     /// As [`verify`](Self::verify).
     pub fn verify_at(&self, headers: &HeaderMap, body: &[u8], now: u64) -> Result<Verified, Rejection> {
+        self.verify_with_mac(headers, body, now).map(|(verified, _)| verified)
+    }
+
+    /// Verifies as [`verify_at`](Self::verify_at), and also hands back the
+    /// HMAC that matched (`None` when an ed25519 signature verified).
+    pub(crate) fn verify_with_mac(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: u64,
+    ) -> Result<(Verified, Option<[u8; 32]>), Rejection> {
         let facts = self.check_headers(headers, now)?;
         let mut candidates = Candidates::new();
         self.collect_signatures(&facts, &mut candidates)?;
@@ -444,19 +372,38 @@ impl Verifier {
                 }
             }
         }
-        let key_index = self.matching_key(&content, &candidates).ok_or_else(|| {
+        let (key_index, mac) = self.matching_key(&content, &candidates).ok_or_else(|| {
             if candidates.is_empty() && candidates.malformed {
                 Rejection::header(Reason::MalformedHeader, facts.signature_name)
             } else {
                 Rejection::new(Reason::BadSignature)
             }
         })?;
-        Ok(Verified {
+        let verified = Verified {
             scheme: self.scheme(),
             id: facts.id.cloned(),
             timestamp: facts.timestamp.map(|(_, ts)| ts),
             key_index,
-        })
+        };
+        Ok((verified, mac))
+    }
+
+    /// The key replay protection records a verified message under: what the
+    /// signature covers. The message id where it is signed (Standard
+    /// Webhooks, a generic scheme's id header, Stripe's event id in the
+    /// body, set on `verified` by the caller); for GitHub and Shopify, whose
+    /// id header is not signed, the HMAC that verified, so changing or
+    /// removing the id makes no new message. `None` when there is nothing to
+    /// key on (Slack, a generic scheme without an id, a Stripe body without one).
+    pub(crate) fn replay_key(&self, verified: &Verified, mac: Option<&[u8; 32]>) -> Option<String> {
+        let scheme = self.scheme().as_str();
+        match &self.inner.scheme {
+            Compiled::GitHub | Compiled::Shopify => mac.map(|mac| format!("{scheme}:hmac:{}", hex::encode(mac))),
+            Compiled::Slack => None,
+            Compiled::StandardWebhooks | Compiled::Stripe | Compiled::Generic(_) => {
+                verified.id().map(|id| format!("{scheme}:{id}"))
+            }
+        }
     }
 
     /// Checks what can be checked before the body arrives: the headers are
@@ -651,7 +598,8 @@ impl Verifier {
         Ok(())
     }
 
-    fn matching_key(&self, content: &Content<'_>, candidates: &Candidates) -> Option<usize> {
+    /// The index of the key that verifies, and the HMAC that matched.
+    fn matching_key(&self, content: &Content<'_>, candidates: &Candidates) -> Option<(usize, Option<[u8; 32]>)> {
         let hmac_candidates = &candidates.hmac[..candidates.hmac_len];
         if !hmac_candidates.is_empty() {
             for (index, key) in self.inner.hmac_keys.iter().enumerate() {
@@ -667,7 +615,7 @@ impl Verifier {
                     .iter()
                     .any(|candidate| tag == CtOutput::new((*candidate).into()))
                 {
-                    return Some(index);
+                    return Some((index, Some(tag.into_bytes().into())));
                 }
             }
         }
@@ -679,7 +627,7 @@ impl Verifier {
                 for sig in ed_candidates {
                     let signature = ed25519_dalek::Signature::from_bytes(sig);
                     if key.verify_strict(&message, &signature).is_ok() {
-                        return Some(self.inner.hmac_keys.len() + index);
+                        return Some((self.inner.hmac_keys.len() + index, None));
                     }
                 }
             }
@@ -726,6 +674,7 @@ pub fn stripe_event_id(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::MAX_KEYS;
 
     #[test]
     fn timestamps_are_plain_integers() {

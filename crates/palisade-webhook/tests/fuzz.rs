@@ -133,7 +133,14 @@ proptest! {
 
     #[test]
     fn generic_scheme_templates_never_panic(template in "[{}a-z.:]{0,30}", prefix in "[ -~]{0,8}") {
-        let scheme = GenericScheme::new("x-sig").timestamp_header("x-ts").id_header("x-id").template(template).prefix(prefix);
+        // Only headers the template signs may be configured.
+        let mut scheme = GenericScheme::new("x-sig").template(template.clone()).prefix(prefix);
+        if template.contains("{timestamp}") {
+            scheme = scheme.timestamp_header("x-ts");
+        }
+        if template.contains("{id}") {
+            scheme = scheme.id_header("x-id");
+        }
         if let Ok(signer) = Signer::builder(Scheme::Generic(scheme.clone())).secret("k").clock(FixedClock(NOW)).build() {
             let verifier = Verifier::builder(Scheme::Generic(scheme)).secret("k").clock(FixedClock(NOW)).build().unwrap();
             let mut headers = HeaderMap::new();

@@ -14,9 +14,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
+use palisade_webhook::replay::StoreFuture;
 use palisade_webhook::{
-    ConfigError, Encoding, FixedClock, GenericScheme, MemoryReplayStore, Scheme, SchemeKind, SignLayer, Signer,
-    Verified, Verifier, VerifyLayer,
+    Claim, ConfigError, Encoding, FixedClock, GenericScheme, Lease, MemoryReplayStore, Scheme, SchemeKind, SignLayer,
+    Signer, Verified, Verifier, VerifyLayer,
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -510,6 +511,13 @@ fn impossible_configurations_fail_at_build() {
             .build()
             .unwrap_err(),
         ConfigError::ZeroReplayWindow
+    );
+    assert_eq!(
+        VerifyLayer::builder(verifier(Scheme::GitHub, "s"))
+            .lock_expiry(Duration::from_millis(999))
+            .build()
+            .unwrap_err(),
+        ConfigError::ZeroLockExpiry
     );
 }
 
@@ -1035,23 +1043,37 @@ fn uuid_like(id: &str) -> bool {
     id.len() == 36 && id.chars().filter(|&c| c == '-').count() == 4 && id.as_bytes()[14] == b'7'
 }
 
-/// A replay store that answers claims as told (or never) and records releases.
+/// A replay store that answers claims as told (or never) and records
+/// claims, acceptances and releases.
 #[derive(Clone, Default)]
 struct ScriptedStore {
-    answer: Option<bool>,
-    released: Arc<Mutex<Vec<String>>>,
+    answer: Option<Claim>,
+    accept_never_answers: bool,
+    claimed: Arc<Mutex<Vec<(String, Lease)>>>,
+    accepted: Arc<Mutex<Vec<String>>>,
+    released: Arc<Mutex<Vec<(String, Lease)>>>,
 }
 
 impl palisade_webhook::ReplayStore for ScriptedStore {
-    fn claim(&self, _: &str, _: Duration) -> palisade_webhook::replay::ClaimFuture {
+    fn claim(&self, key: &str, lease: Lease, _: Duration) -> StoreFuture<Claim> {
+        self.claimed.lock().unwrap().push((key.to_owned(), lease));
         match self.answer {
-            Some(first) => Box::pin(std::future::ready(Ok(first))),
+            Some(found) => Box::pin(std::future::ready(Ok(found))),
             None => Box::pin(std::future::pending()),
         }
     }
 
-    fn release(&self, key: &str) {
-        self.released.lock().unwrap().push(key.to_owned());
+    fn accept(&self, key: &str, _: Duration) -> StoreFuture<()> {
+        self.accepted.lock().unwrap().push(key.to_owned());
+        if self.accept_never_answers {
+            Box::pin(std::future::pending())
+        } else {
+            Box::pin(std::future::ready(Ok(())))
+        }
+    }
+
+    fn release(&self, key: &str, lease: Lease) {
+        self.released.lock().unwrap().push((key.to_owned(), lease));
     }
 }
 
@@ -1064,6 +1086,9 @@ async fn a_claim_in_flight_is_released_when_dropped_and_a_duplicate_never_is() {
             .insert("x-github-delivery", HeaderValue::from_static("d-1"));
         req
     };
+    // GitHub's delivery id is not signed: the message is keyed on its signature.
+    let signature = signed().headers()["x-hub-signature-256"].to_str().unwrap().to_owned();
+    let key = format!("github:hmac:{}", signature.strip_prefix("sha256=").unwrap());
     let seen = Seen::default();
 
     let in_flight = ScriptedStore::default();
@@ -1081,22 +1106,258 @@ async fn a_claim_in_flight_is_released_when_dropped_and_a_duplicate_never_is() {
     assert!(futures_poll_once(fut.as_mut()).is_pending());
     assert!(in_flight.released.lock().unwrap().is_empty());
     drop(fut);
-    assert_eq!(*in_flight.released.lock().unwrap(), ["github:d-1"]);
+    let claimed = in_flight.claimed.lock().unwrap().clone();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].0, key);
+    assert_eq!(
+        *in_flight.released.lock().unwrap(),
+        claimed,
+        "released under its own lease"
+    );
 
-    let duplicate = ScriptedStore {
-        answer: Some(false),
+    for (found, status, body) in [
+        (Claim::Accepted, StatusCode::OK, 0),
+        (Claim::InFlight, StatusCode::CONFLICT, 1),
+    ] {
+        let duplicate = ScriptedStore {
+            answer: Some(found),
+            ..ScriptedStore::default()
+        };
+        let svc = VerifyLayer::builder(verifier(Scheme::GitHub, "gh"))
+            .replay_store(duplicate.clone())
+            .build()
+            .unwrap()
+            .layer(handler(&seen, StatusCode::OK));
+        let (answered, _, answer) = send(svc, signed()).await;
+        assert_eq!((answered, answer.len().min(1)), (status, body), "{found:?}");
+        assert!(
+            duplicate.released.lock().unwrap().is_empty() && duplicate.accepted.lock().unwrap().is_empty(),
+            "the first delivery keeps its mark"
+        );
+    }
+    assert_eq!(seen.calls(), 0);
+
+    // A handled message is recorded as accepted, not released.
+    let fresh = ScriptedStore {
+        answer: Some(Claim::Acquired),
         ..ScriptedStore::default()
     };
     let svc = VerifyLayer::builder(verifier(Scheme::GitHub, "gh"))
-        .replay_store(duplicate.clone())
+        .replay_store(fresh.clone())
         .build()
         .unwrap()
         .layer(handler(&seen, StatusCode::OK));
-    let (status, _, body) = send(svc, signed()).await;
-    assert_eq!((status, body.len()), (StatusCode::OK, 0));
-    assert!(
-        duplicate.released.lock().unwrap().is_empty(),
-        "the first delivery keeps its claim"
+    assert_eq!(send(svc, signed()).await.0, StatusCode::OK);
+    assert_eq!(*fresh.accepted.lock().unwrap(), std::slice::from_ref(&key));
+    assert!(fresh.released.lock().unwrap().is_empty());
+    assert_eq!(seen.calls(), 1);
+
+    // The answer waits for the store to record the acceptance; a call dropped
+    // then keeps the mark, since the handler already did its work.
+    let slow = ScriptedStore {
+        answer: Some(Claim::Acquired),
+        accept_never_answers: true,
+        ..ScriptedStore::default()
+    };
+    let mut svc = VerifyLayer::builder(verifier(Scheme::GitHub, "gh"))
+        .replay_store(slow.clone())
+        .build()
+        .unwrap()
+        .layer(handler(&seen, StatusCode::OK));
+    let mut fut = Box::pin(
+        ServiceExt::<Request<Full<Bytes>>>::ready(&mut svc)
+            .await
+            .unwrap()
+            .call(signed()),
     );
-    assert_eq!(seen.calls(), 0);
+    assert!(futures_poll_once(fut.as_mut()).is_pending());
+    assert_eq!((seen.calls(), slow.accepted.lock().unwrap().clone()), (2, vec![key]));
+    drop(fut);
+    assert!(slow.released.lock().unwrap().is_empty());
+}
+
+/// The headers of `req`, on a new request with `body`.
+fn redelivery(headers: &HeaderMap, body: &'static [u8]) -> Request<Full<Bytes>> {
+    let mut req = Request::post("/hook")
+        .body(Full::new(Bytes::from_static(body)))
+        .unwrap();
+    *req.headers_mut() = headers.clone();
+    req
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redelivery_while_the_first_runs_is_not_acknowledged_and_one_after_its_failure_is_handled() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    // The first attempt takes ten seconds and fails; later ones succeed at once.
+    let slow_then_failing = service_fn(move |_: Request<Full<Bytes>>| {
+        let attempt = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut res = Response::new(Full::new(Bytes::from_static(b"handled")));
+            if attempt == 0 {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            } else {
+                *res.status_mut() = StatusCode::NO_CONTENT;
+            }
+            Ok::<_, Infallible>(res)
+        }
+    });
+    let svc = VerifyLayer::builder(verifier(Scheme::StandardWebhooks, SW_SECRET))
+        .replay_store(MemoryReplayStore::new())
+        .build()
+        .unwrap()
+        .layer(slow_then_failing);
+    let first = signed_request(&signer(Scheme::StandardWebhooks, SW_SECRET), b"{}");
+    let headers = first.headers().clone();
+
+    let running = tokio::spawn(send(svc.clone(), first));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the first delivery is in the handler");
+
+    // The sender must not take this as success: the first may still fail.
+    let (status, answer, body) = send(svc.clone(), redelivery(&headers, b"{}")).await;
+    assert_problem(status, &answer, &body, 409, "in-flight").await;
+    assert_eq!(answer["retry-after"], "1");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the duplicate did not reach the handler"
+    );
+
+    assert_eq!(running.await.unwrap().0, StatusCode::INTERNAL_SERVER_ERROR);
+
+    // After the failure the redelivery is handled, and once handled it is acknowledged.
+    assert_eq!(
+        send(svc.clone(), redelivery(&headers, b"{}")).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let (status, _, body) = send(svc, redelivery(&headers, b"{}")).await;
+    assert_eq!((status, body.len()), (StatusCode::OK, 0));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_captured_github_or_shopify_delivery_under_another_or_no_id_never_reaches_the_handler_twice() {
+    for (scheme, secret, id_header) in [
+        (Scheme::GitHub, "gh", "x-github-delivery"),
+        (Scheme::Shopify, "shop", "x-shopify-webhook-id"),
+    ] {
+        let seen = Seen::default();
+        let svc = VerifyLayer::builder(verifier(scheme.clone(), secret))
+            .replay_store(MemoryReplayStore::new())
+            .build()
+            .unwrap()
+            .layer(handler(&seen, StatusCode::OK));
+        let signer = Signer::builder(scheme.clone())
+            .secret(secret)
+            .id_generator(|| "delivery-1".to_owned())
+            .build()
+            .unwrap();
+        let captured = signed_request(&signer, b"{\"order\":1}");
+        let headers = captured.headers().clone();
+        assert_eq!(headers[id_header], "delivery-1");
+        assert_eq!(send(svc.clone(), captured).await.2.as_ref(), b"handled");
+
+        // The id header is not signed: changing or removing it makes no new message.
+        let mut changed = headers.clone();
+        changed.insert(id_header, HeaderValue::from_static("delivery-2"));
+        let mut removed = headers.clone();
+        removed.remove(id_header);
+        for replay in [changed, removed] {
+            let (status, _, body) = send(svc.clone(), redelivery(&replay, b"{\"order\":1}")).await;
+            assert_eq!((status, body.len()), (StatusCode::OK, 0), "{:?}", scheme.kind());
+        }
+        assert_eq!(seen.calls(), 1, "{:?}", scheme.kind());
+
+        // Another signed message, with or without an id, is handled.
+        let mut other = signed_request(&signer, b"{\"order\":2}");
+        other.headers_mut().remove(id_header);
+        assert_eq!(send(svc.clone(), other).await.2.as_ref(), b"handled");
+        assert_eq!(seen.calls(), 2, "{:?}", scheme.kind());
+    }
+}
+
+#[test]
+fn a_generic_scheme_refuses_id_and_timestamp_headers_its_template_does_not_sign() {
+    let unsigned_id = GenericScheme::new("X-Acme-Signature")
+        .id_header("X-Acme-Id")
+        .timestamp_header("X-Acme-Timestamp")
+        .template("{timestamp}.{body}");
+    let unsigned_timestamp = GenericScheme::new("X-Acme-Signature")
+        .id_header("X-Acme-Id")
+        .timestamp_header("X-Acme-Timestamp")
+        .template("{id}.{body}");
+    for (scheme, header) in [(unsigned_id, "x-acme-id"), (unsigned_timestamp, "x-acme-timestamp")] {
+        let verifier = Verifier::builder(Scheme::Generic(scheme.clone())).secret("s").build();
+        let error = verifier.expect_err("an unsigned header is refused");
+        assert!(error.to_string().contains(header), "{error}");
+        let signer = Signer::builder(Scheme::Generic(scheme)).secret("s").build();
+        assert_eq!(
+            signer.expect_err("the signer refuses it too").to_string(),
+            error.to_string()
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_whose_handler_died_is_handled_again_after_the_lock_expiry() {
+    let store = MemoryReplayStore::new();
+    let layer = VerifyLayer::builder(verifier(Scheme::StandardWebhooks, SW_SECRET))
+        .replay_store(store.clone())
+        .lock_expiry(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let entered = Arc::new(AtomicUsize::new(0));
+    let counted = entered.clone();
+    let mut stuck = layer.layer(service_fn(move |_: Request<Full<Bytes>>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>()
+    }));
+    let first = signed_request(&signer(Scheme::StandardWebhooks, SW_SECRET), b"{}");
+    let headers = first.headers().clone();
+    let mut fut = Box::pin(
+        ServiceExt::<Request<Full<Bytes>>>::ready(&mut stuck)
+            .await
+            .unwrap()
+            .call(first),
+    );
+    assert!(futures_poll_once(fut.as_mut()).is_pending());
+    assert_eq!(entered.load(Ordering::SeqCst), 1);
+    // The process dies mid-handling: the call is never finished nor dropped.
+    std::mem::forget(fut);
+
+    let seen = Seen::default();
+    let svc = layer.layer(handler(&seen, StatusCode::OK));
+    tokio::time::advance(Duration::from_secs(29)).await;
+    let (status, answer, body) = send(svc.clone(), redelivery(&headers, b"{}")).await;
+    assert_problem(status, &answer, &body, 409, "in-flight").await;
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(
+        send(svc.clone(), redelivery(&headers, b"{}")).await.2.as_ref(),
+        b"handled"
+    );
+    let (status, _, body) = send(svc, redelivery(&headers, b"{}")).await;
+    assert_eq!((status, body.len()), (StatusCode::OK, 0));
+    assert_eq!(seen.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_accepted_message_is_remembered_for_the_replay_window() {
+    let seen = Seen::default();
+    let svc = VerifyLayer::builder(verifier(Scheme::GitHub, "gh"))
+        .replay_store(MemoryReplayStore::new())
+        .replay_window(Duration::from_secs(3600))
+        .build()
+        .unwrap()
+        .layer(handler(&seen, StatusCode::OK));
+    let captured = signed_request(&signer(Scheme::GitHub, "gh"), b"{}");
+    let headers = captured.headers().clone();
+    assert_eq!(send(svc.clone(), captured).await.2.as_ref(), b"handled");
+    tokio::time::advance(Duration::from_secs(3599)).await;
+    assert_eq!(send(svc.clone(), redelivery(&headers, b"{}")).await.2.len(), 0);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(send(svc, redelivery(&headers, b"{}")).await.2.as_ref(), b"handled");
+    assert_eq!(seen.calls(), 2);
 }

@@ -37,8 +37,10 @@
 //! - `POST /webhooks/payments`: Standard Webhooks, verified by the webhook
 //!   layer with a replay store (memory, or Redis with [`Config::redis_url`]); `{"type": "payment.succeeded" |
 //!   "payment.failed", "data": {"order_id"}}` sets the order's status to
-//!   `paid` / `payment_failed` and answers 204. A redelivered message id is
-//!   answered 200 and not applied again; a forged or tampered one is a 401,
+//!   `paid` / `payment_failed` and answers 204. A redelivery of a message
+//!   already applied is answered 200 and not applied again; one arriving
+//!   while the first delivery is still being applied is a 409 with
+//!   `Retry-After`, so the sender retries; a forged or tampered one is a 401,
 //!   an unsigned one a 400, an unknown order a 404.
 //! - `POST /webhooks/stripe`: the same for Stripe's `Stripe-Signature` and
 //!   `payment_intent.succeeded` / `payment_intent.payment_failed` with

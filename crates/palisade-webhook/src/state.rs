@@ -1,0 +1,125 @@
+//! What every clone of a verify layer, its services and their futures share:
+//! the configuration, the prebuilt counters, and the answers the layer makes
+//! itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use metrics::{Key, Label, Metadata, SharedString};
+use palisade_core::Problem;
+use palisade_core::telemetry::{LABEL_NAME, LABEL_OUTCOME, LABEL_SCHEME, webhook};
+
+use crate::error::{Reason, Rejection};
+use crate::replay::ReplayStore;
+use crate::scheme::SchemeKind;
+use crate::verify::Verifier;
+
+/// The `Retry-After` of the 409 answered to a delivery whose message is still being handled.
+pub const IN_FLIGHT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The problem `type` of the 409 answered while a delivery of the message is being handled.
+const IN_FLIGHT_TYPE: &str = "urn:palisade:problem:webhook-in-flight";
+
+/// A verify layer's configuration, behind one `Arc`.
+pub(crate) struct Shared {
+    pub(crate) verifier: Verifier,
+    pub(crate) max_body: usize,
+    pub(crate) replay: Option<Arc<dyn ReplayStore>>,
+    pub(crate) replay_window: Duration,
+    pub(crate) lock_expiry: Duration,
+    pub(crate) name: SharedString,
+    pub(crate) counters: Counters,
+}
+
+/// The counter keys of every outcome, built once so a request allocates no labels.
+pub(crate) struct Counters {
+    verified: Key,
+    duplicate: Key,
+    in_flight: Key,
+    rejected: [Key; Reason::ALL.len()],
+}
+
+/// The outcome a request is counted under.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outcome {
+    Verified,
+    Duplicate,
+    InFlight,
+    Rejected(Reason),
+}
+
+impl Counters {
+    pub(crate) fn new(name: &SharedString, scheme: SchemeKind) -> Self {
+        let key = |outcome: &'static str| {
+            Key::from_parts(
+                webhook::VERIFICATIONS_TOTAL,
+                vec![
+                    Label::new(LABEL_NAME, name.clone()),
+                    Label::from_static_parts(LABEL_SCHEME, scheme.as_str()),
+                    Label::from_static_parts(LABEL_OUTCOME, outcome),
+                ],
+            )
+        };
+        Self {
+            verified: key("verified"),
+            duplicate: key("duplicate"),
+            in_flight: key("in_flight"),
+            rejected: Reason::ALL.map(|reason| key(reason.as_str())),
+        }
+    }
+
+    pub(crate) fn increment(&self, outcome: Outcome) {
+        static METADATA: Metadata<'static> = Metadata::new(webhook::TARGET, metrics::Level::INFO, Some(module_path!()));
+        let key = match outcome {
+            Outcome::Verified => &self.verified,
+            Outcome::Duplicate => &self.duplicate,
+            Outcome::InFlight => &self.in_flight,
+            Outcome::Rejected(reason) => &self.rejected[reason as usize],
+        };
+        metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA).increment(1));
+    }
+}
+
+/// An answer made by the layer itself.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Rejected(Rejection),
+    /// The message was accepted before: 200, so the sender stops.
+    Duplicate,
+    /// The message is being handled by another delivery, which may still
+    /// fail: 409, so the sender retries.
+    InFlight,
+}
+
+impl Shared {
+    pub(crate) fn answer<ResBody: From<Bytes>>(&self, answer: Answer) -> Response<ResBody> {
+        let scheme = self.verifier.scheme().as_str();
+        match answer {
+            Answer::Rejected(rejection) => {
+                self.counters.increment(Outcome::Rejected(rejection.reason()));
+                let reason = rejection.reason().as_str();
+                tracing::info!(target: webhook::TARGET, name = &*self.name, scheme, reason, "webhook rejected");
+                rejection.to_problem().into_response()
+            }
+            Answer::Duplicate => {
+                self.counters.increment(Outcome::Duplicate);
+                tracing::debug!(target: webhook::TARGET, name = &*self.name, scheme, "webhook already accepted");
+                let mut res = Response::new(ResBody::from(Bytes::new()));
+                *res.status_mut() = StatusCode::OK;
+                res
+            }
+            Answer::InFlight => {
+                self.counters.increment(Outcome::InFlight);
+                tracing::debug!(target: webhook::TARGET, name = &*self.name, scheme, "webhook still being handled");
+                Problem::new(StatusCode::CONFLICT)
+                    .with_type(IN_FLIGHT_TYPE)
+                    .with_title("Webhook still being handled")
+                    .with_detail("A delivery of this message is still being handled; retry later.")
+                    .with_retry_after(IN_FLIGHT_RETRY_AFTER)
+                    .into_response()
+            }
+        }
+    }
+}
