@@ -89,6 +89,33 @@ fn memory(c: &mut Criterion) {
         order(keys[i].clone())
     });
 
+    // First requests into a memory store already holding `stored` unexpired
+    // responses and at its cap: each call's own record has expired by the
+    // next call, so making room for it is the store's expiry work alone.
+    for stored in [1_000_u32, 1_000_000] {
+        let store = MemoryStore::builder()
+            .max_keys(stored as usize + 1)
+            .build()
+            .expect("store");
+        fill(&store, stored);
+        let layer = IdempotencyLayer::builder()
+            .store(store)
+            .lock_expiry(Duration::from_nanos(1))
+            .retention(Duration::from_micros(1))
+            .build()
+            .expect("layer");
+        let keys: Vec<http::HeaderValue> = (0..64).map(|i| http::HeaderValue::from(i as u64)).collect();
+        let mut i = 0;
+        harness.overhead(
+            &format!("memory_first_at_cap/{stored}_stored"),
+            layer.layer(http_bare()),
+            move || {
+                i = (i + 1) % keys.len();
+                order(keys[i].clone())
+            },
+        );
+    }
+
     // A method the layer does not protect: the pass-through cost.
     let layer = IdempotencyLayer::new();
     harness.overhead("passthrough_get", layer.layer(http_bare()), || {
@@ -97,6 +124,27 @@ fn memory(c: &mut Criterion) {
         req
     });
     harness.finish();
+}
+
+/// Stores `n` responses kept for a day, as `n` earlier customers' requests would.
+fn fill(store: &MemoryStore, n: u32) {
+    use palisade_idempotency::{Begin, Fingerprint, IdempotencyStore, StoreKey, StoredResponse};
+    let response = StoredResponse {
+        status: http::StatusCode::CREATED,
+        headers: http::HeaderMap::new(),
+        body: Bytes::from_static(b"{}"),
+    };
+    for i in 0..n {
+        let mut bytes = [0xff; 32];
+        bytes[..4].copy_from_slice(&i.to_be_bytes());
+        let (key, fingerprint) = (StoreKey::from_bytes(bytes), Fingerprint::from_bytes(bytes));
+        let begun = store.begin(&key, &fingerprint, Duration::from_secs(60)).into_inner();
+        let Ok(Begin::Acquired(lease)) = begun else {
+            panic!("filling the store: {begun:?}")
+        };
+        let stored = store.complete(&key, &fingerprint, &lease, &response, Duration::from_secs(86_400));
+        assert!(stored.into_inner().is_ok(), "filling the store");
+    }
 }
 
 fn redis(c: &mut Criterion) {
