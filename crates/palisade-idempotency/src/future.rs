@@ -290,9 +290,8 @@ where
                             tracing::warn!(target: TARGET, name = %self.shared.config.name, "the key's lock expired and was taken over before the response was ready; response not stored");
                         }
                         Err(error) => {
-                            tracing::warn!(target: TARGET, name = %self.shared.config.name, %error, "storing the response failed; releasing the key");
-                            state.set(self.release());
-                            continue;
+                            // The handler ran: releasing would let a retry run it again.
+                            tracing::warn!(target: TARGET, name = %self.shared.config.name, %error, "storing the response failed; the key stays locked until its lock expires");
                         }
                     }
                     self.lease = None;
@@ -394,7 +393,8 @@ where
             Err(error) => {
                 shared.metrics.store_error_closed.increment(1);
                 tracing::warn!(target: TARGET, name = %config.name, reason = "fail_closed", %error, "idempotency store failed; request refused");
-                Step::Respond(problem::store_unavailable().into_response_with(ResponseBody::full))
+                let retry_after = error.retry_after().unwrap_or(config.unavailable_retry_after);
+                Step::Respond(problem::store_unavailable(retry_after).into_response_with(ResponseBody::full))
             }
         }
     }

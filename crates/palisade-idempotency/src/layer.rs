@@ -24,11 +24,21 @@ pub const DEFAULT_MAX_REQUEST_BODY: usize = 1024 * 1024;
 pub const DEFAULT_MAX_RESPONSE_BODY: usize = 1024 * 1024;
 /// The default `Retry-After` of a 409 for a request still in flight.
 pub const DEFAULT_CONFLICT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The default `Retry-After` of a 503 for a failing store that gives no
+/// time of its own (a full memory store gives the time until its oldest
+/// record expires).
+pub const DEFAULT_UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// The default of which responses are stored: 2xx and 4xx except 429.
-/// 5xx and 429 say "try again", so their key is released instead.
+/// The default of which responses are stored: 2xx and 4xx except 400, 422
+/// and 429. 5xx and 429 say "try again", and 400 and 422 say "the request
+/// is invalid" (the handler refused it before acting, as Stripe does not
+/// store them either), so their key is released and a corrected retry runs.
 pub fn default_store_status(status: StatusCode) -> bool {
-    (status.is_success() || status.is_client_error()) && status != StatusCode::TOO_MANY_REQUESTS
+    (status.is_success() || status.is_client_error())
+        && !matches!(
+            status,
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY | StatusCode::TOO_MANY_REQUESTS
+        )
 }
 
 /// Derives a request's scope: the part of the store key that keeps one
@@ -114,6 +124,7 @@ pub(crate) struct Config {
     pub(crate) store_set_cookie: bool,
     pub(crate) fail_open: bool,
     pub(crate) conflict_retry_after: Duration,
+    pub(crate) unavailable_retry_after: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -130,6 +141,7 @@ impl fmt::Debug for Config {
             .field("store_set_cookie", &self.store_set_cookie)
             .field("fail_open", &self.fail_open)
             .field("conflict_retry_after", &self.conflict_retry_after)
+            .field("unavailable_retry_after", &self.unavailable_retry_after)
             .finish_non_exhaustive()
     }
 }
@@ -230,6 +242,7 @@ impl IdempotencyLayer {
             store_set_cookie: false,
             fail_open: false,
             conflict_retry_after: DEFAULT_CONFLICT_RETRY_AFTER,
+            unavailable_retry_after: DEFAULT_UNAVAILABLE_RETRY_AFTER,
         };
         IdempotencyLayerBuilder {
             config,
@@ -356,8 +369,8 @@ impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
     }
 
     /// Which responses are stored, by status (default
-    /// [`default_store_status`]: 2xx and 4xx except 429). A response not
-    /// stored releases its key, so the client may retry.
+    /// [`default_store_status`]: 2xx and 4xx except 400, 422 and 429). A
+    /// response not stored releases its key, so the client may retry.
     pub fn store_status(mut self, policy: impl Fn(StatusCode) -> bool + Send + Sync + 'static) -> Self {
         self.config.store_status = Box::new(policy);
         self
@@ -380,6 +393,14 @@ impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
     /// The `Retry-After` of a 409 for a request still in flight (default 1 s).
     pub fn conflict_retry_after(mut self, after: Duration) -> Self {
         self.config.conflict_retry_after = after;
+        self
+    }
+
+    /// The `Retry-After` of a 503 for a failing store that gives no time of
+    /// its own (default 1 s). A full [`MemoryStore`] gives the time until its
+    /// oldest record expires, and that is sent instead.
+    pub fn unavailable_retry_after(mut self, after: Duration) -> Self {
+        self.config.unavailable_retry_after = after;
         self
     }
 
@@ -460,14 +481,14 @@ mod tests {
     }
 
     #[test]
-    fn default_policy_stores_2xx_and_4xx_but_not_429_or_5xx() {
+    fn default_policy_stores_2xx_and_4xx_but_not_validation_429_or_5xx() {
         for (status, stored) in [
             (200, true),
             (201, true),
-            (400, true),
+            (400, false),
             (404, true),
             (409, true),
-            (422, true),
+            (422, false),
         ] {
             assert_eq!(
                 default_store_status(StatusCode::from_u16(status).unwrap()),

@@ -66,9 +66,10 @@ pub(crate) fn key_reused() -> Problem {
         .with_detail("This Idempotency-Key was already used with a different request.")
 }
 
-pub(crate) fn store_unavailable() -> Problem {
+pub(crate) fn store_unavailable(retry_after: Duration) -> Problem {
     Problem::new(StatusCode::SERVICE_UNAVAILABLE)
         .with_type(types::STORE_UNAVAILABLE)
         .with_title("Idempotency store unavailable")
         .with_detail("The request could not be checked for duplicates; retry later.")
+        .with_retry_after(retry_after)
 }
