@@ -20,6 +20,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body_util::Full;
 use palisade_benches::Harness;
+use palisade_idempotency::disconnect::KeepLocked;
 use palisade_idempotency::store::redis::RedisStore;
 use palisade_idempotency::{IdempotencyLayer, MemoryStore};
 use tower::{Layer, ServiceExt};
@@ -65,8 +66,13 @@ fn memory(c: &mut Criterion) {
     let mut harness = Harness::new(c, "idempotency");
     harness.overhead("http_bare", http_bare(), || order(http::HeaderValue::from_static("k")));
 
-    // Every call replays the response stored by the first.
-    let layer = IdempotencyLayer::new();
+    // Every call replays the response stored by the first. The entries
+    // measured on the bench thread run the protected call in the response
+    // future (`KeepLocked`); the default's task is measured below.
+    let layer = IdempotencyLayer::builder()
+        .on_disconnect(KeepLocked)
+        .build()
+        .expect("layer");
     harness.overhead("memory_replay", layer.layer(http_bare()), || {
         order(http::HeaderValue::from_static(
             "\"8e03978e-40d5-43e8-bc93-6894a57f9324\"",
@@ -78,6 +84,7 @@ fn memory(c: &mut Criterion) {
     // runs the service, and stores its response.
     let layer = IdempotencyLayer::builder()
         .store(MemoryStore::new())
+        .on_disconnect(KeepLocked)
         .lock_expiry(Duration::from_nanos(1))
         .retention(Duration::from_micros(1))
         .build()
@@ -100,6 +107,7 @@ fn memory(c: &mut Criterion) {
         fill(&store, stored);
         let layer = IdempotencyLayer::builder()
             .store(store)
+            .on_disconnect(KeepLocked)
             .lock_expiry(Duration::from_nanos(1))
             .retention(Duration::from_micros(1))
             .build()
@@ -124,6 +132,41 @@ fn memory(c: &mut Criterion) {
         req
     });
     harness.finish();
+
+    // The default policy (`Complete`): a first request's protected call runs
+    // on a task of its own, against the same request run in the response
+    // future, both awaited on a current-thread runtime.
+    let mut group = c.benchmark_group("idempotency_first_on_runtime");
+    group.throughput(Throughput::Elements(1));
+    let in_caller = IdempotencyLayer::builder()
+        .on_disconnect(KeepLocked)
+        .lock_expiry(Duration::from_nanos(1))
+        .retention(Duration::from_micros(1))
+        .build()
+        .expect("layer")
+        .layer(http_bare());
+    let on_task = IdempotencyLayer::builder()
+        .lock_expiry(Duration::from_nanos(1))
+        .retention(Duration::from_micros(1))
+        .build()
+        .expect("layer")
+        .layer(http_bare());
+    let keys: Vec<http::HeaderValue> = (0..64).map(|i| http::HeaderValue::from(i as u64)).collect();
+    group.bench_function("keep_locked", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            rt.block_on(in_caller.clone().oneshot(order(keys[i].clone())))
+        })
+    });
+    group.bench_function("complete_default", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            rt.block_on(on_task.clone().oneshot(order(keys[i].clone())))
+        })
+    });
+    group.finish();
 }
 
 /// Stores `n` responses kept for a day, as `n` earlier customers' requests would.

@@ -1,6 +1,7 @@
 //! [`IdempotencyLayer`] and its builder.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use metrics::Counter;
 use palisade_core::telemetry::{LABEL_NAME, LABEL_OUTCOME, LABEL_REASON, idempotency::REQUESTS_TOTAL};
 use tower_layer::Layer;
 
+use crate::disconnect::{self, Complete};
 use crate::error::ConfigError;
 use crate::service::Idempotency;
 use crate::store::{IdempotencyStore, MemoryStore};
@@ -200,23 +202,28 @@ pub(crate) struct Shared<St, Sc> {
 ///
 /// Cheap to clone: every clone (and every service it makes) shares one
 /// configuration and one store.
-pub struct IdempotencyLayer<St = MemoryStore, Sc = GlobalScope> {
+///
+/// `D` is the [`disconnect`] policy (default [`Complete`]).
+pub struct IdempotencyLayer<St = MemoryStore, Sc = GlobalScope, D = Complete> {
     shared: Arc<Shared<St, Sc>>,
+    disconnect: PhantomData<fn() -> D>,
 }
 
-impl<St, Sc> Clone for IdempotencyLayer<St, Sc> {
+impl<St, Sc, D> Clone for IdempotencyLayer<St, Sc, D> {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
+            disconnect: PhantomData,
         }
     }
 }
 
-impl<St: fmt::Debug, Sc> fmt::Debug for IdempotencyLayer<St, Sc> {
+impl<St: fmt::Debug, Sc, D> fmt::Debug for IdempotencyLayer<St, Sc, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdempotencyLayer")
             .field("config", &self.shared.config)
             .field("store", &self.shared.store)
+            .field("disconnect", &std::any::type_name::<D>())
             .finish_non_exhaustive()
     }
 }
@@ -248,6 +255,7 @@ impl IdempotencyLayer {
             config,
             store: MemoryStore::new(),
             scope: GlobalScope,
+            disconnect: PhantomData,
         }
     }
 }
@@ -258,7 +266,7 @@ impl Default for IdempotencyLayer {
     }
 }
 
-impl<St, Sc> IdempotencyLayer<St, Sc> {
+impl<St, Sc, D> IdempotencyLayer<St, Sc, D> {
     /// The layer's store.
     pub fn store(&self) -> &St {
         &self.shared.store
@@ -269,8 +277,8 @@ impl<St, Sc> IdempotencyLayer<St, Sc> {
     }
 }
 
-impl<S, St, Sc> Layer<S> for IdempotencyLayer<St, Sc> {
-    type Service = Idempotency<S, St, Sc>;
+impl<S, St, Sc, D> Layer<S> for IdempotencyLayer<St, Sc, D> {
+    type Service = Idempotency<S, St, Sc, D>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Idempotency::new(inner, self.clone())
@@ -279,22 +287,24 @@ impl<S, St, Sc> Layer<S> for IdempotencyLayer<St, Sc> {
 
 /// Configures an [`IdempotencyLayer`]; every setting has a default (see the
 /// [crate docs](crate#defaults)).
-pub struct IdempotencyLayerBuilder<St = MemoryStore, Sc = GlobalScope> {
+pub struct IdempotencyLayerBuilder<St = MemoryStore, Sc = GlobalScope, D = Complete> {
     config: Config,
     store: St,
     scope: Sc,
+    disconnect: PhantomData<fn() -> D>,
 }
 
-impl<St: fmt::Debug, Sc> fmt::Debug for IdempotencyLayerBuilder<St, Sc> {
+impl<St: fmt::Debug, Sc, D> fmt::Debug for IdempotencyLayerBuilder<St, Sc, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdempotencyLayerBuilder")
             .field("config", &self.config)
             .field("store", &self.store)
+            .field("disconnect", &std::any::type_name::<D>())
             .finish_non_exhaustive()
     }
 }
 
-impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
+impl<St, Sc, D> IdempotencyLayerBuilder<St, Sc, D> {
     /// The name in metrics and logs (default `idempotency`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = name.into();
@@ -302,21 +312,38 @@ impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
     }
 
     /// Where keys and responses live (default: a [`MemoryStore`] of its own).
-    pub fn store<T: IdempotencyStore>(self, store: T) -> IdempotencyLayerBuilder<T, Sc> {
+    pub fn store<T: IdempotencyStore>(self, store: T) -> IdempotencyLayerBuilder<T, Sc, D> {
         IdempotencyLayerBuilder {
             config: self.config,
             store,
             scope: self.scope,
+            disconnect: PhantomData,
         }
     }
 
     /// How a request's scope (principal, tenant) is derived (default:
     /// [`GlobalScope`], one scope for all).
-    pub fn scope<T: Scope>(self, scope: T) -> IdempotencyLayerBuilder<St, T> {
+    pub fn scope<T: Scope>(self, scope: T) -> IdempotencyLayerBuilder<St, T, D> {
         IdempotencyLayerBuilder {
             config: self.config,
             store: self.store,
             scope,
+            disconnect: PhantomData,
+        }
+    }
+
+    /// What becomes of a request whose caller goes away after it locked its
+    /// key (default [`disconnect::Complete`]: it runs to the end on a task
+    /// of its own and its response is stored). [`disconnect::KeepLocked`]
+    /// runs it in the response future and leaves the key locked until its
+    /// lock expires when that future is dropped; [`disconnect::Release`]
+    /// releases the key then. See the [crate docs](crate#disconnects).
+    pub fn on_disconnect<P: disconnect::Policy>(self, _policy: P) -> IdempotencyLayerBuilder<St, Sc, P> {
+        IdempotencyLayerBuilder {
+            config: self.config,
+            store: self.store,
+            scope: self.scope,
+            disconnect: PhantomData,
         }
     }
 
@@ -405,7 +432,7 @@ impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
     }
 
     /// The layer, or why the configuration is impossible.
-    pub fn build(self) -> Result<IdempotencyLayer<St, Sc>, ConfigError> {
+    pub fn build(self) -> Result<IdempotencyLayer<St, Sc, D>, ConfigError> {
         let config = &self.config;
         if config.lock_expiry.is_zero() {
             return Err(ConfigError::ZeroLockExpiry);
@@ -425,7 +452,7 @@ impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
         Ok(self.into_layer())
     }
 
-    fn into_layer(self) -> IdempotencyLayer<St, Sc> {
+    fn into_layer(self) -> IdempotencyLayer<St, Sc, D> {
         let metrics = Metrics::new(&self.config.name);
         let shared = Shared {
             config: self.config,
@@ -435,6 +462,7 @@ impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
         };
         IdempotencyLayer {
             shared: Arc::new(shared),
+            disconnect: PhantomData,
         }
     }
 }

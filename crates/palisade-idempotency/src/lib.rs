@@ -206,6 +206,7 @@
 
 mod body;
 pub mod client;
+pub mod disconnect;
 pub mod error;
 pub mod future;
 mod hash;

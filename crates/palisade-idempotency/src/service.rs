@@ -10,7 +10,8 @@ use palisade_core::telemetry::idempotency::TARGET;
 use tower_service::Service;
 
 use crate::body::ResponseBody;
-use crate::future::ResponseFuture;
+use crate::disconnect::{Complete, InCaller};
+use crate::future::{self, ResponseFuture, Spawn};
 use crate::layer::{IdempotencyLayer, Scope};
 use crate::store::IdempotencyStore;
 use crate::{hash, key, problem};
@@ -24,13 +25,18 @@ use crate::{hash, key, problem};
 /// map hyper's `Incoming` to one of them first). The response body must be
 /// `Unpin` (axum's, hyper's and `http-body-util`'s are; box others) because a
 /// body too large to store is handed back to the caller after being partly read.
-pub struct Idempotency<S, St, Sc> {
+///
+/// With the default [`Complete`](crate::disconnect::Complete) policy, the protected call runs
+/// on a task of its own, so the inner future, its response body (and the
+/// body's error) and the inner error must be `Send + 'static`; the
+/// [`InCaller`](crate::disconnect::InCaller) policies need neither.
+pub struct Idempotency<S, St, Sc, D = Complete> {
     inner: S,
-    layer: IdempotencyLayer<St, Sc>,
+    layer: IdempotencyLayer<St, Sc, D>,
 }
 
-impl<S, St, Sc> Idempotency<S, St, Sc> {
-    pub(crate) fn new(inner: S, layer: IdempotencyLayer<St, Sc>) -> Self {
+impl<S, St, Sc, D> Idempotency<S, St, Sc, D> {
+    pub(crate) fn new(inner: S, layer: IdempotencyLayer<St, Sc, D>) -> Self {
         Self { inner, layer }
     }
 
@@ -50,7 +56,7 @@ impl<S, St, Sc> Idempotency<S, St, Sc> {
     }
 }
 
-impl<S: Clone, St, Sc> Clone for Idempotency<S, St, Sc> {
+impl<S: Clone, St, Sc, D> Clone for Idempotency<S, St, Sc, D> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -59,7 +65,7 @@ impl<S: Clone, St, Sc> Clone for Idempotency<S, St, Sc> {
     }
 }
 
-impl<S: fmt::Debug, St: fmt::Debug, Sc> fmt::Debug for Idempotency<S, St, Sc> {
+impl<S: fmt::Debug, St: fmt::Debug, Sc, D> fmt::Debug for Idempotency<S, St, Sc, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Idempotency")
             .field("inner", &self.inner)
@@ -68,11 +74,14 @@ impl<S: fmt::Debug, St: fmt::Debug, Sc> fmt::Debug for Idempotency<S, St, Sc> {
     }
 }
 
-impl<S, St, Sc, ReqB, ResB> Service<Request<ReqB>> for Idempotency<S, St, Sc>
+impl<S, St, Sc, ReqB, ResB> Service<Request<ReqB>> for Idempotency<S, St, Sc, Complete>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
     ReqB: Body + From<Bytes>,
-    ResB: Body + Unpin,
+    ResB: Body + Unpin + Send + 'static,
+    ResB::Error: Send,
     St: IdempotencyStore,
     Sc: Scope,
 {
@@ -85,6 +94,49 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        self.call_with(req, Some(future::spawn), false)
+    }
+}
+
+impl<S, St, Sc, D, ReqB, ResB> Service<Request<ReqB>> for Idempotency<S, St, Sc, D>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+    ReqB: Body + From<Bytes>,
+    ResB: Body + Unpin,
+    St: IdempotencyStore,
+    Sc: Scope,
+    D: InCaller,
+{
+    type Response = Response<ResponseBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqB, ResB, St, Sc>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        self.call_with(req, None, D::RELEASE_ON_DROP)
+    }
+}
+
+impl<S, St, Sc, D> Idempotency<S, St, Sc, D> {
+    /// The call of every policy: `spawn` runs the protected call on the
+    /// runtime, or (none) the response future runs it and `release_on_drop`
+    /// says what dropping it does.
+    fn call_with<ReqB, ResB>(
+        &mut self,
+        req: Request<ReqB>,
+        spawn: Option<Spawn<S::Future, ResB, S::Error, St, Sc>>,
+        release_on_drop: bool,
+    ) -> ResponseFuture<S, ReqB, ResB, St, Sc>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+        ReqB: Body,
+        ResB: Body,
+        St: IdempotencyStore,
+        Sc: Scope,
+    {
         let shared = self.layer.shared();
         let config = &shared.config;
         if !config.methods.contains(req.method()) {
@@ -117,7 +169,15 @@ where
         // be polled again before its next call.
         let ready = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, ready);
-        ResponseFuture::keyed(std::sync::Arc::clone(shared), ready, parts, body, store_key)
+        ResponseFuture::keyed(
+            std::sync::Arc::clone(shared),
+            ready,
+            parts,
+            body,
+            store_key,
+            spawn,
+            release_on_drop,
+        )
     }
 }
 

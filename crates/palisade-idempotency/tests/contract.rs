@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
+use palisade_idempotency::disconnect::Release;
 use palisade_idempotency::{
     Begin, Completion, Fingerprint, IdempotencyLayer, IdempotencyStore, Lease, MemoryStore, StoreError, StoreKey,
     StoredResponse,
@@ -190,13 +191,14 @@ fn remote_stack(
 + use<> {
     IdempotencyLayer::builder()
         .store(store.clone())
+        .on_disconnect(Release)
         .build()
         .unwrap()
         .layer(strict.clone())
 }
 
 #[tokio::test(start_paused = true)]
-async fn dropping_while_storing_spawns_a_release() {
+async fn with_release_dropping_while_storing_spawns_a_release() {
     let store = RemoteStore::new();
     let strict = Strict::new();
     let svc = remote_stack(&store, &strict);
@@ -237,7 +239,7 @@ async fn dropping_before_the_lock_is_taken_holds_nothing() {
 }
 
 #[test]
-fn without_a_runtime_a_dropped_lock_expires() {
+fn with_release_and_no_runtime_a_dropped_lock_expires() {
     let store = RemoteStore::new();
     let strict = Strict::new();
     let svc = remote_stack(&store, &strict);

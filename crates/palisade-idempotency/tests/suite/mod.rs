@@ -18,8 +18,10 @@ use bytes::Bytes;
 use futures_util::future::Either;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use palisade_idempotency::disconnect::{KeepLocked, Release};
 use palisade_idempotency::{
-    Begin, Completion, Fingerprint, IdempotencyLayer, IdempotencyStore, Lease, StoreError, StoreKey, StoredResponse,
+    Begin, Completion, Fingerprint, Idempotency, IdempotencyLayer, IdempotencyStore, Lease, ResponseBody, StoreError,
+    StoreKey, StoredResponse,
 };
 use tokio::sync::Semaphore;
 use tower::{Layer, Service, ServiceExt};
@@ -37,7 +39,10 @@ macro_rules! all_tests {
             missing_and_invalid_keys,
             an_oversized_body_gets_413,
             server_errors_are_not_stored_and_may_be_retried,
+            a_dropped_request_still_completes_and_is_replayed,
             a_failed_store_write_keeps_the_key_locked,
+            a_dropped_request_releases_its_key_when_told_to,
+            a_dropped_request_keeps_its_key_locked_when_told_to,
             validation_answers_are_not_stored,
             an_expired_lock_is_taken_over_and_the_stale_owner_cannot_overwrite,
             store_failures_fail_closed_or_open,
@@ -166,14 +171,9 @@ impl Orders {
         self.status.store(status, Ordering::SeqCst);
     }
 
-    pub fn service(
-        &self,
-    ) -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send>
-    + Clone
-    + Send
-    + 'static {
+    pub fn service(&self) -> Inner {
         let orders = self.clone();
-        tower::service_fn(move |req: Request<Full<Bytes>>| {
+        let svc = tower::service_fn(move |req: Request<Full<Bytes>>| {
             let orders = orders.clone();
             async move {
                 let n = orders.calls.fetch_add(1, Ordering::SeqCst) + 1;
@@ -200,7 +200,8 @@ impl Orders {
                     .unwrap();
                 Ok::<_, Infallible>(res)
             }
-        })
+        });
+        tower::util::BoxCloneSyncService::new(svc)
     }
 }
 
@@ -240,15 +241,30 @@ impl Got {
 
 pub type Svc = tower::util::BoxCloneSyncService<Request<Full<Bytes>>, Got, Infallible>;
 
+/// The inner service the layer wraps.
+pub type Inner = tower::util::BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>, Infallible>;
+
 /// The layer built by `configure` from the fixture's store, around `orders`,
 /// with the principal taken from `x-principal`.
-pub fn stack<St: IdempotencyStore + Clone>(
+pub fn stack<St, D>(
     fixture: &Fixture<St>,
     orders: &Orders,
     configure: impl FnOnce(
         palisade_idempotency::IdempotencyLayerBuilder<St, PrincipalScope>,
-    ) -> palisade_idempotency::IdempotencyLayerBuilder<St, PrincipalScope>,
-) -> Svc {
+    ) -> palisade_idempotency::IdempotencyLayerBuilder<St, PrincipalScope, D>,
+) -> Svc
+where
+    St: IdempotencyStore + Clone,
+    Idempotency<Inner, St, PrincipalScope, D>: Service<
+            Request<Full<Bytes>>,
+            Response = Response<ResponseBody<Full<Bytes>>>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+{
     let builder = IdempotencyLayer::builder()
         .store(fixture.store.clone())
         .scope(principal as PrincipalScope)
@@ -519,6 +535,51 @@ pub async fn a_dropped_request_still_completes_and_is_replayed<St: IdempotencySt
     assert_eq!((got.status, got.replayed()), (StatusCode::CREATED, true));
     assert_eq!(got.headers["x-order"], "1", "the first run's response");
     assert_eq!(orders.calls(), 1, "the handler ran exactly once");
+}
+
+pub async fn a_dropped_request_releases_its_key_when_told_to<St: IdempotencyStore + Clone>(fixture: Fixture<St>) {
+    let orders = Orders::new();
+    let svc = stack(&fixture, &orders, |b| b.on_disconnect(Release));
+    orders.close();
+    let first = tokio::spawn({
+        let svc = svc.clone();
+        async move { send(&svc, post(Some("k"), "{}")).await }
+    });
+    calls_reach(&orders, 1).await;
+    assert_eq!(send(&svc, post(Some("k"), "{}")).await.status, StatusCode::CONFLICT);
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    orders.open(10);
+    let got = until_not_in_flight(&svc, || post(Some("k"), "{}")).await;
+    assert_eq!(got.status, StatusCode::CREATED);
+    assert!(!got.replayed());
+    assert_eq!(
+        orders.calls(),
+        2,
+        "the cancelled request's key was freed and the retry ran"
+    );
+}
+
+pub async fn a_dropped_request_keeps_its_key_locked_when_told_to<St: IdempotencyStore + Clone>(fixture: Fixture<St>) {
+    let orders = Orders::new();
+    let svc = stack(&fixture, &orders, |b| b.on_disconnect(KeepLocked));
+    orders.close();
+    let first = tokio::spawn({
+        let svc = svc.clone();
+        async move { send(&svc, post(Some("k"), "{}")).await }
+    });
+    calls_reach(&orders, 1).await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    orders.open(10);
+    settle().await;
+    let retry = send(&svc, post(Some("k"), "{}")).await;
+    assert_eq!(retry.status, StatusCode::CONFLICT, "locked until the lock expires");
+    assert_eq!(orders.calls(), 1);
+    tokio::time::sleep(fixture.lock_expiry + fixture.lock_expiry / 2).await;
+    let after = send(&svc, post(Some("k"), "{}")).await;
+    assert_eq!((after.status, after.replayed()), (StatusCode::CREATED, false));
+    assert_eq!(orders.calls(), 2, "the handler runs again only after the lock expiry");
 }
 
 pub async fn a_failed_store_write_keeps_the_key_locked<St: IdempotencyStore + Clone>(fixture: Fixture<St>) {
