@@ -19,16 +19,26 @@ use tracing::Instrument;
 use crate::body::{Collected, ResponseBody};
 use crate::error::StoreError;
 use crate::hash::{self, Fingerprint, StoreKey};
-use crate::layer::Shared;
+use crate::state::Shared;
 use crate::store::{Begin, Completion, IdempotencyStore, Lease, StoredResponse};
 use crate::{IDEMPOTENT_REPLAYED, problem};
 
 type Answer<ResB, E> = Result<Response<ResponseBody<ResB>>, E>;
 
+/// The protected call of a request to `S`.
+pub(crate) type ProtectedFor<S, ReqB, ResB, St, Sc> =
+    Protected<<S as Service<Request<ReqB>>>::Future, ResB, <S as Service<Request<ReqB>>>::Error, St, Sc>;
+
 /// Hands a protected call to the runtime, or gives it back when there is
 /// no runtime to run it.
-pub(crate) type Spawn<F, ResB, E, St, Sc> =
-    fn(Protected<F, ResB, E, St, Sc>) -> Result<JoinHandle<Answer<ResB, E>>, Protected<F, ResB, E, St, Sc>>;
+pub(crate) type Spawn<S, ReqB, ResB, St, Sc> =
+    fn(
+        ProtectedFor<S, ReqB, ResB, St, Sc>,
+    )
+        -> Result<JoinHandle<Answer<ResB, <S as Service<Request<ReqB>>>::Error>>, ProtectedFor<S, ReqB, ResB, St, Sc>>;
+
+type StateFor<S, ReqB, ResB, St, Sc> =
+    State<<S as Service<Request<ReqB>>>::Future, ReqB, ResB, <S as Service<Request<ReqB>>>::Error, St, Sc>;
 
 /// Spawns `protected` on the current tokio runtime, in the current tracing
 /// span; without a runtime, gives it back to be run in the response future.
@@ -113,7 +123,7 @@ where
     key: StoreKey,
     fingerprint: Fingerprint,
     collected: Collected,
-    spawn: Option<Spawn<S::Future, ResB, S::Error, St, Sc>>,
+    spawn: Option<Spawn<S, ReqB, ResB, St, Sc>>,
     release_on_drop: bool,
 }
 
@@ -223,7 +233,7 @@ where
         request: request::Parts,
         body: ReqB,
         key: StoreKey,
-        spawn: Option<Spawn<S::Future, ResB, S::Error, St, Sc>>,
+        spawn: Option<Spawn<S, ReqB, ResB, St, Sc>>,
         release_on_drop: bool,
     ) -> Self {
         let ctx = Keyed {
@@ -317,7 +327,7 @@ where
 {
     fn poll(
         &mut self,
-        mut state: Pin<&mut State<S::Future, ReqB, ResB, S::Error, St, Sc>>,
+        mut state: Pin<&mut StateFor<S, ReqB, ResB, St, Sc>>,
         cx: &mut Context<'_>,
     ) -> Poll<Answer<ResB, S::Error>> {
         loop {
@@ -417,10 +427,7 @@ where
 
     /// Either the protected call to run, or the answer without calling the
     /// inner service.
-    fn on_begin(
-        &mut self,
-        begun: Result<Begin, StoreError>,
-    ) -> Next<Protected<S::Future, ResB, S::Error, St, Sc>, ResB> {
+    fn on_begin(&mut self, begun: Result<Begin, StoreError>) -> Next<ProtectedFor<S, ReqB, ResB, St, Sc>, ResB> {
         let shared = &self.shared;
         let config = &shared.config;
         match begun {
@@ -461,7 +468,7 @@ where
 
     /// Calls the inner service: the protected call, holding `lease` (none
     /// when a failing store let the request through unprotected).
-    fn call_inner(&mut self, lease: Option<Lease>) -> Next<Protected<S::Future, ResB, S::Error, St, Sc>, ResB> {
+    fn call_inner(&mut self, lease: Option<Lease>) -> Next<ProtectedFor<S, ReqB, ResB, St, Sc>, ResB> {
         match (self.service.take(), self.request.take()) {
             (Some(mut service), Some(parts)) => {
                 let body = ReqB::from(self.collected.take());

@@ -5,15 +5,14 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::request::Parts;
-use http::{HeaderName, HeaderValue, Method, StatusCode};
-use metrics::Counter;
-use palisade_core::telemetry::{LABEL_NAME, LABEL_OUTCOME, LABEL_REASON, idempotency::REQUESTS_TOTAL};
+use http::{HeaderName, Method, StatusCode};
 use tower_layer::Layer;
 
 use crate::disconnect::{self, Complete};
 use crate::error::ConfigError;
+use crate::scope::{GlobalScope, Scope};
 use crate::service::Idempotency;
+use crate::state::{Config, Metrics, Shared};
 use crate::store::{IdempotencyStore, MemoryStore};
 
 /// The default in-flight lock expiry: a crashed instance frees its keys after this.
@@ -41,160 +40,6 @@ pub fn default_store_status(status: StatusCode) -> bool {
             status,
             StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY | StatusCode::TOO_MANY_REQUESTS
         )
-}
-
-/// Derives a request's scope: the part of the store key that keeps one
-/// principal's keys (and responses) apart from another's.
-///
-/// Implemented for closures `Fn(&http::request::Parts) -> impl AsRef<[u8]>`,
-/// for example the authenticated principal an earlier layer put in the
-/// request extensions:
-///
-/// ```
-/// # #[derive(Clone)] struct Principal(String);
-/// let scope = |parts: &http::request::Parts| {
-///     parts.extensions.get::<Principal>().map(|p| p.0.clone()).unwrap_or_default()
-/// };
-/// let layer = palisade_idempotency::IdempotencyLayer::builder().scope(scope).build().unwrap();
-/// # let _ = layer;
-/// ```
-pub trait Scope: Send + Sync + 'static {
-    /// The scope's bytes.
-    type Output: AsRef<[u8]>;
-
-    /// The scope of a request.
-    fn scope(&self, parts: &Parts) -> Self::Output;
-}
-
-impl<F, R> Scope for F
-where
-    F: Fn(&Parts) -> R + Send + Sync + 'static,
-    R: AsRef<[u8]>,
-{
-    type Output = R;
-
-    fn scope(&self, parts: &Parts) -> R {
-        self(parts)
-    }
-}
-
-/// One scope for every request: right only when the service has a single
-/// principal, or when an outer layer already separates tenants (keys still
-/// differ by method and path).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GlobalScope;
-
-impl Scope for GlobalScope {
-    type Output = [u8; 0];
-
-    fn scope(&self, _parts: &Parts) -> [u8; 0] {
-        []
-    }
-}
-
-/// The scope is the value of one request header, for example
-/// `Authorization`: requests with different credentials never share keys.
-/// The value only goes into the store key's SHA-256, so credentials are
-/// never stored. A request without the header has the empty scope.
-#[derive(Debug, Clone)]
-pub struct HeaderScope(pub HeaderName);
-
-impl Scope for HeaderScope {
-    type Output = HeaderValue;
-
-    fn scope(&self, parts: &Parts) -> HeaderValue {
-        parts
-            .headers
-            .get(&self.0)
-            .cloned()
-            .unwrap_or_else(|| HeaderValue::from_static(""))
-    }
-}
-
-type StatusPolicy = Box<dyn Fn(StatusCode) -> bool + Send + Sync>;
-
-pub(crate) struct Config {
-    pub(crate) name: String,
-    pub(crate) methods: Vec<Method>,
-    pub(crate) header: HeaderName,
-    pub(crate) require_key: bool,
-    pub(crate) lock_expiry: Duration,
-    pub(crate) retention: Duration,
-    pub(crate) max_request_body: usize,
-    pub(crate) max_response_body: usize,
-    pub(crate) store_status: StatusPolicy,
-    pub(crate) store_set_cookie: bool,
-    pub(crate) fail_open: bool,
-    pub(crate) conflict_retry_after: Duration,
-    pub(crate) unavailable_retry_after: Duration,
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("name", &self.name)
-            .field("methods", &self.methods)
-            .field("header", &self.header)
-            .field("require_key", &self.require_key)
-            .field("lock_expiry", &self.lock_expiry)
-            .field("retention", &self.retention)
-            .field("max_request_body", &self.max_request_body)
-            .field("max_response_body", &self.max_response_body)
-            .field("store_set_cookie", &self.store_set_cookie)
-            .field("fail_open", &self.fail_open)
-            .field("conflict_retry_after", &self.conflict_retry_after)
-            .field("unavailable_retry_after", &self.unavailable_retry_after)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The outcomes counted in `palisade_idempotency_requests_total`, registered
-/// once when the layer is built so counting costs no allocation per request.
-#[derive(Debug)]
-pub(crate) struct Metrics {
-    pub(crate) first: Counter,
-    pub(crate) replayed: Counter,
-    pub(crate) conflict: Counter,
-    pub(crate) mismatch: Counter,
-    pub(crate) missing_key: Counter,
-    pub(crate) malformed_key: Counter,
-    pub(crate) body_too_large: Counter,
-    pub(crate) unreadable_body: Counter,
-    pub(crate) store_error_closed: Counter,
-    pub(crate) store_error_open: Counter,
-}
-
-impl Metrics {
-    fn new(name: &str) -> Self {
-        let outcome = |outcome: &'static str| metrics::counter!(REQUESTS_TOTAL, LABEL_NAME => name.to_owned(), LABEL_OUTCOME => outcome);
-        let rejected = |outcome: &'static str, reason: &'static str| {
-            metrics::counter!(
-                REQUESTS_TOTAL,
-                LABEL_NAME => name.to_owned(),
-                LABEL_OUTCOME => outcome,
-                LABEL_REASON => reason
-            )
-        };
-        Self {
-            first: outcome("first"),
-            replayed: outcome("replayed"),
-            conflict: outcome("conflict"),
-            mismatch: outcome("mismatch"),
-            missing_key: rejected("invalid", "missing_key"),
-            malformed_key: rejected("invalid", "malformed_key"),
-            body_too_large: rejected("invalid", "body_too_large"),
-            unreadable_body: rejected("invalid", "unreadable_body"),
-            store_error_closed: rejected("store_error", "fail_closed"),
-            store_error_open: rejected("store_error", "fail_open"),
-        }
-    }
-}
-
-pub(crate) struct Shared<St, Sc> {
-    pub(crate) config: Config,
-    pub(crate) store: St,
-    pub(crate) scope: Sc,
-    pub(crate) metrics: Metrics,
 }
 
 /// A [`Layer`] that makes state-changing requests carrying an
@@ -271,17 +116,13 @@ impl<St, Sc, D> IdempotencyLayer<St, Sc, D> {
     pub fn store(&self) -> &St {
         &self.shared.store
     }
-
-    pub(crate) fn shared(&self) -> &Arc<Shared<St, Sc>> {
-        &self.shared
-    }
 }
 
 impl<S, St, Sc, D> Layer<S> for IdempotencyLayer<St, Sc, D> {
     type Service = Idempotency<S, St, Sc, D>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Idempotency::new(inner, self.clone())
+        Idempotency::new(inner, Arc::clone(&self.shared))
     }
 }
 
@@ -493,19 +334,6 @@ mod tests {
         );
         assert_eq!(err(IdempotencyLayer::builder().methods([])), ConfigError::NoMethods);
         assert!(IdempotencyLayer::builder().build().is_ok());
-    }
-
-    #[test]
-    fn header_scope_is_the_header_value_or_empty() {
-        let scope = HeaderScope(http::header::AUTHORIZATION);
-        let (with, ()) = http::Request::post("/")
-            .header("authorization", "Bearer a")
-            .body(())
-            .unwrap()
-            .into_parts();
-        let (without, ()) = http::Request::post("/").body(()).unwrap().into_parts();
-        assert_eq!(scope.scope(&with).as_bytes(), b"Bearer a");
-        assert_eq!(scope.scope(&without).as_bytes(), b"");
     }
 
     #[test]

@@ -213,7 +213,9 @@ mod hash;
 mod key;
 mod layer;
 pub mod problem;
+mod scope;
 mod service;
+mod state;
 pub mod store;
 mod sync;
 
@@ -223,9 +225,10 @@ pub use hash::{Fingerprint, StoreKey};
 pub use key::MAX_KEY_LEN;
 pub use layer::{
     DEFAULT_CONFLICT_RETRY_AFTER, DEFAULT_LOCK_EXPIRY, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY,
-    DEFAULT_RETENTION, DEFAULT_UNAVAILABLE_RETRY_AFTER, GlobalScope, HeaderScope, IdempotencyLayer,
-    IdempotencyLayerBuilder, Scope, default_store_status,
+    DEFAULT_RETENTION, DEFAULT_UNAVAILABLE_RETRY_AFTER, IdempotencyLayer, IdempotencyLayerBuilder,
+    default_store_status,
 };
+pub use scope::{GlobalScope, HeaderScope, Scope};
 pub use service::Idempotency;
 pub use store::{Begin, Completion, IdempotencyStore, Lease, MemoryStore, StoredResponse};
 

@@ -1,6 +1,8 @@
 //! [`Idempotency`], the service the layer wraps around the inner one.
 
 use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -12,14 +14,15 @@ use tower_service::Service;
 use crate::body::ResponseBody;
 use crate::disconnect::{Complete, InCaller};
 use crate::future::{self, ResponseFuture, Spawn};
-use crate::layer::{IdempotencyLayer, Scope};
+use crate::scope::Scope;
+use crate::state::Shared;
 use crate::store::IdempotencyStore;
 use crate::{hash, key, problem};
 
 /// Replays the first response of requests that carry the same
 /// `Idempotency-Key`: see the [crate docs](crate).
 ///
-/// Made by [`IdempotencyLayer`]. The inner service gets the request with its
+/// Made by [`IdempotencyLayer`](crate::IdempotencyLayer). The inner service gets the request with its
 /// body read into memory, rebuilt as `ReqB::from(bytes)`, so the request body
 /// type must implement `From<Bytes>` (axum's `Body` and `Full<Bytes>` do;
 /// map hyper's `Incoming` to one of them first). The response body must be
@@ -32,12 +35,17 @@ use crate::{hash, key, problem};
 /// [`InCaller`](crate::disconnect::InCaller) policies need neither.
 pub struct Idempotency<S, St, Sc, D = Complete> {
     inner: S,
-    layer: IdempotencyLayer<St, Sc, D>,
+    shared: Arc<Shared<St, Sc>>,
+    disconnect: PhantomData<fn() -> D>,
 }
 
 impl<S, St, Sc, D> Idempotency<S, St, Sc, D> {
-    pub(crate) fn new(inner: S, layer: IdempotencyLayer<St, Sc, D>) -> Self {
-        Self { inner, layer }
+    pub(crate) fn new(inner: S, shared: Arc<Shared<St, Sc>>) -> Self {
+        Self {
+            inner,
+            shared,
+            disconnect: PhantomData,
+        }
     }
 
     /// The inner service.
@@ -60,7 +68,8 @@ impl<S: Clone, St, Sc, D> Clone for Idempotency<S, St, Sc, D> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            layer: self.layer.clone(),
+            shared: Arc::clone(&self.shared),
+            disconnect: PhantomData,
         }
     }
 }
@@ -69,7 +78,9 @@ impl<S: fmt::Debug, St: fmt::Debug, Sc, D> fmt::Debug for Idempotency<S, St, Sc,
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Idempotency")
             .field("inner", &self.inner)
-            .field("layer", &self.layer)
+            .field("config", &self.shared.config)
+            .field("store", &self.shared.store)
+            .field("disconnect", &std::any::type_name::<D>())
             .finish()
     }
 }
@@ -127,7 +138,7 @@ impl<S, St, Sc, D> Idempotency<S, St, Sc, D> {
     fn call_with<ReqB, ResB>(
         &mut self,
         req: Request<ReqB>,
-        spawn: Option<Spawn<S::Future, ResB, S::Error, St, Sc>>,
+        spawn: Option<Spawn<S, ReqB, ResB, St, Sc>>,
         release_on_drop: bool,
     ) -> ResponseFuture<S, ReqB, ResB, St, Sc>
     where
@@ -137,7 +148,7 @@ impl<S, St, Sc, D> Idempotency<S, St, Sc, D> {
         St: IdempotencyStore,
         Sc: Scope,
     {
-        let shared = self.layer.shared();
+        let shared = &self.shared;
         let config = &shared.config;
         if !config.methods.contains(req.method()) {
             return ResponseFuture::passthrough(self.inner.call(req));
@@ -170,7 +181,7 @@ impl<S, St, Sc, D> Idempotency<S, St, Sc, D> {
         let ready = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, ready);
         ResponseFuture::keyed(
-            std::sync::Arc::clone(shared),
+            Arc::clone(shared),
             ready,
             parts,
             body,
@@ -181,7 +192,7 @@ impl<S, St, Sc, D> Idempotency<S, St, Sc, D> {
     }
 }
 
-fn invalid_key<S, St, Sc, ReqB, ResB>(shared: &crate::layer::Shared<St, Sc>) -> ResponseFuture<S, ReqB, ResB, St, Sc>
+fn invalid_key<S, St, Sc, ReqB, ResB>(shared: &Shared<St, Sc>) -> ResponseFuture<S, ReqB, ResB, St, Sc>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     ResB: Body,
