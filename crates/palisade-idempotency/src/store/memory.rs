@@ -239,10 +239,12 @@ impl State {
 
     /// Puts `entry` under `key`, replacing (and unindexing) what was there.
     fn insert(&mut self, key: StoreKey, entry: Entry) {
-        self.expiries.insert((entry.expires_at, entry.id), key);
-        if let Some(old) = self.entries.insert(key, entry) {
+        // Unindexed first: the new entry may have the same expiry and id.
+        if let Some(old) = self.entries.get(&key) {
             self.expiries.remove(&(old.expires_at, old.id));
         }
+        self.expiries.insert((entry.expires_at, entry.id), key);
+        self.entries.insert(key, entry);
     }
 
     fn remove(&mut self, key: &StoreKey) {
@@ -455,6 +457,18 @@ mod tests {
         acquire(&store, 102);
         assert_eq!(store.len(), 3);
         assert_eq!(store.lock().expiries.len(), 3, "the index holds each record once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_expiring_when_its_lock_would_is_still_indexed() {
+        let store = MemoryStore::new();
+        let lease = acquire(&store, 1);
+        // Completed at once, kept exactly as long as the lock: same expiry, same id.
+        store.complete_now(&key(1), &fp(1), &lease, &response(), LOCK);
+        assert_eq!(store.lock().expiries.len(), 1);
+        tokio::time::advance(LOCK).await;
+        acquire(&store, 2);
+        assert_eq!(store.len(), 1, "key 1's response expired and was swept");
     }
 
     #[tokio::test(start_paused = true)]
