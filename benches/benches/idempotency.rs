@@ -2,8 +2,10 @@
 #![allow(missing_docs)]
 
 //! The Idempotency-Key layer's cost: a replay and a first request through the
-//! memory store against the bare HTTP service in the same run, and requests/s
-//! through a live Redis store.
+//! memory store against the bare HTTP service in the same run, first requests
+//! into a full memory store holding 1,000 and 1,000,000 responses, the
+//! default disconnect policy's task against running the call in the caller,
+//! and requests/s through a live Redis store.
 //!
 //! Run with `cargo bench -p palisade-benches --bench idempotency` (add
 //! `-- --quick` for a fast pass). Redis comes from `REDIS_URL` (default
@@ -20,6 +22,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body_util::Full;
 use palisade_benches::Harness;
+use palisade_idempotency::disconnect::KeepLocked;
 use palisade_idempotency::store::redis::RedisStore;
 use palisade_idempotency::{IdempotencyLayer, MemoryStore};
 use tower::{Layer, ServiceExt};
@@ -65,8 +68,13 @@ fn memory(c: &mut Criterion) {
     let mut harness = Harness::new(c, "idempotency");
     harness.overhead("http_bare", http_bare(), || order(http::HeaderValue::from_static("k")));
 
-    // Every call replays the response stored by the first.
-    let layer = IdempotencyLayer::new();
+    // Every call replays the response stored by the first. The entries
+    // measured on the bench thread run the protected call in the response
+    // future (`KeepLocked`); the default's task is measured below.
+    let layer = IdempotencyLayer::builder()
+        .on_disconnect(KeepLocked)
+        .build()
+        .expect("layer");
     harness.overhead("memory_replay", layer.layer(http_bare()), || {
         order(http::HeaderValue::from_static(
             "\"8e03978e-40d5-43e8-bc93-6894a57f9324\"",
@@ -78,6 +86,7 @@ fn memory(c: &mut Criterion) {
     // runs the service, and stores its response.
     let layer = IdempotencyLayer::builder()
         .store(MemoryStore::new())
+        .on_disconnect(KeepLocked)
         .lock_expiry(Duration::from_nanos(1))
         .retention(Duration::from_micros(1))
         .build()
@@ -89,6 +98,34 @@ fn memory(c: &mut Criterion) {
         order(keys[i].clone())
     });
 
+    // First requests into a memory store already holding `stored` unexpired
+    // responses and at its cap: each call's own record has expired by the
+    // next call, so making room for it is the store's expiry work alone.
+    for stored in [1_000_u32, 1_000_000] {
+        let store = MemoryStore::builder()
+            .max_keys(stored as usize + 1)
+            .build()
+            .expect("store");
+        fill(&store, stored);
+        let layer = IdempotencyLayer::builder()
+            .store(store)
+            .on_disconnect(KeepLocked)
+            .lock_expiry(Duration::from_nanos(1))
+            .retention(Duration::from_micros(1))
+            .build()
+            .expect("layer");
+        let keys: Vec<http::HeaderValue> = (0..64).map(|i| http::HeaderValue::from(i as u64)).collect();
+        let mut i = 0;
+        harness.overhead(
+            &format!("memory_first_at_cap/{stored}_stored"),
+            layer.layer(http_bare()),
+            move || {
+                i = (i + 1) % keys.len();
+                order(keys[i].clone())
+            },
+        );
+    }
+
     // A method the layer does not protect: the pass-through cost.
     let layer = IdempotencyLayer::new();
     harness.overhead("passthrough_get", layer.layer(http_bare()), || {
@@ -97,6 +134,62 @@ fn memory(c: &mut Criterion) {
         req
     });
     harness.finish();
+
+    // The default policy (`Complete`): a first request's protected call runs
+    // on a task of its own, against the same request run in the response
+    // future, both awaited on a current-thread runtime.
+    let mut group = c.benchmark_group("idempotency_first_on_runtime");
+    group.throughput(Throughput::Elements(1));
+    let in_caller = IdempotencyLayer::builder()
+        .on_disconnect(KeepLocked)
+        .lock_expiry(Duration::from_nanos(1))
+        .retention(Duration::from_micros(1))
+        .build()
+        .expect("layer")
+        .layer(http_bare());
+    let on_task = IdempotencyLayer::builder()
+        .lock_expiry(Duration::from_nanos(1))
+        .retention(Duration::from_micros(1))
+        .build()
+        .expect("layer")
+        .layer(http_bare());
+    let keys: Vec<http::HeaderValue> = (0..64).map(|i| http::HeaderValue::from(i as u64)).collect();
+    group.bench_function("keep_locked", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            rt.block_on(in_caller.clone().oneshot(order(keys[i].clone())))
+        })
+    });
+    group.bench_function("complete_default", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            rt.block_on(on_task.clone().oneshot(order(keys[i].clone())))
+        })
+    });
+    group.finish();
+}
+
+/// Stores `n` responses kept for a day, as `n` earlier customers' requests would.
+fn fill(store: &MemoryStore, n: u32) {
+    use palisade_idempotency::{Begin, Fingerprint, IdempotencyStore, StoreKey, StoredResponse};
+    let response = StoredResponse {
+        status: http::StatusCode::CREATED,
+        headers: http::HeaderMap::new(),
+        body: Bytes::from_static(b"{}"),
+    };
+    for i in 0..n {
+        let mut bytes = [0xff; 32];
+        bytes[..4].copy_from_slice(&i.to_be_bytes());
+        let (key, fingerprint) = (StoreKey::from_bytes(bytes), Fingerprint::from_bytes(bytes));
+        let begun = store.begin(&key, &fingerprint, Duration::from_secs(60)).into_inner();
+        let Ok(Begin::Acquired(lease)) = begun else {
+            panic!("filling the store: {begun:?}")
+        };
+        let stored = store.complete(&key, &fingerprint, &lease, &response, Duration::from_secs(86_400));
+        assert!(stored.into_inner().is_ok(), "filling the store");
+    }
 }
 
 fn redis(c: &mut Criterion) {

@@ -42,7 +42,7 @@ pub enum ConfigError {
 pub enum StoreErrorKind {
     /// The backend (Redis, Postgres, ...) failed or could not be reached.
     Backend,
-    /// The store is full of keys that are still in flight.
+    /// The store is full of keys that have not expired.
     Full,
     /// A stored record could not be decoded.
     Corrupt,
@@ -55,6 +55,7 @@ pub enum StoreErrorKind {
 pub struct StoreError {
     kind: StoreErrorKind,
     source: Option<BoxError>,
+    retry_after: Option<Duration>,
 }
 
 impl StoreError {
@@ -63,6 +64,7 @@ impl StoreError {
         Self {
             kind: StoreErrorKind::Backend,
             source: Some(source.into()),
+            retry_after: None,
         }
     }
 
@@ -71,6 +73,16 @@ impl StoreError {
         Self {
             kind: StoreErrorKind::Full,
             source: None,
+            retry_after: None,
+        }
+    }
+
+    /// The store has no room for another key until `retry_after` has
+    /// passed (when its oldest record expires).
+    pub fn full_for(retry_after: Duration) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::full()
         }
     }
 
@@ -79,6 +91,7 @@ impl StoreError {
         Self {
             kind: StoreErrorKind::Corrupt,
             source: Some(what.into()),
+            retry_after: None,
         }
     }
 
@@ -86,13 +99,19 @@ impl StoreError {
     pub fn kind(&self) -> StoreErrorKind {
         self.kind
     }
+
+    /// How long until the store may succeed, when it knows: the `Retry-After`
+    /// of the layer's 503.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self.kind {
             StoreErrorKind::Backend => "idempotency store backend failed",
-            StoreErrorKind::Full => "idempotency store is full of in-flight keys",
+            StoreErrorKind::Full => "idempotency store is full of unexpired keys",
             StoreErrorKind::Corrupt => "idempotency store holds a record it cannot decode",
         })
     }
@@ -120,5 +139,9 @@ mod tests {
         );
         assert_eq!(err.to_string(), "idempotency store backend failed");
         assert!(StoreError::full().source().is_none());
+        assert_eq!(err.retry_after(), None);
+        let full = StoreError::full_for(Duration::from_secs(3));
+        assert_eq!(full.kind(), StoreErrorKind::Full);
+        assert_eq!(full.retry_after(), Some(Duration::from_secs(3)));
     }
 }

@@ -1,4 +1,5 @@
-//! The response future of [`Idempotency`](crate::Idempotency).
+//! The response future of [`Idempotency`](crate::Idempotency), and the
+//! future of the protected call that runs once a key is locked.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,32 +12,64 @@ use http::{Request, Response, request, response};
 use http_body::Body;
 use palisade_core::telemetry::idempotency::TARGET;
 use pin_project_lite::pin_project;
+use tokio::task::JoinHandle;
 use tower_service::Service;
+use tracing::Instrument;
 
 use crate::body::{Collected, ResponseBody};
 use crate::error::StoreError;
 use crate::hash::{self, Fingerprint, StoreKey};
-use crate::layer::Shared;
+use crate::state::Shared;
 use crate::store::{Begin, Completion, IdempotencyStore, Lease, StoredResponse};
 use crate::{IDEMPOTENT_REPLAYED, problem};
 
 type Answer<ResB, E> = Result<Response<ResponseBody<ResB>>, E>;
 
-/// After the store answered `begin`: call the inner service, or answer now.
-// Made once per request and consumed at once: boxing the response would
-// only add an allocation.
+/// The protected call of a request to `S`.
+pub(crate) type ProtectedFor<S, ReqB, ResB, St, Sc> =
+    Protected<<S as Service<Request<ReqB>>>::Future, ResB, <S as Service<Request<ReqB>>>::Error, St, Sc>;
+
+/// Hands a protected call to the runtime, or gives it back when there is
+/// no runtime to run it.
+pub(crate) type Spawn<S, ReqB, ResB, St, Sc> =
+    fn(
+        ProtectedFor<S, ReqB, ResB, St, Sc>,
+    )
+        -> Result<JoinHandle<Answer<ResB, <S as Service<Request<ReqB>>>::Error>>, ProtectedFor<S, ReqB, ResB, St, Sc>>;
+
+type StateFor<S, ReqB, ResB, St, Sc> =
+    State<<S as Service<Request<ReqB>>>::Future, ReqB, ResB, <S as Service<Request<ReqB>>>::Error, St, Sc>;
+
+/// Spawns `protected` on the current tokio runtime, in the current tracing
+/// span; without a runtime, gives it back to be run in the response future.
+pub(crate) fn spawn<P>(protected: P) -> Result<JoinHandle<P::Output>, P>
+where
+    P: Future + Send + 'static,
+    P::Output: Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => Ok(runtime.spawn(protected.in_current_span())),
+        Err(_) => Err(protected),
+    }
+}
+
+/// After the store answered `begin`: run the protected call, or answer now.
+// Made once per request and consumed at once: boxing either would only add
+// an allocation.
 #[allow(clippy::large_enum_variant)]
-enum Step<F, ResB: Body> {
-    Call(F),
+enum Next<P, ResB: Body> {
+    Run(P),
     Respond(Response<ResponseBody<ResB>>),
 }
 
 pin_project! {
     /// The response future of [`Idempotency`](crate::Idempotency).
     ///
-    /// Dropping it while it holds a key's in-flight lock releases the key:
-    /// the release is spawned on the current tokio runtime. Without a
-    /// runtime (or if the release fails) the lock simply expires.
+    /// What dropping it does once its request holds a key's lock depends on
+    /// the layer's [`disconnect`](crate::disconnect) policy: by default the
+    /// protected call runs on a task of its own, which dropping this future
+    /// does not stop; otherwise the key stays locked until its lock expires,
+    /// or is released when the layer was built to release it.
     pub struct ResponseFuture<S, ReqB, ResB, St, Sc>
     where
         S: Service<Request<ReqB>>,
@@ -58,28 +91,26 @@ pin_project! {
     {
         Passthrough { #[pin] future: S::Future },
         Respond { response: Option<Response<ResponseBody<ResB>>> },
-        Keyed { #[pin] state: State<S::Future, ReqB, St>, ctx: Keyed<S, ReqB, ResB, St, Sc> },
+        Keyed { #[pin] state: State<S::Future, ReqB, ResB, S::Error, St, Sc>, ctx: Keyed<S, ReqB, ResB, St, Sc> },
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, ReqB, St>
+    enum State<F, ReqB, ResB, E, St, Sc>
     where
+        ResB: http_body::Body,
         St: IdempotencyStore,
     {
         ReadRequest { #[pin] body: ReqB },
         Begin { #[pin] future: St::BeginFuture },
-        Call { #[pin] future: F },
-        ReadResponse,
-        Complete { #[pin] future: St::CompleteFuture },
-        Release { #[pin] future: St::ReleaseFuture },
+        Inline { #[pin] protected: Protected<F, ResB, E, St, Sc> },
+        Spawned { handle: JoinHandle<Answer<ResB, E>> },
         Done,
     }
 }
 
-/// What a keyed request carries from state to state. Dropping it while it
-/// holds a lease releases the key.
+/// What a keyed request carries until its key is locked.
 struct Keyed<S, ReqB, ResB, St, Sc>
 where
     S: Service<Request<ReqB>>,
@@ -92,23 +123,71 @@ where
     key: StoreKey,
     fingerprint: Fingerprint,
     collected: Collected,
-    response: Option<(response::Parts, ResB)>,
-    lease: Option<Lease>,
-    answer: Option<Answer<ResB, S::Error>>,
+    spawn: Option<Spawn<S, ReqB, ResB, St, Sc>>,
+    release_on_drop: bool,
 }
 
-impl<S, ReqB, ResB, St, Sc> Drop for Keyed<S, ReqB, ResB, St, Sc>
+pin_project! {
+    /// The protected call once its key is locked: the inner service's
+    /// future, then reading its response, then storing it (or releasing
+    /// the key). Its output is the caller's answer.
+    pub(crate) struct Protected<F, ResB, E, St, Sc>
+    where
+        ResB: http_body::Body,
+        St: IdempotencyStore,
+    {
+        #[pin]
+        step: Step<F, St>,
+        held: Held<ResB, E, St, Sc>,
+    }
+}
+
+pin_project! {
+    #[project = StepProj]
+    enum Step<F, St>
+    where
+        St: IdempotencyStore,
+    {
+        Call { #[pin] future: F },
+        ReadResponse,
+        Complete { #[pin] future: St::CompleteFuture },
+        Release { #[pin] future: St::ReleaseFuture },
+        Done,
+    }
+}
+
+/// What a protected call carries from step to step. Dropped while it holds
+/// the lease: the key stays locked until its lock expires, or is released
+/// when the layer was built to release it.
+struct Held<ResB: Body, E, St, Sc>
 where
-    S: Service<Request<ReqB>>,
-    ResB: Body,
+    St: IdempotencyStore,
+{
+    shared: Arc<Shared<St, Sc>>,
+    key: StoreKey,
+    fingerprint: Fingerprint,
+    lease: Option<Lease>,
+    collected: Collected,
+    response: Option<(response::Parts, ResB)>,
+    answer: Option<Answer<ResB, E>>,
+    release_on_drop: bool,
+}
+
+impl<ResB: Body, E, St, Sc> Drop for Held<ResB, E, St, Sc>
+where
     St: IdempotencyStore,
 {
     fn drop(&mut self) {
         let Some(lease) = self.lease.take() else { return };
+        let name = &self.shared.config.name;
+        if !self.release_on_drop {
+            tracing::debug!(target: TARGET, name = %name, "a request holding a key was dropped; the key stays locked until its lock expires");
+            return;
+        }
         let release = self.shared.store.release(&self.key, &lease);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                let name = self.shared.config.name.clone();
+                let name = name.clone();
                 runtime.spawn(async move {
                     if let Err(error) = release.await {
                         tracing::warn!(target: TARGET, name = %name, %error, "releasing a dropped request's key failed; its lock will expire");
@@ -116,7 +195,7 @@ where
                 });
             }
             Err(_) => {
-                tracing::debug!(target: TARGET, name = %self.shared.config.name, "no runtime to release a dropped request's key; its lock will expire");
+                tracing::debug!(target: TARGET, name = %name, "no runtime to release a dropped request's key; its lock will expire");
             }
         }
     }
@@ -146,12 +225,16 @@ where
         Self::respond(body_too_large(shared))
     }
 
+    /// A keyed request: `spawn` runs its protected call on the runtime
+    /// (none: in this future, dropped per `release_on_drop`).
     pub(crate) fn keyed(
         shared: Arc<Shared<St, Sc>>,
         service: S,
         request: request::Parts,
         body: ReqB,
         key: StoreKey,
+        spawn: Option<Spawn<S, ReqB, ResB, St, Sc>>,
+        release_on_drop: bool,
     ) -> Self {
         let ctx = Keyed {
             shared,
@@ -160,9 +243,8 @@ where
             key,
             fingerprint: Fingerprint::from_bytes([0; 32]),
             collected: Collected::default(),
-            response: None,
-            lease: None,
-            answer: None,
+            spawn,
+            release_on_drop,
         };
         Self {
             kind: Kind::Keyed {
@@ -245,7 +327,7 @@ where
 {
     fn poll(
         &mut self,
-        mut state: Pin<&mut State<S::Future, ReqB, St>>,
+        mut state: Pin<&mut StateFor<S, ReqB, ResB, St, Sc>>,
         cx: &mut Context<'_>,
     ) -> Poll<Answer<ResB, S::Error>> {
         loop {
@@ -266,55 +348,39 @@ where
                 StateProj::Begin { future } => {
                     let begun = ready!(future.poll(cx));
                     match self.on_begin(begun) {
-                        Step::Call(future) => state.set(State::Call { future }),
-                        Step::Respond(answer) => {
+                        Next::Run(protected) => match self.spawn {
+                            Some(spawn) if protected.held.lease.is_some() => match spawn(protected) {
+                                Ok(handle) => state.set(State::Spawned { handle }),
+                                Err(protected) => state.set(State::Inline { protected }),
+                            },
+                            _ => state.set(State::Inline { protected }),
+                        },
+                        Next::Respond(answer) => {
                             state.set(State::Done);
                             return Poll::Ready(Ok(answer));
                         }
                     }
                 }
-                StateProj::Call { future } => {
-                    let result = ready!(future.poll(cx));
-                    let next = self.on_response(result);
-                    state.set(next);
-                }
-                StateProj::ReadResponse => {
-                    let next = ready!(self.poll_response_body(cx));
-                    state.set(next);
-                }
-                StateProj::Complete { future } => {
-                    let completed = ready!(future.poll(cx));
-                    match completed {
-                        Ok(Completion::Stored) => {}
-                        Ok(Completion::LeaseLost) => {
-                            tracing::warn!(target: TARGET, name = %self.shared.config.name, "the key's lock expired and was taken over before the response was ready; response not stored");
-                        }
-                        Err(error) => {
-                            tracing::warn!(target: TARGET, name = %self.shared.config.name, %error, "storing the response failed; releasing the key");
-                            state.set(self.release());
-                            continue;
-                        }
-                    }
-                    self.lease = None;
+                StateProj::Inline { protected } => {
+                    let answer = ready!(protected.poll(cx));
                     state.set(State::Done);
+                    return Poll::Ready(answer);
                 }
-                StateProj::Release { future } => {
-                    if let Err(error) = ready!(future.poll(cx)) {
-                        tracing::warn!(target: TARGET, name = %self.shared.config.name, %error, "releasing the key failed; its lock will expire");
-                    }
-                    self.lease = None;
+                StateProj::Spawned { handle } => {
+                    let joined = ready!(Pin::new(handle).poll(cx));
                     state.set(State::Done);
+                    return Poll::Ready(match joined {
+                        Ok(answer) => answer,
+                        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                        // Only a runtime shutting down cancels the task; the key stays locked.
+                        Err(_) => {
+                            Ok(problem::interrupted(self.shared.config.lock_expiry)
+                                .into_response_with(ResponseBody::full))
+                        }
+                    });
                 }
-                // The answer is ready: the response, or the inner error, with the key settled.
-                StateProj::Done => return Poll::Ready(self.take_answer()),
+                StateProj::Done => panic!("idempotency ResponseFuture polled after completion"),
             }
-        }
-    }
-
-    fn take_answer(&mut self) -> Answer<ResB, S::Error> {
-        match self.answer.take() {
-            Some(answer) => answer,
-            None => panic!("idempotency ResponseFuture polled after completion"),
         }
     }
 
@@ -359,74 +425,154 @@ where
             .begin(&self.key, &self.fingerprint, self.shared.config.lock_expiry)
     }
 
-    /// Either the inner call to make, or the answer without calling it.
-    fn on_begin(&mut self, begun: Result<Begin, StoreError>) -> Step<S::Future, ResB> {
+    /// Either the protected call to run, or the answer without calling the
+    /// inner service.
+    fn on_begin(&mut self, begun: Result<Begin, StoreError>) -> Next<ProtectedFor<S, ReqB, ResB, St, Sc>, ResB> {
         let shared = &self.shared;
         let config = &shared.config;
         match begun {
             Ok(Begin::Acquired(lease)) => {
                 shared.metrics.first.increment(1);
-                self.lease = Some(lease);
-                self.call_inner()
+                self.call_inner(Some(lease))
             }
             Ok(Begin::InFlight { fingerprint } | Begin::Completed { fingerprint, .. })
                 if fingerprint != self.fingerprint =>
             {
                 shared.metrics.mismatch.increment(1);
                 tracing::debug!(target: TARGET, name = %config.name, reason = "mismatch", "key reused with another request");
-                Step::Respond(problem::key_reused().into_response_with(ResponseBody::full))
+                Next::Respond(problem::key_reused().into_response_with(ResponseBody::full))
             }
             Ok(Begin::InFlight { .. }) => {
                 shared.metrics.conflict.increment(1);
                 tracing::debug!(target: TARGET, name = %config.name, reason = "in_flight", "key in flight");
-                Step::Respond(problem::in_flight(config.conflict_retry_after).into_response_with(ResponseBody::full))
+                Next::Respond(problem::in_flight(config.conflict_retry_after).into_response_with(ResponseBody::full))
             }
             Ok(Begin::Completed { response, .. }) => {
                 shared.metrics.replayed.increment(1);
                 tracing::debug!(target: TARGET, name = %config.name, "response replayed");
-                Step::Respond(replay(response))
+                Next::Respond(replay(response))
             }
             Err(error) if config.fail_open => {
                 shared.metrics.store_error_open.increment(1);
                 tracing::warn!(target: TARGET, name = %config.name, reason = "fail_open", %error, "idempotency store failed; request passed through unprotected");
-                self.call_inner()
+                self.call_inner(None)
             }
             Err(error) => {
                 shared.metrics.store_error_closed.increment(1);
                 tracing::warn!(target: TARGET, name = %config.name, reason = "fail_closed", %error, "idempotency store failed; request refused");
-                Step::Respond(problem::store_unavailable().into_response_with(ResponseBody::full))
+                let retry_after = error.retry_after().unwrap_or(config.unavailable_retry_after);
+                Next::Respond(problem::store_unavailable(retry_after).into_response_with(ResponseBody::full))
             }
         }
     }
 
-    fn call_inner(&mut self) -> Step<S::Future, ResB> {
+    /// Calls the inner service: the protected call, holding `lease` (none
+    /// when a failing store let the request through unprotected).
+    fn call_inner(&mut self, lease: Option<Lease>) -> Next<ProtectedFor<S, ReqB, ResB, St, Sc>, ResB> {
         match (self.service.take(), self.request.take()) {
             (Some(mut service), Some(parts)) => {
                 let body = ReqB::from(self.collected.take());
-                Step::Call(service.call(Request::from_parts(parts, body)))
+                let future = service.call(Request::from_parts(parts, body));
+                Next::Run(Protected {
+                    step: Step::Call { future },
+                    held: Held {
+                        shared: Arc::clone(&self.shared),
+                        key: self.key,
+                        fingerprint: self.fingerprint,
+                        lease,
+                        collected: Collected::default(),
+                        response: None,
+                        answer: None,
+                        release_on_drop: self.release_on_drop,
+                    },
+                })
             }
             _ => panic!("idempotency ResponseFuture polled after completion"),
         }
     }
+}
 
-    fn release(&self) -> State<S::Future, ReqB, St> {
+impl<F, ResB, E, St, Sc> Future for Protected<F, ResB, E, St, Sc>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+    ResB: Body + Unpin,
+    St: IdempotencyStore,
+{
+    type Output = Answer<ResB, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let (mut step, held) = (this.step, this.held);
+        loop {
+            match step.as_mut().project() {
+                StepProj::Call { future } => {
+                    let result = ready!(future.poll(cx));
+                    let next = held.on_response(result);
+                    step.set(next);
+                }
+                StepProj::ReadResponse => {
+                    let next = ready!(held.poll_response_body(cx));
+                    step.set(next);
+                }
+                StepProj::Complete { future } => {
+                    let completed = ready!(future.poll(cx));
+                    match completed {
+                        Ok(Completion::Stored) => {}
+                        Ok(Completion::LeaseLost) => {
+                            tracing::warn!(target: TARGET, name = %held.shared.config.name, "the key's lock expired and was taken over before the response was ready; response not stored");
+                        }
+                        Err(error) => {
+                            // The handler ran: releasing would let a retry run it again.
+                            tracing::warn!(target: TARGET, name = %held.shared.config.name, %error, "storing the response failed; the key stays locked until its lock expires");
+                        }
+                    }
+                    held.lease = None;
+                    step.set(Step::Done);
+                }
+                StepProj::Release { future } => {
+                    if let Err(error) = ready!(future.poll(cx)) {
+                        tracing::warn!(target: TARGET, name = %held.shared.config.name, %error, "releasing the key failed; its lock will expire");
+                    }
+                    held.lease = None;
+                    step.set(Step::Done);
+                }
+                // The answer is ready: the response, or the inner error, with the key settled.
+                StepProj::Done => return Poll::Ready(held.take_answer()),
+            }
+        }
+    }
+}
+
+impl<ResB, E, St, Sc> Held<ResB, E, St, Sc>
+where
+    ResB: Body + Unpin,
+    St: IdempotencyStore,
+{
+    fn take_answer(&mut self) -> Answer<ResB, E> {
+        match self.answer.take() {
+            Some(answer) => answer,
+            None => panic!("idempotency protected call polled after completion"),
+        }
+    }
+
+    fn release<F>(&self) -> Step<F, St> {
         match &self.lease {
-            Some(lease) => State::Release {
+            Some(lease) => Step::Release {
                 future: self.shared.store.release(&self.key, lease),
             },
-            None => State::Done,
+            None => Step::Done,
         }
     }
 
     /// Decides what happens to the inner service's answer.
-    fn on_response(&mut self, result: Result<Response<ResB>, S::Error>) -> State<S::Future, ReqB, St> {
+    fn on_response<F>(&mut self, result: Result<Response<ResB>, E>) -> Step<F, St> {
         let config = &self.shared.config;
         let response = match result {
             Ok(response) if self.lease.is_some() => response,
             Ok(response) => {
                 // Fail-open: nothing is held, nothing to store.
                 self.answer = Some(Ok(response.map(ResponseBody::new)));
-                return State::Done;
+                return Step::Done;
             }
             Err(error) => {
                 self.answer = Some(Err(error));
@@ -440,15 +586,15 @@ where
             return self.release();
         }
         self.response = Some(response.into_parts());
-        State::ReadResponse
+        Step::ReadResponse
     }
 
     /// Reads the response body up to the cap, then stores it, or gives up
     /// storing it and releases the key.
-    fn poll_response_body(&mut self, cx: &mut Context<'_>) -> Poll<State<S::Future, ReqB, St>> {
+    fn poll_response_body<F>(&mut self, cx: &mut Context<'_>) -> Poll<Step<F, St>> {
         let max = self.shared.config.max_response_body;
         let Some((_, body)) = &mut self.response else {
-            panic!("idempotency ResponseFuture polled after completion");
+            panic!("idempotency protected call polled after completion");
         };
         let held = loop {
             match ready!(Pin::new(&mut *body).poll_frame(cx)) {
@@ -480,9 +626,9 @@ where
         Poll::Ready(self.release())
     }
 
-    fn complete(&mut self) -> State<S::Future, ReqB, St> {
+    fn complete<F>(&mut self) -> Step<F, St> {
         let (Some((parts, _)), Some(lease)) = (self.response.take(), self.lease) else {
-            return State::Done;
+            return Step::Done;
         };
         let body = self.collected.take();
         let config = &self.shared.config;
@@ -496,7 +642,7 @@ where
             .store
             .complete(&self.key, &self.fingerprint, &lease, &stored, config.retention);
         self.answer = Some(Ok(Response::from_parts(parts, ResponseBody::full(body))));
-        State::Complete { future }
+        Step::Complete { future }
     }
 }
 

@@ -1,17 +1,18 @@
 //! [`IdempotencyLayer`] and its builder.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::request::Parts;
-use http::{HeaderName, HeaderValue, Method, StatusCode};
-use metrics::Counter;
-use palisade_core::telemetry::{LABEL_NAME, LABEL_OUTCOME, LABEL_REASON, idempotency::REQUESTS_TOTAL};
+use http::{HeaderName, Method, StatusCode};
 use tower_layer::Layer;
 
+use crate::disconnect::{self, Complete};
 use crate::error::ConfigError;
+use crate::scope::{GlobalScope, Scope};
 use crate::service::Idempotency;
+use crate::state::{Config, Metrics, Shared};
 use crate::store::{IdempotencyStore, MemoryStore};
 
 /// The default in-flight lock expiry: a crashed instance frees its keys after this.
@@ -24,163 +25,21 @@ pub const DEFAULT_MAX_REQUEST_BODY: usize = 1024 * 1024;
 pub const DEFAULT_MAX_RESPONSE_BODY: usize = 1024 * 1024;
 /// The default `Retry-After` of a 409 for a request still in flight.
 pub const DEFAULT_CONFLICT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The default `Retry-After` of a 503 for a failing store that gives no
+/// time of its own (a full memory store gives the time until its oldest
+/// record expires).
+pub const DEFAULT_UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// The default of which responses are stored: 2xx and 4xx except 429.
-/// 5xx and 429 say "try again", so their key is released instead.
+/// The default of which responses are stored: 2xx and 4xx except 400, 422
+/// and 429. 5xx and 429 say "try again", and 400 and 422 say "the request
+/// is invalid" (the handler refused it before acting, as Stripe does not
+/// store them either), so their key is released and a corrected retry runs.
 pub fn default_store_status(status: StatusCode) -> bool {
-    (status.is_success() || status.is_client_error()) && status != StatusCode::TOO_MANY_REQUESTS
-}
-
-/// Derives a request's scope: the part of the store key that keeps one
-/// principal's keys (and responses) apart from another's.
-///
-/// Implemented for closures `Fn(&http::request::Parts) -> impl AsRef<[u8]>`,
-/// for example the authenticated principal an earlier layer put in the
-/// request extensions:
-///
-/// ```
-/// # #[derive(Clone)] struct Principal(String);
-/// let scope = |parts: &http::request::Parts| {
-///     parts.extensions.get::<Principal>().map(|p| p.0.clone()).unwrap_or_default()
-/// };
-/// let layer = palisade_idempotency::IdempotencyLayer::builder().scope(scope).build().unwrap();
-/// # let _ = layer;
-/// ```
-pub trait Scope: Send + Sync + 'static {
-    /// The scope's bytes.
-    type Output: AsRef<[u8]>;
-
-    /// The scope of a request.
-    fn scope(&self, parts: &Parts) -> Self::Output;
-}
-
-impl<F, R> Scope for F
-where
-    F: Fn(&Parts) -> R + Send + Sync + 'static,
-    R: AsRef<[u8]>,
-{
-    type Output = R;
-
-    fn scope(&self, parts: &Parts) -> R {
-        self(parts)
-    }
-}
-
-/// One scope for every request: right only when the service has a single
-/// principal, or when an outer layer already separates tenants (keys still
-/// differ by method and path).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GlobalScope;
-
-impl Scope for GlobalScope {
-    type Output = [u8; 0];
-
-    fn scope(&self, _parts: &Parts) -> [u8; 0] {
-        []
-    }
-}
-
-/// The scope is the value of one request header, for example
-/// `Authorization`: requests with different credentials never share keys.
-/// The value only goes into the store key's SHA-256, so credentials are
-/// never stored. A request without the header has the empty scope.
-#[derive(Debug, Clone)]
-pub struct HeaderScope(pub HeaderName);
-
-impl Scope for HeaderScope {
-    type Output = HeaderValue;
-
-    fn scope(&self, parts: &Parts) -> HeaderValue {
-        parts
-            .headers
-            .get(&self.0)
-            .cloned()
-            .unwrap_or_else(|| HeaderValue::from_static(""))
-    }
-}
-
-type StatusPolicy = Box<dyn Fn(StatusCode) -> bool + Send + Sync>;
-
-pub(crate) struct Config {
-    pub(crate) name: String,
-    pub(crate) methods: Vec<Method>,
-    pub(crate) header: HeaderName,
-    pub(crate) require_key: bool,
-    pub(crate) lock_expiry: Duration,
-    pub(crate) retention: Duration,
-    pub(crate) max_request_body: usize,
-    pub(crate) max_response_body: usize,
-    pub(crate) store_status: StatusPolicy,
-    pub(crate) store_set_cookie: bool,
-    pub(crate) fail_open: bool,
-    pub(crate) conflict_retry_after: Duration,
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("name", &self.name)
-            .field("methods", &self.methods)
-            .field("header", &self.header)
-            .field("require_key", &self.require_key)
-            .field("lock_expiry", &self.lock_expiry)
-            .field("retention", &self.retention)
-            .field("max_request_body", &self.max_request_body)
-            .field("max_response_body", &self.max_response_body)
-            .field("store_set_cookie", &self.store_set_cookie)
-            .field("fail_open", &self.fail_open)
-            .field("conflict_retry_after", &self.conflict_retry_after)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The outcomes counted in `palisade_idempotency_requests_total`, registered
-/// once when the layer is built so counting costs no allocation per request.
-#[derive(Debug)]
-pub(crate) struct Metrics {
-    pub(crate) first: Counter,
-    pub(crate) replayed: Counter,
-    pub(crate) conflict: Counter,
-    pub(crate) mismatch: Counter,
-    pub(crate) missing_key: Counter,
-    pub(crate) malformed_key: Counter,
-    pub(crate) body_too_large: Counter,
-    pub(crate) unreadable_body: Counter,
-    pub(crate) store_error_closed: Counter,
-    pub(crate) store_error_open: Counter,
-}
-
-impl Metrics {
-    fn new(name: &str) -> Self {
-        let outcome = |outcome: &'static str| metrics::counter!(REQUESTS_TOTAL, LABEL_NAME => name.to_owned(), LABEL_OUTCOME => outcome);
-        let rejected = |outcome: &'static str, reason: &'static str| {
-            metrics::counter!(
-                REQUESTS_TOTAL,
-                LABEL_NAME => name.to_owned(),
-                LABEL_OUTCOME => outcome,
-                LABEL_REASON => reason
-            )
-        };
-        Self {
-            first: outcome("first"),
-            replayed: outcome("replayed"),
-            conflict: outcome("conflict"),
-            mismatch: outcome("mismatch"),
-            missing_key: rejected("invalid", "missing_key"),
-            malformed_key: rejected("invalid", "malformed_key"),
-            body_too_large: rejected("invalid", "body_too_large"),
-            unreadable_body: rejected("invalid", "unreadable_body"),
-            store_error_closed: rejected("store_error", "fail_closed"),
-            store_error_open: rejected("store_error", "fail_open"),
-        }
-    }
-}
-
-pub(crate) struct Shared<St, Sc> {
-    pub(crate) config: Config,
-    pub(crate) store: St,
-    pub(crate) scope: Sc,
-    pub(crate) metrics: Metrics,
+    (status.is_success() || status.is_client_error())
+        && !matches!(
+            status,
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY | StatusCode::TOO_MANY_REQUESTS
+        )
 }
 
 /// A [`Layer`] that makes state-changing requests carrying an
@@ -188,23 +47,28 @@ pub(crate) struct Shared<St, Sc> {
 ///
 /// Cheap to clone: every clone (and every service it makes) shares one
 /// configuration and one store.
-pub struct IdempotencyLayer<St = MemoryStore, Sc = GlobalScope> {
+///
+/// `D` is the [`disconnect`] policy (default [`Complete`]).
+pub struct IdempotencyLayer<St = MemoryStore, Sc = GlobalScope, D = Complete> {
     shared: Arc<Shared<St, Sc>>,
+    disconnect: PhantomData<fn() -> D>,
 }
 
-impl<St, Sc> Clone for IdempotencyLayer<St, Sc> {
+impl<St, Sc, D> Clone for IdempotencyLayer<St, Sc, D> {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
+            disconnect: PhantomData,
         }
     }
 }
 
-impl<St: fmt::Debug, Sc> fmt::Debug for IdempotencyLayer<St, Sc> {
+impl<St: fmt::Debug, Sc, D> fmt::Debug for IdempotencyLayer<St, Sc, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdempotencyLayer")
             .field("config", &self.shared.config)
             .field("store", &self.shared.store)
+            .field("disconnect", &std::any::type_name::<D>())
             .finish_non_exhaustive()
     }
 }
@@ -230,11 +94,13 @@ impl IdempotencyLayer {
             store_set_cookie: false,
             fail_open: false,
             conflict_retry_after: DEFAULT_CONFLICT_RETRY_AFTER,
+            unavailable_retry_after: DEFAULT_UNAVAILABLE_RETRY_AFTER,
         };
         IdempotencyLayerBuilder {
             config,
             store: MemoryStore::new(),
             scope: GlobalScope,
+            disconnect: PhantomData,
         }
     }
 }
@@ -245,43 +111,41 @@ impl Default for IdempotencyLayer {
     }
 }
 
-impl<St, Sc> IdempotencyLayer<St, Sc> {
+impl<St, Sc, D> IdempotencyLayer<St, Sc, D> {
     /// The layer's store.
     pub fn store(&self) -> &St {
         &self.shared.store
     }
-
-    pub(crate) fn shared(&self) -> &Arc<Shared<St, Sc>> {
-        &self.shared
-    }
 }
 
-impl<S, St, Sc> Layer<S> for IdempotencyLayer<St, Sc> {
-    type Service = Idempotency<S, St, Sc>;
+impl<S, St, Sc, D> Layer<S> for IdempotencyLayer<St, Sc, D> {
+    type Service = Idempotency<S, St, Sc, D>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Idempotency::new(inner, self.clone())
+        Idempotency::new(inner, Arc::clone(&self.shared))
     }
 }
 
 /// Configures an [`IdempotencyLayer`]; every setting has a default (see the
 /// [crate docs](crate#defaults)).
-pub struct IdempotencyLayerBuilder<St = MemoryStore, Sc = GlobalScope> {
+pub struct IdempotencyLayerBuilder<St = MemoryStore, Sc = GlobalScope, D = Complete> {
     config: Config,
     store: St,
     scope: Sc,
+    disconnect: PhantomData<fn() -> D>,
 }
 
-impl<St: fmt::Debug, Sc> fmt::Debug for IdempotencyLayerBuilder<St, Sc> {
+impl<St: fmt::Debug, Sc, D> fmt::Debug for IdempotencyLayerBuilder<St, Sc, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdempotencyLayerBuilder")
             .field("config", &self.config)
             .field("store", &self.store)
+            .field("disconnect", &std::any::type_name::<D>())
             .finish_non_exhaustive()
     }
 }
 
-impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
+impl<St, Sc, D> IdempotencyLayerBuilder<St, Sc, D> {
     /// The name in metrics and logs (default `idempotency`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = name.into();
@@ -289,21 +153,38 @@ impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
     }
 
     /// Where keys and responses live (default: a [`MemoryStore`] of its own).
-    pub fn store<T: IdempotencyStore>(self, store: T) -> IdempotencyLayerBuilder<T, Sc> {
+    pub fn store<T: IdempotencyStore>(self, store: T) -> IdempotencyLayerBuilder<T, Sc, D> {
         IdempotencyLayerBuilder {
             config: self.config,
             store,
             scope: self.scope,
+            disconnect: PhantomData,
         }
     }
 
     /// How a request's scope (principal, tenant) is derived (default:
     /// [`GlobalScope`], one scope for all).
-    pub fn scope<T: Scope>(self, scope: T) -> IdempotencyLayerBuilder<St, T> {
+    pub fn scope<T: Scope>(self, scope: T) -> IdempotencyLayerBuilder<St, T, D> {
         IdempotencyLayerBuilder {
             config: self.config,
             store: self.store,
             scope,
+            disconnect: PhantomData,
+        }
+    }
+
+    /// What becomes of a request whose caller goes away after it locked its
+    /// key (default [`disconnect::Complete`]: it runs to the end on a task
+    /// of its own and its response is stored). [`disconnect::KeepLocked`]
+    /// runs it in the response future and leaves the key locked until its
+    /// lock expires when that future is dropped; [`disconnect::Release`]
+    /// releases the key then. See the [crate docs](crate#disconnects).
+    pub fn on_disconnect<P: disconnect::Policy>(self, _policy: P) -> IdempotencyLayerBuilder<St, Sc, P> {
+        IdempotencyLayerBuilder {
+            config: self.config,
+            store: self.store,
+            scope: self.scope,
+            disconnect: PhantomData,
         }
     }
 
@@ -356,8 +237,8 @@ impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
     }
 
     /// Which responses are stored, by status (default
-    /// [`default_store_status`]: 2xx and 4xx except 429). A response not
-    /// stored releases its key, so the client may retry.
+    /// [`default_store_status`]: 2xx and 4xx except 400, 422 and 429). A
+    /// response not stored releases its key, so the client may retry.
     pub fn store_status(mut self, policy: impl Fn(StatusCode) -> bool + Send + Sync + 'static) -> Self {
         self.config.store_status = Box::new(policy);
         self
@@ -383,8 +264,16 @@ impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
         self
     }
 
+    /// The `Retry-After` of a 503 for a failing store that gives no time of
+    /// its own (default 1 s). A full [`MemoryStore`] gives the time until its
+    /// oldest record expires, and that is sent instead.
+    pub fn unavailable_retry_after(mut self, after: Duration) -> Self {
+        self.config.unavailable_retry_after = after;
+        self
+    }
+
     /// The layer, or why the configuration is impossible.
-    pub fn build(self) -> Result<IdempotencyLayer<St, Sc>, ConfigError> {
+    pub fn build(self) -> Result<IdempotencyLayer<St, Sc, D>, ConfigError> {
         let config = &self.config;
         if config.lock_expiry.is_zero() {
             return Err(ConfigError::ZeroLockExpiry);
@@ -404,7 +293,7 @@ impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
         Ok(self.into_layer())
     }
 
-    fn into_layer(self) -> IdempotencyLayer<St, Sc> {
+    fn into_layer(self) -> IdempotencyLayer<St, Sc, D> {
         let metrics = Metrics::new(&self.config.name);
         let shared = Shared {
             config: self.config,
@@ -414,6 +303,7 @@ impl<St, Sc> IdempotencyLayerBuilder<St, Sc> {
         };
         IdempotencyLayer {
             shared: Arc::new(shared),
+            disconnect: PhantomData,
         }
     }
 }
@@ -447,27 +337,14 @@ mod tests {
     }
 
     #[test]
-    fn header_scope_is_the_header_value_or_empty() {
-        let scope = HeaderScope(http::header::AUTHORIZATION);
-        let (with, ()) = http::Request::post("/")
-            .header("authorization", "Bearer a")
-            .body(())
-            .unwrap()
-            .into_parts();
-        let (without, ()) = http::Request::post("/").body(()).unwrap().into_parts();
-        assert_eq!(scope.scope(&with).as_bytes(), b"Bearer a");
-        assert_eq!(scope.scope(&without).as_bytes(), b"");
-    }
-
-    #[test]
-    fn default_policy_stores_2xx_and_4xx_but_not_429_or_5xx() {
+    fn default_policy_stores_2xx_and_4xx_but_not_validation_429_or_5xx() {
         for (status, stored) in [
             (200, true),
             (201, true),
-            (400, true),
+            (400, false),
             (404, true),
             (409, true),
-            (422, true),
+            (422, false),
         ] {
             assert_eq!(
                 default_store_status(StatusCode::from_u16(status).unwrap()),

@@ -19,8 +19,11 @@ pub mod types {
     pub const IN_FLIGHT: &str = "urn:palisade:problem:idempotency-key-in-flight";
     /// The key was first used with a different request.
     pub const KEY_REUSED: &str = "urn:palisade:problem:idempotency-key-reused";
-    /// The idempotency store is unavailable.
+    /// The idempotency store is unavailable, or full.
     pub const STORE_UNAVAILABLE: &str = "urn:palisade:problem:idempotency-store-unavailable";
+    /// The request's processing was cut short (the server is shutting
+    /// down); its key stays locked until its lock expires.
+    pub const INTERRUPTED: &str = "urn:palisade:problem:idempotency-interrupted";
 }
 
 pub(crate) fn missing_key() -> Problem {
@@ -66,9 +69,18 @@ pub(crate) fn key_reused() -> Problem {
         .with_detail("This Idempotency-Key was already used with a different request.")
 }
 
-pub(crate) fn store_unavailable() -> Problem {
+pub(crate) fn store_unavailable(retry_after: Duration) -> Problem {
     Problem::new(StatusCode::SERVICE_UNAVAILABLE)
         .with_type(types::STORE_UNAVAILABLE)
         .with_title("Idempotency store unavailable")
         .with_detail("The request could not be checked for duplicates; retry later.")
+        .with_retry_after(retry_after)
+}
+
+pub(crate) fn interrupted(retry_after: Duration) -> Problem {
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+        .with_type(types::INTERRUPTED)
+        .with_title("Request interrupted")
+        .with_detail("The request's processing was interrupted; retry later.")
+        .with_retry_after(retry_after)
 }

@@ -11,8 +11,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
+use palisade_idempotency::disconnect::Release;
 use palisade_idempotency::{
     Begin, Completion, Fingerprint, IdempotencyLayer, IdempotencyStore, Lease, MemoryStore, StoreError, StoreKey,
     StoredResponse,
@@ -190,13 +192,14 @@ fn remote_stack(
 + use<> {
     IdempotencyLayer::builder()
         .store(store.clone())
+        .on_disconnect(Release)
         .build()
         .unwrap()
         .layer(strict.clone())
 }
 
 #[tokio::test(start_paused = true)]
-async fn dropping_while_storing_spawns_a_release() {
+async fn with_release_dropping_while_storing_spawns_a_release() {
     let store = RemoteStore::new();
     let strict = Strict::new();
     let svc = remote_stack(&store, &strict);
@@ -237,7 +240,7 @@ async fn dropping_before_the_lock_is_taken_holds_nothing() {
 }
 
 #[test]
-fn without_a_runtime_a_dropped_lock_expires() {
+fn with_release_and_no_runtime_a_dropped_lock_expires() {
     let store = RemoteStore::new();
     let strict = Strict::new();
     let svc = remote_stack(&store, &strict);
@@ -260,4 +263,126 @@ fn without_a_runtime_a_dropped_lock_expires() {
         assert_eq!(takeover.status(), StatusCode::CREATED);
     });
     assert_eq!(strict.calls.load(Ordering::SeqCst), 2);
+}
+
+/// The default policy's stack around `strict`.
+fn complete_stack(
+    store: &RemoteStore,
+    strict: &Strict,
+) -> impl Service<
+    Request<Full<Bytes>>,
+    Response = Response<palisade_idempotency::ResponseBody<Full<Bytes>>>,
+    Error = std::io::Error,
+    Future: Send + 'static,
+>
++ Clone
++ Send
++ 'static
++ use<> {
+    IdempotencyLayer::builder()
+        .store(store.clone())
+        .build()
+        .unwrap()
+        .layer(strict.clone())
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_while_storing_still_stores_the_response() {
+    let store = RemoteStore::new();
+    let strict = Strict::new();
+    let svc = complete_stack(&store, &strict);
+    let mut first = Box::pin(svc.clone().oneshot(post(Some("k"), "{}")));
+    assert!(poll_once(first.as_mut()).await.is_pending());
+    drop(first);
+    // The protected call runs on its own task, up to the store's `complete`.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(strict.calls.load(Ordering::SeqCst), 1);
+    let conflict = svc.clone().oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(conflict.status(), StatusCode::CONFLICT, "still storing");
+    store.gate.notify_one();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let replay = svc.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(replay.status(), StatusCode::CREATED);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(strict.calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn without_a_runtime_the_default_runs_the_call_in_the_caller() {
+    let strict = Strict::new();
+    let svc = IdempotencyLayer::new().layer(strict.clone());
+    // Polled outside any runtime: nothing to spawn on, so it runs here.
+    let first = svc.clone().oneshot(post(Some("k"), "{}")).now_or_never();
+    assert_eq!(first.unwrap().unwrap().status(), StatusCode::CREATED);
+    let replay = svc.oneshot(post(Some("k"), "{}")).now_or_never().unwrap().unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(strict.calls.load(Ordering::SeqCst), 1);
+}
+
+/// An inner service whose future panics.
+#[derive(Clone)]
+struct Panics;
+
+impl Service<Request<Full<Bytes>>> for Panics {
+    type Response = Response<Full<Bytes>>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<Full<Bytes>>) -> Self::Future {
+        Box::pin(async { panic!("handler bug") })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_handler_panics_its_caller_and_keeps_the_key_locked() {
+    let layer = IdempotencyLayer::new();
+    let svc = layer.layer(Panics);
+    let caller = tokio::spawn(svc.clone().oneshot(post(Some("k"), "{}")));
+    let panic = caller.await.unwrap_err().into_panic();
+    assert_eq!(panic.downcast_ref::<&str>(), Some(&"handler bug"));
+    // The handler may have acted before it panicked: no retry runs it
+    // again before the lock expires.
+    assert_eq!(layer.store().len(), 1);
+    let retry = svc.clone().oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CONFLICT);
+}
+
+#[test]
+fn a_runtime_shutting_down_mid_request_answers_503_and_keeps_the_key_locked() {
+    let store = RemoteStore::new();
+    let strict = Strict::new();
+    let svc = complete_stack(&store, &strict);
+    let paused = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    let mut first = Box::pin(svc.clone().oneshot(post(Some("k"), "{}")));
+    let runtime = paused();
+    runtime.block_on(async {
+        assert!(poll_once(first.as_mut()).await.is_pending());
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    });
+    assert_eq!(strict.calls.load(Ordering::SeqCst), 1, "the call waits on the store");
+    // The runtime goes away with the task storing the response.
+    drop(runtime);
+    let answer = paused().block_on(first).unwrap();
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        answer.headers()["retry-after"],
+        palisade_idempotency::DEFAULT_LOCK_EXPIRY.as_secs().to_string()
+    );
+    assert_eq!(store.inner.len(), 1, "the key stays locked");
 }

@@ -111,10 +111,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// Server: answers a repeated `Idempotency-Key` with the first response;
     /// after webhook verify, before the outbox hook.
     #[cfg(feature = "idempotency")]
-    fn idempotency<St, Sc>(
+    fn idempotency<St, Sc, D>(
         self,
-        layer: palisade_idempotency::IdempotencyLayer<St, Sc>,
-    ) -> ServiceBuilder<Stack<palisade_idempotency::IdempotencyLayer<St, Sc>, L>>;
+        layer: palisade_idempotency::IdempotencyLayer<St, Sc, D>,
+    ) -> ServiceBuilder<Stack<palisade_idempotency::IdempotencyLayer<St, Sc, D>, L>>;
 
     /// Server: gives handlers an outbox context and wakes the relay once the
     /// response exists; after idempotency, before the bulkhead.
@@ -184,10 +184,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     #[cfg(feature = "idempotency")]
-    fn idempotency<St, Sc>(
+    fn idempotency<St, Sc, D>(
         self,
-        layer: palisade_idempotency::IdempotencyLayer<St, Sc>,
-    ) -> ServiceBuilder<Stack<palisade_idempotency::IdempotencyLayer<St, Sc>, L>> {
+        layer: palisade_idempotency::IdempotencyLayer<St, Sc, D>,
+    ) -> ServiceBuilder<Stack<palisade_idempotency::IdempotencyLayer<St, Sc, D>, L>> {
         self.layer(layer)
     }
 

@@ -72,6 +72,8 @@
 //!    landing on another instance is replayed too): a replay skips everything
 //!    inside, so it neither charges, stages an event nor takes a bulkhead permit.
 //!    5xx answers are not stored, so a client may retry after a payments failure.
+//!    A client that disconnects does not stop its request: it runs to the end
+//!    and its response is stored, so the retry gets 409 and then that response.
 //! 2. **Outbox publish hook**: gives the handler the request's
 //!    [`OutboxContext`] and, after a `POST`, wakes the relay when the response is
 //!    ready, so the `OrderCreated` event leaves at once instead of at the next poll.

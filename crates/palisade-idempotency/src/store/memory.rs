@@ -1,6 +1,7 @@
-//! The in-memory store: one map behind a mutex, bounded and expiring.
+//! The in-memory store: one map behind a mutex, bounded, with an expiry
+//! index so expiring costs O(log n) per operation.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::{Ready, ready};
 use std::sync::PoisonError;
 use std::time::Duration;
@@ -15,18 +16,30 @@ use crate::sync::{Arc, Mutex, MutexGuard};
 /// The default bound on the keys a [`MemoryStore`] holds.
 pub const DEFAULT_MAX_KEYS: usize = 10_000;
 
+/// How many expired records one `begin` drops at most: more than the one
+/// record it may add, so expired records never pile up, and few enough that
+/// no call pays for a large batch expiring at once.
+const SWEEP_PER_BEGIN: usize = 4;
+
 /// Keys, locks and responses in this process's memory: the default store,
 /// right for a single server instance (several instances need a shared
 /// store, or a retry that lands on another instance runs again).
 ///
 /// - Expiring: locks and responses expire on [`tokio::time`], so tests can
-///   pause and advance time; expired entries are dropped when met, and swept
-///   when the store is full.
-/// - Bounded: at most `max_keys` keys (default [`DEFAULT_MAX_KEYS`]). When
-///   full after the sweep, the stored response closest to expiry is evicted;
-///   when every key is in flight, `begin` fails with
-///   [`StoreErrorKind::Full`](crate::error::StoreErrorKind::Full), which the
-///   layer answers with 503 (or passes through when fail-open).
+///   pause and advance time. An index ordered by expiry lets every `begin`
+///   drop the records that have expired (a few at a time), so expiring costs
+///   O(log n) per operation, never a scan of the map.
+/// - Bounded: at most `max_keys` keys (default [`DEFAULT_MAX_KEYS`]). A
+///   record that has not expired is never dropped to make room: when the
+///   store is full of unexpired locks and responses, `begin` for a new key
+///   fails with [`StoreErrorKind::Full`](crate::error::StoreErrorKind::Full)
+///   and the time until the oldest record expires
+///   ([`StoreError::retry_after`]), which the layer answers with 503 and that
+///   `Retry-After` (or passes through when fail-open). The cap is for the
+///   whole store, not per scope: a client that can store responses faster
+///   than they expire can fill it and have new keys refused (but never make
+///   another customer's retry run again), so bound what one principal may
+///   send with a rate limit outside the layer.
 /// - Every operation completes when called: its future is ready at once.
 ///
 /// Clones share the same map.
@@ -42,12 +55,16 @@ struct Shared {
 
 struct State {
     entries: HashMap<StoreKey, Entry>,
+    /// Every entry once, by expiry then id.
+    expiries: BTreeMap<(Instant, u128), StoreKey>,
     next_token: u128,
 }
 
 struct Entry {
     fingerprint: Fingerprint,
     expires_at: Instant,
+    /// Unique per entry: its place in the expiry index.
+    id: u128,
     kind: EntryKind,
 }
 
@@ -109,6 +126,7 @@ impl MemoryStore {
     fn with_max_keys(max_keys: usize) -> Self {
         let state = State {
             entries: HashMap::new(),
+            expiries: BTreeMap::new(),
             next_token: 0,
         };
         Self {
@@ -130,14 +148,16 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave an entry half-written
-        // (every update is a single insert or remove), so the map stays usable.
+        // A panic while holding the lock cannot leave the map and its index
+        // apart (each update touches both before anything can panic), so the
+        // store stays usable.
         self.shared.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn begin_now(&self, key: &StoreKey, fingerprint: &Fingerprint, lock_expiry: Duration) -> Result<Begin, StoreError> {
         let now = Instant::now();
         let mut state = self.lock();
+        state.sweep(now, SWEEP_PER_BEGIN);
         match state.entries.get(key) {
             Some(entry) if entry.expires_at > now => {
                 return Ok(match &entry.kind {
@@ -150,36 +170,55 @@ impl MemoryStore {
                     },
                 });
             }
+            // Expired but not swept yet: taken over below.
             Some(_) => {}
-            None => state.make_room(self.shared.max_keys, now)?,
+            None => state.ensure_room(self.shared.max_keys, now)?,
         }
-        state.next_token += 1;
-        let lease = Lease::new(state.next_token);
-        let entry = Entry {
-            fingerprint: *fingerprint,
-            expires_at: now + lock_expiry,
-            kind: EntryKind::InFlight(lease),
-        };
-        state.entries.insert(*key, entry);
+        let lease = Lease::new(state.next_id());
+        state.insert(
+            *key,
+            Entry {
+                fingerprint: *fingerprint,
+                expires_at: now + lock_expiry,
+                id: lease.token(),
+                kind: EntryKind::InFlight(lease),
+            },
+        );
         Ok(Begin::Acquired(lease))
     }
 
     fn complete_now(
         &self,
         key: &StoreKey,
+        fingerprint: &Fingerprint,
         lease: &Lease,
         response: &StoredResponse,
         retention: Duration,
     ) -> Completion {
+        let now = Instant::now();
         let mut state = self.lock();
-        match state.entries.get_mut(key) {
-            Some(entry) if matches!(entry.kind, EntryKind::InFlight(held) if held == *lease) => {
-                entry.kind = EntryKind::Completed(response.clone());
-                entry.expires_at = Instant::now() + retention;
-                Completion::Stored
-            }
-            _ => Completion::LeaseLost,
+        let held = state.entries.get(key).map(|entry| match entry.kind {
+            EntryKind::InFlight(held) => held == *lease,
+            EntryKind::Completed(_) => false,
+        });
+        match held {
+            Some(true) => {}
+            Some(false) => return Completion::LeaseLost,
+            // The lock expired and was dropped, and nobody took the key over:
+            // the response is stored as the shared stores do, if it fits.
+            None if state.ensure_room(self.shared.max_keys, now).is_err() => return Completion::LeaseLost,
+            None => {}
         }
+        state.insert(
+            *key,
+            Entry {
+                fingerprint: *fingerprint,
+                expires_at: now + retention,
+                id: lease.token(),
+                kind: EntryKind::Completed(response.clone()),
+            },
+        );
+        Completion::Stored
     }
 
     fn release_now(&self, key: &StoreKey, lease: &Lease) {
@@ -187,35 +226,63 @@ impl MemoryStore {
         if let Some(entry) = state.entries.get(key)
             && matches!(entry.kind, EntryKind::InFlight(held) if held == *lease)
         {
-            state.entries.remove(key);
+            state.remove(key);
         }
     }
 }
 
 impl State {
-    /// Ensures one more key fits: drops expired entries, then evicts the
-    /// stored response closest to expiry; fails when every key is in flight.
-    fn make_room(&mut self, max_keys: usize, now: Instant) -> Result<(), StoreError> {
-        if self.entries.len() < max_keys {
-            return Ok(());
+    fn next_id(&mut self) -> u128 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    /// Puts `entry` under `key`, replacing (and unindexing) what was there.
+    fn insert(&mut self, key: StoreKey, entry: Entry) {
+        // Unindexed first: the new entry may have the same expiry and id.
+        if let Some(old) = self.entries.get(&key) {
+            self.expiries.remove(&(old.expires_at, old.id));
         }
-        self.entries.retain(|_, entry| entry.expires_at > now);
-        if self.entries.len() < max_keys {
-            return Ok(());
+        self.expiries.insert((entry.expires_at, entry.id), key);
+        self.entries.insert(key, entry);
+    }
+
+    fn remove(&mut self, key: &StoreKey) {
+        if let Some(old) = self.entries.remove(key) {
+            self.expiries.remove(&(old.expires_at, old.id));
         }
-        let evict = self
-            .entries
-            .iter()
-            .filter(|(_, entry)| matches!(entry.kind, EntryKind::Completed(_)))
-            .min_by_key(|(_, entry)| entry.expires_at)
-            .map(|(key, _)| *key);
-        match evict {
-            Some(key) => {
-                self.entries.remove(&key);
-                Ok(())
+    }
+
+    /// Drops at most `max` records that have expired, oldest first.
+    fn sweep(&mut self, now: Instant, max: usize) {
+        for _ in 0..max {
+            match self.expiries.first_entry() {
+                Some(oldest) if oldest.key().0 <= now => {
+                    let key = oldest.remove();
+                    self.entries.remove(&key);
+                }
+                _ => return,
             }
-            None => Err(StoreError::full()),
         }
+    }
+
+    /// Ensures one more key fits, dropping expired records only: fails, with
+    /// the time until the oldest record expires, when none has.
+    fn ensure_room(&mut self, max_keys: usize, now: Instant) -> Result<(), StoreError> {
+        if self.entries.len() < max_keys {
+            return Ok(());
+        }
+        self.sweep(now, 1);
+        if self.entries.len() < max_keys {
+            return Ok(());
+        }
+        let next_expiry = self
+            .expiries
+            .first_key_value()
+            .map_or(Duration::ZERO, |((expires_at, _), _)| {
+                expires_at.saturating_duration_since(now)
+            });
+        Err(StoreError::full_for(next_expiry))
     }
 }
 
@@ -231,12 +298,12 @@ impl IdempotencyStore for MemoryStore {
     fn complete(
         &self,
         key: &StoreKey,
-        _fingerprint: &Fingerprint,
+        fingerprint: &Fingerprint,
         lease: &Lease,
         response: &StoredResponse,
         retention: Duration,
     ) -> Self::CompleteFuture {
-        ready(Ok(self.complete_now(key, lease, response, retention)))
+        ready(Ok(self.complete_now(key, fingerprint, lease, response, retention)))
     }
 
     fn release(&self, key: &StoreKey, lease: &Lease) -> Self::ReleaseFuture {
@@ -286,7 +353,7 @@ mod tests {
             Begin::InFlight { fingerprint: fp(1) }
         );
         assert_eq!(
-            store.complete_now(&key(1), &lease, &response(), KEEP),
+            store.complete_now(&key(1), &fp(1), &lease, &response(), KEEP),
             Completion::Stored
         );
         assert_eq!(
@@ -311,7 +378,7 @@ mod tests {
         let fresh = acquire(&store, 1);
         assert_ne!(stale, fresh);
         assert_eq!(
-            store.complete_now(&key(1), &stale, &response(), KEEP),
+            store.complete_now(&key(1), &fp(1), &stale, &response(), KEEP),
             Completion::LeaseLost
         );
         store.release_now(&key(1), &stale);
@@ -329,7 +396,7 @@ mod tests {
         let lease = acquire(&store, 1);
         tokio::time::advance(LOCK * 2).await;
         assert_eq!(
-            store.complete_now(&key(1), &lease, &response(), KEEP),
+            store.complete_now(&key(1), &fp(1), &lease, &response(), KEEP),
             Completion::Stored
         );
     }
@@ -338,7 +405,7 @@ mod tests {
     async fn release_never_removes_a_stored_response() {
         let store = MemoryStore::new();
         let lease = acquire(&store, 1);
-        store.complete_now(&key(1), &lease, &response(), KEEP);
+        store.complete_now(&key(1), &fp(1), &lease, &response(), KEEP);
         store.release_now(&key(1), &lease);
         assert!(matches!(
             store.begin_now(&key(1), &fp(1), LOCK).unwrap(),
@@ -347,28 +414,81 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn full_store_sweeps_then_evicts_responses_then_refuses() {
+    async fn a_full_store_keeps_every_unexpired_record_and_refuses_new_keys() {
         let store = MemoryStore::builder().max_keys(2).build().unwrap();
         let first = acquire(&store, 1);
-        store.complete_now(&key(1), &first, &response(), KEEP);
+        store.complete_now(&key(1), &fp(1), &first, &response(), KEEP);
         tokio::time::advance(Duration::from_secs(1)).await;
-        let second = acquire(&store, 2);
-        store.complete_now(&key(2), &second, &response(), KEEP);
-        // Full of responses: the one closest to expiry (key 1) goes.
-        acquire(&store, 3);
-        assert_eq!(store.len(), 2);
+        acquire(&store, 2);
+        // Full of one response and one lock: neither goes to make room.
+        let err = store.begin_now(&key(3), &fp(3), LOCK).unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Full);
+        assert_eq!(err.retry_after(), Some(LOCK), "until key 2's lock expires");
         assert!(matches!(
-            store.begin_now(&key(2), &fp(2), LOCK).unwrap(),
+            store.begin_now(&key(1), &fp(1), LOCK).unwrap(),
             Begin::Completed { .. }
         ));
-        // Key 2's response goes for key 1; then both keys are in flight.
-        acquire(&store, 1);
-        let err = store.begin_now(&key(4), &fp(4), LOCK).unwrap_err();
-        assert_eq!(err.kind(), StoreErrorKind::Full);
-        // Expired locks are swept to make room.
+        // Key 2's lock expires: its room goes to key 3.
         tokio::time::advance(LOCK).await;
+        acquire(&store, 3);
+        let err = store.begin_now(&key(4), &fp(4), LOCK).unwrap_err();
+        assert_eq!(
+            err.retry_after(),
+            Some(LOCK),
+            "until key 3's lock expires, before key 1's response"
+        );
+        // Key 1's response expires: its room goes to key 4.
+        tokio::time::advance(KEEP).await;
         acquire(&store, 4);
-        assert_eq!(store.len(), 1);
+        assert_eq!(store.len(), 1, "the expired lock of key 3 was swept too");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_records_are_swept_by_later_begins() {
+        let store = MemoryStore::new();
+        for n in 0..10 {
+            acquire(&store, n);
+        }
+        tokio::time::advance(LOCK).await;
+        // Each begin drops a few expired records, oldest first.
+        acquire(&store, 100);
+        assert_eq!(store.len(), 10 - SWEEP_PER_BEGIN + 1);
+        acquire(&store, 101);
+        acquire(&store, 102);
+        assert_eq!(store.len(), 3);
+        assert_eq!(store.lock().expiries.len(), 3, "the index holds each record once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_expiring_when_its_lock_would_is_still_indexed() {
+        let store = MemoryStore::new();
+        let lease = acquire(&store, 1);
+        // Completed at once, kept exactly as long as the lock: same expiry, same id.
+        store.complete_now(&key(1), &fp(1), &lease, &response(), LOCK);
+        assert_eq!(store.lock().expiries.len(), 1);
+        tokio::time::advance(LOCK).await;
+        acquire(&store, 2);
+        assert_eq!(store.len(), 1, "key 1's response expired and was swept");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_lock_swept_before_completion_still_stores_its_response() {
+        let store = MemoryStore::new();
+        let lease = acquire(&store, 1);
+        tokio::time::advance(LOCK).await;
+        acquire(&store, 2);
+        assert_eq!(store.len(), 1, "key 1's expired lock was swept");
+        assert_eq!(
+            store.complete_now(&key(1), &fp(1), &lease, &response(), KEEP),
+            Completion::Stored
+        );
+        assert_eq!(
+            store.begin_now(&key(1), &fp(1), LOCK).unwrap(),
+            Begin::Completed {
+                fingerprint: fp(1),
+                response: response()
+            }
+        );
     }
 
     #[test]

@@ -98,10 +98,10 @@ pub enum Completion {
 /// A store of idempotency keys. All three operations are atomic: two
 /// concurrent `begin`s for one key never both acquire it.
 ///
-/// The futures are `'static` (implementations clone what they need), so
-/// the layer can hold them in its response future and spawn a release when
-/// that future is dropped. An in-memory implementation returns ready futures
-/// and does its work when the method is called.
+/// The futures are `Send + 'static` (implementations clone what they need),
+/// so the layer can run them on a task of its own or spawn a release. An
+/// in-memory implementation returns ready futures and does its work when the
+/// method is called.
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// The future of [`begin`](Self::begin).
     type BeginFuture: Future<Output = Result<Begin, StoreError>> + Send + 'static;

@@ -18,8 +18,10 @@ use bytes::Bytes;
 use futures_util::future::Either;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use palisade_idempotency::disconnect::{KeepLocked, Release};
 use palisade_idempotency::{
-    Begin, Completion, Fingerprint, IdempotencyLayer, IdempotencyStore, Lease, StoreError, StoreKey, StoredResponse,
+    Begin, Completion, Fingerprint, Idempotency, IdempotencyLayer, IdempotencyStore, Lease, ResponseBody, StoreError,
+    StoreKey, StoredResponse,
 };
 use tokio::sync::Semaphore;
 use tower::{Layer, Service, ServiceExt};
@@ -37,7 +39,11 @@ macro_rules! all_tests {
             missing_and_invalid_keys,
             an_oversized_body_gets_413,
             server_errors_are_not_stored_and_may_be_retried,
-            a_dropped_request_releases_its_key,
+            a_dropped_request_still_completes_and_is_replayed,
+            a_failed_store_write_keeps_the_key_locked,
+            a_dropped_request_releases_its_key_when_told_to,
+            a_dropped_request_keeps_its_key_locked_when_told_to,
+            validation_answers_are_not_stored,
             an_expired_lock_is_taken_over_and_the_stale_owner_cannot_overwrite,
             store_failures_fail_closed_or_open,
             principals_never_see_each_others_responses,
@@ -63,6 +69,7 @@ pub struct Fixture<St> {
 pub struct Faulty<St> {
     inner: St,
     failing: Arc<AtomicBool>,
+    failing_complete: Arc<AtomicBool>,
 }
 
 impl<St> Faulty<St> {
@@ -70,6 +77,7 @@ impl<St> Faulty<St> {
         Self {
             inner,
             failing: Arc::new(AtomicBool::new(false)),
+            failing_complete: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -77,8 +85,17 @@ impl<St> Faulty<St> {
         self.failing.store(failing, Ordering::SeqCst);
     }
 
+    /// Makes `complete` alone fail: the store takes locks but cannot write responses.
+    pub fn fail_complete(&self, failing: bool) {
+        self.failing_complete.store(failing, Ordering::SeqCst);
+    }
+
     fn fault<T, F>(&self, op: impl FnOnce() -> F) -> Either<Ready<Result<T, StoreError>>, F> {
-        if self.failing.load(Ordering::SeqCst) {
+        self.fault_if(self.failing.load(Ordering::SeqCst), op)
+    }
+
+    fn fault_if<T, F>(&self, failing: bool, op: impl FnOnce() -> F) -> Either<Ready<Result<T, StoreError>>, F> {
+        if failing {
             let err = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "store down");
             Either::Left(ready(Err(StoreError::backend(err))))
         } else {
@@ -104,7 +121,10 @@ impl<St: IdempotencyStore> IdempotencyStore for Faulty<St> {
         response: &StoredResponse,
         retention: Duration,
     ) -> Self::CompleteFuture {
-        self.fault(|| self.inner.complete(key, fingerprint, lease, response, retention))
+        let failing = self.failing.load(Ordering::SeqCst) || self.failing_complete.load(Ordering::SeqCst);
+        self.fault_if(failing, || {
+            self.inner.complete(key, fingerprint, lease, response, retention)
+        })
     }
 
     fn release(&self, key: &StoreKey, lease: &Lease) -> Self::ReleaseFuture {
@@ -151,14 +171,9 @@ impl Orders {
         self.status.store(status, Ordering::SeqCst);
     }
 
-    pub fn service(
-        &self,
-    ) -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send>
-    + Clone
-    + Send
-    + 'static {
+    pub fn service(&self) -> Inner {
         let orders = self.clone();
-        tower::service_fn(move |req: Request<Full<Bytes>>| {
+        let svc = tower::service_fn(move |req: Request<Full<Bytes>>| {
             let orders = orders.clone();
             async move {
                 let n = orders.calls.fetch_add(1, Ordering::SeqCst) + 1;
@@ -185,7 +200,8 @@ impl Orders {
                     .unwrap();
                 Ok::<_, Infallible>(res)
             }
-        })
+        });
+        tower::util::BoxCloneSyncService::new(svc)
     }
 }
 
@@ -225,15 +241,30 @@ impl Got {
 
 pub type Svc = tower::util::BoxCloneSyncService<Request<Full<Bytes>>, Got, Infallible>;
 
+/// The inner service the layer wraps.
+pub type Inner = tower::util::BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>, Infallible>;
+
 /// The layer built by `configure` from the fixture's store, around `orders`,
 /// with the principal taken from `x-principal`.
-pub fn stack<St: IdempotencyStore + Clone>(
+pub fn stack<St, D>(
     fixture: &Fixture<St>,
     orders: &Orders,
     configure: impl FnOnce(
         palisade_idempotency::IdempotencyLayerBuilder<St, PrincipalScope>,
-    ) -> palisade_idempotency::IdempotencyLayerBuilder<St, PrincipalScope>,
-) -> Svc {
+    ) -> palisade_idempotency::IdempotencyLayerBuilder<St, PrincipalScope, D>,
+) -> Svc
+where
+    St: IdempotencyStore + Clone,
+    Idempotency<Inner, St, PrincipalScope, D>: Service<
+            Request<Full<Bytes>>,
+            Response = Response<ResponseBody<Full<Bytes>>>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+{
     let builder = IdempotencyLayer::builder()
         .store(fixture.store.clone())
         .scope(principal as PrincipalScope)
@@ -300,7 +331,7 @@ async fn until_not_in_flight(svc: &Svc, req: impl Fn() -> Request<Full<Bytes>>) 
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    panic!("the key was never released");
+    panic!("the key stayed in flight");
 }
 
 pub async fn first_request_runs_and_repeats_replay_it<St: IdempotencyStore + Clone>(fixture: Fixture<St>) {
@@ -464,9 +495,51 @@ pub async fn server_errors_are_not_stored_and_may_be_retried<St: IdempotencyStor
     assert_eq!(orders.calls(), 5);
 }
 
-pub async fn a_dropped_request_releases_its_key<St: IdempotencyStore + Clone>(fixture: Fixture<St>) {
+pub async fn validation_answers_are_not_stored<St: IdempotencyStore + Clone>(fixture: Fixture<St>) {
     let orders = Orders::new();
     let svc = stack(&fixture, &orders, |b| b);
+    for status in [400, 422] {
+        let key = format!("k{status}");
+        orders.respond_with(status);
+        let refused = send(&svc, post(Some(&key), "{}")).await;
+        assert_eq!(refused.status.as_u16(), status);
+        orders.respond_with(201);
+        let corrected = send(&svc, post(Some(&key), "{}")).await;
+        assert_eq!(
+            (corrected.status, corrected.replayed()),
+            (StatusCode::CREATED, false),
+            "a {status} is not stored: the retry runs"
+        );
+    }
+    assert_eq!(orders.calls(), 4);
+}
+
+pub async fn a_dropped_request_still_completes_and_is_replayed<St: IdempotencyStore + Clone>(fixture: Fixture<St>) {
+    let orders = Orders::new();
+    let svc = stack(&fixture, &orders, |b| b);
+    orders.close();
+    let first = tokio::spawn({
+        let svc = svc.clone();
+        async move { send(&svc, post(Some("k"), "{}")).await }
+    });
+    calls_reach(&orders, 1).await;
+    // The caller goes away while the handler runs.
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    let retry = tokio::time::timeout(Duration::from_secs(5), send(&svc, post(Some("k"), "{}")))
+        .await
+        .expect("a retry while the first request runs is answered at once");
+    assert_eq!(retry.status, StatusCode::CONFLICT, "the first request still runs");
+    orders.open(10);
+    let got = until_not_in_flight(&svc, || post(Some("k"), "{}")).await;
+    assert_eq!((got.status, got.replayed()), (StatusCode::CREATED, true));
+    assert_eq!(got.headers["x-order"], "1", "the first run's response");
+    assert_eq!(orders.calls(), 1, "the handler ran exactly once");
+}
+
+pub async fn a_dropped_request_releases_its_key_when_told_to<St: IdempotencyStore + Clone>(fixture: Fixture<St>) {
+    let orders = Orders::new();
+    let svc = stack(&fixture, &orders, |b| b.on_disconnect(Release));
     orders.close();
     let first = tokio::spawn({
         let svc = svc.clone();
@@ -485,6 +558,53 @@ pub async fn a_dropped_request_releases_its_key<St: IdempotencyStore + Clone>(fi
         2,
         "the cancelled request's key was freed and the retry ran"
     );
+}
+
+pub async fn a_dropped_request_keeps_its_key_locked_when_told_to<St: IdempotencyStore + Clone>(fixture: Fixture<St>) {
+    let orders = Orders::new();
+    let svc = stack(&fixture, &orders, |b| b.on_disconnect(KeepLocked));
+    orders.close();
+    let first = tokio::spawn({
+        let svc = svc.clone();
+        async move { send(&svc, post(Some("k"), "{}")).await }
+    });
+    calls_reach(&orders, 1).await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    orders.open(10);
+    settle().await;
+    let retry = send(&svc, post(Some("k"), "{}")).await;
+    assert_eq!(retry.status, StatusCode::CONFLICT, "locked until the lock expires");
+    assert_eq!(orders.calls(), 1);
+    tokio::time::sleep(fixture.lock_expiry + fixture.lock_expiry / 2).await;
+    let after = send(&svc, post(Some("k"), "{}")).await;
+    assert_eq!((after.status, after.replayed()), (StatusCode::CREATED, false));
+    assert_eq!(orders.calls(), 2, "the handler runs again only after the lock expiry");
+}
+
+pub async fn a_failed_store_write_keeps_the_key_locked<St: IdempotencyStore + Clone>(fixture: Fixture<St>) {
+    let faulty = Fixture {
+        store: Faulty::new(fixture.store.clone()),
+        lock_expiry: fixture.lock_expiry,
+    };
+    let orders = Orders::new();
+    let svc = stack(&faulty, &orders, |b| b);
+    faulty.store.fail_complete(true);
+    let first = send(&svc, post(Some("k"), "{}")).await;
+    assert_eq!(
+        first.status,
+        StatusCode::CREATED,
+        "the caller gets the handler's answer"
+    );
+    faulty.store.fail_complete(false);
+    let retry = send(&svc, post(Some("k"), "{}")).await;
+    assert_eq!(retry.status, StatusCode::CONFLICT, "the key stays locked");
+    assert_eq!(orders.calls(), 1);
+    // Once the lock expires the key is free again.
+    tokio::time::sleep(fixture.lock_expiry + fixture.lock_expiry / 2).await;
+    let after = send(&svc, post(Some("k"), "{}")).await;
+    assert_eq!((after.status, after.replayed()), (StatusCode::CREATED, false));
+    assert_eq!(orders.calls(), 2);
 }
 
 pub async fn an_expired_lock_is_taken_over_and_the_stale_owner_cannot_overwrite<St: IdempotencyStore + Clone>(
@@ -541,6 +661,7 @@ pub async fn store_failures_fail_closed_or_open<St: IdempotencyStore + Clone>(fi
         refused.problem_type(),
         palisade_idempotency::problem::types::STORE_UNAVAILABLE
     );
+    assert_eq!(refused.headers["retry-after"], "1");
     assert!(
         !String::from_utf8_lossy(&refused.body).contains("store down"),
         "no internals in the body"
