@@ -370,7 +370,9 @@ async fn pump(
         let drop_front = window.len().saturating_sub(keep);
         window.drain(..drop_front);
     }
-    // Pass the end of the stream on, so the other side sees an orderly close.
+    // Pass the end of the stream on, so the other side sees an orderly close (a stalled
+    // network holds it like any byte).
+    shared.wait_while_stalled(direction, connection).await;
     let _ = to.shutdown().await;
 }
 

@@ -208,3 +208,62 @@ async fn a_commit_whose_answer_is_lost_stays_committed_and_nothing_comes_twice()
     };
     assert_eq!(outcome.check(), HashSet::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails today: the relay waits on a stalled claim without bound, so its only worker never claims again"]
+async fn a_claim_stalled_on_the_network_is_given_up_within_the_lease_and_nothing_is_lost() {
+    const LEASE: Duration = Duration::from_secs(3);
+    let Some(pg) = Postgres::connect("fault_claim_stall").await else {
+        return;
+    };
+    migrate(&pg.pool).await.unwrap();
+    let proxy = FaultProxy::start(upstream_of(&pg.url, 5432)).await.unwrap();
+    // The server ends a transaction left idle for 2 s, which frees a stalled claim's rows.
+    let url = format!(
+        "{}%20-c%20idle_in_transaction_session_timeout%3D2000",
+        via(&pg.url_in_schema(), &proxy)
+    );
+    let relay_pool = PgPoolOptions::new()
+        .max_connections(2)
+        .test_before_acquire(false)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&url)
+        .await
+        .unwrap();
+    let idle_timeout: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+        .fetch_one(&relay_pool)
+        .await
+        .unwrap();
+    assert_eq!(idle_timeout, "2s");
+    // The claim runs and locks its rows; its answer never arrives, and the connection stays open.
+    let fault = proxy.on(Direction::ToClient, b"acct-", Action::Stall);
+    let staged = stage_all(&pg.pool).await;
+    let recorder = Recorder::default();
+    let relay = Relay::builder(PgStore::new(relay_pool.clone()).vacuum_after(0), recorder.clone())
+        .workers(1)
+        .batch_size(BATCH)
+        .poll_interval(Duration::from_millis(20))
+        .publish_timeout(Duration::from_secs(1))
+        .lease(LEASE)
+        .build()
+        .unwrap()
+        .spawn();
+    timeout(WAIT, fault.fired()).await.expect("the fault happened");
+    // The stall never ends: the relay must give the claim up on its own and claim again.
+    let deadline = Instant::now() + LEASE * 5;
+    while pending(&pg.pool).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} events published while the claim stalls",
+            recorder.log.lock().unwrap().len(),
+            staged.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = std::mem::take(&mut *recorder.log.lock().unwrap());
+    assert_eq!(Outcome { staged, log }.check(), HashSet::new());
+    relay.abort();
+    drop(proxy);
+    relay_pool.close().await;
+    pg.cleanup().await;
+}

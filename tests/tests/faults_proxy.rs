@@ -140,6 +140,13 @@ async fn a_stall_holds_bytes_one_way_until_resumed() {
     proxy.resume();
     assert_eq!(next_chunk(&mut received).await, b"pong");
     assert_eq!(read_exactly(&mut client, 4).await, b"pong");
+
+    // The close is held like any byte.
+    proxy.stall(Direction::ToUpstream);
+    client.shutdown().await.unwrap();
+    assert!(timeout(QUIET, received.recv()).await.is_err(), "the server sees no close");
+    proxy.resume();
+    assert_eq!(next_chunk(&mut received).await, b"", "the close arrives");
 }
 
 #[tokio::test]
