@@ -16,13 +16,13 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use palisade_idempotency::store::postgres::PostgresStore;
 use palisade_idempotency::store::redis::RedisStore;
-use palisade_idempotency::{IdempotencyLayer, IdempotencyStore};
+use palisade_idempotency::{IdempotencyLayer, IdempotencyLayerBuilder, IdempotencyStore, ResponseBody};
 use palisade_tests::fault_proxy::{Action, Direction, FaultProxy};
 use palisade_tests::{Postgres, Redis, unique_name, upstream_of, via};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sqlx::postgres::PgPoolOptions;
 use tokio::time::{Instant, timeout};
-use tower::{Layer, ServiceExt, service_fn};
+use tower::{Layer, Service, ServiceExt, service_fn};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// How long retries keep coming after the fault (well within the lock expiry).
@@ -46,6 +46,29 @@ impl Payments {
 /// The handler's answer for `key`: what a retry must get back.
 fn receipt(key: &str) -> Bytes {
     Bytes::from(format!("{{\"charged\":\"{key}\"}}"))
+}
+
+/// A payments handler behind the layer `builder` makes: it answers 201 with the
+/// [`receipt`] and counts its charges.
+fn charging<St: IdempotencyStore>(
+    builder: IdempotencyLayerBuilder<St>,
+) -> (
+    Payments,
+    impl Service<Request<Full<Bytes>>, Response = Response<ResponseBody<Full<Bytes>>>, Error = Infallible> + Clone,
+) {
+    let payments = Payments::default();
+    let charges = payments.charges.clone();
+    let handler = service_fn(move |request: Request<Full<Bytes>>| {
+        let charges = charges.clone();
+        async move {
+            let key = request.headers()["idempotency-key"].to_str().unwrap().to_owned();
+            *charges.lock().unwrap().entry(key.clone()).or_default() += 1;
+            let mut response = Response::new(Full::new(receipt(&key)));
+            *response.status_mut() = StatusCode::CREATED;
+            Ok::<_, Infallible>(response)
+        }
+    });
+    (payments, builder.build().unwrap().layer(handler))
 }
 
 fn charge(key: &str) -> Request<Full<Bytes>> {
@@ -103,24 +126,7 @@ async fn charge_through_fault<St: IdempotencyStore>(
     action: Action,
     until_replayed: bool,
 ) -> Vec<Answer> {
-    let payments = Payments::default();
-    let charges = payments.charges.clone();
-    let handler = service_fn(move |request: Request<Full<Bytes>>| {
-        let charges = charges.clone();
-        async move {
-            let key = request.headers()["idempotency-key"].to_str().unwrap().to_owned();
-            *charges.lock().unwrap().entry(key.clone()).or_default() += 1;
-            let mut response = Response::new(Full::new(receipt(&key)));
-            *response.status_mut() = StatusCode::CREATED;
-            Ok::<_, Infallible>(response)
-        }
-    });
-    let service = IdempotencyLayer::builder()
-        .store(store)
-        .lock_expiry(LOCK_EXPIRY)
-        .build()
-        .unwrap()
-        .layer(handler);
+    let (payments, service) = charging(IdempotencyLayer::builder().store(store).lock_expiry(LOCK_EXPIRY));
 
     // A first charge with another key warms the store up: connections made, scripts loaded.
     let warm_up = unique_name("warm_up");
@@ -245,21 +251,7 @@ async fn postgres_a_store_write_whose_answer_is_lost_is_replayed() {
 /// With the store out of reach, a charge is refused with a 503 and `Retry-After` (the
 /// default fail-closed), within the store client's bounds, and the handler never runs.
 async fn refused_while_unreachable<St: IdempotencyStore>(store: St, proxy: &FaultProxy) {
-    let payments = Payments::default();
-    let charges = payments.charges.clone();
-    let handler = service_fn(move |request: Request<Full<Bytes>>| {
-        let charges = charges.clone();
-        async move {
-            let key = request.headers()["idempotency-key"].to_str().unwrap().to_owned();
-            *charges.lock().unwrap().entry(key.clone()).or_default() += 1;
-            Ok::<_, Infallible>(Response::new(Full::new(receipt(&key))))
-        }
-    });
-    let service = IdempotencyLayer::builder()
-        .store(store)
-        .build()
-        .unwrap()
-        .layer(handler);
+    let (payments, service) = charging(IdempotencyLayer::builder().store(store));
     proxy.refuse();
     proxy.cut();
     let key = unique_name("unreachable");
@@ -302,4 +294,41 @@ async fn postgres_out_of_reach_answers_503_with_retry_after() {
     pool.close().await;
     drop(proxy);
     pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails today: a RedisStore on a MultiplexedConnection (as the crate docs build it) never reconnects after its connection drops"]
+async fn redis_a_store_on_the_documented_connection_serves_again_after_a_cut() {
+    let Some(redis) = Redis::connect("fault_idem_redis_recover").await else {
+        return;
+    };
+    let proxy = FaultProxy::start(upstream_of(&redis.url, 6379)).await.unwrap();
+    let conn = redis::Client::open(via(&redis.url, &proxy))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let store = RedisStore::with_prefix(conn, redis.prefix.clone()).unwrap();
+    let (payments, service) = charging(IdempotencyLayer::builder().store(store));
+    let before = unique_name("before");
+    let answer = service.clone().oneshot(charge(&before)).await.unwrap();
+    assert_eq!(classify(answer, &before).await, Answer::Handled);
+
+    proxy.cut();
+    // Redis itself is fine: once the store is connected again, a new charge runs once.
+    let key = unique_name("after");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = service.clone().oneshot(charge(&key)).await.unwrap();
+        if answer.status() == StatusCode::CREATED {
+            assert_eq!(classify(answer, &key).await, Answer::Handled);
+            break;
+        }
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(Instant::now() < deadline, "the store serves again in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(payments.charges(&key), 1);
+    drop(proxy);
+    redis.cleanup().await;
 }
