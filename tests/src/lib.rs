@@ -83,7 +83,10 @@ fn authority(url: &str) -> std::ops::Range<usize> {
 /// When the host does not resolve.
 pub fn upstream_of(url: &str, default_port: u16) -> SocketAddr {
     let host_port = &url[authority(url)];
-    let with_port = if host_port.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
+    let with_port = if host_port
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+    {
         host_port.to_owned()
     } else {
         format!("{host_port}:{default_port}")

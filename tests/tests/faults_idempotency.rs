@@ -48,15 +48,12 @@ fn receipt(key: &str) -> Bytes {
     Bytes::from(format!("{{\"charged\":\"{key}\"}}"))
 }
 
-/// A payments handler behind the layer `builder` makes: it answers 201 with the
-/// [`receipt`] and counts its charges.
+/// A handler behind the layer `builder` makes that charges `payments` once per call and
+/// answers 201 with the [`receipt`].
 fn charging<St: IdempotencyStore>(
     builder: IdempotencyLayerBuilder<St>,
-) -> (
-    Payments,
-    impl Service<Request<Full<Bytes>>, Response = Response<ResponseBody<Full<Bytes>>>, Error = Infallible> + Clone,
-) {
-    let payments = Payments::default();
+    payments: &Payments,
+) -> impl Service<Request<Full<Bytes>>, Response = Response<ResponseBody<Full<Bytes>>>, Error = Infallible> + Clone {
     let charges = payments.charges.clone();
     let handler = service_fn(move |request: Request<Full<Bytes>>| {
         let charges = charges.clone();
@@ -68,7 +65,7 @@ fn charging<St: IdempotencyStore>(
             Ok::<_, Infallible>(response)
         }
     });
-    (payments, builder.build().unwrap().layer(handler))
+    builder.build().unwrap().layer(handler)
 }
 
 fn charge(key: &str) -> Request<Full<Bytes>> {
@@ -126,7 +123,11 @@ async fn charge_through_fault<St: IdempotencyStore>(
     action: Action,
     until_replayed: bool,
 ) -> Vec<Answer> {
-    let (payments, service) = charging(IdempotencyLayer::builder().store(store).lock_expiry(LOCK_EXPIRY));
+    let payments = Payments::default();
+    let service = charging(
+        IdempotencyLayer::builder().store(store).lock_expiry(LOCK_EXPIRY),
+        &payments,
+    );
 
     // A first charge with another key warms the store up: connections made, scripts loaded.
     let warm_up = unique_name("warm_up");
@@ -251,7 +252,8 @@ async fn postgres_a_store_write_whose_answer_is_lost_is_replayed() {
 /// With the store out of reach, a charge is refused with a 503 and `Retry-After` (the
 /// default fail-closed), within the store client's bounds, and the handler never runs.
 async fn refused_while_unreachable<St: IdempotencyStore>(store: St, proxy: &FaultProxy) {
-    let (payments, service) = charging(IdempotencyLayer::builder().store(store));
+    let payments = Payments::default();
+    let service = charging(IdempotencyLayer::builder().store(store), &payments);
     proxy.refuse();
     proxy.cut();
     let key = unique_name("unreachable");
@@ -309,7 +311,8 @@ async fn redis_a_store_on_the_documented_connection_serves_again_after_a_cut() {
         .await
         .unwrap();
     let store = RedisStore::with_prefix(conn, redis.prefix.clone()).unwrap();
-    let (payments, service) = charging(IdempotencyLayer::builder().store(store));
+    let payments = Payments::default();
+    let service = charging(IdempotencyLayer::builder().store(store), &payments);
     let before = unique_name("before");
     let answer = service.clone().oneshot(charge(&before)).await.unwrap();
     assert_eq!(classify(answer, &before).await, Answer::Handled);

@@ -105,7 +105,11 @@ impl Setup {
             let event: Event = serde_json::from_slice(&message.payload).unwrap();
             assert!(ids.insert(event.event_id), "event {} stored twice", event.event_id);
             let expected = next.entry(event.aggregate_id.clone()).or_insert(1);
-            assert_eq!(event.version, *expected, "aggregate {} out of order", event.aggregate_id);
+            assert_eq!(
+                event.version, *expected,
+                "aggregate {} out of order",
+                event.aggregate_id
+            );
             *expected += 1;
         }
         let staged_ids: HashSet<Uuid> = staged.iter().map(|e| e.event_id).collect();

@@ -128,7 +128,11 @@ impl Outcome {
             *count += 1;
             if *count == 1 {
                 let expected = next.entry(event.aggregate_id.as_str()).or_insert(1);
-                assert_eq!(event.version, *expected, "aggregate {} out of order", event.aggregate_id);
+                assert_eq!(
+                    event.version, *expected,
+                    "aggregate {} out of order",
+                    event.aggregate_id
+                );
                 *expected += 1;
             }
         }

@@ -132,7 +132,11 @@ async fn publish_through_fault(test: &str, action: Action) -> Option<usize> {
         *count += 1;
         if *count == 1 {
             let expected = next.entry(event.aggregate_id.clone()).or_insert(1);
-            assert_eq!(event.version, *expected, "aggregate {} out of order", event.aggregate_id);
+            assert_eq!(
+                event.version, *expected,
+                "aggregate {} out of order",
+                event.aggregate_id
+            );
             *expected += 1;
         }
     }

@@ -136,7 +136,10 @@ async fn a_stall_holds_bytes_one_way_until_resumed() {
 
     proxy.stall(Direction::ToUpstream);
     client.write_all(b"pong").await.unwrap();
-    assert!(timeout(QUIET, received.recv()).await.is_err(), "nothing reaches the server");
+    assert!(
+        timeout(QUIET, received.recv()).await.is_err(),
+        "nothing reaches the server"
+    );
     proxy.resume();
     assert_eq!(next_chunk(&mut received).await, b"pong");
     assert_eq!(read_exactly(&mut client, 4).await, b"pong");
@@ -144,7 +147,10 @@ async fn a_stall_holds_bytes_one_way_until_resumed() {
     // The close is held like any byte.
     proxy.stall(Direction::ToUpstream);
     client.shutdown().await.unwrap();
-    assert!(timeout(QUIET, received.recv()).await.is_err(), "the server sees no close");
+    assert!(
+        timeout(QUIET, received.recv()).await.is_err(),
+        "the server sees no close"
+    );
     proxy.resume();
     assert_eq!(next_chunk(&mut received).await, b"", "the close arrives");
 }
@@ -235,7 +241,10 @@ async fn a_stall_trigger_holds_the_connection_from_the_match_until_resumed() {
 
 #[test]
 fn urls_are_pointed_at_the_proxy_keeping_user_path_and_query() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let upstream: SocketAddr = "127.0.0.1:5432".parse().unwrap();
         let proxy = FaultProxy::start(upstream).await.unwrap();
@@ -248,7 +257,10 @@ fn urls_are_pointed_at_the_proxy_keeping_user_path_and_query() {
             via("amqp://guest:guest@localhost/%2f", &proxy),
             format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
         );
-        assert_eq!(via("redis://127.0.0.1:6379", &proxy), format!("redis://127.0.0.1:{port}"));
+        assert_eq!(
+            via("redis://127.0.0.1:6379", &proxy),
+            format!("redis://127.0.0.1:{port}")
+        );
     });
     assert_eq!(upstream_of("nats://127.0.0.1:4222", 4222).port(), 4222);
     assert_eq!(upstream_of("amqp://guest:guest@127.0.0.1/%2f", 5672).port(), 5672);
