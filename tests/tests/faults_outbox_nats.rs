@@ -1,7 +1,7 @@
-//! The outbox relay's NATS connection cut or stalled between a JetStream publish and its ack,
-//! through a fault proxy. The stream stored the message, the relay never heard so: it
-//! publishes again with the same `Nats-Msg-Id`, JetStream drops the copy, and the stream
-//! holds every event once, each aggregate's in order.
+//! The outbox relay's NATS connection cut or stalled around a JetStream publish, through a
+//! fault proxy. Whether the publish or its ack was lost, the relay publishes again with the
+//! same `Nats-Msg-Id`; JetStream drops a copy it already stored, and the stream holds every
+//! event once, each aggregate's in order.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -155,6 +155,21 @@ async fn an_ack_lost_with_the_connection_is_published_again_and_jetstream_keeps_
     fired(&fault).await;
     let retried = setup.drained(relay, &staged).await;
     assert!(retried >= 1, "the event whose ack was lost was published again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_lost_with_the_connection_is_published_again_and_stored_once() {
+    let Some(setup) = setup("fault_nats_publish").await else {
+        return;
+    };
+    // The publish never reaches the server.
+    let publish = format!("HPUB {}", setup.nats.prefix).into_bytes();
+    let fault = setup.proxy.on(Direction::ToUpstream, &publish, Action::Cut);
+    let staged = setup.stage_all().await;
+    let relay = setup.relay().await;
+    fired(&fault).await;
+    let retried = setup.drained(relay, &staged).await;
+    assert!(retried >= 1, "the lost publish was made again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
