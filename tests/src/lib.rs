@@ -15,6 +15,10 @@
 //! with `PALISADE_REQUIRE_SERVICES=1` (as CI sets) it panics instead, so a
 //! missing service fails the run.
 //!
+//! Fault tests put a [`fault_proxy::FaultProxy`] between the code under test
+//! and a service: [`upstream_of`] gives a service URL's address to forward
+//! to, and [`via`] the same URL pointing at the proxy.
+//!
 //! ```no_run
 //! # async fn example() {
 //! let Some(pg) = palisade_tests::Postgres::connect("my_test").await else { return };
@@ -24,11 +28,14 @@
 //! ```
 
 use std::fmt::Display;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::Executor;
 use sqlx::postgres::{PgPool, PgPoolOptions};
+
+pub mod fault_proxy;
 
 /// How long a fixture waits for its service before calling it unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,6 +67,41 @@ pub fn unique_name(test: &str) -> String {
         })
         .collect();
     format!("palisade_{test}_{}_{n}_{nanos}", std::process::id())
+}
+
+/// Where the host and port of `url` (`scheme://[user[:password]@]host[:port][/...]`) are.
+fn authority(url: &str) -> std::ops::Range<usize> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..].find(['/', '?']).map_or(url.len(), |i| start + i);
+    let host = url[start..end].rfind('@').map_or(start, |i| start + i + 1);
+    host..end
+}
+
+/// The address of the service `url` names, its scheme's `default_port` when it names none.
+///
+/// # Panics
+/// When the host does not resolve.
+pub fn upstream_of(url: &str, default_port: u16) -> SocketAddr {
+    let host_port = &url[authority(url)];
+    let with_port = if host_port
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+    {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:{default_port}")
+    };
+    with_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .unwrap_or_else(|| panic!("{url} names no address"))
+}
+
+/// `url` with its host and port replaced by `proxy`'s (user, path and query kept).
+pub fn via(url: &str, proxy: &fault_proxy::FaultProxy) -> String {
+    let range = authority(url);
+    format!("{}{}{}", &url[..range.start], proxy.addr(), &url[range.end..])
 }
 
 fn url(var: &str, default: &str) -> String {
