@@ -22,6 +22,11 @@
 //! pg.cleanup().await;
 //! # }
 //! ```
+//!
+//! [`contract`] holds the tower contract suite every protocol-agnostic layer
+//! runs through.
+
+pub mod contract;
 
 use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering};
