@@ -588,6 +588,7 @@ pub async fn ready_before_every_call(case: &str, subject: Subject) {
     settle().await;
     if waiting.is_finished() {
         // Only a layer's own fast rejection may end it before the inner service is ready.
+        script.assert_every_call_readied(case);
         let err = waiting.await.expect("the call's task ran").expect_err("no answer without a call");
         assert!(find::<ScriptError>(&*err).is_none(), "{case}: {err}");
     } else {
@@ -930,4 +931,98 @@ macro_rules! contract_suite {
             }
         )+
     };
+}
+
+#[cfg(test)]
+mod tests {
+    //! The checks fail on layers that break the contract.
+
+    use super::*;
+    use tower::layer::layer_fn;
+
+    /// Calls a fresh clone of the inner service without polling it.
+    #[derive(Clone)]
+    struct SkipsReadiness<S>(S);
+
+    impl<S: Service<Request> + Clone> Service<Request> for SkipsReadiness<S> {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = S::Future;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: Request) -> S::Future {
+            self.0.clone().call(request)
+        }
+    }
+
+    /// Wakes itself whenever the inner service is pending.
+    #[derive(Clone)]
+    struct BusyPolls<S>(S);
+
+    impl<S: Service<Request>> Service<Request> for BusyPolls<S> {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = S::Future;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+            let poll = self.0.poll_ready(cx);
+            if poll.is_pending() {
+                cx.waker().wake_by_ref();
+            }
+            poll
+        }
+
+        fn call(&mut self, request: Request) -> S::Future {
+            self.0.call(request)
+        }
+    }
+
+    fn identity() -> tower::layer::util::Identity {
+        tower::layer::util::Identity::new()
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "without poll_ready returning ready first")]
+    async fn a_call_without_readiness_is_caught() {
+        ready_before_every_call("skips", Subject::new(layer_fn(SkipsReadiness))).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "woke itself while pending")]
+    async fn busy_polling_is_caught() {
+        pending_readiness_registers_waker("busy", Subject::new(layer_fn(BusyPolls))).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "readiness error lost")]
+    async fn an_error_turned_into_text_is_caught() {
+        let lossy = layer_fn(|inner: Scripted| inner.map_err(|e: BoxError| BoxError::from(e.to_string())));
+        errors_stay_findable("lossy", Subject::new(lossy)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "calls let through to the inner service")]
+    async fn a_limit_not_kept_is_caught() {
+        clones_never_exceed_admitted_concurrency("unlimited", Subject::new(identity()).concurrency(2)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "was accepted by build()")]
+    async fn an_accepted_impossible_configuration_is_caught() {
+        let accepted = Subject::new(identity()).refuses([refused(Ok::<(), String>(()))]);
+        impossible_configuration_fails_at_build("accepted", accepted).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_plain_service_keeps_the_contract() {
+        ready_before_every_call("identity", Subject::new(identity())).await;
+        pending_readiness_registers_waker("identity", Subject::new(identity())).await;
+        errors_stay_findable("identity", Subject::new(identity())).await;
+        dropping_releases_what_was_held("identity", Subject::new(identity())).await;
+        readiness_is_stable_until_the_call("identity", Subject::new(identity())).await;
+        admission_follows_current_state("identity", Subject::new(identity())).await;
+    }
 }
