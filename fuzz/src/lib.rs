@@ -244,13 +244,17 @@ pub fn retry_after(data: &[u8]) -> Option<Duration> {
     });
     assert_eq!(response.status(), StatusCode::OK, "the 503 was retried");
     assert_eq!(calls.load(Ordering::SeqCst), 2, "one retry");
-    let text = std::str::from_utf8(data).map(str::trim);
-    match text {
-        Ok(seconds) if !seconds.is_empty() && seconds.bytes().all(|b| b.is_ascii_digit()) => {
-            let asked = seconds.parse::<u64>().map_or(Duration::MAX, Duration::from_secs);
-            assert_eq!(waited, asked.min(MAX_RETRY_AFTER), "waited what Retry-After asked, capped");
-        }
-        _ => assert!(waited <= MAX_RETRY_AFTER, "waited {waited:?}, over the cap"),
+    // Optional whitespace (SP, HTAB: the only ASCII whitespace a header
+    // value can hold) around delay-seconds; other bytes make it no delay-seconds.
+    let seconds = data.trim_ascii();
+    if !seconds.is_empty() && seconds.iter().all(u8::is_ascii_digit) {
+        let asked = std::str::from_utf8(seconds)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .map_or(Duration::MAX, Duration::from_secs);
+        assert_eq!(waited, asked.min(MAX_RETRY_AFTER), "waited what Retry-After asked, capped");
+    } else {
+        assert!(waited <= MAX_RETRY_AFTER, "waited {waited:?}, over the cap");
     }
     Some(waited)
 }
