@@ -167,27 +167,34 @@ pub fn webhook_signature(data: &[u8]) -> Option<StatusCode> {
         Some(at) => (&data[..at], &data[at + 1..]),
         None => return None,
     };
-    let Some(layer) = VERIFIERS.with(|cell| {
+    let layer = VERIFIERS.with(|cell| {
         let mut cell = cell.borrow_mut();
         let verifiers = cell.get_or_insert_with(verifiers);
         verifiers
             .iter()
             .find(|(name, _)| name.as_bytes() == scheme.trim_ascii())
             .map(|(_, layer)| layer.clone())
-    }) else {
-        return None;
-    };
+    })?;
     let (headers, body) = split_head(rest);
-    let mut request = Request::post("/hooks").body(Full::new(Bytes::copy_from_slice(body))).expect("a request");
+    let mut request = Request::post("/hooks")
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .expect("a request");
     *request.headers_mut() = headers;
     let handler = layer.layer(service_fn(|req: Request<Full<Bytes>>| async move {
-        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         Ok::<_, std::convert::Infallible>(Response::new(Full::new(body)))
     }));
     let response = block_on(handler.oneshot(request)).expect("the verify layer answers");
     let status = response.status();
     let content_type = response.headers().get(CONTENT_TYPE).cloned();
-    let answer = block_on(response.into_body().collect()).expect("a full body").to_bytes();
+    let answer = block_on(response.into_body().collect())
+        .expect("a full body")
+        .to_bytes();
     match status {
         StatusCode::OK => assert_eq!(&answer[..], body, "the handler got other bytes than were verified"),
         StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED => assert_eq!(
@@ -237,7 +244,9 @@ pub fn retry_after(data: &[u8]) -> Option<Duration> {
     let (response, waited) = PAUSED.with(|rt| {
         rt.block_on(async {
             let started = tokio::time::Instant::now();
-            let request = Request::get("http://downstream/").body(Full::new(Bytes::new())).expect("a request");
+            let request = Request::get("http://downstream/")
+                .body(Full::new(Bytes::new()))
+                .expect("a request");
             let response = client.oneshot(request).await.expect("the downstream answers");
             (response, started.elapsed())
         })
@@ -252,7 +261,11 @@ pub fn retry_after(data: &[u8]) -> Option<Duration> {
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
             .map_or(Duration::MAX, Duration::from_secs);
-        assert_eq!(waited, asked.min(MAX_RETRY_AFTER), "waited what Retry-After asked, capped");
+        assert_eq!(
+            waited,
+            asked.min(MAX_RETRY_AFTER),
+            "waited what Retry-After asked, capped"
+        );
     } else {
         assert!(waited <= MAX_RETRY_AFTER, "waited {waited:?}, over the cap");
     }
@@ -280,7 +293,9 @@ pub fn idempotency_key(data: &[u8]) -> StatusCode {
     });
     let service = IdempotencyLayer::new().layer(handler);
     let send = || {
-        let mut request = Request::post("/orders").body(Full::new(Bytes::copy_from_slice(body))).expect("a request");
+        let mut request = Request::post("/orders")
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .expect("a request");
         *request.headers_mut() = headers.clone();
         let service = service.clone();
         block_on(async move {
@@ -308,7 +323,10 @@ pub fn idempotency_key(data: &[u8]) -> StatusCode {
     assert_eq!(again.status, StatusCode::CREATED, "the same request again");
     if headers.get_all(IDEMPOTENCY_KEY).iter().count() == 1 {
         assert_eq!(runs.load(Ordering::SeqCst), 1, "a repeated key did not run again");
-        assert_eq!(again.headers.get(IDEMPOTENT_REPLAYED).map(|v| v.as_bytes()), Some(&b"true"[..]));
+        assert_eq!(
+            again.headers.get(IDEMPOTENT_REPLAYED).map(|v| v.as_bytes()),
+            Some(&b"true"[..])
+        );
         assert_eq!(again_body, first_body, "the replay is the first response");
     }
     first.status
@@ -331,7 +349,10 @@ pub fn trace_context(data: &[u8]) {
             .filter(|v| !v.is_empty() && v.len() <= 256)
     };
     let correlation = context.correlation_id();
-    assert!(!correlation.is_empty() && correlation.len() <= 256, "correlation id {correlation:?}");
+    assert!(
+        !correlation.is_empty() && correlation.len() <= 256,
+        "correlation id {correlation:?}"
+    );
     if let Some(given) = usable("x-correlation-id") {
         assert_eq!(correlation, given, "the caller's correlation id is kept");
     }
@@ -339,7 +360,10 @@ pub fn trace_context(data: &[u8]) {
         let id = trace.trace_id().expect("a carried trace context has a trace id");
         assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0'));
         if usable("x-correlation-id").is_none() {
-            assert_eq!(correlation, id, "the trace id correlates when no correlation id was given");
+            assert_eq!(
+                correlation, id,
+                "the trace id correlates when no correlation id was given"
+            );
         }
     }
     let event = context.event("fuzzed", "order", "1", serde_json::Value::Null);
@@ -402,10 +426,16 @@ pub fn stored_response(target: &StoredResponseTarget, data: &[u8]) -> Option<Sto
             .query_async(&mut conn)
             .await
             .expect("Redis stores the record");
-        target.store.begin(&target.key, &fingerprint, Duration::from_secs(60)).await
+        target
+            .store
+            .begin(&target.key, &fingerprint, Duration::from_secs(60))
+            .await
     });
     match begun {
-        Ok(Begin::Completed { fingerprint: stored, response }) => {
+        Ok(Begin::Completed {
+            fingerprint: stored,
+            response,
+        }) => {
             assert_eq!(stored, fingerprint, "the fingerprint read back");
             assert!(data.len() >= 5 + response.body.len(), "the body is part of the input");
             Some(response)

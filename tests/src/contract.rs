@@ -284,7 +284,11 @@ impl Script {
     /// `poll_ready` had returned ready.
     pub fn assert_every_call_readied(&self, case: &str) {
         for (n, call) in self.calls().iter().enumerate() {
-            assert!(call.readied, "{case}: inner call {} was made without poll_ready returning ready first", n + 1);
+            assert!(
+                call.readied,
+                "{case}: inner call {} was made without poll_ready returning ready first",
+                n + 1
+            );
         }
     }
 }
@@ -545,9 +549,16 @@ async fn assert_admitted(case: &str, subject: &Subject, tasks: Vec<Task>) -> Vec
     let (finished, unfinished): (Vec<Task>, Vec<Task>) = tasks.into_iter().partition(|t| t.is_finished());
     let in_flight = subject.script.in_flight();
     let expected_in_flight = subject.concurrency.map_or(total, |limit| limit.min(total));
-    assert_eq!(in_flight, expected_in_flight, "{case}: calls let through to the inner service");
+    assert_eq!(
+        in_flight, expected_in_flight,
+        "{case}: calls let through to the inner service"
+    );
     let expected_waiting = subject.queue.min(total - expected_in_flight);
-    assert_eq!(unfinished.len() - in_flight, expected_waiting, "{case}: calls waiting for admission");
+    assert_eq!(
+        unfinished.len() - in_flight,
+        expected_waiting,
+        "{case}: calls waiting for admission"
+    );
     for task in finished {
         let err = task
             .await
@@ -589,13 +600,20 @@ pub async fn ready_before_every_call(case: &str, subject: Subject) {
     if waiting.is_finished() {
         // Only a layer's own fast rejection may end it before the inner service is ready.
         script.assert_every_call_readied(case);
-        let err = waiting.await.expect("the call's task ran").expect_err("no answer without a call");
+        let err = waiting
+            .await
+            .expect("the call's task ran")
+            .expect_err("no answer without a call");
         assert!(find::<ScriptError>(&*err).is_none(), "{case}: {err}");
     } else {
         script.set_readiness(Readiness::Ready);
         let _ = waiting.await.expect("the call's task ran");
     }
-    assert_eq!(script.call_count(), calls + usize::from(script.readiness() == Readiness::Ready), "{case}: calls made");
+    assert_eq!(
+        script.call_count(),
+        calls + usize::from(script.readiness() == Readiness::Ready),
+        "{case}: calls made"
+    );
     script.set_readiness(Readiness::Ready);
     // A failed attempt, then a pending readiness before any next attempt.
     script.reply([Reply::Err, Reply::Ok]);
@@ -604,7 +622,10 @@ pub async fn ready_before_every_call(case: &str, subject: Subject) {
     settle().await;
     if script.call_count() == calls {
         // A layer rejecting fast (an open breaker) makes no attempt at all.
-        let err = attempt.await.expect("the call's task ran").expect_err("no answer without a call");
+        let err = attempt
+            .await
+            .expect("the call's task ran")
+            .expect_err("no answer without a call");
         assert!(find::<ScriptError>(&*err).is_none(), "{case}: {err}");
     } else {
         assert_eq!(script.call_count(), calls + 1, "{case}: one first attempt");
@@ -639,7 +660,11 @@ pub async fn clones_never_exceed_admitted_concurrency(case: &str, subject: Subje
     let tasks = assert_admitted(case, &subject, tasks).await;
     finish(&subject, tasks).await;
     if let Some(limit) = subject.concurrency {
-        assert!(script.peak() <= limit, "{case}: {} calls in flight at once, limit {limit}", script.peak());
+        assert!(
+            script.peak() <= limit,
+            "{case}: {} calls in flight at once, limit {limit}",
+            script.peak()
+        );
     }
     assert_eq!(script.in_flight(), 0, "{case}: calls still in flight");
     script.assert_every_call_readied(case);
@@ -657,13 +682,20 @@ async fn drive<F: Future + Unpin>(case: &str, script: &Script, mut fut: F) -> F:
         if let Poll::Ready(out) = Pin::new(&mut fut).poll(&mut cx) {
             return out;
         }
-        assert_eq!(wakes.count(), before, "{case}: the future woke itself while pending (busy polling)");
+        assert_eq!(
+            wakes.count(),
+            before,
+            "{case}: the future woke itself while pending (busy polling)"
+        );
         if script.readiness() == Readiness::Pending && script.has_ready_waker() {
             script.set_readiness(Readiness::Ready);
         } else {
             tokio::time::advance(Duration::from_secs(1)).await;
         }
-        assert!(wakes.count() > before, "{case}: the pending future's waker was not woken by what it waited for");
+        assert!(
+            wakes.count() > before,
+            "{case}: the pending future's waker was not woken by what it waited for"
+        );
     }
     panic!("{case}: the future did not finish within 100 steps");
 }
@@ -680,14 +712,33 @@ pub async fn pending_readiness_registers_waker(case: &str, subject: Subject) {
     let mut cx = Context::from_waker(&waker);
     for _ in 0..3 {
         let polls = script.ready_polls();
-        assert!(svc.poll_ready(&mut cx).is_pending(), "{case}: ready while the inner service is pending");
-        assert!(script.ready_polls() - polls <= 1, "{case}: the inner service was polled again and again in one poll");
+        assert!(
+            svc.poll_ready(&mut cx).is_pending(),
+            "{case}: ready while the inner service is pending"
+        );
+        assert!(
+            script.ready_polls() - polls <= 1,
+            "{case}: the inner service was polled again and again in one poll"
+        );
     }
-    assert!(script.waker_registrations() >= 1, "{case}: the inner service got no waker");
-    assert_eq!(wakes.count(), 0, "{case}: the service woke itself while pending (busy polling)");
+    assert!(
+        script.waker_registrations() >= 1,
+        "{case}: the inner service got no waker"
+    );
+    assert_eq!(
+        wakes.count(),
+        0,
+        "{case}: the service woke itself while pending (busy polling)"
+    );
     script.set_readiness(Readiness::Ready);
-    assert!(wakes.count() >= 1, "{case}: the inner service's wake did not reach the caller");
-    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))), "{case}: not ready once the inner service is");
+    assert!(
+        wakes.count() >= 1,
+        "{case}: the inner service's wake did not reach the caller"
+    );
+    assert!(
+        matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))),
+        "{case}: not ready once the inner service is"
+    );
 
     // A response future: an attempt fails, then the inner service is pending.
     script.reply([Reply::Err, Reply::Ok]);
@@ -698,8 +749,16 @@ pub async fn pending_readiness_registers_waker(case: &str, subject: Subject) {
     match result {
         Ok(response) => assert_eq!(response.call, calls + 2, "{case}: answered by the second attempt"),
         Err(err) => {
-            assert_eq!(find::<ScriptError>(&*err), Some(&ScriptError(Failed::Call)), "{case}: {err}");
-            assert_eq!(script.call_count(), calls + 1, "{case}: a failure not retried is not called again");
+            assert_eq!(
+                find::<ScriptError>(&*err),
+                Some(&ScriptError(Failed::Call)),
+                "{case}: {err}"
+            );
+            assert_eq!(
+                script.call_count(),
+                calls + 1,
+                "{case}: a failure not retried is not called again"
+            );
         }
     }
     script.assert_every_call_readied(case);
@@ -710,12 +769,29 @@ pub async fn pending_readiness_registers_waker(case: &str, subject: Subject) {
 pub async fn errors_stay_findable(case: &str, subject: Subject) {
     let script = subject.script.clone();
     script.set_readiness(Readiness::Fail);
-    let err = subject.service().ready().await.map(drop).expect_err("the readiness failure comes back");
-    assert_eq!(find::<ScriptError>(&*err), Some(&ScriptError(Failed::Ready)), "{case}: readiness error lost: {err}");
+    let err = subject
+        .service()
+        .ready()
+        .await
+        .map(drop)
+        .expect_err("the readiness failure comes back");
+    assert_eq!(
+        find::<ScriptError>(&*err),
+        Some(&ScriptError(Failed::Ready)),
+        "{case}: readiness error lost: {err}"
+    );
     script.set_readiness(Readiness::Ready);
     script.set_default_reply(Reply::Err);
-    let err = subject.service().oneshot(REQUEST).await.expect_err("the call failure comes back");
-    assert_eq!(find::<ScriptError>(&*err), Some(&ScriptError(Failed::Call)), "{case}: call error lost: {err}");
+    let err = subject
+        .service()
+        .oneshot(REQUEST)
+        .await
+        .expect_err("the call failure comes back");
+    assert_eq!(
+        find::<ScriptError>(&*err),
+        Some(&ScriptError(Failed::Call)),
+        "{case}: call error lost: {err}"
+    );
     assert!(script.call_count() >= 1, "{case}: the call reached the inner service");
 }
 
@@ -741,8 +817,16 @@ pub async fn dropping_releases_what_was_held(case: &str, subject: Subject) {
     let in_flight = script.in_flight();
     tasks.iter().for_each(|t| t.abort());
     settle().await;
-    assert_eq!(script.in_flight(), 0, "{case}: dropped calls still in flight at the inner service");
-    assert_eq!(script.dropped(), in_flight, "{case}: the inner futures were dropped with theirs");
+    assert_eq!(
+        script.in_flight(),
+        0,
+        "{case}: dropped calls still in flight at the inner service"
+    );
+    assert_eq!(
+        script.dropped(),
+        in_flight,
+        "{case}: the inner futures were dropped with theirs"
+    );
     // Everything is admitted again as before.
     let tasks = start_calls(&subject, n).await;
     let tasks = assert_admitted(case, &subject, tasks).await;
@@ -755,7 +839,11 @@ pub async fn dropping_releases_what_was_held(case: &str, subject: Subject) {
     assert_eq!(script.call_count(), calls + 1, "{case}: the first attempt was made");
     gave_up.abort();
     tokio::time::sleep(Duration::from_secs(600)).await;
-    assert_eq!(script.call_count(), calls + 1, "{case}: a dropped future made another attempt");
+    assert_eq!(
+        script.call_count(),
+        calls + 1,
+        "{case}: a dropped future made another attempt"
+    );
     script.assert_every_call_readied(case);
 }
 
@@ -787,7 +875,11 @@ pub async fn readiness_is_stable_until_the_call(case: &str, subject: Subject) {
 /// inner service is ready.
 pub async fn admission_follows_current_state(case: &str, subject: Subject) {
     let script = subject.script.clone();
-    subject.service().oneshot(REQUEST).await.expect("a first call goes through");
+    subject
+        .service()
+        .oneshot(REQUEST)
+        .await
+        .expect("a first call goes through");
     let (waker, _wakes) = WakeCounter::waker();
     let mut cx = Context::from_waker(&waker);
     let mut checked = false;
@@ -795,7 +887,10 @@ pub async fn admission_follows_current_state(case: &str, subject: Subject) {
     if let Some(switch) = subject.switch.clone() {
         script.set_readiness(Readiness::Pending);
         let mut svc = subject.service();
-        assert!(svc.poll_ready(&mut cx).is_pending(), "{case}: ready while admitting and the inner service pending");
+        assert!(
+            svc.poll_ready(&mut cx).is_pending(),
+            "{case}: ready while admitting and the inner service pending"
+        );
         switch(false);
         script.set_readiness(Readiness::Ready);
         let calls = script.call_count();
@@ -808,7 +903,11 @@ pub async fn admission_follows_current_state(case: &str, subject: Subject) {
             "{case}: a call admitted on the state before the inner service was ready went through after the layer switched to rejecting"
         ));
         assert!(find::<ScriptError>(&*err).is_none(), "{case}: {err}");
-        assert_eq!(script.call_count(), calls, "{case}: the rejected call reached the inner service");
+        assert_eq!(
+            script.call_count(),
+            calls,
+            "{case}: the rejected call reached the inner service"
+        );
         switch(true);
         subject.service().oneshot(REQUEST).await.expect("admitted again");
         checked = true;
@@ -817,7 +916,10 @@ pub async fn admission_follows_current_state(case: &str, subject: Subject) {
     if let Some(limit) = subject.concurrency {
         script.set_readiness(Readiness::Pending);
         let mut svc = subject.service();
-        assert!(svc.poll_ready(&mut cx).is_pending(), "{case}: ready with the inner service pending");
+        assert!(
+            svc.poll_ready(&mut cx).is_pending(),
+            "{case}: ready with the inner service pending"
+        );
         script.set_readiness(Readiness::Ready);
         script.set_default_reply(Reply::Hang);
         let tasks = start_calls(&subject, limit + subject.queue).await;
@@ -830,8 +932,16 @@ pub async fn admission_follows_current_state(case: &str, subject: Subject) {
                     Poll::Ready(result) => Some(result),
                     Poll::Pending => {
                         let waiting = waiting_before + usize::from(script.call_count() == calls);
-                        assert!(script.in_flight() <= limit, "{case}: {} calls in flight, limit {limit}", script.in_flight());
-                        assert!(waiting <= subject.queue, "{case}: {waiting} calls queued, {} places", subject.queue);
+                        assert!(
+                            script.in_flight() <= limit,
+                            "{case}: {} calls in flight, limit {limit}",
+                            script.in_flight()
+                        );
+                        assert!(
+                            waiting <= subject.queue,
+                            "{case}: {waiting} calls queued, {} places",
+                            subject.queue
+                        );
                         drop(call);
                         None
                     }
@@ -843,7 +953,11 @@ pub async fn admission_follows_current_state(case: &str, subject: Subject) {
         if let Some(Err(err)) = &result {
             assert!(find::<ScriptError>(&**err).is_none(), "{case}: {err}");
         }
-        assert!(script.peak() <= limit, "{case}: {} calls in flight at once, limit {limit}", script.peak());
+        assert!(
+            script.peak() <= limit,
+            "{case}: {} calls in flight at once, limit {limit}",
+            script.peak()
+        );
         finish(&subject, tasks).await;
 
         // And the other way: full while pending, free at the call.
@@ -855,15 +969,25 @@ pub async fn admission_follows_current_state(case: &str, subject: Subject) {
         if svc.poll_ready(&mut cx).is_pending() {
             finish(&subject, tasks).await;
             script.set_readiness(Readiness::Ready);
-            assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))), "{case}: not ready once the inner service is");
+            assert!(
+                matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))),
+                "{case}: not ready once the inner service is"
+            );
             let calls = script.call_count();
             let response = svc.call(REQUEST).await.expect("a free layer admits the call");
             assert_eq!(response.call, calls + 1, "{case}: answered by the inner service");
         } else {
             // A layer deciding in poll_ready rejects fast instead of waiting, and keeps that decision.
-            let err = svc.call(REQUEST).await.expect_err("a full layer ready without its inner service rejects");
+            let err = svc
+                .call(REQUEST)
+                .await
+                .expect_err("a full layer ready without its inner service rejects");
             assert!(find::<ScriptError>(&*err).is_none(), "{case}: {err}");
-            assert_eq!(script.call_count(), calls, "{case}: the rejected call reached the inner service");
+            assert_eq!(
+                script.call_count(),
+                calls,
+                "{case}: the rejected call reached the inner service"
+            );
             finish(&subject, tasks).await;
             script.set_readiness(Readiness::Ready);
         }
@@ -873,9 +997,15 @@ pub async fn admission_follows_current_state(case: &str, subject: Subject) {
     if !checked {
         script.set_readiness(Readiness::Pending);
         let mut svc = subject.service();
-        assert!(svc.poll_ready(&mut cx).is_pending(), "{case}: ready with the inner service pending");
+        assert!(
+            svc.poll_ready(&mut cx).is_pending(),
+            "{case}: ready with the inner service pending"
+        );
         script.set_readiness(Readiness::Ready);
-        assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))), "{case}: not ready once the inner service is");
+        assert!(
+            matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))),
+            "{case}: not ready once the inner service is"
+        );
         let calls = script.call_count();
         let response = svc.call(REQUEST).await.expect("the call is made");
         assert_eq!(response.call, calls + 1, "{case}: answered by the inner service");
@@ -891,7 +1021,11 @@ pub async fn impossible_configuration_fails_at_build(case: &str, subject: Subjec
         let reason = refused
             .as_deref()
             .unwrap_or_else(|| panic!("{case}: impossible configuration {} was accepted by build()", n + 1));
-        assert!(!reason.is_empty(), "{case}: configuration {} refused without a reason", n + 1);
+        assert!(
+            !reason.is_empty(),
+            "{case}: configuration {} refused without a reason",
+            n + 1
+        );
     }
 }
 

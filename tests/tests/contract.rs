@@ -34,8 +34,17 @@ fn breaker_rate() -> Subject {
             refused(CircuitBreakerBuilder::rate_based("x").failure_rate(100.5).build()),
             refused(CircuitBreakerBuilder::rate_based("x").failure_rate(f64::NAN).build()),
             refused(CircuitBreakerBuilder::rate_based("x").count_window(0).build()),
-            refused(CircuitBreakerBuilder::rate_based("x").count_window(10).minimum_calls(11).build()),
-            refused(CircuitBreakerBuilder::rate_based("x").time_window(Duration::from_millis(5), 10).build()),
+            refused(
+                CircuitBreakerBuilder::rate_based("x")
+                    .count_window(10)
+                    .minimum_calls(11)
+                    .build(),
+            ),
+            refused(
+                CircuitBreakerBuilder::rate_based("x")
+                    .time_window(Duration::from_millis(5), 10)
+                    .build(),
+            ),
             refused(CircuitBreakerBuilder::rate_based("x").no_failure_rate().build()),
         ])
 }
@@ -47,8 +56,16 @@ fn breaker_consecutive() -> Subject {
         .switch(move |admit| if admit { handle.reset() } else { handle.force_open() })
         .refuses([
             refused(CircuitBreakerBuilder::consecutive("x").consecutive_failures(0).build()),
-            refused(CircuitBreakerBuilder::consecutive("x").open_duration(Duration::ZERO).build()),
-            refused(CircuitBreakerBuilder::consecutive("x").permitted_calls_in_half_open(0).build()),
+            refused(
+                CircuitBreakerBuilder::consecutive("x")
+                    .open_duration(Duration::ZERO)
+                    .build(),
+            ),
+            refused(
+                CircuitBreakerBuilder::consecutive("x")
+                    .permitted_calls_in_half_open(0)
+                    .build(),
+            ),
             refused(
                 CircuitBreakerBuilder::consecutive("x")
                     .open_duration_growing(Duration::from_secs(10), Duration::from_secs(1))
@@ -94,7 +111,11 @@ fn breaker_keyed() -> Subject {
                     .key_idle_timeout(Duration::ZERO)
                     .build_keyed(key),
             ),
-            refused(CircuitBreakerBuilder::rate_based("x").failure_rate(0.0).build_keyed(key)),
+            refused(
+                CircuitBreakerBuilder::rate_based("x")
+                    .failure_rate(0.0)
+                    .build_keyed(key),
+            ),
         ])
 }
 
@@ -116,12 +137,20 @@ fn bulkhead_queued() -> Subject {
         .unwrap();
     Subject::new(layer).concurrency(2).queue(2).refuses([
         refused(BulkheadLayer::builder("x").max_queued(usize::MAX).build()),
-        refused(BulkheadLayer::builder("x").max_queued(1).max_wait(Duration::ZERO).build()),
+        refused(
+            BulkheadLayer::builder("x")
+                .max_queued(1)
+                .max_wait(Duration::ZERO)
+                .build(),
+        ),
     ])
 }
 
 fn bulkhead_keyed() -> Subject {
-    let layer = BulkheadLayer::builder("keyed").max_concurrent(2).build_keyed(key).unwrap();
+    let layer = BulkheadLayer::builder("keyed")
+        .max_concurrent(2)
+        .build_keyed(key)
+        .unwrap();
     Subject::new(layer).concurrency(2).refuses([
         refused(BulkheadLayer::builder("x").max_keys(0).build_keyed(key)),
         refused(BulkheadLayer::builder("x").max_concurrent(0).build_keyed(key)),
@@ -129,7 +158,12 @@ fn bulkhead_keyed() -> Subject {
 }
 
 fn bulkhead_adaptive() -> Subject {
-    let aimd = Aimd::builder().min_limit(1).initial_limit(2).max_limit(2).build().unwrap();
+    let aimd = Aimd::builder()
+        .min_limit(1)
+        .initial_limit(2)
+        .max_limit(2)
+        .build()
+        .unwrap();
     Subject::new(BulkheadLayer::builder("adaptive").adaptive(aimd).build().unwrap())
         .concurrency(2)
         .refuses([
@@ -148,12 +182,20 @@ fn retry_refusals() -> [Option<String>; 6] {
         refused(retry_policy("x").max_attempts(0).build()),
         refused(
             retry_policy("x")
-                .backoff(Backoff::exponential(Duration::from_secs(2), 2.0, Duration::from_secs(1)))
+                .backoff(Backoff::exponential(
+                    Duration::from_secs(2),
+                    2.0,
+                    Duration::from_secs(1),
+                ))
                 .build(),
         ),
         refused(
             retry_policy("x")
-                .backoff(Backoff::exponential(Duration::from_secs(1), f64::NAN, Duration::from_secs(2)))
+                .backoff(Backoff::exponential(
+                    Duration::from_secs(1),
+                    f64::NAN,
+                    Duration::from_secs(2),
+                ))
                 .build(),
         ),
         refused(retry_policy("x").deadline(Duration::ZERO).build()),
@@ -178,7 +220,13 @@ fn client_stack() -> Subject {
     let stack = ServiceBuilder::new()
         .retry_policy(retry_policy("stack").build().unwrap())
         .circuit_breaker(breaker)
-        .bulkhead(BulkheadLayer::builder("stack").max_concurrent(2).max_queued(1).build().unwrap())
+        .bulkhead(
+            BulkheadLayer::builder("stack")
+                .max_concurrent(2)
+                .max_queued(1)
+                .build()
+                .unwrap(),
+        )
         .timeout(Duration::from_secs(30));
     Subject::new(stack)
         .concurrency(2)
@@ -204,4 +252,3 @@ palisade_tests::contract_suite! {
     retry_without_budget => retry_without_budget();
     client_stack => client_stack();
 }
-

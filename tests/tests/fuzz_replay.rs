@@ -22,7 +22,9 @@ use entry::{MAX_RETRY_AFTER, StoredResponseTarget};
 
 /// The committed corpus of `target`, file name and bytes.
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("the corpus {}: {e}", dir.display()))
         .map(|entry| {
@@ -65,18 +67,29 @@ fn webhook_signature_corpus() {
     for (name, data) in corpus("webhook_signature") {
         let status = entry::webhook_signature(&data);
         if name.starts_with("signed-") {
-            assert_eq!(status, Some(StatusCode::OK), "{name}: a validly signed seed reaches the handler");
+            assert_eq!(
+                status,
+                Some(StatusCode::OK),
+                "{name}: a validly signed seed reaches the handler"
+            );
             reached_handler += 1;
         }
     }
-    assert_eq!(reached_handler, entry::webhook_schemes().len(), "one signed seed per scheme");
+    assert_eq!(
+        reached_handler,
+        entry::webhook_schemes().len(),
+        "one signed seed per scheme"
+    );
 }
 
 #[test]
 fn retry_after_corpus() {
     for (name, data) in corpus("retry_after") {
         let waited = entry::retry_after(&data);
-        assert!(waited.is_some_and(|w| w <= MAX_RETRY_AFTER), "{name}: waited {waited:?}");
+        assert!(
+            waited.is_some_and(|w| w <= MAX_RETRY_AFTER),
+            "{name}: waited {waited:?}"
+        );
     }
 }
 
@@ -228,7 +241,8 @@ fn stored_response_round_trips_and_rejects_truncation() {
                 .map(|(name, value)| (name, value.trim().as_bytes().to_vec()))
                 .collect();
             let encoded = encode(status, &headers, &body);
-            let decoded: StoredResponse = entry::stored_response(&target, &encoded).expect("a well-formed record decodes");
+            let decoded: StoredResponse =
+                entry::stored_response(&target, &encoded).expect("a well-formed record decodes");
             prop_assert_eq!(decoded.status.as_u16(), status);
             let mut expected = HeaderMap::new();
             for (name, value) in &headers {
