@@ -631,6 +631,11 @@ pub async fn ready_before_every_call(case: &str, subject: Subject) {
         assert_eq!(script.call_count(), calls + 1, "{case}: one first attempt");
         script.set_readiness(Readiness::Pending);
         tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(
+            script.call_count(),
+            calls + 1,
+            "{case}: an attempt was made while the inner service was pending"
+        );
         script.set_readiness(Readiness::Ready);
         let _ = attempt.await.expect("the call's task ran");
     }
