@@ -101,14 +101,31 @@ pub fn join_head(headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The schemes of the webhook target, by the name its input's first line gives.
-pub fn webhook_schemes() -> Vec<(&'static str, Scheme)> {
+/// The Standard Webhooks ed25519 signing key of the `standard-ed25519` case.
+pub const SIGNING_KEY: &str =
+    "whsk_6Xb/dCcHpPea21PS1N9VY/NZW723CEc77N4rJCubMbfVKIDij2HKpMKkioLlX0dRqSKJp4AJ6p9lMicMFs6Kvg==";
+
+/// The public key of [`SIGNING_KEY`].
+pub const PUBLIC_KEY: &str = "whpk_1SiA4o9hyqTCpIqC5V9HUakiiaeACeqfZTInDBbOir4=";
+
+/// The key a webhook case signs and verifies with.
+#[derive(Debug, Clone, Copy)]
+enum Key {
+    /// An HMAC secret.
+    Secret(&'static str),
+    /// The ed25519 pair [`SIGNING_KEY`] and [`PUBLIC_KEY`] (`v1a`).
+    Ed25519,
+}
+
+/// The cases of the webhook target, by the name its input's first line gives.
+fn webhook_cases() -> Vec<(&'static str, Scheme, Key)> {
     vec![
-        ("standard", Scheme::StandardWebhooks),
-        ("stripe", Scheme::Stripe),
-        ("github", Scheme::GitHub),
-        ("slack", Scheme::Slack),
-        ("shopify", Scheme::Shopify),
+        ("standard", Scheme::StandardWebhooks, Key::Secret(WHSEC)),
+        ("standard-ed25519", Scheme::StandardWebhooks, Key::Ed25519),
+        ("stripe", Scheme::Stripe, Key::Secret(SECRET)),
+        ("github", Scheme::GitHub, Key::Secret(SECRET)),
+        ("slack", Scheme::Slack, Key::Secret(SECRET)),
+        ("shopify", Scheme::Shopify, Key::Secret(SECRET)),
         (
             "generic",
             Scheme::Generic(
@@ -119,46 +136,47 @@ pub fn webhook_schemes() -> Vec<(&'static str, Scheme)> {
                     .encoding(Encoding::Base64)
                     .prefix("v1="),
             ),
+            Key::Secret(SECRET),
         ),
     ]
 }
 
-fn secret_of(scheme: &Scheme) -> &'static str {
-    match scheme {
-        Scheme::StandardWebhooks => WHSEC,
-        _ => SECRET,
-    }
+/// The names of the webhook target's cases: `standard`, `standard-ed25519`,
+/// `stripe`, `github`, `slack`, `shopify`, `generic`.
+pub fn webhook_case_names() -> Vec<&'static str> {
+    webhook_cases().into_iter().map(|(name, _, _)| name).collect()
 }
 
-/// A signer whose signatures the webhook target's verifier for `scheme` accepts.
-pub fn webhook_signer(scheme: Scheme) -> Signer {
-    let secret = secret_of(&scheme);
-    Signer::builder(scheme)
-        .secret(secret)
-        .clock(FixedClock(NOW))
-        .build()
-        .expect("a valid signer")
+/// A signer whose signatures the webhook target's verifier for the case
+/// `name` accepts, or `None` for no such case.
+pub fn webhook_signer(name: &str) -> Option<Signer> {
+    let (_, scheme, key) = webhook_cases().into_iter().find(|(case, _, _)| *case == name)?;
+    let builder = Signer::builder(scheme).clock(FixedClock(NOW));
+    let builder = match key {
+        Key::Secret(secret) => builder.secret(secret),
+        Key::Ed25519 => builder.signing_key(SIGNING_KEY),
+    };
+    Some(builder.build().expect("a valid signer"))
 }
 
 fn verifiers() -> Vec<(&'static str, VerifyLayer)> {
-    webhook_schemes()
+    webhook_cases()
         .into_iter()
-        .map(|(name, scheme)| {
-            let secret = secret_of(&scheme);
-            let verifier = Verifier::builder(scheme)
-                .secret(secret)
-                .clock(FixedClock(NOW))
-                .build()
-                .expect("a valid verifier");
-            (name, VerifyLayer::new(verifier))
+        .map(|(name, scheme, key)| {
+            let builder = Verifier::builder(scheme).clock(FixedClock(NOW));
+            let builder = match key {
+                Key::Secret(secret) => builder.secret(secret),
+                Key::Ed25519 => builder.public_key(PUBLIC_KEY),
+            };
+            (name, VerifyLayer::new(builder.build().expect("a valid verifier")))
         })
         .collect()
 }
 
 /// Webhook signature headers of every scheme, through `VerifyLayer`.
 ///
-/// Input: the scheme's name (`standard`, `stripe`, `github`, `slack`,
-/// `shopify`, `generic`) on the first line, then headers and body. Promise:
+/// Input: the case's name (see [`webhook_case_names`]) on the first line,
+/// then headers and body. Promise:
 /// the answer is the handler's (which got exactly the body that was sent),
 /// or a 400 or 401 problem+json; never a 5xx. Returns the status, or `None`
 /// for an input naming no scheme.
