@@ -1119,6 +1119,71 @@ mod tests {
         }
     }
 
+    /// Never drops the inner response future it was given.
+    #[derive(Clone)]
+    struct Leaks<S>(S);
+
+    struct Leaked<F>(Option<Pin<Box<F>>>);
+
+    impl<F: Future> Future for Leaked<F> {
+        type Output = F::Output;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            self.0.as_mut().expect("polled after drop").as_mut().poll(cx)
+        }
+    }
+
+    impl<F> Drop for Leaked<F> {
+        fn drop(&mut self) {
+            std::mem::forget(self.0.take());
+        }
+    }
+
+    impl<S: Service<Request>> Service<Request> for Leaks<S> {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = Leaked<S::Future>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+            self.0.poll_ready(cx)
+        }
+
+        fn call(&mut self, request: Request) -> Self::Future {
+            Leaked(Some(Box::pin(self.0.call(request))))
+        }
+    }
+
+    /// Decides admission in `poll_ready` and keeps that decision even when
+    /// it waited for the inner service meanwhile.
+    #[derive(Clone)]
+    struct Stale<S> {
+        inner: S,
+        open: Arc<std::sync::atomic::AtomicBool>,
+        admitted: Option<bool>,
+    }
+
+    impl Service<Request> for Stale<Scripted> {
+        type Response = Response;
+        type Error = BoxError;
+        type Future = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            let admitted = *self.admitted.get_or_insert_with(|| !self.open.load(Ordering::SeqCst));
+            if !admitted {
+                return Poll::Ready(Ok(()));
+            }
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, request: Request) -> Self::Future {
+            if self.admitted.take() == Some(true) {
+                Box::pin(self.inner.call(request))
+            } else {
+                Box::pin(std::future::ready(Err("open".into())))
+            }
+        }
+    }
+
     fn identity() -> tower::layer::util::Identity {
         tower::layer::util::Identity::new()
     }
@@ -1153,6 +1218,26 @@ mod tests {
     async fn an_accepted_impossible_configuration_is_caught() {
         let accepted = Subject::new(identity()).refuses([refused(Ok::<(), String>(()))]);
         impossible_configuration_fails_at_build("accepted", accepted).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "dropped calls still in flight")]
+    async fn a_leaked_inner_future_is_caught() {
+        dropping_releases_what_was_held("leaks", Subject::new(layer_fn(Leaks))).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "went through after the layer switched to rejecting")]
+    async fn a_stale_admission_is_caught() {
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let switch = Arc::clone(&open);
+        let stale = layer_fn(move |inner| Stale {
+            inner,
+            open: Arc::clone(&open),
+            admitted: None,
+        });
+        let subject = Subject::new(stale).switch(move |admit| switch.store(!admit, Ordering::SeqCst));
+        admission_follows_current_state("stale", subject).await;
     }
 
     #[tokio::test(start_paused = true)]
