@@ -26,6 +26,11 @@
 //! pg.cleanup().await;
 //! # }
 //! ```
+//!
+//! [`contract`] holds the tower contract suite every protocol-agnostic layer
+//! runs through.
+
+pub mod contract;
 
 use std::fmt::Display;
 use std::net::{SocketAddr, ToSocketAddrs};
