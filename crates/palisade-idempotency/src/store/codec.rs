@@ -40,7 +40,12 @@ pub(crate) fn decode(bytes: Bytes) -> Result<StoredResponse, StoreError> {
     }
     let status = StatusCode::from_u16(buf.get_u16()).map_err(|_| corrupt())?;
     let count = buf.get_u16();
-    let mut headers = HeaderMap::with_capacity(usize::from(count));
+    // Every header takes at least 7 bytes, so a count the bytes cannot hold is
+    // corrupt before it sizes anything; `try_` calls refuse what a map cannot hold.
+    if usize::from(count) > buf.remaining() / 7 {
+        return Err(corrupt());
+    }
+    let mut headers = HeaderMap::try_with_capacity(usize::from(count)).map_err(|_| corrupt())?;
     for _ in 0..count {
         if buf.remaining() < 2 {
             return Err(corrupt());
@@ -55,7 +60,7 @@ pub(crate) fn decode(bytes: Bytes) -> Result<StoredResponse, StoreError> {
             return Err(corrupt());
         }
         let value = HeaderValue::from_maybe_shared(buf.split_to(len)).map_err(|_| corrupt())?;
-        headers.append(name, value);
+        headers.try_append(name, value).map_err(|_| corrupt())?;
     }
     Ok(StoredResponse {
         status,
@@ -107,5 +112,19 @@ mod tests {
             );
         }
         assert!(decode(Bytes::from_static(b"\x02\x00\xc8\x00\x00")).is_err());
+    }
+
+    #[test]
+    fn a_header_count_beyond_what_a_header_map_holds_is_corrupt_not_a_panic() {
+        let mut bytes = vec![VERSION, 0, 200, 0xff, 0xff];
+        assert_eq!(decode(bytes.clone().into()).unwrap_err().kind(), StoreErrorKind::Corrupt);
+        // Every header present and well formed, but more than a `HeaderMap` can hold.
+        for i in 0..u16::MAX {
+            let name = format!("x-{i}");
+            bytes.extend_from_slice(&(name.len() as u16).to_be_bytes());
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.extend_from_slice(&0u32.to_be_bytes());
+        }
+        assert_eq!(decode(bytes.into()).unwrap_err().kind(), StoreErrorKind::Corrupt);
     }
 }
