@@ -285,7 +285,7 @@ pub mod stage;
 pub mod store;
 
 pub use context::OutboxContext;
-pub use envelope::{CloudEvent, Encoding, Event, Metadata, TraceContext};
+pub use envelope::{CloudEvent, Encoding, Event, MAX_PAYLOAD_DEPTH, Metadata, TraceContext};
 pub use error::{ConfigError, OutboxError, PublishError, PublishErrorKind, PublishTimeout};
 pub use inbox::{Seen, process_once};
 pub use layer::PublishHookLayer;
@@ -293,4 +293,4 @@ pub use publisher::{ChannelPublisher, Publisher};
 pub use relay::{BatchReport, Relay, RelayBuilder, RelayHandle, Wakeup};
 pub use service::PublishHook;
 pub use stage::{OutboxConnection, stage};
-pub use store::{Backlog, Claimed, DeadLetter, Disposition, OutboxStore};
+pub use store::{Backlog, Claimed, DeadLetter, Disposition, OutboxStore, Unreadable};

@@ -15,9 +15,9 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::envelope::Event;
-use crate::error::{ConfigError, OutboxError, PublishError, PublishTimeout};
+use crate::error::{ConfigError, OutboxError, PublishError, PublishTimeout, error_chain};
 use crate::publisher::Publisher;
-use crate::store::{Claimed, Disposition, OutboxStore};
+use crate::store::{Claimed, Disposition, OutboxStore, Unreadable};
 
 /// Wakes relays the moment an event has been committed, instead of at their next poll.
 ///
@@ -380,7 +380,10 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
                 Ok(report) if report.claimed > 0 => config.poll_interval.min(Duration::from_millis(10)),
                 Ok(_) => config.poll_interval,
                 Err(error) => {
-                    tracing::warn!(target: names::TARGET, name = %config.name, error = %error, "outbox batch failed");
+                    tracing::warn!(
+                        target: names::TARGET, name = %config.name, error = %error_chain(&error),
+                        "outbox batch failed"
+                    );
                     config.poll_interval
                 }
             };
@@ -414,7 +417,7 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
                 metrics::gauge!(names::LAG_SECONDS, telemetry::LABEL_NAME => name).set(lag);
             }
             Err(error) => {
-                tracing::warn!(target: names::TARGET, name = %name, error = %error, "outbox backlog query failed")
+                tracing::warn!(target: names::TARGET, name = %name, error = %error_chain(&error), "outbox backlog query failed")
             }
         }
     }
@@ -429,7 +432,7 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
                 tracing::debug!(target: names::TARGET, name = %config.name, purged, "purged published events")
             }
             Err(error) => {
-                tracing::warn!(target: names::TARGET, name = %config.name, error = %error, "outbox purge failed")
+                tracing::warn!(target: names::TARGET, name = %config.name, error = %error_chain(&error), "outbox purge failed")
             }
         }
     }
@@ -447,8 +450,8 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
         );
         async {
             let started = Instant::now();
-            let (mut claim, events) = self.shared.store.claim(config.batch_size, config.lease).await?;
-            let claimed = events.len();
+            let (mut claim, events, unreadable) = self.shared.store.claim(config.batch_size, config.lease).await?;
+            let claimed = events.len() + unreadable.len();
             tracing::Span::current().record("claimed", claimed);
             let deadline = started + config.lease;
             let archive = !config.retention.is_zero();
@@ -466,6 +469,8 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
                 tokio::join!(publishing, self.shared.store.record_ahead(&mut claim, &seqs, archive))
             };
             recorded?;
+            let mut outcomes = outcomes;
+            outcomes.extend(unreadable.iter().map(|row| self.unreadable(row)));
             let mut report = BatchReport {
                 claimed,
                 ..BatchReport::default()
@@ -534,6 +539,17 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
         outcomes
     }
 
+    /// Dead-letters a claimed row that cannot be read back as an event.
+    fn unreadable(&self, row: &Unreadable) -> (i64, Disposition) {
+        let config = &self.shared.config;
+        let message = error_chain(&row.error);
+        tracing::warn!(
+            target: names::TARGET, name = %config.name, seq = row.seq,
+            error = %message, "outbox row unreadable; dead-lettered"
+        );
+        (row.seq, Disposition::DeadLetter { error: message })
+    }
+
     fn failure(&self, event: &Event, attempts: u32, error: &PublishError) -> Disposition {
         let config = &self.shared.config;
         let attempt = attempts.saturating_add(1);
@@ -562,17 +578,6 @@ fn backoff(config: &Config, attempt: u32, random: f64) -> Duration {
     let base = (config.initial_backoff.as_secs_f64() * config.multiplier.powi(exponent)).min(max);
     let jittered = base / 2.0 + base / 2.0 * random.clamp(0.0, 1.0);
     Duration::try_from_secs_f64(jittered).unwrap_or(config.max_backoff)
-}
-
-fn error_chain(error: &PublishError) -> String {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error).and_then(std::error::Error::source);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// One aggregate's claimed events, in staging order.
@@ -696,9 +701,9 @@ mod tests {
     impl OutboxStore for OneBatch {
         type Claim = ();
 
-        async fn claim(&self, _: usize, _: Duration) -> Result<((), Vec<Claimed>), OutboxError> {
+        async fn claim(&self, _: usize, _: Duration) -> Result<((), Vec<Claimed>, Vec<Unreadable>), OutboxError> {
             self.claims.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(((), std::mem::take(&mut *self.batch.lock().unwrap())))
+            Ok(((), std::mem::take(&mut *self.batch.lock().unwrap()), Vec::new()))
         }
 
         async fn record_ahead(&self, (): &mut (), seqs: &[i64], _: bool) -> Result<(), OutboxError> {

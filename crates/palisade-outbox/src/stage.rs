@@ -4,7 +4,7 @@ use std::future::Future;
 
 use uuid::Uuid;
 
-use crate::envelope::Event;
+use crate::envelope::{Event, MAX_PAYLOAD_DEPTH, nests_within};
 use crate::error::OutboxError;
 use crate::inbox::Seen;
 
@@ -63,6 +63,9 @@ connection!(sqlite, sqlx::SqliteConnection, sqlx::Sqlite);
 /// business change. The relay sees the event only once that transaction commits; a rollback
 /// leaves no trace of it.
 ///
+/// An event the relay could not read back is refused: a payload nested deeper than
+/// [`MAX_PAYLOAD_DEPTH`] fails with [`OutboxError::PayloadTooDeep`] before anything is written.
+///
 /// ```no_run
 /// # #[cfg(feature = "sqlite")]
 /// # async fn example(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
@@ -76,5 +79,10 @@ connection!(sqlite, sqlx::SqliteConnection, sqlx::Sqlite);
 /// # }
 /// ```
 pub async fn stage<C: OutboxConnection + ?Sized>(conn: &mut C, event: &Event) -> Result<(), OutboxError> {
+    if !nests_within(&event.payload, MAX_PAYLOAD_DEPTH) {
+        return Err(OutboxError::PayloadTooDeep {
+            limit: MAX_PAYLOAD_DEPTH,
+        });
+    }
     conn.insert_event(event).await
 }
