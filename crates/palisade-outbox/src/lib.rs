@@ -289,7 +289,7 @@ pub use envelope::{CloudEvent, Encoding, Event, MAX_PAYLOAD_DEPTH, Metadata, Tra
 pub use error::{ConfigError, OutboxError, PublishError, PublishErrorKind, PublishTimeout};
 pub use inbox::{Seen, process_once};
 pub use layer::PublishHookLayer;
-pub use publisher::{ChannelPublisher, Publisher};
+pub use publisher::{ChannelPublisher, Publisher, PublisherHealth};
 pub use relay::{BatchReport, Relay, RelayBuilder, RelayHandle, Wakeup};
 pub use service::PublishHook;
 pub use stage::{OutboxConnection, stage};

@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use crate::envelope::Event;
 use crate::error::{ConfigError, OutboxError, PublishError, PublishTimeout, error_chain};
-use crate::publisher::Publisher;
+use crate::publisher::{Publisher, PublisherHealth};
 use crate::store::{Claimed, Disposition, OutboxStore, Unreadable};
 
 /// Wakes relays the moment an event has been committed, instead of at their next poll.
@@ -334,6 +334,17 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
     /// The store.
     pub fn store(&self) -> &S {
         &self.shared.store
+    }
+
+    /// The publisher.
+    pub fn publisher(&self) -> &P {
+        &self.shared.publisher
+    }
+
+    /// Whether the publisher reaches its broker right now ([`Publisher::health`]): what a
+    /// service's health endpoint reports for its outbox.
+    pub fn publisher_health(&self) -> PublisherHealth {
+        self.shared.publisher.health()
     }
 
     /// Runs its batch loops (see [`workers`](RelayBuilder::workers)) on new tokio tasks until
