@@ -57,7 +57,7 @@ pub struct UnsendableField {
 }
 
 impl UnsendableField {
-    #[cfg(any(feature = "nats", feature = "rabbitmq"))]
+    #[cfg(feature = "rabbitmq")]
     fn too_long(field: &'static str, len: usize, limit: usize) -> Self {
         Self {
             field,
