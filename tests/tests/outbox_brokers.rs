@@ -485,3 +485,79 @@ async fn rabbitmq_reopens_a_channel_the_broker_closed() {
         .unwrap();
     rabbit.cleanup().await;
 }
+
+/// A Redis user of the test's own (so its connections can be told apart and killed), and the
+/// URL that connects as it.
+async fn redis_user(redis: &Redis, name: &str) -> String {
+    let mut admin = redis.conn.clone();
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(name)
+        .arg("on")
+        .arg(">secret")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    redis.url.replacen("redis://", &format!("redis://{name}:secret@"), 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_reconnects_after_the_server_closes_its_connection() {
+    let Some(redis) = Redis::connect("outbox_redis_reconnect").await else {
+        return;
+    };
+    let user = unique_name("publisher");
+    let url = redis_user(&redis, &user).await;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let publisher = RedisPublisher::connect(client)
+        .await
+        .unwrap()
+        .with_prefix(redis.prefix.clone());
+    let event = |version: i64| Event::new("OrderChanged", "Order", "o1", json!({})).with_version(version);
+    publisher.publish(&event(1)).await.unwrap();
+    assert_eq!(publisher.health(), PublisherHealth::Connected);
+
+    let mut admin = redis.conn.clone();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("USER")
+        .arg(&user)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    // The publish that finds the connection gone fails (the relay retries it); the next one
+    // goes out on a new connection.
+    let lost = publisher.publish(&event(2)).await.unwrap_err();
+    assert!(lost.is_transient(), "{lost}");
+    assert_eq!(publisher.health(), PublisherHealth::Disconnected);
+    publisher.publish(&event(2)).await.unwrap();
+    publisher.publish(&event(3)).await.unwrap();
+    assert_eq!(publisher.health(), PublisherHealth::Connected);
+
+    let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
+        .arg(redis.key("Order"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let versions: Vec<i64> = entries
+        .iter()
+        .map(|(_, fields)| {
+            let data = &fields.iter().find(|(k, _)| k == "data").unwrap().1;
+            serde_json::from_slice::<Event>(data).unwrap().version
+        })
+        .collect();
+    assert_eq!(versions, [1, 2, 3]);
+    redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    redis.cleanup().await;
+}

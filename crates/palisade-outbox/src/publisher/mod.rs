@@ -32,7 +32,7 @@ pub use nats::NatsPublisher;
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::{RabbitMqConnectError, RabbitMqPublisher, RabbitMqRejected};
 #[cfg(feature = "redis")]
-pub use redis::RedisPublisher;
+pub use redis::{ReconnectingConnection, RedisPublisher};
 
 /// Whether a publisher can reach its broker right now, for a service's health endpoint
 /// ([`Relay::publisher_health`](crate::Relay::publisher_health)).
