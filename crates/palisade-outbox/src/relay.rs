@@ -1091,6 +1091,15 @@ mod tests {
     }
 
     #[test]
+    fn the_relay_reports_its_publishers_health() {
+        let (publisher, receiver) = ChannelPublisher::new(1);
+        let relay = Relay::builder(OneBatch::default(), publisher).build().unwrap();
+        assert_eq!(relay.publisher_health(), PublisherHealth::Connected);
+        drop(receiver);
+        assert_eq!(relay.publisher_health(), PublisherHealth::Disconnected);
+    }
+
+    #[test]
     fn batches_are_grouped_per_aggregate_in_order() {
         let claimed = |seq: i64, aggregate: &str| Claimed {
             seq,
