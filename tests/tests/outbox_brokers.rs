@@ -8,8 +8,8 @@ use palisade_outbox::postgres::PgStore;
 use palisade_outbox::publisher::{RabbitMqPublisher, RabbitMqRejected, RedisPublisher};
 use palisade_outbox::{Encoding, Event, OutboxStore, Publisher, PublisherHealth, Relay, stage};
 use palisade_tests::{Postgres, RabbitMq, Redis, unique_name};
-use tokio::time::Instant;
 use serde_json::json;
+use tokio::time::Instant;
 
 /// An `XRANGE` entry: its id and its field/value pairs.
 type StreamEntry = (String, Vec<(String, Vec<u8>)>);
@@ -388,7 +388,9 @@ async fn rabbitmq_reconnects_after_the_broker_closes_its_connection() {
         .unwrap();
     let name = unique_name("publisher");
     let properties = lapin::ConnectionProperties::default().with_connection_name(name.clone().into());
-    let publisher = RabbitMqPublisher::connect_with(&rabbit.url, properties, "").await.unwrap();
+    let publisher = RabbitMqPublisher::connect_with(&rabbit.url, properties, "")
+        .await
+        .unwrap();
     let Some((pg, relay)) = rabbit_relay("outbox_rabbitmq_reconnect", publisher).await else {
         return;
     };

@@ -291,7 +291,12 @@ async fn an_event_the_protocol_cannot_carry_fails_alone_and_the_connection_stays
         ("event type", Event::new("Order\r\nChanged", "Order", "o1", json!({}))),
         (
             "message",
-            Event::new("OrderChanged", "Order", "o1", json!({ "blob": "x".repeat(max_payload) })),
+            Event::new(
+                "OrderChanged",
+                "Order",
+                "o1",
+                json!({ "blob": "x".repeat(max_payload) }),
+            ),
         ),
     ];
     publisher.publish(&event(1)).await.unwrap();
@@ -304,7 +309,14 @@ async fn an_event_the_protocol_cannot_carry_fails_alone_and_the_connection_stays
         assert_eq!(cause.map(|c| c.field), Some(*field), "{error}");
     }
     publisher.publish(&event(5)).await.unwrap();
-    assert_eq!(nats.client.statistics().connects.load(std::sync::atomic::Ordering::Relaxed), 1, "never reconnected");
+    assert_eq!(
+        nats.client
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "never reconnected"
+    );
     assert_eq!(publisher.health(), PublisherHealth::Connected);
     let mut stream = stream;
     assert_eq!(stream.info().await.unwrap().state.messages, 2);

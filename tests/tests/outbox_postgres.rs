@@ -817,16 +817,18 @@ async fn unreadable_rows_are_dead_lettered_with_their_error_and_the_other_aggreg
         received.push(receive(&mut rx).await);
     }
     let of = |aggregate: &str| -> Vec<Event> {
-        received.iter().filter(|e| e.aggregate_id == aggregate).cloned().collect()
+        received
+            .iter()
+            .filter(|e| e.aggregate_id == aggregate)
+            .cloned()
+            .collect()
     };
     assert_eq!(of("a"), [good[0].clone(), good[2].clone()], "a's events, in order");
     assert_eq!(of("b"), [good[1].clone(), good[3].clone()], "b's events, in order");
 
     let dead = store.dead_letters(10).await.unwrap();
-    let summary: Vec<(Option<Event>, u32, Option<String>)> = dead
-        .into_iter()
-        .map(|d| (d.event, d.attempts, d.last_error))
-        .collect();
+    let summary: Vec<(Option<Event>, u32, Option<String>)> =
+        dead.into_iter().map(|d| (d.event, d.attempts, d.last_error)).collect();
     assert_eq!(
         summary,
         [
@@ -847,7 +849,11 @@ async fn unreadable_rows_are_dead_lettered_with_their_error_and_the_other_aggreg
         ]
     );
     assert_eq!(pending(&pg.pool).await, 2, "only the dead letters are left");
-    assert_eq!(relay.run_batch().await.unwrap().claimed, 0, "dead letters are not claimed again");
+    assert_eq!(
+        relay.run_batch().await.unwrap().claimed,
+        0,
+        "dead letters are not claimed again"
+    );
     pg.cleanup().await;
 }
 
@@ -861,7 +867,12 @@ async fn staging_refuses_a_payload_nested_deeper_than_consumers_read() {
     let mut tx = pg.pool.begin().await.unwrap();
     let error = stage(&mut tx, &too_deep).await.unwrap_err();
     assert!(
-        matches!(error, palisade_outbox::OutboxError::PayloadTooDeep { limit: MAX_PAYLOAD_DEPTH }),
+        matches!(
+            error,
+            palisade_outbox::OutboxError::PayloadTooDeep {
+                limit: MAX_PAYLOAD_DEPTH
+            }
+        ),
         "{error:?}"
     );
     assert_eq!(

@@ -148,12 +148,12 @@ mod tests {
             &headers(&[("x-correlation-id", &longest), ("x-request-id", &longest)]),
             None,
         );
-        assert_eq!((ctx.correlation_id(), ctx.causation_id()), (longest.as_str(), Some(longest.as_str())));
-        let long = "x".repeat(256);
-        let ctx = OutboxContext::from_headers(
-            &headers(&[("x-correlation-id", &long), ("x-request-id", &long)]),
-            None,
+        assert_eq!(
+            (ctx.correlation_id(), ctx.causation_id()),
+            (longest.as_str(), Some(longest.as_str()))
         );
+        let long = "x".repeat(256);
+        let ctx = OutboxContext::from_headers(&headers(&[("x-correlation-id", &long), ("x-request-id", &long)]), None);
         assert_eq!(Uuid::parse_str(ctx.correlation_id()).unwrap().get_version_num(), 7);
         assert_eq!(ctx.causation_id(), None);
     }

@@ -293,4 +293,4 @@ pub use publisher::{ChannelPublisher, Publisher, PublisherHealth};
 pub use relay::{BatchReport, Relay, RelayBuilder, RelayHandle, Wakeup};
 pub use service::PublishHook;
 pub use stage::{OutboxConnection, stage};
-pub use store::{Backlog, Claimed, DeadLetter, Disposition, OutboxStore, Unreadable};
+pub use store::{Backlog, Claimed, ClaimedBatch, DeadLetter, Disposition, OutboxStore, Unreadable};

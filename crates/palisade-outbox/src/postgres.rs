@@ -82,8 +82,8 @@ use crate::error::{OutboxError, error_chain};
 use crate::inbox::Seen;
 use crate::relay::Wakeup;
 use crate::store::{
-    BACKLOG_SQL, Backlog, Claimed, DeadLetter, Disposition, OutboxStore, Unreadable, malformed, millis, split_readable,
-    undecodable,
+    BACKLOG_SQL, Backlog, Claimed, ClaimedBatch, DeadLetter, Disposition, OutboxStore, Unreadable, malformed, millis,
+    split_readable, undecodable,
 };
 use palisade_core::telemetry::outbox as names;
 
@@ -556,11 +556,7 @@ const ARCHIVE_PUBLISHED: &str = "WITH moved AS (DELETE FROM palisade_outbox WHER
 impl OutboxStore for PgStore {
     type Claim = PgClaim;
 
-    async fn claim(
-        &self,
-        limit: usize,
-        _lease: Duration,
-    ) -> Result<(Self::Claim, Vec<Claimed>, Vec<Unreadable>), OutboxError> {
+    async fn claim(&self, limit: usize, _lease: Duration) -> Result<ClaimedBatch<Self::Claim>, OutboxError> {
         let scan_from = lock(&self.scan_start).next(Instant::now(), self.full_scan_interval);
         // From here on the connection may be inside the claim's transaction: the claim closes it
         // when dropped, on every early return too, so it never goes back to the pool in one.

@@ -667,7 +667,7 @@ impl RelayHandle {
 mod tests {
     use super::*;
     use crate::publisher::ChannelPublisher;
-    use crate::store::{Backlog, DeadLetter};
+    use crate::store::{Backlog, ClaimedBatch, DeadLetter};
     use tokio::sync::oneshot;
 
     /// A store handing out one batch (none for [`Default`]), then nothing, counting the claims
@@ -712,7 +712,7 @@ mod tests {
     impl OutboxStore for OneBatch {
         type Claim = ();
 
-        async fn claim(&self, _: usize, _: Duration) -> Result<((), Vec<Claimed>, Vec<Unreadable>), OutboxError> {
+        async fn claim(&self, _: usize, _: Duration) -> Result<ClaimedBatch<()>, OutboxError> {
             self.claims.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(((), std::mem::take(&mut *self.batch.lock().unwrap()), Vec::new()))
         }

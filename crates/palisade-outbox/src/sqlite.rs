@@ -19,8 +19,8 @@ use crate::envelope::{Event, Metadata};
 use crate::error::OutboxError;
 use crate::inbox::Seen;
 use crate::store::{
-    BACKLOG_SQL, Backlog, Claimed, DeadLetter, Disposition, OutboxStore, Unreadable, malformed, millis, split_readable,
-    undecodable,
+    BACKLOG_SQL, Backlog, Claimed, ClaimedBatch, DeadLetter, Disposition, OutboxStore, Unreadable, malformed, millis,
+    split_readable, undecodable,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_outbox.sql"))];
@@ -184,11 +184,7 @@ fn seq_list(seqs: impl Iterator<Item = i64>) -> String {
 impl OutboxStore for SqliteStore {
     type Claim = Lease;
 
-    async fn claim(
-        &self,
-        limit: usize,
-        lease: Duration,
-    ) -> Result<(Self::Claim, Vec<Claimed>, Vec<Unreadable>), OutboxError> {
+    async fn claim(&self, limit: usize, lease: Duration) -> Result<ClaimedBatch<Self::Claim>, OutboxError> {
         let owner = Uuid::now_v7().to_string();
         let rows = sqlx::query(&format!(
             "WITH blocked AS (

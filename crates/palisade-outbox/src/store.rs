@@ -33,6 +33,10 @@ pub struct Unreadable {
     pub error: OutboxError,
 }
 
+/// What [`OutboxStore::claim`] returns: the claim, the claimed events and the claimed rows
+/// that cannot be read back as events, both in staging order.
+pub type ClaimedBatch<C> = (C, Vec<Claimed>, Vec<Unreadable>);
+
 /// What became of a claimed event's publish.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Disposition {
@@ -104,7 +108,7 @@ pub trait OutboxStore: Clone + Send + Sync + 'static {
         &self,
         limit: usize,
         lease: Duration,
-    ) -> impl Future<Output = Result<(Self::Claim, Vec<Claimed>, Vec<Unreadable>), OutboxError>> + Send;
+    ) -> impl Future<Output = Result<ClaimedBatch<Self::Claim>, OutboxError>> + Send;
 
     /// Called while the claimed events (`seqs`, the whole claim) are being published, so the
     /// store's own work overlaps the broker's: a store may record them all as published

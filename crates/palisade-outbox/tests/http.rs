@@ -236,7 +236,10 @@ async fn a_400_is_dead_lettered_without_retries() {
     assert_eq!(receiver.next_hit().await.webhook_id, event.event_id.to_string());
     let dead = store.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!((dead[0].event.as_ref().map(|e| e.event_id), dead[0].attempts), (Some(event.event_id), 1));
+    assert_eq!(
+        (dead[0].event.as_ref().map(|e| e.event_id), dead[0].attempts),
+        (Some(event.event_id), 1)
+    );
     let last_error = dead[0].last_error.as_deref().unwrap();
     assert!(
         last_error.contains("the receiver answered 400 Bad Request: rejected by the test receiver"),

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use palisade_outbox::sqlite::{SqliteStore, migrate};
 use palisade_outbox::{
-    ChannelPublisher, Disposition, Event, MAX_PAYLOAD_DEPTH, OutboxError, OutboxStore, PublishError, Publisher, Relay, Seen,
-    process_once, stage,
+    ChannelPublisher, Disposition, Event, MAX_PAYLOAD_DEPTH, OutboxError, OutboxStore, PublishError, Publisher, Relay,
+    Seen, process_once, stage,
 };
 use serde_json::json;
 use sqlx::sqlite::SqlitePool;
@@ -495,7 +495,13 @@ async fn unreadable_rows_are_dead_lettered_counted_and_the_rest_published() {
     let _guard = metrics::set_default_local_recorder(&recorder);
     let db = db().await;
     let store = SqliteStore::new(db.pool.clone());
-    let too_deep = insert_raw(&db.pool, &uuid::Uuid::now_v7().to_string(), "deep", &nested(200).to_string()).await;
+    let too_deep = insert_raw(
+        &db.pool,
+        &uuid::Uuid::now_v7().to_string(),
+        "deep",
+        &nested(200).to_string(),
+    )
+    .await;
     let bad_id = insert_raw(&db.pool, "not-a-uuid", "a", "{}").await;
     let good = [order_event("a", 1), order_event("b", 1), order_event("a", 2)];
     stage_all(&db.pool, &good).await;
@@ -512,7 +518,11 @@ async fn unreadable_rows_are_dead_lettered_counted_and_the_rest_published() {
         received.push(receive(&mut rx).await);
     }
     let of = |aggregate: &str| -> Vec<Event> {
-        received.iter().filter(|e| e.aggregate_id == aggregate).cloned().collect()
+        received
+            .iter()
+            .filter(|e| e.aggregate_id == aggregate)
+            .cloned()
+            .collect()
     };
     assert_eq!(
         of("a"),
@@ -549,7 +559,11 @@ async fn unreadable_rows_are_dead_lettered_counted_and_the_rest_published() {
             ),
         ]
     );
-    assert_eq!(relay.run_batch().await.unwrap().claimed, 0, "dead letters are not claimed again");
+    assert_eq!(
+        relay.run_batch().await.unwrap().claimed,
+        0,
+        "dead letters are not claimed again"
+    );
     let mut counters: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     for (key, _, _, value) in snapshotter.snapshot().into_vec() {
         if let DebugValue::Counter(n) = value {
@@ -568,7 +582,12 @@ async fn staging_refuses_a_payload_nested_deeper_than_consumers_read() {
     let too_deep = Event::new("OrderUpdated", "Order", "a", nested(MAX_PAYLOAD_DEPTH + 1));
     let error = stage(&mut tx, &too_deep).await.unwrap_err();
     assert!(
-        matches!(error, OutboxError::PayloadTooDeep { limit: MAX_PAYLOAD_DEPTH }),
+        matches!(
+            error,
+            OutboxError::PayloadTooDeep {
+                limit: MAX_PAYLOAD_DEPTH
+            }
+        ),
         "{error:?}"
     );
     let deepest = Event::new("OrderUpdated", "Order", "a", nested(MAX_PAYLOAD_DEPTH));

@@ -7,7 +7,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use palisade_core::telemetry::outbox as names;
 
-use super::{PublisherHealth, Publisher, UnsendableField};
+use super::{Publisher, PublisherHealth, UnsendableField};
 use crate::envelope::{Encoding, Event};
 use crate::error::PublishError;
 
@@ -237,10 +237,10 @@ impl RabbitMqPublisher {
             .with_delivery_mode(2)
             .with_timestamp(u64::try_from(event.timestamp.unix_timestamp()).unwrap_or(0))
             .with_headers(headers);
-        if let Some(correlation_id) = &event.metadata.correlation_id {
-            if fits(event, "correlation id", correlation_id, SHORT_STRING_MAX) {
-                properties = properties.with_correlation_id(ShortString::from(correlation_id.clone()));
-            }
+        if let Some(correlation_id) = &event.metadata.correlation_id
+            && fits(event, "correlation id", correlation_id, SHORT_STRING_MAX)
+        {
+            properties = properties.with_correlation_id(ShortString::from(correlation_id.clone()));
         }
         Ok(properties)
     }

@@ -85,10 +85,10 @@ impl ReconnectingConnection {
 
     /// Forgets the connection after `error` if it means the connection is gone.
     fn check<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
-        if let Err(error) = &result {
-            if connection_lost(error) {
-                *self.shared.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
-            }
+        if let Err(error) = &result
+            && connection_lost(error)
+        {
+            *self.shared.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
         result
     }
@@ -219,17 +219,16 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Publisher for RedisPubli
             let mut connection = self.connection.clone();
             let result = connection.req_packed_commands(&pipeline, 0, events.len()).await;
             self.track(&result);
-            let replies: Vec<Result<(), PublishError>> =
-                match result {
-                    Ok(replies) => replies
-                        .into_iter()
-                        .map(|reply| match reply {
-                            Value::ServerError(error) => Err(PublishError::transient(RedisError::from(error))),
-                            _ => Ok(()),
-                        })
-                        .collect(),
-                    Err(error) => vec![Err(PublishError::transient(error))],
-                };
+            let replies: Vec<Result<(), PublishError>> = match result {
+                Ok(replies) => replies
+                    .into_iter()
+                    .map(|reply| match reply {
+                        Value::ServerError(error) => Err(PublishError::transient(RedisError::from(error))),
+                        _ => Ok(()),
+                    })
+                    .collect(),
+                Err(error) => vec![Err(PublishError::transient(error))],
+            };
             stream::iter(replies)
         })
         .flatten()
