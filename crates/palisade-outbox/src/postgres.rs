@@ -77,14 +77,14 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::connection::{Seen, outbox_connection};
 use crate::envelope::{Event, Metadata};
 use crate::error::{OutboxError, error_chain};
-use crate::inbox::Seen;
-use crate::relay::Wakeup;
 use crate::store::{
     BACKLOG_SQL, Backlog, Claimed, ClaimedBatch, DeadLetter, Disposition, OutboxStore, Unreadable, malformed, millis,
     split_readable, undecodable,
 };
+use crate::wakeup::Wakeup;
 use palisade_core::telemetry::outbox as names;
 
 /// The schema migrations, in order: (version, SQL).
@@ -142,6 +142,8 @@ pub(crate) async fn insert(conn: &mut PgConnection, event: &Event) -> Result<(),
     .await?;
     Ok(())
 }
+
+outbox_connection!(PgConnection, Postgres);
 
 pub(crate) async fn record_inbox(conn: &mut PgConnection, consumer: &str, event_id: Uuid) -> Result<Seen, OutboxError> {
     let inserted =

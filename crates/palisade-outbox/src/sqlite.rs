@@ -15,9 +15,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::connection::{Seen, outbox_connection};
 use crate::envelope::{Event, Metadata};
 use crate::error::OutboxError;
-use crate::inbox::Seen;
 use crate::store::{
     BACKLOG_SQL, Backlog, Claimed, ClaimedBatch, DeadLetter, Disposition, OutboxStore, Unreadable, malformed, millis,
     split_readable, undecodable,
@@ -97,6 +97,8 @@ pub(crate) async fn insert(conn: &mut SqliteConnection, event: &Event) -> Result
     .await?;
     Ok(())
 }
+
+outbox_connection!(SqliteConnection, sqlx::Sqlite);
 
 pub(crate) async fn record_inbox(
     conn: &mut SqliteConnection,
