@@ -255,13 +255,13 @@ impl<S, P> fmt::Debug for Relay<S, P> {
 /// What one batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchReport {
-    /// Events claimed.
+    /// Rows claimed, unreadable ones included.
     pub claimed: usize,
     /// Events published.
     pub published: usize,
-    /// Failed publishes (retried later or dead-lettered).
+    /// Failed publishes (retried later or dead-lettered) and unreadable rows.
     pub failed: usize,
-    /// Events dead-lettered.
+    /// Events and unreadable rows dead-lettered.
     pub dead_lettered: usize,
 }
 
