@@ -1041,6 +1041,99 @@ mod tests {
         assert_eq!(store.claims(), 3);
     }
 
+    /// A store whose database is unreachable.
+    #[derive(Clone)]
+    struct Unreachable;
+
+    fn unreachable() -> OutboxError {
+        OutboxError::Database(sqlx::Error::Io(std::io::Error::other("connection reset")))
+    }
+
+    impl OutboxStore for Unreachable {
+        type Claim = ();
+
+        async fn claim(&self, _: usize, _: Duration) -> Result<ClaimedBatch<()>, OutboxError> {
+            Err(unreachable())
+        }
+
+        async fn complete(&self, (): (), _: &[(i64, Disposition)], _: bool) -> Result<(), OutboxError> {
+            Err(unreachable())
+        }
+
+        async fn backlog(&self) -> Result<Backlog, OutboxError> {
+            Err(unreachable())
+        }
+
+        async fn purge_published(&self, _: Duration) -> Result<u64, OutboxError> {
+            Err(unreachable())
+        }
+
+        async fn dead_letters(&self, _: usize) -> Result<Vec<DeadLetter>, OutboxError> {
+            Err(unreachable())
+        }
+
+        async fn requeue(&self, _: uuid::Uuid) -> Result<bool, OutboxError> {
+            Err(unreachable())
+        }
+    }
+
+    /// Keeps each event's message and `error` field.
+    #[derive(Clone, Default)]
+    struct Warnings(Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+    #[derive(Default)]
+    struct Fields {
+        message: String,
+        error: String,
+    }
+
+    impl tracing::field::Visit for Fields {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            match field.name() {
+                "message" => self.message = format!("{value:?}"),
+                "error" => self.error = format!("{value:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    impl tracing::Subscriber for Warnings {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            self.0.lock().unwrap().push((fields.message, fields.error));
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failed_batch_is_logged_with_every_cause() {
+        let warnings = Warnings::default();
+        let _guard = tracing::subscriber::set_default(warnings.clone());
+        let relay = Relay::builder(Unreachable, ChannelPublisher::new(1).0).build().unwrap();
+        // Resolves at its second poll: after the first batch.
+        relay.run(tokio::task::yield_now()).await;
+        let logged = warnings.0.lock().unwrap().clone();
+        let cause = "outbox database error: error communicating with database: connection reset";
+        assert!(
+            logged.contains(&("outbox batch failed".to_owned(), cause.to_owned())),
+            "{logged:?}"
+        );
+        assert!(
+            logged.contains(&("outbox backlog query failed".to_owned(), cause.to_owned())),
+            "{logged:?}"
+        );
+    }
+
     #[test]
     fn the_relay_reports_its_publishers_health() {
         let (publisher, receiver) = ChannelPublisher::new(1);
