@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use palisade_outbox::postgres::{PgStore, migrate};
-use palisade_outbox::publisher::NatsPublisher;
-use palisade_outbox::{Encoding, Event, Publisher, Relay, stage};
+use palisade_outbox::publisher::{NatsPublisher, UnsendableField};
+use palisade_outbox::{Encoding, Event, Publisher, PublisherHealth, Relay, stage};
 use palisade_tests::{Nats, Postgres, services_required, unique_name};
 use serde_json::json;
 use tokio::time::Instant;
@@ -212,6 +212,7 @@ async fn the_relay_rides_out_a_broker_outage_without_loss_or_duplicates() {
     let handle = relay.spawn();
     stage_versions(&pg.pool, 1..=10).await;
     wait_for_messages(&js, &name, 30).await;
+    assert_eq!(relay.publisher_health(), PublisherHealth::Connected);
 
     server.stop();
     stage_versions(&pg.pool, 11..=20).await;
@@ -227,6 +228,7 @@ async fn the_relay_rides_out_a_broker_outage_without_loss_or_duplicates() {
         assert!(Instant::now() < deadline, "publishes fail while the broker is down");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(relay.publisher_health(), PublisherHealth::Disconnected);
 
     server.resume();
     wait_for_messages(&js, &name, 60).await;
@@ -242,6 +244,7 @@ async fn the_relay_rides_out_a_broker_outage_without_loss_or_duplicates() {
         assert!(Instant::now() < deadline, "outbox drained in time");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(relay.publisher_health(), PublisherHealth::Connected);
     handle.shutdown().await;
 
     let stream = js.get_stream(&name).await.unwrap();
@@ -261,4 +264,67 @@ async fn the_relay_rides_out_a_broker_outage_without_loss_or_duplicates() {
     }
     assert_eq!(ids.len(), 60, "nothing lost");
     pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_protocol_cannot_carry_fails_alone_and_the_connection_stays_up() {
+    let Some(nats) = Nats::connect("outbox_nats_limits").await else {
+        return;
+    };
+    let js = jetstream::new(nats.client.clone());
+    let stream = js
+        .create_stream(stream::Config {
+            name: nats.stream.clone(),
+            subjects: vec![format!("{}>", nats.prefix)],
+            storage: stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let publisher = NatsPublisher::new(nats.client.clone()).with_prefix(nats.prefix.clone());
+    let max_payload = nats.client.server_info().max_payload;
+    let event = |n: i64| Event::new("OrderChanged", "Order", "o1", json!({})).with_version(n);
+    let unsendable = [
+        ("subject", event(2).with_destination("Order created")),
+        ("subject", event(3).with_destination("Order..created")),
+        ("subject", event(4).with_destination("")),
+        ("event type", Event::new("Order\r\nChanged", "Order", "o1", json!({}))),
+        (
+            "message",
+            Event::new(
+                "OrderChanged",
+                "Order",
+                "o1",
+                json!({ "blob": "x".repeat(max_payload) }),
+            ),
+        ),
+    ];
+    publisher.publish(&event(1)).await.unwrap();
+    for (field, event) in &unsendable {
+        let error = publisher.publish(event).await.unwrap_err();
+        assert!(!error.is_transient(), "{field}: {error}");
+        let cause = std::error::Error::source(&error)
+            .unwrap()
+            .downcast_ref::<UnsendableField>();
+        assert_eq!(cause.map(|c| c.field), Some(*field), "{error}");
+    }
+    publisher.publish(&event(5)).await.unwrap();
+    assert_eq!(
+        nats.client
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "never reconnected"
+    );
+    assert_eq!(publisher.health(), PublisherHealth::Connected);
+    let mut stream = stream;
+    assert_eq!(stream.info().await.unwrap().state.messages, 2);
+    let mut versions = Vec::new();
+    for seq in [1, 2] {
+        let message = stream.get_raw_message(seq).await.unwrap();
+        versions.push(serde_json::from_slice::<Event>(&message.payload).unwrap().version);
+    }
+    assert_eq!(versions, [1, 5]);
+    nats.cleanup().await;
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use palisade_outbox::envelope::MAX_PAYLOAD_DEPTH;
 use palisade_outbox::postgres::{PgStore, forward_wakeups, migrate, wake_on_notify};
 use palisade_outbox::{
     ChannelPublisher, Disposition, Event, OutboxContext, OutboxStore, PublishError, PublishHookLayer, Publisher, Relay,
@@ -64,7 +65,7 @@ async fn committed_events_are_claimable_rolled_back_ones_never() {
     let kept = event("a", 1).with_correlation_id("corr").with_source("accounts");
     let mut tx = pg.pool.begin().await.unwrap();
     stage(&mut tx, &kept).await.unwrap();
-    let (claim, before) = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    let (claim, before, _) = store.claim(10, Duration::from_secs(30)).await.unwrap();
     assert!(before.is_empty(), "uncommitted events are invisible");
     store.complete(claim, &[], false).await.unwrap();
     tx.commit().await.unwrap();
@@ -73,7 +74,7 @@ async fn committed_events_are_claimable_rolled_back_ones_never() {
     stage(&mut tx, &event("b", 1)).await.unwrap();
     tx.rollback().await.unwrap();
 
-    let (claim, claimed) = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    let (claim, claimed, _) = store.claim(10, Duration::from_secs(30)).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].event, kept);
     store.complete(claim, &[], false).await.unwrap();
@@ -333,7 +334,7 @@ async fn a_publisher_failing_every_call_dead_letters_after_the_cap_then_requeue_
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let dead = store.dead_letters(10).await.unwrap();
-    assert_eq!(dead[0].event, poison);
+    assert_eq!(dead[0].event.as_ref(), Some(&poison));
     assert_eq!(dead[0].attempts, 4);
     assert_eq!(publisher.calls.load(Ordering::SeqCst), 4, "no attempt after the cap");
     assert!(dead[0].last_error.as_deref().unwrap().contains("broker unreachable"));
@@ -514,10 +515,10 @@ async fn concurrent_claims_skip_held_and_retrying_aggregates() {
             .collect()
     };
     let lease = Duration::from_secs(30);
-    let (first, held) = store.claim(3, lease).await.unwrap();
+    let (first, held, _) = store.claim(3, lease).await.unwrap();
     assert_eq!(names(&held), [("a".into(), 1), ("b".into(), 1), ("a".into(), 2)]);
     // While the first claim is open, a second one must not take anything of a or b.
-    let (second, other) = store.claim(10, lease).await.unwrap();
+    let (second, other, _) = store.claim(10, lease).await.unwrap();
     assert_eq!(names(&other), [("c".into(), 1)]);
     let retry = Disposition::Retry {
         delay: Duration::from_secs(60),
@@ -534,7 +535,7 @@ async fn concurrent_claims_skip_held_and_retrying_aggregates() {
         .await
         .unwrap();
     // a waits behind its retrying head; b goes on.
-    let (third, next) = store.claim(10, lease).await.unwrap();
+    let (third, next, _) = store.claim(10, lease).await.unwrap();
     assert_eq!(names(&next), [("b".into(), 2), ("b".into(), 3)]);
     store.complete(third, &[], false).await.unwrap();
     let last_error: Option<String> = sqlx::query_scalar("SELECT last_error FROM palisade_outbox WHERE event_id = $1")
@@ -573,7 +574,7 @@ async fn a_dropped_claim_never_returns_its_transaction_to_the_pool() {
     let store = PgStore::new(pool.clone());
     stage_committed(&pg.pool, &[event("a", 1)]).await;
 
-    let (claim, claimed) = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    let (claim, claimed, _) = store.claim(10, Duration::from_secs(30)).await.unwrap();
     assert_eq!(claimed.len(), 1);
     // What an aborted relay does: the claim goes away mid-batch.
     drop(claim);
@@ -582,7 +583,7 @@ async fn a_dropped_claim_never_returns_its_transaction_to_the_pool() {
         None,
         "the pool's connection is outside any transaction"
     );
-    let (claim, again) = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    let (claim, again, _) = store.claim(10, Duration::from_secs(30)).await.unwrap();
     assert_eq!(again, claimed, "the rows were released");
     store
         .complete(claim, &[(again[0].seq, Disposition::Published)], false)
@@ -604,7 +605,7 @@ async fn the_claim_prepares_itself_again_on_a_connection_that_lost_it() {
     let staged = [event("a", 1), event("b", 1)];
     stage_committed(&pg.pool, &staged).await;
 
-    let (claim, first) = store.claim(1, Duration::from_secs(30)).await.unwrap();
+    let (claim, first, _) = store.claim(1, Duration::from_secs(30)).await.unwrap();
     assert_eq!(first[0].event, staged[0]);
     store
         .complete(claim, &[(first[0].seq, Disposition::Published)], false)
@@ -615,7 +616,7 @@ async fn the_claim_prepares_itself_again_on_a_connection_that_lost_it() {
         .execute(&pool)
         .await
         .unwrap();
-    let (claim, second) = store.claim(1, Duration::from_secs(30)).await.unwrap();
+    let (claim, second, _) = store.claim(1, Duration::from_secs(30)).await.unwrap();
     assert_eq!(second[0].event, staged[1]);
     store
         .complete(claim, &[(second[0].seq, Disposition::Published)], false)
@@ -684,7 +685,7 @@ async fn claimed_events_come_back_exactly_as_staged_whatever_their_timestamp() {
     })
     .collect();
     stage_committed(&pg.pool, &staged).await;
-    let (claim, claimed) = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    let (claim, claimed, _) = store.claim(10, Duration::from_secs(30)).await.unwrap();
     let events: Vec<Event> = claimed.into_iter().map(|c| c.event).collect();
     assert_eq!(events, staged);
     store.complete(claim, &[], false).await.unwrap();
@@ -737,30 +738,156 @@ async fn events_committed_late_are_published_once_and_in_order_by_claims_that_st
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_that_cannot_read_a_row_fails_and_leaves_no_transaction_behind() {
-    let Some((pg, _)) = setup("outbox_unreadable").await else {
+async fn a_claim_reads_each_row_on_its_own() {
+    let Some((pg, _)) = setup("outbox_unreadable_claim").await else {
         return;
     };
     let pool = single_connection_pool(&pg).await;
     let store = PgStore::new(pool.clone());
-    let staged = event("a", 1);
-    stage_committed(&pg.pool, std::slice::from_ref(&staged)).await;
+    let staged = [event("a", 1), event("b", 1)];
+    stage_committed(&pg.pool, &staged).await;
     // Written by something other than `stage`: metadata that is not palisade's.
-    sqlx::query("UPDATE palisade_outbox SET metadata = '{\"correlation_id\": 5}'")
+    sqlx::query("UPDATE palisade_outbox SET metadata = '{\"correlation_id\": 5}' WHERE aggregate_id = 'a'")
         .execute(&pg.pool)
         .await
         .unwrap();
-    let error = store.claim(10, Duration::from_secs(30)).await.unwrap_err();
+    let (claim, claimed, unreadable) = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    let events: Vec<Event> = claimed.into_iter().map(|c| c.event).collect();
+    assert_eq!(events, [staged[1].clone()]);
+    assert_eq!(unreadable.len(), 1);
     assert!(
-        matches!(error, palisade_outbox::OutboxError::Malformed { ref reason, .. } if reason.starts_with("metadata")),
-        "{error:?}"
+        matches!(unreadable[0].error, palisade_outbox::OutboxError::Malformed { ref reason, .. } if reason.starts_with("metadata: invalid type")),
+        "{:?}",
+        unreadable[0].error
     );
-    assert_eq!(open_transaction(&pool).await, None, "the claim's transaction is gone");
-    let free: Vec<i64> = sqlx::query_scalar("SELECT seq FROM palisade_outbox FOR UPDATE SKIP LOCKED")
+    let unclaimed: Vec<i64> = sqlx::query_scalar("SELECT seq FROM palisade_outbox FOR UPDATE SKIP LOCKED")
         .fetch_all(&pg.pool)
         .await
         .unwrap();
-    assert_eq!(free.len(), 1, "the row is not held");
+    assert_eq!(unclaimed, [0i64; 0], "the claim holds the unreadable row too");
+    store.complete(claim, &[], false).await.unwrap();
+    assert_eq!(open_transaction(&pool).await, None, "the claim's transaction is over");
     pool.close().await;
+    pg.cleanup().await;
+}
+
+/// A JSON value nested `depth` arrays deep around `0`.
+fn nested(depth: usize) -> serde_json::Value {
+    (0..depth).fold(json!(0), |inner, _| json!([inner]))
+}
+
+/// Inserts a row the way a hand-written `INSERT` (or an older writer) could: around `stage`'s
+/// checks. Returns its sequence number.
+async fn insert_raw(pool: &PgPool, aggregate: &str, payload: &str, metadata: &str) -> i64 {
+    sqlx::query_scalar(
+        "INSERT INTO palisade_outbox
+            (event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version, payload, metadata)
+         VALUES ($1, 'Updated', 'Account', $2, 'Account', now(), 1, $3::jsonb, $4::jsonb) RETURNING seq",
+    )
+    .bind(Uuid::now_v7())
+    .bind(aggregate)
+    .bind(payload)
+    .bind(metadata)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_rows_are_dead_lettered_with_their_error_and_the_other_aggregates_are_published() {
+    let Some((pg, store)) = setup("outbox_unreadable").await else {
+        return;
+    };
+    // Older than every good event: a payload nested deeper than the decoder reads, and
+    // metadata that is not palisade's.
+    let too_deep = insert_raw(&pg.pool, "deep", &nested(200).to_string(), "{}").await;
+    let bad_metadata = insert_raw(&pg.pool, "meta", "{}", "{\"correlation_id\": 5}").await;
+    let good = [event("a", 1), event("b", 1), event("a", 2), event("b", 2)];
+    stage_committed(&pg.pool, &good).await;
+
+    let (publisher, mut rx) = ChannelPublisher::new(8);
+    let relay = Relay::builder(store.clone(), publisher).build().unwrap();
+    let report = relay.run_batch().await.unwrap();
+    assert_eq!(
+        (report.claimed, report.published, report.failed, report.dead_lettered),
+        (6, 4, 2, 2)
+    );
+    let mut received = Vec::new();
+    for _ in 0..good.len() {
+        received.push(receive(&mut rx).await);
+    }
+    let of = |aggregate: &str| -> Vec<Event> {
+        received
+            .iter()
+            .filter(|e| e.aggregate_id == aggregate)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(of("a"), [good[0].clone(), good[2].clone()], "a's events, in order");
+    assert_eq!(of("b"), [good[1].clone(), good[3].clone()], "b's events, in order");
+
+    let dead = store.dead_letters(10).await.unwrap();
+    let summary: Vec<(Option<Event>, u32, Option<String>)> =
+        dead.into_iter().map(|d| (d.event, d.attempts, d.last_error)).collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                None,
+                1,
+                Some(format!(
+                    "outbox row {too_deep} is malformed: payload: recursion limit exceeded at line 1 column 128"
+                ))
+            ),
+            (
+                None,
+                1,
+                Some(format!(
+                    "outbox row {bad_metadata} is malformed: metadata: invalid type: integer `5`, expected a string"
+                ))
+            ),
+        ]
+    );
+    assert_eq!(pending(&pg.pool).await, 2, "only the dead letters are left");
+    assert_eq!(
+        relay.run_batch().await.unwrap().claimed,
+        0,
+        "dead letters are not claimed again"
+    );
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_refuses_a_payload_nested_deeper_than_consumers_read() {
+    let Some((pg, store)) = setup("outbox_too_deep").await else {
+        return;
+    };
+    let deepest = Event::new("Updated", "Account", "a", nested(MAX_PAYLOAD_DEPTH));
+    let too_deep = Event::new("Updated", "Account", "a", nested(MAX_PAYLOAD_DEPTH + 1));
+    let mut tx = pg.pool.begin().await.unwrap();
+    let error = stage(&mut tx, &too_deep).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            palisade_outbox::OutboxError::PayloadTooDeep {
+                limit: MAX_PAYLOAD_DEPTH
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "event payload nests deeper than 126 levels: the relay and consumers could not read it back"
+    );
+    stage(&mut tx, &deepest).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let (publisher, mut rx) = ChannelPublisher::new(8);
+    let relay = Relay::builder(store, publisher).build().unwrap();
+    assert_eq!(relay.run_batch().await.unwrap().published, 1);
+    let published = receive(&mut rx).await;
+    assert_eq!(published, deepest);
+    let decoded: Event = serde_json::from_slice(&published.to_json()).expect("a consumer reads the envelope");
+    assert_eq!(decoded, deepest);
     pg.cleanup().await;
 }

@@ -13,14 +13,21 @@ pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
 /// The header a request id (used as the causation id) is read from.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The longest correlation or request id taken from a header; longer ones are ignored.
-const MAX_ID_LEN: usize = 256;
+/// The longest correlation or request id taken from a header; longer ones are ignored. Every
+/// publisher carries ids of this length in its message properties (AMQP short strings hold
+/// 255 bytes).
+pub const MAX_ID_LEN: usize = 255;
+
+/// The longest `traceparent` or `tracestate` taken from a header (they travel in the body only).
+const MAX_TRACE_HEADER_LEN: usize = 256;
 
 /// Put in the request extensions by [`PublishHook`](crate::PublishHook): the correlation id,
 /// causation id, trace context and source that events staged while handling the request carry.
 ///
 /// The correlation id is the request's `X-Correlation-ID`, else the trace id of its
 /// `traceparent`, else a fresh UUIDv7. The causation id is the request's `X-Request-ID`, if any.
+/// An id longer than [`MAX_ID_LEN`] (255 bytes, what every publisher's message properties
+/// carry) is ignored, as if the header were missing.
 ///
 /// In an axum handler: `Extension(ctx): Extension<OutboxContext>`, then
 /// `ctx.event("OrderCreated", "Order", &id, payload)` and [`stage`](crate::stage()) it.
@@ -32,19 +39,19 @@ pub struct OutboxContext {
     source: Option<Arc<str>>,
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header<'a>(headers: &'a HeaderMap, name: &str, max_len: usize) -> Option<&'a str> {
     let value = headers.get(name)?.to_str().ok()?.trim();
-    (!value.is_empty() && value.len() <= MAX_ID_LEN).then_some(value)
+    (!value.is_empty() && value.len() <= max_len).then_some(value)
 }
 
 impl OutboxContext {
     /// The context for a request with `headers`, naming `source` as the producing service.
     pub fn from_headers(headers: &HeaderMap, source: Option<Arc<str>>) -> Self {
-        let trace_context = header(headers, "traceparent").map(|traceparent| TraceContext {
+        let trace_context = header(headers, "traceparent", MAX_TRACE_HEADER_LEN).map(|traceparent| TraceContext {
             traceparent: traceparent.to_owned(),
-            tracestate: header(headers, "tracestate").map(str::to_owned),
+            tracestate: header(headers, "tracestate", MAX_TRACE_HEADER_LEN).map(str::to_owned),
         });
-        let correlation_id = header(headers, CORRELATION_ID_HEADER)
+        let correlation_id = header(headers, CORRELATION_ID_HEADER, MAX_ID_LEN)
             .map(str::to_owned)
             .or_else(|| {
                 trace_context
@@ -55,7 +62,7 @@ impl OutboxContext {
             .unwrap_or_else(|| Uuid::now_v7().to_string());
         Self {
             correlation_id,
-            causation_id: header(headers, REQUEST_ID_HEADER).map(str::to_owned),
+            causation_id: header(headers, REQUEST_ID_HEADER, MAX_ID_LEN).map(str::to_owned),
             trace_context: trace_context.filter(|t| t.trace_id().is_some()),
             source,
         }
@@ -136,9 +143,19 @@ mod tests {
         assert_eq!(Uuid::parse_str(ctx.correlation_id()).unwrap().get_version_num(), 7);
         assert_eq!(ctx.trace_context(), None, "an invalid traceparent is not carried");
 
-        let long = "x".repeat(MAX_ID_LEN + 1);
-        let ctx = OutboxContext::from_headers(&headers(&[("x-correlation-id", &long)]), None);
-        assert_ne!(ctx.correlation_id(), long);
+        let longest = "x".repeat(255);
+        let ctx = OutboxContext::from_headers(
+            &headers(&[("x-correlation-id", &longest), ("x-request-id", &longest)]),
+            None,
+        );
+        assert_eq!(
+            (ctx.correlation_id(), ctx.causation_id()),
+            (longest.as_str(), Some(longest.as_str()))
+        );
+        let long = "x".repeat(256);
+        let ctx = OutboxContext::from_headers(&headers(&[("x-correlation-id", &long), ("x-request-id", &long)]), None);
+        assert_eq!(Uuid::parse_str(ctx.correlation_id()).unwrap().get_version_num(), 7);
+        assert_eq!(ctx.causation_id(), None);
     }
 
     #[test]

@@ -86,6 +86,29 @@ impl TraceContext {
     }
 }
 
+/// The deepest nesting of arrays and objects a staged payload may have (`[[0]]` nests 2 deep).
+///
+/// serde_json, which reads the payload back from the database and which most consumers decode
+/// the published envelope with, refuses JSON nested 128 levels deep by default, and the
+/// envelope puts the payload one level below its top. [`stage`](crate::stage()) refuses a
+/// deeper payload with [`OutboxError::PayloadTooDeep`](crate::OutboxError::PayloadTooDeep).
+pub const MAX_PAYLOAD_DEPTH: usize = 126;
+
+/// Whether `value` nests no deeper than `limit`, found without recursion (so any depth is safe).
+pub(crate) fn nests_within(value: &Value, limit: usize) -> bool {
+    let mut pending: Vec<(&Value, usize)> = vec![(value, 0)];
+    while let Some((value, enclosing)) = pending.pop() {
+        let depth = enclosing + 1;
+        match value {
+            Value::Array(_) | Value::Object(_) if depth > limit => return false,
+            Value::Array(items) => pending.extend(items.iter().map(|child| (child, depth))),
+            Value::Object(fields) => pending.extend(fields.values().map(|child| (child, depth))),
+            _ => {}
+        }
+    }
+    true
+}
+
 /// The current time truncated to microseconds, the precision PostgreSQL keeps.
 pub(crate) fn now_micros() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
@@ -332,6 +355,28 @@ mod tests {
         let with_source = event.with_source("order-service").to_cloud_event();
         assert_eq!(with_source.source, "order-service");
         assert_eq!(Encoding::CloudEvents.content_type(), "application/cloudevents+json");
+    }
+
+    fn nested(depth: usize) -> Value {
+        (0..depth).fold(json!(0), |inner, _| json!([inner]))
+    }
+
+    #[test]
+    fn the_deepest_payload_staged_makes_an_envelope_serde_json_reads() {
+        assert!(nests_within(&json!(5), 0));
+        assert!(!nests_within(&json!([]), 0));
+        assert!(nests_within(&json!({"a": [1, {"b": 2}]}), 3));
+        assert!(!nests_within(&json!({"a": [1, {"b": {}}]}), 3));
+        let deepest = Event::new("E", "A", "a", nested(MAX_PAYLOAD_DEPTH));
+        assert!(nests_within(&deepest.payload, MAX_PAYLOAD_DEPTH));
+        let decoded: Event = serde_json::from_slice(&deepest.to_json()).unwrap();
+        assert_eq!(decoded, deepest);
+        let cloud: CloudEvent = serde_json::from_slice(&deepest.to_cloud_event().to_json()).unwrap();
+        assert_eq!(cloud.data, deepest.payload);
+        let too_deep = Event::new("E", "A", "a", nested(MAX_PAYLOAD_DEPTH + 1));
+        assert!(!nests_within(&too_deep.payload, MAX_PAYLOAD_DEPTH));
+        let error = serde_json::from_slice::<Event>(&too_deep.to_json()).unwrap_err();
+        assert!(error.to_string().starts_with("recursion limit exceeded"), "{error}");
     }
 
     #[test]

@@ -78,6 +78,14 @@ pub enum OutboxError {
         /// What was wrong.
         reason: String,
     },
+    /// The event's payload nests arrays and objects deeper than
+    /// [`MAX_PAYLOAD_DEPTH`](crate::envelope::MAX_PAYLOAD_DEPTH): the relay could not read it
+    /// back from the database, nor a consumer its published envelope, so it is not staged.
+    #[error("event payload nests deeper than {limit} levels: the relay and consumers could not read it back")]
+    PayloadTooDeep {
+        /// The deepest nesting accepted.
+        limit: usize,
+    },
 }
 
 /// Whether a failed publish may succeed if tried again.
@@ -145,6 +153,22 @@ impl std::error::Error for PublishError {
 #[error("publish timed out after {0:?}")]
 pub struct PublishTimeout(pub Duration);
 
+/// `error` and its causes, joined by `: `, each cause left out when the text before it already
+/// ends with it (as [`PublishError`]'s own text does).
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +188,20 @@ mod tests {
             Some(&PublishTimeout(Duration::from_secs(1)))
         );
         assert_eq!(PublishError::permanent("bad").kind(), PublishErrorKind::Permanent);
+    }
+
+    #[test]
+    fn error_chains_name_every_cause_once() {
+        let io = std::io::Error::other("connection reset");
+        let database = OutboxError::Database(sqlx::Error::Io(io));
+        assert_eq!(
+            error_chain(&database),
+            "outbox database error: error communicating with database: connection reset"
+        );
+        let publish = PublishError::transient(std::io::Error::other(PublishTimeout(Duration::from_secs(1))));
+        assert_eq!(
+            error_chain(&publish),
+            "publish failed (transient): publish timed out after 1s"
+        );
     }
 }

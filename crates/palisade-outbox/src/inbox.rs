@@ -3,24 +3,9 @@
 use uuid::Uuid;
 
 use crate::error::OutboxError;
-use crate::stage::OutboxConnection;
 
-/// Whether a consumer has processed an event before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use]
-pub enum Seen {
-    /// First delivery: apply the event, then commit.
-    First,
-    /// Already processed by this consumer (a redelivery): skip it.
-    Duplicate,
-}
-
-impl Seen {
-    /// True for a redelivery.
-    pub fn is_duplicate(self) -> bool {
-        self == Self::Duplicate
-    }
-}
+use crate::connection::OutboxConnection;
+pub use crate::connection::Seen;
 
 /// Records that `consumer` processes `event_id`, in the consumer's own transaction, and tells
 /// whether it had already done so.

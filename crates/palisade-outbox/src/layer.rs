@@ -2,8 +2,8 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use crate::relay::Wakeup;
-use crate::service::PublishHook;
+use crate::service::{HookConfig, PublishHook};
+use crate::wakeup::Wakeup;
 
 /// Wraps a server's services in [`PublishHook`]: an [`OutboxContext`](crate::OutboxContext) in
 /// every request's extensions, and the relay woken as soon as the response to a request with an
@@ -15,31 +15,31 @@ use crate::service::PublishHook;
 /// [`wake_on_safe_methods`](PublishHookLayer::wake_on_safe_methods).
 #[derive(Debug, Clone)]
 pub struct PublishHookLayer {
-    pub(crate) wakeup: Wakeup,
-    pub(crate) source: Option<Arc<str>>,
-    pub(crate) wake_on_safe_methods: bool,
+    config: HookConfig,
 }
 
 impl PublishHookLayer {
     /// A layer waking relays through `wakeup` (from [`Relay::wakeup`](crate::Relay::wakeup)).
     pub fn new(wakeup: Wakeup) -> Self {
         Self {
-            wakeup,
-            source: None,
-            wake_on_safe_methods: false,
+            config: HookConfig {
+                wakeup,
+                source: None,
+                wake_on_safe_methods: false,
+            },
         }
     }
 
     /// Wakes the relay after requests with safe methods too (default `false`), for services
     /// whose `GET` handlers stage events.
     pub fn wake_on_safe_methods(mut self, wake: bool) -> Self {
-        self.wake_on_safe_methods = wake;
+        self.config.wake_on_safe_methods = wake;
         self
     }
 
     /// Names the service in the `source` of events staged through the context.
     pub fn source(mut self, source: impl Into<Arc<str>>) -> Self {
-        self.source = Some(source.into());
+        self.config.source = Some(source.into());
         self
     }
 }
@@ -50,7 +50,7 @@ impl<S> Layer<S> for PublishHookLayer {
     fn layer(&self, inner: S) -> Self::Service {
         PublishHook {
             inner,
-            layer: self.clone(),
+            config: self.config.clone(),
         }
     }
 }

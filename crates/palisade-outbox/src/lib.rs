@@ -82,6 +82,11 @@
 //! as JSON by default, or CloudEvents 1.0 structured mode ([`Encoding::CloudEvents`],
 //! [`Event::to_cloud_event`]).
 //!
+//! [`stage`](stage()) refuses, with [`OutboxError::PayloadTooDeep`] and before writing
+//! anything, an event the relay could not read back: a payload whose arrays and objects nest
+//! deeper than [`MAX_PAYLOAD_DEPTH`] (126) levels. serde_json, which reads the payload back
+//! from the database and which most consumers decode the envelope with, stops at 128 levels.
+//!
 //! # Databases
 //!
 //! [`postgres::migrate`] / [`sqlite::migrate`] create the tables (`palisade_outbox`,
@@ -124,6 +129,13 @@
 //!   [permanent](PublishError::permanent) error) the event is dead-lettered with its last
 //!   error, stops blocking its aggregate, and shows in [`OutboxStore::dead_letters`] until
 //!   [`OutboxStore::requeue`] puts it back in line.
+//! - **Rows that cannot be read**: a claim reads each row on its own. A row that cannot be
+//!   read back as an event (written around [`stage`](stage()), e.g. by a hand-written
+//!   `INSERT` with a payload nested deeper than the decoder reads, or metadata that is not
+//!   palisade's) is dead-lettered at once with the reason (`outbox row 12 is malformed:
+//!   payload: recursion limit exceeded at line 1 column 128`), counted like any dead letter,
+//!   and the rest of the batch, its own aggregate's later events included, is published. Its
+//!   [`DeadLetter`] has no event (`event: None`) and names the row by `seq`.
 //! - **Wake-ups**: an idle relay claims again when woken ([`Wakeup`], which the hook fires) or
 //!   after `poll_interval`, the safety net; a relay whose last batch was not empty claims
 //!   again 10 ms later, so under a steady stream polling costs a full interval only for the
@@ -159,6 +171,30 @@
 //! | [`publisher::HttpPublisher`] | `http` | a 2xx answer; 408, 429, 5xx and transport errors are retried, other statuses dead-lettered at once | signed `webhook-id` header (Standard Webhooks) |
 //! | [`ChannelPublisher`] | — | channel send | — |
 //!
+//! **An event's own data never breaks a connection.** Each publisher checks the fields its
+//! protocol bounds before sending anything; a field it must send that does not fit is a
+//! permanent error for that event only (dead-lettered, `the event's routing key cannot be
+//! sent: ...`), and an optional one that does not fit is left out with a warning:
+//!
+//! | publisher | refused (the event is dead-lettered) | left out with a warning |
+//! |---|---|---|
+//! | RabbitMQ | routing key or event type (`type`) over 255 bytes (AMQP short strings) | `correlation_id` over 255 bytes; an `aggregate_type` or `aggregate_id` header over 1,024 bytes |
+//! | NATS | a subject with whitespace or an empty token, or over 3,840 bytes; an event type with CR or LF; headers and body over the server's `max_payload` | — |
+//! | HTTP | a destination that is no http(s) URL; an event type that is no valid header value | — |
+//! | Redis | — (commands are binary-safe) | — |
+//!
+//! [`OutboxContext`] takes a correlation or request id of at most 255 bytes
+//! ([`context::MAX_ID_LEN`]), so the ids a request brings always fit.
+//!
+//! **Connections come back without a restart.** [`RabbitMqPublisher`](publisher::RabbitMqPublisher)
+//! owns its connection and opens a new channel, or a new connection and channel, at the first
+//! publish after the broker closed them; [`RedisPublisher::connect`](publisher::RedisPublisher::connect)
+//! does the same with its multiplexed connection; the async-nats client reconnects by itself;
+//! the HTTP publisher opens a connection per attempt when the pool has none. The publish in
+//! flight when a connection goes fails as transient and the relay retries it.
+//! [`Relay::publisher_health`] ([`Publisher::health`]) says whether the publisher reaches its
+//! broker right now, for a service's `/health`.
+//!
 //! The HTTP publisher POSTs each event to its destination (an absolute `http://` URL, or a
 //! path joined to the publisher's base URL), signed by a palisade-webhook
 //! [`Signer`](palisade_webhook::Signer) so the receiver's `VerifyLayer` (or any Standard
@@ -182,7 +218,8 @@
 //!
 //! [`PublishHookLayer`] inserts an [`OutboxContext`] into each request's extensions: the
 //! correlation id from `X-Correlation-ID`, else the `traceparent`'s trace id, else a fresh
-//! UUIDv7; the causation id from `X-Request-ID`; the trace context. When the inner service's
+//! UUIDv7; the causation id from `X-Request-ID`; the trace context. An id over 255 bytes is
+//! ignored, as if the header were missing. When the inner service's
 //! future completes (response or error) for a request with an unsafe method (`POST`, `PUT`,
 //! `PATCH`, `DELETE`) it wakes the relay, so events leave within milliseconds rather than a
 //! poll interval; safe methods (`GET`, `HEAD`, ...) stage nothing and wake nothing unless
@@ -203,7 +240,10 @@
 //! `palisade_outbox_lag_seconds` (age of the oldest pending event) refreshed every
 //! `backlog_interval`. Tracing under the target `palisade::outbox`: a span `outbox_batch` per
 //! batch with the fields `name`, `claimed`, `published`, `failed`; a warning for each
-//! dead-lettered event and each failed batch.
+//! dead-lettered event, each unreadable row, each field a publisher left out, and each failed
+//! batch, with the error and every cause it carries (`outbox database error: error
+//! communicating with database: ...`). An unreadable row counts in `claimed`,
+//! `palisade_outbox_failed_total` and `palisade_outbox_dead_lettered_total`.
 //!
 //! # Performance
 //!
@@ -268,6 +308,7 @@
 //! `the_hook_publishes_well_before_the_poll_interval` checks it on every run: with a 1 s
 //! poll, events staged in requests reach the consumer within 500 ms, median under 100 ms
 //! (about 1.5 ms in a debug build), where each would wait about a second without it.
+mod connection;
 pub mod context;
 pub mod envelope;
 pub mod error;
@@ -283,14 +324,16 @@ mod service;
 pub mod sqlite;
 pub mod stage;
 pub mod store;
+mod wakeup;
 
 pub use context::OutboxContext;
-pub use envelope::{CloudEvent, Encoding, Event, Metadata, TraceContext};
+pub use envelope::{CloudEvent, Encoding, Event, MAX_PAYLOAD_DEPTH, Metadata, TraceContext};
 pub use error::{ConfigError, OutboxError, PublishError, PublishErrorKind, PublishTimeout};
 pub use inbox::{Seen, process_once};
 pub use layer::PublishHookLayer;
-pub use publisher::{ChannelPublisher, Publisher};
-pub use relay::{BatchReport, Relay, RelayBuilder, RelayHandle, Wakeup};
+pub use publisher::{ChannelPublisher, Publisher, PublisherHealth};
+pub use relay::{BatchReport, Relay, RelayBuilder, RelayHandle};
 pub use service::PublishHook;
 pub use stage::{OutboxConnection, stage};
-pub use store::{Backlog, Claimed, DeadLetter, Disposition, OutboxStore};
+pub use store::{Backlog, Claimed, ClaimedBatch, DeadLetter, Disposition, OutboxStore, Unreadable};
+pub use wakeup::Wakeup;

@@ -77,11 +77,14 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::connection::{Seen, outbox_connection};
 use crate::envelope::{Event, Metadata};
-use crate::error::OutboxError;
-use crate::inbox::Seen;
-use crate::relay::Wakeup;
-use crate::store::{BACKLOG_SQL, Backlog, Claimed, DeadLetter, Disposition, OutboxStore, millis};
+use crate::error::{OutboxError, error_chain};
+use crate::store::{
+    BACKLOG_SQL, Backlog, Claimed, ClaimedBatch, DeadLetter, Disposition, OutboxStore, Unreadable, malformed, millis,
+    split_readable, undecodable,
+};
+use crate::wakeup::Wakeup;
 use palisade_core::telemetry::outbox as names;
 
 /// The schema migrations, in order: (version, SQL).
@@ -140,6 +143,8 @@ pub(crate) async fn insert(conn: &mut PgConnection, event: &Event) -> Result<(),
     Ok(())
 }
 
+outbox_connection!(PgConnection, Postgres);
+
 pub(crate) async fn record_inbox(conn: &mut PgConnection, consumer: &str, event_id: Uuid) -> Result<Seen, OutboxError> {
     let inserted =
         sqlx::query("INSERT INTO palisade_inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
@@ -170,7 +175,7 @@ pub async fn forward_wakeups(pool: PgPool, channel: String, wakeup: Wakeup) {
     loop {
         wakeup.remote_wanted().await;
         if let Err(error) = notify(&pool, &channel).await {
-            tracing::warn!(target: names::TARGET, channel = %channel, error = %error, "outbox NOTIFY failed");
+            tracing::warn!(target: names::TARGET, channel = %channel, error = %error_chain(&error), "outbox NOTIFY failed");
             tokio::time::sleep(RECONNECT_PAUSE).await;
         }
     }
@@ -183,13 +188,13 @@ pub async fn wake_on_notify(pool: PgPool, channel: String, wakeup: Wakeup) {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(listener) => listener,
             Err(error) => {
-                tracing::warn!(target: names::TARGET, channel = %channel, error = %error, "outbox LISTEN connect failed");
+                tracing::warn!(target: names::TARGET, channel = %channel, error = %error_chain(&error), "outbox LISTEN connect failed");
                 tokio::time::sleep(RECONNECT_PAUSE).await;
                 continue;
             }
         };
         if let Err(error) = listener.listen(&channel).await {
-            tracing::warn!(target: names::TARGET, channel = %channel, error = %error, "outbox LISTEN failed");
+            tracing::warn!(target: names::TARGET, channel = %channel, error = %error_chain(&error), "outbox LISTEN failed");
             tokio::time::sleep(RECONNECT_PAUSE).await;
             continue;
         }
@@ -202,7 +207,7 @@ pub async fn wake_on_notify(pool: PgPool, channel: String, wakeup: Wakeup) {
                 // sent meanwhile is caught by waking now.
                 Ok(None) => wakeup.wake_local(),
                 Err(error) => {
-                    tracing::warn!(target: names::TARGET, channel = %channel, error = %error, "outbox LISTEN failed");
+                    tracing::warn!(target: names::TARGET, channel = %channel, error = %error_chain(&error), "outbox LISTEN failed");
                     tokio::time::sleep(RECONNECT_PAUSE).await;
                     break;
                 }
@@ -373,35 +378,43 @@ impl ScanStart {
     }
 }
 
-fn timestamp_from_micros(seq: i64, micros: i64) -> Result<OffsetDateTime, OutboxError> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).map_err(|e| OutboxError::Malformed {
-        seq,
-        reason: format!("occurred_at: {e}"),
+/// Reads a row on its own: the event, or why this row cannot be read back as one. Fails only
+/// when the row's sequence number cannot be read.
+fn read_row(row: &PgRow) -> Result<Result<Claimed, Unreadable>, OutboxError> {
+    let seq: i64 = row.try_get("seq")?;
+    let attempts = row
+        .try_get::<i32, _>("attempts")
+        .ok()
+        .and_then(|attempts| u32::try_from(attempts).ok())
+        .unwrap_or(0);
+    Ok(match event_from_row(row, seq) {
+        Ok(event) => Ok(Claimed { seq, attempts, event }),
+        Err(error) => Err(Unreadable { seq, attempts, error }),
     })
 }
 
-fn event_from_row(row: &PgRow) -> Result<Claimed, OutboxError> {
-    let seq: i64 = row.try_get("seq")?;
-    let metadata: Json<serde_json::Value> = row.try_get("metadata")?;
-    let metadata: Metadata = serde_json::from_value(metadata.0).map_err(|e| OutboxError::Malformed {
-        seq,
-        reason: format!("metadata: {e}"),
-    })?;
-    let attempts: i32 = row.try_get("attempts")?;
-    Ok(Claimed {
-        seq,
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        event: Event {
-            event_id: row.try_get("event_id")?,
-            event_type: row.try_get("event_type")?,
-            aggregate_type: row.try_get("aggregate_type")?,
-            aggregate_id: row.try_get("aggregate_id")?,
-            destination: row.try_get("destination")?,
-            timestamp: timestamp_from_micros(seq, row.try_get("occurred_at_us")?)?,
-            version: row.try_get("version")?,
-            payload: row.try_get::<Json<serde_json::Value>, _>("payload")?.0,
-            metadata,
-        },
+fn event_from_row(row: &PgRow, seq: i64) -> Result<Event, OutboxError> {
+    fn column<'r, T>(row: &'r PgRow, seq: i64, name: &str) -> Result<T, OutboxError>
+    where
+        T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+    {
+        row.try_get(name).map_err(|e| undecodable(seq, name, e))
+    }
+    let metadata: Json<serde_json::Value> = column(row, seq, "metadata")?;
+    let metadata: Metadata = serde_json::from_value(metadata.0).map_err(|e| malformed(seq, "metadata", &e))?;
+    let micros: i64 = column(row, seq, "occurred_at_us")?;
+    let timestamp = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .map_err(|e| malformed(seq, "occurred_at", &e))?;
+    Ok(Event {
+        event_id: column(row, seq, "event_id")?,
+        event_type: column(row, seq, "event_type")?,
+        aggregate_type: column(row, seq, "aggregate_type")?,
+        aggregate_id: column(row, seq, "aggregate_id")?,
+        destination: column(row, seq, "destination")?,
+        timestamp,
+        version: column(row, seq, "version")?,
+        payload: column::<Json<serde_json::Value>>(row, seq, "payload")?.0,
+        metadata,
     })
 }
 
@@ -518,7 +531,7 @@ impl Vacuum {
 /// without truncating the file: truncation takes a lock that would stall staging and claims.
 async fn vacuum(pool: PgPool, vacuum: Arc<Vacuum>) {
     if let Err(error) = pool.execute("VACUUM (TRUNCATE false) palisade_outbox").await {
-        tracing::warn!(target: names::TARGET, error = %error, "outbox VACUUM failed");
+        tracing::warn!(target: names::TARGET, error = %error_chain(&error), "outbox VACUUM failed");
     }
     vacuum.finished();
 }
@@ -545,7 +558,7 @@ const ARCHIVE_PUBLISHED: &str = "WITH moved AS (DELETE FROM palisade_outbox WHER
 impl OutboxStore for PgStore {
     type Claim = PgClaim;
 
-    async fn claim(&self, limit: usize, _lease: Duration) -> Result<(Self::Claim, Vec<Claimed>), OutboxError> {
+    async fn claim(&self, limit: usize, _lease: Duration) -> Result<ClaimedBatch<Self::Claim>, OutboxError> {
         let scan_from = lock(&self.scan_start).next(Instant::now(), self.full_scan_interval);
         // From here on the connection may be inside the claim's transaction: the claim closes it
         // when dropped, on every early return too, so it never goes back to the pool in one.
@@ -569,15 +582,16 @@ impl OutboxStore for PgStore {
             lock(&self.scan_start).saw(highest);
         }
         locked.sort_unstable_by_key(|(seq, _, _)| *seq);
-        let mut claimed = Vec::with_capacity(locked.len());
+        let mut read = Vec::with_capacity(locked.len());
         for (seq, aggregate, row) in locked {
             // An older event of this aggregate is held by another relay (or was committed
             // after a later one): leave this one locked but untouched until commit.
             if blockers.get(&aggregate).is_none_or(|&blocker| seq < blocker) {
-                claimed.push(event_from_row(row)?);
+                read.push(read_row(row)?);
             }
         }
-        Ok((claim, claimed))
+        let (claimed, unreadable) = split_readable(read);
+        Ok((claim, claimed, unreadable))
     }
 
     /// Removes (or archives) the whole claim after a savepoint while the relay publishes;
@@ -645,7 +659,7 @@ impl OutboxStore for PgStore {
         rows.iter()
             .map(|row| {
                 Ok(DeadLetter::new(
-                    event_from_row(row)?,
+                    read_row(row)?,
                     row.try_get("last_error")?,
                     row.try_get("dead_lettered_at")?,
                 ))

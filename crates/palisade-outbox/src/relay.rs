@@ -9,65 +9,16 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt, stream};
 use palisade_core::telemetry::{self, outbox as names};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::envelope::Event;
-use crate::error::{ConfigError, OutboxError, PublishError, PublishTimeout};
-use crate::publisher::Publisher;
-use crate::store::{Claimed, Disposition, OutboxStore};
-
-/// Wakes relays the moment an event has been committed, instead of at their next poll.
-///
-/// Cheap to clone. [`wake`](Wakeup::wake) wakes one relay of this process (a relay busy with
-/// a batch claims again right after it) and, when a forwarder such as
-/// [`postgres::forward_wakeups`](crate::postgres::forward_wakeups) runs, relays of other
-/// instances too. Wakes coalesce: many wakes while a relay is busy cost one extra claim.
-#[derive(Clone, Default)]
-pub struct Wakeup {
-    inner: Arc<WakeupInner>,
-}
-
-#[derive(Default)]
-struct WakeupInner {
-    relay: Notify,
-    remote: Notify,
-}
-
-impl fmt::Debug for Wakeup {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Wakeup").finish_non_exhaustive()
-    }
-}
-
-impl Wakeup {
-    /// A new wake-up signal.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Wakes a local relay and asks forwarders to wake the other instances' relays.
-    pub fn wake(&self) {
-        self.inner.relay.notify_one();
-        self.inner.remote.notify_one();
-    }
-
-    /// Wakes a local relay only (what a notification from another instance does).
-    pub fn wake_local(&self) {
-        self.inner.relay.notify_one();
-    }
-
-    pub(crate) async fn relay_woken(&self) {
-        self.inner.relay.notified().await;
-    }
-
-    /// Resolves after the next [`wake`](Wakeup::wake): what a forwarder to other instances awaits.
-    pub async fn remote_wanted(&self) {
-        self.inner.remote.notified().await;
-    }
-}
+use crate::error::{ConfigError, OutboxError, PublishError, PublishTimeout, error_chain};
+use crate::publisher::{Publisher, PublisherHealth};
+use crate::store::{Claimed, Disposition, OutboxStore, Unreadable};
+pub use crate::wakeup::Wakeup;
 
 type Random = Arc<dyn Fn() -> f64 + Send + Sync>;
 
@@ -304,13 +255,13 @@ impl<S, P> fmt::Debug for Relay<S, P> {
 /// What one batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchReport {
-    /// Events claimed.
+    /// Rows claimed, unreadable ones included.
     pub claimed: usize,
     /// Events published.
     pub published: usize,
-    /// Failed publishes (retried later or dead-lettered).
+    /// Failed publishes (retried later or dead-lettered) and unreadable rows.
     pub failed: usize,
-    /// Events dead-lettered.
+    /// Events and unreadable rows dead-lettered.
     pub dead_lettered: usize,
 }
 
@@ -334,6 +285,17 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
     /// The store.
     pub fn store(&self) -> &S {
         &self.shared.store
+    }
+
+    /// The publisher.
+    pub fn publisher(&self) -> &P {
+        &self.shared.publisher
+    }
+
+    /// Whether the publisher reaches its broker right now ([`Publisher::health`]): what a
+    /// service's health endpoint reports for its outbox.
+    pub fn publisher_health(&self) -> PublisherHealth {
+        self.shared.publisher.health()
     }
 
     /// Runs its batch loops (see [`workers`](RelayBuilder::workers)) on new tokio tasks until
@@ -380,7 +342,10 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
                 Ok(report) if report.claimed > 0 => config.poll_interval.min(Duration::from_millis(10)),
                 Ok(_) => config.poll_interval,
                 Err(error) => {
-                    tracing::warn!(target: names::TARGET, name = %config.name, error = %error, "outbox batch failed");
+                    tracing::warn!(
+                        target: names::TARGET, name = %config.name, error = %error_chain(&error),
+                        "outbox batch failed"
+                    );
                     config.poll_interval
                 }
             };
@@ -414,7 +379,7 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
                 metrics::gauge!(names::LAG_SECONDS, telemetry::LABEL_NAME => name).set(lag);
             }
             Err(error) => {
-                tracing::warn!(target: names::TARGET, name = %name, error = %error, "outbox backlog query failed")
+                tracing::warn!(target: names::TARGET, name = %name, error = %error_chain(&error), "outbox backlog query failed")
             }
         }
     }
@@ -429,7 +394,7 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
                 tracing::debug!(target: names::TARGET, name = %config.name, purged, "purged published events")
             }
             Err(error) => {
-                tracing::warn!(target: names::TARGET, name = %config.name, error = %error, "outbox purge failed")
+                tracing::warn!(target: names::TARGET, name = %config.name, error = %error_chain(&error), "outbox purge failed")
             }
         }
     }
@@ -447,8 +412,8 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
         );
         async {
             let started = Instant::now();
-            let (mut claim, events) = self.shared.store.claim(config.batch_size, config.lease).await?;
-            let claimed = events.len();
+            let (mut claim, events, unreadable) = self.shared.store.claim(config.batch_size, config.lease).await?;
+            let claimed = events.len() + unreadable.len();
             tracing::Span::current().record("claimed", claimed);
             let deadline = started + config.lease;
             let archive = !config.retention.is_zero();
@@ -466,6 +431,8 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
                 tokio::join!(publishing, self.shared.store.record_ahead(&mut claim, &seqs, archive))
             };
             recorded?;
+            let mut outcomes = outcomes;
+            outcomes.extend(unreadable.iter().map(|row| self.unreadable(row)));
             let mut report = BatchReport {
                 claimed,
                 ..BatchReport::default()
@@ -534,6 +501,17 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
         outcomes
     }
 
+    /// Dead-letters a claimed row that cannot be read back as an event.
+    fn unreadable(&self, row: &Unreadable) -> (i64, Disposition) {
+        let config = &self.shared.config;
+        let message = error_chain(&row.error);
+        tracing::warn!(
+            target: names::TARGET, name = %config.name, seq = row.seq,
+            error = %message, "outbox row unreadable; dead-lettered"
+        );
+        (row.seq, Disposition::DeadLetter { error: message })
+    }
+
     fn failure(&self, event: &Event, attempts: u32, error: &PublishError) -> Disposition {
         let config = &self.shared.config;
         let attempt = attempts.saturating_add(1);
@@ -562,17 +540,6 @@ fn backoff(config: &Config, attempt: u32, random: f64) -> Duration {
     let base = (config.initial_backoff.as_secs_f64() * config.multiplier.powi(exponent)).min(max);
     let jittered = base / 2.0 + base / 2.0 * random.clamp(0.0, 1.0);
     Duration::try_from_secs_f64(jittered).unwrap_or(config.max_backoff)
-}
-
-fn error_chain(error: &PublishError) -> String {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error).and_then(std::error::Error::source);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// One aggregate's claimed events, in staging order.
@@ -651,7 +618,7 @@ impl RelayHandle {
 mod tests {
     use super::*;
     use crate::publisher::ChannelPublisher;
-    use crate::store::{Backlog, DeadLetter};
+    use crate::store::{Backlog, ClaimedBatch, DeadLetter};
     use tokio::sync::oneshot;
 
     /// A store handing out one batch (none for [`Default`]), then nothing, counting the claims
@@ -696,9 +663,9 @@ mod tests {
     impl OutboxStore for OneBatch {
         type Claim = ();
 
-        async fn claim(&self, _: usize, _: Duration) -> Result<((), Vec<Claimed>), OutboxError> {
+        async fn claim(&self, _: usize, _: Duration) -> Result<ClaimedBatch<()>, OutboxError> {
             self.claims.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(((), std::mem::take(&mut *self.batch.lock().unwrap())))
+            Ok(((), std::mem::take(&mut *self.batch.lock().unwrap()), Vec::new()))
         }
 
         async fn record_ahead(&self, (): &mut (), seqs: &[i64], _: bool) -> Result<(), OutboxError> {
@@ -1072,6 +1039,108 @@ mod tests {
             "an idle relay stops without waiting for its poll"
         );
         assert_eq!(store.claims(), 3);
+    }
+
+    /// A store whose database is unreachable.
+    #[derive(Clone)]
+    struct Unreachable;
+
+    fn unreachable() -> OutboxError {
+        OutboxError::Database(sqlx::Error::Io(std::io::Error::other("connection reset")))
+    }
+
+    impl OutboxStore for Unreachable {
+        type Claim = ();
+
+        async fn claim(&self, _: usize, _: Duration) -> Result<ClaimedBatch<()>, OutboxError> {
+            Err(unreachable())
+        }
+
+        async fn complete(&self, (): (), _: &[(i64, Disposition)], _: bool) -> Result<(), OutboxError> {
+            Err(unreachable())
+        }
+
+        async fn backlog(&self) -> Result<Backlog, OutboxError> {
+            Err(unreachable())
+        }
+
+        async fn purge_published(&self, _: Duration) -> Result<u64, OutboxError> {
+            Err(unreachable())
+        }
+
+        async fn dead_letters(&self, _: usize) -> Result<Vec<DeadLetter>, OutboxError> {
+            Err(unreachable())
+        }
+
+        async fn requeue(&self, _: uuid::Uuid) -> Result<bool, OutboxError> {
+            Err(unreachable())
+        }
+    }
+
+    /// Keeps each event's message and `error` field.
+    #[derive(Clone, Default)]
+    struct Warnings(Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+    #[derive(Default)]
+    struct Fields {
+        message: String,
+        error: String,
+    }
+
+    impl tracing::field::Visit for Fields {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            match field.name() {
+                "message" => self.message = format!("{value:?}"),
+                "error" => self.error = format!("{value:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    impl tracing::Subscriber for Warnings {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            self.0.lock().unwrap().push((fields.message, fields.error));
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failed_batch_is_logged_with_every_cause() {
+        let warnings = Warnings::default();
+        let _guard = tracing::subscriber::set_default(warnings.clone());
+        let relay = Relay::builder(Unreachable, ChannelPublisher::new(1).0).build().unwrap();
+        // Resolves at its second poll: after the first batch.
+        relay.run(tokio::task::yield_now()).await;
+        let logged = warnings.0.lock().unwrap().clone();
+        let cause = "outbox database error: error communicating with database: connection reset";
+        assert!(
+            logged.contains(&("outbox batch failed".to_owned(), cause.to_owned())),
+            "{logged:?}"
+        );
+        assert!(
+            logged.contains(&("outbox backlog query failed".to_owned(), cause.to_owned())),
+            "{logged:?}"
+        );
+    }
+
+    #[test]
+    fn the_relay_reports_its_publishers_health() {
+        let (publisher, receiver) = ChannelPublisher::new(1);
+        let relay = Relay::builder(OneBatch::default(), publisher).build().unwrap();
+        assert_eq!(relay.publisher_health(), PublisherHealth::Connected);
+        drop(receiver);
+        assert_eq!(relay.publisher_health(), PublisherHealth::Disconnected);
     }
 
     #[test]

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -5,9 +6,17 @@ use tower_service::Service;
 
 use crate::context::OutboxContext;
 use crate::future::ResponseFuture;
-use crate::layer::PublishHookLayer;
+use crate::wakeup::Wakeup;
 
-/// The publish-hook service; see [`PublishHookLayer`].
+/// What a [`PublishHookLayer`](crate::PublishHookLayer) configures, shared by its services.
+#[derive(Debug, Clone)]
+pub(crate) struct HookConfig {
+    pub(crate) wakeup: Wakeup,
+    pub(crate) source: Option<Arc<str>>,
+    pub(crate) wake_on_safe_methods: bool,
+}
+
+/// The publish-hook service; see [`PublishHookLayer`](crate::PublishHookLayer).
 ///
 /// Readiness and errors are the inner service's, untouched. For a request with an unsafe method
 /// the relay is woken when the inner future completes, with a response or an error (a handler
@@ -16,7 +25,7 @@ use crate::layer::PublishHookLayer;
 #[derive(Debug, Clone)]
 pub struct PublishHook<S> {
     pub(crate) inner: S,
-    pub(crate) layer: PublishHookLayer,
+    pub(crate) config: HookConfig,
 }
 
 impl<S> PublishHook<S> {
@@ -44,9 +53,9 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let context = OutboxContext::from_headers(request.headers(), self.layer.source.clone());
+        let context = OutboxContext::from_headers(request.headers(), self.config.source.clone());
         let wakeup =
-            (self.layer.wake_on_safe_methods || !request.method().is_safe()).then(|| self.layer.wakeup.clone());
+            (self.config.wake_on_safe_methods || !request.method().is_safe()).then(|| self.config.wakeup.clone());
         request.extensions_mut().insert(context);
         ResponseFuture::new(self.inner.call(request), wakeup)
     }

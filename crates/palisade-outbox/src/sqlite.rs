@@ -15,10 +15,13 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::connection::{Seen, outbox_connection};
 use crate::envelope::{Event, Metadata};
 use crate::error::OutboxError;
-use crate::inbox::Seen;
-use crate::store::{BACKLOG_SQL, Backlog, Claimed, DeadLetter, Disposition, OutboxStore, millis};
+use crate::store::{
+    BACKLOG_SQL, Backlog, Claimed, ClaimedBatch, DeadLetter, Disposition, OutboxStore, Unreadable, malformed, millis,
+    split_readable, undecodable,
+};
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_outbox.sql"))];
 
@@ -95,6 +98,8 @@ pub(crate) async fn insert(conn: &mut SqliteConnection, event: &Event) -> Result
     Ok(())
 }
 
+outbox_connection!(SqliteConnection, sqlx::Sqlite);
+
 pub(crate) async fn record_inbox(
     conn: &mut SqliteConnection,
     consumer: &str,
@@ -135,31 +140,42 @@ impl SqliteStore {
 
 const EVENT_COLUMNS: &str = "seq, attempts, event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version, payload, metadata";
 
-fn event_from_row(row: &SqliteRow) -> Result<Claimed, OutboxError> {
+/// Reads a row on its own: the event, or why this row cannot be read back as one. Fails only
+/// when the row's sequence number cannot be read.
+fn read_row(row: &SqliteRow) -> Result<Result<Claimed, Unreadable>, OutboxError> {
     let seq: i64 = row.try_get("seq")?;
-    let malformed = |what: &str, e: &dyn std::fmt::Display| OutboxError::Malformed {
-        seq,
-        reason: format!("{what}: {e}"),
-    };
-    let event_id: String = row.try_get("event_id")?;
-    let occurred_at: String = row.try_get("occurred_at")?;
-    let payload: String = row.try_get("payload")?;
-    let metadata: String = row.try_get("metadata")?;
-    let attempts: i64 = row.try_get("attempts")?;
-    Ok(Claimed {
-        seq,
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        event: Event {
-            event_id: Uuid::parse_str(&event_id).map_err(|e| malformed("event_id", &e))?,
-            event_type: row.try_get("event_type")?,
-            aggregate_type: row.try_get("aggregate_type")?,
-            aggregate_id: row.try_get("aggregate_id")?,
-            destination: row.try_get("destination")?,
-            timestamp: OffsetDateTime::parse(&occurred_at, &Rfc3339).map_err(|e| malformed("occurred_at", &e))?,
-            version: row.try_get("version")?,
-            payload: serde_json::from_str(&payload).map_err(|e| malformed("payload", &e))?,
-            metadata: serde_json::from_str::<Metadata>(&metadata).map_err(|e| malformed("metadata", &e))?,
-        },
+    let attempts = row
+        .try_get::<i64, _>("attempts")
+        .ok()
+        .and_then(|attempts| u32::try_from(attempts).ok())
+        .unwrap_or(0);
+    Ok(match event_from_row(row, seq) {
+        Ok(event) => Ok(Claimed { seq, attempts, event }),
+        Err(error) => Err(Unreadable { seq, attempts, error }),
+    })
+}
+
+fn event_from_row(row: &SqliteRow, seq: i64) -> Result<Event, OutboxError> {
+    fn column<'r, T>(row: &'r SqliteRow, seq: i64, name: &str) -> Result<T, OutboxError>
+    where
+        T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+    {
+        row.try_get(name).map_err(|e| undecodable(seq, name, e))
+    }
+    let event_id: String = column(row, seq, "event_id")?;
+    let occurred_at: String = column(row, seq, "occurred_at")?;
+    let payload: String = column(row, seq, "payload")?;
+    let metadata: String = column(row, seq, "metadata")?;
+    Ok(Event {
+        event_id: Uuid::parse_str(&event_id).map_err(|e| malformed(seq, "event_id", &e))?,
+        event_type: column(row, seq, "event_type")?,
+        aggregate_type: column(row, seq, "aggregate_type")?,
+        aggregate_id: column(row, seq, "aggregate_id")?,
+        destination: column(row, seq, "destination")?,
+        timestamp: OffsetDateTime::parse(&occurred_at, &Rfc3339).map_err(|e| malformed(seq, "occurred_at", &e))?,
+        version: column(row, seq, "version")?,
+        payload: serde_json::from_str(&payload).map_err(|e| malformed(seq, "payload", &e))?,
+        metadata: serde_json::from_str::<Metadata>(&metadata).map_err(|e| malformed(seq, "metadata", &e))?,
     })
 }
 
@@ -170,7 +186,7 @@ fn seq_list(seqs: impl Iterator<Item = i64>) -> String {
 impl OutboxStore for SqliteStore {
     type Claim = Lease;
 
-    async fn claim(&self, limit: usize, lease: Duration) -> Result<(Self::Claim, Vec<Claimed>), OutboxError> {
+    async fn claim(&self, limit: usize, lease: Duration) -> Result<ClaimedBatch<Self::Claim>, OutboxError> {
         let owner = Uuid::now_v7().to_string();
         let rows = sqlx::query(&format!(
             "WITH blocked AS (
@@ -196,9 +212,9 @@ impl OutboxStore for SqliteStore {
         .bind(millis(lease))
         .fetch_all(&self.pool)
         .await?;
-        let mut claimed = rows.iter().map(event_from_row).collect::<Result<Vec<_>, _>>()?;
-        claimed.sort_unstable_by_key(|c| c.seq);
-        Ok((Lease { owner }, claimed))
+        let read = rows.iter().map(read_row).collect::<Result<Vec<_>, _>>()?;
+        let (claimed, unreadable) = split_readable(read);
+        Ok((Lease { owner }, claimed, unreadable))
     }
 
     async fn complete(&self, lease: Lease, outcomes: &[(i64, Disposition)], archive: bool) -> Result<(), OutboxError> {
@@ -296,7 +312,7 @@ impl OutboxStore for SqliteStore {
         rows.iter()
             .map(|row| {
                 Ok(DeadLetter::new(
-                    event_from_row(row)?,
+                    read_row(row)?,
                     row.try_get("last_error")?,
                     from_ms(row.try_get("dead_lettered_at")?),
                 ))

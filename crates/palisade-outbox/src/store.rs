@@ -20,6 +20,23 @@ pub struct Claimed {
     pub event: Event,
 }
 
+/// A claimed row that cannot be read back as an event: written around [`stage`](crate::stage())
+/// (a hand-written `INSERT`, an incompatible writer) or changed in the table since. The relay
+/// dead-letters it with `error` and publishes the rest of the batch.
+#[derive(Debug)]
+pub struct Unreadable {
+    /// The row's position in staging order.
+    pub seq: i64,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Why it cannot be read, usually [`OutboxError::Malformed`].
+    pub error: OutboxError,
+}
+
+/// What [`OutboxStore::claim`] returns: the claim, the claimed events and the claimed rows
+/// that cannot be read back as events, both in staging order.
+pub type ClaimedBatch<C> = (C, Vec<Claimed>, Vec<Unreadable>);
+
 /// What became of a claimed event's publish.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Disposition {
@@ -44,11 +61,14 @@ pub enum Disposition {
 /// A dead-lettered event and why it got there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
-    /// The event.
-    pub event: Event,
+    /// The row's position in staging order.
+    pub seq: i64,
+    /// The event, or `None` for a row that cannot be read back as one (see [`Unreadable`];
+    /// `last_error` says why).
+    pub event: Option<Event>,
     /// Attempts made.
     pub attempts: u32,
-    /// The last publish error.
+    /// The last publish error, or why the row could not be read.
     pub last_error: Option<String>,
     /// When it was dead-lettered.
     pub dead_lettered_at: OffsetDateTime,
@@ -76,6 +96,11 @@ pub trait OutboxStore: Clone + Send + Sync + 'static {
 
     /// Claims up to `limit` due events, in staging order, for at most `lease`.
     ///
+    /// Each row is read on its own: the events come back in the second list, the rows that
+    /// cannot be read back as events in the third (both in staging order), all of them
+    /// claimed. The relay dead-letters the unreadable ones through
+    /// [`complete`](OutboxStore::complete).
+    ///
     /// An aggregate with an older event held by someone else or waiting for a retry is
     /// skipped, so its later events never overtake it: the claimed events of one aggregate
     /// are always the oldest of its pending events.
@@ -83,7 +108,7 @@ pub trait OutboxStore: Clone + Send + Sync + 'static {
         &self,
         limit: usize,
         lease: Duration,
-    ) -> impl Future<Output = Result<(Self::Claim, Vec<Claimed>), OutboxError>> + Send;
+    ) -> impl Future<Output = Result<ClaimedBatch<Self::Claim>, OutboxError>> + Send;
 
     /// Called while the claimed events (`seqs`, the whole claim) are being published, so the
     /// store's own work overlaps the broker's: a store may record them all as published
@@ -135,13 +160,59 @@ pub(crate) const BACKLOG_SQL: &str = "SELECT count(*) FILTER (WHERE dead_lettere
     FROM palisade_outbox";
 
 impl DeadLetter {
+    /// The dead letter of a row read as `read` (the event, or why it could not be read).
     #[cfg(any(feature = "postgres", feature = "sqlite"))]
-    pub(crate) fn new(claimed: Claimed, last_error: Option<String>, dead_lettered_at: OffsetDateTime) -> Self {
+    pub(crate) fn new(
+        read: Result<Claimed, Unreadable>,
+        last_error: Option<String>,
+        dead_lettered_at: OffsetDateTime,
+    ) -> Self {
+        let (seq, attempts, event) = match read {
+            Ok(claimed) => (claimed.seq, claimed.attempts, Some(claimed.event)),
+            Err(unreadable) => (unreadable.seq, unreadable.attempts, None),
+        };
         Self {
-            event: claimed.event,
-            attempts: claimed.attempts,
+            seq,
+            event,
+            attempts,
             last_error,
             dead_lettered_at,
         }
     }
+}
+
+/// The error for column `column` of row `seq` that could not be read: `reason` says why.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) fn malformed(seq: i64, column: &str, reason: &dyn std::fmt::Display) -> OutboxError {
+    OutboxError::Malformed {
+        seq,
+        reason: format!("{column}: {reason}"),
+    }
+}
+
+/// [`malformed`] for a column sqlx could not decode, naming the decoder's own complaint.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) fn undecodable(seq: i64, column: &str, error: sqlx::Error) -> OutboxError {
+    match error {
+        sqlx::Error::ColumnDecode { source, .. } => malformed(seq, column, &source),
+        other => malformed(seq, column, &other),
+    }
+}
+
+/// Splits rows read one by one into the events and the unreadable rows, each in staging order.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) fn split_readable(
+    rows: impl IntoIterator<Item = Result<Claimed, Unreadable>>,
+) -> (Vec<Claimed>, Vec<Unreadable>) {
+    let mut claimed = Vec::new();
+    let mut unreadable = Vec::new();
+    for row in rows {
+        match row {
+            Ok(event) => claimed.push(event),
+            Err(row) => unreadable.push(row),
+        }
+    }
+    claimed.sort_unstable_by_key(|c| c.seq);
+    unreadable.sort_unstable_by_key(|u| u.seq);
+    (claimed, unreadable)
 }

@@ -79,7 +79,7 @@ async fn run(ops: Vec<Op>) {
                 model.staged.entry(aggregate).or_default().push(event.event_id);
             }
             Op::Claim(limit) => {
-                let (lease, claimed) = store.claim(limit, Duration::from_secs(600)).await.unwrap();
+                let (lease, claimed, _) = store.claim(limit, Duration::from_secs(600)).await.unwrap();
                 assert!(claimed.len() <= limit);
                 let mut per_aggregate: HashMap<&str, Vec<uuid::Uuid>> = HashMap::new();
                 for c in &claimed {

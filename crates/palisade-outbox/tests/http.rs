@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::{Extension, Router};
 use palisade_outbox::publisher::{HttpPublishError, HttpPublisher};
 use palisade_outbox::sqlite::SqliteStore;
-use palisade_outbox::{Event, OutboxStore, PublishError, Publisher, Relay, stage};
+use palisade_outbox::{Event, OutboxStore, PublishError, Publisher, PublisherHealth, Relay, stage};
 use palisade_webhook::{MemoryReplayStore, Scheme, Signer, Verified, Verifier, VerifyLayer};
 use serde_json::json;
 use sqlx::sqlite::SqlitePool;
@@ -236,7 +236,10 @@ async fn a_400_is_dead_lettered_without_retries() {
     assert_eq!(receiver.next_hit().await.webhook_id, event.event_id.to_string());
     let dead = store.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!((dead[0].event.event_id, dead[0].attempts), (event.event_id, 1));
+    assert_eq!(
+        (dead[0].event.as_ref().map(|e| e.event_id), dead[0].attempts),
+        (Some(event.event_id), 1)
+    );
     let last_error = dead[0].last_error.as_deref().unwrap();
     assert!(
         last_error.contains("the receiver answered 400 Bad Request: rejected by the test receiver"),
@@ -337,6 +340,33 @@ async fn a_refused_connection_is_transient() {
         palisade_core::error::find::<HttpPublishError>(&error),
         Some(HttpPublishError::Transport(_))
     ));
+}
+
+#[tokio::test]
+async fn health_says_whether_the_last_attempt_reached_a_receiver() {
+    let mut receiver = Receiver::start().await;
+    let publisher = receiver.publisher();
+    assert_eq!(publisher.health(), PublisherHealth::Connected);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gone = listener.local_addr().unwrap();
+    drop(listener);
+    let unreachable = order_event().with_destination(format!("http://{gone}/hooks/Order"));
+    let error = publish_error(&publisher, &unreachable).await;
+    assert!(error.is_transient(), "{error}");
+    assert_eq!(publisher.health(), PublisherHealth::Disconnected);
+    let refused = order_event().with_destination("status/503");
+    let error = publish_error(&publisher, &refused).await;
+    assert!(error.is_transient(), "{error}");
+    assert_eq!(
+        publisher.health(),
+        PublisherHealth::Connected,
+        "any answer means the receiver is reachable"
+    );
+    assert_eq!(receiver.next_hit().await.path, "/hooks/status/503");
+    let event = order_event();
+    publisher.publish(&event).await.unwrap();
+    assert_eq!(receiver.next_hit().await.webhook_id, event.event_id.to_string());
+    assert_eq!(publisher.health(), PublisherHealth::Connected);
 }
 
 #[tokio::test(start_paused = true)]

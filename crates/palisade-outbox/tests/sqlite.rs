@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use palisade_outbox::sqlite::{SqliteStore, migrate};
 use palisade_outbox::{
-    ChannelPublisher, Disposition, Event, OutboxStore, PublishError, Publisher, Relay, Seen, process_once, stage,
+    ChannelPublisher, Disposition, Event, MAX_PAYLOAD_DEPTH, OutboxError, OutboxStore, PublishError, Publisher, Relay,
+    Seen, process_once, stage,
 };
 use serde_json::json;
 use sqlx::sqlite::SqlitePool;
@@ -63,7 +64,7 @@ async fn committed_events_are_claimable_and_rolled_back_ones_never() {
     stage(&mut tx, &discarded).await.unwrap();
     tx.rollback().await.unwrap();
 
-    let (lease, claimed) = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    let (lease, claimed, _) = store.claim(10, Duration::from_secs(30)).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].event, kept, "the event survives the database unchanged");
     assert_eq!(claimed[0].attempts, 0);
@@ -90,7 +91,7 @@ async fn a_claimed_or_retrying_aggregate_is_skipped_not_overtaken() {
     tx.commit().await.unwrap();
 
     // The first claim takes a1, b1, a2 (staging order).
-    let (first, claimed) = store.claim(3, Duration::from_secs(30)).await.unwrap();
+    let (first, claimed, _) = store.claim(3, Duration::from_secs(30)).await.unwrap();
     let ids: Vec<_> = claimed
         .iter()
         .map(|c| (c.event.aggregate_id.as_str(), c.event.version))
@@ -98,7 +99,7 @@ async fn a_claimed_or_retrying_aggregate_is_skipped_not_overtaken() {
     assert_eq!(ids, [("a", 1), ("b", 1), ("a", 2)]);
 
     // While both aggregates are claimed nothing else of them may go.
-    let (second, none) = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    let (second, none, _) = store.claim(10, Duration::from_secs(30)).await.unwrap();
     assert!(none.is_empty(), "later events of claimed aggregates wait: {none:?}");
     store.complete(second, &[], false).await.unwrap();
 
@@ -116,7 +117,7 @@ async fn a_claimed_or_retrying_aggregate_is_skipped_not_overtaken() {
     ];
     store.complete(first, &outcomes, false).await.unwrap();
 
-    let (third, claimed) = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    let (third, claimed, _) = store.claim(10, Duration::from_secs(30)).await.unwrap();
     let ids: Vec<_> = claimed
         .iter()
         .map(|c| (c.event.aggregate_id.as_str(), c.event.version))
@@ -132,9 +133,9 @@ async fn an_expired_lease_is_taken_over() {
     stage_all(&db.pool, &[order_event("a", 1)]).await;
 
     // A relay that claimed and vanished: a zero lease is already expired.
-    let (abandoned, claimed) = store.claim(10, Duration::ZERO).await.unwrap();
+    let (abandoned, claimed, _) = store.claim(10, Duration::ZERO).await.unwrap();
     assert_eq!(claimed.len(), 1);
-    let (lease, again) = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    let (lease, again, _) = store.claim(10, Duration::from_secs(30)).await.unwrap();
     assert_eq!(again.len(), 1, "an expired claim is taken over");
     // The vanished relay coming back cannot touch rows it no longer holds.
     store
@@ -261,7 +262,7 @@ async fn failing_publishes_dead_letter_after_the_cap_and_requeue_delivers() {
     );
     let dead = store.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].event, poison);
+    assert_eq!(dead[0].event.as_ref(), Some(&poison));
     assert_eq!(dead[0].attempts, 3);
     assert!(
         dead[0].last_error.as_deref().unwrap().contains("broker unreachable"),
@@ -462,4 +463,142 @@ async fn stage_all(pool: &SqlitePool, events: &[Event]) {
         stage(&mut tx, e).await.unwrap();
     }
     tx.commit().await.unwrap();
+}
+
+/// A JSON value nested `depth` arrays deep around `0`.
+fn nested(depth: usize) -> serde_json::Value {
+    (0..depth).fold(json!(0), |inner, _| json!([inner]))
+}
+
+/// Inserts a row around `stage`'s checks, as a hand-written `INSERT` could; returns its sequence.
+async fn insert_raw(pool: &SqlitePool, event_id: &str, aggregate: &str, payload: &str) -> i64 {
+    sqlx::query_scalar(
+        "INSERT INTO palisade_outbox
+            (event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version, payload, metadata)
+         VALUES (?, 'OrderUpdated', 'Order', ?, 'Order', '2026-12-01T10:00:00Z', 1, ?, '{}') RETURNING seq",
+    )
+    .bind(event_id)
+    .bind(aggregate)
+    .bind(payload)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn unreadable_rows_are_dead_lettered_counted_and_the_rest_published() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use palisade_core::telemetry::outbox as names;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let db = db().await;
+    let store = SqliteStore::new(db.pool.clone());
+    let too_deep = insert_raw(
+        &db.pool,
+        &uuid::Uuid::now_v7().to_string(),
+        "deep",
+        &nested(200).to_string(),
+    )
+    .await;
+    let bad_id = insert_raw(&db.pool, "not-a-uuid", "a", "{}").await;
+    let good = [order_event("a", 1), order_event("b", 1), order_event("a", 2)];
+    stage_all(&db.pool, &good).await;
+
+    let (publisher, mut rx) = ChannelPublisher::new(8);
+    let relay = Relay::builder(store.clone(), publisher).name("orders").build().unwrap();
+    let report = relay.run_batch().await.unwrap();
+    assert_eq!(
+        (report.claimed, report.published, report.failed, report.dead_lettered),
+        (5, 3, 2, 2)
+    );
+    let mut received = Vec::new();
+    for _ in 0..good.len() {
+        received.push(receive(&mut rx).await);
+    }
+    let of = |aggregate: &str| -> Vec<Event> {
+        received
+            .iter()
+            .filter(|e| e.aggregate_id == aggregate)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        of("a"),
+        [good[0].clone(), good[2].clone()],
+        "an unreadable row does not hold its aggregate back"
+    );
+    assert_eq!(of("b"), [good[1].clone()]);
+
+    let dead: Vec<(i64, Option<Event>, u32, Option<String>)> = store
+        .dead_letters(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.seq, d.event, d.attempts, d.last_error))
+        .collect();
+    assert_eq!(
+        dead,
+        [
+            (
+                too_deep,
+                None,
+                1,
+                Some(format!(
+                    "outbox row {too_deep} is malformed: payload: recursion limit exceeded at line 1 column 128"
+                ))
+            ),
+            (
+                bad_id,
+                None,
+                1,
+                Some(format!(
+                    "outbox row {bad_id} is malformed: event_id: invalid character: found `n` at 0"
+                ))
+            ),
+        ]
+    );
+    assert_eq!(
+        relay.run_batch().await.unwrap().claimed,
+        0,
+        "dead letters are not claimed again"
+    );
+    let mut counters: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        if let DebugValue::Counter(n) = value {
+            *counters.entry(key.key().name().to_owned()).or_default() += n;
+        }
+    }
+    assert_eq!(counters.get(names::PUBLISHED_TOTAL), Some(&3));
+    assert_eq!(counters.get(names::FAILED_TOTAL), Some(&2));
+    assert_eq!(counters.get(names::DEAD_LETTERED_TOTAL), Some(&2));
+}
+
+#[tokio::test]
+async fn staging_refuses_a_payload_nested_deeper_than_consumers_read() {
+    let db = db().await;
+    let mut tx = db.pool.begin().await.unwrap();
+    let too_deep = Event::new("OrderUpdated", "Order", "a", nested(MAX_PAYLOAD_DEPTH + 1));
+    let error = stage(&mut tx, &too_deep).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            OutboxError::PayloadTooDeep {
+                limit: MAX_PAYLOAD_DEPTH
+            }
+        ),
+        "{error:?}"
+    );
+    let deepest = Event::new("OrderUpdated", "Order", "a", nested(MAX_PAYLOAD_DEPTH));
+    stage(&mut tx, &deepest).await.unwrap();
+    tx.commit().await.unwrap();
+    let (lease, claimed, unreadable) = SqliteStore::new(db.pool.clone())
+        .claim(10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    drop(lease);
+    assert!(unreadable.is_empty());
+    let events: Vec<Event> = claimed.into_iter().map(|c| c.event).collect();
+    assert_eq!(events, [deepest], "only the readable event was staged");
 }

@@ -1,6 +1,6 @@
 use tokio::sync::mpsc;
 
-use super::Publisher;
+use super::{Publisher, PublisherHealth};
 use crate::envelope::Event;
 use crate::error::PublishError;
 
@@ -36,5 +36,14 @@ impl Publisher for ChannelPublisher {
             .send(event.clone())
             .await
             .map_err(|_| PublishError::transient(ChannelClosed))
+    }
+
+    /// Disconnected once the receiver was dropped.
+    fn health(&self) -> PublisherHealth {
+        if self.sender.is_closed() {
+            PublisherHealth::Disconnected
+        } else {
+            PublisherHealth::Connected
+        }
     }
 }

@@ -1,4 +1,6 @@
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use palisade_webhook::{InvalidId, Signer};
 use tokio::time::{Instant, error::Elapsed, timeout_at};
 
-use super::Publisher;
+use super::{Publisher, PublisherHealth};
 use crate::envelope::{Encoding, Event};
 use crate::error::{ConfigError, PublishError};
 
@@ -83,9 +85,15 @@ const EVENT_TYPE: HeaderName = HeaderName::from_static("palisade-event-type");
 /// # }
 /// # }
 /// ```
+///
+/// Each attempt takes a pooled connection or opens a new one, so a receiver that restarted or
+/// closed its connections is reached again at the next attempt. [`health`](Publisher::health)
+/// says whether the last attempt got an answer (any status) rather than a connection error or
+/// a timeout.
 #[derive(Debug, Clone)]
 pub struct HttpPublisher<C = HttpConnector> {
     client: Client<C, Full<Bytes>>,
+    reached: Arc<AtomicBool>,
     signer: Signer,
     base_url: Option<String>,
     encoding: Encoding,
@@ -227,6 +235,7 @@ impl<C> HttpPublisherBuilder<C> {
             .build(self.connector);
         Ok(HttpPublisher {
             client,
+            reached: Arc::new(AtomicBool::new(true)),
             signer: self.signer,
             base_url: self.base_url,
             encoding: self.encoding,
@@ -330,8 +339,9 @@ where
                 source,
             })
         };
-        let response = timeout_at(deadline, self.client.request(request))
-            .await
+        let response = timeout_at(deadline, self.client.request(request)).await;
+        self.reached.store(matches!(response, Ok(Ok(_))), Ordering::Relaxed);
+        let response = response
             .map_err(timed_out)?
             .map_err(|error| PublishError::transient(HttpPublishError::Transport(error)))?;
         let status = response.status();
@@ -371,6 +381,15 @@ where
     async fn publish(&self, event: &Event) -> Result<(), PublishError> {
         let request = self.request(event).map_err(PublishError::permanent)?;
         self.deliver(request).await
+    }
+
+    /// Connected unless the last attempt failed to connect, broke off or timed out.
+    fn health(&self) -> PublisherHealth {
+        if self.reached.load(Ordering::Relaxed) {
+            PublisherHealth::Connected
+        } else {
+            PublisherHealth::Disconnected
+        }
     }
 }
 

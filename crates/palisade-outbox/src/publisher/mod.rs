@@ -30,9 +30,41 @@ pub use http::{HttpPublishError, HttpPublisher, HttpPublisherBuilder};
 #[cfg(feature = "nats")]
 pub use nats::NatsPublisher;
 #[cfg(feature = "rabbitmq")]
-pub use rabbitmq::{RabbitMqPublisher, RabbitMqRejected};
+pub use rabbitmq::{RabbitMqConnectError, RabbitMqPublisher, RabbitMqRejected};
 #[cfg(feature = "redis")]
-pub use redis::RedisPublisher;
+pub use redis::{ReconnectingConnection, RedisPublisher};
+
+/// Whether a publisher can reach its broker right now, for a service's health endpoint
+/// ([`Relay::publisher_health`](crate::Relay::publisher_health)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublisherHealth {
+    /// The connection is up (or, for publishers without a lasting connection, the last
+    /// attempt reached the receiver).
+    Connected,
+    /// The connection is down; the publisher re-establishes it (see each publisher), and
+    /// events wait in the outbox meanwhile.
+    Disconnected,
+}
+
+/// An event field the broker's protocol cannot carry: a permanent error for that event only.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the event's {field} cannot be sent: {reason}")]
+pub struct UnsendableField {
+    /// The field, e.g. `routing key`.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl UnsendableField {
+    #[cfg(feature = "rabbitmq")]
+    fn too_long(field: &'static str, len: usize, limit: usize) -> Self {
+        Self {
+            field,
+            reason: format!("{len} bytes long, more than the {limit} the protocol carries"),
+        }
+    }
+}
 
 /// Sends events to a broker and resolves once the broker has accepted them.
 ///
@@ -79,6 +111,11 @@ pub trait Publisher: Send + Sync + 'static {
     fn publish_run<'a>(&'a self, events: &'a [Event]) -> impl Stream<Item = Result<(), PublishError>> + Send + 'a {
         stream::iter(events).then(move |event| self.publish(event))
     }
+
+    /// Whether the broker is reachable right now; the default says [`PublisherHealth::Connected`].
+    fn health(&self) -> PublisherHealth {
+        PublisherHealth::Connected
+    }
 }
 
 /// A pipelined run for brokers that keep one connection's messages in order: `send`s every
@@ -120,5 +157,9 @@ impl<P: Publisher> Publisher for Arc<P> {
 
     fn publish_run<'a>(&'a self, events: &'a [Event]) -> impl Stream<Item = Result<(), PublishError>> + Send + 'a {
         (**self).publish_run(events)
+    }
+
+    fn health(&self) -> PublisherHealth {
+        (**self).health()
     }
 }

@@ -1,8 +1,8 @@
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishAckFuture, context::PublishErrorKind};
+use async_nats::{HeaderMap, connection::State};
 use futures_util::Stream;
 
-use super::Publisher;
+use super::{Publisher, PublisherHealth, UnsendableField};
 use crate::envelope::{Encoding, Event};
 use crate::error::PublishError;
 
@@ -12,26 +12,81 @@ use crate::error::PublishError;
 /// goes in the `Nats-Msg-Id` header, so a stream with a duplicate window drops a redelivered
 /// event; `Content-Type` and `Palisade-Event-Type` headers are set too. A subject no stream
 /// captures fails (transient: the stream may be created later).
+///
+/// # Field limits
+///
+/// Every event is checked before it is sent, so its own data never produces a message the
+/// server answers with a protocol error (which ends the connection). Each of these is a
+/// permanent error for that event only, which is dead-lettered:
+///
+/// | field | limit |
+/// |---|---|
+/// | subject (prefix + destination) | not empty, no whitespace, no empty token (`a..b`, a leading or trailing `.`), at most 3,840 bytes (the protocol line holding it is at most 4,096 by default) |
+/// | event type (the `Palisade-Event-Type` header) | no carriage return or line feed |
+/// | message (headers + body) | at most the server's `max_payload` (1 MiB by default; read from the server when the publisher has its client) |
+///
+/// # Reconnection
+///
+/// The async-nats client reconnects by itself (by default without giving up), and JetStream
+/// publishes made while it is away fail as transient and are retried by the relay.
+/// [`health`](Publisher::health) is the client's connection state: give a publisher made
+/// with [`from_context`](Self::from_context) its client with [`with_client`](Self::with_client)
+/// so it can report it.
 #[derive(Debug, Clone)]
 pub struct NatsPublisher {
     jetstream: jetstream::Context,
+    client: Option<async_nats::Client>,
     prefix: String,
     encoding: Encoding,
+}
+
+/// The longest subject sent: the protocol line that carries it (with the reply subject and the
+/// sizes) is at most 4,096 bytes on a server with default settings.
+const MAX_SUBJECT_LEN: usize = 3840;
+
+/// The server's default `max_payload`, for a publisher without its client.
+const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// Why `subject` cannot be sent, if it cannot.
+fn subject_problem(subject: &str) -> Option<String> {
+    if subject.len() > MAX_SUBJECT_LEN {
+        return Some(format!(
+            "{} bytes long, more than the {MAX_SUBJECT_LEN} the protocol carries",
+            subject.len()
+        ));
+    }
+    if subject.bytes().any(|b| b.is_ascii_whitespace()) {
+        return Some(format!("{subject:?} contains whitespace"));
+    }
+    if subject.split('.').any(str::is_empty) {
+        return Some(format!("{subject:?} has an empty token"));
+    }
+    None
 }
 
 impl NatsPublisher {
     /// A publisher on `client`, with no subject prefix and the envelope encoding.
     pub fn new(client: async_nats::Client) -> Self {
-        Self::from_context(jetstream::new(client))
+        Self::from_context(jetstream::new(client.clone())).with_client(client)
     }
 
-    /// A publisher on a JetStream context (for a domain or API prefix).
+    /// A publisher on a JetStream context (for a domain or API prefix). Give it the context's
+    /// client with [`with_client`](Self::with_client), so it checks messages against the
+    /// server's own size limit and reports its connection's health.
     pub fn from_context(jetstream: jetstream::Context) -> Self {
         Self {
             jetstream,
+            client: None,
             prefix: String::new(),
             encoding: Encoding::default(),
         }
+    }
+
+    /// The client the JetStream context publishes through: its server's `max_payload` bounds
+    /// the messages sent, and its connection state is the publisher's health.
+    pub fn with_client(mut self, client: async_nats::Client) -> Self {
+        self.client = Some(client);
+        self
     }
 
     /// Prepends `prefix` to every destination (e.g. `events.` to publish `Order` on `events.Order`).
@@ -50,12 +105,46 @@ impl NatsPublisher {
 impl NatsPublisher {
     /// Sends `event` and returns the future of its ack (without waiting for it).
     async fn send(&self, event: &Event) -> Result<PublishAckFuture, PublishError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, event.event_id.to_string().as_str());
-        headers.insert("Content-Type", self.encoding.content_type());
-        headers.insert("Palisade-Event-Type", event.event_type.as_str());
+        let unsendable = |field, reason| PublishError::permanent(UnsendableField { field, reason });
         let subject = format!("{}{}", self.prefix, event.destination);
+        if let Some(problem) = subject_problem(&subject) {
+            return Err(unsendable("subject", problem));
+        }
+        if event.event_type.contains(['\r', '\n']) {
+            return Err(unsendable(
+                "event type",
+                "a header value cannot hold a carriage return or line feed".to_owned(),
+            ));
+        }
+        let event_id = event.event_id.to_string();
+        let content_type = self.encoding.content_type();
         let body = self.encoding.encode(event);
+        // `NATS/1.0\r\n`, each `name: value\r\n`, and the closing `\r\n`.
+        let header_len = 10
+            + [
+                ("Nats-Msg-Id", event_id.len()),
+                ("Content-Type", content_type.len()),
+                ("Palisade-Event-Type", event.event_type.len()),
+            ]
+            .iter()
+            .map(|(name, len)| name.len() + 2 + len + 2)
+            .sum::<usize>()
+            + 2;
+        let max_payload = self
+            .client
+            .as_ref()
+            .map_or(DEFAULT_MAX_PAYLOAD, |client| client.server_info().max_payload);
+        let size = header_len + body.len();
+        if size > max_payload {
+            return Err(unsendable(
+                "message",
+                format!("{size} bytes with its headers, more than the server's max_payload of {max_payload}"),
+            ));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.as_str());
+        headers.insert("Content-Type", content_type);
+        headers.insert("Palisade-Event-Type", event.event_type.as_str());
         self.jetstream
             .publish_with_headers(subject, headers, body.into())
             .await
@@ -77,6 +166,16 @@ impl Publisher for NatsPublisher {
     /// then yields the acks in order. A send that fails ends the run there.
     fn publish_run<'a>(&'a self, events: &'a [Event]) -> impl Stream<Item = Result<(), PublishError>> + Send + 'a {
         super::pipelined(events, |event| self.send(event), acked)
+    }
+
+    /// The client's connection state: connected, or not (the client is reconnecting). A
+    /// publisher without its client (see [`from_context`](NatsPublisher::from_context)) says
+    /// connected.
+    fn health(&self) -> PublisherHealth {
+        match self.client.as_ref().map(async_nats::Client::connection_state) {
+            Some(State::Connected) | None => PublisherHealth::Connected,
+            Some(State::Disconnected | State::Pending) => PublisherHealth::Disconnected,
+        }
     }
 }
 

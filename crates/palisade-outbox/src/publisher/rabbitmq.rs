@@ -1,26 +1,76 @@
+use std::sync::{Arc, Mutex, PoisonError};
+
 use futures_util::Stream;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use palisade_core::telemetry::outbox as names;
 
-use super::Publisher;
+use super::{Publisher, PublisherHealth, UnsendableField};
 use crate::envelope::{Encoding, Event};
 use crate::error::PublishError;
 
-/// Publishes to a RabbitMQ exchange with publisher confirms.
+/// The longest AMQP short string: the exchange, the routing key, and the `type` and
+/// `correlation_id` properties.
+const SHORT_STRING_MAX: usize = 255;
+
+/// The longest value of the `aggregate_type` and `aggregate_id` headers. AMQP lets a
+/// message's properties fill one frame, and a broker may set frames as small as 4,096 bytes;
+/// with every short string at its longest, two headers of this size still fit.
+const HEADER_VALUE_MAX: usize = 1024;
+
+/// Publishes to a RabbitMQ exchange with publisher confirms, on a connection of its own that
+/// it re-opens when it is lost.
 ///
 /// The routing key is the publisher's prefix followed by the event's destination. Messages are
 /// persistent (delivery mode 2) with `message_id` = event id, `type` = event type,
-/// `correlation_id` from the metadata, and the content type of the encoding. Publishes are
-/// `mandatory` by default: a message no queue receives counts as failed instead of vanishing.
+/// `correlation_id` from the metadata, the content type of the encoding, and the headers
+/// `aggregate_type` and `aggregate_id`. Publishes are `mandatory` by default: a message no
+/// queue receives counts as failed instead of vanishing.
+///
+/// # Field limits
+///
+/// Every field is checked before anything is sent, so an event's own data never produces a
+/// frame the broker answers by closing the connection:
+///
+/// | field | limit | when longer |
+/// |---|---|---|
+/// | routing key (prefix + destination) | 255 bytes | permanent error: the event is dead-lettered |
+/// | `type` (the event type) | 255 bytes | permanent error: the event is dead-lettered |
+/// | `correlation_id` | 255 bytes | left out, with a warning (the body still carries it) |
+/// | `aggregate_type`, `aggregate_id` headers | 1,024 bytes each | left out, with a warning (the body still carries them) |
+///
+/// # Reconnection
+///
+/// The publisher owns its connection and one confirm-mode channel. When the broker closes
+/// either (a restart, `rabbitmqctl close_connection`, a channel error), the next publish opens
+/// a new channel, or a new connection and channel, before sending; a publish that was in
+/// flight when the connection went fails as transient and is retried by the relay.
+/// [`health`](Publisher::health) says whether the channel is open right now.
 #[derive(Debug, Clone)]
 pub struct RabbitMqPublisher {
-    channel: Channel,
+    link: Arc<Link>,
     exchange: String,
     prefix: String,
     encoding: Encoding,
     mandatory: bool,
+}
+
+/// The connection and channel, shared by clones, and what is needed to open them again.
+struct Link {
+    uri: String,
+    properties: ConnectionProperties,
+    /// The current connection and its confirm channel, if they were opened.
+    current: Mutex<Option<(Arc<Connection>, Channel)>>,
+    /// Held while opening a connection or channel, so concurrent publishes open one.
+    reopening: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").finish_non_exhaustive()
+    }
 }
 
 /// The broker refused or could not route a message.
@@ -34,14 +84,91 @@ pub enum RabbitMqRejected {
     Unroutable(String),
 }
 
-impl RabbitMqPublisher {
-    /// Puts `channel` in confirm mode and publishes to `exchange` (`""` is the default exchange,
-    /// which routes to the queue named by the routing key).
-    pub async fn new(channel: Channel, exchange: impl Into<String>) -> Result<Self, lapin::Error> {
+/// Why [`RabbitMqPublisher::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RabbitMqConnectError {
+    /// The exchange name is longer than an AMQP short string (255 bytes).
+    #[error("exchange name is {0} bytes long; AMQP carries at most 255")]
+    ExchangeName(usize),
+    /// Connecting, opening the channel or turning on confirms failed.
+    #[error("connecting to RabbitMQ failed")]
+    Connect(#[source] lapin::Error),
+}
+
+/// Whether both the connection and the channel are open.
+fn open(connection: &Connection, channel: &Channel) -> bool {
+    connection.status().connected() && channel.status().connected()
+}
+
+impl Link {
+    /// The open channel, if there is one.
+    fn channel(&self) -> Option<Channel> {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current
+            .as_ref()
+            .filter(|(connection, channel)| open(connection, channel))
+            .map(|(_, channel)| channel.clone())
+    }
+
+    /// The open channel, opening a channel (and a connection, if that was lost too) first when
+    /// the current one was closed.
+    async fn open_channel(&self) -> Result<Channel, lapin::Error> {
+        if let Some(channel) = self.channel() {
+            return Ok(channel);
+        }
+        let _reopening = self.reopening.lock().await;
+        // Another publish may have re-opened it while this one waited.
+        if let Some(channel) = self.channel() {
+            return Ok(channel);
+        }
+        let live = {
+            let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+            current
+                .as_ref()
+                .map(|(connection, _)| connection.clone())
+                .filter(|connection| connection.status().connected())
+        };
+        let connection = match live {
+            Some(connection) => connection,
+            None => Arc::new(Connection::connect(&self.uri, self.properties.clone()).await?),
+        };
+        let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((connection, channel.clone()));
+        Ok(channel)
+    }
+}
+
+impl RabbitMqPublisher {
+    /// Connects to the broker at `uri` (`amqp://user:password@host:5672/vhost`), opens a
+    /// confirm-mode channel and publishes to `exchange` (`""` is the default exchange, which
+    /// routes to the queue named by the routing key).
+    pub async fn connect(uri: &str, exchange: impl Into<String>) -> Result<Self, RabbitMqConnectError> {
+        Self::connect_with(uri, ConnectionProperties::default(), exchange).await
+    }
+
+    /// [`connect`](Self::connect) with connection properties (a connection name, an executor);
+    /// every reconnection uses them too.
+    pub async fn connect_with(
+        uri: &str,
+        properties: ConnectionProperties,
+        exchange: impl Into<String>,
+    ) -> Result<Self, RabbitMqConnectError> {
+        let exchange = exchange.into();
+        if exchange.len() > SHORT_STRING_MAX {
+            return Err(RabbitMqConnectError::ExchangeName(exchange.len()));
+        }
+        let link = Arc::new(Link {
+            uri: uri.to_owned(),
+            properties,
+            current: Mutex::new(None),
+            reopening: tokio::sync::Mutex::new(()),
+        });
+        link.open_channel().await.map_err(RabbitMqConnectError::Connect)?;
         Ok(Self {
-            channel,
-            exchange: exchange.into(),
+            link,
+            exchange,
             prefix: String::new(),
             encoding: Encoding::default(),
             mandatory: true,
@@ -67,36 +194,69 @@ impl RabbitMqPublisher {
     }
 }
 
+/// `value` as a short string, or a permanent error naming `field` when it is too long.
+fn required_short(field: &'static str, value: &str) -> Result<ShortString, PublishError> {
+    if value.len() > SHORT_STRING_MAX {
+        return Err(PublishError::permanent(UnsendableField::too_long(
+            field,
+            value.len(),
+            SHORT_STRING_MAX,
+        )));
+    }
+    Ok(ShortString::from(value.to_owned()))
+}
+
+/// Whether optional `value` fits in `limit` bytes; warns that it is left out when not.
+fn fits(event: &Event, field: &'static str, value: &str, limit: usize) -> bool {
+    let fits = value.len() <= limit;
+    if !fits {
+        tracing::warn!(
+            target: names::TARGET, event_id = %event.event_id, field, len = value.len(), limit,
+            "outbox event field too long for AMQP; left out of the message properties"
+        );
+    }
+    fits
+}
+
 impl RabbitMqPublisher {
-    /// Sends `event` and returns its routing key and the pending publisher confirm.
-    async fn send(&self, event: &Event) -> Result<(String, PublisherConfirm), PublishError> {
-        let routing_key = format!("{}{}", self.prefix, event.destination);
+    /// The message properties of `event`, checked against AMQP's limits.
+    fn properties(&self, event: &Event) -> Result<BasicProperties, PublishError> {
         let mut headers = FieldTable::default();
-        headers.insert(
-            "aggregate_type".into(),
-            AMQPValue::LongString(event.aggregate_type.clone().into()),
-        );
-        headers.insert(
-            "aggregate_id".into(),
-            AMQPValue::LongString(event.aggregate_id.clone().into()),
-        );
+        for (name, value) in [
+            ("aggregate_type", &event.aggregate_type),
+            ("aggregate_id", &event.aggregate_id),
+        ] {
+            if fits(event, name, value, HEADER_VALUE_MAX) {
+                headers.insert(name.into(), AMQPValue::LongString(value.clone().into()));
+            }
+        }
         let mut properties = BasicProperties::default()
             .with_message_id(ShortString::from(event.event_id.to_string()))
-            .with_type(ShortString::from(event.event_type.clone()))
+            .with_type(required_short("event type", &event.event_type)?)
             .with_content_type(ShortString::from(self.encoding.content_type()))
             .with_delivery_mode(2)
             .with_timestamp(u64::try_from(event.timestamp.unix_timestamp()).unwrap_or(0))
             .with_headers(headers);
-        if let Some(correlation_id) = &event.metadata.correlation_id {
+        if let Some(correlation_id) = &event.metadata.correlation_id
+            && fits(event, "correlation id", correlation_id, SHORT_STRING_MAX)
+        {
             properties = properties.with_correlation_id(ShortString::from(correlation_id.clone()));
         }
+        Ok(properties)
+    }
+
+    /// Sends `event` and returns its routing key and the pending publisher confirm.
+    async fn send(&self, event: &Event) -> Result<(String, PublisherConfirm), PublishError> {
+        let routing_key = format!("{}{}", self.prefix, event.destination);
+        required_short("routing key", &routing_key)?;
+        let properties = self.properties(event)?;
         let options = BasicPublishOptions {
             mandatory: self.mandatory,
             ..BasicPublishOptions::default()
         };
         let body = self.encoding.encode(event);
-        let confirm = self
-            .channel
+        let channel = self.link.open_channel().await.map_err(PublishError::transient)?;
+        let confirm = channel
             .basic_publish(&self.exchange, &routing_key, options, &body, properties)
             .await
             .map_err(PublishError::transient)?;
@@ -121,5 +281,14 @@ impl Publisher for RabbitMqPublisher {
     /// then yields the confirms in order. A publish that fails ends the run there.
     fn publish_run<'a>(&'a self, events: &'a [Event]) -> impl Stream<Item = Result<(), PublishError>> + Send + 'a {
         super::pipelined(events, |event| self.send(event), confirmed)
+    }
+
+    /// Connected while the connection and its confirm channel are open.
+    fn health(&self) -> PublisherHealth {
+        if self.link.channel().is_some() {
+            PublisherHealth::Connected
+        } else {
+            PublisherHealth::Disconnected
+        }
     }
 }

@@ -1,8 +1,11 @@
-use futures_util::{Stream, StreamExt, stream};
-use redis::aio::ConnectionLike;
-use redis::{RedisError, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use super::Publisher;
+use futures_util::{Stream, StreamExt, stream};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+
+use super::{Publisher, PublisherHealth};
 use crate::envelope::{Encoding, Event};
 use crate::error::PublishError;
 
@@ -10,23 +13,138 @@ use crate::error::PublishError;
 ///
 /// The stream key is the publisher's prefix followed by the event's destination. Each entry
 /// has the fields `event_id`, `event_type`, `aggregate_type`, `aggregate_id`, `content_type`
-/// and `data` (the encoded event); consumers de-duplicate on `event_id`.
+/// and `data` (the encoded event); consumers de-duplicate on `event_id`. Redis commands are
+/// binary-safe, so no field of an event is too long or malformed for the protocol.
+///
+/// # Reconnection
+///
+/// Made with [`connect`](RedisPublisher::connect), the publisher opens a multiplexed
+/// connection of its own and opens a new one after the server closed it or it broke: the
+/// publish that finds it gone fails as transient (the relay retries it) and the next one goes
+/// out on the new connection. Made with [`new`](RedisPublisher::new), it publishes through the
+/// connection given, which recovers only if that connection does (redis's
+/// `ConnectionManager` does, a `MultiplexedConnection` does not).
+/// [`health`](Publisher::health) is disconnected from a publish that lost the connection until
+/// one gets a reply again.
 #[derive(Debug, Clone)]
 pub struct RedisPublisher<C> {
     connection: C,
     prefix: String,
     encoding: Encoding,
     max_len: Option<usize>,
+    connected: Arc<AtomicBool>,
+}
+
+/// A multiplexed connection to Redis that is opened again once it was lost: what a
+/// [`RedisPublisher::connect`] publishes through. Clones share the connection.
+#[derive(Clone)]
+pub struct ReconnectingConnection {
+    shared: Arc<Reconnecting>,
+}
+
+struct Reconnecting {
+    client: redis::Client,
+    current: Mutex<Option<MultiplexedConnection>>,
+    /// Held while connecting, so concurrent commands open one connection.
+    reopening: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for ReconnectingConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReconnectingConnection").finish_non_exhaustive()
+    }
+}
+
+/// Whether `error` means the connection is gone (rather than a command refused).
+fn connection_lost(error: &RedisError) -> bool {
+    error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error()
+}
+
+impl ReconnectingConnection {
+    fn current(&self) -> Option<MultiplexedConnection> {
+        self.shared
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The open connection, connecting first when there is none.
+    async fn connection(&self) -> RedisResult<MultiplexedConnection> {
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        let _reopening = self.shared.reopening.lock().await;
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        let connection = self.shared.client.get_multiplexed_async_connection().await?;
+        *self.shared.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Forgets the connection after `error` if it means the connection is gone.
+    fn check<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
+        if let Err(error) = &result
+            && connection_lost(error)
+        {
+            *self.shared.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        result
+    }
+}
+
+impl ConnectionLike for ReconnectingConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let mut connection = self.connection().await?;
+            self.check(connection.req_packed_command(cmd).await)
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let mut connection = self.connection().await?;
+            self.check(connection.req_packed_commands(pipeline, offset, count).await)
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.shared.client.get_connection_info().redis.db
+    }
+}
+
+impl RedisPublisher<ReconnectingConnection> {
+    /// Connects through `client` (`redis::Client::open("redis://host:6379")`), and connects
+    /// again whenever the connection was lost; see [reconnection](RedisPublisher#reconnection).
+    pub async fn connect(client: redis::Client) -> RedisResult<Self> {
+        let connection = ReconnectingConnection {
+            shared: Arc::new(Reconnecting {
+                client,
+                current: Mutex::new(None),
+                reopening: tokio::sync::Mutex::new(()),
+            }),
+        };
+        connection.connection().await?;
+        Ok(Self::new(connection))
+    }
 }
 
 impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisPublisher<C> {
-    /// A publisher on `connection` (a multiplexed connection or a connection manager).
+    /// A publisher on `connection` (a multiplexed connection or a connection manager); see
+    /// [reconnection](RedisPublisher#reconnection).
     pub fn new(connection: C) -> Self {
         Self {
             connection,
             prefix: String::new(),
             encoding: Encoding::default(),
             max_len: None,
+            connected: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -50,6 +168,12 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisPublisher<C> {
 }
 
 impl<C> RedisPublisher<C> {
+    /// Notes whether the connection answered (`result` is a reply, even an error reply).
+    fn track<T>(&self, result: &RedisResult<T>) {
+        let lost = result.as_ref().is_err_and(connection_lost);
+        self.connected.store(!lost, Ordering::Relaxed);
+    }
+
     /// The `XADD` for `event`.
     fn xadd(&self, event: &Event) -> redis::Cmd {
         let mut cmd = redis::cmd("XADD");
@@ -77,10 +201,9 @@ impl<C> RedisPublisher<C> {
 impl<C: ConnectionLike + Clone + Send + Sync + 'static> Publisher for RedisPublisher<C> {
     async fn publish(&self, event: &Event) -> Result<(), PublishError> {
         let mut connection = self.connection.clone();
-        self.xadd(event)
-            .query_async::<String>(&mut connection)
-            .await
-            .map_err(PublishError::transient)?;
+        let result = self.xadd(event).query_async::<String>(&mut connection).await;
+        self.track(&result);
+        result.map_err(PublishError::transient)?;
         Ok(())
     }
 
@@ -94,19 +217,29 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Publisher for RedisPubli
                 pipeline.add_command(self.xadd(event));
             }
             let mut connection = self.connection.clone();
-            let replies: Vec<Result<(), PublishError>> =
-                match connection.req_packed_commands(&pipeline, 0, events.len()).await {
-                    Ok(replies) => replies
-                        .into_iter()
-                        .map(|reply| match reply {
-                            Value::ServerError(error) => Err(PublishError::transient(RedisError::from(error))),
-                            _ => Ok(()),
-                        })
-                        .collect(),
-                    Err(error) => vec![Err(PublishError::transient(error))],
-                };
+            let result = connection.req_packed_commands(&pipeline, 0, events.len()).await;
+            self.track(&result);
+            let replies: Vec<Result<(), PublishError>> = match result {
+                Ok(replies) => replies
+                    .into_iter()
+                    .map(|reply| match reply {
+                        Value::ServerError(error) => Err(PublishError::transient(RedisError::from(error))),
+                        _ => Ok(()),
+                    })
+                    .collect(),
+                Err(error) => vec![Err(PublishError::transient(error))],
+            };
             stream::iter(replies)
         })
         .flatten()
+    }
+
+    /// Disconnected after a publish lost the connection, until one gets a reply again.
+    fn health(&self) -> PublisherHealth {
+        if self.connected.load(Ordering::Relaxed) {
+            PublisherHealth::Connected
+        } else {
+            PublisherHealth::Disconnected
+        }
     }
 }
