@@ -43,12 +43,7 @@ async fn publish_through_fault(test: &str, action: Action) -> Option<usize> {
         .await
         .unwrap();
     let proxy = FaultProxy::start(upstream_of(&rabbit.url, 5672)).await.unwrap();
-    let connection = lapin::Connection::connect(&via(&rabbit.url, &proxy), lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let publisher = RabbitMqPublisher::new(connection.create_channel().await.unwrap(), "")
-        .await
-        .unwrap();
+    let publisher = RabbitMqPublisher::connect(&via(&rabbit.url, &proxy), "").await.unwrap();
     let relay = Relay::builder(PgStore::new(pg.pool.clone()), publisher)
         .workers(1)
         .batch_size(8)
@@ -149,7 +144,6 @@ async fn publish_through_fault(test: &str, action: Action) -> Option<usize> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails today: the RabbitMQ publisher keeps its closed channel after the connection drops, so no retry is delivered"]
 async fn a_confirm_lost_with_the_connection_is_published_again_with_the_same_message_id() {
     let Some(twice) = publish_through_fault("fault_rabbit_confirm", Action::Cut).await else {
         return;
