@@ -160,7 +160,13 @@ impl SimState {
             Some(_) => None,
             None => {
                 let id = format!("ch_{}", uuid::Uuid::now_v7().simple());
-                self.charges.insert(key, Charge { id: id.clone(), request });
+                self.charges.insert(
+                    key,
+                    Charge {
+                        id: id.clone(),
+                        request,
+                    },
+                );
                 Some(id)
             }
         }
@@ -186,7 +192,10 @@ async fn charge(State(sim): State<PaymentsSim>, headers: HeaderMap, body: Bytes)
     let mut state = sim.lock();
     if state.rng.f64() < mode.failure_rate {
         let status = StatusCode::from_u16(mode.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        return (status, Json(json!({ "error": { "type": "simulated", "message": "simulated payment failure" } })))
+        return (
+            status,
+            Json(json!({ "error": { "type": "simulated", "message": "simulated payment failure" } })),
+        )
             .into_response();
     }
     let charged = match recorded {

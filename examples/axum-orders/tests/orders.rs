@@ -1048,12 +1048,18 @@ async fn credentials_in_urls_and_secrets_never_reach_errors_or_debug_output() {
     // Nothing listens on port 1.
     config.nats_url = Some("nats://user:hunter2@127.0.0.1:1".to_owned());
     let err = app(&config).await.unwrap_err().to_string();
-    assert!(err.starts_with("cannot connect to NATS at nats://user:***@127.0.0.1:1"), "{err}");
+    assert!(
+        err.starts_with("cannot connect to NATS at nats://user:***@127.0.0.1:1"),
+        "{err}"
+    );
     assert!(!err.contains("hunter2"), "{err}");
     let nats_url = config.nats_url.take();
     config.redis_url = Some("redis://:hunter2@127.0.0.1:1".to_owned());
     let err = app(&config).await.unwrap_err().to_string();
-    assert!(err.starts_with("cannot connect to Redis at redis://:***@127.0.0.1:1"), "{err}");
+    assert!(
+        err.starts_with("cannot connect to Redis at redis://:***@127.0.0.1:1"),
+        "{err}"
+    );
     assert!(!err.contains("hunter2"), "{err}");
     config.nats_url = nats_url;
 
