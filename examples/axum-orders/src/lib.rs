@@ -465,8 +465,8 @@ impl App {
 
     /// Cancels the orders left unfinished for longer than
     /// [`Config::abandon_after`] and refunds their payments; returns how many
-    /// it cancelled. The service does this on its own every minute (or every
-    /// `abandon_after` when shorter); this runs it now.
+    /// it cancelled. The service does this on its own at start-up and then
+    /// every minute; this runs it now.
     pub async fn cancel_abandoned(&self) -> Result<usize, BoxError> {
         self.compensation.run().await
     }
@@ -514,11 +514,10 @@ impl Compensation {
         }
     }
 
-    /// Runs every minute, or every `abandon_after` when shorter, until aborted.
+    /// Runs at once and then every minute, until aborted.
     fn spawn(self) -> JoinHandle<()> {
-        let period = self.abandon_after.min(Duration::from_secs(60));
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
@@ -613,6 +612,13 @@ fn prometheus() -> PrometheusHandle {
 /// Opens the database (creating the tables when missing), builds the
 /// payments client stack, starts the outbox relay and returns the routes.
 pub async fn app(config: &Config) -> Result<App, BoxError> {
+    if config.abandon_after <= config.request_timeout {
+        return Err(
+            "abandon_after (--abandon-after) must exceed request_timeout (--request-timeout): \
+                    an order still being created is never cancelled"
+                .into(),
+        );
+    }
     let database = Database::connect(&config.database_url).await?;
     let metrics = prometheus();
     let published = Arc::new(AtomicU64::new(0));
@@ -641,11 +647,6 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         }
         Layers::Off => (plain_payments_client(&config.payments), None),
     };
-    if config.abandon_after <= config.request_timeout {
-        return Err(
-            "abandon_after must exceed request_timeout: an order still being created is never cancelled".into(),
-        );
-    }
     let payments_base = config.payments_url.to_string();
     let charges_uri = format!("{}/charges", payments_base.trim_end_matches('/')).parse()?;
     let refunds_uri = format!("{}/refunds", payments_base.trim_end_matches('/')).parse()?;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum_orders::{App, Backend, Config, Database, Layers, Mode, PaymentsSim, app, generate_secret};
+use axum_orders::{App, Backend, Config, Database, Layers, Mode, PaymentsSim, app, generate_secret, parse_duration};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
@@ -1072,4 +1072,72 @@ async fn credentials_in_urls_and_secrets_never_reach_errors_or_debug_output() {
         path.push(suffix);
         let _ = std::fs::remove_file(path);
     }
+}
+
+// The lease that keeps an order from being cancelled while an attempt may still be running is
+// wall-clock time in the database, so this waits 300 ms of real time for it to age.
+#[tokio::test]
+async fn an_order_never_finished_is_cancelled_and_its_payment_refunded() {
+    let fx = Fixture::start(|config| {
+        config.request_timeout = Duration::from_millis(100);
+        config.abandon_after = Duration::from_millis(300);
+    })
+    .await;
+    fail_staging(&fx, "injected fault").await;
+    let (res, _) = fx.send(post_order(Some("abandoned"), ORDER)).await;
+    assert_problem(&res, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(fx.sim.charges(), 1);
+    assert_eq!(fx.app.cancel_abandoned().await.unwrap(), 0, "the attempt is too recent");
+    assert_eq!(fx.sim.refunds(), 0);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fx.app.cancel_abandoned().await.unwrap(), 1);
+    assert_eq!(fx.sim.refunds(), 1);
+    assert_eq!(fx.app.cancel_abandoned().await.unwrap(), 0, "cancelled once");
+
+    // A retry after that learns the order is gone; nothing is charged again.
+    repair_staging(&fx).await;
+    let (res, body) = fx.send(post_order(Some("abandoned"), ORDER)).await;
+    assert_problem(&res, StatusCode::CONFLICT);
+    assert_eq!(json(&body)["title"], "The order was cancelled");
+    assert_eq!(fx.sim.requests(), 1);
+    assert_eq!(fx.sim.charges(), 1);
+    assert_eq!(fx.sim.refunds(), 1);
+    assert!(fx.orders().await.is_empty());
+
+    // An order whose charge never reached payments is cancelled without a refund.
+    fx.fail_payments(503);
+    let (res, _) = fx.send(post_order(Some("never-charged"), ORDER)).await;
+    assert_problem(&res, StatusCode::BAD_GATEWAY);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fx.app.cancel_abandoned().await.unwrap(), 1);
+    assert_eq!(fx.sim.refunds(), 1);
+    fx.finish().await;
+}
+
+#[test]
+fn durations_are_read_with_their_unit() {
+    assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+    assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+    assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+    for bad in ["", "10", "s", "1.5s", "-1s", "10 s", "0s"] {
+        assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+    }
+}
+
+#[tokio::test]
+async fn an_abandon_delay_within_the_request_timeout_is_refused() {
+    let mut config = Config::new(
+        "sqlite::memory:",
+        "http://127.0.0.1:9".parse().unwrap(),
+        generate_secret().unwrap(),
+        generate_secret().unwrap(),
+    );
+    config.abandon_after = config.request_timeout;
+    let err = app(&config).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with("abandon_after (--abandon-after) must exceed request_timeout"),
+        "{err}"
+    );
 }
