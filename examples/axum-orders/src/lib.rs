@@ -13,33 +13,60 @@
 //! | `--database-url` | `DATABASE_URL` | `sqlite:axum-orders.db` | `sqlite:<file>` or `postgres://…` ([`Database`]); any other scheme is refused |
 //! | `--redis-url` | `REDIS_URL` | none (memory) | idempotency and webhook replay stores in Redis |
 //! | `--nats-url` | `NATS_URL` | none (in-process channel) | outbox publishes to JetStream `orders.events.<type>`, stream `ORDERS` |
-//! | `--payments-url` | `PAYMENTS_URL` | none (simulator) | a real payments service |
+//! | `--payments-url` | `PAYMENTS_URL` | none (simulator) | a real payments service: `POST {url}/charges` and `POST {url}/refunds`, with a provider's idempotency rules ([`payments_sim`] keeps them) |
 //! | `--payments-sim-listen` | `PAYMENTS_SIM_LISTEN` | `127.0.0.1:3001` | the built-in simulator's address |
 //! | `--webhook-secret` | `WEBHOOK_SECRET` | generated, printed | Standard Webhooks `whsec_` secret |
 //! | `--stripe-secret` | `STRIPE_SECRET` | generated, printed | Stripe `whsec_` secret |
 //! | `--layers` | `PALISADE_LAYERS` | `on` | `off` drops every palisade layer ([`Layers`]), to measure their cost |
+//! | `--request-timeout` | `REQUEST_TIMEOUT` | `10s` | [`Config::request_timeout`]: time allowed to one request on the orders routes (`500ms`, `10s`, `2m`: [`parse_duration`]) |
+//! | `--abandon-after` | `ABANDON_AFTER` | `15m` | [`Config::abandon_after`]: an order unfinished this long after its last attempt is cancelled and refunded; must exceed the request timeout |
 //!
 //! A bad flag (an unsupported database URL, a secret without `whsec_`, an
-//! unreachable Redis or NATS) stops the start with a message and exit code 1.
+//! unreachable Redis or NATS, an abandon delay within the request timeout)
+//! stops the start with a message and exit code 1; a malformed duration is a
+//! usage error (exit code 2). Messages show URLs with their password replaced
+//! by `***` ([`redact_url`]); generated secrets are printed once, at start-up,
+//! and [`Config`]'s `Debug` output shows neither secrets nor passwords.
 //!
 //! # Routes
 //!
 //! - `POST /orders`: JSON `{"customer_id", "items": [{"product_id", "quantity" ≥ 1}],
-//!   "total_amount" ≥ 0, "currency"}` with a required `Idempotency-Key`. Charges the
-//!   payment through the client stack, then stores the order and its `OrderCreated`
-//!   event in one database transaction ([`palisade::outbox::stage()`]) and answers 201
-//!   with the order. Malformed JSON is a 400, invalid fields a 422, payments failing
-//!   after the retries a 502, the payments breaker open or bulkhead full a 503 with
-//!   `Retry-After`, all `application/problem+json`; in none of those is an order stored.
-//!   A repeat with the same key answers the stored response with
-//!   `Idempotent-Replayed: true` and charges nothing.
-//! - `GET /orders/{id}` (200 or 404) and `GET /orders`.
+//!   "total_amount" ≥ 0, "currency"}` with a required `Idempotency-Key`. Stores the
+//!   order, charges it through the client stack, then marks it `pending` and stages
+//!   its `OrderCreated` event in one database transaction ([`palisade::outbox::stage()`])
+//!   and answers 201 with the order (see "Creating an order" below for the steps and
+//!   what each failure leaves). The answers, all failures `application/problem+json`
+//!   and none carrying an internal error's text:
+//!   - 400 malformed JSON or no key, 422 invalid fields, or the key already used
+//!     for another order (by this caller);
+//!   - 402 the payment was declined (payments answered 402), 422 payments refused
+//!     the charge with another 4xx: final for this key, and never retried;
+//!   - 502 payments failed or could not be reached after the retries, 503 with
+//!     `Retry-After` when payments asked to slow down (408, 409, 429), the payments
+//!     breaker is open or its bulkhead full: the charge is unconfirmed, and a retry
+//!     with the same key charges at most once;
+//!   - 503 with `Retry-After` when the order could not be stored after its charge:
+//!     a retry with the same key finishes it without charging again;
+//!   - 409 when the order under this key was cancelled and refunded (see
+//!     [`Config::abandon_after`]): a new order needs a new key;
+//!   - 500 when the database fails before anything is charged.
+//!
+//!   A repeat of a stored answer is replayed with `Idempotent-Replayed: true`
+//!   and charges nothing.
+//! - `GET /orders/{id}` (200 or 404) and `GET /orders` (oldest first): the
+//!   orders whose payment was taken (`pending`, `paid`, `payment_failed`); an
+//!   order still being created, declined or cancelled is not shown.
 //! - `POST /webhooks/payments`: Standard Webhooks, verified by the webhook
 //!   layer with a replay store (memory, or Redis with [`Config::redis_url`]); `{"type": "payment.succeeded" |
-//!   "payment.failed", "data": {"order_id"}}` sets the order's status to
-//!   `paid` / `payment_failed` and answers 204. A redelivered message id is
-//!   answered 200 and not applied again; a forged or tampered one is a 401,
-//!   an unsigned one a 400, an unknown order a 404.
+//!   "payment.failed", "data": {"order_id"}}` moves a `pending` order to
+//!   `paid` / `payment_failed` and answers 204. Statuses only move forward:
+//!   providers do not promise the order of their events, so an event for an
+//!   order already `paid` or `payment_failed` is answered 200 (acknowledged,
+//!   so it is not redelivered), changes nothing, and is counted
+//!   ([`LATE_EVENTS_METRIC`], and `webhooks.late_events` in `/health`). A
+//!   redelivered message id is answered 200 and not applied again; a forged
+//!   or tampered one is a 401, an unsigned one a 400, an unknown order (or one
+//!   not yet charged) a 404.
 //! - `POST /webhooks/stripe`: the same for Stripe's `Stripe-Signature` and
 //!   `payment_intent.succeeded` / `payment_intent.payment_failed` with
 //!   `data.object.metadata.order_id` (the event's `id` is the replay key).
@@ -51,7 +78,8 @@
 //!   in use: `"database": {"backend": "sqlite" | "postgres", "up"}`, `"redis": {"up"}`
 //!   with Redis, `"nats": {"up", "state"}` with NATS, `"idempotency"` and
 //!   `"webhook_replay"` (`"memory"`, `"redis"`, or `"none"` with the layers off),
-//!   `"outbox_publisher"`. The status:
+//!   `"outbox_publisher"`, and `"webhooks": {"late_events"}` (payment events
+//!   ignored because their order was already settled). The status:
 //!   - 200 `"ok"`: everything answers;
 //!   - 200 `"degraded"`: the NATS broker is unreachable. Orders are still taken:
 //!     their events wait in the outbox (`outbox.pending` grows) and leave once the
@@ -65,11 +93,14 @@
 //! `POST /orders`, `GET /orders` and `GET /orders/{id}` share one stack, in
 //! palisade's canonical server order:
 //!
-//! 1. **Idempotency** (`POST` only; key required; memory store, or with
-//!    [`Config::redis_url`] a Redis store shared by every instance, so a retry
-//!    landing on another instance is replayed too): a replay skips everything
-//!    inside, so it neither charges, stages an event nor takes a bulkhead permit.
-//!    5xx answers are not stored, so a client may retry after a payments failure.
+//! 1. **Idempotency** (`POST` only; key required; scoped by the caller's
+//!    `Authorization`; memory store, or with [`Config::redis_url`] a Redis
+//!    store shared by every instance, so a retry landing on another instance is
+//!    replayed too): a replay skips everything inside, so it neither charges,
+//!    stages an event nor takes a bulkhead permit. 5xx answers are not stored,
+//!    so a client may retry after a payments or database failure; the handler
+//!    keeps that retry to one charge and one order on its own (below), whether
+//!    or not this layer saw the first attempt finish.
 //! 2. **Outbox publish hook**: gives the handler the request's
 //!    [`OutboxContext`] and, after a `POST`, wakes the relay when the response is
 //!    ready, so the `OrderCreated` event leaves at once instead of at the next poll.
@@ -77,19 +108,68 @@
 //!    requests in the handlers, no queue: the excess is a 503 problem+json with
 //!    `Retry-After` at once, so an overload sheds instead of piling up. `/health`
 //!    reports it under `api.bulkhead`.
-//! 4. **Timeout** ([`Config::request_timeout`]): a 504 problem+json; a request
-//!    cut off never stores its order (the transaction is dropped uncommitted).
+//! 4. **Timeout** ([`Config::request_timeout`], `--request-timeout`): a 504
+//!    problem+json; a request cut off never shows its order (the last
+//!    transaction is dropped uncommitted), and a retry with the same key
+//!    finishes it with the charge the first attempt may have made.
 //! 5. The handler.
 //!
 //! The webhook routes are verified first (see the routes above); `/health` and
 //! `/metrics` have no layer, so they answer under overload.
 //!
+//! # Creating an order: one charge, one order
+//!
+//! Whatever fails, and wherever, a client that retries `POST /orders` with the
+//! same `Idempotency-Key` (and the same order) gets exactly one charge and one
+//! order; a client that never comes back is refunded. The handler keeps this
+//! by itself, with the database as the log of each step: it holds with the
+//! layers off, on any instance, and when the first attempt was cut off by the
+//! request timeout or a dropped connection.
+//!
+//! 1. **The order's id derives from the caller and the key**: `ord_` and 32
+//!    hex digits of SHA-256 over the caller's principal (its `Authorization`
+//!    header, or none) and the key. Every attempt of one order names the same
+//!    row and the same charge; two callers using the same key never meet.
+//!    Without a key (with the layers off) every request is a new order.
+//! 2. **Stored first**: the order is inserted as `new` (unless its row exists)
+//!    with a fingerprint of what was ordered, before anything is charged. A row
+//!    from an earlier attempt is checked: another order under the key is a 422;
+//!    one already finished is answered 201 as it was; one declined is the 402
+//!    again; one cancelled a 409. Every attempt also leases the row (the time it
+//!    began), which keeps step 5 away while it may still run.
+//! 3. **Charged under the order's id**: `POST {payments_url}/charges` with
+//!    `Idempotency-Key: <order id>` and the body `{"order_id", "amount",
+//!    "currency"}`, both made from the stored row, so a retry sends the same key
+//!    with the same body and a provider answers the first charge instead of
+//!    making another (or refusing a reused key). A decline (4xx) marks the order
+//!    `declined`; an unconfirmed charge leaves it `new` for the retry.
+//! 4. **Finished in one transaction**: `new` becomes `pending` and the
+//!    `OrderCreated` event is staged together. If that fails, the answer is a
+//!    503 with `Retry-After`, and the retry finds the order `new`, charges it
+//!    again under the same key (payments answers the first charge) and
+//!    finishes it. Two attempts racing each other finish it once: the other
+//!    answers the finished order.
+//! 5. **The compensating step**: an order left `new` for
+//!    [`Config::abandon_after`] (default 15 minutes) after its last attempt
+//!    (the client gave up) is marked `refunding`, refunded with
+//!    `POST {payments_url}/refunds` `{"order_id"}` (`Idempotency-Key:
+//!    refund-<order id>`; a 404, nothing was charged, counts as done) and marked
+//!    `cancelled`; a failed refund is tried again at the next run. It runs at
+//!    start-up and every minute ([`App::cancel_abandoned`] runs it at once).
+//!    A later retry of the key is a 409. The delay must exceed the request
+//!    timeout, so no attempt can still be charging an order being refunded.
+//!
+//! An order's statuses: `new` → `pending` (charged) → `paid` or
+//! `payment_failed` (webhooks); `new` → `declined`; `new` → `refunding` →
+//! `cancelled`. Only `pending`, `paid` and `payment_failed` are shown by the
+//! routes.
+//!
 //! # The payments client stack, outermost first
 //!
-//! The client's `Idempotency-Key` is forwarded to the payments service, so a
-//! retried charge (by the stack or by the client) charges once.
+//! Every charge carries the `Idempotency-Key` derived above, so a retried
+//! charge (by the stack or by the client) charges once.
 //!
-//! 1. **Idempotency key** (the forwarded one; a fresh one if none).
+//! 1. **Idempotency key** (the one set by the handler; a fresh one if none).
 //! 2. **Retry** ([`HttpRetryPolicy`]): 503, 429, 408, timeouts and connect
 //!    errors, [`PaymentsConfig::max_attempts`] attempts with exponential backoff
 //!    and full jitter. Outside the breaker, so an open breaker is never retried.
@@ -107,8 +187,10 @@
 //! serves the same routes with the same handlers and no palisade layer, so a load
 //! benchmark can compare the cost of the layers against the bare service:
 //!
-//! - no idempotency layer: `Idempotency-Key` is neither required nor remembered,
-//!   so a repeated `POST /orders` creates (and charges) another order;
+//! - no idempotency layer: `Idempotency-Key` is not required and no answer is
+//!   stored or replayed; a repeated key still names the same order, which the
+//!   handler answers from the database without charging again, and an order
+//!   without a key is always a new one;
 //! - no outbox publish hook: events are still staged in the order's transaction,
 //!   and the relay finds them at its next poll (every second) instead of at once;
 //! - no server bulkhead: the orders routes keep only the request timeout;
@@ -275,7 +357,8 @@ pub struct Config {
     /// Where orders and the outbox live: `sqlite:<file>` (created when
     /// missing) or `postgres://…` (see [`Database`]).
     pub database_url: String,
-    /// The payments service's base URL; charges go to `{payments_url}/charges`.
+    /// The payments service's base URL; charges go to `{payments_url}/charges`,
+    /// refunds to `{payments_url}/refunds`.
     pub payments_url: Uri,
     /// Standard Webhooks secret (`whsec_...`) of `POST /webhooks/payments`.
     pub webhook_secret: String,
@@ -304,12 +387,14 @@ pub struct Config {
     /// bulkhead, which answers the excess 503 at once instead of queueing it.
     pub max_concurrent_requests: usize,
     /// Time allowed to one request on the orders routes (default 10 s, above
-    /// the payments stack's worst case of three 2 s attempts and their backoff).
+    /// the payments stack's worst case of three 2 s attempts and their backoff;
+    /// `--request-timeout`, env `REQUEST_TIMEOUT`).
     pub request_timeout: Duration,
     /// How long an order may stay unfinished after its last attempt before
     /// it is cancelled and its payment, if any, refunded (default 15 minutes;
     /// must exceed [`Config::request_timeout`], so no attempt is still
-    /// running). See the crate docs, "Creating an order".
+    /// running; `--abandon-after`, env `ABANDON_AFTER`). See the crate docs,
+    /// "Creating an order".
     pub abandon_after: Duration,
 }
 
