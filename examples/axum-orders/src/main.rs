@@ -98,7 +98,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
             let addr = listener.local_addr()?;
             // Ends with the process.
             tokio::spawn(axum::serve(listener, PaymentsSim::default().router()).into_future());
-            println!("payments simulator on http://{addr} (POST /charges, GET /charges, GET|PUT /mode)");
+            println!("payments simulator on http://{addr} (POST /charges, GET /charges, POST /refunds, GET|PUT /mode)");
             format!("http://{addr}").parse()?
         }
     };
