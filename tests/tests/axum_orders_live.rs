@@ -5,7 +5,11 @@
 //! PostgreSQL + Redis + NATS together the order is stored in Postgres, seen by
 //! a second instance, updated by a webhook, and its event published; with a
 //! private `nats-server` stopped mid-test the service stays up ("degraded")
-//! and the events wait in the outbox until the broker is back.
+//! and the events wait in the outbox until the broker is back; on PostgreSQL
+//! an order whose storing failed after its charge is finished by a retry on
+//! another instance with one charge, two principals using one key get two
+//! orders, a late webhook leaves a paid order paid, and an order never
+//! finished is cancelled and refunded.
 
 use axum::body::Body;
 use axum_orders::{App, Config, PaymentsSim, app, generate_secret};

@@ -110,7 +110,7 @@ const RESERVE_ORDER: &str = "INSERT INTO orders
      (id, status, customer_id, items, total_amount, currency, created_at, request_hash, leased_at)
      VALUES ($1, 'new', $2, $3, $4, $5, $6, $7, $8)
      ON CONFLICT (id) DO NOTHING";
-const LEASE: &str = "UPDATE orders SET leased_at = $1 WHERE id = $2 AND status = 'new'";
+const LEASE: &str = "UPDATE orders SET leased_at = $1 WHERE id = $2 AND status = 'new' AND request_hash = $3";
 const SELECT_ORDER: &str = "SELECT id, status, customer_id, items, total_amount, currency, created_at FROM orders";
 const SELECT_HASH: &str = "SELECT request_hash FROM orders WHERE id = $1";
 const COMPLETE: &str = "UPDATE orders SET status = 'pending' WHERE id = $1 AND status = 'new'";
@@ -286,8 +286,9 @@ impl Database {
     }
 
     /// Stores `order` as `new` unless an order with its id exists, and leases
-    /// it to this request (when `new`: see [`Database::abandoned`]). Returns
-    /// the order as stored, with the fingerprint it was first requested with.
+    /// it to this request when it is `new` and was requested with the same
+    /// fingerprint (see [`Database::abandoned`]). Returns the order as stored,
+    /// with the fingerprint it was first requested with.
     pub(crate) async fn reserve(
         &self,
         order: &Order,
@@ -308,7 +309,7 @@ impl Database {
                 .bind(now_ms)
                 .execute(pool)
                 .await?;
-            sqlx::query(LEASE).bind(now_ms).bind(&order.id).execute(pool).await?;
+            sqlx::query(LEASE).bind(now_ms).bind(&order.id).bind(request_hash).execute(pool).await?;
             let row: Option<OrderRow> = sqlx::query_as(&select).bind(&order.id).fetch_optional(pool).await?;
             let hash: Option<String> = sqlx::query_scalar(SELECT_HASH).bind(&order.id).fetch_optional(pool).await?;
             Ok(row.zip(hash))
