@@ -1074,15 +1074,23 @@ async fn credentials_in_urls_and_secrets_never_reach_errors_or_debug_output() {
     }
 }
 
-// The lease that keeps an order from being cancelled while an attempt may still be running is
-// wall-clock time in the database, so this waits 300 ms of real time for it to age.
+/// Moves every order's lease 16 minutes into the past, as that much time
+/// passing without another attempt would (the lease is wall-clock time in the
+/// database, which paused tokio time does not move).
+async fn age_leases(fx: &Fixture) {
+    let Database::Sqlite(pool) = &fx.app.database else {
+        unreachable!("the fixture runs on SQLite")
+    };
+    sqlx::query("UPDATE orders SET leased_at = leased_at - 960000")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn an_order_never_finished_is_cancelled_and_its_payment_refunded() {
-    let fx = Fixture::start(|config| {
-        config.request_timeout = Duration::from_millis(100);
-        config.abandon_after = Duration::from_millis(300);
-    })
-    .await;
+    // The default abandon delay: 15 minutes.
+    let fx = Fixture::start(|_| {}).await;
     fail_staging(&fx, "injected fault").await;
     let (res, _) = fx.send(post_order(Some("abandoned"), ORDER)).await;
     assert_problem(&res, StatusCode::SERVICE_UNAVAILABLE);
@@ -1090,7 +1098,7 @@ async fn an_order_never_finished_is_cancelled_and_its_payment_refunded() {
     assert_eq!(fx.app.cancel_abandoned().await.unwrap(), 0, "the attempt is too recent");
     assert_eq!(fx.sim.refunds(), 0);
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    age_leases(&fx).await;
     assert_eq!(fx.app.cancel_abandoned().await.unwrap(), 1);
     assert_eq!(fx.sim.refunds(), 1);
     assert_eq!(fx.app.cancel_abandoned().await.unwrap(), 0, "cancelled once");
@@ -1109,9 +1117,29 @@ async fn an_order_never_finished_is_cancelled_and_its_payment_refunded() {
     fx.fail_payments(503);
     let (res, _) = fx.send(post_order(Some("never-charged"), ORDER)).await;
     assert_problem(&res, StatusCode::BAD_GATEWAY);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    age_leases(&fx).await;
     assert_eq!(fx.app.cancel_abandoned().await.unwrap(), 1);
     assert_eq!(fx.sim.refunds(), 1);
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_retry_renews_the_lease_that_keeps_an_order_from_being_cancelled() {
+    let fx = Fixture::start(|config| config.payments.breaker_failures = 100).await;
+    fx.fail_payments(503);
+    let (res, _) = fx.send(post_order(Some("renewed"), ORDER)).await;
+    assert_problem(&res, StatusCode::BAD_GATEWAY);
+    age_leases(&fx).await;
+    // Another attempt of the same order takes the lease again.
+    let (res, _) = fx.send(post_order(Some("renewed"), ORDER)).await;
+    assert_problem(&res, StatusCode::BAD_GATEWAY);
+    assert_eq!(fx.app.cancel_abandoned().await.unwrap(), 0);
+
+    // One asking for another order under the key does not.
+    age_leases(&fx).await;
+    let (res, _) = fx.send(post_order(Some("renewed"), &ORDER.replace("5999", "1"))).await;
+    assert_problem(&res, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fx.app.cancel_abandoned().await.unwrap(), 1);
     fx.finish().await;
 }
 
