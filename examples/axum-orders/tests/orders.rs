@@ -873,25 +873,36 @@ async fn an_unsupported_database_url_is_refused() {
     assert_eq!(Backend::of("postgresql://localhost/test").unwrap(), Backend::Postgres);
 }
 
-/// Makes the outbox refuse every event with an SQLite error whose text is `message`:
-/// the order's last write, after its charge, fails.
-async fn fail_staging(fx: &Fixture, message: &str) {
+/// Makes every insert into `table` fail with an SQLite error whose text is `message`.
+async fn fail_inserts(fx: &Fixture, table: &str, message: &str) {
     let Database::Sqlite(pool) = &fx.app.database else {
         unreachable!("the fixture runs on SQLite")
     };
     sqlx::query(&format!(
-        "CREATE TRIGGER fail_staging BEFORE INSERT ON palisade_outbox BEGIN SELECT RAISE(ABORT, '{message}'); END"
+        "CREATE TRIGGER fail_{table} BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, '{message}'); END"
     ))
     .execute(pool)
     .await
     .unwrap();
 }
 
-async fn repair_staging(fx: &Fixture) {
+async fn repair_inserts(fx: &Fixture, table: &str) {
     let Database::Sqlite(pool) = &fx.app.database else {
         unreachable!("the fixture runs on SQLite")
     };
-    sqlx::query("DROP TRIGGER fail_staging").execute(pool).await.unwrap();
+    sqlx::query(&format!("DROP TRIGGER fail_{table}"))
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// Makes the outbox refuse every event: the order's last write, after its charge, fails.
+async fn fail_staging(fx: &Fixture, message: &str) {
+    fail_inserts(fx, "palisade_outbox", message).await;
+}
+
+async fn repair_staging(fx: &Fixture) {
+    repair_inserts(fx, "palisade_outbox").await;
 }
 
 #[tokio::test]
@@ -1002,10 +1013,17 @@ async fn a_declined_payment_is_a_402_or_422_problem_that_is_not_retried() {
 #[tokio::test]
 async fn database_error_text_never_reaches_a_response() {
     let fx = Fixture::start(|_| {}).await;
-    let secret = "sqlite internals: table palisade_outbox page 7";
+    let secret = "sqlite internals: page 7 of orders";
+    // Failing the order's first write (before its charge), then its last (after it).
+    fail_inserts(&fx, "orders", secret).await;
+    let (res, body) = fx.send(post_order(Some("db-error-1"), ORDER)).await;
+    assert_problem(&res, StatusCode::INTERNAL_SERVER_ERROR);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(!text.contains(secret), "{text}");
+    repair_inserts(&fx, "orders").await;
     fail_staging(&fx, secret).await;
-    let (res, body) = fx.send(post_order(Some("db-error"), ORDER)).await;
-    assert!(res.status().is_server_error());
+    let (res, body) = fx.send(post_order(Some("db-error-2"), ORDER)).await;
+    assert_problem(&res, StatusCode::SERVICE_UNAVAILABLE);
     let text = String::from_utf8(body.to_vec()).unwrap();
     assert!(!text.contains(secret), "{text}");
 
