@@ -112,7 +112,11 @@ const RESERVE_ORDER: &str = "INSERT INTO orders
      ON CONFLICT (id) DO NOTHING";
 const LEASE: &str = "UPDATE orders SET leased_at = $1 WHERE id = $2 AND status = 'new' AND request_hash = $3";
 const SELECT_ORDER: &str = "SELECT id, status, customer_id, items, total_amount, currency, created_at FROM orders";
-const SELECT_HASH: &str = "SELECT request_hash FROM orders WHERE id = $1";
+const SELECT_RESERVED: &str =
+    "SELECT id, status, customer_id, items, total_amount, currency, created_at, request_hash FROM orders WHERE id = $1";
+
+/// An order's columns and the fingerprint it was first requested with.
+type ReservedRow = (String, String, String, String, i64, String, String, String);
 const COMPLETE: &str = "UPDATE orders SET status = 'pending' WHERE id = $1 AND status = 'new'";
 const DECLINE: &str = "UPDATE orders SET status = 'declined' WHERE id = $1 AND status = 'new'";
 const SETTLE: &str = "UPDATE orders SET status = $1 WHERE id = $2 AND status = 'pending'";
@@ -288,7 +292,8 @@ impl Database {
     /// Stores `order` as `new` unless an order with its id exists, and leases
     /// it to this request when it is `new` and was requested with the same
     /// fingerprint (see [`Database::abandoned`]). Returns the order as stored,
-    /// with the fingerprint it was first requested with.
+    /// with the fingerprint it was first requested with. An order already
+    /// finished costs one `SELECT`.
     pub(crate) async fn reserve(
         &self,
         order: &Order,
@@ -296,23 +301,55 @@ impl Database {
         now_ms: i64,
     ) -> Result<Option<(OrderRow, String)>, BoxError> {
         let items = serde_json::to_string(&order.items)?;
-        let select = format!("{SELECT_ORDER} WHERE id = $1");
         on_pool!(self, pool => {
-            sqlx::query(RESERVE_ORDER)
-                .bind(&order.id)
-                .bind(&order.customer_id)
-                .bind(&items)
-                .bind(order.total_amount)
-                .bind(&order.currency)
-                .bind(&order.created_at)
-                .bind(request_hash)
-                .bind(now_ms)
-                .execute(pool)
-                .await?;
-            sqlx::query(LEASE).bind(now_ms).bind(&order.id).bind(request_hash).execute(pool).await?;
-            let row: Option<OrderRow> = sqlx::query_as(&select).bind(&order.id).fetch_optional(pool).await?;
-            let hash: Option<String> = sqlx::query_scalar(SELECT_HASH).bind(&order.id).fetch_optional(pool).await?;
-            Ok(row.zip(hash))
+            let fetch = || sqlx::query_as::<_, ReservedRow>(SELECT_RESERVED).bind(&order.id).fetch_optional(pool);
+            let found = match fetch().await? {
+                // The first attempt: the order is stored, leased to it.
+                None => {
+                    let inserted = sqlx::query(RESERVE_ORDER)
+                        .bind(&order.id)
+                        .bind(&order.customer_id)
+                        .bind(&items)
+                        .bind(order.total_amount)
+                        .bind(&order.currency)
+                        .bind(&order.created_at)
+                        .bind(request_hash)
+                        .bind(now_ms)
+                        .execute(pool)
+                        .await?
+                        .rows_affected();
+                    if inserted == 1 {
+                        let row = (
+                            order.id.clone(),
+                            order.status.clone(),
+                            order.customer_id.clone(),
+                            items,
+                            order.total_amount,
+                            order.currency.clone(),
+                            order.created_at.clone(),
+                        );
+                        return Ok(Some((row, request_hash.to_owned())));
+                    }
+                    // A concurrent attempt stored it first.
+                    fetch().await?
+                }
+                // A retry of an order still `new` takes the lease, unless the
+                // compensation took the order first: then it is read again.
+                Some(found) if found.1 == "new" && found.7 == request_hash => {
+                    let leased = sqlx::query(LEASE)
+                        .bind(now_ms)
+                        .bind(&order.id)
+                        .bind(request_hash)
+                        .execute(pool)
+                        .await?
+                        .rows_affected();
+                    if leased == 1 { Some(found) } else { fetch().await? }
+                }
+                Some(found) => Some(found),
+            };
+            Ok(found.map(|(id, status, customer_id, items, total_amount, currency, created_at, hash)| {
+                ((id, status, customer_id, items, total_amount, currency, created_at), hash)
+            }))
         })
     }
 
