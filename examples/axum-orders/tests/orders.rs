@@ -930,12 +930,13 @@ async fn a_retry_after_the_order_failed_to_store_behind_its_charge_makes_one_cha
     fx.finish().await;
 }
 
-// As in the 504 test above: the charge crosses a real socket, so the 200 ms request timeout is
-// real time (paused time would advance while sqlx's SQLite worker thread holds the runtime idle).
+// As in the 504 test above: the charge crosses a real socket, so the request timeout is real
+// time (paused time would advance while sqlx's SQLite worker thread holds the runtime idle). One
+// second leaves the charge time to reach the simulator on a loaded machine.
 #[tokio::test]
 async fn a_charge_answered_after_the_request_timeout_is_not_made_again_by_the_retry() {
     let fx = Fixture::start(|config| {
-        config.request_timeout = Duration::from_millis(200);
+        config.request_timeout = Duration::from_secs(1);
         config.payments.attempt_timeout = Duration::from_secs(60);
     })
     .await;
