@@ -7,8 +7,9 @@
 #   - GET /orders/{id}: the server stack on a read (idempotency passes the GET through, the
 #     outbox hook puts its context in and wakes nothing, the server bulkhead takes a permit);
 #   - POST /orders replayed with one Idempotency-Key: with the layers on, every request after the
-#     first is answered from the idempotency store; with them off, each one runs the handler
-#     (charge, insert, stage the event).
+#     first is answered from the idempotency store; with them off, each one runs the handler,
+#     which finds the order the first one made in the database and answers it (an insert that
+#     changes nothing, the order's lease, a select) without charging again.
 # Prints requests per second and latency per route and build, the median over the rounds, and
 # the ratio of the two builds.
 #

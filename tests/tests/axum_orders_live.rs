@@ -5,7 +5,11 @@
 //! PostgreSQL + Redis + NATS together the order is stored in Postgres, seen by
 //! a second instance, updated by a webhook, and its event published; with a
 //! private `nats-server` stopped mid-test the service stays up ("degraded")
-//! and the events wait in the outbox until the broker is back.
+//! and the events wait in the outbox until the broker is back; on PostgreSQL
+//! an order whose storing failed after its charge is finished by a retry on
+//! another instance with one charge, two principals using one key get two
+//! orders, a late webhook leaves a paid order paid, and an order never
+//! finished is cancelled and refunded.
 
 use axum::body::Body;
 use axum_orders::{App, Config, PaymentsSim, app, generate_secret};
@@ -206,7 +210,12 @@ async fn health(app: &App) -> (StatusCode, serde_json::Value) {
 
 /// A Standard Webhooks `payment.succeeded` for `order_id`, signed with `secret`.
 fn paid_webhook(secret: &str, message_id: &str, order_id: &str) -> Request<Body> {
-    let body = serde_json::json!({ "type": "payment.succeeded", "data": { "order_id": order_id } }).to_string();
+    payment_webhook(secret, message_id, "payment.succeeded", order_id)
+}
+
+/// A Standard Webhooks payment event of type `kind` for `order_id`, signed with `secret`.
+fn payment_webhook(secret: &str, message_id: &str, kind: &str, order_id: &str) -> Request<Body> {
+    let body = serde_json::json!({ "type": kind, "data": { "order_id": order_id } }).to_string();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -535,6 +544,157 @@ async fn on_postgres_a_notify_from_another_instance_wakes_the_relay_at_once() {
         let waited = notified.elapsed();
         assert!(waited < poll_interval / 3, "round {round}: {waited:?} after the NOTIFY");
     }
+    orders.database.close().await;
+    orders.shutdown().await;
+    pg.cleanup().await;
+}
+
+/// Makes every insert into the outbox of `pg`'s schema fail, as a database
+/// fault after an order's charge would.
+async fn fail_staging(pg: &Postgres) {
+    sqlx::query(
+        "CREATE FUNCTION fail_staging() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$",
+    )
+    .execute(&pg.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER fail_staging BEFORE INSERT ON palisade_outbox \
+         FOR EACH ROW EXECUTE FUNCTION fail_staging()",
+    )
+    .execute(&pg.pool)
+    .await
+    .unwrap();
+}
+
+async fn repair_staging(pg: &Postgres) {
+    sqlx::query("DROP TRIGGER fail_staging ON palisade_outbox")
+        .execute(&pg.pool)
+        .await
+        .unwrap();
+}
+
+fn post_order_as(principal: &str, key: &str) -> Request<Body> {
+    let mut req = post_order(key);
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {principal}").parse().unwrap());
+    req
+}
+
+#[tokio::test]
+async fn on_postgres_and_redis_a_retry_on_another_instance_finishes_the_order_with_one_charge() {
+    let Some(pg) = Postgres::connect("axum_orders_saga").await else {
+        return;
+    };
+    let Some(redis) = Redis::connect("axum_orders_saga").await else {
+        return;
+    };
+    let (sim, payments) = payments().await;
+    let webhook_secret = generate_secret().unwrap();
+    let config = || {
+        let mut config = Config::new(
+            pg.url_in_schema(),
+            payments.parse().unwrap(),
+            webhook_secret.clone(),
+            generate_secret().unwrap(),
+        );
+        config.redis_url = Some(redis.url.clone());
+        config.redis_prefix = redis.prefix.clone();
+        config
+    };
+    let first = app(&config()).await.unwrap();
+    let second = app(&config()).await.unwrap();
+
+    // The charge is made, then the order cannot be stored: a 503, not stored by the
+    // idempotency layer, so the retry (on the other instance) runs and finishes it.
+    fail_staging(&pg).await;
+    let (status, headers, body) = send(&first, post_order("pg-saga-1")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert!(!String::from_utf8_lossy(&body).contains("injected fault"));
+    assert_eq!(sim.charges(), 1);
+    repair_staging(&pg).await;
+    let (status, headers, body) = send(&second, post_order("pg-saga-1")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(headers.get("idempotent-replayed").is_none());
+    let order: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(sim.requests(), 2);
+    assert_eq!(sim.charges(), 1);
+    let (_, _, listed) = send(&first, Request::get("/orders").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&listed).unwrap(),
+        serde_json::json!([order])
+    );
+
+    // Two principals, one key, one on each instance: two orders, two charges.
+    let (status, _, a) = send(&first, post_order_as("tenant-a", "pg-shared")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, headers, b) = send(&second, post_order_as("tenant-b", "pg-shared")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(headers.get("idempotent-replayed").is_none());
+    assert_ne!(a, b);
+    assert_eq!(sim.charges(), 3);
+
+    // Paid, then a late failure on the other instance: still paid, acknowledged.
+    let id = order["id"].as_str().unwrap();
+    let (status, _, _) = send(&first, paid_webhook(&webhook_secret, "msg_saga_1", id)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let late = payment_webhook(&webhook_secret, "msg_saga_2", "payment.failed", id);
+    let (status, _, _) = send(&second, late).await;
+    assert_eq!(status, StatusCode::OK);
+    let row: (String,) = sqlx::query_as("SELECT status FROM orders WHERE id = $1")
+        .bind(id)
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap();
+    assert_eq!(row.0, "paid");
+    let (_, report) = health(&second).await;
+    assert_eq!(report["webhooks"]["late_events"], 1);
+
+    for orders in [first, second] {
+        orders.database.close().await;
+        orders.shutdown().await;
+    }
+    redis.cleanup().await;
+    pg.cleanup().await;
+}
+
+#[tokio::test]
+async fn on_postgres_an_order_never_finished_is_cancelled_and_refunded() {
+    let Some(pg) = Postgres::connect("axum_orders_refund").await else {
+        return;
+    };
+    let (sim, payments) = payments().await;
+    let config = Config::new(
+        pg.url_in_schema(),
+        payments.parse().unwrap(),
+        generate_secret().unwrap(),
+        generate_secret().unwrap(),
+    );
+    let orders = app(&config).await.unwrap();
+    fail_staging(&pg).await;
+    let (status, _, _) = send(&orders, post_order("pg-abandoned")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(orders.cancel_abandoned().await.unwrap(), 0);
+    // 16 minutes pass without another attempt (the lease is wall-clock time in the database).
+    sqlx::query("UPDATE orders SET leased_at = leased_at - 960000")
+        .execute(&pg.pool)
+        .await
+        .unwrap();
+    assert_eq!(orders.cancel_abandoned().await.unwrap(), 1);
+    assert_eq!((sim.charges(), sim.refunds()), (1, 1));
+
+    repair_staging(&pg).await;
+    let (status, _, _) = send(&orders, post_order("pg-abandoned")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!((sim.requests(), sim.charges(), sim.refunds()), (1, 1, 1));
+    let statuses: Vec<(String,)> = sqlx::query_as("SELECT status FROM orders")
+        .fetch_all(&pg.pool)
+        .await
+        .unwrap();
+    assert_eq!(statuses, [("cancelled".to_owned(),)]);
+
     orders.database.close().await;
     orders.shutdown().await;
     pg.cleanup().await;

@@ -52,13 +52,16 @@ impl Backend {
     }
 }
 
-/// A database URL of neither supported scheme.
+/// A database URL of neither supported scheme. Its message shows the URL
+/// with any password replaced by `***` ([`crate::redact_url`]).
 #[derive(Debug, thiserror::Error)]
-#[error("unsupported database URL {0:?}: use sqlite:<file> or postgres://user@host:port/database")]
+#[error("unsupported database URL {:?}: use sqlite:<file> or postgres://user@host:port/database", crate::redact_url(.0))]
 pub struct UnsupportedDatabase(pub String);
 
 /// The orders table; the column types differ (`BIGINT` in PostgreSQL decodes as
-/// the `i64` that SQLite's `INTEGER` does).
+/// the `i64` that SQLite's `INTEGER` does). `request_hash` is the fingerprint of
+/// the order as first requested, `leased_at` (Unix milliseconds) when a request
+/// last began to charge an order still `new`.
 const CREATE_ORDERS_SQLITE: &str = "CREATE TABLE IF NOT EXISTS orders (
     id TEXT PRIMARY KEY,
     status TEXT NOT NULL,
@@ -66,7 +69,9 @@ const CREATE_ORDERS_SQLITE: &str = "CREATE TABLE IF NOT EXISTS orders (
     items TEXT NOT NULL,
     total_amount INTEGER NOT NULL,
     currency TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    request_hash TEXT NOT NULL DEFAULT '',
+    leased_at INTEGER NOT NULL DEFAULT 0
 )";
 
 const CREATE_ORDERS_POSTGRES: &str = "CREATE TABLE IF NOT EXISTS orders (
@@ -76,13 +81,72 @@ const CREATE_ORDERS_POSTGRES: &str = "CREATE TABLE IF NOT EXISTS orders (
     items TEXT NOT NULL,
     total_amount BIGINT NOT NULL,
     currency TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    request_hash TEXT NOT NULL DEFAULT '',
+    leased_at BIGINT NOT NULL DEFAULT 0
 )";
 
-const INSERT_ORDER: &str = "INSERT INTO orders (id, status, customer_id, items, total_amount, currency, created_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+/// The columns a table made before them lacks.
+const ADDED_COLUMNS_SQLITE: [(&str, &str); 2] = [
+    (
+        "request_hash",
+        "ALTER TABLE orders ADD COLUMN request_hash TEXT NOT NULL DEFAULT ''",
+    ),
+    (
+        "leased_at",
+        "ALTER TABLE orders ADD COLUMN leased_at INTEGER NOT NULL DEFAULT 0",
+    ),
+];
+const ADD_COLUMNS_POSTGRES: &str = "ALTER TABLE orders
+    ADD COLUMN IF NOT EXISTS request_hash TEXT NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS leased_at BIGINT NOT NULL DEFAULT 0";
+
+/// The statuses of an order the payment was taken for: the only ones the
+/// orders routes show. `new` (being charged), `declined`, `refunding` and
+/// `cancelled` are the creation's own bookkeeping.
+const VISIBLE: &str = "status IN ('pending', 'paid', 'payment_failed')";
+
+const RESERVE_ORDER: &str = "INSERT INTO orders
+     (id, status, customer_id, items, total_amount, currency, created_at, request_hash, leased_at)
+     VALUES ($1, 'new', $2, $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (id) DO NOTHING";
+const LEASE: &str = "UPDATE orders SET leased_at = $1 WHERE id = $2 AND status = 'new' AND request_hash = $3";
 const SELECT_ORDER: &str = "SELECT id, status, customer_id, items, total_amount, currency, created_at FROM orders";
-const UPDATE_STATUS: &str = "UPDATE orders SET status = $1 WHERE id = $2";
+const SELECT_RESERVED: &str =
+    "SELECT id, status, customer_id, items, total_amount, currency, created_at, request_hash FROM orders WHERE id = $1";
+
+/// An order's columns and the fingerprint it was first requested with.
+type ReservedRow = (String, String, String, String, i64, String, String, String);
+const COMPLETE: &str = "UPDATE orders SET status = 'pending' WHERE id = $1 AND status = 'new'";
+const DECLINE: &str = "UPDATE orders SET status = 'declined' WHERE id = $1 AND status = 'new'";
+const SETTLE: &str = "UPDATE orders SET status = $1 WHERE id = $2 AND status = 'pending'";
+const STATUS: &str = "SELECT status FROM orders WHERE id = $1";
+const ABANDONED: &str =
+    "SELECT id, status FROM orders WHERE (status = 'new' AND leased_at < $1) OR status = 'refunding'";
+const CLAIM_FOR_REFUND: &str =
+    "UPDATE orders SET status = 'refunding' WHERE id = $1 AND status = 'new' AND leased_at < $2";
+const REFUNDED: &str = "UPDATE orders SET status = 'cancelled' WHERE id = $1 AND status = 'refunding'";
+
+/// What a webhook's status did to an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transition {
+    /// The order was `pending` and now has the status.
+    Applied,
+    /// The order was already `paid` or `payment_failed`: nothing changed.
+    Settled,
+    /// No such order (or one whose payment was never taken).
+    Unknown,
+}
+
+/// Runs `$body` with `$pool` bound to the pool of either backend.
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Database::Sqlite($pool) => $body,
+            Database::Postgres($pool) => $body,
+        }
+    };
+}
 
 /// A pool on the orders database.
 #[derive(Debug, Clone)]
@@ -111,6 +175,16 @@ impl Database {
                     .await?;
                 outbox_sqlite::migrate(&pool).await?;
                 sqlx::query(CREATE_ORDERS_SQLITE).execute(&pool).await?;
+                for (column, add) in ADDED_COLUMNS_SQLITE {
+                    let present: i64 =
+                        sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('orders') WHERE name = $1")
+                            .bind(column)
+                            .fetch_one(&pool)
+                            .await?;
+                    if present == 0 {
+                        sqlx::query(add).execute(&pool).await?;
+                    }
+                }
                 Self::Sqlite(pool)
             }
             Backend::Postgres => {
@@ -123,6 +197,7 @@ impl Database {
                     .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
                 outbox_pg::migrate(&pool).await?;
                 sqlx::query(CREATE_ORDERS_POSTGRES).execute(&pool).await?;
+                sqlx::query(ADD_COLUMNS_POSTGRES).execute(&pool).await?;
                 Self::Postgres(pool)
             }
         };
@@ -214,72 +289,142 @@ impl Database {
             .await
     }
 
-    /// Stores the order and stages its `OrderCreated` event in one transaction.
-    pub(crate) async fn insert_order(&self, ctx: &OutboxContext, order: &Order) -> Result<(), BoxError> {
+    /// Stores `order` as `new` unless an order with its id exists, and leases
+    /// it to this request when it is `new` and was requested with the same
+    /// fingerprint (see [`Database::abandoned`]). Returns the order as stored,
+    /// with the fingerprint it was first requested with. An order already
+    /// finished costs one `SELECT`.
+    pub(crate) async fn reserve(
+        &self,
+        order: &Order,
+        request_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<(OrderRow, String)>, BoxError> {
         let items = serde_json::to_string(&order.items)?;
+        on_pool!(self, pool => {
+            let fetch = || sqlx::query_as::<_, ReservedRow>(SELECT_RESERVED).bind(&order.id).fetch_optional(pool);
+            let found = match fetch().await? {
+                // The first attempt: the order is stored, leased to it.
+                None => {
+                    let inserted = sqlx::query(RESERVE_ORDER)
+                        .bind(&order.id)
+                        .bind(&order.customer_id)
+                        .bind(&items)
+                        .bind(order.total_amount)
+                        .bind(&order.currency)
+                        .bind(&order.created_at)
+                        .bind(request_hash)
+                        .bind(now_ms)
+                        .execute(pool)
+                        .await?
+                        .rows_affected();
+                    if inserted == 1 {
+                        let row = (
+                            order.id.clone(),
+                            order.status.clone(),
+                            order.customer_id.clone(),
+                            items,
+                            order.total_amount,
+                            order.currency.clone(),
+                            order.created_at.clone(),
+                        );
+                        return Ok(Some((row, request_hash.to_owned())));
+                    }
+                    // A concurrent attempt stored it first.
+                    fetch().await?
+                }
+                // A retry of an order still `new` takes the lease, unless the
+                // compensation took the order first: then it is read again.
+                Some(found) if found.1 == "new" && found.7 == request_hash => {
+                    let leased = sqlx::query(LEASE)
+                        .bind(now_ms)
+                        .bind(&order.id)
+                        .bind(request_hash)
+                        .execute(pool)
+                        .await?
+                        .rows_affected();
+                    if leased == 1 { Some(found) } else { fetch().await? }
+                }
+                Some(found) => Some(found),
+            };
+            Ok(found.map(|(id, status, customer_id, items, total_amount, currency, created_at, hash)| {
+                ((id, status, customer_id, items, total_amount, currency, created_at), hash)
+            }))
+        })
+    }
+
+    /// Moves a charged order from `new` to `pending` and stages its
+    /// `OrderCreated` event in the same transaction; false (nothing written)
+    /// when the order is no longer `new`.
+    pub(crate) async fn complete(&self, ctx: &OutboxContext, order: &Order) -> Result<bool, BoxError> {
         // Published on the event type (NATS: `orders.events.OrderCreated`).
         let event = ctx
             .event("OrderCreated", "Order", order.id.clone(), serde_json::to_value(order)?)
             .with_destination("OrderCreated");
-        // The same statements on either backend; only sqlx's transaction types differ.
-        macro_rules! insert_and_stage {
-            ($pool:expr) => {{
-                let mut tx = $pool.begin().await?;
-                sqlx::query(INSERT_ORDER)
-                    .bind(&order.id)
-                    .bind(&order.status)
-                    .bind(&order.customer_id)
-                    .bind(&items)
-                    .bind(order.total_amount)
-                    .bind(&order.currency)
-                    .bind(&order.created_at)
-                    .execute(&mut *tx)
-                    .await?;
-                stage(&mut *tx, &event).await?;
-                tx.commit().await?;
-            }};
-        }
-        match self {
-            Self::Sqlite(pool) => insert_and_stage!(pool),
-            Self::Postgres(pool) => insert_and_stage!(pool),
-        }
-        Ok(())
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let moved = sqlx::query(COMPLETE).bind(&order.id).execute(&mut *tx).await?.rows_affected();
+            if moved != 1 {
+                return Ok(false);
+            }
+            stage(&mut *tx, &event).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 
-    /// Sets an order's status; false when there is no such order.
-    pub(crate) async fn set_status(&self, order_id: &str, status: &str) -> Result<bool, sqlx::Error> {
-        let updated = match self {
-            Self::Sqlite(pool) => sqlx::query(UPDATE_STATUS)
-                .bind(status)
-                .bind(order_id)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            Self::Postgres(pool) => sqlx::query(UPDATE_STATUS)
-                .bind(status)
-                .bind(order_id)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-        };
-        Ok(updated == 1)
+    /// Records that payments declined the order's charge (when still `new`).
+    pub(crate) async fn decline(&self, order_id: &str) -> Result<(), sqlx::Error> {
+        on_pool!(self, pool => sqlx::query(DECLINE).bind(order_id).execute(pool).await.map(drop))
     }
 
-    /// The stored order `id`, if any.
+    /// Moves a `pending` order to `status` (`paid` or `payment_failed`); an
+    /// order already settled keeps its status.
+    pub(crate) async fn settle(&self, order_id: &str, status: &str) -> Result<Transition, sqlx::Error> {
+        on_pool!(self, pool => {
+            let moved = sqlx::query(SETTLE).bind(status).bind(order_id).execute(pool).await?.rows_affected();
+            if moved == 1 {
+                return Ok(Transition::Applied);
+            }
+            let now: Option<String> = sqlx::query_scalar(STATUS).bind(order_id).fetch_optional(pool).await?;
+            Ok(match now.as_deref() {
+                Some("paid" | "payment_failed") => Transition::Settled,
+                _ => Transition::Unknown,
+            })
+        })
+    }
+
+    /// The orders to refund, with their status: `new` ones whose lease is
+    /// older than `cutoff_ms`, and `refunding` ones whose refund is not confirmed.
+    pub(crate) async fn abandoned(&self, cutoff_ms: i64) -> Result<Vec<(String, String)>, sqlx::Error> {
+        on_pool!(self, pool => sqlx::query_as(ABANDONED).bind(cutoff_ms).fetch_all(pool).await)
+    }
+
+    /// Moves an abandoned order from `new` to `refunding`, unless a request
+    /// leased it since `cutoff_ms`; true when this call moved it.
+    pub(crate) async fn claim_for_refund(&self, order_id: &str, cutoff_ms: i64) -> Result<bool, sqlx::Error> {
+        on_pool!(self, pool => Ok(sqlx::query(CLAIM_FOR_REFUND)
+            .bind(order_id)
+            .bind(cutoff_ms)
+            .execute(pool)
+            .await?
+            .rows_affected() == 1))
+    }
+
+    /// Records a `refunding` order's refund as done: it is `cancelled`.
+    pub(crate) async fn refunded(&self, order_id: &str) -> Result<(), sqlx::Error> {
+        on_pool!(self, pool => sqlx::query(REFUNDED).bind(order_id).execute(pool).await.map(drop))
+    }
+
+    /// The stored order `id`, if its payment was taken.
     pub(crate) async fn order(&self, id: &str) -> Result<Option<OrderRow>, sqlx::Error> {
-        let query = format!("{SELECT_ORDER} WHERE id = $1");
-        match self {
-            Self::Sqlite(pool) => sqlx::query_as(&query).bind(id).fetch_optional(pool).await,
-            Self::Postgres(pool) => sqlx::query_as(&query).bind(id).fetch_optional(pool).await,
-        }
+        let query = format!("{SELECT_ORDER} WHERE id = $1 AND {VISIBLE}");
+        on_pool!(self, pool => sqlx::query_as(&query).bind(id).fetch_optional(pool).await)
     }
 
-    /// Every stored order, oldest first (ids are time-ordered UUIDv7s).
+    /// Every order whose payment was taken, oldest first.
     pub(crate) async fn orders(&self) -> Result<Vec<OrderRow>, sqlx::Error> {
-        let query = format!("{SELECT_ORDER} ORDER BY id");
-        match self {
-            Self::Sqlite(pool) => sqlx::query_as(&query).fetch_all(pool).await,
-            Self::Postgres(pool) => sqlx::query_as(&query).fetch_all(pool).await,
-        }
+        let query = format!("{SELECT_ORDER} WHERE {VISIBLE} ORDER BY created_at, id");
+        on_pool!(self, pool => sqlx::query_as(&query).fetch_all(pool).await)
     }
 }

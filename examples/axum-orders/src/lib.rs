@@ -13,35 +13,61 @@
 //! | `--database-url` | `DATABASE_URL` | `sqlite:axum-orders.db` | `sqlite:<file>` or `postgres://…` ([`Database`]); any other scheme is refused |
 //! | `--redis-url` | `REDIS_URL` | none (memory) | idempotency and webhook replay stores in Redis |
 //! | `--nats-url` | `NATS_URL` | none (in-process channel) | outbox publishes to JetStream `orders.events.<type>`, stream `ORDERS` |
-//! | `--payments-url` | `PAYMENTS_URL` | none (simulator) | a real payments service |
+//! | `--payments-url` | `PAYMENTS_URL` | none (simulator) | a real payments service: `POST {url}/charges` and `POST {url}/refunds`, with a provider's idempotency rules ([`payments_sim`] keeps them) |
 //! | `--payments-sim-listen` | `PAYMENTS_SIM_LISTEN` | `127.0.0.1:3001` | the built-in simulator's address |
 //! | `--webhook-secret` | `WEBHOOK_SECRET` | generated, printed | Standard Webhooks `whsec_` secret |
 //! | `--stripe-secret` | `STRIPE_SECRET` | generated, printed | Stripe `whsec_` secret |
 //! | `--layers` | `PALISADE_LAYERS` | `on` | `off` drops every palisade layer ([`Layers`]), to measure their cost |
+//! | `--request-timeout` | `REQUEST_TIMEOUT` | `10s` | [`Config::request_timeout`]: time allowed to one request on the orders routes (`500ms`, `10s`, `2m`: [`parse_duration`]) |
+//! | `--abandon-after` | `ABANDON_AFTER` | `15m` | [`Config::abandon_after`]: an order unfinished this long after its last attempt is cancelled and refunded; must exceed the request timeout |
 //!
 //! A bad flag (an unsupported database URL, a secret without `whsec_`, an
-//! unreachable Redis or NATS) stops the start with a message and exit code 1.
+//! unreachable Redis or NATS, an abandon delay within the request timeout)
+//! stops the start with a message and exit code 1; a malformed duration is a
+//! usage error (exit code 2). Messages show URLs with their password replaced
+//! by `***` ([`redact_url`]); generated secrets are printed once, at start-up,
+//! and [`Config`]'s `Debug` output shows neither secrets nor passwords.
 //!
 //! # Routes
 //!
 //! - `POST /orders`: JSON `{"customer_id", "items": [{"product_id", "quantity" ≥ 1}],
-//!   "total_amount" ≥ 0, "currency"}` with a required `Idempotency-Key`. Charges the
-//!   payment through the client stack, then stores the order and its `OrderCreated`
-//!   event in one database transaction ([`palisade::outbox::stage()`]) and answers 201
-//!   with the order. Malformed JSON is a 400, invalid fields a 422, payments failing
-//!   after the retries a 502, the payments breaker open or bulkhead full a 503 with
-//!   `Retry-After`, all `application/problem+json`; in none of those is an order stored.
-//!   A repeat with the same key answers the stored response with
-//!   `Idempotent-Replayed: true` and charges nothing.
-//! - `GET /orders/{id}` (200 or 404) and `GET /orders`.
+//!   "total_amount" ≥ 0, "currency"}` with a required `Idempotency-Key`. Stores the
+//!   order, charges it through the client stack, then marks it `pending` and stages
+//!   its `OrderCreated` event in one database transaction ([`palisade::outbox::stage()`])
+//!   and answers 201 with the order (see "Creating an order" below for the steps and
+//!   what each failure leaves). The answers, all failures `application/problem+json`
+//!   and none carrying an internal error's text:
+//!   - 400 malformed JSON or no key, 422 invalid fields, or the key already used
+//!     for another order (by this caller);
+//!   - 402 the payment was declined (payments answered 402), 422 payments refused
+//!     the charge with another 4xx: final for this key, and never retried;
+//!   - 502 payments failed or could not be reached after the retries, 503 with
+//!     `Retry-After` when payments asked to slow down (408, 409, 429), the payments
+//!     breaker is open or its bulkhead full: the charge is unconfirmed, and a retry
+//!     with the same key charges at most once;
+//!   - 503 with `Retry-After` when the order could not be stored after its charge:
+//!     a retry with the same key finishes it without charging again;
+//!   - 409 when the order under this key was cancelled and refunded (see
+//!     [`Config::abandon_after`]): a new order needs a new key;
+//!   - 500 when the database fails before anything is charged.
+//!
+//!   A repeat of a stored answer is replayed with `Idempotent-Replayed: true`
+//!   and charges nothing.
+//! - `GET /orders/{id}` (200 or 404) and `GET /orders` (oldest first): the
+//!   orders whose payment was taken (`pending`, `paid`, `payment_failed`); an
+//!   order still being created, declined or cancelled is not shown.
 //! - `POST /webhooks/payments`: Standard Webhooks, verified by the webhook
 //!   layer with a replay store (memory, or Redis with [`Config::redis_url`]); `{"type": "payment.succeeded" |
-//!   "payment.failed", "data": {"order_id"}}` sets the order's status to
-//!   `paid` / `payment_failed` and answers 204. A redelivery of a message
-//!   already applied is answered 200 and not applied again; one arriving
-//!   while the first delivery is still being applied is a 409 with
-//!   `Retry-After`, so the sender retries; a forged or tampered one is a 401,
-//!   an unsigned one a 400, an unknown order a 404.
+//!   "payment.failed", "data": {"order_id"}}` moves a `pending` order to
+//!   `paid` / `payment_failed` and answers 204. Statuses only move forward:
+//!   providers do not promise the order of their events, so an event for an
+//!   order already `paid` or `payment_failed` is answered 200 (acknowledged,
+//!   so it is not redelivered), changes nothing, and is counted
+//!   ([`LATE_EVENTS_METRIC`], and `webhooks.late_events` in `/health`). A
+//!   redelivery of a message already applied is answered 200 and not applied
+//!   again; one arriving while the first delivery is still being applied is a
+//!   409 with `Retry-After`, so the sender retries; a forged or tampered one is
+//!   a 401, an unsigned one a 400, an unknown order (or one not yet charged) a 404.
 //! - `POST /webhooks/stripe`: the same for Stripe's `Stripe-Signature` and
 //!   `payment_intent.succeeded` / `payment_intent.payment_failed` with
 //!   `data.object.metadata.order_id` (the event's `id` is the replay key).
@@ -53,7 +79,8 @@
 //!   in use: `"database": {"backend": "sqlite" | "postgres", "up"}`, `"redis": {"up"}`
 //!   with Redis, `"nats": {"up", "state"}` with NATS, `"idempotency"` and
 //!   `"webhook_replay"` (`"memory"`, `"redis"`, or `"none"` with the layers off),
-//!   `"outbox_publisher"`. The status:
+//!   `"outbox_publisher"`, and `"webhooks": {"late_events"}` (payment events
+//!   ignored because their order was already settled). The status:
 //!   - 200 `"ok"`: everything answers;
 //!   - 200 `"degraded"`: the NATS broker is unreachable. Orders are still taken:
 //!     their events wait in the outbox (`outbox.pending` grows) and leave once the
@@ -67,13 +94,16 @@
 //! `POST /orders`, `GET /orders` and `GET /orders/{id}` share one stack, in
 //! palisade's canonical server order:
 //!
-//! 1. **Idempotency** (`POST` only; key required; memory store, or with
-//!    [`Config::redis_url`] a Redis store shared by every instance, so a retry
-//!    landing on another instance is replayed too): a replay skips everything
-//!    inside, so it neither charges, stages an event nor takes a bulkhead permit.
-//!    5xx answers are not stored, so a client may retry after a payments failure.
-//!    A client that disconnects does not stop its request: it runs to the end
-//!    and its response is stored, so the retry gets 409 and then that response.
+//! 1. **Idempotency** (`POST` only; key required; scoped by the caller's
+//!    `Authorization`; memory store, or with [`Config::redis_url`] a Redis
+//!    store shared by every instance, so a retry landing on another instance is
+//!    replayed too): a replay skips everything inside, so it neither charges,
+//!    stages an event nor takes a bulkhead permit. 5xx answers are not stored,
+//!    so a client may retry after a payments or database failure; the handler
+//!    keeps that retry to one charge and one order on its own (below), whether
+//!    or not this layer saw the first attempt finish. A client that disconnects
+//!    does not stop its request: it runs to the end and its response is stored,
+//!    so the retry gets 409 and then that response.
 //! 2. **Outbox publish hook**: gives the handler the request's
 //!    [`OutboxContext`] and, after a `POST`, wakes the relay when the response is
 //!    ready, so the `OrderCreated` event leaves at once instead of at the next poll.
@@ -81,19 +111,68 @@
 //!    requests in the handlers, no queue: the excess is a 503 problem+json with
 //!    `Retry-After` at once, so an overload sheds instead of piling up. `/health`
 //!    reports it under `api.bulkhead`.
-//! 4. **Timeout** ([`Config::request_timeout`]): a 504 problem+json; a request
-//!    cut off never stores its order (the transaction is dropped uncommitted).
+//! 4. **Timeout** ([`Config::request_timeout`], `--request-timeout`): a 504
+//!    problem+json; a request cut off never shows its order (the last
+//!    transaction is dropped uncommitted), and a retry with the same key
+//!    finishes it with the charge the first attempt may have made.
 //! 5. The handler.
 //!
 //! The webhook routes are verified first (see the routes above); `/health` and
 //! `/metrics` have no layer, so they answer under overload.
 //!
+//! # Creating an order: one charge, one order
+//!
+//! Whatever fails, and wherever, a client that retries `POST /orders` with the
+//! same `Idempotency-Key` (and the same order) gets exactly one charge and one
+//! order; a client that never comes back is refunded. The handler keeps this
+//! by itself, with the database as the log of each step: it holds with the
+//! layers off, on any instance, and when the first attempt was cut off by the
+//! request timeout or a dropped connection.
+//!
+//! 1. **The order's id derives from the caller and the key**: `ord_` and 32
+//!    hex digits of SHA-256 over the caller's principal (its `Authorization`
+//!    header, or none) and the key. Every attempt of one order names the same
+//!    row and the same charge; two callers using the same key never meet.
+//!    Without a key (with the layers off) every request is a new order.
+//! 2. **Stored first**: the order is inserted as `new` (unless its row exists)
+//!    with a fingerprint of what was ordered, before anything is charged. A row
+//!    from an earlier attempt is checked: another order under the key is a 422;
+//!    one already finished is answered 201 as it was; one declined is the 402
+//!    again; one cancelled a 409. Every attempt also leases the row (the time it
+//!    began), which keeps step 5 away while it may still run.
+//! 3. **Charged under the order's id**: `POST {payments_url}/charges` with
+//!    `Idempotency-Key: <order id>` and the body `{"order_id", "amount",
+//!    "currency"}`, both made from the stored row, so a retry sends the same key
+//!    with the same body and a provider answers the first charge instead of
+//!    making another (or refusing a reused key). A decline (4xx) marks the order
+//!    `declined`; an unconfirmed charge leaves it `new` for the retry.
+//! 4. **Finished in one transaction**: `new` becomes `pending` and the
+//!    `OrderCreated` event is staged together. If that fails, the answer is a
+//!    503 with `Retry-After`, and the retry finds the order `new`, charges it
+//!    again under the same key (payments answers the first charge) and
+//!    finishes it. Two attempts racing each other finish it once: the other
+//!    answers the finished order.
+//! 5. **The compensating step**: an order left `new` for
+//!    [`Config::abandon_after`] (default 15 minutes) after its last attempt
+//!    (the client gave up) is marked `refunding`, refunded with
+//!    `POST {payments_url}/refunds` `{"order_id"}` (`Idempotency-Key:
+//!    refund-<order id>`; a 404, nothing was charged, counts as done) and marked
+//!    `cancelled`; a failed refund is tried again at the next run. It runs at
+//!    start-up and every minute ([`App::cancel_abandoned`] runs it at once).
+//!    A later retry of the key is a 409. The delay must exceed the request
+//!    timeout, so no attempt can still be charging an order being refunded.
+//!
+//! An order's statuses: `new` → `pending` (charged) → `paid` or
+//! `payment_failed` (webhooks); `new` → `declined`; `new` → `refunding` →
+//! `cancelled`. Only `pending`, `paid` and `payment_failed` are shown by the
+//! routes.
+//!
 //! # The payments client stack, outermost first
 //!
-//! The client's `Idempotency-Key` is forwarded to the payments service, so a
-//! retried charge (by the stack or by the client) charges once.
+//! Every charge carries the `Idempotency-Key` derived above, so a retried
+//! charge (by the stack or by the client) charges once.
 //!
-//! 1. **Idempotency key** (the forwarded one; a fresh one if none).
+//! 1. **Idempotency key** (the one set by the handler; a fresh one if none).
 //! 2. **Retry** ([`HttpRetryPolicy`]): 503, 429, 408, timeouts and connect
 //!    errors, [`PaymentsConfig::max_attempts`] attempts with exponential backoff
 //!    and full jitter. Outside the breaker, so an open breaker is never retried.
@@ -111,8 +190,10 @@
 //! serves the same routes with the same handlers and no palisade layer, so a load
 //! benchmark can compare the cost of the layers against the bare service:
 //!
-//! - no idempotency layer: `Idempotency-Key` is neither required nor remembered,
-//!   so a repeated `POST /orders` creates (and charges) another order;
+//! - no idempotency layer: `Idempotency-Key` is not required and no answer is
+//!   stored or replayed; a repeated key still names the same order, which the
+//!   handler answers from the database without charging again, and an order
+//!   without a key is always a new one;
 //! - no outbox publish hook: events are still staged in the order's transaction,
 //!   and the relay finds them at its next poll (every second) instead of at once;
 //! - no server bulkhead: the orders routes keep only the request timeout;
@@ -204,8 +285,8 @@ use palisade::bulkhead::{BulkheadHandle, BulkheadLayer};
 use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerHandle};
 use palisade::core::error::is_local_rejection;
 use palisade::core::problem::problem_for_error;
-use palisade::idempotency::IdempotencyLayer;
 use palisade::idempotency::store::redis::RedisStore;
+use palisade::idempotency::{HeaderScope, IdempotencyLayer};
 use palisade::outbox::publisher::NatsPublisher;
 use palisade::outbox::{
     ChannelPublisher, Event, OutboxContext, PublishError, PublishHookLayer, Publisher, RelayHandle, Wakeup,
@@ -223,6 +304,7 @@ use tower::ServiceBuilder;
 use tower::ServiceExt as _;
 use tower::util::BoxCloneSyncService;
 
+use database::Transition;
 pub use database::{Backend, Database, UnsupportedDatabase};
 pub use payments_sim::{Mode, PaymentsSim};
 
@@ -244,6 +326,10 @@ pub const PAYMENTS: &str = "payments";
 
 /// The name of the server bulkhead of the orders routes in metrics and logs.
 pub const API: &str = "orders-api";
+
+/// The counter of payment events that arrived for an order already settled
+/// (acknowledged and ignored).
+pub const LATE_EVENTS_METRIC: &str = "axum_orders_webhook_late_events_total";
 
 /// Whether the service runs with its palisade layers (see the crate docs,
 /// "Without the layers").
@@ -267,13 +353,15 @@ impl Layers {
     }
 }
 
-/// The service's settings.
-#[derive(Debug, Clone)]
+/// The service's settings. Its `Debug` output shows URLs with their
+/// passwords replaced by `***` and the webhook secrets as `***`.
+#[derive(Clone)]
 pub struct Config {
     /// Where orders and the outbox live: `sqlite:<file>` (created when
     /// missing) or `postgres://…` (see [`Database`]).
     pub database_url: String,
-    /// The payments service's base URL; charges go to `{payments_url}/charges`.
+    /// The payments service's base URL; charges go to `{payments_url}/charges`,
+    /// refunds to `{payments_url}/refunds`.
     pub payments_url: Uri,
     /// Standard Webhooks secret (`whsec_...`) of `POST /webhooks/payments`.
     pub webhook_secret: String,
@@ -302,8 +390,76 @@ pub struct Config {
     /// bulkhead, which answers the excess 503 at once instead of queueing it.
     pub max_concurrent_requests: usize,
     /// Time allowed to one request on the orders routes (default 10 s, above
-    /// the payments stack's worst case of three 2 s attempts and their backoff).
+    /// the payments stack's worst case of three 2 s attempts and their backoff;
+    /// `--request-timeout`, env `REQUEST_TIMEOUT`).
     pub request_timeout: Duration,
+    /// How long an order may stay unfinished after its last attempt before
+    /// it is cancelled and its payment, if any, refunded (default 15 minutes;
+    /// must exceed [`Config::request_timeout`], so no attempt is still
+    /// running; `--abandon-after`, env `ABANDON_AFTER`). See the crate docs,
+    /// "Creating an order".
+    pub abandon_after: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("payments_url", &redact_url(&self.payments_url.to_string()))
+            .field("webhook_secret", &"***")
+            .field("stripe_secret", &"***")
+            .field("payments", &self.payments)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("nats_url", &self.nats_url.as_deref().map(redact_url))
+            .field("nats_subject_prefix", &self.nats_subject_prefix)
+            .field("nats_stream", &self.nats_stream)
+            .field("layers", &self.layers)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("request_timeout", &self.request_timeout)
+            .field("abandon_after", &self.abandon_after)
+            .finish()
+    }
+}
+
+/// `url` with the password of its user info, if any, replaced by `***`: for
+/// every message that shows a URL.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let Some(at) = url[scheme_end..authority_end].rfind('@').map(|i| scheme_end + i) else {
+        return url.to_owned();
+    };
+    match url[scheme_end..at].find(':').map(|i| scheme_end + i) {
+        Some(colon) => format!("{}:***{}", &url[..colon], &url[at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Reads a duration written as a whole number and a unit: `ms`, `s`, `m` or
+/// `h` (`500ms`, `10s`, `15m`), as the duration flags take it.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 10s, 15m or 2h"))?;
+    let millis = match unit {
+        "ms" => Some(number),
+        "s" => number.checked_mul(1_000),
+        "m" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
+        _ => return Err(format!("{text:?} is not a duration such as 500ms, 10s, 15m or 2h")),
+    };
+    match millis {
+        Some(0) => Err(format!("{text:?}: the duration must be above zero")),
+        Some(millis) => Ok(Duration::from_millis(millis)),
+        None => Err(format!("{text:?} is too long")),
+    }
 }
 
 impl Config {
@@ -329,6 +485,7 @@ impl Config {
             layers: Layers::On,
             max_concurrent_requests: 256,
             request_timeout: Duration::from_secs(10),
+            abandon_after: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -381,21 +538,90 @@ pub struct App {
     pub database: Database,
     relay: RelayHandle,
     wakeup_tasks: Vec<JoinHandle<()>>,
+    compensation: Compensation,
 }
 
 impl App {
-    /// Stops the outbox relay after the batch in flight.
+    /// Stops the outbox relay after the batch in flight, and the refunds of
+    /// abandoned orders.
     pub async fn shutdown(self) {
         for task in &self.wakeup_tasks {
             task.abort();
         }
         self.relay.shutdown().await;
     }
+
+    /// Cancels the orders left unfinished for longer than
+    /// [`Config::abandon_after`] and refunds their payments; returns how many
+    /// it cancelled. The service does this on its own at start-up and then
+    /// every minute; this runs it now.
+    pub async fn cancel_abandoned(&self) -> Result<usize, BoxError> {
+        self.compensation.run().await
+    }
+}
+
+/// The compensating step of order creation: refunds what an order that was
+/// never finished may have been charged.
+#[derive(Debug, Clone)]
+struct Compensation {
+    database: Database,
+    payments: PaymentsClient,
+    refunds_uri: Uri,
+    abandon_after: Duration,
+}
+
+impl Compensation {
+    async fn run(&self) -> Result<usize, BoxError> {
+        let abandon_after = i64::try_from(self.abandon_after.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now_ms().saturating_sub(abandon_after);
+        let mut cancelled = 0;
+        for (id, status) in self.database.abandoned(cutoff).await? {
+            // A `new` order is taken over unless an attempt leased it since the cutoff.
+            if status == "new" && !self.database.claim_for_refund(&id, cutoff).await? {
+                continue;
+            }
+            if self.refund(&id).await? {
+                self.database.refunded(&id).await?;
+                cancelled += 1;
+            }
+        }
+        Ok(cancelled)
+    }
+
+    /// Asks payments to refund the order's charge; true once nothing is left
+    /// to refund (refunded now or before, or never charged).
+    async fn refund(&self, order_id: &str) -> Result<bool, BoxError> {
+        let body = json!({ "order_id": order_id });
+        let req = Request::post(self.refunds_uri.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(palisade::retry::IDEMPOTENCY_KEY, format!("refund-{order_id}"))
+            .body(Full::new(Bytes::from(body.to_string())))?;
+        match self.payments.clone().oneshot(req).await {
+            Ok(res) if res.status().is_success() || res.status() == StatusCode::NOT_FOUND => Ok(true),
+            Ok(_) | Err(_) => Ok(false),
+        }
+    }
+
+    /// Runs at once and then every minute, until aborted.
+    fn spawn(self) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = self.run().await {
+                    eprintln!("axum-orders: cancelling abandoned orders failed: {e}");
+                }
+            }
+        })
+    }
 }
 
 #[derive(Clone)]
 struct AppState {
     database: Database,
+    /// Payment events that arrived for an order already settled.
+    late_events: Arc<AtomicU64>,
     payments: PaymentsClient,
     charges_uri: Uri,
     guards: Option<PaymentsGuards>,
@@ -474,6 +700,13 @@ fn prometheus() -> PrometheusHandle {
 /// Opens the database (creating the tables when missing), builds the
 /// payments client stack, starts the outbox relay and returns the routes.
 pub async fn app(config: &Config) -> Result<App, BoxError> {
+    if config.abandon_after <= config.request_timeout {
+        return Err(
+            "abandon_after (--abandon-after) must exceed request_timeout (--request-timeout): \
+                    an order still being created is never cancelled"
+                .into(),
+        );
+    }
     let database = Database::connect(&config.database_url).await?;
     let metrics = prometheus();
     let published = Arc::new(AtomicU64::new(0));
@@ -502,7 +735,10 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         }
         Layers::Off => (plain_payments_client(&config.payments), None),
     };
-    let charges_uri = format!("{}/charges", config.payments_url.to_string().trim_end_matches('/')).parse()?;
+    let payments_base = config.payments_url.to_string();
+    let charges_uri = format!("{}/charges", payments_base.trim_end_matches('/')).parse()?;
+    let refunds_uri = format!("{}/refunds", payments_base.trim_end_matches('/')).parse()?;
+    let late_events = Arc::new(AtomicU64::new(0));
     let redis = match &config.redis_url {
         Some(url) => Some(connect_redis(url).await?),
         None => None,
@@ -512,7 +748,15 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         let replay = redis
             .as_ref()
             .map(|conn| RedisReplayStore::new(conn.clone(), format!("{}webhook:{sender}:", config.redis_prefix)));
-        webhook_route(config.layers, scheme, secret, replay, database.clone(), shape)
+        webhook_route(
+            config.layers,
+            scheme,
+            secret,
+            replay,
+            database.clone(),
+            late_events.clone(),
+            shape,
+        )
     };
     let payments_webhooks = webhooks(
         Scheme::StandardWebhooks,
@@ -522,8 +766,17 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
     )?;
     let stripe_webhooks = webhooks(Scheme::Stripe, &config.stripe_secret, "stripe", STRIPE_EVENTS)?;
 
+    let compensation = Compensation {
+        database: database.clone(),
+        payments: payments.clone(),
+        refunds_uri,
+        abandon_after: config.abandon_after,
+    };
+    let mut wakeup_tasks = wakeup_tasks;
+    wakeup_tasks.push(compensation.clone().spawn());
     let state = AppState {
         database: database.clone(),
+        late_events,
         payments,
         charges_uri,
         guards: guards.clone(),
@@ -548,6 +801,7 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         database,
         relay,
         wakeup_tasks,
+        compensation,
     })
 }
 
@@ -583,7 +837,10 @@ fn orders_api(
         return Ok((routes, None));
     }
     let routes = routes.layer(PublishHookLayer::new(wakeup).source("axum-orders"));
-    let idempotency = IdempotencyLayer::builder().require_key(true);
+    // Scoped by the caller's credentials, as the order ids are.
+    let idempotency = IdempotencyLayer::builder()
+        .require_key(true)
+        .scope(HeaderScope(http::header::AUTHORIZATION));
     let routes = match redis {
         Some(conn) => {
             let store = RedisStore::with_prefix(conn.clone(), format!("{}idempotency:", config.redis_prefix))?;
@@ -604,7 +861,7 @@ async fn nats_publisher(
 ) -> Result<(async_nats::Client, NatsPublisher), BoxError> {
     let client = async_nats::connect(url)
         .await
-        .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))?;
+        .map_err(|e| format!("cannot connect to NATS at {}: {e}", redact_url(url)))?;
     let jetstream = async_nats::jetstream::new(client.clone());
     jetstream
         .get_or_create_stream(async_nats::jetstream::stream::Config {
@@ -622,14 +879,14 @@ async fn nats_publisher(
 
 /// Opens a multiplexed connection to Redis and checks it answers a `PING`.
 async fn connect_redis(url: &str) -> Result<MultiplexedConnection, BoxError> {
-    let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL {url:?}: {e}"))?;
+    let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL {:?}: {e}", redact_url(url)))?;
     let mut conn = client
         .get_multiplexed_async_connection()
         .await
-        .map_err(|e| format!("cannot connect to Redis at {url}: {e}"))?;
+        .map_err(|e| format!("cannot connect to Redis at {}: {e}", redact_url(url)))?;
     redis_ping(&mut conn)
         .await
-        .map_err(|e| format!("Redis at {url} does not answer PING: {e}"))?;
+        .map_err(|e| format!("Redis at {} does not answer PING: {e}", redact_url(url)))?;
     Ok(conn)
 }
 
@@ -803,6 +1060,83 @@ fn parse_order(body: &[u8]) -> Result<NewOrder, Problem> {
     Ok(order)
 }
 
+/// The caller's principal: the credentials it sent in `Authorization` (as a
+/// gateway in front checked them), or none. Orders, idempotency records and
+/// the keys sent to payments are scoped by it, so callers with different
+/// credentials never share an order or a charge, whatever keys they choose.
+fn principal(headers: &HeaderMap) -> &[u8] {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .map_or(&[], http::HeaderValue::as_bytes)
+}
+
+/// The id of the order a principal's `Idempotency-Key` creates: `ord_` and 32
+/// hex digits of SHA-256 over both (length-prefixed, so no two pairs meet).
+/// Every attempt with the key names the same order, and the same charge.
+fn order_id_for(principal: &[u8], key: &[u8]) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"axum-orders order\0");
+    for part in [principal, key] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    let digest = hash.finalize();
+    format!("ord_{}", hex::encode(&digest[..16]))
+}
+
+/// The fingerprint of an order as requested (after validation, so spacing
+/// and key order in the JSON do not matter): a retry under the same key must
+/// ask for the same order.
+fn request_hash(order: &NewOrder) -> String {
+    use sha2::Digest as _;
+    let canonical = json!({
+        "customer_id": order.customer_id,
+        "items": order.items,
+        "total_amount": order.total_amount,
+        "currency": order.currency.to_ascii_uppercase(),
+    });
+    hex::encode(sha2::Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// Now, in Unix milliseconds (an order's lease).
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Now in RFC 3339, UTC, with microseconds: fixed width, so the text sorts in time order.
+fn timestamp() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.microsecond()
+    )
+}
+
+/// The answer for a server-side failure: the status and a fixed text, never
+/// the error's own (which can name tables, files or hosts).
+fn internal() -> Response {
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR)
+        .with_title("Internal error")
+        .with_detail("the request failed inside the service")
+        .into_response()
+}
+
+/// An order this principal created under this key, answered as created (also
+/// to a retry whose first answer was lost or failed).
+fn created(order: Order) -> Response {
+    (StatusCode::CREATED, Json(order)).into_response()
+}
+
 async fn create_order(
     State(state): State<AppState>,
     hooked: Option<Extension<OutboxContext>>,
@@ -818,53 +1152,165 @@ async fn create_order(
         Ok(new) => new,
         Err(problem) => return problem.into_response(),
     };
-    let id = format!("ord_{}", uuid::Uuid::now_v7().simple());
-    if let Err(problem) = charge(&state, &headers, &id, &new).await {
-        return problem.into_response();
-    }
+    // Without a key (only possible with the layers off) every request is another order.
+    let id = match headers.get(palisade::retry::IDEMPOTENCY_KEY) {
+        Some(key) => order_id_for(principal(&headers), key.as_bytes()),
+        None => format!("ord_{}", uuid::Uuid::now_v7().simple()),
+    };
+    let hash = request_hash(&new);
     let order = Order {
         id,
-        status: "pending".to_owned(),
+        status: "new".to_owned(),
+        currency: new.currency.to_ascii_uppercase(),
         customer_id: new.customer_id,
         items: new.items,
         total_amount: new.total_amount,
-        currency: new.currency.to_ascii_uppercase(),
-        created_at: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        created_at: timestamp(),
     };
-    match state.database.insert_order(&ctx, &order).await {
-        Ok(()) => (StatusCode::CREATED, Json(order)).into_response(),
-        Err(e) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR)
+    // 1. The order is stored (as `new`) before anything is charged, so a retry
+    //    finds it and finishes it, or the compensation refunds it.
+    let (row, first_hash) = match state.database.reserve(&order, &hash, now_ms()).await {
+        Ok(Some(reserved)) => reserved,
+        Ok(None) | Err(_) => return internal(),
+    };
+    if first_hash != hash {
+        return Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
+            .with_title("Idempotency-Key reused")
+            .with_detail("this Idempotency-Key was first used for another order; use a new key for a new order")
+            .into_response();
+    }
+    let Ok(order) = order_from_row(row) else {
+        return internal();
+    };
+    if order.status != "new" {
+        return answer_for(order);
+    }
+    // 2. The charge, under a key derived from the order's id: a retry sends the
+    //    same key and the same body, so payments answers the first charge.
+    match charge(&state, &order).await {
+        Charge::Made => {}
+        Charge::Declined(status) => {
+            // Best effort: if this write fails, a retry asks payments again and is declined again.
+            let _ = state.database.decline(&order.id).await;
+            return declined(status);
+        }
+        Charge::Failed(problem) => return problem.into_response(),
+    }
+    // 3. The order moves to `pending` with its event, in one transaction.
+    let order = Order {
+        status: "pending".to_owned(),
+        ..order
+    };
+    match state.database.complete(&ctx, &order).await {
+        Ok(true) => created(order),
+        // Finished meanwhile by a concurrent retry, or given up and refunded.
+        Ok(false) => match state.database.order(&order.id).await {
+            Ok(Some(row)) => order_from_row(row).map_or_else(|_| internal(), created),
+            Ok(None) => cancelled(),
+            Err(_) => internal(),
+        },
+        Err(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
             .with_title("The order could not be stored")
-            .with_detail(e.to_string())
+            .with_detail(
+                "the payment was taken but the order could not be stored; retry with the same \
+                 Idempotency-Key to finish it (the payment is not taken again)",
+            )
+            .with_retry_after(Duration::from_secs(1))
             .into_response(),
     }
 }
 
-/// Charges the order through the payments stack, forwarding the client's idempotency key.
-async fn charge(state: &AppState, headers: &HeaderMap, order_id: &str, order: &NewOrder) -> Result<(), Problem> {
-    let body = json!({ "order_id": order_id, "amount": order.total_amount, "currency": order.currency });
-    let mut req = Request::post(state.charges_uri.clone())
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR).with_detail(e.to_string()))?;
-    if let Some(key) = headers.get(palisade::retry::IDEMPOTENCY_KEY) {
-        req.headers_mut().insert(palisade::retry::IDEMPOTENCY_KEY, key.clone());
+/// The answer for an order this key's earlier attempts took past `new`.
+fn answer_for(order: Order) -> Response {
+    match order.status.as_str() {
+        "pending" | "paid" | "payment_failed" => created(order),
+        "declined" => declined(StatusCode::PAYMENT_REQUIRED),
+        _ => cancelled(),
     }
-    let failed = |detail: String| {
-        Problem::new(StatusCode::BAD_GATEWAY)
-            .with_title("The payment failed")
-            .with_detail(detail)
+}
+
+/// A decline: 402 when payments said 402, else 422 with its status.
+fn declined(status: StatusCode) -> Response {
+    if status == StatusCode::PAYMENT_REQUIRED {
+        Problem::new(StatusCode::PAYMENT_REQUIRED)
+            .with_title("The payment was declined")
+            .with_detail("the payments service declined the charge; use a new Idempotency-Key to try again")
+            .into_response()
+    } else {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
+            .with_title("The payment was refused")
+            .with_detail(format!(
+                "the payments service refused the charge ({}); use a new Idempotency-Key to try again",
+                status.as_u16()
+            ))
+            .into_response()
+    }
+}
+
+fn cancelled() -> Response {
+    Problem::new(StatusCode::CONFLICT)
+        .with_title("The order was cancelled")
+        .with_detail(
+            "the order under this Idempotency-Key could not be finished and its payment was refunded; \
+             use a new key for a new order",
+        )
+        .into_response()
+}
+
+/// What became of a charge.
+enum Charge {
+    /// Payments took it (now, or on an earlier attempt under the same key).
+    Made,
+    /// Payments answered a 4xx other than 408, 409 and 429: it will not take it.
+    Declined(StatusCode),
+    /// Not confirmed: unreachable, failing, busy, or refused locally. A retry
+    /// with the same key charges at most once.
+    Failed(Problem),
+}
+
+/// Charges the order through the payments stack; its `Idempotency-Key` is
+/// the order's id, which derives from the principal and the client's key.
+async fn charge(state: &AppState, order: &Order) -> Charge {
+    let body = json!({ "order_id": order.id, "amount": order.total_amount, "currency": order.currency });
+    let req = Request::post(state.charges_uri.clone())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(palisade::retry::IDEMPOTENCY_KEY, order.id.as_str())
+        .body(Full::new(Bytes::from(body.to_string())));
+    let Ok(req) = req else {
+        return Charge::Failed(Problem::new(StatusCode::INTERNAL_SERVER_ERROR));
+    };
+    let unconfirmed = |detail: &'static str| {
+        Charge::Failed(
+            Problem::new(StatusCode::BAD_GATEWAY)
+                .with_title("The payment failed")
+                .with_detail(detail),
+        )
     };
     match state.payments.clone().oneshot(req).await {
-        Ok(res) if res.status().is_success() => Ok(()),
-        Ok(res) => Err(failed(format!(
-            "the payments service answered {} after the retries",
-            res.status().as_u16()
-        ))),
-        Err(e) if is_local_rejection(&*e) => Err(problem_for_error(&*e)),
-        Err(e) => Err(failed(format!("the payments service could not be reached: {e}"))),
+        Ok(res) if res.status().is_success() => Charge::Made,
+        Ok(res)
+            if matches!(
+                res.status(),
+                StatusCode::REQUEST_TIMEOUT | StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS
+            ) =>
+        {
+            Charge::Failed(
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+                    .with_title("Payments are busy")
+                    .with_detail("the payments service asked to retry later; retry with the same Idempotency-Key")
+                    .with_retry_after(Duration::from_secs(1)),
+            )
+        }
+        Ok(res) if res.status().is_client_error() => Charge::Declined(res.status()),
+        Ok(_) => unconfirmed(
+            "the payments service failed after the retries; retry with the same Idempotency-Key \
+             (the payment is taken at most once)",
+        ),
+        Err(e) if is_local_rejection(&*e) => Charge::Failed(problem_for_error(&*e)),
+        Err(_) => unconfirmed(
+            "the payments service could not be reached; retry with the same Idempotency-Key \
+             (the payment is taken at most once)",
+        ),
     }
 }
 
@@ -928,17 +1374,19 @@ fn webhook_route(
     secret: &str,
     replay: Option<RedisReplayStore>,
     database: Database,
+    late_events: Arc<AtomicU64>,
     shape: EventShape,
 ) -> Result<BoxCloneSyncService<Request<axum::body::Body>, Response, Infallible>, BoxError> {
     if layers == Layers::Off {
         let receiver = tower::service_fn(move |req: Request<axum::body::Body>| {
             let database = database.clone();
+            let late_events = late_events.clone();
             async move {
                 Ok::<_, Infallible>(match req.into_body().collect().await {
-                    Ok(body) => apply_webhook(&database, &body.to_bytes(), shape).await,
-                    Err(e) => Problem::new(StatusCode::BAD_REQUEST)
+                    Ok(body) => apply_webhook(&database, &late_events, &body.to_bytes(), shape).await,
+                    Err(_) => Problem::new(StatusCode::BAD_REQUEST)
                         .with_title("Unreadable body")
-                        .with_detail(e.to_string())
+                        .with_detail("the request body could not be read")
                         .into_response(),
                 })
             }
@@ -953,12 +1401,13 @@ fn webhook_route(
     .build()?;
     let receiver = tower::service_fn(move |req: Request<Full<Bytes>>| {
         let database = database.clone();
+        let late_events = late_events.clone();
         async move {
             let body = match req.into_body().collect().await {
                 Ok(body) => body.to_bytes(),
                 Err(never) => match never {},
             };
-            Ok::<_, Infallible>(apply_webhook(&database, &body, shape).await)
+            Ok::<_, Infallible>(apply_webhook(&database, &late_events, &body, shape).await)
         }
     });
     Ok(BoxCloneSyncService::new(
@@ -966,7 +1415,7 @@ fn webhook_route(
     ))
 }
 
-async fn apply_webhook(database: &Database, body: &[u8], shape: EventShape) -> Response {
+async fn apply_webhook(database: &Database, late_events: &AtomicU64, body: &[u8], shape: EventShape) -> Response {
     let event: Option<PaymentOutcome> = serde_json::from_slice(body)
         .ok()
         .as_ref()
@@ -981,13 +1430,20 @@ async fn apply_webhook(database: &Database, body: &[u8], shape: EventShape) -> R
                 .into_response();
         }
     };
-    match database.set_status(&order_id, status).await {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => Problem::new(StatusCode::NOT_FOUND)
+    match database.settle(&order_id, status).await {
+        Ok(Transition::Applied) => StatusCode::NO_CONTENT.into_response(),
+        // Providers do not promise order: an event for a settled order came
+        // late. Acknowledged, so it is not redelivered, and counted.
+        Ok(Transition::Settled) => {
+            late_events.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(LATE_EVENTS_METRIC).increment(1);
+            StatusCode::OK.into_response()
+        }
+        Ok(Transition::Unknown) => Problem::new(StatusCode::NOT_FOUND)
             .with_title("No such order")
             .with_detail(format!("there is no order {order_id}"))
             .into_response(),
-        Err(e) => internal(e),
+        Err(_) => internal(),
     }
 }
 
@@ -1052,6 +1508,7 @@ async fn health(State(state): State<AppState>) -> Response {
         "layers": state.layers.as_str(),
         "api": { "bulkhead": api_bulkhead },
         "payments": { "breaker": breaker, "bulkhead": bulkhead },
+        "webhooks": { "late_events": state.late_events.load(Ordering::Relaxed) },
         "outbox": {
             "pending": backlog.map(|b| b.pending),
             "published": state.published.load(Ordering::Relaxed),
@@ -1094,20 +1551,14 @@ fn order_from_row(row: OrderRow) -> Result<Order, serde_json::Error> {
     })
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
-    Problem::new(StatusCode::INTERNAL_SERVER_ERROR)
-        .with_detail(e.to_string())
-        .into_response()
-}
-
 async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let row = match state.database.order(&id).await {
         Ok(row) => row,
-        Err(e) => return internal(e),
+        Err(_) => return internal(),
     };
     match row.map(order_from_row) {
         Some(Ok(order)) => Json(order).into_response(),
-        Some(Err(e)) => internal(e),
+        Some(Err(_)) => internal(),
         None => Problem::new(StatusCode::NOT_FOUND)
             .with_title("No such order")
             .with_detail(format!("there is no order {id}"))
@@ -1118,10 +1569,10 @@ async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> Res
 async fn list_orders(State(state): State<AppState>) -> Response {
     let rows = match state.database.orders().await {
         Ok(rows) => rows,
-        Err(e) => return internal(e),
+        Err(_) => return internal(),
     };
     match rows.into_iter().map(order_from_row).collect::<Result<Vec<_>, _>>() {
         Ok(orders) => Json(orders).into_response(),
-        Err(e) => internal(e),
+        Err(_) => internal(),
     }
 }

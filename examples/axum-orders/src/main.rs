@@ -3,7 +3,11 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use axum_orders::{Backend, Config, DEFAULT_DATABASE_URL, Layers, PaymentsSim, app, generate_secret, serve};
+use std::time::Duration;
+
+use axum_orders::{
+    Backend, Config, DEFAULT_DATABASE_URL, Layers, PaymentsSim, app, generate_secret, parse_duration, redact_url, serve,
+};
 use clap::Parser;
 use http::Uri;
 use tokio::net::TcpListener;
@@ -56,6 +60,16 @@ struct Args {
     /// Never run `off` where anyone else can reach it.
     #[arg(long, env = "PALISADE_LAYERS", value_enum, default_value = "on")]
     layers: Layers,
+    /// Time allowed to one request on the orders routes (`500ms`, `10s`,
+    /// `2m`); past it the answer is a 504 and the order can be finished by a
+    /// retry with the same Idempotency-Key.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    request_timeout: Duration,
+    /// How long an order may stay unfinished after its last attempt before it
+    /// is cancelled and its payment refunded (`15m`, `1h`); must exceed
+    /// `--request-timeout`.
+    #[arg(long, env = "ABANDON_AFTER", default_value = "15m", value_parser = parse_duration)]
+    abandon_after: Duration,
 }
 
 #[tokio::main]
@@ -84,7 +98,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
             let addr = listener.local_addr()?;
             // Ends with the process.
             tokio::spawn(axum::serve(listener, PaymentsSim::default().router()).into_future());
-            println!("payments simulator on http://{addr} (POST /charges, GET /charges, GET|PUT /mode)");
+            println!("payments simulator on http://{addr} (POST /charges, GET /charges, POST /refunds, GET|PUT /mode)");
             format!("http://{addr}").parse()?
         }
     };
@@ -94,6 +108,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     config.redis_url = args.redis_url;
     config.nats_url = args.nats_url;
     config.layers = args.layers;
+    config.request_timeout = args.request_timeout;
+    config.abandon_after = args.abandon_after;
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -102,8 +118,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     println!("listening on http://{}", listener.local_addr()?);
     println!(
         "database {}, payments at {}",
-        without_password(&config.database_url),
-        config.payments_url
+        redact_url(&config.database_url),
+        redact_url(&config.payments_url.to_string())
     );
     if config.layers == Layers::Off {
         println!("palisade layers OFF: no idempotency, no webhook verification, payments without retry or breaker");
@@ -111,7 +127,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     if let Some(redis) = &config.redis_url {
         println!(
             "idempotency and webhook replay stores in Redis at {}",
-            without_password(redis)
+            redact_url(redis)
         );
     }
     match app.events.take() {
@@ -153,44 +169,27 @@ fn secret_or_generated(secret: Option<String>, what: &str) -> Result<String, Box
     }
 }
 
-/// `url` with the password of its user info, if any, replaced by `***`, for printing.
-fn without_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let authority_end = url[scheme_end..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| scheme_end + i);
-    let Some(at) = url[scheme_end..authority_end].rfind('@').map(|i| scheme_end + i) else {
-        return url.to_owned();
-    };
-    match url[scheme_end..at].find(':').map(|i| scheme_end + i) {
-        Some(colon) => format!("{}:***{}", &url[..colon], &url[at..]),
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::without_password;
+    use axum_orders::redact_url;
 
     #[test]
     fn printed_urls_hide_passwords_only() {
         assert_eq!(
-            without_password("postgres://orders:s3cr@t:x@db.internal:5432/shop?sslmode=require"),
+            redact_url("postgres://orders:s3cr@t:x@db.internal:5432/shop?sslmode=require"),
             "postgres://orders:***@db.internal:5432/shop?sslmode=require"
         );
         assert_eq!(
-            without_password("redis://:pw@127.0.0.1:6379/0"),
+            redact_url("redis://:pw@127.0.0.1:6379/0"),
             "redis://:***@127.0.0.1:6379/0"
         );
         assert_eq!(
-            without_password("postgres://postgres@127.0.0.1/test"),
+            redact_url("postgres://postgres@127.0.0.1/test"),
             "postgres://postgres@127.0.0.1/test"
         );
-        assert_eq!(without_password("sqlite:axum-orders.db"), "sqlite:axum-orders.db");
+        assert_eq!(redact_url("sqlite:axum-orders.db"), "sqlite:axum-orders.db");
         assert_eq!(
-            without_password("postgres://127.0.0.1/test?options=-c%20search_path%3Da@b"),
+            redact_url("postgres://127.0.0.1/test?options=-c%20search_path%3Da@b"),
             "postgres://127.0.0.1/test?options=-c%20search_path%3Da@b"
         );
     }

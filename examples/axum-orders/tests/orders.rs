@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum_orders::{App, Backend, Config, Layers, Mode, PaymentsSim, app, generate_secret};
+use axum_orders::{App, Backend, Config, Database, Layers, Mode, PaymentsSim, app, generate_secret, parse_duration};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
@@ -53,8 +53,8 @@ impl Fixture {
         self.sim
             .set_mode(Mode {
                 failure_rate: 1.0,
-                latency_ms: 0,
                 status,
+                ..Mode::default()
             })
             .unwrap();
     }
@@ -260,7 +260,7 @@ fn payment_event(kind: &str, order_id: &str) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn a_payments_webhook_sets_the_status_once_per_message() {
+async fn a_payments_webhook_moves_a_pending_order_once_and_a_late_event_is_ignored_and_counted() {
     let fx = Fixture::start(|_| {}).await;
     let id = fx.create_order("webhooks").await;
     let secret = fx.config.webhook_secret.clone();
@@ -277,7 +277,10 @@ async fn a_payments_webhook_sets_the_status_once_per_message() {
     let (res, _) = fx.send(paid()).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(fx.status_of(&id).await, "paid");
+    let late_events_before = health(&fx).await["webhooks"]["late_events"].clone();
 
+    // Delivered out of order after the success: acknowledged (so the sender stops
+    // redelivering it), not applied, and counted.
     let failed = signed_webhook(
         "/webhooks/payments",
         Scheme::StandardWebhooks,
@@ -285,13 +288,22 @@ async fn a_payments_webhook_sets_the_status_once_per_message() {
         "msg_2",
         &payment_event("payment.failed", &id),
     );
-    assert_eq!(fx.send(failed).await.0.status(), StatusCode::NO_CONTENT);
-    assert_eq!(fx.status_of(&id).await, "payment_failed");
+    assert_eq!(fx.send(failed).await.0.status(), StatusCode::OK);
+    assert_eq!(fx.status_of(&id).await, "paid");
+    assert_eq!(late_events_before, 0);
+    assert_eq!(health(&fx).await["webhooks"]["late_events"], 1);
+    let (_, metrics) = fx.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+    assert!(
+        metrics.contains("axum_orders_webhook_late_events_total"),
+        "the late event counter is missing from:\n{metrics}"
+    );
 
-    // The redelivered first message is acknowledged but not applied again.
+    // The redelivered first message is acknowledged by the replay store, not applied or counted again.
     let (res, _) = fx.send(paid()).await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(fx.status_of(&id).await, "payment_failed");
+    assert_eq!(fx.status_of(&id).await, "paid");
+    assert_eq!(health(&fx).await["webhooks"]["late_events"], 1);
     fx.finish().await;
 }
 
@@ -454,9 +466,8 @@ async fn a_full_payments_bulkhead_is_503_with_retry_after() {
 fn hold_charges(fx: &Fixture) {
     fx.sim
         .set_mode(Mode {
-            failure_rate: 0.0,
             latency_ms: 60_000,
-            status: 503,
+            ..Mode::default()
         })
         .unwrap();
 }
@@ -576,7 +587,7 @@ async fn the_simulator_charges_once_per_key_and_switches_modes() {
     assert_eq!(again["id"], first["id"]);
     call(charge("k2")).await;
     let (_, count) = call(Request::get("/charges").body(Body::empty()).unwrap()).await;
-    assert_eq!(count, serde_json::json!({ "charges": 2, "requests": 3 }));
+    assert_eq!(count, serde_json::json!({ "charges": 2, "requests": 3, "refunds": 0 }));
 
     let mode = r#"{"failure_rate": 1.0, "latency_ms": 0, "status": 502}"#;
     let (status, _) = call(Request::put("/mode").body(Body::from(mode)).unwrap()).await;
@@ -584,7 +595,7 @@ async fn the_simulator_charges_once_per_key_and_switches_modes() {
     let (_, got) = call(Request::get("/mode").body(Body::empty()).unwrap()).await;
     assert_eq!(
         got,
-        serde_json::json!({ "failure_rate": 1.0, "latency_ms": 0, "status": 502 })
+        serde_json::json!({ "failure_rate": 1.0, "latency_ms": 0, "status": 502, "charge_first": false })
     );
     let (status, _) = call(charge("k3")).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
@@ -598,6 +609,67 @@ async fn the_simulator_charges_once_per_key_and_switches_modes() {
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(sim.mode().failure_rate, 1.0);
+}
+
+#[tokio::test]
+async fn the_simulator_keeps_a_providers_key_and_refund_rules() {
+    let sim = PaymentsSim::with_seed(1);
+    let router = sim.router();
+    let call = |req: Request<Body>| {
+        let router = router.clone();
+        async move {
+            let res = router.oneshot(req).await.unwrap();
+            let status = res.status();
+            (status, json(&res.into_body().collect().await.unwrap().to_bytes()))
+        }
+    };
+    let charge = |key: &str, body: &str| {
+        Request::post("/charges")
+            .header("idempotency-key", key)
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let refund = |order_id: &str| {
+        Request::post("/refunds")
+            .body(Body::from(serde_json::json!({ "order_id": order_id }).to_string()))
+            .unwrap()
+    };
+    let (status, first) = call(charge("k1", r#"{"order_id":"ord_1","amount":100}"#)).await;
+    assert_eq!(status, StatusCode::OK);
+    // The same parameters, written differently: the same charge.
+    let (status, again) = call(charge("k1", r#"{ "amount": 100, "order_id": "ord_1" }"#)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["id"], first["id"]);
+    // Other parameters under the same key: refused, nothing charged.
+    let (status, reused) = call(charge("k1", r#"{"order_id":"ord_2","amount":100}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(reused["error"]["type"], "idempotency_error");
+    assert_eq!(sim.charges(), 1);
+
+    let (status, refunded) = call(refund("ord_1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(refunded["charge"], first["id"]);
+    let (status, again) = call(refund("ord_1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["id"], refunded["id"], "a refund is made once");
+    assert_eq!(call(refund("ord_never_charged")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(sim.refunds(), 1);
+
+    // Charge first: the charge is made on arrival, whatever the caller then sees.
+    sim.set_mode(Mode {
+        failure_rate: 1.0,
+        charge_first: true,
+        ..Mode::default()
+    })
+    .unwrap();
+    let (status, _) = call(charge("k2", r#"{"order_id":"ord_3","amount":100}"#)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(sim.charges(), 2);
+    sim.set_mode(Mode::default()).unwrap();
+    let (status, made) = call(charge("k2", r#"{"order_id":"ord_3","amount":100}"#)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(call(refund("ord_3")).await.1["charge"], made["id"]);
+    assert_eq!(sim.charges(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -722,21 +794,30 @@ async fn with_the_layers_on_a_replayed_order_is_answered_from_the_store() {
 }
 
 #[tokio::test]
-async fn with_the_layers_off_a_replayed_order_is_a_second_order() {
+async fn with_the_layers_off_a_repeated_key_is_the_same_order_found_by_the_handler() {
     let mut fx = Fixture::start(|config| config.layers = Layers::Off).await;
     let first = fx.create_order("same-key").await;
     let (res, body) = fx.send(post_order(Some("same-key"), ORDER)).await;
     assert_eq!(res.status(), StatusCode::CREATED);
+    // No stored response is replayed, but the order's id derives from the key: the
+    // handler finds the order it made and answers it, without charging again.
     assert!(res.headers().get("idempotent-replayed").is_none());
+    assert_eq!(json(&body)["id"], first);
+    assert_eq!(fx.sim.requests(), 1);
+
+    // No key required: an order without one is another order.
+    let (res, body) = fx.send(post_order(None, ORDER)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
     let second = json(&body)["id"].as_str().unwrap().to_owned();
     assert_ne!(second, first);
-    // The simulator still charges once per key: only the service's own layer is gone.
-    assert_eq!(fx.sim.requests(), 2);
-    let ids: Vec<_> = fx.orders().await.iter().map(|o| o["id"].clone()).collect();
-    assert_eq!(ids, [first.clone(), second]);
+    assert_eq!(fx.sim.charges(), 2);
+    let mut ids: Vec<_> = fx.orders().await.iter().map(|o| o["id"].clone()).collect();
+    ids.sort_by_key(ToString::to_string);
+    let mut expected = [serde_json::json!(first), serde_json::json!(second)];
+    expected.sort_by_key(ToString::to_string);
+    assert_eq!(ids, expected);
 
-    // No key required, no breaker or bulkhead, and the events still leave (by polling).
-    assert_eq!(fx.send(post_order(None, ORDER)).await.0.status(), StatusCode::CREATED);
+    // No breaker or bulkhead, and the events still leave (by polling).
     let report = health(&fx).await;
     assert_eq!(report["layers"], "off");
     assert_eq!(report["payments"]["breaker"], serde_json::Value::Null);
@@ -790,4 +871,320 @@ async fn an_unsupported_database_url_is_refused() {
     assert_eq!(Backend::of("sqlite:orders.db").unwrap(), Backend::Sqlite);
     assert_eq!(Backend::of("postgres://localhost/test").unwrap(), Backend::Postgres);
     assert_eq!(Backend::of("postgresql://localhost/test").unwrap(), Backend::Postgres);
+}
+
+/// Makes every insert into `table` fail with an SQLite error whose text is `message`.
+async fn fail_inserts(fx: &Fixture, table: &str, message: &str) {
+    let Database::Sqlite(pool) = &fx.app.database else {
+        unreachable!("the fixture runs on SQLite")
+    };
+    sqlx::query(&format!(
+        "CREATE TRIGGER fail_{table} BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, '{message}'); END"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn repair_inserts(fx: &Fixture, table: &str) {
+    let Database::Sqlite(pool) = &fx.app.database else {
+        unreachable!("the fixture runs on SQLite")
+    };
+    sqlx::query(&format!("DROP TRIGGER fail_{table}"))
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// Makes the outbox refuse every event: the order's last write, after its charge, fails.
+async fn fail_staging(fx: &Fixture, message: &str) {
+    fail_inserts(fx, "palisade_outbox", message).await;
+}
+
+async fn repair_staging(fx: &Fixture) {
+    repair_inserts(fx, "palisade_outbox").await;
+}
+
+#[tokio::test]
+async fn a_retry_after_the_order_failed_to_store_behind_its_charge_makes_one_charge_and_one_order() {
+    let fx = Fixture::start(|_| {}).await;
+    fail_staging(&fx, "injected fault").await;
+    let (failed, _) = fx.send(post_order(Some("store-fails"), ORDER)).await;
+    assert_eq!(fx.sim.charges(), 1, "the charge was made");
+    assert!(fx.orders().await.is_empty());
+
+    repair_staging(&fx).await;
+    let (res, body) = fx.send(post_order(Some("store-fails"), ORDER)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // The first answer told the client to retry: a 503, never a 502 that blames payments.
+    assert_problem(&failed, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(failed.headers().contains_key("retry-after"));
+    assert!(res.headers().get("idempotent-replayed").is_none());
+    assert_eq!(json(&body)["status"], "pending");
+    assert_eq!(fx.sim.requests(), 2);
+    assert_eq!(fx.sim.charges(), 1, "the retry found the first charge");
+    assert_eq!(fx.sim.refunds(), 0);
+    let orders = fx.orders().await;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0], json(&body));
+    fx.finish().await;
+}
+
+// As in the 504 test above: the charge crosses a real socket, so the request timeout is real
+// time (paused time would advance while sqlx's SQLite worker thread holds the runtime idle). One
+// second leaves the charge time to reach the simulator on a loaded machine.
+#[tokio::test]
+async fn a_charge_answered_after_the_request_timeout_is_not_made_again_by_the_retry() {
+    let fx = Fixture::start(|config| {
+        config.request_timeout = Duration::from_secs(1);
+        config.payments.attempt_timeout = Duration::from_secs(60);
+    })
+    .await;
+    fx.sim
+        .set_mode(Mode {
+            latency_ms: 60_000,
+            charge_first: true,
+            ..Mode::default()
+        })
+        .unwrap();
+    let (res, _) = fx.send(post_order(Some("late-answer"), ORDER)).await;
+    assert_problem(&res, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(fx.sim.charges(), 1, "the simulator made the charge before going quiet");
+
+    fx.sim.set_mode(Mode::default()).unwrap();
+    let (res, body) = fx.send(post_order(Some("late-answer"), ORDER)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(fx.sim.requests(), 2);
+    assert_eq!(fx.sim.charges(), 1);
+    assert_eq!(fx.orders().await, [json(&body)]);
+    fx.finish().await;
+}
+
+fn post_order_as(principal: &str, key: &str) -> Request<Body> {
+    let mut req = post_order(Some(key), ORDER);
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {principal}").parse().unwrap());
+    req
+}
+
+#[tokio::test]
+async fn two_principals_with_one_key_get_two_charges_and_two_orders() {
+    let fx = Fixture::start(|_| {}).await;
+    let (first, first_body) = fx.send(post_order_as("tenant-a", "shared-key")).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let (second, second_body) = fx.send(post_order_as("tenant-b", "shared-key")).await;
+    assert_eq!(second.status(), StatusCode::CREATED);
+    assert!(second.headers().get("idempotent-replayed").is_none());
+    assert_ne!(json(&first_body)["id"], json(&second_body)["id"]);
+    assert_eq!(fx.sim.charges(), 2);
+    assert_eq!(fx.orders().await.len(), 2);
+
+    // Each principal's retry is its own replay.
+    let (again, again_body) = fx.send(post_order_as("tenant-a", "shared-key")).await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again_body, first_body);
+    assert_eq!(fx.sim.charges(), 2);
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_declined_payment_is_a_402_or_422_problem_that_is_not_retried() {
+    let fx = Fixture::start(|_| {}).await;
+    fx.fail_payments(402);
+    let (res, body) = fx.send(post_order(Some("declined"), ORDER)).await;
+    assert_problem(&res, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(json(&body)["title"], "The payment was declined");
+    assert_eq!(fx.sim.requests(), 1, "a decline is not retried");
+
+    // The decline is the answer for this key: stored by the idempotency layer, and by
+    // the order's own record, so even without the layer payments are not asked again.
+    let (res, _) = fx.send(post_order(Some("declined"), ORDER)).await;
+    assert_problem(&res, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(fx.sim.requests(), 1);
+
+    fx.fail_payments(400);
+    let (res, _) = fx.send(post_order(Some("refused"), ORDER)).await;
+    assert_problem(&res, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fx.sim.requests(), 2);
+    assert_eq!(fx.sim.charges(), 0);
+    assert!(fx.orders().await.is_empty());
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn database_error_text_never_reaches_a_response() {
+    let fx = Fixture::start(|_| {}).await;
+    let secret = "sqlite internals: page 7 of orders";
+    // Failing the order's first write (before its charge), then its last (after it).
+    fail_inserts(&fx, "orders", secret).await;
+    let (res, body) = fx.send(post_order(Some("db-error-1"), ORDER)).await;
+    assert_problem(&res, StatusCode::INTERNAL_SERVER_ERROR);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(!text.contains(secret), "{text}");
+    repair_inserts(&fx, "orders").await;
+    fail_staging(&fx, secret).await;
+    let (res, body) = fx.send(post_order(Some("db-error-2"), ORDER)).await;
+    assert_problem(&res, StatusCode::SERVICE_UNAVAILABLE);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(!text.contains(secret), "{text}");
+
+    fx.app.database.close().await;
+    let closed = sqlx::Error::PoolClosed.to_string();
+    for req in [
+        Request::get("/orders").body(Body::empty()).unwrap(),
+        Request::get("/orders/ord_1").body(Body::empty()).unwrap(),
+        post_order(Some("db-closed"), ORDER),
+    ] {
+        let (res, body) = fx.send(req).await;
+        assert_problem(&res, StatusCode::INTERNAL_SERVER_ERROR);
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!text.contains(&closed), "{text}");
+    }
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn credentials_in_urls_and_secrets_never_reach_errors_or_debug_output() {
+    let config = Config::new(
+        "mysql://orders:hunter2@127.0.0.1/orders",
+        "http://127.0.0.1:9".parse().unwrap(),
+        generate_secret().unwrap(),
+        generate_secret().unwrap(),
+    );
+    let err = app(&config).await.unwrap_err().to_string();
+    assert_eq!(
+        err,
+        r#"unsupported database URL "mysql://orders:***@127.0.0.1/orders": use sqlite:<file> or postgres://user@host:port/database"#
+    );
+
+    let db = std::env::temp_dir().join(format!("axum-orders-test-{}.db", uuid::Uuid::now_v7().simple()));
+    let mut config = Config::new(
+        format!("sqlite:{}", db.display()),
+        "http://127.0.0.1:9".parse().unwrap(),
+        generate_secret().unwrap(),
+        generate_secret().unwrap(),
+    );
+    // Nothing listens on port 1.
+    config.nats_url = Some("nats://user:hunter2@127.0.0.1:1".to_owned());
+    let err = app(&config).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with("cannot connect to NATS at nats://user:***@127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    let nats_url = config.nats_url.take();
+    config.redis_url = Some("redis://:hunter2@127.0.0.1:1".to_owned());
+    let err = app(&config).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with("cannot connect to Redis at redis://:***@127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    config.nats_url = nats_url;
+
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert!(!debug.contains(&config.webhook_secret), "{debug}");
+    assert!(!debug.contains(&config.stripe_secret), "{debug}");
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.clone().into_os_string();
+        path.push(suffix);
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Moves every order's lease 16 minutes into the past, as that much time
+/// passing without another attempt would (the lease is wall-clock time in the
+/// database, which paused tokio time does not move).
+async fn age_leases(fx: &Fixture) {
+    let Database::Sqlite(pool) = &fx.app.database else {
+        unreachable!("the fixture runs on SQLite")
+    };
+    sqlx::query("UPDATE orders SET leased_at = leased_at - 960000")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_order_never_finished_is_cancelled_and_its_payment_refunded() {
+    // The default abandon delay: 15 minutes.
+    let fx = Fixture::start(|_| {}).await;
+    fail_staging(&fx, "injected fault").await;
+    let (res, _) = fx.send(post_order(Some("abandoned"), ORDER)).await;
+    assert_problem(&res, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(fx.sim.charges(), 1);
+    assert_eq!(fx.app.cancel_abandoned().await.unwrap(), 0, "the attempt is too recent");
+    assert_eq!(fx.sim.refunds(), 0);
+
+    age_leases(&fx).await;
+    assert_eq!(fx.app.cancel_abandoned().await.unwrap(), 1);
+    assert_eq!(fx.sim.refunds(), 1);
+    assert_eq!(fx.app.cancel_abandoned().await.unwrap(), 0, "cancelled once");
+
+    // A retry after that learns the order is gone; nothing is charged again.
+    repair_staging(&fx).await;
+    let (res, body) = fx.send(post_order(Some("abandoned"), ORDER)).await;
+    assert_problem(&res, StatusCode::CONFLICT);
+    assert_eq!(json(&body)["title"], "The order was cancelled");
+    assert_eq!(fx.sim.requests(), 1);
+    assert_eq!(fx.sim.charges(), 1);
+    assert_eq!(fx.sim.refunds(), 1);
+    assert!(fx.orders().await.is_empty());
+
+    // An order whose charge never reached payments is cancelled without a refund.
+    fx.fail_payments(503);
+    let (res, _) = fx.send(post_order(Some("never-charged"), ORDER)).await;
+    assert_problem(&res, StatusCode::BAD_GATEWAY);
+    age_leases(&fx).await;
+    assert_eq!(fx.app.cancel_abandoned().await.unwrap(), 1);
+    assert_eq!(fx.sim.refunds(), 1);
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_retry_renews_the_lease_that_keeps_an_order_from_being_cancelled() {
+    let fx = Fixture::start(|config| config.payments.breaker_failures = 100).await;
+    fx.fail_payments(503);
+    let (res, _) = fx.send(post_order(Some("renewed"), ORDER)).await;
+    assert_problem(&res, StatusCode::BAD_GATEWAY);
+    age_leases(&fx).await;
+    // Another attempt of the same order takes the lease again.
+    let (res, _) = fx.send(post_order(Some("renewed"), ORDER)).await;
+    assert_problem(&res, StatusCode::BAD_GATEWAY);
+    assert_eq!(fx.app.cancel_abandoned().await.unwrap(), 0);
+
+    // One asking for another order under the key does not.
+    age_leases(&fx).await;
+    let (res, _) = fx.send(post_order(Some("renewed"), &ORDER.replace("5999", "1"))).await;
+    assert_problem(&res, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fx.app.cancel_abandoned().await.unwrap(), 1);
+    fx.finish().await;
+}
+
+#[test]
+fn durations_are_read_with_their_unit() {
+    assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+    assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+    assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+    for bad in ["", "10", "s", "1.5s", "-1s", "10 s", "0s"] {
+        assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+    }
+}
+
+#[tokio::test]
+async fn an_abandon_delay_within_the_request_timeout_is_refused() {
+    let mut config = Config::new(
+        "sqlite::memory:",
+        "http://127.0.0.1:9".parse().unwrap(),
+        generate_secret().unwrap(),
+        generate_secret().unwrap(),
+    );
+    config.abandon_after = config.request_timeout;
+    let err = app(&config).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with("abandon_after (--abandon-after) must exceed request_timeout"),
+        "{err}"
+    );
 }

@@ -119,7 +119,44 @@ fn the_binary_documents_its_flags() {
         "--layers",
         "PALISADE_LAYERS",
         "- off:",
+        "--request-timeout",
+        "REQUEST_TIMEOUT",
+        "--abandon-after",
+        "ABANDON_AFTER",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
+}
+
+#[test]
+fn the_binary_takes_its_request_timeout_from_a_flag_or_the_environment() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_axum-orders"));
+        cmd.args(["--listen", "127.0.0.1:0", "--payments-sim-listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("REQUEST_TIMEOUT")
+            .env_remove("ABANDON_AFTER");
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
+        cmd.output().unwrap()
+    };
+    // Read and checked against the abandon delay before anything is opened.
+    let refused = "axum-orders: abandon_after (--abandon-after) must exceed request_timeout \
+                   (--request-timeout): an order still being created is never cancelled\n";
+    for out in [
+        run(&["--request-timeout", "20m"], &[]),
+        run(&[], &[("REQUEST_TIMEOUT", "20m")]),
+        run(&["--request-timeout", "2s", "--abandon-after", "2s"], &[]),
+    ] {
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(String::from_utf8(out.stderr).unwrap(), refused);
+    }
+    let out = run(&["--request-timeout", "10"], &[]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("\"10\" is not a duration such as 500ms, 10s, 15m or 2h"),
+        "{stderr}"
+    );
 }
