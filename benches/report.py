@@ -183,6 +183,10 @@ def fmt_time(ns):
     return f"{ns:.3g} ns"
 
 
+def fmt_ms(ms):
+    return fmt_time(ms * 1e6)
+
+
 def fmt_delta(ns):
     return ("+" if ns >= 0 else "−") + fmt_time(abs(ns))
 
@@ -241,7 +245,8 @@ def harness_group(group, entries, allocations):
         e = entries[name]
         base = baseline_of(name, entries)
         over = e["ns"] - entries[base]["ns"]
-        ratio = fmt_ratio(over / (limit - bare)) if base == BARE and name != BARE and limit > bare else ""
+        measured = base == BARE and name != BARE and not name.startswith("http_bare")
+        ratio = fmt_ratio(over / (limit - bare)) if measured and limit > bare else ""
         alloc = allocations.get(name)
         alloc_text = "" if alloc is None else fmt_allocations(alloc)
         if alloc is not None and base != BARE and base in allocations:
@@ -315,10 +320,10 @@ def outbox_section(records):
             if not ours:
                 continue
             staged = "one event every 20 ms (relay idle)" if load == "idle" else f"about {ours['events_per_s']:,.0f} events/s"
-            ref_text = f"{ref['median_ms']:.2f} ms / {ref['p99_ms']:.2f} ms" if ref else "—"
+            ref_text = f"{fmt_ms(ref['median_ms'])} / {fmt_ms(ref['p99_ms'])}" if ref else "—"
             ratio = fmt_ratio(ours["median_ms"] / ref["median_ms"]) if ref else ""
             rows.append([staged, "hook + 1 s poll" if wake == "hook" else "1 s poll alone",
-                         f"{ours['median_ms']:.2f} ms / {ours['p99_ms']:.2f} ms", ref_text, ratio])
+                         f"{fmt_ms(ours['median_ms'])} / {fmt_ms(ours['p99_ms'])}", ref_text, ratio])
     if rows:
         parts.append(table(["staged", "wake-up", "palisade median / p99", "reference median / p99",
                             "median ÷ reference"], rows))
