@@ -5,8 +5,8 @@
 //! - **overhead**: one call through the layer, driven to completion on the
 //!   bench thread (readiness, call, one poll of the response future), against
 //!   a bare, always-ready `service_fn` and against tower's `ConcurrencyLimit`
-//!   and `Retry` (with a policy that never retries). The figure a layer's docs
-//!   report is its time minus the bare service's.
+//!   and `Retry` (with a policy that never retries). The benchmark report
+//!   gives a layer's time minus the bare service's.
 //! - **allocations**: heap allocations per call, counted by a counting global
 //!   allocator over many calls after warm-up.
 //! - **two threads**: two threads driving clones of one service, for the
