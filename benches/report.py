@@ -206,7 +206,7 @@ def fmt_bytes_rate(per_s):
 
 
 def fmt_ratio(x):
-    return f"{x:.2f}×"
+    return f"{x:.2f}×".replace("-", "−")
 
 
 def fmt_allocations(n):
