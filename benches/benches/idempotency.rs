@@ -5,7 +5,8 @@
 //! memory store against the bare HTTP service in the same run, first requests
 //! into a full memory store holding 1,000 and 1,000,000 responses, the
 //! default disconnect policy's task against running the call in the caller,
-//! and requests/s through a live Redis store.
+//! and requests/s through a live Redis store beside a plain `GET` round trip
+//! on the same connection.
 //!
 //! Run with `cargo bench -p palisade-benches --bench idempotency` (add
 //! `-- --quick` for a fast pass). Redis comes from `REDIS_URL` (default
@@ -208,6 +209,11 @@ fn redis(c: &mut Criterion) {
         Ok(conn) => conn,
         Err(e) => {
             println!("skipping the Redis benchmarks: Redis at {url} is unreachable: {e}");
+            palisade_benches::record(&serde_json::json!({
+                "kind": "skipped",
+                "group": "idempotency_redis",
+                "reason": format!("Redis at {url} is unreachable: {e}"),
+            }));
             return;
         }
     };
@@ -216,8 +222,39 @@ fn redis(c: &mut Criterion) {
     let layer = IdempotencyLayer::builder().store(store).build().expect("layer");
     let svc = layer.layer(http_bare());
 
+    let version = rt.block_on(async {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn.clone())
+            .await
+            .unwrap_or_default();
+        info.lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_owned()
+    });
+    palisade_benches::record(&serde_json::json!({"kind": "service", "name": "Redis", "version": version}));
+
     let mut group = c.benchmark_group("idempotency_redis");
     group.throughput(Throughput::Elements(1));
+    // The reference: one plain `GET` round trip on the same connection, what any
+    // request that asks Redis once pays.
+    group.bench_function("redis_get/sequential", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut conn = conn.clone();
+                let key = format!("{prefix}reference");
+                #[allow(clippy::disallowed_types)] // wall time is what a bench measures
+                let start = std::time::Instant::now();
+                for _ in 0..iters {
+                    let value: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
+                    std::hint::black_box(value);
+                }
+                start.elapsed()
+            })
+        })
+    });
     // One request at a time: the latency of one round trip (replay) or two (first).
     group.bench_function("replay/sequential", |b| {
         b.iter_custom(|iters| {

@@ -13,6 +13,8 @@
 //! A subscriber in this process timestamps each arrival and reads the event id from the
 //! `Nats-Msg-Id` header (both relays set it).
 //!
+//! Every figure is also recorded for `benches/report.py` (see `palisade_benches::record`).
+//!
 //! The relay runs as `PgStore`'s docs recommend: on a pool of its own without
 //! `test_before_acquire`, with one store for all runs as in a long-running service.
 
@@ -55,7 +57,7 @@ async fn connect() -> Option<Services> {
     let admin = match PgPoolOptions::new().max_connections(1).connect(&url).await {
         Ok(admin) => admin,
         Err(e) => {
-            eprintln!("skipping: PostgreSQL at {url}: {e}");
+            skip(format!("PostgreSQL at {url}: {e}"));
             return None;
         }
     };
@@ -72,10 +74,15 @@ async fn connect() -> Option<Services> {
     let client = match async_nats::connect(&nats_url).await {
         Ok(client) => client,
         Err(e) => {
-            eprintln!("skipping: NATS at {nats_url}: {e}");
+            skip(format!("NATS at {nats_url}: {e}"));
             return None;
         }
     };
+    let pg_version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&admin).await.ok()?;
+    let nats_version = client.server_info().version;
+    for (name, version) in [("PostgreSQL", pg_version), ("NATS", nats_version)] {
+        palisade_benches::record(&json!({"kind": "service", "name": name, "version": version}));
+    }
     let js = jetstream::new(client.clone());
     let stream = schema.to_uppercase();
     js.create_stream(stream::Config {
@@ -94,6 +101,25 @@ async fn connect() -> Option<Services> {
         js,
         stream,
     })
+}
+
+/// Reports why the benchmark does not run.
+fn skip(reason: String) {
+    eprintln!("skipping: {reason}");
+    palisade_benches::record(&json!({"kind": "skipped", "group": "outbox", "reason": reason}));
+}
+
+/// Records one latency run for the report.
+fn record_latency(relayer: Relayer, hook: bool, idle: bool, (rate, median, p99): (f64, Duration, Duration)) {
+    palisade_benches::record(&json!({
+        "kind": "outbox_latency",
+        "relay": if relayer == Relayer::Palisade { "palisade" } else { "reference" },
+        "wake": if hook { "hook" } else { "poll" },
+        "load": if idle { "idle" } else { "steady" },
+        "events_per_s": rate,
+        "median_ms": median.as_secs_f64() * 1e3,
+        "p99_ms": p99.as_secs_f64() * 1e3,
+    }));
 }
 
 /// A pool whose connections use `schema`.
@@ -371,22 +397,32 @@ fn main() {
         for batch_size in [100, 1000] {
             let rate = throughput(&s, batch_size).await;
             println!("outbox throughput, batch {batch_size:>4}: {rate:>8.0} events/s (PostgreSQL -> JetStream acked)");
+            palisade_benches::record(&json!({
+                "kind": "outbox_throughput",
+                "batch_size": batch_size,
+                "events": BACKLOG,
+                "events_per_s": rate,
+            }));
         }
         // Eight stagers at 250 events/s each: about 2,000 events/s.
         for hook in [true, false] {
             let (rate, median, p99) = latency(&s, Relayer::Palisade, hook, STAGERS, Duration::from_millis(4), 5).await;
+            record_latency(Relayer::Palisade, hook, false, (rate, median, p99));
             let mode = if hook { "hook + 1 s poll" } else { "1 s poll alone" };
             println!("outbox latency, {mode:<15} at {rate:>5.0} events/s: median {median:?}, p99 {p99:?}");
         }
         let (rate, median, p99) = latency(&s, Relayer::Plain, true, STAGERS, Duration::from_millis(4), 5).await;
+        record_latency(Relayer::Plain, true, false, (rate, median, p99));
         println!("  reference loop, woken   at {rate:>5.0} events/s: median {median:?}, p99 {p99:?}");
         // One event every 20 ms: the relay is idle when each commits.
         for hook in [true, false] {
             let (rate, median, p99) = latency(&s, Relayer::Palisade, hook, 1, Duration::from_millis(20), 4).await;
+            record_latency(Relayer::Palisade, hook, true, (rate, median, p99));
             let mode = if hook { "hook, idle relay" } else { "poll, idle relay" };
             println!("outbox latency, {mode:<16} at {rate:>4.0} events/s: median {median:?}, p99 {p99:?}");
         }
         let (rate, median, p99) = latency(&s, Relayer::Plain, true, 1, Duration::from_millis(20), 4).await;
+        record_latency(Relayer::Plain, true, true, (rate, median, p99));
         println!("  reference loop, idle    at {rate:>4.0} events/s: median {median:?}, p99 {p99:?}");
         let _ = s.js.delete_stream(&s.stream).await;
         s.admin

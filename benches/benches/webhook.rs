@@ -7,8 +7,9 @@
 //! and 1 MiB bodies, in one run.
 //!
 //! Run with `cargo bench -p palisade-benches --bench webhook`. Criterion
-//! prints time and bytes/s per entry; the harness then prints allocations
-//! per call of the 64 B layer call.
+//! prints time and bytes/s per entry; the paired ratios are printed (and
+//! recorded for the report); the harness then prints allocations per call of
+//! the 64 B layer call.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -157,6 +158,13 @@ fn webhook(c: &mut Criterion) {
             println!(
                 "webhook_verify/{label} ({case}): (layer - handler alone) / raw HMAC, median of {rounds} paired rounds: {verify_path:.3}"
             );
+            palisade_benches::record(&serde_json::json!({
+                "kind": "paired_ratio",
+                "group": format!("webhook_verify/{label}"),
+                "case": case,
+                "rounds": rounds,
+                "ratio": verify_path,
+            }));
         }
     }
 

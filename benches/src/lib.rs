@@ -5,8 +5,8 @@
 //! - **overhead**: one call through the layer, driven to completion on the
 //!   bench thread (readiness, call, one poll of the response future), against
 //!   a bare, always-ready `service_fn` and against tower's `ConcurrencyLimit`
-//!   and `Retry` (with a policy that never retries). The figure a layer's docs
-//!   report is its time minus the bare service's.
+//!   and `Retry` (with a policy that never retries). The benchmark report
+//!   gives a layer's time minus the bare service's.
 //! - **allocations**: heap allocations per call, counted by a counting global
 //!   allocator over many calls after warm-up.
 //! - **two threads**: two threads driving clones of one service, for the
@@ -14,6 +14,11 @@
 //!
 //! A layer adds itself as one entry in `benches/overhead.rs`:
 //! `harness.overhead("my_layer", layer.layer(bare()), || 1)`.
+//!
+//! Criterion keeps its own figures under its output directory. What a bench
+//! measures outside criterion (allocations, paired ratios, end-to-end
+//! latencies) it prints, and, when [`RESULTS`] names a file, also appends
+//! there as one JSON object a line ([`record`]), for `benches/report.py`.
 
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
@@ -24,6 +29,27 @@ use std::task::{Context, Poll, Waker};
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::Service;
+
+/// The environment variable naming the JSON-lines file that [`record`]
+/// appends to; `benches/report.py` sets it for the benches it runs.
+pub const RESULTS: &str = "PALISADE_BENCH_RESULTS";
+
+/// Appends `record` (a JSON object with at least `kind`) as one line to the
+/// file named by [`RESULTS`]; does nothing when the variable is unset.
+///
+/// # Panics
+///
+/// When the file cannot be written: a run whose figures are lost must fail.
+pub fn record(record: &serde_json::Value) {
+    use std::io::Write as _;
+    let Some(path) = std::env::var_os(RESULTS) else { return };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{RESULTS}={}: {e}", path.display()));
+    writeln!(file, "{record}").unwrap_or_else(|e| panic!("{RESULTS}={}: {e}", path.display()));
+}
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
@@ -93,6 +119,7 @@ pub fn allocations_per_call<S: Service<Req>, Req>(svc: &mut S, mut make_req: imp
 /// One benchmark group: the bare service and tower's references first, then
 /// the layers added by the caller; allocation counts are printed when it ends.
 pub struct Harness<'c> {
+    name: String,
     group: BenchmarkGroup<'c, WallTime>,
     allocations: Vec<(String, f64)>,
 }
@@ -112,6 +139,7 @@ impl<'c> Harness<'c> {
         let mut group = c.benchmark_group(name);
         group.throughput(Throughput::Elements(1));
         let mut harness = Self {
+            name: name.to_owned(),
             group,
             allocations: Vec::new(),
         };
@@ -182,12 +210,19 @@ impl<'c> Harness<'c> {
         );
     }
 
-    /// Ends the group and prints the allocations per call of every entry.
+    /// Ends the group and prints (and [`record`]s) the allocations per call
+    /// of every entry.
     pub fn finish(self) {
         self.group.finish();
         println!("\nallocations per call:");
         for (name, allocations) in &self.allocations {
             println!("  {name:<40} {allocations:>6.2}");
+            record(&serde_json::json!({
+                "kind": "allocations",
+                "group": self.name,
+                "entry": name,
+                "per_call": allocations,
+            }));
         }
     }
 }

@@ -199,59 +199,23 @@
 //!
 //! # Performance
 //!
-//! Measured 2026-11-22 on a 2-core x86_64 VM with `cargo bench -p
-//! palisade-benches --bench idempotency`, nothing else running (1-minute load
-//! average 0.98 at the start). The memory-store entries are one call driven
-//! to completion on the bench thread, against an always-ready HTTP service in
-//! the same run (building the request and response, with its headers, is in
-//! every figure):
+//! A method the layer does not protect is passed through after a check of
+//! its method. A protected request has its body read and its key and body
+//! hashed (SHA-256) before the store is asked; a replay then costs one store
+//! lookup and builds the stored response, a first request takes the lock,
+//! runs the service and stores its response. With a shared store each store
+//! step is a round trip, one for a replay and two (`begin` and `complete`)
+//! for a first request, and the round trips are most of the time.
 //!
-//! | entry | time per request | overhead | allocations per request |
-//! |---|---|---|---|
-//! | bare HTTP service | 310 ns | - | 5 |
-//! | a method the layer does not protect (GET) | 335 ns | +25 ns | 5 (+0) |
-//! | replay from the memory store | 832 ns | +0.52 µs | 6 (+1) |
-//! | first request, memory store (read body, two SHA-256, lock, store) | 1.08 µs | +0.77 µs | 9 (+4) |
+//! **Headline cost**: with the memory store, about 0.5 µs and one allocation
+//! over the bare HTTP service for a replay, 0.8 µs for a first request; every
+//! figure, beside its references and with the machine and load it was
+//! measured on, is in the
+//! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 //!
-//! These entries run the protected call in the response future
-//! ([`disconnect::KeepLocked`]).
-//!
-//! A second run right after (load average 1.28) gave the same overheads
-//! within 5 % for a replay (+0.51 µs) and a first request (+0.78 µs); the GET
-//! passing through cost +58 ns over a bare service of 292 ns.
-//!
-//! For scale, the same run's bare `u64` service took 1.05 ns a call, tower's
-//! `ConcurrencyLimit` 40.3 ns and tower's `Retry` with a policy that never
-//! retries 1.12 ns, none of them allocating.
-//!
-//! Through a live Redis on the same machine (loopback), one request at a
-//! time: a replay costs one round trip, 89.7 µs (11,200 requests/s); a
-//! first request costs two (`begin` and `complete`), 176 µs (5,700
-//! requests/s). Most of that is the round trip itself: on the same idle
-//! machine, right after, `redis-benchmark` with one connection measured
-//! 72 µs per plain `GET` (13,900 requests/s). With 32 replays in flight on
-//! one thread: 7.9 µs per request, 126,000 requests/s. The second run agreed
-//! within 3 % (89.0 µs, 173 µs, 7.7 µs).
-//!
-//! Measured 2026-12-06 on the same 2-core VM while other builds ran
-//! (1-minute load average 3.7 to 4.7, so every figure here is inflated
-//! alike; compare them with each other, not with the tables above), with
-//! `cargo bench -p palisade-benches --bench idempotency --
-//! "memory_first_at_cap|idempotency_first_on_runtime|memory_first$"
-//! --warm-up-time 1 --measurement-time 3`:
-//!
-//! | entry | time per request |
-//! |---|---|
-//! | first request, memory store holding a few keys | 3.21 µs |
-//! | first request, memory store at its cap holding 1,000 responses | 3.33 µs |
-//! | first request, memory store at its cap holding 1,000,000 responses | 2.79 µs |
-//! | first request awaited on a current-thread runtime, [`disconnect::KeepLocked`] | 2.80 µs |
-//! | the same with the default [`disconnect::Complete`] (one task spawned and joined) | 4.09 µs |
-//!
-//! The memory store makes room in about the same time whatever it holds
-//! (its index by expiry makes that O(log n)), and the default
-//! policy's task costs about 1.3 µs per first request on a current-thread
-//! runtime, against a Redis round trip of about 90 µs.
+//! The default [`disconnect::Complete`] spawns one task per first request
+//! (about 1.3 µs over [`disconnect::KeepLocked`] in a run on a loaded
+//! machine), and a full memory store makes room in O(log n) whatever it holds.
 
 mod body;
 pub mod client;

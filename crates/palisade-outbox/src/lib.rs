@@ -247,67 +247,27 @@
 //!
 //! # Performance
 //!
-//! Measured on 2026-11-22 on a 2-core x86_64 VM with `cargo bench -p palisade-benches --bench
-//! outbox`: PostgreSQL 15 (default settings except that autovacuum is off on this machine)
-//! and NATS 2.9.10 (JetStream, file storage) on the same machine, 100 aggregates, every event
-//! acknowledged by JetStream (runs pipelined), the relay on its own pool without
-//! `test_before_acquire` and its default two workers. The subscriber that timestamps arrivals
-//! runs in the benchmark's process and reads the event id from the `Nats-Msg-Id` header. The
-//! reference is the loop the targets come from, measured in the same runs: a serial relay in
-//! plain sqlx and async-nats (claim up to 100 with `SKIP LOCKED`, publish with pipelined
-//! acks, delete, commit; no order check, retries or dead letters), woken the same way. Six
-//! runs back to back, started at 1-minute load averages of 0.7 to 1.3 (the benchmark itself
-//! keeps both cores busy while it runs).
-//!
-//! | measurement | target | palisade | reference loop |
-//! |---|---|---|---|
-//! | drain a 20,000-event backlog, one batch loop, batches of 100 | — | 25,300 – 31,500 events/s | — |
-//! | the same, batches of 1000 | ≥ 40,000 events/s | 48,300 – 61,100 events/s | — |
-//! | commit → consumer with the hook, about 2,000 events/s staged | median < 1 ms, p99 < 5 ms | median 0.72 – 1.00 ms, p99 2.7 – 4.6 ms | median 0.63 – 0.90 ms, p99 2.0 – 4.8 ms |
-//! | commit → consumer with 1 s polling alone, about 2,000 events/s staged | — | median 10 – 12 ms, p99 0.96 s | — |
-//! | commit → consumer with the hook, relay idle (one event every 20 ms) | — | median 0.80 – 0.95 ms, p99 1.2 – 2.6 ms | median 0.58 – 0.81 ms, p99 0.85 – 1.7 ms |
-//! | commit → consumer with 1 s polling alone, relay idle | — | median 463 – 504 ms, p99 0.96 – 0.99 s | — |
-//!
-//! The throughput target and the p99 target are met in every run, the median target in five
-//! of six (the sixth: 1.001 ms). Run by run, palisade's median with the hook is 0.97 to 1.59
-//! times the reference loop's at 2,000 events/s and 1.04 to 1.55 times idle; the gap is mostly
-//! the claim, which also checks per-aggregate order and skips aggregates waiting for a retry.
-//! Where one event's time goes with
-//! the hook (medians of per-event timestamps taken in the relay at 2,000 events/s, in earlier
-//! runs of the day whose subscriber also parsed each event's body on the same two cores; their
-//! medians were 1.05 – 1.98 ms, with no reference loop measured alongside): the claim 0.42 to
-//! 0.57 ms from request to rows (one round trip; PostgreSQL's log gives 0.35 to 0.45 ms of it
-//! inside the server while the stagers keep both cores busy, against 0.11 ms for the same
-//! statement on a quiet server), and 0.39 to 0.65 ms from the claimed rows to the subscriber
-//! (grouping, encoding, the JetStream publish, the server's delivery). Taking a connection
-//! from the relay's pool costs 2 to 6 µs; with `test_before_acquire` it was 85 to 105 µs.
-//!
-//! What changed since the previous measurement (median 1.4 – 3.0 ms, p99 4.6 – 15 ms; the
-//! idle relay 1.2 – 3.1 ms), each measured on its own before it was kept:
-//! - Claims started at the table's oldest row and stepped over every published row's index
-//!   entries since the last vacuum: after the benchmark's drains, 2,600 buffers and 2 to 3 ms
-//!   per claim. Claims now start where recent claims found events; the idle relay's median
-//!   went from 4.4 – 4.8 ms (this machine, autovacuum off) to about 2 ms.
-//! - The claim was planned on every run (0.5 to 0.9 ms) so that a plan made on an empty table
-//!   would not stick; the statement is now shaped so that its one generic plan is right at any
-//!   size. A generic plan of the old statement, made on an empty table, took 138 s to claim
-//!   1000 of 20,000 events in `psql`; the new one takes 3.5 ms.
-//! - `BEGIN` and the claim now share one round trip.
-//! - The store vacuums the table after every 1,000 published events: without it the
-//!   per-aggregate order check read 70 to 80 buffers per aggregate after the drains, with it
-//!   9 to 16.
-//! - Tried and dropped: committing the relay's transaction synchronously (so that index
-//!   entries of published rows can be marked dead sooner) made the median 2.0 – 2.1 ms; a
-//!   shorter window for the claims' starting point (250 ms) did not help; three workers
-//!   instead of two gave medians of 0.98 to 1.35 ms against 1.05 to 1.98 ms in the runs with
-//!   the parsing subscriber, within their spread.
+//! An event's time from commit to consumer, with the hook, is the wake-up, one
+//! claim (a single round trip to the database, which also checks
+//! per-aggregate order and skips aggregates waiting for a retry), and the
+//! publish with the broker's acknowledgement; a relay on a pool of its own
+//! without `test_before_acquire` takes its connection without a round trip.
+//! A backlog drains batch after batch, each aggregate's run published
+//! pipelined, so larger batches drain faster.
 //!
 //! Polling alone keeps up under a steady stream only because a busy relay re-claims 10 ms
-//! after a non-empty batch; an event committed after a quiet spell waits for the poll, as the
-//! idle rows show. The hook removes that wait. The live test
+//! after a non-empty batch; an event committed after a quiet spell waits for the next poll,
+//! half the poll interval on average. The hook removes that wait. The live test
 //! `the_hook_publishes_well_before_the_poll_interval` checks it on every run: with a 1 s
 //! poll, events staged in requests reach the consumer within 500 ms, median under 100 ms
 //! (about 1.5 ms in a debug build), where each would wait about a second without it.
+//!
+//! **Headline cost**: PostgreSQL to NATS JetStream on one machine, at about
+//! 2,000 events/s, commit to consumer with the hook takes a median of 0.7 to
+//! 1.0 ms and a p99 of 2.7 to 4.6 ms, and a backlog drains at 48,000 to 61,000
+//! events/s in batches of 1000; every figure, beside the plain sqlx +
+//! async-nats loop measured in the same runs and with the machine and load,
+//! is in the [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 mod connection;
 pub mod context;
 pub mod envelope;
