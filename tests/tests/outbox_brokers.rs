@@ -151,13 +151,13 @@ async fn rabbitmq_pipelines_a_run_and_yields_each_confirm_in_order() {
     ];
     let results = run_results(&publisher, &run).await;
     assert_eq!(results.len(), 3, "one result per event");
-    assert!(results[0].is_ok());
+    assert!(results[0].is_ok(), "{:?}", results[0]);
     let refused = results[1].as_ref().unwrap_err();
     let rejected = std::error::Error::source(refused)
         .unwrap()
         .downcast_ref::<RabbitMqRejected>();
     assert!(matches!(rejected, Some(RabbitMqRejected::Unroutable(_))), "{refused}");
-    assert!(results[2].is_ok());
+    assert!(results[2].is_ok(), "{:?}", results[2]);
     let mut versions = Vec::new();
     while let Some(message) = channel
         .basic_get(&rabbit.queue, BasicGetOptions { no_ack: true })
