@@ -351,7 +351,7 @@ impl Breaker {
             return;
         }
         let in_a_row = if kind(expected) == State::Closed { 0 } else { *trips };
-        let duration = self.config.open.for_trip(in_a_row, (self.config.jitter.0)());
+        let duration = self.config.open.for_trip(in_a_row, self.config.random.unit());
         *trips = in_a_row.saturating_add(1);
         self.open_until.store(now.saturating_add(nanos(duration)), Release);
         if self.replace(expected, State::Open) {

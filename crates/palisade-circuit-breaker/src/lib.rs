@@ -95,7 +95,7 @@
 //! | open duration | 60 s, fixed | long enough for a restarted dependency to come back |
 //! | probes in half-open | 10 | enough successes to trust recovery, few enough not to hammer it |
 //! | max time in half-open | none | probes that never finish are the timeout layer's business |
-//! | jitter source | `fastrand::f64` | injectable with [`CircuitBreakerBuilder::jitter_source`] |
+//! | jitter source | `fastrand::f64` | injectable with [`CircuitBreakerBuilder::random`] |
 //! | keyed: max keys, idle timeout | 1024, 10 min | bounded memory for clients calling many hosts |
 //!
 //! [`CircuitBreakerBuilder::consecutive`] is the classic breaker: 5 failures in

@@ -1,5 +1,8 @@
 //! The pieces every palisade layer shares.
 //!
+//! - [`backoff`]: [`Backoff`](backoff::Backoff) schedules, [`Jitter`](backoff::Jitter)
+//!   and the injectable [`Random`](backoff::Random) source, for every wait that
+//!   grows between attempts (retries, a breaker's open duration, redeliveries).
 //! - [`classify`]: one trait, [`Classify`], that decides whether a call
 //!   succeeded, failed or does not count, and separately whether it may be
 //!   retried; ready classifiers for "any error", HTTP and gRPC, and closures.
@@ -31,6 +34,7 @@
 //! assert_eq!(response.headers()["retry-after"], "12");
 //! ```
 
+pub mod backoff;
 pub mod classify;
 pub mod error;
 pub mod problem;

@@ -108,8 +108,9 @@
 //! # Waits
 //!
 //! A [`Backoff`] schedule (constant, linear or exponential, capped) spread by
-//! a [`Jitter`] (none, full, equal or decorrelated, as in AWS's "Exponential
-//! Backoff and Jitter"). The randomness is injectable
+//! a [`Jitter`] (none, full, equal, decorrelated, as in AWS's "Exponential
+//! Backoff and Jitter", or shortened by up to a fraction), the schedules of
+//! `palisade_core::backoff` that every palisade layer uses. The randomness is injectable
 //! ([`RetryBuilder::random`]), so tests are deterministic. A retryable HTTP
 //! response with `Retry-After` (delay-seconds or an HTTP-date) waits what it
 //! asks instead, at most [`max_retry_after`](RetryBuilder::max_retry_after);
@@ -241,7 +242,6 @@
 //! on every deposit, rounds the ratio to one retry per whole number of
 //! requests, and panics on invalid settings instead of reporting them.
 
-mod backoff;
 mod body;
 mod budget;
 mod error;
@@ -251,11 +251,11 @@ mod policy;
 mod service;
 mod sync;
 
-pub use backoff::{Backoff, Jitter};
 pub use body::{DEFAULT_REPLAY_LIMIT, ReplayBody};
 pub use budget::{RetryBudget, RetryBudgetBuilder};
 pub use error::{ConfigError, ReplayUnavailable};
 pub use layer::RetryLayer;
+pub use palisade_core::backoff::{Backoff, Jitter};
 pub use palisade_core::{AsError, BoxError, BulkheadFull, BulkheadTimeout, CircuitOpen};
 pub use policy::{
     AnyRequest, HttpRequest, HttpRetryPolicy, IDEMPOTENCY_KEY, RetryBuilder, RetryPolicy, X_RETRY_ATTEMPT,

@@ -10,13 +10,13 @@ use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use metrics::Counter;
+use palisade_core::backoff::{Backoff, Jitter, Random};
 use palisade_core::error::{is_connect_error, is_local_rejection, is_timeout};
 use palisade_core::telemetry::{LABEL_NAME, LABEL_REASON, retry as names};
 use palisade_core::{AsError, BoxError, Classify, ErrorClassifier, HttpClassifier};
 use tokio::time::Instant;
 use tower::retry::Policy;
 
-use crate::backoff::{Backoff, Jitter};
 use crate::body::{DEFAULT_REPLAY_LIMIT, ReplayBody};
 use crate::budget::RetryBudget;
 use crate::error::ConfigError;
@@ -32,7 +32,6 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 /// Requests a policy counts before depositing them in the budget at once.
 const DEPOSIT_BATCH: u32 = 16;
 
-type RandomFn = Arc<dyn Fn() -> f64 + Send + Sync>;
 type ErrorOverride = Arc<dyn Fn(&(dyn Error + 'static)) -> Option<bool> + Send + Sync>;
 
 /// What made a call worth retrying (the `reason` of metrics and logs).
@@ -81,7 +80,7 @@ struct Config<C> {
     max_attempts: u32,
     backoff: Backoff,
     jitter: Jitter,
-    random: RandomFn,
+    random: Random,
     deadline: Option<Duration>,
     budget: Option<RetryBudget>,
     classifier: C,
@@ -166,7 +165,7 @@ impl<C> Config<C> {
             Some(wait) => wait.min(self.max_retry_after),
             None => self
                 .jitter
-                .apply(&self.backoff, attempts.done, attempts.previous_wait, (self.random)()),
+                .apply(&self.backoff, attempts.done, attempts.previous_wait, self.random.unit()),
         };
         if let (Some(deadline), Some(started)) = (self.deadline, attempts.started)
             && let Some(deadline_at) = started.checked_add(deadline)
@@ -412,7 +411,7 @@ pub struct RetryBuilder<C, K> {
     max_attempts: u32,
     backoff: Backoff,
     jitter: Jitter,
-    random: RandomFn,
+    random: Random,
     deadline: Option<Duration>,
     budget: Option<Option<RetryBudget>>,
     classifier: C,
@@ -433,7 +432,7 @@ impl<C, K> RetryBuilder<C, K> {
             max_attempts: 3,
             backoff: Backoff::exponential(Duration::from_millis(100), 2.0, Duration::from_secs(10)),
             jitter: Jitter::Full,
-            random: Arc::new(fastrand::f64),
+            random: Random::default(),
             deadline: None,
             budget: None,
             classifier,
@@ -495,7 +494,7 @@ impl<C, K> RetryBuilder<C, K> {
     /// The source of uniform numbers in `[0, 1)` for jitter (default
     /// `fastrand::f64`); tests pass a fixed one.
     pub fn random(mut self, random: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
-        self.random = Arc::new(random);
+        self.random = Random::new(random);
         self
     }
 
@@ -559,6 +558,7 @@ impl<C, K> RetryBuilder<C, K> {
             return Err(ConfigError::ZeroAttempts);
         }
         self.backoff.validate()?;
+        self.jitter.validate()?;
         if self.deadline.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::ZeroDeadline);
         }
