@@ -114,8 +114,6 @@ pub(crate) struct Breaker {
     time_window: Option<TimeWindow>,
     /// The transition lock; holds how many times in a row the breaker tripped.
     trips: Mutex<u32>,
-    /// When a keyed breaker was last used, in nanoseconds since `base`.
-    last_used: AtomicU64,
     /// Held inline, not behind another pointer, so the hot path reads only
     /// this allocation's read-mostly lines.
     calls: CallCounters,
@@ -162,7 +160,6 @@ impl Breaker {
             count_window,
             time_window,
             trips: Mutex::new(0),
-            last_used: AtomicU64::new(0),
             calls,
             gauge,
             minimum_calls,
@@ -180,14 +177,6 @@ impl Breaker {
     #[inline]
     pub(crate) fn now_nanos(&self) -> u64 {
         nanos(Instant::now().saturating_duration_since(self.base))
-    }
-
-    pub(crate) fn touch(&self, now_nanos: u64) {
-        self.last_used.store(now_nanos, Relaxed);
-    }
-
-    pub(crate) fn last_used(&self) -> u64 {
-        self.last_used.load(Relaxed)
     }
 
     fn reject(&self, retry_after: Duration) -> Admission {

@@ -9,6 +9,9 @@
 //! - [`error`]: [`BoxError`], the layers' rejection types ([`CircuitOpen`],
 //!   [`BulkheadFull`], [`BulkheadTimeout`]) and [`find`](error::find) to spot
 //!   them anywhere in a `source()` chain.
+//! - [`keyed`]: [`KeyedMap`](keyed::KeyedMap), the bounded per-key state of
+//!   keyed layers, with idle or least-recently-used eviction.
+//! - [`sync`]: [`Unpoison`](sync::Unpoison), taking over poisoned locks.
 //! - [`problem`]: RFC 9457 `application/problem+json` responses and the
 //!   mapping from layer errors to HTTP (503 with `Retry-After` for an open
 //!   breaker or a full bulkhead), for axum's `HandleErrorLayer`; and
@@ -37,8 +40,10 @@
 pub mod backoff;
 pub mod classify;
 pub mod error;
+pub mod keyed;
 pub mod problem;
 pub mod response;
+pub mod sync;
 pub mod telemetry;
 
 pub use classify::{
