@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::time::Duration;
 
+use palisade_core::sync::Unpoison;
 use palisade_core::{CircuitOpen, Outcome};
 use tokio::time::Instant;
 
 use crate::config::{Config, Window};
 use crate::state::{Snapshot, State};
-use crate::sync::{AtomicU32, AtomicU64, Mutex, lock};
+use crate::sync::{AtomicU32, AtomicU64, Mutex};
 use crate::telemetry::{CallCounters, StateGauge};
 use crate::window::{CountWindow, TimeWindow, Totals};
 
@@ -323,7 +324,7 @@ impl Breaker {
     }
 
     fn enter_half_open(&self, expected: u64, now: u64) {
-        let _trips = lock(&self.trips);
+        let _trips = self.trips.lock().unpoison();
         if !self.still(expected) || now < self.open_until.load(Acquire) {
             return;
         }
@@ -335,7 +336,7 @@ impl Breaker {
 
     /// Opens the breaker if it is still in `expected`'s state and epoch.
     fn trip(&self, expected: u64, now: u64, reason: Reason) {
-        let mut trips = lock(&self.trips);
+        let mut trips = self.trips.lock().unpoison();
         if !self.still(expected) {
             return;
         }
@@ -349,7 +350,7 @@ impl Breaker {
     }
 
     fn close(&self, expected: u64) {
-        let mut trips = lock(&self.trips);
+        let mut trips = self.trips.lock().unpoison();
         if !self.still(expected) {
             return;
         }
@@ -373,13 +374,13 @@ impl Breaker {
     /// A keyed layer no longer keeps this breaker: it leaves the layer's
     /// keys-by-state gauge, and nothing it does later is counted there.
     pub(crate) fn forget(&self) {
-        let _trips = lock(&self.trips);
+        let _trips = self.trips.lock().unpoison();
         self.gauge.forget(kind(self.state.load(Acquire)));
     }
 
     /// Puts the breaker into `to` whatever state it is in (operator control).
     pub(crate) fn force(&self, to: State) {
-        let mut trips = lock(&self.trips);
+        let mut trips = self.trips.lock().unpoison();
         let from = kind(self.state.load(Acquire));
         if from == to && to != State::Closed {
             return;
