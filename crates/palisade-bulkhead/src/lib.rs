@@ -150,7 +150,7 @@
 //! (gauges), `palisade_bulkhead_limit` (gauge), `palisade_bulkhead_rejections_total`
 //! (counter, `reason` = `full` or `timeout`) and `palisade_bulkhead_wait_seconds`
 //! (histogram of the time queued calls waited, admitted or not). Handles are
-//! registered when the layer is built, so install the recorder first. A
+//! registered when the layer is built, so [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers). A
 //! keyed bulkhead reports the sums over its keys; its limit gauge shows the
 //! last limit set on any key. Rejections are logged at `debug` under the
 //! target `palisade::bulkhead` with the fields `name`, `reason` and `wait_ms`.

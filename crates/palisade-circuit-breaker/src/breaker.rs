@@ -404,7 +404,7 @@ impl Breaker {
     /// Reports a transition; called with the transition lock held.
     fn transitioned(&self, from: State, to: State, reason: Reason) {
         self.gauge.transition(from, to);
-        crate::telemetry::transition(&self.config.name, from, to);
+        self.calls.transitions.count(from, to);
         if to == State::Open {
             tracing::warn!(
                 target: palisade_core::telemetry::circuit_breaker::TARGET,

@@ -206,7 +206,8 @@
 //! # Telemetry
 //!
 //! Metrics through the `metrics` facade, registered when the layer is built
-//! (install the recorder first), named in `palisade_core::telemetry`:
+//! (a transition's series on its first occurrence), so
+//! [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers); named in `palisade_core::telemetry`:
 //!
 //! - `palisade_circuit_breaker_calls_total{name, outcome}`: `success`,
 //!   `failure`, `ignored`, `rejected`, and `slow` (a slow call also counts

@@ -180,8 +180,9 @@
 //! `palisade_retry_attempts_total` (every attempt, the first included),
 //! `palisade_retry_retries_total` (label `reason`: `status_503`, ...,
 //! `status_other`, `timeout`, `connect`, `error`, `response`) and
-//! `palisade_retry_budget_exhausted_total`. The attempts and budget counters
-//! are registered when the policy is built, so install the recorder first.
+//! `palisade_retry_budget_exhausted_total`. Every counter, one
+//! per reason included, is registered when the policy is built, so
+//! [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers).
 //!
 //! Tracing, target `palisade::retry`: a `debug` event per retry with the
 //! fields `name`, `attempt` (the attempt about to be made), `reason` and

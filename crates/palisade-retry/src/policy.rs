@@ -55,24 +55,44 @@ impl Reason {
         }
     }
 
-    fn label(self) -> &'static str {
+    /// The reason's position in [`REASONS`].
+    fn index(self) -> usize {
         match self {
             Reason::Status(status) => match status.as_u16() {
-                408 => "status_408",
-                429 => "status_429",
-                500 => "status_500",
-                502 => "status_502",
-                503 => "status_503",
-                504 => "status_504",
-                _ => "status_other",
+                408 => 0,
+                429 => 1,
+                500 => 2,
+                502 => 3,
+                503 => 4,
+                504 => 5,
+                _ => 6,
             },
-            Reason::Response => "response",
-            Reason::Timeout => "timeout",
-            Reason::Connect => "connect",
-            Reason::Error => "error",
+            Reason::Response => 7,
+            Reason::Timeout => 8,
+            Reason::Connect => 9,
+            Reason::Error => 10,
         }
     }
+
+    fn label(self) -> &'static str {
+        REASONS[self.index()]
+    }
 }
+
+/// The `reason` label of every retry, in [`Reason::index`] order.
+const REASONS: [&str; 11] = [
+    "status_408",
+    "status_429",
+    "status_500",
+    "status_502",
+    "status_503",
+    "status_504",
+    "status_other",
+    "response",
+    "timeout",
+    "connect",
+    "error",
+];
 
 /// Settings shared by every clone of a policy.
 struct Config<C> {
@@ -93,6 +113,8 @@ struct Config<C> {
     attempt_header: Option<HeaderName>,
     attempts_total: Counter,
     budget_exhausted_total: Counter,
+    /// `palisade_retry_retries_total` by reason, in [`REASONS`] order.
+    retries_total: [Counter; REASONS.len()],
 }
 
 /// State of one logical request: lives in the policy clone tower's `Retry`
@@ -186,8 +208,7 @@ impl<C> Config<C> {
             return None;
         }
         attempts.previous_wait = wait;
-        metrics::counter!(names::RETRIES_TOTAL, LABEL_NAME => self.name.clone(), LABEL_REASON => reason.label())
-            .increment(1);
+        self.retries_total[reason.index()].increment(1);
         tracing::debug!(target: names::TARGET, name, attempt = attempts.done + 1, reason = reason.label(), wait_ms = wait.as_millis() as u64, "retrying");
         Some(Wait::new(wait, self.budget.clone()))
     }
@@ -571,6 +592,9 @@ impl<C, K> RetryBuilder<C, K> {
         Ok(Arc::new(Config {
             attempts_total: metrics::counter!(names::ATTEMPTS_TOTAL, &labels),
             budget_exhausted_total: metrics::counter!(names::BUDGET_EXHAUSTED_TOTAL, &labels),
+            retries_total: REASONS.map(|reason| {
+                metrics::counter!(names::RETRIES_TOTAL, LABEL_NAME => self.name.to_string(), LABEL_REASON => reason)
+            }),
             name: self.name,
             max_attempts: self.max_attempts,
             backoff: self.backoff,
