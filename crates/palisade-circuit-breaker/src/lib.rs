@@ -126,7 +126,8 @@
 //!
 //! The service's error is [`BoxError`](palisade_core::BoxError). A rejection is
 //! a [`CircuitOpen`] (re-exported from palisade-core), which palisade-core maps
-//! to `503 Service Unavailable` with `Retry-After` and an RFC 9457 body
+//! to `503 Service Unavailable` with `Retry-After` and an RFC 9457 body through
+//! its `ToProblem` implementation
 //! (`palisade_core::problem::handle_error` for axum's `HandleErrorLayer`,
 //! `ProblemResponseLayer` for hyper). Errors of the inner service come back as
 //! they were, boxed: `downcast_ref` and `source()` still find them.

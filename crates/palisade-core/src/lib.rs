@@ -12,7 +12,8 @@
 //! - [`keyed`]: [`KeyedMap`](keyed::KeyedMap), the bounded per-key state of
 //!   keyed layers, with idle or least-recently-used eviction.
 //! - [`sync`]: [`Unpoison`](sync::Unpoison), taking over poisoned locks.
-//! - [`problem`]: RFC 9457 `application/problem+json` responses and the
+//! - [`problem`]: RFC 9457 `application/problem+json` responses, [`ToProblem`](problem::ToProblem)
+//!   (the one way from a layer's rejection to its response), and the
 //!   mapping from layer errors to HTTP (503 with `Retry-After` for an open
 //!   breaker or a full bulkhead), for axum's `HandleErrorLayer`; and
 //!   [`response::ProblemResponseLayer`], the same for a plain hyper server.
