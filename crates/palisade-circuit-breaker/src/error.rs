@@ -1,6 +1,6 @@
-//! The breaker's errors: the rejection it answers with, and configuration errors.
+//! The breaker's configuration errors. Its rejection, `CircuitOpen`, is
+//! palisade-core's.
 
-pub use palisade_core::CircuitOpen;
 use palisade_core::backoff::BackoffError;
 
 /// An impossible breaker configuration, reported by the builders' `build()`.

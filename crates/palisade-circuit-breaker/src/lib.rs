@@ -13,8 +13,8 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use palisade_circuit_breaker::{CircuitBreakerBuilder, CircuitOpen, State};
-//! use palisade_core::BoxError;
+//! use palisade_circuit_breaker::{CircuitBreakerBuilder, State};
+//! use palisade_core::{BoxError, CircuitOpen};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -125,7 +125,7 @@
 //! # Errors
 //!
 //! The service's error is [`BoxError`](palisade_core::BoxError). A rejection is
-//! a [`CircuitOpen`] (re-exported from palisade-core), which palisade-core maps
+//! a [`CircuitOpen`] (defined in palisade-core, where every layer finds it), which palisade-core maps
 //! to `503 Service Unavailable` with `Retry-After` and an RFC 9457 body through
 //! its `ToProblem` implementation
 //! (`palisade_core::problem::handle_error` for axum's `HandleErrorLayer`,
@@ -281,11 +281,13 @@
 //! its response future holds, and the window index; the time window adds a
 //! clock read and the sum of its buckets, the keyed breaker a map lookup under
 //! a read lock and a clock read for idle eviction.
+//!
+//! [`CircuitOpen`]: palisade_core::CircuitOpen
 
 mod breaker;
 mod builder;
 mod config;
-pub mod error;
+mod error;
 pub mod future;
 mod handle;
 mod keyed;
@@ -299,7 +301,7 @@ mod window;
 
 pub use builder::CircuitBreakerBuilder;
 pub use config::{MAX_HALF_OPEN_CALLS, OpenDuration, Window};
-pub use error::{CircuitOpen, ConfigError};
+pub use error::ConfigError;
 pub use handle::{CircuitBreakerHandle, KeyedCircuitBreakerHandle};
 pub use keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use layer::CircuitBreakerLayer;

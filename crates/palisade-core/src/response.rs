@@ -150,7 +150,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::error::CircuitOpen;
+    use crate::CircuitOpen;
 
     #[derive(Clone)]
     struct NeverReady;

@@ -27,7 +27,8 @@
 //! use bytes::Bytes;
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::Full;
-//! use palisade_retry::{BoxError, HttpRetryPolicy, ReplayBody, RetryLayer, X_RETRY_ATTEMPT};
+//! use palisade_core::BoxError;
+//! use palisade_retry::{HttpRetryPolicy, ReplayBody, RetryLayer, X_RETRY_ATTEMPT};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -61,7 +62,8 @@
 //! Any cloneable request:
 //!
 //! ```
-//! use palisade_retry::{Backoff, BoxError, Jitter, RetryLayer, RetryPolicy};
+//! use palisade_core::BoxError;
+//! use palisade_retry::{Backoff, Jitter, RetryLayer, RetryPolicy};
 //! use std::time::Duration;
 //! use tower::{Layer, ServiceExt};
 //!
@@ -242,6 +244,10 @@
 //! tower's own `TpsBudget` was not used: it takes a mutex and reads the clock
 //! on every deposit, rounds the ratio to one retry per whole number of
 //! requests, and panics on invalid settings instead of reporting them.
+//!
+//! [`CircuitOpen`]: palisade_core::CircuitOpen
+//! [`BulkheadFull`]: palisade_core::BulkheadFull
+//! [`BulkheadTimeout`]: palisade_core::BulkheadTimeout
 
 mod body;
 mod budget;
@@ -257,7 +263,6 @@ pub use budget::{RetryBudget, RetryBudgetBuilder};
 pub use error::{ConfigError, ReplayUnavailable};
 pub use layer::RetryLayer;
 pub use palisade_core::backoff::{Backoff, Jitter};
-pub use palisade_core::{AsError, BoxError, BulkheadFull, BulkheadTimeout, CircuitOpen};
 pub use policy::{
     AnyRequest, HttpRequest, HttpRetryPolicy, IDEMPOTENCY_KEY, RetryBuilder, RetryPolicy, X_RETRY_ATTEMPT,
 };
