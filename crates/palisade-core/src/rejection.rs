@@ -8,83 +8,73 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A circuit breaker rejected the call without calling the downstream.
-///
-/// Carries the breaker's name and how long until it may admit a call again;
-/// [`crate::problem`] maps it to `503 Service Unavailable` with `Retry-After`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CircuitOpen {
-    name: Arc<str>,
-    retry_after: Duration,
-}
-
-impl CircuitOpen {
-    /// A rejection by the breaker `name`, which may admit again after `retry_after`.
-    pub fn new(name: impl Into<Arc<str>>, retry_after: Duration) -> Self {
-        Self {
-            name: name.into(),
-            retry_after,
+/// Defines a rejection that carries the rejecting layer's name and how long
+/// until a call may be admitted again.
+macro_rules! named_rejection {
+    (
+        $(#[$doc:meta])*
+        $ty:ident, $layer:literal, $display:literal,
+        new: $new_doc:literal,
+        retry_after: $retry_doc:literal $(,)?
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $ty {
+            name: Arc<str>,
+            retry_after: Duration,
         }
-    }
 
-    /// The breaker's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
+        impl $ty {
+            #[doc = $new_doc]
+            pub fn new(name: impl Into<Arc<str>>, retry_after: Duration) -> Self {
+                Self {
+                    name: name.into(),
+                    retry_after,
+                }
+            }
 
-    /// How long until the breaker may admit a call (zero when it admits probes
-    /// now but all half-open slots are taken, or when forced open).
-    pub fn retry_after(&self) -> Duration {
-        self.retry_after
-    }
-}
+            #[doc = concat!("The ", $layer, "'s name.")]
+            pub fn name(&self) -> &str {
+                &self.name
+            }
 
-impl fmt::Display for CircuitOpen {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "circuit breaker `{}` is open", self.name)
-    }
-}
-
-impl Error for CircuitOpen {}
-
-/// A bulkhead rejected the call at once: every permit was taken and the queue
-/// was full (or queueing is off).
-///
-/// Carries the bulkhead's name and a hint for when to retry; mapped to
-/// `503 Service Unavailable` with `Retry-After`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BulkheadFull {
-    name: Arc<str>,
-    retry_after: Duration,
-}
-
-impl BulkheadFull {
-    /// A rejection by the bulkhead `name`; `retry_after` is the hint given to callers.
-    pub fn new(name: impl Into<Arc<str>>, retry_after: Duration) -> Self {
-        Self {
-            name: name.into(),
-            retry_after,
+            #[doc = $retry_doc]
+            pub fn retry_after(&self) -> Duration {
+                self.retry_after
+            }
         }
-    }
 
-    /// The bulkhead's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, $display, self.name)
+            }
+        }
 
-    /// The hint for when to try again.
-    pub fn retry_after(&self) -> Duration {
-        self.retry_after
-    }
+        impl Error for $ty {}
+    };
 }
 
-impl fmt::Display for BulkheadFull {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bulkhead `{}` is full", self.name)
-    }
+named_rejection! {
+    /// A circuit breaker rejected the call without calling the downstream.
+    ///
+    /// Carries the breaker's name and how long until it may admit a call again;
+    /// [`crate::problem`] maps it to `503 Service Unavailable` with `Retry-After`.
+    CircuitOpen, "breaker", "circuit breaker `{}` is open",
+    new: "A rejection by the breaker `name`, which may admit again after `retry_after`.",
+    retry_after: "How long until the breaker may admit a call (zero when it admits probes \
+                  now but all half-open slots are taken, or when forced open).",
 }
 
-impl Error for BulkheadFull {}
+named_rejection! {
+    /// A bulkhead rejected the call at once: every permit was taken and the queue
+    /// was full (or queueing is off).
+    ///
+    /// Carries the bulkhead's name and a hint for when to retry; mapped to
+    /// `503 Service Unavailable` with `Retry-After`.
+    BulkheadFull, "bulkhead", "bulkhead `{}` is full",
+    new: "A rejection by the bulkhead `name`; `retry_after` is the hint given to callers.",
+    retry_after: "The hint for when to try again.",
+}
 
 /// A call waited in a bulkhead's queue longer than its `max_wait` and was
 /// rejected without calling the downstream.
