@@ -306,7 +306,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::error::BoxError;
+    use crate::BoxError;
     use crate::{BulkheadFull, BulkheadTimeout, CircuitOpen};
 
     fn response(status: u16) -> Response<()> {

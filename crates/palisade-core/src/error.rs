@@ -1,78 +1,16 @@
 //! Errors shared by every palisade layer and helpers to find them.
 //!
 //! The protocol-agnostic layers (circuit breaker, bulkhead, retry) return
-//! [`BoxError`], as tower's own middleware does. Their rejections are the small
-//! types defined here, so a caller can `downcast_ref` them, whichever layer
-//! crate produced them, and so [`crate::problem`] can turn any of them into an
-//! HTTP response without depending on the layer crates.
+//! [`BoxError`](crate::BoxError), as tower's own middleware does. Their
+//! rejections are small types at the crate root ([`CircuitOpen`],
+//! [`BulkheadFull`], [`BulkheadTimeout`]), so a caller can `downcast_ref`
+//! them, whichever layer crate produced them, and so [`crate::problem`] can
+//! turn any of them into an HTTP response without depending on the layer
+//! crates. The helpers here find them however deep they were wrapped.
 
 use std::error::Error;
 
 use crate::rejection::{BulkheadFull, BulkheadTimeout, CircuitOpen};
-
-/// The error type of the protocol-agnostic layers, as in tower.
-pub type BoxError = Box<dyn Error + Send + Sync>;
-
-/// Gives a `&dyn Error` view of an error value, so classifiers can walk its
-/// [`source()`](Error::source) chain.
-///
-/// `BoxError` does not implement [`Error`] itself, so a blanket implementation
-/// for every `E: Error` could not also cover it; this trait is implemented for
-/// the boxed error types tower stacks use and for the common concrete ones.
-/// Other error types can be mapped into [`BoxError`] (`map_err(Into::into)`)
-/// or implement this trait in one line.
-pub trait AsError {
-    /// The error as a trait object.
-    fn as_error(&self) -> &(dyn Error + 'static);
-}
-
-impl AsError for Box<dyn Error + Send + Sync> {
-    fn as_error(&self) -> &(dyn Error + 'static) {
-        &**self
-    }
-}
-
-impl AsError for Box<dyn Error + Send> {
-    fn as_error(&self) -> &(dyn Error + 'static) {
-        &**self
-    }
-}
-
-impl AsError for Box<dyn Error> {
-    fn as_error(&self) -> &(dyn Error + 'static) {
-        &**self
-    }
-}
-
-impl AsError for std::io::Error {
-    fn as_error(&self) -> &(dyn Error + 'static) {
-        self
-    }
-}
-
-impl AsError for std::convert::Infallible {
-    fn as_error(&self) -> &(dyn Error + 'static) {
-        match *self {}
-    }
-}
-
-macro_rules! as_error_for {
-    ($($ty:ty),* $(,)?) => {
-        $(impl AsError for $ty {
-            fn as_error(&self) -> &(dyn Error + 'static) {
-                self
-            }
-        })*
-    };
-}
-
-as_error_for!(
-    CircuitOpen,
-    BulkheadFull,
-    BulkheadTimeout,
-    tower::timeout::error::Elapsed,
-    tokio::time::error::Elapsed,
-);
 
 /// Finds the first error of type `E` in `error` or anywhere in its
 /// [`source()`](Error::source) chain.
@@ -81,8 +19,8 @@ as_error_for!(
 /// typed error) however deep it was wrapped.
 ///
 /// ```
-/// use palisade_core::error::{find, BoxError};
-/// use palisade_core::CircuitOpen;
+/// use palisade_core::error::find;
+/// use palisade_core::{BoxError, CircuitOpen};
 /// use std::time::Duration;
 ///
 /// let err: BoxError = CircuitOpen::new("payments", Duration::from_secs(3)).into();
@@ -138,6 +76,7 @@ pub fn is_connect_error(error: &(dyn Error + 'static)) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use crate::BoxError;
     use std::fmt;
     use std::time::Duration;
 

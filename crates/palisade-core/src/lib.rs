@@ -6,7 +6,7 @@
 //! - [`classify`]: one trait, [`Classify`], that decides whether a call
 //!   succeeded, failed or does not count, and separately whether it may be
 //!   retried; ready classifiers for "any error", HTTP and gRPC, and closures.
-//! - [`error`]: [`BoxError`] and [`find`](error::find) to spot the layers'
+//! - [`BoxError`], [`AsError`], and [`error`]: [`find`](error::find) to spot the layers'
 //!   rejections ([`CircuitOpen`], [`BulkheadFull`], [`BulkheadTimeout`], at
 //!   the crate root) anywhere in a `source()` chain.
 //! - [`keyed`]: [`KeyedMap`](keyed::KeyedMap), the bounded per-key state of
@@ -73,6 +73,7 @@
 //! ```
 
 pub mod backoff;
+mod boxed;
 pub mod classify;
 pub mod error;
 pub mod keyed;
@@ -82,9 +83,9 @@ pub mod response;
 pub mod sync;
 pub mod telemetry;
 
+pub use boxed::{AsError, BoxError};
 pub use classify::{
     CallResult, Classify, ClassifyFn, ErrorClassifier, GrpcClassifier, GrpcCode, HttpClassifier, Outcome, classify_fn,
 };
-pub use error::{AsError, BoxError};
 pub use problem::Problem;
 pub use rejection::{BulkheadFull, BulkheadTimeout, CircuitOpen};

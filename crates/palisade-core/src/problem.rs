@@ -49,7 +49,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use serde::Serialize;
 
-use crate::error::{BoxError, chain};
+use crate::BoxError;
+use crate::error::chain;
 use crate::{BulkheadFull, BulkheadTimeout, CircuitOpen};
 
 /// The media type of problem details.
