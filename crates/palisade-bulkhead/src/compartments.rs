@@ -1,10 +1,11 @@
 //! The compartments of a keyed bulkhead: one gate per key, created on first
-//! use and forgotten when the key cap is reached and nobody holds them.
+//! use and forgotten when the key cap is reached and nobody holds them, in
+//! palisade-core's bounded [`KeyedMap`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::RwLock;
+
+use palisade_core::keyed::{Eviction, KeyedMap};
 
 use crate::gate::{Gate, GateMetrics, Settings};
 use crate::limit::LimitConfig;
@@ -12,12 +13,11 @@ use crate::sync::{Arc, AtomicUsize, Ordering::SeqCst};
 
 /// The compartments of a keyed bulkhead, created on first use of a key.
 pub(crate) struct Compartments<K> {
-    map: RwLock<HashMap<K, Arc<Gate>>>,
+    map: KeyedMap<K, Arc<Gate>>,
     settings: std::sync::Arc<Settings>,
     limit: LimitConfig,
     /// The per-key limit of a fixed bulkhead, changed by its handle.
     fixed_limit: AtomicUsize,
-    max_keys: usize,
     pub(crate) metrics: GateMetrics,
 }
 
@@ -28,12 +28,14 @@ impl<K> Compartments<K> {
             LimitConfig::Fixed(limit) => *limit,
             LimitConfig::Adaptive(_) => 0,
         });
+        // A compartment only the map holds can go: under the map's write lock
+        // nobody can pick it up, so forgetting it loses nothing but a learned limit.
+        let eviction = Eviction::unused(|gate: &Arc<Gate>| Arc::strong_count(gate) > 1);
         Self {
-            map: RwLock::new(HashMap::new()),
+            map: KeyedMap::new(max_keys, eviction),
             settings,
             limit,
             fixed_limit,
-            max_keys,
             metrics,
         }
     }
@@ -46,51 +48,46 @@ impl<K> Compartments<K> {
         matches!(self.limit, LimitConfig::Adaptive(_))
     }
 
-    pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<K, Arc<Gate>>> {
-        self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// How many keys are kept.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Calls `f` with every key and compartment kept.
+    pub(crate) fn for_each(&self, f: impl FnMut(&K, &Arc<Gate>)) {
+        self.map.for_each(f);
     }
 
     /// Sets the per-key limit of a fixed keyed bulkhead, for every key.
     pub(crate) fn set_fixed_limit(&self, limit: usize) {
-        let map = self.read();
+        // Stored first: a compartment made meanwhile reads it under the map's
+        // write lock, which the walk below waits for.
         self.fixed_limit.store(limit, SeqCst);
-        for gate in map.values() {
-            gate.set_limit(limit);
-        }
+        self.map.for_each(|_, gate| gate.set_limit(limit));
     }
 }
 
 impl<K: Hash + Eq> Compartments<K> {
+    /// The compartment of `key`, if it is kept.
+    pub(crate) fn get(&self, key: &K) -> Option<Arc<Gate>> {
+        self.map.get(key)
+    }
+
     /// The compartment of `key`, created if needed. `None` when the bulkhead
     /// keeps `max_keys` keys and every one of them is in use.
     pub(crate) fn gate(&self, key: K) -> Option<Arc<Gate>> {
-        if let Some(gate) = self.read().get(&key) {
-            return Some(Arc::clone(gate));
-        }
-        let mut map = self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(gate) = map.get(&key) {
-            return Some(Arc::clone(gate));
-        }
-        if map.len() >= self.max_keys {
-            // Under the write lock nobody can pick up a compartment only the
-            // map holds: forgetting it loses nothing but a learned limit.
-            map.retain(|_, gate| Arc::strong_count(gate) > 1);
-            if map.len() >= self.max_keys {
-                return None;
-            }
-        }
-        let (limit, adaptive) = match &self.limit {
-            LimitConfig::Fixed(_) => (self.fixed_limit.load(SeqCst), None),
-            LimitConfig::Adaptive(make) => (0, Some(make())),
-        };
-        let gate = Arc::new(Gate::new(
-            std::sync::Arc::clone(&self.settings),
-            limit,
-            adaptive,
-            self.metrics.clone(),
-        ));
-        map.insert(key, Arc::clone(&gate));
-        Some(gate)
+        self.map.get_or_insert_with(key, |_| {
+            let (limit, adaptive) = match &self.limit {
+                LimitConfig::Fixed(_) => (self.fixed_limit.load(SeqCst), None),
+                LimitConfig::Adaptive(make) => (0, Some(make())),
+            };
+            Arc::new(Gate::new(
+                std::sync::Arc::clone(&self.settings),
+                limit,
+                adaptive,
+                self.metrics.clone(),
+            ))
+        })
     }
 }
 
@@ -98,8 +95,8 @@ impl<K> fmt::Debug for Compartments<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Compartments")
             .field("name", &self.settings.name)
-            .field("keys", &self.read().len())
-            .field("max_keys", &self.max_keys)
+            .field("keys", &self.map.len())
+            .field("max_keys", &self.map.max_keys())
             .finish_non_exhaustive()
     }
 }

@@ -1,7 +1,5 @@
-//! The bulkhead's errors: its rejections (shared with every palisade crate
-//! through `palisade-core`) and its configuration errors.
-
-pub use palisade_core::error::{BoxError, BulkheadFull, BulkheadTimeout};
+//! The bulkhead's configuration errors. Its rejections, `BulkheadFull` and
+//! `BulkheadTimeout`, are palisade-core's, shared with every palisade crate.
 
 /// A bulkhead or limit configuration that cannot work, reported by `build()`
 /// (or by a handle asked for an impossible change).

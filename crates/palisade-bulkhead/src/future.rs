@@ -15,9 +15,9 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::body::PermitBody;
-use crate::error::{BoxError, BulkheadFull, BulkheadTimeout};
 use crate::gate::{Admission, Gate, Permit, Queued, Started};
 use crate::sync::Arc;
+use palisade_core::{BoxError, BulkheadFull, BulkheadTimeout};
 
 /// Decides how long a call keeps its permit once its response is there.
 ///

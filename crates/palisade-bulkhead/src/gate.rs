@@ -13,10 +13,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
+use palisade_core::sync::Unpoison;
 use palisade_core::telemetry::{LABEL_NAME, LABEL_REASON, bulkhead as names};
 
 use crate::limit::{Limit, MAX_COUNT, Sample};
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering::SeqCst};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering::SeqCst};
 
 const QUEUED_ONE: u64 = 1 << 32;
 const IN_FLIGHT_MASK: u64 = u32::MAX as u64;
@@ -224,11 +225,6 @@ impl Gate {
         queued(self.state.load(SeqCst)) as usize
     }
 
-    fn lock(&self) -> MutexGuard<'_, WaitList> {
-        // The list stays consistent whatever panicked while holding it.
-        self.waiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Takes a permit if one is free and nobody waits, else reserves a queue
     /// place if the queue has room.
     pub(crate) fn try_admit(&self) -> Admission {
@@ -261,7 +257,7 @@ impl Gate {
 
     /// Joins the queue with the place reserved by [`Gate::try_admit`].
     pub(crate) fn enqueue(&self) -> Queued {
-        let mut list = self.lock();
+        let mut list = self.waiters.lock().unpoison();
         let slot = list.push();
         self.grant_locked(&mut list);
         match list.slots[slot].state {
@@ -303,7 +299,7 @@ impl Gate {
     /// Checks whether the waiter in `slot` was granted a permit; registers
     /// the waker if not.
     pub(crate) fn poll_granted(&self, slot: usize, cx: &mut Context<'_>) -> Poll<u32> {
-        let mut list = self.lock();
+        let mut list = self.waiters.lock().unpoison();
         let waiter = &mut list.slots[slot];
         match waiter.state {
             SlotState::Granted(before) => {
@@ -324,7 +320,7 @@ impl Gate {
     /// kept when `keep_granted` (a wait that timed out as it was served), else
     /// given back. Returns the permit's in-flight count when kept.
     pub(crate) fn leave_queue(&self, slot: usize, keep_granted: bool) -> Option<u32> {
-        let mut list = self.lock();
+        let mut list = self.waiters.lock().unpoison();
         match list.slots[slot].state {
             SlotState::Granted(before) => {
                 list.release_slot(slot);
@@ -351,7 +347,7 @@ impl Gate {
         let before = self.state.fetch_sub(1, SeqCst);
         self.metrics.in_flight.decrement(1.0);
         if queued(before) > 0 {
-            let mut list = self.lock();
+            let mut list = self.waiters.lock().unpoison();
             self.grant_locked(&mut list);
         }
     }
@@ -366,7 +362,7 @@ impl Gate {
         }
         self.metrics.limit.set(limit as f64);
         if limit > before && queued(self.state.load(SeqCst)) > 0 {
-            let mut list = self.lock();
+            let mut list = self.waiters.lock().unpoison();
             self.grant_locked(&mut list);
         }
     }
@@ -374,10 +370,7 @@ impl Gate {
     /// Feeds one completed call to the adaptive limit and applies its verdict.
     pub(crate) fn sample(&self, sample: &Sample) {
         if let Some(limit) = &self.adaptive {
-            let next = limit
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .update(sample);
+            let next = limit.lock().unpoison().update(sample);
             self.set_limit(next);
         }
     }

@@ -96,7 +96,7 @@ impl<K> KeyedBulkheadHandle<K> {
 
     /// How many keys are kept.
     pub fn keys(&self) -> usize {
-        self.compartments.read().len()
+        self.compartments.len()
     }
 
     /// Sets the fixed per-key limit at run time, for every key kept and
@@ -111,18 +111,17 @@ impl<K> KeyedBulkheadHandle<K> {
 impl<K: Hash + Eq> KeyedBulkheadHandle<K> {
     /// The state of `key`'s compartment, if it is kept.
     pub fn snapshot(&self, key: &K) -> Option<Snapshot> {
-        self.compartments.read().get(key).map(|gate| Snapshot::of(gate))
+        self.compartments.get(key).map(|gate| Snapshot::of(&gate))
     }
 }
 
 impl<K: Clone> KeyedBulkheadHandle<K> {
     /// The state of every compartment kept, in no particular order.
     pub fn snapshots(&self) -> Vec<(K, Snapshot)> {
+        let mut snapshots = Vec::with_capacity(self.compartments.len());
         self.compartments
-            .read()
-            .iter()
-            .map(|(key, gate)| (key.clone(), Snapshot::of(gate)))
-            .collect()
+            .for_each(|key, gate| snapshots.push((key.clone(), Snapshot::of(gate))));
+        snapshots
     }
 }
 

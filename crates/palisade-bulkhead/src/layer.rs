@@ -17,15 +17,15 @@ use crate::limit::{Limit, LimitConfig, MAX_COUNT};
 use crate::service::{Bulkhead, KeyedBulkhead};
 use crate::sync::Arc;
 
-/// Configures a bulkhead; [`build`](Builder::build) makes one compartment,
-/// [`build_keyed`](Builder::build_keyed) one per key.
+/// Configures a bulkhead; [`build`](BulkheadBuilder::build) makes one compartment,
+/// [`build_keyed`](BulkheadBuilder::build_keyed) one per key.
 ///
 /// Defaults: `max_concurrent` 10, `max_queued` 0 (reject at once when every
 /// permit is taken, which is what a server that sheds load wants),
 /// `max_wait` unbounded (only matters with a queue), `retry_after` 1 s,
 /// `max_keys` 1024, [`ErrorClassifier`], permit released with the response.
 #[derive(Debug, Clone)]
-pub struct Builder<C = ErrorClassifier, M = OnResponse> {
+pub struct BulkheadBuilder<C = ErrorClassifier, M = OnResponse> {
     name: std::sync::Arc<str>,
     limit: LimitConfig,
     max_queued: usize,
@@ -36,7 +36,7 @@ pub struct Builder<C = ErrorClassifier, M = OnResponse> {
     release: PhantomData<fn() -> M>,
 }
 
-impl Builder {
+impl BulkheadBuilder {
     fn new(name: &str) -> Self {
         Self {
             name: name.into(),
@@ -51,7 +51,7 @@ impl Builder {
     }
 }
 
-impl<C, M> Builder<C, M> {
+impl<C, M> BulkheadBuilder<C, M> {
     /// At most this many calls in flight (a fixed limit; default 10).
     pub fn max_concurrent(mut self, limit: usize) -> Self {
         self.limit = LimitConfig::Fixed(limit);
@@ -73,7 +73,7 @@ impl<C, M> Builder<C, M> {
     }
 
     /// A queued call waits at most this long, then fails with
-    /// [`BulkheadTimeout`](crate::BulkheadTimeout) (default: no bound).
+    /// [`BulkheadTimeout`](palisade_core::BulkheadTimeout) (default: no bound).
     /// Needs a Tokio runtime with its timer, as any Tokio sleep does.
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = Some(max_wait);
@@ -87,7 +87,7 @@ impl<C, M> Builder<C, M> {
     }
 
     /// A keyed bulkhead keeps at most this many keys (default 1024); see
-    /// [`build_keyed`](Builder::build_keyed).
+    /// [`build_keyed`](BulkheadBuilder::build_keyed).
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
         self
@@ -95,19 +95,19 @@ impl<C, M> Builder<C, M> {
 
     /// Decides which outcomes an adaptive limit counts as drops (default:
     /// any error). Local rejections of other palisade layers never count.
-    pub fn classifier<C2>(self, classifier: C2) -> Builder<C2, M> {
+    pub fn classifier<C2>(self, classifier: C2) -> BulkheadBuilder<C2, M> {
         self.retype(|_| classifier)
     }
 
     /// Holds each permit until the `http::Response` body has been sent, not
     /// just until the response head is there: streamed responses then count
     /// against the limit while they stream.
-    pub fn hold_permit_until_body_end(self) -> Builder<C, OnBodyEnd> {
+    pub fn hold_permit_until_body_end(self) -> BulkheadBuilder<C, OnBodyEnd> {
         self.retype(|classifier| classifier)
     }
 
-    fn retype<C2, M2>(self, classifier: impl FnOnce(C) -> C2) -> Builder<C2, M2> {
-        Builder {
+    fn retype<C2, M2>(self, classifier: impl FnOnce(C) -> C2) -> BulkheadBuilder<C2, M2> {
+        BulkheadBuilder {
             name: self.name,
             limit: self.limit,
             max_queued: self.max_queued,
@@ -159,7 +159,7 @@ impl<C, M> Builder<C, M> {
     ///
     /// At most `max_keys` keys are kept. When a new key arrives at that bound,
     /// the compartments nobody is using are forgotten; if every one is in
-    /// use, the call is rejected with [`BulkheadFull`](crate::BulkheadFull).
+    /// use, the call is rejected with [`BulkheadFull`](palisade_core::BulkheadFull).
     pub fn build_keyed<Req, K, F>(self, key: F) -> Result<KeyedBulkheadLayer<K, F, C, M>, ConfigError>
     where
         F: Fn(&Req) -> K,
@@ -192,8 +192,8 @@ pub struct BulkheadLayer<C = ErrorClassifier, M = OnResponse> {
 
 impl BulkheadLayer {
     /// A builder for a bulkhead called `name` (used in errors, metrics and logs).
-    pub fn builder(name: &str) -> Builder {
-        Builder::new(name)
+    pub fn builder(name: &str) -> BulkheadBuilder {
+        BulkheadBuilder::new(name)
     }
 }
 
@@ -231,7 +231,7 @@ impl<S, C: Clone, M> Layer<S> for BulkheadLayer<C, M> {
 }
 
 /// Limits the calls in flight per key of the request; see
-/// [`Builder::build_keyed`].
+/// [`BulkheadBuilder::build_keyed`].
 pub struct KeyedBulkheadLayer<K, F, C = ErrorClassifier, M = OnResponse> {
     compartments: Arc<Compartments<K>>,
     key: F,

@@ -15,25 +15,25 @@
 //! in `poll_ready` would not limit them. `poll_ready` drives the inner
 //! service's readiness only. The permit is released when the call completes,
 //! fails, or its future is dropped at any point, queued or running; with
-//! [`Builder::hold_permit_until_body_end`] an `http::Response`'s body holds it
+//! [`BulkheadBuilder::hold_permit_until_body_end`] an `http::Response`'s body holds it
 //! until the body has been sent.
 //!
 //! # Modes
 //!
-//! - **Fixed** ([`Builder::max_concurrent`]): a limit an operator can change
+//! - **Fixed** ([`BulkheadBuilder::max_concurrent`]): a limit an operator can change
 //!   at run time through [`BulkheadHandle::set_max_concurrent`]. A larger
 //!   limit admits queued calls at once; a smaller one lets the calls in
 //!   flight finish and admits no new call until fewer than the new limit run.
-//! - **Keyed** ([`Builder::build_keyed`]): one compartment per key of the
+//! - **Keyed** ([`BulkheadBuilder::build_keyed`]): one compartment per key of the
 //!   request (downstream host, tenant, route), each with the full limit and
 //!   queue, at most `max_keys` kept. At that bound, compartments nobody is
 //!   using are forgotten to make room; if every kept key is busy, a new key
 //!   is rejected with [`BulkheadFull`], so the memory a flood of keys can take
 //!   stays bounded.
-//! - **Adaptive** ([`Builder::adaptive`]): the limit follows the downstream,
+//! - **Adaptive** ([`BulkheadBuilder::adaptive`]): the limit follows the downstream,
 //!   set after every completed call by a [`Limit`] algorithm between its
 //!   minimum and maximum: [`Aimd`] or [`Gradient2`] (after Netflix's
-//!   concurrency-limits), or your own. The [classifier](Builder::classifier)
+//!   concurrency-limits), or your own. The [classifier](BulkheadBuilder::classifier)
 //!   decides which outcomes are drops (default: any error; use
 //!   `palisade_core::HttpClassifier` to count 5xx, 408 and 429 responses);
 //!   local rejections of other palisade layers and cancelled calls are not
@@ -64,11 +64,12 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use palisade_bulkhead::{BulkheadFull, BulkheadLayer};
+//! use palisade_bulkhead::BulkheadLayer;
+//! use palisade_core::BulkheadFull;
 //! use tower::{service_fn, Layer, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), palisade_bulkhead::BoxError> {
+//! # async fn main() -> Result<(), palisade_core::BoxError> {
 //! let payments = BulkheadLayer::builder("payments")
 //!     .max_concurrent(2)
 //!     .max_queued(4)
@@ -150,7 +151,7 @@
 //! (gauges), `palisade_bulkhead_limit` (gauge), `palisade_bulkhead_rejections_total`
 //! (counter, `reason` = `full` or `timeout`) and `palisade_bulkhead_wait_seconds`
 //! (histogram of the time queued calls waited, admitted or not). Handles are
-//! registered when the layer is built, so install the recorder first. A
+//! registered when the layer is built, so [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers). A
 //! keyed bulkhead reports the sums over its keys; its limit gauge shows the
 //! last limit set on any key. Rejections are logged at `debug` under the
 //! target `palisade::bulkhead` with the fields `name`, `reason` and `wait_ms`.
@@ -182,6 +183,9 @@
 //! (a mutex and a FIFO of reusable slots) is touched only when someone waits. A keyed
 //! bulkhead adds a read-locked hash lookup; an adaptive one reads the clock
 //! twice and updates its limit under a mutex when a call ends.
+//!
+//! [`BulkheadFull`]: palisade_core::BulkheadFull
+//! [`BulkheadTimeout`]: palisade_core::BulkheadTimeout
 
 mod body;
 mod compartments;
@@ -195,10 +199,10 @@ mod service;
 mod sync;
 
 pub use body::PermitBody;
-pub use error::{BoxError, BulkheadFull, BulkheadTimeout, ConfigError};
+pub use error::ConfigError;
 pub use future::{OnBodyEnd, OnResponse, PermitRelease};
 pub use gate::Permit;
 pub use handle::{BulkheadHandle, KeyedBulkheadHandle, Snapshot};
-pub use layer::{Builder, BulkheadLayer, KeyedBulkheadLayer};
+pub use layer::{BulkheadBuilder, BulkheadLayer, KeyedBulkheadLayer};
 pub use limit::{Aimd, Gradient2, Limit, Sample};
 pub use service::{Bulkhead, KeyedBulkhead};

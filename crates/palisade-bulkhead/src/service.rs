@@ -9,10 +9,10 @@ use palisade_core::Classify;
 use tower_service::Service;
 
 use crate::compartments::Compartments;
-use crate::error::{BoxError, BulkheadFull};
 use crate::future::{GateRef, PermitRelease, ResponseFuture};
 use crate::gate::Gate;
 use crate::sync::Arc;
+use palisade_core::{BoxError, BulkheadFull};
 
 /// A service behind one bulkhead compartment; made by
 /// [`BulkheadLayer`](crate::BulkheadLayer).

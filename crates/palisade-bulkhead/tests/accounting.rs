@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use palisade_bulkhead::future::ResponseFuture;
-use palisade_bulkhead::{BoxError, BulkheadFull, BulkheadLayer, OnResponse};
+use palisade_bulkhead::{BulkheadLayer, OnResponse};
 use palisade_core::ErrorClassifier;
+use palisade_core::{BoxError, BulkheadFull};
 use proptest::prelude::*;
 use tower::{Layer, Service};
 

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_bulkhead::{Aimd, BoxError, BulkheadFull, BulkheadLayer, Gradient2, Limit};
+use palisade_bulkhead::{Aimd, BulkheadLayer, Gradient2, Limit};
+use palisade_core::{BoxError, BulkheadFull};
 use tower::{Layer, Service, ServiceExt};
 
 /// A downstream with `capacity` workers: up to that many calls take `BASE`

@@ -52,7 +52,7 @@ async fn the_body_holds_the_permit_until_its_end() {
     assert!(body.holds_permit());
     assert_eq!(handle.snapshot().in_flight, 1, "the head is sent, the body is not");
     let err = svc.clone().oneshot(()).await.unwrap_err();
-    assert!(err.is::<palisade_bulkhead::BulkheadFull>());
+    assert!(err.is::<palisade_core::BulkheadFull>());
 
     tx.send(Bytes::from_static(b"part")).await.unwrap();
     let frame = body.frame().await.unwrap().unwrap();

@@ -8,11 +8,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_bulkhead::future::ResponseFuture;
-use palisade_bulkhead::{
-    Aimd, BoxError, Builder, Bulkhead, BulkheadFull, BulkheadHandle, BulkheadLayer, BulkheadTimeout, ConfigError,
-    OnResponse,
-};
-use palisade_core::ErrorClassifier;
+use palisade_bulkhead::{Aimd, Bulkhead, BulkheadBuilder, BulkheadHandle, BulkheadLayer, ConfigError, OnResponse};
+use palisade_core::{BoxError, BulkheadFull, BulkheadTimeout, ErrorClassifier};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -134,7 +131,7 @@ struct Held {
 }
 
 impl Held {
-    async fn new(builder: Builder) -> Self {
+    async fn new(builder: BulkheadBuilder) -> Self {
         let (probe, release) = Probe::new().gated();
         let layer = builder.max_concurrent(1).build().unwrap();
         let mut svc = layer.layer(probe.clone());

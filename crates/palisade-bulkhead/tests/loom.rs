@@ -9,7 +9,8 @@ use std::task::{Context, Poll, Waker};
 
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
-use palisade_bulkhead::{BoxError, BulkheadFull, BulkheadLayer};
+use palisade_bulkhead::BulkheadLayer;
+use palisade_core::{BoxError, BulkheadFull};
 use tower::{Layer, Service, ServiceExt};
 
 /// Counts calls in flight from the call until its future is polled, and

@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::time::Duration;
 
+use palisade_core::sync::Unpoison;
 use palisade_core::{CircuitOpen, Outcome};
 use tokio::time::Instant;
 
 use crate::config::{Config, Window};
 use crate::state::{Snapshot, State};
-use crate::sync::{AtomicU32, AtomicU64, Mutex, lock};
+use crate::sync::{AtomicU32, AtomicU64, Mutex};
 use crate::telemetry::{CallCounters, StateGauge};
 use crate::window::{CountWindow, TimeWindow, Totals};
 
@@ -114,8 +115,6 @@ pub(crate) struct Breaker {
     time_window: Option<TimeWindow>,
     /// The transition lock; holds how many times in a row the breaker tripped.
     trips: Mutex<u32>,
-    /// When a keyed breaker was last used, in nanoseconds since `base`.
-    last_used: AtomicU64,
     /// Held inline, not behind another pointer, so the hot path reads only
     /// this allocation's read-mostly lines.
     calls: CallCounters,
@@ -162,7 +161,6 @@ impl Breaker {
             count_window,
             time_window,
             trips: Mutex::new(0),
-            last_used: AtomicU64::new(0),
             calls,
             gauge,
             minimum_calls,
@@ -180,14 +178,6 @@ impl Breaker {
     #[inline]
     pub(crate) fn now_nanos(&self) -> u64 {
         nanos(Instant::now().saturating_duration_since(self.base))
-    }
-
-    pub(crate) fn touch(&self, now_nanos: u64) {
-        self.last_used.store(now_nanos, Relaxed);
-    }
-
-    pub(crate) fn last_used(&self) -> u64 {
-        self.last_used.load(Relaxed)
     }
 
     fn reject(&self, retry_after: Duration) -> Admission {
@@ -334,7 +324,7 @@ impl Breaker {
     }
 
     fn enter_half_open(&self, expected: u64, now: u64) {
-        let _trips = lock(&self.trips);
+        let _trips = self.trips.lock().unpoison();
         if !self.still(expected) || now < self.open_until.load(Acquire) {
             return;
         }
@@ -346,12 +336,12 @@ impl Breaker {
 
     /// Opens the breaker if it is still in `expected`'s state and epoch.
     fn trip(&self, expected: u64, now: u64, reason: Reason) {
-        let mut trips = lock(&self.trips);
+        let mut trips = self.trips.lock().unpoison();
         if !self.still(expected) {
             return;
         }
         let in_a_row = if kind(expected) == State::Closed { 0 } else { *trips };
-        let duration = self.config.open.for_trip(in_a_row, (self.config.jitter.0)());
+        let duration = self.config.open.for_trip(in_a_row, self.config.random.unit());
         *trips = in_a_row.saturating_add(1);
         self.open_until.store(now.saturating_add(nanos(duration)), Release);
         if self.replace(expected, State::Open) {
@@ -360,7 +350,7 @@ impl Breaker {
     }
 
     fn close(&self, expected: u64) {
-        let mut trips = lock(&self.trips);
+        let mut trips = self.trips.lock().unpoison();
         if !self.still(expected) {
             return;
         }
@@ -384,13 +374,13 @@ impl Breaker {
     /// A keyed layer no longer keeps this breaker: it leaves the layer's
     /// keys-by-state gauge, and nothing it does later is counted there.
     pub(crate) fn forget(&self) {
-        let _trips = lock(&self.trips);
+        let _trips = self.trips.lock().unpoison();
         self.gauge.forget(kind(self.state.load(Acquire)));
     }
 
     /// Puts the breaker into `to` whatever state it is in (operator control).
     pub(crate) fn force(&self, to: State) {
-        let mut trips = lock(&self.trips);
+        let mut trips = self.trips.lock().unpoison();
         let from = kind(self.state.load(Acquire));
         if from == to && to != State::Closed {
             return;
@@ -414,7 +404,7 @@ impl Breaker {
     /// Reports a transition; called with the transition lock held.
     fn transitioned(&self, from: State, to: State, reason: Reason) {
         self.gauge.transition(from, to);
-        crate::telemetry::transition(&self.config.name, from, to);
+        self.calls.transitions.count(from, to);
         if to == State::Open {
             tracing::warn!(
                 target: palisade_core::telemetry::circuit_breaker::TARGET,

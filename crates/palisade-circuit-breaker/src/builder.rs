@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core::ErrorClassifier;
+use palisade_core::backoff::{Jitter, Random};
 
-use crate::config::{Config, Jitter, MAX_HALF_OPEN_CALLS, OpenDuration, SlowRule, Window};
+use crate::config::{Config, MAX_HALF_OPEN_CALLS, OpenDuration, SlowRule, Window};
 use crate::error::ConfigError;
 use crate::keyed::KeyedCircuitBreakerLayer;
 use crate::layer::CircuitBreakerLayer;
@@ -38,7 +39,7 @@ pub struct CircuitBreakerBuilder<C = ErrorClassifier> {
     open: OpenDuration,
     half_open_calls: u32,
     max_half_open: Option<Duration>,
-    jitter: Jitter,
+    random: Random,
     max_keys: usize,
     key_idle_timeout: Duration,
 }
@@ -59,7 +60,7 @@ impl CircuitBreakerBuilder<ErrorClassifier> {
             open: OpenDuration::Fixed(Duration::from_secs(60)),
             half_open_calls: 10,
             max_half_open: None,
-            jitter: Jitter(Arc::new(fastrand::f64)),
+            random: Random::default(),
             max_keys: 1_024,
             key_idle_timeout: Duration::from_secs(600),
         }
@@ -93,7 +94,7 @@ impl<C> CircuitBreakerBuilder<C> {
             open: self.open,
             half_open_calls: self.half_open_calls,
             max_half_open: self.max_half_open,
-            jitter: self.jitter,
+            random: self.random,
             max_keys: self.max_keys,
             key_idle_timeout: self.key_idle_timeout,
         }
@@ -183,8 +184,8 @@ impl<C> CircuitBreakerBuilder<C> {
 
     /// Where jitter's random numbers in `[0, 1)` come from (default `fastrand::f64`);
     /// tests pass a fixed source.
-    pub fn jitter_source(mut self, source: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
-        self.jitter = Jitter(Arc::new(source));
+    pub fn random(mut self, random: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
+        self.random = Random::new(random);
         self
     }
 
@@ -288,24 +289,12 @@ impl<C> CircuitBreakerBuilder<C> {
         match self.open {
             OpenDuration::Fixed(d) if d.is_zero() => return Err(ConfigError::ZeroDuration("open_duration")),
             OpenDuration::Fixed(_) => {}
-            OpenDuration::Growing {
-                base,
-                max,
-                multiplier,
-                jitter,
-            } => {
+            OpenDuration::Growing { base, jitter, .. } => {
                 if base.is_zero() {
                     return Err(ConfigError::ZeroDuration("open_duration"));
                 }
-                if base > max {
-                    return Err(ConfigError::OpenDurationOrder { base, max });
-                }
-                if !(multiplier >= 1.0 && multiplier.is_finite()) {
-                    return Err(ConfigError::Multiplier(multiplier));
-                }
-                if !(0.0..=1.0).contains(&jitter) {
-                    return Err(ConfigError::Jitter(jitter));
-                }
+                self.open.backoff().validate()?;
+                Jitter::Shorten(jitter).validate()?;
             }
         }
         if self.half_open_calls == 0 {
@@ -332,7 +321,7 @@ impl<C> CircuitBreakerBuilder<C> {
             open: self.open,
             half_open_calls: self.half_open_calls,
             max_half_open: self.max_half_open,
-            jitter: self.jitter.clone(),
+            random: self.random.clone(),
             needs_clock: self.slow.is_some() || matches!(window, Some(Window::Time { .. })),
         })
     }

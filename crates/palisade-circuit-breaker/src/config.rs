@@ -1,14 +1,12 @@
 //! The validated configuration a breaker runs with.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use palisade_core::backoff::{Backoff, Jitter, Random};
+
 /// The most half-open probes a breaker accounts for (they share one atomic word with the state).
 pub const MAX_HALF_OPEN_CALLS: u32 = 0xFFFF;
-
-/// A source of uniformly distributed numbers in `[0, 1)` for the open duration's jitter.
-pub(crate) type JitterSource = Arc<dyn Fn() -> f64 + Send + Sync>;
 
 /// How the breaker remembers recent calls for its rate rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +31,9 @@ pub enum OpenDuration {
     /// `base * multiplier^k` for the `k`-th trip in a row without closing in between
     /// (k = 0 for a trip from closed), capped at `max`, then shortened by up to
     /// `jitter` (a fraction) times a random number so breakers of many clients do
-    /// not probe in lockstep.
+    /// not probe in lockstep: palisade-core's
+    /// [`Backoff::exponential`](palisade_core::backoff::Backoff::exponential) with
+    /// [`Jitter::Shorten`](palisade_core::backoff::Jitter::Shorten).
     Growing {
         /// The first open duration.
         base: Duration,
@@ -51,17 +51,19 @@ impl OpenDuration {
     pub(crate) fn for_trip(&self, trip: u32, random: f64) -> Duration {
         match *self {
             OpenDuration::Fixed(d) => d,
-            OpenDuration::Growing {
-                base,
-                max,
-                multiplier,
-                jitter,
-            } => {
-                let exponent = i32::try_from(trip).unwrap_or(i32::MAX).min(1_024);
-                let grown = (base.as_secs_f64() * multiplier.powi(exponent)).min(max.as_secs_f64());
-                let cut = 1.0 - jitter * random.clamp(0.0, 1.0);
-                Duration::try_from_secs_f64(grown * cut).unwrap_or(max)
+            OpenDuration::Growing { jitter, .. } => {
+                Jitter::Shorten(jitter).apply(&self.backoff(), trip.saturating_add(1), Duration::ZERO, random)
             }
+        }
+    }
+
+    /// The schedule of a growing open duration (a fixed one never grows).
+    pub(crate) fn backoff(&self) -> Backoff {
+        match *self {
+            OpenDuration::Fixed(d) => Backoff::constant(d),
+            OpenDuration::Growing {
+                base, max, multiplier, ..
+            } => Backoff::exponential(base, multiplier, max),
         }
     }
 }
@@ -70,16 +72,6 @@ impl OpenDuration {
 pub(crate) struct SlowRule {
     pub(crate) rate: f64,
     pub(crate) duration: Duration,
-}
-
-/// The jitter source, shown by name in `Debug` output.
-#[derive(Clone)]
-pub(crate) struct Jitter(pub(crate) JitterSource);
-
-impl fmt::Debug for Jitter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("JitterSource")
-    }
 }
 
 /// The validated configuration one breaker (or every breaker of a keyed layer) runs with.
@@ -95,7 +87,7 @@ pub(crate) struct Config {
     pub(crate) open: OpenDuration,
     pub(crate) half_open_calls: u32,
     pub(crate) max_half_open: Option<Duration>,
-    pub(crate) jitter: Jitter,
+    pub(crate) random: Random,
     /// Whether a call must read the clock: only for the slow-call rule and the time-based window.
     pub(crate) needs_clock: bool,
 }

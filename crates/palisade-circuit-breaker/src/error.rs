@@ -1,6 +1,7 @@
-//! The breaker's errors: the rejection it answers with, and configuration errors.
+//! The breaker's configuration errors. Its rejection, `CircuitOpen`, is
+//! palisade-core's.
 
-pub use palisade_core::CircuitOpen;
+use palisade_core::backoff::BackoffError;
 
 /// An impossible breaker configuration, reported by the builders' `build()`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -61,4 +62,14 @@ pub enum ConfigError {
         /// The largest value allowed.
         max: u32,
     },
+}
+
+impl From<BackoffError> for ConfigError {
+    fn from(error: BackoffError) -> Self {
+        match error {
+            BackoffError::CapBelowBase { base, cap } => Self::OpenDurationOrder { base, max: cap },
+            BackoffError::Multiplier(m) => Self::Multiplier(m),
+            BackoffError::Fraction(j) => Self::Jitter(j),
+        }
+    }
 }

@@ -13,8 +13,8 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use palisade_circuit_breaker::{CircuitBreakerBuilder, CircuitOpen, State};
-//! use palisade_core::BoxError;
+//! use palisade_circuit_breaker::{CircuitBreakerBuilder, State};
+//! use palisade_core::{BoxError, CircuitOpen};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -95,7 +95,7 @@
 //! | open duration | 60 s, fixed | long enough for a restarted dependency to come back |
 //! | probes in half-open | 10 | enough successes to trust recovery, few enough not to hammer it |
 //! | max time in half-open | none | probes that never finish are the timeout layer's business |
-//! | jitter source | `fastrand::f64` | injectable with [`CircuitBreakerBuilder::jitter_source`] |
+//! | jitter source | `fastrand::f64` | injectable with [`CircuitBreakerBuilder::random`] |
 //! | keyed: max keys, idle timeout | 1024, 10 min | bounded memory for clients calling many hosts |
 //!
 //! [`CircuitBreakerBuilder::consecutive`] is the classic breaker: 5 failures in
@@ -125,8 +125,9 @@
 //! # Errors
 //!
 //! The service's error is [`BoxError`](palisade_core::BoxError). A rejection is
-//! a [`CircuitOpen`] (re-exported from palisade-core), which palisade-core maps
-//! to `503 Service Unavailable` with `Retry-After` and an RFC 9457 body
+//! a [`CircuitOpen`] (defined in palisade-core, where every layer finds it), which palisade-core maps
+//! to `503 Service Unavailable` with `Retry-After` and an RFC 9457 body through
+//! its `ToProblem` implementation
 //! (`palisade_core::problem::handle_error` for axum's `HandleErrorLayer`,
 //! `ProblemResponseLayer` for hyper). Errors of the inner service come back as
 //! they were, boxed: `downcast_ref` and `source()` still find them.
@@ -206,7 +207,8 @@
 //! # Telemetry
 //!
 //! Metrics through the `metrics` facade, registered when the layer is built
-//! (install the recorder first), named in `palisade_core::telemetry`:
+//! (a transition's series on its first occurrence), so
+//! [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers); named in `palisade_core::telemetry`:
 //!
 //! - `palisade_circuit_breaker_calls_total{name, outcome}`: `success`,
 //!   `failure`, `ignored`, `rejected`, and `slow` (a slow call also counts
@@ -257,11 +259,12 @@
 //! bare service (tower's `ConcurrencyLimit`: about 38 ns) and no allocation;
 //! every figure, beside its references and with the machine and load it was
 //! measured on, is in the [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
+//! [`CircuitOpen`]: palisade_core::CircuitOpen
 
 mod breaker;
 mod builder;
 mod config;
-pub mod error;
+mod error;
 pub mod future;
 mod handle;
 mod keyed;
@@ -275,7 +278,7 @@ mod window;
 
 pub use builder::CircuitBreakerBuilder;
 pub use config::{MAX_HALF_OPEN_CALLS, OpenDuration, Window};
-pub use error::{CircuitOpen, ConfigError};
+pub use error::ConfigError;
 pub use handle::{CircuitBreakerHandle, KeyedCircuitBreakerHandle};
 pub use keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use layer::CircuitBreakerLayer;

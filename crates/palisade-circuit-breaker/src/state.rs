@@ -46,10 +46,15 @@ impl State {
         }
     }
 
-    /// The value of the `palisade_circuit_breaker_state` gauge: 0 closed, 1 open,
+    /// The state's position in every per-state table: 0 closed, 1 open,
     /// 2 half-open, 3 disabled, 4 forced open, 5 metrics only.
-    pub fn gauge_value(self) -> u8 {
-        self.bits() as u8
+    pub(crate) fn index(self) -> usize {
+        self.bits() as usize
+    }
+
+    /// The value of the `palisade_circuit_breaker_state` gauge: its index.
+    pub(crate) fn gauge_value(self) -> f64 {
+        self.bits() as f64
     }
 
     /// The state's name in telemetry: `closed`, `open`, `half_open`, `disabled`,

@@ -10,9 +10,3 @@ pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
 pub(crate) use std::sync::Mutex;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
-
-/// Locks `mutex`, taking over a poisoned one: the state it guards is a set of
-/// counters that stay consistent whatever a panicking holder did.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}

@@ -4,8 +4,8 @@
 //! request: a keyed layer registers nothing per key, so its series stay
 //! bounded however many keys its requests bring.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
 
 use metrics::{Counter, Gauge};
 use palisade_core::telemetry::circuit_breaker::{CALLS_TOTAL, KEYS, STATE, TRANSITIONS_TOTAL};
@@ -14,7 +14,8 @@ use palisade_core::telemetry::{LABEL_FROM, LABEL_NAME, LABEL_OUTCOME, LABEL_STAT
 use crate::state::State;
 use crate::sync::AtomicBool;
 
-/// `palisade_circuit_breaker_calls_total` by outcome. Cloning shares the counters.
+/// `palisade_circuit_breaker_calls_total` by outcome, and the layer's
+/// transition counters. Cloning shares the counters.
 #[derive(Debug, Clone)]
 pub(crate) struct CallCounters {
     pub(crate) success: Counter,
@@ -22,6 +23,7 @@ pub(crate) struct CallCounters {
     pub(crate) ignored: Counter,
     pub(crate) slow: Counter,
     pub(crate) rejected: Counter,
+    pub(crate) transitions: Arc<Transitions>,
 }
 
 impl CallCounters {
@@ -33,7 +35,40 @@ impl CallCounters {
             ignored: counter("ignored"),
             slow: counter("slow"),
             rejected: counter("rejected"),
+            transitions: Arc::new(Transitions::new(name)),
         }
+    }
+}
+
+/// `palisade_circuit_breaker_transitions_total{name, from, to}`. A pair's
+/// counter is registered by its first transition and held from then on, so
+/// a transition clones no label and pairs that never happen report no series.
+#[derive(Debug)]
+pub(crate) struct Transitions {
+    name: Arc<str>,
+    counters: [[OnceLock<Counter>; 6]; 6],
+}
+
+impl Transitions {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            counters: Default::default(),
+        }
+    }
+
+    /// Counts a transition from `from` to `to`.
+    pub(crate) fn count(&self, from: State, to: State) {
+        self.counters[from.index()][to.index()]
+            .get_or_init(|| {
+                metrics::counter!(
+                    TRANSITIONS_TOTAL,
+                    LABEL_NAME => self.name.to_string(),
+                    LABEL_FROM => from.as_str(),
+                    LABEL_TO => to.as_str()
+                )
+            })
+            .increment(1);
     }
 }
 
@@ -58,7 +93,7 @@ impl KeyStates {
     }
 
     fn gauge(&self, state: State) -> &Gauge {
-        &self.0[usize::from(state.gauge_value())]
+        &self.0[state.index()]
     }
 }
 
@@ -77,7 +112,7 @@ impl StateGauge {
     /// The gauge of a layer's breaker, which starts closed.
     pub(crate) fn single(name: &str) -> Self {
         let gauge = metrics::gauge!(STATE, LABEL_NAME => name.to_owned());
-        gauge.set(f64::from(State::Closed.gauge_value()));
+        gauge.set(State::Closed.gauge_value());
         Self::Single(gauge)
     }
 
@@ -93,7 +128,7 @@ impl StateGauge {
     /// The breaker moved from `from` to `to`; called under its transition lock.
     pub(crate) fn transition(&self, from: State, to: State) {
         match self {
-            Self::Single(gauge) => gauge.set(f64::from(to.gauge_value())),
+            Self::Single(gauge) => gauge.set(to.gauge_value()),
             Self::Key { states, kept } => {
                 if kept.load(Relaxed) {
                     states.gauge(from).decrement(1.0);
@@ -112,16 +147,4 @@ impl StateGauge {
             states.gauge(state).decrement(1.0);
         }
     }
-}
-
-/// Counts a transition of a breaker of layer `name` in
-/// `palisade_circuit_breaker_transitions_total`.
-pub(crate) fn transition(name: &str, from: State, to: State) {
-    metrics::counter!(
-        TRANSITIONS_TOTAL,
-        LABEL_NAME => name.to_owned(),
-        LABEL_FROM => from.as_str(),
-        LABEL_TO => to.as_str()
-    )
-    .increment(1);
 }

@@ -223,7 +223,7 @@ async fn open_duration_grows_on_repeated_trips_with_injected_jitter() {
             multiplier: 2.0,
             jitter: 0.5,
         })
-        .jitter_source(|| 0.5)
+        .random(|| 0.5)
         .build()
         .unwrap();
     let handle = layer.handle();

@@ -16,7 +16,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use palisade_circuit_breaker::{CircuitBreakerBuilder, CircuitOpen, State};
+use palisade_circuit_breaker::{CircuitBreakerBuilder, State};
+use palisade_core::CircuitOpen;
 use palisade_core::HttpClassifier;
 use tower::{ServiceBuilder, ServiceExt};
 

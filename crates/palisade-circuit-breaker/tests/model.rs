@@ -312,7 +312,7 @@ fn build(cfg: &Cfg) -> palisade_circuit_breaker::CircuitBreakerLayer {
     let mut b = CircuitBreakerBuilder::rate_based("model")
         .no_failure_rate()
         .open_duration_with(cfg.open)
-        .jitter_source(|| JITTER)
+        .random(|| JITTER)
         .permitted_calls_in_half_open(cfg.half_open_calls)
         .minimum_calls(cfg.minimum_calls);
     b = match cfg.window {

@@ -17,9 +17,9 @@
 //! [`BulkheadFull`], [`BulkheadTimeout`]) are [`Outcome::Ignored`] and never
 //! retryable: they say nothing about the downstream's health.
 //!
-//! [`CircuitOpen`]: crate::error::CircuitOpen
-//! [`BulkheadFull`]: crate::error::BulkheadFull
-//! [`BulkheadTimeout`]: crate::error::BulkheadTimeout
+//! [`CircuitOpen`]: crate::CircuitOpen
+//! [`BulkheadFull`]: crate::BulkheadFull
+//! [`BulkheadTimeout`]: crate::BulkheadTimeout
 
 use std::error::Error;
 use std::fmt;
@@ -306,7 +306,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::error::{BoxError, BulkheadFull, BulkheadTimeout, CircuitOpen};
+    use crate::BoxError;
+    use crate::{BulkheadFull, BulkheadTimeout, CircuitOpen};
 
     fn response(status: u16) -> Response<()> {
         Response::builder().status(status).body(()).unwrap()

@@ -1,79 +1,16 @@
 //! Errors shared by every palisade layer and helpers to find them.
 //!
 //! The protocol-agnostic layers (circuit breaker, bulkhead, retry) return
-//! [`BoxError`], as tower's own middleware does. Their rejections are the small
-//! types defined here, so a caller can `downcast_ref` them, whichever layer
-//! crate produced them, and so [`crate::problem`] can turn any of them into an
-//! HTTP response without depending on the layer crates.
+//! [`BoxError`](crate::BoxError), as tower's own middleware does. Their
+//! rejections are small types at the crate root ([`CircuitOpen`],
+//! [`BulkheadFull`], [`BulkheadTimeout`]), so a caller can `downcast_ref`
+//! them, whichever layer crate produced them, and so [`crate::problem`] can
+//! turn any of them into an HTTP response without depending on the layer
+//! crates. The helpers here find them however deep they were wrapped.
 
 use std::error::Error;
-use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
 
-/// The error type of the protocol-agnostic layers, as in tower.
-pub type BoxError = Box<dyn Error + Send + Sync>;
-
-/// Gives a `&dyn Error` view of an error value, so classifiers can walk its
-/// [`source()`](Error::source) chain.
-///
-/// `BoxError` does not implement [`Error`] itself, so a blanket implementation
-/// for every `E: Error` could not also cover it; this trait is implemented for
-/// the boxed error types tower stacks use and for the common concrete ones.
-/// Other error types can be mapped into [`BoxError`] (`map_err(Into::into)`)
-/// or implement this trait in one line.
-pub trait AsError {
-    /// The error as a trait object.
-    fn as_error(&self) -> &(dyn Error + 'static);
-}
-
-impl AsError for Box<dyn Error + Send + Sync> {
-    fn as_error(&self) -> &(dyn Error + 'static) {
-        &**self
-    }
-}
-
-impl AsError for Box<dyn Error + Send> {
-    fn as_error(&self) -> &(dyn Error + 'static) {
-        &**self
-    }
-}
-
-impl AsError for Box<dyn Error> {
-    fn as_error(&self) -> &(dyn Error + 'static) {
-        &**self
-    }
-}
-
-impl AsError for std::io::Error {
-    fn as_error(&self) -> &(dyn Error + 'static) {
-        self
-    }
-}
-
-impl AsError for std::convert::Infallible {
-    fn as_error(&self) -> &(dyn Error + 'static) {
-        match *self {}
-    }
-}
-
-macro_rules! as_error_for {
-    ($($ty:ty),* $(,)?) => {
-        $(impl AsError for $ty {
-            fn as_error(&self) -> &(dyn Error + 'static) {
-                self
-            }
-        })*
-    };
-}
-
-as_error_for!(
-    CircuitOpen,
-    BulkheadFull,
-    BulkheadTimeout,
-    tower::timeout::error::Elapsed,
-    tokio::time::error::Elapsed,
-);
+use crate::rejection::{BulkheadFull, BulkheadTimeout, CircuitOpen};
 
 /// Finds the first error of type `E` in `error` or anywhere in its
 /// [`source()`](Error::source) chain.
@@ -82,7 +19,8 @@ as_error_for!(
 /// typed error) however deep it was wrapped.
 ///
 /// ```
-/// use palisade_core::error::{find, BoxError, CircuitOpen};
+/// use palisade_core::error::find;
+/// use palisade_core::{BoxError, CircuitOpen};
 /// use std::time::Duration;
 ///
 /// let err: BoxError = CircuitOpen::new("payments", Duration::from_secs(3)).into();
@@ -136,135 +74,12 @@ pub fn is_connect_error(error: &(dyn Error + 'static)) -> bool {
     })
 }
 
-/// A circuit breaker rejected the call without calling the downstream.
-///
-/// Carries the breaker's name and how long until it may admit a call again;
-/// [`crate::problem`] maps it to `503 Service Unavailable` with `Retry-After`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CircuitOpen {
-    name: Arc<str>,
-    retry_after: Duration,
-}
-
-impl CircuitOpen {
-    /// A rejection by the breaker `name`, which may admit again after `retry_after`.
-    pub fn new(name: impl Into<Arc<str>>, retry_after: Duration) -> Self {
-        Self {
-            name: name.into(),
-            retry_after,
-        }
-    }
-
-    /// The breaker's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// How long until the breaker may admit a call (zero when it admits probes
-    /// now but all half-open slots are taken, or when forced open).
-    pub fn retry_after(&self) -> Duration {
-        self.retry_after
-    }
-}
-
-impl fmt::Display for CircuitOpen {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "circuit breaker `{}` is open", self.name)
-    }
-}
-
-impl Error for CircuitOpen {}
-
-/// A bulkhead rejected the call at once: every permit was taken and the queue
-/// was full (or queueing is off).
-///
-/// Carries the bulkhead's name and a hint for when to retry; mapped to
-/// `503 Service Unavailable` with `Retry-After`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BulkheadFull {
-    name: Arc<str>,
-    retry_after: Duration,
-}
-
-impl BulkheadFull {
-    /// A rejection by the bulkhead `name`; `retry_after` is the hint given to callers.
-    pub fn new(name: impl Into<Arc<str>>, retry_after: Duration) -> Self {
-        Self {
-            name: name.into(),
-            retry_after,
-        }
-    }
-
-    /// The bulkhead's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The hint for when to try again.
-    pub fn retry_after(&self) -> Duration {
-        self.retry_after
-    }
-}
-
-impl fmt::Display for BulkheadFull {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bulkhead `{}` is full", self.name)
-    }
-}
-
-impl Error for BulkheadFull {}
-
-/// A call waited in a bulkhead's queue longer than its `max_wait` and was
-/// rejected without calling the downstream.
-///
-/// Mapped to `503 Service Unavailable` with `Retry-After`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BulkheadTimeout {
-    name: Arc<str>,
-    waited: Duration,
-    retry_after: Duration,
-}
-
-impl BulkheadTimeout {
-    /// A rejection by the bulkhead `name` after waiting `waited`.
-    pub fn new(name: impl Into<Arc<str>>, waited: Duration, retry_after: Duration) -> Self {
-        Self {
-            name: name.into(),
-            waited,
-            retry_after,
-        }
-    }
-
-    /// The bulkhead's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// How long the call waited for a permit.
-    pub fn waited(&self) -> Duration {
-        self.waited
-    }
-
-    /// The hint for when to try again.
-    pub fn retry_after(&self) -> Duration {
-        self.retry_after
-    }
-}
-
-impl fmt::Display for BulkheadTimeout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "bulkhead `{}` timed out after waiting {:?} for a permit",
-            self.name, self.waited
-        )
-    }
-}
-
-impl Error for BulkheadTimeout {}
-
 #[cfg(test)]
 mod tests {
+    use crate::BoxError;
+    use std::fmt;
+    use std::time::Duration;
+
     use super::*;
 
     #[derive(Debug)]

@@ -1,16 +1,57 @@
 //! The pieces every palisade layer shares.
 //!
+//! - [`backoff`]: [`Backoff`](backoff::Backoff) schedules, [`Jitter`](backoff::Jitter)
+//!   and the injectable [`Random`](backoff::Random) source, for every wait that
+//!   grows between attempts (retries, a breaker's open duration, redeliveries).
 //! - [`classify`]: one trait, [`Classify`], that decides whether a call
 //!   succeeded, failed or does not count, and separately whether it may be
 //!   retried; ready classifiers for "any error", HTTP and gRPC, and closures.
-//! - [`error`]: [`BoxError`], the layers' rejection types ([`CircuitOpen`],
-//!   [`BulkheadFull`], [`BulkheadTimeout`]) and [`find`](error::find) to spot
-//!   them anywhere in a `source()` chain.
-//! - [`problem`]: RFC 9457 `application/problem+json` responses and the
+//! - [`BoxError`], [`AsError`], and [`error`]: [`find`](error::find) to spot the layers'
+//!   rejections ([`CircuitOpen`], [`BulkheadFull`], [`BulkheadTimeout`], at
+//!   the crate root) anywhere in a `source()` chain.
+//! - [`keyed`]: [`KeyedMap`](keyed::KeyedMap), the bounded per-key state of
+//!   keyed layers, with idle or least-recently-used eviction.
+//! - [`sync`]: [`Unpoison`](sync::Unpoison), taking over poisoned locks.
+//! - [`problem`]: RFC 9457 `application/problem+json` responses, [`ToProblem`](problem::ToProblem)
+//!   (the one way from a layer's rejection to its response), and the
 //!   mapping from layer errors to HTTP (503 with `Retry-After` for an open
 //!   breaker or a full bulkhead), for axum's `HandleErrorLayer`; and
 //!   [`response::ProblemResponseLayer`], the same for a plain hyper server.
 //! - [`telemetry`]: the metric names, labels and tracing targets of every layer.
+//!
+//! # The shape of a layer
+//!
+//! Every palisade layer is configured and named the same way; a new layer
+//! copies this:
+//!
+//! - `XLayer::builder(name)` returns an `XBuilder`; its `build()` validates
+//!   and returns `Result<XLayer, ConfigError>`, the crate's own `ConfigError`
+//!   with one variant per check, named for what it checks. A keyed variant is
+//!   built by the same builder: `build_keyed(key_fn)` returns
+//!   `Result<KeyedXLayer, ConfigError>`.
+//! - The layer makes an `X` service (`KeyedX` when keyed); `handle()` on
+//!   either gives an `XHandle` (`KeyedXHandle`) for snapshots and control.
+//!   Response futures live in the crate's public `future` module.
+//! - Jitter comes from a [`Random`](backoff::Random) set with the builder
+//!   method `random`; waits that grow are a [`Backoff`](backoff::Backoff).
+//! - Metric handles are registered in `build()`
+//!   (see [`telemetry`](telemetry#install-the-recorder-before-building-layers)),
+//!   per-key state lives in a [`KeyedMap`](keyed::KeyedMap), locks are taken
+//!   with [`Unpoison`](sync::Unpoison), and a rejection answers HTTP through
+//!   [`ToProblem`](problem::ToProblem).
+//! - Each public type has one path: the rejections shared by several layers
+//!   ([`CircuitOpen`], [`BulkheadFull`], [`BulkheadTimeout`]) and [`BoxError`]
+//!   are reached at this crate's root and are not re-exported by the layer
+//!   crates; a layer crate exports its own types at its root, with only its
+//!   `future` module public. The one exception is a type a layer's builder
+//!   takes as its vocabulary (the retry policy's `Backoff` and `Jitter`).
+//!
+//! The breaker (`CircuitBreakerLayer::builder`, `CircuitBreakerBuilder`,
+//! `CircuitBreaker`) and the bulkhead (`BulkheadLayer::builder`,
+//! `BulkheadBuilder`, `Bulkhead`) follow it. The retry policy is a
+//! `tower::retry::Policy` first: it is built by `RetryPolicy::builder()` (the
+//! name set with `.name(...)`) into a policy that `RetryLayer::new(policy)`
+//! applies, as tower's own `Retry` is.
 //!
 //! # Example
 //!
@@ -31,14 +72,20 @@
 //! assert_eq!(response.headers()["retry-after"], "12");
 //! ```
 
+pub mod backoff;
+mod boxed;
 pub mod classify;
 pub mod error;
+pub mod keyed;
 pub mod problem;
+mod rejection;
 pub mod response;
+pub mod sync;
 pub mod telemetry;
 
+pub use boxed::{AsError, BoxError};
 pub use classify::{
     CallResult, Classify, ClassifyFn, ErrorClassifier, GrpcClassifier, GrpcCode, HttpClassifier, Outcome, classify_fn,
 };
-pub use error::{AsError, BoxError, BulkheadFull, BulkheadTimeout, CircuitOpen};
 pub use problem::Problem;
+pub use rejection::{BulkheadFull, BulkheadTimeout, CircuitOpen};

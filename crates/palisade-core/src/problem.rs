@@ -10,6 +10,11 @@
 //! | tower's or tokio's `Elapsed` | 504 | [`types::TIMEOUT`] | none |
 //! | anything else | 500 | `about:blank` | none |
 //!
+//! Each row is the error's [`ToProblem`] implementation, the one way every
+//! palisade layer turns a rejection into a response (HTTP layers implement it
+//! for their own rejections and answer with
+//! [`to_response`](ToProblem::to_response)).
+//!
 //! Bodies never carry an error's text: a rejection's `detail` is a fixed
 //! sentence, and an unknown error becomes a plain 500 without `detail`.
 //! `Retry-After` is given in whole seconds, rounded up, at least 1.
@@ -44,7 +49,9 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use serde::Serialize;
 
-use crate::error::{BoxError, BulkheadFull, BulkheadTimeout, CircuitOpen, chain};
+use crate::BoxError;
+use crate::error::chain;
+use crate::{BulkheadFull, BulkheadTimeout, CircuitOpen};
 
 /// The media type of problem details.
 pub const CONTENT_TYPE: &str = "application/problem+json";
@@ -209,51 +216,113 @@ pub fn problem_for_error(error: &(dyn Error + 'static)) -> Problem {
 }
 
 fn known_problem(error: &(dyn Error + 'static)) -> Option<Problem> {
-    let unavailable = Problem::new(StatusCode::SERVICE_UNAVAILABLE);
-    if let Some(open) = error.downcast_ref::<CircuitOpen>() {
-        return Some(
-            unavailable
-                .with_type(types::CIRCUIT_OPEN)
-                .with_title("Dependency unavailable")
-                .with_detail("A dependency of this service is failing; calls to it are paused.")
-                .with_retry_after(open.retry_after()),
-        );
+    fn problem_of<E: Error + ToProblem + 'static>(error: &(dyn Error + 'static)) -> Option<Problem> {
+        error.downcast_ref::<E>().map(E::to_problem)
     }
-    if let Some(full) = error.downcast_ref::<BulkheadFull>() {
-        return Some(
-            unavailable
-                .with_type(types::BULKHEAD_FULL)
-                .with_title("Too many concurrent requests")
-                .with_detail("The service is at its concurrency limit for this kind of request.")
-                .with_retry_after(full.retry_after()),
-        );
+    problem_of::<CircuitOpen>(error)
+        .or_else(|| problem_of::<BulkheadFull>(error))
+        .or_else(|| problem_of::<BulkheadTimeout>(error))
+        .or_else(|| problem_of::<tower::load_shed::error::Overloaded>(error))
+        .or_else(|| problem_of::<tower::timeout::error::Elapsed>(error))
+        .or_else(|| problem_of::<tokio::time::error::Elapsed>(error))
+}
+
+/// A rejection that answers HTTP with a problem: the one way from a layer's
+/// error to its `application/problem+json` response.
+///
+/// palisade's rejections implement it (the table above), and so does every
+/// HTTP layer's own rejection; [`problem_for_error`] uses it for the errors it
+/// finds in a chain. The problem must not carry internal error text: only a
+/// fixed title and detail, and what the client may act on (`Retry-After`).
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_core::{BulkheadFull, problem::ToProblem};
+///
+/// let full = BulkheadFull::new("db", Duration::from_secs(2));
+/// let res: http::Response<String> = full.to_response_with(|b| String::from_utf8_lossy(&b).into_owned());
+/// assert_eq!(res.status(), 503);
+/// assert_eq!(res.headers()["retry-after"], "2");
+/// assert_eq!(full.to_problem().kind(), palisade_core::problem::types::BULKHEAD_FULL);
+/// ```
+pub trait ToProblem {
+    /// The problem this rejection answers with.
+    fn to_problem(&self) -> Problem;
+
+    /// The response, with a body type that can be made from bytes.
+    fn to_response<B: From<Bytes>>(&self) -> Response<B> {
+        self.to_problem().into_response()
     }
-    if let Some(timeout) = error.downcast_ref::<BulkheadTimeout>() {
-        return Some(
-            unavailable
-                .with_type(types::BULKHEAD_TIMEOUT)
-                .with_title("Too many concurrent requests")
-                .with_detail("The request waited too long for a free slot.")
-                .with_retry_after(timeout.retry_after()),
-        );
+
+    /// The response, with the body made by `body` from the JSON bytes.
+    fn to_response_with<B>(&self, body: impl FnOnce(Bytes) -> B) -> Response<B> {
+        self.to_problem().into_response_with(body)
     }
-    if error.is::<tower::load_shed::error::Overloaded>() {
-        return Some(
-            unavailable
-                .with_type(types::OVERLOADED)
-                .with_title("Service overloaded")
-                .with_detail("The service is shedding load."),
-        );
+}
+
+fn unavailable(kind: &'static str, title: &'static str, detail: &'static str) -> Problem {
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+        .with_type(kind)
+        .with_title(title)
+        .with_detail(detail)
+}
+
+impl ToProblem for CircuitOpen {
+    fn to_problem(&self) -> Problem {
+        unavailable(
+            types::CIRCUIT_OPEN,
+            "Dependency unavailable",
+            "A dependency of this service is failing; calls to it are paused.",
+        )
+        .with_retry_after(self.retry_after())
     }
-    if error.is::<tower::timeout::error::Elapsed>() || error.is::<tokio::time::error::Elapsed>() {
-        return Some(
-            Problem::new(StatusCode::GATEWAY_TIMEOUT)
-                .with_type(types::TIMEOUT)
-                .with_title("Request timed out")
-                .with_detail("The request took longer than its time limit."),
-        );
+}
+
+impl ToProblem for BulkheadFull {
+    fn to_problem(&self) -> Problem {
+        unavailable(
+            types::BULKHEAD_FULL,
+            "Too many concurrent requests",
+            "The service is at its concurrency limit for this kind of request.",
+        )
+        .with_retry_after(self.retry_after())
     }
-    None
+}
+
+impl ToProblem for BulkheadTimeout {
+    fn to_problem(&self) -> Problem {
+        unavailable(
+            types::BULKHEAD_TIMEOUT,
+            "Too many concurrent requests",
+            "The request waited too long for a free slot.",
+        )
+        .with_retry_after(self.retry_after())
+    }
+}
+
+impl ToProblem for tower::load_shed::error::Overloaded {
+    fn to_problem(&self) -> Problem {
+        unavailable(types::OVERLOADED, "Service overloaded", "The service is shedding load.")
+    }
+}
+
+fn timed_out() -> Problem {
+    Problem::new(StatusCode::GATEWAY_TIMEOUT)
+        .with_type(types::TIMEOUT)
+        .with_title("Request timed out")
+        .with_detail("The request took longer than its time limit.")
+}
+
+impl ToProblem for tower::timeout::error::Elapsed {
+    fn to_problem(&self) -> Problem {
+        timed_out()
+    }
+}
+
+impl ToProblem for tokio::time::error::Elapsed {
+    fn to_problem(&self) -> Problem {
+        timed_out()
+    }
 }
 
 /// The response for an error, per the table above.

@@ -32,7 +32,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::error::BoxError;
+use crate::BoxError;
 use crate::problem::error_response;
 
 /// Wraps a service so that its errors, from readiness or from the call,
@@ -150,7 +150,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::error::CircuitOpen;
+    use crate::CircuitOpen;
 
     #[derive(Clone)]
     struct NeverReady;

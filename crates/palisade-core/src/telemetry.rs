@@ -29,6 +29,18 @@
 //! | `palisade_outbox_failed_total` | counter | name | failed publish attempts |
 //! | `palisade_outbox_dead_lettered_total` | counter | name | events moved to the dead-letter state |
 //!
+//! # Install the recorder before building layers
+//!
+//! Every palisade layer registers its metric handles once, when its builder's
+//! `build()` runs (or, for a series that appears only when it happens, such as
+//! a breaker's transition from one state to another, on its first
+//! occurrence), and keeps them in the layer's shared state: a call only bumps
+//! a handle it already holds, cloning no label and looking nothing up. The
+//! handles belong to the recorder installed at that moment, so install the
+//! recorder (`metrics::set_global_recorder`, an exporter's `install()`)
+//! before building any layer. A layer built earlier reports to the recorder
+//! that was current then (with none, to nowhere), whatever is installed later.
+//!
 //! Tracing: each layer logs under its own target (`palisade::circuit_breaker`,
 //! ...), so `RUST_LOG=palisade::bulkhead=debug` selects one layer; events use
 //! the field names [`FIELD_NAME`], [`FIELD_REASON`] and friends.

@@ -2,13 +2,14 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use palisade_core::BoxError;
+use palisade_core::sync::Unpoison;
 use pin_project_lite::pin_project;
 
 use crate::error::ReplayUnavailable;
@@ -103,7 +104,7 @@ impl<B> ReplayBody<B> {
         match &self.kind {
             Kind::Empty => true,
             Kind::Once { .. } => false,
-            Kind::Replay { shared, .. } => !lock(shared).unavailable,
+            Kind::Replay { shared, .. } => !shared.lock().unpoison().unavailable,
         }
     }
 
@@ -113,7 +114,7 @@ impl<B> ReplayBody<B> {
         match &self.kind {
             Kind::Empty => Some(Self { kind: Kind::Empty }),
             Kind::Once { .. } => None,
-            Kind::Replay { shared, .. } if lock(shared).unavailable => None,
+            Kind::Replay { shared, .. } if shared.lock().unpoison().unavailable => None,
             Kind::Replay { shared, .. } => Some(Self {
                 kind: Kind::Replay {
                     shared: shared.clone(),
@@ -123,11 +124,6 @@ impl<B> ReplayBody<B> {
             }),
         }
     }
-}
-
-fn lock<B>(shared: &Mutex<Shared<B>>) -> MutexGuard<'_, Shared<B>> {
-    // Every update leaves the state consistent, so a poisoned lock is usable.
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<B> Body for ReplayBody<B>
@@ -153,7 +149,7 @@ where
                 cursor,
                 trailers_sent,
             } => {
-                let mut shared = lock(shared);
+                let mut shared = shared.lock().unpoison();
                 if *cursor < shared.read {
                     if shared.unavailable {
                         return Poll::Ready(Some(Err(ReplayUnavailable.into())));
@@ -185,7 +181,7 @@ where
                 cursor,
                 trailers_sent,
             } => {
-                let shared = lock(shared);
+                let shared = shared.lock().unpoison();
                 shared.complete && *cursor >= shared.read && (*trailers_sent || shared.trailers.is_none())
             }
         }
@@ -196,7 +192,7 @@ where
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Once { body } => body.size_hint(),
             Kind::Replay { shared, cursor, .. } => {
-                let shared = lock(shared);
+                let shared = shared.lock().unpoison();
                 if *cursor == 0 {
                     shared.hint
                 } else if shared.complete && !shared.unavailable {

@@ -1,13 +1,13 @@
 //! The retry budget: see [`RetryBudget`].
 
 use std::fmt;
-use std::sync::PoisonError;
 use std::time::Duration;
 
+use palisade_core::sync::Unpoison;
 use tokio::time::Instant;
 
 use crate::error::ConfigError;
-use crate::sync::{Arc, AtomicU64, Mutex, MutexGuard, Ordering};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 
 /// Slots the window is divided into: withdrawals and deposits age out with a
 /// granularity of a tenth of the window.
@@ -188,7 +188,7 @@ impl RetryBudget {
 
     /// Takes one retry from the budget; `false` when it is empty.
     pub fn withdraw(&self) -> bool {
-        let mut ring = self.inner.lock();
+        let mut ring = self.inner.ring.lock().unpoison();
         let newest = self.inner.place(&mut ring, Instant::now());
         if self.inner.balance(&ring) >= UNIT {
             ring.slots[newest] -= UNIT;
@@ -200,14 +200,14 @@ impl RetryBudget {
 
     /// Gives back a withdrawal whose retry never happened (its wait was cancelled).
     pub(crate) fn refund(&self) {
-        let mut ring = self.inner.lock();
+        let mut ring = self.inner.ring.lock().unpoison();
         let newest = self.inner.place(&mut ring, Instant::now());
         ring.slots[newest] += UNIT;
     }
 
     /// Whole retries the budget would allow now.
     pub fn available(&self) -> u64 {
-        let mut ring = self.inner.lock();
+        let mut ring = self.inner.ring.lock().unpoison();
         self.inner.place(&mut ring, Instant::now());
         (self.inner.balance(&ring).max(0) / UNIT) as u64
     }
@@ -235,11 +235,6 @@ impl Default for RetryBudget {
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, Ring> {
-        // The ring holds plain integers that are never left half-updated.
-        self.ring.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn balance(&self, ring: &Ring) -> i64 {
         ring.slots
             .iter()

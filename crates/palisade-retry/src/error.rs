@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use palisade_core::backoff::BackoffError;
+
 /// An impossible retry configuration, reported by the builders' `build()`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -22,6 +24,9 @@ pub enum ConfigError {
     /// An exponential multiplier below 1 or not finite.
     #[error("backoff multiplier must be a finite number of at least 1, got {0}")]
     Multiplier(f64),
+    /// A [`Jitter::Shorten`](crate::Jitter::Shorten) fraction outside `[0, 1]`.
+    #[error("jitter fraction must be within [0, 1], got {0}")]
+    JitterFraction(f64),
     /// The total deadline was zero.
     #[error("the total deadline must be greater than zero")]
     ZeroDeadline,
@@ -34,6 +39,16 @@ pub enum ConfigError {
     /// The budget's floor was above 1,000,000 retries per second.
     #[error("retry budget floor must be at most 1000000 retries per second, got {0}")]
     BudgetFloor(u32),
+}
+
+impl From<BackoffError> for ConfigError {
+    fn from(error: BackoffError) -> Self {
+        match error {
+            BackoffError::CapBelowBase { base, cap } => Self::CapBelowBase { base, cap },
+            BackoffError::Multiplier(m) => Self::Multiplier(m),
+            BackoffError::Fraction(f) => Self::JitterFraction(f),
+        }
+    }
 }
 
 /// The error a replayed request body yields when it cannot be replayed: the

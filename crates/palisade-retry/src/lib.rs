@@ -27,7 +27,8 @@
 //! use bytes::Bytes;
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::Full;
-//! use palisade_retry::{BoxError, HttpRetryPolicy, ReplayBody, RetryLayer, X_RETRY_ATTEMPT};
+//! use palisade_core::BoxError;
+//! use palisade_retry::{HttpRetryPolicy, ReplayBody, RetryLayer, X_RETRY_ATTEMPT};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -61,7 +62,8 @@
 //! Any cloneable request:
 //!
 //! ```
-//! use palisade_retry::{Backoff, BoxError, Jitter, RetryLayer, RetryPolicy};
+//! use palisade_core::BoxError;
+//! use palisade_retry::{Backoff, Jitter, RetryLayer, RetryPolicy};
 //! use std::time::Duration;
 //! use tower::{Layer, ServiceExt};
 //!
@@ -108,8 +110,9 @@
 //! # Waits
 //!
 //! A [`Backoff`] schedule (constant, linear or exponential, capped) spread by
-//! a [`Jitter`] (none, full, equal or decorrelated, as in AWS's "Exponential
-//! Backoff and Jitter"). The randomness is injectable
+//! a [`Jitter`] (none, full, equal, decorrelated, as in AWS's "Exponential
+//! Backoff and Jitter", or shortened by up to a fraction), the schedules of
+//! `palisade_core::backoff` that every palisade layer uses. The randomness is injectable
 //! ([`RetryBuilder::random`]), so tests are deterministic. A retryable HTTP
 //! response with `Retry-After` (delay-seconds or an HTTP-date) waits what it
 //! asks instead, at most [`max_retry_after`](RetryBuilder::max_retry_after);
@@ -179,8 +182,9 @@
 //! `palisade_retry_attempts_total` (every attempt, the first included),
 //! `palisade_retry_retries_total` (label `reason`: `status_503`, ...,
 //! `status_other`, `timeout`, `connect`, `error`, `response`) and
-//! `palisade_retry_budget_exhausted_total`. The attempts and budget counters
-//! are registered when the policy is built, so install the recorder first.
+//! `palisade_retry_budget_exhausted_total`. Every counter, one
+//! per reason included, is registered when the policy is built, so
+//! [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers).
 //!
 //! Tracing, target `palisade::retry`: a `debug` event per retry with the
 //! fields `name`, `attempt` (the attempt about to be made), `reason` and
@@ -208,8 +212,10 @@
 //! on, and no allocation; every figure, beside its references and with the
 //! machine and load it was measured on, is in the
 //! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
+//! [`CircuitOpen`]: palisade_core::CircuitOpen
+//! [`BulkheadFull`]: palisade_core::BulkheadFull
+//! [`BulkheadTimeout`]: palisade_core::BulkheadTimeout
 
-mod backoff;
 mod body;
 mod budget;
 mod error;
@@ -219,12 +225,11 @@ mod policy;
 mod service;
 mod sync;
 
-pub use backoff::{Backoff, Jitter};
 pub use body::{DEFAULT_REPLAY_LIMIT, ReplayBody};
 pub use budget::{RetryBudget, RetryBudgetBuilder};
 pub use error::{ConfigError, ReplayUnavailable};
 pub use layer::RetryLayer;
-pub use palisade_core::{AsError, BoxError, BulkheadFull, BulkheadTimeout, CircuitOpen};
+pub use palisade_core::backoff::{Backoff, Jitter};
 pub use policy::{
     AnyRequest, HttpRequest, HttpRetryPolicy, IDEMPOTENCY_KEY, RetryBuilder, RetryPolicy, X_RETRY_ATTEMPT,
 };

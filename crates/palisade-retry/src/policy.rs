@@ -10,13 +10,13 @@ use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use metrics::Counter;
+use palisade_core::backoff::{Backoff, Jitter, Random};
 use palisade_core::error::{is_connect_error, is_local_rejection, is_timeout};
 use palisade_core::telemetry::{LABEL_NAME, LABEL_REASON, retry as names};
 use palisade_core::{AsError, BoxError, Classify, ErrorClassifier, HttpClassifier};
 use tokio::time::Instant;
 use tower::retry::Policy;
 
-use crate::backoff::{Backoff, Jitter};
 use crate::body::{DEFAULT_REPLAY_LIMIT, ReplayBody};
 use crate::budget::RetryBudget;
 use crate::error::ConfigError;
@@ -32,7 +32,6 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 /// Requests a policy counts before depositing them in the budget at once.
 const DEPOSIT_BATCH: u32 = 16;
 
-type RandomFn = Arc<dyn Fn() -> f64 + Send + Sync>;
 type ErrorOverride = Arc<dyn Fn(&(dyn Error + 'static)) -> Option<bool> + Send + Sync>;
 
 /// What made a call worth retrying (the `reason` of metrics and logs).
@@ -56,24 +55,44 @@ impl Reason {
         }
     }
 
-    fn label(self) -> &'static str {
+    /// The reason's position in [`REASONS`].
+    fn index(self) -> usize {
         match self {
             Reason::Status(status) => match status.as_u16() {
-                408 => "status_408",
-                429 => "status_429",
-                500 => "status_500",
-                502 => "status_502",
-                503 => "status_503",
-                504 => "status_504",
-                _ => "status_other",
+                408 => 0,
+                429 => 1,
+                500 => 2,
+                502 => 3,
+                503 => 4,
+                504 => 5,
+                _ => 6,
             },
-            Reason::Response => "response",
-            Reason::Timeout => "timeout",
-            Reason::Connect => "connect",
-            Reason::Error => "error",
+            Reason::Response => 7,
+            Reason::Timeout => 8,
+            Reason::Connect => 9,
+            Reason::Error => 10,
         }
     }
+
+    fn label(self) -> &'static str {
+        REASONS[self.index()]
+    }
 }
+
+/// The `reason` label of every retry, in [`Reason::index`] order.
+const REASONS: [&str; 11] = [
+    "status_408",
+    "status_429",
+    "status_500",
+    "status_502",
+    "status_503",
+    "status_504",
+    "status_other",
+    "response",
+    "timeout",
+    "connect",
+    "error",
+];
 
 /// Settings shared by every clone of a policy.
 struct Config<C> {
@@ -81,7 +100,7 @@ struct Config<C> {
     max_attempts: u32,
     backoff: Backoff,
     jitter: Jitter,
-    random: RandomFn,
+    random: Random,
     deadline: Option<Duration>,
     budget: Option<RetryBudget>,
     classifier: C,
@@ -94,6 +113,8 @@ struct Config<C> {
     attempt_header: Option<HeaderName>,
     attempts_total: Counter,
     budget_exhausted_total: Counter,
+    /// `palisade_retry_retries_total` by reason, in [`REASONS`] order.
+    retries_total: [Counter; REASONS.len()],
 }
 
 /// State of one logical request: lives in the policy clone tower's `Retry`
@@ -166,7 +187,7 @@ impl<C> Config<C> {
             Some(wait) => wait.min(self.max_retry_after),
             None => self
                 .jitter
-                .apply(&self.backoff, attempts.done, attempts.previous_wait, (self.random)()),
+                .apply(&self.backoff, attempts.done, attempts.previous_wait, self.random.unit()),
         };
         if let (Some(deadline), Some(started)) = (self.deadline, attempts.started)
             && let Some(deadline_at) = started.checked_add(deadline)
@@ -187,8 +208,7 @@ impl<C> Config<C> {
             return None;
         }
         attempts.previous_wait = wait;
-        metrics::counter!(names::RETRIES_TOTAL, LABEL_NAME => self.name.clone(), LABEL_REASON => reason.label())
-            .increment(1);
+        self.retries_total[reason.index()].increment(1);
         tracing::debug!(target: names::TARGET, name, attempt = attempts.done + 1, reason = reason.label(), wait_ms = wait.as_millis() as u64, "retrying");
         Some(Wait::new(wait, self.budget.clone()))
     }
@@ -412,7 +432,7 @@ pub struct RetryBuilder<C, K> {
     max_attempts: u32,
     backoff: Backoff,
     jitter: Jitter,
-    random: RandomFn,
+    random: Random,
     deadline: Option<Duration>,
     budget: Option<Option<RetryBudget>>,
     classifier: C,
@@ -433,7 +453,7 @@ impl<C, K> RetryBuilder<C, K> {
             max_attempts: 3,
             backoff: Backoff::exponential(Duration::from_millis(100), 2.0, Duration::from_secs(10)),
             jitter: Jitter::Full,
-            random: Arc::new(fastrand::f64),
+            random: Random::default(),
             deadline: None,
             budget: None,
             classifier,
@@ -495,7 +515,7 @@ impl<C, K> RetryBuilder<C, K> {
     /// The source of uniform numbers in `[0, 1)` for jitter (default
     /// `fastrand::f64`); tests pass a fixed one.
     pub fn random(mut self, random: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
-        self.random = Arc::new(random);
+        self.random = Random::new(random);
         self
     }
 
@@ -559,6 +579,7 @@ impl<C, K> RetryBuilder<C, K> {
             return Err(ConfigError::ZeroAttempts);
         }
         self.backoff.validate()?;
+        self.jitter.validate()?;
         if self.deadline.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::ZeroDeadline);
         }
@@ -571,6 +592,9 @@ impl<C, K> RetryBuilder<C, K> {
         Ok(Arc::new(Config {
             attempts_total: metrics::counter!(names::ATTEMPTS_TOTAL, &labels),
             budget_exhausted_total: metrics::counter!(names::BUDGET_EXHAUSTED_TOTAL, &labels),
+            retries_total: REASONS.map(|reason| {
+                metrics::counter!(names::RETRIES_TOTAL, LABEL_NAME => self.name.to_string(), LABEL_REASON => reason)
+            }),
             name: self.name,
             max_attempts: self.max_attempts,
             backoff: self.backoff,

@@ -11,7 +11,8 @@ fn jitter() -> impl Strategy<Value = Jitter> {
         Just(Jitter::None),
         Just(Jitter::Full),
         Just(Jitter::Equal),
-        Just(Jitter::Decorrelated)
+        Just(Jitter::Decorrelated),
+        (0.0f64..=1.0).prop_map(Jitter::Shorten)
     ]
 }
 
@@ -40,6 +41,10 @@ proptest! {
             Jitter::Full => prop_assert!(wait <= scheduled),
             Jitter::Equal => prop_assert!(wait >= scheduled / 2 && wait <= scheduled),
             Jitter::Decorrelated => prop_assert!(wait >= base),
+            Jitter::Shorten(fraction) => {
+                prop_assert!(wait <= scheduled);
+                prop_assert!(wait.as_secs_f64() >= scheduled.as_secs_f64() * (1.0 - fraction) - 1e-9);
+            }
         }
     }
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use palisade_circuit_breaker::{CircuitOpen, State};
+use palisade_circuit_breaker::State;
+use palisade_core::CircuitOpen;
 use palisade_core::{BoxError, BulkheadFull};
 use tokio::sync::Notify;
 use tower::{Service, ServiceExt};

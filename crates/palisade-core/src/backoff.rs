@@ -1,9 +1,15 @@
-//! How long to wait before each retry: a [`Backoff`] schedule and a
-//! [`Jitter`] that spreads it.
+//! Backoff with jitter, the one way every palisade layer spaces out repeated
+//! attempts: a retry's waits, a circuit breaker's growing open duration, an
+//! outbox relay's redelivery delay.
 //!
-//! Retry `n` (1 for the first retry, that is the second attempt) waits:
+//! A [`Backoff`] is the schedule; a [`Jitter`] spreads each wait with a
+//! uniform number drawn from a [`Random`] source, which builders let callers
+//! replace (`random(|| 0.5)`) so tests are deterministic.
 //!
-//! | backoff | wait before retry `n` |
+//! Step `n` (1 for the first: the first retry, the first trip, the first
+//! redelivery) waits:
+//!
+//! | backoff | wait before step `n` |
 //! |---|---|
 //! | [`Backoff::constant(d)`](Backoff::constant) | `d` |
 //! | [`Backoff::linear(base, step, cap)`](Backoff::linear) | `min(cap, base + step × (n − 1))` |
@@ -18,13 +24,89 @@
 //! | [`Jitter::Full`] | `d × u` |
 //! | [`Jitter::Equal`] | `d / 2 + d / 2 × u` |
 //! | [`Jitter::Decorrelated`] | `min(cap, base + (3 × previous − base) × u)`, the previous wait starting at `base` |
+//! | [`Jitter::Shorten(f)`](Jitter::Shorten) | `d × (1 − f × u)`: cut by up to the fraction `f` |
 //!
 //! Decorrelated jitter ignores the schedule's growth and uses only its base
-//! and cap: each wait is drawn from the previous one.
+//! and cap: each wait is drawn from the previous one. Waits are computed in
+//! whole nanoseconds, rounded, and saturate at the cap instead of overflowing.
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade_core::backoff::{Backoff, Jitter, Random};
+//!
+//! let backoff = Backoff::exponential(Duration::from_millis(100), 2.0, Duration::from_secs(1));
+//! backoff.validate().expect("cap above base, multiplier at least 1");
+//! let random = Random::new(|| 0.5);
+//! let waits: Vec<Duration> = (1..=5)
+//!     .map(|n| Jitter::Equal.apply(&backoff, n, Duration::ZERO, random.unit()))
+//!     .collect();
+//! assert_eq!(waits, [75, 150, 300, 600, 750].map(Duration::from_millis));
+//! ```
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::ConfigError;
+/// A source of uniform numbers in `[0, 1)` for jitter; cheap to clone.
+///
+/// The default is `fastrand::f64`. Every palisade builder that jitters takes
+/// one through a method named `random`, so tests pass a fixed number.
+#[derive(Clone)]
+pub struct Random(Arc<dyn Fn() -> f64 + Send + Sync>);
+
+impl Random {
+    /// Numbers from `source`, which should return values in `[0, 1)`; values
+    /// outside are clamped where they are used, and `NaN` counts as zero.
+    pub fn new(source: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
+        Self(Arc::new(source))
+    }
+
+    /// The next number.
+    pub fn unit(&self) -> f64 {
+        (self.0)()
+    }
+}
+
+impl Default for Random {
+    fn default() -> Self {
+        Self::new(fastrand::f64)
+    }
+}
+
+impl fmt::Debug for Random {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Random")
+    }
+}
+
+/// An impossible backoff or jitter, found by [`Backoff::validate`] and
+/// [`Jitter::validate`]; each layer reports it as its own `ConfigError`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BackoffError {
+    /// The cap is below the base wait.
+    CapBelowBase {
+        /// The base wait.
+        base: Duration,
+        /// The cap.
+        cap: Duration,
+    },
+    /// An exponential multiplier below 1 or not finite.
+    Multiplier(f64),
+    /// A [`Jitter::Shorten`] fraction outside `[0, 1]`.
+    Fraction(f64),
+}
+
+impl fmt::Display for BackoffError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::CapBelowBase { base, cap } => write!(f, "backoff cap {cap:?} is below the base wait {base:?}"),
+            Self::Multiplier(m) => write!(f, "backoff multiplier must be a finite number of at least 1, got {m}"),
+            Self::Fraction(j) => write!(f, "jitter fraction must be within [0, 1], got {j}"),
+        }
+    }
+}
+
+impl std::error::Error for BackoffError {}
 
 /// The schedule of waits between attempts, before jitter.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,7 +172,7 @@ impl Backoff {
         }
     }
 
-    /// The wait before retry `retry` (1 for the first retry), before jitter.
+    /// The wait before step `retry` (1 for the first), before jitter.
     pub fn delay(&self, retry: u32) -> Duration {
         let steps = retry.saturating_sub(1);
         match self.kind {
@@ -111,13 +193,15 @@ impl Backoff {
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks that the cap is not below the base and that an exponential
+    /// multiplier is a finite number of at least 1 (in that order).
+    pub fn validate(&self) -> Result<(), BackoffError> {
         match self.kind {
             Kind::Constant(_) => Ok(()),
-            Kind::Linear { base, cap, .. } if cap < base => Err(ConfigError::CapBelowBase { base, cap }),
-            Kind::Exponential { base, cap, .. } if cap < base => Err(ConfigError::CapBelowBase { base, cap }),
+            Kind::Linear { base, cap, .. } if cap < base => Err(BackoffError::CapBelowBase { base, cap }),
+            Kind::Exponential { base, cap, .. } if cap < base => Err(BackoffError::CapBelowBase { base, cap }),
             Kind::Exponential { multiplier, .. } if !(multiplier.is_finite() && multiplier >= 1.0) => {
-                Err(ConfigError::Multiplier(multiplier))
+                Err(BackoffError::Multiplier(multiplier))
             }
             Kind::Linear { .. } | Kind::Exponential { .. } => Ok(()),
         }
@@ -126,7 +210,7 @@ impl Backoff {
 
 /// How a wait from the [`Backoff`] schedule is randomised, so clients that
 /// failed together do not retry together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Jitter {
     /// The schedule's wait exactly.
     None,
@@ -138,11 +222,23 @@ pub enum Jitter {
     Equal,
     /// Uniform between the base and three times the previous wait, capped.
     Decorrelated,
+    /// The schedule's wait cut by up to the given fraction (within `[0, 1]`):
+    /// `d × (1 − fraction × u)`, so the wait is never longer than the schedule's.
+    Shorten(f64),
 }
 
 impl Jitter {
-    /// The wait before retry `retry` given the schedule, the previous wait
-    /// (zero before the first retry) and a uniform number `unit` in `[0, 1)`.
+    /// Checks that a [`Jitter::Shorten`] fraction is within `[0, 1]`.
+    pub fn validate(&self) -> Result<(), BackoffError> {
+        match *self {
+            Jitter::Shorten(fraction) if !(0.0..=1.0).contains(&fraction) => Err(BackoffError::Fraction(fraction)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The wait before step `retry` given the schedule, the previous wait
+    /// (zero before the first step) and a uniform number `unit` in `[0, 1)`
+    /// (clamped into `[0, 1]`; `NaN` counts as zero).
     pub fn apply(self, backoff: &Backoff, retry: u32, previous: Duration, unit: f64) -> Duration {
         let unit = if unit.is_finite() { unit.clamp(0.0, 1.0) } else { 0.0 };
         match self {
@@ -159,6 +255,7 @@ impl Jitter {
                 let upper = previous.saturating_mul(3).max(base);
                 (base + scale(upper - base, unit)).min(backoff.cap())
             }
+            Jitter::Shorten(fraction) => scale(backoff.delay(retry), 1.0 - fraction.clamp(0.0, 1.0) * unit),
         }
     }
 }
@@ -253,17 +350,45 @@ mod tests {
     fn validation() {
         assert_eq!(
             Backoff::exponential(2 * S, 2.0, S).validate(),
-            Err(ConfigError::CapBelowBase { base: 2 * S, cap: S })
+            Err(BackoffError::CapBelowBase { base: 2 * S, cap: S })
         );
         assert_eq!(
             Backoff::linear(2 * S, S, S).validate(),
-            Err(ConfigError::CapBelowBase { base: 2 * S, cap: S })
+            Err(BackoffError::CapBelowBase { base: 2 * S, cap: S })
         );
         assert_eq!(
             Backoff::exponential(S, 0.5, 2 * S).validate(),
-            Err(ConfigError::Multiplier(0.5))
+            Err(BackoffError::Multiplier(0.5))
         );
         assert!(Backoff::exponential(S, f64::NAN, 2 * S).validate().is_err());
         assert!(Backoff::exponential(S, 1.0, S).validate().is_ok());
+        assert_eq!(Jitter::Shorten(1.5).validate(), Err(BackoffError::Fraction(1.5)));
+        assert!(Jitter::Shorten(f64::NAN).validate().is_err());
+        assert!(Jitter::Shorten(0.0).validate().is_ok() && Jitter::Shorten(1.0).validate().is_ok());
+    }
+
+    #[test]
+    fn shorten_cuts_by_up_to_its_fraction() {
+        // A breaker's open duration: 1 s doubling up to 4 s, cut by 0.5 × 0.5 = 25 %.
+        let growing = Backoff::exponential(S, 2.0, 4 * S);
+        assert_eq!(
+            waits(growing, Jitter::Shorten(0.5), 0.5, 4),
+            [750 * MS, 1500 * MS, 3 * S, 3 * S]
+        );
+        assert_eq!(waits(growing, Jitter::Shorten(0.2), 0.0, 2), [S, 2 * S]);
+        assert_eq!(waits(growing, Jitter::Shorten(1.0), 1.0, 2), [Duration::ZERO; 2]);
+        // A relay's redelivery delay: equal jitter on 100 ms doubling up to 1 s.
+        let relay = Backoff::exponential(100 * MS, 2.0, S);
+        assert_eq!(Jitter::Equal.apply(&relay, 3, Duration::ZERO, 0.5), 300 * MS);
+        assert_eq!(Jitter::Equal.apply(&relay, u32::MAX, Duration::ZERO, 1.0), S);
+    }
+
+    #[test]
+    fn random_sources_are_injectable() {
+        let fixed = Random::new(|| 0.25);
+        assert_eq!(fixed.clone().unit(), 0.25);
+        let default = Random::default().unit();
+        assert!((0.0..1.0).contains(&default));
+        assert_eq!(format!("{fixed:?}"), "Random");
     }
 }

@@ -1,0 +1,344 @@
+//! [`KeyedMap`]: the per-key state of a keyed layer (one breaker per host,
+//! one bulkhead compartment per tenant), made on a key's first use and kept
+//! within a bound on how many keys there are.
+//!
+//! A lookup of a kept key takes a read lock and clones the value (an `Arc`,
+//! in every palisade layer); only a new key takes the write lock. When a new
+//! key finds `max_keys` kept, the map makes room by its [`Eviction`] policy:
+//!
+//! - [`Eviction::least_recently_used`]: keys idle for longer than the idle
+//!   timeout go first, then the least recently used one, passing over those
+//!   the policy says to keep longer while another can go. A new key always
+//!   gets in. Each lookup stamps the key with the time (one clock read).
+//! - [`Eviction::unused`]: the keys whose value nobody but the map holds go
+//!   (nothing is lost but what the value learned); when every kept value is
+//!   in use, the new key is refused. Lookups read no clock.
+//!
+//! Either way, the policy's [`on_evict`](Eviction::on_evict) hears of every
+//! value the map drops. Time comes from `tokio::time`, so paused-time tests
+//! drive idleness.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use palisade_core::keyed::{Eviction, KeyedMap};
+//!
+//! // At most 2 keys; a key's value is dropped once it is idle for a minute.
+//! let map: KeyedMap<&str, Arc<u32>> =
+//!     KeyedMap::new(2, Eviction::least_recently_used(Duration::from_secs(60), |_| false));
+//! let a = map.get_or_insert_with("a", |_| Arc::new(1)).unwrap();
+//! map.get_or_insert_with("b", |_| Arc::new(2));
+//! map.get_or_insert_with("c", |_| Arc::new(3)); // "a" was used least recently: it goes
+//! assert_eq!(*a, 1);
+//! assert!(map.get(&"a").is_none());
+//! assert_eq!(map.len(), 2);
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::RwLock;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::sync::Unpoison;
+
+/// How a [`KeyedMap`] makes room for a new key when it keeps `max_keys`.
+pub struct Eviction<V> {
+    /// `None` for [`Eviction::unused`]; for LRU, nanoseconds a key may stay idle.
+    idle_nanos: Option<u64>,
+    rule: Rule<V>,
+    on_evict: fn(&V),
+}
+
+enum Rule<V> {
+    LeastRecentlyUsed { keep_longer: fn(&V) -> bool },
+    Unused { in_use: fn(&V) -> bool },
+}
+
+impl<V> Eviction<V> {
+    /// Drops keys idle for longer than `idle`, then the least recently used
+    /// one; a value for which `keep_longer` is true is passed over while
+    /// another can go. A new key is never refused.
+    pub fn least_recently_used(idle: Duration, keep_longer: fn(&V) -> bool) -> Self {
+        Self {
+            idle_nanos: Some(u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX)),
+            rule: Rule::LeastRecentlyUsed { keep_longer },
+            on_evict: |_| {},
+        }
+    }
+
+    /// Drops every key whose value `in_use` says nobody but the map holds;
+    /// if that frees nothing, the new key is refused.
+    pub fn unused(in_use: fn(&V) -> bool) -> Self {
+        Self {
+            idle_nanos: None,
+            rule: Rule::Unused { in_use },
+            on_evict: |_| {},
+        }
+    }
+
+    /// Calls `evicted` with every value the map drops.
+    pub fn on_evict(mut self, evicted: fn(&V)) -> Self {
+        self.on_evict = evicted;
+        self
+    }
+}
+
+impl<V> fmt::Debug for Eviction<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.rule {
+            Rule::LeastRecentlyUsed { .. } => f
+                .debug_struct("LeastRecentlyUsed")
+                .field("idle", &self.idle_nanos.map(Duration::from_nanos))
+                .finish_non_exhaustive(),
+            Rule::Unused { .. } => f.debug_struct("Unused").finish_non_exhaustive(),
+        }
+    }
+}
+
+struct Slot<V> {
+    value: V,
+    /// When the key was last looked up, in nanoseconds since the map's base
+    /// (least-recently-used eviction only).
+    last_used: AtomicU64,
+}
+
+/// A bounded map from keys to per-key state; see the [module docs](self).
+pub struct KeyedMap<K, V> {
+    slots: RwLock<HashMap<K, Slot<V>>>,
+    max_keys: usize,
+    eviction: Eviction<V>,
+    base: Instant,
+}
+
+impl<K, V> KeyedMap<K, V> {
+    /// An empty map keeping at most `max_keys` keys.
+    pub fn new(max_keys: usize, eviction: Eviction<V>) -> Self {
+        Self {
+            slots: RwLock::new(HashMap::new()),
+            max_keys,
+            eviction,
+            base: Instant::now(),
+        }
+    }
+
+    /// How many keys are kept at most.
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
+    /// How many keys are kept.
+    pub fn len(&self) -> usize {
+        self.slots.read().unpoison().len()
+    }
+
+    /// True when no key is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `f` with every key and value kept, in no particular order, under
+    /// the read lock (so no key comes or goes meanwhile).
+    pub fn for_each(&self, mut f: impl FnMut(&K, &V)) {
+        for (key, slot) in self.slots.read().unpoison().iter() {
+            f(key, &slot.value);
+        }
+    }
+
+    fn now_nanos(&self) -> u64 {
+        u64::try_from(Instant::now().saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Drops the keys idle at `now`, if the policy has an idle timeout.
+    fn drop_idle(&self, slots: &mut HashMap<K, Slot<V>>, now: u64) {
+        let Some(idle) = self.eviction.idle_nanos else {
+            return;
+        };
+        let evicted = self.eviction.on_evict;
+        slots.retain(|_, slot| {
+            let active = now.saturating_sub(slot.last_used.load(Relaxed)) < idle;
+            if !active {
+                evicted(&slot.value);
+            }
+            active
+        });
+    }
+
+    /// Drops the keys idle for longer than the idle timeout now; returns how
+    /// many went (none under [`Eviction::unused`]).
+    pub fn evict_idle(&self) -> usize {
+        let now = self.now_nanos();
+        let mut slots = self.slots.write().unpoison();
+        let before = slots.len();
+        self.drop_idle(&mut slots, now);
+        before - slots.len()
+    }
+}
+
+impl<K: Hash + Eq, V: Clone> KeyedMap<K, V> {
+    /// The value of `key`, if it is kept (this does not count as a use).
+    pub fn get(&self, key: &K) -> Option<V> {
+        self.slots.read().unpoison().get(key).map(|slot| slot.value.clone())
+    }
+
+    /// The value of `key`, made by `make` (and room made for it) when the key
+    /// is new. `None` only under [`Eviction::unused`], when every kept value
+    /// is in use.
+    pub fn get_or_insert_with(&self, key: K, make: impl FnOnce(&K) -> V) -> Option<V> {
+        // Only least-recently-used eviction needs to know when a key was used:
+        // under `unused`, a lookup reads no clock and writes nothing.
+        let now = self.eviction.idle_nanos.map(|_| self.now_nanos());
+        let stamp = |slot: &Slot<V>| {
+            if let Some(now) = now {
+                slot.last_used.store(now, Relaxed);
+            }
+        };
+        if let Some(slot) = self.slots.read().unpoison().get(&key) {
+            stamp(slot);
+            return Some(slot.value.clone());
+        }
+        let mut slots = self.slots.write().unpoison();
+        if let Some(slot) = slots.get(&key) {
+            stamp(slot);
+            return Some(slot.value.clone());
+        }
+        let now = now.unwrap_or(0);
+        if slots.len() >= self.max_keys && !self.make_room(&mut slots, now) {
+            return None;
+        }
+        let value = make(&key);
+        let slot = Slot {
+            value: value.clone(),
+            last_used: AtomicU64::new(now),
+        };
+        slots.insert(key, slot);
+        Some(value)
+    }
+
+    /// Makes room for one key in a full map; false when it cannot.
+    fn make_room(&self, slots: &mut HashMap<K, Slot<V>>, now: u64) -> bool {
+        let evicted = self.eviction.on_evict;
+        match self.eviction.rule {
+            Rule::LeastRecentlyUsed { keep_longer } => {
+                self.drop_idle(slots, now);
+                let rank = |slot: &Slot<V>| (keep_longer(&slot.value), slot.last_used.load(Relaxed));
+                // The first slot of the lowest rank goes. Keys need not be
+                // cloneable, so it is found again by a second walk; should a
+                // value's rank rise in between, the walk is done anew.
+                while slots.len() >= self.max_keys {
+                    let Some(lowest) = slots.values().map(rank).min() else {
+                        break;
+                    };
+                    let mut found = false;
+                    slots.retain(|_, slot| {
+                        if found || rank(slot) > lowest {
+                            return true;
+                        }
+                        found = true;
+                        evicted(&slot.value);
+                        false
+                    });
+                }
+                true
+            }
+            Rule::Unused { in_use } => {
+                // Under the write lock nobody can pick up a value only the
+                // map holds: dropping it loses nothing but what it learned.
+                slots.retain(|_, slot| {
+                    let keep = in_use(&slot.value);
+                    if !keep {
+                        evicted(&slot.value);
+                    }
+                    keep
+                });
+                slots.len() < self.max_keys
+            }
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for KeyedMap<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedMap")
+            .field("keys", &self.len())
+            .field("max_keys", &self.max_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+    use super::*;
+
+    static EVICTED: AtomicUsize = AtomicUsize::new(0);
+
+    #[derive(Debug, Default)]
+    struct Value {
+        open: AtomicBool,
+    }
+
+    fn lru(max_keys: usize) -> KeyedMap<u32, Arc<Value>> {
+        KeyedMap::new(
+            max_keys,
+            Eviction::least_recently_used(Duration::from_secs(10), |v: &Arc<Value>| v.open.load(Relaxed)).on_evict(
+                |_| {
+                    EVICTED.fetch_add(1, Relaxed);
+                },
+            ),
+        )
+    }
+
+    fn keys<V>(map: &KeyedMap<u32, V>) -> Vec<u32> {
+        let mut keys = Vec::new();
+        map.for_each(|k, _| keys.push(*k));
+        keys.sort_unstable();
+        keys
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn least_recently_used_goes_first_and_kept_values_outlive_others() {
+        let map = lru(3);
+        for key in [1, 2, 3] {
+            map.get_or_insert_with(key, |_| Arc::default());
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        map.get(&1).unwrap().open.store(true, Relaxed);
+        map.get_or_insert_with(2, |_| unreachable!("kept"));
+        // 1 is the least recently used but kept longer; 3 is next.
+        map.get_or_insert_with(4, |_| Arc::default());
+        assert_eq!(keys(&map), [1, 2, 4]);
+        assert_eq!(EVICTED.load(Relaxed), 1);
+        // Idle keys go before any other when room is needed.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        map.get_or_insert_with(4, |_| unreachable!("kept"));
+        map.get_or_insert_with(5, |_| Arc::default());
+        assert_eq!(keys(&map), [4, 5]);
+        assert_eq!(EVICTED.load(Relaxed), 3);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(map.evict_idle(), 2);
+        assert!(map.is_empty());
+        assert_eq!(EVICTED.load(Relaxed), 5);
+    }
+
+    #[test]
+    fn unused_values_go_and_a_full_map_of_used_values_refuses() {
+        let map: KeyedMap<u32, Arc<()>> = KeyedMap::new(2, Eviction::unused(|v| Arc::strong_count(v) > 1));
+        let held = map.get_or_insert_with(1, |_| Arc::new(())).unwrap();
+        map.get_or_insert_with(2, |_| Arc::new(()));
+        // 2 is held by the map alone: it makes room for 3.
+        let held_too = map.get_or_insert_with(3, |_| Arc::new(())).unwrap();
+        assert_eq!(keys(&map), [1, 3]);
+        assert!(map.get_or_insert_with(4, |_| Arc::new(())).is_none());
+        assert_eq!(map.evict_idle(), 0);
+        drop((held, held_too));
+        assert!(map.get_or_insert_with(4, |_| Arc::new(())).is_some());
+        assert_eq!(keys(&map), [4]);
+    }
+}
