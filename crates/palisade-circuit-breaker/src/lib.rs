@@ -259,6 +259,7 @@
 //! bare service (tower's `ConcurrencyLimit`: about 38 ns) and no allocation;
 //! every figure, beside its references and with the machine and load it was
 //! measured on, is in the [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
+//!
 //! [`CircuitOpen`]: palisade_core::CircuitOpen
 
 mod breaker;

@@ -212,6 +212,7 @@
 //! on, and no allocation; every figure, beside its references and with the
 //! machine and load it was measured on, is in the
 //! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
+//!
 //! [`CircuitOpen`]: palisade_core::CircuitOpen
 //! [`BulkheadFull`]: palisade_core::BulkheadFull
 //! [`BulkheadTimeout`]: palisade_core::BulkheadTimeout
