@@ -1,5 +1,7 @@
 //! The Idempotency-Key layer's store connection (Redis, PostgreSQL) cut or stalled while it
-//! writes the completed response, after the handler ran, through a fault proxy.
+//! writes the completed response, after the handler ran, through a fault proxy; the store
+//! stalled while a request begins (bounded by the layer's store timeout); and a Redis store
+//! on the documented connection serving again after its connection is cut.
 //!
 //! The handler has charged the customer once; whatever happens to the write, a retry of the
 //! same request must never charge again. Every answer is the handler's response (the first
