@@ -1,5 +1,7 @@
 //! The Idempotency-Key layer's store connection (Redis, PostgreSQL) cut or stalled while it
-//! writes the completed response, after the handler ran, through a fault proxy.
+//! writes the completed response, after the handler ran, through a fault proxy; the store
+//! stalled while a request begins (bounded by the layer's store timeout); and a Redis store
+//! on the documented connection serving again after its connection is cut.
 //!
 //! The handler has charged the customer once; whatever happens to the write, a retry of the
 //! same request must never charge again. Every answer is the handler's response (the first
@@ -30,6 +32,8 @@ const RETRYING: Duration = Duration::from_secs(2);
 const LOCK_EXPIRY: Duration = Duration::from_secs(120);
 /// The Redis client's bound on one command.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+/// The layer's bound on one store call.
+const STORE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Charges once per call and counts the charges per idempotency key.
 #[derive(Clone, Default)]
@@ -116,16 +120,20 @@ where
 
 /// Sends a charge whose store write meets `action`, then retries it for [`RETRYING`] (and,
 /// with `until_replayed`, until the stored response comes back). Checks every answer and that
-/// the handler ran once.
+/// the handler ran once; a stalled write must be given up within `stall_bound`.
 async fn charge_through_fault<St: IdempotencyStore>(
     store: St,
     proxy: &FaultProxy,
     action: Action,
     until_replayed: bool,
+    stall_bound: Duration,
 ) -> Vec<Answer> {
     let payments = Payments::default();
     let service = charging(
-        IdempotencyLayer::builder().store(store).lock_expiry(LOCK_EXPIRY),
+        IdempotencyLayer::builder()
+            .store(store)
+            .lock_expiry(LOCK_EXPIRY)
+            .store_timeout(STORE_TIMEOUT),
         &payments,
     );
 
@@ -152,8 +160,8 @@ async fn charge_through_fault<St: IdempotencyStore>(
     );
     if action == Action::Stall {
         assert!(
-            answered_after < RESPONSE_TIMEOUT * 2 + Duration::from_secs(1),
-            "a stalled store write is given up within the client's bounds: {answered_after:?}"
+            answered_after < stall_bound,
+            "a stalled store write is given up within {stall_bound:?}: {answered_after:?}"
         );
         proxy.resume();
     }
@@ -197,7 +205,14 @@ async fn redis_case(test: &str, action: Action, until_replayed: bool) {
     };
     let proxy = FaultProxy::start(upstream_of(&redis.url, 6379)).await.unwrap();
     let store = redis_store(&redis, &proxy).await;
-    let answers = charge_through_fault(store, &proxy, action, until_replayed).await;
+    let answers = charge_through_fault(
+        store,
+        &proxy,
+        action,
+        until_replayed,
+        RESPONSE_TIMEOUT * 2 + Duration::from_secs(1),
+    )
+    .await;
     eprintln!("answers: {answers:?}");
     drop(proxy);
     redis.cleanup().await;
@@ -215,7 +230,14 @@ async fn postgres_case(test: &str, action: Action, until_replayed: bool) {
         .connect(&via(&pg.url_in_schema(), &proxy))
         .await
         .unwrap();
-    let answers = charge_through_fault(PostgresStore::new(pool.clone()), &proxy, action, until_replayed).await;
+    let answers = charge_through_fault(
+        PostgresStore::new(pool.clone()),
+        &proxy,
+        action,
+        until_replayed,
+        STORE_TIMEOUT + Duration::from_secs(2),
+    )
+    .await;
     eprintln!("answers: {answers:?}");
     pool.close().await;
     drop(proxy);
@@ -245,6 +267,118 @@ async fn postgres_a_store_write_lost_with_the_connection_never_charges_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_store_write_whose_answer_is_lost_is_replayed() {
     postgres_case("fault_idem_pg_answer", Action::CutAtReply, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_stalled_store_write_times_out_and_never_charges_twice() {
+    postgres_case("fault_idem_pg_stall", Action::Stall, false).await;
+}
+
+/// A Redis store on the documented connection, whose commands have no bound of their own.
+async fn documented_redis_store(redis: &Redis, proxy: &FaultProxy) -> RedisStore {
+    let conn = ConnectionManager::new(redis::Client::open(via(&redis.url, proxy)).unwrap())
+        .await
+        .unwrap();
+    RedisStore::with_prefix(conn, redis.prefix.clone()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_stalled_store_write_is_bounded_by_the_store_timeout() {
+    let Some(redis) = Redis::connect("fault_idem_redis_stall_layer").await else {
+        return;
+    };
+    let proxy = FaultProxy::start(upstream_of(&redis.url, 6379)).await.unwrap();
+    let store = documented_redis_store(&redis, &proxy).await;
+    let answers = charge_through_fault(
+        store,
+        &proxy,
+        Action::Stall,
+        false,
+        STORE_TIMEOUT + Duration::from_secs(2),
+    )
+    .await;
+    eprintln!("answers: {answers:?}");
+    drop(proxy);
+    redis.cleanup().await;
+}
+
+/// With every answer of the store held back, a charge is refused with a 503 and
+/// `Retry-After` within the store timeout, and the handler does not run. Once the store
+/// answers again, retries run the handler at most once (the stalled `begin` may have locked
+/// the key: then they get 409 until its lock expires).
+async fn refused_while_stalled<St: IdempotencyStore>(store: St, proxy: &FaultProxy) {
+    let payments = Payments::default();
+    let service = charging(
+        IdempotencyLayer::builder()
+            .store(store)
+            .lock_expiry(LOCK_EXPIRY)
+            .store_timeout(STORE_TIMEOUT),
+        &payments,
+    );
+    let warm_up = unique_name("warm_up");
+    let answer = service.clone().oneshot(charge(&warm_up)).await.unwrap();
+    assert_eq!(classify(answer, &warm_up).await, Answer::Handled);
+
+    proxy.stall(Direction::ToClient);
+    let key = unique_name("stalled");
+    let started = Instant::now();
+    let answer = timeout(WAIT, service.clone().oneshot(charge(&key)))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let answered_after = started.elapsed();
+    assert_eq!(classify(answer, &key).await, Answer::Unavailable);
+    assert!(
+        answered_after < STORE_TIMEOUT + Duration::from_secs(2),
+        "a stalled store is given up within the store timeout: {answered_after:?}"
+    );
+    assert_eq!(payments.charges(&key), 0);
+    proxy.resume();
+
+    let mut answers = Vec::new();
+    let until = Instant::now() + RETRYING;
+    while Instant::now() < until {
+        let retry = timeout(WAIT, service.clone().oneshot(charge(&key)))
+            .await
+            .expect("a retry answered in time")
+            .unwrap();
+        let answer = classify(retry, &key).await;
+        answers.push(answer);
+        assert!(payments.charges(&key) <= 1, "charged twice: {answers:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("answers after resume: {answers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_stalled_store_answers_503_within_the_store_timeout() {
+    let Some(pg) = Postgres::connect("fault_idem_pg_stalled").await else {
+        return;
+    };
+    PostgresStore::new(pg.pool.clone()).migrate().await.unwrap();
+    let proxy = FaultProxy::start(upstream_of(&pg.url, 5432)).await.unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&via(&pg.url_in_schema(), &proxy))
+        .await
+        .unwrap();
+    refused_while_stalled(PostgresStore::new(pool.clone()), &proxy).await;
+    pool.close().await;
+    drop(proxy);
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_stalled_store_answers_503_within_the_store_timeout() {
+    let Some(redis) = Redis::connect("fault_idem_redis_stalled").await else {
+        return;
+    };
+    let proxy = FaultProxy::start(upstream_of(&redis.url, 6379)).await.unwrap();
+    let store = documented_redis_store(&redis, &proxy).await;
+    refused_while_stalled(store, &proxy).await;
+    drop(proxy);
+    redis.cleanup().await;
 }
 
 /// With the store out of reach, a charge is refused with a 503 and `Retry-After` (the
@@ -295,18 +429,13 @@ async fn postgres_out_of_reach_answers_503_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails today: a RedisStore on a MultiplexedConnection (as the crate docs build it) never reconnects after its connection drops"]
 async fn redis_a_store_on_the_documented_connection_serves_again_after_a_cut() {
     let Some(redis) = Redis::connect("fault_idem_redis_recover").await else {
         return;
     };
     let proxy = FaultProxy::start(upstream_of(&redis.url, 6379)).await.unwrap();
-    let conn = redis::Client::open(via(&redis.url, &proxy))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let store = RedisStore::with_prefix(conn, redis.prefix.clone()).unwrap();
+    // The connection exactly as the crate docs make it.
+    let store = documented_redis_store(&redis, &proxy).await;
     let payments = Payments::default();
     let service = charging(IdempotencyLayer::builder().store(store), &payments);
     let before = unique_name("before");

@@ -13,11 +13,12 @@ use palisade_idempotency::store::postgres::{MIGRATION, PostgresStore};
 use palisade_idempotency::store::redis::RedisStore;
 use palisade_idempotency::{Begin, Completion, Fingerprint, IdempotencyStore, StoreKey, StoredResponse};
 use palisade_tests::{Postgres, Redis};
+use redis::aio::MultiplexedConnection;
 use suite::Fixture;
 
 const LIVE_LOCK: Duration = Duration::from_millis(400);
 
-async fn redis_fixture(test: &str) -> Option<(Fixture<RedisStore>, Redis)> {
+async fn redis_fixture(test: &str) -> Option<(Fixture<RedisStore<MultiplexedConnection>>, Redis)> {
     let redis = Redis::connect(test).await?;
     let store = RedisStore::with_prefix(redis.conn.clone(), redis.prefix.clone()).unwrap();
     Some((

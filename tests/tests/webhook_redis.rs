@@ -1,7 +1,9 @@
 //! The webhook replay store against a live Redis: a redelivered message
 //! never reaches the handler twice, across layer instances sharing the
 //! store; a redelivery while the first is handled is answered 409, never
-//! 2xx; failed deliveries release their mark; marks expire.
+//! 2xx; failed deliveries release their mark; marks expire. Through a fault
+//! proxy: a store whose connection is cut serves again, and a stalled store
+//! is given up within the layer's store timeout.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,14 +13,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use palisade_tests::Redis;
+use palisade_tests::fault_proxy::{Action, Direction, FaultProxy};
+use palisade_tests::{Redis, upstream_of, via};
 use palisade_webhook::{Claim, Lease, RedisReplayStore, ReplayStore, Scheme, Signed, Signer, Verifier, VerifyLayer};
+use redis::aio::ConnectionManager;
+use tokio::time::{Instant, timeout};
 use tower::{Layer, ServiceExt, service_fn};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// The layer's bound on one replay-store call.
+const STORE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a test waits for an answer before calling the layer stuck.
+const WAIT: Duration = Duration::from_secs(30);
 
 fn instance(
-    store: RedisReplayStore,
+    store: impl ReplayStore,
     calls: Arc<AtomicUsize>,
     status: StatusCode,
 ) -> impl tower::Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone {
@@ -26,7 +35,11 @@ fn instance(
         .secret(SECRET)
         .build()
         .unwrap();
-    let layer = VerifyLayer::builder(verifier).replay_store(store).build().unwrap();
+    let layer = VerifyLayer::builder(verifier)
+        .replay_store(store)
+        .store_timeout(STORE_TIMEOUT)
+        .build()
+        .unwrap();
     layer.layer(service_fn(move |_: Request<Full<Bytes>>| {
         calls.fetch_add(1, Ordering::SeqCst);
         let mut res = Response::new(Full::new(Bytes::from_static(b"handled")));
@@ -360,4 +373,163 @@ where
     let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(problem["type"], "urn:palisade:problem:webhook-in-flight");
     assert_eq!(problem["status"], 409);
+}
+
+/// A replay store on the documented connection (a `ConnectionManager`), through `proxy`.
+async fn store_via(redis: &Redis, proxy: &FaultProxy) -> RedisReplayStore<ConnectionManager> {
+    let conn = ConnectionManager::new(redis::Client::open(via(&redis.url, proxy)).unwrap())
+        .await
+        .unwrap();
+    RedisReplayStore::new(conn, redis.prefix.clone())
+}
+
+/// A 503 problem+json saying the replay store is unavailable, with `Retry-After`.
+fn assert_store_unavailable(status: StatusCode, headers: &http::HeaderMap, body: &Bytes) {
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        String::from_utf8_lossy(body)
+    );
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert_eq!(headers["retry-after"], "1");
+    let problem: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(problem["type"], "urn:palisade:problem:webhook-replay-store-unavailable");
+}
+
+async fn answer<S>(svc: S, req: Request<Full<Bytes>>) -> (StatusCode, http::HeaderMap, Bytes)
+where
+    S: tower::Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible>,
+{
+    let res = timeout(WAIT, svc.oneshot(req))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let (parts, body) = res.into_parts();
+    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_on_the_documented_connection_serves_again_after_a_cut() {
+    let Some(redis) = Redis::connect("webhook_recover").await else {
+        return;
+    };
+    let proxy = FaultProxy::start(upstream_of(&redis.url, 6379)).await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = instance(store_via(&redis, &proxy).await, calls.clone(), StatusCode::OK);
+    let (before, _) = signed_delivery();
+    assert_eq!(
+        status_and_body(svc.clone(), delivery(&before)).await,
+        (StatusCode::OK, "handled".into())
+    );
+
+    proxy.cut();
+    // Redis itself is fine: once the store is connected again, a new message is handled once.
+    let (after, _) = signed_delivery();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, headers, body) = answer(svc.clone(), delivery(&after)).await;
+        if status == StatusCode::OK {
+            assert_eq!(body, "handled");
+            break;
+        }
+        assert_store_unavailable(status, &headers, &body);
+        assert!(Instant::now() < deadline, "the store serves again in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    drop(proxy);
+    redis.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_claim_answers_503_within_the_store_timeout() {
+    let Some(redis) = Redis::connect("webhook_stalled_claim").await else {
+        return;
+    };
+    let proxy = FaultProxy::start(upstream_of(&redis.url, 6379)).await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = instance(store_via(&redis, &proxy).await, calls.clone(), StatusCode::OK);
+    let (warm_up, _) = signed_delivery();
+    assert_eq!(status_and_body(svc.clone(), delivery(&warm_up)).await.0, StatusCode::OK);
+
+    proxy.stall(Direction::ToClient);
+    let (headers, _) = signed_delivery();
+    let started = Instant::now();
+    let (status, answer_headers, body) = answer(svc.clone(), delivery(&headers)).await;
+    let answered_after = started.elapsed();
+    assert_store_unavailable(status, &answer_headers, &body);
+    assert!(
+        answered_after < STORE_TIMEOUT + Duration::from_secs(2),
+        "a stalled claim is given up within the store timeout: {answered_after:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    proxy.resume();
+
+    // The sender's retries: the handler runs once at most, and only 200s, 409s or 503s come back.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, answer_headers, body) = answer(svc.clone(), delivery(&headers)).await;
+        match status {
+            StatusCode::OK => {
+                assert_eq!(body, "handled");
+                break;
+            }
+            StatusCode::CONFLICT => assert_eq!(answer_headers["retry-after"], "1"),
+            _ => assert_store_unavailable(status, &answer_headers, &body),
+        }
+        assert!(Instant::now() < deadline, "the retry handled in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        status_and_body(svc, delivery(&headers)).await,
+        (StatusCode::OK, Bytes::new())
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    drop(proxy);
+    redis.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_accept_answers_the_handler_within_the_store_timeout_and_never_runs_it_twice() {
+    let Some(redis) = Redis::connect("webhook_stalled_accept").await else {
+        return;
+    };
+    let proxy = FaultProxy::start(upstream_of(&redis.url, 6379)).await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = instance(store_via(&redis, &proxy).await, calls.clone(), StatusCode::OK);
+    let (warm_up, _) = signed_delivery();
+    assert_eq!(status_and_body(svc.clone(), delivery(&warm_up)).await.0, StatusCode::OK);
+
+    // The acceptance is the only `SET .. A PX` the store sends.
+    let (headers, _) = signed_delivery();
+    let stalled = proxy.on(Direction::ToUpstream, b"\r\nSET\r\n", Action::Stall);
+    let started = Instant::now();
+    let (status, _, body) = answer(svc.clone(), delivery(&headers)).await;
+    let answered_after = started.elapsed();
+    assert!(stalled.has_fired(), "the acceptance was stalled");
+    // As when the acceptance fails: the handler did its work, and the sender is told so.
+    assert_eq!((status, body), (StatusCode::OK, "handled".into()));
+    assert!(
+        answered_after < STORE_TIMEOUT + Duration::from_secs(2),
+        "a stalled acceptance is given up within the store timeout: {answered_after:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    proxy.resume();
+
+    // Redeliveries within the lock expiry never reach the handler again.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let (status, answer_headers, body) = answer(svc.clone(), delivery(&headers)).await;
+        match status {
+            StatusCode::OK => assert_eq!(body, Bytes::new(), "a redelivery reached the handler"),
+            StatusCode::CONFLICT => assert_eq!(answer_headers["retry-after"], "1"),
+            _ => assert_store_unavailable(status, &answer_headers, &body),
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(proxy);
+    redis.cleanup().await;
 }

@@ -25,6 +25,9 @@ pub enum ConfigError {
         /// The configured lock expiry.
         lock_expiry: Duration,
     },
+    /// Every store call would time out at once.
+    #[error("the store timeout must be greater than zero")]
+    ZeroStoreTimeout,
     /// No method would be protected.
     #[error("at least one method must be protected")]
     NoMethods,
@@ -46,6 +49,9 @@ pub enum StoreErrorKind {
     Full,
     /// A stored record could not be decoded.
     Corrupt,
+    /// The store did not answer within the layer's
+    /// [store timeout](crate::IdempotencyLayerBuilder::store_timeout).
+    TimedOut,
 }
 
 /// A store operation failed. The layer answers 503 (or passes the request
@@ -95,6 +101,15 @@ impl StoreError {
         }
     }
 
+    /// The store did not answer within `after` (the layer's store timeout).
+    pub fn timed_out(after: Duration) -> Self {
+        Self {
+            kind: StoreErrorKind::TimedOut,
+            source: Some(format!("no answer within {after:?}").into()),
+            retry_after: None,
+        }
+    }
+
     /// The kind of failure.
     pub fn kind(&self) -> StoreErrorKind {
         self.kind
@@ -113,6 +128,7 @@ impl fmt::Display for StoreError {
             StoreErrorKind::Backend => "idempotency store backend failed",
             StoreErrorKind::Full => "idempotency store is full of unexpired keys",
             StoreErrorKind::Corrupt => "idempotency store holds a record it cannot decode",
+            StoreErrorKind::TimedOut => "idempotency store did not answer in time",
         })
     }
 }

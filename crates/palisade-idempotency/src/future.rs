@@ -21,6 +21,7 @@ use crate::error::StoreError;
 use crate::hash::{self, Fingerprint, StoreKey};
 use crate::state::Shared;
 use crate::store::{Begin, Completion, IdempotencyStore, Lease, StoredResponse};
+use crate::timed::Timed;
 use crate::{IDEMPOTENT_REPLAYED, problem};
 
 type Answer<ResB, E> = Result<Response<ResponseBody<ResB>>, E>;
@@ -103,7 +104,7 @@ pin_project! {
         St: IdempotencyStore,
     {
         ReadRequest { #[pin] body: ReqB },
-        Begin { #[pin] future: St::BeginFuture },
+        Begin { #[pin] future: Timed<St::BeginFuture> },
         Inline { #[pin] protected: Protected<F, ResB, E, St, Sc> },
         Spawned { handle: JoinHandle<Answer<ResB, E>> },
         Done,
@@ -150,8 +151,8 @@ pin_project! {
     {
         Call { #[pin] future: F },
         ReadResponse,
-        Complete { #[pin] future: St::CompleteFuture },
-        Release { #[pin] future: St::ReleaseFuture },
+        Complete { #[pin] future: Timed<St::CompleteFuture> },
+        Release { #[pin] future: Timed<St::ReleaseFuture> },
         Done,
     }
 }
@@ -184,7 +185,10 @@ where
             tracing::debug!(target: TARGET, name = %name, "a request holding a key was dropped; the key stays locked until its lock expires");
             return;
         }
-        let release = self.shared.store.release(&self.key, &lease);
+        let release = Timed::new(
+            self.shared.store.release(&self.key, &lease),
+            self.shared.config.store_timeout,
+        );
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let name = name.clone();
@@ -419,10 +423,14 @@ where
         }
     }
 
-    fn begin(&self) -> St::BeginFuture {
-        self.shared
-            .store
-            .begin(&self.key, &self.fingerprint, self.shared.config.lock_expiry)
+    fn begin(&self) -> Timed<St::BeginFuture> {
+        let config = &self.shared.config;
+        Timed::new(
+            self.shared
+                .store
+                .begin(&self.key, &self.fingerprint, config.lock_expiry),
+            config.store_timeout,
+        )
     }
 
     /// Either the protected call to run, or the answer without calling the
@@ -558,7 +566,10 @@ where
     fn release<F>(&self) -> Step<F, St> {
         match &self.lease {
             Some(lease) => Step::Release {
-                future: self.shared.store.release(&self.key, lease),
+                future: Timed::new(
+                    self.shared.store.release(&self.key, lease),
+                    self.shared.config.store_timeout,
+                ),
             },
             None => Step::Done,
         }
@@ -637,10 +648,12 @@ where
             headers: stored_headers(&parts.headers, config.store_set_cookie),
             body: body.clone(),
         };
-        let future = self
-            .shared
-            .store
-            .complete(&self.key, &self.fingerprint, &lease, &stored, config.retention);
+        let future = Timed::new(
+            self.shared
+                .store
+                .complete(&self.key, &self.fingerprint, &lease, &stored, config.retention),
+            config.store_timeout,
+        );
         self.answer = Some(Ok(Response::from_parts(parts, ResponseBody::full(body))));
         Step::Complete { future }
     }

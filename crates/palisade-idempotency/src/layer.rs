@@ -29,6 +29,9 @@ pub const DEFAULT_CONFLICT_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// time of its own (a full memory store gives the time until its oldest
 /// record expires).
 pub const DEFAULT_UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The default bound on one store call: a store that answers none of
+/// `begin`, `complete` or `release` within it is treated as unavailable.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The default of which responses are stored: 2xx and 4xx except 400, 422
 /// and 429. 5xx and 429 say "try again", and 400 and 422 say "the request
@@ -95,6 +98,7 @@ impl IdempotencyLayer {
             fail_open: false,
             conflict_retry_after: DEFAULT_CONFLICT_RETRY_AFTER,
             unavailable_retry_after: DEFAULT_UNAVAILABLE_RETRY_AFTER,
+            store_timeout: DEFAULT_STORE_TIMEOUT,
         };
         IdempotencyLayerBuilder {
             config,
@@ -272,6 +276,21 @@ impl<St, Sc, D> IdempotencyLayerBuilder<St, Sc, D> {
         self
     }
 
+    /// How long one store call (`begin`, `complete` or `release`) may take
+    /// (default [`DEFAULT_STORE_TIMEOUT`], 3 s). Neither sqlx nor a redis
+    /// connection bounds a call by default, so a store whose connection
+    /// stalls (open, but no answer) would hold the request forever. A call
+    /// over the bound fails like a store failure: a `begin` answers 503 with
+    /// `Retry-After` (or passes through with
+    /// [`fail_open`](Self::fail_open)); a `complete` leaves the key locked
+    /// until its lock expires, as a failed write does; a `release` leaves
+    /// the lock to expire. Needs tokio's timer (a runtime with time
+    /// enabled); outside a tokio runtime calls are not bounded.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.config.store_timeout = timeout;
+        self
+    }
+
     /// The layer, or why the configuration is impossible.
     pub fn build(self) -> Result<IdempotencyLayer<St, Sc, D>, ConfigError> {
         let config = &self.config;
@@ -286,6 +305,9 @@ impl<St, Sc, D> IdempotencyLayerBuilder<St, Sc, D> {
                 retention: config.retention,
                 lock_expiry: config.lock_expiry,
             });
+        }
+        if config.store_timeout.is_zero() {
+            return Err(ConfigError::ZeroStoreTimeout);
         }
         if config.methods.is_empty() {
             return Err(ConfigError::NoMethods);
@@ -333,6 +355,10 @@ mod tests {
             }
         );
         assert_eq!(err(IdempotencyLayer::builder().methods([])), ConfigError::NoMethods);
+        assert_eq!(
+            err(IdempotencyLayer::builder().store_timeout(Duration::ZERO)),
+            ConfigError::ZeroStoreTimeout
+        );
         assert!(IdempotencyLayer::builder().build().is_ok());
     }
 

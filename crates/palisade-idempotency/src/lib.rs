@@ -19,7 +19,7 @@
 //! | repeat after completion | the stored response, byte for byte, plus `Idempotent-Replayed: true` | no |
 //! | repeat while the first is in flight | **409** with `Retry-After` | no |
 //! | same key, different method/path/query/body | **422** | no |
-//! | the store fails, or is full | **503** with `Retry-After` (fail closed, default) or passes through unprotected ([`fail_open`](IdempotencyLayerBuilder::fail_open)) | no / yes |
+//! | the store fails, does not answer within the [store timeout](IdempotencyLayerBuilder::store_timeout), or is full | **503** with `Retry-After` (fail closed, default) or passes through unprotected ([`fail_open`](IdempotencyLayerBuilder::fail_open)) | no / yes |
 //!
 //! Every rejection is an RFC 9457 `application/problem+json` response built
 //! with [`palisade_core::Problem`]; its `type` is one of [`problem::types`],
@@ -56,7 +56,7 @@
 //!   and an error of the inner service: the client may then retry and the
 //!   request runs again. Nothing else does once the handler has been called
 //!   (unless the [`disconnect::Release`] policy was chosen). A failure of the
-//!   store while storing the response after the handler succeeded leaves the
+//!   store (or its timeout) while storing the response after the handler succeeded leaves the
 //!   key locked until its lock expires (the caller still gets the response;
 //!   a retry gets 409 until then and runs again only after it), and so does
 //!   a panicking handler. What a caller that goes away does is the
@@ -102,6 +102,7 @@
 //! | caller gone | [`disconnect::Complete`]: the call finishes on a task | a charge made for a client that went away is answered to its retry |
 //! | `Set-Cookie` stored | no | a session cookie must not go to whoever holds the key |
 //! | store failure | fail closed (503) | running a payment twice is worse than refusing it |
+//! | store timeout | [`DEFAULT_STORE_TIMEOUT`] (3 s) per store call | a stalled connection must not hold requests forever; a healthy store answers in milliseconds |
 //! | 409 `Retry-After` | [`DEFAULT_CONFLICT_RETRY_AFTER`] (1 s) | a request in flight usually ends within a second |
 //! | 503 `Retry-After` | the store's own time (a full [`MemoryStore`]: until its oldest record expires), else [`DEFAULT_UNAVAILABLE_RETRY_AFTER`] (1 s) | a backend hiccup usually passes within a second |
 //! | store | [`MemoryStore`], at most [`store::DEFAULT_MAX_KEYS`] keys; when full, new keys get 503, stored responses are never evicted | no infrastructure; use Redis or Postgres with several instances |
@@ -114,6 +115,29 @@
 //! key prefix) and [`store::postgres::PostgresStore`] (feature `postgres`,
 //! sqlx: `INSERT .. ON CONFLICT`, a shipped migration applied by
 //! `migrate()`, and `cleanup_expired()` to schedule). See [`store`].
+//!
+//! **Lost connections.** A store call that fails because its connection
+//! dropped is a store failure (503, the key state kept safe as above); the
+//! store then serves again by itself, without a restart:
+//! [`RedisStore`](store::redis::RedisStore) runs on redis's
+//! `ConnectionManager` by default, which connects again in the background
+//! (a bare `MultiplexedConnection` never does, so do not hand it one in
+//! production), and [`PostgresStore`](store::postgres::PostgresStore)'s sqlx
+//! pool drops a broken connection and opens a new one for the next call.
+//!
+//! **Stalled connections.** Neither sqlx nor redis bounds a call by default,
+//! and a connection that stays open while no answer comes back would hold a
+//! request forever. The layer bounds every store call by its
+//! [`store_timeout`](IdempotencyLayerBuilder::store_timeout) (default
+//! [`DEFAULT_STORE_TIMEOUT`], 3 s): a `begin` over it answers 503 with
+//! `Retry-After` (the stalled `begin` may still have locked the key, and then
+//! retries get 409 until its lock expires; the handler has not run), a
+//! `complete` over it leaves the key locked until its lock expires exactly as
+//! a failed write does (the caller still gets its response; the write may
+//! still land, and retries then get it replayed), and a `release` over it
+//! leaves the lock to expire. Set the store client's own bounds as well
+//! (sqlx's `acquire_timeout`, redis's `ConnectionManagerConfig`
+//! response timeout) so its connections are freed sooner.
 //!
 //! # Example
 //!
@@ -156,7 +180,8 @@
 //! # async fn shared() -> Result<(), Box<dyn std::error::Error>> {
 //! use palisade_idempotency::{IdempotencyLayer, store::redis::RedisStore};
 //!
-//! let conn = redis::Client::open("redis://127.0.0.1/")?.get_multiplexed_async_connection().await?;
+//! // A ConnectionManager connects again by itself after its connection drops.
+//! let conn = redis::aio::ConnectionManager::new(redis::Client::open("redis://127.0.0.1/")?).await?;
 //! let layer = IdempotencyLayer::builder().store(RedisStore::new(conn)).build()?;
 //! # let _ = layer; Ok(()) }
 //! ```
@@ -231,6 +256,7 @@ mod service;
 mod state;
 pub mod store;
 mod sync;
+mod timed;
 
 pub use body::ResponseBody;
 pub use error::{ConfigError, StoreError, StoreErrorKind};
@@ -238,8 +264,8 @@ pub use hash::{Fingerprint, StoreKey};
 pub use key::MAX_KEY_LEN;
 pub use layer::{
     DEFAULT_CONFLICT_RETRY_AFTER, DEFAULT_LOCK_EXPIRY, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY,
-    DEFAULT_RETENTION, DEFAULT_UNAVAILABLE_RETRY_AFTER, IdempotencyLayer, IdempotencyLayerBuilder,
-    default_store_status,
+    DEFAULT_RETENTION, DEFAULT_STORE_TIMEOUT, DEFAULT_UNAVAILABLE_RETRY_AFTER, IdempotencyLayer,
+    IdempotencyLayerBuilder, default_store_status,
 };
 pub use scope::{GlobalScope, HeaderScope, Scope};
 pub use service::Idempotency;

@@ -24,6 +24,7 @@ pub(crate) struct Config {
     pub(crate) fail_open: bool,
     pub(crate) conflict_retry_after: Duration,
     pub(crate) unavailable_retry_after: Duration,
+    pub(crate) store_timeout: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -41,6 +42,7 @@ impl fmt::Debug for Config {
             .field("fail_open", &self.fail_open)
             .field("conflict_retry_after", &self.conflict_retry_after)
             .field("unavailable_retry_after", &self.unavailable_retry_after)
+            .field("store_timeout", &self.store_timeout)
             .finish_non_exhaustive()
     }
 }

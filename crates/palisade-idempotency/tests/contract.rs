@@ -386,3 +386,53 @@ fn a_runtime_shutting_down_mid_request_answers_503_and_keeps_the_key_locked() {
     );
     assert_eq!(store.inner.len(), 1, "the key stays locked");
 }
+
+fn bounded_stack(
+    store: &RemoteStore,
+    strict: &Strict,
+) -> impl Service<
+    Request<Full<Bytes>>,
+    Response = Response<palisade_idempotency::ResponseBody<Full<Bytes>>>,
+    Error = std::io::Error,
+    Future: Send + 'static,
+> + Clone
++ use<> {
+    IdempotencyLayer::builder()
+        .store(store.clone())
+        .store_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+        .layer(strict.clone())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_never_answers_begin_is_answered_503_at_the_store_timeout() {
+    let store = RemoteStore::new();
+    store.slow_begin.store(true, Ordering::SeqCst);
+    let strict = Strict::new();
+    let svc = bounded_stack(&store, &strict);
+    let started = tokio::time::Instant::now();
+    let res = svc.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert_eq!(strict.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_never_answers_complete_answers_at_the_store_timeout_and_keeps_the_key_locked() {
+    let store = RemoteStore::new();
+    let strict = Strict::new();
+    let svc = bounded_stack(&store, &strict);
+    let started = tokio::time::Instant::now();
+    let res = svc.clone().oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(strict.calls.load(Ordering::SeqCst), 1);
+    // As after a failed write: the key stays locked, a retry gets 409 and the handler never runs again.
+    let retry = svc.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CONFLICT);
+    assert_eq!(strict.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(store.inner.len(), 1);
+}

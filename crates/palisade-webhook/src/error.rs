@@ -61,10 +61,17 @@ pub enum ConfigError {
     /// The in-flight lock expiry is zero.
     #[error("the in-flight lock expiry must be at least one second")]
     ZeroLockExpiry,
+    /// Every replay-store call would time out at once.
+    #[error("the replay store timeout must be greater than zero")]
+    ZeroStoreTimeout,
     /// A replay store's capacity is zero.
     #[error("a replay store needs room for at least one id")]
     ZeroCapacity,
 }
+
+/// The `Retry-After` of the 503 answered when the replay store fails or does
+/// not answer within the layer's store timeout.
+pub const STORE_UNAVAILABLE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why an inbound webhook was turned away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -184,9 +191,12 @@ impl Rejection {
     /// The problem+json description sent to the client: the reason and the
     /// header's name, never a signature, a secret or the body.
     pub fn to_problem(&self) -> Problem {
-        let problem = Problem::new(self.status())
+        let mut problem = Problem::new(self.status())
             .with_type(self.reason.problem_type())
             .with_title(self.reason.title());
+        if self.reason == Reason::ReplayStoreUnavailable {
+            problem = problem.with_retry_after(STORE_UNAVAILABLE_RETRY_AFTER);
+        }
         match &self.header {
             Some(name) => problem.with_detail(format!("Check the {} header.", name.as_str())),
             None => problem,

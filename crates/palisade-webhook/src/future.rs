@@ -21,6 +21,7 @@ use crate::replay::{Claim, Lease, ReplayStore, StoreFuture};
 use crate::scheme::SchemeKind;
 use crate::sign::Signer;
 use crate::state::{Answer, Outcome, Shared};
+use crate::timed::Timed;
 use crate::verify::stripe_event_id;
 
 pin_project! {
@@ -51,7 +52,8 @@ pin_project! {
             now: u64,
         },
         Claim {
-            claim: StoreFuture<Claim>,
+            #[pin]
+            claim: Timed<StoreFuture<Claim>>,
             claimed: Option<Claimed>,
             request: Option<Request<Full<Bytes>>>,
             inner: Option<S>,
@@ -62,7 +64,8 @@ pin_project! {
             claimed: Option<Claimed>,
         },
         Accept {
-            accept: StoreFuture<()>,
+            #[pin]
+            accept: Timed<StoreFuture<()>>,
             response: Option<S::Response>,
         },
     }
@@ -185,7 +188,10 @@ where
                         (Some(store), Some(key)) => {
                             let lease = Lease::fresh();
                             VerifyState::Claim {
-                                claim: store.claim(&key, lease, this.shared.lock_expiry),
+                                claim: Timed::new(
+                                    store.claim(&key, lease, this.shared.lock_expiry),
+                                    this.shared.store_timeout,
+                                ),
                                 // Dropped before the store answers, the claim may or
                                 // may not have been recorded: it is released (only
                                 // this attempt's own mark), so the sender's retry is
@@ -216,7 +222,7 @@ where
                     request,
                     inner,
                 } => {
-                    let first = ready!(claim.as_mut().poll(cx));
+                    let first = ready!(claim.poll(cx));
                     let (Some(mut guard), Some(request), Some(mut inner)) =
                         (claimed.take(), request.take(), inner.take())
                     else {
@@ -260,7 +266,10 @@ where
                         (Ok(response), Some(mut guard)) if response.status().is_success() => {
                             guard.keep = true;
                             VerifyState::Accept {
-                                accept: guard.store.accept(&guard.key, this.shared.replay_window),
+                                accept: Timed::new(
+                                    guard.store.accept(&guard.key, this.shared.replay_window),
+                                    this.shared.store_timeout,
+                                ),
                                 response: Some(response),
                             }
                         }
@@ -272,7 +281,7 @@ where
                     }
                 }
                 VerifyStateProj::Accept { accept, response } => {
-                    if let Err(error) = ready!(accept.as_mut().poll(cx)) {
+                    if let Err(error) = ready!(accept.poll(cx)) {
                         // The handler did its work: the sender is told so. The
                         // in-flight mark stays until the lock expiry.
                         tracing::warn!(

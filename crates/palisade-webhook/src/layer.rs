@@ -22,6 +22,8 @@ pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// an answer (Standard Webhooks / Svix 15 s, GitHub 10 s, Shopify 5 s), short
 /// enough that a message whose handler died with its process is retried soon.
 pub const DEFAULT_LOCK_EXPIRY: Duration = Duration::from_secs(60);
+/// The default bound on one replay-store call (claim or accept).
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Verifies inbound webhooks before the handler sees them.
 ///
@@ -41,6 +43,7 @@ impl fmt::Debug for VerifyLayer {
             .field("replay", &shared.replay.is_some())
             .field("replay_window", &shared.replay_window)
             .field("lock_expiry", &shared.lock_expiry)
+            .field("store_timeout", &shared.store_timeout)
             .finish()
     }
 }
@@ -60,6 +63,7 @@ impl VerifyLayer {
             replay: None,
             replay_window: None,
             lock_expiry: DEFAULT_LOCK_EXPIRY,
+            store_timeout: DEFAULT_STORE_TIMEOUT,
             name: None,
         }
     }
@@ -85,6 +89,7 @@ pub struct VerifyLayerBuilder {
     replay: Option<Arc<dyn ReplayStore>>,
     replay_window: Option<Duration>,
     lock_expiry: Duration,
+    store_timeout: Duration,
     name: Option<String>,
 }
 
@@ -96,6 +101,7 @@ impl fmt::Debug for VerifyLayerBuilder {
             .field("replay", &self.replay.is_some())
             .field("replay_window", &self.replay_window)
             .field("lock_expiry", &self.lock_expiry)
+            .field("store_timeout", &self.store_timeout)
             .field("name", &self.name)
             .finish()
     }
@@ -135,6 +141,18 @@ impl VerifyLayerBuilder {
         self
     }
 
+    /// How long one replay-store call may take (default
+    /// [`DEFAULT_STORE_TIMEOUT`], 3 s). A store connection that stays open
+    /// while no answer comes back would otherwise hold the delivery forever.
+    /// A claim over the bound answers 503 with `Retry-After` and the handler
+    /// is not called; an acceptance over it is treated as a failed
+    /// acceptance: the handler's answer goes out and the in-flight mark stays
+    /// until the lock expiry (or the late write lands).
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
     /// The instance name in metrics and logs (default: the scheme's label).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -145,7 +163,8 @@ impl VerifyLayerBuilder {
     ///
     /// # Errors
     ///
-    /// A zero body limit, replay window or lock expiry (under one second).
+    /// A zero body limit, replay window or lock expiry (under one second),
+    /// or a zero store timeout.
     pub fn build(self) -> Result<VerifyLayer, ConfigError> {
         if self.max_body == 0 {
             return Err(ConfigError::ZeroBodyLimit);
@@ -155,6 +174,9 @@ impl VerifyLayerBuilder {
         }
         if self.lock_expiry.as_secs() == 0 {
             return Err(ConfigError::ZeroLockExpiry);
+        }
+        if self.store_timeout.is_zero() {
+            return Err(ConfigError::ZeroStoreTimeout);
         }
         Ok(self.build_defaults())
     }
@@ -180,6 +202,7 @@ impl VerifyLayerBuilder {
                 replay: self.replay,
                 replay_window,
                 lock_expiry: self.lock_expiry,
+                store_timeout: self.store_timeout,
                 name,
                 counters,
             }),

@@ -94,7 +94,7 @@
 //! | no signature verifies with any key | 401 | `urn:palisade:problem:webhook-bad-signature` |
 //! | the body is over the limit | 413 | `urn:palisade:problem:webhook-body-too-large` |
 //! | the body failed mid-read | 400 | `urn:palisade:problem:webhook-body-unreadable` |
-//! | the replay store failed | 503 | `urn:palisade:problem:webhook-replay-store-unavailable` |
+//! | the replay store failed, or did not answer the claim within the store timeout | 503, `Retry-After: 1` | `urn:palisade:problem:webhook-replay-store-unavailable` |
 //! | another delivery of the message is being handled right now | 409, `Retry-After: 1` | `urn:palisade:problem:webhook-in-flight` |
 //!
 //! A redelivered message that was already accepted is answered **200 with
@@ -110,6 +110,7 @@
 //! | replay protection | off | it needs a store; turn it on with [`VerifyLayerBuilder::replay_store`] |
 //! | replay window ([`VerifyLayerBuilder::replay_window`]): how long an accepted message is remembered | twice the tolerance; 24 h for GitHub and Shopify | older or newer messages already fail the timestamp check; schemes without a signed timestamp are redelivered for about a day |
 //! | in-flight lock expiry ([`VerifyLayerBuilder::lock_expiry`]) | 60 s ([`DEFAULT_LOCK_EXPIRY`]) | longer than any sender waits for an answer (Svix 15 s, GitHub 10 s, Shopify 5 s); short enough that a message whose handler died with its process is retried soon |
+//! | replay-store timeout ([`VerifyLayerBuilder::store_timeout`]) | 3 s per store call ([`DEFAULT_STORE_TIMEOUT`]) | a store connection that stalls must not hold deliveries until the sender gives up; a healthy store answers in milliseconds |
 //! | in-memory store capacity | 100 000 keys ([`replay::DEFAULT_MEMORY_CAPACITY`]) | bounded memory (a few MB); the oldest key goes first when full |
 //! | keys per verifier | at most 8 ([`MAX_KEYS`]) | rotation needs two or three; bounds the work a forged request can cause |
 //! | signatures checked per header | 8 HMAC and 2 ed25519 ([`MAX_SIGNATURES`]) | a sender puts one per active secret; the bound keeps the work per request small; more are ignored |
@@ -163,8 +164,14 @@
 //! - Each claim carries a [`Lease`] unique to the delivery: a release only
 //!   removes that delivery's own in-flight mark, never an accepted one nor
 //!   the mark of a redelivery that took over after an expiry.
-//! - The store fails when claiming: 503, the handler is not called, and the
-//!   sender retries later.
+//! - The store fails when claiming, or does not answer within the
+//!   [store timeout](VerifyLayerBuilder::store_timeout) (default 3 s): 503
+//!   with `Retry-After: 1`, the handler is not called, and the sender
+//!   retries later. A claim that timed out may still have been recorded:
+//!   its mark is released like any unanswered claim's.
+//! - Recording the acceptance times out: as when it fails, the handler's
+//!   answer goes out and the in-flight mark stays until the lock expiry
+//!   (or until the late write lands, which makes it accepted).
 //!
 //! [`MemoryReplayStore`] protects one process; it is bounded, and when full
 //! the oldest key goes first, in flight or accepted, so size it above the
@@ -173,7 +180,10 @@
 //! in one round trip, `SET PX` records the acceptance, and Redis expires both
 //! marks itself. Its releases run as a background task (a release cannot be
 //! awaited from a dropped call), so a retry arriving right after a failure
-//! may still get a 409 for a moment. See [`replay`].
+//! may still get a 409 for a moment. Build it on redis's `ConnectionManager`:
+//! after a lost connection the calls on it fail (503) and the manager
+//! connects again by itself, so the store serves again without a restart; a
+//! bare `MultiplexedConnection` never reconnects. See [`replay`].
 //!
 //! # Signing
 //!
@@ -253,12 +263,15 @@ pub mod scheme;
 mod service;
 mod sign;
 mod state;
+mod timed;
 mod verify;
 
 pub use clock::{Clock, FixedClock, SystemClock};
-pub use error::{ConfigError, Reason, Rejection, StoreError};
+pub use error::{ConfigError, Reason, Rejection, STORE_UNAVAILABLE_RETRY_AFTER, StoreError};
 pub use key::MAX_KEYS;
-pub use layer::{DEFAULT_LOCK_EXPIRY, DEFAULT_MAX_BODY, SignLayer, VerifyLayer, VerifyLayerBuilder};
+pub use layer::{
+    DEFAULT_LOCK_EXPIRY, DEFAULT_MAX_BODY, DEFAULT_STORE_TIMEOUT, SignLayer, VerifyLayer, VerifyLayerBuilder,
+};
 #[cfg(feature = "redis")]
 pub use replay::RedisReplayStore;
 pub use replay::{Claim, Lease, MemoryReplayStore, ReplayStore};

@@ -296,6 +296,7 @@ mod redis_store {
     use std::sync::LazyLock;
 
     use redis::Script;
+    use redis::aio::{ConnectionLike, MultiplexedConnection};
 
     use super::*;
 
@@ -332,13 +333,33 @@ return 0",
     /// `release` a script that deletes the key only while it holds the
     /// attempt's own in-flight mark. A key holding any other value counts as
     /// accepted.
+    ///
+    /// Generic over the connection: any `ConnectionLike + Clone + Send +
+    /// Sync`. Give it redis's [`ConnectionManager`](redis::aio::ConnectionManager):
+    /// after its connection drops (Redis restarted, a network cut, a
+    /// failover) the calls in flight fail (claims answer 503 with
+    /// `Retry-After`) and the manager connects again in the background, so
+    /// the store serves again without a restart. A bare
+    /// [`MultiplexedConnection`] (the type parameter's default) never
+    /// reconnects: once its connection drops, every claim fails until the
+    /// process makes a new one.
+    ///
+    /// ```no_run
+    /// # async fn connect() -> Result<(), Box<dyn std::error::Error>> {
+    /// use palisade_webhook::RedisReplayStore;
+    /// use redis::aio::ConnectionManager;
+    ///
+    /// let conn = ConnectionManager::new(redis::Client::open("redis://127.0.0.1/")?).await?;
+    /// let store = RedisReplayStore::new(conn, "myapp:webhook:");
+    /// # let _ = store; Ok(()) }
+    /// ```
     #[derive(Clone)]
-    pub struct RedisReplayStore {
-        conn: redis::aio::MultiplexedConnection,
+    pub struct RedisReplayStore<C = MultiplexedConnection> {
+        conn: C,
         prefix: Arc<str>,
     }
 
-    impl fmt::Debug for RedisReplayStore {
+    impl<C> fmt::Debug for RedisReplayStore<C> {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.debug_struct("RedisReplayStore")
                 .field("prefix", &self.prefix)
@@ -346,9 +367,9 @@ return 0",
         }
     }
 
-    impl RedisReplayStore {
+    impl<C> RedisReplayStore<C> {
         /// A store over `conn` whose keys start with `prefix` (e.g. `myapp:webhook:`).
-        pub fn new(conn: redis::aio::MultiplexedConnection, prefix: impl Into<String>) -> Self {
+        pub fn new(conn: C, prefix: impl Into<String>) -> Self {
             Self {
                 conn,
                 prefix: prefix.into().into(),
@@ -370,7 +391,10 @@ return 0",
         u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
     }
 
-    impl ReplayStore for RedisReplayStore {
+    impl<C> ReplayStore for RedisReplayStore<C>
+    where
+        C: ConnectionLike + Clone + Send + Sync + 'static,
+    {
         fn claim(&self, key: &str, lease: Lease, lock_expiry: Duration) -> StoreFuture<Claim> {
             let mut conn = self.conn.clone();
             let key = self.key(key);

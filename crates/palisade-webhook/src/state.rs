@@ -29,6 +29,7 @@ pub(crate) struct Shared {
     pub(crate) replay: Option<Arc<dyn ReplayStore>>,
     pub(crate) replay_window: Duration,
     pub(crate) lock_expiry: Duration,
+    pub(crate) store_timeout: Duration,
     pub(crate) name: SharedString,
     pub(crate) counters: Counters,
 }

@@ -16,8 +16,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use palisade_webhook::replay::StoreFuture;
 use palisade_webhook::{
-    Claim, ConfigError, Encoding, FixedClock, GenericScheme, Lease, MemoryReplayStore, Scheme, SchemeKind, SignLayer,
-    Signer, Verified, Verifier, VerifyLayer,
+    Claim, ConfigError, Encoding, FixedClock, GenericScheme, Lease, MemoryReplayStore, ReplayStore, Scheme, SchemeKind,
+    SignLayer, Signer, Verified, Verifier, VerifyLayer,
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -519,6 +519,48 @@ fn impossible_configurations_fail_at_build() {
             .unwrap_err(),
         ConfigError::ZeroLockExpiry
     );
+    assert_eq!(
+        VerifyLayer::builder(verifier(Scheme::GitHub, "s"))
+            .store_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err(),
+        ConfigError::ZeroStoreTimeout
+    );
+}
+
+/// A replay store whose connection is open but never answers.
+struct SilentStore;
+
+impl ReplayStore for SilentStore {
+    fn claim(&self, _: &str, _: Lease, _: Duration) -> StoreFuture<Claim> {
+        Box::pin(std::future::pending())
+    }
+
+    fn accept(&self, _: &str, _: Duration) -> StoreFuture<()> {
+        Box::pin(std::future::pending())
+    }
+
+    fn release(&self, _: &str, _: Lease) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_never_answers_a_claim_is_answered_503_at_the_store_timeout() {
+    let seen = Seen::default();
+    let svc = VerifyLayer::builder(verifier(Scheme::StandardWebhooks, SW_SECRET))
+        .replay_store(SilentStore)
+        .store_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+        .layer(handler(&seen, StatusCode::OK));
+    let signer = signer(Scheme::StandardWebhooks, SW_SECRET);
+    let started = tokio::time::Instant::now();
+    let (status, headers, body) = send(svc, signed_request(&signer, b"{\"n\":1}")).await;
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "1");
+    let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["type"], "urn:palisade:problem:webhook-replay-store-unavailable");
+    assert_eq!(seen.calls(), 0);
 }
 
 #[tokio::test]

@@ -13,6 +13,12 @@
 //!   AND response IS NULL`: it writes only while this request's lock is the
 //!   row's (or the row is gone, so nobody took it over).
 //! - `release` deletes the row only while it holds this request's lock.
+//!
+//! A connection that drops fails the call on it (the layer answers 503);
+//! the pool discards it and opens a new one for the next call, so the store
+//! serves again once PostgreSQL is reachable. Give the pool an
+//! `acquire_timeout` shorter than the layer's store timeout so a pool that
+//! cannot connect fails fast.
 
 use std::future::Future;
 use std::pin::Pin;

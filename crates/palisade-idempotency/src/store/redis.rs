@@ -13,6 +13,9 @@
 //! took the expired key over); `release` deletes the key only if it still
 //! holds this request's lock. Scripts run with `EVALSHA` (loaded on first
 //! use), so a replay costs one round trip.
+//!
+//! The store runs on redis's `ConnectionManager` by default, which connects
+//! again after its connection drops: see [`RedisStore`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::Script;
-use redis::aio::ConnectionLike;
+use redis::aio::{ConnectionLike, ConnectionManager};
 
 use super::{Begin, Completion, IdempotencyStore, Lease, StoredResponse, codec};
 use crate::error::{ConfigError, StoreError};
@@ -65,11 +68,32 @@ return 0",
     )
 });
 
-/// Keys, locks and responses in Redis. Generic over the connection: a
-/// `MultiplexedConnection` (the default) or a `ConnectionManager` (which
-/// reconnects), or anything else implementing `ConnectionLike + Clone`.
+/// Keys, locks and responses in Redis.
+///
+/// Generic over the connection: any `ConnectionLike + Clone + Send + Sync`.
+/// The default and the one to use is redis's [`ConnectionManager`]: after
+/// the connection drops (Redis restarted, a network cut, a failover), the
+/// calls in flight fail (the layer answers 503) and the manager connects
+/// again in the background, so the store serves again without a restart. A
+/// bare [`MultiplexedConnection`](redis::aio::MultiplexedConnection) also
+/// works but never reconnects: once its connection drops, every call fails
+/// until the process makes a new one.
+///
+/// ```no_run
+/// # async fn connect() -> Result<(), Box<dyn std::error::Error>> {
+/// use palisade_idempotency::store::redis::RedisStore;
+/// use redis::aio::ConnectionManager;
+///
+/// let conn = ConnectionManager::new(redis::Client::open("redis://127.0.0.1/")?).await?;
+/// let store: RedisStore = RedisStore::new(conn);
+/// # let _ = store; Ok(()) }
+/// ```
+///
+/// Bound a command's wait for its reply with the manager's own settings
+/// (`ConnectionManagerConfig::set_response_timeout`) or leave it to the
+/// layer's [store timeout](crate::IdempotencyLayerBuilder::store_timeout).
 #[derive(Clone)]
-pub struct RedisStore<C = redis::aio::MultiplexedConnection> {
+pub struct RedisStore<C = ConnectionManager> {
     conn: C,
     prefix: Arc<str>,
 }
