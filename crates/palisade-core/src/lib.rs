@@ -82,6 +82,7 @@ mod rejection;
 pub mod response;
 pub mod sync;
 pub mod telemetry;
+pub mod timed;
 
 pub use boxed::{AsError, BoxError};
 pub use classify::{

@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use palisade_core::BoxError;
+use palisade_core::timed::TimedOut;
 
 /// An impossible configuration, reported by a builder's `build()`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,11 +104,7 @@ impl StoreError {
 
     /// The store did not answer within `after` (the layer's store timeout).
     pub fn timed_out(after: Duration) -> Self {
-        Self {
-            kind: StoreErrorKind::TimedOut,
-            source: Some(format!("no answer within {after:?}").into()),
-            retry_after: None,
-        }
+        Self::from(TimedOut::new(after))
     }
 
     /// The kind of failure.
@@ -119,6 +116,16 @@ impl StoreError {
     /// of the layer's 503.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
+    }
+}
+
+impl From<TimedOut> for StoreError {
+    fn from(timed_out: TimedOut) -> Self {
+        Self {
+            kind: StoreErrorKind::TimedOut,
+            source: Some(Box::new(timed_out)),
+            retry_after: None,
+        }
     }
 }
 

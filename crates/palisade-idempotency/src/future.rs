@@ -21,8 +21,8 @@ use crate::error::StoreError;
 use crate::hash::{self, Fingerprint, StoreKey};
 use crate::state::Shared;
 use crate::store::{Begin, Completion, IdempotencyStore, Lease, StoredResponse};
-use crate::timed::Timed;
 use crate::{IDEMPOTENT_REPLAYED, problem};
+use palisade_core::timed::Timed;
 
 type Answer<ResB, E> = Result<Response<ResponseBody<ResB>>, E>;
 

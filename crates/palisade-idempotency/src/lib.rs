@@ -256,7 +256,6 @@ mod service;
 mod state;
 pub mod store;
 mod sync;
-mod timed;
 
 pub use body::ResponseBody;
 pub use error::{ConfigError, StoreError, StoreErrorKind};

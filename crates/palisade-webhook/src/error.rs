@@ -224,6 +224,12 @@ pub struct StoreError {
     source: Option<palisade_core::BoxError>,
 }
 
+impl From<palisade_core::timed::TimedOut> for StoreError {
+    fn from(timed_out: palisade_core::timed::TimedOut) -> Self {
+        Self::new(timed_out)
+    }
+}
+
 impl StoreError {
     /// A store error caused by `source`.
     pub fn new(source: impl Into<palisade_core::BoxError>) -> Self {

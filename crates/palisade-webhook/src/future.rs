@@ -21,8 +21,8 @@ use crate::replay::{Claim, Lease, ReplayStore, StoreFuture};
 use crate::scheme::SchemeKind;
 use crate::sign::Signer;
 use crate::state::{Answer, Outcome, Shared};
-use crate::timed::Timed;
 use crate::verify::stripe_event_id;
+use palisade_core::timed::Timed;
 
 pin_project! {
     /// The response future of [`VerifyService`](crate::VerifyService).

@@ -263,7 +263,6 @@ pub mod scheme;
 mod service;
 mod sign;
 mod state;
-mod timed;
 mod verify;
 
 pub use clock::{Clock, FixedClock, SystemClock};
