@@ -214,7 +214,6 @@ async fn a_commit_whose_answer_is_lost_stays_committed_and_nothing_comes_twice()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails today: the relay waits on a stalled claim without bound, so its only worker never claims again"]
 async fn a_claim_stalled_on_the_network_is_given_up_within_the_lease_and_nothing_is_lost() {
     const LEASE: Duration = Duration::from_secs(3);
     let Some(pg) = Postgres::connect("fault_claim_stall").await else {
