@@ -117,10 +117,7 @@ mod tests {
     #[test]
     fn a_header_count_beyond_what_a_header_map_holds_is_corrupt_not_a_panic() {
         let mut bytes = vec![VERSION, 0, 200, 0xff, 0xff];
-        assert_eq!(
-            decode(bytes.clone().into()).unwrap_err().kind(),
-            StoreErrorKind::Corrupt
-        );
+        assert_eq!(decode(bytes.clone().into()).unwrap_err().kind(), StoreErrorKind::Corrupt);
         // Every header present and well formed, but more than a `HeaderMap` can hold.
         for i in 0..u16::MAX {
             let name = format!("x-{i}");
