@@ -156,6 +156,7 @@ async fn an_orders_event_arrives_on_its_jetstream_subject() {
     assert_eq!(status, StatusCode::OK);
     let health: serde_json::Value = serde_json::from_slice(&health).unwrap();
     assert_eq!(health["stores"]["outbox_publisher"], "nats");
+    assert_eq!(health["outbox"]["publisher"], "connected");
     assert_eq!(health["stores"]["idempotency"], "memory");
 
     finish(orders, db).await;
@@ -455,6 +456,7 @@ async fn while_the_broker_is_down_orders_are_taken_and_their_events_wait_in_the_
         report["stores"]["nats"],
         serde_json::json!({ "up": true, "state": "connected" })
     );
+    assert_eq!(report["outbox"]["publisher"], "connected");
     let (status, _, _) = send(&orders, post_order("before-outage")).await;
     assert_eq!(status, StatusCode::CREATED);
     health_until(&orders, 10, |r| {
@@ -468,6 +470,10 @@ async fn while_the_broker_is_down_orders_are_taken_and_their_events_wait_in_the_
     assert_eq!(status, StatusCode::OK, "a broker outage does not take the service out");
     assert_eq!(report["status"], "degraded");
     assert_eq!(report["stores"]["nats"]["state"], "disconnected");
+    assert_eq!(
+        report["outbox"]["publisher"], "disconnected",
+        "the relay's publisher says it cannot reach the broker"
+    );
 
     let (status, _, body) = send(&orders, post_order("during-outage")).await;
     assert_eq!(status, StatusCode::CREATED, "orders are still taken");
@@ -487,6 +493,7 @@ async fn while_the_broker_is_down_orders_are_taken_and_their_events_wait_in_the_
     assert_eq!(status, StatusCode::OK);
     assert_eq!(report["status"], "ok");
     assert_eq!(report["stores"]["nats"]["state"], "connected");
+    assert_eq!(report["outbox"]["publisher"], "connected");
 
     // Both events are in the stream, the second being the order taken during the outage.
     let client = async_nats::connect(broker.url()).await.unwrap();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade_outbox::postgres::{PgStore, migrate};
-use palisade_outbox::{Event, PublishError, Publisher, Relay, stage};
+use palisade_outbox::{Event, OutboxStore, PublishError, Publisher, Relay, stage};
 use palisade_tests::fault_proxy::{Action, Direction, FaultProxy};
 use palisade_tests::{Postgres, upstream_of, via};
 use serde_json::json;
@@ -214,7 +214,6 @@ async fn a_commit_whose_answer_is_lost_stays_committed_and_nothing_comes_twice()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails today: the relay waits on a stalled claim without bound, so its only worker never claims again"]
 async fn a_claim_stalled_on_the_network_is_given_up_within_the_lease_and_nothing_is_lost() {
     const LEASE: Duration = Duration::from_secs(3);
     let Some(pg) = Postgres::connect("fault_claim_stall").await else {
@@ -267,6 +266,36 @@ async fn a_claim_stalled_on_the_network_is_given_up_within_the_lease_and_nothing
     let log = std::mem::take(&mut *recorder.log.lock().unwrap());
     assert_eq!(Outcome { staged, log }.check(), HashSet::new());
     relay.abort();
+    drop(proxy);
+    relay_pool.close().await;
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_count_given_up_on_a_stalled_connection_gives_its_pool_slot_back() {
+    let Some(pg) = Postgres::connect("fault_backlog_stall").await else {
+        return;
+    };
+    migrate(&pg.pool).await.unwrap();
+    let proxy = FaultProxy::start(upstream_of(&pg.url, 5432)).await.unwrap();
+    let relay_pool = PgPoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect(&via(&pg.url_in_schema(), &proxy))
+        .await
+        .unwrap();
+    let store = PgStore::new(relay_pool.clone());
+    let fault = proxy.on(Direction::ToUpstream, b"AS pending", Action::Stall);
+    // What the relay does with a store operation past its store timeout: drops it.
+    assert!(timeout(Duration::from_secs(1), store.backlog()).await.is_err());
+    assert!(fault.has_fired());
+    // The stalled connection was closed, not handed back to the pool to hang its next user.
+    let backlog = timeout(Duration::from_secs(10), store.backlog())
+        .await
+        .expect("the pool's one slot is free again")
+        .unwrap();
+    assert_eq!(backlog.pending, 0);
     drop(proxy);
     relay_pool.close().await;
     pg.cleanup().await;

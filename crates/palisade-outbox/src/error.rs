@@ -43,6 +43,17 @@ pub enum ConfigError {
     /// A zero publish timeout fails every publish.
     #[error("publish timeout must be greater than zero")]
     ZeroPublishTimeout,
+    /// A zero store timeout fails every store operation.
+    #[error("store timeout must be greater than zero")]
+    ZeroStoreTimeout,
+    /// A store operation allowed as long as the lease could outlast the claim it serves.
+    #[error("store timeout {store_timeout:?} must be shorter than the lease {lease:?}")]
+    StoreTimeoutTooLong {
+        /// The store timeout.
+        store_timeout: Duration,
+        /// The claim lease.
+        lease: Duration,
+    },
     /// The HTTP publisher's base URL cannot take destinations.
     #[cfg(feature = "http")]
     #[error("base URL {url:?} is unusable: {reason}")]
@@ -69,6 +80,15 @@ pub enum OutboxError {
         /// Why.
         #[source]
         source: sqlx::Error,
+    },
+    /// A store operation the relay awaited (a claim, recording a batch, the backlog count, a
+    /// purge) did not finish within the relay's store timeout; the relay gave it up.
+    #[error("outbox store operation {operation} timed out after {after:?}")]
+    Timeout {
+        /// The operation: `claim`, `record_ahead`, `complete`, `backlog` or `purge_published`.
+        operation: &'static str,
+        /// The store timeout.
+        after: Duration,
     },
     /// A stored row could not be turned back into an event.
     #[error("outbox row {seq} is malformed: {reason}")]

@@ -142,6 +142,16 @@
 //!   first event after a quiet spell. On PostgreSQL, run
 //!   [`postgres::forward_wakeups`] to turn local wake-ups into `NOTIFY` and
 //!   [`postgres::wake_on_notify`] in every instance so relays elsewhere wake too.
+//! - **A stalled database**: every store operation the relay awaits (the claim, recording a
+//!   batch while it is published and at its end, the backlog count, the purge) gets at most
+//!   `store_timeout`. One that takes longer is given up like a failed one: the batch fails
+//!   with [`OutboxError::Timeout`] (logged as `outbox batch failed`, `outbox store operation
+//!   claim timed out after 10s`), the connection it ran on is closed rather than given back to
+//!   the pool in an unknown state, and the relay claims again at its next poll. Events of a
+//!   given-up claim are freed when the database ends that connection's transaction
+//!   (PostgreSQL; set `idle_in_transaction_session_timeout` on the relay's role for a network
+//!   that stalls without closing) or when the lease expires (SQLite); a given-up record of a
+//!   published batch publishes it again (at least once).
 //! - **Shutdown**: [`RelayHandle::shutdown`] (or the future given to [`Relay::run`]) stops the
 //!   relay after the batch in flight is published and recorded.
 //! - **Retention**: published events are deleted at once unless a `retention` is set; then they
@@ -157,6 +167,7 @@
 //! | `backoff` | 500 ms × 2ⁿ, capped at 5 min, equal jitter | rides out broker restarts without hammering them |
 //! | `publish_timeout` | 10 s | a hung broker fails the attempt instead of stalling the batch |
 //! | `lease` | 30 s | SQLite claims; must exceed twice the publish timeout |
+//! | `store_timeout` | a third of the lease (10 s) | a stalled database connection fails one store operation instead of stalling the relay; must be shorter than the lease |
 //! | `retention` | 0 | deleting on publish is the fastest drain; set it to keep an audit trail |
 //! | `cleanup_interval` | 60 s | purging is cheap and not urgent |
 //! | `backlog_interval` | 10 s | the backlog gauges need a count over the table |

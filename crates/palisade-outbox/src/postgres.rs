@@ -43,7 +43,10 @@
 //!
 //! Give the relay a pool of its own, without `test_before_acquire`: the health check costs a
 //! round trip on every claim, and a claim on a broken connection fails like any other claim
-//! (the connection is closed and the relay tries again at its next poll).
+//! (the connection is closed and the relay tries again at its next poll). So does a store
+//! operation the relay gives up after its store timeout: the store closes every connection
+//! whose operation did not end cleanly, rather than handing it back to the pool inside a
+//! statement or transaction.
 //!
 //! In every instance, wire the publish hook's wake-ups to the other instances:
 //!
@@ -81,8 +84,8 @@ use crate::connection::{Seen, outbox_connection};
 use crate::envelope::{Event, Metadata};
 use crate::error::{OutboxError, error_chain};
 use crate::store::{
-    BACKLOG_SQL, Backlog, Claimed, ClaimedBatch, DeadLetter, Disposition, OutboxStore, Unreadable, malformed, millis,
-    split_readable, undecodable,
+    BACKLOG_SQL, Backlog, Claimed, ClaimedBatch, DeadLetter, Detached, Disposition, OutboxStore, Unreadable, malformed,
+    millis, split_readable, undecodable,
 };
 use crate::wakeup::Wakeup;
 use palisade_core::telemetry::outbox as names;
@@ -629,7 +632,9 @@ impl OutboxStore for PgStore {
     }
 
     async fn backlog(&self) -> Result<Backlog, OutboxError> {
-        let row = sqlx::query(BACKLOG_SQL).fetch_one(&self.pool).await?;
+        let mut conn = Detached::acquire(&self.pool).await?;
+        let row = sqlx::query(BACKLOG_SQL).fetch_one(conn.conn()).await?;
+        conn.finish();
         let oldest: Option<OffsetDateTime> = row.try_get("oldest")?;
         Ok(Backlog {
             pending: u64::try_from(row.try_get::<i64, _>("pending")?).unwrap_or(0),
@@ -639,23 +644,27 @@ impl OutboxStore for PgStore {
     }
 
     async fn purge_published(&self, retention: Duration) -> Result<u64, OutboxError> {
+        let mut conn = Detached::acquire(&self.pool).await?;
         let done = sqlx::query(
             "DELETE FROM palisade_outbox_published WHERE published_at < now() - $1 * interval '1 millisecond'",
         )
         .bind(millis(retention))
-        .execute(&self.pool)
+        .execute(conn.conn())
         .await?;
+        conn.finish();
         Ok(done.rows_affected())
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, OutboxError> {
+        let mut conn = Detached::acquire(&self.pool).await?;
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_OUTPUT}, last_error, dead_lettered_at FROM palisade_outbox
              WHERE dead_lettered_at IS NOT NULL ORDER BY seq LIMIT $1"
         ))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(conn.conn())
         .await?;
+        conn.finish();
         rows.iter()
             .map(|row| {
                 Ok(DeadLetter::new(
@@ -668,13 +677,15 @@ impl OutboxStore for PgStore {
     }
 
     async fn requeue(&self, event_id: Uuid) -> Result<bool, OutboxError> {
+        let mut conn = Detached::acquire(&self.pool).await?;
         let done = sqlx::query(
             "UPDATE palisade_outbox SET dead_lettered_at = NULL, next_attempt_at = NULL, attempts = 0
              WHERE event_id = $1 AND dead_lettered_at IS NOT NULL",
         )
         .bind(event_id)
-        .execute(&self.pool)
+        .execute(conn.conn())
         .await?;
+        conn.finish();
         Ok(done.rows_affected() == 1)
     }
 }

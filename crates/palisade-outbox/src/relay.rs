@@ -44,6 +44,8 @@ struct Config {
     multiplier: f64,
     publish_timeout: Duration,
     lease: Duration,
+    /// `None`: a third of the lease.
+    store_timeout: Option<Duration>,
     retention: Duration,
     cleanup_interval: Duration,
     backlog_interval: Duration,
@@ -63,10 +65,18 @@ impl Default for Config {
             multiplier: 2.0,
             publish_timeout: Duration::from_secs(10),
             lease: Duration::from_secs(30),
+            store_timeout: None,
             retention: Duration::ZERO,
             cleanup_interval: Duration::from_secs(60),
             backlog_interval: Duration::from_secs(10),
         }
+    }
+}
+
+impl Config {
+    /// How long the relay waits for one store operation.
+    fn store_timeout(&self) -> Duration {
+        self.store_timeout.unwrap_or(self.lease / 3)
     }
 }
 
@@ -149,6 +159,18 @@ impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
         self
     }
 
+    /// How long the relay waits for one store operation before giving it up (default a third
+    /// of the lease: 10 s with the default lease): a claim, recording a batch ahead and at its
+    /// end, the backlog count, a purge. A stalled database connection then costs one batch,
+    /// not the relay: the operation fails like any other, its connection is closed rather than
+    /// given back to the pool (so nothing reuses it in an unknown state), and the relay claims
+    /// again at its next poll. What the given-up operation held is released as when it fails
+    /// (see the crate docs). Must be shorter than the lease.
+    pub fn store_timeout(mut self, store_timeout: Duration) -> Self {
+        self.config.store_timeout = Some(store_timeout);
+        self
+    }
+
     /// How long published events are kept (default zero: deleted on publish, the fastest).
     /// A non-zero retention moves them to `palisade_outbox_published`, purged every cleanup interval.
     pub fn retention(mut self, retention: Duration) -> Self {
@@ -205,6 +227,16 @@ impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
             return Err(ConfigError::LeaseTooShort {
                 lease: c.lease,
                 publish_timeout: c.publish_timeout,
+            });
+        }
+        let store_timeout = c.store_timeout();
+        if store_timeout.is_zero() {
+            return Err(ConfigError::ZeroStoreTimeout);
+        }
+        if store_timeout >= c.lease {
+            return Err(ConfigError::StoreTimeoutTooLong {
+                store_timeout,
+                lease: c.lease,
             });
         }
         Ok(Relay {
@@ -372,7 +404,7 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
 
     async fn report_backlog(&self) {
         let name = self.shared.config.name.clone();
-        match self.shared.store.backlog().await {
+        match self.bounded("backlog", self.shared.store.backlog()).await {
             Ok(backlog) => {
                 metrics::gauge!(names::PENDING, telemetry::LABEL_NAME => name.clone()).set(backlog.pending as f64);
                 let lag = backlog.oldest.unwrap_or_default().as_secs_f64();
@@ -389,7 +421,10 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
         if config.retention.is_zero() {
             return;
         }
-        match self.shared.store.purge_published(config.retention).await {
+        match self
+            .bounded("purge_published", self.shared.store.purge_published(config.retention))
+            .await
+        {
             Ok(purged) => {
                 tracing::debug!(target: names::TARGET, name = %config.name, purged, "purged published events")
             }
@@ -412,7 +447,9 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
         );
         async {
             let started = Instant::now();
-            let (mut claim, events, unreadable) = self.shared.store.claim(config.batch_size, config.lease).await?;
+            let (mut claim, events, unreadable) = self
+                .bounded("claim", self.shared.store.claim(config.batch_size, config.lease))
+                .await?;
             let claimed = events.len() + unreadable.len();
             tracing::Span::current().record("claimed", claimed);
             let deadline = started + config.lease;
@@ -428,7 +465,8 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
             let (outcomes, recorded) = if seqs.is_empty() {
                 (publishing.await, Ok(()))
             } else {
-                tokio::join!(publishing, self.shared.store.record_ahead(&mut claim, &seqs, archive))
+                let ahead = self.shared.store.record_ahead(&mut claim, &seqs, archive);
+                tokio::join!(publishing, self.bounded("record_ahead", ahead))
             };
             recorded?;
             let mut outcomes = outcomes;
@@ -448,7 +486,8 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
                     Disposition::Released => {}
                 }
             }
-            self.shared.store.complete(claim, &outcomes, archive).await?;
+            self.bounded("complete", self.shared.store.complete(claim, &outcomes, archive))
+                .await?;
             let span = tracing::Span::current();
             span.record("published", report.published);
             span.record("failed", report.failed);
@@ -467,6 +506,19 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
         }
         .instrument(span)
         .await
+    }
+
+    /// Awaits the store's `operation` for at most the store timeout; one that takes longer is
+    /// dropped (which releases what it held) and fails with [`OutboxError::Timeout`].
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        work: impl Future<Output = Result<T, OutboxError>>,
+    ) -> Result<T, OutboxError> {
+        let after = self.shared.config.store_timeout();
+        tokio::time::timeout(after, work)
+            .await
+            .unwrap_or_else(|_| Err(OutboxError::Timeout { operation, after }))
     }
 
     /// Publishes one aggregate's run, stopping at the first failure: published, then at most
@@ -1004,6 +1056,18 @@ mod tests {
                 publish_timeout: Duration::from_secs(10)
             }
         );
+        assert_eq!(
+            builder().store_timeout(ms(0)).build().unwrap_err(),
+            ConfigError::ZeroStoreTimeout
+        );
+        assert_eq!(
+            builder().store_timeout(Duration::from_secs(30)).build().unwrap_err(),
+            ConfigError::StoreTimeoutTooLong {
+                store_timeout: Duration::from_secs(30),
+                lease: Duration::from_secs(30)
+            }
+        );
+        assert!(builder().store_timeout(Duration::from_millis(29_999)).build().is_ok());
         assert!(builder().build().is_ok(), "the defaults are valid");
     }
 
@@ -1132,6 +1196,120 @@ mod tests {
             logged.contains(&("outbox backlog query failed".to_owned(), cause.to_owned())),
             "{logged:?}"
         );
+    }
+
+    /// A store whose first claim never completes (holding `held` until it is dropped); the
+    /// claims after it are [`OneBatch`]'s.
+    #[derive(Clone)]
+    struct StalledFirstClaim {
+        batch: OneBatch,
+        stalled: Arc<std::sync::atomic::AtomicBool>,
+        held: Arc<()>,
+    }
+
+    impl OutboxStore for StalledFirstClaim {
+        type Claim = ();
+
+        async fn claim(&self, limit: usize, lease: Duration) -> Result<ClaimedBatch<()>, OutboxError> {
+            if !self.stalled.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let _held = self.held.clone();
+                std::future::pending::<()>().await;
+            }
+            self.batch.claim(limit, lease).await
+        }
+
+        async fn complete(&self, (): (), outcomes: &[(i64, Disposition)], archive: bool) -> Result<(), OutboxError> {
+            self.batch.complete((), outcomes, archive).await
+        }
+
+        async fn backlog(&self) -> Result<Backlog, OutboxError> {
+            self.batch.backlog().await
+        }
+
+        async fn purge_published(&self, retention: Duration) -> Result<u64, OutboxError> {
+            self.batch.purge_published(retention).await
+        }
+
+        async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, OutboxError> {
+            self.batch.dead_letters(limit).await
+        }
+
+        async fn requeue(&self, event_id: uuid::Uuid) -> Result<bool, OutboxError> {
+            self.batch.requeue(event_id).await
+        }
+    }
+
+    #[tokio::test(start_paused = true, flavor = "current_thread")]
+    async fn a_claim_that_never_completes_is_given_up_after_the_store_timeout_and_the_relay_claims_again() {
+        let warnings = Warnings::default();
+        let _guard = tracing::subscriber::set_default(warnings.clone());
+        let store = StalledFirstClaim {
+            batch: OneBatch::new(),
+            stalled: Arc::default(),
+            held: Arc::new(()),
+        };
+        let (publisher, mut published) = ChannelPublisher::new(16);
+        let relay = Relay::builder(store.clone(), publisher)
+            .poll_interval(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let holders = Arc::strong_count(&store.held);
+        let started = Instant::now();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = tokio::spawn({
+            let relay = relay.clone();
+            async move { relay.run(stopped.map(drop)).await }
+        });
+        let first = published.recv().await.unwrap();
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(11),
+            "the stalled claim is given up after the store timeout (a third of the 30 s lease), \
+             the next comes a poll interval later"
+        );
+        assert_eq!((first.aggregate_id.as_str(), first.version), ("a", 1));
+        assert_eq!(
+            Arc::strong_count(&store.held),
+            holders,
+            "the given-up claim was dropped"
+        );
+        stop.send(()).unwrap();
+        running.await.unwrap();
+        assert_eq!(store.batch.claims(), 1, "the claim after the stalled one");
+        assert_eq!(
+            store.batch.recorded(),
+            (1..=7).map(|seq| (seq, Disposition::Published)).collect::<Vec<_>>()
+        );
+        let logged = warnings.0.lock().unwrap().clone();
+        assert!(
+            logged.contains(&(
+                "outbox batch failed".to_owned(),
+                "outbox store operation claim timed out after 10s".to_owned()
+            )),
+            "{logged:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_timeout_set_on_the_builder_bounds_each_store_operation() {
+        let store = StalledFirstClaim {
+            batch: OneBatch::new(),
+            stalled: Arc::default(),
+            held: Arc::new(()),
+        };
+        let (publisher, _published) = ChannelPublisher::new(16);
+        let relay = Relay::builder(store, publisher)
+            .store_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let error = relay.run_batch().await.unwrap_err();
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert!(
+            matches!(error, OutboxError::Timeout { operation: "claim", after } if after == Duration::from_secs(2)),
+            "{error:?}"
+        );
+        assert_eq!(relay.run_batch().await.unwrap().published, 7, "the next claim works");
     }
 
     #[test]

@@ -19,8 +19,8 @@ use crate::connection::{Seen, outbox_connection};
 use crate::envelope::{Event, Metadata};
 use crate::error::OutboxError;
 use crate::store::{
-    BACKLOG_SQL, Backlog, Claimed, ClaimedBatch, DeadLetter, Disposition, OutboxStore, Unreadable, malformed, millis,
-    split_readable, undecodable,
+    BACKLOG_SQL, Backlog, Claimed, ClaimedBatch, DeadLetter, Detached, Disposition, OutboxStore, Unreadable, malformed,
+    millis, split_readable, undecodable,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_outbox.sql"))];
@@ -188,6 +188,7 @@ impl OutboxStore for SqliteStore {
 
     async fn claim(&self, limit: usize, lease: Duration) -> Result<ClaimedBatch<Self::Claim>, OutboxError> {
         let owner = Uuid::now_v7().to_string();
+        let mut conn = Detached::acquire(&self.pool).await?;
         let rows = sqlx::query(&format!(
             "WITH blocked AS (
                 SELECT aggregate_type, aggregate_id FROM palisade_outbox
@@ -210,8 +211,9 @@ impl OutboxStore for SqliteStore {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .bind(&owner)
         .bind(millis(lease))
-        .fetch_all(&self.pool)
+        .fetch_all(conn.conn())
         .await?;
+        conn.finish();
         let read = rows.iter().map(read_row).collect::<Result<Vec<_>, _>>()?;
         let (claimed, unreadable) = split_readable(read);
         Ok((Lease { owner }, claimed, unreadable))
@@ -219,7 +221,8 @@ impl OutboxStore for SqliteStore {
 
     async fn complete(&self, lease: Lease, outcomes: &[(i64, Disposition)], archive: bool) -> Result<(), OutboxError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut conn = Detached::acquire(&self.pool).await?;
+        let mut tx = sqlx::Connection::begin(conn.conn()).await?;
         let published = seq_list(
             outcomes
                 .iter()
@@ -280,11 +283,14 @@ impl OutboxStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        conn.finish();
         Ok(())
     }
 
     async fn backlog(&self) -> Result<Backlog, OutboxError> {
-        let row = sqlx::query(BACKLOG_SQL).fetch_one(&self.pool).await?;
+        let mut conn = Detached::acquire(&self.pool).await?;
+        let row = sqlx::query(BACKLOG_SQL).fetch_one(conn.conn()).await?;
+        conn.finish();
         let oldest: Option<i64> = row.try_get("oldest")?;
         Ok(Backlog {
             pending: u64::try_from(row.try_get::<i64, _>("pending")?).unwrap_or(0),
@@ -294,21 +300,25 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn purge_published(&self, retention: Duration) -> Result<u64, OutboxError> {
+        let mut conn = Detached::acquire(&self.pool).await?;
         let done = sqlx::query("DELETE FROM palisade_outbox_published WHERE published_at < ?")
             .bind(now_ms().saturating_sub(millis(retention)))
-            .execute(&self.pool)
+            .execute(conn.conn())
             .await?;
+        conn.finish();
         Ok(done.rows_affected())
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, OutboxError> {
+        let mut conn = Detached::acquire(&self.pool).await?;
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS}, last_error, dead_lettered_at FROM palisade_outbox
              WHERE dead_lettered_at IS NOT NULL ORDER BY seq LIMIT ?"
         ))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(conn.conn())
         .await?;
+        conn.finish();
         rows.iter()
             .map(|row| {
                 Ok(DeadLetter::new(
@@ -321,13 +331,15 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn requeue(&self, event_id: Uuid) -> Result<bool, OutboxError> {
+        let mut conn = Detached::acquire(&self.pool).await?;
         let done = sqlx::query(
             "UPDATE palisade_outbox SET dead_lettered_at = NULL, next_attempt_at = NULL, attempts = 0
              WHERE event_id = ? AND dead_lettered_at IS NOT NULL",
         )
         .bind(event_id.to_string())
-        .execute(&self.pool)
+        .execute(conn.conn())
         .await?;
+        conn.finish();
         Ok(done.rows_affected() == 1)
     }
 }

@@ -216,3 +216,43 @@ pub(crate) fn split_readable(
     unreadable.sort_unstable_by_key(|u| u.seq);
     (claimed, unreadable)
 }
+
+/// A connection taken from the pool for one store operation. Unless the operation
+/// [finished](Detached::finish) on it, dropping it closes the connection instead of giving it
+/// back: an operation given up mid-way (its future dropped, say by the relay's store timeout)
+/// leaves it inside a statement or transaction whose end never came, and a pool would test it
+/// with a round trip that a stalled network never answers, holding its slot meanwhile.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+#[derive(Debug)]
+pub(crate) struct Detached<DB: sqlx::Database> {
+    conn: sqlx::pool::PoolConnection<DB>,
+    finished: bool,
+}
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+impl<DB: sqlx::Database> Detached<DB> {
+    pub(crate) async fn acquire(pool: &sqlx::Pool<DB>) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            conn: pool.acquire().await?,
+            finished: false,
+        })
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut DB::Connection {
+        &mut self.conn
+    }
+
+    /// The operation ended cleanly: the connection may go back to the pool.
+    pub(crate) fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+impl<DB: sqlx::Database> Drop for Detached<DB> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.conn.close_on_drop();
+        }
+    }
+}

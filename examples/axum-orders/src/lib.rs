@@ -75,14 +75,18 @@
 //!   bulkhead (`api.bulkhead`: in flight, limit; `null` with the layers off), the payments
 //!   breaker (state, failure rate, consecutive failures, time until half-open), the
 //!   payments bulkhead (in flight, queued, limit; both `null` with the layers off),
-//!   the outbox (pending, published by this process, dead-lettered) and the stores
+//!   the outbox (`outbox`: `pending`, `published` by this process, `dead`
+//!   (dead-lettered), and `publisher`: `"connected"` or `"disconnected"`, whether the
+//!   relay's publisher reaches its broker now, from
+//!   [`Relay::publisher_health`](palisade::outbox::Relay::publisher_health)) and the stores
 //!   in use: `"database": {"backend": "sqlite" | "postgres", "up"}`, `"redis": {"up"}`
 //!   with Redis, `"nats": {"up", "state"}` with NATS, `"idempotency"` and
 //!   `"webhook_replay"` (`"memory"`, `"redis"`, or `"none"` with the layers off),
 //!   `"outbox_publisher"`, and `"webhooks": {"late_events"}` (payment events
 //!   ignored because their order was already settled). The status:
 //!   - 200 `"ok"`: everything answers;
-//!   - 200 `"degraded"`: the NATS broker is unreachable. Orders are still taken:
+//!   - 200 `"degraded"`: the NATS broker is unreachable (`outbox.publisher` is
+//!     `"disconnected"`). Orders are still taken:
 //!     their events wait in the outbox (`outbox.pending` grows) and leave once the
 //!     client has reconnected, so a load balancer must keep sending traffic;
 //!   - 503 `"unavailable"`: the database, or Redis, does not answer; orders fail.
@@ -287,7 +291,7 @@ use palisade::core::error::is_local_rejection;
 use palisade::core::problem::problem_for_error;
 use palisade::idempotency::store::redis::RedisStore;
 use palisade::idempotency::{HeaderScope, IdempotencyLayer};
-use palisade::outbox::publisher::NatsPublisher;
+use palisade::outbox::publisher::{NatsPublisher, PublisherHealth};
 use palisade::outbox::{
     ChannelPublisher, Event, OutboxContext, PublishError, PublishHookLayer, Publisher, RelayHandle, Wakeup,
 };
@@ -629,6 +633,8 @@ struct AppState {
     layers: Layers,
     published: Arc<AtomicU64>,
     publisher: &'static str,
+    /// A clone of the relay's publisher, whose health `/health` reports.
+    event_publisher: EventPublisher,
     metrics: PrometheusHandle,
     redis: Option<MultiplexedConnection>,
     nats: Option<async_nats::Client>,
@@ -664,6 +670,14 @@ impl Publisher for EventPublisher {
         }
         self.published.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    // Forwarded so `/health` reports whether NATS is reachable, not the default.
+    fn health(&self) -> PublisherHealth {
+        match &self.target {
+            PublishTarget::Channel(channel) => channel.health(),
+            PublishTarget::Nats(nats) => nats.health(),
+        }
     }
 
     // Forwarded so NATS pipelines an aggregate's run instead of one ack at a time.
@@ -726,6 +740,7 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         published: published.clone(),
     };
     let wakeup = Wakeup::new();
+    let event_publisher = publisher.clone();
     let (relay, wakeup_tasks) = database.spawn_relay(publisher, wakeup.clone()).await?;
 
     let (payments, guards) = match config.layers {
@@ -784,6 +799,7 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         layers: config.layers,
         published,
         publisher: publisher_name,
+        event_publisher,
         metrics,
         redis,
         nats,
@@ -871,10 +887,11 @@ async fn nats_publisher(
         })
         .await
         .map_err(|e| format!("cannot create the JetStream stream {stream}: {e}"))?;
-    Ok((
-        client,
-        NatsPublisher::from_context(jetstream).with_prefix(subject_prefix),
-    ))
+    // With the client, the publisher's health follows its connection.
+    let publisher = NatsPublisher::from_context(jetstream)
+        .with_client(client.clone())
+        .with_prefix(subject_prefix);
+    Ok((client, publisher))
 }
 
 /// Opens a multiplexed connection to Redis and checks it answers a `PING`.
@@ -1464,11 +1481,12 @@ async fn health(State(state): State<AppState>) -> Response {
         None => None,
     };
     let nats = state.nats.as_ref().map(nats_state);
+    let publisher_up = state.event_publisher.health() == PublisherHealth::Connected;
     // The stores orders are written to decide availability; the broker only
     // delays events, which wait in the outbox meanwhile.
     let (status, code) = if !database_up || backlog.is_err() || redis_up == Some(false) {
         ("unavailable", StatusCode::SERVICE_UNAVAILABLE)
-    } else if nats.is_some_and(|(up, _)| !up) {
+    } else if !publisher_up || nats.is_some_and(|(up, _)| !up) {
         ("degraded", StatusCode::OK)
     } else {
         ("ok", StatusCode::OK)
@@ -1513,6 +1531,7 @@ async fn health(State(state): State<AppState>) -> Response {
             "pending": backlog.map(|b| b.pending),
             "published": state.published.load(Ordering::Relaxed),
             "dead": backlog.map(|b| b.dead_lettered),
+            "publisher": if publisher_up { "connected" } else { "disconnected" },
         },
         "stores": {
             "database": { "backend": state.database.backend().as_str(), "up": database_up },

@@ -397,6 +397,10 @@ async fn health_reports_the_breaker_bulkhead_outbox_and_stores() {
     assert_eq!(report["payments"]["bulkhead"]["in_flight"], 0);
     assert_eq!(report["outbox"]["dead"], 0);
     assert!(report["outbox"]["pending"].is_u64());
+    assert_eq!(
+        report["outbox"]["publisher"], "connected",
+        "the in-process channel is open"
+    );
     assert_eq!(report["stores"]["database"]["backend"], "sqlite");
     assert_eq!(report["stores"]["idempotency"], "memory");
 
