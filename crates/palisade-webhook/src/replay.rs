@@ -296,7 +296,7 @@ mod redis_store {
     use std::sync::LazyLock;
 
     use redis::Script;
-    use redis::aio::{ConnectionLike, MultiplexedConnection};
+    use redis::aio::{ConnectionLike, ConnectionManager};
 
     use super::*;
 
@@ -335,12 +335,12 @@ return 0",
     /// accepted.
     ///
     /// Generic over the connection: any `ConnectionLike + Clone + Send +
-    /// Sync`. Give it redis's [`ConnectionManager`](redis::aio::ConnectionManager):
+    /// Sync`; the default is redis's [`ConnectionManager`]:
     /// after its connection drops (Redis restarted, a network cut, a
     /// failover) the calls in flight fail (claims answer 503 with
     /// `Retry-After`) and the manager connects again in the background, so
     /// the store serves again without a restart. A bare
-    /// [`MultiplexedConnection`] (the type parameter's default) never
+    /// [`MultiplexedConnection`](redis::aio::MultiplexedConnection) never
     /// reconnects: once its connection drops, every claim fails until the
     /// process makes a new one.
     ///
@@ -354,7 +354,7 @@ return 0",
     /// # let _ = store; Ok(()) }
     /// ```
     #[derive(Clone)]
-    pub struct RedisReplayStore<C = MultiplexedConnection> {
+    pub struct RedisReplayStore<C = ConnectionManager> {
         conn: C,
         prefix: Arc<str>,
     }

@@ -298,7 +298,7 @@ use palisade::outbox::{
 use palisade::prelude::*;
 use palisade::retry::{Backoff, HttpRetryPolicy, Jitter, ReplayBody};
 use palisade::webhook::{MemoryReplayStore, RedisReplayStore, Scheme, Verifier, VerifyLayer};
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -636,7 +636,7 @@ struct AppState {
     /// A clone of the relay's publisher, whose health `/health` reports.
     event_publisher: EventPublisher,
     metrics: PrometheusHandle,
-    redis: Option<MultiplexedConnection>,
+    redis: Option<ConnectionManager>,
     nats: Option<async_nats::Client>,
 }
 
@@ -828,7 +828,7 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
 /// Returns the bulkhead's handle for `/health`.
 fn orders_api(
     config: &Config,
-    redis: Option<&MultiplexedConnection>,
+    redis: Option<&ConnectionManager>,
     wakeup: Wakeup,
 ) -> Result<(Router<AppState>, Option<BulkheadHandle>), BoxError> {
     let routes = Router::new()
@@ -894,11 +894,12 @@ async fn nats_publisher(
     Ok((client, publisher))
 }
 
-/// Opens a multiplexed connection to Redis and checks it answers a `PING`.
-async fn connect_redis(url: &str) -> Result<MultiplexedConnection, BoxError> {
+/// Opens a connection to Redis that reconnects after it is lost (so the
+/// stores serve again once Redis is back) and checks it answers a `PING`.
+async fn connect_redis(url: &str) -> Result<ConnectionManager, BoxError> {
     let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL {:?}: {e}", redact_url(url)))?;
     let mut conn = client
-        .get_multiplexed_async_connection()
+        .get_connection_manager()
         .await
         .map_err(|e| format!("cannot connect to Redis at {}: {e}", redact_url(url)))?;
     redis_ping(&mut conn)
@@ -909,7 +910,7 @@ async fn connect_redis(url: &str) -> Result<MultiplexedConnection, BoxError> {
 
 /// Whether Redis answers a `PING` within a second (a dead server must not
 /// hold `/health` for the client's whole response timeout).
-async fn redis_ping(conn: &mut MultiplexedConnection) -> Result<(), BoxError> {
+async fn redis_ping(conn: &mut ConnectionManager) -> Result<(), BoxError> {
     let ping = redis::cmd("PING");
     let ping = ping.query_async::<String>(conn);
     match tokio::time::timeout(Duration::from_secs(1), ping).await {
