@@ -895,22 +895,25 @@ async fn nats_publisher(
 }
 
 /// Opens a connection to Redis that reconnects after it is lost (so the
-/// stores serve again once Redis is back) and checks it answers a `PING`.
+/// stores serve again once Redis is back), once a first connection has shown
+/// that Redis is there and answers a `PING`: a wrong URL fails start-up at
+/// once instead of being retried in the background.
 async fn connect_redis(url: &str) -> Result<ConnectionManager, BoxError> {
     let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL {:?}: {e}", redact_url(url)))?;
-    let mut conn = client
-        .get_connection_manager()
+    let cannot_connect = |e: &dyn std::fmt::Display| format!("cannot connect to Redis at {}: {e}", redact_url(url));
+    let mut probe = client
+        .get_multiplexed_async_connection()
         .await
-        .map_err(|e| format!("cannot connect to Redis at {}: {e}", redact_url(url)))?;
-    redis_ping(&mut conn)
+        .map_err(|e| cannot_connect(&e))?;
+    redis_ping(&mut probe)
         .await
         .map_err(|e| format!("Redis at {} does not answer PING: {e}", redact_url(url)))?;
-    Ok(conn)
+    Ok(client.get_connection_manager().await.map_err(|e| cannot_connect(&e))?)
 }
 
 /// Whether Redis answers a `PING` within a second (a dead server must not
 /// hold `/health` for the client's whole response timeout).
-async fn redis_ping(conn: &mut ConnectionManager) -> Result<(), BoxError> {
+async fn redis_ping(conn: &mut impl redis::aio::ConnectionLike) -> Result<(), BoxError> {
     let ping = redis::cmd("PING");
     let ping = ping.query_async::<String>(conn);
     match tokio::time::timeout(Duration::from_secs(1), ping).await {
