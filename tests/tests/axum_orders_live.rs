@@ -17,7 +17,8 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
-use palisade_tests::{Nats, Postgres, Redis};
+use palisade_tests::fault_proxy::FaultProxy;
+use palisade_tests::{Nats, Postgres, Redis, upstream_of, via};
 use palisade_webhook::{Scheme, Signer};
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
@@ -168,21 +169,10 @@ async fn health_answers_503_when_redis_stops_answering() {
     let Some(redis) = Redis::connect("axum_orders_health").await else {
         return;
     };
-    // A proxy in front of Redis: aborting it cuts the app off from Redis.
-    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_url = format!("redis://{}", proxy.local_addr().unwrap());
-    let upstream = redis
-        .url
-        .trim_start_matches("redis://")
-        .split(['/', '?'])
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let forwarding = tokio::spawn(async move {
-        let (mut client, _) = proxy.accept().await.unwrap();
-        let mut server = tokio::net::TcpStream::connect(upstream).await.unwrap();
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-    });
+    // A proxy in front of Redis: cutting it and refusing new connections
+    // cuts the app off from Redis.
+    let proxy = FaultProxy::start(upstream_of(&redis.url, 6379)).await.unwrap();
+    let proxy_url = via(&redis.url, &proxy);
     let (_sim, payments) = payments().await;
     let (orders, db) = instance(&payments, |config| {
         config.redis_url = Some(proxy_url);
@@ -193,8 +183,8 @@ async fn health_answers_503_when_redis_stops_answering() {
     let (status, _, _) = send(&orders, health()).await;
     assert_eq!(status, StatusCode::OK);
 
-    forwarding.abort();
-    let _ = forwarding.await;
+    proxy.refuse();
+    proxy.cut();
     let (status, _, body) = send(&orders, health()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
