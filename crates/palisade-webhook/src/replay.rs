@@ -26,9 +26,10 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use palisade_core::sync::Unpoison;
 use tokio::time::Instant;
 
 use crate::error::{ConfigError, StoreError};
@@ -180,7 +181,7 @@ impl MemoryReplayStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
         // The map stays consistent even if a holder panicked: every update is one insert or remove.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner.lock().unpoison()
     }
 
     /// The synchronous claim behind [`ReplayStore::claim`].
