@@ -16,12 +16,14 @@ use tokio::task::JoinHandle;
 use tower_service::Service;
 use tracing::Instrument;
 
+use crate::IDEMPOTENT_REPLAYED;
 use crate::body::{Collected, ResponseBody};
 use crate::error::StoreError;
 use crate::hash::{self, Fingerprint, StoreKey};
+use crate::problem::Rejection;
 use crate::state::Shared;
 use crate::store::{Begin, Completion, IdempotencyStore, Lease, StoredResponse};
-use crate::{IDEMPOTENT_REPLAYED, problem};
+use palisade_core::problem::ToProblem;
 use palisade_core::timed::Timed;
 
 type Answer<ResB, E> = Result<Response<ResponseBody<ResB>>, E>;
@@ -378,8 +380,8 @@ where
                         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
                         // Only a runtime shutting down cancels the task; the key stays locked.
                         Err(_) => {
-                            Ok(problem::interrupted(self.shared.config.lock_expiry)
-                                .into_response_with(ResponseBody::full))
+                            Ok(Rejection::Interrupted(self.shared.config.lock_expiry)
+                                .to_response_with(ResponseBody::full))
                         }
                     });
                 }
@@ -409,7 +411,7 @@ where
                 Some(Err(_)) => {
                     self.shared.metrics.unreadable_body.increment(1);
                     tracing::debug!(target: TARGET, name = %config.name, reason = "unreadable_body", "request refused");
-                    return Poll::Ready(Err(problem::unreadable_body().into_response_with(ResponseBody::full)));
+                    return Poll::Ready(Err(Rejection::UnreadableBody.to_response_with(ResponseBody::full)));
                 }
                 None => {
                     if let Some(parts) = &self.request {
@@ -448,12 +450,12 @@ where
             {
                 shared.metrics.mismatch.increment(1);
                 tracing::debug!(target: TARGET, name = %config.name, reason = "mismatch", "key reused with another request");
-                Next::Respond(problem::key_reused().into_response_with(ResponseBody::full))
+                Next::Respond(Rejection::KeyReused.to_response_with(ResponseBody::full))
             }
             Ok(Begin::InFlight { .. }) => {
                 shared.metrics.conflict.increment(1);
                 tracing::debug!(target: TARGET, name = %config.name, reason = "in_flight", "key in flight");
-                Next::Respond(problem::in_flight(config.conflict_retry_after).into_response_with(ResponseBody::full))
+                Next::Respond(Rejection::InFlight(config.conflict_retry_after).to_response_with(ResponseBody::full))
             }
             Ok(Begin::Completed { response, .. }) => {
                 shared.metrics.replayed.increment(1);
@@ -469,7 +471,7 @@ where
                 shared.metrics.store_error_closed.increment(1);
                 tracing::warn!(target: TARGET, name = %config.name, reason = "fail_closed", %error, "idempotency store failed; request refused");
                 let retry_after = error.retry_after().unwrap_or(config.unavailable_retry_after);
-                Next::Respond(problem::store_unavailable(retry_after).into_response_with(ResponseBody::full))
+                Next::Respond(Rejection::StoreUnavailable(retry_after).to_response_with(ResponseBody::full))
             }
         }
     }
@@ -662,7 +664,7 @@ where
 fn body_too_large<B: Body, St, Sc>(shared: &Shared<St, Sc>) -> Response<ResponseBody<B>> {
     shared.metrics.body_too_large.increment(1);
     tracing::debug!(target: TARGET, name = %shared.config.name, reason = "body_too_large", "request refused");
-    problem::body_too_large().into_response_with(ResponseBody::full)
+    Rejection::BodyTooLarge.to_response_with(ResponseBody::full)
 }
 
 #[cfg(test)]

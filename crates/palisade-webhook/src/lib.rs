@@ -84,7 +84,10 @@
 //!
 //! The layer answers these itself, as RFC 9457 `application/problem+json`
 //! ([`palisade_core::Problem`]); the handler is not called. The body names
-//! the header at fault, never a signature, a secret or the payload.
+//! the header at fault, never a signature, a secret or the payload. A
+//! [`Rejection`] (also what [`Verifier::verify`] returns) answers with the
+//! same response through
+//! [`ToProblem`](palisade_core::problem::ToProblem).
 //!
 //! | cause | status | `type` |
 //! |---|---|---|

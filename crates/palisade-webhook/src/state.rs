@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use metrics::{Key, Label, Metadata, SharedString};
 use palisade_core::Problem;
+use palisade_core::problem::ToProblem;
 use palisade_core::telemetry::{LABEL_NAME, LABEL_OUTCOME, LABEL_SCHEME, webhook};
 
 use crate::error::{Reason, Rejection};
@@ -102,7 +103,7 @@ impl Shared {
                 self.counters.increment(Outcome::Rejected(rejection.reason()));
                 let reason = rejection.reason().as_str();
                 tracing::info!(target: webhook::TARGET, name = &*self.name, scheme, reason, "webhook rejected");
-                rejection.to_problem().into_response()
+                rejection.to_response()
             }
             Answer::Duplicate => {
                 self.counters.increment(Outcome::Duplicate);
