@@ -218,7 +218,8 @@
 //!   `invalid` (with `reason` `missing_key`, `malformed_key`,
 //!   `body_too_large`, `unreadable_body`), `store_error` (with `reason`
 //!   `fail_closed` or `fail_open`). Counters are registered when the layer
-//!   is built, so install the metrics recorder first.
+//!   is built, so
+//!   [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers).
 //! - Tracing target `palisade::idempotency`: debug events for rejections and
 //!   replays, warnings for store failures, lost leases and failed releases,
 //!   with the fields `name` and `reason`.

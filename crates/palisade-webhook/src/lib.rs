@@ -217,7 +217,10 @@
 //!   or a rejection reason (`missing_header`, `malformed_header`,
 //!   `stale_timestamp`, `bad_signature`, `body_too_large`, `body_unreadable`,
 //!   `replay_store_unavailable`). `name` defaults to the scheme label
-//!   ([`VerifyLayerBuilder::name`]).
+//!   ([`VerifyLayerBuilder::name`]). An outcome's series is registered on
+//!   its first occurrence and held by the layer from then on, so
+//!   [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers);
+//!   outcomes that never happen report no series.
 //! - A tracing event per rejection at `INFO` under target `palisade::webhook`,
 //!   with fields `name`, `scheme` and `reason` (never a secret, a signature or
 //!   the body); duplicates and in-flight answers at `DEBUG`; a store that
