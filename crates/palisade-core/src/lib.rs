@@ -3,6 +3,8 @@
 //! - [`backoff`]: [`Backoff`](backoff::Backoff) schedules, [`Jitter`](backoff::Jitter)
 //!   and the injectable [`Random`](backoff::Random) source, for every wait that
 //!   grows between attempts (retries, a breaker's open duration, redeliveries).
+//! - [`body`]: [`Collected`](body::Collected), reading a body into one
+//!   `Bytes` up to a limit, a single frame without copying.
 //! - [`classify`]: one trait, [`Classify`], that decides whether a call
 //!   succeeded, failed or does not count, and separately whether it may be
 //!   retried; ready classifiers for "any error", HTTP and gRPC, and closures.
@@ -73,6 +75,7 @@
 //! ```
 
 pub mod backoff;
+pub mod body;
 mod boxed;
 pub mod classify;
 pub mod error;

@@ -17,12 +17,13 @@ use tower_service::Service;
 use tracing::Instrument;
 
 use crate::IDEMPOTENT_REPLAYED;
-use crate::body::{Collected, ResponseBody};
+use crate::body::ResponseBody;
 use crate::error::StoreError;
 use crate::hash::{self, Fingerprint, StoreKey};
 use crate::problem::Rejection;
 use crate::state::Shared;
 use crate::store::{Begin, Completion, IdempotencyStore, Lease, StoredResponse};
+use palisade_core::body::{CollectError, Collected};
 use palisade_core::problem::ToProblem;
 use palisade_core::timed::Timed;
 
@@ -393,34 +394,24 @@ where
     /// Reads the request body up to the cap; on success the fingerprint is set.
     fn poll_request_body(
         &mut self,
-        mut body: Pin<&mut ReqB>,
+        body: Pin<&mut ReqB>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Response<ResponseBody<ResB>>>> {
         let config = &self.shared.config;
-        loop {
-            match ready!(body.as_mut().poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    // Request trailers are not part of the fingerprint, and are not forwarded.
-                    if let Ok(data) = frame.into_data() {
-                        if self.collected.len().saturating_add(bytes::Buf::remaining(&data)) > config.max_request_body {
-                            return Poll::Ready(Err(body_too_large(&self.shared)));
-                        }
-                        self.collected.push(data);
-                    }
+        // Request trailers are not part of the fingerprint, and are not forwarded.
+        match ready!(self.collected.poll_collect(body, config.max_request_body, cx)) {
+            Ok(body) => {
+                if let Some(parts) = &self.request {
+                    self.fingerprint = hash::fingerprint(&parts.method, parts.uri.path(), parts.uri.query(), &body);
                 }
-                Some(Err(_)) => {
-                    self.shared.metrics.unreadable_body.increment(1);
-                    tracing::debug!(target: TARGET, name = %config.name, reason = "unreadable_body", "request refused");
-                    return Poll::Ready(Err(Rejection::UnreadableBody.to_response_with(ResponseBody::full)));
-                }
-                None => {
-                    if let Some(parts) = &self.request {
-                        let body = self.collected.take();
-                        self.fingerprint = hash::fingerprint(&parts.method, parts.uri.path(), parts.uri.query(), &body);
-                        self.collected.push(body);
-                    }
-                    return Poll::Ready(Ok(()));
-                }
+                self.collected.push(body);
+                Poll::Ready(Ok(()))
+            }
+            Err(CollectError::TooLarge) => Poll::Ready(Err(body_too_large(&self.shared))),
+            Err(CollectError::Failed(_)) => {
+                self.shared.metrics.unreadable_body.increment(1);
+                tracing::debug!(target: TARGET, name = %config.name, reason = "unreadable_body", "request refused");
+                Poll::Ready(Err(Rejection::UnreadableBody.to_response_with(ResponseBody::full)))
             }
         }
     }

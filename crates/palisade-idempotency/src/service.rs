@@ -19,6 +19,7 @@ use crate::scope::Scope;
 use crate::state::Shared;
 use crate::store::IdempotencyStore;
 use crate::{hash, key};
+use palisade_core::body::announces_more_than;
 use palisade_core::problem::ToProblem;
 
 /// Replays the first response of requests that carry the same
@@ -172,7 +173,7 @@ impl<S, St, Sc, D> Idempotency<S, St, Sc, D> {
         let Ok(client_key) = key::parse(value) else {
             return invalid_key(shared);
         };
-        if body.size_hint().lower() > config.max_request_body as u64 {
+        if announces_more_than(&body, config.max_request_body) {
             return ResponseFuture::body_too_large(shared);
         }
         let scope = shared.scope.scope(&parts);

@@ -11,11 +11,11 @@ use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Full;
 use palisade_core::BoxError;
+use palisade_core::body::{CollectError, Collected};
 use palisade_core::telemetry::webhook;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::body::{CollectError, Collector};
 use crate::error::{Reason, Rejection};
 use crate::replay::{Claim, Lease, ReplayStore, StoreFuture};
 use crate::scheme::SchemeKind;
@@ -46,7 +46,7 @@ pin_project! {
         Collect {
             #[pin]
             body: B,
-            collector: Collector,
+            collector: Collected,
             parts: Option<Parts>,
             inner: Option<S>,
             now: u64,
@@ -116,7 +116,7 @@ where
         Self {
             state: VerifyState::Collect {
                 body,
-                collector: Collector::default(),
+                collector: Collected::default(),
                 parts: Some(parts),
                 inner: Some(inner),
                 now,
@@ -325,7 +325,7 @@ pin_project! {
         Collect {
             #[pin]
             body: B,
-            collector: Collector,
+            collector: Collected,
             parts: Option<Parts>,
             inner: Option<S>,
             signer: Signer,
@@ -345,7 +345,7 @@ where
         Self {
             state: SignState::Collect {
                 body,
-                collector: Collector::default(),
+                collector: Collected::default(),
                 parts: Some(parts),
                 inner: Some(inner),
                 signer,

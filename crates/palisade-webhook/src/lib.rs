@@ -257,7 +257,6 @@
 //! references and with the machine and load it was measured on, is in the
 //! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 
-mod body;
 pub mod clock;
 mod compiled;
 pub mod error;
