@@ -48,44 +48,80 @@ pub(crate) enum Rejection {
     Interrupted(Duration),
 }
 
+impl Rejection {
+    /// The status, `type`, title and detail, and the `Retry-After` if any.
+    fn parts(self) -> (StatusCode, &'static str, &'static str, &'static str, Option<Duration>) {
+        match self {
+            Self::MissingKey => (
+                StatusCode::BAD_REQUEST,
+                types::KEY_MISSING,
+                "Idempotency key required",
+                "This request must carry an Idempotency-Key header.",
+                None,
+            ),
+            Self::InvalidKey => (
+                StatusCode::BAD_REQUEST,
+                types::KEY_INVALID,
+                "Invalid idempotency key",
+                "The Idempotency-Key header must be one value of 1 to 255 visible ASCII characters.",
+                None,
+            ),
+            Self::UnreadableBody => (
+                StatusCode::BAD_REQUEST,
+                types::BODY_UNREADABLE,
+                "Request body unreadable",
+                "The request body could not be read.",
+                None,
+            ),
+            Self::BodyTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                types::BODY_TOO_LARGE,
+                "Request body too large",
+                "The request body is larger than this service accepts for idempotent requests.",
+                None,
+            ),
+            Self::InFlight(retry_after) => (
+                StatusCode::CONFLICT,
+                types::IN_FLIGHT,
+                "Request in progress",
+                "A request with this Idempotency-Key is still being processed; retry later.",
+                Some(retry_after),
+            ),
+            Self::KeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                types::KEY_REUSED,
+                "Idempotency key reused",
+                "This Idempotency-Key was already used with a different request.",
+                None,
+            ),
+            Self::StoreUnavailable(retry_after) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                types::STORE_UNAVAILABLE,
+                "Idempotency store unavailable",
+                "The request could not be checked for duplicates; retry later.",
+                Some(retry_after),
+            ),
+            Self::Interrupted(retry_after) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                types::INTERRUPTED,
+                "Request interrupted",
+                "The request's processing was interrupted; retry later.",
+                Some(retry_after),
+            ),
+        }
+    }
+}
+
 impl ToProblem for Rejection {
     fn to_problem(&self) -> Problem {
-        match *self {
-            Self::MissingKey => Problem::new(StatusCode::BAD_REQUEST)
-                .with_type(types::KEY_MISSING)
-                .with_title("Idempotency key required")
-                .with_detail("This request must carry an Idempotency-Key header."),
-            Self::InvalidKey => Problem::new(StatusCode::BAD_REQUEST)
-                .with_type(types::KEY_INVALID)
-                .with_title("Invalid idempotency key")
-                .with_detail("The Idempotency-Key header must be one value of 1 to 255 visible ASCII characters."),
-            Self::UnreadableBody => Problem::new(StatusCode::BAD_REQUEST)
-                .with_type(types::BODY_UNREADABLE)
-                .with_title("Request body unreadable")
-                .with_detail("The request body could not be read."),
-            Self::BodyTooLarge => Problem::new(StatusCode::PAYLOAD_TOO_LARGE)
-                .with_type(types::BODY_TOO_LARGE)
-                .with_title("Request body too large")
-                .with_detail("The request body is larger than this service accepts for idempotent requests."),
-            Self::InFlight(retry_after) => Problem::new(StatusCode::CONFLICT)
-                .with_type(types::IN_FLIGHT)
-                .with_title("Request in progress")
-                .with_detail("A request with this Idempotency-Key is still being processed; retry later.")
-                .with_retry_after(retry_after),
-            Self::KeyReused => Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
-                .with_type(types::KEY_REUSED)
-                .with_title("Idempotency key reused")
-                .with_detail("This Idempotency-Key was already used with a different request."),
-            Self::StoreUnavailable(retry_after) => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
-                .with_type(types::STORE_UNAVAILABLE)
-                .with_title("Idempotency store unavailable")
-                .with_detail("The request could not be checked for duplicates; retry later.")
-                .with_retry_after(retry_after),
-            Self::Interrupted(retry_after) => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
-                .with_type(types::INTERRUPTED)
-                .with_title("Request interrupted")
-                .with_detail("The request's processing was interrupted; retry later.")
-                .with_retry_after(retry_after),
+        let (status, kind, title, detail, retry_after) = self.parts();
+        let problem = Problem::new(status)
+            .with_type(kind)
+            .with_title(title)
+            .with_detail(detail);
+        match retry_after {
+            Some(after) => problem.with_retry_after(after),
+            None => problem,
         }
     }
 }
