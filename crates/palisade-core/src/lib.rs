@@ -13,6 +13,8 @@
 //!   the crate root) anywhere in a `source()` chain.
 //! - [`keyed`]: [`KeyedMap`](keyed::KeyedMap), the bounded per-key state of
 //!   keyed layers, with idle or least-recently-used eviction.
+//! - [`lease`]: [`Lease`](lease::Lease), the fencing token of a key's
+//!   in-flight mark in the idempotency and webhook stores.
 //! - [`sync`]: [`Unpoison`](sync::Unpoison), taking over poisoned locks.
 //! - [`problem`]: RFC 9457 `application/problem+json` responses, [`ToProblem`](problem::ToProblem)
 //!   (the one way from a layer's rejection to its response), and the
@@ -80,6 +82,7 @@ mod boxed;
 pub mod classify;
 pub mod error;
 pub mod keyed;
+pub mod lease;
 pub mod problem;
 mod rejection;
 pub mod response;

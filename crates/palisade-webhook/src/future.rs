@@ -186,7 +186,8 @@ where
                     let request = Request::from_parts(parts, Full::new(bytes));
                     match (replay, key) {
                         (Some(store), Some(key)) => {
-                            let lease = Lease::fresh();
+                            // A UUID v7: time-ordered, 74 random bits, unique across instances.
+                            let lease = Lease::new(uuid::Uuid::now_v7().as_u128());
                             VerifyState::Claim {
                                 claim: Timed::new(
                                     store.claim(&key, lease, this.shared.lock_expiry),

@@ -37,30 +37,7 @@ use crate::error::{ConfigError, StoreError};
 /// The future a replay store's operations return.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
-/// The proof that an attempt holds a key's in-flight claim: a token unique
-/// to that attempt (a fencing token).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Lease {
-    token: u128,
-}
-
-impl Lease {
-    /// A lease with the given token. The layer makes a fresh one per attempt
-    /// (a UUID v7, unique across instances).
-    pub const fn new(token: u128) -> Self {
-        Self { token }
-    }
-
-    /// A fresh lease: a UUID v7 (time-ordered, 74 random bits).
-    pub(crate) fn fresh() -> Self {
-        Self::new(uuid::Uuid::now_v7().as_u128())
-    }
-
-    /// The token.
-    pub const fn token(&self) -> u128 {
-        self.token
-    }
-}
+pub use palisade_core::lease::Lease;
 
 /// What [`ReplayStore::claim`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
