@@ -392,7 +392,7 @@ pub fn trace_context(data: &[u8]) {
 #[derive(Debug, Clone)]
 pub struct StoredResponseTarget {
     conn: redis::aio::MultiplexedConnection,
-    store: RedisStore,
+    store: RedisStore<redis::aio::MultiplexedConnection>,
     key: StoreKey,
     redis_key: String,
 }
