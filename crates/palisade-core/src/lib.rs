@@ -3,6 +3,8 @@
 //! - [`backoff`]: [`Backoff`](backoff::Backoff) schedules, [`Jitter`](backoff::Jitter)
 //!   and the injectable [`Random`](backoff::Random) source, for every wait that
 //!   grows between attempts (retries, a breaker's open duration, redeliveries).
+//! - [`body`]: [`Collected`](body::Collected), reading a body into one
+//!   `Bytes` up to a limit, a single frame without copying.
 //! - [`classify`]: one trait, [`Classify`], that decides whether a call
 //!   succeeded, failed or does not count, and separately whether it may be
 //!   retried; ready classifiers for "any error", HTTP and gRPC, and closures.
@@ -11,6 +13,8 @@
 //!   the crate root) anywhere in a `source()` chain.
 //! - [`keyed`]: [`KeyedMap`](keyed::KeyedMap), the bounded per-key state of
 //!   keyed layers, with idle or least-recently-used eviction.
+//! - [`lease`]: [`Lease`](lease::Lease), the fencing token of a key's
+//!   in-flight mark in the idempotency and webhook stores.
 //! - [`sync`]: [`Unpoison`](sync::Unpoison), taking over poisoned locks.
 //! - [`problem`]: RFC 9457 `application/problem+json` responses, [`ToProblem`](problem::ToProblem)
 //!   (the one way from a layer's rejection to its response), and the
@@ -73,10 +77,12 @@
 //! ```
 
 pub mod backoff;
+pub mod body;
 mod boxed;
 pub mod classify;
 pub mod error;
 pub mod keyed;
+pub mod lease;
 pub mod problem;
 mod rejection;
 pub mod response;

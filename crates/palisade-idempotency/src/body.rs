@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -121,70 +121,10 @@ impl<B: Body> Body for ResponseBody<B> {
     }
 }
 
-/// Bytes read from a body: a single chunk is kept as it came (no copy);
-/// more chunks are joined.
-#[derive(Debug, Default)]
-pub(crate) struct Collected {
-    first: Option<Bytes>,
-    joined: Option<BytesMut>,
-    len: usize,
-}
-
-impl Collected {
-    pub(crate) fn push(&mut self, mut data: impl Buf) {
-        let chunk = data.copy_to_bytes(data.remaining());
-        if chunk.is_empty() {
-            return;
-        }
-        self.len += chunk.len();
-        match (&mut self.joined, self.first.take()) {
-            (Some(joined), _) => joined.extend_from_slice(&chunk),
-            (None, None) => self.first = Some(chunk),
-            (None, Some(first)) => {
-                let mut joined = BytesMut::with_capacity(first.len() + chunk.len());
-                joined.extend_from_slice(&first);
-                joined.extend_from_slice(&chunk);
-                self.joined = Some(joined);
-            }
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    pub(crate) fn take(&mut self) -> Bytes {
-        self.len = 0;
-        match (self.joined.take(), self.first.take()) {
-            (Some(joined), _) => joined.freeze(),
-            (None, Some(first)) => first,
-            (None, None) => Bytes::new(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
-
-    #[test]
-    fn collected_keeps_one_chunk_and_joins_several() {
-        let mut one = Collected::default();
-        let chunk = Bytes::from_static(b"hello");
-        one.push(chunk.clone());
-        assert_eq!(one.len(), 5);
-        let taken = one.take();
-        assert_eq!(taken.as_ptr(), chunk.as_ptr(), "a single chunk is not copied");
-
-        let mut many = Collected::default();
-        for part in ["ab", "", "cd", "e"] {
-            many.push(Bytes::from(part));
-        }
-        assert_eq!(many.len(), 5);
-        assert_eq!(many.take(), "abcde");
-        assert_eq!(many.take(), "");
-    }
 
     #[tokio::test]
     async fn prefixed_body_replays_what_was_read_then_the_rest() {

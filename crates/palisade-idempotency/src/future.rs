@@ -16,12 +16,15 @@ use tokio::task::JoinHandle;
 use tower_service::Service;
 use tracing::Instrument;
 
-use crate::body::{Collected, ResponseBody};
+use crate::IDEMPOTENT_REPLAYED;
+use crate::body::ResponseBody;
 use crate::error::StoreError;
 use crate::hash::{self, Fingerprint, StoreKey};
+use crate::problem::Rejection;
 use crate::state::Shared;
 use crate::store::{Begin, Completion, IdempotencyStore, Lease, StoredResponse};
-use crate::{IDEMPOTENT_REPLAYED, problem};
+use palisade_core::body::{CollectError, Collected};
+use palisade_core::problem::ToProblem;
 use palisade_core::timed::Timed;
 
 type Answer<ResB, E> = Result<Response<ResponseBody<ResB>>, E>;
@@ -378,8 +381,8 @@ where
                         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
                         // Only a runtime shutting down cancels the task; the key stays locked.
                         Err(_) => {
-                            Ok(problem::interrupted(self.shared.config.lock_expiry)
-                                .into_response_with(ResponseBody::full))
+                            Ok(Rejection::Interrupted(self.shared.config.lock_expiry)
+                                .to_response_with(ResponseBody::full))
                         }
                     });
                 }
@@ -391,34 +394,24 @@ where
     /// Reads the request body up to the cap; on success the fingerprint is set.
     fn poll_request_body(
         &mut self,
-        mut body: Pin<&mut ReqB>,
+        body: Pin<&mut ReqB>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Response<ResponseBody<ResB>>>> {
         let config = &self.shared.config;
-        loop {
-            match ready!(body.as_mut().poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    // Request trailers are not part of the fingerprint, and are not forwarded.
-                    if let Ok(data) = frame.into_data() {
-                        if self.collected.len().saturating_add(bytes::Buf::remaining(&data)) > config.max_request_body {
-                            return Poll::Ready(Err(body_too_large(&self.shared)));
-                        }
-                        self.collected.push(data);
-                    }
+        // Request trailers are not part of the fingerprint, and are not forwarded.
+        match ready!(self.collected.poll_collect(body, config.max_request_body, cx)) {
+            Ok(body) => {
+                if let Some(parts) = &self.request {
+                    self.fingerprint = hash::fingerprint(&parts.method, parts.uri.path(), parts.uri.query(), &body);
                 }
-                Some(Err(_)) => {
-                    self.shared.metrics.unreadable_body.increment(1);
-                    tracing::debug!(target: TARGET, name = %config.name, reason = "unreadable_body", "request refused");
-                    return Poll::Ready(Err(problem::unreadable_body().into_response_with(ResponseBody::full)));
-                }
-                None => {
-                    if let Some(parts) = &self.request {
-                        let body = self.collected.take();
-                        self.fingerprint = hash::fingerprint(&parts.method, parts.uri.path(), parts.uri.query(), &body);
-                        self.collected.push(body);
-                    }
-                    return Poll::Ready(Ok(()));
-                }
+                self.collected.push(body);
+                Poll::Ready(Ok(()))
+            }
+            Err(CollectError::TooLarge) => Poll::Ready(Err(body_too_large(&self.shared))),
+            Err(CollectError::Failed(_)) => {
+                self.shared.metrics.unreadable_body.increment(1);
+                tracing::debug!(target: TARGET, name = %config.name, reason = "unreadable_body", "request refused");
+                Poll::Ready(Err(Rejection::UnreadableBody.to_response_with(ResponseBody::full)))
             }
         }
     }
@@ -448,12 +441,12 @@ where
             {
                 shared.metrics.mismatch.increment(1);
                 tracing::debug!(target: TARGET, name = %config.name, reason = "mismatch", "key reused with another request");
-                Next::Respond(problem::key_reused().into_response_with(ResponseBody::full))
+                Next::Respond(Rejection::KeyReused.to_response_with(ResponseBody::full))
             }
             Ok(Begin::InFlight { .. }) => {
                 shared.metrics.conflict.increment(1);
                 tracing::debug!(target: TARGET, name = %config.name, reason = "in_flight", "key in flight");
-                Next::Respond(problem::in_flight(config.conflict_retry_after).into_response_with(ResponseBody::full))
+                Next::Respond(Rejection::InFlight(config.conflict_retry_after).to_response_with(ResponseBody::full))
             }
             Ok(Begin::Completed { response, .. }) => {
                 shared.metrics.replayed.increment(1);
@@ -469,7 +462,7 @@ where
                 shared.metrics.store_error_closed.increment(1);
                 tracing::warn!(target: TARGET, name = %config.name, reason = "fail_closed", %error, "idempotency store failed; request refused");
                 let retry_after = error.retry_after().unwrap_or(config.unavailable_retry_after);
-                Next::Respond(problem::store_unavailable(retry_after).into_response_with(ResponseBody::full))
+                Next::Respond(Rejection::StoreUnavailable(retry_after).to_response_with(ResponseBody::full))
             }
         }
     }
@@ -662,7 +655,7 @@ where
 fn body_too_large<B: Body, St, Sc>(shared: &Shared<St, Sc>) -> Response<ResponseBody<B>> {
     shared.metrics.body_too_large.increment(1);
     tracing::debug!(target: TARGET, name = %shared.config.name, reason = "body_too_large", "request refused");
-    problem::body_too_large().into_response_with(ResponseBody::full)
+    Rejection::BodyTooLarge.to_response_with(ResponseBody::full)
 }
 
 #[cfg(test)]

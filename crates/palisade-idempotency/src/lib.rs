@@ -21,8 +21,9 @@
 //! | same key, different method/path/query/body | **422** | no |
 //! | the store fails, does not answer within the [store timeout](IdempotencyLayerBuilder::store_timeout), or is full | **503** with `Retry-After` (fail closed, default) or passes through unprotected ([`fail_open`](IdempotencyLayerBuilder::fail_open)) | no / yes |
 //!
-//! Every rejection is an RFC 9457 `application/problem+json` response built
-//! with [`palisade_core::Problem`]; its `type` is one of [`problem::types`],
+//! Every rejection is an RFC 9457 `application/problem+json` response made
+//! through [`ToProblem`](palisade_core::problem::ToProblem), as in every
+//! palisade HTTP layer; its `type` is one of [`problem::types`],
 //! and it never carries internal details. Other methods pass through
 //! untouched.
 //!
@@ -217,7 +218,8 @@
 //!   `invalid` (with `reason` `missing_key`, `malformed_key`,
 //!   `body_too_large`, `unreadable_body`), `store_error` (with `reason`
 //!   `fail_closed` or `fail_open`). Counters are registered when the layer
-//!   is built, so install the metrics recorder first.
+//!   is built, so
+//!   [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers).
 //! - Tracing target `palisade::idempotency`: debug events for rejections and
 //!   replays, warnings for store failures, lost leases and failed releases,
 //!   with the fields `name` and `reason`.

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use palisade_core::Problem;
+use palisade_core::problem::ToProblem;
 
 /// The `type` URIs of the layer's rejections.
 pub mod types {
@@ -26,61 +27,101 @@ pub mod types {
     pub const INTERRUPTED: &str = "urn:palisade:problem:idempotency-interrupted";
 }
 
-pub(crate) fn missing_key() -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST)
-        .with_type(types::KEY_MISSING)
-        .with_title("Idempotency key required")
-        .with_detail("This request must carry an Idempotency-Key header.")
+/// A request the layer answers itself, without calling the inner service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    /// The route requires a key and the request has none.
+    MissingKey,
+    /// The `Idempotency-Key` header is not a valid key.
+    InvalidKey,
+    /// The request body failed mid-read.
+    UnreadableBody,
+    /// The request body is over the limit.
+    BodyTooLarge,
+    /// A request with the same key is in flight; retry after this long.
+    InFlight(Duration),
+    /// The key was first used with a different request.
+    KeyReused,
+    /// The store failed (fail closed); retry after this long.
+    StoreUnavailable(Duration),
+    /// The runtime shut down while the request ran; retry after this long.
+    Interrupted(Duration),
 }
 
-pub(crate) fn invalid_key() -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST)
-        .with_type(types::KEY_INVALID)
-        .with_title("Invalid idempotency key")
-        .with_detail("The Idempotency-Key header must be one value of 1 to 255 visible ASCII characters.")
+impl Rejection {
+    /// The status, `type`, title and detail, and the `Retry-After` if any.
+    fn parts(self) -> (StatusCode, &'static str, &'static str, &'static str, Option<Duration>) {
+        match self {
+            Self::MissingKey => (
+                StatusCode::BAD_REQUEST,
+                types::KEY_MISSING,
+                "Idempotency key required",
+                "This request must carry an Idempotency-Key header.",
+                None,
+            ),
+            Self::InvalidKey => (
+                StatusCode::BAD_REQUEST,
+                types::KEY_INVALID,
+                "Invalid idempotency key",
+                "The Idempotency-Key header must be one value of 1 to 255 visible ASCII characters.",
+                None,
+            ),
+            Self::UnreadableBody => (
+                StatusCode::BAD_REQUEST,
+                types::BODY_UNREADABLE,
+                "Request body unreadable",
+                "The request body could not be read.",
+                None,
+            ),
+            Self::BodyTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                types::BODY_TOO_LARGE,
+                "Request body too large",
+                "The request body is larger than this service accepts for idempotent requests.",
+                None,
+            ),
+            Self::InFlight(retry_after) => (
+                StatusCode::CONFLICT,
+                types::IN_FLIGHT,
+                "Request in progress",
+                "A request with this Idempotency-Key is still being processed; retry later.",
+                Some(retry_after),
+            ),
+            Self::KeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                types::KEY_REUSED,
+                "Idempotency key reused",
+                "This Idempotency-Key was already used with a different request.",
+                None,
+            ),
+            Self::StoreUnavailable(retry_after) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                types::STORE_UNAVAILABLE,
+                "Idempotency store unavailable",
+                "The request could not be checked for duplicates; retry later.",
+                Some(retry_after),
+            ),
+            Self::Interrupted(retry_after) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                types::INTERRUPTED,
+                "Request interrupted",
+                "The request's processing was interrupted; retry later.",
+                Some(retry_after),
+            ),
+        }
+    }
 }
 
-pub(crate) fn unreadable_body() -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST)
-        .with_type(types::BODY_UNREADABLE)
-        .with_title("Request body unreadable")
-        .with_detail("The request body could not be read.")
-}
-
-pub(crate) fn body_too_large() -> Problem {
-    Problem::new(StatusCode::PAYLOAD_TOO_LARGE)
-        .with_type(types::BODY_TOO_LARGE)
-        .with_title("Request body too large")
-        .with_detail("The request body is larger than this service accepts for idempotent requests.")
-}
-
-pub(crate) fn in_flight(retry_after: Duration) -> Problem {
-    Problem::new(StatusCode::CONFLICT)
-        .with_type(types::IN_FLIGHT)
-        .with_title("Request in progress")
-        .with_detail("A request with this Idempotency-Key is still being processed; retry later.")
-        .with_retry_after(retry_after)
-}
-
-pub(crate) fn key_reused() -> Problem {
-    Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
-        .with_type(types::KEY_REUSED)
-        .with_title("Idempotency key reused")
-        .with_detail("This Idempotency-Key was already used with a different request.")
-}
-
-pub(crate) fn store_unavailable(retry_after: Duration) -> Problem {
-    Problem::new(StatusCode::SERVICE_UNAVAILABLE)
-        .with_type(types::STORE_UNAVAILABLE)
-        .with_title("Idempotency store unavailable")
-        .with_detail("The request could not be checked for duplicates; retry later.")
-        .with_retry_after(retry_after)
-}
-
-pub(crate) fn interrupted(retry_after: Duration) -> Problem {
-    Problem::new(StatusCode::SERVICE_UNAVAILABLE)
-        .with_type(types::INTERRUPTED)
-        .with_title("Request interrupted")
-        .with_detail("The request's processing was interrupted; retry later.")
-        .with_retry_after(retry_after)
+impl ToProblem for Rejection {
+    fn to_problem(&self) -> Problem {
+        let (status, kind, title, detail, retry_after) = self.parts();
+        let problem = Problem::new(status)
+            .with_type(kind)
+            .with_title(title)
+            .with_detail(detail);
+        match retry_after {
+            Some(after) => problem.with_retry_after(after),
+            None => problem,
+        }
+    }
 }

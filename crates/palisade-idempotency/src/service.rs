@@ -14,10 +14,13 @@ use tower_service::Service;
 use crate::body::ResponseBody;
 use crate::disconnect::{Complete, InCaller};
 use crate::future::{self, ResponseFuture, Spawn};
+use crate::problem::Rejection;
 use crate::scope::Scope;
 use crate::state::Shared;
 use crate::store::IdempotencyStore;
-use crate::{hash, key, problem};
+use crate::{hash, key};
+use palisade_core::body::announces_more_than;
+use palisade_core::problem::ToProblem;
 
 /// Replays the first response of requests that carry the same
 /// `Idempotency-Key`: see the [crate docs](crate).
@@ -163,14 +166,14 @@ impl<S, St, Sc, D> Idempotency<S, St, Sc, D> {
             (None, _) => {
                 shared.metrics.missing_key.increment(1);
                 tracing::debug!(target: TARGET, name = %config.name, reason = "missing_key", "request refused");
-                return ResponseFuture::respond(problem::missing_key().into_response_with(ResponseBody::full));
+                return ResponseFuture::respond(Rejection::MissingKey.to_response_with(ResponseBody::full));
             }
             (Some(_), Some(_)) => return invalid_key(shared),
         };
         let Ok(client_key) = key::parse(value) else {
             return invalid_key(shared);
         };
-        if body.size_hint().lower() > config.max_request_body as u64 {
+        if announces_more_than(&body, config.max_request_body) {
             return ResponseFuture::body_too_large(shared);
         }
         let scope = shared.scope.scope(&parts);
@@ -200,5 +203,5 @@ where
 {
     shared.metrics.malformed_key.increment(1);
     tracing::debug!(target: TARGET, name = %shared.config.name, reason = "malformed_key", "request refused");
-    ResponseFuture::respond(problem::invalid_key().into_response_with(ResponseBody::full))
+    ResponseFuture::respond(Rejection::InvalidKey.to_response_with(ResponseBody::full))
 }

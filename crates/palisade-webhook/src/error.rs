@@ -6,6 +6,7 @@ use std::fmt;
 
 use http::{HeaderName, StatusCode};
 use palisade_core::Problem;
+use palisade_core::problem::ToProblem;
 
 /// An impossible configuration, reported by the builders' `build()`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -187,10 +188,12 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         self.reason.status()
     }
+}
 
-    /// The problem+json description sent to the client: the reason and the
-    /// header's name, never a signature, a secret or the body.
-    pub fn to_problem(&self) -> Problem {
+/// The problem+json description sent to the client: the reason and the
+/// header's name, never a signature, a secret or the body.
+impl ToProblem for Rejection {
+    fn to_problem(&self) -> Problem {
         let mut problem = Problem::new(self.status())
             .with_type(self.reason.problem_type())
             .with_title(self.reason.title());

@@ -11,11 +11,11 @@ use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Full;
 use palisade_core::BoxError;
+use palisade_core::body::{CollectError, Collected};
 use palisade_core::telemetry::webhook;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::body::{CollectError, Collector};
 use crate::error::{Reason, Rejection};
 use crate::replay::{Claim, Lease, ReplayStore, StoreFuture};
 use crate::scheme::SchemeKind;
@@ -46,7 +46,7 @@ pin_project! {
         Collect {
             #[pin]
             body: B,
-            collector: Collector,
+            collector: Collected,
             parts: Option<Parts>,
             inner: Option<S>,
             now: u64,
@@ -116,7 +116,7 @@ where
         Self {
             state: VerifyState::Collect {
                 body,
-                collector: Collector::default(),
+                collector: Collected::default(),
                 parts: Some(parts),
                 inner: Some(inner),
                 now,
@@ -186,7 +186,8 @@ where
                     let request = Request::from_parts(parts, Full::new(bytes));
                     match (replay, key) {
                         (Some(store), Some(key)) => {
-                            let lease = Lease::fresh();
+                            // A UUID v7: time-ordered, 74 random bits, unique across instances.
+                            let lease = Lease::new(uuid::Uuid::now_v7().as_u128());
                             VerifyState::Claim {
                                 claim: Timed::new(
                                     store.claim(&key, lease, this.shared.lock_expiry),
@@ -325,7 +326,7 @@ pin_project! {
         Collect {
             #[pin]
             body: B,
-            collector: Collector,
+            collector: Collected,
             parts: Option<Parts>,
             inner: Option<S>,
             signer: Signer,
@@ -345,7 +346,7 @@ where
         Self {
             state: SignState::Collect {
                 body,
-                collector: Collector::default(),
+                collector: Collected::default(),
                 parts: Some(parts),
                 inner: Some(inner),
                 signer,

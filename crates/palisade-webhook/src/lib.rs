@@ -84,7 +84,10 @@
 //!
 //! The layer answers these itself, as RFC 9457 `application/problem+json`
 //! ([`palisade_core::Problem`]); the handler is not called. The body names
-//! the header at fault, never a signature, a secret or the payload.
+//! the header at fault, never a signature, a secret or the payload. A
+//! [`Rejection`] (also what [`Verifier::verify`] returns) answers with the
+//! same response through
+//! [`ToProblem`](palisade_core::problem::ToProblem).
 //!
 //! | cause | status | `type` |
 //! |---|---|---|
@@ -214,7 +217,10 @@
 //!   or a rejection reason (`missing_header`, `malformed_header`,
 //!   `stale_timestamp`, `bad_signature`, `body_too_large`, `body_unreadable`,
 //!   `replay_store_unavailable`). `name` defaults to the scheme label
-//!   ([`VerifyLayerBuilder::name`]).
+//!   ([`VerifyLayerBuilder::name`]). An outcome's series is registered on
+//!   its first occurrence and held by the layer from then on, so
+//!   [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers);
+//!   outcomes that never happen report no series.
 //! - A tracing event per rejection at `INFO` under target `palisade::webhook`,
 //!   with fields `name`, `scheme` and `reason` (never a secret, a signature or
 //!   the body); duplicates and in-flight answers at `DEBUG`; a store that
@@ -251,7 +257,6 @@
 //! references and with the machine and load it was measured on, is in the
 //! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 
-mod body;
 pub mod clock;
 mod compiled;
 pub mod error;

@@ -26,9 +26,10 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use palisade_core::sync::Unpoison;
 use tokio::time::Instant;
 
 use crate::error::{ConfigError, StoreError};
@@ -36,30 +37,7 @@ use crate::error::{ConfigError, StoreError};
 /// The future a replay store's operations return.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
-/// The proof that an attempt holds a key's in-flight claim: a token unique
-/// to that attempt (a fencing token).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Lease {
-    token: u128,
-}
-
-impl Lease {
-    /// A lease with the given token. The layer makes a fresh one per attempt
-    /// (a UUID v7, unique across instances).
-    pub const fn new(token: u128) -> Self {
-        Self { token }
-    }
-
-    /// A fresh lease: a UUID v7 (time-ordered, 74 random bits).
-    pub(crate) fn fresh() -> Self {
-        Self::new(uuid::Uuid::now_v7().as_u128())
-    }
-
-    /// The token.
-    pub const fn token(&self) -> u128 {
-        self.token
-    }
-}
+pub use palisade_core::lease::Lease;
 
 /// What [`ReplayStore::claim`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +158,7 @@ impl MemoryReplayStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
         // The map stays consistent even if a holder panicked: every update is one insert or remove.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner.lock().unpoison()
     }
 
     /// The synchronous claim behind [`ReplayStore::claim`].

@@ -9,9 +9,9 @@ use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Full;
 use palisade_core::BoxError;
+use palisade_core::body::announces_more_than;
 use tower_service::Service;
 
-use crate::body::Collector;
 use crate::error::{Reason, Rejection};
 use crate::future::{SignFuture, VerifyFuture};
 use crate::sign::Signer;
@@ -73,7 +73,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = self.shared.clone();
         let now = shared.verifier.now();
-        if Collector::precheck(req.body(), shared.max_body).is_err() {
+        if announces_more_than(req.body(), shared.max_body) {
             return VerifyFuture::rejected(shared, Rejection::new(Reason::BodyTooLarge));
         }
         // A forged or stale message is turned away before a large or

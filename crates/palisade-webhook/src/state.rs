@@ -2,13 +2,14 @@
 //! the configuration, the prebuilt counters, and the answers the layer makes
 //! itself.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use metrics::{Key, Label, Metadata, SharedString};
+use metrics::{Counter, Key, Label, Metadata, SharedString};
 use palisade_core::Problem;
+use palisade_core::problem::ToProblem;
 use palisade_core::telemetry::{LABEL_NAME, LABEL_OUTCOME, LABEL_SCHEME, webhook};
 
 use crate::error::{Reason, Rejection};
@@ -34,12 +35,30 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
 }
 
-/// The counter keys of every outcome, built once so a request allocates no labels.
+/// `palisade_webhook_verifications_total` by outcome. Each outcome's key is
+/// built with the layer, and its counter is registered by the outcome's
+/// first occurrence and held from then on, so a request clones no label and
+/// outcomes that never happen report no series.
 pub(crate) struct Counters {
-    verified: Key,
-    duplicate: Key,
-    in_flight: Key,
-    rejected: [Key; Reason::ALL.len()],
+    verified: LazyCounter,
+    duplicate: LazyCounter,
+    in_flight: LazyCounter,
+    rejected: [LazyCounter; Reason::ALL.len()],
+}
+
+/// A counter's key, and the counter once its first increment registered it.
+struct LazyCounter {
+    key: Key,
+    counter: OnceLock<Counter>,
+}
+
+impl LazyCounter {
+    fn increment(&self) {
+        static METADATA: Metadata<'static> = Metadata::new(webhook::TARGET, metrics::Level::INFO, Some(module_path!()));
+        self.counter
+            .get_or_init(|| metrics::with_recorder(|recorder| recorder.register_counter(&self.key, &METADATA)))
+            .increment(1);
+    }
 }
 
 /// The outcome a request is counted under.
@@ -53,33 +72,33 @@ pub(crate) enum Outcome {
 
 impl Counters {
     pub(crate) fn new(name: &SharedString, scheme: SchemeKind) -> Self {
-        let key = |outcome: &'static str| {
-            Key::from_parts(
+        let lazy = |outcome: &'static str| LazyCounter {
+            key: Key::from_parts(
                 webhook::VERIFICATIONS_TOTAL,
                 vec![
                     Label::new(LABEL_NAME, name.clone()),
                     Label::from_static_parts(LABEL_SCHEME, scheme.as_str()),
                     Label::from_static_parts(LABEL_OUTCOME, outcome),
                 ],
-            )
+            ),
+            counter: OnceLock::new(),
         };
         Self {
-            verified: key("verified"),
-            duplicate: key("duplicate"),
-            in_flight: key("in_flight"),
-            rejected: Reason::ALL.map(|reason| key(reason.as_str())),
+            verified: lazy("verified"),
+            duplicate: lazy("duplicate"),
+            in_flight: lazy("in_flight"),
+            rejected: Reason::ALL.map(|reason| lazy(reason.as_str())),
         }
     }
 
     pub(crate) fn increment(&self, outcome: Outcome) {
-        static METADATA: Metadata<'static> = Metadata::new(webhook::TARGET, metrics::Level::INFO, Some(module_path!()));
-        let key = match outcome {
+        match outcome {
             Outcome::Verified => &self.verified,
             Outcome::Duplicate => &self.duplicate,
             Outcome::InFlight => &self.in_flight,
             Outcome::Rejected(reason) => &self.rejected[reason as usize],
-        };
-        metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA).increment(1));
+        }
+        .increment();
     }
 }
 
@@ -102,7 +121,7 @@ impl Shared {
                 self.counters.increment(Outcome::Rejected(rejection.reason()));
                 let reason = rejection.reason().as_str();
                 tracing::info!(target: webhook::TARGET, name = &*self.name, scheme, reason, "webhook rejected");
-                rejection.to_problem().into_response()
+                rejection.to_response()
             }
             Answer::Duplicate => {
                 self.counters.increment(Outcome::Duplicate);

@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::{Ready, ready};
-use std::sync::PoisonError;
 use std::time::Duration;
 
+use palisade_core::sync::Unpoison;
 use tokio::time::Instant;
 
 use super::{Begin, Completion, IdempotencyStore, Lease, StoredResponse};
@@ -151,7 +151,7 @@ impl MemoryStore {
         // A panic while holding the lock cannot leave the map and its index
         // apart (each update touches both before anything can panic), so the
         // store stays usable.
-        self.shared.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared.state.lock().unpoison()
     }
 
     fn begin_now(&self, key: &StoreKey, fingerprint: &Fingerprint, lock_expiry: Duration) -> Result<Begin, StoreError> {

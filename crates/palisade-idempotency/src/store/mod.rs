@@ -44,25 +44,7 @@ pub struct StoredResponse {
     pub body: Bytes,
 }
 
-/// The proof that a request holds a key's in-flight lock: an opaque token
-/// unique to this acquisition (a fencing token).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Lease {
-    token: u128,
-}
-
-impl Lease {
-    /// A lease with the given token. Stores make tokens unique per
-    /// acquisition (a counter in memory, a UUIDv7 in shared stores).
-    pub const fn new(token: u128) -> Self {
-        Self { token }
-    }
-
-    /// The token.
-    pub const fn token(&self) -> u128 {
-        self.token
-    }
-}
+pub use palisade_core::lease::Lease;
 
 /// What [`IdempotencyStore::begin`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
