@@ -295,34 +295,25 @@
 //! is in the [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod connection;
-pub mod context;
 pub mod envelope;
 pub mod error;
-pub mod future;
-pub mod inbox;
-mod layer;
-#[cfg(feature = "postgres")]
-#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub mod postgres;
+pub mod hook;
 pub mod publisher;
 pub mod relay;
-mod service;
+pub mod store;
+
+pub use hook::{OutboxContext, PublishHook, PublishHookLayer, Wakeup, context, future};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use store::postgres;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub mod sqlite;
-pub mod stage;
-pub mod store;
-mod wakeup;
+pub use store::sqlite;
+pub use store::{Backlog, Claimed, ClaimedBatch, DeadLetter, Disposition, OutboxStore, Unreadable, inbox, stage};
 
-pub use context::OutboxContext;
 pub use envelope::{CloudEvent, Encoding, Event, MAX_PAYLOAD_DEPTH, Metadata, TraceContext};
 pub use error::{ConfigError, OutboxError, PublishError, PublishErrorKind, PublishTimeout};
 pub use inbox::{Seen, process_once};
-pub use layer::PublishHookLayer;
 pub use publisher::{ChannelPublisher, Publisher, PublisherHealth};
 pub use relay::{BatchReport, Relay, RelayBuilder, RelayHandle};
-pub use service::PublishHook;
 pub use stage::{OutboxConnection, stage};
-pub use store::{Backlog, Claimed, ClaimedBatch, DeadLetter, Disposition, OutboxStore, Unreadable};
-pub use wakeup::Wakeup;

@@ -16,9 +16,9 @@ use tracing::Instrument;
 
 use crate::envelope::Event;
 use crate::error::{ConfigError, OutboxError, PublishError, PublishTimeout, error_chain};
+pub use crate::hook::Wakeup;
 use crate::publisher::{Publisher, PublisherHealth};
 use crate::store::{Claimed, Disposition, OutboxStore, Unreadable};
-pub use crate::wakeup::Wakeup;
 
 type Random = Arc<dyn Fn() -> f64 + Send + Sync>;
 
