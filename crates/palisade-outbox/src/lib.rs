@@ -78,6 +78,20 @@
 //! # }
 //! ```
 //!
+//! # The parts
+//!
+//! | module | what it holds | needs a database feature |
+//! |---|---|---|
+//! | [`hook`] | [`PublishHookLayer`], its service and future, [`OutboxContext`], [`Wakeup`] | no |
+//! | [`envelope`] | [`Event`], [`Metadata`], CloudEvents encoding | no |
+//! | [`relay`] | [`Relay`], its builder and handle | no |
+//! | [`store`] | the [`OutboxStore`] trait the relay claims from; [`stage`](stage()) and [`process_once`]; the PostgreSQL and SQLite stores | its `postgres` and `sqlite` modules |
+//! | [`publisher`] | the [`Publisher`] trait, [`ChannelPublisher`], the broker publishers | no (each broker has its feature) |
+//!
+//! The crate root re-exports what applications use, and `store::postgres`, `store::sqlite`,
+//! `store::stage`, `store::inbox`, `hook::context` and `hook::future` also stand at the root
+//! (`palisade_outbox::postgres::PgStore`).
+//!
 //! # The event
 //!
 //! [`Event`] follows the event message of the messaging patterns: `event_id` (UUIDv7, so ids
