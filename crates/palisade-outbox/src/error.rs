@@ -70,9 +70,13 @@ pub enum ConfigError {
 #[non_exhaustive]
 pub enum OutboxError {
     /// The database failed.
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
     #[error("outbox database error")]
     Database(#[from] sqlx::Error),
     /// A migration failed.
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
     #[error("outbox migration {version} failed")]
     Migration {
         /// The migration's version.
@@ -210,6 +214,7 @@ mod tests {
         assert_eq!(PublishError::permanent("bad").kind(), PublishErrorKind::Permanent);
     }
 
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
     #[test]
     fn error_chains_name_every_cause_once() {
         let io = std::io::Error::other("connection reset");

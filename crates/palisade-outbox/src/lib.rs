@@ -12,12 +12,12 @@
 //! # Example
 //!
 //! ```
+//! # #[cfg(feature = "sqlite")] mod example {
 //! use std::time::Duration;
 //! use palisade_outbox::{ChannelPublisher, Event, Relay, sqlite::{SqliteStore, migrate}, stage};
 //! use serde_json::json;
 //!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await?;
 //! migrate(&pool).await?;
 //!
@@ -40,6 +40,12 @@
 //! running.shutdown().await; // finishes the batch in flight
 //! # Ok(())
 //! # }
+//! # }
+//! # #[cfg(feature = "sqlite")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> { example::main().await }
+//! # #[cfg(not(feature = "sqlite"))]
+//! # fn main() {}
 //! ```
 //!
 //! In a server, put [`PublishHookLayer`] around the routes that stage events and take the
@@ -72,6 +78,20 @@
 //! # }
 //! ```
 //!
+//! # The parts
+//!
+//! | module | what it holds | needs a database feature |
+//! |---|---|---|
+//! | [`hook`] | [`PublishHookLayer`], its service and future, [`OutboxContext`], [`Wakeup`] | no |
+//! | [`envelope`] | [`Event`], [`Metadata`], CloudEvents encoding | no |
+//! | [`relay`] | [`Relay`], its builder and handle | no |
+//! | [`store`] | the [`OutboxStore`] trait the relay claims from; [`stage`](stage()) and [`process_once`]; the PostgreSQL and SQLite stores | its `postgres` and `sqlite` modules |
+//! | [`publisher`] | the [`Publisher`] trait, [`ChannelPublisher`], the broker publishers | no (each broker has its feature) |
+//!
+//! The crate root re-exports what applications use, and `store::postgres`, `store::sqlite`,
+//! `store::stage`, `store::inbox`, `hook::context` and `hook::future` also stand at the root
+//! (`palisade_outbox::postgres::PgStore`).
+//!
 //! # The event
 //!
 //! [`Event`] follows the event message of the messaging patterns: `event_id` (UUIDv7, so ids
@@ -98,7 +118,7 @@
 //!   transaction it holds while publishing, so a crashed or aborted relay frees its events with
 //!   its connection, and no lease can run out under a slow broker. The claim checks per
 //!   aggregate that no older pending event is held elsewhere.
-//! - **SQLite** (feature `sqlite`, on by default: the embedded choice): one writer at a time, so
+//! - **SQLite** (feature `sqlite`, the embedded choice): one writer at a time, so
 //!   a relay stamps a lease on the rows it claims instead of holding a transaction; a relay
 //!   that dies leaves them until the lease (30 s) expires.
 //!
@@ -216,10 +236,18 @@
 //!
 //! # Cargo features
 //!
+//! No feature is on by default, and no database driver is compiled without one: the publish
+//! hook ([`PublishHookLayer`], [`OutboxContext`], [`Wakeup`]), the event types, the
+//! [`Relay`] with the [`OutboxStore`] trait it claims from, the [`Publisher`] trait and the
+//! [`ChannelPublisher`] need none, so a service whose relay runs elsewhere takes the hook
+//! alone. A database feature brings sqlx, its store, the connections [`stage`](stage()) and
+//! [`process_once`] take ([`OutboxConnection`]), and the [`OutboxError::Database`] and
+//! [`OutboxError::Migration`] errors.
+//!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `sqlite` | yes | [`sqlite::SqliteStore`], staging and the inbox on SQLite |
-//! | `postgres` | no | [`postgres::PgStore`], staging and the inbox on PostgreSQL, `LISTEN`/`NOTIFY` wake-ups |
+//! | `sqlite` | no | [`sqlite::SqliteStore`], staging and the inbox on SQLite (sqlx) |
+//! | `postgres` | no | [`postgres::PgStore`], staging and the inbox on PostgreSQL (sqlx), `LISTEN`/`NOTIFY` wake-ups |
 //! | `nats` | no | [`publisher::NatsPublisher`] (async-nats) |
 //! | `rabbitmq` | no | [`publisher::RabbitMqPublisher`] (lapin) |
 //! | `redis` | no | [`publisher::RedisPublisher`] (redis) |
@@ -279,32 +307,27 @@
 //! events/s in batches of 1000; every figure, beside the plain sqlx +
 //! async-nats loop measured in the same runs and with the machine and load,
 //! is in the [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
-mod connection;
-pub mod context;
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod envelope;
 pub mod error;
-pub mod future;
-pub mod inbox;
-mod layer;
-#[cfg(feature = "postgres")]
-pub mod postgres;
+pub mod hook;
 pub mod publisher;
 pub mod relay;
-mod service;
-#[cfg(feature = "sqlite")]
-pub mod sqlite;
-pub mod stage;
 pub mod store;
-mod wakeup;
 
-pub use context::OutboxContext;
+pub use hook::{OutboxContext, PublishHook, PublishHookLayer, Wakeup, context, future};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use store::postgres;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use store::sqlite;
+pub use store::{Backlog, Claimed, ClaimedBatch, DeadLetter, Disposition, OutboxStore, Unreadable, inbox, stage};
+
 pub use envelope::{CloudEvent, Encoding, Event, MAX_PAYLOAD_DEPTH, Metadata, TraceContext};
 pub use error::{ConfigError, OutboxError, PublishError, PublishErrorKind, PublishTimeout};
 pub use inbox::{Seen, process_once};
-pub use layer::PublishHookLayer;
 pub use publisher::{ChannelPublisher, Publisher, PublisherHealth};
 pub use relay::{BatchReport, Relay, RelayBuilder, RelayHandle};
-pub use service::PublishHook;
 pub use stage::{OutboxConnection, stage};
-pub use store::{Backlog, Claimed, ClaimedBatch, DeadLetter, Disposition, OutboxStore, Unreadable};
-pub use wakeup::Wakeup;

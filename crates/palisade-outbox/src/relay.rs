@@ -16,9 +16,9 @@ use tracing::Instrument;
 
 use crate::envelope::Event;
 use crate::error::{ConfigError, OutboxError, PublishError, PublishTimeout, error_chain};
+pub use crate::hook::Wakeup;
 use crate::publisher::{Publisher, PublisherHealth};
 use crate::store::{Claimed, Disposition, OutboxStore, Unreadable};
-pub use crate::wakeup::Wakeup;
 
 type Random = Arc<dyn Fn() -> f64 + Send + Sync>;
 
@@ -1106,13 +1106,16 @@ mod tests {
     }
 
     /// A store whose database is unreachable.
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
     #[derive(Clone)]
     struct Unreachable;
 
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
     fn unreachable() -> OutboxError {
         OutboxError::Database(sqlx::Error::Io(std::io::Error::other("connection reset")))
     }
 
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
     impl OutboxStore for Unreachable {
         type Claim = ();
 
@@ -1179,6 +1182,7 @@ mod tests {
         fn exit(&self, _: &tracing::span::Id) {}
     }
 
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
     #[tokio::test(flavor = "current_thread")]
     async fn a_failed_batch_is_logged_with_every_cause() {
         let warnings = Warnings::default();

@@ -18,8 +18,11 @@
 //! | `webhook` | `webhook` (`palisade-webhook`) | webhook handlers, from forged, stale, replayed or altered payloads |
 //!
 //! Backend features: `idempotency-redis`, `idempotency-postgres`,
-//! `webhook-redis`, `outbox-postgres`, `outbox-nats`, `outbox-rabbitmq`,
-//! `outbox-redis`, `outbox-http`.
+//! `webhook-redis`, `outbox-sqlite`, `outbox-postgres`, `outbox-nats`,
+//! `outbox-rabbitmq`, `outbox-redis`, `outbox-http`. `outbox` alone brings the
+//! publish hook, the relay and the in-process channel publisher, and compiles
+//! no database driver: staging and the inbox come with `outbox-sqlite` or
+//! `outbox-postgres`.
 //!
 //! # Canonical order (outermost first)
 //!

@@ -26,12 +26,16 @@ mod redis;
 
 pub use channel::{ChannelClosed, ChannelPublisher};
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use http::{HttpPublishError, HttpPublisher, HttpPublisherBuilder};
 #[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub use nats::NatsPublisher;
 #[cfg(feature = "rabbitmq")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rabbitmq")))]
 pub use rabbitmq::{RabbitMqConnectError, RabbitMqPublisher, RabbitMqRejected};
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{ReconnectingConnection, RedisPublisher};
 
 /// Whether a publisher can reach its broker right now, for a service's health endpoint

@@ -4,9 +4,9 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use crate::context::OutboxContext;
-use crate::future::ResponseFuture;
-use crate::wakeup::Wakeup;
+use crate::hook::context::OutboxContext;
+use crate::hook::future::ResponseFuture;
+use crate::hook::wakeup::Wakeup;
 
 /// What a [`PublishHookLayer`](crate::PublishHookLayer) configures, shared by its services.
 #[derive(Debug, Clone)]

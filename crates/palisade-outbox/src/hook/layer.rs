@@ -2,8 +2,8 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use crate::service::{HookConfig, PublishHook};
-use crate::wakeup::Wakeup;
+use crate::hook::service::{HookConfig, PublishHook};
+use crate::hook::wakeup::Wakeup;
 
 /// Wraps a server's services in [`PublishHook`]: an [`OutboxContext`](crate::OutboxContext) in
 /// every request's extensions, and the relay woken as soon as the response to a request with an

@@ -15,15 +15,15 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::connection::{Seen, outbox_connection};
 use crate::envelope::{Event, Metadata};
 use crate::error::OutboxError;
+use crate::store::connection::{Seen, outbox_connection};
 use crate::store::{
     BACKLOG_SQL, Backlog, Claimed, ClaimedBatch, DeadLetter, Detached, Disposition, OutboxStore, Unreadable, malformed,
     millis, split_readable, undecodable,
 };
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_outbox.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_outbox.sql"))];
 
 /// Creates or upgrades the outbox tables. Safe to call on every start.
 pub async fn migrate(pool: &SqlitePool) -> Result<(), OutboxError> {

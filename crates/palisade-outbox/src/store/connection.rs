@@ -49,12 +49,12 @@ pub trait OutboxConnection: sealed::Sealed + Send {
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 macro_rules! outbox_connection {
     ($conn:ty, $db:ty) => {
-        $crate::connection::outbox_connection!(@impl $conn);
-        $crate::connection::outbox_connection!(@impl sqlx::Transaction<'_, $db>);
+        $crate::store::connection::outbox_connection!(@impl $conn);
+        $crate::store::connection::outbox_connection!(@impl sqlx::Transaction<'_, $db>);
     };
     (@impl $target:ty) => {
-        impl $crate::connection::sealed::Sealed for $target {}
-        impl $crate::connection::OutboxConnection for $target {
+        impl $crate::store::connection::sealed::Sealed for $target {}
+        impl $crate::store::connection::OutboxConnection for $target {
             fn insert_event<'a>(
                 &'a mut self,
                 event: &'a $crate::envelope::Event,
@@ -66,7 +66,7 @@ macro_rules! outbox_connection {
                 &'a mut self,
                 consumer: &'a str,
                 event_id: uuid::Uuid,
-            ) -> impl std::future::Future<Output = Result<$crate::connection::Seen, $crate::error::OutboxError>>
+            ) -> impl std::future::Future<Output = Result<$crate::store::connection::Seen, $crate::error::OutboxError>>
             + Send
             + 'a {
                 record_inbox(self, consumer, event_id)

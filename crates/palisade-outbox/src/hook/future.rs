@@ -6,7 +6,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 
-use crate::wakeup::Wakeup;
+use crate::hook::wakeup::Wakeup;
 
 pin_project! {
     /// Resolves to the inner service's result, waking the relay first (when the request's method asks for it).

@@ -80,18 +80,18 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::connection::{Seen, outbox_connection};
 use crate::envelope::{Event, Metadata};
 use crate::error::{OutboxError, error_chain};
+use crate::hook::Wakeup;
+use crate::store::connection::{Seen, outbox_connection};
 use crate::store::{
     BACKLOG_SQL, Backlog, Claimed, ClaimedBatch, DeadLetter, Detached, Disposition, OutboxStore, Unreadable, malformed,
     millis, split_readable, undecodable,
 };
-use crate::wakeup::Wakeup;
 use palisade_core::telemetry::outbox as names;
 
 /// The schema migrations, in order: (version, SQL).
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_outbox.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_outbox.sql"))];
 
 /// A channel name for [`forward_wakeups`] and [`wake_on_notify`]. Channels are per database:
 /// outboxes in several schemas of one database should each use their own.

@@ -1,4 +1,16 @@
-//! The storage the relay works against, implemented for PostgreSQL and SQLite.
+//! Where events wait: the [`OutboxStore`] trait the relay claims from, and its PostgreSQL and
+//! SQLite implementations with staging ([`stage`](stage::stage)) and the inbox
+//! ([`process_once`](inbox::process_once)) on the same databases.
+
+mod connection;
+pub mod inbox;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub mod sqlite;
+pub mod stage;
 
 use std::future::Future;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 use crate::envelope::{Event, MAX_PAYLOAD_DEPTH, nests_within};
 use crate::error::OutboxError;
 
-pub use crate::connection::OutboxConnection;
+pub use crate::store::connection::OutboxConnection;
 
 /// Stages `event` in the outbox through `conn`, normally the transaction that also writes the
 /// business change. The relay sees the event only once that transaction commits; a rollback

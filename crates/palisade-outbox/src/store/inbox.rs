@@ -4,8 +4,8 @@ use uuid::Uuid;
 
 use crate::error::OutboxError;
 
-use crate::connection::OutboxConnection;
-pub use crate::connection::Seen;
+use crate::store::connection::OutboxConnection;
+pub use crate::store::connection::Seen;
 
 /// Records that `consumer` processes `event_id`, in the consumer's own transaction, and tells
 /// whether it had already done so.
