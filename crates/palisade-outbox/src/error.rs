@@ -18,20 +18,19 @@ pub enum ConfigError {
     /// A zero poll interval would spin.
     #[error("poll interval must be greater than zero")]
     ZeroPollInterval,
+    /// A zero cleanup interval would purge without pause.
+    #[error("cleanup interval must be greater than zero")]
+    ZeroCleanupInterval,
+    /// A zero backlog interval would count the backlog without pause.
+    #[error("backlog interval must be greater than zero")]
+    ZeroBacklogInterval,
     /// At least one attempt is needed before dead-lettering.
     #[error("max attempts must be at least 1")]
     ZeroMaxAttempts,
-    /// The first backoff is longer than the cap.
-    #[error("initial backoff {initial:?} exceeds the maximum backoff {max:?}")]
-    BackoffOrder {
-        /// The first backoff.
-        initial: Duration,
-        /// The cap.
-        max: Duration,
-    },
-    /// A backoff multiplier below 1 would shrink the delays.
-    #[error("backoff multiplier must be a finite number of at least 1, got {0}")]
-    BackoffMultiplier(f64),
+    /// An impossible backoff: a cap below the first wait, or a multiplier that is not a
+    /// finite number of at least 1.
+    #[error("invalid backoff: {0}")]
+    Backoff(palisade_core::backoff::BackoffError),
     /// The claim lease must outlast a publish, or another relay could take over an event still being sent.
     #[error("lease {lease:?} must be longer than twice the publish timeout {publish_timeout:?}")]
     LeaseTooShort {

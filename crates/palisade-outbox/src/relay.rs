@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt, stream};
+use palisade_core::backoff::{Backoff, Jitter, Random};
 use palisade_core::telemetry::{self, outbox as names};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -19,8 +20,6 @@ use crate::error::{ConfigError, OutboxError, PublishError, PublishTimeout, error
 pub use crate::hook::Wakeup;
 use crate::publisher::{Publisher, PublisherHealth};
 use crate::store::{Claimed, Disposition, OutboxStore, Unreadable};
-
-type Random = Arc<dyn Fn() -> f64 + Send + Sync>;
 
 /// Configures a [`Relay`]. Every setting has a default; [`build`](RelayBuilder::build) checks them.
 pub struct RelayBuilder<S, P> {
@@ -39,9 +38,7 @@ struct Config {
     concurrency: usize,
     poll_interval: Duration,
     max_attempts: u32,
-    initial_backoff: Duration,
-    max_backoff: Duration,
-    multiplier: f64,
+    backoff: Backoff,
     publish_timeout: Duration,
     lease: Duration,
     /// `None`: a third of the lease.
@@ -60,9 +57,7 @@ impl Default for Config {
             concurrency: 64,
             poll_interval: Duration::from_secs(1),
             max_attempts: 10,
-            initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(300),
-            multiplier: 2.0,
+            backoff: Backoff::exponential(Duration::from_millis(500), 2.0, Duration::from_secs(300)),
             publish_timeout: Duration::from_secs(10),
             lease: Duration::from_secs(30),
             store_timeout: None,
@@ -132,15 +127,13 @@ impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
     /// Exponential backoff between attempts: the first delay, the cap and the growth factor
     /// (defaults 500 ms, 5 min, 2). Each delay is jittered to between half and all of its value.
     pub fn backoff(mut self, initial: Duration, max: Duration, multiplier: f64) -> Self {
-        self.config.initial_backoff = initial;
-        self.config.max_backoff = max;
-        self.config.multiplier = multiplier;
+        self.config.backoff = Backoff::exponential(initial, multiplier, max);
         self
     }
 
     /// The source of randomness for jitter, returning values in `[0, 1)` (default `fastrand::f64`).
     pub fn random(mut self, random: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
-        self.random = Arc::new(random);
+        self.random = Random::new(random);
         self
     }
 
@@ -205,21 +198,19 @@ impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
         if c.concurrency == 0 || c.workers == 0 {
             return Err(ConfigError::ZeroConcurrency);
         }
-        if c.poll_interval.is_zero() || c.cleanup_interval.is_zero() || c.backlog_interval.is_zero() {
+        if c.poll_interval.is_zero() {
             return Err(ConfigError::ZeroPollInterval);
+        }
+        if c.cleanup_interval.is_zero() {
+            return Err(ConfigError::ZeroCleanupInterval);
+        }
+        if c.backlog_interval.is_zero() {
+            return Err(ConfigError::ZeroBacklogInterval);
         }
         if c.max_attempts == 0 {
             return Err(ConfigError::ZeroMaxAttempts);
         }
-        if c.initial_backoff > c.max_backoff {
-            return Err(ConfigError::BackoffOrder {
-                initial: c.initial_backoff,
-                max: c.max_backoff,
-            });
-        }
-        if !c.multiplier.is_finite() || c.multiplier < 1.0 {
-            return Err(ConfigError::BackoffMultiplier(c.multiplier));
-        }
+        c.backoff.validate().map_err(ConfigError::Backoff)?;
         if c.publish_timeout.is_zero() {
             return Err(ConfigError::ZeroPublishTimeout);
         }
@@ -305,7 +296,7 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
             publisher,
             config: Config::default(),
             wakeup: Wakeup::new(),
-            random: Arc::new(fastrand::f64),
+            random: Random::default(),
         }
     }
 
@@ -575,7 +566,7 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
             );
             return Disposition::DeadLetter { error: message };
         }
-        let delay = backoff(config, attempt, (self.shared.random)());
+        let delay = backoff(config, attempt, self.shared.random.unit());
         tracing::debug!(
             target: names::TARGET, name = %config.name, event_id = %event.event_id,
             attempt, wait_ms = delay.as_millis() as u64, error = %message, "outbox publish failed; will retry"
@@ -587,11 +578,7 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
 /// The delay after failed attempt number `attempt` (1-based): exponential, capped, with equal
 /// jitter (between half and all of the computed delay) from `random` in `[0, 1)`.
 fn backoff(config: &Config, attempt: u32, random: f64) -> Duration {
-    let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
-    let max = config.max_backoff.as_secs_f64();
-    let base = (config.initial_backoff.as_secs_f64() * config.multiplier.powi(exponent)).min(max);
-    let jittered = base / 2.0 + base / 2.0 * random.clamp(0.0, 1.0);
-    Duration::try_from_secs_f64(jittered).unwrap_or(config.max_backoff)
+    Jitter::Equal.apply(&config.backoff, attempt, Duration::ZERO, random)
 }
 
 /// One aggregate's claimed events, in staging order.
@@ -671,6 +658,7 @@ mod tests {
     use super::*;
     use crate::publisher::ChannelPublisher;
     use crate::store::{Backlog, ClaimedBatch, DeadLetter};
+    use palisade_core::backoff::BackoffError;
     use tokio::sync::oneshot;
 
     /// A store handing out one batch (none for [`Default`]), then nothing, counting the claims
@@ -1024,7 +1012,11 @@ mod tests {
         );
         assert_eq!(
             builder().cleanup_interval(ms(0)).build().unwrap_err(),
-            ConfigError::ZeroPollInterval
+            ConfigError::ZeroCleanupInterval
+        );
+        assert_eq!(
+            builder().backlog_interval(ms(0)).build().unwrap_err(),
+            ConfigError::ZeroBacklogInterval
         );
         assert_eq!(
             builder().max_attempts(0).build().unwrap_err(),
@@ -1032,18 +1024,18 @@ mod tests {
         );
         assert_eq!(
             builder().backoff(ms(10), ms(5), 2.0).build().unwrap_err(),
-            ConfigError::BackoffOrder {
-                initial: ms(10),
-                max: ms(5)
-            }
+            ConfigError::Backoff(BackoffError::CapBelowBase {
+                base: ms(10),
+                cap: ms(5)
+            })
         );
         assert!(matches!(
             builder().backoff(ms(1), ms(5), 0.5).build().unwrap_err(),
-            ConfigError::BackoffMultiplier(m) if m == 0.5
+            ConfigError::Backoff(BackoffError::Multiplier(m)) if m == 0.5
         ));
         assert!(matches!(
             builder().backoff(ms(1), ms(5), f64::NAN).build(),
-            Err(ConfigError::BackoffMultiplier(_))
+            Err(ConfigError::Backoff(BackoffError::Multiplier(_)))
         ));
         assert_eq!(
             builder().publish_timeout(ms(0)).build().unwrap_err(),
@@ -1345,8 +1337,7 @@ mod tests {
     #[test]
     fn backoff_grows_caps_and_jitters() {
         let config = Config {
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(1),
+            backoff: Backoff::exponential(Duration::from_millis(100), 2.0, Duration::from_secs(1)),
             ..Config::default()
         };
         assert_eq!(backoff(&config, 1, 1.0), Duration::from_millis(100));
