@@ -86,7 +86,9 @@ use tower::layer::util::Stack;
 
 /// The names most stacks need.
 pub mod prelude {
-    pub use crate::ServiceBuilderExt;
+    // Brought into scope without its name, so a glob import of the prelude
+    // beside tower-http's own `ServiceBuilderExt` keeps both traits' methods.
+    pub use crate::ServiceBuilderExt as _;
     pub use palisade_core::{
         BoxError, BulkheadFull, BulkheadTimeout, CircuitOpen, Classify, ErrorClassifier, GrpcClassifier,
         HttpClassifier, Outcome,
