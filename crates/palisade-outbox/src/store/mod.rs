@@ -211,6 +211,21 @@ pub(crate) fn undecodable(seq: i64, column: &str, error: sqlx::Error) -> OutboxE
     }
 }
 
+/// One claimed row read on its own: its event, or why it cannot be read back as one. An
+/// attempts count that cannot be read counts as none.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) fn claimed_row(
+    seq: i64,
+    attempts: Option<u32>,
+    event: Result<Event, OutboxError>,
+) -> Result<Claimed, Unreadable> {
+    let attempts = attempts.unwrap_or(0);
+    match event {
+        Ok(event) => Ok(Claimed { seq, attempts, event }),
+        Err(error) => Err(Unreadable { seq, attempts, error }),
+    }
+}
+
 /// Splits rows read one by one into the events and the unreadable rows, each in staging order.
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) fn split_readable(

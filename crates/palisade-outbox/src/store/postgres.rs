@@ -85,8 +85,8 @@ use crate::error::{OutboxError, error_chain};
 use crate::hook::Wakeup;
 use crate::store::connection::{Seen, outbox_connection};
 use crate::store::{
-    BACKLOG_SQL, Backlog, Claimed, ClaimedBatch, DeadLetter, Detached, Disposition, OutboxStore, Unreadable, malformed,
-    millis, split_readable, undecodable,
+    BACKLOG_SQL, Backlog, Claimed, ClaimedBatch, DeadLetter, Detached, Disposition, OutboxStore, Unreadable,
+    claimed_row, malformed, millis, split_readable, undecodable,
 };
 use palisade_core::telemetry::outbox as names;
 
@@ -388,12 +388,8 @@ fn read_row(row: &PgRow) -> Result<Result<Claimed, Unreadable>, OutboxError> {
     let attempts = row
         .try_get::<i32, _>("attempts")
         .ok()
-        .and_then(|attempts| u32::try_from(attempts).ok())
-        .unwrap_or(0);
-    Ok(match event_from_row(row, seq) {
-        Ok(event) => Ok(Claimed { seq, attempts, event }),
-        Err(error) => Err(Unreadable { seq, attempts, error }),
-    })
+        .and_then(|attempts| u32::try_from(attempts).ok());
+    Ok(claimed_row(seq, attempts, event_from_row(row, seq)))
 }
 
 fn event_from_row(row: &PgRow, seq: i64) -> Result<Event, OutboxError> {

@@ -19,8 +19,8 @@ use crate::envelope::{Event, Metadata};
 use crate::error::OutboxError;
 use crate::store::connection::{Seen, outbox_connection};
 use crate::store::{
-    BACKLOG_SQL, Backlog, Claimed, ClaimedBatch, DeadLetter, Detached, Disposition, OutboxStore, Unreadable, malformed,
-    millis, split_readable, undecodable,
+    BACKLOG_SQL, Backlog, Claimed, ClaimedBatch, DeadLetter, Detached, Disposition, OutboxStore, Unreadable,
+    claimed_row, malformed, millis, split_readable, undecodable,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_outbox.sql"))];
@@ -147,12 +147,8 @@ fn read_row(row: &SqliteRow) -> Result<Result<Claimed, Unreadable>, OutboxError>
     let attempts = row
         .try_get::<i64, _>("attempts")
         .ok()
-        .and_then(|attempts| u32::try_from(attempts).ok())
-        .unwrap_or(0);
-    Ok(match event_from_row(row, seq) {
-        Ok(event) => Ok(Claimed { seq, attempts, event }),
-        Err(error) => Err(Unreadable { seq, attempts, error }),
-    })
+        .and_then(|attempts| u32::try_from(attempts).ok());
+    Ok(claimed_row(seq, attempts, event_from_row(row, seq)))
 }
 
 fn event_from_row(row: &SqliteRow, seq: i64) -> Result<Event, OutboxError> {
