@@ -22,7 +22,7 @@ use palisade_idempotency::{IdempotencyLayer, IdempotencyLayerBuilder, Idempotenc
 use palisade_tests::fault_proxy::{Action, Direction, FaultProxy};
 use palisade_tests::{Postgres, Redis, unique_name, upstream_of, via};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio::time::{Instant, timeout};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -218,18 +218,25 @@ async fn redis_case(test: &str, action: Action, until_replayed: bool) {
     redis.cleanup().await;
 }
 
-async fn postgres_case(test: &str, action: Action, until_replayed: bool) {
-    let Some(pg) = Postgres::connect(test).await else {
-        return;
-    };
+/// The migrated tables of `pg`, and a pool of two connections to them through a proxy,
+/// waiting at most `acquire_timeout` for a connection.
+async fn postgres_through_proxy(pg: &Postgres, acquire_timeout: Duration) -> (FaultProxy, PgPool) {
     PostgresStore::new(pg.pool.clone()).migrate().await.unwrap();
     let proxy = FaultProxy::start(upstream_of(&pg.url, 5432)).await.unwrap();
     let pool = PgPoolOptions::new()
         .max_connections(2)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(acquire_timeout)
         .connect(&via(&pg.url_in_schema(), &proxy))
         .await
         .unwrap();
+    (proxy, pool)
+}
+
+async fn postgres_case(test: &str, action: Action, until_replayed: bool) {
+    let Some(pg) = Postgres::connect(test).await else {
+        return;
+    };
+    let (proxy, pool) = postgres_through_proxy(&pg, Duration::from_secs(5)).await;
     let answers = charge_through_fault(
         PostgresStore::new(pool.clone()),
         &proxy,
@@ -355,14 +362,7 @@ async fn postgres_a_stalled_store_answers_503_within_the_store_timeout() {
     let Some(pg) = Postgres::connect("fault_idem_pg_stalled").await else {
         return;
     };
-    PostgresStore::new(pg.pool.clone()).migrate().await.unwrap();
-    let proxy = FaultProxy::start(upstream_of(&pg.url, 5432)).await.unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(&via(&pg.url_in_schema(), &proxy))
-        .await
-        .unwrap();
+    let (proxy, pool) = postgres_through_proxy(&pg, Duration::from_secs(5)).await;
     refused_while_stalled(PostgresStore::new(pool.clone()), &proxy).await;
     pool.close().await;
     drop(proxy);
@@ -414,14 +414,7 @@ async fn postgres_out_of_reach_answers_503_with_retry_after() {
     let Some(pg) = Postgres::connect("fault_idem_pg_down").await else {
         return;
     };
-    PostgresStore::new(pg.pool.clone()).migrate().await.unwrap();
-    let proxy = FaultProxy::start(upstream_of(&pg.url, 5432)).await.unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(2))
-        .connect(&via(&pg.url_in_schema(), &proxy))
-        .await
-        .unwrap();
+    let (proxy, pool) = postgres_through_proxy(&pg, Duration::from_secs(2)).await;
     refused_while_unreachable(PostgresStore::new(pool.clone()), &proxy).await;
     pool.close().await;
     drop(proxy);
