@@ -18,7 +18,7 @@ use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Full;
 use palisade_benches::{Harness, bare};
-use palisade_retry::{HttpRetryPolicy, ReplayBody, RetryLayer, RetryPolicy};
+use palisade_retry::{HttpRetryLayer, ReplayBody, RetryLayer};
 use tower::Layer;
 
 /// Reads a body that is ready at once to its end, as a client would send it.
@@ -47,35 +47,23 @@ fn retry(c: &mut Criterion) {
     let _guard = rt.enter();
     let mut harness = Harness::new(c, "retry");
 
-    let policy = RetryPolicy::builder().build().unwrap();
-    harness.overhead(
-        "palisade_retry_budget",
-        RetryLayer::new(policy.clone()).layer(bare()),
-        || 1,
-    );
-    let no_budget = RetryPolicy::builder().no_budget().build().unwrap();
-    harness.overhead(
-        "palisade_retry_no_budget",
-        RetryLayer::new(no_budget).layer(bare()),
-        || 1,
-    );
-    let deadline = RetryPolicy::builder()
+    let retry = RetryLayer::builder("retry").build().unwrap();
+    harness.overhead("palisade_retry_budget", retry.clone().layer(bare()), || 1);
+    let no_budget = RetryLayer::builder("retry").no_budget().build().unwrap();
+    harness.overhead("palisade_retry_no_budget", no_budget.layer(bare()), || 1);
+    let deadline = RetryLayer::builder("retry")
         .deadline(std::time::Duration::from_secs(5))
         .build()
         .unwrap();
-    harness.overhead(
-        "palisade_retry_budget_deadline",
-        RetryLayer::new(deadline).layer(bare()),
-        || 1,
-    );
+    harness.overhead("palisade_retry_budget_deadline", deadline.layer(bare()), || 1);
 
     let small = Bytes::from_static(SMALL_BODY);
     let http_bare = tower::service_fn(http_ok::<Full<Bytes>>);
     harness.overhead("http_bare_small_body", http_bare, || {
         Request::put("/orders/42").body(Full::new(small.clone())).unwrap()
     });
-    let http_policy = HttpRetryPolicy::builder().build().unwrap();
-    let http = RetryLayer::new(http_policy).layer(tower::service_fn(http_ok::<ReplayBody<Full<Bytes>>>));
+    let http_retry = HttpRetryLayer::builder("retry").build().unwrap();
+    let http = http_retry.layer(tower::service_fn(http_ok::<ReplayBody<Full<Bytes>>>));
     harness.overhead("palisade_retry_http_small_body", http.clone(), || {
         Request::put("/orders/42").body(Full::new(small.clone())).unwrap()
     });
@@ -87,7 +75,7 @@ fn retry(c: &mut Criterion) {
     });
 
     harness.two_thread_references();
-    harness.two_threads("palisade_retry_budget", RetryLayer::new(policy).layer(bare()), || 1);
+    harness.two_threads("palisade_retry_budget", retry.layer(bare()), || 1);
     harness.finish();
 }
 

@@ -28,7 +28,7 @@ use palisade::idempotency::{
     StoreKey, StoredResponse,
 };
 use palisade::outbox::OutboxContext;
-use palisade::retry::{Backoff, HttpRetryPolicy, Jitter, ReplayBody, RetryLayer};
+use palisade::retry::{Backoff, HttpRetryLayer, Jitter, ReplayBody};
 use palisade::webhook::{Encoding, FixedClock, GenericScheme, Scheme, Signer, Verifier, VerifyLayer};
 use tokio::runtime::Runtime;
 use tower::{Layer, ServiceExt, service_fn};
@@ -225,7 +225,7 @@ pub fn webhook_signature(data: &[u8]) -> Option<StatusCode> {
     Some(status)
 }
 
-/// `Retry-After` values, through `HttpRetryPolicy` in `RetryLayer`.
+/// `Retry-After` values, through `HttpRetryLayer` in `RetryLayer`.
 ///
 /// Input: the header value's bytes. Promise: a 503 carrying it is retried
 /// once, after exactly the seconds it gives (capped at [`MAX_RETRY_AFTER`]),
@@ -236,14 +236,14 @@ pub fn retry_after(data: &[u8]) -> Option<Duration> {
     let Ok(value) = HeaderValue::from_bytes(data) else {
         return None;
     };
-    let policy = HttpRetryPolicy::builder()
+    let retry = HttpRetryLayer::builder("retry")
         .max_attempts(2)
         .backoff(Backoff::constant(BACKOFF))
         .jitter(Jitter::None)
         .max_retry_after(MAX_RETRY_AFTER)
         .no_budget()
         .build()
-        .expect("a valid policy");
+        .expect("a valid retry");
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&calls);
     let downstream = service_fn(move |_: Request<ReplayBody<Full<Bytes>>>| {
@@ -258,7 +258,7 @@ pub fn retry_after(data: &[u8]) -> Option<Duration> {
             Ok::<_, palisade::BoxError>(response)
         }
     });
-    let client = RetryLayer::new(policy).layer(downstream);
+    let client = retry.layer(downstream);
     let (response, waited) = PAUSED.with(|rt| {
         rt.block_on(async {
             let started = tokio::time::Instant::now();

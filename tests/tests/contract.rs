@@ -7,7 +7,7 @@ use std::time::Duration;
 use palisade::bulkhead::{Aimd, BulkheadLayer, Gradient2};
 use palisade::circuit_breaker::{CircuitBreakerBuilder, State};
 use palisade::prelude::*;
-use palisade::retry::{Backoff, Jitter, RetryBudget, RetryLayer, RetryPolicy};
+use palisade::retry::{Backoff, Jitter, RetryBudget, RetryLayer};
 use palisade_tests::contract::{REQUEST, Reply, Request, Subject, refused};
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -16,9 +16,8 @@ fn key(request: &Request) -> u32 {
 }
 
 /// Retries with a fixed 100 ms wait, three attempts.
-fn retry_policy(name: &str) -> palisade::retry::RetryBuilder<ErrorClassifier, palisade::retry::AnyRequest> {
-    RetryPolicy::builder()
-        .name(name)
+fn retry_builder(name: &str) -> palisade::retry::RetryBuilder<ErrorClassifier, palisade::retry::AnyRequest> {
+    RetryLayer::builder(name)
         .max_attempts(3)
         .backoff(Backoff::constant(Duration::from_millis(100)))
         .jitter(Jitter::None)
@@ -179,9 +178,9 @@ fn bulkhead_adaptive() -> Subject {
 
 fn retry_refusals() -> [Option<String>; 6] {
     [
-        refused(retry_policy("x").max_attempts(0).build()),
+        refused(retry_builder("x").max_attempts(0).build()),
         refused(
-            retry_policy("x")
+            retry_builder("x")
                 .backoff(Backoff::exponential(
                     Duration::from_secs(2),
                     2.0,
@@ -190,7 +189,7 @@ fn retry_refusals() -> [Option<String>; 6] {
                 .build(),
         ),
         refused(
-            retry_policy("x")
+            retry_builder("x")
                 .backoff(Backoff::exponential(
                     Duration::from_secs(1),
                     f64::NAN,
@@ -198,18 +197,18 @@ fn retry_refusals() -> [Option<String>; 6] {
                 ))
                 .build(),
         ),
-        refused(retry_policy("x").deadline(Duration::ZERO).build()),
+        refused(retry_builder("x").deadline(Duration::ZERO).build()),
         refused(RetryBudget::builder().ratio(-0.5).build()),
         refused(RetryBudget::builder().window(Duration::ZERO).build()),
     ]
 }
 
 fn retry_with_budget() -> Subject {
-    Subject::new(RetryLayer::new(retry_policy("budget").build().unwrap())).refuses(retry_refusals())
+    Subject::new(retry_builder("budget").build().unwrap()).refuses(retry_refusals())
 }
 
 fn retry_without_budget() -> Subject {
-    Subject::new(RetryLayer::new(retry_policy("no-budget").no_budget().build().unwrap())).refuses(retry_refusals())
+    Subject::new(retry_builder("no-budget").no_budget().build().unwrap()).refuses(retry_refusals())
 }
 
 /// The canonical client stack: retry (with budget) → circuit breaker →
@@ -218,7 +217,7 @@ fn client_stack() -> Subject {
     let breaker = CircuitBreakerBuilder::rate_based("stack").build().unwrap();
     let handle = breaker.handle();
     let stack = ServiceBuilder::new()
-        .retry_policy(retry_policy("stack").build().unwrap())
+        .retry_layer(retry_builder("stack").build().unwrap())
         .circuit_breaker(breaker)
         .bulkhead(
             BulkheadLayer::builder("stack")
@@ -233,7 +232,7 @@ fn client_stack() -> Subject {
         .queue(1)
         .switch(move |admit| if admit { handle.reset() } else { handle.force_open() })
         .refuses([
-            refused(retry_policy("x").max_attempts(0).build()),
+            refused(retry_builder("x").max_attempts(0).build()),
             refused(CircuitBreakerBuilder::rate_based("x").failure_rate(0.0).build()),
             refused(BulkheadLayer::builder("x").max_concurrent(0).build()),
         ])

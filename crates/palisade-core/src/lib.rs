@@ -52,10 +52,10 @@
 //!
 //! The breaker (`CircuitBreakerLayer::builder`, `CircuitBreakerBuilder`,
 //! `CircuitBreaker`) and the bulkhead (`BulkheadLayer::builder`,
-//! `BulkheadBuilder`, `Bulkhead`) follow it. The retry policy is a
-//! `tower::retry::Policy` first: it is built by `RetryPolicy::builder()` (the
-//! name set with `.name(...)`) into a policy that `RetryLayer::new(policy)`
-//! applies, as tower's own `Retry` is.
+//! `BulkheadBuilder`, `Bulkhead`) follow it, and so does retry
+//! (`RetryLayer::builder`/`HttpRetryLayer::builder`, `RetryBuilder`, tower's
+//! own `Retry` and `HttpRetry`, with the `tower::retry::Policy` reachable
+//! through the layer's `policy()`).
 //!
 //! # Example
 //!

@@ -53,11 +53,11 @@ const PLACE_EVERY: u64 = 64;
 ///
 /// ```
 /// use std::time::Duration;
-/// use palisade_retry::{HttpRetryPolicy, RetryBudget, RetryPolicy};
+/// use palisade_retry::{HttpRetryLayer, RetryBudget, RetryLayer};
 ///
 /// let budget = RetryBudget::builder().ratio(0.1).min_per_sec(5).window(Duration::from_secs(5)).build()?;
-/// let reads = RetryPolicy::builder().name("reads").budget(budget.clone()).build()?;
-/// let writes = HttpRetryPolicy::builder().name("writes").budget(budget.clone()).build()?;
+/// let reads = RetryLayer::builder("reads").budget(budget.clone()).build()?;
+/// let writes = HttpRetryLayer::builder("writes").budget(budget.clone()).build()?;
 /// assert_eq!(budget.available(), 25); // the floor: 5 per second over 5 s
 /// # let _ = (reads, writes);
 /// # Ok::<(), palisade_retry::ConfigError>(())

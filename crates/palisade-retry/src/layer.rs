@@ -1,33 +1,67 @@
-//! [`RetryLayer`]: puts a policy into tower's `Retry`.
+//! [`RetryLayer`] and [`HttpRetryLayer`]: put a policy into tower's `Retry`.
 
+use palisade_core::{ErrorClassifier, HttpClassifier};
 use tower_layer::Layer;
 
+use crate::budget::RetryBudget;
 use crate::policy::{HttpRetryPolicy, RetryPolicy};
 use crate::service::HttpRetry;
 
-/// Wraps a service in tower's `Retry` with a palisade policy.
+/// Retries any request that can be cloned, in tower's own
+/// `tower::retry::Retry` with a [`RetryPolicy`].
 ///
-/// With a [`RetryPolicy`] it makes `tower::retry::Retry`; with an
-/// [`HttpRetryPolicy`] it makes [`HttpRetry`], which also wraps request
-/// bodies for replay. Clones share the policy's budget.
+/// Built by [`RetryLayer::builder`]. Clones share the policy's settings and
+/// budget.
 #[derive(Debug, Clone)]
-pub struct RetryLayer<P> {
-    policy: P,
+pub struct RetryLayer<C = ErrorClassifier> {
+    policy: RetryPolicy<C>,
 }
 
-impl<P> RetryLayer<P> {
-    /// A layer applying `policy`.
-    pub fn new(policy: P) -> Self {
+/// Retries `http::Request`s: a [`RetryLayer`] that also checks methods,
+/// replays bodies and honours `Retry-After`. It makes an [`HttpRetry`].
+///
+/// Built by [`HttpRetryLayer::builder`]. Clones share the policy's settings
+/// and budget.
+#[derive(Debug, Clone)]
+pub struct HttpRetryLayer<C = HttpClassifier> {
+    policy: HttpRetryPolicy<C>,
+}
+
+impl<C> RetryLayer<C> {
+    pub(crate) fn new(policy: RetryPolicy<C>) -> Self {
+        Self { policy }
+    }
+
+    /// The policy, for tower's `Retry` or `ServiceBuilder::retry` directly.
+    pub fn policy(&self) -> &RetryPolicy<C> {
+        &self.policy
+    }
+
+    /// The retry budget, when one is on: a handle to inspect it or to share
+    /// it with another layer.
+    pub fn budget(&self) -> Option<&RetryBudget> {
+        self.policy.budget()
+    }
+}
+
+impl<C> HttpRetryLayer<C> {
+    pub(crate) fn new(policy: HttpRetryPolicy<C>) -> Self {
         Self { policy }
     }
 
     /// The policy.
-    pub fn policy(&self) -> &P {
+    pub fn policy(&self) -> &HttpRetryPolicy<C> {
         &self.policy
+    }
+
+    /// The retry budget, when one is on: a handle to inspect it or to share
+    /// it with another layer.
+    pub fn budget(&self) -> Option<&RetryBudget> {
+        self.policy.budget()
     }
 }
 
-impl<S, C> Layer<S> for RetryLayer<RetryPolicy<C>> {
+impl<S, C> Layer<S> for RetryLayer<C> {
     type Service = tower::retry::Retry<RetryPolicy<C>, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
@@ -35,7 +69,7 @@ impl<S, C> Layer<S> for RetryLayer<RetryPolicy<C>> {
     }
 }
 
-impl<S, C> Layer<S> for RetryLayer<HttpRetryPolicy<C>> {
+impl<S, C> Layer<S> for HttpRetryLayer<C> {
     type Service = HttpRetry<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {

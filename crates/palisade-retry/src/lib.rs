@@ -3,17 +3,19 @@
 //! request.
 //!
 //! The policies implement `tower::retry::Policy`, so they run in tower's own
-//! `Retry` service; [`RetryLayer`] puts them there.
+//! `Retry` service; the layers put them there. `RetryLayer::builder(name)`
+//! and `HttpRetryLayer::builder(name)` return a [`RetryBuilder`] whose
+//! `build()` validates the settings and makes the layer.
 //!
-//! - [`RetryPolicy`] retries any request that is `Clone` (gRPC messages,
-//!   commands, plain values), classifying results with a palisade-core
+//! - [`RetryLayer`] retries any request that is `Clone` (gRPC messages,
+//!   commands, plain values) with a [`RetryPolicy`], classifying results with a palisade-core
 //!   [`Classify`](palisade_core::Classify) (default
 //!   [`ErrorClassifier`](palisade_core::ErrorClassifier): errors are retried,
 //!   responses are not).
-//! - [`HttpRetryPolicy`] retries `http::Request`s: it also checks the method,
-//!   replays the body, honours `Retry-After` and can number attempts in a
-//!   header. [`RetryLayer`] with it makes an [`HttpRetry`], which wraps each
-//!   request body in a [`ReplayBody`] before tower's `Retry` sees it.
+//! - [`HttpRetryLayer`] retries `http::Request`s with an [`HttpRetryPolicy`]:
+//!   it also checks the method, replays the body, honours `Retry-After` and
+//!   can number attempts in a header. It makes an [`HttpRetry`], which wraps
+//!   each request body in a [`ReplayBody`] before tower's `Retry` sees it.
 //!
 //! # Example
 //!
@@ -28,7 +30,7 @@
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::Full;
 //! use palisade_core::BoxError;
-//! use palisade_retry::{HttpRetryPolicy, ReplayBody, RetryLayer, X_RETRY_ATTEMPT};
+//! use palisade_retry::{HttpRetryLayer, ReplayBody, X_RETRY_ATTEMPT};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -41,13 +43,12 @@
 //!     async move { Ok::<_, BoxError>(Response::builder().status(status).body(()).unwrap()) }
 //! });
 //!
-//! let policy = HttpRetryPolicy::builder()
-//!     .name("payments")
+//! let retry = HttpRetryLayer::builder("payments")
 //!     .exponential_1s_to_8s() // five attempts: at once, then after 1 s, 2 s, 4 s, 8 s
 //!     .deadline(Duration::from_secs(10))
 //!     .attempt_header(X_RETRY_ATTEMPT)
 //!     .build()?;
-//! let client = ServiceBuilder::new().layer(RetryLayer::new(policy)).service(downstream);
+//! let client = ServiceBuilder::new().layer(retry).service(downstream);
 //!
 //! let started = tokio::time::Instant::now();
 //! let req = Request::get("http://payments.internal/balance").body(Full::new(Bytes::new()))?;
@@ -63,19 +64,19 @@
 //!
 //! ```
 //! use palisade_core::BoxError;
-//! use palisade_retry::{Backoff, Jitter, RetryLayer, RetryPolicy};
+//! use palisade_retry::{Backoff, Jitter, RetryLayer};
 //! use std::time::Duration;
 //! use tower::{Layer, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), BoxError> {
-//! let policy = RetryPolicy::builder()
+//! let retry = RetryLayer::builder("inventory")
 //!     .max_attempts(4)
 //!     .backoff(Backoff::exponential(Duration::from_millis(50), 2.0, Duration::from_secs(1)))
 //!     .jitter(Jitter::Equal)
 //!     .build()?;
 //! let always_down = tower::service_fn(|n: u64| async move { Err::<u64, BoxError>(format!("no {n}").into()) });
-//! let err = RetryLayer::new(policy).layer(always_down).oneshot(7).await.unwrap_err();
+//! let err = retry.layer(always_down).oneshot(7).await.unwrap_err();
 //! assert_eq!(err.to_string(), "no 7"); // the last attempt's error, as it was
 //! # Ok(())
 //! # }
@@ -85,7 +86,7 @@
 //!
 //! A result is retried when all of these hold:
 //!
-//! 1. It is retryable. [`HttpRetryPolicy`] uses
+//! 1. It is retryable. [`HttpRetryLayer`] uses
 //!    [`HttpClassifier`](palisade_core::HttpClassifier) by default: 408, 429,
 //!    500, 502, 503, 504, connect errors and timeouts; never another 4xx, and
 //!    never a transport error after which the server may have acted (a
@@ -141,7 +142,7 @@
 //! trailers, even when the first attempt was answered before it read the
 //! body. A longer body, or one of unknown length (a stream), is sent once,
 //! never buffered whole, and that request is not retried. tonic's request
-//! bodies are such streams: retry gRPC calls with [`RetryPolicy`] around a
+//! bodies are such streams: retry gRPC calls with [`RetryLayer`] around a
 //! service taking the (cloneable) request message instead.
 //!
 //! # Cancellation
@@ -183,7 +184,7 @@
 //! `palisade_retry_retries_total` (label `reason`: `status_503`, ...,
 //! `status_other`, `timeout`, `connect`, `error`, `response`) and
 //! `palisade_retry_budget_exhausted_total`. Every counter, one
-//! per reason included, is registered when the policy is built, so
+//! per reason included, is registered when the layer is built, so
 //! [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers).
 //!
 //! Tracing, target `palisade::retry`: a `debug` event per retry with the
@@ -219,6 +220,7 @@
 
 mod body;
 mod budget;
+mod builder;
 mod error;
 pub mod future;
 mod layer;
@@ -228,10 +230,9 @@ mod sync;
 
 pub use body::{DEFAULT_REPLAY_LIMIT, ReplayBody};
 pub use budget::{RetryBudget, RetryBudgetBuilder};
+pub use builder::{AnyRequest, HttpRequest, RetryBuilder};
 pub use error::{ConfigError, ReplayUnavailable};
-pub use layer::RetryLayer;
+pub use layer::{HttpRetryLayer, RetryLayer};
 pub use palisade_core::backoff::{Backoff, Jitter};
-pub use policy::{
-    AnyRequest, HttpRequest, HttpRetryPolicy, IDEMPOTENCY_KEY, RetryBuilder, RetryPolicy, X_RETRY_ATTEMPT,
-};
+pub use policy::{HttpRetryPolicy, IDEMPOTENCY_KEY, RetryPolicy, X_RETRY_ATTEMPT};
 pub use service::HttpRetry;

@@ -1,8 +1,7 @@
-//! The retry policies and their builder.
+//! The retry policies: tower `Policy`s sharing one [`Config`] per layer.
 
 use std::error::Error;
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -12,17 +11,16 @@ use http_body::Body;
 use metrics::Counter;
 use palisade_core::backoff::{Backoff, Jitter, Random};
 use palisade_core::error::{is_connect_error, is_local_rejection, is_timeout};
-use palisade_core::telemetry::{LABEL_NAME, LABEL_REASON, retry as names};
+use palisade_core::telemetry::retry as names;
 use palisade_core::{AsError, BoxError, Classify, ErrorClassifier, HttpClassifier};
 use tokio::time::Instant;
 use tower::retry::Policy;
 
-use crate::body::{DEFAULT_REPLAY_LIMIT, ReplayBody};
+use crate::body::ReplayBody;
 use crate::budget::RetryBudget;
-use crate::error::ConfigError;
 use crate::future::Wait;
 
-/// The header [`RetryBuilder::attempt_header`] adds by default: the attempt
+/// The header [`RetryBuilder::attempt_header`](crate::RetryBuilder::attempt_header) is usually given: the attempt
 /// number (2 on the first retry).
 pub const X_RETRY_ATTEMPT: HeaderName = HeaderName::from_static("x-retry-attempt");
 
@@ -32,7 +30,7 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 /// Requests a policy counts before depositing them in the budget at once.
 const DEPOSIT_BATCH: u32 = 16;
 
-type ErrorOverride = Arc<dyn Fn(&(dyn Error + 'static)) -> Option<bool> + Send + Sync>;
+pub(crate) type ErrorOverride = Arc<dyn Fn(&(dyn Error + 'static)) -> Option<bool> + Send + Sync>;
 
 /// What made a call worth retrying (the `reason` of metrics and logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +78,7 @@ impl Reason {
 }
 
 /// The `reason` label of every retry, in [`Reason::index`] order.
-const REASONS: [&str; 11] = [
+pub(crate) const REASONS: [&str; 11] = [
     "status_408",
     "status_429",
     "status_500",
@@ -95,26 +93,26 @@ const REASONS: [&str; 11] = [
 ];
 
 /// Settings shared by every clone of a policy.
-struct Config<C> {
-    name: Arc<str>,
-    max_attempts: u32,
-    backoff: Backoff,
-    jitter: Jitter,
-    random: Random,
-    deadline: Option<Duration>,
-    budget: Option<RetryBudget>,
-    classifier: C,
-    error_override: Option<ErrorOverride>,
-    status_overrides: Vec<(StatusCode, bool)>,
-    methods: Vec<Method>,
-    idempotency_key: Option<HeaderName>,
-    replay_limit: usize,
-    max_retry_after: Duration,
-    attempt_header: Option<HeaderName>,
-    attempts_total: Counter,
-    budget_exhausted_total: Counter,
+pub(crate) struct Config<C> {
+    pub(crate) name: Arc<str>,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) jitter: Jitter,
+    pub(crate) random: Random,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) budget: Option<RetryBudget>,
+    pub(crate) classifier: C,
+    pub(crate) error_override: Option<ErrorOverride>,
+    pub(crate) status_overrides: Vec<(StatusCode, bool)>,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) idempotency_key: Option<HeaderName>,
+    pub(crate) replay_limit: usize,
+    pub(crate) max_retry_after: Duration,
+    pub(crate) attempt_header: Option<HeaderName>,
+    pub(crate) attempts_total: Counter,
+    pub(crate) budget_exhausted_total: Counter,
     /// `palisade_retry_retries_total` by reason, in [`REASONS`] order.
-    retries_total: [Counter; REASONS.len()],
+    pub(crate) retries_total: [Counter; REASONS.len()],
 }
 
 /// State of one logical request: lives in the policy clone tower's `Retry`
@@ -295,6 +293,14 @@ macro_rules! policy_common {
         }
 
         impl<C> $policy<C> {
+            pub(crate) fn new(config: Arc<Config<C>>) -> Self {
+                Self {
+                    config,
+                    attempts: Attempts::default(),
+                    deposits: 0,
+                }
+            }
+
             /// The policy's name (the `name` label of its metrics).
             pub fn name(&self) -> &str {
                 &self.config.name
@@ -311,20 +317,6 @@ macro_rules! policy_common {
 
 policy_common!(RetryPolicy);
 policy_common!(HttpRetryPolicy);
-
-impl RetryPolicy {
-    /// A builder with the defaults (see the [crate documentation](crate)).
-    pub fn builder() -> RetryBuilder<ErrorClassifier, AnyRequest> {
-        RetryBuilder::new(ErrorClassifier)
-    }
-}
-
-impl HttpRetryPolicy {
-    /// A builder with the defaults and [`HttpClassifier`].
-    pub fn builder() -> RetryBuilder<HttpClassifier, HttpRequest> {
-        RetryBuilder::new(HttpClassifier)
-    }
-}
 
 impl<Req, Res, E, C> Policy<Req, Res, E> for RetryPolicy<C>
 where
@@ -413,282 +405,5 @@ where
 impl<C> HttpRetryPolicy<C> {
     pub(crate) fn replay_limit(&self) -> usize {
         self.config.replay_limit
-    }
-}
-
-/// Marks a [`RetryBuilder`] that builds a [`RetryPolicy`] (any request type).
-#[derive(Debug, Clone, Copy)]
-pub struct AnyRequest;
-
-/// Marks a [`RetryBuilder`] that builds an [`HttpRetryPolicy`].
-#[derive(Debug, Clone, Copy)]
-pub struct HttpRequest;
-
-/// Builds a [`RetryPolicy`] or an [`HttpRetryPolicy`]; `build()` validates.
-///
-/// Start from [`RetryPolicy::builder`] or [`HttpRetryPolicy::builder`].
-pub struct RetryBuilder<C, K> {
-    name: Arc<str>,
-    max_attempts: u32,
-    backoff: Backoff,
-    jitter: Jitter,
-    random: Random,
-    deadline: Option<Duration>,
-    budget: Option<Option<RetryBudget>>,
-    classifier: C,
-    error_override: Option<ErrorOverride>,
-    status_overrides: Vec<(StatusCode, bool)>,
-    methods: Vec<Method>,
-    idempotency_key: Option<HeaderName>,
-    replay_limit: usize,
-    max_retry_after: Duration,
-    attempt_header: Option<HeaderName>,
-    kind: PhantomData<K>,
-}
-
-impl<C, K> RetryBuilder<C, K> {
-    fn new(classifier: C) -> Self {
-        Self {
-            name: Arc::from("retry"),
-            max_attempts: 3,
-            backoff: Backoff::exponential(Duration::from_millis(100), 2.0, Duration::from_secs(10)),
-            jitter: Jitter::Full,
-            random: Random::default(),
-            deadline: None,
-            budget: None,
-            classifier,
-            error_override: None,
-            status_overrides: Vec::new(),
-            methods: vec![
-                Method::GET,
-                Method::HEAD,
-                Method::OPTIONS,
-                Method::PUT,
-                Method::DELETE,
-                Method::TRACE,
-            ],
-            idempotency_key: Some(IDEMPOTENCY_KEY),
-            replay_limit: DEFAULT_REPLAY_LIMIT,
-            max_retry_after: Duration::from_secs(30),
-            attempt_header: None,
-            kind: PhantomData,
-        }
-    }
-
-    /// The policy's name: the `name` label of its metrics and the `name`
-    /// field of its logs (default `"retry"`).
-    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = name.into();
-        self
-    }
-
-    /// Attempts at most, the first included (default 3; at least 1).
-    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
-        self.max_attempts = max_attempts;
-        self
-    }
-
-    /// The schedule of waits (default exponential: 100 ms, doubling, capped at 10 s).
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
-    /// How waits are randomised (default [`Jitter::Full`]).
-    pub fn jitter(mut self, jitter: Jitter) -> Self {
-        self.jitter = jitter;
-        self
-    }
-
-    /// Five attempts: at once, then after 1 s, 2 s, 4 s and 8 s, without
-    /// jitter. Add [`jitter`](Self::jitter) afterwards to spread them.
-    pub fn exponential_1s_to_8s(self) -> Self {
-        self.max_attempts(5)
-            .backoff(Backoff::exponential(
-                Duration::from_secs(1),
-                2.0,
-                Duration::from_secs(8),
-            ))
-            .jitter(Jitter::None)
-    }
-
-    /// The source of uniform numbers in `[0, 1)` for jitter (default
-    /// `fastrand::f64`); tests pass a fixed one.
-    pub fn random(mut self, random: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
-        self.random = Random::new(random);
-        self
-    }
-
-    /// A total deadline over all attempts and waits, from the start of the
-    /// first attempt: no wait is started that would end at or past it
-    /// (default none; an outer timeout can bound the whole call). Costs one
-    /// clock reading per request.
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = Some(deadline);
-        self
-    }
-
-    /// Uses `budget`, which may be shared with other policies (default: a
-    /// new [`RetryBudget::default`] for this policy and its clones).
-    pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.budget = Some(Some(budget));
-        self
-    }
-
-    /// Turns the retry budget off: only the attempt cap and the deadline
-    /// bound retries.
-    pub fn no_budget(mut self) -> Self {
-        self.budget = Some(None);
-        self
-    }
-
-    /// Decides what is retryable with `classifier`'s
-    /// [`retryable`](Classify::retryable).
-    pub fn classifier<C2>(self, classifier: C2) -> RetryBuilder<C2, K> {
-        RetryBuilder {
-            name: self.name,
-            max_attempts: self.max_attempts,
-            backoff: self.backoff,
-            jitter: self.jitter,
-            random: self.random,
-            deadline: self.deadline,
-            budget: self.budget,
-            classifier,
-            error_override: self.error_override,
-            status_overrides: self.status_overrides,
-            methods: self.methods,
-            idempotency_key: self.idempotency_key,
-            replay_limit: self.replay_limit,
-            max_retry_after: self.max_retry_after,
-            attempt_header: self.attempt_header,
-            kind: PhantomData,
-        }
-    }
-
-    /// Overrides the classifier for errors: `f` answers `Some(retryable)` to
-    /// decide, `None` to leave it to the classifier. palisade's own local
-    /// rejections (`CircuitOpen`, `BulkheadFull`, `BulkheadTimeout`) are
-    /// never retried whatever `f` says.
-    pub fn retry_error(mut self, f: impl Fn(&(dyn Error + 'static)) -> Option<bool> + Send + Sync + 'static) -> Self {
-        self.error_override = Some(Arc::new(f));
-        self
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_attempts == 0 {
-            return Err(ConfigError::ZeroAttempts);
-        }
-        self.backoff.validate()?;
-        self.jitter.validate()?;
-        if self.deadline.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::ZeroDeadline);
-        }
-        Ok(())
-    }
-
-    fn into_config(self) -> Result<Arc<Config<C>>, ConfigError> {
-        self.validate()?;
-        let labels = [(LABEL_NAME, self.name.to_string())];
-        Ok(Arc::new(Config {
-            attempts_total: metrics::counter!(names::ATTEMPTS_TOTAL, &labels),
-            budget_exhausted_total: metrics::counter!(names::BUDGET_EXHAUSTED_TOTAL, &labels),
-            retries_total: REASONS.map(|reason| {
-                metrics::counter!(names::RETRIES_TOTAL, LABEL_NAME => self.name.to_string(), LABEL_REASON => reason)
-            }),
-            name: self.name,
-            max_attempts: self.max_attempts,
-            backoff: self.backoff,
-            jitter: self.jitter,
-            random: self.random,
-            deadline: self.deadline,
-            budget: self.budget.unwrap_or_else(|| Some(RetryBudget::default())),
-            classifier: self.classifier,
-            error_override: self.error_override,
-            status_overrides: self.status_overrides,
-            methods: self.methods,
-            idempotency_key: self.idempotency_key,
-            replay_limit: self.replay_limit,
-            max_retry_after: self.max_retry_after,
-            attempt_header: self.attempt_header,
-        }))
-    }
-}
-
-impl<C> RetryBuilder<C, AnyRequest> {
-    /// Validates the settings and makes the policy.
-    pub fn build(self) -> Result<RetryPolicy<C>, ConfigError> {
-        Ok(RetryPolicy {
-            config: self.into_config()?,
-            attempts: Attempts::default(),
-            deposits: 0,
-        })
-    }
-}
-
-impl<C> RetryBuilder<C, HttpRequest> {
-    /// The methods retried without an `Idempotency-Key` (default the
-    /// idempotent ones: GET, HEAD, OPTIONS, PUT, DELETE, TRACE).
-    pub fn retry_methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
-        self.methods = methods.into_iter().collect();
-        self
-    }
-
-    /// The header whose presence makes a request of any method retryable
-    /// (default `Idempotency-Key`); `None` retries only the
-    /// [`retry_methods`](Self::retry_methods).
-    pub fn idempotency_key_header(mut self, header: Option<HeaderName>) -> Self {
-        self.idempotency_key = header;
-        self
-    }
-
-    /// Retries responses with `status` (`true`) or never (`false`), whatever
-    /// the classifier says.
-    pub fn retry_status(mut self, status: StatusCode, retryable: bool) -> Self {
-        self.status_overrides.retain(|(s, _)| *s != status);
-        self.status_overrides.push((status, retryable));
-        self
-    }
-
-    /// The largest request body kept for replay (default 64 KiB); a request
-    /// with a longer or unknown-length body is sent once.
-    pub fn replay_limit(mut self, bytes: usize) -> Self {
-        self.replay_limit = bytes;
-        self
-    }
-
-    /// The longest wait a `Retry-After` may ask for (default 30 s); a longer
-    /// one waits this long.
-    pub fn max_retry_after(mut self, max: Duration) -> Self {
-        self.max_retry_after = max;
-        self
-    }
-
-    /// Adds `header` with the attempt number (2 on the first retry) to every
-    /// retry; see [`X_RETRY_ATTEMPT`] (default none).
-    pub fn attempt_header(mut self, header: HeaderName) -> Self {
-        self.attempt_header = Some(header);
-        self
-    }
-
-    /// Validates the settings and makes the policy.
-    pub fn build(self) -> Result<HttpRetryPolicy<C>, ConfigError> {
-        Ok(HttpRetryPolicy {
-            config: self.into_config()?,
-            attempts: Attempts::default(),
-            deposits: 0,
-        })
-    }
-}
-
-impl<C: fmt::Debug, K> fmt::Debug for RetryBuilder<C, K> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryBuilder")
-            .field("name", &self.name)
-            .field("max_attempts", &self.max_attempts)
-            .field("backoff", &self.backoff)
-            .field("jitter", &self.jitter)
-            .field("deadline", &self.deadline)
-            .field("classifier", &self.classifier)
-            .finish_non_exhaustive()
     }
 }

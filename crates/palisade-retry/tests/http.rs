@@ -13,7 +13,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, StreamBody};
 use palisade_core::{BoxError, CircuitOpen};
-use palisade_retry::{Backoff, HttpRetryPolicy, Jitter, ReplayBody, RetryLayer, X_RETRY_ATTEMPT};
+use palisade_retry::{Backoff, HttpRetryLayer, Jitter, ReplayBody, X_RETRY_ATTEMPT};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
@@ -124,7 +124,7 @@ where
 }
 
 fn policy() -> palisade_retry::RetryBuilder<palisade_core::HttpClassifier, palisade_retry::HttpRequest> {
-    HttpRetryPolicy::builder()
+    HttpRetryLayer::builder("retry")
         .no_budget()
         .backoff(Backoff::constant(100 * MS))
         .jitter(Jitter::None)
@@ -134,13 +134,13 @@ fn get(uri: &str) -> Request<Full<Bytes>> {
     Request::get(uri).body(Full::<Bytes>::default()).unwrap()
 }
 
-async fn send<B>(policy: HttpRetryPolicy, downstream: &Downstream, req: Request<B>) -> Result<StatusCode, BoxError>
+async fn send<B>(retry: HttpRetryLayer, downstream: &Downstream, req: Request<B>) -> Result<StatusCode, BoxError>
 where
     B: Body + Send + 'static,
     B::Error: Into<BoxError>,
     B::Data: Send,
 {
-    RetryLayer::new(policy)
+    retry
         .layer(downstream.clone())
         .oneshot(req)
         .await

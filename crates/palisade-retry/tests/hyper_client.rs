@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use palisade_core::BoxError;
-use palisade_retry::{HttpRetryPolicy, ReplayBody, RetryLayer, X_RETRY_ATTEMPT};
+use palisade_retry::{HttpRetryLayer, ReplayBody, X_RETRY_ATTEMPT};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -68,13 +68,13 @@ fn client() -> HttpClient {
 #[tokio::test(start_paused = true)]
 async fn retries_a_flaky_server_and_replays_the_body() {
     let (addr, requests) = flaky_server().await;
-    let policy = HttpRetryPolicy::builder()
+    let retry = HttpRetryLayer::builder("retry")
         .max_attempts(3)
         .attempt_header(X_RETRY_ATTEMPT)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()
-        .layer(RetryLayer::new(policy))
+        .layer(retry)
         .map_err(BoxError::from)
         .service(client());
     let req = Request::put(format!("http://{addr}/orders/42"))
@@ -90,9 +90,9 @@ async fn retries_a_flaky_server_and_replays_the_body() {
 #[tokio::test(start_paused = true)]
 async fn a_post_without_a_key_reaches_the_server_once() {
     let (addr, requests) = flaky_server().await;
-    let policy = HttpRetryPolicy::builder().build().unwrap();
+    let retry = HttpRetryLayer::builder("retry").build().unwrap();
     let svc = ServiceBuilder::new()
-        .layer(RetryLayer::new(policy))
+        .layer(retry)
         .map_err(BoxError::from)
         .service(client());
     let req = Request::post(format!("http://{addr}/orders"))
@@ -110,9 +110,9 @@ async fn connection_refused_is_retried_then_returned_with_its_source() {
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let attempts = Arc::new(AtomicUsize::new(0));
     let counter = attempts.clone();
-    let policy = HttpRetryPolicy::builder().max_attempts(3).build().unwrap();
+    let retry = HttpRetryLayer::builder("retry").max_attempts(3).build().unwrap();
     let svc = ServiceBuilder::new()
-        .layer(RetryLayer::new(policy))
+        .layer(retry)
         .map_request(move |req: Request<ReplayBody<Full<Bytes>>>| {
             counter.fetch_add(1, Ordering::SeqCst);
             req

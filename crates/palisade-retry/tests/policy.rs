@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::{BoxError, BulkheadFull, CircuitOpen, Outcome, classify_fn};
-use palisade_retry::{Backoff, Jitter, RetryBudget, RetryLayer, RetryPolicy};
+use palisade_retry::{Backoff, Jitter, RetryBudget, RetryLayer};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
@@ -83,18 +83,18 @@ impl Service<u32> for Downstream {
 }
 
 fn no_budget() -> palisade_retry::RetryBuilder<palisade_core::ErrorClassifier, palisade_retry::AnyRequest> {
-    RetryPolicy::builder().no_budget().random(|| 0.5)
+    RetryLayer::builder("retry").no_budget().random(|| 0.5)
 }
 
-async fn run(policy: RetryPolicy, downstream: &Downstream) -> Answer {
-    RetryLayer::new(policy).layer(downstream.clone()).oneshot(7).await
+async fn run(retry: RetryLayer, downstream: &Downstream) -> Answer {
+    retry.layer(downstream.clone()).oneshot(7).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_1_2_4_8_schedule_is_one_builder_call() {
     let downstream = Downstream::failing();
-    let policy = no_budget().exponential_1s_to_8s().build().unwrap();
-    assert!(run(policy, &downstream).await.is_err());
+    let retry = no_budget().exponential_1s_to_8s().build().unwrap();
+    assert!(run(retry, &downstream).await.is_err());
     assert_eq!(downstream.calls(), [Duration::ZERO, S, 3 * S, 7 * S, 15 * S]);
 }
 
@@ -133,13 +133,13 @@ async fn exact_schedules_per_backoff_and_jitter() {
     ];
     for (backoff, jitter, expected) in cases {
         let downstream = Downstream::failing();
-        let policy = no_budget()
+        let retry = no_budget()
             .max_attempts(4)
             .backoff(backoff)
             .jitter(jitter)
             .build()
             .unwrap();
-        assert!(run(policy, &downstream).await.is_err());
+        assert!(run(retry, &downstream).await.is_err());
         let expected: Vec<Duration> = expected.into_iter().map(|ms| ms * MS).collect();
         assert_eq!(downstream.calls(), expected, "{backoff:?} {jitter:?}");
     }
@@ -150,14 +150,14 @@ async fn jitter_draws_from_the_injected_source() {
     let draws = Arc::new(Mutex::new(vec![0.9, 0.1, 0.0].into_iter()));
     let source = draws.clone();
     let downstream = Downstream::failing();
-    let policy = no_budget()
+    let retry = no_budget()
         .max_attempts(4)
         .backoff(Backoff::constant(S))
         .jitter(Jitter::Full)
         .random(move || source.lock().unwrap().next().unwrap_or(1.0))
         .build()
         .unwrap();
-    assert!(run(policy, &downstream).await.is_err());
+    assert!(run(retry, &downstream).await.is_err());
     assert_eq!(downstream.calls(), [Duration::ZERO, 900 * MS, S, S]);
 }
 
@@ -174,12 +174,8 @@ async fn success_and_unretryable_results_stop_at_once() {
         Ok(_) => Outcome::Success,
         Err(_) => Outcome::Failure,
     });
-    let policy = no_budget().classifier(odd_fails).max_attempts(10).build().unwrap();
-    let answer = RetryLayer::new(policy)
-        .layer(downstream.clone())
-        .oneshot(1)
-        .await
-        .unwrap();
+    let retry = no_budget().classifier(odd_fails).max_attempts(10).build().unwrap();
+    let answer = retry.layer(downstream.clone()).oneshot(1).await.unwrap();
     assert_eq!(answer, 8);
     assert_eq!(downstream.calls().len(), 3);
 }
@@ -200,9 +196,9 @@ async fn max_attempts_counts_the_first() {
 async fn the_deadline_cuts_attempts_short() {
     // 0, 1, 3 s; the next wait (4 s) would end at 7 s, past the 5 s deadline.
     let downstream = Downstream::failing();
-    let policy = no_budget().exponential_1s_to_8s().deadline(5 * S).build().unwrap();
+    let retry = no_budget().exponential_1s_to_8s().deadline(5 * S).build().unwrap();
     let started = Instant::now();
-    assert!(run(policy, &downstream).await.is_err());
+    assert!(run(retry, &downstream).await.is_err());
     assert_eq!(downstream.calls(), [Duration::ZERO, S, 3 * S]);
     assert_eq!(started.elapsed(), 3 * S, "gave up at once instead of waiting");
 
@@ -210,8 +206,8 @@ async fn the_deadline_cuts_attempts_short() {
     // 4.5 s leaves no room for a 1 s wait.
     let mut slow = Downstream::failing();
     slow.latency = 4500 * MS;
-    let policy = no_budget().exponential_1s_to_8s().deadline(5 * S).build().unwrap();
-    assert!(run(policy, &slow).await.is_err());
+    let retry = no_budget().exponential_1s_to_8s().deadline(5 * S).build().unwrap();
+    assert!(run(retry, &slow).await.is_err());
     assert_eq!(slow.calls(), [Duration::ZERO]);
 }
 
@@ -223,8 +219,8 @@ async fn local_rejections_are_never_retried_even_when_overridden() {
     ];
     for rejection in rejections {
         let downstream = Downstream::new(&[rejection]);
-        let policy = no_budget().retry_error(|_| Some(true)).build().unwrap();
-        let err = run(policy, &downstream).await.unwrap_err();
+        let retry = no_budget().retry_error(|_| Some(true)).build().unwrap();
+        let err = run(retry, &downstream).await.unwrap_err();
         assert!(
             err.is::<CircuitOpen>() || err.is::<BulkheadFull>(),
             "the rejection comes back as it was"
@@ -237,19 +233,19 @@ async fn local_rejections_are_never_retried_even_when_overridden() {
 async fn per_error_overrides() {
     // Not retried: the override says so for this error.
     let downstream = Downstream::new(&[|| Err("fatal".into())]);
-    let policy = no_budget()
+    let retry = no_budget()
         .retry_error(|e| (e.to_string() == "fatal").then_some(false))
         .build()
         .unwrap();
-    assert!(run(policy, &downstream).await.is_err());
+    assert!(run(retry, &downstream).await.is_err());
     assert_eq!(downstream.calls().len(), 1);
     // Other errors fall back to the classifier (every error is retryable).
     let downstream = Downstream::failing();
-    let policy = no_budget()
+    let retry = no_budget()
         .retry_error(|e| (e.to_string() == "fatal").then_some(false))
         .build()
         .unwrap();
-    assert!(run(policy, &downstream).await.is_err());
+    assert!(run(retry, &downstream).await.is_err());
     assert_eq!(downstream.calls().len(), 3);
 }
 
@@ -265,30 +261,30 @@ fn tight_budget(ratio: f64, min_per_sec: u32) -> RetryBudget {
 #[tokio::test(start_paused = true)]
 async fn an_empty_budget_returns_the_failure_and_refills() {
     let budget = tight_budget(0.0, 2);
-    let policy = RetryPolicy::builder()
+    let retry = RetryLayer::builder("retry")
         .budget(budget.clone())
         .backoff(Backoff::immediate())
         .build()
         .unwrap();
     let downstream = Downstream::failing();
     // The floor (2 per second over a 1 s window) allows two retries...
-    assert!(run(policy.clone(), &downstream).await.is_err());
+    assert!(run(retry.clone(), &downstream).await.is_err());
     assert_eq!(downstream.calls().len(), 3);
     // ...then the failure comes back at once.
-    assert!(run(policy.clone(), &downstream).await.is_err());
+    assert!(run(retry.clone(), &downstream).await.is_err());
     assert_eq!(downstream.calls().len(), 4);
     assert_eq!(budget.available(), 0);
     // The withdrawals age out of the window and the budget refills.
     tokio::time::advance(S).await;
     assert_eq!(budget.available(), 2);
-    assert!(run(policy, &downstream).await.is_err());
+    assert!(run(retry, &downstream).await.is_err());
     assert_eq!(downstream.calls().len(), 7);
 }
 
 #[tokio::test(start_paused = true)]
 async fn requests_fund_retries_at_the_ratio() {
     let budget = tight_budget(0.5, 0);
-    let policy = RetryPolicy::builder()
+    let retry = RetryLayer::builder("retry")
         .budget(budget.clone())
         .backoff(Backoff::immediate())
         .build()
@@ -296,12 +292,12 @@ async fn requests_fund_retries_at_the_ratio() {
     // Ten requests that succeed deposit five retries.
     let healthy = Downstream::new(&[|| Ok(1)]);
     for _ in 0..10 {
-        run(policy.clone(), &healthy).await.unwrap();
+        run(retry.clone(), &healthy).await.unwrap();
     }
     assert_eq!(budget.available(), 5);
     let failing = Downstream::failing();
     for _ in 0..3 {
-        let _ = run(policy.clone(), &failing).await;
+        let _ = run(retry.clone(), &failing).await;
     }
     // 3 requests: 1.5 more deposited, 6 retries in all possible, then none.
     assert_eq!(failing.calls().len(), 3 + 6);
@@ -313,8 +309,11 @@ async fn the_budget_bounds_amplification_against_a_dead_downstream() {
     const REQUESTS: usize = 1000;
     let dead = Downstream::failing();
     // Defaults: ratio 0.2, floor 10 per second over 10 s.
-    let policy = RetryPolicy::builder().backoff(Backoff::immediate()).build().unwrap();
-    let svc = RetryLayer::new(policy).layer(dead.clone());
+    let retry = RetryLayer::builder("retry")
+        .backoff(Backoff::immediate())
+        .build()
+        .unwrap();
+    let svc = retry.layer(dead.clone());
     for _ in 0..REQUESTS {
         assert!(svc.clone().oneshot(1).await.is_err());
     }
@@ -328,14 +327,12 @@ async fn the_budget_bounds_amplification_against_a_dead_downstream() {
 
     // Without a budget the same outage triples the load.
     let dead = Downstream::failing();
-    let svc = RetryLayer::new(
-        RetryPolicy::builder()
-            .no_budget()
-            .backoff(Backoff::immediate())
-            .build()
-            .unwrap(),
-    )
-    .layer(dead.clone());
+    let svc = RetryLayer::builder("retry")
+        .no_budget()
+        .backoff(Backoff::immediate())
+        .build()
+        .unwrap()
+        .layer(dead.clone());
     for _ in 0..REQUESTS {
         assert!(svc.clone().oneshot(1).await.is_err());
     }
@@ -345,8 +342,8 @@ async fn the_budget_bounds_amplification_against_a_dead_downstream() {
 #[tokio::test(start_paused = true)]
 async fn a_service_deposits_its_requests_in_batches_of_16_and_when_dropped() {
     let budget = tight_budget(1.0, 0);
-    let policy = RetryPolicy::builder().budget(budget.clone()).build().unwrap();
-    let mut svc = RetryLayer::new(policy).layer(Downstream::new(&[|| Ok(1)]));
+    let retry = RetryLayer::builder("retry").budget(budget.clone()).build().unwrap();
+    let mut svc = retry.layer(Downstream::new(&[|| Ok(1)]));
     for _ in 0..15 {
         svc.ready().await.unwrap().call(1).await.unwrap();
     }
@@ -367,15 +364,20 @@ async fn a_service_deposits_its_requests_in_batches_of_16_and_when_dropped() {
 
 #[tokio::test(start_paused = true)]
 async fn clones_of_a_policy_share_its_default_budget() {
-    let policy = RetryPolicy::builder().build().unwrap();
-    let clone = policy.clone();
-    let budget = policy.budget().unwrap();
+    let retry = RetryLayer::builder("retry").build().unwrap();
+    let clone = retry.clone();
+    let budget = retry.budget().unwrap();
     assert_eq!(budget.available(), 100);
     assert!(clone.budget().unwrap().withdraw());
     assert_eq!(budget.available(), 99);
     // A second policy built separately has its own.
     assert_eq!(
-        RetryPolicy::builder().build().unwrap().budget().unwrap().available(),
+        RetryLayer::builder("retry")
+            .build()
+            .unwrap()
+            .budget()
+            .unwrap()
+            .available(),
         100
     );
 }
@@ -384,12 +386,12 @@ async fn clones_of_a_policy_share_its_default_budget() {
 async fn cancelling_during_the_backoff_stops_and_refunds() {
     let budget = tight_budget(0.0, 1);
     let downstream = Downstream::failing();
-    let policy = RetryPolicy::builder()
+    let retry = RetryLayer::builder("retry")
         .budget(budget.clone())
         .exponential_1s_to_8s()
         .build()
         .unwrap();
-    let mut svc = RetryLayer::new(policy).layer(downstream.clone());
+    let mut svc = retry.layer(downstream.clone());
     svc.ready().await.unwrap();
     let mut call = Box::pin(svc.call(1));
     // First attempt fails; the policy takes a retry and waits 1 s.
@@ -408,8 +410,8 @@ async fn cancelling_during_the_backoff_stops_and_refunds() {
 async fn pending_readiness_before_a_retry_is_woken_not_polled_in_a_loop() {
     let gate = Gated::default();
     gate.open(1);
-    let policy = no_budget().backoff(Backoff::immediate()).build().unwrap();
-    let mut svc = RetryLayer::new(policy).layer(gate.clone());
+    let retry = no_budget().backoff(Backoff::immediate()).build().unwrap();
+    let mut svc = retry.layer(gate.clone());
     svc.ready().await.unwrap();
     let mut call = pin!(svc.call(1));
     // The first attempt failed; the retry waits for readiness.
@@ -486,25 +488,25 @@ impl Service<u32> for Gated {
 #[tokio::test(start_paused = true)]
 async fn enormous_waits_and_deadlines_do_not_overflow() {
     let downstream = Downstream::failing();
-    let policy = no_budget()
+    let retry = no_budget()
         .backoff(Backoff::constant(Duration::MAX))
         .jitter(Jitter::None)
         .deadline(Duration::MAX)
         .build()
         .unwrap();
-    let mut call = pin!(RetryLayer::new(policy).layer(downstream.clone()).oneshot(1));
+    let mut call = pin!(retry.layer(downstream.clone()).oneshot(1));
     assert!(poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx).is_pending())).await);
     assert_eq!(downstream.calls().len(), 1, "waiting practically forever");
 
     // A wait that cannot even be represented ends past any deadline.
     let downstream = Downstream::failing();
-    let policy = no_budget()
+    let retry = no_budget()
         .backoff(Backoff::constant(Duration::MAX))
         .jitter(Jitter::None)
         .deadline(Duration::from_secs(3600))
         .build()
         .unwrap();
-    assert!(run(policy, &downstream).await.is_err());
+    assert!(run(retry, &downstream).await.is_err());
     assert_eq!(downstream.calls().len(), 1);
 }
 
@@ -528,8 +530,8 @@ async fn readiness_errors_come_back_unchanged() {
         }
     }
 
-    let policy = no_budget().build().unwrap();
-    let err = RetryLayer::new(policy).layer(Rejecting).oneshot(1).await.unwrap_err();
+    let retry = no_budget().build().unwrap();
+    let err = retry.layer(Rejecting).oneshot(1).await.unwrap_err();
     let open = palisade_core::error::find::<CircuitOpen>(&*err).expect("the breaker's rejection");
     assert_eq!(open.retry_after(), 3 * S);
 }
@@ -538,22 +540,25 @@ async fn readiness_errors_come_back_unchanged() {
 fn builders_reject_impossible_settings() {
     use palisade_retry::ConfigError;
     assert_eq!(
-        RetryPolicy::builder().max_attempts(0).build().unwrap_err(),
+        RetryLayer::builder("retry").max_attempts(0).build().unwrap_err(),
         ConfigError::ZeroAttempts
     );
     assert_eq!(
-        RetryPolicy::builder().deadline(Duration::ZERO).build().unwrap_err(),
+        RetryLayer::builder("retry")
+            .deadline(Duration::ZERO)
+            .build()
+            .unwrap_err(),
         ConfigError::ZeroDeadline
     );
     assert_eq!(
-        RetryPolicy::builder()
+        RetryLayer::builder("retry")
             .backoff(Backoff::exponential(2 * S, 2.0, S))
             .build()
             .unwrap_err(),
         ConfigError::CapBelowBase { base: 2 * S, cap: S }
     );
     assert_eq!(
-        RetryPolicy::builder()
+        RetryLayer::builder("retry")
             .backoff(Backoff::exponential(S, 0.0, 2 * S))
             .build()
             .unwrap_err(),

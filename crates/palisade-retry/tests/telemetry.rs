@@ -8,7 +8,7 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::{CompositeKey, MetricKind};
 use palisade_core::BoxError;
 use palisade_core::telemetry::retry as names;
-use palisade_retry::{Backoff, RetryBudget, RetryLayer, RetryPolicy};
+use palisade_retry::{Backoff, RetryBudget, RetryLayer};
 use tower::{Layer, ServiceExt};
 
 fn counter(snapshot: &[(CompositeKey, DebugValue)], name: &str, labels: &[(&str, &str)]) -> u64 {
@@ -40,8 +40,7 @@ async fn attempts_retries_by_reason_and_budget_exhaustion_are_counted() {
         .window(Duration::from_secs(1))
         .build()
         .unwrap();
-    let policy = RetryPolicy::builder()
-        .name("payments")
+    let retry = RetryLayer::builder("payments")
         .budget(budget)
         .backoff(Backoff::immediate())
         .build()
@@ -49,7 +48,7 @@ async fn attempts_retries_by_reason_and_budget_exhaustion_are_counted() {
     let failing = tower::service_fn(|_: u32| async {
         Err::<u32, BoxError>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into())
     });
-    let svc = RetryLayer::new(policy).layer(failing);
+    let svc = retry.layer(failing);
     // One retry from the floor, then the budget is empty.
     assert!(svc.clone().oneshot(1).await.is_err());
     assert!(svc.clone().oneshot(2).await.is_err());

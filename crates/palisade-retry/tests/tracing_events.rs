@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use palisade_core::BoxError;
 use palisade_core::telemetry::{FIELD_ATTEMPT, FIELD_NAME, FIELD_REASON, FIELD_WAIT_MS, retry as names};
-use palisade_retry::{Backoff, Jitter, RetryLayer, RetryPolicy};
+use palisade_retry::{Backoff, Jitter, RetryLayer};
 use tower::{Layer, ServiceExt};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -59,8 +59,7 @@ async fn each_retry_logs_attempt_reason_and_wait() {
     let capture = Capture::default();
     let _guard = tracing::subscriber::set_default(capture.clone());
 
-    let policy = RetryPolicy::builder()
-        .name("inventory")
+    let retry = RetryLayer::builder("inventory")
         .no_budget()
         .backoff(Backoff::constant(Duration::from_millis(250)))
         .jitter(Jitter::None)
@@ -68,7 +67,7 @@ async fn each_retry_logs_attempt_reason_and_wait() {
         .unwrap();
     let failing =
         tower::service_fn(|_: u32| async { Err::<u32, BoxError>(tower::timeout::error::Elapsed::new().into()) });
-    assert!(RetryLayer::new(policy).layer(failing).oneshot(1).await.is_err());
+    assert!(retry.layer(failing).oneshot(1).await.is_err());
 
     let events = capture.0.lock().unwrap().clone();
     let retries: Vec<&Fields> = events

@@ -47,13 +47,13 @@
 ```
 use std::time::Duration;
 use palisade::prelude::*;
-use palisade::{bulkhead::BulkheadLayer, circuit_breaker::CircuitBreakerLayer, retry::RetryPolicy};
+use palisade::{bulkhead::BulkheadLayer, circuit_breaker::CircuitBreakerLayer, retry::RetryLayer};
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 
 # #[tokio::main(flavor = "current_thread")]
 # async fn main() -> Result<(), BoxError> {
 let client = ServiceBuilder::new()
-    .retry_policy(RetryPolicy::builder().name("inventory").build()?)
+    .retry_layer(RetryLayer::builder("inventory").build()?)
     .circuit_breaker(CircuitBreakerLayer::builder("inventory").build()?)
     .bulkhead(BulkheadLayer::builder("inventory").max_concurrent(16).build()?)
     .timeout(Duration::from_secs(2))
@@ -134,14 +134,24 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     #[cfg(feature = "idempotency")]
     fn idempotency_key(self) -> ServiceBuilder<Stack<palisade_idempotency::client::IdempotencyKeyLayer, L>>;
 
-    /// Client: retries with a palisade policy (`RetryPolicy` or
-    /// `HttpRetryPolicy`); outside the circuit breaker.
+    /// Client: retries any cloneable request (`RetryLayer`); outside the
+    /// circuit breaker.
     ///
-    /// Not named `retry`: tower's own `ServiceBuilder::retry` would take
-    /// precedence and build tower's `Retry` without the request-body replay an
-    /// HTTP policy needs.
+    /// Not named `retry`: tower's own `ServiceBuilder::retry`, which takes a
+    /// bare `tower::retry::Policy`, would take precedence.
     #[cfg(feature = "retry")]
-    fn retry_policy<P>(self, policy: P) -> ServiceBuilder<Stack<palisade_retry::RetryLayer<P>, L>>;
+    fn retry_layer<C>(
+        self,
+        layer: palisade_retry::RetryLayer<C>,
+    ) -> ServiceBuilder<Stack<palisade_retry::RetryLayer<C>, L>>;
+
+    /// Client: retries HTTP requests, replaying their bodies
+    /// (`HttpRetryLayer`); outside the circuit breaker.
+    #[cfg(feature = "retry")]
+    fn http_retry_layer<C>(
+        self,
+        layer: palisade_retry::HttpRetryLayer<C>,
+    ) -> ServiceBuilder<Stack<palisade_retry::HttpRetryLayer<C>, L>>;
 
     /// Client: fails calls fast while the downstream fails; inside retry,
     /// outside the bulkhead.
@@ -210,8 +220,19 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     #[cfg(feature = "retry")]
-    fn retry_policy<P>(self, policy: P) -> ServiceBuilder<Stack<palisade_retry::RetryLayer<P>, L>> {
-        self.layer(palisade_retry::RetryLayer::new(policy))
+    fn retry_layer<C>(
+        self,
+        layer: palisade_retry::RetryLayer<C>,
+    ) -> ServiceBuilder<Stack<palisade_retry::RetryLayer<C>, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "retry")]
+    fn http_retry_layer<C>(
+        self,
+        layer: palisade_retry::HttpRetryLayer<C>,
+    ) -> ServiceBuilder<Stack<palisade_retry::HttpRetryLayer<C>, L>> {
+        self.layer(layer)
     }
 
     #[cfg(feature = "circuit-breaker")]

@@ -10,7 +10,7 @@ use palisade::bulkhead::BulkheadLayer;
 use palisade::circuit_breaker::{CircuitBreakerBuilder, State};
 use palisade::core::error::find;
 use palisade::prelude::*;
-use palisade::retry::{Backoff, Jitter, RetryPolicy};
+use palisade::retry::{Backoff, Jitter, RetryLayer};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
 /// A downstream that fails every call, counting them.
@@ -30,9 +30,8 @@ async fn retry_stops_at_an_open_breaker_instead_of_retrying_it() {
         .unwrap();
     let breaker_handle = breaker.handle();
     let client = ServiceBuilder::new()
-        .retry_policy(
-            RetryPolicy::builder()
-                .name("inventory")
+        .retry_layer(
+            RetryLayer::builder("inventory")
                 .max_attempts(5)
                 .backoff(Backoff::constant(Duration::from_millis(100)))
                 .jitter(Jitter::None)

@@ -177,7 +177,7 @@
 //! charge (by the stack or by the client) charges once.
 //!
 //! 1. **Idempotency key** (the one set by the handler; a fresh one if none).
-//! 2. **Retry** ([`HttpRetryPolicy`]): 503, 429, 408, timeouts and connect
+//! 2. **Retry** ([`HttpRetryLayer`]): 503, 429, 408, timeouts and connect
 //!    errors, [`PaymentsConfig::max_attempts`] attempts with exponential backoff
 //!    and full jitter. Outside the breaker, so an open breaker is never retried.
 //! 3. **Circuit breaker**: opens after [`PaymentsConfig::breaker_failures`]
@@ -296,7 +296,7 @@ use palisade::outbox::{
     ChannelPublisher, Event, OutboxContext, PublishError, PublishHookLayer, Publisher, RelayHandle, Wakeup,
 };
 use palisade::prelude::*;
-use palisade::retry::{Backoff, HttpRetryPolicy, Jitter, ReplayBody};
+use palisade::retry::{Backoff, HttpRetryLayer, Jitter, ReplayBody};
 use palisade::webhook::{MemoryReplayStore, RedisReplayStore, Scheme, Verifier, VerifyLayer};
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -988,9 +988,8 @@ pub fn payments_client(
     let bulkhead_handle = bulkhead.handle();
     let stack = ServiceBuilder::new()
         .idempotency_key()
-        .retry_policy(
-            HttpRetryPolicy::builder()
-                .name(PAYMENTS)
+        .http_retry_layer(
+            HttpRetryLayer::builder(PAYMENTS)
                 .max_attempts(config.max_attempts)
                 .backoff(Backoff::exponential(
                     config.retry_backoff,

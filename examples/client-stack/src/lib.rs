@@ -8,7 +8,7 @@
 //!    without an `Idempotency-Key` gets one, once per logical request, so
 //!    every retry carries the same key and the server can de-duplicate. It is
 //!    also what makes the retry layer retry a POST at all.
-//! 2. **Retry with a budget** ([`HttpRetryPolicy`]): 503, 429, 408, timeouts
+//! 2. **Retry with a budget** ([`HttpRetryLayer`]): 503, 429, 408, timeouts
 //!    and connect errors are retried, up to [`StackConfig::max_attempts`]
 //!    attempts with exponential backoff and full jitter, within the default
 //!    budget (20 % of requests plus 10 retries a second), so an outage does
@@ -87,7 +87,7 @@ use palisade::bulkhead::BulkheadLayer;
 use palisade::circuit_breaker::{CircuitBreakerBuilder, KeyedCircuitBreakerHandle, KeyedCircuitBreakerLayer};
 use palisade::core::error::{find, is_timeout};
 use palisade::prelude::*;
-use palisade::retry::{Backoff, HttpRetryPolicy, Jitter, ReplayBody};
+use palisade::retry::{Backoff, HttpRetryLayer, Jitter, ReplayBody};
 use tokio::task::JoinSet;
 use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt as _};
@@ -178,9 +178,8 @@ where
     let counted = counters.clone();
     let stack = ServiceBuilder::new()
         .idempotency_key()
-        .retry_policy(
-            HttpRetryPolicy::builder()
-                .name("client")
+        .http_retry_layer(
+            HttpRetryLayer::builder("client")
                 .max_attempts(config.max_attempts)
                 .backoff(Backoff::exponential(
                     config.retry_backoff,

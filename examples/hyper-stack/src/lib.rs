@@ -32,7 +32,7 @@
 //!    so hyper always gets a response.
 //! 2. 5xx → 502: the upstream's failure, after the retries, is reported as a
 //!    bad gateway rather than passed off as this server's own error.
-//! 3. **retry** ([`HttpRetryPolicy`]):
+//! 3. **retry** ([`HttpRetryLayer`]):
 //!    idempotent methods (and requests carrying an `Idempotency-Key`) are
 //!    retried on 5xx, 408, 429, connect errors and timeouts, within a retry
 //!    budget. Outside the breaker, so it sees the breaker's `CircuitOpen` and
@@ -101,7 +101,7 @@ use hyper_util::service::TowerToHyperService;
 use palisade::bulkhead::BulkheadLayer;
 use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerHandle};
 use palisade::prelude::*;
-use palisade::retry::{Backoff, HttpRetryPolicy, Jitter, ReplayBody};
+use palisade::retry::{Backoff, HttpRetryLayer, Jitter, ReplayBody};
 use palisade::webhook::{MemoryReplayStore, Scheme, Verified, Verifier, VerifyLayer};
 use palisade_core::problem::Problem;
 use palisade_core::response::ProblemResponseLayer;
@@ -211,9 +211,8 @@ impl App {
         let upstream = ServiceBuilder::new()
             .layer(ProblemResponseLayer::new())
             .map_response(bad_gateway_on_server_error)
-            .retry_policy(
-                HttpRetryPolicy::builder()
-                    .name("upstream")
+            .http_retry_layer(
+                HttpRetryLayer::builder("upstream")
                     .max_attempts(config.max_attempts)
                     .backoff(Backoff::constant(config.retry_backoff))
                     .jitter(Jitter::Equal)
