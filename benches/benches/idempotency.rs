@@ -24,7 +24,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use palisade_benches::Harness;
 use palisade_idempotency::disconnect::KeepLocked;
-use palisade_idempotency::store::redis::RedisStore;
+use palisade_idempotency::redis::RedisStore;
 use palisade_idempotency::{IdempotencyLayer, MemoryStore};
 use tower::{Layer, ServiceExt};
 
@@ -72,7 +72,7 @@ fn memory(c: &mut Criterion) {
     // Every call replays the response stored by the first. The entries
     // measured on the bench thread run the protected call in the response
     // future (`KeepLocked`); the default's task is measured below.
-    let layer = IdempotencyLayer::builder()
+    let layer = IdempotencyLayer::builder("idempotency")
         .on_disconnect(KeepLocked)
         .build()
         .expect("layer");
@@ -85,7 +85,7 @@ fn memory(c: &mut Criterion) {
     // Every call is a first request: a retention of 1 µs makes each key free
     // again at once, so the store stays small and every call acquires,
     // runs the service, and stores its response.
-    let layer = IdempotencyLayer::builder()
+    let layer = IdempotencyLayer::builder("idempotency")
         .store(MemoryStore::new())
         .on_disconnect(KeepLocked)
         .lock_expiry(Duration::from_nanos(1))
@@ -108,7 +108,7 @@ fn memory(c: &mut Criterion) {
             .build()
             .expect("store");
         fill(&store, stored);
-        let layer = IdempotencyLayer::builder()
+        let layer = IdempotencyLayer::builder("idempotency")
             .store(store)
             .on_disconnect(KeepLocked)
             .lock_expiry(Duration::from_nanos(1))
@@ -141,14 +141,14 @@ fn memory(c: &mut Criterion) {
     // future, both awaited on a current-thread runtime.
     let mut group = c.benchmark_group("idempotency_first_on_runtime");
     group.throughput(Throughput::Elements(1));
-    let in_caller = IdempotencyLayer::builder()
+    let in_caller = IdempotencyLayer::builder("idempotency")
         .on_disconnect(KeepLocked)
         .lock_expiry(Duration::from_nanos(1))
         .retention(Duration::from_micros(1))
         .build()
         .expect("layer")
         .layer(http_bare());
-    let on_task = IdempotencyLayer::builder()
+    let on_task = IdempotencyLayer::builder("idempotency")
         .lock_expiry(Duration::from_nanos(1))
         .retention(Duration::from_micros(1))
         .build()
@@ -219,7 +219,10 @@ fn redis(c: &mut Criterion) {
     };
     let prefix = format!("palisade:bench:{}:", std::process::id());
     let store = RedisStore::with_prefix(conn.clone(), prefix.clone()).expect("prefix");
-    let layer = IdempotencyLayer::builder().store(store).build().expect("layer");
+    let layer = IdempotencyLayer::builder("idempotency")
+        .store(store)
+        .build()
+        .expect("layer");
     let svc = layer.layer(http_bare());
 
     let version = rt.block_on(async {

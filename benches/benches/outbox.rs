@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use futures_util::StreamExt;
+use palisade_outbox::NatsPublisher;
 use palisade_outbox::postgres::{PgStore, migrate};
-use palisade_outbox::publisher::NatsPublisher;
 use palisade_outbox::{Event, Relay, stage};
 use serde_json::json;
 use sqlx::postgres::{PgPool, PgPoolOptions};

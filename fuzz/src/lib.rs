@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use palisade::idempotency::store::redis::RedisStore;
+use palisade::idempotency::redis::RedisStore;
 use palisade::idempotency::{
     Begin, Fingerprint, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotencyLayer, IdempotencyStore, StoreErrorKind,
     StoreKey, StoredResponse,
@@ -255,7 +255,7 @@ pub fn retry_after(data: &[u8]) -> Option<Duration> {
                 *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                 response.headers_mut().insert(RETRY_AFTER, value);
             }
-            Ok::<_, palisade::BoxError>(response)
+            Ok::<_, palisade::core::BoxError>(response)
         }
     });
     let client = retry.layer(downstream);

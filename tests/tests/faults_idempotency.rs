@@ -16,9 +16,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use palisade_idempotency::store::postgres::PostgresStore;
-use palisade_idempotency::store::redis::RedisStore;
-use palisade_idempotency::{IdempotencyLayer, IdempotencyLayerBuilder, IdempotencyStore, ResponseBody};
+use palisade_idempotency::postgres::PostgresStore;
+use palisade_idempotency::redis::RedisStore;
+use palisade_idempotency::{IdempotencyBuilder, IdempotencyLayer, IdempotencyStore, ResponseBody};
 use palisade_tests::fault_proxy::{Action, Direction, FaultProxy};
 use palisade_tests::{Postgres, Redis, unique_name, upstream_of, via};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -55,7 +55,7 @@ fn receipt(key: &str) -> Bytes {
 /// A handler behind the layer `builder` makes that charges `payments` once per call and
 /// answers 201 with the [`receipt`].
 fn charging<St: IdempotencyStore>(
-    builder: IdempotencyLayerBuilder<St>,
+    builder: IdempotencyBuilder<St>,
     payments: &Payments,
 ) -> impl Service<Request<Full<Bytes>>, Response = Response<ResponseBody<Full<Bytes>>>, Error = Infallible> + Clone {
     let charges = payments.charges.clone();
@@ -130,7 +130,7 @@ async fn charge_through_fault<St: IdempotencyStore>(
 ) -> Vec<Answer> {
     let payments = Payments::default();
     let service = charging(
-        IdempotencyLayer::builder()
+        IdempotencyLayer::builder("idempotency")
             .store(store)
             .lock_expiry(LOCK_EXPIRY)
             .store_timeout(STORE_TIMEOUT),
@@ -316,7 +316,7 @@ async fn redis_a_stalled_store_write_is_bounded_by_the_store_timeout() {
 async fn refused_while_stalled<St: IdempotencyStore>(store: St, proxy: &FaultProxy) {
     let payments = Payments::default();
     let service = charging(
-        IdempotencyLayer::builder()
+        IdempotencyLayer::builder("idempotency")
             .store(store)
             .lock_expiry(LOCK_EXPIRY)
             .store_timeout(STORE_TIMEOUT),
@@ -385,7 +385,7 @@ async fn redis_a_stalled_store_answers_503_within_the_store_timeout() {
 /// default fail-closed), within the store client's bounds, and the handler never runs.
 async fn refused_while_unreachable<St: IdempotencyStore>(store: St, proxy: &FaultProxy) {
     let payments = Payments::default();
-    let service = charging(IdempotencyLayer::builder().store(store), &payments);
+    let service = charging(IdempotencyLayer::builder("idempotency").store(store), &payments);
     proxy.refuse();
     proxy.cut();
     let key = unique_name("unreachable");
@@ -430,7 +430,7 @@ async fn redis_a_store_on_the_documented_connection_serves_again_after_a_cut() {
     // The connection exactly as the crate docs make it.
     let store = documented_redis_store(&redis, &proxy).await;
     let payments = Payments::default();
-    let service = charging(IdempotencyLayer::builder().store(store), &payments);
+    let service = charging(IdempotencyLayer::builder("idempotency").store(store), &payments);
     let before = unique_name("before");
     let answer = service.clone().oneshot(charge(&before)).await.unwrap();
     assert_eq!(classify(answer, &before).await, Answer::Handled);

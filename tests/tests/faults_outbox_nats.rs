@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
+use palisade_outbox::NatsPublisher;
 use palisade_outbox::postgres::{PgStore, migrate};
-use palisade_outbox::publisher::NatsPublisher;
 use palisade_outbox::{Event, Relay, RelayHandle, stage};
 use palisade_tests::fault_proxy::{Action, Direction, Fault, FaultProxy};
 use palisade_tests::{Nats, Postgres, upstream_of, via};

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
+use palisade_outbox::RabbitMqPublisher;
 use palisade_outbox::postgres::{PgStore, migrate};
-use palisade_outbox::publisher::RabbitMqPublisher;
 use palisade_outbox::{Event, Relay, stage};
 use palisade_tests::fault_proxy::{Action, Direction, FaultProxy};
 use palisade_tests::{Postgres, RabbitMq, upstream_of, via};

@@ -9,8 +9,8 @@ mod suite;
 
 use std::time::Duration;
 
-use palisade_idempotency::store::postgres::{MIGRATION, PostgresStore};
-use palisade_idempotency::store::redis::RedisStore;
+use palisade_idempotency::postgres::{MIGRATION, PostgresStore};
+use palisade_idempotency::redis::RedisStore;
 use palisade_idempotency::{Begin, Completion, Fingerprint, IdempotencyStore, StoreKey, StoredResponse};
 use palisade_tests::{Postgres, Redis};
 use redis::aio::MultiplexedConnection;

@@ -5,8 +5,8 @@ use lapin::types::FieldTable;
 use std::time::Duration;
 
 use palisade_outbox::postgres::PgStore;
-use palisade_outbox::publisher::{RabbitMqPublisher, RabbitMqRejected, RedisPublisher};
 use palisade_outbox::{Encoding, Event, OutboxStore, Publisher, PublisherHealth, Relay, stage};
+use palisade_outbox::{RabbitMqPublisher, RabbitMqRejected, RedisPublisher};
 use palisade_tests::{Postgres, RabbitMq, Redis, unique_name};
 use serde_json::json;
 use tokio::time::Instant;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use palisade_outbox::postgres::{PgStore, migrate};
-use palisade_outbox::publisher::{NatsPublisher, UnsendableField};
 use palisade_outbox::{Encoding, Event, Publisher, PublisherHealth, Relay, stage};
+use palisade_outbox::{NatsPublisher, UnsendableField};
 use palisade_tests::{Nats, Postgres, services_required, unique_name};
 use serde_json::json;
 use tokio::time::Instant;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_outbox::envelope::MAX_PAYLOAD_DEPTH;
+use palisade_outbox::MAX_PAYLOAD_DEPTH;
 use palisade_outbox::postgres::{PgStore, forward_wakeups, migrate, wake_on_notify};
 use palisade_outbox::{
     ChannelPublisher, Disposition, Event, OutboxContext, OutboxStore, PublishError, PublishHookLayer, Publisher, Relay,

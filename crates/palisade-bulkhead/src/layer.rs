@@ -10,10 +10,10 @@ use tower_layer::Layer;
 
 use crate::compartments::Compartments;
 use crate::error::ConfigError;
-use crate::future::{OnBodyEnd, OnResponse};
 use crate::gate::{Gate, GateMetrics, Settings};
 use crate::handle::{BulkheadHandle, KeyedBulkheadHandle};
 use crate::limit::{Limit, LimitConfig, MAX_COUNT};
+use crate::release::{OnBodyEnd, OnResponse};
 use crate::service::{Bulkhead, KeyedBulkhead};
 use crate::sync::Arc;
 
@@ -59,7 +59,7 @@ impl<C, M> BulkheadBuilder<C, M> {
     }
 
     /// Lets `limit` set the concurrency limit from observed latency and
-    /// failures instead of a fixed `max_concurrent` (see [`crate::limit`]).
+    /// failures instead of a fixed `max_concurrent` (see [`Limit`](crate::Limit)).
     /// A keyed bulkhead gives each key its own copy.
     pub fn adaptive<L: Limit + Clone + Sync>(mut self, limit: L) -> Self {
         self.limit = LimitConfig::Adaptive(std::sync::Arc::new(move || Box::new(limit.clone())));

@@ -9,8 +9,9 @@ use palisade_core::Classify;
 use tower_service::Service;
 
 use crate::compartments::Compartments;
-use crate::future::{GateRef, PermitRelease, ResponseFuture};
+use crate::future::{GateRef, ResponseFuture};
 use crate::gate::Gate;
+use crate::release::PermitRelease;
 use crate::sync::Arc;
 use palisade_core::{BoxError, BulkheadFull};
 

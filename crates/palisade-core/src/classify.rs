@@ -262,7 +262,7 @@ impl<B> Classify<Response<B>> for GrpcClassifier {
 /// A classifier from a closure; its failures are retryable.
 ///
 /// ```
-/// use palisade_core::classify::{classify_fn, CallResult, Classify, Outcome};
+/// use palisade_core::{classify_fn, CallResult, Classify, Outcome};
 ///
 /// // Only a `None` answer from the downstream counts as a failure.
 /// let classifier = classify_fn(|result: CallResult<'_, Option<u32>>| match result {

@@ -5,7 +5,7 @@
 //!   grows between attempts (retries, a breaker's open duration, redeliveries).
 //! - [`body`]: [`Collected`](body::Collected), reading a body into one
 //!   `Bytes` up to a limit, a single frame without copying.
-//! - [`classify`]: one trait, [`Classify`], that decides whether a call
+//! - classification: one trait, [`Classify`], that decides whether a call
 //!   succeeded, failed or does not count, and separately whether it may be
 //!   retried; ready classifiers for "any error", HTTP and gRPC, and closures.
 //! - [`BoxError`], [`AsError`], and [`error`]: [`find`](error::find) to spot the layers'
@@ -79,7 +79,7 @@
 pub mod backoff;
 pub mod body;
 mod boxed;
-pub mod classify;
+mod classify;
 pub mod error;
 pub mod keyed;
 pub mod lease;
@@ -94,5 +94,4 @@ pub use boxed::{AsError, BoxError};
 pub use classify::{
     CallResult, Classify, ClassifyFn, ErrorClassifier, GrpcClassifier, GrpcCode, HttpClassifier, Outcome, classify_fn,
 };
-pub use problem::Problem;
 pub use rejection::{BulkheadFull, BulkheadTimeout, CircuitOpen};

@@ -1,4 +1,4 @@
-//! The client side: [`IdempotencyKeyLayer`] gives every non-idempotent
+//! The client side: [`SetIdempotencyKeyLayer`] gives every non-idempotent
 //! outbound request an `Idempotency-Key`, so a retry layer inside it may
 //! resend the request safely.
 
@@ -39,12 +39,12 @@ struct Config {
 /// retry).
 ///
 /// ```
-/// use palisade_idempotency::client::IdempotencyKeyLayer;
+/// use palisade_idempotency::client::SetIdempotencyKeyLayer;
 /// use tower::{Service, ServiceBuilder, ServiceExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let mut client = ServiceBuilder::new()
-///     .layer(IdempotencyKeyLayer::new())
+///     .layer(SetIdempotencyKeyLayer::new())
 ///     // .layer(retry) .layer(breaker) ...
 ///     .service_fn(|req: http::Request<()>| async move {
 ///         Ok::<_, std::convert::Infallible>(req.headers().get("idempotency-key").cloned())
@@ -57,28 +57,28 @@ struct Config {
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct IdempotencyKeyLayer {
+pub struct SetIdempotencyKeyLayer {
     header: HeaderName,
     methods: Vec<Method>,
     make_key: Arc<KeyFn>,
 }
 
-impl fmt::Debug for IdempotencyKeyLayer {
+impl fmt::Debug for SetIdempotencyKeyLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IdempotencyKeyLayer")
+        f.debug_struct("SetIdempotencyKeyLayer")
             .field("header", &self.header)
             .field("methods", &self.methods)
             .finish_non_exhaustive()
     }
 }
 
-impl Default for IdempotencyKeyLayer {
+impl Default for SetIdempotencyKeyLayer {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl IdempotencyKeyLayer {
+impl SetIdempotencyKeyLayer {
     /// Keys from [`uuid_v7_key`] in `Idempotency-Key`, for POST and PATCH.
     pub fn new() -> Self {
         Self {
@@ -107,7 +107,7 @@ impl IdempotencyKeyLayer {
     }
 }
 
-impl<S> Layer<S> for IdempotencyKeyLayer {
+impl<S> Layer<S> for SetIdempotencyKeyLayer {
     type Service = SetIdempotencyKey<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
@@ -123,7 +123,7 @@ impl<S> Layer<S> for IdempotencyKeyLayer {
     }
 }
 
-/// The service of [`IdempotencyKeyLayer`]: adds the key, then calls the
+/// The service of [`SetIdempotencyKeyLayer`]: adds the key, then calls the
 /// inner service; its future is the inner service's own.
 #[derive(Clone)]
 pub struct SetIdempotencyKey<S> {
@@ -186,7 +186,7 @@ mod tests {
     #[tokio::test]
     async fn only_non_idempotent_requests_without_a_key_get_one() {
         let counter = Arc::new(AtomicU32::new(0));
-        let layer = IdempotencyKeyLayer::new().key_fn({
+        let layer = SetIdempotencyKeyLayer::new().key_fn({
             let counter = Arc::clone(&counter);
             move || HeaderValue::from(counter.fetch_add(1, Ordering::Relaxed))
         });
@@ -208,7 +208,7 @@ mod tests {
 
     #[tokio::test]
     async fn header_and_methods_are_configurable() {
-        let layer = IdempotencyKeyLayer::new()
+        let layer = SetIdempotencyKeyLayer::new()
             .header_name(HeaderName::from_static("x-request-key"))
             .methods([Method::PUT])
             .key_fn(|| HeaderValue::from_static("k"));

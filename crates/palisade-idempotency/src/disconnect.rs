@@ -1,7 +1,7 @@
 //! What becomes of a request whose caller goes away (the client
 //! disconnects, a timeout layer outside fires: the response future is
 //! dropped) after it locked its key. Chosen with
-//! [`IdempotencyLayerBuilder::on_disconnect`](crate::IdempotencyLayerBuilder::on_disconnect);
+//! [`IdempotencyBuilder::on_disconnect`](crate::IdempotencyBuilder::on_disconnect);
 //! see the [crate docs](crate#disconnects).
 
 mod sealed {

@@ -51,7 +51,7 @@ pub enum StoreErrorKind {
     /// A stored record could not be decoded.
     Corrupt,
     /// The store did not answer within the layer's
-    /// [store timeout](crate::IdempotencyLayerBuilder::store_timeout).
+    /// [store timeout](crate::IdempotencyBuilder::store_timeout).
     TimedOut,
 }
 

@@ -77,15 +77,16 @@ impl<St: fmt::Debug, Sc, D> fmt::Debug for IdempotencyLayer<St, Sc, D> {
 }
 
 impl IdempotencyLayer {
-    /// A layer with every default and a fresh [`MemoryStore`].
+    /// A layer named `idempotency` with every default and a fresh [`MemoryStore`].
     pub fn new() -> Self {
-        Self::builder().into_layer()
+        Self::builder("idempotency").into_layer()
     }
 
-    /// A builder, starting from the defaults.
-    pub fn builder() -> IdempotencyLayerBuilder {
+    /// A builder, starting from the defaults. `name` labels the layer's
+    /// metrics and logs.
+    pub fn builder(name: impl Into<String>) -> IdempotencyBuilder {
         let config = Config {
-            name: "idempotency".to_owned(),
+            name: name.into(),
             methods: vec![Method::POST, Method::PATCH],
             header: crate::IDEMPOTENCY_KEY,
             require_key: false,
@@ -100,7 +101,7 @@ impl IdempotencyLayer {
             unavailable_retry_after: DEFAULT_UNAVAILABLE_RETRY_AFTER,
             store_timeout: DEFAULT_STORE_TIMEOUT,
         };
-        IdempotencyLayerBuilder {
+        IdempotencyBuilder {
             config,
             store: MemoryStore::new(),
             scope: GlobalScope,
@@ -132,16 +133,16 @@ impl<S, St, Sc, D> Layer<S> for IdempotencyLayer<St, Sc, D> {
 
 /// Configures an [`IdempotencyLayer`]; every setting has a default (see the
 /// [crate docs](crate#defaults)).
-pub struct IdempotencyLayerBuilder<St = MemoryStore, Sc = GlobalScope, D = Complete> {
+pub struct IdempotencyBuilder<St = MemoryStore, Sc = GlobalScope, D = Complete> {
     config: Config,
     store: St,
     scope: Sc,
     disconnect: PhantomData<fn() -> D>,
 }
 
-impl<St: fmt::Debug, Sc, D> fmt::Debug for IdempotencyLayerBuilder<St, Sc, D> {
+impl<St: fmt::Debug, Sc, D> fmt::Debug for IdempotencyBuilder<St, Sc, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IdempotencyLayerBuilder")
+        f.debug_struct("IdempotencyBuilder")
             .field("config", &self.config)
             .field("store", &self.store)
             .field("disconnect", &std::any::type_name::<D>())
@@ -149,16 +150,10 @@ impl<St: fmt::Debug, Sc, D> fmt::Debug for IdempotencyLayerBuilder<St, Sc, D> {
     }
 }
 
-impl<St, Sc, D> IdempotencyLayerBuilder<St, Sc, D> {
-    /// The name in metrics and logs (default `idempotency`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.config.name = name.into();
-        self
-    }
-
+impl<St, Sc, D> IdempotencyBuilder<St, Sc, D> {
     /// Where keys and responses live (default: a [`MemoryStore`] of its own).
-    pub fn store<T: IdempotencyStore>(self, store: T) -> IdempotencyLayerBuilder<T, Sc, D> {
-        IdempotencyLayerBuilder {
+    pub fn store<T: IdempotencyStore>(self, store: T) -> IdempotencyBuilder<T, Sc, D> {
+        IdempotencyBuilder {
             config: self.config,
             store,
             scope: self.scope,
@@ -168,8 +163,8 @@ impl<St, Sc, D> IdempotencyLayerBuilder<St, Sc, D> {
 
     /// How a request's scope (principal, tenant) is derived (default:
     /// [`GlobalScope`], one scope for all).
-    pub fn scope<T: Scope>(self, scope: T) -> IdempotencyLayerBuilder<St, T, D> {
-        IdempotencyLayerBuilder {
+    pub fn scope<T: Scope>(self, scope: T) -> IdempotencyBuilder<St, T, D> {
+        IdempotencyBuilder {
             config: self.config,
             store: self.store,
             scope,
@@ -183,8 +178,8 @@ impl<St, Sc, D> IdempotencyLayerBuilder<St, Sc, D> {
     /// runs it in the response future and leaves the key locked until its
     /// lock expires when that future is dropped; [`disconnect::Release`]
     /// releases the key then. See the [crate docs](crate#disconnects).
-    pub fn on_disconnect<P: disconnect::Policy>(self, _policy: P) -> IdempotencyLayerBuilder<St, Sc, P> {
-        IdempotencyLayerBuilder {
+    pub fn on_disconnect<P: disconnect::Policy>(self, _policy: P) -> IdempotencyBuilder<St, Sc, P> {
+        IdempotencyBuilder {
             config: self.config,
             store: self.store,
             scope: self.scope,
@@ -336,17 +331,17 @@ mod tests {
 
     #[test]
     fn impossible_settings_fail_to_build() {
-        let err = |b: IdempotencyLayerBuilder| b.build().unwrap_err();
+        let err = |b: IdempotencyBuilder| b.build().unwrap_err();
         assert_eq!(
-            err(IdempotencyLayer::builder().lock_expiry(Duration::ZERO)),
+            err(IdempotencyLayer::builder("idempotency").lock_expiry(Duration::ZERO)),
             ConfigError::ZeroLockExpiry
         );
         assert_eq!(
-            err(IdempotencyLayer::builder().retention(Duration::ZERO)),
+            err(IdempotencyLayer::builder("idempotency").retention(Duration::ZERO)),
             ConfigError::ZeroRetention
         );
         assert_eq!(
-            err(IdempotencyLayer::builder()
+            err(IdempotencyLayer::builder("idempotency")
                 .lock_expiry(Duration::from_secs(10))
                 .retention(Duration::from_secs(5))),
             ConfigError::RetentionShorterThanLock {
@@ -354,12 +349,15 @@ mod tests {
                 lock_expiry: Duration::from_secs(10)
             }
         );
-        assert_eq!(err(IdempotencyLayer::builder().methods([])), ConfigError::NoMethods);
         assert_eq!(
-            err(IdempotencyLayer::builder().store_timeout(Duration::ZERO)),
+            err(IdempotencyLayer::builder("idempotency").methods([])),
+            ConfigError::NoMethods
+        );
+        assert_eq!(
+            err(IdempotencyLayer::builder("idempotency").store_timeout(Duration::ZERO)),
             ConfigError::ZeroStoreTimeout
         );
-        assert!(IdempotencyLayer::builder().build().is_ok());
+        assert!(IdempotencyLayer::builder("idempotency").build().is_ok());
     }
 
     #[test]

@@ -12,14 +12,14 @@
 //!
 //! | request | answer | inner service called |
 //! |---|---|---|
-//! | no `Idempotency-Key` | passes through, unprotected (default), or **400** with [`require_key`](IdempotencyLayerBuilder::require_key) | yes / no |
+//! | no `Idempotency-Key` | passes through, unprotected (default), or **400** with [`require_key`](IdempotencyBuilder::require_key) | yes / no |
 //! | key not 1–255 visible ASCII (as an sf-string `"abc"` or a bare `abc`), or the header twice | **400** | no |
-//! | body larger than [`max_request_body`](IdempotencyLayerBuilder::max_request_body) | **413** | no |
+//! | body larger than [`max_request_body`](IdempotencyBuilder::max_request_body) | **413** | no |
 //! | first use of the key | runs; the response is stored (see below) | yes |
 //! | repeat after completion | the stored response, byte for byte, plus `Idempotent-Replayed: true` | no |
 //! | repeat while the first is in flight | **409** with `Retry-After` | no |
 //! | same key, different method/path/query/body | **422** | no |
-//! | the store fails, does not answer within the [store timeout](IdempotencyLayerBuilder::store_timeout), or is full | **503** with `Retry-After` (fail closed, default) or passes through unprotected ([`fail_open`](IdempotencyLayerBuilder::fail_open)) | no / yes |
+//! | the store fails, does not answer within the [store timeout](IdempotencyBuilder::store_timeout), or is full | **503** with `Retry-After` (fail closed, default) or passes through unprotected ([`fail_open`](IdempotencyBuilder::fail_open)) | no / yes |
 //!
 //! Every rejection is an RFC 9457 `application/problem+json` response made
 //! through [`ToProblem`](palisade_core::problem::ToProblem), as in every
@@ -37,19 +37,19 @@
 //!   to the inner service as `ReqB::from(bytes)` (request trailers are
 //!   neither fingerprinted nor forwarded).
 //! - **Lock.** The first request takes an in-flight lock in the store
-//!   (atomic `begin`) that expires after [`lock_expiry`](IdempotencyLayerBuilder::lock_expiry)
+//!   (atomic `begin`) that expires after [`lock_expiry`](IdempotencyBuilder::lock_expiry)
 //!   (default 60 s), so a crashed instance frees its keys. After expiry a
 //!   new request may take the key over; each lock carries a fencing token
 //!   ([`Lease`]), so the stale owner's late completion is not stored over
 //!   the new owner's. Set the expiry above your handler's timeout.
 //! - **What is stored.** Status, headers and body (up to
-//!   [`max_response_body`](IdempotencyLayerBuilder::max_response_body)) for
-//!   [`retention`](IdempotencyLayerBuilder::retention) (default 24 h), when
-//!   [`store_status`](IdempotencyLayerBuilder::store_status) says so (default
+//!   [`max_response_body`](IdempotencyBuilder::max_response_body)) for
+//!   [`retention`](IdempotencyBuilder::retention) (default 24 h), when
+//!   [`store_status`](IdempotencyBuilder::store_status) says so (default
 //!   2xx and 4xx except 400, 422 and 429: like Stripe, a request refused as
 //!   invalid is not remembered, so the corrected retry runs). Hop-by-hop
 //!   headers are never stored, nor `Set-Cookie` unless
-//!   [`store_set_cookie`](IdempotencyLayerBuilder::store_set_cookie). The
+//!   [`store_set_cookie`](IdempotencyBuilder::store_set_cookie). The
 //!   layer waits for the store to confirm before answering, so a retry that
 //!   arrives after the first answer is a replay.
 //! - **What releases the key.** A response not to be stored (5xx, 429, 400,
@@ -69,7 +69,7 @@
 //! timeout layer outside this one fires, and the response future is
 //! dropped. The handler may already have acted (charged a card), so the
 //! layer must not let a retry run it again. The policy is chosen with
-//! [`on_disconnect`](IdempotencyLayerBuilder::on_disconnect):
+//! [`on_disconnect`](IdempotencyBuilder::on_disconnect):
 //!
 //! | policy | the protected call | caller gone after the key is locked | cost |
 //! |---|---|---|---|
@@ -106,30 +106,30 @@
 //! | store timeout | [`DEFAULT_STORE_TIMEOUT`] (3 s) per store call | a stalled connection must not hold requests forever; a healthy store answers in milliseconds |
 //! | 409 `Retry-After` | [`DEFAULT_CONFLICT_RETRY_AFTER`] (1 s) | a request in flight usually ends within a second |
 //! | 503 `Retry-After` | the store's own time (a full [`MemoryStore`]: until its oldest record expires), else [`DEFAULT_UNAVAILABLE_RETRY_AFTER`] (1 s) | a backend hiccup usually passes within a second |
-//! | store | [`MemoryStore`], at most [`store::DEFAULT_MAX_KEYS`] keys; when full, new keys get 503, stored responses are never evicted | no infrastructure; use Redis or Postgres with several instances |
+//! | store | [`MemoryStore`], at most [`DEFAULT_MAX_KEYS`] keys; when full, new keys get 503, stored responses are never evicted | no infrastructure; use Redis or Postgres with several instances |
 //!
 //! # Stores
 //!
 //! One trait, [`IdempotencyStore`], with atomic `begin` / `complete` /
-//! `release`: [`MemoryStore`] (default), [`store::redis::RedisStore`]
+//! `release`: [`MemoryStore`] (default), [`redis::RedisStore`]
 //! (feature `redis`: one round trip per operation, Lua scripts, configurable
-//! key prefix) and [`store::postgres::PostgresStore`] (feature `postgres`,
+//! key prefix) and [`postgres::PostgresStore`] (feature `postgres`,
 //! sqlx: `INSERT .. ON CONFLICT`, a shipped migration applied by
-//! `migrate()`, and `cleanup_expired()` to schedule). See [`store`].
+//! `migrate()`, and `cleanup_expired()` to schedule). See [`IdempotencyStore`].
 //!
 //! **Lost connections.** A store call that fails because its connection
 //! dropped is a store failure (503, the key state kept safe as above); the
 //! store then serves again by itself, without a restart:
-//! [`RedisStore`](store::redis::RedisStore) runs on redis's
+//! [`RedisStore`](redis::RedisStore) runs on redis's
 //! `ConnectionManager` by default, which connects again in the background
 //! (a bare `MultiplexedConnection` never does, so do not hand it one in
-//! production), and [`PostgresStore`](store::postgres::PostgresStore)'s sqlx
+//! production), and [`PostgresStore`](postgres::PostgresStore)'s sqlx
 //! pool drops a broken connection and opens a new one for the next call.
 //!
 //! **Stalled connections.** Neither sqlx nor redis bounds a call by default,
 //! and a connection that stays open while no answer comes back would hold a
 //! request forever. The layer bounds every store call by its
-//! [`store_timeout`](IdempotencyLayerBuilder::store_timeout) (default
+//! [`store_timeout`](IdempotencyBuilder::store_timeout) (default
 //! [`DEFAULT_STORE_TIMEOUT`], 3 s): a `begin` over it answers 503 with
 //! `Retry-After` (the stalled `begin` may still have locked the key, and then
 //! retries get 409 until its lock expires; the handler has not run), a
@@ -149,7 +149,7 @@
 //!
 //! # #[derive(Clone)] struct Principal(String);
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let idempotency = IdempotencyLayer::builder()
+//! let idempotency = IdempotencyLayer::builder("idempotency")
 //!     .scope(|parts: &http::request::Parts| {
 //!         parts.extensions.get::<Principal>().map(|p| p.0.clone()).unwrap_or_default()
 //!     })
@@ -179,11 +179,11 @@
 //! ```no_run
 //! # #[cfg(feature = "redis")]
 //! # async fn shared() -> Result<(), Box<dyn std::error::Error>> {
-//! use palisade_idempotency::{IdempotencyLayer, store::redis::RedisStore};
+//! use palisade_idempotency::{IdempotencyLayer, redis::RedisStore};
 //!
 //! // A ConnectionManager connects again by itself after its connection drops.
 //! let conn = redis::aio::ConnectionManager::new(redis::Client::open("redis://127.0.0.1/")?).await?;
-//! let layer = IdempotencyLayer::builder().store(RedisStore::new(conn)).build()?;
+//! let layer = IdempotencyLayer::builder("idempotency").store(RedisStore::new(conn)).build()?;
 //! # let _ = layer; Ok(()) }
 //! ```
 //!
@@ -207,7 +207,7 @@
 //! scope can read it. A replay is cheap and skips everything inside, and a
 //! 503 from a bulkhead inside it is not stored, so the retry runs.
 //!
-//! Client stack: [`client::IdempotencyKeyLayer`] goes outside the retry
+//! Client stack: [`client::SetIdempotencyKeyLayer`] goes outside the retry
 //! layer, so every attempt of one logical request carries the same key:
 //! key → total deadline → retry → circuit breaker → bulkhead → timeout → client.
 //!
@@ -247,7 +247,7 @@
 mod body;
 pub mod client;
 pub mod disconnect;
-pub mod error;
+mod error;
 pub mod future;
 mod hash;
 mod key;
@@ -256,7 +256,7 @@ pub mod problem;
 mod scope;
 mod service;
 mod state;
-pub mod store;
+mod store;
 mod sync;
 
 pub use body::ResponseBody;
@@ -265,12 +265,20 @@ pub use hash::{Fingerprint, StoreKey};
 pub use key::MAX_KEY_LEN;
 pub use layer::{
     DEFAULT_CONFLICT_RETRY_AFTER, DEFAULT_LOCK_EXPIRY, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY,
-    DEFAULT_RETENTION, DEFAULT_STORE_TIMEOUT, DEFAULT_UNAVAILABLE_RETRY_AFTER, IdempotencyLayer,
-    IdempotencyLayerBuilder, default_store_status,
+    DEFAULT_RETENTION, DEFAULT_STORE_TIMEOUT, DEFAULT_UNAVAILABLE_RETRY_AFTER, IdempotencyBuilder, IdempotencyLayer,
+    default_store_status,
 };
 pub use scope::{GlobalScope, HeaderScope, Scope};
 pub use service::Idempotency;
-pub use store::{Begin, Completion, IdempotencyStore, Lease, MemoryStore, StoredResponse};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use store::postgres;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use store::redis;
+pub use store::{
+    Begin, Completion, DEFAULT_MAX_KEYS, IdempotencyStore, Lease, MemoryStore, MemoryStoreBuilder, StoredResponse,
+};
 
 /// The request header carrying the key.
 pub const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use palisade_core::Problem;
+use palisade_core::problem::Problem;
 use palisade_core::problem::ToProblem;
 
 /// The `type` URIs of the layer's rejections.

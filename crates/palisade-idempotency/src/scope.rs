@@ -15,7 +15,7 @@ use http::request::Parts;
 /// let scope = |parts: &http::request::Parts| {
 ///     parts.extensions.get::<Principal>().map(|p| p.0.clone()).unwrap_or_default()
 /// };
-/// let layer = palisade_idempotency::IdempotencyLayer::builder().scope(scope).build().unwrap();
+/// let layer = palisade_idempotency::IdempotencyLayer::builder("idempotency").scope(scope).build().unwrap();
 /// # let _ = layer;
 /// ```
 pub trait Scope: Send + Sync + 'static {

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use palisade_idempotency::IdempotencyLayer;
-use palisade_idempotency::client::IdempotencyKeyLayer;
+use palisade_idempotency::client::SetIdempotencyKeyLayer;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
 #[derive(Clone, Default)]
@@ -104,12 +104,17 @@ async fn an_order_is_charged_once_under_client_retries() {
     let app: Router = Router::new()
         .route("/orders", post(create_order))
         .with_state(payments.clone())
-        .layer(IdempotencyLayer::builder().require_key(true).build().unwrap());
+        .layer(
+            IdempotencyLayer::builder("idempotency")
+                .require_key(true)
+                .build()
+                .unwrap(),
+        );
 
     let losses = Arc::new(AtomicUsize::new(2));
     let mut client = ServiceBuilder::new()
         // Outside the retry layer: one key per logical request, reused by every attempt.
-        .layer(IdempotencyKeyLayer::new())
+        .layer(SetIdempotencyKeyLayer::new())
         .retry(RetryErrors { left: 3 })
         .service(LossyNetwork {
             server: app.clone(),

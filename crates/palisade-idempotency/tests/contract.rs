@@ -190,7 +190,7 @@ fn remote_stack(
 + Send
 + 'static
 + use<> {
-    IdempotencyLayer::builder()
+    IdempotencyLayer::builder("idempotency")
         .store(store.clone())
         .on_disconnect(Release)
         .build()
@@ -279,7 +279,7 @@ fn complete_stack(
 + Send
 + 'static
 + use<> {
-    IdempotencyLayer::builder()
+    IdempotencyLayer::builder("idempotency")
         .store(store.clone())
         .build()
         .unwrap()
@@ -397,7 +397,7 @@ fn bounded_stack(
     Future: Send + 'static,
 > + Clone
 + use<> {
-    IdempotencyLayer::builder()
+    IdempotencyLayer::builder("idempotency")
         .store(store.clone())
         .store_timeout(Duration::from_secs(2))
         .build()

@@ -45,9 +45,7 @@ async fn outcomes_and_rejection_reasons_are_counted() {
     let orders = Orders::new();
     // Counters are registered when the layer is built.
     let svc = metrics::with_local_recorder(&recorder, || {
-        stack(&fixture, &orders, |b| {
-            b.name("orders").require_key(true).max_request_body(16)
-        })
+        stack(&fixture, &orders, |b| b.require_key(true).max_request_body(16))
     });
 
     send(&svc, post(Some("k"), "{}")).await;

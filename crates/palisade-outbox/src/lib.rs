@@ -80,16 +80,16 @@
 //!
 //! # The parts
 //!
-//! | module | what it holds | needs a database feature |
+//! | part | what it is | needs a database feature |
 //! |---|---|---|
-//! | [`hook`] | [`PublishHookLayer`], its service and future, [`OutboxContext`], [`Wakeup`] | no |
-//! | [`envelope`] | [`Event`], [`Metadata`], CloudEvents encoding | no |
-//! | [`relay`] | [`Relay`], its builder and handle | no |
-//! | [`store`] | the [`OutboxStore`] trait the relay claims from; [`stage`](stage()) and [`process_once`]; the PostgreSQL and SQLite stores | its `postgres` and `sqlite` modules |
-//! | [`publisher`] | the [`Publisher`] trait, [`ChannelPublisher`], the broker publishers | no (each broker has its feature) |
+//! | the hook | [`PublishHookLayer`], its service [`PublishHook`] and [`future`], [`OutboxContext`] and [`context`], [`Wakeup`] | no |
+//! | the event | [`Event`], [`Metadata`], CloudEvents encoding | no |
+//! | the relay | [`Relay`], its builder and handle | no |
+//! | the stores | the [`OutboxStore`] trait the relay claims from; [`stage`](stage()) and [`inbox`]; the [`postgres`] and [`sqlite`] stores | `postgres`, `sqlite` |
+//! | the publishers | the [`Publisher`] trait, [`ChannelPublisher`], the broker publishers | no (each broker has its feature) |
 //!
-//! The crate root re-exports what applications use, and `store::postgres`, `store::sqlite`,
-//! `store::stage`, `store::inbox`, `hook::context` and `hook::future` also stand at the root
+//! Every type has one path: the crate root, or one of the modules [`future`], [`context`],
+//! [`stage`](mod@stage), [`inbox`], [`postgres`] and [`sqlite`]
 //! (`palisade_outbox::postgres::PgStore`).
 //!
 //! # The event
@@ -196,10 +196,10 @@
 //!
 //! | publisher | feature | acknowledgement | de-duplication id |
 //! |---|---|---|---|
-//! | [`publisher::NatsPublisher`] | `nats` | JetStream publish ack (runs pipelined) | `Nats-Msg-Id` header |
-//! | [`publisher::RabbitMqPublisher`] | `rabbitmq` | publisher confirm; persistent, mandatory (runs pipelined) | `message_id` property |
-//! | [`publisher::RedisPublisher`] | `redis` | `XADD` reply (a run in one pipeline) | `event_id` field |
-//! | [`publisher::HttpPublisher`] | `http` | a 2xx answer; 408, 429, 5xx and transport errors are retried, other statuses dead-lettered at once | signed `webhook-id` header (Standard Webhooks) |
+//! | [`NatsPublisher`] | `nats` | JetStream publish ack (runs pipelined) | `Nats-Msg-Id` header |
+//! | [`RabbitMqPublisher`] | `rabbitmq` | publisher confirm; persistent, mandatory (runs pipelined) | `message_id` property |
+//! | [`RedisPublisher`] | `redis` | `XADD` reply (a run in one pipeline) | `event_id` field |
+//! | [`HttpPublisher`] | `http` | a 2xx answer; 408, 429, 5xx and transport errors are retried, other statuses dead-lettered at once | signed `webhook-id` header (Standard Webhooks) |
 //! | [`ChannelPublisher`] | — | channel send | — |
 //!
 //! **An event's own data never breaks a connection.** Each publisher checks the fields its
@@ -217,7 +217,7 @@
 //! [`OutboxContext`] takes a correlation or request id of at most 255 bytes
 //! ([`context::MAX_ID_LEN`]), so the ids a request brings always fit.
 //!
-//! **Connections come back without a restart.** [`RabbitMqPublisher`](publisher::RabbitMqPublisher)
+//! **Connections come back without a restart.** [`RabbitMqPublisher`]
 //! owns its connection and opens a new channel, or a new connection and channel, at the first
 //! publish after the broker closed them; [`RedisPublisher::connect`](publisher::RedisPublisher::connect)
 //! does the same with its multiplexed connection; the async-nats client reconnects by itself;
@@ -248,10 +248,10 @@
 //! |---|---|---|
 //! | `sqlite` | no | [`sqlite::SqliteStore`], staging and the inbox on SQLite (sqlx) |
 //! | `postgres` | no | [`postgres::PgStore`], staging and the inbox on PostgreSQL (sqlx), `LISTEN`/`NOTIFY` wake-ups |
-//! | `nats` | no | [`publisher::NatsPublisher`] (async-nats) |
-//! | `rabbitmq` | no | [`publisher::RabbitMqPublisher`] (lapin) |
-//! | `redis` | no | [`publisher::RedisPublisher`] (redis) |
-//! | `http` | no | [`publisher::HttpPublisher`] (hyper-util's client, palisade-webhook's signing) |
+//! | `nats` | no | [`NatsPublisher`] (async-nats) |
+//! | `rabbitmq` | no | [`RabbitMqPublisher`] (lapin) |
+//! | `redis` | no | [`RedisPublisher`] (redis) |
+//! | `http` | no | [`HttpPublisher`] (hyper-util's client, palisade-webhook's signing) |
 //!
 //! # The publish hook and layer order
 //!
@@ -309,12 +309,12 @@
 //! is in the [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod envelope;
-pub mod error;
-pub mod hook;
-pub mod publisher;
-pub mod relay;
-pub mod store;
+mod envelope;
+mod error;
+mod hook;
+mod publisher;
+mod relay;
+mod store;
 
 pub use hook::{OutboxContext, PublishHook, PublishHookLayer, Wakeup, context, future};
 #[cfg(feature = "postgres")]
@@ -328,6 +328,18 @@ pub use store::{Backlog, Claimed, ClaimedBatch, DeadLetter, Disposition, OutboxS
 pub use envelope::{CloudEvent, Encoding, Event, MAX_PAYLOAD_DEPTH, Metadata, TraceContext};
 pub use error::{ConfigError, OutboxError, PublishError, PublishErrorKind, PublishTimeout};
 pub use inbox::{Seen, process_once};
-pub use publisher::{ChannelPublisher, Publisher, PublisherHealth};
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub use publisher::NatsPublisher;
+pub use publisher::{ChannelClosed, ChannelPublisher, Publisher, PublisherHealth, UnsendableField};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use publisher::{HttpPublishError, HttpPublisher, HttpPublisherBuilder};
+#[cfg(feature = "rabbitmq")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rabbitmq")))]
+pub use publisher::{RabbitMqConnectError, RabbitMqPublisher, RabbitMqRejected};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use publisher::{ReconnectingConnection, RedisPublisher};
 pub use relay::{BatchReport, Relay, RelayBuilder, RelayHandle};
 pub use stage::{OutboxConnection, stage};

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use crate::envelope::Event;
 use crate::error::{ConfigError, OutboxError, PublishError, PublishTimeout, error_chain};
-pub use crate::hook::Wakeup;
+use crate::hook::Wakeup;
 use crate::publisher::{Publisher, PublisherHealth};
 use crate::store::{Claimed, Disposition, OutboxStore, Unreadable};
 

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use http::{HeaderName, StatusCode};
-use palisade_core::Problem;
+use palisade_core::problem::Problem;
 use palisade_core::problem::ToProblem;
 
 /// An impossible configuration, reported by the builders' `build()`.

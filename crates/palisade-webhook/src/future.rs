@@ -25,7 +25,7 @@ use crate::verify::stripe_event_id;
 use palisade_core::timed::Timed;
 
 pin_project! {
-    /// The response future of [`VerifyService`](crate::VerifyService).
+    /// The response future of [`Verify`](crate::Verify).
     pub struct VerifyFuture<S, B>
     where
         S: Service<Request<Full<Bytes>>>,
@@ -307,7 +307,7 @@ where
 }
 
 pin_project! {
-    /// The response future of [`SignService`](crate::SignService).
+    /// The response future of [`Sign`](crate::Sign).
     pub struct SignFuture<S, B>
     where
         S: Service<Request<Full<Bytes>>>,

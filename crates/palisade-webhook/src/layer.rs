@@ -9,7 +9,7 @@ use tower_layer::Layer;
 
 use crate::error::ConfigError;
 use crate::replay::ReplayStore;
-use crate::service::{SignService, VerifyService};
+use crate::service::{Sign, Verify};
 use crate::sign::Signer;
 use crate::state::{Counters, Shared};
 use crate::verify::Verifier;
@@ -56,8 +56,8 @@ impl VerifyLayer {
     }
 
     /// Configures a layer around `verifier`.
-    pub fn builder(verifier: Verifier) -> VerifyLayerBuilder {
-        VerifyLayerBuilder {
+    pub fn builder(verifier: Verifier) -> VerifyBuilder {
+        VerifyBuilder {
             verifier,
             max_body: DEFAULT_MAX_BODY,
             replay: None,
@@ -75,15 +75,15 @@ impl VerifyLayer {
 }
 
 impl<S> Layer<S> for VerifyLayer {
-    type Service = VerifyService<S>;
+    type Service = Verify<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        VerifyService::new(inner, self.shared.clone())
+        Verify::new(inner, self.shared.clone())
     }
 }
 
 /// Configures a [`VerifyLayer`].
-pub struct VerifyLayerBuilder {
+pub struct VerifyBuilder {
     verifier: Verifier,
     max_body: usize,
     replay: Option<Arc<dyn ReplayStore>>,
@@ -93,9 +93,9 @@ pub struct VerifyLayerBuilder {
     name: Option<String>,
 }
 
-impl fmt::Debug for VerifyLayerBuilder {
+impl fmt::Debug for VerifyBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifyLayerBuilder")
+        f.debug_struct("VerifyBuilder")
             .field("verifier", &self.verifier)
             .field("max_body", &self.max_body)
             .field("replay", &self.replay.is_some())
@@ -107,7 +107,7 @@ impl fmt::Debug for VerifyLayerBuilder {
     }
 }
 
-impl VerifyLayerBuilder {
+impl VerifyBuilder {
     /// The largest body read (default 1 MiB). Longer bodies are answered 413
     /// without reading the rest.
     pub fn max_body(mut self, bytes: usize) -> Self {
@@ -228,9 +228,9 @@ impl SignLayer {
 }
 
 impl<S> Layer<S> for SignLayer {
-    type Service = SignService<S>;
+    type Service = Sign<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SignService::new(inner, self.signer.clone())
+        Sign::new(inner, self.signer.clone())
     }
 }

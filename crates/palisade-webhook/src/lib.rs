@@ -83,7 +83,7 @@
 //! # Rejections
 //!
 //! The layer answers these itself, as RFC 9457 `application/problem+json`
-//! ([`palisade_core::Problem`]); the handler is not called. The body names
+//! ([`palisade_core::problem::Problem`]); the handler is not called. The body names
 //! the header at fault, never a signature, a secret or the payload. A
 //! [`Rejection`] (also what [`Verifier::verify`] returns) answers with the
 //! same response through
@@ -109,12 +109,12 @@
 //! | setting | default | why |
 //! |---|---|---|
 //! | timestamp tolerance ([`VerifierBuilder::tolerance`]) | 300 s, both directions | what Stripe, Slack and Standard Webhooks recommend; both ways because a clock ahead is as suspicious as one behind |
-//! | body limit ([`VerifyLayerBuilder::max_body`]) | 1 MiB ([`DEFAULT_MAX_BODY`]) | above the payloads of the common senders (raise it for GitHub, which sends up to 25 MB); a larger body is answered 413 at once when announced, or as soon as the limit is passed, without reading the rest |
-//! | replay protection | off | it needs a store; turn it on with [`VerifyLayerBuilder::replay_store`] |
-//! | replay window ([`VerifyLayerBuilder::replay_window`]): how long an accepted message is remembered | twice the tolerance; 24 h for GitHub and Shopify | older or newer messages already fail the timestamp check; schemes without a signed timestamp are redelivered for about a day |
-//! | in-flight lock expiry ([`VerifyLayerBuilder::lock_expiry`]) | 60 s ([`DEFAULT_LOCK_EXPIRY`]) | longer than any sender waits for an answer (Svix 15 s, GitHub 10 s, Shopify 5 s); short enough that a message whose handler died with its process is retried soon |
-//! | replay-store timeout ([`VerifyLayerBuilder::store_timeout`]) | 3 s per store call ([`DEFAULT_STORE_TIMEOUT`]) | a store connection that stalls must not hold deliveries until the sender gives up; a healthy store answers in milliseconds |
-//! | in-memory store capacity | 100 000 keys ([`replay::DEFAULT_MEMORY_CAPACITY`]) | bounded memory (a few MB); the oldest key goes first when full |
+//! | body limit ([`VerifyBuilder::max_body`]) | 1 MiB ([`DEFAULT_MAX_BODY`]) | above the payloads of the common senders (raise it for GitHub, which sends up to 25 MB); a larger body is answered 413 at once when announced, or as soon as the limit is passed, without reading the rest |
+//! | replay protection | off | it needs a store; turn it on with [`VerifyBuilder::replay_store`] |
+//! | replay window ([`VerifyBuilder::replay_window`]): how long an accepted message is remembered | twice the tolerance; 24 h for GitHub and Shopify | older or newer messages already fail the timestamp check; schemes without a signed timestamp are redelivered for about a day |
+//! | in-flight lock expiry ([`VerifyBuilder::lock_expiry`]) | 60 s ([`DEFAULT_LOCK_EXPIRY`]) | longer than any sender waits for an answer (Svix 15 s, GitHub 10 s, Shopify 5 s); short enough that a message whose handler died with its process is retried soon |
+//! | replay-store timeout ([`VerifyBuilder::store_timeout`]) | 3 s per store call ([`DEFAULT_STORE_TIMEOUT`]) | a store connection that stalls must not hold deliveries until the sender gives up; a healthy store answers in milliseconds |
+//! | in-memory store capacity | 100 000 keys ([`DEFAULT_MEMORY_CAPACITY`]) | bounded memory (a few MB); the oldest key goes first when full |
 //! | keys per verifier | at most 8 ([`MAX_KEYS`]) | rotation needs two or three; bounds the work a forged request can cause |
 //! | signatures checked per header | 8 HMAC and 2 ed25519 ([`MAX_SIGNATURES`]) | a sender puts one per active secret; the bound keeps the work per request small; more are ignored |
 //! | clock | [`SystemClock`] | webhook timestamps are calendar time; tests inject a [`FixedClock`] or a closure |
@@ -125,7 +125,7 @@
 //!
 //! # Replay protection
 //!
-//! With a [`ReplayStore`] ([`VerifyLayerBuilder::replay_store`]) every
+//! With a [`ReplayStore`] ([`VerifyBuilder::replay_store`]) every
 //! verified message is keyed on something its signature covers: its id where
 //! the id is signed (`<scheme>:<id>`: Standard Webhooks, Stripe's event id in
 //! the body, a generic scheme's id header), and for GitHub and Shopify, whose
@@ -168,7 +168,7 @@
 //!   removes that delivery's own in-flight mark, never an accepted one nor
 //!   the mark of a redelivery that took over after an expiry.
 //! - The store fails when claiming, or does not answer within the
-//!   [store timeout](VerifyLayerBuilder::store_timeout) (default 3 s): 503
+//!   [store timeout](VerifyBuilder::store_timeout) (default 3 s): 503
 //!   with `Retry-After: 1`, the handler is not called, and the sender
 //!   retries later. A claim that timed out may still have been recorded:
 //!   its mark is released like any unanswered claim's.
@@ -186,7 +186,7 @@
 //! may still get a 409 for a moment. Build it on redis's `ConnectionManager`:
 //! after a lost connection the calls on it fail (503) and the manager
 //! connects again by itself, so the store serves again without a restart; a
-//! bare `MultiplexedConnection` never reconnects. See [`replay`].
+//! bare `MultiplexedConnection` never reconnects. See [`ReplayStore`].
 //!
 //! # Signing
 //!
@@ -217,7 +217,7 @@
 //!   or a rejection reason (`missing_header`, `malformed_header`,
 //!   `stale_timestamp`, `bad_signature`, `body_too_large`, `body_unreadable`,
 //!   `replay_store_unavailable`). `name` defaults to the scheme label
-//!   ([`VerifyLayerBuilder::name`]). An outcome's series is registered on
+//!   ([`VerifyBuilder::name`]). An outcome's series is registered on
 //!   its first occurrence and held by the layer from then on, so
 //!   [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers);
 //!   outcomes that never happen report no series.
@@ -257,14 +257,14 @@
 //! references and with the machine and load it was measured on, is in the
 //! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 
-pub mod clock;
+mod clock;
 mod compiled;
-pub mod error;
+mod error;
 pub mod future;
 mod key;
 mod layer;
-pub mod replay;
-pub mod scheme;
+mod replay;
+mod scheme;
 mod service;
 mod sign;
 mod state;
@@ -273,14 +273,12 @@ mod verify;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{ConfigError, Reason, Rejection, STORE_UNAVAILABLE_RETRY_AFTER, StoreError};
 pub use key::MAX_KEYS;
-pub use layer::{
-    DEFAULT_LOCK_EXPIRY, DEFAULT_MAX_BODY, DEFAULT_STORE_TIMEOUT, SignLayer, VerifyLayer, VerifyLayerBuilder,
-};
+pub use layer::{DEFAULT_LOCK_EXPIRY, DEFAULT_MAX_BODY, DEFAULT_STORE_TIMEOUT, SignLayer, VerifyBuilder, VerifyLayer};
 #[cfg(feature = "redis")]
 pub use replay::RedisReplayStore;
-pub use replay::{Claim, Lease, MemoryReplayStore, ReplayStore};
+pub use replay::{Claim, DEFAULT_MEMORY_CAPACITY, Lease, MemoryReplayStore, ReplayStore, StoreFuture};
 pub use scheme::{Encoding, GenericScheme, Scheme, SchemeKind};
-pub use service::{SignService, VerifyService};
+pub use service::{Sign, Verify};
 pub use sign::{IdGenerator, InvalidId, Signed, Signer, SignerBuilder, UuidV7};
 pub use state::IN_FLIGHT_RETRY_AFTER;
 pub use verify::{DEFAULT_TOLERANCE, MAX_SIGNATURES, Verified, Verifier, VerifierBuilder, stripe_event_id};

@@ -22,12 +22,12 @@ const EARLY_CHECK_ABOVE: u64 = 16 * 1024;
 
 /// Verifies inbound webhooks, then calls the inner service with the exact
 /// verified bytes as a `Full<Bytes>` body. Made by [`VerifyLayer`](crate::VerifyLayer).
-pub struct VerifyService<S> {
+pub struct Verify<S> {
     inner: S,
     shared: Arc<Shared>,
 }
 
-impl<S> VerifyService<S> {
+impl<S> Verify<S> {
     pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
         Self { inner, shared }
     }
@@ -38,7 +38,7 @@ impl<S> VerifyService<S> {
     }
 }
 
-impl<S: Clone> Clone for VerifyService<S> {
+impl<S: Clone> Clone for Verify<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -47,16 +47,16 @@ impl<S: Clone> Clone for VerifyService<S> {
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for VerifyService<S> {
+impl<S: fmt::Debug> fmt::Debug for Verify<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifyService")
+        f.debug_struct("Verify")
             .field("inner", &self.inner)
             .field("name", &&*self.shared.name)
             .finish()
     }
 }
 
-impl<S, B, ResBody> Service<Request<B>> for VerifyService<S>
+impl<S, B, ResBody> Service<Request<B>> for Verify<S>
 where
     S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone,
     B: Body,
@@ -99,12 +99,12 @@ where
 }
 
 /// Signs outbound webhook requests. Made by [`SignLayer`](crate::SignLayer).
-pub struct SignService<S> {
+pub struct Sign<S> {
     inner: S,
     signer: Signer,
 }
 
-impl<S> SignService<S> {
+impl<S> Sign<S> {
     pub(crate) fn new(inner: S, signer: Signer) -> Self {
         Self { inner, signer }
     }
@@ -115,7 +115,7 @@ impl<S> SignService<S> {
     }
 }
 
-impl<S: Clone> Clone for SignService<S> {
+impl<S: Clone> Clone for Sign<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -124,16 +124,16 @@ impl<S: Clone> Clone for SignService<S> {
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for SignService<S> {
+impl<S: fmt::Debug> fmt::Debug for Sign<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SignService")
+        f.debug_struct("Sign")
             .field("inner", &self.inner)
             .field("signer", &self.signer)
             .finish()
     }
 }
 
-impl<S, B> Service<Request<B>> for SignService<S>
+impl<S, B> Service<Request<B>> for Sign<S>
 where
     S: Service<Request<Full<Bytes>>> + Clone,
     S::Error: Into<BoxError>,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use metrics::{Counter, Key, Label, Metadata, SharedString};
-use palisade_core::Problem;
+use palisade_core::problem::Problem;
 use palisade_core::problem::ToProblem;
 use palisade_core::telemetry::{LABEL_NAME, LABEL_OUTCOME, LABEL_SCHEME, webhook};
 

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
-use palisade_webhook::replay::StoreFuture;
+use palisade_webhook::StoreFuture;
 use palisade_webhook::{
     Claim, ConfigError, Encoding, FixedClock, GenericScheme, Lease, MemoryReplayStore, ReplayStore, Scheme, SchemeKind,
     SignLayer, Signer, Verified, Verifier, VerifyLayer,

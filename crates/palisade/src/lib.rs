@@ -66,7 +66,6 @@ assert_eq!(client.oneshot(21).await?, 42);
 )]
 
 pub use palisade_core as core;
-pub use palisade_core::{BoxError, Classify, ErrorClassifier, GrpcClassifier, HttpClassifier, Outcome, Problem};
 
 #[cfg(feature = "bulkhead")]
 pub use palisade_bulkhead as bulkhead;
@@ -132,7 +131,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// Client: adds an `Idempotency-Key` to unsafe requests that lack one;
     /// outermost, so every retry carries the same key.
     #[cfg(feature = "idempotency")]
-    fn idempotency_key(self) -> ServiceBuilder<Stack<palisade_idempotency::client::IdempotencyKeyLayer, L>>;
+    fn idempotency_key(self) -> ServiceBuilder<Stack<palisade_idempotency::client::SetIdempotencyKeyLayer, L>>;
 
     /// Client: retries any cloneable request (`RetryLayer`); outside the
     /// circuit breaker.
@@ -215,8 +214,8 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     #[cfg(feature = "idempotency")]
-    fn idempotency_key(self) -> ServiceBuilder<Stack<palisade_idempotency::client::IdempotencyKeyLayer, L>> {
-        self.layer(palisade_idempotency::client::IdempotencyKeyLayer::new())
+    fn idempotency_key(self) -> ServiceBuilder<Stack<palisade_idempotency::client::SetIdempotencyKeyLayer, L>> {
+        self.layer(palisade_idempotency::client::SetIdempotencyKeyLayer::new())
     }
 
     #[cfg(feature = "retry")]

@@ -284,17 +284,17 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use palisade::Problem;
 use palisade::bulkhead::{BulkheadHandle, BulkheadLayer};
 use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerHandle};
 use palisade::core::error::is_local_rejection;
+use palisade::core::problem::Problem;
 use palisade::core::problem::problem_for_error;
-use palisade::idempotency::store::redis::RedisStore;
+use palisade::idempotency::redis::RedisStore;
 use palisade::idempotency::{HeaderScope, IdempotencyLayer};
-use palisade::outbox::publisher::{NatsPublisher, PublisherHealth};
 use palisade::outbox::{
     ChannelPublisher, Event, OutboxContext, PublishError, PublishHookLayer, Publisher, RelayHandle, Wakeup,
 };
+use palisade::outbox::{NatsPublisher, PublisherHealth};
 use palisade::prelude::*;
 use palisade::retry::{Backoff, HttpRetryLayer, Jitter, ReplayBody};
 use palisade::webhook::{MemoryReplayStore, RedisReplayStore, Scheme, Verifier, VerifyLayer};
@@ -854,7 +854,7 @@ fn orders_api(
     }
     let routes = routes.layer(PublishHookLayer::new(wakeup).source("axum-orders"));
     // Scoped by the caller's credentials, as the order ids are.
-    let idempotency = IdempotencyLayer::builder()
+    let idempotency = IdempotencyLayer::builder("idempotency")
         .require_key(true)
         .scope(HeaderScope(http::header::AUTHORIZATION));
     let routes = match redis {

@@ -275,7 +275,7 @@ async fn put_mode(State(sim): State<PaymentsSim>, body: Bytes) -> Response {
 }
 
 fn invalid_mode(detail: String) -> Response {
-    palisade::Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
+    palisade::core::problem::Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
         .with_title("Invalid mode")
         .with_detail(detail)
         .into_response()

@@ -90,7 +90,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 }
 
 #[cfg(feature = "reqwest")]
-fn build_stack(args: &Args) -> Result<BuiltStack, palisade::BoxError> {
+fn build_stack(args: &Args) -> Result<BuiltStack, palisade::core::BoxError> {
     if args.reqwest {
         let transport = client_stack::reqwest::ReqwestTransport::new(reqwest::Client::new());
         return client_stack::client_stack_over(&StackConfig::default(), transport);
@@ -99,6 +99,6 @@ fn build_stack(args: &Args) -> Result<BuiltStack, palisade::BoxError> {
 }
 
 #[cfg(not(feature = "reqwest"))]
-fn build_stack(_args: &Args) -> Result<BuiltStack, palisade::BoxError> {
+fn build_stack(_args: &Args) -> Result<BuiltStack, palisade::core::BoxError> {
     client_stack(&StackConfig::default())
 }

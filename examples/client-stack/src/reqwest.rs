@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use palisade::BoxError;
+use palisade::core::BoxError;
 
 /// `reqwest::Client` as a tower service; cloning shares the client's pool.
 #[derive(Debug, Clone)]

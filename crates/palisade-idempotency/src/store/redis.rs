@@ -81,7 +81,7 @@ return 0",
 ///
 /// ```no_run
 /// # async fn connect() -> Result<(), Box<dyn std::error::Error>> {
-/// use palisade_idempotency::store::redis::RedisStore;
+/// use palisade_idempotency::redis::RedisStore;
 /// use redis::aio::ConnectionManager;
 ///
 /// let conn = ConnectionManager::new(redis::Client::open("redis://127.0.0.1/")?).await?;
@@ -91,7 +91,7 @@ return 0",
 ///
 /// Bound a command's wait for its reply with the manager's own settings
 /// (`ConnectionManagerConfig::set_response_timeout`) or leave it to the
-/// layer's [store timeout](crate::IdempotencyLayerBuilder::store_timeout).
+/// layer's [store timeout](crate::IdempotencyBuilder::store_timeout).
 #[derive(Clone)]
 pub struct RedisStore<C = ConnectionManager> {
     conn: C,

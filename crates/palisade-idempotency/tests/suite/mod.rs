@@ -250,8 +250,8 @@ pub fn stack<St, D>(
     fixture: &Fixture<St>,
     orders: &Orders,
     configure: impl FnOnce(
-        palisade_idempotency::IdempotencyLayerBuilder<St, PrincipalScope>,
-    ) -> palisade_idempotency::IdempotencyLayerBuilder<St, PrincipalScope, D>,
+        palisade_idempotency::IdempotencyBuilder<St, PrincipalScope>,
+    ) -> palisade_idempotency::IdempotencyBuilder<St, PrincipalScope, D>,
 ) -> Svc
 where
     St: IdempotencyStore + Clone,
@@ -265,7 +265,7 @@ where
         + Sync
         + 'static,
 {
-    let builder = IdempotencyLayer::builder()
+    let builder = IdempotencyLayer::builder("orders")
         .store(fixture.store.clone())
         .scope(principal as PrincipalScope)
         .lock_expiry(fixture.lock_expiry)

@@ -9,7 +9,7 @@ mod service;
 mod wakeup;
 
 pub use context::OutboxContext;
-pub use future::ResponseFuture;
+
 pub use layer::PublishHookLayer;
 pub use service::PublishHook;
 pub use wakeup::Wakeup;

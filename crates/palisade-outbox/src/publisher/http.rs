@@ -60,7 +60,7 @@ const EVENT_TYPE: HeaderName = HeaderName::from_static("palisade-event-type");
 /// ```
 /// # #[cfg(feature = "sqlite")] {
 /// use std::time::Duration;
-/// use palisade_outbox::{ConfigError, Relay, publisher::HttpPublisher, sqlite::SqliteStore};
+/// use palisade_outbox::{ConfigError, HttpPublisher, Relay, sqlite::SqliteStore};
 /// use palisade_webhook::{Scheme, Signer};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
