@@ -24,6 +24,10 @@
 //! no database driver: staging and the inbox come with `outbox-sqlite` or
 //! `outbox-postgres`.
 //!
+//! The `config` feature adds [`config`](crate::config): the settings of the
+//! enabled layers for named instances, from TOML, YAML or environment
+//! variables (`[circuit_breaker.payments] failure_rate = 25`).
+//!
 //! # Canonical order (outermost first)
 //!
 //! - **Client stack**: idempotency key → retry (with budget) → circuit breaker →
@@ -80,7 +84,26 @@ pub use palisade_retry as retry;
 #[cfg(feature = "webhook")]
 pub use palisade_webhook as webhook;
 
+#[cfg(all(
+    feature = "config",
+    any(
+        feature = "circuit-breaker",
+        feature = "bulkhead",
+        feature = "retry",
+        feature = "idempotency"
+    )
+))]
+pub mod config;
+
 use tower::ServiceBuilder;
+#[cfg(any(
+    feature = "circuit-breaker",
+    feature = "bulkhead",
+    feature = "retry",
+    feature = "idempotency",
+    feature = "outbox",
+    feature = "webhook"
+))]
 use tower::layer::util::Stack;
 
 /// The names most stacks need.

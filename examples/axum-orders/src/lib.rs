@@ -20,6 +20,7 @@
 //! | `--layers` | `PALISADE_LAYERS` | `on` | `off` drops every palisade layer ([`Layers`]), to measure their cost |
 //! | `--request-timeout` | `REQUEST_TIMEOUT` | `10s` | [`Config::request_timeout`]: time allowed to one request on the orders routes (`500ms`, `10s`, `2m`: [`parse_duration`]) |
 //! | `--abandon-after` | `ABANDON_AFTER` | `15m` | [`Config::abandon_after`]: an order unfinished this long after its last attempt is cancelled and refunded; must exceed the request timeout |
+//! | `--config` | `PALISADE_CONFIG` | none (built-in) | layer settings from a TOML or YAML file; see [Configuration](#configuration) |
 //!
 //! A bad flag (an unsupported database URL, a secret without `whsec_`, an
 //! unreachable Redis or NATS, an abandon delay within the request timeout)
@@ -188,6 +189,21 @@
 //! 5. **Timeout per attempt** ([`PaymentsConfig::attempt_timeout`]).
 //! 6. hyper-util's pooled client.
 //!
+//! # Configuration
+//!
+//! `--config palisade.toml` reads the layers' settings from a file
+//! ([`palisade::config`]), with `PALISADE__...` environment variables over it
+//! (`PALISADE__BULKHEAD__PAYMENTS__MAX_CONCURRENT=8`). The instances the
+//! service uses are `payments` (circuit breaker, retry, bulkhead, in the
+//! client stack above), `orders-api` (the server bulkhead) and `orders` (the
+//! Idempotency-Key layer, which always requires a key whatever the file says:
+//! an order's id is made from it). The file replaces [`PaymentsConfig`] and
+//! the server bulkhead's limit; a layer the file does not name takes the
+//! layer's own defaults. `palisade.toml` beside this crate holds the built-in
+//! settings, to start from. A mistake in the file stops the start with the
+//! key and the rule (`circuit_breaker.payments.failure_rate: failure_rate
+//! must be within (0, 100] percent, got 150`).
+//!
 //! # Without the layers
 //!
 //! [`Config::layers`] = [`Layers::Off`] (`--layers off`, env `PALISADE_LAYERS=off`)
@@ -286,6 +302,7 @@ use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use palisade::bulkhead::{BulkheadHandle, BulkheadLayer};
 use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerHandle};
+use palisade::config::Settings;
 use palisade::core::error::is_local_rejection;
 use palisade::core::problem::Problem;
 use palisade::core::problem::problem_for_error;
@@ -330,6 +347,9 @@ pub const PAYMENTS: &str = "payments";
 
 /// The name of the server bulkhead of the orders routes in metrics and logs.
 pub const API: &str = "orders-api";
+
+/// The name of the Idempotency-Key layer of the orders routes in metrics and logs.
+pub const ORDERS: &str = "orders";
 
 /// The counter of payment events that arrived for an order already settled
 /// (acknowledged and ignored).
@@ -403,6 +423,12 @@ pub struct Config {
     /// running; `--abandon-after`, env `ABANDON_AFTER`). See the crate docs,
     /// "Creating an order".
     pub abandon_after: Duration,
+    /// Layer settings read from a file (`--config`, TOML or YAML; see the
+    /// crate docs, "Configuration"). When given, the file's instances
+    /// `payments` (circuit breaker, retry, bulkhead), `orders-api` (bulkhead)
+    /// and `orders` (idempotency) replace [`Config::payments`] and
+    /// [`Config::max_concurrent_requests`]; without it, those apply.
+    pub layer_settings: Option<Settings>,
 }
 
 impl std::fmt::Debug for Config {
@@ -422,6 +448,7 @@ impl std::fmt::Debug for Config {
             .field("max_concurrent_requests", &self.max_concurrent_requests)
             .field("request_timeout", &self.request_timeout)
             .field("abandon_after", &self.abandon_after)
+            .field("layer_settings", &self.layer_settings.is_some())
             .finish()
     }
 }
@@ -490,6 +517,7 @@ impl Config {
             max_concurrent_requests: 256,
             request_timeout: Duration::from_secs(10),
             abandon_after: Duration::from_secs(15 * 60),
+            layer_settings: None,
         }
     }
 }
@@ -745,7 +773,7 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
 
     let (payments, guards) = match config.layers {
         Layers::On => {
-            let (client, breaker, bulkhead) = payments_client(&config.payments)?;
+            let (client, breaker, bulkhead) = payments_client(&config.payments, config.layer_settings.as_ref())?;
             (client, Some(PaymentsGuards { breaker, bulkhead }))
         }
         Layers::Off => (plain_payments_client(&config.payments), None),
@@ -836,9 +864,11 @@ fn orders_api(
         .route("/orders/{id}", get(get_order));
     let bulkhead = match config.layers {
         Layers::On => Some(
-            BulkheadLayer::builder(API)
-                .max_concurrent(config.max_concurrent_requests)
-                .build()?,
+            match &config.layer_settings {
+                Some(settings) => settings.bulkhead(API),
+                None => BulkheadLayer::builder(API).max_concurrent(config.max_concurrent_requests),
+            }
+            .build()?,
         ),
         Layers::Off => None,
     };
@@ -853,10 +883,14 @@ fn orders_api(
         return Ok((routes, None));
     }
     let routes = routes.layer(PublishHookLayer::new(wakeup).source("axum-orders"));
-    // Scoped by the caller's credentials, as the order ids are.
-    let idempotency = IdempotencyLayer::builder("idempotency")
-        .require_key(true)
-        .scope(HeaderScope(http::header::AUTHORIZATION));
+    // Scoped by the caller's credentials, as the order ids are, and a key is
+    // always required: an order's id is made from it.
+    let idempotency = match &config.layer_settings {
+        Some(settings) => settings.idempotency(ORDERS),
+        None => IdempotencyLayer::builder(ORDERS),
+    }
+    .require_key(true)
+    .scope(HeaderScope(http::header::AUTHORIZATION));
     let routes = match redis {
         Some(conn) => {
             let store = RedisStore::with_prefix(conn.clone(), format!("{}idempotency:", config.redis_prefix))?;
@@ -972,23 +1006,22 @@ where
 }
 
 /// Builds the payments client stack over hyper-util's client; with it the
-/// handles of its breaker and bulkhead.
+/// handles of its breaker and bulkhead. The layers take the `payments`
+/// instances of `settings` when given, else `config`.
 pub fn payments_client(
     config: &PaymentsConfig,
+    settings: Option<&Settings>,
 ) -> Result<(PaymentsClient, CircuitBreakerHandle, BulkheadHandle), BoxError> {
-    let breaker = CircuitBreakerBuilder::consecutive(PAYMENTS)
-        .classifier(HttpClassifier)
-        .consecutive_failures(config.breaker_failures)
-        .open_duration(config.breaker_open)
-        .build()?;
-    let handle = breaker.handle();
-    let bulkhead = BulkheadLayer::builder(PAYMENTS)
-        .max_concurrent(config.max_concurrent)
-        .build()?;
-    let bulkhead_handle = bulkhead.handle();
-    let stack = ServiceBuilder::new()
-        .idempotency_key()
-        .http_retry_layer(
+    let (breaker, retry, bulkhead) = match settings {
+        Some(settings) => (
+            settings.circuit_breaker(PAYMENTS),
+            settings.http_retry(PAYMENTS),
+            settings.bulkhead(PAYMENTS),
+        ),
+        None => (
+            CircuitBreakerBuilder::consecutive(PAYMENTS)
+                .consecutive_failures(config.breaker_failures)
+                .open_duration(config.breaker_open),
             HttpRetryLayer::builder(PAYMENTS)
                 .max_attempts(config.max_attempts)
                 .backoff(Backoff::exponential(
@@ -996,9 +1029,17 @@ pub fn payments_client(
                     2.0,
                     Duration::from_millis(500),
                 ))
-                .jitter(Jitter::Full)
-                .build()?,
-        )
+                .jitter(Jitter::Full),
+            BulkheadLayer::builder(PAYMENTS).max_concurrent(config.max_concurrent),
+        ),
+    };
+    let breaker = breaker.classifier(HttpClassifier).build()?;
+    let handle = breaker.handle();
+    let bulkhead = bulkhead.build()?;
+    let bulkhead_handle = bulkhead.handle();
+    let stack = ServiceBuilder::new()
+        .idempotency_key()
+        .http_retry_layer(retry.build()?)
         .circuit_breaker(breaker)
         .bulkhead(bulkhead)
         .timeout(config.attempt_timeout)

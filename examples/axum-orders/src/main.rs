@@ -70,6 +70,12 @@ struct Args {
     /// `--request-timeout`.
     #[arg(long, env = "ABANDON_AFTER", default_value = "15m", value_parser = parse_duration)]
     abandon_after: Duration,
+    /// Layer settings for the instances `payments`, `orders-api` and `orders`
+    /// from a TOML or YAML file (see `palisade.toml` beside this crate), with
+    /// `PALISADE__...` environment variables over it. Without it the built-in
+    /// settings apply.
+    #[arg(long, env = "PALISADE_CONFIG")]
+    config: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -110,6 +116,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     config.layers = args.layers;
     config.request_timeout = args.request_timeout;
     config.abandon_after = args.abandon_after;
+    if let Some(path) = &args.config {
+        config.layer_settings = Some(palisade::config::Settings::load(Some(path), "PALISADE")?);
+    }
 
     let listener = TcpListener::bind(args.listen)
         .await

@@ -4,10 +4,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum_orders::{App, Backend, Config, Database, Layers, Mode, PaymentsSim, app, generate_secret, parse_duration};
+use axum_orders::{
+    App, Backend, Config, Database, Layers, Mode, PAYMENTS, PaymentsConfig, PaymentsSim, app, generate_secret,
+    parse_duration,
+};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
+use palisade::config::Settings;
 use palisade::webhook::{Scheme, Signer};
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
@@ -1195,4 +1199,63 @@ async fn an_abandon_delay_within_the_request_timeout_is_refused() {
         err.starts_with("abandon_after (--abandon-after) must exceed request_timeout"),
         "{err}"
     );
+}
+
+#[test]
+fn the_shipped_settings_file_is_the_built_in_settings() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("palisade.toml");
+    let settings = Settings::load(Some(&file), "AXUM_ORDERS_TEST_UNSET").unwrap();
+    let defaults = PaymentsConfig::default();
+    let breaker = format!("{:?}", settings.circuit_breaker(PAYMENTS));
+    assert!(breaker.contains("failure_rate: None"), "{breaker}");
+    assert!(
+        breaker.contains(&format!("consecutive: Some({})", defaults.breaker_failures)),
+        "{breaker}"
+    );
+    assert!(
+        breaker.contains(&format!("open: Fixed({:?})", defaults.breaker_open)),
+        "{breaker}"
+    );
+    let retry = format!("{:?}", settings.http_retry(PAYMENTS));
+    assert!(
+        retry.contains(&format!("max_attempts: {}", defaults.max_attempts)),
+        "{retry}"
+    );
+    assert!(
+        retry.contains(&format!(
+            "backoff: Backoff {{ kind: Exponential {{ base: {:?}, multiplier: 2.0, cap: 500ms }} }}",
+            defaults.retry_backoff
+        )),
+        "{retry}"
+    );
+    let bulkhead = format!("{:?}", settings.bulkhead(PAYMENTS));
+    assert!(
+        bulkhead.contains(&format!("limit: Fixed({})", defaults.max_concurrent)),
+        "{bulkhead}"
+    );
+}
+
+#[tokio::test]
+async fn a_settings_file_configures_the_layers_of_the_service() {
+    let settings = Settings::from_toml(
+        r#"
+        [idempotency.orders]
+        max_request_body = 16
+
+        [bulkhead.payments]
+        max_concurrent = 1
+
+        [circuit_breaker.payments]
+        failure_rate = "off"
+        consecutive_failures = 1
+        "#,
+    )
+    .unwrap();
+    let fx = Fixture::start(|config| config.layer_settings = Some(settings)).await;
+    // The Idempotency-Key layer reads at most 16 bytes of a request body.
+    let (res, _) = fx.send(post_order(Some("big"), ORDER)).await;
+    assert_problem(&res, StatusCode::PAYLOAD_TOO_LARGE);
+    let report = health(&fx).await;
+    assert_eq!(report["payments"]["bulkhead"]["limit"], 1);
+    fx.finish().await;
 }

@@ -1,0 +1,422 @@
+//! Declarative configuration: every layer's settings for named instances,
+//! from TOML, YAML or environment variables, the way resilience4j configures
+//! `resilience4j.circuitbreaker.instances.payments.*`.
+//!
+//! A file holds one table per layer type, and in it one table per named
+//! instance. The instance `default` applies to every instance of that type:
+//! an instance takes each setting from its own table, else from `default`,
+//! else the layer's own default (the crate docs list them).
+//!
+//! ```toml
+//! [circuit_breaker.default]
+//! failure_rate = 50
+//! open_duration = "30s"
+//!
+//! [circuit_breaker.payments]
+//! failure_rate = 25            # overrides the default block
+//! window = { count = 50 }
+//!
+//! [bulkhead.payments]
+//! max_concurrent = 16
+//! max_wait = "250ms"
+//!
+//! [retry.payments]
+//! max_attempts = 4
+//! backoff = { kind = "exponential", base = "100ms", multiplier = 2.0, max = "2s" }
+//! jitter = "full"
+//! budget = { ratio = 0.2, min_per_sec = 10, window = "10s" }
+//!
+//! [idempotency.orders]
+//! lock_expiry = "30s"
+//! retention = "24h"
+//! ```
+//!
+//! Durations are written as people write them (`"250ms"`, `"30s"`, `"5m"`,
+//! `"24h"`, `"1h 30m"`); sizes are bytes. A setting that can be switched off
+//! takes `"off"` (`failure_rate = "off"`, `budget = "off"`).
+//!
+//! [`Settings::load`] reads a file (by its extension: `.toml`, `.yaml`,
+//! `.yml`), then environment variables over it: with the prefix `PALISADE`,
+//! `PALISADE__CIRCUIT_BREAKER__PAYMENTS__FAILURE_RATE=30` sets
+//! `circuit_breaker.payments.failure_rate`. Loading checks everything at
+//! once, so a mistake stops the service at startup, not at the first
+//! request: unknown keys are refused, and every instance is built once. An
+//! error names the exact key and the rule:
+//!
+//! ```text
+//! circuit_breaker.payments.failure_rate: failure_rate must be within (0, 100] percent, got 150
+//! ```
+//!
+//! The accessors ([`Settings::circuit_breaker`], ...) return the layer's
+//! builder with the settings applied, so what a file cannot hold (a
+//! classifier, a store) is added in code before `build()`:
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use palisade::config::Settings;
+//!
+//! let settings = Settings::from_toml(r#"
+//!     [circuit_breaker.default]
+//!     open_duration = "30s"
+//!     [circuit_breaker.payments]
+//!     failure_rate = 25
+//! "#)?;
+//! let breaker = settings.circuit_breaker("payments").build()?;
+//! let inventory = settings.circuit_breaker("inventory").build()?; // the default block alone
+//! # let _ = (breaker, inventory);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+#[cfg(feature = "bulkhead")]
+mod bulkhead;
+#[cfg(feature = "circuit-breaker")]
+mod circuit_breaker;
+#[cfg(any(feature = "circuit-breaker", feature = "retry"))]
+mod duration;
+#[cfg(feature = "idempotency")]
+mod idempotency;
+#[cfg(feature = "retry")]
+mod retry;
+
+#[cfg(feature = "bulkhead")]
+pub use bulkhead::BulkheadSettings;
+#[cfg(feature = "circuit-breaker")]
+pub use circuit_breaker::{CircuitBreakerSettings, WindowSettings};
+#[cfg(feature = "idempotency")]
+pub use idempotency::IdempotencySettings;
+#[cfg(feature = "retry")]
+pub use retry::{BackoffSettings, BudgetSettings, JitterSettings, RetrySettings};
+
+/// The name of the instance whose settings every other instance of its layer
+/// type starts from.
+pub const DEFAULT_INSTANCE: &str = "default";
+
+/// What was wrong with a configuration, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    key: String,
+    message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl fmt::Display) -> Self {
+        Self {
+            key: key.into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// The dotted path of the key at fault (`circuit_breaker.payments.failure_rate`),
+    /// or of the table holding it; empty when the file itself could not be read.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The rule that was broken.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The settings of one layer type: its `default` block and its named instances,
+/// each already merged over the default block and checked.
+#[derive(Debug, Clone)]
+struct Section<T> {
+    default: T,
+    instances: BTreeMap<String, T>,
+}
+
+impl<T: Clone> Section<T> {
+    fn get(&self, name: &str) -> &T {
+        self.instances.get(name).unwrap_or(&self.default)
+    }
+}
+
+impl<T: Default> Default for Section<T> {
+    fn default() -> Self {
+        Self {
+            default: T::default(),
+            instances: BTreeMap::new(),
+        }
+    }
+}
+
+/// A layer type's settings as the configuration holds them: how they are
+/// read, and how they are checked by building the layer once.
+trait LayerSettings: DeserializeOwned + Default + Clone {
+    /// The table's name in the configuration (`circuit_breaker`).
+    const SECTION: &'static str;
+
+    /// Builds the layer named `name` once, so an impossible combination is
+    /// found at load time; the error is `(key within the instance, rule)`.
+    fn check(&self, name: &str) -> Result<(), (Option<&'static str>, String)>;
+}
+
+/// Every layer's settings, by layer type and instance name.
+///
+/// Made by [`Settings::load`], [`Settings::from_toml`] or
+/// [`Settings::from_yaml`]; see the [module documentation](self).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    #[cfg(feature = "circuit-breaker")]
+    circuit_breaker: Section<CircuitBreakerSettings>,
+    #[cfg(feature = "bulkhead")]
+    bulkhead: Section<BulkheadSettings>,
+    #[cfg(feature = "retry")]
+    retry: Section<RetrySettings>,
+    #[cfg(feature = "idempotency")]
+    idempotency: Section<IdempotencySettings>,
+}
+
+impl Settings {
+    /// Reads `file` (TOML for `.toml`, YAML for `.yaml` and `.yml`), then the
+    /// environment variables that start with `env_prefix` and `__` over it,
+    /// with `__` between the parts of a key. `file` may be absent (`None`):
+    /// the environment alone is read.
+    ///
+    /// # Errors
+    ///
+    /// An unreadable file or an unknown extension, a value of the wrong type,
+    /// an unknown key or layer type, a setting the layer refuses; the error
+    /// names the key.
+    pub fn load(file: Option<&Path>, env_prefix: &str) -> Result<Self, ConfigError> {
+        Self::load_with_vars(file, env_prefix, std::env::vars())
+    }
+
+    /// As [`load`](Self::load), with the environment variables given as
+    /// name-value pairs instead of read from the process (a parsed `.env`
+    /// file, a test's own).
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load).
+    pub fn load_with_vars(
+        file: Option<&Path>,
+        env_prefix: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut sources = ::config::Config::builder();
+        if let Some(path) = file {
+            let format = match path.extension().and_then(|e| e.to_str()) {
+                Some("toml") => ::config::FileFormat::Toml,
+                Some("yaml" | "yml") => ::config::FileFormat::Yaml,
+                _ => {
+                    return Err(ConfigError::new(
+                        "",
+                        format!("{}: the file must end in .toml, .yaml or .yml", path.display()),
+                    ));
+                }
+            };
+            sources = sources.add_source(::config::File::from(path).format(format));
+        }
+        let sources = sources.add_source(
+            ::config::Environment::with_prefix(env_prefix)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(vars.into_iter().collect())),
+        );
+        Self::from_sources(sources)
+    }
+
+    /// Reads settings from TOML text.
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_sources(
+            ::config::Config::builder().add_source(::config::File::from_str(text, ::config::FileFormat::Toml)),
+        )
+    }
+
+    /// Reads settings from YAML text.
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load).
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_sources(
+            ::config::Config::builder().add_source(::config::File::from_str(text, ::config::FileFormat::Yaml)),
+        )
+    }
+
+    fn from_sources(
+        sources: ::config::builder::ConfigBuilder<::config::builder::DefaultState>,
+    ) -> Result<Self, ConfigError> {
+        let tree: Value = sources
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::new("", e))?;
+        let Value::Object(mut tree) = tree else {
+            return Err(ConfigError::new("", "the configuration must be a table of layer types"));
+        };
+        let settings = Self {
+            #[cfg(feature = "circuit-breaker")]
+            circuit_breaker: section(&mut tree)?,
+            #[cfg(feature = "bulkhead")]
+            bulkhead: section(&mut tree)?,
+            #[cfg(feature = "retry")]
+            retry: section(&mut tree)?,
+            #[cfg(feature = "idempotency")]
+            idempotency: section(&mut tree)?,
+        };
+        if let Some(unknown) = tree.keys().next() {
+            return Err(ConfigError::new(
+                unknown.as_str(),
+                format!("unknown layer type; expected one of: {}", KNOWN_SECTIONS.join(", ")),
+            ));
+        }
+        Ok(settings)
+    }
+
+    /// The circuit breaker named `name`: its builder with the settings applied.
+    #[cfg(feature = "circuit-breaker")]
+    pub fn circuit_breaker(&self, name: &str) -> palisade_circuit_breaker::CircuitBreakerBuilder {
+        self.circuit_breaker.get(name).apply(name)
+    }
+
+    /// The bulkhead named `name`: its builder with the settings applied.
+    #[cfg(feature = "bulkhead")]
+    pub fn bulkhead(&self, name: &str) -> palisade_bulkhead::BulkheadBuilder {
+        self.bulkhead.get(name).apply(name)
+    }
+
+    /// The retry layer named `name` for any cloneable request.
+    ///
+    /// # Errors
+    ///
+    /// The instance sets a key that only HTTP retries have
+    /// (`retry_methods`, `retry_status`, ...): use [`http_retry`](Self::http_retry).
+    #[cfg(feature = "retry")]
+    pub fn retry(
+        &self,
+        name: &str,
+    ) -> Result<palisade_retry::RetryBuilder<palisade_core::ErrorClassifier, palisade_retry::AnyRequest>, ConfigError>
+    {
+        let settings = self.retry.get(name);
+        match settings.http_only_key() {
+            Some(key) => Err(ConfigError::new(
+                format!("retry.{name}.{key}"),
+                "only HTTP retries have this setting; build this instance with `http_retry`",
+            )),
+            None => Ok(settings.apply_common(palisade_retry::RetryLayer::builder(name))),
+        }
+    }
+
+    /// The retry layer named `name` for `http::Request`s.
+    #[cfg(feature = "retry")]
+    pub fn http_retry(
+        &self,
+        name: &str,
+    ) -> palisade_retry::RetryBuilder<palisade_core::HttpClassifier, palisade_retry::HttpRequest> {
+        self.retry.get(name).apply_http(name)
+    }
+
+    /// The Idempotency-Key layer named `name`: its builder with the settings
+    /// applied and a memory store (set the store in code).
+    #[cfg(feature = "idempotency")]
+    pub fn idempotency(&self, name: &str) -> palisade_idempotency::IdempotencyBuilder {
+        self.idempotency.get(name).apply(name)
+    }
+}
+
+/// The layer types this build knows (its features).
+const KNOWN_SECTIONS: &[&str] = &[
+    #[cfg(feature = "circuit-breaker")]
+    "circuit_breaker",
+    #[cfg(feature = "bulkhead")]
+    "bulkhead",
+    #[cfg(feature = "retry")]
+    "retry",
+    #[cfg(feature = "idempotency")]
+    "idempotency",
+];
+
+/// Takes `T::SECTION` out of `tree`, merges each instance over the default
+/// block, reads it as `T` and builds it once.
+fn section<T: LayerSettings>(tree: &mut Map<String, Value>) -> Result<Section<T>, ConfigError> {
+    let Some(table) = tree.remove(T::SECTION) else {
+        return Ok(Section::default());
+    };
+    let Value::Object(mut instances) = table else {
+        return Err(ConfigError::new(T::SECTION, "must be a table of named instances"));
+    };
+    let default_table = match instances.remove(DEFAULT_INSTANCE) {
+        None => Map::new(),
+        Some(Value::Object(table)) => table,
+        Some(_) => {
+            return Err(ConfigError::new(
+                format!("{}.{DEFAULT_INSTANCE}", T::SECTION),
+                "must be a table of settings",
+            ));
+        }
+    };
+    let default = read::<T>(DEFAULT_INSTANCE, Value::Object(default_table.clone()))?;
+    let mut read_instances = BTreeMap::new();
+    for (name, table) in instances {
+        let Value::Object(table) = table else {
+            return Err(ConfigError::new(
+                format!("{}.{name}", T::SECTION),
+                "must be a table of settings",
+            ));
+        };
+        let mut merged = default_table.clone();
+        merged.extend(table);
+        let settings = read::<T>(&name, Value::Object(merged))?;
+        read_instances.insert(name, settings);
+    }
+    Ok(Section {
+        default,
+        instances: read_instances,
+    })
+}
+
+fn read<T: LayerSettings>(name: &str, table: Value) -> Result<T, ConfigError> {
+    let settings: T = serde_path_to_error::deserialize(table).map_err(|e| {
+        let mut key = format!("{}.{name}", T::SECTION);
+        let path = e.path().to_string();
+        if path != "." {
+            key = format!("{key}.{path}");
+        }
+        let message = e.into_inner().to_string();
+        // Inside a tagged table (`backoff`) serde reports an unknown key at the
+        // table: name the key itself.
+        if let Some(unknown) = message
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split('`').next())
+            && !key.ends_with(&format!(".{unknown}"))
+        {
+            key = format!("{key}.{unknown}");
+        }
+        ConfigError::new(key, message)
+    })?;
+    settings.check(name).map_err(|(key, rule)| {
+        let key = match key {
+            Some(key) => format!("{}.{name}.{key}", T::SECTION),
+            None => format!("{}.{name}", T::SECTION),
+        };
+        ConfigError::new(key, rule)
+    })?;
+    Ok(settings)
+}
