@@ -149,10 +149,10 @@ async fn a_run_goes_in_order_and_ends_at_an_event_the_broker_cannot_take() {
     let small = KafkaPublisher::connect([kafka.url.clone()])
         .await
         .unwrap()
-        .with_max_batch_bytes(300);
+        .with_max_batch_bytes(1_000);
     let big = event(10).with_version(10);
     let big = Event {
-        payload: json!({ "blob": "x".repeat(400) }),
+        payload: json!({ "blob": "x".repeat(1_000) }),
         ..big
     };
     let error = small.publish(&big).await.unwrap_err();
@@ -278,8 +278,8 @@ async fn relay(pg: &Postgres, publisher: KafkaPublisher) -> RelayHandle {
         .workers(1)
         .batch_size(16)
         .poll_interval(Duration::from_millis(20))
-        // Longer than the client's 5 s retry deadline, so a publish fails with the client's
-        // error (and the publisher sees the broker is unreachable) rather than a timeout.
+        // Longer than the publisher's 5 s request timeout, so a publish fails with the
+        // publisher's error (and it sees the broker is unreachable), not the relay's timeout.
         .publish_timeout(Duration::from_secs(10))
         .lease(Duration::from_secs(25))
         .backoff(Duration::from_millis(20), Duration::from_millis(200), 2.0)

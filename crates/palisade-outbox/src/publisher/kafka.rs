@@ -42,10 +42,14 @@ const HEADER_OVERHEAD: usize = 4;
 /// own producers do (`metadata.max.age.ms`), so partitions added to a topic are used.
 const METADATA_MAX_AGE: Duration = Duration::from_secs(300);
 
-/// How long [`KafkaPublisher::connect`]'s client retries a request over a broken connection
-/// (or a partition without a leader) before the publish fails as transient: below the relay's
-/// default publish timeout, so the dead letter names the cause rather than a timeout.
+/// How long [`KafkaPublisher::connect`]'s client retries one step of a request (connecting,
+/// reading metadata, producing) over a broken connection before giving up.
 const RETRY_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The default bound on one publish, from reading metadata to the acknowledgement: below the
+/// relay's default publish timeout (10 s), so the dead letter names the cause and the
+/// publisher knows the broker was not reached.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Publishes to Kafka with [rskafka](https://docs.rs/rskafka) (pure Rust, no C library), and
 /// waits until every in-sync replica has the records (`acks=all`).
@@ -101,16 +105,17 @@ const RETRY_DEADLINE: Duration = Duration::from_secs(5);
 /// # Reconnection
 ///
 /// rskafka connects to each partition's leader and connects again when a connection breaks or
-/// leadership moves, retrying the request with a backoff; a publisher made with
-/// [`connect`](Self::connect) gives up after 5 s and the publish fails as transient (the relay
-/// retries it). [`health`](Publisher::health) is disconnected from a publish that failed to
-/// reach the broker until one reaches it again.
+/// leadership moves, retrying the request with a backoff. A publish that has no
+/// acknowledgement within the [request timeout](Self::with_request_timeout) (5 s) fails as
+/// transient and the relay retries it. [`health`](Publisher::health) is disconnected from a
+/// publish that failed to reach the broker (or timed out) until one reaches it again.
 #[derive(Debug, Clone)]
 pub struct KafkaPublisher {
     shared: Arc<Shared>,
     prefix: String,
     encoding: Encoding,
     max_batch_bytes: usize,
+    request_timeout: Duration,
 }
 
 /// The client and what clones learned about the cluster.
@@ -136,6 +141,10 @@ pub enum KafkaPublishError {
     /// The topic does not exist (yet).
     #[error("topic {0:?} does not exist")]
     UnknownTopic(String),
+    /// The broker did not acknowledge within the publisher's request timeout (it could not be
+    /// reached, or did not answer).
+    #[error("no acknowledgement within {0:?}")]
+    Timeout(Duration),
     /// The broker refused the request, or it could not be made.
     #[error("kafka request failed")]
     Client(#[source] KafkaError),
@@ -237,8 +246,8 @@ fn record(event: &Event, encoding: Encoding) -> Record {
 
 impl KafkaPublisher {
     /// Connects to the cluster through `bootstrap_brokers` (`"127.0.0.1:9092"`), reading its
-    /// metadata once, with the client id `palisade-outbox` and a client that gives up a request
-    /// after retrying it for 5 s; see [reconnection](KafkaPublisher#reconnection).
+    /// metadata once, with the client id `palisade-outbox` and a client that gives up a step of
+    /// a request after retrying it for 5 s; see [reconnection](KafkaPublisher#reconnection).
     ///
     /// # Errors
     ///
@@ -260,8 +269,7 @@ impl KafkaPublisher {
     }
 
     /// A publisher on a client of your own (TLS, SASL, another backoff), with no topic prefix
-    /// and the envelope encoding. Give the client's backoff a deadline: without one, rskafka
-    /// retries a request over a broken connection until the relay's publish timeout.
+    /// and the envelope encoding.
     pub fn new(client: Client) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -273,6 +281,7 @@ impl KafkaPublisher {
             prefix: String::new(),
             encoding: Encoding::default(),
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 
@@ -294,6 +303,15 @@ impl KafkaPublisher {
     /// this is dead-lettered.
     pub fn with_max_batch_bytes(mut self, max_batch_bytes: usize) -> Self {
         self.max_batch_bytes = max_batch_bytes;
+        self
+    }
+
+    /// How long one publish may take, from reading the topic's metadata to the broker's
+    /// acknowledgement (default 5 s). A publish that takes longer fails as transient and the
+    /// publisher reports the broker unreachable; keep it below the relay's `publish_timeout`
+    /// (default 10 s).
+    pub fn with_request_timeout(mut self, request_timeout: Duration) -> Self {
+        self.request_timeout = request_timeout;
         self
     }
 
@@ -375,8 +393,19 @@ impl KafkaPublisher {
         self.shared.leaders.lock().unpoison().retain(|(t, _), _| t != topic);
     }
 
-    /// Produces `records`, all keyed by `key`, to `topic` with `acks=all`.
+    /// Produces `records`, all keyed by `key`, to `topic` with `acks=all`, within the request
+    /// timeout.
     async fn produce(&self, topic: &str, key: &str, records: Vec<Record>) -> Result<(), PublishError> {
+        match tokio::time::timeout(self.request_timeout, self.produce_untimed(topic, key, records)).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.shared.connected.store(false, Ordering::Relaxed);
+                Err(PublishError::transient(KafkaPublishError::Timeout(self.request_timeout)))
+            }
+        }
+    }
+
+    async fn produce_untimed(&self, topic: &str, key: &str, records: Vec<Record>) -> Result<(), PublishError> {
         let partitions = self.partition_count(topic).await?;
         let leader = self.leader(topic, partition_for(key.as_bytes(), partitions)).await?;
         let single = records.len() == 1;

@@ -40,7 +40,7 @@ pub use channel::{ChannelClosed, ChannelPublisher};
 pub use http::{HttpPublishError, HttpPublisher, HttpPublisherBuilder};
 #[cfg(feature = "kafka")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
-pub use kafka::{DEFAULT_MAX_BATCH_BYTES, KafkaPublishError, KafkaPublisher};
+pub use kafka::{DEFAULT_MAX_BATCH_BYTES, DEFAULT_REQUEST_TIMEOUT, KafkaPublishError, KafkaPublisher};
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub use nats::NatsPublisher;
