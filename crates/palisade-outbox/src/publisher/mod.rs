@@ -4,7 +4,30 @@
 //! (a JetStream ack, a RabbitMQ publisher confirm, a Redis reply, a webhook receiver's 2xx
 //! answer, a channel send), so the relay deletes an event only after it is safe elsewhere.
 //! Each passes the event id as the broker's de-duplication or message id (the webhook id for
-//! HTTP).
+//! HTTP). The crate docs compare their [ordering and acknowledgement guarantees](crate#publishers).
+//!
+//! # Trace context on the wire
+//!
+//! Every publisher puts the event's trace context and correlation id in the broker's own
+//! headers, whatever the [`Encoding`](crate::Encoding), so a consumer continues the trace
+//! (an OpenTelemetry propagator reads `traceparent` from the headers) without decoding the body:
+//!
+//! | publisher | trace context | correlation id | CloudEvents binary mode attributes |
+//! |---|---|---|---|
+//! | NATS | `traceparent`, `tracestate` headers | `X-Correlation-ID` header | `ce-` headers |
+//! | RabbitMQ | `traceparent`, `tracestate` headers | `correlation_id` property | `cloudEvents_` headers |
+//! | Kafka | `traceparent`, `tracestate` record headers | `correlation_id` record header | `ce_` record headers |
+//! | Redis | `traceparent`, `tracestate` fields | `correlation_id` field | `ce_` fields |
+//! | HTTP | `traceparent`, `tracestate` headers | `X-Correlation-ID` header | `ce-` headers, percent-encoded |
+//!
+//! [`Encoding::CloudEvents`](crate::Encoding::CloudEvents) is structured mode: the whole
+//! CloudEvent is the body, for consumers that read only bodies.
+//! [`Encoding::CloudEventsBinary`](crate::Encoding::CloudEventsBinary) is binary mode: the body
+//! is the payload, and `specversion`, `id`, `source`, `type`, `subject` (the aggregate id),
+//! `time`, and the extensions `aggregatetype`, `aggregateversion`, `correlationid`,
+//! `causationid`, `traceparent` and `tracestate` are headers under the protocol binding's prefix,
+//! with the content type in the broker's content-type header, so a CloudEvents SDK reads the
+//! message as an event. Redis has no binding; its fields follow Kafka's.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -107,7 +130,8 @@ impl UnsendableField {
 /// the aggregate before an earlier one. Publishers for brokers that keep one connection's
 /// messages in order (NATS JetStream, RabbitMQ, Redis) override it to *pipeline*: send the
 /// whole run in order, then wait for the acknowledgements in order, so a run costs one round
-/// trip instead of one per event. The price is at a failure: events sent after the failed one are
+/// trip instead of one per event; the Kafka publisher sends a run as one record batch, which
+/// the broker appends whole or not at all. The price is at a failure: events sent after the failed one are
 /// already on their way. If the broker refuses the failed event but accepts a later one (a
 /// per-message rejection rather than a lost connection), that later event reaches consumers
 /// before the failed one; it is published again after the retried event, where a

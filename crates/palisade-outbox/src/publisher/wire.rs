@@ -25,6 +25,10 @@ pub(crate) struct Header<'a> {
     /// A required CloudEvents attribute in binary mode (`specversion`, `id`, `source`, `type`):
     /// an event whose required attribute the broker cannot carry is not sent. Any other header
     /// the broker cannot carry is left out with a warning ([`left_out`]).
+    #[cfg_attr(
+        not(any(feature = "nats", feature = "rabbitmq", feature = "http")),
+        allow(dead_code, reason = "Kafka and Redis carry every header")
+    )]
     pub(crate) required: bool,
 }
 
@@ -84,6 +88,10 @@ pub(crate) fn headers(event: &Event, encoding: Encoding, spelling: Spelling) -> 
 }
 
 /// Warns that an optional header of `event` is left out of its message, and why.
+#[cfg_attr(
+    not(any(feature = "nats", feature = "rabbitmq", feature = "http")),
+    allow(dead_code, reason = "Kafka and Redis carry every header")
+)]
 pub(crate) fn left_out(event: &Event, field: &str, reason: &str) {
     tracing::warn!(
         target: names::TARGET, event_id = %event.event_id, field, reason,
