@@ -422,7 +422,10 @@ impl Kafka {
                 .await
                 .expect("a partition client");
             let end = client.get_offset(OffsetAt::Latest).await.expect("the latest offset");
-            let mut offset = client.get_offset(OffsetAt::Earliest).await.expect("the earliest offset");
+            let mut offset = client
+                .get_offset(OffsetAt::Earliest)
+                .await
+                .expect("the earliest offset");
             while offset < end {
                 let (batch, _) = client
                     .fetch_records(offset, 1..10_000_000, 1_000)

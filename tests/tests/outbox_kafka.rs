@@ -38,8 +38,13 @@ async fn records_are_keyed_by_aggregate_and_carry_the_event_id_and_trace_context
     let publisher = KafkaPublisher::connect([kafka.url.clone()]).await.unwrap();
     let events: Vec<Event> = (0..6)
         .map(|i| {
-            traced(Event::new("OrderCreated", "Order", format!("ord_{}", i % 3), json!({ "i": i })))
-                .with_destination(kafka.topic.clone())
+            traced(Event::new(
+                "OrderCreated",
+                "Order",
+                format!("ord_{}", i % 3),
+                json!({ "i": i }),
+            ))
+            .with_destination(kafka.topic.clone())
         })
         .collect();
     for event in &events {
@@ -56,7 +61,9 @@ async fn records_are_keyed_by_aggregate_and_carry_the_event_id_and_trace_context
             .find(|r| r.header("event_id") == Some(event.event_id.to_string()))
             .expect("the event's record");
         assert_eq!(record.record.key.as_deref(), Some(event.aggregate_id.as_bytes()));
-        let partition = *partition_of.entry(event.aggregate_id.clone()).or_insert(record.partition);
+        let partition = *partition_of
+            .entry(event.aggregate_id.clone())
+            .or_insert(record.partition);
         assert_eq!(record.partition, partition, "one aggregate, one partition");
         let value: Event = serde_json::from_slice(record.record.value.as_deref().unwrap()).unwrap();
         assert_eq!(value, *event);
@@ -66,7 +73,11 @@ async fn records_are_keyed_by_aggregate_and_carry_the_event_id_and_trace_context
         assert_eq!(record.header("traceparent").as_deref(), Some(TRACEPARENT));
         assert_eq!(record.header("tracestate").as_deref(), Some("vendor=1"));
         assert_eq!(record.header("correlation_id").as_deref(), Some("corr-7"));
-        assert_eq!(record.header("ce_id"), None, "no CloudEvents attributes outside binary mode");
+        assert_eq!(
+            record.header("ce_id"),
+            None,
+            "no CloudEvents attributes outside binary mode"
+        );
         assert_eq!(
             record.record.timestamp.timestamp_millis(),
             i64::try_from(event.timestamp.unix_timestamp_nanos() / 1_000_000).unwrap()
@@ -166,7 +177,11 @@ async fn a_run_goes_in_order_and_ends_at_an_event_the_broker_cannot_take() {
         .records(&kafka.topic)
         .await
         .iter()
-        .map(|r| serde_json::from_slice::<Event>(r.record.value.as_deref().unwrap()).unwrap().version)
+        .map(|r| {
+            serde_json::from_slice::<Event>(r.record.value.as_deref().unwrap())
+                .unwrap()
+                .version
+        })
         .collect();
     assert_eq!(versions, [1, 2, 3, 4, 5, 6, 11, 12, 13, 14], "one partition, in order");
     let topic = kafka.topic.clone();
@@ -211,7 +226,10 @@ impl PrivateKafka {
         let child = match child {
             Ok(child) => child,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !services_required() => {
-                eprintln!("skipping: tansu is not at {} (bash .ci/kafka installs it)", binary.display());
+                eprintln!(
+                    "skipping: tansu is not at {} (bash .ci/kafka installs it)",
+                    binary.display()
+                );
                 return None;
             }
             Err(e) => panic!("cannot start tansu at {}: {e}", binary.display()),
@@ -299,7 +317,9 @@ async fn two_relays_keep_each_aggregates_order_and_lose_nothing_through_a_broker
     // The broker advertises the proxy, so every connection to it, the leader's included,
     // goes through the proxy, which takes the broker away and brings it back.
     let port = free_port().await;
-    let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], port))).await.unwrap();
+    let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
     let Some(broker) = PrivateKafka::start(port, proxy.addr()).await else {
         pg.cleanup().await;
         return;
@@ -358,8 +378,14 @@ async fn two_relays_keep_each_aggregates_order_and_lose_nothing_through_a_broker
     let mut partition_of: HashMap<String, i32> = HashMap::new();
     for record in &records {
         let event: Event = serde_json::from_slice(record.record.value.as_deref().unwrap()).unwrap();
-        let partition = *partition_of.entry(event.aggregate_id.clone()).or_insert(record.partition);
-        assert_eq!(record.partition, partition, "aggregate {} in one partition", event.aggregate_id);
+        let partition = *partition_of
+            .entry(event.aggregate_id.clone())
+            .or_insert(record.partition);
+        assert_eq!(
+            record.partition, partition,
+            "aggregate {} in one partition",
+            event.aggregate_id
+        );
         let expected = next.entry(event.aggregate_id.clone()).or_insert(1);
         if seen.insert(event.event_id) {
             assert_eq!(

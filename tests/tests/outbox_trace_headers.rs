@@ -196,7 +196,11 @@ async fn redis_entries_carry_the_trace_context_and_binary_mode_attributes_in_fie
         Some("application/json")
     );
     for (attribute, value) in attributes(&second) {
-        assert_eq!(second_fields.get(&format!("ce_{attribute}")), Some(&value), "{attribute}");
+        assert_eq!(
+            second_fields.get(&format!("ce_{attribute}")),
+            Some(&value),
+            "{attribute}"
+        );
     }
     redis.cleanup().await;
 }

@@ -224,10 +224,7 @@ fn record(event: &Event, encoding: Encoding) -> Record {
     headers.insert("event_id".to_owned(), event.event_id.to_string().into_bytes());
     headers.insert("event_type".to_owned(), event.event_type.clone().into_bytes());
     headers.insert("aggregate_type".to_owned(), event.aggregate_type.clone().into_bytes());
-    headers.insert(
-        "content-type".to_owned(),
-        encoding.content_type().as_bytes().to_vec(),
-    );
+    headers.insert("content-type".to_owned(), encoding.content_type().as_bytes().to_vec());
     for header in wire::headers(event, encoding, SPELLING) {
         headers.insert(header.name.into_owned(), header.value.into_owned().into_bytes());
     }
@@ -252,9 +249,7 @@ impl KafkaPublisher {
     /// # Errors
     ///
     /// When no bootstrap broker answers within that time.
-    pub async fn connect<S: Into<String>>(
-        bootstrap_brokers: impl IntoIterator<Item = S>,
-    ) -> Result<Self, KafkaError> {
+    pub async fn connect<S: Into<String>>(bootstrap_brokers: impl IntoIterator<Item = S>) -> Result<Self, KafkaError> {
         let client = ClientBuilder::new(bootstrap_brokers.into_iter().map(Into::into).collect())
             .client_id("palisade-outbox")
             .backoff_config(BackoffConfig {
@@ -321,9 +316,9 @@ impl KafkaPublisher {
         self.shared.connected.store(!unreached(&error), Ordering::Relaxed);
         let permanent = match &error {
             KafkaError::ServerError { protocol_error, .. } => match protocol_error {
-                ProtocolError::InvalidTopicException
-                | ProtocolError::InvalidRecord
-                | ProtocolError::CorruptMessage => true,
+                ProtocolError::InvalidTopicException | ProtocolError::InvalidRecord | ProtocolError::CorruptMessage => {
+                    true
+                }
                 ProtocolError::MessageTooLarge | ProtocolError::RecordListTooLarge => single,
                 _ => false,
             },
@@ -378,11 +373,7 @@ impl KafkaPublisher {
             .await
             .map_err(|error| self.failed(error, false))?;
         let client = Arc::new(client);
-        self.shared
-            .leaders
-            .lock()
-            .unpoison()
-            .insert(key, Arc::clone(&client));
+        self.shared.leaders.lock().unpoison().insert(key, Arc::clone(&client));
         Ok(client)
     }
 
@@ -400,7 +391,9 @@ impl KafkaPublisher {
             Ok(result) => result,
             Err(_) => {
                 self.shared.connected.store(false, Ordering::Relaxed);
-                Err(PublishError::transient(KafkaPublishError::Timeout(self.request_timeout)))
+                Err(PublishError::transient(KafkaPublishError::Timeout(
+                    self.request_timeout,
+                )))
             }
         }
     }

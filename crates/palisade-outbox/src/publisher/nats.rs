@@ -145,7 +145,10 @@ impl NatsPublisher {
             if header.value.contains(['\r', '\n']) {
                 const REASON: &str = "a header value cannot hold a carriage return or line feed";
                 if header.required {
-                    return Err(unsendable("CloudEvents attribute", format!("{}: {REASON}", header.name)));
+                    return Err(unsendable(
+                        "CloudEvents attribute",
+                        format!("{}: {REASON}", header.name),
+                    ));
                 }
                 wire::left_out(event, &header.name, REASON);
                 continue;

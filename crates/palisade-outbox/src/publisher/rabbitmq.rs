@@ -261,7 +261,11 @@ impl RabbitMqPublisher {
                         ),
                     }));
                 }
-                wire::left_out(event, &header.name, "no room left in the AMQP frame that carries the properties");
+                wire::left_out(
+                    event,
+                    &header.name,
+                    "no room left in the AMQP frame that carries the properties",
+                );
                 continue;
             }
             budget -= size;

@@ -145,7 +145,11 @@ mod tests {
         };
         let bare = Event::new("OrderCreated", "Order", "o1", json!({}));
         assert!(headers(&bare, Encoding::Envelope, amqp).is_empty());
-        assert!(headers(&event.clone(), Encoding::Envelope, amqp).iter().all(|h| h.name != "correlation_id"));
+        assert!(
+            headers(&event.clone(), Encoding::Envelope, amqp)
+                .iter()
+                .all(|h| h.name != "correlation_id")
+        );
     }
 
     #[test]
