@@ -15,6 +15,9 @@ use palisade_outbox::{Encoding, Event, Publisher, TraceContext};
 use palisade_tests::{Nats, RabbitMq, Redis};
 use serde_json::json;
 
+/// An `XRANGE` entry: its id and its field/value pairs.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 fn traced(event: Event) -> Event {
@@ -169,7 +172,7 @@ async fn redis_entries_carry_the_trace_context_and_binary_mode_attributes_in_fie
     binary.publish(&second).await.unwrap();
 
     let mut conn = redis.conn.clone();
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
         .arg(redis.key("Order"))
         .arg("-")
         .arg("+")
@@ -177,7 +180,7 @@ async fn redis_entries_carry_the_trace_context_and_binary_mode_attributes_in_fie
         .await
         .unwrap();
     assert_eq!(entries.len(), 2);
-    let fields = |entry: &(String, Vec<(String, Vec<u8>)>)| -> HashMap<String, String> {
+    let fields = |entry: &StreamEntry| -> HashMap<String, String> {
         entry
             .1
             .iter()
