@@ -200,53 +200,103 @@ fn tansu_binary() -> PathBuf {
     root.join("bin/tansu")
 }
 
-/// An in-memory tansu of the test's own, advertising another address (a fault proxy's) to
-/// its clients, so every connection to it goes through that address.
+/// Where a private broker keeps its records.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Store {
+    /// In memory: gone when the process ends.
+    Memory,
+    /// In an SQLite file of the broker's own directory: kept across a restart.
+    Sqlite,
+}
+
+/// A tansu of the test's own, on a port of its own, advertising `advertised` to its clients
+/// (its own address, or a fault proxy's so every connection goes through the proxy).
 struct PrivateKafka {
-    child: std::process::Child,
+    child: Option<std::process::Child>,
+    port: u16,
+    advertised: SocketAddr,
+    store: Store,
+    dir: PathBuf,
 }
 
 impl PrivateKafka {
     /// Starts tansu on `port`; `None` (a skip, or a panic with `PALISADE_REQUIRE_SERVICES=1`)
     /// when it is not installed.
-    async fn start(port: u16, advertised: SocketAddr) -> Option<Self> {
-        let binary = tansu_binary();
-        let child = std::process::Command::new(&binary)
-            .arg("broker")
-            .arg("--listener-url")
-            .arg(format!("tcp://127.0.0.1:{port}"))
-            .arg("--advertised-listener-url")
-            .arg(format!("tcp://{advertised}"))
-            .arg("--storage-engine")
-            .arg("memory://tansu/")
-            .arg("--silent")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        let child = match child {
-            Ok(child) => child,
+    async fn start(port: u16, advertised: SocketAddr, store: Store) -> Option<Self> {
+        let dir = std::env::temp_dir().join(format!("palisade-tansu-{}", Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut broker = Self {
+            child: None,
+            port,
+            advertised,
+            store,
+            dir,
+        };
+        match broker.spawn() {
+            Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !services_required() => {
                 eprintln!(
                     "skipping: tansu is not at {} (bash .ci/kafka installs it)",
-                    binary.display()
+                    tansu_binary().display()
                 );
                 return None;
             }
-            Err(e) => panic!("cannot start tansu at {}: {e}", binary.display()),
+            Err(e) => panic!("cannot start tansu at {}: {e}", tansu_binary().display()),
+        }
+        broker.wait_until_listening().await;
+        Some(broker)
+    }
+
+    fn spawn(&mut self) -> std::io::Result<()> {
+        let storage = match self.store {
+            Store::Memory => "memory://tansu/",
+            // A path relative to the broker's working directory.
+            Store::Sqlite => "sqlite://tansu.db",
         };
+        let child = std::process::Command::new(tansu_binary())
+            .current_dir(&self.dir)
+            .arg("broker")
+            .arg("--listener-url")
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://{}", self.advertised))
+            .arg("--storage-engine")
+            .arg(storage)
+            .arg("--silent")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    async fn wait_until_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
             assert!(Instant::now() < deadline, "tansu did not listen within 10 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Some(Self { child })
+    }
+
+    /// Kills the broker (SIGKILL: no chance to flush anything).
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Starts it again on the same port and store.
+    async fn restart(&mut self) {
+        self.spawn().unwrap();
+        self.wait_until_listening().await;
     }
 }
 
 impl Drop for PrivateKafka {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -320,7 +370,7 @@ async fn two_relays_keep_each_aggregates_order_and_lose_nothing_through_a_broker
     let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], port)))
         .await
         .unwrap();
-    let Some(broker) = PrivateKafka::start(port, proxy.addr()).await else {
+    let Some(broker) = PrivateKafka::start(port, proxy.addr(), Store::Memory).await else {
         pg.cleanup().await;
         return;
     };
@@ -369,9 +419,18 @@ async fn two_relays_keep_each_aggregates_order_and_lose_nothing_through_a_broker
     }
     assert_eq!(watched.health(), PublisherHealth::Connected);
 
-    // Every staged event is in the topic; each aggregate's, in one partition, in staging
-    // order. A batch whose acknowledgement was lost is stored twice (no idempotent producer),
-    // each copy after the events before it.
+    let retried = check_topic(&kafka, &pg, &staged).await;
+    assert!(retried > 0, "the outage failed some publishes, retried later");
+    drop(broker);
+    drop(proxy);
+    pg.cleanup().await;
+}
+
+/// Checks the topic against `staged` and returns how many publishes were retried: every staged
+/// event is there; each aggregate's in one partition, in staging order. A batch whose
+/// acknowledgement was lost is stored twice (no idempotent producer), each copy after the
+/// events before it.
+async fn check_topic(kafka: &Kafka, pg: &Postgres, staged: &[Event]) -> i64 {
     let records: Vec<KafkaRecord> = kafka.records(&kafka.topic).await;
     let mut seen = HashSet::new();
     let mut next: HashMap<String, i64> = HashMap::new();
@@ -405,14 +464,71 @@ async fn two_relays_keep_each_aggregates_order_and_lose_nothing_through_a_broker
         "SELECT count(*) FROM palisade_outbox_published WHERE attempts > 0",
     )
     .await;
-    assert!(retried > 0, "the outage failed some publishes, retried later");
     eprintln!(
         "{} records for {} events ({} publishes retried)",
         records.len(),
         staged.len(),
         retried
     );
+    retried
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_keep_each_aggregates_order_and_lose_nothing_when_the_broker_is_killed_and_restarted() {
+    let Some(pg) = Postgres::connect("kafka_restart").await else {
+        return;
+    };
+    migrate(&pg.pool).await.unwrap();
+    let port = free_port().await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Some(mut broker) = PrivateKafka::start(port, addr, Store::Sqlite).await else {
+        pg.cleanup().await;
+        return;
+    };
+    let bootstrap = addr.to_string();
+    let kafka = Kafka {
+        client: Arc::new(Kafka::client(&bootstrap).await.unwrap()),
+        topic: unique_name("kafka_restart"),
+        url: bootstrap.clone(),
+    };
+    kafka.create_topic(&kafka.topic, 3).await;
+
+    let mut staged = stage_versions(&pg.pool, 1..=VERSIONS / 2, &kafka.topic).await;
+    let first = KafkaPublisher::connect([bootstrap.clone()]).await.unwrap();
+    let watched = first.clone();
+    let second = KafkaPublisher::connect([bootstrap.clone()]).await.unwrap();
+    let relays = [relay(&pg, first).await, relay(&pg, second).await];
+    wait_until("some events published", || async {
+        count(&pg.pool, "SELECT count(*) FROM palisade_outbox_published").await > 0
+    })
+    .await;
+
+    broker.kill();
+    staged.extend(stage_versions(&pg.pool, VERSIONS / 2 + 1..=VERSIONS, &kafka.topic).await);
+    wait_until("publishes failing while the broker is down", || async {
+        count(&pg.pool, "SELECT count(*) FROM palisade_outbox WHERE attempts > 0").await > 0
+    })
+    .await;
+    wait_until("the publisher reports the broker unreachable", || async {
+        watched.health() == PublisherHealth::Disconnected
+    })
+    .await;
+    assert!(
+        count(&pg.pool, "SELECT count(*) FROM palisade_outbox").await > 0,
+        "events wait in the outbox"
+    );
+    broker.restart().await;
+
+    wait_until("the outbox drained", || async {
+        count(&pg.pool, "SELECT count(*) FROM palisade_outbox").await == 0
+    })
+    .await;
+    for relay in relays {
+        relay.shutdown().await;
+    }
+    assert_eq!(watched.health(), PublisherHealth::Connected);
+    let retried = check_topic(&kafka, &pg, &staged).await;
+    assert!(retried > 0, "the publishes made while the broker was down were retried");
     drop(broker);
-    drop(proxy);
     pg.cleanup().await;
 }
