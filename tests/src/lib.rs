@@ -7,10 +7,11 @@
 //! | Redis | `REDIS_URL` | `redis://127.0.0.1:6379` |
 //! | NATS (JetStream) | `NATS_URL` | `nats://127.0.0.1:4222` |
 //! | RabbitMQ | `AMQP_URL` | `amqp://guest:guest@127.0.0.1:5672/%2f` |
+//! | Kafka (tansu, from `.ci/kafka`) | `KAFKA_URL` | `127.0.0.1:9092` |
 //!
 //! Each fixture gets a name no other test uses: a Postgres schema (set as the
 //! pool's `search_path`), a Redis key prefix, a NATS subject prefix, a
-//! RabbitMQ queue. When a service is unreachable the fixture constructor
+//! RabbitMQ queue, a Kafka topic. When a service is unreachable the fixture constructor
 //! prints why and returns `None`, so the test returns early as skipped;
 //! with `PALISADE_REQUIRE_SERVICES=1` (as CI sets) it panics instead, so a
 //! missing service fails the run.
@@ -34,6 +35,7 @@ pub mod contract;
 
 use std::fmt::Display;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -332,5 +334,125 @@ impl RabbitMq {
             .queue_delete(&self.queue, lapin::options::QueueDeleteOptions::default())
             .await;
         self.connection.close(200, "done").await.expect("close the connection");
+    }
+}
+
+/// A Kafka client and a topic name of the test's own.
+#[derive(Debug, Clone)]
+pub struct Kafka {
+    /// The client (rskafka), which gives up a request after [`CONNECT_TIMEOUT`].
+    pub client: Arc<rskafka::client::Client>,
+    /// A topic name no other test uses (create it with [`Kafka::create_topic`]).
+    pub topic: String,
+    /// The bootstrap broker, `host:port`.
+    pub url: String,
+}
+
+/// A record read back from Kafka, with its partition and offset.
+#[derive(Debug, Clone)]
+pub struct KafkaRecord {
+    /// The partition it is in.
+    pub partition: i32,
+    /// Its offset in the partition.
+    pub offset: i64,
+    /// The record.
+    pub record: rskafka::record::Record,
+}
+
+impl KafkaRecord {
+    /// The header `name` as text, if the record has it.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.record
+            .headers
+            .get(name)
+            .map(|value| String::from_utf8(value.clone()).expect("a UTF-8 header"))
+    }
+}
+
+impl Kafka {
+    /// Connects to `KAFKA_URL` (`host:port`, or `kafka://host:port`) with a fresh topic name for `test`.
+    pub async fn connect(test: &str) -> Option<Self> {
+        let url = url("KAFKA_URL", "127.0.0.1:9092");
+        let bootstrap = url.trim_start_matches("kafka://").to_owned();
+        let client = within("Kafka", &url, Self::client(&bootstrap)).await?;
+        Some(Self {
+            client: Arc::new(client),
+            topic: unique_name(test),
+            url: bootstrap,
+        })
+    }
+
+    /// A client of `bootstrap` that gives up a request after [`CONNECT_TIMEOUT`].
+    pub async fn client(bootstrap: &str) -> Result<rskafka::client::Client, rskafka::client::error::Error> {
+        rskafka::client::ClientBuilder::new(vec![bootstrap.to_owned()])
+            .backoff_config(rskafka::BackoffConfig {
+                init_backoff: Duration::from_millis(20),
+                max_backoff: Duration::from_millis(500),
+                base: 2.0,
+                deadline: Some(CONNECT_TIMEOUT),
+            })
+            .build()
+            .await
+    }
+
+    /// Creates `topic` with `partitions` partitions (one replica).
+    pub async fn create_topic(&self, topic: &str, partitions: i32) {
+        self.client
+            .controller_client()
+            .expect("a controller client")
+            .create_topic(topic, partitions, 1, 5_000)
+            .await
+            .unwrap_or_else(|e| panic!("create topic {topic}: {e}"));
+    }
+
+    /// Every record of `topic`, partition by partition, each in offset order.
+    pub async fn records(&self, topic: &str) -> Vec<KafkaRecord> {
+        use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
+        let listed = self.client.list_topics().await.expect("list the topics");
+        let partitions = listed
+            .into_iter()
+            .find(|t| t.name == topic)
+            .unwrap_or_else(|| panic!("topic {topic} exists"))
+            .partitions;
+        let mut records = Vec::new();
+        for partition in partitions {
+            let client = self
+                .client
+                .partition_client(topic, partition, UnknownTopicHandling::Retry)
+                .await
+                .expect("a partition client");
+            let end = client.get_offset(OffsetAt::Latest).await.expect("the latest offset");
+            let mut offset = client
+                .get_offset(OffsetAt::Earliest)
+                .await
+                .expect("the earliest offset");
+            while offset < end {
+                let (batch, _) = client
+                    .fetch_records(offset, 1..10_000_000, 1_000)
+                    .await
+                    .expect("fetch records");
+                assert!(!batch.is_empty(), "records below the high watermark {end} at {offset}");
+                for read in batch {
+                    offset = read.offset + 1;
+                    records.push(KafkaRecord {
+                        partition,
+                        offset: read.offset,
+                        record: read.record,
+                    });
+                }
+            }
+        }
+        records
+    }
+
+    /// Deletes `topics`, made by the test.
+    pub async fn cleanup(self, topics: &[&str]) {
+        let controller = self.client.controller_client().expect("a controller client");
+        for topic in topics {
+            controller
+                .delete_topic(*topic, 5_000)
+                .await
+                .unwrap_or_else(|e| panic!("delete topic {topic}: {e}"));
+        }
     }
 }

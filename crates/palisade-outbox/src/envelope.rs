@@ -186,17 +186,21 @@ impl Event {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// The CloudEvents `source`: the metadata's source, or `/<aggregate type>`.
+    pub(crate) fn cloud_event_source(&self) -> String {
+        self.metadata
+            .source
+            .clone()
+            .unwrap_or_else(|| format!("/{}", self.aggregate_type))
+    }
+
     /// The event as a CloudEvents 1.0 event.
     pub fn to_cloud_event(&self) -> CloudEvent {
         let trace = self.metadata.trace_context.as_ref();
         CloudEvent {
             specversion: "1.0".to_owned(),
             id: self.event_id.to_string(),
-            source: self
-                .metadata
-                .source
-                .clone()
-                .unwrap_or_else(|| format!("/{}", self.aggregate_type)),
+            source: self.cloud_event_source(),
             event_type: self.event_type.clone(),
             subject: Some(self.aggregate_id.clone()),
             time: Some(self.timestamp),
@@ -270,14 +274,26 @@ impl CloudEvent {
     }
 }
 
-/// How publishers encode an event into a message body.
+/// How publishers encode an event into a message.
+///
+/// Whatever the encoding, every publisher also puts the trace context (`traceparent`,
+/// `tracestate`) and the correlation id in the broker's own headers, so a consumer continues
+/// the trace without decoding the body; see [the publishers](crate::publisher#trace-context-on-the-wire).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Encoding {
     /// The palisade envelope ([`Event`] as JSON), `application/json`.
     #[default]
     Envelope,
-    /// CloudEvents 1.0 structured mode, `application/cloudevents+json`.
+    /// CloudEvents 1.0 structured mode: the whole [`CloudEvent`] as the body,
+    /// `application/cloudevents+json`. For brokers without headers, and consumers that read
+    /// only the body.
     CloudEvents,
+    /// CloudEvents 1.0 binary mode: the body is the payload alone (`application/json`), and
+    /// every other attribute of the [`CloudEvent`] travels in the broker's headers under the
+    /// protocol binding's prefix: `ce_` for Kafka record headers (and Redis stream fields,
+    /// which have no binding of their own), `ce-` for HTTP and NATS headers, `cloudEvents_`
+    /// for AMQP headers. A CloudEvents SDK reads such a message as an event.
+    CloudEventsBinary,
 }
 
 impl Encoding {
@@ -286,15 +302,22 @@ impl Encoding {
         match self {
             Self::Envelope => event.to_json(),
             Self::CloudEvents => event.to_cloud_event().to_json(),
+            // Serializing a JSON value cannot fail.
+            Self::CloudEventsBinary => serde_json::to_vec(&event.payload).unwrap_or_default(),
         }
     }
 
     /// The body's content type.
     pub fn content_type(self) -> &'static str {
         match self {
-            Self::Envelope => "application/json",
+            Self::Envelope | Self::CloudEventsBinary => "application/json",
             Self::CloudEvents => "application/cloudevents+json",
         }
+    }
+
+    /// Whether the event's attributes travel in the broker's headers (binary mode).
+    pub fn is_binary(self) -> bool {
+        self == Self::CloudEventsBinary
     }
 }
 

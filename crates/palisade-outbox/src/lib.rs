@@ -5,7 +5,7 @@
 //! A handler [`stage`](stage())s an [`Event`] through its own sqlx transaction (PostgreSQL or SQLite).
 //! Nothing is published unless that transaction commits, and nothing committed is lost when
 //! the broker or the process fails: the [`Relay`] claims committed events in batches,
-//! publishes them through a [`Publisher`] (NATS JetStream, RabbitMQ, Redis Streams, signed
+//! publishes them through a [`Publisher`] (NATS JetStream, RabbitMQ, Kafka, Redis Streams, signed
 //! HTTP webhooks or an in-process channel), and only then deletes them. Delivery is at least once, with the event
 //! id as the broker's de-duplication id; consumers apply each event once with [`process_once`].
 //!
@@ -138,7 +138,8 @@
 //!   overtaken; within a batch, one aggregate's events go to the publisher as one run in
 //!   staging order, and different aggregates' runs are published concurrently (up to
 //!   `concurrency`). The NATS, RabbitMQ and Redis publishers pipeline a run (send it all, then
-//!   read the acknowledgements in order); the others publish it one event at a time. A failure
+//!   read the acknowledgements in order), the Kafka publisher sends it as one record batch; the
+//!   others publish it one event at a time. A failure
 //!   in a run publishes the events acknowledged before it, fails that one, and releases the
 //!   rest; see [`Publisher`] for what a pipelined run may have sent by then. Order is staging
 //!   order: concurrent transactions writing the same aggregate should be serialized by the
@@ -194,13 +195,51 @@
 //!
 //! # Publishers
 //!
-//! | publisher | feature | acknowledgement | de-duplication id |
+//! Every publisher side by side: when the relay counts an event as published, how it sends
+//! one aggregate's run, the order a consumer sees, and what it does with a redelivery.
+//! Delivery is at least once everywhere: a publish whose acknowledgement was lost is made
+//! again.
+//!
+//! | publisher | feature | published once | a run | order a consumer sees | a redelivered event |
+//! |---|---|---|---|---|---|
+//! | [`NatsPublisher`] | `nats` | the JetStream stream acks it (stored, replicated as the stream is) | pipelined: all sent, acks read in order | per subject, in staging order | dropped by JetStream within the stream's duplicate window (`Nats-Msg-Id`) |
+//! | [`RabbitMqPublisher`] | `rabbitmq` | the broker confirms it; persistent, `mandatory` (a message no queue takes fails) | pipelined on one channel, confirms read in order | per queue, in staging order | delivered again; consumers de-duplicate on `message_id` |
+//! | [`KafkaPublisher`] | `kafka` | every in-sync replica has it (`acks=all`) | one record batch per partition, appended whole or not at all | per partition (key = aggregate id), in staging order | stored again (no idempotent producer); consumers de-duplicate on the `event_id` header |
+//! | [`RedisPublisher`] | `redis` | `XADD` replied (as durable as the server's persistence) | one pipeline, replies read in order | per stream, in staging order | appended again; consumers de-duplicate on the `event_id` field |
+//! | [`HttpPublisher`] | `http` | the receiver answers 2xx (408, 429, 5xx and transport errors are retried, other statuses dead-lettered at once) | one request at a time, each after the previous answer | per aggregate, in staging order | sent again with the same signed `webhook-id`; a receiver with replay protection drops it |
+//! | [`ChannelPublisher`] | — | the channel took it | one at a time | in staging order | sent again |
+//!
+//! A pipelined run or a batch that fails part-way releases the events after the failed one;
+//! what a broker may already hold by then is spelled out on [`Publisher`]. In every case an
+//! aggregate's later events wait until its earlier one is published or dead-lettered, so a
+//! consumer never sees them overtake it, though it may see a copy of an event it had.
+//!
+//! Every publisher also carries the trace context (`traceparent`, `tracestate`) and the
+//! correlation id in the broker's own headers, and can send CloudEvents in structured or
+//! binary mode ([`Encoding`]); see [trace context on the wire](#trace-context-on-the-wire).
+//!
+//! ## Trace context on the wire
+//!
+//! Every publisher puts the event's trace context and correlation id in the broker's own
+//! headers, whatever the [`Encoding`](Encoding), so a consumer continues the trace
+//! (an OpenTelemetry propagator reads `traceparent` from the headers) without decoding the body:
+//!
+//! | publisher | trace context | correlation id | CloudEvents binary mode attributes |
 //! |---|---|---|---|
-//! | [`NatsPublisher`] | `nats` | JetStream publish ack (runs pipelined) | `Nats-Msg-Id` header |
-//! | [`RabbitMqPublisher`] | `rabbitmq` | publisher confirm; persistent, mandatory (runs pipelined) | `message_id` property |
-//! | [`RedisPublisher`] | `redis` | `XADD` reply (a run in one pipeline) | `event_id` field |
-//! | [`HttpPublisher`] | `http` | a 2xx answer; 408, 429, 5xx and transport errors are retried, other statuses dead-lettered at once | signed `webhook-id` header (Standard Webhooks) |
-//! | [`ChannelPublisher`] | — | channel send | — |
+//! | NATS | `traceparent`, `tracestate` headers | `X-Correlation-ID` header | `ce-` headers |
+//! | RabbitMQ | `traceparent`, `tracestate` headers | `correlation_id` property | `cloudEvents_` headers |
+//! | Kafka | `traceparent`, `tracestate` record headers | `correlation_id` record header | `ce_` record headers |
+//! | Redis | `traceparent`, `tracestate` fields | `correlation_id` field | `ce_` fields |
+//! | HTTP | `traceparent`, `tracestate` headers | `X-Correlation-ID` header | `ce-` headers, percent-encoded |
+//!
+//! [`Encoding::CloudEvents`](Encoding::CloudEvents) is structured mode: the whole
+//! CloudEvent is the body, for consumers that read only bodies.
+//! [`Encoding::CloudEventsBinary`](Encoding::CloudEventsBinary) is binary mode: the body
+//! is the payload, and `specversion`, `id`, `source`, `type`, `subject` (the aggregate id),
+//! `time`, and the extensions `aggregatetype`, `aggregateversion`, `correlationid`,
+//! `causationid`, `traceparent` and `tracestate` are headers under the protocol binding's prefix,
+//! with the content type in the broker's content-type header, so a CloudEvents SDK reads the
+//! message as an event. Redis has no binding; its fields follow Kafka's.
 //!
 //! **An event's own data never breaks a connection.** Each publisher checks the fields its
 //! protocol bounds before sending anything; a field it must send that does not fit is a
@@ -210,17 +249,22 @@
 //! | publisher | refused (the event is dead-lettered) | left out with a warning |
 //! |---|---|---|
 //! | RabbitMQ | routing key or event type (`type`) over 255 bytes (AMQP short strings) | `correlation_id` over 255 bytes; an `aggregate_type` or `aggregate_id` header over 1,024 bytes |
-//! | NATS | a subject with whitespace or an empty token, or over 3,840 bytes; an event type with CR or LF; headers and body over the server's `max_payload` | — |
+//! | NATS | a subject with whitespace or an empty token, or over 3,840 bytes; an event type with CR or LF; headers and body over the server's `max_payload` | a `traceparent`, `tracestate` or correlation id header with CR or LF |
+//! | Kafka | a topic that is empty, `.` or `..`, over 249 bytes, or with a character other than ASCII letters, digits, `.`, `_`, `-`; a record over the batch size (1,000,000 bytes by default) | — |
 //! | HTTP | a destination that is no http(s) URL; an event type that is no valid header value | — |
 //! | Redis | — (commands are binary-safe) | — |
+//!
+//! RabbitMQ also keeps the trace context and CloudEvents headers within 1,280 bytes, and HTTP
+//! leaves out a trace header that is no valid header value; see each publisher.
 //!
 //! [`OutboxContext`] takes a correlation or request id of at most 255 bytes
 //! ([`context::MAX_ID_LEN`]), so the ids a request brings always fit.
 //!
 //! **Connections come back without a restart.** [`RabbitMqPublisher`]
 //! owns its connection and opens a new channel, or a new connection and channel, at the first
-//! publish after the broker closed them; [`RedisPublisher::connect`](publisher::RedisPublisher::connect)
-//! does the same with its multiplexed connection; the async-nats client reconnects by itself;
+//! publish after the broker closed them; [`RedisPublisher::connect`](RedisPublisher::connect)
+//! does the same with its multiplexed connection; the async-nats client and rskafka (under the
+//! [`KafkaPublisher`](KafkaPublisher)) reconnect by themselves;
 //! the HTTP publisher opens a connection per attempt when the pool has none. The publish in
 //! flight when a connection goes fails as transient and the relay retries it.
 //! [`Relay::publisher_health`] ([`Publisher::health`]) says whether the publisher reaches its
@@ -251,6 +295,7 @@
 //! | `nats` | no | [`NatsPublisher`] (async-nats) |
 //! | `rabbitmq` | no | [`RabbitMqPublisher`] (lapin) |
 //! | `redis` | no | [`RedisPublisher`] (redis) |
+//! | `kafka` | no | [`KafkaPublisher`] (rskafka: pure Rust, no C library, no compression codecs) |
 //! | `http` | no | [`HttpPublisher`] (hyper-util's client, palisade-webhook's signing) |
 //!
 //! # The publish hook and layer order
@@ -335,6 +380,9 @@ pub use publisher::{ChannelClosed, ChannelPublisher, Publisher, PublisherHealth,
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use publisher::{HttpPublishError, HttpPublisher, HttpPublisherBuilder};
+#[cfg(feature = "kafka")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
+pub use publisher::{KafkaPublishError, KafkaPublisher};
 #[cfg(feature = "rabbitmq")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rabbitmq")))]
 pub use publisher::{RabbitMqConnectError, RabbitMqPublisher, RabbitMqRejected};

@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use palisade_webhook::{InvalidId, Signer};
 use tokio::time::{Instant, error::Elapsed, timeout_at};
 
+use super::wire::{self, Spelling};
 use super::{Publisher, PublisherHealth};
 use crate::envelope::{Encoding, Event};
 use crate::error::{ConfigError, PublishError};
@@ -26,13 +27,25 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 
 const EVENT_TYPE: HeaderName = HeaderName::from_static("palisade-event-type");
 
+/// How HTTP headers spell the CloudEvents attributes (the HTTP protocol binding's `ce-`
+/// prefix) and the correlation id (the header the publish hook reads).
+const SPELLING: Spelling = Spelling {
+    ce_prefix: "ce-",
+    correlation_id: Some("x-correlation-id"),
+};
+
 /// POSTs events as webhooks, signed by a [`Signer`], and waits for the receiver's answer.
 ///
 /// The URL is the event's destination when that is an absolute `http://` or `https://` URL,
 /// else the builder's [base URL](HttpPublisherBuilder::base_url) joined with the destination
 /// by one `/` (base `http://hooks.internal/events` and destination `Order` give
 /// `http://hooks.internal/events/Order`). The body is the [encoded](Encoding) event, with its
-/// `Content-Type`, a `Palisade-Event-Type` header, and the signer's headers. The event id is
+/// `Content-Type`, a `Palisade-Event-Type` header, the trace context and correlation id in
+/// `traceparent`, `tracestate` and `X-Correlation-ID` when the event has them (one that is no
+/// valid header value is left out with a warning), and the signer's headers. In
+/// [CloudEvents binary mode](Encoding::CloudEventsBinary) the body is the payload and every
+/// attribute is a `ce-` header (`ce-id`, `ce-source`, `ce-type`, `ce-subject`, ...),
+/// percent-encoded as the HTTP binding asks. The event id is
 /// the webhook id (`webhook-id` for Standard Webhooks, `X-GitHub-Delivery`,
 /// `X-Shopify-Webhook-Id`), so every redelivery of an event carries the same id and a
 /// receiver with replay protection drops the duplicate; each attempt is stamped by the
@@ -150,6 +163,27 @@ pub enum HttpPublishError {
     /// The event type is not a valid header value.
     #[error("event type {0:?} is not a valid header value")]
     EventType(String),
+    /// A required CloudEvents attribute could not be made a header.
+    #[error("the {0} header cannot be sent")]
+    Header(String),
+}
+
+/// `value` percent-encoded as the CloudEvents HTTP binding asks of `ce-` header values: space,
+/// `"`, `%` and every byte outside printable ASCII.
+fn percent_encoded(value: &str) -> Cow<'_, str> {
+    let plain = |b: u8| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%';
+    if value.bytes().all(plain) {
+        return Cow::Borrowed(value);
+    }
+    let mut encoded = String::with_capacity(value.len() + 8);
+    for b in value.bytes() {
+        if plain(b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Cow::Owned(encoded)
 }
 
 fn body_suffix(body: &str) -> String {
@@ -310,6 +344,20 @@ impl<C> HttpPublisher<C> {
         let event_type = HeaderValue::try_from(event.event_type.as_str())
             .map_err(|_| HttpPublishError::EventType(event.event_type.clone()))?;
         headers.insert(EVENT_TYPE, event_type);
+        for header in wire::headers(event, self.encoding, SPELLING) {
+            let value = if header.name.starts_with(SPELLING.ce_prefix) {
+                HeaderValue::try_from(percent_encoded(&header.value).as_ref())
+            } else {
+                HeaderValue::try_from(header.value.as_ref())
+            };
+            match (HeaderName::try_from(header.name.as_ref()), value) {
+                (Ok(name), Ok(value)) => {
+                    headers.insert(name, value);
+                }
+                _ if header.required => return Err(HttpPublishError::Header(header.name.into_owned())),
+                _ => wire::left_out(event, &header.name, "not a valid HTTP header value"),
+            }
+        }
         if let Some(name) = self.signer.id_header() {
             // The signer keeps an id it finds, so every attempt carries the event id.
             let id =
@@ -503,6 +551,42 @@ mod tests {
             publisher.request(&bad_type),
             Err(HttpPublishError::EventType(_))
         ));
+    }
+
+    #[test]
+    fn requests_carry_the_trace_context_and_binary_mode_attributes_in_headers() {
+        let event = Event::new("OrderCreated", "Order", "o 1", serde_json::json!({"a": 1}))
+            .with_source("orders/ü")
+            .with_correlation_id("corr-1")
+            .with_trace_context(crate::TraceContext {
+                traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+                tracestate: Some("bad\u{7f}state".into()),
+            });
+        let publisher = HttpPublisher::builder(signer()).base_url("http://h").build().unwrap();
+        let request = publisher.request(&event).unwrap();
+        let headers = request.headers();
+        assert_eq!(
+            headers["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(headers["x-correlation-id"], "corr-1");
+        assert!(headers.get("tracestate").is_none(), "no valid header value: left out");
+        assert!(headers.get("ce-id").is_none());
+
+        let binary = HttpPublisher::builder(signer())
+            .base_url("http://h")
+            .encoding(Encoding::CloudEventsBinary)
+            .build()
+            .unwrap();
+        let request = binary.request(&event).unwrap();
+        let headers = request.headers();
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(headers["ce-specversion"], "1.0");
+        assert_eq!(headers["ce-id"], event.event_id.to_string().as_str());
+        assert_eq!(headers["ce-source"], "orders/%C3%BC");
+        assert_eq!(headers["ce-type"], "OrderCreated");
+        assert_eq!(headers["ce-subject"], "o%201");
+        assert_eq!(headers["ce-tracestate"], "bad%7Fstate");
     }
 
     #[test]

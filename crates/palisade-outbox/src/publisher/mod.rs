@@ -4,7 +4,9 @@
 //! (a JetStream ack, a RabbitMQ publisher confirm, a Redis reply, a webhook receiver's 2xx
 //! answer, a channel send), so the relay deletes an event only after it is safe elsewhere.
 //! Each passes the event id as the broker's de-duplication or message id (the webhook id for
-//! HTTP).
+//! HTTP). The crate docs compare their [ordering and acknowledgement guarantees](crate#publishers)
+//! and say how each carries the [trace context](crate#trace-context-on-the-wire).
+//!
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,17 +19,30 @@ use crate::error::PublishError;
 mod channel;
 #[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "kafka")]
+mod kafka;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(any(
+    feature = "nats",
+    feature = "rabbitmq",
+    feature = "redis",
+    feature = "http",
+    feature = "kafka"
+))]
+mod wire;
 
 pub use channel::{ChannelClosed, ChannelPublisher};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use http::{HttpPublishError, HttpPublisher, HttpPublisherBuilder};
+#[cfg(feature = "kafka")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
+pub use kafka::{KafkaPublishError, KafkaPublisher};
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub use nats::NatsPublisher;
@@ -94,7 +109,8 @@ impl UnsendableField {
 /// the aggregate before an earlier one. Publishers for brokers that keep one connection's
 /// messages in order (NATS JetStream, RabbitMQ, Redis) override it to *pipeline*: send the
 /// whole run in order, then wait for the acknowledgements in order, so a run costs one round
-/// trip instead of one per event. The price is at a failure: events sent after the failed one are
+/// trip instead of one per event; the Kafka publisher sends a run as one record batch, which
+/// the broker appends whole or not at all. The price is at a failure: events sent after the failed one are
 /// already on their way. If the broker refuses the failed event but accepts a later one (a
 /// per-message rejection rather than a lost connection), that later event reaches consumers
 /// before the failed one; it is published again after the retried event, where a

@@ -1,7 +1,10 @@
+use std::borrow::Cow;
+
 use async_nats::jetstream::{self, context::PublishAckFuture, context::PublishErrorKind};
 use async_nats::{HeaderMap, connection::State};
 use futures_util::Stream;
 
+use super::wire::{self, Spelling};
 use super::{Publisher, PublisherHealth, UnsendableField};
 use crate::envelope::{Encoding, Event};
 use crate::error::PublishError;
@@ -10,19 +13,24 @@ use crate::error::PublishError;
 ///
 /// The subject is the publisher's prefix followed by the event's destination. The event id
 /// goes in the `Nats-Msg-Id` header, so a stream with a duplicate window drops a redelivered
-/// event; `Content-Type` and `Palisade-Event-Type` headers are set too. A subject no stream
-/// captures fails (transient: the stream may be created later).
+/// event; `Content-Type` and `Palisade-Event-Type` headers are set too, and the trace context
+/// and correlation id in `traceparent`, `tracestate` and `X-Correlation-ID` when the event
+/// has them. In [CloudEvents binary mode](Encoding::CloudEventsBinary) every attribute is a
+/// `ce-` header (`ce-id`, `ce-source`, `ce-type`, `ce-subject`, ...) and the body is the
+/// payload. A subject no stream captures fails (transient: the stream may be created later).
 ///
 /// # Field limits
 ///
 /// Every event is checked before it is sent, so its own data never produces a message the
 /// server answers with a protocol error (which ends the connection). Each of these is a
-/// permanent error for that event only, which is dead-lettered:
+/// permanent error for that event only, which is dead-lettered (an optional header with a
+/// carriage return or line feed, such as a hand-made `traceparent`, is left out with a warning):
 ///
 /// | field | limit |
 /// |---|---|
 /// | subject (prefix + destination) | not empty, no whitespace, no empty token (`a..b`, a leading or trailing `.`), at most 3,840 bytes (the protocol line holding it is at most 4,096 by default) |
 /// | event type (the `Palisade-Event-Type` header) | no carriage return or line feed |
+/// | `ce-source` in binary mode (the metadata's source or `/<aggregate type>`) | no carriage return or line feed |
 /// | message (headers + body) | at most the server's `max_payload` (1 MiB by default; read from the server when the publisher has its client) |
 ///
 /// # Reconnection
@@ -39,6 +47,16 @@ pub struct NatsPublisher {
     prefix: String,
     encoding: Encoding,
 }
+
+/// How NATS headers spell the CloudEvents attributes (the NATS protocol binding's `ce-`
+/// prefix) and the correlation id.
+const SPELLING: Spelling = Spelling {
+    ce_prefix: "ce-",
+    correlation_id: Some("X-Correlation-ID"),
+};
+
+/// The header JetStream de-duplicates on.
+const NATS_MESSAGE_ID: &str = "Nats-Msg-Id";
 
 /// The longest subject sent: the protocol line that carries it (with the reply subject and the
 /// sizes) is at most 4,096 bytes on a server with default settings.
@@ -117,18 +135,32 @@ impl NatsPublisher {
             ));
         }
         let event_id = event.event_id.to_string();
-        let content_type = self.encoding.content_type();
         let body = self.encoding.encode(event);
+        let mut headers: Vec<(Cow<'static, str>, Cow<'_, str>)> = vec![
+            (NATS_MESSAGE_ID.into(), event_id.as_str().into()),
+            ("Content-Type".into(), self.encoding.content_type().into()),
+            ("Palisade-Event-Type".into(), event.event_type.as_str().into()),
+        ];
+        for header in wire::headers(event, self.encoding, SPELLING) {
+            if header.value.contains(['\r', '\n']) {
+                const REASON: &str = "a header value cannot hold a carriage return or line feed";
+                if header.required {
+                    return Err(unsendable(
+                        "CloudEvents attribute",
+                        format!("{}: {REASON}", header.name),
+                    ));
+                }
+                wire::left_out(event, &header.name, REASON);
+                continue;
+            }
+            headers.push((header.name, header.value));
+        }
         // `NATS/1.0\r\n`, each `name: value\r\n`, and the closing `\r\n`.
         let header_len = 10
-            + [
-                ("Nats-Msg-Id", event_id.len()),
-                ("Content-Type", content_type.len()),
-                ("Palisade-Event-Type", event.event_type.len()),
-            ]
-            .iter()
-            .map(|(name, len)| name.len() + 2 + len + 2)
-            .sum::<usize>()
+            + headers
+                .iter()
+                .map(|(name, value)| name.len() + 2 + value.len() + 2)
+                .sum::<usize>()
             + 2;
         let max_payload = self
             .client
@@ -141,12 +173,12 @@ impl NatsPublisher {
                 format!("{size} bytes with its headers, more than the server's max_payload of {max_payload}"),
             ));
         }
-        let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.as_str());
-        headers.insert("Content-Type", content_type);
-        headers.insert("Palisade-Event-Type", event.event_type.as_str());
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(name.as_ref(), value.as_ref());
+        }
         self.jetstream
-            .publish_with_headers(subject, headers, body.into())
+            .publish_with_headers(subject, map, body.into())
             .await
             .map_err(classify)
     }

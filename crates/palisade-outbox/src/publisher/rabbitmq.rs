@@ -7,6 +7,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use palisade_core::telemetry::outbox as names;
 
+use super::wire::{self, Spelling};
 use super::{Publisher, PublisherHealth, UnsendableField};
 use crate::envelope::{Encoding, Event};
 use crate::error::PublishError;
@@ -20,14 +21,29 @@ const SHORT_STRING_MAX: usize = 255;
 /// with every short string at its longest, two headers of this size still fit.
 const HEADER_VALUE_MAX: usize = 1024;
 
+/// How AMQP headers spell the CloudEvents attributes (the AMQP protocol binding's
+/// `cloudEvents_` prefix); the correlation id has a property of its own.
+const SPELLING: Spelling = Spelling {
+    ce_prefix: "cloudEvents_",
+    correlation_id: None,
+};
+
+/// The bytes of the header table kept for the trace context and the CloudEvents attributes:
+/// what is left of a 4,096-byte frame (the smallest a broker may set) once every other
+/// property is at its longest (2,699 bytes, the two aggregate headers included), less a margin.
+const WIRE_HEADERS_MAX: usize = 1280;
+
 /// Publishes to a RabbitMQ exchange with publisher confirms, on a connection of its own that
 /// it re-opens when it is lost.
 ///
 /// The routing key is the publisher's prefix followed by the event's destination. Messages are
 /// persistent (delivery mode 2) with `message_id` = event id, `type` = event type,
 /// `correlation_id` from the metadata, the content type of the encoding, and the headers
-/// `aggregate_type` and `aggregate_id`. Publishes are `mandatory` by default: a message no
-/// queue receives counts as failed instead of vanishing.
+/// `aggregate_type` and `aggregate_id`, and `traceparent` and `tracestate` when the event has
+/// a trace context. In [CloudEvents binary mode](Encoding::CloudEventsBinary) every attribute
+/// is a `cloudEvents_` header (`cloudEvents_id`, `cloudEvents_source`, `cloudEvents_type`,
+/// `cloudEvents_subject`, ...) and the body is the payload. Publishes are `mandatory` by
+/// default: a message no queue receives counts as failed instead of vanishing.
 ///
 /// # Field limits
 ///
@@ -40,6 +56,7 @@ const HEADER_VALUE_MAX: usize = 1024;
 /// | `type` (the event type) | 255 bytes | permanent error: the event is dead-lettered |
 /// | `correlation_id` | 255 bytes | left out, with a warning (the body still carries it) |
 /// | `aggregate_type`, `aggregate_id` headers | 1,024 bytes each | left out, with a warning (the body still carries them) |
+/// | `traceparent`, `tracestate` and the `cloudEvents_` headers | 1,280 bytes together, required attributes first | a required attribute (`specversion`, `id`, `source`, `type`): permanent error; any other is left out, with a warning |
 ///
 /// # Reconnection
 ///
@@ -229,6 +246,33 @@ impl RabbitMqPublisher {
             if fits(event, name, value, HEADER_VALUE_MAX) {
                 headers.insert(name.into(), AMQPValue::LongString(value.clone().into()));
             }
+        }
+        let mut budget = WIRE_HEADERS_MAX;
+        for header in wire::headers(event, self.encoding, SPELLING) {
+            // A field-table entry: the name as a short string, a type octet, a long string.
+            let size = 1 + header.name.len() + 1 + 4 + header.value.len();
+            if size > budget {
+                if header.required {
+                    return Err(PublishError::permanent(UnsendableField {
+                        field: "CloudEvents attributes",
+                        reason: format!(
+                            "{} and the attributes before it take more than the {WIRE_HEADERS_MAX} bytes of headers an AMQP frame keeps for them",
+                            header.name
+                        ),
+                    }));
+                }
+                wire::left_out(
+                    event,
+                    &header.name,
+                    "no room left in the AMQP frame that carries the properties",
+                );
+                continue;
+            }
+            budget -= size;
+            headers.insert(
+                header.name.into_owned().into(),
+                AMQPValue::LongString(header.value.into_owned().into()),
+            );
         }
         let mut properties = BasicProperties::default()
             .with_message_id(ShortString::from(event.event_id.to_string()))

@@ -5,15 +5,27 @@ use futures_util::{Stream, StreamExt, stream};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
+use super::wire::{self, Spelling};
 use super::{Publisher, PublisherHealth};
+
+/// How stream fields spell the CloudEvents attributes (`ce_`, as Kafka's binding does: Redis
+/// has no binding of its own) and the correlation id.
+const SPELLING: Spelling = Spelling {
+    ce_prefix: "ce_",
+    correlation_id: Some("correlation_id"),
+};
 use crate::envelope::{Encoding, Event};
 use crate::error::PublishError;
 
 /// Appends events to Redis Streams with `XADD`.
 ///
 /// The stream key is the publisher's prefix followed by the event's destination. Each entry
-/// has the fields `event_id`, `event_type`, `aggregate_type`, `aggregate_id`, `content_type`
-/// and `data` (the encoded event); consumers de-duplicate on `event_id`. Redis commands are
+/// has the fields `event_id`, `event_type`, `aggregate_type`, `aggregate_id`, `content_type`,
+/// `traceparent`, `tracestate` and `correlation_id` (when the event has them) and `data` (the
+/// encoded event); consumers de-duplicate on `event_id`. In
+/// [CloudEvents binary mode](Encoding::CloudEventsBinary) every attribute is also a `ce_`
+/// field (`ce_id`, `ce_source`, `ce_type`, ..., as in the Kafka binding, since Redis has no
+/// binding of its own) and `data` is the payload. Redis commands are
 /// binary-safe, so no field of an event is too long or malformed for the protocol.
 ///
 /// # Reconnection
@@ -191,9 +203,11 @@ impl<C> RedisPublisher<C> {
             .arg("aggregate_id")
             .arg(&event.aggregate_id)
             .arg("content_type")
-            .arg(self.encoding.content_type())
-            .arg("data")
-            .arg(self.encoding.encode(event));
+            .arg(self.encoding.content_type());
+        for header in wire::headers(event, self.encoding, SPELLING) {
+            cmd.arg(header.name.as_ref()).arg(header.value.as_ref());
+        }
+        cmd.arg("data").arg(self.encoding.encode(event));
         cmd
     }
 }
