@@ -186,8 +186,9 @@ impl std::error::Error for PublishError {
 pub struct PublishTimeout(pub Duration);
 
 /// `error` and its causes, joined by `: `, each cause left out when the text before it already
-/// ends with it (as [`PublishError`]'s own text does).
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+/// ends with it (as [`PublishError`]'s own text does): what the relay logs, and what the
+/// `palisade-outbox` tool prints.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
