@@ -176,7 +176,11 @@ pub(crate) fn show(dead: &DeadLetter) -> String {
             dead.last_error.clone().unwrap_or_else(|| "-".to_owned()),
         ],
     ]);
-    let mut out = table(&rows);
+    let width = rows.iter().map(|row| row[0].len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for row in &rows {
+        out.push_str(&format!("{:<width$} {}\n", row[0], row[1]));
+    }
     if let Some(payload) = payload {
         out.push_str("payload:\n");
         out.push_str(&payload);

@@ -679,8 +679,7 @@ const STATS_SQL: &str = "SELECT destination,
         count(*) FILTER (WHERE dead_lettered_at IS NULL) AS pending,
         count(*) FILTER (WHERE dead_lettered_at IS NULL AND attempts > 0) AS retrying,
         min(staged_at) FILTER (WHERE dead_lettered_at IS NULL) AS oldest,
-        greatest(0, extract(epoch FROM now() - min(staged_at) FILTER (WHERE dead_lettered_at IS NULL)) * 1000)::int8
-            AS age_ms,
+        (extract(epoch FROM now() - min(staged_at) FILTER (WHERE dead_lettered_at IS NULL)) * 1000)::int8 AS age_ms,
         count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS dead,
         0::int8 AS published
     FROM palisade_outbox GROUP BY destination
@@ -726,6 +725,7 @@ impl OutboxAdmin for PgStore {
                         pending: count(row.try_get("pending")?),
                         retrying: count(row.try_get("retrying")?),
                         oldest_pending_at: row.try_get("oldest")?,
+                        // A negative age (a clock set back since) counts as none.
                         oldest_pending_age: age_ms.map(|ms| Duration::from_millis(count(ms))),
                         dead: count(row.try_get("dead")?),
                         published_last_minute: count(row.try_get("published")?),
