@@ -309,6 +309,9 @@
 //! is in the [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+pub mod admin;
 pub mod envelope;
 pub mod error;
 pub mod hook;
@@ -317,6 +320,7 @@ pub mod relay;
 pub mod store;
 
 pub use hook::{OutboxContext, PublishHook, PublishHookLayer, Wakeup, context, future};
+pub use store::admin::{DeadLetterFilter, DeadLetterId, OutboxAdmin, Stats};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use store::postgres;
