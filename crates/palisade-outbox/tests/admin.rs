@@ -199,7 +199,7 @@ async fn requeue_when_allowed_and_the_relay_publishes_the_event_again() {
     let (publisher, mut events) = ChannelPublisher::new(4);
     let relay = Relay::builder(store, publisher).build().unwrap();
     assert_eq!(relay.run_batch().await.unwrap().published, 2);
-    let mut published = vec![events.recv().await.unwrap(), events.recv().await.unwrap()];
+    let mut published = [events.recv().await.unwrap(), events.recv().await.unwrap()];
     published.sort_by_key(|e| e.event_id);
     assert_eq!(
         published.iter().map(|e| e.event_id.as_u128()).collect::<Vec<_>>(),

@@ -29,8 +29,11 @@ pub(crate) enum AdminProblem {
     Invalid(Cow<'static, str>),
     /// No dead letter with that id.
     NotFound,
+    /// The database has no outbox tables (only the database features can tell).
+    #[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
+    MissingTables,
     /// The store failed.
-    Store(OutboxError),
+    Unavailable,
     /// No route (404) or not this method (405).
     Status(StatusCode),
 }
@@ -46,12 +49,11 @@ impl ToProblem for AdminProblem {
                 .with_type(types::DEAD_LETTER_NOT_FOUND)
                 .with_title("No such dead letter")
                 .with_detail("No dead letter has this sequence number or event id."),
-            #[cfg(any(feature = "postgres", feature = "sqlite"))]
-            Self::Store(OutboxError::MissingTables(_)) => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+            Self::MissingTables => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
                 .with_type(types::MISSING_TABLES)
                 .with_title("No outbox tables")
                 .with_detail("The database has no outbox tables: it was not migrated, or this is not the outbox's database or schema."),
-            Self::Store(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+            Self::Unavailable => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
                 .with_type(types::STORE_UNAVAILABLE)
                 .with_title("Outbox store unavailable")
                 .with_detail("The outbox's database failed; the service's logs say why."),
@@ -63,7 +65,11 @@ impl ToProblem for AdminProblem {
 impl From<OutboxError> for AdminProblem {
     fn from(error: OutboxError) -> Self {
         tracing::warn!(target: names::TARGET, error = %error_chain(&error), "outbox admin operation failed");
-        Self::Store(error)
+        match error {
+            #[cfg(any(feature = "postgres", feature = "sqlite"))]
+            OutboxError::MissingTables(_) => Self::MissingTables,
+            _ => Self::Unavailable,
+        }
     }
 }
 

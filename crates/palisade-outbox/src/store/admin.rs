@@ -41,6 +41,7 @@ pub struct Counts {
 }
 
 impl Counts {
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
     fn add(&mut self, other: &Counts) {
         self.pending += other.pending;
         self.retrying += other.retrying;
