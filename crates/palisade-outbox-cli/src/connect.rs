@@ -10,7 +10,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 use palisade_outbox::error::error_chain;
 
-use crate::run::Failure;
+use crate::error::Failure;
 
 /// How long to wait for the database to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -15,6 +15,7 @@
 
 mod args;
 mod connect;
+mod error;
 mod render;
 mod run;
 
@@ -23,7 +24,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::args::Cli;
-use crate::run::Failure;
+use crate::error::Failure;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -365,6 +365,22 @@ fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+impl SqliteStore {
+    /// Runs `statement` (an `UPDATE ... SET ...` or a `DELETE FROM ...`) on the dead letters
+    /// `filter` selects; returns how many rows it changed.
+    async fn change_dead(&self, statement: &str, filter: &DeadLetterFilter) -> Result<u64, OutboxError> {
+        let mut conn = Detached::acquire(&self.pool).await?;
+        let done = sqlx::query(&format!("{statement} WHERE {DEAD_WHERE}"))
+            .bind(filter.destination.as_deref())
+            .bind(dead_before(filter))
+            .execute(conn.conn())
+            .await
+            .map_err(missing_tables)?;
+        conn.finish();
+        Ok(done.rows_affected())
+    }
+}
+
 impl OutboxAdmin for SqliteStore {
     async fn stats(&self) -> Result<Stats, OutboxError> {
         let now = now_ms();
@@ -453,26 +469,10 @@ impl OutboxAdmin for SqliteStore {
     }
 
     async fn requeue_dead_where(&self, filter: &DeadLetterFilter) -> Result<u64, OutboxError> {
-        let mut conn = Detached::acquire(&self.pool).await?;
-        let done = sqlx::query(&format!("{REQUEUE_SET} WHERE {DEAD_WHERE}"))
-            .bind(filter.destination.as_deref())
-            .bind(dead_before(filter))
-            .execute(conn.conn())
-            .await
-            .map_err(missing_tables)?;
-        conn.finish();
-        Ok(done.rows_affected())
+        self.change_dead(REQUEUE_SET, filter).await
     }
 
     async fn purge_dead(&self, filter: &DeadLetterFilter) -> Result<u64, OutboxError> {
-        let mut conn = Detached::acquire(&self.pool).await?;
-        let done = sqlx::query(&format!("DELETE FROM palisade_outbox WHERE {DEAD_WHERE}"))
-            .bind(filter.destination.as_deref())
-            .bind(dead_before(filter))
-            .execute(conn.conn())
-            .await
-            .map_err(missing_tables)?;
-        conn.finish();
-        Ok(done.rows_affected())
+        self.change_dead("DELETE FROM palisade_outbox", filter).await
     }
 }
