@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use palisade_outbox::postgres::PgStore;
 use palisade_outbox::sqlite::SqliteStore;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 use palisade_outbox::error::error_chain;
@@ -21,15 +21,20 @@ pub(crate) enum Store {
     Sqlite(SqliteStore),
 }
 
-/// Connects to `url` with one connection. An SQLite file must exist; it is opened read-only
-/// unless the command `writes`.
+/// Connects to `url` with one connection, read-only unless the command `writes` (PostgreSQL:
+/// `default_transaction_read_only`; SQLite: the file opened read-only). An SQLite file must
+/// exist.
 pub(crate) async fn connect(url: &str, writes: bool) -> Result<Store, Failure> {
     let cannot = |error: sqlx::Error| Failure::error(format!("cannot open the database: {}", error_chain(&error)));
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let mut options = PgConnectOptions::from_str(url).map_err(cannot)?;
+        if !writes {
+            options = options.options([("default_transaction_read_only", "on")]);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(CONNECT_TIMEOUT)
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(cannot)?;
         Ok(Store::Postgres(PgStore::new(pool)))

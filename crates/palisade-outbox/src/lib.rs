@@ -293,8 +293,9 @@
 //!   status 2. Requeueing one dead letter by id needs no flag; `dead purge` also needs
 //!   `--older-than` (`7d`, `12h`, `30m`: [humantime](https://docs.rs/humantime)'s durations).
 //! - **The database**: `--database-url` or `DATABASE_URL`, `postgres://` (tables in the
-//!   connection's `search_path`) or `sqlite:` (the file must exist; it is opened read-only
-//!   for `stats`, `list` and `show`). The tool never creates or alters a table: on a database
+//!   connection's `search_path`) or `sqlite:` (the file must exist). `stats`, `dead list`
+//!   and `dead show` run read-only (a read-only PostgreSQL session, the SQLite file opened
+//!   read-only). The tool never creates or alters a table: on a database
 //!   without the outbox tables every command fails with `no outbox tables in this database:
 //!   run palisade_outbox's migrate, or check the database URL (and, on PostgreSQL, the schema
 //!   in its search_path)`.
