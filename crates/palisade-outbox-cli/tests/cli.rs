@@ -781,3 +781,59 @@ async fn the_database_comes_from_database_url_or_the_flag_and_must_exist() {
     );
     f.cleanup().await;
 }
+
+on_both!(unreadable_row, true, unreadable_row_sqlite, unreadable_row_postgres);
+/// A row staged around `stage` whose metadata is not palisade's: dead-lettered as unreadable,
+/// shown without an event, requeued by its sequence number.
+async fn unreadable_row(f: &Fixture) {
+    populate(f).await;
+    let insert = "INSERT INTO palisade_outbox
+        (event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version, payload, metadata)
+        VALUES ('0193f1c2-0000-7000-8000-000000000007', 'Broken', 'Order', 'ord_9', 'Order',
+                '2020-02-29T23:58:00Z', 1, '{}', '\"not metadata\"')";
+    match &f.backend {
+        Backend::Sqlite { pool, .. } => sqlx::query(insert).execute(pool).await.unwrap().rows_affected(),
+        Backend::Postgres(pg) => sqlx::query(insert).execute(&pg.pool).await.unwrap().rows_affected(),
+    };
+    let (publisher, _events) = ChannelPublisher::new(16);
+    let report = f.relay(publisher, Duration::ZERO).await;
+    assert_eq!((report.published, report.dead_lettered), (2, 1));
+
+    let mut shown = f.cli(&["--json", "dead", "show", "7"]).await.json();
+    let error = shown["last_error"].take();
+    assert!(
+        error
+            .as_str()
+            .unwrap()
+            .starts_with(r#"outbox row 7 is malformed: metadata: invalid type: string "not metadata""#),
+        "{error}"
+    );
+    for time in ["staged_at", "dead_lettered_at"] {
+        let text = shown[time].take();
+        let t = at(text.as_str().unwrap());
+        assert!(
+            (OffsetDateTime::now_utc() - t).abs() < time::Duration::minutes(1),
+            "{time}: {text}"
+        );
+    }
+    assert_eq!(
+        shown,
+        json!({ "seq": 7, "event": null, "attempts": 1, "last_error": null,
+                "staged_at": null, "dead_lettered_at": null })
+    );
+
+    let text = f.cli(&["dead", "show", "7"]).await;
+    assert!(
+        text.stdout
+            .starts_with("seq:              7\nevent:            (the row cannot be read back as an event; see the last error)\nattempts:         1\n"),
+        "{text:?}"
+    );
+    let list = f.cli(&["dead", "list", "--destination", "Order"]).await;
+    let row = list.stdout.lines().nth(2).unwrap();
+    assert!(row.starts_with("7    (unreadable row)  "), "{list:?}");
+    assert_eq!(
+        f.cli(&["--json", "dead", "requeue", "7"]).await.json(),
+        json!({ "requeued": 1 })
+    );
+    assert_eq!(f.cli(&["--json", "stats"]).await.json()["dead"], json!(2));
+}
