@@ -225,7 +225,7 @@ pub(crate) fn missing_tables(error: sqlx::Error) -> OutboxError {
     }
 }
 
-pub(crate) fn rfc3339_opt<S: Serializer>(value: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+fn rfc3339_opt<S: Serializer>(value: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
     time::serde::rfc3339::option::serialize(value, s)
 }
 
