@@ -4,8 +4,8 @@
 //! `palisade-outbox` command-line tool and the admin router (feature `admin`) call it, and so
 //! can a service's own code.
 //!
-//! Every type here serializes to the JSON the tool's `--json` output and the router answer
-//! (timestamps in RFC 3339, ages in milliseconds).
+//! [`Stats`] and [`DeadLetter`] serialize to the JSON that the tool's `--json` output and the
+//! router answer with (timestamps in RFC 3339, ages in milliseconds).
 
 use std::fmt;
 use std::future::Future;
