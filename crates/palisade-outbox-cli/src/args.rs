@@ -55,7 +55,7 @@ pub(crate) enum Dead {
     /// Put dead letters back in line, attempts reset; the relay publishes them at its next claim.
     Requeue {
         /// One dead letter: its sequence number or event id.
-        #[arg(required_unless_present = "all", conflicts_with_all = ["all", "destination", "older_than"])]
+        #[arg(required_unless_present = "all", conflicts_with_all = ["all", "destination", "older_than", "yes"])]
         id: Option<DeadLetterId>,
         /// Every dead letter the filter selects (all of them without one). Needs --yes.
         #[arg(long)]

@@ -608,6 +608,17 @@ async fn dead_requeue_all(f: &Fixture) {
             "palisade-outbox: would requeue 1 dead letter for destination \"Order\"; nothing done: add --yes to requeue them\n"
         )
     );
+    // A filter or --yes belongs to --all; with an id they are refused before anything runs.
+    for args in [
+        &["dead", "requeue", "1", "--destination", "Order"][..],
+        &["dead", "requeue", "1", "--older-than", "1d"],
+        &["dead", "requeue", "1", "--yes"],
+        &["dead", "requeue", "1", "--all", "--yes"],
+        &["dead", "requeue"],
+    ] {
+        let run = f.cli(args).await;
+        assert_eq!((run.status, run.stdout.as_str()), (2, ""), "{args:?}: {run:?}");
+    }
     assert_eq!(
         f.cli(&["--json", "stats"]).await.json()["dead"],
         json!(2),
