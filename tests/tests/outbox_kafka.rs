@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use palisade_outbox::postgres::{PgStore, migrate};
-use palisade_outbox::{KafkaPublishError, KafkaPublisher, UnsendableField};
 use palisade_outbox::{Encoding, Event, Publisher, PublisherHealth, Relay, RelayHandle, TraceContext, stage};
+use palisade_outbox::{KafkaPublishError, KafkaPublisher, UnsendableField};
 use palisade_tests::fault_proxy::FaultProxy;
 use palisade_tests::{Kafka, KafkaRecord, Postgres, services_required, unique_name};
 use serde_json::json;

@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use palisade_outbox::{HttpPublisher, NatsPublisher, RabbitMqPublisher, RedisPublisher};
 use palisade_outbox::{Encoding, Event, Publisher, TraceContext};
+use palisade_outbox::{HttpPublisher, NatsPublisher, RabbitMqPublisher, RedisPublisher};
 use palisade_tests::{Nats, RabbitMq, Redis};
 use serde_json::json;
 

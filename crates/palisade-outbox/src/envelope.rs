@@ -278,7 +278,7 @@ impl CloudEvent {
 ///
 /// Whatever the encoding, every publisher also puts the trace context (`traceparent`,
 /// `tracestate`) and the correlation id in the broker's own headers, so a consumer continues
-/// the trace without decoding the body; see [the publishers](crate::publisher#trace-context-on-the-wire).
+/// the trace without decoding the body; see [the publishers](crate#trace-context-on-the-wire).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Encoding {
     /// The palisade envelope ([`Event`] as JSON), `application/json`.

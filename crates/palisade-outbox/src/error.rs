@@ -73,6 +73,15 @@ pub enum OutboxError {
     #[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
     #[error("outbox database error")]
     Database(#[from] sqlx::Error),
+    /// The database (or the PostgreSQL connection's `search_path`) has no outbox tables: it
+    /// was never migrated, or this is not the outbox's database or schema. Returned by the
+    /// [operator's operations](crate::OutboxAdmin), which never create tables.
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
+    #[error(
+        "no outbox tables in this database: run palisade_outbox's migrate, or check the database URL (and, on PostgreSQL, the schema in its search_path)"
+    )]
+    MissingTables(#[source] sqlx::Error),
     /// A migration failed.
     #[cfg(any(feature = "postgres", feature = "sqlite"))]
     #[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
@@ -177,8 +186,9 @@ impl std::error::Error for PublishError {
 pub struct PublishTimeout(pub Duration);
 
 /// `error` and its causes, joined by `: `, each cause left out when the text before it already
-/// ends with it (as [`PublishError`]'s own text does).
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+/// ends with it (as [`PublishError`]'s own text does): what the relay logs, and what the
+/// `palisade-outbox` tool prints.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

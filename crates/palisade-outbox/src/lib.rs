@@ -85,8 +85,9 @@
 //! | the hook | [`PublishHookLayer`], its service [`PublishHook`] and [`future`], [`OutboxContext`] and [`context`], [`Wakeup`] | no |
 //! | the event | [`Event`], [`Metadata`], CloudEvents encoding | no |
 //! | the relay | [`Relay`], its builder and handle | no |
-//! | the stores | the [`OutboxStore`] trait the relay claims from; [`stage`](stage()) and [`inbox`]; the [`postgres`] and [`sqlite`] stores | `postgres`, `sqlite` |
+//! | the stores | the [`OutboxStore`] trait the relay claims from; [`stage`](stage()) and [`inbox`]; the [`postgres`] and [`sqlite`] stores; the operator's [`OutboxAdmin`] | `postgres`, `sqlite` |
 //! | the publishers | the [`Publisher`] trait, [`ChannelPublisher`], the broker publishers | no (each broker has its feature) |
+//! | the admin routes | [`admin::AdminRouter`], the operator's routes | `admin` |
 //!
 //! Every type has one path: the crate root, or one of the modules [`future`], [`context`],
 //! [`stage`](mod@stage), [`inbox`], [`postgres`] and [`sqlite`]
@@ -148,8 +149,9 @@
 //! - **Retries**: a failed publish is retried after an exponential backoff with jitter; the
 //!   aggregate's later events wait. After `max_attempts` (or at once for a
 //!   [permanent](PublishError::permanent) error) the event is dead-lettered with its last
-//!   error, stops blocking its aggregate, and shows in [`OutboxStore::dead_letters`] until
-//!   [`OutboxStore::requeue`] puts it back in line.
+//!   error, stops blocking its aggregate, and shows in [`OutboxStore::dead_letters`] (and the
+//!   `palisade-outbox` tool's `dead list`) until [`OutboxStore::requeue`] (or `dead requeue`)
+//!   puts it back in line; see [Operating the outbox](#operating-the-outbox).
 //! - **Rows that cannot be read**: a claim reads each row on its own. A row that cannot be
 //!   read back as an event (written around [`stage`](stage()), e.g. by a hand-written
 //!   `INSERT` with a payload nested deeper than the decoder reads, or metadata that is not
@@ -221,7 +223,7 @@
 //! ## Trace context on the wire
 //!
 //! Every publisher puts the event's trace context and correlation id in the broker's own
-//! headers, whatever the [`Encoding`](Encoding), so a consumer continues the trace
+//! headers, whatever the [`Encoding`], so a consumer continues the trace
 //! (an OpenTelemetry propagator reads `traceparent` from the headers) without decoding the body:
 //!
 //! | publisher | trace context | correlation id | CloudEvents binary mode attributes |
@@ -232,9 +234,9 @@
 //! | Redis | `traceparent`, `tracestate` fields | `correlation_id` field | `ce_` fields |
 //! | HTTP | `traceparent`, `tracestate` headers | `X-Correlation-ID` header | `ce-` headers, percent-encoded |
 //!
-//! [`Encoding::CloudEvents`](Encoding::CloudEvents) is structured mode: the whole
+//! [`Encoding::CloudEvents`] is structured mode: the whole
 //! CloudEvent is the body, for consumers that read only bodies.
-//! [`Encoding::CloudEventsBinary`](Encoding::CloudEventsBinary) is binary mode: the body
+//! [`Encoding::CloudEventsBinary`] is binary mode: the body
 //! is the payload, and `specversion`, `id`, `source`, `type`, `subject` (the aggregate id),
 //! `time`, and the extensions `aggregatetype`, `aggregateversion`, `correlationid`,
 //! `causationid`, `traceparent` and `tracestate` are headers under the protocol binding's prefix,
@@ -262,9 +264,9 @@
 //!
 //! **Connections come back without a restart.** [`RabbitMqPublisher`]
 //! owns its connection and opens a new channel, or a new connection and channel, at the first
-//! publish after the broker closed them; [`RedisPublisher::connect`](RedisPublisher::connect)
+//! publish after the broker closed them; [`RedisPublisher::connect`]
 //! does the same with its multiplexed connection; the async-nats client and rskafka (under the
-//! [`KafkaPublisher`](KafkaPublisher)) reconnect by themselves;
+//! [`KafkaPublisher`]) reconnect by themselves;
 //! the HTTP publisher opens a connection per attempt when the pool has none. The publish in
 //! flight when a connection goes fails as transient and the relay retries it.
 //! [`Relay::publisher_health`] ([`Publisher::health`]) says whether the publisher reaches its
@@ -278,6 +280,73 @@
 //! over plain TCP, bounded by its own timeout (5 s); `https` destinations need a TLS connector
 //! given to its builder, or a TLS-terminating proxy.
 //!
+//! # Operating the outbox
+//!
+//! An operator needs to see the backlog and to deal with dead letters: read why an event
+//! failed, put it back in line once the cause is fixed, delete the ones nobody will replay.
+//! The operations live once, in [`OutboxAdmin`] (implemented by [`postgres::PgStore`] and
+//! [`sqlite::SqliteStore`]), and reach operators three ways:
+//!
+//! - the **`palisade-outbox` tool** (`cargo install palisade-outbox-cli`), against the
+//!   database itself;
+//! - the **admin router** ([`admin::AdminRouter`], feature `admin`), an axum router to mount
+//!   on a service's admin port, read-only unless requeueing or purging is allowed in its
+//!   builder;
+//! - the [`OutboxAdmin`] methods, from the service's own code.
+//!
+//! ```text
+//! $ export DATABASE_URL=postgres://app@db/orders   # a schema: ?options=-c%20search_path%3Dorders; or sqlite:orders.db
+//! $ palisade-outbox stats
+//! destination  pending  retrying  oldest pending  dead  published last minute
+//! Order        2        1         3m 12s          1     0
+//! Payment      0        0         -               1     14
+//! (total)      2        1         3m 12s          2     14
+//! $ palisade-outbox dead list --destination Payment
+//! seq  event id                              event type     aggregate      destination  attempts  dead-lettered at      last error
+//! 2    0193f1c2-8c4e-7b8a-9d3e-2f1a5b6c7d8e  PaymentFailed  Payment/pay_1  Payment      10        2026-11-21T10:30:05Z  publish failed (transient): ...
+//! $ palisade-outbox dead show 2          # its sequence number or its event id: payload, metadata, error, timestamps
+//! $ palisade-outbox --json dead show 2
+//! {"seq":2,"event":{"event_id":"0193f1c2-...","event_type":"PaymentFailed",...},"attempts":10,"last_error":"...","staged_at":"2026-11-21T10:27:51.304Z","dead_lettered_at":"2026-11-21T10:30:05Z"}
+//! $ palisade-outbox dead requeue 2
+//! requeued dead letter 2
+//! $ palisade-outbox dead requeue --all --destination Payment
+//! palisade-outbox: would requeue 3 dead letters for destination "Payment"; nothing done: add --yes to requeue them
+//! $ palisade-outbox dead requeue --all --destination Payment --yes
+//! requeued 3 dead letters for destination "Payment"
+//! $ palisade-outbox dead purge --older-than 7d --yes
+//! deleted 12 dead letters dead-lettered more than 7days ago
+//! ```
+//!
+//! - **stats**: per destination and in total, the pending events (claimed or not), those of
+//!   them retrying after a failure, the oldest one's staging time and age (by the database's
+//!   clock), the dead letters, and the events published in the last minute. The last are
+//!   counted in `palisade_outbox_published`, so they show only when the relay keeps published
+//!   events (a `retention`); without one they are deleted on publish and the count stays 0.
+//!   `--json` gives [`Stats`]: `{"pending", "retrying", "oldest_pending_at",
+//!   "oldest_pending_age_ms", "dead", "published_last_minute", "destinations": [{"destination", ...the same counts}]}`.
+//! - **dead list** (`--destination`, `--older-than`, `--limit`, default 100) and **dead show**
+//!   print [`DeadLetter`]s, oldest first; a row that cannot be read back as an event shows no
+//!   event, and its last error says why. An id is a sequence number or an event id.
+//! - **dead requeue** resets the attempts and clears the dead-letter mark (the last error
+//!   stays until the next attempt). The relay publishes the event at its next claim that looks
+//!   at the whole table: on PostgreSQL within the store's full-scan interval (1 s), on SQLite
+//!   at the next claim. An event requeued after later events of its aggregate were published
+//!   reaches consumers after them.
+//! - **Nothing changes in bulk without `--yes`**: `dead requeue --all` and `dead purge`
+//!   without it say how many dead letters they would touch, change nothing, and exit with
+//!   status 2. Requeueing one dead letter by id needs no flag; `dead purge` also needs
+//!   `--older-than` (`7d`, `12h`, `30m`: [humantime](https://docs.rs/humantime)'s durations).
+//! - **The database**: `--database-url` or `DATABASE_URL`, `postgres://` (tables in the
+//!   connection's `search_path`) or `sqlite:` (the file must exist). `stats`, `dead list`
+//!   and `dead show` run read-only (a read-only PostgreSQL session, the SQLite file opened
+//!   read-only). The tool never creates or alters a table: on a database
+//!   without the outbox tables every command fails with `no outbox tables in this database:
+//!   run palisade_outbox's migrate, or check the database URL (and, on PostgreSQL, the schema
+//!   in its search_path)`.
+//! - **Exit status**: 0 done; 1 failed (database, missing tables, no such dead letter); 2
+//!   refused (bad arguments, a bulk change without `--yes`). Messages go to stderr, results
+//!   (text or `--json`) to stdout.
+//!
 //! # Cargo features
 //!
 //! No feature is on by default, and no database driver is compiled without one: the publish
@@ -285,13 +354,15 @@
 //! [`Relay`] with the [`OutboxStore`] trait it claims from, the [`Publisher`] trait and the
 //! [`ChannelPublisher`] need none, so a service whose relay runs elsewhere takes the hook
 //! alone. A database feature brings sqlx, its store, the connections [`stage`](stage()) and
-//! [`process_once`] take ([`OutboxConnection`]), and the [`OutboxError::Database`] and
-//! [`OutboxError::Migration`] errors.
+//! [`process_once`] take ([`OutboxConnection`]), the operator's [`OutboxAdmin`] on its
+//! store, and the [`OutboxError::Database`], [`OutboxError::Migration`] and
+//! [`OutboxError::MissingTables`] errors.
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `sqlite` | no | [`sqlite::SqliteStore`], staging and the inbox on SQLite (sqlx) |
 //! | `postgres` | no | [`postgres::PgStore`], staging and the inbox on PostgreSQL (sqlx), `LISTEN`/`NOTIFY` wake-ups |
+//! | `admin` | no | [`admin::AdminRouter`], the operator's routes for an admin port (axum, humantime) |
 //! | `nats` | no | [`NatsPublisher`] (async-nats) |
 //! | `rabbitmq` | no | [`RabbitMqPublisher`] (lapin) |
 //! | `redis` | no | [`RedisPublisher`] (redis) |
@@ -327,7 +398,9 @@
 //! dead-lettered event, each unreadable row, each field a publisher left out, and each failed
 //! batch, with the error and every cause it carries (`outbox database error: error
 //! communicating with database: ...`). An unreadable row counts in `claimed`,
-//! `palisade_outbox_failed_total` and `palisade_outbox_dead_lettered_total`.
+//! `palisade_outbox_failed_total` and `palisade_outbox_dead_lettered_total`. The admin router
+//! logs each requeue and purge (info, with the filter and the number of rows) and each failed
+//! operation (warning) under the same target.
 //!
 //! # Performance
 //!
@@ -354,6 +427,9 @@
 //! is in the [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+pub mod admin;
 mod envelope;
 mod error;
 mod hook;
@@ -362,6 +438,9 @@ mod relay;
 mod store;
 
 pub use hook::{OutboxContext, PublishHook, PublishHookLayer, Wakeup, context, future};
+pub use store::admin::{
+    Counts, DeadLetterFilter, DeadLetterId, DestinationStats, InvalidDeadLetterId, OutboxAdmin, Stats,
+};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use store::postgres;
@@ -371,7 +450,7 @@ pub use store::sqlite;
 pub use store::{Backlog, Claimed, ClaimedBatch, DeadLetter, Disposition, OutboxStore, Unreadable, inbox, stage};
 
 pub use envelope::{CloudEvent, Encoding, Event, MAX_PAYLOAD_DEPTH, Metadata, TraceContext};
-pub use error::{ConfigError, OutboxError, PublishError, PublishErrorKind, PublishTimeout};
+pub use error::{ConfigError, OutboxError, PublishError, PublishErrorKind, PublishTimeout, error_chain};
 pub use inbox::{Seen, process_once};
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]

@@ -19,7 +19,8 @@
 //!
 //! Backend features: `idempotency-redis`, `idempotency-postgres`,
 //! `webhook-redis`, `outbox-sqlite`, `outbox-postgres`, `outbox-nats`,
-//! `outbox-rabbitmq`, `outbox-redis`, `outbox-kafka`, `outbox-http`. `outbox` alone brings the
+//! `outbox-rabbitmq`, `outbox-redis`, `outbox-kafka`, `outbox-http`, and `outbox-admin` (the
+//! outbox's admin router for an admin port). `outbox` alone brings the
 //! publish hook, the relay and the in-process channel publisher, and compiles
 //! no database driver: staging and the inbox come with `outbox-sqlite` or
 //! `outbox-postgres`.

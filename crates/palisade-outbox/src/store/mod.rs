@@ -2,6 +2,7 @@
 //! SQLite implementations with staging ([`stage`](stage::stage)) and the inbox
 //! ([`process_once`](inbox::process_once)) on the same databases.
 
+pub(crate) mod admin;
 mod connection;
 pub mod inbox;
 #[cfg(feature = "postgres")]
@@ -71,7 +72,10 @@ pub enum Disposition {
 }
 
 /// A dead-lettered event and why it got there.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Its JSON form (what the `palisade-outbox` tool's `--json` output and the admin router
+/// answer) has these fields, timestamps in RFC 3339 and `event` as the [`Event`] envelope.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DeadLetter {
     /// The row's position in staging order.
     pub seq: i64,
@@ -82,7 +86,11 @@ pub struct DeadLetter {
     pub attempts: u32,
     /// The last publish error, or why the row could not be read.
     pub last_error: Option<String>,
+    /// When it was staged.
+    #[serde(with = "time::serde::rfc3339")]
+    pub staged_at: OffsetDateTime,
     /// When it was dead-lettered.
+    #[serde(with = "time::serde::rfc3339")]
     pub dead_lettered_at: OffsetDateTime,
 }
 
@@ -177,6 +185,7 @@ impl DeadLetter {
     pub(crate) fn new(
         read: Result<Claimed, Unreadable>,
         last_error: Option<String>,
+        staged_at: OffsetDateTime,
         dead_lettered_at: OffsetDateTime,
     ) -> Self {
         let (seq, attempts, event) = match read {
@@ -188,6 +197,7 @@ impl DeadLetter {
             event,
             attempts,
             last_error,
+            staged_at,
             dead_lettered_at,
         }
     }

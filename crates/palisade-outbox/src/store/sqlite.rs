@@ -17,6 +17,9 @@ use uuid::Uuid;
 
 use crate::envelope::{Event, Metadata};
 use crate::error::OutboxError;
+use crate::store::admin::{
+    Counts, DeadLetterFilter, DeadLetterId, DestinationStats, OutboxAdmin, Stats, missing_tables,
+};
 use crate::store::connection::{Seen, outbox_connection};
 use crate::store::{
     BACKLOG_SQL, Backlog, Claimed, ClaimedBatch, DeadLetter, Detached, Disposition, OutboxStore, Unreadable,
@@ -306,36 +309,170 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, OutboxError> {
-        let mut conn = Detached::acquire(&self.pool).await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS}, last_error, dead_lettered_at FROM palisade_outbox
-             WHERE dead_lettered_at IS NOT NULL ORDER BY seq LIMIT ?"
-        ))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(conn.conn())
-        .await?;
-        conn.finish();
-        rows.iter()
-            .map(|row| {
-                Ok(DeadLetter::new(
-                    read_row(row)?,
-                    row.try_get("last_error")?,
-                    from_ms(row.try_get("dead_lettered_at")?),
-                ))
-            })
-            .collect()
+        self.list_dead(&DeadLetterFilter::all(), limit).await
     }
 
     async fn requeue(&self, event_id: Uuid) -> Result<bool, OutboxError> {
+        self.requeue_dead(DeadLetterId::Event(event_id)).await
+    }
+}
+
+/// The dead letters a [`DeadLetterFilter`] selects: `?1` the destination, `?2` the latest
+/// dead-lettering time (epoch milliseconds), either `NULL` for any.
+const DEAD_WHERE: &str = "dead_lettered_at IS NOT NULL AND (?1 IS NULL OR destination = ?1)
+    AND (?2 IS NULL OR dead_lettered_at < ?2)";
+
+/// The one dead letter a [`DeadLetterId`] names: `?1` its sequence, `?2` its event id.
+const DEAD_ID_WHERE: &str = "dead_lettered_at IS NOT NULL AND (seq = ?1 OR event_id = ?2)";
+
+/// Puts a dead letter back in line.
+const REQUEUE_SET: &str = "UPDATE palisade_outbox SET dead_lettered_at = NULL, next_attempt_at = NULL, attempts = 0";
+
+/// Per-destination counts: the outbox's rows, then the published table's rows published after `?1`.
+const STATS_SQL: &str = "SELECT destination,
+        count(*) FILTER (WHERE dead_lettered_at IS NULL) AS pending,
+        count(*) FILTER (WHERE dead_lettered_at IS NULL AND attempts > 0) AS retrying,
+        min(staged_at) FILTER (WHERE dead_lettered_at IS NULL) AS oldest,
+        count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS dead,
+        0 AS published
+    FROM palisade_outbox GROUP BY destination
+    UNION ALL
+    SELECT destination, 0, 0, NULL, 0, count(*)
+    FROM palisade_outbox_published WHERE published_at > ?1 GROUP BY destination";
+
+fn dead_letter(row: &SqliteRow) -> Result<DeadLetter, OutboxError> {
+    Ok(DeadLetter::new(
+        read_row(row)?,
+        row.try_get("last_error")?,
+        from_ms(row.try_get("staged_at")?),
+        from_ms(row.try_get("dead_lettered_at")?),
+    ))
+}
+
+fn id_binds(id: DeadLetterId) -> (Option<i64>, Option<String>) {
+    match id {
+        DeadLetterId::Seq(seq) => (Some(seq), None),
+        DeadLetterId::Event(event_id) => (None, Some(event_id.to_string())),
+    }
+}
+
+/// The filter's latest dead-lettering time, in epoch milliseconds.
+fn dead_before(filter: &DeadLetterFilter) -> Option<i64> {
+    filter.older_than_ms().map(|ms| now_ms().saturating_sub(ms))
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+impl SqliteStore {
+    /// Runs `statement` (an `UPDATE ... SET ...` or a `DELETE FROM ...`) on the dead letters
+    /// `filter` selects; returns how many rows it changed.
+    async fn change_dead(&self, statement: &str, filter: &DeadLetterFilter) -> Result<u64, OutboxError> {
         let mut conn = Detached::acquire(&self.pool).await?;
-        let done = sqlx::query(
-            "UPDATE palisade_outbox SET dead_lettered_at = NULL, next_attempt_at = NULL, attempts = 0
-             WHERE event_id = ? AND dead_lettered_at IS NOT NULL",
-        )
-        .bind(event_id.to_string())
-        .execute(conn.conn())
-        .await?;
+        let done = sqlx::query(&format!("{statement} WHERE {DEAD_WHERE}"))
+            .bind(filter.destination.as_deref())
+            .bind(dead_before(filter))
+            .execute(conn.conn())
+            .await
+            .map_err(missing_tables)?;
+        conn.finish();
+        Ok(done.rows_affected())
+    }
+}
+
+impl OutboxAdmin for SqliteStore {
+    async fn stats(&self) -> Result<Stats, OutboxError> {
+        let now = now_ms();
+        let mut conn = Detached::acquire(&self.pool).await?;
+        let rows = sqlx::query(STATS_SQL)
+            .bind(now.saturating_sub(60_000))
+            .fetch_all(conn.conn())
+            .await
+            .map_err(missing_tables)?;
+        conn.finish();
+        let rows = rows
+            .iter()
+            .map(|row| {
+                let oldest: Option<i64> = row.try_get("oldest")?;
+                Ok(DestinationStats {
+                    destination: row.try_get("destination")?,
+                    counts: Counts {
+                        pending: count(row.try_get("pending")?),
+                        retrying: count(row.try_get("retrying")?),
+                        oldest_pending_at: oldest.map(from_ms),
+                        oldest_pending_age: oldest.map(|ms| Duration::from_millis(count(now.saturating_sub(ms)))),
+                        dead: count(row.try_get("dead")?),
+                        published_last_minute: count(row.try_get("published")?),
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, OutboxError>>()?;
+        Ok(Stats::from_rows(rows))
+    }
+
+    async fn list_dead(&self, filter: &DeadLetterFilter, limit: usize) -> Result<Vec<DeadLetter>, OutboxError> {
+        let mut conn = Detached::acquire(&self.pool).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS}, last_error, staged_at, dead_lettered_at FROM palisade_outbox
+             WHERE {DEAD_WHERE} ORDER BY seq LIMIT ?3"
+        ))
+        .bind(filter.destination.as_deref())
+        .bind(dead_before(filter))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(conn.conn())
+        .await
+        .map_err(missing_tables)?;
+        conn.finish();
+        rows.iter().map(dead_letter).collect()
+    }
+
+    async fn count_dead(&self, filter: &DeadLetterFilter) -> Result<u64, OutboxError> {
+        let mut conn = Detached::acquire(&self.pool).await?;
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM palisade_outbox WHERE {DEAD_WHERE}"))
+            .bind(filter.destination.as_deref())
+            .bind(dead_before(filter))
+            .fetch_one(conn.conn())
+            .await
+            .map_err(missing_tables)?;
+        conn.finish();
+        Ok(count(n))
+    }
+
+    async fn show_dead(&self, id: DeadLetterId) -> Result<Option<DeadLetter>, OutboxError> {
+        let (seq, event_id) = id_binds(id);
+        let mut conn = Detached::acquire(&self.pool).await?;
+        let row = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS}, last_error, staged_at, dead_lettered_at FROM palisade_outbox
+             WHERE {DEAD_ID_WHERE}"
+        ))
+        .bind(seq)
+        .bind(event_id)
+        .fetch_optional(conn.conn())
+        .await
+        .map_err(missing_tables)?;
+        conn.finish();
+        row.as_ref().map(dead_letter).transpose()
+    }
+
+    async fn requeue_dead(&self, id: DeadLetterId) -> Result<bool, OutboxError> {
+        let (seq, event_id) = id_binds(id);
+        let mut conn = Detached::acquire(&self.pool).await?;
+        let done = sqlx::query(&format!("{REQUEUE_SET} WHERE {DEAD_ID_WHERE}"))
+            .bind(seq)
+            .bind(event_id)
+            .execute(conn.conn())
+            .await
+            .map_err(missing_tables)?;
         conn.finish();
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn requeue_dead_where(&self, filter: &DeadLetterFilter) -> Result<u64, OutboxError> {
+        self.change_dead(REQUEUE_SET, filter).await
+    }
+
+    async fn purge_dead(&self, filter: &DeadLetterFilter) -> Result<u64, OutboxError> {
+        self.change_dead("DELETE FROM palisade_outbox", filter).await
     }
 }

@@ -19,7 +19,16 @@ impl Drop for Db {
     }
 }
 
+/// A fresh database file with the outbox tables.
 pub(crate) async fn db() -> Db {
+    let db = unmigrated_db().await;
+    migrate(&db.pool).await.unwrap();
+    db
+}
+
+/// A fresh database file without the outbox tables.
+#[allow(dead_code)] // not every test file uses it
+pub(crate) async fn unmigrated_db() -> Db {
     static N: AtomicUsize = AtomicUsize::new(0);
     let path = std::env::temp_dir().join(format!(
         "palisade-outbox-{}-{}.db",
@@ -35,6 +44,5 @@ pub(crate) async fn db() -> Db {
         .connect_with(options)
         .await
         .unwrap();
-    migrate(&pool).await.unwrap();
     Db { pool, path }
 }

@@ -1,0 +1,127 @@
+//! Each command, on any [`OutboxAdmin`] store.
+
+use palisade_outbox::{DeadLetterFilter, DeadLetterId, OutboxAdmin};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::args::{Cli, Command, Dead, Filter};
+use crate::connect::{Store, connect};
+use crate::error::Failure;
+use crate::render;
+
+/// Whether `command` changes the outbox.
+fn writes(command: &Command) -> bool {
+    matches!(command, Command::Dead(Dead::Requeue { .. } | Dead::Purge { .. }))
+}
+
+pub(crate) async fn main(cli: Cli) -> Result<(), Failure> {
+    let Some(url) = cli.database_url.as_deref() else {
+        return Err(Failure::usage(
+            "no database: pass --database-url or set DATABASE_URL".to_owned(),
+        ));
+    };
+    match connect(url, writes(&cli.command)).await? {
+        Store::Postgres(store) => command(&store, cli.command, cli.json).await,
+        Store::Sqlite(store) => command(&store, cli.command, cli.json).await,
+    }
+}
+
+fn filter(filter: Filter) -> DeadLetterFilter {
+    DeadLetterFilter {
+        destination: filter.destination,
+        older_than: filter.older_than,
+    }
+}
+
+/// `value` as JSON, or as text by `text`.
+fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) {
+    if json {
+        // Serializing these plain structs cannot fail.
+        println!("{}", serde_json::to_string(value).unwrap_or_default());
+    } else {
+        print!("{}", text(value));
+    }
+}
+
+fn no_such(id: DeadLetterId) -> Failure {
+    Failure::error(format!("no dead letter with id {id}"))
+}
+
+/// "3 dead letters" and what selected them.
+fn selection(n: u64, filter: &DeadLetterFilter) -> String {
+    let mut text = render::dead_letters(n);
+    if let Some(destination) = &filter.destination {
+        text.push_str(&format!(" for destination {destination:?}"));
+    }
+    if let Some(age) = filter.older_than {
+        text.push_str(&format!(
+            " dead-lettered more than {} ago",
+            humantime::format_duration(age)
+        ));
+    }
+    text
+}
+
+async fn command<S: OutboxAdmin>(store: &S, command: Command, json: bool) -> Result<(), Failure> {
+    match command {
+        Command::Stats => print(json, &store.stats().await?, render::stats),
+        Command::Dead(Dead::List { filter: f, limit }) => {
+            print(json, &store.list_dead(&filter(f), limit).await?, |list| {
+                render::list(list)
+            })
+        }
+        Command::Dead(Dead::Show { id }) => {
+            let dead = store.show_dead(id).await?.ok_or_else(|| no_such(id))?;
+            print(json, &dead, render::show);
+        }
+        Command::Dead(Dead::Requeue { id: Some(id), .. }) => {
+            if !store.requeue_dead(id).await? {
+                return Err(no_such(id));
+            }
+            print(json, &json!({ "requeued": 1 }), |_| {
+                format!("requeued dead letter {id}\n")
+            });
+        }
+        Command::Dead(Dead::Requeue {
+            id: None,
+            filter: f,
+            yes,
+            ..
+        }) => {
+            let filter = filter(f);
+            if !yes {
+                let n = store.count_dead(&filter).await?;
+                return Err(Failure::usage(format!(
+                    "would requeue {}; nothing done: add --yes to requeue them",
+                    selection(n, &filter)
+                )));
+            }
+            let n = store.requeue_dead_where(&filter).await?;
+            print(json, &json!({ "requeued": n }), |_| {
+                format!("requeued {}\n", selection(n, &filter))
+            });
+        }
+        Command::Dead(Dead::Purge {
+            older_than,
+            destination,
+            yes,
+        }) => {
+            let filter = DeadLetterFilter {
+                destination,
+                older_than: Some(older_than),
+            };
+            if !yes {
+                let n = store.count_dead(&filter).await?;
+                return Err(Failure::usage(format!(
+                    "would delete {}; nothing done: add --yes to delete them",
+                    selection(n, &filter)
+                )));
+            }
+            let n = store.purge_dead(&filter).await?;
+            print(json, &json!({ "purged": n }), |_| {
+                format!("deleted {}\n", selection(n, &filter))
+            });
+        }
+    }
+    Ok(())
+}
