@@ -17,6 +17,7 @@ use tower_service::Service;
 use crate::gate::{Admission, Gate, Permit, Queued, Started};
 use crate::release::PermitRelease;
 use crate::sync::Arc;
+use palisade_core::events::LayerEvent;
 use palisade_core::{BoxError, BulkheadFull, BulkheadTimeout};
 
 /// The compartment a call goes to: borrowed from a single bulkhead, or
@@ -217,6 +218,10 @@ where
 
     fn rejected_full(gate: &Gate) -> State<S, Req, S::Future> {
         tracing::debug!(target: TARGET, name = %gate.name(), reason = "full", "bulkhead rejected a call");
+        gate.settings.events.emit(|| LayerEvent::BulkheadRejected {
+            name: gate.name(),
+            reason: "full",
+        });
         let full = BulkheadFull::new(std::sync::Arc::clone(gate.name()), gate.settings.retry_after);
         State::Rejected {
             error: Rejection::Full(full),
@@ -270,6 +275,10 @@ where
                                         wait_ms = waited.as_millis() as u64,
                                         "bulkhead rejected a call"
                                     );
+                                    gate.settings.events.emit(|| LayerEvent::BulkheadRejected {
+                                        name: gate.name(),
+                                        reason: "timeout",
+                                    });
                                     let timeout = BulkheadTimeout::new(
                                         std::sync::Arc::clone(gate.name()),
                                         waited,

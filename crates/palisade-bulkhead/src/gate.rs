@@ -7,6 +7,7 @@
 //! callers cannot take a permit on the fast path, and a released permit goes to
 //! the head of the queue.
 
+use palisade_core::events::EventHook;
 use std::collections::VecDeque;
 use std::fmt;
 use std::task::{Context, Poll, Waker};
@@ -37,6 +38,7 @@ pub(crate) struct Settings {
     pub(crate) max_queued: usize,
     pub(crate) max_wait: Option<Duration>,
     pub(crate) retry_after: Duration,
+    pub(crate) events: EventHook,
 }
 
 /// The metric handles of a bulkhead, registered once when it is built so a

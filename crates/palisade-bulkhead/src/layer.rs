@@ -1,5 +1,6 @@
 //! The bulkhead layers and their builder.
 
+use palisade_core::events::{EventHook, LayerEvent};
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
@@ -32,6 +33,7 @@ pub struct BulkheadBuilder<C = ErrorClassifier, M = OnResponse> {
     max_wait: Option<Duration>,
     retry_after: Duration,
     max_keys: usize,
+    events: EventHook,
     classifier: C,
     release: PhantomData<fn() -> M>,
 }
@@ -45,6 +47,7 @@ impl BulkheadBuilder {
             max_wait: None,
             retry_after: Duration::from_secs(1),
             max_keys: 1024,
+            events: EventHook::none(),
             classifier: ErrorClassifier,
             release: PhantomData,
         }
@@ -86,6 +89,14 @@ impl<C, M> BulkheadBuilder<C, M> {
         self
     }
 
+    /// Calls `hook` for every call the bulkhead refuses
+    /// ([`LayerEvent::BulkheadRejected`], reason `full` or `timeout`), on
+    /// the calling task; see [`palisade_core::events`]. Unset, it costs nothing.
+    pub fn on_event(mut self, hook: impl Fn(&LayerEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.events = EventHook::new(hook);
+        self
+    }
+
     /// A keyed bulkhead keeps at most this many keys (default 1024); see
     /// [`build_keyed`](BulkheadBuilder::build_keyed).
     pub fn max_keys(mut self, max_keys: usize) -> Self {
@@ -114,6 +125,7 @@ impl<C, M> BulkheadBuilder<C, M> {
             max_wait: self.max_wait,
             retry_after: self.retry_after,
             max_keys: self.max_keys,
+            events: self.events,
             classifier: classifier(self.classifier),
             release: PhantomData,
         }
@@ -136,6 +148,7 @@ impl<C, M> BulkheadBuilder<C, M> {
             max_queued: self.max_queued,
             max_wait: self.max_wait,
             retry_after: self.retry_after,
+            events: self.events.clone(),
         }))
     }
 

@@ -145,6 +145,9 @@
 //!
 //! # Telemetry
 //!
+//! An event hook set with the builder's `on_event` hears of every call the bulkhead refuses (`LayerEvent::BulkheadRejected`, reason `full` or `timeout`), on the
+//! calling task ([`palisade_core::events`]); unset, it costs nothing.
+//!
 //! Metrics, through the `metrics` facade (names in
 //! `palisade_core::telemetry::bulkhead`), labelled with the bulkhead's
 //! `name`: `palisade_bulkhead_in_flight` and `palisade_bulkhead_queued`

@@ -13,6 +13,7 @@ use crate::future::{GateRef, ResponseFuture};
 use crate::gate::Gate;
 use crate::release::PermitRelease;
 use crate::sync::Arc;
+use palisade_core::events::LayerEvent;
 use palisade_core::{BoxError, BulkheadFull};
 
 /// A service behind one bulkhead compartment; made by
@@ -176,6 +177,10 @@ where
                     reason = "keys",
                     "keyed bulkhead keeps as many busy keys as it may; rejected a call"
                 );
+                settings.events.emit(|| LayerEvent::BulkheadRejected {
+                    name: &settings.name,
+                    reason: "full",
+                });
                 let full = BulkheadFull::new(std::sync::Arc::clone(&settings.name), settings.retry_after);
                 ResponseFuture::rejected(full, &self.classifier)
             }

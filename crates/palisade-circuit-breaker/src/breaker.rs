@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::time::Duration;
 
+use palisade_core::events::LayerEvent;
 use palisade_core::sync::Unpoison;
 use palisade_core::{CircuitOpen, Outcome};
 use tokio::time::Instant;
@@ -182,6 +183,10 @@ impl Breaker {
 
     fn reject(&self, retry_after: Duration) -> Admission {
         self.calls.rejected.increment(1);
+        self.config.events.emit(|| LayerEvent::BreakerRejected {
+            name: &self.name,
+            retry_after,
+        });
         Admission::Reject(CircuitOpen::new(self.name.clone(), retry_after))
     }
 
@@ -405,6 +410,11 @@ impl Breaker {
     fn transitioned(&self, from: State, to: State, reason: Reason) {
         self.gauge.transition(from, to);
         self.calls.transitions.count(from, to);
+        self.config.events.emit(|| LayerEvent::BreakerTransition {
+            name: &self.name,
+            from: from.as_str(),
+            to: to.as_str(),
+        });
         if to == State::Open {
             tracing::warn!(
                 target: palisade_core::telemetry::circuit_breaker::TARGET,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use palisade_core::ErrorClassifier;
 use palisade_core::backoff::{Jitter, Random};
+use palisade_core::events::{EventHook, LayerEvent};
 
 use crate::config::{Config, MAX_HALF_OPEN_CALLS, OpenDuration, SlowRule, Window};
 use crate::error::ConfigError;
@@ -42,6 +43,7 @@ pub struct CircuitBreakerBuilder<C = ErrorClassifier> {
     random: Random,
     max_keys: usize,
     key_idle_timeout: Duration,
+    events: EventHook,
 }
 
 impl CircuitBreakerBuilder<ErrorClassifier> {
@@ -63,6 +65,7 @@ impl CircuitBreakerBuilder<ErrorClassifier> {
             random: Random::default(),
             max_keys: 1_024,
             key_idle_timeout: Duration::from_secs(600),
+            events: EventHook::none(),
         }
     }
 
@@ -97,6 +100,7 @@ impl<C> CircuitBreakerBuilder<C> {
             random: self.random,
             max_keys: self.max_keys,
             key_idle_timeout: self.key_idle_timeout,
+            events: self.events,
         }
     }
 
@@ -198,6 +202,15 @@ impl<C> CircuitBreakerBuilder<C> {
     /// Reopens a breaker whose probes have not closed it within `duration`.
     pub fn max_half_open_duration(mut self, duration: Duration) -> Self {
         self.max_half_open = Some(duration);
+        self
+    }
+
+    /// Calls `hook` on every state change and every call refused with
+    /// `CircuitOpen` ([`LayerEvent::BreakerTransition`],
+    /// [`LayerEvent::BreakerRejected`]), on the calling task; see
+    /// [`palisade_core::events`]. Unset, it costs nothing.
+    pub fn on_event(mut self, hook: impl Fn(&LayerEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.events = EventHook::new(hook);
         self
     }
 
@@ -323,6 +336,7 @@ impl<C> CircuitBreakerBuilder<C> {
             max_half_open: self.max_half_open,
             random: self.random.clone(),
             needs_clock: self.slow.is_some() || matches!(window, Some(Window::Time { .. })),
+            events: self.events.clone(),
         })
     }
 }

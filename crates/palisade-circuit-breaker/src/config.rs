@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core::backoff::{Backoff, Jitter, Random};
+use palisade_core::events::EventHook;
 
 /// The most half-open probes a breaker accounts for (they share one atomic word with the state).
 pub const MAX_HALF_OPEN_CALLS: u32 = 0xFFFF;
@@ -90,4 +91,5 @@ pub(crate) struct Config {
     pub(crate) random: Random,
     /// Whether a call must read the clock: only for the slow-call rule and the time-based window.
     pub(crate) needs_clock: bool,
+    pub(crate) events: EventHook,
 }

@@ -206,6 +206,9 @@
 //!
 //! # Telemetry
 //!
+//! An event hook set with the builder's `on_event` hears of every state change and every call refused with `CircuitOpen` (`LayerEvent::BreakerTransition`, `LayerEvent::BreakerRejected`), on the
+//! calling task ([`palisade_core::events`]); unset, it costs nothing.
+//!
 //! Metrics through the `metrics` facade, registered when the layer is built
 //! (a transition's series on its first occurrence), so
 //! [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers); named in `palisade_core::telemetry`:

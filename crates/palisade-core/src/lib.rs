@@ -11,6 +11,8 @@
 //! - [`BoxError`], [`AsError`], and [`error`]: [`find`](error::find) to spot the layers'
 //!   rejections ([`CircuitOpen`], [`BulkheadFull`], [`BulkheadTimeout`], at
 //!   the crate root) anywhere in a `source()` chain.
+//! - [`events`]: [`EventHook`](events::EventHook), the callback every
+//!   layer's builder takes with `on_event`, and the [`LayerEvent`](events::LayerEvent)s it gets.
 //! - [`keyed`]: [`KeyedMap`](keyed::KeyedMap), the bounded per-key state of
 //!   keyed layers, with idle or least-recently-used eviction.
 //! - [`lease`]: [`Lease`](lease::Lease), the fencing token of a key's
@@ -81,6 +83,7 @@ pub mod body;
 mod boxed;
 mod classify;
 pub mod error;
+pub mod events;
 pub mod keyed;
 pub mod lease;
 pub mod problem;

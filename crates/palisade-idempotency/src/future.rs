@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, request, response};
 use http_body::Body;
+use palisade_core::events::LayerEvent;
 use palisade_core::telemetry::idempotency::TARGET;
 use pin_project_lite::pin_project;
 use tokio::task::JoinHandle;
@@ -441,16 +442,27 @@ where
             {
                 shared.metrics.mismatch.increment(1);
                 tracing::debug!(target: TARGET, name = %config.name, reason = "mismatch", "key reused with another request");
+                config.events.emit(|| LayerEvent::IdempotencyConflict {
+                    name: &config.name,
+                    reason: "mismatch",
+                });
                 Next::Respond(Rejection::KeyReused.to_response_with(ResponseBody::full))
             }
             Ok(Begin::InFlight { .. }) => {
                 shared.metrics.conflict.increment(1);
                 tracing::debug!(target: TARGET, name = %config.name, reason = "in_flight", "key in flight");
+                config.events.emit(|| LayerEvent::IdempotencyConflict {
+                    name: &config.name,
+                    reason: "in_flight",
+                });
                 Next::Respond(Rejection::InFlight(config.conflict_retry_after).to_response_with(ResponseBody::full))
             }
             Ok(Begin::Completed { response, .. }) => {
                 shared.metrics.replayed.increment(1);
                 tracing::debug!(target: TARGET, name = %config.name, "response replayed");
+                config
+                    .events
+                    .emit(|| LayerEvent::IdempotencyReplayed { name: &config.name });
                 Next::Respond(replay(response))
             }
             Err(error) if config.fail_open => {

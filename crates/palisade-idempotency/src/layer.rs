@@ -1,5 +1,6 @@
 //! [`IdempotencyLayer`] and its builder.
 
+use palisade_core::events::{EventHook, LayerEvent};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -100,6 +101,7 @@ impl IdempotencyLayer {
             conflict_retry_after: DEFAULT_CONFLICT_RETRY_AFTER,
             unavailable_retry_after: DEFAULT_UNAVAILABLE_RETRY_AFTER,
             store_timeout: DEFAULT_STORE_TIMEOUT,
+            events: EventHook::none(),
         };
         IdempotencyBuilder {
             config,
@@ -283,6 +285,15 @@ impl<St, Sc, D> IdempotencyBuilder<St, Sc, D> {
     /// enabled); outside a tokio runtime calls are not bounded.
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.config.store_timeout = timeout;
+        self
+    }
+
+    /// Calls `hook` for every replayed response ([`LayerEvent::IdempotencyReplayed`])
+    /// and every conflict ([`LayerEvent::IdempotencyConflict`]: `in_flight`, 409, or
+    /// `mismatch`, 422), on the calling task; see [`palisade_core::events`].
+    /// Unset, it costs nothing.
+    pub fn on_event(mut self, hook: impl Fn(&LayerEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.config.events = EventHook::new(hook);
         self
     }
 

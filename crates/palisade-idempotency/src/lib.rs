@@ -213,6 +213,9 @@
 //!
 //! # Telemetry
 //!
+//! An event hook set with the builder's `on_event` hears of every replay (`LayerEvent::IdempotencyReplayed`) and conflict (`LayerEvent::IdempotencyConflict`, `in_flight` or `mismatch`), on the
+//! calling task ([`palisade_core::events`]); unset, it costs nothing.
+//!
 //! - Metric `palisade_idempotency_requests_total` (counter), labels `name`
 //!   and `outcome`: `first`, `replayed`, `conflict` (409), `mismatch` (422),
 //!   `invalid` (with `reason` `missing_key`, `malformed_key`,

@@ -1,6 +1,7 @@
 //! What every clone of a layer, its services and their futures share: the
 //! configuration, the store, the scope and the metrics.
 
+use palisade_core::events::EventHook;
 use std::fmt;
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ pub(crate) struct Config {
     pub(crate) conflict_retry_after: Duration,
     pub(crate) unavailable_retry_after: Duration,
     pub(crate) store_timeout: Duration,
+    pub(crate) events: EventHook,
 }
 
 impl fmt::Debug for Config {

@@ -84,3 +84,48 @@ async fn outcomes_and_rejection_reasons_are_counted() {
     .collect();
     assert_eq!(counts(&recorder), expected);
 }
+
+#[tokio::test(start_paused = true)]
+async fn replays_and_conflicts_reach_the_event_hook() {
+    use std::sync::{Arc, Mutex};
+
+    use palisade_core::events::LayerEvent;
+
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let sink = heard.clone();
+    let fixture = Fixture {
+        store: MemoryStore::new(),
+        lock_expiry: Duration::from_secs(60),
+    };
+    let orders = Orders::new();
+    let svc = stack(&fixture, &orders, move |b| {
+        b.on_event(move |event| {
+            let line = match event {
+                LayerEvent::IdempotencyReplayed { name } => format!("{name}: replayed"),
+                LayerEvent::IdempotencyConflict { name, reason } => format!("{name}: conflict {reason}"),
+                other => format!("unexpected {other:?}"),
+            };
+            sink.lock().unwrap().push(line);
+        })
+    });
+    send(&svc, post(Some("k"), "{}")).await;
+    send(&svc, post(Some("k"), "{}")).await;
+    send(&svc, post(Some("k"), "{\"x\":1}")).await;
+    orders.close();
+    let in_flight = tokio::spawn({
+        let svc = svc.clone();
+        async move { send(&svc, post(Some("slow"), "{}")).await }
+    });
+    suite::calls_reach(&orders, 2).await;
+    send(&svc, post(Some("slow"), "{}")).await;
+    orders.open(1);
+    in_flight.await.unwrap();
+    assert_eq!(
+        *heard.lock().unwrap(),
+        [
+            "orders: replayed",
+            "orders: conflict mismatch",
+            "orders: conflict in_flight"
+        ]
+    );
+}

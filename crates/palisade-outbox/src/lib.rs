@@ -389,6 +389,9 @@
 //!
 //! # Telemetry
 //!
+//! An event hook set with the builder's `on_event` hears of every dead letter (`LayerEvent::OutboxDeadLettered`, with the destination and the error), from the relay's `on_event`, on the
+//! calling task ([`palisade_core::events`]); unset, it costs nothing.
+//!
 //! Metrics (names from `palisade_core::telemetry::outbox`, label `name` = the relay's name):
 //! `palisade_outbox_published_total`, `palisade_outbox_failed_total` (failed attempts),
 //! `palisade_outbox_dead_lettered_total`, and the gauges `palisade_outbox_pending` and

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt, stream};
 use palisade_core::backoff::{Backoff, Jitter, Random};
+use palisade_core::events::{EventHook, LayerEvent};
 use palisade_core::telemetry::{self, outbox as names};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -46,6 +47,7 @@ struct Config {
     retention: Duration,
     cleanup_interval: Duration,
     backlog_interval: Duration,
+    events: EventHook,
 }
 
 impl Default for Config {
@@ -64,6 +66,7 @@ impl Default for Config {
             retention: Duration::ZERO,
             cleanup_interval: Duration::from_secs(60),
             backlog_interval: Duration::from_secs(10),
+            events: EventHook::none(),
         }
     }
 }
@@ -87,6 +90,14 @@ impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
     /// The name in metrics labels and tracing fields (default `outbox`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = name.into();
+        self
+    }
+
+    /// Calls `hook` for every event or unreadable row the relay dead-letters
+    /// ([`LayerEvent::OutboxDeadLettered`]), on the relay's task; see
+    /// [`palisade_core::events`]. Unset, it costs nothing.
+    pub fn on_event(mut self, hook: impl Fn(&LayerEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.config.events = EventHook::new(hook);
         self
     }
 
@@ -552,6 +563,11 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
             target: names::TARGET, name = %config.name, seq = row.seq,
             error = %message, "outbox row unreadable; dead-lettered"
         );
+        config.events.emit(|| LayerEvent::OutboxDeadLettered {
+            name: &config.name,
+            destination: "",
+            error: &message,
+        });
         (row.seq, Disposition::DeadLetter { error: message })
     }
 
@@ -564,6 +580,11 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
                 target: names::TARGET, name = %config.name, event_id = %event.event_id,
                 attempt, error = %message, "outbox event dead-lettered"
             );
+            config.events.emit(|| LayerEvent::OutboxDeadLettered {
+                name: &config.name,
+                destination: &event.destination,
+                error: &message,
+            });
             return Disposition::DeadLetter { error: message };
         }
         let delay = backoff(config, attempt, self.shared.random.unit());

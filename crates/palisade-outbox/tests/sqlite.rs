@@ -306,6 +306,63 @@ async fn permanent_errors_dead_letter_at_once() {
 }
 
 #[tokio::test]
+async fn the_event_hook_hears_of_every_dead_letter_with_its_destination_and_error() {
+    #[derive(Clone)]
+    struct Rejecting;
+    impl Publisher for Rejecting {
+        async fn publish(&self, _: &Event) -> Result<(), PublishError> {
+            Err(PublishError::permanent("invalid message"))
+        }
+    }
+    let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let db = db().await;
+    let store = SqliteStore::new(db.pool.clone());
+    let relay = Relay::builder(store.clone(), Rejecting)
+        .name("orders")
+        .on_event({
+            let heard = heard.clone();
+            move |event| {
+                if let palisade_core::events::LayerEvent::OutboxDeadLettered {
+                    name,
+                    destination,
+                    error,
+                } = event
+                {
+                    heard
+                        .lock()
+                        .unwrap()
+                        .push((name.to_string(), destination.to_string(), error.to_string()));
+                }
+            }
+        })
+        .build()
+        .unwrap();
+    let event = order_event("a", 1).with_destination("orders.events");
+    stage_all(&db.pool, std::slice::from_ref(&event)).await;
+    let bad_id = insert_raw(&db.pool, "not-a-uuid", "b", "{}").await;
+    let report = relay.run_batch().await.unwrap();
+    assert_eq!(report.dead_lettered, 2);
+    let heard = heard.lock().unwrap().clone();
+    let dead = store.dead_letters(10).await.unwrap();
+    let unreadable_error = dead
+        .iter()
+        .find(|d| d.seq == bad_id)
+        .and_then(|d| d.last_error.clone())
+        .unwrap();
+    assert_eq!(
+        heard,
+        [
+            (
+                "orders".to_owned(),
+                "orders.events".to_owned(),
+                "publish failed (permanent): invalid message".to_owned(),
+            ),
+            ("orders".to_owned(), String::new(), unreadable_error),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn published_events_are_archived_for_the_retention_then_purged() {
     let db = db().await;
     let (publisher, mut rx) = ChannelPublisher::new(16);

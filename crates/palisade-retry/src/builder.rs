@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::header::HeaderName;
 use http::{Method, StatusCode};
 use palisade_core::backoff::{Backoff, Jitter, Random};
+use palisade_core::events::{EventHook, LayerEvent};
 use palisade_core::telemetry::{LABEL_NAME, LABEL_REASON, retry as names};
 use palisade_core::{ErrorClassifier, HttpClassifier};
 
@@ -62,6 +63,7 @@ pub struct RetryBuilder<C, K> {
     replay_limit: usize,
     max_retry_after: Duration,
     attempt_header: Option<HeaderName>,
+    events: EventHook,
     kind: PhantomData<K>,
 }
 
@@ -90,6 +92,7 @@ impl<C, K> RetryBuilder<C, K> {
             replay_limit: DEFAULT_REPLAY_LIMIT,
             max_retry_after: Duration::from_secs(30),
             attempt_header: None,
+            events: EventHook::none(),
             kind: PhantomData,
         }
     }
@@ -173,8 +176,18 @@ impl<C, K> RetryBuilder<C, K> {
             replay_limit: self.replay_limit,
             max_retry_after: self.max_retry_after,
             attempt_header: self.attempt_header,
+            events: self.events,
             kind: PhantomData,
         }
+    }
+
+    /// Calls `hook` before every retry's wait ([`LayerEvent::Retry`]: the
+    /// attempt about to be made, the wait, the reason) and when the budget
+    /// refuses one ([`LayerEvent::RetryBudgetExhausted`]), on the calling
+    /// task; see [`palisade_core::events`]. Unset, it costs nothing.
+    pub fn on_event(mut self, hook: impl Fn(&LayerEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.events = EventHook::new(hook);
+        self
     }
 
     /// Overrides the classifier for errors: `f` answers `Some(retryable)` to
@@ -222,6 +235,7 @@ impl<C, K> RetryBuilder<C, K> {
             replay_limit: self.replay_limit,
             max_retry_after: self.max_retry_after,
             attempt_header: self.attempt_header,
+            events: self.events,
         }))
     }
 }

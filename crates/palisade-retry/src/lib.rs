@@ -179,6 +179,9 @@
 //!
 //! # Telemetry
 //!
+//! An event hook set with the builder's `on_event` hears of every retry before its wait (`LayerEvent::Retry`: attempt, wait, reason) and every retry the budget refuses (`LayerEvent::RetryBudgetExhausted`), on the
+//! calling task ([`palisade_core::events`]); unset, it costs nothing.
+//!
 //! Metrics (names from `palisade_core::telemetry::retry`, label `name`):
 //! `palisade_retry_attempts_total` (every attempt, the first included),
 //! `palisade_retry_retries_total` (label `reason`: `status_503`, ...,

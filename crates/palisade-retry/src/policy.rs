@@ -11,6 +11,7 @@ use http_body::Body;
 use metrics::Counter;
 use palisade_core::backoff::{Backoff, Jitter, Random};
 use palisade_core::error::{is_connect_error, is_local_rejection, is_timeout};
+use palisade_core::events::{EventHook, LayerEvent};
 use palisade_core::telemetry::retry as names;
 use palisade_core::{AsError, BoxError, Classify, ErrorClassifier, HttpClassifier};
 use tokio::time::Instant;
@@ -113,6 +114,7 @@ pub(crate) struct Config<C> {
     pub(crate) budget_exhausted_total: Counter,
     /// `palisade_retry_retries_total` by reason, in [`REASONS`] order.
     pub(crate) retries_total: [Counter; REASONS.len()],
+    pub(crate) events: EventHook,
 }
 
 /// State of one logical request: lives in the policy clone tower's `Retry`
@@ -203,11 +205,18 @@ impl<C> Config<C> {
         {
             self.budget_exhausted_total.increment(1);
             tracing::info!(target: names::TARGET, name, attempt = attempts.done, reason = reason.label(), "not retrying: retry budget exhausted");
+            self.events.emit(|| LayerEvent::RetryBudgetExhausted { name });
             return None;
         }
         attempts.previous_wait = wait;
         self.retries_total[reason.index()].increment(1);
         tracing::debug!(target: names::TARGET, name, attempt = attempts.done + 1, reason = reason.label(), wait_ms = wait.as_millis() as u64, "retrying");
+        self.events.emit(|| LayerEvent::Retry {
+            name,
+            attempt: attempts.done + 1,
+            wait,
+            reason: reason.label(),
+        });
         Some(Wait::new(wait, self.budget.clone()))
     }
 
