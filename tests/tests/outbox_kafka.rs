@@ -358,76 +358,6 @@ async fn relay(pg: &Postgres, publisher: KafkaPublisher) -> RelayHandle {
         .spawn()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_relays_keep_each_aggregates_order_and_lose_nothing_through_a_broker_outage() {
-    let Some(pg) = Postgres::connect("kafka_outage").await else {
-        return;
-    };
-    migrate(&pg.pool).await.unwrap();
-    // The broker advertises the proxy, so every connection to it, the leader's included,
-    // goes through the proxy, which takes the broker away and brings it back.
-    let port = free_port().await;
-    let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], port)))
-        .await
-        .unwrap();
-    let Some(broker) = PrivateKafka::start(port, proxy.addr(), Store::Memory).await else {
-        pg.cleanup().await;
-        return;
-    };
-    let bootstrap = proxy.addr().to_string();
-    let kafka = Kafka {
-        client: Arc::new(Kafka::client(&bootstrap).await.unwrap()),
-        topic: unique_name("kafka_outage"),
-        url: bootstrap.clone(),
-    };
-    kafka.create_topic(&kafka.topic, 3).await;
-
-    let mut staged = stage_versions(&pg.pool, 1..=VERSIONS / 2, &kafka.topic).await;
-    let first = KafkaPublisher::connect([bootstrap.clone()]).await.unwrap();
-    let second = KafkaPublisher::connect([bootstrap.clone()]).await.unwrap();
-    // Clones share the publishers' state (and health).
-    let watched = [first.clone(), second.clone()];
-    let relays = [relay(&pg, first).await, relay(&pg, second).await];
-    wait_until("some events published", || async {
-        count(&pg.pool, "SELECT count(*) FROM palisade_outbox_published").await > 0
-    })
-    .await;
-
-    // The broker goes away mid-run: open connections are reset, new ones refused.
-    proxy.refuse();
-    proxy.cut();
-    staged.extend(stage_versions(&pg.pool, VERSIONS / 2 + 1..=VERSIONS, &kafka.topic).await);
-    wait_until("publishes failing while the broker is away", || async {
-        count(&pg.pool, "SELECT count(*) FROM palisade_outbox WHERE attempts > 0").await > 0
-    })
-    .await;
-    assert!(
-        count(&pg.pool, "SELECT count(*) FROM palisade_outbox").await > 0,
-        "events wait in the outbox"
-    );
-    // Whichever relay claimed the waiting events found the broker gone.
-    wait_until("a publisher reports the broker unreachable", || async {
-        watched.iter().any(|p| p.health() == PublisherHealth::Disconnected)
-    })
-    .await;
-    proxy.resume();
-
-    wait_until("the outbox drained", || async {
-        count(&pg.pool, "SELECT count(*) FROM palisade_outbox").await == 0
-    })
-    .await;
-    for relay in relays {
-        relay.shutdown().await;
-    }
-    reconnected(&kafka, &watched).await;
-
-    let retried = check_topic(&kafka, &pg, &staged).await;
-    assert!(retried > 0, "the outage failed some publishes, retried later");
-    drop(broker);
-    drop(proxy);
-    pg.cleanup().await;
-}
-
 /// Checks that each publisher reaches the broker again (health is the last publish's, so each
 /// publishes once more, to a topic of its own).
 async fn reconnected(kafka: &Kafka, publishers: &[KafkaPublisher]) {
@@ -487,22 +417,38 @@ async fn check_topic(kafka: &Kafka, pg: &Postgres, staged: &[Event]) -> i64 {
     retried
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_relays_keep_each_aggregates_order_and_lose_nothing_when_the_broker_is_killed_and_restarted() {
-    let Some(pg) = Postgres::connect("kafka_restart").await else {
+/// How a test takes the broker away mid-run and brings it back.
+enum Fault {
+    /// A fault proxy the broker advertises, so every connection to it, the leader's included,
+    /// goes through the proxy: it resets the open connections and refuses new ones.
+    Outage(FaultProxy),
+    /// The broker process is killed, and started again on its SQLite store.
+    Restart,
+}
+
+/// Two relays publish `VERSIONS` versions of every aggregate to a private broker, which goes
+/// away (by `fault`) after some were published and while the rest are staged, and comes back
+/// once the publishes fail; then the topic holds every event, each aggregate's in order.
+async fn two_relays_through(test: &str, fault: Fault) {
+    let Some(pg) = Postgres::connect(test).await else {
         return;
     };
     migrate(&pg.pool).await.unwrap();
-    let port = free_port().await;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let Some(mut broker) = PrivateKafka::start(port, addr, Store::Sqlite).await else {
+    let (port, advertised, store) = match &fault {
+        Fault::Outage(proxy) => (proxy.upstream().port(), proxy.addr(), Store::Memory),
+        Fault::Restart => {
+            let port = free_port().await;
+            (port, SocketAddr::from(([127, 0, 0, 1], port)), Store::Sqlite)
+        }
+    };
+    let Some(mut broker) = PrivateKafka::start(port, advertised, store).await else {
         pg.cleanup().await;
         return;
     };
-    let bootstrap = addr.to_string();
+    let bootstrap = advertised.to_string();
     let kafka = Kafka {
         client: Arc::new(Kafka::client(&bootstrap).await.unwrap()),
-        topic: unique_name("kafka_restart"),
+        topic: unique_name(test),
         url: bootstrap.clone(),
     };
     kafka.create_topic(&kafka.topic, 3).await;
@@ -518,9 +464,15 @@ async fn two_relays_keep_each_aggregates_order_and_lose_nothing_when_the_broker_
     })
     .await;
 
-    broker.kill();
+    match &fault {
+        Fault::Outage(proxy) => {
+            proxy.refuse();
+            proxy.cut();
+        }
+        Fault::Restart => broker.kill(),
+    }
     staged.extend(stage_versions(&pg.pool, VERSIONS / 2 + 1..=VERSIONS, &kafka.topic).await);
-    wait_until("publishes failing while the broker is down", || async {
+    wait_until("publishes failing while the broker is away", || async {
         count(&pg.pool, "SELECT count(*) FROM palisade_outbox WHERE attempts > 0").await > 0
     })
     .await;
@@ -533,7 +485,10 @@ async fn two_relays_keep_each_aggregates_order_and_lose_nothing_when_the_broker_
         count(&pg.pool, "SELECT count(*) FROM palisade_outbox").await > 0,
         "events wait in the outbox"
     );
-    broker.restart().await;
+    match &fault {
+        Fault::Outage(proxy) => proxy.resume(),
+        Fault::Restart => broker.restart().await,
+    }
 
     wait_until("the outbox drained", || async {
         count(&pg.pool, "SELECT count(*) FROM palisade_outbox").await == 0
@@ -544,7 +499,22 @@ async fn two_relays_keep_each_aggregates_order_and_lose_nothing_when_the_broker_
     }
     reconnected(&kafka, &watched).await;
     let retried = check_topic(&kafka, &pg, &staged).await;
-    assert!(retried > 0, "the publishes made while the broker was down were retried");
+    assert!(retried > 0, "the publishes made while the broker was away were retried");
     drop(broker);
+    drop(fault);
     pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_keep_each_aggregates_order_and_lose_nothing_through_a_broker_outage() {
+    let port = free_port().await;
+    let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
+    two_relays_through("kafka_outage", Fault::Outage(proxy)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_keep_each_aggregates_order_and_lose_nothing_when_the_broker_is_killed_and_restarted() {
+    two_relays_through("kafka_restart", Fault::Restart).await;
 }

@@ -87,6 +87,22 @@ async fn nats_messages_carry_the_trace_context_and_binary_mode_attributes_in_hea
     for (attribute, value) in attributes(&second) {
         assert_eq!(header(&message, &format!("ce-{attribute}")), Some(value), "{attribute}");
     }
+
+    // A header NATS cannot carry: an optional one is left out, a required one fails the event.
+    let broken = Event::new("OrderShipped", "Order", "o1", json!({})).with_trace_context(TraceContext {
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nX-Injected: 1".to_owned(),
+        tracestate: None,
+    });
+    envelope.publish(&broken).await.unwrap();
+    let message = stream.get_raw_message(3).await.unwrap();
+    assert_eq!(header(&message, "traceparent"), None);
+    assert_eq!(header(&message, "X-Injected"), None);
+    let error = binary
+        .publish(&broken.clone().with_source("orders\nservice"))
+        .await
+        .unwrap_err();
+    assert!(!error.is_transient(), "{error}");
+    assert!(error.to_string().contains("ce-source"), "{error}");
     nats.cleanup().await;
 }
 

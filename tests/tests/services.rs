@@ -2,7 +2,7 @@
 //! the test, and cleans up after it.
 
 use futures_util::StreamExt;
-use palisade_tests::{Nats, Postgres, RabbitMq, Redis, unique_name};
+use palisade_tests::{Kafka, Nats, Postgres, RabbitMq, Redis, unique_name};
 use redis::AsyncCommands;
 
 #[test]
@@ -138,4 +138,33 @@ async fn rabbitmq_queue_roundtrip() {
         .expect("a message");
     assert_eq!(got.delivery.data, b"hello");
     amqp.cleanup().await;
+}
+
+#[tokio::test]
+async fn kafka_topics_isolate_tests_and_are_deleted_at_cleanup() {
+    let Some(first) = Kafka::connect("kafka_isolation").await else {
+        return;
+    };
+    let Some(second) = Kafka::connect("kafka_isolation").await else {
+        return;
+    };
+    assert_ne!(first.topic, second.topic);
+    first.create_topic(&first.topic, 2).await;
+    second.create_topic(&second.topic, 1).await;
+    let listed = first.client.list_topics().await.unwrap();
+    let partitions = |topic: &str| listed.iter().find(|t| t.name == topic).map(|t| t.partitions.len());
+    assert_eq!(partitions(&first.topic), Some(2));
+    assert_eq!(partitions(&second.topic), Some(1));
+    assert!(first.records(&first.topic).await.is_empty());
+
+    let (topic, client) = (first.topic.clone(), first.client.clone());
+    first.cleanup(&[&topic]).await;
+    let listed = client.list_topics().await.unwrap();
+    assert!(listed.iter().all(|t| t.name != topic), "deleted");
+    assert!(
+        listed.iter().any(|t| t.name == second.topic),
+        "the other test's topic stays"
+    );
+    let other = second.topic.clone();
+    second.cleanup(&[&other]).await;
 }

@@ -48,9 +48,11 @@ const RETRY_DEADLINE: Duration = Duration::from_secs(5);
 /// The topic is the publisher's prefix followed by the event's destination; the record key is
 /// the aggregate id, and the partition is chosen from it as Kafka's own producers choose
 /// (murmur2 of the key modulo the topic's partition count), so one aggregate's events land in
-/// one partition, in order, and a Java or librdkafka producer keyed the same way writes to the
-/// same partition. The record's value is the [encoded](Encoding) event, its timestamp the
-/// event's, and its headers:
+/// one partition, in order, and a producer with Java's default partitioner (librdkafka's
+/// `murmur2_random`) keyed the same way writes to the same partition. The partition counts are
+/// read from the cluster's metadata and read again after five minutes, so partitions added to a
+/// topic are used (and move keys, as with every Kafka producer). The record's value is the
+/// [encoded](Encoding) event, its timestamp the event's, and its headers:
 ///
 /// | header | value |
 /// |---|---|
@@ -62,6 +64,24 @@ const RETRY_DEADLINE: Duration = Duration::from_secs(5);
 ///
 /// The publisher does not create topics: a topic that does not exist fails as transient (it
 /// may be created later) and the relay retries it.
+///
+/// ```no_run
+/// # #[cfg(feature = "sqlite")] {
+/// use palisade_outbox::{Encoding, Relay, publisher::KafkaPublisher, sqlite::SqliteStore};
+///
+/// # async fn run(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
+/// // Event `Order` goes to topic `orders.Order`, keyed by its aggregate id, as CloudEvents.
+/// let publisher = KafkaPublisher::connect(["127.0.0.1:9092"])
+///     .await?
+///     .with_prefix("orders.")
+///     .with_encoding(Encoding::CloudEventsBinary);
+/// let relay = Relay::builder(SqliteStore::new(pool), publisher).build()?;
+/// let running = relay.spawn();
+/// # running.shutdown().await;
+/// # Ok(())
+/// # }
+/// # }
+/// ```
 ///
 /// # Runs
 ///

@@ -235,6 +235,39 @@ fn fits(event: &Event, field: &'static str, value: &str, limit: usize) -> bool {
     fits
 }
 
+/// Puts `event`'s trace context and, in binary mode, CloudEvents attributes in `headers`,
+/// within [`WIRE_HEADERS_MAX`] bytes: required attributes first, then the others while they fit.
+fn insert_wire_headers(event: &Event, encoding: Encoding, headers: &mut FieldTable) -> Result<(), PublishError> {
+    let mut budget = WIRE_HEADERS_MAX;
+    for header in wire::headers(event, encoding, SPELLING) {
+        // A field-table entry: the name as a short string, a type octet, a long string.
+        let size = 1 + header.name.len() + 1 + 4 + header.value.len();
+        if size > budget {
+            if header.required {
+                return Err(PublishError::permanent(UnsendableField {
+                    field: "CloudEvents attributes",
+                    reason: format!(
+                        "{} and the attributes before it take more than the {WIRE_HEADERS_MAX} bytes of headers an AMQP frame keeps for them",
+                        header.name
+                    ),
+                }));
+            }
+            wire::left_out(
+                event,
+                &header.name,
+                "no room left in the AMQP frame that carries the properties",
+            );
+            continue;
+        }
+        budget -= size;
+        headers.insert(
+            header.name.into_owned().into(),
+            AMQPValue::LongString(header.value.into_owned().into()),
+        );
+    }
+    Ok(())
+}
+
 impl RabbitMqPublisher {
     /// The message properties of `event`, checked against AMQP's limits.
     fn properties(&self, event: &Event) -> Result<BasicProperties, PublishError> {
@@ -247,33 +280,7 @@ impl RabbitMqPublisher {
                 headers.insert(name.into(), AMQPValue::LongString(value.clone().into()));
             }
         }
-        let mut budget = WIRE_HEADERS_MAX;
-        for header in wire::headers(event, self.encoding, SPELLING) {
-            // A field-table entry: the name as a short string, a type octet, a long string.
-            let size = 1 + header.name.len() + 1 + 4 + header.value.len();
-            if size > budget {
-                if header.required {
-                    return Err(PublishError::permanent(UnsendableField {
-                        field: "CloudEvents attributes",
-                        reason: format!(
-                            "{} and the attributes before it take more than the {WIRE_HEADERS_MAX} bytes of headers an AMQP frame keeps for them",
-                            header.name
-                        ),
-                    }));
-                }
-                wire::left_out(
-                    event,
-                    &header.name,
-                    "no room left in the AMQP frame that carries the properties",
-                );
-                continue;
-            }
-            budget -= size;
-            headers.insert(
-                header.name.into_owned().into(),
-                AMQPValue::LongString(header.value.into_owned().into()),
-            );
-        }
+        insert_wire_headers(event, self.encoding, &mut headers)?;
         let mut properties = BasicProperties::default()
             .with_message_id(ShortString::from(event.event_id.to_string()))
             .with_type(required_short("event type", &event.event_type)?)
@@ -334,5 +341,49 @@ impl Publisher for RabbitMqPublisher {
         } else {
             PublisherHealth::Disconnected
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::TraceContext;
+    use serde_json::json;
+
+    fn names(headers: &FieldTable) -> Vec<String> {
+        headers.inner().keys().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn trace_and_cloud_events_headers_stay_within_their_share_of_a_frame() {
+        let trace = |tracestate: usize| TraceContext {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: Some("k".repeat(tracestate)),
+        };
+        let event = Event::new("OrderCreated", "Order", "o1", json!({})).with_trace_context(trace(10));
+        let mut headers = FieldTable::default();
+        insert_wire_headers(&event, Encoding::Envelope, &mut headers).unwrap();
+        assert_eq!(names(&headers), ["traceparent", "tracestate"]);
+
+        // A tracestate too long for what is left is left out; the rest goes.
+        let long = event.clone().with_trace_context(trace(1_200));
+        let mut headers = FieldTable::default();
+        insert_wire_headers(&long, Encoding::CloudEventsBinary, &mut headers).unwrap();
+        let names = names(&headers);
+        assert!(names.contains(&"cloudEvents_id".to_owned()));
+        assert!(names.contains(&"cloudEvents_subject".to_owned()));
+        assert!(names.contains(&"traceparent".to_owned()));
+        assert!(!names.contains(&"tracestate".to_owned()), "{names:?}");
+        assert!(!names.contains(&"cloudEvents_tracestate".to_owned()));
+
+        // A required attribute that does not fit fails the event.
+        let sourced = event.with_source("s".repeat(1_300));
+        let mut headers = FieldTable::default();
+        let error = insert_wire_headers(&sourced, Encoding::CloudEventsBinary, &mut headers).unwrap_err();
+        assert!(!error.is_transient());
+        assert!(error.to_string().contains("cloudEvents_source"), "{error}");
+        // Outside binary mode the source is in the body only.
+        let mut headers = FieldTable::default();
+        insert_wire_headers(&sourced, Encoding::Envelope, &mut headers).unwrap();
     }
 }
