@@ -8,6 +8,10 @@
 //! - [`classify`]: one trait, [`Classify`], that decides whether a call
 //!   succeeded, failed or does not count, and separately whether it may be
 //!   retried; ready classifiers for "any error", HTTP and gRPC, and closures.
+//! - [`eos`]: classification at the end of a response stream: a gRPC call
+//!   judged by the status in its trailers ([`AtEos`](eos::AtEos),
+//!   [`EosBody`](eos::EosBody)), through the [`Judge`](eos::Judge) trait the
+//!   breaker records its outcomes with.
 //! - [`BoxError`], [`AsError`], and [`error`]: [`find`](error::find) to spot the layers'
 //!   rejections ([`CircuitOpen`], [`BulkheadFull`], [`BulkheadTimeout`], at
 //!   the crate root) anywhere in a `source()` chain.
@@ -80,6 +84,7 @@ pub mod backoff;
 pub mod body;
 mod boxed;
 pub mod classify;
+pub mod eos;
 pub mod error;
 pub mod keyed;
 pub mod lease;
