@@ -320,11 +320,9 @@ mod tests {
     }
 
     type Frames = Vec<Result<Frame<Bytes>, std::io::Error>>;
+    type Streamed = StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>>;
 
-    fn streamed(
-        frames: Frames,
-    ) -> Response<StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>>>
-    {
+    fn streamed(frames: Frames) -> Response<Streamed> {
         Response::new(StreamBody::new(futures_util::stream::iter(frames)))
     }
 
