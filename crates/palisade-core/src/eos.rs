@@ -235,6 +235,14 @@ impl<B, C, S> EosBody<B, C, S> {
     }
 }
 
+/// An empty body that judges nothing: what a layer answering errors with a
+/// response of its own (a gRPC status) puts in its place.
+impl<B: Default, C, S> Default for EosBody<B, C, S> {
+    fn default() -> Self {
+        Self::passing(B::default())
+    }
+}
+
 impl<B, C, S> std::fmt::Debug for EosBody<B, C, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EosBody")
