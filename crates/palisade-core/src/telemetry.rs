@@ -21,7 +21,7 @@
 //! | `palisade_retry_attempts_total` | counter | name | attempts, the first included |
 //! | `palisade_retry_retries_total` | counter | name, reason | retries, by what made them retry |
 //! | `palisade_retry_budget_exhausted_total` | counter | name | retries refused by the budget |
-//! | `palisade_grpc_rejections_total` | counter | name, reason (`circuit_open`, `bulkhead_full`, `bulkhead_timeout`, `overloaded`, `timeout`, `deadline`, `other`) | errors a gRPC server answered with a status |
+//! | `palisade_grpc_rejections_total` | counter | name, reason (`circuit_open`, `bulkhead_full`, `bulkhead_timeout`, `overloaded`, `timeout`, `unreachable`, `other`) | errors a gRPC server answered with a status |
 //! | `palisade_idempotency_requests_total` | counter | name, outcome (`first`, `replayed`, `conflict`, `mismatch`, `invalid`, `store_error`); reason on `invalid` (`missing_key`, `malformed_key`, `body_too_large`, `unreadable_body`) and `store_error` (`fail_closed`, `fail_open`) | requests carrying a key |
 //! | `palisade_webhook_verifications_total` | counter | name, scheme, outcome (`verified`, `duplicate`, reject reasons) | inbound webhooks |
 //! | `palisade_outbox_pending` | gauge | name | events not yet published |

@@ -64,6 +64,7 @@
 //! | [`BulkheadTimeout`] | as [`BulkheadFull`] | the bulkhead's hint |
 //! | tower's `load_shed::error::Overloaded` | `UNAVAILABLE` | none |
 //! | tower's or tokio's `Elapsed` (a timeout layer) | `DEADLINE_EXCEEDED` | none |
+//! | a connect error (refused, unreachable: in a client stack) | `UNAVAILABLE` | none |
 //! | anything else | `UNKNOWN` | none |
 //!
 //! `grpc-message` is one fixed sentence per row ("the service is at
@@ -100,11 +101,17 @@
 //! outermost. Readiness errors are answered too: the next call gets the
 //! status instead of reaching the inner service.
 //!
+//! It serves a client stack the same way: outermost around the retry,
+//! breaker, bulkhead and timeout over a tonic `Channel`, it turns their
+//! errors into statuses a tonic client reads as such (`UNAVAILABLE` with the
+//! pushback in the status's metadata for an open breaker), where tonic's own
+//! conversion would call them `UNKNOWN`.
+//!
 //! # Telemetry
 //!
 //! `palisade_grpc_rejections_total` (counter; labels `name` and `reason`:
 //! `circuit_open`, `bulkhead_full`, `bulkhead_timeout`, `overloaded`,
-//! `timeout`, `other`), registered in `build()` for every reason. Tracing,
+//! `timeout`, `unreachable`, `other`), registered in `build()` for every reason. Tracing,
 //! target `palisade::grpc`: a `debug` event per answered error with the
 //! fields `name`, `reason` and `code`.
 //!

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{HeaderValue, Response};
 use metrics::Counter;
-use palisade_core::error::chain;
+use palisade_core::error::{chain, is_connect_error};
 use palisade_core::response::Answer;
 use palisade_core::telemetry::grpc as names;
 use palisade_core::{BulkheadFull, BulkheadTimeout, CircuitOpen, GrpcCode};
@@ -28,18 +28,21 @@ pub enum Reason {
     Overloaded,
     /// A timeout elapsed (tower's or tokio's `Elapsed`).
     Timeout,
+    /// The connection could not be made (a client stack's transport).
+    Unreachable,
     /// Any other error.
     Other,
 }
 
 impl Reason {
     /// Every reason, in label order.
-    pub(crate) const ALL: [Reason; 6] = [
+    pub(crate) const ALL: [Reason; 7] = [
         Reason::CircuitOpen,
         Reason::BulkheadFull,
         Reason::BulkheadTimeout,
         Reason::Overloaded,
         Reason::Timeout,
+        Reason::Unreachable,
         Reason::Other,
     ];
 
@@ -51,6 +54,7 @@ impl Reason {
             Reason::BulkheadTimeout => "bulkhead_timeout",
             Reason::Overloaded => "overloaded",
             Reason::Timeout => "timeout",
+            Reason::Unreachable => "unreachable",
             Reason::Other => "other",
         }
     }
@@ -74,6 +78,7 @@ pub struct GrpcStatus {
 const UNAVAILABLE_OPEN: &str = "the service is unavailable; try again later";
 const AT_CAPACITY: &str = "the service is at capacity; try again later";
 const DEADLINE: &str = "the deadline was exceeded";
+const UNREACHABLE: &str = "the service is unreachable";
 const UNKNOWN: &str = "the call failed";
 
 impl GrpcStatus {
@@ -172,6 +177,8 @@ fn known(error: &(dyn Error + 'static), bulkhead_code: GrpcCode) -> Option<GrpcS
         status(GrpcCode::Unavailable, AT_CAPACITY, None, Reason::Overloaded)
     } else if error.is::<tower::timeout::error::Elapsed>() || error.is::<tokio::time::error::Elapsed>() {
         status(GrpcCode::DeadlineExceeded, DEADLINE, None, Reason::Timeout)
+    } else if is_connect_error(error) {
+        status(GrpcCode::Unavailable, UNREACHABLE, None, Reason::Unreachable)
     } else {
         None
     }
