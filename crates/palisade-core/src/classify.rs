@@ -26,7 +26,6 @@ use std::fmt;
 
 use http::{HeaderMap, Response, StatusCode};
 
-use crate::eos::{ClassifyEos, StreamEnd};
 use crate::error::{is_connect_error, is_local_rejection, is_timeout};
 
 /// The verdict on one call.
@@ -255,29 +254,12 @@ impl fmt::Display for GrpcCode {
 /// at the head (a call whose messages were passed on is never retried), and
 /// wrong for a breaker or a metric: wrap it in
 /// [`AtEos`](crate::eos::AtEos) to judge the call by the status its trailers
-/// carry (see [`crate::eos`], whose [`ClassifyEos`] it implements).
+/// carry (see [`crate::eos`], whose [`ClassifyEos`](crate::eos::ClassifyEos) it implements).
 ///
 /// Only `UNAVAILABLE`, connect errors and timeouts are retryable, as in
 /// gRPC's own retry design: the other codes may mean the call was processed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GrpcClassifier;
-
-impl ClassifyEos for GrpcClassifier {
-    fn classify_head<B>(&self, res: &Response<B>) -> Option<Outcome> {
-        GrpcCode::of_response(res).map(GrpcCode::outcome)
-    }
-
-    fn classify_end(&self, end: StreamEnd<'_>) -> Outcome {
-        match end {
-            StreamEnd::Trailers(trailers) => match GrpcCode::of_headers(trailers) {
-                Some(code) => code.outcome(),
-                // gRPC clients read a missing status as INTERNAL.
-                None => Outcome::Failure,
-            },
-            StreamEnd::NoTrailers | StreamEnd::Failed => Outcome::Failure,
-        }
-    }
-}
 
 impl<B> Classify<Response<B>> for GrpcClassifier {
     fn classify(&self, result: CallResult<'_, Response<B>>) -> Outcome {

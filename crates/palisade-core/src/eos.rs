@@ -81,7 +81,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::BoxError;
-use crate::classify::{Classify, Outcome};
+use crate::classify::{Classify, GrpcClassifier, GrpcCode, Outcome};
 
 /// Where a call's outcome goes once it is known: a breaker's recorder, a
 /// metric.
@@ -294,6 +294,25 @@ where
     }
 }
 
+/// The status in the head (trailers-only) or the trailers decides; a stream
+/// that ends without one, or breaks, is a failure.
+impl ClassifyEos for GrpcClassifier {
+    fn classify_head<B>(&self, res: &Response<B>) -> Option<Outcome> {
+        GrpcCode::of_response(res).map(GrpcCode::outcome)
+    }
+
+    fn classify_end(&self, end: StreamEnd<'_>) -> Outcome {
+        match end {
+            StreamEnd::Trailers(trailers) => match GrpcCode::of_headers(trailers) {
+                Some(code) => code.outcome(),
+                // gRPC clients read a missing status as INTERNAL.
+                None => Outcome::Failure,
+            },
+            StreamEnd::NoTrailers | StreamEnd::Failed => Outcome::Failure,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -302,7 +321,7 @@ mod tests {
     use http_body_util::{BodyExt, Empty, Full, StreamBody};
 
     use super::*;
-    use crate::{CircuitOpen, GrpcClassifier, HttpClassifier};
+    use crate::{CircuitOpen, HttpClassifier};
 
     #[derive(Clone, Default)]
     struct Slot(Arc<Mutex<Vec<Outcome>>>);
