@@ -65,6 +65,27 @@ fn grpc_server() -> impl Service<Request<Answer>, Response = Response<Frames>, E
     })
 }
 
+/// A breaker opening after `failures` failures in a row, judging at the
+/// end of the stream, around the server; and its handle.
+fn judged_at_eos(
+    failures: u32,
+) -> (
+    impl Service<
+        Request<Answer>,
+        Response = Response<impl Body<Data = Bytes, Error = Infallible> + std::fmt::Debug>,
+        Error = palisade_core::BoxError,
+    > + Clone,
+    palisade_circuit_breaker::CircuitBreakerHandle,
+) {
+    let layer = CircuitBreakerBuilder::consecutive("inventory")
+        .consecutive_failures(failures)
+        .classifier(AtEos(GrpcClassifier))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    (layer.layer(grpc_server()), handle)
+}
+
 fn unary(status: &'static str) -> Request<Answer> {
     Request::new(Answer {
         messages: Some(1),
@@ -74,13 +95,7 @@ fn unary(status: &'static str) -> Request<Answer> {
 
 #[tokio::test(start_paused = true)]
 async fn unavailable_in_the_trailers_opens_the_breaker() {
-    let layer = CircuitBreakerBuilder::consecutive("inventory")
-        .consecutive_failures(3)
-        .classifier(AtEos(GrpcClassifier))
-        .build()
-        .unwrap();
-    let handle = layer.handle();
-    let svc = layer.layer(grpc_server());
+    let (svc, handle) = judged_at_eos(3);
 
     for n in 1..=3 {
         let res = svc.clone().oneshot(unary("14")).await.unwrap();
@@ -98,13 +113,7 @@ async fn unavailable_in_the_trailers_opens_the_breaker() {
 
 #[tokio::test(start_paused = true)]
 async fn ok_in_the_trailers_is_a_success_and_resets_the_count() {
-    let layer = CircuitBreakerBuilder::consecutive("inventory")
-        .consecutive_failures(3)
-        .classifier(AtEos(GrpcClassifier))
-        .build()
-        .unwrap();
-    let handle = layer.handle();
-    let svc = layer.layer(grpc_server());
+    let (svc, handle) = judged_at_eos(3);
     for status in ["14", "14", "0", "14", "14"] {
         svc.clone()
             .oneshot(unary(status))
@@ -131,13 +140,7 @@ async fn ok_in_the_trailers_is_a_success_and_resets_the_count() {
 
 #[tokio::test(start_paused = true)]
 async fn a_streaming_response_is_judged_after_its_last_message() {
-    let layer = CircuitBreakerBuilder::consecutive("inventory")
-        .consecutive_failures(1)
-        .classifier(AtEos(GrpcClassifier))
-        .build()
-        .unwrap();
-    let handle = layer.handle();
-    let svc = layer.layer(grpc_server());
+    let (svc, handle) = judged_at_eos(1);
     let res = svc
         .clone()
         .oneshot(Request::new(Answer {
@@ -157,13 +160,7 @@ async fn a_streaming_response_is_judged_after_its_last_message() {
 
 #[tokio::test(start_paused = true)]
 async fn a_trailers_only_error_is_judged_at_the_head() {
-    let layer = CircuitBreakerBuilder::consecutive("inventory")
-        .consecutive_failures(1)
-        .classifier(AtEos(GrpcClassifier))
-        .build()
-        .unwrap();
-    let handle = layer.handle();
-    let svc = layer.layer(grpc_server());
+    let (svc, handle) = judged_at_eos(1);
     let res = svc
         .clone()
         .oneshot(Request::new(Answer {
