@@ -8,6 +8,7 @@
 //! | [`BulkheadTimeout`] | 503 | [`types::BULKHEAD_TIMEOUT`] | the bulkhead's hint |
 //! | tower's `load_shed::error::Overloaded` | 503 | [`types::OVERLOADED`] | none |
 //! | tower's or tokio's `Elapsed` | 504 | [`types::TIMEOUT`] | none |
+//! | [`DeadlineExceeded`](crate::deadline::DeadlineExceeded) | 504 | [`types::DEADLINE_EXCEEDED`] | none |
 //! | anything else | 500 | `about:blank` | none |
 //!
 //! Each row is the error's [`ToProblem`] implementation, the one way every
@@ -70,6 +71,8 @@ pub mod types {
     pub const OVERLOADED: &str = "urn:palisade:problem:overloaded";
     /// The call took longer than its timeout.
     pub const TIMEOUT: &str = "urn:palisade:problem:timeout";
+    /// The request's whole time budget (its deadline) ran out.
+    pub const DEADLINE_EXCEEDED: &str = "urn:palisade:problem:deadline-exceeded";
 }
 
 /// An RFC 9457 problem details object, with an optional `Retry-After`.
@@ -225,6 +228,7 @@ fn known_problem(error: &(dyn Error + 'static)) -> Option<Problem> {
         .or_else(|| problem_of::<tower::load_shed::error::Overloaded>(error))
         .or_else(|| problem_of::<tower::timeout::error::Elapsed>(error))
         .or_else(|| problem_of::<tokio::time::error::Elapsed>(error))
+        .or_else(|| problem_of::<crate::deadline::DeadlineExceeded>(error))
 }
 
 /// A rejection that answers HTTP with a problem: the one way from a layer's
