@@ -46,11 +46,9 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue};
 use tokio::task::futures::TaskLocalFuture;
 use tokio::time::Instant;
-
-use crate::problem::{Problem, ToProblem, types};
 
 /// `grpc-timeout`, the header gRPC carries a call's remaining time in.
 pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
@@ -159,7 +157,8 @@ pub fn attempt_timeout(timeout: Option<Duration>, deadline: Option<Deadline>, ma
 ///
 /// A local rejection: the retry policy does not retry it and a breaker does
 /// not count it; over HTTP it is `504 Gateway Timeout` with the problem type
-/// [`types::DEADLINE_EXCEEDED`], over gRPC `DEADLINE_EXCEEDED`.
+/// [`types::DEADLINE_EXCEEDED`](crate::problem::types::DEADLINE_EXCEEDED),
+/// over gRPC `DEADLINE_EXCEEDED`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DeadlineExceeded;
 
@@ -170,15 +169,6 @@ impl fmt::Display for DeadlineExceeded {
 }
 
 impl Error for DeadlineExceeded {}
-
-impl ToProblem for DeadlineExceeded {
-    fn to_problem(&self) -> Problem {
-        Problem::new(StatusCode::GATEWAY_TIMEOUT)
-            .with_type(types::DEADLINE_EXCEEDED)
-            .with_title("Deadline exceeded")
-            .with_detail("The request's time budget ran out before it was answered.")
-    }
-}
 
 /// A timeout header that is not in its format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,7 +259,12 @@ mod tests {
             (b"0m", Duration::ZERO),
         ];
         for (value, expected) in cases {
-            assert_eq!(parse_grpc_timeout(value), Ok(expected), "{}", String::from_utf8_lossy(value));
+            assert_eq!(
+                parse_grpc_timeout(value),
+                Ok(expected),
+                "{}",
+                String::from_utf8_lossy(value)
+            );
         }
         assert_eq!(
             parse_grpc_timeout(b"99999999H"),
@@ -321,7 +316,10 @@ mod tests {
     #[test]
     fn millis_round_trip_and_refusals() {
         assert_eq!(parse_millis(b"250"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_millis(b"999999999999"), Ok(Duration::from_millis(999_999_999_999)));
+        assert_eq!(
+            parse_millis(b"999999999999"),
+            Ok(Duration::from_millis(999_999_999_999))
+        );
         for value in [&b""[..], b"1000000000000", b"1.5", b"-1", b"10ms", b" 1"] {
             assert_eq!(parse_millis(value), Err(MalformedTimeout), "{:?}", value);
         }
@@ -350,7 +348,10 @@ mod tests {
         let deadline = Deadline::after(Duration::from_millis(300));
         let own = Some(Duration::from_millis(100));
         assert_eq!(attempt_timeout(own, Some(deadline), margin), own);
-        assert_eq!(attempt_timeout(None, Some(deadline), margin), Some(Duration::from_millis(280)));
+        assert_eq!(
+            attempt_timeout(None, Some(deadline), margin),
+            Some(Duration::from_millis(280))
+        );
         assert_eq!(attempt_timeout(own, None, margin), own);
         assert_eq!(attempt_timeout(None, None, margin), None);
         tokio::time::advance(Duration::from_millis(290)).await;
@@ -366,8 +367,12 @@ mod tests {
         outer
             .scope(async move {
                 assert_eq!(Deadline::current(), Some(outer));
-                later.scope(async move { assert_eq!(Deadline::current(), Some(outer)) }).await;
-                earlier.scope(async move { assert_eq!(Deadline::current(), Some(earlier)) }).await;
+                later
+                    .scope(async move { assert_eq!(Deadline::current(), Some(outer)) })
+                    .await;
+                earlier
+                    .scope(async move { assert_eq!(Deadline::current(), Some(earlier)) })
+                    .await;
                 let bare = http::Request::new(());
                 assert_eq!(Deadline::of(&bare), Some(outer));
                 let carried = http::Request::builder().extension(later).body(()).unwrap();
@@ -377,17 +382,5 @@ mod tests {
             })
             .await;
         assert_eq!(outer.sync_scope(Deadline::current), Some(outer));
-    }
-
-    #[test]
-    fn deadline_exceeded_is_a_504_problem() {
-        let p = DeadlineExceeded.to_problem();
-        assert_eq!(p.status(), 504);
-        assert_eq!(
-            p.to_json(),
-            bytes::Bytes::from_static(
-                br#"{"type":"urn:palisade:problem:deadline-exceeded","title":"Deadline exceeded","status":504,"detail":"The request's time budget ran out before it was answered."}"#
-            )
-        );
     }
 }

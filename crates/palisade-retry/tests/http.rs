@@ -162,10 +162,7 @@ async fn no_wait_ends_past_the_deadline_the_request_carries() {
     assert_eq!(started.elapsed(), 200 * MS);
 
     // A Retry-After past the deadline: the response comes back at once.
-    let downstream = Downstream::new(&[
-        Reply::StatusWith(503, "retry-after", || "2".into()),
-        Reply::Status(200),
-    ]);
+    let downstream = Downstream::new(&[Reply::StatusWith(503, "retry-after", || "2".into()), Reply::Status(200)]);
     let mut req = get("/");
     req.extensions_mut().insert(Deadline::after(S));
     let started = Instant::now();
