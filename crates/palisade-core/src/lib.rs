@@ -12,6 +12,10 @@
 //!   judged by the status in its trailers ([`AtEos`](eos::AtEos),
 //!   [`EosBody`](eos::EosBody)), through the [`Judge`](eos::Judge) trait the
 //!   breaker records its outcomes with.
+//! - [`deadline`]: [`Deadline`](deadline::Deadline), a request's whole
+//!   budget, found in its extensions or the serving task;
+//!   [`DeadlineExceeded`](deadline::DeadlineExceeded); the `grpc-timeout`
+//!   and `x-request-timeout-ms` wire formats.
 //! - [`BoxError`], [`AsError`], and [`error`]: [`find`](error::find) to spot the layers'
 //!   rejections ([`CircuitOpen`], [`BulkheadFull`], [`BulkheadTimeout`], at
 //!   the crate root) anywhere in a `source()` chain.
@@ -85,6 +89,7 @@ pub mod body;
 mod boxed;
 pub mod classify;
 pub mod eos;
+pub mod deadline;
 pub mod error;
 pub mod keyed;
 pub mod lease;

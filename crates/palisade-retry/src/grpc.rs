@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body::Body;
+use palisade_core::deadline::Deadline;
 use palisade_core::{AsError, BoxError, Classify, GrpcClassifier, GrpcCode};
 use tower::retry::{Policy, Retry};
 use tower_layer::Layer;
@@ -119,7 +120,7 @@ where
             tracing::debug!(target: palisade_core::telemetry::retry::TARGET, name = &*config.name, reason = reason.label(), "not retrying: the request exceeded the replay cap");
             return None;
         }
-        let wait = config.decide(&mut self.attempts, reason, pushback)?;
+        let wait = config.decide(&mut self.attempts, reason, pushback, Deadline::of(req))?;
         req.headers_mut()
             .insert(GRPC_PREVIOUS_RPC_ATTEMPTS, HeaderValue::from(self.attempts.done));
         Some(wait)

@@ -12,6 +12,7 @@
 //! | (always) | [`core`] (`palisade-core`) | classification, rejection responses, telemetry names |
 //! | `circuit-breaker` | `circuit_breaker` (`palisade-circuit-breaker`) | callers, from a failing dependency: fail fast, probe back to health |
 //! | `bulkhead` | `bulkhead` (`palisade-bulkhead`) | everything else, from one slow dependency or tenant: cap its concurrency |
+//! | `deadline` | `deadline` (`palisade-deadline`) | every hop of a request, from working past its caller's patience: one budget, set at the edge, carried downstream |
 //! | `retry` | `retry` (`palisade-retry`) | requests, from transient failures, without retry storms or duplicated unsafe requests |
 //! | `idempotency` | `idempotency` (`palisade-idempotency`) | customers, from double charges: a retried POST gets the first result |
 //! | `outbox` | `outbox` (`palisade-outbox`) | events, from loss: staged in the handler's transaction, published within milliseconds |
@@ -28,13 +29,17 @@
 //! # Canonical order (outermost first)
 //!
 //! - **Client stack**: idempotency key → retry (with budget) → circuit breaker →
-//!   bulkhead → per-attempt timeout → the HTTP client. The key is added once,
+//!   bulkhead → per-attempt timeout and deadline propagation → the HTTP
+//!   client. The key is added once,
 //!   outside the retries, so every attempt carries the same key. Retries see the
 //!   breaker's fast `CircuitOpen` and do not retry it; the breaker does not
 //!   count the bulkhead's local rejections as failures of the downstream; each
 //!   attempt takes its own bulkhead permit, so a request waiting in backoff
-//!   holds none. A total deadline, when wanted, goes outside the retry.
-//! - **Server stack**: tracing / request id → webhook verify (webhook routes) →
+//!   holds none. The request's deadline (set by the server stack) bounds the
+//!   whole call: the retry policy starts no wait that would end past it, and
+//!   each attempt gets what is left of it, sent downstream.
+//! - **Server stack**: deadline (outermost: its budget covers everything) →
+//!   tracing / request id → webhook verify (webhook routes) →
 //!   idempotency (state-changing routes; a replay skips everything inside) →
 //!   outbox hook → bulkhead (per route or tenant) → timeout → handler.
 //!
@@ -137,6 +142,8 @@ pub use palisade_bulkhead as bulkhead;
 pub use palisade_circuit_breaker as circuit_breaker;
 #[cfg(feature = "grpc")]
 pub use palisade_grpc as grpc;
+#[cfg(feature = "deadline")]
+pub use palisade_deadline as deadline;
 #[cfg(feature = "idempotency")]
 pub use palisade_idempotency as idempotency;
 #[cfg(feature = "outbox")]
@@ -178,6 +185,14 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         self,
         layer: palisade_grpc::GrpcStatusLayer,
     ) -> ServiceBuilder<Stack<palisade_grpc::GrpcStatusLayer, L>>;
+
+    /// Server: sets each request's total budget and answers 504 or
+    /// `DEADLINE_EXCEEDED` when it passes; outermost.
+    #[cfg(feature = "deadline")]
+    fn deadline(
+        self,
+        layer: palisade_deadline::DeadlineLayer,
+    ) -> ServiceBuilder<Stack<palisade_deadline::DeadlineLayer, L>>;
 
     /// Server: verifies inbound webhook signatures; outermost on webhook routes.
     #[cfg(feature = "webhook")]
@@ -264,6 +279,15 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         layer: palisade_bulkhead::KeyedBulkheadLayer<K, F, C, M>,
     ) -> ServiceBuilder<Stack<palisade_bulkhead::KeyedBulkheadLayer<K, F, C, M>, L>>;
 
+    /// Client: bounds each attempt by what is left of the request's
+    /// deadline and sends that budget downstream; inside the bulkhead, where
+    /// the per-attempt timeout goes.
+    #[cfg(feature = "deadline")]
+    fn propagate_deadline(
+        self,
+        layer: palisade_deadline::PropagateDeadlineLayer,
+    ) -> ServiceBuilder<Stack<palisade_deadline::PropagateDeadlineLayer, L>>;
+
     /// Client: signs outbound webhooks; innermost, so the signature covers
     /// the bytes that are sent.
     #[cfg(feature = "webhook")]
@@ -276,6 +300,22 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         layer: palisade_grpc::GrpcStatusLayer,
     ) -> ServiceBuilder<Stack<palisade_grpc::GrpcStatusLayer, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "deadline")]
+    fn deadline(
+        self,
+        layer: palisade_deadline::DeadlineLayer,
+    ) -> ServiceBuilder<Stack<palisade_deadline::DeadlineLayer, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "deadline")]
+    fn propagate_deadline(
+        self,
+        layer: palisade_deadline::PropagateDeadlineLayer,
+    ) -> ServiceBuilder<Stack<palisade_deadline::PropagateDeadlineLayer, L>> {
         self.layer(layer)
     }
 
