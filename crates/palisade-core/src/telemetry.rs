@@ -21,7 +21,7 @@
 //! | `palisade_retry_attempts_total` | counter | name | attempts, the first included |
 //! | `palisade_retry_retries_total` | counter | name, reason | retries, by what made them retry |
 //! | `palisade_retry_budget_exhausted_total` | counter | name | retries refused by the budget |
-//! | `palisade_grpc_rejections_total` | counter | name, reason (`circuit_open`, `bulkhead_full`, `bulkhead_timeout`, `overloaded`, `timeout`, `unreachable`, `other`) | errors a gRPC server answered with a status |
+//! | `palisade_grpc_rejections_total` | counter | name, reason (`circuit_open`, `bulkhead_full`, `bulkhead_timeout`, `overloaded`, `timeout`, `deadline`, `unreachable`, `other`) | errors a gRPC server answered with a status |
 //! | `palisade_deadline_exceeded_total` | counter | name, side (`server`, `client`) | requests answered 504 or `DEADLINE_EXCEEDED` (server), calls failed with `DeadlineExceeded` (client) |
 //! | `palisade_deadline_malformed_total` | counter | name, reason (`grpc_timeout`, `header`) | requests refused for a malformed timeout header |
 //! | `palisade_hedge_hedges_total` | counter | name | hedged attempts sent |

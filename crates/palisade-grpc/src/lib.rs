@@ -64,6 +64,7 @@
 //! | [`BulkheadTimeout`] | as [`BulkheadFull`] | the bulkhead's hint |
 //! | tower's `load_shed::error::Overloaded` | `UNAVAILABLE` | none |
 //! | tower's or tokio's `Elapsed` (a timeout layer) | `DEADLINE_EXCEEDED` | none |
+//! | `DeadlineExceeded` (the request's deadline passed: palisade-deadline) | `DEADLINE_EXCEEDED` | none |
 //! | a connect error (refused, unreachable: in a client stack) | `UNAVAILABLE` | none |
 //! | anything else | `UNKNOWN` | none |
 //!
@@ -111,7 +112,7 @@
 //!
 //! `palisade_grpc_rejections_total` (counter; labels `name` and `reason`:
 //! `circuit_open`, `bulkhead_full`, `bulkhead_timeout`, `overloaded`,
-//! `timeout`, `unreachable`, `other`), registered in `build()` for every reason. Tracing,
+//! `timeout`, `deadline`, `unreachable`, `other`), registered in `build()` for every reason. Tracing,
 //! target `palisade::grpc`: a `debug` event per answered error with the
 //! fields `name`, `reason` and `code`.
 //!

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::{HeaderValue, Response};
 use metrics::Counter;
+use palisade_core::deadline::DeadlineExceeded;
 use palisade_core::error::{chain, is_connect_error};
 use palisade_core::response::Answer;
 use palisade_core::telemetry::grpc as names;
@@ -28,6 +29,8 @@ pub enum Reason {
     Overloaded,
     /// A timeout elapsed (tower's or tokio's `Elapsed`).
     Timeout,
+    /// The request's deadline passed (`DeadlineExceeded`).
+    Deadline,
     /// The connection could not be made (a client stack's transport).
     Unreachable,
     /// Any other error.
@@ -36,12 +39,13 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in label order.
-    pub(crate) const ALL: [Reason; 7] = [
+    pub(crate) const ALL: [Reason; 8] = [
         Reason::CircuitOpen,
         Reason::BulkheadFull,
         Reason::BulkheadTimeout,
         Reason::Overloaded,
         Reason::Timeout,
+        Reason::Deadline,
         Reason::Unreachable,
         Reason::Other,
     ];
@@ -54,6 +58,7 @@ impl Reason {
             Reason::BulkheadTimeout => "bulkhead_timeout",
             Reason::Overloaded => "overloaded",
             Reason::Timeout => "timeout",
+            Reason::Deadline => "deadline",
             Reason::Unreachable => "unreachable",
             Reason::Other => "other",
         }
@@ -177,6 +182,8 @@ fn known(error: &(dyn Error + 'static), bulkhead_code: GrpcCode) -> Option<GrpcS
         status(GrpcCode::Unavailable, AT_CAPACITY, None, Reason::Overloaded)
     } else if error.is::<tower::timeout::error::Elapsed>() || error.is::<tokio::time::error::Elapsed>() {
         status(GrpcCode::DeadlineExceeded, DEADLINE, None, Reason::Timeout)
+    } else if error.is::<DeadlineExceeded>() {
+        status(GrpcCode::DeadlineExceeded, DEADLINE, None, Reason::Deadline)
     } else if is_connect_error(error) {
         status(GrpcCode::Unavailable, UNREACHABLE, None, Reason::Unreachable)
     } else {

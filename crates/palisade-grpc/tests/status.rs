@@ -87,7 +87,7 @@ type Case = (fn() -> BoxError, &'static str, Option<&'static str>);
 #[tokio::test]
 async fn each_rejection_has_its_status() {
     let layer = GrpcStatusLayer::builder("inventory").build().unwrap();
-    let cases: [Case; 8] = [
+    let cases: [Case; 9] = [
         (
             || CircuitOpen::new("upstream", Duration::from_millis(2_500)).into(),
             "14",
@@ -107,6 +107,7 @@ async fn each_rejection_has_its_status() {
         (|| tower::timeout::error::Elapsed::new().into(), "4", None),
         (|| CircuitOpen::new("upstream", Duration::ZERO).into(), "14", Some("0")),
         (|| std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(), "14", None),
+        (|| palisade_core::deadline::DeadlineExceeded.into(), "4", None),
         (|| "secret: connection string postgres://user:pw@db".into(), "2", None),
     ];
     for (error, code, pushback) in cases {
