@@ -35,6 +35,14 @@ impl<B> DeadlineBody<B> {
     }
 }
 
+/// An empty answer: what a layer answering errors with a response of its own
+/// (palisade-grpc's trailers-only statuses) puts in its place.
+impl<B> Default for DeadlineBody<B> {
+    fn default() -> Self {
+        Self::Reply { bytes: None }
+    }
+}
+
 impl<B> std::fmt::Debug for DeadlineBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

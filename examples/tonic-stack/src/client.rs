@@ -5,22 +5,29 @@
 //! 1. [`GrpcStatusLayer`]: the layers' rejections become statuses the tonic
 //!    client reads as such (an open breaker is `UNAVAILABLE` with the
 //!    pushback in the status's metadata), where tonic would say `UNKNOWN`;
-//! 2. retry ([`GrpcRetryLayer`]): `UNAVAILABLE` from a trailers-only
+//! 2. the deadline: the call's whole budget, the shorter of the client's own
+//!    and the one the caller set on the request (`Request::set_timeout`);
+//!    when it passes the call is dropped and answered `DEADLINE_EXCEEDED`;
+//! 3. retry ([`GrpcRetryLayer`]): `UNAVAILABLE` from a trailers-only
 //!    response, connect errors and per-attempt timeouts, with backoff, the
-//!    server's pushback and a budget; never once messages arrived;
-//! 3. circuit breaker, judging each call by its final status
+//!    server's pushback and a budget; never once messages arrived, and no
+//!    wait that would end past the deadline;
+//! 4. circuit breaker, judging each call by its final status
 //!    ([`AtEos`]`(`[`GrpcClassifier`]`)`): inside the retry, so each attempt
 //!    counts and an open breaker's fast rejection is not retried;
-//! 4. bulkhead: each attempt takes its own permit, so a call waiting in
+//! 5. bulkhead: each attempt takes its own permit, so a call waiting in
 //!    backoff holds none;
-//! 5. per-attempt timeout: a stalled attempt becomes a retryable failure;
-//! 6. the tonic `Channel`.
+//! 6. per-attempt timeout, bounded by what is left of the deadline, which is
+//!    sent to the server as `grpc-timeout`: a stalled attempt becomes a
+//!    retryable failure, and the server knows how long it has;
+//! 7. the tonic `Channel`.
 
 use std::time::Duration;
 
 use http::Request;
 use palisade::bulkhead::{BulkheadHandle, BulkheadLayer};
 use palisade::circuit_breaker::{CircuitBreakerHandle, CircuitBreakerLayer};
+use palisade::deadline::{DeadlineBody, DeadlineLayer, PropagateDeadlineLayer};
 use palisade_core::backoff::{Backoff, Jitter};
 use palisade_core::eos::AtEos;
 use palisade_core::{BoxError, GrpcClassifier};
@@ -32,7 +39,10 @@ use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
 use crate::proto::inventory_client::InventoryClient;
-use crate::server::StackService;
+use crate::server::{JudgedBody, StackService, channel_error};
+
+/// The responses of the client stack: judged by the breaker, cut by the deadline.
+pub type ClientBody = DeadlineBody<JudgedBody>;
 
 /// The client's settings.
 #[derive(Debug, Clone)]
@@ -49,6 +59,9 @@ pub struct ClientConfig {
     pub max_concurrent: usize,
     /// How long one attempt may take.
     pub attempt_timeout: Duration,
+    /// How long a whole call may take, retries and waits included; a
+    /// shorter timeout set on the request wins.
+    pub deadline: Duration,
 }
 
 impl Default for ClientConfig {
@@ -60,6 +73,7 @@ impl Default for ClientConfig {
             breaker_open: Duration::from_secs(10),
             max_concurrent: 32,
             attempt_timeout: Duration::from_secs(2),
+            deadline: Duration::from_secs(10),
         }
     }
 }
@@ -68,7 +82,7 @@ impl Default for ClientConfig {
 #[derive(Debug, Clone)]
 pub struct Client {
     /// The generated tonic client, over the stack.
-    pub inventory: InventoryClient<StackService>,
+    pub inventory: InventoryClient<StackService<ClientBody>>,
     /// The client's breaker.
     pub breaker: CircuitBreakerHandle,
     /// The client's bulkhead.
@@ -95,10 +109,16 @@ pub fn client(channel: Channel, config: &ClientConfig) -> Result<Client, BoxErro
     let (breaker_handle, bulkhead_handle) = (breaker.handle(), bulkhead.handle());
     let stack = ServiceBuilder::new()
         .layer(GrpcStatusLayer::builder("inventory").build()?)
+        .layer(DeadlineLayer::builder("inventory").timeout(config.deadline).build()?)
         .layer(retry)
         .layer(breaker)
         .layer(bulkhead)
-        .timeout(config.attempt_timeout)
+        .layer(
+            PropagateDeadlineLayer::builder("inventory")
+                .timeout(config.attempt_timeout)
+                .build()?,
+        )
+        .map_err(channel_error)
         // The retry keeps the request for replay; the channel takes tonic's body.
         .map_request(|req: Request<ReplayBody<Body>>| req.map(Body::new))
         .service(channel);

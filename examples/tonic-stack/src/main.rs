@@ -181,7 +181,22 @@ async fn demo() -> Result<(), BoxError> {
     let status = inventory.get_stock(sku("apple")).await.unwrap_err();
     println!("   {} after {} call\n", describe(&status), warehouse.calls() - before);
 
-    println!("5. The warehouse goes down: the server's breaker opens, then the client's:");
+    println!("5. A 300 ms deadline, and the warehouse stalls:");
+    warehouse.script([Behaviour::Hang]);
+    let mut request = tonic::Request::new(sku("apple"));
+    request.set_timeout(Duration::from_millis(300));
+    let started = tokio::time::Instant::now();
+    let status = inventory.get_stock(request).await.unwrap_err();
+    println!(
+        "   {} after {} ms; the warehouse was sent grpc-timeout {}",
+        describe(&status),
+        started.elapsed().as_millis(),
+        warehouse.timeouts().last().cloned().flatten().unwrap_or_default()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    println!("   warehouse calls cancelled: {}\n", warehouse.cancelled());
+
+    println!("6. The warehouse goes down: the server's breaker opens, then the client's:");
     breaker.reset();
     server.upstream_breaker.reset();
     warehouse.script([Behaviour::Fail(Code::Unavailable); 20]);

@@ -7,19 +7,27 @@
 //!    trailers-only gRPC status (an open breaker or a full bulkhead is
 //!    `UNAVAILABLE` with `grpc-retry-pushback-ms`), never a reset stream or
 //!    `UNKNOWN`;
-//! 2. a bulkhead: at most `max_concurrent` calls in the handlers, no queue,
+//! 2. the deadline: the caller's `grpc-timeout` (capped by `max_timeout`)
+//!    or the server's own budget, whichever is shorter, bounds the handler and
+//!    every call it makes; when it passes the handler is dropped, which cancels
+//!    its call to the warehouse, and the caller gets `DEADLINE_EXCEEDED`;
+//! 3. a bulkhead: at most `max_concurrent` calls in the handlers, no queue,
 //!    so a saturated server sheds load at once instead of piling up calls
 //!    that will miss their deadlines;
-//! 3. the inventory service, whose handlers call the warehouse through a
-//!    circuit breaker judging each call by its final status.
+//! 4. the inventory service, whose handlers call the warehouse through a
+//!    circuit breaker judging each call by its final status, with what is
+//!    left of the deadline sent on as `grpc-timeout`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response};
 use palisade::bulkhead::{BulkheadHandle, BulkheadLayer};
 use palisade::circuit_breaker::{CircuitBreakerHandle, CircuitBreakerLayer, future::Record};
+use palisade::deadline::{DeadlineLayer, PropagateDeadlineLayer};
+use palisade_core::deadline::{Deadline, DeadlineExceeded};
 use palisade_core::eos::{AtEos, EosBody};
 use palisade_core::{BoxError, GrpcClassifier};
 use palisade_grpc::GrpcStatusLayer;
@@ -40,8 +48,8 @@ use crate::proto::{GetStockRequest, Stock, WatchStockRequest};
 pub type JudgedBody = EosBody<Body, GrpcClassifier, Record>;
 
 /// A client stack as a tonic client sees it: infallible (errors are
-/// statuses already), answering judged bodies.
-pub type StackService = BoxCloneSyncService<Request<Body>, Response<JudgedBody>, Infallible>;
+/// statuses already), answering bodies of type `B`.
+pub type StackService<B = JudgedBody> = BoxCloneSyncService<Request<Body>, Response<B>, Infallible>;
 
 /// The inventory server's settings.
 #[derive(Debug, Clone)]
@@ -52,6 +60,10 @@ pub struct ServerConfig {
     pub upstream_failures: u32,
     /// How long the upstream breaker stays open.
     pub upstream_open: Duration,
+    /// The server's own budget for a call; a caller's shorter `grpc-timeout` wins.
+    pub timeout: Duration,
+    /// The longest `grpc-timeout` a caller may ask for.
+    pub max_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +72,8 @@ impl Default for ServerConfig {
             max_concurrent: 64,
             upstream_failures: 5,
             upstream_open: Duration::from_secs(10),
+            timeout: Duration::from_secs(10),
+            max_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -75,17 +89,51 @@ pub struct Running {
     pub bulkhead: BulkheadHandle,
     /// The serving task.
     pub task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    deadlines: Deadlines,
 }
+
+impl Running {
+    /// The time each call had left when its handler started, in order.
+    pub fn deadlines_seen(&self) -> Vec<Option<Duration>> {
+        self.deadlines.lock().unwrap().clone()
+    }
+}
+
+/// What the handlers saw of their calls' deadlines.
+type Deadlines = Arc<Mutex<Vec<Option<Duration>>>>;
 
 /// A channel to `addr`, connected on first use.
 pub fn channel(addr: SocketAddr) -> Result<Channel, BoxError> {
     Ok(Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy())
 }
 
+/// The channel's error, as palisade's layers understand it.
+///
+/// A tonic `Channel` enforces the `grpc-timeout` a request carries and fails
+/// with its own `TimeoutExpired` when it passes, which no palisade classifier
+/// knows: at the call's deadline that is [`DeadlineExceeded`] (the deadline
+/// layer's, not counted by the breaker, not retried), before it a timeout.
+pub fn channel_error(error: tonic::transport::Error) -> BoxError {
+    let timed_out = palisade_core::error::find::<tonic::TimeoutExpired>(&error).is_some();
+    match Deadline::current() {
+        Some(deadline) if timed_out && deadline.is_expired() => DeadlineExceeded.into(),
+        _ if timed_out => tower::timeout::error::Elapsed::new().into(),
+        _ => error.into(),
+    }
+}
+
 /// The inventory service: answers from the warehouse.
 #[derive(Debug, Clone)]
 pub struct Inventory {
     warehouse: WarehouseClient<StackService>,
+    deadlines: Deadlines,
+}
+
+impl Inventory {
+    fn note_deadline(&self) {
+        let left = Deadline::current().map(|d| d.remaining());
+        self.deadlines.lock().unwrap().push(left);
+    }
 }
 
 /// Starts the inventory server on `listener`, calling the warehouse at
@@ -103,9 +151,14 @@ pub fn spawn(listener: TcpListener, warehouse: SocketAddr, config: &ServerConfig
     let upstream = ServiceBuilder::new()
         .layer(GrpcStatusLayer::builder("warehouse").build()?)
         .layer(breaker)
+        // What is left of the caller's deadline bounds the call and goes on as `grpc-timeout`.
+        .layer(PropagateDeadlineLayer::builder("warehouse").build()?)
+        .map_err(channel_error)
         .service(channel(warehouse)?);
+    let deadlines = Deadlines::default();
     let inventory = Inventory {
         warehouse: WarehouseClient::new(BoxCloneSyncService::new(upstream)),
+        deadlines: deadlines.clone(),
     };
 
     let bulkhead = BulkheadLayer::builder("inventory")
@@ -116,6 +169,12 @@ pub fn spawn(listener: TcpListener, warehouse: SocketAddr, config: &ServerConfig
     let bulkhead_handle = bulkhead.handle();
     let router = tonic::transport::Server::builder()
         .layer(GrpcStatusLayer::builder("inventory").build()?)
+        .layer(
+            DeadlineLayer::builder("inventory")
+                .timeout(config.timeout)
+                .max_timeout(config.max_timeout)
+                .build()?,
+        )
         .layer(bulkhead)
         .add_service(InventoryServer::new(inventory));
     let task = tokio::spawn(router.serve_with_incoming(TcpListenerStream::new(listener)));
@@ -124,6 +183,7 @@ pub fn spawn(listener: TcpListener, warehouse: SocketAddr, config: &ServerConfig
         upstream_breaker,
         bulkhead: bulkhead_handle,
         task,
+        deadlines,
     })
 }
 
@@ -145,6 +205,7 @@ fn upstream_failed(status: Status) -> Status {
 #[tonic::async_trait]
 impl InventoryApi for Inventory {
     async fn get_stock(&self, request: tonic::Request<GetStockRequest>) -> Result<tonic::Response<Stock>, Status> {
+        self.note_deadline();
         let request = request.into_inner();
         let stock = self
             .warehouse
@@ -161,10 +222,13 @@ impl InventoryApi for Inventory {
         &self,
         request: tonic::Request<WatchStockRequest>,
     ) -> Result<tonic::Response<Self::WatchStockStream>, Status> {
+        self.note_deadline();
         let WatchStockRequest { sku, updates } = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let mut warehouse = self.warehouse.clone();
-        tokio::spawn(async move {
+        // The counting task leaves the handler's task: it carries the deadline along.
+        let deadline = Deadline::current();
+        let counting = async move {
             for _ in 0..updates {
                 let counted = warehouse
                     .count_stock(GetStockRequest { sku: sku.clone() })
@@ -177,7 +241,11 @@ impl InventoryApi for Inventory {
                     break;
                 }
             }
-        });
+        };
+        match deadline {
+            Some(deadline) => tokio::spawn(deadline.scope(counting)),
+            None => tokio::spawn(counting),
+        };
         Ok(tonic::Response::new(ReceiverStream::new(rx)))
     }
 }

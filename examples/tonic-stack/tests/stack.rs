@@ -220,3 +220,65 @@ async fn the_breaker_in_front_of_a_channel_never_lets_a_call_through_while_open(
     assert_eq!(probe.await.unwrap().unwrap().into_inner().available, 9);
     assert_eq!(breaker.state(), State::Closed);
 }
+
+/// `grpc-timeout` as a duration (the units tonic and palisade send).
+fn grpc_timeout(value: &str) -> Duration {
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().unwrap();
+    match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => panic!("unit {unit}"),
+    }
+}
+
+#[tokio::test]
+async fn a_300_ms_client_deadline_reaches_the_server_and_its_upstream_call_which_is_cancelled() {
+    let Setup { warehouse, server } = setup(patient_server()).await;
+    let Client { mut inventory, .. } = connect(server.addr, ClientConfig::default());
+
+    warehouse.script([Behaviour::Hang]);
+    let mut request = tonic::Request::new(sku());
+    request.set_timeout(Duration::from_millis(300));
+    let started = tokio::time::Instant::now();
+    let status = inventory.get_stock(request).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    // Each hop keeps a few milliseconds of the budget for the answer's way back.
+    assert!(
+        took >= Duration::from_millis(250),
+        "not long before the deadline: {took:?}"
+    );
+    assert!(took < Duration::from_secs(3), "at the deadline: {took:?}");
+
+    // The server saw the deadline...
+    let seen = server.deadlines_seen();
+    assert_eq!(seen.len(), 1);
+    let left = seen[0].expect("the handler runs under the caller's deadline");
+    assert!(
+        left <= Duration::from_millis(300) && left > Duration::from_millis(100),
+        "{left:?}"
+    );
+    // ...and so did its upstream call, with less left...
+    let sent = warehouse.timeouts();
+    assert_eq!(sent.len(), 1);
+    let upstream = grpc_timeout(sent[0].as_deref().expect("grpc-timeout sent upstream"));
+    assert!(
+        upstream < left && upstream > Duration::from_millis(50),
+        "{upstream:?} after {left:?}"
+    );
+    // ...which was cancelled when the deadline passed.
+    let waiting = tokio::time::Instant::now();
+    while warehouse.cancelled() == 0 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(5),
+            "the upstream call was never cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(warehouse.cancelled(), 1);
+}
