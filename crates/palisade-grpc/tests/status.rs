@@ -106,7 +106,11 @@ async fn each_rejection_has_its_status() {
         (|| tower::load_shed::error::Overloaded::new().into(), "14", None),
         (|| tower::timeout::error::Elapsed::new().into(), "4", None),
         (|| CircuitOpen::new("upstream", Duration::ZERO).into(), "14", Some("0")),
-        (|| std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(), "14", None),
+        (
+            || std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+            "14",
+            None,
+        ),
         (|| palisade_core::deadline::DeadlineExceeded.into(), "4", None),
         (|| "secret: connection string postgres://user:pw@db".into(), "2", None),
     ];

@@ -140,10 +140,10 @@ pub use palisade_core::{BoxError, Classify, ErrorClassifier, GrpcClassifier, Htt
 pub use palisade_bulkhead as bulkhead;
 #[cfg(feature = "circuit-breaker")]
 pub use palisade_circuit_breaker as circuit_breaker;
-#[cfg(feature = "grpc")]
-pub use palisade_grpc as grpc;
 #[cfg(feature = "deadline")]
 pub use palisade_deadline as deadline;
+#[cfg(feature = "grpc")]
+pub use palisade_grpc as grpc;
 #[cfg(feature = "idempotency")]
 pub use palisade_idempotency as idempotency;
 #[cfg(feature = "outbox")]
