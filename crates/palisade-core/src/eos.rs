@@ -8,7 +8,7 @@
 //! call by how its stream ended, as tower-http's `ClassifyEos` does:
 //!
 //! - a classifier that can read the end of a stream implements
-//!   [`ClassifyEos`] ([`GrpcClassifier`](crate::GrpcClassifier) does): a
+//!   [`ClassifyEos`] ([`GrpcClassifier`] does): a
 //!   verdict from the head when the head decides (a trailers-only gRPC
 //!   response, a non-200 status), else one from the trailers;
 //! - wrapped in [`AtEos`] it becomes a [`Judge`]: the layer hands it the
@@ -25,7 +25,7 @@
 //!
 //! # How a stream's end is judged
 //!
-//! | the stream | outcome, for [`GrpcClassifier`](crate::GrpcClassifier) |
+//! | the stream | outcome, for [`GrpcClassifier`] |
 //! |---|---|
 //! | head carries `grpc-status` (trailers-only) or a non-200 status | decided at the head; the body is passed on unwrapped |
 //! | trailers with `grpc-status` | that code's outcome |
@@ -120,7 +120,7 @@ pub enum StreamEnd<'a> {
 
 /// A classifier that can judge a response by how its stream ends.
 ///
-/// Implemented by [`GrpcClassifier`](crate::GrpcClassifier); wrap it in
+/// Implemented by [`GrpcClassifier`]; wrap it in
 /// [`AtEos`] to hand it to a layer.
 pub trait ClassifyEos {
     /// The verdict the head already gives, or `None` when it waits for the
