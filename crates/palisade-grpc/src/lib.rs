@@ -68,6 +68,11 @@
 //! | a connect error (refused, unreachable: in a client stack) | `UNAVAILABLE` | none |
 //! | anything else | `UNKNOWN` | none |
 //!
+//! With the `tonic` feature, a tonic `Status` found in the chain keeps its
+//! code (with the fixed message "the call failed"), and [`channel_error`]
+//! (`tonic` feature) turns a tonic channel's `TimeoutExpired` into a passed
+//! deadline or a timeout before the breaker and the retry see it.
+//!
 //! `grpc-message` is one fixed sentence per row ("the service is at
 //! capacity; try again later", ...): an error's own text may name hosts,
 //! queries or internals and stays on the server. The pushback is given in
@@ -136,11 +141,15 @@
 //! [`BulkheadTimeout`]: palisade_core::BulkheadTimeout
 //! [`CircuitOpen`]: palisade_core::CircuitOpen
 
+#[cfg(feature = "tonic")]
+mod channel;
 mod details;
 mod error;
 mod layer;
 mod status;
 
+#[cfg(feature = "tonic")]
+pub use channel::channel_error;
 pub use error::ConfigError;
 pub use layer::{GrpcStatusBuilder, GrpcStatusLayer, GrpcStatusService};
 pub use status::{GrpcStatus, GrpcStatuses, Reason};

@@ -184,11 +184,26 @@ fn known(error: &(dyn Error + 'static), bulkhead_code: GrpcCode) -> Option<GrpcS
         status(GrpcCode::DeadlineExceeded, DEADLINE, None, Reason::Timeout)
     } else if error.is::<DeadlineExceeded>() {
         status(GrpcCode::DeadlineExceeded, DEADLINE, None, Reason::Deadline)
+    } else if let Some(code) = tonic_code(error) {
+        status(code, UNKNOWN, None, Reason::Other)
     } else if is_connect_error(error) {
         status(GrpcCode::Unavailable, UNREACHABLE, None, Reason::Unreachable)
     } else {
         None
     }
+}
+
+/// The code of a tonic `Status`.
+#[cfg(feature = "tonic")]
+fn tonic_code(error: &(dyn Error + 'static)) -> Option<GrpcCode> {
+    error
+        .downcast_ref::<tonic::Status>()
+        .map(|status| GrpcCode::from_i32(status.code() as i32))
+}
+
+#[cfg(not(feature = "tonic"))]
+fn tonic_code(_: &(dyn Error + 'static)) -> Option<GrpcCode> {
+    None
 }
 
 /// What every clone of a [`GrpcStatusLayer`](crate::GrpcStatusLayer) shares.

@@ -238,3 +238,15 @@ async fn rejections_are_counted_by_reason() {
         [("bulkhead_full".to_owned(), 2), ("circuit_open".to_owned(), 1)]
     );
 }
+
+#[cfg(feature = "tonic")]
+#[tokio::test]
+async fn a_tonic_status_keeps_its_code_but_not_its_message() {
+    let layer = GrpcStatusLayer::builder("inventory").build().unwrap();
+    let res = answer(&layer, || {
+        Box::new(tonic::Status::permission_denied("tenant 42 may not read db01"))
+    })
+    .await;
+    assert_eq!(header(&res, "grpc-status"), Some("7"));
+    assert_eq!(header(&res, "grpc-message"), Some("the call failed"));
+}

@@ -31,7 +31,7 @@ use palisade::deadline::{DeadlineBody, DeadlineLayer, PropagateDeadlineLayer};
 use palisade_core::backoff::{Backoff, Jitter};
 use palisade_core::eos::AtEos;
 use palisade_core::{BoxError, GrpcClassifier};
-use palisade_grpc::GrpcStatusLayer;
+use palisade_grpc::{GrpcStatusLayer, channel_error};
 use palisade_retry::{GrpcRetryLayer, ReplayBody};
 use tonic::body::Body;
 use tonic::transport::Channel;
@@ -39,7 +39,7 @@ use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
 use crate::proto::inventory_client::InventoryClient;
-use crate::server::{JudgedBody, StackService, channel_error};
+use crate::server::{JudgedBody, StackService};
 
 /// The responses of the client stack: judged by the breaker, cut by the deadline.
 pub type ClientBody = DeadlineBody<JudgedBody>;

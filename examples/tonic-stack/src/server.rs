@@ -27,10 +27,10 @@ use http::{Request, Response};
 use palisade::bulkhead::{BulkheadHandle, BulkheadLayer};
 use palisade::circuit_breaker::{CircuitBreakerHandle, CircuitBreakerLayer, future::Record};
 use palisade::deadline::{DeadlineLayer, PropagateDeadlineLayer};
-use palisade_core::deadline::{Deadline, DeadlineExceeded};
+use palisade_core::deadline::Deadline;
 use palisade_core::eos::{AtEos, EosBody};
 use palisade_core::{BoxError, GrpcClassifier};
-use palisade_grpc::GrpcStatusLayer;
+use palisade_grpc::{GrpcStatusLayer, channel_error};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::body::Body;
@@ -105,21 +105,6 @@ type Deadlines = Arc<Mutex<Vec<Option<Duration>>>>;
 /// A channel to `addr`, connected on first use.
 pub fn channel(addr: SocketAddr) -> Result<Channel, BoxError> {
     Ok(Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy())
-}
-
-/// The channel's error, as palisade's layers understand it.
-///
-/// A tonic `Channel` enforces the `grpc-timeout` a request carries and fails
-/// with its own `TimeoutExpired` when it passes, which no palisade classifier
-/// knows: at the call's deadline that is [`DeadlineExceeded`] (the deadline
-/// layer's, not counted by the breaker, not retried), before it a timeout.
-pub fn channel_error(error: tonic::transport::Error) -> BoxError {
-    let timed_out = palisade_core::error::find::<tonic::TimeoutExpired>(&error).is_some();
-    match Deadline::current() {
-        Some(deadline) if timed_out && deadline.is_expired() => DeadlineExceeded.into(),
-        _ if timed_out => tower::timeout::error::Elapsed::new().into(),
-        _ => error.into(),
-    }
 }
 
 /// The inventory service: answers from the warehouse.
