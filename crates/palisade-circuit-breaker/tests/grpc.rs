@@ -217,3 +217,25 @@ async fn a_body_dropped_before_its_end_counts_as_neither_and_frees_its_probe() {
         .unwrap();
     assert_eq!(handle.state(), State::Closed);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_breaker_judges_each_key_at_the_end_of_its_streams() {
+    let layer = CircuitBreakerBuilder::consecutive("inventory")
+        .consecutive_failures(1)
+        .classifier(AtEos(GrpcClassifier))
+        .build_keyed(|req: &Request<Answer>| req.body().status)
+        .unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(grpc_server());
+    for status in ["14", "0"] {
+        let res = svc.clone().oneshot(unary(status)).await.unwrap();
+        assert_eq!(
+            handle.get(&status).unwrap().state(),
+            State::Closed,
+            "not before the end"
+        );
+        res.into_body().collect().await.unwrap();
+    }
+    assert_eq!(handle.get(&"14").unwrap().state(), State::Open);
+    assert_eq!(handle.get(&"0").unwrap().state(), State::Closed);
+}
