@@ -266,3 +266,20 @@ async fn attempts_run_out() {
     assert_eq!(grpc_status(&res), Some("14"));
     assert_eq!(server.seen().len(), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_sent_more_than_the_replay_limit_is_not_retried() {
+    let server = Server::new([Reply::TrailersOnly("14", None), Reply::Streamed("0")]);
+    let svc = layer().replay_limit(1024).build().unwrap().layer(server.service());
+    let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+        Ok(Frame::data(Bytes::from(vec![0u8; 600]))),
+        Ok(Frame::data(Bytes::from(vec![1u8; 600]))),
+    ];
+    let big = Request::post("http://inventory/inventory.v1.Inventory/GetStock")
+        .body(StreamBody::new(futures_util::stream::iter(frames)))
+        .unwrap();
+    let res = svc.oneshot(big).await.unwrap();
+    assert_eq!(grpc_status(&res), Some("14"));
+    assert_eq!(server.seen().len(), 1, "1200 bytes sent, 1024 kept: not replayable");
+    assert_eq!(server.seen()[0].body.len(), 1200, "the first attempt sent it all");
+}
