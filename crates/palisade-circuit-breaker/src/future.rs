@@ -5,7 +5,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use palisade_core::{AsError, BoxError, CircuitOpen, Classify};
+use palisade_core::eos::{Judge, Settle};
+use palisade_core::{BoxError, CircuitOpen, Outcome};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -14,7 +15,9 @@ use crate::breaker::{Admission, Recorder};
 pin_project! {
     /// The response future of [`CircuitBreaker`](crate::CircuitBreaker) and
     /// [`KeyedCircuitBreaker`](crate::KeyedCircuitBreaker): the inner call,
-    /// whose outcome it records when it completes, or a rejection.
+    /// whose outcome it records when it completes (or, with a classifier that
+    /// judges at the end of the stream, when the response body ends), or a
+    /// rejection.
     ///
     /// Dropped before completion it records nothing and gives a half-open
     /// probe slot back.
@@ -28,7 +31,7 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F> {
-        Called { #[pin] future: F, recorder: Recorder },
+        Called { #[pin] future: F, recorder: Option<Recorder> },
         Passed { #[pin] future: F },
         Rejected { error: CircuitOpen },
     }
@@ -37,7 +40,10 @@ pin_project! {
 impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn called(future: F, recorder: Recorder, classifier: C) -> Self {
         Self {
-            kind: Kind::Called { future, recorder },
+            kind: Kind::Called {
+                future,
+                recorder: Some(recorder),
+            },
             classifier,
         }
     }
@@ -74,20 +80,41 @@ impl<F, C, T, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
-    C: Classify<T>,
+    C: Judge<T>,
 {
-    type Output = Result<T, BoxError>;
+    type Output = Result<C::Response<Record>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.kind.project() {
             KindProj::Called { future, recorder } => {
                 let result = ready!(future.poll(cx)).map_err(Into::into);
-                recorder.finish(this.classifier.classify(result.as_ref().map_err(AsError::as_error)));
-                Poll::Ready(result)
+                Poll::Ready(this.classifier.judge(result, Record(recorder.take())))
             }
-            KindProj::Passed { future } => future.poll(cx).map_err(Into::into),
+            KindProj::Passed { future } => {
+                let result = ready!(future.poll(cx)).map_err(Into::into);
+                Poll::Ready(this.classifier.judge(result, Record(None)))
+            }
             KindProj::Rejected { error } => Poll::Ready(Err(Box::new(error.clone()))),
+        }
+    }
+}
+
+/// Where an admitted call's outcome goes: into the breaker that admitted it.
+///
+/// A classifier records into it when the call completes, or, wrapped in
+/// [`AtEos`](palisade_core::eos::AtEos), a response body carries it and
+/// records when the stream ends. Dropped unrecorded (a cancelled call, a body
+/// dropped before its end) it counts as neither success nor failure and
+/// gives a half-open probe slot back.
+#[derive(Debug)]
+pub struct Record(Option<Recorder>);
+
+impl Settle for Record {
+    #[inline]
+    fn settle(&mut self, outcome: Outcome) {
+        if let Some(recorder) = &mut self.0 {
+            recorder.finish(outcome);
         }
     }
 }

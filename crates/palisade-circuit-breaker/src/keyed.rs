@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_core::{BoxError, Classify, ErrorClassifier};
+use palisade_core::eos::Judge;
+use palisade_core::{BoxError, ErrorClassifier};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::config::Config;
-use crate::future::{ResponseFuture, dispatch};
+use crate::future::{Record, ResponseFuture, dispatch};
 use crate::handle::KeyedCircuitBreakerHandle;
 use crate::registry::Registry;
 
@@ -123,9 +124,9 @@ where
     S::Error: Into<BoxError>,
     K: Hash + Eq + Clone + fmt::Display,
     F: Fn(&Req) -> K,
-    C: Classify<S::Response> + Clone,
+    C: Judge<S::Response> + Clone,
 {
-    type Response = S::Response;
+    type Response = C::Response<Record>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C>;
 

@@ -80,6 +80,26 @@
 //! `CircuitOpen`) are [`Ignored`](palisade_core::Outcome::Ignored): they say
 //! nothing about the downstream and are not counted at all.
 //!
+//! A gRPC call's status usually arrives in the response's trailers, after
+//! the head: give the breaker `AtEos(GrpcClassifier)`
+//! ([`palisade_core::eos::AtEos`]) and it records each call when its response
+//! stream ends, by the status the trailers carry (or at the head, for a
+//! trailers-only response), for unary and streaming calls alike. The response
+//! body then carries the call's [`future::Record`]; a body dropped before its
+//! end counts as neither success nor failure and gives a half-open probe slot
+//! back.
+//!
+//! ```
+//! use palisade_circuit_breaker::CircuitBreakerBuilder;
+//! use palisade_core::{GrpcClassifier, eos::AtEos};
+//!
+//! let breaker = CircuitBreakerBuilder::consecutive("inventory")
+//!     .classifier(AtEos(GrpcClassifier))
+//!     .build()
+//!     .expect("valid configuration");
+//! # let _ = breaker;
+//! ```
+//!
 //! # Defaults
 //!
 //! [`CircuitBreakerBuilder::rate_based`] (also [`CircuitBreakerLayer::builder`])

@@ -4,11 +4,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use palisade_core::{BoxError, Classify, ErrorClassifier};
+use palisade_core::eos::Judge;
+use palisade_core::{BoxError, ErrorClassifier};
 use tower_service::Service;
 
 use crate::breaker::{Breaker, Recorder};
-use crate::future::{ResponseFuture, dispatch};
+use crate::future::{Record, ResponseFuture, dispatch};
 use crate::handle::CircuitBreakerHandle;
 
 /// Fails calls fast while its downstream is failing; see the crate docs.
@@ -91,9 +92,9 @@ impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: Classify<S::Response> + Clone,
+    C: Judge<S::Response> + Clone,
 {
-    type Response = S::Response;
+    type Response = C::Response<Record>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C>;
 

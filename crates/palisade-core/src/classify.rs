@@ -24,7 +24,7 @@
 use std::error::Error;
 use std::fmt;
 
-use http::{Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 
 use crate::error::{is_connect_error, is_local_rejection, is_timeout};
 
@@ -194,16 +194,32 @@ impl GrpcCode {
     /// mapping of a non-200 HTTP status. `None` for a 200 whose status will
     /// only arrive in the trailers.
     pub fn of_response<B>(res: &Response<B>) -> Option<Self> {
-        match res.headers().get("grpc-status") {
-            Some(value) => Some(
-                value
-                    .to_str()
-                    .ok()
-                    .and_then(|s| s.trim().parse::<i32>().ok())
-                    .map_or(GrpcCode::Unknown, GrpcCode::from_i32),
-            ),
+        match Self::of_headers(res.headers()) {
+            Some(code) => Some(code),
             None if res.status() != StatusCode::OK => Some(Self::from_http_status(res.status())),
             None => None,
+        }
+    }
+
+    /// The code in a `grpc-status` header of `headers` (a response head or
+    /// its trailers); an unparsable value is `Unknown`, a missing one `None`.
+    pub fn of_headers(headers: &HeaderMap) -> Option<Self> {
+        headers.get("grpc-status").map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+                .map_or(GrpcCode::Unknown, GrpcCode::from_i32)
+        })
+    }
+
+    /// [`Outcome::Failure`] for the [failure](Self::is_failure) codes, else
+    /// [`Outcome::Success`].
+    pub fn outcome(self) -> Outcome {
+        if self.is_failure() {
+            Outcome::Failure
+        } else {
+            Outcome::Success
         }
     }
 
@@ -231,22 +247,24 @@ impl fmt::Display for GrpcCode {
 /// `RESOURCE_EXHAUSTED`, `INTERNAL`, `UNKNOWN` and `DATA_LOSS` codes and
 /// transport errors fail; other codes succeed.
 ///
-/// The classifier sees the response head: the code of a trailers-only
-/// response (a `grpc-status` header) or one inferred from a non-200 HTTP
-/// status. A streaming response whose status arrives in trailers counts as a
-/// success when its head arrives. Only `UNAVAILABLE`, connect errors and
-/// timeouts are retryable, as in gRPC's own retry design: the other codes may
-/// mean the call was processed.
+/// As a [`Classify`], it sees the response head only: the code of a
+/// trailers-only response (a `grpc-status` header) or one inferred from a
+/// non-200 HTTP status; a `200 OK` whose status will come in the trailers
+/// counts as a success. That is right for a retry policy, which must decide
+/// at the head (a call whose messages were passed on is never retried), and
+/// wrong for a breaker or a metric: wrap it in
+/// [`AtEos`](crate::eos::AtEos) to judge the call by the status its trailers
+/// carry (see [`crate::eos`], whose [`ClassifyEos`](crate::eos::ClassifyEos) it implements).
+///
+/// Only `UNAVAILABLE`, connect errors and timeouts are retryable, as in
+/// gRPC's own retry design: the other codes may mean the call was processed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GrpcClassifier;
 
 impl<B> Classify<Response<B>> for GrpcClassifier {
     fn classify(&self, result: CallResult<'_, Response<B>>) -> Outcome {
         match result {
-            Ok(res) => match GrpcCode::of_response(res) {
-                Some(code) if code.is_failure() => Outcome::Failure,
-                _ => Outcome::Success,
-            },
+            Ok(res) => GrpcCode::of_response(res).map_or(Outcome::Success, GrpcCode::outcome),
             Err(e) => classify_error(e),
         }
     }
@@ -334,6 +352,7 @@ mod tests {
                 Duration::from_millis(10),
                 Duration::from_secs(1),
             )),
+            err(crate::deadline::DeadlineExceeded),
         ]
     }
 

@@ -8,6 +8,14 @@
 //! - classification: one trait, [`Classify`], that decides whether a call
 //!   succeeded, failed or does not count, and separately whether it may be
 //!   retried; ready classifiers for "any error", HTTP and gRPC, and closures.
+//! - [`eos`]: classification at the end of a response stream: a gRPC call
+//!   judged by the status in its trailers ([`AtEos`](eos::AtEos),
+//!   [`EosBody`](eos::EosBody)), through the [`Judge`](eos::Judge) trait the
+//!   breaker records its outcomes with.
+//! - [`deadline`]: [`Deadline`](deadline::Deadline), a request's whole
+//!   budget, found in its extensions or the serving task;
+//!   [`DeadlineExceeded`](deadline::DeadlineExceeded); the `grpc-timeout`
+//!   and `x-request-timeout-ms` wire formats.
 //! - [`BoxError`], [`AsError`], and [`error`]: [`find`](error::find) to spot the layers'
 //!   rejections ([`CircuitOpen`], [`BulkheadFull`], [`BulkheadTimeout`], at
 //!   the crate root) anywhere in a `source()` chain.
@@ -82,6 +90,8 @@ pub mod backoff;
 pub mod body;
 mod boxed;
 mod classify;
+pub mod deadline;
+pub mod eos;
 pub mod error;
 pub mod events;
 pub mod keyed;

@@ -1,5 +1,7 @@
 //! [`ProblemResponseLayer`]: answers a stack's errors with problem responses,
-//! for servers without axum's `HandleErrorLayer` (a plain hyper server).
+//! for servers without axum's `HandleErrorLayer` (a plain hyper server); and
+//! [`ErrorResponseLayer`], the same service with another [`Answer`] (gRPC
+//! statuses, in `palisade-grpc`).
 //!
 //! ```
 //! use bytes::Bytes;
@@ -22,6 +24,7 @@
 //! ```
 
 use std::convert::Infallible;
+use std::error::Error;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -35,54 +38,96 @@ use tower_service::Service;
 use crate::BoxError;
 use crate::problem::error_response;
 
+/// How a server answers an error: the response it sends instead.
+///
+/// [`Problems`] answers HTTP with problem+json; `palisade-grpc` answers gRPC
+/// with trailers-only statuses through the same [`ErrorResponse`] service.
+/// The answer must carry nothing internal: the error's text stays on the server.
+pub trait Answer<B> {
+    /// The response that stands for `error`.
+    fn answer(&self, error: &(dyn Error + 'static)) -> Response<B>;
+}
+
+/// Answers errors with RFC 9457 problem responses (see [`crate::problem`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Problems;
+
+impl<B: From<Bytes>> Answer<B> for Problems {
+    fn answer(&self, error: &(dyn Error + 'static)) -> Response<B> {
+        error_response(error)
+    }
+}
+
+/// Wraps a service so that its errors, from readiness or from the call,
+/// become the responses its [`Answer`] gives, and the service is infallible.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorResponseLayer<A> {
+    answer: A,
+}
+
+impl<A> ErrorResponseLayer<A> {
+    /// The layer answering errors with `answer`.
+    pub fn answering(answer: A) -> Self {
+        Self { answer }
+    }
+}
+
 /// Wraps a service so that its errors, from readiness or from the call,
 /// become problem responses (see [`crate::problem`]) and the service is
 /// infallible.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProblemResponseLayer;
+pub type ProblemResponseLayer = ErrorResponseLayer<Problems>;
 
-impl ProblemResponseLayer {
+impl ErrorResponseLayer<Problems> {
     /// The layer.
     pub fn new() -> Self {
-        Self
+        Self { answer: Problems }
     }
 }
 
-impl<S> Layer<S> for ProblemResponseLayer {
-    type Service = ProblemResponse<S>;
+impl<S, A: Clone> Layer<S> for ErrorResponseLayer<A> {
+    type Service = ErrorResponse<S, A>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ProblemResponse { inner, not_ready: None }
-    }
-}
-
-/// The service of [`ProblemResponseLayer`].
-#[derive(Debug)]
-pub struct ProblemResponse<S> {
-    inner: S,
-    // A readiness error, answered to the next call: hyper drives readiness
-    // before each call and has no other way to hear of it.
-    not_ready: Option<BoxError>,
-}
-
-impl<S: Clone> Clone for ProblemResponse<S> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
+        ErrorResponse {
+            inner,
+            answer: self.answer.clone(),
             not_ready: None,
         }
     }
 }
 
-impl<S, Req, B> Service<Req> for ProblemResponse<S>
+/// The service of [`ErrorResponseLayer`].
+#[derive(Debug)]
+pub struct ErrorResponse<S, A> {
+    inner: S,
+    answer: A,
+    // A readiness error, answered to the next call: hyper drives readiness
+    // before each call and has no other way to hear of it.
+    not_ready: Option<BoxError>,
+}
+
+/// The service of [`ProblemResponseLayer`].
+pub type ProblemResponse<S> = ErrorResponse<S, Problems>;
+
+impl<S: Clone, A: Clone> Clone for ErrorResponse<S, A> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            answer: self.answer.clone(),
+            not_ready: None,
+        }
+    }
+}
+
+impl<S, A, Req, B> Service<Req> for ErrorResponse<S, A>
 where
     S: Service<Req, Response = Response<B>>,
     S::Error: Into<BoxError>,
-    B: From<Bytes>,
+    A: Answer<B> + Clone,
 {
     type Response = Response<B>;
     type Error = Infallible;
-    type Future = ProblemResponseFuture<S::Future>;
+    type Future = ErrorResponseFuture<S::Future, A>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         if self.not_ready.is_none()
@@ -94,48 +139,56 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        let answer = self.answer.clone();
         match self.not_ready.take() {
-            Some(error) => ProblemResponseFuture::Rejected { error: Some(error) },
-            None => ProblemResponseFuture::Called {
+            Some(error) => ErrorResponseFuture::Rejected {
+                error: Some(error),
+                answer,
+            },
+            None => ErrorResponseFuture::Called {
                 future: self.inner.call(req),
+                answer,
             },
         }
     }
 }
 
 pin_project! {
-    /// The response future of [`ProblemResponse`].
-    #[project = ProblemResponseProj]
+    /// The response future of [`ErrorResponse`].
+    #[project = ErrorResponseProj]
     #[allow(missing_docs)]
-    pub enum ProblemResponseFuture<F> {
-        Called { #[pin] future: F },
-        Rejected { error: Option<BoxError> },
+    pub enum ErrorResponseFuture<F, A> {
+        Called { #[pin] future: F, answer: A },
+        Rejected { error: Option<BoxError>, answer: A },
     }
 }
 
-impl<F> std::fmt::Debug for ProblemResponseFuture<F> {
+/// The response future of [`ProblemResponse`].
+pub type ProblemResponseFuture<F> = ErrorResponseFuture<F, Problems>;
+
+impl<F, A> std::fmt::Debug for ErrorResponseFuture<F, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProblemResponseFuture").finish_non_exhaustive()
+        f.debug_struct("ErrorResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<F, B, E> Future for ProblemResponseFuture<F>
+impl<F, A, B, E> Future for ErrorResponseFuture<F, A>
 where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
-    B: From<Bytes>,
+    A: Answer<B>,
 {
     type Output = Result<Response<B>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let res = match self.project() {
-            ProblemResponseProj::Called { future } => match ready!(future.poll(cx)) {
+            ErrorResponseProj::Called { future, answer } => match ready!(future.poll(cx)) {
                 Ok(res) => res,
-                Err(e) => error_response(&*e.into()),
+                Err(e) => answer.answer(&*e.into()),
             },
-            ProblemResponseProj::Rejected { error } => match error.take() {
-                Some(e) => error_response(&*e),
-                None => panic!("ProblemResponseFuture polled after completion"),
+            ErrorResponseProj::Rejected { error, answer } => match error.take() {
+                Some(e) => answer.answer(&*e),
+                None => panic!("ErrorResponseFuture polled after completion"),
             },
         };
         Poll::Ready(Ok(res))

@@ -72,10 +72,24 @@ impl<B: Body> ReplayBody<B> {
     /// Wraps `body`, keeping it for replay when its length is known to be at
     /// most `limit` bytes.
     pub fn new(body: B, limit: usize) -> Self {
+        let fits = body.size_hint().upper().is_some_and(|upper| upper <= limit as u64);
+        Self::keeping(body, limit, fits)
+    }
+
+    /// Wraps `body`, keeping it for replay unless it is known to be longer
+    /// than `limit` bytes: a body of unknown length (a gRPC request stream)
+    /// is kept while it stays within `limit`, and stops being replayable
+    /// when it yields more, as gRPC's retry buffer does.
+    pub fn up_to(body: B, limit: usize) -> Self {
+        let fits = body.size_hint().lower() <= limit as u64;
+        Self::keeping(body, limit, fits)
+    }
+
+    fn keeping(body: B, limit: usize, fits: bool) -> Self {
         let hint = body.size_hint();
         let kind = if body.is_end_stream() {
             Kind::Empty
-        } else if hint.upper().is_some_and(|upper| upper <= limit as u64) {
+        } else if fits {
             Kind::Replay {
                 shared: Arc::new(Mutex::new(Shared {
                     body: Some(Box::pin(body)),

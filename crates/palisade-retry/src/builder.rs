@@ -11,11 +11,12 @@ use http::{Method, StatusCode};
 use palisade_core::backoff::{Backoff, Jitter, Random};
 use palisade_core::events::{EventHook, LayerEvent};
 use palisade_core::telemetry::{LABEL_NAME, LABEL_REASON, retry as names};
-use palisade_core::{ErrorClassifier, HttpClassifier};
+use palisade_core::{ErrorClassifier, GrpcClassifier, GrpcCode, HttpClassifier};
 
 use crate::body::DEFAULT_REPLAY_LIMIT;
 use crate::budget::RetryBudget;
 use crate::error::ConfigError;
+use crate::grpc::{GrpcRetryLayer, GrpcRetryPolicy};
 use crate::layer::{HttpRetryLayer, RetryLayer};
 use crate::policy::{Config, ErrorOverride, HttpRetryPolicy, IDEMPOTENCY_KEY, REASONS, RetryPolicy};
 
@@ -36,6 +37,20 @@ impl HttpRetryLayer {
     }
 }
 
+impl GrpcRetryLayer {
+    /// A builder with the defaults and [`GrpcClassifier`] (for errors), for
+    /// gRPC calls as `http::Request`s (a tonic `Channel`): retries the
+    /// status codes of [`retry_codes`](RetryBuilder::retry_codes), default
+    /// `UNAVAILABLE`. `name` labels the layer's metrics and logs.
+    pub fn builder(name: impl Into<Arc<str>>) -> RetryBuilder<GrpcClassifier, GrpcRequest> {
+        RetryBuilder::new(name.into(), GrpcClassifier)
+    }
+}
+
+/// Marks a [`RetryBuilder`] that builds a [`GrpcRetryPolicy`].
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcRequest;
+
 /// Marks a [`RetryBuilder`] that builds a [`RetryPolicy`] (any request type).
 #[derive(Debug, Clone, Copy)]
 pub struct AnyRequest;
@@ -44,9 +59,11 @@ pub struct AnyRequest;
 #[derive(Debug, Clone, Copy)]
 pub struct HttpRequest;
 
-/// Builds a [`RetryLayer`] or an [`HttpRetryLayer`]; `build()` validates.
+/// Builds a [`RetryLayer`], an [`HttpRetryLayer`] or a [`GrpcRetryLayer`];
+/// `build()` validates.
 ///
-/// Start from [`RetryLayer::builder`] or [`HttpRetryLayer::builder`].
+/// Start from [`RetryLayer::builder`], [`HttpRetryLayer::builder`] or
+/// [`GrpcRetryLayer::builder`].
 pub struct RetryBuilder<C, K> {
     name: Arc<str>,
     max_attempts: u32,
@@ -58,6 +75,7 @@ pub struct RetryBuilder<C, K> {
     classifier: C,
     error_override: Option<ErrorOverride>,
     status_overrides: Vec<(StatusCode, bool)>,
+    retry_codes: Vec<GrpcCode>,
     methods: Vec<Method>,
     idempotency_key: Option<HeaderName>,
     replay_limit: usize,
@@ -80,6 +98,7 @@ impl<C, K> RetryBuilder<C, K> {
             classifier,
             error_override: None,
             status_overrides: Vec::new(),
+            retry_codes: vec![GrpcCode::Unavailable],
             methods: vec![
                 Method::GET,
                 Method::HEAD,
@@ -171,6 +190,7 @@ impl<C, K> RetryBuilder<C, K> {
             classifier,
             error_override: self.error_override,
             status_overrides: self.status_overrides,
+            retry_codes: self.retry_codes,
             methods: self.methods,
             idempotency_key: self.idempotency_key,
             replay_limit: self.replay_limit,
@@ -230,6 +250,7 @@ impl<C, K> RetryBuilder<C, K> {
             classifier: self.classifier,
             error_override: self.error_override,
             status_overrides: self.status_overrides,
+            retry_codes: self.retry_codes,
             methods: self.methods,
             idempotency_key: self.idempotency_key,
             replay_limit: self.replay_limit,
@@ -295,6 +316,38 @@ impl<C> RetryBuilder<C, HttpRequest> {
     /// Validates the settings and makes the layer.
     pub fn build(self) -> Result<HttpRetryLayer<C>, ConfigError> {
         Ok(HttpRetryLayer::new(HttpRetryPolicy::new(self.into_config()?)))
+    }
+}
+
+impl<C> RetryBuilder<C, GrpcRequest> {
+    /// The status codes retried (default `UNAVAILABLE`, gRPC's own default
+    /// and the one code that says the call was not processed). A call is
+    /// only ever retried on a status its response head carries (a
+    /// trailers-only response); once the head came without one, the call is
+    /// committed.
+    pub fn retry_codes(mut self, codes: impl IntoIterator<Item = GrpcCode>) -> Self {
+        self.retry_codes = codes.into_iter().collect();
+        self
+    }
+
+    /// The largest request a call keeps for replay (default 64 KiB): the
+    /// encoded messages, whatever their stream's announced length; a call
+    /// sending more is not retried.
+    pub fn replay_limit(mut self, bytes: usize) -> Self {
+        self.replay_limit = bytes;
+        self
+    }
+
+    /// The longest wait a server's `grpc-retry-pushback-ms` may ask for
+    /// (default 30 s); a longer one waits this long.
+    pub fn max_pushback(mut self, max: Duration) -> Self {
+        self.max_retry_after = max;
+        self
+    }
+
+    /// Validates the settings and makes the layer.
+    pub fn build(self) -> Result<GrpcRetryLayer<C>, ConfigError> {
+        Ok(GrpcRetryLayer::new(GrpcRetryPolicy::new(self.into_config()?)))
     }
 }
 

@@ -102,7 +102,11 @@
 //!    the first one.
 //! 4. The wait ends before the [`deadline`](RetryBuilder::deadline), if one
 //!    is set: it covers all attempts and waits from the start of the first
-//!    attempt, and no wait starts that would end at or past it.
+//!    attempt, and no wait starts that would end at or past it. The same
+//!    holds for the request's own deadline, a
+//!    [`Deadline`](palisade_core::deadline::Deadline) in its extensions (HTTP)
+//!    or set for the task serving it (palisade-deadline's server layer sets
+//!    both): a wait that would end at or past it is not taken.
 //! 5. The [`RetryBudget`] has a retry left.
 //!
 //! Otherwise the caller gets the last attempt's response or error unchanged
@@ -142,8 +146,49 @@
 //! trailers, even when the first attempt was answered before it read the
 //! body. A longer body, or one of unknown length (a stream), is sent once,
 //! never buffered whole, and that request is not retried. tonic's request
-//! bodies are such streams: retry gRPC calls with [`RetryLayer`] around a
-//! service taking the (cloneable) request message instead.
+//! bodies are such streams: [`GrpcRetry`] keeps them anyway, up to the
+//! replay limit (see [gRPC](#grpc)).
+//!
+//! # gRPC
+//!
+//! [`GrpcRetryLayer`] retries gRPC calls as gRPC's own retry design (gRFC
+//! A6) does, at the HTTP level, so it goes around a tonic `Channel`:
+//!
+//! - a call is retried only on a status in its response's head (a
+//!   trailers-only response), among the codes of
+//!   [`retry_codes`](RetryBuilder::retry_codes) (default `UNAVAILABLE`,
+//!   which says the call was not processed). A head without a status (`200 OK`
+//!   and messages) commits the call: what the server sent is passed on and
+//!   never retried, whatever status its trailers carry;
+//! - the server's `grpc-retry-pushback-ms` sets the wait (capped by
+//!   [`max_pushback`](RetryBuilder::max_pushback), default 30 s); a negative
+//!   or malformed value stops retries;
+//! - each retry carries [`GRPC_PREVIOUS_RPC_ATTEMPTS`];
+//! - the request stream, whose length tonic never announces, is kept for
+//!   replay up to the replay limit; a call that sends more is not retried;
+//! - no method check: every gRPC call is a `POST`, and which methods are safe
+//!   to retry is the caller's choice of where to put the layer;
+//! - the [`RetryBudget`] is the same as HTTP's: pass one budget to an
+//!   [`HttpRetryLayer`] and a [`GrpcRetryLayer`] to cap their retries together.
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade_core::GrpcCode;
+//! use palisade_retry::{GrpcRetryLayer, HttpRetryLayer, RetryBudget};
+//!
+//! let budget = RetryBudget::default();
+//! let grpc = GrpcRetryLayer::builder("inventory")
+//!     .max_attempts(4)
+//!     .retry_codes([GrpcCode::Unavailable])
+//!     .budget(budget.clone())
+//!     .build()
+//!     .unwrap();
+//! let http = HttpRetryLayer::builder("payments").budget(budget).build().unwrap();
+//! // A tonic client stack (outermost first): deadline → retry → breaker →
+//! // bulkhead → per-attempt timeout → `tonic::transport::Channel`; see
+//! // examples/tonic-stack.
+//! # let _ = (grpc, http, Duration::ZERO);
+//! ```
 //!
 //! # Cancellation
 //!
@@ -226,6 +271,7 @@ mod budget;
 mod builder;
 mod error;
 pub mod future;
+mod grpc;
 mod layer;
 mod policy;
 mod service;
@@ -233,8 +279,11 @@ mod sync;
 
 pub use body::{DEFAULT_REPLAY_LIMIT, ReplayBody};
 pub use budget::{RetryBudget, RetryBudgetBuilder};
-pub use builder::{AnyRequest, HttpRequest, RetryBuilder};
+pub use builder::{AnyRequest, GrpcRequest, HttpRequest, RetryBuilder};
 pub use error::{ConfigError, ReplayUnavailable};
+pub use grpc::{
+    GRPC_PREVIOUS_RPC_ATTEMPTS, GRPC_RETRY_PUSHBACK_MS, GrpcResponseFuture, GrpcRetry, GrpcRetryLayer, GrpcRetryPolicy,
+};
 pub use layer::{HttpRetryLayer, RetryLayer};
 pub use palisade_core::backoff::{Backoff, Jitter};
 pub use policy::{HttpRetryPolicy, IDEMPOTENCY_KEY, RetryPolicy, X_RETRY_ATTEMPT};

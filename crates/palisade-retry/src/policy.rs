@@ -10,10 +10,11 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use metrics::Counter;
 use palisade_core::backoff::{Backoff, Jitter, Random};
+use palisade_core::deadline::Deadline;
 use palisade_core::error::{is_connect_error, is_local_rejection, is_timeout};
 use palisade_core::events::{EventHook, LayerEvent};
 use palisade_core::telemetry::retry as names;
-use palisade_core::{AsError, BoxError, Classify, ErrorClassifier, HttpClassifier};
+use palisade_core::{AsError, BoxError, Classify, ErrorClassifier, GrpcCode, HttpClassifier};
 use tokio::time::Instant;
 use tower::retry::Policy;
 
@@ -35,7 +36,7 @@ pub(crate) type ErrorOverride = Arc<dyn Fn(&(dyn Error + 'static)) -> Option<boo
 
 /// What made a call worth retrying (the `reason` of metrics and logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reason {
+pub(crate) enum Reason {
     Status(StatusCode),
     Response,
     Timeout,
@@ -44,7 +45,7 @@ enum Reason {
 }
 
 impl Reason {
-    fn of_error(error: &(dyn Error + 'static)) -> Self {
+    pub(crate) fn of_error(error: &(dyn Error + 'static)) -> Self {
         if is_timeout(error) {
             Reason::Timeout
         } else if is_connect_error(error) {
@@ -73,7 +74,7 @@ impl Reason {
         }
     }
 
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         REASONS[self.index()]
     }
 }
@@ -105,6 +106,8 @@ pub(crate) struct Config<C> {
     pub(crate) classifier: C,
     pub(crate) error_override: Option<ErrorOverride>,
     pub(crate) status_overrides: Vec<(StatusCode, bool)>,
+    /// The gRPC status codes a gRPC policy retries.
+    pub(crate) retry_codes: Vec<GrpcCode>,
     pub(crate) methods: Vec<Method>,
     pub(crate) idempotency_key: Option<HeaderName>,
     pub(crate) replay_limit: usize,
@@ -120,9 +123,9 @@ pub(crate) struct Config<C> {
 /// State of one logical request: lives in the policy clone tower's `Retry`
 /// makes for each request.
 #[derive(Debug, Clone, Copy, Default)]
-struct Attempts {
+pub(crate) struct Attempts {
     /// Attempts whose result was seen.
-    done: u32,
+    pub(crate) done: u32,
     /// When the first attempt started (only tracked with a deadline).
     started: Option<Instant>,
     /// The previous wait, for decorrelated jitter.
@@ -131,7 +134,7 @@ struct Attempts {
 
 impl<C> Config<C> {
     /// Called before each attempt is sent.
-    fn begin_attempt(&self, attempts: &mut Attempts, deposits: &mut u32) {
+    pub(crate) fn begin_attempt(&self, attempts: &mut Attempts, deposits: &mut u32) {
         self.attempts_total.increment(1);
         if attempts.done == 0 {
             if let Some(budget) = &self.budget {
@@ -150,11 +153,11 @@ impl<C> Config<C> {
     }
 
     /// Called when an attempt's result arrives.
-    fn end_attempt(&self, attempts: &mut Attempts) {
+    pub(crate) fn end_attempt(&self, attempts: &mut Attempts) {
         attempts.done = attempts.done.saturating_add(1);
     }
 
-    fn flush_deposits(&self, deposits: u32) {
+    pub(crate) fn flush_deposits(&self, deposits: u32) {
         if deposits > 0
             && let Some(budget) = &self.budget
         {
@@ -162,7 +165,11 @@ impl<C> Config<C> {
         }
     }
 
-    fn error_reason(&self, error: &(dyn Error + 'static), classify: impl FnOnce() -> bool) -> Option<Reason> {
+    pub(crate) fn error_reason(
+        &self,
+        error: &(dyn Error + 'static),
+        classify: impl FnOnce() -> bool,
+    ) -> Option<Reason> {
         // palisade's own rejections say nothing about the downstream, and an
         // open breaker must not be hammered: never retried, whatever the overrides.
         if is_local_rejection(error) {
@@ -177,7 +184,16 @@ impl<C> Config<C> {
     }
 
     /// Decides whether to retry and how long to wait first.
-    fn decide(&self, attempts: &mut Attempts, reason: Reason, retry_after: Option<Duration>) -> Option<Wait> {
+    ///
+    /// `request_deadline` is the request's own [`Deadline`] (palisade-deadline's):
+    /// no wait that would end at or past it.
+    pub(crate) fn decide(
+        &self,
+        attempts: &mut Attempts,
+        reason: Reason,
+        retry_after: Option<Duration>,
+        request_deadline: Option<Deadline>,
+    ) -> Option<Wait> {
         let name = &*self.name;
         if attempts.done >= self.max_attempts {
             tracing::debug!(target: names::TARGET, name, attempt = attempts.done, reason = reason.label(), "not retrying: attempts exhausted");
@@ -194,6 +210,10 @@ impl<C> Config<C> {
             && Instant::now().checked_add(wait).is_none_or(|end| end >= deadline_at)
         {
             tracing::debug!(target: names::TARGET, name, attempt = attempts.done, reason = reason.label(), wait_ms = wait.as_millis() as u64, "not retrying: the wait would end past the deadline");
+            return None;
+        }
+        if request_deadline.is_some_and(|d| d.cannot_fit(wait)) {
+            tracing::debug!(target: names::TARGET, name, attempt = attempts.done, reason = reason.label(), wait_ms = wait.as_millis() as u64, "not retrying: the wait would end past the request's deadline");
             return None;
         }
         if !wait.is_zero() && tokio::runtime::Handle::try_current().is_err() {
@@ -324,6 +344,8 @@ macro_rules! policy_common {
     };
 }
 
+pub(crate) use policy_common;
+
 policy_common!(RetryPolicy);
 policy_common!(HttpRetryPolicy);
 
@@ -345,7 +367,7 @@ where
                 config.error_reason(e, || config.classifier.retryable(Err(e)))
             }
         }?;
-        config.decide(&mut self.attempts, reason, None)
+        config.decide(&mut self.attempts, reason, None, Deadline::current())
     }
 
     fn clone_request(&mut self, req: &Req) -> Option<Req> {
@@ -387,7 +409,7 @@ where
             tracing::debug!(target: names::TARGET, name = &*config.name, reason = reason.label(), "not retrying: the request body exceeded the replay cap");
             return None;
         }
-        let wait = config.decide(&mut self.attempts, reason, retry_after)?;
+        let wait = config.decide(&mut self.attempts, reason, retry_after, Deadline::of(req))?;
         if let Some(header) = &config.attempt_header {
             req.headers_mut()
                 .insert(header.clone(), HeaderValue::from(self.attempts.done + 1));
@@ -401,14 +423,20 @@ where
         if self.attempts.done == 0 && !config.is_safe(req) {
             return None;
         }
-        let mut clone = Request::new(req.body().try_clone()?);
-        *clone.method_mut() = req.method().clone();
-        *clone.uri_mut() = req.uri().clone();
-        *clone.version_mut() = req.version();
-        *clone.headers_mut() = req.headers().clone();
-        *clone.extensions_mut() = req.extensions().clone();
-        Some(clone)
+        clone_request(req)
     }
+}
+
+/// A copy of `req` whose body sends it again from its start; `None` when
+/// the body cannot be replayed.
+pub(crate) fn clone_request<B>(req: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
+    let mut clone = Request::new(req.body().try_clone()?);
+    *clone.method_mut() = req.method().clone();
+    *clone.uri_mut() = req.uri().clone();
+    *clone.version_mut() = req.version();
+    *clone.headers_mut() = req.headers().clone();
+    *clone.extensions_mut() = req.extensions().clone();
+    Some(clone)
 }
 
 impl<C> HttpRetryPolicy<C> {

@@ -12,10 +12,12 @@
 //! | (always) | [`core`] (`palisade-core`) | classification, rejection responses, telemetry names |
 //! | `circuit-breaker` | `circuit_breaker` (`palisade-circuit-breaker`) | callers, from a failing dependency: fail fast, probe back to health |
 //! | `bulkhead` | `bulkhead` (`palisade-bulkhead`) | everything else, from one slow dependency or tenant: cap its concurrency |
+//! | `deadline` | `deadline` (`palisade-deadline`) | every hop of a request, from working past its caller's patience: one budget, set at the edge, carried downstream |
 //! | `retry` | `retry` (`palisade-retry`) | requests, from transient failures, without retry storms or duplicated unsafe requests |
 //! | `idempotency` | `idempotency` (`palisade-idempotency`) | customers, from double charges: a retried POST gets the first result |
 //! | `outbox` | `outbox` (`palisade-outbox`) | events, from loss: staged in the handler's transaction, published within milliseconds |
 //! | `webhook` | `webhook` (`palisade-webhook`) | webhook handlers, from forged, stale, replayed or altered payloads |
+//! | `grpc` | `grpc` (`palisade-grpc`) | gRPC callers, from resets and `UNKNOWN`s: rejections answered as gRPC statuses with pushback |
 //!
 //! Backend features: `idempotency-redis`, `idempotency-postgres`,
 //! `webhook-redis`, `outbox-sqlite`, `outbox-postgres`, `outbox-nats`,
@@ -32,15 +34,35 @@
 //! # Canonical order (outermost first)
 //!
 //! - **Client stack**: idempotency key → retry (with budget) → circuit breaker →
-//!   bulkhead → per-attempt timeout → the HTTP client. The key is added once,
+//!   bulkhead → per-attempt timeout and deadline propagation → the HTTP
+//!   client. The key is added once,
 //!   outside the retries, so every attempt carries the same key. Retries see the
 //!   breaker's fast `CircuitOpen` and do not retry it; the breaker does not
 //!   count the bulkhead's local rejections as failures of the downstream; each
 //!   attempt takes its own bulkhead permit, so a request waiting in backoff
-//!   holds none. A total deadline, when wanted, goes outside the retry.
-//! - **Server stack**: tracing / request id → webhook verify (webhook routes) →
+//!   holds none. The request's deadline (set by the server stack) bounds the
+//!   whole call: the retry policy starts no wait that would end past it, and
+//!   each attempt gets what is left of it, sent downstream.
+//! - **Server stack**: deadline (outermost: its budget covers everything) →
+//!   tracing / request id → webhook verify (webhook routes) →
 //!   idempotency (state-changing routes; a replay skips everything inside) →
 //!   outbox hook → bulkhead (per route or tenant) → timeout → handler.
+//!
+//! - **gRPC client stack** (around a tonic `Channel`): gRPC statuses →
+//!   deadline → gRPC retry → circuit breaker judging at the end of the
+//!   stream → bulkhead → per-attempt timeout → the channel. The status layer
+//!   turns the layers' rejections into statuses the tonic client reads (an
+//!   open breaker is `UNAVAILABLE` with its pushback, not `UNKNOWN`); the
+//!   retry (`retry::GrpcRetryLayer`) follows gRPC's retry design and never
+//!   retries a call whose messages arrived; the breaker, given
+//!   `AtEos(GrpcClassifier)` (`core::eos`), counts a call by the status in its
+//!   trailers, the way nearly every gRPC error arrives.
+//! - **gRPC server stack** (`tonic::transport::Server::builder().layer(..)`,
+//!   first given outermost): gRPC statuses → deadline (from `grpc-timeout`) →
+//!   bulkhead → timeout → the services. Every rejection is answered
+//!   trailers-only with the right code (see `grpc`), never as a reset stream.
+//!
+//! `examples/tonic-stack` builds both around an inventory service.
 //!
 //! [`ServiceBuilderExt`] adds one method per layer to `tower::ServiceBuilder`;
 //! call them in the order above.
@@ -69,6 +91,52 @@ assert_eq!(client.oneshot(21).await?, 42);
 ```
 "#
 )]
+#![cfg_attr(
+    feature = "full",
+    doc = r#"
+A gRPC client stack, around a stand-in for a tonic `Channel` that answers
+`UNAVAILABLE` twice (trailers-only) and then `OK` with the status in its
+trailers:
+
+```
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use palisade::prelude::*;
+use palisade::core::eos::AtEos;
+use palisade::{bulkhead::BulkheadLayer, circuit_breaker::CircuitBreakerLayer};
+use palisade::{grpc::GrpcStatusLayer, retry::{GrpcRetryLayer, ReplayBody}};
+use tower::{ServiceBuilder, ServiceExt};
+
+# #[tokio::main(flavor = "current_thread", start_paused = true)]
+# async fn main() -> Result<(), BoxError> {
+let calls = Arc::new(AtomicU32::new(0));
+let seen = calls.clone();
+let channel = tower::service_fn(move |_req: http::Request<ReplayBody<String>>| {
+    let status = if seen.fetch_add(1, Ordering::SeqCst) < 2 { Some("14") } else { None };
+    async move {
+        let mut res = http::Response::builder().header("content-type", "application/grpc");
+        if let Some(code) = status {
+            res = res.header("grpc-status", code); // trailers-only
+        }
+        Ok::<_, BoxError>(res.body(String::new())?)
+    }
+});
+let client = ServiceBuilder::new()
+    .grpc_status(GrpcStatusLayer::builder("inventory").build()?)
+    .grpc_retry_layer(GrpcRetryLayer::builder("inventory").build()?)
+    .circuit_breaker(CircuitBreakerLayer::builder("inventory").classifier(AtEos(GrpcClassifier)).build()?)
+    .bulkhead(BulkheadLayer::builder("inventory").max_concurrent(16).build()?)
+    .timeout(Duration::from_secs(2))
+    .service(channel);
+let res = client.oneshot(http::Request::post("/inventory.v1.Inventory/GetStock").body(String::new())?).await?;
+assert!(res.headers().get("grpc-status").is_none()); // 200 OK, the status will come in the trailers
+assert_eq!(calls.load(Ordering::SeqCst), 3);
+# Ok(())
+# }
+```
+"#
+)]
 
 pub use palisade_core as core;
 
@@ -76,6 +144,10 @@ pub use palisade_core as core;
 pub use palisade_bulkhead as bulkhead;
 #[cfg(feature = "circuit-breaker")]
 pub use palisade_circuit_breaker as circuit_breaker;
+#[cfg(feature = "deadline")]
+pub use palisade_deadline as deadline;
+#[cfg(feature = "grpc")]
+pub use palisade_grpc as grpc;
 #[cfg(feature = "idempotency")]
 pub use palisade_idempotency as idempotency;
 #[cfg(feature = "outbox")]
@@ -129,6 +201,22 @@ mod sealed {
 ///
 /// Sealed: implemented for `ServiceBuilder` only.
 pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
+    /// Both, gRPC: answers the errors of every layer inside it with
+    /// trailers-only gRPC statuses; outermost.
+    #[cfg(feature = "grpc")]
+    fn grpc_status(
+        self,
+        layer: palisade_grpc::GrpcStatusLayer,
+    ) -> ServiceBuilder<Stack<palisade_grpc::GrpcStatusLayer, L>>;
+
+    /// Server: sets each request's total budget and answers 504 or
+    /// `DEADLINE_EXCEEDED` when it passes; outermost.
+    #[cfg(feature = "deadline")]
+    fn deadline(
+        self,
+        layer: palisade_deadline::DeadlineLayer,
+    ) -> ServiceBuilder<Stack<palisade_deadline::DeadlineLayer, L>>;
+
     /// Server: verifies inbound webhook signatures; outermost on webhook routes.
     #[cfg(feature = "webhook")]
     fn webhook_verify(
@@ -176,6 +264,14 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         layer: palisade_retry::HttpRetryLayer<C>,
     ) -> ServiceBuilder<Stack<palisade_retry::HttpRetryLayer<C>, L>>;
 
+    /// Client, gRPC: retries gRPC calls as gRPC's retry design does
+    /// (`GrpcRetryLayer`); outside the circuit breaker.
+    #[cfg(feature = "retry")]
+    fn grpc_retry_layer<C>(
+        self,
+        layer: palisade_retry::GrpcRetryLayer<C>,
+    ) -> ServiceBuilder<Stack<palisade_retry::GrpcRetryLayer<C>, L>>;
+
     /// Client: fails calls fast while the downstream fails; inside retry,
     /// outside the bulkhead.
     #[cfg(feature = "circuit-breaker")]
@@ -206,6 +302,15 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         layer: palisade_bulkhead::KeyedBulkheadLayer<K, F, C, M>,
     ) -> ServiceBuilder<Stack<palisade_bulkhead::KeyedBulkheadLayer<K, F, C, M>, L>>;
 
+    /// Client: bounds each attempt by what is left of the request's
+    /// deadline and sends that budget downstream; inside the bulkhead, where
+    /// the per-attempt timeout goes.
+    #[cfg(feature = "deadline")]
+    fn propagate_deadline(
+        self,
+        layer: palisade_deadline::PropagateDeadlineLayer,
+    ) -> ServiceBuilder<Stack<palisade_deadline::PropagateDeadlineLayer, L>>;
+
     /// Client: signs outbound webhooks; innermost, so the signature covers
     /// the bytes that are sent.
     #[cfg(feature = "webhook")]
@@ -213,6 +318,30 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
+    #[cfg(feature = "grpc")]
+    fn grpc_status(
+        self,
+        layer: palisade_grpc::GrpcStatusLayer,
+    ) -> ServiceBuilder<Stack<palisade_grpc::GrpcStatusLayer, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "deadline")]
+    fn deadline(
+        self,
+        layer: palisade_deadline::DeadlineLayer,
+    ) -> ServiceBuilder<Stack<palisade_deadline::DeadlineLayer, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "deadline")]
+    fn propagate_deadline(
+        self,
+        layer: palisade_deadline::PropagateDeadlineLayer,
+    ) -> ServiceBuilder<Stack<palisade_deadline::PropagateDeadlineLayer, L>> {
+        self.layer(layer)
+    }
+
     #[cfg(feature = "webhook")]
     fn webhook_verify(
         self,
@@ -255,6 +384,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         layer: palisade_retry::HttpRetryLayer<C>,
     ) -> ServiceBuilder<Stack<palisade_retry::HttpRetryLayer<C>, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "retry")]
+    fn grpc_retry_layer<C>(
+        self,
+        layer: palisade_retry::GrpcRetryLayer<C>,
+    ) -> ServiceBuilder<Stack<palisade_retry::GrpcRetryLayer<C>, L>> {
         self.layer(layer)
     }
 

@@ -1,0 +1,285 @@
+//! The gRPC retry policy (gRFC A6): retryable codes, commitment at the
+//! head, server pushback, `grpc-previous-rpc-attempts`, streams of unknown
+//! length replayed, the budget shared with HTTP.
+#![cfg(not(loom))]
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body::Frame;
+use http_body_util::{BodyExt, Empty, StreamBody};
+use palisade_core::{BoxError, GrpcCode};
+use palisade_retry::{
+    Backoff, GRPC_PREVIOUS_RPC_ATTEMPTS, GrpcRetryLayer, HttpRetryLayer, Jitter, ReplayBody, RetryBudget,
+};
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
+
+const MS: Duration = Duration::from_millis(1);
+
+/// How the server answers one attempt.
+#[derive(Clone, Copy)]
+enum Reply {
+    /// A trailers-only response with this `grpc-status` and, maybe, pushback.
+    TrailersOnly(&'static str, Option<&'static str>),
+    /// `200 OK`, a message, and this status in the trailers.
+    Streamed(&'static str),
+}
+
+/// What the server saw of one attempt.
+#[derive(Debug, Clone)]
+struct Seen {
+    at: Duration,
+    previous_attempts: Option<String>,
+    body: Bytes,
+}
+
+type ReqBody = StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>>>;
+type ResBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+#[derive(Clone)]
+struct Server {
+    script: Arc<Mutex<VecDeque<Reply>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    origin: Instant,
+}
+
+impl Server {
+    fn new(script: impl IntoIterator<Item = Reply>) -> Self {
+        Self {
+            script: Arc::new(Mutex::new(script.into_iter().collect())),
+            seen: Arc::default(),
+            origin: Instant::now(),
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn service(
+        &self,
+    ) -> impl tower::Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>, Error = BoxError> + Clone + use<>
+    {
+        let this = self.clone();
+        tower::service_fn(move |req: Request<ReplayBody<ReqBody>>| {
+            let this = this.clone();
+            async move {
+                let previous_attempts = req
+                    .headers()
+                    .get(GRPC_PREVIOUS_RPC_ATTEMPTS)
+                    .map(|v| v.to_str().unwrap().to_owned());
+                let body = match req.into_body().collect().await {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(e) => return Err(e),
+                };
+                this.seen.lock().unwrap().push(Seen {
+                    at: this.origin.elapsed(),
+                    previous_attempts,
+                    body,
+                });
+                let reply = {
+                    let mut script = this.script.lock().unwrap();
+                    if script.len() > 1 {
+                        script.pop_front()
+                    } else {
+                        script.front().copied()
+                    }
+                }
+                .expect("a scripted reply");
+                let res = match reply {
+                    Reply::TrailersOnly(status, pushback) => {
+                        let mut res = Response::builder()
+                            .header("content-type", "application/grpc")
+                            .header("grpc-status", status);
+                        if let Some(p) = pushback {
+                            res = res.header("grpc-retry-pushback-ms", p);
+                        }
+                        res.body(Empty::new().map_err(never).boxed()).unwrap()
+                    }
+                    Reply::Streamed(status) => {
+                        let mut trailers = HeaderMap::new();
+                        trailers.insert("grpc-status", status.parse().unwrap());
+                        let body = http_body_util::Full::new(Bytes::from_static(b"\0\0\0\0\x01\x07"))
+                            .map_err(never)
+                            .with_trailers(async move { Some(Ok::<_, BoxError>(trailers)) })
+                            .boxed();
+                        Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(body)
+                            .unwrap()
+                    }
+                };
+                Ok::<_, BoxError>(res)
+            }
+        })
+    }
+}
+
+fn never(e: std::convert::Infallible) -> BoxError {
+    match e {}
+}
+
+/// A unary call's request: one length-prefixed message in a stream of
+/// unknown length, as tonic sends it.
+fn call() -> Request<ReqBody> {
+    let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+        Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\x03"))),
+        Ok(Frame::data(Bytes::from_static(b"sku"))),
+    ];
+    Request::post("http://inventory/inventory.v1.Inventory/GetStock")
+        .header("content-type", "application/grpc")
+        .body(StreamBody::new(futures_util::stream::iter(frames)))
+        .unwrap()
+}
+
+fn grpc_status<B>(res: &Response<B>) -> Option<&str> {
+    res.headers().get("grpc-status").map(|v| v.to_str().unwrap())
+}
+
+fn layer() -> palisade_retry::RetryBuilder<palisade_core::GrpcClassifier, palisade_retry::GrpcRequest> {
+    GrpcRetryLayer::builder("inventory")
+        .max_attempts(5)
+        .backoff(Backoff::constant(100 * MS))
+        .jitter(Jitter::None)
+}
+
+#[tokio::test(start_paused = true)]
+async fn succeeds_after_two_unavailables_replaying_the_request_stream() {
+    let server = Server::new([
+        Reply::TrailersOnly("14", None),
+        Reply::TrailersOnly("14", None),
+        Reply::Streamed("0"),
+    ]);
+    let svc = layer().build().unwrap().layer(server.service());
+    let res = svc.oneshot(call()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        seen.iter().map(|s| s.previous_attempts.clone()).collect::<Vec<_>>(),
+        [None, Some("1".into()), Some("2".into())]
+    );
+    for s in &seen {
+        assert_eq!(&s.body[..], b"\0\0\0\0\x03sku", "every attempt sends the same message");
+    }
+    assert_eq!(seen[1].at - seen[0].at, 100 * MS);
+    assert_eq!(seen[2].at - seen[1].at, 100 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_non_retryable_status_is_returned_at_once() {
+    for status in ["13", "4", "8", "3", "5"] {
+        let server = Server::new([Reply::TrailersOnly(status, None), Reply::Streamed("0")]);
+        let svc = layer().build().unwrap().layer(server.service());
+        let res = svc.oneshot(call()).await.unwrap();
+        assert_eq!(grpc_status(&res), Some(status));
+        assert_eq!(server.seen().len(), 1, "status {status} is not retried");
+    }
+    // Unless configured retryable.
+    let server = Server::new([Reply::TrailersOnly("8", None), Reply::Streamed("0")]);
+    let svc = layer()
+        .retry_codes([GrpcCode::Unavailable, GrpcCode::ResourceExhausted])
+        .build()
+        .unwrap()
+        .layer(server.service());
+    let res = svc.oneshot(call()).await.unwrap();
+    assert_eq!(grpc_status(&res), None);
+    assert_eq!(server.seen().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_whose_head_came_without_a_status_is_committed() {
+    // UNAVAILABLE in the trailers, after a message: never retried.
+    let server = Server::new([Reply::Streamed("14"), Reply::Streamed("0")]);
+    let svc = layer().build().unwrap().layer(server.service());
+    let res = svc.oneshot(call()).await.unwrap();
+    let trailers = res.into_body().collect().await.unwrap().trailers().cloned().unwrap();
+    assert_eq!(trailers["grpc-status"], "14");
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_pushback_sets_the_wait_and_a_bad_one_stops_retries() {
+    let server = Server::new([Reply::TrailersOnly("14", Some("1500")), Reply::Streamed("0")]);
+    let svc = layer().build().unwrap().layer(server.service());
+    svc.oneshot(call()).await.unwrap();
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[1].at - seen[0].at,
+        1500 * MS,
+        "the pushback, not the 100 ms backoff"
+    );
+
+    // Capped by max_pushback.
+    let server = Server::new([Reply::TrailersOnly("14", Some("600000")), Reply::Streamed("0")]);
+    let svc = layer()
+        .max_pushback(Duration::from_secs(2))
+        .build()
+        .unwrap()
+        .layer(server.service());
+    svc.oneshot(call()).await.unwrap();
+    let seen = server.seen();
+    assert_eq!(seen[1].at - seen[0].at, Duration::from_secs(2));
+
+    for bad in ["-1", "soon", "1.5", ""] {
+        let server = Server::new([Reply::TrailersOnly("14", Some(bad)), Reply::Streamed("0")]);
+        let svc = layer().build().unwrap().layer(server.service());
+        let res = svc.oneshot(call()).await.unwrap();
+        assert_eq!(grpc_status(&res), Some("14"));
+        assert_eq!(server.seen().len(), 1, "pushback {bad:?} means do not retry");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_is_shared_with_http() {
+    let budget = RetryBudget::builder().ratio(0.0).min_per_sec(1).build().unwrap();
+    let http = HttpRetryLayer::builder("payments")
+        .budget(budget.clone())
+        .build()
+        .unwrap();
+    let grpc = layer().budget(budget.clone()).build().unwrap();
+    assert_eq!(http.budget().unwrap().available(), grpc.budget().unwrap().available());
+    let before = budget.available();
+    assert!(before >= 1);
+
+    let server = Server::new([Reply::TrailersOnly("14", None), Reply::Streamed("0")]);
+    grpc.layer(server.service()).oneshot(call()).await.unwrap();
+    assert_eq!(server.seen().len(), 2);
+    assert_eq!(
+        budget.available(),
+        before - 1,
+        "the gRPC retry drew on the shared budget"
+    );
+    assert_eq!(http.budget().unwrap().available(), before - 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_run_out() {
+    let server = Server::new([Reply::TrailersOnly("14", None)]);
+    let svc = layer().max_attempts(3).build().unwrap().layer(server.service());
+    let res = svc.oneshot(call()).await.unwrap();
+    assert_eq!(grpc_status(&res), Some("14"));
+    assert_eq!(server.seen().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_sent_more_than_the_replay_limit_is_not_retried() {
+    let server = Server::new([Reply::TrailersOnly("14", None), Reply::Streamed("0")]);
+    let svc = layer().replay_limit(1024).build().unwrap().layer(server.service());
+    let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+        Ok(Frame::data(Bytes::from(vec![0u8; 600]))),
+        Ok(Frame::data(Bytes::from(vec![1u8; 600]))),
+    ];
+    let big = Request::post("http://inventory/inventory.v1.Inventory/GetStock")
+        .body(StreamBody::new(futures_util::stream::iter(frames)))
+        .unwrap();
+    let res = svc.oneshot(big).await.unwrap();
+    assert_eq!(grpc_status(&res), Some("14"));
+    assert_eq!(server.seen().len(), 1, "1200 bytes sent, 1024 kept: not replayable");
+    assert_eq!(server.seen()[0].body.len(), 1200, "the first attempt sent it all");
+}
