@@ -10,7 +10,10 @@
 //!   retried; ready classifiers for "any error", HTTP and gRPC, and closures.
 //! - [`BoxError`], [`AsError`], and [`error`]: [`find`](error::find) to spot the layers'
 //!   rejections ([`CircuitOpen`], [`BulkheadFull`], [`BulkheadTimeout`], at
-//!   the crate root) anywhere in a `source()` chain.
+//!   the crate root) anywhere in a `source()` chain, and the markers
+//!   [`TimedOut`](error::TimedOut) and [`ConnectFailed`](error::ConnectFailed)
+//!   with which client adapters (palisade-reqwest) make a client's timeouts
+//!   and connect errors recognisable.
 //! - [`keyed`]: [`KeyedMap`](keyed::KeyedMap), the bounded per-key state of
 //!   keyed layers, with idle or least-recently-used eviction.
 //! - [`lease`]: [`Lease`](lease::Lease), the fencing token of a key's
@@ -89,6 +92,7 @@ pub mod response;
 pub mod sync;
 pub mod telemetry;
 pub mod timed;
+mod transport;
 
 pub use boxed::{AsError, BoxError};
 pub use classify::{
