@@ -81,6 +81,12 @@ pub use palisade_retry as retry;
 #[cfg(feature = "webhook")]
 pub use palisade_webhook as webhook;
 
+#[cfg(feature = "reqwest")]
+pub use palisade_reqwest as reqwest;
+
+#[cfg(feature = "stack")]
+pub mod stack;
+
 use tower::ServiceBuilder;
 use tower::layer::util::Stack;
 

@@ -1,0 +1,181 @@
+//! The one-call server stack: [`ServerStackBuilder`] and [`ServerStack`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_bulkhead::{BulkheadBuilder, BulkheadLayer};
+use palisade_core::response::{ProblemResponse, ProblemResponseLayer};
+use palisade_idempotency::{IdempotencyLayer, IdempotencyLayerBuilder};
+use tower::layer::Layer;
+use tower::layer::util::Identity;
+
+use super::handle::{Reporter, StackHandle};
+use super::part::{ConfigError, Part, slot};
+
+/// The server stack's default in-flight limit.
+pub const SERVER_MAX_CONCURRENT: usize = 100;
+
+/// The server stack's default timeout of one request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds the canonical server stack; made by [`server`](super::server).
+///
+/// Each slot holds a [`Part`]: a palisade layer, its builder (built by
+/// [`build`](Self::build)), or `Identity` when removed or not configured.
+/// The methods named after a slot replace its part, the `no_` methods empty
+/// it; the order stays the canonical one.
+pub struct ServerStackBuilder<
+    W = Identity,
+    I = IdempotencyLayerBuilder,
+    O = Identity,
+    H = BulkheadBuilder,
+    T = Duration,
+> {
+    name: Arc<str>,
+    webhook_verify: W,
+    idempotency: I,
+    outbox_hook: O,
+    bulkhead: H,
+    timeout: T,
+}
+
+impl ServerStackBuilder {
+    pub(crate) fn new(name: Arc<str>) -> Self {
+        Self {
+            webhook_verify: Identity::new(),
+            idempotency: IdempotencyLayer::builder(),
+            outbox_hook: Identity::new(),
+            bulkhead: BulkheadLayer::builder(&name).max_concurrent(SERVER_MAX_CONCURRENT),
+            timeout: REQUEST_TIMEOUT,
+            name,
+        }
+    }
+}
+
+macro_rules! slot_methods {
+    ($(#[$cfg:meta])* $field:ident, $slot:ident, $no:ident, $what:literal, [$($before:ident),*], [$($after:ident),*], {$($all:ident),*}) => {
+        $(#[$cfg])*
+        #[doc = concat!("Puts `part` in the ", $what, " slot: a layer, its builder, or any [`Part`] of that slot.")]
+        pub fn $field<P: Part<slot::$slot>>(self, part: P) -> ServerStackBuilder<$($before,)* P $(, $after)*> {
+            let Self { name, $($all),* } = self;
+            let _ = $field;
+            let $field = part;
+            ServerStackBuilder { name, $($all),* }
+        }
+
+        #[doc = concat!("Leaves the ", $what, " out.")]
+        pub fn $no(self) -> ServerStackBuilder<$($before,)* Identity $(, $after)*> {
+            let Self { name, $($all),* } = self;
+            let _ = $field;
+            let $field = Identity::new();
+            ServerStackBuilder { name, $($all),* }
+        }
+    };
+}
+
+impl<W, I, O, H, T> ServerStackBuilder<W, I, O, H, T> {
+    slot_methods!(#[cfg(feature = "webhook")] webhook_verify, WebhookVerify, no_webhook_verify, "webhook verification", [], [I, O, H, T], {webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
+    slot_methods!(idempotency, Idempotency, no_idempotency, "idempotency", [W], [O, H, T], {webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
+    slot_methods!(#[cfg(feature = "outbox")] outbox_hook, OutboxHook, no_outbox_hook, "outbox publish hook", [W, I], [H, T], {webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
+    slot_methods!(bulkhead, Bulkhead, no_bulkhead, "bulkhead", [W, I, O], [T], {webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
+    slot_methods!(timeout, Timeout, no_timeout, "request timeout (a `Duration`)", [W, I, O, H], [], {webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
+
+    /// Builds every part and returns the stack, or the first part's
+    /// configuration error.
+    #[allow(clippy::type_complexity)]
+    pub fn build(self) -> Result<ServerStack<W::Layer, I::Layer, O::Layer, H::Layer, T::Layer>, ConfigError>
+    where
+        W: Part<slot::WebhookVerify>,
+        I: Part<slot::Idempotency>,
+        O: Part<slot::OutboxHook>,
+        H: Part<slot::Bulkhead>,
+        T: Part<slot::Timeout>,
+    {
+        let mut reports: Vec<(&'static str, Reporter)> = Vec::new();
+        let mut keep = |layer: &'static str, report: Option<Reporter>| {
+            if let Some(report) = report {
+                reports.push((layer, report));
+            }
+        };
+        let (webhook_verify, report) = self.webhook_verify.into_part()?;
+        keep("webhook_verify", report);
+        let (idempotency, report) = self.idempotency.into_part()?;
+        keep("idempotency", report);
+        let (outbox_hook, report) = self.outbox_hook.into_part()?;
+        keep("outbox_hook", report);
+        let (bulkhead, report) = self.bulkhead.into_part()?;
+        keep("bulkhead", report);
+        let (timeout, report) = self.timeout.into_part()?;
+        keep("timeout", report);
+        Ok(ServerStack {
+            handle: StackHandle::new(self.name, reports),
+            webhook_verify,
+            idempotency,
+            outbox_hook,
+            bulkhead,
+            timeout,
+        })
+    }
+}
+
+impl<W, I, O, H, T> fmt::Debug for ServerStackBuilder<W, I, O, H, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerStackBuilder")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The canonical server stack as one layer: webhook verify → idempotency →
+/// outbox hook → bulkhead → timeout, around the handler; with the
+/// [`StackHandle`] reporting its parts.
+///
+/// The bulkhead's and the timeout's errors become responses right outside
+/// the bulkhead ([`ProblemResponseLayer`]: 503 with `Retry-After` for a full
+/// bulkhead, 504 for a timeout, as `application/problem+json`), so the stack
+/// never fails and serves as an axum `Router::layer` or a hyper service
+/// directly. Cheap to clone.
+#[derive(Clone)]
+pub struct ServerStack<W, I, O, H, T> {
+    handle: StackHandle,
+    webhook_verify: W,
+    idempotency: I,
+    outbox_hook: O,
+    bulkhead: H,
+    timeout: T,
+}
+
+impl<W, I, O, H, T> ServerStack<W, I, O, H, T> {
+    /// The handle reporting every part's state.
+    pub fn handle(&self) -> StackHandle {
+        self.handle.clone()
+    }
+}
+
+impl<S, W, I, O, H, T> Layer<S> for ServerStack<W, I, O, H, T>
+where
+    T: Layer<S>,
+    H: Layer<T::Service>,
+    O: Layer<ProblemResponse<H::Service>>,
+    I: Layer<O::Service>,
+    W: Layer<I::Service>,
+{
+    type Service = W::Service;
+
+    fn layer(&self, handler: S) -> Self::Service {
+        let inner = self.timeout.layer(handler);
+        let inner = ProblemResponseLayer::new().layer(self.bulkhead.layer(inner));
+        let inner = self.outbox_hook.layer(inner);
+        let inner = self.idempotency.layer(inner);
+        self.webhook_verify.layer(inner)
+    }
+}
+
+impl<W, I, O, H, T> fmt::Debug for ServerStack<W, I, O, H, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerStack")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
