@@ -272,7 +272,7 @@ impl<C> RetryBuilder<C, HttpRequest> {
     }
 
     /// Adds `header` with the attempt number (2 on the first retry) to every
-    /// retry; see [`X_RETRY_ATTEMPT`] (default none).
+    /// retry; see [`X_RETRY_ATTEMPT`](crate::X_RETRY_ATTEMPT) (default none).
     pub fn attempt_header(mut self, header: HeaderName) -> Self {
         self.attempt_header = Some(header);
         self

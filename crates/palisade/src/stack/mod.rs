@@ -92,13 +92,7 @@ assert_eq!(report["layers"][2]["state"], "closed");
 "#
 )]
 //!
-//! A server stack for axum routes:
-//!
-//! ```ignore
-//! let api = palisade::stack::server("orders").build()?;
-//! let health = api.handle();
-//! let app = Router::new().route("/orders", post(create_order)).layer(api);
-//! ```
+//! A server stack on axum routes is in the [crate docs](crate#the-stacks-in-one-call).
 
 mod client;
 mod handle;
