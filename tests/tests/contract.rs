@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use palisade::bulkhead::{Aimd, BulkheadLayer, Gradient2};
 use palisade::circuit_breaker::{CircuitBreakerBuilder, State};
+use palisade::deadline::{DeadlineLayer, PropagateDeadlineLayer};
 use palisade::prelude::*;
 use palisade::retry::{Backoff, Jitter, RetryBudget, RetryLayer};
-use palisade_tests::contract::{REQUEST, Reply, Request, Subject, refused};
-use tower::{ServiceBuilder, ServiceExt};
+use palisade_tests::contract::{REQUEST, Reply, Request, Response, Scripted, Subject, refused};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 fn key(request: &Request) -> u32 {
     request.key
@@ -238,6 +239,76 @@ fn client_stack() -> Subject {
         ])
 }
 
+/// An HTTP layer under the suite: the suite's requests travel in an
+/// `http::Request`'s body through it, the inner answers in an
+/// `http::Response`'s extensions; an answer of the layer's own is an error.
+fn over_http<L, B, E>(
+    layer: L,
+) -> impl Layer<
+    Scripted,
+    Service: Service<Request, Response = Response, Error = BoxError, Future: Send + 'static> + Clone + Send + 'static,
+>
+where
+    L: Layer<
+        tower::util::MapRequest<
+            tower::util::MapResponse<Scripted, fn(Response) -> http::Response<()>>,
+            fn(http::Request<Request>) -> Request,
+        >,
+    >,
+    L::Service: Service<http::Request<Request>, Response = http::Response<B>, Error = E> + Clone + Send + 'static,
+    <L::Service as Service<http::Request<Request>>>::Future: Send + 'static,
+    B: 'static,
+    E: Into<BoxError> + 'static,
+    BoxError: From<E>,
+{
+    fn to_http(response: Response) -> http::Response<()> {
+        let mut res = http::Response::new(());
+        res.extensions_mut().insert(response);
+        res
+    }
+    fn from_http<B, E: Into<BoxError>>(result: Result<http::Response<B>, E>) -> Result<Response, BoxError> {
+        let res = result.map_err(Into::into)?;
+        res.extensions()
+            .get::<Response>()
+            .copied()
+            .ok_or_else(|| format!("answered by the layer: {}", res.status()).into())
+    }
+    ServiceBuilder::new()
+        .map_request(http::Request::new as fn(Request) -> http::Request<Request>)
+        .map_result(from_http::<B, E> as fn(Result<http::Response<B>, E>) -> Result<Response, BoxError>)
+        .layer(layer)
+        .map_request(http::Request::into_body as fn(http::Request<Request>) -> Request)
+        .map_response(to_http as fn(Response) -> http::Response<()>)
+}
+
+fn deadline_server() -> Subject {
+    let layer = DeadlineLayer::builder("server")
+        .timeout(Duration::from_secs(86_400))
+        .max_timeout(Duration::from_secs(86_400))
+        .build()
+        .unwrap();
+    Subject::new(over_http(layer)).refuses([
+        refused(DeadlineLayer::builder("x").timeout(Duration::ZERO).build()),
+        refused(DeadlineLayer::builder("x").max_timeout(Duration::ZERO).build()),
+        refused(
+            DeadlineLayer::builder("x")
+                .timeout(Duration::from_secs(2))
+                .max_timeout(Duration::from_secs(1))
+                .build(),
+        ),
+    ])
+}
+
+fn deadline_client() -> Subject {
+    let layer = PropagateDeadlineLayer::builder("client")
+        .timeout(Duration::from_secs(86_400))
+        .build()
+        .unwrap();
+    Subject::new(over_http(layer)).refuses([refused(
+        PropagateDeadlineLayer::builder("x").timeout(Duration::ZERO).build(),
+    )])
+}
+
 palisade_tests::contract_suite! {
     circuit_breaker_rate => breaker_rate();
     circuit_breaker_consecutive => breaker_consecutive();
@@ -250,4 +321,6 @@ palisade_tests::contract_suite! {
     retry_with_budget => retry_with_budget();
     retry_without_budget => retry_without_budget();
     client_stack => client_stack();
+    deadline_server => deadline_server();
+    deadline_client => deadline_client();
 }

@@ -334,6 +334,7 @@ mod tests {
                 Duration::from_millis(10),
                 Duration::from_secs(1),
             )),
+            err(crate::deadline::DeadlineExceeded),
         ]
     }
 

@@ -10,6 +10,7 @@
 
 use std::error::Error;
 
+use crate::deadline::DeadlineExceeded;
 use crate::rejection::{BulkheadFull, BulkheadTimeout, CircuitOpen};
 pub use crate::transport::{ConnectFailed, TimedOut};
 
@@ -38,12 +39,15 @@ pub fn chain<'a>(error: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (
 }
 
 /// True when the error is one of palisade's own local rejections
-/// ([`CircuitOpen`], [`BulkheadFull`], [`BulkheadTimeout`]) anywhere in its chain.
+/// ([`CircuitOpen`], [`BulkheadFull`], [`BulkheadTimeout`],
+/// [`DeadlineExceeded`]) anywhere in its chain.
 ///
 /// A local rejection says nothing about the health of the downstream: the
 /// breaker does not count it as a failure and the retry policy does not retry it.
 pub fn is_local_rejection(error: &(dyn Error + 'static)) -> bool {
-    chain(error).any(|e| e.is::<CircuitOpen>() || e.is::<BulkheadFull>() || e.is::<BulkheadTimeout>())
+    chain(error).any(|e| {
+        e.is::<CircuitOpen>() || e.is::<BulkheadFull>() || e.is::<BulkheadTimeout>() || e.is::<DeadlineExceeded>()
+    })
 }
 
 /// True when the error is a timeout anywhere in its chain: tower's
@@ -118,6 +122,7 @@ mod tests {
             CircuitOpen::new("a", Duration::ZERO).into(),
             BulkheadFull::new("b", Duration::ZERO).into(),
             BulkheadTimeout::new("c", Duration::from_millis(5), Duration::ZERO).into(),
+            DeadlineExceeded.into(),
         ];
         for err in cases {
             let wrapped: BoxError = Box::new(Wrapper(err));

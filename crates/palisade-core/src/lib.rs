@@ -8,6 +8,10 @@
 //! - [`classify`]: one trait, [`Classify`], that decides whether a call
 //!   succeeded, failed or does not count, and separately whether it may be
 //!   retried; ready classifiers for "any error", HTTP and gRPC, and closures.
+//! - [`deadline`]: [`Deadline`](deadline::Deadline), a request's whole
+//!   budget, found in its extensions or the serving task;
+//!   [`DeadlineExceeded`](deadline::DeadlineExceeded); the `grpc-timeout`
+//!   and `x-request-timeout-ms` wire formats.
 //! - [`BoxError`], [`AsError`], and [`error`]: [`find`](error::find) to spot the layers'
 //!   rejections ([`CircuitOpen`], [`BulkheadFull`], [`BulkheadTimeout`], at
 //!   the crate root) anywhere in a `source()` chain, and the markers
@@ -83,6 +87,7 @@ pub mod backoff;
 pub mod body;
 mod boxed;
 pub mod classify;
+pub mod deadline;
 pub mod error;
 pub mod keyed;
 pub mod lease;

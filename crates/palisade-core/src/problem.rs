@@ -8,6 +8,7 @@
 //! | [`BulkheadTimeout`] | 503 | [`types::BULKHEAD_TIMEOUT`] | the bulkhead's hint |
 //! | tower's `load_shed::error::Overloaded` | 503 | [`types::OVERLOADED`] | none |
 //! | tower's or tokio's `Elapsed` | 504 | [`types::TIMEOUT`] | none |
+//! | [`DeadlineExceeded`](crate::deadline::DeadlineExceeded) | 504 | [`types::DEADLINE_EXCEEDED`] | none |
 //! | anything else | 500 | `about:blank` | none |
 //!
 //! Each row is the error's [`ToProblem`] implementation, the one way every
@@ -50,6 +51,7 @@ use http_body_util::Full;
 use serde::Serialize;
 
 use crate::BoxError;
+use crate::deadline::{DeadlineExceeded, MalformedTimeout};
 use crate::error::chain;
 use crate::{BulkheadFull, BulkheadTimeout, CircuitOpen};
 
@@ -70,6 +72,10 @@ pub mod types {
     pub const OVERLOADED: &str = "urn:palisade:problem:overloaded";
     /// The call took longer than its timeout.
     pub const TIMEOUT: &str = "urn:palisade:problem:timeout";
+    /// The request's whole time budget (its deadline) ran out.
+    pub const DEADLINE_EXCEEDED: &str = "urn:palisade:problem:deadline-exceeded";
+    /// A request's timeout header (`grpc-timeout`, `x-request-timeout-ms`) is malformed.
+    pub const MALFORMED_TIMEOUT: &str = "urn:palisade:problem:malformed-timeout";
 }
 
 /// An RFC 9457 problem details object, with an optional `Retry-After`.
@@ -225,6 +231,7 @@ fn known_problem(error: &(dyn Error + 'static)) -> Option<Problem> {
         .or_else(|| problem_of::<tower::load_shed::error::Overloaded>(error))
         .or_else(|| problem_of::<tower::timeout::error::Elapsed>(error))
         .or_else(|| problem_of::<tokio::time::error::Elapsed>(error))
+        .or_else(|| problem_of::<DeadlineExceeded>(error))
 }
 
 /// A rejection that answers HTTP with a problem: the one way from a layer's
@@ -265,6 +272,24 @@ fn unavailable(kind: &'static str, title: &'static str, detail: &'static str) ->
         .with_type(kind)
         .with_title(title)
         .with_detail(detail)
+}
+
+impl ToProblem for DeadlineExceeded {
+    fn to_problem(&self) -> Problem {
+        Problem::new(StatusCode::GATEWAY_TIMEOUT)
+            .with_type(types::DEADLINE_EXCEEDED)
+            .with_title("Deadline exceeded")
+            .with_detail("The request's time budget ran out before it was answered.")
+    }
+}
+
+impl ToProblem for MalformedTimeout {
+    fn to_problem(&self) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST)
+            .with_type(types::MALFORMED_TIMEOUT)
+            .with_title("Malformed timeout")
+            .with_detail("The request's timeout header is not in its format.")
+    }
 }
 
 impl ToProblem for CircuitOpen {
@@ -445,5 +470,27 @@ mod tests {
         let res: Response<Full<Bytes>> = p.into();
         assert_eq!(res.status(), 400);
         assert!(res.headers().get("retry-after").is_none());
+    }
+
+    #[test]
+    fn a_malformed_timeout_is_a_400_problem() {
+        assert_eq!(
+            MalformedTimeout.to_problem().to_json(),
+            bytes::Bytes::from_static(
+                br#"{"type":"urn:palisade:problem:malformed-timeout","title":"Malformed timeout","status":400,"detail":"The request's timeout header is not in its format."}"#
+            )
+        );
+    }
+
+    #[test]
+    fn deadline_exceeded_is_a_504_problem() {
+        let p = DeadlineExceeded.to_problem();
+        assert_eq!(p.status(), 504);
+        assert_eq!(
+            p.to_json(),
+            bytes::Bytes::from_static(
+                br#"{"type":"urn:palisade:problem:deadline-exceeded","title":"Deadline exceeded","status":504,"detail":"The request's time budget ran out before it was answered."}"#
+            )
+        );
     }
 }

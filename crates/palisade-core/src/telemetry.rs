@@ -21,6 +21,12 @@
 //! | `palisade_retry_attempts_total` | counter | name | attempts, the first included |
 //! | `palisade_retry_retries_total` | counter | name, reason | retries, by what made them retry |
 //! | `palisade_retry_budget_exhausted_total` | counter | name | retries refused by the budget |
+//! | `palisade_deadline_exceeded_total` | counter | name, side (`server`, `client`) | requests answered 504 or `DEADLINE_EXCEEDED` (server), calls failed with `DeadlineExceeded` (client) |
+//! | `palisade_deadline_malformed_total` | counter | name, reason (`grpc_timeout`, `header`) | requests refused for a malformed timeout header |
+//! | `palisade_hedge_hedges_total` | counter | name | hedged attempts sent |
+//! | `palisade_hedge_wins_total` | counter | name, winner (`original`, `hedge`) | calls answered, by which attempt answered |
+//! | `palisade_hedge_budget_exhausted_total` | counter | name | hedges not sent because the retry budget was empty |
+//! | `palisade_fallback_calls_total` | counter | name, reason (`failure`, `circuit_open`, `bulkhead_full`, `bulkhead_timeout`, `deadline_exceeded`) | calls answered by the fallback |
 //! | `palisade_idempotency_requests_total` | counter | name, outcome (`first`, `replayed`, `conflict`, `mismatch`, `invalid`, `store_error`); reason on `invalid` (`missing_key`, `malformed_key`, `body_too_large`, `unreadable_body`) and `store_error` (`fail_closed`, `fail_open`) | requests carrying a key |
 //! | `palisade_webhook_verifications_total` | counter | name, scheme, outcome (`verified`, `duplicate`, reject reasons) | inbound webhooks |
 //! | `palisade_outbox_pending` | gauge | name | events not yet published |
@@ -57,6 +63,10 @@ pub const LABEL_SCHEME: &str = "scheme";
 pub const LABEL_FROM: &str = "from";
 /// Label: the state a transition entered.
 pub const LABEL_TO: &str = "to";
+/// Label: the side of a deadline (`server`, `client`).
+pub const LABEL_SIDE: &str = "side";
+/// Label: which attempt answered a hedged call (`original`, `hedge`).
+pub const LABEL_WINNER: &str = "winner";
 /// Label: a state (`closed`, `open`, ...).
 pub const LABEL_STATE: &str = "state";
 
@@ -109,6 +119,36 @@ pub mod retry {
     pub const RETRIES_TOTAL: &str = "palisade_retry_retries_total";
     /// Counter of retries refused by the budget.
     pub const BUDGET_EXHAUSTED_TOTAL: &str = "palisade_retry_budget_exhausted_total";
+}
+
+/// Metric and target names of the deadline layers.
+pub mod deadline {
+    /// Tracing target.
+    pub const TARGET: &str = "palisade::deadline";
+    /// Counter of requests and calls whose deadline passed, by side.
+    pub const EXCEEDED_TOTAL: &str = "palisade_deadline_exceeded_total";
+    /// Counter of requests refused for a malformed timeout header, by reason.
+    pub const MALFORMED_TOTAL: &str = "palisade_deadline_malformed_total";
+}
+
+/// Metric and target names of the hedging layer.
+pub mod hedge {
+    /// Tracing target.
+    pub const TARGET: &str = "palisade::hedge";
+    /// Counter of hedged attempts sent.
+    pub const HEDGES_TOTAL: &str = "palisade_hedge_hedges_total";
+    /// Counter of answered calls, by the attempt that answered.
+    pub const WINS_TOTAL: &str = "palisade_hedge_wins_total";
+    /// Counter of hedges not sent for an empty retry budget.
+    pub const BUDGET_EXHAUSTED_TOTAL: &str = "palisade_hedge_budget_exhausted_total";
+}
+
+/// Metric and target names of the fallback layer.
+pub mod fallback {
+    /// Tracing target.
+    pub const TARGET: &str = "palisade::fallback";
+    /// Counter of calls answered by the fallback, by reason.
+    pub const CALLS_TOTAL: &str = "palisade_fallback_calls_total";
 }
 
 /// Metric and target names of the Idempotency-Key layer.

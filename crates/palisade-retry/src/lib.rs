@@ -102,7 +102,11 @@
 //!    the first one.
 //! 4. The wait ends before the [`deadline`](RetryBuilder::deadline), if one
 //!    is set: it covers all attempts and waits from the start of the first
-//!    attempt, and no wait starts that would end at or past it.
+//!    attempt, and no wait starts that would end at or past it. The same
+//!    holds for the request's own deadline, a
+//!    [`Deadline`](palisade_core::deadline::Deadline) in its extensions (HTTP)
+//!    or set for the task serving it (palisade-deadline's server layer sets
+//!    both): a wait that would end at or past it is not taken.
 //! 5. The [`RetryBudget`] has a retry left.
 //!
 //! Otherwise the caller gets the last attempt's response or error unchanged

@@ -10,6 +10,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use metrics::Counter;
 use palisade_core::backoff::{Backoff, Jitter, Random};
+use palisade_core::deadline::Deadline;
 use palisade_core::error::{is_connect_error, is_local_rejection, is_timeout};
 use palisade_core::telemetry::retry as names;
 use palisade_core::{AsError, BoxError, Classify, ErrorClassifier, HttpClassifier};
@@ -175,7 +176,16 @@ impl<C> Config<C> {
     }
 
     /// Decides whether to retry and how long to wait first.
-    fn decide(&self, attempts: &mut Attempts, reason: Reason, retry_after: Option<Duration>) -> Option<Wait> {
+    ///
+    /// `request_deadline` is the request's own [`Deadline`] (palisade-deadline's):
+    /// no wait that would end at or past it.
+    fn decide(
+        &self,
+        attempts: &mut Attempts,
+        reason: Reason,
+        retry_after: Option<Duration>,
+        request_deadline: Option<Deadline>,
+    ) -> Option<Wait> {
         let name = &*self.name;
         if attempts.done >= self.max_attempts {
             tracing::debug!(target: names::TARGET, name, attempt = attempts.done, reason = reason.label(), "not retrying: attempts exhausted");
@@ -192,6 +202,10 @@ impl<C> Config<C> {
             && Instant::now().checked_add(wait).is_none_or(|end| end >= deadline_at)
         {
             tracing::debug!(target: names::TARGET, name, attempt = attempts.done, reason = reason.label(), wait_ms = wait.as_millis() as u64, "not retrying: the wait would end past the deadline");
+            return None;
+        }
+        if request_deadline.is_some_and(|d| d.cannot_fit(wait)) {
+            tracing::debug!(target: names::TARGET, name, attempt = attempts.done, reason = reason.label(), wait_ms = wait.as_millis() as u64, "not retrying: the wait would end past the request's deadline");
             return None;
         }
         if !wait.is_zero() && tokio::runtime::Handle::try_current().is_err() {
@@ -336,7 +350,7 @@ where
                 config.error_reason(e, || config.classifier.retryable(Err(e)))
             }
         }?;
-        config.decide(&mut self.attempts, reason, None)
+        config.decide(&mut self.attempts, reason, None, Deadline::current())
     }
 
     fn clone_request(&mut self, req: &Req) -> Option<Req> {
@@ -378,7 +392,7 @@ where
             tracing::debug!(target: names::TARGET, name = &*config.name, reason = reason.label(), "not retrying: the request body exceeded the replay cap");
             return None;
         }
-        let wait = config.decide(&mut self.attempts, reason, retry_after)?;
+        let wait = config.decide(&mut self.attempts, reason, retry_after, Deadline::of(req))?;
         if let Some(header) = &config.attempt_header {
             req.headers_mut()
                 .insert(header.clone(), HeaderValue::from(self.attempts.done + 1));

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, StreamBody};
+use palisade_core::deadline::Deadline;
 use palisade_core::{BoxError, CircuitOpen};
 use palisade_retry::{Backoff, HttpRetryLayer, Jitter, ReplayBody, X_RETRY_ATTEMPT};
 use tokio::time::Instant;
@@ -145,6 +146,28 @@ where
         .oneshot(req)
         .await
         .map(|res| res.status())
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_wait_ends_past_the_deadline_the_request_carries() {
+    // 100 ms waits; the request's deadline, in its extensions, is 250 ms
+    // away: attempts at 0, 100 and 200 ms, and the wait to 300 ms is not taken.
+    let downstream = Downstream::new(&[Reply::Status(503)]);
+    let mut req = get("/");
+    req.extensions_mut().insert(Deadline::after(250 * MS));
+    let started = Instant::now();
+    let p = policy().max_attempts(10).build().unwrap();
+    assert_eq!(send(p, &downstream, req).await.unwrap(), 503);
+    assert_eq!(downstream.times(), [Duration::ZERO, 100 * MS, 200 * MS]);
+    assert_eq!(started.elapsed(), 200 * MS);
+
+    // A Retry-After past the deadline: the response comes back at once.
+    let downstream = Downstream::new(&[Reply::StatusWith(503, "retry-after", || "2".into()), Reply::Status(200)]);
+    let mut req = get("/");
+    req.extensions_mut().insert(Deadline::after(S));
+    let started = Instant::now();
+    assert_eq!(send(policy().build().unwrap(), &downstream, req).await.unwrap(), 503);
+    assert_eq!(started.elapsed(), Duration::ZERO);
 }
 
 #[tokio::test(start_paused = true)]

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use palisade_core::deadline::Deadline;
 use palisade_core::{BoxError, BulkheadFull, CircuitOpen, Outcome, classify_fn};
 use palisade_retry::{Backoff, Jitter, RetryBudget, RetryLayer};
 use tokio::time::Instant;
@@ -209,6 +210,27 @@ async fn the_deadline_cuts_attempts_short() {
     let retry = no_budget().exponential_1s_to_8s().deadline(5 * S).build().unwrap();
     assert!(run(retry, &slow).await.is_err());
     assert_eq!(slow.calls(), [Duration::ZERO]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_wait_ends_past_the_request_deadline_of_the_serving_task() {
+    // The request's deadline (set by the server layer for the task serving
+    // it) is 4 s away: the waits of 1 s and 2 s fit, the next (4 s, ending at
+    // 7 s) does not, and the policy has no deadline of its own.
+    let downstream = Downstream::failing();
+    let retry = no_budget().exponential_1s_to_8s().build().unwrap();
+    let started = Instant::now();
+    let deadline = Deadline::after(4 * S);
+    assert!(deadline.scope(run(retry, &downstream)).await.is_err());
+    assert_eq!(downstream.calls(), [Duration::ZERO, S, 3 * S]);
+    assert_eq!(started.elapsed(), 3 * S, "gave up at once instead of waiting");
+
+    // A wait that would end exactly at the deadline leaves no time for the
+    // attempt: not started either.
+    let downstream = Downstream::failing();
+    let retry = no_budget().exponential_1s_to_8s().build().unwrap();
+    assert!(Deadline::after(S).scope(run(retry, &downstream)).await.is_err());
+    assert_eq!(downstream.calls(), [Duration::ZERO]);
 }
 
 #[tokio::test(start_paused = true)]

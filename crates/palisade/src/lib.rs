@@ -78,6 +78,7 @@ let res = client.oneshot(charge).await?;
 //! | (always) | [`core`] (`palisade-core`) | classification, rejection responses, telemetry names |
 //! | `circuit-breaker` | `circuit_breaker` (`palisade-circuit-breaker`) | callers, from a failing dependency: fail fast, probe back to health |
 //! | `bulkhead` | `bulkhead` (`palisade-bulkhead`) | everything else, from one slow dependency or tenant: cap its concurrency |
+//! | `deadline` | `deadline` (`palisade-deadline`) | every hop of a request, from working past its caller's patience: one budget, set at the edge, carried downstream |
 //! | `retry` | `retry` (`palisade-retry`) | requests, from transient failures, without retry storms or duplicated unsafe requests |
 //! | `idempotency` | `idempotency` (`palisade-idempotency`) | customers, from double charges: a retried POST gets the first result |
 //! | `outbox` | `outbox` (`palisade-outbox`) | events, from loss: staged in the handler's transaction, published within milliseconds |
@@ -95,13 +96,18 @@ let res = client.oneshot(charge).await?;
 //! # Canonical order (outermost first)
 //!
 //! - **Client stack**: total deadline → idempotency key → retry (with budget) →
-//!   circuit breaker → bulkhead → per-attempt timeout → the HTTP client. The key is added once,
+//!   circuit breaker → bulkhead → per-attempt timeout and deadline
+//!   propagation → the HTTP client. The key is added once,
 //!   outside the retries, so every attempt carries the same key. Retries see the
 //!   breaker's fast `CircuitOpen` and do not retry it; the breaker does not
 //!   count the bulkhead's local rejections as failures of the downstream; each
 //!   attempt takes its own bulkhead permit, so a request waiting in backoff
-//!   holds none. The total deadline bounds the whole call, waits included.
-//! - **Server stack**: tracing / request id → webhook verify (webhook routes) →
+//!   holds none. The request's deadline (its own total deadline, or the one
+//!   the server stack set for the request being served) bounds the whole
+//!   call: the retry policy starts no wait that would end past it, and each
+//!   attempt gets what is left of it, sent downstream.
+//! - **Server stack**: deadline (outermost: its budget covers everything) →
+//!   tracing / request id → webhook verify (webhook routes) →
 //!   idempotency (state-changing routes; a replay skips everything inside) →
 //!   outbox hook → bulkhead (per route or tenant) → timeout → handler.
 //!
@@ -141,6 +147,8 @@ pub use palisade_core::{BoxError, Classify, ErrorClassifier, GrpcClassifier, Htt
 pub use palisade_bulkhead as bulkhead;
 #[cfg(feature = "circuit-breaker")]
 pub use palisade_circuit_breaker as circuit_breaker;
+#[cfg(feature = "deadline")]
+pub use palisade_deadline as deadline;
 #[cfg(feature = "idempotency")]
 pub use palisade_idempotency as idempotency;
 #[cfg(feature = "outbox")]
@@ -181,6 +189,14 @@ mod sealed {
 ///
 /// Sealed: implemented for `ServiceBuilder` only.
 pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
+    /// Server: sets each request's total budget and answers 504 or
+    /// `DEADLINE_EXCEEDED` when it passes; outermost.
+    #[cfg(feature = "deadline")]
+    fn deadline(
+        self,
+        layer: palisade_deadline::DeadlineLayer,
+    ) -> ServiceBuilder<Stack<palisade_deadline::DeadlineLayer, L>>;
+
     /// Server: verifies inbound webhook signatures; outermost on webhook routes.
     #[cfg(feature = "webhook")]
     fn webhook_verify(
@@ -258,6 +274,15 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         layer: palisade_bulkhead::KeyedBulkheadLayer<K, F, C, M>,
     ) -> ServiceBuilder<Stack<palisade_bulkhead::KeyedBulkheadLayer<K, F, C, M>, L>>;
 
+    /// Client: bounds each attempt by what is left of the request's
+    /// deadline and sends that budget downstream; inside the bulkhead, where
+    /// the per-attempt timeout goes.
+    #[cfg(feature = "deadline")]
+    fn propagate_deadline(
+        self,
+        layer: palisade_deadline::PropagateDeadlineLayer,
+    ) -> ServiceBuilder<Stack<palisade_deadline::PropagateDeadlineLayer, L>>;
+
     /// Client: signs outbound webhooks; innermost, so the signature covers
     /// the bytes that are sent.
     #[cfg(feature = "webhook")]
@@ -265,6 +290,22 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
+    #[cfg(feature = "deadline")]
+    fn deadline(
+        self,
+        layer: palisade_deadline::DeadlineLayer,
+    ) -> ServiceBuilder<Stack<palisade_deadline::DeadlineLayer, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "deadline")]
+    fn propagate_deadline(
+        self,
+        layer: palisade_deadline::PropagateDeadlineLayer,
+    ) -> ServiceBuilder<Stack<palisade_deadline::PropagateDeadlineLayer, L>> {
+        self.layer(layer)
+    }
+
     #[cfg(feature = "webhook")]
     fn webhook_verify(
         self,

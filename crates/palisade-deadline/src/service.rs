@@ -1,0 +1,203 @@
+//! [`SetDeadline`], the server side, and [`PropagateDeadline`], the client side.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use palisade_core::BoxError;
+use palisade_core::deadline::{self, Deadline, GRPC_TIMEOUT, MalformedTimeout, attempt_timeout};
+use palisade_core::telemetry::deadline as names;
+use tower_service::Service;
+
+use crate::body::DeadlineBody;
+use crate::future::{PropagateFuture, ResponseFuture};
+use crate::reply::{Reply, is_grpc};
+use crate::state::{Client, Server};
+
+/// The service of [`DeadlineLayer`](crate::DeadlineLayer): sets each
+/// request's [`Deadline`], answers `504 Gateway Timeout` (or gRPC
+/// `DEADLINE_EXCEEDED`) when it passes, and cancels the work.
+pub struct SetDeadline<S> {
+    inner: S,
+    shared: Arc<Server>,
+}
+
+impl<S> SetDeadline<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Server>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: Clone> Clone for SetDeadline<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for SetDeadline<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SetDeadline")
+            .field("inner", &self.inner)
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// The request's budget: the shortest of the configured one and the
+    /// caller's (capped). `Err` names the malformed header.
+    fn budget<B>(&self, req: &Request<B>) -> Result<Option<Duration>, &'static str> {
+        let mut budget = self.timeout;
+        let mut consider = |found: Duration| {
+            let found = found.min(self.max_timeout);
+            budget = Some(budget.map_or(found, |b| b.min(found)));
+        };
+        if self.grpc_timeout
+            && let Some(value) = req.headers().get(GRPC_TIMEOUT)
+        {
+            consider(deadline::parse_grpc_timeout(value.as_bytes()).map_err(|MalformedTimeout| "grpc_timeout")?);
+        }
+        if let Some(header) = &self.header
+            && let Some(value) = req.headers().get(header)
+        {
+            consider(deadline::parse_millis(value.as_bytes()).map_err(|MalformedTimeout| "header")?);
+        }
+        Ok(budget)
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for SetDeadline<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    type Response = Response<DeadlineBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let shared = &self.shared;
+        let grpc = is_grpc(&req);
+        let budget = match shared.budget(&req) {
+            Ok(budget) => budget,
+            Err(reason) => {
+                if reason == "grpc_timeout" {
+                    shared.malformed_grpc_total.increment(1);
+                } else {
+                    shared.malformed_header_total.increment(1);
+                }
+                tracing::debug!(target: names::TARGET, name = &*shared.name, reason, "malformed timeout header: request refused");
+                return ResponseFuture::reply(Reply::Malformed, grpc, shared.clone());
+            }
+        };
+        // An enclosing deadline (an outer layer's, or one the request
+        // already carries) still holds: the earliest wins.
+        let enclosing = Deadline::of(&req);
+        let deadline = match (budget.map(Deadline::after), enclosing) {
+            (Some(own), Some(outer)) => Some(own.min(outer)),
+            (own, outer) => own.or(outer),
+        };
+        if let Some(deadline) = deadline {
+            if deadline.is_expired() {
+                shared.exceeded_total.increment(1);
+                tracing::debug!(target: names::TARGET, name = &*shared.name, "deadline exceeded on arrival");
+                return ResponseFuture::reply(Reply::Exceeded, grpc, shared.clone());
+            }
+            req.extensions_mut().insert(deadline);
+        }
+        let inner = &mut self.inner;
+        let future = match deadline {
+            Some(deadline) => deadline.sync_scope(|| inner.call(req)),
+            None => inner.call(req),
+        };
+        ResponseFuture::called(future, deadline, grpc, shared.clone())
+    }
+}
+
+/// The service of [`PropagateDeadlineLayer`](crate::PropagateDeadlineLayer):
+/// bounds each attempt of an outgoing call by the smaller of its own timeout
+/// and what is left of the request's [`Deadline`] less a margin, and tells
+/// the downstream that budget (`grpc-timeout`, or the HTTP header).
+pub struct PropagateDeadline<S> {
+    inner: S,
+    shared: Arc<Client>,
+}
+
+impl<S> PropagateDeadline<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Client>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: Clone> Clone for PropagateDeadline<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for PropagateDeadline<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PropagateDeadline")
+            .field("inner", &self.inner)
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqB> Service<Request<ReqB>> for PropagateDeadline<S>
+where
+    S: Service<Request<ReqB>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = PropagateFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let shared = &self.shared;
+        let deadline = Deadline::of(&req);
+        let Some(timeout) = attempt_timeout(shared.timeout, deadline, shared.margin) else {
+            return PropagateFuture::called(self.inner.call(req), None, shared.clone());
+        };
+        if timeout.is_zero() {
+            return PropagateFuture::exceeded(shared.clone());
+        }
+        let by_deadline = shared.timeout.is_none_or(|own| timeout < own);
+        if is_grpc(&req) {
+            if shared.grpc_timeout {
+                req.headers_mut()
+                    .insert(GRPC_TIMEOUT, deadline::format_grpc_timeout(timeout));
+            }
+        } else if let Some(header) = &shared.header {
+            req.headers_mut()
+                .insert(header.clone(), deadline::format_millis(timeout));
+        }
+        let at = tokio::time::Instant::now() + timeout;
+        PropagateFuture::called(self.inner.call(req), Some((at, by_deadline)), shared.clone())
+    }
+}
