@@ -376,3 +376,72 @@ async fn the_server_stack_without_limits_passes_everything() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_total_deadline_stops_the_retries_that_would_end_past_it() {
+    let seen = Arc::default();
+    let started = tokio::time::Instant::now();
+    let client = stack::client("payments")
+        .deadline(Duration::from_secs(1))
+        .retry(
+            HttpRetryLayer::builder("payments")
+                .max_attempts(10)
+                .backoff(Backoff::constant(Duration::from_millis(400)))
+                .jitter(Jitter::None)
+                .no_budget(),
+        )
+        .build()
+        .unwrap();
+    assert_eq!(
+        client.handle().snapshot()["layers"][0],
+        json!({"layer": "deadline", "timeout_ms": 1000})
+    );
+    let client = client.layer(downstream(&[(503, 0)], Arc::clone(&seen)));
+    let res = client.oneshot(get()).await.unwrap();
+    // Attempts at 0, 400 and 800 ms; the next wait would end at 1.2 s.
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    assert_eq!(started.elapsed(), Duration::from_millis(800));
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_attempt_carries_its_budget_downstream() {
+    let budgets = Arc::new(Mutex::new(Vec::new()));
+    let seen_budgets = Arc::clone(&budgets);
+    let client = stack::client("payments")
+        .deadline(Duration::from_secs(3))
+        .retry(quick_retry("payments", 2))
+        .build()
+        .unwrap()
+        .layer(service_fn(move |req: Req| {
+            let budget = req.headers()["x-request-timeout-ms"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap();
+            seen_budgets.lock().unwrap().push(budget);
+            async { Ok::<_, BoxError>(Response::builder().status(503).body(()).unwrap()) }
+        }));
+    client.oneshot(get()).await.unwrap();
+    // Each attempt gets what is left of the 3 s deadline, less the 10 ms
+    // margin: the second one, 100 ms later, 100 ms less.
+    assert_eq!(*budgets.lock().unwrap(), [2_990, 2_890]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_server_deadline_is_outermost_and_answers_504() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let server = stack::server("orders")
+        .deadline(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    assert_eq!(
+        server.handle().layers(),
+        ["deadline", "idempotency", "bulkhead", "timeout"]
+    );
+    let server = server.layer(handler(calls.clone()));
+    let res = server.oneshot(keyed_post("/slow", "\"k9\"")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

@@ -18,7 +18,8 @@ use super::part::{ConfigError, Part, slot};
 /// The client stack's default in-flight limit.
 pub const CLIENT_MAX_CONCURRENT: usize = 100;
 
-/// The client stack's default timeout of one attempt.
+/// The client stack's default timeout of one attempt (shorter when the
+/// request's deadline leaves less).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds the canonical client stack; made by [`client`](super::client).
@@ -102,17 +103,17 @@ impl<D, K, R, B, H, T> ClientStackBuilder<D, K, R, B, H, T> {
                 reports.push((layer, report));
             }
         };
-        let (deadline, report) = self.deadline.into_part()?;
+        let (deadline, report) = self.deadline.into_part(&self.name)?;
         keep("deadline", report);
-        let (idempotency_key, report) = self.idempotency_key.into_part()?;
+        let (idempotency_key, report) = self.idempotency_key.into_part(&self.name)?;
         keep("idempotency_key", report);
-        let (retry, report) = self.retry.into_part()?;
+        let (retry, report) = self.retry.into_part(&self.name)?;
         keep("retry", report);
-        let (circuit_breaker, report) = self.circuit_breaker.into_part()?;
+        let (circuit_breaker, report) = self.circuit_breaker.into_part(&self.name)?;
         keep("circuit_breaker", report);
-        let (bulkhead, report) = self.bulkhead.into_part()?;
+        let (bulkhead, report) = self.bulkhead.into_part(&self.name)?;
         keep("bulkhead", report);
-        let (attempt_timeout, report) = self.attempt_timeout.into_part()?;
+        let (attempt_timeout, report) = self.attempt_timeout.into_part(&self.name)?;
         keep("attempt_timeout", report);
         Ok(ClientStack {
             handle: StackHandle::new(self.name, reports),

@@ -11,12 +11,12 @@
 //!
 //! | slot | default | replace with | why there |
 //! |---|---|---|---|
-//! | `deadline` | none | any [`Part`] of [`slot::Deadline`] | bounds the whole call, retries and waits included |
+//! | `deadline` | none: the deadline of the request being served, if a server stack set one, still bounds the call | a `Duration` (a [`DeadlineLayer`](palisade_deadline::DeadlineLayer) named after the stack), a `DeadlineLayer` or its builder | bounds the whole call: the retry starts no wait that would end past it, each attempt gets what is left; when it passes, a 504 problem response |
 //! | `idempotency_key` | [`IdempotencyKeyLayer`](palisade_idempotency::client::IdempotencyKeyLayer): a UUIDv7 key on POST and PATCH without one | a configured `IdempotencyKeyLayer` | outside the retry, so every attempt carries the same key, which also makes the POST retryable |
 //! | `retry` | [`HttpRetryLayer`](palisade_retry::HttpRetryLayer)'s defaults named after the stack: 3 attempts, exponential backoff from 100 ms with full jitter, the budget (20 % + 10/s), `Retry-After` honoured up to 30 s | an `HttpRetryLayer` or its builder | outside the breaker, so it sees `CircuitOpen` and does not retry it; outside the bulkhead, so a request in backoff holds no permit |
 //! | `circuit_breaker` | the breaker's failure-rate defaults with [`HttpClassifier`](palisade_core::HttpClassifier) (5xx, 408, 429 and transport errors fail) | a `CircuitBreakerLayer`, its builder, or a `KeyedCircuitBreakerLayer` | counts each attempt; does not count the bulkhead's local rejections |
 //! | `bulkhead` | [`CLIENT_MAX_CONCURRENT`] (100) attempts in flight, no queue | a `BulkheadLayer`, its builder, or a `KeyedBulkheadLayer` | caps the sockets and memory one slow downstream can take; rejects at once rather than queueing behind it |
-//! | `attempt_timeout` | [`ATTEMPT_TIMEOUT`] (10 s) | a `Duration` | a slow attempt becomes a timeout, which the breaker counts and the retry retries |
+//! | `attempt_timeout` | [`ATTEMPT_TIMEOUT`] (10 s), or less when the deadline leaves less, sent downstream in `x-request-timeout-ms` ([`PropagateDeadlineLayer`](palisade_deadline::PropagateDeadlineLayer)) | a `Duration`, a `PropagateDeadlineLayer` or its builder | a slow attempt becomes a timeout, which the breaker counts and the retry retries; an attempt cut by the deadline is not retried |
 //!
 //! Layered on an HTTP client taking `http::Request<ReplayBody<B>>` (the
 //! retry makes bodies replayable): hyper-util's client, or reqwest through
@@ -27,11 +27,12 @@
 //! # The server stack
 //!
 //! ```text
-//! webhook verify → idempotency → outbox hook → bulkhead → timeout → the handler
+//! deadline → webhook verify → idempotency → outbox hook → bulkhead → timeout → the handler
 //! ```
 //!
 //! | slot | default | replace with | why there |
 //! |---|---|---|---|
+//! | `deadline` | none | a `Duration` (a `DeadlineLayer` named after the stack with that budget, shortened by the caller's `x-request-timeout-ms` or `grpc-timeout`), a `DeadlineLayer` or its builder | its budget covers everything; handlers and the clients they call see it; 504 when it passes |
 //! | `webhook_verify` | none (it needs the senders' secrets) | a `VerifyLayer` (feature `webhook`) | rejects forged or replayed deliveries before anything else runs |
 //! | `idempotency` | [`IdempotencyLayer`](palisade_idempotency::IdempotencyLayer)'s defaults: in memory, POST and PATCH, key optional | an `IdempotencyLayer` or its builder (a Redis or PostgreSQL store for several instances) | a replay is answered before the handler's work and the limits, at little cost |
 //! | `outbox_hook` | none (it needs the relay's `Wakeup`) | a `PublishHookLayer` (feature `outbox`) | wakes the relay once the response exists |
@@ -57,7 +58,8 @@
 //!   `half_open_probes`; keyed: `keys`, an object of those per key;
 //! - `bulkhead`: `name`, `limit`, `in_flight`, `queued`, `adaptive`; keyed:
 //!   `keys`;
-//! - `attempt_timeout`, `timeout`: `timeout_ms`;
+//! - `deadline`, `attempt_timeout`, `timeout`: `timeout_ms` when set by a
+//!   `Duration`, else the layer's `name`;
 //! - the others: the name alone.
 //!
 //! To control a part (force a breaker open, resize a bulkhead), build it

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use palisade_bulkhead::{BulkheadBuilder, BulkheadLayer, KeyedBulkheadLayer};
 use palisade_circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer, KeyedCircuitBreakerLayer};
+use palisade_deadline::{DeadlineBuilder, DeadlineLayer, PropagateDeadlineBuilder, PropagateDeadlineLayer};
 use palisade_idempotency::client::IdempotencyKeyLayer;
 use palisade_retry::{HttpRequest, HttpRetryLayer, RetryBuilder};
 use serde_json::{Map, Value};
@@ -21,6 +22,9 @@ pub mod slot {
     /// Client: the total deadline, outermost.
     #[derive(Debug)]
     pub enum Deadline {}
+    /// Server: the request's deadline, outermost.
+    #[derive(Debug)]
+    pub enum ServerDeadline {}
     /// Client: the `Idempotency-Key` added to unsafe requests.
     #[derive(Debug)]
     pub enum IdempotencyKey {}
@@ -33,7 +37,7 @@ pub mod slot {
     /// Both: the bulkhead.
     #[derive(Debug)]
     pub enum Bulkhead {}
-    /// Client: the timeout of one attempt.
+    /// Client: the timeout of one attempt, and the deadline's propagation.
     #[derive(Debug)]
     pub enum AttemptTimeout {}
     /// Server: the webhook signature check.
@@ -63,6 +67,8 @@ pub enum ConfigError {
     Bulkhead(palisade_bulkhead::ConfigError),
     /// The idempotency layer's settings.
     Idempotency(palisade_idempotency::ConfigError),
+    /// The deadline's or the per-attempt timeout's settings.
+    Deadline(palisade_deadline::ConfigError),
 }
 
 impl fmt::Display for ConfigError {
@@ -72,6 +78,7 @@ impl fmt::Display for ConfigError {
             ConfigError::CircuitBreaker(e) => write!(f, "circuit breaker: {e}"),
             ConfigError::Bulkhead(e) => write!(f, "bulkhead: {e}"),
             ConfigError::Idempotency(e) => write!(f, "idempotency: {e}"),
+            ConfigError::Deadline(e) => write!(f, "deadline: {e}"),
         }
     }
 }
@@ -83,6 +90,7 @@ impl std::error::Error for ConfigError {
             ConfigError::CircuitBreaker(e) => Some(e),
             ConfigError::Bulkhead(e) => Some(e),
             ConfigError::Idempotency(e) => Some(e),
+            ConfigError::Deadline(e) => Some(e),
         }
     }
 }
@@ -91,8 +99,8 @@ impl std::error::Error for ConfigError {
 /// the stack's `build()` builds, or [`Identity`] for an empty slot.
 ///
 /// Implemented for palisade's layers and their builders (each for its own
-/// slot), for `Duration` in the timeout slots (a tower `TimeoutLayer`), and
-/// for `Identity` in every slot. Implement it for a layer of your own to put
+/// slot), for `Duration` in the deadline and timeout slots (a layer named
+/// after the stack with that budget), and for `Identity` in every slot. Implement it for a layer of your own to put
 /// it in a slot: the reporter's fields join the [`StackHandle`](super::StackHandle)'s
 /// snapshot.
 pub trait Part<Slot> {
@@ -100,8 +108,9 @@ pub trait Part<Slot> {
     type Layer;
 
     /// Builds the layer and, unless the slot is empty, what reports its
-    /// state.
-    fn into_part(self) -> Result<(Self::Layer, Option<Reporter>), ConfigError>;
+    /// state. `stack` is the stack's name, for parts that take one (a
+    /// `Duration` becomes a layer named after the stack).
+    fn into_part(self, stack: &str) -> Result<(Self::Layer, Option<Reporter>), ConfigError>;
 }
 
 fn reporter(report: impl Fn() -> Map<String, Value> + Send + Sync + 'static) -> Option<Reporter> {
@@ -124,7 +133,7 @@ fn present() -> Option<Reporter> {
 impl<Slot> Part<Slot> for Identity {
     type Layer = Identity;
 
-    fn into_part(self) -> Result<(Identity, Option<Reporter>), ConfigError> {
+    fn into_part(self, _stack: &str) -> Result<(Identity, Option<Reporter>), ConfigError> {
         Ok((self, None))
     }
 }
@@ -132,7 +141,7 @@ impl<Slot> Part<Slot> for Identity {
 impl Part<slot::IdempotencyKey> for IdempotencyKeyLayer {
     type Layer = Self;
 
-    fn into_part(self) -> Result<(Self, Option<Reporter>), ConfigError> {
+    fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
         Ok((self, present()))
     }
 }
@@ -140,7 +149,7 @@ impl Part<slot::IdempotencyKey> for IdempotencyKeyLayer {
 impl<C> Part<slot::Retry> for HttpRetryLayer<C> {
     type Layer = Self;
 
-    fn into_part(self) -> Result<(Self, Option<Reporter>), ConfigError> {
+    fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
         let name = Value::from(self.policy().name());
         let budget = self.budget().cloned();
         let report = reporter(move || {
@@ -161,8 +170,8 @@ impl<C> Part<slot::Retry> for HttpRetryLayer<C> {
 impl<C> Part<slot::Retry> for RetryBuilder<C, HttpRequest> {
     type Layer = HttpRetryLayer<C>;
 
-    fn into_part(self) -> Result<(Self::Layer, Option<Reporter>), ConfigError> {
-        self.build().map_err(ConfigError::Retry)?.into_part()
+    fn into_part(self, stack: &str) -> Result<(Self::Layer, Option<Reporter>), ConfigError> {
+        self.build().map_err(ConfigError::Retry)?.into_part(stack)
     }
 }
 
@@ -187,7 +196,7 @@ fn breaker_fields(s: &palisade_circuit_breaker::Snapshot) -> Map<String, Value> 
 impl<C> Part<slot::CircuitBreaker> for CircuitBreakerLayer<C> {
     type Layer = Self;
 
-    fn into_part(self) -> Result<(Self, Option<Reporter>), ConfigError> {
+    fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
         let handle = self.handle();
         Ok((self, reporter(move || breaker_fields(&handle.snapshot()))))
     }
@@ -196,8 +205,8 @@ impl<C> Part<slot::CircuitBreaker> for CircuitBreakerLayer<C> {
 impl<C> Part<slot::CircuitBreaker> for CircuitBreakerBuilder<C> {
     type Layer = CircuitBreakerLayer<C>;
 
-    fn into_part(self) -> Result<(Self::Layer, Option<Reporter>), ConfigError> {
-        self.build().map_err(ConfigError::CircuitBreaker)?.into_part()
+    fn into_part(self, stack: &str) -> Result<(Self::Layer, Option<Reporter>), ConfigError> {
+        self.build().map_err(ConfigError::CircuitBreaker)?.into_part(stack)
     }
 }
 
@@ -208,7 +217,7 @@ where
     type Layer = Self;
 
     /// Reports `{"keys": {"<key>": {<a breaker's fields>}, ...}}`.
-    fn into_part(self) -> Result<(Self, Option<Reporter>), ConfigError> {
+    fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
         let handle = self.handle();
         let report = reporter(move || {
             let keys = handle
@@ -240,7 +249,7 @@ fn bulkhead_fields(s: &palisade_bulkhead::Snapshot) -> Map<String, Value> {
 impl<C, M> Part<slot::Bulkhead> for BulkheadLayer<C, M> {
     type Layer = Self;
 
-    fn into_part(self) -> Result<(Self, Option<Reporter>), ConfigError> {
+    fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
         let handle = self.handle();
         Ok((self, reporter(move || bulkhead_fields(&handle.snapshot()))))
     }
@@ -249,8 +258,8 @@ impl<C, M> Part<slot::Bulkhead> for BulkheadLayer<C, M> {
 impl<C, M> Part<slot::Bulkhead> for BulkheadBuilder<C, M> {
     type Layer = BulkheadLayer<C, M>;
 
-    fn into_part(self) -> Result<(Self::Layer, Option<Reporter>), ConfigError> {
-        self.build().map_err(ConfigError::Bulkhead)?.into_part()
+    fn into_part(self, stack: &str) -> Result<(Self::Layer, Option<Reporter>), ConfigError> {
+        self.build().map_err(ConfigError::Bulkhead)?.into_part(stack)
     }
 }
 
@@ -261,7 +270,7 @@ where
     type Layer = Self;
 
     /// Reports `{"keys": {"<key>": {<a bulkhead's fields>}, ...}}`.
-    fn into_part(self) -> Result<(Self, Option<Reporter>), ConfigError> {
+    fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
         let handle = self.handle();
         let report = reporter(move || {
             let keys = handle
@@ -275,31 +284,126 @@ where
     }
 }
 
-fn timeout_part(timeout: Duration) -> (TimeoutLayer, Option<Reporter>) {
-    let report = reporter(move || fields([("timeout_ms", millis(timeout))]));
-    (TimeoutLayer::new(timeout), report)
+fn timeout_report(timeout: Duration) -> Option<Reporter> {
+    reporter(move || fields([("timeout_ms", millis(timeout))]))
 }
 
-impl Part<slot::AttemptTimeout> for Duration {
-    type Layer = TimeoutLayer;
+fn named(name: &str) -> Option<Reporter> {
+    let name = Value::from(name);
+    reporter(move || fields([("name", name.clone())]))
+}
 
-    fn into_part(self) -> Result<(TimeoutLayer, Option<Reporter>), ConfigError> {
-        Ok(timeout_part(self))
+/// Client: the total deadline, a [`DeadlineLayer`] named after the stack
+/// with this budget, reading no header from the outgoing request.
+impl Part<slot::Deadline> for Duration {
+    type Layer = DeadlineLayer;
+
+    fn into_part(self, stack: &str) -> Result<(DeadlineLayer, Option<Reporter>), ConfigError> {
+        let layer = DeadlineLayer::builder(stack)
+            .timeout(self)
+            .no_header()
+            .grpc_timeout(false)
+            .build()
+            .map_err(ConfigError::Deadline)?;
+        Ok((layer, timeout_report(self)))
     }
 }
 
+/// Server: the deadline, a [`DeadlineLayer`] named after the stack with
+/// this budget, shortened by the caller's `x-request-timeout-ms` or
+/// `grpc-timeout`.
+impl Part<slot::ServerDeadline> for Duration {
+    type Layer = DeadlineLayer;
+
+    fn into_part(self, stack: &str) -> Result<(DeadlineLayer, Option<Reporter>), ConfigError> {
+        let layer = DeadlineLayer::builder(stack)
+            .timeout(self)
+            .build()
+            .map_err(ConfigError::Deadline)?;
+        Ok((layer, timeout_report(self)))
+    }
+}
+
+impl Part<slot::Deadline> for DeadlineLayer {
+    type Layer = Self;
+
+    fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
+        let report = named(self.name());
+        Ok((self, report))
+    }
+}
+
+impl Part<slot::ServerDeadline> for DeadlineLayer {
+    type Layer = Self;
+
+    fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
+        let report = named(self.name());
+        Ok((self, report))
+    }
+}
+
+impl Part<slot::Deadline> for DeadlineBuilder {
+    type Layer = DeadlineLayer;
+
+    fn into_part(self, stack: &str) -> Result<(DeadlineLayer, Option<Reporter>), ConfigError> {
+        Part::<slot::Deadline>::into_part(self.build().map_err(ConfigError::Deadline)?, stack)
+    }
+}
+
+impl Part<slot::ServerDeadline> for DeadlineBuilder {
+    type Layer = DeadlineLayer;
+
+    fn into_part(self, stack: &str) -> Result<(DeadlineLayer, Option<Reporter>), ConfigError> {
+        Part::<slot::ServerDeadline>::into_part(self.build().map_err(ConfigError::Deadline)?, stack)
+    }
+}
+
+/// Client: each attempt bounded by this timeout or what is left of the
+/// request's deadline, whichever is shorter, and the budget sent downstream
+/// (a [`PropagateDeadlineLayer`] named after the stack).
+impl Part<slot::AttemptTimeout> for Duration {
+    type Layer = PropagateDeadlineLayer;
+
+    fn into_part(self, stack: &str) -> Result<(PropagateDeadlineLayer, Option<Reporter>), ConfigError> {
+        let layer = PropagateDeadlineLayer::builder(stack)
+            .timeout(self)
+            .build()
+            .map_err(ConfigError::Deadline)?;
+        Ok((layer, timeout_report(self)))
+    }
+}
+
+impl Part<slot::AttemptTimeout> for PropagateDeadlineLayer {
+    type Layer = Self;
+
+    fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
+        let report = named(self.name());
+        Ok((self, report))
+    }
+}
+
+impl Part<slot::AttemptTimeout> for PropagateDeadlineBuilder {
+    type Layer = PropagateDeadlineLayer;
+
+    fn into_part(self, stack: &str) -> Result<(PropagateDeadlineLayer, Option<Reporter>), ConfigError> {
+        self.build().map_err(ConfigError::Deadline)?.into_part(stack)
+    }
+}
+
+/// Server: the request timeout, a tower `TimeoutLayer` (504 through the
+/// stack's problem responses).
 impl Part<slot::Timeout> for Duration {
     type Layer = TimeoutLayer;
 
-    fn into_part(self) -> Result<(TimeoutLayer, Option<Reporter>), ConfigError> {
-        Ok(timeout_part(self))
+    fn into_part(self, _stack: &str) -> Result<(TimeoutLayer, Option<Reporter>), ConfigError> {
+        Ok((TimeoutLayer::new(self), timeout_report(self)))
     }
 }
 
 impl<St, Sc, D> Part<slot::Idempotency> for palisade_idempotency::IdempotencyLayer<St, Sc, D> {
     type Layer = Self;
 
-    fn into_part(self) -> Result<(Self, Option<Reporter>), ConfigError> {
+    fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
         Ok((self, present()))
     }
 }
@@ -307,8 +411,8 @@ impl<St, Sc, D> Part<slot::Idempotency> for palisade_idempotency::IdempotencyLay
 impl<St, Sc, D> Part<slot::Idempotency> for palisade_idempotency::IdempotencyLayerBuilder<St, Sc, D> {
     type Layer = palisade_idempotency::IdempotencyLayer<St, Sc, D>;
 
-    fn into_part(self) -> Result<(Self::Layer, Option<Reporter>), ConfigError> {
-        self.build().map_err(ConfigError::Idempotency)?.into_part()
+    fn into_part(self, stack: &str) -> Result<(Self::Layer, Option<Reporter>), ConfigError> {
+        self.build().map_err(ConfigError::Idempotency)?.into_part(stack)
     }
 }
 
@@ -316,7 +420,7 @@ impl<St, Sc, D> Part<slot::Idempotency> for palisade_idempotency::IdempotencyLay
 impl Part<slot::WebhookVerify> for palisade_webhook::VerifyLayer {
     type Layer = Self;
 
-    fn into_part(self) -> Result<(Self, Option<Reporter>), ConfigError> {
+    fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
         Ok((self, present()))
     }
 }
@@ -325,7 +429,7 @@ impl Part<slot::WebhookVerify> for palisade_webhook::VerifyLayer {
 impl Part<slot::OutboxHook> for palisade_outbox::PublishHookLayer {
     type Layer = Self;
 
-    fn into_part(self) -> Result<(Self, Option<Reporter>), ConfigError> {
+    fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
         Ok((self, present()))
     }
 }

@@ -26,6 +26,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The methods named after a slot replace its part, the `no_` methods empty
 /// it; the order stays the canonical one.
 pub struct ServerStackBuilder<
+    L = Identity,
     W = Identity,
     I = IdempotencyLayerBuilder,
     O = Identity,
@@ -33,6 +34,7 @@ pub struct ServerStackBuilder<
     T = Duration,
 > {
     name: Arc<str>,
+    deadline: L,
     webhook_verify: W,
     idempotency: I,
     outbox_hook: O,
@@ -43,6 +45,7 @@ pub struct ServerStackBuilder<
 impl ServerStackBuilder {
     pub(crate) fn new(name: Arc<str>) -> Self {
         Self {
+            deadline: Identity::new(),
             webhook_verify: Identity::new(),
             idempotency: IdempotencyLayer::builder(),
             outbox_hook: Identity::new(),
@@ -74,18 +77,20 @@ macro_rules! slot_methods {
     };
 }
 
-impl<W, I, O, H, T> ServerStackBuilder<W, I, O, H, T> {
-    slot_methods!(#[cfg(feature = "webhook")] webhook_verify, WebhookVerify, no_webhook_verify, "webhook verification", [], [I, O, H, T], {webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
-    slot_methods!(idempotency, Idempotency, no_idempotency, "idempotency", [W], [O, H, T], {webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
-    slot_methods!(#[cfg(feature = "outbox")] outbox_hook, OutboxHook, no_outbox_hook, "outbox publish hook", [W, I], [H, T], {webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
-    slot_methods!(bulkhead, Bulkhead, no_bulkhead, "bulkhead", [W, I, O], [T], {webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
-    slot_methods!(timeout, Timeout, no_timeout, "request timeout (a `Duration`)", [W, I, O, H], [], {webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
+impl<L, W, I, O, H, T> ServerStackBuilder<L, W, I, O, H, T> {
+    slot_methods!(deadline, ServerDeadline, no_deadline, "request deadline", [], [W, I, O, H, T], {deadline, webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
+    slot_methods!(#[cfg(feature = "webhook")] webhook_verify, WebhookVerify, no_webhook_verify, "webhook verification", [L], [I, O, H, T], {deadline, webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
+    slot_methods!(idempotency, Idempotency, no_idempotency, "idempotency", [L, W], [O, H, T], {deadline, webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
+    slot_methods!(#[cfg(feature = "outbox")] outbox_hook, OutboxHook, no_outbox_hook, "outbox publish hook", [L, W, I], [H, T], {deadline, webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
+    slot_methods!(bulkhead, Bulkhead, no_bulkhead, "bulkhead", [L, W, I, O], [T], {deadline, webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
+    slot_methods!(timeout, Timeout, no_timeout, "request timeout (a `Duration`)", [L, W, I, O, H], [], {deadline, webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
 
     /// Builds every part and returns the stack, or the first part's
     /// configuration error.
     #[allow(clippy::type_complexity)]
-    pub fn build(self) -> Result<ServerStack<W::Layer, I::Layer, O::Layer, H::Layer, T::Layer>, ConfigError>
+    pub fn build(self) -> Result<ServerStack<L::Layer, W::Layer, I::Layer, O::Layer, H::Layer, T::Layer>, ConfigError>
     where
+        L: Part<slot::ServerDeadline>,
         W: Part<slot::WebhookVerify>,
         I: Part<slot::Idempotency>,
         O: Part<slot::OutboxHook>,
@@ -98,18 +103,21 @@ impl<W, I, O, H, T> ServerStackBuilder<W, I, O, H, T> {
                 reports.push((layer, report));
             }
         };
-        let (webhook_verify, report) = self.webhook_verify.into_part()?;
+        let (deadline, report) = self.deadline.into_part(&self.name)?;
+        keep("deadline", report);
+        let (webhook_verify, report) = self.webhook_verify.into_part(&self.name)?;
         keep("webhook_verify", report);
-        let (idempotency, report) = self.idempotency.into_part()?;
+        let (idempotency, report) = self.idempotency.into_part(&self.name)?;
         keep("idempotency", report);
-        let (outbox_hook, report) = self.outbox_hook.into_part()?;
+        let (outbox_hook, report) = self.outbox_hook.into_part(&self.name)?;
         keep("outbox_hook", report);
-        let (bulkhead, report) = self.bulkhead.into_part()?;
+        let (bulkhead, report) = self.bulkhead.into_part(&self.name)?;
         keep("bulkhead", report);
-        let (timeout, report) = self.timeout.into_part()?;
+        let (timeout, report) = self.timeout.into_part(&self.name)?;
         keep("timeout", report);
         Ok(ServerStack {
             handle: StackHandle::new(self.name, reports),
+            deadline,
             webhook_verify,
             idempotency,
             outbox_hook,
@@ -119,7 +127,7 @@ impl<W, I, O, H, T> ServerStackBuilder<W, I, O, H, T> {
     }
 }
 
-impl<W, I, O, H, T> fmt::Debug for ServerStackBuilder<W, I, O, H, T> {
+impl<L, W, I, O, H, T> fmt::Debug for ServerStackBuilder<L, W, I, O, H, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerStackBuilder")
             .field("name", &self.name)
@@ -127,7 +135,7 @@ impl<W, I, O, H, T> fmt::Debug for ServerStackBuilder<W, I, O, H, T> {
     }
 }
 
-/// The canonical server stack as one layer: webhook verify → idempotency →
+/// The canonical server stack as one layer: deadline → webhook verify → idempotency →
 /// outbox hook → bulkhead → timeout, around the handler; with the
 /// [`StackHandle`] reporting its parts.
 ///
@@ -137,8 +145,9 @@ impl<W, I, O, H, T> fmt::Debug for ServerStackBuilder<W, I, O, H, T> {
 /// never fails and serves as an axum `Router::layer` or a hyper service
 /// directly. Cheap to clone.
 #[derive(Clone)]
-pub struct ServerStack<W, I, O, H, T> {
+pub struct ServerStack<L, W, I, O, H, T> {
     handle: StackHandle,
+    deadline: L,
     webhook_verify: W,
     idempotency: I,
     outbox_hook: O,
@@ -146,33 +155,35 @@ pub struct ServerStack<W, I, O, H, T> {
     timeout: T,
 }
 
-impl<W, I, O, H, T> ServerStack<W, I, O, H, T> {
+impl<L, W, I, O, H, T> ServerStack<L, W, I, O, H, T> {
     /// The handle reporting every part's state.
     pub fn handle(&self) -> StackHandle {
         self.handle.clone()
     }
 }
 
-impl<S, W, I, O, H, T> Layer<S> for ServerStack<W, I, O, H, T>
+impl<S, L, W, I, O, H, T> Layer<S> for ServerStack<L, W, I, O, H, T>
 where
     T: Layer<S>,
     H: Layer<T::Service>,
     O: Layer<ProblemResponse<H::Service>>,
     I: Layer<O::Service>,
     W: Layer<I::Service>,
+    L: Layer<W::Service>,
 {
-    type Service = W::Service;
+    type Service = L::Service;
 
     fn layer(&self, handler: S) -> Self::Service {
         let inner = self.timeout.layer(handler);
         let inner = ProblemResponseLayer::new().layer(self.bulkhead.layer(inner));
         let inner = self.outbox_hook.layer(inner);
         let inner = self.idempotency.layer(inner);
-        self.webhook_verify.layer(inner)
+        let inner = self.webhook_verify.layer(inner);
+        self.deadline.layer(inner)
     }
 }
 
-impl<W, I, O, H, T> fmt::Debug for ServerStack<W, I, O, H, T> {
+impl<L, W, I, O, H, T> fmt::Debug for ServerStack<L, W, I, O, H, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerStack")
             .field("handle", &self.handle)
