@@ -834,25 +834,24 @@ fn orders_api(
     let routes = Router::new()
         .route("/orders", post(create_order).get(list_orders))
         .route("/orders/{id}", get(get_order));
-    let bulkhead = match config.layers {
-        Layers::On => Some(
-            BulkheadLayer::builder(API)
-                .max_concurrent(config.max_concurrent_requests)
-                .build()?,
-        ),
-        Layers::Off => None,
-    };
-    let handle = bulkhead.as_ref().map(BulkheadLayer::handle);
-    let routes = routes.layer(
-        ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(palisade::core::problem::handle_error))
-            .option_layer(bulkhead)
-            .timeout(config.request_timeout),
-    );
     if config.layers == Layers::Off {
+        let routes = routes.layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(palisade::core::problem::handle_error))
+                .timeout(config.request_timeout),
+        );
         return Ok((routes, None));
     }
-    let routes = routes.layer(PublishHookLayer::new(wakeup).source("axum-orders"));
+    let bulkhead = BulkheadLayer::builder(API)
+        .max_concurrent(config.max_concurrent_requests)
+        .build()?;
+    let handle = Some(bulkhead.handle());
+    // The canonical server stack in one call: idempotency → outbox hook →
+    // bulkhead → timeout, the last two answered as problem+json.
+    let stack = palisade::stack::server(API)
+        .outbox_hook(PublishHookLayer::new(wakeup).source("axum-orders"))
+        .bulkhead(bulkhead)
+        .timeout(config.request_timeout);
     // Scoped by the caller's credentials, as the order ids are.
     let idempotency = IdempotencyLayer::builder()
         .require_key(true)
@@ -860,9 +859,9 @@ fn orders_api(
     let routes = match redis {
         Some(conn) => {
             let store = RedisStore::with_prefix(conn.clone(), format!("{}idempotency:", config.redis_prefix))?;
-            routes.layer(idempotency.store(store).build()?)
+            routes.layer(stack.idempotency(idempotency.store(store)).build()?)
         }
-        None => routes.layer(idempotency.build()?),
+        None => routes.layer(stack.idempotency(idempotency).build()?),
     };
     Ok((routes, handle))
 }
@@ -986,9 +985,9 @@ pub fn payments_client(
         .max_concurrent(config.max_concurrent)
         .build()?;
     let bulkhead_handle = bulkhead.handle();
-    let stack = ServiceBuilder::new()
-        .idempotency_key()
-        .http_retry_layer(
+    // The canonical client stack in one call, its parts set from the config.
+    let stack = palisade::stack::client(PAYMENTS)
+        .retry(
             HttpRetryLayer::builder(PAYMENTS)
                 .max_attempts(config.max_attempts)
                 .backoff(Backoff::exponential(
@@ -996,13 +995,13 @@ pub fn payments_client(
                     2.0,
                     Duration::from_millis(500),
                 ))
-                .jitter(Jitter::Full)
-                .build()?,
+                .jitter(Jitter::Full),
         )
         .circuit_breaker(breaker)
         .bulkhead(bulkhead)
-        .timeout(config.attempt_timeout)
-        .service(transport::<ReplayBody<Full<Bytes>>>());
+        .attempt_timeout(config.attempt_timeout)
+        .build()?;
+    let stack = tower::Layer::layer(&stack, transport::<ReplayBody<Full<Bytes>>>());
     Ok((BoxCloneSyncService::new(stack), handle, bulkhead_handle))
 }
 
