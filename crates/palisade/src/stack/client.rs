@@ -12,8 +12,8 @@ use palisade_retry::{HttpRequest, HttpRetryLayer, RetryBuilder};
 use tower::layer::Layer;
 use tower::layer::util::Identity;
 
-use super::handle::{Reporter, StackHandle};
-use super::part::{ConfigError, Part, slot};
+use super::handle::StackHandle;
+use super::part::{Assembly, ConfigError, Part, slot};
 
 /// The client stack's default in-flight limit.
 pub const CLIENT_MAX_CONCURRENT: usize = 100;
@@ -60,30 +60,13 @@ impl ClientStackBuilder {
     }
 }
 
-macro_rules! slot_methods {
-    ($field:ident, $slot:ident, $no:ident, $what:literal, [$($before:ident),*], [$($after:ident),*], {$($all:ident),*}) => {
-        #[doc = concat!("Puts `part` in the ", $what, " slot: a layer, its builder, or any [`Part`] of that slot.")]
-        pub fn $field<P: Part<slot::$slot>>(self, part: P) -> ClientStackBuilder<$($before,)* P $(, $after)*> {
-            let Self { name, $($all),* } = self;
-            let _ = $field;
-            let $field = part;
-            ClientStackBuilder { name, $($all),* }
-        }
-
-        #[doc = concat!("Leaves the ", $what, " out.")]
-        pub fn $no(self) -> ClientStackBuilder<$($before,)* Identity $(, $after)*> {
-            self.$field(Identity::new())
-        }
-    };
-}
-
 impl<D, K, R, B, H, T> ClientStackBuilder<D, K, R, B, H, T> {
-    slot_methods!(deadline, Deadline, no_deadline, "total deadline", [], [K, R, B, H, T], {deadline, idempotency_key, retry, circuit_breaker, bulkhead, attempt_timeout});
-    slot_methods!(idempotency_key, IdempotencyKey, no_idempotency_key, "idempotency key", [D], [R, B, H, T], {deadline, idempotency_key, retry, circuit_breaker, bulkhead, attempt_timeout});
-    slot_methods!(retry, Retry, no_retry, "retry", [D, K], [B, H, T], {deadline, idempotency_key, retry, circuit_breaker, bulkhead, attempt_timeout});
-    slot_methods!(circuit_breaker, CircuitBreaker, no_circuit_breaker, "circuit breaker", [D, K, R], [H, T], {deadline, idempotency_key, retry, circuit_breaker, bulkhead, attempt_timeout});
-    slot_methods!(bulkhead, Bulkhead, no_bulkhead, "bulkhead", [D, K, R, B], [T], {deadline, idempotency_key, retry, circuit_breaker, bulkhead, attempt_timeout});
-    slot_methods!(attempt_timeout, AttemptTimeout, no_attempt_timeout, "per-attempt timeout (a `Duration`)", [D, K, R, B, H], [], {deadline, idempotency_key, retry, circuit_breaker, bulkhead, attempt_timeout});
+    slot_methods!(ClientStackBuilder, deadline, Deadline, no_deadline, "total deadline", [], [K, R, B, H, T], {deadline, idempotency_key, retry, circuit_breaker, bulkhead, attempt_timeout});
+    slot_methods!(ClientStackBuilder, idempotency_key, IdempotencyKey, no_idempotency_key, "idempotency key", [D], [R, B, H, T], {deadline, idempotency_key, retry, circuit_breaker, bulkhead, attempt_timeout});
+    slot_methods!(ClientStackBuilder, retry, Retry, no_retry, "retry", [D, K], [B, H, T], {deadline, idempotency_key, retry, circuit_breaker, bulkhead, attempt_timeout});
+    slot_methods!(ClientStackBuilder, circuit_breaker, CircuitBreaker, no_circuit_breaker, "circuit breaker", [D, K, R], [H, T], {deadline, idempotency_key, retry, circuit_breaker, bulkhead, attempt_timeout});
+    slot_methods!(ClientStackBuilder, bulkhead, Bulkhead, no_bulkhead, "bulkhead", [D, K, R, B], [T], {deadline, idempotency_key, retry, circuit_breaker, bulkhead, attempt_timeout});
+    slot_methods!(ClientStackBuilder, attempt_timeout, AttemptTimeout, no_attempt_timeout, "per-attempt timeout (a `Duration`)", [D, K, R, B, H], [], {deadline, idempotency_key, retry, circuit_breaker, bulkhead, attempt_timeout});
 
     /// Builds every part and returns the stack, or the first part's
     /// configuration error.
@@ -97,26 +80,15 @@ impl<D, K, R, B, H, T> ClientStackBuilder<D, K, R, B, H, T> {
         H: Part<slot::Bulkhead>,
         T: Part<slot::AttemptTimeout>,
     {
-        let mut reports: Vec<(&'static str, Reporter)> = Vec::new();
-        let mut keep = |layer: &'static str, report: Option<Reporter>| {
-            if let Some(report) = report {
-                reports.push((layer, report));
-            }
-        };
-        let (deadline, report) = self.deadline.into_part(&self.name)?;
-        keep("deadline", report);
-        let (idempotency_key, report) = self.idempotency_key.into_part(&self.name)?;
-        keep("idempotency_key", report);
-        let (retry, report) = self.retry.into_part(&self.name)?;
-        keep("retry", report);
-        let (circuit_breaker, report) = self.circuit_breaker.into_part(&self.name)?;
-        keep("circuit_breaker", report);
-        let (bulkhead, report) = self.bulkhead.into_part(&self.name)?;
-        keep("bulkhead", report);
-        let (attempt_timeout, report) = self.attempt_timeout.into_part(&self.name)?;
-        keep("attempt_timeout", report);
+        let mut parts = Assembly::new(&self.name);
+        let deadline = parts.add::<slot::Deadline, _>("deadline", self.deadline)?;
+        let idempotency_key = parts.add::<slot::IdempotencyKey, _>("idempotency_key", self.idempotency_key)?;
+        let retry = parts.add::<slot::Retry, _>("retry", self.retry)?;
+        let circuit_breaker = parts.add::<slot::CircuitBreaker, _>("circuit_breaker", self.circuit_breaker)?;
+        let bulkhead = parts.add::<slot::Bulkhead, _>("bulkhead", self.bulkhead)?;
+        let attempt_timeout = parts.add::<slot::AttemptTimeout, _>("attempt_timeout", self.attempt_timeout)?;
         Ok(ClientStack {
-            handle: StackHandle::new(self.name, reports),
+            handle: parts.finish(),
             deadline,
             idempotency_key,
             retry,

@@ -96,6 +96,30 @@ assert_eq!(report["layers"][2]["state"], "closed");
 //!
 //! A server stack on axum routes is in the [crate docs](crate#the-stacks-in-one-call).
 
+/// The methods of one slot of a stack builder: `$field(part)` puts a part
+/// in it, `$no()` empties it; the other slots keep their parts.
+macro_rules! slot_methods {
+    ($builder:ident, $(#[$cfg:meta])* $field:ident, $slot:ident, $no:ident, $what:literal,
+     [$($before:ident),*], [$($after:ident),*], {$($all:ident),*}) => {
+        $(#[$cfg])*
+        #[doc = concat!("Puts `part` in the ", $what, " slot: a layer, its builder, or any [`Part`] of that slot.")]
+        pub fn $field<P: Part<slot::$slot>>(self, part: P) -> $builder<$($before,)* P $(, $after)*> {
+            let Self { name, $($all),* } = self;
+            let _ = $field;
+            let $field = part;
+            $builder { name, $($all),* }
+        }
+
+        #[doc = concat!("Leaves the ", $what, " out.")]
+        pub fn $no(self) -> $builder<$($before,)* Identity $(, $after)*> {
+            let Self { name, $($all),* } = self;
+            let _ = $field;
+            let $field = Identity::new();
+            $builder { name, $($all),* }
+        }
+    };
+}
+
 mod client;
 mod handle;
 mod part;

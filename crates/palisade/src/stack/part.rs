@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use tower::layer::util::Identity;
 use tower::timeout::TimeoutLayer;
 
-use super::handle::Reporter;
+use super::handle::{Reporter, StackHandle};
 
 /// The slots of the one-call stacks, as marker types: a [`Part`] says which
 /// slots it fits.
@@ -111,6 +111,34 @@ pub trait Part<Slot> {
     /// state. `stack` is the stack's name, for parts that take one (a
     /// `Duration` becomes a layer named after the stack).
     fn into_part(self, stack: &str) -> Result<(Self::Layer, Option<Reporter>), ConfigError>;
+}
+
+/// Builds a stack's parts in order, keeping the reports of those present.
+pub(crate) struct Assembly {
+    name: Arc<str>,
+    reports: Vec<(&'static str, Reporter)>,
+}
+
+impl Assembly {
+    pub(crate) fn new(name: &Arc<str>) -> Self {
+        Self {
+            name: name.clone(),
+            reports: Vec::new(),
+        }
+    }
+
+    /// Builds `part` for the slot `S`, reported as `layer`.
+    pub(crate) fn add<S, P: Part<S>>(&mut self, layer: &'static str, part: P) -> Result<P::Layer, ConfigError> {
+        let (built, report) = part.into_part(&self.name)?;
+        if let Some(report) = report {
+            self.reports.push((layer, report));
+        }
+        Ok(built)
+    }
+
+    pub(crate) fn finish(self) -> StackHandle {
+        StackHandle::new(self.name, self.reports)
+    }
 }
 
 fn reporter(report: impl Fn() -> Map<String, Value> + Send + Sync + 'static) -> Option<Reporter> {
@@ -293,19 +321,18 @@ fn named(name: &str) -> Option<Reporter> {
     reporter(move || fields([("name", name.clone())]))
 }
 
+fn deadline_of(builder: DeadlineBuilder, budget: Duration) -> Result<(DeadlineLayer, Option<Reporter>), ConfigError> {
+    let layer = builder.timeout(budget).build().map_err(ConfigError::Deadline)?;
+    Ok((layer, timeout_report(budget)))
+}
+
 /// Client: the total deadline, a [`DeadlineLayer`] named after the stack
 /// with this budget, reading no header from the outgoing request.
 impl Part<slot::Deadline> for Duration {
     type Layer = DeadlineLayer;
 
     fn into_part(self, stack: &str) -> Result<(DeadlineLayer, Option<Reporter>), ConfigError> {
-        let layer = DeadlineLayer::builder(stack)
-            .timeout(self)
-            .no_header()
-            .grpc_timeout(false)
-            .build()
-            .map_err(ConfigError::Deadline)?;
-        Ok((layer, timeout_report(self)))
+        deadline_of(DeadlineLayer::builder(stack).no_header().grpc_timeout(false), self)
     }
 }
 
@@ -316,47 +343,32 @@ impl Part<slot::ServerDeadline> for Duration {
     type Layer = DeadlineLayer;
 
     fn into_part(self, stack: &str) -> Result<(DeadlineLayer, Option<Reporter>), ConfigError> {
-        let layer = DeadlineLayer::builder(stack)
-            .timeout(self)
-            .build()
-            .map_err(ConfigError::Deadline)?;
-        Ok((layer, timeout_report(self)))
+        deadline_of(DeadlineLayer::builder(stack), self)
     }
 }
 
-impl Part<slot::Deadline> for DeadlineLayer {
-    type Layer = Self;
+macro_rules! deadline_parts {
+    ($($slot:ident),*) => {$(
+        impl Part<slot::$slot> for DeadlineLayer {
+            type Layer = Self;
 
-    fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
-        let report = named(self.name());
-        Ok((self, report))
-    }
+            fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
+                let report = named(self.name());
+                Ok((self, report))
+            }
+        }
+
+        impl Part<slot::$slot> for DeadlineBuilder {
+            type Layer = DeadlineLayer;
+
+            fn into_part(self, stack: &str) -> Result<(DeadlineLayer, Option<Reporter>), ConfigError> {
+                Part::<slot::$slot>::into_part(self.build().map_err(ConfigError::Deadline)?, stack)
+            }
+        }
+    )*};
 }
 
-impl Part<slot::ServerDeadline> for DeadlineLayer {
-    type Layer = Self;
-
-    fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
-        let report = named(self.name());
-        Ok((self, report))
-    }
-}
-
-impl Part<slot::Deadline> for DeadlineBuilder {
-    type Layer = DeadlineLayer;
-
-    fn into_part(self, stack: &str) -> Result<(DeadlineLayer, Option<Reporter>), ConfigError> {
-        Part::<slot::Deadline>::into_part(self.build().map_err(ConfigError::Deadline)?, stack)
-    }
-}
-
-impl Part<slot::ServerDeadline> for DeadlineBuilder {
-    type Layer = DeadlineLayer;
-
-    fn into_part(self, stack: &str) -> Result<(DeadlineLayer, Option<Reporter>), ConfigError> {
-        Part::<slot::ServerDeadline>::into_part(self.build().map_err(ConfigError::Deadline)?, stack)
-    }
-}
+deadline_parts!(Deadline, ServerDeadline);
 
 /// Client: each attempt bounded by this timeout or what is left of the
 /// request's deadline, whichever is shorter, and the budget sent downstream

@@ -10,8 +10,8 @@ use palisade_idempotency::{IdempotencyLayer, IdempotencyLayerBuilder};
 use tower::layer::Layer;
 use tower::layer::util::Identity;
 
-use super::handle::{Reporter, StackHandle};
-use super::part::{ConfigError, Part, slot};
+use super::handle::StackHandle;
+use super::part::{Assembly, ConfigError, Part, slot};
 
 /// The server stack's default in-flight limit.
 pub const SERVER_MAX_CONCURRENT: usize = 100;
@@ -56,34 +56,13 @@ impl ServerStackBuilder {
     }
 }
 
-macro_rules! slot_methods {
-    ($(#[$cfg:meta])* $field:ident, $slot:ident, $no:ident, $what:literal, [$($before:ident),*], [$($after:ident),*], {$($all:ident),*}) => {
-        $(#[$cfg])*
-        #[doc = concat!("Puts `part` in the ", $what, " slot: a layer, its builder, or any [`Part`] of that slot.")]
-        pub fn $field<P: Part<slot::$slot>>(self, part: P) -> ServerStackBuilder<$($before,)* P $(, $after)*> {
-            let Self { name, $($all),* } = self;
-            let _ = $field;
-            let $field = part;
-            ServerStackBuilder { name, $($all),* }
-        }
-
-        #[doc = concat!("Leaves the ", $what, " out.")]
-        pub fn $no(self) -> ServerStackBuilder<$($before,)* Identity $(, $after)*> {
-            let Self { name, $($all),* } = self;
-            let _ = $field;
-            let $field = Identity::new();
-            ServerStackBuilder { name, $($all),* }
-        }
-    };
-}
-
 impl<L, W, I, O, H, T> ServerStackBuilder<L, W, I, O, H, T> {
-    slot_methods!(deadline, ServerDeadline, no_deadline, "request deadline", [], [W, I, O, H, T], {deadline, webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
-    slot_methods!(#[cfg(feature = "webhook")] webhook_verify, WebhookVerify, no_webhook_verify, "webhook verification", [L], [I, O, H, T], {deadline, webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
-    slot_methods!(idempotency, Idempotency, no_idempotency, "idempotency", [L, W], [O, H, T], {deadline, webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
-    slot_methods!(#[cfg(feature = "outbox")] outbox_hook, OutboxHook, no_outbox_hook, "outbox publish hook", [L, W, I], [H, T], {deadline, webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
-    slot_methods!(bulkhead, Bulkhead, no_bulkhead, "bulkhead", [L, W, I, O], [T], {deadline, webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
-    slot_methods!(timeout, Timeout, no_timeout, "request timeout (a `Duration`)", [L, W, I, O, H], [], {deadline, webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
+    slot_methods!(ServerStackBuilder, deadline, ServerDeadline, no_deadline, "request deadline", [], [W, I, O, H, T], {deadline, webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
+    slot_methods!(ServerStackBuilder, #[cfg(feature = "webhook")] webhook_verify, WebhookVerify, no_webhook_verify, "webhook verification", [L], [I, O, H, T], {deadline, webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
+    slot_methods!(ServerStackBuilder, idempotency, Idempotency, no_idempotency, "idempotency", [L, W], [O, H, T], {deadline, webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
+    slot_methods!(ServerStackBuilder, #[cfg(feature = "outbox")] outbox_hook, OutboxHook, no_outbox_hook, "outbox publish hook", [L, W, I], [H, T], {deadline, webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
+    slot_methods!(ServerStackBuilder, bulkhead, Bulkhead, no_bulkhead, "bulkhead", [L, W, I, O], [T], {deadline, webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
+    slot_methods!(ServerStackBuilder, timeout, Timeout, no_timeout, "request timeout (a `Duration`)", [L, W, I, O, H], [], {deadline, webhook_verify, idempotency, outbox_hook, bulkhead, timeout});
 
     /// Builds every part and returns the stack, or the first part's
     /// configuration error.
@@ -97,26 +76,15 @@ impl<L, W, I, O, H, T> ServerStackBuilder<L, W, I, O, H, T> {
         H: Part<slot::Bulkhead>,
         T: Part<slot::Timeout>,
     {
-        let mut reports: Vec<(&'static str, Reporter)> = Vec::new();
-        let mut keep = |layer: &'static str, report: Option<Reporter>| {
-            if let Some(report) = report {
-                reports.push((layer, report));
-            }
-        };
-        let (deadline, report) = self.deadline.into_part(&self.name)?;
-        keep("deadline", report);
-        let (webhook_verify, report) = self.webhook_verify.into_part(&self.name)?;
-        keep("webhook_verify", report);
-        let (idempotency, report) = self.idempotency.into_part(&self.name)?;
-        keep("idempotency", report);
-        let (outbox_hook, report) = self.outbox_hook.into_part(&self.name)?;
-        keep("outbox_hook", report);
-        let (bulkhead, report) = self.bulkhead.into_part(&self.name)?;
-        keep("bulkhead", report);
-        let (timeout, report) = self.timeout.into_part(&self.name)?;
-        keep("timeout", report);
+        let mut parts = Assembly::new(&self.name);
+        let deadline = parts.add::<slot::ServerDeadline, _>("deadline", self.deadline)?;
+        let webhook_verify = parts.add::<slot::WebhookVerify, _>("webhook_verify", self.webhook_verify)?;
+        let idempotency = parts.add::<slot::Idempotency, _>("idempotency", self.idempotency)?;
+        let outbox_hook = parts.add::<slot::OutboxHook, _>("outbox_hook", self.outbox_hook)?;
+        let bulkhead = parts.add::<slot::Bulkhead, _>("bulkhead", self.bulkhead)?;
+        let timeout = parts.add::<slot::Timeout, _>("timeout", self.timeout)?;
         Ok(ServerStack {
-            handle: StackHandle::new(self.name, reports),
+            handle: parts.finish(),
             deadline,
             webhook_verify,
             idempotency,
