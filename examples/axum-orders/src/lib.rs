@@ -121,6 +121,9 @@
 //!    finishes it with the charge the first attempt may have made.
 //! 5. The handler.
 //!
+//! Steps 1 to 4 are palisade's one-call server stack
+//! (`palisade::stack::server`), its parts set from the [`Config`].
+//!
 //! The webhook routes are verified first (see the routes above); `/health` and
 //! `/metrics` have no layer, so they answer under overload.
 //!
@@ -185,8 +188,12 @@
 //!    and closes after three probes in a row succeed.
 //! 4. **Bulkhead**: at most [`PaymentsConfig::max_concurrent`] charges in
 //!    flight, no queue: a slow payments service rejects the excess at once.
-//! 5. **Timeout per attempt** ([`PaymentsConfig::attempt_timeout`]).
+//! 5. **Timeout per attempt** ([`PaymentsConfig::attempt_timeout`]), sent to
+//!    the payments service in `x-request-timeout-ms`.
 //! 6. hyper-util's pooled client.
+//!
+//! Steps 1 to 5 are palisade's one-call client stack
+//! (`palisade::stack::client`), its parts set from the [`PaymentsConfig`].
 //!
 //! # Without the layers
 //!
