@@ -12,6 +12,7 @@ use std::error::Error;
 
 use crate::deadline::DeadlineExceeded;
 use crate::rejection::{BulkheadFull, BulkheadTimeout, CircuitOpen};
+pub use crate::transport::{ConnectFailed, TimedOut};
 
 /// Finds the first error of type `E` in `error` or anywhere in its
 /// [`source()`](Error::source) chain.
@@ -50,11 +51,12 @@ pub fn is_local_rejection(error: &(dyn Error + 'static)) -> bool {
 }
 
 /// True when the error is a timeout anywhere in its chain: tower's
-/// `timeout::error::Elapsed`, tokio's `time::error::Elapsed`, or an I/O error of
-/// kind `TimedOut`.
+/// `timeout::error::Elapsed`, tokio's `time::error::Elapsed`, a client error a
+/// client adapter marked [`TimedOut`], or an I/O error of kind `TimedOut`.
 pub fn is_timeout(error: &(dyn Error + 'static)) -> bool {
     chain(error).any(|e| {
-        e.is::<tower::timeout::error::Elapsed>()
+        e.is::<TimedOut>()
+            || e.is::<tower::timeout::error::Elapsed>()
             || e.is::<tokio::time::error::Elapsed>()
             || e.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
@@ -62,19 +64,21 @@ pub fn is_timeout(error: &(dyn Error + 'static)) -> bool {
 }
 
 /// True when the error shows that a connection could not be established, so
-/// the request was never sent: an I/O error of kind `ConnectionRefused`,
+/// the request was never sent: a client error a client adapter marked
+/// [`ConnectFailed`], or an I/O error of kind `ConnectionRefused`,
 /// `AddrNotAvailable`, `HostUnreachable` or `NetworkUnreachable` anywhere in its
 /// chain. hyper-util's and reqwest's connect errors carry such an I/O error as
-/// their source.
+/// their source when the connection was refused.
 pub fn is_connect_error(error: &(dyn Error + 'static)) -> bool {
     use std::io::ErrorKind::*;
     chain(error).any(|e| {
-        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
-            matches!(
-                io.kind(),
-                ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable
-            )
-        })
+        e.is::<ConnectFailed>()
+            || e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable
+                )
+            })
     })
 }
 
@@ -148,6 +152,22 @@ mod tests {
         }
         let reset: BoxError = std::io::Error::from(std::io::ErrorKind::ConnectionReset).into();
         assert!(!is_connect_error(&*reset));
+    }
+
+    #[test]
+    fn marked_client_errors_keep_their_own_error() {
+        let timed_out: BoxError = Box::new(Wrapper(TimedOut::new("operation timed out").into()));
+        assert!(is_timeout(&*timed_out));
+        assert!(!is_connect_error(&*timed_out));
+        let marker = find::<TimedOut>(&*timed_out).unwrap();
+        assert_eq!(marker.to_string(), "operation timed out");
+        assert_eq!(marker.get_ref().to_string(), "operation timed out");
+
+        let refused: BoxError = ConnectFailed::new(Wrapper("dns error".into())).into();
+        assert!(is_connect_error(&*refused));
+        assert!(!is_timeout(&*refused));
+        assert!(find::<Wrapper>(&*refused).is_some(), "the client's error is the source");
+        assert!(!is_local_rejection(&*refused));
     }
 
     #[test]

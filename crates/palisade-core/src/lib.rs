@@ -18,7 +18,10 @@
 //!   and `x-request-timeout-ms` wire formats.
 //! - [`BoxError`], [`AsError`], and [`error`]: [`find`](error::find) to spot the layers'
 //!   rejections ([`CircuitOpen`], [`BulkheadFull`], [`BulkheadTimeout`], at
-//!   the crate root) anywhere in a `source()` chain.
+//!   the crate root) anywhere in a `source()` chain, and the markers
+//!   [`TimedOut`](error::TimedOut) and [`ConnectFailed`](error::ConnectFailed)
+//!   with which client adapters (palisade-reqwest) make a client's timeouts
+//!   and connect errors recognisable.
 //! - [`events`]: [`EventHook`](events::EventHook), the callback every
 //!   layer's builder takes with `on_event`, and the [`LayerEvent`](events::LayerEvent)s it gets.
 //! - [`keyed`]: [`KeyedMap`](keyed::KeyedMap), the bounded per-key state of
@@ -102,6 +105,7 @@ pub mod response;
 pub mod sync;
 pub mod telemetry;
 pub mod timed;
+mod transport;
 
 pub use boxed::{AsError, BoxError};
 pub use classify::{

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use palisade_core::BoxError;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
@@ -13,8 +14,39 @@ use crate::budget::RetryBudget;
 
 /// The response future of [`HttpRetry`](crate::HttpRetry): tower's own
 /// `Retry` future over the request with a [`ReplayBody`](crate::ReplayBody).
-pub type ResponseFuture<C, S, B> =
-    tower::retry::future::ResponseFuture<crate::HttpRetryPolicy<C>, S, http::Request<crate::ReplayBody<B>>>;
+pub type ResponseFuture<C, S, B> = tower::retry::future::ResponseFuture<
+    crate::HttpRetryPolicy<C>,
+    crate::BoxErrors<S>,
+    http::Request<crate::ReplayBody<B>>,
+>;
+
+pin_project! {
+    /// The response future of [`BoxErrors`](crate::BoxErrors): the inner
+    /// future, its error boxed.
+    #[derive(Debug)]
+    pub struct BoxErrorsFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> BoxErrorsFuture<F> {
+    pub(crate) fn new(inner: F) -> Self {
+        Self { inner }
+    }
+}
+
+impl<F, T, E> Future for BoxErrorsFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx).map_err(Into::into)
+    }
+}
 
 pin_project! {
     /// The wait before a retry (the policy's `Policy::Future`).

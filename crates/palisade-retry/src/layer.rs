@@ -5,10 +5,14 @@ use tower_layer::Layer;
 
 use crate::budget::RetryBudget;
 use crate::policy::{HttpRetryPolicy, RetryPolicy};
-use crate::service::HttpRetry;
+use crate::service::{BoxErrors, HttpRetry};
 
 /// Retries any request that can be cloned, in tower's own
 /// `tower::retry::Retry` with a [`RetryPolicy`].
+///
+/// The inner service may fail with any error that is `Into<BoxError>`: the
+/// layer boxes it ([`BoxErrors`]) before the policy classifies it, so the
+/// retried service's errors are `BoxError`s.
 ///
 /// Built by [`RetryLayer::builder`]. Clones share the policy's settings and
 /// budget.
@@ -62,10 +66,10 @@ impl<C> HttpRetryLayer<C> {
 }
 
 impl<S, C> Layer<S> for RetryLayer<C> {
-    type Service = tower::retry::Retry<RetryPolicy<C>, S>;
+    type Service = tower::retry::Retry<RetryPolicy<C>, BoxErrors<S>>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        tower::retry::Retry::new(self.policy.clone(), inner)
+        tower::retry::Retry::new(self.policy.clone(), BoxErrors::new(inner))
     }
 }
 

@@ -112,6 +112,18 @@
 //! Otherwise the caller gets the last attempt's response or error unchanged
 //! (its `source()` chain intact).
 //!
+//! # Errors of any type
+//!
+//! The inner service may fail with any error that is `Into<BoxError>`:
+//! `reqwest::Error`, hyper-util's client error, an application's own type.
+//! The layers box it ([`BoxErrors`]) before the policy sees it, so no
+//! `map_err` and no impl per error type is needed, and the retried service
+//! fails with `BoxError`. The classifier walks the error's `source()` chain,
+//! so a timeout or a connect error wrapped in a foreign error is still
+//! recognised, and palisade's own rejections pass through unchanged and are
+//! never retried. (A policy used in tower's `Retry` directly, without the
+//! layers, needs a `BoxError` or a [`palisade_core::AsError`] type.)
+//!
 //! # Waits
 //!
 //! A [`Backoff`] schedule (constant, linear or exponential, capped) spread by
@@ -287,4 +299,4 @@ pub use grpc::{
 pub use layer::{HttpRetryLayer, RetryLayer};
 pub use palisade_core::backoff::{Backoff, Jitter};
 pub use policy::{HttpRetryPolicy, IDEMPOTENCY_KEY, RetryPolicy, X_RETRY_ATTEMPT};
-pub use service::HttpRetry;
+pub use service::{BoxErrors, HttpRetry};

@@ -1,4 +1,5 @@
-//! [`HttpRetry`]: tower's `Retry` with request bodies made replayable.
+//! [`HttpRetry`]: tower's `Retry` with request bodies made replayable, and
+//! [`BoxErrors`], which lets the policies classify any error `Into<BoxError>`.
 
 use std::fmt;
 use std::task::{Context, Poll};
@@ -10,16 +11,70 @@ use tower::retry::{Policy, Retry};
 use tower_service::Service;
 
 use crate::body::ReplayBody;
-use crate::future::ResponseFuture;
+use crate::future::{BoxErrorsFuture, ResponseFuture};
 use crate::policy::HttpRetryPolicy;
+
+/// The service the retry layers put inside tower's `Retry`: `S` with its
+/// errors turned into [`BoxError`].
+///
+/// The policies see every error as a `BoxError`, so any error type that is
+/// `Into<BoxError>` (`reqwest::Error`, `hyper_util`'s, an application's own)
+/// is classified through its `source()` chain without a `map_err` or an
+/// impl per type; a `BoxError` passes through unchanged, so palisade's own
+/// rejections stay findable by `downcast_ref`.
+#[derive(Debug, Clone)]
+pub struct BoxErrors<S> {
+    inner: S,
+}
+
+impl<S> BoxErrors<S> {
+    /// Boxes the errors of `inner`.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming the wrapper.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req> Service<Req> for BoxErrors<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = BoxErrorsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        BoxErrorsFuture::new(self.inner.call(req))
+    }
+}
 
 /// An HTTP service retried by an [`HttpRetryPolicy`] in tower's `Retry`.
 ///
 /// Takes `http::Request<B>` and hands the inner service
 /// `http::Request<ReplayBody<B>>`, so a body can be sent again (see
-/// [`ReplayBody`]).
+/// [`ReplayBody`]). Its errors are [`BoxError`]s: the inner service's error
+/// boxed (see [`BoxErrors`]).
 pub struct HttpRetry<S, C> {
-    retry: Retry<HttpRetryPolicy<C>, S>,
+    retry: Retry<HttpRetryPolicy<C>, BoxErrors<S>>,
     replay_limit: usize,
 }
 
@@ -28,24 +83,24 @@ impl<S, C> HttpRetry<S, C> {
     pub fn new(inner: S, policy: HttpRetryPolicy<C>) -> Self {
         let replay_limit = policy.replay_limit();
         Self {
-            retry: Retry::new(policy, inner),
+            retry: Retry::new(policy, BoxErrors::new(inner)),
             replay_limit,
         }
     }
 
     /// The inner service.
     pub fn get_ref(&self) -> &S {
-        self.retry.get_ref()
+        self.retry.get_ref().get_ref()
     }
 
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
-        self.retry.get_mut()
+        self.retry.get_mut().get_mut()
     }
 
     /// The inner service, consuming the wrapper.
     pub fn into_inner(self) -> S {
-        self.retry.into_inner()
+        self.retry.into_inner().into_inner()
     }
 }
 
@@ -72,10 +127,11 @@ where
     B: Body,
     B::Error: Into<BoxError>,
     S: Service<Request<ReplayBody<B>>> + Clone,
-    HttpRetryPolicy<C>: Policy<Request<ReplayBody<B>>, S::Response, S::Error>,
+    S::Error: Into<BoxError>,
+    HttpRetryPolicy<C>: Policy<Request<ReplayBody<B>>, S::Response, BoxError>,
 {
     type Response = S::Response;
-    type Error = S::Error;
+    type Error = BoxError;
     type Future = ResponseFuture<C, S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

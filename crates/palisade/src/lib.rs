@@ -1,6 +1,72 @@
 //! palisade: tower middleware that keeps services and their clients standing
 //! when things around them fail.
 //!
+//! # The stacks in one call
+//!
+//! [`stack::server`] and [`stack::client`] (feature `stack`, in `full`)
+//! assemble the layers in the canonical order with documented defaults;
+//! every part can be replaced or removed, and one [`stack::StackHandle`]
+//! reports them all for `/health`.
+//!
+//! An axum service: idempotent POSTs, a bulkhead that sheds load with 503,
+//! a request timeout answering 504, all as `application/problem+json`:
+#![cfg_attr(
+    feature = "full",
+    doc = r#"
+```
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::{Request, StatusCode};
+use tower::ServiceExt;
+
+# #[tokio::main(flavor = "current_thread")]
+# async fn main() -> Result<(), palisade::core::BoxError> {
+let api = palisade::stack::server("orders").build()?;
+let health = api.handle();
+let app = Router::new()
+    .route("/orders", post(|| async { (StatusCode::CREATED, "order 1") }))
+    .layer(api)
+    .route("/health", get(move || async move { Json(health.snapshot()) }));
+
+let order = || Request::post("/orders").header("idempotency-key", "order-4c1f").body(axum::body::Body::empty());
+let first = app.clone().oneshot(order()?).await?;
+let again = app.oneshot(order()?).await?;
+assert_eq!(first.status(), StatusCode::CREATED);
+assert_eq!(again.headers()["idempotent-replayed"], "true");
+# Ok(())
+# }
+```
+"#
+)]
+#![cfg_attr(
+    all(feature = "full", feature = "reqwest"),
+    doc = r##"
+A reqwest client (feature `reqwest`): the idempotency key, retries with a
+budget, a circuit breaker, a bulkhead and a per-attempt timeout, reqwest's
+own timeouts and connect errors recognised:
+
+```no_run
+use palisade::reqwest::ReqwestService;
+use tower::{Layer, ServiceExt};
+
+# #[tokio::main(flavor = "current_thread")]
+# async fn main() -> Result<(), palisade::core::BoxError> {
+let payments = palisade::stack::client("payments").build()?;
+let health = payments.handle(); // for /health
+let client = payments.layer(ReqwestService::new(reqwest::Client::new()));
+
+let charge = http::Request::post("http://payments.internal/charges").body(String::from(r#"{"amount":10}"#))?;
+let res = client.oneshot(charge).await?;
+# let _ = (res, health);
+# Ok(())
+# }
+```
+"##
+)]
+//!
+//! tonic services and clients get theirs when palisade's gRPC support lands;
+//! until then the layers stack by hand (below).
+//!
 //! This facade re-exports each layer crate behind a cargo feature of the same
 //! name, so an application depends on one crate and compiles only the layers
 //! it uses; `full` turns every layer on. Backends (Postgres, Redis, NATS,
@@ -18,6 +84,8 @@
 //! | `outbox` | `outbox` (`palisade-outbox`) | events, from loss: staged in the handler's transaction, published within milliseconds |
 //! | `webhook` | `webhook` (`palisade-webhook`) | webhook handlers, from forged, stale, replayed or altered payloads |
 //! | `grpc` | `grpc` (`palisade-grpc`) | gRPC callers, from resets and `UNKNOWN`s: rejections answered as gRPC statuses with pushback |
+//! | `stack` | `stack` | the canonical client and server stacks in one call, with one handle for `/health` (brings the breaker, bulkhead, retry and idempotency) |
+//! | `reqwest` (not in `full`) | `reqwest` (`palisade-reqwest`) | reqwest's `Client` as a tower service, its timeouts and connect errors recognised |
 //!
 //! Backend features: `idempotency-redis`, `idempotency-postgres`,
 //! `webhook-redis`, `outbox-sqlite`, `outbox-postgres`, `outbox-nats`,
@@ -33,16 +101,17 @@
 //!
 //! # Canonical order (outermost first)
 //!
-//! - **Client stack**: idempotency key → retry (with budget) → circuit breaker →
-//!   bulkhead → per-attempt timeout and deadline propagation → the HTTP
-//!   client. The key is added once,
+//! - **Client stack**: total deadline → idempotency key → retry (with budget) →
+//!   circuit breaker → bulkhead → per-attempt timeout and deadline
+//!   propagation → the HTTP client. The key is added once,
 //!   outside the retries, so every attempt carries the same key. Retries see the
 //!   breaker's fast `CircuitOpen` and do not retry it; the breaker does not
 //!   count the bulkhead's local rejections as failures of the downstream; each
 //!   attempt takes its own bulkhead permit, so a request waiting in backoff
-//!   holds none. The request's deadline (set by the server stack) bounds the
-//!   whole call: the retry policy starts no wait that would end past it, and
-//!   each attempt gets what is left of it, sent downstream.
+//!   holds none. The request's deadline (its own total deadline, or the one
+//!   the server stack set for the request being served) bounds the whole
+//!   call: the retry policy starts no wait that would end past it, and each
+//!   attempt gets what is left of it, sent downstream.
 //! - **Server stack**: deadline (outermost: its budget covers everything) →
 //!   tracing / request id → webhook verify (webhook routes) →
 //!   idempotency (state-changing routes; a replay skips everything inside) →
@@ -64,8 +133,9 @@
 //!
 //! `examples/tonic-stack` builds both around an inventory service.
 //!
-//! [`ServiceBuilderExt`] adds one method per layer to `tower::ServiceBuilder`;
-//! call them in the order above.
+//! [`stack::client`] and [`stack::server`] build these in one call;
+//! [`ServiceBuilderExt`] adds one method per layer to `tower::ServiceBuilder`
+//! for stacks built by hand: call them in the order above.
 #![cfg_attr(
     feature = "full",
     doc = r#"
@@ -167,6 +237,11 @@ pub use palisade_webhook as webhook;
     )
 ))]
 pub mod config;
+#[cfg(feature = "reqwest")]
+pub use palisade_reqwest as reqwest;
+
+#[cfg(feature = "stack")]
+pub mod stack;
 
 use tower::ServiceBuilder;
 #[cfg(any(

@@ -122,6 +122,9 @@
 //!    finishes it with the charge the first attempt may have made.
 //! 5. The handler.
 //!
+//! Steps 1 to 4 are palisade's one-call server stack
+//! (`palisade::stack::server`), its parts set from the [`Config`].
+//!
 //! The webhook routes are verified first (see the routes above); `/health` and
 //! `/metrics` have no layer, so they answer under overload.
 //!
@@ -186,8 +189,12 @@
 //!    and closes after three probes in a row succeed.
 //! 4. **Bulkhead**: at most [`PaymentsConfig::max_concurrent`] charges in
 //!    flight, no queue: a slow payments service rejects the excess at once.
-//! 5. **Timeout per attempt** ([`PaymentsConfig::attempt_timeout`]).
+//! 5. **Timeout per attempt** ([`PaymentsConfig::attempt_timeout`]), sent to
+//!    the payments service in `x-request-timeout-ms`.
 //! 6. hyper-util's pooled client.
+//!
+//! Steps 1 to 5 are palisade's one-call client stack
+//! (`palisade::stack::client`), its parts set from the [`PaymentsConfig`].
 //!
 //! # Configuration
 //!
@@ -862,27 +869,26 @@ fn orders_api(
     let routes = Router::new()
         .route("/orders", post(create_order).get(list_orders))
         .route("/orders/{id}", get(get_order));
-    let bulkhead = match config.layers {
-        Layers::On => Some(
-            match &config.layer_settings {
-                Some(settings) => settings.bulkhead(API),
-                None => BulkheadLayer::builder(API).max_concurrent(config.max_concurrent_requests),
-            }
-            .build()?,
-        ),
-        Layers::Off => None,
-    };
-    let handle = bulkhead.as_ref().map(BulkheadLayer::handle);
-    let routes = routes.layer(
-        ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(palisade::core::problem::handle_error))
-            .option_layer(bulkhead)
-            .timeout(config.request_timeout),
-    );
     if config.layers == Layers::Off {
+        let routes = routes.layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(palisade::core::problem::handle_error))
+                .timeout(config.request_timeout),
+        );
         return Ok((routes, None));
     }
-    let routes = routes.layer(PublishHookLayer::new(wakeup).source("axum-orders"));
+    let bulkhead = match &config.layer_settings {
+        Some(settings) => settings.bulkhead(API),
+        None => BulkheadLayer::builder(API).max_concurrent(config.max_concurrent_requests),
+    }
+    .build()?;
+    let handle = Some(bulkhead.handle());
+    // The canonical server stack in one call: idempotency → outbox hook →
+    // bulkhead → timeout, the last two answered as problem+json.
+    let stack = palisade::stack::server(API)
+        .outbox_hook(PublishHookLayer::new(wakeup).source("axum-orders"))
+        .bulkhead(bulkhead)
+        .timeout(config.request_timeout);
     // Scoped by the caller's credentials, as the order ids are, and a key is
     // always required: an order's id is made from it.
     let idempotency = match &config.layer_settings {
@@ -894,9 +900,9 @@ fn orders_api(
     let routes = match redis {
         Some(conn) => {
             let store = RedisStore::with_prefix(conn.clone(), format!("{}idempotency:", config.redis_prefix))?;
-            routes.layer(idempotency.store(store).build()?)
+            routes.layer(stack.idempotency(idempotency.store(store)).build()?)
         }
-        None => routes.layer(idempotency.build()?),
+        None => routes.layer(stack.idempotency(idempotency).build()?),
     };
     Ok((routes, handle))
 }
@@ -1037,13 +1043,14 @@ pub fn payments_client(
     let handle = breaker.handle();
     let bulkhead = bulkhead.build()?;
     let bulkhead_handle = bulkhead.handle();
-    let stack = ServiceBuilder::new()
-        .idempotency_key()
-        .http_retry_layer(retry.build()?)
+    // The canonical client stack in one call, its parts set from the settings.
+    let stack = palisade::stack::client(PAYMENTS)
+        .retry(retry)
         .circuit_breaker(breaker)
         .bulkhead(bulkhead)
-        .timeout(config.attempt_timeout)
-        .service(transport::<ReplayBody<Full<Bytes>>>());
+        .attempt_timeout(config.attempt_timeout)
+        .build()?;
+    let stack = tower::Layer::layer(&stack, transport::<ReplayBody<Full<Bytes>>>());
     Ok((BoxCloneSyncService::new(stack), handle, bulkhead_handle))
 }
 

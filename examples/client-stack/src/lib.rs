@@ -1,25 +1,29 @@
-//! A palisade client stack over hyper-util's pooled client, and a driver that
-//! runs it against flaky local servers and reports, second by second, what
-//! each layer did.
+//! A palisade client stack over reqwest, built in one call, and a driver
+//! that runs it against flaky local servers and reports, second by second,
+//! what each layer did.
 //!
 //! # The stack, outermost first
 //!
-//! 1. **Idempotency key** (`ServiceBuilderExt::idempotency_key`): every POST
-//!    without an `Idempotency-Key` gets one, once per logical request, so
-//!    every retry carries the same key and the server can de-duplicate. It is
-//!    also what makes the retry layer retry a POST at all.
-//! 2. **Retry with a budget** ([`HttpRetryLayer`]): 503, 429, 408, timeouts
-//!    and connect errors are retried, up to [`StackConfig::max_attempts`]
-//!    attempts with exponential backoff and full jitter, within the default
-//!    budget (20 % of requests plus 10 retries a second), so an outage does
-//!    not triple the load. Outside the breaker: an open breaker's fast
-//!    `CircuitOpen` is never retried. Outside the bulkhead: a request waiting
-//!    between attempts holds no permit.
+//! [`palisade::stack::client`] assembles it in the canonical order; the
+//! example replaces three of its parts and keeps the rest:
+//!
+//! 1. **Idempotency key** (the default part): every POST without an
+//!    `Idempotency-Key` gets one, once per logical request, so every retry
+//!    carries the same key and the server can de-duplicate. It is also what
+//!    makes the retry layer retry a POST at all.
+//! 2. **Retry with a budget** ([`HttpRetryLayer`], replaced to shorten the
+//!    waits): 503, 429, 408, timeouts and connect errors are retried, up to
+//!    [`StackConfig::max_attempts`] attempts with exponential backoff and
+//!    full jitter, within the default budget (20 % of requests plus 10
+//!    retries a second), so an outage does not triple the load. Outside the
+//!    breaker: an open breaker's fast `CircuitOpen` is never retried.
+//!    Outside the bulkhead: a request waiting between attempts holds no
+//!    permit.
 //! 3. **Circuit breaker per host** ([`KeyedCircuitBreakerLayer`], keyed by
-//!    the URI's authority): one failing host opens its own breaker only; the
-//!    other hosts keep being called. Opens after
-//!    [`StackConfig::breaker_failures`] failed attempts in a row, probes
-//!    after [`StackConfig::breaker_open`].
+//!    the URI's authority, in place of the default single breaker): one
+//!    failing host opens its own breaker only; the other hosts keep being
+//!    called. Opens after [`StackConfig::breaker_failures`] failed attempts
+//!    in a row, probes after [`StackConfig::breaker_open`].
 //! 4. **Bulkhead** ([`BulkheadLayer`]): at most [`StackConfig::max_concurrent`]
 //!    attempts in flight, no queue: when slow answers pile up, new attempts
 //!    are rejected at once (`BulkheadFull`) instead of queueing behind them.
@@ -27,12 +31,17 @@
 //! 5. **Timeout per attempt** ([`StackConfig::attempt_timeout`]): a slow
 //!    attempt becomes a timeout, which the breaker counts and the retry
 //!    layer retries.
-//! 6. hyper-util's legacy `Client`, reading each answer's whole body; with
-//!    the `reqwest` feature, `reqwest::Client` through a small adapter
-//!    (`reqwest` module) instead, with the same layers above it.
+//! 6. `reqwest::Client` through palisade's
+//!    [`ReqwestService`](palisade::reqwest::ReqwestService), whose timeouts
+//!    and connect errors the retry and the breaker recognise; or, with
+//!    `--hyper`, hyper-util's legacy `Client` ([`client_stack_over`] takes
+//!    any transport).
 //!
-//! Between the retry layer and the breaker a `map_request` counts attempts,
-//! so the report shows retries as attempts minus requests.
+//! The transport counts the attempts that reach it; a local rejection
+//! (`CircuitOpen`, `BulkheadFull`) is never retried, so it ends its request
+//! and the driver counts that attempt from the request's outcome. The
+//! stack's [`StackHandle`] reports the breakers, the bulkhead and the
+//! budget as JSON (`main` prints it at the end).
 //!
 //! # Running it
 //!
@@ -69,8 +78,6 @@
 //! ```
 
 pub mod flaky;
-#[cfg(feature = "reqwest")]
-pub mod reqwest;
 
 use std::fmt;
 use std::sync::Arc;
@@ -87,10 +94,12 @@ use palisade::bulkhead::BulkheadLayer;
 use palisade::circuit_breaker::{CircuitBreakerBuilder, KeyedCircuitBreakerHandle, KeyedCircuitBreakerLayer};
 use palisade::core::error::{find, is_timeout};
 use palisade::prelude::*;
+use palisade::reqwest::ReqwestService;
 use palisade::retry::{Backoff, HttpRetryLayer, Jitter, ReplayBody};
+use palisade::stack::StackHandle;
 use tokio::task::JoinSet;
 use tower::util::BoxCloneService;
-use tower::{ServiceBuilder, ServiceExt as _};
+use tower::{Layer as _, ServiceExt as _};
 
 /// The request body the stack takes.
 pub type Body = Full<Bytes>;
@@ -134,13 +143,13 @@ impl Default for StackConfig {
 /// Counts what passes through a stack.
 #[derive(Debug, Default)]
 pub struct Counters {
-    attempts: AtomicU64,
+    sent_to_transport: AtomicU64,
 }
 
 impl Counters {
-    /// Attempts made: calls the retry layer passed to the breaker.
-    pub fn attempts(&self) -> u64 {
-        self.attempts.load(Ordering::Relaxed)
+    /// Attempts that reached the transport (a connection was tried).
+    pub fn sent_to_transport(&self) -> u64 {
+        self.sent_to_transport.load(Ordering::Relaxed)
     }
 }
 
@@ -151,22 +160,33 @@ pub struct BuiltStack {
     pub service: ClientStack,
     /// Its per-host breakers.
     pub breakers: KeyedCircuitBreakerHandle<String>,
+    /// Every part's state, for a health report.
+    pub health: StackHandle,
     /// Its attempt counter.
     pub counters: Arc<Counters>,
 }
 
-/// Builds the stack over a fresh hyper-util client.
+/// Builds the stack over a fresh `reqwest::Client` (plain HTTP: no TLS
+/// backend is compiled in).
 pub fn client_stack(config: &StackConfig) -> Result<BuiltStack, BoxError> {
-    client_stack_over(config, http_client())
+    client_stack_over(config, ReqwestService::new(reqwest::Client::new()))
+}
+
+/// Builds the stack over hyper-util's pooled client, reading each answer's
+/// whole body.
+pub fn client_stack_over_hyper(config: &StackConfig) -> Result<BuiltStack, BoxError> {
+    client_stack_over(config, hyper_client())
 }
 
 /// Builds the stack over any transport taking the retry layer's replayable
-/// requests (hyper-util's client in [`client_stack`]; `reqwest`'s through
-/// the `reqwest` feature's adapter).
-pub fn client_stack_over<T>(config: &StackConfig, transport: T) -> Result<BuiltStack, BoxError>
+/// requests and answering an HTTP body.
+pub fn client_stack_over<T, B>(config: &StackConfig, transport: T) -> Result<BuiltStack, BoxError>
 where
-    T: tower::Service<Request<ReplayBody<Body>>, Response = Response<Bytes>, Error = BoxError> + Clone + Send + 'static,
+    T: tower::Service<Request<ReplayBody<Body>>, Response = Response<B>, Error = BoxError> + Clone + Send + 'static,
     T::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
 {
     let breakers: KeyedCircuitBreakerLayer<String, _, HttpClassifier> = CircuitBreakerBuilder::consecutive("client")
         .classifier(HttpClassifier)
@@ -174,11 +194,8 @@ where
         .open_duration(config.breaker_open)
         .build_keyed(host_of)?;
     let breaker_handle = breakers.handle();
-    let counters = Arc::new(Counters::default());
-    let counted = counters.clone();
-    let stack = ServiceBuilder::new()
-        .idempotency_key()
-        .http_retry_layer(
+    let stack = palisade::stack::client("client")
+        .retry(
             HttpRetryLayer::builder("client")
                 .max_attempts(config.max_attempts)
                 .backoff(Backoff::exponential(
@@ -186,24 +203,28 @@ where
                     2.0,
                     Duration::from_millis(200),
                 ))
-                .jitter(Jitter::Full)
-                .build()?,
+                .jitter(Jitter::Full),
         )
-        .map_request(move |req: Request<ReplayBody<Body>>| {
-            counted.attempts.fetch_add(1, Ordering::Relaxed);
-            req
-        })
-        .keyed_circuit_breaker(breakers)
-        .bulkhead(
-            BulkheadLayer::builder("client")
-                .max_concurrent(config.max_concurrent)
-                .build()?,
-        )
-        .timeout(config.attempt_timeout)
-        .service(transport);
+        .circuit_breaker(breakers)
+        .bulkhead(BulkheadLayer::builder("client").max_concurrent(config.max_concurrent))
+        .attempt_timeout(config.attempt_timeout)
+        .build()?;
+    let health = stack.handle();
+    let counters = Arc::new(Counters::default());
+    let counted = counters.clone();
+    let transport = transport.map_request(move |req: Request<ReplayBody<Body>>| {
+        counted.sent_to_transport.fetch_add(1, Ordering::Relaxed);
+        req
+    });
+    let service = stack.layer(transport).and_then(|res: Response<B>| async move {
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.map_err(Into::into)?.to_bytes();
+        Ok::<_, BoxError>(Response::from_parts(parts, body))
+    });
     Ok(BuiltStack {
-        service: BoxCloneService::new(stack),
+        service: BoxCloneService::new(service),
         breakers: breaker_handle,
+        health,
         counters,
     })
 }
@@ -212,22 +233,19 @@ fn host_of(req: &Request<ReplayBody<Body>>) -> String {
     req.uri().authority().map_or_else(String::new, ToString::to_string)
 }
 
-/// hyper-util's pooled client, answering the whole body.
-fn http_client() -> impl tower::Service<
+/// hyper-util's pooled client.
+fn hyper_client() -> impl tower::Service<
     Request<ReplayBody<Body>>,
-    Response = Response<Bytes>,
+    Response = Response<hyper::body::Incoming>,
     Error = BoxError,
-    Future = impl Future<Output = Result<Response<Bytes>, BoxError>> + Send,
+    Future = impl Future<Output = Result<Response<hyper::body::Incoming>, BoxError>> + Send,
 > + Clone
 + Send
 + 'static {
     let client: Client<HttpConnector, ReplayBody<Body>> = Client::builder(TokioExecutor::new()).build_http();
     tower::service_fn(move |req: Request<ReplayBody<Body>>| {
         let sent = client.request(req);
-        async move {
-            let (parts, body) = sent.await?.into_parts();
-            Ok(Response::from_parts(parts, body.collect().await?.to_bytes()))
-        }
+        async move { Ok(sent.await?) }
     })
 }
 
@@ -329,13 +347,17 @@ impl Outcomes {
     }
 
     fn report(&self, counters: &Counters) -> Report {
+        let circuit_open = self.circuit_open.load(Ordering::Relaxed);
+        let bulkhead_full = self.bulkhead_full.load(Ordering::Relaxed);
         Report {
             sent: self.sent.load(Ordering::Relaxed),
-            attempts: counters.attempts(),
+            // A local rejection ends its request: its attempt never reached
+            // the transport.
+            attempts: counters.sent_to_transport() + circuit_open + bulkhead_full,
             ok: self.ok.load(Ordering::Relaxed),
             bad_status: self.bad_status.load(Ordering::Relaxed),
-            circuit_open: self.circuit_open.load(Ordering::Relaxed),
-            bulkhead_full: self.bulkhead_full.load(Ordering::Relaxed),
+            circuit_open,
+            bulkhead_full,
             timed_out: self.timed_out.load(Ordering::Relaxed),
             other_error: self.other_error.load(Ordering::Relaxed),
         }
@@ -359,6 +381,7 @@ pub async fn drive(
         service: client,
         breakers,
         counters,
+        ..
     } = stack;
     let outcomes = Arc::new(Outcomes::default());
     let mut in_flight = JoinSet::new();

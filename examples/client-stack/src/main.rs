@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use client_stack::flaky::FlakyServer;
-use client_stack::{BuiltStack, DriveConfig, StackConfig, client_stack, drive};
+use client_stack::{DriveConfig, StackConfig, client_stack, client_stack_over_hyper, drive};
 use tokio::net::TcpListener;
 
-/// Runs the client stack (idempotency key → retry with budget → circuit
-/// breaker per host → bulkhead → timeout per attempt → hyper-util client)
-/// against a steady and a flaky local server, printing a line per second.
+/// Runs palisade's one-call client stack (idempotency key → retry with
+/// budget → circuit breaker per host → bulkhead → timeout per attempt →
+/// reqwest) against a steady and a flaky local server, printing a line per
+/// second and the stack's health report at the end.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -24,10 +25,9 @@ struct Args {
     /// Seed of the servers' choices, for repeatable runs.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// Send through reqwest (the adapter) instead of hyper-util's client.
-    #[cfg(feature = "reqwest")]
+    /// Send through hyper-util's client instead of reqwest.
     #[arg(long)]
-    reqwest: bool,
+    hyper: bool,
 }
 
 #[tokio::main]
@@ -65,7 +65,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         seconds: args.seconds,
         rate: args.rate,
     };
-    let stack = build_stack(&args)?;
+    let stack = if args.hyper {
+        client_stack_over_hyper(&StackConfig::default())?
+    } else {
+        client_stack(&StackConfig::default())?
+    };
+    let health = stack.health.clone();
     let total = drive(stack, &config, targets, |second, line| {
         println!("{line}");
         match second {
@@ -86,19 +91,6 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         steady.control().requests(),
         flaky.control().requests()
     );
+    println!("health: {}", health.snapshot());
     Ok(())
-}
-
-#[cfg(feature = "reqwest")]
-fn build_stack(args: &Args) -> Result<BuiltStack, palisade::core::BoxError> {
-    if args.reqwest {
-        let transport = client_stack::reqwest::ReqwestTransport::new(reqwest::Client::new());
-        return client_stack::client_stack_over(&StackConfig::default(), transport);
-    }
-    client_stack(&StackConfig::default())
-}
-
-#[cfg(not(feature = "reqwest"))]
-fn build_stack(_args: &Args) -> Result<BuiltStack, palisade::core::BoxError> {
-    client_stack(&StackConfig::default())
 }

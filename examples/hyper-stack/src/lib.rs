@@ -26,6 +26,10 @@
 //!
 //! # The proxy stack, outermost first
 //!
+//! Steps 3 to 6 are palisade's one-call client stack
+//! (`palisade::stack::client`) without its idempotency key, each part set
+//! from the [`Config`].
+//!
 //! 1. [`ProblemResponseLayer`]:
 //!    the errors of the layers below become RFC 9457 responses
 //!    (`CircuitOpen`, `BulkheadFull` → 503 + `Retry-After`; a timeout → 504),
@@ -208,25 +212,29 @@ impl App {
             .open_duration(config.breaker_open)
             .build()?;
         let breaker_handle = breaker.handle();
-        let upstream = ServiceBuilder::new()
-            .layer(ProblemResponseLayer::new())
-            .map_response(bad_gateway_on_server_error)
-            .http_retry_layer(
+        // The canonical client stack in one call, its parts set from the
+        // config. No idempotency key: a proxy forwards requests as they came.
+        let guarded = palisade::stack::client("upstream")
+            .no_idempotency_key()
+            .retry(
                 HttpRetryLayer::builder("upstream")
                     .max_attempts(config.max_attempts)
                     .backoff(Backoff::constant(config.retry_backoff))
-                    .jitter(Jitter::Equal)
-                    .build()?,
+                    .jitter(Jitter::Equal),
             )
             .circuit_breaker(breaker)
             .bulkhead(
                 BulkheadLayer::builder("upstream")
                     .max_concurrent(config.max_concurrent)
                     .max_queued(config.max_queued)
-                    .max_wait(Duration::from_secs(1))
-                    .build()?,
+                    .max_wait(Duration::from_secs(1)),
             )
-            .timeout(config.attempt_timeout)
+            .attempt_timeout(config.attempt_timeout)
+            .build()?;
+        let upstream = ServiceBuilder::new()
+            .layer(ProblemResponseLayer::new())
+            .map_response(bad_gateway_on_server_error)
+            .layer(guarded)
             .service(upstream_client());
         Ok(Self {
             webhooks,
