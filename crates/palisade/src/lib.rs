@@ -13,6 +13,7 @@
 //! | `circuit-breaker` | `circuit_breaker` (`palisade-circuit-breaker`) | callers, from a failing dependency: fail fast, probe back to health |
 //! | `bulkhead` | `bulkhead` (`palisade-bulkhead`) | everything else, from one slow dependency or tenant: cap its concurrency |
 //! | `deadline` | `deadline` (`palisade-deadline`) | every hop of a request, from working past its caller's patience: one budget, set at the edge, carried downstream |
+//! | `hedge` | `hedge` (`palisade-hedge`) | callers, from the slow tail: a safe request not answered within a percentile of the latencies seen gets a second attempt, paid from the retry budget |
 //! | `retry` | `retry` (`palisade-retry`) | requests, from transient failures, without retry storms or duplicated unsafe requests |
 //! | `idempotency` | `idempotency` (`palisade-idempotency`) | customers, from double charges: a retried POST gets the first result |
 //! | `outbox` | `outbox` (`palisade-outbox`) | events, from loss: staged in the handler's transaction, published within milliseconds |
@@ -27,7 +28,7 @@
 //!
 //! # Canonical order (outermost first)
 //!
-//! - **Client stack**: idempotency key → retry (with budget) → circuit breaker →
+//! - **Client stack**: idempotency key → retry or hedging (with budget) → circuit breaker →
 //!   bulkhead → per-attempt timeout and deadline propagation → the HTTP
 //!   client. The key is added once,
 //!   outside the retries, so every attempt carries the same key. Retries see the
@@ -79,6 +80,8 @@ pub use palisade_bulkhead as bulkhead;
 pub use palisade_circuit_breaker as circuit_breaker;
 #[cfg(feature = "deadline")]
 pub use palisade_deadline as deadline;
+#[cfg(feature = "hedge")]
+pub use palisade_hedge as hedge;
 #[cfg(feature = "idempotency")]
 pub use palisade_idempotency as idempotency;
 #[cfg(feature = "outbox")]
@@ -167,6 +170,11 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         self,
         layer: palisade_retry::HttpRetryLayer<C>,
     ) -> ServiceBuilder<Stack<palisade_retry::HttpRetryLayer<C>, L>>;
+
+    /// Client: hedges safe HTTP requests (`HedgeLayer`); where the retry
+    /// layer sits, outside the circuit breaker.
+    #[cfg(feature = "hedge")]
+    fn hedge<C>(self, layer: palisade_hedge::HedgeLayer<C>) -> ServiceBuilder<Stack<palisade_hedge::HedgeLayer<C>, L>>;
 
     /// Client: fails calls fast while the downstream fails; inside retry,
     /// outside the bulkhead.
@@ -272,6 +280,11 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         layer: palisade_retry::HttpRetryLayer<C>,
     ) -> ServiceBuilder<Stack<palisade_retry::HttpRetryLayer<C>, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "hedge")]
+    fn hedge<C>(self, layer: palisade_hedge::HedgeLayer<C>) -> ServiceBuilder<Stack<palisade_hedge::HedgeLayer<C>, L>> {
         self.layer(layer)
     }
 
