@@ -7,6 +7,7 @@ use std::time::Duration;
 use palisade::bulkhead::{Aimd, BulkheadLayer, Gradient2};
 use palisade::circuit_breaker::{CircuitBreakerBuilder, State};
 use palisade::deadline::{DeadlineLayer, PropagateDeadlineLayer};
+use palisade::fallback::{Failure, FallbackLayer};
 use palisade::hedge::HedgeLayer;
 use palisade::prelude::*;
 use palisade::retry::{Backoff, Jitter, RetryBudget, RetryLayer};
@@ -338,6 +339,15 @@ fn hedge() -> Subject {
     ])
 }
 
+/// A fallback that declines every failure: the layer must give back each
+/// result and error exactly as the inner service produced it.
+fn fallback() -> Subject {
+    let declining =
+        tower::service_fn(|failure: Failure<http::Response<()>>| async move { Err::<http::Response<()>, _>(failure) });
+    let layer = FallbackLayer::builder("fallback").fallback(declining).build().unwrap();
+    Subject::new(over_http::<_, Empty, _, _>(layer)).refuses([refused(FallbackLayer::builder("x").build())])
+}
+
 palisade_tests::contract_suite! {
     circuit_breaker_rate => breaker_rate();
     circuit_breaker_consecutive => breaker_consecutive();
@@ -353,4 +363,5 @@ palisade_tests::contract_suite! {
     deadline_server => deadline_server();
     deadline_client => deadline_client();
     hedge => hedge();
+    fallback => fallback();
 }

@@ -13,6 +13,7 @@
 //! | `circuit-breaker` | `circuit_breaker` (`palisade-circuit-breaker`) | callers, from a failing dependency: fail fast, probe back to health |
 //! | `bulkhead` | `bulkhead` (`palisade-bulkhead`) | everything else, from one slow dependency or tenant: cap its concurrency |
 //! | `deadline` | `deadline` (`palisade-deadline`) | every hop of a request, from working past its caller's patience: one budget, set at the edge, carried downstream |
+//! | `fallback` | `fallback` (`palisade-fallback`) | users, from an error page: a failed or rejected call is answered from a fallback, or queued for later through the outbox |
 //! | `hedge` | `hedge` (`palisade-hedge`) | callers, from the slow tail: a safe request not answered within a percentile of the latencies seen gets a second attempt, paid from the retry budget |
 //! | `retry` | `retry` (`palisade-retry`) | requests, from transient failures, without retry storms or duplicated unsafe requests |
 //! | `idempotency` | `idempotency` (`palisade-idempotency`) | customers, from double charges: a retried POST gets the first result |
@@ -21,14 +22,15 @@
 //!
 //! Backend features: `idempotency-redis`, `idempotency-postgres`,
 //! `webhook-redis`, `outbox-sqlite`, `outbox-postgres`, `outbox-nats`,
-//! `outbox-rabbitmq`, `outbox-redis`, `outbox-http`. `outbox` alone brings the
+//! `outbox-rabbitmq`, `outbox-redis`, `outbox-http`, `fallback-outbox-sqlite`,
+//! `fallback-outbox-postgres`. `outbox` alone brings the
 //! publish hook, the relay and the in-process channel publisher, and compiles
 //! no database driver: staging and the inbox come with `outbox-sqlite` or
 //! `outbox-postgres`.
 //!
 //! # Canonical order (outermost first)
 //!
-//! - **Client stack**: idempotency key → retry or hedging (with budget) → circuit breaker →
+//! - **Client stack**: fallback → idempotency key → retry or hedging (with budget) → circuit breaker →
 //!   bulkhead → per-attempt timeout and deadline propagation → the HTTP
 //!   client. The key is added once,
 //!   outside the retries, so every attempt carries the same key. Retries see the
@@ -80,6 +82,8 @@ pub use palisade_bulkhead as bulkhead;
 pub use palisade_circuit_breaker as circuit_breaker;
 #[cfg(feature = "deadline")]
 pub use palisade_deadline as deadline;
+#[cfg(feature = "fallback")]
+pub use palisade_fallback as fallback;
 #[cfg(feature = "hedge")]
 pub use palisade_hedge as hedge;
 #[cfg(feature = "idempotency")]
@@ -146,6 +150,15 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         self,
         layer: palisade_outbox::PublishHookLayer,
     ) -> ServiceBuilder<Stack<palisade_outbox::PublishHookLayer, L>>;
+
+    /// Client: answers failed or rejected calls from a fallback
+    /// (`FallbackLayer`); outside the retry and the circuit breaker, so it
+    /// sees their last failure and their rejections.
+    #[cfg(feature = "fallback")]
+    fn fallback<F, C>(
+        self,
+        layer: palisade_fallback::FallbackLayer<F, C>,
+    ) -> ServiceBuilder<Stack<palisade_fallback::FallbackLayer<F, C>, L>>;
 
     /// Client: adds an `Idempotency-Key` to unsafe requests that lack one;
     /// outermost, so every retry carries the same key.
@@ -259,6 +272,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         layer: palisade_outbox::PublishHookLayer,
     ) -> ServiceBuilder<Stack<palisade_outbox::PublishHookLayer, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "fallback")]
+    fn fallback<F, C>(
+        self,
+        layer: palisade_fallback::FallbackLayer<F, C>,
+    ) -> ServiceBuilder<Stack<palisade_fallback::FallbackLayer<F, C>, L>> {
         self.layer(layer)
     }
 
