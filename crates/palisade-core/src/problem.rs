@@ -8,7 +8,7 @@
 //! | [`BulkheadTimeout`] | 503 | [`types::BULKHEAD_TIMEOUT`] | the bulkhead's hint |
 //! | tower's `load_shed::error::Overloaded` | 503 | [`types::OVERLOADED`] | none |
 //! | tower's or tokio's `Elapsed` | 504 | [`types::TIMEOUT`] | none |
-//! | [`DeadlineExceeded`](crate::deadline::DeadlineExceeded) | 504 | [`types::DEADLINE_EXCEEDED`] | none |
+//! | [`DeadlineExceeded`] | 504 | [`types::DEADLINE_EXCEEDED`] | none |
 //! | anything else | 500 | `about:blank` | none |
 //!
 //! Each row is the error's [`ToProblem`] implementation, the one way every
