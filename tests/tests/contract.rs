@@ -7,6 +7,8 @@ use std::time::Duration;
 use palisade::bulkhead::{Aimd, BulkheadLayer, Gradient2};
 use palisade::circuit_breaker::{CircuitBreakerBuilder, State};
 use palisade::deadline::{DeadlineLayer, PropagateDeadlineLayer};
+use palisade::fallback::{Failure, FallbackLayer};
+use palisade::hedge::HedgeLayer;
 use palisade::prelude::*;
 use palisade::retry::{Backoff, Jitter, RetryBudget, RetryLayer};
 use palisade_tests::contract::{REQUEST, Reply, Request, Response, Scripted, Subject, refused};
@@ -239,10 +241,14 @@ fn client_stack() -> Subject {
         ])
 }
 
-/// An HTTP layer under the suite: the suite's requests travel in an
-/// `http::Request`'s body through it, the inner answers in an
-/// `http::Response`'s extensions; an answer of the layer's own is an error.
-fn over_http<L, B, E>(
+/// The body of the HTTP requests the suite sends through HTTP layers.
+type Empty = http_body_util::Empty<bytes::Bytes>;
+
+/// An HTTP layer under the suite: the suite's request travels in an
+/// `http::Request`'s extensions through it (its body `X` is the layer's
+/// wrapping of an empty body), the inner answer in an `http::Response`'s
+/// extensions; an answer of the layer's own is an error.
+fn over_http<L, X, B, E>(
     layer: L,
 ) -> impl Layer<
     Scripted,
@@ -252,21 +258,30 @@ where
     L: Layer<
         tower::util::MapRequest<
             tower::util::MapResponse<Scripted, fn(Response) -> http::Response<()>>,
-            fn(http::Request<Request>) -> Request,
+            fn(http::Request<X>) -> Request,
         >,
     >,
-    L::Service: Service<http::Request<Request>, Response = http::Response<B>, Error = E> + Clone + Send + 'static,
-    <L::Service as Service<http::Request<Request>>>::Future: Send + 'static,
+    L::Service: Service<http::Request<Empty>, Response = http::Response<B>, Error = E> + Clone + Send + 'static,
+    <L::Service as Service<http::Request<Empty>>>::Future: Send + 'static,
+    X: 'static,
     B: 'static,
     E: Into<BoxError> + 'static,
     BoxError: From<E>,
 {
-    fn to_http(response: Response) -> http::Response<()> {
+    fn to_http(request: Request) -> http::Request<Empty> {
+        let mut req = http::Request::new(Empty::new());
+        req.extensions_mut().insert(request);
+        req
+    }
+    fn from_http<X>(req: http::Request<X>) -> Request {
+        *req.extensions().get::<Request>().expect("the suite's request")
+    }
+    fn response_to_http(response: Response) -> http::Response<()> {
         let mut res = http::Response::new(());
         res.extensions_mut().insert(response);
         res
     }
-    fn from_http<B, E: Into<BoxError>>(result: Result<http::Response<B>, E>) -> Result<Response, BoxError> {
+    fn response_from_http<B, E: Into<BoxError>>(result: Result<http::Response<B>, E>) -> Result<Response, BoxError> {
         let res = result.map_err(Into::into)?;
         res.extensions()
             .get::<Response>()
@@ -274,11 +289,11 @@ where
             .ok_or_else(|| format!("answered by the layer: {}", res.status()).into())
     }
     ServiceBuilder::new()
-        .map_request(http::Request::new as fn(Request) -> http::Request<Request>)
-        .map_result(from_http::<B, E> as fn(Result<http::Response<B>, E>) -> Result<Response, BoxError>)
+        .map_request(to_http as fn(Request) -> http::Request<Empty>)
+        .map_result(response_from_http::<B, E> as fn(Result<http::Response<B>, E>) -> Result<Response, BoxError>)
         .layer(layer)
-        .map_request(http::Request::into_body as fn(http::Request<Request>) -> Request)
-        .map_response(to_http as fn(Response) -> http::Response<()>)
+        .map_request(from_http::<X> as fn(http::Request<X>) -> Request)
+        .map_response(response_to_http as fn(Response) -> http::Response<()>)
 }
 
 fn deadline_server() -> Subject {
@@ -287,7 +302,7 @@ fn deadline_server() -> Subject {
         .max_timeout(Duration::from_secs(86_400))
         .build()
         .unwrap();
-    Subject::new(over_http(layer)).refuses([
+    Subject::new(over_http::<_, Empty, _, _>(layer)).refuses([
         refused(DeadlineLayer::builder("x").timeout(Duration::ZERO).build()),
         refused(DeadlineLayer::builder("x").max_timeout(Duration::ZERO).build()),
         refused(
@@ -309,6 +324,30 @@ fn deadline_client() -> Subject {
     )])
 }
 
+/// Hedging with a delay no check reaches: the layer's own bookkeeping
+/// around the one attempt.
+fn hedge() -> Subject {
+    let layer = HedgeLayer::builder("hedge")
+        .delay(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    Subject::new(over_http::<_, palisade::retry::ReplayBody<Empty>, _, _>(layer)).refuses([
+        refused(HedgeLayer::builder("x").max_attempts(1).build()),
+        refused(HedgeLayer::builder("x").delay(Duration::ZERO).build()),
+        refused(HedgeLayer::builder("x").percentile(1.5, 100, 10).build()),
+        refused(HedgeLayer::builder("x").percentile(0.9, 10, 100).build()),
+    ])
+}
+
+/// A fallback that declines every failure: the layer must give back each
+/// result and error exactly as the inner service produced it.
+fn fallback() -> Subject {
+    let declining =
+        tower::service_fn(|failure: Failure<http::Response<()>>| async move { Err::<http::Response<()>, _>(failure) });
+    let layer = FallbackLayer::builder("fallback").fallback(declining).build().unwrap();
+    Subject::new(over_http::<_, Empty, _, _>(layer)).refuses([refused(FallbackLayer::builder("x").build())])
+}
+
 palisade_tests::contract_suite! {
     circuit_breaker_rate => breaker_rate();
     circuit_breaker_consecutive => breaker_consecutive();
@@ -323,4 +362,6 @@ palisade_tests::contract_suite! {
     client_stack => client_stack();
     deadline_server => deadline_server();
     deadline_client => deadline_client();
+    hedge => hedge();
+    fallback => fallback();
 }

@@ -168,8 +168,12 @@
 //! # Performance
 //!
 //! A call reads two headers, makes one `Deadline` (one clock reading),
-//! inserts one extension, and arms one tokio timer, which is the cost that
-//! matters: about what `tower::timeout` costs. See the benchmark report,
+//! inserts it in the request's extensions (three allocations: the map, its
+//! table and the value; tower-http's extension layers pay the same), and
+//! arms one tokio timer, which is only registered if the call has to wait.
+//! Measured on a loaded 2-core machine: about 0.25 µs over a bare HTTP
+//! service with a budget of its own, against 0.05 µs for tower's `Timeout`
+//! (no extension); 0.08 µs without any budget. See the benchmark report,
 //! <https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md>.
 
 mod body;

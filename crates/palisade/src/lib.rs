@@ -79,6 +79,8 @@ let res = client.oneshot(charge).await?;
 //! | `circuit-breaker` | `circuit_breaker` (`palisade-circuit-breaker`) | callers, from a failing dependency: fail fast, probe back to health |
 //! | `bulkhead` | `bulkhead` (`palisade-bulkhead`) | everything else, from one slow dependency or tenant: cap its concurrency |
 //! | `deadline` | `deadline` (`palisade-deadline`) | every hop of a request, from working past its caller's patience: one budget, set at the edge, carried downstream |
+//! | `fallback` | `fallback` (`palisade-fallback`) | users, from an error page: a failed or rejected call is answered from a fallback, or queued for later through the outbox |
+//! | `hedge` | `hedge` (`palisade-hedge`) | callers, from the slow tail: a safe request not answered within a percentile of the latencies seen gets a second attempt, paid from the retry budget |
 //! | `retry` | `retry` (`palisade-retry`) | requests, from transient failures, without retry storms or duplicated unsafe requests |
 //! | `idempotency` | `idempotency` (`palisade-idempotency`) | customers, from double charges: a retried POST gets the first result |
 //! | `outbox` | `outbox` (`palisade-outbox`) | events, from loss: staged in the handler's transaction, published within milliseconds |
@@ -89,8 +91,9 @@ let res = client.oneshot(charge).await?;
 //!
 //! Backend features: `idempotency-redis`, `idempotency-postgres`,
 //! `webhook-redis`, `outbox-sqlite`, `outbox-postgres`, `outbox-nats`,
-//! `outbox-rabbitmq`, `outbox-redis`, `outbox-kafka`, `outbox-http`, and `outbox-admin` (the
-//! outbox's admin router for an admin port). `outbox` alone brings the
+//! `outbox-rabbitmq`, `outbox-redis`, `outbox-kafka`, `outbox-http`, `outbox-admin` (the
+//! outbox's admin router for an admin port), `fallback-outbox-sqlite`,
+//! `fallback-outbox-postgres`. `outbox` alone brings the
 //! publish hook, the relay and the in-process channel publisher, and compiles
 //! no database driver: staging and the inbox come with `outbox-sqlite` or
 //! `outbox-postgres`.
@@ -101,9 +104,9 @@ let res = client.oneshot(charge).await?;
 //!
 //! # Canonical order (outermost first)
 //!
-//! - **Client stack**: total deadline → idempotency key → retry (with budget) →
-//!   circuit breaker → bulkhead → per-attempt timeout and deadline
-//!   propagation → the HTTP client. The key is added once,
+//! - **Client stack**: total deadline → fallback → idempotency key → retry or hedging (with budget) → circuit breaker →
+//!   bulkhead → per-attempt timeout and deadline propagation → the HTTP
+//!   client. The key is added once,
 //!   outside the retries, so every attempt carries the same key. Retries see the
 //!   breaker's fast `CircuitOpen` and do not retry it; the breaker does not
 //!   count the bulkhead's local rejections as failures of the downstream; each
@@ -216,8 +219,12 @@ pub use palisade_bulkhead as bulkhead;
 pub use palisade_circuit_breaker as circuit_breaker;
 #[cfg(feature = "deadline")]
 pub use palisade_deadline as deadline;
+#[cfg(feature = "fallback")]
+pub use palisade_fallback as fallback;
 #[cfg(feature = "grpc")]
 pub use palisade_grpc as grpc;
+#[cfg(feature = "hedge")]
+pub use palisade_hedge as hedge;
 #[cfg(feature = "idempotency")]
 pub use palisade_idempotency as idempotency;
 #[cfg(feature = "outbox")]
@@ -315,6 +322,15 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         layer: palisade_outbox::PublishHookLayer,
     ) -> ServiceBuilder<Stack<palisade_outbox::PublishHookLayer, L>>;
 
+    /// Client: answers failed or rejected calls from a fallback
+    /// (`FallbackLayer`); outside the retry and the circuit breaker, so it
+    /// sees their last failure and their rejections.
+    #[cfg(feature = "fallback")]
+    fn fallback<F, C>(
+        self,
+        layer: palisade_fallback::FallbackLayer<F, C>,
+    ) -> ServiceBuilder<Stack<palisade_fallback::FallbackLayer<F, C>, L>>;
+
     /// Client: adds an `Idempotency-Key` to unsafe requests that lack one;
     /// outermost, so every retry carries the same key.
     #[cfg(feature = "idempotency")]
@@ -346,6 +362,11 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         self,
         layer: palisade_retry::GrpcRetryLayer<C>,
     ) -> ServiceBuilder<Stack<palisade_retry::GrpcRetryLayer<C>, L>>;
+
+    /// Client: hedges safe HTTP requests (`HedgeLayer`); where the retry
+    /// layer sits, outside the circuit breaker.
+    #[cfg(feature = "hedge")]
+    fn hedge<C>(self, layer: palisade_hedge::HedgeLayer<C>) -> ServiceBuilder<Stack<palisade_hedge::HedgeLayer<C>, L>>;
 
     /// Client: fails calls fast while the downstream fails; inside retry,
     /// outside the bulkhead.
@@ -441,6 +462,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(layer)
     }
 
+    #[cfg(feature = "fallback")]
+    fn fallback<F, C>(
+        self,
+        layer: palisade_fallback::FallbackLayer<F, C>,
+    ) -> ServiceBuilder<Stack<palisade_fallback::FallbackLayer<F, C>, L>> {
+        self.layer(layer)
+    }
+
     #[cfg(feature = "idempotency")]
     fn idempotency_key(self) -> ServiceBuilder<Stack<palisade_idempotency::client::SetIdempotencyKeyLayer, L>> {
         self.layer(palisade_idempotency::client::SetIdempotencyKeyLayer::new())
@@ -467,6 +496,11 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         layer: palisade_retry::GrpcRetryLayer<C>,
     ) -> ServiceBuilder<Stack<palisade_retry::GrpcRetryLayer<C>, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "hedge")]
+    fn hedge<C>(self, layer: palisade_hedge::HedgeLayer<C>) -> ServiceBuilder<Stack<palisade_hedge::HedgeLayer<C>, L>> {
         self.layer(layer)
     }
 

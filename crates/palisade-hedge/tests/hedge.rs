@@ -1,0 +1,343 @@
+//! The hedging layer on paused time.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use palisade_bulkhead::BulkheadLayer;
+use palisade_core::BoxError;
+use palisade_hedge::{ConfigError, HedgeLayer};
+use palisade_retry::{ReplayBody, RetryBudget};
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
+
+const MS: Duration = Duration::from_millis(1);
+
+/// One attempt the downstream saw.
+#[derive(Debug, Clone, PartialEq)]
+struct Attempt {
+    at: Duration,
+    body: String,
+    /// Dropped before it answered.
+    dropped: bool,
+}
+
+/// A downstream whose n-th call (from 0) answers `plan(n)`: a latency and a
+/// status.
+#[derive(Clone)]
+struct Downstream {
+    seen: Arc<Mutex<Vec<Attempt>>>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+    origin: Instant,
+    plan: Arc<dyn Fn(usize) -> (Duration, u16) + Send + Sync>,
+}
+
+struct DropMark(Arc<Mutex<Vec<Attempt>>>, usize);
+
+impl Drop for DropMark {
+    fn drop(&mut self) {
+        self.0.lock().unwrap()[self.1].dropped = true;
+    }
+}
+
+type Fut = Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, BoxError>> + Send>>;
+
+impl Downstream {
+    fn new(plan: impl Fn(usize) -> (Duration, u16) + Send + Sync + 'static) -> Self {
+        Self {
+            seen: Arc::default(),
+            calls: Arc::default(),
+            origin: Instant::now(),
+            plan: Arc::new(plan),
+        }
+    }
+
+    fn attempts(&self) -> Vec<Attempt> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn clear(&self) {
+        self.seen.lock().unwrap().clear();
+    }
+
+    fn service(
+        &self,
+    ) -> impl tower::Service<
+        Request<ReplayBody<Full<Bytes>>>,
+        Response = Response<Full<Bytes>>,
+        Error = BoxError,
+        Future = Fut,
+    > + Clone {
+        let this = self.clone();
+        tower::service_fn(move |req: Request<ReplayBody<Full<Bytes>>>| {
+            let this = this.clone();
+            let index = {
+                let mut seen = this.seen.lock().unwrap();
+                seen.push(Attempt {
+                    at: this.origin.elapsed(),
+                    body: String::new(),
+                    dropped: false,
+                });
+                seen.len() - 1
+            };
+            let call = this.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (latency, status) = (this.plan)(call);
+            Box::pin(async move {
+                let mark = DropMark(this.seen.clone(), index);
+                let body = req.into_body().collect().await?.to_bytes();
+                this.seen.lock().unwrap()[index].body = String::from_utf8(body.to_vec()).unwrap();
+                tokio::time::sleep(latency).await;
+                std::mem::forget(mark);
+                Ok(Response::builder()
+                    .status(status)
+                    .body(Full::from(format!("call {call}")))
+                    .unwrap())
+            }) as Fut
+        })
+    }
+}
+
+fn get() -> Request<Full<Bytes>> {
+    Request::get("/search").body(Full::default()).unwrap()
+}
+
+async fn send(layer: &HedgeLayer, downstream: &Downstream, req: Request<Full<Bytes>>) -> (u16, String, Duration) {
+    let started = Instant::now();
+    let res = layer.layer(downstream.service()).oneshot(req).await.unwrap();
+    let status = res.status().as_u16();
+    let body = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    (status, body, started.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_percentile_hedge_fires_only_for_slow_calls() {
+    // Calls take 10 ms, except the 101st (index 100), which takes 500 ms.
+    let downstream = Downstream::new(|n| if n == 100 { (500 * MS, 200) } else { (10 * MS, 200) });
+    let layer = HedgeLayer::builder("search")
+        .percentile(0.99, 100, 100)
+        .no_budget()
+        .build()
+        .unwrap();
+    for _ in 0..100 {
+        // Before 100 latencies were seen, nothing is hedged.
+        let (status, _, elapsed) = send(&layer, &downstream, get()).await;
+        assert_eq!((status, elapsed), (200, 10 * MS));
+    }
+    assert_eq!(downstream.attempts().len(), 100);
+    assert_eq!(layer.current_delay(), Some(10 * MS));
+
+    // The slow call is hedged at its p99, 10 ms; the hedge (10 ms) wins at
+    // 20 ms and the original is dropped.
+    downstream.clear();
+    let (status, body, elapsed) = send(&layer, &downstream, get()).await;
+    assert_eq!((status, body.as_str(), elapsed), (200, "call 101", 20 * MS));
+    let attempts = downstream.attempts();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!((attempts[0].at, attempts[0].dropped), (100 * 10 * MS, true));
+    assert_eq!((attempts[1].at, attempts[1].dropped), (100 * 10 * MS + 10 * MS, false));
+
+    // A fast call (10 ms, answered as the delay ends) is not hedged.
+    downstream.clear();
+    let (status, _, elapsed) = send(&layer, &downstream, get()).await;
+    assert_eq!((status, elapsed), (200, 10 * MS));
+    assert_eq!(downstream.attempts().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_loser_is_dropped_and_its_bulkhead_permit_released() {
+    let downstream = Downstream::new(|n| {
+        if n == 0 {
+            (Duration::from_secs(60), 200)
+        } else {
+            (5 * MS, 200)
+        }
+    });
+    let bulkhead = BulkheadLayer::builder("search").max_concurrent(2).build().unwrap();
+    let handle = bulkhead.handle();
+    let layer = HedgeLayer::builder("search")
+        .delay(20 * MS)
+        .no_budget()
+        .build()
+        .unwrap();
+    let svc = layer.layer(bulkhead.layer(downstream.service()));
+    let started = Instant::now();
+    let res = svc.oneshot(get()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(started.elapsed(), 25 * MS);
+    let attempts = downstream.attempts();
+    assert!(attempts[0].dropped, "the slow original was dropped");
+    assert!(!attempts[1].dropped);
+    // Both permits are back.
+    assert_eq!(handle.snapshot().in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_budget_sends_no_hedge() {
+    let downstream = Downstream::new(|_| (100 * MS, 200));
+    let budget = RetryBudget::builder().ratio(0.0).min_per_sec(0).build().unwrap();
+    assert!(!budget.withdraw());
+    let layer = HedgeLayer::builder("search")
+        .delay(10 * MS)
+        .budget(budget)
+        .build()
+        .unwrap();
+    let (status, _, elapsed) = send(&layer, &downstream, get()).await;
+    assert_eq!((status, elapsed), (200, 100 * MS));
+    assert_eq!(downstream.attempts().len(), 1);
+
+    // A budget with room for one hedge pays for one, then none.
+    let downstream = Downstream::new(|n| if n % 2 == 0 { (100 * MS, 200) } else { (MS, 200) });
+    let budget = RetryBudget::builder()
+        .ratio(0.0)
+        .min_per_sec(1)
+        .window(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert_eq!(budget.available(), 1);
+    let layer = HedgeLayer::builder("search")
+        .delay(10 * MS)
+        .budget(budget.clone())
+        .build()
+        .unwrap();
+    let (_, body, elapsed) = send(&layer, &downstream, get()).await;
+    assert_eq!((body.as_str(), elapsed), ("call 1", 11 * MS));
+    assert_eq!(budget.available(), 0);
+    let (_, body, elapsed) = send(&layer, &downstream, get()).await;
+    assert_eq!((body.as_str(), elapsed), ("call 2", 100 * MS));
+    assert_eq!(downstream.attempts().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unsafe_requests_are_never_hedged() {
+    let downstream = Downstream::new(|_| (100 * MS, 200));
+    let layer = HedgeLayer::builder("orders")
+        .delay(10 * MS)
+        .no_budget()
+        .build()
+        .unwrap();
+    for method in [http::Method::POST, http::Method::PATCH] {
+        let req = Request::builder()
+            .method(method.clone())
+            .body(Full::from("order"))
+            .unwrap();
+        let (status, _, elapsed) = send(&layer, &downstream, req).await;
+        assert_eq!((status, elapsed), (200, 100 * MS), "{method}");
+    }
+    assert_eq!(downstream.attempts().len(), 2);
+
+    // With an Idempotency-Key the POST may run twice: it is hedged, its body replayed.
+    downstream.clear();
+    let req = Request::post("/orders")
+        .header("idempotency-key", "k-1")
+        .body(Full::from("order"))
+        .unwrap();
+    let (_, _, elapsed) = send(&layer, &downstream, req).await;
+    assert_eq!(elapsed, 100 * MS);
+    let bodies: Vec<_> = downstream.attempts().into_iter().map(|a| a.body).collect();
+    assert_eq!(bodies, ["order", "order"]);
+
+    // A predicate decides instead of methods and key.
+    downstream.clear();
+    let layer = HedgeLayer::builder("grpc")
+        .delay(10 * MS)
+        .no_budget()
+        .hedge_if(|_, uri, _| uri.path() == "/search.Search/Query")
+        .build()
+        .unwrap();
+    let req = Request::post("/search.Search/Query").body(Full::default()).unwrap();
+    send(&layer, &downstream, req).await;
+    let req = Request::get("/search.Search/Other").body(Full::default()).unwrap();
+    send(&layer, &downstream, req).await;
+    assert_eq!(
+        downstream.attempts().len(),
+        3,
+        "two attempts of the first call, one of the second"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_do_not_win_and_at_most_max_attempts_are_in_flight() {
+    // The original fails after 15 ms; hedges at 10 and 20 ms; the first
+    // hedge fails at 40 ms, the second succeeds at 50 ms.
+    let downstream = Downstream::new(|n| match n {
+        0 => (15 * MS, 503),
+        1 => (30 * MS, 500),
+        _ => (30 * MS, 200),
+    });
+    let layer = HedgeLayer::builder("search")
+        .delay(10 * MS)
+        .max_attempts(3)
+        .no_budget()
+        .build()
+        .unwrap();
+    let (status, body, elapsed) = send(&layer, &downstream, get()).await;
+    assert_eq!((status, body.as_str(), elapsed), (200, "call 2", 50 * MS));
+    let at: Vec<_> = downstream.attempts().iter().map(|a| a.at).collect();
+    assert_eq!(at, [Duration::ZERO, 10 * MS, 20 * MS], "no fourth attempt");
+
+    // Every attempt fails: the first failure answers, once none is in flight.
+    let downstream = Downstream::new(|n| (if n == 0 { 30 * MS } else { 5 * MS }, [503, 500][n.min(1)]));
+    let layer = HedgeLayer::builder("search")
+        .delay(10 * MS)
+        .no_budget()
+        .build()
+        .unwrap();
+    let (status, body, elapsed) = send(&layer, &downstream, get()).await;
+    assert_eq!((status, body.as_str(), elapsed), (500, "call 1", 30 * MS));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_before_the_delay_is_answered_at_once() {
+    let downstream = Downstream::new(|_| (5 * MS, 503));
+    let layer = HedgeLayer::builder("search")
+        .delay(10 * MS)
+        .no_budget()
+        .build()
+        .unwrap();
+    let (status, _, elapsed) = send(&layer, &downstream, get()).await;
+    assert_eq!((status, elapsed), (503, 5 * MS));
+    assert_eq!(downstream.attempts().len(), 1);
+}
+
+#[test]
+fn build_refuses_impossible_settings() {
+    let refused = |b: palisade_hedge::HedgeBuilder| b.build().unwrap_err();
+    assert_eq!(
+        refused(HedgeLayer::builder("x").max_attempts(1)),
+        ConfigError::MaxAttempts(1)
+    );
+    assert_eq!(
+        refused(HedgeLayer::builder("x").delay(Duration::ZERO)),
+        ConfigError::ZeroDelay
+    );
+    assert_eq!(
+        refused(HedgeLayer::builder("x").percentile(1.0, 10, 1)),
+        ConfigError::Percentile(1.0)
+    );
+    assert_eq!(
+        refused(HedgeLayer::builder("x").percentile(0.0, 10, 1)),
+        ConfigError::Percentile(0.0)
+    );
+    assert!(matches!(
+        refused(HedgeLayer::builder("x").percentile(f64::NAN, 10, 1)),
+        ConfigError::Percentile(_)
+    ));
+    assert_eq!(
+        refused(HedgeLayer::builder("x").percentile(0.9, 10, 11)),
+        ConfigError::Samples {
+            samples: 10,
+            min_samples: 11
+        }
+    );
+    assert_eq!(
+        refused(HedgeLayer::builder("x").percentile(0.9, 0, 0)),
+        ConfigError::Samples {
+            samples: 0,
+            min_samples: 0
+        }
+    );
+}
