@@ -76,6 +76,8 @@
 //! assert_eq!(response.headers()["retry-after"], "12");
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod backoff;
 pub mod body;
 mod boxed;
