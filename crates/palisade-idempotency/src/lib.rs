@@ -244,6 +244,8 @@
 //! (about 1.3 µs over [`disconnect::KeepLocked`] in a run on a loaded
 //! machine), and a full memory store makes room in O(log n) whatever it holds.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod body;
 pub mod client;
 pub mod disconnect;

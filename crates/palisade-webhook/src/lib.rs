@@ -257,6 +257,8 @@
 //! references and with the machine and load it was measured on, is in the
 //! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod clock;
 mod compiled;
 pub mod error;
@@ -277,6 +279,7 @@ pub use layer::{
     DEFAULT_LOCK_EXPIRY, DEFAULT_MAX_BODY, DEFAULT_STORE_TIMEOUT, SignLayer, VerifyLayer, VerifyLayerBuilder,
 };
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use replay::RedisReplayStore;
 pub use replay::{Claim, Lease, MemoryReplayStore, ReplayStore};
 pub use scheme::{Encoding, GenericScheme, Scheme, SchemeKind};

@@ -332,6 +332,7 @@ return 0",
     /// # let _ = store; Ok(()) }
     /// ```
     #[derive(Clone)]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub struct RedisReplayStore<C = ConnectionManager> {
         conn: C,
         prefix: Arc<str>,

@@ -64,21 +64,28 @@ assert_eq!(client.oneshot(21).await?, 42);
 ```
 "#
 )]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use palisade_core as core;
 pub use palisade_core::{BoxError, Classify, ErrorClassifier, GrpcClassifier, HttpClassifier, Outcome, Problem};
 
 #[cfg(feature = "bulkhead")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bulkhead")))]
 pub use palisade_bulkhead as bulkhead;
 #[cfg(feature = "circuit-breaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
 pub use palisade_circuit_breaker as circuit_breaker;
 #[cfg(feature = "idempotency")]
+#[cfg_attr(docsrs, doc(cfg(feature = "idempotency")))]
 pub use palisade_idempotency as idempotency;
 #[cfg(feature = "outbox")]
+#[cfg_attr(docsrs, doc(cfg(feature = "outbox")))]
 pub use palisade_outbox as outbox;
 #[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
 pub use palisade_retry as retry;
 #[cfg(feature = "webhook")]
+#[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]
 pub use palisade_webhook as webhook;
 
 use tower::ServiceBuilder;
@@ -108,6 +115,7 @@ mod sealed {
 pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// Server: verifies inbound webhook signatures; outermost on webhook routes.
     #[cfg(feature = "webhook")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]
     fn webhook_verify(
         self,
         layer: palisade_webhook::VerifyLayer,
@@ -116,6 +124,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// Server: answers a repeated `Idempotency-Key` with the first response;
     /// after webhook verify, before the outbox hook.
     #[cfg(feature = "idempotency")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "idempotency")))]
     fn idempotency<St, Sc, D>(
         self,
         layer: palisade_idempotency::IdempotencyLayer<St, Sc, D>,
@@ -124,6 +133,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// Server: gives handlers an outbox context and wakes the relay once the
     /// response exists; after idempotency, before the bulkhead.
     #[cfg(feature = "outbox")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "outbox")))]
     fn outbox_hook(
         self,
         layer: palisade_outbox::PublishHookLayer,
@@ -132,6 +142,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// Client: adds an `Idempotency-Key` to unsafe requests that lack one;
     /// outermost, so every retry carries the same key.
     #[cfg(feature = "idempotency")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "idempotency")))]
     fn idempotency_key(self) -> ServiceBuilder<Stack<palisade_idempotency::client::IdempotencyKeyLayer, L>>;
 
     /// Client: retries with a palisade policy (`RetryPolicy` or
@@ -141,11 +152,13 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// precedence and build tower's `Retry` without the request-body replay an
     /// HTTP policy needs.
     #[cfg(feature = "retry")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
     fn retry_policy<P>(self, policy: P) -> ServiceBuilder<Stack<palisade_retry::RetryLayer<P>, L>>;
 
     /// Client: fails calls fast while the downstream fails; inside retry,
     /// outside the bulkhead.
     #[cfg(feature = "circuit-breaker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
     fn circuit_breaker<C>(
         self,
         layer: palisade_circuit_breaker::CircuitBreakerLayer<C>,
@@ -153,6 +166,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
 
     /// Client: one circuit breaker per key (host, route, tenant).
     #[cfg(feature = "circuit-breaker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
     fn keyed_circuit_breaker<K, F, C>(
         self,
         layer: palisade_circuit_breaker::KeyedCircuitBreakerLayer<K, F, C>,
@@ -161,6 +175,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// Both: caps concurrency; inside the breaker (client) or the outbox hook
     /// (server), outside the timeout.
     #[cfg(feature = "bulkhead")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "bulkhead")))]
     fn bulkhead<C, M>(
         self,
         layer: palisade_bulkhead::BulkheadLayer<C, M>,
@@ -168,6 +183,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
 
     /// Both: one bulkhead compartment per key (downstream, tenant, route).
     #[cfg(feature = "bulkhead")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "bulkhead")))]
     fn keyed_bulkhead<K, F, C, M>(
         self,
         layer: palisade_bulkhead::KeyedBulkheadLayer<K, F, C, M>,
@@ -176,6 +192,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// Client: signs outbound webhooks; innermost, so the signature covers
     /// the bytes that are sent.
     #[cfg(feature = "webhook")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]
     fn webhook_sign(self, layer: palisade_webhook::SignLayer) -> ServiceBuilder<Stack<palisade_webhook::SignLayer, L>>;
 }
 
