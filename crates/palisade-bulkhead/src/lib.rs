@@ -18,6 +18,16 @@
 //! [`BulkheadBuilder::hold_permit_until_body_end`] an `http::Response`'s body holds it
 //! until the body has been sent.
 //!
+//! # Install
+//!
+//! Through the facade, which re-exports this crate as `palisade::bulkhead`:
+//!
+//! ```sh
+//! cargo add palisade --features bulkhead
+//! ```
+//!
+//! or on its own: `cargo add palisade-bulkhead`.
+//!
 //! # Modes
 //!
 //! - **Fixed** ([`BulkheadBuilder::max_concurrent`]): a limit an operator can change

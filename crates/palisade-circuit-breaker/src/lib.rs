@@ -9,6 +9,17 @@
 //! open duration the next call **half-opens** it, which lets a few probes
 //! through: if they all succeed it closes, if one fails it opens again.
 //!
+//! # Install
+//!
+//! Through the facade, which re-exports this crate as
+//! `palisade::circuit_breaker`:
+//!
+//! ```sh
+//! cargo add palisade --features circuit-breaker
+//! ```
+//!
+//! or on its own: `cargo add palisade-circuit-breaker`.
+//!
 //! # Example
 //!
 //! ```

@@ -6,6 +6,19 @@
 //! It follows the IETF httpapi draft "The Idempotency-Key HTTP Header Field"
 //! and Stripe's practice.
 //!
+//! # Install
+//!
+//! Through the facade, which re-exports this crate as `palisade::idempotency`:
+//!
+//! ```sh
+//! cargo add palisade --features idempotency
+//! ```
+//!
+//! or on its own, where the features have the backends' names: `cargo add
+//! palisade-idempotency --features redis`. Shared stores are features of their
+//! own: `idempotency-redis` (a Redis server or Redis Cluster) and
+//! `idempotency-postgres`.
+//!
 //! # What it does
 //!
 //! For requests with a protected method (default POST and PATCH):

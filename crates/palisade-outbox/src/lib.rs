@@ -9,6 +9,20 @@
 //! HTTP webhooks or an in-process channel), and only then deletes them. Delivery is at least once, with the event
 //! id as the broker's de-duplication id; consumers apply each event once with [`process_once`].
 //!
+//! # Install
+//!
+//! Through the facade, which re-exports this crate as `palisade::outbox`:
+//!
+//! ```sh
+//! cargo add palisade --features outbox-postgres,outbox-nats
+//! ```
+//!
+//! or on its own, where the features have the backends' names: `cargo add
+//! palisade-outbox --features postgres,nats`. `outbox` alone brings the publish
+//! hook, the relay and the in-process channel publisher, without a database
+//! driver; add a store (`outbox-postgres`, `outbox-sqlite`) and a publisher
+//! (`outbox-nats`, `outbox-rabbitmq`, `outbox-redis`, `outbox-http`).
+//!
 //! # Example
 //!
 //! ```

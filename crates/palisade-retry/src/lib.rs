@@ -15,6 +15,16 @@
 //!   header. [`RetryLayer`] with it makes an [`HttpRetry`], which wraps each
 //!   request body in a [`ReplayBody`] before tower's `Retry` sees it.
 //!
+//! # Install
+//!
+//! Through the facade, which re-exports this crate as `palisade::retry`:
+//!
+//! ```sh
+//! cargo add palisade --features retry
+//! ```
+//!
+//! or on its own: `cargo add palisade-retry`.
+//!
 //! # Example
 //!
 //! An HTTP client stack that rides out a downstream answering 503 twice:

@@ -9,6 +9,18 @@
 //! de-duplication through a replay store), and exactly the bytes that were
 //! signed.
 //!
+//! # Install
+//!
+//! Through the facade, which re-exports this crate as `palisade::webhook`:
+//!
+//! ```sh
+//! cargo add palisade --features webhook
+//! ```
+//!
+//! or on its own, where the features have the backends' names: `cargo add
+//! palisade-webhook --features redis`. A replay store shared by several
+//! instances comes with `webhook-redis` (a Redis server or Redis Cluster).
+//!
 //! # Example
 //!
 //! ```

@@ -24,6 +24,16 @@
 //! no database driver: staging and the inbox come with `outbox-sqlite` or
 //! `outbox-postgres`.
 //!
+//! # Install
+//!
+//! ```sh
+//! cargo add palisade --features full
+//! ```
+//!
+//! or only what a service uses, with its backends, for example
+//! `cargo add palisade --features circuit-breaker,retry,idempotency-redis,outbox-postgres,outbox-nats`;
+//! `axum` makes [`Problem`] an axum response.
+//!
 //! # Canonical order (outermost first)
 //!
 //! - **Client stack**: idempotency key → retry (with budget) → circuit breaker →
