@@ -49,6 +49,7 @@ pub(crate) struct GateMetrics {
     rejected_full: Counter,
     rejected_timeout: Counter,
     wait: Histogram,
+    held: Histogram,
 }
 
 impl GateMetrics {
@@ -62,7 +63,8 @@ impl GateMetrics {
             rejected_timeout: metrics::counter!(
                 names::REJECTIONS_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => "timeout"
             ),
-            wait: metrics::histogram!(names::WAIT_SECONDS, LABEL_NAME => name),
+            wait: metrics::histogram!(names::WAIT_SECONDS, LABEL_NAME => name.clone()),
+            held: metrics::histogram!(names::CALL_DURATION_SECONDS, LABEL_NAME => name),
         }
     }
 
@@ -383,11 +385,15 @@ impl Gate {
 /// has been sent.
 pub struct Permit {
     gate: Arc<Gate>,
+    since: tokio::time::Instant,
 }
 
 impl Permit {
     pub(crate) fn new(gate: Arc<Gate>) -> Self {
-        Self { gate }
+        Self {
+            gate,
+            since: tokio::time::Instant::now(),
+        }
     }
 
     pub(crate) fn gate(&self) -> &Gate {
@@ -397,6 +403,7 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        self.gate.metrics.held.record(self.since.elapsed());
         self.gate.release();
     }
 }

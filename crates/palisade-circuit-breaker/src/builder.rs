@@ -42,6 +42,7 @@ pub struct CircuitBreakerBuilder<C = ErrorClassifier> {
     random: Random,
     max_keys: usize,
     key_idle_timeout: Duration,
+    call_durations: bool,
 }
 
 impl CircuitBreakerBuilder<ErrorClassifier> {
@@ -63,6 +64,7 @@ impl CircuitBreakerBuilder<ErrorClassifier> {
             random: Random::default(),
             max_keys: 1_024,
             key_idle_timeout: Duration::from_secs(600),
+            call_durations: true,
         }
     }
 
@@ -97,6 +99,7 @@ impl<C> CircuitBreakerBuilder<C> {
             random: self.random,
             max_keys: self.max_keys,
             key_idle_timeout: self.key_idle_timeout,
+            call_durations: self.call_durations,
         }
     }
 
@@ -215,6 +218,15 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
+    /// Whether each admitted call's duration goes into the
+    /// `palisade_circuit_breaker_call_duration_seconds` histogram (default
+    /// on). Timing a call reads the clock when it is sent and when it ends;
+    /// turn it off where a call costs less than that matters.
+    pub fn call_durations(mut self, on: bool) -> Self {
+        self.call_durations = on;
+        self
+    }
+
     /// Validates the configuration and builds the layer.
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
         let config = self.config()?;
@@ -323,6 +335,7 @@ impl<C> CircuitBreakerBuilder<C> {
             max_half_open: self.max_half_open,
             random: self.random.clone(),
             needs_clock: self.slow.is_some() || matches!(window, Some(Window::Time { .. })),
+            call_durations: self.call_durations,
         })
     }
 }

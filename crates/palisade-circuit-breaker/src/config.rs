@@ -90,4 +90,6 @@ pub(crate) struct Config {
     pub(crate) random: Random,
     /// Whether a call must read the clock: only for the slow-call rule and the time-based window.
     pub(crate) needs_clock: bool,
+    /// Whether call durations go into the duration histogram.
+    pub(crate) call_durations: bool,
 }

@@ -224,10 +224,17 @@
 //! - `palisade_circuit_breaker_calls_total{name, outcome}`: `success`,
 //!   `failure`, `ignored`, `rejected`, and `slow` (a slow call also counts
 //!   under its outcome);
-//! - `palisade_circuit_breaker_state{name}` (single breakers): 0 closed,
-//!   1 open, 2 half-open, 3 disabled, 4 forced open, 5 metrics only;
+//! - `palisade_circuit_breaker_state{name, state}` (single breakers): one
+//!   series per state (`closed`, `open`, `half_open`, `disabled`,
+//!   `forced_open`, `metrics_only`), 1 for the current state and 0 for the
+//!   others, so `palisade_circuit_breaker_state{state="open"} == 1` selects
+//!   the open breakers;
 //! - `palisade_circuit_breaker_transitions_total{name, from, to}`;
-//!
+//! - `palisade_circuit_breaker_call_duration_seconds{name}`: a histogram of
+//!   each admitted call's duration until its outcome, on tokio's clock.
+//!   Timing reads the clock twice a call (a few tens of nanoseconds);
+//!   [`CircuitBreakerBuilder::call_durations`]`(false)` turns it off, and
+//!   the series is then not registered;
 //! - `palisade_circuit_breaker_keys{name, state}` (keyed layers): how many
 //!   keys are kept in each state (`closed`, `open`, `half_open`, `disabled`,
 //!   `forced_open`, `metrics_only`).

@@ -52,11 +52,6 @@ impl State {
         self.bits() as usize
     }
 
-    /// The value of the `palisade_circuit_breaker_state` gauge: its index.
-    pub(crate) fn gauge_value(self) -> f64 {
-        self.bits() as f64
-    }
-
     /// The state's name in telemetry: `closed`, `open`, `half_open`, `disabled`,
     /// `forced_open`, `metrics_only`.
     pub fn as_str(self) -> &'static str {
