@@ -274,11 +274,11 @@ async fn call_durations_are_recorded_in_seconds() {
     let histogram = all
         .iter()
         .find(|(n, l, _)| n == CALL_DURATION_SECONDS && l == "name=timed")
-        .map(|(_, _, v)| v.clone());
+        .map(|(_, _, v)| v);
     let Some(DebugValue::Histogram(values)) = histogram else {
         panic!("no histogram in {all:?}")
     };
-    let values: Vec<f64> = values.into_iter().map(|v| v.into_inner()).collect();
+    let values: Vec<f64> = values.iter().map(|v| v.into_inner()).collect();
     assert_eq!(values, [0.25, 1.5]);
     assert!(
         !all.iter()
