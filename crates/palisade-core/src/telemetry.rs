@@ -80,7 +80,7 @@ pub const LABEL_OPERATION: &str = "operation";
 ///
 /// | span | target | fields |
 /// |---|---|---|
-/// | `palisade.retry.attempt` | `palisade::retry` | `name`, `attempt` (1 for the first), `outcome` (recorded when the attempt ends: `success`, `failure`, `ignored`) |
+/// | `palisade.retry.attempt` | `palisade::retry` | `name`, `attempt` (1 for the first), `retried` (`true` once the policy retries it) |
 /// | `palisade.outbox.batch` | `palisade::outbox` | `name`, `claimed` (events in the batch), `published`, `failed`, `dead_lettered` (recorded when the batch ends) |
 ///
 /// They are ordinary `tracing` spans, so any subscriber sees them; to export
@@ -108,8 +108,8 @@ pub mod spans {
     pub const RETRY_ATTEMPT: &str = "palisade.retry.attempt";
     /// One batch of the outbox relay.
     pub const OUTBOX_BATCH: &str = "palisade.outbox.batch";
-    /// Span field: how an attempt ended.
-    pub const FIELD_OUTCOME: &str = "outcome";
+    /// Span field: whether the policy retried an attempt.
+    pub const FIELD_RETRIED: &str = "retried";
     /// Span field: events claimed in a batch.
     pub const FIELD_CLAIMED: &str = "claimed";
 }

@@ -9,9 +9,10 @@ use std::time::{Duration, SystemTime};
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
-use metrics::Counter;
+use metrics::{Counter, Histogram};
 use palisade_core::backoff::{Backoff, Jitter, Random};
 use palisade_core::error::{is_connect_error, is_local_rejection, is_timeout};
+use palisade_core::sync::Unpoison;
 use palisade_core::telemetry::{LABEL_NAME, LABEL_REASON, retry as names};
 use palisade_core::{AsError, BoxError, Classify, ErrorClassifier, HttpClassifier};
 use tokio::time::Instant;
@@ -112,6 +113,7 @@ struct Config<C> {
     max_retry_after: Duration,
     attempt_header: Option<HeaderName>,
     attempts_total: Counter,
+    attempt_duration: Histogram,
     budget_exhausted_total: Counter,
     /// `palisade_retry_retries_total` by reason, in [`REASONS`] order.
     retries_total: [Counter; REASONS.len()],
@@ -119,7 +121,7 @@ struct Config<C> {
 
 /// State of one logical request: lives in the policy clone tower's `Retry`
 /// makes for each request.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Attempts {
     /// Attempts whose result was seen.
     done: u32,
@@ -127,12 +129,33 @@ struct Attempts {
     started: Option<Instant>,
     /// The previous wait, for decorrelated jitter.
     previous_wait: Duration,
+    /// When the attempt in flight was sent.
+    attempt_started: Option<Instant>,
+    /// The span of the attempt in flight, when a subscriber wants it. tower's
+    /// `Retry` begins the first attempt on the service's own policy and then
+    /// clones it into the request's, so the span sits in a slot both share and
+    /// the request's takes it out when the attempt ends: the service's copy
+    /// never keeps a finished attempt's span open.
+    span: Option<Arc<std::sync::Mutex<Option<tracing::Span>>>>,
+    /// The span of the attempt that just ended, until the policy decides
+    /// whether another follows.
+    ended: Option<tracing::Span>,
 }
 
 impl<C> Config<C> {
     /// Called before each attempt is sent.
     fn begin_attempt(&self, attempts: &mut Attempts, deposits: &mut u32) {
         self.attempts_total.increment(1);
+        attempts.attempt_started = Some(Instant::now());
+        let span = tracing::debug_span!(
+            target: names::TARGET,
+            "palisade.retry.attempt",
+            name = &*self.name,
+            attempt = attempts.done + 1,
+            retried = false,
+        );
+        // No allocation unless a subscriber records the span.
+        attempts.span = (!span.is_disabled()).then(|| Arc::new(std::sync::Mutex::new(Some(span))));
         if attempts.done == 0 {
             if let Some(budget) = &self.budget {
                 // tower's `Retry` asks the service's own policy for the first
@@ -152,6 +175,10 @@ impl<C> Config<C> {
     /// Called when an attempt's result arrives.
     fn end_attempt(&self, attempts: &mut Attempts) {
         attempts.done = attempts.done.saturating_add(1);
+        if let Some(started) = attempts.attempt_started.take() {
+            self.attempt_duration.record(started.elapsed());
+        }
+        attempts.ended = attempts.span.take().and_then(|slot| slot.lock().unpoison().take());
     }
 
     fn flush_deposits(&self, deposits: u32) {
@@ -208,6 +235,9 @@ impl<C> Config<C> {
             return None;
         }
         attempts.previous_wait = wait;
+        if let Some(span) = attempts.ended.take() {
+            span.record("retried", true);
+        }
         self.retries_total[reason.index()].increment(1);
         tracing::debug!(target: names::TARGET, name, attempt = attempts.done + 1, reason = reason.label(), wait_ms = wait.as_millis() as u64, "retrying");
         Some(Wait::new(wait, self.budget.clone()))
@@ -267,7 +297,7 @@ macro_rules! policy_common {
                 // Undeposited requests stay with the original.
                 Self {
                     config: self.config.clone(),
-                    attempts: self.attempts,
+                    attempts: self.attempts.clone(),
                     deposits: 0,
                 }
             }
@@ -591,6 +621,7 @@ impl<C, K> RetryBuilder<C, K> {
         let labels = [(LABEL_NAME, self.name.to_string())];
         Ok(Arc::new(Config {
             attempts_total: metrics::counter!(names::ATTEMPTS_TOTAL, &labels),
+            attempt_duration: metrics::histogram!(names::ATTEMPT_DURATION_SECONDS, &labels),
             budget_exhausted_total: metrics::counter!(names::BUDGET_EXHAUSTED_TOTAL, &labels),
             retries_total: REASONS.map(|reason| {
                 metrics::counter!(names::RETRIES_TOTAL, LABEL_NAME => self.name.to_string(), LABEL_REASON => reason)
