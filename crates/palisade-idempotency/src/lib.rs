@@ -233,6 +233,10 @@
 //!   `fail_closed` or `fail_open`). Counters are registered when the layer
 //!   is built, so
 //!   [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers).
+//! - Metric `palisade_idempotency_store_duration_seconds` (histogram, in
+//!   seconds), labels `name` and `operation` (`begin`, `complete`,
+//!   `release`): every store operation, failed or timed out included (two
+//!   clock reads and a record per operation).
 //! - Tracing target `palisade::idempotency`: debug events for rejections and
 //!   replays, warnings for store failures, lost leases and failed releases,
 //!   with the fields `name` and `reason`.
@@ -267,6 +271,7 @@ pub mod future;
 mod hash;
 mod key;
 mod layer;
+mod measured;
 pub mod problem;
 mod scope;
 mod service;
