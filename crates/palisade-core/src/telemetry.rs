@@ -80,8 +80,8 @@ pub const LABEL_OPERATION: &str = "operation";
 ///
 /// | span | target | fields |
 /// |---|---|---|
-/// | `palisade.retry.attempt` | `palisade::retry` | `name`, `attempt` (1 for the first), `retried` (`true` once the policy retries it) |
-/// | `palisade.outbox.batch` | `palisade::outbox` | `name`, `claimed` (events in the batch), `published`, `failed`, `dead_lettered` (recorded when the batch ends) |
+/// | `palisade.retry.attempt` (debug) | `palisade::retry` | `name`, `attempt` (1 for the first), `retried` (`true` once the policy retries it) |
+/// | `palisade.outbox.batch` (info) | `palisade::outbox` | `name`, `claimed` (events in the batch), `published`, `failed`, `dead_lettered` (recorded when the batch ends) |
 ///
 /// They are ordinary `tracing` spans, so any subscriber sees them; to export
 /// them to an OpenTelemetry collector, put a `tracing-opentelemetry` layer in

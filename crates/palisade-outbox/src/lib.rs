@@ -291,8 +291,12 @@
 //! `palisade_outbox_published_total`, `palisade_outbox_failed_total` (failed attempts),
 //! `palisade_outbox_dead_lettered_total`, and the gauges `palisade_outbox_pending` and
 //! `palisade_outbox_lag_seconds` (age of the oldest pending event) refreshed every
-//! `backlog_interval`. Tracing under the target `palisade::outbox`: a span `outbox_batch` per
-//! batch with the fields `name`, `claimed`, `published`, `failed`; a warning for each
+//! `backlog_interval`; the histogram `palisade_outbox_publish_lag_seconds`, each published
+//! event's time from its timestamp (set when it was staged, in the committing transaction) to
+//! the broker's acknowledgement, on the wall clock. Tracing under the target
+//! `palisade::outbox`: an `info` span `palisade.outbox.batch` per batch with the fields
+//! `name`, `claimed`, `published`, `failed`, `dead_lettered` (see
+//! [`spans`](palisade_core::telemetry::spans) for exporting it to OpenTelemetry); a warning for each
 //! dead-lettered event, each unreadable row, each field a publisher left out, and each failed
 //! batch, with the error and every cause it carries (`outbox database error: error
 //! communicating with database: ...`). An unreadable row counts in `claimed`,
