@@ -101,9 +101,16 @@ pub struct Problem {
     title: Cow<'static, str>,
     status: StatusCode,
     detail: Option<Cow<'static, str>>,
+    /// `instance` and extension members, boxed: most problems have neither,
+    /// and a `Problem` stays small enough to be an `Err` by value.
+    extra: Option<Box<Extra>>,
+    retry_after: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Extra {
     instance: Option<Cow<'static, str>>,
     extensions: BTreeMap<Cow<'static, str>, serde_json::Value>,
-    retry_after: Option<Duration>,
 }
 
 /// The members RFC 9457 defines: an extension member may not take one of
@@ -143,7 +150,9 @@ impl Error for ExtensionError {
 impl Serialize for Problem {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let len = 3 + usize::from(self.detail.is_some()) + usize::from(self.instance.is_some()) + self.extensions.len();
+        let instance = self.instance();
+        let extensions = self.extra.as_ref().map_or(0, |extra| extra.extensions.len());
+        let len = 3 + usize::from(self.detail.is_some()) + usize::from(instance.is_some()) + extensions;
         let mut map = s.serialize_map(Some(len))?;
         map.serialize_entry("type", &self.kind)?;
         map.serialize_entry("title", &self.title)?;
@@ -151,12 +160,12 @@ impl Serialize for Problem {
         if let Some(detail) = &self.detail {
             map.serialize_entry("detail", detail)?;
         }
-        if let Some(instance) = &self.instance {
+        if let Some(instance) = instance {
             map.serialize_entry("instance", instance)?;
         }
         // Extension members sit at the top level, beside the standard ones
         // (RFC 9457, section 3.2); `with_extension` keeps their names apart.
-        for (name, value) in &self.extensions {
+        for (name, value) in self.extensions() {
             map.serialize_entry(name, value)?;
         }
         map.end()
@@ -171,8 +180,7 @@ impl Problem {
             title: Cow::Borrowed(status.canonical_reason().unwrap_or("Error")),
             status,
             detail: None,
-            instance: None,
-            extensions: BTreeMap::new(),
+            extra: None,
             retry_after: None,
         }
     }
@@ -199,7 +207,7 @@ impl Problem {
     /// Sets the `instance`: a URI reference that identifies this occurrence
     /// of the problem (the request's path, an id a support team can look up).
     pub fn with_instance(mut self, instance: impl Into<Cow<'static, str>>) -> Self {
-        self.instance = Some(instance.into());
+        self.extra.get_or_insert_default().instance = Some(instance.into());
         self
     }
 
@@ -236,7 +244,7 @@ impl Problem {
             return Err(ExtensionError::Reserved(name));
         }
         let value = serde_json::to_value(value).map_err(ExtensionError::Value)?;
-        self.extensions.insert(name, value);
+        self.extra.get_or_insert_default().extensions.insert(name, value);
         Ok(self)
     }
 
@@ -268,17 +276,20 @@ impl Problem {
 
     /// The instance, if any.
     pub fn instance(&self) -> Option<&str> {
-        self.instance.as_deref()
+        self.extra.as_ref().and_then(|extra| extra.instance.as_deref())
     }
 
     /// An extension member's value, if the problem has one by that name.
     pub fn extension(&self, name: &str) -> Option<&serde_json::Value> {
-        self.extensions.get(name)
+        self.extra.as_ref().and_then(|extra| extra.extensions.get(name))
     }
 
     /// The extension members, by name.
-    pub fn extensions(&self) -> impl ExactSizeIterator<Item = (&str, &serde_json::Value)> {
-        self.extensions.iter().map(|(name, value)| (&**name, value))
+    pub fn extensions(&self) -> impl Iterator<Item = (&str, &serde_json::Value)> {
+        self.extra
+            .iter()
+            .flat_map(|extra| extra.extensions.iter())
+            .map(|(name, value)| (&**name, value))
     }
 
     /// The `Retry-After` duration, if any.
@@ -627,7 +638,13 @@ mod tests {
         );
         assert_eq!(p.instance(), Some("/account/12345/msgs/abc"));
         assert_eq!(p.extension("balance"), Some(&serde_json::json!(31)));
-        assert_eq!(p.extensions().len(), 2);
+        assert_eq!(p.extensions().count(), 2);
+        // Small enough to be returned as an `Err` by value.
+        assert!(
+            std::mem::size_of::<Problem>() <= 112,
+            "{}",
+            std::mem::size_of::<Problem>()
+        );
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub use palisade_retry as retry;
 #[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]
 pub use palisade_webhook as webhook;
 
+pub mod health;
+
 use tower::ServiceBuilder;
 use tower::layer::util::Stack;
 

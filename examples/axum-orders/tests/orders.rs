@@ -403,6 +403,14 @@ async fn health_reports_the_breaker_bulkhead_outbox_and_stores() {
     );
     assert_eq!(report["stores"]["database"]["backend"], "sqlite");
     assert_eq!(report["stores"]["idempotency"], "memory");
+    // palisade's own fragment, built from the layers' handles.
+    let fragment = &report["palisade"];
+    assert_eq!(fragment["status"], "ok");
+    assert_eq!(fragment["breakers"]["payments"]["state"], "closed");
+    assert_eq!(fragment["bulkheads"]["payments"]["limit"], 7);
+    assert_eq!(fragment["bulkheads"]["orders-api"]["in_flight"], 0);
+    assert_eq!(fragment["outbox"]["publisher"], "connected");
+    assert_eq!(fragment["outbox"]["backlog"]["dead_lettered"], 0);
 
     fx.fail_payments(500);
     assert_problem(
@@ -412,6 +420,10 @@ async fn health_reports_the_breaker_bulkhead_outbox_and_stores() {
     let report = health(&fx).await;
     assert_eq!(report["status"], "ok");
     assert_eq!(report["payments"]["breaker"]["state"], "open");
+    assert_eq!(
+        report["palisade"]["status"], "degraded",
+        "an open breaker degrades the layers"
+    );
     assert!(
         report["payments"]["breaker"]["time_until_half_open_ms"]
             .as_u64()
