@@ -230,8 +230,11 @@ impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
                 lease: c.lease,
             });
         }
-        let publish_lag =
-            metrics::histogram!(names::PUBLISH_LAG_SECONDS, telemetry::LABEL_NAME => self.config.name.clone());
+        let label = || self.config.name.clone();
+        let publish_lag = metrics::histogram!(names::PUBLISH_LAG_SECONDS, telemetry::LABEL_NAME => label());
+        let published = metrics::counter!(names::PUBLISHED_TOTAL, telemetry::LABEL_NAME => label());
+        let failed = metrics::counter!(names::FAILED_TOTAL, telemetry::LABEL_NAME => label());
+        let dead_lettered = metrics::counter!(names::DEAD_LETTERED_TOTAL, telemetry::LABEL_NAME => label());
         Ok(Relay {
             shared: Arc::new(Shared {
                 store: self.store,
@@ -239,6 +242,9 @@ impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
                 config: self.config,
                 random: self.random,
                 publish_lag,
+                published,
+                failed,
+                dead_lettered,
             }),
             wakeup: self.wakeup,
         })
@@ -261,6 +267,11 @@ struct Shared<S, P> {
     random: Random,
     /// `palisade_outbox_publish_lag_seconds{name}`, registered at build.
     publish_lag: metrics::Histogram,
+    /// `palisade_outbox_{published,failed,dead_lettered}_total{name}`,
+    /// registered at build so every series exists from the start.
+    published: metrics::Counter,
+    failed: metrics::Counter,
+    dead_lettered: metrics::Counter,
 }
 
 impl<S, P> Clone for Relay<S, P> {
@@ -489,17 +500,9 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
             span.record("published", report.published);
             span.record("failed", report.failed);
             span.record("dead_lettered", report.dead_lettered);
-            let label = || config.name.clone();
-            metrics::counter!(names::PUBLISHED_TOTAL, telemetry::LABEL_NAME => label())
-                .increment(report.published as u64);
-            if report.failed > 0 {
-                metrics::counter!(names::FAILED_TOTAL, telemetry::LABEL_NAME => label())
-                    .increment(report.failed as u64);
-            }
-            if report.dead_lettered > 0 {
-                metrics::counter!(names::DEAD_LETTERED_TOTAL, telemetry::LABEL_NAME => label())
-                    .increment(report.dead_lettered as u64);
-            }
+            self.shared.published.increment(report.published as u64);
+            self.shared.failed.increment(report.failed as u64);
+            self.shared.dead_lettered.increment(report.dead_lettered as u64);
             Ok(report)
         }
         .instrument(span)
