@@ -450,6 +450,81 @@ async fn metrics_expose_the_palisade_layers() {
     fx.finish().await;
 }
 
+/// The metric names a query mentions: every `palisade_...` token.
+fn palisade_metrics(query: &str) -> Vec<String> {
+    query
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|token| token.starts_with("palisade_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every query of the dashboard (`expr` and template `query` fields).
+fn dashboard_queries(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("expr" | "query", serde_json::Value::String(query)) => out.push(query.clone()),
+                    _ => dashboard_queries(value, out),
+                }
+            }
+        }
+        serde_json::Value::Array(values) => values.iter().for_each(|v| dashboard_queries(v, out)),
+        _ => {}
+    }
+}
+
+/// The Grafana dashboard and the Prometheus alert rules under
+/// `observability/` query only series this service's `/metrics` exposes,
+/// once it has taken an order: a renamed metric breaks this test, not a
+/// dashboard in production.
+#[tokio::test]
+async fn dashboard_and_alerts_query_only_exposed_metrics() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../observability/");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{root}grafana-dashboard.json")).unwrap()).unwrap();
+    let mut queries = Vec::new();
+    dashboard_queries(&dashboard, &mut queries);
+    assert!(queries.len() >= 20, "{queries:?}");
+    let rules = std::fs::read_to_string(format!("{root}alerts.yml")).unwrap();
+    queries.extend(
+        rules
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .map(str::to_owned),
+    );
+    let mut wanted: Vec<String> = queries.iter().flat_map(|q| palisade_metrics(q)).collect();
+    wanted.sort();
+    wanted.dedup();
+    assert!(wanted.len() >= 15, "{wanted:?}");
+
+    let fx = Fixture::start(|_| {}).await;
+    fx.create_order("observability").await;
+    // The relay publishes the order's event in the background; its lag
+    // histogram appears with the first publication.
+    let mut text = String::new();
+    for _ in 0..50 {
+        let (_, body) = fx.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+        text = String::from_utf8(body.to_vec()).unwrap();
+        if text.contains("palisade_outbox_publish_lag_seconds_bucket") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let exposed: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .collect();
+    let missing: Vec<&String> = wanted.iter().filter(|m| !exposed.contains(m.as_str())).collect();
+    assert!(
+        missing.is_empty(),
+        "queried but not exposed: {missing:?}\nexposed: {exposed:?}"
+    );
+    fx.finish().await;
+}
+
 #[tokio::test]
 async fn a_full_payments_bulkhead_is_503_with_retry_after() {
     let fx = std::sync::Arc::new(
