@@ -252,6 +252,61 @@ impl Redis {
     }
 }
 
+/// A Redis Cluster connection and a key prefix of the test's own.
+#[derive(Clone)]
+pub struct RedisCluster {
+    /// A cluster connection: routes each command to the node owning its key's slot.
+    pub conn: redis::cluster_async::ClusterConnection,
+    /// Every key the test writes starts with this (it ends in `:`).
+    pub prefix: String,
+    /// The nodes' URLs, comma-separated.
+    pub urls: String,
+}
+
+impl std::fmt::Debug for RedisCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCluster")
+            .field("prefix", &self.prefix)
+            .field("urls", &self.urls)
+            .finish()
+    }
+}
+
+impl RedisCluster {
+    /// Connects to the cluster of `REDIS_CLUSTER_URLS` (comma-separated;
+    /// default the three nodes `.ci/redis-cluster` starts on ports
+    /// 7000-7002) with a fresh key prefix for `test`.
+    pub async fn connect(test: &str) -> Option<Self> {
+        let urls = url(
+            "REDIS_CLUSTER_URLS",
+            "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002",
+        );
+        let connect = async {
+            let client = redis::cluster::ClusterClient::new(urls.split(',').map(str::trim).collect::<Vec<_>>())?;
+            let mut conn = client.get_async_connection().await?;
+            let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await?;
+            if !info.contains("cluster_state:ok") {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::ClusterDown,
+                    "the cluster's state is not ok",
+                )));
+            }
+            Ok::<_, redis::RedisError>(conn)
+        };
+        let conn = within("Redis Cluster", &urls, connect).await?;
+        Some(Self {
+            conn,
+            prefix: format!("{}:", unique_name(test)),
+            urls,
+        })
+    }
+
+    /// The test's key for `name`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+}
+
 /// A NATS client and a subject prefix of the test's own.
 #[derive(Debug, Clone)]
 pub struct Nats {
