@@ -113,13 +113,49 @@ fn url(var: &str, default: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| default.to_owned())
 }
 
+/// The variable naming the file where skipped tests are recorded, one line
+/// each; `.ci/test` sets it and prints the summary after `cargo test`.
+pub const SKIP_LOG: &str = "PALISADE_SKIP_LOG";
+
+/// Marks the running test as skipped for `reason`: prints
+/// `skipping <test>: <reason>` past libtest's output capture (so it shows
+/// even though the test passes), and appends `<binary>\t<test>\t<reason>` to
+/// the file named by `PALISADE_SKIP_LOG`, if set, so a run can end with how
+/// many tests were skipped and why. The caller then returns early.
+pub fn skip(reason: impl Display) {
+    use std::io::Write;
+    // libtest names each test's thread after the test; a test's runtime
+    // (current-thread or multi-thread) runs its body on that thread.
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("?");
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_stem().map(|stem| stem.to_string_lossy().into_owned()))
+        .map(|stem| {
+            stem.rsplit_once('-')
+                .map_or(stem.clone(), |(name, _hash)| name.to_owned())
+        })
+        .unwrap_or_default();
+    let reason = reason.to_string().replace(['\t', '\n'], " ");
+    // Written to the stream itself: `eprintln!` would be captured.
+    let _ = writeln!(std::io::stderr(), "skipping {binary}::{test}: {reason}");
+    if let Some(path) = std::env::var_os(SKIP_LOG) {
+        let line = format!("{binary}\t{test}\t{reason}\n");
+        // One write of one short line to a file opened for appending: lines
+        // of concurrent tests and binaries do not interleave.
+        if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = file.write_all(line.as_bytes());
+        }
+    }
+}
+
 /// Reports a service that could not be reached: a skip, or a panic when
 /// services are required.
 fn unreachable<T>(service: &str, url: &str, error: impl Display) -> Option<T> {
     if services_required() {
         panic!("{service} at {url} is unreachable ({error}) and {REQUIRE_SERVICES}=1");
     }
-    eprintln!("skipping: {service} at {url} is unreachable: {error}");
+    skip(format_args!("{service} at {url} is unreachable: {error}"));
     None
 }
 
