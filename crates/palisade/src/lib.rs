@@ -126,11 +126,13 @@ mod sealed {
 /// Sealed: implemented for `ServiceBuilder` only.
 pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// Server: verifies inbound webhook signatures; outermost on webhook routes.
+    ///
+    /// Takes a configured `VerifyLayer`, or a `Verifier` for the defaults.
     #[cfg(feature = "webhook")]
     #[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]
     fn webhook_verify(
         self,
-        layer: palisade_webhook::VerifyLayer,
+        layer: impl Into<palisade_webhook::VerifyLayer>,
     ) -> ServiceBuilder<Stack<palisade_webhook::VerifyLayer, L>>;
 
     /// Server: answers a repeated `Idempotency-Key` with the first response;
@@ -144,11 +146,14 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
 
     /// Server: gives handlers an outbox context and wakes the relay once the
     /// response exists; after idempotency, before the bulkhead.
+    ///
+    /// Takes a configured `PublishHookLayer`, or the relay's `Wakeup`
+    /// (`relay.wakeup()`) for the defaults.
     #[cfg(feature = "outbox")]
     #[cfg_attr(docsrs, doc(cfg(feature = "outbox")))]
     fn outbox_hook(
         self,
-        layer: palisade_outbox::PublishHookLayer,
+        layer: impl Into<palisade_outbox::PublishHookLayer>,
     ) -> ServiceBuilder<Stack<palisade_outbox::PublishHookLayer, L>>;
 
     /// Client: adds an `Idempotency-Key` to unsafe requests that lack one;
@@ -203,18 +208,23 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
 
     /// Client: signs outbound webhooks; innermost, so the signature covers
     /// the bytes that are sent.
+    ///
+    /// Takes a `SignLayer` or the `Signer` itself.
     #[cfg(feature = "webhook")]
     #[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]
-    fn webhook_sign(self, layer: palisade_webhook::SignLayer) -> ServiceBuilder<Stack<palisade_webhook::SignLayer, L>>;
+    fn webhook_sign(
+        self,
+        layer: impl Into<palisade_webhook::SignLayer>,
+    ) -> ServiceBuilder<Stack<palisade_webhook::SignLayer, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     #[cfg(feature = "webhook")]
     fn webhook_verify(
         self,
-        layer: palisade_webhook::VerifyLayer,
+        layer: impl Into<palisade_webhook::VerifyLayer>,
     ) -> ServiceBuilder<Stack<palisade_webhook::VerifyLayer, L>> {
-        self.layer(layer)
+        self.layer(layer.into())
     }
 
     #[cfg(feature = "idempotency")]
@@ -228,9 +238,9 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     #[cfg(feature = "outbox")]
     fn outbox_hook(
         self,
-        layer: palisade_outbox::PublishHookLayer,
+        layer: impl Into<palisade_outbox::PublishHookLayer>,
     ) -> ServiceBuilder<Stack<palisade_outbox::PublishHookLayer, L>> {
-        self.layer(layer)
+        self.layer(layer.into())
     }
 
     #[cfg(feature = "idempotency")]
@@ -276,7 +286,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     #[cfg(feature = "webhook")]
-    fn webhook_sign(self, layer: palisade_webhook::SignLayer) -> ServiceBuilder<Stack<palisade_webhook::SignLayer, L>> {
-        self.layer(layer)
+    fn webhook_sign(
+        self,
+        layer: impl Into<palisade_webhook::SignLayer>,
+    ) -> ServiceBuilder<Stack<palisade_webhook::SignLayer, L>> {
+        self.layer(layer.into())
     }
 }
