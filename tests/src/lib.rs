@@ -115,13 +115,49 @@ fn url(var: &str, default: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| default.to_owned())
 }
 
+/// The variable naming the file where skipped tests are recorded, one line
+/// each; `.ci/test` sets it and prints the summary after `cargo test`.
+pub const SKIP_LOG: &str = "PALISADE_SKIP_LOG";
+
+/// Marks the running test as skipped for `reason`: prints
+/// `skipping <test>: <reason>` past libtest's output capture (so it shows
+/// even though the test passes), and appends `<binary>\t<test>\t<reason>` to
+/// the file named by `PALISADE_SKIP_LOG`, if set, so a run can end with how
+/// many tests were skipped and why. The caller then returns early.
+pub fn skip(reason: impl Display) {
+    use std::io::Write;
+    // libtest names each test's thread after the test; a test's runtime
+    // (current-thread or multi-thread) runs its body on that thread.
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("?");
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_stem().map(|stem| stem.to_string_lossy().into_owned()))
+        .map(|stem| {
+            stem.rsplit_once('-')
+                .map_or(stem.clone(), |(name, _hash)| name.to_owned())
+        })
+        .unwrap_or_default();
+    let reason = reason.to_string().replace(['\t', '\n'], " ");
+    // Written to the stream itself: `eprintln!` would be captured.
+    let _ = writeln!(std::io::stderr(), "skipping {binary}::{test}: {reason}");
+    if let Some(path) = std::env::var_os(SKIP_LOG) {
+        let line = format!("{binary}\t{test}\t{reason}\n");
+        // One write of one short line to a file opened for appending: lines
+        // of concurrent tests and binaries do not interleave.
+        if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = file.write_all(line.as_bytes());
+        }
+    }
+}
+
 /// Reports a service that could not be reached: a skip, or a panic when
 /// services are required.
 fn unreachable<T>(service: &str, url: &str, error: impl Display) -> Option<T> {
     if services_required() {
         panic!("{service} at {url} is unreachable ({error}) and {REQUIRE_SERVICES}=1");
     }
-    eprintln!("skipping: {service} at {url} is unreachable: {error}");
+    skip(format_args!("{service} at {url} is unreachable: {error}"));
     None
 }
 
@@ -251,6 +287,61 @@ impl Redis {
             .query_async::<usize>(&mut self.conn)
             .await
             .expect("delete the test's keys")
+    }
+}
+
+/// A Redis Cluster connection and a key prefix of the test's own.
+#[derive(Clone)]
+pub struct RedisCluster {
+    /// A cluster connection: routes each command to the node owning its key's slot.
+    pub conn: redis::cluster_async::ClusterConnection,
+    /// Every key the test writes starts with this (it ends in `:`).
+    pub prefix: String,
+    /// The nodes' URLs, comma-separated.
+    pub urls: String,
+}
+
+impl std::fmt::Debug for RedisCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCluster")
+            .field("prefix", &self.prefix)
+            .field("urls", &self.urls)
+            .finish()
+    }
+}
+
+impl RedisCluster {
+    /// Connects to the cluster of `REDIS_CLUSTER_URLS` (comma-separated;
+    /// default the three nodes `.ci/redis-cluster` starts on ports
+    /// 7000-7002) with a fresh key prefix for `test`.
+    pub async fn connect(test: &str) -> Option<Self> {
+        let urls = url(
+            "REDIS_CLUSTER_URLS",
+            "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002",
+        );
+        let connect = async {
+            let client = redis::cluster::ClusterClient::new(urls.split(',').map(str::trim).collect::<Vec<_>>())?;
+            let mut conn = client.get_async_connection().await?;
+            let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await?;
+            if !info.contains("cluster_state:ok") {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::ClusterDown,
+                    "the cluster's state is not ok",
+                )));
+            }
+            Ok::<_, redis::RedisError>(conn)
+        };
+        let conn = within("Redis Cluster", &urls, connect).await?;
+        Some(Self {
+            conn,
+            prefix: format!("{}:", unique_name(test)),
+            urls,
+        })
+    }
+
+    /// The test's key for `name`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
     }
 }
 

@@ -356,7 +356,7 @@ impl PrivateNats {
         let child = match Self::spawn(port, &store) {
             Ok(child) => child,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !palisade_tests::services_required() => {
-                eprintln!("skipping: nats-server is not on PATH");
+                palisade_tests::skip("nats-server is not on PATH");
                 return None;
             }
             Err(e) => panic!("cannot start nats-server: {e}"),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use palisade_idempotency::postgres::{MIGRATION, PostgresStore};
 use palisade_idempotency::redis::RedisStore;
 use palisade_idempotency::{Begin, Completion, Fingerprint, IdempotencyStore, StoreKey, StoredResponse};
-use palisade_tests::{Postgres, Redis};
+use palisade_tests::{Postgres, Redis, RedisCluster};
 use redis::aio::MultiplexedConnection;
 use suite::Fixture;
 
@@ -28,6 +28,18 @@ async fn redis_fixture(test: &str) -> Option<(Fixture<RedisStore<MultiplexedConn
         },
         redis,
     ))
+}
+
+/// The same store over a Redis Cluster connection: each operation's one key
+/// is routed to the node owning its slot. Keys expire on their own (the
+/// suite's locks and retentions are short-lived); nothing to clean up.
+async fn redis_cluster_fixture(test: &str) -> Option<Fixture<RedisStore<redis::cluster_async::ClusterConnection>>> {
+    let cluster = RedisCluster::connect(test).await?;
+    let store = RedisStore::with_prefix(cluster.conn.clone(), cluster.prefix.clone()).unwrap();
+    Some(Fixture {
+        store,
+        lock_expiry: LIVE_LOCK,
+    })
 }
 
 async fn postgres_fixture(test: &str) -> Option<(Fixture<PostgresStore>, Postgres)> {
@@ -52,6 +64,15 @@ macro_rules! live_suite {
                     let Some((fixture, redis)) = super::redis_fixture(stringify!($test)).await else { return };
                     super::suite::$test(fixture).await;
                     redis.cleanup().await;
+                }
+            )*
+        }
+        mod redis_cluster_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let Some(fixture) = super::redis_cluster_fixture(stringify!($test)).await else { return };
+                    super::suite::$test(fixture).await;
                 }
             )*
         }

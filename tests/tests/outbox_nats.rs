@@ -94,7 +94,7 @@ impl PrivateNats {
     fn start() -> Option<Self> {
         if !std::path::Path::new(NATS_SERVER).exists() {
             assert!(!services_required(), "{NATS_SERVER} is missing");
-            eprintln!("skipping: {NATS_SERVER} is missing");
+            palisade_tests::skip(format_args!("{NATS_SERVER} is missing"));
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -51,6 +51,7 @@ pub(crate) struct GateMetrics {
     rejected_full: Counter,
     rejected_timeout: Counter,
     wait: Histogram,
+    held: Histogram,
 }
 
 impl GateMetrics {
@@ -64,7 +65,8 @@ impl GateMetrics {
             rejected_timeout: metrics::counter!(
                 names::REJECTIONS_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => "timeout"
             ),
-            wait: metrics::histogram!(names::WAIT_SECONDS, LABEL_NAME => name),
+            wait: metrics::histogram!(names::WAIT_SECONDS, LABEL_NAME => name.clone()),
+            held: metrics::histogram!(names::CALL_DURATION_SECONDS, LABEL_NAME => name),
         }
     }
 
@@ -385,11 +387,15 @@ impl Gate {
 /// has been sent.
 pub struct Permit {
     gate: Arc<Gate>,
+    since: tokio::time::Instant,
 }
 
 impl Permit {
     pub(crate) fn new(gate: Arc<Gate>) -> Self {
-        Self { gate }
+        Self {
+            gate,
+            since: tokio::time::Instant::now(),
+        }
     }
 
     pub(crate) fn gate(&self) -> &Gate {
@@ -399,6 +405,7 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        self.gate.metrics.held.record(self.since.elapsed());
         self.gate.release();
     }
 }

@@ -38,6 +38,20 @@ impl Snapshot {
     }
 }
 
+/// For a health endpoint: `{"name", "limit", "in_flight", "queued", "adaptive"}`.
+impl serde::Serialize for Snapshot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut map = s.serialize_struct("Snapshot", 5)?;
+        map.serialize_field("name", &*self.name)?;
+        map.serialize_field("limit", &self.limit)?;
+        map.serialize_field("in_flight", &self.in_flight)?;
+        map.serialize_field("queued", &self.queued)?;
+        map.serialize_field("adaptive", &self.adaptive)?;
+        map.end()
+    }
+}
+
 fn check_limit(limit: usize, adaptive: bool) -> Result<(), ConfigError> {
     if adaptive {
         return Err(ConfigError::AdaptiveLimit);

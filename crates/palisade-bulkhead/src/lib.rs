@@ -18,6 +18,16 @@
 //! [`BulkheadBuilder::hold_permit_until_body_end`] an `http::Response`'s body holds it
 //! until the body has been sent.
 //!
+//! # Install
+//!
+//! Through the facade, which re-exports this crate as `palisade::bulkhead`:
+//!
+//! ```sh
+//! cargo add palisade --features bulkhead
+//! ```
+//!
+//! or on its own: `cargo add palisade-bulkhead`.
+//!
 //! # Modes
 //!
 //! - **Fixed** ([`BulkheadBuilder::max_concurrent`]): a limit an operator can change
@@ -153,7 +163,10 @@
 //! `name`: `palisade_bulkhead_in_flight` and `palisade_bulkhead_queued`
 //! (gauges), `palisade_bulkhead_limit` (gauge), `palisade_bulkhead_rejections_total`
 //! (counter, `reason` = `full` or `timeout`) and `palisade_bulkhead_wait_seconds`
-//! (histogram of the time queued calls waited, admitted or not). Handles are
+//! (histogram of the time queued calls waited, admitted or not), and
+//! `palisade_bulkhead_call_duration_seconds` (histogram of the time each
+//! call held its permit, until its body ended with `OnBodyEnd`; it costs two
+//! clock reads a call). Handles are
 //! registered when the layer is built, so [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers). A
 //! keyed bulkhead reports the sums over its keys; its limit gauge shows the
 //! last limit set on any key. Rejections are logged at `debug` under the

@@ -93,6 +93,11 @@ async fn gauges_counters_and_waits_are_reported_under_the_bulkhead_name() {
         DebugValue::Histogram(waits) => assert_eq!(waits.iter().map(|w| w.into_inner()).collect::<Vec<_>>(), [0.04]),
         other => panic!("not a histogram: {other:?}"),
     }
+    // Only the holder had a permit, for the 100 ms of its call.
+    match get(&metrics, "palisade_bulkhead_call_duration_seconds", &name) {
+        DebugValue::Histogram(held) => assert_eq!(held.iter().map(|w| w.into_inner()).collect::<Vec<_>>(), [0.1]),
+        other => panic!("not a histogram: {other:?}"),
+    }
     assert_eq!(
         gauge(get(&metrics, "palisade_bulkhead_in_flight", &name)),
         -1.0,

@@ -111,8 +111,11 @@ pub(crate) struct Breaker {
     consecutive_limit: u32,
     /// Whether calls read the clock when they end (copied out of the configuration).
     needs_clock: bool,
-    /// Whether calls read the clock when they start too: only to time slow calls.
+    /// Whether calls read the clock when they start too: to time slow calls
+    /// and for the duration histogram.
     times_calls: bool,
+    /// Whether call durations go into the duration histogram.
+    call_durations: bool,
     time_window: Option<TimeWindow>,
     /// The transition lock; holds how many times in a row the breaker tripped.
     trips: Mutex<u32>,
@@ -146,7 +149,8 @@ impl Breaker {
         };
         let consecutive_limit = config.consecutive.unwrap_or(0);
         let needs_clock = config.needs_clock;
-        let times_calls = config.slow.is_some();
+        let call_durations = config.call_durations;
+        let times_calls = config.slow.is_some() || call_durations;
         let minimum_calls = config.minimum_calls;
         Self {
             config,
@@ -159,6 +163,7 @@ impl Breaker {
             consecutive_limit,
             needs_clock,
             times_calls,
+            call_durations,
             count_window,
             time_window,
             trips: Mutex::new(0),
@@ -660,12 +665,21 @@ impl Recorder {
         }
         self.settled = true;
         let breaker = &self.breaker;
+        let end = if breaker.times_calls { breaker.now_nanos() } else { 0 };
+        if breaker.call_durations {
+            // Into the histogram handle registered at build: no lookup, no allocation.
+            breaker
+                .calls
+                .duration
+                .record(end.saturating_sub(self.start) as f64 / 1e9);
+        }
         if !breaker.needs_clock && !self.probe && outcome == Outcome::Success {
             breaker.record_success(self.epoch);
             return;
         }
         let (slow, now) = if breaker.needs_clock {
-            let now = breaker.now_nanos();
+            // A time window without the slow-call rule does not time calls.
+            let now = if breaker.times_calls { end } else { breaker.now_nanos() };
             let slow = breaker
                 .config
                 .slow

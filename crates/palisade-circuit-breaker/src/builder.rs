@@ -44,6 +44,7 @@ pub struct CircuitBreakerBuilder<C = ErrorClassifier> {
     max_keys: usize,
     key_idle_timeout: Duration,
     events: EventHook,
+    call_durations: bool,
 }
 
 impl CircuitBreakerBuilder<ErrorClassifier> {
@@ -66,6 +67,7 @@ impl CircuitBreakerBuilder<ErrorClassifier> {
             max_keys: 1_024,
             key_idle_timeout: Duration::from_secs(600),
             events: EventHook::none(),
+            call_durations: true,
         }
     }
 
@@ -101,6 +103,7 @@ impl<C> CircuitBreakerBuilder<C> {
             max_keys: self.max_keys,
             key_idle_timeout: self.key_idle_timeout,
             events: self.events,
+            call_durations: self.call_durations,
         }
     }
 
@@ -228,6 +231,15 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
+    /// Whether each admitted call's duration goes into the
+    /// `palisade_circuit_breaker_call_duration_seconds` histogram (default
+    /// on). Timing a call reads the clock when it is sent and when it ends;
+    /// turn it off where a call costs less than that matters.
+    pub fn call_durations(mut self, on: bool) -> Self {
+        self.call_durations = on;
+        self
+    }
+
     /// Validates the configuration and builds the layer.
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
         let config = self.config()?;
@@ -337,6 +349,7 @@ impl<C> CircuitBreakerBuilder<C> {
             random: self.random.clone(),
             needs_clock: self.slow.is_some() || matches!(window, Some(Window::Time { .. })),
             events: self.events.clone(),
+            call_durations: self.call_durations,
         })
     }
 }

@@ -92,4 +92,6 @@ pub(crate) struct Config {
     /// Whether a call must read the clock: only for the slow-call rule and the time-based window.
     pub(crate) needs_clock: bool,
     pub(crate) events: EventHook,
+    /// Whether call durations go into the duration histogram.
+    pub(crate) call_durations: bool,
 }

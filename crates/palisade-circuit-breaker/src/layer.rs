@@ -25,7 +25,7 @@ pub struct CircuitBreakerLayer<C = ErrorClassifier> {
 impl<C> CircuitBreakerLayer<C> {
     pub(crate) fn from_config(config: Arc<Config>, classifier: C) -> Self {
         let name = config.name.clone();
-        let calls = CallCounters::new(&name);
+        let calls = CallCounters::new(&name, config.call_durations);
         let gauge = StateGauge::single(&name);
         Self {
             breaker: Arc::new(Breaker::new(config, name, calls, gauge)),

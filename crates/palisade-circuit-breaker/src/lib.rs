@@ -9,6 +9,17 @@
 //! open duration the next call **half-opens** it, which lets a few probes
 //! through: if they all succeed it closes, if one fails it opens again.
 //!
+//! # Install
+//!
+//! Through the facade, which re-exports this crate as
+//! `palisade::circuit_breaker`:
+//!
+//! ```sh
+//! cargo add palisade --features circuit-breaker
+//! ```
+//!
+//! or on its own: `cargo add palisade-circuit-breaker`.
+//!
 //! # Example
 //!
 //! ```
@@ -152,6 +163,69 @@
 //! `ProblemResponseLayer` for hyper). Errors of the inner service come back as
 //! they were, boxed: `downcast_ref` and `source()` still find them.
 //!
+//! # In an axum server
+//!
+//! Two places, both below: around a dependency a handler calls (the usual
+//! one: the handler answers `503` problem+json at once while payments is
+//! down), and around routes, with `HandleErrorLayer` turning `CircuitOpen`
+//! into its response. With palisade-core's `axum` feature a handler returns
+//! `Result<_, Problem>`, and `problem_for_error` gives the problem of any
+//! layer error.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, error_handling::HandleErrorLayer, extract::State, routing::{get, post}};
+//! use palisade_circuit_breaker::CircuitBreakerLayer;
+//! use palisade_core::{BoxError, Problem, problem::{handle_error, problem_for_error}};
+//! use tower::{Layer, ServiceBuilder, ServiceExt, service_fn, util::BoxCloneSyncService};
+//!
+//! type Payments = BoxCloneSyncService<u64, String, BoxError>;
+//!
+//! /// Calls payments through the breaker; an open breaker, or any other
+//! /// error, becomes the client's problem+json answer.
+//! async fn pay(State(payments): State<Payments>) -> Result<String, Problem> {
+//!     payments.oneshot(4200).await.map_err(|e| problem_for_error(&*e))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! // Around a dependency: the payments client.
+//! let breaker = CircuitBreakerLayer::builder("payments").build()?;
+//! let handle = breaker.handle();
+//! let client = service_fn(|cents: u64| async move { Ok::<_, BoxError>(format!("charged {cents}")) });
+//! let payments: Payments = BoxCloneSyncService::new(breaker.layer(client));
+//!
+//! // Around routes: `/report` fails fast while its own breaker is open.
+//! let routes_breaker = CircuitBreakerLayer::builder("report").build()?;
+//! let app = Router::new()
+//!     .route("/pay", post(pay))
+//!     .with_state(payments)
+//!     .route(
+//!         "/report",
+//!         get(|| async { "report" }).layer(
+//!             ServiceBuilder::new()
+//!                 .layer(HandleErrorLayer::new(handle_error))
+//!                 .layer(routes_breaker.clone()),
+//!         ),
+//!     );
+//!
+//! let post_pay = || http::Request::post("/pay").body(axum::body::Body::empty()).unwrap();
+//! let res = app.clone().oneshot(post_pay()).await?;
+//! assert_eq!(res.status(), 200);
+//!
+//! handle.force_open();
+//! let res = app.clone().oneshot(post_pay()).await?;
+//! assert_eq!(res.status(), 503);
+//! assert_eq!(res.headers()["content-type"], "application/problem+json");
+//! assert!(res.headers().contains_key("retry-after"));
+//!
+//! routes_breaker.handle().force_open();
+//! let res = app.oneshot(http::Request::get("/report").body(axum::body::Body::empty())?).await?;
+//! assert_eq!(res.status(), 503);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Sharing, readiness and cancellation
 //!
 //! Every service made by one layer, and every clone of them, shares one
@@ -236,10 +310,17 @@
 //! - `palisade_circuit_breaker_calls_total{name, outcome}`: `success`,
 //!   `failure`, `ignored`, `rejected`, and `slow` (a slow call also counts
 //!   under its outcome);
-//! - `palisade_circuit_breaker_state{name}` (single breakers): 0 closed,
-//!   1 open, 2 half-open, 3 disabled, 4 forced open, 5 metrics only;
+//! - `palisade_circuit_breaker_state{name, state}` (single breakers): one
+//!   series per state (`closed`, `open`, `half_open`, `disabled`,
+//!   `forced_open`, `metrics_only`), 1 for the current state and 0 for the
+//!   others, so `palisade_circuit_breaker_state{state="open"} == 1` selects
+//!   the open breakers;
 //! - `palisade_circuit_breaker_transitions_total{name, from, to}`;
-//!
+//! - `palisade_circuit_breaker_call_duration_seconds{name}`: a histogram of
+//!   each admitted call's duration until its outcome, on tokio's clock.
+//!   Timing reads the clock twice a call (a few tens of nanoseconds);
+//!   [`CircuitBreakerBuilder::call_durations`]`(false)` turns it off, and
+//!   the series is then not registered;
 //! - `palisade_circuit_breaker_keys{name, state}` (keyed layers): how many
 //!   keys are kept in each state (`closed`, `open`, `half_open`, `disabled`,
 //!   `forced_open`, `metrics_only`).

@@ -26,7 +26,7 @@ impl<K> Registry<K> {
     /// room, idle keys go first, then the least recently used closed breaker:
     /// evicting an open one would forget an outage.
     pub(crate) fn new(config: Arc<Config>, max_keys: usize, idle: Duration) -> Self {
-        let calls = CallCounters::new(&config.name);
+        let calls = CallCounters::new(&config.name, config.call_durations);
         let states = Arc::new(KeyStates::new(&config.name));
         let eviction = Eviction::least_recently_used(idle, |b: &Arc<Breaker>| b.snapshot().state == State::Open)
             .on_evict(|b| b.forget());

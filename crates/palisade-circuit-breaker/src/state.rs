@@ -52,11 +52,6 @@ impl State {
         self.bits() as usize
     }
 
-    /// The value of the `palisade_circuit_breaker_state` gauge: its index.
-    pub(crate) fn gauge_value(self) -> f64 {
-        self.bits() as f64
-    }
-
     /// The state's name in telemetry: `closed`, `open`, `half_open`, `disabled`,
     /// `forced_open`, `metrics_only`.
     pub fn as_str(self) -> &'static str {
@@ -101,4 +96,43 @@ pub struct Snapshot {
     pub time_until_half_open: Option<Duration>,
     /// While half-open, the probe slots taken (in flight or succeeded).
     pub half_open_probes: u32,
+}
+
+impl serde::Serialize for State {
+    /// As its telemetry name: `"closed"`, `"open"`, `"half_open"`, ...
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// For a health endpoint: the fields by name, `state` as its telemetry name
+/// and `time_until_half_open` as whole milliseconds (`time_until_half_open_ms`,
+/// `null` unless open).
+///
+/// ```json
+/// {"name":"payments","state":"open","failure_rate":100.0,"slow_call_rate":0.0,
+///  "calls_in_window":0,"failed_calls":0,"slow_calls":0,"consecutive_failures":5,
+///  "time_until_half_open_ms":9500,"half_open_probes":0}
+/// ```
+impl serde::Serialize for Snapshot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut map = s.serialize_struct("Snapshot", 10)?;
+        map.serialize_field("name", &*self.name)?;
+        map.serialize_field("state", &self.state)?;
+        map.serialize_field("failure_rate", &self.failure_rate)?;
+        map.serialize_field("slow_call_rate", &self.slow_call_rate)?;
+        map.serialize_field("calls_in_window", &self.calls_in_window)?;
+        map.serialize_field("failed_calls", &self.failed_calls)?;
+        map.serialize_field("slow_calls", &self.slow_calls)?;
+        map.serialize_field("consecutive_failures", &self.consecutive_failures)?;
+        map.serialize_field(
+            "time_until_half_open_ms",
+            &self
+                .time_until_half_open
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        )?;
+        map.serialize_field("half_open_probes", &self.half_open_probes)?;
+        map.end()
+    }
 }

@@ -7,8 +7,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 
-use metrics::{Counter, Gauge};
-use palisade_core::telemetry::circuit_breaker::{CALLS_TOTAL, KEYS, STATE, TRANSITIONS_TOTAL};
+use metrics::{Counter, Gauge, Histogram};
+use palisade_core::telemetry::circuit_breaker::{CALL_DURATION_SECONDS, CALLS_TOTAL, KEYS, STATE, TRANSITIONS_TOTAL};
 use palisade_core::telemetry::{LABEL_FROM, LABEL_NAME, LABEL_OUTCOME, LABEL_STATE, LABEL_TO};
 
 use crate::state::State;
@@ -23,11 +23,15 @@ pub(crate) struct CallCounters {
     pub(crate) ignored: Counter,
     pub(crate) slow: Counter,
     pub(crate) rejected: Counter,
+    /// `palisade_circuit_breaker_call_duration_seconds{name}`.
+    pub(crate) duration: Histogram,
     pub(crate) transitions: Arc<Transitions>,
 }
 
 impl CallCounters {
-    pub(crate) fn new(name: &str) -> Self {
+    /// The layer's counters; the duration histogram is registered only when
+    /// `timed`, so a breaker that does not time its calls reports no series.
+    pub(crate) fn new(name: &str, timed: bool) -> Self {
         let counter = |outcome: &'static str| metrics::counter!(CALLS_TOTAL, LABEL_NAME => name.to_owned(), LABEL_OUTCOME => outcome);
         Self {
             success: counter("success"),
@@ -35,6 +39,11 @@ impl CallCounters {
             ignored: counter("ignored"),
             slow: counter("slow"),
             rejected: counter("rejected"),
+            duration: if timed {
+                metrics::histogram!(CALL_DURATION_SECONDS, LABEL_NAME => name.to_owned())
+            } else {
+                Histogram::noop()
+            },
             transitions: Arc::new(Transitions::new(name)),
         }
     }
@@ -100,8 +109,9 @@ impl KeyStates {
 /// Where a breaker reports its state.
 #[derive(Debug)]
 pub(crate) enum StateGauge {
-    /// A layer's one breaker: `palisade_circuit_breaker_state{name}`.
-    Single(Gauge),
+    /// A layer's one breaker: `palisade_circuit_breaker_state{name, state}`,
+    /// one series per state, 1 for the current state and 0 for the others.
+    Single([Gauge; 6]),
     /// A key's breaker: counted in its layer's [`KeyStates`] while the key is
     /// kept. `kept` changes only under the breaker's transition lock, as the
     /// state does.
@@ -111,9 +121,12 @@ pub(crate) enum StateGauge {
 impl StateGauge {
     /// The gauge of a layer's breaker, which starts closed.
     pub(crate) fn single(name: &str) -> Self {
-        let gauge = metrics::gauge!(STATE, LABEL_NAME => name.to_owned());
-        gauge.set(State::Closed.gauge_value());
-        Self::Single(gauge)
+        let gauges =
+            STATES.map(|state| metrics::gauge!(STATE, LABEL_NAME => name.to_owned(), LABEL_STATE => state.as_str()));
+        for (state, gauge) in STATES.iter().zip(&gauges) {
+            gauge.set(if *state == State::Closed { 1.0 } else { 0.0 });
+        }
+        Self::Single(gauges)
     }
 
     /// A new key's breaker, which starts closed.
@@ -128,7 +141,10 @@ impl StateGauge {
     /// The breaker moved from `from` to `to`; called under its transition lock.
     pub(crate) fn transition(&self, from: State, to: State) {
         match self {
-            Self::Single(gauge) => gauge.set(to.gauge_value()),
+            Self::Single(gauges) => {
+                gauges[from.index()].set(0.0);
+                gauges[to.index()].set(1.0);
+            }
             Self::Key { states, kept } => {
                 if kept.load(Relaxed) {
                     states.gauge(from).decrement(1.0);

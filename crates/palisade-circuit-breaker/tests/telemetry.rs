@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Waker};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use palisade_circuit_breaker::CircuitBreakerBuilder;
 use palisade_core::BoxError;
-use palisade_core::telemetry::circuit_breaker::{CALLS_TOTAL, STATE, TRANSITIONS_TOTAL};
+use palisade_core::telemetry::circuit_breaker::{CALL_DURATION_SECONDS, CALLS_TOTAL, STATE, TRANSITIONS_TOTAL};
 use tower::{Layer, Service};
 
 fn downstream(fail: bool) -> Ready<Result<(), BoxError>> {
@@ -74,7 +74,23 @@ fn calls_state_and_transitions_are_counted() {
         value(CALLS_TOTAL, "name=telemetry,outcome=ignored"),
         &DebugValue::Counter(0)
     );
-    assert_eq!(value(STATE, "name=telemetry"), &DebugValue::Gauge(1.0.into()));
+    // One series per state: 1 for the current one, 0 for the others.
+    assert_eq!(
+        value(STATE, "name=telemetry,state=open"),
+        &DebugValue::Gauge(1.0.into())
+    );
+    for state in ["closed", "half_open", "disabled", "forced_open", "metrics_only"] {
+        assert_eq!(
+            value(STATE, &format!("name=telemetry,state={state}")),
+            &DebugValue::Gauge(0.0.into()),
+            "{state}"
+        );
+    }
+    // The three admitted calls were timed; the two rejected ones were not.
+    match value(CALL_DURATION_SECONDS, "name=telemetry") {
+        DebugValue::Histogram(values) => assert_eq!(values.len(), 3),
+        other => panic!("not a histogram: {other:?}"),
+    }
     assert_eq!(
         value(TRANSITIONS_TOTAL, "from=closed,name=telemetry,to=open"),
         &DebugValue::Counter(1)
@@ -136,6 +152,12 @@ async fn keyed_breakers_report_under_the_layer_name_and_forget_evicted_keys() {
     assert_eq!(
         all,
         expected(vec![
+            // The calls of every key, timed under the layer's name.
+            (
+                CALL_DURATION_SECONDS,
+                "name=hosts",
+                DebugValue::Histogram(vec![0.0.into(); 50])
+            ),
             (CALLS_TOTAL, "name=hosts,outcome=failure", DebugValue::Counter(25)),
             (CALLS_TOTAL, "name=hosts,outcome=ignored", DebugValue::Counter(0)),
             (CALLS_TOTAL, "name=hosts,outcome=rejected", DebugValue::Counter(0)),
@@ -222,5 +244,45 @@ async fn an_evicted_key_whose_breaker_trips_later_is_not_counted_among_kept_keys
     assert_eq!(
         value(TRANSITIONS_TOTAL, "from=closed,name=evicted,to=open"),
         Some(&DebugValue::Counter(1))
+    );
+}
+
+/// Each admitted call's duration, in seconds, goes into the histogram, timed
+/// on tokio's clock; `call_durations(false)` registers and records nothing.
+#[tokio::test(start_paused = true)]
+async fn call_durations_are_recorded_in_seconds() {
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let slow = |ms: u64| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok::<_, BoxError>(())
+    };
+    let layer = CircuitBreakerBuilder::consecutive("timed").build().unwrap();
+    layer.layer(tower::service_fn(slow)).oneshot(250).await.unwrap();
+    layer.layer(tower::service_fn(slow)).oneshot(1_500).await.unwrap();
+    let quiet = CircuitBreakerBuilder::consecutive("untimed")
+        .call_durations(false)
+        .build()
+        .unwrap();
+    quiet.layer(tower::service_fn(slow)).oneshot(10).await.unwrap();
+
+    let all = series(&snapshotter);
+    let histogram = all
+        .iter()
+        .find(|(n, l, _)| n == CALL_DURATION_SECONDS && l == "name=timed")
+        .map(|(_, _, v)| v);
+    let Some(DebugValue::Histogram(values)) = histogram else {
+        panic!("no histogram in {all:?}")
+    };
+    let values: Vec<f64> = values.iter().map(|v| v.into_inner()).collect();
+    assert_eq!(values, [0.25, 1.5]);
+    assert!(
+        !all.iter()
+            .any(|(n, l, _)| n == CALL_DURATION_SECONDS && l == "name=untimed"),
+        "{all:?}"
     );
 }

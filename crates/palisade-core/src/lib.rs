@@ -36,6 +36,16 @@
 //!   [`response::ProblemResponseLayer`], the same for a plain hyper server.
 //! - [`telemetry`]: the metric names, labels and tracing targets of every layer.
 //!
+//! # Install
+//!
+//! ```sh
+//! cargo add palisade --features axum
+//! ```
+//!
+//! or on its own: `cargo add palisade-core`. The facade always brings
+//! palisade-core (as `palisade::core`); its `axum` feature makes [`Problem`]
+//! and the rejections axum responses.
+//!
 //! # The shape of a layer
 //!
 //! Every palisade layer is configured and named the same way; a new layer
@@ -88,6 +98,8 @@
 //! assert_eq!(response.status(), 503);
 //! assert_eq!(response.headers()["retry-after"], "12");
 //! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
 pub mod body;

@@ -22,6 +22,10 @@
 //!
 //! # With axum
 //!
+//! With the `axum` feature, [`Problem`] and the rejections above implement
+//! axum's `IntoResponse`, so a handler can return `Result<_, Problem>`.
+//! Layer errors reach a response through `HandleErrorLayer`:
+//!
 //! ```
 //! use axum::{error_handling::HandleErrorLayer, routing::get, Router};
 //! use tower::ServiceBuilder;
@@ -42,6 +46,7 @@
 //! serves is infallible.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::error::Error;
 use std::time::Duration;
 
@@ -96,21 +101,81 @@ pub mod types {
 ///     r#"{"type":"urn:example:problem:key-reused","title":"Idempotency key reused","status":422,"detail":"The key was first used with another request body."}"#
 /// );
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    #[serde(rename = "type")]
     kind: Cow<'static, str>,
     title: Cow<'static, str>,
-    #[serde(serialize_with = "serialize_status")]
     status: StatusCode,
-    #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<Cow<'static, str>>,
-    #[serde(skip)]
+    /// `instance` and extension members, boxed: most problems have neither,
+    /// and a `Problem` stays small enough to be an `Err` by value.
+    extra: Option<Box<Extra>>,
     retry_after: Option<Duration>,
 }
 
-fn serialize_status<S: serde::Serializer>(status: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u16(status.as_u16())
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Extra {
+    instance: Option<Cow<'static, str>>,
+    extensions: BTreeMap<Cow<'static, str>, serde_json::Value>,
+}
+
+/// The members RFC 9457 defines: an extension member may not take one of
+/// these names.
+pub const STANDARD_MEMBERS: [&str; 5] = ["type", "title", "status", "detail", "instance"];
+
+/// Why [`Problem::with_extension`] refused an extension member.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ExtensionError {
+    /// The name is one of the [`STANDARD_MEMBERS`]: as an extension it would
+    /// hide or duplicate the standard member in the JSON object.
+    Reserved(Cow<'static, str>),
+    /// The value could not be turned into JSON (a map with keys that are not
+    /// strings, a `Serialize` implementation that failed).
+    Value(serde_json::Error),
+}
+
+impl std::fmt::Display for ExtensionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Reserved(name) => write!(f, "`{name}` is a standard problem member, not an extension"),
+            Self::Value(_) => f.write_str("the extension member's value is not representable as JSON"),
+        }
+    }
+}
+
+impl Error for ExtensionError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            Self::Reserved(_) => None,
+            Self::Value(e) => Some(e),
+        }
+    }
+}
+
+impl Serialize for Problem {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let instance = self.instance();
+        let extensions = self.extra.as_ref().map_or(0, |extra| extra.extensions.len());
+        let len = 3 + usize::from(self.detail.is_some()) + usize::from(instance.is_some()) + extensions;
+        let mut map = s.serialize_map(Some(len))?;
+        map.serialize_entry("type", &self.kind)?;
+        map.serialize_entry("title", &self.title)?;
+        map.serialize_entry("status", &self.status.as_u16())?;
+        if let Some(detail) = &self.detail {
+            map.serialize_entry("detail", detail)?;
+        }
+        if let Some(instance) = instance {
+            map.serialize_entry("instance", instance)?;
+        }
+        // Extension members sit at the top level, beside the standard ones
+        // (RFC 9457, section 3.2); `with_extension` keeps their names apart.
+        for (name, value) in self.extensions() {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
 }
 
 impl Problem {
@@ -121,6 +186,7 @@ impl Problem {
             title: Cow::Borrowed(status.canonical_reason().unwrap_or("Error")),
             status,
             detail: None,
+            extra: None,
             retry_after: None,
         }
     }
@@ -142,6 +208,50 @@ impl Problem {
     pub fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
         self.detail = Some(detail.into());
         self
+    }
+
+    /// Sets the `instance`: a URI reference that identifies this occurrence
+    /// of the problem (the request's path, an id a support team can look up).
+    pub fn with_instance(mut self, instance: impl Into<Cow<'static, str>>) -> Self {
+        self.extra.get_or_insert_default().instance = Some(instance.into());
+        self
+    }
+
+    /// Adds an extension member, serialised at the top level of the JSON
+    /// object beside the standard members (RFC 9457, section 3.2).
+    ///
+    /// Refuses a name among the [`STANDARD_MEMBERS`] and a value that is not
+    /// representable as JSON. Adding a name twice keeps the last value. As
+    /// with `detail`, never put internal error text here.
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use palisade_core::problem::{ExtensionError, Problem};
+    ///
+    /// let problem = Problem::new(StatusCode::FORBIDDEN)
+    ///     .with_type("https://example.com/probs/out-of-credit")
+    ///     .with_instance("/account/12345/msgs/abc")
+    ///     .with_extension("balance", 30)?
+    ///     .with_extension("accounts", ["/account/12345", "/account/67890"])?;
+    /// assert_eq!(
+    ///     problem.to_json(),
+    ///     r#"{"type":"https://example.com/probs/out-of-credit","title":"Forbidden","status":403,"instance":"/account/12345/msgs/abc","accounts":["/account/12345","/account/67890"],"balance":30}"#
+    /// );
+    /// assert!(matches!(problem.with_extension("status", 500), Err(ExtensionError::Reserved(_))));
+    /// # Ok::<(), ExtensionError>(())
+    /// ```
+    pub fn with_extension(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Serialize,
+    ) -> Result<Self, ExtensionError> {
+        let name = name.into();
+        if STANDARD_MEMBERS.contains(&&*name) {
+            return Err(ExtensionError::Reserved(name));
+        }
+        let value = serde_json::to_value(value).map_err(ExtensionError::Value)?;
+        self.extra.get_or_insert_default().extensions.insert(name, value);
+        Ok(self)
     }
 
     /// Adds a `Retry-After` header to the response.
@@ -168,6 +278,24 @@ impl Problem {
     /// The detail, if any.
     pub fn detail(&self) -> Option<&str> {
         self.detail.as_deref()
+    }
+
+    /// The instance, if any.
+    pub fn instance(&self) -> Option<&str> {
+        self.extra.as_ref().and_then(|extra| extra.instance.as_deref())
+    }
+
+    /// An extension member's value, if the problem has one by that name.
+    pub fn extension(&self, name: &str) -> Option<&serde_json::Value> {
+        self.extra.as_ref().and_then(|extra| extra.extensions.get(name))
+    }
+
+    /// The extension members, by name.
+    pub fn extensions(&self) -> impl Iterator<Item = (&str, &serde_json::Value)> {
+        self.extra
+            .iter()
+            .flat_map(|extra| extra.extensions.iter())
+            .map(|(name, value)| (&**name, value))
     }
 
     /// The `Retry-After` duration, if any.
@@ -205,6 +333,48 @@ impl From<Problem> for Response<Full<Bytes>> {
         problem.into_response()
     }
 }
+
+/// A handler can return `Result<_, Problem>`: the problem is the response,
+/// with its status, `application/problem+json` and `Retry-After`.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use http::StatusCode;
+/// use palisade_core::Problem;
+///
+/// async fn order(axum::extract::Path(id): axum::extract::Path<u64>) -> Result<String, Problem> {
+///     if id == 0 {
+///         return Err(Problem::new(StatusCode::NOT_FOUND)
+///             .with_type("urn:example:problem:no-such-order")
+///             .with_instance(format!("/orders/{id}")));
+///     }
+///     Ok(format!("order {id}"))
+/// }
+/// let app: Router = Router::new().route("/orders/{id}", get(order));
+/// # let _ = app;
+/// ```
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+impl axum_core::response::IntoResponse for Problem {
+    fn into_response(self) -> axum_core::response::Response {
+        self.into_response_with(axum_core::body::Body::from)
+    }
+}
+
+/// Implements axum's `IntoResponse` for rejections that answer with a problem.
+macro_rules! into_axum_response {
+    ($($ty:ty),*) => {$(
+        /// Answers with the rejection's problem (see the table in [`problem`](crate::problem)).
+        #[cfg(feature = "axum")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+        impl axum_core::response::IntoResponse for $ty {
+            fn into_response(self) -> axum_core::response::Response {
+                self.to_response_with(axum_core::body::Body::from)
+            }
+        }
+    )*};
+}
+into_axum_response!(CircuitOpen, BulkheadFull, BulkheadTimeout);
 
 /// `Retry-After` in whole seconds: rounded up, at least 1, so a client never
 /// comes back before the layer can admit it, nor at once.
@@ -492,5 +662,110 @@ mod tests {
                 br#"{"type":"urn:palisade:problem:deadline-exceeded","title":"Deadline exceeded","status":504,"detail":"The request's time budget ran out before it was answered."}"#
             )
         );
+    }
+
+    #[test]
+    fn instance_and_extensions_are_top_level_members_after_the_standard_ones() {
+        let p = Problem::new(StatusCode::FORBIDDEN)
+            .with_type("https://example.com/probs/out-of-credit")
+            .with_title("You do not have enough credit.")
+            .with_detail("Your current balance is 30, but that costs 50.")
+            .with_instance("/account/12345/msgs/abc")
+            .with_extension("balance", 30)
+            .unwrap()
+            .with_extension("accounts", ["/account/12345", "/account/67890"])
+            .unwrap()
+            .with_extension("balance", 31)
+            .unwrap();
+        assert_eq!(
+            p.to_json(),
+            Bytes::from_static(
+                br#"{"type":"https://example.com/probs/out-of-credit","title":"You do not have enough credit.","status":403,"detail":"Your current balance is 30, but that costs 50.","instance":"/account/12345/msgs/abc","accounts":["/account/12345","/account/67890"],"balance":31}"#
+            )
+        );
+        assert_eq!(p.instance(), Some("/account/12345/msgs/abc"));
+        assert_eq!(p.extension("balance"), Some(&serde_json::json!(31)));
+        assert_eq!(p.extensions().count(), 2);
+        // Small enough to be returned as an `Err` by value.
+        assert!(
+            std::mem::size_of::<Problem>() <= 112,
+            "{}",
+            std::mem::size_of::<Problem>()
+        );
+    }
+
+    #[test]
+    fn extensions_never_take_a_standard_member_name() {
+        for name in STANDARD_MEMBERS {
+            let err = Problem::new(StatusCode::BAD_REQUEST)
+                .with_extension(name, "spoofed")
+                .unwrap_err();
+            assert!(
+                matches!(&err, ExtensionError::Reserved(n) if n == name),
+                "{name}: {err:?}"
+            );
+        }
+        // A name differing only in case is another member in JSON: allowed.
+        let p = Problem::new(StatusCode::BAD_REQUEST)
+            .with_extension("Status", 1)
+            .unwrap();
+        assert_eq!(
+            p.to_json(),
+            Bytes::from_static(br#"{"type":"about:blank","title":"Bad Request","status":400,"Status":1}"#)
+        );
+    }
+
+    #[test]
+    fn an_extension_that_is_not_json_is_refused() {
+        let mut map = std::collections::HashMap::new();
+        map.insert((1, 2), "tuple keys are not JSON object keys");
+        let err = Problem::new(StatusCode::BAD_REQUEST)
+            .with_extension("map", map)
+            .unwrap_err();
+        assert!(matches!(err, ExtensionError::Value(_)));
+        assert!(err.source().is_some());
+    }
+
+    #[cfg(feature = "axum")]
+    #[tokio::test]
+    async fn axum_handlers_return_problems_and_rejections() {
+        use axum::{Router, routing::get};
+        use tower::ServiceExt;
+
+        async fn handler() -> Result<&'static str, Problem> {
+            Err(Problem::new(StatusCode::CONFLICT)
+                .with_instance("/orders/7")
+                .with_retry_after(Duration::from_millis(1_500))
+                .with_extension("order_id", 7)
+                .unwrap())
+        }
+        async fn rejected() -> Result<&'static str, CircuitOpen> {
+            Err(CircuitOpen::new("payments", Duration::from_secs(4)))
+        }
+        let app = Router::new().route("/p", get(handler)).route("/r", get(rejected));
+
+        let res = app
+            .clone()
+            .oneshot(http::Request::get("/p").body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 409);
+        assert_eq!(res.headers()["content-type"], CONTENT_TYPE);
+        assert_eq!(res.headers()["retry-after"], "2");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            serde_json::json!({"type": "about:blank", "title": "Conflict", "status": 409, "instance": "/orders/7", "order_id": 7})
+        );
+
+        let res = app
+            .oneshot(http::Request::get("/r").body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()["retry-after"], "4");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["type"], types::CIRCUIT_OPEN);
     }
 }

@@ -10,7 +10,8 @@
 //! | metric | kind | labels | meaning |
 //! |---|---|---|---|
 //! | `palisade_circuit_breaker_calls_total` | counter | name, outcome (`success`, `failure`, `ignored`, `slow`, `rejected`) | calls seen by a breaker |
-//! | `palisade_circuit_breaker_state` | gauge | name | a single breaker's state: 0 closed, 1 open, 2 half-open, 3 disabled, 4 forced open, 5 metrics only |
+//! | `palisade_circuit_breaker_state` | gauge | name, state (`closed`, `open`, `half_open`, `disabled`, `forced_open`, `metrics_only`) | a single breaker's state: one series per state, 1 for the current one, 0 for the others |
+//! | `palisade_circuit_breaker_call_duration_seconds` | histogram | name | duration of each call the breaker let through, until its outcome (unless turned off with `call_durations(false)`) |
 //! | `palisade_circuit_breaker_transitions_total` | counter | name, from, to | state changes |
 //! | `palisade_circuit_breaker_keys` | gauge | name, state | keys a keyed breaker keeps in each state |
 //! | `palisade_bulkhead_in_flight` | gauge | name | calls holding a permit |
@@ -18,6 +19,7 @@
 //! | `palisade_bulkhead_limit` | gauge | name | the current concurrency limit |
 //! | `palisade_bulkhead_rejections_total` | counter | name, reason (`full`, `timeout`) | rejected calls |
 //! | `palisade_bulkhead_wait_seconds` | histogram | name | time waited for a permit |
+//! | `palisade_bulkhead_call_duration_seconds` | histogram | name | time a call held its permit, from admission to completion |
 //! | `palisade_retry_attempts_total` | counter | name | attempts, the first included |
 //! | `palisade_retry_retries_total` | counter | name, reason | retries, by what made them retry |
 //! | `palisade_retry_budget_exhausted_total` | counter | name | retries refused by the budget |
@@ -28,13 +30,16 @@
 //! | `palisade_hedge_wins_total` | counter | name, winner (`original`, `hedge`) | calls answered, by which attempt answered |
 //! | `palisade_hedge_budget_exhausted_total` | counter | name | hedges not sent because the retry budget was empty |
 //! | `palisade_fallback_calls_total` | counter | name, reason (`failure`, `circuit_open`, `bulkhead_full`, `bulkhead_timeout`, `deadline_exceeded`) | calls answered by the fallback |
+//! | `palisade_retry_attempt_duration_seconds` | histogram | name | duration of each attempt, the first included |
 //! | `palisade_idempotency_requests_total` | counter | name, outcome (`first`, `replayed`, `conflict`, `mismatch`, `invalid`, `store_error`); reason on `invalid` (`missing_key`, `malformed_key`, `body_too_large`, `unreadable_body`) and `store_error` (`fail_closed`, `fail_open`) | requests carrying a key |
+//! | `palisade_idempotency_store_duration_seconds` | histogram | name, operation (`begin`, `complete`, `release`) | one store operation, failed or not |
 //! | `palisade_webhook_verifications_total` | counter | name, scheme, outcome (`verified`, `duplicate`, reject reasons) | inbound webhooks |
 //! | `palisade_outbox_pending` | gauge | name | events not yet published |
 //! | `palisade_outbox_lag_seconds` | gauge | name | age of the oldest pending event |
 //! | `palisade_outbox_published_total` | counter | name | events published |
 //! | `palisade_outbox_failed_total` | counter | name | failed publish attempts |
 //! | `palisade_outbox_dead_lettered_total` | counter | name | events moved to the dead-letter state |
+//! | `palisade_outbox_publish_lag_seconds` | histogram | name | from an event's commit (its `occurred_at`) to its publication |
 //!
 //! # Install the recorder before building layers
 //!
@@ -79,6 +84,46 @@ pub const FIELD_REASON: &str = "reason";
 pub const FIELD_ATTEMPT: &str = "attempt";
 /// Tracing field: a wait, in milliseconds.
 pub const FIELD_WAIT_MS: &str = "wait_ms";
+/// Label: a store operation (`begin`, `complete`, `release`).
+pub const LABEL_OPERATION: &str = "operation";
+
+/// Tracing spans, with their stable fields.
+///
+/// | span | target | fields |
+/// |---|---|---|
+/// | `palisade.retry.attempt` (debug) | `palisade::retry` | `name`, `attempt` (1 for the first), `retried` (`true` once the policy retries it) |
+/// | `palisade.outbox.batch` (info) | `palisade::outbox` | `name`, `claimed` (events in the batch), `published`, `failed`, `dead_lettered` (recorded when the batch ends) |
+///
+/// They are ordinary `tracing` spans, so any subscriber sees them; to export
+/// them to an OpenTelemetry collector, put a `tracing-opentelemetry` layer in
+/// the subscriber:
+///
+/// ```text
+/// use opentelemetry::trace::TracerProvider as _;
+/// use tracing_subscriber::prelude::*;
+///
+/// let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
+/// let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+///     .with_batch_exporter(exporter)
+///     .build();
+/// tracing_subscriber::registry()
+///     .with(tracing_subscriber::EnvFilter::new("info,palisade=debug"))
+///     .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("my-service")))
+///     .init();
+/// ```
+///
+/// Each retry attempt is then a child of the request's span, and each outbox
+/// batch a root span of the relay, with the fields above as attributes.
+pub mod spans {
+    /// One attempt of a retried call.
+    pub const RETRY_ATTEMPT: &str = "palisade.retry.attempt";
+    /// One batch of the outbox relay.
+    pub const OUTBOX_BATCH: &str = "palisade.outbox.batch";
+    /// Span field: whether the policy retried an attempt.
+    pub const FIELD_RETRIED: &str = "retried";
+    /// Span field: events claimed in a batch.
+    pub const FIELD_CLAIMED: &str = "claimed";
+}
 
 /// Metric and target names of the circuit breaker.
 pub mod circuit_breaker {
@@ -92,6 +137,8 @@ pub mod circuit_breaker {
     pub const TRANSITIONS_TOTAL: &str = "palisade_circuit_breaker_transitions_total";
     /// Gauge of the keys a keyed breaker keeps, by state.
     pub const KEYS: &str = "palisade_circuit_breaker_keys";
+    /// Histogram of the duration of admitted calls, in seconds.
+    pub const CALL_DURATION_SECONDS: &str = "palisade_circuit_breaker_call_duration_seconds";
 }
 
 /// Metric and target names of the bulkhead.
@@ -108,6 +155,8 @@ pub mod bulkhead {
     pub const REJECTIONS_TOTAL: &str = "palisade_bulkhead_rejections_total";
     /// Histogram of time waited for a permit, in seconds.
     pub const WAIT_SECONDS: &str = "palisade_bulkhead_wait_seconds";
+    /// Histogram of the time a call held its permit, in seconds.
+    pub const CALL_DURATION_SECONDS: &str = "palisade_bulkhead_call_duration_seconds";
 }
 
 /// Metric and target names of the retry policy.
@@ -120,6 +169,8 @@ pub mod retry {
     pub const RETRIES_TOTAL: &str = "palisade_retry_retries_total";
     /// Counter of retries refused by the budget.
     pub const BUDGET_EXHAUSTED_TOTAL: &str = "palisade_retry_budget_exhausted_total";
+    /// Histogram of the duration of each attempt, in seconds.
+    pub const ATTEMPT_DURATION_SECONDS: &str = "palisade_retry_attempt_duration_seconds";
 }
 
 /// Metric and target names of the gRPC status layer (`palisade-grpc`).
@@ -166,6 +217,8 @@ pub mod idempotency {
     pub const TARGET: &str = "palisade::idempotency";
     /// Counter of keyed requests by outcome.
     pub const REQUESTS_TOTAL: &str = "palisade_idempotency_requests_total";
+    /// Histogram of store operations by operation, in seconds.
+    pub const STORE_DURATION_SECONDS: &str = "palisade_idempotency_store_duration_seconds";
 }
 
 /// Metric and target names of the webhook layers.
@@ -190,4 +243,6 @@ pub mod outbox {
     pub const FAILED_TOTAL: &str = "palisade_outbox_failed_total";
     /// Counter of dead-lettered events.
     pub const DEAD_LETTERED_TOTAL: &str = "palisade_outbox_dead_lettered_total";
+    /// Histogram of the time from an event's commit to its publication, in seconds.
+    pub const PUBLISH_LAG_SECONDS: &str = "palisade_outbox_publish_lag_seconds";
 }

@@ -21,12 +21,12 @@ use crate::IDEMPOTENT_REPLAYED;
 use crate::body::ResponseBody;
 use crate::error::StoreError;
 use crate::hash::{self, Fingerprint, StoreKey};
+use crate::measured::Measured;
 use crate::problem::Rejection;
 use crate::state::Shared;
 use crate::store::{Begin, Completion, IdempotencyStore, Lease, StoredResponse};
 use palisade_core::body::{CollectError, Collected};
 use palisade_core::problem::ToProblem;
-use palisade_core::timed::Timed;
 
 type Answer<ResB, E> = Result<Response<ResponseBody<ResB>>, E>;
 
@@ -108,7 +108,7 @@ pin_project! {
         St: IdempotencyStore,
     {
         ReadRequest { #[pin] body: ReqB },
-        Begin { #[pin] future: Timed<St::BeginFuture> },
+        Begin { #[pin] future: Measured<St::BeginFuture> },
         Inline { #[pin] protected: Protected<F, ResB, E, St, Sc> },
         Spawned { handle: JoinHandle<Answer<ResB, E>> },
         Done,
@@ -155,8 +155,8 @@ pin_project! {
     {
         Call { #[pin] future: F },
         ReadResponse,
-        Complete { #[pin] future: Timed<St::CompleteFuture> },
-        Release { #[pin] future: Timed<St::ReleaseFuture> },
+        Complete { #[pin] future: Measured<St::CompleteFuture> },
+        Release { #[pin] future: Measured<St::ReleaseFuture> },
         Done,
     }
 }
@@ -189,9 +189,10 @@ where
             tracing::debug!(target: TARGET, name = %name, "a request holding a key was dropped; the key stays locked until its lock expires");
             return;
         }
-        let release = Timed::new(
+        let release = Measured::new(
             self.shared.store.release(&self.key, &lease),
             self.shared.config.store_timeout,
+            &self.shared.metrics.store_release,
         );
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -417,13 +418,14 @@ where
         }
     }
 
-    fn begin(&self) -> Timed<St::BeginFuture> {
+    fn begin(&self) -> Measured<St::BeginFuture> {
         let config = &self.shared.config;
-        Timed::new(
+        Measured::new(
             self.shared
                 .store
                 .begin(&self.key, &self.fingerprint, config.lock_expiry),
             config.store_timeout,
+            &self.shared.metrics.store_begin,
         )
     }
 
@@ -571,9 +573,10 @@ where
     fn release<F>(&self) -> Step<F, St> {
         match &self.lease {
             Some(lease) => Step::Release {
-                future: Timed::new(
+                future: Measured::new(
                     self.shared.store.release(&self.key, lease),
                     self.shared.config.store_timeout,
+                    &self.shared.metrics.store_release,
                 ),
             },
             None => Step::Done,
@@ -653,11 +656,12 @@ where
             headers: stored_headers(&parts.headers, config.store_set_cookie),
             body: body.clone(),
         };
-        let future = Timed::new(
+        let future = Measured::new(
             self.shared
                 .store
                 .complete(&self.key, &self.fingerprint, &lease, &stored, config.retention),
             config.store_timeout,
+            &self.shared.metrics.store_complete,
         );
         self.answer = Some(Ok(Response::from_parts(parts, ResponseBody::full(body))));
         Step::Complete { future }

@@ -6,6 +6,19 @@
 //! It follows the IETF httpapi draft "The Idempotency-Key HTTP Header Field"
 //! and Stripe's practice.
 //!
+//! # Install
+//!
+//! Through the facade, which re-exports this crate as `palisade::idempotency`:
+//!
+//! ```sh
+//! cargo add palisade --features idempotency
+//! ```
+//!
+//! or on its own, where the features have the backends' names: `cargo add
+//! palisade-idempotency --features redis`. Shared stores are features of their
+//! own: `idempotency-redis` (a Redis server or Redis Cluster) and
+//! `idempotency-postgres`.
+//!
 //! # What it does
 //!
 //! For requests with a protected method (default POST and PATCH):
@@ -223,6 +236,10 @@
 //!   `fail_closed` or `fail_open`). Counters are registered when the layer
 //!   is built, so
 //!   [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers).
+//! - Metric `palisade_idempotency_store_duration_seconds` (histogram, in
+//!   seconds), labels `name` and `operation` (`begin`, `complete`,
+//!   `release`): every store operation, failed or timed out included (two
+//!   clock reads and a record per operation).
 //! - Tracing target `palisade::idempotency`: debug events for rejections and
 //!   replays, warnings for store failures, lost leases and failed releases,
 //!   with the fields `name` and `reason`.
@@ -247,6 +264,8 @@
 //! (about 1.3 µs over [`disconnect::KeepLocked`] in a run on a loaded
 //! machine), and a full memory store makes room in O(log n) whatever it holds.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod body;
 pub mod client;
 pub mod disconnect;
@@ -255,6 +274,7 @@ pub mod future;
 mod hash;
 mod key;
 mod layer;
+mod measured;
 pub mod problem;
 mod scope;
 mod service;

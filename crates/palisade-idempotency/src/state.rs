@@ -6,8 +6,9 @@ use std::fmt;
 use std::time::Duration;
 
 use http::{HeaderName, Method, StatusCode};
-use metrics::Counter;
-use palisade_core::telemetry::{LABEL_NAME, LABEL_OUTCOME, LABEL_REASON, idempotency::REQUESTS_TOTAL};
+use metrics::{Counter, Histogram};
+use palisade_core::telemetry::idempotency::{REQUESTS_TOTAL, STORE_DURATION_SECONDS};
+use palisade_core::telemetry::{LABEL_NAME, LABEL_OPERATION, LABEL_OUTCOME, LABEL_REASON};
 
 type StatusPolicy = Box<dyn Fn(StatusCode) -> bool + Send + Sync>;
 
@@ -63,6 +64,10 @@ pub(crate) struct Metrics {
     pub(crate) unreadable_body: Counter,
     pub(crate) store_error_closed: Counter,
     pub(crate) store_error_open: Counter,
+    /// `palisade_idempotency_store_duration_seconds` by operation.
+    pub(crate) store_begin: Histogram,
+    pub(crate) store_complete: Histogram,
+    pub(crate) store_release: Histogram,
 }
 
 impl Metrics {
@@ -76,6 +81,7 @@ impl Metrics {
                 LABEL_REASON => reason
             )
         };
+        let store = |operation: &'static str| metrics::histogram!(STORE_DURATION_SECONDS, LABEL_NAME => name.to_owned(), LABEL_OPERATION => operation);
         Self {
             first: outcome("first"),
             replayed: outcome("replayed"),
@@ -87,6 +93,9 @@ impl Metrics {
             unreadable_body: rejected("invalid", "unreadable_body"),
             store_error_closed: rejected("store_error", "fail_closed"),
             store_error_open: rejected("store_error", "fail_open"),
+            store_begin: store("begin"),
+            store_complete: store("complete"),
+            store_release: store("release"),
         }
     }
 }

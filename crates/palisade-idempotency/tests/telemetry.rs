@@ -129,3 +129,53 @@ async fn replays_and_conflicts_reach_the_event_hook() {
         ]
     );
 }
+
+/// Every store operation is timed into
+/// `palisade_idempotency_store_duration_seconds{name, operation}`, a failed
+/// one included.
+#[tokio::test(start_paused = true)]
+async fn store_operations_are_timed_by_operation() {
+    let recorder = DebuggingRecorder::new();
+    let fixture = Fixture {
+        store: Faulty::new(MemoryStore::new()),
+        lock_expiry: Duration::from_secs(60),
+    };
+    let orders = Orders::new();
+    let svc = metrics::with_local_recorder(&recorder, || stack(&fixture, &orders, |b| b));
+
+    send(&svc, post(Some("a"), "{}")).await; // begin, complete
+    send(&svc, post(Some("a"), "{}")).await; // begin: a replay
+    orders.respond_with(500);
+    send(&svc, post(Some("b"), "{}")).await; // begin, release: 5xx is not stored
+    fixture.store.fail(true);
+    send(&svc, post(Some("c"), "{}")).await; // begin, failed
+
+    let timed: BTreeMap<String, usize> = recorder
+        .snapshotter()
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == "palisade_idempotency_store_duration_seconds")
+        .map(|(key, _, _, value)| {
+            let DebugValue::Histogram(values) = value else {
+                panic!("not a histogram")
+            };
+            assert!(key.key().labels().any(|l| l.key() == "name" && l.value() == "orders"));
+            let operation = key
+                .key()
+                .labels()
+                .find(|l| l.key() == "operation")
+                .map(|l| l.value().to_owned())
+                .unwrap();
+            (operation, values.len())
+        })
+        .collect();
+    let expected: BTreeMap<String, usize> = [
+        ("begin".to_owned(), 4),
+        ("complete".to_owned(), 1),
+        ("release".to_owned(), 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(timed, expected);
+}

@@ -9,6 +9,20 @@
 //! HTTP webhooks or an in-process channel), and only then deletes them. Delivery is at least once, with the event
 //! id as the broker's de-duplication id; consumers apply each event once with [`process_once`].
 //!
+//! # Install
+//!
+//! Through the facade, which re-exports this crate as `palisade::outbox`:
+//!
+//! ```sh
+//! cargo add palisade --features outbox-postgres,outbox-nats
+//! ```
+//!
+//! or on its own, where the features have the backends' names: `cargo add
+//! palisade-outbox --features postgres,nats`. `outbox` alone brings the publish
+//! hook, the relay and the in-process channel publisher, without a database
+//! driver; add a store (`outbox-postgres`, `outbox-sqlite`) and a publisher
+//! (`outbox-nats`, `outbox-rabbitmq`, `outbox-redis`, `outbox-http`).
+//!
 //! # Example
 //!
 //! ```
@@ -396,8 +410,12 @@
 //! `palisade_outbox_published_total`, `palisade_outbox_failed_total` (failed attempts),
 //! `palisade_outbox_dead_lettered_total`, and the gauges `palisade_outbox_pending` and
 //! `palisade_outbox_lag_seconds` (age of the oldest pending event) refreshed every
-//! `backlog_interval`. Tracing under the target `palisade::outbox`: a span `outbox_batch` per
-//! batch with the fields `name`, `claimed`, `published`, `failed`; a warning for each
+//! `backlog_interval`; the histogram `palisade_outbox_publish_lag_seconds`, each published
+//! event's time from its timestamp (set when it was staged, in the committing transaction) to
+//! the broker's acknowledgement, on the wall clock. Tracing under the target
+//! `palisade::outbox`: an `info` span `palisade.outbox.batch` per batch with the fields
+//! `name`, `claimed`, `published`, `failed`, `dead_lettered` (see
+//! [`spans`](palisade_core::telemetry::spans) for exporting it to OpenTelemetry); a warning for each
 //! dead-lettered event, each unreadable row, each field a publisher left out, and each failed
 //! batch, with the error and every cause it carries (`outbox database error: error
 //! communicating with database: ...`). An unreadable row counts in `claimed`,

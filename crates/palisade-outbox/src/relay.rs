@@ -241,12 +241,21 @@ impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
                 lease: c.lease,
             });
         }
+        let label = || self.config.name.clone();
+        let publish_lag = metrics::histogram!(names::PUBLISH_LAG_SECONDS, telemetry::LABEL_NAME => label());
+        let published = metrics::counter!(names::PUBLISHED_TOTAL, telemetry::LABEL_NAME => label());
+        let failed = metrics::counter!(names::FAILED_TOTAL, telemetry::LABEL_NAME => label());
+        let dead_lettered = metrics::counter!(names::DEAD_LETTERED_TOTAL, telemetry::LABEL_NAME => label());
         Ok(Relay {
             shared: Arc::new(Shared {
                 store: self.store,
                 publisher: self.publisher,
                 config: self.config,
                 random: self.random,
+                publish_lag,
+                published,
+                failed,
+                dead_lettered,
             }),
             wakeup: self.wakeup,
         })
@@ -267,6 +276,13 @@ struct Shared<S, P> {
     publisher: P,
     config: Config,
     random: Random,
+    /// `palisade_outbox_publish_lag_seconds{name}`, registered at build.
+    publish_lag: metrics::Histogram,
+    /// `palisade_outbox_{published,failed,dead_lettered}_total{name}`,
+    /// registered at build so every series exists from the start.
+    published: metrics::Counter,
+    failed: metrics::Counter,
+    dead_lettered: metrics::Counter,
 }
 
 impl<S, P> Clone for Relay<S, P> {
@@ -441,11 +457,12 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
         let config = &self.shared.config;
         let span = tracing::info_span!(
             target: names::TARGET,
-            "outbox_batch",
+            "palisade.outbox.batch",
             name = %config.name,
             claimed = tracing::field::Empty,
             published = tracing::field::Empty,
             failed = tracing::field::Empty,
+            dead_lettered = tracing::field::Empty,
         );
         async {
             let started = Instant::now();
@@ -493,17 +510,10 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
             let span = tracing::Span::current();
             span.record("published", report.published);
             span.record("failed", report.failed);
-            let label = || config.name.clone();
-            metrics::counter!(names::PUBLISHED_TOTAL, telemetry::LABEL_NAME => label())
-                .increment(report.published as u64);
-            if report.failed > 0 {
-                metrics::counter!(names::FAILED_TOTAL, telemetry::LABEL_NAME => label())
-                    .increment(report.failed as u64);
-            }
-            if report.dead_lettered > 0 {
-                metrics::counter!(names::DEAD_LETTERED_TOTAL, telemetry::LABEL_NAME => label())
-                    .increment(report.dead_lettered as u64);
-            }
+            span.record("dead_lettered", report.dead_lettered);
+            self.shared.published.increment(report.published as u64);
+            self.shared.failed.increment(report.failed as u64);
+            self.shared.dead_lettered.increment(report.dead_lettered as u64);
             Ok(report)
         }
         .instrument(span)
@@ -540,7 +550,14 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
                 Err(_) => Err(PublishError::transient(PublishTimeout(config.publish_timeout))),
             };
             match result {
-                Ok(()) => outcomes.push((seq, Disposition::Published)),
+                Ok(()) => {
+                    // From the event's timestamp, set when it was staged in the
+                    // committing transaction, to the broker's acknowledgement; on the
+                    // wall clock, as the timestamp is.
+                    let lag = time::OffsetDateTime::now_utc() - event.timestamp;
+                    self.shared.publish_lag.record(lag.as_seconds_f64().max(0.0));
+                    outcomes.push((seq, Disposition::Published));
+                }
                 Err(error) => {
                     outcomes.push((seq, self.failure(event, attempts, &error)));
                     break;
@@ -1013,6 +1030,45 @@ mod tests {
                 (7, Released),
             ]
         );
+    }
+
+    /// Every published event's time from its timestamp to its
+    /// acknowledgement goes into `palisade_outbox_publish_lag_seconds`; a
+    /// failed or released one does not.
+    #[tokio::test]
+    async fn published_events_record_their_commit_to_publish_lag() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+        let recorder = DebuggingRecorder::new();
+        let store = OneBatch::new();
+        for claimed in store.batch.lock().unwrap().iter_mut() {
+            claimed.event.timestamp -= time::Duration::seconds(2);
+        }
+        let relay = metrics::with_local_recorder(&recorder, || {
+            Relay::builder(store.clone(), OneAtATime::default())
+                .name("orders")
+                .build()
+                .unwrap()
+        });
+        let report = relay.run_batch().await.unwrap();
+        assert_eq!(report.published, 4, "a/1, a/2, b/6, b/7; a/3 failed, a/4 and a/5 wait");
+        let lags: Vec<f64> = recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| {
+                key.key().name() == names::PUBLISH_LAG_SECONDS
+                    && key.key().labels().any(|l| l.key() == "name" && l.value() == "orders")
+            })
+            .flat_map(|(.., value)| match value {
+                DebugValue::Histogram(values) => values.into_iter().map(|v| v.into_inner()),
+                other => panic!("not a histogram: {other:?}"),
+            })
+            .collect();
+        assert_eq!(lags.len(), 4, "{lags:?}");
+        // Two seconds old when staged, published within the test's run.
+        assert!(lags.iter().all(|lag| (2.0..60.0).contains(lag)), "{lags:?}");
     }
 
     fn builder() -> RelayBuilder<OneBatch, ChannelPublisher> {

@@ -236,6 +236,7 @@ impl<C, K> RetryBuilder<C, K> {
         let labels = [(LABEL_NAME, self.name.to_string())];
         Ok(Arc::new(Config {
             attempts_total: metrics::counter!(names::ATTEMPTS_TOTAL, &labels),
+            attempt_duration: metrics::histogram!(names::ATTEMPT_DURATION_SECONDS, &labels),
             budget_exhausted_total: metrics::counter!(names::BUDGET_EXHAUSTED_TOTAL, &labels),
             retries_total: REASONS.map(|reason| {
                 metrics::counter!(names::RETRIES_TOTAL, LABEL_NAME => self.name.to_string(), LABEL_REASON => reason)

@@ -17,6 +17,16 @@
 //!   can number attempts in a header. It makes an [`HttpRetry`], which wraps
 //!   each request body in a [`ReplayBody`] before tower's `Retry` sees it.
 //!
+//! # Install
+//!
+//! Through the facade, which re-exports this crate as `palisade::retry`:
+//!
+//! ```sh
+//! cargo add palisade --features retry
+//! ```
+//!
+//! or on its own: `cargo add palisade-retry`.
+//!
 //! # Example
 //!
 //! An HTTP client stack that rides out a downstream answering 503 twice:
@@ -242,15 +252,24 @@
 //! Metrics (names from `palisade_core::telemetry::retry`, label `name`):
 //! `palisade_retry_attempts_total` (every attempt, the first included),
 //! `palisade_retry_retries_total` (label `reason`: `status_503`, ...,
-//! `status_other`, `timeout`, `connect`, `error`, `response`) and
-//! `palisade_retry_budget_exhausted_total`. Every counter, one
+//! `status_other`, `timeout`, `connect`, `error`, `response`),
+//! `palisade_retry_budget_exhausted_total` and
+//! `palisade_retry_attempt_duration_seconds` (histogram of each attempt's
+//! duration, from sending it to its result; attempts of a request that may
+//! not be retried, such as an unsafe HTTP request, are not timed). Every
+//! metric, one
 //! per reason included, is registered when the layer is built, so
 //! [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers).
 //!
 //! Tracing, target `palisade::retry`: a `debug` event per retry with the
 //! fields `name`, `attempt` (the attempt about to be made), `reason` and
 //! `wait_ms`; `debug` events when attempts run out, the deadline or the body
-//! prevents a retry; `info` when the budget refuses one.
+//! prevents a retry; `info` when the budget refuses one. Each attempt is a
+//! `debug` span `palisade.retry.attempt` with the fields `name`, `attempt`
+//! (1 for the first) and `retried` (`true` once the policy decided to retry
+//! it), open from sending the attempt to its result; see
+//! [`spans`](palisade_core::telemetry::spans) for exporting them to
+//! OpenTelemetry.
 //!
 //! # Performance
 //!
@@ -260,7 +279,10 @@
 //! increment and decrement. The budget adds little on top: a service deposits
 //! its requests in batches of 16, so the deposit's atomic add is paid once per
 //! 16 requests instead of on each. A deadline adds one clock reading per
-//! request and the larger per-request state.
+//! request and the larger per-request state. Timing each attempt adds two
+//! clock readings and a histogram record per attempt; the attempt span costs
+//! a disabled-callsite check unless a subscriber records `debug` spans of
+//! `palisade::retry`, and then one allocation per attempt.
 //!
 //! Through [`HttpRetry`], an empty body costs nothing to replay; a request
 //! pays for the spare copy tower's `Retry` keeps for a retry (method, URI,

@@ -8,11 +8,12 @@ use std::time::{Duration, SystemTime};
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
-use metrics::Counter;
+use metrics::{Counter, Histogram};
 use palisade_core::backoff::{Backoff, Jitter, Random};
 use palisade_core::deadline::Deadline;
 use palisade_core::error::{is_connect_error, is_local_rejection, is_timeout};
 use palisade_core::events::{EventHook, LayerEvent};
+use palisade_core::sync::Unpoison;
 use palisade_core::telemetry::retry as names;
 use palisade_core::{AsError, BoxError, Classify, ErrorClassifier, GrpcCode, HttpClassifier};
 use tokio::time::Instant;
@@ -114,6 +115,7 @@ pub(crate) struct Config<C> {
     pub(crate) max_retry_after: Duration,
     pub(crate) attempt_header: Option<HeaderName>,
     pub(crate) attempts_total: Counter,
+    pub(crate) attempt_duration: Histogram,
     pub(crate) budget_exhausted_total: Counter,
     /// `palisade_retry_retries_total` by reason, in [`REASONS`] order.
     pub(crate) retries_total: [Counter; REASONS.len()],
@@ -122,7 +124,7 @@ pub(crate) struct Config<C> {
 
 /// State of one logical request: lives in the policy clone tower's `Retry`
 /// makes for each request.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Attempts {
     /// Attempts whose result was seen.
     pub(crate) done: u32,
@@ -130,12 +132,33 @@ pub(crate) struct Attempts {
     started: Option<Instant>,
     /// The previous wait, for decorrelated jitter.
     previous_wait: Duration,
+    /// When the attempt in flight was sent.
+    attempt_started: Option<Instant>,
+    /// The span of the attempt in flight, when a subscriber wants it. tower's
+    /// `Retry` begins the first attempt on the service's own policy and then
+    /// clones it into the request's, so the span sits in a slot both share and
+    /// the request's takes it out when the attempt ends: the service's copy
+    /// never keeps a finished attempt's span open.
+    span: Option<Arc<std::sync::Mutex<Option<tracing::Span>>>>,
+    /// The span of the attempt that just ended, until the policy decides
+    /// whether another follows.
+    ended: Option<tracing::Span>,
 }
 
 impl<C> Config<C> {
     /// Called before each attempt is sent.
     pub(crate) fn begin_attempt(&self, attempts: &mut Attempts, deposits: &mut u32) {
         self.attempts_total.increment(1);
+        attempts.attempt_started = Some(Instant::now());
+        let span = tracing::debug_span!(
+            target: names::TARGET,
+            "palisade.retry.attempt",
+            name = &*self.name,
+            attempt = attempts.done + 1,
+            retried = false,
+        );
+        // No allocation unless a subscriber records the span.
+        attempts.span = (!span.is_disabled()).then(|| Arc::new(std::sync::Mutex::new(Some(span))));
         if attempts.done == 0 {
             if let Some(budget) = &self.budget {
                 // tower's `Retry` asks the service's own policy for the first
@@ -155,6 +178,10 @@ impl<C> Config<C> {
     /// Called when an attempt's result arrives.
     pub(crate) fn end_attempt(&self, attempts: &mut Attempts) {
         attempts.done = attempts.done.saturating_add(1);
+        if let Some(started) = attempts.attempt_started.take() {
+            self.attempt_duration.record(started.elapsed());
+        }
+        attempts.ended = attempts.span.take().and_then(|slot| slot.lock().unpoison().take());
     }
 
     pub(crate) fn flush_deposits(&self, deposits: u32) {
@@ -229,6 +256,9 @@ impl<C> Config<C> {
             return None;
         }
         attempts.previous_wait = wait;
+        if let Some(span) = attempts.ended.take() {
+            span.record("retried", true);
+        }
         self.retries_total[reason.index()].increment(1);
         tracing::debug!(target: names::TARGET, name, attempt = attempts.done + 1, reason = reason.label(), wait_ms = wait.as_millis() as u64, "retrying");
         self.events.emit(|| LayerEvent::Retry {
@@ -294,7 +324,7 @@ macro_rules! policy_common {
                 // Undeposited requests stay with the original.
                 Self {
                     config: self.config.clone(),
-                    attempts: self.attempts,
+                    attempts: self.attempts.clone(),
                     deposits: 0,
                 }
             }

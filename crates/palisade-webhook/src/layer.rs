@@ -227,6 +227,21 @@ impl SignLayer {
     }
 }
 
+/// [`SignLayer::new`]: so `ServiceBuilder` methods take the signer itself.
+impl From<Signer> for SignLayer {
+    fn from(signer: Signer) -> Self {
+        Self::new(signer)
+    }
+}
+
+/// [`VerifyLayer::new`], the defaults: so `ServiceBuilder` methods take the
+/// verifier itself.
+impl From<Verifier> for VerifyLayer {
+    fn from(verifier: Verifier) -> Self {
+        Self::new(verifier)
+    }
+}
+
 impl<S> Layer<S> for SignLayer {
     type Service = Sign<S>;
 

@@ -9,6 +9,18 @@
 //! de-duplication through a replay store), and exactly the bytes that were
 //! signed.
 //!
+//! # Install
+//!
+//! Through the facade, which re-exports this crate as `palisade::webhook`:
+//!
+//! ```sh
+//! cargo add palisade --features webhook
+//! ```
+//!
+//! or on its own, where the features have the backends' names: `cargo add
+//! palisade-webhook --features redis`. A replay store shared by several
+//! instances comes with `webhook-redis` (a Redis server or Redis Cluster).
+//!
 //! # Example
 //!
 //! ```
@@ -257,6 +269,8 @@
 //! references and with the machine and load it was measured on, is in the
 //! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod clock;
 mod compiled;
 mod error;
@@ -275,6 +289,7 @@ pub use error::{ConfigError, Reason, Rejection, STORE_UNAVAILABLE_RETRY_AFTER, S
 pub use key::MAX_KEYS;
 pub use layer::{DEFAULT_LOCK_EXPIRY, DEFAULT_MAX_BODY, DEFAULT_STORE_TIMEOUT, SignLayer, VerifyBuilder, VerifyLayer};
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use replay::RedisReplayStore;
 pub use replay::{Claim, DEFAULT_MEMORY_CAPACITY, Lease, MemoryReplayStore, ReplayStore, StoreFuture};
 pub use scheme::{Encoding, GenericScheme, Scheme, SchemeKind};

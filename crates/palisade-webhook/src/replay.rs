@@ -312,6 +312,12 @@ return 0",
     /// attempt's own in-flight mark. A key holding any other value counts as
     /// accepted.
     ///
+    /// Over a Redis Cluster (feature `redis-cluster`), give it a
+    /// `redis::cluster_async::ClusterConnection`: each operation touches one
+    /// key, so it runs in that key's hash slot, on the node that owns it.
+    /// Keep hash tags (`{...}`) out of the prefix, or every key lands in one
+    /// slot.
+    ///
     /// Generic over the connection: any `ConnectionLike + Clone + Send +
     /// Sync`; the default is redis's [`ConnectionManager`]:
     /// after its connection drops (Redis restarted, a network cut, a
@@ -332,6 +338,7 @@ return 0",
     /// # let _ = store; Ok(()) }
     /// ```
     #[derive(Clone)]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub struct RedisReplayStore<C = ConnectionManager> {
         conn: C,
         prefix: Arc<str>,

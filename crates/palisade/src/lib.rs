@@ -102,6 +102,16 @@ let res = client.oneshot(charge).await?;
 //! enabled layers for named instances, from TOML, YAML or environment
 //! variables (`[circuit_breaker.payments] failure_rate = 25`).
 //!
+//! # Install
+//!
+//! ```sh
+//! cargo add palisade --features full
+//! ```
+//!
+//! or only what a service uses, with its backends, for example
+//! `cargo add palisade --features circuit-breaker,retry,idempotency-redis,outbox-postgres,outbox-nats`;
+//! `axum` makes [`Problem`](core::problem::Problem) an axum response.
+//!
 //! # Canonical order (outermost first)
 //!
 //! - **Client stack**: total deadline → fallback → idempotency key → retry or hedging (with budget) → circuit breaker →
@@ -210,12 +220,15 @@ assert_eq!(calls.load(Ordering::SeqCst), 3);
 ```
 "#
 )]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use palisade_core as core;
 
 #[cfg(feature = "bulkhead")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bulkhead")))]
 pub use palisade_bulkhead as bulkhead;
 #[cfg(feature = "circuit-breaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
 pub use palisade_circuit_breaker as circuit_breaker;
 #[cfg(feature = "deadline")]
 pub use palisade_deadline as deadline;
@@ -226,12 +239,16 @@ pub use palisade_grpc as grpc;
 #[cfg(feature = "hedge")]
 pub use palisade_hedge as hedge;
 #[cfg(feature = "idempotency")]
+#[cfg_attr(docsrs, doc(cfg(feature = "idempotency")))]
 pub use palisade_idempotency as idempotency;
 #[cfg(feature = "outbox")]
+#[cfg_attr(docsrs, doc(cfg(feature = "outbox")))]
 pub use palisade_outbox as outbox;
 #[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
 pub use palisade_retry as retry;
 #[cfg(feature = "webhook")]
+#[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]
 pub use palisade_webhook as webhook;
 
 #[cfg(all(
@@ -247,6 +264,7 @@ pub mod config;
 #[cfg(feature = "reqwest")]
 pub use palisade_reqwest as reqwest;
 
+pub mod health;
 #[cfg(feature = "stack")]
 pub mod stack;
 
@@ -300,15 +318,19 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     ) -> ServiceBuilder<Stack<palisade_deadline::DeadlineLayer, L>>;
 
     /// Server: verifies inbound webhook signatures; outermost on webhook routes.
+    ///
+    /// Takes a configured `VerifyLayer`, or a `Verifier` for the defaults.
     #[cfg(feature = "webhook")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]
     fn webhook_verify(
         self,
-        layer: palisade_webhook::VerifyLayer,
+        layer: impl Into<palisade_webhook::VerifyLayer>,
     ) -> ServiceBuilder<Stack<palisade_webhook::VerifyLayer, L>>;
 
     /// Server: answers a repeated `Idempotency-Key` with the first response;
     /// after webhook verify, before the outbox hook.
     #[cfg(feature = "idempotency")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "idempotency")))]
     fn idempotency<St, Sc, D>(
         self,
         layer: palisade_idempotency::IdempotencyLayer<St, Sc, D>,
@@ -316,10 +338,14 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
 
     /// Server: gives handlers an outbox context and wakes the relay once the
     /// response exists; after idempotency, before the bulkhead.
+    ///
+    /// Takes a configured `PublishHookLayer`, or the relay's `Wakeup`
+    /// (`relay.wakeup()`) for the defaults.
     #[cfg(feature = "outbox")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "outbox")))]
     fn outbox_hook(
         self,
-        layer: palisade_outbox::PublishHookLayer,
+        layer: impl Into<palisade_outbox::PublishHookLayer>,
     ) -> ServiceBuilder<Stack<palisade_outbox::PublishHookLayer, L>>;
 
     /// Client: answers failed or rejected calls from a fallback
@@ -334,6 +360,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// Client: adds an `Idempotency-Key` to unsafe requests that lack one;
     /// outermost, so every retry carries the same key.
     #[cfg(feature = "idempotency")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "idempotency")))]
     fn idempotency_key(self) -> ServiceBuilder<Stack<palisade_idempotency::client::SetIdempotencyKeyLayer, L>>;
 
     /// Client: retries any cloneable request (`RetryLayer`); outside the
@@ -371,6 +398,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// Client: fails calls fast while the downstream fails; inside retry,
     /// outside the bulkhead.
     #[cfg(feature = "circuit-breaker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
     fn circuit_breaker<C>(
         self,
         layer: palisade_circuit_breaker::CircuitBreakerLayer<C>,
@@ -378,6 +406,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
 
     /// Client: one circuit breaker per key (host, route, tenant).
     #[cfg(feature = "circuit-breaker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
     fn keyed_circuit_breaker<K, F, C>(
         self,
         layer: palisade_circuit_breaker::KeyedCircuitBreakerLayer<K, F, C>,
@@ -386,6 +415,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// Both: caps concurrency; inside the breaker (client) or the outbox hook
     /// (server), outside the timeout.
     #[cfg(feature = "bulkhead")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "bulkhead")))]
     fn bulkhead<C, M>(
         self,
         layer: palisade_bulkhead::BulkheadLayer<C, M>,
@@ -393,6 +423,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
 
     /// Both: one bulkhead compartment per key (downstream, tenant, route).
     #[cfg(feature = "bulkhead")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "bulkhead")))]
     fn keyed_bulkhead<K, F, C, M>(
         self,
         layer: palisade_bulkhead::KeyedBulkheadLayer<K, F, C, M>,
@@ -409,8 +440,14 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
 
     /// Client: signs outbound webhooks; innermost, so the signature covers
     /// the bytes that are sent.
+    ///
+    /// Takes a `SignLayer` or the `Signer` itself.
     #[cfg(feature = "webhook")]
-    fn webhook_sign(self, layer: palisade_webhook::SignLayer) -> ServiceBuilder<Stack<palisade_webhook::SignLayer, L>>;
+    #[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]
+    fn webhook_sign(
+        self,
+        layer: impl Into<palisade_webhook::SignLayer>,
+    ) -> ServiceBuilder<Stack<palisade_webhook::SignLayer, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -441,9 +478,9 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     #[cfg(feature = "webhook")]
     fn webhook_verify(
         self,
-        layer: palisade_webhook::VerifyLayer,
+        layer: impl Into<palisade_webhook::VerifyLayer>,
     ) -> ServiceBuilder<Stack<palisade_webhook::VerifyLayer, L>> {
-        self.layer(layer)
+        self.layer(layer.into())
     }
 
     #[cfg(feature = "idempotency")]
@@ -457,9 +494,9 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     #[cfg(feature = "outbox")]
     fn outbox_hook(
         self,
-        layer: palisade_outbox::PublishHookLayer,
+        layer: impl Into<palisade_outbox::PublishHookLayer>,
     ) -> ServiceBuilder<Stack<palisade_outbox::PublishHookLayer, L>> {
-        self.layer(layer)
+        self.layer(layer.into())
     }
 
     #[cfg(feature = "fallback")]
@@ -537,7 +574,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     #[cfg(feature = "webhook")]
-    fn webhook_sign(self, layer: palisade_webhook::SignLayer) -> ServiceBuilder<Stack<palisade_webhook::SignLayer, L>> {
-        self.layer(layer)
+    fn webhook_sign(
+        self,
+        layer: impl Into<palisade_webhook::SignLayer>,
+    ) -> ServiceBuilder<Stack<palisade_webhook::SignLayer, L>> {
+        self.layer(layer.into())
     }
 }

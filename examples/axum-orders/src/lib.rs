@@ -84,7 +84,9 @@
 //!   with Redis, `"nats": {"up", "state"}` with NATS, `"idempotency"` and
 //!   `"webhook_replay"` (`"memory"`, `"redis"`, or `"none"` with the layers off),
 //!   `"outbox_publisher"`, and `"webhooks": {"late_events"}` (payment events
-//!   ignored because their order was already settled). The status:
+//!   ignored because their order was already settled), and `"palisade"`, the fragment
+//!   [`palisade::health::Health`] builds from the layers' handles (every breaker and
+//!   bulkhead snapshot by name, the outbox's backlog and publisher). The status:
 //!   - 200 `"ok"`: everything answers;
 //!   - 200 `"degraded"`: the NATS broker is unreachable (`outbox.publisher` is
 //!     `"disconnected"`). Orders are still taken:
@@ -736,7 +738,17 @@ fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // Durations as Prometheus histograms (`_bucket` series), so
+            // dashboards can aggregate them across instances.
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".to_owned()),
+                    &[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    ],
+                )
+                .map(PrometheusBuilder::build_recorder)
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 eprintln!("axum-orders: a metrics recorder was already installed; /metrics stays empty");
@@ -1549,25 +1561,19 @@ async fn health(State(state): State<AppState>) -> Response {
         (Layers::On, None) => "memory",
     };
     let backlog = backlog.ok();
-    let breaker = state.guards.as_ref().map(|guards| {
-        let breaker = guards.breaker.snapshot();
-        json!({
-            "state": breaker.state.as_str(),
-            "failure_rate": breaker.failure_rate,
-            "consecutive_failures": breaker.consecutive_failures,
-            "time_until_half_open_ms": breaker
-                .time_until_half_open
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        })
-    });
-    let bulkhead = state.guards.as_ref().map(|guards| {
-        let bulkhead = guards.bulkhead.snapshot();
-        json!({
-            "in_flight": bulkhead.in_flight,
-            "queued": bulkhead.queued,
-            "limit": bulkhead.limit,
-        })
-    });
+    // palisade's own fragment, from the layers' handles: every breaker and
+    // bulkhead by name, and the outbox.
+    let mut layers = palisade::health::Health::new();
+    if let Some(guards) = &state.guards {
+        layers = layers.breaker(&guards.breaker).bulkhead(&guards.bulkhead);
+    }
+    if let Some(api) = &state.api_bulkhead {
+        layers = layers.bulkhead(api);
+    }
+    let layers = layers.outbox(backlog.as_ref(), state.event_publisher.health());
+    // The snapshots serialise with the fields this endpoint always had.
+    let breaker = state.guards.as_ref().map(|guards| guards.breaker.snapshot());
+    let bulkhead = state.guards.as_ref().map(|guards| guards.bulkhead.snapshot());
     let api_bulkhead = state.api_bulkhead.as_ref().map(|bulkhead| {
         let bulkhead = bulkhead.snapshot();
         json!({ "in_flight": bulkhead.in_flight, "limit": bulkhead.limit })
@@ -1575,6 +1581,7 @@ async fn health(State(state): State<AppState>) -> Response {
     let body = json!({
         "status": status,
         "layers": state.layers.as_str(),
+        "palisade": layers.to_json(),
         "api": { "bulkhead": api_bulkhead },
         "payments": { "breaker": breaker, "bulkhead": bulkhead },
         "webhooks": { "late_events": state.late_events.load(Ordering::Relaxed) },

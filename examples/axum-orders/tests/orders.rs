@@ -407,6 +407,14 @@ async fn health_reports_the_breaker_bulkhead_outbox_and_stores() {
     );
     assert_eq!(report["stores"]["database"]["backend"], "sqlite");
     assert_eq!(report["stores"]["idempotency"], "memory");
+    // palisade's own fragment, built from the layers' handles.
+    let fragment = &report["palisade"];
+    assert_eq!(fragment["status"], "ok");
+    assert_eq!(fragment["breakers"]["payments"]["state"], "closed");
+    assert_eq!(fragment["bulkheads"]["payments"]["limit"], 7);
+    assert_eq!(fragment["bulkheads"]["orders-api"]["in_flight"], 0);
+    assert_eq!(fragment["outbox"]["publisher"], "connected");
+    assert_eq!(fragment["outbox"]["backlog"]["dead_lettered"], 0);
 
     fx.fail_payments(500);
     assert_problem(
@@ -416,6 +424,10 @@ async fn health_reports_the_breaker_bulkhead_outbox_and_stores() {
     let report = health(&fx).await;
     assert_eq!(report["status"], "ok");
     assert_eq!(report["payments"]["breaker"]["state"], "open");
+    assert_eq!(
+        report["palisade"]["status"], "degraded",
+        "an open breaker degrades the layers"
+    );
     assert!(
         report["payments"]["breaker"]["time_until_half_open_ms"]
             .as_u64()
@@ -439,6 +451,81 @@ async fn metrics_expose_the_palisade_layers() {
     ] {
         assert!(text.contains(metric), "{metric} missing from:\n{text}");
     }
+    fx.finish().await;
+}
+
+/// The metric names a query mentions: every `palisade_...` token.
+fn palisade_metrics(query: &str) -> Vec<String> {
+    query
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|token| token.starts_with("palisade_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every query of the dashboard (`expr` and template `query` fields).
+fn dashboard_queries(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("expr" | "query", serde_json::Value::String(query)) => out.push(query.clone()),
+                    _ => dashboard_queries(value, out),
+                }
+            }
+        }
+        serde_json::Value::Array(values) => values.iter().for_each(|v| dashboard_queries(v, out)),
+        _ => {}
+    }
+}
+
+/// The Grafana dashboard and the Prometheus alert rules under
+/// `observability/` query only series this service's `/metrics` exposes,
+/// once it has taken an order: a renamed metric breaks this test, not a
+/// dashboard in production.
+#[tokio::test]
+async fn dashboard_and_alerts_query_only_exposed_metrics() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../observability/");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{root}grafana-dashboard.json")).unwrap()).unwrap();
+    let mut queries = Vec::new();
+    dashboard_queries(&dashboard, &mut queries);
+    assert!(queries.len() >= 20, "{queries:?}");
+    let rules = std::fs::read_to_string(format!("{root}alerts.yml")).unwrap();
+    queries.extend(
+        rules
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .map(str::to_owned),
+    );
+    let mut wanted: Vec<String> = queries.iter().flat_map(|q| palisade_metrics(q)).collect();
+    wanted.sort();
+    wanted.dedup();
+    assert!(wanted.len() >= 15, "{wanted:?}");
+
+    let fx = Fixture::start(|_| {}).await;
+    fx.create_order("observability").await;
+    // The relay publishes the order's event in the background; its lag
+    // histogram appears with the first publication.
+    let mut text = String::new();
+    for _ in 0..50 {
+        let (_, body) = fx.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+        text = String::from_utf8(body.to_vec()).unwrap();
+        if text.contains("palisade_outbox_publish_lag_seconds_bucket") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let exposed: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .collect();
+    let missing: Vec<&String> = wanted.iter().filter(|m| !exposed.contains(m.as_str())).collect();
+    assert!(
+        missing.is_empty(),
+        "queried but not exposed: {missing:?}\nexposed: {exposed:?}"
+    );
     fx.finish().await;
 }
 

@@ -16,6 +16,12 @@
 //!
 //! The store runs on redis's `ConnectionManager` by default, which connects
 //! again after its connection drops: see [`RedisStore`].
+//!
+//! **Redis Cluster**: with the `redis-cluster` feature, give the store a
+//! `redis::cluster_async::ClusterConnection`. Every operation reads and
+//! writes one key, so its script runs in that key's hash slot, on the node
+//! that owns it, and keys spread over the cluster. Keep hash tags (`{...}`)
+//! out of the prefix: a tag there would put every key in one slot.
 
 use std::future::Future;
 use std::pin::Pin;

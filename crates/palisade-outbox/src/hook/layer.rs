@@ -18,6 +18,13 @@ pub struct PublishHookLayer {
     config: HookConfig,
 }
 
+/// [`PublishHookLayer::new`]: so `ServiceBuilder` methods take the wakeup itself.
+impl From<Wakeup> for PublishHookLayer {
+    fn from(wakeup: Wakeup) -> Self {
+        Self::new(wakeup)
+    }
+}
+
 impl PublishHookLayer {
     /// A layer waking relays through `wakeup` (from [`Relay::wakeup`](crate::Relay::wakeup)).
     pub fn new(wakeup: Wakeup) -> Self {

@@ -65,6 +65,16 @@ pub enum PublisherHealth {
     Disconnected,
 }
 
+/// For a health endpoint: `"connected"` or `"disconnected"`.
+impl serde::Serialize for PublisherHealth {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            Self::Connected => "connected",
+            Self::Disconnected => "disconnected",
+        })
+    }
+}
+
 /// An event field the broker's protocol cannot carry: a permanent error for that event only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the event's {field} cannot be sent: {reason}")]

@@ -105,6 +105,22 @@ pub struct Backlog {
     pub dead_lettered: u64,
 }
 
+/// For a health endpoint: `{"pending", "oldest_ms", "dead_lettered"}`, the
+/// oldest pending event's age in whole milliseconds (`null` with none).
+impl serde::Serialize for Backlog {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut map = s.serialize_struct("Backlog", 3)?;
+        map.serialize_field("pending", &self.pending)?;
+        map.serialize_field(
+            "oldest_ms",
+            &self.oldest.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        )?;
+        map.serialize_field("dead_lettered", &self.dead_lettered)?;
+        map.end()
+    }
+}
+
 /// The outbox table as the relay sees it.
 ///
 /// Implemented by [`PgStore`](crate::postgres::PgStore) and [`SqliteStore`](crate::sqlite::SqliteStore).
