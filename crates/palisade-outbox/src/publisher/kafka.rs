@@ -67,7 +67,7 @@ const RETRY_DEADLINE: Duration = Duration::from_secs(5);
 ///
 /// ```no_run
 /// # #[cfg(feature = "sqlite")] {
-/// use palisade_outbox::{Encoding, Relay, publisher::KafkaPublisher, sqlite::SqliteStore};
+/// use palisade_outbox::{Encoding, KafkaPublisher, Relay, sqlite::SqliteStore};
 ///
 /// # async fn run(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
 /// // Event `Order` goes to topic `orders.Order`, keyed by its aggregate id, as CloudEvents.
