@@ -203,22 +203,12 @@ impl<C> Part<slot::Retry> for RetryBuilder<C, HttpRequest> {
     }
 }
 
-fn breaker_fields(s: &palisade_circuit_breaker::Snapshot) -> Map<String, Value> {
-    fields([
-        ("name", Value::from(&*s.name)),
-        ("state", Value::from(s.state.as_str())),
-        ("failure_rate", Value::from(s.failure_rate)),
-        ("slow_call_rate", Value::from(s.slow_call_rate)),
-        ("calls_in_window", Value::from(s.calls_in_window)),
-        ("failed_calls", Value::from(s.failed_calls)),
-        ("slow_calls", Value::from(s.slow_calls)),
-        ("consecutive_failures", Value::from(s.consecutive_failures)),
-        (
-            "time_until_half_open_ms",
-            s.time_until_half_open.map_or(Value::Null, millis),
-        ),
-        ("half_open_probes", Value::from(s.half_open_probes)),
-    ])
+/// A snapshot as its `Serialize` writes it, the form every health report uses.
+fn snapshot_fields(snapshot: &impl serde::Serialize) -> Map<String, Value> {
+    match serde_json::to_value(snapshot) {
+        Ok(Value::Object(fields)) => fields,
+        _ => Map::new(),
+    }
 }
 
 impl<C> Part<slot::CircuitBreaker> for CircuitBreakerLayer<C> {
@@ -226,7 +216,7 @@ impl<C> Part<slot::CircuitBreaker> for CircuitBreakerLayer<C> {
 
     fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
         let handle = self.handle();
-        Ok((self, reporter(move || breaker_fields(&handle.snapshot()))))
+        Ok((self, reporter(move || snapshot_fields(&handle.snapshot()))))
     }
 }
 
@@ -254,7 +244,7 @@ where
                 .filter_map(|key| {
                     Some((
                         key.to_string(),
-                        Value::Object(breaker_fields(&handle.get(&key)?.snapshot())),
+                        Value::Object(snapshot_fields(&handle.get(&key)?.snapshot())),
                     ))
                 })
                 .collect();
@@ -264,22 +254,12 @@ where
     }
 }
 
-fn bulkhead_fields(s: &palisade_bulkhead::Snapshot) -> Map<String, Value> {
-    fields([
-        ("name", Value::from(&*s.name)),
-        ("limit", Value::from(s.limit)),
-        ("in_flight", Value::from(s.in_flight)),
-        ("queued", Value::from(s.queued)),
-        ("adaptive", Value::from(s.adaptive)),
-    ])
-}
-
 impl<C, M> Part<slot::Bulkhead> for BulkheadLayer<C, M> {
     type Layer = Self;
 
     fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
         let handle = self.handle();
-        Ok((self, reporter(move || bulkhead_fields(&handle.snapshot()))))
+        Ok((self, reporter(move || snapshot_fields(&handle.snapshot()))))
     }
 }
 
@@ -304,7 +284,7 @@ where
             let keys = handle
                 .snapshots()
                 .into_iter()
-                .map(|(key, snapshot)| (key.to_string(), Value::Object(bulkhead_fields(&snapshot))))
+                .map(|(key, snapshot)| (key.to_string(), Value::Object(snapshot_fields(&snapshot))))
                 .collect();
             fields([("keys", Value::Object(keys))])
         });
