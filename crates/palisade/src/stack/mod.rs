@@ -121,6 +121,10 @@ macro_rules! slot_methods {
 }
 
 mod client;
+#[cfg(feature = "grpc")]
+mod grpc_client;
+#[cfg(feature = "grpc")]
+mod grpc_server;
 mod handle;
 mod part;
 mod server;
@@ -128,6 +132,10 @@ mod server;
 use std::sync::Arc;
 
 pub use client::{ATTEMPT_TIMEOUT, CLIENT_MAX_CONCURRENT, ClientStack, ClientStackBuilder};
+#[cfg(feature = "grpc")]
+pub use grpc_client::{GrpcClientStack, GrpcClientStackBuilder};
+#[cfg(feature = "grpc")]
+pub use grpc_server::{GrpcServerStack, GrpcServerStackBuilder};
 pub use handle::{Reporter, StackHandle};
 pub use part::{ConfigError, Part, slot};
 pub use server::{REQUEST_TIMEOUT, SERVER_MAX_CONCURRENT, ServerStack, ServerStackBuilder};
@@ -142,4 +150,20 @@ pub fn client(name: impl Into<Arc<str>>) -> ClientStackBuilder {
 /// metrics), with the defaults in the [module docs](self).
 pub fn server(name: impl Into<Arc<str>>) -> ServerStackBuilder {
     ServerStackBuilder::new(name.into())
+}
+
+/// The canonical gRPC client stack named `name` (feature `grpc` with
+/// `stack`), for a tonic `Channel`, with the defaults in the
+/// [module docs](self#the-grpc-client-stack).
+#[cfg(feature = "grpc")]
+pub fn grpc_client(name: impl Into<Arc<str>>) -> GrpcClientStackBuilder {
+    GrpcClientStackBuilder::new(name.into())
+}
+
+/// The canonical gRPC server stack named `name` (feature `grpc` with
+/// `stack`), for `tonic::transport::Server::builder().layer(..)`, with the
+/// defaults in the [module docs](self#the-grpc-server-stack).
+#[cfg(feature = "grpc")]
+pub fn grpc_server(name: impl Into<Arc<str>>) -> GrpcServerStackBuilder {
+    GrpcServerStackBuilder::new(name.into())
 }
