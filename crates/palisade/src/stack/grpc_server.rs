@@ -50,6 +50,7 @@ impl<S, L, H, T> GrpcServerStackBuilder<S, L, H, T> {
 
     /// Builds every part and returns the stack, or the first part's
     /// configuration error.
+    #[allow(clippy::type_complexity)]
     pub fn build(self) -> Result<GrpcServerStack<S::Layer, L::Layer, H::Layer, T::Layer>, ConfigError>
     where
         S: Part<slot::GrpcStatus>,
