@@ -101,17 +101,42 @@ assert_eq!(health.layers(), ["grpc_status", "deadline", "bulkhead", "timeout"]);
 # }
 ```
 
-A tonic client: `grpc_client(name)` around the `Channel` (the retry keeps
-requests replayable; the channel takes tonic's body):
+A tonic client: `grpc_client(name)` around the `Channel`. The retry keeps
+requests replayable, so the channel is handed tonic's body, and
+`palisade::grpc::channel_error` (feature `tonic` of `palisade-grpc`) reads
+its timeouts. Here a stand-in answers `UNAVAILABLE` once, then `OK`:
 
-```ignore
-let stack = palisade::stack::grpc_client("inventory").deadline(Duration::from_secs(5)).build()?;
-let channel = ServiceBuilder::new()
-    .layer(stack)
-    .map_err(palisade::grpc::channel_error) // feature `tonic` of palisade-grpc
-    .map_request(|req: http::Request<ReplayBody<Body>>| req.map(Body::new))
-    .service(channel);
-let client = InventoryClient::new(channel);
+```
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use palisade::retry::ReplayBody;
+use tower::{Layer, ServiceExt};
+
+# #[tokio::main(flavor = "current_thread", start_paused = true)]
+# async fn main() -> Result<(), palisade::core::BoxError> {
+let calls = Arc::new(AtomicU32::new(0));
+let seen = calls.clone();
+// With tonic: ServiceBuilder::new().map_err(channel_error)
+//     .map_request(|r: http::Request<ReplayBody<Body>>| r.map(Body::new)).service(channel)
+let channel = tower::service_fn(move |req: http::Request<ReplayBody<String>>| {
+    assert!(req.headers().contains_key("grpc-timeout")); // the attempt's budget, sent on
+    let code = if seen.fetch_add(1, Ordering::SeqCst) == 0 { "14" } else { "0" };
+    async move {
+        let res = http::Response::builder().header("content-type", "application/grpc");
+        Ok::<_, palisade::core::BoxError>(res.header("grpc-status", code).body(String::new())?)
+    }
+});
+let inventory = palisade::stack::grpc_client("inventory").build()?;
+let client = inventory.layer(channel); // then InventoryClient::new(client)
+
+let call = http::Request::post("/inventory.v1.Inventory/GetStock")
+    .header("content-type", "application/grpc")
+    .body(String::new())?;
+let res = client.oneshot(call).await?;
+assert_eq!(res.headers()["grpc-status"], "0");
+assert_eq!(calls.load(Ordering::SeqCst), 2); // UNAVAILABLE was retried
+# Ok(())
+# }
 ```
 
 `examples/tonic-stack` builds its client, its server and its upstream call
