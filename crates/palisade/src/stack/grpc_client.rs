@@ -98,14 +98,6 @@ impl<S, D, R, B, H, T> GrpcClientStackBuilder<S, D, R, B, H, T> {
     }
 }
 
-impl<S, D, R, B, H, T> fmt::Debug for GrpcClientStackBuilder<S, D, R, B, H, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GrpcClientStackBuilder")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
 /// The canonical gRPC client stack as one layer: gRPC statuses → total
 /// deadline → gRPC retry → circuit breaker judging at the end of the stream
 /// → bulkhead → per-attempt timeout (sent as `grpc-timeout`), around the
@@ -122,13 +114,6 @@ pub struct GrpcClientStack<S, D, R, B, H, T> {
     circuit_breaker: B,
     bulkhead: H,
     attempt_timeout: T,
-}
-
-impl<S, D, R, B, H, T> GrpcClientStack<S, D, R, B, H, T> {
-    /// The handle reporting every part's state.
-    pub fn handle(&self) -> StackHandle {
-        self.handle.clone()
-    }
 }
 
 impl<C, S, D, R, B, H, T> Layer<C> for GrpcClientStack<S, D, R, B, H, T>
@@ -152,10 +137,4 @@ where
     }
 }
 
-impl<S, D, R, B, H, T> fmt::Debug for GrpcClientStack<S, D, R, B, H, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GrpcClientStack")
-            .field("handle", &self.handle)
-            .finish_non_exhaustive()
-    }
-}
+stack_common!(GrpcClientStackBuilder, GrpcClientStack, [S, D, R, B, H, T]);

@@ -73,14 +73,6 @@ impl<S, L, H, T> GrpcServerStackBuilder<S, L, H, T> {
     }
 }
 
-impl<S, L, H, T> fmt::Debug for GrpcServerStackBuilder<S, L, H, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GrpcServerStackBuilder")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
 /// The canonical gRPC server stack as one layer: gRPC statuses → deadline
 /// (from `grpc-timeout`) → bulkhead → timeout, around the services; with
 /// the [`StackHandle`] reporting its parts.
@@ -96,13 +88,6 @@ pub struct GrpcServerStack<S, L, H, T> {
     deadline: L,
     bulkhead: H,
     timeout: T,
-}
-
-impl<S, L, H, T> GrpcServerStack<S, L, H, T> {
-    /// The handle reporting every part's state.
-    pub fn handle(&self) -> StackHandle {
-        self.handle.clone()
-    }
 }
 
 impl<Svc, S, L, H, T> Layer<Svc> for GrpcServerStack<S, L, H, T>
@@ -122,10 +107,4 @@ where
     }
 }
 
-impl<S, L, H, T> fmt::Debug for GrpcServerStack<S, L, H, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GrpcServerStack")
-            .field("handle", &self.handle)
-            .finish_non_exhaustive()
-    }
-}
+stack_common!(GrpcServerStackBuilder, GrpcServerStack, [S, L, H, T]);

@@ -162,6 +162,35 @@ macro_rules! slot_methods {
     };
 }
 
+/// What every stack shares: its builder's and its own `Debug` (the name,
+/// the handle), and `handle()`.
+macro_rules! stack_common {
+    ($builder:ident, $stack:ident, [$($p:ident),*]) => {
+        impl<$($p),*> fmt::Debug for $builder<$($p),*> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($builder))
+                    .field("name", &self.name)
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl<$($p),*> $stack<$($p),*> {
+            /// The handle reporting every part's state.
+            pub fn handle(&self) -> StackHandle {
+                self.handle.clone()
+            }
+        }
+
+        impl<$($p),*> fmt::Debug for $stack<$($p),*> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($stack))
+                    .field("handle", &self.handle)
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
 mod client;
 #[cfg(feature = "grpc")]
 mod grpc_client;
