@@ -3,10 +3,12 @@
 //!
 //! # The stacks in one call
 //!
-//! [`stack::server`] and [`stack::client`] (feature `stack`, in `full`)
-//! assemble the layers in the canonical order with documented defaults;
-//! every part can be replaced or removed, and one [`stack::StackHandle`]
-//! reports them all for `/health`.
+//! axum services, tonic services and reqwest clients each get their stack in
+//! one call: [`stack::server`] and [`stack::client`] for HTTP,
+//! `stack::grpc_server` and `stack::grpc_client` for gRPC (features `stack`
+//! and `grpc`, both in `full`) assemble the layers in the canonical order with
+//! documented defaults; every part can be replaced or removed, and one
+//! [`stack::StackHandle`] reports them all for `/health`.
 //!
 //! An axum service: idempotent POSTs, a bulkhead that sheds load with 503,
 //! a request timeout answering 504, all as `application/problem+json`:
@@ -63,9 +65,85 @@ let res = client.oneshot(charge).await?;
 ```
 "##
 )]
+#![cfg_attr(
+    feature = "full",
+    doc = r#"
+A tonic server (`Server::builder().layer(..)`): a full bulkhead and a
+passed deadline answered trailers-only with their gRPC statuses. tonic's
+services are `http` services, so one over `http` types stands in for them
+here:
+
+```
+use std::time::Duration;
+use palisade::bulkhead::BulkheadLayer;
+use tower::{Layer, ServiceExt};
+
+# #[tokio::main(flavor = "current_thread", start_paused = true)]
+# async fn main() -> Result<(), palisade::core::BoxError> {
+let inventory = palisade::stack::grpc_server("inventory")
+    .bulkhead(BulkheadLayer::builder("inventory").max_concurrent(64))
+    .build()?;
+let health = inventory.handle();
+// With tonic: Server::builder().layer(inventory).add_service(InventoryServer::new(..))
+let service = inventory.layer(tower::service_fn(|_req: http::Request<String>| async {
+    tokio::time::sleep(Duration::from_secs(1)).await; // a slow handler
+    Ok::<_, palisade::core::BoxError>(http::Response::new(String::new()))
+}));
+
+let call = http::Request::post("/inventory.v1.Inventory/GetStock")
+    .header("content-type", "application/grpc")
+    .header("grpc-timeout", "100m") // the caller's deadline: 100 ms
+    .body(String::new())?;
+let res = service.oneshot(call).await?;
+assert_eq!(res.headers()["grpc-status"], "4"); // DEADLINE_EXCEEDED, trailers-only
+assert_eq!(health.layers(), ["grpc_status", "deadline", "bulkhead", "timeout"]);
+# Ok(())
+# }
+```
+
+A tonic client: `grpc_client(name)` around the `Channel`. The retry keeps
+requests replayable, so the channel is handed tonic's body, and
+`palisade::grpc::channel_error` (feature `tonic` of `palisade-grpc`) reads
+its timeouts. Here a stand-in answers `UNAVAILABLE` once, then `OK`:
+
+```
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use palisade::retry::ReplayBody;
+use tower::{Layer, ServiceExt};
+
+# #[tokio::main(flavor = "current_thread", start_paused = true)]
+# async fn main() -> Result<(), palisade::core::BoxError> {
+let calls = Arc::new(AtomicU32::new(0));
+let seen = calls.clone();
+// With tonic: ServiceBuilder::new().map_err(channel_error)
+//     .map_request(|r: http::Request<ReplayBody<Body>>| r.map(Body::new)).service(channel)
+let channel = tower::service_fn(move |req: http::Request<ReplayBody<String>>| {
+    assert!(req.headers().contains_key("grpc-timeout")); // the attempt's budget, sent on
+    let code = if seen.fetch_add(1, Ordering::SeqCst) == 0 { "14" } else { "0" };
+    async move {
+        let res = http::Response::builder().header("content-type", "application/grpc");
+        Ok::<_, palisade::core::BoxError>(res.header("grpc-status", code).body(String::new())?)
+    }
+});
+let inventory = palisade::stack::grpc_client("inventory").build()?;
+let client = inventory.layer(channel); // then InventoryClient::new(client)
+
+let call = http::Request::post("/inventory.v1.Inventory/GetStock")
+    .header("content-type", "application/grpc")
+    .body(String::new())?;
+let res = client.oneshot(call).await?;
+assert_eq!(res.headers()["grpc-status"], "0");
+assert_eq!(calls.load(Ordering::SeqCst), 2); // UNAVAILABLE was retried
+# Ok(())
+# }
+```
+
+`examples/tonic-stack` builds its client, its server and its upstream call
+this way.
+"#
+)]
 //!
-//! tonic services and clients get theirs when palisade's gRPC support lands;
-//! until then the layers stack by hand (below).
 //!
 //! This facade re-exports each layer crate behind a cargo feature of the same
 //! name, so an application depends on one crate and compiles only the layers
@@ -86,7 +164,7 @@ let res = client.oneshot(charge).await?;
 //! | `outbox` | `outbox` (`palisade-outbox`) | events, from loss: staged in the handler's transaction, published within milliseconds |
 //! | `webhook` | `webhook` (`palisade-webhook`) | webhook handlers, from forged, stale, replayed or altered payloads |
 //! | `grpc` | `grpc` (`palisade-grpc`) | gRPC callers, from resets and `UNKNOWN`s: rejections answered as gRPC statuses with pushback |
-//! | `stack` | `stack` | the canonical client and server stacks in one call, with one handle for `/health` (brings the breaker, bulkhead, retry and idempotency) |
+//! | `stack` | `stack` | the canonical client and server stacks in one call, with one handle for `/health` (brings the breaker, bulkhead, retry and idempotency); with `grpc`, the gRPC ones too |
 //! | `reqwest` (not in `full`) | `reqwest` (`palisade-reqwest`) | reqwest's `Client` as a tower service, its timeouts and connect errors recognised |
 //!
 //! Backend features: `idempotency-redis`, `idempotency-postgres`,
@@ -146,7 +224,8 @@ let res = client.oneshot(charge).await?;
 //!
 //! `examples/tonic-stack` builds both around an inventory service.
 //!
-//! [`stack::client`] and [`stack::server`] build these in one call;
+//! [`stack::client`] and [`stack::server`] build these in one call, and
+//! `stack::grpc_client` and `stack::grpc_server` the gRPC ones;
 //! [`ServiceBuilderExt`] adds one method per layer to `tower::ServiceBuilder`
 //! for stacks built by hand: call them in the order above.
 #![cfg_attr(

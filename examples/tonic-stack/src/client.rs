@@ -1,6 +1,6 @@
 //! The inventory client: a tonic client over a stack of palisade layers.
 //!
-//! Client stack, outermost first:
+//! Client stack ([`palisade::stack::grpc_client`]), outermost first:
 //!
 //! 1. [`GrpcStatusLayer`]: the layers' rejections become statuses the tonic
 //!    client reads as such (an open breaker is `UNAVAILABLE` with the
@@ -27,11 +27,11 @@ use std::time::Duration;
 use http::Request;
 use palisade::bulkhead::{BulkheadHandle, BulkheadLayer};
 use palisade::circuit_breaker::{CircuitBreakerHandle, CircuitBreakerLayer};
-use palisade::deadline::{DeadlineBody, DeadlineLayer, PropagateDeadlineLayer};
+use palisade::deadline::DeadlineBody;
 use palisade_core::backoff::{Backoff, Jitter};
 use palisade_core::eos::AtEos;
 use palisade_core::{BoxError, GrpcClassifier};
-use palisade_grpc::{GrpcStatusLayer, channel_error};
+use palisade_grpc::channel_error;
 use palisade_retry::{GrpcRetryLayer, ReplayBody};
 use tonic::body::Body;
 use tonic::transport::Channel;
@@ -94,8 +94,7 @@ pub fn client(channel: Channel, config: &ClientConfig) -> Result<Client, BoxErro
     let retry = GrpcRetryLayer::builder("inventory")
         .max_attempts(config.max_attempts)
         .backoff(Backoff::exponential(config.first_backoff, 2.0, Duration::from_secs(2)))
-        .jitter(Jitter::None)
-        .build()?;
+        .jitter(Jitter::None);
     let breaker = CircuitBreakerLayer::builder("inventory")
         .no_failure_rate()
         .consecutive_failures(config.breaker_failures)
@@ -107,17 +106,17 @@ pub fn client(channel: Channel, config: &ClientConfig) -> Result<Client, BoxErro
         .max_concurrent(config.max_concurrent)
         .build()?;
     let (breaker_handle, bulkhead_handle) = (breaker.handle(), bulkhead.handle());
+    // The canonical gRPC client stack, its parts configured; the breaker and
+    // the bulkhead built here to keep their handles.
+    let client_stack = palisade::stack::grpc_client("inventory")
+        .deadline(config.deadline)
+        .retry(retry)
+        .circuit_breaker(breaker)
+        .bulkhead(bulkhead)
+        .attempt_timeout(config.attempt_timeout)
+        .build()?;
     let stack = ServiceBuilder::new()
-        .layer(GrpcStatusLayer::builder("inventory").build()?)
-        .layer(DeadlineLayer::builder("inventory").timeout(config.deadline).build()?)
-        .layer(retry)
-        .layer(breaker)
-        .layer(bulkhead)
-        .layer(
-            PropagateDeadlineLayer::builder("inventory")
-                .timeout(config.attempt_timeout)
-                .build()?,
-        )
+        .layer(client_stack)
         .map_err(channel_error)
         // The retry keeps the request for replay; the channel takes tonic's body.
         .map_request(|req: Request<ReplayBody<Body>>| req.map(Body::new))

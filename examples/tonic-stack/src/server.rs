@@ -1,7 +1,7 @@
 //! The inventory server: its stack of palisade layers, and the
 //! breaker-protected call to its upstream, the warehouse.
 //!
-//! Server stack, outermost first:
+//! Server stack ([`palisade::stack::grpc_server`]), outermost first:
 //!
 //! 1. [`GrpcStatusLayer`]: every error of the layers below becomes a
 //!    trailers-only gRPC status (an open breaker or a full bulkhead is
@@ -30,7 +30,7 @@ use palisade::deadline::{DeadlineLayer, PropagateDeadlineLayer};
 use palisade_core::deadline::Deadline;
 use palisade_core::eos::{AtEos, EosBody};
 use palisade_core::{BoxError, GrpcClassifier};
-use palisade_grpc::{GrpcStatusLayer, channel_error};
+use palisade_grpc::channel_error;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::body::Body;
@@ -133,11 +133,17 @@ pub fn spawn(listener: TcpListener, warehouse: SocketAddr, config: &ServerConfig
         .classifier(AtEos(GrpcClassifier))
         .build()?;
     let upstream_breaker = breaker.handle();
-    let upstream = ServiceBuilder::new()
-        .layer(GrpcStatusLayer::builder("warehouse").build()?)
-        .layer(breaker)
+    // The gRPC client stack without retry or bulkhead: the inventory's own
+    // caller retries, and the server's bulkhead caps the calls already.
+    let upstream_stack = palisade::stack::grpc_client("warehouse")
+        .no_retry()
+        .circuit_breaker(breaker)
+        .no_bulkhead()
         // What is left of the caller's deadline bounds the call and goes on as `grpc-timeout`.
-        .layer(PropagateDeadlineLayer::builder("warehouse").build()?)
+        .attempt_timeout(PropagateDeadlineLayer::builder("warehouse"))
+        .build()?;
+    let upstream = ServiceBuilder::new()
+        .layer(upstream_stack)
         .map_err(channel_error)
         .service(channel(warehouse)?);
     let deadlines = Deadlines::default();
@@ -152,15 +158,18 @@ pub fn spawn(listener: TcpListener, warehouse: SocketAddr, config: &ServerConfig
         .retry_after(Duration::from_millis(200))
         .build()?;
     let bulkhead_handle = bulkhead.handle();
-    let router = tonic::transport::Server::builder()
-        .layer(GrpcStatusLayer::builder("inventory").build()?)
-        .layer(
+    let server_stack = palisade::stack::grpc_server("inventory")
+        .deadline(
             DeadlineLayer::builder("inventory")
                 .timeout(config.timeout)
-                .max_timeout(config.max_timeout)
-                .build()?,
+                .max_timeout(config.max_timeout),
         )
-        .layer(bulkhead)
+        .bulkhead(bulkhead)
+        // The deadline's own budget bounds every call already.
+        .no_timeout()
+        .build()?;
+    let router = tonic::transport::Server::builder()
+        .layer(server_stack)
         .add_service(InventoryServer::new(inventory));
     let task = tokio::spawn(router.serve_with_incoming(TcpListenerStream::new(listener)));
     Ok(Running {

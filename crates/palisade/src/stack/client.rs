@@ -99,14 +99,6 @@ impl<D, K, R, B, H, T> ClientStackBuilder<D, K, R, B, H, T> {
     }
 }
 
-impl<D, K, R, B, H, T> fmt::Debug for ClientStackBuilder<D, K, R, B, H, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientStackBuilder")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
 /// The canonical client stack as one layer: total deadline → idempotency
 /// key → retry → circuit breaker → bulkhead → per-attempt timeout, around
 /// the HTTP client it is layered on; with the [`StackHandle`] reporting its
@@ -122,13 +114,6 @@ pub struct ClientStack<D, K, R, B, H, T> {
     circuit_breaker: B,
     bulkhead: H,
     attempt_timeout: T,
-}
-
-impl<D, K, R, B, H, T> ClientStack<D, K, R, B, H, T> {
-    /// The handle reporting every part's state.
-    pub fn handle(&self) -> StackHandle {
-        self.handle.clone()
-    }
 }
 
 impl<S, D, K, R, B, H, T> Layer<S> for ClientStack<D, K, R, B, H, T>
@@ -152,10 +137,4 @@ where
     }
 }
 
-impl<D, K, R, B, H, T> fmt::Debug for ClientStack<D, K, R, B, H, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientStack")
-            .field("handle", &self.handle)
-            .finish_non_exhaustive()
-    }
-}
+stack_common!(ClientStackBuilder, ClientStack, [D, K, R, B, H, T]);

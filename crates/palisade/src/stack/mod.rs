@@ -1,7 +1,9 @@
 //! The canonical stacks in one call (feature `stack`): [`client`] and
 //! [`server`] assemble palisade's layers in the canonical order with
 //! documented defaults; every part can be replaced or removed, and one
-//! [`StackHandle`] reports all of them for a health endpoint.
+//! [`StackHandle`] reports all of them for a health endpoint. With the
+//! feature `grpc` too, `grpc_client` and `grpc_server` do the same for
+//! tonic clients and servers, from the same parts.
 //!
 //! # The client stack
 //!
@@ -44,6 +46,45 @@
 //! the server stack never fails: it is an axum `Router::layer` or wraps a
 //! hyper service as it is.
 //!
+//! # The gRPC client stack
+//!
+//! `grpc_client(name)`, with the feature `grpc`:
+//!
+//! ```text
+//! gRPC statuses → total deadline → gRPC retry (with budget) → circuit breaker (at the end of the stream) → bulkhead → per-attempt timeout → the channel
+//! ```
+//!
+//! | slot | default | replace with | why there |
+//! |---|---|---|---|
+//! | `grpc_status` | `GrpcStatusLayer` named after the stack | a `GrpcStatusLayer` or its builder | outermost: the layers' rejections become statuses a tonic client reads (an open breaker is `UNAVAILABLE` with its pushback), never `UNKNOWN` |
+//! | `deadline` | none: the deadline of the call being served, if a server stack set one, still bounds the call | a `Duration` (a `DeadlineLayer` named after the stack with that budget, shortened by the call's own `grpc-timeout`, which tonic's `Request::set_timeout` sets), a `DeadlineLayer` or its builder | bounds the whole call, retries and waits included; `DEADLINE_EXCEEDED` when it passes |
+//! | `retry` | `GrpcRetryLayer`'s defaults named after the stack: 3 attempts, exponential backoff with full jitter, the budget, the server's pushback honoured | a `GrpcRetryLayer` or its builder | retries `UNAVAILABLE` answered trailers-only, connect errors and per-attempt timeouts, never a call whose messages arrived; outside the breaker, so it sees `CircuitOpen` and does not retry it |
+//! | `circuit_breaker` | the breaker's failure-rate defaults with `AtEos(GrpcClassifier)` ([`eos`](palisade_core::eos)): a call counts by its final status, in the trailers where nearly every gRPC error arrives | a `CircuitBreakerLayer`, its builder, or a `KeyedCircuitBreakerLayer` | counts each attempt; not the bulkhead's local rejections |
+//! | `bulkhead` | [`CLIENT_MAX_CONCURRENT`] (100) attempts in flight, no queue | a `BulkheadLayer`, its builder, or a `KeyedBulkheadLayer` | a call in backoff holds no permit |
+//! | `attempt_timeout` | [`ATTEMPT_TIMEOUT`] (10 s), or less when the deadline leaves less, sent as `grpc-timeout` | a `Duration`, a `PropagateDeadlineLayer` or its builder | a stalled attempt becomes a retryable timeout; the server knows its budget |
+//!
+//! Layered on a service taking `http::Request<ReplayBody<B>>`: a tonic
+//! `Channel` behind `.map_request(|r| r.map(tonic::body::Body::new))` and,
+//! for its timeouts, `.map_err(palisade::grpc::channel_error)` (feature
+//! `tonic` of `palisade-grpc`). With the status layer in, the stack never
+//! fails, as tonic's generated clients want.
+//!
+//! # The gRPC server stack
+//!
+//! `grpc_server(name)`, with the feature `grpc`, for
+//! `tonic::transport::Server::builder().layer(..)`:
+//!
+//! ```text
+//! gRPC statuses → deadline (from grpc-timeout) → bulkhead → timeout → the services
+//! ```
+//!
+//! | slot | default | replace with | why there |
+//! |---|---|---|---|
+//! | `grpc_status` | `GrpcStatusLayer` named after the stack | a `GrpcStatusLayer` or its builder | every rejection answered trailers-only with its code, never a reset stream |
+//! | `deadline` | a `DeadlineLayer` named after the stack, with no budget of its own: the caller's `grpc-timeout` (capped at 5 minutes) sets it | a `Duration` (a budget of the server's own, shortened by the caller's), a `DeadlineLayer` or its builder, or `no_deadline()` | handlers and the calls they make see it; `DEADLINE_EXCEEDED` when it passes |
+//! | `bulkhead` | [`SERVER_MAX_CONCURRENT`] (100) calls in flight, no queue: `UNAVAILABLE` with `grpc-retry-pushback-ms` at once | a `BulkheadLayer`, its builder, or a `KeyedBulkheadLayer` | sheds load instead of queueing calls that would miss their deadlines |
+//! | `timeout` | [`REQUEST_TIMEOUT`] (10 s): `DEADLINE_EXCEEDED` | a `Duration` | bounds the work a call can hold a permit for, until its response starts |
+//!
 //! # The handle
 //!
 //! [`StackHandle::snapshot`] is JSON: `{"name": ..., "layers": [...]}`,
@@ -58,6 +99,7 @@
 //!   `half_open_probes`; keyed: `keys`, an object of those per key;
 //! - `bulkhead`: `name`, `limit`, `in_flight`, `queued`, `adaptive`; keyed:
 //!   `keys`;
+//! - `grpc_status`: nothing but its presence;
 //! - `deadline`, `attempt_timeout`, `timeout`: `timeout_ms` when set by a
 //!   `Duration`, else the layer's `name`;
 //! - the others: the name alone.
@@ -120,7 +162,40 @@ macro_rules! slot_methods {
     };
 }
 
+/// What every stack shares: its builder's and its own `Debug` (the name,
+/// the handle), and `handle()`.
+macro_rules! stack_common {
+    ($builder:ident, $stack:ident, [$($p:ident),*]) => {
+        impl<$($p),*> fmt::Debug for $builder<$($p),*> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($builder))
+                    .field("name", &self.name)
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl<$($p),*> $stack<$($p),*> {
+            /// The handle reporting every part's state.
+            pub fn handle(&self) -> StackHandle {
+                self.handle.clone()
+            }
+        }
+
+        impl<$($p),*> fmt::Debug for $stack<$($p),*> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($stack))
+                    .field("handle", &self.handle)
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
 mod client;
+#[cfg(feature = "grpc")]
+mod grpc_client;
+#[cfg(feature = "grpc")]
+mod grpc_server;
 mod handle;
 mod part;
 mod server;
@@ -128,6 +203,10 @@ mod server;
 use std::sync::Arc;
 
 pub use client::{ATTEMPT_TIMEOUT, CLIENT_MAX_CONCURRENT, ClientStack, ClientStackBuilder};
+#[cfg(feature = "grpc")]
+pub use grpc_client::{GrpcClientStack, GrpcClientStackBuilder};
+#[cfg(feature = "grpc")]
+pub use grpc_server::{GrpcServerStack, GrpcServerStackBuilder};
 pub use handle::{Reporter, StackHandle};
 pub use part::{ConfigError, Part, slot};
 pub use server::{REQUEST_TIMEOUT, SERVER_MAX_CONCURRENT, ServerStack, ServerStackBuilder};
@@ -142,4 +221,20 @@ pub fn client(name: impl Into<Arc<str>>) -> ClientStackBuilder {
 /// metrics), with the defaults in the [module docs](self).
 pub fn server(name: impl Into<Arc<str>>) -> ServerStackBuilder {
     ServerStackBuilder::new(name.into())
+}
+
+/// The canonical gRPC client stack named `name` (feature `grpc` with
+/// `stack`), for a tonic `Channel`, with the defaults in the
+/// [module docs](self#the-grpc-client-stack).
+#[cfg(feature = "grpc")]
+pub fn grpc_client(name: impl Into<Arc<str>>) -> GrpcClientStackBuilder {
+    GrpcClientStackBuilder::new(name.into())
+}
+
+/// The canonical gRPC server stack named `name` (feature `grpc` with
+/// `stack`), for `tonic::transport::Server::builder().layer(..)`, with the
+/// defaults in the [module docs](self#the-grpc-server-stack).
+#[cfg(feature = "grpc")]
+pub fn grpc_server(name: impl Into<Arc<str>>) -> GrpcServerStackBuilder {
+    GrpcServerStackBuilder::new(name.into())
 }

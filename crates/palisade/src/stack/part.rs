@@ -9,7 +9,7 @@ use palisade_bulkhead::{BulkheadBuilder, BulkheadLayer, KeyedBulkheadLayer};
 use palisade_circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer, KeyedCircuitBreakerLayer};
 use palisade_deadline::{DeadlineBuilder, DeadlineLayer, PropagateDeadlineBuilder, PropagateDeadlineLayer};
 use palisade_idempotency::client::SetIdempotencyKeyLayer;
-use palisade_retry::{HttpRequest, HttpRetryLayer, RetryBuilder};
+use palisade_retry::{HttpRequest, HttpRetryLayer, RetryBudget, RetryBuilder};
 use serde_json::{Map, Value};
 use tower::layer::util::Identity;
 use tower::timeout::TimeoutLayer;
@@ -52,6 +52,18 @@ pub mod slot {
     /// Server: the timeout of one request.
     #[derive(Debug)]
     pub enum Timeout {}
+    /// gRPC, both: the layers' errors answered as gRPC statuses, outermost.
+    #[cfg(feature = "grpc")]
+    #[derive(Debug)]
+    pub enum GrpcStatus {}
+    /// gRPC client: the total deadline, read from the call's `grpc-timeout`.
+    #[cfg(feature = "grpc")]
+    #[derive(Debug)]
+    pub enum GrpcDeadline {}
+    /// gRPC client: the gRPC retry, with its budget.
+    #[cfg(feature = "grpc")]
+    #[derive(Debug)]
+    pub enum GrpcRetry {}
 }
 
 /// A setting the one-call stacks could not build: the layer's own
@@ -69,6 +81,9 @@ pub enum ConfigError {
     Idempotency(palisade_idempotency::ConfigError),
     /// The deadline's or the per-attempt timeout's settings.
     Deadline(palisade_deadline::ConfigError),
+    /// The gRPC status layer's settings.
+    #[cfg(feature = "grpc")]
+    GrpcStatus(palisade_grpc::ConfigError),
 }
 
 impl fmt::Display for ConfigError {
@@ -79,6 +94,8 @@ impl fmt::Display for ConfigError {
             ConfigError::Bulkhead(e) => write!(f, "bulkhead: {e}"),
             ConfigError::Idempotency(e) => write!(f, "idempotency: {e}"),
             ConfigError::Deadline(e) => write!(f, "deadline: {e}"),
+            #[cfg(feature = "grpc")]
+            ConfigError::GrpcStatus(e) => write!(f, "gRPC statuses: {e}"),
         }
     }
 }
@@ -91,6 +108,8 @@ impl std::error::Error for ConfigError {
             ConfigError::Bulkhead(e) => Some(e),
             ConfigError::Idempotency(e) => Some(e),
             ConfigError::Deadline(e) => Some(e),
+            #[cfg(feature = "grpc")]
+            ConfigError::GrpcStatus(e) => Some(e),
         }
     }
 }
@@ -174,23 +193,28 @@ impl Part<slot::IdempotencyKey> for SetIdempotencyKeyLayer {
     }
 }
 
+/// Reports a retry's `name` and its `budget` (`null` without one).
+fn retry_report(name: &str, budget: Option<&RetryBudget>) -> Option<Reporter> {
+    let name = Value::from(name);
+    let budget = budget.cloned();
+    reporter(move || {
+        let budget = budget.as_ref().map_or(Value::Null, |b| {
+            Value::Object(fields([
+                ("available", Value::from(b.available())),
+                ("ratio", Value::from(b.ratio())),
+                ("min_per_sec", Value::from(b.min_per_sec())),
+                ("window_ms", millis(b.window())),
+            ]))
+        });
+        fields([("name", name.clone()), ("budget", budget)])
+    })
+}
+
 impl<C> Part<slot::Retry> for HttpRetryLayer<C> {
     type Layer = Self;
 
     fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
-        let name = Value::from(self.policy().name());
-        let budget = self.budget().cloned();
-        let report = reporter(move || {
-            let budget = budget.as_ref().map_or(Value::Null, |b| {
-                Value::Object(fields([
-                    ("available", Value::from(b.available())),
-                    ("ratio", Value::from(b.ratio())),
-                    ("min_per_sec", Value::from(b.min_per_sec())),
-                    ("window_ms", millis(b.window())),
-                ]))
-            });
-            fields([("name", name.clone()), ("budget", budget)])
-        });
+        let report = retry_report(self.policy().name(), self.budget());
         Ok((self, report))
     }
 }
@@ -349,6 +373,57 @@ macro_rules! deadline_parts {
 }
 
 deadline_parts!(Deadline, ServerDeadline);
+#[cfg(feature = "grpc")]
+deadline_parts!(GrpcDeadline);
+
+/// gRPC client: the total deadline, a [`DeadlineLayer`] named after the
+/// stack with this budget, shortened by the `grpc-timeout` the call carries
+/// (tonic's `Request::set_timeout`).
+#[cfg(feature = "grpc")]
+impl Part<slot::GrpcDeadline> for Duration {
+    type Layer = DeadlineLayer;
+
+    fn into_part(self, stack: &str) -> Result<(DeadlineLayer, Option<Reporter>), ConfigError> {
+        deadline_of(DeadlineLayer::builder(stack).no_header(), self)
+    }
+}
+
+#[cfg(feature = "grpc")]
+impl Part<slot::GrpcStatus> for palisade_grpc::GrpcStatusLayer {
+    type Layer = Self;
+
+    fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
+        Ok((self, present()))
+    }
+}
+
+#[cfg(feature = "grpc")]
+impl Part<slot::GrpcStatus> for palisade_grpc::GrpcStatusBuilder {
+    type Layer = palisade_grpc::GrpcStatusLayer;
+
+    fn into_part(self, stack: &str) -> Result<(Self::Layer, Option<Reporter>), ConfigError> {
+        self.build().map_err(ConfigError::GrpcStatus)?.into_part(stack)
+    }
+}
+
+#[cfg(feature = "grpc")]
+impl<C> Part<slot::GrpcRetry> for palisade_retry::GrpcRetryLayer<C> {
+    type Layer = Self;
+
+    fn into_part(self, _stack: &str) -> Result<(Self, Option<Reporter>), ConfigError> {
+        let report = retry_report(self.policy().name(), self.budget());
+        Ok((self, report))
+    }
+}
+
+#[cfg(feature = "grpc")]
+impl<C> Part<slot::GrpcRetry> for RetryBuilder<C, palisade_retry::GrpcRequest> {
+    type Layer = palisade_retry::GrpcRetryLayer<C>;
+
+    fn into_part(self, stack: &str) -> Result<(Self::Layer, Option<Reporter>), ConfigError> {
+        self.build().map_err(ConfigError::Retry)?.into_part(stack)
+    }
+}
 
 /// Client: each attempt bounded by this timeout or what is left of the
 /// request's deadline, whichever is shorter, and the budget sent downstream

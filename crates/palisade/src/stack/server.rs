@@ -95,14 +95,6 @@ impl<L, W, I, O, H, T> ServerStackBuilder<L, W, I, O, H, T> {
     }
 }
 
-impl<L, W, I, O, H, T> fmt::Debug for ServerStackBuilder<L, W, I, O, H, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerStackBuilder")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
 /// The canonical server stack as one layer: deadline → webhook verify → idempotency →
 /// outbox hook → bulkhead → timeout, around the handler; with the
 /// [`StackHandle`] reporting its parts.
@@ -121,13 +113,6 @@ pub struct ServerStack<L, W, I, O, H, T> {
     outbox_hook: O,
     bulkhead: H,
     timeout: T,
-}
-
-impl<L, W, I, O, H, T> ServerStack<L, W, I, O, H, T> {
-    /// The handle reporting every part's state.
-    pub fn handle(&self) -> StackHandle {
-        self.handle.clone()
-    }
 }
 
 impl<S, L, W, I, O, H, T> Layer<S> for ServerStack<L, W, I, O, H, T>
@@ -151,10 +136,4 @@ where
     }
 }
 
-impl<L, W, I, O, H, T> fmt::Debug for ServerStack<L, W, I, O, H, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerStack")
-            .field("handle", &self.handle)
-            .finish_non_exhaustive()
-    }
-}
+stack_common!(ServerStackBuilder, ServerStack, [L, W, I, O, H, T]);
