@@ -176,7 +176,7 @@
 //! use std::time::Duration;
 //! use axum::{Router, error_handling::HandleErrorLayer, extract::State, routing::{get, post}};
 //! use palisade_circuit_breaker::CircuitBreakerLayer;
-//! use palisade_core::{BoxError, Problem, problem::{handle_error, problem_for_error}};
+//! use palisade_core::{BoxError, problem::{Problem, handle_error, problem_for_error}};
 //! use tower::{Layer, ServiceBuilder, ServiceExt, service_fn, util::BoxCloneSyncService};
 //!
 //! type Payments = BoxCloneSyncService<u64, String, BoxError>;

@@ -43,7 +43,7 @@
 //! ```
 //!
 //! or on its own: `cargo add palisade-core`. The facade always brings
-//! palisade-core (as `palisade::core`); its `axum` feature makes [`Problem`]
+//! palisade-core (as `palisade::core`); its `axum` feature makes [`Problem`](problem::Problem)
 //! and the rejections axum responses.
 //!
 //! # The shape of a layer

@@ -340,7 +340,7 @@ impl From<Problem> for Response<Full<Bytes>> {
 /// ```
 /// use axum::{Router, routing::get};
 /// use http::StatusCode;
-/// use palisade_core::Problem;
+/// use palisade_core::problem::Problem;
 ///
 /// async fn order(axum::extract::Path(id): axum::extract::Path<u64>) -> Result<String, Problem> {
 ///     if id == 0 {

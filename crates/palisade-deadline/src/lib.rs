@@ -18,6 +18,16 @@
 //! service inherits it. palisade-retry's policies read the same deadline and
 //! never start a wait that would end past it.
 //!
+//! # Install
+//!
+//! Through the facade, which re-exports this crate as `palisade::deadline`:
+//!
+//! ```sh
+//! cargo add palisade --features deadline
+//! ```
+//!
+//! or on its own: `cargo add palisade-deadline`.
+//!
 //! # Example
 //!
 //! ```

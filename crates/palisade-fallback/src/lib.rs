@@ -18,6 +18,16 @@
 //! answers `202 Accepted` with a `Location` the client can poll; the relay
 //! delivers the command once the dependency is back.
 //!
+//! # Install
+//!
+//! Through the facade, which re-exports this crate as `palisade::fallback`:
+//!
+//! ```sh
+//! cargo add palisade --features fallback
+//! ```
+//!
+//! or on its own: `cargo add palisade-fallback`.
+//!
 //! # Example
 //!
 //! ```
@@ -92,6 +102,8 @@
 //! fallback's own cost comes on failures only. See the benchmark report,
 //! <https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md>.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod error;
 mod failure;
 pub mod future;
@@ -105,5 +117,6 @@ pub use error::ConfigError;
 pub use failure::{Cause, Failure, Reason};
 pub use layer::{FallbackBuilder, FallbackLayer, NoFallback};
 #[cfg(any(feature = "outbox-sqlite", feature = "outbox-postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "outbox-sqlite", feature = "outbox-postgres"))))]
 pub use queue::{QueueForLater, Queued};
 pub use service::Fallback;

@@ -17,6 +17,16 @@
 //! (`palisade_core::eos`), and `palisade_retry::GrpcRetryLayer` retries as
 //! gRPC's retry design says, honouring the pushback this layer sends.
 //!
+//! # Install
+//!
+//! Through the facade, which re-exports this crate as `palisade::grpc`:
+//!
+//! ```sh
+//! cargo add palisade --features grpc
+//! ```
+//!
+//! or on its own: `cargo add palisade-grpc`.
+//!
 //! # Example
 //!
 //! ```
@@ -141,6 +151,8 @@
 //! [`BulkheadTimeout`]: palisade_core::BulkheadTimeout
 //! [`CircuitOpen`]: palisade_core::CircuitOpen
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(feature = "tonic")]
 mod channel;
 mod details;
@@ -149,6 +161,7 @@ mod layer;
 mod status;
 
 #[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub use channel::channel_error;
 pub use error::ConfigError;
 pub use layer::{GrpcStatusBuilder, GrpcStatusLayer, GrpcStatusService};

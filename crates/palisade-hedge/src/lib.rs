@@ -15,6 +15,16 @@
 //! Request bodies are replayed as palisade-retry replays them
 //! ([`ReplayBody`](palisade_retry::ReplayBody)).
 //!
+//! # Install
+//!
+//! Through the facade, which re-exports this crate as `palisade::hedge`:
+//!
+//! ```sh
+//! cargo add palisade --features hedge
+//! ```
+//!
+//! or on its own: `cargo add palisade-hedge`.
+//!
 //! # Example
 //!
 //! ```

@@ -12,6 +12,14 @@
 //! Every command takes `--json`. Exit status: 0 done, 1 failed (database, missing tables, no
 //! such dead letter), 2 refused (bad arguments, or a bulk change without `--yes`). See the
 //! palisade-outbox crate docs, "Operating the outbox", for each command's output.
+//!
+//! # Install
+//!
+//! ```sh
+//! cargo install palisade-outbox-cli
+//! ```
+//!
+//! It reads PostgreSQL and SQLite databases; the binary is `palisade-outbox`.
 
 mod args;
 mod connect;

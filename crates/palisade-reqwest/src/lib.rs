@@ -22,6 +22,16 @@
 //! The facade's one-call client stack (`palisade::stack::client`, feature
 //! `reqwest` of `palisade`) puts this service under the canonical layers.
 //!
+//! # Install
+//!
+//! Through the facade, which re-exports this crate as `palisade::reqwest`:
+//!
+//! ```sh
+//! cargo add palisade --features reqwest
+//! ```
+//!
+//! or on its own: `cargo add palisade-reqwest`.
+//!
 //! # Example
 //!
 //! A refused connection, recognised as a connect error:

@@ -32,7 +32,7 @@
 //!    attempt becomes a timeout, which the breaker counts and the retry
 //!    layer retries.
 //! 6. `reqwest::Client` through palisade's
-//!    [`ReqwestService`](palisade::reqwest::ReqwestService), whose timeouts
+//!    [`ReqwestService`], whose timeouts
 //!    and connect errors the retry and the breaker recognise; or, with
 //!    `--hyper`, hyper-util's legacy `Client` ([`client_stack_over`] takes
 //!    any transport).

@@ -2,7 +2,7 @@
 //!
 //! Client stack ([`palisade::stack::grpc_client`]), outermost first:
 //!
-//! 1. [`GrpcStatusLayer`]: the layers' rejections become statuses the tonic
+//! 1. [`GrpcStatusLayer`](palisade::grpc::GrpcStatusLayer): the layers' rejections become statuses the tonic
 //!    client reads as such (an open breaker is `UNAVAILABLE` with the
 //!    pushback in the status's metadata), where tonic would say `UNKNOWN`;
 //! 2. the deadline: the call's whole budget, the shorter of the client's own

@@ -3,7 +3,7 @@
 //!
 //! Server stack ([`palisade::stack::grpc_server`]), outermost first:
 //!
-//! 1. [`GrpcStatusLayer`]: every error of the layers below becomes a
+//! 1. [`GrpcStatusLayer`](palisade::grpc::GrpcStatusLayer): every error of the layers below becomes a
 //!    trailers-only gRPC status (an open breaker or a full bulkhead is
 //!    `UNAVAILABLE` with `grpc-retry-pushback-ms`), never a reset stream or
 //!    `UNKNOWN`;
