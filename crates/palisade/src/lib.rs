@@ -354,7 +354,11 @@ use tower::ServiceBuilder;
     feature = "retry",
     feature = "idempotency",
     feature = "outbox",
-    feature = "webhook"
+    feature = "webhook",
+    feature = "grpc",
+    feature = "deadline",
+    feature = "hedge",
+    feature = "fallback"
 ))]
 use tower::layer::util::Stack;
 
