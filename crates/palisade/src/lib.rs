@@ -336,7 +336,9 @@ pub use palisade_webhook as webhook;
         feature = "circuit-breaker",
         feature = "bulkhead",
         feature = "retry",
-        feature = "idempotency"
+        feature = "idempotency",
+        feature = "deadline",
+        feature = "hedge"
     )
 ))]
 pub mod config;

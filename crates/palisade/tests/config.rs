@@ -69,7 +69,7 @@ fn unknown_keys_and_layer_types_are_refused_by_name() {
     );
     assert_eq!(
         error(Settings::from_toml("[circuit_breakers.payments]\nfailure_rate = 30")),
-        "circuit_breakers: unknown layer type; expected one of: circuit_breaker, bulkhead, retry, idempotency"
+        "circuit_breakers: unknown layer type; expected one of: circuit_breaker, bulkhead, retry, idempotency, deadline, hedge"
     );
     assert_eq!(
         error(Settings::from_toml(
@@ -234,4 +234,44 @@ fn a_file_and_then_the_environment_over_it() {
             .ends_with("palisade.json: the file must end in .toml, .yaml or .yml")
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn deadlines_and_hedging_are_configured_like_the_other_layers() {
+    let settings = Settings::from_toml(
+        r#"
+        [deadline.api]
+        timeout = "2s"
+        header = "off"
+
+        [hedge.default]
+        max_attempts = 3
+        [hedge.search]
+        percentile = { percentile = 0.9, samples = 500, min_samples = 50 }
+        budget = "off"
+        "#,
+    )
+    .unwrap();
+    let api = format!("{:?}", settings.deadline("api"));
+    assert!(api.contains("timeout: Some(2s)"), "{api}");
+    assert!(api.contains("header: None"), "{api}");
+    settings.deadline("api").build().unwrap();
+    let search = settings.hedge("search").build().unwrap();
+    assert!(search.budget().is_none());
+    assert_eq!(
+        error(Settings::from_toml(
+            "[deadline.api]\ntimeout = \"10m\"\nmax_timeout = \"1m\""
+        )),
+        "deadline.api.timeout: the timeout (600s) must not exceed max_timeout (60s)"
+    );
+    assert_eq!(
+        error(Settings::from_toml("[hedge.search]\nmax_attempts = 1")),
+        "hedge.search.max_attempts: max_attempts must be at least 2 (the original and one hedge), got 1"
+    );
+    assert_eq!(
+        error(Settings::from_toml(
+            "[hedge.search]\ndelay = \"50ms\"\npercentile = { percentile = 0.9, samples = 10, min_samples = 1 }"
+        )),
+        "hedge.search.delay: set either delay or percentile"
+    );
 }

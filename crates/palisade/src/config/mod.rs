@@ -29,7 +29,19 @@
 //! [idempotency.orders]
 //! lock_expiry = "30s"
 //! retention = "24h"
+//!
+//! [deadline.api]
+//! timeout = "2s"
+//!
+//! [hedge.search]
+//! percentile = { percentile = 0.95, samples = 1000, min_samples = 100 }
 //! ```
+//!
+//! The layer types are `circuit_breaker`, `bulkhead`, `retry` (for
+//! [`Settings::retry`] and [`Settings::http_retry`]), `idempotency`,
+//! `deadline` (the server's) and `hedge`, each when its feature is on. The
+//! webhook's secrets, the outbox relay, fallbacks and adaptive bulkhead
+//! limits are set in code.
 //!
 //! Durations are written as people write them (`"250ms"`, `"30s"`, `"5m"`,
 //! `"24h"`, `"1h 30m"`); sizes are bytes. A setting that can be switched off
@@ -79,8 +91,12 @@ use serde_json::{Map, Value};
 mod bulkhead;
 #[cfg(feature = "circuit-breaker")]
 mod circuit_breaker;
-#[cfg(any(feature = "circuit-breaker", feature = "retry"))]
+#[cfg(feature = "deadline")]
+mod deadline;
+#[cfg(any(feature = "circuit-breaker", feature = "retry", feature = "deadline"))]
 mod duration;
+#[cfg(feature = "hedge")]
+mod hedge;
 #[cfg(feature = "idempotency")]
 mod idempotency;
 #[cfg(feature = "retry")]
@@ -90,6 +106,10 @@ mod retry;
 pub use bulkhead::BulkheadSettings;
 #[cfg(feature = "circuit-breaker")]
 pub use circuit_breaker::{CircuitBreakerSettings, WindowSettings};
+#[cfg(feature = "deadline")]
+pub use deadline::DeadlineSettings;
+#[cfg(feature = "hedge")]
+pub use hedge::{HedgeSettings, PercentileSettings};
 #[cfg(feature = "idempotency")]
 pub use idempotency::IdempotencySettings;
 #[cfg(feature = "retry")]
@@ -186,6 +206,10 @@ pub struct Settings {
     retry: Section<RetrySettings>,
     #[cfg(feature = "idempotency")]
     idempotency: Section<IdempotencySettings>,
+    #[cfg(feature = "deadline")]
+    deadline: Section<DeadlineSettings>,
+    #[cfg(feature = "hedge")]
+    hedge: Section<HedgeSettings>,
 }
 
 impl Settings {
@@ -280,6 +304,10 @@ impl Settings {
             retry: section(&mut tree)?,
             #[cfg(feature = "idempotency")]
             idempotency: section(&mut tree)?,
+            #[cfg(feature = "deadline")]
+            deadline: section(&mut tree)?,
+            #[cfg(feature = "hedge")]
+            hedge: section(&mut tree)?,
         };
         if let Some(unknown) = tree.keys().next() {
             return Err(ConfigError::new(
@@ -339,6 +367,19 @@ impl Settings {
     pub fn idempotency(&self, name: &str) -> palisade_idempotency::IdempotencyBuilder {
         self.idempotency.get(name).apply(name)
     }
+
+    /// The server deadline layer named `name`: its builder with the settings applied.
+    #[cfg(feature = "deadline")]
+    pub fn deadline(&self, name: &str) -> palisade_deadline::DeadlineBuilder {
+        self.deadline.get(name).apply(name)
+    }
+
+    /// The hedging layer named `name`: its builder with the settings applied
+    /// (the methods, the key header and a predicate are set in code).
+    #[cfg(feature = "hedge")]
+    pub fn hedge(&self, name: &str) -> palisade_hedge::HedgeBuilder {
+        self.hedge.get(name).apply(name)
+    }
 }
 
 /// The layer types this build knows (its features).
@@ -351,6 +392,10 @@ const KNOWN_SECTIONS: &[&str] = &[
     "retry",
     #[cfg(feature = "idempotency")]
     "idempotency",
+    #[cfg(feature = "deadline")]
+    "deadline",
+    #[cfg(feature = "hedge")]
+    "hedge",
 ];
 
 /// Takes `T::SECTION` out of `tree`, merges each instance over the default

@@ -243,7 +243,19 @@ struct HttpValues {
 }
 
 impl BudgetSettings {
-    fn build(&self) -> Result<RetryBudget, ConfigError> {
+    /// Builds the budget once, naming the key at fault.
+    pub(super) fn check(&self) -> Result<(), (Option<&'static str>, String)> {
+        self.build().map(drop).map_err(|e| {
+            let key = match e {
+                ConfigError::BudgetWindow(_) => "budget.window",
+                ConfigError::BudgetRatio(_) => "budget.ratio",
+                _ => "budget.min_per_sec",
+            };
+            (Some(key), e.to_string())
+        })
+    }
+
+    pub(super) fn build(&self) -> Result<RetryBudget, ConfigError> {
         let mut builder = RetryBudget::builder();
         if let Some(ratio) = self.ratio {
             builder = builder.ratio(ratio);
@@ -264,14 +276,7 @@ impl LayerSettings for RetrySettings {
     fn check(&self, name: &str) -> Result<(), (Option<&'static str>, String)> {
         self.http_values()?;
         if let Some(Switch::On(budget)) = &self.budget {
-            budget.build().map_err(|e| {
-                let key = match e {
-                    ConfigError::BudgetWindow(_) => "budget.window",
-                    ConfigError::BudgetRatio(_) => "budget.ratio",
-                    _ => "budget.min_per_sec",
-                };
-                (Some(key), e.to_string())
-            })?;
+            budget.check()?;
         }
         let key = |error: &ConfigError| match error {
             ConfigError::ZeroAttempts => Some("max_attempts"),
