@@ -5,7 +5,7 @@ use std::time::Duration;
 use palisade_bulkhead::{BulkheadBuilder, BulkheadLayer, ConfigError};
 use serde::Deserialize;
 
-use super::LayerSettings;
+use super::{KeyError, LayerSettings};
 
 /// A fixed bulkhead's settings; a missing key keeps the builder's default
 /// (see `palisade_bulkhead`'s docs). An adaptive limit is set in code, on
@@ -52,7 +52,7 @@ impl BulkheadSettings {
 impl LayerSettings for BulkheadSettings {
     const SECTION: &'static str = "bulkhead";
 
-    fn check(&self, name: &str) -> Result<(), (Option<&'static str>, String)> {
+    fn check(&self, name: &str) -> Result<(), KeyError> {
         let key = |error: &ConfigError| match error {
             ConfigError::MaxConcurrent(_) => Some("max_concurrent"),
             ConfigError::MaxQueued(_) => Some("max_queued"),

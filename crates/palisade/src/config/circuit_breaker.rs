@@ -5,8 +5,8 @@ use std::time::Duration;
 use palisade_circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer, ConfigError};
 use serde::Deserialize;
 
-use super::LayerSettings;
-use super::duration::Switch;
+use super::values::Switch;
+use super::{KeyError, LayerSettings};
 
 /// A circuit breaker's settings; every key is optional, and a missing one
 /// keeps the builder's default (see `palisade_circuit_breaker`'s docs).
@@ -112,7 +112,7 @@ impl CircuitBreakerSettings {
 impl LayerSettings for CircuitBreakerSettings {
     const SECTION: &'static str = "circuit_breaker";
 
-    fn check(&self, name: &str) -> Result<(), (Option<&'static str>, String)> {
+    fn check(&self, name: &str) -> Result<(), KeyError> {
         match (self.slow_call_rate, self.slow_call_duration) {
             (Some(_), None) => return Err((Some("slow_call_duration"), "must be set with slow_call_rate".into())),
             (None, Some(_)) => return Err((Some("slow_call_rate"), "must be set with slow_call_duration".into())),

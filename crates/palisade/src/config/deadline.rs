@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
-use http::HeaderName;
 use palisade_deadline::{ConfigError, DeadlineBuilder, DeadlineLayer};
 use serde::Deserialize;
 
-use super::LayerSettings;
-use super::duration::Switch;
+use super::values::{self, Switch};
+use super::{KeyError, LayerSettings};
 
 /// A server deadline layer's settings; a missing key keeps the builder's
 /// default (see `palisade_deadline`'s docs).
@@ -40,7 +39,7 @@ impl DeadlineSettings {
             Some(Switch::Off(_)) => builder = builder.no_header(),
             // Checked at load time (`check`).
             Some(Switch::On(name)) => {
-                if let Ok(header) = HeaderName::from_bytes(name.as_bytes()) {
+                if let Ok(header) = values::header("header", name) {
                     builder = builder.header(header);
                 }
             }
@@ -56,11 +55,9 @@ impl DeadlineSettings {
 impl LayerSettings for DeadlineSettings {
     const SECTION: &'static str = "deadline";
 
-    fn check(&self, name: &str) -> Result<(), (Option<&'static str>, String)> {
-        if let Some(Switch::On(header)) = &self.header
-            && HeaderName::from_bytes(header.as_bytes()).is_err()
-        {
-            return Err((Some("header"), format!("{header:?} is not a header name")));
+    fn check(&self, name: &str) -> Result<(), KeyError> {
+        if let Some(Switch::On(header)) = &self.header {
+            values::header("header", header)?;
         }
         let key = |error: &ConfigError| match error {
             ConfigError::ZeroTimeout | ConfigError::TimeoutOverMax { .. } => Some("timeout"),

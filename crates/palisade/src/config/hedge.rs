@@ -5,9 +5,9 @@ use std::time::Duration;
 use palisade_hedge::{ConfigError, HedgeBuilder, HedgeLayer};
 use serde::Deserialize;
 
-use super::LayerSettings;
-use super::duration::Switch;
 use super::retry::BudgetSettings;
+use super::values::Switch;
+use super::{KeyError, LayerSettings};
 
 /// A hedging layer's settings; a missing key keeps the builder's default
 /// (see `palisade_hedge`'s docs). The methods hedged, the key header and a
@@ -73,7 +73,7 @@ impl HedgeSettings {
 impl LayerSettings for HedgeSettings {
     const SECTION: &'static str = "hedge";
 
-    fn check(&self, name: &str) -> Result<(), (Option<&'static str>, String)> {
+    fn check(&self, name: &str) -> Result<(), KeyError> {
         if self.delay.is_some() && self.percentile.is_some() {
             return Err((Some("delay"), "set either delay or percentile".into()));
         }

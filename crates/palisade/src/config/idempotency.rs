@@ -6,7 +6,7 @@ use http::{HeaderName, Method};
 use palisade_idempotency::{ConfigError, IdempotencyBuilder, IdempotencyLayer};
 use serde::Deserialize;
 
-use super::LayerSettings;
+use super::{KeyError, LayerSettings, values};
 
 /// An Idempotency-Key layer's settings; a missing key keeps the builder's
 /// default (see `palisade_idempotency`'s docs). The store, the scope and
@@ -90,28 +90,16 @@ impl IdempotencySettings {
         builder
     }
 
-    #[allow(clippy::type_complexity)]
-    fn parsed(&self) -> Result<(Option<Vec<Method>>, Option<HeaderName>), (Option<&'static str>, String)> {
+    fn parsed(&self) -> Result<(Option<Vec<Method>>, Option<HeaderName>), KeyError> {
         let methods = self
             .methods
-            .as_ref()
-            .map(|methods| {
-                methods
-                    .iter()
-                    .map(|m| {
-                        Method::from_bytes(m.as_bytes())
-                            .map_err(|_| (Some("methods"), format!("{m:?} is not an HTTP method")))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
+            .as_deref()
+            .map(|names| values::methods("methods", names))
             .transpose()?;
         let header = self
             .header_name
             .as_deref()
-            .map(|name| {
-                HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| (Some("header_name"), format!("{name:?} is not a header name")))
-            })
+            .map(|name| values::header("header_name", name))
             .transpose()?;
         Ok((methods, header))
     }
@@ -120,7 +108,7 @@ impl IdempotencySettings {
 impl LayerSettings for IdempotencySettings {
     const SECTION: &'static str = "idempotency";
 
-    fn check(&self, name: &str) -> Result<(), (Option<&'static str>, String)> {
+    fn check(&self, name: &str) -> Result<(), KeyError> {
         self.parsed()?;
         let key = |error: &ConfigError| match error {
             ConfigError::ZeroLockExpiry => Some("lock_expiry"),

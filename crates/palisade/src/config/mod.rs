@@ -93,14 +93,19 @@ mod bulkhead;
 mod circuit_breaker;
 #[cfg(feature = "deadline")]
 mod deadline;
-#[cfg(any(feature = "circuit-breaker", feature = "retry", feature = "deadline"))]
-mod duration;
 #[cfg(feature = "hedge")]
 mod hedge;
 #[cfg(feature = "idempotency")]
 mod idempotency;
 #[cfg(feature = "retry")]
 mod retry;
+#[cfg(any(
+    feature = "circuit-breaker",
+    feature = "retry",
+    feature = "idempotency",
+    feature = "deadline"
+))]
+mod values;
 
 #[cfg(feature = "bulkhead")]
 pub use bulkhead::BulkheadSettings;
@@ -181,6 +186,10 @@ impl<T: Default> Default for Section<T> {
     }
 }
 
+/// A broken rule found in an instance's settings: the key within the
+/// instance (if one is at fault) and the rule.
+type KeyError = (Option<&'static str>, String);
+
 /// A layer type's settings as the configuration holds them: how they are
 /// read, and how they are checked by building the layer once.
 trait LayerSettings: DeserializeOwned + Default + Clone {
@@ -189,7 +198,7 @@ trait LayerSettings: DeserializeOwned + Default + Clone {
 
     /// Builds the layer named `name` once, so an impossible combination is
     /// found at load time; the error is `(key within the instance, rule)`.
-    fn check(&self, name: &str) -> Result<(), (Option<&'static str>, String)>;
+    fn check(&self, name: &str) -> Result<(), KeyError>;
 }
 
 /// Every layer's settings, by layer type and instance name.

@@ -8,8 +8,8 @@ use palisade_core::HttpClassifier;
 use palisade_retry::{Backoff, ConfigError, HttpRequest, HttpRetryLayer, Jitter, RetryBudget, RetryBuilder};
 use serde::Deserialize;
 
-use super::LayerSettings;
-use super::duration::Switch;
+use super::values::{self, Switch};
+use super::{KeyError, LayerSettings};
 
 /// A retry layer's settings; a missing key keeps the builder's default (see
 /// `palisade_retry`'s docs). The keys from `retry_methods` on apply to HTTP
@@ -186,27 +186,16 @@ impl RetrySettings {
     }
 
     /// The HTTP settings parsed into `http` types.
-    fn http_values(&self) -> Result<HttpValues, (Option<&'static str>, String)> {
-        let header = |key: &'static str, name: &str| {
-            HeaderName::from_bytes(name.as_bytes()).map_err(|_| (Some(key), format!("{name:?} is not a header name")))
-        };
+    fn http_values(&self) -> Result<HttpValues, KeyError> {
         let methods = self
             .retry_methods
-            .as_ref()
-            .map(|methods| {
-                methods
-                    .iter()
-                    .map(|m| {
-                        Method::from_bytes(m.as_bytes())
-                            .map_err(|_| (Some("retry_methods"), format!("{m:?} is not an HTTP method")))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
+            .as_deref()
+            .map(|names| values::methods("retry_methods", names))
             .transpose()?;
         let idempotency_key_header = match &self.idempotency_key_header {
             None => None,
             Some(Switch::Off(_)) => Some(None),
-            Some(Switch::On(name)) => Some(Some(header("idempotency_key_header", name)?)),
+            Some(Switch::On(name)) => Some(Some(values::header("idempotency_key_header", name)?)),
         };
         let statuses = self
             .retry_status
@@ -224,7 +213,7 @@ impl RetrySettings {
         let attempt_header = self
             .attempt_header
             .as_deref()
-            .map(|name| header("attempt_header", name))
+            .map(|name| values::header("attempt_header", name))
             .transpose()?;
         Ok(HttpValues {
             methods,
@@ -244,7 +233,7 @@ struct HttpValues {
 
 impl BudgetSettings {
     /// Builds the budget once, naming the key at fault.
-    pub(super) fn check(&self) -> Result<(), (Option<&'static str>, String)> {
+    pub(super) fn check(&self) -> Result<(), KeyError> {
         self.build().map(drop).map_err(|e| {
             let key = match e {
                 ConfigError::BudgetWindow(_) => "budget.window",
@@ -273,7 +262,7 @@ impl BudgetSettings {
 impl LayerSettings for RetrySettings {
     const SECTION: &'static str = "retry";
 
-    fn check(&self, name: &str) -> Result<(), (Option<&'static str>, String)> {
+    fn check(&self, name: &str) -> Result<(), KeyError> {
         self.http_values()?;
         if let Some(Switch::On(budget)) = &self.budget {
             budget.check()?;
