@@ -86,7 +86,7 @@ impl<S, P> fmt::Debug for RelayBuilder<S, P> {
     }
 }
 
-impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
+impl<S, P> RelayBuilder<S, P> {
     /// The name in metrics labels and tracing fields (default `outbox`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = name.into();
@@ -200,8 +200,16 @@ impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
         self
     }
 
-    /// Checks the configuration.
-    pub fn build(self) -> Result<Relay<S, P>, ConfigError> {
+    /// Checks the settings as [`build`](Self::build) does, without building: a
+    /// builder over placeholder store and publisher (`Relay::builder((), ())`)
+    /// checks settings read from a file before the real ones exist.
+    ///
+    /// # Errors
+    ///
+    /// A zero batch size, concurrency, worker count, interval, attempt count
+    /// or timeout; an impossible backoff; a lease not longer than twice the
+    /// publish timeout; a store timeout not shorter than the lease.
+    pub fn check(&self) -> Result<(), ConfigError> {
         let c = &self.config;
         if c.batch_size == 0 {
             return Err(ConfigError::ZeroBatchSize);
@@ -241,6 +249,18 @@ impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
                 lease: c.lease,
             });
         }
+        Ok(())
+    }
+}
+
+impl<S: OutboxStore, P: Publisher> RelayBuilder<S, P> {
+    /// Checks the configuration (see [`check`](Self::check)).
+    ///
+    /// # Errors
+    ///
+    /// As [`check`](Self::check).
+    pub fn build(self) -> Result<Relay<S, P>, ConfigError> {
+        self.check()?;
         let label = || self.config.name.clone();
         let publish_lag = metrics::histogram!(names::PUBLISH_LAG_SECONDS, telemetry::LABEL_NAME => label());
         let published = metrics::counter!(names::PUBLISHED_TOTAL, telemetry::LABEL_NAME => label());
@@ -315,7 +335,7 @@ pub struct BatchReport {
     pub dead_lettered: usize,
 }
 
-impl<S: OutboxStore, P: Publisher> Relay<S, P> {
+impl<S, P> Relay<S, P> {
     /// A builder with the defaults.
     pub fn builder(store: S, publisher: P) -> RelayBuilder<S, P> {
         RelayBuilder {
@@ -326,7 +346,9 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
             random: Random::default(),
         }
     }
+}
 
+impl<S: OutboxStore, P: Publisher> Relay<S, P> {
     /// The signal that wakes this relay; give it to the [publish hook](crate::PublishHookLayer).
     pub fn wakeup(&self) -> Wakeup {
         self.wakeup.clone()
@@ -1138,6 +1160,22 @@ mod tests {
         );
         assert!(builder().store_timeout(Duration::from_millis(29_999)).build().is_ok());
         assert!(builder().build().is_ok(), "the defaults are valid");
+    }
+
+    #[test]
+    fn settings_are_checked_without_a_store_or_publisher() {
+        let placeholders = || Relay::builder((), ());
+        assert_eq!(placeholders().check(), Ok(()));
+        assert_eq!(
+            placeholders().lease(Duration::from_secs(20)).check(),
+            Err(ConfigError::LeaseTooShort {
+                lease: Duration::from_secs(20),
+                publish_timeout: Duration::from_secs(10)
+            })
+        );
+        assert_eq!(placeholders().workers(0).check(), Err(ConfigError::ZeroConcurrency));
+        // `build` refuses what `check` refuses.
+        assert_eq!(builder().workers(0).build().unwrap_err(), ConfigError::ZeroConcurrency);
     }
 
     #[tokio::test(start_paused = true)]
