@@ -338,7 +338,9 @@ pub use palisade_webhook as webhook;
         feature = "retry",
         feature = "idempotency",
         feature = "deadline",
-        feature = "hedge"
+        feature = "hedge",
+        feature = "webhook",
+        feature = "outbox"
     )
 ))]
 pub mod config;

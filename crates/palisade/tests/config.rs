@@ -3,9 +3,24 @@
 #![cfg(all(feature = "config", feature = "full"))]
 
 use palisade::config::{ConfigError, Settings};
+use palisade::webhook::{FixedClock, Reason, Scheme, Signer};
 
 fn error(result: Result<Settings, ConfigError>) -> String {
     result.expect_err("the configuration must be refused").to_string()
+}
+
+/// Loads `toml` as a file, with `vars` as the environment.
+fn load(toml: &str, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("palisade-config-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("palisade.toml");
+    std::fs::write(&path, toml).unwrap();
+    let vars = vars.iter().map(|(name, value)| (name.to_string(), value.to_string()));
+    let settings = Settings::load_with_vars(Some(&path), "PALISADE", vars);
+    std::fs::remove_dir_all(&dir).unwrap();
+    settings
 }
 
 #[test]
@@ -69,7 +84,8 @@ fn unknown_keys_and_layer_types_are_refused_by_name() {
     );
     assert_eq!(
         error(Settings::from_toml("[circuit_breakers.payments]\nfailure_rate = 30")),
-        "circuit_breakers: unknown layer type; expected one of: circuit_breaker, bulkhead, retry, idempotency, deadline, hedge"
+        "circuit_breakers: unknown layer type; expected one of: circuit_breaker, bulkhead, retry, idempotency, \
+         deadline, hedge, webhook, outbox_relay"
     );
     assert_eq!(
         error(Settings::from_toml(
@@ -274,4 +290,425 @@ fn deadlines_and_hedging_are_configured_like_the_other_layers() {
         )),
         "hedge.search.delay: set either delay or percentile"
     );
+}
+
+/// GitHub's published example: this secret signs "Hello, World!" with this signature.
+const GITHUB_SECRET: &str = "It's a Secret to Everybody";
+const GITHUB_SIGNATURE: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+
+fn github_request() -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-hub-signature-256", GITHUB_SIGNATURE.parse().unwrap());
+    headers
+}
+
+#[test]
+fn a_webhook_instance_verifies_with_its_secrets_and_the_layer_takes_its_settings() {
+    let settings = Settings::from_toml(&format!(
+        r#"
+        [webhook.default]
+        tolerance = "10m"
+        max_body = 65536
+
+        [webhook.github]
+        scheme = "github"
+        secrets = ["the secret before rotation", "{GITHUB_SECRET}"]
+        replay_window = "1h"
+        lock_expiry = "2m"
+        store_timeout = "500ms"
+
+        [webhook.impostor]
+        scheme = "github"
+        secrets = ["not the sender's secret"]
+        "#
+    ))
+    .unwrap();
+    let github = settings.webhook("github").unwrap().build().unwrap();
+    let shown = format!("{github:?}");
+    assert!(shown.contains("name: \"github\""), "{shown}");
+    assert!(shown.contains("secrets: 2"), "{shown}");
+    assert!(shown.contains("tolerance_secs: 600"), "{shown}");
+    assert!(shown.contains("max_body: 65536"), "{shown}");
+    assert!(shown.contains("replay_window: 3600s"), "{shown}");
+    assert!(shown.contains("lock_expiry: 120s"), "{shown}");
+    assert!(shown.contains("store_timeout: 500ms"), "{shown}");
+    // The second secret verifies the message.
+    let verified = github.verifier().verify(&github_request(), b"Hello, World!").unwrap();
+    assert_eq!(verified.key_index(), 1);
+    assert_eq!(
+        github
+            .verifier()
+            .verify(&github_request(), b"Hello, World?")
+            .unwrap_err()
+            .reason(),
+        Reason::BadSignature
+    );
+    let impostor = settings.webhook("impostor").unwrap().build().unwrap();
+    assert_eq!(
+        impostor
+            .verifier()
+            .verify(&github_request(), b"Hello, World!")
+            .unwrap_err()
+            .reason(),
+        Reason::BadSignature
+    );
+    // Secrets are counted, never shown.
+    for shown in [
+        format!("{settings:?}"),
+        format!("{:?}", settings.webhook("github").unwrap()),
+    ] {
+        assert!(!shown.contains(GITHUB_SECRET), "{shown}");
+        assert!(!shown.contains("before rotation"), "{shown}");
+    }
+    assert!(format!("{settings:?}").contains("secrets: Secrets(2 redacted)"));
+    // A verifier needs its own scheme and keys: no instance, no verifier.
+    assert_eq!(
+        settings.webhook("shopify").unwrap_err().to_string(),
+        "webhook.shopify: no such instance in the settings; a verifier needs its own scheme and keys"
+    );
+}
+
+#[test]
+fn webhook_secrets_come_from_the_environment_variables_the_settings_name() {
+    let settings = load(
+        r#"
+        [webhook.stripe]
+        scheme = "stripe"
+        secrets_env = ["STRIPE_WEBHOOK_SECRET"]
+        tolerance = "1m"
+        "#,
+        &[
+            ("STRIPE_WEBHOOK_SECRET", "whsec_from_the_environment"),
+            ("PALISADE__WEBHOOK__STRIPE__MAX_BODY", "2048"),
+        ],
+    )
+    .unwrap();
+
+    let signed_at = 1_700_000_000;
+    let signer = Signer::builder(Scheme::Stripe)
+        .secret("whsec_from_the_environment")
+        .clock(FixedClock(signed_at))
+        .build()
+        .unwrap();
+    let mut headers = http::HeaderMap::new();
+    signer.sign(&mut headers, br#"{"id":"evt_1"}"#).unwrap();
+    // Within the configured tolerance of one minute, by the given clock.
+    let stripe = settings
+        .webhook_with_clock("stripe", FixedClock(signed_at + 60))
+        .unwrap()
+        .build()
+        .unwrap();
+    assert!(format!("{stripe:?}").contains("max_body: 2048"));
+    stripe.verifier().verify(&headers, br#"{"id":"evt_1"}"#).unwrap();
+    let later = settings
+        .webhook_with_clock("stripe", FixedClock(signed_at + 61))
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(
+        later
+            .verifier()
+            .verify(&headers, br#"{"id":"evt_1"}"#)
+            .unwrap_err()
+            .reason(),
+        Reason::StaleTimestamp
+    );
+    assert!(!format!("{settings:?}").contains("from_the_environment"));
+
+    assert_eq!(
+        error(Settings::load_with_vars(
+            None,
+            "PALISADE",
+            [("PALISADE__WEBHOOK__STRIPE__SCHEME".to_owned(), "stripe".to_owned())]
+        )),
+        "webhook.stripe.secrets: no secret or key configured"
+    );
+    assert_eq!(
+        error(Settings::from_toml(
+            "[webhook.stripe]\nscheme = \"stripe\"\nsecrets_env = [\"PALISADE_TEST_NEVER_SET_SECRET\"]"
+        )),
+        "webhook.stripe.secrets_env: the environment variable PALISADE_TEST_NEVER_SET_SECRET is not set"
+    );
+    let refused = error(load(
+        "[webhook.svix]\nscheme = \"standard_webhooks\"\nsecrets_env = [\"SVIX_SECRET\"]",
+        &[("SVIX_SECRET", "whsec_not*base64")],
+    ));
+    assert_eq!(refused, "webhook.svix.secrets_env: a secret is not valid base64");
+}
+
+#[test]
+fn webhook_rules_are_reported_at_the_key_without_the_secrets() {
+    // The default block holds what instances share, without a scheme or keys.
+    let settings = Settings::from_toml("[webhook.default]\ntolerance = \"2m\"\nlock_expiry = \"5m\"").unwrap();
+    assert_eq!(
+        settings.webhook("github").unwrap_err().to_string(),
+        "webhook.github: no such instance in the settings; a verifier needs its own scheme and keys"
+    );
+    assert_eq!(
+        error(Settings::from_toml("[webhook.default]\ntolerance = \"0s\"")),
+        "webhook.default.tolerance: the timestamp tolerance must be at least one second"
+    );
+    assert_eq!(
+        error(Settings::from_toml("[webhook.default]\nsecrets = [\"shared by all\"]")),
+        "webhook.default.secrets: keys belong to an instance, not to the default block"
+    );
+    assert_eq!(
+        error(Settings::from_toml("[webhook.github]\nsecrets = [\"s3cr3t\"]")),
+        "webhook.github.scheme: every instance needs a scheme"
+    );
+    assert_eq!(
+        error(Settings::from_toml("[webhook.github]\nscheme = \"github\"")),
+        "webhook.github.secrets: no secret or key configured"
+    );
+    assert_eq!(
+        error(Settings::from_toml(
+            "[webhook.gitlab]\nscheme = \"gitlab\"\nsecrets = [\"s3cr3t\"]"
+        )),
+        "webhook.gitlab.scheme: unknown variant `gitlab`, expected one of `standard_webhooks`, `stripe`, \
+         `github`, `slack`, `shopify`, `generic`"
+    );
+    assert_eq!(
+        error(Settings::from_toml(
+            "[webhook.github]\nscheme = \"github\"\nsecret = \"s3cr3t\""
+        )),
+        "webhook.github.secret: unknown field `secret`, expected one of `scheme`, `secrets`, `secrets_env`, \
+         `public_keys`, `tolerance`, `max_body`, `replay_window`, `lock_expiry`, `store_timeout`"
+    );
+    assert_eq!(
+        error(Settings::from_toml(
+            "[webhook.github]\nscheme = \"github\"\nsecrets = \"s3cr3t\""
+        )),
+        "webhook.github.secrets: must be a list of secrets, each a string"
+    );
+    assert_eq!(
+        error(Settings::from_toml(
+            "[webhook.svix]\nscheme = \"standard_webhooks\"\nsecrets = [\"whsec_s3cr3t!\"]"
+        )),
+        "webhook.svix.secrets: a secret is not valid base64"
+    );
+    assert_eq!(
+        error(Settings::from_toml(
+            "[webhook.github]\nscheme = \"github\"\nsecrets = [\"s3cr3t\"]\npublic_keys = [\"whpk_AAAA\"]"
+        )),
+        "webhook.github.public_keys: ed25519 keys are only used by Standard Webhooks"
+    );
+    assert_eq!(
+        error(Settings::from_toml(
+            "[webhook.github]\nscheme = \"github\"\nsecrets = [\"s3cr3t\"]\nmax_body = 0"
+        )),
+        "webhook.github.max_body: the body limit must be at least one byte"
+    );
+    assert_eq!(
+        error(Settings::from_toml(
+            "[webhook.github]\nscheme = \"github\"\nsecrets = [\"s3cr3t\"]\nreplay_window = \"500ms\""
+        )),
+        "webhook.github.replay_window: the replay window must be at least one second"
+    );
+    assert_eq!(
+        error(Settings::from_toml(
+            "[webhook.github]\nscheme = \"github\"\nsecrets = [\"s3cr3t\"]\nstore_timeout = \"0s\""
+        )),
+        "webhook.github.store_timeout: the replay store timeout must be greater than zero"
+    );
+}
+
+#[test]
+fn a_generic_webhook_scheme_is_a_table() {
+    let settings = Settings::from_yaml(
+        r#"
+webhook:
+  acme:
+    scheme:
+      generic:
+        signature_header: X-Acme-Signature
+        timestamp_header: X-Acme-Timestamp
+        template: "{timestamp}.{body}"
+        encoding: base64
+        prefix: "v1="
+    secrets: [acme-secret]
+"#,
+    )
+    .unwrap();
+    let scheme = Scheme::Generic(
+        palisade::webhook::GenericScheme::new("X-Acme-Signature")
+            .timestamp_header("X-Acme-Timestamp")
+            .template("{timestamp}.{body}")
+            .encoding(palisade::webhook::Encoding::Base64)
+            .prefix("v1="),
+    );
+    let signer = Signer::builder(scheme).secret("acme-secret").build().unwrap();
+    let mut headers = http::HeaderMap::new();
+    signer.sign(&mut headers, b"{}").unwrap();
+    assert!(headers["x-acme-signature"].to_str().unwrap().starts_with("v1="));
+    let acme = settings.webhook("acme").unwrap().build().unwrap();
+    acme.verifier().verify(&headers, b"{}").unwrap();
+    assert_eq!(
+        acme.verifier().verify(&headers, b"[]").unwrap_err().reason(),
+        Reason::BadSignature
+    );
+
+    assert_eq!(
+        error(Settings::from_toml(
+            "[webhook.acme]\nscheme = { generic = { signature_header = \"X-Acme-Signature\", \
+             timestamp_header = \"X-Acme-Timestamp\" } }\nsecrets = [\"s3cr3t\"]"
+        )),
+        "webhook.acme.scheme.generic.template: the header \"x-acme-timestamp\" is not covered by the \
+         signed-content template"
+    );
+    assert_eq!(
+        error(Settings::from_toml(
+            "[webhook.acme]\nscheme = { generic = { signature_header = \"X-Acme-Signature\", \
+             encoding = \"base32\" } }\nsecrets = [\"s3cr3t\"]"
+        )),
+        "webhook.acme.scheme.generic.encoding: unknown variant `base32`, expected `hex` or `base64`"
+    );
+}
+
+#[test]
+fn an_outbox_relay_takes_every_setting() {
+    let settings = Settings::from_toml(
+        r#"
+        [outbox_relay.default]
+        max_attempts = 5
+
+        [outbox_relay.orders]
+        batch_size = 50
+        workers = 4
+        concurrency = 8
+        poll_interval = "250ms"
+        backoff = { initial = "1s", max = "1m", multiplier = 3.0 }
+        publish_timeout = "5s"
+        lease = "1m"
+        store_timeout = "2s"
+        retention = "24h"
+        cleanup_interval = "5m"
+        backlog_interval = "30s"
+        "#,
+    )
+    .unwrap();
+    let orders = format!("{:?}", settings.outbox_relay("orders", (), ()));
+    for field in [
+        "name: \"orders\"",
+        "batch_size: 50",
+        "workers: 4",
+        "concurrency: 8",
+        "poll_interval: 250ms",
+        "max_attempts: 5",
+        "backoff: Backoff { kind: Exponential { base: 1s, multiplier: 3.0, cap: 60s } }",
+        "publish_timeout: 5s",
+        "lease: 60s",
+        "store_timeout: Some(2s)",
+        "retention: 86400s",
+        "cleanup_interval: 300s",
+        "backlog_interval: 30s",
+    ] {
+        assert!(orders.contains(field), "{field} in {orders}");
+    }
+    // An instance the file does not name gets the default block.
+    let payments = format!("{:?}", settings.outbox_relay("payments", (), ()));
+    assert!(payments.contains("name: \"payments\""), "{payments}");
+    assert!(payments.contains("max_attempts: 5"), "{payments}");
+    assert!(payments.contains("batch_size: 100"), "{payments}");
+    // Zero retention deletes on publish.
+    let settings = Settings::from_toml("[outbox_relay.orders]\nretention = \"0s\"").unwrap();
+    assert!(format!("{:?}", settings.outbox_relay("orders", (), ())).contains("retention: 0ns"));
+}
+
+#[test]
+fn outbox_relay_rules_are_reported_at_the_key() {
+    assert_eq!(
+        error(Settings::from_toml("[outbox_relay.orders]\nlease = \"20s\"")),
+        "outbox_relay.orders.lease: lease 20s must be longer than twice the publish timeout 10s"
+    );
+    assert_eq!(
+        error(Settings::from_toml("[outbox_relay.orders]\nworkers = 0")),
+        "outbox_relay.orders.workers: concurrency and workers must be at least 1"
+    );
+    assert_eq!(
+        error(Settings::from_toml("[outbox_relay.orders]\nconcurrency = 0")),
+        "outbox_relay.orders.concurrency: concurrency and workers must be at least 1"
+    );
+    assert_eq!(
+        error(Settings::from_toml("[outbox_relay.default]\nbatch_size = 0")),
+        "outbox_relay.default.batch_size: batch size must be at least 1"
+    );
+    assert_eq!(
+        error(Settings::from_toml("[outbox_relay.orders]\nmax_attempts = 0")),
+        "outbox_relay.orders.max_attempts: max attempts must be at least 1"
+    );
+    assert_eq!(
+        error(Settings::from_toml("[outbox_relay.orders]\nstore_timeout = \"30s\"")),
+        "outbox_relay.orders.store_timeout: store timeout 30s must be shorter than the lease 30s"
+    );
+    assert_eq!(
+        error(Settings::from_toml("[outbox_relay.orders]\npoll_interval = \"0s\"")),
+        "outbox_relay.orders.poll_interval: poll interval must be greater than zero"
+    );
+    assert_eq!(
+        error(Settings::from_toml(
+            "[outbox_relay.orders]\nbackoff = { initial = \"2s\", max = \"1s\", multiplier = 2.0 }"
+        )),
+        "outbox_relay.orders.backoff: invalid backoff: backoff cap 1s is below the base wait 2s"
+    );
+    assert_eq!(
+        error(Settings::from_toml(
+            "[outbox_relay.orders]\nbackoff = { initial = \"2s\", max = \"1m\" }"
+        )),
+        "outbox_relay.orders.backoff: missing field `multiplier`"
+    );
+    assert_eq!(
+        error(Settings::from_toml(
+            "[outbox_relay.orders]\nbackoff = { initial = \"2s\", max = \"1m\", multiplier = 2.0, jitter = 0.5 }"
+        )),
+        "outbox_relay.orders.backoff.jitter: unknown field `jitter`, expected one of `initial`, `max`, `multiplier`"
+    );
+    assert_eq!(
+        error(Settings::from_toml("[outbox_relay.orders]\nbatchsize = 10")),
+        "outbox_relay.orders.batchsize: unknown field `batchsize`, expected one of `batch_size`, `workers`, \
+         `concurrency`, `poll_interval`, `max_attempts`, `backoff`, `publish_timeout`, `lease`, \
+         `store_timeout`, `retention`, `cleanup_interval`, `backlog_interval`"
+    );
+}
+
+#[test]
+fn webhooks_and_relays_read_from_yaml_and_the_environment() {
+    let settings = Settings::from_yaml(&format!(
+        r#"
+webhook:
+  github:
+    scheme: github
+    secrets: ["{GITHUB_SECRET}"]
+    max_body: 4096
+outbox_relay:
+  orders:
+    batch_size: 20
+    backoff: {{ initial: 100ms, max: 10s, multiplier: 2.0 }}
+"#
+    ))
+    .unwrap();
+    let github = settings.webhook("github").unwrap().build().unwrap();
+    assert!(format!("{github:?}").contains("max_body: 4096"));
+    github.verifier().verify(&github_request(), b"Hello, World!").unwrap();
+    let orders = format!("{:?}", settings.outbox_relay("orders", (), ()));
+    assert!(orders.contains("batch_size: 20"), "{orders}");
+    assert!(
+        orders.contains("backoff: Backoff { kind: Exponential { base: 100ms, multiplier: 2.0, cap: 10s } }"),
+        "{orders}"
+    );
+
+    let settings = load(
+        "[webhook.github]\nsecrets_env = [\"GITHUB_WEBHOOK_SECRET\"]",
+        &[
+            ("PALISADE__OUTBOX_RELAY__ORDERS__BATCH_SIZE", "25"),
+            ("PALISADE__OUTBOX_RELAY__ORDERS__LEASE", "2m"),
+            ("PALISADE__WEBHOOK__GITHUB__SCHEME", "github"),
+            ("GITHUB_WEBHOOK_SECRET", GITHUB_SECRET),
+        ],
+    )
+    .unwrap();
+    let orders = format!("{:?}", settings.outbox_relay("orders", (), ()));
+    assert!(orders.contains("batch_size: 25"), "{orders}");
+    assert!(orders.contains("lease: 120s"), "{orders}");
+    let github = settings.webhook("github").unwrap().build().unwrap();
+    github.verifier().verify(&github_request(), b"Hello, World!").unwrap();
 }

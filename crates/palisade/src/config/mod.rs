@@ -97,6 +97,8 @@ mod deadline;
 mod hedge;
 #[cfg(feature = "idempotency")]
 mod idempotency;
+#[cfg(feature = "outbox")]
+mod outbox_relay;
 #[cfg(feature = "retry")]
 mod retry;
 #[cfg(any(
@@ -106,6 +108,8 @@ mod retry;
     feature = "deadline"
 ))]
 mod values;
+#[cfg(feature = "webhook")]
+mod webhook;
 
 #[cfg(feature = "bulkhead")]
 pub use bulkhead::BulkheadSettings;
@@ -117,8 +121,12 @@ pub use deadline::DeadlineSettings;
 pub use hedge::{HedgeSettings, PercentileSettings};
 #[cfg(feature = "idempotency")]
 pub use idempotency::IdempotencySettings;
+#[cfg(feature = "outbox")]
+pub use outbox_relay::{OutboxRelaySettings, RelayBackoffSettings};
 #[cfg(feature = "retry")]
 pub use retry::{BackoffSettings, BudgetSettings, JitterSettings, RetrySettings};
+#[cfg(feature = "webhook")]
+pub use webhook::{EncodingSettings, GenericSchemeSettings, SchemeSettings, Secrets, WebhookSettings};
 
 /// The name of the instance whose settings every other instance of its layer
 /// type starts from.
@@ -190,11 +198,20 @@ impl<T: Default> Default for Section<T> {
 /// instance (if one is at fault) and the rule.
 type KeyError = (Option<&'static str>, String);
 
+/// The environment variables settings may name (`secrets_env`): those given
+/// to [`Settings::load_with_vars`], else the process's.
+type Environment<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
 /// A layer type's settings as the configuration holds them: how they are
 /// read, and how they are checked by building the layer once.
 trait LayerSettings: DeserializeOwned + Default + Clone {
     /// The table's name in the configuration (`circuit_breaker`).
     const SECTION: &'static str;
+
+    /// Reads what the settings name in the environment, before the check.
+    fn read_environment(&mut self, _env: &Environment<'_>) -> Result<(), KeyError> {
+        Ok(())
+    }
 
     /// Builds the layer named `name` once, so an impossible combination is
     /// found at load time; the error is `(key within the instance, rule)`.
@@ -219,6 +236,10 @@ pub struct Settings {
     deadline: Section<DeadlineSettings>,
     #[cfg(feature = "hedge")]
     hedge: Section<HedgeSettings>,
+    #[cfg(feature = "webhook")]
+    webhook: Section<WebhookSettings>,
+    #[cfg(feature = "outbox")]
+    outbox_relay: Section<OutboxRelaySettings>,
 }
 
 impl Settings {
@@ -262,14 +283,15 @@ impl Settings {
             };
             sources = sources.add_source(::config::File::from(path).format(format));
         }
+        let vars: ::config::Map<String, String> = vars.into_iter().collect();
         let sources = sources.add_source(
             ::config::Environment::with_prefix(env_prefix)
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
-                .source(Some(vars.into_iter().collect())),
+                .source(Some(vars.clone())),
         );
-        Self::from_sources(sources)
+        Self::from_sources(sources, &|name| vars.get(name).cloned())
     }
 
     /// Reads settings from TOML text.
@@ -280,6 +302,7 @@ impl Settings {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         Self::from_sources(
             ::config::Config::builder().add_source(::config::File::from_str(text, ::config::FileFormat::Toml)),
+            &|name| std::env::var(name).ok(),
         )
     }
 
@@ -291,11 +314,13 @@ impl Settings {
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
         Self::from_sources(
             ::config::Config::builder().add_source(::config::File::from_str(text, ::config::FileFormat::Yaml)),
+            &|name| std::env::var(name).ok(),
         )
     }
 
     fn from_sources(
         sources: ::config::builder::ConfigBuilder<::config::builder::DefaultState>,
+        env: &Environment<'_>,
     ) -> Result<Self, ConfigError> {
         let tree: Value = sources
             .build()
@@ -306,17 +331,21 @@ impl Settings {
         };
         let settings = Self {
             #[cfg(feature = "circuit-breaker")]
-            circuit_breaker: section(&mut tree)?,
+            circuit_breaker: section(&mut tree, env)?,
             #[cfg(feature = "bulkhead")]
-            bulkhead: section(&mut tree)?,
+            bulkhead: section(&mut tree, env)?,
             #[cfg(feature = "retry")]
-            retry: section(&mut tree)?,
+            retry: section(&mut tree, env)?,
             #[cfg(feature = "idempotency")]
-            idempotency: section(&mut tree)?,
+            idempotency: section(&mut tree, env)?,
             #[cfg(feature = "deadline")]
-            deadline: section(&mut tree)?,
+            deadline: section(&mut tree, env)?,
             #[cfg(feature = "hedge")]
-            hedge: section(&mut tree)?,
+            hedge: section(&mut tree, env)?,
+            #[cfg(feature = "webhook")]
+            webhook: section(&mut tree, env)?,
+            #[cfg(feature = "outbox")]
+            outbox_relay: section(&mut tree, env)?,
         };
         if let Some(unknown) = tree.keys().next() {
             return Err(ConfigError::new(
@@ -389,6 +418,56 @@ impl Settings {
     pub fn hedge(&self, name: &str) -> palisade_hedge::HedgeBuilder {
         self.hedge.get(name).apply(name)
     }
+
+    /// The webhook verify layer named `name`: its builder around a verifier
+    /// with the scheme, keys and tolerance, and the layer's settings applied
+    /// (the replay store is set in code). Timestamps are checked against the
+    /// system clock; [`webhook_with_clock`](Self::webhook_with_clock) takes
+    /// another.
+    ///
+    /// # Errors
+    ///
+    /// The settings have no instance `name`: unlike other layers', a
+    /// verifier cannot start from the default block alone, which holds no
+    /// scheme or keys.
+    #[cfg(feature = "webhook")]
+    pub fn webhook(&self, name: &str) -> Result<palisade_webhook::VerifyBuilder, ConfigError> {
+        self.webhook_with_clock(name, palisade_webhook::SystemClock)
+    }
+
+    /// As [`webhook`](Self::webhook), with the verifier checking timestamps
+    /// against `clock` (the clock belongs to the verifier, which the layer's
+    /// builder already holds, so it is given here).
+    ///
+    /// # Errors
+    ///
+    /// As [`webhook`](Self::webhook).
+    #[cfg(feature = "webhook")]
+    pub fn webhook_with_clock(
+        &self,
+        name: &str,
+        clock: impl palisade_webhook::Clock,
+    ) -> Result<palisade_webhook::VerifyBuilder, ConfigError> {
+        let Some(settings) = self.webhook.instances.get(name) else {
+            return Err(ConfigError::new(
+                format!("{}.{name}", WebhookSettings::SECTION),
+                "no such instance in the settings; a verifier needs its own scheme and keys",
+            ));
+        };
+        // Checked when loading, with the system clock: the clock plays no part in the rules.
+        let verifier = settings
+            .build_verifier(clock)
+            .map_err(|error| at_key(WebhookSettings::SECTION, name, error))?;
+        Ok(settings.layer(name, verifier))
+    }
+
+    /// The outbox relay named `name` over `store` and `publisher`: its
+    /// builder with the settings applied (the wake-up signal and an event
+    /// hook are set in code).
+    #[cfg(feature = "outbox")]
+    pub fn outbox_relay<S, P>(&self, name: &str, store: S, publisher: P) -> palisade_outbox::RelayBuilder<S, P> {
+        self.outbox_relay.get(name).apply(name, store, publisher)
+    }
 }
 
 /// The layer types this build knows (its features).
@@ -405,11 +484,15 @@ const KNOWN_SECTIONS: &[&str] = &[
     "deadline",
     #[cfg(feature = "hedge")]
     "hedge",
+    #[cfg(feature = "webhook")]
+    "webhook",
+    #[cfg(feature = "outbox")]
+    "outbox_relay",
 ];
 
 /// Takes `T::SECTION` out of `tree`, merges each instance over the default
 /// block, reads it as `T` and builds it once.
-fn section<T: LayerSettings>(tree: &mut Map<String, Value>) -> Result<Section<T>, ConfigError> {
+fn section<T: LayerSettings>(tree: &mut Map<String, Value>, env: &Environment<'_>) -> Result<Section<T>, ConfigError> {
     let Some(table) = tree.remove(T::SECTION) else {
         return Ok(Section::default());
     };
@@ -426,7 +509,7 @@ fn section<T: LayerSettings>(tree: &mut Map<String, Value>) -> Result<Section<T>
             ));
         }
     };
-    let default = read::<T>(DEFAULT_INSTANCE, Value::Object(default_table.clone()))?;
+    let default = read::<T>(DEFAULT_INSTANCE, Value::Object(default_table.clone()), env)?;
     let mut read_instances = BTreeMap::new();
     for (name, table) in instances {
         let Value::Object(table) = table else {
@@ -437,7 +520,7 @@ fn section<T: LayerSettings>(tree: &mut Map<String, Value>) -> Result<Section<T>
         };
         let mut merged = default_table.clone();
         merged.extend(table);
-        let settings = read::<T>(&name, Value::Object(merged))?;
+        let settings = read::<T>(&name, Value::Object(merged), env)?;
         read_instances.insert(name, settings);
     }
     Ok(Section {
@@ -446,8 +529,8 @@ fn section<T: LayerSettings>(tree: &mut Map<String, Value>) -> Result<Section<T>
     })
 }
 
-fn read<T: LayerSettings>(name: &str, table: Value) -> Result<T, ConfigError> {
-    let settings: T = serde_path_to_error::deserialize(table).map_err(|e| {
+fn read<T: LayerSettings>(name: &str, table: Value, env: &Environment<'_>) -> Result<T, ConfigError> {
+    let mut settings: T = serde_path_to_error::deserialize(table).map_err(|e| {
         let mut key = format!("{}.{name}", T::SECTION);
         let path = e.path().to_string();
         if path != "." {
@@ -465,12 +548,18 @@ fn read<T: LayerSettings>(name: &str, table: Value) -> Result<T, ConfigError> {
         }
         ConfigError::new(key, message)
     })?;
-    settings.check(name).map_err(|(key, rule)| {
-        let key = match key {
-            Some(key) => format!("{}.{name}.{key}", T::SECTION),
-            None => format!("{}.{name}", T::SECTION),
-        };
-        ConfigError::new(key, rule)
-    })?;
+    settings
+        .read_environment(env)
+        .and_then(|()| settings.check(name))
+        .map_err(|error| at_key(T::SECTION, name, error))?;
     Ok(settings)
+}
+
+/// The error naming the key at fault in `section.name`.
+fn at_key(section: &str, name: &str, (key, rule): KeyError) -> ConfigError {
+    let key = match key {
+        Some(key) => format!("{section}.{name}.{key}"),
+        None => format!("{section}.{name}"),
+    };
+    ConfigError::new(key, rule)
 }
