@@ -35,13 +35,26 @@
 //!
 //! [hedge.search]
 //! percentile = { percentile = 0.95, samples = 1000, min_samples = 100 }
+//!
+//! [webhook.default]
+//! tolerance = "5m"
+//!
+//! [webhook.payments]
+//! scheme = "stripe"
+//! secrets_env = ["STRIPE_WEBHOOK_SECRET"]   # read when loading
+//! max_body = 65536
+//!
+//! [outbox_relay.orders]
+//! batch_size = 50
+//! backoff = { initial = "500ms", max = "5m", multiplier = 2.0 }
+//! retention = "24h"
 //! ```
 //!
 //! The layer types are `circuit_breaker`, `bulkhead`, `retry` (for
 //! [`Settings::retry`] and [`Settings::http_retry`]), `idempotency`,
-//! `deadline` (the server's) and `hedge`, each when its feature is on. The
-//! webhook's secrets, the outbox relay, fallbacks and adaptive bulkhead
-//! limits are set in code.
+//! `deadline` (the server's), `hedge`, `webhook` (the verify layer) and
+//! `outbox_relay`, each when its feature is on (`outbox` for the relay).
+//! Fallbacks, adaptive bulkhead limits and webhook signers are set in code.
 //!
 //! Durations are written as people write them (`"250ms"`, `"30s"`, `"5m"`,
 //! `"24h"`, `"1h 30m"`); sizes are bytes. A setting that can be switched off
@@ -79,6 +92,74 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Webhooks
+//!
+//! A `webhook` instance names its sender's `scheme` (`"standard_webhooks"`,
+//! `"stripe"`, `"github"`, `"slack"`, `"shopify"`, or a generic HMAC scheme
+//! as a table: `scheme = { generic = { signature_header = "X-Acme-Signature",
+//! timestamp_header = "X-Acme-Timestamp", id_header = "X-Acme-Id", template =
+//! "{id}.{timestamp}.{body}", encoding = "base64", prefix = "v1=" } }`) and
+//! its keys:
+//!
+//! - `secrets_env`, the names of environment variables holding secrets,
+//!   read when loading (from the variables given to
+//!   [`Settings::load_with_vars`], else the process's). Secrets belong in the
+//!   environment or a secret store, not in a file that is shared or committed.
+//! - `secrets`, the secrets themselves, for files kept as secret as the
+//!   secrets. A file that does not parse is reported with the line at
+//!   fault, which can hold one of them.
+//! - `public_keys`, Standard Webhooks' `whpk_` keys for `v1a` signatures.
+//!
+//! While rotating, give the old and the new secret: the verifier tries
+//! `secrets` in order, then `secrets_env`. The `default` block holds what
+//! instances share (`tolerance`, `max_body`, `replay_window`, `lock_expiry`,
+//! `store_timeout`, even `scheme`) and no keys, so [`Settings::webhook`] only
+//! builds instances the settings name. Secrets never show: `Debug` counts
+//! them, and errors name the key (`webhook.payments.secrets_env: a secret is
+//! not valid base64`), never the value.
+//!
+//! The replay store is set in code on the returned builder; a clock other
+//! than the system's is given to [`Settings::webhook_with_clock`], since it
+//! belongs to the verifier the builder already holds.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use palisade::config::Settings;
+//! use palisade::webhook::MemoryReplayStore;
+//!
+//! let file = r#"
+//!     [webhook.github]
+//!     scheme = "github"
+//!     secrets_env = ["GITHUB_WEBHOOK_SECRET"]
+//!     replay_window = "24h"
+//! "#;
+//! # let dir = std::env::temp_dir().join(format!("palisade-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! # let path = dir.join("palisade.toml");
+//! # std::fs::write(&path, file)?;
+//! // In a service: `Settings::load(Some(path), "PALISADE")?`, the secret in its environment.
+//! let vars = [("GITHUB_WEBHOOK_SECRET".to_owned(), "It's a Secret to Everybody".to_owned())];
+//! let settings = Settings::load_with_vars(Some(&path), "PALISADE", vars)?;
+//! let verify = settings
+//!     .webhook("github")?
+//!     .replay_store(MemoryReplayStore::new())
+//!     .build()?;
+//! # std::fs::remove_dir_all(&dir)?;
+//! # let _ = verify;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Outbox relays
+//!
+//! An `outbox_relay` instance takes the relay builder's settings:
+//! `batch_size`, `workers`, `concurrency`, `poll_interval`, `max_attempts`,
+//! `backoff` (`initial`, `max` and `multiplier`, all three), `publish_timeout`,
+//! `lease`, `store_timeout`, `retention` (`"0s"`, the default, deletes events
+//! on publish), `cleanup_interval`, `backlog_interval`. They are checked when
+//! loading, without a store or publisher; [`Settings::outbox_relay`] takes
+//! both and returns the builder, to add the wake-up signal before `build()`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -175,11 +256,35 @@ impl std::error::Error for ConfigError {}
 /// each already merged over the default block and checked.
 #[derive(Debug, Clone)]
 struct Section<T> {
+    #[cfg_attr(
+        not(any(
+            feature = "circuit-breaker",
+            feature = "bulkhead",
+            feature = "retry",
+            feature = "idempotency",
+            feature = "deadline",
+            feature = "hedge",
+            feature = "outbox"
+        )),
+        allow(dead_code, reason = "a webhook instance never falls back to the default block")
+    )]
     default: T,
     instances: BTreeMap<String, T>,
 }
 
 impl<T: Clone> Section<T> {
+    #[cfg_attr(
+        not(any(
+            feature = "circuit-breaker",
+            feature = "bulkhead",
+            feature = "retry",
+            feature = "idempotency",
+            feature = "deadline",
+            feature = "hedge",
+            feature = "outbox"
+        )),
+        allow(dead_code, reason = "a webhook instance never falls back to the default block")
+    )]
     fn get(&self, name: &str) -> &T {
         self.instances.get(name).unwrap_or(&self.default)
     }
@@ -294,7 +399,8 @@ impl Settings {
         Self::from_sources(sources, &|name| vars.get(name).cloned())
     }
 
-    /// Reads settings from TOML text.
+    /// Reads settings from TOML text; the environment variables it names
+    /// (`secrets_env`) are the process's.
     ///
     /// # Errors
     ///
@@ -306,7 +412,8 @@ impl Settings {
         )
     }
 
-    /// Reads settings from YAML text.
+    /// Reads settings from YAML text; the environment variables it names
+    /// (`secrets_env`) are the process's.
     ///
     /// # Errors
     ///
@@ -463,7 +570,8 @@ impl Settings {
 
     /// The outbox relay named `name` over `store` and `publisher`: its
     /// builder with the settings applied (the wake-up signal and an event
-    /// hook are set in code).
+    /// hook are set in code). An instance the settings do not name takes the
+    /// default block.
     #[cfg(feature = "outbox")]
     pub fn outbox_relay<S, P>(&self, name: &str, store: S, publisher: P) -> palisade_outbox::RelayBuilder<S, P> {
         self.outbox_relay.get(name).apply(name, store, publisher)

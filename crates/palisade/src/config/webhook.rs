@@ -25,7 +25,8 @@ pub struct WebhookSettings {
     /// `"slack"`, `"shopify"`, or `{ generic = { signature_header = ... } }`.
     pub scheme: Option<SchemeSettings>,
     /// Secrets, in the order the verifier tries them (several while
-    /// rotating). Prefer `secrets_env`: a file is easily shared or committed.
+    /// rotating). Prefer `secrets_env`: a file is easily shared or committed,
+    /// and a file that does not parse is reported with the line at fault.
     pub secrets: Secrets,
     /// Names of environment variables holding secrets, read when loading;
     /// their secrets come after those of `secrets`.
@@ -264,17 +265,18 @@ impl LayerSettings for WebhookSettings {
     const SECTION: &'static str = "webhook";
 
     fn read_environment(&mut self, env: &Environment<'_>) -> Result<(), KeyError> {
-        let mut secrets = Vec::with_capacity(self.secrets_env.len());
-        for name in &self.secrets_env {
-            let secret = env(name).ok_or_else(|| {
-                (
-                    Some("secrets_env"),
-                    format!("the environment variable {name} is not set"),
-                )
-            })?;
-            secrets.push(secret);
-        }
-        self.env_secrets = Secrets(secrets);
+        let not_set = |name: &String| {
+            (
+                Some("secrets_env"),
+                format!("the environment variable {name} is not set"),
+            )
+        };
+        self.env_secrets = self
+            .secrets_env
+            .iter()
+            .map(|name| env(name).ok_or_else(|| not_set(name)))
+            .collect::<Result<_, _>>()
+            .map(Secrets)?;
         Ok(())
     }
 
