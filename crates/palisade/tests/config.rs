@@ -565,6 +565,39 @@ webhook:
 }
 
 #[test]
+fn standard_webhooks_public_keys_verify_ed25519_signatures() {
+    const SIGNING_KEY: &str =
+        "whsk_6Xb/dCcHpPea21PS1N9VY/NZW723CEc77N4rJCubMbfVKIDij2HKpMKkioLlX0dRqSKJp4AJ6p9lMicMFs6Kvg==";
+    let settings = Settings::from_toml(
+        r#"
+        [webhook.svix]
+        scheme = "standard_webhooks"
+        public_keys = ["whpk_1SiA4o9hyqTCpIqC5V9HUakiiaeACeqfZTInDBbOir4="]
+        "#,
+    )
+    .unwrap();
+    let signer = Signer::builder(Scheme::StandardWebhooks)
+        .signing_key(SIGNING_KEY)
+        .build()
+        .unwrap();
+    let mut headers = http::HeaderMap::new();
+    signer.sign(&mut headers, b"{}").unwrap();
+    let svix = settings.webhook("svix").unwrap().build().unwrap();
+    assert!(format!("{svix:?}").contains("public_keys: 1"));
+    assert_eq!(svix.verifier().verify(&headers, b"{}").unwrap().key_index(), 0);
+    assert_eq!(
+        svix.verifier().verify(&headers, b"[]").unwrap_err().reason(),
+        Reason::BadSignature
+    );
+    assert_eq!(
+        error(Settings::from_toml(
+            "[webhook.svix]\nscheme = \"standard_webhooks\"\npublic_keys = [\"whpk_AAAA\"]"
+        )),
+        "webhook.svix.public_keys: a public key is not a valid base64 ed25519 key"
+    );
+}
+
+#[test]
 fn an_outbox_relay_takes_every_setting() {
     let settings = Settings::from_toml(
         r#"
