@@ -229,14 +229,14 @@
 //! # The payments client stack, outermost first
 //!
 //! Every charge carries the `Idempotency-Key` derived above, so a retried
-//! charge (by the stack or by the client) charges once.
+//! charge (by the stack or by the client) charges once. The handler's charges
+//! go through a queueing fallback outside the stack (see [When payments are
+//! unavailable](#when-payments-are-unavailable)).
 //!
 //! 1. **Idempotency key** (the one set by the handler; a fresh one if none).
 //! 2. **Retry** ([`HttpRetryLayer`]): 503, 429, 408, timeouts and connect
 //!    errors, [`PaymentsConfig::max_attempts`] attempts with exponential backoff
 //!    and full jitter. Outside the breaker, so an open breaker is never retried.
-//!    A queueing fallback wraps the stack for the handler's charges (see
-//!    [When payments are unavailable](#when-payments-are-unavailable)).
 //! 3. **Circuit breaker**: opens after [`PaymentsConfig::breaker_failures`]
 //!    failed attempts in a row, probes after [`PaymentsConfig::breaker_open`]
 //!    and closes after three probes in a row succeed.
