@@ -9,7 +9,8 @@
 //! an order whose storing failed after its charge is finished by a retry on
 //! another instance with one charge, two principals using one key get two
 //! orders, a late webhook leaves a paid order paid, and an order never
-//! finished is cancelled and refunded.
+//! finished is cancelled and refunded, and an order queued while payments
+//! are unavailable is charged once when they return.
 
 use axum::body::Body;
 use axum_orders::{App, Config, PaymentsSim, app, generate_secret};
@@ -691,6 +692,67 @@ async fn on_postgres_an_order_never_finished_is_cancelled_and_refunded() {
         .await
         .unwrap();
     assert_eq!(statuses, [("cancelled".to_owned(),)]);
+
+    orders.database.close().await;
+    orders.shutdown().await;
+    pg.cleanup().await;
+}
+
+#[tokio::test]
+async fn on_postgres_an_order_queued_while_payments_are_unavailable_is_charged_once_when_they_return() {
+    let Some(pg) = Postgres::connect("axum_orders_queued").await else {
+        return;
+    };
+    let (sim, payments) = payments().await;
+    let mut config = Config::new(
+        pg.url_in_schema(),
+        payments.parse().unwrap(),
+        generate_secret().unwrap(),
+        generate_secret().unwrap(),
+    );
+    config.payments.breaker_failures = 1;
+    config.payments.max_attempts = 1;
+    config.payments.breaker_open = std::time::Duration::from_secs(2);
+    let orders = app(&config).await.unwrap();
+
+    // One failed charge opens the breaker; payments then recover.
+    sim.set_mode(axum_orders::Mode {
+        failure_rate: 1.0,
+        ..axum_orders::Mode::default()
+    })
+    .unwrap();
+    assert_eq!(send(&orders, post_order("pg-opens")).await.0, StatusCode::BAD_GATEWAY);
+    sim.set_mode(axum_orders::Mode::default()).unwrap();
+
+    // Queued: the order and its command are committed together in PostgreSQL.
+    let (status, headers, body) = send(&orders, post_order("pg-queued")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(headers["location"], format!("/orders/{id}"));
+    let status_of = || async {
+        sqlx::query_scalar::<_, String>("SELECT status FROM orders WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&pg.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(status_of().await, "payment_queued");
+    assert_eq!(sim.charges(), 0);
+
+    // Past the open duration (2 s), the relay's next delivery is the breaker's
+    // probe: it charges the order under its id and finishes it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while status_of().await != "pending" {
+        assert!(std::time::Instant::now() < deadline, "the queued charge was never made");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!((sim.requests(), sim.charges()), (2, 1));
+    let (status, _, _) = send(&orders, post_order("pg-queued")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "the first answer, replayed");
+    assert_eq!((sim.requests(), sim.charges()), (2, 1));
 
     orders.database.close().await;
     orders.shutdown().await;

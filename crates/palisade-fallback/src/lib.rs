@@ -16,7 +16,13 @@
 //! is a ready fallback for work that may happen later: it stages a command in
 //! the outbox (palisade-outbox's `stage`, in a transaction of its own) and
 //! answers `202 Accepted` with a `Location` the client can poll; the relay
-//! delivers the command once the dependency is back.
+//! delivers the command once the dependency is back. With
+//! [`Queued::with_update`] the application's own row changes in the same
+//! transaction (an order marked `payment_queued` with its charge command, or
+//! neither), and the answer carries the [`Queued`] in its extensions, so a
+//! handler calling a client wrapped in the fallback knows its call was queued.
+//! examples/axum-orders queues its charges this way while the payments breaker
+//! is open.
 //!
 //! # Install
 //!
@@ -118,5 +124,5 @@ pub use failure::{Cause, Failure, Reason};
 pub use layer::{FallbackBuilder, FallbackLayer, NoFallback};
 #[cfg(any(feature = "outbox-sqlite", feature = "outbox-postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "outbox-sqlite", feature = "outbox-postgres"))))]
-pub use queue::{QueueForLater, Queued};
+pub use queue::{QueueDatabase, QueueForLater, Queued};
 pub use service::Fallback;

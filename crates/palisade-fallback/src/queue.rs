@@ -15,12 +15,25 @@ use tower_service::Service;
 
 use crate::failure::Failure;
 
-/// A command to queue: the outbox event the relay will deliver, and the URL
-/// the client can poll for the work's status.
+/// A command to queue: the outbox event the relay will deliver, the URL
+/// the client can poll for the work's status, and optionally an update of the
+/// application's own rows committed with it.
+///
+/// The `202 Accepted` answer carries the `Queued` it staged in its
+/// extensions, so code inside the caller (a handler calling a client wrapped
+/// in the fallback) tells a queued call from the dependency's own `202`.
 #[derive(Debug, Clone)]
 pub struct Queued {
     event: Event,
     status_url: String,
+    update: Option<Update>,
+}
+
+/// A statement run in the command's transaction, with text parameters.
+#[derive(Debug, Clone)]
+struct Update {
+    sql: String,
+    params: Vec<String>,
 }
 
 impl Queued {
@@ -29,8 +42,49 @@ impl Queued {
         Self {
             event,
             status_url: status_url.into(),
+            update: None,
         }
     }
+
+    /// Runs `sql` in the same transaction, before the command is staged,
+    /// with `params` bound as text to `$1`, `$2`, ... (the placeholders
+    /// PostgreSQL and SQLite both take). The work's own state then changes
+    /// with the command or not at all: `UPDATE orders SET status =
+    /// 'payment_queued' WHERE id = $1 AND status = 'new'` leaves no order
+    /// marked queued without its command, and no command without its order.
+    ///
+    /// When the statement changes no row, the work is no longer in a state
+    /// to be queued (done meanwhile, or taken by another path): nothing is
+    /// staged and the fallback declines, so the caller gets the original
+    /// failure.
+    pub fn with_update(mut self, sql: impl Into<String>, params: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.update = Some(Update {
+            sql: sql.into(),
+            params: params.into_iter().map(Into::into).collect(),
+        });
+        self
+    }
+
+    /// The command's outbox event.
+    pub fn event(&self) -> &Event {
+        &self.event
+    }
+
+    /// Where the client polls for the work's status (the answer's `Location`).
+    pub fn status_url(&self) -> &str {
+        &self.status_url
+    }
+}
+
+/// Why a command was not queued.
+#[derive(Debug, thiserror::Error)]
+enum NotQueued {
+    #[error("the update changed no row: the work is no longer in a state to be queued")]
+    Unchanged,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Outbox(#[from] palisade_outbox::OutboxError),
 }
 
 type Command<Res> = dyn Fn(&Failure<Res>) -> Option<Queued> + Send + Sync;
@@ -43,8 +97,10 @@ type Command<Res> = dyn Fn(&Failure<Res>) -> Option<Queued> + Send + Sync;
 /// delivers the command when it can; its consumer does the work (with the
 /// same idempotency key as the first try, so it is done once).
 ///
-/// If staging fails the fallback declines: the caller gets the original
-/// failure. Its future is boxed: it runs on the failure path only.
+/// With [`Queued::with_update`] the application's own rows change in the
+/// same transaction. If staging fails, or the update changes no row, the
+/// fallback declines: the caller gets the original failure. Its future is
+/// boxed: it runs on the failure path only.
 pub struct QueueForLater<DB: sqlx::Database, Res> {
     pool: sqlx::Pool<DB>,
     command: Arc<Command<Res>>,
@@ -78,17 +134,59 @@ impl<DB: sqlx::Database, Res> fmt::Debug for QueueForLater<DB, Res> {
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// The databases [`QueueForLater`] stages on: SQLite and PostgreSQL, each with
+/// its feature. Sealed.
+pub trait QueueDatabase: sqlx::Database + sealed::Sealed {
+    #[doc(hidden)]
+    fn execute_update<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        params: &'c [String],
+    ) -> BoxFuture<'c, Result<u64, sqlx::Error>>;
+}
+
+/// Implements [`QueueDatabase`] for `$db`, whose connection is `$conn`.
+macro_rules! queue_database {
+    ($db:ty, $conn:ty) => {
+        impl sealed::Sealed for $db {}
+        impl QueueDatabase for $db {
+            fn execute_update<'c>(
+                conn: &'c mut $conn,
+                sql: &'c str,
+                params: &'c [String],
+            ) -> BoxFuture<'c, Result<u64, sqlx::Error>> {
+                Box::pin(async move {
+                    let mut query = sqlx::query(sql);
+                    for param in params {
+                        query = query.bind(param.as_str());
+                    }
+                    Ok(query.execute(conn).await?.rows_affected())
+                })
+            }
+        }
+    };
+}
+
+#[cfg(feature = "outbox-sqlite")]
+queue_database!(sqlx::Sqlite, sqlx::SqliteConnection);
+#[cfg(feature = "outbox-postgres")]
+queue_database!(sqlx::Postgres, sqlx::PgConnection);
 
 impl<DB, ResB> Service<Failure<Response<ResB>>> for QueueForLater<DB, Response<ResB>>
 where
-    DB: sqlx::Database,
+    DB: QueueDatabase,
     DB::Connection: OutboxConnection,
     ResB: From<Bytes> + Send + 'static,
 {
     type Response = Response<ResB>;
     type Error = Failure<Response<ResB>>;
-    type Future = BoxFuture<Result<Response<ResB>, Failure<Response<ResB>>>>;
+    type Future = BoxFuture<'static, Result<Response<ResB>, Failure<Response<ResB>>>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -102,8 +200,14 @@ where
             let Ok(location) = HeaderValue::from_str(&queued.status_url) else {
                 return Err(failure);
             };
-            let staged: Result<(), Box<dyn std::error::Error + Send + Sync>> = async {
+            let staged: Result<(), NotQueued> = async {
                 let mut tx = pool.begin().await?;
+                if let Some(update) = &queued.update {
+                    if DB::execute_update(&mut tx, &update.sql, &update.params).await? == 0 {
+                        // Dropping the transaction rolls it back.
+                        return Err(NotQueued::Unchanged);
+                    }
+                }
                 stage(&mut *tx, &queued.event).await?;
                 tx.commit().await?;
                 Ok(())
@@ -119,6 +223,7 @@ where
             res.headers_mut().insert(header::LOCATION, location);
             res.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            res.extensions_mut().insert(queued);
             Ok(res)
         })
     }

@@ -113,3 +113,98 @@ async fn when_staging_fails_or_the_command_declines_the_caller_gets_the_original
         .unwrap();
     assert_eq!(count, 0);
 }
+
+/// Queues like [`queue`], and moves the order from `new` to `payment_queued`
+/// in the same transaction.
+fn queue_with_status(pool: SqlitePool) -> QueueForLater<sqlx::Sqlite, Res> {
+    QueueForLater::new(pool, |failure| {
+        let order = failure.parts().uri.path().trim_start_matches("/orders/").to_owned();
+        let event = Event::new("ChargeRequested", "Order", order.clone(), serde_json::json!({"order": order}));
+        Some(
+            Queued::new(event, format!("/orders/{order}")).with_update(
+                "UPDATE orders SET status = 'payment_queued' WHERE id = $1 AND status = $2",
+                [order, "new".to_owned()],
+            ),
+        )
+    })
+}
+
+async fn orders_table(pool: &SqlitePool, status: &str) {
+    sqlx::query("CREATE TABLE orders (id TEXT PRIMARY KEY, status TEXT NOT NULL)")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO orders VALUES ('ord_1', $1)")
+        .bind(status)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+async fn status_and_staged(pool: &SqlitePool) -> (String, i64) {
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM orders WHERE id = 'ord_1'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let staged: i64 = match sqlx::query_scalar("SELECT COUNT(*) FROM palisade_outbox")
+        .fetch_one(pool)
+        .await
+    {
+        Ok(count) => count,
+        // No outbox table at all.
+        Err(_) => -1,
+    };
+    (status, staged)
+}
+
+#[tokio::test]
+async fn an_update_commits_with_the_command_and_the_answer_says_it_was_queued() {
+    let pool = pool(true).await;
+    orders_table(&pool, "new").await;
+    let layer = FallbackLayer::builder("payments")
+        .fallback(queue_with_status(pool.clone()))
+        .build()
+        .unwrap();
+    let res = layer.layer(breaker_open()).oneshot(charge()).await.unwrap();
+    assert_eq!(res.status(), 202);
+    let queued = res.extensions().get::<Queued>().expect("the answer carries what it queued");
+    assert_eq!(queued.status_url(), "/orders/ord_1");
+    assert_eq!(queued.event().event_type, "ChargeRequested");
+    assert_eq!(queued.event().aggregate_id, "ord_1");
+    assert_eq!(status_and_staged(&pool).await, ("payment_queued".to_owned(), 1));
+
+    // The order is no longer `new`: the update changes nothing, nothing more is
+    // staged, and the caller gets the open breaker.
+    let err = layer.layer(breaker_open()).oneshot(charge()).await.unwrap_err();
+    assert_eq!(find::<CircuitOpen>(&*err).unwrap().name(), "payments");
+    assert_eq!(status_and_staged(&pool).await, ("payment_queued".to_owned(), 1));
+}
+
+#[tokio::test]
+async fn a_command_that_cannot_be_staged_leaves_the_update_undone() {
+    // No outbox table: the update runs, staging fails, and the transaction rolls back.
+    let pool = pool(false).await;
+    orders_table(&pool, "new").await;
+    let layer = FallbackLayer::builder("payments")
+        .fallback(queue_with_status(pool.clone()))
+        .build()
+        .unwrap();
+    let err = layer.layer(breaker_open()).oneshot(charge()).await.unwrap_err();
+    assert_eq!(find::<CircuitOpen>(&*err).unwrap().name(), "payments");
+    assert_eq!(status_and_staged(&pool).await, ("new".to_owned(), -1));
+}
+
+#[tokio::test]
+async fn a_dependency_answering_202_itself_is_not_taken_for_a_queued_call() {
+    let pool = pool(true).await;
+    let layer = FallbackLayer::builder("payments")
+        .fallback(queue_with_status(pool))
+        .build()
+        .unwrap();
+    let accepted = service_fn(|_req: Request<()>| async {
+        Ok::<_, BoxError>(Response::builder().status(202).body(Full::from("accepted")).unwrap())
+    });
+    let res = layer.layer(accepted).oneshot(charge()).await.unwrap();
+    assert_eq!(res.status(), 202);
+    assert!(res.extensions().get::<Queued>().is_none());
+}

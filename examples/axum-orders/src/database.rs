@@ -12,14 +12,18 @@ use std::time::Duration;
 use palisade::outbox::postgres::{self as outbox_pg, PgStore};
 use palisade::outbox::sqlite::{self as outbox_sqlite, SqliteStore};
 use palisade::outbox::{
-    Backlog, OutboxContext, OutboxError, OutboxStore, Publisher, Relay, RelayHandle, Wakeup, stage,
+    Backlog, Event, OutboxError, OutboxStore, Publisher, Relay, RelayHandle, Wakeup, stage,
 };
 use palisade::prelude::BoxError;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use tokio::task::JoinHandle;
 
-use crate::{Order, OrderRow};
+use palisade::fallback::{FallbackLayer, QueueForLater};
+use tower::Layer as _;
+use tower::util::BoxCloneSyncService;
+
+use crate::{Order, OrderRow, PAYMENTS, PaymentsClient, queued_charge};
 
 /// The database kinds `--database-url` accepts, told apart by the URL's scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,10 +105,10 @@ const ADD_COLUMNS_POSTGRES: &str = "ALTER TABLE orders
     ADD COLUMN IF NOT EXISTS request_hash TEXT NOT NULL DEFAULT '',
     ADD COLUMN IF NOT EXISTS leased_at BIGINT NOT NULL DEFAULT 0";
 
-/// The statuses of an order the payment was taken for: the only ones the
-/// orders routes show. `new` (being charged), `declined`, `refunding` and
-/// `cancelled` are the creation's own bookkeeping.
-const VISIBLE: &str = "status IN ('pending', 'paid', 'payment_failed')";
+/// The statuses of an order the payment was taken or queued for: the only
+/// ones the orders routes show. `new` (being charged), `declined`,
+/// `refunding` and `cancelled` are the creation's own bookkeeping.
+const VISIBLE: &str = "status IN ('payment_queued', 'pending', 'paid', 'payment_failed')";
 
 const RESERVE_ORDER: &str = "INSERT INTO orders
      (id, status, customer_id, items, total_amount, currency, created_at, request_hash, leased_at)
@@ -117,8 +121,13 @@ const SELECT_RESERVED: &str =
 
 /// An order's columns and the fingerprint it was first requested with.
 type ReservedRow = (String, String, String, String, i64, String, String, String);
-const COMPLETE: &str = "UPDATE orders SET status = 'pending' WHERE id = $1 AND status = 'new'";
-const DECLINE: &str = "UPDATE orders SET status = 'declined' WHERE id = $1 AND status = 'new'";
+/// Moves an order whose charge was made from the status given as `$2` to `pending`.
+const COMPLETE: &str = "UPDATE orders SET status = 'pending' WHERE id = $1 AND status = $2";
+const DECLINE: &str = "UPDATE orders SET status = 'declined' WHERE id = $1 AND status IN ('new', 'payment_queued')";
+/// Marks an order `payment_queued`, in the transaction that stages its
+/// queued charge (the fallback's [`Queued::with_update`](palisade::fallback::Queued::with_update));
+/// `$1` is the order's id.
+pub(crate) const QUEUE_CHARGE: &str = "UPDATE orders SET status = 'payment_queued' WHERE id = $1 AND status = 'new'";
 const SETTLE: &str = "UPDATE orders SET status = $1 WHERE id = $2 AND status = 'pending'";
 const STATUS: &str = "SELECT status FROM orders WHERE id = $1";
 const ABANDONED: &str =
@@ -278,6 +287,19 @@ impl Database {
         }
     }
 
+    /// `payments` behind a fallback that, when the payments breaker is open
+    /// or its bulkhead full, queues the charge instead: the order becomes
+    /// `payment_queued` and its `ChargeQueued` command is staged, in one
+    /// transaction on this database, and the call answers `202 Accepted`.
+    pub(crate) fn queue_charges(&self, payments: PaymentsClient) -> Result<PaymentsClient, BoxError> {
+        on_pool!(self, pool => {
+            let fallback = FallbackLayer::builder(PAYMENTS)
+                .fallback(QueueForLater::new(pool.clone(), queued_charge))
+                .build()?;
+            Ok(BoxCloneSyncService::new(fallback.layer(payments)))
+        })
+    }
+
     /// The `NOTIFY` channel the relays of every instance on this PostgreSQL
     /// schema wake each other on: `orders_outbox_` and the md5 of the schema's
     /// name. Channels are per database, not per schema: one named after the
@@ -353,17 +375,31 @@ impl Database {
         })
     }
 
-    /// Moves a charged order from `new` to `pending` and stages its
-    /// `OrderCreated` event in the same transaction; false (nothing written)
-    /// when the order is no longer `new`.
-    pub(crate) async fn complete(&self, ctx: &OutboxContext, order: &Order) -> Result<bool, BoxError> {
+    /// Moves a charged order from `from` (`new`, or `payment_queued` when its
+    /// queued charge was made) to `pending` and stages its `OrderCreated`
+    /// event, given its ids by `stamp`, in the same transaction; false
+    /// (nothing written) when the order is no longer `from`.
+    pub(crate) async fn complete(
+        &self,
+        stamp: impl FnOnce(Event) -> Event,
+        order: &Order,
+        from: &str,
+    ) -> Result<bool, BoxError> {
+        let order = Order {
+            status: "pending".to_owned(),
+            ..order.clone()
+        };
         // Published on the event type (NATS: `orders.events.OrderCreated`).
-        let event = ctx
-            .event("OrderCreated", "Order", order.id.clone(), serde_json::to_value(order)?)
-            .with_destination("OrderCreated");
+        let event = stamp(Event::new(
+            "OrderCreated",
+            "Order",
+            order.id.clone(),
+            serde_json::to_value(&order)?,
+        ))
+        .with_destination("OrderCreated");
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let moved = sqlx::query(COMPLETE).bind(&order.id).execute(&mut *tx).await?.rows_affected();
+            let moved = sqlx::query(COMPLETE).bind(&order.id).bind(from).execute(&mut *tx).await?.rows_affected();
             if moved != 1 {
                 return Ok(false);
             }
@@ -373,7 +409,8 @@ impl Database {
         })
     }
 
-    /// Records that payments declined the order's charge (when still `new`).
+    /// Records that payments declined the order's charge (when still `new` or
+    /// `payment_queued`).
     pub(crate) async fn decline(&self, order_id: &str) -> Result<(), sqlx::Error> {
         on_pool!(self, pool => sqlx::query(DECLINE).bind(order_id).execute(pool).await.map(drop))
     }

@@ -20,6 +20,7 @@
 //! | `--layers` | `PALISADE_LAYERS` | `on` | `off` drops every palisade layer ([`Layers`]), to measure their cost |
 //! | `--request-timeout` | `REQUEST_TIMEOUT` | `10s` | [`Config::request_timeout`]: time allowed to one request on the orders routes (`500ms`, `10s`, `2m`: [`parse_duration`]) |
 //! | `--abandon-after` | `ABANDON_AFTER` | `15m` | [`Config::abandon_after`]: an order unfinished this long after its last attempt is cancelled and refunded; must exceed the request timeout |
+//! | `--queue-payments` | `QUEUE_PAYMENTS` | `on` | [`PaymentsConfig::queue_when_unavailable`]: queue charges while payments are unavailable; see [When payments are unavailable](#when-payments-are-unavailable) |
 //! | `--config` | `PALISADE_CONFIG` | none (built-in) | layer settings from a TOML or YAML file; see [Configuration](#configuration) |
 //!
 //! A bad flag (an unsupported database URL, a secret without `whsec_`, an
@@ -42,10 +43,14 @@
 //!     for another order (by this caller);
 //!   - 402 the payment was declined (payments answered 402), 422 payments refused
 //!     the charge with another 4xx: final for this key, and never retried;
+//!   - 202 with `Location: /orders/{id}` and the order, `payment_queued`, when
+//!     the payments breaker is open or its bulkhead full: the charge is queued and
+//!     made once payments take calls again (see [When payments are
+//!     unavailable](#when-payments-are-unavailable));
 //!   - 502 payments failed or could not be reached after the retries, 503 with
-//!     `Retry-After` when payments asked to slow down (408, 409, 429), the payments
-//!     breaker is open or its bulkhead full: the charge is unconfirmed, and a retry
-//!     with the same key charges at most once;
+//!     `Retry-After` when payments asked to slow down (408, 409, 429), or are
+//!     unavailable with `--queue-payments off`: the charge is unconfirmed, and a
+//!     retry with the same key charges at most once;
 //!   - 503 with `Retry-After` when the order could not be stored after its charge:
 //!     a retry with the same key finishes it without charging again;
 //!   - 409 when the order under this key was cancelled and refunded (see
@@ -55,8 +60,9 @@
 //!   A repeat of a stored answer is replayed with `Idempotent-Replayed: true`
 //!   and charges nothing.
 //! - `GET /orders/{id}` (200 or 404) and `GET /orders` (oldest first): the
-//!   orders whose payment was taken (`pending`, `paid`, `payment_failed`); an
-//!   order still being created, declined or cancelled is not shown.
+//!   orders whose payment was taken or queued (`payment_queued`, `pending`,
+//!   `paid`, `payment_failed`); an order still being created, declined or
+//!   cancelled is not shown.
 //! - `POST /webhooks/payments`: Standard Webhooks, verified by the webhook
 //!   layer with a replay store (memory, or Redis with [`Config::redis_url`]); `{"type": "payment.succeeded" |
 //!   "payment.failed", "data": {"order_id"}}` moves a `pending` order to
@@ -173,14 +179,59 @@
 //!    timeout, so no attempt can still be charging an order being refunded.
 //!
 //! An order's statuses: `new` → `pending` (charged) → `paid` or
-//! `payment_failed` (webhooks); `new` → `declined`; `new` → `refunding` →
-//! `cancelled`. Only `pending`, `paid` and `payment_failed` are shown by the
-//! routes.
+//! `payment_failed` (webhooks); `new` → `payment_queued` → `pending` (charged
+//! later, below) or `declined`; `new` → `declined`; `new` → `refunding` →
+//! `cancelled`. Only `payment_queued`, `pending`, `paid` and `payment_failed`
+//! are shown by the routes.
+//!
+//! # When payments are unavailable
+//!
+//! While the payments breaker is open (or its bulkhead full), a charge is not
+//! sent, so nothing can have been charged; instead of refusing the order,
+//! the service queues its charge, the circuit breaker pattern's fallback:
+//!
+//! 1. The payments client the handler calls is wrapped in palisade's
+//!    [`FallbackLayer`](palisade::fallback::FallbackLayer) with the ready
+//!    [`QueueForLater`](palisade::fallback::QueueForLater) fallback. On the
+//!    breaker's `CircuitOpen` (or the bulkhead's `BulkheadFull`) it moves the
+//!    order from `new` to `payment_queued` and stages a [`CHARGE_QUEUED`]
+//!    command in the outbox, **in one transaction**
+//!    ([`Queued::with_update`](palisade::fallback::Queued::with_update)): no
+//!    order is marked queued without its command, and no command exists for
+//!    an order that is not. The answer is `202 Accepted` with `Location:
+//!    /orders/{id}`; `GET /orders/{id}` shows `payment_queued` until the charge
+//!    is made. A retry of the `POST` with the same key answers the same 202.
+//! 2. The outbox relay delivers the command: instead of a broker, it goes to
+//!    payments, through the same client stack without the fallback, with the
+//!    order's id as the `Idempotency-Key` and the same body as a direct charge,
+//!    so payments makes at most one charge for the order whichever path and
+//!    however many attempts reach it. While the breaker stays open the
+//!    delivery fails at once and the relay tries again after its backoff
+//!    (0.5 s doubling to 5 minutes, 10 attempts; after those the command is
+//!    dead-lettered and the order stays `payment_queued` until an operator
+//!    requeues it with `palisade-outbox dead requeue`).
+//! 3. Once payments take the charge, the order moves from `payment_queued` to
+//!    `pending` with its `OrderCreated` event (whose causation id is the
+//!    command's id) in one transaction, as a direct charge does, and the
+//!    payment webhook moves it to `paid`. A decline moves it to `declined`. A
+//!    redelivered command finds the order no longer `payment_queued` and
+//!    charges nothing.
+//!
+//! The compensating step never takes a `payment_queued` order: it only
+//! refunds orders left `new` (a client that gave up mid-charge), and a queued
+//! order is finished by the relay, however long payments stay away.
+//! Other failures (payments answering 5xx after the retries, timeouts) are
+//! not queued: the charge may have been made, and the client's retry with the
+//! same key settles it. `--queue-payments off`
+//! ([`PaymentsConfig::queue_when_unavailable`]) answers 503 with `Retry-After`
+//! instead of queueing.
 //!
 //! # The payments client stack, outermost first
 //!
 //! Every charge carries the `Idempotency-Key` derived above, so a retried
-//! charge (by the stack or by the client) charges once.
+//! charge (by the stack or by the client) charges once. The handler's charges
+//! go through a queueing fallback outside the stack (see [When payments are
+//! unavailable](#when-payments-are-unavailable)).
 //!
 //! 1. **Idempotency key** (the one set by the handler; a fresh one if none).
 //! 2. **Retry** ([`HttpRetryLayer`]): 503, 429, 408, timeouts and connect
@@ -315,6 +366,7 @@ use palisade::config::Settings;
 use palisade::core::error::is_local_rejection;
 use palisade::core::problem::Problem;
 use palisade::core::problem::problem_for_error;
+use palisade::fallback::{Failure, Queued, Reason};
 use palisade::idempotency::redis::RedisStore;
 use palisade::idempotency::{HeaderScope, IdempotencyLayer};
 use palisade::outbox::{
@@ -546,6 +598,12 @@ pub struct PaymentsConfig {
     pub max_concurrent: usize,
     /// Time allowed to one attempt (default 2 s).
     pub attempt_timeout: Duration,
+    /// Queue a charge for later when the payments breaker is open or its
+    /// bulkhead full (default true; `--queue-payments`): the order is stored
+    /// `payment_queued`, the answer is `202 Accepted`, and the outbox relay
+    /// charges it once payments take calls again. False answers 503 with
+    /// `Retry-After` instead. See the crate docs, "When payments are unavailable".
+    pub queue_when_unavailable: bool,
 }
 
 impl Default for PaymentsConfig {
@@ -557,6 +615,7 @@ impl Default for PaymentsConfig {
             breaker_open: Duration::from_secs(10),
             max_concurrent: 32,
             attempt_timeout: Duration::from_secs(2),
+            queue_when_unavailable: true,
         }
     }
 }
@@ -685,11 +744,13 @@ struct PaymentsGuards {
 }
 
 /// Where the relay publishes: the in-process channel or NATS JetStream,
-/// counting what it published for `/health`.
+/// counting what it published for `/health`; queued charges (the
+/// [`CHARGE_QUEUED`] commands) are delivered to payments instead.
 #[derive(Debug, Clone)]
 struct EventPublisher {
     target: PublishTarget,
     published: Arc<AtomicU64>,
+    charges: QueuedCharges,
 }
 
 #[derive(Debug, Clone)]
@@ -701,6 +762,9 @@ enum PublishTarget {
 
 impl Publisher for EventPublisher {
     async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+        if event.event_type == CHARGE_QUEUED {
+            return self.charges.deliver(event).await;
+        }
         match &self.target {
             PublishTarget::Channel(channel) => channel.publish(event).await?,
             PublishTarget::Nats(nats) => nats.publish(event).await?,
@@ -717,17 +781,96 @@ impl Publisher for EventPublisher {
         }
     }
 
-    // Forwarded so NATS pipelines an aggregate's run instead of one ack at a time.
+    // Forwarded so NATS pipelines an aggregate's run instead of one ack at a time;
+    // a run holding a queued charge goes one event at a time, in order.
     fn publish_run<'a>(&'a self, events: &'a [Event]) -> impl Stream<Item = Result<(), PublishError>> + Send + 'a {
+        if events.iter().any(|event| event.event_type == CHARGE_QUEUED) {
+            return Either::Left(futures_util::stream::iter(events).then(move |event| self.publish(event)));
+        }
         let run = match &self.target {
             PublishTarget::Channel(channel) => Either::Left(channel.publish_run(events)),
             PublishTarget::Nats(nats) => Either::Right(nats.publish_run(events)),
         };
-        run.inspect(|result| {
+        Either::Right(run.inspect(|result| {
             if result.is_ok() {
                 self.published.fetch_add(1, Ordering::Relaxed);
             }
-        })
+        }))
+    }
+}
+
+/// The type of the outbox command a queued charge is: staged with the order
+/// marked `payment_queued`, delivered by the relay to payments.
+pub const CHARGE_QUEUED: &str = "ChargeQueued";
+
+/// What the queueing fallback makes of a failed charge: a [`CHARGE_QUEUED`]
+/// command for the order, staged as the order moves from `new` to
+/// `payment_queued`, when payments are unavailable (the breaker is open or
+/// the bulkhead full: nothing was sent, so nothing can have been charged);
+/// `None` (the failure goes back to the handler) for every other failure.
+/// The order's id and the request's outbox context come with the charge
+/// request ([`ChargeOf`]).
+pub(crate) fn queued_charge(failure: &Failure<http::Response<Bytes>>) -> Option<Queued> {
+    if !matches!(failure.reason(), Reason::CircuitOpen | Reason::BulkheadFull) {
+        return None;
+    }
+    let ChargeOf { order_id, ctx } = failure.parts().extensions.get::<ChargeOf>()?;
+    let event = ctx
+        .event(CHARGE_QUEUED, "Order", order_id.clone(), json!({ "order_id": order_id }))
+        .with_destination(CHARGE_QUEUED);
+    Some(Queued::new(event, format!("/orders/{order_id}")).with_update(database::QUEUE_CHARGE, [order_id.clone()]))
+}
+
+/// Carried by a charge request from the handler: the order being charged
+/// and the request's outbox context, for [`queued_charge`].
+#[derive(Debug, Clone)]
+struct ChargeOf {
+    order_id: String,
+    ctx: OutboxContext,
+}
+
+/// Delivers queued charges: the relay hands it each [`CHARGE_QUEUED`]
+/// command, and it charges the order through the payments stack (without
+/// the queueing fallback) under the order's id, as the first attempt would
+/// have. An error is transient: the relay tries again after its backoff.
+#[derive(Debug, Clone)]
+struct QueuedCharges {
+    database: Database,
+    payments: PaymentsClient,
+    charges_uri: Uri,
+}
+
+impl QueuedCharges {
+    async fn deliver(&self, command: &Event) -> Result<(), PublishError> {
+        let row = self.database.order(&command.aggregate_id).await.map_err(PublishError::transient)?;
+        let Some(row) = row else {
+            // Not visible: refunded, declined or unknown; nothing to charge.
+            return Ok(());
+        };
+        let order = order_from_row(row).map_err(PublishError::permanent)?;
+        if order.status != "payment_queued" {
+            // Charged already (a redelivery, after the order was finished).
+            return Ok(());
+        }
+        match charge(&self.payments, &self.charges_uri, &order, None).await {
+            Charge::Made => {
+                // The `OrderCreated` event carries the command's ids, and names it as its cause.
+                let stamp = |event: Event| {
+                    let mut event = event.with_causation_id(command.event_id.to_string());
+                    event.metadata.correlation_id.clone_from(&command.metadata.correlation_id);
+                    event.metadata.trace_context.clone_from(&command.metadata.trace_context);
+                    event.metadata.source.clone_from(&command.metadata.source);
+                    event
+                };
+                self.database
+                    .complete(stamp, &order, "payment_queued")
+                    .await
+                    .map(drop)
+                    .map_err(PublishError::transient)
+            }
+            Charge::Declined(_) => self.database.decline(&order.id).await.map_err(PublishError::transient),
+            Charge::Queued | Charge::Failed(_) => Err(PublishError::transient("payments did not take the charge")),
+        }
     }
 }
 
@@ -782,13 +925,6 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         }
     };
     let publisher_name = if nats.is_some() { "nats" } else { "in-process channel" };
-    let publisher = EventPublisher {
-        target,
-        published: published.clone(),
-    };
-    let wakeup = Wakeup::new();
-    let event_publisher = publisher.clone();
-    let (relay, wakeup_tasks) = database.spawn_relay(publisher, wakeup.clone()).await?;
 
     let (payments, guards) = match config.layers {
         Layers::On => {
@@ -798,8 +934,28 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         Layers::Off => (plain_payments_client(&config.payments), None),
     };
     let payments_base = config.payments_url.to_string();
-    let charges_uri = format!("{}/charges", payments_base.trim_end_matches('/')).parse()?;
+    let charges_uri: Uri = format!("{}/charges", payments_base.trim_end_matches('/')).parse()?;
     let refunds_uri = format!("{}/refunds", payments_base.trim_end_matches('/')).parse()?;
+    // Orders charge through the queueing fallback; queued charges and refunds
+    // go straight to the stack (a queued charge is never queued again).
+    let order_payments = if config.layers == Layers::On && config.payments.queue_when_unavailable {
+        database.queue_charges(payments.clone())?
+    } else {
+        payments.clone()
+    };
+
+    let publisher = EventPublisher {
+        target,
+        published: published.clone(),
+        charges: QueuedCharges {
+            database: database.clone(),
+            payments: payments.clone(),
+            charges_uri: charges_uri.clone(),
+        },
+    };
+    let wakeup = Wakeup::new();
+    let event_publisher = publisher.clone();
+    let (relay, wakeup_tasks) = database.spawn_relay(publisher, wakeup.clone()).await?;
     let late_events = Arc::new(AtomicU64::new(0));
     let redis = match &config.redis_url {
         Some(url) => Some(connect_redis(url).await?),
@@ -839,7 +995,7 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
     let state = AppState {
         database: database.clone(),
         late_events,
-        payments,
+        payments: order_payments,
         charges_uri,
         guards: guards.clone(),
         api_bulkhead,
@@ -1267,8 +1423,14 @@ async fn create_order(
     }
     // 2. The charge, under a key derived from the order's id: a retry sends the
     //    same key and the same body, so payments answers the first charge.
-    match charge(&state, &order).await {
+    match charge(&state.payments, &state.charges_uri, &order, Some(&ctx)).await {
         Charge::Made => {}
+        Charge::Queued => {
+            return queued(Order {
+                status: "payment_queued".to_owned(),
+                ..order
+            });
+        }
         Charge::Declined(status) => {
             // Best effort: if this write fails, a retry asks payments again and is declined again.
             let _ = state.database.decline(&order.id).await;
@@ -1277,12 +1439,11 @@ async fn create_order(
         Charge::Failed(problem) => return problem.into_response(),
     }
     // 3. The order moves to `pending` with its event, in one transaction.
-    let order = Order {
-        status: "pending".to_owned(),
-        ..order
-    };
-    match state.database.complete(&ctx, &order).await {
-        Ok(true) => created(order),
+    match state.database.complete(|event| ctx.stamp(event), &order, "new").await {
+        Ok(true) => created(Order {
+            status: "pending".to_owned(),
+            ..order
+        }),
         // Finished meanwhile by a concurrent retry, or given up and refunded.
         Ok(false) => match state.database.order(&order.id).await {
             Ok(Some(row)) => order_from_row(row).map_or_else(|_| internal(), created),
@@ -1300,9 +1461,17 @@ async fn create_order(
     }
 }
 
+/// An order whose charge is queued: `202 Accepted`, with the order and its
+/// URL in `Location`, where its status can be polled.
+fn queued(order: Order) -> Response {
+    let location = format!("/orders/{}", order.id);
+    (StatusCode::ACCEPTED, [(http::header::LOCATION, location)], Json(order)).into_response()
+}
+
 /// The answer for an order this key's earlier attempts took past `new`.
 fn answer_for(order: Order) -> Response {
     match order.status.as_str() {
+        "payment_queued" => queued(order),
         "pending" | "paid" | "payment_failed" => created(order),
         "declined" => declined(StatusCode::PAYMENT_REQUIRED),
         _ => cancelled(),
@@ -1343,22 +1512,33 @@ enum Charge {
     Made,
     /// Payments answered a 4xx other than 408, 409 and 429: it will not take it.
     Declined(StatusCode),
+    /// Payments are unavailable: the order is now `payment_queued` and its
+    /// charge staged for the relay (the queueing fallback did both).
+    Queued,
     /// Not confirmed: unreachable, failing, busy, or refused locally. A retry
     /// with the same key charges at most once.
     Failed(Problem),
 }
 
-/// Charges the order through the payments stack; its `Idempotency-Key` is
-/// the order's id, which derives from the principal and the client's key.
-async fn charge(state: &AppState, order: &Order) -> Charge {
+/// Charges the order through `payments`; its `Idempotency-Key` is the
+/// order's id, which derives from the principal and the client's key. With
+/// the request's outbox context (`ctx`), a queueing fallback around
+/// `payments` can queue the charge.
+async fn charge(payments: &PaymentsClient, charges_uri: &Uri, order: &Order, ctx: Option<&OutboxContext>) -> Charge {
     let body = json!({ "order_id": order.id, "amount": order.total_amount, "currency": order.currency });
-    let req = Request::post(state.charges_uri.clone())
+    let req = Request::post(charges_uri.clone())
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(palisade::retry::IDEMPOTENCY_KEY, order.id.as_str())
         .body(Full::new(Bytes::from(body.to_string())));
-    let Ok(req) = req else {
+    let Ok(mut req) = req else {
         return Charge::Failed(Problem::new(StatusCode::INTERNAL_SERVER_ERROR));
     };
+    if let Some(ctx) = ctx {
+        req.extensions_mut().insert(ChargeOf {
+            order_id: order.id.clone(),
+            ctx: ctx.clone(),
+        });
+    }
     let unconfirmed = |detail: &'static str| {
         Charge::Failed(
             Problem::new(StatusCode::BAD_GATEWAY)
@@ -1366,7 +1546,8 @@ async fn charge(state: &AppState, order: &Order) -> Charge {
                 .with_detail(detail),
         )
     };
-    match state.payments.clone().oneshot(req).await {
+    match payments.clone().oneshot(req).await {
+        Ok(res) if res.extensions().get::<Queued>().is_some() => Charge::Queued,
         Ok(res) if res.status().is_success() => Charge::Made,
         Ok(res)
             if matches!(

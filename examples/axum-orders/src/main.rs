@@ -70,6 +70,12 @@ struct Args {
     /// `--request-timeout`.
     #[arg(long, env = "ABANDON_AFTER", default_value = "15m", value_parser = parse_duration)]
     abandon_after: Duration,
+    /// `on`: while the payments breaker is open (or its bulkhead full), an
+    /// order is stored `payment_queued` and answered `202 Accepted`, and the
+    /// outbox relay charges it once payments take calls again. `off`: such an
+    /// order is refused with a 503 and `Retry-After`.
+    #[arg(long, env = "QUEUE_PAYMENTS", default_value = "on", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    queue_payments: bool,
     /// Layer settings for the instances `payments`, `orders-api` and `orders`
     /// from a TOML or YAML file (see `palisade.toml` beside this crate), with
     /// `PALISADE__...` environment variables over it. Without it the built-in
@@ -116,6 +122,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     config.layers = args.layers;
     config.request_timeout = args.request_timeout;
     config.abandon_after = args.abandon_after;
+    config.payments.queue_when_unavailable = args.queue_payments;
     if let Some(path) = &args.config {
         config.layer_settings = Some(palisade::config::Settings::load(Some(path), "PALISADE")?);
     }

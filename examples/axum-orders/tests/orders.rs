@@ -535,6 +535,7 @@ async fn a_full_payments_bulkhead_is_503_with_retry_after() {
         Fixture::start(|config| {
             config.payments.max_concurrent = 1;
             config.payments.attempt_timeout = Duration::from_secs(60);
+            config.payments.queue_when_unavailable = false;
         })
         .await,
     );
@@ -821,6 +822,8 @@ async fn the_breaker_opens_on_failures_and_closes_after_the_simulator_recovers()
         config.payments.breaker_failures = 2;
         config.payments.max_attempts = 2;
         config.payments.breaker_open = Duration::from_secs(30);
+        // Refused rather than queued, so only this test's probes reach payments.
+        config.payments.queue_when_unavailable = false;
     })
     .await;
     let breaker = |report: &serde_json::Value| report["payments"]["breaker"].clone();
@@ -1344,5 +1347,179 @@ async fn a_settings_file_configures_the_layers_of_the_service() {
     assert_problem(&res, StatusCode::PAYLOAD_TOO_LARGE);
     let report = health(&fx).await;
     assert_eq!(report["payments"]["bulkhead"]["limit"], 1);
+    fx.finish().await;
+}
+
+/// Opens the payments breaker: one order whose two attempts fail (502), with
+/// `breaker_failures = 2` and `max_attempts = 2`; payments then recover.
+async fn open_the_breaker(fx: &Fixture) {
+    fx.fail_payments(503);
+    assert_problem(
+        &fx.send(post_order(Some("opens-the-breaker"), ORDER)).await.0,
+        StatusCode::BAD_GATEWAY,
+    );
+    assert_eq!(health(fx).await["payments"]["breaker"]["state"], "open");
+    fx.sim.set_mode(Mode::default()).unwrap();
+}
+
+/// Polls order `id` until it is `pending`, for at most 30 s: the breaker
+/// half-opens after its open duration and the relay retries on its own
+/// backoff, both in real time. (Jumping tokio's clock instead would expire
+/// the relay's claim on the command while the database still holds it.)
+async fn wait_until_charged(fx: &Fixture, id: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = fx.status_of(id).await;
+        if now == "pending" {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "order {id} is still {now}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A breaker that opens after two failed attempts in a row (one order with
+/// two attempts) and probes again after 2 s.
+fn breaker_opens_fast(config: &mut Config) {
+    config.payments.breaker_failures = 2;
+    config.payments.max_attempts = 2;
+    config.payments.breaker_open = Duration::from_secs(2);
+}
+
+#[tokio::test]
+async fn with_payments_unavailable_an_order_is_queued_and_charged_once_when_the_breaker_closes() {
+    let mut fx = Fixture::start(breaker_opens_fast).await;
+    open_the_breaker(&fx).await;
+    let requests = fx.sim.requests();
+
+    // The breaker is open: the order is stored `payment_queued` and answered 202
+    // with where to poll it; payments were not called.
+    let post = || {
+        let mut req = post_order(Some("queued"), ORDER);
+        req.headers_mut().insert("x-correlation-id", "corr-queued".parse().unwrap());
+        req
+    };
+    let (res, body) = fx.send(post()).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let order = json(&body);
+    let id = order["id"].as_str().unwrap().to_owned();
+    assert_eq!(res.headers()["location"], format!("/orders/{id}"));
+    assert_eq!(order["status"], "payment_queued");
+    assert_eq!(order["total_amount"], 5999);
+    assert_eq!(fx.sim.requests(), requests);
+    assert_eq!(fx.status_of(&id).await, "payment_queued");
+
+    // A retry with the same key is answered the same, and queues nothing more.
+    let (again, again_body) = fx.send(post()).await;
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    assert_eq!(again_body, body);
+
+    // The compensating step never refunds a queued order, however old (the
+    // order that opened the breaker is abandoned too, but its refund meets the
+    // open breaker and waits for the next run).
+    age_leases(&fx).await;
+    assert_eq!(fx.app.cancel_abandoned().await.unwrap(), 0);
+    assert_eq!(fx.status_of(&id).await, "payment_queued");
+    // The relay's deliveries meanwhile meet the open breaker and never reach payments.
+    assert_eq!(fx.sim.requests(), requests);
+    assert_eq!(fx.sim.charges(), 0);
+
+    // Past the open duration, the relay's next delivery is the breaker's probe:
+    // the order is charged under its id and moves to `pending` with its event.
+    wait_until_charged(&fx, &id).await;
+    assert_eq!(fx.sim.charges(), 1);
+    let requests = fx.sim.requests();
+    let mut events = fx.app.events.take().unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.event_type, "OrderCreated");
+    assert_eq!(event.aggregate_id, id);
+    assert_eq!(event.payload["status"], "pending");
+    assert_eq!(event.metadata.correlation_id.as_deref(), Some("corr-queued"));
+    let cause = event.metadata.causation_id.as_deref().unwrap();
+    assert!(uuid::Uuid::parse_str(cause).is_ok(), "caused by the queued command, not {cause:?}");
+
+    // The payment webhook settles it, as for a direct charge.
+    let paid = signed_webhook(
+        "/webhooks/payments",
+        Scheme::StandardWebhooks,
+        &fx.config.webhook_secret,
+        "msg_queued",
+        &payment_event("payment.succeeded", &id),
+    );
+    assert_eq!(fx.send(paid).await.0.status(), StatusCode::NO_CONTENT);
+    assert_eq!(fx.status_of(&id).await, "paid");
+
+    // Nothing more is charged: not by the client's retry, not by the compensation,
+    // which only cancels the order that opened the breaker (never charged: no refund).
+    let (res, _) = fx.send(post()).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    age_leases(&fx).await;
+    assert_eq!(fx.app.cancel_abandoned().await.unwrap(), 1);
+    assert_eq!(fx.status_of(&id).await, "paid");
+    assert_eq!(fx.sim.charges(), 1);
+    assert_eq!(fx.sim.refunds(), 0);
+    assert_eq!(fx.sim.requests(), requests);
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_queued_charge_whose_answer_is_lost_is_charged_once_under_the_same_key() {
+    let fx = Fixture::start(|config| {
+        breaker_opens_fast(config);
+        // One attempt per delivery, cut off well before the simulator answers.
+        config.payments.max_attempts = 1;
+        config.payments.attempt_timeout = Duration::from_millis(200);
+    })
+    .await;
+    // max_attempts = 1: two failing orders open the breaker.
+    fx.fail_payments(503);
+    for key in ["fails-1", "fails-2"] {
+        assert_problem(&fx.send(post_order(Some(key), ORDER)).await.0, StatusCode::BAD_GATEWAY);
+    }
+    assert_eq!(health(&fx).await["payments"]["breaker"]["state"], "open");
+    let (res, body) = fx.send(post_order(Some("lost-answer"), ORDER)).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let id = json(&body)["id"].as_str().unwrap().to_owned();
+
+    // Payments take the charge on arrival and answer too late: the relay's
+    // delivery times out, though the charge was made.
+    fx.sim
+        .set_mode(Mode {
+            latency_ms: 5_000,
+            charge_first: true,
+            ..Mode::default()
+        })
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while fx.sim.charges() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the queued charge never reached payments");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fx.status_of(&id).await, "payment_queued", "the answer was lost");
+
+    // Payments answer again: the relay's next delivery, under the same key,
+    // is answered with the first charge. One charge, one order.
+    fx.sim.set_mode(Mode::default()).unwrap();
+    wait_until_charged(&fx, &id).await;
+    assert_eq!(fx.sim.charges(), 1);
+    assert!(fx.sim.requests() >= 2, "delivered again after the lost answer");
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn with_queueing_off_an_open_breaker_refuses_the_order() {
+    let fx = Fixture::start(|config| {
+        breaker_opens_fast(config);
+        config.payments.queue_when_unavailable = false;
+    })
+    .await;
+    open_the_breaker(&fx).await;
+    let (res, _) = fx.send(post_order(Some("refused"), ORDER)).await;
+    assert_problem(&res, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"));
+    assert!(fx.orders().await.is_empty());
     fx.finish().await;
 }
