@@ -744,9 +744,12 @@ async fn on_postgres_an_order_queued_while_payments_are_unavailable_is_charged_o
 
     // Past the open duration (2 s), the relay's next delivery is the breaker's
     // probe: it charges the order under its id and finishes it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     while status_of().await != "pending" {
-        assert!(std::time::Instant::now() < deadline, "the queued charge was never made");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the queued charge was never made"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!((sim.requests(), sim.charges()), (2, 1));

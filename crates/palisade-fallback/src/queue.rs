@@ -202,11 +202,11 @@ where
             };
             let staged: Result<(), NotQueued> = async {
                 let mut tx = pool.begin().await?;
-                if let Some(update) = &queued.update {
-                    if DB::execute_update(&mut tx, &update.sql, &update.params).await? == 0 {
-                        // Dropping the transaction rolls it back.
-                        return Err(NotQueued::Unchanged);
-                    }
+                if let Some(update) = &queued.update
+                    && DB::execute_update(&mut tx, &update.sql, &update.params).await? == 0
+                {
+                    // Dropping the transaction rolls it back.
+                    return Err(NotQueued::Unchanged);
                 }
                 stage(&mut *tx, &queued.event).await?;
                 tx.commit().await?;

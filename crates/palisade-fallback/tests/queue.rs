@@ -119,13 +119,16 @@ async fn when_staging_fails_or_the_command_declines_the_caller_gets_the_original
 fn queue_with_status(pool: SqlitePool) -> QueueForLater<sqlx::Sqlite, Res> {
     QueueForLater::new(pool, |failure| {
         let order = failure.parts().uri.path().trim_start_matches("/orders/").to_owned();
-        let event = Event::new("ChargeRequested", "Order", order.clone(), serde_json::json!({"order": order}));
-        Some(
-            Queued::new(event, format!("/orders/{order}")).with_update(
-                "UPDATE orders SET status = 'payment_queued' WHERE id = $1 AND status = $2",
-                [order, "new".to_owned()],
-            ),
-        )
+        let event = Event::new(
+            "ChargeRequested",
+            "Order",
+            order.clone(),
+            serde_json::json!({"order": order}),
+        );
+        Some(Queued::new(event, format!("/orders/{order}")).with_update(
+            "UPDATE orders SET status = 'payment_queued' WHERE id = $1 AND status = $2",
+            [order, "new".to_owned()],
+        ))
     })
 }
 
@@ -146,14 +149,11 @@ async fn status_and_staged(pool: &SqlitePool) -> (String, i64) {
         .fetch_one(pool)
         .await
         .unwrap();
-    let staged: i64 = match sqlx::query_scalar("SELECT COUNT(*) FROM palisade_outbox")
+    // -1: no outbox table at all.
+    let staged: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM palisade_outbox")
         .fetch_one(pool)
         .await
-    {
-        Ok(count) => count,
-        // No outbox table at all.
-        Err(_) => -1,
-    };
+        .unwrap_or(-1);
     (status, staged)
 }
 
@@ -167,7 +167,10 @@ async fn an_update_commits_with_the_command_and_the_answer_says_it_was_queued() 
         .unwrap();
     let res = layer.layer(breaker_open()).oneshot(charge()).await.unwrap();
     assert_eq!(res.status(), 202);
-    let queued = res.extensions().get::<Queued>().expect("the answer carries what it queued");
+    let queued = res
+        .extensions()
+        .get::<Queued>()
+        .expect("the answer carries what it queued");
     assert_eq!(queued.status_url(), "/orders/ord_1");
     assert_eq!(queued.event().event_type, "ChargeRequested");
     assert_eq!(queued.event().aggregate_id, "ord_1");

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use palisade::outbox::postgres::{self as outbox_pg, PgStore};
 use palisade::outbox::sqlite::{self as outbox_sqlite, SqliteStore};
-use palisade::outbox::{
-    Backlog, Event, OutboxError, OutboxStore, Publisher, Relay, RelayHandle, Wakeup, stage,
-};
+use palisade::outbox::{Backlog, Event, OutboxError, OutboxStore, Publisher, Relay, RelayHandle, Wakeup, stage};
 use palisade::prelude::BoxError;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};

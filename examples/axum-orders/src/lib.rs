@@ -816,7 +816,12 @@ pub(crate) fn queued_charge(failure: &Failure<http::Response<Bytes>>) -> Option<
     }
     let ChargeOf { order_id, ctx } = failure.parts().extensions.get::<ChargeOf>()?;
     let event = ctx
-        .event(CHARGE_QUEUED, "Order", order_id.clone(), json!({ "order_id": order_id }))
+        .event(
+            CHARGE_QUEUED,
+            "Order",
+            order_id.clone(),
+            json!({ "order_id": order_id }),
+        )
         .with_destination(CHARGE_QUEUED);
     Some(Queued::new(event, format!("/orders/{order_id}")).with_update(database::QUEUE_CHARGE, [order_id.clone()]))
 }
@@ -842,7 +847,11 @@ struct QueuedCharges {
 
 impl QueuedCharges {
     async fn deliver(&self, command: &Event) -> Result<(), PublishError> {
-        let row = self.database.order(&command.aggregate_id).await.map_err(PublishError::transient)?;
+        let row = self
+            .database
+            .order(&command.aggregate_id)
+            .await
+            .map_err(PublishError::transient)?;
         let Some(row) = row else {
             // Not visible: refunded, declined or unknown; nothing to charge.
             return Ok(());
@@ -857,7 +866,10 @@ impl QueuedCharges {
                 // The `OrderCreated` event carries the command's ids, and names it as its cause.
                 let stamp = |event: Event| {
                     let mut event = event.with_causation_id(command.event_id.to_string());
-                    event.metadata.correlation_id.clone_from(&command.metadata.correlation_id);
+                    event
+                        .metadata
+                        .correlation_id
+                        .clone_from(&command.metadata.correlation_id);
                     event.metadata.trace_context.clone_from(&command.metadata.trace_context);
                     event.metadata.source.clone_from(&command.metadata.source);
                     event

@@ -1367,13 +1367,13 @@ async fn open_the_breaker(fx: &Fixture) {
 /// backoff, both in real time. (Jumping tokio's clock instead would expire
 /// the relay's claim on the command while the database still holds it.)
 async fn wait_until_charged(fx: &Fixture, id: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let now = fx.status_of(id).await;
         if now == "pending" {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "order {id} is still {now}");
+        assert!(tokio::time::Instant::now() < deadline, "order {id} is still {now}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -1396,7 +1396,8 @@ async fn with_payments_unavailable_an_order_is_queued_and_charged_once_when_the_
     // with where to poll it; payments were not called.
     let post = || {
         let mut req = post_order(Some("queued"), ORDER);
-        req.headers_mut().insert("x-correlation-id", "corr-queued".parse().unwrap());
+        req.headers_mut()
+            .insert("x-correlation-id", "corr-queued".parse().unwrap());
         req
     };
     let (res, body) = fx.send(post()).await;
@@ -1439,7 +1440,10 @@ async fn with_payments_unavailable_an_order_is_queued_and_charged_once_when_the_
     assert_eq!(event.payload["status"], "pending");
     assert_eq!(event.metadata.correlation_id.as_deref(), Some("corr-queued"));
     let cause = event.metadata.causation_id.as_deref().unwrap();
-    assert!(uuid::Uuid::parse_str(cause).is_ok(), "caused by the queued command, not {cause:?}");
+    assert!(
+        uuid::Uuid::parse_str(cause).is_ok(),
+        "caused by the queued command, not {cause:?}"
+    );
 
     // The payment webhook settles it, as for a direct charge.
     let paid = signed_webhook(
@@ -1493,9 +1497,12 @@ async fn a_queued_charge_whose_answer_is_lost_is_charged_once_under_the_same_key
             ..Mode::default()
         })
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while fx.sim.charges() == 0 {
-        assert!(std::time::Instant::now() < deadline, "the queued charge never reached payments");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the queued charge never reached payments"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(fx.status_of(&id).await, "payment_queued", "the answer was lost");
