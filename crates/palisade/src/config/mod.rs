@@ -256,35 +256,11 @@ impl std::error::Error for ConfigError {}
 /// each already merged over the default block and checked.
 #[derive(Debug, Clone)]
 struct Section<T> {
-    #[cfg_attr(
-        not(any(
-            feature = "circuit-breaker",
-            feature = "bulkhead",
-            feature = "retry",
-            feature = "idempotency",
-            feature = "deadline",
-            feature = "hedge",
-            feature = "outbox"
-        )),
-        allow(dead_code, reason = "a webhook instance never falls back to the default block")
-    )]
     default: T,
     instances: BTreeMap<String, T>,
 }
 
 impl<T: Clone> Section<T> {
-    #[cfg_attr(
-        not(any(
-            feature = "circuit-breaker",
-            feature = "bulkhead",
-            feature = "retry",
-            feature = "idempotency",
-            feature = "deadline",
-            feature = "hedge",
-            feature = "outbox"
-        )),
-        allow(dead_code, reason = "a webhook instance never falls back to the default block")
-    )]
     fn get(&self, name: &str) -> &T {
         self.instances.get(name).unwrap_or(&self.default)
     }
@@ -555,12 +531,13 @@ impl Settings {
         name: &str,
         clock: impl palisade_webhook::Clock,
     ) -> Result<palisade_webhook::VerifyBuilder, ConfigError> {
-        let Some(settings) = self.webhook.instances.get(name) else {
+        if !self.webhook.instances.contains_key(name) {
             return Err(ConfigError::new(
                 format!("{}.{name}", WebhookSettings::SECTION),
                 "no such instance in the settings; a verifier needs its own scheme and keys",
             ));
-        };
+        }
+        let settings = self.webhook.get(name);
         // Checked when loading, with the system clock: the clock plays no part in the rules.
         let verifier = settings
             .build_verifier(clock)
