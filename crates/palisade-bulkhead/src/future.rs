@@ -97,19 +97,19 @@ impl fmt::Debug for Waiter {
     }
 }
 
-pin_project! {
-    #[project = DeadlineProj]
-    enum Deadline {
-        Unbounded,
-        At { #[pin] sleep: Sleep },
-    }
+/// How long a queued call may wait. The timer is boxed: held inline it would
+/// make every response future several times larger, and admitted calls, which
+/// never wait, would pay for moving it.
+enum Deadline {
+    Unbounded,
+    At(Pin<Box<Sleep>>),
 }
 
 impl Deadline {
-    fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        match self.project() {
-            DeadlineProj::Unbounded => Poll::Pending,
-            DeadlineProj::At { sleep } => sleep.poll(cx),
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self {
+            Deadline::Unbounded => Poll::Pending,
+            Deadline::At(sleep) => sleep.as_mut().poll(cx),
         }
     }
 }
@@ -121,7 +121,6 @@ pin_project! {
             waiter: Waiter,
             call: Option<(S, Req)>,
             since: Instant,
-            #[pin]
             deadline: Deadline,
         },
         Running {
@@ -172,9 +171,7 @@ where
                 Queued::Waiting(slot) => {
                     let gate = gate.into_arc();
                     let deadline = match gate.settings.max_wait {
-                        Some(max_wait) => Deadline::At {
-                            sleep: tokio::time::sleep(max_wait),
-                        },
+                        Some(max_wait) => Deadline::At(Box::pin(tokio::time::sleep(max_wait))),
                         None => Deadline::Unbounded,
                     };
                     // The service polled ready goes with the call; the

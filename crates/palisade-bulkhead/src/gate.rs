@@ -52,11 +52,14 @@ pub(crate) struct GateMetrics {
     rejected_timeout: Counter,
     wait: Histogram,
     held: Histogram,
+    /// Whether `held` records anywhere: a permit reads the clock only then.
+    times_held: bool,
 }
 
 impl GateMetrics {
     pub(crate) fn register(name: &str) -> Self {
         let name = name.to_owned();
+        let held = metrics::histogram!(names::CALL_DURATION_SECONDS, LABEL_NAME => name.clone());
         Self {
             in_flight: metrics::gauge!(names::IN_FLIGHT, LABEL_NAME => name.clone()),
             queued: metrics::gauge!(names::QUEUED, LABEL_NAME => name.clone()),
@@ -65,8 +68,9 @@ impl GateMetrics {
             rejected_timeout: metrics::counter!(
                 names::REJECTIONS_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => "timeout"
             ),
-            wait: metrics::histogram!(names::WAIT_SECONDS, LABEL_NAME => name.clone()),
-            held: metrics::histogram!(names::CALL_DURATION_SECONDS, LABEL_NAME => name),
+            wait: metrics::histogram!(names::WAIT_SECONDS, LABEL_NAME => name),
+            times_held: palisade_core::telemetry::records(&held),
+            held,
         }
     }
 
@@ -387,15 +391,14 @@ impl Gate {
 /// has been sent.
 pub struct Permit {
     gate: Arc<Gate>,
-    since: tokio::time::Instant,
+    /// When the permit was taken, if the held-time histogram records.
+    since: Option<tokio::time::Instant>,
 }
 
 impl Permit {
     pub(crate) fn new(gate: Arc<Gate>) -> Self {
-        Self {
-            gate,
-            since: tokio::time::Instant::now(),
-        }
+        let since = gate.metrics.times_held.then(tokio::time::Instant::now);
+        Self { gate, since }
     }
 
     pub(crate) fn gate(&self) -> &Gate {
@@ -405,7 +408,9 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.gate.metrics.held.record(self.since.elapsed());
+        if let Some(since) = self.since {
+            self.gate.metrics.held.record(since.elapsed());
+        }
         self.gate.release();
     }
 }

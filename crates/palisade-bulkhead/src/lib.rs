@@ -166,7 +166,8 @@
 //! (histogram of the time queued calls waited, admitted or not), and
 //! `palisade_bulkhead_call_duration_seconds` (histogram of the time each
 //! call held its permit, until its body ended with `OnBodyEnd`; it costs two
-//! clock reads a call). Handles are
+//! clock reads a call, read only when the histogram records somewhere, so a
+//! bulkhead built with no recorder installed reads no clock). Handles are
 //! registered when the layer is built, so [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers). A
 //! keyed bulkhead reports the sums over its keys; its limit gauge shows the
 //! last limit set on any key. Rejections are logged at `debug` under the
@@ -196,7 +197,9 @@
 //! in-flight and the queued count, one reference-count increment, and one
 //! `fetch_sub` and one decrement when it ends, on counters laid out next to
 //! each other (so usually on one cache line); it allocates nothing. The queue
-//! (a mutex and a FIFO of reusable slots) is touched only when someone waits. A keyed
+//! (a mutex and a FIFO of reusable slots) is touched only when someone waits;
+//! a call that waits under a maximum wait allocates its timer, which is boxed
+//! so that the response future of an admitted call stays small. A keyed
 //! bulkhead adds a read-locked hash lookup; an adaptive one reads the clock
 //! twice and updates its limit under a mutex when a call ends.
 //!

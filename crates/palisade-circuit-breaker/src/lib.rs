@@ -318,7 +318,9 @@
 //! - `palisade_circuit_breaker_transitions_total{name, from, to}`;
 //! - `palisade_circuit_breaker_call_duration_seconds{name}`: a histogram of
 //!   each admitted call's duration until its outcome, on tokio's clock.
-//!   Timing reads the clock twice a call (a few tens of nanoseconds);
+//!   Timing reads the clock twice a call (a few tens of nanoseconds), and
+//!   only when the histogram records somewhere: built with no recorder
+//!   installed, a breaker reads no clock for it;
 //!   [`CircuitBreakerBuilder::call_durations`]`(false)` turns it off, and
 //!   the series is then not registered;
 //! - `palisade_circuit_breaker_keys{name, state}` (keyed layers): how many

@@ -280,7 +280,9 @@
 //! its requests in batches of 16, so the deposit's atomic add is paid once per
 //! 16 requests instead of on each. A deadline adds one clock reading per
 //! request and the larger per-request state. Timing each attempt adds two
-//! clock readings and a histogram record per attempt; the attempt span costs
+//! clock readings and a histogram record per attempt, when the histogram
+//! records somewhere (a recorder was installed before the layer was built;
+//! with none, attempts are not timed at all); the attempt span costs
 //! a disabled-callsite check unless a subscriber records `debug` spans of
 //! `palisade::retry`, and then one allocation per attempt.
 //!
