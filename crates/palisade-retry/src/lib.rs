@@ -283,8 +283,11 @@
 //! clock readings and a histogram record per attempt, when the histogram
 //! records somewhere (a recorder was installed before the layer was built;
 //! with none, attempts are not timed at all); the attempt span costs
-//! a disabled-callsite check unless a subscriber records `debug` spans of
-//! `palisade::retry`, and then one allocation per attempt.
+//! a level check unless a subscriber records `debug` spans of
+//! `palisade::retry` (or, with none set, tracing's `log` fallback logs at
+//! `debug`), and then one allocation per attempt. A retry that waits
+//! allocates its timer, kept out of line so that every request's response
+//! future stays small.
 //!
 //! Through [`HttpRetry`], an empty body costs nothing to replay; a request
 //! pays for the spare copy tower's `Retry` keeps for a retry (method, URI,
