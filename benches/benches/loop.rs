@@ -119,8 +119,14 @@ fn layers() -> Vec<Box<dyn Case>> {
         entry("bulkhead_fixed", fixed.layer(bare())),
         entry("bulkhead_keyed", keyed_bulkhead.layer(bare())),
         entry("palisade_retry_budget", retry.layer(bare())),
-        entry("tower_resilience_breaker", peers::tower_resilience_breaker().layer(bare())),
-        entry("tower_resilience_bulkhead", peers::tower_resilience_bulkhead().layer(bare())),
+        entry(
+            "tower_resilience_breaker",
+            peers::tower_resilience_breaker().layer(bare()),
+        ),
+        entry(
+            "tower_resilience_bulkhead",
+            peers::tower_resilience_bulkhead().layer(bare()),
+        ),
         entry("tower_resilience_retry", peers::tower_resilience_retry().layer(bare())),
         entry("failsafe_breaker", peers::failsafe(bare())),
     ]
@@ -257,7 +263,10 @@ fn two_tasks(layers: &[Box<dyn Case>], args: &Args) {
             rates.push(2.0 * args.calls as f64 / took.as_secs_f64());
         }
     }
-    println!("\ntwo tasks, two-worker runtime: 2 x {} calls x {} repetitions", args.calls, args.reps);
+    println!(
+        "\ntwo tasks, two-worker runtime: 2 x {} calls x {} repetitions",
+        args.calls, args.reps
+    );
     println!(
         "  {:<28} {:>12} {:>23} {:>16}",
         "layer", "M calls/s", "(min..max)", "x ConcurrencyLimit"

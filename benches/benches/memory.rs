@@ -54,7 +54,8 @@ fn order(key: u64) -> Request<Full<Bytes>> {
     )));
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = http::Uri::from_static("/orders");
-    req.headers_mut().insert("idempotency-key", http::HeaderValue::from(key));
+    req.headers_mut()
+        .insert("idempotency-key", http::HeaderValue::from(key));
     req
 }
 
@@ -117,10 +118,7 @@ fn main() {
     }
 
     for n in COUNTS {
-        let store = MemoryStore::builder()
-            .max_keys(n as usize + 1)
-            .build()
-            .expect("store");
+        let store = MemoryStore::builder().max_keys(n as usize + 1).build().expect("store");
         let layer = IdempotencyLayer::builder("memory")
             .store(store)
             .on_disconnect(KeepLocked)
