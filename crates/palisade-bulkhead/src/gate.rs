@@ -217,6 +217,7 @@ impl Gate {
         &self.settings.name
     }
 
+    #[inline]
     pub(crate) fn is_adaptive(&self) -> bool {
         self.adaptive.is_some()
     }
@@ -235,6 +236,7 @@ impl Gate {
 
     /// Takes a permit if one is free and nobody waits, else reserves a queue
     /// place if the queue has room.
+    #[inline]
     pub(crate) fn try_admit(&self) -> Admission {
         let limit = self.limit.load(SeqCst) as u64;
         // Guess the idle state instead of loading first: a failed exchange
@@ -396,11 +398,13 @@ pub struct Permit {
 }
 
 impl Permit {
+    #[inline]
     pub(crate) fn new(gate: Arc<Gate>) -> Self {
         let since = gate.metrics.times_held.then(tokio::time::Instant::now);
         Self { gate, since }
     }
 
+    #[inline]
     pub(crate) fn gate(&self) -> &Gate {
         &self.gate
     }
@@ -434,6 +438,7 @@ pub(crate) struct Started {
 impl Started {
     /// Starts the clock for a call admitted with `in_flight_before` others
     /// in flight, if `gate` is adaptive.
+    #[inline]
     pub(crate) fn of(gate: &Gate, in_flight_before: u32) -> Option<Self> {
         gate.is_adaptive().then(|| Self {
             at: tokio::time::Instant::now(),

@@ -148,6 +148,7 @@ pub(crate) struct Attempts {
 /// `debug` spans or, with none set, to tracing's `log` fallback at `debug`.
 /// A span going nowhere is not made: where tracing's `log` feature is on,
 /// even a disabled span costs its value set and its drop.
+#[inline]
 fn spans_wanted() -> bool {
     use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
     let debug = tracing::Level::DEBUG;
