@@ -343,7 +343,8 @@
 //! # Performance
 //!
 //! The closed path takes no lock, allocates nothing and reads no clock unless
-//! a rule needs time (the slow-call rule or the time-based window). The state
+//! a rule needs time (the slow-call rule or the time-based window) or the
+//! call-duration histogram records somewhere. The state
 //! is one `AtomicU64` (kind, half-open probe counts and an epoch), which
 //! `poll_ready` and `call` each load once (plain loads, no read-modify-write);
 //! the count-based window is a ring of atomic outcome slots indexed by a
@@ -364,8 +365,9 @@
 //! **Headline cost**: closed, with a count window, about what tower's
 //! `ConcurrencyLimit` costs (54 ns a call over a bare service in a plain
 //! tokio loop, against its 52 ns, on a loaded 2-core machine), 44 ns with
-//! consecutive failures only, and no allocation; every figure, beside its references and with the machine and load it was
-//! measured on, is in the [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
+//! consecutive failures only, and no allocation; every figure, beside its
+//! references and with the machine and load it was measured on, is in the
+//! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 //!
 //! [`CircuitOpen`]: palisade_core::CircuitOpen
 
