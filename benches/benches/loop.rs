@@ -10,8 +10,9 @@
 //! one layer (repeatable), `--no-threads` to skip the two-task mode. For
 //! instruction counts, run the bench binary under
 //! `valgrind --tool=callgrind` with `--only NAME --reps 1 --no-threads` at two
-//! call counts: the difference of the totals over the difference of the
-//! calls is the instructions of one call.
+//! call counts: the difference of the totals over 1.1 times the difference
+//! of the calls (a tenth more warm the loop up first) is the instructions of
+//! one call.
 
 use std::future::Future;
 use std::pin::Pin;
