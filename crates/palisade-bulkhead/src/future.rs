@@ -97,20 +97,36 @@ impl fmt::Debug for Waiter {
     }
 }
 
-/// How long a queued call may wait. The timer is boxed: held inline it would
-/// make every response future several times larger, and admitted calls, which
-/// never wait, would pay for moving it.
-enum Deadline {
-    Unbounded,
-    At(Pin<Box<Sleep>>),
+pin_project! {
+    #[project = DeadlineProj]
+    enum Deadline {
+        Unbounded,
+        At { #[pin] sleep: Sleep },
+    }
 }
 
 impl Deadline {
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match self {
-            Deadline::Unbounded => Poll::Pending,
-            Deadline::At(sleep) => sleep.as_mut().poll(cx),
+    fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.project() {
+            DeadlineProj::Unbounded => Poll::Pending,
+            DeadlineProj::At { sleep } => sleep.poll(cx),
         }
+    }
+}
+
+pin_project! {
+    /// A queued call: its place in the queue, the service and request it goes
+    /// with once admitted, since when and until when it waits. Boxed in the
+    /// response future (one allocation per call that waits): held inline, the
+    /// request and the timer would make every response future several times
+    /// larger, and admitted calls, which never wait, would pay for moving them.
+    #[project = QueueProj]
+    struct Queue<S, Req> {
+        waiter: Waiter,
+        call: Option<(S, Req)>,
+        since: Instant,
+        #[pin]
+        deadline: Deadline,
     }
 }
 
@@ -118,10 +134,7 @@ pin_project! {
     #[project = StateProj]
     enum State<S, Req, F> {
         Waiting {
-            waiter: Waiter,
-            call: Option<(S, Req)>,
-            since: Instant,
-            deadline: Deadline,
+            queue: Pin<Box<Queue<S, Req>>>,
         },
         Running {
             #[pin]
@@ -171,7 +184,9 @@ where
                 Queued::Waiting(slot) => {
                     let gate = gate.into_arc();
                     let deadline = match gate.settings.max_wait {
-                        Some(max_wait) => Deadline::At(Box::pin(tokio::time::sleep(max_wait))),
+                        Some(max_wait) => Deadline::At {
+                            sleep: tokio::time::sleep(max_wait),
+                        },
                         None => Deadline::Unbounded,
                     };
                     // The service polled ready goes with the call; the
@@ -179,14 +194,16 @@ where
                     let fresh = inner.clone();
                     let ready = std::mem::replace(inner, fresh);
                     State::Waiting {
-                        waiter: Waiter {
-                            gate,
-                            slot,
-                            done: false,
-                        },
-                        call: Some((ready, req)),
-                        since: Instant::now(),
-                        deadline,
+                        queue: Box::pin(Queue {
+                            waiter: Waiter {
+                                gate,
+                                slot,
+                                done: false,
+                            },
+                            call: Some((ready, req)),
+                            since: Instant::now(),
+                            deadline,
+                        }),
                     }
                 }
             },
@@ -249,12 +266,13 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Waiting {
-                    waiter,
-                    call,
-                    since,
-                    deadline,
-                } => {
+                StateProj::Waiting { queue } => {
+                    let QueueProj {
+                        waiter,
+                        call,
+                        since,
+                        deadline,
+                    } = queue.as_mut().project();
                     let before = match waiter.poll(cx) {
                         Poll::Ready(before) => before,
                         Poll::Pending => {

@@ -199,8 +199,8 @@
 //! `fetch_sub` and one decrement when it ends, on counters laid out next to
 //! each other (so usually on one cache line); it allocates nothing. The queue
 //! (a mutex and a FIFO of reusable slots) is touched only when someone waits;
-//! a call that waits under a maximum wait allocates its timer, which is boxed
-//! so that the response future of an admitted call stays small. A keyed
+//! a call that waits is boxed (its request, its timer: one allocation), so
+//! that the response future of an admitted call stays small. A keyed
 //! bulkhead adds a read-locked hash lookup; an adaptive one reads the clock
 //! twice and updates its limit under a mutex when a call ends.
 //!
