@@ -341,6 +341,64 @@ def hedge_section(records):
                  f"{r['extra_calls'] * 100:.1f} %"] for r in rows]))
 
 
+def spread(values):
+    values = sorted(values)
+    n = len(values)
+    median = values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+    return median, values[0], values[-1]
+
+
+def loop_section(records):
+    one = [r for r in records if r["kind"] == "loop"]
+    two = [r for r in records if r["kind"] == "loop_two_tasks"]
+    if not one and not two:
+        return None
+    parts = []
+    if one:
+        bare = next((spread(r["ns_per_call"])[0] for r in one if r["entry"] == BARE), None)
+        limit = next((r["median"] - bare for r in one if r["entry"] == CONCURRENCY_LIMIT), None) if bare else None
+        rows = []
+        for r in one:
+            median, low, high = spread(r["ns_per_call"])
+            over = median - bare if bare is not None else None
+            rows.append([
+                f"`{r['entry']}`", fmt_time(median), f"{fmt_time(low)} to {fmt_time(high)}",
+                fmt_delta(over) if over is not None else "",
+                fmt_ratio(over / limit) if over is not None and limit and r["entry"] != BARE else "",
+            ])
+        calls = one[0]["calls"]
+        parts.append(
+            f"### loop: one call at a time in a plain tokio loop\n\n`ready().await` then `call(1).await`, {calls} calls "
+            f"a repetition on a current-thread runtime, the layers taking turns, {len(one[0]['ns_per_call'])} repetitions "
+            "(benches/benches/loop.rs): the median, the lowest and highest repetition, the median over the bare "
+            "service's, and that as a multiple of `ConcurrencyLimit`'s.\n\n"
+            + table(["layer", "time per call", "repetitions", "over bare", "× ConcurrencyLimit"], rows))
+    if two:
+        rows = []
+        for r in two:
+            median, low, high = spread(r["calls_per_second"])
+            ratio = r.get("ratio_to_concurrency_limit")
+            rows.append([f"`{r['entry']}`", fmt_rate(median, " calls"),
+                         f"{fmt_rate(low, '')} to {fmt_rate(high, '')}", fmt_ratio(ratio) if ratio else ""])
+        parts.append(
+            f"### loop: two tasks on a two-worker runtime\n\nEach task makes {two[0]['calls_per_task']} calls through "
+            "its clone of one service; calls per second over both (median, lowest and highest repetition), and the "
+            "median as a multiple of `ConcurrencyLimit`'s.\n\n"
+            + table(["layer", "calls/s", "repetitions", "× ConcurrencyLimit"], rows))
+    return "\n\n".join(parts)
+
+
+def memory_section(records):
+    rows = [r for r in records if r["kind"] == "memory"]
+    if not rows:
+        return None
+    return ("### memory per entry\n\nHeap held after N distinct keys went through the layer, divided by N "
+            "(benches/benches/memory.rs; the maps' growth included).\n\n"
+            + table(["entry", "keys", "heap held", "per entry"], [
+                [r["entry"], f"{r['entries']:,}", f"{r['bytes_held']:,} B", f"{r['bytes_per_entry']:.0f} B"]
+                for r in rows]))
+
+
 def load_section(run_dir):
     path = run_dir / "load.txt"
     if not path.exists():
@@ -396,7 +454,8 @@ def render(run_dir):
             sections.append(plain_group(group, entries))
     if any(g.startswith("webhook_verify/") for g in groups):
         sections.append(webhook_groups(groups, records))
-    for extra in (outbox_section(records), hedge_section(records), load_section(run_dir)):
+    for extra in (outbox_section(records), hedge_section(records), loop_section(records), memory_section(records),
+                  load_section(run_dir)):
         if extra:
             sections.append(extra)
     return meta["id"], "\n\n".join(sections) + "\n"

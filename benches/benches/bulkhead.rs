@@ -1,6 +1,6 @@
 //! The bulkhead's per-call cost against a bare service and tower's
 //! `ConcurrencyLimit`, in one run: fixed, keyed and adaptive compartments,
-//! one thread and two.
+//! one thread and two, beside tower-resilience's bulkhead.
 //!
 //! Run with `cargo bench -p palisade-benches --bench bulkhead` (add
 //! `-- --quick` for a fast pass). The limits are far above what one or two
@@ -8,7 +8,7 @@
 //! uncontended fast path and the cost of its shared counters under contention.
 
 use criterion::Criterion;
-use palisade_benches::{Harness, bare};
+use palisade_benches::{Harness, bare, peers};
 use palisade_bulkhead::{Aimd, BulkheadLayer, Gradient2};
 use tower::Layer;
 
@@ -53,10 +53,14 @@ fn bulkhead(c: &mut Criterion) {
         .expect("valid");
     harness.overhead("bulkhead_adaptive_gradient2", adaptive_gradient.layer(bare()), || 1);
 
+    let tower_resilience = peers::tower_resilience_bulkhead();
+    harness.overhead("tower_resilience_bulkhead", tower_resilience.layer(bare()), || 1);
+
     harness.two_thread_references();
     harness.two_threads("bulkhead_fixed", fixed.layer(bare()), || 1);
     harness.two_threads("bulkhead_keyed", keyed.layer(bare()), || 1);
     harness.two_threads("bulkhead_adaptive_aimd", adaptive_aimd.layer(bare()), || 1);
+    harness.two_threads("tower_resilience_bulkhead", tower_resilience.layer(bare()), || 1);
     harness.finish();
 }
 

@@ -2,7 +2,8 @@
 #![allow(missing_docs)]
 
 //! Per-call overhead of the circuit breaker, closed, against a bare service
-//! and tower's references in the same run.
+//! and tower's references in the same run, and beside the other breakers
+//! users pick: tower-resilience's and failsafe's.
 //!
 //! Run with `cargo bench -p palisade-benches --bench circuit_breaker` (add
 //! `-- --quick` for a fast pass).
@@ -10,7 +11,7 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use palisade_benches::{Harness, bare};
+use palisade_benches::{Harness, bare, peers};
 use palisade_circuit_breaker::CircuitBreakerBuilder;
 use tower::Layer;
 
@@ -47,9 +48,18 @@ fn circuit_breaker(c: &mut Criterion) {
     harness.overhead("breaker_consecutive", consecutive.layer(bare()), || 1);
     harness.overhead("breaker_time_window", time_window.layer(bare()), || 1);
     harness.overhead("breaker_keyed", keyed.layer(bare()), || 1);
+    let tower_resilience = peers::tower_resilience_breaker();
+    harness.overhead("tower_resilience_breaker", tower_resilience.layer(bare()), || 1);
+    harness.overhead("failsafe_breaker", peers::failsafe(bare()), || 1);
     harness.two_thread_references();
     harness.two_threads("breaker_count_window", count_window.layer(bare()), || 1);
     harness.two_threads("breaker_consecutive", consecutive.layer(bare()), || 1);
+    harness.two_threads("breaker_keyed", keyed.layer(bare()), || 1);
+    // tower-resilience's breaker takes a tokio mutex in its response future,
+    // which two threads contend for: its future is not always ready at once,
+    // so it has no two-thread entry here (the `loop` bench measures it on a
+    // runtime).
+    harness.two_threads("failsafe_breaker", peers::failsafe(bare()), || 1);
     harness.finish();
 }
 

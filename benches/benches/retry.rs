@@ -1,6 +1,7 @@
 //! Per-call cost of palisade-retry's policy in tower's `Retry`, when the
 //! first attempt succeeds (the common case), against the bare service and
-//! tower's `Retry` with a policy that never retries.
+//! tower's `Retry` with a policy that never retries, and beside
+//! tower-resilience's retry.
 //!
 //! Run with `cargo bench -p palisade-benches --bench retry` (add `-- --quick` for a rough pass).
 
@@ -17,7 +18,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Full;
-use palisade_benches::{Harness, bare};
+use palisade_benches::{Harness, bare, peers};
 use palisade_retry::{HttpRetryLayer, ReplayBody, RetryLayer};
 use tower::Layer;
 
@@ -56,6 +57,8 @@ fn retry(c: &mut Criterion) {
         .build()
         .unwrap();
     harness.overhead("palisade_retry_budget_deadline", deadline.layer(bare()), || 1);
+    let tower_resilience = peers::tower_resilience_retry();
+    harness.overhead("tower_resilience_retry", tower_resilience.layer(bare()), || 1);
 
     let small = Bytes::from_static(SMALL_BODY);
     let http_bare = tower::service_fn(http_ok::<Full<Bytes>>);
@@ -76,6 +79,7 @@ fn retry(c: &mut Criterion) {
 
     harness.two_thread_references();
     harness.two_threads("palisade_retry_budget", retry.layer(bare()), || 1);
+    harness.two_threads("tower_resilience_retry", tower_resilience.layer(bare()), || 1);
     harness.finish();
 }
 

@@ -226,3 +226,84 @@ impl<'c> Harness<'c> {
         }
     }
 }
+
+/// Heap bytes still held after `f` returns: allocated minus freed while it
+/// ran, with what `f` returns kept alive. Divided by the number of entries
+/// `f` made, it is their size in memory, table growth included.
+pub fn heap_bytes_held<T>(f: impl FnOnce() -> T) -> (T, i64) {
+    let region = Region::new(GLOBAL);
+    let kept = f();
+    let change = region.change();
+    // A reallocation is counted in these two already, by how much it grew or shrank.
+    let held = change.bytes_allocated as i64 - change.bytes_deallocated as i64;
+    (kept, held)
+}
+
+/// The other resilience layers palisade is measured beside, set up as their
+/// users would: tower-resilience's circuit breaker, bulkhead and retry, and
+/// failsafe's circuit breaker wrapped as a `tower::Service`.
+pub mod peers {
+    use std::convert::Infallible;
+    use std::task::{Context, Poll};
+
+    use tower::Service;
+
+    /// tower-resilience's circuit breaker with a count window of 100 calls and
+    /// a minimum of 20, like palisade's `breaker_count_window`.
+    pub fn tower_resilience_breaker() -> tower_resilience_circuitbreaker::CircuitBreakerLayer {
+        tower_resilience_circuitbreaker::CircuitBreakerLayer::builder()
+            .sliding_window_size(100)
+            .minimum_number_of_calls(20)
+            .build()
+            .expect("valid config")
+    }
+
+    /// tower-resilience's bulkhead, with a limit no bench reaches.
+    pub fn tower_resilience_bulkhead() -> tower_resilience_bulkhead::BulkheadLayer {
+        tower_resilience_bulkhead::BulkheadLayer::builder()
+            .max_concurrent_calls(1_000_000)
+            .build()
+            .expect("valid config")
+    }
+
+    /// tower-resilience's retry with its defaults, for the bare service's
+    /// requests (`u64`, never failing).
+    pub fn tower_resilience_retry() -> tower_resilience_retry::RetryLayer<u64, u64, Infallible> {
+        tower_resilience_retry::RetryLayer::builder().build()
+    }
+
+    /// failsafe's circuit breaker with its default policy, around `inner`.
+    pub fn failsafe<S>(inner: S) -> Failsafe<S, impl failsafe::futures::CircuitBreaker + Clone + Send + Sync> {
+        Failsafe {
+            inner,
+            breaker: failsafe::Config::new().build(),
+        }
+    }
+
+    /// A `tower::Service` calling `S` through a failsafe circuit breaker:
+    /// `call` hands the inner future to the breaker, which asks for
+    /// permission when first polled and records the outcome.
+    #[derive(Debug, Clone)]
+    pub struct Failsafe<S, B> {
+        inner: S,
+        breaker: B,
+    }
+
+    impl<S, B, Req> Service<Req> for Failsafe<S, B>
+    where
+        S: Service<Req>,
+        B: failsafe::futures::CircuitBreaker,
+    {
+        type Response = S::Response;
+        type Error = failsafe::Error<S::Error>;
+        type Future = failsafe::futures::ResponseFuture<S::Future, B::FailurePolicy, B::Instrument, failsafe::Any>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.inner.poll_ready(cx).map_err(failsafe::Error::Inner)
+        }
+
+        fn call(&mut self, req: Req) -> Self::Future {
+            self.breaker.call(self.inner.call(req))
+        }
+    }
+}

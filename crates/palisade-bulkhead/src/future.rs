@@ -115,14 +115,26 @@ impl Deadline {
 }
 
 pin_project! {
+    /// A queued call: its place in the queue, the service and request it goes
+    /// with once admitted, since when and until when it waits. Boxed in the
+    /// response future (one allocation per call that waits): held inline, the
+    /// request and the timer would make every response future several times
+    /// larger, and admitted calls, which never wait, would pay for moving them.
+    #[project = QueueProj]
+    struct Queue<S, Req> {
+        waiter: Waiter,
+        call: Option<(S, Req)>,
+        since: Instant,
+        #[pin]
+        deadline: Deadline,
+    }
+}
+
+pin_project! {
     #[project = StateProj]
     enum State<S, Req, F> {
         Waiting {
-            waiter: Waiter,
-            call: Option<(S, Req)>,
-            since: Instant,
-            #[pin]
-            deadline: Deadline,
+            queue: Pin<Box<Queue<S, Req>>>,
         },
         Running {
             #[pin]
@@ -182,14 +194,16 @@ where
                     let fresh = inner.clone();
                     let ready = std::mem::replace(inner, fresh);
                     State::Waiting {
-                        waiter: Waiter {
-                            gate,
-                            slot,
-                            done: false,
-                        },
-                        call: Some((ready, req)),
-                        since: Instant::now(),
-                        deadline,
+                        queue: Box::pin(Queue {
+                            waiter: Waiter {
+                                gate,
+                                slot,
+                                done: false,
+                            },
+                            call: Some((ready, req)),
+                            since: Instant::now(),
+                            deadline,
+                        }),
                     }
                 }
             },
@@ -252,12 +266,13 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Waiting {
-                    waiter,
-                    call,
-                    since,
-                    deadline,
-                } => {
+                StateProj::Waiting { queue } => {
+                    let QueueProj {
+                        waiter,
+                        call,
+                        since,
+                        deadline,
+                    } = queue.as_mut().project();
                     let before = match waiter.poll(cx) {
                         Poll::Ready(before) => before,
                         Poll::Pending => {

@@ -52,11 +52,14 @@ pub(crate) struct GateMetrics {
     rejected_timeout: Counter,
     wait: Histogram,
     held: Histogram,
+    /// Whether `held` records anywhere: a permit reads the clock only then.
+    times_held: bool,
 }
 
 impl GateMetrics {
     pub(crate) fn register(name: &str) -> Self {
         let name = name.to_owned();
+        let held = metrics::histogram!(names::CALL_DURATION_SECONDS, LABEL_NAME => name.clone());
         Self {
             in_flight: metrics::gauge!(names::IN_FLIGHT, LABEL_NAME => name.clone()),
             queued: metrics::gauge!(names::QUEUED, LABEL_NAME => name.clone()),
@@ -65,8 +68,9 @@ impl GateMetrics {
             rejected_timeout: metrics::counter!(
                 names::REJECTIONS_TOTAL, LABEL_NAME => name.clone(), LABEL_REASON => "timeout"
             ),
-            wait: metrics::histogram!(names::WAIT_SECONDS, LABEL_NAME => name.clone()),
-            held: metrics::histogram!(names::CALL_DURATION_SECONDS, LABEL_NAME => name),
+            wait: metrics::histogram!(names::WAIT_SECONDS, LABEL_NAME => name),
+            times_held: palisade_core::telemetry::records(&held),
+            held,
         }
     }
 
@@ -213,6 +217,7 @@ impl Gate {
         &self.settings.name
     }
 
+    #[inline]
     pub(crate) fn is_adaptive(&self) -> bool {
         self.adaptive.is_some()
     }
@@ -231,6 +236,7 @@ impl Gate {
 
     /// Takes a permit if one is free and nobody waits, else reserves a queue
     /// place if the queue has room.
+    #[inline]
     pub(crate) fn try_admit(&self) -> Admission {
         let limit = self.limit.load(SeqCst) as u64;
         // Guess the idle state instead of loading first: a failed exchange
@@ -387,17 +393,18 @@ impl Gate {
 /// has been sent.
 pub struct Permit {
     gate: Arc<Gate>,
-    since: tokio::time::Instant,
+    /// When the permit was taken, if the held-time histogram records.
+    since: Option<tokio::time::Instant>,
 }
 
 impl Permit {
+    #[inline]
     pub(crate) fn new(gate: Arc<Gate>) -> Self {
-        Self {
-            gate,
-            since: tokio::time::Instant::now(),
-        }
+        let since = gate.metrics.times_held.then(tokio::time::Instant::now);
+        Self { gate, since }
     }
 
+    #[inline]
     pub(crate) fn gate(&self) -> &Gate {
         &self.gate
     }
@@ -405,7 +412,9 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.gate.metrics.held.record(self.since.elapsed());
+        if let Some(since) = self.since {
+            self.gate.metrics.held.record(since.elapsed());
+        }
         self.gate.release();
     }
 }
@@ -429,6 +438,7 @@ pub(crate) struct Started {
 impl Started {
     /// Starts the clock for a call admitted with `in_flight_before` others
     /// in flight, if `gate` is adaptive.
+    #[inline]
     pub(crate) fn of(gate: &Gate, in_flight_before: u32) -> Option<Self> {
         gate.is_adaptive().then(|| Self {
             at: tokio::time::Instant::now(),

@@ -149,7 +149,8 @@ impl Breaker {
         };
         let consecutive_limit = config.consecutive.unwrap_or(0);
         let needs_clock = config.needs_clock;
-        let call_durations = config.call_durations;
+        // A histogram recording nowhere needs no clock readings.
+        let call_durations = config.call_durations && palisade_core::telemetry::records(&calls.duration);
         let times_calls = config.slow.is_some() || call_durations;
         let minimum_calls = config.minimum_calls;
         Self {

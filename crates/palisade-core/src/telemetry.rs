@@ -56,6 +56,34 @@
 //! Tracing: each layer logs under its own target (`palisade::circuit_breaker`,
 //! ...), so `RUST_LOG=palisade::bulkhead=debug` selects one layer; events use
 //! the field names [`FIELD_NAME`], [`FIELD_REASON`] and friends.
+//!
+//! A duration histogram costs two clock readings per call. A layer whose
+//! histogram handle records nowhere ([`records`] is false: no recorder was
+//! installed when it was built) reads no clock for it.
+
+use std::cell::Cell;
+
+/// Whether `histogram` records anywhere. `false` for the handle a layer got
+/// when no recorder was installed at its `build()` (or from a recorder that
+/// keeps no such series): such a handle drops every value for good, so a
+/// layer may skip measuring what it would record.
+pub fn records(histogram: &metrics::Histogram) -> bool {
+    /// A value that notes when a handle converts it, which only a handle
+    /// that forwards values to a recorder does.
+    struct Probe<'a>(&'a Cell<bool>);
+
+    impl metrics::IntoF64 for Probe<'_> {
+        fn into_f64(self) -> f64 {
+            self.0.set(true);
+            0.0
+        }
+    }
+
+    let forwarded = Cell::new(false);
+    // Recorded zero times: the recorder is asked for nothing.
+    histogram.record_many(Probe(&forwarded), 0);
+    forwarded.get()
+}
 
 /// Label: the layer instance's name (the breaker, bulkhead or retry policy it came from).
 pub const LABEL_NAME: &str = "name";
@@ -245,4 +273,32 @@ pub mod outbox {
     pub const DEAD_LETTERED_TOTAL: &str = "palisade_outbox_dead_lettered_total";
     /// Histogram of the time from an event's commit to its publication, in seconds.
     pub const PUBLISH_LAG_SECONDS: &str = "palisade_outbox_publish_lag_seconds";
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::records;
+
+    #[test]
+    fn a_handle_without_a_recorder_records_nowhere() {
+        assert!(!records(&metrics::histogram!("palisade_test_seconds")));
+        assert!(!records(&metrics::Histogram::noop()));
+    }
+
+    #[test]
+    fn a_handle_from_a_recorder_records_and_the_probe_adds_no_value() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let histogram = metrics::with_local_recorder(&recorder, || metrics::histogram!("palisade_test_seconds"));
+        assert!(records(&histogram));
+        let values: Vec<_> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(_, _, _, value)| value)
+            .collect();
+        assert_eq!(values, vec![DebugValue::Histogram(Vec::new())]);
+    }
 }

@@ -234,9 +234,11 @@ impl<C, K> RetryBuilder<C, K> {
     fn into_config(self) -> Result<Arc<Config<C>>, ConfigError> {
         self.validate()?;
         let labels = [(LABEL_NAME, self.name.to_string())];
+        let attempt_duration = metrics::histogram!(names::ATTEMPT_DURATION_SECONDS, &labels);
         Ok(Arc::new(Config {
             attempts_total: metrics::counter!(names::ATTEMPTS_TOTAL, &labels),
-            attempt_duration: metrics::histogram!(names::ATTEMPT_DURATION_SECONDS, &labels),
+            time_attempts: palisade_core::telemetry::records(&attempt_duration),
+            attempt_duration,
             budget_exhausted_total: metrics::counter!(names::BUDGET_EXHAUSTED_TOTAL, &labels),
             retries_total: REASONS.map(|reason| {
                 metrics::counter!(names::RETRIES_TOTAL, LABEL_NAME => self.name.to_string(), LABEL_REASON => reason)

@@ -48,21 +48,22 @@ where
     }
 }
 
-pin_project! {
-    /// The wait before a retry (the policy's `Policy::Future`).
-    ///
-    /// Dropping it before it completes (the caller gave up during the
-    /// backoff) gives the retry it took back to the budget.
-    pub struct Wait {
-        #[pin]
-        sleep: Option<Sleep>,
-        refund: Refund,
-    }
+/// The wait before a retry (the policy's `Policy::Future`).
+///
+/// Dropping it before it completes (the caller gave up during the
+/// backoff) gives the retry it took back to the budget.
+///
+/// The timer is boxed: tower's `Retry` holds this future inline in every
+/// response future, so a timer held inline would make each request's future
+/// several times larger, retried or not.
+pub struct Wait {
+    sleep: Option<Pin<Box<Sleep>>>,
+    refund: Refund,
 }
 
 impl Wait {
     pub(crate) fn new(wait: Duration, budget: Option<RetryBudget>) -> Self {
-        let sleep = (!wait.is_zero()).then(|| tokio::time::sleep(wait));
+        let sleep = (!wait.is_zero()).then(|| Box::pin(tokio::time::sleep(wait)));
         Self {
             sleep,
             refund: Refund(budget),
@@ -73,13 +74,12 @@ impl Wait {
 impl Future for Wait {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        if let Some(sleep) = this.sleep.as_pin_mut() {
-            ready!(sleep.poll(cx));
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(sleep) = &mut self.sleep {
+            ready!(sleep.as_mut().poll(cx));
         }
         // The retry goes ahead: its withdrawal stands.
-        this.refund.0 = None;
+        self.refund.0 = None;
         Poll::Ready(())
     }
 }

@@ -94,7 +94,7 @@ where
 
     fn retry(&mut self, req: &mut Request<ReplayBody<B>>, result: &mut Result<Response<ResB>, E>) -> Option<Wait> {
         let config = &*self.config;
-        config.end_attempt(&mut self.attempts);
+        let ended = config.end_attempt(&mut self.attempts);
         let (reason, pushback) = match result {
             Ok(res) => {
                 // No status in the head: the call is committed.
@@ -120,7 +120,7 @@ where
             tracing::debug!(target: palisade_core::telemetry::retry::TARGET, name = &*config.name, reason = reason.label(), "not retrying: the request exceeded the replay cap");
             return None;
         }
-        let wait = config.decide(&mut self.attempts, reason, pushback, Deadline::of(req))?;
+        let wait = config.decide(&mut self.attempts, ended, reason, pushback, Deadline::of(req))?;
         req.headers_mut()
             .insert(GRPC_PREVIOUS_RPC_ATTEMPTS, HeaderValue::from(self.attempts.done));
         Some(wait)

@@ -116,6 +116,8 @@ pub(crate) struct Config<C> {
     pub(crate) attempt_header: Option<HeaderName>,
     pub(crate) attempts_total: Counter,
     pub(crate) attempt_duration: Histogram,
+    /// Whether `attempt_duration` records anywhere: attempts read the clock only then.
+    pub(crate) time_attempts: bool,
     pub(crate) budget_exhausted_total: Counter,
     /// `palisade_retry_retries_total` by reason, in [`REASONS`] order.
     pub(crate) retries_total: [Counter; REASONS.len()],
@@ -140,25 +142,40 @@ pub(crate) struct Attempts {
     /// the request's takes it out when the attempt ends: the service's copy
     /// never keeps a finished attempt's span open.
     span: Option<Arc<std::sync::Mutex<Option<tracing::Span>>>>,
-    /// The span of the attempt that just ended, until the policy decides
-    /// whether another follows.
-    ended: Option<tracing::Span>,
+}
+
+/// Whether an attempt's span would go anywhere: to a subscriber recording
+/// `debug` spans or, with none set, to tracing's `log` fallback at `debug`.
+/// A span going nowhere is not made: where tracing's `log` feature is on,
+/// even a disabled span costs its value set and its drop.
+#[inline]
+fn spans_wanted() -> bool {
+    use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+    let debug = tracing::Level::DEBUG;
+    (debug <= STATIC_MAX_LEVEL && debug <= LevelFilter::current())
+        || (!tracing::dispatcher::has_been_set() && log::max_level() >= log::LevelFilter::Debug)
 }
 
 impl<C> Config<C> {
     /// Called before each attempt is sent.
     pub(crate) fn begin_attempt(&self, attempts: &mut Attempts, deposits: &mut u32) {
         self.attempts_total.increment(1);
-        attempts.attempt_started = Some(Instant::now());
-        let span = tracing::debug_span!(
-            target: names::TARGET,
-            "palisade.retry.attempt",
-            name = &*self.name,
-            attempt = attempts.done + 1,
-            retried = false,
-        );
-        // No allocation unless a subscriber records the span.
-        attempts.span = (!span.is_disabled()).then(|| Arc::new(std::sync::Mutex::new(Some(span))));
+        if self.time_attempts {
+            attempts.attempt_started = Some(Instant::now());
+        }
+        attempts.span = if spans_wanted() {
+            let span = tracing::debug_span!(
+                target: names::TARGET,
+                "palisade.retry.attempt",
+                name = &*self.name,
+                attempt = attempts.done + 1,
+                retried = false,
+            );
+            // No allocation unless a subscriber records the span.
+            (!span.is_disabled()).then(|| Arc::new(std::sync::Mutex::new(Some(span))))
+        } else {
+            None
+        };
         if attempts.done == 0 {
             if let Some(budget) = &self.budget {
                 // tower's `Retry` asks the service's own policy for the first
@@ -175,13 +192,14 @@ impl<C> Config<C> {
         }
     }
 
-    /// Called when an attempt's result arrives.
-    pub(crate) fn end_attempt(&self, attempts: &mut Attempts) {
+    /// Called when an attempt's result arrives: the attempt's span, which
+    /// closes when the policy has decided whether another attempt follows.
+    pub(crate) fn end_attempt(&self, attempts: &mut Attempts) -> Option<tracing::Span> {
         attempts.done = attempts.done.saturating_add(1);
         if let Some(started) = attempts.attempt_started.take() {
             self.attempt_duration.record(started.elapsed());
         }
-        attempts.ended = attempts.span.take().and_then(|slot| slot.lock().unpoison().take());
+        attempts.span.take().and_then(|slot| slot.lock().unpoison().take())
     }
 
     pub(crate) fn flush_deposits(&self, deposits: u32) {
@@ -217,6 +235,7 @@ impl<C> Config<C> {
     pub(crate) fn decide(
         &self,
         attempts: &mut Attempts,
+        ended: Option<tracing::Span>,
         reason: Reason,
         retry_after: Option<Duration>,
         request_deadline: Option<Deadline>,
@@ -256,7 +275,7 @@ impl<C> Config<C> {
             return None;
         }
         attempts.previous_wait = wait;
-        if let Some(span) = attempts.ended.take() {
+        if let Some(span) = ended {
             span.record("retried", true);
         }
         self.retries_total[reason.index()].increment(1);
@@ -389,7 +408,7 @@ where
 
     fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Wait> {
         let config = &*self.config;
-        config.end_attempt(&mut self.attempts);
+        let ended = config.end_attempt(&mut self.attempts);
         let reason = match result {
             Ok(res) => config.classifier.retryable(Ok(res)).then_some(Reason::Response),
             Err(e) => {
@@ -397,7 +416,7 @@ where
                 config.error_reason(e, || config.classifier.retryable(Err(e)))
             }
         }?;
-        config.decide(&mut self.attempts, reason, None, Deadline::current())
+        config.decide(&mut self.attempts, ended, reason, None, Deadline::current())
     }
 
     fn clone_request(&mut self, req: &Req) -> Option<Req> {
@@ -417,7 +436,7 @@ where
 
     fn retry(&mut self, req: &mut Request<ReplayBody<B>>, result: &mut Result<Response<ResB>, E>) -> Option<Wait> {
         let config = &*self.config;
-        config.end_attempt(&mut self.attempts);
+        let ended = config.end_attempt(&mut self.attempts);
         let (reason, retry_after) = match result {
             Ok(res) => {
                 let status = res.status();
@@ -439,7 +458,7 @@ where
             tracing::debug!(target: names::TARGET, name = &*config.name, reason = reason.label(), "not retrying: the request body exceeded the replay cap");
             return None;
         }
-        let wait = config.decide(&mut self.attempts, reason, retry_after, Deadline::of(req))?;
+        let wait = config.decide(&mut self.attempts, ended, reason, retry_after, Deadline::of(req))?;
         if let Some(header) = &config.attempt_header {
             req.headers_mut()
                 .insert(header.clone(), HeaderValue::from(self.attempts.done + 1));
