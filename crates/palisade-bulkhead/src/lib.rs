@@ -185,10 +185,10 @@
 //! mutex, so under two threads they trail the fixed one; an adaptive
 //! bulkhead also reads the clock twice per call.
 //!
-//! **Headline cost**: the fixed bulkhead, uncontended, about 1.25 times what
-//! tower's `ConcurrencyLimit` costs (66 ns a call over a bare service in a
-//! plain tokio loop, against its 52 ns, on a loaded 2-core machine), with no
-//! allocation, and about its throughput on two threads; every figure,
+//! **Headline cost**: the fixed bulkhead, uncontended, about 1.2 times what
+//! tower's `ConcurrencyLimit` costs (65 ns a call over a bare service in a
+//! plain tokio loop, against its 55 ns, on an idle 2-core machine), with no
+//! allocation, and 1.05 to 1.3 times its throughput on two threads; every figure,
 //! beside its references and with the machine and load it was measured on, is
 //! in the [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 //!

@@ -364,7 +364,7 @@
 //!
 //! **Headline cost**: closed, with a count window, about what tower's
 //! `ConcurrencyLimit` costs (54 ns a call over a bare service in a plain
-//! tokio loop, against its 52 ns, on a loaded 2-core machine), 44 ns with
+//! tokio loop, against its 55 ns, on an idle 2-core machine), 44 ns with
 //! consecutive failures only, and no allocation; every figure, beside its
 //! references and with the machine and load it was measured on, is in the
 //! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).

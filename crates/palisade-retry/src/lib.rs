@@ -297,7 +297,7 @@
 //! themselves are shared `Bytes`, not copied.
 //!
 //! **Headline cost**: about 32 ns a call over a bare service with the budget
-//! on, in a plain tokio loop on a loaded 2-core machine (tower's `Retry` with
+//! on, in a plain tokio loop on an idle 2-core machine (tower's `Retry` with
 //! a policy that never retries: under 1 ns; most of the difference is the
 //! `Arc` of the settings that each request's policy clone holds), and no
 //! allocation; every figure, beside its references and with the
