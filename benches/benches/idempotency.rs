@@ -13,38 +13,18 @@
 //! `redis://127.0.0.1:6379`); when it is unreachable the Redis entries are
 //! skipped with a printed reason.
 
-use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use http::{Request, Response};
+use http::Request;
 use http_body_util::Full;
-use palisade_benches::Harness;
+use palisade_benches::{Harness, http_created};
 use palisade_idempotency::disconnect::KeepLocked;
 use palisade_idempotency::redis::RedisStore;
 use palisade_idempotency::{IdempotencyLayer, MemoryStore};
 use tower::{Layer, ServiceExt};
-
-type HttpBare = tower::util::ServiceFn<fn(Request<Full<Bytes>>) -> Ready<Result<Response<Full<Bytes>>, Infallible>>>;
-
-/// An always-ready HTTP service answering 201 with a small JSON body.
-fn http_bare() -> HttpBare {
-    fn created(_req: Request<Full<Bytes>>) -> Ready<Result<Response<Full<Bytes>>, Infallible>> {
-        let mut res = Response::new(Full::new(Bytes::from_static(
-            b"{\"order\":\"ord_8e03978e\",\"status\":\"created\"}",
-        )));
-        *res.status_mut() = http::StatusCode::CREATED;
-        res.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        ready(Ok(res))
-    }
-    tower::service_fn(created as fn(Request<Full<Bytes>>) -> Ready<Result<Response<Full<Bytes>>, Infallible>>)
-}
 
 const BODY: &[u8] = b"{\"sku\":\"A-1\",\"quantity\":2,\"customer\":\"cus_42\"}";
 
@@ -67,7 +47,9 @@ fn memory(c: &mut Criterion) {
         .expect("runtime");
     let _guard = rt.enter();
     let mut harness = Harness::new(c, "idempotency");
-    harness.overhead("http_bare", http_bare(), || order(http::HeaderValue::from_static("k")));
+    harness.overhead("http_bare", http_created(), || {
+        order(http::HeaderValue::from_static("k"))
+    });
 
     // Every call replays the response stored by the first. The entries
     // measured on the bench thread run the protected call in the response
@@ -76,7 +58,7 @@ fn memory(c: &mut Criterion) {
         .on_disconnect(KeepLocked)
         .build()
         .expect("layer");
-    harness.overhead("memory_replay", layer.layer(http_bare()), || {
+    harness.overhead("memory_replay", layer.layer(http_created()), || {
         order(http::HeaderValue::from_static(
             "\"8e03978e-40d5-43e8-bc93-6894a57f9324\"",
         ))
@@ -94,7 +76,7 @@ fn memory(c: &mut Criterion) {
         .expect("layer");
     let keys: Vec<http::HeaderValue> = (0..64).map(|i| http::HeaderValue::from(i as u64)).collect();
     let mut i = 0;
-    harness.overhead("memory_first", layer.layer(http_bare()), move || {
+    harness.overhead("memory_first", layer.layer(http_created()), move || {
         i = (i + 1) % keys.len();
         order(keys[i].clone())
     });
@@ -119,7 +101,7 @@ fn memory(c: &mut Criterion) {
         let mut i = 0;
         harness.overhead(
             &format!("memory_first_at_cap/{stored}_stored"),
-            layer.layer(http_bare()),
+            layer.layer(http_created()),
             move || {
                 i = (i + 1) % keys.len();
                 order(keys[i].clone())
@@ -129,7 +111,7 @@ fn memory(c: &mut Criterion) {
 
     // A method the layer does not protect: the pass-through cost.
     let layer = IdempotencyLayer::new();
-    harness.overhead("passthrough_get", layer.layer(http_bare()), || {
+    harness.overhead("passthrough_get", layer.layer(http_created()), || {
         let mut req = order(http::HeaderValue::from_static("k"));
         *req.method_mut() = http::Method::GET;
         req
@@ -147,13 +129,13 @@ fn memory(c: &mut Criterion) {
         .retention(Duration::from_micros(1))
         .build()
         .expect("layer")
-        .layer(http_bare());
+        .layer(http_created());
     let on_task = IdempotencyLayer::builder("idempotency")
         .lock_expiry(Duration::from_nanos(1))
         .retention(Duration::from_micros(1))
         .build()
         .expect("layer")
-        .layer(http_bare());
+        .layer(http_created());
     let keys: Vec<http::HeaderValue> = (0..64).map(|i| http::HeaderValue::from(i as u64)).collect();
     group.bench_function("keep_locked", |b| {
         let mut i = 0;
@@ -223,7 +205,7 @@ fn redis(c: &mut Criterion) {
         .store(store)
         .build()
         .expect("layer");
-    let svc = layer.layer(http_bare());
+    let svc = layer.layer(http_created());
 
     let version = rt.block_on(async {
         let info: String = redis::cmd("INFO")

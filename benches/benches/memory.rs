@@ -6,14 +6,12 @@
 //!
 //! Run with `cargo bench -p palisade-benches --bench memory`.
 
-use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Request;
 use http_body_util::Full;
-use palisade_benches::{bare, drive, heap_bytes_held, record};
+use palisade_benches::{bare, drive, heap_bytes_held, http_created, record};
 use palisade_bulkhead::BulkheadLayer;
 use palisade_circuit_breaker::CircuitBreakerBuilder;
 use palisade_idempotency::disconnect::KeepLocked;
@@ -34,18 +32,21 @@ fn report(what: &str, entries: u64, held: i64) {
     }));
 }
 
-/// The HTTP service behind the idempotency layer: 201 with a small JSON body
-/// and its content type, as an order endpoint answers.
-fn created(_req: Request<Full<Bytes>>) -> Ready<Result<Response<Full<Bytes>>, Infallible>> {
-    let mut res = Response::new(Full::new(Bytes::from_static(
-        b"{\"order\":\"ord_8e03978e\",\"status\":\"created\"}",
-    )));
-    *res.status_mut() = http::StatusCode::CREATED;
-    res.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    ready(Ok(res))
+/// The heap `svc` holds after requests for `n` distinct keys, made by
+/// `request`; a first key (`u64::MAX`) makes what the layer shares between
+/// keys before counting starts.
+fn held_by_keys<S, Req>(mut svc: S, n: u64, request: impl Fn(u64) -> Req) -> i64
+where
+    S: tower::Service<Req>,
+    S::Error: std::fmt::Debug,
+{
+    drive(&mut svc, request(u64::MAX)).expect("call");
+    let ((), held) = heap_bytes_held(|| {
+        for key in 0..n {
+            drive(&mut svc, request(key)).expect("call");
+        }
+    });
+    held
 }
 
 fn order(key: u64) -> Request<Full<Bytes>> {
@@ -75,15 +76,11 @@ fn main() {
             .max_keys(n as usize + 1)
             .build_keyed(|req: &u64| *req)
             .expect("valid");
-        let mut svc = layer.layer(bare());
-        // The first key makes what the layer shares between keys.
-        drive(&mut svc, u64::MAX).expect("call");
-        let ((), held) = heap_bytes_held(|| {
-            for key in 0..n {
-                drive(&mut svc, key).expect("call");
-            }
-        });
-        report("keyed breaker, count window of 100 calls", n, held);
+        report(
+            "keyed breaker, count window of 100 calls",
+            n,
+            held_by_keys(layer.layer(bare()), n, |key| key),
+        );
     }
 
     for n in COUNTS {
@@ -91,14 +88,11 @@ fn main() {
             .max_keys(n as usize + 1)
             .build_keyed(|req: &u64| *req)
             .expect("valid");
-        let mut svc = layer.layer(bare());
-        drive(&mut svc, u64::MAX).expect("call");
-        let ((), held) = heap_bytes_held(|| {
-            for key in 0..n {
-                drive(&mut svc, key).expect("call");
-            }
-        });
-        report("keyed breaker, consecutive failures only", n, held);
+        report(
+            "keyed breaker, consecutive failures only",
+            n,
+            held_by_keys(layer.layer(bare()), n, |key| key),
+        );
     }
 
     for n in COUNTS {
@@ -107,14 +101,11 @@ fn main() {
             .max_keys(n as usize + 1)
             .build_keyed(|req: &u64| *req)
             .expect("valid");
-        let mut svc = layer.layer(bare());
-        drive(&mut svc, u64::MAX).expect("call");
-        let ((), held) = heap_bytes_held(|| {
-            for key in 0..n {
-                drive(&mut svc, key).expect("call");
-            }
-        });
-        report("keyed bulkhead compartment, fixed limit", n, held);
+        report(
+            "keyed bulkhead compartment, fixed limit",
+            n,
+            held_by_keys(layer.layer(bare()), n, |key| key),
+        );
     }
 
     for n in COUNTS {
@@ -125,13 +116,10 @@ fn main() {
             .retention(Duration::from_secs(86_400))
             .build()
             .expect("layer");
-        let mut svc = layer.layer(tower::service_fn(created));
-        drive(&mut svc, order(u64::MAX)).expect("call");
-        let ((), held) = heap_bytes_held(|| {
-            for key in 0..n {
-                drive(&mut svc, order(key)).expect("call");
-            }
-        });
-        report("idempotency record, memory store (44 B body)", n, held);
+        report(
+            "idempotency record, memory store (44 B body)",
+            n,
+            held_by_keys(layer.layer(http_created()), n, order),
+        );
     }
 }

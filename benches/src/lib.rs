@@ -65,6 +65,32 @@ pub fn bare() -> Bare {
     tower::service_fn(echo as fn(u64) -> Ready<Result<u64, Infallible>>)
 }
 
+/// An always-ready HTTP service answering 201 with a small JSON body and its
+/// content type, as an order endpoint answers.
+pub type HttpCreated = tower::util::ServiceFn<
+    fn(
+        http::Request<http_body_util::Full<bytes::Bytes>>,
+    ) -> Ready<Result<http::Response<http_body_util::Full<bytes::Bytes>>, Infallible>>,
+>;
+
+/// Makes the [`HttpCreated`] service.
+pub fn http_created() -> HttpCreated {
+    type Req = http::Request<http_body_util::Full<bytes::Bytes>>;
+    type Res = http::Response<http_body_util::Full<bytes::Bytes>>;
+    fn created(_req: Req) -> Ready<Result<Res, Infallible>> {
+        let mut res = http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"{\"order\":\"ord_8e03978e\",\"status\":\"created\"}",
+        )));
+        *res.status_mut() = http::StatusCode::CREATED;
+        res.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        ready(Ok(res))
+    }
+    tower::service_fn(created as fn(Req) -> Ready<Result<Res, Infallible>>)
+}
+
 /// A `tower::retry::Policy` that never retries: tower's `Retry` at its cheapest.
 #[derive(Debug, Clone, Copy)]
 pub struct NeverRetry;
