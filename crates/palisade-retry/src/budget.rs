@@ -226,6 +226,48 @@ impl RetryBudget {
     pub fn min_per_sec(&self) -> u32 {
         self.inner.min_per_sec
     }
+
+    /// The balance now and the settings, for health endpoints and dashboards.
+    pub fn snapshot(&self) -> BudgetSnapshot {
+        BudgetSnapshot {
+            available: self.available(),
+            ratio: self.ratio(),
+            min_per_sec: self.min_per_sec(),
+            window: self.window(),
+        }
+    }
+}
+
+/// A [`RetryBudget`] at one moment; see [`RetryBudget::snapshot`].
+///
+/// Serialises for a health endpoint with `window` as whole milliseconds:
+///
+/// ```json
+/// {"available":100,"ratio":0.2,"min_per_sec":10,"window_ms":10000}
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct BudgetSnapshot {
+    /// Whole retries the budget allows now.
+    pub available: u64,
+    /// Retries allowed per request.
+    pub ratio: f64,
+    /// Retries per second allowed whatever the traffic.
+    pub min_per_sec: u32,
+    /// The window deposits and withdrawals count for.
+    pub window: Duration,
+}
+
+impl serde::Serialize for BudgetSnapshot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut map = s.serialize_struct("BudgetSnapshot", 4)?;
+        map.serialize_field("available", &self.available)?;
+        map.serialize_field("ratio", &self.ratio)?;
+        map.serialize_field("min_per_sec", &self.min_per_sec)?;
+        map.serialize_field("window_ms", &u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX))?;
+        map.end()
+    }
 }
 
 impl Default for RetryBudget {
@@ -298,6 +340,29 @@ mod tests {
         std::iter::from_fn(|| budget.withdraw().then_some(()))
             .take(1_000_000)
             .count()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_reports_the_balance_and_serialises_for_health() {
+        let b = budget(0.5, 2, 10);
+        // The floor: 2 per second over 10 s.
+        assert_eq!(
+            b.snapshot(),
+            BudgetSnapshot {
+                available: 20,
+                ratio: 0.5,
+                min_per_sec: 2,
+                window: Duration::from_secs(10),
+            }
+        );
+        for _ in 0..4 {
+            b.deposit();
+        }
+        assert!(b.withdraw());
+        assert_eq!(
+            serde_json::to_value(b.snapshot()).unwrap(),
+            serde_json::json!({"available": 21, "ratio": 0.5, "min_per_sec": 2, "window_ms": 10_000})
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -320,7 +320,7 @@ mod service;
 mod sync;
 
 pub use body::{DEFAULT_REPLAY_LIMIT, ReplayBody};
-pub use budget::{RetryBudget, RetryBudgetBuilder};
+pub use budget::{BudgetSnapshot, RetryBudget, RetryBudgetBuilder};
 pub use builder::{AnyRequest, GrpcRequest, HttpRequest, RetryBuilder};
 pub use error::{ConfigError, ReplayUnavailable};
 pub use grpc::{
