@@ -198,9 +198,9 @@ fn retry_report(name: &str, budget: Option<&RetryBudget>) -> Option<Reporter> {
     let name = Value::from(name);
     let budget = budget.cloned();
     reporter(move || {
-        let budget = budget
-            .as_ref()
-            .map_or(Value::Null, |b| serde_json::to_value(b.snapshot()).unwrap_or(Value::Null));
+        let budget = budget.as_ref().map_or(Value::Null, |b| {
+            serde_json::to_value(b.snapshot()).unwrap_or(Value::Null)
+        });
         fields([("name", name.clone()), ("budget", budget)])
     })
 }
