@@ -532,25 +532,16 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Reads a duration written as a whole number and a unit: `ms`, `s`, `m` or
-/// `h` (`500ms`, `10s`, `15m`), as the duration flags take it.
+/// Reads a duration as the duration flags take it, written the way
+/// palisade's settings files write them (humantime: `500ms`, `10s`, `15m`,
+/// `2h`, `1h 30m`); zero is refused.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 10s, 15m or 2h"))?;
-    let millis = match unit {
-        "ms" => Some(number),
-        "s" => number.checked_mul(1_000),
-        "m" => number.checked_mul(60_000),
-        "h" => number.checked_mul(3_600_000),
-        _ => return Err(format!("{text:?} is not a duration such as 500ms, 10s, 15m or 2h")),
-    };
-    match millis {
-        Some(0) => Err(format!("{text:?}: the duration must be above zero")),
-        Some(millis) => Ok(Duration::from_millis(millis)),
-        None => Err(format!("{text:?} is too long")),
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err(format!("{text:?}: the duration must be above zero")),
+        Ok(duration) => Ok(duration),
+        Err(e) => Err(format!(
+            "{text:?} is not a duration such as 500ms, 10s, 15m or 1h 30m: {e}"
+        )),
     }
 }
 

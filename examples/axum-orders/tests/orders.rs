@@ -1270,7 +1270,9 @@ fn durations_are_read_with_their_unit() {
     assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
     assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
     assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-    for bad in ["", "10", "s", "1.5s", "-1s", "10 s", "0s"] {
+    assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+    for bad in ["", "10", "s", "-1s", "0s", "0ms", "10 parsecs"] {
         assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
     }
 }

@@ -156,7 +156,7 @@ fn the_binary_takes_its_request_timeout_from_a_flag_or_the_environment() {
     assert_eq!(out.status.code(), Some(2), "a usage error");
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
-        stderr.contains("\"10\" is not a duration such as 500ms, 10s, 15m or 2h"),
+        stderr.contains("\"10\" is not a duration such as 500ms, 10s, 15m or 1h 30m: time unit needed"),
         "{stderr}"
     );
 }
