@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use palisade::outbox::postgres::{self as outbox_pg, PgStore};
 use palisade::outbox::sqlite::{self as outbox_sqlite, SqliteStore};
-use palisade::outbox::{Backlog, Event, OutboxError, OutboxStore, Publisher, Relay, RelayHandle, Wakeup, stage};
+use palisade::outbox::{
+    Backlog, OutboxContext, OutboxError, OutboxStore, Publisher, Relay, RelayHandle, Wakeup, stage,
+};
 use palisade::prelude::BoxError;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
@@ -375,26 +377,17 @@ impl Database {
 
     /// Moves a charged order from `from` (`new`, or `payment_queued` when its
     /// queued charge was made) to `pending` and stages its `OrderCreated`
-    /// event, given its ids by `stamp`, in the same transaction; false
+    /// event, stamped with `ctx`'s ids, in the same transaction; false
     /// (nothing written) when the order is no longer `from`.
-    pub(crate) async fn complete(
-        &self,
-        stamp: impl FnOnce(Event) -> Event,
-        order: &Order,
-        from: &str,
-    ) -> Result<bool, BoxError> {
+    pub(crate) async fn complete(&self, ctx: &OutboxContext, order: &Order, from: &str) -> Result<bool, BoxError> {
         let order = Order {
             status: "pending".to_owned(),
             ..order.clone()
         };
         // Published on the event type (NATS: `orders.events.OrderCreated`).
-        let event = stamp(Event::new(
-            "OrderCreated",
-            "Order",
-            order.id.clone(),
-            serde_json::to_value(&order)?,
-        ))
-        .with_destination("OrderCreated");
+        let event = ctx
+            .event("OrderCreated", "Order", order.id.clone(), serde_json::to_value(&order)?)
+            .with_destination("OrderCreated");
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let moved = sqlx::query(COMPLETE).bind(&order.id).bind(from).execute(&mut *tx).await?.rows_affected();

@@ -855,18 +855,9 @@ impl QueuedCharges {
         match charge(&self.payments, &self.charges_uri, &order, None).await {
             Charge::Made => {
                 // The `OrderCreated` event carries the command's ids, and names it as its cause.
-                let stamp = |event: Event| {
-                    let mut event = event.with_causation_id(command.event_id.to_string());
-                    event
-                        .metadata
-                        .correlation_id
-                        .clone_from(&command.metadata.correlation_id);
-                    event.metadata.trace_context.clone_from(&command.metadata.trace_context);
-                    event.metadata.source.clone_from(&command.metadata.source);
-                    event
-                };
+                let ctx = OutboxContext::caused_by(command, Some(Arc::from("axum-orders")));
                 self.database
-                    .complete(stamp, &order, "payment_queued")
+                    .complete(&ctx, &order, "payment_queued")
                     .await
                     .map(drop)
                     .map_err(PublishError::transient)
@@ -1442,7 +1433,7 @@ async fn create_order(
         Charge::Failed(problem) => return problem.into_response(),
     }
     // 3. The order moves to `pending` with its event, in one transaction.
-    match state.database.complete(|event| ctx.stamp(event), &order, "new").await {
+    match state.database.complete(&ctx, &order, "new").await {
         Ok(true) => created(Order {
             status: "pending".to_owned(),
             ..order

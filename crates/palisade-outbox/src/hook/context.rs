@@ -68,6 +68,23 @@ impl OutboxContext {
         }
     }
 
+    /// The context for events staged in reaction to `event` (by a consumer of it): `event`'s
+    /// correlation id (or, without one, its id) and trace context, and its id as the
+    /// causation id, naming `source` as the producing service.
+    pub fn caused_by(event: &Event, source: Option<Arc<str>>) -> Self {
+        let event_id = event.event_id.to_string();
+        Self {
+            correlation_id: event
+                .metadata
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| event_id.clone()),
+            causation_id: Some(event_id),
+            trace_context: event.metadata.trace_context.clone(),
+            source,
+        }
+    }
+
     /// The correlation id.
     pub fn correlation_id(&self) -> &str {
         &self.correlation_id
@@ -156,6 +173,31 @@ mod tests {
         let ctx = OutboxContext::from_headers(&headers(&[("x-correlation-id", &long), ("x-request-id", &long)]), None);
         assert_eq!(Uuid::parse_str(ctx.correlation_id()).unwrap().get_version_num(), 7);
         assert_eq!(ctx.causation_id(), None);
+    }
+
+    #[test]
+    fn a_reaction_carries_its_cause_s_ids() {
+        let ctx = OutboxContext::from_headers(
+            &headers(&[
+                (CORRELATION_ID_HEADER, "corr-1"),
+                ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ]),
+            None,
+        );
+        let cause = ctx.event("ChargeQueued", "Order", "ord_1", serde_json::json!({}));
+        let reaction = OutboxContext::caused_by(&cause, Some(Arc::from("payments-worker")));
+        assert_eq!(reaction.correlation_id(), "corr-1");
+        assert_eq!(reaction.causation_id(), Some(cause.event_id.to_string().as_str()));
+        assert_eq!(reaction.trace_context(), cause.metadata.trace_context.as_ref());
+        let event = reaction.event("OrderCreated", "Order", "ord_1", serde_json::json!({}));
+        assert_eq!(event.metadata.source.as_deref(), Some("payments-worker"));
+
+        // A cause without a correlation id starts one: its own id.
+        let bare = Event::new("ChargeQueued", "Order", "ord_2", serde_json::json!({}));
+        let reaction = OutboxContext::caused_by(&bare, None);
+        assert_eq!(reaction.correlation_id(), bare.event_id.to_string());
+        assert_eq!(reaction.causation_id(), Some(bare.event_id.to_string().as_str()));
+        assert_eq!(reaction.trace_context(), None);
     }
 
     #[test]
