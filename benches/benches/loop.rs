@@ -18,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use palisade_benches::{NeverRetry, bare, peers, record};
+use palisade_benches::{NeverRetry, TowerBudgetRetry, bare, peers, record};
 use palisade_bulkhead::BulkheadLayer;
 use palisade_circuit_breaker::CircuitBreakerBuilder;
 use palisade_retry::RetryLayer;
@@ -120,6 +120,10 @@ fn layers() -> Vec<Box<dyn Case>> {
         entry("bulkhead_fixed", fixed.layer(bare())),
         entry("bulkhead_keyed", keyed_bulkhead.layer(bare())),
         entry("palisade_retry_budget", retry.layer(bare())),
+        entry(
+            "tower_retry_tps_budget",
+            tower::retry::Retry::new(TowerBudgetRetry::default(), bare()),
+        ),
         entry(
             "tower_resilience_breaker",
             peers::tower_resilience_breaker().layer(bare()),

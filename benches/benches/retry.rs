@@ -18,7 +18,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Full;
-use palisade_benches::{Harness, bare, peers};
+use palisade_benches::{Harness, TowerBudgetRetry, bare, peers};
 use palisade_retry::{HttpRetryLayer, ReplayBody, RetryLayer};
 use tower::Layer;
 
@@ -57,6 +57,8 @@ fn retry(c: &mut Criterion) {
         .build()
         .unwrap();
     harness.overhead("palisade_retry_budget_deadline", deadline.layer(bare()), || 1);
+    let tower_budget = tower::retry::Retry::new(TowerBudgetRetry::default(), bare());
+    harness.overhead("tower_retry_tps_budget", tower_budget.clone(), || 1);
     let tower_resilience = peers::tower_resilience_retry();
     harness.overhead("tower_resilience_retry", tower_resilience.layer(bare()), || 1);
 
@@ -79,6 +81,7 @@ fn retry(c: &mut Criterion) {
 
     harness.two_thread_references();
     harness.two_threads("palisade_retry_budget", retry.layer(bare()), || 1);
+    harness.two_threads("tower_retry_tps_budget", tower_budget, || 1);
     harness.two_threads("tower_resilience_retry", tower_resilience.layer(bare()), || 1);
     harness.finish();
 }

@@ -25,6 +25,7 @@ use std::future::{Future, Ready, ready};
 use std::pin::pin;
 use std::sync::Barrier;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -104,6 +105,44 @@ impl<Req, Res, E> tower::retry::Policy<Req, Res, E> for NeverRetry {
 
     fn clone_request(&mut self, _req: &Req) -> Option<Req> {
         None
+    }
+}
+
+/// tower's `Retry` as a tower user sets it up with a budget: a policy holding
+/// tower's own `TpsBudget` in an `Arc` (its defaults: 10 s, 10 retries/s, 20 %),
+/// depositing every request and retrying nothing, as when every call succeeds.
+///
+/// Unlike [`NeverRetry`], the policy has state shared by its clones, so each
+/// request's clone takes and drops a reference: the floor of any retry whose
+/// response future keeps its settings.
+#[derive(Debug, Clone)]
+pub struct TowerBudgetRetry(std::sync::Arc<tower::retry::budget::TpsBudget>);
+
+impl Default for TowerBudgetRetry {
+    fn default() -> Self {
+        Self(std::sync::Arc::new(tower::retry::budget::TpsBudget::new(
+            Duration::from_secs(10),
+            10,
+            0.2,
+        )))
+    }
+}
+
+impl<Req: Clone, Res, E> tower::retry::Policy<Req, Res, E> for TowerBudgetRetry {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
+        use tower::retry::budget::Budget;
+        match result {
+            Ok(_) => None,
+            Err(_) => self.0.withdraw().then(|| ready(())),
+        }
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        use tower::retry::budget::Budget;
+        self.0.deposit();
+        Some(req.clone())
     }
 }
 

@@ -9,6 +9,8 @@
 //! rare) but only ever through a compare-exchange on the word, so probe-slot
 //! accounting, which runs without the mutex, can never be lost.
 
+use std::fmt;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::time::Duration;
@@ -202,20 +204,24 @@ impl Breaker {
     pub(crate) fn admit_owned(self: Arc<Self>) -> Admission {
         let word = self.state.load(Acquire);
         if word & KIND_MASK == CLOSED_BITS {
-            return Admission::Admit(Recorder::owned(self, epoch(word), false));
+            return Admission::Admit(Recorder::held(Held::Breaker(self), epoch(word), false));
         }
         self.admit_slow(word, None)
     }
 
     /// Decides whether a call may go through now, against the state at this
-    /// moment. A probe slot `reserved` by [`gate`](Self::gate) is used only if
-    /// the half-open period it was reserved in is still the current one.
+    /// moment. A closed breaker's call holds its reference through `lane`
+    /// (see [`Lanes`](crate::lanes::Lanes)). A probe slot `reserved` by [`gate`](Self::gate) is
+    /// used only if the half-open period it was reserved in is still the
+    /// current one.
     #[inline]
-    pub(crate) fn admit(self: &Arc<Self>, reserved: Option<Recorder>) -> Admission {
-        match reserved {
-            None => self.clone().admit_owned(),
-            Some(_) => self.admit_slow(self.state.load(Acquire), reserved),
+    pub(crate) fn admit(lane: &Arc<Lane>, reserved: Option<Recorder>) -> Admission {
+        let breaker = &lane.breaker;
+        let word = breaker.state.load(Acquire);
+        if reserved.is_none() && word & KIND_MASK == CLOSED_BITS {
+            return Admission::Admit(Recorder::held(Held::Lane(lane.clone()), epoch(word), false));
         }
+        breaker.admit_slow(word, reserved)
     }
 
     #[inline(never)]
@@ -621,12 +627,51 @@ impl Breaker {
     }
 }
 
+/// One of a breaker's [`Lanes`](crate::lanes::Lanes): 128-byte aligned, so its `Arc` counts sit on lines of their own
+/// (two, with the adjacent-line prefetch of x86).
+#[repr(align(128))]
+pub(crate) struct Lane {
+    breaker: Arc<Breaker>,
+}
+
+impl Lane {
+    pub(crate) fn new(breaker: Arc<Breaker>) -> Self {
+        Self { breaker }
+    }
+}
+
+impl fmt::Debug for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lane").field("breaker", self.breaker.name()).finish()
+    }
+}
+
+/// What an admitted call holds its breaker by: a lane on the closed path, the
+/// breaker itself elsewhere (a keyed breaker's calls, half-open probes).
+#[derive(Debug)]
+pub(crate) enum Held {
+    Breaker(Arc<Breaker>),
+    Lane(Arc<Lane>),
+}
+
+impl Deref for Held {
+    type Target = Breaker;
+
+    #[inline]
+    fn deref(&self) -> &Breaker {
+        match self {
+            Held::Breaker(breaker) => breaker,
+            Held::Lane(lane) => &lane.breaker,
+        }
+    }
+}
+
 /// Records the outcome of one admitted call into the breaker that admitted it.
 /// Dropped before [`finish`](Self::finish) (a cancelled call), it records
 /// nothing and gives a half-open probe slot back.
 #[derive(Debug)]
 pub(crate) struct Recorder {
-    breaker: Arc<Breaker>,
+    breaker: Held,
     epoch: u64,
     probe: bool,
     settled: bool,
@@ -636,11 +681,11 @@ pub(crate) struct Recorder {
 impl Recorder {
     #[inline]
     fn new(breaker: &Arc<Breaker>, epoch: u64, probe: bool) -> Self {
-        Self::owned(breaker.clone(), epoch, probe)
+        Self::held(Held::Breaker(breaker.clone()), epoch, probe)
     }
 
     #[inline]
-    fn owned(breaker: Arc<Breaker>, epoch: u64, probe: bool) -> Self {
+    fn held(breaker: Held, epoch: u64, probe: bool) -> Self {
         Self {
             breaker,
             epoch,
@@ -653,8 +698,9 @@ impl Recorder {
     /// Marks the moment the call was sent, when a rule needs call durations.
     #[inline]
     pub(crate) fn started(&mut self) {
-        if self.breaker.times_calls {
-            self.start = self.breaker.now_nanos();
+        let breaker: &Breaker = &self.breaker;
+        if breaker.times_calls {
+            self.start = breaker.now_nanos();
         }
     }
 
@@ -665,7 +711,7 @@ impl Recorder {
             return;
         }
         self.settled = true;
-        let breaker = &self.breaker;
+        let breaker: &Breaker = &self.breaker;
         let end = if breaker.times_calls { breaker.now_nanos() } else { 0 };
         if breaker.call_durations {
             // Into the histogram handle registered at build: no lookup, no allocation.

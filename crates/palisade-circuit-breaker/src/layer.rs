@@ -9,6 +9,7 @@ use tower_layer::Layer;
 use crate::breaker::Breaker;
 use crate::config::Config;
 use crate::handle::CircuitBreakerHandle;
+use crate::lanes::Lanes;
 use crate::service::CircuitBreaker;
 use crate::telemetry::{CallCounters, StateGauge};
 
@@ -18,7 +19,7 @@ use crate::telemetry::{CallCounters, StateGauge};
 /// layer per downstream you protect.
 #[derive(Clone)]
 pub struct CircuitBreakerLayer<C = ErrorClassifier> {
-    breaker: Arc<Breaker>,
+    lanes: Arc<Lanes>,
     classifier: C,
 }
 
@@ -28,21 +29,21 @@ impl<C> CircuitBreakerLayer<C> {
         let calls = CallCounters::new(&name, config.call_durations);
         let gauge = StateGauge::single(&name);
         Self {
-            breaker: Arc::new(Breaker::new(config, name, calls, gauge)),
+            lanes: Arc::new(Lanes::new(Breaker::new(config, name, calls, gauge))),
             classifier,
         }
     }
 
     /// The handle of this layer's breaker.
     pub fn handle(&self) -> CircuitBreakerHandle {
-        CircuitBreakerHandle::new(self.breaker.clone())
+        CircuitBreakerHandle::new(self.lanes.breaker().clone())
     }
 }
 
 impl<C: fmt::Debug> fmt::Debug for CircuitBreakerLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerLayer")
-            .field("config", self.breaker.config())
+            .field("config", self.lanes.breaker().config())
             .field("classifier", &self.classifier)
             .finish()
     }
@@ -52,6 +53,6 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
     type Service = CircuitBreaker<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreaker::new(inner, self.breaker.clone(), self.classifier.clone())
+        CircuitBreaker::new(inner, self.lanes.clone(), self.classifier.clone())
     }
 }

@@ -378,6 +378,7 @@ mod error;
 pub mod future;
 mod handle;
 mod keyed;
+mod lanes;
 mod layer;
 mod registry;
 mod service;

@@ -11,6 +11,7 @@ use tower_service::Service;
 use crate::breaker::{Breaker, Recorder};
 use crate::future::{Record, ResponseFuture, dispatch};
 use crate::handle::CircuitBreakerHandle;
+use crate::lanes::Lanes;
 
 /// Fails calls fast while its downstream is failing; see the crate docs.
 ///
@@ -20,7 +21,7 @@ use crate::handle::CircuitBreakerHandle;
 /// slot the next `call` of this clone uses (a clone does not share it).
 pub struct CircuitBreaker<S, C = ErrorClassifier> {
     inner: S,
-    breaker: Arc<Breaker>,
+    lanes: Arc<Lanes>,
     classifier: C,
     /// What `poll_ready` answered since the last `call`.
     readiness: Readiness,
@@ -41,10 +42,10 @@ enum Readiness {
 }
 
 impl<S, C> CircuitBreaker<S, C> {
-    pub(crate) fn new(inner: S, breaker: Arc<Breaker>, classifier: C) -> Self {
+    pub(crate) fn new(inner: S, lanes: Arc<Lanes>, classifier: C) -> Self {
         Self {
             inner,
-            breaker,
+            lanes,
             classifier,
             readiness: Readiness::Unready,
             probe: None,
@@ -53,7 +54,7 @@ impl<S, C> CircuitBreaker<S, C> {
 
     /// The handle of the breaker this service shares.
     pub fn handle(&self) -> CircuitBreakerHandle {
-        CircuitBreakerHandle::new(self.breaker.clone())
+        CircuitBreakerHandle::new(self.lanes.breaker().clone())
     }
 
     /// The inner service.
@@ -74,7 +75,7 @@ impl<S, C> CircuitBreaker<S, C> {
 
 impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
     fn clone(&self) -> Self {
-        Self::new(self.inner.clone(), self.breaker.clone(), self.classifier.clone())
+        Self::new(self.inner.clone(), self.lanes.clone(), self.classifier.clone())
     }
 }
 
@@ -82,7 +83,7 @@ impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for CircuitBreaker<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("inner", &self.inner)
-            .field("name", self.breaker.name())
+            .field("name", self.lanes.breaker().name())
             .field("classifier", &self.classifier)
             .finish_non_exhaustive()
     }
@@ -103,7 +104,7 @@ where
             // Once ready, ready until the call.
             return Poll::Ready(Ok(()));
         }
-        if !self.breaker.gate(&mut self.probe) {
+        if !self.lanes.breaker().gate(&mut self.probe) {
             // Fail fast without waiting for the inner service's readiness.
             self.readiness = Readiness::Rejecting;
             return Poll::Ready(Ok(()));
@@ -118,8 +119,8 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let admission = match std::mem::replace(&mut self.readiness, Readiness::Unready) {
-            Readiness::Rejecting => self.breaker.reject_unready(),
-            Readiness::Inner | Readiness::Unready => self.breaker.admit(self.probe.take()),
+            Readiness::Rejecting => self.lanes.breaker().reject_unready(),
+            Readiness::Inner | Readiness::Unready => Breaker::admit(self.lanes.pick(), self.probe.take()),
         };
         dispatch(&mut self.inner, req, admission, &self.classifier)
     }
