@@ -3,7 +3,8 @@
 
 //! The Idempotency-Key layer's cost: a replay and a first request through the
 //! memory store against the bare HTTP service in the same run, first requests
-//! into a full memory store holding 1,000 and 1,000,000 responses, the
+//! into a full memory store and replays from one, holding 1,000 and 1,000,000
+//! responses, the
 //! default disconnect policy's task against running the call in the caller,
 //! and requests/s through a live Redis store beside a plain `GET` round trip
 //! on the same connection.
@@ -105,6 +106,29 @@ fn memory(c: &mut Criterion) {
             move || {
                 i = (i + 1) % keys.len();
                 order(keys[i].clone())
+            },
+        );
+    }
+
+    // Replays from a memory store already holding `stored` responses.
+    for stored in [1_000_u32, 1_000_000] {
+        let store = MemoryStore::builder()
+            .max_keys(stored as usize + 1)
+            .build()
+            .expect("store");
+        fill(&store, stored);
+        let layer = IdempotencyLayer::builder("idempotency")
+            .store(store)
+            .on_disconnect(KeepLocked)
+            .build()
+            .expect("layer");
+        harness.overhead(
+            &format!("memory_replay_at/{stored}_stored"),
+            layer.layer(http_created()),
+            || {
+                order(http::HeaderValue::from_static(
+                    "\"8e03978e-40d5-43e8-bc93-6894a57f9324\"",
+                ))
             },
         );
     }

@@ -9,13 +9,12 @@
 //! rare) but only ever through a compare-exchange on the word, so probe-slot
 //! accounting, which runs without the mutex, can never be lost.
 
-use std::fmt;
-use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::time::Duration;
 
 use palisade_core::events::LayerEvent;
+use palisade_core::lanes::{Held, Lane};
 use palisade_core::sync::Unpoison;
 use palisade_core::{CircuitOpen, Outcome};
 use tokio::time::Instant;
@@ -204,19 +203,19 @@ impl Breaker {
     pub(crate) fn admit_owned(self: Arc<Self>) -> Admission {
         let word = self.state.load(Acquire);
         if word & KIND_MASK == CLOSED_BITS {
-            return Admission::Admit(Recorder::held(Held::Breaker(self), epoch(word), false));
+            return Admission::Admit(Recorder::held(Held::Shared(self), epoch(word), false));
         }
         self.admit_slow(word, None)
     }
 
     /// Decides whether a call may go through now, against the state at this
-    /// moment. A closed breaker's call holds its reference through `lane`
-    /// (see [`Lanes`](crate::lanes::Lanes)). A probe slot `reserved` by [`gate`](Self::gate) is
+    /// moment. A closed breaker's call holds its reference through `lane`,
+    /// its thread's. A probe slot `reserved` by [`gate`](Self::gate) is
     /// used only if the half-open period it was reserved in is still the
     /// current one.
     #[inline]
-    pub(crate) fn admit(lane: &Arc<Lane>, reserved: Option<Recorder>) -> Admission {
-        let breaker = &lane.breaker;
+    pub(crate) fn admit(lane: &Arc<Lane<Breaker>>, reserved: Option<Recorder>) -> Admission {
+        let breaker = lane.shared();
         let word = breaker.state.load(Acquire);
         if reserved.is_none() && word & KIND_MASK == CLOSED_BITS {
             return Admission::Admit(Recorder::held(Held::Lane(lane.clone()), epoch(word), false));
@@ -627,51 +626,12 @@ impl Breaker {
     }
 }
 
-/// One of a breaker's [`Lanes`](crate::lanes::Lanes): 128-byte aligned, so its `Arc` counts sit on lines of their own
-/// (two, with the adjacent-line prefetch of x86).
-#[repr(align(128))]
-pub(crate) struct Lane {
-    breaker: Arc<Breaker>,
-}
-
-impl Lane {
-    pub(crate) fn new(breaker: Arc<Breaker>) -> Self {
-        Self { breaker }
-    }
-}
-
-impl fmt::Debug for Lane {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lane").field("breaker", self.breaker.name()).finish()
-    }
-}
-
-/// What an admitted call holds its breaker by: a lane on the closed path, the
-/// breaker itself elsewhere (a keyed breaker's calls, half-open probes).
-#[derive(Debug)]
-pub(crate) enum Held {
-    Breaker(Arc<Breaker>),
-    Lane(Arc<Lane>),
-}
-
-impl Deref for Held {
-    type Target = Breaker;
-
-    #[inline]
-    fn deref(&self) -> &Breaker {
-        match self {
-            Held::Breaker(breaker) => breaker,
-            Held::Lane(lane) => &lane.breaker,
-        }
-    }
-}
-
 /// Records the outcome of one admitted call into the breaker that admitted it.
 /// Dropped before [`finish`](Self::finish) (a cancelled call), it records
 /// nothing and gives a half-open probe slot back.
 #[derive(Debug)]
 pub(crate) struct Recorder {
-    breaker: Held,
+    breaker: Held<Breaker>,
     epoch: u64,
     probe: bool,
     settled: bool,
@@ -681,11 +641,11 @@ pub(crate) struct Recorder {
 impl Recorder {
     #[inline]
     fn new(breaker: &Arc<Breaker>, epoch: u64, probe: bool) -> Self {
-        Self::held(Held::Breaker(breaker.clone()), epoch, probe)
+        Self::held(Held::Shared(breaker.clone()), epoch, probe)
     }
 
     #[inline]
-    fn held(breaker: Held, epoch: u64, probe: bool) -> Self {
+    fn held(breaker: Held<Breaker>, epoch: u64, probe: bool) -> Self {
         Self {
             breaker,
             epoch,

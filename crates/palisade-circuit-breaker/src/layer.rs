@@ -9,9 +9,9 @@ use tower_layer::Layer;
 use crate::breaker::Breaker;
 use crate::config::Config;
 use crate::handle::CircuitBreakerHandle;
-use crate::lanes::Lanes;
 use crate::service::CircuitBreaker;
 use crate::telemetry::{CallCounters, StateGauge};
+use palisade_core::lanes::Lanes;
 
 /// Wraps services in a [`CircuitBreaker`].
 ///
@@ -19,7 +19,7 @@ use crate::telemetry::{CallCounters, StateGauge};
 /// layer per downstream you protect.
 #[derive(Clone)]
 pub struct CircuitBreakerLayer<C = ErrorClassifier> {
-    lanes: Arc<Lanes>,
+    lanes: Arc<Lanes<Breaker>>,
     classifier: C,
 }
 
@@ -36,14 +36,14 @@ impl<C> CircuitBreakerLayer<C> {
 
     /// The handle of this layer's breaker.
     pub fn handle(&self) -> CircuitBreakerHandle {
-        CircuitBreakerHandle::new(self.lanes.breaker().clone())
+        CircuitBreakerHandle::new(self.lanes.shared().clone())
     }
 }
 
 impl<C: fmt::Debug> fmt::Debug for CircuitBreakerLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerLayer")
-            .field("config", self.lanes.breaker().config())
+            .field("config", self.lanes.shared().config())
             .field("classifier", &self.classifier)
             .finish()
     }

@@ -378,7 +378,6 @@ mod error;
 pub mod future;
 mod handle;
 mod keyed;
-mod lanes;
 mod layer;
 mod registry;
 mod service;

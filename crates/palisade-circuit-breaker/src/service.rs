@@ -11,7 +11,7 @@ use tower_service::Service;
 use crate::breaker::{Breaker, Recorder};
 use crate::future::{Record, ResponseFuture, dispatch};
 use crate::handle::CircuitBreakerHandle;
-use crate::lanes::Lanes;
+use palisade_core::lanes::Lanes;
 
 /// Fails calls fast while its downstream is failing; see the crate docs.
 ///
@@ -21,7 +21,7 @@ use crate::lanes::Lanes;
 /// slot the next `call` of this clone uses (a clone does not share it).
 pub struct CircuitBreaker<S, C = ErrorClassifier> {
     inner: S,
-    lanes: Arc<Lanes>,
+    lanes: Arc<Lanes<Breaker>>,
     classifier: C,
     /// What `poll_ready` answered since the last `call`.
     readiness: Readiness,
@@ -42,7 +42,7 @@ enum Readiness {
 }
 
 impl<S, C> CircuitBreaker<S, C> {
-    pub(crate) fn new(inner: S, lanes: Arc<Lanes>, classifier: C) -> Self {
+    pub(crate) fn new(inner: S, lanes: Arc<Lanes<Breaker>>, classifier: C) -> Self {
         Self {
             inner,
             lanes,
@@ -54,7 +54,7 @@ impl<S, C> CircuitBreaker<S, C> {
 
     /// The handle of the breaker this service shares.
     pub fn handle(&self) -> CircuitBreakerHandle {
-        CircuitBreakerHandle::new(self.lanes.breaker().clone())
+        CircuitBreakerHandle::new(self.lanes.shared().clone())
     }
 
     /// The inner service.
@@ -83,7 +83,7 @@ impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for CircuitBreaker<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("inner", &self.inner)
-            .field("name", self.lanes.breaker().name())
+            .field("name", self.lanes.shared().name())
             .field("classifier", &self.classifier)
             .finish_non_exhaustive()
     }
@@ -104,7 +104,7 @@ where
             // Once ready, ready until the call.
             return Poll::Ready(Ok(()));
         }
-        if !self.lanes.breaker().gate(&mut self.probe) {
+        if !self.lanes.shared().gate(&mut self.probe) {
             // Fail fast without waiting for the inner service's readiness.
             self.readiness = Readiness::Rejecting;
             return Poll::Ready(Ok(()));
@@ -119,7 +119,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let admission = match std::mem::replace(&mut self.readiness, Readiness::Unready) {
-            Readiness::Rejecting => self.lanes.breaker().reject_unready(),
+            Readiness::Rejecting => self.lanes.shared().reject_unready(),
             Readiness::Inner | Readiness::Unready => Breaker::admit(self.lanes.pick(), self.probe.take()),
         };
         dispatch(&mut self.inner, req, admission, &self.classifier)
