@@ -9,7 +9,9 @@ use palisade_core::keyed::{Eviction, KeyedMap};
 
 use crate::gate::{Gate, GateMetrics, Settings};
 use crate::limit::LimitConfig;
-use crate::sync::{Arc, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+
+use crate::sync::{AtomicUsize, Ordering::SeqCst};
 
 /// The compartments of a keyed bulkhead, created on first use of a key.
 pub(crate) struct Compartments<K> {

@@ -16,28 +16,39 @@ use tower_service::Service;
 
 use crate::gate::{Admission, Gate, Permit, Queued, Started};
 use crate::release::PermitRelease;
-use crate::sync::Arc;
+use std::sync::Arc;
+
 use palisade_core::events::LayerEvent;
+use palisade_core::lanes::{Held, Lanes};
 use palisade_core::{BoxError, BulkheadFull, BulkheadTimeout};
 
 /// The compartment a call goes to: borrowed from a single bulkhead, or
 /// looked up (and so owned) by a keyed one.
 pub(crate) enum GateRef<'a> {
-    Shared(&'a Arc<Gate>),
+    Shared(&'a Lanes<Gate>),
     Owned(Arc<Gate>),
 }
 
 impl GateRef<'_> {
     fn gate(&self) -> &Gate {
         match self {
-            GateRef::Shared(gate) => gate,
+            GateRef::Shared(lanes) => lanes.shared(),
             GateRef::Owned(gate) => gate,
+        }
+    }
+
+    /// What an admitted call holds the gate by: a single bulkhead's through
+    /// the calling thread's lane.
+    fn into_held(self) -> Held<Gate> {
+        match self {
+            GateRef::Shared(lanes) => Held::Lane(Arc::clone(lanes.pick())),
+            GateRef::Owned(gate) => Held::Shared(gate),
         }
     }
 
     fn into_arc(self) -> Arc<Gate> {
         match self {
-            GateRef::Shared(gate) => Arc::clone(gate),
+            GateRef::Shared(lanes) => Arc::clone(lanes.shared()),
             GateRef::Owned(gate) => gate,
         }
     }
@@ -177,10 +188,10 @@ where
         C: Clone,
     {
         let state = match gate.gate().try_admit() {
-            Admission::Acquired(before) => running(gate.into_arc(), before, inner, req),
+            Admission::Acquired(before) => running(gate.into_held(), before, inner, req),
             Admission::Full => Self::rejected_full(gate.gate()),
             Admission::Enqueue => match gate.gate().enqueue() {
-                Queued::Granted(before) => running(gate.into_arc(), before, inner, req),
+                Queued::Granted(before) => running(gate.into_held(), before, inner, req),
                 Queued::Waiting(slot) => {
                     let gate = gate.into_arc();
                     let deadline = match gate.settings.max_wait {
@@ -243,7 +254,7 @@ where
     }
 }
 
-fn running<S: Service<Req>, Req>(gate: Arc<Gate>, before: u32, inner: &mut S, req: Req) -> State<S, Req, S::Future> {
+fn running<S: Service<Req>, Req>(gate: Held<Gate>, before: u32, inner: &mut S, req: Req) -> State<S, Req, S::Future> {
     let started = Started::of(&gate, before);
     let permit = Some(Permit::new(gate));
     State::Running {
@@ -308,7 +319,7 @@ where
                         }
                     };
                     waiter.gate.metrics.waited(since.elapsed());
-                    let gate = Arc::clone(&waiter.gate);
+                    let gate = Held::Shared(Arc::clone(&waiter.gate));
                     let (mut svc, req) = call.take().expect("a queued call keeps its request until admitted");
                     this.state.set(running(gate, before, &mut svc, req));
                 }

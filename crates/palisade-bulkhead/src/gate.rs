@@ -18,7 +18,9 @@ use palisade_core::sync::Unpoison;
 use palisade_core::telemetry::{LABEL_NAME, LABEL_REASON, bulkhead as names};
 
 use crate::limit::{Limit, MAX_COUNT, Sample};
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering::SeqCst};
+use palisade_core::lanes::Held;
+
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering::SeqCst};
 
 const QUEUED_ONE: u64 = 1 << 32;
 const IN_FLIGHT_MASK: u64 = u32::MAX as u64;
@@ -165,8 +167,9 @@ impl WaitList {
 /// One compartment: a limit, the calls in flight and the queue.
 ///
 /// The fields the fast path touches come first, in this order, so they share
-/// a cache line with the `Arc`'s reference count (taken and dropped by every
-/// call too): under contention one line moves between cores, not two.
+/// one cache line (with the `Arc`'s reference count, which a keyed
+/// bulkhead's calls take and drop; a single bulkhead's calls count theirs on
+/// their thread's lane): under contention one line moves between cores, not two.
 #[repr(C)]
 pub(crate) struct Gate {
     /// In flight (low 32 bits) and queued (high 32 bits).
@@ -392,14 +395,14 @@ impl Gate {
 /// [`OnBodyEnd`](crate::OnBodyEnd) the response body holds it until the body
 /// has been sent.
 pub struct Permit {
-    gate: Arc<Gate>,
+    gate: Held<Gate>,
     /// When the permit was taken, if the held-time histogram records.
     since: Option<tokio::time::Instant>,
 }
 
 impl Permit {
     #[inline]
-    pub(crate) fn new(gate: Arc<Gate>) -> Self {
+    pub(crate) fn new(gate: Held<Gate>) -> Self {
         let since = gate.metrics.times_held.then(tokio::time::Instant::now);
         Self { gate, since }
     }

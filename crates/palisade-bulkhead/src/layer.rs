@@ -16,7 +16,9 @@ use crate::handle::{BulkheadHandle, KeyedBulkheadHandle};
 use crate::limit::{Limit, LimitConfig, MAX_COUNT};
 use crate::release::{OnBodyEnd, OnResponse};
 use crate::service::{Bulkhead, KeyedBulkhead};
-use crate::sync::Arc;
+use std::sync::Arc;
+
+use palisade_core::lanes::Lanes;
 
 /// Configures a bulkhead; [`build`](BulkheadBuilder::build) makes one compartment,
 /// [`build_keyed`](BulkheadBuilder::build_keyed) one per key.
@@ -161,7 +163,7 @@ impl<C, M> BulkheadBuilder<C, M> {
             LimitConfig::Adaptive(make) => Gate::new(settings, 0, Some(make()), metrics),
         };
         Ok(BulkheadLayer {
-            gate: Arc::new(gate),
+            lanes: Arc::new(Lanes::new(gate)),
             classifier: self.classifier,
             release: PhantomData,
         })
@@ -198,7 +200,7 @@ impl<C, M> BulkheadBuilder<C, M> {
 /// Every service made by one layer shares its compartment: make one layer
 /// per dependency or route.
 pub struct BulkheadLayer<C = ErrorClassifier, M = OnResponse> {
-    gate: Arc<Gate>,
+    lanes: Arc<Lanes<Gate>>,
     classifier: C,
     release: PhantomData<fn() -> M>,
 }
@@ -213,14 +215,14 @@ impl BulkheadLayer {
 impl<C, M> BulkheadLayer<C, M> {
     /// A handle reporting the bulkhead's state and resizing its limit.
     pub fn handle(&self) -> BulkheadHandle {
-        BulkheadHandle::new(Arc::clone(&self.gate))
+        BulkheadHandle::new(Arc::clone(self.lanes.shared()))
     }
 }
 
 impl<C: Clone, M> Clone for BulkheadLayer<C, M> {
     fn clone(&self) -> Self {
         Self {
-            gate: Arc::clone(&self.gate),
+            lanes: Arc::clone(&self.lanes),
             classifier: self.classifier.clone(),
             release: PhantomData,
         }
@@ -230,7 +232,7 @@ impl<C: Clone, M> Clone for BulkheadLayer<C, M> {
 impl<C, M> fmt::Debug for BulkheadLayer<C, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BulkheadLayer")
-            .field("gate", &self.gate)
+            .field("gate", self.lanes.shared())
             .finish_non_exhaustive()
     }
 }
@@ -239,7 +241,7 @@ impl<S, C: Clone, M> Layer<S> for BulkheadLayer<C, M> {
     type Service = Bulkhead<S, C, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Bulkhead::new(inner, Arc::clone(&self.gate), self.classifier.clone())
+        Bulkhead::new(inner, Arc::clone(&self.lanes), self.classifier.clone())
     }
 }
 

@@ -90,10 +90,11 @@ impl Reason {
 
 /// One breaker's shared state.
 ///
-/// Laid out so that what every call writes (the `Arc`'s reference count, the
-/// count window's index) and the state word share the first cache line: with
-/// several threads calling, one line moves between cores per call, not three.
-/// What calls only read comes after.
+/// Laid out so that what every call writes (the count window's index, and the
+/// `Arc`'s reference count for a keyed breaker's calls; a single breaker's
+/// count theirs on their thread's lane) and the state word share the first
+/// cache line: with several threads calling, one line moves between cores per
+/// call, not three. What calls only read comes after.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Breaker {
