@@ -39,6 +39,7 @@ impl GateRef<'_> {
 
     /// What an admitted call holds the gate by: a single bulkhead's through
     /// the calling thread's lane.
+    #[inline]
     fn into_held(self) -> Held<Gate> {
         match self {
             GateRef::Shared(lanes) => Held::Lane(Arc::clone(lanes.pick())),

@@ -403,7 +403,7 @@ pub struct Permit {
 impl Permit {
     #[inline]
     pub(crate) fn new(gate: Held<Gate>) -> Self {
-        let since = gate.metrics.times_held.then(tokio::time::Instant::now);
+        let since = (*gate).metrics.times_held.then(tokio::time::Instant::now);
         Self { gate, since }
     }
 
@@ -415,10 +415,11 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        let gate: &Gate = &self.gate;
         if let Some(since) = self.since {
-            self.gate.metrics.held.record(since.elapsed());
+            gate.metrics.held.record(since.elapsed());
         }
-        self.gate.release();
+        gate.release();
     }
 }
 
