@@ -404,7 +404,8 @@ def load_section(run_dir):
     if not path.exists():
         return None
     text = path.read_text()
-    start = text.find("axum-orders under oha")
+    # "axum-orders under oha" in runs recorded before the first POSTs were measured with wrk.
+    start = text.find("axum-orders under ")
     body = text[start:].strip() if start >= 0 else "The load benchmark printed no figures:\n\n```\n" + text + "\n```"
     return "### Load: axum-orders over HTTP (`benches/load/axum-orders.sh`)\n\n" + body
 
