@@ -279,7 +279,8 @@ impl Signer {
         timestamp: u64,
         body: &[u8],
     ) -> Result<Signed, InvalidId> {
-        let ts = timestamp.to_string();
+        // Formatted once: the text signed is the header value sent.
+        let ts = HeaderValue::from(timestamp);
         let inner = &*self.inner;
         let message = Message {
             id: id.as_ref().map_or(&[][..], HeaderValue::as_bytes),
@@ -300,11 +301,11 @@ impl Signer {
                         push_item(&mut value, " ", "v1a,", &STANDARD.encode(key.sign(&signed).to_bytes()));
                     }
                 }
-                headers.insert(headers::WEBHOOK_TIMESTAMP.clone(), HeaderValue::from(timestamp));
+                headers.insert(headers::WEBHOOK_TIMESTAMP.clone(), ts);
                 Some((headers::WEBHOOK_SIGNATURE.clone(), value))
             }
             Compiled::Stripe => {
-                let mut value = format!("t={ts}");
+                let mut value = format!("t={timestamp}");
                 for key in &inner.hmac_keys {
                     push_item(&mut value, ",", "v1=", &hex::encode(mac(key)));
                 }
@@ -317,8 +318,10 @@ impl Signer {
                 )
             }),
             Compiled::Slack => {
-                headers.insert(headers::SLACK_TIMESTAMP.clone(), HeaderValue::from(timestamp));
-                first_mac().map(|tag| (headers::SLACK_SIGNATURE.clone(), format!("v0={}", hex::encode(tag))))
+                let signature =
+                    first_mac().map(|tag| (headers::SLACK_SIGNATURE.clone(), format!("v0={}", hex::encode(tag))));
+                headers.insert(headers::SLACK_TIMESTAMP.clone(), ts);
+                signature
             }
             Compiled::Shopify => first_mac().map(|tag| (headers::SHOPIFY_HMAC.clone(), STANDARD.encode(tag))),
             Compiled::Generic(g) => {
@@ -332,7 +335,7 @@ impl Signer {
                     push_item(&mut value, " ", &g.prefix, &encoded);
                 }
                 if let Some(name) = &g.timestamp_header {
-                    headers.insert(name.clone(), HeaderValue::from(timestamp));
+                    headers.insert(name.clone(), ts);
                 }
                 Some((g.signature_header.clone(), value))
             }
