@@ -10,6 +10,18 @@
 //! prints time and bytes/s per entry; the paired ratios are printed (and
 //! recorded for the report); the harness then prints allocations per call of
 //! the 64 B layer call.
+//!
+//! For instruction counts, which hold on a busy machine, the bench binary
+//! (printed by `cargo bench --no-run`) also runs without criterion:
+//! `--calls N --only ENTRY` calls one entry N times, after a tenth more to
+//! warm up, and prints its allocations per call. ENTRY is
+//! `<entry>/<size>`, as in the groups below (`raw_hmac/1KiB`,
+//! `verifier/64B`, `handler_alone/1KiB`, `layer/1KiB`), and
+//! `layer_with_extensions/<size>` and `handler_alone_with_extensions/<size>`
+//! for requests that already carry extensions. Under
+//! `valgrind --tool=callgrind` at two call counts, the difference of the
+//! totals over 1.1 times the difference of the calls is the instructions of
+//! one call.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -17,7 +29,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, Request, Response};
 use http_body_util::Full;
@@ -67,7 +79,7 @@ fn request(headers: &HeaderMap, body: &Bytes) -> Request<Full<Bytes>> {
 fn webhook(c: &mut Criterion) {
     let key = palisade_webhook_key();
     for (size, label) in SIZES {
-        let body = Bytes::from((0..size).map(|i| b'a' + (i % 26) as u8).collect::<Vec<u8>>());
+        let body = body_of(size);
         let headers = signed(&body);
         let mut group = c.benchmark_group(format!("webhook_verify/{label}"));
         group.throughput(Throughput::Bytes(size as u64));
@@ -75,27 +87,14 @@ fn webhook(c: &mut Criterion) {
             group.sample_size(30);
         }
 
-        // The reference: HMAC-SHA256 of `{id}.{timestamp}.{body}` from the key, as a receiver
-        // without palisade would compute it.
-        let id = headers["webhook-id"].as_bytes().to_vec();
-        let ts = headers["webhook-timestamp"].as_bytes().to_vec();
+        let signed_content = SignedContent::of(&headers, &body);
         group.bench_function("raw_hmac", |b| {
-            b.iter(|| {
-                let mut mac = Hmac::<Sha256>::new_from_slice(std::hint::black_box(&key)).unwrap();
-                for part in [&id[..], b".", &ts[..], b".", &body[..]] {
-                    mac.update(part);
-                }
-                std::hint::black_box(mac.finalize().into_bytes())
-            })
+            b.iter(|| std::hint::black_box(signed_content.raw_hmac(&key)))
         });
         // The reference computes the very signature the sender put in the header.
-        let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-        for part in [&id[..], b".", &ts[..], b".", &body[..]] {
-            mac.update(part);
-        }
         let expected = format!(
             "v1,{}",
-            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+            base64::engine::general_purpose::STANDARD.encode(signed_content.raw_hmac(&key))
         );
         assert_eq!(headers["webhook-signature"], expected.as_str());
 
@@ -133,8 +132,7 @@ fn webhook(c: &mut Criterion) {
             let make = |headers: &HeaderMap, body: &Bytes| {
                 let mut req = request(headers, body);
                 if with_extensions {
-                    req.extensions_mut()
-                        .insert(PeerAddr(std::net::SocketAddr::from(([127, 0, 0, 1], 40_000))));
+                    add_extension(&mut req);
                 }
                 req
             };
@@ -142,11 +140,7 @@ fn webhook(c: &mut Criterion) {
                 rounds,
                 per_round,
                 || {
-                    let mut mac = Hmac::<Sha256>::new_from_slice(std::hint::black_box(&key)).unwrap();
-                    for part in [&id[..], b".", &ts[..], b".", &body[..]] {
-                        mac.update(part);
-                    }
-                    std::hint::black_box(mac.finalize().into_bytes());
+                    std::hint::black_box(signed_content.raw_hmac(&key));
                 },
                 || {
                     std::hint::black_box(drive(&mut svc, make(&headers, &body)).unwrap());
@@ -182,6 +176,43 @@ fn webhook(c: &mut Criterion) {
 /// An extension a server puts on requests before they reach the layers.
 #[derive(Debug, Clone, Copy)]
 struct PeerAddr(#[allow(dead_code)] std::net::SocketAddr);
+
+/// Adds what hyper and axum put in a request's extensions before the layers see it.
+fn add_extension(req: &mut Request<Full<Bytes>>) {
+    req.extensions_mut()
+        .insert(PeerAddr(std::net::SocketAddr::from(([127, 0, 0, 1], 40_000))));
+}
+
+fn body_of(size: usize) -> Bytes {
+    Bytes::from((0..size).map(|i| b'a' + (i % 26) as u8).collect::<Vec<u8>>())
+}
+
+/// What a Standard Webhooks signature covers, taken from the headers once.
+struct SignedContent {
+    id: Vec<u8>,
+    timestamp: Vec<u8>,
+    body: Bytes,
+}
+
+impl SignedContent {
+    fn of(headers: &HeaderMap, body: &Bytes) -> Self {
+        Self {
+            id: headers["webhook-id"].as_bytes().to_vec(),
+            timestamp: headers["webhook-timestamp"].as_bytes().to_vec(),
+            body: body.clone(),
+        }
+    }
+
+    /// The reference: HMAC-SHA256 of `{id}.{timestamp}.{body}` from the key,
+    /// as a receiver without palisade would compute it.
+    fn raw_hmac(&self, key: &[u8]) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(std::hint::black_box(key)).unwrap();
+        for part in [&self.id[..], b".", &self.timestamp[..], b".", &self.body[..]] {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
 
 /// The median over `rounds` of `(layer - handler) / raw`, each timed for
 /// `per_round` calls back to back within the round.
@@ -219,5 +250,81 @@ fn palisade_webhook_key() -> Vec<u8> {
         .unwrap()
 }
 
+/// Calls each entry named in `only` (`<entry>/<size>`) `calls` times, after
+/// a tenth more to warm up, outside criterion, and prints its allocations
+/// per call: the figures to read under callgrind.
+fn count_calls(calls: usize, only: &[String]) {
+    let key = palisade_webhook_key();
+    for (size, label) in SIZES {
+        if !only.iter().any(|entry| entry.ends_with(&format!("/{label}"))) {
+            continue;
+        }
+        let body = body_of(size);
+        let headers = signed(&body);
+        let signed_content = SignedContent::of(&headers, &body);
+        let (headers, body) = (&headers, &body);
+        let verifier = verifier();
+        let (mut bare, mut bare_for_extended) = (handler(), handler());
+        let mut svc = VerifyLayer::new(verifier.clone()).layer(handler());
+        let mut svc_for_extended = svc.clone();
+        let extended = || {
+            let mut req = request(headers, body);
+            add_extension(&mut req);
+            req
+        };
+        let verified = |res: Response<Full<Bytes>>| assert_eq!(res.status(), 200);
+        let mut entries: [(&str, &mut dyn FnMut()); 6] = [
+            ("raw_hmac", &mut || {
+                std::hint::black_box(signed_content.raw_hmac(&key));
+            }),
+            ("verifier", &mut || {
+                std::hint::black_box(verifier.verify(headers, body).unwrap());
+            }),
+            ("handler_alone", &mut || {
+                std::hint::black_box(drive(&mut bare, request(headers, body)).unwrap());
+            }),
+            ("handler_alone_with_extensions", &mut || {
+                std::hint::black_box(drive(&mut bare_for_extended, extended()).unwrap());
+            }),
+            ("layer", &mut || {
+                verified(drive(&mut svc, request(headers, body)).unwrap())
+            }),
+            ("layer_with_extensions", &mut || {
+                verified(drive(&mut svc_for_extended, extended()).unwrap())
+            }),
+        ];
+        for (name, call) in &mut entries {
+            let entry = format!("{name}/{label}");
+            if !only.contains(&entry) {
+                continue;
+            }
+            for _ in 0..calls / 10 + calls {
+                call();
+            }
+            let mut counted = tower::service_fn(|()| {
+                call();
+                ready(Ok::<_, Infallible>(()))
+            });
+            let allocations = palisade_benches::allocations_per_call(&mut counted, || ());
+            println!("{entry}: {calls} calls, {allocations:.2} allocations per call");
+        }
+    }
+}
+
 criterion_group!(benches, webhook);
-criterion_main!(benches);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value_of = |flag: &'static str| {
+        args.windows(2)
+            .filter(move |pair| pair[0] == flag)
+            .map(|pair| pair[1].clone())
+    };
+    if let Some(calls) = value_of("--calls").next() {
+        let calls = calls.parse().expect("--calls takes a number");
+        count_calls(calls, &value_of("--only").collect::<Vec<_>>());
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

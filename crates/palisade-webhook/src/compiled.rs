@@ -3,7 +3,7 @@
 
 use crate::error::ConfigError;
 use crate::key::{HmacKey, MAX_KEYS, SecretInput};
-use crate::scheme::{CompiledGeneric, Scheme, SchemeKind};
+use crate::scheme::{CompiledGeneric, Part, Scheme, SchemeKind};
 
 /// The schemes' header names, parsed once: a lookup by `HeaderName` skips
 /// the parsing a lookup by `&str` does on every request.
@@ -23,6 +23,15 @@ pub(crate) mod headers {
     pub(crate) static SLACK_TIMESTAMP: HeaderName = HeaderName::from_static("x-slack-request-timestamp");
     pub(crate) static SHOPIFY_HMAC: HeaderName = HeaderName::from_static("x-shopify-hmac-sha256");
     pub(crate) static SHOPIFY_WEBHOOK_ID: HeaderName = HeaderName::from_static("x-shopify-webhook-id");
+}
+
+/// The pieces of a message that signatures cover, as sent: the id and the
+/// timestamp as their header text (empty where the scheme has none), and the body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Message<'a> {
+    pub(crate) id: &'a [u8],
+    pub(crate) timestamp: &'a [u8],
+    pub(crate) body: &'a [u8],
 }
 
 /// A scheme with its configuration checked.
@@ -72,6 +81,37 @@ impl Compiled {
             .map(|s| HmacKey::decode(kind, s))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((compiled, keys))
+    }
+
+    /// Hands the content a signature covers to `feed`, part by part, in
+    /// order: each scheme's signed content, defined once for signing and
+    /// verifying. A MAC takes the parts one after another, so the body is
+    /// never copied to join them.
+    pub(crate) fn signed_content<'a>(&'a self, message: Message<'a>, mut feed: impl FnMut(&'a [u8])) {
+        let Message { id, timestamp, body } = message;
+        match self {
+            Self::StandardWebhooks => [id, b".", timestamp, b".", body].into_iter().for_each(feed),
+            Self::Stripe => [timestamp, b".", body].into_iter().for_each(feed),
+            Self::Slack => [b"v0:", timestamp, b":", body].into_iter().for_each(feed),
+            Self::GitHub | Self::Shopify => feed(body),
+            Self::Generic(g) => {
+                for part in &g.template.parts {
+                    feed(match part {
+                        Part::Literal(bytes) => bytes,
+                        Part::Id => id,
+                        Part::Timestamp => timestamp,
+                        Part::Body => body,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The signed content joined into one buffer, for ed25519, which signs one slice.
+    pub(crate) fn signed_message(&self, message: Message<'_>) -> Vec<u8> {
+        let mut joined = Vec::new();
+        self.signed_content(message, |part| joined.extend_from_slice(part));
+        joined
     }
 
     pub(crate) fn signs_timestamp(&self) -> bool {

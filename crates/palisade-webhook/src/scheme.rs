@@ -221,8 +221,9 @@ pub(crate) struct CompiledGeneric {
     pub(crate) prefix: String,
 }
 
-/// The most parts a template may have, so signed content fits a fixed array.
-pub(crate) const MAX_TEMPLATE_PARTS: usize = 15;
+/// The most parts a template may have: a bound on the pieces each message's
+/// signed content is fed in.
+const MAX_TEMPLATE_PARTS: usize = 15;
 
 /// One piece of a signed-content template.
 #[derive(Debug, Clone, PartialEq, Eq)]

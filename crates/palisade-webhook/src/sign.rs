@@ -6,14 +6,13 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::Signer as _;
-use hmac::Mac;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::clock::{Clock, ClockDebug, SystemClock};
-use crate::compiled::{Compiled, headers};
+use crate::compiled::{Compiled, Message, headers};
 use crate::error::ConfigError;
 use crate::key::{HmacKey, SecretInput, decode_signing_key};
-use crate::scheme::{Encoding, Part, Scheme, SchemeKind};
+use crate::scheme::{Encoding, Scheme, SchemeKind};
 
 /// A source of fresh message ids.
 pub trait IdGenerator: Send + Sync + 'static {
@@ -280,65 +279,55 @@ impl Signer {
         timestamp: u64,
         body: &[u8],
     ) -> Result<Signed, InvalidId> {
-        let ts = timestamp.to_string();
-        let id_bytes = id.as_ref().map_or(&[][..], HeaderValue::as_bytes);
+        // Formatted once: the text signed is the header value sent.
+        let ts = HeaderValue::from(timestamp);
         let inner = &*self.inner;
-        let first_hex = || inner.hmac_keys.first().map(|key| hex::encode(mac(key, &[body])));
+        let message = Message {
+            id: id.as_ref().map_or(&[][..], HeaderValue::as_bytes),
+            timestamp: ts.as_bytes(),
+            body,
+        };
+        let mac = |key: &HmacKey| -> [u8; 32] { key.mac(&inner.scheme, message).into_bytes().into() };
+        let first_mac = || inner.hmac_keys.first().map(mac);
         let value = match &inner.scheme {
             Compiled::StandardWebhooks => {
-                let content: [&[u8]; 5] = [id_bytes, b".", ts.as_bytes(), b".", body];
                 let mut value = String::new();
                 for key in &inner.hmac_keys {
-                    push_item(&mut value, " ", "v1,", &STANDARD.encode(mac(key, &content)));
+                    push_item(&mut value, " ", "v1,", &STANDARD.encode(mac(key)));
                 }
                 if !inner.signing_keys.is_empty() {
-                    let message = content.concat();
+                    let signed = inner.scheme.signed_message(message);
                     for key in &inner.signing_keys {
-                        push_item(&mut value, " ", "v1a,", &STANDARD.encode(key.sign(&message).to_bytes()));
+                        push_item(&mut value, " ", "v1a,", &STANDARD.encode(key.sign(&signed).to_bytes()));
                     }
                 }
-                headers.insert(headers::WEBHOOK_TIMESTAMP.clone(), HeaderValue::from(timestamp));
+                headers.insert(headers::WEBHOOK_TIMESTAMP.clone(), ts);
                 Some((headers::WEBHOOK_SIGNATURE.clone(), value))
             }
             Compiled::Stripe => {
-                let mut value = format!("t={ts}");
+                let mut value = format!("t={timestamp}");
                 for key in &inner.hmac_keys {
-                    push_item(
-                        &mut value,
-                        ",",
-                        "v1=",
-                        &hex::encode(mac(key, &[ts.as_bytes(), b".", body])),
-                    );
+                    push_item(&mut value, ",", "v1=", &hex::encode(mac(key)));
                 }
                 Some((headers::STRIPE_SIGNATURE.clone(), value))
             }
-            Compiled::GitHub => first_hex().map(|sig| (headers::GITHUB_SIGNATURE.clone(), format!("sha256={sig}"))),
+            Compiled::GitHub => first_mac().map(|tag| {
+                (
+                    headers::GITHUB_SIGNATURE.clone(),
+                    format!("sha256={}", hex::encode(tag)),
+                )
+            }),
             Compiled::Slack => {
-                headers.insert(headers::SLACK_TIMESTAMP.clone(), HeaderValue::from(timestamp));
-                inner.hmac_keys.first().map(|key| {
-                    let sig = hex::encode(mac(key, &[b"v0:", ts.as_bytes(), b":", body]));
-                    (headers::SLACK_SIGNATURE.clone(), format!("v0={sig}"))
-                })
+                let signature =
+                    first_mac().map(|tag| (headers::SLACK_SIGNATURE.clone(), format!("v0={}", hex::encode(tag))));
+                headers.insert(headers::SLACK_TIMESTAMP.clone(), ts);
+                signature
             }
-            Compiled::Shopify => inner
-                .hmac_keys
-                .first()
-                .map(|key| (headers::SHOPIFY_HMAC.clone(), STANDARD.encode(mac(key, &[body])))),
+            Compiled::Shopify => first_mac().map(|tag| (headers::SHOPIFY_HMAC.clone(), STANDARD.encode(tag))),
             Compiled::Generic(g) => {
-                let content: Vec<&[u8]> = g
-                    .template
-                    .parts
-                    .iter()
-                    .map(|part| match part {
-                        Part::Literal(bytes) => &bytes[..],
-                        Part::Id => id_bytes,
-                        Part::Timestamp => ts.as_bytes(),
-                        Part::Body => body,
-                    })
-                    .collect();
                 let mut value = String::new();
                 for key in &inner.hmac_keys {
-                    let tag = mac(key, &content);
+                    let tag = mac(key);
                     let encoded = match g.encoding {
                         Encoding::Hex => hex::encode(tag),
                         Encoding::Base64 => STANDARD.encode(tag),
@@ -346,7 +335,7 @@ impl Signer {
                     push_item(&mut value, " ", &g.prefix, &encoded);
                 }
                 if let Some(name) = &g.timestamp_header {
-                    headers.insert(name.clone(), HeaderValue::from(timestamp));
+                    headers.insert(name.clone(), ts);
                 }
                 Some((g.signature_header.clone(), value))
             }
@@ -366,14 +355,6 @@ impl Signer {
             timestamp: signs_timestamp.then_some(timestamp),
         })
     }
-}
-
-fn mac(key: &HmacKey, parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = key.0.clone();
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().into()
 }
 
 fn push_item(out: &mut String, separator: &str, prefix: &str, encoded: &str) {

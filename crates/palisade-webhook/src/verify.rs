@@ -4,16 +4,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hmac::Mac;
 use hmac::digest::CtOutput;
 use http::header::GetAll;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::clock::{Clock, ClockDebug, SystemClock};
-use crate::compiled::{Compiled, headers};
+use crate::compiled::{Compiled, Message, headers};
 use crate::error::{ConfigError, Reason, Rejection};
 use crate::key::{HmacKey, SecretInput, decode_base64_array, decode_hex_32, decode_public_key};
-use crate::scheme::{Encoding, MAX_TEMPLATE_PARTS, Part, Scheme, SchemeKind};
+use crate::scheme::{Encoding, Scheme, SchemeKind};
 
 /// The default timestamp tolerance: five minutes either way, as Stripe,
 /// Slack and Standard Webhooks recommend.
@@ -255,30 +254,6 @@ impl Candidates {
     }
 }
 
-/// The signed content as a list of slices, fed to the MAC one after another.
-struct Content<'a> {
-    parts: [&'a [u8]; MAX_TEMPLATE_PARTS],
-    len: usize,
-}
-
-impl<'a> Content<'a> {
-    fn new() -> Self {
-        Self {
-            parts: [&[]; MAX_TEMPLATE_PARTS],
-            len: 0,
-        }
-    }
-
-    fn push(&mut self, part: &'a [u8]) {
-        self.parts[self.len] = part;
-        self.len += 1;
-    }
-
-    fn slices(&self) -> &[&'a [u8]] {
-        &self.parts[..self.len]
-    }
-}
-
 impl Verifier {
     /// Starts configuring a verifier for `scheme`.
     pub fn builder(scheme: Scheme) -> VerifierBuilder {
@@ -341,38 +316,12 @@ impl Verifier {
         let facts = self.check_headers(headers, now)?;
         let mut candidates = Candidates::new();
         self.collect_signatures(&facts, &mut candidates)?;
-        let timestamp_text = facts.timestamp.map_or(&[][..], |(text, _)| text);
-        let id = facts.id.map_or(&[][..], HeaderValue::as_bytes);
-        let mut content = Content::new();
-        match &self.inner.scheme {
-            Compiled::StandardWebhooks => {
-                for part in [id, b".", timestamp_text, b".", body] {
-                    content.push(part);
-                }
-            }
-            Compiled::Stripe => {
-                for part in [timestamp_text, b".", body] {
-                    content.push(part);
-                }
-            }
-            Compiled::Slack => {
-                for part in [b"v0:", timestamp_text, b":", body] {
-                    content.push(part);
-                }
-            }
-            Compiled::GitHub | Compiled::Shopify => content.push(body),
-            Compiled::Generic(g) => {
-                for part in &g.template.parts {
-                    content.push(match part {
-                        Part::Literal(bytes) => bytes,
-                        Part::Id => id,
-                        Part::Timestamp => timestamp_text,
-                        Part::Body => body,
-                    });
-                }
-            }
-        }
-        let (key_index, mac) = self.matching_key(&content, &candidates).ok_or_else(|| {
+        let message = Message {
+            id: facts.id.map_or(&[][..], HeaderValue::as_bytes),
+            timestamp: facts.timestamp.map_or(&[][..], |(text, _)| text),
+            body,
+        };
+        let (key_index, mac) = self.matching_key(message, &candidates).ok_or_else(|| {
             if candidates.is_empty() && candidates.malformed {
                 Rejection::header(Reason::MalformedHeader, facts.signature_name)
             } else {
@@ -425,13 +374,17 @@ impl Verifier {
         };
         // An id must be visible ASCII to be compared, stored and shown.
         let id_text = |value: &'a HeaderValue, name: &HeaderName| {
-            if value.is_empty() || value.to_str().is_err() {
+            if value.is_empty() || HeaderText::of(value).is_none() {
                 Err(Rejection::header(Reason::MalformedHeader, name))
             } else {
                 Ok(value)
             }
         };
-        let optional_id = |name: &HeaderName| headers.get(name).filter(|v| !v.is_empty() && v.to_str().is_ok());
+        let optional_id = |name: &HeaderName| {
+            headers
+                .get(name)
+                .filter(|v| !v.is_empty() && HeaderText::of(v).is_some())
+        };
         let timestamp = |value: &'a HeaderValue, name: &HeaderName| {
             let text = value.as_bytes();
             parse_timestamp(text)
@@ -534,61 +487,61 @@ impl Verifier {
         let malformed = || Rejection::header(Reason::MalformedHeader, facts.signature_name);
         let mut tokens = 0usize;
         for value in facts.signatures.iter() {
-            let text = value.to_str().map_err(|_| malformed())?;
+            let text = HeaderText::of(value).ok_or_else(malformed)?;
             match &self.inner.scheme {
                 Compiled::StandardWebhooks => {
-                    for token in text.split_ascii_whitespace() {
+                    text.for_each_token(is_blank, |token| {
                         tokens += 1;
-                        match token.split_once(',') {
-                            Some(("v1", sig)) => out.push_hmac(decode_base64_array(sig)),
-                            Some(("v1a", sig)) => out.push_ed25519(decode_base64_array(sig)),
+                        match split_once(token, b',') {
+                            Some((b"v1", sig)) => out.push_hmac(decode_base64_array(sig)),
+                            Some((b"v1a", sig)) => out.push_ed25519(decode_base64_array(sig)),
                             Some((version, _)) if !version.is_empty() => {}
                             _ => out.malformed = true,
                         }
-                    }
+                    });
                 }
                 Compiled::Stripe => {
-                    for item in text.split(',') {
+                    for item in text.bytes.split(|&b| b == b',') {
                         let item = item.trim_ascii();
                         tokens += 1;
-                        match item.split_once('=') {
-                            Some(("v1", sig)) => out.push_hmac(decode_hex_32(sig)),
+                        match split_once(item, b'=') {
+                            Some((b"v1", sig)) => out.push_hmac(decode_hex_32(sig)),
                             Some((key, _)) if !key.is_empty() => {}
                             _ => out.malformed = true,
                         }
                     }
                 }
                 Compiled::GitHub | Compiled::Slack => {
-                    let version = if matches!(self.inner.scheme, Compiled::GitHub) {
-                        "sha256"
+                    let version: &[u8] = if matches!(self.inner.scheme, Compiled::GitHub) {
+                        b"sha256"
                     } else {
-                        "v0"
+                        b"v0"
                     };
-                    for token in list_tokens(text) {
+                    text.for_each_token(is_list_separator, |token| {
                         tokens += 1;
-                        match token.split_once('=') {
+                        match split_once(token, b'=') {
                             Some((v, sig)) if v == version => out.push_hmac(decode_hex_32(sig)),
                             Some((v, _)) if !v.is_empty() => {}
                             _ => out.malformed = true,
                         }
-                    }
+                    });
                 }
                 Compiled::Shopify => {
-                    for token in list_tokens(text) {
+                    text.for_each_token(is_list_separator, |token| {
                         tokens += 1;
                         out.push_hmac(decode_base64_array(token));
-                    }
+                    });
                 }
                 Compiled::Generic(g) => {
-                    for token in list_tokens(text) {
+                    text.for_each_token(is_list_separator, |token| {
                         tokens += 1;
-                        if let Some(encoded) = token.strip_prefix(g.prefix.as_str()) {
+                        if let Some(encoded) = token.strip_prefix(g.prefix.as_bytes()) {
                             out.push_hmac(match g.encoding {
                                 Encoding::Hex => decode_hex_32(encoded),
                                 Encoding::Base64 => decode_base64_array(encoded),
                             });
                         }
-                    }
+                    });
                 }
             }
         }
@@ -599,18 +552,14 @@ impl Verifier {
     }
 
     /// The index of the key that verifies, and the HMAC that matched.
-    fn matching_key(&self, content: &Content<'_>, candidates: &Candidates) -> Option<(usize, Option<[u8; 32]>)> {
+    fn matching_key(&self, message: Message<'_>, candidates: &Candidates) -> Option<(usize, Option<[u8; 32]>)> {
+        let scheme = &self.inner.scheme;
         let hmac_candidates = &candidates.hmac[..candidates.hmac_len];
         if !hmac_candidates.is_empty() {
             for (index, key) in self.inner.hmac_keys.iter().enumerate() {
-                let mut mac = key.0.clone();
-                for part in content.slices() {
-                    mac.update(part);
-                }
-                // `CtOutput` compares in constant time. Each comparison takes the
-                // same time whatever the bytes; which candidate matched is no
-                // secret, so the loop may stop early.
-                let tag = mac.finalize();
+                // Each comparison takes the same time whatever the bytes; which
+                // candidate matched is no secret, so the loop may stop early.
+                let tag = key.mac(scheme, message);
                 if hmac_candidates
                     .iter()
                     .any(|candidate| tag == CtOutput::new((*candidate).into()))
@@ -621,12 +570,11 @@ impl Verifier {
         }
         let ed_candidates = &candidates.ed25519[..candidates.ed25519_len];
         if !ed_candidates.is_empty() && !self.inner.public_keys.is_empty() {
-            // ed25519 signs the message as one slice, so the parts are joined once.
-            let message = content.slices().concat();
+            let signed = scheme.signed_message(message);
             for (index, key) in self.inner.public_keys.iter().enumerate() {
                 for sig in ed_candidates {
                     let signature = ed25519_dalek::Signature::from_bytes(sig);
-                    if key.verify_strict(&message, &signature).is_ok() {
+                    if key.verify_strict(&signed, &signature).is_ok() {
                         return Some((self.inner.hmac_keys.len() + index, None));
                     }
                 }
@@ -636,10 +584,64 @@ impl Verifier {
     }
 }
 
-/// Signatures in a list: separated by spaces or commas, empty items skipped.
-fn list_tokens(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| c == ',' || c.is_ascii_whitespace())
-        .filter(|t| !t.is_empty())
+/// A header value that is visible ASCII (what `HeaderValue::to_str`
+/// accepts), and which separators it holds.
+struct HeaderText<'a> {
+    bytes: &'a [u8],
+    /// A space or tab.
+    blank: bool,
+    comma: bool,
+}
+
+impl<'a> HeaderText<'a> {
+    /// Checks `value` in one pass with no branch per byte, which the compiler
+    /// vectorizes: every request's id and signatures go through here.
+    fn of(value: &'a HeaderValue) -> Option<Self> {
+        let bytes = value.as_bytes();
+        let (mut invisible, mut blank, mut comma) = (0u8, 0u8, 0u8);
+        for &b in bytes {
+            let is_blank = u8::from(is_blank(b));
+            invisible |= !(is_blank | u8::from(b.is_ascii_graphic())) & 1;
+            blank |= is_blank;
+            comma |= u8::from(b == b',');
+        }
+        (invisible == 0).then_some(Self {
+            bytes,
+            blank: blank != 0,
+            comma: comma != 0,
+        })
+    }
+
+    /// Calls `each` with every non-empty item between separators; a value
+    /// holding none (one signature, as most are) is one item, found without
+    /// another scan.
+    fn for_each_token(&self, separator: fn(u8) -> bool, mut each: impl FnMut(&'a [u8])) {
+        let separated = (self.blank && separator(b' ')) || (self.comma && separator(b','));
+        if separated {
+            self.bytes
+                .split(|&b| separator(b))
+                .filter(|token| !token.is_empty())
+                .for_each(each);
+        } else if !self.bytes.is_empty() {
+            each(self.bytes);
+        }
+    }
+}
+
+/// What separates Standard Webhooks signatures.
+fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// What separates signatures in a list: spaces or commas.
+fn is_list_separator(b: u8) -> bool {
+    b == b',' || is_blank(b)
+}
+
+/// The bytes before and after the first `separator`.
+fn split_once(bytes: &[u8], separator: u8) -> Option<(&[u8], &[u8])> {
+    let at = bytes.iter().position(|&b| b == separator)?;
+    Some((&bytes[..at], &bytes[at + 1..]))
 }
 
 /// An integer Unix timestamp: ASCII digits only, no sign, no fraction, fits in u64.
