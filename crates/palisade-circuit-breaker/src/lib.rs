@@ -357,10 +357,15 @@
 //! call racing that claim may go uncounted; a window of many calls does not
 //! notice).
 //!
-//! Most of a closed call's cost is the two atomic operations on the `Arc`
-//! its response future holds, and the window index; the time window adds a
-//! clock read and the sum of its buckets, the keyed breaker a map lookup under
-//! a read lock and a clock read for idle eviction.
+//! Most of a closed call's cost is the two atomic operations on the
+//! reference its response future holds, and the window index. The reference
+//! is taken from the calling thread's lane (see
+//! [`palisade_core::lanes`]; eight per breaker, about 2 KiB), so threads
+//! calling one breaker at once share only the breaker's state line, not a
+//! reference count too. The time window adds a clock read and the sum of its
+//! buckets, the keyed breaker a map lookup under a read lock and a clock read
+//! for idle eviction (its breakers have no lanes: their calls count their
+//! references on the breaker).
 //!
 //! **Headline cost**: closed, with a count window, about what tower's
 //! `ConcurrencyLimit` costs (54 ns a call over a bare service in a plain
