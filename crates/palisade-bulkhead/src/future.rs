@@ -19,14 +19,14 @@ use crate::release::PermitRelease;
 use std::sync::Arc;
 
 use palisade_core::events::LayerEvent;
-use palisade_core::lanes::{Held, Lanes};
+use palisade_core::lanes::{Lane, Lanes};
 use palisade_core::{BoxError, BulkheadFull, BulkheadTimeout};
 
 /// The compartment a call goes to: borrowed from a single bulkhead, or
 /// looked up (and so owned) by a keyed one.
 pub(crate) enum GateRef<'a> {
     Shared(&'a Lanes<Gate>),
-    Owned(Arc<Gate>),
+    Owned(Arc<Lane<Gate>>),
 }
 
 impl GateRef<'_> {
@@ -37,19 +37,12 @@ impl GateRef<'_> {
         }
     }
 
-    /// What an admitted call holds the gate by: a single bulkhead's through
-    /// the calling thread's lane.
+    /// The lane an admitted or queued call holds the gate by: a single
+    /// bulkhead's of the calling thread, a compartment's own.
     #[inline]
-    fn into_held(self) -> Held<Gate> {
+    fn into_lane(self) -> Arc<Lane<Gate>> {
         match self {
-            GateRef::Shared(lanes) => Held::Lane(Arc::clone(lanes.pick())),
-            GateRef::Owned(gate) => Held::Shared(gate),
-        }
-    }
-
-    fn into_arc(self) -> Arc<Gate> {
-        match self {
-            GateRef::Shared(lanes) => Arc::clone(lanes.shared()),
+            GateRef::Shared(lanes) => Arc::clone(lanes.pick()),
             GateRef::Owned(gate) => gate,
         }
     }
@@ -73,7 +66,7 @@ impl Rejection {
 
 /// A call's place in a queue; leaves it when dropped before being served.
 struct Waiter {
-    gate: Arc<Gate>,
+    gate: Arc<Lane<Gate>>,
     slot: usize,
     done: bool,
 }
@@ -189,12 +182,12 @@ where
         C: Clone,
     {
         let state = match gate.gate().try_admit() {
-            Admission::Acquired(before) => running(gate.into_held(), before, inner, req),
+            Admission::Acquired(before) => running(gate.into_lane(), before, inner, req),
             Admission::Full => Self::rejected_full(gate.gate()),
             Admission::Enqueue => match gate.gate().enqueue() {
-                Queued::Granted(before) => running(gate.into_held(), before, inner, req),
+                Queued::Granted(before) => running(gate.into_lane(), before, inner, req),
                 Queued::Waiting(slot) => {
-                    let gate = gate.into_arc();
+                    let gate = gate.into_lane();
                     let deadline = match gate.settings.max_wait {
                         Some(max_wait) => Deadline::At {
                             sleep: tokio::time::sleep(max_wait),
@@ -255,7 +248,12 @@ where
     }
 }
 
-fn running<S: Service<Req>, Req>(gate: Held<Gate>, before: u32, inner: &mut S, req: Req) -> State<S, Req, S::Future> {
+fn running<S: Service<Req>, Req>(
+    gate: Arc<Lane<Gate>>,
+    before: u32,
+    inner: &mut S,
+    req: Req,
+) -> State<S, Req, S::Future> {
     let started = Started::of(&gate, before);
     let permit = Some(Permit::new(gate));
     State::Running {
@@ -320,7 +318,7 @@ where
                         }
                     };
                     waiter.gate.metrics.waited(since.elapsed());
-                    let gate = Held::Shared(Arc::clone(&waiter.gate));
+                    let gate = Arc::clone(&waiter.gate);
                     let (mut svc, req) = call.take().expect("a queued call keeps its request until admitted");
                     this.state.set(running(gate, before, &mut svc, req));
                 }

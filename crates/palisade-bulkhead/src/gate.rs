@@ -18,7 +18,9 @@ use palisade_core::sync::Unpoison;
 use palisade_core::telemetry::{LABEL_NAME, LABEL_REASON, bulkhead as names};
 
 use crate::limit::{Limit, MAX_COUNT, Sample};
-use palisade_core::lanes::Held;
+use std::sync::Arc;
+
+use palisade_core::lanes::Lane;
 
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering::SeqCst};
 
@@ -167,9 +169,8 @@ impl WaitList {
 /// One compartment: a limit, the calls in flight and the queue.
 ///
 /// The fields the fast path touches come first, in this order, so they share
-/// one cache line (with the `Arc`'s reference count, which a keyed
-/// bulkhead's calls take and drop; a single bulkhead's calls count theirs on
-/// their thread's lane): under contention one line moves between cores, not two.
+/// one cache line: under contention one line moves between cores, not two.
+/// The references calls hold are counted on lanes, elsewhere.
 #[repr(C)]
 pub(crate) struct Gate {
     /// In flight (low 32 bits) and queued (high 32 bits).
@@ -395,15 +396,15 @@ impl Gate {
 /// [`OnBodyEnd`](crate::OnBodyEnd) the response body holds it until the body
 /// has been sent.
 pub struct Permit {
-    gate: Held<Gate>,
+    gate: Arc<Lane<Gate>>,
     /// When the permit was taken, if the held-time histogram records.
     since: Option<tokio::time::Instant>,
 }
 
 impl Permit {
     #[inline]
-    pub(crate) fn new(gate: Held<Gate>) -> Self {
-        let since = (*gate).metrics.times_held.then(tokio::time::Instant::now);
+    pub(crate) fn new(gate: Arc<Lane<Gate>>) -> Self {
+        let since = gate.metrics.times_held.then(tokio::time::Instant::now);
         Self { gate, since }
     }
 

@@ -364,8 +364,8 @@
 //! calling one breaker at once share only the breaker's state line, not a
 //! reference count too. The time window adds a clock read and the sum of its
 //! buckets, the keyed breaker a map lookup under a read lock and a clock read
-//! for idle eviction (its breakers have no lanes: their calls count their
-//! references on the breaker).
+//! for idle eviction (each key's breaker has a single lane, which its calls
+//! share).
 //!
 //! **Headline cost**: closed, with a count window, about what tower's
 //! `ConcurrencyLimit` costs (54 ns a call over a bare service in a plain

@@ -104,7 +104,7 @@ where
             // Once ready, ready until the call.
             return Poll::Ready(Ok(()));
         }
-        if !self.lanes.shared().gate(&mut self.probe) {
+        if !Breaker::gate(self.lanes.pick(), &mut self.probe) {
             // Fail fast without waiting for the inner service's readiness.
             self.readiness = Readiness::Rejecting;
             return Poll::Ready(Ok(()));

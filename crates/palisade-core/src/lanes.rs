@@ -10,13 +10,20 @@
 //! own, on cache lines of its own, holding the state: each thread takes its
 //! references from its lane, and only what the state itself shares moves.
 //!
+//! State made per key (a keyed breaker's, a compartment of a keyed
+//! bulkhead) has one lane, [`Lane::single`]: its calls share it, and a call
+//! holds the same type, `Arc<Lane<T>>`, either way.
+//!
 //! ```
-//! use palisade_core::lanes::{Held, Lanes};
+//! use std::sync::Arc;
+//! use palisade_core::lanes::{Lane, Lanes};
 //!
 //! let lanes = Lanes::new(42_u32);
-//! let held: Held<u32> = Held::Lane(lanes.pick().clone());
-//! assert_eq!(*held, 42);
-//! assert_eq!(**lanes.shared(), 42);
+//! let held: Arc<Lane<u32>> = lanes.pick().clone();
+//! assert_eq!(**held, 42);
+//! assert!(Arc::ptr_eq(held.shared(), lanes.shared()));
+//! let per_key: Arc<Lane<u32>> = Lane::single(7);
+//! assert_eq!(**per_key, 7);
 //! ```
 
 use std::fmt;
@@ -34,9 +41,9 @@ pub struct Lanes<T> {
     lanes: [Arc<Lane<T>>; LANES],
 }
 
-/// One lane: aligned to 128 bytes, so its `Arc` counts sit on lines of their
-/// own (two, with the adjacent-line prefetch of x86).
-#[repr(align(128))]
+/// One lane: aligned to a cache line and a line long, so the `Arc` counts of
+/// the lanes of one state sit on lines of their own.
+#[repr(align(64))]
 pub struct Lane<T> {
     shared: Arc<T>,
 }
@@ -68,6 +75,14 @@ impl<T: fmt::Debug> fmt::Debug for Lanes<T> {
 }
 
 impl<T> Lane<T> {
+    /// State with a single lane, for state made per key: its calls count
+    /// their references on it as on the state itself.
+    pub fn single(shared: T) -> Arc<Self> {
+        Arc::new(Lane {
+            shared: Arc::new(shared),
+        })
+    }
+
     /// The shared state.
     #[inline]
     pub fn shared(&self) -> &Arc<T> {
@@ -87,33 +102,6 @@ impl<T> Deref for Lane<T> {
 impl<T: fmt::Debug> fmt::Debug for Lane<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.shared.fmt(f)
-    }
-}
-
-/// A reference to shared state held by a call: through a lane on the common
-/// path, directly where no lanes are kept (state made per key, rare paths).
-pub enum Held<T> {
-    /// Held directly.
-    Shared(Arc<T>),
-    /// Held through a lane.
-    Lane(Arc<Lane<T>>),
-}
-
-impl<T> Deref for Held<T> {
-    type Target = T;
-
-    #[inline]
-    fn deref(&self) -> &T {
-        match self {
-            Held::Shared(shared) => shared,
-            Held::Lane(lane) => &lane.shared,
-        }
-    }
-}
-
-impl<T: fmt::Debug> fmt::Debug for Held<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        (**self).fmt(f)
     }
 }
 
@@ -149,7 +137,7 @@ mod tests {
         for lane in &lanes.lanes {
             assert_eq!(***lane, 7);
             assert!(Arc::ptr_eq(&lane.shared, lanes.shared()));
-            assert_eq!((Arc::as_ptr(lane) as usize) % 128, 0);
+            assert_eq!((Arc::as_ptr(lane) as usize) % 64, 0);
         }
         // Every lane and the lanes themselves hold the state.
         assert_eq!(Arc::strong_count(lanes.shared()), 1 + LANES);
