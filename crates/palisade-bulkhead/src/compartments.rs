@@ -4,18 +4,16 @@
 
 use std::fmt;
 use std::hash::Hash;
-use std::sync::Arc;
 
 use palisade_core::keyed::{Eviction, KeyedMap};
-use palisade_core::lanes::Lane;
 
 use crate::gate::{Gate, GateMetrics, Settings};
 use crate::limit::LimitConfig;
-use crate::sync::{AtomicUsize, Ordering::SeqCst};
+use crate::sync::{Arc, AtomicUsize, Ordering::SeqCst};
 
 /// The compartments of a keyed bulkhead, created on first use of a key.
 pub(crate) struct Compartments<K> {
-    map: KeyedMap<K, Arc<Lane<Gate>>>,
+    map: KeyedMap<K, Arc<Gate>>,
     settings: std::sync::Arc<Settings>,
     limit: LimitConfig,
     /// The per-key limit of a fixed bulkhead, changed by its handle.
@@ -30,10 +28,9 @@ impl<K> Compartments<K> {
             LimitConfig::Fixed(limit) => *limit,
             LimitConfig::Adaptive(_) => 0,
         });
-        // A compartment only the map holds can go (every call holds its
-        // lane): under the map's write lock nobody can pick it up, so
-        // forgetting it loses nothing but a learned limit.
-        let eviction = Eviction::unused(|gate: &Arc<Lane<Gate>>| Arc::strong_count(gate) > 1);
+        // A compartment only the map holds can go: under the map's write lock
+        // nobody can pick it up, so forgetting it loses nothing but a learned limit.
+        let eviction = Eviction::unused(|gate: &Arc<Gate>| Arc::strong_count(gate) > 1);
         Self {
             map: KeyedMap::new(max_keys, eviction),
             settings,
@@ -57,8 +54,8 @@ impl<K> Compartments<K> {
     }
 
     /// Calls `f` with every key and compartment kept.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&K, &Gate)) {
-        self.map.for_each(|key, gate| f(key, gate));
+    pub(crate) fn for_each(&self, f: impl FnMut(&K, &Arc<Gate>)) {
+        self.map.for_each(f);
     }
 
     /// Sets the per-key limit of a fixed keyed bulkhead, for every key.
@@ -72,19 +69,19 @@ impl<K> Compartments<K> {
 
 impl<K: Hash + Eq> Compartments<K> {
     /// The compartment of `key`, if it is kept.
-    pub(crate) fn get(&self, key: &K) -> Option<Arc<Lane<Gate>>> {
+    pub(crate) fn get(&self, key: &K) -> Option<Arc<Gate>> {
         self.map.get(key)
     }
 
     /// The compartment of `key`, created if needed. `None` when the bulkhead
     /// keeps `max_keys` keys and every one of them is in use.
-    pub(crate) fn gate(&self, key: K) -> Option<Arc<Lane<Gate>>> {
+    pub(crate) fn gate(&self, key: K) -> Option<Arc<Gate>> {
         self.map.get_or_insert_with(key, |_| {
             let (limit, adaptive) = match &self.limit {
                 LimitConfig::Fixed(_) => (self.fixed_limit.load(SeqCst), None),
                 LimitConfig::Adaptive(make) => (0, Some(make())),
             };
-            Lane::single(Gate::new(
+            Arc::new(Gate::new(
                 std::sync::Arc::clone(&self.settings),
                 limit,
                 adaptive,

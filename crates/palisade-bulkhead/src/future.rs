@@ -16,33 +16,28 @@ use tower_service::Service;
 
 use crate::gate::{Admission, Gate, Permit, Queued, Started};
 use crate::release::PermitRelease;
-use std::sync::Arc;
-
+use crate::sync::Arc;
 use palisade_core::events::LayerEvent;
-use palisade_core::lanes::{Lane, Lanes};
 use palisade_core::{BoxError, BulkheadFull, BulkheadTimeout};
 
 /// The compartment a call goes to: borrowed from a single bulkhead, or
 /// looked up (and so owned) by a keyed one.
 pub(crate) enum GateRef<'a> {
-    Shared(&'a Lanes<Gate>),
-    Owned(Arc<Lane<Gate>>),
+    Shared(&'a Arc<Gate>),
+    Owned(Arc<Gate>),
 }
 
 impl GateRef<'_> {
     fn gate(&self) -> &Gate {
         match self {
-            GateRef::Shared(lanes) => lanes.shared(),
+            GateRef::Shared(gate) => gate,
             GateRef::Owned(gate) => gate,
         }
     }
 
-    /// The lane an admitted or queued call holds the gate by: a single
-    /// bulkhead's of the calling thread, a compartment's own.
-    #[inline]
-    fn into_lane(self) -> Arc<Lane<Gate>> {
+    fn into_arc(self) -> Arc<Gate> {
         match self {
-            GateRef::Shared(lanes) => Arc::clone(lanes.pick()),
+            GateRef::Shared(gate) => Arc::clone(gate),
             GateRef::Owned(gate) => gate,
         }
     }
@@ -66,7 +61,7 @@ impl Rejection {
 
 /// A call's place in a queue; leaves it when dropped before being served.
 struct Waiter {
-    gate: Arc<Lane<Gate>>,
+    gate: Arc<Gate>,
     slot: usize,
     done: bool,
 }
@@ -182,12 +177,12 @@ where
         C: Clone,
     {
         let state = match gate.gate().try_admit() {
-            Admission::Acquired(before) => running(gate.into_lane(), before, inner, req),
+            Admission::Acquired(before) => running(gate.into_arc(), before, inner, req),
             Admission::Full => Self::rejected_full(gate.gate()),
             Admission::Enqueue => match gate.gate().enqueue() {
-                Queued::Granted(before) => running(gate.into_lane(), before, inner, req),
+                Queued::Granted(before) => running(gate.into_arc(), before, inner, req),
                 Queued::Waiting(slot) => {
-                    let gate = gate.into_lane();
+                    let gate = gate.into_arc();
                     let deadline = match gate.settings.max_wait {
                         Some(max_wait) => Deadline::At {
                             sleep: tokio::time::sleep(max_wait),
@@ -248,12 +243,7 @@ where
     }
 }
 
-fn running<S: Service<Req>, Req>(
-    gate: Arc<Lane<Gate>>,
-    before: u32,
-    inner: &mut S,
-    req: Req,
-) -> State<S, Req, S::Future> {
+fn running<S: Service<Req>, Req>(gate: Arc<Gate>, before: u32, inner: &mut S, req: Req) -> State<S, Req, S::Future> {
     let started = Started::of(&gate, before);
     let permit = Some(Permit::new(gate));
     State::Running {

@@ -18,11 +18,7 @@ use palisade_core::sync::Unpoison;
 use palisade_core::telemetry::{LABEL_NAME, LABEL_REASON, bulkhead as names};
 
 use crate::limit::{Limit, MAX_COUNT, Sample};
-use std::sync::Arc;
-
-use palisade_core::lanes::Lane;
-
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering::SeqCst};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering::SeqCst};
 
 const QUEUED_ONE: u64 = 1 << 32;
 const IN_FLIGHT_MASK: u64 = u32::MAX as u64;
@@ -169,8 +165,8 @@ impl WaitList {
 /// One compartment: a limit, the calls in flight and the queue.
 ///
 /// The fields the fast path touches come first, in this order, so they share
-/// one cache line: under contention one line moves between cores, not two.
-/// The references calls hold are counted on lanes, elsewhere.
+/// a cache line with the `Arc`'s reference count (taken and dropped by every
+/// call too): under contention one line moves between cores, not two.
 #[repr(C)]
 pub(crate) struct Gate {
     /// In flight (low 32 bits) and queued (high 32 bits).
@@ -396,14 +392,14 @@ impl Gate {
 /// [`OnBodyEnd`](crate::OnBodyEnd) the response body holds it until the body
 /// has been sent.
 pub struct Permit {
-    gate: Arc<Lane<Gate>>,
+    gate: Arc<Gate>,
     /// When the permit was taken, if the held-time histogram records.
     since: Option<tokio::time::Instant>,
 }
 
 impl Permit {
     #[inline]
-    pub(crate) fn new(gate: Arc<Lane<Gate>>) -> Self {
+    pub(crate) fn new(gate: Arc<Gate>) -> Self {
         let since = gate.metrics.times_held.then(tokio::time::Instant::now);
         Self { gate, since }
     }
@@ -416,11 +412,10 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let gate: &Gate = &self.gate;
         if let Some(since) = self.since {
-            gate.metrics.held.record(since.elapsed());
+            self.gate.metrics.held.record(since.elapsed());
         }
-        gate.release();
+        self.gate.release();
     }
 }
 

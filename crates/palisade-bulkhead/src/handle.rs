@@ -8,7 +8,7 @@ use crate::compartments::Compartments;
 use crate::error::ConfigError;
 use crate::gate::Gate;
 use crate::limit::MAX_COUNT;
-use std::sync::Arc;
+use crate::sync::Arc;
 
 /// The state of one compartment at one instant.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,9 +16,7 @@ use crate::handle::{BulkheadHandle, KeyedBulkheadHandle};
 use crate::limit::{Limit, LimitConfig, MAX_COUNT};
 use crate::release::{OnBodyEnd, OnResponse};
 use crate::service::{Bulkhead, KeyedBulkhead};
-use std::sync::Arc;
-
-use palisade_core::lanes::Lanes;
+use crate::sync::Arc;
 
 /// Configures a bulkhead; [`build`](BulkheadBuilder::build) makes one compartment,
 /// [`build_keyed`](BulkheadBuilder::build_keyed) one per key.
@@ -163,7 +161,7 @@ impl<C, M> BulkheadBuilder<C, M> {
             LimitConfig::Adaptive(make) => Gate::new(settings, 0, Some(make()), metrics),
         };
         Ok(BulkheadLayer {
-            lanes: Arc::new(Lanes::new(gate)),
+            gate: Arc::new(gate),
             classifier: self.classifier,
             release: PhantomData,
         })
@@ -200,7 +198,7 @@ impl<C, M> BulkheadBuilder<C, M> {
 /// Every service made by one layer shares its compartment: make one layer
 /// per dependency or route.
 pub struct BulkheadLayer<C = ErrorClassifier, M = OnResponse> {
-    lanes: Arc<Lanes<Gate>>,
+    gate: Arc<Gate>,
     classifier: C,
     release: PhantomData<fn() -> M>,
 }
@@ -215,14 +213,14 @@ impl BulkheadLayer {
 impl<C, M> BulkheadLayer<C, M> {
     /// A handle reporting the bulkhead's state and resizing its limit.
     pub fn handle(&self) -> BulkheadHandle {
-        BulkheadHandle::new(Arc::clone(self.lanes.shared()))
+        BulkheadHandle::new(Arc::clone(&self.gate))
     }
 }
 
 impl<C: Clone, M> Clone for BulkheadLayer<C, M> {
     fn clone(&self) -> Self {
         Self {
-            lanes: Arc::clone(&self.lanes),
+            gate: Arc::clone(&self.gate),
             classifier: self.classifier.clone(),
             release: PhantomData,
         }
@@ -232,7 +230,7 @@ impl<C: Clone, M> Clone for BulkheadLayer<C, M> {
 impl<C, M> fmt::Debug for BulkheadLayer<C, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BulkheadLayer")
-            .field("gate", self.lanes.shared())
+            .field("gate", &self.gate)
             .finish_non_exhaustive()
     }
 }
@@ -241,7 +239,7 @@ impl<S, C: Clone, M> Layer<S> for BulkheadLayer<C, M> {
     type Service = Bulkhead<S, C, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Bulkhead::new(inner, Arc::clone(&self.lanes), self.classifier.clone())
+        Bulkhead::new(inner, Arc::clone(&self.gate), self.classifier.clone())
     }
 }
 

@@ -195,13 +195,9 @@
 //! # Cost model
 //!
 //! An admitted call costs one compare-and-swap on a word holding both the
-//! in-flight and the queued count and one `fetch_sub` when it ends, and one
-//! reference-count increment and decrement. A single bulkhead's calls take
-//! their reference from the calling thread's lane (see
-//! [`palisade_core::lanes`]; eight per bulkhead, about 2 KiB), so threads
-//! calling at once share only the count word's line; a keyed bulkhead's calls
-//! count theirs on the compartment, next to its count word. It allocates
-//! nothing. The queue
+//! in-flight and the queued count, one reference-count increment, and one
+//! `fetch_sub` and one decrement when it ends, on counters laid out next to
+//! each other (so usually on one cache line); it allocates nothing. The queue
 //! (a mutex and a FIFO of reusable slots) is touched only when someone waits;
 //! a call that waits is boxed (its request, its timer: one allocation), so
 //! that the response future of an admitted call stays small. A keyed

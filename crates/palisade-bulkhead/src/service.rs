@@ -12,10 +12,8 @@ use crate::compartments::Compartments;
 use crate::future::{GateRef, ResponseFuture};
 use crate::gate::Gate;
 use crate::release::PermitRelease;
-use std::sync::Arc;
-
+use crate::sync::Arc;
 use palisade_core::events::LayerEvent;
-use palisade_core::lanes::Lanes;
 use palisade_core::{BoxError, BulkheadFull};
 
 /// A service behind one bulkhead compartment; made by
@@ -26,16 +24,16 @@ use palisade_core::{BoxError, BulkheadFull};
 /// `poll_ready` (axum, hyper) are limited too.
 pub struct Bulkhead<S, C, M> {
     inner: S,
-    lanes: Arc<Lanes<Gate>>,
+    gate: Arc<Gate>,
     classifier: C,
     release: PhantomData<fn() -> M>,
 }
 
 impl<S, C, M> Bulkhead<S, C, M> {
-    pub(crate) fn new(inner: S, lanes: Arc<Lanes<Gate>>, classifier: C) -> Self {
+    pub(crate) fn new(inner: S, gate: Arc<Gate>, classifier: C) -> Self {
         Self {
             inner,
-            lanes,
+            gate,
             classifier,
             release: PhantomData,
         }
@@ -59,7 +57,7 @@ impl<S, C, M> Bulkhead<S, C, M> {
 
 impl<S: Clone, C: Clone, M> Clone for Bulkhead<S, C, M> {
     fn clone(&self) -> Self {
-        Self::new(self.inner.clone(), Arc::clone(&self.lanes), self.classifier.clone())
+        Self::new(self.inner.clone(), Arc::clone(&self.gate), self.classifier.clone())
     }
 }
 
@@ -67,7 +65,7 @@ impl<S: fmt::Debug, C, M> fmt::Debug for Bulkhead<S, C, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bulkhead")
             .field("inner", &self.inner)
-            .field("gate", self.lanes.shared())
+            .field("gate", &self.gate)
             .finish_non_exhaustive()
     }
 }
@@ -88,7 +86,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        ResponseFuture::start(GateRef::Shared(&self.lanes), &mut self.inner, req, &self.classifier)
+        ResponseFuture::start(GateRef::Shared(&self.gate), &mut self.inner, req, &self.classifier)
     }
 }
 

@@ -14,7 +14,6 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::time::Duration;
 
 use palisade_core::events::LayerEvent;
-use palisade_core::lanes::Lane;
 use palisade_core::sync::Unpoison;
 use palisade_core::{CircuitOpen, Outcome};
 use tokio::time::Instant;
@@ -90,10 +89,10 @@ impl Reason {
 
 /// One breaker's shared state.
 ///
-/// Laid out so that what every call writes (the count window's index) and the
-/// state word share the first cache line: with several threads calling, one
-/// line moves between cores per call, not two. The references calls hold are
-/// counted on lanes, elsewhere. What calls only read comes after.
+/// Laid out so that what every call writes (the `Arc`'s reference count, the
+/// count window's index) and the state word share the first cache line: with
+/// several threads calling, one line moves between cores per call, not three.
+/// What calls only read comes after.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Breaker {
@@ -198,53 +197,50 @@ impl Breaker {
     }
 
     /// Decides whether a call may go through now, against the state at this
-    /// moment; an admitted call's recorder keeps `lane`, the breaker's lane
-    /// it was looked up with.
+    /// moment; an admitted call's recorder keeps the reference.
     #[inline]
-    pub(crate) fn admit_owned(lane: Arc<Lane<Self>>) -> Admission {
-        let word = lane.state.load(Acquire);
+    pub(crate) fn admit_owned(self: Arc<Self>) -> Admission {
+        let word = self.state.load(Acquire);
         if word & KIND_MASK == CLOSED_BITS {
-            return Admission::Admit(Recorder::held(lane, epoch(word), false));
+            return Admission::Admit(Recorder::owned(self, epoch(word), false));
         }
-        Self::admit_slow(&lane, word, None)
+        self.admit_slow(word, None)
     }
 
     /// Decides whether a call may go through now, against the state at this
-    /// moment; an admitted call holds its reference through `lane`, its
-    /// thread's. A probe slot `reserved` by [`gate`](Self::gate) is used only
-    /// if the half-open period it was reserved in is still the current one.
+    /// moment. A probe slot `reserved` by [`gate`](Self::gate) is used only if
+    /// the half-open period it was reserved in is still the current one.
     #[inline]
-    pub(crate) fn admit(lane: &Arc<Lane<Self>>, reserved: Option<Recorder>) -> Admission {
-        let word = lane.state.load(Acquire);
-        if reserved.is_none() && word & KIND_MASK == CLOSED_BITS {
-            return Admission::Admit(Recorder::held(lane.clone(), epoch(word), false));
+    pub(crate) fn admit(self: &Arc<Self>, reserved: Option<Recorder>) -> Admission {
+        match reserved {
+            None => self.clone().admit_owned(),
+            Some(_) => self.admit_slow(self.state.load(Acquire), reserved),
         }
-        Self::admit_slow(lane, word, reserved)
     }
 
     #[inline(never)]
-    fn admit_slow(lane: &Arc<Lane<Self>>, word: u64, mut reserved: Option<Recorder>) -> Admission {
-        match Self::settle(lane, word, &mut reserved) {
-            Err(retry_after) => lane.reject(retry_after),
+    fn admit_slow(self: &Arc<Self>, word: u64, mut reserved: Option<Recorder>) -> Admission {
+        match self.settle(word, &mut reserved) {
+            Err(retry_after) => self.reject(retry_after),
             // `settle` leaves a probe slot exactly when the call goes in half-open.
             Ok(word) => match (kind(word), reserved) {
                 (State::Disabled, _) => Admission::Pass,
                 (_, Some(probe)) => Admission::Admit(probe),
-                (_, None) => Admission::Admit(Recorder::held(lane.clone(), epoch(word), false)),
+                (_, None) => Admission::Admit(Recorder::new(self, epoch(word), false)),
             },
         }
     }
 
     /// Whether a caller waits for the inner service's readiness (true) or is
     /// ready at once, to be rejected by its call (false). In half-open, `probe`
-    /// keeps or takes the probe slot the call will use, held through `lane`.
+    /// keeps or takes the probe slot the call will use.
     #[inline]
-    pub(crate) fn gate(lane: &Arc<Lane<Self>>, probe: &mut Option<Recorder>) -> bool {
-        let word = lane.state.load(Acquire);
+    pub(crate) fn gate(self: &Arc<Self>, probe: &mut Option<Recorder>) -> bool {
+        let word = self.state.load(Acquire);
         if word & KIND_MASK == CLOSED_BITS && probe.is_none() {
             return true;
         }
-        Self::settle(lane, word, probe).is_ok()
+        self.settle(word, probe).is_ok()
     }
 
     /// The rejection of a call readied without its inner service (the breaker
@@ -266,8 +262,7 @@ impl Breaker {
     /// In half-open the call goes with a probe slot: the one in `probe` if it
     /// belongs to this half-open period, else a free one taken into `probe`.
     /// Anything else in `probe` is given back.
-    fn settle(lane: &Arc<Lane<Self>>, mut word: u64, probe: &mut Option<Recorder>) -> Result<u64, Duration> {
-        let this: &Self = lane;
+    fn settle(self: &Arc<Self>, mut word: u64, probe: &mut Option<Recorder>) -> Result<u64, Duration> {
         loop {
             if kind(word) != State::HalfOpen {
                 // A slot of an earlier half-open period: giving it back changes nothing.
@@ -277,20 +272,20 @@ impl Breaker {
                 State::Closed | State::MetricsOnly | State::Disabled => return Ok(word),
                 State::ForcedOpen => return Err(Duration::ZERO),
                 State::Open => {
-                    let now = this.now_nanos();
-                    let until = this.open_until.load(Acquire);
+                    let now = self.now_nanos();
+                    let until = self.open_until.load(Acquire);
                     if now < until {
                         return Err(Duration::from_nanos(until - now));
                     }
-                    this.enter_half_open(word, now);
-                    word = this.state.load(Acquire);
+                    self.enter_half_open(word, now);
+                    word = self.state.load(Acquire);
                 }
                 State::HalfOpen => {
-                    if let Some(max) = this.config.max_half_open {
-                        let now = this.now_nanos();
-                        if now.saturating_sub(this.half_open_since.load(Acquire)) >= nanos(max) {
-                            this.trip(word, now, Reason::HalfOpenTimeout);
-                            word = this.state.load(Acquire);
+                    if let Some(max) = self.config.max_half_open {
+                        let now = self.now_nanos();
+                        if now.saturating_sub(self.half_open_since.load(Acquire)) >= nanos(max) {
+                            self.trip(word, now, Reason::HalfOpenTimeout);
+                            word = self.state.load(Acquire);
                             continue;
                         }
                     }
@@ -298,15 +293,15 @@ impl Breaker {
                         return Ok(word);
                     }
                     *probe = None;
-                    if taken(word) >= this.config.half_open_calls {
+                    if taken(word) >= self.config.half_open_calls {
                         return Err(Duration::ZERO);
                     }
-                    match this
+                    match self
                         .state
                         .compare_exchange_weak(word, word + TAKEN_ONE, AcqRel, Acquire)
                     {
                         Ok(_) => {
-                            *probe = Some(Recorder::held(lane.clone(), epoch(word), true));
+                            *probe = Some(Recorder::new(self, epoch(word), true));
                             return Ok(word);
                         }
                         Err(current) => word = current,
@@ -631,7 +626,7 @@ impl Breaker {
 /// nothing and gives a half-open probe slot back.
 #[derive(Debug)]
 pub(crate) struct Recorder {
-    breaker: Arc<Lane<Breaker>>,
+    breaker: Arc<Breaker>,
     epoch: u64,
     probe: bool,
     settled: bool,
@@ -640,7 +635,12 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     #[inline]
-    fn held(breaker: Arc<Lane<Breaker>>, epoch: u64, probe: bool) -> Self {
+    fn new(breaker: &Arc<Breaker>, epoch: u64, probe: bool) -> Self {
+        Self::owned(breaker.clone(), epoch, probe)
+    }
+
+    #[inline]
+    fn owned(breaker: Arc<Breaker>, epoch: u64, probe: bool) -> Self {
         Self {
             breaker,
             epoch,
@@ -653,9 +653,8 @@ impl Recorder {
     /// Marks the moment the call was sent, when a rule needs call durations.
     #[inline]
     pub(crate) fn started(&mut self) {
-        let breaker: &Breaker = &self.breaker;
-        if breaker.times_calls {
-            self.start = breaker.now_nanos();
+        if self.breaker.times_calls {
+            self.start = self.breaker.now_nanos();
         }
     }
 
@@ -666,7 +665,7 @@ impl Recorder {
             return;
         }
         self.settled = true;
-        let breaker: &Breaker = &self.breaker;
+        let breaker = &self.breaker;
         let end = if breaker.times_calls { breaker.now_nanos() } else { 0 };
         if breaker.call_durations {
             // Into the histogram handle registered at build: no lookup, no allocation.

@@ -12,7 +12,6 @@ use palisade_core::{BoxError, ErrorClassifier};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::breaker::Breaker;
 use crate::config::Config;
 use crate::future::{Record, ResponseFuture, dispatch};
 use crate::handle::KeyedCircuitBreakerHandle;
@@ -137,6 +136,6 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let breaker = self.registry.breaker((self.key)(&req));
-        dispatch(&mut self.inner, req, Breaker::admit_owned(breaker), &self.classifier)
+        dispatch(&mut self.inner, req, breaker.admit_owned(), &self.classifier)
     }
 }

@@ -11,7 +11,6 @@ use crate::config::Config;
 use crate::handle::CircuitBreakerHandle;
 use crate::service::CircuitBreaker;
 use crate::telemetry::{CallCounters, StateGauge};
-use palisade_core::lanes::Lanes;
 
 /// Wraps services in a [`CircuitBreaker`].
 ///
@@ -19,7 +18,7 @@ use palisade_core::lanes::Lanes;
 /// layer per downstream you protect.
 #[derive(Clone)]
 pub struct CircuitBreakerLayer<C = ErrorClassifier> {
-    lanes: Arc<Lanes<Breaker>>,
+    breaker: Arc<Breaker>,
     classifier: C,
 }
 
@@ -29,21 +28,21 @@ impl<C> CircuitBreakerLayer<C> {
         let calls = CallCounters::new(&name, config.call_durations);
         let gauge = StateGauge::single(&name);
         Self {
-            lanes: Arc::new(Lanes::new(Breaker::new(config, name, calls, gauge))),
+            breaker: Arc::new(Breaker::new(config, name, calls, gauge)),
             classifier,
         }
     }
 
     /// The handle of this layer's breaker.
     pub fn handle(&self) -> CircuitBreakerHandle {
-        CircuitBreakerHandle::new(self.lanes.shared().clone())
+        CircuitBreakerHandle::new(self.breaker.clone())
     }
 }
 
 impl<C: fmt::Debug> fmt::Debug for CircuitBreakerLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerLayer")
-            .field("config", self.lanes.shared().config())
+            .field("config", self.breaker.config())
             .field("classifier", &self.classifier)
             .finish()
     }
@@ -53,6 +52,6 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
     type Service = CircuitBreaker<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreaker::new(inner, self.lanes.clone(), self.classifier.clone())
+        CircuitBreaker::new(inner, self.breaker.clone(), self.classifier.clone())
     }
 }

@@ -357,15 +357,10 @@
 //! call racing that claim may go uncounted; a window of many calls does not
 //! notice).
 //!
-//! Most of a closed call's cost is the two atomic operations on the
-//! reference its response future holds, and the window index. The reference
-//! is taken from the calling thread's lane (see
-//! [`palisade_core::lanes`]; eight per breaker, about 2 KiB), so threads
-//! calling one breaker at once share only the breaker's state line, not a
-//! reference count too. The time window adds a clock read and the sum of its
-//! buckets, the keyed breaker a map lookup under a read lock and a clock read
-//! for idle eviction (each key's breaker has a single lane, which its calls
-//! share).
+//! Most of a closed call's cost is the two atomic operations on the `Arc`
+//! its response future holds, and the window index; the time window adds a
+//! clock read and the sum of its buckets, the keyed breaker a map lookup under
+//! a read lock and a clock read for idle eviction.
 //!
 //! **Headline cost**: closed, with a count window, about what tower's
 //! `ConcurrencyLimit` costs (54 ns a call over a bare service in a plain

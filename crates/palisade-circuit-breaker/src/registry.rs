@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core::keyed::{Eviction, KeyedMap};
-use palisade_core::lanes::Lane;
 
 use crate::breaker::Breaker;
 use crate::config::Config;
@@ -19,7 +18,7 @@ pub(crate) struct Registry<K> {
     config: Arc<Config>,
     calls: CallCounters,
     states: Arc<KeyStates>,
-    breakers: KeyedMap<K, Arc<Lane<Breaker>>>,
+    breakers: KeyedMap<K, Arc<Breaker>>,
 }
 
 impl<K> Registry<K> {
@@ -29,7 +28,7 @@ impl<K> Registry<K> {
     pub(crate) fn new(config: Arc<Config>, max_keys: usize, idle: Duration) -> Self {
         let calls = CallCounters::new(&config.name, config.call_durations);
         let states = Arc::new(KeyStates::new(&config.name));
-        let eviction = Eviction::least_recently_used(idle, |b: &Arc<Lane<Breaker>>| b.snapshot().state == State::Open)
+        let eviction = Eviction::least_recently_used(idle, |b: &Arc<Breaker>| b.snapshot().state == State::Open)
             .on_evict(|b| b.forget());
         Self {
             config,
@@ -62,11 +61,11 @@ impl<K> Registry<K> {
 
 impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
     /// The key's breaker, made (and room made for it) when the key is new.
-    pub(crate) fn breaker(&self, key: K) -> Arc<Lane<Breaker>> {
+    pub(crate) fn breaker(&self, key: K) -> Arc<Breaker> {
         let made = self.breakers.get_or_insert_with(key, |key| {
             let name: Arc<str> = format!("{}[{key}]", self.config.name).into();
             let gauge = StateGauge::key(&self.states);
-            Lane::single(Breaker::new(self.config.clone(), name, self.calls.clone(), gauge))
+            Arc::new(Breaker::new(self.config.clone(), name, self.calls.clone(), gauge))
         });
         // Least-recently-used eviction always makes room.
         made.unwrap_or_else(|| unreachable!("a least-recently-used map never refuses a key"))
@@ -74,7 +73,7 @@ impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
 
     /// The breaker of `key`, if it is kept.
     pub(crate) fn get(&self, key: &K) -> Option<Arc<Breaker>> {
-        self.breakers.get(key).map(|lane| lane.shared().clone())
+        self.breakers.get(key)
     }
 
     /// The keys kept now.

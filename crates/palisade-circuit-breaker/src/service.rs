@@ -11,7 +11,6 @@ use tower_service::Service;
 use crate::breaker::{Breaker, Recorder};
 use crate::future::{Record, ResponseFuture, dispatch};
 use crate::handle::CircuitBreakerHandle;
-use palisade_core::lanes::Lanes;
 
 /// Fails calls fast while its downstream is failing; see the crate docs.
 ///
@@ -21,7 +20,7 @@ use palisade_core::lanes::Lanes;
 /// slot the next `call` of this clone uses (a clone does not share it).
 pub struct CircuitBreaker<S, C = ErrorClassifier> {
     inner: S,
-    lanes: Arc<Lanes<Breaker>>,
+    breaker: Arc<Breaker>,
     classifier: C,
     /// What `poll_ready` answered since the last `call`.
     readiness: Readiness,
@@ -42,10 +41,10 @@ enum Readiness {
 }
 
 impl<S, C> CircuitBreaker<S, C> {
-    pub(crate) fn new(inner: S, lanes: Arc<Lanes<Breaker>>, classifier: C) -> Self {
+    pub(crate) fn new(inner: S, breaker: Arc<Breaker>, classifier: C) -> Self {
         Self {
             inner,
-            lanes,
+            breaker,
             classifier,
             readiness: Readiness::Unready,
             probe: None,
@@ -54,7 +53,7 @@ impl<S, C> CircuitBreaker<S, C> {
 
     /// The handle of the breaker this service shares.
     pub fn handle(&self) -> CircuitBreakerHandle {
-        CircuitBreakerHandle::new(self.lanes.shared().clone())
+        CircuitBreakerHandle::new(self.breaker.clone())
     }
 
     /// The inner service.
@@ -75,7 +74,7 @@ impl<S, C> CircuitBreaker<S, C> {
 
 impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
     fn clone(&self) -> Self {
-        Self::new(self.inner.clone(), self.lanes.clone(), self.classifier.clone())
+        Self::new(self.inner.clone(), self.breaker.clone(), self.classifier.clone())
     }
 }
 
@@ -83,7 +82,7 @@ impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for CircuitBreaker<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("inner", &self.inner)
-            .field("name", self.lanes.shared().name())
+            .field("name", self.breaker.name())
             .field("classifier", &self.classifier)
             .finish_non_exhaustive()
     }
@@ -104,7 +103,7 @@ where
             // Once ready, ready until the call.
             return Poll::Ready(Ok(()));
         }
-        if !Breaker::gate(self.lanes.pick(), &mut self.probe) {
+        if !self.breaker.gate(&mut self.probe) {
             // Fail fast without waiting for the inner service's readiness.
             self.readiness = Readiness::Rejecting;
             return Poll::Ready(Ok(()));
@@ -119,8 +118,8 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let admission = match std::mem::replace(&mut self.readiness, Readiness::Unready) {
-            Readiness::Rejecting => self.lanes.shared().reject_unready(),
-            Readiness::Inner | Readiness::Unready => Breaker::admit(self.lanes.pick(), self.probe.take()),
+            Readiness::Rejecting => self.breaker.reject_unready(),
+            Readiness::Inner | Readiness::Unready => self.breaker.admit(self.probe.take()),
         };
         dispatch(&mut self.inner, req, admission, &self.classifier)
     }

@@ -110,7 +110,6 @@ pub mod eos;
 pub mod error;
 pub mod events;
 pub mod keyed;
-pub mod lanes;
 pub mod lease;
 pub mod problem;
 mod rejection;
