@@ -3,7 +3,10 @@
 //! Run with `cargo bench -p palisade-benches --bench outbox` against the services of
 //! `palisade_tests` (`DATABASE_URL`, `NATS_URL`; skipped when either is unreachable). Prints:
 //! - throughput: events per second drained from a 20,000-event backlog (100 aggregates) at
-//!   batches of 100 and 1000, the relay publishing with JetStream acks;
+//!   batches of 100 and 1000, the relay publishing with JetStream acks: one `run_batch` after
+//!   another, then at batches of 1000 as a service runs it (`spawn`, default workers, which
+//!   claim the next batch while publishing a full one), one relay and two; the two relays each
+//!   have their own pool and NATS connection, as two processes would;
 //! - latency: commit-to-consumer median and p99 while staging about 2,000 events/s, with the
 //!   publish hook waking the relay after each commit, and with polling (every second) alone;
 //!   then the same with one event every 20 ms, so the relay is idle when each one commits;
@@ -19,14 +22,14 @@
 //! `test_before_acquire`, with one store for all runs as in a long-running service.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use futures_util::StreamExt;
-use palisade_outbox::NatsPublisher;
+use futures_util::{Stream, StreamExt};
 use palisade_outbox::postgres::{PgStore, migrate};
-use palisade_outbox::{Event, Relay, stage};
+use palisade_outbox::{Event, NatsPublisher, PublishError, Publisher, Relay, stage};
 use serde_json::json;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Executor, QueryBuilder};
@@ -39,6 +42,8 @@ const AGGREGATES: usize = 100;
 const STAGERS: usize = 8;
 
 struct Services {
+    url: String,
+    nats_url: String,
     pool: PgPool,
     /// One store for every relay, as in a long-running service: where its claims start
     /// looking carries over from one run to the next.
@@ -67,7 +72,7 @@ async fn connect() -> Option<Services> {
     let relay_pool = schema_pool(
         &url,
         &schema,
-        PgPoolOptions::new().max_connections(4).test_before_acquire(false),
+        PgPoolOptions::new().max_connections(5).test_before_acquire(false),
     )
     .await?;
     migrate(&pool).await.ok()?;
@@ -93,6 +98,8 @@ async fn connect() -> Option<Services> {
     .await
     .ok()?;
     Some(Services {
+        url,
+        nats_url,
         store: PgStore::new(relay_pool),
         pool,
         admin,
@@ -107,6 +114,18 @@ async fn connect() -> Option<Services> {
 fn skip(reason: String) {
     eprintln!("skipping: {reason}");
     palisade_benches::record(&json!({"kind": "skipped", "group": "outbox", "reason": reason}));
+}
+
+/// Records one drain for the report: `driven` by a `run_batch` loop or `spawn`ed relays.
+fn record_throughput(batch_size: usize, driven: &str, relays: usize, rate: f64) {
+    palisade_benches::record(&json!({
+        "kind": "outbox_throughput",
+        "batch_size": batch_size,
+        "events": BACKLOG,
+        "driven": driven,
+        "relays": relays,
+        "events_per_s": rate,
+    }));
 }
 
 /// Records one latency run for the report.
@@ -186,6 +205,90 @@ async fn throughput(s: &Services, batch_size: usize) -> f64 {
     }
     assert_eq!(published, BACKLOG);
     BACKLOG as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Counts what its relays published, and says when `target` events were.
+#[derive(Clone)]
+struct Counting {
+    inner: NatsPublisher,
+    published: Arc<AtomicUsize>,
+    target: usize,
+    done: Arc<Notify>,
+}
+
+impl Counting {
+    fn count(&self, result: &Result<(), PublishError>) {
+        if result.is_ok() && self.published.fetch_add(1, Ordering::Relaxed) + 1 == self.target {
+            self.done.notify_one();
+        }
+    }
+}
+
+impl Publisher for Counting {
+    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+        let result = self.inner.publish(event).await;
+        self.count(&result);
+        result
+    }
+
+    fn publish_run<'a>(&'a self, events: &'a [Event]) -> impl Stream<Item = Result<(), PublishError>> + Send + 'a {
+        self.inner.publish_run(events).inspect(move |result| self.count(result))
+    }
+}
+
+/// Drains the backlog with `relays` relays running as a service runs them (`spawn`), each on
+/// a pool and NATS connection of its own as separate processes would be; events per second
+/// from their start until every event is published and recorded.
+async fn drain(s: &Services, relays: usize, batch_size: usize) -> f64 {
+    let published = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(Notify::new());
+    let mut built = Vec::with_capacity(relays);
+    for _ in 0..relays {
+        // Connections opened before the clock starts: two workers, each claiming behind its
+        // batch, and the vacuum (see `PgStore`'s docs).
+        let pool = schema_pool(
+            &s.url,
+            &s.schema,
+            PgPoolOptions::new()
+                .max_connections(5)
+                .min_connections(5)
+                .test_before_acquire(false),
+        )
+        .await
+        .unwrap();
+        let client = async_nats::connect(&s.nats_url).await.unwrap();
+        let publisher = Counting {
+            inner: NatsPublisher::new(client).with_prefix(format!("{}.", s.schema)),
+            published: published.clone(),
+            target: BACKLOG,
+            done: done.clone(),
+        };
+        let relay = Relay::builder(PgStore::new(pool.clone()), publisher)
+            .batch_size(batch_size)
+            .concurrency(AGGREGATES)
+            .build()
+            .unwrap();
+        built.push((relay, pool));
+    }
+    stage_backlog(&s.pool, BACKLOG).await;
+    let started = Instant::now();
+    let running: Vec<_> = built.iter().map(|(relay, _)| relay.spawn()).collect();
+    tokio::time::timeout(Duration::from_secs(60), done.notified())
+        .await
+        .expect("the backlog drained within a minute");
+    for handle in running {
+        handle.shutdown().await;
+    }
+    let elapsed = started.elapsed();
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM palisade_outbox")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(pending, 0, "every event published and recorded");
+    for (_, pool) in built {
+        pool.close().await;
+    }
+    BACKLOG as f64 / elapsed.as_secs_f64()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -396,13 +499,16 @@ fn main() {
         let Some(s) = connect().await else { return };
         for batch_size in [100, 1000] {
             let rate = throughput(&s, batch_size).await;
-            println!("outbox throughput, batch {batch_size:>4}: {rate:>8.0} events/s (PostgreSQL -> JetStream acked)");
-            palisade_benches::record(&json!({
-                "kind": "outbox_throughput",
-                "batch_size": batch_size,
-                "events": BACKLOG,
-                "events_per_s": rate,
-            }));
+            println!("outbox throughput, batch {batch_size:>4}, run_batch loop: {rate:>8.0} events/s (PostgreSQL -> JetStream acked)");
+            record_throughput(batch_size, "run_batch", 1, rate);
+        }
+        let mut one_relay = None;
+        for relays in [1, 2] {
+            let rate = drain(&s, relays, 1000).await;
+            let ratio = one_relay.map_or(String::new(), |one: f64| format!(", {:.2}x one relay", rate / one));
+            one_relay.get_or_insert(rate);
+            println!("outbox throughput, batch 1000, {relays} spawned relay(s): {rate:>8.0} events/s{ratio}");
+            record_throughput(1000, "spawn", relays, rate);
         }
         // Eight stagers at 250 events/s each: about 2,000 events/s.
         for hook in [true, false] {
