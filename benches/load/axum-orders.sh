@@ -57,7 +57,7 @@ ORDER='{"customer_id":"c1","items":[{"product_id":"p1","quantity":2}],"total_amo
 # start NAME PORT LAYERS: the service on PORT, its payments simulator on PORT+1.
 start() {
   "$BIN" --listen "127.0.0.1:$2" --payments-sim-listen "127.0.0.1:$(($2 + 1))" \
-    --database-url "sqlite:$WORK/$1.db" --layers "$3" >"$WORK/$1.log" 2>&1 &
+    --database-url "sqlite:$WORK/$1.db" --layers "$3" --idempotency-keys 1000000 >"$WORK/$1.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$2/health" >/dev/null && return

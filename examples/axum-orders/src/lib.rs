@@ -12,6 +12,7 @@
 //! | `--listen` | `LISTEN` | `127.0.0.1:3000` | the service's address |
 //! | `--database-url` | `DATABASE_URL` | `sqlite:axum-orders.db` | `sqlite:<file>` or `postgres://…` ([`Database`]); any other scheme is refused |
 //! | `--redis-url` | `REDIS_URL` | none (memory) | idempotency and webhook replay stores in Redis |
+//! | `--idempotency-keys` | `IDEMPOTENCY_KEYS` | `10000` | [`Config::idempotency_keys`]: keys the in-memory idempotency store holds; when they are all retained, a new key is answered 503 |
 //! | `--nats-url` | `NATS_URL` | none (in-process channel) | outbox publishes to JetStream `orders.events.<type>`, stream `ORDERS` |
 //! | `--payments-url` | `PAYMENTS_URL` | none (simulator) | a real payments service: `POST {url}/charges` and `POST {url}/refunds`, with a provider's idempotency rules ([`payments_sim`] keeps them) |
 //! | `--payments-sim-listen` | `PAYMENTS_SIM_LISTEN` | `127.0.0.1:3001` | the built-in simulator's address |
@@ -368,7 +369,7 @@ use palisade::core::problem::Problem;
 use palisade::core::problem::problem_for_error;
 use palisade::fallback::{Failure, Queued, Reason};
 use palisade::idempotency::redis::RedisStore;
-use palisade::idempotency::{HeaderScope, IdempotencyLayer};
+use palisade::idempotency::{HeaderScope, IdempotencyLayer, MemoryStore};
 use palisade::outbox::{
     ChannelPublisher, Event, OutboxContext, PublishError, PublishHookLayer, Publisher, RelayHandle, Wakeup,
 };
@@ -460,6 +461,14 @@ pub struct Config {
     /// What every key this service writes in Redis starts with (default
     /// [`DEFAULT_REDIS_PREFIX`]); instances sharing state must share it.
     pub redis_prefix: String,
+    /// Keys the in-memory idempotency store holds at most (default
+    /// [`DEFAULT_MAX_KEYS`](palisade::idempotency::DEFAULT_MAX_KEYS), 10,000;
+    /// `--idempotency-keys`, env `IDEMPOTENCY_KEYS`); unused with Redis. A
+    /// response is kept for the layer's retention (24 h), and none is dropped
+    /// early, since that would let a retried `POST` charge twice: once every
+    /// key is retained, an order with a new key is answered 503 with the
+    /// time until the oldest expires. Size it above a retention's orders.
+    pub idempotency_keys: usize,
     /// NATS URL (`nats://...`): the outbox publishes to JetStream instead of
     /// the in-process channel. `None` by default.
     pub nats_url: Option<String>,
@@ -502,6 +511,7 @@ impl std::fmt::Debug for Config {
             .field("payments", &self.payments)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_prefix", &self.redis_prefix)
+            .field("idempotency_keys", &self.idempotency_keys)
             .field("nats_url", &self.nats_url.as_deref().map(redact_url))
             .field("nats_subject_prefix", &self.nats_subject_prefix)
             .field("nats_stream", &self.nats_stream)
@@ -562,6 +572,7 @@ impl Config {
             payments: PaymentsConfig::default(),
             redis_url: None,
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
+            idempotency_keys: palisade::idempotency::DEFAULT_MAX_KEYS,
             nats_url: None,
             nats_subject_prefix: DEFAULT_NATS_SUBJECT_PREFIX.to_owned(),
             nats_stream: DEFAULT_NATS_STREAM.to_owned(),
@@ -1064,7 +1075,10 @@ fn orders_api(
             let store = RedisStore::with_prefix(conn.clone(), format!("{}idempotency:", config.redis_prefix))?;
             routes.layer(stack.idempotency(idempotency.store(store)).build()?)
         }
-        None => routes.layer(stack.idempotency(idempotency).build()?),
+        None => {
+            let store = MemoryStore::builder().max_keys(config.idempotency_keys).build()?;
+            routes.layer(stack.idempotency(idempotency.store(store)).build()?)
+        }
     };
     Ok((routes, handle))
 }

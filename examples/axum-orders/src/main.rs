@@ -45,6 +45,11 @@ struct Args {
     /// when absent both are in memory, per process.
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
+    /// Keys the in-memory idempotency store holds (without Redis). Responses
+    /// are kept 24 h and never dropped early: once every key is retained, an
+    /// order with a new key is answered 503.
+    #[arg(long, env = "IDEMPOTENCY_KEYS", default_value_t = palisade::idempotency::DEFAULT_MAX_KEYS, value_parser = clap::value_parser!(usize))]
+    idempotency_keys: usize,
     /// NATS URL (`nats://host:4222`): the outbox publishes to JetStream on
     /// `orders.events.<event type>` in stream `ORDERS` (created when missing);
     /// when absent events go to an in-process channel and are printed.
@@ -118,6 +123,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     let stripe_secret = secret_or_generated(args.stripe_secret, "stripe secret")?;
     let mut config = Config::new(args.database_url, payments_url, webhook_secret, stripe_secret);
     config.redis_url = args.redis_url;
+    config.idempotency_keys = args.idempotency_keys;
     config.nats_url = args.nats_url;
     config.layers = args.layers;
     config.request_timeout = args.request_timeout;
