@@ -158,14 +158,23 @@ async fn a_second_key_is_a_second_order_and_charge() {
 async fn a_full_idempotency_store_refuses_new_keys_and_still_replays_the_kept_ones() {
     let fx = Fixture::start(|config| config.idempotency_keys = 2).await;
     for key in ["a", "b"] {
-        assert_eq!(fx.send(post_order(Some(key), ORDER)).await.0.status(), StatusCode::CREATED);
+        assert_eq!(
+            fx.send(post_order(Some(key), ORDER)).await.0.status(),
+            StatusCode::CREATED
+        );
     }
     // Both responses are retained: dropping one would let its retry charge again.
     let (res, body) = fx.send(post_order(Some("c"), ORDER)).await;
     assert_problem(&res, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(json(&body)["type"], "urn:palisade:problem:idempotency-store-unavailable");
+    assert_eq!(
+        json(&body)["type"],
+        "urn:palisade:problem:idempotency-store-unavailable"
+    );
     let retry_after: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((86_300..=86_400).contains(&retry_after), "until the oldest expires: {retry_after}");
+    assert!(
+        (86_300..=86_400).contains(&retry_after),
+        "until the oldest expires: {retry_after}"
+    );
     let (replay, _) = fx.send(post_order(Some("a"), ORDER)).await;
     assert_eq!(replay.status(), StatusCode::CREATED);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
