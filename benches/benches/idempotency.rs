@@ -86,13 +86,8 @@ fn memory(c: &mut Criterion) {
     // responses and at its cap: each call's own record has expired by the
     // next call, so making room for it is the store's expiry work alone.
     for stored in [1_000_u32, 1_000_000] {
-        let store = MemoryStore::builder()
-            .max_keys(stored as usize + 1)
-            .build()
-            .expect("store");
-        fill(&store, stored);
         let layer = IdempotencyLayer::builder("idempotency")
-            .store(store)
+            .store(filled(stored))
             .on_disconnect(KeepLocked)
             .lock_expiry(Duration::from_nanos(1))
             .retention(Duration::from_micros(1))
@@ -112,13 +107,8 @@ fn memory(c: &mut Criterion) {
 
     // Replays from a memory store already holding `stored` responses.
     for stored in [1_000_u32, 1_000_000] {
-        let store = MemoryStore::builder()
-            .max_keys(stored as usize + 1)
-            .build()
-            .expect("store");
-        fill(&store, stored);
         let layer = IdempotencyLayer::builder("idempotency")
-            .store(store)
+            .store(filled(stored))
             .on_disconnect(KeepLocked)
             .build()
             .expect("layer");
@@ -178,8 +168,10 @@ fn memory(c: &mut Criterion) {
     group.finish();
 }
 
-/// Stores `n` responses kept for a day, as `n` earlier customers' requests would.
-fn fill(store: &MemoryStore, n: u32) {
+/// A memory store with room for one key more than `n`, holding `n` responses
+/// kept for a day, as `n` earlier customers' requests would.
+fn filled(n: u32) -> MemoryStore {
+    let store = MemoryStore::builder().max_keys(n as usize + 1).build().expect("store");
     use palisade_idempotency::{Begin, Fingerprint, IdempotencyStore, StoreKey, StoredResponse};
     let response = StoredResponse {
         status: http::StatusCode::CREATED,
@@ -197,6 +189,7 @@ fn fill(store: &MemoryStore, n: u32) {
         let stored = store.complete(&key, &fingerprint, &lease, &response, Duration::from_secs(86_400));
         assert!(stored.into_inner().is_ok(), "filling the store");
     }
+    store
 }
 
 fn redis(c: &mut Criterion) {
