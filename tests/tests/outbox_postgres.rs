@@ -231,10 +231,14 @@ async fn a_relay_aborted_mid_batch_loses_nothing_and_the_inbox_drops_redeliverie
         seen
     };
 
-    // A one-slot channel stalls the relay mid-batch; abort it there.
+    // A one-slot channel stalls the relay mid-batch; abort it there. One
+    // batch loop, so every event is in the stalled batch: a second loop's
+    // claim, racing the first, can take a few events in a batch of its own
+    // and publish and record them before the abort.
     let (publisher, mut rx) = ChannelPublisher::new(1);
     let first = Relay::builder(store.clone(), publisher)
         .batch_size(100)
+        .workers(1)
         .build()
         .unwrap()
         .spawn();
