@@ -1,8 +1,11 @@
 //! A scheme with its configuration checked and its header names parsed:
 //! what the verifier and the signer both work from.
 
+use hmac::Mac;
+use hmac::digest::CtOutput;
+
 use crate::error::ConfigError;
-use crate::key::{HmacKey, MAX_KEYS, SecretInput};
+use crate::key::{HmacKey, HmacSha256, MAX_KEYS, SecretInput};
 use crate::scheme::{CompiledGeneric, Part, Scheme, SchemeKind};
 
 /// The schemes' header names, parsed once: a lookup by `HeaderName` skips
@@ -81,6 +84,14 @@ impl Compiled {
             .map(|s| HmacKey::decode(kind, s))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((compiled, keys))
+    }
+
+    /// The HMAC of `message` under `key`, as this scheme signs it. `CtOutput`
+    /// compares in constant time.
+    pub(crate) fn mac(&self, key: &HmacKey, message: Message<'_>) -> CtOutput<HmacSha256> {
+        let mut mac = key.0.clone();
+        self.signed_content(message, |part| mac.update(part));
+        mac.finalize()
     }
 
     /// Hands the content a signature covers to `feed`, part by part, in

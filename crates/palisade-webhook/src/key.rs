@@ -4,11 +4,9 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use hmac::digest::CtOutput;
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, KeyInit};
 use sha2::Sha256;
 
-use crate::compiled::{Compiled, Message};
 use crate::error::ConfigError;
 use crate::scheme::SchemeKind;
 
@@ -66,13 +64,6 @@ impl HmacKey {
         HmacSha256::new_from_slice(&bytes)
             .map(Self)
             .map_err(|_| ConfigError::InvalidSecret)
-    }
-
-    /// The HMAC of `message` as `scheme` signs it. `CtOutput` compares in constant time.
-    pub(crate) fn mac(&self, scheme: &Compiled, message: Message<'_>) -> CtOutput<HmacSha256> {
-        let mut mac = self.0.clone();
-        scheme.signed_content(message, |part| mac.update(part));
-        mac.finalize()
     }
 }
 

@@ -287,7 +287,7 @@ impl Signer {
             timestamp: ts.as_bytes(),
             body,
         };
-        let mac = |key: &HmacKey| -> [u8; 32] { key.mac(&inner.scheme, message).into_bytes().into() };
+        let mac = |key: &HmacKey| -> [u8; 32] { inner.scheme.mac(key, message).into_bytes().into() };
         let first_mac = || inner.hmac_keys.first().map(mac);
         let value = match &inner.scheme {
             Compiled::StandardWebhooks => {

@@ -559,7 +559,7 @@ impl Verifier {
             for (index, key) in self.inner.hmac_keys.iter().enumerate() {
                 // Each comparison takes the same time whatever the bytes; which
                 // candidate matched is no secret, so the loop may stop early.
-                let tag = key.mac(scheme, message);
+                let tag = scheme.mac(key, message);
                 if hmac_candidates
                     .iter()
                     .any(|candidate| tag == CtOutput::new((*candidate).into()))
