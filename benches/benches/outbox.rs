@@ -17,6 +17,7 @@
 //! `Nats-Msg-Id` header (both relays set it).
 //!
 //! Every figure is also recorded for `benches/report.py` (see `palisade_benches::record`).
+//! `--only throughput` or `--only latency` (after `--`) runs one of the two parts.
 //!
 //! The relay runs as `PgStore`'s docs recommend: on a pool of its own without
 //! `test_before_acquire`, with one store for all runs as in a long-running service.
@@ -495,45 +496,63 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let only = std::env::args().skip_while(|arg| arg != "--only").nth(1);
+    let runs = |part: &str| only.as_deref().is_none_or(|only| only == part);
     rt.block_on(async {
         let Some(s) = connect().await else { return };
-        for batch_size in [100, 1000] {
-            let rate = throughput(&s, batch_size).await;
-            println!("outbox throughput, batch {batch_size:>4}, run_batch loop: {rate:>8.0} events/s (PostgreSQL -> JetStream acked)");
-            record_throughput(batch_size, "run_batch", 1, rate);
+        if runs("throughput") {
+            throughput_runs(&s).await;
         }
-        let mut one_relay = None;
-        for relays in [1, 2] {
-            let rate = drain(&s, relays, 1000).await;
-            let ratio = one_relay.map_or(String::new(), |one: f64| format!(", {:.2}x one relay", rate / one));
-            one_relay.get_or_insert(rate);
-            println!("outbox throughput, batch 1000, {relays} spawned relay(s): {rate:>8.0} events/s{ratio}");
-            record_throughput(1000, "spawn", relays, rate);
+        if runs("latency") {
+            latency_runs(&s).await;
         }
-        // Eight stagers at 250 events/s each: about 2,000 events/s.
-        for hook in [true, false] {
-            let (rate, median, p99) = latency(&s, Relayer::Palisade, hook, STAGERS, Duration::from_millis(4), 5).await;
-            record_latency(Relayer::Palisade, hook, false, (rate, median, p99));
-            let mode = if hook { "hook + 1 s poll" } else { "1 s poll alone" };
-            println!("outbox latency, {mode:<15} at {rate:>5.0} events/s: median {median:?}, p99 {p99:?}");
-        }
-        let (rate, median, p99) = latency(&s, Relayer::Plain, true, STAGERS, Duration::from_millis(4), 5).await;
-        record_latency(Relayer::Plain, true, false, (rate, median, p99));
-        println!("  reference loop, woken   at {rate:>5.0} events/s: median {median:?}, p99 {p99:?}");
-        // One event every 20 ms: the relay is idle when each commits.
-        for hook in [true, false] {
-            let (rate, median, p99) = latency(&s, Relayer::Palisade, hook, 1, Duration::from_millis(20), 4).await;
-            record_latency(Relayer::Palisade, hook, true, (rate, median, p99));
-            let mode = if hook { "hook, idle relay" } else { "poll, idle relay" };
-            println!("outbox latency, {mode:<16} at {rate:>4.0} events/s: median {median:?}, p99 {p99:?}");
-        }
-        let (rate, median, p99) = latency(&s, Relayer::Plain, true, 1, Duration::from_millis(20), 4).await;
-        record_latency(Relayer::Plain, true, true, (rate, median, p99));
-        println!("  reference loop, idle    at {rate:>4.0} events/s: median {median:?}, p99 {p99:?}");
         let _ = s.js.delete_stream(&s.stream).await;
         s.admin
             .execute(format!("DROP SCHEMA {} CASCADE", s.schema).as_str())
             .await
             .unwrap();
     });
+}
+
+/// The drains: `run_batch` loops at two batch sizes, then one spawned relay and two.
+async fn throughput_runs(s: &Services) {
+    for batch_size in [100, 1000] {
+        let rate = throughput(s, batch_size).await;
+        println!(
+            "outbox throughput, batch {batch_size:>4}, run_batch loop: {rate:>8.0} events/s (PostgreSQL -> JetStream acked)"
+        );
+        record_throughput(batch_size, "run_batch", 1, rate);
+    }
+    let mut one_relay = None;
+    for relays in [1, 2] {
+        let rate = drain(s, relays, 1000).await;
+        let ratio = one_relay.map_or(String::new(), |one: f64| format!(", {:.2}x one relay", rate / one));
+        one_relay.get_or_insert(rate);
+        println!("outbox throughput, batch 1000, {relays} spawned relay(s): {rate:>8.0} events/s{ratio}");
+        record_throughput(1000, "spawn", relays, rate);
+    }
+}
+
+/// Commit-to-consumer latency: woken and polling relays, busy and idle, and the reference.
+async fn latency_runs(s: &Services) {
+    // Eight stagers at 250 events/s each: about 2,000 events/s.
+    for hook in [true, false] {
+        let (rate, median, p99) = latency(s, Relayer::Palisade, hook, STAGERS, Duration::from_millis(4), 5).await;
+        record_latency(Relayer::Palisade, hook, false, (rate, median, p99));
+        let mode = if hook { "hook + 1 s poll" } else { "1 s poll alone" };
+        println!("outbox latency, {mode:<15} at {rate:>5.0} events/s: median {median:?}, p99 {p99:?}");
+    }
+    let (rate, median, p99) = latency(s, Relayer::Plain, true, STAGERS, Duration::from_millis(4), 5).await;
+    record_latency(Relayer::Plain, true, false, (rate, median, p99));
+    println!("  reference loop, woken   at {rate:>5.0} events/s: median {median:?}, p99 {p99:?}");
+    // One event every 20 ms: the relay is idle when each commits.
+    for hook in [true, false] {
+        let (rate, median, p99) = latency(s, Relayer::Palisade, hook, 1, Duration::from_millis(20), 4).await;
+        record_latency(Relayer::Palisade, hook, true, (rate, median, p99));
+        let mode = if hook { "hook, idle relay" } else { "poll, idle relay" };
+        println!("outbox latency, {mode:<16} at {rate:>4.0} events/s: median {median:?}, p99 {p99:?}");
+    }
+    let (rate, median, p99) = latency(s, Relayer::Plain, true, 1, Duration::from_millis(20), 4).await;
+    record_latency(Relayer::Plain, true, true, (rate, median, p99));
+    println!("  reference loop, idle    at {rate:>4.0} events/s: median {median:?}, p99 {p99:?}");
 }

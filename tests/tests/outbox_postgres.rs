@@ -895,3 +895,98 @@ async fn staging_refuses_a_payload_nested_deeper_than_consumers_read() {
     assert_eq!(decoded, deepest);
     pg.cleanup().await;
 }
+
+/// Every index the claim's per-aggregate order check (its subplan) scans, in the plan that
+/// `pool`'s one connection has cached for the claim.
+async fn order_check_indexes(pool: &PgPool) -> Vec<String> {
+    fn walk(node: &serde_json::Value, in_check: bool, found: &mut Vec<String>) {
+        let in_check = in_check || node["Parent Relationship"] == "SubPlan";
+        if in_check && let Some(index) = node["Index Name"].as_str() {
+            found.push(index.to_owned());
+        }
+        for child in node["Plans"].as_array().into_iter().flatten() {
+            walk(child, in_check, found);
+        }
+    }
+    let mut tx = pool.begin().await.unwrap();
+    // The cached generic plan, as the claim runs it.
+    sqlx::raw_sql("SET LOCAL plan_cache_mode TO force_generic_plan")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let sqlx::types::Json(plan): sqlx::types::Json<serde_json::Value> =
+        sqlx::query_scalar("EXPLAIN (FORMAT JSON) EXECUTE palisade_outbox_claim(1000, 0)")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    tx.rollback().await.unwrap();
+    let mut found = Vec::new();
+    walk(&plan[0]["Plan"], false, &mut found);
+    found
+}
+
+/// Stages `count` copies of the pending event `template` over 100 aggregates, in one statement.
+async fn stage_copies(pool: &PgPool, template: i64, count: i64) {
+    sqlx::query(
+        "INSERT INTO palisade_outbox (event_id, event_type, aggregate_type, aggregate_id, destination,
+            occurred_at, version, payload, metadata)
+         SELECT gen_random_uuid(), event_type, aggregate_type, 'copy-' || (i % 100), destination,
+            occurred_at, version, payload, metadata
+         FROM palisade_outbox, generate_series(1, $2) AS i WHERE seq = $1",
+    )
+    .bind(template)
+    .bind(count)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_prepared_on_a_nearly_empty_vacuumed_outbox_checks_order_through_the_aggregate_index() {
+    let Some((pg, _)) = setup("outbox_claim_plan").await else {
+        return;
+    };
+    // Statistics change only where this test says (no autovacuum on its table).
+    sqlx::raw_sql("ALTER TABLE palisade_outbox SET (autovacuum_enabled = false)")
+        .execute(&pg.pool)
+        .await
+        .unwrap();
+    stage_committed(&pg.pool, &[event("a", 1), event("b", 1)]).await;
+    let template: i64 = sqlx::query_scalar("SELECT min(seq) FROM palisade_outbox")
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap();
+    // A busy outbox drained down to its two newest events and vacuumed, as the store does: the
+    // table and its indexes keep their pages, the statistics now count two rows.
+    stage_copies(&pg.pool, template, 20_000).await;
+    for statement in [
+        "DELETE FROM palisade_outbox WHERE aggregate_id LIKE 'copy-%'",
+        "VACUUM (TRUNCATE false) palisade_outbox",
+    ] {
+        sqlx::raw_sql(statement).execute(&pg.pool).await.unwrap();
+    }
+    // The relay's connection prepares its claim now, on those statistics.
+    let pool = single_connection_pool(&pg).await;
+    let (publisher, mut rx) = ChannelPublisher::new(2048);
+    let relay = Relay::builder(PgStore::new(pool.clone()), publisher)
+        .batch_size(1000)
+        .build()
+        .unwrap();
+    assert_eq!(relay.run_batch().await.unwrap().published, 2);
+    receive(&mut rx).await;
+    receive(&mut rx).await;
+
+    // Then a backlog builds up (a broker outage, say). With the primary key, each aggregate's
+    // check would walk every older event of every aggregate; through the aggregate index it
+    // reads only that aggregate's.
+    stage_committed(&pg.pool, &[event("a", 2)]).await;
+    let template: i64 = sqlx::query_scalar("SELECT max(seq) FROM palisade_outbox")
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap();
+    stage_copies(&pg.pool, template, 20_000).await;
+    assert_eq!(order_check_indexes(&pool).await, ["palisade_outbox_aggregate"]);
+    assert_eq!(relay.run_batch().await.unwrap().published, 1000);
+    pool.close().await;
+    pg.cleanup().await;
+}
