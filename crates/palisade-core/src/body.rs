@@ -127,11 +127,6 @@ impl Collected {
                 .unwrap_or(0)
                 .min(limit - self.len - data.remaining());
             self.append(data, more);
-            // A body that knows it has ended (`Full`, most of hyper's) is
-            // not polled again for the `None` it would answer.
-            if body.is_end_stream() {
-                return Poll::Ready(Ok(self.take()));
-            }
         }
     }
 }
