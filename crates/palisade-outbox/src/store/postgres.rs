@@ -24,11 +24,12 @@
 //! - **One plan, whatever the statistics.** The claim runs on its generic plan, made with
 //!   sequential scans, bitmap scans and sorts off and shaped so that every step has one
 //!   sensible plan: the aggregates waiting for a retry are read once through their partial
-//!   index, the batch comes from the primary key in order, and each aggregate's order check is
-//!   one probe of the aggregate index, the only index that gives the order the check asks for.
-//!   A plan made while the table was empty, or nearly empty after a vacuum (statistics that
-//!   count a few rows in many pages), stays right when it has grown: the order check never
-//!   walks the primary key past other aggregates' events.
+//!   index into a hash that each row is checked against, the batch comes from the primary key
+//!   in order, and each aggregate's order check is one probe of the aggregate index, the only
+//!   index that gives the order the check asks for. A plan made while the table was empty, or
+//!   nearly empty after a vacuum (statistics that count a few rows in many pages), stays right
+//!   when it has grown: the order check never walks the primary key past other aggregates'
+//!   events, and no row is compared with every aggregate waiting for a retry.
 //! - **Not from the oldest row.** A deleted row's index entries stay until vacuum removes
 //!   them, and a claim that starts at the table's oldest entry steps over all of them. So a
 //!   claim starts at the highest sequence the store's claims had seen one interval earlier (a
@@ -306,6 +307,14 @@ const EVENT_OUTPUT: &str = "seq, attempts, event_id, event_type, aggregate_type,
 /// sequence to look at (see [`ScanStart`]). Each step is shaped so that its plan does not
 /// depend on the statistics (see the module docs); rows come grouped by aggregate.
 ///
+/// Rows of aggregates waiting for a retry are filtered with `NOT IN` (both columns are `NOT
+/// NULL`, so it means `NOT EXISTS`): `NOT IN` stays a filter on the ordered scan, checked
+/// against one hash of the retrying aggregates built per claim, where `NOT EXISTS` becomes an
+/// anti join, and the nested loop the planner picks for it on small statistics compares every
+/// row with every retrying aggregate (seconds per claim once thousands of aggregates wait,
+/// as after a broker outage). The claim's `work_mem` keeps that hash within memory for about a
+/// million retrying aggregates, which the planner requires before it hashes.
+///
 /// The order check matches the aggregate type with `= ANY`, not `=`, and orders by it: with
 /// `=` the planner would take the type as a constant, drop it from the order, and the primary
 /// key (which gives `seq` order) could serve the check without a sort. With sorts off, the
@@ -319,8 +328,7 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
             SELECT {EVENT_COLUMNS} FROM palisade_outbox c
             WHERE c.seq >= $2 AND c.dead_lettered_at IS NULL
               AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= now())
-              AND NOT EXISTS (SELECT 1 FROM retrying r
-                              WHERE r.aggregate_type = c.aggregate_type AND r.aggregate_id = c.aggregate_id)
+              AND (c.aggregate_type, c.aggregate_id) NOT IN (SELECT aggregate_type, aggregate_id FROM retrying)
             ORDER BY c.seq
             LIMIT $1
             FOR UPDATE SKIP LOCKED
@@ -467,7 +475,7 @@ fn claim_query(limit: i64, scan_from: i64) -> String {
     format!(
         "BEGIN; SET LOCAL synchronous_commit TO off; SET LOCAL plan_cache_mode TO force_generic_plan;
          SET LOCAL enable_seqscan TO off; SET LOCAL enable_bitmapscan TO off; SET LOCAL enable_sort TO off;
-         SET LOCAL jit TO off;
+         SET LOCAL jit TO off; SET LOCAL work_mem TO '64MB';
          EXECUTE {CLAIM_STATEMENT}({limit}, {scan_from})"
     )
 }
