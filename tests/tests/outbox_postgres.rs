@@ -1052,3 +1052,86 @@ async fn a_claim_checks_rows_against_one_hash_of_the_aggregates_waiting_for_a_re
     pool.close().await;
     pg.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_failures_reads_only_the_failed_rows_whatever_the_statistics() {
+    let Some((pg, _)) = setup("outbox_record_plan").await else {
+        return;
+    };
+    sqlx::raw_sql("ALTER TABLE palisade_outbox SET (autovacuum_enabled = false)")
+        .execute(&pg.pool)
+        .await
+        .unwrap();
+    stage_committed(&pg.pool, &[event("a", 1), event("b", 1)]).await;
+    let template: i64 = sqlx::query_scalar("SELECT min(seq) FROM palisade_outbox")
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap();
+    // Statistics that count two rows in many pages (see the claim's plan test).
+    stage_copies(&pg.pool, template, 20_000).await;
+    for statement in [
+        "DELETE FROM palisade_outbox WHERE aggregate_id LIKE 'copy-%'",
+        "VACUUM (TRUNCATE false) palisade_outbox",
+    ] {
+        sqlx::raw_sql(statement).execute(&pg.pool).await.unwrap();
+    }
+    // Both publishes fail: the store records the failures, planning that statement now.
+    let pool = single_connection_pool(&pg).await;
+    let store = PgStore::new(pool.clone());
+    let (claim, claimed, _) = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    let failed: Vec<_> = claimed
+        .iter()
+        .map(|c| {
+            let retry = Disposition::Retry {
+                delay: Duration::from_secs(1),
+                error: "broker down".into(),
+            };
+            (c.seq, retry)
+        })
+        .collect();
+    assert_eq!(failed.len(), 2);
+    store.complete(claim, &failed, false).await.unwrap();
+    stage_copies(&pg.pool, template, 20_000).await;
+
+    // The plan of that statement as the next batch's failures would run it.
+    let name: String = sqlx::query_scalar(
+        "SELECT name FROM pg_prepared_statements WHERE statement LIKE 'UPDATE palisade_outbox o SET%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::raw_sql(
+        "SET LOCAL plan_cache_mode TO force_generic_plan; SET LOCAL enable_seqscan TO off;
+         SET LOCAL enable_bitmapscan TO off; SET LOCAL enable_sort TO off; SET LOCAL jit TO off;
+         SET LOCAL work_mem TO '64MB'",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let sqlx::types::Json(plan): sqlx::types::Json<serde_json::Value> = sqlx::query_scalar(&format!(
+        "EXPLAIN (FORMAT JSON) EXECUTE {name}('{{{template}}}', '{{1000}}', '{{broker down}}')"
+    ))
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    // Every scan of the outbox looks up rows by the failed sequences: none reads the table
+    // (20,000 rows now) whole, once or once per failure.
+    let mut scans = Vec::new();
+    each_node(&plan[0]["Plan"], false, &mut |node, _| {
+        let kind = node["Node Type"].as_str().unwrap_or_default();
+        if node["Relation Name"] == "palisade_outbox" && kind.ends_with("Scan") {
+            scans.push((kind.to_owned(), node["Index Cond"].as_str().map(str::to_owned)));
+        }
+    });
+    assert!(!scans.is_empty());
+    for (kind, cond) in &scans {
+        assert!(
+            cond.as_deref().is_some_and(|c| c.contains("seq")),
+            "{kind} without a condition on seq: {scans:?}"
+        );
+    }
+    pool.close().await;
+    pg.cleanup().await;
+}

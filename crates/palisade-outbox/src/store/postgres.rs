@@ -873,6 +873,8 @@ async fn record(
         errors.push(error.as_str());
     }
     if !seqs.is_empty() {
+        // `o.seq = ANY` gives the outbox's side a condition of its own: joined on `o.seq = f.seq`
+        // alone, the plan made on small statistics read the whole outbox once per failure.
         sqlx::query(
             "UPDATE palisade_outbox o SET
                 attempts = o.attempts + 1,
@@ -880,7 +882,7 @@ async fn record(
                 next_attempt_at = now() + f.delay_ms * interval '1 millisecond',
                 dead_lettered_at = CASE WHEN f.delay_ms IS NULL THEN now() END
              FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS f(seq, delay_ms, error)
-             WHERE o.seq = f.seq",
+             WHERE o.seq = f.seq AND o.seq = ANY ($1::bigint[])",
         )
         .bind(&seqs)
         .bind(&delays)
