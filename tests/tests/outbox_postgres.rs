@@ -901,14 +901,7 @@ async fn staging_refuses_a_payload_nested_deeper_than_consumers_read() {
 /// sessions' schema changes can), the one the claim would make now, with the claim's settings.
 async fn cached_claim_plan(pool: &PgPool) -> serde_json::Value {
     let mut tx = pool.begin().await.unwrap();
-    sqlx::raw_sql(
-        "SET LOCAL plan_cache_mode TO force_generic_plan; SET LOCAL enable_seqscan TO off;
-         SET LOCAL enable_bitmapscan TO off; SET LOCAL enable_sort TO off; SET LOCAL jit TO off;
-         SET LOCAL work_mem TO '64MB'",
-    )
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    sqlx::raw_sql(CLAIM_SETTINGS).execute(&mut *tx).await.unwrap();
     let sqlx::types::Json(plan): sqlx::types::Json<serde_json::Value> =
         sqlx::query_scalar("EXPLAIN (FORMAT JSON) EXECUTE palisade_outbox_claim(1000, 0)")
             .fetch_one(&mut *tx)
@@ -954,30 +947,47 @@ async fn stage_copies(pool: &PgPool, template: i64, count: i64) {
     .unwrap();
 }
 
+/// The settings the relay's transaction plans its statements with (see the store's docs).
+const CLAIM_SETTINGS: &str = "SET LOCAL plan_cache_mode TO force_generic_plan; SET LOCAL enable_seqscan TO off;
+    SET LOCAL enable_bitmapscan TO off; SET LOCAL enable_sort TO off; SET LOCAL jit TO off;
+    SET LOCAL work_mem TO '64MB'";
+
+/// Two pending events (`a` and `b`) in an outbox whose statistics change only where the test
+/// says (no autovacuum on its table). Returns the sequence of `a`'s event, a template for
+/// [`stage_copies`].
+async fn two_pending_without_autovacuum(pool: &PgPool) -> i64 {
+    sqlx::raw_sql("ALTER TABLE palisade_outbox SET (autovacuum_enabled = false)")
+        .execute(pool)
+        .await
+        .unwrap();
+    stage_committed(pool, &[event("a", 1), event("b", 1)]).await;
+    sqlx::query_scalar("SELECT min(seq) FROM palisade_outbox")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// A busy outbox drained down to two pending events (`a` and `b`) and vacuumed, as the store
+/// does: the table and its indexes keep their pages, the statistics now count two rows.
+/// Returns the template of [`two_pending_without_autovacuum`].
+async fn drained_and_vacuumed(pool: &PgPool) -> i64 {
+    let template = two_pending_without_autovacuum(pool).await;
+    stage_copies(pool, template, 20_000).await;
+    for statement in [
+        "DELETE FROM palisade_outbox WHERE aggregate_id LIKE 'copy-%'",
+        "VACUUM (TRUNCATE false) palisade_outbox",
+    ] {
+        sqlx::raw_sql(statement).execute(pool).await.unwrap();
+    }
+    template
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_prepared_on_a_nearly_empty_vacuumed_outbox_checks_order_through_the_aggregate_index() {
     let Some((pg, _)) = setup("outbox_claim_plan").await else {
         return;
     };
-    // Statistics change only where this test says (no autovacuum on its table).
-    sqlx::raw_sql("ALTER TABLE palisade_outbox SET (autovacuum_enabled = false)")
-        .execute(&pg.pool)
-        .await
-        .unwrap();
-    stage_committed(&pg.pool, &[event("a", 1), event("b", 1)]).await;
-    let template: i64 = sqlx::query_scalar("SELECT min(seq) FROM palisade_outbox")
-        .fetch_one(&pg.pool)
-        .await
-        .unwrap();
-    // A busy outbox drained down to its two newest events and vacuumed, as the store does: the
-    // table and its indexes keep their pages, the statistics now count two rows.
-    stage_copies(&pg.pool, template, 20_000).await;
-    for statement in [
-        "DELETE FROM palisade_outbox WHERE aggregate_id LIKE 'copy-%'",
-        "VACUUM (TRUNCATE false) palisade_outbox",
-    ] {
-        sqlx::raw_sql(statement).execute(&pg.pool).await.unwrap();
-    }
+    drained_and_vacuumed(&pg.pool).await;
     // The relay's connection prepares its claim now, on those statistics.
     let pool = single_connection_pool(&pg).await;
     let (publisher, mut rx) = ChannelPublisher::new(2048);
@@ -1009,17 +1019,9 @@ async fn a_claim_checks_rows_against_one_hash_of_the_aggregates_waiting_for_a_re
     let Some((pg, _)) = setup("outbox_claim_retrying").await else {
         return;
     };
-    sqlx::raw_sql("ALTER TABLE palisade_outbox SET (autovacuum_enabled = false)")
-        .execute(&pg.pool)
-        .await
-        .unwrap();
     // After a broker outage: the first event of each of 5,000 aggregates failed and waits for
     // its retry, and 1,000 events of other aggregates are due.
-    stage_committed(&pg.pool, &[event("a", 1)]).await;
-    let template: i64 = sqlx::query_scalar("SELECT min(seq) FROM palisade_outbox")
-        .fetch_one(&pg.pool)
-        .await
-        .unwrap();
+    let template = two_pending_without_autovacuum(&pg.pool).await;
     sqlx::query(
         "INSERT INTO palisade_outbox (event_id, event_type, aggregate_type, aggregate_id, destination,
             occurred_at, version, payload, metadata, attempts, next_attempt_at, last_error)
@@ -1031,7 +1033,7 @@ async fn a_claim_checks_rows_against_one_hash_of_the_aggregates_waiting_for_a_re
     .execute(&pg.pool)
     .await
     .unwrap();
-    stage_copies(&pg.pool, template, 999).await;
+    stage_copies(&pg.pool, template, 998).await;
     let pool = single_connection_pool(&pg).await;
     let store = PgStore::new(pool.clone());
     let (claim, claimed, _) = store.claim(1000, Duration::from_secs(30)).await.unwrap();
@@ -1058,23 +1060,7 @@ async fn recording_failures_reads_only_the_failed_rows_whatever_the_statistics()
     let Some((pg, _)) = setup("outbox_record_plan").await else {
         return;
     };
-    sqlx::raw_sql("ALTER TABLE palisade_outbox SET (autovacuum_enabled = false)")
-        .execute(&pg.pool)
-        .await
-        .unwrap();
-    stage_committed(&pg.pool, &[event("a", 1), event("b", 1)]).await;
-    let template: i64 = sqlx::query_scalar("SELECT min(seq) FROM palisade_outbox")
-        .fetch_one(&pg.pool)
-        .await
-        .unwrap();
-    // Statistics that count two rows in many pages (see the claim's plan test).
-    stage_copies(&pg.pool, template, 20_000).await;
-    for statement in [
-        "DELETE FROM palisade_outbox WHERE aggregate_id LIKE 'copy-%'",
-        "VACUUM (TRUNCATE false) palisade_outbox",
-    ] {
-        sqlx::raw_sql(statement).execute(&pg.pool).await.unwrap();
-    }
+    let template = drained_and_vacuumed(&pg.pool).await;
     // Both publishes fail: the store records the failures, planning that statement now.
     let pool = single_connection_pool(&pg).await;
     let store = PgStore::new(pool.clone());
@@ -1101,14 +1087,7 @@ async fn recording_failures_reads_only_the_failed_rows_whatever_the_statistics()
     .await
     .unwrap();
     let mut tx = pool.begin().await.unwrap();
-    sqlx::raw_sql(
-        "SET LOCAL plan_cache_mode TO force_generic_plan; SET LOCAL enable_seqscan TO off;
-         SET LOCAL enable_bitmapscan TO off; SET LOCAL enable_sort TO off; SET LOCAL jit TO off;
-         SET LOCAL work_mem TO '64MB'",
-    )
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    sqlx::raw_sql(CLAIM_SETTINGS).execute(&mut *tx).await.unwrap();
     let sqlx::types::Json(plan): sqlx::types::Json<serde_json::Value> = sqlx::query_scalar(&format!(
         "EXPLAIN (FORMAT JSON) EXECUTE {name}('{{{template}}}', '{{1000}}', '{{broker down}}')"
     ))
