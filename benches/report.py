@@ -315,15 +315,16 @@ def outbox_section(records):
             return r.get("driven", "run_batch"), r.get("relays", 1)
 
         def one_relay(r):
-            return next((o for o in throughput if driven(o) == (driven(r)[0], 1) and o["batch_size"] == r["batch_size"]),
-                        None)
+            return next((o for o in throughput if driven(o) == (driven(r)[0], 1) and o["batch_size"] == r["batch_size"]
+                         and not o.get("waiting")), None)
 
         rows = []
         for r in throughput:
             how, relays = driven(r)
             one = one_relay(r)
             ratio = fmt_ratio(r["events_per_s"] / one["events_per_s"]) if one and relays != 1 else ""
-            rows.append([f"{r['events']:,} events", str(r["batch_size"]),
+            waiting = f", {r['waiting']:,} other aggregates waiting for a retry" if r.get("waiting") else ""
+            rows.append([f"{r['events']:,} events{waiting}", str(r["batch_size"]),
                          "`run_batch` after `run_batch`" if how == "run_batch" else f"{relays} spawned relay{'s' * (relays > 1)}",
                          f"{r['events_per_s']:,.0f}", ratio])
         parts.append("Spawned relays run as a service runs them (default workers, each on a pool and NATS "

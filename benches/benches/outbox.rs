@@ -6,7 +6,9 @@
 //!   batches of 100 and 1000, the relay publishing with JetStream acks: one `run_batch` after
 //!   another, then at batches of 1000 as a service runs it (`spawn`, default workers, which
 //!   claim the next batch while publishing a full one), one relay and two; the two relays each
-//!   have their own pool and NATS connection, as two processes would;
+//!   have their own pool and NATS connection, as two processes would; then at batches of 1000
+//!   by `run_batch` while 20,000 other aggregates wait for a retry (after a broker outage, the
+//!   first event of each failed), which every claim must pass over;
 //! - latency: commit-to-consumer median and p99 while staging about 2,000 events/s, with the
 //!   publish hook waking the relay after each commit, and with polling (every second) alone;
 //!   then the same with one event every 20 ms, so the relay is idle when each one commits;
@@ -39,6 +41,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 const BACKLOG: usize = 20_000;
+/// Aggregates waiting for a retry in the drain after an outage.
+const WAITING: usize = 20_000;
 const AGGREGATES: usize = 100;
 const STAGERS: usize = 8;
 
@@ -117,14 +121,16 @@ fn skip(reason: String) {
     palisade_benches::record(&json!({"kind": "skipped", "group": "outbox", "reason": reason}));
 }
 
-/// Records one drain for the report: `driven` by a `run_batch` loop or `spawn`ed relays.
-fn record_throughput(batch_size: usize, driven: &str, relays: usize, rate: f64) {
+/// Records one drain for the report: `driven` by a `run_batch` loop or `spawn`ed relays, with
+/// `waiting` other aggregates waiting for a retry.
+fn record_throughput(batch_size: usize, driven: &str, relays: usize, waiting: usize, rate: f64) {
     palisade_benches::record(&json!({
         "kind": "outbox_throughput",
         "batch_size": batch_size,
         "events": BACKLOG,
         "driven": driven,
         "relays": relays,
+        "waiting": waiting,
         "events_per_s": rate,
     }));
 }
@@ -187,6 +193,23 @@ async fn stage_backlog(pool: &PgPool, count: usize) {
     sqlx::query("ANALYZE palisade_outbox").execute(pool).await.unwrap();
 }
 
+/// Stages one event in each of `count` aggregates of their own that failed and waits for its
+/// retry (an hour away): what a broker outage leaves behind.
+async fn stage_waiting(pool: &PgPool, count: usize) {
+    sqlx::query(
+        "INSERT INTO palisade_outbox (event_id, event_type, aggregate_type, aggregate_id, destination,
+            occurred_at, version, payload, metadata, attempts, next_attempt_at, last_error)
+         SELECT gen_random_uuid(), 'Moved', 'Parcel', 'waiting-' || i, 'Parcel', now(), 1, '{}', '{}',
+            1, now() + interval '1 hour', 'broker down'
+         FROM generate_series(1, $1) AS i",
+    )
+    .bind(i64::try_from(count).unwrap())
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Drains the backlog with one `run_batch` after another: events per second.
 async fn throughput(s: &Services, batch_size: usize) -> f64 {
     stage_backlog(&s.pool, BACKLOG).await;
     let publisher = NatsPublisher::new(s.client.clone()).with_prefix(format!("{}.", s.schema));
@@ -521,7 +544,7 @@ async fn throughput_runs(s: &Services) {
         println!(
             "outbox throughput, batch {batch_size:>4}, run_batch loop: {rate:>8.0} events/s (PostgreSQL -> JetStream acked)"
         );
-        record_throughput(batch_size, "run_batch", 1, rate);
+        record_throughput(batch_size, "run_batch", 1, 0, rate);
     }
     let mut one_relay = None;
     for relays in [1, 2] {
@@ -529,8 +552,16 @@ async fn throughput_runs(s: &Services) {
         let ratio = one_relay.map_or(String::new(), |one: f64| format!(", {:.2}x one relay", rate / one));
         one_relay.get_or_insert(rate);
         println!("outbox throughput, batch 1000, {relays} spawned relay(s): {rate:>8.0} events/s{ratio}");
-        record_throughput(1000, "spawn", relays, rate);
+        record_throughput(1000, "spawn", relays, 0, rate);
     }
+    stage_waiting(&s.pool, WAITING).await;
+    let rate = throughput(s, 1000).await;
+    println!("outbox throughput, batch 1000, run_batch loop, {WAITING} aggregates waiting: {rate:>8.0} events/s");
+    record_throughput(1000, "run_batch", 1, WAITING, rate);
+    sqlx::query("DELETE FROM palisade_outbox WHERE aggregate_id LIKE 'waiting-%'")
+        .execute(&s.pool)
+        .await
+        .unwrap();
 }
 
 /// Commit-to-consumer latency: woken and polling relays, busy and idle, and the reference.
