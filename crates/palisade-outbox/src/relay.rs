@@ -110,6 +110,11 @@ impl<S, P> RelayBuilder<S, P> {
     /// Batch loops [`spawn`](Relay::spawn) runs side by side (default 2): while one publishes and
     /// records its batch, another claims what was committed meanwhile, so a commit never waits
     /// behind a whole batch. They claim like separate relays, so order per aggregate holds.
+    ///
+    /// When batches stay small (a few events per claim), the second loop mostly claims what the
+    /// first would have taken a moment later: on two cores at about 2,000 events/s, one loop
+    /// measured a lower commit-to-consumer median (1.7 to 2.0 ms against 2.0 to 2.7 ms) at the
+    /// same drain rate (see the benchmark report).
     pub fn workers(mut self, workers: usize) -> Self {
         self.config.workers = workers;
         self
