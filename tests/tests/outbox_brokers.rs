@@ -2,6 +2,7 @@
 
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
+use std::collections::HashSet;
 use std::time::Duration;
 
 use palisade_outbox::postgres::PgStore;
@@ -167,6 +168,58 @@ async fn rabbitmq_pipelines_a_run_and_yields_each_confirm_in_order() {
         versions.push(serde_json::from_slice::<Event>(&message.delivery.data).unwrap().version);
     }
     assert_eq!(versions, [1, 3], "sent in order; the refused one is missing");
+    rabbit.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_tells_each_unroutable_message_of_concurrent_runs_apart_from_the_delivered_ones() {
+    let Some(rabbit) = RabbitMq::connect("outbox_rabbitmq_returns").await else {
+        return;
+    };
+    let (channel, publisher) = queue_publisher(&rabbit).await;
+    // Four runs at once, as a relay publishes several aggregates' runs: every third message
+    // has no queue. The broker returns those and confirms several messages with one
+    // acknowledgement, so a return must be matched to its message by id, not by which
+    // confirm it arrived with.
+    let runs: Vec<Vec<Event>> = (0..4)
+        .map(|run| {
+            (0..60)
+                .map(|i| {
+                    let event = Event::new("OrderChanged", "Order", format!("o{run}"), json!({}))
+                        .with_version(i + 1)
+                        .with_destination(rabbit.queue.clone());
+                    if i % 3 == 1 {
+                        event.with_destination(unique_name("no_such_queue"))
+                    } else {
+                        event
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let results = futures_util::future::join_all(runs.iter().map(|run| run_results(&publisher, run))).await;
+    let mut delivered_expected = HashSet::new();
+    for (run, results) in runs.iter().zip(&results) {
+        assert_eq!(results.len(), run.len(), "one result per event");
+        for (event, result) in run.iter().zip(results) {
+            if event.destination == rabbit.queue {
+                assert!(result.is_ok(), "{} v{}: {result:?}", event.aggregate_id, event.version);
+                delivered_expected.insert(event.event_id);
+            } else {
+                let refused = result.as_ref().unwrap_err();
+                let rejected = std::error::Error::source(refused)
+                    .unwrap()
+                    .downcast_ref::<RabbitMqRejected>();
+                assert!(matches!(rejected, Some(RabbitMqRejected::Unroutable(key)) if *key == event.destination));
+            }
+        }
+    }
+    let delivered: HashSet<_> = drain_queue(&channel, &rabbit.queue)
+        .await
+        .into_iter()
+        .map(|(event, _)| event.event_id)
+        .collect();
+    assert_eq!(delivered, delivered_expected);
     rabbit.cleanup().await;
 }
 

@@ -151,7 +151,7 @@ pub trait Publisher: Send + Sync + 'static {
 /// A pipelined run for brokers that keep one connection's messages in order: `send`s every
 /// event in order (ending the run at the first send that fails), then yields each send's
 /// acknowledgement, awaited with `acknowledged`, in order.
-#[cfg(any(feature = "nats", feature = "rabbitmq"))]
+#[cfg(feature = "nats")]
 fn pipelined<'a, Sent, SendFuture, AckFuture>(
     events: &'a [Event],
     send: impl Fn(&'a Event) -> SendFuture + Send + 'a,

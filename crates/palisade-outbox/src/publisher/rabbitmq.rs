@@ -1,6 +1,7 @@
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -60,11 +61,18 @@ const WIRE_HEADERS_MAX: usize = 1280;
 ///
 /// # Reconnection
 ///
-/// The publisher owns its connection and one confirm-mode channel. When the broker closes
-/// either (a restart, `rabbitmqctl close_connection`, a channel error), the next publish opens
-/// a new channel, or a new connection and channel, before sending; a publish that was in
-/// flight when the connection went fails as transient and is retried by the relay.
-/// [`health`](Publisher::health) says whether the channel is open right now.
+/// The publisher owns its connection and confirm-mode channels: each publish, and each run,
+/// sends on a channel no other publish uses meanwhile (taken from the idle ones, or opened),
+/// because the broker's return of an unroutable message can only be told apart from the
+/// other messages' confirms by its message id on a channel of its own: with several messages
+/// awaiting confirms, lapin hands a returned message to whichever confirm it completes first.
+/// A run's results come once the broker has confirmed the whole run.
+///
+/// When the broker closes a channel or the connection (a restart, `rabbitmqctl
+/// close_connection`, a channel error), the next publish opens a new channel, or a new
+/// connection, before sending; a publish that was in flight when the connection went fails as
+/// transient and is retried by the relay. [`health`](Publisher::health) says whether the
+/// connection is open and the last publish did not lose its channel.
 #[derive(Debug, Clone)]
 pub struct RabbitMqPublisher {
     link: Arc<Link>,
@@ -74,14 +82,18 @@ pub struct RabbitMqPublisher {
     mandatory: bool,
 }
 
-/// The connection and channel, shared by clones, and what is needed to open them again.
+/// The connection and idle channels, shared by clones, and what is needed to open them again.
 struct Link {
     uri: String,
     properties: ConnectionProperties,
-    /// The current connection and its confirm channel, if they were opened.
-    current: Mutex<Option<(Arc<Connection>, Channel)>>,
-    /// Held while opening a connection or channel, so concurrent publishes open one.
+    /// The current connection, if one was opened.
+    current: Mutex<Option<Arc<Connection>>>,
+    /// Open confirm channels no publish is using.
+    idle: Mutex<Vec<Channel>>,
+    /// Held while opening a connection, so concurrent publishes open one.
     reopening: tokio::sync::Mutex<()>,
+    /// Whether the last publish ended with its channel still open.
+    channel_kept: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Link {
@@ -118,42 +130,87 @@ fn open(connection: &Connection, channel: &Channel) -> bool {
     connection.status().connected() && channel.status().connected()
 }
 
+/// Locks state that stays consistent even if a holder panicked.
+fn lock<T>(state: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Link {
-    /// The open channel, if there is one.
-    fn channel(&self) -> Option<Channel> {
-        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        current
-            .as_ref()
-            .filter(|(connection, channel)| open(connection, channel))
-            .map(|(_, channel)| channel.clone())
+    /// The current connection, if it is open.
+    fn connection(&self) -> Option<Arc<Connection>> {
+        lock(&self.current)
+            .clone()
+            .filter(|connection| connection.status().connected())
     }
 
-    /// The open channel, opening a channel (and a connection, if that was lost too) first when
-    /// the current one was closed.
-    async fn open_channel(&self) -> Result<Channel, lapin::Error> {
-        if let Some(channel) = self.channel() {
-            return Ok(channel);
+    /// The open connection, opening a new one first when the current one was lost.
+    async fn open_connection(&self) -> Result<Arc<Connection>, lapin::Error> {
+        if let Some(connection) = self.connection() {
+            return Ok(connection);
         }
         let _reopening = self.reopening.lock().await;
         // Another publish may have re-opened it while this one waited.
-        if let Some(channel) = self.channel() {
-            return Ok(channel);
+        if let Some(connection) = self.connection() {
+            return Ok(connection);
         }
-        let live = {
-            let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-            current
-                .as_ref()
-                .map(|(connection, _)| connection.clone())
-                .filter(|connection| connection.status().connected())
+        let connection = Arc::new(Connection::connect(&self.uri, self.properties.clone()).await?);
+        *lock(&self.current) = Some(connection.clone());
+        lock(&self.idle).clear();
+        Ok(connection)
+    }
+
+    /// A confirm channel for one publish or run: an idle one, or a new one.
+    async fn take_channel(self: &Arc<Self>) -> Result<TakenChannel, lapin::Error> {
+        let connection = self.open_connection().await?;
+        let idle = lock(&self.idle).pop().filter(|channel| open(&connection, channel));
+        let channel = match idle {
+            Some(channel) => channel,
+            None => {
+                let channel = connection.create_channel().await?;
+                channel.confirm_select(ConfirmSelectOptions::default()).await?;
+                channel
+            }
         };
-        let connection = match live {
-            Some(connection) => connection,
-            None => Arc::new(Connection::connect(&self.uri, self.properties.clone()).await?),
+        Ok(TakenChannel {
+            link: Arc::clone(self),
+            channel: Some(channel),
+        })
+    }
+}
+
+/// A channel one publish or run has to itself. [`TakenChannel::put_back`] returns it to the
+/// idle ones once nothing on it awaits a confirm; dropped before that (the publish was
+/// abandoned), it is closed, so no later publish sees the earlier one's confirms.
+struct TakenChannel {
+    link: Arc<Link>,
+    channel: Option<Channel>,
+}
+
+impl TakenChannel {
+    fn channel(&self) -> &Channel {
+        self.channel.as_ref().expect("a taken channel is held until put back")
+    }
+
+    /// Every confirm came back: the channel goes back to the idle ones if it is still open.
+    fn put_back(mut self) {
+        let Some(channel) = self.channel.take() else {
+            return;
         };
-        let channel = connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((connection, channel.clone()));
-        Ok(channel)
+        let kept = channel.status().connected();
+        self.link.channel_kept.store(kept, std::sync::atomic::Ordering::Relaxed);
+        if kept {
+            lock(&self.link.idle).push(channel);
+        }
+    }
+}
+
+impl Drop for TakenChannel {
+    fn drop(&mut self) {
+        if let Some(channel) = self.channel.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move { drop(channel.close(200, "publish abandoned").await) });
+        }
     }
 }
 
@@ -180,9 +237,14 @@ impl RabbitMqPublisher {
             uri: uri.to_owned(),
             properties,
             current: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
             reopening: tokio::sync::Mutex::new(()),
+            channel_kept: std::sync::atomic::AtomicBool::new(true),
         });
-        link.open_channel().await.map_err(RabbitMqConnectError::Connect)?;
+        link.take_channel()
+            .await
+            .map_err(RabbitMqConnectError::Connect)?
+            .put_back();
         Ok(Self {
             link,
             exchange,
@@ -296,8 +358,8 @@ impl RabbitMqPublisher {
         Ok(properties)
     }
 
-    /// Sends `event` and returns its routing key and the pending publisher confirm.
-    async fn send(&self, event: &Event) -> Result<(String, PublisherConfirm), PublishError> {
+    /// Sends `event` on `channel`: its routing key, message id and pending publisher confirm.
+    async fn send(&self, channel: &Channel, event: &Event) -> Result<Sent, PublishError> {
         let routing_key = format!("{}{}", self.prefix, event.destination);
         required_short("routing key", &routing_key)?;
         let properties = self.properties(event)?;
@@ -306,37 +368,94 @@ impl RabbitMqPublisher {
             ..BasicPublishOptions::default()
         };
         let body = self.encoding.encode(event);
-        let channel = self.link.open_channel().await.map_err(PublishError::transient)?;
         let confirm = channel
             .basic_publish(&self.exchange, &routing_key, options, &body, properties)
             .await
             .map_err(PublishError::transient)?;
-        Ok((routing_key, confirm))
+        Ok(Sent {
+            routing_key,
+            message_id: event.event_id.to_string(),
+            confirm,
+        })
+    }
+
+    /// Sends `events` in order on a channel of their own (ending at the first send that
+    /// fails), awaits every confirm, then gives each event its result: unroutable when the
+    /// broker returned the message with its id, whichever confirm lapin handed the return to.
+    async fn run(&self, events: &[Event]) -> Vec<Result<(), PublishError>> {
+        let taken = match self.link.take_channel().await {
+            Ok(taken) => taken,
+            Err(error) => return vec![Err(PublishError::transient(error))],
+        };
+        let mut sent = Vec::with_capacity(events.len());
+        let mut failed = None;
+        for event in events {
+            match self.send(taken.channel(), event).await {
+                Ok(one) => sent.push(one),
+                Err(error) => {
+                    failed = Some(error);
+                    break;
+                }
+            }
+        }
+        let mut returned = HashSet::new();
+        let mut confirmed = Vec::with_capacity(sent.len());
+        for Sent {
+            routing_key,
+            message_id,
+            confirm,
+        } in sent
+        {
+            let confirmation = confirm.await;
+            if let Ok(Confirmation::Ack(Some(message)) | Confirmation::Nack(Some(message))) = &confirmation
+                && let Some(id) = message.delivery.properties.message_id()
+            {
+                returned.insert(id.to_string());
+            }
+            confirmed.push((routing_key, message_id, confirmation));
+        }
+        taken.put_back();
+        let mut results: Vec<_> = confirmed
+            .into_iter()
+            .map(|(routing_key, message_id, confirmation)| match confirmation {
+                Err(error) => Err(PublishError::transient(error)),
+                Ok(_) if returned.contains(&message_id) => {
+                    Err(PublishError::transient(RabbitMqRejected::Unroutable(routing_key)))
+                }
+                Ok(Confirmation::Nack(_)) => Err(PublishError::transient(RabbitMqRejected::Nacked)),
+                Ok(Confirmation::Ack(_) | Confirmation::NotRequested) => Ok(()),
+            })
+            .collect();
+        results.extend(failed.map(Err));
+        results
     }
 }
 
-async fn confirmed((routing_key, confirm): (String, PublisherConfirm)) -> Result<(), PublishError> {
-    match confirm.await.map_err(PublishError::transient)? {
-        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-        Confirmation::Ack(Some(_)) => Err(PublishError::transient(RabbitMqRejected::Unroutable(routing_key))),
-        Confirmation::Nack(_) => Err(PublishError::transient(RabbitMqRejected::Nacked)),
-    }
+/// One message sent and awaiting its confirm.
+struct Sent {
+    routing_key: String,
+    message_id: String,
+    confirm: PublisherConfirm,
 }
 
 impl Publisher for RabbitMqPublisher {
     async fn publish(&self, event: &Event) -> Result<(), PublishError> {
-        confirmed(self.send(event).await?).await
+        self.run(std::slice::from_ref(event))
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(PublishError::transient(RabbitMqRejected::Nacked)))
     }
 
-    /// Pipelined: publishes the whole run on the channel (which the broker keeps in order),
-    /// then yields the confirms in order. A publish that fails ends the run there.
+    /// Pipelined: publishes the whole run on a channel of its own (which the broker keeps in
+    /// order), then yields the results in order once every confirm is back. A send that fails
+    /// ends the run there.
     fn publish_run<'a>(&'a self, events: &'a [Event]) -> impl Stream<Item = Result<(), PublishError>> + Send + 'a {
-        super::pipelined(events, |event| self.send(event), confirmed)
+        futures_util::stream::once(self.run(events)).flat_map(futures_util::stream::iter)
     }
 
-    /// Connected while the connection and its confirm channel are open.
+    /// Connected while the connection is open and the last publish kept its channel.
     fn health(&self) -> PublisherHealth {
-        if self.link.channel().is_some() {
+        if self.link.connection().is_some() && self.link.channel_kept.load(std::sync::atomic::Ordering::Relaxed) {
             PublisherHealth::Connected
         } else {
             PublisherHealth::Disconnected
