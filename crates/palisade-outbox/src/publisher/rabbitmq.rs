@@ -1,11 +1,12 @@
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use futures_util::{Stream, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use palisade_core::sync::Unpoison;
 use palisade_core::telemetry::outbox as names;
 
 use super::wire::{self, Spelling};
@@ -130,15 +131,12 @@ fn open(connection: &Connection, channel: &Channel) -> bool {
     connection.status().connected() && channel.status().connected()
 }
 
-/// Locks state that stays consistent even if a holder panicked.
-fn lock<T>(state: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Link {
     /// The current connection, if it is open.
     fn connection(&self) -> Option<Arc<Connection>> {
-        lock(&self.current)
+        self.current
+            .lock()
+            .unpoison()
             .clone()
             .filter(|connection| connection.status().connected())
     }
@@ -154,15 +152,20 @@ impl Link {
             return Ok(connection);
         }
         let connection = Arc::new(Connection::connect(&self.uri, self.properties.clone()).await?);
-        *lock(&self.current) = Some(connection.clone());
-        lock(&self.idle).clear();
+        *self.current.lock().unpoison() = Some(connection.clone());
+        self.idle.lock().unpoison().clear();
         Ok(connection)
     }
 
     /// A confirm channel for one publish or run: an idle one, or a new one.
     async fn take_channel(self: &Arc<Self>) -> Result<TakenChannel, lapin::Error> {
         let connection = self.open_connection().await?;
-        let idle = lock(&self.idle).pop().filter(|channel| open(&connection, channel));
+        let idle = self
+            .idle
+            .lock()
+            .unpoison()
+            .pop()
+            .filter(|channel| open(&connection, channel));
         let channel = match idle {
             Some(channel) => channel,
             None => {
@@ -199,7 +202,7 @@ impl TakenChannel {
         let kept = channel.status().connected();
         self.link.channel_kept.store(kept, std::sync::atomic::Ordering::Relaxed);
         if kept {
-            lock(&self.link.idle).push(channel);
+            self.link.idle.lock().unpoison().push(channel);
         }
     }
 }
