@@ -7,8 +7,12 @@
 //!   a bare, always-ready `service_fn` and against tower's `ConcurrencyLimit`
 //!   and `Retry` (with a policy that never retries). The benchmark report
 //!   gives a layer's time minus the bare service's.
-//! - **allocations**: heap allocations per call, counted by a counting global
-//!   allocator over many calls after warm-up.
+//! - **allocations**: heap allocations per call, counted over many calls
+//!   after warm-up by allocation-counter's global allocator. It counts in
+//!   plain thread-local fields, so the timed calls pay a few nanoseconds per
+//!   allocation, where counters shared by all threads would add atomic
+//!   operations to every allocation and free, and make the threads of a
+//!   two-thread run contend on them.
 //! - **two threads**: two threads driving clones of one service, for the
 //!   throughput of shared state under contention.
 //!
@@ -28,7 +32,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
-use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::Service;
 
 /// The environment variable naming the JSON-lines file that [`record`]
@@ -51,9 +54,6 @@ pub fn record(record: &serde_json::Value) {
         .unwrap_or_else(|e| panic!("{RESULTS}={}: {e}", path.display()));
     writeln!(file, "{record}").unwrap_or_else(|e| panic!("{RESULTS}={}: {e}", path.display()));
 }
-
-#[global_allocator]
-static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 /// The bare service every layer is compared with: always ready, answers at once.
 pub type Bare = tower::util::ServiceFn<fn(u64) -> Ready<Result<u64, Infallible>>>;
@@ -167,18 +167,20 @@ pub fn drive<S: Service<Req>, Req>(svc: &mut S, req: Req) -> Result<S::Response,
     }
 }
 
-/// Heap allocations per call through `svc`, after a warm-up.
+/// Heap allocations per call through `svc`, after a warm-up: those made on
+/// this thread, where [`drive`] runs the whole call.
 pub fn allocations_per_call<S: Service<Req>, Req>(svc: &mut S, mut make_req: impl FnMut() -> Req) -> f64 {
     const WARM_UP: usize = 1_000;
     const CALLS: usize = 10_000;
     for _ in 0..WARM_UP {
         let _ = std::hint::black_box(drive(svc, make_req()));
     }
-    let region = Region::new(GLOBAL);
-    for _ in 0..CALLS {
-        let _ = std::hint::black_box(drive(svc, make_req()));
-    }
-    region.change().allocations as f64 / CALLS as f64
+    let counted = allocation_counter::measure(|| {
+        for _ in 0..CALLS {
+            let _ = std::hint::black_box(drive(svc, make_req()));
+        }
+    });
+    counted.count_total as f64 / CALLS as f64
 }
 
 /// One benchmark group: the bare service and tower's references first, then
@@ -296,12 +298,12 @@ impl<'c> Harness<'c> {
 /// ran, with what `f` returns kept alive. Divided by the number of entries
 /// `f` made, it is their size in memory, table growth included.
 pub fn heap_bytes_held<T>(f: impl FnOnce() -> T) -> (T, i64) {
-    let region = Region::new(GLOBAL);
-    let kept = f();
-    let change = region.change();
-    // A reallocation is counted in these two already, by how much it grew or shrank.
-    let held = change.bytes_allocated as i64 - change.bytes_deallocated as i64;
-    (kept, held)
+    let mut kept = None;
+    // Allocated minus freed on this thread; a reallocation counts as a new
+    // allocation and the free of the old one.
+    let counted = allocation_counter::measure(|| kept = Some(f()));
+    let kept = kept.expect("the measured closure ran");
+    (kept, counted.bytes_current)
 }
 
 /// The other resilience layers palisade is measured beside, set up as their

@@ -27,10 +27,57 @@ const MAX_ED25519_SIGNATURES: usize = 2;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     scheme: SchemeKind,
-    // The header's own value: cloning it shares the request's bytes instead of copying.
-    id: Option<HeaderValue>,
+    id: Option<MessageId>,
     timestamp: Option<u64>,
     key_index: usize,
+}
+
+/// The longest message id kept inline in [`Verified`].
+const INLINE_ID: usize = 48;
+
+/// A message id, visible ASCII: copied inline when short, as ids are (a
+/// Standard Webhooks `msg_…` or a UUID), which costs less than sharing the
+/// header's bytes, whose reference count is an atomic operation on clone and
+/// on drop; a longer id shares them.
+#[derive(Clone)]
+enum MessageId {
+    Inline { len: u8, bytes: [u8; INLINE_ID] },
+    Shared(HeaderValue),
+}
+
+impl MessageId {
+    fn of(value: &HeaderValue) -> Self {
+        let text = value.as_bytes();
+        match u8::try_from(text.len()) {
+            Ok(len) if text.len() <= INLINE_ID => {
+                let mut bytes = [0; INLINE_ID];
+                bytes[..text.len()].copy_from_slice(text);
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Shared(value.clone()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Shared(value) => value.as_bytes(),
+        }
+    }
+}
+
+impl PartialEq for MessageId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for MessageId {}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&String::from_utf8_lossy(self.as_bytes()), f)
+    }
 }
 
 impl Verified {
@@ -49,7 +96,7 @@ impl Verified {
     /// logs, not to decide whether a message is new (the layer's replay
     /// protection keys those schemes on the signature instead).
     pub fn id(&self) -> Option<&str> {
-        self.id.as_ref().and_then(|id| id.to_str().ok())
+        self.id.as_ref().and_then(|id| std::str::from_utf8(id.as_bytes()).ok())
     }
 
     /// The signed Unix timestamp, where the scheme signs one.
@@ -65,7 +112,10 @@ impl Verified {
     }
 
     pub(crate) fn set_id(&mut self, id: &str) {
-        self.id = HeaderValue::from_str(id).ok();
+        self.id = HeaderValue::from_str(id)
+            .ok()
+            .filter(|id| id.to_str().is_ok())
+            .map(|id| MessageId::of(&id));
     }
 }
 
@@ -330,7 +380,7 @@ impl Verifier {
         })?;
         let verified = Verified {
             scheme: self.scheme(),
-            id: facts.id.cloned(),
+            id: facts.id.map(MessageId::of),
             timestamp: facts.timestamp.map(|(_, ts)| ts),
             key_index,
         };
@@ -695,6 +745,41 @@ mod tests {
         ] {
             assert_eq!(parse_timestamp(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn verified_ids_come_back_as_sent_short_or_long() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let signer = crate::Signer::builder(Scheme::StandardWebhooks)
+            .secret(secret)
+            .build()
+            .unwrap();
+        let verifier = Verifier::builder(Scheme::StandardWebhooks)
+            .secret(secret)
+            .build()
+            .unwrap();
+        let long = format!("msg_{}", "x".repeat(200));
+        for id in ["m", "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", &"y".repeat(INLINE_ID), &long] {
+            let mut headers = HeaderMap::new();
+            signer.sign_with(&mut headers, id, 1_700_000_000, b"{}").unwrap();
+            let verified = verifier.verify_at(&headers, b"{}", 1_700_000_000).unwrap();
+            assert_eq!(verified.id(), Some(id));
+            assert_eq!(verified.clone(), verified);
+            assert!(format!("{verified:?}").contains(&format!("{id:?}")));
+        }
+        let mut a = Verified {
+            scheme: SchemeKind::Stripe,
+            id: None,
+            timestamp: None,
+            key_index: 0,
+        };
+        let mut b = a.clone();
+        a.set_id("evt_1");
+        b.id = Some(MessageId::Shared(HeaderValue::from_static("evt_1")));
+        // The same id is the same, however it is held.
+        assert_eq!(a, b);
+        a.set_id("évt");
+        assert_eq!(a.id(), None, "an id that is not visible ASCII is not kept");
     }
 
     #[test]
