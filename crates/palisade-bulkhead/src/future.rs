@@ -243,6 +243,10 @@ where
     }
 }
 
+// Built in place: a state built out of line and copied into the response
+// future cost about 5 ns a call on x86, the copy's wide loads waiting on the
+// narrower stores that had just built it.
+#[inline(always)]
 fn running<S: Service<Req>, Req>(gate: Arc<Gate>, before: u32, inner: &mut S, req: Req) -> State<S, Req, S::Future> {
     let started = Started::of(&gate, before);
     let permit = Some(Permit::new(gate));

@@ -133,10 +133,23 @@ where
 {
     match admission {
         Admission::Pass => ResponseFuture::passed(inner.call(req), classifier.clone()),
-        Admission::Admit(mut recorder) => {
-            recorder.started();
-            ResponseFuture::called(inner.call(req), recorder, classifier.clone())
-        }
+        Admission::Admit(recorder) => called(inner, req, recorder, classifier),
         Admission::Reject(open) => ResponseFuture::rejected(open, classifier.clone()),
     }
+}
+
+/// Sends an admitted call, its outcome recorded by `recorder`.
+#[inline]
+pub(crate) fn called<S, C, Req>(
+    inner: &mut S,
+    req: Req,
+    mut recorder: Recorder,
+    classifier: &C,
+) -> ResponseFuture<S::Future, C>
+where
+    S: Service<Req>,
+    C: Clone,
+{
+    recorder.started();
+    ResponseFuture::called(inner.call(req), recorder, classifier.clone())
 }

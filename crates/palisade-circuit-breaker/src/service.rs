@@ -9,7 +9,7 @@ use palisade_core::{BoxError, ErrorClassifier};
 use tower_service::Service;
 
 use crate::breaker::{Breaker, Recorder};
-use crate::future::{Record, ResponseFuture, dispatch};
+use crate::future::{Record, ResponseFuture, called, dispatch};
 use crate::handle::CircuitBreakerHandle;
 
 /// Fails calls fast while its downstream is failing; see the crate docs.
@@ -119,7 +119,13 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let admission = match std::mem::replace(&mut self.readiness, Readiness::Unready) {
             Readiness::Rejecting => self.breaker.reject_unready(),
-            Readiness::Inner | Readiness::Unready => self.breaker.admit(self.probe.take()),
+            Readiness::Inner | Readiness::Unready => match self.probe.take() {
+                None => match self.breaker.clone().admit_closed_owned() {
+                    Ok(recorder) => return called(&mut self.inner, req, recorder, &self.classifier),
+                    Err(breaker) => breaker.admit_owned(),
+                },
+                Some(probe) => self.breaker.admit_probe(probe),
+            },
         };
         dispatch(&mut self.inner, req, admission, &self.classifier)
     }
