@@ -40,6 +40,8 @@ pub(crate) struct Settings {
     pub(crate) max_wait: Option<Duration>,
     pub(crate) retry_after: Duration,
     pub(crate) events: EventHook,
+    /// What permits' start times count from (see [`Permit`]).
+    pub(crate) held_epoch: tokio::time::Instant,
 }
 
 /// The metric handles of a bulkhead, registered once when it is built so a
@@ -55,8 +57,6 @@ pub(crate) struct GateMetrics {
     held: Histogram,
     /// Whether `held` records anywhere: a permit reads the clock only then.
     times_held: bool,
-    /// What permits' start times count from (see [`Permit`]).
-    held_epoch: tokio::time::Instant,
 }
 
 impl GateMetrics {
@@ -74,7 +74,6 @@ impl GateMetrics {
             wait: metrics::histogram!(names::WAIT_SECONDS, LABEL_NAME => name),
             times_held: palisade_core::telemetry::records(&held),
             held,
-            held_epoch: tokio::time::Instant::now(),
         }
     }
 
@@ -92,19 +91,19 @@ impl GateMetrics {
     }
 
     /// The start of a permit taken now, if the held-time histogram records:
-    /// nanoseconds after `held_epoch`, plus one.
+    /// nanoseconds after `epoch`, plus one.
     #[inline]
-    fn held_since(&self) -> Option<NonZeroU64> {
+    fn held_since(&self, epoch: tokio::time::Instant) -> Option<NonZeroU64> {
         self.times_held.then(|| {
-            let nanos = u64::try_from(self.held_epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let nanos = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
             NonZeroU64::MIN.saturating_add(nanos)
         })
     }
 
     /// Records how long a permit taken at `since` (see [`Self::held_since`]) was held.
-    fn record_held(&self, since: NonZeroU64) {
+    fn record_held(&self, epoch: tokio::time::Instant, since: NonZeroU64) {
         let taken = Duration::from_nanos(since.get() - 1);
-        self.held.record(self.held_epoch.elapsed().saturating_sub(taken));
+        self.held.record(epoch.elapsed().saturating_sub(taken));
     }
 }
 
@@ -424,7 +423,7 @@ pub struct Permit {
 impl Permit {
     #[inline]
     pub(crate) fn new(gate: Arc<Gate>) -> Self {
-        let since = gate.metrics.held_since();
+        let since = gate.metrics.held_since(gate.settings.held_epoch);
         Self { gate, since }
     }
 
@@ -437,7 +436,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(since) = self.since {
-            self.gate.metrics.record_held(since);
+            self.gate.metrics.record_held(self.gate.settings.held_epoch, since);
         }
         self.gate.release();
     }

@@ -149,6 +149,7 @@ impl<C, M> BulkheadBuilder<C, M> {
             max_wait: self.max_wait,
             retry_after: self.retry_after,
             events: self.events.clone(),
+            held_epoch: tokio::time::Instant::now(),
         }))
     }
 
