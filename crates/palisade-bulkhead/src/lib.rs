@@ -185,13 +185,12 @@
 //! mutex, so under two threads they trail the fixed one; an adaptive
 //! bulkhead also reads the clock twice per call.
 //!
-//! **Headline cost**: the fixed bulkhead, uncontended, 42 ns a call over a
-//! bare service (tower's `ConcurrencyLimit`: 18 ns; tower-resilience's
-//! bulkhead: 194 ns and 3 allocations) with no allocation, on an idle 2-core
-//! AMD EPYC; on an Intel Xeon whose atomic operations cost more it was 1.2 to
-//! 1.3 times `ConcurrencyLimit`'s cost. On two threads, 1.0 to 2.4 times
-//! `ConcurrencyLimit`'s throughput, depending on the run. Every figure,
-//! beside its references and with the machine and load it was measured on, is
+//! **Headline cost**: the fixed bulkhead, uncontended, 32 ns a call over a
+//! bare service (tower's `ConcurrencyLimit`: 36 ns; tower-resilience's
+//! bulkhead: 210 ns and 3 allocations) with no allocation, on an idle 2-core
+//! Intel Xeon. On two threads, 1.6 to 1.8 times `ConcurrencyLimit`'s
+//! throughput. Every figure, beside its references and with the machine and
+//! load it was measured on, is
 //! in the [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 //!
 //! # Cost model

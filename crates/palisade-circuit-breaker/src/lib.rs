@@ -363,11 +363,12 @@
 //! a read lock and a clock read for idle eviction.
 //!
 //! **Headline cost**: closed, with a count window, 30 ns a call over a bare
-//! service (tower's `ConcurrencyLimit`: 20 ns; failsafe's breaker: 83 ns;
-//! tower-resilience's: 250 ns and 3 allocations), 29 ns with consecutive
-//! failures only, and no allocation, on an idle 2-core AMD EPYC. How it
-//! compares with `ConcurrencyLimit` depends on the machine: on an Intel Xeon
-//! whose atomic operations cost more, it was 0.96 times its cost. Every
+//! service (tower's `ConcurrencyLimit`: 36 ns; failsafe's breaker: 91 ns;
+//! tower-resilience's: 230 ns and 3 allocations), 25 ns with consecutive
+//! failures only, and no allocation, on an idle 2-core Intel Xeon. How it
+//! compares with `ConcurrencyLimit` depends on the machine: on an AMD EPYC,
+//! whose atomic operations cost less, an earlier version measured 1.5 times
+//! its cost. Every
 //! figure, beside its references and with the machine and load it was
 //! measured on, is in the
 //! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).

@@ -265,8 +265,9 @@
 //! at 1 MiB the layer runs at SHA-256 speed.
 //!
 //! **Headline cost**: the verify path takes 1.0 times the raw HMAC-SHA256 of
-//! the same content at 1 MiB and 1.36 times at 1 KiB; every figure, beside its
-//! references and with the machine and load it was measured on, is in the
+//! the same content at 1 MiB and 1.21 to 1.28 times at 1 KiB; every figure,
+//! beside its references and with the machine and load it was measured on, is
+//! in the
 //! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
