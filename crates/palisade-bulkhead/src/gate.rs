@@ -416,7 +416,7 @@ pub struct Permit {
     /// [`GateMetrics::held_since`]): eight bytes where an `Option<Instant>`
     /// takes sixteen. A call moves its permit several times within a few
     /// cycles of building it, and on x86 a copy of that wider value waited on
-    /// the narrower stores that had just built it: about 15 ns a call.
+    /// the narrower stores that had just built it: about 10 ns a call.
     since: Option<NonZeroU64>,
 }
 
