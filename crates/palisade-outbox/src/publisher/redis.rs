@@ -1,7 +1,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use futures_util::{Stream, StreamExt, stream};
+use palisade_core::sync::Unpoison;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
@@ -74,11 +75,7 @@ fn connection_lost(error: &RedisError) -> bool {
 
 impl ReconnectingConnection {
     fn current(&self) -> Option<MultiplexedConnection> {
-        self.shared
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shared.current.lock().unpoison().clone()
     }
 
     /// The open connection, connecting first when there is none.
@@ -91,7 +88,7 @@ impl ReconnectingConnection {
             return Ok(connection);
         }
         let connection = self.shared.client.get_multiplexed_async_connection().await?;
-        *self.shared.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection.clone());
+        *self.shared.current.lock().unpoison() = Some(connection.clone());
         Ok(connection)
     }
 
@@ -100,7 +97,7 @@ impl ReconnectingConnection {
         if let Err(error) = &result
             && connection_lost(error)
         {
-            *self.shared.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            *self.shared.current.lock().unpoison() = None;
         }
         result
     }

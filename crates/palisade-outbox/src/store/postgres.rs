@@ -95,6 +95,7 @@ use crate::store::{
     BACKLOG_SQL, Backlog, Claimed, ClaimedBatch, DeadLetter, Detached, Disposition, OutboxStore, Unreadable,
     claimed_row, malformed, millis, split_readable, undecodable,
 };
+use palisade_core::sync::Unpoison;
 use palisade_core::telemetry::outbox as names;
 
 /// The schema migrations, in order: (version, SQL).
@@ -527,7 +528,7 @@ impl Vacuum {
 
     /// Counts `rows` removed rows; true when a vacuum should start now (it is then running).
     fn due(&self, rows: u64, now: Instant) -> bool {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock().unpoison();
         state.removed += rows;
         let due = self.after > 0
             && state.removed >= self.after
@@ -544,7 +545,7 @@ impl Vacuum {
     }
 
     fn finished(&self) {
-        lock(&self.state).running = false;
+        self.state.lock().unpoison().running = false;
     }
 }
 
@@ -555,11 +556,6 @@ async fn vacuum(pool: PgPool, vacuum: Arc<Vacuum>) {
         tracing::warn!(target: names::TARGET, error = %error_chain(&error), "outbox VACUUM failed");
     }
     vacuum.finished();
-}
-
-/// Locks state that stays consistent even if a holder panicked.
-fn lock<T>(state: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Where [`OutboxStore::record_ahead`] starts, so its removal can be undone.
@@ -580,7 +576,11 @@ impl OutboxStore for PgStore {
     type Claim = PgClaim;
 
     async fn claim(&self, limit: usize, _lease: Duration) -> Result<ClaimedBatch<Self::Claim>, OutboxError> {
-        let scan_from = lock(&self.scan_start).next(Instant::now(), self.full_scan_interval);
+        let scan_from = self
+            .scan_start
+            .lock()
+            .unpoison()
+            .next(Instant::now(), self.full_scan_interval);
         // From here on the connection may be inside the claim's transaction: the claim closes it
         // when dropped, on every early return too, so it never goes back to the pool in one.
         let mut claim = PgClaim {
@@ -600,7 +600,7 @@ impl OutboxStore for PgStore {
             locked.push((row.try_get::<i64, _>("seq")?, aggregate, row));
         }
         if let Some(highest) = locked.iter().map(|(seq, _, _)| *seq).max() {
-            lock(&self.scan_start).saw(highest);
+            self.scan_start.lock().unpoison().saw(highest);
         }
         locked.sort_unstable_by_key(|(seq, _, _)| *seq);
         let mut read = Vec::with_capacity(locked.len());
