@@ -896,14 +896,20 @@ async fn staging_refuses_a_payload_nested_deeper_than_consumers_read() {
     pg.cleanup().await;
 }
 
-/// The plan the claim runs on `pool`'s one connection, as `EXPLAIN (FORMAT JSON)` gives it:
-/// the generic plan the connection cached, or, if PostgreSQL dropped it meanwhile (other
-/// sessions' schema changes can), the one the claim would make now, with the claim's settings.
+/// The plan the claim runs on `pool`'s one connection (see [`prepared_plan`]).
 async fn cached_claim_plan(pool: &PgPool) -> serde_json::Value {
+    prepared_plan(pool, "palisade_outbox_claim(1000, 0)").await
+}
+
+/// The plan of the prepared statement call `execute` (`name(arguments)`) on `pool`'s one
+/// connection, as `EXPLAIN (FORMAT JSON)` gives it: the generic plan the connection cached,
+/// or, if PostgreSQL dropped it meanwhile (other sessions' schema changes can), the one the
+/// statement would make now, with the settings the store's statements run under.
+async fn prepared_plan(pool: &PgPool, execute: &str) -> serde_json::Value {
     let mut tx = pool.begin().await.unwrap();
     sqlx::raw_sql(CLAIM_SETTINGS).execute(&mut *tx).await.unwrap();
     let sqlx::types::Json(plan): sqlx::types::Json<serde_json::Value> =
-        sqlx::query_scalar("EXPLAIN (FORMAT JSON) EXECUTE palisade_outbox_claim(1000, 0)")
+        sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) EXECUTE {execute}"))
             .fetch_one(&mut *tx)
             .await
             .unwrap();
@@ -1086,19 +1092,15 @@ async fn recording_failures_reads_only_the_failed_rows_whatever_the_statistics()
     .fetch_one(&pool)
     .await
     .unwrap();
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::raw_sql(CLAIM_SETTINGS).execute(&mut *tx).await.unwrap();
-    let sqlx::types::Json(plan): sqlx::types::Json<serde_json::Value> = sqlx::query_scalar(&format!(
-        "EXPLAIN (FORMAT JSON) EXECUTE {name}('{{{template}}}', '{{1000}}', '{{broker down}}')"
-    ))
-    .fetch_one(&mut *tx)
-    .await
-    .unwrap();
-    tx.rollback().await.unwrap();
+    let plan = prepared_plan(
+        &pool,
+        &format!("{name}('{{{template}}}', '{{1000}}', '{{broker down}}')"),
+    )
+    .await;
     // Every scan of the outbox looks up rows by the failed sequences: none reads the table
     // (20,000 rows now) whole, once or once per failure.
     let mut scans = Vec::new();
-    each_node(&plan[0]["Plan"], false, &mut |node, _| {
+    each_node(&plan, false, &mut |node, _| {
         let kind = node["Node Type"].as_str().unwrap_or_default();
         if node["Relation Name"] == "palisade_outbox" && kind.ends_with("Scan") {
             scans.push((kind.to_owned(), node["Index Cond"].as_str().map(str::to_owned)));
