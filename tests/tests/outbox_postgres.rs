@@ -577,6 +577,11 @@ async fn a_dropped_claim_never_returns_its_transaction_to_the_pool() {
     let pool = single_connection_pool(&pg).await;
     let store = PgStore::new(pool.clone());
     stage_committed(&pg.pool, &[event("a", 1)]).await;
+    // The server process of the pool's one connection, which the claim runs on.
+    let claiming: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
 
     let (claim, claimed, _) = store.claim(10, Duration::from_secs(30)).await.unwrap();
     assert_eq!(claimed.len(), 1);
@@ -587,6 +592,24 @@ async fn a_dropped_claim_never_returns_its_transaction_to_the_pool() {
         None,
         "the pool's connection is outside any transaction"
     );
+    // The claim's connection is closed, not returned: its transaction, and the row locks it
+    // holds, end when the server process behind it exits, a moment after the client is gone.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let alive: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
+            .bind(claiming)
+            .fetch_one(&pg.pool)
+            .await
+            .unwrap();
+        if alive == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped claim's server process ended in time"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let (claim, again, _) = store.claim(10, Duration::from_secs(30)).await.unwrap();
     assert_eq!(again, claimed, "the rows were released");
     store
