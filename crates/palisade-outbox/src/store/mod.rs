@@ -126,8 +126,9 @@ impl serde::Serialize for Backlog {
 /// Implemented by [`PgStore`](crate::postgres::PgStore) and [`SqliteStore`](crate::sqlite::SqliteStore).
 pub trait OutboxStore: Clone + Send + Sync + 'static {
     /// What holds a claim until [`complete`](OutboxStore::complete): a transaction holding row
-    /// locks (PostgreSQL) or a lease token (SQLite). Dropping it gives the events back (at once
-    /// with PostgreSQL, when the lease expires with SQLite).
+    /// locks (PostgreSQL) or a lease token (SQLite). Dropping it gives the events back (with
+    /// PostgreSQL as soon as the server has ended the closed connection's process, a moment
+    /// after the drop; with SQLite when the lease expires).
     type Claim: Send;
 
     /// Claims up to `limit` due events, in staging order, for at most `lease`.

@@ -439,7 +439,8 @@ fn event_from_row(row: &PgRow, seq: i64) -> Result<Event, OutboxError> {
 
 /// A PostgreSQL claim: the connection whose transaction holds the claimed rows' locks until
 /// the relay has recorded the outcome. Dropping it closes the connection (rather than giving
-/// it back to the pool inside the transaction), which rolls back and frees the rows.
+/// it back to the pool inside the transaction), which rolls back and frees the rows once the
+/// server process behind the connection has ended: a claim made in between skips them.
 #[derive(Debug)]
 pub struct PgClaim {
     conn: PoolConnection<Postgres>,
