@@ -114,6 +114,7 @@ def run(args):
         "uncommitted_changes": bool(dirty),
         "rustc": command_output("rustc", "--version"),
         "criterion_args": args.criterion_args,
+        "command": " ".join(["python3", "benches/report.py", *sys.argv[1:]]),
         "benches": [],
     }
     failed = []
@@ -449,8 +450,10 @@ def render(run_dir):
         f"at the start of each bench: {per_bench}",
         f"- code: commit {meta['commit']}" + (" with uncommitted changes" if meta["uncommitted_changes"] else "")
         + f"; {meta['rustc']}",
-        "- command: `python3 benches/report.py`"
-        + (f", criterion arguments `{' '.join(meta['criterion_args'])}`" if meta["criterion_args"] else ""),
+        # Runs recorded before the command was kept ran with criterion's arguments only.
+        f"- command: `{meta.get('command', 'python3 benches/report.py')}`"
+        + (f", criterion arguments `{' '.join(meta['criterion_args'])}`"
+           if meta["criterion_args"] and "command" not in meta else ""),
     ]
     if services:
         lines.append(f"- services on the same machine: {services}")
