@@ -180,16 +180,17 @@
 //!
 //! An admitted call takes one exchange on a counter word where tower's
 //! `ConcurrencyLimit` takes a semaphore and, on release, its mutex, and
-//! allocates nothing (see [Cost model](#cost-model)). Keyed and adaptive
-//! bulkheads also contend on their key map's read lock and on the limit's
-//! mutex, so under two threads they trail the fixed one; an adaptive
-//! bulkhead also reads the clock twice per call.
+//! allocates nothing (see [Cost model](#cost-model)). A keyed bulkhead also
+//! looks its key up under the read lock of its thread's shard (threads write
+//! no lock word in common); an adaptive one contends on the limit's mutex, so
+//! under two threads it trails the fixed one, and reads the clock twice per
+//! call.
 //!
 //! **Headline cost**: the fixed bulkhead, uncontended, 32 ns a call over a
 //! bare service (tower's `ConcurrencyLimit`: 36 ns; tower-resilience's
 //! bulkhead: 210 ns and 3 allocations) with no allocation, on an idle 2-core
-//! Intel Xeon. On two threads, 1.6 to 1.8 times `ConcurrencyLimit`'s
-//! throughput. Every figure, beside its references and with the machine and
+//! Intel Xeon. On an idle 2-core AMD EPYC, where `ConcurrencyLimit` costs
+//! half as much, 20 to 23 ns against its 17 to 19 ns. Every figure, beside its references and with the machine and
 //! load it was measured on, is
 //! in the [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 //!

@@ -360,15 +360,14 @@
 //! Most of a closed call's cost is the two atomic operations on the `Arc`
 //! its response future holds, and the window index; the time window adds a
 //! clock read and the sum of its buckets, the keyed breaker a map lookup under
-//! a read lock and a clock read for idle eviction.
+//! the read lock of its thread's shard and a clock read for idle eviction.
 //!
 //! **Headline cost**: closed, with a count window, 30 ns a call over a bare
 //! service (tower's `ConcurrencyLimit`: 36 ns; failsafe's breaker: 91 ns;
 //! tower-resilience's: 230 ns and 3 allocations), 25 ns with consecutive
 //! failures only, and no allocation, on an idle 2-core Intel Xeon. How it
-//! compares with `ConcurrencyLimit` depends on the machine: on an AMD EPYC,
-//! whose atomic operations cost less, an earlier version measured 1.5 times
-//! its cost. Every
+//! compares with `ConcurrencyLimit` depends on the machine: on an idle 2-core
+//! AMD EPYC, 25 ns with a count window against `ConcurrencyLimit`'s 17 ns. Every
 //! figure, beside its references and with the machine and load it was
 //! measured on, is in the
 //! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
