@@ -190,9 +190,9 @@
 //! bare service (tower's `ConcurrencyLimit`: 36 ns; tower-resilience's
 //! bulkhead: 210 ns and 3 allocations) with no allocation, on an idle 2-core
 //! Intel Xeon. On an idle 2-core AMD EPYC, where `ConcurrencyLimit` costs
-//! half as much, 20 to 23 ns against its 17 to 19 ns. Every figure, beside its references and with the machine and
-//! load it was measured on, is
-//! in the [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
+//! half as much, 20 to 23 ns against its 17 to 19 ns. Every figure, beside
+//! its references and with the machine and load it was measured on, is in
+//! the [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 //!
 //! # Cost model
 //!

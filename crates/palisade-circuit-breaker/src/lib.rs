@@ -367,8 +367,8 @@
 //! tower-resilience's: 230 ns and 3 allocations), 25 ns with consecutive
 //! failures only, and no allocation, on an idle 2-core Intel Xeon. How it
 //! compares with `ConcurrencyLimit` depends on the machine: on an idle 2-core
-//! AMD EPYC, 25 ns with a count window against `ConcurrencyLimit`'s 17 ns. Every
-//! figure, beside its references and with the machine and load it was
+//! AMD EPYC, 25 ns with a count window against `ConcurrencyLimit`'s 17 ns.
+//! Every figure, beside its references and with the machine and load it was
 //! measured on, is in the
 //! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 //!
