@@ -47,6 +47,18 @@ pub mod fault_proxy;
 /// How long a fixture waits for its service before calling it unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Polls `condition` every 20 ms until it holds; fails the test, naming
+/// `what` it waited for, when it does not hold within `within`. For states a
+/// live service reaches on its own time (a relay draining, a server process
+/// ending), which paused time cannot drive.
+pub async fn wait_until<F: Future<Output = bool>>(what: &str, within: Duration, mut condition: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what} in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The variable that turns "skip when a service is down" into "fail".
 pub const REQUIRE_SERVICES: &str = "PALISADE_REQUIRE_SERVICES";
 

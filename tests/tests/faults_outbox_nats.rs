@@ -11,7 +11,7 @@ use palisade_outbox::NatsPublisher;
 use palisade_outbox::postgres::{PgStore, migrate};
 use palisade_outbox::{Event, Relay, RelayHandle, stage};
 use palisade_tests::fault_proxy::{Action, Direction, Fault, FaultProxy};
-use palisade_tests::{Nats, Postgres, upstream_of, via};
+use palisade_tests::{Nats, Postgres, upstream_of, via, wait_until};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::time::{Instant, timeout};
@@ -94,7 +94,10 @@ impl Setup {
     /// event once, each aggregate's in version order. Returns how many publishes needed
     /// more than one attempt.
     async fn drained(self, relay: RelayHandle, staged: &[Event]) -> i64 {
-        wait_until("the outbox drained", || async { pending(&self.pg.pool).await == 0 }).await;
+        wait_until("the outbox drained", WAIT, || async {
+            pending(&self.pg.pool).await == 0
+        })
+        .await;
         relay.shutdown().await;
         let stream = self.js.get_stream(&self.nats.stream).await.unwrap();
         let messages = stream.get_info().await.unwrap().state.messages;
@@ -130,14 +133,6 @@ async fn pending(pool: &PgPool) -> i64 {
         .fetch_one(pool)
         .await
         .unwrap()
-}
-
-async fn wait_until<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
-    let deadline = Instant::now() + WAIT;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "{what} in time");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn fired(fault: &Fault) {
@@ -183,7 +178,7 @@ async fn a_stalled_ack_times_out_within_the_publish_timeout_and_the_resent_copy_
     fired(&fault).await;
     let stalled_at = Instant::now();
     // The relay gives up on the ack after its publish timeout and records a failed attempt.
-    wait_until("a failed attempt recorded", || async {
+    wait_until("a failed attempt recorded", WAIT, || async {
         let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM palisade_outbox WHERE attempts > 0")
             .fetch_one(&setup.pg.pool)
             .await

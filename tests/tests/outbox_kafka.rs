@@ -14,7 +14,7 @@ use palisade_outbox::postgres::{PgStore, migrate};
 use palisade_outbox::{Encoding, Event, Publisher, PublisherHealth, Relay, RelayHandle, TraceContext, stage};
 use palisade_outbox::{KafkaPublishError, KafkaPublisher, UnsendableField};
 use palisade_tests::fault_proxy::FaultProxy;
-use palisade_tests::{Kafka, KafkaRecord, Postgres, services_required, unique_name};
+use palisade_tests::{Kafka, KafkaRecord, Postgres, services_required, unique_name, wait_until};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::time::Instant;
@@ -313,13 +313,8 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
-async fn wait_until<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "{what} in time");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// How long a test waits for the relay and the broker to reach a state.
+const WAIT: Duration = Duration::from_secs(60);
 
 const AGGREGATES: usize = 6;
 const VERSIONS: i64 = 20;
@@ -459,7 +454,7 @@ async fn two_relays_through(test: &str, fault: Fault) {
     // Clones share the publishers' state (and health).
     let watched = [first.clone(), second.clone()];
     let relays = [relay(&pg, first).await, relay(&pg, second).await];
-    wait_until("some events published", || async {
+    wait_until("some events published", WAIT, || async {
         count(&pg.pool, "SELECT count(*) FROM palisade_outbox_published").await > 0
     })
     .await;
@@ -472,12 +467,12 @@ async fn two_relays_through(test: &str, fault: Fault) {
         Fault::Restart => broker.kill(),
     }
     staged.extend(stage_versions(&pg.pool, VERSIONS / 2 + 1..=VERSIONS, &kafka.topic).await);
-    wait_until("publishes failing while the broker is away", || async {
+    wait_until("publishes failing while the broker is away", WAIT, || async {
         count(&pg.pool, "SELECT count(*) FROM palisade_outbox WHERE attempts > 0").await > 0
     })
     .await;
     // Whichever relay claimed the waiting events found the broker gone.
-    wait_until("a publisher reports the broker unreachable", || async {
+    wait_until("a publisher reports the broker unreachable", WAIT, || async {
         watched.iter().any(|p| p.health() == PublisherHealth::Disconnected)
     })
     .await;
@@ -490,7 +485,7 @@ async fn two_relays_through(test: &str, fault: Fault) {
         Fault::Restart => broker.restart().await,
     }
 
-    wait_until("the outbox drained", || async {
+    wait_until("the outbox drained", WAIT, || async {
         count(&pg.pool, "SELECT count(*) FROM palisade_outbox").await == 0
     })
     .await;

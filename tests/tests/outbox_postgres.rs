@@ -13,7 +13,7 @@ use palisade_outbox::{
     ChannelPublisher, Disposition, Event, OutboxContext, OutboxStore, PublishError, PublishHookLayer, Publisher, Relay,
     RelayHandle, Seen, Wakeup, process_once, stage,
 };
-use palisade_tests::Postgres;
+use palisade_tests::{Postgres, wait_until};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -332,11 +332,10 @@ async fn a_publisher_failing_every_call_dead_letters_after_the_cap_then_requeue_
     let poison = event("a", 1);
     stage_committed(&pg.pool, std::slice::from_ref(&poison)).await;
     let handle = relay.spawn();
-    let deadline = Instant::now() + WAIT;
-    while store.dead_letters(10).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "dead-lettered in time");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until("dead-lettered", WAIT, || async {
+        !store.dead_letters(10).await.unwrap().is_empty()
+    })
+    .await;
     let dead = store.dead_letters(10).await.unwrap();
     assert_eq!(dead[0].event.as_ref(), Some(&poison));
     assert_eq!(dead[0].attempts, 4);
@@ -594,22 +593,15 @@ async fn a_dropped_claim_never_returns_its_transaction_to_the_pool() {
     );
     // The claim's connection is closed, not returned: its transaction, and the row locks it
     // holds, end when the server process behind it exits, a moment after the client is gone.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    wait_until("the dropped claim's server process ended", WAIT, || async {
         let alive: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
             .bind(claiming)
             .fetch_one(&pg.pool)
             .await
             .unwrap();
-        if alive == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the dropped claim's server process ended in time"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        alive == 0
+    })
+    .await;
     let (claim, again, _) = store.claim(10, Duration::from_secs(30)).await.unwrap();
     assert_eq!(again, claimed, "the rows were released");
     store
