@@ -317,7 +317,7 @@ def outbox_section(records):
 
         def one_relay(r):
             return next((o for o in throughput if driven(o) == (driven(r)[0], 1) and o["batch_size"] == r["batch_size"]
-                         and not o.get("waiting")), None)
+                         and o.get("aggregates") == r.get("aggregates") and not o.get("waiting")), None)
 
         rows = []
         for r in throughput:
@@ -325,12 +325,17 @@ def outbox_section(records):
             one = one_relay(r)
             ratio = fmt_ratio(r["events_per_s"] / one["events_per_s"]) if one and relays != 1 else ""
             waiting = f", {r['waiting']:,} other aggregates waiting for a retry" if r.get("waiting") else ""
-            rows.append([f"{r['events']:,} events{waiting}", str(r["batch_size"]),
+            spread = f" over {r['aggregates']:,} aggregates" if r.get("aggregates") else ""
+            rows.append([f"{r['events']:,} events{spread}{waiting}", str(r["batch_size"]),
                          "`run_batch` after `run_batch`" if how == "run_batch" else f"{relays} spawned relay{'s' * (relays > 1)}",
-                         f"{r['events_per_s']:,.0f}", ratio])
+                         f"{r['events_per_s']:,.0f}", ratio,
+                         f"{r['cpu_us_per_event']:.1f} µs" if r.get("cpu_us_per_event") is not None else ""])
         parts.append("Spawned relays run as a service runs them (default workers, each on a pool and NATS "
-                     "connection of its own, as separate processes would be).\n\n"
-                     + table(["backlog drained", "batch size", "driven by", "events/s", "÷ one relay"], rows))
+                     "connection of its own, as separate processes would be). CPU per event is the bench "
+                     "process's (the relays with their database and NATS clients; not the servers') over "
+                     "the drain.\n\n"
+                     + table(["backlog drained", "batch size", "driven by", "events/s", "÷ one relay",
+                              "CPU per event"], rows))
     rows = []
     for load in ("steady", "idle"):
         for wake in ("hook", "poll"):

@@ -5,8 +5,10 @@
 //! - throughput: events per second drained from a 20,000-event backlog (100 aggregates) at
 //!   batches of 100 and 1000, the relay publishing with JetStream acks: one `run_batch` after
 //!   another, then at batches of 1000 as a service runs it (`spawn`, default workers, which
-//!   claim the next batch while publishing a full one), one relay and two; the two relays each
-//!   have their own pool and NATS connection, as two processes would; then at batches of 1000
+//!   claim the next batch while publishing a full one), one relay and two, over the 100
+//!   aggregates and again over 10,000 (two events each), where no batch holds back the next;
+//!   the two relays each have their own pool and NATS connection, as two processes would; then
+//!   at batches of 1000
 //!   by `run_batch` while 20,000 other aggregates wait for a retry (after a broker outage, the
 //!   first event of each failed), which every claim must pass over;
 //! - latency: commit-to-consumer median and p99 while staging about 2,000 events/s, with the
@@ -44,6 +46,10 @@ const BACKLOG: usize = 20_000;
 /// Aggregates waiting for a retry in the drain after an outage.
 const WAITING: usize = 20_000;
 const AGGREGATES: usize = 100;
+/// The aggregates of the drains that spread the backlog thin: one batch of 1000 then holds no
+/// aggregate whose older events another claim holds, so a second worker or relay can claim
+/// behind it instead of waiting for its commit.
+const SPREAD_AGGREGATES: usize = 10_000;
 const STAGERS: usize = 8;
 
 struct Services {
@@ -121,17 +127,63 @@ fn skip(reason: String) {
     palisade_benches::record(&json!({"kind": "skipped", "group": "outbox", "reason": reason}));
 }
 
-/// Records one drain for the report: `driven` by a `run_batch` loop or `spawn`ed relays, with
-/// `waiting` other aggregates waiting for a retry.
-fn record_throughput(batch_size: usize, driven: &str, relays: usize, waiting: usize, rate: f64) {
+/// How fast a backlog drained, and what CPU this process (the relays, their database and NATS
+/// clients) spent on it.
+struct Drained {
+    events_per_s: f64,
+    cpu_per_event: Option<Duration>,
+}
+
+impl Drained {
+    fn of(elapsed: Duration, cpu_before: Option<Duration>) -> Self {
+        let cpu = process_cpu()
+            .zip(cpu_before)
+            .map(|(after, before)| after.saturating_sub(before));
+        Self {
+            events_per_s: BACKLOG as f64 / elapsed.as_secs_f64(),
+            cpu_per_event: cpu.map(|cpu| cpu / u32::try_from(BACKLOG).unwrap()),
+        }
+    }
+
+    fn cpu_text(&self) -> String {
+        self.cpu_per_event.map_or(String::new(), |cpu| {
+            format!(", {:.1} µs CPU per event", cpu.as_secs_f64() * 1e6)
+        })
+    }
+}
+
+/// The CPU time this process's threads have run so far: the sum of their
+/// `/proc/self/task/*/schedstat` (Linux; `None` elsewhere). The drains run on runtime threads
+/// that live through them, so no thread's time is lost by its exit.
+fn process_cpu() -> Option<Duration> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    let nanos = tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Some(Duration::from_nanos(nanos))
+}
+
+/// Records one drain for the report: `driven` by a `run_batch` loop or `spawn`ed relays, the
+/// backlog spread over `aggregates`, with `waiting` other aggregates waiting for a retry.
+fn record_throughput(
+    batch_size: usize,
+    driven: &str,
+    relays: usize,
+    aggregates: usize,
+    waiting: usize,
+    drained: &Drained,
+) {
     palisade_benches::record(&json!({
         "kind": "outbox_throughput",
         "batch_size": batch_size,
         "events": BACKLOG,
+        "aggregates": aggregates,
         "driven": driven,
         "relays": relays,
         "waiting": waiting,
-        "events_per_s": rate,
+        "events_per_s": drained.events_per_s,
+        "cpu_us_per_event": drained.cpu_per_event.map(|cpu| cpu.as_secs_f64() * 1e6),
     }));
 }
 
@@ -164,8 +216,8 @@ async fn schema_pool(url: &str, schema: &str, options: PgPoolOptions) -> Option<
         .ok()
 }
 
-/// Stages `count` events round-robin over the aggregates, 1,000 per transaction.
-async fn stage_backlog(pool: &PgPool, count: usize) {
+/// Stages `count` events round-robin over `aggregates` aggregates, 1,000 per transaction.
+async fn stage_backlog(pool: &PgPool, count: usize, aggregates: usize) {
     for chunk in 0..count.div_ceil(1000) {
         let mut tx = pool.begin().await.unwrap();
         let mut builder = QueryBuilder::new(
@@ -173,8 +225,8 @@ async fn stage_backlog(pool: &PgPool, count: usize) {
                 (event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version, payload, metadata) ",
         );
         let rows = (chunk * 1000..((chunk + 1) * 1000).min(count)).map(|i| {
-            Event::new("Moved", "Parcel", format!("p{}", i % AGGREGATES), json!({"i": i}))
-                .with_version(i64::try_from(i / AGGREGATES + 1).unwrap())
+            Event::new("Moved", "Parcel", format!("p{}", i % aggregates), json!({"i": i}))
+                .with_version(i64::try_from(i / aggregates + 1).unwrap())
         });
         builder.push_values(rows, |mut b, e| {
             b.push_bind(e.event_id)
@@ -209,15 +261,16 @@ async fn stage_waiting(pool: &PgPool, count: usize) {
     .unwrap();
 }
 
-/// Drains the backlog with one `run_batch` after another: events per second.
-async fn throughput(s: &Services, batch_size: usize) -> f64 {
-    stage_backlog(&s.pool, BACKLOG).await;
+/// Drains the backlog with one `run_batch` after another.
+async fn throughput(s: &Services, batch_size: usize) -> Drained {
+    stage_backlog(&s.pool, BACKLOG, AGGREGATES).await;
     let publisher = NatsPublisher::new(s.client.clone()).with_prefix(format!("{}.", s.schema));
     let relay = Relay::builder(s.store.clone(), publisher)
         .batch_size(batch_size)
         .concurrency(AGGREGATES)
         .build()
         .unwrap();
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let mut published = 0;
     loop {
@@ -228,7 +281,7 @@ async fn throughput(s: &Services, batch_size: usize) -> f64 {
         published += report.published;
     }
     assert_eq!(published, BACKLOG);
-    BACKLOG as f64 / started.elapsed().as_secs_f64()
+    Drained::of(started.elapsed(), cpu_before)
 }
 
 /// Counts what its relays published, and says when `target` events were.
@@ -263,7 +316,7 @@ impl Publisher for Counting {
 /// Drains the backlog with `relays` relays running as a service runs them (`spawn`), each on
 /// a pool and NATS connection of its own as separate processes would be; events per second
 /// from their start until every event is published and recorded.
-async fn drain(s: &Services, relays: usize, batch_size: usize) -> f64 {
+async fn drain(s: &Services, relays: usize, batch_size: usize, aggregates: usize) -> Drained {
     let published = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(Notify::new());
     let mut built = Vec::with_capacity(relays);
@@ -289,12 +342,13 @@ async fn drain(s: &Services, relays: usize, batch_size: usize) -> f64 {
         };
         let relay = Relay::builder(PgStore::new(pool.clone()), publisher)
             .batch_size(batch_size)
-            .concurrency(AGGREGATES)
+            .concurrency(aggregates.min(batch_size))
             .build()
             .unwrap();
         built.push((relay, pool));
     }
-    stage_backlog(&s.pool, BACKLOG).await;
+    stage_backlog(&s.pool, BACKLOG, aggregates).await;
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let running: Vec<_> = built.iter().map(|(relay, _)| relay.spawn()).collect();
     tokio::time::timeout(Duration::from_secs(60), done.notified())
@@ -303,7 +357,7 @@ async fn drain(s: &Services, relays: usize, batch_size: usize) -> f64 {
     for handle in running {
         handle.shutdown().await;
     }
-    let elapsed = started.elapsed();
+    let drained = Drained::of(started.elapsed(), cpu_before);
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM palisade_outbox")
         .fetch_one(&s.pool)
         .await
@@ -312,7 +366,7 @@ async fn drain(s: &Services, relays: usize, batch_size: usize) -> f64 {
     for (_, pool) in built {
         pool.close().await;
     }
-    BACKLOG as f64 / elapsed.as_secs_f64()
+    drained
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -540,24 +594,36 @@ fn main() {
 /// The drains: `run_batch` loops at two batch sizes, then one spawned relay and two.
 async fn throughput_runs(s: &Services) {
     for batch_size in [100, 1000] {
-        let rate = throughput(s, batch_size).await;
+        let drained = throughput(s, batch_size).await;
         println!(
-            "outbox throughput, batch {batch_size:>4}, run_batch loop: {rate:>8.0} events/s (PostgreSQL -> JetStream acked)"
+            "outbox throughput, batch {batch_size:>4}, run_batch loop: {:>8.0} events/s (PostgreSQL -> JetStream acked){}",
+            drained.events_per_s,
+            drained.cpu_text()
         );
-        record_throughput(batch_size, "run_batch", 1, 0, rate);
+        record_throughput(batch_size, "run_batch", 1, AGGREGATES, 0, &drained);
     }
-    let mut one_relay = None;
-    for relays in [1, 2] {
-        let rate = drain(s, relays, 1000).await;
-        let ratio = one_relay.map_or(String::new(), |one: f64| format!(", {:.2}x one relay", rate / one));
-        one_relay.get_or_insert(rate);
-        println!("outbox throughput, batch 1000, {relays} spawned relay(s): {rate:>8.0} events/s{ratio}");
-        record_throughput(1000, "spawn", relays, 0, rate);
+    for aggregates in [AGGREGATES, SPREAD_AGGREGATES] {
+        let mut one_relay = None;
+        for relays in [1, 2] {
+            let drained = drain(s, relays, 1000, aggregates).await;
+            let rate = drained.events_per_s;
+            let ratio = one_relay.map_or(String::new(), |one: f64| format!(", {:.2}x one relay", rate / one));
+            one_relay.get_or_insert(rate);
+            println!(
+                "outbox throughput, batch 1000, {aggregates} aggregates, {relays} spawned relay(s): {rate:>8.0} events/s{ratio}{}",
+                drained.cpu_text()
+            );
+            record_throughput(1000, "spawn", relays, aggregates, 0, &drained);
+        }
     }
     stage_waiting(&s.pool, WAITING).await;
-    let rate = throughput(s, 1000).await;
-    println!("outbox throughput, batch 1000, run_batch loop, {WAITING} aggregates waiting: {rate:>8.0} events/s");
-    record_throughput(1000, "run_batch", 1, WAITING, rate);
+    let drained = throughput(s, 1000).await;
+    println!(
+        "outbox throughput, batch 1000, run_batch loop, {WAITING} aggregates waiting: {:>8.0} events/s{}",
+        drained.events_per_s,
+        drained.cpu_text()
+    );
+    record_throughput(1000, "run_batch", 1, AGGREGATES, WAITING, &drained);
     sqlx::query("DELETE FROM palisade_outbox WHERE aggregate_id LIKE 'waiting-%'")
         .execute(&s.pool)
         .await

@@ -1,7 +1,8 @@
 use std::borrow::Cow;
 
+use async_nats::header::IntoHeaderName;
 use async_nats::jetstream::{self, context::PublishAckFuture, context::PublishErrorKind};
-use async_nats::{HeaderMap, connection::State};
+use async_nats::{HeaderMap, HeaderName, connection::State};
 use futures_util::Stream;
 
 use super::wire::{self, Spelling};
@@ -31,7 +32,7 @@ use crate::error::PublishError;
 /// | subject (prefix + destination) | not empty, no whitespace, no empty token (`a..b`, a leading or trailing `.`), at most 3,840 bytes (the protocol line holding it is at most 4,096 by default) |
 /// | event type (the `Palisade-Event-Type` header) | no carriage return or line feed |
 /// | `ce-source` in binary mode (the metadata's source or `/<aggregate type>`) | no carriage return or line feed |
-/// | message (headers + body) | at most the server's `max_payload` (1 MiB by default; read from the server when the publisher has its client) |
+/// | message (headers + body) | at most the server's `max_payload` (1 MiB by default; read from the server, once for each run of an aggregate's events, when the publisher has its client) |
 ///
 /// # Reconnection
 ///
@@ -121,8 +122,17 @@ impl NatsPublisher {
 }
 
 impl NatsPublisher {
-    /// Sends `event` and returns the future of its ack (without waiting for it).
-    async fn send(&self, event: &Event) -> Result<PublishAckFuture, PublishError> {
+    /// The largest message the server takes. Read from the client's copy of the server's
+    /// `INFO` (a copy of every field, so once per run, not per event).
+    fn max_payload(&self) -> usize {
+        self.client
+            .as_ref()
+            .map_or(DEFAULT_MAX_PAYLOAD, |client| client.server_info().max_payload)
+    }
+
+    /// Sends `event`, checked against `max_payload`, and returns the future of its ack
+    /// (without waiting for it).
+    async fn send(&self, event: &Event, max_payload: usize) -> Result<PublishAckFuture, PublishError> {
         let unsendable = |field, reason| PublishError::permanent(UnsendableField { field, reason });
         let subject = format!("{}{}", self.prefix, event.destination);
         if let Some(problem) = subject_problem(&subject) {
@@ -162,10 +172,6 @@ impl NatsPublisher {
                 .map(|(name, value)| name.len() + 2 + value.len() + 2)
                 .sum::<usize>()
             + 2;
-        let max_payload = self
-            .client
-            .as_ref()
-            .map_or(DEFAULT_MAX_PAYLOAD, |client| client.server_info().max_payload);
         let size = header_len + body.len();
         if size > max_payload {
             return Err(unsendable(
@@ -175,7 +181,12 @@ impl NatsPublisher {
         }
         let mut map = HeaderMap::new();
         for (name, value) in headers {
-            map.insert(name.as_ref(), value.as_ref());
+            // A constant name goes in as it is; only a made one (`ce-id`) is copied.
+            let name = match name {
+                Cow::Borrowed(name) => HeaderName::from_static(name),
+                Cow::Owned(name) => name.into_header_name(),
+            };
+            map.insert(name, value.as_ref());
         }
         self.jetstream
             .publish_with_headers(subject, map, body.into())
@@ -191,13 +202,15 @@ async fn acked(ack: PublishAckFuture) -> Result<(), PublishError> {
 
 impl Publisher for NatsPublisher {
     async fn publish(&self, event: &Event) -> Result<(), PublishError> {
-        acked(self.send(event).await?).await
+        acked(self.send(event, self.max_payload()).await?).await
     }
 
     /// Pipelined: sends the whole run on the connection (which the server keeps in order),
-    /// then yields the acks in order. A send that fails ends the run there.
+    /// then yields the acks in order. A send that fails ends the run there. The server's
+    /// `max_payload` is read once for the run.
     fn publish_run<'a>(&'a self, events: &'a [Event]) -> impl Stream<Item = Result<(), PublishError>> + Send + 'a {
-        super::pipelined(events, |event| self.send(event), acked)
+        let max_payload = self.max_payload();
+        super::pipelined(events, move |event| self.send(event, max_payload), acked)
     }
 
     /// The client's connection state: connected, or not (the client is reconnecting). A
