@@ -92,25 +92,26 @@ where
 {
     type Future = Wait;
 
+    #[inline]
     fn retry(&mut self, req: &mut Request<ReplayBody<B>>, result: &mut Result<Response<ResB>, E>) -> Option<Wait> {
         let config = &*self.config;
+        // No status in the head: the call is committed.
+        if let Ok(res) = result
+            && !GrpcCode::of_response(res).is_some_and(|code| config.retry_codes.contains(&code))
+        {
+            config.last_attempt(&mut self.attempts);
+            return None;
+        }
         let ended = config.end_attempt(&mut self.attempts);
         let (reason, pushback) = match result {
-            Ok(res) => {
-                // No status in the head: the call is committed.
-                let code = GrpcCode::of_response(res)?;
-                if !config.retry_codes.contains(&code) {
+            Ok(res) => match Pushback::of(res) {
+                Pushback::Stop => {
+                    tracing::debug!(target: palisade_core::telemetry::retry::TARGET, name = &*config.name, "not retrying: the server's pushback says not to");
                     return None;
                 }
-                match Pushback::of(res) {
-                    Pushback::Stop => {
-                        tracing::debug!(target: palisade_core::telemetry::retry::TARGET, name = &*config.name, "not retrying: the server's pushback says not to");
-                        return None;
-                    }
-                    Pushback::Wait(wait) => (Reason::Response, Some(wait)),
-                    Pushback::None => (Reason::Response, None),
-                }
-            }
+                Pushback::Wait(wait) => (Reason::Response, Some(wait)),
+                Pushback::None => (Reason::Response, None),
+            },
             Err(e) => {
                 let e = e.as_error();
                 (config.error_reason(e, || config.classifier.retryable(Err(e)))?, None)

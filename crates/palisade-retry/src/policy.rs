@@ -194,8 +194,27 @@ impl<C> Config<C> {
 
     /// Called when an attempt's result arrives: the attempt's span, which
     /// closes when the policy has decided whether another attempt follows.
+    #[inline]
     pub(crate) fn end_attempt(&self, attempts: &mut Attempts) -> Option<tracing::Span> {
         attempts.done = attempts.done.saturating_add(1);
+        if attempts.attempt_started.is_none() && attempts.span.is_none() {
+            return None;
+        }
+        self.end_observed_attempt(attempts)
+    }
+
+    /// Ends an attempt after which no other follows (its result is final).
+    #[inline]
+    pub(crate) fn last_attempt(&self, attempts: &mut Attempts) {
+        attempts.done = attempts.done.saturating_add(1);
+        if attempts.attempt_started.is_some() || attempts.span.is_some() {
+            drop(self.end_observed_attempt(attempts));
+        }
+    }
+
+    /// The rest of [`end_attempt`](Self::end_attempt) for an attempt that was timed or has a span.
+    #[inline(never)]
+    fn end_observed_attempt(&self, attempts: &mut Attempts) -> Option<tracing::Span> {
         if let Some(started) = attempts.attempt_started.take() {
             self.attempt_duration.record(started.elapsed());
         }
@@ -287,6 +306,18 @@ impl<C> Config<C> {
             reason: reason.label(),
         });
         Some(Wait::new(wait, self.budget.clone()))
+    }
+
+    /// Whether an HTTP response is retried: its status's override, else the classifier.
+    fn status_retryable<B>(&self, res: &Response<B>) -> bool
+    where
+        C: Classify<Response<B>>,
+    {
+        let status = res.status();
+        match self.status_overrides.iter().find(|(s, _)| *s == status) {
+            Some(&(_, retryable)) => retryable,
+            None => self.classifier.retryable(Ok(res)),
+        }
     }
 
     fn is_safe<B>(&self, req: &Request<B>) -> bool {
@@ -406,16 +437,26 @@ where
 {
     type Future = Wait;
 
+    // Inlined into tower's response future, deciding first whether the result is retried at
+    // all: the usual end then takes no call, and a small result is not spilled to memory and
+    // copied back. The HTTP and gRPC policies have the same shape.
+    #[inline]
     fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Wait> {
         let config = &*self.config;
+        if let Ok(res) = result
+            && !config.classifier.retryable(Ok(res))
+        {
+            config.last_attempt(&mut self.attempts);
+            return None;
+        }
         let ended = config.end_attempt(&mut self.attempts);
         let reason = match result {
-            Ok(res) => config.classifier.retryable(Ok(res)).then_some(Reason::Response),
+            Ok(_) => Reason::Response,
             Err(e) => {
                 let e = e.as_error();
-                config.error_reason(e, || config.classifier.retryable(Err(e)))
+                config.error_reason(e, || config.classifier.retryable(Err(e)))?
             }
-        }?;
+        };
         config.decide(&mut self.attempts, ended, reason, None, Deadline::current())
     }
 
@@ -434,21 +475,18 @@ where
 {
     type Future = Wait;
 
+    #[inline]
     fn retry(&mut self, req: &mut Request<ReplayBody<B>>, result: &mut Result<Response<ResB>, E>) -> Option<Wait> {
         let config = &*self.config;
+        if let Ok(res) = result
+            && !config.status_retryable(res)
+        {
+            config.last_attempt(&mut self.attempts);
+            return None;
+        }
         let ended = config.end_attempt(&mut self.attempts);
         let (reason, retry_after) = match result {
-            Ok(res) => {
-                let status = res.status();
-                let retryable = match config.status_overrides.iter().find(|(s, _)| *s == status) {
-                    Some(&(_, retryable)) => retryable,
-                    None => config.classifier.retryable(Ok(res)),
-                };
-                if !retryable {
-                    return None;
-                }
-                (Reason::Status(status), retry_after(res))
-            }
+            Ok(res) => (Reason::Status(res.status()), retry_after(res)),
             Err(e) => {
                 let e = e.as_error();
                 (config.error_reason(e, || config.classifier.retryable(Err(e)))?, None)
