@@ -2,12 +2,19 @@
 //! service: `ready().await` then `call(req).await`, N times on a
 //! current-thread runtime, against the bare service in the same run; and two
 //! tasks on a two-worker runtime driving clones of one service, for the
-//! throughput of its shared state.
+//! throughput of its shared state. The one-call-at-a-time loop runs again
+//! over an inner service whose call does about 20 ns of arithmetic first, as
+//! any real service does some work: a layer that builds a small value, calls
+//! the inner service and then copies the value is timed here without the
+//! stall a do-nothing inner service causes, when the copy's wide load
+//! follows the narrower stores that built the value too closely for the
+//! processor to forward them.
 //!
 //! Run with `cargo bench -p palisade-benches --bench loop`. Options (after
 //! `--`): `--calls N` calls per repetition (default 200000), `--reps R`
 //! repetitions (default 7; the layers take turns within each), `--only NAME`
-//! one layer (repeatable), `--no-threads` to skip the two-task mode. For
+//! one layer (repeatable), `--no-threads` to skip the two-task mode,
+//! `--inner bare` or `--inner working` for one of the two inner services. For
 //! instruction counts, run the bench binary under
 //! `valgrind --tool=callgrind` with `--only NAME --reps 1 --no-threads` at two
 //! call counts: the difference of the totals over 1.1 times the difference
@@ -18,7 +25,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use palisade_benches::{NeverRetry, TowerBudgetRetry, bare, peers, record};
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+
+use palisade_benches::{Bare, NeverRetry, TowerBudgetRetry, bare, peers, record};
 use palisade_bulkhead::BulkheadLayer;
 use palisade_circuit_breaker::CircuitBreakerBuilder;
 use palisade_retry::RetryLayer;
@@ -82,7 +92,21 @@ where
     Box::new(Entry { name, svc })
 }
 
-fn layers() -> Vec<Box<dyn Case>> {
+/// A service like [`bare`] whose call first does about 20 ns of arithmetic
+/// that the compiler cannot skip.
+fn working() -> Bare {
+    fn work(req: u64) -> Ready<Result<u64, Infallible>> {
+        let mut x = req;
+        for i in 0..40u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        ready(Ok(x))
+    }
+    tower::service_fn(work as fn(u64) -> Ready<Result<u64, Infallible>>)
+}
+
+/// Every layer over `inner` (and `inner` alone, as `bare`).
+fn layers(inner: Bare) -> Vec<Box<dyn Case>> {
     const HIGH: usize = 1_000_000;
     let count_window = CircuitBreakerBuilder::rate_based("loop")
         .count_window(100)
@@ -108,32 +132,32 @@ fn layers() -> Vec<Box<dyn Case>> {
         .expect("valid");
     let retry = RetryLayer::builder("loop").build().expect("valid");
     vec![
-        entry("bare", bare()),
+        entry("bare", inner),
         entry(
             "tower_concurrency_limit",
-            tower::limit::ConcurrencyLimit::new(bare(), HIGH),
+            tower::limit::ConcurrencyLimit::new(inner, HIGH),
         ),
-        entry("tower_retry_never", tower::retry::Retry::new(NeverRetry, bare())),
-        entry("breaker_count_window", count_window.layer(bare())),
-        entry("breaker_consecutive", consecutive.layer(bare())),
-        entry("breaker_keyed", keyed_breaker.layer(bare())),
-        entry("bulkhead_fixed", fixed.layer(bare())),
-        entry("bulkhead_keyed", keyed_bulkhead.layer(bare())),
-        entry("palisade_retry_budget", retry.layer(bare())),
+        entry("tower_retry_never", tower::retry::Retry::new(NeverRetry, inner)),
+        entry("breaker_count_window", count_window.layer(inner)),
+        entry("breaker_consecutive", consecutive.layer(inner)),
+        entry("breaker_keyed", keyed_breaker.layer(inner)),
+        entry("bulkhead_fixed", fixed.layer(inner)),
+        entry("bulkhead_keyed", keyed_bulkhead.layer(inner)),
+        entry("palisade_retry_budget", retry.layer(inner)),
         entry(
             "tower_retry_tps_budget",
-            tower::retry::Retry::new(TowerBudgetRetry::default(), bare()),
+            tower::retry::Retry::new(TowerBudgetRetry::default(), inner),
         ),
         entry(
             "tower_resilience_breaker",
-            peers::tower_resilience_breaker().layer(bare()),
+            peers::tower_resilience_breaker().layer(inner),
         ),
         entry(
             "tower_resilience_bulkhead",
-            peers::tower_resilience_bulkhead().layer(bare()),
+            peers::tower_resilience_bulkhead().layer(inner),
         ),
-        entry("tower_resilience_retry", peers::tower_resilience_retry().layer(bare())),
-        entry("failsafe_breaker", peers::failsafe(bare())),
+        entry("tower_resilience_retry", peers::tower_resilience_retry().layer(inner)),
+        entry("failsafe_breaker", peers::failsafe(inner)),
     ]
 }
 
@@ -157,6 +181,8 @@ struct Args {
     reps: usize,
     only: Vec<String>,
     threads: bool,
+    /// Which inner services the one-call-at-a-time loop runs over.
+    inner: Vec<InnerCall>,
 }
 
 fn args() -> Args {
@@ -165,6 +191,7 @@ fn args() -> Args {
         reps: 7,
         only: Vec::new(),
         threads: true,
+        inner: vec![InnerCall::Bare, InnerCall::Working],
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -173,6 +200,13 @@ fn args() -> Args {
             "--reps" => args.reps = it.next().and_then(|n| n.parse().ok()).expect("--reps R"),
             "--only" => args.only.push(it.next().expect("--only NAME")),
             "--no-threads" => args.threads = false,
+            "--inner" => {
+                args.inner = match it.next().as_deref() {
+                    Some("bare") => vec![InnerCall::Bare],
+                    Some("working") => vec![InnerCall::Working],
+                    _ => panic!("--inner bare|working"),
+                }
+            }
             // cargo bench passes `--bench`; criterion's options mean nothing here.
             _ => {}
         }
@@ -194,18 +228,44 @@ fn spread(values: &mut [f64]) -> (f64, f64, f64) {
 
 fn main() {
     let args = args();
-    let mut layers = layers();
-    if !args.only.is_empty() {
-        layers.retain(|case| args.only.iter().any(|only| only == case.name()));
+    let chosen = |inner: Bare| {
+        let mut layers = layers(inner);
+        if !args.only.is_empty() {
+            layers.retain(|case| args.only.iter().any(|only| only == case.name()));
+        }
+        layers
+    };
+    for &inner in &args.inner {
+        let service = match inner {
+            InnerCall::Bare => bare(),
+            InnerCall::Working => working(),
+        };
+        one_at_a_time(&mut chosen(service), &args, inner);
     }
+    if args.threads {
+        two_tasks(&chosen(bare()), &args);
+    }
+}
 
+/// The inner service of a one-call-at-a-time run.
+#[derive(Clone, Copy)]
+enum InnerCall {
+    /// [`bare`]: the call does nothing.
+    Bare,
+    /// [`working`]: the call does about 20 ns of arithmetic first.
+    Working,
+}
+
+/// Each layer's calls one at a time on a current-thread runtime, the layers taking turns
+/// within each repetition; printed and recorded against the inner service alone.
+fn one_at_a_time(layers: &mut [Box<dyn Case>], args: &Args, inner: InnerCall) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("runtime");
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); layers.len()];
     rt.block_on(async {
-        for case in &mut layers {
+        for case in layers.iter_mut() {
             case.run(args.calls / 10).await;
         }
         for _ in 0..args.reps {
@@ -216,8 +276,12 @@ fn main() {
         }
     });
 
+    let (kind, inner_call) = match inner {
+        InnerCall::Bare => ("loop", ""),
+        InnerCall::Working => ("loop_working", ", the inner call doing about 20 ns of work"),
+    };
     println!(
-        "one call at a time, current-thread runtime: {} calls x {} repetitions",
+        "one call at a time, current-thread runtime{inner_call}: {} calls x {} repetitions",
         args.calls, args.reps
     );
     println!(
@@ -239,17 +303,13 @@ fn main() {
             None => println!("  {name:<28} {median:>9.1} ({low:>6.1}..{high:>6.1})"),
         }
         record(&serde_json::json!({
-            "kind": "loop",
+            "kind": kind,
             "entry": name,
             "calls": args.calls,
             "ns_per_call": times,
             "median": median,
             "over_bare": over.map(|o| o.0),
         }));
-    }
-
-    if args.threads {
-        two_tasks(&layers, &args);
     }
 }
 
