@@ -204,6 +204,8 @@ impl<C> Config<C> {
     }
 
     /// Ends an attempt after which no other follows (its result is final).
+    // Not `drop(self.end_attempt(attempts))`: that drops an empty span out of line, about
+    // 2 ns a request.
     #[inline]
     pub(crate) fn last_attempt(&self, attempts: &mut Attempts) {
         attempts.done = attempts.done.saturating_add(1);
