@@ -16,17 +16,15 @@
 //! one layer (repeatable), `--no-threads` to skip the two-task mode,
 //! `--inner bare` or `--inner working` for one of the two inner services. For
 //! instruction counts, run the bench binary under
-//! `valgrind --tool=callgrind` with `--only NAME --reps 1 --no-threads` at two
+//! `valgrind --tool=callgrind` with `--only NAME --reps 1 --no-threads --inner bare` at two
 //! call counts: the difference of the totals over 1.1 times the difference
 //! of the calls (a tenth more warm the loop up first) is the instructions of
 //! one call.
 
-use std::future::Future;
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::time::Duration;
-
-use std::convert::Infallible;
-use std::future::{Ready, ready};
 
 use palisade_benches::{Bare, NeverRetry, TowerBudgetRetry, bare, peers, record};
 use palisade_bulkhead::BulkheadLayer;
