@@ -85,6 +85,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         ResponseFuture::start(GateRef::Shared(&self.gate), &mut self.inner, req, &self.classifier)
     }
