@@ -197,30 +197,30 @@ impl Breaker {
     }
 
     /// Decides whether a call may go through now, against the state at this
-    /// moment; an admitted call's recorder keeps the reference.
-    #[inline]
-    pub(crate) fn admit_owned(self: Arc<Self>) -> Admission {
-        match self.admit_closed_owned() {
-            Ok(recorder) => Admission::Admit(recorder),
-            Err(breaker) => breaker.admit_slow(breaker.state.load(Acquire), None),
-        }
+    /// moment; an admitted call's recorder keeps a reference.
+    pub(crate) fn admit(self: &Arc<Self>) -> Admission {
+        self.admit_slow(self.state.load(Acquire), None)
     }
 
-    /// The recorder of a call admitted while the breaker is closed, the
-    /// common case, or the breaker back when it is not.
+    /// The epoch of the breaker when it is closed, the common case: a call
+    /// goes in, recorded by a [`Recorder::sent`] of that epoch.
     ///
-    /// Callers put the recorder straight into the response future instead of
-    /// going through an [`Admission`]: a recorder built in memory and copied
-    /// out of it at once cost a few nanoseconds a call on x86, whose wide
-    /// loads wait for the narrower stores that just built it.
+    /// Callers build the recorder after the inner call, in the response
+    /// future, instead of going through an [`Admission`]: a recorder built
+    /// before the call was kept in memory across it and copied into the future
+    /// with wide loads that waited on the narrower stores that had just built
+    /// it, a few nanoseconds a call on x86.
     #[inline]
-    pub(crate) fn admit_closed_owned(self: Arc<Self>) -> Result<Recorder, Arc<Self>> {
+    pub(crate) fn closed_epoch(&self) -> Option<u64> {
         let word = self.state.load(Acquire);
-        if word & KIND_MASK == CLOSED_BITS {
-            Ok(Recorder::owned(self, epoch(word), false))
-        } else {
-            Err(self)
-        }
+        (word & KIND_MASK == CLOSED_BITS).then(|| epoch(word))
+    }
+
+    /// When a call sent now started, for the rules that need call durations
+    /// (0 when none does).
+    #[inline]
+    pub(crate) fn call_start(&self) -> u64 {
+        if self.times_calls { self.now_nanos() } else { 0 }
     }
 
     /// Decides whether a call holding the probe slot `reserved` by
@@ -237,7 +237,10 @@ impl Breaker {
             // `settle` leaves a probe slot exactly when the call goes in half-open.
             Ok(word) => match (kind(word), reserved) {
                 (State::Disabled, _) => Admission::Pass,
-                (_, Some(probe)) => Admission::Admit(probe),
+                (_, Some(mut probe)) => {
+                    probe.restart();
+                    Admission::Admit(probe)
+                }
                 (_, None) => Admission::Admit(Recorder::new(self, epoch(word), false)),
             },
         }
@@ -646,28 +649,33 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    #[inline]
+    /// A recorder whose call is sent now.
     fn new(breaker: &Arc<Breaker>, epoch: u64, probe: bool) -> Self {
-        Self::owned(breaker.clone(), epoch, probe)
-    }
-
-    #[inline]
-    fn owned(breaker: Arc<Breaker>, epoch: u64, probe: bool) -> Self {
         Self {
-            breaker,
+            breaker: breaker.clone(),
             epoch,
             probe,
             settled: false,
-            start: 0,
+            start: breaker.call_start(),
         }
     }
 
-    /// Marks the moment the call was sent, when a rule needs call durations.
+    /// The recorder of a call sent at `start` ([`Breaker::call_start`]) while
+    /// the breaker was closed in `epoch` ([`Breaker::closed_epoch`]).
     #[inline]
-    pub(crate) fn started(&mut self) {
-        if self.breaker.times_calls {
-            self.start = self.breaker.now_nanos();
+    pub(crate) fn sent(breaker: Arc<Breaker>, epoch: u64, start: u64) -> Self {
+        Self {
+            breaker,
+            epoch,
+            probe: false,
+            settled: false,
+            start,
         }
+    }
+
+    /// Restarts the clock of a probe slot reserved before its call was sent.
+    fn restart(&mut self) {
+        self.start = self.breaker.call_start();
     }
 
     /// Records the call's outcome; a second call records nothing.

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use palisade_core::eos::{Judge, Settle};
@@ -10,7 +11,7 @@ use palisade_core::{BoxError, CircuitOpen, Outcome};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::breaker::{Admission, Recorder};
+use crate::breaker::{Admission, Breaker, Recorder};
 
 pin_project! {
     /// The response future of [`CircuitBreaker`](crate::CircuitBreaker) and
@@ -31,7 +32,7 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F> {
-        Called { #[pin] future: F, recorder: Option<Recorder> },
+        Called { #[pin] future: F, record: Record },
         Passed { #[pin] future: F },
         Rejected { error: CircuitOpen },
     }
@@ -42,7 +43,7 @@ impl<F, C> ResponseFuture<F, C> {
         Self {
             kind: Kind::Called {
                 future,
-                recorder: Some(recorder),
+                record: Record(Some(recorder)),
             },
             classifier,
         }
@@ -87,13 +88,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.kind.project() {
-            KindProj::Called { future, recorder } => {
+            KindProj::Called { future, record } => {
                 let result = ready!(future.poll(cx)).map_err(Into::into);
-                Poll::Ready(this.classifier.judge(result, Record(recorder.take())))
+                Poll::Ready(this.classifier.judge(result, record))
             }
             KindProj::Passed { future } => {
                 let result = ready!(future.poll(cx)).map_err(Into::into);
-                Poll::Ready(this.classifier.judge(result, Record(None)))
+                Poll::Ready(this.classifier.judge(result, &mut Record(None)))
             }
             KindProj::Rejected { error } => Poll::Ready(Err(Box::new(error.clone()))),
         }
@@ -106,8 +107,8 @@ where
 /// [`AtEos`](palisade_core::eos::AtEos), a response body carries it and
 /// records when the stream ends. Dropped unrecorded (a cancelled call, a body
 /// dropped before its end) it counts as neither success nor failure and
-/// gives a half-open probe slot back.
-#[derive(Debug)]
+/// gives a half-open probe slot back. The default records nowhere.
+#[derive(Debug, Default)]
 pub struct Record(Option<Recorder>);
 
 impl Settle for Record {
@@ -138,18 +139,35 @@ where
     }
 }
 
-/// Sends an admitted call, its outcome recorded by `recorder`.
+/// Sends a call the breaker admitted while closed in `epoch`.
 #[inline]
-pub(crate) fn called<S, C, Req>(
+pub(crate) fn called_closed<S, C, Req>(
     inner: &mut S,
     req: Req,
-    mut recorder: Recorder,
+    breaker: Arc<Breaker>,
+    epoch: u64,
     classifier: &C,
 ) -> ResponseFuture<S::Future, C>
 where
     S: Service<Req>,
     C: Clone,
 {
-    recorder.started();
+    let start = breaker.call_start();
+    let future = inner.call(req);
+    ResponseFuture::called(future, Recorder::sent(breaker, epoch, start), classifier.clone())
+}
+
+/// Sends an admitted call, its outcome recorded by `recorder`.
+#[inline]
+pub(crate) fn called<S, C, Req>(
+    inner: &mut S,
+    req: Req,
+    recorder: Recorder,
+    classifier: &C,
+) -> ResponseFuture<S::Future, C>
+where
+    S: Service<Req>,
+    C: Clone,
+{
     ResponseFuture::called(inner.call(req), recorder, classifier.clone())
 }

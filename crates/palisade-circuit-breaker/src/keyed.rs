@@ -13,7 +13,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::config::Config;
-use crate::future::{Record, ResponseFuture, called, dispatch};
+use crate::future::{Record, ResponseFuture, called_closed, dispatch};
 use crate::handle::KeyedCircuitBreakerHandle;
 use crate::registry::Registry;
 
@@ -136,9 +136,9 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let breaker = self.registry.breaker((self.key)(&req));
-        match breaker.admit_closed_owned() {
-            Ok(recorder) => called(&mut self.inner, req, recorder, &self.classifier),
-            Err(breaker) => dispatch(&mut self.inner, req, breaker.admit_owned(), &self.classifier),
+        match breaker.closed_epoch() {
+            Some(epoch) => called_closed(&mut self.inner, req, breaker, epoch, &self.classifier),
+            None => dispatch(&mut self.inner, req, breaker.admit(), &self.classifier),
         }
     }
 }

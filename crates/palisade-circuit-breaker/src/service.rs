@@ -9,7 +9,7 @@ use palisade_core::{BoxError, ErrorClassifier};
 use tower_service::Service;
 
 use crate::breaker::{Breaker, Recorder};
-use crate::future::{Record, ResponseFuture, called, dispatch};
+use crate::future::{Record, ResponseFuture, called_closed, dispatch};
 use crate::handle::CircuitBreakerHandle;
 
 /// Fails calls fast while its downstream is failing; see the crate docs.
@@ -116,13 +116,17 @@ where
         Poll::Ready(Ok(()))
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let admission = match std::mem::replace(&mut self.readiness, Readiness::Unready) {
             Readiness::Rejecting => self.breaker.reject_unready(),
             Readiness::Inner | Readiness::Unready => match self.probe.take() {
-                None => match self.breaker.clone().admit_closed_owned() {
-                    Ok(recorder) => return called(&mut self.inner, req, recorder, &self.classifier),
-                    Err(breaker) => breaker.admit_owned(),
+                None => match self.breaker.closed_epoch() {
+                    Some(epoch) => {
+                        let breaker = self.breaker.clone();
+                        return called_closed(&mut self.inner, req, breaker, epoch, &self.classifier);
+                    }
+                    None => self.breaker.admit(),
                 },
                 Some(probe) => self.breaker.admit_probe(probe),
             },

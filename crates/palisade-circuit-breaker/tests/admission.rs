@@ -205,6 +205,47 @@ async fn a_probe_slot_reserved_in_an_earlier_half_open_is_not_forwarded() {
     assert_state(&handle, State::Closed);
 }
 
+/// A probe is timed from when its call is sent, not from when it took its
+/// slot: a probe that waited 2 s for the inner service and then answered at
+/// once is a fast success and closes the breaker; one whose call took 2 s is
+/// slow and opens it again.
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_waited_for_the_inner_service_is_timed_from_its_call() {
+    for (probe_call, after) in [(Call::Ok, State::Closed), (Call::Slow(2 * SECOND, false), State::Open)] {
+        let layer = CircuitBreakerBuilder::rate_based("timed-probe")
+            .no_failure_rate()
+            .slow_calls(50.0, SECOND)
+            .count_window(10)
+            .minimum_calls(10)
+            .consecutive_failures(1)
+            .open_duration(SECOND)
+            .permitted_calls_in_half_open(1)
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        let svc = layer.layer(ConcurrencyLimit::new(Downstream::default(), 1));
+        let other = layer.layer(Downstream::default());
+
+        // The limited route is busy for 3 s (admitted while closed).
+        let mut holder = svc.clone();
+        let held = tokio::spawn(async move { call(&mut holder, Call::Slow(3 * SECOND, false)).await });
+        yield_a_few().await;
+        call(&mut other.clone(), Call::Fail).await.unwrap_err();
+        advance(SECOND).await;
+        // A caller half-opens the breaker, takes the probe slot and waits 2 s for the permit.
+        let mut waiter = svc.clone();
+        let waiting = tokio::spawn(async move { call(&mut waiter, probe_call).await });
+        yield_a_few().await;
+        assert_state(&handle, State::HalfOpen);
+        advance(2 * SECOND).await;
+        held.await.unwrap().unwrap();
+        yield_a_few().await;
+        advance(2 * SECOND).await;
+        waiting.await.unwrap().unwrap();
+        assert_state(&handle, after);
+    }
+}
+
 /// An inner service that is never ready and counts the calls it gets anyway.
 #[derive(Clone, Default)]
 struct NeverReady {
