@@ -85,9 +85,11 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    // Inlined, with `ResponseFuture::start`, so that the caller's future is
+    // built where the caller keeps it, not copied there.
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        ResponseFuture::start(GateRef::Shared(&self.gate), &mut self.inner, req, &self.classifier)
+        ResponseFuture::start(Ok(GateRef::Shared(&self.gate)), &mut self.inner, req, &self.classifier)
     }
 }
 
@@ -165,26 +167,33 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    // Inlined for the reason `Bulkhead::call` is.
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let key = (self.key)(&req);
-        match self.compartments.gate(key) {
-            Some(gate) => ResponseFuture::start(GateRef::Owned(gate), &mut self.inner, req, &self.classifier),
-            None => {
-                let settings = self.compartments.settings();
-                self.compartments.metrics.rejected_full();
-                tracing::debug!(
-                    target: palisade_core::telemetry::bulkhead::TARGET,
-                    name = %settings.name,
-                    reason = "keys",
-                    "keyed bulkhead keeps as many busy keys as it may; rejected a call"
-                );
-                settings.events.emit(|| LayerEvent::BulkheadRejected {
-                    name: &settings.name,
-                    reason: "full",
-                });
-                let full = BulkheadFull::new(std::sync::Arc::clone(&settings.name), settings.retry_after);
-                ResponseFuture::rejected(full, &self.classifier)
-            }
-        }
+        let gate = match self.compartments.gate(key) {
+            Some(gate) => Ok(GateRef::Owned(gate)),
+            None => Err(rejected_keys(&self.compartments)),
+        };
+        ResponseFuture::start(gate, &mut self.inner, req, &self.classifier)
     }
+}
+
+/// The rejection of a call whose key found no compartment: the keyed
+/// bulkhead keeps as many busy keys as it may.
+#[inline(never)]
+fn rejected_keys<K>(compartments: &Compartments<K>) -> BulkheadFull {
+    let settings = compartments.settings();
+    compartments.metrics.rejected_full();
+    tracing::debug!(
+        target: palisade_core::telemetry::bulkhead::TARGET,
+        name = %settings.name,
+        reason = "keys",
+        "keyed bulkhead keeps as many busy keys as it may; rejected a call"
+    );
+    settings.events.emit(|| LayerEvent::BulkheadRejected {
+        name: &settings.name,
+        reason: "full",
+    });
+    BulkheadFull::new(std::sync::Arc::clone(&settings.name), settings.retry_after)
 }
