@@ -134,6 +134,8 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    // Inlined for the reason `CircuitBreaker::call` is.
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let breaker = self.registry.breaker((self.key)(&req));
         match breaker.closed_epoch() {

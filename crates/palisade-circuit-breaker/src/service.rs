@@ -116,6 +116,9 @@ where
         Poll::Ready(Ok(()))
     }
 
+    // Inlined, so that the caller's future is built where the caller keeps
+    // it, not copied there with wide loads that wait on the stores that have
+    // just built it.
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let admission = match std::mem::replace(&mut self.readiness, Readiness::Unready) {
