@@ -155,6 +155,30 @@ async fn half_open_forwards_no_more_than_the_permitted_probes_to_callers_that_wa
     assert_state(&handle, State::Closed);
 }
 
+/// A call's result, from the task that made it.
+type Sent = tokio::task::JoinHandle<Result<&'static str, BoxError>>;
+
+/// Keeps `svc`'s route, limited to one call at a time, busy for 3 s with a
+/// call admitted while closed; trips the breaker through `other` and waits
+/// out its 1 s open duration; then sends `probe` through `svc`, whose caller
+/// half-opens the breaker, takes the probe slot and waits for the permit.
+async fn probe_behind_a_busy_route<S, O>(svc: &S, other: &O, probe: Call) -> (Sent, Sent)
+where
+    S: Service<Call, Response = &'static str, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+    O: Service<Call, Response = &'static str, Error = BoxError> + Clone,
+{
+    let mut holder = svc.clone();
+    let held = tokio::spawn(async move { call(&mut holder, Call::Slow(3 * SECOND, false)).await });
+    yield_a_few().await;
+    call(&mut other.clone(), Call::Fail).await.unwrap_err();
+    advance(SECOND).await;
+    let mut waiter = svc.clone();
+    let waiting = tokio::spawn(async move { call(&mut waiter, probe).await });
+    yield_a_few().await;
+    (held, waiting)
+}
+
 /// A probe slot reserved while waiting for the inner service belongs to its
 /// half-open period: once the breaker reopened and half-opened again with a
 /// new probe in flight, the old reservation is not forwarded.
@@ -171,16 +195,7 @@ async fn a_probe_slot_reserved_in_an_earlier_half_open_is_not_forwarded() {
     let svc = layer.layer(ConcurrencyLimit::new(limited.clone(), 1));
     let other = layer.layer(Downstream::default());
 
-    // The limited route is busy for 3 s (admitted while closed).
-    let mut holder = svc.clone();
-    let held = tokio::spawn(async move { call(&mut holder, Call::Slow(3 * SECOND, false)).await });
-    yield_a_few().await;
-    call(&mut other.clone(), Call::Fail).await.unwrap_err();
-    advance(SECOND).await;
-    // A caller half-opens the breaker, takes the probe slot and waits for the permit.
-    let mut waiter = svc.clone();
-    let waiting = tokio::spawn(async move { call(&mut waiter, Call::Ok).await });
-    yield_a_few().await;
+    let (held, waiting) = probe_behind_a_busy_route(&svc, &other, Call::Ok).await;
     assert_state(&handle, State::HalfOpen);
     assert_eq!(handle.snapshot().half_open_probes, 1);
     // Half-open ends (an operator reset, then a trip) and begins again; a new probe is in flight.
@@ -226,17 +241,9 @@ async fn a_probe_that_waited_for_the_inner_service_is_timed_from_its_call() {
         let svc = layer.layer(ConcurrencyLimit::new(Downstream::default(), 1));
         let other = layer.layer(Downstream::default());
 
-        // The limited route is busy for 3 s (admitted while closed).
-        let mut holder = svc.clone();
-        let held = tokio::spawn(async move { call(&mut holder, Call::Slow(3 * SECOND, false)).await });
-        yield_a_few().await;
-        call(&mut other.clone(), Call::Fail).await.unwrap_err();
-        advance(SECOND).await;
-        // A caller half-opens the breaker, takes the probe slot and waits 2 s for the permit.
-        let mut waiter = svc.clone();
-        let waiting = tokio::spawn(async move { call(&mut waiter, probe_call).await });
-        yield_a_few().await;
+        let (held, waiting) = probe_behind_a_busy_route(&svc, &other, probe_call).await;
         assert_state(&handle, State::HalfOpen);
+        // The probe waits 2 s for the permit.
         advance(2 * SECOND).await;
         held.await.unwrap().unwrap();
         yield_a_few().await;
