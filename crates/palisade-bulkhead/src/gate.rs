@@ -372,13 +372,22 @@ impl Gate {
     }
 
     /// Gives a permit back, handing it to the head of the queue if any.
+    // Inlined into the permit's drop, the queue's part out of line: a call
+    // here cost the fixed bulkhead about 2 ns a call in a plain loop.
+    #[inline]
     pub(crate) fn release(&self) {
         let before = self.state.fetch_sub(1, SeqCst);
         self.metrics.in_flight.decrement(1.0);
         if queued(before) > 0 {
-            let mut list = self.waiters.lock().unpoison();
-            self.grant_locked(&mut list);
+            self.grant_queued();
         }
+    }
+
+    /// Hands free permits to the queue, under its lock.
+    #[inline(never)]
+    fn grant_queued(&self) {
+        let mut list = self.waiters.lock().unpoison();
+        self.grant_locked(&mut list);
     }
 
     /// Sets the limit; calls in flight above a lowered limit finish, and no
@@ -391,8 +400,7 @@ impl Gate {
         }
         self.metrics.limit.set(limit as f64);
         if limit > before && queued(self.state.load(SeqCst)) > 0 {
-            let mut list = self.waiters.lock().unpoison();
-            self.grant_locked(&mut list);
+            self.grant_queued();
         }
     }
 
