@@ -186,11 +186,11 @@
 //! under two threads it trails the fixed one, and reads the clock twice per
 //! call.
 //!
-//! **Headline cost**: the fixed bulkhead, uncontended, 14 ns a call over a
+//! **Headline cost**: the fixed bulkhead, uncontended, 12 ns a call over a
 //! bare service in a plain tokio loop and 20 ns in the criterion harness
-//! (tower's `ConcurrencyLimit`: 15.5 and 16 ns; tower-resilience's bulkhead:
+//! (tower's `ConcurrencyLimit`: 15.5 and 17 ns; tower-resilience's bulkhead:
 //! 191 and 194 ns and 3 allocations) with no allocation, on an idle 2-core
-//! AMD EPYC; the keyed bulkhead 23 and 30 ns. Every figure, beside its
+//! AMD EPYC; the keyed bulkhead 22 and 27 ns. Every figure, beside its
 //! references and with the machine and load it was measured on, is in the
 //! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 //!
