@@ -362,12 +362,13 @@
 //! clock read and the sum of its buckets, the keyed breaker a map lookup under
 //! the read lock of its thread's shard and a clock read for idle eviction.
 //!
-//! **Headline cost**: closed, with a count window or consecutive failures
-//! only, 13 ns a call over a bare service in a plain tokio loop and 18 ns in
-//! the criterion harness (tower's `ConcurrencyLimit`: 15.5 and 16 ns;
-//! failsafe's breaker: 70 and 79 ns; tower-resilience's: 222 and 219 ns and 3
-//! allocations), with no allocation, on an idle 2-core AMD EPYC; the keyed
-//! breaker 52 and 56 ns, half of it the clock read for idle eviction.
+//! **Headline cost**: closed, with a count window, 11 ns a call over a bare
+//! service in a plain tokio loop and 18 ns in the criterion harness (tower's
+//! `ConcurrencyLimit`: 15.5 and 16 ns; failsafe's breaker: 70 and 79 ns;
+//! tower-resilience's: 222 and 219 ns and 3 allocations), 10 and 17 ns with
+//! consecutive failures only, with no allocation, on an idle 2-core AMD EPYC;
+//! the keyed breaker 47 and 56 ns, half of it the clock read for idle
+//! eviction.
 //! Every figure, beside its references and with the machine and load it was
 //! measured on, is in the
 //! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
