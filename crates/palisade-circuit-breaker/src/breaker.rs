@@ -237,11 +237,11 @@ impl Breaker {
             // `settle` leaves a probe slot exactly when the call goes in half-open.
             Ok(word) => match (kind(word), reserved) {
                 (State::Disabled, _) => Admission::Pass,
-                (_, Some(mut probe)) => {
-                    probe.restart();
-                    Admission::Admit(probe)
+                (_, reserved) => {
+                    let mut recorder = reserved.unwrap_or_else(|| Recorder::new(self, epoch(word), false));
+                    recorder.start_clock();
+                    Admission::Admit(recorder)
                 }
-                (_, None) => Admission::Admit(Recorder::new(self, epoch(word), false)),
             },
         }
     }
@@ -649,14 +649,15 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder whose call is sent now.
+    /// A recorder whose call is not sent yet: [`start_clock`](Self::start_clock)
+    /// when it is.
     fn new(breaker: &Arc<Breaker>, epoch: u64, probe: bool) -> Self {
         Self {
             breaker: breaker.clone(),
             epoch,
             probe,
             settled: false,
-            start: breaker.call_start(),
+            start: 0,
         }
     }
 
@@ -673,8 +674,9 @@ impl Recorder {
         }
     }
 
-    /// Restarts the clock of a probe slot reserved before its call was sent.
-    fn restart(&mut self) {
+    /// Starts the clock of a call sent now, a probe slot reserved earlier
+    /// included.
+    fn start_clock(&mut self) {
         self.start = self.breaker.call_start();
     }
 
