@@ -53,7 +53,9 @@
 //! # }
 //! ```
 //!
-//! With tonic:
+//! With tonic, in outline (`palisade::stack::grpc_server` puts these layers in
+//! this order, and `examples/tonic-stack` is a whole server and client with
+//! generated code, tested end to end):
 //!
 //! ```ignore
 //! tonic::transport::Server::builder()
