@@ -95,7 +95,7 @@ impl GateMetrics {
     #[inline]
     fn held_since(&self, epoch: tokio::time::Instant) -> Option<NonZeroU64> {
         self.times_held.then(|| {
-            let nanos = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let nanos = palisade_core::nanos::since(epoch);
             NonZeroU64::MIN.saturating_add(nanos)
         })
     }

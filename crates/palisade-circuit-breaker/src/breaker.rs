@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::time::Duration;
 
 use palisade_core::events::LayerEvent;
+use palisade_core::nanos;
 use palisade_core::sync::Unpoison;
 use palisade_core::{CircuitOpen, Outcome};
 use tokio::time::Instant;
@@ -53,10 +54,6 @@ fn successes(word: u64) -> u32 {
 /// The word of a fresh state after `word`: next epoch, no probes.
 fn next_word(word: u64, to: State) -> u64 {
     (((epoch(word) + 1) & EPOCH_MASK) << EPOCH_SHIFT) | to.bits()
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Why the breaker opened.
@@ -184,7 +181,7 @@ impl Breaker {
 
     #[inline]
     pub(crate) fn now_nanos(&self) -> u64 {
-        nanos(Instant::now().saturating_duration_since(self.base))
+        nanos::since(self.base)
     }
 
     fn reject(&self, retry_after: Duration) -> Admission {
@@ -298,7 +295,7 @@ impl Breaker {
                 State::HalfOpen => {
                     if let Some(max) = self.config.max_half_open {
                         let now = self.now_nanos();
-                        if now.saturating_sub(self.half_open_since.load(Acquire)) >= nanos(max) {
+                        if now.saturating_sub(self.half_open_since.load(Acquire)) >= nanos::saturating(max) {
                             self.trip(word, now, Reason::HalfOpenTimeout);
                             word = self.state.load(Acquire);
                             continue;
@@ -369,7 +366,8 @@ impl Breaker {
         let in_a_row = if kind(expected) == State::Closed { 0 } else { *trips };
         let duration = self.config.open.for_trip(in_a_row, self.config.random.unit());
         *trips = in_a_row.saturating_add(1);
-        self.open_until.store(now.saturating_add(nanos(duration)), Release);
+        self.open_until
+            .store(now.saturating_add(nanos::saturating(duration)), Release);
         if self.replace(expected, State::Open) {
             self.transitioned(kind(expected), State::Open, reason);
         }
@@ -706,7 +704,7 @@ impl Recorder {
             let slow = breaker
                 .config
                 .slow
-                .is_some_and(|rule| now.saturating_sub(self.start) >= nanos(rule.duration));
+                .is_some_and(|rule| now.saturating_sub(self.start) >= nanos::saturating(rule.duration));
             (slow, now)
         } else {
             (false, 0)

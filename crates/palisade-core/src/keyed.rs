@@ -75,7 +75,7 @@ impl<V> Eviction<V> {
     /// another can go. A new key is never refused.
     pub fn least_recently_used(idle: Duration, keep_longer: fn(&V) -> bool) -> Self {
         Self {
-            idle_nanos: Some(u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX)),
+            idle_nanos: Some(crate::nanos::saturating(idle)),
             rule: Rule::LeastRecentlyUsed { keep_longer },
             on_evict: |_| {},
         }
@@ -160,7 +160,7 @@ impl<K, V> KeyedMap<K, V> {
     }
 
     fn now_nanos(&self) -> u64 {
-        u64::try_from(Instant::now().saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+        crate::nanos::since(self.base)
     }
 
     /// Drops the keys idle at `now`, if the policy has an idle timeout.

@@ -111,6 +111,7 @@ pub mod error;
 pub mod events;
 pub mod keyed;
 pub mod lease;
+pub mod nanos;
 pub mod problem;
 mod rejection;
 pub mod response;
