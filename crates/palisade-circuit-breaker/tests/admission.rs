@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use common::{Call, Downstream, assert_rejected, assert_state, call, rejection};
-use palisade_circuit_breaker::{CircuitBreakerBuilder, State};
+use palisade_circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerHandle, CircuitBreakerLayer, State};
 use palisade_core::BoxError;
 use tokio::sync::Notify;
 use tokio::time::advance;
@@ -26,6 +26,16 @@ async fn yield_a_few() {
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
+}
+
+/// A breaker that opens on one failure, for 1 s, and half-opens with one probe.
+fn one_probe_breaker(name: &str) -> CircuitBreakerLayer {
+    CircuitBreakerBuilder::consecutive(name)
+        .consecutive_failures(1)
+        .open_duration(SECOND)
+        .permitted_calls_in_half_open(1)
+        .build()
+        .unwrap()
 }
 
 /// Ten callers behind a concurrency limit of two: the first two fail after
@@ -107,12 +117,7 @@ async fn keyed_callers_waiting_behind_a_concurrency_limit_are_rejected_once_thei
 /// none of them is forwarded.
 #[tokio::test(start_paused = true)]
 async fn half_open_forwards_no_more_than_the_permitted_probes_to_callers_that_waited_for_the_inner_service() {
-    let layer = CircuitBreakerBuilder::consecutive("waited")
-        .consecutive_failures(1)
-        .open_duration(SECOND)
-        .permitted_calls_in_half_open(1)
-        .build()
-        .unwrap();
+    let layer = one_probe_breaker("waited");
     let handle = layer.handle();
     let limited = Downstream::default();
     let svc = layer.layer(ConcurrencyLimit::new(limited.clone(), 1));
@@ -132,15 +137,7 @@ async fn half_open_forwards_no_more_than_the_permitted_probes_to_callers_that_wa
     assert_eq!(limited.reached(), 1);
 
     // The breaker trips and half-opens; its one probe is in flight.
-    call(&mut other.clone(), Call::Fail).await.unwrap_err();
-    advance(SECOND).await;
-    let gate = Arc::new(Notify::new());
-    let mut prober = other.clone();
-    let probe_gate = gate.clone();
-    let probe = tokio::spawn(async move { call(&mut prober, Call::Gate(probe_gate)).await });
-    yield_a_few().await;
-    assert_state(&handle, State::HalfOpen);
-    assert_eq!(handle.snapshot().half_open_probes, 1);
+    let (gate, probe) = half_open_with_a_gated_probe(&other, &handle).await;
 
     // The permit comes free: the waiting callers are not forwarded.
     advance(2 * SECOND).await;
@@ -157,6 +154,26 @@ async fn half_open_forwards_no_more_than_the_permitted_probes_to_callers_that_wa
 
 /// A call's result, from the task that made it.
 type Sent = tokio::task::JoinHandle<Result<&'static str, BoxError>>;
+
+/// Trips the breaker through `other`, waits out its 1 s open duration and
+/// sends a probe through `other` that answers once the returned gate is
+/// notified; the breaker is then half-open with that one probe in flight.
+async fn half_open_with_a_gated_probe<O>(other: &O, handle: &CircuitBreakerHandle) -> (Arc<Notify>, Sent)
+where
+    O: Service<Call, Response = &'static str, Error = BoxError> + Clone + Send + 'static,
+    O::Future: Send,
+{
+    call(&mut other.clone(), Call::Fail).await.unwrap_err();
+    advance(SECOND).await;
+    let gate = Arc::new(Notify::new());
+    let mut prober = other.clone();
+    let probe_gate = gate.clone();
+    let probe = tokio::spawn(async move { call(&mut prober, Call::Gate(probe_gate)).await });
+    yield_a_few().await;
+    assert_state(handle, State::HalfOpen);
+    assert_eq!(handle.snapshot().half_open_probes, 1);
+    (gate, probe)
+}
 
 /// Keeps `svc`'s route, limited to one call at a time, busy for 3 s with a
 /// call admitted while closed; trips the breaker through `other` and waits
@@ -184,12 +201,7 @@ where
 /// new probe in flight, the old reservation is not forwarded.
 #[tokio::test(start_paused = true)]
 async fn a_probe_slot_reserved_in_an_earlier_half_open_is_not_forwarded() {
-    let layer = CircuitBreakerBuilder::consecutive("stale-probe")
-        .consecutive_failures(1)
-        .open_duration(SECOND)
-        .permitted_calls_in_half_open(1)
-        .build()
-        .unwrap();
+    let layer = one_probe_breaker("stale-probe");
     let handle = layer.handle();
     let limited = Downstream::default();
     let svc = layer.layer(ConcurrencyLimit::new(limited.clone(), 1));
@@ -200,15 +212,7 @@ async fn a_probe_slot_reserved_in_an_earlier_half_open_is_not_forwarded() {
     assert_eq!(handle.snapshot().half_open_probes, 1);
     // Half-open ends (an operator reset, then a trip) and begins again; a new probe is in flight.
     handle.reset();
-    call(&mut other.clone(), Call::Fail).await.unwrap_err();
-    advance(SECOND).await;
-    let gate = Arc::new(Notify::new());
-    let mut prober = other.clone();
-    let probe_gate = gate.clone();
-    let probe = tokio::spawn(async move { call(&mut prober, Call::Gate(probe_gate)).await });
-    yield_a_few().await;
-    assert_state(&handle, State::HalfOpen);
-    assert_eq!(handle.snapshot().half_open_probes, 1);
+    let (gate, probe) = half_open_with_a_gated_probe(&other, &handle).await;
 
     advance(SECOND).await;
     held.await.unwrap().unwrap();
@@ -342,12 +346,7 @@ async fn a_call_readied_while_closed_is_rejected_if_the_breaker_opened_before_it
 /// response future dropped before it completes.
 #[tokio::test(start_paused = true)]
 async fn dropping_a_waiting_or_readied_service_or_a_response_future_gives_the_probe_slot_back() {
-    let layer = CircuitBreakerBuilder::consecutive("released")
-        .consecutive_failures(1)
-        .open_duration(SECOND)
-        .permitted_calls_in_half_open(1)
-        .build()
-        .unwrap();
+    let layer = one_probe_breaker("released");
     let handle = layer.handle();
     call(&mut layer.layer(Downstream::default()), Call::Fail)
         .await
