@@ -202,14 +202,15 @@ impl GrpcCode {
     }
 
     /// The code in a `grpc-status` header of `headers` (a response head or
-    /// its trailers); an unparsable value is `Unknown`, a missing one `None`.
+    /// its trailers), read as tonic reads it: exactly `0` to `16`, anything
+    /// else (`00`, `+14`, ` 0`, `17`) `Unknown`; a missing header is `None`.
     pub fn of_headers(headers: &HeaderMap) -> Option<Self> {
-        headers.get("grpc-status").map(|value| {
-            value
-                .to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-                .map_or(GrpcCode::Unknown, GrpcCode::from_i32)
+        // A lenient parse would judge a call by a code the tonic client
+        // behind the breaker or the retry never sees.
+        headers.get("grpc-status").map(|value| match *value.as_bytes() {
+            [digit @ b'0'..=b'9'] => GrpcCode::from_i32(i32::from(digit - b'0')),
+            [b'1', digit @ b'0'..=b'6'] => GrpcCode::from_i32(10 + i32::from(digit - b'0')),
+            _ => GrpcCode::Unknown,
         })
     }
 
@@ -235,6 +236,14 @@ impl GrpcCode {
                 | GrpcCode::DataLoss
         )
     }
+}
+
+/// True for the head of a gRPC request or response: its `content-type` is
+/// `application/grpc`, with or without a `+format` suffix.
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
 }
 
 impl fmt::Display for GrpcCode {
@@ -420,6 +429,20 @@ mod tests {
     }
 
     #[test]
+    fn grpc_heads_are_told_by_their_content_type() {
+        let head = |ct: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
+            headers
+        };
+        assert!(is_grpc(&head("application/grpc")));
+        assert!(is_grpc(&head("application/grpc+proto")));
+        assert!(!is_grpc(&head("application/json")));
+        assert!(!is_grpc(&head("application/grp")));
+        assert!(!is_grpc(&HeaderMap::new()));
+    }
+
+    #[test]
     fn grpc_codes() {
         let c = GrpcClassifier;
         let failing = [
@@ -453,6 +476,30 @@ mod tests {
         let refused = err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert_eq!(Classify::<Response<()>>::classify(&c, Err(&*refused)), Outcome::Failure);
         assert!(Classify::<Response<()>>::retryable(&c, Err(&*refused)));
+    }
+
+    #[test]
+    fn grpc_status_is_read_as_tonic_reads_it() {
+        let code = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("grpc-status", http::HeaderValue::from_static(value));
+            GrpcCode::of_headers(&headers)
+        };
+        assert_eq!(code("0"), Some(GrpcCode::Ok));
+        assert_eq!(code("14"), Some(GrpcCode::Unavailable));
+        assert_eq!(code("16"), Some(GrpcCode::Unauthenticated));
+        for value in 0..=16 {
+            let expected = GrpcCode::from_i32(value);
+            let mut headers = HeaderMap::new();
+            headers.insert("grpc-status", http::HeaderValue::from(value));
+            assert_eq!(GrpcCode::of_headers(&headers), Some(expected), "{value}");
+        }
+        // tonic's `Code::from_bytes` takes exactly "0" to "16": anything a
+        // lenient integer parse would also accept is UNKNOWN to the client.
+        for value in ["00", "+14", "014", " 0", "0 ", "17", "-1", "-0", "", "1 4", "x"] {
+            assert_eq!(code(value), Some(GrpcCode::Unknown), "{value:?}");
+        }
+        assert_eq!(GrpcCode::of_headers(&HeaderMap::new()), None);
     }
 
     #[test]

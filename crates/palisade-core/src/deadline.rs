@@ -230,9 +230,12 @@ pub fn parse_millis(value: &[u8]) -> Result<Duration, MalformedTimeout> {
     parse_digits(value, 12).map(Duration::from_millis)
 }
 
-/// Formats `timeout` in whole milliseconds, rounded down.
+/// Formats `timeout` in whole milliseconds, rounded down, and capped at
+/// the 12 digits [`parse_millis`] accepts (about 31 years), as
+/// [`format_grpc_timeout`] caps at gRPC's 8.
 pub fn format_millis(timeout: Duration) -> HeaderValue {
-    HeaderValue::from(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX))
+    const MAX: u128 = 999_999_999_999;
+    HeaderValue::from(timeout.as_millis().min(MAX) as u64)
 }
 
 fn parse_digits(digits: &[u8], max_len: usize) -> Result<u64, MalformedTimeout> {
@@ -324,6 +327,11 @@ mod tests {
             assert_eq!(parse_millis(value), Err(MalformedTimeout), "{:?}", value);
         }
         assert_eq!(format_millis(Duration::from_micros(250_999)), "250");
+        assert_eq!(format_millis(Duration::MAX), "999999999999");
+        assert_eq!(
+            parse_millis(b"999999999999"),
+            Ok(Duration::from_millis(999_999_999_999))
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -190,7 +190,22 @@ where
         };
         if let Poll::Ready(result) = inner.poll(cx) {
             this.inner.set(None);
-            return Poll::Ready(result.map_err(Into::into));
+            return Poll::Ready(result.map_err(|e| {
+                let e = e.into();
+                // A downstream enforcing the budget it was sent (a tonic
+                // channel its `grpc-timeout`) fails at this future's own
+                // bound: when that bound is the deadline's, so is the cut.
+                let at_bound = || {
+                    this.sleep
+                        .as_ref()
+                        .as_pin_ref()
+                        .is_some_and(|sleep| sleep.deadline() <= tokio::time::Instant::now())
+                };
+                if *this.by_deadline && palisade_core::error::is_timeout(&*e) && at_bound() {
+                    return this.shared.exceeded();
+                }
+                e
+            }));
         }
         if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
             ready!(sleep.poll(cx));

@@ -136,9 +136,12 @@
 //! [`DeadlineExceeded`](palisade_core::deadline::DeadlineExceeded). An
 //! attempt cut by the deadline fails with `DeadlineExceeded` too (a local
 //! rejection: not retried, not counted by a breaker, 504 through
-//! [`problem_for_error`](palisade_core::problem::problem_for_error)); one cut
-//! by its own shorter timeout fails with tower's `Elapsed`, which the retry
-//! policy may retry. With neither a deadline nor a timeout the layer only
+//! [`problem_for_error`](palisade_core::problem::problem_for_error)),
+//! whether this layer cuts it or the downstream does, enforcing the budget
+//! it was sent (a tonic channel fails at its `grpc-timeout` with a timeout
+//! of its own, which this layer sees at its bound); one cut by its own
+//! shorter timeout fails with tower's `Elapsed`, which the retry policy may
+//! retry. With neither a deadline nor a timeout the layer only
 //! passes the call through. For a client outside tower,
 //! [`attempt_timeout`](palisade_core::deadline::attempt_timeout) computes
 //! the same bound.

@@ -2,7 +2,7 @@
 //! gRPC.
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, header};
 use palisade_core::GrpcCode;
 use palisade_core::deadline::{DeadlineExceeded, MalformedTimeout};
 use palisade_core::problem::ToProblem;
@@ -16,14 +16,6 @@ pub(crate) enum Reply {
     Exceeded,
     /// A timeout header is malformed: 400, or `INVALID_ARGUMENT`.
     Malformed,
-}
-
-/// True for a gRPC request: its content type is `application/grpc`, with
-/// or without a `+format` suffix.
-pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
 }
 
 impl Reply {

@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use crate::body::DeadlineBody;
 use crate::future::{PropagateFuture, ResponseFuture};
-use crate::reply::{Reply, is_grpc};
+use crate::reply::Reply;
 use crate::state::{Client, Server};
 
 /// The service of [`DeadlineLayer`](crate::DeadlineLayer): sets each
@@ -90,7 +90,7 @@ where
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let shared = &self.shared;
-        let grpc = is_grpc(&req);
+        let grpc = palisade_core::is_grpc(req.headers());
         let budget = match shared.budget(&req) {
             Ok(budget) => budget,
             Err(reason) => {
@@ -188,7 +188,7 @@ where
             return PropagateFuture::exceeded(shared.clone());
         }
         let by_deadline = shared.timeout.is_none_or(|own| timeout < own);
-        if is_grpc(&req) {
+        if palisade_core::is_grpc(req.headers()) {
             if shared.grpc_timeout {
                 req.headers_mut()
                     .insert(GRPC_TIMEOUT, deadline::format_grpc_timeout(timeout));
@@ -197,7 +197,8 @@ where
             req.headers_mut()
                 .insert(header.clone(), deadline::format_millis(timeout));
         }
-        let at = tokio::time::Instant::now() + timeout;
+        // Kept in tokio's range, as a deadline is: `timeout` may be huge.
+        let at = Deadline::after(timeout).instant();
         PropagateFuture::called(self.inner.call(req), Some((at, by_deadline)), shared.clone())
     }
 }

@@ -162,6 +162,52 @@ async fn an_attempt_without_time_left_is_not_sent() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_downstream_enforcing_the_budget_it_was_sent_is_cut_by_the_deadline() {
+    // As a tonic channel enforces `grpc-timeout`: it fails with a timeout of
+    // its own the moment the budget it was sent runs out, which is this
+    // layer's bound; that is the deadline, not a slow downstream.
+    let enforcing = tower::service_fn(|req: Request<()>| {
+        let budget: u64 = req.headers()["x-request-timeout-ms"].to_str().unwrap().parse().unwrap();
+        async move {
+            tokio::time::sleep(Duration::from_millis(budget)).await;
+            Err::<Response<()>, BoxError>(tower::timeout::error::Elapsed::new().into())
+        }
+    });
+    let svc = propagate().layer(enforcing);
+    let req = Request::get("/").extension(Deadline::after(200 * MS)).body(()).unwrap();
+    let started = Instant::now();
+    let err = svc.oneshot(req).await.unwrap_err();
+    assert!(err.is::<DeadlineExceeded>(), "{err}");
+    assert_eq!(started.elapsed(), 190 * MS);
+
+    // Under an own timeout shorter than the deadline, the cut is a timeout.
+    let layer = PropagateDeadlineLayer::builder("inventory")
+        .timeout(50 * MS)
+        .build()
+        .unwrap();
+    let svc = layer.layer(enforcing);
+    let req = Request::get("/").extension(Deadline::after(200 * MS)).body(()).unwrap();
+    let err = svc.oneshot(req).await.unwrap_err();
+    assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_own_timeout_past_tokios_range_is_sent_capped_and_does_not_overflow() {
+    let seen = Seen::default();
+    let layer = PropagateDeadlineLayer::builder("inventory")
+        .timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    let svc = layer.layer(downstream(&seen, Some(5 * MS), 200));
+    assert_eq!(
+        svc.oneshot(Request::get("/").body(()).unwrap()).await.unwrap().status(),
+        200
+    );
+    // The largest value a receiver's `parse_millis` accepts.
+    assert_eq!(attempts(&seen)[0].header.as_deref(), Some("999999999999"));
+}
+
+#[tokio::test(start_paused = true)]
 async fn without_deadline_or_timeout_the_call_passes_through() {
     let seen = Seen::default();
     let svc = propagate().layer(downstream(&seen, Some(3600 * 1000 * MS), 200));

@@ -70,9 +70,9 @@ impl<S, F: Clone, C> Layer<S> for FallbackLayer<F, C> {
 
 /// Configures a [`FallbackLayer`].
 ///
-/// Defaults: [`HttpClassifier`] decides what a failure is (5xx but 501 and
-/// 505, 408, 429, transport errors); palisade's local rejections always go
-/// to the fallback.
+/// Defaults: [`HttpClassifier`] decides what a failure is (every 5xx, 408,
+/// 429, transport errors); palisade's local rejections always go to the
+/// fallback.
 #[derive(Debug, Clone)]
 pub struct FallbackBuilder<F, C = HttpClassifier> {
     name: Arc<str>,

@@ -3,6 +3,7 @@
 
 use palisade_core::BoxError;
 use palisade_core::deadline::{Deadline, DeadlineExceeded};
+use palisade_core::error::ConnectFailed;
 
 /// The error of a tonic `Channel`, for the layers above it: put it right
 /// above the channel (`ServiceBuilder::map_err(palisade_grpc::channel_error)`).
@@ -14,7 +15,16 @@ use palisade_core::deadline::{Deadline, DeadlineExceeded};
 /// [`DeadlineExceeded`] when the call's deadline
 /// ([`Deadline::current`]) has passed (a local rejection: not counted, not
 /// retried, answered `DEADLINE_EXCEEDED`), and tower's `Elapsed` (a timeout:
-/// a failure, retryable) otherwise. Every other error is boxed unchanged.
+/// a failure, retryable) otherwise. The `grpc-timeout` palisade-deadline's
+/// `PropagateDeadline` sends is what the deadline leaves less a margin, so
+/// the channel fails before the deadline passes: that layer, above, turns an
+/// `Elapsed` at the bound it set from the deadline into `DeadlineExceeded`.
+///
+/// A channel that could not connect (a failed DNS lookup or TLS handshake, a
+/// refused connection) fails with tonic's `ConnectError`: the call was never
+/// sent, and this marks it [`ConnectFailed`], which the retry retries and
+/// the breaker counts as the downstream's failure, as for any client.
+/// Every other error is boxed unchanged.
 ///
 /// ```
 /// use palisade_core::{BoxError, error::is_timeout};
@@ -24,6 +34,9 @@ use palisade_core::deadline::{Deadline, DeadlineExceeded};
 /// ```
 pub fn channel_error(error: impl Into<BoxError>) -> BoxError {
     let error = error.into();
+    if palisade_core::error::find::<tonic::ConnectError>(&*error).is_some() {
+        return ConnectFailed::new(error).into();
+    }
     if palisade_core::error::find::<tonic::TimeoutExpired>(&*error).is_none() {
         return error;
     }
@@ -53,5 +66,20 @@ mod tests {
         assert!(channel_error(tonic::TimeoutExpired(())).is::<tower::timeout::error::Elapsed>());
         let other = channel_error(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert!(other.is::<std::io::Error>());
+    }
+
+    #[test]
+    fn a_channel_that_could_not_connect_is_a_connect_error() {
+        use palisade_core::error::is_connect_error;
+        // What a tonic channel returns when a DNS lookup fails: nothing in it
+        // that palisade's classifiers know without the mark.
+        let dns = tonic::ConnectError(std::io::Error::other("failed to lookup address").into());
+        let marked = channel_error(dns);
+        assert!(marked.is::<ConnectFailed>());
+        assert!(is_connect_error(&*marked));
+        assert!(
+            palisade_core::error::find::<tonic::ConnectError>(&*marked).is_some(),
+            "kept as the source"
+        );
     }
 }

@@ -71,7 +71,7 @@
 //!
 //! | error (anywhere in the `source()` chain) | code | pushback and `RetryInfo` |
 //! |---|---|---|
-//! | [`CircuitOpen`] | `UNAVAILABLE` | the time until the breaker may admit |
+//! | [`CircuitOpen`] | `UNAVAILABLE` | the time until the breaker may admit; none when it cannot say (see below) |
 //! | [`BulkheadFull`] | `UNAVAILABLE` (or `RESOURCE_EXHAUSTED`, see below) | the bulkhead's hint |
 //! | [`BulkheadTimeout`] | as [`BulkheadFull`] | the bulkhead's hint |
 //! | tower's `load_shed::error::Overloaded` | `UNAVAILABLE` | none |
@@ -81,15 +81,22 @@
 //! | anything else | `UNKNOWN` | none |
 //!
 //! With the `tonic` feature, a tonic `Status` found in the chain keeps its
-//! code (with the fixed message "the call failed"), and [`channel_error`]
-//! (`tonic` feature) turns a tonic channel's `TimeoutExpired` into a passed
-//! deadline or a timeout before the breaker and the retry see it.
+//! code (with the fixed message "the call failed"); an error the table does
+//! not place but whose chain holds tonic's `ConnectError` (a tonic channel
+//! that could not connect: a failed DNS lookup or TLS handshake, a missing
+//! Unix socket) answers as a connect error, `UNAVAILABLE`, as tonic's own
+//! conversion would; and [`channel_error`] turns a tonic channel's
+//! `TimeoutExpired` into a passed deadline or a timeout before the breaker
+//! and the retry see it.
 //!
 //! `grpc-message` is one fixed sentence per row ("the service is at
 //! capacity; try again later", ...): an error's own text may name hosts,
 //! queries or internals and stays on the server. The pushback is given in
-//! whole milliseconds, rounded up; a wait of zero (a half-open breaker whose
-//! probe slots are all taken) is sent as `0`, "retry now".
+//! whole milliseconds, rounded up. A breaker that cannot say when it will
+//! admit (forced open by an operator, or half-open with every probe slot
+//! taken: its [`CircuitOpen`] carries a zero wait) sends none, and clients
+//! back off on their own schedule (gRFC A6): a pushback of `0` would have
+//! them retry at once into the same rejection, every attempt in an instant.
 //!
 //! **Why `UNAVAILABLE` for a full bulkhead.** gRPC's status-code guide says
 //! to use `UNAVAILABLE` "if the client can retry just the failing call", and

@@ -93,6 +93,7 @@ impl GrpcStatus {
     pub fn for_error(error: &(dyn Error + 'static), bulkhead_code: GrpcCode) -> Self {
         chain(error)
             .find_map(|e| known(e, bulkhead_code))
+            .or_else(|| tonic_transport(error))
             .unwrap_or(GrpcStatus {
                 code: GrpcCode::Unknown,
                 message: UNKNOWN,
@@ -158,12 +159,12 @@ fn known(error: &(dyn Error + 'static), bulkhead_code: GrpcCode) -> Option<GrpcS
         })
     };
     if let Some(open) = error.downcast_ref::<CircuitOpen>() {
-        status(
-            GrpcCode::Unavailable,
-            UNAVAILABLE_OPEN,
-            Some(open.retry_after()),
-            Reason::CircuitOpen,
-        )
+        // A zero wait is a breaker that cannot say when it will admit (forced
+        // open, or every half-open probe in flight): a pushback of 0 would
+        // send clients straight back into the same rejection, so their own
+        // backoff decides.
+        let wait = Some(open.retry_after()).filter(|wait| !wait.is_zero());
+        status(GrpcCode::Unavailable, UNAVAILABLE_OPEN, wait, Reason::CircuitOpen)
     } else if let Some(full) = error.downcast_ref::<BulkheadFull>() {
         status(
             bulkhead_code,
@@ -203,6 +204,29 @@ fn tonic_code(error: &(dyn Error + 'static)) -> Option<GrpcCode> {
 
 #[cfg(not(feature = "tonic"))]
 fn tonic_code(_: &(dyn Error + 'static)) -> Option<GrpcCode> {
+    None
+}
+
+/// What tonic's own conversion (`Status::from_error`) makes of a transport
+/// error palisade does not know: a tonic `ConnectError` anywhere in the chain
+/// (a refused connection, a failed DNS lookup or TLS handshake, a missing
+/// socket) is `UNAVAILABLE`, as a tonic client reports it.
+///
+/// `Status::from_error` itself takes the error by value, and an [`Answer`]
+/// only borrows it; hyper's and h2's errors, which it also maps, are not
+/// types this crate can name.
+#[cfg(feature = "tonic")]
+fn tonic_transport(error: &(dyn Error + 'static)) -> Option<GrpcStatus> {
+    palisade_core::error::find::<tonic::ConnectError>(error).map(|_| GrpcStatus {
+        code: GrpcCode::Unavailable,
+        message: UNREACHABLE,
+        pushback: None,
+        reason: Reason::Unreachable,
+    })
+}
+
+#[cfg(not(feature = "tonic"))]
+fn tonic_transport(_: &(dyn Error + 'static)) -> Option<GrpcStatus> {
     None
 }
 

@@ -105,7 +105,8 @@ async fn each_rejection_has_its_status() {
         ),
         (|| tower::load_shed::error::Overloaded::new().into(), "14", None),
         (|| tower::timeout::error::Elapsed::new().into(), "4", None),
-        (|| CircuitOpen::new("upstream", Duration::ZERO).into(), "14", Some("0")),
+        // No known wait (forced open, half-open probes all taken): no pushback.
+        (|| CircuitOpen::new("upstream", Duration::ZERO).into(), "14", None),
         (
             || std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
             "14",
@@ -249,4 +250,119 @@ async fn a_tonic_status_keeps_its_code_but_not_its_message() {
     .await;
     assert_eq!(header(&res, "grpc-status"), Some("7"));
     assert_eq!(header(&res, "grpc-message"), Some("the call failed"));
+}
+
+/// The answer of a status layer over a lazy tonic channel to `endpoint`.
+#[cfg(feature = "tonic")]
+async fn through_channel(endpoint: String) -> Response<tonic::body::Body> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+        .unwrap()
+        .connect_lazy();
+    let layer = GrpcStatusLayer::builder("inventory").build().unwrap();
+    let req = Request::builder()
+        .uri("http://inventory/inventory.Inventory/Get")
+        .header("content-type", "application/grpc")
+        .body(tonic::body::Body::default())
+        .unwrap();
+    layer.layer(channel).oneshot(req).await.unwrap()
+}
+
+#[cfg(feature = "tonic")]
+#[tokio::test]
+async fn a_tonic_channel_that_cannot_connect_is_unavailable() {
+    // A refused connection: tonic's `ConnectError` around the I/O error.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let res = through_channel(format!("http://127.0.0.1:{port}")).await;
+    assert_eq!(res.headers()["grpc-status"], "14");
+    assert_eq!(res.headers()["grpc-message"], "the service is unreachable");
+    // A socket that is not there: only tonic's `ConnectError` says the call
+    // was never sent, as for a failed DNS lookup or TLS handshake.
+    let absent = std::env::temp_dir().join(format!("palisade-grpc-{}-absent.sock", std::process::id()));
+    let res = through_channel(format!("unix://{}", absent.display())).await;
+    assert_eq!(res.headers()["grpc-status"], "14");
+    assert_eq!(res.headers()["grpc-message"], "the service is unreachable");
+    assert!(!res.headers().contains_key("grpc-retry-pushback-ms"));
+}
+
+/// tonic's `ConnectError` is a fallback: what palisade knows in the chain
+/// decides first.
+#[cfg(feature = "tonic")]
+#[tokio::test]
+async fn known_errors_under_a_tonic_connect_error_keep_their_status() {
+    let layer = GrpcStatusLayer::builder("inventory").build().unwrap();
+    let res = answer(&layer, || {
+        Box::new(tonic::ConnectError(tower::timeout::error::Elapsed::new().into()))
+    })
+    .await;
+    assert_eq!(header(&res, "grpc-status"), Some("4"));
+    let res = answer(&layer, || {
+        Box::new(tonic::ConnectError(Box::new(tonic::Status::permission_denied(
+            "tls: bad certificate",
+        ))))
+    })
+    .await;
+    assert_eq!(header(&res, "grpc-status"), Some("7"));
+    assert_eq!(header(&res, "grpc-message"), Some("the call failed"));
+}
+
+/// A breaker forced open by an operator cannot say when it will admit: it
+/// sends no pushback, so a client backs off on its own schedule instead of
+/// being told to retry at once into a breaker that will reject it again.
+#[tokio::test(start_paused = true)]
+async fn a_forced_open_breaker_leaves_the_wait_to_the_clients_backoff() {
+    use std::sync::{Arc, Mutex};
+
+    use palisade_circuit_breaker::CircuitBreakerBuilder;
+    use palisade_retry::{GrpcRetryLayer, Jitter, ReplayBody};
+    use tokio::time::Instant;
+
+    type Body = ReplayBody<http_body_util::Empty<bytes::Bytes>>;
+
+    let breaker = CircuitBreakerBuilder::consecutive("upstream").build().unwrap();
+    breaker.handle().force_open();
+    let routes = tower::service_fn(|_req: Request<Body>| async {
+        Ok::<_, BoxError>(Response::new(String::from("never reached")))
+    });
+    let server = GrpcStatusLayer::builder("inventory")
+        .build()
+        .unwrap()
+        .layer(breaker.layer(routes));
+
+    let res = server
+        .clone()
+        .oneshot(Request::new(Body::up_to(Default::default(), 0)))
+        .await
+        .unwrap();
+    assert_eq!(header(&res, "grpc-status"), Some("14"));
+    assert_eq!(header(&res, "grpc-retry-pushback-ms"), None);
+    assert_eq!(header(&res, "grpc-status-details-bin"), None);
+
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let recorded = {
+        let sent = sent.clone();
+        tower::service_fn(move |req: Request<Body>| {
+            sent.lock().unwrap().push(Instant::now());
+            server.clone().oneshot(req)
+        })
+    };
+    let client = GrpcRetryLayer::builder("inventory")
+        .jitter(Jitter::None)
+        .build()
+        .unwrap()
+        .layer(recorded);
+    let res = client
+        .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
+        .await
+        .unwrap();
+    assert_eq!(header(&res, "grpc-status"), Some("14"));
+    let sent = sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 3, "every attempt was made");
+    assert!(
+        sent.windows(2).all(|pair| pair[1] > pair[0]),
+        "the retries waited: {sent:?}"
+    );
 }

@@ -89,8 +89,9 @@ where
                 && let Poll::Ready(result) = original.poll(cx)
             {
                 this.original.set(None);
-                shared.record(this.original_started.elapsed());
-                if is_good(shared, &result) {
+                let outcome = classify(shared, &result);
+                shared.record(this.original_started.elapsed(), outcome);
+                if outcome == Outcome::Success {
                     shared.original_wins_total.increment(1);
                     this.hedges.clear();
                     return Poll::Ready(result);
@@ -101,9 +102,10 @@ where
             while i < this.hedges.len() {
                 let (hedge, started) = &mut this.hedges[i];
                 if let Poll::Ready(result) = hedge.as_mut().poll(cx) {
-                    shared.record(started.elapsed());
+                    let outcome = classify(shared, &result);
+                    shared.record(started.elapsed(), outcome);
                     drop(this.hedges.swap_remove(i));
-                    if is_good(shared, &result) {
+                    if outcome == Outcome::Success {
                         shared.hedge_wins_total.increment(1);
                         // The losers are dropped now, not with this future.
                         this.original.set(None);
@@ -143,22 +145,23 @@ where
                 }
                 Poll::Ready(Ok(())) => {}
             }
+            let Some((mut svc, template)) = this.next.take() else {
+                return Poll::Pending;
+            };
+            // Copied before the withdrawal, so a body that can no longer be
+            // replayed costs the budget nothing.
+            let Some(request) = replicate(&template) else {
+                this.timer.set(None);
+                continue;
+            };
             if let Some(budget) = &shared.budget
                 && !budget.withdraw()
             {
                 shared.budget_exhausted_total.increment(1);
                 tracing::debug!(target: names::TARGET, name = &*shared.name, "not hedging: retry budget exhausted");
-                this.next.take();
                 this.timer.set(None);
                 continue;
             }
-            let Some((mut svc, template)) = this.next.take() else {
-                return Poll::Pending;
-            };
-            let Some(request) = replicate(&template) else {
-                this.timer.set(None);
-                continue;
-            };
             *this.sent += 1;
             shared.hedges_total.increment(1);
             tracing::debug!(target: names::TARGET, name = &*shared.name, attempt = *this.sent, "hedging");
@@ -174,13 +177,14 @@ where
     }
 }
 
-fn is_good<C, R, E>(shared: &Shared<C>, result: &Result<R, E>) -> bool
+/// Only a success wins; a failure waits for the other attempts.
+fn classify<C, R, E>(shared: &Shared<C>, result: &Result<R, E>) -> Outcome
 where
     C: Classify<R>,
     E: palisade_core::AsError,
 {
     let result = result.as_ref().map_err(|e| e.as_error());
-    shared.classifier.classify(result) == Outcome::Success
+    shared.classifier.classify(result)
 }
 
 /// A copy of `req` with its body replayed from the start.

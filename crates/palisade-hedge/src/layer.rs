@@ -43,7 +43,7 @@ impl HedgeLayer {
                 min_samples: 100,
             },
             max_attempts: 2,
-            budget: Budget::Own,
+            budget: Budget::Own(None),
             classifier: HttpClassifier,
             methods: vec![
                 Method::GET,
@@ -98,7 +98,8 @@ enum DelayConfig {
 
 #[derive(Debug, Clone)]
 enum Budget {
-    Own,
+    /// `None`: a default budget made by `build`, one per layer.
+    Own(Option<RetryBudget>),
     Shared(RetryBudget),
     None,
 }
@@ -167,10 +168,19 @@ impl<C> HedgeBuilder<C> {
         self
     }
 
-    /// Draws hedges on `budget`, shared with a retry layer (its `budget()`),
-    /// so hedges and retries together stay within one share of the traffic.
+    /// Draws hedges on `budget`, shared with the retry layer around this one
+    /// (its `budget()`), so hedges and retries together stay within one
+    /// share of the traffic. That layer deposits for every request it sends,
+    /// so this one only withdraws: each request counts once.
     pub fn budget(mut self, budget: RetryBudget) -> Self {
         self.budget = Budget::Shared(budget);
+        self
+    }
+
+    /// Draws hedges on `budget`, a budget of their own that this layer
+    /// deposits every request in (by default a [`RetryBudget::default`]).
+    pub fn own_budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Budget::Own(Some(budget));
         self
     }
 
@@ -243,10 +253,10 @@ impl<C> HedgeBuilder<C> {
                 min_samples,
             } => Delay::Percentile(Window::new(percentile, samples, min_samples.max(1))),
         };
-        let budget = match self.budget {
-            Budget::Own => Some(RetryBudget::default()),
-            Budget::Shared(budget) => Some(budget),
-            Budget::None => None,
+        let (budget, deposits) = match self.budget {
+            Budget::Own(budget) => (Some(budget.unwrap_or_default()), true),
+            Budget::Shared(budget) => (Some(budget), false),
+            Budget::None => (None, false),
         };
         let label = self.name.to_string();
         let shared = Shared {
@@ -258,6 +268,7 @@ impl<C> HedgeBuilder<C> {
             delay,
             max_attempts: self.max_attempts,
             budget,
+            deposits,
             classifier: self.classifier,
             methods: self.methods,
             idempotency_key: self.idempotency_key,

@@ -53,18 +53,26 @@
 //! |---|---|---|
 //! | delay | 95th percentile of the last 1000 attempts, once 100 were seen | hedges only the slowest 5 %: about 5 % more load for a much shorter tail |
 //! | `max_attempts` | 2 | the original and one hedge: the second attempt does most of the good |
-//! | budget | a [`RetryBudget`](palisade_retry::RetryBudget) of its own (20 % of requests, at least 10/s) | caps the extra load when the dependency is slow for everyone |
+//! | budget | a [`RetryBudget`](palisade_retry::RetryBudget) of its own (20 % of requests, at least 10/s), which each request deposits in; another with [`own_budget`](HedgeBuilder::own_budget), or the retry layer's with [`budget`](HedgeBuilder::budget) | caps the extra load when the dependency is slow for everyone |
 //! | classifier | [`HttpClassifier`](palisade_core::HttpClassifier) | a 5xx or a transport error does not win; the other attempts go on |
 //! | safe requests | GET, HEAD, OPTIONS, PUT, DELETE, TRACE, or an `Idempotency-Key` | a hedge is a duplicate: only requests that may run twice |
 //! | `hedge_if` | none | replaces the method and key check (gRPC calls are POSTs: decide by path) |
-//! | `replay_limit` | 64 KiB | larger bodies are sent once and not hedged |
+//! | `replay_limit` | 64 KiB | larger bodies are sent once and not hedged; a gRPC request stream, whose length is unknown until it ends, is kept while it stays within it |
 //!
 //! When every attempt sent has failed, the first failure is returned. A
 //! hedge waits for the inner service's readiness (a full bulkhead delays it;
 //! the attempts in flight go on meanwhile); a readiness error gives up on
 //! hedging. The percentile is recomputed every tenth of the window's
 //! samples; each attempt that completes (winners and failures; not the
-//! dropped losers) adds its latency.
+//! dropped losers, nor a local rejection such as an open breaker's, which
+//! takes no time and would pull the percentile towards zero) adds its
+//! latency.
+//!
+//! A hedge sent while the request body is still arriving reads it beside
+//! the original attempt: each attempt gets every byte, whichever reads
+//! first. Should a gRPC request stream outgrow the replay limit meanwhile,
+//! only the attempt furthest along goes on, as gRPC's own hedging commits
+//! to one attempt when its buffer overflows.
 //!
 //! # Order with other layers
 //!
@@ -74,7 +82,9 @@
 //! bulkhead permit; inside the request's deadline, and with deadline
 //! propagation inside it, so each hedge carries what is left of the budget.
 //! Hedging and retrying the same call are rarely both wanted; if they are,
-//! share one budget.
+//! put the retry layer outside this one and hand this one its budget
+//! ([`budget`](HedgeBuilder::budget)): the retry layer deposits once for
+//! each request, and retries and hedges withdraw from the same share.
 //!
 //! # Telemetry
 //!

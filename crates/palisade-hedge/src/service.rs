@@ -68,10 +68,19 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = &self.shared;
-        if let Some(budget) = &shared.budget {
+        if shared.deposits
+            && let Some(budget) = &shared.budget
+        {
             budget.deposit();
         }
-        let req = req.map(|body| ReplayBody::new(body, shared.replay_limit));
+        // A gRPC request stream's length is unknown until it ends: it is kept
+        // while it stays within the limit, as `GrpcRetry` keeps it.
+        let limit = shared.replay_limit;
+        let req = if palisade_core::is_grpc(req.headers()) {
+            req.map(|body| ReplayBody::up_to(body, limit))
+        } else {
+            req.map(|body| ReplayBody::new(body, limit))
+        };
         let next = (shared.is_safe(req.method(), req.uri(), req.headers()))
             .then(|| replicate(&req))
             .flatten()

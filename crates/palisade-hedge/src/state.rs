@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, Method, Uri};
 use metrics::Counter;
+use palisade_core::Outcome;
 use palisade_retry::RetryBudget;
 
 use crate::latency::Window;
@@ -23,7 +24,11 @@ pub(crate) struct Shared<C> {
     pub(crate) name: Arc<str>,
     pub(crate) delay: Delay,
     pub(crate) max_attempts: u32,
+    /// The budget hedges draw on, when one is on.
     pub(crate) budget: Option<RetryBudget>,
+    /// Each request deposits in the budget: it is this layer's own. A
+    /// budget shared with a retry layer gets its deposits from that layer.
+    pub(crate) deposits: bool,
     pub(crate) classifier: C,
     pub(crate) methods: Vec<Method>,
     pub(crate) idempotency_key: Option<HeaderName>,
@@ -44,8 +49,13 @@ impl<C> Shared<C> {
         }
     }
 
-    pub(crate) fn record(&self, latency: Duration) {
-        if let Delay::Percentile(window) = &self.delay {
+    /// Records an attempt's latency, unless its answer came from this side
+    /// of the network (an open breaker's, a full bulkhead's): those take no
+    /// time and would pull the percentile towards zero.
+    pub(crate) fn record(&self, latency: Duration, outcome: Outcome) {
+        if let Delay::Percentile(window) = &self.delay
+            && outcome != Outcome::Ignored
+        {
             window.record(latency);
         }
     }

@@ -13,7 +13,7 @@ use palisade_core::BoxError;
 use palisade_hedge::{ConfigError, HedgeLayer};
 use palisade_retry::{ReplayBody, RetryBudget};
 use tokio::time::Instant;
-use tower::{Layer, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -191,12 +191,7 @@ async fn an_empty_budget_sends_no_hedge() {
 
     // A budget with room for one hedge pays for one, then none.
     let downstream = Downstream::new(|n| if n % 2 == 0 { (100 * MS, 200) } else { (MS, 200) });
-    let budget = RetryBudget::builder()
-        .ratio(0.0)
-        .min_per_sec(1)
-        .window(Duration::from_secs(1))
-        .build()
-        .unwrap();
+    let budget = one_a_second();
     assert_eq!(budget.available(), 1);
     let layer = HedgeLayer::builder("search")
         .delay(10 * MS)
@@ -301,6 +296,214 @@ async fn a_failure_before_the_delay_is_answered_at_once() {
     let (status, _, elapsed) = send(&layer, &downstream, get()).await;
     assert_eq!((status, elapsed), (503, 5 * MS));
     assert_eq!(downstream.attempts().len(), 1);
+}
+
+/// A request body arriving in pieces through a channel; its length is
+/// announced, or unknown (a gRPC request stream).
+struct Arriving {
+    pieces: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+    len: Option<u64>,
+}
+
+impl http_body::Body for Arriving {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.pieces
+            .poll_recv(cx)
+            .map(|piece| piece.map(|p| Ok(http_body::Frame::data(p))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.len
+            .map_or_else(http_body::SizeHint::default, http_body::SizeHint::with_exact)
+    }
+}
+
+/// A downstream whose attempts read their request body in a task of their
+/// own, as a connection does, and answer `statuses[n]` once it is whole.
+fn uploads(
+    statuses: &'static [u16],
+    bodies: Arc<Mutex<Vec<Bytes>>>,
+) -> impl tower::Service<Request<ReplayBody<Arriving>>, Response = Response<Full<Bytes>>, Error = BoxError, Future = Fut>
++ Clone {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tower::service_fn(move |req: Request<ReplayBody<Arriving>>| {
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let bodies = bodies.clone();
+        let connection = tokio::spawn(async move {
+            let body = req.into_body().collect().await?.to_bytes();
+            bodies.lock().unwrap().push(body);
+            Ok::<_, BoxError>(())
+        });
+        Box::pin(async move {
+            connection.await??;
+            Ok(Response::builder().status(statuses[n]).body(Full::default()).unwrap())
+        }) as Fut
+    })
+}
+
+/// Sends a request with head `head` through `svc`, its body `pieces[0]` at
+/// once and `pieces[1]` at 20 ms, when it ends (its length announced as
+/// `len`): the answer, and how long it took.
+async fn upload<S>(
+    svc: S,
+    head: http::request::Builder,
+    len: Option<u64>,
+    pieces: [&'static [u8]; 2],
+) -> (Response<Full<Bytes>>, Duration)
+where
+    S: tower::Service<Request<Arriving>, Response = Response<Full<Bytes>>, Error = BoxError> + Send + 'static,
+    S::Future: Send,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tx.send(Bytes::from_static(pieces[0])).unwrap();
+    let req = head.body(Arriving { pieces: rx, len }).unwrap();
+    let started = Instant::now();
+    let call = tokio::spawn(svc.oneshot(req));
+    tokio::time::sleep(20 * MS).await;
+    if !pieces[1].is_empty() {
+        tx.send(Bytes::from_static(pieces[1])).unwrap();
+    }
+    drop(tx);
+    let res = tokio::time::timeout(Duration::from_secs(1), call)
+        .await
+        .expect("an attempt was left waiting for its body")
+        .unwrap()
+        .unwrap();
+    (res, started.elapsed())
+}
+
+/// A budget with room for one retry or hedge a second, and no more.
+fn one_a_second() -> RetryBudget {
+    RetryBudget::builder()
+        .ratio(0.0)
+        .min_per_sec(1)
+        .window(Duration::from_secs(1))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_sent_while_the_body_arrives_leaves_the_original_its_body() {
+    // The hedge fires at 10 ms, while the upload is half done; both attempts
+    // read the rest as it arrives. The hedge fails, so the answer is the
+    // original's, which must not be left waiting for its body.
+    let bodies = Arc::default();
+    let layer = HedgeLayer::builder("upload")
+        .delay(10 * MS)
+        .no_budget()
+        .build()
+        .unwrap();
+    let svc = layer.layer(uploads(&[200, 503], Arc::clone(&bodies)));
+    let (res, elapsed) = upload(svc, Request::put("/blob"), Some(2), [b"a", b"b"]).await;
+    assert_eq!((res.status().as_u16(), elapsed), (200, 20 * MS));
+    assert_eq!(*bodies.lock().unwrap(), ["ab", "ab"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grpc_request_stream_of_unknown_length_is_hedged() {
+    let bodies = Arc::default();
+    let layer = HedgeLayer::builder("search")
+        .delay(10 * MS)
+        .no_budget()
+        .hedge_if(|_, uri, _| uri.path() == "/search.Search/Query")
+        .build()
+        .unwrap();
+    // The original answers 503 once its body is read; the hedge wins.
+    let svc = layer.layer(uploads(&[503, 200], Arc::clone(&bodies)));
+    let head = Request::post("/search.Search/Query").header("content-type", "application/grpc");
+    let (res, _) = upload(svc, head, None, [b"\0\0\0\0\x02hi", b""]).await;
+    assert_eq!(res.status(), 200, "the hedge answered");
+    assert_eq!(*bodies.lock().unwrap(), [&b"\0\0\0\0\x02hi"[..]; 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_whose_body_cannot_be_replayed_costs_the_budget_nothing() {
+    // The body claims 5 bytes and yields 20, past the 16 kept: by the time
+    // the hedge is due, it cannot be sent again, and no hedge goes out.
+    let budget = one_a_second();
+    let bodies = Arc::default();
+    let layer = HedgeLayer::builder("upload")
+        .delay(10 * MS)
+        .replay_limit(16)
+        .budget(budget.clone())
+        .build()
+        .unwrap();
+    let svc = layer.layer(uploads(&[200], Arc::clone(&bodies)));
+    let (res, _) = upload(svc, Request::put("/blob"), Some(5), [b"0123456789abcdefghij", b""]).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(bodies.lock().unwrap().len(), 1, "no hedge");
+    assert_eq!(budget.available(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn local_rejections_do_not_count_as_latencies() {
+    // An open breaker inside the hedge answers at once; were those answers
+    // counted, the percentile would fall to zero and every request would be
+    // sent `max_attempts` times at once after recovery.
+    let layer = HedgeLayer::builder("search")
+        .percentile(0.5, 10, 10)
+        .no_budget()
+        .build()
+        .unwrap();
+    let open = tower::service_fn(|_: Request<ReplayBody<Full<Bytes>>>| async {
+        Err::<Response<Full<Bytes>>, BoxError>(palisade_core::CircuitOpen::new("search", Duration::from_secs(5)).into())
+    });
+    for _ in 0..10 {
+        let err = layer.layer(open).oneshot(get()).await.unwrap_err();
+        assert!(err.is::<palisade_core::CircuitOpen>());
+    }
+    assert_eq!(layer.current_delay(), None, "no latency seen yet");
+
+    // Real answers still count.
+    let downstream = Downstream::new(|_| (10 * MS, 503));
+    for _ in 0..10 {
+        send(&layer, &downstream, get()).await;
+    }
+    assert_eq!(layer.current_delay(), Some(10 * MS));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_shared_with_the_retry_layer_counts_each_request_once() {
+    let downstream = Downstream::new(|_| (MS, 200));
+    let ok = tower::service_fn(|_: Request<ReplayBody<ReplayBody<Full<Bytes>>>>| async {
+        Ok::<_, BoxError>(Response::new(Full::<Bytes>::default()))
+    });
+    let budget = RetryBudget::builder().ratio(0.2).min_per_sec(0).build().unwrap();
+    let retry = palisade_retry::HttpRetryLayer::builder("search")
+        .budget(budget.clone())
+        .build()
+        .unwrap();
+    let hedge = HedgeLayer::builder("search")
+        .delay(Duration::from_secs(1))
+        .budget(budget.clone())
+        .build()
+        .unwrap();
+    let mut svc = retry.layer(hedge.layer(ok));
+    for _ in 0..160 {
+        let res = svc.ready().await.unwrap().call(get()).await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    drop(svc);
+    // 160 requests at 20 %: 32 retries or hedges, not 64.
+    assert_eq!(budget.available(), 32);
+
+    // A budget of the hedges' own is deposited in by the hedge layer.
+    let own = RetryBudget::builder().ratio(0.2).min_per_sec(0).build().unwrap();
+    let hedge = HedgeLayer::builder("search")
+        .delay(Duration::from_secs(1))
+        .own_budget(own.clone())
+        .build()
+        .unwrap();
+    for _ in 0..160 {
+        send(&hedge, &downstream, get()).await;
+    }
+    assert_eq!(own.available(), 32);
 }
 
 #[test]

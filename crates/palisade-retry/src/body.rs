@@ -3,7 +3,7 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes};
 use http::HeaderMap;
@@ -35,6 +35,11 @@ pin_project! {
     /// If a body yields more than the cap after all (its size hint was
     /// wrong) or fails, buffering stops, the chunks kept are freed, and the
     /// request is not retried.
+    ///
+    /// Clones may be read at the same time, as hedges are
+    /// (palisade-hedge): whichever reader is furthest reads on from the
+    /// original body, and every reader waiting for it is woken when it
+    /// yields, or when another reader is dropped.
     pub struct ReplayBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -46,7 +51,26 @@ pin_project! {
     enum Kind<B> {
         Empty,
         Once { #[pin] body: B },
-        Replay { shared: Arc<Mutex<Shared<B>>>, cursor: usize, trailers_sent: bool },
+        Replay { shared: Reader<B>, cursor: usize, trailers_sent: bool },
+    }
+}
+
+/// One reader's hold on the shared state: dropping it wakes the readers
+/// waiting on the original body, which may have waited on this one's poll.
+struct Reader<B>(Arc<Mutex<Shared<B>>>);
+
+impl<B> Reader<B> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared<B>> {
+        self.0.lock().unpoison()
+    }
+}
+
+impl<B> Drop for Reader<B> {
+    fn drop(&mut self) {
+        // The last reader has nobody to wake.
+        if Arc::strong_count(&self.0) > 1 {
+            self.lock().waiting.wake_all();
+        }
     }
 }
 
@@ -66,6 +90,46 @@ struct Shared<B> {
     /// Over the cap or failed: the body cannot be replayed.
     unavailable: bool,
     hint: SizeHint,
+    /// Readers waiting for the original body to yield. A body wakes only the
+    /// reader that polled it last, so the others are woken from here.
+    waiting: Waiting,
+}
+
+/// Wakers of the readers waiting on the original body; the first inline, as
+/// one reader at a time is the rule (a retry) and more the exception (hedges).
+#[derive(Default)]
+struct Waiting {
+    first: Option<Waker>,
+    more: Vec<Waker>,
+}
+
+impl Waiting {
+    fn add(&mut self, waker: &Waker) {
+        match &self.first {
+            None => self.first = Some(waker.clone()),
+            Some(first) if first.will_wake(waker) => {}
+            Some(_) => {
+                if !self.more.iter().any(|w| w.will_wake(waker)) {
+                    self.more.push(waker.clone());
+                }
+            }
+        }
+    }
+
+    /// Wakes every waiting reader but the one polling now (`current`).
+    fn wake_others(&mut self, current: &Waker) {
+        for waker in self.first.take().into_iter().chain(self.more.drain(..)) {
+            if !waker.will_wake(current) {
+                waker.wake();
+            }
+        }
+    }
+
+    fn wake_all(&mut self) {
+        for waker in self.first.take().into_iter().chain(self.more.drain(..)) {
+            waker.wake();
+        }
+    }
 }
 
 impl<B: Body> ReplayBody<B> {
@@ -91,7 +155,7 @@ impl<B: Body> ReplayBody<B> {
             Kind::Empty
         } else if fits {
             Kind::Replay {
-                shared: Arc::new(Mutex::new(Shared {
+                shared: Reader(Arc::new(Mutex::new(Shared {
                     body: Some(Box::pin(body)),
                     chunks: Vec::new(),
                     read: 0,
@@ -101,7 +165,8 @@ impl<B: Body> ReplayBody<B> {
                     complete: false,
                     unavailable: false,
                     hint,
-                })),
+                    waiting: Waiting::default(),
+                }))),
                 cursor: 0,
                 trailers_sent: false,
             }
@@ -118,7 +183,7 @@ impl<B> ReplayBody<B> {
         match &self.kind {
             Kind::Empty => true,
             Kind::Once { .. } => false,
-            Kind::Replay { shared, .. } => !shared.lock().unpoison().unavailable,
+            Kind::Replay { shared, .. } => !shared.lock().unavailable,
         }
     }
 
@@ -128,10 +193,10 @@ impl<B> ReplayBody<B> {
         match &self.kind {
             Kind::Empty => Some(Self { kind: Kind::Empty }),
             Kind::Once { .. } => None,
-            Kind::Replay { shared, .. } if shared.lock().unpoison().unavailable => None,
+            Kind::Replay { shared, .. } if shared.lock().unavailable => None,
             Kind::Replay { shared, .. } => Some(Self {
                 kind: Kind::Replay {
-                    shared: shared.clone(),
+                    shared: Reader(shared.0.clone()),
                     cursor: 0,
                     trailers_sent: false,
                 },
@@ -163,7 +228,7 @@ where
                 cursor,
                 trailers_sent,
             } => {
-                let mut shared = shared.lock().unpoison();
+                let mut shared = shared.lock();
                 if *cursor < shared.read {
                     if shared.unavailable {
                         return Poll::Ready(Some(Err(ReplayUnavailable.into())));
@@ -195,7 +260,7 @@ where
                 cursor,
                 trailers_sent,
             } => {
-                let shared = shared.lock().unpoison();
+                let shared = shared.lock();
                 shared.complete && *cursor >= shared.read && (*trailers_sent || shared.trailers.is_none())
             }
         }
@@ -206,7 +271,7 @@ where
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Once { body } => body.size_hint(),
             Kind::Replay { shared, cursor, .. } => {
-                let shared = shared.lock().unpoison();
+                let shared = shared.lock();
                 if *cursor == 0 {
                     shared.hint
                 } else if shared.complete && !shared.unavailable {
@@ -236,7 +301,14 @@ where
             // The original body failed on an earlier attempt.
             return Poll::Ready(Some(Err(ReplayUnavailable.into())));
         };
-        match ready!(body.as_mut().poll_frame(cx)) {
+        let Poll::Ready(polled) = body.as_mut().poll_frame(cx) else {
+            self.waiting.add(cx.waker());
+            return Poll::Pending;
+        };
+        // What the body yielded is kept: readers behind this one read it
+        // from `chunks`, and the one now furthest reads on.
+        self.waiting.wake_others(cx.waker());
+        match polled {
             None => {
                 self.complete = true;
                 self.body = None;
@@ -266,6 +338,11 @@ where
                     if !self.unavailable {
                         self.trailers = Some(trailers.clone());
                     }
+                    // Trailers end a body: a reader that stops here (as
+                    // hyper does) leaves the others to replay them rather
+                    // than find the end and miss them.
+                    self.complete = true;
+                    self.body = None;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

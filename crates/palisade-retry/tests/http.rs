@@ -532,6 +532,95 @@ async fn bodies_over_the_cap_or_of_unknown_length_are_sent_once() {
     assert_eq!(downstream.seen()[0].body, "01234567890123456789");
 }
 
+/// A request body arriving in pieces through a channel, its length announced
+/// up front (as a proxied upload with a `content-length`).
+struct Arriving {
+    pieces: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+    len: u64,
+}
+
+impl Body for Arriving {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.pieces.poll_recv(cx).map(|piece| piece.map(|p| Ok(Frame::data(p))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len)
+    }
+}
+
+fn arriving(len: u64) -> (tokio::sync::mpsc::UnboundedSender<Bytes>, ReplayBody<Arriving>) {
+    let (tx, pieces) = tokio::sync::mpsc::unbounded_channel();
+    (tx, ReplayBody::new(Arriving { pieces, len }, 64))
+}
+
+/// The whole body a reader task collected, failing if it was left waiting.
+async fn collected(reader: tokio::task::JoinHandle<Result<http_body_util::Collected<Bytes>, BoxError>>) -> Bytes {
+    tokio::time::timeout(S, reader)
+        .await
+        .expect("a reader was left waiting for the body")
+        .unwrap()
+        .unwrap()
+        .to_bytes()
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_read_at_once_each_get_the_whole_body_as_it_arrives() {
+    // A hedge reads the body beside the attempt it hedges, each from its own
+    // task (its connection's). The original body wakes only the reader that
+    // polled it last; the other must be woken too.
+    let (tx, original) = arriving(2);
+    let hedge = original.try_clone().unwrap();
+    tx.send(Bytes::from_static(b"a")).unwrap();
+    let first = tokio::spawn(original.collect());
+    tokio::time::sleep(MS).await;
+    let second = tokio::spawn(hedge.collect());
+    tokio::time::sleep(MS).await;
+    // Both have read "a" and wait, the body holding the second's waker.
+    tx.send(Bytes::from_static(b"b")).unwrap();
+    drop(tx);
+    assert_eq!(collected(first).await, "ab");
+    assert_eq!(collected(second).await, "ab");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_dropped_while_waiting_leaves_the_others_woken() {
+    let (tx, original) = arriving(1);
+    let hedge = original.try_clone().unwrap();
+    let first = tokio::spawn(original.collect());
+    tokio::time::sleep(MS).await;
+    let second = tokio::spawn(hedge.collect());
+    tokio::time::sleep(MS).await;
+    // The body holds the second reader's waker; that reader goes (the hedge
+    // lost), and the first must still hear of what arrives.
+    second.abort();
+    assert!(second.await.unwrap_err().is_cancelled());
+    tx.send(Bytes::from_static(b"a")).unwrap();
+    drop(tx);
+    assert_eq!(collected(first).await, "a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn trailers_are_replayed_to_a_clone_after_a_reader_stopped_at_them() {
+    // A sender stops polling once it has the trailers, the last frame of a
+    // body (hyper does); a clone that catches up gets them from the copy.
+    let original = ReplayBody::new(Chunked::new(&["a"], true), 64);
+    let mut first = original.try_clone().unwrap();
+    let data = first.frame().await.unwrap().unwrap();
+    assert_eq!(data.into_data().unwrap(), "a");
+    let trailers = first.frame().await.unwrap().unwrap().into_trailers().unwrap();
+    assert_eq!(trailers["checksum"], "abc");
+    let replayed = original.collect().await.unwrap();
+    assert_eq!(
+        replayed.trailers().map(|t| &t["checksum"]),
+        Some(&"abc".parse().unwrap())
+    );
+    assert_eq!(replayed.to_bytes(), "a");
+}
+
 #[tokio::test(start_paused = true)]
 async fn replay_body_clones_and_limits() {
     let body = ReplayBody::new(Full::new(Bytes::from_static(b"hello")), 5);

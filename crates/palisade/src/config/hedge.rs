@@ -58,7 +58,7 @@ impl HedgeSettings {
             // Checked at load time (`check`).
             Some(Switch::On(budget)) => {
                 if let Ok(budget) = budget.build() {
-                    builder = builder.budget(budget);
+                    builder = builder.own_budget(budget);
                 }
             }
             None => {}
