@@ -30,7 +30,11 @@ pub trait InCaller: Policy {
 /// `Send + 'static` (axum's, hyper's and tonic's are), and every first
 /// request spawns one task (one allocation and a hop through the
 /// scheduler); replays and rejections spawn nothing. Task-locals of the
-/// caller's task are not seen by the handler (the current tracing span is).
+/// caller's task are not seen by the handler, but for the two palisade
+/// carries over: the current tracing span, and the request's deadline
+/// ([`Deadline::current`](palisade_core::deadline::Deadline::current), set
+/// by palisade-deadline's server layer), which the clients the handler
+/// calls go by.
 /// Without a tokio runtime the call runs in the response future, as with
 /// [`KeepLocked`].
 #[derive(Debug, Clone, Copy, Default)]

@@ -26,6 +26,7 @@ use crate::problem::Rejection;
 use crate::state::Shared;
 use crate::store::{Begin, Completion, IdempotencyStore, Lease, StoredResponse};
 use palisade_core::body::{CollectError, Collected};
+use palisade_core::deadline::Deadline;
 use palisade_core::problem::ToProblem;
 
 type Answer<ResB, E> = Result<Response<ResponseBody<ResB>>, E>;
@@ -46,16 +47,23 @@ type StateFor<S, ReqB, ResB, St, Sc> =
     State<<S as Service<Request<ReqB>>>::Future, ReqB, ResB, <S as Service<Request<ReqB>>>::Error, St, Sc>;
 
 /// Spawns `protected` on the current tokio runtime, in the current tracing
-/// span; without a runtime, gives it back to be run in the response future.
+/// span and under the request's deadline ([`Deadline::current`]), so the
+/// handler and the clients it calls see both; without a runtime, gives it
+/// back to be run in the response future.
 pub(crate) fn spawn<P>(protected: P) -> Result<JoinHandle<P::Output>, P>
 where
     P: Future + Send + 'static,
     P::Output: Send + 'static,
 {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => Ok(runtime.spawn(protected.in_current_span())),
-        Err(_) => Err(protected),
-    }
+    let runtime = match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => runtime,
+        Err(_) => return Err(protected),
+    };
+    let protected = protected.in_current_span();
+    Ok(match Deadline::current() {
+        Some(deadline) => runtime.spawn(deadline.scope(protected)),
+        None => runtime.spawn(protected),
+    })
 }
 
 /// After the store answered `begin`: run the protected call, or answer now.

@@ -68,7 +68,11 @@
 //! - **What releases the key.** A response not to be stored (5xx, 429, 400,
 //!   422), a response body over the cap (passed through whole, not stored),
 //!   and an error of the inner service: the client may then retry and the
-//!   request runs again. Nothing else does once the handler has been called
+//!   request runs again. That includes a 504 from a timeout inside this
+//!   layer (the server stack's), which cuts the handler wherever it was: a
+//!   handler whose effects must not repeat passes its key on to what it
+//!   calls (a payments provider's own idempotency key), so the rerun finds
+//!   them done. Nothing else does once the handler has been called
 //!   (unless the [`disconnect::Release`] policy was chosen). A failure of the
 //!   store (or its timeout) while storing the response after the handler succeeded leaves the
 //!   key locked until its lock expires (the caller still gets the response;

@@ -311,6 +311,25 @@ async fn dropping_while_storing_still_stores_the_response() {
     assert_eq!(strict.calls.load(Ordering::SeqCst), 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_handler_of_a_keyed_request_sees_the_callers_deadline() {
+    // The default policy runs a keyed request's handler on a task of its
+    // own; the deadline the server's deadline layer set must go with it, or
+    // the clients the handler calls (a payment) are bounded by nothing.
+    let handler = tower::service_fn(|_: Request<Full<Bytes>>| async {
+        let left = palisade_core::deadline::Deadline::current().map(|d| d.remaining());
+        Ok::<_, std::io::Error>(Response::new(Full::<Bytes>::from(format!("{left:?}"))))
+    });
+    let svc = IdempotencyLayer::new().layer(handler);
+    let deadline = palisade_core::deadline::Deadline::after(Duration::from_secs(2));
+    let res = deadline.scope(svc.oneshot(post(Some("k"), "{}"))).await.unwrap();
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body, "Some(2s)");
+}
+
 #[test]
 fn without_a_runtime_the_default_runs_the_call_in_the_caller() {
     let strict = Strict::new();

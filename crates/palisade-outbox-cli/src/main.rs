@@ -10,8 +10,11 @@
 //! ```
 //!
 //! Every command takes `--json`. Exit status: 0 done, 1 failed (database, missing tables, no
-//! such dead letter), 2 refused (bad arguments, or a bulk change without `--yes`). See the
-//! palisade-outbox crate docs, "Operating the outbox", for each command's output.
+//! such dead letter, output that cannot be written), 2 refused (bad arguments, or a bulk
+//! change without `--yes`). A reader that stops early (`palisade-outbox dead list | head -1`)
+//! is no failure: the tool stops writing and exits quietly with status 0, the command done
+//! (a requeue or purge is committed before its output is written). See the palisade-outbox
+//! crate docs, "Operating the outbox", for each command's output.
 //!
 //! # Install
 //!
@@ -27,6 +30,7 @@ mod error;
 mod render;
 mod run;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -46,7 +50,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes why the tool stops to stderr (not `eprintln!`, which panics when it cannot) and gives
+/// its exit status, written or not.
 fn report(failure: &Failure) -> ExitCode {
-    eprintln!("palisade-outbox: {}", failure.message);
+    let _ = writeln!(std::io::stderr().lock(), "palisade-outbox: {}", failure.message);
     ExitCode::from(failure.status)
 }

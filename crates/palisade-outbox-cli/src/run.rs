@@ -1,5 +1,7 @@
 //! Each command, on any [`OutboxAdmin`] store.
 
+use std::io::{self, Write};
+
 use palisade_outbox::{DeadLetterFilter, DeadLetterId, OutboxAdmin};
 use serde::Serialize;
 use serde_json::json;
@@ -33,14 +35,42 @@ fn filter(filter: Filter) -> DeadLetterFilter {
     }
 }
 
-/// `value` as JSON, or as text by `text`.
-fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) {
+/// Writes `value` to stdout as JSON, or as text by `text`.
+fn write<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) -> io::Result<()> {
+    // Not `print!`, which panics when stdout is a closed pipe.
+    let mut out = io::stdout().lock();
     if json {
         // Serializing these plain structs cannot fail.
-        println!("{}", serde_json::to_string(value).unwrap_or_default());
+        writeln!(out, "{}", serde_json::to_string(value).unwrap_or_default())?;
     } else {
-        print!("{}", text(value));
+        out.write_all(text(value).as_bytes())?;
     }
+    out.flush()
+}
+
+/// What failing to write the output means. A closed pipe is a reader that has read enough
+/// (`palisade-outbox dead list | head -1`): the command is done, so nothing (status 0, no
+/// message), as `head`'s other writers do. Any other error is a failure (status 1); after a
+/// change, whose output is `done`, its message says what was done all the same.
+fn written(result: io::Result<()>, done: Option<&str>) -> Result<(), Failure> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(error) => Err(Failure::error(match done {
+            Some(done) => format!("{done}, but cannot write the output: {error}"),
+            None => format!("cannot write the output: {error}"),
+        })),
+    }
+}
+
+/// Prints what a query found: `value` as JSON, or as text by `text`.
+fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) -> Result<(), Failure> {
+    written(write(json, value, text), None)
+}
+
+/// Prints what a change did: `value` as JSON, or `done` as a line of text.
+fn print_done(json: bool, value: &serde_json::Value, done: &str) -> Result<(), Failure> {
+    written(write(json, value, |_| format!("{done}\n")), Some(done))
 }
 
 fn no_such(id: DeadLetterId) -> Failure {
@@ -72,15 +102,13 @@ async fn command<S: OutboxAdmin>(store: &S, command: Command, json: bool) -> Res
         }
         Command::Dead(Dead::Show { id }) => {
             let dead = store.show_dead(id).await?.ok_or_else(|| no_such(id))?;
-            print(json, &dead, render::show);
+            print(json, &dead, render::show)
         }
         Command::Dead(Dead::Requeue { id: Some(id), .. }) => {
             if !store.requeue_dead(id).await? {
                 return Err(no_such(id));
             }
-            print(json, &json!({ "requeued": 1 }), |_| {
-                format!("requeued dead letter {id}\n")
-            });
+            print_done(json, &json!({ "requeued": 1 }), &format!("requeued dead letter {id}"))
         }
         Command::Dead(Dead::Requeue {
             id: None,
@@ -97,9 +125,11 @@ async fn command<S: OutboxAdmin>(store: &S, command: Command, json: bool) -> Res
                 )));
             }
             let n = store.requeue_dead_where(&filter).await?;
-            print(json, &json!({ "requeued": n }), |_| {
-                format!("requeued {}\n", selection(n, &filter))
-            });
+            print_done(
+                json,
+                &json!({ "requeued": n }),
+                &format!("requeued {}", selection(n, &filter)),
+            )
         }
         Command::Dead(Dead::Purge {
             older_than,
@@ -118,10 +148,11 @@ async fn command<S: OutboxAdmin>(store: &S, command: Command, json: bool) -> Res
                 )));
             }
             let n = store.purge_dead(&filter).await?;
-            print(json, &json!({ "purged": n }), |_| {
-                format!("deleted {}\n", selection(n, &filter))
-            });
+            print_done(
+                json,
+                &json!({ "purged": n }),
+                &format!("deleted {}", selection(n, &filter)),
+            )
         }
     }
-    Ok(())
 }

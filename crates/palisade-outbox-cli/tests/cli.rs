@@ -7,6 +7,7 @@
 //! pending order events, one of them retrying.
 
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::Duration;
 
 use palisade_outbox::postgres::PgStore;
@@ -105,12 +106,29 @@ impl Fixture {
 
     /// Runs the tool with `args` on this database.
     async fn cli(&self, args: &[&str]) -> Run {
+        self.cli_with(args, Stdio::piped(), Stdio::piped()).await
+    }
+
+    /// Runs the tool with `args` on this database, its stdout a pipe no one reads any more: what
+    /// `palisade-outbox dead list | head -1` writes to once `head` has exited.
+    async fn cli_to_closed_pipe(&self, args: &[&str]) -> Run {
+        self.cli_with(args, closed_pipe(), Stdio::piped()).await
+    }
+
+    /// Runs the tool with `args` on this database, writing to `stdout` and `stderr` (what they
+    /// capture when piped).
+    async fn cli_with(&self, args: &[&str], stdout: Stdio, stderr: Stdio) -> Run {
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_palisade-outbox"))
             .env_remove("DATABASE_URL")
             .arg("--database-url")
             .arg(&self.url)
             .args(args)
-            .output()
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+            .wait_with_output()
             .await
             .unwrap();
         Run {
@@ -232,6 +250,13 @@ impl Fixture {
             .unwrap(),
         }
     }
+}
+
+/// The write end of a pipe whose read end is closed: every write to it fails with `EPIPE`.
+fn closed_pipe() -> Stdio {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    writer.into()
 }
 
 fn at(rfc3339: &str) -> OffsetDateTime {
@@ -847,4 +872,109 @@ async fn unreadable_row(f: &Fixture) {
         json!({ "requeued": 1 })
     );
     assert_eq!(f.cli(&["--json", "stats"]).await.json()["dead"], json!(2));
+}
+
+on_both!(closed_pipe_case, true, closed_pipe_sqlite, closed_pipe_postgres);
+/// A reader that stops early (`palisade-outbox dead list | head -1`) closes the pipe the tool
+/// writes to: the command is done all the same (a change included), so the tool stops quietly
+/// with status 0, as `head`'s other writers do. Nor does a closed stderr change the status.
+async fn closed_pipe_case(f: &Fixture) {
+    populate(f).await;
+    for args in [
+        &["stats"][..],
+        &["--json", "stats"],
+        &["dead", "list"],
+        &["--json", "dead", "list"],
+        &["dead", "show", "1"],
+        &["--json", "dead", "show", "2"],
+        &["--help"],
+    ] {
+        let run = f.cli_to_closed_pipe(args).await;
+        assert_eq!((run.status, run.stderr.as_str()), (0, ""), "{args:?}: {run:?}");
+    }
+    assert_eq!(
+        f.cli(&["--json", "stats"]).await.json()["dead"],
+        json!(2),
+        "nothing changed"
+    );
+
+    for args in [
+        &["dead", "requeue", "1"][..],
+        &[
+            "--json",
+            "dead",
+            "requeue",
+            "--all",
+            "--destination",
+            "Payment",
+            "--yes",
+        ],
+    ] {
+        let run = f.cli_to_closed_pipe(args).await;
+        assert_eq!((run.status, run.stderr.as_str()), (0, ""), "{args:?}: {run:?}");
+    }
+    let stats = f.cli(&["--json", "stats"]).await.json();
+    assert_eq!(
+        (&stats["pending"], &stats["dead"]),
+        (&json!(4), &json!(0)),
+        "both dead letters requeued"
+    );
+    f.dead_letter_pending().await;
+    f.set_time("palisade_outbox", "dead_lettered_at", 1, at("2020-03-01T00:00:00Z"))
+        .await;
+    let dead = f.cli(&["--json", "stats"]).await.json()["dead"].as_u64().unwrap();
+    let run = f
+        .cli_to_closed_pipe(&["dead", "purge", "--older-than", "7d", "--yes"])
+        .await;
+    assert_eq!((run.status, run.stderr.as_str()), (0, ""), "{run:?}");
+    assert_eq!(
+        f.cli(&["--json", "stats"]).await.json()["dead"],
+        json!(dead - 1),
+        "the old one purged"
+    );
+
+    // A failure whose message cannot be written still exits with its status.
+    let run = f.cli_with(&["dead", "show", "99"], Stdio::piped(), closed_pipe()).await;
+    assert_eq!((run.status, run.stdout.as_str()), (1, ""), "{run:?}");
+}
+
+on_both!(
+    unwritable_output,
+    true,
+    unwritable_output_sqlite,
+    unwritable_output_postgres
+);
+/// Any other failure to write the output (here a full disk: Linux's /dev/full) is a failure,
+/// status 1, its message saying what a change did all the same.
+async fn unwritable_output(f: &Fixture) {
+    let full = || std::fs::OpenOptions::new().write(true).open("/dev/full");
+    if full().is_err() {
+        palisade_tests::skip("no /dev/full");
+        return;
+    }
+    populate(f).await;
+    const FULL: &str = "cannot write the output: No space left on device (os error 28)";
+    for args in [&["dead", "list"][..], &["--json", "stats"]] {
+        let run = f.cli_with(args, full().unwrap().into(), Stdio::piped()).await;
+        assert_eq!(
+            (run.status, run.stderr.as_str()),
+            (1, format!("palisade-outbox: {FULL}\n").as_str()),
+            "{args:?}"
+        );
+    }
+    let run = f
+        .cli_with(
+            &["--json", "dead", "requeue", "--all", "--destination", "Order", "--yes"],
+            full().unwrap().into(),
+            Stdio::piped(),
+        )
+        .await;
+    assert_eq!(
+        (run.status, run.stderr.as_str()),
+        (
+            1,
+            format!("palisade-outbox: requeued 1 dead letter for destination \"Order\", but {FULL}\n").as_str()
+        )
+    );
+    assert_eq!(f.cli(&["--json", "stats"]).await.json()["dead"], json!(1), "requeued");
 }

@@ -366,9 +366,10 @@
 //!   without the outbox tables every command fails with `no outbox tables in this database:
 //!   run palisade_outbox's migrate, or check the database URL (and, on PostgreSQL, the schema
 //!   in its search_path)`.
-//! - **Exit status**: 0 done; 1 failed (database, missing tables, no such dead letter); 2
-//!   refused (bad arguments, a bulk change without `--yes`). Messages go to stderr, results
-//!   (text or `--json`) to stdout.
+//! - **Exit status**: 0 done; 1 failed (database, missing tables, no such dead letter, output
+//!   that cannot be written); 2 refused (bad arguments, a bulk change without `--yes`). A
+//!   reader that stops early (`| head -1`) is no failure: the tool stops writing and exits 0,
+//!   the command done. Messages go to stderr, results (text or `--json`) to stdout.
 //!
 //! # Cargo features
 //!

@@ -39,7 +39,7 @@
 //! | `idempotency` | [`IdempotencyLayer`](palisade_idempotency::IdempotencyLayer)'s defaults: in memory, POST and PATCH, key optional | an `IdempotencyLayer` or its builder (a Redis or PostgreSQL store for several instances) | a replay is answered before the handler's work and the limits, at little cost |
 //! | `outbox_hook` | none (it needs the relay's `Wakeup`) | a `PublishHookLayer` (feature `outbox`) | wakes the relay once the response exists |
 //! | `bulkhead` | [`SERVER_MAX_CONCURRENT`] (100) requests in flight, no queue: 503 with `Retry-After` at once | a `BulkheadLayer`, its builder, or a `KeyedBulkheadLayer` | sheds load instead of queueing it |
-//! | `timeout` | [`REQUEST_TIMEOUT`] (10 s): 504 | a `Duration` | bounds the work a request can hold a permit for |
+//! | `timeout` | [`REQUEST_TIMEOUT`] (10 s): 504 | a `Duration` | bounds the work a request can hold a permit for; a keyed request it cuts answers 504, which is not stored, so the client's retry runs the handler again: a handler whose effects must not repeat passes its key on (`examples/axum-orders` gives it to the payments provider) |
 //!
 //! The bulkhead's and the timeout's errors are answered right outside the
 //! bulkhead as `application/problem+json` (503 with `Retry-After`, 504), so
