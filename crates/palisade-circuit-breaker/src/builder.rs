@@ -36,7 +36,8 @@ pub struct CircuitBreakerBuilder<C = ErrorClassifier> {
     slow: Option<SlowRule>,
     consecutive: Option<u32>,
     window: Window,
-    minimum_calls: u32,
+    /// `None`: [`DEFAULT_MINIMUM_CALLS`], capped at a count window's size.
+    minimum_calls: Option<u32>,
     open: OpenDuration,
     half_open_calls: u32,
     max_half_open: Option<Duration>,
@@ -46,6 +47,10 @@ pub struct CircuitBreakerBuilder<C = ErrorClassifier> {
     events: EventHook,
     call_durations: bool,
 }
+
+/// The calls a window must hold before its rates are judged, unless set: the
+/// rate of a full default window.
+const DEFAULT_MINIMUM_CALLS: u32 = 100;
 
 impl CircuitBreakerBuilder<ErrorClassifier> {
     /// A failure-rate breaker with resilience4j's defaults: trips when at least
@@ -59,7 +64,7 @@ impl CircuitBreakerBuilder<ErrorClassifier> {
             slow: None,
             consecutive: None,
             window: Window::Count(100),
-            minimum_calls: 100,
+            minimum_calls: None,
             open: OpenDuration::Fixed(Duration::from_secs(60)),
             half_open_calls: 10,
             max_half_open: None,
@@ -159,9 +164,11 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
-    /// Rates are judged only once the window holds this many calls.
+    /// Rates are judged only once the window holds this many calls (default
+    /// 100, or a count window's size when smaller, as resilience4j does). A
+    /// value set here larger than a count window is refused by `build()`.
     pub fn minimum_calls(mut self, calls: u32) -> Self {
-        self.minimum_calls = calls;
+        self.minimum_calls = Some(calls);
         self
     }
 
@@ -290,16 +297,18 @@ impl<C> CircuitBreakerBuilder<C> {
         if failure_rate.is_none() && self.slow.is_none() && self.consecutive.is_none() {
             return Err(ConfigError::NoRule);
         }
-        if self.minimum_calls == 0 {
+        if self.minimum_calls == Some(0) {
             return Err(ConfigError::Zero("minimum_calls"));
         }
+        let minimum_calls = match (self.minimum_calls, self.window) {
+            (Some(calls), _) => calls,
+            (None, Window::Count(window)) => DEFAULT_MINIMUM_CALLS.min(window),
+            (None, Window::Time { .. }) => DEFAULT_MINIMUM_CALLS,
+        };
         match self.window {
             Window::Count(0) => return Err(ConfigError::Zero("count_window")),
-            Window::Count(window) if self.minimum_calls > window => {
-                return Err(ConfigError::MinimumCallsAboveWindow {
-                    minimum_calls: self.minimum_calls,
-                    window,
-                });
+            Window::Count(window) if minimum_calls > window => {
+                return Err(ConfigError::MinimumCallsAboveWindow { minimum_calls, window });
             }
             Window::Count(_) => {}
             Window::Time { length, buckets } => {
@@ -342,7 +351,7 @@ impl<C> CircuitBreakerBuilder<C> {
             slow: self.slow,
             consecutive: self.consecutive,
             window,
-            minimum_calls: self.minimum_calls,
+            minimum_calls,
             open: self.open,
             half_open_calls: self.half_open_calls,
             max_half_open: self.max_half_open,

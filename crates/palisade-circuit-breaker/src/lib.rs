@@ -120,7 +120,7 @@
 //! |---|---|---|
 //! | failure rate | 50 % | half the recent calls failing is an outage, not noise |
 //! | window | last 100 calls | long enough to smooth noise, short enough to react within seconds at moderate traffic |
-//! | `minimum_calls` | 100 | the rate of a full window; lower it for low-traffic downstreams |
+//! | `minimum_calls` | 100, or a count window's size when smaller | the rate of a full window (resilience4j caps it the same way); lower it for low-traffic downstreams |
 //! | slow-call rate | off | it needs a clock read per call; a timeout inside the breaker turns hangs into failures anyway |
 //! | consecutive failures | off | the rate rule covers it at volume |
 //! | open duration | 60 s, fixed | long enough for a restarted dependency to come back |
@@ -133,7 +133,7 @@
 //! a row open it for 30 s, then 3 successful probes close it.
 //!
 //! `build()` validates: thresholds within (0, 100] %, non-zero windows and
-//! counts, `minimum_calls` no larger than a count window, buckets of at least
+//! counts, a `minimum_calls` set no larger than a count window, buckets of at least
 //! 1 ms, at least one rule, a growing open duration's base below its cap, a
 //! multiplier of at least 1 and jitter within [0, 1]. Nothing panics at run time.
 //!

@@ -101,6 +101,58 @@ async fn failure_rate_is_judged_only_from_minimum_calls() {
     assert_state(&handle, State::Open);
 }
 
+/// As resilience4j: an unset `minimum_calls` (100) is capped at a count
+/// window's size, so a window shorter than 100 calls builds and is judged
+/// once full; one set explicitly is not capped.
+#[tokio::test(start_paused = true)]
+async fn an_unset_minimum_calls_is_capped_at_a_count_windows_size() {
+    let layer = CircuitBreakerBuilder::rate_based("small")
+        .count_window(10)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(Downstream::default());
+    for _ in 0..9 {
+        call(&mut svc, Call::Fail).await.unwrap_err();
+    }
+    assert_state(&handle, State::Closed);
+    call(&mut svc, Call::Fail).await.unwrap_err();
+    assert_state(&handle, State::Open);
+
+    assert_eq!(
+        CircuitBreakerBuilder::rate_based("small")
+            .count_window(50)
+            .minimum_calls(100)
+            .build()
+            .unwrap_err(),
+        ConfigError::MinimumCallsAboveWindow {
+            minimum_calls: 100,
+            window: 50
+        }
+    );
+    // Set before the window, it is still the caller's own.
+    assert!(
+        CircuitBreakerBuilder::rate_based("small")
+            .minimum_calls(100)
+            .count_window(50)
+            .build()
+            .is_err()
+    );
+    // A time window keeps the default of 100.
+    let timed = CircuitBreakerBuilder::rate_based("timed")
+        .time_window(10 * SECOND, 10)
+        .build()
+        .unwrap();
+    let handle = timed.handle();
+    let mut svc = timed.layer(Downstream::default());
+    for _ in 0..99 {
+        call(&mut svc, Call::Fail).await.unwrap_err();
+    }
+    assert_state(&handle, State::Closed);
+    call(&mut svc, Call::Fail).await.unwrap_err();
+    assert_state(&handle, State::Open);
+}
+
 #[tokio::test(start_paused = true)]
 async fn count_window_slides_over_the_last_n_calls() {
     let layer = CircuitBreakerBuilder::rate_based("sliding")

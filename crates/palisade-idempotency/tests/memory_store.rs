@@ -74,3 +74,22 @@ async fn a_flood_of_keys_never_evicts_a_stored_response() {
     assert_eq!(admitted.status, StatusCode::CREATED);
     assert_eq!(orders.calls(), 101);
 }
+
+/// Durations far past tokio's clock range (a settings file takes any): the
+/// response is stored and replayed, nothing panics.
+#[tokio::test(start_paused = true)]
+async fn a_retention_past_the_clocks_range_stores_and_replays() {
+    let forever = Duration::from_secs(10_000_000_000_000_000_000);
+    let fixture = Fixture {
+        store: MemoryStore::new(),
+        lock_expiry: forever,
+    };
+    let orders = Orders::new();
+    let svc = stack(&fixture, &orders, |b| b.retention(forever));
+    let charged = send(&svc, post(Some("charge-1"), "{}")).await;
+    assert_eq!(charged.status, StatusCode::CREATED);
+    tokio::time::advance(Duration::from_secs(86_400 * 365)).await;
+    let retry = send(&svc, post(Some("charge-1"), "{}")).await;
+    assert!(retry.replayed(), "{retry:?}");
+    assert_eq!(orders.calls(), 1);
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt, stream};
 use palisade_core::backoff::{Backoff, Jitter, Random};
+use palisade_core::deadline::Deadline;
 use palisade_core::events::{EventHook, LayerEvent};
 use palisade_core::telemetry::{self, outbox as names};
 use tokio::sync::watch;
@@ -238,7 +239,8 @@ impl<S, P> RelayBuilder<S, P> {
         if c.publish_timeout.is_zero() {
             return Err(ConfigError::ZeroPublishTimeout);
         }
-        if c.lease <= c.publish_timeout * 2 {
+        // Saturating: no lease is longer than twice a publish timeout past half of `Duration::MAX`.
+        if c.lease <= c.publish_timeout.saturating_mul(2) {
             return Err(ConfigError::LeaseTooShort {
                 lease: c.lease,
                 publish_timeout: c.publish_timeout,
@@ -407,7 +409,9 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
         let config = &self.shared.config;
         let mut shutdown = pin!(shutdown.fuse());
         let mut next_backlog = Instant::now();
-        let mut next_cleanup = Instant::now() + config.cleanup_interval;
+        // `Deadline::after` keeps an instant in tokio's range (about 30 years ahead at most),
+        // whatever interval the settings give.
+        let mut next_cleanup = Deadline::after(config.cleanup_interval).instant();
         loop {
             if (&mut shutdown).now_or_never().is_some() {
                 break;
@@ -428,11 +432,11 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
             };
             let now = Instant::now();
             if housekeeping && now >= next_backlog {
-                next_backlog = now + config.backlog_interval;
+                next_backlog = Deadline::after(config.backlog_interval).instant();
                 self.report_backlog().await;
             }
             if housekeeping && now >= next_cleanup {
-                next_cleanup = now + config.cleanup_interval;
+                next_cleanup = Deadline::after(config.cleanup_interval).instant();
                 self.purge().await;
             }
             if wait.is_zero() {
@@ -492,17 +496,17 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
             dead_lettered = tracing::field::Empty,
         );
         async {
-            let started = Instant::now();
+            // The lease runs from the claim (at most about 30 years: see `run_loop`).
+            let lease_end = Deadline::after(config.lease);
             let (mut claim, events, unreadable) = self
                 .bounded("claim", self.shared.store.claim(config.batch_size, config.lease))
                 .await?;
             let claimed = events.len() + unreadable.len();
             tracing::Span::current().record("claimed", claimed);
-            let deadline = started + config.lease;
             let archive = !config.retention.is_zero();
             let seqs: Vec<i64> = events.iter().map(|claimed| claimed.seq).collect();
             let publishing = stream::iter(group_by_aggregate(events))
-                .map(|run| self.publish_run(run, deadline))
+                .map(|run| self.publish_run(run, lease_end))
                 .buffer_unordered(config.concurrency)
                 .flat_map(stream::iter)
                 .collect::<Vec<(i64, Disposition)>>();
@@ -562,13 +566,13 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
 
     /// Publishes one aggregate's run, stopping at the first failure: published, then at most
     /// one failed, then released events (see [`Publisher`]'s runs).
-    async fn publish_run(&self, run: Run, deadline: Instant) -> Vec<(i64, Disposition)> {
+    async fn publish_run(&self, run: Run, lease_end: Deadline) -> Vec<(i64, Disposition)> {
         let config = &self.shared.config;
         let mut outcomes = Vec::with_capacity(run.events.len());
         let mut results = pin!(self.shared.publisher.publish_run(&run.events));
         for (&(seq, attempts), event) in run.claims.iter().zip(&run.events) {
             // Near the end of the lease the relay waits for nothing more.
-            if Instant::now() + config.publish_timeout > deadline {
+            if lease_end.remaining() < config.publish_timeout {
                 break;
             }
             let result = match tokio::time::timeout(config.publish_timeout, results.next()).await {
@@ -1165,6 +1169,31 @@ mod tests {
         );
         assert!(builder().store_timeout(Duration::from_millis(29_999)).build().is_ok());
         assert!(builder().build().is_ok(), "the defaults are valid");
+    }
+
+    /// Far past tokio's clock range: a settings file takes any duration.
+    const FOREVER: Duration = Duration::from_secs(10_000_000_000_000_000_000);
+
+    #[tokio::test(start_paused = true)]
+    async fn durations_past_the_clocks_range_are_refused_or_run_without_panicking() {
+        assert_eq!(
+            builder().publish_timeout(FOREVER).build().unwrap_err(),
+            ConfigError::LeaseTooShort {
+                lease: Duration::from_secs(30),
+                publish_timeout: FOREVER
+            }
+        );
+        let store = OneBatch::new();
+        let relay = Relay::builder(store.clone(), OneAtATime::default())
+            .lease(FOREVER)
+            .retention(FOREVER)
+            .cleanup_interval(FOREVER)
+            .backlog_interval(FOREVER)
+            .build()
+            .unwrap();
+        // Resolves at its second poll: after one batch and the housekeeping.
+        relay.run(tokio::task::yield_now()).await;
+        assert_eq!(store.recorded().len(), 7, "the whole batch was published and recorded");
     }
 
     #[test]

@@ -384,6 +384,19 @@ async fn a_receiver_that_never_answers_times_out_as_transient() {
 }
 
 #[tokio::test]
+async fn a_timeout_past_the_clocks_range_delivers_without_panicking() {
+    let mut receiver = Receiver::start().await;
+    let publisher = HttpPublisher::builder(signer())
+        .base_url(receiver.base_url())
+        .timeout(Duration::from_secs(10_000_000_000_000_000_000))
+        .build()
+        .unwrap();
+    let event = order_event();
+    publisher.publish(&event).await.unwrap();
+    assert_eq!(receiver.next_hit().await.webhook_id, event.event_id.to_string());
+}
+
+#[tokio::test]
 async fn a_dropped_publish_abandons_its_request() {
     let mut receiver = Receiver::start_with(true).await;
     let publisher = receiver.publisher();

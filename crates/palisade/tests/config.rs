@@ -41,7 +41,7 @@ fn an_instance_takes_its_own_keys_then_the_default_block_then_the_layers_default
     let payments = format!("{:?}", settings.circuit_breaker("payments"));
     assert!(payments.contains("failure_rate: Some(25.0)"), "{payments}");
     assert!(payments.contains("window: Count(20)"), "{payments}");
-    assert!(payments.contains("minimum_calls: 10"), "{payments}");
+    assert!(payments.contains("minimum_calls: Some(10)"), "{payments}");
     assert!(payments.contains("open: Fixed(30s)"), "{payments}");
     // An instance the file does not name gets the default block.
     let inventory = format!("{:?}", settings.circuit_breaker("inventory"));
@@ -744,4 +744,164 @@ outbox_relay:
     assert!(orders.contains("lease: 120s"), "{orders}");
     let github = settings.webhook("github").unwrap().build().unwrap();
     github.verifier().verify(&github_request(), b"Hello, World!").unwrap();
+}
+
+/// Far past tokio's clock range; humantime reads it, and a layer must
+/// neither panic at load nor when it runs.
+const FOREVER: &str = "10000000000000000000s";
+
+#[test]
+fn a_relay_publish_timeout_past_the_clocks_range_is_refused_at_load() {
+    let refused = "outbox_relay.orders.lease: lease 30s must be longer than twice the publish timeout \
+                   10000000000000000000s";
+    assert_eq!(
+        error(Settings::from_toml(&format!(
+            "[outbox_relay.orders]\npublish_timeout = \"{FOREVER}\""
+        ))),
+        refused
+    );
+    assert_eq!(
+        error(load(
+            "",
+            &[("PALISADE__OUTBOX_RELAY__ORDERS__PUBLISH_TIMEOUT", FOREVER)]
+        )),
+        refused
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idempotency_retention_past_the_clocks_range_stores_and_replays() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tower::{Layer, ServiceExt, service_fn};
+
+    let settings = Settings::from_toml(&format!("[idempotency.orders]\nretention = \"{FOREVER}\"")).unwrap();
+    let layer = settings.idempotency("orders").build().unwrap();
+    let svc = layer.layer(service_fn(|_: http::Request<Full<Bytes>>| async {
+        let created = http::Response::builder()
+            .status(201)
+            .body(Full::new(Bytes::from_static(b"ok")));
+        Ok::<_, std::convert::Infallible>(created.unwrap())
+    }));
+    let post = || {
+        http::Request::post("/orders")
+            .header("idempotency-key", "order-1")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let first = svc.clone().oneshot(post()).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let replayed = svc.oneshot(post()).await.unwrap();
+    assert_eq!(replayed.status(), 201);
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+}
+
+#[test]
+fn a_count_window_caps_an_unset_minimum_calls_at_its_size() {
+    let settings = Settings::from_toml("[circuit_breaker.payments]\nwindow = { count = 50 }").unwrap();
+    settings.circuit_breaker("payments").build().unwrap();
+    assert_eq!(
+        error(Settings::from_toml(
+            "[circuit_breaker.payments]\nwindow = { count = 50 }\nminimum_calls = 100"
+        )),
+        "circuit_breaker.payments.minimum_calls: minimum_calls (100) exceeds the count-based window size (50)"
+    );
+}
+
+/// Whether an instance is keyed is decided in code (`build_keyed`), so the
+/// keyed settings are checked at load for every instance, as the
+/// bulkhead's `max_keys` is.
+#[test]
+fn keyed_breaker_settings_are_checked_at_load() {
+    assert_eq!(
+        error(Settings::from_toml("[circuit_breaker.hosts]\nmax_keys = 0")),
+        "circuit_breaker.hosts.max_keys: max_keys must be at least 1"
+    );
+    assert_eq!(
+        error(Settings::from_toml(
+            "[circuit_breaker.default]\nkey_idle_timeout = \"0s\""
+        )),
+        "circuit_breaker.default.key_idle_timeout: key_idle_timeout must be longer than zero"
+    );
+    let settings = Settings::from_toml("[circuit_breaker.hosts]\nmax_keys = 8\nkey_idle_timeout = \"1m\"").unwrap();
+    let hosts = settings
+        .circuit_breaker("hosts")
+        .build_keyed(|host: &String| host.clone())
+        .unwrap();
+    assert!(format!("{hosts:?}").contains("max_keys: 8"), "{hosts:?}");
+}
+
+/// `delay` and `percentile` are two ways to say when to hedge: an instance
+/// giving one replaces the default block's, whichever that is.
+#[test]
+fn a_hedge_instance_choosing_delay_or_percentile_replaces_the_default_blocks_choice() {
+    let settings = Settings::from_toml(
+        r#"
+        [hedge.default]
+        delay = "50ms"
+        max_attempts = 3
+        [hedge.search]
+        percentile = { percentile = 0.9, samples = 500, min_samples = 50 }
+        [hedge.lookup]
+        replay_limit = 1024
+        "#,
+    )
+    .unwrap();
+    let search = format!("{:?}", settings.hedge("search"));
+    assert!(search.contains("Percentile"), "{search}");
+    assert!(search.contains("max_attempts: 3"), "{search}");
+    let lookup = format!("{:?}", settings.hedge("lookup"));
+    assert!(lookup.contains("Fixed(50ms)"), "{lookup}");
+    settings.hedge("search").build().unwrap();
+
+    let settings = load(
+        "[hedge.default]\npercentile = { percentile = 0.9, samples = 500, min_samples = 50 }",
+        &[("PALISADE__HEDGE__SEARCH__DELAY", "20ms")],
+    )
+    .unwrap();
+    let search = format!("{:?}", settings.hedge("search"));
+    assert!(search.contains("Fixed(20ms)"), "{search}");
+    // Both in one table are still refused.
+    assert_eq!(
+        error(Settings::from_toml(
+            "[hedge.default]\ndelay = \"50ms\"\npercentile = { percentile = 0.9, samples = 10, min_samples = 1 }"
+        )),
+        "hedge.default.delay: set either delay or percentile"
+    );
+}
+
+/// Environment variables are read lowercased and split at `__`, so an
+/// instance named with a capital or a doubled, leading or trailing `_` could
+/// never be set from the environment: a variable meant for it would make
+/// another instance. Such names are refused at load, naming the instance.
+#[test]
+fn instance_names_an_environment_variable_cannot_address_are_refused() {
+    let rule = "an instance name must be lowercase ASCII letters, digits and `-`, in words joined by \
+                single underscores, for environment variables to address it";
+    assert_eq!(
+        error(load(
+            "[bulkhead.ordersAPI]\nmax_concurrent = 4",
+            &[("PALISADE__BULKHEAD__ORDERSAPI__MAX_CONCURRENT", "8")]
+        )),
+        format!("bulkhead.ordersAPI: {rule}")
+    );
+    for name in ["orders__api", "_orders", "orders_", "orders.api"] {
+        assert_eq!(
+            error(Settings::from_toml(&format!("[retry.\"{name}\"]\nmax_attempts = 2"))),
+            format!("retry.{name}: {rule}")
+        );
+    }
+    // What an environment variable can address loads, and the variable sets
+    // it; a `-` is addressed as it is (by `env` or a container runtime, not
+    // by a POSIX shell's `export`).
+    for name in ["orders_api_v2", "orders-api"] {
+        let var = format!("PALISADE__BULKHEAD__{}__MAX_CONCURRENT", name.to_uppercase());
+        let settings = load(
+            &format!("[bulkhead.{name}]\nmax_concurrent = 4"),
+            &[(var.as_str(), "8")],
+        )
+        .unwrap();
+        let api = format!("{:?}", settings.bulkhead(name));
+        assert!(api.contains("limit: Fixed(8)"), "{name}: {api}");
+    }
 }

@@ -260,3 +260,25 @@ fn a_bad_part_is_a_build_error_under_its_slot() {
         .unwrap_err();
     assert!(matches!(err, ConfigError::Deadline(_)), "{err:?}");
 }
+
+/// A budget the stack is given in code may be longer than the 5 minutes a
+/// caller's `grpc-timeout` is capped at.
+#[tokio::test(start_paused = true)]
+async fn a_deadline_longer_than_the_callers_cap_builds() {
+    let ten_minutes = Duration::from_secs(600);
+    let seen = Arc::default();
+    let client = stack::grpc_client("exports")
+        .deadline(ten_minutes)
+        .attempt_timeout(Duration::from_secs(900))
+        .build()
+        .unwrap()
+        .layer(channel("0", Arc::clone(&seen)));
+    client.oneshot(call()).await.unwrap();
+    let sent = header(&seen.lock().unwrap()[0], "grpc-timeout").unwrap().to_owned();
+    assert_eq!(
+        palisade::core::deadline::parse_grpc_timeout(sent.as_bytes()),
+        Ok(Duration::from_millis(599_990)),
+        "ten minutes less the margin: {sent}"
+    );
+    stack::grpc_server("exports").deadline(ten_minutes).build().unwrap();
+}

@@ -445,3 +445,49 @@ async fn the_server_deadline_is_outermost_and_answers_504() {
     assert_eq!(res.headers()["content-type"], "application/problem+json");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// A budget the stack is given in code is not a caller's request: it may be
+/// longer than the 5 minutes a caller's header is capped at.
+#[tokio::test(start_paused = true)]
+async fn a_deadline_longer_than_the_callers_cap_builds_and_bounds_the_call() {
+    let ten_minutes = Duration::from_secs(600);
+    let client = stack::client("exports")
+        .deadline(ten_minutes)
+        .attempt_timeout(Duration::from_secs(900))
+        .build()
+        .unwrap();
+    assert_eq!(
+        client.handle().snapshot()["layers"][0],
+        json!({"layer": "deadline", "timeout_ms": 600_000})
+    );
+    let budgets = Arc::new(Mutex::new(Vec::new()));
+    let seen_budgets = Arc::clone(&budgets);
+    let client = client.layer(service_fn(move |req: Req| {
+        let budget = req.headers()["x-request-timeout-ms"].to_str().unwrap().to_owned();
+        seen_budgets.lock().unwrap().push(budget);
+        async { Ok::<_, BoxError>(Response::builder().status(200).body(()).unwrap()) }
+    }));
+    client.oneshot(get()).await.unwrap();
+    assert_eq!(*budgets.lock().unwrap(), ["599990"], "ten minutes less the margin");
+
+    let server = stack::server("exports")
+        .deadline(ten_minutes)
+        .build()
+        .unwrap()
+        .layer(service_fn(|req: Request<Full<Bytes>>| async move {
+            let left = palisade::core::deadline::Deadline::of(&req).unwrap().remaining();
+            let body = Full::new(Bytes::from(left.as_secs().to_string()));
+            Ok::<_, std::convert::Infallible>(Response::new(body))
+        }));
+    // A caller asking for more is cut to the stack's own budget.
+    let mut req = post();
+    req.headers_mut()
+        .insert("x-request-timeout-ms", "1200000".parse().unwrap());
+    let res = server.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "600");
+    let mut req = post();
+    req.headers_mut()
+        .insert("x-request-timeout-ms", "420000".parse().unwrap());
+    let res = server.oneshot(req).await.unwrap();
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "420");
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum_orders::{
-    App, Backend, Config, Database, Layers, Mode, PAYMENTS, PaymentsConfig, PaymentsSim, app, generate_secret,
+    API, App, Backend, Config, Database, Layers, Mode, PAYMENTS, PaymentsConfig, PaymentsSim, app, generate_secret,
     parse_duration,
 };
 use bytes::Bytes;
@@ -1353,6 +1353,13 @@ fn the_shipped_settings_file_is_the_built_in_settings() {
     assert!(
         bulkhead.contains(&format!("limit: Fixed({})", defaults.max_concurrent)),
         "{bulkhead}"
+    );
+    // The file names the server bulkhead as the code does.
+    let api = format!("{:?}", settings.bulkhead(API));
+    let built_in = Config::new("", "http://127.0.0.1:9".parse().unwrap(), String::new(), String::new());
+    assert!(
+        api.contains(&format!("limit: Fixed({})", built_in.max_concurrent_requests)),
+        "{api}"
     );
 }
 

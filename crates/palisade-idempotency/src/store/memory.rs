@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::{Ready, ready};
 use std::time::Duration;
 
+use palisade_core::deadline::Deadline;
 use palisade_core::sync::Unpoison;
 use tokio::time::Instant;
 
@@ -26,7 +27,8 @@ const SWEEP_PER_BEGIN: usize = 4;
 /// store, or a retry that lands on another instance runs again).
 ///
 /// - Expiring: locks and responses expire on [`tokio::time`], so tests can
-///   pause and advance time. An index ordered by expiry lets every `begin`
+///   pause and advance time; one kept longer than about 30 years expires
+///   after about 30 years. An index ordered by expiry lets every `begin`
 ///   drop the records that have expired (a few at a time), so expiring costs
 ///   O(log n) per operation, never a scan of the map.
 /// - Bounded: at most `max_keys` keys (default [`DEFAULT_MAX_KEYS`]). A
@@ -179,7 +181,7 @@ impl MemoryStore {
             *key,
             Entry {
                 fingerprint: *fingerprint,
-                expires_at: now + lock_expiry,
+                expires_at: expiry(lock_expiry),
                 id: lease.token(),
                 kind: EntryKind::InFlight(lease),
             },
@@ -213,7 +215,7 @@ impl MemoryStore {
             *key,
             Entry {
                 fingerprint: *fingerprint,
-                expires_at: now + retention,
+                expires_at: expiry(retention),
                 id: lease.token(),
                 kind: EntryKind::Completed(response.clone()),
             },
@@ -229,6 +231,13 @@ impl MemoryStore {
             state.remove(key);
         }
     }
+}
+
+/// The instant a record kept for `duration` from now expires: about 30 years
+/// ahead at most, in tokio's range (see [`Deadline::after`]), as a settings
+/// file may give any duration.
+fn expiry(duration: Duration) -> Instant {
+    Deadline::after(duration).instant()
 }
 
 impl State {

@@ -11,8 +11,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use palisade_core::deadline::Deadline;
 use palisade_webhook::{InvalidId, Signer};
-use tokio::time::{Instant, error::Elapsed, timeout_at};
+use tokio::time::{error::Elapsed, timeout_at};
 
 use super::wire::{self, Spelling};
 use super::{Publisher, PublisherHealth};
@@ -380,7 +381,8 @@ where
     C: Connect + Clone + Send + Sync + 'static,
 {
     async fn deliver(&self, request: Request<Full<Bytes>>) -> Result<(), PublishError> {
-        let deadline = Instant::now() + self.timeout;
+        // In tokio's range (about 30 years ahead at most), whatever the timeout.
+        let deadline = Deadline::after(self.timeout).instant();
         let timed_out = |source| {
             PublishError::transient(HttpPublishError::Timeout {
                 after: self.timeout,

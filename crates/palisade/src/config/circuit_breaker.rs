@@ -25,7 +25,8 @@ pub struct CircuitBreakerSettings {
     pub consecutive_failures: Option<Switch<u32>>,
     /// The window: `{ count = 100 }` or `{ time = "60s", buckets = 10 }`.
     pub window: Option<WindowSettings>,
-    /// Calls the window must hold before a rate is judged.
+    /// Calls the window must hold before a rate is judged (default 100, or a
+    /// count window's size when smaller).
     pub minimum_calls: Option<u32>,
     /// How long the breaker stays open after a trip.
     #[serde(with = "humantime_serde")]
@@ -130,9 +131,15 @@ impl LayerSettings for CircuitBreakerSettings {
         if self.open_duration_max.is_some() && self.open_duration.is_none() {
             return Err((Some("open_duration"), "must be set with open_duration_max".into()));
         }
-        self.apply(name)
-            .build()
-            .map(drop)
+        // Whether an instance is keyed is decided in code, and only `build_keyed` refuses
+        // these: checked here, so a keyed instance fails at load like any other.
+        let keyed = match (self.max_keys, self.key_idle_timeout) {
+            (Some(0), _) => Err(ConfigError::Zero("max_keys")),
+            (_, Some(idle)) if idle.is_zero() => Err(ConfigError::ZeroDuration("key_idle_timeout")),
+            _ => Ok(()),
+        };
+        keyed
+            .and_then(|()| self.apply(name).build().map(drop))
             .map_err(|e| (key_of(&e), e.to_string()))
     }
 }

@@ -15,7 +15,8 @@ use super::{KeyError, LayerSettings};
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HedgeSettings {
-    /// Hedge after this fixed delay (instead of a percentile).
+    /// Hedge after this fixed delay (instead of a percentile). An instance
+    /// setting `delay` or `percentile` takes neither from the default block.
     #[serde(with = "humantime_serde")]
     pub delay: Option<Duration>,
     /// Hedge after a percentile of the latencies seen:
@@ -72,6 +73,7 @@ impl HedgeSettings {
 
 impl LayerSettings for HedgeSettings {
     const SECTION: &'static str = "hedge";
+    const ALTERNATIVES: &'static [&'static [&'static str]] = &[&["delay", "percentile"]];
 
     fn check(&self, name: &str) -> Result<(), KeyError> {
         if self.delay.is_some() && self.percentile.is_some() {

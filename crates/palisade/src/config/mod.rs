@@ -5,9 +5,16 @@
 //! A file holds one table per layer type, and in it one table per named
 //! instance. The instance `default` applies to every instance of that type:
 //! an instance takes each setting from its own table, else from `default`,
-//! else the layer's own default (the crate docs list them).
+//! else the layer's own default (the crate docs list them). A table-valued
+//! setting (`window`, `backoff`) is taken whole, and of two alternatives
+//! (a `hedge`'s `delay` and `percentile`) an instance that sets one takes
+//! neither from `default`.
 //!
-//! ```toml
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use palisade::config::Settings;
+//!
+//! let file = r#"
 //! [circuit_breaker.default]
 //! failure_rate = 50
 //! open_duration = "30s"
@@ -48,6 +55,20 @@
 //! batch_size = 50
 //! backoff = { initial = "500ms", max = "5m", multiplier = 2.0 }
 //! retention = "24h"
+//! "#;
+//! # let dir = std::env::temp_dir().join(format!("palisade-doc-file-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! # let path = dir.join("palisade.toml");
+//! # std::fs::write(&path, file)?;
+//! # let vars = [("STRIPE_WEBHOOK_SECRET".to_owned(), "whsec_doc".to_owned())];
+//! let settings = Settings::load_with_vars(Some(&path), "PALISADE", vars)?; // or `Settings::load`
+//! // Rates judged from 50 calls: an unset `minimum_calls` is capped at the window's size.
+//! let payments = settings.circuit_breaker("payments").build()?;
+//! # std::fs::remove_dir_all(&dir)?;
+//! # settings.webhook("payments")?.build()?;
+//! # let _ = payments;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! The layer types are `circuit_breaker`, `bulkhead`, `retry` (for
@@ -63,7 +84,13 @@
 //! [`Settings::load`] reads a file (by its extension: `.toml`, `.yaml`,
 //! `.yml`), then environment variables over it: with the prefix `PALISADE`,
 //! `PALISADE__CIRCUIT_BREAKER__PAYMENTS__FAILURE_RATE=30` sets
-//! `circuit_breaker.payments.failure_rate`. Loading checks everything at
+//! `circuit_breaker.payments.failure_rate`. Variables are read lowercased and
+//! split at `__`, so instance names are lowercase ASCII letters, digits and
+//! `-` in words joined by single underscores (`orders_api`, `orders-api`; a
+//! `-` is set by `env` or a container runtime, not by a POSIX shell's
+//! `export`); a name a variable could not address (`ordersAPI`,
+//! `orders__api`) is refused, rather than a variable meant for it making
+//! another instance. Loading checks everything at
 //! once, so a mistake stops the service at startup, not at the first
 //! request: unknown keys are refused, and every instance is built once. An
 //! error names the exact key and the rule:
@@ -288,6 +315,11 @@ type Environment<'a> = dyn Fn(&str) -> Option<String> + 'a;
 trait LayerSettings: DeserializeOwned + Default + Clone {
     /// The table's name in the configuration (`circuit_breaker`).
     const SECTION: &'static str;
+
+    /// Groups of keys that are alternatives (the hedge's `delay` and
+    /// `percentile`): an instance that sets one key of a group takes none of
+    /// the group from the default block.
+    const ALTERNATIVES: &'static [&'static [&'static str]] = &[];
 
     /// Reads what the settings name in the environment, before the check.
     fn read_environment(&mut self, _env: &Environment<'_>) -> Result<(), KeyError> {
@@ -597,6 +629,13 @@ fn section<T: LayerSettings>(tree: &mut Map<String, Value>, env: &Environment<'_
     let default = read::<T>(DEFAULT_INSTANCE, Value::Object(default_table.clone()), env)?;
     let mut read_instances = BTreeMap::new();
     for (name, table) in instances {
+        if !addressable(&name) {
+            return Err(ConfigError::new(
+                format!("{}.{name}", T::SECTION),
+                "an instance name must be lowercase ASCII letters, digits and `-`, in words joined by \
+                 single underscores, for environment variables to address it",
+            ));
+        }
         let Value::Object(table) = table else {
             return Err(ConfigError::new(
                 format!("{}.{name}", T::SECTION),
@@ -604,6 +643,11 @@ fn section<T: LayerSettings>(tree: &mut Map<String, Value>, env: &Environment<'_
             ));
         };
         let mut merged = default_table.clone();
+        for group in T::ALTERNATIVES {
+            if group.iter().any(|key| table.contains_key(*key)) {
+                merged.retain(|key, _| !group.contains(&key.as_str()));
+            }
+        }
         merged.extend(table);
         let settings = read::<T>(&name, Value::Object(merged), env)?;
         read_instances.insert(name, settings);
@@ -611,6 +655,18 @@ fn section<T: LayerSettings>(tree: &mut Map<String, Value>, env: &Environment<'_
     Ok(Section {
         default,
         instances: read_instances,
+    })
+}
+
+/// Whether environment variables can address the instance `name`: they are
+/// read lowercased and split at `__`, so a name with a capital or a
+/// doubled, leading or trailing `_` would become another name, or none.
+fn addressable(name: &str) -> bool {
+    name.split('_').all(|word| {
+        !word.is_empty()
+            && word
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     })
 }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use palisade_bulkhead::{BulkheadBuilder, BulkheadLayer, KeyedBulkheadLayer};
 use palisade_circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer, KeyedCircuitBreakerLayer};
-use palisade_deadline::{DeadlineBuilder, DeadlineLayer, PropagateDeadlineBuilder, PropagateDeadlineLayer};
+use palisade_deadline::{
+    DEFAULT_MAX_TIMEOUT, DeadlineBuilder, DeadlineLayer, PropagateDeadlineBuilder, PropagateDeadlineLayer,
+};
 use palisade_idempotency::client::SetIdempotencyKeyLayer;
 use palisade_retry::{HttpRequest, HttpRetryLayer, RetryBudget, RetryBuilder};
 use serde_json::{Map, Value};
@@ -119,7 +121,9 @@ impl std::error::Error for ConfigError {
 ///
 /// Implemented for palisade's layers and their builders (each for its own
 /// slot), for `Duration` in the deadline and timeout slots (a layer named
-/// after the stack with that budget), and for `Identity` in every slot. Implement it for a layer of your own to put
+/// after the stack with that budget; a deadline's may be longer than the
+/// 5 minutes a caller's budget is capped at, and then caps it instead), and
+/// for `Identity` in every slot. Implement it for a layer of your own to put
 /// it in a slot: the reporter's fields join the [`StackHandle`](super::StackHandle)'s
 /// snapshot.
 pub trait Part<Slot> {
@@ -321,7 +325,14 @@ fn named(name: &str) -> Option<Reporter> {
 }
 
 fn deadline_of(builder: DeadlineBuilder, budget: Duration) -> Result<(DeadlineLayer, Option<Reporter>), ConfigError> {
-    let layer = builder.timeout(budget).build().map_err(ConfigError::Deadline)?;
+    // `max_timeout` caps what callers ask for; a budget given in code is not
+    // a caller's, so it raises the cap rather than fail against it (callers
+    // still get no more than the budget).
+    let layer = builder
+        .timeout(budget)
+        .max_timeout(budget.max(DEFAULT_MAX_TIMEOUT))
+        .build()
+        .map_err(ConfigError::Deadline)?;
     Ok((layer, timeout_report(budget)))
 }
 
