@@ -379,7 +379,7 @@ into_axum_response!(CircuitOpen, BulkheadFull, BulkheadTimeout);
 /// `Retry-After` in whole seconds: rounded up, at least 1, so a client never
 /// comes back before the layer can admit it, nor at once.
 pub fn retry_after_secs(after: Duration) -> u64 {
-    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    let secs = after.as_secs().saturating_add(u64::from(after.subsec_nanos() > 0));
     secs.max(1)
 }
 
@@ -626,6 +626,8 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::from_secs(1)), 1);
         assert_eq!(retry_after_secs(Duration::from_millis(1_001)), 2);
         assert_eq!(retry_after_secs(Duration::from_secs(30)), 30);
+        // The longest wait does not wrap around to one second.
+        assert_eq!(retry_after_secs(Duration::MAX), u64::MAX);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use palisade_core::deadline::Deadline;
 use palisade_core::sync::Unpoison;
 use tokio::time::Instant;
 
@@ -172,7 +173,9 @@ impl MemoryReplayStore {
                 Mark::Accepted => Claim::Accepted,
             },
             _ => {
-                inner.set(key, Mark::InFlight(lease), now + lock_expiry, self.capacity);
+                // Kept in tokio's range: a settings file may give any duration.
+                let expires = Deadline::after(lock_expiry).instant();
+                inner.set(key, Mark::InFlight(lease), expires, self.capacity);
                 Claim::Acquired
             }
         }
@@ -183,7 +186,8 @@ impl MemoryReplayStore {
         let now = Instant::now();
         let mut inner = self.lock();
         inner.sweep(now);
-        inner.set(key, Mark::Accepted, now + retention, self.capacity);
+        let expires = Deadline::after(retention).instant();
+        inner.set(key, Mark::Accepted, expires, self.capacity);
     }
 }
 
@@ -471,6 +475,17 @@ mod tests {
         assert_eq!(store.claim_now("a", B, lock), Claim::Accepted);
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(store.claim_now("a", B, lock), Claim::Acquired);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_past_tokios_range_keeps_the_mark_without_overflowing() {
+        // A settings file may give any duration (`replay_window = "10000000000000000000s"`).
+        let store = MemoryReplayStore::new();
+        assert_eq!(store.claim_now("a", A, Duration::MAX), Claim::Acquired);
+        assert_eq!(store.claim_now("a", B, Duration::MAX), Claim::InFlight);
+        store.accept_now("a", Duration::MAX);
+        tokio::time::advance(Duration::from_secs(86_400 * 365)).await;
+        assert_eq!(store.claim_now("a", B, Duration::MAX), Claim::Accepted);
     }
 
     #[tokio::test(start_paused = true)]
