@@ -905,3 +905,26 @@ fn instance_names_an_environment_variable_cannot_address_are_refused() {
         assert!(api.contains("limit: Fixed(8)"), "{name}: {api}");
     }
 }
+
+/// Loading builds every instance once to check it; those builds publish no
+/// metric (a breaker named `default` shown closed, or a live breaker's state
+/// reset by a reload).
+#[test]
+fn loading_settings_publishes_no_metric() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let settings = metrics::with_local_recorder(&recorder, || {
+        Settings::from_toml("[circuit_breaker.payments]\nfailure_rate = 30\n\n[bulkhead.payments]\nmax_concurrent = 4")
+    })
+    .unwrap();
+    assert!(snapshotter.snapshot().into_vec().is_empty());
+    // Building an instance for use publishes its metrics, as it should.
+    metrics::with_local_recorder(&recorder, || settings.circuit_breaker("payments").build().unwrap());
+    let names: Vec<_> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, ..)| key.key().name().to_owned())
+        .collect();
+    assert!(names.iter().any(|n| n == "palisade_circuit_breaker_state"), "{names:?}");
+}

@@ -92,7 +92,8 @@
 //! `orders__api`) is refused, rather than a variable meant for it making
 //! another instance. Loading checks everything at
 //! once, so a mistake stops the service at startup, not at the first
-//! request: unknown keys are refused, and every instance is built once. An
+//! request: unknown keys are refused, and every instance is built once
+//! (its metrics sent nowhere: loading publishes none). An
 //! error names the exact key and the rule:
 //!
 //! ```text
@@ -689,9 +690,12 @@ fn read<T: LayerSettings>(name: &str, table: Value, env: &Environment<'_>) -> Re
         }
         ConfigError::new(key, message)
     })?;
+    // Checking builds the instance once; what that build registers must not
+    // reach the application's metrics (a breaker named `default`, a live
+    // breaker's state gauge reset to closed by a reload): it goes nowhere.
     settings
         .read_environment(env)
-        .and_then(|()| settings.check(name))
+        .and_then(|()| metrics::with_local_recorder(&metrics::NoopRecorder, || settings.check(name)))
         .map_err(|error| at_key(T::SECTION, name, error))?;
     Ok(settings)
 }
