@@ -353,6 +353,56 @@ async fn a_publisher_failing_every_call_dead_letters_after_the_cap_then_requeue_
     pg.cleanup().await;
 }
 
+/// Fails aggregate `a`'s events with an error whose text holds a NUL byte (a receiver's
+/// binary error body, quoted in the message); publishes the rest.
+#[derive(Clone)]
+struct NulError(Arc<Mutex<Vec<Event>>>);
+
+impl Publisher for NulError {
+    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+        if event.aggregate_id == "a" {
+            return Err(PublishError::transient(std::io::Error::other(
+                "receiver answered 502: \u{1f}\u{8b}\u{8}\0 gzip",
+            )));
+        }
+        self.0.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_with_a_nul_byte_is_recorded_and_the_rest_of_the_batch_published() {
+    // PostgreSQL's text refuses NUL: recording such an error verbatim failed the batch's
+    // completion, so nothing in it was marked and the same batch came back again and again.
+    let Some((pg, store)) = setup("outbox_nul_error").await else {
+        return;
+    };
+    let published = Arc::new(Mutex::new(Vec::new()));
+    let relay = Relay::builder(store.clone(), NulError(published.clone()))
+        .backoff(Duration::from_secs(60), Duration::from_secs(60), 2.0)
+        .build()
+        .unwrap();
+    stage_committed(&pg.pool, &[event("a", 1), event("b", 1)]).await;
+    let report = relay.run_batch().await.expect("the batch completes");
+    assert_eq!((report.published, report.failed), (1, 1));
+    assert_eq!(published.lock().unwrap().len(), 1);
+    let report = relay.run_batch().await.unwrap();
+    assert_eq!(
+        (report.published, report.failed),
+        (0, 0),
+        "b is not published again; a waits"
+    );
+    let last_error: String = sqlx::query_scalar("SELECT last_error FROM palisade_outbox")
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        last_error,
+        "publish failed (transient): receiver answered 502: \u{1f}\u{8b}\u{8}\u{fffd} gzip"
+    );
+    pg.cleanup().await;
+}
+
 fn median_and_max(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort();
     (samples[samples.len() / 2], samples[samples.len() - 1])

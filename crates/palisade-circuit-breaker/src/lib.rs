@@ -268,8 +268,9 @@
 //! from the request (authority, route, tenant), so a client calling many hosts
 //! isolates them. At most `max_keys` are kept: when a new key needs room, keys
 //! idle for longer than `key_idle_timeout` go first, then the least recently
-//! used closed breaker (an open one is kept while another can go, so an
-//! outage is not forgotten). Each key's breaker is named `name[key]`;
+//! used closed breaker (one in any other state is kept while a closed one
+//! can go, so an outage, a recovery under way or an operator's setting is
+//! not forgotten). Each key's breaker is named `name[key]`;
 //! [`KeyedCircuitBreakerHandle`] reports and controls them. The key is known
 //! only with the request, so a keyed breaker's `poll_ready` waits for the
 //! inner service alone; admission is decided in `call` by the same rule as

@@ -24,11 +24,13 @@ pub(crate) struct Registry<K> {
 impl<K> Registry<K> {
     /// An empty registry; registers the layer's metrics. When a new key needs
     /// room, idle keys go first, then the least recently used closed breaker:
-    /// evicting an open one would forget an outage.
+    /// evicting another would forget an outage (open), a recovery under way
+    /// (half-open) or what an operator set (forced open, disabled, metrics
+    /// only).
     pub(crate) fn new(config: Arc<Config>, max_keys: usize, idle: Duration) -> Self {
         let calls = CallCounters::new(&config.name, config.call_durations);
         let states = Arc::new(KeyStates::new(&config.name));
-        let eviction = Eviction::least_recently_used(idle, |b: &Arc<Breaker>| b.snapshot().state == State::Open)
+        let eviction = Eviction::least_recently_used(idle, |b: &Arc<Breaker>| b.snapshot().state != State::Closed)
             .on_evict(|b| b.forget());
         Self {
             config,

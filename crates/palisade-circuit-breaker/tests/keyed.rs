@@ -94,3 +94,67 @@ async fn keys_are_bounded_and_idle_ones_evicted() {
     assert_eq!(handle.evict_idle(), 1);
     assert!(handle.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_that_is_not_closed_is_kept_while_a_closed_one_can_go() {
+    type Set = fn(&palisade_circuit_breaker::CircuitBreakerHandle);
+    let operator: [(Set, State); 3] = [
+        (|h| h.force_open(), State::ForcedOpen),
+        (|h| h.disable(), State::Disabled),
+        (|h| h.metrics_only(), State::MetricsOnly),
+    ];
+    for (set, state) in operator {
+        let layer = CircuitBreakerBuilder::consecutive("bounded")
+            .max_keys(2)
+            .build_keyed(|req: &Req| req.0)
+            .unwrap();
+        let handle = layer.handle();
+        let mut svc = layer.layer(ByHost::default());
+        send(&mut svc, "set", Call::Ok).await.unwrap();
+        set(&handle.get(&"set").unwrap());
+        advance(Duration::from_secs(1)).await;
+        send(&mut svc, "closed", Call::Ok).await.unwrap();
+        advance(Duration::from_secs(1)).await;
+        // "set" is the least recently used, but the operator's state is kept.
+        send(&mut svc, "new", Call::Ok).await.unwrap();
+        let mut keys = handle.keys();
+        keys.sort_unstable();
+        assert_eq!(keys, ["new", "set"], "{state:?}");
+        assert_eq!(handle.get(&"set").unwrap().state(), state);
+    }
+
+    // A half-open breaker, mid-recovery, is kept too: its probe is in flight.
+    fn host(req: &Req) -> &'static str {
+        req.0
+    }
+    let layer = CircuitBreakerBuilder::consecutive("bounded")
+        .consecutive_failures(1)
+        .max_keys(2)
+        .build_keyed(host as fn(&Req) -> &'static str)
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(ByHost::default());
+    send(&mut svc, "recovering", Call::Fail).await.unwrap_err();
+    advance(Duration::from_secs(60)).await;
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut prober = svc.clone();
+    let mut probe = std::pin::pin!(send(&mut prober, "recovering", Call::Gate(gate.clone())));
+    std::future::poll_fn(|cx| {
+        assert!(probe.as_mut().poll(cx).is_pending(), "the probe waits at the gate");
+        std::task::Poll::Ready(())
+    })
+    .await;
+    assert_eq!(handle.get(&"recovering").unwrap().state(), State::HalfOpen);
+    advance(Duration::from_secs(1)).await;
+    send(&mut svc, "closed", Call::Ok).await.unwrap();
+    advance(Duration::from_secs(1)).await;
+    send(&mut svc, "new", Call::Ok).await.unwrap();
+    let mut keys = handle.keys();
+    keys.sort_unstable();
+    assert_eq!(keys, ["new", "recovering"]);
+    // Its probe's answer reaches the breaker it was admitted by.
+    gate.notify_one();
+    probe.await.unwrap();
+    let recovering = handle.get(&"recovering").unwrap().snapshot();
+    assert_eq!((recovering.state, recovering.half_open_probes), (State::HalfOpen, 1));
+}

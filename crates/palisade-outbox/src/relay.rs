@@ -606,7 +606,7 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
     /// Dead-letters a claimed row that cannot be read back as an event.
     fn unreadable(&self, row: &Unreadable) -> (i64, Disposition) {
         let config = &self.shared.config;
-        let message = error_chain(&row.error);
+        let message = recorded(error_chain(&row.error));
         tracing::warn!(
             target: names::TARGET, name = %config.name, seq = row.seq,
             error = %message, "outbox row unreadable; dead-lettered"
@@ -622,7 +622,7 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
     fn failure(&self, event: &Event, attempts: u32, error: &PublishError) -> Disposition {
         let config = &self.shared.config;
         let attempt = attempts.saturating_add(1);
-        let message = error_chain(error);
+        let message = recorded(error_chain(error));
         if !error.is_transient() || attempt >= config.max_attempts {
             tracing::warn!(
                 target: names::TARGET, name = %config.name, event_id = %event.event_id,
@@ -641,6 +641,17 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
             attempt, wait_ms = delay.as_millis() as u64, error = %message, "outbox publish failed; will retry"
         );
         Disposition::Retry { delay, error: message }
+    }
+}
+
+/// An error's text as a store records it: a NUL byte (a publisher's error may quote a binary
+/// body a receiver answered with) becomes U+FFFD, since PostgreSQL's `text` refuses NUL and a
+/// refused record would fail the whole batch's completion, again on every claim.
+fn recorded(message: String) -> String {
+    if message.contains('\0') {
+        message.replace('\0', "\u{fffd}")
+    } else {
+        message
     }
 }
 
