@@ -182,7 +182,8 @@ impl Event {
 
     /// The envelope as JSON bytes.
     pub fn to_json(&self) -> Vec<u8> {
-        // Serializing these types cannot fail: every map key is a string.
+        // Serializing cannot fail: every map key is a string, and staging refuses a timestamp
+        // RFC 3339 cannot express (the stores dead-letter such a row they find).
         serde_json::to_vec(self).unwrap_or_default()
     }
 

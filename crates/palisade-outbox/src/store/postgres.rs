@@ -424,6 +424,15 @@ fn event_from_row(row: &PgRow, seq: i64) -> Result<Event, OutboxError> {
     let micros: i64 = column(row, seq, "occurred_at_us")?;
     let timestamp = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
         .map_err(|e| malformed(seq, "occurred_at", &e))?;
+    // Staging refuses what RFC 3339 cannot express; a row written otherwise would be
+    // published with an empty body, so it is dead-lettered as unreadable instead.
+    if !(0..=9999).contains(&timestamp.year()) {
+        return Err(malformed(
+            seq,
+            "occurred_at",
+            &format_args!("year {} is not RFC 3339's", timestamp.year()),
+        ));
+    }
     Ok(Event {
         event_id: column(row, seq, "event_id")?,
         event_type: column(row, seq, "event_type")?,

@@ -78,10 +78,7 @@ fn from_ms(ms: i64) -> OffsetDateTime {
 }
 
 pub(crate) async fn insert(conn: &mut SqliteConnection, event: &Event) -> Result<(), OutboxError> {
-    let occurred_at = event.timestamp.format(&Rfc3339).map_err(|e| OutboxError::Malformed {
-        seq: 0,
-        reason: format!("timestamp {}: {e}", event.timestamp),
-    })?;
+    let occurred_at = super::stage::rfc3339_timestamp(event)?;
     sqlx::query(
         "INSERT INTO palisade_outbox
             (event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version, payload, metadata)
