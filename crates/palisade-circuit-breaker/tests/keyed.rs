@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Call, Downstream, assert_rejected};
-use palisade_circuit_breaker::{CircuitBreakerBuilder, State};
+use palisade_circuit_breaker::{CircuitBreakerBuilder, KeyedCircuitBreakerHandle, State};
 use palisade_core::BoxError;
 use tokio::time::advance;
 use tower::{Layer, Service, ServiceExt};
@@ -95,6 +95,21 @@ async fn keys_are_bounded_and_idle_ones_evicted() {
     assert!(handle.is_empty());
 }
 
+/// In a layer of two keys holding `kept`, used least recently: a closed key,
+/// then a new one that needs room, which the closed key makes.
+async fn make_room_keeping<S>(svc: &mut S, handle: &KeyedCircuitBreakerHandle<&'static str>, kept: &'static str)
+where
+    S: Service<Req, Response = &'static str, Error = BoxError>,
+{
+    advance(Duration::from_secs(1)).await;
+    send(svc, "closed", Call::Ok).await.unwrap();
+    advance(Duration::from_secs(1)).await;
+    send(svc, "new", Call::Ok).await.unwrap();
+    let mut keys = handle.keys();
+    keys.sort_unstable();
+    assert_eq!(keys, ["new", kept]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_breaker_that_is_not_closed_is_kept_while_a_closed_one_can_go() {
     type Set = fn(&palisade_circuit_breaker::CircuitBreakerHandle);
@@ -112,14 +127,8 @@ async fn a_breaker_that_is_not_closed_is_kept_while_a_closed_one_can_go() {
         let mut svc = layer.layer(ByHost::default());
         send(&mut svc, "set", Call::Ok).await.unwrap();
         set(&handle.get(&"set").unwrap());
-        advance(Duration::from_secs(1)).await;
-        send(&mut svc, "closed", Call::Ok).await.unwrap();
-        advance(Duration::from_secs(1)).await;
         // "set" is the least recently used, but the operator's state is kept.
-        send(&mut svc, "new", Call::Ok).await.unwrap();
-        let mut keys = handle.keys();
-        keys.sort_unstable();
-        assert_eq!(keys, ["new", "set"], "{state:?}");
+        make_room_keeping(&mut svc, &handle, "set").await;
         assert_eq!(handle.get(&"set").unwrap().state(), state);
     }
 
@@ -145,13 +154,7 @@ async fn a_breaker_that_is_not_closed_is_kept_while_a_closed_one_can_go() {
     })
     .await;
     assert_eq!(handle.get(&"recovering").unwrap().state(), State::HalfOpen);
-    advance(Duration::from_secs(1)).await;
-    send(&mut svc, "closed", Call::Ok).await.unwrap();
-    advance(Duration::from_secs(1)).await;
-    send(&mut svc, "new", Call::Ok).await.unwrap();
-    let mut keys = handle.keys();
-    keys.sort_unstable();
-    assert_eq!(keys, ["new", "recovering"]);
+    make_room_keeping(&mut svc, &handle, "recovering").await;
     // Its probe's answer reaches the breaker it was admitted by.
     gate.notify_one();
     probe.await.unwrap();
