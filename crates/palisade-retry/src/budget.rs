@@ -188,23 +188,45 @@ impl RetryBudget {
 
     /// Takes one retry from the budget; `false` when it is empty.
     pub fn withdraw(&self) -> bool {
+        self.withdrawal().is_some()
+    }
+
+    /// Takes one retry from the budget: the [`Withdrawal`] to give back if
+    /// the retry does not happen; `None` when the budget is empty.
+    pub(crate) fn withdrawal(&self) -> Option<Withdrawal> {
         let mut ring = self.inner.ring.lock().unpoison();
         let newest = self.inner.place(&mut ring, Instant::now());
-        if self.inner.balance(&ring) >= UNIT {
+        (self.inner.balance(&ring) >= UNIT).then(|| {
             ring.slots[newest] -= UNIT;
-            true
-        } else {
-            false
+            Withdrawal {
+                budget: self.clone(),
+                epoch: ring.epoch,
+            }
+        })
+    }
+}
+
+/// One retry taken from a [`RetryBudget`], in the slot it was taken from.
+pub(crate) struct Withdrawal {
+    budget: RetryBudget,
+    epoch: u64,
+}
+
+impl Withdrawal {
+    /// Gives the retry back (it never happened: its wait was cancelled), to
+    /// the slot it was taken from while that slot is in the window; once the
+    /// slot aged out, the withdrawal no longer counts and nothing is owed.
+    pub(crate) fn refund(self) {
+        let inner = &self.budget.inner;
+        let mut ring = inner.ring.lock().unpoison();
+        inner.place(&mut ring, Instant::now());
+        if ring.epoch - self.epoch < SLOTS as u64 {
+            ring.slots[(self.epoch % SLOTS as u64) as usize] += UNIT;
         }
     }
+}
 
-    /// Gives back a withdrawal whose retry never happened (its wait was cancelled).
-    pub(crate) fn refund(&self) {
-        let mut ring = self.inner.ring.lock().unpoison();
-        let newest = self.inner.place(&mut ring, Instant::now());
-        ring.slots[newest] += UNIT;
-    }
-
+impl RetryBudget {
     /// Whole retries the budget would allow now.
     pub fn available(&self) -> u64 {
         let mut ring = self.inner.ring.lock().unpoison();
@@ -422,12 +444,17 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn refund_gives_a_withdrawal_back() {
+    async fn refund_gives_a_withdrawal_back_while_it_counts() {
         let b = budget(0.0, 1, 1);
-        assert!(b.withdraw());
+        let taken = b.withdrawal().unwrap();
         assert!(!b.withdraw());
-        b.refund();
-        assert!(b.withdraw());
+        taken.refund();
+        let taken = b.withdrawal().unwrap();
+        // Once its slot aged out the withdrawal no longer counts: nothing is owed.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(b.available(), 1);
+        taken.refund();
+        assert_eq!(b.available(), 1);
     }
 
     #[tokio::test(start_paused = true)]

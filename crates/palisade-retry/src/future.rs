@@ -10,7 +10,7 @@ use palisade_core::BoxError;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
-use crate::budget::RetryBudget;
+use crate::budget::Withdrawal;
 
 /// The response future of [`HttpRetry`](crate::HttpRetry): tower's own
 /// `Retry` future over the request with a [`ReplayBody`](crate::ReplayBody).
@@ -62,11 +62,11 @@ pub struct Wait {
 }
 
 impl Wait {
-    pub(crate) fn new(wait: Duration, budget: Option<RetryBudget>) -> Self {
+    pub(crate) fn new(wait: Duration, withdrawal: Option<Withdrawal>) -> Self {
         let sleep = (!wait.is_zero()).then(|| Box::pin(tokio::time::sleep(wait)));
         Self {
             sleep,
-            refund: Refund(budget),
+            refund: Refund(withdrawal),
         }
     }
 }
@@ -93,12 +93,12 @@ impl fmt::Debug for Wait {
 }
 
 /// Gives a budget withdrawal back when dropped armed.
-struct Refund(Option<RetryBudget>);
+struct Refund(Option<Withdrawal>);
 
 impl Drop for Refund {
     fn drop(&mut self) {
-        if let Some(budget) = self.0.take() {
-            budget.refund();
+        if let Some(withdrawal) = self.0.take() {
+            withdrawal.refund();
         }
     }
 }

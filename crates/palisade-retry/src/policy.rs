@@ -287,14 +287,18 @@ impl<C> Config<C> {
             tracing::warn!(target: names::TARGET, name, "not retrying: no tokio runtime to wait on");
             return None;
         }
-        if let Some(budget) = &self.budget
-            && !budget.withdraw()
-        {
-            self.budget_exhausted_total.increment(1);
-            tracing::info!(target: names::TARGET, name, attempt = attempts.done, reason = reason.label(), "not retrying: retry budget exhausted");
-            self.events.emit(|| LayerEvent::RetryBudgetExhausted { name });
-            return None;
-        }
+        let withdrawal = match &self.budget {
+            None => None,
+            Some(budget) => {
+                let Some(withdrawal) = budget.withdrawal() else {
+                    self.budget_exhausted_total.increment(1);
+                    tracing::info!(target: names::TARGET, name, attempt = attempts.done, reason = reason.label(), "not retrying: retry budget exhausted");
+                    self.events.emit(|| LayerEvent::RetryBudgetExhausted { name });
+                    return None;
+                };
+                Some(withdrawal)
+            }
+        };
         attempts.previous_wait = wait;
         if let Some(span) = ended {
             span.record("retried", true);
@@ -307,7 +311,7 @@ impl<C> Config<C> {
             wait,
             reason: reason.label(),
         });
-        Some(Wait::new(wait, self.budget.clone()))
+        Some(Wait::new(wait, withdrawal))
     }
 
     /// Whether an HTTP response is retried: its status's override, else the classifier.

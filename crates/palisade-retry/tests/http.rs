@@ -149,6 +149,37 @@ where
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_cancelled_wait_gives_back_only_a_withdrawal_still_in_the_window() {
+    // One retry a second over a 1 s window; the server asks for 5 s. The
+    // caller gives up after 2 s, when the withdrawal no longer counts: giving
+    // it back then would leave the budget one over what it allows.
+    let budget = palisade_retry::RetryBudget::builder()
+        .ratio(0.0)
+        .min_per_sec(1)
+        .window(S)
+        .build()
+        .unwrap();
+    let downstream = Downstream::new(&[Reply::StatusWith(503, "retry-after", || "5".into())]);
+    let retry = policy().budget(budget.clone()).build().unwrap();
+    let call = tokio::spawn(retry.clone().layer(downstream.clone()).oneshot(get("/")));
+    tokio::task::yield_now().await;
+    assert_eq!(budget.available(), 0, "the retry took the one there was");
+    tokio::time::advance(2 * S).await;
+    assert_eq!(budget.available(), 1, "the withdrawal aged out");
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    assert_eq!(budget.available(), 1);
+
+    // Cancelled while its withdrawal still counts, the wait gives it back.
+    let call = tokio::spawn(retry.layer(downstream).oneshot(get("/")));
+    tokio::task::yield_now().await;
+    assert_eq!(budget.available(), 0);
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    assert_eq!(budget.available(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn no_wait_ends_past_the_deadline_the_request_carries() {
     // 100 ms waits; the request's deadline, in its extensions, is 250 ms
     // away: attempts at 0, 100 and 200 ms, and the wait to 300 ms is not taken.
