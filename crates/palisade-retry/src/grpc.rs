@@ -128,8 +128,10 @@ where
     }
 
     fn clone_request(&mut self, req: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
-        self.config.begin_attempt(&mut self.attempts, &mut self.deposits);
-        clone_request(req)
+        let copy = clone_request(req);
+        self.config
+            .begin_attempt(&mut self.attempts, &mut self.deposits, copy.is_some());
+        copy
     }
 }
 

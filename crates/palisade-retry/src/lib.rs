@@ -264,10 +264,12 @@
 //! Tracing, target `palisade::retry`: a `debug` event per retry with the
 //! fields `name`, `attempt` (the attempt about to be made), `reason` and
 //! `wait_ms`; `debug` events when attempts run out, the deadline or the body
-//! prevents a retry; `info` when the budget refuses one. Each attempt is a
-//! `debug` span `palisade.retry.attempt` with the fields `name`, `attempt`
-//! (1 for the first) and `retried` (`true` once the policy decided to retry
-//! it), open from sending the attempt to its result; see
+//! prevents a retry; `info` when the budget refuses one. Each attempt of a
+//! request the policy could retry (not an unsafe method's, nor one whose body
+//! cannot be replayed) is a `debug` span `palisade.retry.attempt` with the
+//! fields `name`, `attempt` (1 for the first) and `retried` (`true` once the
+//! policy decided to retry it), open from sending the attempt to its result,
+//! and is timed in the attempt histogram; see
 //! [`spans`](palisade_core::telemetry::spans) for exporting them to
 //! OpenTelemetry.
 //!

@@ -157,13 +157,16 @@ fn spans_wanted() -> bool {
 }
 
 impl<C> Config<C> {
-    /// Called before each attempt is sent.
-    pub(crate) fn begin_attempt(&self, attempts: &mut Attempts, deposits: &mut u32) {
+    /// Called before each attempt is sent. Only an attempt that may be
+    /// `retryable` (the policy kept a copy of its request) is timed and has a
+    /// span: tower hands the policy the result of no other, so nothing would
+    /// close its span until the service's next attempt.
+    pub(crate) fn begin_attempt(&self, attempts: &mut Attempts, deposits: &mut u32, retryable: bool) {
         self.attempts_total.increment(1);
-        if self.time_attempts {
+        if self.time_attempts && retryable {
             attempts.attempt_started = Some(Instant::now());
         }
-        attempts.span = if spans_wanted() {
+        attempts.span = if retryable && spans_wanted() {
             let span = tracing::debug_span!(
                 target: names::TARGET,
                 "palisade.retry.attempt",
@@ -467,7 +470,7 @@ where
     }
 
     fn clone_request(&mut self, req: &Req) -> Option<Req> {
-        self.config.begin_attempt(&mut self.attempts, &mut self.deposits);
+        self.config.begin_attempt(&mut self.attempts, &mut self.deposits, true);
         Some(req.clone())
     }
 }
@@ -512,11 +515,13 @@ where
 
     fn clone_request(&mut self, req: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
         let config = &*self.config;
-        config.begin_attempt(&mut self.attempts, &mut self.deposits);
-        if self.attempts.done == 0 && !config.is_safe(req) {
-            return None;
-        }
-        clone_request(req)
+        let copy = if self.attempts.done == 0 && !config.is_safe(req) {
+            None
+        } else {
+            clone_request(req)
+        };
+        config.begin_attempt(&mut self.attempts, &mut self.deposits, copy.is_some());
+        copy
     }
 }
 

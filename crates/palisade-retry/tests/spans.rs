@@ -180,3 +180,45 @@ async fn each_attempt_has_a_span_and_a_duration() {
         other => panic!("no attempt histogram: {other:?}"),
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_cannot_be_retried_leaves_no_span_open() {
+    // tower hands the policy no result for a request it kept no copy of (an
+    // unsafe method): a span opened for it would stay open, held by the
+    // service's policy, until the service's next request.
+    let spans = Spans::default();
+    let _tracing = tracing::subscriber::set_default(spans.clone());
+    let retry = palisade_retry::HttpRetryLayer::builder("orders").build().unwrap();
+    let mut svc = retry.layer(tower::service_fn(
+        |_: http::Request<palisade_retry::ReplayBody<http_body_util::Full<bytes::Bytes>>>| async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<_, BoxError>(http::Response::new(()))
+        },
+    ));
+    for method in [http::Method::POST, http::Method::GET] {
+        let req = http::Request::builder()
+            .method(method.clone())
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+            .unwrap();
+        tower::Service::call(svc.ready().await.unwrap(), req).await.unwrap();
+        // The service lives on, ready for its next request.
+        let open: Vec<_> = spans
+            .spans
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| s.name == spans::RETRY_ATTEMPT && s.closed.is_none())
+            .cloned()
+            .collect();
+        assert!(open.is_empty(), "{method}: {open:?}");
+    }
+    let attempts: Vec<_> = spans
+        .spans
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|s| s.name == spans::RETRY_ATTEMPT)
+        .map(|s| s.closed.map(|c| c - s.opened))
+        .collect();
+    assert_eq!(attempts, [Some(Duration::from_millis(100))], "the GET's attempt only");
+}
