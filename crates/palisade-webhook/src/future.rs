@@ -49,7 +49,6 @@ pin_project! {
             collector: Collected,
             parts: Option<Parts>,
             inner: Option<S>,
-            now: u64,
         },
         Claim {
             #[pin]
@@ -112,14 +111,13 @@ where
         }
     }
 
-    pub(crate) fn collecting(shared: Arc<Shared>, inner: S, parts: Parts, body: B, now: u64) -> Self {
+    pub(crate) fn collecting(shared: Arc<Shared>, inner: S, parts: Parts, body: B) -> Self {
         Self {
             state: VerifyState::Collect {
                 body,
                 collector: Collected::default(),
                 parts: Some(parts),
                 inner: Some(inner),
-                now,
             },
             shared,
         }
@@ -149,7 +147,6 @@ where
                     collector,
                     parts,
                     inner,
-                    now,
                 } => {
                     let bytes = match ready!(collector.poll_collect(body, this.shared.max_body, cx)) {
                         Ok(bytes) => bytes,
@@ -170,7 +167,11 @@ where
                             .answer(Answer::Rejected(Rejection::new(Reason::BodyUnreadable)))));
                     };
                     let verifier = &this.shared.verifier;
-                    let (mut verified, mac) = match verifier.verify_with_mac(&parts.headers, &bytes, *now) {
+                    // Freshness is judged now, with the whole body in: a body
+                    // held back past the tolerance (and past the replay
+                    // window) must not carry the timestamp in with it.
+                    let now = verifier.now();
+                    let (mut verified, mac) = match verifier.verify_with_mac(&parts.headers, &bytes, now) {
                         Ok(verified) => verified,
                         Err(rejection) => return Poll::Ready(Ok(this.shared.answer(Answer::Rejected(rejection)))),
                     };
@@ -181,7 +182,9 @@ where
                     {
                         verified.set_id(&id);
                     }
-                    let key = replay.and_then(|_| verifier.replay_key(&verified, mac.as_ref()));
+                    let key = replay.and_then(|_| {
+                        verifier.replay_key(&verified, mac.as_ref(), this.shared.replay_scope.as_deref())
+                    });
                     parts.extensions.insert(verified);
                     let request = Request::from_parts(parts, Full::new(bytes));
                     match (replay, key) {

@@ -121,10 +121,13 @@ impl VerifyBuilder {
         self
     }
 
-    /// How long an accepted message is remembered. Default: twice the
-    /// timestamp tolerance, since older or newer messages fail the timestamp
-    /// check anyway; 24 hours for schemes that sign no timestamp (GitHub,
-    /// Shopify), whose senders redeliver for about that long.
+    /// How long an accepted message is remembered. Default: 3 days for
+    /// schemes that sign a timestamp, whose senders sign every retry anew
+    /// with the same id (Stripe retries for up to 3 days, Svix for more than
+    /// a day): a captured message fails the timestamp check after the
+    /// tolerance, but a retry whose first 2xx was lost comes back fresh; 24
+    /// hours for schemes that sign no timestamp (GitHub, Shopify), whose
+    /// senders redeliver for about that long.
     pub fn replay_window(mut self, window: Duration) -> Self {
         self.replay_window = Some(window);
         self
@@ -154,6 +157,10 @@ impl VerifyBuilder {
     }
 
     /// The instance name in metrics and logs (default: the scheme's label).
+    /// A name also scopes the layer's replay keys: layers sharing a replay
+    /// store (one per tenant, or two senders numbering their messages alike)
+    /// need names of their own, or a message of one with the id of a message
+    /// of the other is taken for its redelivery.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
@@ -185,11 +192,12 @@ impl VerifyBuilder {
         let verifier = self.verifier;
         let replay_window = self.replay_window.unwrap_or_else(|| {
             if verifier.signs_timestamp() {
-                verifier.tolerance() * 2
+                Duration::from_secs(3 * 24 * 60 * 60)
             } else {
                 Duration::from_secs(24 * 60 * 60)
             }
         });
+        let replay_scope = self.name.as_deref().map(Box::from);
         let name = match self.name {
             Some(name) => SharedString::from_shared(Arc::<str>::from(name)),
             None => SharedString::const_str(verifier.scheme().as_str()),
@@ -204,6 +212,7 @@ impl VerifyBuilder {
                 lock_expiry: self.lock_expiry,
                 store_timeout: self.store_timeout,
                 name,
+                replay_scope,
                 counters,
             }),
         }

@@ -123,7 +123,7 @@
 //! | timestamp tolerance ([`VerifierBuilder::tolerance`]) | 300 s, both directions | what Stripe, Slack and Standard Webhooks recommend; both ways because a clock ahead is as suspicious as one behind |
 //! | body limit ([`VerifyBuilder::max_body`]) | 1 MiB ([`DEFAULT_MAX_BODY`]) | above the payloads of the common senders (raise it for GitHub, which sends up to 25 MB); a larger body is answered 413 at once when announced, or as soon as the limit is passed, without reading the rest |
 //! | replay protection | off | it needs a store; turn it on with [`VerifyBuilder::replay_store`] |
-//! | replay window ([`VerifyBuilder::replay_window`]): how long an accepted message is remembered | twice the tolerance; 24 h for GitHub and Shopify | older or newer messages already fail the timestamp check; schemes without a signed timestamp are redelivered for about a day |
+//! | replay window ([`VerifyBuilder::replay_window`]): how long an accepted message is remembered | 3 days; 24 h for GitHub and Shopify | senders that sign a timestamp sign each retry anew with the same id, for up to 3 days (Stripe) or more than a day (Svix), so a retry whose 2xx was lost comes back fresh; schemes without a signed timestamp are redelivered for about a day |
 //! | in-flight lock expiry ([`VerifyBuilder::lock_expiry`]) | 60 s ([`DEFAULT_LOCK_EXPIRY`]) | longer than any sender waits for an answer (Svix 15 s, GitHub 10 s, Shopify 5 s); short enough that a message whose handler died with its process is retried soon |
 //! | replay-store timeout ([`VerifyBuilder::store_timeout`]) | 3 s per store call ([`DEFAULT_STORE_TIMEOUT`]) | a store connection that stalls must not hold deliveries until the sender gives up; a healthy store answers in milliseconds |
 //! | in-memory store capacity | 100 000 keys ([`DEFAULT_MEMORY_CAPACITY`]) | bounded memory (a few MB); the oldest key goes first when full |
@@ -190,7 +190,9 @@
 //!
 //! [`MemoryReplayStore`] protects one process; it is bounded, and when full
 //! the oldest key goes first, in flight or accepted, so size it above the
-//! messages one replay window brings. `RedisReplayStore` (feature `redis`)
+//! messages one replay window brings. Layers sharing a store (one per
+//! tenant, or senders that number their messages alike) each need a
+//! [`name`](VerifyBuilder::name) of their own, which scopes their keys. `RedisReplayStore` (feature `redis`)
 //! protects every instance sharing the Redis and prefix: a Lua script claims
 //! in one round trip, `SET PX` records the acceptance, and Redis expires both
 //! marks itself. Its releases run as a background task (a release cannot be

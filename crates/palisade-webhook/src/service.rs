@@ -72,7 +72,6 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = self.shared.clone();
-        let now = shared.verifier.now();
         if announces_more_than(req.body(), shared.max_body) {
             return VerifyFuture::rejected(shared, Rejection::new(Reason::BodyTooLarge));
         }
@@ -85,7 +84,7 @@ where
             .size_hint()
             .upper()
             .is_none_or(|upper| upper > EARLY_CHECK_ABOVE)
-            && let Err(rejection) = shared.verifier.check_headers(req.headers(), now)
+            && let Err(rejection) = shared.verifier.check_headers(req.headers(), shared.verifier.now())
         {
             return VerifyFuture::rejected(shared, rejection);
         }
@@ -94,7 +93,7 @@ where
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
         let (parts, body) = req.into_parts();
-        VerifyFuture::collecting(shared, ready, parts, body, now)
+        VerifyFuture::collecting(shared, ready, parts, body)
     }
 }
 

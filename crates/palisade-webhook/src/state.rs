@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) lock_expiry: Duration,
     pub(crate) store_timeout: Duration,
     pub(crate) name: SharedString,
+    /// The name given to the layer, which scopes its replay keys.
+    pub(crate) replay_scope: Option<Box<str>>,
     pub(crate) counters: Counters,
 }
 

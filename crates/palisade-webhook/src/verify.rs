@@ -394,13 +394,23 @@ impl Verifier {
     /// id header is not signed, the HMAC that verified, so changing or
     /// removing the id makes no new message. `None` when there is nothing to
     /// key on (Slack, a generic scheme without an id, a Stripe body without one).
-    pub(crate) fn replay_key(&self, verified: &Verified, mac: Option<&[u8; 32]>) -> Option<String> {
+    /// `scope` (the layer's name, when one was given) comes first, so layers
+    /// sharing a store keep apart messages of the same id from different senders.
+    pub(crate) fn replay_key(
+        &self,
+        verified: &Verified,
+        mac: Option<&[u8; 32]>,
+        scope: Option<&str>,
+    ) -> Option<String> {
         let scheme = self.scheme().as_str();
+        let (scope, sep) = scope.map_or(("", ""), |scope| (scope, ":"));
         match &self.inner.scheme {
-            Compiled::GitHub | Compiled::Shopify => mac.map(|mac| format!("{scheme}:hmac:{}", hex::encode(mac))),
+            Compiled::GitHub | Compiled::Shopify => {
+                mac.map(|mac| format!("{scope}{sep}{scheme}:hmac:{}", hex::encode(mac)))
+            }
             Compiled::Slack => None,
             Compiled::StandardWebhooks | Compiled::Stripe | Compiled::Generic(_) => {
-                verified.id().map(|id| format!("{scheme}:{id}"))
+                verified.id().map(|id| format!("{scope}{sep}{scheme}:{id}"))
             }
         }
     }

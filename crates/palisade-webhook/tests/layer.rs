@@ -340,6 +340,40 @@ async fn timestamps_within_tolerance_pass_and_outside_fail_both_ways() {
 }
 
 #[tokio::test]
+async fn a_body_held_back_past_the_tolerance_is_stale() {
+    // A captured delivery replayed at once, its last byte held back for 11
+    // minutes: the timestamp was fresh when the request began, stale when
+    // the body was whole, and the replay window had forgotten the original.
+    let clock = Arc::new(std::sync::atomic::AtomicU64::new(NOW));
+    let reading = Arc::clone(&clock);
+    let verifier = Verifier::builder(Scheme::StandardWebhooks)
+        .secret(SW_SECRET)
+        .clock(move || reading.load(Ordering::SeqCst))
+        .build()
+        .unwrap();
+    let seen = Seen::default();
+    let svc = VerifyLayer::new(verifier).layer(handler(&seen, StatusCode::OK));
+    let captured = signed_request(&signer(Scheme::StandardWebhooks, SW_SECRET), b"{}");
+    let (tx, pieces) = tokio::sync::mpsc::channel(2);
+    let mut req = Request::post("/hook").body(ChannelBody(pieces)).unwrap();
+    *req.headers_mut() = captured.headers().clone();
+    tx.try_send(Bytes::from_static(b"{")).unwrap();
+    let mut call = std::pin::pin!(svc.oneshot(req));
+    assert!(
+        futures_poll_once(call.as_mut()).is_pending(),
+        "the body is still arriving"
+    );
+    clock.fetch_add(660, Ordering::SeqCst);
+    tx.try_send(Bytes::from_static(b"}")).unwrap();
+    drop(tx);
+    let res = call.await.unwrap();
+    let (status, headers) = (res.status(), res.headers().clone());
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_problem(status, &headers, &body, 401, "stale-timestamp").await;
+    assert_eq!(seen.calls(), 0);
+}
+
+#[tokio::test]
 async fn malformed_headers_are_400_and_never_reach_the_handler() {
     let sw = signer(Scheme::StandardWebhooks, SW_SECRET);
     let good = signed_request(&sw, b"{}");
@@ -1402,4 +1436,86 @@ async fn an_accepted_message_is_remembered_for_the_replay_window() {
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(send(svc, redelivery(&headers, b"{}")).await.2.as_ref(), b"handled");
     assert_eq!(seen.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_signed_afresh_hours_later_is_still_recognised() {
+    // Standard Webhooks senders (Svix) and Stripe sign every retry anew, with
+    // a fresh timestamp and the same id, for a day or more: 5 min, 30 min,
+    // 2 h, ... The accepted mark must outlive that schedule, or a retry whose
+    // first 2xx was lost runs the handler again.
+    let clock = Arc::new(std::sync::atomic::AtomicU64::new(NOW));
+    let reading = Arc::clone(&clock);
+    let verifier = Verifier::builder(Scheme::StandardWebhooks)
+        .secret(SW_SECRET)
+        .clock(move || reading.load(Ordering::SeqCst))
+        .build()
+        .unwrap();
+    let seen = Seen::default();
+    let svc = VerifyLayer::builder(verifier)
+        .replay_store(MemoryReplayStore::new())
+        .build()
+        .unwrap()
+        .layer(handler(&seen, StatusCode::OK));
+    let first = signed_request(&signer(Scheme::StandardWebhooks, SW_SECRET), b"{}");
+    let id = first.headers()["webhook-id"].clone();
+    assert_eq!(send(svc.clone(), first).await.2.as_ref(), b"handled");
+    for later in [
+        Duration::from_secs(30 * 60),
+        Duration::from_secs(2 * 3600),
+        Duration::from_secs(26 * 3600),
+    ] {
+        tokio::time::advance(later).await;
+        let now = clock.fetch_add(later.as_secs(), Ordering::SeqCst) + later.as_secs();
+        let resigner = Signer::builder(Scheme::StandardWebhooks)
+            .secret(SW_SECRET)
+            .clock(FixedClock(now))
+            .build()
+            .unwrap();
+        let mut retry = Request::post("/hook")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        retry.headers_mut().insert("webhook-id", id.clone());
+        resigner.sign(retry.headers_mut(), b"{}").unwrap();
+        let (status, _, body) = send(svc.clone(), retry).await;
+        assert_eq!((status, body.len()), (StatusCode::OK, 0), "{later:?} later");
+    }
+    assert_eq!(seen.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn layers_sharing_a_store_under_their_own_names_keep_their_messages_apart() {
+    // Two tenants' senders both number a message "msg_1": one store, two
+    // layers. Each message reaches its own handler; a redelivery of either
+    // is still recognised.
+    let store = MemoryReplayStore::new();
+    let tenant = |name: &str, secret: &str, seen: &Seen| {
+        VerifyLayer::builder(verifier(Scheme::StandardWebhooks, secret))
+            .name(name)
+            .replay_store(store.clone())
+            .build()
+            .unwrap()
+            .layer(handler(seen, StatusCode::OK))
+    };
+    let (seen_a, seen_b) = (Seen::default(), Seen::default());
+    let (a, b) = (
+        tenant("tenant-a", SW_SECRET, &seen_a),
+        tenant("tenant-b", SW_OLD_SECRET, &seen_b),
+    );
+    let message = |secret: &str| {
+        let mut req = Request::post("/hook")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        req.headers_mut()
+            .insert("webhook-id", HeaderValue::from_static("msg_1"));
+        signer(Scheme::StandardWebhooks, secret)
+            .sign(req.headers_mut(), b"{}")
+            .unwrap();
+        req
+    };
+    assert_eq!(send(a.clone(), message(SW_SECRET)).await.2.as_ref(), b"handled");
+    assert_eq!(send(b.clone(), message(SW_OLD_SECRET)).await.2.as_ref(), b"handled");
+    assert_eq!(send(a, message(SW_SECRET)).await.2.len(), 0, "a redelivery");
+    assert_eq!(send(b, message(SW_OLD_SECRET)).await.2.len(), 0, "a redelivery");
+    assert_eq!((seen_a.calls(), seen_b.calls()), (1, 1));
 }
