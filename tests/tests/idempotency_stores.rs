@@ -198,3 +198,39 @@ async fn postgres_fences_stale_owners_and_cleans_up_expired_rows() {
     assert_eq!(rows, 1, "the stored response stays");
     pg.cleanup().await;
 }
+
+/// A settings file may give any duration: a lock and a retention past any
+/// clock's range are kept about 30 years, not refused by the server.
+async fn durations_past_any_clock<St: IdempotencyStore>(store: &St) {
+    let key = StoreKey::from_bytes([9; 32]);
+    let fp = Fingerprint::from_bytes([2; 32]);
+    let Begin::Acquired(lease) = store.begin(&key, &fp, Duration::MAX).await.unwrap() else {
+        panic!("acquire")
+    };
+    assert_eq!(
+        store
+            .complete(&key, &fp, &lease, &response(), Duration::MAX)
+            .await
+            .unwrap(),
+        Completion::Stored
+    );
+    assert_eq!(
+        store.begin(&key, &fp, Duration::MAX).await.unwrap(),
+        Begin::Completed {
+            fingerprint: fp,
+            response: response()
+        }
+    );
+}
+
+#[tokio::test]
+async fn redis_and_postgres_keep_records_for_durations_past_any_clock() {
+    if let Some((fixture, redis)) = redis_fixture("redis_far_future").await {
+        durations_past_any_clock(&fixture.store).await;
+        redis.cleanup().await;
+    }
+    if let Some((fixture, pg)) = postgres_fixture("pg_far_future").await {
+        durations_past_any_clock(&fixture.store).await;
+        pg.cleanup().await;
+    }
+}

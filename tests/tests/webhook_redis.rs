@@ -533,3 +533,30 @@ async fn a_stalled_accept_answers_the_handler_within_the_store_timeout_and_never
     drop(proxy);
     redis.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_window_past_any_clock_is_kept_about_thirty_years() {
+    // A settings file may give any duration; Redis refuses an expiry past
+    // its range, which failed every claim (503) or every acceptance.
+    let Some(redis) = Redis::connect("webhook_far_future").await else {
+        return;
+    };
+    let store = RedisReplayStore::new(redis.conn.clone(), redis.prefix.clone());
+    assert_eq!(
+        store.claim("github:far", Lease::new(1), Duration::MAX).await.unwrap(),
+        Claim::Acquired
+    );
+    store.accept("github:far", Duration::MAX).await.unwrap();
+    assert_eq!(
+        store.claim("github:far", Lease::new(2), Duration::MAX).await.unwrap(),
+        Claim::Accepted
+    );
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(redis.key("github:far"))
+        .query_async(&mut redis.conn.clone())
+        .await
+        .unwrap();
+    let thirty_years: i64 = 365 * 30 * 86_400_000;
+    assert!((thirty_years - 60_000..=thirty_years).contains(&pttl), "{pttl} ms");
+    redis.cleanup().await;
+}

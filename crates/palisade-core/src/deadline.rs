@@ -59,8 +59,16 @@ pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 pub const REQUEST_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-request-timeout-ms");
 
 /// About 30 years: where an instant past tokio's range is put, as tokio does
-/// for its own far-future timers.
-const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+/// for its own far-future timers, and the longest expiry palisade's stores
+/// are given (a settings file may give any duration).
+pub const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `duration` as the whole milliseconds of a store's expiry (Redis's `PX`):
+/// at least 1, and at most [`FAR_FUTURE`]'s, which a server can add to its
+/// clock (Redis refuses an expiry past its range).
+pub fn expiry_millis(duration: Duration) -> u64 {
+    u64::try_from(duration.min(FAR_FUTURE).as_millis()).map_or(u64::MAX, |ms| ms.max(1))
+}
 
 tokio::task_local! {
     static CURRENT: Deadline;
@@ -348,6 +356,13 @@ mod tests {
         assert_eq!(deadline.remaining(), Duration::ZERO);
         // A huge budget is kept in range instead of overflowing.
         assert_eq!(Deadline::after(Duration::MAX).remaining(), FAR_FUTURE);
+        assert_eq!(expiry_millis(Duration::MAX), 946_080_000_000);
+        assert_eq!(
+            expiry_millis(Duration::from_micros(10)),
+            1,
+            "never 0, which means no expiry"
+        );
+        assert_eq!(expiry_millis(Duration::from_millis(1_500)), 1_500);
     }
 
     #[tokio::test(start_paused = true)]

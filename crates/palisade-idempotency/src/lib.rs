@@ -31,7 +31,8 @@
 //! | first use of the key | runs; the response is stored (see below) | yes |
 //! | repeat after completion | the stored response, byte for byte, plus `Idempotent-Replayed: true` | no |
 //! | repeat while the first is in flight | **409** with `Retry-After` | no |
-//! | same key, different method/path/query/body | **422** | no |
+//! | same key, same method and path, different query or body | **422** | no |
+//! | same key on another method or path | another key (keys are scoped to method and path, below): runs | yes |
 //! | the store fails, does not answer within the [store timeout](IdempotencyBuilder::store_timeout), or is full | **503** with `Retry-After` (fail closed, default) or passes through unprotected ([`fail_open`](IdempotencyBuilder::fail_open)) | no / yes |
 //!
 //! Every rejection is an RFC 9457 `application/problem+json` response made
@@ -66,8 +67,9 @@
 //!   layer waits for the store to confirm before answering, so a retry that
 //!   arrives after the first answer is a replay.
 //! - **What releases the key.** A response not to be stored (5xx, 429, 400,
-//!   422), a response body over the cap (passed through whole, not stored),
-//!   and an error of the inner service: the client may then retry and the
+//!   422), a response body over the cap or ending in trailers (a gRPC
+//!   response; either is passed through whole, not stored, as trailers are
+//!   not stored), and an error of the inner service: the client may then retry and the
 //!   request runs again. That includes a 504 from a timeout inside this
 //!   layer (the server stack's), which cuts the handler wherever it was: a
 //!   handler whose effects must not repeat passes its key on to what it

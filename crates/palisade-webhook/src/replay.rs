@@ -376,10 +376,6 @@ return 0",
         mark
     }
 
-    fn millis(ttl: Duration) -> u64 {
-        u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
-    }
-
     impl<C> ReplayStore for RedisReplayStore<C>
     where
         C: ConnectionLike + Clone + Send + Sync + 'static,
@@ -391,7 +387,7 @@ return 0",
                 let existing: Option<Vec<u8>> = CLAIM
                     .key(key)
                     .arg(&in_flight(lease)[..])
-                    .arg(millis(lock_expiry))
+                    .arg(palisade_core::deadline::expiry_millis(lock_expiry))
                     .invoke_async(&mut conn)
                     .await
                     .map_err(StoreError::new)?;
@@ -411,7 +407,7 @@ return 0",
                     .arg(&key)
                     .arg(ACCEPTED)
                     .arg("PX")
-                    .arg(millis(retention))
+                    .arg(palisade_core::deadline::expiry_millis(retention))
                     .query_async::<()>(&mut conn)
                     .await
                     .map_err(StoreError::new)

@@ -25,6 +25,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
+use palisade_core::deadline::FAR_FUTURE;
 use sqlx::PgPool;
 
 use super::{Begin, Completion, IdempotencyStore, Lease, StoredResponse, codec};
@@ -123,7 +124,7 @@ impl IdempotencyStore for PostgresStore {
                     .bind(&key)
                     .bind(&fingerprint)
                     .bind(&token.to_be_bytes()[..])
-                    .bind(lock_expiry.as_secs_f64())
+                    .bind(lock_expiry.min(FAR_FUTURE).as_secs_f64())
                     .fetch_optional(&pool)
                     .await
                     .map_err(StoreError::backend)?;
@@ -167,7 +168,7 @@ impl IdempotencyStore for PostgresStore {
                 .bind(fingerprint)
                 .bind(&token[..])
                 .bind(response)
-                .bind(retention.as_secs_f64())
+                .bind(retention.min(FAR_FUTURE).as_secs_f64())
                 .execute(&pool)
                 .await
                 .map_err(StoreError::backend)?;

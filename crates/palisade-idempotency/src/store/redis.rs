@@ -151,10 +151,6 @@ fn record(state: u8, fingerprint: &Fingerprint, token: u128) -> Vec<u8> {
     value
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
 fn parse_existing(value: Vec<u8>) -> Result<Begin, StoreError> {
     if value.len() < HEADER_LEN {
         return Err(StoreError::corrupt("redis idempotency record"));
@@ -189,7 +185,7 @@ where
             let existing: Option<Vec<u8>> = BEGIN
                 .key(key)
                 .arg(lock)
-                .arg(millis(lock_expiry))
+                .arg(palisade_core::deadline::expiry_millis(lock_expiry))
                 .invoke_async(&mut conn)
                 .await
                 .map_err(StoreError::backend)?;
@@ -218,7 +214,7 @@ where
                 .key(key)
                 .arg(&token[..])
                 .arg(value)
-                .arg(millis(retention))
+                .arg(palisade_core::deadline::expiry_millis(retention))
                 .invoke_async(&mut conn)
                 .await
                 .map_err(StoreError::backend)?;
