@@ -339,18 +339,23 @@ async fn timestamps_within_tolerance_pass_and_outside_fail_both_ways() {
     );
 }
 
+/// A Standard Webhooks verifier reading the time from `clock` (Unix seconds).
+fn standard_webhooks_on(clock: &Arc<std::sync::atomic::AtomicU64>) -> Verifier {
+    let reading = Arc::clone(clock);
+    Verifier::builder(Scheme::StandardWebhooks)
+        .secret(SW_SECRET)
+        .clock(move || reading.load(Ordering::SeqCst))
+        .build()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_body_held_back_past_the_tolerance_is_stale() {
     // A captured delivery replayed at once, its last byte held back for 11
     // minutes: the timestamp was fresh when the request began, stale when
     // the body was whole, and the replay window had forgotten the original.
     let clock = Arc::new(std::sync::atomic::AtomicU64::new(NOW));
-    let reading = Arc::clone(&clock);
-    let verifier = Verifier::builder(Scheme::StandardWebhooks)
-        .secret(SW_SECRET)
-        .clock(move || reading.load(Ordering::SeqCst))
-        .build()
-        .unwrap();
+    let verifier = standard_webhooks_on(&clock);
     let seen = Seen::default();
     let svc = VerifyLayer::new(verifier).layer(handler(&seen, StatusCode::OK));
     let captured = signed_request(&signer(Scheme::StandardWebhooks, SW_SECRET), b"{}");
@@ -1445,12 +1450,7 @@ async fn a_retry_signed_afresh_hours_later_is_still_recognised() {
     // 2 h, ... The accepted mark must outlive that schedule, or a retry whose
     // first 2xx was lost runs the handler again.
     let clock = Arc::new(std::sync::atomic::AtomicU64::new(NOW));
-    let reading = Arc::clone(&clock);
-    let verifier = Verifier::builder(Scheme::StandardWebhooks)
-        .secret(SW_SECRET)
-        .clock(move || reading.load(Ordering::SeqCst))
-        .build()
-        .unwrap();
+    let verifier = standard_webhooks_on(&clock);
     let seen = Seen::default();
     let svc = VerifyLayer::builder(verifier)
         .replay_store(MemoryReplayStore::new())
