@@ -153,6 +153,12 @@ impl GenericScheme {
     }
 
     /// The signed-content template, e.g. `{timestamp}.{body}`.
+    ///
+    /// An `{id}` needs text on each side it meets another placeholder, and
+    /// an id holding any byte of that text is refused (400; the signer
+    /// refuses to sign it): were it allowed, one signed content could be read
+    /// as another id and another body (`{id}.{body}`: id `7`, body `a.b`
+    /// against id `7.a`, body `b`), both verifying.
     pub fn template(mut self, template: impl Into<String>) -> Self {
         self.template = template.into();
         self
@@ -199,6 +205,7 @@ impl GenericScheme {
         {
             return Err(ConfigError::InvalidPrefix);
         }
+        let id_separators = template.id_separators()?;
         Ok(CompiledGeneric {
             signature_header,
             timestamp_header,
@@ -206,6 +213,7 @@ impl GenericScheme {
             template,
             encoding: self.encoding,
             prefix: self.prefix.clone(),
+            id_separators,
         })
     }
 }
@@ -219,6 +227,9 @@ pub(crate) struct CompiledGeneric {
     pub(crate) template: Template,
     pub(crate) encoding: Encoding,
     pub(crate) prefix: String,
+    /// The bytes of the text around `{id}` in the template, which an id may
+    /// not contain (see [`Template::id_separators`]).
+    pub(crate) id_separators: Box<[u8]>,
 }
 
 /// The most parts a template may have: a bound on the pieces each message's
@@ -292,6 +303,36 @@ impl Template {
     pub(crate) fn uses(&self, part: Part) -> bool {
         self.parts.contains(&part)
     }
+
+    /// The bytes of the text right around each `{id}`, which a message id
+    /// may not contain. An id is free text next to free text: were it to
+    /// hold those bytes, one signed content would split into another id and
+    /// another body (`{id}.{body}`: id `7`, body `a.b` against id `7.a`,
+    /// body `b`), both verifying. With none of them in an id, the text
+    /// around it marks where it ends. An `{id}` touching another placeholder
+    /// with no text between has no such mark and is refused.
+    pub(crate) fn id_separators(&self) -> Result<Box<[u8]>, ConfigError> {
+        let mut separators = Vec::new();
+        for (i, part) in self.parts.iter().enumerate() {
+            if *part != Part::Id {
+                continue;
+            }
+            for neighbour in [i.checked_sub(1), Some(i + 1)].into_iter().flatten() {
+                match self.parts.get(neighbour) {
+                    Some(Part::Literal(text)) => separators.extend_from_slice(text),
+                    Some(_) => {
+                        return Err(ConfigError::InvalidTemplate(
+                            "{id} needs text between it and another placeholder",
+                        ));
+                    }
+                    None => {}
+                }
+            }
+        }
+        separators.sort_unstable();
+        separators.dedup();
+        Ok(separators.into_boxed_slice())
+    }
 }
 
 #[cfg(test)]
@@ -336,6 +377,19 @@ mod tests {
                 .is_err()
         );
         assert!(GenericScheme::new("x-sig").template("{id}.{body}").compile().is_err());
+        assert_eq!(
+            GenericScheme::new("x-sig")
+                .id_header("x-id")
+                .template("{id}{body}")
+                .compile()
+                .unwrap_err(),
+            ConfigError::InvalidTemplate("{id} needs text between it and another placeholder")
+        );
+        let id_then_body = GenericScheme::new("x-sig")
+            .id_header("x-id")
+            .template("v1:{id}.{body}")
+            .compile();
+        assert_eq!(&*id_then_body.unwrap().id_separators, b".1:v");
         assert!(GenericScheme::new("bad header").compile().is_err());
         assert!(GenericScheme::new("x-sig").prefix("a b").compile().is_err());
         assert_eq!(

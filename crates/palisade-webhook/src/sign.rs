@@ -108,9 +108,11 @@ impl fmt::Debug for SignerBuilder {
     }
 }
 
-/// A signing failure: a header value that cannot be sent.
+/// A signing failure: an id that cannot be sent, as a header value, or as
+/// the id of a generic scheme whose template puts text around `{id}` that
+/// the id contains (verifiers refuse it: see [`GenericScheme::template`](crate::GenericScheme::template)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the message id is not a valid header value")]
+#[error("the message id is not a valid header value, or holds the text its template puts around it")]
 pub struct InvalidId;
 
 impl SignerBuilder {
@@ -282,6 +284,11 @@ impl Signer {
         // Formatted once: the text signed is the header value sent.
         let ts = HeaderValue::from(timestamp);
         let inner = &*self.inner;
+        if let (Compiled::Generic(g), Some(id)) = (&inner.scheme, &id)
+            && id.as_bytes().iter().any(|b| g.id_separators.contains(b))
+        {
+            return Err(InvalidId);
+        }
         let message = Message {
             id: id.as_ref().map_or(&[][..], HeaderValue::as_bytes),
             timestamp: ts.as_bytes(),

@@ -1519,3 +1519,47 @@ async fn layers_sharing_a_store_under_their_own_names_keep_their_messages_apart(
     assert_eq!(send(b, message(SW_OLD_SECRET)).await.2.len(), 0, "a redelivery");
     assert_eq!((seen_a.calls(), seen_b.calls()), (1, 1));
 }
+
+#[tokio::test]
+async fn a_generic_id_cannot_take_in_the_text_that_ends_it() {
+    // With `{id}.{body}`, the content `7.{"a":"b.c"}` is also id `7.{"a":"b`
+    // with body `c"}`: a captured delivery could be sent again as another
+    // message, under a new id, with a body its sender never sent.
+    let scheme = GenericScheme::new("X-Acme-Signature")
+        .id_header("X-Acme-Id")
+        .template("{id}.{body}");
+    let seen = Seen::default();
+    let verifier = Verifier::builder(Scheme::Generic(scheme.clone()))
+        .secret("s")
+        .build()
+        .unwrap();
+    let svc = VerifyLayer::new(verifier).layer(handler(&seen, StatusCode::OK));
+    let signer = Signer::builder(Scheme::Generic(scheme)).secret("s").build().unwrap();
+    let mut original = Request::post("/hook")
+        .body(Full::new(Bytes::from_static(br#"{"a":"b.c"}"#)))
+        .unwrap();
+    signer
+        .sign_with(original.headers_mut(), "7", NOW, br#"{"a":"b.c"}"#)
+        .unwrap();
+    let mut shifted = original.headers().clone();
+    shifted.insert("x-acme-id", HeaderValue::from_static(r#"7.{"a":"b"#));
+    let mut forged = Request::post("/hook")
+        .body(Full::new(Bytes::from_static(br#"c"}"#)))
+        .unwrap();
+    *forged.headers_mut() = shifted;
+    let (status, headers, body) = send(svc.clone(), forged).await;
+    assert_problem(status, &headers, &body, 400, "malformed-header").await;
+    assert_eq!(send(svc, original).await.0, StatusCode::OK);
+    assert_eq!(seen.calls(), 1);
+    // Nor does the signer sign such an id.
+    let mut headers = HeaderMap::new();
+    let signer = Signer::builder(Scheme::Generic(
+        GenericScheme::new("X-Acme-Signature")
+            .id_header("X-Acme-Id")
+            .template("{id}.{body}"),
+    ))
+    .secret("s")
+    .build()
+    .unwrap();
+    assert!(signer.sign_with(&mut headers, "7.a", NOW, b"b").is_err());
+}
