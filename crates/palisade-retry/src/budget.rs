@@ -204,29 +204,7 @@ impl RetryBudget {
             }
         })
     }
-}
 
-/// One retry taken from a [`RetryBudget`], in the slot it was taken from.
-pub(crate) struct Withdrawal {
-    budget: RetryBudget,
-    epoch: u64,
-}
-
-impl Withdrawal {
-    /// Gives the retry back (it never happened: its wait was cancelled), to
-    /// the slot it was taken from while that slot is in the window; once the
-    /// slot aged out, the withdrawal no longer counts and nothing is owed.
-    pub(crate) fn refund(self) {
-        let inner = &self.budget.inner;
-        let mut ring = inner.ring.lock().unpoison();
-        inner.place(&mut ring, Instant::now());
-        if ring.epoch - self.epoch < SLOTS as u64 {
-            ring.slots[(self.epoch % SLOTS as u64) as usize] += UNIT;
-        }
-    }
-}
-
-impl RetryBudget {
     /// Whole retries the budget would allow now.
     pub fn available(&self) -> u64 {
         let mut ring = self.inner.ring.lock().unpoison();
@@ -256,6 +234,26 @@ impl RetryBudget {
             ratio: self.ratio(),
             min_per_sec: self.min_per_sec(),
             window: self.window(),
+        }
+    }
+}
+
+/// One retry taken from a [`RetryBudget`], in the slot it was taken from.
+pub(crate) struct Withdrawal {
+    budget: RetryBudget,
+    epoch: u64,
+}
+
+impl Withdrawal {
+    /// Gives the retry back (it never happened: its wait was cancelled), to
+    /// the slot it was taken from while that slot is in the window; once the
+    /// slot aged out, the withdrawal no longer counts and nothing is owed.
+    pub(crate) fn refund(self) {
+        let inner = &self.budget.inner;
+        let mut ring = inner.ring.lock().unpoison();
+        inner.place(&mut ring, Instant::now());
+        if ring.epoch - self.epoch < SLOTS as u64 {
+            ring.slots[(self.epoch % SLOTS as u64) as usize] += UNIT;
         }
     }
 }
