@@ -1,7 +1,8 @@
 //! The Idempotency-Key layer's store connection (Redis, PostgreSQL) cut or stalled while it
 //! writes the completed response, after the handler ran, through a fault proxy; the store
-//! stalled while a request begins (bounded by the layer's store timeout); and a Redis store
-//! on the documented connection serving again after its connection is cut.
+//! stalled while a request begins (bounded by the layer's store timeout); a caller gone while
+//! the store's answer to `begin` is held back (the lock it took is released); and a Redis
+//! store on the documented connection serving again after its connection is cut.
 //!
 //! The handler has charged the customer once; whatever happens to the write, a retry of the
 //! same request must never charge again. Every answer is the handler's response (the first
@@ -10,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ use palisade_idempotency::postgres::PostgresStore;
 use palisade_idempotency::redis::RedisStore;
 use palisade_idempotency::{IdempotencyBuilder, IdempotencyLayer, IdempotencyStore, ResponseBody};
 use palisade_tests::fault_proxy::{Action, Direction, FaultProxy};
-use palisade_tests::{Postgres, Redis, unique_name, upstream_of, via};
+use palisade_tests::{Postgres, Redis, unique_name, upstream_of, via, wait_until};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio::time::{Instant, timeout};
@@ -452,4 +454,91 @@ async fn redis_a_store_on_the_documented_connection_serves_again_after_a_cut() {
     assert_eq!(payments.charges(&key), 1);
     drop(proxy);
     redis.cleanup().await;
+}
+
+/// A charge whose caller goes away (the client disconnects) while the store's answer to
+/// `begin` is held back on the wire, after the store locked the key for it. Once the answer
+/// gets through, the lock is released: the handler never ran, and the retry runs it, once,
+/// instead of getting 409 until the lock expires. `records` counts the store's records.
+async fn left_while_begin_answers<St, F>(store: St, proxy: &FaultProxy, records: impl Fn() -> F)
+where
+    St: IdempotencyStore,
+    F: Future<Output = usize>,
+{
+    let payments = Payments::default();
+    let service = charging(
+        IdempotencyLayer::builder("idempotency")
+            .store(store)
+            .lock_expiry(LOCK_EXPIRY)
+            // Long enough for the held answer to arrive within it.
+            .store_timeout(WAIT),
+        &payments,
+    );
+    let warm_up = unique_name("warm_up");
+    let answer = service.clone().oneshot(charge(&warm_up)).await.unwrap();
+    assert_eq!(classify(answer, &warm_up).await, Answer::Handled);
+    let before = records().await;
+
+    proxy.stall(Direction::ToClient);
+    let key = unique_name("left");
+    // The caller goes away (its future dropped) once the store has locked the key.
+    tokio::select! {
+        answer = service.clone().oneshot(charge(&key)) => panic!("answered without the store: {:?}", answer.map(|r| r.status())),
+        () = wait_until("the store locks the key", WAIT, || async { records().await == before + 1 }) => {}
+    }
+    proxy.resume();
+
+    wait_until("the key released", WAIT, || async { records().await == before }).await;
+    assert_eq!(payments.charges(&key), 0);
+    let retry = timeout(WAIT, service.oneshot(charge(&key))).await.unwrap().unwrap();
+    assert_eq!(classify(retry, &key).await, Answer::Handled);
+    assert_eq!(payments.charges(&key), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_lock_taken_after_the_caller_left_is_released() {
+    let Some(redis) = Redis::connect("fault_idem_redis_left").await else {
+        return;
+    };
+    let proxy = FaultProxy::start(upstream_of(&redis.url, 6379)).await.unwrap();
+    let store = documented_redis_store(&redis, &proxy).await;
+    let pattern = format!("{}*", redis.prefix);
+    let records = || {
+        let (mut conn, pattern) = (redis.conn.clone(), pattern.clone());
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut conn).await.unwrap();
+            keys.len()
+        }
+    };
+    left_while_begin_answers(store, &proxy, records).await;
+    drop(proxy);
+    redis.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_lock_taken_after_the_caller_left_is_released() {
+    let Some(pg) = Postgres::connect("fault_idem_pg_left").await else {
+        return;
+    };
+    PostgresStore::new(pg.pool.clone()).migrate().await.unwrap();
+    let proxy = FaultProxy::start(upstream_of(&pg.url, 5432)).await.unwrap();
+    // A connection checked before use would wait on its own held answer: the
+    // statement would never be sent.
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .test_before_acquire(false)
+        .connect(&via(&pg.url_in_schema(), &proxy))
+        .await
+        .unwrap();
+    let records = || async {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM palisade_idempotency_keys")
+            .fetch_one(&pg.pool)
+            .await
+            .unwrap();
+        usize::try_from(count).unwrap()
+    };
+    left_while_begin_answers(PostgresStore::new(pool.clone()), &proxy, records).await;
+    pool.close().await;
+    drop(proxy);
+    pg.cleanup().await;
 }

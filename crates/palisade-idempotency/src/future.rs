@@ -23,6 +23,7 @@ use crate::error::StoreError;
 use crate::hash::{self, Fingerprint, StoreKey};
 use crate::measured::Measured;
 use crate::problem::Rejection;
+use crate::scope::Scope;
 use crate::state::Shared;
 use crate::store::{Begin, Completion, IdempotencyStore, Lease, StoredResponse};
 use palisade_core::body::{CollectError, Collected};
@@ -92,6 +93,23 @@ pin_project! {
         #[pin]
         kind: Kind<S, ReqB, ResB, St, Sc>,
     }
+
+    impl<S, ReqB, ResB, St, Sc> PinnedDrop for ResponseFuture<S, ReqB, ResB, St, Sc>
+    where
+        S: Service<Request<ReqB>>,
+        ResB: http_body::Body,
+        St: IdempotencyStore,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            // The store may have locked the key for this request already,
+            // its answer still on the way.
+            if let KindProj::Keyed { state, ctx } = this.project().kind.project()
+                && let StateProjReplace::Begin { future } = state.project_replace(State::Done)
+            {
+                (ctx.abandon)(Arc::clone(&ctx.shared), ctx.key, future);
+            }
+        }
+    }
 }
 
 pin_project! {
@@ -110,13 +128,16 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
+    #[project_replace = StateProjReplace]
     enum State<F, ReqB, ResB, E, St, Sc>
     where
         ResB: http_body::Body,
         St: IdempotencyStore,
     {
         ReadRequest { #[pin] body: ReqB },
-        Begin { #[pin] future: Measured<St::BeginFuture> },
+        // Boxed, so that a caller going away can hand it to a task of its
+        // own (see `abandon_begin`).
+        Begin { future: Pin<Box<Measured<St::BeginFuture>>> },
         Inline { #[pin] protected: Protected<F, ResB, E, St, Sc> },
         Spawned { handle: JoinHandle<Answer<ResB, E>> },
         Done,
@@ -137,6 +158,7 @@ where
     fingerprint: Fingerprint,
     collected: Collected,
     spawn: Option<Spawn<S, ReqB, ResB, St, Sc>>,
+    abandon: Abandon<St, Sc>,
     release_on_drop: bool,
 }
 
@@ -197,25 +219,62 @@ where
             tracing::debug!(target: TARGET, name = %name, "a request holding a key was dropped; the key stays locked until its lock expires");
             return;
         }
-        let release = Measured::new(
-            self.shared.store.release(&self.key, &lease),
-            self.shared.config.store_timeout,
-            &self.shared.metrics.store_release,
-        );
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                let name = name.clone();
-                runtime.spawn(async move {
-                    if let Err(error) = release.await {
-                        tracing::warn!(target: TARGET, name = %name, %error, "releasing a dropped request's key failed; its lock will expire");
-                    }
-                });
+                runtime.spawn(release(&self.shared, &self.key, &lease));
             }
             Err(_) => {
                 tracing::debug!(target: TARGET, name = %name, "no runtime to release a dropped request's key; its lock will expire");
             }
         }
     }
+}
+
+/// Releases `key` held by `lease` for a request that went away, bounded by
+/// the store timeout; a failure is logged, and the lock expires.
+fn release<St: IdempotencyStore, Sc>(
+    shared: &Shared<St, Sc>,
+    key: &StoreKey,
+    lease: &Lease,
+) -> impl Future<Output = ()> + Send + 'static {
+    let release = Measured::new(
+        shared.store.release(key, lease),
+        shared.config.store_timeout,
+        &shared.metrics.store_release,
+    );
+    let name = shared.config.name.clone();
+    async move {
+        if let Err(error) = release.await {
+            tracing::warn!(target: TARGET, name = %name, %error, "releasing a dropped request's key failed; its lock will expire");
+        }
+    }
+}
+
+/// Hands the `begin` of a request that went away to a task of its own.
+type Abandon<St, Sc> = fn(Arc<Shared<St, Sc>>, StoreKey, Pin<Box<Measured<<St as IdempotencyStore>::BeginFuture>>>);
+
+/// Waits, on a task of its own, for the store's answer to the `begin` of a
+/// request that went away, and releases the key if the store locked it:
+/// the handler never ran, so a retry may run it. Without a runtime the
+/// answer is not waited for, and a lock it took expires.
+fn abandon_begin<St: IdempotencyStore, Sc: Scope>(
+    shared: Arc<Shared<St, Sc>>,
+    key: StoreKey,
+    begin: Pin<Box<Measured<St::BeginFuture>>>,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::debug!(target: TARGET, name = %shared.config.name, "no runtime to wait for the store's answer to a dropped request; a lock it took will expire");
+        return;
+    };
+    runtime.spawn(async move {
+        match begin.await {
+            Ok(Begin::Acquired(lease)) => release(&shared, &key, &lease).await,
+            Ok(Begin::InFlight { .. } | Begin::Completed { .. }) => {}
+            Err(error) => {
+                tracing::debug!(target: TARGET, name = %shared.config.name, %error, "the store's answer to a dropped request failed; a lock it took will expire");
+            }
+        }
+    });
 }
 
 impl<S, ReqB, ResB, St, Sc> ResponseFuture<S, ReqB, ResB, St, Sc>
@@ -252,7 +311,10 @@ where
         key: StoreKey,
         spawn: Option<Spawn<S, ReqB, ResB, St, Sc>>,
         release_on_drop: bool,
-    ) -> Self {
+    ) -> Self
+    where
+        Sc: Scope,
+    {
         let ctx = Keyed {
             shared,
             service: Some(service),
@@ -261,6 +323,7 @@ where
             fingerprint: Fingerprint::from_bytes([0; 32]),
             collected: Collected::default(),
             spawn,
+            abandon: abandon_begin::<St, Sc>,
             release_on_drop,
         };
         Self {
@@ -353,7 +416,7 @@ where
                     let next = ready!(self.poll_request_body(body, cx));
                     match next {
                         Ok(()) => {
-                            let begin = self.begin();
+                            let begin = Box::pin(self.begin());
                             state.set(State::Begin { future: begin });
                         }
                         Err(rejection) => {
@@ -363,7 +426,7 @@ where
                     }
                 }
                 StateProj::Begin { future } => {
-                    let begun = ready!(future.poll(cx));
+                    let begun = ready!(future.as_mut().poll(cx));
                     match self.on_begin(begun) {
                         Next::Run(protected) => match self.spawn {
                             Some(spawn) if protected.held.lease.is_some() => match spawn(protected) {

@@ -31,6 +31,9 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
 struct RemoteStore {
     inner: MemoryStore,
     slow_begin: Arc<AtomicBool>,
+    /// `begin` takes the lock at once and its answer waits on `gate`: the
+    /// lock is taken, the answer is still on the wire.
+    slow_answer: Arc<AtomicBool>,
     gate: Arc<Notify>,
 }
 
@@ -39,6 +42,7 @@ impl RemoteStore {
         Self {
             inner: MemoryStore::new(),
             slow_begin: Arc::new(AtomicBool::new(false)),
+            slow_answer: Arc::new(AtomicBool::new(false)),
             gate: Arc::new(Notify::new()),
         }
     }
@@ -52,11 +56,16 @@ impl IdempotencyStore for RemoteStore {
     fn begin(&self, key: &StoreKey, fingerprint: &Fingerprint, lock_expiry: Duration) -> Self::BeginFuture {
         let (inner, key, fingerprint) = (self.inner.clone(), *key, *fingerprint);
         let (slow, gate) = (self.slow_begin.load(Ordering::SeqCst), Arc::clone(&self.gate));
+        let slow_answer = self.slow_answer.load(Ordering::SeqCst);
         Box::pin(async move {
             if slow {
                 gate.notified().await;
             }
-            inner.begin(&key, &fingerprint, lock_expiry).await
+            let begun = inner.begin(&key, &fingerprint, lock_expiry).await;
+            if slow_answer {
+                gate.notified().await;
+            }
+            begun
         })
     }
 
@@ -230,13 +239,99 @@ async fn dropping_before_the_lock_is_taken_holds_nothing() {
     tokio::task::yield_now().await;
     first.abort();
     assert!(first.await.unwrap_err().is_cancelled());
-    // Had the begin survived, it would take the lock and call the service now.
+    // The begin goes on without its caller: the lock it takes now is released,
+    // and the service is not called.
     store.gate.notify_waiters();
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
     assert!(store.inner.is_empty());
     assert_eq!(strict.calls.load(Ordering::SeqCst), 0);
+}
+
+/// A caller that goes away while the store's answer to `begin` is on the
+/// wire (the store has locked the key for it): once the answer arrives, the
+/// key is released, whatever the policy, since the handler never ran. The
+/// retry runs the handler instead of getting 409 until the lock expires.
+async fn a_lock_taken_for_a_caller_that_left_is_released<Svc>(store: &RemoteStore, strict: &Strict, svc: Svc)
+where
+    Svc: Service<Request<Full<Bytes>>, Response = Response<palisade_idempotency::ResponseBody<Full<Bytes>>>> + Clone,
+    Svc::Error: std::fmt::Debug,
+{
+    store.slow_answer.store(true, Ordering::SeqCst);
+    let mut first = Box::pin(svc.clone().oneshot(post(Some("k"), "{}")));
+    assert!(poll_once(first.as_mut()).await.is_pending());
+    assert_eq!(
+        store.inner.len(),
+        1,
+        "the store locked the key; its answer is on the way"
+    );
+    drop(first);
+    store.slow_answer.store(false, Ordering::SeqCst);
+    store.gate.notify_waiters();
+    for _ in 0..100 {
+        if store.inner.is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(store.inner.is_empty(), "the key was released once the answer came");
+    assert_eq!(strict.calls.load(Ordering::SeqCst), 0);
+    let retry = svc.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(strict.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_release_a_lock_taken_after_the_caller_left_is_released() {
+    let (store, strict) = (RemoteStore::new(), Strict::new());
+    a_lock_taken_for_a_caller_that_left_is_released(&store, &strict, remote_stack(&store, &strict)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_keep_locked_a_lock_taken_after_the_caller_left_is_released() {
+    let (store, strict) = (RemoteStore::new(), Strict::new());
+    let svc = IdempotencyLayer::builder("idempotency")
+        .store(store.clone())
+        .on_disconnect(palisade_idempotency::disconnect::KeepLocked)
+        .build()
+        .unwrap()
+        .layer(strict.clone());
+    a_lock_taken_for_a_caller_that_left_is_released(&store, &strict, svc).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_default_a_lock_taken_after_the_caller_left_is_released() {
+    let (store, strict) = (RemoteStore::new(), Strict::new());
+    a_lock_taken_for_a_caller_that_left_is_released(&store, &strict, complete_stack(&store, &strict)).await;
+}
+
+#[test]
+fn without_a_runtime_a_lock_taken_after_the_caller_left_expires() {
+    let store = RemoteStore::new();
+    let strict = Strict::new();
+    let svc = remote_stack(&store, &strict);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    store.slow_answer.store(true, Ordering::SeqCst);
+    let mut first = Box::pin(svc.clone().oneshot(post(Some("k"), "{}")));
+    rt.block_on(async { assert!(poll_once(first.as_mut()).await.is_pending()) });
+    store.slow_answer.store(false, Ordering::SeqCst);
+    // Dropped outside any runtime: nothing can wait for the answer.
+    drop(first);
+    assert_eq!(store.inner.len(), 1, "the lock is still held");
+    rt.block_on(async {
+        let conflict = svc.clone().oneshot(post(Some("k"), "{}")).await.unwrap();
+        assert_eq!(conflict.status(), StatusCode::CONFLICT);
+        tokio::time::advance(palisade_idempotency::DEFAULT_LOCK_EXPIRY).await;
+        store.gate.notify_one();
+        let takeover = svc.oneshot(post(Some("k"), "{}")).await.unwrap();
+        assert_eq!(takeover.status(), StatusCode::CREATED);
+    });
+    assert_eq!(strict.calls.load(Ordering::SeqCst), 1);
 }
 
 #[test]
