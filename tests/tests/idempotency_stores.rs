@@ -234,3 +234,64 @@ async fn redis_and_postgres_keep_records_for_durations_past_any_clock() {
         pg.cleanup().await;
     }
 }
+
+/// Two instances take over one expired key at once: one gets the lock, and the other must see
+/// that lock (409, or 422 against the new owner's fingerprint), never the expired record. The
+/// other's statement starts before the first commits, waits on its row lock, and then finds
+/// the key taken: what it reads of the row must be the new owner's, not its snapshot's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_takeover_racing_another_sees_the_new_owner_not_the_expired_record() {
+    let Some((fixture, pg)) = postgres_fixture("pg_takeover_race").await else {
+        return;
+    };
+    let store = fixture.store;
+    let key = StoreKey::from_bytes([9; 32]);
+    let old = Fingerprint::from_bytes([3; 32]);
+    let Begin::Acquired(lease) = store.begin(&key, &old, LIVE_LOCK).await.unwrap() else {
+        panic!("acquire")
+    };
+    // A response kept for no time at all: expired at once.
+    let stored = store
+        .complete(&key, &old, &lease, &response(), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(stored, Completion::Stored);
+
+    // The first instance takes the expired key over, in a transaction not yet committed.
+    let first = Fingerprint::from_bytes([4; 32]);
+    let mut takeover = pg.pool.begin().await.unwrap();
+    let taken = sqlx::query(
+        "UPDATE palisade_idempotency_keys SET fingerprint = $2, token = $3, response = NULL,
+             expires_at = now() + interval '60 seconds'
+         WHERE key = $1 AND expires_at <= now()",
+    )
+    .bind(key.to_hex())
+    .bind(&first.as_bytes()[..])
+    .bind(&[5u8; 16][..])
+    .execute(&mut *takeover)
+    .await
+    .unwrap();
+    assert_eq!(taken.rows_affected(), 1);
+
+    // The second instance's begin starts now, and waits on the first one's row lock.
+    let second = Fingerprint::from_bytes([6; 32]);
+    let racing = tokio::spawn({
+        let store = store.clone();
+        async move { store.begin(&key, &second, LIVE_LOCK).await }
+    });
+    palisade_tests::wait_until("the second begin waits on the row lock", Duration::from_secs(10), || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%palisade_idempotency_keys%'",
+        )
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap();
+        waiting == 1
+    })
+    .await;
+    takeover.commit().await.unwrap();
+
+    let begun = racing.await.unwrap().unwrap();
+    assert_eq!(begun, Begin::InFlight { fingerprint: first });
+    pg.cleanup().await;
+}

@@ -8,7 +8,9 @@
 //!
 //! - `begin` is one statement: `INSERT .. ON CONFLICT (key) DO UPDATE ..
 //!   WHERE expires_at <= now()` takes the lock when the key is free or
-//!   expired, and the same statement returns the existing row otherwise.
+//!   expired, and the same statement returns the existing row otherwise
+//!   (run again when the row it can see is one another instance has just
+//!   taken over).
 //! - `complete` is one `INSERT .. ON CONFLICT DO UPDATE .. WHERE token = $token
 //!   AND response IS NULL`: it writes only while this request's lock is the
 //!   row's (or the row is gone, so nobody took it over).
@@ -52,7 +54,7 @@ WITH acquired AS (
 SELECT TRUE, NULL::bytea, NULL::bytea FROM acquired
 UNION ALL
 SELECT FALSE, k.fingerprint, k.response FROM palisade_idempotency_keys k
-WHERE k.key = $1 AND NOT EXISTS (SELECT 1 FROM acquired)";
+WHERE k.key = $1 AND k.expires_at > now() AND NOT EXISTS (SELECT 1 FROM acquired)";
 
 const COMPLETE: &str = "
 INSERT INTO palisade_idempotency_keys AS k (key, fingerprint, token, response, expires_at)
@@ -65,9 +67,11 @@ const RELEASE: &str = "DELETE FROM palisade_idempotency_keys WHERE key = $1 AND 
 
 const CLEANUP: &str = "DELETE FROM palisade_idempotency_keys WHERE expires_at <= now()";
 
-/// How often `begin` re-runs when a concurrent insert committed after its
-/// snapshot (the row exists but was not visible to the statement): rare,
-/// and settled by the next attempt.
+/// How often `begin` re-runs when a concurrent insert or takeover committed
+/// after its snapshot: the statement then finds the key taken but sees no
+/// row, or only the expired one that was taken over (whose fingerprint and
+/// response are no longer the key's). Rare, and settled by the next attempt,
+/// whose snapshot sees the new owner.
 const BEGIN_ATTEMPTS: usize = 5;
 
 /// Keys, locks and responses in a PostgreSQL table.
