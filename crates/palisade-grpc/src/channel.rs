@@ -23,8 +23,11 @@ use palisade_core::error::ConnectFailed;
 /// A channel that could not connect (a failed DNS lookup or TLS handshake, a
 /// refused connection) fails with tonic's `ConnectError`: the call was never
 /// sent, and this marks it [`ConnectFailed`], which the retry retries and
-/// the breaker counts as the downstream's failure, as for any client.
-/// Every other error is boxed unchanged.
+/// the breaker counts as the downstream's failure, as for any client. So is
+/// a stream the server refused (`RST_STREAM` with `REFUSED_STREAM`, its
+/// maximum of concurrent streams reached): HTTP/2 promises that the server
+/// did not process it (RFC 9113 §8.7), so sending it again is safe whatever
+/// the method. Every other error is boxed unchanged.
 ///
 /// ```
 /// use palisade_core::{BoxError, error::is_timeout};
@@ -34,7 +37,7 @@ use palisade_core::error::ConnectFailed;
 /// ```
 pub fn channel_error(error: impl Into<BoxError>) -> BoxError {
     let error = error.into();
-    if palisade_core::error::find::<tonic::ConnectError>(&*error).is_some() {
+    if palisade_core::error::find::<tonic::ConnectError>(&*error).is_some() || refused_stream(&*error) {
         return ConnectFailed::new(error).into();
     }
     if palisade_core::error::find::<tonic::TimeoutExpired>(&*error).is_none() {
@@ -44,6 +47,12 @@ pub fn channel_error(error: impl Into<BoxError>) -> BoxError {
         Some(deadline) if deadline.is_expired() => DeadlineExceeded.into(),
         _ => tower::timeout::error::Elapsed::new().into(),
     }
+}
+
+/// True when the server refused the call's stream: it did not process it.
+fn refused_stream(error: &(dyn std::error::Error + 'static)) -> bool {
+    palisade_core::error::find::<h2::Error>(error)
+        .is_some_and(|h2| h2.is_remote() && h2.reason() == Some(h2::Reason::REFUSED_STREAM))
 }
 
 #[cfg(test)]

@@ -85,9 +85,15 @@
 //! not place but whose chain holds tonic's `ConnectError` (a tonic channel
 //! that could not connect: a failed DNS lookup or TLS handshake, a missing
 //! Unix socket) answers as a connect error, `UNAVAILABLE`, as tonic's own
-//! conversion would; and [`channel_error`] turns a tonic channel's
-//! `TimeoutExpired` into a passed deadline or a timeout before the breaker
-//! and the retry see it.
+//! conversion would; an HTTP/2 error under the channel's (h2's) answers
+//! the code of gRPC's HTTP/2 mapping: `REFUSED_STREAM` (the server did not
+//! process the call) `UNAVAILABLE`, `CANCEL` `CANCELLED`,
+//! `ENHANCE_YOUR_CALM` `RESOURCE_EXHAUSTED`, `INADEQUATE_SECURITY`
+//! `PERMISSION_DENIED`, the other protocol errors `INTERNAL`. And
+//! [`channel_error`] turns a tonic channel's `TimeoutExpired` into a passed
+//! deadline or a timeout, and a connect error or a refused stream into
+//! [`ConnectFailed`](palisade_core::error::ConnectFailed) (never processed:
+//! retried whatever the method), before the breaker and the retry see it.
 //!
 //! `grpc-message` is one fixed sentence per row ("the service is at
 //! capacity; try again later", ...): an error's own text may name hosts,

@@ -207,21 +207,48 @@ fn tonic_code(_: &(dyn Error + 'static)) -> Option<GrpcCode> {
     None
 }
 
-/// What tonic's own conversion (`Status::from_error`) makes of a transport
-/// error palisade does not know: a tonic `ConnectError` anywhere in the chain
-/// (a refused connection, a failed DNS lookup or TLS handshake, a missing
-/// socket) is `UNAVAILABLE`, as a tonic client reports it.
+/// What a transport error palisade does not know is under a tonic channel:
+/// a tonic `ConnectError` anywhere in the chain (a refused connection, a
+/// failed DNS lookup or TLS handshake, a missing socket) is `UNAVAILABLE`,
+/// as a tonic client reports it; an HTTP/2 error (h2's) gets the code of
+/// gRPC's HTTP/2 mapping (PROTOCOL-HTTP2.md, "Errors"), which tonic's
+/// server follows: `REFUSED_STREAM` is `UNAVAILABLE` (the server did not
+/// process the call), `CANCEL` `CANCELLED`, `ENHANCE_YOUR_CALM`
+/// `RESOURCE_EXHAUSTED`, `INADEQUATE_SECURITY` `PERMISSION_DENIED`, the
+/// other protocol errors `INTERNAL`.
 ///
 /// `Status::from_error` itself takes the error by value, and an [`Answer`]
-/// only borrows it; hyper's and h2's errors, which it also maps, are not
-/// types this crate can name.
+/// only borrows it.
 #[cfg(feature = "tonic")]
 fn tonic_transport(error: &(dyn Error + 'static)) -> Option<GrpcStatus> {
-    palisade_core::error::find::<tonic::ConnectError>(error).map(|_| GrpcStatus {
-        code: GrpcCode::Unavailable,
-        message: UNREACHABLE,
+    if palisade_core::error::find::<tonic::ConnectError>(error).is_some() {
+        return Some(GrpcStatus {
+            code: GrpcCode::Unavailable,
+            message: UNREACHABLE,
+            pushback: None,
+            reason: Reason::Unreachable,
+        });
+    }
+    let reason = palisade_core::error::find::<h2::Error>(error)?.reason()?;
+    let (code, message) = match reason {
+        h2::Reason::REFUSED_STREAM => (GrpcCode::Unavailable, UNAVAILABLE_OPEN),
+        h2::Reason::CANCEL => (GrpcCode::Cancelled, UNKNOWN),
+        h2::Reason::ENHANCE_YOUR_CALM => (GrpcCode::ResourceExhausted, AT_CAPACITY),
+        h2::Reason::INADEQUATE_SECURITY => (GrpcCode::PermissionDenied, UNKNOWN),
+        h2::Reason::NO_ERROR
+        | h2::Reason::PROTOCOL_ERROR
+        | h2::Reason::INTERNAL_ERROR
+        | h2::Reason::FLOW_CONTROL_ERROR
+        | h2::Reason::SETTINGS_TIMEOUT
+        | h2::Reason::COMPRESSION_ERROR
+        | h2::Reason::CONNECT_ERROR => (GrpcCode::Internal, UNKNOWN),
+        _ => (GrpcCode::Unknown, UNKNOWN),
+    };
+    Some(GrpcStatus {
+        code,
+        message,
         pushback: None,
-        reason: Reason::Unreachable,
+        reason: Reason::Other,
     })
 }
 

@@ -1,0 +1,85 @@
+//! A real HTTP/2 server that refuses a stream (`RST_STREAM` with
+//! `REFUSED_STREAM`: it did not process the call, RFC 9113 §8.7), reached
+//! through a tonic channel: the status layer answers `UNAVAILABLE`, as gRPC's
+//! HTTP/2 mapping says, and the gRPC retry retries the call, which is safe
+//! whatever the method, once `channel_error` marks it.
+#![cfg(feature = "tonic")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::{Request, Response};
+use palisade_grpc::{GrpcStatusLayer, channel_error};
+use palisade_retry::{GrpcRetryLayer, ReplayBody};
+use tokio::net::TcpListener;
+use tower::{Layer, ServiceBuilder, ServiceExt};
+
+/// An HTTP/2 server on loopback that refuses the first `refused` streams and
+/// answers every later one `OK` (trailers-only); counts the streams it saw.
+async fn refusing_server(refused: usize) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let streams = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&streams);
+    tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut connection = h2::server::handshake(socket).await.unwrap();
+                while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                    if seen.fetch_add(1, Ordering::SeqCst) < refused {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let ok = Response::builder()
+                        .header("content-type", "application/grpc")
+                        .header("grpc-status", "0")
+                        .body(())
+                        .unwrap();
+                    let _ = respond.send_response(ok, true);
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), streams)
+}
+
+fn channel(endpoint: String) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(endpoint)
+        .unwrap()
+        .connect_lazy()
+}
+
+fn call<B: Default>() -> Request<B> {
+    Request::builder()
+        .method("POST")
+        .uri("http://payments/payments.Payments/Charge")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(B::default())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_refused_stream_is_unavailable() {
+    let (endpoint, streams) = refusing_server(1).await;
+    let layer = GrpcStatusLayer::builder("payments").build().unwrap();
+    let res = layer.layer(channel(endpoint)).oneshot(call()).await.unwrap();
+    assert_eq!(res.headers()["grpc-status"], "14");
+    assert_eq!(streams.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_refused_stream_is_retried_once_marked_by_channel_error() {
+    let (endpoint, streams) = refusing_server(1).await;
+    let retry = GrpcRetryLayer::builder("payments").build().unwrap();
+    let client = ServiceBuilder::new()
+        .layer(retry)
+        .map_request(|req: Request<ReplayBody<tonic::body::Body>>| req.map(tonic::body::Body::new))
+        .map_err(channel_error)
+        .service(channel(endpoint));
+    let res = client.oneshot(call::<tonic::body::Body>()).await.unwrap();
+    assert_eq!(res.headers()["grpc-status"], "0");
+    assert_eq!(streams.load(Ordering::SeqCst), 2, "the refused call was sent again");
+}
