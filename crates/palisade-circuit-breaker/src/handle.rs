@@ -114,8 +114,12 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedCircuitBreakerHandle<K> {
         self.len() == 0
     }
 
-    /// Drops the keys idle for longer than the idle timeout now (new keys do
-    /// this when the bound is reached); returns how many went.
+    /// Drops the keys idle for longer than the idle timeout now (a new key
+    /// does this when the bound is reached); returns how many went.
+    ///
+    /// Keys used since the previous sweep are dated to this one, so calling
+    /// this periodically bounds how late an idle key is found: one period.
+    /// A key in use is never dropped as idle.
     pub fn evict_idle(&self) -> usize {
         self.registry.evict_idle()
     }

@@ -13,7 +13,15 @@
 //! - [`Eviction::least_recently_used`]: keys idle for longer than the idle
 //!   timeout go first, then the least recently used one, passing over those
 //!   the policy says to keep longer while another can go. A new key always
-//!   gets in. Each lookup stamps the key with the time (one clock read).
+//!   gets in. A lookup reads no clock: it marks its key used (a flag it
+//!   writes only when it is not set yet, so keys in steady use see no
+//!   writes), and a sweep (making room for a new key, or
+//!   [`evict_idle`](KeyedMap::evict_idle)) reads the clock once and dates
+//!   the keys marked since the previous sweep to its own time. A key's last
+//!   use is so known to the interval between two sweeps, late rather than
+//!   early: a key never goes as idle before it is idle, and goes at most one
+//!   interval late, and keys used within one interval rank as used at once.
+//!   Calling `evict_idle` periodically keeps the interval short.
 //! - [`Eviction::unused`]: the keys whose value nobody but the map holds go
 //!   (nothing is lost but what the value learned); when every kept value is
 //!   in use, the new key is refused. Lookups read no clock.
@@ -110,10 +118,16 @@ impl<V> fmt::Debug for Eviction<V> {
     }
 }
 
+/// The bit of [`Slot::last_used`] a lookup sets: used since the last sweep.
+const USED: u64 = 1 << 63;
+
 struct Slot<V> {
     value: V,
-    /// When the key was last looked up, in nanoseconds since the map's base
-    /// (least-recently-used eviction only).
+    /// When the key was last used at the latest, in nanoseconds since the
+    /// map's base (below [`USED`]): when it was made, or the time of the last
+    /// sweep that found it used; with [`USED`] set by a lookup since that
+    /// sweep (least-recently-used eviction only). One word, so a slot is no
+    /// larger for the flag.
     last_used: AtomicU64,
 }
 
@@ -159,18 +173,24 @@ impl<K, V> KeyedMap<K, V> {
         }
     }
 
+    /// Nanoseconds since the map's base, below [`USED`] (292 years).
     fn now_nanos(&self) -> u64 {
-        crate::nanos::since(self.base)
+        crate::nanos::since(self.base).min(USED - 1)
     }
 
-    /// Drops the keys idle at `now`, if the policy has an idle timeout.
+    /// Dates the keys used since the last sweep to `now`, then drops the keys
+    /// idle at `now`, if the policy has an idle timeout.
     fn drop_idle(&self, slots: &mut HashMap<K, Slot<V>, RandomState>, now: u64) {
         let Some(idle) = self.eviction.idle_nanos else {
             return;
         };
         let evicted = self.eviction.on_evict;
         slots.retain(|_, slot| {
-            let active = now.saturating_sub(slot.last_used.load(Relaxed)) < idle;
+            let last_used = slot.last_used.get_mut();
+            if *last_used & USED != 0 {
+                *last_used = now;
+            }
+            let active = now.saturating_sub(*last_used) < idle;
             if !active {
                 evicted(&slot.value);
             }
@@ -199,24 +219,29 @@ impl<K: Hash + Eq, V: Clone> KeyedMap<K, V> {
     /// is new. `None` only under [`Eviction::unused`], when every kept value
     /// is in use.
     pub fn get_or_insert_with(&self, key: K, make: impl FnOnce(&K) -> V) -> Option<V> {
-        // Only least-recently-used eviction needs to know when a key was used:
-        // under `unused`, a lookup reads no clock and writes nothing.
-        let now = self.eviction.idle_nanos.map(|_| self.now_nanos());
-        let stamp = |slot: &Slot<V>| {
-            if let Some(now) = now {
-                slot.last_used.store(now, Relaxed);
+        // Only least-recently-used eviction needs to know that a key was
+        // used: under `unused`, a lookup writes nothing. The flag is read
+        // first so that a key in steady use, from several threads, is not
+        // written at all.
+        let lru = self.eviction.idle_nanos.is_some();
+        let mark = |slot: &Slot<V>| {
+            // Under the read lock: no sweep runs meanwhile, and lookups
+            // racing here write the same word.
+            let last_used = slot.last_used.load(Relaxed);
+            if lru && last_used & USED == 0 {
+                slot.last_used.store(last_used | USED, Relaxed);
             }
         };
         if let Some(slot) = self.slots.read().unpoison().get(&key) {
-            stamp(slot);
+            mark(slot);
             return Some(slot.value.clone());
         }
         let mut slots = self.slots.write().unpoison();
         if let Some(slot) = slots.get(&key) {
-            stamp(slot);
+            mark(slot);
             return Some(slot.value.clone());
         }
-        let now = now.unwrap_or(0);
+        let now = if lru { self.now_nanos() } else { 0 };
         if slots.len() >= self.max_keys && !self.make_room(&mut slots, now) {
             return None;
         }
@@ -235,6 +260,7 @@ impl<K: Hash + Eq, V: Clone> KeyedMap<K, V> {
         match self.eviction.rule {
             Rule::LeastRecentlyUsed { keep_longer } => {
                 self.drop_idle(slots, now);
+                // `drop_idle` dated every use, so `last_used` is the whole story.
                 let rank = |slot: &Slot<V>| (keep_longer(&slot.value), slot.last_used.load(Relaxed));
                 // The first slot of the lowest rank goes. Keys need not be
                 // cloneable, so it is found again by a second walk; should a
@@ -335,6 +361,41 @@ mod tests {
         assert_eq!(map.evict_idle(), 2);
         assert!(map.is_empty());
         assert_eq!(EVICTED.load(Relaxed), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_in_use_is_never_idle_and_an_unused_one_goes_at_most_one_sweep_late() {
+        let map: KeyedMap<u32, Arc<Value>> =
+            KeyedMap::new(10, Eviction::least_recently_used(Duration::from_secs(10), |_| false));
+        map.get_or_insert_with(1, |_| Arc::default());
+        map.get_or_insert_with(2, |_| Arc::default());
+        tokio::time::advance(Duration::from_secs(9)).await;
+        map.get_or_insert_with(1, |_| unreachable!("kept"));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // 11 s after both were made: 2 was never used since, 1 was, 2 s ago.
+        assert_eq!(map.evict_idle(), 1);
+        assert_eq!(keys(&map), [1]);
+        // 1 was last used 11 s ago now, but the sweep that found it used
+        // dated it to its own time, 9 s ago: late, never early.
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(map.evict_idle(), 0);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(map.evict_idle(), 1);
+        assert!(map.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_map_dates_uses_before_it_ranks_keys() {
+        let map: KeyedMap<u32, Arc<Value>> =
+            KeyedMap::new(2, Eviction::least_recently_used(Duration::from_secs(60), |_| false));
+        map.get_or_insert_with(1, |_| Arc::default());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        map.get_or_insert_with(2, |_| Arc::default());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // 1, made first, was used last: 2 goes.
+        map.get_or_insert_with(1, |_| unreachable!("kept"));
+        map.get_or_insert_with(3, |_| Arc::default());
+        assert_eq!(keys(&map), [1, 3]);
     }
 
     #[test]
