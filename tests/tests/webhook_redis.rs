@@ -1,11 +1,13 @@
 //! The webhook replay store against a live Redis: a redelivered message
 //! never reaches the handler twice, across layer instances sharing the
 //! store; a redelivery while the first is handled is answered 409, never
-//! 2xx; failed deliveries release their mark; marks expire. Through a fault
+//! 2xx; failed deliveries release their mark; marks expire; an acceptance
+//! whose caller went away is still recorded. Through a fault
 //! proxy: a store whose connection is cut serves again, and a stalled store
 //! is given up within the layer's store timeout.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -559,5 +561,46 @@ async fn a_window_past_any_clock_is_kept_about_thirty_years() {
         .unwrap();
     let thirty_years: i64 = 365 * 30 * 86_400_000;
     assert!((thirty_years - 60_000..=thirty_years).contains(&pttl), "{pttl} ms");
+    redis.cleanup().await;
+}
+
+/// The caller goes away (a timeout outside the layer, a reset stream) right after the handler
+/// answered 2xx, while the acceptance is still queued on the store's connection: the
+/// acceptance is recorded all the same, so the sender's redelivery is a duplicate, answered
+/// 200 without the handler, rather than refused 409 until the lock expires and then run twice.
+#[tokio::test]
+async fn an_acceptance_whose_caller_went_away_is_still_recorded() {
+    let Some(redis) = Redis::connect("webhook_accept_dropped").await else {
+        return;
+    };
+    let store = RedisReplayStore::new(redis.conn.clone(), redis.prefix.clone());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = instance(store, calls.clone(), StatusCode::OK);
+    let (headers, signed) = signed_delivery();
+    let mut call = Box::pin(svc.clone().oneshot(delivery(&headers)));
+    // The poll in which the handler answers also queues the acceptance; on this
+    // current-thread runtime nothing writes it before the call is dropped.
+    std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
+        std::task::Poll::Ready(_) => panic!("answered before the acceptance was recorded"),
+        std::task::Poll::Pending if calls.load(Ordering::SeqCst) == 1 => std::task::Poll::Ready(()),
+        std::task::Poll::Pending => std::task::Poll::Pending,
+    })
+    .await;
+    drop(call);
+
+    let key = redis.key(&format!("standard_webhooks:{}", signed.id.unwrap()));
+    palisade_tests::wait_until("the acceptance recorded", WAIT, || {
+        let (mut conn, key) = (redis.conn.clone(), key.clone());
+        async move {
+            let mark: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
+            mark.as_deref() == Some(b"A")
+        }
+    })
+    .await;
+    assert_eq!(
+        status_and_body(svc, delivery(&headers)).await,
+        (StatusCode::OK, Bytes::new())
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
     redis.cleanup().await;
 }

@@ -53,6 +53,14 @@ pin_project! {
     }
 }
 
+impl<F: Unpin> Timed<F> {
+    /// The bounded future, for a caller that goes away to hand it to a task
+    /// of its own (with a bound of that task's).
+    pub fn future_mut(self: Pin<&mut Self>) -> &mut F {
+        self.project().future.get_mut()
+    }
+}
+
 impl<F> Timed<F> {
     /// Bounds `future` by `after`.
     pub fn new(future: F, after: Duration) -> Self {

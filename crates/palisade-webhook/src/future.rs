@@ -34,6 +34,24 @@ pin_project! {
         state: VerifyState<S, B>,
         shared: Arc<Shared>,
     }
+
+    impl<S, B> PinnedDrop for VerifyFuture<S, B>
+    where
+        S: Service<Request<Full<Bytes>>>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // The handler answered 2xx and its caller went away while the
+            // acceptance was on its way to the store: it did its work, so
+            // the acceptance must land, or the sender's redelivery (it never
+            // heard the 2xx) runs the handler again once the in-flight mark
+            // expires.
+            if let VerifyStateProj::Accept { accept, .. } = this.state.project() {
+                let accept = std::mem::replace(accept.future_mut(), Box::pin(std::future::pending()));
+                this.shared.accept_elsewhere(accept);
+            }
+        }
+    }
 }
 
 pin_project! {
@@ -285,7 +303,11 @@ where
                     }
                 }
                 VerifyStateProj::Accept { accept, response } => {
-                    if let Err(error) = ready!(accept.poll(cx)) {
+                    let accepted = ready!(accept.poll(cx));
+                    let response = response.take();
+                    // Recorded: nothing is left for a drop to hand over.
+                    this.state.set(VerifyState::Answer { answer: None });
+                    if let Err(error) = accepted {
                         // The handler did its work: the sender is told so. The
                         // in-flight mark stays until the lock expiry.
                         tracing::warn!(
@@ -296,7 +318,7 @@ where
                             "could not record an accepted webhook"
                         );
                     }
-                    return Poll::Ready(Ok(match response.take() {
+                    return Poll::Ready(Ok(match response {
                         Some(response) => response,
                         None => this
                             .shared

@@ -170,7 +170,11 @@
 //! - Any other status, an error from the handler, or a call dropped before
 //!   the handler answered: the in-flight mark is released, so the sender's
 //!   next retry reaches the handler. A call dropped after a 2xx, while the
-//!   acceptance is being recorded, keeps the mark.
+//!   acceptance is being recorded (a timeout outside the layer, a reset
+//!   stream), keeps the mark, and the recording goes on, on a task of its
+//!   own within the store timeout, so the sender's redelivery is a
+//!   duplicate (without a tokio runtime, the in-flight mark stays until the
+//!   lock expiry).
 //! - The process dies while the handler runs: nothing releases the mark; it
 //!   expires after the lock expiry (default 60 s), and the sender's next
 //!   retry after that reaches the handler. Set the lock expiry above the

@@ -11,9 +11,10 @@ use metrics::{Counter, Key, Label, Metadata, SharedString};
 use palisade_core::problem::Problem;
 use palisade_core::problem::ToProblem;
 use palisade_core::telemetry::{LABEL_NAME, LABEL_OUTCOME, LABEL_SCHEME, webhook};
+use palisade_core::timed::Timed;
 
 use crate::error::{Reason, Rejection};
-use crate::replay::ReplayStore;
+use crate::replay::{ReplayStore, StoreFuture};
 use crate::scheme::SchemeKind;
 use crate::verify::Verifier;
 
@@ -116,6 +117,24 @@ pub(crate) enum Answer {
 }
 
 impl Shared {
+    /// Records, on a task of its own and within the store timeout, the
+    /// acceptance of a delivery whose caller went away after its handler's
+    /// 2xx. Without a runtime it is not recorded, and the in-flight mark
+    /// stays until the lock expiry.
+    pub(crate) fn accept_elsewhere(&self, accept: StoreFuture<()>) {
+        let name = self.name.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(target: webhook::TARGET, name = &*name, "no runtime to record an accepted webhook whose caller went away; its in-flight mark stays until the lock expiry");
+            return;
+        };
+        let accept = Timed::new(accept, self.store_timeout);
+        runtime.spawn(async move {
+            if let Err(error) = accept.await {
+                tracing::warn!(target: webhook::TARGET, name = &*name, %error, "could not record an accepted webhook");
+            }
+        });
+    }
+
     pub(crate) fn answer<ResBody: From<Bytes>>(&self, answer: Answer) -> Response<ResBody> {
         let scheme = self.verifier.scheme().as_str();
         match answer {
