@@ -12,10 +12,11 @@
 //! (HTTP) or `DEADLINE_EXCEEDED` (gRPC).
 //!
 //! [`PropagateDeadlineLayer`] (client side) bounds each attempt of an
-//! outgoing call by the smaller of its own timeout and what is left of the
-//! request's deadline less a safety margin, and sends that budget downstream
-//! (`grpc-timeout` on gRPC requests, the HTTP header on others), so the next
-//! service inherits it. palisade-retry's policies read the same deadline and
+//! outgoing call by the smallest of its own timeout, a budget the call
+//! already carries (tonic's `Request::set_timeout` writes `grpc-timeout`),
+//! and what is left of the request's deadline less a safety margin, and
+//! sends that budget downstream (`grpc-timeout` on gRPC requests, the HTTP
+//! header on others), so the next service inherits it. palisade-retry's policies read the same deadline and
 //! never start a wait that would end past it.
 //!
 //! # Install
@@ -133,7 +134,11 @@
 //! | `grpc_timeout` | sent | `grpc-timeout` on gRPC requests |
 //!
 //! An attempt whose budget is zero is not sent: it fails with
-//! [`DeadlineExceeded`](palisade_core::deadline::DeadlineExceeded). An
+//! [`DeadlineExceeded`](palisade_core::deadline::DeadlineExceeded); so does
+//! one whose budget is under a millisecond on HTTP, which the header (whole
+//! milliseconds) could only say as `0`. A budget the call already carries
+//! in the header the layer writes bounds it like the layer's own timeout
+//! (cut with tower's `Elapsed`), and is replaced by a smaller one. An
 //! attempt cut by the deadline fails with `DeadlineExceeded` too (a local
 //! rejection: not retried, not counted by a breaker, 504 through
 //! [`problem_for_error`](palisade_core::problem::problem_for_error)),

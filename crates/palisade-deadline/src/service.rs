@@ -181,21 +181,44 @@ where
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let shared = &self.shared;
         let deadline = Deadline::of(&req);
-        let Some(timeout) = attempt_timeout(shared.timeout, deadline, shared.margin) else {
+        let grpc = palisade_core::is_grpc(req.headers());
+        // Where the budget goes: a budget the caller already put there (tonic's
+        // `Request::set_timeout` writes `grpc-timeout`) is the call's own bound too.
+        let grpc_timeout = GRPC_TIMEOUT;
+        let header = if grpc {
+            Some(&grpc_timeout).filter(|_| shared.grpc_timeout)
+        } else {
+            shared.header.as_ref()
+        };
+        let callers = header.and_then(|name| {
+            let value = req.headers().get(name)?.as_bytes();
+            if grpc {
+                deadline::parse_grpc_timeout(value).ok()
+            } else {
+                deadline::parse_millis(value).ok()
+            }
+        });
+        let own = match (shared.timeout, callers) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let Some(timeout) = attempt_timeout(own, deadline, shared.margin) else {
             return PropagateFuture::called(self.inner.call(req), None, shared.clone());
         };
-        if timeout.is_zero() {
+        // A budget the header can only say as zero (under a millisecond, in
+        // whole milliseconds) is one the downstream answers as exceeded.
+        let sent_as_zero = !grpc && header.is_some() && timeout < Duration::from_millis(1);
+        if timeout.is_zero() || sent_as_zero {
             return PropagateFuture::exceeded(shared.clone());
         }
-        let by_deadline = shared.timeout.is_none_or(|own| timeout < own);
-        if palisade_core::is_grpc(req.headers()) {
-            if shared.grpc_timeout {
-                req.headers_mut()
-                    .insert(GRPC_TIMEOUT, deadline::format_grpc_timeout(timeout));
-            }
-        } else if let Some(header) = &shared.header {
-            req.headers_mut()
-                .insert(header.clone(), deadline::format_millis(timeout));
+        let by_deadline = own.is_none_or(|own| timeout < own);
+        if let Some(name) = header {
+            let value = if grpc {
+                deadline::format_grpc_timeout(timeout)
+            } else {
+                deadline::format_millis(timeout)
+            };
+            req.headers_mut().insert(name.clone(), value);
         }
         // Kept in tokio's range, as a deadline is: `timeout` may be huge.
         let at = Deadline::after(timeout).instant();

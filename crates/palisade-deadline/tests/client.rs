@@ -274,3 +274,77 @@ async fn a_hanging_attempt_ends_the_retries_at_the_deadline() {
     assert_eq!(attempts(&seen).len(), 1);
     assert!(attempts(&seen)[0].cancelled);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_calls_own_shorter_budget_is_kept_and_bounds_it_as_a_timeout() {
+    // tonic's `Request::set_timeout` puts the call's own bound in
+    // `grpc-timeout`: a longer one of the layer's must not replace it.
+    let seen = Seen::default();
+    let layer = PropagateDeadlineLayer::builder("inventory")
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let svc = layer.layer(downstream(&seen, None, 200));
+    let req = Request::post("/pkg.S/M")
+        .header("content-type", "application/grpc")
+        .header("grpc-timeout", "100m")
+        .body(())
+        .unwrap();
+    let started = Instant::now();
+    let err = svc.oneshot(req).await.unwrap_err();
+    assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
+    assert_eq!(started.elapsed(), 100 * MS);
+    assert_eq!(attempts(&seen)[0].grpc_timeout.as_deref(), Some("100000u"));
+
+    // The same on HTTP, and under a deadline that leaves more.
+    let seen = Seen::default();
+    let svc = propagate().layer(downstream(&seen, None, 200));
+    let req = Request::get("/")
+        .header("x-request-timeout-ms", "50")
+        .extension(Deadline::after(300 * MS))
+        .body(())
+        .unwrap();
+    let started = Instant::now();
+    let err = svc.oneshot(req).await.unwrap_err();
+    assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
+    assert_eq!(started.elapsed(), 50 * MS);
+    assert_eq!(attempts(&seen)[0].header.as_deref(), Some("50"));
+
+    // A call's own budget longer than what the deadline leaves gives way to it.
+    let seen = Seen::default();
+    let svc = propagate().layer(downstream(&seen, None, 200));
+    let req = Request::get("/")
+        .header("x-request-timeout-ms", "5000")
+        .extension(Deadline::after(300 * MS))
+        .body(())
+        .unwrap();
+    let err = svc.oneshot(req).await.unwrap_err();
+    assert!(err.is::<DeadlineExceeded>(), "{err}");
+    assert_eq!(attempts(&seen)[0].header.as_deref(), Some("290"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_that_would_be_sent_as_zero_milliseconds_is_not_sent() {
+    // 10.5 ms left, 10 ms of margin: half a millisecond, which the header
+    // can only say as "0", which a downstream answers as exceeded at once.
+    let seen = Seen::default();
+    let svc = propagate().layer(downstream(&seen, Some(MS), 200));
+    let req = Request::get("/")
+        .extension(Deadline::after(Duration::from_micros(10_500)))
+        .body(())
+        .unwrap();
+    let err = svc.oneshot(req).await.unwrap_err();
+    assert!(err.is::<DeadlineExceeded>(), "{err}");
+    assert!(attempts(&seen).is_empty());
+
+    // gRPC says it in microseconds: the call goes.
+    let seen = Seen::default();
+    let svc = propagate().layer(downstream(&seen, Some(Duration::from_micros(100)), 200));
+    let req = Request::post("/pkg.S/M")
+        .header("content-type", "application/grpc")
+        .extension(Deadline::after(Duration::from_micros(10_500)))
+        .body(())
+        .unwrap();
+    assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
+    assert_eq!(attempts(&seen)[0].grpc_timeout.as_deref(), Some("500000n"));
+}
