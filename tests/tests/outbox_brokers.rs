@@ -1,4 +1,5 @@
-//! The outbox's RabbitMQ and Redis Streams publishers against live brokers.
+//! The outbox's RabbitMQ and Redis Streams publishers against live brokers, and a Redis
+//! connection gone silent under a publish, through a fault proxy.
 
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -8,7 +9,8 @@ use std::time::Duration;
 use palisade_outbox::postgres::PgStore;
 use palisade_outbox::{Encoding, Event, OutboxStore, Publisher, PublisherHealth, Relay, stage};
 use palisade_outbox::{RabbitMqPublisher, RabbitMqRejected, RedisPublisher};
-use palisade_tests::{Postgres, RabbitMq, Redis, unique_name};
+use palisade_tests::fault_proxy::{Action, Direction, FaultProxy};
+use palisade_tests::{Postgres, RabbitMq, Redis, unique_name, upstream_of, via};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -614,5 +616,44 @@ async fn redis_reconnects_after_the_server_closes_its_connection() {
         .query_async::<()>(&mut admin)
         .await
         .unwrap();
+    redis.cleanup().await;
+}
+
+/// A connection that goes silent without closing (a failover, a network path that drops every
+/// packet): the publish on it has no reply until the relay's publish timeout gives it up. The
+/// publisher then reports the broker unreachable and opens a new connection for the next
+/// publish, instead of sending every later publish down the silent one until the kernel gives
+/// up on it, minutes later, and dead-lettering events meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_forgets_a_connection_that_went_silent_under_a_publish() {
+    let Some(redis) = Redis::connect("outbox_redis_silent").await else {
+        return;
+    };
+    let proxy = FaultProxy::start(upstream_of(&redis.url, 6379)).await.unwrap();
+    let client = redis::Client::open(via(&redis.url, &proxy)).unwrap();
+    let publisher = RedisPublisher::connect(client)
+        .await
+        .unwrap()
+        .with_prefix(redis.prefix.clone());
+    let event = |version: i64| Event::new("OrderChanged", "Order", "o1", json!({})).with_version(version);
+    publisher.publish(&event(1)).await.unwrap();
+    assert_eq!(proxy.accepted(), 1);
+
+    // The next command on that connection, and everything after it, is held.
+    let silent = proxy.on(Direction::ToUpstream, b"XADD", Action::Stall);
+    let publish_timeout = Duration::from_millis(300);
+    let given_up = tokio::time::timeout(publish_timeout, publisher.publish(&event(2))).await;
+    assert!(given_up.is_err(), "no reply on a silent connection");
+    assert!(silent.has_fired());
+    assert_eq!(publisher.health(), PublisherHealth::Disconnected);
+
+    let retried = tokio::time::timeout(Duration::from_secs(10), publisher.publish(&event(2))).await;
+    assert!(
+        matches!(retried, Ok(Ok(()))),
+        "the retry goes out on a new connection: {retried:?}"
+    );
+    assert_eq!(proxy.accepted(), 2);
+    assert_eq!(publisher.health(), PublisherHealth::Connected);
+    drop(proxy);
     redis.cleanup().await;
 }

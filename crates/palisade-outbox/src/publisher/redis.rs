@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::{Stream, StreamExt, stream};
@@ -34,11 +34,14 @@ use crate::error::PublishError;
 /// Made with [`connect`](RedisPublisher::connect), the publisher opens a multiplexed
 /// connection of its own and opens a new one after the server closed it or it broke: the
 /// publish that finds it gone fails as transient (the relay retries it) and the next one goes
-/// out on the new connection. Made with [`new`](RedisPublisher::new), it publishes through the
+/// out on the new connection. So does a connection that went silent without closing (a
+/// failover, a network path that drops every packet): the publish given up on it (the relay's
+/// publish timeout) leaves it forgotten, and the next publish opens a new one. Made with
+/// [`new`](RedisPublisher::new), it publishes through the
 /// connection given, which recovers only if that connection does (redis's
 /// `ConnectionManager` does, a `MultiplexedConnection` does not).
-/// [`health`](Publisher::health) is disconnected from a publish that lost the connection until
-/// one gets a reply again.
+/// [`health`](Publisher::health) is disconnected from a publish that lost the connection, or
+/// was given up before its reply, until one gets a reply again.
 #[derive(Debug, Clone)]
 pub struct RedisPublisher<C> {
     connection: C,
@@ -57,9 +60,33 @@ pub struct ReconnectingConnection {
 
 struct Reconnecting {
     client: redis::Client,
-    current: Mutex<Option<MultiplexedConnection>>,
+    /// The open connection, and how many were opened before it (so a command
+    /// forgets only the connection it ran on).
+    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    opened: AtomicU64,
     /// Held while connecting, so concurrent commands open one connection.
     reopening: tokio::sync::Mutex<()>,
+}
+
+/// Runs its action when dropped before [`answered`](Unanswered::answered): a
+/// command given up before its reply (the relay's publish timeout) leaves its
+/// connection suspect, since a connection gone silent without closing (a
+/// failover, a path that drops every packet) fails nothing until the kernel
+/// gives up on it, minutes later.
+struct Unanswered<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Unanswered<F> {
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<F: FnOnce()> Drop for Unanswered<F> {
+    fn drop(&mut self) {
+        if let Some(given_up) = self.0.take() {
+            given_up();
+        }
+    }
 }
 
 impl std::fmt::Debug for ReconnectingConnection {
@@ -74,30 +101,44 @@ fn connection_lost(error: &RedisError) -> bool {
 }
 
 impl ReconnectingConnection {
-    fn current(&self) -> Option<MultiplexedConnection> {
+    fn current(&self) -> Option<(u64, MultiplexedConnection)> {
         self.shared.current.lock().unpoison().clone()
     }
 
     /// The open connection, connecting first when there is none.
-    async fn connection(&self) -> RedisResult<MultiplexedConnection> {
-        if let Some(connection) = self.current() {
-            return Ok(connection);
+    async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+        if let Some(open) = self.current() {
+            return Ok(open);
         }
         let _reopening = self.shared.reopening.lock().await;
-        if let Some(connection) = self.current() {
-            return Ok(connection);
+        if let Some(open) = self.current() {
+            return Ok(open);
         }
         let connection = self.shared.client.get_multiplexed_async_connection().await?;
-        *self.shared.current.lock().unpoison() = Some(connection.clone());
-        Ok(connection)
+        let open = (self.shared.opened.fetch_add(1, Ordering::Relaxed), connection);
+        *self.shared.current.lock().unpoison() = Some(open.clone());
+        Ok(open)
     }
 
-    /// Forgets the connection after `error` if it means the connection is gone.
-    fn check<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
+    /// Forgets connection `id` if it is still the open one.
+    fn forget(&self, id: u64) {
+        let mut current = self.shared.current.lock().unpoison();
+        if current.as_ref().is_some_and(|(open, _)| *open == id) {
+            *current = None;
+        }
+    }
+
+    /// Runs `command` on the open connection; forgets the connection when the
+    /// reply says it is gone, or when the command is given up before its reply.
+    async fn run<T>(&self, command: impl AsyncFnOnce(&mut MultiplexedConnection) -> RedisResult<T>) -> RedisResult<T> {
+        let (id, mut connection) = self.connection().await?;
+        let unanswered = Unanswered(Some(|| self.forget(id)));
+        let result = command(&mut connection).await;
+        unanswered.answered();
         if let Err(error) = &result
             && connection_lost(error)
         {
-            *self.shared.current.lock().unpoison() = None;
+            self.forget(id);
         }
         result
     }
@@ -105,10 +146,7 @@ impl ReconnectingConnection {
 
 impl ConnectionLike for ReconnectingConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let mut connection = self.connection().await?;
-            self.check(connection.req_packed_command(cmd).await)
-        })
+        Box::pin(self.run(async move |connection| connection.req_packed_command(cmd).await))
     }
 
     fn req_packed_commands<'a>(
@@ -117,10 +155,7 @@ impl ConnectionLike for ReconnectingConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let mut connection = self.connection().await?;
-            self.check(connection.req_packed_commands(pipeline, offset, count).await)
-        })
+        Box::pin(self.run(async move |connection| connection.req_packed_commands(pipeline, offset, count).await))
     }
 
     fn get_db(&self) -> i64 {
@@ -136,6 +171,7 @@ impl RedisPublisher<ReconnectingConnection> {
             shared: Arc::new(Reconnecting {
                 client,
                 current: Mutex::new(None),
+                opened: AtomicU64::new(0),
                 reopening: tokio::sync::Mutex::new(()),
             }),
         };
@@ -177,6 +213,11 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisPublisher<C> {
 }
 
 impl<C> RedisPublisher<C> {
+    /// Notes the broker unreachable if the publish is given up before its reply.
+    fn unanswered(&self) -> Unanswered<impl FnOnce() + '_> {
+        Unanswered(Some(|| self.connected.store(false, Ordering::Relaxed)))
+    }
+
     /// Notes whether the connection answered (`result` is a reply, even an error reply).
     fn track<T>(&self, result: &RedisResult<T>) {
         let lost = result.as_ref().is_err_and(connection_lost);
@@ -212,7 +253,9 @@ impl<C> RedisPublisher<C> {
 impl<C: ConnectionLike + Clone + Send + Sync + 'static> Publisher for RedisPublisher<C> {
     async fn publish(&self, event: &Event) -> Result<(), PublishError> {
         let mut connection = self.connection.clone();
+        let unanswered = self.unanswered();
         let result = self.xadd(event).query_async::<String>(&mut connection).await;
+        unanswered.answered();
         self.track(&result);
         result.map_err(PublishError::transient)?;
         Ok(())
@@ -228,7 +271,9 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Publisher for RedisPubli
                 pipeline.add_command(self.xadd(event));
             }
             let mut connection = self.connection.clone();
+            let unanswered = self.unanswered();
             let result = connection.req_packed_commands(&pipeline, 0, events.len()).await;
+            unanswered.answered();
             self.track(&result);
             let replies: Vec<Result<(), PublishError>> = match result {
                 Ok(replies) => replies
