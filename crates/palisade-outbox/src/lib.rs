@@ -196,8 +196,11 @@
 //!   the pool in an unknown state, and the relay claims again at its next poll. Events of a
 //!   given-up claim are freed when the database ends that connection's transaction
 //!   (PostgreSQL; set `idle_in_transaction_session_timeout` on the relay's role for a network
-//!   that stalls without closing) or when the lease expires (SQLite); a given-up record of a
-//!   published batch publishes it again (at least once).
+//!   that stalls without closing, above the `lease`: the relay's transaction stays open and
+//!   idle while its batch is published, up to the lease, and a session ended under it loses
+//!   the batch's record, attempts and dead letters included, so the batch is published again
+//!   at the next poll with no backoff) or when the lease expires (SQLite); a given-up record
+//!   of a published batch publishes it again (at least once).
 //! - **Shutdown**: [`RelayHandle::shutdown`] (or the future given to [`Relay::run`]) stops the
 //!   relay after the batch in flight is published and recorded.
 //! - **Retention**: published events are deleted at once unless a `retention` is set; then they
