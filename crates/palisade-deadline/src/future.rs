@@ -5,8 +5,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
-use http::Response;
+use http::{Response, StatusCode};
 use palisade_core::BoxError;
 use palisade_core::deadline::{Deadline, DeadlineExceeded};
 use palisade_core::telemetry::deadline as names;
@@ -176,12 +177,23 @@ impl<F> fmt::Debug for PropagateFuture<F> {
     }
 }
 
-impl<F, T, E> Future for PropagateFuture<F>
+/// How early before this layer's bound a downstream enforcing the budget it
+/// was sent may give up: the budget goes out rounded down, to whole
+/// milliseconds on HTTP.
+const SENT_ROUNDED_DOWN: Duration = Duration::from_millis(1);
+
+/// A downstream's answer that its budget passed: `504 Gateway Timeout`, or
+/// gRPC's `DEADLINE_EXCEEDED` in a trailers-only response.
+fn deadline_answer<B>(res: &Response<B>) -> bool {
+    res.status() == StatusCode::GATEWAY_TIMEOUT || res.headers().get("grpc-status").is_some_and(|code| code == "4")
+}
+
+impl<F, B, E> Future for PropagateFuture<F>
 where
-    F: Future<Output = Result<T, E>>,
+    F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<T, BoxError>;
+    type Output = Result<Response<B>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -190,22 +202,28 @@ where
         };
         if let Poll::Ready(result) = inner.poll(cx) {
             this.inner.set(None);
-            return Poll::Ready(result.map_err(|e| {
-                let e = e.into();
-                // A downstream enforcing the budget it was sent (a tonic
-                // channel its `grpc-timeout`) fails at this future's own
-                // bound: when that bound is the deadline's, so is the cut.
-                let at_bound = || {
-                    this.sleep
-                        .as_ref()
-                        .as_pin_ref()
-                        .is_some_and(|sleep| sleep.deadline() <= tokio::time::Instant::now())
-                };
-                if *this.by_deadline && palisade_core::error::is_timeout(&*e) && at_bound() {
-                    return this.shared.exceeded();
+            // A downstream enforcing the budget it was sent (a tonic channel
+            // its `grpc-timeout`, a palisade server its header) fails, or
+            // answers that the budget passed, at this future's own bound:
+            // when that bound is the deadline's, so is the cut.
+            let at_bound = *this.by_deadline
+                && this
+                    .sleep
+                    .as_ref()
+                    .as_pin_ref()
+                    .is_some_and(|sleep| sleep.deadline() <= tokio::time::Instant::now() + SENT_ROUNDED_DOWN);
+            return Poll::Ready(match result {
+                Ok(res) if at_bound && deadline_answer(&res) => Err(this.shared.exceeded()),
+                Ok(res) => Ok(res),
+                Err(e) => {
+                    let e = e.into();
+                    if at_bound && palisade_core::error::is_timeout(&*e) {
+                        Err(this.shared.exceeded())
+                    } else {
+                        Err(e)
+                    }
                 }
-                e
-            }));
+            });
         }
         if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
             ready!(sleep.poll(cx));

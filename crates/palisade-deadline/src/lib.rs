@@ -144,7 +144,9 @@
 //! [`problem_for_error`](palisade_core::problem::problem_for_error)),
 //! whether this layer cuts it or the downstream does, enforcing the budget
 //! it was sent (a tonic channel fails at its `grpc-timeout` with a timeout
-//! of its own, which this layer sees at its bound); one cut by its own
+//! of its own, a palisade server answers `504` or a trailers-only
+//! `DEADLINE_EXCEEDED`, which this layer sees at its bound, or up to the
+//! millisecond the header rounds away before it); one cut by its own
 //! shorter timeout fails with tower's `Elapsed`, which the retry policy may
 //! retry. With neither a deadline nor a timeout the layer only
 //! passes the call through. For a client outside tower,

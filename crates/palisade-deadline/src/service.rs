@@ -165,9 +165,9 @@ impl<S: fmt::Debug> fmt::Debug for PropagateDeadline<S> {
     }
 }
 
-impl<S, ReqB> Service<Request<ReqB>> for PropagateDeadline<S>
+impl<S, ReqB, ResB> Service<Request<ReqB>> for PropagateDeadline<S>
 where
-    S: Service<Request<ReqB>>,
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
 {
     type Response = S::Response;

@@ -348,3 +348,48 @@ async fn a_budget_that_would_be_sent_as_zero_milliseconds_is_not_sent() {
     assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
     assert_eq!(attempts(&seen)[0].grpc_timeout.as_deref(), Some("500000n"));
 }
+
+/// A palisade server downstream: its deadline layer over a handler that never answers.
+fn deadline_server()
+-> impl tower::Service<Request<()>, Response = Response<palisade_deadline::DeadlineBody<Full<Bytes>>>, Error = BoxError>
++ Clone {
+    let hang = tower::service_fn(|_: Request<()>| std::future::pending::<Result<Response<Full<Bytes>>, BoxError>>());
+    palisade_deadline::DeadlineLayer::builder("downstream")
+        .build()
+        .unwrap()
+        .layer(hang)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_downstream_answering_that_the_budget_it_was_sent_passed_is_the_deadline() {
+    // 300.5 ms left less 10 ms of margin: the header says 290 (rounded down), so the
+    // downstream answers 504 half a millisecond before this layer's own bound.
+    let svc = propagate().layer(deadline_server());
+    let req = Request::get("/")
+        .extension(Deadline::after(Duration::from_micros(300_500)))
+        .body(())
+        .unwrap();
+    let started = Instant::now();
+    let err = svc.oneshot(req).await.unwrap_err();
+    assert!(err.is::<DeadlineExceeded>(), "{err}");
+    assert!(palisade_core::error::is_local_rejection(&*err));
+    assert_eq!(started.elapsed(), 290 * MS);
+
+    // gRPC: a trailers-only DEADLINE_EXCEEDED at the bound.
+    let svc = propagate().layer(deadline_server());
+    let req = Request::post("/pkg.S/M")
+        .header("content-type", "application/grpc")
+        .extension(Deadline::after(300 * MS))
+        .body(())
+        .unwrap();
+    let err = svc.oneshot(req).await.unwrap_err();
+    assert!(err.is::<DeadlineExceeded>(), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_504_well_before_the_bound_is_the_downstreams_own_answer() {
+    let seen = Seen::default();
+    let svc = propagate().layer(downstream(&seen, Some(50 * MS), 504));
+    let req = Request::get("/").extension(Deadline::after(300 * MS)).body(()).unwrap();
+    assert_eq!(svc.oneshot(req).await.unwrap().status(), 504);
+}
