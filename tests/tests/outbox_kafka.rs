@@ -513,3 +513,54 @@ async fn two_relays_keep_each_aggregates_order_and_lose_nothing_through_a_broker
 async fn two_relays_keep_each_aggregates_order_and_lose_nothing_when_the_broker_is_killed_and_restarted() {
     two_relays_through("kafka_restart", Fault::Restart).await;
 }
+
+/// The leader's connection goes silent without closing (a failover, a network path that drops
+/// every packet): the produce on it has no acknowledgement within the request timeout. The
+/// next publish goes out on a new connection to the leader, instead of down the silent one
+/// until the kernel gives up on it, minutes later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_connection_gone_silent_is_left_for_a_new_one() {
+    let port = free_port().await;
+    let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
+    // The broker advertises the proxy: every connection to it goes through it.
+    let Some(_broker) = PrivateKafka::start(port, proxy.addr(), Store::Memory).await else {
+        return;
+    };
+    let bootstrap = proxy.addr().to_string();
+    let kafka = Kafka {
+        client: Arc::new(Kafka::client(&bootstrap).await.unwrap()),
+        topic: unique_name("kafka_silent"),
+        url: bootstrap.clone(),
+    };
+    kafka.create_topic(&kafka.topic, 1).await;
+    let publisher = KafkaPublisher::connect([bootstrap.clone()])
+        .await
+        .unwrap()
+        .with_request_timeout(Duration::from_millis(500));
+    let event = |marker: &str| {
+        Event::new("Moved", "Parcel", "p1", json!({ "marker": marker })).with_destination(kafka.topic.clone())
+    };
+    publisher.publish(&event("first")).await.unwrap();
+
+    // The produce carrying this marker, and everything after it on its connection, is held.
+    let silent = proxy.on(
+        palisade_tests::fault_proxy::Direction::ToUpstream,
+        b"held-back",
+        palisade_tests::fault_proxy::Action::Stall,
+    );
+    let lost = publisher.publish(&event("held-back")).await.unwrap_err();
+    assert!(lost.is_transient(), "{lost}");
+    assert!(silent.has_fired());
+    assert_eq!(publisher.health(), PublisherHealth::Disconnected);
+
+    let accepted = proxy.accepted();
+    let retried = tokio::time::timeout(Duration::from_secs(10), publisher.publish(&event("retried"))).await;
+    assert!(
+        matches!(retried, Ok(Ok(()))),
+        "the retry goes out on a new connection: {retried:?}"
+    );
+    assert!(proxy.accepted() > accepted, "a new connection to the leader");
+    assert_eq!(publisher.health(), PublisherHealth::Connected);
+}

@@ -118,7 +118,8 @@ const RETRY_DEADLINE: Duration = Duration::from_secs(5);
 /// rskafka connects to each partition's leader and connects again when a connection breaks or
 /// leadership moves, retrying the request with a backoff. A publish that has no
 /// acknowledgement within the [request timeout](Self::with_request_timeout) (5 s) fails as
-/// transient and the relay retries it. [`health`](Publisher::health) is disconnected from a
+/// transient and the relay retries it on a new connection to the leader (the one it was sent
+/// on may have gone silent without closing). [`health`](Publisher::health) is disconnected from a
 /// publish that failed to reach the broker (or timed out) until one reaches it again.
 #[derive(Debug, Clone)]
 pub struct KafkaPublisher {
@@ -401,6 +402,11 @@ impl KafkaPublisher {
     /// was deleted, or the broker lost it), so the next publish reads the metadata again.
     fn forget(&self, topic: &str) {
         self.shared.partitions.lock().unpoison().remove(topic);
+        self.forget_leaders(topic);
+    }
+
+    /// Drops the connections to `topic`'s leaders, so the next publish opens new ones.
+    fn forget_leaders(&self, topic: &str) {
         self.shared.leaders.lock().unpoison().retain(|(t, _), _| t != topic);
     }
 
@@ -410,6 +416,10 @@ impl KafkaPublisher {
         match tokio::time::timeout(self.request_timeout, self.produce_untimed(topic, key, records)).await {
             Ok(result) => result,
             Err(_) => {
+                // A connection gone silent without closing (a failover, a path that drops
+                // every packet) fails nothing until the kernel gives up on it, minutes later:
+                // the next publish goes out on a new one.
+                self.forget_leaders(topic);
                 self.shared.connected.store(false, Ordering::Relaxed);
                 Err(PublishError::transient(KafkaPublishError::Timeout(
                     self.request_timeout,
