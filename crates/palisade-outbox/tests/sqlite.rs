@@ -659,3 +659,43 @@ async fn staging_refuses_a_payload_nested_deeper_than_consumers_read() {
     let events: Vec<Event> = claimed.into_iter().map(|c| c.event).collect();
     assert_eq!(events, [deepest], "only the readable event was staged");
 }
+
+#[tokio::test]
+async fn a_migration_whose_commit_fails_leaves_no_transaction_open() {
+    // In rollback-journal mode a COMMIT waits for readers to finish; past the
+    // busy timeout it fails, with the transaction still open on its connection.
+    let path = std::env::temp_dir().join(format!("palisade-outbox-{}-busy-commit.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Delete)
+        .busy_timeout(Duration::from_millis(100));
+    // One connection, so the next use gets the one the migration ran on.
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let mut reader = sqlx::ConnectOptions::connect(&options).await.unwrap();
+    sqlx::Executor::execute(&mut reader, "BEGIN; SELECT count(*) FROM sqlite_master;")
+        .await
+        .unwrap();
+    assert!(
+        migrate(&pool).await.is_err(),
+        "the commit waits on the reader past the busy timeout"
+    );
+    sqlx::Executor::execute(&mut reader, "COMMIT").await.unwrap();
+
+    // The connection is usable, with nothing of the failed migration on it.
+    let mut tx = pool.begin().await.expect("no transaction left open");
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name LIKE 'palisade_outbox%'")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(tables, 0, "the failed migration was rolled back");
+    tx.rollback().await.unwrap();
+    migrate(&pool).await.unwrap();
+    pool.close().await;
+    let _ = std::fs::remove_file(&path);
+}

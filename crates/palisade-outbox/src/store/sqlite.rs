@@ -30,20 +30,13 @@ const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0
 
 /// Creates or upgrades the outbox tables. Safe to call on every start.
 pub async fn migrate(pool: &SqlitePool) -> Result<(), OutboxError> {
-    let mut conn = pool.acquire().await?;
     // BEGIN IMMEDIATE takes the write lock up front, so two processes migrating at once queue.
-    conn.execute("BEGIN IMMEDIATE").await?;
-    let result = apply_migrations(&mut conn).await;
-    match result {
-        Ok(()) => {
-            conn.execute("COMMIT").await?;
-            Ok(())
-        }
-        Err(e) => {
-            let _ = conn.execute("ROLLBACK").await;
-            Err(e)
-        }
-    }
+    // A transaction of sqlx's, so that a failed COMMIT (busy past the busy timeout) or a
+    // dropped call rolls back before its connection serves again.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    apply_migrations(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn apply_migrations(conn: &mut SqliteConnection) -> Result<(), OutboxError> {
