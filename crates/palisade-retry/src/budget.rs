@@ -41,11 +41,12 @@ const PLACE_EVERY: u64 = 64;
 /// A deposit is one relaxed atomic add; the policies batch them, so the
 /// request path pays it once per 16 requests on a service (and when the
 /// service is dropped). The clock is read once per 64 deposits and when a
-/// retry asks the budget. Deposits
-/// between two clock readings are spread evenly over the time in between, so
-/// a burst after a long quiet spell counts from its 64th request on: an
-/// error that only ever makes the budget smaller. Time comes from
-/// `tokio::time`, so paused-time tests see the budget age.
+/// retry asks the budget. Deposits between two clock readings are dated to
+/// the first of them, the earliest they can have been made, so they leave
+/// the window no later than they should, and a burst after a long quiet
+/// spell counts from its 64th request on: an error that only ever makes the
+/// budget smaller. Time comes from `tokio::time`, so paused-time tests see
+/// the budget age.
 ///
 /// # Example
 ///
@@ -313,20 +314,15 @@ impl Inner {
             ring.slots[(epoch % SLOTS as u64) as usize] = 0;
         }
         let deposits = self.pending.swap(0, Ordering::AcqRel);
-        if deposits > 0 {
-            // The deposits happened somewhere between the last placement and
-            // now: spread them evenly, keeping the share still in the window.
+        // The deposits happened somewhere between the last placement and now:
+        // dated to the earliest they can have happened, they leave the window
+        // no later than they should (dated later, requests made before a quiet
+        // spell would fund retries after they left the window). Gone already
+        // when that slot has.
+        if deposits > 0 && gap < SLOTS as u64 {
             let units = i128::from(deposits) * i128::from(self.deposit_units);
-            let span = i128::from(gap) + 1;
-            let live = span.min(SLOTS as i128);
-            let live_units = units * live / span;
-            let per_slot = (live_units / live) as i64;
-            let oldest_live = now_epoch + 1 - live as u64;
-            for epoch in oldest_live..=now_epoch {
-                ring.slots[(epoch % SLOTS as u64) as usize] += per_slot;
-            }
-            // The remainder goes to the slot that expires first.
-            ring.slots[(oldest_live % SLOTS as u64) as usize] += (live_units % live) as i64;
+            let slot = &mut ring.slots[(ring.epoch % SLOTS as u64) as usize];
+            *slot = slot.saturating_add(i64::try_from(units).unwrap_or(i64::MAX));
         }
         ring.epoch = now_epoch;
         (now_epoch % SLOTS as u64) as usize
@@ -430,14 +426,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn requests_that_left_the_window_fund_no_retry() {
+        // 63 requests (one short of a placement) at the start of a quiet spell
+        // longer than the window: a retry after it finds nothing to spend.
+        let b = budget(1.0, 0, 10);
+        for _ in 0..63 {
+            b.deposit();
+        }
+        tokio::time::advance(Duration::from_secs(15)).await;
+        assert_eq!(b.available(), 0);
+        // Within the window they count, dated to the earliest they can be.
+        let b = budget(1.0, 0, 10);
+        for _ in 0..63 {
+            b.deposit();
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(b.available(), 63);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(b.available(), 0, "gone a window after the earliest they were made");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_burst_after_a_quiet_hour_counts_from_its_64th_request() {
         let b = budget(1.0, 0, 10);
         tokio::time::advance(Duration::from_secs(3600)).await;
         for _ in 0..128 {
             b.deposit();
         }
-        // The first 64 are spread over the hour (almost all of it outside
-        // the window); the next 64 are placed now.
+        // The first 64 are dated to the last placement, an hour ago, outside
+        // the window; the next 64 are placed now.
         assert_eq!(b.available(), 64);
     }
 
