@@ -201,8 +201,10 @@ impl<K, V> KeyedMap<K, V> {
     /// Drops the keys idle for longer than the idle timeout now; returns how
     /// many went (none under [`Eviction::unused`]).
     pub fn evict_idle(&self) -> usize {
-        let now = self.now_nanos();
         let mut slots = self.slots.write().unpoison();
+        // Read once the lock is held: a use made while waiting for it is
+        // dated to this time, which must not be earlier than the use.
+        let now = self.now_nanos();
         let before = slots.len();
         self.drop_idle(&mut slots, now);
         before - slots.len()
@@ -382,6 +384,40 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(map.evict_idle(), 1);
         assert!(map.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_waiting_for_the_lock_dates_uses_to_when_it_got_it() {
+        // A use made while a sweep waits for the write lock (lookups hold the
+        // read lock) is dated to the sweep's time, which must be no earlier.
+        let map: Arc<KeyedMap<u32, Arc<Value>>> = Arc::new(KeyedMap::new(
+            10,
+            Eviction::least_recently_used(Duration::from_secs(10), |_| false),
+        ));
+        map.get_or_insert_with(1, |_| Arc::default());
+        tokio::time::advance(Duration::from_secs(9)).await;
+        let reading = map.slots.read().unpoison();
+        let sweep = std::thread::spawn({
+            let (map, runtime) = (Arc::clone(&map), tokio::runtime::Handle::current());
+            move || {
+                let _runtime = runtime.enter();
+                map.evict_idle()
+            }
+        });
+        // Once the sweep waits for the write lock, new readers of this thread's
+        // shard are held back: that is when it is known to be waiting.
+        while map.slots.try_read().is_ok() {
+            std::thread::yield_now();
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // A lookup at 14 s, while the sweep waits.
+        let slot = &reading[&1];
+        slot.last_used.fetch_or(USED, Relaxed);
+        drop(reading);
+        assert_eq!(sweep.join().unwrap(), 0);
+        // 7 s after that use: not idle.
+        tokio::time::advance(Duration::from_secs(7)).await;
+        assert_eq!(map.evict_idle(), 0);
     }
 
     #[tokio::test(start_paused = true)]
