@@ -89,7 +89,8 @@
 //! the code of gRPC's HTTP/2 mapping: `REFUSED_STREAM` (the server did not
 //! process the call) `UNAVAILABLE`, `CANCEL` `CANCELLED`,
 //! `ENHANCE_YOUR_CALM` `RESOURCE_EXHAUSTED`, `INADEQUATE_SECURITY`
-//! `PERMISSION_DENIED`, the other protocol errors `INTERNAL`. And
+//! `PERMISSION_DENIED`, `STREAM_CLOSED` `UNKNOWN`, every other error code
+//! `INTERNAL`. And
 //! [`channel_error`] turns a tonic channel's `TimeoutExpired` into a passed
 //! deadline or a timeout, and a connect error or a refused stream into
 //! [`ConnectFailed`](palisade_core::error::ConnectFailed) (never processed:

@@ -214,8 +214,9 @@ fn tonic_code(_: &(dyn Error + 'static)) -> Option<GrpcCode> {
 /// gRPC's HTTP/2 mapping (PROTOCOL-HTTP2.md, "Errors"), which tonic's
 /// server follows: `REFUSED_STREAM` is `UNAVAILABLE` (the server did not
 /// process the call), `CANCEL` `CANCELLED`, `ENHANCE_YOUR_CALM`
-/// `RESOURCE_EXHAUSTED`, `INADEQUATE_SECURITY` `PERMISSION_DENIED`, the
-/// other protocol errors `INTERNAL`.
+/// `RESOURCE_EXHAUSTED`, `INADEQUATE_SECURITY` `PERMISSION_DENIED`,
+/// `STREAM_CLOSED` (no stream to report on) `UNKNOWN`, every other error
+/// code `INTERNAL`.
 ///
 /// `Status::from_error` itself takes the error by value, and an [`Answer`]
 /// only borrows it.
@@ -235,14 +236,9 @@ fn tonic_transport(error: &(dyn Error + 'static)) -> Option<GrpcStatus> {
         h2::Reason::CANCEL => (GrpcCode::Cancelled, UNKNOWN),
         h2::Reason::ENHANCE_YOUR_CALM => (GrpcCode::ResourceExhausted, AT_CAPACITY),
         h2::Reason::INADEQUATE_SECURITY => (GrpcCode::PermissionDenied, UNKNOWN),
-        h2::Reason::NO_ERROR
-        | h2::Reason::PROTOCOL_ERROR
-        | h2::Reason::INTERNAL_ERROR
-        | h2::Reason::FLOW_CONTROL_ERROR
-        | h2::Reason::SETTINGS_TIMEOUT
-        | h2::Reason::COMPRESSION_ERROR
-        | h2::Reason::CONNECT_ERROR => (GrpcCode::Internal, UNKNOWN),
-        _ => (GrpcCode::Unknown, UNKNOWN),
+        // STREAM_CLOSED has no mapping: there is no stream to report it on.
+        h2::Reason::STREAM_CLOSED => (GrpcCode::Unknown, UNKNOWN),
+        _ => (GrpcCode::Internal, UNKNOWN),
     };
     Some(GrpcStatus {
         code,

@@ -83,3 +83,35 @@ async fn a_refused_stream_is_retried_once_marked_by_channel_error() {
     assert_eq!(res.headers()["grpc-status"], "0");
     assert_eq!(streams.load(Ordering::SeqCst), 2, "the refused call was sent again");
 }
+
+#[test]
+fn every_http2_error_gets_the_code_of_grpcs_mapping() {
+    use palisade_core::GrpcCode;
+    use palisade_grpc::GrpcStatus;
+    // PROTOCOL-HTTP2.md, "Errors": every protocol error is INTERNAL, but for
+    // the four below; STREAM_CLOSED has no mapping (no stream to report on).
+    let cases = [
+        (h2::Reason::NO_ERROR, GrpcCode::Internal),
+        (h2::Reason::PROTOCOL_ERROR, GrpcCode::Internal),
+        (h2::Reason::INTERNAL_ERROR, GrpcCode::Internal),
+        (h2::Reason::FLOW_CONTROL_ERROR, GrpcCode::Internal),
+        (h2::Reason::SETTINGS_TIMEOUT, GrpcCode::Internal),
+        (h2::Reason::STREAM_CLOSED, GrpcCode::Unknown),
+        (h2::Reason::FRAME_SIZE_ERROR, GrpcCode::Internal),
+        (h2::Reason::REFUSED_STREAM, GrpcCode::Unavailable),
+        (h2::Reason::CANCEL, GrpcCode::Cancelled),
+        (h2::Reason::COMPRESSION_ERROR, GrpcCode::Internal),
+        (h2::Reason::CONNECT_ERROR, GrpcCode::Internal),
+        (h2::Reason::ENHANCE_YOUR_CALM, GrpcCode::ResourceExhausted),
+        (h2::Reason::INADEQUATE_SECURITY, GrpcCode::PermissionDenied),
+        (h2::Reason::HTTP_1_1_REQUIRED, GrpcCode::Internal),
+    ];
+    for (reason, code) in cases {
+        let error = h2::Error::from(reason);
+        assert_eq!(
+            GrpcStatus::for_error(&error, GrpcCode::Unavailable).code(),
+            code,
+            "{reason:?}"
+        );
+    }
+}
