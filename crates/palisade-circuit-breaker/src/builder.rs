@@ -51,6 +51,11 @@ pub struct CircuitBreakerBuilder<C = ErrorClassifier> {
 /// The calls a window must hold before its rates are judged, unless set: the
 /// rate of a full default window.
 const DEFAULT_MINIMUM_CALLS: u32 = 100;
+/// The most calls a count window holds: a byte each, taken at build (for
+/// each key, in keyed mode).
+const MAX_WINDOW_CALLS: u32 = 1_000_000;
+/// The most buckets a time window is split into: a few words each, taken at build.
+const MAX_BUCKETS: u32 = 10_000;
 
 impl CircuitBreakerBuilder<ErrorClassifier> {
     /// A failure-rate breaker with resilience4j's defaults: trips when at least
@@ -146,13 +151,14 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
-    /// Judges rates over the last `calls` calls.
+    /// Judges rates over the last `calls` calls (at most 1,000,000).
     pub fn count_window(mut self, calls: u32) -> Self {
         self.window = Window::Count(calls);
         self
     }
 
-    /// Judges rates over the calls of the last `length`, kept in `buckets` buckets.
+    /// Judges rates over the calls of the last `length`, kept in `buckets`
+    /// buckets (at most 10,000, each at least 1 ms long).
     pub fn time_window(mut self, length: Duration, buckets: u32) -> Self {
         self.window = Window::Time { length, buckets };
         self
@@ -309,6 +315,20 @@ impl<C> CircuitBreakerBuilder<C> {
         };
         match self.window {
             Window::Count(0) => return Err(ConfigError::Zero("count_window")),
+            Window::Count(window) if window > MAX_WINDOW_CALLS => {
+                return Err(ConfigError::TooLarge {
+                    what: "count_window",
+                    value: window,
+                    max: MAX_WINDOW_CALLS,
+                });
+            }
+            Window::Time { buckets, .. } if buckets > MAX_BUCKETS => {
+                return Err(ConfigError::TooLarge {
+                    what: "time_window buckets",
+                    value: buckets,
+                    max: MAX_BUCKETS,
+                });
+            }
             Window::Count(window) if minimum_calls > window => {
                 return Err(ConfigError::MinimumCallsAboveWindow { minimum_calls, window });
             }

@@ -37,6 +37,17 @@ pub enum ConfigError {
         /// The number of buckets.
         buckets: u32,
     },
+    /// A window larger than any breaker needs, whose memory is taken at build
+    /// (for each key, in keyed mode).
+    #[error("{what} may be at most {max}, got {value}")]
+    TooLarge {
+        /// Which setting.
+        what: &'static str,
+        /// The value given.
+        value: u32,
+        /// The largest allowed.
+        max: u32,
+    },
     /// No trip rule is enabled: the breaker could never open.
     #[error("no trip rule is enabled (failure rate, slow-call rate or consecutive failures)")]
     NoRule,

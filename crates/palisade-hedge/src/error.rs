@@ -21,4 +21,12 @@ pub enum ConfigError {
         /// The minimum given.
         min_samples: usize,
     },
+    /// A latency window larger than any percentile needs, whose memory is taken at build.
+    #[error("the latency window may hold at most {max} samples, got {samples}")]
+    TooManySamples {
+        /// The window size given.
+        samples: usize,
+        /// The largest allowed.
+        max: usize,
+    },
 }

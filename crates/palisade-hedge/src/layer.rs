@@ -14,6 +14,9 @@ use crate::latency::Window;
 use crate::service::Hedge;
 use crate::state::{Delay, Predicate, Shared};
 
+/// The most samples a latency window keeps: what it holds is allocated at build.
+const MAX_SAMPLES: usize = 1_000_000;
+
 /// Hedges safe HTTP requests: past a delay without an answer, sends another
 /// attempt; the first good answer wins. Makes a [`Hedge`].
 ///
@@ -150,8 +153,9 @@ impl<C> HedgeBuilder<C> {
     }
 
     /// Hedges after the `percentile` (strictly between 0 and 1, default
-    /// 0.95) of the latencies of the last `samples` attempts (default 1000),
-    /// once at least `min_samples` (default 100) were seen; no hedge before.
+    /// 0.95) of the latencies of the last `samples` attempts (default 1000,
+    /// at most 1,000,000: the window is allocated at build), once at least
+    /// `min_samples` (default 100) were seen; no hedge before.
     pub fn percentile(mut self, percentile: f64, samples: usize, min_samples: usize) -> Self {
         self.delay = DelayConfig::Percentile {
             percentile,
@@ -247,6 +251,12 @@ impl<C> HedgeBuilder<C> {
             DelayConfig::Percentile {
                 samples, min_samples, ..
             } if samples == 0 || samples < min_samples => return Err(ConfigError::Samples { samples, min_samples }),
+            DelayConfig::Percentile { samples, .. } if samples > MAX_SAMPLES => {
+                return Err(ConfigError::TooManySamples {
+                    samples,
+                    max: MAX_SAMPLES,
+                });
+            }
             DelayConfig::Percentile {
                 percentile,
                 samples,

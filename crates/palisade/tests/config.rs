@@ -928,3 +928,34 @@ fn loading_settings_publishes_no_metric() {
         .collect();
     assert!(names.iter().any(|n| n == "palisade_circuit_breaker_state"), "{names:?}");
 }
+
+#[test]
+fn sizes_no_machine_could_hold_are_refused_at_load_not_allocated() {
+    // Each would have tried to allocate at load: a capacity overflow panic,
+    // or gigabytes.
+    let refused = |toml: &str| {
+        let result = std::panic::catch_unwind(|| Settings::from_toml(toml)).expect("load must not panic");
+        error(result)
+    };
+    let hedge =
+        refused("[hedge.search]\npercentile = { percentile = 0.95, samples = 9223372036854775807, min_samples = 1 }");
+    assert!(hedge.starts_with("hedge.search"), "{hedge}");
+    assert!(hedge.contains("1000000"), "{hedge}");
+    let count = refused("[circuit_breaker.payments]\nwindow = { count = 4294967295 }");
+    assert!(count.starts_with("circuit_breaker.payments"), "{count}");
+    let time = refused("[circuit_breaker.payments]\nwindow = { time = \"1200h\", buckets = 4294967295 }");
+    assert!(time.starts_with("circuit_breaker.payments"), "{time}");
+}
+
+#[test]
+fn a_method_in_lower_case_is_refused_rather_than_matching_nothing() {
+    // Methods are case-sensitive: `post` is an extension method no request has.
+    let idempotency = error(Settings::from_toml("[idempotency.orders]\nmethods = [\"post\"]"));
+    assert!(idempotency.starts_with("idempotency.orders.methods"), "{idempotency}");
+    assert!(idempotency.contains("POST"), "{idempotency}");
+    let retry = error(Settings::from_toml(
+        "[retry.catalog]\nretry_methods = [\"GET\", \"get\"]",
+    ));
+    assert!(retry.starts_with("retry.catalog.retry_methods"), "{retry}");
+    Settings::from_toml("[idempotency.orders]\nmethods = [\"POST\", \"PATCH\"]").unwrap();
+}

@@ -361,7 +361,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use palisade::bulkhead::{BulkheadHandle, BulkheadLayer};
+use palisade::bulkhead::{BulkheadBuilder, BulkheadHandle, BulkheadLayer};
 use palisade::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerHandle};
 use palisade::config::Settings;
 use palisade::core::error::is_local_rejection;
@@ -375,7 +375,7 @@ use palisade::outbox::{
 };
 use palisade::outbox::{NatsPublisher, PublisherHealth};
 use palisade::prelude::*;
-use palisade::retry::{Backoff, HttpRetryLayer, Jitter, ReplayBody};
+use palisade::retry::{Backoff, HttpRequest, HttpRetryLayer, Jitter, ReplayBody, RetryBuilder};
 use palisade::webhook::{MemoryReplayStore, RedisReplayStore, Scheme, Verifier, VerifyLayer};
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -1187,6 +1187,31 @@ where
     })
 }
 
+/// The builders of the payments client's breaker, retry and bulkhead from
+/// `config`, without a settings file (`palisade.toml` says the same).
+pub fn built_in_payments_layers(
+    config: &PaymentsConfig,
+) -> (
+    CircuitBreakerBuilder,
+    RetryBuilder<HttpClassifier, HttpRequest>,
+    BulkheadBuilder,
+) {
+    (
+        CircuitBreakerBuilder::consecutive(PAYMENTS)
+            .consecutive_failures(config.breaker_failures)
+            .open_duration(config.breaker_open),
+        HttpRetryLayer::builder(PAYMENTS)
+            .max_attempts(config.max_attempts)
+            .backoff(Backoff::exponential(
+                config.retry_backoff,
+                2.0,
+                Duration::from_millis(500),
+            ))
+            .jitter(Jitter::Full),
+        BulkheadLayer::builder(PAYMENTS).max_concurrent(config.max_concurrent),
+    )
+}
+
 /// Builds the payments client stack over hyper-util's client; with it the
 /// handles of its breaker and bulkhead. The layers take the `payments`
 /// instances of `settings` when given, else `config`.
@@ -1200,20 +1225,7 @@ pub fn payments_client(
             settings.http_retry(PAYMENTS),
             settings.bulkhead(PAYMENTS),
         ),
-        None => (
-            CircuitBreakerBuilder::consecutive(PAYMENTS)
-                .consecutive_failures(config.breaker_failures)
-                .open_duration(config.breaker_open),
-            HttpRetryLayer::builder(PAYMENTS)
-                .max_attempts(config.max_attempts)
-                .backoff(Backoff::exponential(
-                    config.retry_backoff,
-                    2.0,
-                    Duration::from_millis(500),
-                ))
-                .jitter(Jitter::Full),
-            BulkheadLayer::builder(PAYMENTS).max_concurrent(config.max_concurrent),
-        ),
+        None => built_in_payments_layers(config),
     };
     let breaker = breaker.classifier(HttpClassifier).build()?;
     let handle = breaker.handle();

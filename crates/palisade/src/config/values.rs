@@ -36,6 +36,14 @@ pub(super) fn methods(key: &'static str, names: &[String]) -> Result<Vec<http::M
     names
         .iter()
         .map(|m| {
+            // Methods are case-sensitive: `post` would parse, as an extension
+            // method no request carries, and match nothing.
+            if m.bytes().any(|b| b.is_ascii_lowercase()) {
+                return Err((
+                    Some(key),
+                    format!("{m:?}: methods are case-sensitive; write {:?}", m.to_ascii_uppercase()),
+                ));
+            }
             http::Method::from_bytes(m.as_bytes()).map_err(|_| (Some(key), format!("{m:?} is not an HTTP method")))
         })
         .collect()
