@@ -76,12 +76,22 @@ pub struct TraceContext {
 }
 
 impl TraceContext {
-    /// The trace id of a well-formed `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), never the all-zero id.
+    /// The trace id of a `traceparent` W3C Trace Context accepts: `<version>-<32 hex>-<16
+    /// hex>-<2 hex>` in lowercase hex, the version not `ff`, nothing more after version `00`
+    /// (a later version may add fields), neither id all zeros.
     pub fn trace_id(&self) -> Option<&str> {
         let mut parts = self.traceparent.split('-');
-        let (_version, trace_id, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
-        let valid = hex(trace_id, 32) && hex(parent, 16) && hex(flags, 2) && trace_id.bytes().any(|b| b != b'0');
+        let (version, trace_id, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+        let valid = hex(version, 2)
+            && version != "ff"
+            && (version != "00" || parts.next().is_none())
+            && hex(trace_id, 32)
+            && hex(parent, 16)
+            && hex(flags, 2)
+            && nonzero(trace_id)
+            && nonzero(parent);
         valid.then_some(trace_id)
     }
 }
@@ -326,6 +336,31 @@ impl Encoding {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_a_traceparent_w3c_trace_context_accepts_has_a_trace_id() {
+        let trace = |traceparent: &str| TraceContext {
+            traceparent: traceparent.to_owned(),
+            tracestate: None,
+        };
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let parent = "00f067aa0ba902b7";
+        assert_eq!(trace(&format!("00-{id}-{parent}-01")).trace_id(), Some(id));
+        // A later version may carry more fields, after the four it starts with.
+        assert_eq!(trace(&format!("01-{id}-{parent}-01-more")).trace_id(), Some(id));
+        for refused in [
+            format!("ff-{id}-{parent}-01"),
+            format!("zz-{id}-{parent}-01"),
+            format!("0-{id}-{parent}-01"),
+            format!("00-{id}-{parent}-01-junk"),
+            format!("00-{}-{parent}-01", id.to_uppercase()),
+            format!("00-{id}-0000000000000000-01"),
+            format!("00-00000000000000000000000000000000-{parent}-01"),
+            format!("00-{id}-{parent}-1"),
+        ] {
+            assert_eq!(trace(&refused).trace_id(), None, "{refused}");
+        }
+    }
 
     #[test]
     fn new_event_defaults() {
