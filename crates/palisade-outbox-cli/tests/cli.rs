@@ -496,6 +496,17 @@ async fn dead_list(f: &Fixture) {
             .json(),
         json!([])
     );
+    // Longer ago than any database keeps time: nothing that old, not a failure.
+    assert_eq!(
+        f.cli(&["dead", "list", "--json", "--older-than", "7000y"]).await.json(),
+        json!([])
+    );
+    assert_eq!(
+        f.cli(&["dead", "list", "--json", "--older-than", "500000y"])
+            .await
+            .json(),
+        json!([])
+    );
 
     let text = f.cli(&["dead", "list"]).await;
     assert_eq!(text.status, 0, "{text:?}");

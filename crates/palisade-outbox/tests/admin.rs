@@ -356,3 +356,18 @@ async fn bad_requests_unknown_routes_and_missing_tables_answer_problems() {
         .unwrap();
     assert_eq!(tables, Vec::<String>::new(), "nothing was created");
 }
+
+#[tokio::test]
+async fn an_id_that_is_not_text_gets_a_problem_too() {
+    let (_db, store) = outbox().await;
+    let router = AdminRouter::new(store).allow_requeue().build();
+    for (method, uri) in [
+        (Method::GET, "/dead-letters/%FF"),
+        (Method::POST, "/dead-letters/%FF/requeue"),
+    ] {
+        let (status, content_type, body) = call(&router, method, uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(content_type, "application/problem+json", "{uri}");
+        assert_eq!(body["status"], 400, "{uri}");
+    }
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -147,7 +147,10 @@ impl FilterQuery {
     }
 }
 
-fn id(text: &str) -> Result<DeadLetterId, AdminProblem> {
+/// The dead letter's id in the path: a path axum cannot read as text (`%FF`) is refused as
+/// every other bad input is, with a problem.
+fn id(path: Result<Path<String>, PathRejection>) -> Result<DeadLetterId, AdminProblem> {
+    let Path(text) = path.map_err(|rejection| AdminProblem::Invalid(Cow::Owned(rejection.body_text())))?;
     text.parse()
         .map_err(|error: crate::store::admin::InvalidDeadLetterId| AdminProblem::Invalid(Cow::Owned(error.to_string())))
 }
@@ -164,16 +167,19 @@ async fn list<S: OutboxAdmin>(
     Ok(json(&store.list_dead(&query.filter()?, query.limit()?).await?))
 }
 
-async fn show<S: OutboxAdmin>(State(store): State<S>, Path(text): Path<String>) -> Result<Response, AdminProblem> {
-    let dead = store.show_dead(id(&text)?).await?.ok_or(AdminProblem::NotFound)?;
+async fn show<S: OutboxAdmin>(
+    State(store): State<S>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, AdminProblem> {
+    let dead = store.show_dead(id(path)?).await?.ok_or(AdminProblem::NotFound)?;
     Ok(json(&dead))
 }
 
 async fn requeue_one<S: OutboxAdmin>(
     State(store): State<S>,
-    Path(text): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, AdminProblem> {
-    let id = id(&text)?;
+    let id = id(path)?;
     if !store.requeue_dead(id).await? {
         return Err(AdminProblem::NotFound);
     }

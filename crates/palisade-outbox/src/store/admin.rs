@@ -167,7 +167,11 @@ impl DeadLetterFilter {
     /// `older_than` in milliseconds, saturating, for SQL parameters.
     #[cfg(any(feature = "postgres", feature = "sqlite"))]
     pub(crate) fn older_than_ms(&self) -> Option<i64> {
-        self.older_than.map(crate::store::millis)
+        // No dead letter is a thousand years old: a longer duration matches what that one
+        // does (nothing), where PostgreSQL would fail on a time before its calendar.
+        const MILLENNIUM: Duration = Duration::from_secs(1000 * 365 * 86_400);
+        self.older_than
+            .map(|older_than| crate::store::millis(older_than.min(MILLENNIUM)))
     }
 }
 
