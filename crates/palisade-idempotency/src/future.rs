@@ -706,12 +706,21 @@ where
                 None => return Poll::Ready(self.complete()),
             }
         };
+        // The handler ran and answered; a body that then fails cannot be stored, and
+        // releasing the key would let the retry run the handler again: it stays locked
+        // until its lock expires, as when storing fails.
+        let body_failed = matches!(held, Some(Err(_)));
         if let Some((parts, rest)) = self.response.take() {
             let read = self.collected.take();
             self.answer = Some(Ok(Response::from_parts(
                 parts,
                 ResponseBody::prefixed(read, held, rest),
             )));
+        }
+        if body_failed {
+            self.lease = None;
+            tracing::warn!(target: TARGET, name = %self.shared.config.name, "the response body failed after the handler ran; the key stays locked until its lock expires");
+            return Poll::Ready(Step::Done);
         }
         Poll::Ready(self.release())
     }

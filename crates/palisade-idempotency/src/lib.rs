@@ -78,8 +78,9 @@
 //!   (unless the [`disconnect::Release`] policy was chosen). A failure of the
 //!   store (or its timeout) while storing the response after the handler succeeded leaves the
 //!   key locked until its lock expires (the caller still gets the response;
-//!   a retry gets 409 until then and runs again only after it), and so does
-//!   a panicking handler. What a caller that goes away does is the
+//!   a retry gets 409 until then and runs again only after it), and so do
+//!   a response body that fails after the handler answered (the caller gets
+//!   the failure) and a panicking handler. What a caller that goes away does is the
 //!   [disconnect policy](#disconnects).
 //!
 //! # Disconnects

@@ -550,3 +550,43 @@ async fn a_store_that_never_answers_complete_answers_at_the_store_timeout_and_ke
     assert_eq!(strict.calls.load(Ordering::SeqCst), 1);
     assert_eq!(store.inner.len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_response_body_that_fails_after_the_handler_ran_keeps_the_key_locked() {
+    // The handler charged and answered 201; its body then failed on the way
+    // (a proxied upstream reset). The response cannot be stored, and the
+    // handler must not run again for the retry.
+    use http_body::Frame;
+    use http_body_util::{BodyExt, StreamBody};
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let handler = tower::service_fn(move |_: Request<Full<Bytes>>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"{\"charged\":"))),
+            Err(std::io::Error::other("upstream reset")),
+        ];
+        let response = Response::builder()
+            .status(StatusCode::CREATED)
+            .body(StreamBody::new(futures_util::stream::iter(frames)))
+            .unwrap();
+        async move { Ok::<_, std::io::Error>(response) }
+    });
+    let layer = IdempotencyLayer::new();
+    let svc = layer.layer(handler);
+    let first = svc.clone().oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert!(
+        first.into_body().collect().await.is_err(),
+        "the caller sees the body fail"
+    );
+    assert_eq!(layer.store().len(), 1, "the key stays locked");
+    let retry = svc.clone().oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CONFLICT);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Until the lock expires.
+    tokio::time::advance(palisade_idempotency::DEFAULT_LOCK_EXPIRY).await;
+    let _ = svc.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
