@@ -295,3 +295,72 @@ async fn postgres_a_takeover_racing_another_sees_the_new_owner_not_the_expired_r
     assert_eq!(begun, Begin::InFlight { fingerprint: first });
     pg.cleanup().await;
 }
+
+/// A connection that sends every command twice and answers with the second reply: what the
+/// Redis Cluster client does when a connection drops after a command ran but before its
+/// reply came back (it connects again and sends the command anew).
+#[derive(Clone)]
+struct SentTwice(MultiplexedConnection);
+
+impl redis::aio::ConnectionLike for SentTwice {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            self.0.req_packed_command(cmd).await?;
+            self.0.req_packed_command(cmd).await
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            self.0.req_packed_commands(pipeline, offset, count).await?;
+            self.0.req_packed_commands(pipeline, offset, count).await
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+/// A `begin` or `complete` that ran, lost its reply and was sent again finds its own work:
+/// the lock it took is its own (not a request in flight answered 409 until the lock
+/// expires), the response it stored is stored (not a lease lost).
+#[tokio::test]
+async fn redis_a_begin_or_complete_sent_again_finds_its_own_work() {
+    let Some(redis) = Redis::connect("redis_sent_twice").await else {
+        return;
+    };
+    let store = RedisStore::with_prefix(SentTwice(redis.conn.clone()), redis.prefix.clone()).unwrap();
+    let key = StoreKey::from_bytes([11; 32]);
+    let fp = Fingerprint::from_bytes([12; 32]);
+    let begun = store.begin(&key, &fp, Duration::from_secs(60)).await.unwrap();
+    let Begin::Acquired(lease) = begun else {
+        panic!("its own lock: {begun:?}")
+    };
+    let stored = store
+        .complete(&key, &fp, &lease, &response(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(stored, Completion::Stored);
+    let plain = RedisStore::with_prefix(redis.conn.clone(), redis.prefix.clone()).unwrap();
+    assert!(matches!(
+        plain.begin(&key, &fp, Duration::from_secs(60)).await.unwrap(),
+        Begin::Completed { .. }
+    ));
+    // Another request's lock is still another's.
+    let other = StoreKey::from_bytes([13; 32]);
+    assert!(matches!(
+        plain.begin(&other, &fp, Duration::from_secs(60)).await.unwrap(),
+        Begin::Acquired(_)
+    ));
+    assert!(matches!(
+        store.begin(&other, &fp, Duration::from_secs(60)).await.unwrap(),
+        Begin::InFlight { .. }
+    ));
+    redis.cleanup().await;
+}

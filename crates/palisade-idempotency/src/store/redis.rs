@@ -11,7 +11,9 @@
 //! `begin` reads the key and sets the lock if it is absent; `complete` writes
 //! the response only if the key still holds this request's lock (or nobody
 //! took the expired key over); `release` deletes the key only if it still
-//! holds this request's lock. Scripts run with `EVALSHA` (loaded on first
+//! holds this request's lock. A `begin` or `complete` sent again after its
+//! reply was lost (the cluster client does, once connected again) finds its
+//! own lock or response and reports its own work done. Scripts run with `EVALSHA` (loaded on first
 //! use), so a replay costs one round trip.
 //!
 //! The store runs on redis's `ConnectionManager` by default, which connects
@@ -45,9 +47,13 @@ const IN_FLIGHT: u8 = b'L';
 const COMPLETED: u8 = b'C';
 const HEADER_LEN: usize = 1 + 32 + 16;
 
+// A script that ran but whose reply was lost is sent again (the cluster client does, after
+// connecting again): `begin` finding its own lock, and `complete` its own response, report
+// their own work done rather than another request's.
 static BEGIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 1) == 'L' and string.sub(v, 34, 49) == string.sub(ARGV[1], 34, 49) then return false end
 if v then return v end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false",
@@ -57,6 +63,7 @@ return false",
 static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 1) == 'C' and string.sub(v, 34, 49) == ARGV[1] then return 1 end
 if v and (string.sub(v, 1, 1) ~= 'L' or string.sub(v, 34, 49) ~= ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1",
