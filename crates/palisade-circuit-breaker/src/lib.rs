@@ -374,8 +374,9 @@
 //! `ConcurrencyLimit`: 15.5 and 16 ns; failsafe's breaker: 70 and 79 ns;
 //! tower-resilience's: 222 and 219 ns and 3 allocations), 10 and 17 ns with
 //! consecutive failures only, with no allocation, on an idle 2-core AMD EPYC;
-//! the keyed breaker about 1.5 and 1.6 times the count window's (29 against
-//! 20 ns and 40 against 25 ns in one run on a busier host).
+//! the keyed breaker about 1.5 times the count window's (30 against 20 ns
+//! and 36 against 25 ns in a run on an Intel Xeon, where `ConcurrencyLimit`
+//! costs about twice what it does on the EPYC).
 //! Every figure, beside its references and with the machine and load it was
 //! measured on, is in the
 //! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
