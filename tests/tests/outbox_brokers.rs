@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use palisade_outbox::postgres::PgStore;
 use palisade_outbox::{Encoding, Event, OutboxStore, Publisher, PublisherHealth, Relay, stage};
-use palisade_outbox::{RabbitMqPublisher, RabbitMqRejected, RedisPublisher};
+use palisade_outbox::{RabbitMqPublisher, RabbitMqRejected, ReconnectingConnection, RedisPublisher};
 use palisade_tests::fault_proxy::{Action, Direction, FaultProxy};
 use palisade_tests::{Postgres, RabbitMq, Redis, unique_name, upstream_of, via};
 use serde_json::json;
@@ -561,6 +561,23 @@ async fn redis_user(redis: &Redis, name: &str) -> String {
     redis.url.replacen("redis://", &format!("redis://{name}:secret@"), 1)
 }
 
+/// Version `version` of aggregate `o1`'s change.
+fn order_changed(version: i64) -> Event {
+    Event::new("OrderChanged", "Order", "o1", json!({})).with_version(version)
+}
+
+/// A publisher connected through `client`, under the test's prefix, that has published
+/// [`order_changed`] version 1.
+async fn redis_publisher(client: redis::Client, redis: &Redis) -> RedisPublisher<ReconnectingConnection> {
+    let publisher = RedisPublisher::connect(client)
+        .await
+        .unwrap()
+        .with_prefix(redis.prefix.clone());
+    publisher.publish(&order_changed(1)).await.unwrap();
+    assert_eq!(publisher.health(), PublisherHealth::Connected);
+    publisher
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_reconnects_after_the_server_closes_its_connection() {
     let Some(redis) = Redis::connect("outbox_redis_reconnect").await else {
@@ -568,14 +585,8 @@ async fn redis_reconnects_after_the_server_closes_its_connection() {
     };
     let user = unique_name("publisher");
     let url = redis_user(&redis, &user).await;
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let publisher = RedisPublisher::connect(client)
-        .await
-        .unwrap()
-        .with_prefix(redis.prefix.clone());
-    let event = |version: i64| Event::new("OrderChanged", "Order", "o1", json!({})).with_version(version);
-    publisher.publish(&event(1)).await.unwrap();
-    assert_eq!(publisher.health(), PublisherHealth::Connected);
+    let publisher = redis_publisher(redis::Client::open(url.as_str()).unwrap(), &redis).await;
+    let event = order_changed;
 
     let mut admin = redis.conn.clone();
     let killed: i64 = redis::cmd("CLIENT")
@@ -630,13 +641,8 @@ async fn redis_forgets_a_connection_that_went_silent_under_a_publish() {
         return;
     };
     let proxy = FaultProxy::start(upstream_of(&redis.url, 6379)).await.unwrap();
-    let client = redis::Client::open(via(&redis.url, &proxy)).unwrap();
-    let publisher = RedisPublisher::connect(client)
-        .await
-        .unwrap()
-        .with_prefix(redis.prefix.clone());
-    let event = |version: i64| Event::new("OrderChanged", "Order", "o1", json!({})).with_version(version);
-    publisher.publish(&event(1)).await.unwrap();
+    let publisher = redis_publisher(redis::Client::open(via(&redis.url, &proxy)).unwrap(), &redis).await;
+    let event = order_changed;
     assert_eq!(proxy.accepted(), 1);
 
     // The next command on that connection, and everything after it, is held.

@@ -275,6 +275,17 @@ async fn a_hanging_attempt_ends_the_retries_at_the_deadline() {
     assert!(attempts(&seen)[0].cancelled);
 }
 
+/// The error `svc` fails `req` with, and when.
+async fn failed_after<S>(svc: S, req: Request<()>) -> (BoxError, Duration)
+where
+    S: tower::Service<Request<()>, Error = BoxError>,
+    S::Response: std::fmt::Debug,
+{
+    let started = Instant::now();
+    let err = svc.oneshot(req).await.unwrap_err();
+    (err, started.elapsed())
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_calls_own_shorter_budget_is_kept_and_bounds_it_as_a_timeout() {
     // tonic's `Request::set_timeout` puts the call's own bound in
@@ -284,30 +295,26 @@ async fn a_calls_own_shorter_budget_is_kept_and_bounds_it_as_a_timeout() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let svc = layer.layer(downstream(&seen, None, 200));
     let req = Request::post("/pkg.S/M")
         .header("content-type", "application/grpc")
         .header("grpc-timeout", "100m")
         .body(())
         .unwrap();
-    let started = Instant::now();
-    let err = svc.oneshot(req).await.unwrap_err();
+    let (err, after) = failed_after(layer.layer(downstream(&seen, None, 200)), req).await;
     assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
-    assert_eq!(started.elapsed(), 100 * MS);
+    assert_eq!(after, 100 * MS);
     assert_eq!(attempts(&seen)[0].grpc_timeout.as_deref(), Some("100000u"));
 
     // The same on HTTP, and under a deadline that leaves more.
     let seen = Seen::default();
-    let svc = propagate().layer(downstream(&seen, None, 200));
     let req = Request::get("/")
         .header("x-request-timeout-ms", "50")
         .extension(Deadline::after(300 * MS))
         .body(())
         .unwrap();
-    let started = Instant::now();
-    let err = svc.oneshot(req).await.unwrap_err();
+    let (err, after) = failed_after(propagate().layer(downstream(&seen, None, 200)), req).await;
     assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
-    assert_eq!(started.elapsed(), 50 * MS);
+    assert_eq!(after, 50 * MS);
     assert_eq!(attempts(&seen)[0].header.as_deref(), Some("50"));
 
     // A call's own budget longer than what the deadline leaves gives way to it.
