@@ -108,11 +108,12 @@ impl fmt::Debug for SignerBuilder {
     }
 }
 
-/// A signing failure: an id that cannot be sent, as a header value, or as
-/// the id of a generic scheme whose template puts text around `{id}` that
-/// the id contains (verifiers refuse it: see [`GenericScheme::template`](crate::GenericScheme::template)).
+/// A signing failure: an id that a verifier refuses (empty, not visible
+/// ASCII, or with blanks at an end, which HTTP strips on the way), or, for a
+/// generic scheme whose template puts text around `{id}`, an id that
+/// contains that text (see [`GenericScheme::template`](crate::GenericScheme::template)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the message id is not a valid header value, or holds the text its template puts around it")]
+#[error("the message id is not visible ASCII with blanks only inside, or holds the text its template puts around it")]
 pub struct InvalidId;
 
 impl SignerBuilder {
@@ -200,12 +201,13 @@ impl Signer {
     ///
     /// # Errors
     ///
-    /// [`InvalidId`] when the id generator makes an id that is not a valid header value.
+    /// [`InvalidId`] when the id in `headers`, or the one the id generator
+    /// makes, is not one a verifier takes: visible ASCII, blanks only inside.
     pub fn sign(&self, headers: &mut HeaderMap, body: &[u8]) -> Result<Signed, InvalidId> {
         let id = match self.id_header() {
             Some(name) => Some(match headers.get(&name) {
-                Some(existing) if !existing.is_empty() => existing.clone(),
-                _ => HeaderValue::try_from(self.inner.ids.next_id()).map_err(|_| InvalidId)?,
+                Some(existing) if !existing.is_empty() => checked_id(existing.clone())?,
+                _ => checked_id(HeaderValue::try_from(self.inner.ids.next_id()).map_err(|_| InvalidId)?)?,
             }),
             None => None,
         };
@@ -219,7 +221,8 @@ impl Signer {
     ///
     /// # Errors
     ///
-    /// [`InvalidId`] when `id` is not a valid header value.
+    /// [`InvalidId`] when `id` is not one a verifier takes: visible ASCII,
+    /// blanks only inside, not empty.
     pub fn sign_with(
         &self,
         headers: &mut HeaderMap,
@@ -228,7 +231,7 @@ impl Signer {
         body: &[u8],
     ) -> Result<Signed, InvalidId> {
         let id = match self.id_header() {
-            Some(_) => Some(HeaderValue::try_from(id).map_err(|_| InvalidId)?),
+            Some(_) => Some(checked_id(HeaderValue::try_from(id).map_err(|_| InvalidId)?)?),
             None => None,
         };
         self.write(headers, id, timestamp, body)
@@ -370,4 +373,13 @@ fn push_item(out: &mut String, separator: &str, prefix: &str, encoded: &str) {
     }
     out.push_str(prefix);
     out.push_str(encoded);
+}
+
+/// `id` if a verifier takes it as a message id.
+fn checked_id(id: HeaderValue) -> Result<HeaderValue, InvalidId> {
+    if crate::verify::valid_id(&id) {
+        Ok(id)
+    } else {
+        Err(InvalidId)
+    }
 }

@@ -434,7 +434,7 @@ impl Verifier {
         };
         // An id must be visible ASCII to be compared, stored and shown.
         let id_text = |value: &'a HeaderValue, name: &HeaderName| {
-            if value.is_empty() || HeaderText::of(value).is_none() {
+            if !valid_id(value) {
                 Err(Rejection::header(Reason::MalformedHeader, name))
             } else {
                 Ok(value)
@@ -701,6 +701,17 @@ fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
+/// Whether `value` can be a message id: visible ASCII, with blanks only
+/// inside (HTTP strips them at the ends on the way), and not empty. The
+/// verifier refuses any other; the signer makes no other.
+pub(crate) fn valid_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(&first), Some(&last)) => !is_blank(first) && !is_blank(last) && HeaderText::of(value).is_some(),
+        _ => false,
+    }
+}
+
 /// What separates signatures in a list: spaces or commas.
 fn is_list_separator(b: u8) -> bool {
     b == b',' || is_blank(b)
@@ -712,9 +723,12 @@ fn split_once(bytes: &[u8], separator: u8) -> Option<(&[u8], &[u8])> {
     Some((&bytes[..at], &bytes[at + 1..]))
 }
 
-/// An integer Unix timestamp: ASCII digits only, no sign, no fraction, fits in u64.
+/// An integer Unix timestamp: ASCII digits only, no sign, no fraction, no
+/// leading zero, fits in u64. One way to write each time: a template with no
+/// text between `{body}` and `{timestamp}` could otherwise read a body's
+/// trailing `0` as the timestamp's leading zero, signing the same bytes.
 pub(crate) fn parse_timestamp(text: &[u8]) -> Option<u64> {
-    if text.is_empty() || text.len() > 20 {
+    if text.is_empty() || text.len() > 20 || (text.len() > 1 && text[0] == b'0') {
         return None;
     }
     text.iter().try_fold(0u64, |acc, &b| {
@@ -760,6 +774,8 @@ mod tests {
             b"1.5",
             b" 1",
             b"1e9",
+            b"01614265330",
+            b"00",
         ] {
             assert_eq!(parse_timestamp(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }

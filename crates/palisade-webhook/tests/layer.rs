@@ -1563,3 +1563,52 @@ async fn a_generic_id_cannot_take_in_the_text_that_ends_it() {
     .unwrap();
     assert!(signer.sign_with(&mut headers, "7.a", NOW, b"b").is_err());
 }
+
+#[test]
+fn a_zero_padded_timestamp_cannot_take_the_end_of_the_body() {
+    // With nothing between `{body}` and `{timestamp}`, a trailing `0` of the
+    // body read as a leading zero of the timestamp signs the same bytes, with
+    // the same, fresh, time: a shorter body the sender never sent.
+    let scheme = GenericScheme::new("x-sig")
+        .timestamp_header("x-ts")
+        .template("{body}{timestamp}");
+    let signer = Signer::builder(Scheme::Generic(scheme.clone()))
+        .secret("k")
+        .build()
+        .unwrap();
+    let verifier = Verifier::builder(Scheme::Generic(scheme)).secret("k").build().unwrap();
+    let mut headers = HeaderMap::new();
+    signer
+        .sign_with(&mut headers, "", 1_700_000_000, b"amount=100")
+        .unwrap();
+    verifier.verify_at(&headers, b"amount=100", 1_700_000_000).unwrap();
+    headers.insert("x-ts", HeaderValue::from_static("001700000000"));
+    let refused = verifier.verify_at(&headers, b"amount=1", 1_700_000_000).unwrap_err();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{refused}");
+}
+
+#[test]
+fn the_signer_refuses_an_id_its_verifier_would() {
+    let signer = signer(Scheme::StandardWebhooks, SW_SECRET);
+    // Empty, not visible ASCII, or with blanks at an end, which HTTP strips on the way.
+    for id in ["", "évt", "msg_1 ", " msg_1", "msg\t"] {
+        let mut headers = HeaderMap::new();
+        assert!(
+            signer.sign_with(&mut headers, id, 1_700_000_000, b"{}").is_err(),
+            "{id:?}"
+        );
+        // An id already in the headers is checked too.
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(id) {
+            headers.insert("webhook-id", value);
+            if !id.is_empty() {
+                assert!(signer.sign(&mut headers, b"{}").is_err(), "{id:?}");
+            }
+        }
+    }
+    let mut headers = HeaderMap::new();
+    signer.sign_with(&mut headers, "msg_1", 1_700_000_000, b"{}").unwrap();
+    verifier(Scheme::StandardWebhooks, SW_SECRET)
+        .verify_at(&headers, b"{}", 1_700_000_000)
+        .unwrap();
+}
