@@ -115,8 +115,9 @@
 //! | `grpc_timeout` | read | gRPC's own header: 1 to 8 digits and a unit `H`, `M`, `S`, `m`, `u`, `n` |
 //!
 //! The shortest of the configured budget, `grpc-timeout` and the header
-//! wins, and an enclosing deadline (an outer layer's) still holds. A
-//! malformed header is refused: `400` with a problem of type
+//! wins (every value of a repeated header counts: a gateway may append its
+//! own), and an enclosing deadline (an outer layer's) still holds. A
+//! malformed header, or a malformed value among several, is refused: `400` with a problem of type
 //! `urn:palisade:problem:malformed-timeout` over HTTP, `INVALID_ARGUMENT`
 //! over gRPC; the inner service is not called. A zero budget
 //! (`grpc-timeout: 0m`) is answered as exceeded at once. A request is gRPC

@@ -62,15 +62,17 @@ impl Server {
             let found = found.min(self.max_timeout);
             budget = Some(budget.map_or(found, |b| b.min(found)));
         };
-        if self.grpc_timeout
-            && let Some(value) = req.headers().get(GRPC_TIMEOUT)
-        {
-            consider(deadline::parse_grpc_timeout(value.as_bytes()).map_err(|MalformedTimeout| "grpc_timeout")?);
+        // Every value of a repeated header counts (a gateway may append its
+        // own, tighter budget), and any malformed one refuses the request.
+        if self.grpc_timeout {
+            for value in req.headers().get_all(GRPC_TIMEOUT) {
+                consider(deadline::parse_grpc_timeout(value.as_bytes()).map_err(|MalformedTimeout| "grpc_timeout")?);
+            }
         }
-        if let Some(header) = &self.header
-            && let Some(value) = req.headers().get(header)
-        {
-            consider(deadline::parse_millis(value.as_bytes()).map_err(|MalformedTimeout| "header")?);
+        if let Some(header) = &self.header {
+            for value in req.headers().get_all(header) {
+                consider(deadline::parse_millis(value.as_bytes()).map_err(|MalformedTimeout| "header")?);
+            }
         }
         Ok(budget)
     }

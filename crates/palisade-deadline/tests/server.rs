@@ -341,3 +341,38 @@ fn build_refuses_impossible_settings() {
         ConfigError::ZeroTimeout
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_value_of_a_repeated_timeout_header_counts() {
+    let layer = DeadlineLayer::builder("edge").build().unwrap();
+    // A gateway that appends its tighter budget after the caller's.
+    let req = get()
+        .header("x-request-timeout-ms", "5000")
+        .header("x-request-timeout-ms", "100")
+        .body(())
+        .unwrap();
+    let (res, elapsed, _) = hang(&layer, req).await;
+    assert_eq!((res.status().as_u16(), elapsed), (504, 100 * MS));
+    let req = grpc()
+        .header("grpc-timeout", "1S")
+        .header("grpc-timeout", "200m")
+        .body(())
+        .unwrap();
+    let (_, elapsed, _) = hang(&layer, req).await;
+    assert_eq!(elapsed, 200 * MS);
+    // A malformed value is refused wherever it stands.
+    let req = get()
+        .header("x-request-timeout-ms", "100")
+        .header("x-request-timeout-ms", "soon")
+        .body(())
+        .unwrap();
+    let (res, elapsed, _) = hang(&layer, req).await;
+    assert_eq!((res.status().as_u16(), elapsed), (400, Duration::ZERO));
+    let req = grpc()
+        .header("grpc-timeout", "1S")
+        .header("grpc-timeout", "x")
+        .body(())
+        .unwrap();
+    let (res, _, _) = hang(&layer, req).await;
+    assert_grpc_status(&res, "3", "malformed grpc-timeout");
+}

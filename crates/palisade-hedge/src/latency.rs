@@ -68,8 +68,11 @@ impl Window {
             samples.since = 0;
             let mut sorted: Vec<u64> = samples.kept.iter().copied().collect();
             drop(samples);
-            // The smallest latency at or above the percentile's rank.
-            let rank = ((sorted.len() as f64 * self.percentile).ceil() as usize).clamp(1, sorted.len()) - 1;
+            // The smallest latency at or above the percentile's rank. The
+            // product is rounded to 1e-9 first: 100 × 0.55 is 55.000000000000007
+            // in binary floating point, which `ceil` would make 56.
+            let exact = (sorted.len() as f64 * self.percentile * 1e9).round() / 1e9;
+            let rank = (exact.ceil() as usize).clamp(1, sorted.len()) - 1;
             let (_, nth, _) = sorted.select_nth_unstable(rank);
             self.delay.store(*nth, Ordering::Relaxed);
         }
@@ -92,6 +95,18 @@ mod tests {
         window.record(10 * MS);
         // 1..=10 ms: the 90th percentile is 9 ms.
         assert_eq!(window.delay(), Some(9 * MS));
+    }
+
+    #[test]
+    fn the_rank_is_not_moved_by_floating_point_rounding() {
+        // 100 × 0.55 is 55.000000000000007 in binary floating point.
+        for (percentile, expected) in [(0.55, 55), (0.07, 7), (0.14, 14), (0.28, 28), (0.56, 56), (0.95, 95)] {
+            let window = Window::new(percentile, 100, 100);
+            for ms in 1..=100 {
+                window.record(ms * MS);
+            }
+            assert_eq!(window.delay(), Some(expected * MS), "{percentile}");
+        }
     }
 
     #[test]
