@@ -119,7 +119,8 @@
 //! own), and an enclosing deadline (an outer layer's) still holds. A
 //! malformed header, or a malformed value among several, is refused: `400` with a problem of type
 //! `urn:palisade:problem:malformed-timeout` over HTTP, `INVALID_ARGUMENT`
-//! over gRPC; the inner service is not called. A zero budget
+//! over gRPC (with `grpc-message` "malformed grpc-timeout", or "malformed
+//! timeout header" for the HTTP header); the inner service is not called. A zero budget
 //! (`grpc-timeout: 0m`) is answered as exceeded at once. A request is gRPC
 //! when its `content-type` starts with `application/grpc`; its answers are
 //! trailers-only: HTTP 200, `content-type: application/grpc`, `grpc-status`

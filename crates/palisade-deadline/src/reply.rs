@@ -15,7 +15,26 @@ pub(crate) enum Reply {
     /// The deadline passed: 504, or `DEADLINE_EXCEEDED`.
     Exceeded,
     /// A timeout header is malformed: 400, or `INVALID_ARGUMENT`.
-    Malformed,
+    Malformed(TimeoutHeader),
+}
+
+/// Which of the timeout headers the layer reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeoutHeader {
+    /// gRPC's `grpc-timeout`.
+    Grpc,
+    /// The HTTP header (`x-request-timeout-ms` by default).
+    Http,
+}
+
+impl TimeoutHeader {
+    /// The `reason` of logs.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            TimeoutHeader::Grpc => "grpc_timeout",
+            TimeoutHeader::Http => "header",
+        }
+    }
 }
 
 impl Reply {
@@ -23,13 +42,14 @@ impl Reply {
         if grpc {
             let (code, message) = match self {
                 Reply::Exceeded => (GrpcCode::DeadlineExceeded, "deadline exceeded"),
-                Reply::Malformed => (GrpcCode::InvalidArgument, "malformed grpc-timeout"),
+                Reply::Malformed(TimeoutHeader::Grpc) => (GrpcCode::InvalidArgument, "malformed grpc-timeout"),
+                Reply::Malformed(TimeoutHeader::Http) => (GrpcCode::InvalidArgument, "malformed timeout header"),
             };
             trailers_only(code, message)
         } else {
             let problem = match self {
                 Reply::Exceeded => DeadlineExceeded.to_problem(),
-                Reply::Malformed => MalformedTimeout.to_problem(),
+                Reply::Malformed(_) => MalformedTimeout.to_problem(),
             };
             problem.into_response_with(DeadlineBody::reply)
         }

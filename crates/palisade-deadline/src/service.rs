@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use crate::body::DeadlineBody;
 use crate::future::{PropagateFuture, ResponseFuture};
-use crate::reply::Reply;
+use crate::reply::{Reply, TimeoutHeader};
 use crate::state::{Client, Server};
 
 /// The service of [`DeadlineLayer`](crate::DeadlineLayer): sets each
@@ -56,7 +56,7 @@ impl<S: fmt::Debug> fmt::Debug for SetDeadline<S> {
 impl Server {
     /// The request's budget: the shortest of the configured one and the
     /// caller's (capped). `Err` names the malformed header.
-    fn budget<B>(&self, req: &Request<B>) -> Result<Option<Duration>, &'static str> {
+    fn budget<B>(&self, req: &Request<B>) -> Result<Option<Duration>, TimeoutHeader> {
         let mut budget = self.timeout;
         let mut consider = |found: Duration| {
             let found = found.min(self.max_timeout);
@@ -66,12 +66,14 @@ impl Server {
         // own, tighter budget), and any malformed one refuses the request.
         if self.grpc_timeout {
             for value in req.headers().get_all(GRPC_TIMEOUT) {
-                consider(deadline::parse_grpc_timeout(value.as_bytes()).map_err(|MalformedTimeout| "grpc_timeout")?);
+                consider(
+                    deadline::parse_grpc_timeout(value.as_bytes()).map_err(|MalformedTimeout| TimeoutHeader::Grpc)?,
+                );
             }
         }
         if let Some(header) = &self.header {
             for value in req.headers().get_all(header) {
-                consider(deadline::parse_millis(value.as_bytes()).map_err(|MalformedTimeout| "header")?);
+                consider(deadline::parse_millis(value.as_bytes()).map_err(|MalformedTimeout| TimeoutHeader::Http)?);
             }
         }
         Ok(budget)
@@ -95,14 +97,13 @@ where
         let grpc = palisade_core::is_grpc(req.headers());
         let budget = match shared.budget(&req) {
             Ok(budget) => budget,
-            Err(reason) => {
-                if reason == "grpc_timeout" {
-                    shared.malformed_grpc_total.increment(1);
-                } else {
-                    shared.malformed_header_total.increment(1);
+            Err(header) => {
+                match header {
+                    TimeoutHeader::Grpc => shared.malformed_grpc_total.increment(1),
+                    TimeoutHeader::Http => shared.malformed_header_total.increment(1),
                 }
-                tracing::debug!(target: names::TARGET, name = &*shared.name, reason, "malformed timeout header: request refused");
-                return ResponseFuture::reply(Reply::Malformed, grpc, shared.clone());
+                tracing::debug!(target: names::TARGET, name = &*shared.name, reason = header.reason(), "malformed timeout header: request refused");
+                return ResponseFuture::reply(Reply::Malformed(header), grpc, shared.clone());
             }
         };
         // An enclosing deadline (an outer layer's, or one the request

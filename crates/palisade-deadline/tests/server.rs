@@ -181,6 +181,10 @@ async fn malformed_timeouts_are_refused_without_calling_the_handler() {
         assert_eq!(body(res).await, MALFORMED_BODY);
         assert_eq!(counters.calls(), 0);
     }
+    // A gRPC call whose HTTP header is malformed is told which header it was.
+    let req = grpc().header("x-request-timeout-ms", "soon").body(()).unwrap();
+    let (res, _, _) = hang(&layer, req).await;
+    assert_grpc_status(&res, "3", "malformed timeout header");
     // Not UTF-8 at all.
     let value = http::HeaderValue::from_bytes(b"1\xffS").unwrap();
     let (res, _, _) = hang(&layer, grpc().header("grpc-timeout", value).body(()).unwrap()).await;
