@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use palisade_core::error::is_local_rejection;
 use palisade_core::telemetry::bulkhead::TARGET;
 use palisade_core::{Classify, Outcome};
 use pin_project_lite::pin_project;
@@ -222,7 +223,14 @@ where
     /// A queued call's place in the queue, and the service and request it goes with.
     #[inline(never)]
     fn queue(gate: Arc<Gate>, slot: usize, inner: &mut S, req: Req) -> Pin<Box<Queue<S, Req>>> {
-        let deadline = match gate.settings.max_wait {
+        // First, so that the place is given back if what follows panics (a
+        // timer outside a runtime, the inner service's `clone`).
+        let waiter = Waiter {
+            gate,
+            slot,
+            done: false,
+        };
+        let deadline = match waiter.gate.settings.max_wait {
             Some(max_wait) => Deadline::At {
                 sleep: tokio::time::sleep(max_wait),
             },
@@ -233,11 +241,7 @@ where
         let fresh = inner.clone();
         let ready = std::mem::replace(inner, fresh);
         Box::pin(Queue {
-            waiter: Waiter {
-                gate,
-                slot,
-                done: false,
-            },
+            waiter,
             call: Some((ready, req)),
             since: Instant::now(),
             deadline,
@@ -341,10 +345,15 @@ where
                             Ok(response) => Ok(response),
                             Err(error) => Err(&**error as &(dyn Error + 'static)),
                         };
-                        let dropped = match this.classifier.classify(view) {
-                            Outcome::Success => Some(false),
-                            Outcome::Failure => Some(true),
-                            Outcome::Ignored => None,
+                        // Another palisade layer's rejection says nothing about the
+                        // downstream, whatever a custom classifier makes of it.
+                        let dropped = match view {
+                            Err(error) if is_local_rejection(error) => None,
+                            view => match this.classifier.classify(view) {
+                                Outcome::Success => Some(false),
+                                Outcome::Failure => Some(true),
+                                Outcome::Ignored => None,
+                            },
                         };
                         if let Some(dropped) = dropped {
                             permit.gate().sample(&started.sample(dropped));

@@ -154,8 +154,8 @@ impl Window {
 /// Additive increase, multiplicative decrease.
 ///
 /// Samples are taken in windows of as many calls as the limit (about one
-/// round trip). After a window with a dropped call, or whose mean round trip
-/// is slower than `timeout`, the limit becomes `limit × backoff_ratio` (at
+/// round trip). After a window with a dropped call, or with a call slower
+/// than `timeout`, the limit becomes `limit × backoff_ratio` (at
 /// least `min`); after any other window in which at least half the limit was
 /// in use, it grows by one (at most `max`). Growing only when the limit is
 /// actually used keeps an idle bulkhead from inflating its limit.
@@ -191,10 +191,17 @@ impl Limit for Aimd {
     }
 
     fn update(&mut self, sample: &Sample) -> usize {
-        let Some(sample) = self.window.add(sample, self.limit) else {
+        // A call slower than the timeout is a drop, however fast the others
+        // in its window were: one hung call must not hide behind their mean.
+        let call = Sample::new(
+            sample.rtt,
+            sample.in_flight,
+            sample.dropped || sample.rtt > self.timeout,
+        );
+        let Some(sample) = self.window.add(&call, self.limit) else {
             return self.limit;
         };
-        if sample.dropped || sample.rtt > self.timeout {
+        if sample.dropped {
             self.limit = ((self.limit as f64 * self.backoff_ratio) as usize).max(self.min);
         } else if sample.in_flight * 2 >= self.limit {
             self.limit = (self.limit + 1).min(self.max);
@@ -293,13 +300,17 @@ impl ExpAverage {
 /// `limit × (1 − smoothing) + new × smoothing`, kept within `[min, max]`.
 /// The long-term average is an exponential average over `long_window`
 /// windows; when it is more than twice the recent time (after an overload) it
-/// decays faster so the limit can recover. A dropped call counts as the
-/// steepest gradient (0.5). While fewer than half the limit is in use, the
-/// limit holds: an idle bulkhead learns nothing about capacity.
+/// decays faster so the limit can recover. A window with a dropped call
+/// halves the estimate and adds no `queue_size`, so a downstream that keeps
+/// failing takes the limit down to `min`. While fewer than half the limit is
+/// in use and nothing was dropped, the limit holds: an idle bulkhead learns
+/// nothing about capacity.
 ///
-/// Unlike Netflix's Gradient2, the long-term average learns only from its
-/// first windows, from windows in which less than half the limit was in use,
-/// and from windows faster than itself: a saturated window's round trip
+/// Unlike Netflix's Gradient2, the long-term average learns only from windows
+/// without a drop, and of those only from its first windows, from windows in
+/// which less than half the limit was in use, and from windows faster than
+/// itself: failures answered at once (a refused connection) would teach it a
+/// round trip no real answer reaches, and a saturated window's round trip
 /// includes the queueing the limit itself causes, and learning from it lets
 /// the baseline and the limit creep upwards for as long as the saturation
 /// lasts. So start from an `initial_limit` the downstream handles without
@@ -345,6 +356,14 @@ impl Limit for Gradient2 {
         let Some(sample) = self.window.add(sample, self.limit()) else {
             return self.limit();
         };
+        if sample.dropped {
+            // The steepest gradient without the headroom: a downstream that
+            // keeps failing takes the limit down to its minimum. Its round
+            // trip teaches the baseline nothing: failures answered at once (a
+            // refused connection) would set it where no real answer reaches,
+            // and the limit would stay at its floor once the downstream is back.
+            return self.smooth(self.estimate * 0.5);
+        }
         let short = sample.rtt.as_secs_f64().max(1e-9);
         let app_limited = (sample.in_flight as f64) < self.estimate / 2.0;
         // A saturated window's round trip includes queueing the limit itself
@@ -359,15 +378,17 @@ impl Limit for Gradient2 {
             long *= 0.95;
             self.long_rtt.value = long;
         }
-        if app_limited && !sample.dropped {
+        if app_limited {
             return self.limit();
         }
-        let gradient = if sample.dropped {
-            0.5
-        } else {
-            (self.tolerance * long / short).clamp(0.5, 1.0)
-        };
-        let target = self.estimate * gradient + self.queue_size as f64;
+        let gradient = (self.tolerance * long / short).clamp(0.5, 1.0);
+        self.smooth(self.estimate * gradient + self.queue_size as f64)
+    }
+}
+
+impl Gradient2 {
+    /// Moves the estimate `smoothing` of the way to `target`, within the bounds.
+    fn smooth(&mut self, target: f64) -> usize {
         let smoothed = self.estimate * (1.0 - self.smoothing) + target * self.smoothing;
         self.estimate = smoothed.clamp(self.min as f64, self.max as f64);
         self.limit()
@@ -515,6 +536,61 @@ mod tests {
         let held = g.limit();
         assert_eq!(window(&mut g, ms(100), 1, false), held, "little in use: holds");
         assert!(window(&mut g, ms(10), 1, true) < held, "a drop shrinks it anyway");
+    }
+
+    #[test]
+    fn aimd_backs_off_on_one_call_slower_than_the_timeout() {
+        let mut aimd = Aimd::builder().initial_limit(10).build().unwrap();
+        for _ in 0..9 {
+            assert_eq!(aimd.update(&Sample::new(ms(1), 10, false)), 10);
+        }
+        assert_eq!(
+            aimd.update(&Sample::new(Duration::from_secs(6), 10, false)),
+            9,
+            "one hung call among fast ones: 10 × 0.9"
+        );
+    }
+
+    #[test]
+    fn gradient2_brings_a_failing_downstream_down_to_its_minimum() {
+        let mut g = Gradient2::builder().initial_limit(2).build().unwrap();
+        for _ in 0..40 {
+            let limit = g.limit();
+            window(&mut g, ms(10), limit, true);
+        }
+        assert_eq!(g.limit(), 1, "every window dropped: the minimum");
+        let mut busy = Gradient2::builder().build().unwrap();
+        for _ in 0..60 {
+            let limit = busy.limit();
+            window(&mut busy, ms(10), limit, true);
+        }
+        assert_eq!(busy.limit(), 1, "from the default 20, too");
+    }
+
+    #[test]
+    fn gradient2_recovers_after_an_outage_of_fast_failures() {
+        let mut g = Gradient2::builder().build().unwrap();
+        for _ in 0..50 {
+            let limit = g.limit();
+            window(&mut g, ms(10), limit, false);
+        }
+        let healthy = g.limit();
+        assert!(healthy > 20, "steady latency probes upwards: {healthy}");
+        // Connection refused at once: failures far faster than real answers.
+        for _ in 0..100 {
+            let limit = g.limit();
+            window(&mut g, Duration::from_micros(100), limit, true);
+        }
+        assert_eq!(g.limit(), 1);
+        for _ in 0..200 {
+            let limit = g.limit();
+            window(&mut g, ms(10), limit, false);
+        }
+        assert!(
+            g.limit() >= healthy,
+            "the round trip it learned before the outage is back: {} against {healthy}",
+            g.limit()
+        );
     }
 
     #[test]

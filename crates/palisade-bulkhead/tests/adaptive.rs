@@ -164,3 +164,49 @@ async fn gradient2_converges_near_capacity_and_recovers_after_an_overload() {
         "recovered to {recovered}, was {steady}"
     );
 }
+
+/// A limit that keeps every sample it is given.
+#[derive(Debug, Clone, Default)]
+struct Recording(Arc<std::sync::Mutex<Vec<bool>>>);
+
+impl Limit for Recording {
+    fn limit(&self) -> usize {
+        4
+    }
+
+    fn update(&mut self, sample: &palisade_bulkhead::Sample) -> usize {
+        self.0.lock().unwrap().push(sample.dropped());
+        4
+    }
+}
+
+#[tokio::test]
+async fn a_custom_classifier_never_samples_another_palisade_layers_rejection() {
+    let samples = Recording::default();
+    let layer = BulkheadLayer::builder("outer")
+        .adaptive(samples.clone())
+        .classifier(palisade_core::classify_fn(
+            |result: palisade_core::CallResult<'_, ()>| match result {
+                Ok(()) => palisade_core::Outcome::Success,
+                Err(_) => palisade_core::Outcome::Failure,
+            },
+        ))
+        .build()
+        .unwrap();
+    let inner = tower::service_fn(|fail: bool| async move {
+        if fail {
+            Err::<(), BoxError>(BulkheadFull::new("inner", Duration::from_secs(1)).into())
+        } else {
+            Ok(())
+        }
+    });
+    let mut svc = layer.layer(inner);
+    let rejected = svc.ready().await.unwrap().call(true).await.unwrap_err();
+    assert!(rejected.is::<BulkheadFull>());
+    svc.ready().await.unwrap().call(false).await.unwrap();
+    assert_eq!(
+        *samples.0.lock().unwrap(),
+        [false],
+        "the inner bulkhead's rejection is not a sample; the success is"
+    );
+}

@@ -636,3 +636,29 @@ fn futures_poll<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
     let mut cx = Context::from_waker(std::task::Waker::noop());
     Pin::new(future).poll(&mut cx)
 }
+
+#[test]
+fn a_panic_while_joining_the_queue_gives_the_place_back() {
+    // `max_wait` needs a Tokio timer; outside a runtime, joining the queue panics.
+    let layer = BulkheadLayer::builder("panic")
+        .max_concurrent(1)
+        .max_queued(1)
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(tower::service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let running = svc.call(1);
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(svc.call(2))));
+    assert!(joined.is_err(), "no timer outside a runtime");
+    drop(running);
+    let snapshot = handle.snapshot();
+    assert_eq!(
+        (snapshot.in_flight, snapshot.queued),
+        (0, 0),
+        "the permit went to no one"
+    );
+}
