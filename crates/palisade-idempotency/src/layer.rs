@@ -34,15 +34,20 @@ pub const DEFAULT_UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// `begin`, `complete` or `release` within it is treated as unavailable.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The default of which responses are stored: 2xx and 4xx except 400, 422
-/// and 429. 5xx and 429 say "try again", and 400 and 422 say "the request
-/// is invalid" (the handler refused it before acting, as Stripe does not
-/// store them either), so their key is released and a corrected retry runs.
+/// The default of which responses are stored: 2xx and 4xx except 400, 408,
+/// 422, 425 and 429. 5xx, 408 (a timeout: tower-http's `TimeoutLayer`
+/// answers it), 425 and 429 say "try again", and 400 and 422 say "the
+/// request is invalid" (the handler refused it before acting, as Stripe does
+/// not store them either), so their key is released and the retry runs.
 pub fn default_store_status(status: StatusCode) -> bool {
     (status.is_success() || status.is_client_error())
         && !matches!(
             status,
-            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY | StatusCode::TOO_MANY_REQUESTS
+            StatusCode::BAD_REQUEST
+                | StatusCode::REQUEST_TIMEOUT
+                | StatusCode::UNPROCESSABLE_ENTITY
+                | StatusCode::TOO_EARLY
+                | StatusCode::TOO_MANY_REQUESTS
         )
 }
 
@@ -238,7 +243,7 @@ impl<St, Sc, D> IdempotencyBuilder<St, Sc, D> {
     }
 
     /// Which responses are stored, by status (default
-    /// [`default_store_status`]: 2xx and 4xx except 400, 422 and 429). A
+    /// [`default_store_status`]: 2xx and 4xx except 400, 408, 422, 425 and 429). A
     /// response not stored releases its key, so the client may retry.
     pub fn store_status(mut self, policy: impl Fn(StatusCode) -> bool + Send + Sync + 'static) -> Self {
         self.config.store_status = Box::new(policy);
@@ -372,7 +377,7 @@ mod tests {
     }
 
     #[test]
-    fn default_policy_stores_2xx_and_4xx_but_not_validation_429_or_5xx() {
+    fn default_policy_stores_2xx_and_4xx_but_not_validation_try_again_or_5xx() {
         for (status, stored) in [
             (200, true),
             (201, true),
@@ -387,7 +392,8 @@ mod tests {
                 "{status}"
             );
         }
-        for status in [101, 302, 429, 500, 502, 503] {
+        // 408 (tower-http's `TimeoutLayer` answers it) and 425 say "try again" too.
+        for status in [101, 302, 408, 425, 429, 500, 502, 503] {
             assert!(!default_store_status(StatusCode::from_u16(status).unwrap()), "{status}");
         }
     }

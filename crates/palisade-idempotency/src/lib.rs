@@ -44,8 +44,12 @@
 //! - **Key scope.** The stored key is SHA-256 of the request's
 //!   [`Scope`] (e.g. the authenticated principal from request extensions),
 //!   method, path and the client's key, so one tenant can never replay
-//!   another's response. [`HeaderScope`] scopes by a header such as
-//!   `Authorization`; the default [`GlobalScope`] is one scope for all.
+//!   another's response. [`HeaderScope`] scopes by a header's value as
+//!   sent: a credential that changes between a request and its retry (a
+//!   refreshed OAuth token, a per-request signature) is a new scope, where
+//!   the retry runs again, so scope by the principal it authenticates (an
+//!   extension your authentication layer sets) unless the header is stable,
+//!   such as an API key. The default [`GlobalScope`] is one scope for all.
 //! - **Fingerprint.** SHA-256 of method, path, query and body. The body is
 //!   read into memory (up to the cap) before the store is asked, and handed
 //!   to the inner service as `ReqB::from(bytes)` (request trailers are
@@ -60,18 +64,18 @@
 //!   [`max_response_body`](IdempotencyBuilder::max_response_body)) for
 //!   [`retention`](IdempotencyBuilder::retention) (default 24 h), when
 //!   [`store_status`](IdempotencyBuilder::store_status) says so (default
-//!   2xx and 4xx except 400, 422 and 429: like Stripe, a request refused as
-//!   invalid is not remembered, so the corrected retry runs). Hop-by-hop
+//!   2xx and 4xx except 400, 408, 422, 425 and 429: like Stripe, a request
+//!   refused as invalid is not remembered, so the corrected retry runs). Hop-by-hop
 //!   headers are never stored, nor `Set-Cookie` unless
 //!   [`store_set_cookie`](IdempotencyBuilder::store_set_cookie). The
 //!   layer waits for the store to confirm before answering, so a retry that
 //!   arrives after the first answer is a replay.
-//! - **What releases the key.** A response not to be stored (5xx, 429, 400,
-//!   422), a response body over the cap or ending in trailers (a gRPC
+//! - **What releases the key.** A response not to be stored (5xx, 408, 425,
+//!   429, 400, 422), a response body over the cap or ending in trailers (a gRPC
 //!   response; either is passed through whole, not stored, as trailers are
 //!   not stored), and an error of the inner service: the client may then retry and the
 //!   request runs again. That includes a 504 from a timeout inside this
-//!   layer (the server stack's), which cuts the handler wherever it was: a
+//!   layer (the server stack's; tower-http's `TimeoutLayer` answers 408), which cuts the handler wherever it was: a
 //!   handler whose effects must not repeat passes its key on to what it
 //!   calls (a payments provider's own idempotency key), so the rerun finds
 //!   them done. Nothing else does once the handler has been called
@@ -124,7 +128,7 @@
 //! | retention | [`DEFAULT_RETENTION`] (24 h) | Stripe's; covers client retries across a day |
 //! | request body cap | [`DEFAULT_MAX_REQUEST_BODY`] (1 MiB) | the body is held in memory for the fingerprint |
 //! | response body cap | [`DEFAULT_MAX_RESPONSE_BODY`] (1 MiB) | stored responses are held in the store |
-//! | stored statuses | [`default_store_status`]: 2xx, 4xx except 400, 422, 429 | 5xx and 429 mean "try again", 400 and 422 "invalid, correct it": the key is released |
+//! | stored statuses | [`default_store_status`]: 2xx, 4xx except 400, 408, 422, 425, 429 | 5xx, 408, 425 and 429 mean "try again", 400 and 422 "invalid, correct it": the key is released |
 //! | caller gone | [`disconnect::Complete`]: the call finishes on a task | a charge made for a client that went away is answered to its retry |
 //! | `Set-Cookie` stored | no | a session cookie must not go to whoever holds the key |
 //! | store failure | fail closed (503) | running a payment twice is worse than refusing it |

@@ -52,10 +52,15 @@ impl Scope for GlobalScope {
     }
 }
 
-/// The scope is the value of one request header, for example
-/// `Authorization`: requests with different credentials never share keys.
-/// The value only goes into the store key's SHA-256, so credentials are
-/// never stored. A request without the header has the empty scope.
+/// The scope is the value of one request header, for example an API key:
+/// requests with different credentials never share keys. The value only
+/// goes into the store key's SHA-256, so credentials are never stored. A
+/// request without the header has the empty scope.
+///
+/// Only for a header that stays the same across a request's retries: a
+/// bearer token refreshed between them, or a signature made per request,
+/// puts the retry in a scope of its own, where it runs again. Scope those
+/// by the principal they authenticate instead.
 #[derive(Debug, Clone)]
 pub struct HeaderScope(pub http::HeaderName);
 
