@@ -6,10 +6,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
+use palisade_core::error::is_local_rejection;
 use palisade_core::telemetry::hedge as names;
-use palisade_core::{Classify, Outcome};
-use palisade_retry::ReplayBody;
+use palisade_core::{AsError, Classify, Outcome};
+use palisade_retry::{ReplayBody, Withdrawal};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
@@ -30,7 +31,7 @@ pin_project! {
         original: Option<S::Future>,
         original_started: Instant,
         // Hedges are the rare path: one allocation each.
-        hedges: Vec<(Pin<Box<S::Future>>, Instant)>,
+        hedges: Vec<Hedge<S::Future>>,
         #[pin]
         timer: Option<Sleep>,
         // What a hedge needs: a clone of the service and of the request.
@@ -40,6 +41,16 @@ pin_project! {
         failure: Option<Result<S::Response, S::Error>>,
         shared: Arc<Shared<C>>,
     }
+}
+
+/// A hedge in flight.
+struct Hedge<F> {
+    future: Pin<Box<F>>,
+    started: Instant,
+    /// Its draw on the budget, given back if this side refuses it.
+    withdrawal: Option<Withdrawal>,
+    /// Whether it carries the idempotency key.
+    keyed: bool,
 }
 
 impl<S, B, C> ResponseFuture<S, B, C>
@@ -76,7 +87,7 @@ where
 impl<S, B, C, ResB> Future for ResponseFuture<S, B, C>
 where
     S: Service<Req<B>, Response = Response<ResB>>,
-    S::Error: palisade_core::AsError,
+    S::Error: AsError,
     C: Classify<Response<ResB>>,
 {
     type Output = Result<S::Response, S::Error>;
@@ -100,11 +111,29 @@ where
             }
             let mut i = 0;
             while i < this.hedges.len() {
-                let (hedge, started) = &mut this.hedges[i];
-                if let Poll::Ready(result) = hedge.as_mut().poll(cx) {
+                if let Poll::Ready(result) = this.hedges[i].future.as_mut().poll(cx) {
+                    let hedge = this.hedges.swap_remove(i);
+                    if let Err(e) = &result
+                        && is_local_rejection(e.as_error())
+                    {
+                        // Refused on this side (a full bulkhead, an open
+                        // breaker): no duplicate went out, and no answer came
+                        // back. The attempts in flight go on.
+                        if let Some(withdrawal) = hedge.withdrawal {
+                            withdrawal.refund();
+                        }
+                        continue;
+                    }
+                    if hedge.keyed
+                        && let Ok(res) = &result
+                        && res.status() == StatusCode::CONFLICT
+                    {
+                        // The server is still running the original with this
+                        // key: its answer is the one to wait for.
+                        continue;
+                    }
                     let outcome = classify(shared, &result);
-                    shared.record(started.elapsed(), outcome);
-                    drop(this.hedges.swap_remove(i));
+                    shared.record(hedge.started.elapsed(), outcome);
                     if outcome == Outcome::Success {
                         shared.hedge_wins_total.increment(1);
                         // The losers are dropped now, not with this future.
@@ -154,18 +183,31 @@ where
                 this.timer.set(None);
                 continue;
             };
-            if let Some(budget) = &shared.budget
-                && !budget.withdraw()
-            {
-                shared.budget_exhausted_total.increment(1);
-                tracing::debug!(target: names::TARGET, name = &*shared.name, "not hedging: retry budget exhausted");
-                this.timer.set(None);
-                continue;
-            }
+            let withdrawal = match &shared.budget {
+                Some(budget) => match budget.withdrawal() {
+                    Some(withdrawal) => Some(withdrawal),
+                    None => {
+                        shared.budget_exhausted_total.increment(1);
+                        tracing::debug!(target: names::TARGET, name = &*shared.name, "not hedging: retry budget exhausted");
+                        this.timer.set(None);
+                        continue;
+                    }
+                },
+                None => None,
+            };
             *this.sent += 1;
             shared.hedges_total.increment(1);
             tracing::debug!(target: names::TARGET, name = &*shared.name, attempt = *this.sent, "hedging");
-            this.hedges.push((Box::pin(svc.call(request)), Instant::now()));
+            let keyed = shared
+                .idempotency_key
+                .as_ref()
+                .is_some_and(|key| request.headers().contains_key(key));
+            this.hedges.push(Hedge {
+                future: Box::pin(svc.call(request)),
+                started: Instant::now(),
+                withdrawal,
+                keyed,
+            });
             match shared.delay() {
                 Some(delay) if *this.sent < shared.max_attempts => {
                     *this.next = Some((svc, template));
@@ -181,7 +223,7 @@ where
 fn classify<C, R, E>(shared: &Shared<C>, result: &Result<R, E>) -> Outcome
 where
     C: Classify<R>,
-    E: palisade_core::AsError,
+    E: AsError,
 {
     let result = result.as_ref().map_err(|e| e.as_error());
     shared.classifier.classify(result)

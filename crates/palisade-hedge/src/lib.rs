@@ -59,10 +59,16 @@
 //! | `hedge_if` | none | replaces the method and key check (gRPC calls are POSTs: decide by path) |
 //! | `replay_limit` | 64 KiB | larger bodies are sent once and not hedged; a gRPC request stream, whose length is unknown until it ends, is kept while it stays within it |
 //!
-//! When every attempt sent has failed, the first failure is returned. A
-//! hedge waits for the inner service's readiness (a full bulkhead delays it;
-//! the attempts in flight go on meanwhile); a readiness error gives up on
-//! hedging. The percentile is recomputed every tenth of the window's
+//! When every attempt sent has failed, the first failure is returned. Two
+//! answers to a hedge are no answer at all, and the attempts in flight go
+//! on: a refusal on this side (a local rejection such as a full bulkhead's
+//! or an open breaker's, whose draw on the budget is given back, since no
+//! duplicate went out), and a 409 to a hedge carrying the idempotency key
+//! (the server is running the original under that key, and a
+//! palisade-idempotency server answers a repeat so until it is done). A
+//! hedge waits for the inner service's readiness (a `Buffer` or tower's
+//! `ConcurrencyLimit` at capacity delays it; the attempts in flight go on
+//! meanwhile); a readiness error gives up on hedging. The percentile is recomputed every tenth of the window's
 //! samples; each attempt that completes (winners and failures; not the
 //! dropped losers, nor a local rejection such as an open breaker's, which
 //! takes no time and would pull the percentile towards zero) adds its
@@ -103,7 +109,8 @@
 //!   held is released then; dropping the response future drops every attempt.
 //! - An unsafe request is never hedged; neither is one whose body is over
 //!   the replay limit.
-//! - No hedge is sent without a withdrawal from the budget (when one is on).
+//! - No hedge is sent without a withdrawal from the budget (when one is on);
+//!   a hedge refused on this side gives it back.
 //!
 //! # Performance
 //!

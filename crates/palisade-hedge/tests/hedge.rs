@@ -544,3 +544,51 @@ fn build_refuses_impossible_settings() {
         }
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_hedge_answered_409_waits_for_the_original() {
+    // The server runs the original under its key and answers a repeat of the
+    // key with 409 while it does.
+    let downstream = Downstream::new(|n| if n == 0 { (100 * MS, 201) } else { (MS, 409) });
+    let layer = HedgeLayer::builder("orders")
+        .delay(10 * MS)
+        .no_budget()
+        .build()
+        .unwrap();
+    let keyed = Request::post("/orders")
+        .header("idempotency-key", "order-42")
+        .body(Full::from("order"))
+        .unwrap();
+    let (status, body, elapsed) = send(&layer, &downstream, keyed).await;
+    assert_eq!((status, body.as_str(), elapsed), (201, "call 0", 100 * MS));
+    let attempts = downstream.attempts();
+    assert_eq!(attempts.len(), 2);
+    assert!(!attempts[0].dropped, "the original was not dropped for the 409");
+
+    // Without a key, a 409 is an answer like any other 4xx.
+    let downstream = Downstream::new(|n| if n == 0 { (100 * MS, 200) } else { (MS, 409) });
+    let (status, _, elapsed) = send(&layer, &downstream, get()).await;
+    assert_eq!((status, elapsed), (409, 11 * MS));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_refused_on_this_side_leaves_the_original_its_answer_and_the_budget_its_retry() {
+    // The bulkhead holds one call: the hedge is refused at once.
+    let downstream = Downstream::new(|_| (30 * MS, 503));
+    let bulkhead = BulkheadLayer::builder("search").max_concurrent(1).build().unwrap();
+    let budget = one_a_second();
+    let layer = HedgeLayer::builder("search")
+        .delay(10 * MS)
+        .budget(budget.clone())
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let res = layer
+        .layer(bulkhead.layer(downstream.service()))
+        .oneshot(get())
+        .await
+        .expect("the downstream's own answer");
+    assert_eq!((res.status().as_u16(), started.elapsed()), (503, 30 * MS));
+    assert_eq!(downstream.attempts().len(), 1, "the hedge never left");
+    assert_eq!(budget.available(), 1, "its withdrawal was given back");
+}

@@ -30,7 +30,7 @@
 //! | body larger than [`max_request_body`](IdempotencyBuilder::max_request_body) | **413** | no |
 //! | first use of the key | runs; the response is stored (see below) | yes |
 //! | repeat after completion | the stored response, byte for byte, plus `Idempotent-Replayed: true` | no |
-//! | repeat while the first is in flight | **409** with `Retry-After` | no |
+//! | repeat while the first is in flight | **409** with `Retry-After` (palisade-retry retries it after that wait, and a palisade-hedge hedge leaves the first to answer) | no |
 //! | same key, same method and path, different query or body | **422** | no |
 //! | same key on another method or path | another key (keys are scoped to method and path, below): runs | yes |
 //! | the store fails, does not answer within the [store timeout](IdempotencyBuilder::store_timeout), or is full | **503** with `Retry-After` (fail closed, default) or passes through unprotected ([`fail_open`](IdempotencyBuilder::fail_open)) | no / yes |

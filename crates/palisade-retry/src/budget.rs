@@ -192,9 +192,11 @@ impl RetryBudget {
         self.withdrawal().is_some()
     }
 
-    /// Takes one retry from the budget: the [`Withdrawal`] to give back if
-    /// the retry does not happen; `None` when the budget is empty.
-    pub(crate) fn withdrawal(&self) -> Option<Withdrawal> {
+    /// Takes one retry from the budget, like [`withdraw`](Self::withdraw):
+    /// the [`Withdrawal`] to give back if the retry turns out not to happen
+    /// (its wait was cancelled, something on this side refused it); `None`
+    /// when the budget is empty.
+    pub fn withdrawal(&self) -> Option<Withdrawal> {
         let mut ring = self.inner.ring.lock().unpoison();
         let newest = self.inner.place(&mut ring, Instant::now());
         (self.inner.balance(&ring) >= UNIT).then(|| {
@@ -239,8 +241,11 @@ impl RetryBudget {
     }
 }
 
-/// One retry taken from a [`RetryBudget`], in the slot it was taken from.
-pub(crate) struct Withdrawal {
+/// One retry taken from a [`RetryBudget`] ([`RetryBudget::withdrawal`]), in
+/// the slot it was taken from. Dropped, the retry stays spent.
+#[derive(Debug)]
+#[must_use = "a withdrawal is either kept (dropped) or given back with `refund`"]
+pub struct Withdrawal {
     budget: RetryBudget,
     epoch: u64,
 }
@@ -249,7 +254,7 @@ impl Withdrawal {
     /// Gives the retry back (it never happened: its wait was cancelled), to
     /// the slot it was taken from while that slot is in the window; once the
     /// slot aged out, the withdrawal no longer counts and nothing is owed.
-    pub(crate) fn refund(self) {
+    pub fn refund(self) {
         let inner = &self.budget.inner;
         let mut ring = inner.ring.lock().unpoison();
         inner.place(&mut ring, Instant::now());

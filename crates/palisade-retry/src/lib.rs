@@ -100,7 +100,10 @@
 //!    [`HttpClassifier`](palisade_core::HttpClassifier) by default: 408, 429,
 //!    500, 502, 503, 504, connect errors and timeouts; never another 4xx, and
 //!    never a transport error after which the server may have acted (a
-//!    reset). [`RetryBuilder::retry_status`] and [`RetryBuilder::retry_error`]
+//!    reset). A 409 to a request carrying an `Idempotency-Key` is retried
+//!    too, after its `Retry-After`: the server is still running an earlier
+//!    attempt with that key (one this side timed out on) and will replay its
+//!    answer (palisade-idempotency answers so). [`RetryBuilder::retry_status`] and [`RetryBuilder::retry_error`]
 //!    override single statuses and errors; [`RetryBuilder::classifier`]
 //!    replaces the classifier. palisade's own local rejections
 //!    ([`CircuitOpen`], [`BulkheadFull`], [`BulkheadTimeout`]) are never
@@ -324,7 +327,7 @@ mod service;
 mod sync;
 
 pub use body::{DEFAULT_REPLAY_LIMIT, ReplayBody};
-pub use budget::{BudgetSnapshot, RetryBudget, RetryBudgetBuilder};
+pub use budget::{BudgetSnapshot, RetryBudget, RetryBudgetBuilder, Withdrawal};
 pub use builder::{AnyRequest, GrpcRequest, HttpRequest, RetryBuilder};
 pub use error::{ConfigError, ReplayUnavailable};
 pub use grpc::{

@@ -318,15 +318,26 @@ impl<C> Config<C> {
     }
 
     /// Whether an HTTP response is retried: its status's override, else the classifier.
-    fn status_retryable<B>(&self, res: &Response<B>) -> bool
+    fn status_retryable<B, ReqB>(&self, res: &Response<B>, req: &Request<ReqB>) -> bool
     where
         C: Classify<Response<B>>,
     {
         let status = res.status();
         match self.status_overrides.iter().find(|(s, _)| *s == status) {
             Some(&(_, retryable)) => retryable,
-            None => self.classifier.retryable(Ok(res)),
+            None => self.classifier.retryable(Ok(res)) || self.is_in_flight_conflict(status, req),
         }
+    }
+
+    /// A 409 to a request carrying an idempotency key: the server is still
+    /// running an earlier attempt with that key (a retry sent after a timeout
+    /// on this side), and answers it once that attempt is done.
+    fn is_in_flight_conflict<B>(&self, status: StatusCode, req: &Request<B>) -> bool {
+        status == StatusCode::CONFLICT
+            && self
+                .idempotency_key
+                .as_ref()
+                .is_some_and(|key| req.headers().contains_key(key))
     }
 
     fn is_safe<B>(&self, req: &Request<B>) -> bool {
@@ -488,7 +499,7 @@ where
     fn retry(&mut self, req: &mut Request<ReplayBody<B>>, result: &mut Result<Response<ResB>, E>) -> Option<Wait> {
         let config = &*self.config;
         if let Ok(res) = result
-            && !config.status_retryable(res)
+            && !config.status_retryable(res, req)
         {
             config.last_attempt(&mut self.attempts);
             return None;

@@ -342,6 +342,40 @@ async fn only_safe_methods_or_idempotency_keys_are_retried() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_409_to_a_keyed_request_waits_for_the_attempt_still_running() {
+    // The server still runs the attempt this side gave up on; it answers a
+    // repeat of the key with 409 and when to come back.
+    let downstream = Downstream::new(&[Reply::StatusWith(409, "retry-after", || "2".into()), Reply::Status(201)]);
+    let keyed = || {
+        Request::post("/orders")
+            .header("idempotency-key", "order-42")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap()
+    };
+    assert_eq!(
+        send(policy().build().unwrap(), &downstream, keyed()).await.unwrap(),
+        201
+    );
+    assert_eq!(downstream.times(), [Duration::ZERO, 2 * S], "after its Retry-After");
+
+    // Without a key, a 409 is the answer; so it is when told so.
+    for (retry, req) in [
+        (
+            policy().build().unwrap(),
+            Request::put("/orders/42").body(Full::<Bytes>::default()).unwrap(),
+        ),
+        (
+            policy().retry_status(StatusCode::CONFLICT, false).build().unwrap(),
+            keyed(),
+        ),
+    ] {
+        let downstream = Downstream::new(&[Reply::Status(409), Reply::Status(201)]);
+        assert_eq!(send(retry, &downstream, req).await.unwrap(), 409);
+        assert_eq!(downstream.seen().len(), 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn retry_after_in_seconds_and_as_a_date_capped() {
     // Seconds, instead of the 100 ms backoff.
     let downstream = Downstream::new(&[Reply::StatusWith(503, "retry-after", || "3".into()), Reply::Status(200)]);
