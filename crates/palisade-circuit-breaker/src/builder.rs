@@ -240,7 +240,8 @@ impl<C> CircuitBreakerBuilder<C> {
     /// Keyed mode: a key unused for this long is dropped when a new key needs
     /// room, or by
     /// [`evict_idle`](crate::KeyedCircuitBreakerHandle::evict_idle) (default
-    /// 10 minutes); see the crate docs for how a key's use is dated.
+    /// 10 minutes), unless its breaker is open with time left, half-open or
+    /// set by an operator; see the crate docs for how a key's use is dated.
     pub fn key_idle_timeout(mut self, idle: Duration) -> Self {
         self.key_idle_timeout = idle;
         self

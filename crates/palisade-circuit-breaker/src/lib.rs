@@ -270,7 +270,9 @@
 //! idle for longer than `key_idle_timeout` go first, then the least recently
 //! used closed breaker (one in any other state is kept while a closed one
 //! can go, so an outage, a recovery under way or an operator's setting is
-//! not forgotten). A call reads no clock to note that its key was used: a
+//! not forgotten). For the same reason an idle key stays while its breaker
+//! is open with time left (callers told to come back later do not call
+//! meanwhile), half-open or set by an operator. A call reads no clock to note that its key was used: a
 //! sweep (making room for a new key, or
 //! [`evict_idle`](KeyedCircuitBreakerHandle::evict_idle)) dates the keys
 //! used since the previous sweep to its own time, so a key is never dropped

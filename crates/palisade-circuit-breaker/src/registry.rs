@@ -26,11 +26,21 @@ impl<K> Registry<K> {
     /// room, idle keys go first, then the least recently used closed breaker:
     /// evicting another would forget an outage (open), a recovery under way
     /// (half-open) or what an operator set (forced open, disabled, metrics
-    /// only).
+    /// only). For the same reason an idle key is kept while its breaker is
+    /// neither closed nor open past its open time: callers told to come back
+    /// later do not call meanwhile.
     pub(crate) fn new(config: Arc<Config>, max_keys: usize, idle: Duration) -> Self {
         let calls = CallCounters::new(&config.name, config.call_durations);
         let states = Arc::new(KeyStates::new(&config.name));
         let eviction = Eviction::least_recently_used(idle, |b: &Arc<Breaker>| b.snapshot().state != State::Closed)
+            .keep_idle(|b| {
+                let snapshot = b.snapshot();
+                match snapshot.state {
+                    State::Closed => false,
+                    State::Open => snapshot.time_until_half_open.is_some_and(|left| !left.is_zero()),
+                    _ => true,
+                }
+            })
             .on_evict(|b| b.forget());
         Self {
             config,

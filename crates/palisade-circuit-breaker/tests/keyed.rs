@@ -161,3 +161,35 @@ async fn a_breaker_that_is_not_closed_is_kept_while_a_closed_one_can_go() {
     let recovering = handle.get(&"recovering").unwrap().snapshot();
     assert_eq!((recovering.state, recovering.half_open_probes), (State::HalfOpen, 1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_key_is_not_forgotten_while_open_or_set_by_an_operator() {
+    let layer = CircuitBreakerBuilder::consecutive("idle")
+        .consecutive_failures(1)
+        .open_duration(Duration::from_secs(120))
+        .key_idle_timeout(Duration::from_secs(60))
+        .build_keyed(|req: &Req| req.0)
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(ByHost::default());
+    send(&mut svc, "open", Call::Fail).await.unwrap_err();
+    send(&mut svc, "forced", Call::Ok).await.unwrap();
+    handle.get(&"forced").unwrap().force_open();
+    send(&mut svc, "closed", Call::Ok).await.unwrap();
+    // Callers honour the 120 s `Retry-After`: nobody calls for 61 s.
+    advance(Duration::from_secs(61)).await;
+    assert_eq!(handle.evict_idle(), 1, "only the closed key goes");
+    let mut keys = handle.keys();
+    keys.sort_unstable();
+    assert_eq!(keys, ["forced", "open"]);
+    assert_rejected(&send(&mut svc, "open", Call::Ok).await, Duration::from_secs(59));
+    assert_eq!(handle.get(&"forced").unwrap().state(), State::ForcedOpen);
+
+    // Once its open time is over, an idle open key has nothing left to keep
+    // (the rejected call above was a use, which this sweep dates).
+    advance(Duration::from_secs(120)).await;
+    assert_eq!(handle.evict_idle(), 0);
+    advance(Duration::from_secs(61)).await;
+    assert_eq!(handle.evict_idle(), 1);
+    assert_eq!(handle.keys(), ["forced"], "what the operator set stays");
+}

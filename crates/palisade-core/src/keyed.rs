@@ -68,6 +68,8 @@ use crate::sync::Unpoison;
 pub struct Eviction<V> {
     /// `None` for [`Eviction::unused`]; for LRU, nanoseconds a key may stay idle.
     idle_nanos: Option<u64>,
+    /// True for a value an idle key keeps: it still has something to remember.
+    keep_idle: fn(&V) -> bool,
     rule: Rule<V>,
     on_evict: fn(&V),
 }
@@ -84,6 +86,7 @@ impl<V> Eviction<V> {
     pub fn least_recently_used(idle: Duration, keep_longer: fn(&V) -> bool) -> Self {
         Self {
             idle_nanos: Some(crate::nanos::saturating(idle)),
+            keep_idle: |_| false,
             rule: Rule::LeastRecentlyUsed { keep_longer },
             on_evict: |_| {},
         }
@@ -94,9 +97,18 @@ impl<V> Eviction<V> {
     pub fn unused(in_use: fn(&V) -> bool) -> Self {
         Self {
             idle_nanos: None,
+            keep_idle: |_| false,
             rule: Rule::Unused { in_use },
             on_evict: |_| {},
         }
+    }
+
+    /// Keeps an idle key whose value `keep` is true for (say, a breaker
+    /// still open): it goes only once idle and `keep` says no more, or when
+    /// room is needed, as the rule decides.
+    pub fn keep_idle(mut self, keep: fn(&V) -> bool) -> Self {
+        self.keep_idle = keep;
+        self
     }
 
     /// Calls `evicted` with every value the map drops.
@@ -185,16 +197,17 @@ impl<K, V> KeyedMap<K, V> {
             return;
         };
         let evicted = self.eviction.on_evict;
+        let keep_idle = self.eviction.keep_idle;
         slots.retain(|_, slot| {
             let last_used = slot.last_used.get_mut();
             if *last_used & USED != 0 {
                 *last_used = now;
             }
-            let active = now.saturating_sub(*last_used) < idle;
-            if !active {
+            let kept = now.saturating_sub(*last_used) < idle || keep_idle(&slot.value);
+            if !kept {
                 evicted(&slot.value);
             }
-            active
+            kept
         });
     }
 
