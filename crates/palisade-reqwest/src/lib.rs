@@ -83,6 +83,12 @@
 //! the ones you need (`rustls`, `http2`, ...) in your own `reqwest`
 //! dependency and cargo unifies them.
 //!
+//! reqwest itself sends a request again when an HTTP/2 server refused it
+//! unprocessed (`REFUSED_STREAM`, a graceful `GOAWAY`), if it can copy the
+//! body: a request without a body goes to it as reqwest's own empty body, so
+//! it keeps doing so through this service; a request with a body goes as a
+//! stream reqwest cannot copy, and such a refusal comes back as an error.
+//!
 //! # Order with other layers
 //!
 //! Innermost, under the per-attempt timeout: client stack, outermost first,

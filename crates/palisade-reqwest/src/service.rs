@@ -59,7 +59,19 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        match reqwest::Request::try_from(req.map(reqwest::Body::wrap)) {
+        // A request without a body goes with reqwest's own empty body, which
+        // reqwest can copy: its client sends a request again by itself when
+        // the server refused it unprocessed (HTTP/2 `REFUSED_STREAM`, a
+        // graceful `GOAWAY`), but only when it can copy the body, and a
+        // wrapped one it cannot.
+        let req = req.map(|body| {
+            if body.is_end_stream() {
+                reqwest::Body::from(Bytes::new())
+            } else {
+                reqwest::Body::wrap(body)
+            }
+        });
+        match reqwest::Request::try_from(req) {
             Ok(req) => ResponseFuture::sending(self.client.call(req)),
             Err(error) => ResponseFuture::refused(error),
         }
