@@ -357,8 +357,11 @@
 //! is one `AtomicU64` (kind, half-open probe counts and an epoch), which
 //! `poll_ready` and `call` each load once (plain loads, no read-modify-write);
 //! the count-based window is a ring of atomic outcome slots indexed by a
-//! `fetch_add` counter with running failure and slow counts, so a successful
-//! call costs one read-modify-write beyond the `Arc` its response future
+//! `fetch_add` counter with running failure and slow counts. A successful,
+//! fast call into a full window holding no failure and no slow call leaves
+//! it as it was, so it writes nothing there (cores calling a healthy breaker
+//! share its lines without taking them from each other); otherwise it costs
+//! one read-modify-write. Either way beyond the `Arc` its response future
 //! holds. Transitions are rare and happen under a mutex, through a
 //! compare-exchange, so exactly one caller trips, half-opens or closes the
 //! breaker. The time-based window is a ring of buckets of atomic counters,
@@ -367,7 +370,8 @@
 //! notice).
 //!
 //! Most of a closed call's cost is the two atomic operations on the `Arc`
-//! its response future holds, and the window index; the time window adds a
+//! its response future holds, and the window index while the window holds a
+//! failure or a slow call; the time window adds a
 //! clock read and the sum of its buckets, the keyed breaker a map lookup under
 //! the read lock of its thread's shard.
 //!

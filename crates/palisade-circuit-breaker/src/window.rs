@@ -81,11 +81,18 @@ impl CountWindow {
     /// Records one successful, fast call without reading the totals back; true
     /// when this call brought the window to `minimum` calls.
     ///
-    /// The hot path: one read-modify-write (the index). The slot is read and
-    /// written only when it held something else, with a plain store: only a
-    /// writer a whole window of calls behind could race it, and the running
+    /// The hot path. A full window of successful, fast calls is the same
+    /// window after one more, so then nothing is written: cores calling a
+    /// healthy breaker only read the lines they share. A call racing a failure
+    /// that is not counted yet is ordered before it, which leaves the same
+    /// window. Otherwise one read-modify-write (the index); the slot is read
+    /// and written only when it held something else, with a plain store: only
+    /// a writer a whole window of calls behind could race it, and the running
     /// counts saturate.
     pub(crate) fn record_success(&self, minimum: u32) -> bool {
+        if self.failures.load(Relaxed) == 0 && self.slow.load(Relaxed) == 0 && self.next.load(Relaxed) >= self.size() {
+            return false;
+        }
         let index = self.next.fetch_add(1, Relaxed);
         let slot = &self.slots[(index % self.size()) as usize];
         let old = slot.load(Relaxed);

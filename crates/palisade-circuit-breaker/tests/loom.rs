@@ -150,3 +150,38 @@ fn a_successful_probe_racing_a_cancelled_one() {
         }
     });
 }
+
+#[test]
+fn a_success_skipped_on_a_healthy_window_racing_a_failure() {
+    loom::model(|| {
+        // The last 2 calls; a failure rate of 100 % never trips on one failure.
+        let layer = CircuitBreakerBuilder::rate_based("loom")
+            .count_window(2)
+            .failure_rate(100.0)
+            .minimum_calls(2)
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        let mut svc = layer.layer(Counting {
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            most: Arc::new(AtomicUsize::new(0)),
+        });
+        for _ in 0..2 {
+            finish(start(&mut svc, false)).unwrap();
+        }
+        let mut succeeding = svc.clone();
+        let success = loom::thread::spawn(move || finish(start(&mut succeeding, false)).unwrap());
+        let mut failing = svc.clone();
+        let failure = loom::thread::spawn(move || assert!(finish(start(&mut failing, true)).is_err()));
+        success.join().unwrap();
+        failure.join().unwrap();
+        let snapshot = handle.snapshot();
+        assert_eq!((snapshot.calls_in_window, snapshot.failed_calls), (2, 1));
+        assert_eq!(snapshot.state, State::Closed);
+        // Two more successes push the failure out, whichever order the two took.
+        for _ in 0..2 {
+            finish(start(&mut svc, false)).unwrap();
+        }
+        assert_eq!(handle.snapshot().failed_calls, 0);
+    });
+}
