@@ -81,7 +81,10 @@
 //!
 //! Outside the circuit breaker (and the bulkhead, and retry or hedging), so
 //! it sees their rejections and the last failure after retries; inside the
-//! deadline, so its answer is bounded too. In a server stack it wraps the
+//! deadline, so its answer is bounded too; inside the layer that adds the
+//! `Idempotency-Key` (palisade-idempotency's `SetIdempotencyKeyLayer`), so
+//! the [`Failure`]'s head carries the key every attempt was sent with, and a
+//! command queued for later can do the work under it, once. In a server stack it wraps the
 //! handler's route, or the client call inside the handler.
 //!
 //! # Telemetry

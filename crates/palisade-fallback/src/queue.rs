@@ -95,7 +95,9 @@ type Command<Res> = dyn Fn(&Failure<Res>) -> Option<Queued> + Send + Sync;
 /// the caller gets `202 Accepted` with `Location: <status_url>` and the
 /// body `{"status":"queued","status_url":"<status_url>"}`. The outbox relay
 /// delivers the command when it can; its consumer does the work (with the
-/// same idempotency key as the first try, so it is done once).
+/// same idempotency key as the first try, so it is done once: put this
+/// layer inside the one that adds the key, and the [`Failure`]'s head carries
+/// it for `command` to copy).
 ///
 /// With [`Queued::with_update`] the application's own rows change in the
 /// same transaction. If staging fails, or the update changes no row, the

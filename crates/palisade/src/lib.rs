@@ -192,10 +192,11 @@ this way.
 //!
 //! # Canonical order (outermost first)
 //!
-//! - **Client stack**: total deadline → fallback → idempotency key → retry or hedging (with budget) → circuit breaker →
+//! - **Client stack**: total deadline → idempotency key → fallback → retry or hedging (with budget) → circuit breaker →
 //!   bulkhead → per-attempt timeout and deadline propagation → the HTTP
 //!   client. The key is added once,
-//!   outside the retries, so every attempt carries the same key. Retries see the
+//!   outside the retries, so every attempt carries the same key, and
+//!   outside the fallback, so the work it queues for later carries it too. Retries see the
 //!   breaker's fast `CircuitOpen` and do not retry it; the breaker does not
 //!   count the bulkhead's local rejections as failures of the downstream; each
 //!   attempt takes its own bulkhead permit, so a request waiting in backoff

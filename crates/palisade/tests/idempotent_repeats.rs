@@ -114,3 +114,49 @@ async fn a_hedge_of_a_keyed_post_leaves_the_original_to_answer() {
     assert_eq!(text(res).await, "order 1");
     assert_eq!(created.load(Ordering::SeqCst), 1, "one order");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_fallback_sees_the_key_the_attempts_carried() {
+    use palisade::fallback::{Failure, FallbackLayer};
+    // The payments call fails after charging; the fallback queues the charge
+    // for later, and it must carry the key the attempt was sent with, so
+    // the consumer's charge is the same one.
+    let sent: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen = sent.clone();
+    let payments = service_fn(move |req: Request<Full<Bytes>>| {
+        seen.lock()
+            .unwrap()
+            .push(req.headers()["idempotency-key"].to_str().unwrap().to_owned());
+        async {
+            Ok::<_, BoxError>(
+                Response::builder()
+                    .status(StatusCode::INTERNAL_SERVER_ERROR)
+                    .body(Full::<Bytes>::default())
+                    .unwrap(),
+            )
+        }
+    });
+    let fallback = FallbackLayer::builder("payments")
+        .fallback(service_fn(|failure: Failure<Response<Full<Bytes>>>| async move {
+            let key = failure.parts().headers.get("idempotency-key").cloned();
+            let queued = Response::builder().status(StatusCode::ACCEPTED);
+            Ok(match key {
+                Some(key) => queued.header("queued-key", key),
+                None => queued,
+            }
+            .body(Full::<Bytes>::default())
+            .unwrap())
+        }))
+        .build()
+        .unwrap();
+    // The canonical client order: the key outside the fallback.
+    let client = ServiceBuilder::new()
+        .layer(SetIdempotencyKeyLayer::new())
+        .layer(fallback)
+        .service(payments);
+    let res = client.oneshot(order()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let sent = sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(res.headers()["queued-key"], sent[0].as_str());
+}
