@@ -479,7 +479,17 @@ impl Breaker {
         if let Some(word) = self.update_half_open(probe_epoch, |word| Some(word + SUCCESS_ONE))
             && successes(word) + 1 >= self.config.half_open_calls
         {
-            self.close(word + SUCCESS_ONE);
+            let word = word + SUCCESS_ONE;
+            if let Some(max) = self.config.max_half_open {
+                // Closing late is not closing in time, whether or not another
+                // call came by to notice the limit passing.
+                let now = self.now_nanos();
+                if now.saturating_sub(self.half_open_since.load(Acquire)) >= nanos::saturating(max) {
+                    self.trip(word, now, Reason::HalfOpenTimeout);
+                    return;
+                }
+            }
+            self.close(word);
         }
     }
 

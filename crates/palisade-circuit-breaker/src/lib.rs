@@ -151,7 +151,9 @@
 //! rejects the rest (with a `Retry-After` of zero); it closes when all of them
 //! succeed and reopens on the first failure (or slow call, with the slow-call
 //! rule on). With [`CircuitBreakerBuilder::max_half_open_duration`], a
-//! half-open breaker whose probes have not closed it in time reopens.
+//! half-open breaker whose probes have not closed it in time reopens: the
+//! next call finds it reopened, and a probe that succeeds past the limit
+//! reopens it instead of closing it.
 //!
 //! # Errors
 //!

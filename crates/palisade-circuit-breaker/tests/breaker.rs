@@ -326,6 +326,34 @@ async fn half_open_that_does_not_close_in_time_reopens() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_probe_succeeding_after_the_half_open_limit_does_not_close() {
+    let layer = CircuitBreakerBuilder::consecutive("late")
+        .consecutive_failures(1)
+        .permitted_calls_in_half_open(1)
+        .open_duration(SECOND)
+        .max_half_open_duration(5 * SECOND)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(Downstream::default());
+    call(&mut svc, Call::Fail).await.unwrap_err();
+    advance(SECOND).await;
+    // The probe succeeds 10 s in, with no other call meanwhile.
+    let gate = Arc::new(Notify::new());
+    let mut probe_svc = svc.clone();
+    let release = gate.clone();
+    let probe = tokio::spawn(async move { call(&mut probe_svc, Call::Gate(gate)).await });
+    tokio::task::yield_now().await;
+    assert_state(&handle, State::HalfOpen);
+    advance(10 * SECOND).await;
+    release.notify_one();
+    assert_eq!(probe.await.unwrap().unwrap(), "ok");
+    // Not closed in time: reopened, as a repeated trip.
+    assert_state(&handle, State::Open);
+    assert_rejected(&call(&mut svc, Call::Ok).await, SECOND);
+}
+
+#[tokio::test(start_paused = true)]
 async fn half_open_admits_exactly_the_permitted_probes_under_concurrency() {
     let (handle, svc, downstream) = past_open("probes", 2).await;
 

@@ -283,7 +283,10 @@ impl Model {
             } else {
                 self.succeeded += 1;
                 if self.succeeded >= self.cfg.half_open_calls {
-                    self.close();
+                    match self.cfg.max_half_open {
+                        Some(max) if self.now - self.half_open_since >= nanos(max) => self.trip(),
+                        _ => self.close(),
+                    }
                 }
             }
             return;
