@@ -224,7 +224,10 @@ impl<C> CircuitBreakerBuilder<C> {
     /// Calls `hook` on every state change and every call refused with
     /// `CircuitOpen` ([`LayerEvent::BreakerTransition`],
     /// [`LayerEvent::BreakerRejected`]), on the calling task; see
-    /// [`palisade_core::events`]. Unset, it costs nothing.
+    /// [`palisade_core::events`]. Unset, it costs nothing. Transitions are
+    /// reported in order, under the breaker's transition lock: the hook must
+    /// not call this breaker's handle (or, keyed, the keyed handle), which
+    /// would wait for that lock forever.
     pub fn on_event(mut self, hook: impl Fn(&LayerEvent<'_>) + Send + Sync + 'static) -> Self {
         self.events = EventHook::new(hook);
         self

@@ -4,7 +4,12 @@
 //! Every layer's builder takes one with `on_event`; the layer calls it,
 //! synchronously and on the calling task, for each [`LayerEvent`] it
 //! reports. A hook must be quick and must not block: send to a channel or
-//! bump a counter, and do the work elsewhere. A hook that is not set costs a
+//! bump a counter, and do the work elsewhere. Nor may it call back into the
+//! layer reporting the event (a breaker's handle, from that breaker's
+//! transition): a breaker reports its transitions under its transition
+//! lock, so that they arrive in the order they happened, and such a call
+//! would wait for that lock forever; act on the event from the task that
+//! receives it. A hook that is not set costs a
 //! branch on a `None`, nothing more: the event is not even built.
 //!
 //! ```
