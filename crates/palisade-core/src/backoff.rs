@@ -182,6 +182,9 @@ impl Backoff {
                 .and_then(|s| base.checked_add(s))
                 .unwrap_or(cap)
                 .min(cap),
+            // From zero it stays there: the product below would be 0 × ∞,
+            // not a number, once the power overflows.
+            Kind::Exponential { base, .. } if base.is_zero() => Duration::ZERO,
             Kind::Exponential { base, multiplier, cap } => {
                 let nanos = base.as_nanos() as f64 * multiplier.powi(steps.min(i32::MAX as u32) as i32);
                 if nanos.is_finite() && nanos < cap.as_nanos() as f64 {
@@ -290,6 +293,15 @@ mod tests {
                 previous
             })
             .collect()
+    }
+
+    #[test]
+    fn an_exponential_schedule_from_zero_stays_at_zero() {
+        let backoff = Backoff::exponential(Duration::ZERO, 2.0, S);
+        // 2^1024 overflows to infinity, and 0 × infinity is not a number.
+        for retry in [1, 2, 1025, 5000, u32::MAX] {
+            assert_eq!(backoff.delay(retry), Duration::ZERO, "retry {retry}");
+        }
     }
 
     #[test]

@@ -45,8 +45,11 @@ const PLACE_EVERY: u64 = 64;
 /// the first of them, the earliest they can have been made, so they leave
 /// the window no later than they should, and a burst after a long quiet
 /// spell counts from its 64th request on: an error that only ever makes the
-/// budget smaller. Time comes from `tokio::time`, so paused-time tests see
-/// the budget age.
+/// budget smaller. So does traffic of fewer than 64 requests a window with
+/// no retry asked for meanwhile: its requests are dated up to 64 requests
+/// early, a window or more ago, and count for little or nothing. Such a
+/// client retries on the floor: keep `min_per_sec` above zero for it. Time
+/// comes from `tokio::time`, so paused-time tests see the budget age.
 ///
 /// # Example
 ///
