@@ -1,5 +1,6 @@
-//! The `Idempotency-Key` header value: a Structured Field string (`"abc"`)
-//! or a bare token (`abc`), 1 to 255 visible ASCII characters once unquoted.
+//! The `Idempotency-Key` header value: a Structured Field string (`"abc"`,
+//! RFC 8941, where a space is a character like any other) or a bare token
+//! (`abc`), 1 to 255 printable ASCII characters once unquoted.
 
 use std::borrow::Cow;
 
@@ -15,12 +16,18 @@ pub(crate) enum InvalidKey {
     Empty,
     /// More than [`MAX_KEY_LEN`] characters.
     TooLong,
-    /// A character outside visible ASCII, a stray quote or a bad escape.
+    /// A character outside printable ASCII (or a space outside quotes), a
+    /// stray quote or a bad escape.
     Malformed,
 }
 
 const fn visible(b: u8) -> bool {
     matches!(b, 0x21..=0x7e)
+}
+
+/// What an sf-string holds: visible ASCII and the space.
+const fn printable(b: u8) -> bool {
+    matches!(b, 0x20..=0x7e)
 }
 
 /// Parses a key header value into the key's bytes (unescaped when quoted).
@@ -43,11 +50,11 @@ pub(crate) fn parse(value: &HeaderValue) -> Result<Cow<'_, [u8]>, InvalidKey> {
     }
 }
 
-/// The inside of an sf-string: `\"` and `\\` are escapes, any other
-/// backslash or quote is malformed; a space is not a visible character.
+/// The inside of an sf-string: printable ASCII, a space included; `\"` and
+/// `\\` are escapes, any other backslash or quote is malformed.
 fn unquote(inner: &[u8]) -> Result<Cow<'_, [u8]>, InvalidKey> {
     if !inner.contains(&b'\\') {
-        return if inner.iter().all(|&b| visible(b) && b != b'"') {
+        return if inner.iter().all(|&b| printable(b) && b != b'"') {
             Ok(Cow::Borrowed(inner))
         } else {
             Err(InvalidKey::Malformed)
@@ -62,7 +69,7 @@ fn unquote(inner: &[u8]) -> Result<Cow<'_, [u8]>, InvalidKey> {
                 _ => return Err(InvalidKey::Malformed),
             },
             b'"' => return Err(InvalidKey::Malformed),
-            b if visible(b) => out.push(b),
+            b if printable(b) => out.push(b),
             _ => return Err(InvalidKey::Malformed),
         }
     }
@@ -85,6 +92,9 @@ mod tests {
         assert_eq!(parse_str("  abc  ").unwrap(), b"abc");
         assert_eq!(parse_str(r#""a\"b\\c""#).unwrap(), br#"a"b\c"#);
         assert_eq!(parse_str("a+b/c=").unwrap(), b"a+b/c=");
+        // RFC 8941: an sf-string may hold spaces.
+        assert_eq!(parse_str("\"order 42\"").unwrap(), b"order 42");
+        assert_eq!(parse_str(r#""a b\"c""#).unwrap(), br#"a b"c"#);
     }
 
     #[test]
@@ -93,7 +103,6 @@ mod tests {
         assert_eq!(parse_str("\"\""), Err(InvalidKey::Empty));
         assert_eq!(parse_str("\"abc"), Err(InvalidKey::Malformed));
         assert_eq!(parse_str("a\"bc"), Err(InvalidKey::Malformed));
-        assert_eq!(parse_str("\"a b\""), Err(InvalidKey::Malformed));
         assert_eq!(parse_str("a b"), Err(InvalidKey::Malformed));
         assert_eq!(parse_str(r#""a\nb""#), Err(InvalidKey::Malformed));
         assert_eq!(parse_str(r#""a"b""#), Err(InvalidKey::Malformed));
@@ -112,13 +121,14 @@ mod tests {
     }
 
     proptest! {
-        // 256 cases: every generated key is short and covers the whole visible range.
+        // 256 cases: every generated key is short and covers the whole printable range.
         #![proptest_config(ProptestConfig::with_cases(256))]
         #[test]
-        fn quoting_any_valid_key_gives_it_back(key in "[!-~]{1,255}") {
+        fn quoting_any_valid_key_gives_it_back(key in "[ -~]{1,255}") {
             let escaped = key.replace('\\', "\\\\").replace('"', "\\\"");
             prop_assert_eq!(parse_str(&format!("\"{escaped}\"")).unwrap(), key.as_bytes());
-            if !key.contains(['"', '\\']) {
+            // Bare, a key is a token: no quote, backslash or space.
+            if !key.contains(['"', '\\', ' ']) {
                 prop_assert_eq!(parse_str(&key).unwrap(), key.as_bytes());
             }
         }

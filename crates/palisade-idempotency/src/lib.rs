@@ -26,7 +26,7 @@
 //! | request | answer | inner service called |
 //! |---|---|---|
 //! | no `Idempotency-Key` | passes through, unprotected (default), or **400** with [`require_key`](IdempotencyBuilder::require_key) | yes / no |
-//! | key not 1–255 visible ASCII (as an sf-string `"abc"` or a bare `abc`), or the header twice | **400** | no |
+//! | key not 1–255 printable ASCII characters (as an sf-string `"abc"`, spaces allowed, or a bare `abc`), or the header twice | **400** | no |
 //! | body larger than [`max_request_body`](IdempotencyBuilder::max_request_body) | **413** | no |
 //! | first use of the key | runs; the response is stored (see below) | yes |
 //! | repeat after completion | the stored response, byte for byte, plus `Idempotent-Replayed: true` | no |

@@ -63,7 +63,7 @@ impl Rejection {
                 StatusCode::BAD_REQUEST,
                 types::KEY_INVALID,
                 "Invalid idempotency key",
-                "The Idempotency-Key header must be one value of 1 to 255 visible ASCII characters.",
+                "The Idempotency-Key header must be one value of 1 to 255 printable ASCII characters (spaces only within quotes).",
                 None,
             ),
             Self::UnreadableBody => (
