@@ -3,6 +3,7 @@
 //! None of them ever carries a secret, a key or a signature.
 
 use std::fmt;
+use std::time::Duration;
 
 use http::{HeaderName, StatusCode};
 use palisade_core::problem::Problem;
@@ -59,6 +60,15 @@ pub enum ConfigError {
     /// The replay window is zero.
     #[error("the replay window must be at least one second")]
     ZeroReplayWindow,
+    /// The replay window ends before a message it remembers stops being
+    /// fresh: a capture sent again after the window would run the handler again.
+    #[error("the replay window ({window:?}) must be at least twice the timestamp tolerance ({needed:?})")]
+    ReplayWindowShorterThanFreshness {
+        /// The replay window set.
+        window: Duration,
+        /// Twice the verifier's timestamp tolerance.
+        needed: Duration,
+    },
     /// The in-flight lock expiry is zero.
     #[error("the in-flight lock expiry must be at least one second")]
     ZeroLockExpiry,

@@ -9,7 +9,7 @@ use tower_layer::Layer;
 
 use crate::error::ConfigError;
 use crate::replay::ReplayStore;
-use crate::service::{Sign, Verify};
+use crate::service::{SetMessageId, Sign, Verify};
 use crate::sign::Signer;
 use crate::state::{Counters, Shared};
 use crate::verify::Verifier;
@@ -127,7 +127,10 @@ impl VerifyBuilder {
     /// a day): a captured message fails the timestamp check after the
     /// tolerance, but a retry whose first 2xx was lost comes back fresh; 24
     /// hours for schemes that sign no timestamp (GitHub, Shopify), whose
-    /// senders redeliver for about that long.
+    /// senders redeliver for about that long. For a scheme that signs a
+    /// timestamp it must be at least twice the verifier's tolerance (a
+    /// message stays fresh from `tolerance` before its timestamp to
+    /// `tolerance` after), which `build()` checks; the default grows to it.
     pub fn replay_window(mut self, window: Duration) -> Self {
         self.replay_window = Some(window);
         self
@@ -171,13 +174,20 @@ impl VerifyBuilder {
     /// # Errors
     ///
     /// A zero body limit, replay window or lock expiry (under one second),
-    /// or a zero store timeout.
+    /// a zero store timeout, or, for a scheme that signs a timestamp, a
+    /// replay window shorter than twice the verifier's tolerance.
     pub fn build(self) -> Result<VerifyLayer, ConfigError> {
         if self.max_body == 0 {
             return Err(ConfigError::ZeroBodyLimit);
         }
         if self.replay_window.is_some_and(|w| w.as_secs() == 0) {
             return Err(ConfigError::ZeroReplayWindow);
+        }
+        if let Some(window) = self.replay_window
+            && let Some(needed) = self.freshness()
+            && window < needed
+        {
+            return Err(ConfigError::ReplayWindowShorterThanFreshness { window, needed });
         }
         if self.lock_expiry.as_secs() == 0 {
             return Err(ConfigError::ZeroLockExpiry);
@@ -188,14 +198,21 @@ impl VerifyBuilder {
         Ok(self.build_defaults())
     }
 
+    /// How long a message can stay fresh after it was accepted, when the
+    /// scheme signs a timestamp: from `tolerance` before its timestamp to
+    /// `tolerance` after it. The replay window must cover it.
+    fn freshness(&self) -> Option<Duration> {
+        self.verifier
+            .signs_timestamp()
+            .then(|| self.verifier.tolerance().saturating_mul(2))
+    }
+
     fn build_defaults(self) -> VerifyLayer {
+        let freshness = self.freshness();
         let verifier = self.verifier;
-        let replay_window = self.replay_window.unwrap_or_else(|| {
-            if verifier.signs_timestamp() {
-                Duration::from_secs(3 * 24 * 60 * 60)
-            } else {
-                Duration::from_secs(24 * 60 * 60)
-            }
+        let replay_window = self.replay_window.unwrap_or_else(|| match freshness {
+            Some(freshness) => Duration::from_secs(3 * 24 * 60 * 60).max(freshness),
+            None => Duration::from_secs(24 * 60 * 60),
         });
         let replay_scope = self.name.as_deref().map(Box::from);
         let name = match self.name {
@@ -240,6 +257,36 @@ impl SignLayer {
 impl From<Signer> for SignLayer {
     fn from(signer: Signer) -> Self {
         Self::new(signer)
+    }
+}
+
+/// A [`Layer`] that gives each outbound webhook request a message id (the
+/// scheme's id header: `webhook-id`, `X-GitHub-Delivery`, ...) from the
+/// signer's id generator, unless it has one; nothing for schemes without an
+/// id header.
+///
+/// Put it outside the retry layer, with [`SignLayer`] inside: a retry sends
+/// a copy of the request as it was before its first attempt, so an id added
+/// by the `SignLayer` alone would be new on every attempt, and the receiver,
+/// which drops a message whose id it has accepted, would take a retry of a
+/// delivery whose answer was lost for a new message.
+#[derive(Debug, Clone)]
+pub struct SetMessageIdLayer {
+    signer: Signer,
+}
+
+impl SetMessageIdLayer {
+    /// A layer making ids with `signer`'s id generator, in its scheme's header.
+    pub fn new(signer: Signer) -> Self {
+        Self { signer }
+    }
+}
+
+impl<S> Layer<S> for SetMessageIdLayer {
+    type Service = SetMessageId<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SetMessageId::new(inner, self.signer.clone())
     }
 }
 

@@ -225,8 +225,13 @@
 //! forged request should cost nothing further, and nothing inside should see
 //! unverified bytes. Put it on the webhook routes only (axum's
 //! `Router::route_layer` or a nested router), not on the whole application.
-//! Client side, put [`SignLayer`] innermost, right above the HTTP client, so
-//! each retry attempt is stamped and signed afresh while keeping its id.
+//! Client side, outermost first: [`SetMessageIdLayer`] → retry →
+//! [`SignLayer`] → HTTP client. The message id is set once, outside the
+//! retries, so every attempt carries it and the receiver drops a retry of a
+//! delivery it accepted (a retry sends a copy of the request as it was
+//! before its first attempt: an id the `SignLayer` made would be new each
+//! time); the `SignLayer` is innermost, so each attempt is stamped and signed
+//! afresh, with that id.
 //!
 //! # Telemetry
 //!
@@ -294,13 +299,16 @@ mod verify;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{ConfigError, Reason, Rejection, STORE_UNAVAILABLE_RETRY_AFTER, StoreError};
 pub use key::MAX_KEYS;
-pub use layer::{DEFAULT_LOCK_EXPIRY, DEFAULT_MAX_BODY, DEFAULT_STORE_TIMEOUT, SignLayer, VerifyBuilder, VerifyLayer};
+pub use layer::{
+    DEFAULT_LOCK_EXPIRY, DEFAULT_MAX_BODY, DEFAULT_STORE_TIMEOUT, SetMessageIdLayer, SignLayer, VerifyBuilder,
+    VerifyLayer,
+};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use replay::RedisReplayStore;
 pub use replay::{Claim, DEFAULT_MEMORY_CAPACITY, Lease, MemoryReplayStore, ReplayStore, StoreFuture};
 pub use scheme::{Encoding, GenericScheme, Scheme, SchemeKind};
-pub use service::{Sign, Verify};
+pub use service::{SetMessageId, Sign, Verify};
 pub use sign::{IdGenerator, InvalidId, Signed, Signer, SignerBuilder, UuidV7};
 pub use state::IN_FLIGHT_RETRY_AFTER;
 pub use verify::{DEFAULT_TOLERANCE, MAX_SIGNATURES, Verified, Verifier, VerifierBuilder, stripe_event_id};

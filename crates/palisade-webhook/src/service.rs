@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use http_body_util::Full;
 use palisade_core::BoxError;
@@ -94,6 +94,50 @@ where
         let ready = std::mem::replace(&mut self.inner, clone);
         let (parts, body) = req.into_parts();
         VerifyFuture::collecting(shared, ready, parts, body)
+    }
+}
+
+/// Gives an outbound webhook request its message id, once, for every
+/// attempt to carry. Made by [`SetMessageIdLayer`](crate::SetMessageIdLayer).
+#[derive(Debug, Clone)]
+pub struct SetMessageId<S> {
+    inner: S,
+    signer: Signer,
+}
+
+impl<S> SetMessageId<S> {
+    pub(crate) fn new(inner: S, signer: Signer) -> Self {
+        Self { inner, signer }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for SetMessageId<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if let Some(name) = self.signer.id_header()
+            && req.headers().get(&name).is_none_or(HeaderValue::is_empty)
+            // An id the generator got wrong is left out: signing makes
+            // another and reports it.
+            && let Ok(id) = self.signer.fresh_id()
+        {
+            req.headers_mut().insert(name, id);
+        }
+        self.inner.call(req)
     }
 }
 

@@ -207,7 +207,7 @@ impl Signer {
         let id = match self.id_header() {
             Some(name) => Some(match headers.get(&name) {
                 Some(existing) if !existing.is_empty() => checked_id(existing.clone())?,
-                _ => checked_id(HeaderValue::try_from(self.inner.ids.next_id()).map_err(|_| InvalidId)?)?,
+                _ => self.fresh_id()?,
             }),
             None => None,
         };
@@ -275,6 +275,11 @@ impl Signer {
             Compiled::Stripe | Compiled::Slack => None,
             Compiled::Generic(g) => g.id_header.clone(),
         }
+    }
+
+    /// A new message id from the id generator, checked as [`sign`](Self::sign) checks it.
+    pub(crate) fn fresh_id(&self) -> Result<HeaderValue, InvalidId> {
+        checked_id(HeaderValue::try_from(self.inner.ids.next_id()).map_err(|_| InvalidId)?)
     }
 
     fn write(

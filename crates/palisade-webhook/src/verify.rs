@@ -559,12 +559,25 @@ impl Verifier {
             match &self.inner.scheme {
                 Compiled::StandardWebhooks => {
                     text.for_each_token(is_blank, |token| {
-                        tokens += 1;
-                        match split_once(token, b',') {
-                            Some((b"v1", sig)) => out.push_hmac(decode_base64_array(sig)),
-                            Some((b"v1a", sig)) => out.push_ed25519(decode_base64_array(sig)),
-                            Some((version, _)) if !version.is_empty() => {}
-                            _ => out.malformed = true,
+                        // An intermediary joins a repeated header with ", "
+                        // (RFC 9110): a token may end with that comma, or hold
+                        // several `version,signature` pairs; a signature has no comma.
+                        let token = token.strip_suffix(b",").unwrap_or(token);
+                        if token.is_empty() {
+                            return;
+                        }
+                        let mut parts = token.split(|&b| b == b',');
+                        while let Some(version) = parts.next() {
+                            tokens += 1;
+                            match (version, parts.next()) {
+                                (b"v1", Some(sig)) => out.push_hmac(decode_base64_array(sig)),
+                                (b"v1a", Some(sig)) => out.push_ed25519(decode_base64_array(sig)),
+                                (version, Some(_)) if !version.is_empty() => {}
+                                _ => {
+                                    out.malformed = true;
+                                    return;
+                                }
+                            }
                         }
                     });
                 }

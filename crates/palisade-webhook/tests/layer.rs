@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full};
 use palisade_webhook::StoreFuture;
 use palisade_webhook::{
     Claim, ConfigError, Encoding, FixedClock, GenericScheme, Lease, MemoryReplayStore, ReplayStore, Scheme, SchemeKind,
-    SignLayer, Signer, Verified, Verifier, VerifyLayer,
+    SetMessageIdLayer, SignLayer, Signer, Verified, Verifier, VerifyLayer,
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -197,6 +197,31 @@ async fn standard_webhooks_v1a_round_trips_and_mixes_with_v1() {
         .unwrap();
     assert_eq!(both.verify(req.headers(), b"{}").unwrap().key_index(), 1);
     assert!(both.verify(req.headers(), b"{ }").is_err());
+}
+
+#[test]
+fn standard_webhooks_signatures_folded_by_a_proxy_are_read_one_by_one() {
+    // Two `webhook-signature` lines, joined by an intermediary with ", " as
+    // RFC 9110 allows: `v1,<new> , v1,<old>` reaches the receiver as one value.
+    let signed = |secret| {
+        let mut headers = HeaderMap::new();
+        signer(Scheme::StandardWebhooks, secret)
+            .sign_with(&mut headers, "msg_1", NOW, b"x")
+            .unwrap();
+        headers
+    };
+    let (signed_new, signed_old) = (signed(SW_SECRET), signed(SW_OLD_SECRET));
+    for separator in [", ", ","] {
+        let mut headers = signed_new.clone();
+        let folded = format!(
+            "{}{separator}{}",
+            signed_new["webhook-signature"].to_str().unwrap(),
+            signed_old["webhook-signature"].to_str().unwrap()
+        );
+        headers.insert("webhook-signature", HeaderValue::from_str(&folded).unwrap());
+        let old_only = verifier(Scheme::StandardWebhooks, SW_OLD_SECRET);
+        assert_eq!(old_only.verify(&headers, b"x").unwrap().key_index(), 0, "{folded}");
+    }
 }
 
 #[tokio::test]
@@ -551,6 +576,22 @@ fn impossible_configurations_fail_at_build() {
             .unwrap_err(),
         ConfigError::ZeroReplayWindow
     );
+    // A message signed with a timestamp stays fresh for twice the tolerance
+    // (300 s): a replay window shorter than that lets a capture in again.
+    assert_eq!(
+        VerifyLayer::builder(verifier(Scheme::StandardWebhooks, SW_SECRET))
+            .replay_window(Duration::from_secs(599))
+            .build()
+            .unwrap_err(),
+        ConfigError::ReplayWindowShorterThanFreshness {
+            window: Duration::from_secs(599),
+            needed: Duration::from_secs(600),
+        }
+    );
+    VerifyLayer::builder(verifier(Scheme::StandardWebhooks, SW_SECRET))
+        .replay_window(Duration::from_secs(600))
+        .build()
+        .unwrap();
     assert_eq!(
         VerifyLayer::builder(verifier(Scheme::GitHub, "s"))
             .lock_expiry(Duration::from_millis(999))
@@ -1118,6 +1159,54 @@ async fn the_sign_layer_keeps_an_existing_id_for_redeliveries() {
             .verify(headers, body)
             .unwrap();
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_delivery_keeps_its_id_and_the_receiver_drops_the_repeat() {
+    // The receiver accepts the first delivery, but its answer is lost on the
+    // way (a gateway answers 503 instead), and the sender retries.
+    let seen = Seen::default();
+    let receiver = VerifyLayer::builder(verifier(Scheme::StandardWebhooks, SW_SECRET))
+        .replay_store(MemoryReplayStore::new())
+        .build()
+        .unwrap()
+        .layer(handler(&seen, StatusCode::OK));
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let deliveries = delivered.clone();
+    let wire = service_fn(move |req: Request<Full<Bytes>>| {
+        let receiver = receiver.clone();
+        let first = deliveries.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            let res = receiver.oneshot(req).await?;
+            Ok::<_, Infallible>(if first {
+                Response::builder()
+                    .status(StatusCode::SERVICE_UNAVAILABLE)
+                    .body(Full::default())
+                    .unwrap()
+            } else {
+                res
+            })
+        }
+    });
+    let signer = signer(Scheme::StandardWebhooks, SW_SECRET);
+    let retry = palisade_retry::HttpRetryLayer::builder("hooks")
+        .retry_methods([http::Method::POST])
+        .backoff(palisade_retry::Backoff::constant(Duration::from_millis(10)))
+        .no_budget()
+        .build()
+        .unwrap();
+    let sender = tower::ServiceBuilder::new()
+        .layer(SetMessageIdLayer::new(signer.clone()))
+        .layer(retry)
+        .layer(SignLayer::new(signer))
+        .service(wire);
+    let req = Request::post("/hook")
+        .body(Full::new(Bytes::from_static(b"{\"n\":1}")))
+        .unwrap();
+    let res = sender.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(delivered.load(Ordering::SeqCst), 2, "sent twice");
+    assert_eq!(seen.calls(), 1, "handled once: the retry carried the first id");
 }
 
 fn uuid_like(id: &str) -> bool {
