@@ -30,6 +30,28 @@ const fn printable(b: u8) -> bool {
     matches!(b, 0x20..=0x7e)
 }
 
+/// The key an `Idempotency-Key` header value carries, as the layer reads it:
+/// unquoted and unescaped, so `"k1"` and `k1` are the same key; `None` for a
+/// value the layer refuses (400).
+///
+/// A handler that derives anything from the key (an order id, the key it
+/// passes on to a payments provider) reads it with this, so that it agrees
+/// with the layer on which requests share a key.
+///
+/// ```
+/// use http::HeaderValue;
+/// use palisade_idempotency::parse_key;
+///
+/// let quoted = HeaderValue::from_static("\"order-42\"");
+/// let bare = HeaderValue::from_static("order-42");
+/// assert_eq!(parse_key(&quoted), parse_key(&bare));
+/// assert_eq!(parse_key(&bare).as_deref(), Some(&b"order-42"[..]));
+/// assert_eq!(parse_key(&HeaderValue::from_static("\"unterminated")), None);
+/// ```
+pub fn parse_key(value: &HeaderValue) -> Option<Cow<'_, [u8]>> {
+    parse(value).ok()
+}
+
 /// Parses a key header value into the key's bytes (unescaped when quoted).
 pub(crate) fn parse(value: &HeaderValue) -> Result<Cow<'_, [u8]>, InvalidKey> {
     let raw = value.as_bytes().trim_ascii();

@@ -302,7 +302,7 @@ mod sync;
 pub use body::ResponseBody;
 pub use error::{ConfigError, StoreError, StoreErrorKind};
 pub use hash::{Fingerprint, StoreKey};
-pub use key::MAX_KEY_LEN;
+pub use key::{MAX_KEY_LEN, parse_key};
 pub use layer::{
     DEFAULT_CONFLICT_RETRY_AFTER, DEFAULT_LOCK_EXPIRY, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY,
     DEFAULT_RETENTION, DEFAULT_STORE_TIMEOUT, DEFAULT_UNAVAILABLE_RETRY_AFTER, IdempotencyBuilder, IdempotencyLayer,

@@ -1063,11 +1063,14 @@ fn orders_api(
         .bulkhead(bulkhead)
         .timeout(config.request_timeout);
     // Scoped by the caller's credentials, as the order ids are, and a key is
-    // always required: an order's id is made from it.
+    // always required on `POST /orders`, in the header the handler reads: an
+    // order's id is made from it, whatever the settings file says.
     let idempotency = match &config.layer_settings {
         Some(settings) => settings.idempotency(ORDERS),
         None => IdempotencyLayer::builder(ORDERS),
     }
+    .methods([http::Method::POST])
+    .header_name(palisade::retry::IDEMPOTENCY_KEY)
     .require_key(true)
     .scope(HeaderScope(http::header::AUTHORIZATION));
     let routes = match redis {
@@ -1408,9 +1411,14 @@ async fn create_order(
         Ok(new) => new,
         Err(problem) => return problem.into_response(),
     };
-    // Without a key (only possible with the layers off) every request is another order.
-    let id = match headers.get(palisade::retry::IDEMPOTENCY_KEY) {
-        Some(key) => order_id_for(principal(&headers), key.as_bytes()),
+    // The key as the idempotency layer reads it (`"k1"` and `k1` are one key
+    // there, so they must be one order here). Without one (only possible with
+    // the layers off) every request is another order.
+    let id = match headers
+        .get(palisade::retry::IDEMPOTENCY_KEY)
+        .and_then(palisade::idempotency::parse_key)
+    {
+        Some(key) => order_id_for(principal(&headers), &key),
         None => format!("ord_{}", uuid::Uuid::now_v7().simple()),
     };
     let hash = request_hash(&new);

@@ -973,6 +973,34 @@ async fn with_the_layers_off_a_repeated_key_is_the_same_order_found_by_the_handl
 }
 
 #[tokio::test]
+async fn a_quoted_key_and_the_same_key_bare_are_one_order() {
+    // The idempotency layer reads `"k1"` and `k1` as one key; so must the
+    // handler, which makes the order's id (and its charge's key) from it.
+    let fx = Fixture::start(|config| config.layers = Layers::Off).await;
+    let (res, body) = fx.send(post_order(Some("\"same-key\""), ORDER)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let first = json(&body)["id"].clone();
+    let (res, body) = fx.send(post_order(Some("same-key"), ORDER)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(json(&body)["id"], first);
+    assert_eq!(fx.sim.charges(), 1);
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_settings_file_cannot_unprotect_post_orders() {
+    // The handler makes the order's id from `Idempotency-Key`: the layer must
+    // require that header on `POST /orders`, whatever the file names.
+    let settings =
+        Settings::from_toml("[idempotency.orders]\nheader_name = \"x-idem\"\nmethods = [\"PATCH\"]").unwrap();
+    let fx = Fixture::start(|config| config.layer_settings = Some(settings)).await;
+    let (res, _) = fx.send(post_order(None, ORDER)).await;
+    assert_problem(&res, StatusCode::BAD_REQUEST);
+    assert_eq!(fx.sim.requests(), 0);
+    fx.finish().await;
+}
+
+#[tokio::test]
 async fn with_the_layers_off_a_failing_payment_is_not_retried() {
     let fx = Fixture::start(|config| config.layers = Layers::Off).await;
     fx.fail_payments(503);
