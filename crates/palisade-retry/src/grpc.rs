@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body::Body;
-use palisade_core::deadline::Deadline;
+use palisade_core::deadline::{Deadline, GRPC_TIMEOUT};
 use palisade_core::{AsError, BoxError, Classify, GrpcClassifier, GrpcCode};
 use tower::retry::{Policy, Retry};
 use tower_layer::Layer;
@@ -128,10 +128,33 @@ where
     }
 
     fn clone_request(&mut self, req: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
-        let copy = clone_request(req);
+        let mut copy = clone_request(req);
+        if self.attempts.done == 0
+            && let Some(copy) = &mut copy
+        {
+            own_deadline(copy);
+        }
         self.config
             .begin_attempt(&mut self.attempts, &mut self.deposits, copy.is_some());
         copy
+    }
+}
+
+/// Gives the copy kept for retries the call's own `grpc-timeout` (tonic's
+/// `Request::set_timeout`) as its [`Deadline`], from the first attempt's
+/// start, when it has none: gRPC's deadline covers every attempt of a call,
+/// so no wait may end past it, and an attempt after one is sent with what
+/// is left (palisade-deadline's `PropagateDeadline` reads it).
+fn own_deadline<B>(copy: &mut Request<B>) {
+    if Deadline::of(copy).is_some() {
+        return;
+    }
+    let budget = copy
+        .headers()
+        .get(GRPC_TIMEOUT)
+        .and_then(|value| palisade_core::deadline::parse_grpc_timeout(value.as_bytes()).ok());
+    if let Some(budget) = budget {
+        copy.extensions_mut().insert(Deadline::after(budget));
     }
 }
 

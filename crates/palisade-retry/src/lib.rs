@@ -119,7 +119,12 @@
 //!    holds for the request's own deadline, a
 //!    [`Deadline`](palisade_core::deadline::Deadline) in its extensions (HTTP)
 //!    or set for the task serving it (palisade-deadline's server layer sets
-//!    both): a wait that would end at or past it is not taken.
+//!    both): a wait that would end at or past it is not taken. A gRPC call
+//!    without one takes its own `grpc-timeout` (tonic's
+//!    `Request::set_timeout`) as its deadline from its first attempt, as
+//!    gRPC's retry design has it cover every attempt; the attempts after the
+//!    first carry it, so palisade-deadline's `PropagateDeadline` sends each
+//!    what is left.
 //! 5. The [`RetryBudget`] has a retry left.
 //!
 //! Otherwise the caller gets the last attempt's response or error unchanged

@@ -283,3 +283,23 @@ async fn a_call_that_sent_more_than_the_replay_limit_is_not_retried() {
     assert_eq!(server.seen().len(), 1, "1200 bytes sent, 1024 kept: not replayable");
     assert_eq!(server.seen()[0].body.len(), 1200, "the first attempt sent it all");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_calls_own_grpc_timeout_bounds_all_its_attempts() {
+    // gRFC A6: the call's deadline covers every attempt, not each one. tonic's
+    // `Request::set_timeout` sends it as `grpc-timeout`.
+    let server = Server::new([Reply::TrailersOnly("14", None)]);
+    let mut req = call();
+    req.headers_mut().insert("grpc-timeout", "250m".parse().unwrap());
+    let res = layer()
+        .no_budget()
+        .build()
+        .unwrap()
+        .layer(server.service())
+        .oneshot(req)
+        .await
+        .unwrap();
+    assert_eq!(grpc_status(&res), Some("14"));
+    let at: Vec<_> = server.seen().iter().map(|s| s.at).collect();
+    assert_eq!(at, [Duration::ZERO, 100 * MS, 200 * MS], "no wait past 250 ms");
+}
