@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use palisade_core::deadline::Deadline;
 use pin_project_lite::pin_project;
 
 pin_project! {
@@ -15,10 +16,12 @@ pin_project! {
     #[project = DeadlineBodyProj]
     #[allow(missing_docs)]
     pub enum DeadlineBody<B> {
-        /// The inner service's body.
+        /// The inner service's body, polled with the request's deadline,
+        /// if it has one, as the current one.
         Inner {
             #[pin]
             body: B,
+            deadline: Option<Deadline>,
         },
         /// The layer's own answer.
         Reply {
@@ -58,21 +61,27 @@ impl<B: Body<Data = Bytes>> Body for DeadlineBody<B> {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project() {
-            DeadlineBodyProj::Inner { body } => body.poll_frame(cx),
+            // A streamed body is work serving the request too (a
+            // server-streaming handler calls downstream services while it is
+            // polled): the deadline stays current for it, though it does not cut it.
+            DeadlineBodyProj::Inner { body, deadline } => match deadline {
+                Some(deadline) => deadline.sync_scope(|| body.poll_frame(cx)),
+                None => body.poll_frame(cx),
+            },
             DeadlineBodyProj::Reply { bytes } => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Inner { body } => body.is_end_stream(),
+            Self::Inner { body, .. } => body.is_end_stream(),
             Self::Reply { bytes } => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Inner { body } => body.size_hint(),
+            Self::Inner { body, .. } => body.size_hint(),
             Self::Reply { bytes } => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

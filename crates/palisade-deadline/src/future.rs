@@ -32,6 +32,8 @@ pin_project! {
         reply: Option<Reply>,
         grpc: bool,
         shared: Arc<Server>,
+        // Current for the response body too.
+        deadline: Option<Deadline>,
     }
 }
 
@@ -57,6 +59,7 @@ impl<F> ResponseFuture<F> {
             reply: None,
             grpc,
             shared,
+            deadline,
         }
     }
 
@@ -68,6 +71,7 @@ impl<F> ResponseFuture<F> {
             reply: Some(reply),
             grpc,
             shared,
+            deadline: None,
         }
     }
 }
@@ -118,7 +122,8 @@ where
             && let Poll::Ready(result) = inner.poll(cx)
         {
             this.inner.set(None);
-            return Poll::Ready(result.map(|res| res.map(|body| DeadlineBody::Inner { body })));
+            let deadline = *this.deadline;
+            return Poll::Ready(result.map(|res| res.map(|body| DeadlineBody::Inner { body, deadline })));
         }
         if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
             ready!(sleep.poll(cx));

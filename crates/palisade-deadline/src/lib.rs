@@ -182,7 +182,9 @@
 //!   permits, connections, locks) is released and its downstream calls are
 //!   cancelled.
 //! - The deadline bounds the call until the response head; a streamed body
-//!   that follows is not cut.
+//!   that follows is not cut, and is polled with the deadline as the current
+//!   one, so the calls a server-streaming handler makes while its stream is
+//!   polled carry it too.
 //! - A dropped response future drops the inner one; nothing is counted.
 //! - Time comes from tokio's clock, so paused-time tests see deadlines pass
 //!   exactly.

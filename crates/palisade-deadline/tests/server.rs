@@ -380,3 +380,51 @@ async fn every_value_of_a_repeated_timeout_header_counts() {
     let (res, _, _) = hang(&layer, req).await;
     assert_grpc_status(&res, "3", "malformed grpc-timeout");
 }
+
+/// A streamed body that notes the current deadline each time it is polled.
+struct Noting(Arc<std::sync::Mutex<Vec<Option<Deadline>>>>, usize);
+
+impl http_body::Body for Noting {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.0.lock().unwrap().push(Deadline::current());
+        if self.1 == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.1 -= 1;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b"chunk")))))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streamed_body_runs_with_the_deadline_as_the_current_one() {
+    // A server-streaming handler calls downstream services while its stream
+    // is polled, after the response head: they must see the deadline too.
+    let noted: Arc<std::sync::Mutex<Vec<Option<Deadline>>>> = Arc::default();
+    let seen = noted.clone();
+    let layer = DeadlineLayer::builder("stream")
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let svc = layer.layer(tower::service_fn(move |_: Request<()>| {
+        let body = Noting(seen.clone(), 2);
+        async move { Ok::<_, Infallible>(Response::new(body)) }
+    }));
+    let res = svc.oneshot(get().body(()).unwrap()).await.unwrap();
+    let collected = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(collected, "chunkchunk");
+    let noted = noted.lock().unwrap().clone();
+    assert_eq!(noted.len(), 3);
+    for deadline in noted {
+        assert_eq!(
+            deadline.map(|d| d.instant()),
+            Some(started + Duration::from_millis(300))
+        );
+    }
+}
