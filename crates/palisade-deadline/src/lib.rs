@@ -140,7 +140,9 @@
 //! one whose budget is under a millisecond on HTTP, which the header (whole
 //! milliseconds) could only say as `0`. A budget the call already carries
 //! in the header the layer writes bounds it like the layer's own timeout
-//! (cut with tower's `Elapsed`), and is replaced by a smaller one. An
+//! (cut with tower's `Elapsed`), and is replaced by a smaller one; with the
+//! header repeated, the shortest value counts (a malformed one is no
+//! budget), and one value goes on. An
 //! attempt cut by the deadline fails with `DeadlineExceeded` too (a local
 //! rejection: not retried, not counted by a breaker, 504 through
 //! [`problem_for_error`](palisade_core::problem::problem_for_error)),

@@ -193,13 +193,20 @@ where
         } else {
             shared.header.as_ref()
         };
+        // Every value of a repeated header counts, the shortest winning (a
+        // proxy may append its own); a malformed one is no budget, and the
+        // one value sent below replaces them all.
         let callers = header.and_then(|name| {
-            let value = req.headers().get(name)?.as_bytes();
-            if grpc {
-                deadline::parse_grpc_timeout(value).ok()
+            let parse = if grpc {
+                deadline::parse_grpc_timeout
             } else {
-                deadline::parse_millis(value).ok()
-            }
+                deadline::parse_millis
+            };
+            req.headers()
+                .get_all(name)
+                .iter()
+                .filter_map(|value| parse(value.as_bytes()).ok())
+                .min()
         });
         let own = match (shared.timeout, callers) {
             (Some(a), Some(b)) => Some(a.min(b)),

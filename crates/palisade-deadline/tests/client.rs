@@ -400,3 +400,20 @@ async fn a_504_well_before_the_bound_is_the_downstreams_own_answer() {
     let req = Request::get("/").extension(Deadline::after(300 * MS)).body(()).unwrap();
     assert_eq!(svc.oneshot(req).await.unwrap().status(), 504);
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_value_of_a_repeated_budget_header_counts_and_one_goes_on() {
+    // A proxy without a server deadline layer forwards the caller's budget
+    // and appends its own, tighter one; a malformed value is not a budget.
+    let seen = Seen::default();
+    let req = Request::get("/")
+        .header("x-request-timeout-ms", "5000")
+        .header("x-request-timeout-ms", "soon")
+        .header("x-request-timeout-ms", "200")
+        .body(())
+        .unwrap();
+    let (err, after) = failed_after(propagate().layer(downstream(&seen, None, 200)), req).await;
+    assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
+    assert_eq!(after, 200 * MS);
+    assert_eq!(attempts(&seen)[0].header.as_deref(), Some("200"));
+}
