@@ -99,9 +99,10 @@
 //! `grpc-message` is one fixed sentence per row ("the service is at
 //! capacity; try again later", ...): an error's own text may name hosts,
 //! queries or internals and stays on the server. The pushback is given in
-//! whole milliseconds, rounded up. A breaker that cannot say when it will
-//! admit (forced open by an operator, or half-open with every probe slot
-//! taken: its [`CircuitOpen`] carries a zero wait) sends none, and clients
+//! whole milliseconds, rounded up. A rejection with a zero wait sends none
+//! (a breaker that cannot say when it will admit, forced open by an
+//! operator or half-open with every probe slot taken, whose [`CircuitOpen`]
+//! carries a zero wait; a bulkhead built with a zero `retry_after`), and clients
 //! back off on their own schedule (gRFC A6): a pushback of `0` would have
 //! them retry at once into the same rejection, every attempt in an instant.
 //!

@@ -158,25 +158,30 @@ fn known(error: &(dyn Error + 'static), bulkhead_code: GrpcCode) -> Option<GrpcS
             reason,
         })
     };
+    // A zero wait is a layer that cannot say when it will admit (a breaker
+    // forced open, or with every half-open probe in flight; a bulkhead built
+    // with a zero `retry_after`): a pushback of 0 would send clients straight
+    // back into the same rejection, so their own backoff decides.
+    let pushback = |wait: Duration| Some(wait).filter(|wait| !wait.is_zero());
     if let Some(open) = error.downcast_ref::<CircuitOpen>() {
-        // A zero wait is a breaker that cannot say when it will admit (forced
-        // open, or every half-open probe in flight): a pushback of 0 would
-        // send clients straight back into the same rejection, so their own
-        // backoff decides.
-        let wait = Some(open.retry_after()).filter(|wait| !wait.is_zero());
-        status(GrpcCode::Unavailable, UNAVAILABLE_OPEN, wait, Reason::CircuitOpen)
+        status(
+            GrpcCode::Unavailable,
+            UNAVAILABLE_OPEN,
+            pushback(open.retry_after()),
+            Reason::CircuitOpen,
+        )
     } else if let Some(full) = error.downcast_ref::<BulkheadFull>() {
         status(
             bulkhead_code,
             AT_CAPACITY,
-            Some(full.retry_after()),
+            pushback(full.retry_after()),
             Reason::BulkheadFull,
         )
     } else if let Some(timeout) = error.downcast_ref::<BulkheadTimeout>() {
         status(
             bulkhead_code,
             AT_CAPACITY,
-            Some(timeout.retry_after()),
+            pushback(timeout.retry_after()),
             Reason::BulkheadTimeout,
         )
     } else if error.is::<tower::load_shed::error::Overloaded>() {

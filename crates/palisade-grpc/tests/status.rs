@@ -142,6 +142,23 @@ async fn each_rejection_has_its_status() {
 }
 
 #[tokio::test]
+async fn a_zero_wait_sends_no_pushback() {
+    // A pushback of 0 would have clients retry at once into the same
+    // rejection: their own backoff decides instead.
+    let layer = GrpcStatusLayer::builder("inventory").build().unwrap();
+    let zero: [fn() -> BoxError; 3] = [
+        || BulkheadFull::new("db", Duration::ZERO).into(),
+        || BulkheadTimeout::new("db", Duration::from_secs(1), Duration::ZERO).into(),
+        || CircuitOpen::new("db", Duration::ZERO).into(),
+    ];
+    for error in zero {
+        let res = answer(&layer, error).await;
+        assert_eq!(header(&res, "grpc-status"), Some("14"));
+        assert_eq!(header(&res, "grpc-retry-pushback-ms"), None);
+    }
+}
+
+#[tokio::test]
 async fn a_bulkhead_may_answer_resource_exhausted_and_retry_info_may_be_off() {
     let layer = GrpcStatusLayer::builder("inventory")
         .bulkhead_code(GrpcCode::ResourceExhausted)
