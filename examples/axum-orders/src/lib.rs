@@ -108,6 +108,12 @@
 //! `POST /orders`, `GET /orders` and `GET /orders/{id}` share one stack, in
 //! palisade's canonical server order:
 //!
+//! 0. **Deadline** ([`Config::request_timeout`]): the request's deadline,
+//!    current for all the work that serves it, so the payments client's retry
+//!    starts no wait that would end past it (payments asking for a longer
+//!    `Retry-After` is answered 503 with `Retry-After` at once) and each
+//!    attempt is sent what is left. When it passes, the work is dropped and
+//!    the answer is a 504 problem+json (`deadline-exceeded`).
 //! 1. **Idempotency** (`POST` only; key required; scoped by the caller's
 //!    `Authorization`; memory store, or with [`Config::redis_url`] a Redis
 //!    store shared by every instance, so a retry landing on another instance is
@@ -126,12 +132,13 @@
 //!    `Retry-After` at once, so an overload sheds instead of piling up. `/health`
 //!    reports it under `api.bulkhead`.
 //! 4. **Timeout** ([`Config::request_timeout`], `--request-timeout`): a 504
-//!    problem+json; a request cut off never shows its order (the last
+//!    problem+json, the same bound as the deadline's, for work that does not
+//!    end when the deadline drops it; a request cut off never shows its order (the last
 //!    transaction is dropped uncommitted), and a retry with the same key
 //!    finishes it with the charge the first attempt may have made.
 //! 5. The handler.
 //!
-//! Steps 1 to 4 are palisade's one-call server stack
+//! Steps 0 to 4 are palisade's one-call server stack
 //! (`palisade::stack::server`), its parts set from the [`Config`].
 //!
 //! The webhook routes are verified first (see the routes above); `/health` and
@@ -1056,9 +1063,13 @@ fn orders_api(
     }
     .build()?;
     let handle = Some(bulkhead.handle());
-    // The canonical server stack in one call: idempotency → outbox hook →
-    // bulkhead → timeout, the last two answered as problem+json.
+    // The canonical server stack in one call: deadline → idempotency →
+    // outbox hook → bulkhead → timeout, the last two answered as
+    // problem+json. The deadline is the request's: the payments retry waits
+    // only where an attempt can still fit in it (a `Retry-After` past it is
+    // answered 503 at once, not cut by the timeout as a 504).
     let stack = palisade::stack::server(API)
+        .deadline(config.request_timeout)
         .outbox_hook(PublishHookLayer::new(wakeup).source("axum-orders"))
         .bulkhead(bulkhead)
         .timeout(config.request_timeout);

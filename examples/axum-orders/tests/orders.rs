@@ -686,10 +686,34 @@ async fn a_request_past_its_timeout_is_504_and_stores_nothing() {
     hold_charges(&fx);
     let (res, body) = fx.send(post_order(Some("late"), ORDER)).await;
     assert_problem(&res, StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(json(&body)["type"], "urn:palisade:problem:timeout");
+    assert_eq!(json(&body)["type"], "urn:palisade:problem:deadline-exceeded");
     assert_eq!(health(&fx).await["api"]["bulkhead"]["in_flight"], 0);
     assert!(fx.orders().await.is_empty());
     std::sync::Arc::into_inner(fx).unwrap().finish().await;
+}
+
+#[tokio::test]
+async fn payments_asking_for_a_wait_past_the_request_timeout_is_503_at_once() {
+    // A provider answering 429 with a `Retry-After` longer than the request
+    // has left: the retry does not wait past the request's deadline, and
+    // the order is refused with 503 and `Retry-After` instead of cut as a 504.
+    let stub = axum::Router::new().route(
+        "/charges",
+        axum::routing::post(|| async { (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "20")], "slow down") }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stub_url: http::Uri = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+    tokio::spawn(axum::serve(listener, stub).into_future());
+    let fx = Fixture::start(|config| {
+        config.payments_url = stub_url;
+        config.request_timeout = Duration::from_secs(2);
+        config.payments.queue_when_unavailable = false;
+    })
+    .await;
+    let (res, _) = fx.send(post_order(Some("patience"), ORDER)).await;
+    assert_problem(&res, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"));
+    fx.finish().await;
 }
 
 #[tokio::test]
