@@ -168,10 +168,30 @@ fn off_switches_a_rule_or_the_budget_off() {
     assert!(payments.contains("consecutive: Some(5)"), "{payments}");
     let retry = settings.http_retry("payments").build().unwrap();
     assert!(retry.budget().is_none());
+    // A value that is neither "off" nor the setting's own says what was expected.
     assert_eq!(
         error(Settings::from_toml("[circuit_breaker.payments]\nfailure_rate = \"of\"")),
-        "circuit_breaker.payments.failure_rate: data did not match any variant of untagged enum Switch"
+        "circuit_breaker.payments.failure_rate: \"of\" is not \"off\" (invalid type: string \"of\", expected f64)"
     );
+    // From the environment too, as numbers or the word.
+    let settings = load(
+        "",
+        &[
+            ("PALISADE__CIRCUIT_BREAKER__PAYMENTS__FAILURE_RATE", "30"),
+            ("PALISADE__CIRCUIT_BREAKER__PAYMENTS__CONSECUTIVE_FAILURES", "off"),
+        ],
+    )
+    .unwrap();
+    let payments = format!("{:?}", settings.circuit_breaker("payments"));
+    assert!(payments.contains("failure_rate: Some(30.0)"), "{payments}");
+    assert!(payments.contains("consecutive: None"), "{payments}");
+    // Inside a table that may also be "off", a typo is named like any other.
+    for layer in ["retry", "hedge"] {
+        assert_eq!(
+            error(Settings::from_toml(&format!("[{layer}.p]\nbudget = {{ ratoi = 0.2 }}"))),
+            format!("{layer}.p.budget.ratoi: unknown field `ratoi`, expected one of `ratio`, `min_per_sec`, `window`")
+        );
+    }
 }
 
 #[test]
