@@ -403,6 +403,72 @@ async fn an_error_with_a_nul_byte_is_recorded_and_the_rest_of_the_batch_publishe
     pg.cleanup().await;
 }
 
+/// Fails every publish after `0`: transiently for aggregate `a`, for good for the others.
+struct FailsAfter(Duration);
+
+impl Publisher for FailsAfter {
+    async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+        tokio::time::sleep(self.0).await;
+        let error = std::io::Error::other("broker busy");
+        Err(if event.aggregate_id == "a" {
+            PublishError::transient(error)
+        } else {
+            PublishError::permanent(error)
+        })
+    }
+}
+
+/// The database's clock, in seconds since the epoch.
+async fn clock(pool: &PgPool) -> f64 {
+    sqlx::query_scalar("SELECT extract(epoch FROM clock_timestamp())::float8")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_is_timed_from_when_it_is_recorded_not_from_the_claim() {
+    // The claim's transaction lasts while the batch is published, and its `now()` is its
+    // start: a publish that failed after longer than its backoff got a retry time already
+    // past (no backoff at all), and a dead letter the time of the claim.
+    const PUBLISH: Duration = Duration::from_millis(1500);
+    let Some((pg, store)) = setup("outbox_failure_times").await else {
+        return;
+    };
+    let relay = Relay::builder(store, FailsAfter(PUBLISH))
+        .backoff(Duration::from_secs(1), Duration::from_secs(1), 2.0)
+        .random(|| 0.999)
+        .build()
+        .unwrap();
+    stage_committed(&pg.pool, &[event("a", 1), event("b", 1)]).await;
+    let before = clock(&pg.pool).await;
+    let report = relay.run_batch().await.unwrap();
+    assert_eq!((report.failed, report.dead_lettered), (2, 1));
+    let retry_ahead: bool =
+        sqlx::query_scalar("SELECT next_attempt_at > clock_timestamp() FROM palisade_outbox WHERE aggregate_id = 'a'")
+            .fetch_one(&pg.pool)
+            .await
+            .unwrap();
+    assert!(retry_ahead, "the retry waits for its backoff after the failure");
+    let dead_after: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM dead_lettered_at)::float8 FROM palisade_outbox WHERE aggregate_id = 'b'",
+    )
+    .fetch_one(&pg.pool)
+    .await
+    .unwrap();
+    assert!(
+        dead_after - before >= PUBLISH.as_secs_f64(),
+        "dead-lettered {:.3} s after the batch started, before its publish failed",
+        dead_after - before
+    );
+    assert_eq!(
+        relay.run_batch().await.unwrap().claimed,
+        0,
+        "nothing is due again at once"
+    );
+    pg.cleanup().await;
+}
+
 fn median_and_max(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort();
     (samples[samples.len() / 2], samples[samples.len() - 1])

@@ -43,8 +43,8 @@ pub(crate) enum Dead {
     List {
         #[command(flatten)]
         filter: Filter,
-        /// At most this many.
-        #[arg(long, default_value_t = 100)]
+        /// At most this many (1 or more).
+        #[arg(long, default_value_t = 100, value_parser = positive)]
         limit: usize,
     },
     /// Show one dead letter with its payload, metadata, error, attempts and timestamps.
@@ -89,4 +89,14 @@ pub(crate) struct Filter {
     /// Only those dead-lettered longer ago than this (`7d`, `12h`, `30m`).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub(crate) older_than: Option<Duration>,
+}
+
+/// A count of 1 or more: a list of at most none would print "no dead letters", which is not
+/// what the outbox holds.
+fn positive(arg: &str) -> Result<usize, String> {
+    match arg.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(error) => Err(error.to_string()),
+    }
 }

@@ -19,6 +19,36 @@ pub(crate) fn dead_letters(n: u64) -> String {
     }
 }
 
+/// `text` with its control characters (C0, DEL, C1) escaped as Rust writes them (`\u{1b}`,
+/// `\n`): the text comes from outside (an error quotes a receiver's body), and raw, the
+/// operator's terminal would act on them, and a line break would split a row.
+fn visible(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// JSON text with the control characters serde_json leaves raw in strings (DEL, C1) escaped
+/// as JSON escapes them (`\u009b`); serde_json escapes the others, and the line breaks of
+/// pretty printing stay.
+fn visible_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_control() && c != '\n' {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn timestamp(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
 }
@@ -83,7 +113,12 @@ pub(crate) fn stats(stats: &Stats) -> String {
         .map(str::to_owned)
         .to_vec(),
     ];
-    rows.extend(stats.destinations.iter().map(|d| counts_row(&d.destination, &d.counts)));
+    rows.extend(
+        stats
+            .destinations
+            .iter()
+            .map(|d| counts_row(&visible(&d.destination), &d.counts)),
+    );
     rows.push(counts_row("(total)", &stats.total));
     table(&rows)
 }
@@ -110,9 +145,9 @@ pub(crate) fn list(list: &[DeadLetter]) -> String {
         let (id, event_type, aggregate, destination) = match &dead.event {
             Some(e) => (
                 e.event_id.to_string(),
-                e.event_type.clone(),
-                format!("{}/{}", e.aggregate_type, e.aggregate_id),
-                e.destination.clone(),
+                visible(&e.event_type),
+                visible(&format!("{}/{}", e.aggregate_type, e.aggregate_id)),
+                visible(&e.destination),
             ),
             None => (
                 "(unreadable row)".to_owned(),
@@ -121,10 +156,11 @@ pub(crate) fn list(list: &[DeadLetter]) -> String {
                 "-".to_owned(),
             ),
         };
-        let error = dead.last_error.as_deref().unwrap_or("-");
+        // Escaped before it is cut, so the cut bounds what shows.
+        let error = visible(dead.last_error.as_deref().unwrap_or("-"));
         let error = match error.char_indices().nth(LIST_ERROR_CHARS) {
             Some((cut, _)) => format!("{}...", &error[..cut]),
-            None => error.to_owned(),
+            None => error,
         };
         rows.push(vec![
             dead.seq.to_string(),
@@ -147,20 +183,22 @@ pub(crate) fn show(dead: &DeadLetter) -> String {
         Some(e) => {
             rows.extend([
                 vec!["event id:".to_owned(), e.event_id.to_string()],
-                vec!["event type:".to_owned(), e.event_type.clone()],
+                vec!["event type:".to_owned(), visible(&e.event_type)],
                 vec![
                     "aggregate:".to_owned(),
-                    format!("{}/{}", e.aggregate_type, e.aggregate_id),
+                    visible(&format!("{}/{}", e.aggregate_type, e.aggregate_id)),
                 ],
                 vec!["version:".to_owned(), e.version.to_string()],
-                vec!["destination:".to_owned(), e.destination.clone()],
+                vec!["destination:".to_owned(), visible(&e.destination)],
                 vec!["occurred at:".to_owned(), timestamp(e.timestamp)],
                 vec![
                     "metadata:".to_owned(),
-                    serde_json::to_string(&e.metadata).unwrap_or_default(),
+                    visible_json(&serde_json::to_string(&e.metadata).unwrap_or_default()),
                 ],
             ]);
-            payload = Some(serde_json::to_string_pretty(&e.payload).unwrap_or_default());
+            payload = Some(visible_json(
+                &serde_json::to_string_pretty(&e.payload).unwrap_or_default(),
+            ));
         }
         None => rows.push(vec![
             "event:".to_owned(),
@@ -173,7 +211,7 @@ pub(crate) fn show(dead: &DeadLetter) -> String {
         vec!["dead-lettered at:".to_owned(), timestamp(dead.dead_lettered_at)],
         vec![
             "last error:".to_owned(),
-            dead.last_error.clone().unwrap_or_else(|| "-".to_owned()),
+            visible(dead.last_error.as_deref().unwrap_or("-")),
         ],
     ]);
     let width = rows.iter().map(|row| row[0].len()).max().unwrap_or(0);

@@ -232,6 +232,18 @@ impl Fixture {
         }
     }
 
+    async fn set_last_error(&self, seq: i64, error: &str) {
+        let sql = "UPDATE palisade_outbox SET last_error = $1 WHERE seq = $2";
+        match &self.backend {
+            Backend::Sqlite { pool, .. } => {
+                sqlx::query(sql).bind(error).bind(seq).execute(pool).await.unwrap();
+            }
+            Backend::Postgres(pg) => {
+                sqlx::query(sql).bind(error).bind(seq).execute(&pg.pool).await.unwrap();
+            }
+        }
+    }
+
     /// The tables in the database (the test's schema on PostgreSQL), sorted.
     async fn tables(&self) -> Vec<String> {
         match &self.backend {
@@ -524,6 +536,83 @@ async fn dead_list(f: &Fixture) {
         f.cli(&["dead", "list", "--destination", "Shipment"]).await.stdout,
         "no dead letters\n"
     );
+}
+
+#[tokio::test]
+async fn a_list_limit_of_zero_is_refused() {
+    let f = Fixture::sqlite("cli_limit_zero", true).await;
+    for args in [
+        &["dead", "list", "--limit", "0"][..],
+        &["--json", "dead", "list", "--limit", "0"],
+    ] {
+        let run = f.cli(args).await;
+        assert_eq!((run.status, run.stdout.as_str()), (2, ""), "{args:?}: {run:?}");
+        assert!(
+            run.stderr
+                .contains("invalid value '0' for '--limit <LIMIT>': must be at least 1"),
+            "{args:?}: {run:?}"
+        );
+    }
+    assert_eq!(
+        f.cli(&["--json", "dead", "list", "--limit", "1"]).await.json(),
+        json!([])
+    );
+    f.cleanup().await;
+}
+
+on_both!(
+    control_characters,
+    true,
+    control_characters_sqlite,
+    control_characters_postgres
+);
+/// Text from outside the tool (a receiver's error body quoted in the last error, an event's
+/// type, aggregate, destination, payload and metadata) may hold terminal escape sequences: the
+/// text output shows every control character escaped, one line per row, never raw. JSON keeps
+/// the text as it is (escaped as JSON).
+async fn control_characters(f: &Fixture) {
+    let mut dead = event(1, "Created\u{7f}", "Order\u{1b}]0;owned\u{7}", "ord\u{9b}2J");
+    dead.destination = "Order\u{1b}[8m".to_owned();
+    dead.payload = json!({ "note": "\u{1b}[31m\u{9b}31m" });
+    dead.metadata.correlation_id = Some("corr\u{85}".to_owned());
+    f.stage(&dead).await;
+    f.dead_letter_pending().await;
+    let error = "receiver answered 500: \u{1b}[31mdown\u{1b}[0m\nretry later\r\u{9b}2K";
+    f.set_last_error(1, error).await;
+    assert_eq!(
+        f.cli(&["--json", "dead", "show", "1"]).await.json()["last_error"],
+        json!(error)
+    );
+    assert_eq!(
+        f.cli(&["--json", "dead", "list"]).await.json()[0]["event"]["destination"],
+        json!(dead.destination)
+    );
+
+    let raw = |run: &Run| -> Vec<char> {
+        let controls = run.stdout.chars().filter(|c| c.is_control() && *c != '\n');
+        controls.collect()
+    };
+    let escaped = r"receiver answered 500: \u{1b}[31mdown\u{1b}[0m\nretry later\r\u{9b}2K";
+    let show = f.cli(&["dead", "show", "1"]).await;
+    assert_eq!((show.status, raw(&show)), (0, vec![]), "{show:?}");
+    for line in [
+        r"event type:       Created\u{7f}",
+        r"aggregate:        Order\u{1b}]0;owned\u{7}/ord\u{9b}2J",
+        r"destination:      Order\u{1b}[8m",
+        r#"metadata:         {"correlation_id":"corr\u0085"}"#,
+        &format!("last error:       {escaped}"),
+        r#"  "note": "\u001b[31m\u009b31m""#,
+    ] {
+        assert!(show.stdout.lines().any(|l| l == line), "{line}: {show:?}");
+    }
+
+    let list = f.cli(&["dead", "list"]).await;
+    assert_eq!((list.status, raw(&list)), (0, vec![]), "{list:?}");
+    assert_eq!(list.stdout.lines().count(), 2, "a header and one row: {list:?}");
+    assert!(list.stdout.contains(escaped), "{list:?}");
+    let stats = f.cli(&["stats"]).await;
+    assert_eq!((stats.status, raw(&stats)), (0, vec![]), "{stats:?}");
+    assert!(stats.stdout.contains(r"Order\u{1b}[8m  "), "{stats:?}");
 }
 
 on_both!(dead_show, true, dead_show_sqlite, dead_show_postgres);

@@ -45,8 +45,9 @@ pub enum ConfigError {
     /// A zero store timeout fails every store operation.
     #[error("store timeout must be greater than zero")]
     ZeroStoreTimeout,
-    /// A store operation allowed as long as the lease could outlast the claim it serves.
-    #[error("store timeout {store_timeout:?} must be shorter than the lease {lease:?}")]
+    /// A store operation allowed so long that, with a publish timeout, it
+    /// could outlast the lease of the claim it serves.
+    #[error("store timeout {store_timeout:?} plus the publish timeout must be shorter than the lease {lease:?}")]
     StoreTimeoutTooLong {
         /// The store timeout.
         store_timeout: Duration,

@@ -350,9 +350,12 @@
 //!   events (a `retention`); without one they are deleted on publish and the count stays 0.
 //!   `--json` gives [`Stats`]: `{"pending", "retrying", "oldest_pending_at",
 //!   "oldest_pending_age_ms", "dead", "published_last_minute", "destinations": [{"destination", ...the same counts}]}`.
-//! - **dead list** (`--destination`, `--older-than`, `--limit`, default 100) and **dead show**
-//!   print [`DeadLetter`]s, oldest first; a row that cannot be read back as an event shows no
-//!   event, and its last error says why. An id is a sequence number or an event id.
+//! - **dead list** (`--destination`, `--older-than`, `--limit`, 1 or more, default 100) and
+//!   **dead show** print [`DeadLetter`]s, oldest first; a row that cannot be read back as an
+//!   event shows no event, and its last error says why. An id is a sequence number or an event
+//!   id. Their text output (and `stats`') shows control characters escaped (`\u{1b}`, `\n`),
+//!   so text from outside (an error quoting a receiver's body, an event's fields) never
+//!   reaches the terminal as escape sequences.
 //! - **dead requeue** resets the attempts and clears the dead-letter mark (the last error
 //!   stays until the next attempt). The relay publishes the event at its next claim that looks
 //!   at the whole table: on PostgreSQL within the store's full-scan interval (1 s), on SQLite

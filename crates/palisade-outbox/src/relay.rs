@@ -161,9 +161,10 @@ impl<S, P> RelayBuilder<S, P> {
         self
     }
 
-    /// How long a claim lasts (default 30 s). A relay waits for no result that could come after
-    /// its lease (the rest of the batch is released), so another relay taking over an expired
-    /// claim never races it.
+    /// How long a claim lasts (default 30 s). A relay waits for no result that could come later
+    /// than a [store timeout](Self::store_timeout) before its lease ends (the rest of the batch
+    /// is released), so the batch is recorded within the lease and another relay taking over
+    /// an expired claim never races it.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.config.lease = lease;
         self
@@ -175,7 +176,8 @@ impl<S, P> RelayBuilder<S, P> {
     /// not the relay: the operation fails like any other, its connection is closed rather than
     /// given back to the pool (so nothing reuses it in an unknown state), and the relay claims
     /// again at its next poll. What the given-up operation held is released as when it fails
-    /// (see the crate docs). Must be shorter than the lease.
+    /// (see the crate docs). With the publish timeout, must be shorter than the lease: results
+    /// are awaited until a store timeout before the lease ends.
     pub fn store_timeout(mut self, store_timeout: Duration) -> Self {
         self.config.store_timeout = Some(store_timeout);
         self
@@ -250,7 +252,9 @@ impl<S, P> RelayBuilder<S, P> {
         if store_timeout.is_zero() {
             return Err(ConfigError::ZeroStoreTimeout);
         }
-        if store_timeout >= c.lease {
+        // Results are awaited until a store timeout before the lease ends:
+        // a publish must fit in what is left.
+        if store_timeout.saturating_add(c.publish_timeout) >= c.lease {
             return Err(ConfigError::StoreTimeoutTooLong {
                 store_timeout,
                 lease: c.lease,
@@ -496,8 +500,10 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
             dead_lettered = tracing::field::Empty,
         );
         async {
-            // The lease runs from the claim (at most about 30 years: see `run_loop`).
-            let lease_end = Deadline::after(config.lease);
+            // The lease runs from the claim (at most about 30 years: see `run_loop`). Results
+            // are awaited until a store timeout before its end, so that recording them (at most
+            // a store timeout) ends within the lease, before another relay may take it over.
+            let results_end = Deadline::after(config.lease.saturating_sub(config.store_timeout()));
             let (mut claim, events, unreadable) = self
                 .bounded("claim", self.shared.store.claim(config.batch_size, config.lease))
                 .await?;
@@ -506,7 +512,7 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
             let archive = !config.retention.is_zero();
             let seqs: Vec<i64> = events.iter().map(|claimed| claimed.seq).collect();
             let publishing = stream::iter(group_by_aggregate(events))
-                .map(|run| self.publish_run(run, lease_end))
+                .map(|run| self.publish_run(run, results_end))
                 .buffer_unordered(config.concurrency)
                 .flat_map(stream::iter)
                 .collect::<Vec<(i64, Disposition)>>();
@@ -566,13 +572,13 @@ impl<S: OutboxStore, P: Publisher> Relay<S, P> {
 
     /// Publishes one aggregate's run, stopping at the first failure: published, then at most
     /// one failed, then released events (see [`Publisher`]'s runs).
-    async fn publish_run(&self, run: Run, lease_end: Deadline) -> Vec<(i64, Disposition)> {
+    async fn publish_run(&self, run: Run, results_end: Deadline) -> Vec<(i64, Disposition)> {
         let config = &self.shared.config;
         let mut outcomes = Vec::with_capacity(run.events.len());
         let mut results = pin!(self.shared.publisher.publish_run(&run.events));
         for (&(seq, attempts), event) in run.claims.iter().zip(&run.events) {
-            // Near the end of the lease the relay waits for nothing more.
-            if lease_end.remaining() < config.publish_timeout {
+            // Near the end of the time for results the relay waits for nothing more.
+            if results_end.remaining() < config.publish_timeout {
                 break;
             }
             let result = match tokio::time::timeout(config.publish_timeout, results.next()).await {
@@ -1074,6 +1080,97 @@ mod tests {
         );
     }
 
+    /// [`OneBatch`] whose `complete` takes `took` (a slow database), keeping when the batch was
+    /// claimed and when its outcomes were recorded.
+    #[derive(Clone)]
+    struct SlowComplete {
+        batch: OneBatch,
+        took: Duration,
+        claimed_at: Arc<std::sync::Mutex<Option<Instant>>>,
+        recorded_at: Arc<std::sync::Mutex<Option<Instant>>>,
+    }
+
+    impl OutboxStore for SlowComplete {
+        type Claim = ();
+
+        async fn claim(&self, limit: usize, lease: Duration) -> Result<ClaimedBatch<()>, OutboxError> {
+            *self.claimed_at.lock().unwrap() = Some(Instant::now());
+            self.batch.claim(limit, lease).await
+        }
+
+        async fn complete(&self, (): (), outcomes: &[(i64, Disposition)], archive: bool) -> Result<(), OutboxError> {
+            tokio::time::sleep(self.took).await;
+            *self.recorded_at.lock().unwrap() = Some(Instant::now());
+            self.batch.complete((), outcomes, archive).await
+        }
+
+        async fn backlog(&self) -> Result<Backlog, OutboxError> {
+            self.batch.backlog().await
+        }
+
+        async fn purge_published(&self, retention: Duration) -> Result<u64, OutboxError> {
+            self.batch.purge_published(retention).await
+        }
+
+        async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, OutboxError> {
+            self.batch.dead_letters(limit).await
+        }
+
+        async fn requeue(&self, event_id: uuid::Uuid) -> Result<bool, OutboxError> {
+            self.batch.requeue(event_id).await
+        }
+    }
+
+    /// Publishes every event, each taking the time it holds.
+    struct Slow(Duration);
+
+    impl Publisher for Slow {
+        async fn publish(&self, _: &Event) -> Result<(), PublishError> {
+            tokio::time::sleep(self.0).await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_is_recorded_within_its_lease_however_long_recording_takes() {
+        // On SQLite another relay takes over a claim whose lease has expired, and the outcomes
+        // recorded after that match no rows: the batch is published again, attempts lost.
+        let ms = Duration::from_millis;
+        let store = SlowComplete {
+            batch: OneBatch::new(),
+            took: ms(900),
+            claimed_at: Arc::default(),
+            recorded_at: Arc::default(),
+        };
+        let relay = Relay::builder(store.clone(), Slow(ms(600)))
+            .lease(ms(2000))
+            .store_timeout(ms(1000))
+            .publish_timeout(ms(900))
+            .build()
+            .unwrap();
+        relay.run_batch().await.unwrap();
+        let claimed_at = store.claimed_at.lock().unwrap().unwrap();
+        let recorded_after = store.recorded_at.lock().unwrap().unwrap() - claimed_at;
+        assert!(
+            recorded_after <= ms(2000),
+            "recorded {recorded_after:?} after the claim, past its 2 s lease"
+        );
+        use Disposition::{Published, Released};
+        assert_eq!(
+            store.batch.recorded(),
+            [
+                (1, Published),
+                (2, Released),
+                (3, Released),
+                (4, Released),
+                (5, Released),
+                (6, Published),
+                (7, Released),
+            ],
+            "the results that could not be recorded within the lease were not waited for"
+        );
+    }
+
     /// Every published event's time from its timestamp to its
     /// acknowledgement goes into `palisade_outbox_publish_lag_seconds`; a
     /// failed or released one does not.
@@ -1178,7 +1275,15 @@ mod tests {
                 lease: Duration::from_secs(30)
             }
         );
-        assert!(builder().store_timeout(Duration::from_millis(29_999)).build().is_ok());
+        // With the default publish timeout (10 s), no more than 20 s.
+        assert_eq!(
+            builder().store_timeout(Duration::from_secs(20)).build().unwrap_err(),
+            ConfigError::StoreTimeoutTooLong {
+                store_timeout: Duration::from_secs(20),
+                lease: Duration::from_secs(30)
+            }
+        );
+        assert!(builder().store_timeout(Duration::from_millis(19_999)).build().is_ok());
         assert!(builder().build().is_ok(), "the defaults are valid");
     }
 

@@ -691,7 +691,7 @@ fn outbox_relay_rules_are_reported_at_the_key() {
     );
     assert_eq!(
         error(Settings::from_toml("[outbox_relay.orders]\nstore_timeout = \"30s\"")),
-        "outbox_relay.orders.store_timeout: store timeout 30s must be shorter than the lease 30s"
+        "outbox_relay.orders.store_timeout: store timeout 30s plus the publish timeout must be shorter than the lease 30s"
     );
     assert_eq!(
         error(Settings::from_toml("[outbox_relay.orders]\npoll_interval = \"0s\"")),

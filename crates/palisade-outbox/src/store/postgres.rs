@@ -885,12 +885,14 @@ async fn record(
     if !seqs.is_empty() {
         // `o.seq = ANY` gives the outbox's side a condition of its own: joined on `o.seq = f.seq`
         // alone, the plan made on small statistics read the whole outbox once per failure.
+        // `clock_timestamp()`, not `now()`: the claim's transaction started before the batch
+        // was published, so `now()` would put a retry that much closer, or already past.
         sqlx::query(
             "UPDATE palisade_outbox o SET
                 attempts = o.attempts + 1,
                 last_error = f.error,
-                next_attempt_at = now() + f.delay_ms * interval '1 millisecond',
-                dead_lettered_at = CASE WHEN f.delay_ms IS NULL THEN now() END
+                next_attempt_at = clock_timestamp() + f.delay_ms * interval '1 millisecond',
+                dead_lettered_at = CASE WHEN f.delay_ms IS NULL THEN clock_timestamp() END
              FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS f(seq, delay_ms, error)
              WHERE o.seq = f.seq AND o.seq = ANY ($1::bigint[])",
         )
