@@ -384,7 +384,10 @@
 //! consecutive failures only, with no allocation, on an idle 2-core AMD EPYC;
 //! the keyed breaker about 1.5 times the count window's (30 against 20 ns
 //! and 36 against 25 ns in a run on an Intel Xeon, where `ConcurrencyLimit`
-//! costs about twice what it does on the EPYC).
+//! costs about twice what it does on the EPYC). Two tasks calling one
+//! healthy count-window breaker run at 2.1 to 3.8 times
+//! `ConcurrencyLimit`'s rate in the plain loop (1.7 times in the criterion
+//! harness).
 //! Every figure, beside its references and with the machine and load it was
 //! measured on, is in the
 //! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).

@@ -298,9 +298,17 @@ async fn open_duration_grows_on_repeated_trips_with_injected_jitter() {
     assert_eq!(handle.snapshot().time_until_half_open, Some(Duration::from_millis(750)));
 }
 
-#[tokio::test(start_paused = true)]
-async fn half_open_that_does_not_close_in_time_reopens() {
-    let layer = CircuitBreakerBuilder::consecutive("stuck")
+/// A breaker with one probe and 5 s to close, half-open with its probe in
+/// flight until the returned gate is notified.
+async fn probing_for_at_most_5s(
+    name: &'static str,
+) -> (
+    CircuitBreakerHandle,
+    CircuitBreaker<Downstream>,
+    Arc<Notify>,
+    tokio::task::JoinHandle<Result<&'static str, palisade_core::BoxError>>,
+) {
+    let layer = CircuitBreakerBuilder::consecutive(name)
         .consecutive_failures(1)
         .permitted_calls_in_half_open(1)
         .open_duration(SECOND)
@@ -311,12 +319,19 @@ async fn half_open_that_does_not_close_in_time_reopens() {
     let mut svc = layer.layer(Downstream::default());
     call(&mut svc, Call::Fail).await.unwrap_err();
     advance(SECOND).await;
-    // A probe that hangs.
     let gate = Arc::new(Notify::new());
     let mut probe_svc = svc.clone();
-    let probe = tokio::spawn(async move { call(&mut probe_svc, Call::Gate(gate)).await });
+    let waiting = gate.clone();
+    let probe = tokio::spawn(async move { call(&mut probe_svc, Call::Gate(waiting)).await });
     tokio::task::yield_now().await;
     assert_state(&handle, State::HalfOpen);
+    (handle, svc, gate, probe)
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_that_does_not_close_in_time_reopens() {
+    // A probe that hangs.
+    let (handle, mut svc, _gate, probe) = probing_for_at_most_5s("stuck").await;
     assert_rejected(&call(&mut svc, Call::Ok).await, Duration::ZERO);
     advance(5 * SECOND).await;
     // The next caller finds half-open expired: reopened, as a repeated trip.
@@ -327,26 +342,10 @@ async fn half_open_that_does_not_close_in_time_reopens() {
 
 #[tokio::test(start_paused = true)]
 async fn a_probe_succeeding_after_the_half_open_limit_does_not_close() {
-    let layer = CircuitBreakerBuilder::consecutive("late")
-        .consecutive_failures(1)
-        .permitted_calls_in_half_open(1)
-        .open_duration(SECOND)
-        .max_half_open_duration(5 * SECOND)
-        .build()
-        .unwrap();
-    let handle = layer.handle();
-    let mut svc = layer.layer(Downstream::default());
-    call(&mut svc, Call::Fail).await.unwrap_err();
-    advance(SECOND).await;
     // The probe succeeds 10 s in, with no other call meanwhile.
-    let gate = Arc::new(Notify::new());
-    let mut probe_svc = svc.clone();
-    let release = gate.clone();
-    let probe = tokio::spawn(async move { call(&mut probe_svc, Call::Gate(gate)).await });
-    tokio::task::yield_now().await;
-    assert_state(&handle, State::HalfOpen);
+    let (handle, mut svc, gate, probe) = probing_for_at_most_5s("late").await;
     advance(10 * SECOND).await;
-    release.notify_one();
+    gate.notify_one();
     assert_eq!(probe.await.unwrap().unwrap(), "ok");
     // Not closed in time: reopened, as a repeated trip.
     assert_state(&handle, State::Open);
