@@ -25,9 +25,10 @@ use palisade_core::error::ConnectFailed;
 /// sent, and this marks it [`ConnectFailed`], which the retry retries and
 /// the breaker counts as the downstream's failure, as for any client. So is
 /// a stream the server refused (`RST_STREAM` with `REFUSED_STREAM`, its
-/// maximum of concurrent streams reached): HTTP/2 promises that the server
-/// did not process it (RFC 9113 §8.7), so sending it again is safe whatever
-/// the method. Every other error is boxed unchanged.
+/// maximum of concurrent streams reached), and one above the last stream a
+/// server shutting down accepted in its `GOAWAY`: HTTP/2 promises that the
+/// server did not process them (RFC 9113 §8.7, §6.8), so sending them again
+/// is safe whatever the method. Every other error is boxed unchanged.
 ///
 /// ```
 /// use palisade_core::{BoxError, error::is_timeout};
@@ -37,7 +38,7 @@ use palisade_core::error::ConnectFailed;
 /// ```
 pub fn channel_error(error: impl Into<BoxError>) -> BoxError {
     let error = error.into();
-    if palisade_core::error::find::<tonic::ConnectError>(&*error).is_some() || refused_stream(&*error) {
+    if palisade_core::error::find::<tonic::ConnectError>(&*error).is_some() || not_processed(&*error) {
         return ConnectFailed::new(error).into();
     }
     if palisade_core::error::find::<tonic::TimeoutExpired>(&*error).is_none() {
@@ -49,10 +50,14 @@ pub fn channel_error(error: impl Into<BoxError>) -> BoxError {
     }
 }
 
-/// True when the server refused the call's stream: it did not process it.
-fn refused_stream(error: &(dyn std::error::Error + 'static)) -> bool {
+/// True when HTTP/2 says the server did not process the call's stream: it
+/// refused it (`RST_STREAM` with `REFUSED_STREAM`, RFC 9113 §8.7), or the
+/// stream was above the last one a `GOAWAY` accepted (§6.8; h2 gives only
+/// those a remote `GOAWAY` error, and streams cut when the connection then
+/// closes a broken pipe).
+pub(crate) fn not_processed(error: &(dyn std::error::Error + 'static)) -> bool {
     palisade_core::error::find::<h2::Error>(error)
-        .is_some_and(|h2| h2.is_remote() && h2.reason() == Some(h2::Reason::REFUSED_STREAM))
+        .is_some_and(|h2| h2.is_remote() && (h2.reason() == Some(h2::Reason::REFUSED_STREAM) || h2.is_go_away()))
 }
 
 #[cfg(test)]

@@ -86,13 +86,15 @@
 //! that could not connect: a failed DNS lookup or TLS handshake, a missing
 //! Unix socket) answers as a connect error, `UNAVAILABLE`, as tonic's own
 //! conversion would; an HTTP/2 error under the channel's (h2's) answers
-//! the code of gRPC's HTTP/2 mapping: `REFUSED_STREAM` (the server did not
-//! process the call) `UNAVAILABLE`, `CANCEL` `CANCELLED`,
+//! the code of gRPC's HTTP/2 mapping: `REFUSED_STREAM` and a stream above a
+//! `GOAWAY`'s last accepted one (the server did not process the call)
+//! `UNAVAILABLE`, `CANCEL` `CANCELLED`,
 //! `ENHANCE_YOUR_CALM` `RESOURCE_EXHAUSTED`, `INADEQUATE_SECURITY`
 //! `PERMISSION_DENIED`, `STREAM_CLOSED` `UNKNOWN`, every other error code
 //! `INTERNAL`. And
 //! [`channel_error`] turns a tonic channel's `TimeoutExpired` into a passed
-//! deadline or a timeout, and a connect error or a refused stream into
+//! deadline or a timeout, and a connect error or a stream the server did
+//! not process (refused, or above a `GOAWAY`) into
 //! [`ConnectFailed`](palisade_core::error::ConnectFailed) (never processed:
 //! retried whatever the method), before the breaker and the retry see it.
 //!

@@ -218,7 +218,8 @@ fn tonic_code(_: &(dyn Error + 'static)) -> Option<GrpcCode> {
 /// as a tonic client reports it; an HTTP/2 error (h2's) gets the code of
 /// gRPC's HTTP/2 mapping (PROTOCOL-HTTP2.md, "Errors"), which tonic's
 /// server follows: `REFUSED_STREAM` is `UNAVAILABLE` (the server did not
-/// process the call), `CANCEL` `CANCELLED`, `ENHANCE_YOUR_CALM`
+/// process the call), as is a stream above a `GOAWAY`'s last accepted one
+/// (the guide's "GOAWAY Frame"), `CANCEL` `CANCELLED`, `ENHANCE_YOUR_CALM`
 /// `RESOURCE_EXHAUSTED`, `INADEQUATE_SECURITY` `PERMISSION_DENIED`,
 /// `STREAM_CLOSED` (no stream to report on) `UNKNOWN`, every other error
 /// code `INTERNAL`.
@@ -233,6 +234,14 @@ fn tonic_transport(error: &(dyn Error + 'static)) -> Option<GrpcStatus> {
             message: UNREACHABLE,
             pushback: None,
             reason: Reason::Unreachable,
+        });
+    }
+    if crate::channel::not_processed(error) {
+        return Some(GrpcStatus {
+            code: GrpcCode::Unavailable,
+            message: UNAVAILABLE_OPEN,
+            pushback: None,
+            reason: Reason::Other,
         });
     }
     let reason = palisade_core::error::find::<h2::Error>(error)?.reason()?;
