@@ -436,20 +436,21 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         layer: impl Into<palisade_outbox::PublishHookLayer>,
     ) -> ServiceBuilder<Stack<palisade_outbox::PublishHookLayer, L>>;
 
+    /// Client: adds an `Idempotency-Key` to unsafe requests that lack one;
+    /// inside the total deadline, outside the fallback and the retry, so
+    /// every retry and the fallback's failure carry the same key.
+    #[cfg(feature = "idempotency")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "idempotency")))]
+    fn idempotency_key(self) -> ServiceBuilder<Stack<palisade_idempotency::client::SetIdempotencyKeyLayer, L>>;
+
     /// Client: answers failed or rejected calls from a fallback
-    /// (`FallbackLayer`); outside the retry and the circuit breaker, so it
-    /// sees their last failure and their rejections.
+    /// (`FallbackLayer`); inside the idempotency key, outside the retry and
+    /// the circuit breaker, so it sees their last failure and their rejections.
     #[cfg(feature = "fallback")]
     fn fallback<F, C>(
         self,
         layer: palisade_fallback::FallbackLayer<F, C>,
     ) -> ServiceBuilder<Stack<palisade_fallback::FallbackLayer<F, C>, L>>;
-
-    /// Client: adds an `Idempotency-Key` to unsafe requests that lack one;
-    /// outermost, so every retry carries the same key.
-    #[cfg(feature = "idempotency")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "idempotency")))]
-    fn idempotency_key(self) -> ServiceBuilder<Stack<palisade_idempotency::client::SetIdempotencyKeyLayer, L>>;
 
     /// Client: retries any cloneable request (`RetryLayer`); outside the
     /// circuit breaker.
@@ -587,17 +588,17 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(layer.into())
     }
 
+    #[cfg(feature = "idempotency")]
+    fn idempotency_key(self) -> ServiceBuilder<Stack<palisade_idempotency::client::SetIdempotencyKeyLayer, L>> {
+        self.layer(palisade_idempotency::client::SetIdempotencyKeyLayer::new())
+    }
+
     #[cfg(feature = "fallback")]
     fn fallback<F, C>(
         self,
         layer: palisade_fallback::FallbackLayer<F, C>,
     ) -> ServiceBuilder<Stack<palisade_fallback::FallbackLayer<F, C>, L>> {
         self.layer(layer)
-    }
-
-    #[cfg(feature = "idempotency")]
-    fn idempotency_key(self) -> ServiceBuilder<Stack<palisade_idempotency::client::SetIdempotencyKeyLayer, L>> {
-        self.layer(palisade_idempotency::client::SetIdempotencyKeyLayer::new())
     }
 
     #[cfg(feature = "retry")]
