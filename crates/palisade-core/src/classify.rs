@@ -11,7 +11,7 @@
 //! | [`ErrorClassifier`] (default) | any error | any error |
 //! | [`HttpClassifier`] | 5xx, 408, 429, any error | 408, 429, 500, 502, 503, 504, connect errors, timeouts |
 //! | [`GrpcClassifier`] | `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED`, `INTERNAL`, `UNKNOWN`, `DATA_LOSS`, any error | `UNAVAILABLE`, connect errors, timeouts |
-//! | [`ClassifyFn`] | what the closure says | its failures |
+//! | [`ClassifyFn`] | what the closure says (local rejections aside) | its failures |
 //!
 //! In every classifier palisade's own local rejections ([`CircuitOpen`],
 //! [`BulkheadFull`], [`BulkheadTimeout`]) are [`Outcome::Ignored`] and never
@@ -265,8 +265,11 @@ impl fmt::Display for GrpcCode {
 /// [`AtEos`](crate::eos::AtEos) to judge the call by the status its trailers
 /// carry (see [`crate::eos`], whose [`ClassifyEos`](crate::eos::ClassifyEos) it implements).
 ///
-/// Only `UNAVAILABLE`, connect errors and timeouts are retryable, as in
-/// gRPC's own retry design: the other codes may mean the call was processed.
+/// Only `UNAVAILABLE` and connect errors (a call never sent, or a stream
+/// the server did not process) are retryable, as in gRPC's own retry
+/// design: the other codes may mean the call was processed, and so may a
+/// timed-out attempt, which gRPC never retries (a gRPC method may not be
+/// safe to repeat, and nothing in the call says whether it is).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GrpcClassifier;
 
@@ -281,7 +284,7 @@ impl<B> Classify<Response<B>> for GrpcClassifier {
     fn retryable(&self, result: CallResult<'_, Response<B>>) -> bool {
         match result {
             Ok(res) => GrpcCode::of_response(res) == Some(GrpcCode::Unavailable),
-            Err(e) => transport_error_retryable(e),
+            Err(e) => !is_local_rejection(e) && is_connect_error(e),
         }
     }
 }
@@ -324,6 +327,13 @@ where
     F: Fn(CallResult<'_, Res>) -> Outcome,
 {
     fn classify(&self, result: CallResult<'_, Res>) -> Outcome {
+        // As in every classifier: the closure judges the downstream, and a
+        // local rejection says nothing about it.
+        if let Err(error) = result
+            && is_local_rejection(error)
+        {
+            return Outcome::Ignored;
+        }
         (self.f)(result)
     }
 }
@@ -350,6 +360,20 @@ mod tests {
 
     fn err(e: impl Into<BoxError>) -> BoxError {
         e.into()
+    }
+
+    #[test]
+    fn a_closure_classifier_ignores_local_rejections() {
+        let c = classify_fn(|r: CallResult<'_, u8>| match r {
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        });
+        for e in local_rejections() {
+            assert_eq!(c.classify(Err(&*e)), Outcome::Ignored, "{e}");
+            assert!(!c.retryable(Err(&*e)), "{e}");
+        }
+        let refused: BoxError = "connection refused".into();
+        assert_eq!(c.classify(Err(&*refused)), Outcome::Failure);
     }
 
     fn local_rejections() -> Vec<BoxError> {

@@ -83,6 +83,7 @@ use pin_project_lite::pin_project;
 
 use crate::BoxError;
 use crate::classify::{Classify, GrpcClassifier, GrpcCode, Outcome};
+use crate::error::is_local_rejection;
 
 /// Where a call's outcome goes once it is known: a breaker's recorder, a
 /// metric.
@@ -169,8 +170,22 @@ where
     // the criterion harness what it saves the plain loop.
     #[inline(always)]
     fn judge<S: Settle + Default>(&self, result: Result<Res, BoxError>, sink: &mut S) -> Result<Res, BoxError> {
-        sink.settle(self.classify(result.as_ref().map_err(|e| &**e as &(dyn Error + 'static))));
+        sink.settle(judged(
+            self,
+            result.as_ref().map_err(|e| &**e as &(dyn Error + 'static)),
+        ));
         result
+    }
+}
+
+/// What `classifier` says of `result`, but [`Outcome::Ignored`] for a local
+/// rejection whatever it says: a classifier written by hand must not let
+/// another palisade layer's refusal count against the downstream.
+#[inline(always)]
+fn judged<C: Classify<Res>, Res>(classifier: &C, result: crate::classify::CallResult<'_, Res>) -> Outcome {
+    match result {
+        Err(error) if is_local_rejection(error) => Outcome::Ignored,
+        result => classifier.classify(result),
     }
 }
 
@@ -186,6 +201,7 @@ pub struct AtEos<C>(pub C);
 impl<C, B> Judge<Response<B>> for AtEos<C>
 where
     C: ClassifyEos + Classify<Response<B>> + Clone,
+    B: Body,
 {
     type Response<S: Settle> = Response<EosBody<B, C, S>>;
 
@@ -196,12 +212,18 @@ where
     ) -> Result<Response<EosBody<B, C, S>>, BoxError> {
         match result {
             Err(e) => {
-                sink.settle(self.0.classify(Err(&*e)));
+                sink.settle(judged(&self.0, Err(&*e)));
                 Err(e)
             }
             Ok(res) => match self.0.classify_head(&res) {
                 Some(outcome) => {
                     sink.settle(outcome);
+                    Ok(res.map(EosBody::passing))
+                }
+                // Ended at its head (`HEADERS` with END_STREAM): there is no
+                // end to wait for, and tonic and hyper drop such a body unread.
+                None if res.body().is_end_stream() => {
+                    sink.settle(self.0.classify_end(StreamEnd::NoTrailers));
                     Ok(res.map(EosBody::passing))
                 }
                 None => {
@@ -371,6 +393,56 @@ mod tests {
 
     fn message(n: u8) -> Result<Frame<Bytes>, std::io::Error> {
         Ok(Frame::data(Bytes::from(vec![0, 0, 0, 0, 1, n])))
+    }
+
+    #[test]
+    fn a_stream_already_ended_at_its_head_is_judged_at_once() {
+        // `HEADERS` with END_STREAM and no `grpc-status`: the body is over
+        // before anyone reads it, and tonic and hyper drop such a body unread.
+        let slot = Slot::default();
+        let res = AtEos(GrpcClassifier)
+            .judge(Ok(Response::new(Empty::<Bytes>::new())), &mut slot.clone())
+            .unwrap();
+        assert_eq!(slot.seen(), [Outcome::Failure], "a missing status is INTERNAL");
+        assert!(!res.body().is_judging());
+        drop(res);
+        assert_eq!(slot.seen(), [Outcome::Failure], "settled once");
+    }
+
+    #[test]
+    fn every_judge_ignores_local_rejections_whatever_its_classifier_says() {
+        // A classifier written by hand that calls every error a failure.
+        #[derive(Clone)]
+        struct EveryError;
+        impl crate::Classify<Response<Empty<Bytes>>> for EveryError {
+            fn classify(&self, result: crate::classify::CallResult<'_, Response<Empty<Bytes>>>) -> Outcome {
+                if result.is_err() {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                }
+            }
+        }
+        impl ClassifyEos for EveryError {
+            fn classify_head<B>(&self, _: &Response<B>) -> Option<Outcome> {
+                Some(Outcome::Success)
+            }
+            fn classify_end(&self, _: StreamEnd<'_>) -> Outcome {
+                Outcome::Success
+            }
+        }
+        let open = || -> BoxError { Box::new(CircuitOpen::new("inner", std::time::Duration::from_secs(1))) };
+        let slot = Slot::default();
+        EveryError.judge(Err(open()), &mut slot.clone()).unwrap_err();
+        AtEos(EveryError).judge(Err(open()), &mut slot.clone()).unwrap_err();
+        assert_eq!(slot.seen(), [Outcome::Ignored, Outcome::Ignored]);
+        let refused: BoxError = "connection refused".into();
+        EveryError.judge(Err(refused), &mut slot.clone()).unwrap_err();
+        assert_eq!(
+            slot.seen()[2],
+            Outcome::Failure,
+            "other errors are the classifier's to judge"
+        );
     }
 
     #[tokio::test]

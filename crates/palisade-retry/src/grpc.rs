@@ -42,8 +42,9 @@ pub const GRPC_PREVIOUS_RPC_ATTEMPTS: HeaderName = HeaderName::from_static("grpc
 /// - each retry carries `grpc-previous-rpc-attempts`, the number of
 ///   attempts before it;
 /// - errors (no response) are retried as the classifier says (by default
-///   [`GrpcClassifier`]: connect errors and timeouts), never palisade's own
-///   local rejections;
+///   [`GrpcClassifier`]: only errors that prove the call was not processed,
+///   a connect error or a stream the server refused; a timed-out attempt
+///   may have been), never palisade's own local rejections;
 /// - attempts, the total deadline and the [`RetryBudget`] (which may be
 ///   shared with HTTP policies) apply as for every palisade retry policy.
 ///

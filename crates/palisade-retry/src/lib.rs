@@ -196,6 +196,10 @@
 //! - each retry carries [`GRPC_PREVIOUS_RPC_ATTEMPTS`];
 //! - the request stream, whose length tonic never announces, is kept for
 //!   replay up to the replay limit; a call that sends more is not retried;
+//! - an error is retried only when it proves the call was not processed (a
+//!   connect error, a stream the server refused or left above its `GOAWAY`,
+//!   once palisade-grpc's `channel_error` marks it); a timed-out attempt is
+//!   not, as gRPC retries none: it may have been processed;
 //! - no method check: every gRPC call is a `POST`, and which methods are safe
 //!   to retry is the caller's choice of where to put the layer;
 //! - the [`RetryBudget`] is the same as HTTP's: pass one budget to an
@@ -250,7 +254,8 @@
 //! outside the breaker so it sees the breaker's fast [`CircuitOpen`] and does
 //! not retry it, and outside the bulkhead so a request waiting in backoff
 //! holds no permit. The per-attempt timeout goes inside, so a slow attempt
-//! becomes a retryable timeout.
+//! becomes a timeout, retried when the request is safe to repeat (HTTP; a
+//! gRPC call's timed-out attempt is not retried: it may have been processed).
 //!
 //! # Telemetry
 //!

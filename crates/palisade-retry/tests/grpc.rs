@@ -303,3 +303,41 @@ async fn the_calls_own_grpc_timeout_bounds_all_its_attempts() {
     let at: Vec<_> = server.seen().iter().map(|s| s.at).collect();
     assert_eq!(at, [Duration::ZERO, 100 * MS, 200 * MS], "no wait past 250 ms");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_attempt_is_not_retried_one_never_sent_is() {
+    // A gRPC method may not be safe to repeat, and a timed-out attempt may
+    // have been processed: only an error proving the call was not sent is retried.
+    for (error, calls) in [
+        ((|| tower::timeout::error::Elapsed::new().into()) as fn() -> BoxError, 1),
+        (
+            || palisade_core::error::ConnectFailed::new("connection refused").into(),
+            2,
+        ),
+    ] {
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = sent.clone();
+        let failing = tower::service_fn(move |_: Request<ReplayBody<ReqBody>>| {
+            let first = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    return Err(error());
+                }
+                let ok: Response<ResBody> = Response::builder()
+                    .header("grpc-status", "0")
+                    .body(Empty::<Bytes>::new().map_err(never).boxed())
+                    .unwrap();
+                Ok(ok)
+            }
+        });
+        let result = layer()
+            .no_budget()
+            .build()
+            .unwrap()
+            .layer(failing)
+            .oneshot(call())
+            .await;
+        assert_eq!(sent.load(std::sync::atomic::Ordering::SeqCst), calls);
+        assert_eq!(result.is_ok(), calls == 2);
+    }
+}

@@ -18,8 +18,9 @@
 //! 5. bulkhead: each attempt takes its own permit, so a call waiting in
 //!    backoff holds none;
 //! 6. per-attempt timeout, bounded by what is left of the deadline, which is
-//!    sent to the server as `grpc-timeout`: a stalled attempt becomes a
-//!    retryable failure, and the server knows how long it has;
+//!    sent to the server as `grpc-timeout`: a stalled attempt ends as a
+//!    failure the breaker counts (not retried: it may have been processed),
+//!    and the server knows how long it has;
 //! 7. the tonic `Channel`.
 
 use std::time::Duration;
