@@ -35,6 +35,17 @@ impl<B: Body> PermitBody<B> {
     }
 }
 
+/// An empty answer holding no permit: what a layer answering errors with a
+/// response of its own (palisade-grpc's trailers-only statuses) puts in its place.
+impl<B: Default> Default for PermitBody<B> {
+    fn default() -> Self {
+        Self {
+            inner: B::default(),
+            permit: None,
+        }
+    }
+}
+
 impl<B: Body> Body for PermitBody<B> {
     type Data = B::Data;
     type Error = B::Error;

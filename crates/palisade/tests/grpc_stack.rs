@@ -282,3 +282,50 @@ async fn a_deadline_longer_than_the_callers_cap_builds() {
     );
     stack::grpc_server("exports").deadline(ten_minutes).build().unwrap();
 }
+
+#[tokio::test]
+async fn a_streaming_call_is_in_flight_until_its_stream_ends() {
+    use http_body_util::BodyExt;
+    // A server-streaming handler answers its head at once and streams after:
+    // the server's bulkhead counts the call until its stream ends.
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let receiver = Arc::new(Mutex::new(Some(receiver)));
+    let streaming = service_fn(move |_: Request<Full<Bytes>>| {
+        let messages = receiver.lock().unwrap().take().expect("one call");
+        async move {
+            Ok::<_, BoxError>(
+                Response::builder()
+                    .header("content-type", "application/grpc")
+                    .body(Messages(messages))
+                    .unwrap(),
+            )
+        }
+    });
+    let server = stack::grpc_server("inventory").build().unwrap();
+    let handle = server.handle();
+    let in_flight = || handle.snapshot()["layers"][2]["in_flight"].clone();
+    let res = server.layer(streaming).oneshot(call()).await.unwrap();
+    assert_eq!(in_flight(), 1, "the head is out, the stream is not");
+    sender.send(Bytes::from_static(b"\0\0\0\0\x01\x07")).unwrap();
+    drop(sender);
+    let body = res.into_body().collect().await.unwrap();
+    assert_eq!(body.to_bytes().len(), 6);
+    assert_eq!(in_flight(), 0);
+}
+
+/// A response stream of the messages sent on a channel, ending when it closes.
+struct Messages(tokio::sync::mpsc::UnboundedReceiver<Bytes>);
+
+impl http_body::Body for Messages {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|message| message.map(|m| Ok(http_body::Frame::data(m))))
+    }
+}

@@ -5,10 +5,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_bulkhead::{BulkheadBuilder, BulkheadLayer};
+use palisade_bulkhead::{BulkheadBuilder, BulkheadLayer, OnBodyEnd};
 use palisade_circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer};
-use palisade_core::GrpcClassifier;
 use palisade_core::eos::AtEos;
+use palisade_core::{ErrorClassifier, GrpcClassifier};
 use palisade_grpc::{GrpcStatusBuilder, GrpcStatusLayer};
 use palisade_retry::{GrpcRequest, GrpcRetryLayer, RetryBuilder};
 use tower::layer::Layer;
@@ -31,7 +31,7 @@ pub struct GrpcClientStackBuilder<
     D = Identity,
     R = RetryBuilder<GrpcClassifier, GrpcRequest>,
     B = CircuitBreakerBuilder<AtEos<GrpcClassifier>>,
-    H = BulkheadBuilder,
+    H = BulkheadBuilder<ErrorClassifier, OnBodyEnd>,
     T = Duration,
 > {
     name: Arc<str>,
@@ -50,7 +50,10 @@ impl GrpcClientStackBuilder {
             deadline: Identity::new(),
             retry: GrpcRetryLayer::builder(name.clone()),
             circuit_breaker: CircuitBreakerLayer::builder(name.clone()).classifier(AtEos(GrpcClassifier)),
-            bulkhead: BulkheadLayer::builder(&name).max_concurrent(CLIENT_MAX_CONCURRENT),
+            // A streaming call is in flight until its stream ends.
+            bulkhead: BulkheadLayer::builder(&name)
+                .max_concurrent(CLIENT_MAX_CONCURRENT)
+                .hold_permit_until_body_end(),
             attempt_timeout: ATTEMPT_TIMEOUT,
             name,
         }

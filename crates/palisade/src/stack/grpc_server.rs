@@ -5,7 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_bulkhead::{BulkheadBuilder, BulkheadLayer};
+use palisade_bulkhead::{BulkheadBuilder, BulkheadLayer, OnBodyEnd};
+use palisade_core::ErrorClassifier;
 use palisade_deadline::{DeadlineBuilder, DeadlineLayer};
 use palisade_grpc::{GrpcStatusBuilder, GrpcStatusLayer};
 use tower::layer::Layer;
@@ -22,7 +23,12 @@ use super::server::{REQUEST_TIMEOUT, SERVER_MAX_CONCURRENT};
 /// [`build`](Self::build)), or `Identity` when removed. The methods named
 /// after a slot replace its part, the `no_` methods empty it; the order
 /// stays the canonical one.
-pub struct GrpcServerStackBuilder<S = GrpcStatusBuilder, L = DeadlineBuilder, H = BulkheadBuilder, T = Duration> {
+pub struct GrpcServerStackBuilder<
+    S = GrpcStatusBuilder,
+    L = DeadlineBuilder,
+    H = BulkheadBuilder<ErrorClassifier, OnBodyEnd>,
+    T = Duration,
+> {
     name: Arc<str>,
     grpc_status: S,
     deadline: L,
@@ -35,7 +41,10 @@ impl GrpcServerStackBuilder {
         Self {
             grpc_status: GrpcStatusLayer::builder(name.clone()),
             deadline: DeadlineLayer::builder(&name),
-            bulkhead: BulkheadLayer::builder(&name).max_concurrent(SERVER_MAX_CONCURRENT),
+            // A streaming call is in flight until its stream ends.
+            bulkhead: BulkheadLayer::builder(&name)
+                .max_concurrent(SERVER_MAX_CONCURRENT)
+                .hold_permit_until_body_end(),
             timeout: REQUEST_TIMEOUT,
             name,
         }

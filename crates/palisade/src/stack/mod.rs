@@ -60,7 +60,7 @@
 //! | `deadline` | none: the deadline of the call being served, if a server stack set one, still bounds the call | a `Duration` (a `DeadlineLayer` named after the stack with that budget, shortened by the call's own `grpc-timeout`, which tonic's `Request::set_timeout` sets), a `DeadlineLayer` or its builder | bounds the whole call, retries and waits included; `DEADLINE_EXCEEDED` when it passes |
 //! | `retry` | `GrpcRetryLayer`'s defaults named after the stack: 3 attempts, exponential backoff with full jitter, the budget, the server's pushback honoured | a `GrpcRetryLayer` or its builder | retries `UNAVAILABLE` answered trailers-only and errors that prove the call was not processed (a connect error, a refused stream), never a timed-out attempt (a method may not be safe to repeat) nor a call whose messages arrived; outside the breaker, so it sees `CircuitOpen` and does not retry it |
 //! | `circuit_breaker` | the breaker's failure-rate defaults with `AtEos(GrpcClassifier)` ([`eos`](palisade_core::eos)): a call counts by its final status, in the trailers where nearly every gRPC error arrives | a `CircuitBreakerLayer`, its builder, or a `KeyedCircuitBreakerLayer` | counts each attempt; not the bulkhead's local rejections |
-//! | `bulkhead` | [`CLIENT_MAX_CONCURRENT`] (100) attempts in flight, no queue | a `BulkheadLayer`, its builder, or a `KeyedBulkheadLayer` | a call in backoff holds no permit |
+//! | `bulkhead` | [`CLIENT_MAX_CONCURRENT`] (100) attempts in flight, each until its response stream ends, no queue | a `BulkheadLayer`, its builder, or a `KeyedBulkheadLayer` | a call in backoff holds no permit; a streaming call holds one while it streams |
 //! | `attempt_timeout` | [`ATTEMPT_TIMEOUT`] (10 s), or less when the deadline leaves less, sent as `grpc-timeout` | a `Duration`, a `PropagateDeadlineLayer` or its builder | a stalled attempt ends as a timeout the breaker counts, not retried (it may have been processed); the server knows its budget |
 //!
 //! Layered on a service taking `http::Request<ReplayBody<B>>`: a tonic
@@ -82,7 +82,7 @@
 //! |---|---|---|---|
 //! | `grpc_status` | `GrpcStatusLayer` named after the stack | a `GrpcStatusLayer` or its builder | every rejection answered trailers-only with its code, never a reset stream |
 //! | `deadline` | a `DeadlineLayer` named after the stack, with no budget of its own: the caller's `grpc-timeout` (capped at 5 minutes) sets it | a `Duration` (a budget of the server's own, shortened by the caller's), a `DeadlineLayer` or its builder, or `no_deadline()` | handlers and the calls they make see it; `DEADLINE_EXCEEDED` when it passes |
-//! | `bulkhead` | [`SERVER_MAX_CONCURRENT`] (100) calls in flight, no queue: `UNAVAILABLE` with `grpc-retry-pushback-ms` at once | a `BulkheadLayer`, its builder, or a `KeyedBulkheadLayer` | sheds load instead of queueing calls that would miss their deadlines |
+//! | `bulkhead` | [`SERVER_MAX_CONCURRENT`] (100) calls in flight, each until its response stream ends, no queue: `UNAVAILABLE` with `grpc-retry-pushback-ms` at once | a `BulkheadLayer`, its builder, or a `KeyedBulkheadLayer` (`hold_permit_until_body_end()` keeps the default's count of streams) | sheds load instead of queueing calls that would miss their deadlines; a server-streaming call, whose head goes out at once, counts while it streams |
 //! | `timeout` | [`REQUEST_TIMEOUT`] (10 s): `DEADLINE_EXCEEDED` | a `Duration` | bounds the work a call can hold a permit for, until its response starts |
 //!
 //! # The handle
