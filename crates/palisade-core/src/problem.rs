@@ -374,7 +374,7 @@ macro_rules! into_axum_response {
         }
     )*};
 }
-into_axum_response!(CircuitOpen, BulkheadFull, BulkheadTimeout);
+into_axum_response!(CircuitOpen, BulkheadFull, BulkheadTimeout, DeadlineExceeded);
 
 /// `Retry-After` in whole seconds: rounded up, at least 1, so a client never
 /// comes back before the layer can admit it, nor at once.
@@ -744,7 +744,20 @@ mod tests {
         async fn rejected() -> Result<&'static str, CircuitOpen> {
             Err(CircuitOpen::new("payments", Duration::from_secs(4)))
         }
-        let app = Router::new().route("/p", get(handler)).route("/r", get(rejected));
+        async fn late() -> Result<&'static str, DeadlineExceeded> {
+            Err(DeadlineExceeded)
+        }
+        let app = Router::new()
+            .route("/p", get(handler))
+            .route("/r", get(rejected))
+            .route("/d", get(late));
+        let res = app
+            .clone()
+            .oneshot(http::Request::get("/d").body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 504);
+        assert_eq!(res.headers()["content-type"], CONTENT_TYPE);
 
         let res = app
             .clone()
