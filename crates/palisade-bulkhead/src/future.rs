@@ -8,9 +8,8 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use palisade_core::error::is_local_rejection;
 use palisade_core::telemetry::bulkhead::TARGET;
-use palisade_core::{Classify, Outcome};
+use palisade_core::{Classify, Outcome, downstream_outcome};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
@@ -347,13 +346,10 @@ where
                         };
                         // Another palisade layer's rejection says nothing about the
                         // downstream, whatever a custom classifier makes of it.
-                        let dropped = match view {
-                            Err(error) if is_local_rejection(error) => None,
-                            view => match this.classifier.classify(view) {
-                                Outcome::Success => Some(false),
-                                Outcome::Failure => Some(true),
-                                Outcome::Ignored => None,
-                            },
+                        let dropped = match downstream_outcome(this.classifier, view) {
+                            Outcome::Success => Some(false),
+                            Outcome::Failure => Some(true),
+                            Outcome::Ignored => None,
                         };
                         if let Some(dropped) = dropped {
                             permit.gate().sample(&started.sample(dropped));

@@ -289,6 +289,27 @@ impl<B> Classify<Response<B>> for GrpcClassifier {
     }
 }
 
+/// What `classifier` says of `result`, but [`Outcome::Ignored`] for a local
+/// rejection whatever it says: how a layer judging its downstream asks a
+/// classifier it did not write (one written by hand must not let another
+/// palisade layer's refusal count against the downstream).
+#[inline(always)]
+pub fn downstream_outcome<C: Classify<Res>, Res>(classifier: &C, result: CallResult<'_, Res>) -> Outcome {
+    unless_local_rejection(result, |result| classifier.classify(result))
+}
+
+/// `judge`'s outcome for `result`, or [`Outcome::Ignored`] for a local rejection.
+#[inline(always)]
+fn unless_local_rejection<'a, Res>(
+    result: CallResult<'a, Res>,
+    judge: impl FnOnce(CallResult<'a, Res>) -> Outcome,
+) -> Outcome {
+    match result {
+        Err(error) if is_local_rejection(error) => Outcome::Ignored,
+        result => judge(result),
+    }
+}
+
 /// A classifier from a closure; its failures are retryable.
 ///
 /// ```
@@ -329,12 +350,7 @@ where
     fn classify(&self, result: CallResult<'_, Res>) -> Outcome {
         // As in every classifier: the closure judges the downstream, and a
         // local rejection says nothing about it.
-        if let Err(error) = result
-            && is_local_rejection(error)
-        {
-            return Outcome::Ignored;
-        }
-        (self.f)(result)
+        unless_local_rejection(result, &self.f)
     }
 }
 

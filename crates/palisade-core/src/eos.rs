@@ -82,8 +82,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::BoxError;
-use crate::classify::{Classify, GrpcClassifier, GrpcCode, Outcome};
-use crate::error::is_local_rejection;
+use crate::classify::{Classify, GrpcClassifier, GrpcCode, Outcome, downstream_outcome};
 
 /// Where a call's outcome goes once it is known: a breaker's recorder, a
 /// metric.
@@ -170,22 +169,11 @@ where
     // the criterion harness what it saves the plain loop.
     #[inline(always)]
     fn judge<S: Settle + Default>(&self, result: Result<Res, BoxError>, sink: &mut S) -> Result<Res, BoxError> {
-        sink.settle(judged(
+        sink.settle(downstream_outcome(
             self,
             result.as_ref().map_err(|e| &**e as &(dyn Error + 'static)),
         ));
         result
-    }
-}
-
-/// What `classifier` says of `result`, but [`Outcome::Ignored`] for a local
-/// rejection whatever it says: a classifier written by hand must not let
-/// another palisade layer's refusal count against the downstream.
-#[inline(always)]
-fn judged<C: Classify<Res>, Res>(classifier: &C, result: crate::classify::CallResult<'_, Res>) -> Outcome {
-    match result {
-        Err(error) if is_local_rejection(error) => Outcome::Ignored,
-        result => classifier.classify(result),
     }
 }
 
@@ -212,7 +200,7 @@ where
     ) -> Result<Response<EosBody<B, C, S>>, BoxError> {
         match result {
             Err(e) => {
-                sink.settle(judged(&self.0, Err(&*e)));
+                sink.settle(downstream_outcome(&self.0, Err(&*e)));
                 Err(e)
             }
             Ok(res) => match self.0.classify_head(&res) {

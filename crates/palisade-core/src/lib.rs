@@ -123,6 +123,6 @@ mod transport;
 pub use boxed::{AsError, BoxError};
 pub use classify::{
     CallResult, Classify, ClassifyFn, ErrorClassifier, GrpcClassifier, GrpcCode, HttpClassifier, Outcome, classify_fn,
-    is_grpc,
+    downstream_outcome, is_grpc,
 };
 pub use rejection::{BulkheadFull, BulkheadTimeout, CircuitOpen};
