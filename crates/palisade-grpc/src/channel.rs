@@ -38,7 +38,9 @@ use palisade_core::error::ConnectFailed;
 /// ```
 pub fn channel_error(error: impl Into<BoxError>) -> BoxError {
     let error = error.into();
-    if palisade_core::error::find::<tonic::ConnectError>(&*error).is_some() || not_processed(&*error) {
+    if palisade_core::error::find::<tonic::ConnectError>(&*error).is_some()
+        || palisade_core::error::find::<h2::Error>(&*error).is_some_and(not_processed)
+    {
         return ConnectFailed::new(error).into();
     }
     if palisade_core::error::find::<tonic::TimeoutExpired>(&*error).is_none() {
@@ -55,9 +57,8 @@ pub fn channel_error(error: impl Into<BoxError>) -> BoxError {
 /// stream was above the last one a `GOAWAY` accepted (§6.8; h2 gives only
 /// those a remote `GOAWAY` error, and streams cut when the connection then
 /// closes a broken pipe).
-pub(crate) fn not_processed(error: &(dyn std::error::Error + 'static)) -> bool {
-    palisade_core::error::find::<h2::Error>(error)
-        .is_some_and(|h2| h2.is_remote() && (h2.reason() == Some(h2::Reason::REFUSED_STREAM) || h2.is_go_away()))
+pub(crate) fn not_processed(h2: &h2::Error) -> bool {
+    h2.is_remote() && (h2.reason() == Some(h2::Reason::REFUSED_STREAM) || h2.is_go_away())
 }
 
 #[cfg(test)]

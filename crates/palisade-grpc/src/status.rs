@@ -236,16 +236,10 @@ fn tonic_transport(error: &(dyn Error + 'static)) -> Option<GrpcStatus> {
             reason: Reason::Unreachable,
         });
     }
-    if crate::channel::not_processed(error) {
-        return Some(GrpcStatus {
-            code: GrpcCode::Unavailable,
-            message: UNAVAILABLE_OPEN,
-            pushback: None,
-            reason: Reason::Other,
-        });
-    }
-    let reason = palisade_core::error::find::<h2::Error>(error)?.reason()?;
-    let (code, message) = match reason {
+    let h2 = palisade_core::error::find::<h2::Error>(error)?;
+    let (code, message) = match h2.reason()? {
+        // Not processed (above a `GOAWAY`'s last accepted stream), whatever its code.
+        _ if crate::channel::not_processed(h2) => (GrpcCode::Unavailable, UNAVAILABLE_OPEN),
         h2::Reason::REFUSED_STREAM => (GrpcCode::Unavailable, UNAVAILABLE_OPEN),
         h2::Reason::CANCEL => (GrpcCode::Cancelled, UNKNOWN),
         h2::Reason::ENHANCE_YOUR_CALM => (GrpcCode::ResourceExhausted, AT_CAPACITY),
