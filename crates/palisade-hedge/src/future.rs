@@ -198,10 +198,7 @@ where
             *this.sent += 1;
             shared.hedges_total.increment(1);
             tracing::debug!(target: names::TARGET, name = &*shared.name, attempt = *this.sent, "hedging");
-            let keyed = shared
-                .idempotency_key
-                .as_ref()
-                .is_some_and(|key| request.headers().contains_key(key));
+            let keyed = shared.carries_key(request.headers());
             this.hedges.push(Hedge {
                 future: Box::pin(svc.call(request)),
                 started: Instant::now(),

@@ -65,14 +65,15 @@ impl<C> Shared<C> {
     pub(crate) fn is_safe(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> bool {
         match &self.predicate {
             Some(predicate) => predicate(method, uri, headers),
-            None => {
-                self.methods.contains(method)
-                    || self
-                        .idempotency_key
-                        .as_ref()
-                        .is_some_and(|key| headers.contains_key(key))
-            }
+            None => self.methods.contains(method) || self.carries_key(headers),
         }
+    }
+
+    /// Whether `headers` carry the idempotency key header (when one is set).
+    pub(crate) fn carries_key(&self, headers: &HeaderMap) -> bool {
+        self.idempotency_key
+            .as_ref()
+            .is_some_and(|key| headers.contains_key(key))
     }
 }
 

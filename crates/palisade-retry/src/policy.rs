@@ -333,19 +333,18 @@ impl<C> Config<C> {
     /// running an earlier attempt with that key (a retry sent after a timeout
     /// on this side), and answers it once that attempt is done.
     fn is_in_flight_conflict<B>(&self, status: StatusCode, req: &Request<B>) -> bool {
-        status == StatusCode::CONFLICT
-            && self
-                .idempotency_key
-                .as_ref()
-                .is_some_and(|key| req.headers().contains_key(key))
+        status == StatusCode::CONFLICT && self.carries_key(req)
     }
 
     fn is_safe<B>(&self, req: &Request<B>) -> bool {
-        self.methods.contains(req.method())
-            || self
-                .idempotency_key
-                .as_ref()
-                .is_some_and(|key| req.headers().contains_key(key))
+        self.methods.contains(req.method()) || self.carries_key(req)
+    }
+
+    /// Whether `req` carries the idempotency key header (when one is set).
+    fn carries_key<B>(&self, req: &Request<B>) -> bool {
+        self.idempotency_key
+            .as_ref()
+            .is_some_and(|key| req.headers().contains_key(key))
     }
 }
 
