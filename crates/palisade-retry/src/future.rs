@@ -4,13 +4,14 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
-use palisade_core::BoxError;
+use palisade_core::{BoxError, Classify};
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tower_service::Service;
 
-use crate::budget::Withdrawal;
+use crate::policy::{Attempts, Config};
+pub use crate::wait::Wait;
+use std::sync::Arc;
 
 /// The response future of [`HttpRetry`](crate::HttpRetry): tower's own
 /// `Retry` future over the request with a [`ReplayBody`](crate::ReplayBody).
@@ -48,57 +49,108 @@ where
     }
 }
 
-/// The wait before a retry (the policy's `Policy::Future`).
-///
-/// Dropping it before it completes (the caller gave up during the
-/// backoff) gives the retry it took back to the budget.
-///
-/// The timer is boxed: tower's `Retry` holds this future inline in every
-/// response future, so a timer held inline would make each request's future
-/// several times larger, retried or not.
-pub struct Wait {
-    sleep: Option<Pin<Box<Sleep>>>,
-    refund: Refund,
+pin_project! {
+    /// The response future of [`Retry`](crate::Retry): the attempt in
+    /// flight, the wait before the next, and what the next needs (a copy of
+    /// the request, the service, the policy's settings).
+    pub struct RetryFuture<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: RetryState<S::Future>,
+        request: Req,
+        service: S,
+        config: Arc<Config<C>>,
+        attempts: Attempts,
+        // Whether the attempt in flight has begun its timer and span: the
+        // first does when first polled, so that the future is built without
+        // writing the attempt state through a call (moving the state right
+        // after such writes costs more than the whole fast path).
+        observed: bool,
+    }
 }
 
-impl Wait {
-    pub(crate) fn new(wait: Duration, withdrawal: Option<Withdrawal>) -> Self {
-        let sleep = (!wait.is_zero()).then(|| Box::pin(tokio::time::sleep(wait)));
+pin_project! {
+    #[project = RetryStateProj]
+    enum RetryState<F> {
+        Called {
+            #[pin]
+            future: F,
+        },
+        Waiting {
+            #[pin]
+            wait: Wait,
+        },
+        Retrying,
+    }
+}
+
+impl<S, Req, C> RetryFuture<S, Req, C>
+where
+    S: Service<Req>,
+{
+    #[inline]
+    pub(crate) fn new(future: S::Future, request: Req, service: S, config: Arc<Config<C>>, attempts: Attempts) -> Self {
         Self {
-            sleep,
-            refund: Refund(withdrawal),
+            state: RetryState::Called { future },
+            request,
+            service,
+            config,
+            attempts,
+            observed: false,
         }
     }
 }
 
-impl Future for Wait {
-    type Output = ();
+impl<S, Req, C> Future for RetryFuture<S, Req, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    Req: Clone,
+    C: Classify<S::Response>,
+{
+    type Output = Result<S::Response, BoxError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some(sleep) = &mut self.sleep {
-            ready!(sleep.as_mut().poll(cx));
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                RetryStateProj::Called { future } => {
+                    if !*this.observed {
+                        *this.observed = true;
+                        this.config.observe_attempt(this.attempts, true);
+                    }
+                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    match this.config.retry_any(this.attempts, &result) {
+                        Some(wait) => this.state.set(RetryState::Waiting { wait }),
+                        None => return Poll::Ready(result),
+                    }
+                }
+                RetryStateProj::Waiting { wait } => {
+                    ready!(wait.poll(cx));
+                    this.state.set(RetryState::Retrying);
+                }
+                RetryStateProj::Retrying => {
+                    ready!(this.service.poll_ready(cx)).map_err(Into::into)?;
+                    this.config.count_attempt(false, &mut 0);
+                    this.config.observe_attempt(this.attempts, true);
+                    let future = this.service.call(this.request.clone());
+                    this.state.set(RetryState::Called { future });
+                }
+            }
         }
-        // The retry goes ahead: its withdrawal stands.
-        self.refund.0 = None;
-        Poll::Ready(())
     }
 }
 
-impl fmt::Debug for Wait {
+impl<S, Req, C> fmt::Debug for RetryFuture<S, Req, C>
+where
+    S: Service<Req>,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Wait")
-            .field("deadline", &self.sleep.as_ref().map(|s| s.deadline()))
-            .finish()
-    }
-}
-
-/// Gives a budget withdrawal back when dropped armed.
-struct Refund(Option<Withdrawal>);
-
-impl Drop for Refund {
-    fn drop(&mut self) {
-        if let Some(withdrawal) = self.0.take() {
-            withdrawal.refund();
-        }
+        f.debug_struct("RetryFuture")
+            .field("name", &&*self.config.name)
+            .field("attempts", &self.attempts.done)
+            .finish_non_exhaustive()
     }
 }

@@ -17,8 +17,8 @@ use tower_service::Service;
 
 use crate::body::ReplayBody;
 use crate::budget::RetryBudget;
-use crate::future::Wait;
 use crate::policy::{Attempts, Config, Reason, clone_request, policy_common};
+use crate::wait::Wait;
 
 /// The header a server sets to direct a client's retry: milliseconds to
 /// wait (a non-negative integer), or anything else for "do not retry".

@@ -1,14 +1,14 @@
-//! [`RetryLayer`] and [`HttpRetryLayer`]: put a policy into tower's `Retry`.
+//! [`RetryLayer`] and [`HttpRetryLayer`]: put a policy around a service.
 
 use palisade_core::{ErrorClassifier, HttpClassifier};
 use tower_layer::Layer;
 
 use crate::budget::RetryBudget;
 use crate::policy::{HttpRetryPolicy, RetryPolicy};
-use crate::service::{BoxErrors, HttpRetry};
+use crate::service::{HttpRetry, Retry};
 
-/// Retries any request that can be cloned, in tower's own
-/// `tower::retry::Retry` with a [`RetryPolicy`].
+/// Retries any request that can be cloned with a [`RetryPolicy`]: it makes
+/// a [`Retry`].
 ///
 /// The inner service may fail with any error that is `Into<BoxError>`: the
 /// layer boxes it ([`BoxErrors`]) before the policy classifies it, so the
@@ -66,10 +66,10 @@ impl<C> HttpRetryLayer<C> {
 }
 
 impl<S, C> Layer<S> for RetryLayer<C> {
-    type Service = tower::retry::Retry<RetryPolicy<C>, BoxErrors<S>>;
+    type Service = Retry<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        tower::retry::Retry::new(self.policy.clone(), BoxErrors::new(inner))
+        Retry::new(inner, self.policy.clone())
     }
 }
 

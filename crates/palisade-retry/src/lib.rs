@@ -2,13 +2,14 @@
 //! server's `Retry-After`, and HTTP retries that never repeat an unsafe
 //! request.
 //!
-//! The policies implement `tower::retry::Policy`, so they run in tower's own
-//! `Retry` service; the layers put them there. `RetryLayer::builder(name)`
+//! The policies implement `tower::retry::Policy`, so they also run in tower's
+//! own `Retry` service; the layers put them in services of their own.
+//! `RetryLayer::builder(name)`
 //! and `HttpRetryLayer::builder(name)` return a [`RetryBuilder`] whose
 //! `build()` validates the settings and makes the layer.
 //!
 //! - [`RetryLayer`] retries any request that is `Clone` (gRPC messages,
-//!   commands, plain values) with a [`RetryPolicy`], classifying results with a palisade-core
+//!   commands, plain values) with a [`RetryPolicy`], in a [`Retry`], classifying results with a palisade-core
 //!   [`Classify`](palisade_core::Classify) (default
 //!   [`ErrorClassifier`](palisade_core::ErrorClassifier): errors are retried,
 //!   responses are not).
@@ -288,10 +289,13 @@
 //!
 //! # Performance
 //!
-//! When the first attempt succeeds, the policy costs a clone per request and
-//! no heap allocation: tower's `Retry` clones the policy for every request,
-//! and the policy reaches its shared settings through one `Arc`, an atomic
-//! increment and decrement. The budget adds little on top: a service deposits
+//! When the first attempt succeeds, a request costs a copy of itself and no
+//! heap allocation: [`Retry`]'s response future holds the copy, a clone of
+//! the inner service and the shared settings through one `Arc`, an atomic
+//! increment and decrement. Its first attempt's timer and span begin when the
+//! future is first polled, so building the future writes nothing that moving
+//! it must wait for. ([`HttpRetry`] and [`GrpcRetry`] run in tower's `Retry`,
+//! which clones the policy for every request.) The budget adds little on top: a service deposits
 //! its requests in batches of 16, so the deposit's atomic add is paid once per
 //! 16 requests instead of on each. A deadline adds one clock reading per
 //! request and the larger per-request state. Timing each attempt adds two
@@ -311,13 +315,13 @@
 //! original body and the chunk list, and a lock per frame read; the chunks
 //! themselves are shared `Bytes`, not copied.
 //!
-//! **Headline cost**: about 20 ns a call over a bare service with the budget
-//! on (13 ns in a plain tokio loop), and no allocation, on an idle 2-core AMD
-//! EPYC: less than tower's `Retry` with tower's own `TpsBudget` (32 ns) and
+//! **Headline cost**: about 12 ns a call over a bare service with the budget
+//! on, in a plain tokio loop, and no allocation, on a 2-core AMD EPYC: less
+//! than tower's `Retry` with tower's own `TpsBudget` (32 ns) and
 //! tower-resilience's retry (64 ns, 2 allocations). tower's `Retry` with a
 //! policy that holds nothing and never retries costs under 1 ns: most of the
-//! difference is the `Arc` of the settings that each request's policy clone
-//! holds, and the attempt counter. Every figure, beside
+//! difference is the `Arc` of the settings that each request's future holds,
+//! and the attempt counter. Every figure, beside
 //! its references and with the machine and load it was measured on, is in the
 //! [benchmark report](https://github.com/palisade-rs/palisade/blob/main/benches/REPORT.md).
 //!
@@ -335,6 +339,7 @@ mod layer;
 mod policy;
 mod service;
 mod sync;
+mod wait;
 
 pub use body::{DEFAULT_REPLAY_LIMIT, ReplayBody};
 pub use budget::{BudgetSnapshot, RetryBudget, RetryBudgetBuilder, Withdrawal};
@@ -346,4 +351,4 @@ pub use grpc::{
 pub use layer::{HttpRetryLayer, RetryLayer};
 pub use palisade_core::backoff::{Backoff, Jitter};
 pub use policy::{HttpRetryPolicy, IDEMPOTENCY_KEY, RetryPolicy, X_RETRY_ATTEMPT};
-pub use service::{BoxErrors, HttpRetry};
+pub use service::{BoxErrors, HttpRetry, Retry};

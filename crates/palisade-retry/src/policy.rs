@@ -21,7 +21,7 @@ use tower::retry::Policy;
 
 use crate::body::ReplayBody;
 use crate::budget::RetryBudget;
-use crate::future::Wait;
+use crate::wait::Wait;
 
 /// The header [`RetryBuilder::attempt_header`](crate::RetryBuilder::attempt_header) is usually given: the attempt
 /// number (2 on the first retry).
@@ -124,8 +124,9 @@ pub(crate) struct Config<C> {
     pub(crate) events: EventHook,
 }
 
-/// State of one logical request: lives in the policy clone tower's `Retry`
-/// makes for each request.
+/// State of one logical request: lives in the response future of
+/// [`Retry`](crate::Retry), or in the policy clone tower's `Retry` makes for
+/// each request.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Attempts {
     /// Attempts whose result was seen.
@@ -144,6 +145,18 @@ pub(crate) struct Attempts {
     span: Option<Arc<std::sync::Mutex<Option<tracing::Span>>>>,
 }
 
+impl Attempts {
+    /// The state of a request whose first attempt was sent at `started`
+    /// (see [`Config::request_started`]).
+    #[inline]
+    pub(crate) fn starting(started: Option<Instant>) -> Self {
+        Self {
+            started,
+            ..Self::default()
+        }
+    }
+}
+
 /// Whether an attempt's span would go anywhere: to a subscriber recording
 /// `debug` spans or, with none set, to tracing's `log` fallback at `debug`.
 /// A span going nowhere is not made: where tracing's `log` feature is on,
@@ -157,42 +170,65 @@ fn spans_wanted() -> bool {
 }
 
 impl<C> Config<C> {
-    /// Called before each attempt is sent. Only an attempt that may be
-    /// `retryable` (the policy kept a copy of its request) is timed and has a
-    /// span: tower hands the policy the result of no other, so nothing would
-    /// close its span until the service's next attempt.
+    /// Called before each attempt is sent: [`count_attempt`](Self::count_attempt)
+    /// and [`observe_attempt`](Self::observe_attempt).
     pub(crate) fn begin_attempt(&self, attempts: &mut Attempts, deposits: &mut u32, retryable: bool) {
+        if attempts.done == 0 {
+            attempts.started = self.request_started();
+        }
+        self.count_attempt(attempts.done == 0, deposits);
+        self.observe_attempt(attempts, retryable);
+    }
+
+    /// When a request's first attempt is sent, as its deadline counts it:
+    /// `None` without a deadline, when the clock need not be read.
+    #[inline]
+    pub(crate) fn request_started(&self) -> Option<Instant> {
+        self.deadline.map(|_| Instant::now())
+    }
+
+    /// Counts an attempt in the metrics and, the `first` of a request, in
+    /// the budget.
+    #[inline]
+    pub(crate) fn count_attempt(&self, first: bool, deposits: &mut u32) {
         self.attempts_total.increment(1);
+        if first && let Some(budget) = &self.budget {
+            // Requests are counted where the service keeps its count and reach
+            // the shared budget in batches, saving an atomic operation per request.
+            *deposits += 1;
+            if *deposits >= DEPOSIT_BATCH {
+                budget.deposit_many(std::mem::take(deposits));
+            }
+        }
+    }
+
+    /// Starts what the end of an attempt reads: its timer and its span. Only an attempt that
+    /// may be `retryable` (the policy kept a copy of its request) is timed and
+    /// has a span: tower hands the policy the result of no other, so nothing
+    /// would close its span until the service's next attempt.
+    #[inline]
+    pub(crate) fn observe_attempt(&self, attempts: &mut Attempts, retryable: bool) {
         if self.time_attempts && retryable {
             attempts.attempt_started = Some(Instant::now());
         }
         attempts.span = if retryable && spans_wanted() {
-            let span = tracing::debug_span!(
-                target: names::TARGET,
-                "palisade.retry.attempt",
-                name = &*self.name,
-                attempt = attempts.done + 1,
-                retried = false,
-            );
-            // No allocation unless a subscriber records the span.
-            (!span.is_disabled()).then(|| Arc::new(std::sync::Mutex::new(Some(span))))
+            self.attempt_span(attempts.done + 1)
         } else {
             None
         };
-        if attempts.done == 0 {
-            if let Some(budget) = &self.budget {
-                // tower's `Retry` asks the service's own policy for the first
-                // attempt, so the count builds up there and reaches the shared
-                // budget in batches, saving an atomic operation per request.
-                *deposits += 1;
-                if *deposits >= DEPOSIT_BATCH {
-                    budget.deposit_many(std::mem::take(deposits));
-                }
-            }
-            if self.deadline.is_some() {
-                attempts.started = Some(Instant::now());
-            }
-        }
+    }
+
+    #[inline(never)]
+    fn attempt_span(&self, attempt: u32) -> Option<Arc<std::sync::Mutex<Option<tracing::Span>>>> {
+        let span = tracing::debug_span!(
+            target: names::TARGET,
+            "palisade.retry.attempt",
+            name = &*self.name,
+            attempt,
+            retried = false,
+        );
+        // No allocation unless a subscriber records the span.
+        (!span.is_disabled()).then(|| Arc::new(std::sync::Mutex::new(Some(span))))
     }
 
     /// Called when an attempt's result arrives: the attempt's span, which
@@ -446,6 +482,21 @@ macro_rules! policy_common {
 pub(crate) use policy_common;
 
 policy_common!(RetryPolicy);
+
+impl<C> RetryPolicy<C> {
+    /// The settings every clone shares.
+    pub(crate) fn config(&self) -> &Arc<Config<C>> {
+        &self.config
+    }
+
+    /// Counts the first attempt of a request that keeps its own attempt
+    /// state ([`Retry`](crate::Retry)'s): deposited in the budget in batches
+    /// from here.
+    #[inline]
+    pub(crate) fn count_first_attempt(&mut self) {
+        self.config.count_attempt(true, &mut self.deposits);
+    }
+}
 policy_common!(HttpRetryPolicy);
 
 impl<Req, Res, E, C> Policy<Req, Res, E> for RetryPolicy<C>
@@ -461,27 +512,38 @@ where
     // copied back. The HTTP and gRPC policies have the same shape.
     #[inline]
     fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Wait> {
-        let config = &*self.config;
-        if let Ok(res) = result
-            && !config.classifier.retryable(Ok(res))
-        {
-            config.last_attempt(&mut self.attempts);
-            return None;
-        }
-        let ended = config.end_attempt(&mut self.attempts);
-        let reason = match result {
-            Ok(_) => Reason::Response,
-            Err(e) => {
-                let e = e.as_error();
-                config.error_reason(e, || config.classifier.retryable(Err(e)))?
-            }
-        };
-        config.decide(&mut self.attempts, ended, reason, None, Deadline::current())
+        self.config.retry_any(&mut self.attempts, result)
     }
 
     fn clone_request(&mut self, req: &Req) -> Option<Req> {
         self.config.begin_attempt(&mut self.attempts, &mut self.deposits, true);
         Some(req.clone())
+    }
+}
+
+impl<C> Config<C> {
+    /// Whether the result of an attempt of any request is retried, and the
+    /// wait before the retry.
+    #[inline]
+    pub(crate) fn retry_any<Res, E: AsError>(&self, attempts: &mut Attempts, result: &Result<Res, E>) -> Option<Wait>
+    where
+        C: Classify<Res>,
+    {
+        if let Ok(res) = result
+            && !self.classifier.retryable(Ok(res))
+        {
+            self.last_attempt(attempts);
+            return None;
+        }
+        let ended = self.end_attempt(attempts);
+        let reason = match result {
+            Ok(_) => Reason::Response,
+            Err(e) => {
+                let e = e.as_error();
+                self.error_reason(e, || self.classifier.retryable(Err(e)))?
+            }
+        };
+        self.decide(attempts, ended, reason, None, Deadline::current())
     }
 }
 

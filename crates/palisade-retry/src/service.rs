@@ -7,12 +7,14 @@ use std::task::{Context, Poll};
 use http::Request;
 use http_body::Body;
 use palisade_core::BoxError;
-use tower::retry::{Policy, Retry};
+use tower::retry::Policy;
 use tower_service::Service;
 
+use palisade_core::Classify;
+
 use crate::body::ReplayBody;
-use crate::future::{BoxErrorsFuture, ResponseFuture};
-use crate::policy::HttpRetryPolicy;
+use crate::future::{BoxErrorsFuture, ResponseFuture, RetryFuture};
+use crate::policy::{Attempts, HttpRetryPolicy, RetryPolicy};
 
 /// The service the retry layers put inside tower's `Retry`: `S` with its
 /// errors turned into [`BoxError`].
@@ -74,7 +76,7 @@ where
 /// [`ReplayBody`]). Its errors are [`BoxError`]s: the inner service's error
 /// boxed (see [`BoxErrors`]).
 pub struct HttpRetry<S, C> {
-    retry: Retry<HttpRetryPolicy<C>, BoxErrors<S>>,
+    retry: tower::retry::Retry<HttpRetryPolicy<C>, BoxErrors<S>>,
     replay_limit: usize,
 }
 
@@ -83,7 +85,7 @@ impl<S, C> HttpRetry<S, C> {
     pub fn new(inner: S, policy: HttpRetryPolicy<C>) -> Self {
         let replay_limit = policy.replay_limit();
         Self {
-            retry: Retry::new(policy, BoxErrors::new(inner)),
+            retry: tower::retry::Retry::new(policy, BoxErrors::new(inner)),
             replay_limit,
         }
     }
@@ -141,5 +143,83 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let limit = self.replay_limit;
         self.retry.call(req.map(|body| ReplayBody::new(body, limit)))
+    }
+}
+
+/// A service retried by a [`RetryPolicy`]; made by
+/// [`RetryLayer`](crate::RetryLayer).
+///
+/// Each request is cloned before it is sent, and the copy is sent again on
+/// a retry. Its errors are [`BoxError`]s: the inner service's error boxed
+/// (a `BoxError` passes through unchanged).
+pub struct Retry<S, C> {
+    inner: S,
+    policy: RetryPolicy<C>,
+}
+
+impl<S, C> Retry<S, C> {
+    /// Retries `inner` with `policy`.
+    pub fn new(inner: S, policy: RetryPolicy<C>) -> Self {
+        Self { inner, policy }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &RetryPolicy<C> {
+        &self.policy
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming the wrapper.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, C> Clone for Retry<S, C> {
+    fn clone(&self) -> Self {
+        Self::new(self.inner.clone(), self.policy.clone())
+    }
+}
+
+impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for Retry<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl<S, C, Req> Service<Req> for Retry<S, C>
+where
+    Req: Clone,
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = RetryFuture<S, Req, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.policy.count_first_attempt();
+        let attempts = Attempts::starting(self.policy.config().request_started());
+        let copy = req.clone();
+        let future = self.inner.call(req);
+        RetryFuture::new(future, copy, self.inner.clone(), self.policy.config().clone(), attempts)
     }
 }

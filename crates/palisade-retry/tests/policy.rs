@@ -1,4 +1,4 @@
-//! The retry policy on plain (non-HTTP) requests, in tower's `Retry`, on paused time.
+//! The retry policy on plain (non-HTTP) requests, in palisade's `Retry`, on paused time.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
@@ -586,4 +586,36 @@ fn builders_reject_impossible_settings() {
             .unwrap_err(),
         ConfigError::Multiplier(0.0)
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_call_runs_as_a_spawned_task() {
+    let downstream = Downstream::new(&[|| Err("boom".into()), || Ok(3)]);
+    let retry = no_budget()
+        .backoff(Backoff::constant(200 * MS))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap();
+    let call = retry.layer(downstream.clone()).oneshot(7);
+    let answer = tokio::spawn(call).await.unwrap();
+    assert_eq!(answer.unwrap(), 3);
+    assert_eq!(downstream.calls(), [Duration::ZERO, 200 * MS]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_counts_from_the_call_even_when_its_future_is_polled_later() {
+    let downstream = Downstream::failing();
+    let retry = no_budget()
+        .backoff(Backoff::constant(S))
+        .jitter(Jitter::None)
+        .deadline(Duration::from_millis(10_500))
+        .build()
+        .unwrap();
+    let mut svc = retry.layer(downstream.clone());
+    let call = svc.ready().await.unwrap().call(7);
+    // The first attempt is sent now; its result is read 8 s later.
+    tokio::time::advance(8 * S).await;
+    assert!(call.await.is_err());
+    // Retried at 9 s and 10 s; a third retry would be sent at 11 s, past 10.5 s.
+    assert_eq!(downstream.calls(), [Duration::ZERO, 9 * S, 10 * S]);
 }

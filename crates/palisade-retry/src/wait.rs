@@ -1,0 +1,66 @@
+//! [`Wait`]: the wait before a retry.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::time::Sleep;
+
+use crate::budget::Withdrawal;
+
+/// The wait before a retry (the policy's `Policy::Future`).
+///
+/// Dropping it before it completes (the caller gave up during the
+/// backoff) gives the retry it took back to the budget.
+///
+/// The timer is boxed: a retry's response future holds this future inline
+/// for every request, so a timer held inline would make each request's future
+/// several times larger, retried or not.
+pub struct Wait {
+    sleep: Option<Pin<Box<Sleep>>>,
+    refund: Refund,
+}
+
+impl Wait {
+    pub(crate) fn new(wait: Duration, withdrawal: Option<Withdrawal>) -> Self {
+        let sleep = (!wait.is_zero()).then(|| Box::pin(tokio::time::sleep(wait)));
+        Self {
+            sleep,
+            refund: Refund(withdrawal),
+        }
+    }
+}
+
+impl Future for Wait {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(sleep) = &mut self.sleep {
+            ready!(sleep.as_mut().poll(cx));
+        }
+        // The retry goes ahead: its withdrawal stands.
+        self.refund.0 = None;
+        Poll::Ready(())
+    }
+}
+
+impl fmt::Debug for Wait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wait")
+            .field("deadline", &self.sleep.as_ref().map(|s| s.deadline()))
+            .finish()
+    }
+}
+
+/// Gives a budget withdrawal back when dropped armed.
+struct Refund(Option<Withdrawal>);
+
+impl Drop for Refund {
+    fn drop(&mut self) {
+        if let Some(withdrawal) = self.0.take() {
+            withdrawal.refund();
+        }
+    }
+}
