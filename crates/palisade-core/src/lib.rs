@@ -76,9 +76,9 @@
 //! The breaker (`CircuitBreakerLayer::builder`, `CircuitBreakerBuilder`,
 //! `CircuitBreaker`) and the bulkhead (`BulkheadLayer::builder`,
 //! `BulkheadBuilder`, `Bulkhead`) follow it, and so does retry
-//! (`RetryLayer::builder`/`HttpRetryLayer::builder`, `RetryBuilder`, tower's
-//! own `Retry` and `HttpRetry`, with the `tower::retry::Policy` reachable
-//! through the layer's `policy()`).
+//! (`RetryLayer::builder`/`HttpRetryLayer::builder`, `RetryBuilder`, `Retry`
+//! and `HttpRetry`, with the `tower::retry::Policy` reachable through the
+//! layer's `policy()`).
 //!
 //! # Example
 //!

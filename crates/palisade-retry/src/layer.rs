@@ -11,8 +11,8 @@ use crate::service::{HttpRetry, Retry};
 /// a [`Retry`].
 ///
 /// The inner service may fail with any error that is `Into<BoxError>`: the
-/// layer boxes it ([`BoxErrors`]) before the policy classifies it, so the
-/// retried service's errors are `BoxError`s.
+/// [`Retry`] boxes it before the policy classifies it, so the retried
+/// service's errors are `BoxError`s.
 ///
 /// Built by [`RetryLayer::builder`]. Clones share the policy's settings and
 /// budget.

@@ -135,7 +135,8 @@
 //!
 //! The inner service may fail with any error that is `Into<BoxError>`:
 //! `reqwest::Error`, hyper-util's client error, an application's own type.
-//! The layers box it ([`BoxErrors`]) before the policy sees it, so no
+//! The layers box it (in [`Retry`], or with [`BoxErrors`] inside tower's
+//! `Retry`) before the policy sees it, so no
 //! `map_err` and no impl per error type is needed, and the retried service
 //! fails with `BoxError`. The classifier walks the error's `source()` chain,
 //! so a timeout or a connect error wrapped in a foreign error is still
@@ -269,7 +270,8 @@
 //! `status_other`, `timeout`, `connect`, `error`, `response`),
 //! `palisade_retry_budget_exhausted_total` and
 //! `palisade_retry_attempt_duration_seconds` (histogram of each attempt's
-//! duration, from sending it to its result; attempts of a request that may
+//! duration, from sending it to its result (through [`RetryLayer`], the first
+//! from the response future's first poll); attempts of a request that may
 //! not be retried, such as an unsafe HTTP request, are not timed). Every
 //! metric, one
 //! per reason included, is registered when the layer is built, so
@@ -283,7 +285,10 @@
 //! cannot be replayed) is a `debug` span `palisade.retry.attempt` with the
 //! fields `name`, `attempt` (1 for the first) and `retried` (`true` once the
 //! policy decided to retry it), open from sending the attempt to its result,
-//! and is timed in the attempt histogram; see
+//! and is timed in the attempt histogram. Through [`RetryLayer`], the first
+//! attempt is timed and its span opened when the response future is first
+//! polled (so the span's parent is the span current at that poll); later
+//! attempts, when they are sent. See
 //! [`spans`](palisade_core::telemetry::spans) for exporting them to
 //! OpenTelemetry.
 //!

@@ -414,7 +414,7 @@ pub struct RetryPolicy<C = ErrorClassifier> {
 /// overrides and the attempt header.
 ///
 /// It retries `http::Request<ReplayBody<B>>`; [`HttpRetry`](crate::HttpRetry)
-/// (made by [`RetryLayer`](crate::RetryLayer)) wraps the bodies.
+/// (made by [`HttpRetryLayer`](crate::HttpRetryLayer)) wraps the bodies.
 pub struct HttpRetryPolicy<C = HttpClassifier> {
     config: Arc<Config<C>>,
     attempts: Attempts,

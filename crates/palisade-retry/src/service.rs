@@ -16,7 +16,7 @@ use crate::body::ReplayBody;
 use crate::future::{BoxErrorsFuture, ResponseFuture, RetryFuture};
 use crate::policy::{Attempts, HttpRetryPolicy, RetryPolicy};
 
-/// The service the retry layers put inside tower's `Retry`: `S` with its
+/// The service [`HttpRetry`] puts inside tower's `Retry`: `S` with its
 /// errors turned into [`BoxError`].
 ///
 /// The policies see every error as a `BoxError`, so any error type that is
