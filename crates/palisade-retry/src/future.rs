@@ -5,21 +5,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use palisade_core::{BoxError, Classify};
+use palisade_core::BoxError;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::policy::{Attempts, Config};
+use crate::policy::RequestPolicy;
 pub use crate::wait::Wait;
-use std::sync::Arc;
+use tower::retry::Policy;
 
-/// The response future of [`HttpRetry`](crate::HttpRetry): tower's own
-/// `Retry` future over the request with a [`ReplayBody`](crate::ReplayBody).
-pub type ResponseFuture<C, S, B> = tower::retry::future::ResponseFuture<
-    crate::HttpRetryPolicy<C>,
-    crate::BoxErrors<S>,
-    http::Request<crate::ReplayBody<B>>,
->;
+/// The response future of [`HttpRetry`](crate::HttpRetry): a
+/// [`RetryFuture`] over the request with a [`ReplayBody`](crate::ReplayBody).
+pub type ResponseFuture<C, S, B> =
+    RetryFuture<crate::BoxErrors<S>, http::Request<crate::ReplayBody<B>>, crate::HttpRetryPolicy<C>>;
 
 pin_project! {
     /// The response future of [`BoxErrors`](crate::BoxErrors): the inner
@@ -52,65 +49,63 @@ where
 pin_project! {
     /// The response future of [`Retry`](crate::Retry): the attempt in
     /// flight, the wait before the next, and what the next needs (a copy of
-    /// the request, the service, the policy's settings).
-    pub struct RetryFuture<S, Req, C>
+    /// the request, the service, the request's own policy).
+    pub struct RetryFuture<S, Req, P>
     where
         S: Service<Req>,
+        P: Policy<Req, S::Response, S::Error>,
     {
         #[pin]
-        state: RetryState<S::Future>,
-        request: Req,
+        state: RetryState<S::Future, P::Future>,
+        request: Option<Req>,
         service: S,
-        config: Arc<Config<C>>,
-        attempts: Attempts,
-        // Whether the attempt in flight has begun its timer and span: the
-        // first does when first polled, so that the future is built without
-        // writing the attempt state through a call (moving the state right
-        // after such writes costs more than the whole fast path).
+        policy: P,
+        // Whether the first attempt has begun its timer and span: it does when
+        // first polled, so that the future is built without writing the
+        // policy's state through a call (moving that state right after such
+        // writes costs more than the rest of a call that is not retried).
         observed: bool,
     }
 }
 
 pin_project! {
     #[project = RetryStateProj]
-    enum RetryState<F> {
+    enum RetryState<F, W> {
         Called {
             #[pin]
             future: F,
         },
         Waiting {
             #[pin]
-            wait: Wait,
+            wait: W,
         },
         Retrying,
     }
 }
 
-impl<S, Req, C> RetryFuture<S, Req, C>
+impl<S, Req, P> RetryFuture<S, Req, P>
 where
     S: Service<Req>,
+    P: Policy<Req, S::Response, S::Error>,
 {
     #[inline]
-    pub(crate) fn new(future: S::Future, request: Req, service: S, config: Arc<Config<C>>, attempts: Attempts) -> Self {
+    pub(crate) fn new(future: S::Future, request: Option<Req>, service: S, policy: P) -> Self {
         Self {
             state: RetryState::Called { future },
             request,
             service,
-            config,
-            attempts,
+            policy,
             observed: false,
         }
     }
 }
 
-impl<S, Req, C> Future for RetryFuture<S, Req, C>
+impl<S, Req, P> Future for RetryFuture<S, Req, P>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
-    Req: Clone,
-    C: Classify<S::Response>,
+    P: Policy<Req, S::Response, S::Error> + RequestPolicy<Req>,
 {
-    type Output = Result<S::Response, BoxError>;
+    type Output = Result<S::Response, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -119,10 +114,13 @@ where
                 RetryStateProj::Called { future } => {
                     if !*this.observed {
                         *this.observed = true;
-                        this.config.observe_attempt(this.attempts, true);
+                        this.policy.observe_first(this.request.is_some());
                     }
-                    let result = ready!(future.poll(cx)).map_err(Into::into);
-                    match this.config.retry_any(this.attempts, &result) {
+                    let mut result = ready!(future.poll(cx));
+                    let Some(request) = this.request.as_mut() else {
+                        return Poll::Ready(result);
+                    };
+                    match this.policy.retry(request, &mut result) {
                         Some(wait) => this.state.set(RetryState::Waiting { wait }),
                         None => return Poll::Ready(result),
                     }
@@ -132,10 +130,11 @@ where
                     this.state.set(RetryState::Retrying);
                 }
                 RetryStateProj::Retrying => {
-                    ready!(this.service.poll_ready(cx)).map_err(Into::into)?;
-                    this.config.count_attempt(false, &mut 0);
-                    this.config.observe_attempt(this.attempts, true);
-                    let future = this.service.call(this.request.clone());
+                    ready!(this.service.poll_ready(cx))?;
+                    // A retry is only decided with a copy of the request in hand.
+                    let request = this.request.take().expect("a retried request keeps its copy");
+                    *this.request = this.policy.clone_request(&request);
+                    let future = this.service.call(request);
                     this.state.set(RetryState::Called { future });
                 }
             }
@@ -143,14 +142,15 @@ where
     }
 }
 
-impl<S, Req, C> fmt::Debug for RetryFuture<S, Req, C>
+impl<S, Req, P> fmt::Debug for RetryFuture<S, Req, P>
 where
     S: Service<Req>,
+    P: Policy<Req, S::Response, S::Error> + fmt::Debug,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryFuture")
-            .field("name", &&*self.config.name)
-            .field("attempts", &self.attempts.done)
+            .field("policy", &self.policy)
+            .field("retryable", &self.request.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -11,13 +11,14 @@ use http::{Request, Response};
 use http_body::Body;
 use palisade_core::deadline::{Deadline, GRPC_TIMEOUT};
 use palisade_core::{AsError, BoxError, Classify, GrpcClassifier, GrpcCode};
-use tower::retry::{Policy, Retry};
+use tower::retry::Policy;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::ReplayBody;
 use crate::budget::RetryBudget;
-use crate::policy::{Attempts, Config, Reason, clone_request, policy_common};
+use crate::policy::{Attempts, Config, Reason, RequestPolicy, clone_request, policy_common, request_policy};
+use crate::service::Retry;
 use crate::wait::Wait;
 
 /// The header a server sets to direct a client's retry: milliseconds to
@@ -129,15 +130,29 @@ where
     }
 
     fn clone_request(&mut self, req: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
-        let mut copy = clone_request(req);
-        if self.attempts.done == 0
-            && let Some(copy) = &mut copy
-        {
-            own_deadline(copy);
-        }
+        let copy = if self.attempts.done == 0 {
+            self.first_copy(req)
+        } else {
+            clone_request(req)
+        };
         self.config
             .begin_attempt(&mut self.attempts, &mut self.deposits, copy.is_some());
         copy
+    }
+}
+
+impl<B, C> RequestPolicy<Request<ReplayBody<B>>> for GrpcRetryPolicy<C>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    request_policy!();
+
+    /// The copy carries the call's own deadline (see [`own_deadline`]).
+    fn first_copy(&self, req: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
+        let mut copy = clone_request(req)?;
+        own_deadline(&mut copy);
+        Some(copy)
     }
 }
 
@@ -199,26 +214,25 @@ impl<S, C> Layer<S> for GrpcRetryLayer<C> {
     }
 }
 
-/// A gRPC service retried by a [`GrpcRetryPolicy`] in tower's `Retry`.
+/// A gRPC service retried by a [`GrpcRetryPolicy`] in a [`Retry`].
 ///
 /// Takes `http::Request<B>` and hands the inner service
 /// `http::Request<ReplayBody<B>>`, keeping each request's stream for replay
 /// up to the replay limit ([`ReplayBody::up_to`]).
 pub struct GrpcRetry<S, C> {
-    retry: Retry<GrpcRetryPolicy<C>, S>,
+    retry: Retry<S, GrpcRetryPolicy<C>>,
     replay_limit: usize,
 }
 
-/// The response future of [`GrpcRetry`]: tower's own `Retry` future.
-pub type GrpcResponseFuture<C, S, B> =
-    tower::retry::future::ResponseFuture<GrpcRetryPolicy<C>, S, Request<ReplayBody<B>>>;
+/// The response future of [`GrpcRetry`]: a [`RetryFuture`](crate::future::RetryFuture).
+pub type GrpcResponseFuture<C, S, B> = crate::future::RetryFuture<S, Request<ReplayBody<B>>, GrpcRetryPolicy<C>>;
 
 impl<S, C> GrpcRetry<S, C> {
     /// Retries `inner` with `policy`.
     pub fn new(inner: S, policy: GrpcRetryPolicy<C>) -> Self {
         let replay_limit = policy.replay_limit();
         Self {
-            retry: Retry::new(policy, inner),
+            retry: Retry::new(inner, policy),
             replay_limit,
         }
     }

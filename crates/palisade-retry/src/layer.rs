@@ -5,14 +5,14 @@ use tower_layer::Layer;
 
 use crate::budget::RetryBudget;
 use crate::policy::{HttpRetryPolicy, RetryPolicy};
-use crate::service::{HttpRetry, Retry};
+use crate::service::{BoxErrors, HttpRetry, Retry};
 
 /// Retries any request that can be cloned with a [`RetryPolicy`]: it makes
 /// a [`Retry`].
 ///
 /// The inner service may fail with any error that is `Into<BoxError>`: the
-/// [`Retry`] boxes it before the policy classifies it, so the retried
-/// service's errors are `BoxError`s.
+/// layer boxes it ([`BoxErrors`]) before the policy classifies it, so the
+/// retried service's errors are `BoxError`s.
 ///
 /// Built by [`RetryLayer::builder`]. Clones share the policy's settings and
 /// budget.
@@ -66,10 +66,10 @@ impl<C> HttpRetryLayer<C> {
 }
 
 impl<S, C> Layer<S> for RetryLayer<C> {
-    type Service = Retry<S, C>;
+    type Service = Retry<BoxErrors<S>, RetryPolicy<C>>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Retry::new(inner, self.policy.clone())
+        Retry::new(BoxErrors::new(inner), self.policy.clone())
     }
 }
 

@@ -16,7 +16,7 @@
 //! - [`HttpRetryLayer`] retries `http::Request`s with an [`HttpRetryPolicy`]:
 //!   it also checks the method, replays the body, honours `Retry-After` and
 //!   can number attempts in a header. It makes an [`HttpRetry`], which wraps
-//!   each request body in a [`ReplayBody`] before tower's `Retry` sees it.
+//!   each request body in a [`ReplayBody`] before its [`Retry`] sees it.
 //!
 //! # Install
 //!
@@ -270,8 +270,8 @@
 //! `status_other`, `timeout`, `connect`, `error`, `response`),
 //! `palisade_retry_budget_exhausted_total` and
 //! `palisade_retry_attempt_duration_seconds` (histogram of each attempt's
-//! duration, from sending it to its result (through [`RetryLayer`], the first
-//! from the response future's first poll); attempts of a request that may
+//! duration, from sending it to its result (the first from the response
+//! future's first poll); attempts of a request that may
 //! not be retried, such as an unsafe HTTP request, are not timed). Every
 //! metric, one
 //! per reason included, is registered when the layer is built, so
@@ -285,22 +285,21 @@
 //! cannot be replayed) is a `debug` span `palisade.retry.attempt` with the
 //! fields `name`, `attempt` (1 for the first) and `retried` (`true` once the
 //! policy decided to retry it), open from sending the attempt to its result,
-//! and is timed in the attempt histogram. Through [`RetryLayer`], the first
-//! attempt is timed and its span opened when the response future is first
-//! polled (so the span's parent is the span current at that poll); later
-//! attempts, when they are sent. See
+//! and is timed in the attempt histogram. The first attempt is timed and its
+//! span opened when the response future is first polled (so the span's parent
+//! is the span current at that poll); later attempts, when they are sent. See
 //! [`spans`](palisade_core::telemetry::spans) for exporting them to
 //! OpenTelemetry.
 //!
 //! # Performance
 //!
 //! When the first attempt succeeds, a request costs a copy of itself and no
-//! heap allocation: [`Retry`]'s response future holds the copy, a clone of
-//! the inner service and the shared settings through one `Arc`, an atomic
-//! increment and decrement. Its first attempt's timer and span begin when the
-//! future is first polled, so building the future writes nothing that moving
-//! it must wait for. ([`HttpRetry`] and [`GrpcRetry`] run in tower's `Retry`,
-//! which clones the policy for every request.) The budget adds little on top: a service deposits
+//! heap allocation: the response future of [`Retry`] (which [`HttpRetry`] and
+//! [`GrpcRetry`] run in too) holds the copy, a clone of the inner service and
+//! a policy of the request's own, which reaches the shared settings through
+//! one `Arc`, an atomic increment and decrement. Its first attempt's timer and
+//! span begin when the future is first polled, so building the future writes
+//! nothing that moving it must wait for. The budget adds little on top: a service deposits
 //! its requests in batches of 16, so the deposit's atomic add is paid once per
 //! 16 requests instead of on each. A deadline adds one clock reading per
 //! request and the larger per-request state. Timing each attempt adds two
@@ -314,7 +313,7 @@
 //! future stays small.
 //!
 //! Through [`HttpRetry`], an empty body costs nothing to replay; a request
-//! pays for the spare copy tower's `Retry` keeps for a retry (method, URI,
+//! pays for the spare copy [`Retry`] keeps for a retry (method, URI,
 //! headers and extensions cloned; the URI clone allocates once). Keeping a
 //! body for replay adds its shared state (one `Arc` with a mutex), the boxed
 //! original body and the chunk list, and a lock per frame read; the chunks

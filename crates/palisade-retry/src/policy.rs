@@ -124,9 +124,9 @@ pub(crate) struct Config<C> {
     pub(crate) events: EventHook,
 }
 
-/// State of one logical request: lives in the response future of
-/// [`Retry`](crate::Retry), or in the policy clone tower's `Retry` makes for
-/// each request.
+/// State of one logical request: lives in the request's own policy, in the
+/// response future of [`Retry`](crate::Retry) (or in the policy clone
+/// tower's `Retry` makes for each request, where a policy is used there).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Attempts {
     /// Attempts whose result was seen.
@@ -137,11 +137,11 @@ pub(crate) struct Attempts {
     previous_wait: Duration,
     /// When the attempt in flight was sent.
     attempt_started: Option<Instant>,
-    /// The span of the attempt in flight, when a subscriber wants it. tower's
-    /// `Retry` begins the first attempt on the service's own policy and then
-    /// clones it into the request's, so the span sits in a slot both share and
-    /// the request's takes it out when the attempt ends: the service's copy
-    /// never keeps a finished attempt's span open.
+    /// The span of the attempt in flight, when a subscriber wants it. In a
+    /// slot that clones share: tower's `Retry` begins the first attempt on the
+    /// service's own policy and then clones it into the request's, which takes
+    /// the span out when the attempt ends, so the service's copy never keeps a
+    /// finished attempt's span open.
     span: Option<Arc<std::sync::Mutex<Option<tracing::Span>>>>,
 }
 
@@ -422,6 +422,38 @@ pub struct HttpRetryPolicy<C = HttpClassifier> {
     deposits: u32,
 }
 
+/// What [`Retry`](crate::Retry) asks of a policy besides
+/// `tower::retry::Policy`: a policy of each request's own, and the copy of
+/// its first attempt. palisade's three policies implement it.
+pub trait RequestPolicy<Req>: Sized {
+    /// The policy of one request, its first attempt counted.
+    fn for_request(&mut self) -> Self;
+
+    /// The copy of a request's first attempt kept to send again, or `None`
+    /// when it may not be retried.
+    fn first_copy(&self, req: &Req) -> Option<Req>;
+
+    /// Starts the first attempt's timer and span (`retryable`: a copy was
+    /// kept), when the response future is first polled.
+    fn observe_first(&mut self, retryable: bool);
+}
+
+macro_rules! request_policy {
+    () => {
+        #[inline]
+        fn for_request(&mut self) -> Self {
+            self.begin_request()
+        }
+
+        #[inline]
+        fn observe_first(&mut self, retryable: bool) {
+            self.observe_first_attempt(retryable);
+        }
+    };
+}
+
+pub(crate) use request_policy;
+
 macro_rules! policy_common {
     ($policy:ident) => {
         impl<C> Clone for $policy<C> {
@@ -457,6 +489,24 @@ macro_rules! policy_common {
         }
 
         impl<C> $policy<C> {
+            /// The policy of one request, its first attempt counted here (and
+            /// deposited in the budget in batches from here).
+            #[inline]
+            pub(crate) fn begin_request(&mut self) -> Self {
+                self.config.count_attempt(true, &mut self.deposits);
+                Self {
+                    config: self.config.clone(),
+                    attempts: $crate::policy::Attempts::starting(self.config.request_started()),
+                    deposits: 0,
+                }
+            }
+
+            /// Starts the first attempt's timer and span.
+            #[inline]
+            pub(crate) fn observe_first_attempt(&mut self, retryable: bool) {
+                self.config.observe_attempt(&mut self.attempts, retryable);
+            }
+
             pub(crate) fn new(config: Arc<Config<C>>) -> Self {
                 Self {
                     config,
@@ -483,20 +533,6 @@ pub(crate) use policy_common;
 
 policy_common!(RetryPolicy);
 
-impl<C> RetryPolicy<C> {
-    /// The settings every clone shares.
-    pub(crate) fn config(&self) -> &Arc<Config<C>> {
-        &self.config
-    }
-
-    /// Counts the first attempt of a request that keeps its own attempt
-    /// state ([`Retry`](crate::Retry)'s): deposited in the budget in batches
-    /// from here.
-    #[inline]
-    pub(crate) fn count_first_attempt(&mut self) {
-        self.config.count_attempt(true, &mut self.deposits);
-    }
-}
 policy_common!(HttpRetryPolicy);
 
 impl<Req, Res, E, C> Policy<Req, Res, E> for RetryPolicy<C>
@@ -517,6 +553,15 @@ where
 
     fn clone_request(&mut self, req: &Req) -> Option<Req> {
         self.config.begin_attempt(&mut self.attempts, &mut self.deposits, true);
+        Some(req.clone())
+    }
+}
+
+impl<Req: Clone, C> RequestPolicy<Req> for RetryPolicy<C> {
+    request_policy!();
+
+    #[inline]
+    fn first_copy(&self, req: &Req) -> Option<Req> {
         Some(req.clone())
     }
 }
@@ -586,14 +631,31 @@ where
     }
 
     fn clone_request(&mut self, req: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
-        let config = &*self.config;
-        let copy = if self.attempts.done == 0 && !config.is_safe(req) {
-            None
+        let copy = if self.attempts.done == 0 {
+            self.first_copy(req)
         } else {
             clone_request(req)
         };
-        config.begin_attempt(&mut self.attempts, &mut self.deposits, copy.is_some());
+        self.config
+            .begin_attempt(&mut self.attempts, &mut self.deposits, copy.is_some());
         copy
+    }
+}
+
+impl<B, C> RequestPolicy<Request<ReplayBody<B>>> for HttpRetryPolicy<C>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    request_policy!();
+
+    /// None for a request that is not safe to repeat.
+    fn first_copy(&self, req: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
+        if self.config.is_safe(req) {
+            clone_request(req)
+        } else {
+            None
+        }
     }
 }
 

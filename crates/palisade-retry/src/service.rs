@@ -1,5 +1,6 @@
-//! [`HttpRetry`]: tower's `Retry` with request bodies made replayable, and
-//! [`BoxErrors`], which lets the policies classify any error `Into<BoxError>`.
+//! [`Retry`], the service palisade's policies retry in; [`HttpRetry`], a
+//! `Retry` with request bodies made replayable; and [`BoxErrors`], which lets
+//! the policies classify any error `Into<BoxError>`.
 
 use std::fmt;
 use std::task::{Context, Poll};
@@ -10,14 +11,12 @@ use palisade_core::BoxError;
 use tower::retry::Policy;
 use tower_service::Service;
 
-use palisade_core::Classify;
-
 use crate::body::ReplayBody;
 use crate::future::{BoxErrorsFuture, ResponseFuture, RetryFuture};
-use crate::policy::{Attempts, HttpRetryPolicy, RetryPolicy};
+use crate::policy::{HttpRetryPolicy, RequestPolicy};
 
-/// The service [`HttpRetry`] puts inside tower's `Retry`: `S` with its
-/// errors turned into [`BoxError`].
+/// The service [`RetryLayer`](crate::RetryLayer) and [`HttpRetry`] retry:
+/// `S` with its errors turned into [`BoxError`].
 ///
 /// The policies see every error as a `BoxError`, so any error type that is
 /// `Into<BoxError>` (`reqwest::Error`, `hyper_util`'s, an application's own)
@@ -69,14 +68,14 @@ where
     }
 }
 
-/// An HTTP service retried by an [`HttpRetryPolicy`] in tower's `Retry`.
+/// An HTTP service retried by an [`HttpRetryPolicy`] in a [`Retry`].
 ///
 /// Takes `http::Request<B>` and hands the inner service
 /// `http::Request<ReplayBody<B>>`, so a body can be sent again (see
 /// [`ReplayBody`]). Its errors are [`BoxError`]s: the inner service's error
 /// boxed (see [`BoxErrors`]).
 pub struct HttpRetry<S, C> {
-    retry: tower::retry::Retry<HttpRetryPolicy<C>, BoxErrors<S>>,
+    retry: Retry<BoxErrors<S>, HttpRetryPolicy<C>>,
     replay_limit: usize,
 }
 
@@ -85,7 +84,7 @@ impl<S, C> HttpRetry<S, C> {
     pub fn new(inner: S, policy: HttpRetryPolicy<C>) -> Self {
         let replay_limit = policy.replay_limit();
         Self {
-            retry: tower::retry::Retry::new(policy, BoxErrors::new(inner)),
+            retry: Retry::new(BoxErrors::new(inner), policy),
             replay_limit,
         }
     }
@@ -146,25 +145,26 @@ where
     }
 }
 
-/// A service retried by a [`RetryPolicy`]; made by
-/// [`RetryLayer`](crate::RetryLayer).
+/// A service retried by one of palisade's policies: [`RetryPolicy`](crate::RetryPolicy) (made by
+/// [`RetryLayer`](crate::RetryLayer), around [`BoxErrors`]), and inside
+/// [`HttpRetry`] and [`GrpcRetry`](crate::GrpcRetry).
 ///
-/// Each request is cloned before it is sent, and the copy is sent again on
-/// a retry. Its errors are [`BoxError`]s: the inner service's error boxed
-/// (a `BoxError` passes through unchanged).
-pub struct Retry<S, C> {
+/// Each request gets a policy of its own, which keeps the copy of the
+/// request that a retry sends (none when the request may not be retried) and
+/// counts its attempts.
+pub struct Retry<S, P> {
     inner: S,
-    policy: RetryPolicy<C>,
+    policy: P,
 }
 
-impl<S, C> Retry<S, C> {
+impl<S, P> Retry<S, P> {
     /// Retries `inner` with `policy`.
-    pub fn new(inner: S, policy: RetryPolicy<C>) -> Self {
+    pub fn new(inner: S, policy: P) -> Self {
         Self { inner, policy }
     }
 
     /// The policy.
-    pub fn policy(&self) -> &RetryPolicy<C> {
+    pub fn policy(&self) -> &P {
         &self.policy
     }
 
@@ -184,13 +184,13 @@ impl<S, C> Retry<S, C> {
     }
 }
 
-impl<S: Clone, C> Clone for Retry<S, C> {
+impl<S: Clone, P: Clone> Clone for Retry<S, P> {
     fn clone(&self) -> Self {
         Self::new(self.inner.clone(), self.policy.clone())
     }
 }
 
-impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for Retry<S, C> {
+impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for Retry<S, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry")
             .field("inner", &self.inner)
@@ -199,27 +199,25 @@ impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for Retry<S, C> {
     }
 }
 
-impl<S, C, Req> Service<Req> for Retry<S, C>
+impl<S, P, Req> Service<Req> for Retry<S, P>
 where
-    Req: Clone,
     S: Service<Req> + Clone,
-    S::Error: Into<BoxError>,
-    C: Classify<S::Response>,
+    P: Policy<Req, S::Response, S::Error> + RequestPolicy<Req>,
 {
     type Response = S::Response;
-    type Error = BoxError;
-    type Future = RetryFuture<S, Req, C>;
+    type Error = S::Error;
+    type Future = RetryFuture<S, Req, P>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
     }
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        self.policy.count_first_attempt();
-        let attempts = Attempts::starting(self.policy.config().request_started());
-        let copy = req.clone();
+        // The request's policy goes straight into the future: taken by
+        // reference first, it would be written to the stack and copied.
+        let copy = self.policy.first_copy(&req);
         let future = self.inner.call(req);
-        RetryFuture::new(future, copy, self.inner.clone(), self.policy.config().clone(), attempts)
+        RetryFuture::new(future, copy, self.inner.clone(), self.policy.for_request())
     }
 }
