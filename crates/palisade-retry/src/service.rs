@@ -184,6 +184,10 @@ impl<S, P> Retry<S, P> {
     }
 }
 
+// Nothing in a `Retry` is ever pinned (its futures hold clones), so it moves
+// freely whatever it holds, as tower's `Retry` does.
+impl<S, P> Unpin for Retry<S, P> {}
+
 impl<S: Clone, P: Clone> Clone for Retry<S, P> {
     fn clone(&self) -> Self {
         Self::new(self.inner.clone(), self.policy.clone())

@@ -619,3 +619,29 @@ async fn the_deadline_counts_from_the_call_even_when_its_future_is_polled_later(
     // Retried at 9 s and 10 s; a third retry would be sent at 11 s, past 10.5 s.
     assert_eq!(downstream.calls(), [Duration::ZERO, 9 * S, 10 * S]);
 }
+
+#[test]
+fn the_retry_service_moves_freely_whatever_it_wraps() {
+    fn unpin<T: Unpin>(_: &T) {}
+
+    /// A service that may not be moved once pinned.
+    #[derive(Clone)]
+    struct Pinned(std::marker::PhantomPinned);
+
+    impl Service<u32> for Pinned {
+        type Response = u32;
+        type Error = BoxError;
+        type Future = std::future::Ready<Answer>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: u32) -> Self::Future {
+            std::future::ready(Ok(req))
+        }
+    }
+
+    let svc = no_budget().build().unwrap().layer(Pinned(std::marker::PhantomPinned));
+    unpin(&svc);
+}
