@@ -53,10 +53,9 @@ pin_project! {
     pub struct RetryFuture<S, Req, P>
     where
         S: Service<Req>,
-        P: Policy<Req, S::Response, S::Error>,
     {
         #[pin]
-        state: RetryState<S::Future, P::Future>,
+        state: RetryState<S::Future>,
         request: Option<Req>,
         service: S,
         policy: P,
@@ -70,23 +69,22 @@ pin_project! {
 
 pin_project! {
     #[project = RetryStateProj]
-    enum RetryState<F, W> {
+    enum RetryState<F> {
         Called {
             #[pin]
             future: F,
         },
+        // The backoff, then the downstream's readiness: the budget's
+        // withdrawal for the retry is kept until the retry is sent.
         Waiting {
-            #[pin]
-            wait: W,
+            wait: Wait,
         },
-        Retrying,
     }
 }
 
 impl<S, Req, P> RetryFuture<S, Req, P>
 where
     S: Service<Req>,
-    P: Policy<Req, S::Response, S::Error>,
 {
     #[inline]
     pub(crate) fn new(future: S::Future, request: Option<Req>, service: S, policy: P) -> Self {
@@ -103,7 +101,7 @@ where
 impl<S, Req, P> Future for RetryFuture<S, Req, P>
 where
     S: Service<Req>,
-    P: Policy<Req, S::Response, S::Error> + RequestPolicy<Req>,
+    P: Policy<Req, S::Response, S::Error, Future = Wait> + RequestPolicy<Req>,
 {
     type Output = Result<S::Response, S::Error>;
 
@@ -126,11 +124,10 @@ where
                     }
                 }
                 RetryStateProj::Waiting { wait } => {
-                    ready!(wait.poll(cx));
-                    this.state.set(RetryState::Retrying);
-                }
-                RetryStateProj::Retrying => {
+                    ready!(wait.poll_elapsed(cx));
+                    // An error here drops the wait unsent: the withdrawal is refunded.
                     ready!(this.service.poll_ready(cx))?;
+                    wait.sent();
                     // A retry is only decided with a copy of the request in hand.
                     let request = this.request.take().expect("a retried request keeps its copy");
                     *this.request = this.policy.clone_request(&request);
@@ -145,7 +142,7 @@ where
 impl<S, Req, P> fmt::Debug for RetryFuture<S, Req, P>
 where
     S: Service<Req>,
-    P: Policy<Req, S::Response, S::Error> + fmt::Debug,
+    P: fmt::Debug,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryFuture")

@@ -266,7 +266,7 @@ where
     B: Body,
     B::Error: Into<BoxError>,
     S: Service<Request<ReplayBody<B>>> + Clone,
-    GrpcRetryPolicy<C>: Policy<Request<ReplayBody<B>>, S::Response, S::Error>,
+    GrpcRetryPolicy<C>: Policy<Request<ReplayBody<B>>, S::Response, S::Error, Future = Wait>,
 {
     type Response = S::Response;
     type Error = S::Error;

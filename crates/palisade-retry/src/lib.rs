@@ -162,7 +162,10 @@
 //! On by default: every logical request deposits once (when its first
 //! attempt is sent; a service hands its deposits over in batches of 16 and
 //! when it is dropped), every retry withdraws once, and while the budget is
-//! empty failures come back instead of being retried. Over its window
+//! empty failures come back instead of being retried. A retry that is never
+//! sent gives its withdrawal back: its call was dropped during the backoff or
+//! while the downstream was not ready for it, or the downstream refused it
+//! in `poll_ready`. Over its window
 //! (10 s) retries stay within 20 % of the requests plus a floor of 10 per
 //! second, so a dead downstream sees about 1.2 times the load (plus the
 //! floor) instead of `max_attempts` times. Clones of a

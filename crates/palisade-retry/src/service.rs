@@ -14,6 +14,7 @@ use tower_service::Service;
 use crate::body::ReplayBody;
 use crate::future::{BoxErrorsFuture, ResponseFuture, RetryFuture};
 use crate::policy::{HttpRetryPolicy, RequestPolicy};
+use crate::wait::Wait;
 
 /// The service [`RetryLayer`](crate::RetryLayer) and [`HttpRetry`] retry:
 /// `S` with its errors turned into [`BoxError`].
@@ -129,7 +130,7 @@ where
     B::Error: Into<BoxError>,
     S: Service<Request<ReplayBody<B>>> + Clone,
     S::Error: Into<BoxError>,
-    HttpRetryPolicy<C>: Policy<Request<ReplayBody<B>>, S::Response, BoxError>,
+    HttpRetryPolicy<C>: Policy<Request<ReplayBody<B>>, S::Response, BoxError, Future = Wait>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -206,7 +207,7 @@ impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for Retry<S, P> {
 impl<S, P, Req> Service<Req> for Retry<S, P>
 where
     S: Service<Req> + Clone,
-    P: Policy<Req, S::Response, S::Error> + RequestPolicy<Req>,
+    P: Policy<Req, S::Response, S::Error, Future = Wait> + RequestPolicy<Req>,
 {
     type Response = S::Response;
     type Error = S::Error;

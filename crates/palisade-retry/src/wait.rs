@@ -12,8 +12,10 @@ use crate::budget::Withdrawal;
 
 /// The wait before a retry (the policy's `Policy::Future`).
 ///
-/// Dropping it before it completes (the caller gave up during the
-/// backoff) gives the retry it took back to the budget.
+/// Dropping it before the retry is sent (the caller gave up during the
+/// backoff) gives the retry it took back to the budget. tower's `Retry`
+/// sends the retry once the wait is over; [`Retry`](crate::Retry) keeps the
+/// withdrawal until the downstream is ready for the retry too.
 ///
 /// The timer is boxed: a retry's response future holds this future inline
 /// for every request, so a timer held inline would make each request's future
@@ -33,15 +35,31 @@ impl Wait {
     }
 }
 
-impl Future for Wait {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+impl Wait {
+    /// Polls the timer alone, the withdrawal kept: [`Retry`](crate::Retry)
+    /// gives it up only once the retry is sent ([`Wait::sent`]), so a call
+    /// dropped while the downstream is not ready for the retry refunds it.
+    pub(crate) fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if let Some(sleep) = &mut self.sleep {
             ready!(sleep.as_mut().poll(cx));
         }
-        // The retry goes ahead: its withdrawal stands.
+        Poll::Ready(())
+    }
+
+    /// The retry was sent: its withdrawal stands.
+    pub(crate) fn sent(&mut self) {
         self.refund.0 = None;
+    }
+}
+
+impl Future for Wait {
+    type Output = ();
+
+    // tower's `Retry` goes ahead with the retry once the wait is over: its
+    // withdrawal stands from then on.
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        ready!(self.poll_elapsed(cx));
+        self.sent();
         Poll::Ready(())
     }
 }

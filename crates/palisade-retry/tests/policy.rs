@@ -429,6 +429,86 @@ async fn cancelling_during_the_backoff_stops_and_refunds() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn cancelling_while_the_retry_waits_for_readiness_refunds() {
+    // A window long enough that the withdrawal is still in it at the end.
+    let budget = RetryBudget::builder()
+        .ratio(0.0)
+        .min_per_sec(1)
+        .window(60 * S)
+        .build()
+        .unwrap();
+    let before = budget.available();
+    let gate = Gated::default();
+    gate.open(1);
+    let retry = RetryLayer::builder("retry")
+        .budget(budget.clone())
+        .backoff(Backoff::constant(S))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap();
+    let mut svc = retry.layer(gate.clone());
+    svc.ready().await.unwrap();
+    let mut call = Box::pin(svc.call(1));
+    // The first attempt fails; the policy takes a retry and waits 1 s.
+    assert!(poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx).is_pending())).await);
+    assert_eq!(budget.available(), before - 1);
+    // The wait is over; the downstream is not ready for the retry.
+    tokio::time::advance(2 * S).await;
+    assert!(poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx).is_pending())).await);
+    assert_eq!(gate.state.lock().unwrap().polls_pending, 1);
+    drop(call);
+    // The retry was never sent: its withdrawal is given back.
+    assert_eq!(budget.available(), before);
+    assert_eq!(gate.state.lock().unwrap().calls, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_refused_in_poll_ready_refunds_and_returns_the_refusal() {
+    /// Ready once, failing that call; then refusing in `poll_ready`, as a
+    /// breaker in front opened by that failure would.
+    #[derive(Clone)]
+    struct OpensAfterOne(Arc<Mutex<u32>>);
+
+    impl Service<u32> for OpensAfterOne {
+        type Response = u32;
+        type Error = BoxError;
+        type Future = std::future::Ready<Answer>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            if *self.0.lock().unwrap() == 0 {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Ready(Err(CircuitOpen::new("payments", 3 * S).into()))
+            }
+        }
+
+        fn call(&mut self, _req: u32) -> Self::Future {
+            *self.0.lock().unwrap() += 1;
+            std::future::ready(Err("boom".into()))
+        }
+    }
+
+    let budget = RetryBudget::builder()
+        .ratio(0.0)
+        .min_per_sec(1)
+        .window(60 * S)
+        .build()
+        .unwrap();
+    let before = budget.available();
+    let retry = RetryLayer::builder("retry")
+        .budget(budget.clone())
+        .backoff(Backoff::constant(S))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap();
+    let calls = Arc::new(Mutex::new(0));
+    let err = retry.layer(OpensAfterOne(calls.clone())).oneshot(1).await.unwrap_err();
+    assert!(palisade_core::error::find::<CircuitOpen>(&*err).is_some(), "{err}");
+    assert_eq!(*calls.lock().unwrap(), 1);
+    assert_eq!(budget.available(), before);
+}
+
+#[tokio::test(start_paused = true)]
 async fn pending_readiness_before_a_retry_is_woken_not_polled_in_a_loop() {
     let gate = Gated::default();
     gate.open(1);
