@@ -280,6 +280,17 @@ fn tight_budget(ratio: f64, min_per_sec: u32) -> RetryBudget {
         .unwrap()
 }
 
+/// A budget of reserve only, whose window outlasts a test: a withdrawal
+/// counts until the end unless it is given back.
+fn lasting_budget() -> RetryBudget {
+    RetryBudget::builder()
+        .ratio(0.0)
+        .min_per_sec(1)
+        .window(60 * S)
+        .build()
+        .unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_empty_budget_returns_the_failure_and_refills() {
     let budget = tight_budget(0.0, 2);
@@ -430,13 +441,7 @@ async fn cancelling_during_the_backoff_stops_and_refunds() {
 
 #[tokio::test(start_paused = true)]
 async fn cancelling_while_the_retry_waits_for_readiness_refunds() {
-    // A window long enough that the withdrawal is still in it at the end.
-    let budget = RetryBudget::builder()
-        .ratio(0.0)
-        .min_per_sec(1)
-        .window(60 * S)
-        .build()
-        .unwrap();
+    let budget = lasting_budget();
     let before = budget.available();
     let gate = Gated::default();
     gate.open(1);
@@ -488,12 +493,7 @@ async fn a_retry_refused_in_poll_ready_refunds_and_returns_the_refusal() {
         }
     }
 
-    let budget = RetryBudget::builder()
-        .ratio(0.0)
-        .min_per_sec(1)
-        .window(60 * S)
-        .build()
-        .unwrap();
+    let budget = lasting_budget();
     let before = budget.available();
     let retry = RetryLayer::builder("retry")
         .budget(budget.clone())
