@@ -543,12 +543,27 @@ where
 {
     type Future = Wait;
 
-    // Inlined into tower's response future, deciding first whether the result is retried at
+    // Inlined into the response future, deciding first whether the result is retried at
     // all: the usual end then takes no call, and a small result is not spilled to memory and
     // copied back. The HTTP and gRPC policies have the same shape.
     #[inline]
     fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Wait> {
-        self.config.retry_any(&mut self.attempts, result)
+        let config = &*self.config;
+        if let Ok(res) = result
+            && !config.classifier.retryable(Ok(res))
+        {
+            config.last_attempt(&mut self.attempts);
+            return None;
+        }
+        let ended = config.end_attempt(&mut self.attempts);
+        let reason = match result {
+            Ok(_) => Reason::Response,
+            Err(e) => {
+                let e = e.as_error();
+                config.error_reason(e, || config.classifier.retryable(Err(e)))?
+            }
+        };
+        config.decide(&mut self.attempts, ended, reason, None, Deadline::current())
     }
 
     fn clone_request(&mut self, req: &Req) -> Option<Req> {
@@ -563,32 +578,6 @@ impl<Req: Clone, C> RequestPolicy<Req> for RetryPolicy<C> {
     #[inline]
     fn first_copy(&self, req: &Req) -> Option<Req> {
         Some(req.clone())
-    }
-}
-
-impl<C> Config<C> {
-    /// Whether the result of an attempt of any request is retried, and the
-    /// wait before the retry.
-    #[inline]
-    pub(crate) fn retry_any<Res, E: AsError>(&self, attempts: &mut Attempts, result: &Result<Res, E>) -> Option<Wait>
-    where
-        C: Classify<Res>,
-    {
-        if let Ok(res) = result
-            && !self.classifier.retryable(Ok(res))
-        {
-            self.last_attempt(attempts);
-            return None;
-        }
-        let ended = self.end_attempt(attempts);
-        let reason = match result {
-            Ok(_) => Reason::Response,
-            Err(e) => {
-                let e = e.as_error();
-                self.error_reason(e, || self.classifier.retryable(Err(e)))?
-            }
-        };
-        self.decide(attempts, ended, reason, None, Deadline::current())
     }
 }
 
