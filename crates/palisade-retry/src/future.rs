@@ -55,7 +55,7 @@ pin_project! {
         S: Service<Req>,
     {
         #[pin]
-        state: RetryState<S::Future>,
+        state: RetryState<S::Future, Result<S::Response, S::Error>>,
         request: Option<Req>,
         service: S,
         policy: P,
@@ -69,15 +69,18 @@ pin_project! {
 
 pin_project! {
     #[project = RetryStateProj]
-    enum RetryState<F> {
+    enum RetryState<F, T> {
         Called {
             #[pin]
             future: F,
         },
         // The backoff, then the downstream's readiness: the budget's
-        // withdrawal for the retry is kept until the retry is sent.
+        // withdrawal for the retry is kept until the retry is sent. Where a
+        // deadline applies, the last result is kept too, for the caller to
+        // get should the deadline pass before the downstream is ready.
         Waiting {
             wait: Wait,
+            last: Option<T>,
         },
     }
 }
@@ -119,14 +122,23 @@ where
                         return Poll::Ready(result);
                     };
                     match this.policy.retry(request, &mut result) {
-                        Some(wait) => this.state.set(RetryState::Waiting { wait }),
+                        Some(wait) => {
+                            let last = wait.has_deadline().then_some(result);
+                            this.state.set(RetryState::Waiting { wait, last });
+                        }
                         None => return Poll::Ready(result),
                     }
                 }
-                RetryStateProj::Waiting { wait } => {
+                RetryStateProj::Waiting { wait, last } => {
                     ready!(wait.poll_elapsed(cx));
-                    // An error here drops the wait unsent: the withdrawal is refunded.
-                    ready!(this.service.poll_ready(cx))?;
+                    // Returning drops the wait unsent: the withdrawal is refunded.
+                    match this.service.poll_ready(cx) {
+                        Poll::Ready(Ok(())) if !wait.past_deadline() => {}
+                        Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                        Poll::Pending if wait.poll_deadline(cx).is_pending() => return Poll::Pending,
+                        // The deadline passed before the downstream was ready for the retry.
+                        _ => return Poll::Ready(last.take().expect("a wait with a deadline keeps the last result")),
+                    }
                     wait.sent();
                     // A retry is only decided with a copy of the request in hand.
                     let request = this.request.take().expect("a retried request keeps its copy");

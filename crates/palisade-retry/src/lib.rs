@@ -116,7 +116,10 @@
 //!    the first one.
 //! 4. The wait ends before the [`deadline`](RetryBuilder::deadline), if one
 //!    is set: it covers all attempts and waits from the start of the first
-//!    attempt, and no wait starts that would end at or past it. The same
+//!    attempt, and no wait starts that would end at or past it. Nor is a
+//!    retry sent at or past it: should the downstream not be ready for the
+//!    retry by then (a full bulkhead, a busy connection), the caller gets
+//!    the last attempt's response or error at the deadline. The same
 //!    holds for the request's own deadline, a
 //!    [`Deadline`](palisade_core::deadline::Deadline) in its extensions (HTTP)
 //!    or set for the task serving it (palisade-deadline's server layer sets

@@ -311,8 +311,12 @@ impl<C> Config<C> {
                 .jitter
                 .apply(&self.backoff, attempts.done, attempts.previous_wait, self.random.unit()),
         };
-        if let (Some(deadline), Some(started)) = (self.deadline, attempts.started)
-            && let Some(deadline_at) = started.checked_add(deadline)
+        let deadline_at = match (self.deadline, attempts.started) {
+            // A deadline too far to represent is none.
+            (Some(deadline), Some(started)) => started.checked_add(deadline),
+            _ => None,
+        };
+        if let Some(deadline_at) = deadline_at
             && Instant::now().checked_add(wait).is_none_or(|end| end >= deadline_at)
         {
             tracing::debug!(target: names::TARGET, name, attempt = attempts.done, reason = reason.label(), wait_ms = wait.as_millis() as u64, "not retrying: the wait would end past the deadline");
@@ -322,6 +326,12 @@ impl<C> Config<C> {
             tracing::debug!(target: names::TARGET, name, attempt = attempts.done, reason = reason.label(), wait_ms = wait.as_millis() as u64, "not retrying: the wait would end past the request's deadline");
             return None;
         }
+        // The retry must also be sent before them: the downstream may not be
+        // ready for it when the wait ends.
+        let send_by = deadline_at
+            .into_iter()
+            .chain(request_deadline.map(|d| d.instant()))
+            .min();
         if !wait.is_zero() && tokio::runtime::Handle::try_current().is_err() {
             tracing::warn!(target: names::TARGET, name, "not retrying: no tokio runtime to wait on");
             return None;
@@ -350,7 +360,7 @@ impl<C> Config<C> {
             wait,
             reason: reason.label(),
         });
-        Some(Wait::new(wait, withdrawal))
+        Some(Wait::new(wait, send_by, withdrawal))
     }
 
     /// Whether an HTTP response is retried: its status's override, else the classifier.

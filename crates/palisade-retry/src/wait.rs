@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use crate::budget::Withdrawal;
 
@@ -15,21 +15,28 @@ use crate::budget::Withdrawal;
 /// Dropping it before the retry is sent (the caller gave up during the
 /// backoff) gives the retry it took back to the budget. tower's `Retry`
 /// sends the retry once the wait is over; [`Retry`](crate::Retry) keeps the
-/// withdrawal until the downstream is ready for the retry too.
+/// withdrawal until the downstream is ready for the retry too, and gives up
+/// the retry if the deadline passes first.
 ///
 /// The timer is boxed: a retry's response future holds this future inline
 /// for every request, so a timer held inline would make each request's future
 /// several times larger, retried or not.
 pub struct Wait {
     sleep: Option<Pin<Box<Sleep>>>,
+    /// The nearer of the retry's deadline and the request's own: the retry
+    /// must be sent before it.
+    send_by: Option<Instant>,
+    elapsed: bool,
     refund: Refund,
 }
 
 impl Wait {
-    pub(crate) fn new(wait: Duration, withdrawal: Option<Withdrawal>) -> Self {
+    pub(crate) fn new(wait: Duration, send_by: Option<Instant>, withdrawal: Option<Withdrawal>) -> Self {
         let sleep = (!wait.is_zero()).then(|| Box::pin(tokio::time::sleep(wait)));
         Self {
             sleep,
+            send_by,
+            elapsed: false,
             refund: Refund(withdrawal),
         }
     }
@@ -40,10 +47,37 @@ impl Wait {
     /// gives it up only once the retry is sent ([`Wait::sent`]), so a call
     /// dropped while the downstream is not ready for the retry refunds it.
     pub(crate) fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some(sleep) = &mut self.sleep {
-            ready!(sleep.as_mut().poll(cx));
+        if !self.elapsed {
+            if let Some(sleep) = &mut self.sleep {
+                ready!(sleep.as_mut().poll(cx));
+            }
+            self.elapsed = true;
         }
         Poll::Ready(())
+    }
+
+    /// Whether the retry must be sent by a deadline.
+    pub(crate) fn has_deadline(&self) -> bool {
+        self.send_by.is_some()
+    }
+
+    /// Once the wait is over, while the downstream is not yet ready for the
+    /// retry: ready when the deadline the retry must be sent by passes (the
+    /// backoff's timer is reused for it), pending forever without one.
+    pub(crate) fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(at) = self.send_by else {
+            return Poll::Pending;
+        };
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if sleep.deadline() != at {
+            sleep.as_mut().reset(at);
+        }
+        sleep.as_mut().poll(cx)
+    }
+
+    /// Whether the deadline the retry must be sent by has passed.
+    pub(crate) fn past_deadline(&self) -> bool {
+        self.send_by.is_some_and(|at| Instant::now() >= at)
     }
 
     /// The retry was sent: its withdrawal stands.
@@ -67,7 +101,8 @@ impl Future for Wait {
 impl fmt::Debug for Wait {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Wait")
-            .field("deadline", &self.sleep.as_ref().map(|s| s.deadline()))
+            .field("until", &self.sleep.as_ref().map(|s| s.deadline()))
+            .field("send_by", &self.send_by)
             .finish()
     }
 }

@@ -4,6 +4,7 @@
 #![cfg(not(loom))]
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -302,6 +303,38 @@ async fn the_calls_own_grpc_timeout_bounds_all_its_attempts() {
     assert_eq!(grpc_status(&res), Some("14"));
     let at: Vec<_> = server.seen().iter().map(|s| s.at).collect();
     assert_eq!(at, [Duration::ZERO, 100 * MS, 200 * MS], "no wait past 250 ms");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_calls_own_grpc_timeout_bounds_the_wait_for_readiness_too() {
+    // The retry is due at 100 ms, but the channel has no room for it (its one
+    // slot is taken) until past the call's 1 s: the caller gets the
+    // UNAVAILABLE at 1 s, and no second attempt is sent late.
+    let server = Server::new([Reply::TrailersOnly("14", None)]);
+    let room = Arc::new(tokio::sync::Semaphore::new(1));
+    let svc = layer()
+        .no_budget()
+        .build()
+        .unwrap()
+        .layer(tower::limit::ConcurrencyLimit::with_semaphore(
+            server.service(),
+            room.clone(),
+        ));
+    let mut req = call();
+    req.headers_mut().insert("grpc-timeout", "1S".parse().unwrap());
+    let started = Instant::now();
+    let mut call = std::pin::pin!(svc.oneshot(req));
+    assert!(std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx).is_pending())).await);
+    let taken = room.clone().try_acquire_owned().expect("the first attempt is over");
+    let res = tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("answered by the call's deadline")
+        .unwrap();
+    assert_eq!(grpc_status(&res), Some("14"));
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    drop(taken);
+    tokio::task::yield_now().await;
+    assert_eq!(server.seen().len(), 1);
 }
 
 #[tokio::test(start_paused = true)]

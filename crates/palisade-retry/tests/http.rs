@@ -202,6 +202,39 @@ async fn no_wait_ends_past_the_deadline_the_request_carries() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_response_comes_back_when_the_deadline_passes_before_the_retry_can_be_sent() {
+    // The 503 asks for a retry in 100 ms; by then the downstream has no room
+    // (its one permit is taken) until past the request's 1 s deadline. The
+    // caller gets the 503, with its headers, at the deadline; nothing is resent.
+    let downstream = Downstream::new(&[Reply::StatusWith(503, "x-attempt", || "first".into())]);
+    let room = Arc::new(tokio::sync::Semaphore::new(1));
+    let svc = policy()
+        .build()
+        .unwrap()
+        .layer(tower::limit::ConcurrencyLimit::with_semaphore(
+            downstream.clone(),
+            room.clone(),
+        ));
+    let mut req = get("/");
+    req.extensions_mut().insert(Deadline::after(S));
+    let started = Instant::now();
+    let call = tokio::spawn(svc.oneshot(req));
+    tokio::task::yield_now().await;
+    let taken = room.clone().try_acquire_owned().expect("the first attempt is over");
+    let res = tokio::time::timeout(60 * S, call)
+        .await
+        .expect("answered by the deadline")
+        .unwrap()
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["x-attempt"], "first");
+    assert_eq!(started.elapsed(), S);
+    drop(taken);
+    tokio::task::yield_now().await;
+    assert_eq!(downstream.times(), [Duration::ZERO]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn retryable_statuses_are_retried_and_others_returned() {
     for status in [408u16, 429, 500, 502, 503, 504] {
         let downstream = Downstream::new(&[Reply::Status(status), Reply::Status(200)]);

@@ -534,6 +534,79 @@ async fn pending_readiness_before_a_retry_is_woken_not_polled_in_a_loop() {
     assert_eq!(gate.state.lock().unwrap().calls, 3);
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_deadline_bounds_the_wait_for_readiness_before_a_retry() {
+    // The first attempt fails; its retry, due 1 s later, finds the downstream
+    // not ready (a full bulkhead, say) until past the 3 s deadline. The
+    // caller gets the first attempt's error at the deadline, the retry is
+    // never sent, and its withdrawal goes back to the budget.
+    let budget = lasting_budget();
+    let before = budget.available();
+    let gate = Gated::default();
+    gate.open(1);
+    let retry = RetryLayer::builder("retry")
+        .budget(budget.clone())
+        .backoff(Backoff::constant(S))
+        .jitter(Jitter::None)
+        .deadline(3 * S)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let call = tokio::spawn(retry.layer(gate.clone()).oneshot(1));
+    let err = tokio::time::timeout(60 * S, call)
+        .await
+        .expect("answered by the deadline")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.to_string(), "boom");
+    assert_eq!(started.elapsed(), 3 * S);
+    assert_eq!(budget.available(), before);
+    gate.open(1);
+    tokio::task::yield_now().await;
+    assert_eq!(gate.state.lock().unwrap().calls, 1);
+
+    // Ready again before the deadline, the retry goes out then.
+    let gate = Gated::default();
+    gate.open(1);
+    let retry = no_budget()
+        .backoff(Backoff::constant(S))
+        .jitter(Jitter::None)
+        .max_attempts(2)
+        .deadline(3 * S)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let call = tokio::spawn(retry.layer(gate.clone()).oneshot(1));
+    tokio::time::sleep(2 * S).await;
+    assert_eq!(gate.state.lock().unwrap().calls, 1);
+    gate.open(1);
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(err.to_string(), "boom");
+    assert_eq!(gate.state.lock().unwrap().calls, 2);
+    assert_eq!(started.elapsed(), 2 * S);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_request_deadline_bounds_the_wait_for_readiness_before_a_retry() {
+    // No deadline of the retry's own; the task's deadline is 2.5 s away.
+    let gate = Gated::default();
+    gate.open(1);
+    let retry = no_budget()
+        .backoff(Backoff::constant(S))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let call = Deadline::after(2500 * MS).scope(retry.layer(gate.clone()).oneshot(1));
+    let err = tokio::time::timeout(60 * S, call)
+        .await
+        .expect("answered by the request's deadline")
+        .unwrap_err();
+    assert_eq!(err.to_string(), "boom");
+    assert_eq!(started.elapsed(), 2500 * MS);
+    assert_eq!(gate.state.lock().unwrap().calls, 1);
+}
+
 /// Ready while it has permits (each call spends one), failing every call.
 #[derive(Clone, Default)]
 struct Gated {
