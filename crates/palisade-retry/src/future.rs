@@ -80,7 +80,7 @@ pin_project! {
         // get should the deadline pass before the downstream is ready.
         Waiting {
             wait: Wait,
-            last: Option<T>,
+            last: Option<Box<T>>,
         },
     }
 }
@@ -123,7 +123,7 @@ where
                     };
                     match this.policy.retry(request, &mut result) {
                         Some(wait) => {
-                            let last = wait.has_deadline().then_some(result);
+                            let last = wait.has_deadline().then(|| Box::new(result));
                             this.state.set(RetryState::Waiting { wait, last });
                         }
                         None => return Poll::Ready(result),
@@ -137,7 +137,7 @@ where
                         Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                         Poll::Pending if wait.poll_deadline(cx).is_pending() => return Poll::Pending,
                         // The deadline passed before the downstream was ready for the retry.
-                        _ => return Poll::Ready(last.take().expect("a wait with a deadline keeps the last result")),
+                        _ => return Poll::Ready(*last.take().expect("a wait with a deadline keeps the last result")),
                     }
                     wait.sent();
                     // A retry is only decided with a copy of the request in hand.
