@@ -69,10 +69,14 @@
 //! hedge waits for the inner service's readiness (a `Buffer` or tower's
 //! `ConcurrencyLimit` at capacity delays it; the attempts in flight go on
 //! meanwhile); a readiness error gives up on hedging. The percentile is recomputed every tenth of the window's
-//! samples; each attempt that completes (winners and failures; not the
-//! dropped losers, nor a local rejection such as an open breaker's, which
-//! takes no time and would pull the percentile towards zero) adds its
-//! latency.
+//! samples; each attempt that completes (winners and failures; not a local
+//! rejection such as an open breaker's, which takes no time and would pull
+//! the percentile towards zero) adds its latency. An original that a hedge
+//! beat adds the time it ran before it was dropped: it was at least that
+//! slow, past the delay, and without it the slow calls the hedges cut short
+//! would vanish from the window, the percentile would sink to that of the
+//! fast calls, and more requests would be hedged than the percentile says.
+//! Hedges that lost add nothing (their time ran from a later start).
 //!
 //! A hedge sent while the request body is still arriving reads it beside
 //! the original attempt: each attempt gets every byte, whichever reads

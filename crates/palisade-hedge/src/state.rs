@@ -60,6 +60,17 @@ impl<C> Shared<C> {
         }
     }
 
+    /// Records the time an original ran before a hedge beat it and it was
+    /// dropped: a lower bound of its latency, past the delay it was hedged
+    /// at. Left out, the slow calls the hedges cut short would vanish from
+    /// the window, the percentile would sink to that of the fast calls, and
+    /// ever more requests would be hedged.
+    pub(crate) fn record_beaten(&self, ran: Duration) {
+        if let Delay::Percentile(window) = &self.delay {
+            window.record(ran);
+        }
+    }
+
     /// A safe request: an idempotent method, an idempotency key, or the
     /// predicate's yes.
     pub(crate) fn is_safe(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> bool {

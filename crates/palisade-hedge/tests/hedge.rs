@@ -469,6 +469,63 @@ async fn local_rejections_do_not_count_as_latencies() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn originals_a_hedge_beat_keep_the_percentile_where_it_was() {
+    // Of every 100 requests, 97 take 1 to 97 ms and 3 take a second; a hedge
+    // (another replica) takes 5 ms. Hedging after the 95th percentile sends
+    // a hedge for 5 % of requests: the 3 slow ones and the 2 slowest fast
+    // ones. The slow originals never finish (a hedge beats them): were they
+    // left out of the window, the percentile would sink to that of the fast
+    // calls alone and hedge 8 % of requests, and more, the further it sank.
+    let attempts: Arc<Mutex<std::collections::HashMap<u64, u32>>> = Arc::default();
+    let downstream = {
+        let attempts = attempts.clone();
+        tower::service_fn(move |req: Request<ReplayBody<Full<Bytes>>>| {
+            let id: u64 = req.headers()["x-request"].to_str().unwrap().parse().unwrap();
+            let attempt = {
+                let mut attempts = attempts.lock().unwrap();
+                let count = attempts.entry(id).or_default();
+                *count += 1;
+                *count
+            };
+            let latency = match (attempt, id % 100) {
+                (2.., _) => 5 * MS,
+                (_, fast @ 0..=96) => (fast as u32 + 1) * MS,
+                _ => 1000 * MS,
+            };
+            async move {
+                tokio::time::sleep(latency).await;
+                Ok::<_, BoxError>(Response::new(Full::<Bytes>::default()))
+            }
+        })
+    };
+    let layer = HedgeLayer::builder("search")
+        .percentile(0.95, 1000, 100)
+        .no_budget()
+        .build()
+        .unwrap();
+    let hedged = |ids: std::ops::Range<u64>| {
+        let attempts = attempts.lock().unwrap();
+        ids.filter(|id| attempts[id] > 1).count()
+    };
+    for id in 0..3000 {
+        let req = Request::get("/search")
+            .header("x-request", id.to_string())
+            .body(Full::default())
+            .unwrap();
+        let res = layer.layer(downstream.clone()).oneshot(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    assert_eq!(hedged(0..100), 0, "no hedge before 100 latencies were seen");
+    assert_eq!(layer.current_delay(), Some(95 * MS));
+    // Once the window of 1000 is full, 5 of every 100 (while it fills, 5 or 6).
+    for hundred in 1..30 {
+        let range = hundred * 100..(hundred + 1) * 100;
+        let expected = if hundred < 10 { 5..=6 } else { 5..=5 };
+        assert!(expected.contains(&hedged(range.clone())), "requests {range:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_budget_shared_with_the_retry_layer_counts_each_request_once() {
     let downstream = Downstream::new(|_| (MS, 200));
     let ok = tower::service_fn(|_: Request<ReplayBody<ReplayBody<Full<Bytes>>>>| async {
