@@ -119,7 +119,9 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedCircuitBreakerHandle<K> {
     ///
     /// Keys used since the previous sweep are dated to this one, so calling
     /// this periodically bounds how late an idle key is found: one period.
-    /// A key in use is never dropped as idle.
+    /// A key in use is never dropped as idle: one looked up since the
+    /// timeout began, one with a call in flight, one whose breaker a
+    /// [`get`](Self::get) handle still holds.
     pub fn evict_idle(&self) -> usize {
         self.registry.evict_idle()
     }

@@ -274,7 +274,9 @@
 //! can go, so an outage, a recovery under way or an operator's setting is
 //! not forgotten). For the same reason an idle key stays while its breaker
 //! is open with time left (callers told to come back later do not call
-//! meanwhile), half-open or set by an operator. A call reads no clock to note that its key was used: a
+//! meanwhile), half-open or set by an operator, and while a call of the key
+//! is in flight (a long call's failure must reach the key's breaker) or a
+//! handle to its breaker is held. A call reads no clock to note that its key was used: a
 //! sweep (making room for a new key, or
 //! [`evict_idle`](KeyedCircuitBreakerHandle::evict_idle)) dates the keys
 //! used since the previous sweep to its own time, so a key is never dropped

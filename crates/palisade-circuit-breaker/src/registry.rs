@@ -28,12 +28,17 @@ impl<K> Registry<K> {
     /// (half-open) or what an operator set (forced open, disabled, metrics
     /// only). For the same reason an idle key is kept while its breaker is
     /// neither closed nor open past its open time: callers told to come back
-    /// later do not call meanwhile.
+    /// later do not call meanwhile. Nor is a key idle while its breaker is
+    /// held elsewhere, by a call in flight (whose outcome it is to record) or
+    /// a handle, however long ago the key was looked up.
     pub(crate) fn new(config: Arc<Config>, max_keys: usize, idle: Duration) -> Self {
         let calls = CallCounters::new(&config.name, config.call_durations);
         let states = Arc::new(KeyStates::new(&config.name));
         let eviction = Eviction::least_recently_used(idle, |b: &Arc<Breaker>| b.snapshot().state != State::Closed)
             .keep_idle(|b| {
+                if Arc::strong_count(b) > 1 {
+                    return true;
+                }
                 let snapshot = b.snapshot();
                 match snapshot.state {
                     State::Closed => false,

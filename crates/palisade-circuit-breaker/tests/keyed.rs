@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::time::Duration;
 
 use common::{Call, Downstream, assert_rejected};
@@ -90,6 +91,39 @@ async fn keys_are_bounded_and_idle_ones_evicted() {
     send(&mut svc, "fresh", Call::Ok).await.unwrap();
     assert_eq!(handle.keys(), ["fresh"]);
 
+    advance(Duration::from_secs(61)).await;
+    assert_eq!(handle.evict_idle(), 1);
+    assert!(handle.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_whose_call_is_in_flight_is_not_dropped_as_idle() {
+    // A call to "a" runs for 70 s and fails; the key is not looked up again
+    // meanwhile. A sweep at 61 s must not drop it: the failure belongs to the
+    // key's breaker, which must open and turn the next call away.
+    let layer = CircuitBreakerBuilder::consecutive("in-flight")
+        .consecutive_failures(1)
+        .key_idle_timeout(Duration::from_secs(60))
+        .build_keyed(|req: &Req| req.0)
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(ByHost::default());
+    let mut clone = svc.clone();
+    let mut in_flight = std::pin::pin!(send(&mut clone, "a", Call::Slow(Duration::from_secs(70), true)));
+    assert!(std::future::poll_fn(|cx| std::task::Poll::Ready(in_flight.as_mut().poll(cx).is_pending())).await);
+    // A sweep dates the key's use to now; the next, 61 s later, finds it idle
+    // since, but its call is still running.
+    assert_eq!(handle.evict_idle(), 0);
+    advance(Duration::from_secs(61)).await;
+    assert_eq!(handle.evict_idle(), 0);
+    assert_eq!(handle.keys(), ["a"]);
+    in_flight.await.unwrap_err();
+    assert_eq!(handle.get(&"a").map(|h| h.state()), Some(State::Open));
+    assert_rejected(&send(&mut svc, "a", Call::Ok).await, Duration::from_secs(30));
+
+    // Once the call is over, the key goes when idle like any other (its
+    // breaker open past its open time).
+    assert_eq!(handle.evict_idle(), 0);
     advance(Duration::from_secs(61)).await;
     assert_eq!(handle.evict_idle(), 1);
     assert!(handle.is_empty());
