@@ -45,9 +45,19 @@ pub fn chain<'a>(error: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (
 /// A local rejection says nothing about the health of the downstream: the
 /// breaker does not count it as a failure and the retry policy does not retry it.
 pub fn is_local_rejection(error: &(dyn Error + 'static)) -> bool {
-    chain(error).any(|e| {
-        e.is::<CircuitOpen>() || e.is::<BulkheadFull>() || e.is::<BulkheadTimeout>() || e.is::<DeadlineExceeded>()
-    })
+    chain(error).any(|e| is_refusal(e) || e.is::<DeadlineExceeded>())
+}
+
+/// True when the error is one of palisade's refusals to send a request
+/// ([`CircuitOpen`], [`BulkheadFull`], [`BulkheadTimeout`]) anywhere in its
+/// chain: no copy of the request left. Unlike [`is_local_rejection`], it
+/// leaves out [`DeadlineExceeded`], which also ends requests already sent.
+pub fn is_refused_unsent(error: &(dyn Error + 'static)) -> bool {
+    chain(error).any(is_refusal)
+}
+
+fn is_refusal(error: &(dyn Error + 'static)) -> bool {
+    error.is::<CircuitOpen>() || error.is::<BulkheadFull>() || error.is::<BulkheadTimeout>()
 }
 
 /// True when the error is a timeout anywhere in its chain: tower's
@@ -124,12 +134,15 @@ mod tests {
             BulkheadTimeout::new("c", Duration::from_millis(5), Duration::ZERO).into(),
             DeadlineExceeded.into(),
         ];
-        for err in cases {
+        for (i, err) in cases.into_iter().enumerate() {
             let wrapped: BoxError = Box::new(Wrapper(err));
             assert!(is_local_rejection(&*wrapped));
+            // The deadline also ends requests already sent.
+            assert_eq!(is_refused_unsent(&*wrapped), i < 3, "{wrapped}");
         }
         let other: BoxError = "connection reset".into();
         assert!(!is_local_rejection(&*other));
+        assert!(!is_refused_unsent(&*other));
     }
 
     #[test]

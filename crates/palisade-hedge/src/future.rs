@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response, StatusCode};
-use palisade_core::error::is_local_rejection;
+use palisade_core::error::{is_local_rejection, is_refused_unsent};
 use palisade_core::telemetry::hedge as names;
 use palisade_core::{AsError, Classify, Outcome};
 use palisade_retry::{ReplayBody, Withdrawal};
@@ -102,7 +102,12 @@ where
                 this.original.set(None);
                 let outcome = classify(shared, &result);
                 shared.record(this.original_started.elapsed(), outcome);
-                if outcome == Outcome::Success {
+                // A 409 to the key the hedges carry too: a hedge reached the
+                // server first and runs under the key; its answer is the one
+                // to wait for.
+                let hedge_holds_key = matches!(&result, Ok(res) if res.status() == StatusCode::CONFLICT)
+                    && this.hedges.iter().any(|hedge| hedge.keyed);
+                if outcome == Outcome::Success && !hedge_holds_key {
                     shared.original_wins_total.increment(1);
                     this.hedges.clear();
                     return Poll::Ready(result);
@@ -116,10 +121,14 @@ where
                     if let Err(e) = &result
                         && is_local_rejection(e.as_error())
                     {
-                        // Refused on this side (a full bulkhead, an open
-                        // breaker): no duplicate went out, and no answer came
-                        // back. The attempts in flight go on.
-                        if let Some(withdrawal) = hedge.withdrawal {
+                        // No answer came back: refused on this side (a full
+                        // bulkhead, an open breaker), when no duplicate went
+                        // out and the draw on the budget is given back, or
+                        // cut by the deadline, when it may have gone out and
+                        // the draw stands. The attempts in flight go on.
+                        if is_refused_unsent(e.as_error())
+                            && let Some(withdrawal) = hedge.withdrawal
+                        {
                             withdrawal.refund();
                         }
                         continue;

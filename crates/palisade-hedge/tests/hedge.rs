@@ -649,3 +649,74 @@ async fn a_hedge_refused_on_this_side_leaves_the_original_its_answer_and_the_bud
     assert_eq!(downstream.attempts().len(), 1, "the hedge never left");
     assert_eq!(budget.available(), 1, "its withdrawal was given back");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_the_deadline_cut_after_it_went_out_keeps_its_draw_on_the_budget() {
+    // The dependency takes a second for everyone; the request has 300 ms.
+    // The hedge goes out at 50 ms and, like the original, is cut by the
+    // deadline (less its 10 ms margin) at 290 ms: a duplicate reached the
+    // dependency, so the budget keeps the retry it spent.
+    let downstream = Downstream::new(|_| (1000 * MS, 200));
+    let budget = one_a_second();
+    let layer = HedgeLayer::builder("search")
+        .delay(50 * MS)
+        .budget(budget.clone())
+        .build()
+        .unwrap();
+    let propagate = palisade_deadline::PropagateDeadlineLayer::builder("search")
+        .build()
+        .unwrap();
+    let mut req = get();
+    req.extensions_mut()
+        .insert(palisade_core::deadline::Deadline::after(300 * MS));
+    let started = Instant::now();
+    let err = layer
+        .layer(propagate.layer(downstream.service()))
+        .oneshot(req)
+        .await
+        .unwrap_err();
+    assert!(err.is::<palisade_core::deadline::DeadlineExceeded>(), "{err}");
+    assert_eq!(started.elapsed(), 290 * MS);
+    let attempts = downstream.attempts();
+    assert_eq!(
+        attempts.iter().map(|a| (a.at, a.dropped)).collect::<Vec<_>>(),
+        [(Duration::ZERO, true), (50 * MS, true)]
+    );
+    assert_eq!(budget.available(), 0, "the hedge went out: its withdrawal stands");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_original_answered_409_waits_for_the_hedge_running_under_the_key() {
+    // The original's packets were held up: the hedge, sent at 10 ms, reached
+    // the server first and runs under the key; the original then gets 409
+    // at 30 ms. The hedge's 201 at 70 ms is the answer.
+    let downstream = Downstream::new(|n| if n == 0 { (30 * MS, 409) } else { (60 * MS, 201) });
+    let layer = HedgeLayer::builder("orders")
+        .delay(10 * MS)
+        .no_budget()
+        .build()
+        .unwrap();
+    let keyed = || {
+        Request::post("/orders")
+            .header("idempotency-key", "order-42")
+            .body(Full::from("order"))
+            .unwrap()
+    };
+    let (status, body, elapsed) = send(&layer, &downstream, keyed()).await;
+    assert_eq!((status, body.as_str(), elapsed), (201, "call 1", 70 * MS));
+    assert!(
+        !downstream.attempts()[1].dropped,
+        "the hedge was not dropped for the 409"
+    );
+
+    // Should the hedge fail, the 409 answers.
+    let downstream = Downstream::new(|n| if n == 0 { (30 * MS, 409) } else { (60 * MS, 503) });
+    let (status, _, elapsed) = send(&layer, &downstream, keyed()).await;
+    assert_eq!((status, elapsed), (409, 70 * MS));
+
+    // With no hedge in flight yet, the 409 is the answer at once: the server
+    // runs an earlier request with the key.
+    let downstream = Downstream::new(|_| (5 * MS, 409));
+    let (status, _, elapsed) = send(&layer, &downstream, keyed()).await;
+    assert_eq!((status, elapsed), (409, 5 * MS));
+}
