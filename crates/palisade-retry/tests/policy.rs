@@ -443,14 +443,8 @@ async fn cancelling_during_the_backoff_stops_and_refunds() {
 async fn cancelling_while_the_retry_waits_for_readiness_refunds() {
     let budget = lasting_budget();
     let before = budget.available();
-    let gate = Gated::default();
-    gate.open(1);
-    let retry = RetryLayer::builder("retry")
-        .budget(budget.clone())
-        .backoff(Backoff::constant(S))
-        .jitter(Jitter::None)
-        .build()
-        .unwrap();
+    let (gate, retry) = ready_once_retrying_after_1s(&budget);
+    let retry = retry.build().unwrap();
     let mut svc = retry.layer(gate.clone());
     svc.ready().await.unwrap();
     let mut call = Box::pin(svc.call(1));
@@ -542,15 +536,8 @@ async fn the_deadline_bounds_the_wait_for_readiness_before_a_retry() {
     // never sent, and its withdrawal goes back to the budget.
     let budget = lasting_budget();
     let before = budget.available();
-    let gate = Gated::default();
-    gate.open(1);
-    let retry = RetryLayer::builder("retry")
-        .budget(budget.clone())
-        .backoff(Backoff::constant(S))
-        .jitter(Jitter::None)
-        .deadline(3 * S)
-        .build()
-        .unwrap();
+    let (gate, retry) = ready_once_retrying_after_1s(&budget);
+    let retry = retry.deadline(3 * S).build().unwrap();
     let started = Instant::now();
     let call = tokio::spawn(retry.layer(gate.clone()).oneshot(1));
     let err = tokio::time::timeout(60 * S, call)
@@ -605,6 +592,23 @@ async fn the_request_deadline_bounds_the_wait_for_readiness_before_a_retry() {
     assert_eq!(err.to_string(), "boom");
     assert_eq!(started.elapsed(), 2500 * MS);
     assert_eq!(gate.state.lock().unwrap().calls, 1);
+}
+
+/// A downstream ready for one call, and a policy on `budget` that retries
+/// after 1 s.
+fn ready_once_retrying_after_1s(
+    budget: &RetryBudget,
+) -> (
+    Gated,
+    palisade_retry::RetryBuilder<palisade_core::ErrorClassifier, palisade_retry::AnyRequest>,
+) {
+    let gate = Gated::default();
+    gate.open(1);
+    let retry = RetryLayer::builder("retry")
+        .budget(budget.clone())
+        .backoff(Backoff::constant(S))
+        .jitter(Jitter::None);
+    (gate, retry)
 }
 
 /// Ready while it has permits (each call spends one), failing every call.
