@@ -407,7 +407,11 @@ impl Gate {
     /// Feeds one completed call to the adaptive limit and applies its verdict.
     pub(crate) fn sample(&self, sample: &Sample) {
         if let Some(limit) = &self.adaptive {
-            let next = limit.lock().unpoison().update(sample);
+            // Set under the limit's lock: set after it, two calls ending at
+            // once could apply their limits in the wrong order and leave the
+            // older in force.
+            let mut limit = limit.lock().unpoison();
+            let next = limit.update(sample);
             self.set_limit(next);
         }
     }

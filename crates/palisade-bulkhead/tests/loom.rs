@@ -170,3 +170,39 @@ impl Service<()> for Immediate {
         ready(Ok(()))
     }
 }
+
+/// A limit that starts at 2 and goes up by one with every sample: the limit
+/// in force must be the one it gave last.
+#[derive(Debug, Clone)]
+struct Counting(usize);
+
+impl palisade_bulkhead::Limit for Counting {
+    fn limit(&self) -> usize {
+        self.0
+    }
+
+    fn update(&mut self, _sample: &palisade_bulkhead::Sample) -> usize {
+        self.0 += 1;
+        self.0
+    }
+}
+
+#[test]
+fn adaptive_limits_are_applied_in_the_order_they_were_computed() {
+    model(|| {
+        let layer = BulkheadLayer::builder("loom")
+            .adaptive(Counting(2))
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        let svc = layer.layer(tower::service_fn(|()| ready(Ok::<_, BoxError>(()))));
+        let other = {
+            let svc = svc.clone();
+            loom::thread::spawn(move || loom::future::block_on(svc.oneshot(())))
+        };
+        loom::future::block_on(svc.oneshot(())).unwrap();
+        other.join().unwrap().unwrap();
+        // Two samples: 3, then 4.
+        assert_eq!(handle.snapshot().limit, 4);
+    });
+}
