@@ -215,8 +215,10 @@ impl<St, Sc, D> IdempotencyBuilder<St, Sc, D> {
     }
 
     /// How long a request holds its key's in-flight lock (default 60 s).
-    /// Set it above the longest time the inner service may take: after it,
-    /// another request with the key may take the key over and run again.
+    /// Set it above the longest time the inner service may take, its
+    /// response body included (the layer reads it whole before storing it):
+    /// after it, another request with the key may take the key over and run
+    /// again.
     pub fn lock_expiry(mut self, expiry: Duration) -> Self {
         self.config.lock_expiry = expiry;
         self

@@ -59,7 +59,12 @@
 //!   (default 60 s), so a crashed instance frees its keys. After expiry a
 //!   new request may take the key over; each lock carries a fencing token
 //!   ([`Lease`]), so the stale owner's late completion is not stored over
-//!   the new owner's. Set the expiry above your handler's timeout.
+//!   the new owner's. Set the expiry above the longest your handler takes
+//!   to answer, counting the response body: the layer reads the body whole,
+//!   under the lock, before it stores it, and a handler timeout such as
+//!   tower-http's `TimeoutLayer` bounds only the time to the response head.
+//!   A body still arriving when the lock expires lets a retry take the key
+//!   over and run the handler again.
 //! - **What is stored.** Status, headers and body (up to
 //!   [`max_response_body`](IdempotencyBuilder::max_response_body)) for
 //!   [`retention`](IdempotencyBuilder::retention) (default 24 h), when
