@@ -190,10 +190,7 @@ impl palisade_bulkhead::Limit for Counting {
 #[test]
 fn adaptive_limits_are_applied_in_the_order_they_were_computed() {
     model(|| {
-        let layer = BulkheadLayer::builder("loom")
-            .adaptive(Counting(2))
-            .build()
-            .unwrap();
+        let layer = BulkheadLayer::builder("loom").adaptive(Counting(2)).build().unwrap();
         let handle = layer.handle();
         let svc = layer.layer(tower::service_fn(|()| ready(Ok::<_, BoxError>(()))));
         let other = {

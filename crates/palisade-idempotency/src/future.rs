@@ -427,6 +427,10 @@ where
                 }
                 StateProj::Begin { future } => {
                     let begun = ready!(future.as_mut().poll(cx));
+                    // The answer is in: should the inner service panic in
+                    // `call`, the drop must not hand the finished `begin` on
+                    // to be awaited again.
+                    state.set(State::Done);
                     match self.on_begin(begun) {
                         Next::Run(protected) => match self.spawn {
                             Some(spawn) if protected.held.lease.is_some() => match spawn(protected) {

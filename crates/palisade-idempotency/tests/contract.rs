@@ -456,6 +456,55 @@ async fn a_panicking_handler_panics_its_caller_and_keeps_the_key_locked() {
     assert_eq!(retry.status(), StatusCode::CONFLICT);
 }
 
+/// An inner service whose `call` itself panics.
+#[derive(Clone)]
+struct PanicsInCall;
+
+impl Service<Request<Full<Bytes>>> for PanicsInCall {
+    type Response = Response<Full<Bytes>>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Response<Full<Bytes>>, std::io::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<Full<Bytes>>) -> Self::Future {
+        panic!("bug in call")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_panicking_in_call_panics_its_caller_once() {
+    // Counts the panics of this test's thread, where the runtime runs its
+    // tasks; other threads' panics go to the hook as before.
+    let this_thread = std::thread::current().id();
+    let panics = Arc::new(AtomicUsize::new(0));
+    let previous = std::panic::take_hook();
+    let counted = panics.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == this_thread {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+        previous(info);
+    }));
+    let layer = IdempotencyLayer::new();
+    let svc = layer.layer(PanicsInCall);
+    let caller = tokio::spawn(svc.clone().oneshot(post(Some("k"), "{}")));
+    let panic = caller.await.unwrap_err().into_panic();
+    assert_eq!(panic.downcast_ref::<&str>(), Some(&"bug in call"));
+    // Whatever was left to run has run.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(panics.load(Ordering::SeqCst), 1, "nothing else panicked");
+    assert_eq!(
+        layer.store().len(),
+        1,
+        "the key stays locked, as for a panicking handler"
+    );
+}
+
 #[test]
 fn a_runtime_shutting_down_mid_request_answers_503_and_keeps_the_key_locked() {
     let store = RemoteStore::new();
