@@ -156,8 +156,9 @@ impl<C, K> RetryBuilder<C, K> {
     /// A total deadline over all attempts and waits, from the start of the
     /// first attempt: no wait is started that would end at or past it, and
     /// no retry is sent past it, however long the downstream takes to be
-    /// ready for it (default none; an outer timeout can bound the whole
-    /// call). Costs one clock reading per request.
+    /// ready for it (the call then ends with `DeadlineExceeded`; default
+    /// none; an outer timeout can bound the whole call). Costs one clock
+    /// reading per request.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self

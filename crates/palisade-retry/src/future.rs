@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use palisade_core::BoxError;
+use palisade_core::deadline::DeadlineExceeded;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -55,7 +56,7 @@ pin_project! {
         S: Service<Req>,
     {
         #[pin]
-        state: RetryState<S::Future, Result<S::Response, S::Error>>,
+        state: RetryState<S::Future>,
         request: Option<Req>,
         service: S,
         policy: P,
@@ -69,18 +70,17 @@ pin_project! {
 
 pin_project! {
     #[project = RetryStateProj]
-    enum RetryState<F, T> {
+    enum RetryState<F> {
         Called {
             #[pin]
             future: F,
         },
         // The backoff, then the downstream's readiness: the budget's
-        // withdrawal for the retry is kept until the retry is sent. Where a
-        // deadline applies, the last result is kept too, for the caller to
-        // get should the deadline pass before the downstream is ready.
+        // withdrawal for the retry is kept until the retry is sent. The last
+        // attempt's result is not kept: a request waiting holds nothing of it
+        // (a connection, a bulkhead permit its body keeps).
         Waiting {
             wait: Wait,
-            last: Option<Box<T>>,
         },
     }
 }
@@ -104,6 +104,7 @@ where
 impl<S, Req, P> Future for RetryFuture<S, Req, P>
 where
     S: Service<Req>,
+    S::Error: From<DeadlineExceeded>,
     P: Policy<Req, S::Response, S::Error, Future = Wait> + RequestPolicy<Req>,
 {
     type Output = Result<S::Response, S::Error>;
@@ -122,14 +123,11 @@ where
                         return Poll::Ready(result);
                     };
                     match this.policy.retry(request, &mut result) {
-                        Some(wait) => {
-                            let last = wait.has_deadline().then(|| Box::new(result));
-                            this.state.set(RetryState::Waiting { wait, last });
-                        }
+                        Some(wait) => this.state.set(RetryState::Waiting { wait }),
                         None => return Poll::Ready(result),
                     }
                 }
-                RetryStateProj::Waiting { wait, last } => {
+                RetryStateProj::Waiting { wait } => {
                     ready!(wait.poll_elapsed(cx));
                     // Returning drops the wait unsent: the withdrawal is refunded.
                     match this.service.poll_ready(cx) {
@@ -137,7 +135,7 @@ where
                         Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                         Poll::Pending if wait.poll_deadline(cx).is_pending() => return Poll::Pending,
                         // The deadline passed before the downstream was ready for the retry.
-                        _ => return Poll::Ready(*last.take().expect("a wait with a deadline keeps the last result")),
+                        _ => return Poll::Ready(Err(DeadlineExceeded.into())),
                     }
                     wait.sent();
                     // A retry is only decided with a copy of the request in hand.

@@ -18,7 +18,7 @@ use tower_service::Service;
 use crate::body::ReplayBody;
 use crate::budget::RetryBudget;
 use crate::policy::{Attempts, Config, Reason, RequestPolicy, clone_request, policy_common, request_policy};
-use crate::service::Retry;
+use crate::service::{BoxErrors, Retry};
 use crate::wait::Wait;
 
 /// The header a server sets to direct a client's retry: milliseconds to
@@ -218,28 +218,31 @@ impl<S, C> Layer<S> for GrpcRetryLayer<C> {
 ///
 /// Takes `http::Request<B>` and hands the inner service
 /// `http::Request<ReplayBody<B>>`, keeping each request's stream for replay
-/// up to the replay limit ([`ReplayBody::up_to`]).
+/// up to the replay limit ([`ReplayBody::up_to`]). Its errors are
+/// [`BoxError`]s, as [`HttpRetry`](crate::HttpRetry)'s: the inner service's
+/// error boxed (see [`BoxErrors`](crate::BoxErrors)).
 pub struct GrpcRetry<S, C> {
-    retry: Retry<S, GrpcRetryPolicy<C>>,
+    retry: Retry<BoxErrors<S>, GrpcRetryPolicy<C>>,
     replay_limit: usize,
 }
 
 /// The response future of [`GrpcRetry`]: a [`RetryFuture`](crate::future::RetryFuture).
-pub type GrpcResponseFuture<C, S, B> = crate::future::RetryFuture<S, Request<ReplayBody<B>>, GrpcRetryPolicy<C>>;
+pub type GrpcResponseFuture<C, S, B> =
+    crate::future::RetryFuture<BoxErrors<S>, Request<ReplayBody<B>>, GrpcRetryPolicy<C>>;
 
 impl<S, C> GrpcRetry<S, C> {
     /// Retries `inner` with `policy`.
     pub fn new(inner: S, policy: GrpcRetryPolicy<C>) -> Self {
         let replay_limit = policy.replay_limit();
         Self {
-            retry: Retry::new(inner, policy),
+            retry: Retry::new(BoxErrors::new(inner), policy),
             replay_limit,
         }
     }
 
     /// The inner service.
     pub fn get_ref(&self) -> &S {
-        self.retry.get_ref()
+        self.retry.get_ref().get_ref()
     }
 }
 
@@ -266,10 +269,11 @@ where
     B: Body,
     B::Error: Into<BoxError>,
     S: Service<Request<ReplayBody<B>>> + Clone,
-    GrpcRetryPolicy<C>: Policy<Request<ReplayBody<B>>, S::Response, S::Error, Future = Wait>,
+    S::Error: Into<BoxError>,
+    GrpcRetryPolicy<C>: Policy<Request<ReplayBody<B>>, S::Response, BoxError, Future = Wait>,
 {
     type Response = S::Response;
-    type Error = S::Error;
+    type Error = BoxError;
     type Future = GrpcResponseFuture<C, S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

@@ -118,8 +118,12 @@
 //!    is set: it covers all attempts and waits from the start of the first
 //!    attempt, and no wait starts that would end at or past it. Nor is a
 //!    retry sent at or past it: should the downstream not be ready for the
-//!    retry by then (a full bulkhead, a busy connection), the caller gets
-//!    the last attempt's response or error at the deadline. The same
+//!    retry by then (a full bulkhead, a busy connection), the call ends at
+//!    the deadline with [`DeadlineExceeded`](palisade_core::deadline::DeadlineExceeded)
+//!    (the last attempt's result was let go when the retry was decided: a
+//!    request waiting to retry holds nothing of it, no connection, no
+//!    permit). tower's own `Retry`, given these policies, waits for
+//!    readiness without this bound. The same
 //!    holds for the request's own deadline, a
 //!    [`Deadline`](palisade_core::deadline::Deadline) in its extensions (HTTP)
 //!    or set for the task serving it (palisade-deadline's server layer sets

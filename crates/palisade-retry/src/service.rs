@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use http::Request;
 use http_body::Body;
 use palisade_core::BoxError;
+use palisade_core::deadline::DeadlineExceeded;
 use tower::retry::Policy;
 use tower_service::Service;
 
@@ -153,6 +154,10 @@ where
 /// Each request gets a policy of its own, which keeps the copy of the
 /// request that a retry sends (none when the request may not be retried) and
 /// counts its attempts.
+///
+/// The inner service's errors take a [`DeadlineExceeded`] (a `BoxError`
+/// does): a retry whose deadline passes while the inner service is not yet
+/// ready for it ends with one.
 pub struct Retry<S, P> {
     inner: S,
     policy: P,
@@ -207,6 +212,7 @@ impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for Retry<S, P> {
 impl<S, P, Req> Service<Req> for Retry<S, P>
 where
     S: Service<Req> + Clone,
+    S::Error: From<DeadlineExceeded>,
     P: Policy<Req, S::Response, S::Error, Future = Wait> + RequestPolicy<Req>,
 {
     type Response = S::Response;

@@ -308,8 +308,8 @@ async fn the_calls_own_grpc_timeout_bounds_all_its_attempts() {
 #[tokio::test(start_paused = true)]
 async fn the_calls_own_grpc_timeout_bounds_the_wait_for_readiness_too() {
     // The retry is due at 100 ms, but the channel has no room for it (its one
-    // slot is taken) until past the call's 1 s: the caller gets the
-    // UNAVAILABLE at 1 s, and no second attempt is sent late.
+    // slot is taken) until past the call's 1 s: the call ends at 1 s with
+    // `DeadlineExceeded`, and no second attempt is sent late.
     let server = Server::new([Reply::TrailersOnly("14", None)]);
     let room = Arc::new(tokio::sync::Semaphore::new(1));
     let svc = layer()
@@ -326,11 +326,11 @@ async fn the_calls_own_grpc_timeout_bounds_the_wait_for_readiness_too() {
     let mut call = std::pin::pin!(svc.oneshot(req));
     assert!(std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx).is_pending())).await);
     let taken = room.clone().try_acquire_owned().expect("the first attempt is over");
-    let res = tokio::time::timeout(Duration::from_secs(60), call)
+    let err = tokio::time::timeout(Duration::from_secs(60), call)
         .await
         .expect("answered by the call's deadline")
-        .unwrap();
-    assert_eq!(grpc_status(&res), Some("14"));
+        .unwrap_err();
+    assert!(err.is::<palisade_core::deadline::DeadlineExceeded>(), "{err}");
     assert_eq!(started.elapsed(), Duration::from_secs(1));
     drop(taken);
     tokio::task::yield_now().await;
