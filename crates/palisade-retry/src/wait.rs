@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::budget::Withdrawal;
@@ -23,23 +24,42 @@ use crate::budget::Withdrawal;
 /// for every request, so a timer held inline would make each request's future
 /// several times larger, retried or not.
 pub struct Wait {
-    /// The backoff's timer (none for a zero wait); once the backoff is over,
-    /// [`Retry`](crate::Retry) sets it to the deadline.
-    sleep: Option<Pin<Box<Sleep>>>,
-    /// The nearer of the retry's deadline and the request's own: the retry
-    /// must be sent before it.
-    send_by: Option<Instant>,
-    elapsed: bool,
+    /// `None` when there is neither a backoff to wait nor a deadline to keep
+    /// (or no tokio runtime to time a deadline on after a zero backoff).
+    timer: Option<Pin<Box<Timer>>>,
     refund: Refund,
+}
+
+pin_project! {
+    /// The backoff's timer, then, once it is over, the deadline's.
+    struct Timer {
+        #[pin]
+        sleep: Sleep,
+        // The nearer of the retry's deadline and the request's own: the
+        // retry must be sent before it.
+        send_by: Option<Instant>,
+        elapsed: bool,
+    }
 }
 
 impl Wait {
     pub(crate) fn new(wait: Duration, send_by: Option<Instant>, withdrawal: Option<Withdrawal>) -> Self {
-        let sleep = (!wait.is_zero()).then(|| Box::pin(tokio::time::sleep(wait)));
+        let timer = match (wait.is_zero(), send_by) {
+            (false, _) => Some(Box::pin(Timer {
+                sleep: tokio::time::sleep(wait),
+                send_by,
+                elapsed: false,
+            })),
+            // A zero backoff needs no runtime; only a deadline to keep is timed.
+            (true, Some(at)) if tokio::runtime::Handle::try_current().is_ok() => Some(Box::pin(Timer {
+                sleep: tokio::time::sleep_until(at),
+                send_by,
+                elapsed: true,
+            })),
+            (true, _) => None,
+        };
         Self {
-            sleep,
-            send_by,
-            elapsed: false,
+            timer,
             refund: Refund(withdrawal),
         }
     }
@@ -48,41 +68,40 @@ impl Wait {
     /// gives it up only once the retry is sent ([`Wait::sent`]), so a call
     /// dropped while the downstream is not ready for the retry refunds it.
     pub(crate) fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.elapsed {
-            if let Some(sleep) = &mut self.sleep {
-                ready!(sleep.as_mut().poll(cx));
+        if let Some(timer) = &mut self.timer {
+            let timer = timer.as_mut().project();
+            if !*timer.elapsed {
+                ready!(timer.sleep.poll(cx));
+                *timer.elapsed = true;
             }
-            self.elapsed = true;
         }
         Poll::Ready(())
     }
 
+    fn send_by(&self) -> Option<Instant> {
+        self.timer.as_ref().and_then(|timer| timer.send_by)
+    }
+
     /// Once the backoff is over, while the downstream is not yet ready for
-    /// the retry: ready when the deadline the retry must be sent by passes.
-    /// Pending forever without a deadline, or without a tokio runtime to
-    /// time it on (a zero backoff needs none).
+    /// the retry: ready when the deadline the retry must be sent by passes
+    /// (the backoff's timer is reused for it), pending forever without one.
     pub(crate) fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(at) = self.send_by else {
+        let Some(timer) = &mut self.timer else {
             return Poll::Pending;
         };
-        let sleep = match &mut self.sleep {
-            Some(sleep) => {
-                if sleep.deadline() != at {
-                    sleep.as_mut().reset(at);
-                }
-                sleep
-            }
-            None if tokio::runtime::Handle::try_current().is_ok() => {
-                self.sleep.insert(Box::pin(tokio::time::sleep_until(at)))
-            }
-            None => return Poll::Pending,
+        let mut timer = timer.as_mut().project();
+        let Some(at) = *timer.send_by else {
+            return Poll::Pending;
         };
-        sleep.as_mut().poll(cx)
+        if timer.sleep.deadline() != at {
+            timer.sleep.as_mut().reset(at);
+        }
+        timer.sleep.poll(cx)
     }
 
     /// Whether the deadline the retry must be sent by has passed.
     pub(crate) fn past_deadline(&self) -> bool {
-        self.send_by.is_some_and(|at| Instant::now() >= at)
+        self.send_by().is_some_and(|at| Instant::now() >= at)
     }
 
     /// The retry was sent: its withdrawal stands.
@@ -106,8 +125,8 @@ impl Future for Wait {
 impl fmt::Debug for Wait {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Wait")
-            .field("until", &self.sleep.as_ref().map(|s| s.deadline()))
-            .field("send_by", &self.send_by)
+            .field("until", &self.timer.as_ref().map(|t| t.sleep.deadline()))
+            .field("send_by", &self.send_by())
             .finish()
     }
 }
