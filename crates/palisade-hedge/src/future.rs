@@ -112,6 +112,11 @@ where
                     this.hedges.clear();
                     return Poll::Ready(result);
                 }
+                if hedge_holds_key {
+                    // Any further hedge would get the same 409.
+                    *this.next = None;
+                    this.timer.set(None);
+                }
                 this.failure.get_or_insert(result);
             }
             let mut i = 0;

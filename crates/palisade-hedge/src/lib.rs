@@ -63,13 +63,15 @@
 //! answers to a hedge are no answer at all, and the attempts in flight go
 //! on: a refusal on this side (a local rejection such as a full bulkhead's
 //! or an open breaker's, whose draw on the budget is given back, since no
-//! duplicate went out), a hedge cut by the deadline (`DeadlineExceeded`,
-//! whose draw stands: it may have gone out), and a 409 to a hedge carrying
-//! the idempotency key (the server is running the original under that key,
-//! and a palisade-idempotency server answers a repeat so until it is done).
-//! The same 409 to the original while a keyed hedge is in flight is no
-//! answer either: the hedge reached the server first and runs under the
-//! key. Such a 409 answers only if every other attempt fails. A
+//! duplicate went out), a hedge ended by the deadline (`DeadlineExceeded`,
+//! whose draw stands: it may have gone out, and the error does not tell a
+//! hedge cut in flight from one refused for lack of time), and a 409 to a
+//! hedge carrying the idempotency key (the server is running the original
+//! under that key, and a palisade-idempotency server answers a repeat so
+//! until it is done). The same 409 to the original while a keyed hedge is
+//! in flight is no answer either: the hedge reached the server first and
+//! runs under the key, and no further hedge is sent. That 409 counts as a
+//! failure: should every attempt fail, the first failure answers. A
 //! hedge waits for the inner service's readiness (a `Buffer` or tower's
 //! `ConcurrencyLimit` at capacity delays it; the attempts in flight go on
 //! meanwhile); a readiness error gives up on hedging. The percentile is recomputed every tenth of the window's

@@ -714,6 +714,19 @@ async fn a_keyed_original_answered_409_waits_for_the_hedge_running_under_the_key
     let (status, _, elapsed) = send(&layer, &downstream, keyed()).await;
     assert_eq!((status, elapsed), (409, 70 * MS));
 
+    // Once the original got its 409, no further hedge goes out: it would get
+    // the same. (Hedges due at 20 and 40 ms; the 409 comes at 30 ms.)
+    let downstream = Downstream::new(|n| if n == 0 { (30 * MS, 409) } else { (60 * MS, 201) });
+    let three = HedgeLayer::builder("orders")
+        .delay(20 * MS)
+        .max_attempts(3)
+        .no_budget()
+        .build()
+        .unwrap();
+    let (status, body, elapsed) = send(&three, &downstream, keyed()).await;
+    assert_eq!((status, body.as_str(), elapsed), (201, "call 1", 80 * MS));
+    assert_eq!(downstream.attempts().len(), 2);
+
     // With no hedge in flight yet, the 409 is the answer at once: the server
     // runs an earlier request with the key.
     let downstream = Downstream::new(|_| (5 * MS, 409));

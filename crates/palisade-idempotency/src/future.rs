@@ -439,10 +439,7 @@ where
                             },
                             _ => state.set(State::Inline { protected }),
                         },
-                        Next::Respond(answer) => {
-                            state.set(State::Done);
-                            return Poll::Ready(Ok(answer));
-                        }
+                        Next::Respond(answer) => return Poll::Ready(Ok(answer)),
                     }
                 }
                 StateProj::Inline { protected } => {

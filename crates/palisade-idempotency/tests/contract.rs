@@ -480,13 +480,14 @@ async fn a_service_panicking_in_call_panics_its_caller_once() {
     // tasks; other threads' panics go to the hook as before.
     let this_thread = std::thread::current().id();
     let panics = Arc::new(AtomicUsize::new(0));
-    let previous = std::panic::take_hook();
+    let previous: Arc<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync> = std::panic::take_hook().into();
     let counted = panics.clone();
+    let forward = previous.clone();
     std::panic::set_hook(Box::new(move |info| {
         if std::thread::current().id() == this_thread {
             counted.fetch_add(1, Ordering::SeqCst);
         }
-        previous(info);
+        forward(info);
     }));
     let layer = IdempotencyLayer::new();
     let svc = layer.layer(PanicsInCall);
@@ -497,6 +498,7 @@ async fn a_service_panicking_in_call_panics_its_caller_once() {
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
+    std::panic::set_hook(Box::new(move |info| previous(info)));
     assert_eq!(panics.load(Ordering::SeqCst), 1, "nothing else panicked");
     assert_eq!(
         layer.store().len(),
