@@ -832,6 +832,47 @@ async fn a_timestamp_rfc_3339_cannot_express_is_refused_at_staging_and_dead_lett
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_with_timestamps_beyond_microseconds_are_dead_lettered_and_the_rest_published() {
+    // PostgreSQL takes 'infinity', '-infinity' and years up to 294276 in a
+    // timestamptz; their microseconds since the epoch do not fit in 64 bits.
+    // A row written so by hand must not fail the claim of every batch.
+    let Some((pg, store)) = setup("outbox_infinite_timestamp").await else {
+        return;
+    };
+    stage_committed(
+        &pg.pool,
+        &[event("inf", 1), event("neg", 1), event("far", 1), event("fine", 1)],
+    )
+    .await;
+    for (aggregate, at) in [
+        ("inf", "infinity"),
+        ("neg", "-infinity"),
+        ("far", "294270-01-01 00:00:00+00"),
+    ] {
+        sqlx::query("UPDATE palisade_outbox SET occurred_at = $1::timestamptz WHERE aggregate_id = $2")
+            .bind(at)
+            .bind(aggregate)
+            .execute(&pg.pool)
+            .await
+            .unwrap();
+    }
+    let published = Arc::new(Mutex::new(Vec::new()));
+    let relay = Relay::builder(store.clone(), NulError(published.clone()))
+        .build()
+        .unwrap();
+    let report = relay.run_batch().await.unwrap();
+    assert_eq!((report.published, report.dead_lettered), (1, 3));
+    let published: Vec<String> = published.lock().unwrap().iter().map(|e| e.aggregate_id.clone()).collect();
+    assert_eq!(published, ["fine"]);
+    let dead = store.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 3);
+    for letter in &dead {
+        assert!(letter.last_error.as_deref().unwrap().contains("occurred_at"), "{letter:?}");
+    }
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claimed_events_come_back_exactly_as_staged_whatever_their_timestamp() {
     let Some((pg, store)) = setup("outbox_timestamps").await else {
         return;

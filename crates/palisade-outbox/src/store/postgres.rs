@@ -300,9 +300,13 @@ const EVENT_COLUMNS: &str = "seq, attempts, event_id, event_type, aggregate_type
 
 /// [`EVENT_COLUMNS`] as queries return them: the timestamp as microseconds since the epoch,
 /// which reads the same in the text format of the claim's simple query (sqlx cannot parse
-/// every `timestamptz` text, a whole second for one) and in the binary format.
+/// every `timestamptz` text, a whole second for one) and in the binary format. `NULL` for a
+/// timestamp past RFC 3339's four-digit years or infinite (written by hand): its microseconds
+/// may not fit in 64 bits, and the error would fail the claim of every batch, not the row.
 const EVENT_OUTPUT: &str = "seq, attempts, event_id, event_type, aggregate_type, aggregate_id, destination,
-    (extract(epoch FROM occurred_at) * 1000000)::int8 AS occurred_at_us, version, payload, metadata";
+    CASE WHEN isfinite(occurred_at) AND occurred_at < '10000-01-01 00:00:00+00'
+        THEN (extract(epoch FROM occurred_at) * 1000000)::int8 END AS occurred_at_us,
+    version, payload, metadata";
 
 /// The claim (prepared as [`CLAIM_STATEMENT`]). `$1` is the batch size, `$2` the lowest
 /// sequence to look at (see [`ScanStart`]). Each step is shaped so that its plan does not
@@ -421,7 +425,13 @@ fn event_from_row(row: &PgRow, seq: i64) -> Result<Event, OutboxError> {
     }
     let metadata: Json<serde_json::Value> = column(row, seq, "metadata")?;
     let metadata: Metadata = serde_json::from_value(metadata.0).map_err(|e| malformed(seq, "metadata", &e))?;
-    let micros: i64 = column(row, seq, "occurred_at_us")?;
+    let Some(micros) = column::<Option<i64>>(row, seq, "occurred_at_us")? else {
+        return Err(malformed(
+            seq,
+            "occurred_at",
+            &"an infinite timestamp, or a year past 9999, is not RFC 3339's",
+        ));
+    };
     let timestamp = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
         .map_err(|e| malformed(seq, "occurred_at", &e))?;
     // Staging refuses what RFC 3339 cannot express; a row written otherwise would be
