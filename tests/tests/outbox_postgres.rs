@@ -862,12 +862,20 @@ async fn rows_with_timestamps_beyond_microseconds_are_dead_lettered_and_the_rest
         .unwrap();
     let report = relay.run_batch().await.unwrap();
     assert_eq!((report.published, report.dead_lettered), (1, 3));
-    let published: Vec<String> = published.lock().unwrap().iter().map(|e| e.aggregate_id.clone()).collect();
+    let published: Vec<String> = published
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.aggregate_id.clone())
+        .collect();
     assert_eq!(published, ["fine"]);
     let dead = store.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 3);
     for letter in &dead {
-        assert!(letter.last_error.as_deref().unwrap().contains("occurred_at"), "{letter:?}");
+        assert!(
+            letter.last_error.as_deref().unwrap().contains("occurred_at"),
+            "{letter:?}"
+        );
     }
     pg.cleanup().await;
 }

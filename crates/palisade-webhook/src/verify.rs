@@ -560,19 +560,17 @@ impl Verifier {
                 Compiled::StandardWebhooks => {
                     text.for_each_token(is_blank, |token| {
                         // An intermediary joins a repeated header with ", "
-                        // (RFC 9110): a token may end with that comma, or hold
-                        // several `version,signature` pairs; a signature has no comma.
-                        let token = token.strip_suffix(b",").unwrap_or(token);
-                        if token.is_empty() {
-                            return;
-                        }
-                        let mut parts = token.split(|&b| b == b',');
+                        // (RFC 9110), whose recipients ignore empty list
+                        // elements: a token may hold several
+                        // `version,signature` pairs and empty elements
+                        // around them; a signature has no comma.
+                        let mut parts = token.split(|&b| b == b',').filter(|part| !part.is_empty());
                         while let Some(version) = parts.next() {
                             tokens += 1;
                             match (version, parts.next()) {
                                 (b"v1", Some(sig)) => out.push_hmac(decode_base64_array(sig)),
                                 (b"v1a", Some(sig)) => out.push_ed25519(decode_base64_array(sig)),
-                                (version, Some(_)) if !version.is_empty() => {}
+                                (_, Some(_)) => {}
                                 _ => {
                                     out.malformed = true;
                                     return;

@@ -222,6 +222,22 @@ fn standard_webhooks_signatures_folded_by_a_proxy_are_read_one_by_one() {
         let old_only = verifier(Scheme::StandardWebhooks, SW_OLD_SECRET);
         assert_eq!(old_only.verify(&headers, b"x").unwrap().key_index(), 0, "{folded}");
     }
+
+    // An empty line folded in front, or an empty element between (RFC 9110
+    // has recipients ignore empty list elements), with or without a space.
+    let new_only = verifier(Scheme::StandardWebhooks, SW_SECRET);
+    let signature = signed_new["webhook-signature"].to_str().unwrap();
+    let (_, sig) = signature.split_once(',').unwrap();
+    for folded in [
+        format!(",{signature}"),
+        format!(", {signature}"),
+        format!(",,{signature}"),
+        format!("v1,,{sig}"),
+    ] {
+        let mut headers = signed_new.clone();
+        headers.insert("webhook-signature", HeaderValue::from_str(&folded).unwrap());
+        assert_eq!(new_only.verify(&headers, b"x").unwrap().key_index(), 0, "{folded}");
+    }
 }
 
 #[tokio::test]
