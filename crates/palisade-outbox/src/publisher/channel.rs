@@ -5,8 +5,11 @@ use crate::envelope::Event;
 use crate::error::PublishError;
 
 /// Publishes into an in-process channel: for tests, and for services that consume their own
-/// events. A full channel holds the relay back (backpressure); a dropped receiver fails the
-/// publish (transient, so events wait in the outbox until a receiver exists again).
+/// events. A full channel holds the relay back (backpressure) for up to the relay's
+/// `publish_timeout`; a dropped receiver fails the publish at once. Both failures are
+/// transient: the event waits in the outbox and is tried again with the relay's backoff, and,
+/// like any event, is dead-lettered once `max_attempts` have failed. Keep the receiver alive
+/// and draining, or raise `max_attempts`, where a consumer may be away for long.
 #[derive(Debug, Clone)]
 pub struct ChannelPublisher {
     sender: mpsc::Sender<Event>,
