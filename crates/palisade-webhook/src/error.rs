@@ -62,11 +62,12 @@ pub enum ConfigError {
     ZeroReplayWindow,
     /// The replay window ends before a message it remembers stops being
     /// fresh: a capture sent again after the window would run the handler again.
-    #[error("the replay window ({window:?}) must be at least twice the timestamp tolerance ({needed:?})")]
+    #[error("the replay window ({window:?}) must be at least twice the timestamp tolerance and a second ({needed:?})")]
     ReplayWindowShorterThanFreshness {
         /// The replay window set.
         window: Duration,
-        /// Twice the verifier's timestamp tolerance.
+        /// Twice the verifier's timestamp tolerance and a second: how long
+        /// a message stays fresh, timestamps being whole seconds.
         needed: Duration,
     },
     /// The in-flight lock expiry is zero.

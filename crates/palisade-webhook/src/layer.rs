@@ -128,9 +128,10 @@ impl VerifyBuilder {
     /// tolerance, but a retry whose first 2xx was lost comes back fresh; 24
     /// hours for schemes that sign no timestamp (GitHub, Shopify), whose
     /// senders redeliver for about that long. For a scheme that signs a
-    /// timestamp it must be at least twice the verifier's tolerance (a
-    /// message stays fresh from `tolerance` before its timestamp to
-    /// `tolerance` after), which `build()` checks; the default grows to it.
+    /// timestamp it must be at least twice the verifier's tolerance and a
+    /// second (a message stays fresh from `tolerance` before its timestamp
+    /// to the last whole second `tolerance` after it), which `build()`
+    /// checks; the default grows to it.
     pub fn replay_window(mut self, window: Duration) -> Self {
         self.replay_window = Some(window);
         self
@@ -200,11 +201,15 @@ impl VerifyBuilder {
 
     /// How long a message can stay fresh after it was accepted, when the
     /// scheme signs a timestamp: from `tolerance` before its timestamp to
-    /// `tolerance` after it. The replay window must cover it.
+    /// the end of the whole second `tolerance` after it (the clock is read
+    /// in whole seconds). The replay window must cover it.
     fn freshness(&self) -> Option<Duration> {
-        self.verifier
-            .signs_timestamp()
-            .then(|| self.verifier.tolerance().saturating_mul(2))
+        self.verifier.signs_timestamp().then(|| {
+            self.verifier
+                .tolerance()
+                .saturating_mul(2)
+                .saturating_add(Duration::from_secs(1))
+        })
     }
 
     fn build_defaults(self) -> VerifyLayer {

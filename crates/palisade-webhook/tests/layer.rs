@@ -593,19 +593,21 @@ fn impossible_configurations_fail_at_build() {
         ConfigError::ZeroReplayWindow
     );
     // A message signed with a timestamp stays fresh for twice the tolerance
-    // (300 s): a replay window shorter than that lets a capture in again.
+    // (300 s) and a second: the clock is read in whole seconds, so one
+    // accepted at `ts - 300` is still fresh at `ts + 300.9`. A replay window
+    // shorter than that lets a capture in again.
     assert_eq!(
         VerifyLayer::builder(verifier(Scheme::StandardWebhooks, SW_SECRET))
-            .replay_window(Duration::from_secs(599))
+            .replay_window(Duration::from_secs(600))
             .build()
             .unwrap_err(),
         ConfigError::ReplayWindowShorterThanFreshness {
-            window: Duration::from_secs(599),
-            needed: Duration::from_secs(600),
+            window: Duration::from_secs(600),
+            needed: Duration::from_secs(601),
         }
     );
     VerifyLayer::builder(verifier(Scheme::StandardWebhooks, SW_SECRET))
-        .replay_window(Duration::from_secs(600))
+        .replay_window(Duration::from_secs(601))
         .build()
         .unwrap();
     assert_eq!(
