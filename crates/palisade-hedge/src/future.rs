@@ -151,7 +151,7 @@ where
                     if outcome == Outcome::Success {
                         shared.hedge_wins_total.increment(1);
                         if this.original.is_some() {
-                            shared.record_beaten(this.original_started.elapsed());
+                            shared.record_ran(this.original_started.elapsed());
                         }
                         // The losers are dropped now, not with this future.
                         this.original.set(None);

@@ -53,19 +53,17 @@ impl<C> Shared<C> {
     /// of the network (an open breaker's, a full bulkhead's): those take no
     /// time and would pull the percentile towards zero.
     pub(crate) fn record(&self, latency: Duration, outcome: Outcome) {
-        if let Delay::Percentile(window) = &self.delay
-            && outcome != Outcome::Ignored
-        {
-            window.record(latency);
+        if outcome != Outcome::Ignored {
+            self.record_ran(latency);
         }
     }
 
-    /// Records the time an original ran before a hedge beat it and it was
-    /// dropped: a lower bound of its latency, past the delay it was hedged
-    /// at. Left out, the slow calls the hedges cut short would vanish from
-    /// the window, the percentile would sink to that of the fast calls, and
-    /// ever more requests would be hedged.
-    pub(crate) fn record_beaten(&self, ran: Duration) {
+    /// Records that an attempt ran for `ran`, with a percentile delay: its
+    /// latency, or, for an original a hedge beat and dropped, a lower bound
+    /// of it past the delay it was hedged at. Left out, the slow calls the
+    /// hedges cut short would vanish from the window, the percentile would
+    /// sink to that of the fast calls, and ever more requests would be hedged.
+    pub(crate) fn record_ran(&self, ran: Duration) {
         if let Delay::Percentile(window) = &self.delay {
             window.record(ran);
         }

@@ -311,11 +311,11 @@ impl<C> Config<C> {
                 .jitter
                 .apply(&self.backoff, attempts.done, attempts.previous_wait, self.random.unit()),
         };
-        let deadline_at = match (self.deadline, attempts.started) {
-            // A deadline too far to represent is none.
-            (Some(deadline), Some(started)) => started.checked_add(deadline),
-            _ => None,
-        };
+        // A deadline too far to represent is none.
+        let deadline_at = attempts
+            .started
+            .zip(self.deadline)
+            .and_then(|(started, deadline)| started.checked_add(deadline));
         if let Some(deadline_at) = deadline_at
             && Instant::now().checked_add(wait).is_none_or(|end| end >= deadline_at)
         {

@@ -44,20 +44,21 @@ pin_project! {
 
 impl Wait {
     pub(crate) fn new(wait: Duration, send_by: Option<Instant>, withdrawal: Option<Withdrawal>) -> Self {
-        let timer = match (wait.is_zero(), send_by) {
-            (false, _) => Some(Box::pin(Timer {
-                sleep: tokio::time::sleep(wait),
-                send_by,
-                elapsed: false,
-            })),
+        let sleep = if wait.is_zero() {
             // A zero backoff needs no runtime; only a deadline to keep is timed.
-            (true, Some(at)) if tokio::runtime::Handle::try_current().is_ok() => Some(Box::pin(Timer {
-                sleep: tokio::time::sleep_until(at),
-                send_by,
-                elapsed: true,
-            })),
-            (true, _) => None,
+            send_by
+                .filter(|_| tokio::runtime::Handle::try_current().is_ok())
+                .map(|at| (tokio::time::sleep_until(at), true))
+        } else {
+            Some((tokio::time::sleep(wait), false))
         };
+        let timer = sleep.map(|(sleep, elapsed)| {
+            Box::pin(Timer {
+                sleep,
+                send_by,
+                elapsed,
+            })
+        });
         Self {
             timer,
             refund: Refund(withdrawal),
