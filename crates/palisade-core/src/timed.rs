@@ -70,6 +70,13 @@ impl<F> Timed<F> {
             after,
         }
     }
+
+    /// Starts the bound afresh, the next time the future is pending: for a
+    /// caller that goes away to hand the future to a task of its own, which
+    /// waits a whole bound of its own rather than what the caller left.
+    pub fn restart(self: Pin<&mut Self>) {
+        self.project().sleep.set(None);
+    }
 }
 
 impl<F, T, E> Future for Timed<F>

@@ -43,17 +43,20 @@ pub struct Complete;
 /// The protected call runs inside the response future (no task, no extra
 /// bounds); when that future is dropped after the key was locked, the key
 /// stays locked until its lock expires, so a retry gets 409 until then and
-/// runs the handler again only after it. Right for handlers that are not
-/// `Send`.
+/// runs the handler again only after it. A response already being stored
+/// is stored on a task of its own (see the [crate docs](crate#disconnects)).
+/// Right for handlers that are not `Send`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KeepLocked;
 
 /// The protected call runs inside the response future; when that future is
-/// dropped after the key was locked, the key is released (the release is
-/// spawned on the current tokio runtime, fenced by the lease; without a
-/// runtime the lock expires), so a retry runs the handler again. Only right
-/// for handlers whose effects are undone when they are dropped (one
-/// database transaction that is rolled back, say).
+/// dropped after the key was locked and before the handler answered, the key
+/// is released (the release is spawned on the current tokio runtime, fenced
+/// by the lease; without a runtime the lock expires), so a retry runs the
+/// handler again. Only right for handlers whose effects are undone when
+/// they are dropped (one database transaction that is rolled back, say).
+/// A handler that answered was not dropped and its effects stand: dropped
+/// after that, the request is treated as with [`KeepLocked`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Release;
 

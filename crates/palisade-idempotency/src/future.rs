@@ -175,17 +175,42 @@ pin_project! {
         step: Step<F, St>,
         held: Held<ResB, E, St, Sc>,
     }
+
+    impl<F, ResB, E, St, Sc> PinnedDrop for Protected<F, ResB, E, St, Sc>
+    where
+        ResB: http_body::Body,
+        St: IdempotencyStore,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            // The handler ran and its response is on its way into the store:
+            // storing it on a task of its own lets a retry get it, where
+            // giving up would leave the key locked (or, released, let the
+            // handler run again).
+            let this = this.project();
+            if let StepProjReplace::Complete { mut future } = this.step.project_replace(Step::Done)
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                let held = this.held;
+                held.lease = None;
+                future.as_mut().restart();
+                let name = held.shared.config.name.clone();
+                runtime.spawn(async move { log_completion(&name, future.await) });
+            }
+        }
+    }
 }
 
 pin_project! {
     #[project = StepProj]
+    #[project_replace = StepProjReplace]
     enum Step<F, St>
     where
         St: IdempotencyStore,
     {
         Call { #[pin] future: F },
         ReadResponse,
-        Complete { #[pin] future: Measured<St::CompleteFuture> },
+        // Boxed, so that a caller going away can hand it to a task of its own.
+        Complete { future: Pin<Box<Measured<St::CompleteFuture>>> },
         Release { #[pin] future: Measured<St::ReleaseFuture> },
         Done,
     }
@@ -230,6 +255,20 @@ where
     }
 }
 
+/// Logs what storing a response came to, when it did not store it.
+fn log_completion(name: &str, completed: Result<Completion, StoreError>) {
+    match completed {
+        Ok(Completion::Stored) => {}
+        Ok(Completion::LeaseLost) => {
+            tracing::warn!(target: TARGET, name = %name, "the key's lock expired and was taken over before the response was ready; response not stored");
+        }
+        Err(error) => {
+            // The handler ran: releasing would let a retry run it again.
+            tracing::warn!(target: TARGET, name = %name, %error, "storing the response failed; the key stays locked until its lock expires");
+        }
+    }
+}
+
 /// Releases `key` held by `lease` for a request that went away, bounded by
 /// the store timeout; a failure is logged, and the lock expires.
 fn release<St: IdempotencyStore, Sc>(
@@ -255,17 +294,20 @@ type Abandon<St, Sc> = fn(Arc<Shared<St, Sc>>, StoreKey, Pin<Box<Measured<<St as
 
 /// Waits, on a task of its own, for the store's answer to the `begin` of a
 /// request that went away, and releases the key if the store locked it:
-/// the handler never ran, so a retry may run it. Without a runtime the
-/// answer is not waited for, and a lock it took expires.
+/// the handler never ran, so a retry may run it. The answer gets a whole
+/// store timeout from here, not what the caller had left of its own.
+/// Without a runtime the answer is not waited for, and a lock it took
+/// expires.
 fn abandon_begin<St: IdempotencyStore, Sc: Scope>(
     shared: Arc<Shared<St, Sc>>,
     key: StoreKey,
-    begin: Pin<Box<Measured<St::BeginFuture>>>,
+    mut begin: Pin<Box<Measured<St::BeginFuture>>>,
 ) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         tracing::debug!(target: TARGET, name = %shared.config.name, "no runtime to wait for the store's answer to a dropped request; a lock it took will expire");
         return;
     };
+    begin.as_mut().restart();
     runtime.spawn(async move {
         match begin.await {
             Ok(Begin::Acquired(lease)) => release(&shared, &key, &lease).await,
@@ -602,17 +644,7 @@ where
                     step.set(next);
                 }
                 StepProj::Complete { future } => {
-                    let completed = ready!(future.poll(cx));
-                    match completed {
-                        Ok(Completion::Stored) => {}
-                        Ok(Completion::LeaseLost) => {
-                            tracing::warn!(target: TARGET, name = %held.shared.config.name, "the key's lock expired and was taken over before the response was ready; response not stored");
-                        }
-                        Err(error) => {
-                            // The handler ran: releasing would let a retry run it again.
-                            tracing::warn!(target: TARGET, name = %held.shared.config.name, %error, "storing the response failed; the key stays locked until its lock expires");
-                        }
-                    }
+                    log_completion(&held.shared.config.name, ready!(future.as_mut().poll(cx)));
                     held.lease = None;
                     step.set(Step::Done);
                 }
@@ -676,6 +708,8 @@ where
             self.answer = Some(Ok(response.map(ResponseBody::new)));
             return self.release();
         }
+        // The handler answered: its effects stand, whatever becomes of the caller.
+        self.release_on_drop = false;
         self.response = Some(response.into_parts());
         Step::ReadResponse
     }
@@ -737,13 +771,13 @@ where
             headers: stored_headers(&parts.headers, config.store_set_cookie),
             body: body.clone(),
         };
-        let future = Measured::new(
+        let future = Box::pin(Measured::new(
             self.shared
                 .store
                 .complete(&self.key, &self.fingerprint, &lease, &stored, config.retention),
             config.store_timeout,
             &self.shared.metrics.store_complete,
-        );
+        ));
         self.answer = Some(Ok(Response::from_parts(parts, ResponseBody::full(body))));
         Step::Complete { future }
     }

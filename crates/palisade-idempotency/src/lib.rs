@@ -104,7 +104,7 @@
 //! |---|---|---|---|
 //! | [`disconnect::Complete`] (default) | runs on a tokio task of its own | it still finishes and its response is stored: a retry gets 409 while it runs, then the stored response | the inner future, its response body (and body error) and the inner error must be `Send + 'static`; one task spawned per first request (about 1.3 µs, see [Performance](#performance)) |
 //! | [`disconnect::KeepLocked`] | runs in the response future | the key stays locked until its lock expires: a retry gets 409 until then, and runs again after it | no task, no extra bounds; the retry waits up to `lock_expiry` |
-//! | [`disconnect::Release`] | runs in the response future | the key is released (spawned on the current runtime, fenced by the lease; without a runtime the lock expires): a retry runs again | only right for handlers whose effects are undone when dropped |
+//! | [`disconnect::Release`] | runs in the response future | while the handler runs, the key is released (spawned on the current runtime, fenced by the lease; without a runtime the lock expires): a retry runs again | only right for handlers whose effects are undone when dropped |
 //!
 //! With [`Complete`](disconnect::Complete), the task runs in the caller's
 //! tracing span; task-locals of the caller's task are not carried over.
@@ -117,10 +117,17 @@
 //! Dropping the response future before the key is locked holds nothing,
 //! whatever the policy. Dropped while the store's answer to `begin` is on
 //! its way (the store may have locked the key already), the answer is
-//! awaited on a task of its own and a lock it took is released, whatever
-//! the policy: the handler never ran, so a retry runs it instead of getting
-//! 409 until the lock expires. Without a runtime to await it on, such a
-//! lock expires.
+//! awaited on a task of its own, for a whole store timeout from then, and a
+//! lock it took is released, whatever the policy: the handler never ran, so
+//! a retry runs it instead of getting 409 until the lock expires. Without a
+//! runtime to await it on, such a lock expires.
+//!
+//! Once the handler has answered, its effects stand whatever the policy:
+//! dropped while its response is read, the key stays locked until its lock
+//! expires, with [`Release`](disconnect::Release) too; dropped while the
+//! response is being stored, the store's `complete` goes on on a task of
+//! its own (for a whole store timeout from then), so a retry gets the
+//! stored response. Without a runtime, the lock expires.
 //!
 //! # Defaults
 //!

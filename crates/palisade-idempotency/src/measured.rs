@@ -34,6 +34,11 @@ impl<F> Measured<F> {
             histogram: histogram.clone(),
         }
     }
+
+    /// Starts the store timeout afresh (see [`Timed::restart`]).
+    pub(crate) fn restart(self: Pin<&mut Self>) {
+        self.project().future.restart();
+    }
 }
 
 impl<F, T, E> Future for Measured<F>

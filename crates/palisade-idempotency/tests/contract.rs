@@ -208,7 +208,9 @@ fn remote_stack(
 }
 
 #[tokio::test(start_paused = true)]
-async fn with_release_dropping_while_storing_spawns_a_release() {
+async fn with_release_a_request_dropped_while_storing_is_still_stored() {
+    // The handler answered: its effects stand. Released, the key would let
+    // the retry run it (charge) again; the store's `complete` goes on instead.
     let store = RemoteStore::new();
     let strict = Strict::new();
     let svc = remote_stack(&store, &strict);
@@ -218,15 +220,68 @@ async fn with_release_dropping_while_storing_spawns_a_release() {
     assert_eq!(strict.calls.load(Ordering::SeqCst), 1);
     assert_eq!(store.inner.len(), 1, "the lock is held while storing");
     drop(first);
-    // The release is a task of its own: it runs once the runtime gets to it.
-    for _ in 0..100 {
-        if store.inner.is_empty() {
-            break;
-        }
+    tokio::task::yield_now().await;
+    let conflict = svc.clone().oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(conflict.status(), StatusCode::CONFLICT, "still storing");
+    store.gate.notify_waiters();
+    for _ in 0..10 {
         tokio::task::yield_now().await;
     }
-    assert!(store.inner.is_empty(), "the spawned release freed the key");
-    store.gate.notify_waiters();
+    let replay = svc.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(replay.status(), StatusCode::CREATED);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(strict.calls.load(Ordering::SeqCst), 1);
+}
+
+/// A response body that never ends.
+struct Endless;
+
+impl http_body::Body for Endless {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        Poll::Pending
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_release_a_request_dropped_while_its_response_is_read_keeps_the_key() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let handler = tower::service_fn(move |_: Request<Full<Bytes>>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok::<_, std::io::Error>(Response::new(Endless)))
+    });
+    let layer = IdempotencyLayer::builder("idempotency")
+        .on_disconnect(Release)
+        .build()
+        .unwrap();
+    let svc = layer.layer(handler);
+    let mut first = Box::pin(svc.clone().oneshot(post(Some("k"), "{}")));
+    assert!(poll_once(first.as_mut()).await.is_pending());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    drop(first);
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let mut retry = Box::pin(svc.clone().oneshot(post(Some("k"), "{}")));
+    let Poll::Ready(Ok(retry)) = poll_once(retry.as_mut()).await else {
+        panic!("the retry ran the handler again");
+    };
+    assert_eq!(
+        retry.status(),
+        StatusCode::CONFLICT,
+        "the handler answered; the key stays locked"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    tokio::time::advance(palisade_idempotency::DEFAULT_LOCK_EXPIRY).await;
+    let mut takeover = Box::pin(svc.oneshot(post(Some("k"), "{}")));
+    assert!(poll_once(takeover.as_mut()).await.is_pending());
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "run again once the lock expired");
 }
 
 #[tokio::test(start_paused = true)]
@@ -304,6 +359,35 @@ async fn with_keep_locked_a_lock_taken_after_the_caller_left_is_released() {
 async fn by_default_a_lock_taken_after_the_caller_left_is_released() {
     let (store, strict) = (RemoteStore::new(), Strict::new());
     a_lock_taken_for_a_caller_that_left_is_released(&store, &strict, complete_stack(&store, &strict)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lock_answered_after_the_callers_store_timeout_is_still_released() {
+    // The caller leaves just before its store timeout; the store's answer
+    // comes after it. Waited for under the caller's timer, the answer would
+    // be given up and the lock left for a minute, every retry getting 409.
+    let (store, strict) = (RemoteStore::new(), Strict::new());
+    let svc = complete_stack(&store, &strict);
+    store.slow_answer.store(true, Ordering::SeqCst);
+    let mut first = Box::pin(svc.clone().oneshot(post(Some("k"), "{}")));
+    assert!(poll_once(first.as_mut()).await.is_pending());
+    tokio::time::advance(palisade_idempotency::DEFAULT_STORE_TIMEOUT - Duration::from_millis(100)).await;
+    drop(first);
+    // Slept, not advanced: the runtime parks, so timers due on the way fire.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(store.inner.len(), 1, "the answer is still on the way");
+    store.slow_answer.store(false, Ordering::SeqCst);
+    store.gate.notify_waiters();
+    for _ in 0..100 {
+        if store.inner.is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(store.inner.is_empty(), "the key was released once the answer came");
+    let retry = svc.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(strict.calls.load(Ordering::SeqCst), 1);
 }
 
 /// A keyed request with the `Release` policy, polled once on a paused runtime

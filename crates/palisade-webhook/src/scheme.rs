@@ -155,10 +155,12 @@ impl GenericScheme {
     /// The signed-content template, e.g. `{timestamp}.{body}`.
     ///
     /// An `{id}` needs text on each side it meets another placeholder, and
-    /// an id holding any byte of that text is refused (400; the signer
-    /// refuses to sign it): were it allowed, one signed content could be read
-    /// as another id and another body (`{id}.{body}`: id `7`, body `a.b`
-    /// against id `7.a`, body `b`), both verifying.
+    /// an id holding the byte of that text that touches it on the side of
+    /// `{body}` is refused (400; the signer refuses to sign it): were it
+    /// allowed, one signed content could be read as another id and another
+    /// body (`{id}.{body}`: id `7`, body `a.b` against id `7.a`, body `b`),
+    /// both verifying. Only that byte: with `v1:{id}.{body}`, ids may hold
+    /// `v`, `1` and `:` but not `.`.
     pub fn template(mut self, template: impl Into<String>) -> Self {
         self.template = template.into();
         self
@@ -227,7 +229,7 @@ pub(crate) struct CompiledGeneric {
     pub(crate) template: Template,
     pub(crate) encoding: Encoding,
     pub(crate) prefix: String,
-    /// The bytes of the text around `{id}` in the template, which an id may
+    /// The bytes that mark where an id ends in the template, which an id may
     /// not contain (see [`Template::id_separators`]).
     pub(crate) id_separators: Box<[u8]>,
 }
@@ -304,28 +306,36 @@ impl Template {
         self.parts.contains(&part)
     }
 
-    /// The bytes of the text right around each `{id}`, which a message id
-    /// may not contain. An id is free text next to free text: were it to
-    /// hold those bytes, one signed content would split into another id and
-    /// another body (`{id}.{body}`: id `7`, body `a.b` against id `7.a`,
-    /// body `b`), both verifying. With none of them in an id, the text
-    /// around it marks where it ends. An `{id}` touching another placeholder
-    /// with no text between has no such mark and is refused.
+    /// The bytes a message id may not contain: for each `{id}`, the byte
+    /// of the text between it and `{body}` that touches it (the first byte of
+    /// the text after an `{id}` before the body, the last byte of the text
+    /// before one after it). Read from the end away from the body, the
+    /// content fixes where such an id starts; with that byte not in the id,
+    /// the byte's first occurrence marks where it ends. Were the byte allowed,
+    /// one signed content would split into another id and another body
+    /// (`{id}.{body}`: id `7`, body `a.b` against id `7.a`, body `b`), both
+    /// verifying. An `{id}` touching another placeholder, with no text
+    /// between, is refused.
     pub(crate) fn id_separators(&self) -> Result<Box<[u8]>, ConfigError> {
+        let body_at = self.parts.iter().position(|p| *p == Part::Body);
         let mut separators = Vec::new();
         for (i, part) in self.parts.iter().enumerate() {
             if *part != Part::Id {
                 continue;
             }
             for neighbour in [i.checked_sub(1), Some(i + 1)].into_iter().flatten() {
+                let towards_body = body_at.is_some_and(|b| (neighbour > i) == (b > i));
                 match self.parts.get(neighbour) {
-                    Some(Part::Literal(text)) => separators.extend_from_slice(text),
+                    Some(Part::Literal(text)) if towards_body => {
+                        let touching = if neighbour > i { text.first() } else { text.last() };
+                        separators.extend(touching);
+                    }
+                    Some(Part::Literal(_)) | None => {}
                     Some(_) => {
                         return Err(ConfigError::InvalidTemplate(
                             "{id} needs text between it and another placeholder",
                         ));
                     }
-                    None => {}
                 }
             }
         }
@@ -389,7 +399,12 @@ mod tests {
             .id_header("x-id")
             .template("v1:{id}.{body}")
             .compile();
-        assert_eq!(&*id_then_body.unwrap().id_separators, b".1:v");
+        assert_eq!(&*id_then_body.unwrap().id_separators, b".");
+        let body_then_ids = GenericScheme::new("x-sig")
+            .id_header("x-id")
+            .template("{id}:{body}|{id}.v1")
+            .compile();
+        assert_eq!(&*body_then_ids.unwrap().id_separators, b":|");
         assert!(GenericScheme::new("bad header").compile().is_err());
         assert!(GenericScheme::new("x-sig").prefix("a b").compile().is_err());
         assert_eq!(

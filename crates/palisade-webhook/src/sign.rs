@@ -110,10 +110,12 @@ impl fmt::Debug for SignerBuilder {
 
 /// A signing failure: an id that a verifier refuses (empty, not visible
 /// ASCII, or with blanks at an end, which HTTP strips on the way), or, for a
-/// generic scheme whose template puts text around `{id}`, an id that
-/// contains that text (see [`GenericScheme::template`](crate::GenericScheme::template)).
+/// generic scheme, an id holding the byte that marks its end in the
+/// template (see [`GenericScheme::template`](crate::GenericScheme::template)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the message id is not visible ASCII with blanks only inside, or holds the text its template puts around it")]
+#[error(
+    "the message id is not visible ASCII with blanks only inside, or holds the byte that marks its end in the template"
+)]
 pub struct InvalidId;
 
 impl SignerBuilder {

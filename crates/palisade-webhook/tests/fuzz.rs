@@ -148,4 +148,126 @@ proptest! {
             prop_assert!(verifier.verify(&headers, b"body").is_ok());
         }
     }
+
+    #[test]
+    fn no_other_reading_of_a_generic_signed_content_verifies(
+        pieces in proptest::collection::vec(template_piece(), 1..5),
+        body_at in any::<prop::sample::Index>(),
+        id in "[a-z0-9.:|-]{1,6}",
+        body in "[a-z0-9.:|-]{0,6}",
+    ) {
+        // Any template, any id the signer signs: the bytes it signs, split
+        // into another id and another body, must not pass as a message of
+        // its own (a captured delivery replayed under a new id).
+        let mut pieces = pieces;
+        pieces.insert(body_at.index(pieces.len() + 1), Piece::Body);
+        let template: String = pieces.iter().map(Piece::text).collect();
+        let mut scheme = GenericScheme::new("x-sig").template(template);
+        if pieces.contains(&Piece::Id) {
+            scheme = scheme.id_header("x-id");
+        }
+        if pieces.contains(&Piece::Timestamp) {
+            scheme = scheme.timestamp_header("x-ts");
+        }
+        let Ok(signer) = Signer::builder(Scheme::Generic(scheme.clone())).secret("k").build() else {
+            return Ok(());
+        };
+        let verifier = Verifier::builder(Scheme::Generic(scheme)).secret("k").clock(FixedClock(NOW)).build().unwrap();
+        let mut headers = HeaderMap::new();
+        if signer.sign_with(&mut headers, &id, NOW, body.as_bytes()).is_err() {
+            return Ok(());
+        }
+        prop_assert!(verifier.verify(&headers, body.as_bytes()).is_ok());
+        let content: Vec<u8> = pieces.iter().flat_map(|p| p.signed(id.as_bytes(), body.as_bytes())).collect();
+        let mut others = Vec::new();
+        readings(&pieces, &content, None, None, &mut others);
+        let signed_id = pieces.contains(&Piece::Id).then_some(id.as_bytes());
+        for (other_id, other_body) in others {
+            if other_id.as_deref() == signed_id {
+                continue;
+            }
+            let mut forged = headers.clone();
+            if let Some(other_id) = &other_id {
+                forged.insert("x-id", HeaderValue::from_bytes(other_id).unwrap());
+            }
+            prop_assert!(
+                verifier.verify(&forged, &other_body).is_err(),
+                "id {:?} body {:?} verified", String::from_utf8_lossy(other_id.as_deref().unwrap_or_default()), String::from_utf8_lossy(&other_body)
+            );
+        }
+    }
+}
+
+/// A piece of a generic template, for building templates at random.
+#[derive(Debug, Clone, PartialEq)]
+enum Piece {
+    Literal(String),
+    Id,
+    Timestamp,
+    Body,
+}
+
+impl Piece {
+    fn text(&self) -> String {
+        match self {
+            Piece::Literal(text) => text.clone(),
+            Piece::Id => "{id}".to_owned(),
+            Piece::Timestamp => "{timestamp}".to_owned(),
+            Piece::Body => "{body}".to_owned(),
+        }
+    }
+
+    fn signed(&self, id: &[u8], body: &[u8]) -> Vec<u8> {
+        match self {
+            Piece::Literal(text) => text.as_bytes().to_vec(),
+            Piece::Id => id.to_vec(),
+            Piece::Timestamp => NOW.to_string().into_bytes(),
+            Piece::Body => body.to_vec(),
+        }
+    }
+}
+
+fn template_piece() -> impl Strategy<Value = Piece> {
+    prop_oneof![
+        3 => "[a-z0-9.:|-]{1,3}".prop_map(Piece::Literal),
+        2 => Just(Piece::Id),
+        1 => Just(Piece::Timestamp),
+    ]
+}
+
+/// Every way `content` reads as `pieces` with the signed timestamp: the id
+/// (non-empty, the same at each `{id}`) and the body of each reading.
+fn readings(
+    pieces: &[Piece],
+    content: &[u8],
+    id: Option<&[u8]>,
+    body: Option<&[u8]>,
+    out: &mut Vec<(Option<Vec<u8>>, Vec<u8>)>,
+) {
+    let Some((piece, rest)) = pieces.split_first() else {
+        if content.is_empty() {
+            out.push((id.map(<[u8]>::to_vec), body.unwrap_or_default().to_vec()));
+        }
+        return;
+    };
+    let fixed = match piece {
+        Piece::Literal(text) => Some(text.as_bytes()),
+        Piece::Timestamp => Some(&b"1700000000"[..]),
+        Piece::Id => id,
+        Piece::Body => None,
+    };
+    if let Some(fixed) = fixed {
+        if let Some(after) = content.strip_prefix(fixed) {
+            readings(rest, after, id, body, out);
+        }
+        return;
+    }
+    let shortest = usize::from(*piece == Piece::Id);
+    for len in shortest..=content.len() {
+        let (taken, after) = content.split_at(len);
+        match piece {
+            Piece::Id => readings(rest, after, Some(taken), body, out),
+            _ => readings(rest, after, id, Some(taken), out),
+        }
+    }
 }

@@ -1671,6 +1671,31 @@ async fn a_generic_id_cannot_take_in_the_text_that_ends_it() {
     assert!(signer.sign_with(&mut headers, "7.a", NOW, b"b").is_err());
 }
 
+#[tokio::test]
+async fn a_generic_id_may_hold_the_template_text_that_does_not_end_it() {
+    // With `v1:{id}.{body}` only `.` marks where an id ends: the default
+    // UUID v7 ids (digits, hex and `-`) and ids holding `v`, `1` or `:` are
+    // signed and verified.
+    let scheme = GenericScheme::new("X-Acme-Signature")
+        .id_header("X-Acme-Id")
+        .template("v1:{id}.{body}");
+    let signer = Signer::builder(Scheme::Generic(scheme.clone()))
+        .secret("s")
+        .build()
+        .unwrap();
+    let seen = Seen::default();
+    let verifier = Verifier::builder(Scheme::Generic(scheme)).secret("s").build().unwrap();
+    let svc = VerifyLayer::new(verifier).layer(handler(&seen, StatusCode::OK));
+    for _ in 0..20 {
+        let req = signed_request(&signer, b"{}");
+        assert_eq!(send(svc.clone(), req).await.2.as_ref(), b"handled");
+    }
+    let mut headers = HeaderMap::new();
+    signer.sign_with(&mut headers, "v1:1", NOW, b"{}").unwrap();
+    assert!(signer.sign_with(&mut headers, "v1.1", NOW, b"{}").is_err());
+    assert_eq!(seen.calls(), 20);
+}
+
 #[test]
 fn a_zero_padded_timestamp_cannot_take_the_end_of_the_body() {
     // With nothing between `{body}` and `{timestamp}`, a trailing `0` of the
