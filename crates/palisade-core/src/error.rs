@@ -73,6 +73,19 @@ pub fn is_timeout(error: &(dyn Error + 'static)) -> bool {
     })
 }
 
+/// True when HTTP/2 says the server did not process the request's stream:
+/// an `h2::Error` in the chain from the server refusing it (`RST_STREAM`
+/// with `REFUSED_STREAM`, RFC 9113 §8.7), or for a stream above the last one
+/// a `GOAWAY` accepted (§6.8; h2 gives only those a remote `GOAWAY` error,
+/// and streams cut when the connection then closes a broken pipe). Sending
+/// such a request again is safe whatever its method: client adapters mark
+/// it [`ConnectFailed`].
+#[cfg(feature = "h2")]
+pub fn is_unprocessed_h2(error: &(dyn Error + 'static)) -> bool {
+    find::<h2::Error>(error)
+        .is_some_and(|h2| h2.is_remote() && (h2.reason() == Some(h2::Reason::REFUSED_STREAM) || h2.is_go_away()))
+}
+
 /// True when the error shows that a connection could not be established, so
 /// the request was never sent: a client error a client adapter marked
 /// [`ConnectFailed`], or an I/O error of kind `ConnectionRefused`,

@@ -39,7 +39,7 @@ use palisade_core::error::ConnectFailed;
 pub fn channel_error(error: impl Into<BoxError>) -> BoxError {
     let error = error.into();
     if palisade_core::error::find::<tonic::ConnectError>(&*error).is_some()
-        || palisade_core::error::find::<h2::Error>(&*error).is_some_and(not_processed)
+        || palisade_core::error::is_unprocessed_h2(&*error)
     {
         return ConnectFailed::new(error).into();
     }
@@ -50,15 +50,6 @@ pub fn channel_error(error: impl Into<BoxError>) -> BoxError {
         Some(deadline) if deadline.is_expired() => DeadlineExceeded.into(),
         _ => tower::timeout::error::Elapsed::new().into(),
     }
-}
-
-/// True when HTTP/2 says the server did not process the call's stream: it
-/// refused it (`RST_STREAM` with `REFUSED_STREAM`, RFC 9113 §8.7), or the
-/// stream was above the last one a `GOAWAY` accepted (§6.8; h2 gives only
-/// those a remote `GOAWAY` error, and streams cut when the connection then
-/// closes a broken pipe).
-pub(crate) fn not_processed(h2: &h2::Error) -> bool {
-    h2.is_remote() && (h2.reason() == Some(h2::Reason::REFUSED_STREAM) || h2.is_go_away())
 }
 
 #[cfg(test)]

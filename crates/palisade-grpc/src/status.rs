@@ -239,7 +239,7 @@ fn tonic_transport(error: &(dyn Error + 'static)) -> Option<GrpcStatus> {
     let h2 = palisade_core::error::find::<h2::Error>(error)?;
     let (code, message) = match h2.reason()? {
         // Not processed (above a `GOAWAY`'s last accepted stream), whatever its code.
-        _ if crate::channel::not_processed(h2) => (GrpcCode::Unavailable, UNAVAILABLE_OPEN),
+        _ if palisade_core::error::is_unprocessed_h2(h2) => (GrpcCode::Unavailable, UNAVAILABLE_OPEN),
         h2::Reason::REFUSED_STREAM => (GrpcCode::Unavailable, UNAVAILABLE_OPEN),
         h2::Reason::CANCEL => (GrpcCode::Cancelled, UNKNOWN),
         h2::Reason::ENHANCE_YOUR_CALM => (GrpcCode::ResourceExhausted, AT_CAPACITY),

@@ -9,7 +9,9 @@
 //! client's own `timeout` and `connect_timeout`) is wrapped in
 //! [`TimedOut`](palisade_core::error::TimedOut), one that failed to connect
 //! ([`is_connect`](reqwest::Error::is_connect): refused, DNS, TLS handshake)
-//! in [`ConnectFailed`](palisade_core::error::ConnectFailed). So
+//! in [`ConnectFailed`](palisade_core::error::ConnectFailed), and so, with
+//! the `http2` feature, is a request an HTTP/2 server refused unprocessed
+//! (see [Settings](#settings)). So
 //! `palisade_core::error::is_timeout` and `is_connect_error` see them, the
 //! HTTP retry policy retries them (the request never reached the server, or
 //! the timeout is the client's), the breaker counts them, and the retry
@@ -88,6 +90,12 @@
 //! body: a request without a body goes to it as reqwest's own empty body, so
 //! it keeps doing so through this service; a request with a body goes as a
 //! stream reqwest cannot copy, and such a refusal comes back as an error.
+//! With this crate's `http2` feature (which turns on reqwest's), that error
+//! is marked [`ConnectFailed`](palisade_core::error::ConnectFailed): HTTP/2
+//! promises the server did not process the request (RFC 9113 §8.7, §6.8),
+//! so palisade's retry sends it again as a request that never left, within
+//! its method and `Idempotency-Key` rules. Without the feature such an
+//! error is boxed unmarked, and not retried.
 //!
 //! # Order with other layers
 //!

@@ -59,3 +59,40 @@ async fn a_refused_stream_is_sent_again_as_reqwest_itself_would() {
         .expect("refused unprocessed, then sent again");
     assert_eq!((res.status().as_u16(), streams.load(Ordering::SeqCst)), (200, 2));
 }
+
+#[cfg(feature = "http2")]
+#[tokio::test]
+async fn a_refused_stream_with_a_body_is_marked_unsent_and_retried() {
+    use http_body_util::Full;
+    use palisade_core::error::is_connect_error;
+    use palisade_retry::{Backoff, HttpRetryLayer, Jitter};
+    use tower::Layer;
+
+    // reqwest cannot copy a streamed body, so it gives such a refusal back;
+    // HTTP/2 promises the server did not process it, so it is marked as a
+    // request never sent, and palisade's retry sends a PUT again.
+    let (url, streams) = refusing_server().await;
+    let req = http::Request::put(&url)
+        .body(Full::new(Bytes::from_static(b"x")))
+        .unwrap();
+    let error = ReqwestService::new(client()).oneshot(req).await.unwrap_err();
+    assert!(is_connect_error(&*error), "{error:?}");
+    assert_eq!(streams.load(Ordering::SeqCst), 1);
+
+    let (url, streams) = refusing_server().await;
+    let retry = HttpRetryLayer::builder("refused")
+        .backoff(Backoff::constant(std::time::Duration::from_millis(1)))
+        .jitter(Jitter::None)
+        .no_budget()
+        .build()
+        .unwrap();
+    let req = http::Request::put(&url)
+        .body(Full::new(Bytes::from_static(b"x")))
+        .unwrap();
+    let res = retry
+        .layer(ReqwestService::new(client()))
+        .oneshot(req)
+        .await
+        .expect("refused unprocessed, then sent again");
+    assert_eq!((res.status().as_u16(), streams.load(Ordering::SeqCst)), (200, 2));
+}

@@ -165,7 +165,7 @@ this way.
 //! | `webhook` | `webhook` (`palisade-webhook`) | webhook handlers, from forged, stale, replayed or altered payloads |
 //! | `grpc` | `grpc` (`palisade-grpc`) | gRPC callers, from resets and `UNKNOWN`s: rejections answered as gRPC statuses with pushback |
 //! | `stack` | `stack` | the canonical client and server stacks in one call, with one handle for `/health` (brings the breaker, bulkhead, retry and idempotency); with `grpc`, the gRPC ones too |
-//! | `reqwest` (not in `full`) | `reqwest` (`palisade-reqwest`) | reqwest's `Client` as a tower service, its timeouts and connect errors recognised |
+//! | `reqwest` (not in `full`) | `reqwest` (`palisade-reqwest`) | reqwest's `Client` as a tower service, its timeouts and connect errors recognised; `reqwest-http2` adds reqwest's HTTP/2, its refusals of requests it did not process marked as never sent |
 //!
 //! Backend features: `idempotency-redis`, `idempotency-postgres`,
 //! `webhook-redis`, `outbox-sqlite`, `outbox-postgres`, `outbox-nats`,
