@@ -14,8 +14,9 @@
 //! - [`parse_grpc_timeout`] and [`format_grpc_timeout`]: gRPC's
 //!   `grpc-timeout` header, 1 to 8 ASCII digits and a unit (`H`, `M`, `S`,
 //!   `m`, `u`, `n`).
-//! - [`parse_millis`] and [`format_millis`]: the HTTP header palisade sends
-//!   the remaining budget in ([`REQUEST_TIMEOUT_MS`]), whole milliseconds.
+//! - [`parse_millis`], [`parse_millis_list`] and [`format_millis`]: the
+//!   HTTP header palisade sends the remaining budget in
+//!   ([`REQUEST_TIMEOUT_MS`]), whole milliseconds.
 //! - [`attempt_timeout`]: the timeout of one attempt of an outgoing call,
 //!   the smaller of its own timeout and what is left of the deadline less a
 //!   safety margin.
@@ -236,6 +237,22 @@ pub fn format_grpc_timeout(timeout: Duration) -> HeaderValue {
 /// format of [`REQUEST_TIMEOUT_MS`]).
 pub fn parse_millis(value: &[u8]) -> Result<Duration, MalformedTimeout> {
     parse_digits(value, 12).map(Duration::from_millis)
+}
+
+/// Parses a field value of the millisecond header as a list: one or more
+/// [`parse_millis`] values separated by commas, as a proxy folds repeated
+/// lines into one (RFC 9110 §5.3), blanks around them and empty elements
+/// ignored; the shortest. Malformed when an element is, or none is there.
+pub fn parse_millis_list(value: &[u8]) -> Result<Duration, MalformedTimeout> {
+    value
+        .split(|&b| b == b',')
+        .map(|element| element.trim_ascii())
+        .filter(|element| !element.is_empty())
+        .try_fold(None, |shortest: Option<Duration>, element| {
+            let found = parse_millis(element)?;
+            Ok(Some(shortest.map_or(found, |s| s.min(found))))
+        })?
+        .ok_or(MalformedTimeout)
 }
 
 /// Formats `timeout` in whole milliseconds, rounded down, and capped at

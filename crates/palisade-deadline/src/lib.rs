@@ -116,8 +116,10 @@
 //!
 //! The shortest of the configured budget, `grpc-timeout` and the header
 //! wins (every value of a repeated header counts: a gateway may append its
-//! own), and an enclosing deadline (an outer layer's) still holds. A
-//! malformed header, or a malformed value among several, is refused: `400` with a problem of type
+//! own; and so does every element of the millisecond header's values
+//! folded into one line with commas, as a proxy may, RFC 9110 §5.3), and
+//! an enclosing deadline (an outer layer's) still holds. A malformed
+//! header, or a malformed value among several, is refused: `400` with a problem of type
 //! `urn:palisade:problem:malformed-timeout` over HTTP, `INVALID_ARGUMENT`
 //! over gRPC (with `grpc-message` "malformed grpc-timeout", or "malformed
 //! timeout header" for the HTTP header); the inner service is not called. A zero budget

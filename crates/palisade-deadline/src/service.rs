@@ -73,7 +73,9 @@ impl Server {
         }
         if let Some(header) = &self.header {
             for value in req.headers().get_all(header) {
-                consider(deadline::parse_millis(value.as_bytes()).map_err(|MalformedTimeout| TimeoutHeader::Http)?);
+                consider(
+                    deadline::parse_millis_list(value.as_bytes()).map_err(|MalformedTimeout| TimeoutHeader::Http)?,
+                );
             }
         }
         Ok(budget)
@@ -200,7 +202,7 @@ where
             let parse = if grpc {
                 deadline::parse_grpc_timeout
             } else {
-                deadline::parse_millis
+                deadline::parse_millis_list
             };
             req.headers()
                 .get_all(name)

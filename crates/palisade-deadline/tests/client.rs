@@ -416,4 +416,14 @@ async fn every_value_of_a_repeated_budget_header_counts_and_one_goes_on() {
     assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
     assert_eq!(after, 200 * MS);
     assert_eq!(attempts(&seen)[0].header.as_deref(), Some("200"));
+    // The same lines folded into one by a proxy (RFC 9110 §5.3).
+    let seen = Seen::default();
+    let req = Request::get("/")
+        .header("x-request-timeout-ms", "5000, 200")
+        .body(())
+        .unwrap();
+    let slow = downstream(&seen, Some(Duration::from_secs(10)), 200);
+    let (_, after) = failed_after(propagate().layer(slow), req).await;
+    assert_eq!(after, 200 * MS);
+    assert_eq!(attempts(&seen)[0].header.as_deref(), Some("200"));
 }

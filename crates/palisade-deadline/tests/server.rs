@@ -357,6 +357,18 @@ async fn every_value_of_a_repeated_timeout_header_counts() {
         .unwrap();
     let (res, elapsed, _) = hang(&layer, req).await;
     assert_eq!((res.status().as_u16(), elapsed), (504, 100 * MS));
+    // The same lines folded into one by a proxy (RFC 9110 §5.3), empty
+    // elements ignored.
+    for folded in ["5000, 100", "5000,100", "5000 ,\t100", ",5000,,100,"] {
+        let req = get().header("x-request-timeout-ms", folded).body(()).unwrap();
+        let (res, elapsed, _) = hang(&layer, req).await;
+        assert_eq!((res.status().as_u16(), elapsed), (504, 100 * MS), "{folded:?}");
+    }
+    for malformed in ["5000, soon", "100 200", ",", ""] {
+        let req = get().header("x-request-timeout-ms", malformed).body(()).unwrap();
+        let (res, elapsed, _) = hang(&layer, req).await;
+        assert_eq!((res.status().as_u16(), elapsed), (400, Duration::ZERO), "{malformed:?}");
+    }
     let req = grpc()
         .header("grpc-timeout", "1S")
         .header("grpc-timeout", "200m")
