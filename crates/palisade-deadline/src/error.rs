@@ -11,6 +11,10 @@ pub enum ConfigError {
     /// A timeout must be greater than zero.
     #[error("the timeout must be greater than zero")]
     ZeroTimeout,
+    /// An attempt's own timeout under a millisecond cannot be sent in the
+    /// millisecond header, so every HTTP attempt would be refused unsent.
+    #[error("the timeout ({0:?}) is under the millisecond the budget header counts in; send no header to allow it")]
+    TimeoutUnderHeaderUnit(Duration),
     /// The cap on a caller's budget must be greater than zero.
     #[error("max_timeout must be greater than zero")]
     ZeroMaxTimeout,

@@ -194,6 +194,8 @@ impl PropagateDeadlineBuilder {
     /// deadline leaves (default: none). Such a timeout fails the attempt
     /// with tower's `Elapsed`, which the retry policy may retry; running out
     /// of the deadline fails it with `DeadlineExceeded`, which it does not.
+    /// At least a millisecond while the HTTP header is sent (see
+    /// [`no_header`](Self::no_header)).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -227,8 +229,14 @@ impl PropagateDeadlineBuilder {
 
     /// The layer, or the setting that cannot work.
     pub fn build(self) -> Result<PropagateDeadlineLayer, ConfigError> {
-        if self.timeout.is_some_and(|t| t.is_zero()) {
-            return Err(ConfigError::ZeroTimeout);
+        match self.timeout {
+            Some(timeout) if timeout.is_zero() => return Err(ConfigError::ZeroTimeout),
+            // The header says whole milliseconds: less is said as zero, which
+            // a downstream answers as exceeded, so no such attempt is sent.
+            Some(timeout) if self.header.is_some() && timeout < Duration::from_millis(1) => {
+                return Err(ConfigError::TimeoutUnderHeaderUnit(timeout));
+            }
+            _ => {}
         }
         let shared = Client {
             exceeded_total: exceeded_counter(&self.name, "client"),

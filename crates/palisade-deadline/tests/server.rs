@@ -344,6 +344,20 @@ fn build_refuses_impossible_settings() {
             .unwrap_err(),
         ConfigError::ZeroTimeout
     );
+    // Said as 0 ms in the header, every HTTP attempt would be refused unsent.
+    let sub_millisecond = Duration::from_micros(500);
+    assert_eq!(
+        palisade_deadline::PropagateDeadlineLayer::builder("x")
+            .timeout(sub_millisecond)
+            .build()
+            .unwrap_err(),
+        ConfigError::TimeoutUnderHeaderUnit(sub_millisecond)
+    );
+    palisade_deadline::PropagateDeadlineLayer::builder("x")
+        .timeout(sub_millisecond)
+        .no_header()
+        .build()
+        .unwrap();
 }
 
 #[tokio::test(start_paused = true)]

@@ -259,6 +259,11 @@ fn a_bad_part_is_a_build_error_under_its_slot() {
         .build()
         .unwrap_err();
     assert!(matches!(err, ConfigError::Deadline(_)), "{err:?}");
+    let err = stack::grpc_server("inventory")
+        .timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, ConfigError::Deadline(_)), "{err:?}");
 }
 
 /// A budget the stack is given in code may be longer than the 5 minutes a

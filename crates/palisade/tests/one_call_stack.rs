@@ -235,6 +235,20 @@ fn an_impossible_part_fails_build_under_its_slot() {
         .build()
         .unwrap_err();
     assert!(matches!(err, ConfigError::Bulkhead(_)), "{err:?}");
+
+    // Timeouts under which no request could succeed.
+    let err = stack::server("orders").timeout(Duration::ZERO).build().unwrap_err();
+    assert_eq!(err, ConfigError::Deadline(palisade::deadline::ConfigError::ZeroTimeout));
+    let err = stack::client("payments")
+        .attempt_timeout(Duration::from_micros(500))
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::Deadline(palisade::deadline::ConfigError::TimeoutUnderHeaderUnit(
+            Duration::from_micros(500)
+        ))
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -81,7 +81,8 @@ pub enum ConfigError {
     Bulkhead(palisade_bulkhead::ConfigError),
     /// The idempotency layer's settings.
     Idempotency(palisade_idempotency::ConfigError),
-    /// The deadline's or the per-attempt timeout's settings.
+    /// The deadline's, the per-attempt timeout's or the server's request
+    /// timeout's settings.
     Deadline(palisade_deadline::ConfigError),
     /// The gRPC status layer's settings.
     #[cfg(feature = "grpc")]
@@ -469,6 +470,10 @@ impl Part<slot::Timeout> for Duration {
     type Layer = TimeoutLayer;
 
     fn into_part(self, _stack: &str) -> Result<(TimeoutLayer, Option<Reporter>), ConfigError> {
+        // A zero timeout answers every request that waits for anything 504.
+        if self.is_zero() {
+            return Err(ConfigError::Deadline(palisade_deadline::ConfigError::ZeroTimeout));
+        }
         Ok((TimeoutLayer::new(self), timeout_report(self)))
     }
 }
