@@ -210,7 +210,10 @@ where
             // A downstream enforcing the budget it was sent (a tonic channel
             // its `grpc-timeout`, a palisade server its header) fails, or
             // answers that the budget passed, at this future's own bound:
-            // when that bound is the deadline's, so is the cut.
+            // when that bound is the deadline's, so is the cut. Any error
+            // there is taken for it, since the downstream's timeout error
+            // may be of a type palisade does not know (tonic's
+            // `TimeoutExpired`), and the deadline is over in any case.
             let at_bound = *this.by_deadline
                 && this
                     .sleep
@@ -220,14 +223,8 @@ where
             return Poll::Ready(match result {
                 Ok(res) if at_bound && deadline_answer(&res) => Err(this.shared.exceeded()),
                 Ok(res) => Ok(res),
-                Err(e) => {
-                    let e = e.into();
-                    if at_bound && palisade_core::error::is_timeout(&*e) {
-                        Err(this.shared.exceeded())
-                    } else {
-                        Err(e)
-                    }
-                }
+                Err(_) if at_bound => Err(this.shared.exceeded()),
+                Err(e) => Err(e.into()),
             });
         }
         if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {

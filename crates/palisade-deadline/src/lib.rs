@@ -152,7 +152,8 @@
 //! it was sent (a tonic channel fails at its `grpc-timeout` with a timeout
 //! of its own, a palisade server answers `504` or a trailers-only
 //! `DEADLINE_EXCEEDED`, which this layer sees at its bound, or up to the
-//! millisecond the header rounds away before it); one cut by its own
+//! millisecond the header rounds away before it; any error there is taken
+//! for the deadline's, whatever its type); one cut by its own
 //! shorter timeout fails with tower's `Elapsed`, which the retry policy may
 //! retry. With neither a deadline nor a timeout the layer only
 //! passes the call through. For a client outside tower,

@@ -180,6 +180,28 @@ async fn a_downstream_enforcing_the_budget_it_was_sent_is_cut_by_the_deadline() 
     assert!(err.is::<DeadlineExceeded>(), "{err}");
     assert_eq!(started.elapsed(), 190 * MS);
 
+    // Whatever its timeout error is (tonic's `TimeoutExpired`, unknown to
+    // palisade without `palisade_grpc::channel_error`): at the deadline's
+    // bound, the deadline passed.
+    #[derive(Debug)]
+    struct ItsOwnTimeout;
+    impl std::fmt::Display for ItsOwnTimeout {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("timeout expired")
+        }
+    }
+    impl std::error::Error for ItsOwnTimeout {}
+    let its_own = tower::service_fn(|req: Request<()>| {
+        let budget: u64 = req.headers()["x-request-timeout-ms"].to_str().unwrap().parse().unwrap();
+        async move {
+            tokio::time::sleep(Duration::from_millis(budget)).await;
+            Err::<Response<()>, BoxError>(ItsOwnTimeout.into())
+        }
+    });
+    let req = Request::get("/").extension(Deadline::after(200 * MS)).body(()).unwrap();
+    let err = propagate().layer(its_own).oneshot(req).await.unwrap_err();
+    assert!(err.is::<DeadlineExceeded>(), "{err}");
+
     // Under an own timeout shorter than the deadline, the cut is a timeout.
     let layer = PropagateDeadlineLayer::builder("inventory")
         .timeout(50 * MS)
