@@ -32,7 +32,7 @@ struct Seen {
 fn downstream(
     script: &'static [(u16, u64)],
     seen: Arc<Mutex<Vec<Seen>>>,
-) -> impl tower::Service<Req, Response = Response<()>, Error = BoxError, Future: Send> + Clone + Send {
+) -> impl tower::Service<Req, Response = Response<Full<Bytes>>, Error = BoxError, Future: Send> + Clone + Send {
     service_fn(move |req: Req| {
         let n = {
             let mut seen = seen.lock().unwrap();
@@ -48,7 +48,7 @@ fn downstream(
         let (status, delay_ms) = script[n.min(script.len() - 1)];
         async move {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-            Ok::<_, BoxError>(Response::builder().status(status).body(()).unwrap())
+            Ok::<_, BoxError>(Response::builder().status(status).body(Full::default()).unwrap())
         }
     })
 }
@@ -157,6 +157,22 @@ async fn the_bulkhead_sits_inside_the_breaker_and_the_retry() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_default_client_stack_counts_an_attempt_in_flight_until_its_body_ends() {
+    // A downstream that sends its head at once and then streams the body
+    // holds a socket until the body ends: the bulkhead caps those too.
+    let client = stack::client("reports").build().unwrap();
+    let handle = client.handle();
+    let client = client.layer(service_fn(|_: Req| async {
+        Ok::<_, BoxError>(Response::new(Full::new(Bytes::from_static(b"report"))))
+    }));
+    let res = client.oneshot(get()).await.unwrap();
+    assert_eq!(handle.snapshot()["layers"][3]["in_flight"], 1, "the body still streams");
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "report");
+    assert_eq!(handle.snapshot()["layers"][3]["in_flight"], 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn removed_parts_are_gone_from_the_stack_and_the_report() {
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let bare = stack::client("payments")
@@ -176,7 +192,7 @@ async fn removed_parts_are_gone_from_the_stack_and_the_report() {
                     .get("idempotency-key")
                     .map(|v| v.to_str().unwrap().to_owned()),
             });
-            async { Ok::<_, BoxError>(Response::builder().status(503).body(()).unwrap()) }
+            async { Ok::<_, BoxError>(Response::builder().status(503).body(Full::<Bytes>::default()).unwrap()) }
         }
     }));
     // Without the retry the body is not wrapped, and nothing is sent twice.
@@ -434,7 +450,7 @@ async fn each_attempt_carries_its_budget_downstream() {
                 .parse::<u64>()
                 .unwrap();
             seen_budgets.lock().unwrap().push(budget);
-            async { Ok::<_, BoxError>(Response::builder().status(503).body(()).unwrap()) }
+            async { Ok::<_, BoxError>(Response::builder().status(503).body(Full::<Bytes>::default()).unwrap()) }
         }));
     client.oneshot(get()).await.unwrap();
     // Each attempt gets what is left of the 3 s deadline, less the 10 ms
@@ -479,7 +495,7 @@ async fn a_deadline_longer_than_the_callers_cap_builds_and_bounds_the_call() {
     let client = client.layer(service_fn(move |req: Req| {
         let budget = req.headers()["x-request-timeout-ms"].to_str().unwrap().to_owned();
         seen_budgets.lock().unwrap().push(budget);
-        async { Ok::<_, BoxError>(Response::builder().status(200).body(()).unwrap()) }
+        async { Ok::<_, BoxError>(Response::builder().status(200).body(Full::<Bytes>::default()).unwrap()) }
     }));
     client.oneshot(get()).await.unwrap();
     assert_eq!(*budgets.lock().unwrap(), ["599990"], "ten minutes less the margin");

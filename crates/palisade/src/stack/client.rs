@@ -4,9 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_bulkhead::{BulkheadBuilder, BulkheadLayer};
+use palisade_bulkhead::{BulkheadBuilder, BulkheadLayer, OnBodyEnd};
 use palisade_circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer};
-use palisade_core::HttpClassifier;
+use palisade_core::{ErrorClassifier, HttpClassifier};
 use palisade_idempotency::client::SetIdempotencyKeyLayer;
 use palisade_retry::{HttpRequest, HttpRetryLayer, RetryBuilder};
 use tower::layer::Layer;
@@ -34,7 +34,7 @@ pub struct ClientStackBuilder<
     K = SetIdempotencyKeyLayer,
     R = RetryBuilder<HttpClassifier, HttpRequest>,
     B = CircuitBreakerBuilder<HttpClassifier>,
-    H = BulkheadBuilder,
+    H = BulkheadBuilder<ErrorClassifier, OnBodyEnd>,
     T = Duration,
 > {
     name: Arc<str>,
@@ -53,7 +53,10 @@ impl ClientStackBuilder {
             idempotency_key: SetIdempotencyKeyLayer::new(),
             retry: HttpRetryLayer::builder(name.clone()),
             circuit_breaker: CircuitBreakerLayer::builder(name.clone()).classifier(HttpClassifier),
-            bulkhead: BulkheadLayer::builder(&name).max_concurrent(CLIENT_MAX_CONCURRENT),
+            // An attempt holds its socket until the response body ends.
+            bulkhead: BulkheadLayer::builder(&name)
+                .max_concurrent(CLIENT_MAX_CONCURRENT)
+                .hold_permit_until_body_end(),
             attempt_timeout: ATTEMPT_TIMEOUT,
             name,
         }

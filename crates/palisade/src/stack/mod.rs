@@ -17,8 +17,14 @@
 //! | `idempotency_key` | [`SetIdempotencyKeyLayer`](palisade_idempotency::client::SetIdempotencyKeyLayer): a UUIDv7 key on POST and PATCH without one | a configured `SetIdempotencyKeyLayer` | outside the retry, so every attempt carries the same key, which also makes the POST retryable |
 //! | `retry` | [`HttpRetryLayer`](palisade_retry::HttpRetryLayer)'s defaults named after the stack: 3 attempts, exponential backoff from 100 ms with full jitter, the budget (20 % + 10/s), `Retry-After` honoured up to 30 s | an `HttpRetryLayer` or its builder | outside the breaker, so it sees `CircuitOpen` and does not retry it; outside the bulkhead, so a request in backoff holds no permit |
 //! | `circuit_breaker` | the breaker's failure-rate defaults with [`HttpClassifier`](palisade_core::HttpClassifier) (5xx, 408, 429 and transport errors fail) | a `CircuitBreakerLayer`, its builder, or a `KeyedCircuitBreakerLayer` | counts each attempt; does not count the bulkhead's local rejections |
-//! | `bulkhead` | [`CLIENT_MAX_CONCURRENT`] (100) attempts in flight, no queue | a `BulkheadLayer`, its builder, or a `KeyedBulkheadLayer` | caps the sockets and memory one slow downstream can take; rejects at once rather than queueing behind it |
+//! | `bulkhead` | [`CLIENT_MAX_CONCURRENT`] (100) attempts in flight, each until its response body ends ([`hold_permit_until_body_end`](palisade_bulkhead::BulkheadBuilder::hold_permit_until_body_end)), no queue | a `BulkheadLayer`, its builder, or a `KeyedBulkheadLayer` | caps the sockets and memory one slow downstream can take, a body it streams slowly included; rejects at once rather than queueing behind it |
 //! | `attempt_timeout` | [`ATTEMPT_TIMEOUT`] (10 s), or less when the deadline leaves less, sent downstream in `x-request-timeout-ms` ([`PropagateDeadlineLayer`](palisade_deadline::PropagateDeadlineLayer)) | a `Duration`, a `PropagateDeadlineLayer` or its builder | a slow attempt becomes a timeout, which the breaker counts and the retry retries; an attempt cut by the deadline is not retried |
+//!
+//! The deadline and the attempt timeout bound the wait for the response
+//! head, as tower's `Timeout` does; a body the downstream streams slowly is
+//! bounded by the HTTP client's own read timeout (reqwest's `read_timeout`
+//! or `timeout`), and counts against the bulkhead until it ends or is
+//! dropped.
 //!
 //! Layered on an HTTP client taking `http::Request<ReplayBody<B>>` (the
 //! retry makes bodies replayable): hyper-util's client, or reqwest through
