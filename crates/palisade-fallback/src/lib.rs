@@ -87,6 +87,16 @@
 //! command queued for later can do the work under it, once. In a server stack it wraps the
 //! handler's route, or the client call inside the handler.
 //!
+//! Inside the deadline, a fallback answering the deadline's own
+//! `DeadlineExceeded` has only what is left of it: the client's per-attempt
+//! layer (palisade-deadline's `PropagateDeadline`) gives an attempt up its
+//! margin (10 ms by default) before the deadline, and the deadline layer
+//! outside then drops whatever still runs and answers 504. Answer that
+//! reason from memory or decline it; a fallback that needs time for it
+//! ([`QueueForLater`], which commits to a database, could be cut after its
+//! commit, the command queued while the caller gets 504) should decline
+//! [`Reason::DeadlineExceeded`], or sit outside the deadline.
+//!
 //! # Telemetry
 //!
 //! | metric | kind | labels |
