@@ -327,6 +327,33 @@ async fn bad_requests_unknown_routes_and_missing_tables_answer_problems() {
         call(&router, Method::PUT, "/stats").await,
         problem(405, "about:blank", "Method Not Allowed", None)
     );
+    // A misspelled filter would select every dead letter: refused.
+    for (method, uri) in [
+        (Method::POST, "/dead-letters/requeue?destinaton=Payment"),
+        (Method::DELETE, "/dead-letters?older_than=1s&destinaton=Payment"),
+        (Method::GET, "/dead-letters?destinaton=Payment"),
+    ] {
+        let (status, content_type, body) = call(&router, method.clone(), uri).await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (StatusCode::BAD_REQUEST, "application/problem+json"),
+            "{method} {uri}"
+        );
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("unknown field `destinaton`"), "{detail}");
+    }
+    // A limit bounds a list; a requeue or a purge takes every dead letter the
+    // filter selects, so a limit there would not do what it says.
+    for (method, uri) in [
+        (Method::POST, "/dead-letters/requeue?limit=1"),
+        (Method::DELETE, "/dead-letters?older_than=1s&limit=1"),
+    ] {
+        assert_eq!(
+            call(&router, method.clone(), uri).await,
+            invalid("limit bounds a list only: a requeue or a purge takes every dead letter the filter selects"),
+            "{method} {uri}"
+        );
+    }
     assert_eq!(dead_seqs(&router).await, [1, 2], "nothing changed");
 
     let bare = unmigrated_db().await;

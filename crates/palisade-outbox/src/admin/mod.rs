@@ -21,7 +21,7 @@
 //!
 //! | status | `type` | when |
 //! |---|---|---|
-//! | 400 | [`types::INVALID_REQUEST`] | an id that is neither a number nor a UUID, an `older_than` that is no duration, a `limit` out of range, a missing `older_than` on a purge |
+//! | 400 | [`types::INVALID_REQUEST`] | an id that is neither a number nor a UUID, an `older_than` that is no duration, a `limit` out of range or on a requeue or purge, a missing `older_than` on a purge, a query parameter the route does not know (a misspelled filter would select every dead letter) |
 //! | 404 | [`types::DEAD_LETTER_NOT_FOUND`] | no dead letter with that id |
 //! | 404, 405 | `about:blank` | no such route, or not with this method (a mutating route not allowed) |
 //! | 503 | [`types::MISSING_TABLES`] | the database has no outbox tables |

@@ -97,8 +97,10 @@ fn json<T: Serialize>(value: &T) -> Response {
     response
 }
 
-/// The query of the dead-letter routes.
+/// The query of the dead-letter routes. An unknown parameter is refused: a
+/// misspelled filter would otherwise select every dead letter.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FilterQuery {
     destination: Option<String>,
     /// `7d`, `12h`, `30m`.
@@ -135,6 +137,17 @@ impl FilterQuery {
         self.filter()?.older_than.ok_or(AdminProblem::Invalid(Cow::Borrowed(
             "older_than is required, e.g. older_than=7d",
         )))
+    }
+
+    /// The filter of a requeue or a purge, which take every dead letter it
+    /// selects: a limit is refused rather than ignored.
+    fn bulk_filter(&self) -> Result<DeadLetterFilter, AdminProblem> {
+        if self.limit.is_some() {
+            return Err(AdminProblem::Invalid(Cow::Borrowed(
+                "limit bounds a list only: a requeue or a purge takes every dead letter the filter selects",
+            )));
+        }
+        self.filter()
     }
 
     fn limit(&self) -> Result<usize, AdminProblem> {
@@ -191,7 +204,7 @@ async fn requeue_where<S: OutboxAdmin>(
     State(store): State<S>,
     query: Result<Query<FilterQuery>, QueryRejection>,
 ) -> Result<Response, AdminProblem> {
-    let filter = FilterQuery::from(query)?.filter()?;
+    let filter = FilterQuery::from(query)?.bulk_filter()?;
     let requeued = store.requeue_dead_where(&filter).await?;
     tracing::info!(
         target: names::TARGET, requeued, destination = ?filter.destination, older_than = ?filter.older_than,
@@ -207,7 +220,7 @@ async fn purge<S: OutboxAdmin>(
     let query = FilterQuery::from(query)?;
     let filter = DeadLetterFilter {
         older_than: Some(query.older_than()?),
-        ..query.filter()?
+        ..query.bulk_filter()?
     };
     let purged = store.purge_dead(&filter).await?;
     tracing::info!(
