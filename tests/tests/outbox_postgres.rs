@@ -10,8 +10,8 @@ use std::time::Duration;
 use palisade_outbox::MAX_PAYLOAD_DEPTH;
 use palisade_outbox::postgres::{PgStore, forward_wakeups, migrate, wake_on_notify};
 use palisade_outbox::{
-    ChannelPublisher, Disposition, Event, OutboxContext, OutboxStore, PublishError, PublishHookLayer, Publisher, Relay,
-    RelayHandle, Seen, Wakeup, process_once, stage,
+    ChannelPublisher, Disposition, Event, OutboxAdmin, OutboxContext, OutboxStore, PublishError, PublishHookLayer,
+    Publisher, Relay, RelayHandle, Seen, Wakeup, process_once, stage,
 };
 use palisade_tests::{Postgres, wait_until};
 use serde_json::json;
@@ -852,6 +852,43 @@ async fn a_timestamp_rfc_3339_cannot_express_is_refused_at_staging_and_dead_lett
             "{letter:?}"
         );
     }
+
+    // Nor do such staging and dead-lettering times, which sqlx cannot decode (it panics):
+    // they read as the nearest time an envelope can say.
+    stage_committed(&pg.pool, &[event("pending", 1)]).await;
+    for (column, at, aggregate) in [
+        ("staged_at", "infinity", "inf"),
+        ("staged_at", "-infinity", "neg"),
+        ("dead_lettered_at", "294270-01-01 00:00:00+00", "far"),
+        ("staged_at", "-infinity", "pending"),
+    ] {
+        sqlx::query(&format!(
+            "UPDATE palisade_outbox SET {column} = $1::timestamptz WHERE aggregate_id = $2"
+        ))
+        .bind(at)
+        .bind(aggregate)
+        .execute(&pg.pool)
+        .await
+        .unwrap();
+    }
+    let first = time::macros::datetime!(0001-01-01 0:00 UTC);
+    let last = time::macros::datetime!(9999-12-31 23:59:59.999999 UTC);
+    let dead = store.dead_letters(10).await.unwrap();
+    let mut staged: Vec<_> = dead.iter().map(|d| d.staged_at).collect();
+    staged.sort();
+    assert_eq!((staged[0], staged[3]), (first, last));
+    assert!(dead.iter().any(|d| d.dead_lettered_at == last));
+    assert!(serde_json::to_string(&dead).is_ok(), "RFC 3339 can say them");
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.total.pending, 1);
+    assert_eq!(stats.total.oldest_pending_at, Some(first));
+    let backlog = store.backlog().await.unwrap();
+    assert_eq!((backlog.pending, backlog.dead_lettered), (1, 4));
+    assert!(
+        backlog
+            .oldest
+            .is_some_and(|age| age > Duration::from_secs(1000 * 365 * 86_400))
+    );
     pg.cleanup().await;
 }
 

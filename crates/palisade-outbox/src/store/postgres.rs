@@ -296,6 +296,30 @@ impl PgStore {
     }
 }
 
+/// A stored time clamped to what an envelope can say (RFC 3339's years 1 to 9999): staging
+/// sets `staged_at` and the relay `dead_lettered_at`, but a row written by hand may hold
+/// `infinity` or a year the `time` crate cannot represent, whose decoding would panic.
+macro_rules! representable {
+    ($column:literal) => {
+        // GREATEST and LEAST skip NULLs: without the CASE, no time would read as year 1.
+        concat!(
+            "CASE WHEN ",
+            $column,
+            " IS NOT NULL THEN LEAST(GREATEST(",
+            $column,
+            ", '0001-01-01 00:00:00+00'), '9999-12-31 23:59:59.999999+00') END"
+        )
+    };
+}
+
+/// A dead letter's times, as [`dead_letter`] reads them.
+const DEAD_TIMES: &str = concat!(
+    representable!("staged_at"),
+    " AS staged_at, ",
+    representable!("dead_lettered_at"),
+    " AS dead_lettered_at"
+);
+
 const EVENT_COLUMNS: &str = "seq, attempts, event_id, event_type, aggregate_type, aggregate_id, destination, occurred_at, version, payload, metadata";
 
 /// [`EVENT_COLUMNS`] as queries return them: the timestamp as microseconds since the epoch,
@@ -671,7 +695,12 @@ impl OutboxStore for PgStore {
 
     async fn backlog(&self) -> Result<Backlog, OutboxError> {
         let mut conn = Detached::acquire(&self.pool).await?;
-        let row = sqlx::query(BACKLOG_SQL).fetch_one(conn.conn()).await?;
+        let row = sqlx::query(&format!(
+            "SELECT pending, {} AS oldest, dead FROM ({BACKLOG_SQL}) AS backlog",
+            representable!("oldest")
+        ))
+        .fetch_one(conn.conn())
+        .await?;
         conn.finish();
         let oldest: Option<OffsetDateTime> = row.try_get("oldest")?;
         Ok(Backlog {
@@ -714,17 +743,22 @@ const DEAD_ID_WHERE: &str = "dead_lettered_at IS NOT NULL AND (seq = $1 OR event
 const REQUEUE_SET: &str = "UPDATE palisade_outbox SET dead_lettered_at = NULL, next_attempt_at = NULL, attempts = 0";
 
 /// Per-destination counts: the outbox's rows, then the published table's last minute.
-const STATS_SQL: &str = "SELECT destination,
+const STATS_SQL: &str = concat!(
+    "SELECT destination, pending, retrying, oldest,
+        (extract(epoch FROM now() - oldest) * 1000)::int8 AS age_ms, dead, published
+    FROM (SELECT destination,
         count(*) FILTER (WHERE dead_lettered_at IS NULL) AS pending,
         count(*) FILTER (WHERE dead_lettered_at IS NULL AND attempts > 0) AS retrying,
-        min(staged_at) FILTER (WHERE dead_lettered_at IS NULL) AS oldest,
-        (extract(epoch FROM now() - min(staged_at) FILTER (WHERE dead_lettered_at IS NULL)) * 1000)::int8 AS age_ms,
+        ",
+    representable!("min(staged_at) FILTER (WHERE dead_lettered_at IS NULL)"),
+    " AS oldest,
         count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS dead,
         0::int8 AS published
-    FROM palisade_outbox GROUP BY destination
+    FROM palisade_outbox GROUP BY destination) AS outbox
     UNION ALL
     SELECT destination, 0, 0, NULL, NULL, 0, count(*)
-    FROM palisade_outbox_published WHERE published_at > now() - interval '1 minute' GROUP BY destination";
+    FROM palisade_outbox_published WHERE published_at > now() - interval '1 minute' GROUP BY destination"
+);
 
 fn dead_letter(row: &PgRow) -> Result<DeadLetter, OutboxError> {
     Ok(DeadLetter::new(
@@ -794,7 +828,7 @@ impl OutboxAdmin for PgStore {
     async fn list_dead(&self, filter: &DeadLetterFilter, limit: usize) -> Result<Vec<DeadLetter>, OutboxError> {
         let mut conn = Detached::acquire(&self.pool).await?;
         let rows = sqlx::query(&format!(
-            "SELECT {EVENT_OUTPUT}, last_error, staged_at, dead_lettered_at FROM palisade_outbox
+            "SELECT {EVENT_OUTPUT}, last_error, {DEAD_TIMES} FROM palisade_outbox
              WHERE {DEAD_WHERE} ORDER BY seq LIMIT $3"
         ))
         .bind(filter.destination.as_deref())
@@ -823,7 +857,7 @@ impl OutboxAdmin for PgStore {
         let (seq, event_id) = id_binds(id);
         let mut conn = Detached::acquire(&self.pool).await?;
         let row = sqlx::query(&format!(
-            "SELECT {EVENT_OUTPUT}, last_error, staged_at, dead_lettered_at FROM palisade_outbox
+            "SELECT {EVENT_OUTPUT}, last_error, {DEAD_TIMES} FROM palisade_outbox
              WHERE {DEAD_ID_WHERE}"
         ))
         .bind(seq)
