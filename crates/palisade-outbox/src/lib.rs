@@ -239,8 +239,13 @@
 //!
 //! A pipelined run or a batch that fails part-way releases the events after the failed one;
 //! what a broker may already hold by then is spelled out on [`Publisher`]. In every case an
-//! aggregate's later events wait until its earlier one is published or dead-lettered, so a
-//! consumer never sees them overtake it, though it may see a copy of an event it had.
+//! aggregate's later events are not claimed again until its earlier one is published or
+//! dead-lettered, and the publishers that send one event at a time keep that order exactly.
+//! A pipelined run may already have sent later events past the failed one, which can then
+//! reach consumers before it: after a per-message rejection (RabbitMQ, NATS), or when the
+//! NATS client reconnects in the middle of a run (it drops what it had buffered for the old
+//! connection and sends the publishes still queued on the new one). A consumer that needs
+//! an aggregate's order exactly goes by the event's `version`, which the application sets.
 //!
 //! Every publisher also carries the trace context (`traceparent`, `tracestate`) and the
 //! correlation id in the broker's own headers, and can send CloudEvents in structured or

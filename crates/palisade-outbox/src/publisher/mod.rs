@@ -125,9 +125,12 @@ impl UnsendableField {
 /// per-message rejection rather than a lost connection), that later event reaches consumers
 /// before the failed one; it is published again after the retried event, where a
 /// de-duplicating broker (JetStream within its duplicate window) drops the copy. A lost
-/// connection loses everything sent after the failed event too, and order holds; a late
-/// acknowledgement (a timeout) may leave the event and the ones after it stored, in order,
-/// and their re-sends are duplicates rather than reorderings.
+/// connection usually loses everything sent after the failed event too, and order holds; but
+/// a client that keeps the publishes it has not yet written across a reconnect (async-nats
+/// does: it drops what it had buffered for the old connection and sends the rest on the new
+/// one) can lose the start of a run and deliver its end, which then reaches consumers before
+/// the retried start. A late acknowledgement (a timeout) may leave the event and the ones
+/// after it stored, in order, and their re-sends are duplicates rather than reorderings.
 pub trait Publisher: Send + Sync + 'static {
     /// Publishes `event` to `event.destination` (under the publisher's own prefix).
     fn publish(&self, event: &Event) -> impl Future<Output = Result<(), PublishError>> + Send;
