@@ -245,12 +245,12 @@ impl Gate {
         self.limit.load(SeqCst)
     }
 
-    pub(crate) fn in_flight(&self) -> usize {
-        in_flight(self.state.load(SeqCst)) as usize
-    }
-
-    pub(crate) fn queued(&self) -> usize {
-        queued(self.state.load(SeqCst)) as usize
+    /// Calls holding a permit and calls waiting for one, from one load of
+    /// the state: read apart, a grant between the two reads could show its
+    /// call in neither.
+    pub(crate) fn occupancy(&self) -> (usize, usize) {
+        let state = self.state.load(SeqCst);
+        (in_flight(state) as usize, queued(state) as usize)
     }
 
     /// Takes a permit if one is free and nobody waits, else reserves a queue

@@ -28,11 +28,12 @@ pub struct Snapshot {
 
 impl Snapshot {
     fn of(gate: &Gate) -> Self {
+        let (in_flight, queued) = gate.occupancy();
         Self {
             name: std::sync::Arc::clone(gate.name()),
             limit: gate.limit(),
-            in_flight: gate.in_flight(),
-            queued: gate.queued(),
+            in_flight,
+            queued,
             adaptive: gate.is_adaptive(),
         }
     }

@@ -122,6 +122,37 @@ fn a_waiter_dropped_while_the_permit_is_released_loses_nothing() {
 }
 
 #[test]
+fn a_snapshot_taken_while_a_permit_is_handed_on_sees_every_call() {
+    model(|| {
+        let layer = BulkheadLayer::builder("loom")
+            .max_concurrent(1)
+            .max_queued(1)
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        let mut svc = layer.layer(Exclusive {
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        });
+        let mut cx = Context::from_waker(Waker::noop());
+        let holder = svc.call(());
+        let mut waiter = Box::pin(svc.call(()));
+        assert!(waiter.as_mut().poll(&mut cx).is_pending());
+        // The release hands the permit to the waiter, in two steps.
+        let releasing = loom::thread::spawn(move || {
+            let _ = loom::future::block_on(holder);
+        });
+        let snapshot = handle.snapshot();
+        let seen = snapshot.in_flight + snapshot.queued;
+        assert!(
+            (1..=2).contains(&seen),
+            "{snapshot:?}: the waiting call is in neither count"
+        );
+        releasing.join().unwrap();
+        drop(waiter);
+    });
+}
+
+#[test]
 fn a_raised_limit_wakes_a_waiter_racing_a_release() {
     model(|| {
         let layer = BulkheadLayer::builder("loom")
