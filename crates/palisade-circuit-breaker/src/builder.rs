@@ -317,7 +317,11 @@ impl<C> CircuitBreakerBuilder<C> {
             (None, Window::Count(window)) => DEFAULT_MINIMUM_CALLS.min(window),
             (None, Window::Time { .. }) => DEFAULT_MINIMUM_CALLS,
         };
+        let has_rate = failure_rate.is_some() || self.slow.is_some();
+        // Only the rate rules have a window: a consecutive-only breaker keeps
+        // none, whatever window settings it was given (a shared default's).
         match self.window {
+            _ if !has_rate => {}
             Window::Count(0) => return Err(ConfigError::Zero("count_window")),
             Window::Count(window) if window > MAX_WINDOW_CALLS => {
                 return Err(ConfigError::TooLarge {
@@ -369,7 +373,6 @@ impl<C> CircuitBreakerBuilder<C> {
         if self.max_half_open.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::ZeroDuration("max_half_open_duration"));
         }
-        let has_rate = failure_rate.is_some() || self.slow.is_some();
         let window = has_rate.then_some(self.window);
         Ok(Config {
             name: self.name.clone(),

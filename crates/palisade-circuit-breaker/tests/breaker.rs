@@ -642,6 +642,14 @@ fn builders_reject_impossible_settings() {
         ConfigError::Buckets { .. }
     ));
     assert_eq!(err(base().no_failure_rate()), ConfigError::NoRule);
+    // A consecutive-only breaker keeps no window: window settings (a shared
+    // default's) are not held against it.
+    CircuitBreakerBuilder::consecutive("x")
+        .count_window(10)
+        .minimum_calls(200)
+        .build()
+        .unwrap();
+    CircuitBreakerBuilder::consecutive("x").count_window(0).build().unwrap();
     assert_eq!(
         err(base().consecutive_failures(0)),
         ConfigError::Zero("consecutive_failures")
