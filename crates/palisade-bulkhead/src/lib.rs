@@ -163,7 +163,8 @@
 //! `name`: `palisade_bulkhead_in_flight` and `palisade_bulkhead_queued`
 //! (gauges), `palisade_bulkhead_limit` (gauge), `palisade_bulkhead_rejections_total`
 //! (counter, `reason` = `full` or `timeout`) and `palisade_bulkhead_wait_seconds`
-//! (histogram of the time queued calls waited, admitted or not), and
+//! (histogram of the time queued calls waited, admitted or timed out; a
+//! call dropped while it waits records nothing), and
 //! `palisade_bulkhead_call_duration_seconds` (histogram of the time each
 //! call held its permit, until its body ended with `OnBodyEnd`; it costs two
 //! clock reads a call, read only when the histogram records somewhere, so a
@@ -171,7 +172,9 @@
 //! registered when the layer is built, so [install the recorder before building the layer](palisade_core::telemetry#install-the-recorder-before-building-layers). A
 //! keyed bulkhead reports the sums over its keys; its limit gauge shows the
 //! last limit set on any key. Rejections are logged at `debug` under the
-//! target `palisade::bulkhead` with the fields `name`, `reason` and `wait_ms`.
+//! target `palisade::bulkhead` with the fields `name` and `reason` (`full`,
+//! `timeout` with `wait_ms`, or `keys` when a keyed bulkhead keeps as many
+//! busy keys as it may; counted and reported to the hook as `full`).
 //!
 //! [`BulkheadHandle::snapshot`] and [`KeyedBulkheadHandle::snapshots`] give
 //! the limit, calls in flight and queued, for a health endpoint.
