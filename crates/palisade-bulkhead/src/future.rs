@@ -124,6 +124,8 @@ pin_project! {
     struct Queue<S, Req> {
         waiter: Waiter,
         call: Option<(S, Req)>,
+        // Once admitted: the permit, held while the service is polled ready.
+        admitted: Option<(Permit, u32)>,
         since: Instant,
         #[pin]
         deadline: Deadline,
@@ -152,10 +154,12 @@ pin_project! {
     /// The response future of [`Bulkhead`](crate::Bulkhead) and
     /// [`KeyedBulkhead`](crate::KeyedBulkhead).
     ///
-    /// It waits for a permit when the call was queued, calls the inner
-    /// service, and holds the permit until the inner future completes (or
-    /// hands it to the response body with [`OnBodyEnd`]). Dropping it at any
-    /// point gives back its queue place or its permit.
+    /// It waits for a permit when the call was queued (then for a clone of
+    /// the inner service to be ready: the one polled ready before the call
+    /// is let go while it waits, so what it reserved serves other calls),
+    /// calls the inner service, and holds the permit until the inner future
+    /// completes (or hands it to the response body with [`OnBodyEnd`]).
+    /// Dropping it at any point gives back its queue place or its permit.
     pub struct ResponseFuture<S, Req, C, M>
     where
         S: Service<Req>,
@@ -199,7 +203,7 @@ where
             Err(full) => Err(full),
         };
         let state = match admitted {
-            Ok((gate, before)) => running(gate.into_arc(), before, inner, req),
+            Ok((gate, before)) => running(Permit::new(gate.into_arc()), before, inner, req),
             Err(full) => State::Rejected {
                 error: Rejection::Full(full),
             },
@@ -235,13 +239,17 @@ where
             },
             None => Deadline::Unbounded,
         };
-        // The service polled ready goes with the call; the bulkhead keeps a
-        // fresh clone to poll next time.
+        // The service polled ready may hold what it reserved for this call (a
+        // `ConcurrencyLimit`'s permit, a `Buffer`'s slot), which other
+        // compartments' calls need while this one waits: it is let go, and
+        // the call takes a clone it polls ready once admitted. The bulkhead
+        // keeps a fresh clone to poll next time.
         let fresh = inner.clone();
-        let ready = std::mem::replace(inner, fresh);
+        drop(std::mem::replace(inner, fresh));
         Box::pin(Queue {
             waiter,
-            call: Some((ready, req)),
+            call: Some((inner.clone(), req)),
+            admitted: None,
             since: Instant::now(),
             deadline,
         })
@@ -259,16 +267,37 @@ fn rejected_full(gate: &Gate) -> BulkheadFull {
     BulkheadFull::new(std::sync::Arc::clone(gate.name()), gate.settings.retry_after)
 }
 
+/// The rejection of a call that waited `waited` in the queue for nothing.
+#[inline(never)]
+fn timed_out(gate: &Gate, waited: std::time::Duration) -> Rejection {
+    gate.metrics.rejected_timeout(waited);
+    tracing::debug!(
+        target: TARGET,
+        name = %gate.name(),
+        reason = "timeout",
+        wait_ms = waited.as_millis() as u64,
+        "bulkhead rejected a call"
+    );
+    gate.settings.events.emit(|| LayerEvent::BulkheadRejected {
+        name: gate.name(),
+        reason: "timeout",
+    });
+    Rejection::Timeout(BulkheadTimeout::new(
+        std::sync::Arc::clone(gate.name()),
+        waited,
+        gate.settings.retry_after,
+    ))
+}
+
 // Built in place: a state built out of line and copied into the response
 // future cost about 5 ns a call on x86, the copy's wide loads waiting on the
 // narrower stores that had just built it.
 #[inline(always)]
-fn running<S: Service<Req>, Req>(gate: Arc<Gate>, before: u32, inner: &mut S, req: Req) -> State<S, Req, S::Future> {
-    let started = Started::of(&gate, before);
-    let permit = Some(Permit::new(gate));
+fn running<S: Service<Req>, Req>(permit: Permit, before: u32, inner: &mut S, req: Req) -> State<S, Req, S::Future> {
+    let started = Started::of(permit.gate(), before);
     State::Running {
         future: inner.call(req),
-        permit,
+        permit: Some(permit),
         started,
     }
 }
@@ -290,47 +319,39 @@ where
                     let QueueProj {
                         waiter,
                         call,
+                        admitted,
                         since,
                         deadline,
                     } = queue.as_mut().project();
-                    let before = match waiter.poll(cx) {
-                        Poll::Ready(before) => before,
-                        Poll::Pending => {
-                            ready!(deadline.poll_expired(cx));
-                            match waiter.time_out() {
-                                Some(before) => before,
-                                None => {
-                                    let gate = &waiter.gate;
-                                    let waited = since.elapsed();
-                                    gate.metrics.rejected_timeout(waited);
-                                    tracing::debug!(
-                                        target: TARGET,
-                                        name = %gate.name(),
-                                        reason = "timeout",
-                                        wait_ms = waited.as_millis() as u64,
-                                        "bulkhead rejected a call"
-                                    );
-                                    gate.settings.events.emit(|| LayerEvent::BulkheadRejected {
-                                        name: gate.name(),
-                                        reason: "timeout",
-                                    });
-                                    let timeout = BulkheadTimeout::new(
-                                        std::sync::Arc::clone(gate.name()),
-                                        waited,
-                                        gate.settings.retry_after,
-                                    );
-                                    let error = Rejection::Timeout(timeout);
-                                    let boxed = error.to_error();
-                                    this.state.set(State::Rejected { error });
-                                    return Poll::Ready(Err(boxed));
+                    if admitted.is_none() {
+                        let before = match waiter.poll(cx) {
+                            Poll::Ready(before) => before,
+                            Poll::Pending => {
+                                ready!(deadline.poll_expired(cx));
+                                match waiter.time_out() {
+                                    Some(before) => before,
+                                    None => {
+                                        let error = timed_out(&waiter.gate, since.elapsed());
+                                        let boxed = error.to_error();
+                                        this.state.set(State::Rejected { error });
+                                        return Poll::Ready(Err(boxed));
+                                    }
                                 }
                             }
-                        }
-                    };
-                    waiter.gate.metrics.waited(since.elapsed());
-                    let gate = Arc::clone(&waiter.gate);
+                        };
+                        waiter.gate.metrics.waited(since.elapsed());
+                        *admitted = Some((Permit::new(Arc::clone(&waiter.gate)), before));
+                    }
+                    let (svc, _) = call.as_mut().expect("a queued call keeps its request until admitted");
+                    if let Err(error) = ready!(svc.poll_ready(cx)) {
+                        // The permit goes back with the call.
+                        *admitted = None;
+                        *call = None;
+                        return Poll::Ready(Err(error.into()));
+                    }
                     let (mut svc, req) = call.take().expect("a queued call keeps its request until admitted");
-                    this.state.set(running(gate, before, &mut svc, req));
+                    let (permit, before) = admitted.take().expect("an admitted call holds its permit");
+                    this.state.set(running(permit, before, &mut svc, req));
                 }
                 StateProj::Running {
                     future,

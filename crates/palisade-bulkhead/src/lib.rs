@@ -13,7 +13,11 @@
 //! The permit is taken by the response future, not in `poll_ready`: axum
 //! and hyper call a service without waiting for readiness, so a limit taken
 //! in `poll_ready` would not limit them. `poll_ready` drives the inner
-//! service's readiness only. The permit is released when the call completes,
+//! service's readiness only. A call that has to wait in the queue lets go of
+//! the inner service it was polled ready with, so what that reserved (a
+//! `ConcurrencyLimit`'s permit, a `Buffer`'s slot, a breaker's probe) serves
+//! other calls meanwhile, and polls a clone ready once admitted, holding its
+//! permit. The permit is released when the call completes,
 //! fails, or its future is dropped at any point, queued or running; with
 //! [`BulkheadBuilder::hold_permit_until_body_end`] an `http::Response`'s body holds it
 //! until the body has been sent.

@@ -584,7 +584,7 @@ async fn poll_ready_drives_the_inner_service_and_keeps_its_errors() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn queued_calls_run_on_the_service_that_was_polled_ready() {
+async fn queued_calls_run_on_a_service_polled_ready() {
     /// Ready only after `poll_ready`, for one call; a clone starts unready.
     struct OneCallPerReady {
         ready: bool,
@@ -630,6 +630,85 @@ async fn queued_calls_run_on_the_service_that_was_polled_ready() {
         future.await.unwrap().unwrap();
     }
     assert_eq!(probe.calls(), vec![0, 1, 2, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_call_lets_go_of_what_the_inner_service_reserved_for_it() {
+    // A keyed bulkhead over a limit every tenant shares (a connection pool, a
+    // tonic channel's buffer): a call waiting in its tenant's queue must not
+    // keep what the inner service reserved for it, or another tenant, with
+    // room of its own, waits behind that queue.
+    let (probe, release) = Probe::new().gated();
+    let layer = BulkheadLayer::builder("tenants")
+        .max_concurrent(1)
+        .max_queued(4)
+        .build_keyed(|req: &u32| req / 100)
+        .unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(tower::limit::ConcurrencyLimit::new(probe.clone(), 2));
+    let running = tokio::spawn(svc.clone().oneshot(101));
+    settle().await;
+    let queued = tokio::spawn(svc.clone().oneshot(102));
+    settle().await;
+    assert_eq!(handle.snapshot(&1).unwrap().queued, 1);
+    let mut other = svc.clone();
+    tokio::time::timeout(Duration::from_secs(1), other.ready())
+        .await
+        .expect("tenant 2 is not held back by tenant 1's queue")
+        .unwrap();
+    let call = tokio::spawn(other.call(201));
+    settle().await;
+    release.add_permits(3);
+    assert_eq!(call.await.unwrap().unwrap(), 201);
+    assert_eq!(running.await.unwrap().unwrap(), 101);
+    assert_eq!(queued.await.unwrap().unwrap(), 102);
+    assert_eq!(probe.calls(), vec![101, 201, 102]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_call_whose_service_then_fails_readiness_gives_its_permit_back() {
+    #[derive(Clone)]
+    struct Failing {
+        failing: Arc<std::sync::atomic::AtomicBool>,
+        inner: Probe,
+    }
+    impl Service<u32> for Failing {
+        type Response = u32;
+        type Error = BoxError;
+        type Future = <Probe as Service<u32>>::Future;
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Poll::Ready(Err("downstream gone".into()));
+            }
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: u32) -> Self::Future {
+            self.inner.call(req)
+        }
+    }
+    let (probe, release) = Probe::new().gated();
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let layer = BulkheadLayer::builder("ready")
+        .max_concurrent(1)
+        .max_queued(1)
+        .build()
+        .unwrap();
+    let svc = layer.layer(Failing {
+        failing: Arc::clone(&failing),
+        inner: probe.clone(),
+    });
+    let running = tokio::spawn(svc.clone().oneshot(1));
+    settle().await;
+    let queued = tokio::spawn(svc.clone().oneshot(2));
+    settle().await;
+    failing.store(true, Ordering::SeqCst);
+    release.add_permits(1);
+    assert_eq!(running.await.unwrap().unwrap(), 1);
+    let err = queued.await.unwrap().unwrap_err();
+    assert_eq!(err.to_string(), "downstream gone");
+    let snapshot = layer.handle().snapshot();
+    assert_eq!((snapshot.in_flight, snapshot.queued), (0, 0));
+    assert_eq!(probe.calls(), vec![1]);
 }
 
 fn futures_poll<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
