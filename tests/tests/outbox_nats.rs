@@ -328,3 +328,33 @@ async fn an_event_the_protocol_cannot_carry_fails_alone_and_the_connection_stays
     assert_eq!(versions, [1, 5]);
     nats.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_streams_own_size_limit_is_refused_for_good() {
+    // The server's `max_payload` is checked before sending; a stream's own, smaller
+    // `max_msg_size` only the server knows. Retried as transient, such an event would hold
+    // its aggregate back for every attempt before it is dead-lettered.
+    let Some(nats) = Nats::connect("outbox_nats_stream_size").await else {
+        return;
+    };
+    let js = jetstream::new(nats.client.clone());
+    js.create_stream(stream::Config {
+        name: nats.stream.clone(),
+        subjects: vec![format!("{}>", nats.prefix)],
+        storage: stream::StorageType::Memory,
+        max_message_size: 1024,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let publisher = NatsPublisher::new(nats.client.clone()).with_prefix(nats.prefix.clone());
+    let big = Event::new("OrderChanged", "Order", "o1", json!({ "blob": "x".repeat(2048) }));
+    let error = publisher.publish(&big).await.unwrap_err();
+    assert!(!error.is_transient(), "{error}");
+    publisher
+        .publish(&Event::new("OrderChanged", "Order", "o1", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(stream_messages(&js, &nats.stream).await, 1);
+    nats.cleanup().await;
+}

@@ -34,6 +34,9 @@ use crate::error::PublishError;
 /// | `ce-source` in binary mode (the metadata's source or `/<aggregate type>`) | no carriage return or line feed |
 /// | message (headers + body) | at most the server's `max_payload` (1 MiB by default; read from the server, once for each run of an aggregate's events, when the publisher has its client) |
 ///
+/// A message over the stream's own `max_msg_size` reaches the server, which refuses it
+/// (JetStream error 10054): that is permanent too, for that event only.
+///
 /// # Reconnection
 ///
 /// The async-nats client reconnects by itself (by default without giving up), and JetStream
@@ -225,8 +228,15 @@ impl Publisher for NatsPublisher {
 }
 
 fn classify(error: jetstream::context::PublishError) -> PublishError {
+    let too_large = || {
+        std::error::Error::source(&error)
+            .and_then(|source| source.downcast_ref::<jetstream::Error>())
+            .is_some_and(|refusal| refusal.error_code() == jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM)
+    };
     match error.kind() {
         PublishErrorKind::WrongLastMessageId | PublishErrorKind::WrongLastSequence => PublishError::permanent(error),
+        // The stream will never take a message this large: retrying only holds its aggregate back.
+        PublishErrorKind::Other if too_large() => PublishError::permanent(error),
         _ => PublishError::transient(error),
     }
 }
