@@ -40,10 +40,12 @@
 //!   flight finish and admits no new call until fewer than the new limit run.
 //! - **Keyed** ([`BulkheadBuilder::build_keyed`]): one compartment per key of the
 //!   request (downstream host, tenant, route), each with the full limit and
-//!   queue, at most `max_keys` kept. At that bound, compartments nobody is
-//!   using are forgotten to make room; if every kept key is busy, a new key
-//!   is rejected with [`BulkheadFull`], so the memory a flood of keys can take
-//!   stays bounded.
+//!   queue, at most `max_keys` kept. At that bound, every compartment nobody
+//!   is using is forgotten at once to make room (one sweep serves many new
+//!   keys; an adaptive compartment's learned limit goes with it, and the key
+//!   starts again from the initial limit: keep `max_keys` above the keys you
+//!   serve); if every kept key is busy, a new key is rejected with
+//!   [`BulkheadFull`], so the memory a flood of keys can take stays bounded.
 //! - **Adaptive** ([`BulkheadBuilder::adaptive`]): the limit follows the downstream,
 //!   set after every completed call by a [`Limit`] algorithm between its
 //!   minimum and maximum: [`Aimd`] or [`Gradient2`] (after Netflix's
