@@ -147,6 +147,8 @@ pin_project! {
         Rejected {
             error: Rejection,
         },
+        // Failed with the inner service's readiness error, which is not kept.
+        Done,
     }
 }
 
@@ -321,13 +323,13 @@ where
                         call,
                         admitted,
                         since,
-                        deadline,
+                        mut deadline,
                     } = queue.as_mut().project();
                     if admitted.is_none() {
                         let before = match waiter.poll(cx) {
                             Poll::Ready(before) => before,
                             Poll::Pending => {
-                                ready!(deadline.poll_expired(cx));
+                                ready!(deadline.as_mut().poll_expired(cx));
                                 match waiter.time_out() {
                                     Some(before) => before,
                                     None => {
@@ -339,16 +341,27 @@ where
                                 }
                             }
                         };
-                        waiter.gate.metrics.waited(since.elapsed());
                         *admitted = Some((Permit::new(Arc::clone(&waiter.gate)), before));
                     }
                     let (svc, _) = call.as_mut().expect("a queued call keeps its request until admitted");
-                    if let Err(error) = ready!(svc.poll_ready(cx)) {
-                        // The permit goes back with the call.
-                        *admitted = None;
-                        *call = None;
-                        return Poll::Ready(Err(error.into()));
+                    match svc.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(error)) => {
+                            // The permit goes back with the call.
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error.into()));
+                        }
+                        Poll::Pending => {
+                            // `max_wait` bounds the wait for the service too: no
+                            // permit is held past it by a call not yet sent.
+                            ready!(deadline.poll_expired(cx));
+                            let error = timed_out(&waiter.gate, since.elapsed());
+                            let boxed = error.to_error();
+                            this.state.set(State::Rejected { error });
+                            return Poll::Ready(Err(boxed));
+                        }
                     }
+                    waiter.gate.metrics.waited(since.elapsed());
                     let (mut svc, req) = call.take().expect("a queued call keeps its request until admitted");
                     let (permit, before) = admitted.take().expect("an admitted call holds its permit");
                     this.state.set(running(permit, before, &mut svc, req));
@@ -379,6 +392,7 @@ where
                     return Poll::Ready(result.map(|response| M::attach(response, permit)));
                 }
                 StateProj::Rejected { error } => return Poll::Ready(Err(error.to_error())),
+                StateProj::Done => panic!("bulkhead response future polled after completion"),
             }
         }
     }
@@ -393,6 +407,7 @@ where
             State::Waiting { .. } => "waiting",
             State::Running { .. } => "running",
             State::Rejected { .. } => "rejected",
+            State::Done => "done",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

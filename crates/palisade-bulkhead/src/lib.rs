@@ -17,7 +17,8 @@
 //! the inner service it was polled ready with, so what that reserved (a
 //! `ConcurrencyLimit`'s permit, a `Buffer`'s slot, a breaker's probe) serves
 //! other calls meanwhile, and polls a clone ready once admitted, holding its
-//! permit. The permit is released when the call completes,
+//! permit (within `max_wait`, past which it is rejected with
+//! [`BulkheadTimeout`] and the permit goes back). The permit is released when the call completes,
 //! fails, or its future is dropped at any point, queued or running; with
 //! [`BulkheadBuilder::hold_permit_until_body_end`] an `http::Response`'s body holds it
 //! until the body has been sent.
@@ -169,8 +170,9 @@
 //! `name`: `palisade_bulkhead_in_flight` and `palisade_bulkhead_queued`
 //! (gauges), `palisade_bulkhead_limit` (gauge), `palisade_bulkhead_rejections_total`
 //! (counter, `reason` = `full` or `timeout`) and `palisade_bulkhead_wait_seconds`
-//! (histogram of the time queued calls waited, admitted or timed out; a
-//! call dropped while it waits records nothing), and
+//! (histogram of the time queued calls waited until sent or timed out, the
+//! wait for the inner service's readiness after admission included; a call
+//! dropped while it waits records nothing), and
 //! `palisade_bulkhead_call_duration_seconds` (histogram of the time each
 //! call held its permit, until its body ended with `OnBodyEnd`; it costs two
 //! clock reads a call, read only when the histogram records somewhere, so a

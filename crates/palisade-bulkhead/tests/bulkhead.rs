@@ -711,6 +711,59 @@ async fn a_queued_call_whose_service_then_fails_readiness_gives_its_permit_back(
     assert_eq!(probe.calls(), vec![1]);
 }
 
+#[tokio::test(start_paused = true)]
+async fn max_wait_bounds_an_admitted_calls_wait_for_its_service() {
+    // Admitted, a queued call holds its permit while its service gets ready:
+    // past `max_wait` it gives the permit back rather than hold it for a call
+    // not yet sent.
+    let (probe, release) = Probe::new().gated();
+    let layer = BulkheadLayer::builder("ready")
+        .max_concurrent(1)
+        .max_queued(1)
+        .max_wait(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let shared = tower::limit::ConcurrencyLimit::new(probe.clone(), 2);
+    let svc = layer.layer(shared.clone());
+    let running = tokio::spawn(svc.clone().oneshot(1));
+    settle().await;
+    let queued = tokio::spawn(svc.clone().oneshot(2));
+    settle().await;
+    assert_eq!(layer.handle().snapshot().queued, 1);
+    // Other users of the shared limit: one takes the place the queued call let
+    // go, the next waits for one and gets the running call's.
+    let other = |req: u32| {
+        let mut other = shared.clone();
+        tokio::spawn(async move {
+            other.ready().await.unwrap();
+            other.call(req).await
+        })
+    };
+    let elsewhere = other(3);
+    settle().await;
+    let waiting = other(4);
+    settle().await;
+    release.add_permits(1);
+    assert_eq!(running.await.unwrap().unwrap(), 1);
+    settle().await;
+    assert_eq!(
+        layer.handle().snapshot().in_flight,
+        1,
+        "admitted, its service not ready"
+    );
+    let err = tokio::time::timeout(Duration::from_secs(1), queued)
+        .await
+        .expect("max_wait ends the wait for the service")
+        .unwrap()
+        .unwrap_err();
+    assert!(err.is::<BulkheadTimeout>(), "{err}");
+    assert_eq!(layer.handle().snapshot().in_flight, 0, "the permit went back");
+    release.add_permits(2);
+    assert_eq!(elsewhere.await.unwrap().unwrap(), 3);
+    assert_eq!(waiting.await.unwrap().unwrap(), 4);
+    assert_eq!(probe.calls(), vec![1, 3, 4]);
+}
+
 fn futures_poll<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
     let mut cx = Context::from_waker(std::task::Waker::noop());
     Pin::new(future).poll(&mut cx)

@@ -43,8 +43,9 @@ pub struct Complete;
 /// The protected call runs inside the response future (no task, no extra
 /// bounds); when that future is dropped after the key was locked, the key
 /// stays locked until its lock expires, so a retry gets 409 until then and
-/// runs the handler again only after it. A response already being stored
-/// is stored on a task of its own (see the [crate docs](crate#disconnects)).
+/// runs the handler again only after it. A response already being stored,
+/// or a key already being released, is stored or released from a task of
+/// its own (see the [crate docs](crate#disconnects)).
 /// Right for handlers that are not `Send`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KeepLocked;

@@ -182,19 +182,35 @@ pin_project! {
         St: IdempotencyStore,
     {
         fn drop(this: Pin<&mut Self>) {
-            // The handler ran and its response is on its way into the store:
-            // storing it on a task of its own lets a retry get it, where
-            // giving up would leave the key locked (or, released, let the
-            // handler run again).
+            // A panic on its way through leaves the key to `Held`'s policy.
+            if std::thread::panicking() {
+                return;
+            }
+            // The layer had decided what becomes of the key (store the
+            // response, or release the key) and the store's answer was on its
+            // way: the same operation goes on from a task of its own. It is
+            // fenced by the lease, so repeating one that already took effect
+            // changes nothing. Given up, a stored response would be lost with
+            // the key locked (or, released, the handler run again).
             let this = this.project();
-            if let StepProjReplace::Complete { mut future } = this.step.project_replace(Step::Done)
-                && let Ok(runtime) = tokio::runtime::Handle::try_current()
-            {
-                let held = this.held;
-                held.lease = None;
-                future.as_mut().restart();
-                let name = held.shared.config.name.clone();
-                runtime.spawn(async move { log_completion(&name, future.await) });
+            let held = this.held;
+            let step = this.step.project_replace(Step::Done);
+            let (Some(lease), Ok(runtime)) = (held.lease, tokio::runtime::Handle::try_current()) else {
+                return;
+            };
+            let span = tracing::Span::current();
+            match step {
+                StepProjReplace::Complete { .. } => {
+                    let Some(stored) = held.stored.take() else { return };
+                    held.lease = None;
+                    let again = complete_again(&held.shared, &held.key, &held.fingerprint, lease, stored);
+                    runtime.spawn(again.instrument(span));
+                }
+                StepProjReplace::Release { .. } => {
+                    held.lease = None;
+                    runtime.spawn(release(&held.shared, &held.key, &lease).instrument(span));
+                }
+                _ => {}
             }
         }
     }
@@ -209,8 +225,7 @@ pin_project! {
     {
         Call { #[pin] future: F },
         ReadResponse,
-        // Boxed, so that a caller going away can hand it to a task of its own.
-        Complete { future: Pin<Box<Measured<St::CompleteFuture>>> },
+        Complete { #[pin] future: Measured<St::CompleteFuture> },
         Release { #[pin] future: Measured<St::ReleaseFuture> },
         Done,
     }
@@ -229,6 +244,9 @@ where
     lease: Option<Lease>,
     collected: Collected,
     response: Option<(response::Parts, ResB)>,
+    // The response being stored, to store it again from a task of its own
+    // should the caller go away before the store answers.
+    stored: Option<StoredResponse>,
     answer: Option<Answer<ResB, E>>,
     release_on_drop: bool,
 }
@@ -251,6 +269,35 @@ where
             Err(_) => {
                 tracing::debug!(target: TARGET, name = %name, "no runtime to release a dropped request's key; its lock will expire");
             }
+        }
+    }
+}
+
+/// Stores `stored` under `key` held by `lease` for a request that went away
+/// while it was being stored, bounded by the store timeout. The first try may
+/// have taken effect: its lock is then gone, and this finds the lease lost.
+fn complete_again<St: IdempotencyStore, Sc>(
+    shared: &Shared<St, Sc>,
+    key: &StoreKey,
+    fingerprint: &Fingerprint,
+    lease: Lease,
+    stored: StoredResponse,
+) -> impl Future<Output = ()> + Send + 'static {
+    let config = &shared.config;
+    let complete = Measured::new(
+        shared
+            .store
+            .complete(key, fingerprint, &lease, &stored, config.retention),
+        config.store_timeout,
+        &shared.metrics.store_complete,
+    );
+    let name = config.name.clone();
+    async move {
+        match complete.await {
+            Ok(Completion::LeaseLost) => {
+                tracing::debug!(target: TARGET, name = %name, "a dropped request's response was stored already, or its lock taken over");
+            }
+            completed => log_completion(&name, completed),
         }
     }
 }
@@ -611,6 +658,7 @@ where
                         lease,
                         collected: Collected::default(),
                         response: None,
+                        stored: None,
                         answer: None,
                         release_on_drop: self.release_on_drop,
                     },
@@ -644,8 +692,9 @@ where
                     step.set(next);
                 }
                 StepProj::Complete { future } => {
-                    log_completion(&held.shared.config.name, ready!(future.as_mut().poll(cx)));
+                    log_completion(&held.shared.config.name, ready!(future.poll(cx)));
                     held.lease = None;
+                    held.stored = None;
                     step.set(Step::Done);
                 }
                 StepProj::Release { future } => {
@@ -771,13 +820,14 @@ where
             headers: stored_headers(&parts.headers, config.store_set_cookie),
             body: body.clone(),
         };
-        let future = Box::pin(Measured::new(
+        let future = Measured::new(
             self.shared
                 .store
                 .complete(&self.key, &self.fingerprint, &lease, &stored, config.retention),
             config.store_timeout,
             &self.shared.metrics.store_complete,
-        ));
+        );
+        self.stored = Some(stored);
         self.answer = Some(Ok(Response::from_parts(parts, ResponseBody::full(body))));
         Step::Complete { future }
     }

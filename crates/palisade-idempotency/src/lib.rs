@@ -124,10 +124,13 @@
 //!
 //! Once the handler has answered, its effects stand whatever the policy:
 //! dropped while its response is read, the key stays locked until its lock
-//! expires, with [`Release`](disconnect::Release) too; dropped while the
-//! response is being stored, the store's `complete` goes on on a task of
-//! its own (for a whole store timeout from then), so a retry gets the
-//! stored response. Without a runtime, the lock expires.
+//! expires, with [`Release`](disconnect::Release) too. Dropped while the
+//! store's answer to what the layer decided is on its way (storing the
+//! response, or releasing the key after an error or a response it does not
+//! store), the same operation is made again from a task of its own, bounded
+//! by the store timeout and fenced by the lease (a first try that took
+//! effect makes the second change nothing): a retry gets the stored
+//! response, or runs the handler. Without a runtime, the lock expires.
 //!
 //! # Defaults
 //!

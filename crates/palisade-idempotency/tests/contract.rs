@@ -233,6 +233,33 @@ async fn with_release_a_request_dropped_while_storing_is_still_stored() {
     assert_eq!(strict.calls.load(Ordering::SeqCst), 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn with_keep_locked_a_key_being_released_when_the_caller_leaves_is_released() {
+    // The handler failed, so the layer releases the key for the retry; the
+    // caller leaving while the store's answer is on its way does not undo
+    // that decision and leave the key locked for a minute.
+    let (store, strict) = (RemoteStore::new(), Strict::new());
+    let svc = IdempotencyLayer::builder("idempotency")
+        .store(store.clone())
+        .on_disconnect(palisade_idempotency::disconnect::KeepLocked)
+        .build()
+        .unwrap()
+        .layer(strict.clone());
+    strict.fail.store(true, Ordering::SeqCst);
+    let mut first = Box::pin(svc.clone().oneshot(post(Some("k"), "{}")));
+    assert!(poll_once(first.as_mut()).await.is_pending(), "releasing");
+    assert_eq!(store.inner.len(), 1);
+    drop(first);
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(store.inner.is_empty(), "the release went on without its caller");
+    strict.fail.store(false, Ordering::SeqCst);
+    let retry = svc.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(strict.calls.load(Ordering::SeqCst), 2);
+}
+
 /// A response body that never ends.
 struct Endless;
 

@@ -520,8 +520,9 @@ impl Verifier {
             Compiled::Generic(g) => {
                 let signatures = signatures(&g.signature_header)?;
                 let id = match &g.id_header {
-                    // An id holding the template's text around it would let
-                    // the signed content split another way (see `id_separators`).
+                    // An id holding the byte that marks its end in the template
+                    // would let the signed content split another way (see
+                    // `id_separators`).
                     Some(name) => Some(id_text(required(name)?, name).and_then(|id| {
                         if id.as_bytes().iter().any(|b| g.id_separators.contains(b)) {
                             Err(Rejection::header(Reason::MalformedHeader, name))
