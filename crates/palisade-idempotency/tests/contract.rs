@@ -239,12 +239,7 @@ async fn with_keep_locked_a_key_being_released_when_the_caller_leaves_is_release
     // caller leaving while the store's answer is on its way does not undo
     // that decision and leave the key locked for a minute.
     let (store, strict) = (RemoteStore::new(), Strict::new());
-    let svc = IdempotencyLayer::builder("idempotency")
-        .store(store.clone())
-        .on_disconnect(palisade_idempotency::disconnect::KeepLocked)
-        .build()
-        .unwrap()
-        .layer(strict.clone());
+    let svc = keep_locked_stack(&store, &strict);
     strict.fail.store(true, Ordering::SeqCst);
     let mut first = Box::pin(svc.clone().oneshot(post(Some("k"), "{}")));
     assert!(poll_once(first.as_mut()).await.is_pending(), "releasing");
@@ -331,6 +326,39 @@ async fn dropping_before_the_lock_is_taken_holds_nothing() {
     assert_eq!(strict.calls.load(Ordering::SeqCst), 0);
 }
 
+/// Lets spawned tasks run until `store` holds no key, then checks it holds none.
+async fn released_once_answered(store: &RemoteStore) {
+    for _ in 0..100 {
+        if store.inner.is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(store.inner.is_empty(), "the key was released once the answer came");
+}
+
+/// The `KeepLocked` policy's stack around `strict`.
+fn keep_locked_stack(
+    store: &RemoteStore,
+    strict: &Strict,
+) -> impl Service<
+    Request<Full<Bytes>>,
+    Response = Response<palisade_idempotency::ResponseBody<Full<Bytes>>>,
+    Error = std::io::Error,
+    Future: Send + 'static,
+>
++ Clone
++ Send
++ 'static
++ use<> {
+    IdempotencyLayer::builder("idempotency")
+        .store(store.clone())
+        .on_disconnect(palisade_idempotency::disconnect::KeepLocked)
+        .build()
+        .unwrap()
+        .layer(strict.clone())
+}
+
 /// A caller that goes away while the store's answer to `begin` is on the
 /// wire (the store has locked the key for it): once the answer arrives, the
 /// key is released, whatever the policy, since the handler never ran. The
@@ -351,13 +379,7 @@ where
     drop(first);
     store.slow_answer.store(false, Ordering::SeqCst);
     store.gate.notify_waiters();
-    for _ in 0..100 {
-        if store.inner.is_empty() {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert!(store.inner.is_empty(), "the key was released once the answer came");
+    released_once_answered(store).await;
     assert_eq!(strict.calls.load(Ordering::SeqCst), 0);
     let retry = svc.oneshot(post(Some("k"), "{}")).await.unwrap();
     assert_eq!(retry.status(), StatusCode::CREATED);
@@ -373,12 +395,7 @@ async fn with_release_a_lock_taken_after_the_caller_left_is_released() {
 #[tokio::test(start_paused = true)]
 async fn with_keep_locked_a_lock_taken_after_the_caller_left_is_released() {
     let (store, strict) = (RemoteStore::new(), Strict::new());
-    let svc = IdempotencyLayer::builder("idempotency")
-        .store(store.clone())
-        .on_disconnect(palisade_idempotency::disconnect::KeepLocked)
-        .build()
-        .unwrap()
-        .layer(strict.clone());
+    let svc = keep_locked_stack(&store, &strict);
     a_lock_taken_for_a_caller_that_left_is_released(&store, &strict, svc).await;
 }
 
@@ -405,13 +422,7 @@ async fn a_lock_answered_after_the_callers_store_timeout_is_still_released() {
     assert_eq!(store.inner.len(), 1, "the answer is still on the way");
     store.slow_answer.store(false, Ordering::SeqCst);
     store.gate.notify_waiters();
-    for _ in 0..100 {
-        if store.inner.is_empty() {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert!(store.inner.is_empty(), "the key was released once the answer came");
+    released_once_answered(&store).await;
     let retry = svc.oneshot(post(Some("k"), "{}")).await.unwrap();
     assert_eq!(retry.status(), StatusCode::CREATED);
     assert_eq!(strict.calls.load(Ordering::SeqCst), 1);
