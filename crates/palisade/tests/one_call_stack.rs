@@ -173,6 +173,52 @@ async fn the_default_client_stack_counts_an_attempt_in_flight_until_its_body_end
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_request_in_backoff_holds_no_permit_though_its_503_had_a_body() {
+    // The bulkhead holds a permit until the response body ends: the retry
+    // must let the 503 (and its unread body) go before it waits.
+    let client = stack::client("reports")
+        .retry(quick_retry("reports", 2))
+        .build()
+        .unwrap();
+    let handle = client.handle();
+    let attempts = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&attempts);
+    let client = client.layer(service_fn(move |_: Req| {
+        let status = if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+            503
+        } else {
+            200
+        };
+        async move {
+            Ok::<_, BoxError>(
+                Response::builder()
+                    .status(status)
+                    .body(Full::new(Bytes::from_static(b"report")))
+                    .unwrap(),
+            )
+        }
+    }));
+    let mut call = Box::pin(client.oneshot(get()));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), &mut call)
+            .await
+            .is_err(),
+        "in its 100 ms backoff"
+    );
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        handle.snapshot()["layers"][3]["in_flight"],
+        0,
+        "no permit held in backoff"
+    );
+    let res = call.await.unwrap();
+    assert_eq!((res.status(), attempts.load(Ordering::SeqCst)), (StatusCode::OK, 2));
+    assert_eq!(handle.snapshot()["layers"][3]["in_flight"], 1, "the body still streams");
+    res.into_body().collect().await.unwrap();
+    assert_eq!(handle.snapshot()["layers"][3]["in_flight"], 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn removed_parts_are_gone_from_the_stack_and_the_report() {
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let bare = stack::client("payments")
