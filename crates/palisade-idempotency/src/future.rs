@@ -273,6 +273,35 @@ where
     }
 }
 
+/// The store's `complete`, bounded by the store timeout and timed.
+fn store_complete<St: IdempotencyStore, Sc>(
+    shared: &Shared<St, Sc>,
+    key: &StoreKey,
+    fingerprint: &Fingerprint,
+    lease: &Lease,
+    stored: &StoredResponse,
+) -> Measured<St::CompleteFuture> {
+    let config = &shared.config;
+    Measured::new(
+        shared.store.complete(key, fingerprint, lease, stored, config.retention),
+        config.store_timeout,
+        &shared.metrics.store_complete,
+    )
+}
+
+/// The store's `release`, bounded by the store timeout and timed.
+fn store_release<St: IdempotencyStore, Sc>(
+    shared: &Shared<St, Sc>,
+    key: &StoreKey,
+    lease: &Lease,
+) -> Measured<St::ReleaseFuture> {
+    Measured::new(
+        shared.store.release(key, lease),
+        shared.config.store_timeout,
+        &shared.metrics.store_release,
+    )
+}
+
 /// Stores `stored` under `key` held by `lease` for a request that went away
 /// while it was being stored, bounded by the store timeout. The first try may
 /// have taken effect: its lock is then gone, and this finds the lease lost.
@@ -283,15 +312,8 @@ fn complete_again<St: IdempotencyStore, Sc>(
     lease: Lease,
     stored: StoredResponse,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let config = &shared.config;
-    let complete = Measured::new(
-        shared
-            .store
-            .complete(key, fingerprint, &lease, &stored, config.retention),
-        config.store_timeout,
-        &shared.metrics.store_complete,
-    );
-    let name = config.name.clone();
+    let complete = store_complete(shared, key, fingerprint, &lease, &stored);
+    let name = shared.config.name.clone();
     async move {
         match complete.await {
             Ok(Completion::LeaseLost) => {
@@ -323,11 +345,7 @@ fn release<St: IdempotencyStore, Sc>(
     key: &StoreKey,
     lease: &Lease,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let release = Measured::new(
-        shared.store.release(key, lease),
-        shared.config.store_timeout,
-        &shared.metrics.store_release,
-    );
+    let release = store_release(shared, key, lease);
     let name = shared.config.name.clone();
     async move {
         if let Err(error) = release.await {
@@ -726,11 +744,7 @@ where
     fn release<F>(&self) -> Step<F, St> {
         match &self.lease {
             Some(lease) => Step::Release {
-                future: Measured::new(
-                    self.shared.store.release(&self.key, lease),
-                    self.shared.config.store_timeout,
-                    &self.shared.metrics.store_release,
-                ),
+                future: store_release(&self.shared, &self.key, lease),
             },
             None => Step::Done,
         }
@@ -820,13 +834,7 @@ where
             headers: stored_headers(&parts.headers, config.store_set_cookie),
             body: body.clone(),
         };
-        let future = Measured::new(
-            self.shared
-                .store
-                .complete(&self.key, &self.fingerprint, &lease, &stored, config.retention),
-            config.store_timeout,
-            &self.shared.metrics.store_complete,
-        );
+        let future = store_complete(&self.shared, &self.key, &self.fingerprint, &lease, &stored);
         self.stored = Some(stored);
         self.answer = Some(Ok(Response::from_parts(parts, ResponseBody::full(body))));
         Step::Complete { future }
