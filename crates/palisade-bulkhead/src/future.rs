@@ -258,6 +258,71 @@ where
     }
 }
 
+/// A queued call admitted, its service ready: what it runs with.
+struct Admitted<S, Req> {
+    svc: S,
+    req: Req,
+    permit: Permit,
+    before: u32,
+}
+
+/// Why a queued call was not sent.
+enum Unsent {
+    /// `max_wait` passed, waiting for a permit or for the service.
+    TimedOut(Rejection),
+    /// The service failed its readiness once the call was admitted.
+    NotReady(BoxError),
+}
+
+impl<S: Service<Req>, Req> Queue<S, Req>
+where
+    S::Error: Into<BoxError>,
+{
+    /// Waits for a permit, then, holding it, for the call's service to be
+    /// ready; `max_wait` bounds both.
+    fn poll_admitted(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Admitted<S, Req>, Unsent>> {
+        let QueueProj {
+            waiter,
+            call,
+            admitted,
+            since,
+            mut deadline,
+        } = self.project();
+        if admitted.is_none() {
+            let before = match waiter.poll(cx) {
+                Poll::Ready(before) => before,
+                Poll::Pending => {
+                    ready!(deadline.as_mut().poll_expired(cx));
+                    match waiter.time_out() {
+                        Some(before) => before,
+                        None => return Poll::Ready(Err(Unsent::TimedOut(timed_out(&waiter.gate, since.elapsed())))),
+                    }
+                }
+            };
+            *admitted = Some((Permit::new(Arc::clone(&waiter.gate)), before));
+        }
+        let (svc, _) = call.as_mut().expect("a queued call keeps its request until admitted");
+        match svc.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(Unsent::NotReady(error.into()))),
+            Poll::Pending => {
+                // No permit is held past `max_wait` by a call not yet sent.
+                ready!(deadline.poll_expired(cx));
+                return Poll::Ready(Err(Unsent::TimedOut(timed_out(&waiter.gate, since.elapsed()))));
+            }
+        }
+        waiter.gate.metrics.waited(since.elapsed());
+        let (svc, req) = call.take().expect("a queued call keeps its request until admitted");
+        let (permit, before) = admitted.take().expect("an admitted call holds its permit");
+        Poll::Ready(Ok(Admitted {
+            svc,
+            req,
+            permit,
+            before,
+        }))
+    }
+}
+
 /// The rejection of a call that found its compartment and its queue full.
 #[inline(never)]
 fn rejected_full(gate: &Gate) -> BulkheadFull {
@@ -317,55 +382,26 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Waiting { queue } => {
-                    let QueueProj {
-                        waiter,
-                        call,
-                        admitted,
-                        since,
-                        mut deadline,
-                    } = queue.as_mut().project();
-                    if admitted.is_none() {
-                        let before = match waiter.poll(cx) {
-                            Poll::Ready(before) => before,
-                            Poll::Pending => {
-                                ready!(deadline.as_mut().poll_expired(cx));
-                                match waiter.time_out() {
-                                    Some(before) => before,
-                                    None => {
-                                        let error = timed_out(&waiter.gate, since.elapsed());
-                                        let boxed = error.to_error();
-                                        this.state.set(State::Rejected { error });
-                                        return Poll::Ready(Err(boxed));
-                                    }
-                                }
-                            }
-                        };
-                        *admitted = Some((Permit::new(Arc::clone(&waiter.gate)), before));
+                StateProj::Waiting { queue } => match ready!(queue.as_mut().poll_admitted(cx)) {
+                    Ok(Admitted {
+                        mut svc,
+                        req,
+                        permit,
+                        before,
+                    }) => {
+                        this.state.set(running(permit, before, &mut svc, req));
                     }
-                    let (svc, _) = call.as_mut().expect("a queued call keeps its request until admitted");
-                    match svc.poll_ready(cx) {
-                        Poll::Ready(Ok(())) => {}
-                        Poll::Ready(Err(error)) => {
-                            // The permit goes back with the call.
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(error.into()));
-                        }
-                        Poll::Pending => {
-                            // `max_wait` bounds the wait for the service too: no
-                            // permit is held past it by a call not yet sent.
-                            ready!(deadline.poll_expired(cx));
-                            let error = timed_out(&waiter.gate, since.elapsed());
-                            let boxed = error.to_error();
-                            this.state.set(State::Rejected { error });
-                            return Poll::Ready(Err(boxed));
-                        }
+                    Err(Unsent::TimedOut(error)) => {
+                        let boxed = error.to_error();
+                        this.state.set(State::Rejected { error });
+                        return Poll::Ready(Err(boxed));
                     }
-                    waiter.gate.metrics.waited(since.elapsed());
-                    let (mut svc, req) = call.take().expect("a queued call keeps its request until admitted");
-                    let (permit, before) = admitted.take().expect("an admitted call holds its permit");
-                    this.state.set(running(permit, before, &mut svc, req));
-                }
+                    Err(Unsent::NotReady(error)) => {
+                        // The permit goes back with the call.
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(error));
+                    }
+                },
                 StateProj::Running {
                     future,
                     permit,
